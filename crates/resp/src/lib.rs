@@ -1,1 +1,62 @@
-//! ferry-resp
+//! RESP for ferry: the wire protocol Redis speaks, and a connection to speak it with.
+//!
+//! - [`Frame`]: every RESP2 and RESP3 type (simple string, error, integer, bulk, array, the
+//!   null variants, map, set, double, boolean, big number, verbatim string, push, attributes).
+//! - [`Decoder`]: a streaming decoder. It takes a growing [`bytes::BytesMut`], returns frames whose
+//!   payloads are slices of that buffer (no copies), works for input split at any byte without
+//!   rescanning what it already checked, and turns oversized declarations (bulk length, nesting,
+//!   element count; see [`Limits`]) into typed errors instead of allocations.
+//! - [`encode_frame`] and [`encode_command`] write straight into a `BytesMut`.
+//! - [`RespCodec`]: the same as a `tokio_util::codec` codec.
+//! - [`Connection`]: TCP or TLS, AUTH / `HELLO 3` / SELECT / CLIENT SETNAME, calls, pipelines,
+//!   read timeouts, and the raw reads ([`Connection::read_line`], [`Connection::read_raw`]) a
+//!   replica needs after `+FULLRESYNC`. [`ConnectOptions::from_url`] reads `redis://` and
+//!   `rediss://` URLs; passwords are held in [`Password`], which prints as `***`.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use ferry_resp::{encode_command, Decoder, Frame};
+//!
+//! // Encode a command, then decode it back as the server would see it.
+//! let mut buf = BytesMut::new();
+//! encode_command(&["SET", "key", "value"], &mut buf);
+//! let frame = Decoder::new().decode(&mut buf).unwrap().unwrap();
+//! assert_eq!(
+//!     frame,
+//!     Frame::Array(vec![Frame::bulk("SET"), Frame::bulk("key"), Frame::bulk("value")])
+//! );
+//! ```
+//!
+//! Talking to a server (not run here: it needs one):
+//!
+//! ```no_run
+//! use ferry_resp::{ConnectOptions, Connection};
+//!
+//! # async fn demo() -> Result<(), ferry_resp::Error> {
+//! let opts = ConnectOptions::from_url("redis://:secret@127.0.0.1:6379/0?protocol=resp3")?;
+//! let mut conn = Connection::connect(&opts).await?;
+//! conn.call(&["SET", "greeting", "hello"]).await?;
+//! let value = conn.call(&["GET", "greeting"]).await?;
+//! assert_eq!(value.as_bytes(), Some(&b"hello"[..]));
+//! let replies = conn.pipeline(&[vec!["INCR", "n"], vec!["INCR", "n"]]).await?;
+//! assert_eq!(replies.len(), 2);
+//! # Ok(())
+//! # }
+//! ```
+
+mod codec;
+mod connection;
+mod decode;
+mod encode;
+mod error;
+mod frame;
+mod options;
+mod tls;
+
+pub use codec::RespCodec;
+pub use connection::Connection;
+pub use decode::{Decoder, Limits};
+pub use encode::{encode_command, encode_frame};
+pub use error::Error;
+pub use frame::{Frame, ServerError};
+pub use options::{ConnectOptions, Password, Protocol, TlsOptions};

@@ -1,0 +1,74 @@
+//! `key_slot` (our table-driven CRC16/XMODEM with hash tags) against the `crc16` crate computing the
+//! same slot, on keys of typical and large sizes.
+//!
+//! Run: `cargo bench -p ferry-benches --bench key_slot`
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// The slot as the `crc16` crate computes it, with the same hash-tag rule.
+fn crc16_crate_slot(key: &[u8]) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(ferry_topology::hash_tag(key)) & 0x3FFF
+}
+
+fn keys(len: usize, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let mut k = format!("user:{i}:").into_bytes();
+            k.resize(len, b'x');
+            k
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    for ck in keys(1000, 4) {
+        assert_eq!(ferry_topology::key_slot(&ck), crc16_crate_slot(&ck));
+    }
+    let mut group = c.benchmark_group("key_slot");
+    for len in [16usize, 64, 1024] {
+        let batch = keys(len, 1000);
+        let bytes: usize = batch.iter().map(Vec::len).sum();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_with_input(BenchmarkId::new("ferry", len), &batch, |b, batch| {
+            b.iter(|| {
+                batch
+                    .iter()
+                    .map(|k| ferry_topology::key_slot(black_box(k)) as u64)
+                    .sum::<u64>()
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("crc16_crate", len), &batch, |b, batch| {
+            b.iter(|| {
+                batch
+                    .iter()
+                    .map(|k| crc16_crate_slot(black_box(k)) as u64)
+                    .sum::<u64>()
+            })
+        });
+    }
+    // Tagged keys: only the tag is hashed.
+    let tagged: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("{{user:{i}}}:profile:settings").into_bytes())
+        .collect();
+    group.throughput(Throughput::Elements(tagged.len() as u64));
+    group.bench_function("ferry/tagged", |b| {
+        b.iter(|| {
+            tagged
+                .iter()
+                .map(|k| ferry_topology::key_slot(black_box(k)) as u64)
+                .sum::<u64>()
+        })
+    });
+    group.bench_function("crc16_crate/tagged", |b| {
+        b.iter(|| {
+            tagged
+                .iter()
+                .map(|k| crc16_crate_slot(black_box(k)) as u64)
+                .sum::<u64>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

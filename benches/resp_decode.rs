@@ -1,0 +1,227 @@
+//! RESP decoding, ferry-resp side by side with its peers in one run:
+//! - `redis-protocol` 6: its `BytesMut` decoder (`decode_bytes_mut`, zero-copy `Bytes` frames) and
+//!   its range decoder (`decode_range`, offsets into a borrowed slice, no `Bytes` built);
+//! - the `redis` crate (redis-rs): its streaming `ValueCodec` (a tokio-util decoder over `BytesMut`,
+//!   producing owned `Value`s).
+//!
+//! Two streams: about one million pipelined `SET key value` commands (what a server or a proxy
+//! reads), and a reply-heavy RESP3 stream (bulks of varied size, arrays, maps, integers, nulls).
+//! Each iteration decodes the whole stream from one buffer; building the buffer is not timed.
+//! Run: `CARGO_TARGET_DIR=/work/target-resp cargo bench -p ferry-benches --bench resp_decode`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ferry_resp::{encode_command, encode_frame, Decoder, Frame};
+use tokio_util::codec::Decoder as _;
+
+/// Number of SET commands in the command stream.
+const SETS: usize = 1_000_000;
+
+/// A small deterministic generator (xorshift), so every run decodes the same bytes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> usize {
+        (self.next() % n) as usize
+    }
+}
+
+/// `SET key:<n> <value of 8..72 bytes>` one million times.
+fn set_stream() -> Vec<u8> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut out = BytesMut::with_capacity(SETS * 64);
+    let value = [b'v'; 80];
+    for i in 0..SETS {
+        let key = format!("key:{i:010}");
+        let len = 8 + rng.below(64);
+        encode_command(&[&b"SET"[..], key.as_bytes(), &value[..len]], &mut out);
+    }
+    out.to_vec()
+}
+
+/// RESP3 replies: bulks of 8 B to 16 KiB, arrays of bulks (MGET / LRANGE), maps (HGETALL),
+/// integers, OKs and nulls, in a fixed pseudo-random mix.
+fn reply_stream() -> (Vec<u8>, usize) {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut out = BytesMut::new();
+    let blob = vec![b'x'; 16 * 1024];
+    let mut frames = 0;
+    let bulk = |rng: &mut Rng| {
+        let len = match rng.below(100) {
+            0..=59 => 8 + rng.below(56),
+            60..=89 => 64 + rng.below(960),
+            90..=98 => 1024 + rng.below(3072),
+            _ => 4096 + rng.below(12 * 1024),
+        };
+        Frame::bulk(&blob[..len])
+    };
+    while out.len() < 48 * 1024 * 1024 {
+        let frame = match rng.below(10) {
+            0..=3 => bulk(&mut rng),
+            4 | 5 => Frame::Array((0..1 + rng.below(20)).map(|_| bulk(&mut rng)).collect()),
+            6 | 7 => Frame::Map(
+                (0..1 + rng.below(16))
+                    .map(|i| (Frame::bulk(format!("field:{i}")), bulk(&mut rng)))
+                    .collect(),
+            ),
+            8 => Frame::Integer(rng.next() as i64 >> 20),
+            _ => {
+                if rng.below(2) == 0 {
+                    Frame::simple("OK")
+                } else {
+                    Frame::Null
+                }
+            }
+        };
+        encode_frame(&frame, &mut out);
+        frames += 1;
+    }
+    (out.to_vec(), frames)
+}
+
+fn ferry_decode(data: &mut BytesMut) -> usize {
+    let mut dec = Decoder::new();
+    let mut n = 0;
+    while let Some(frame) = dec.decode(data).expect("valid stream") {
+        black_box(frame);
+        n += 1;
+    }
+    n
+}
+
+/// Ours again, but fed as a socket would: 64 KiB at a time (exercises resumption).
+fn ferry_decode_chunked(data: &[u8]) -> usize {
+    let mut dec = Decoder::new();
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut n = 0;
+    for chunk in data.chunks(64 * 1024) {
+        buf.extend_from_slice(chunk);
+        while let Some(frame) = dec.decode(&mut buf).expect("valid stream") {
+            black_box(frame);
+            n += 1;
+        }
+    }
+    n
+}
+
+fn rp2_bytes_mut(data: &mut BytesMut) -> usize {
+    let mut n = 0;
+    while let Some((frame, _, _)) =
+        redis_protocol::resp2::decode::decode_bytes_mut(data).expect("valid stream")
+    {
+        black_box(frame);
+        n += 1;
+    }
+    n
+}
+
+fn rp2_range(data: &[u8]) -> usize {
+    let (mut off, mut n) = (0, 0);
+    while let Some((frame, used)) =
+        redis_protocol::resp2::decode::decode_range(&data[off..]).expect("valid stream")
+    {
+        black_box(frame);
+        off += used;
+        n += 1;
+    }
+    n
+}
+
+fn rp3_bytes_mut(data: &mut BytesMut) -> usize {
+    let mut n = 0;
+    while let Some((frame, _, _)) =
+        redis_protocol::resp3::decode::complete::decode_bytes_mut(data).expect("valid stream")
+    {
+        black_box(frame);
+        n += 1;
+    }
+    n
+}
+
+fn rp3_range(data: &[u8]) -> usize {
+    let (mut off, mut n) = (0, 0);
+    while let Some((frame, used)) =
+        redis_protocol::resp3::decode::complete::decode_range(&data[off..]).expect("valid stream")
+    {
+        black_box(frame);
+        off += used;
+        n += 1;
+    }
+    n
+}
+
+fn redis_rs_codec(data: &mut BytesMut) -> usize {
+    let mut codec = redis::ValueCodec::default();
+    let mut n = 0;
+    while let Some(value) = codec.decode(data).expect("valid stream") {
+        black_box(value);
+        n += 1;
+    }
+    n
+}
+
+fn bench_sets(c: &mut Criterion) {
+    let data = set_stream();
+    let buf = || BytesMut::from(&data[..]);
+    // Every implementation must see the same number of commands.
+    assert_eq!(ferry_decode(&mut buf()), SETS);
+    assert_eq!(ferry_decode_chunked(&data), SETS);
+    assert_eq!(rp2_bytes_mut(&mut buf()), SETS);
+    assert_eq!(rp2_range(&data), SETS);
+    assert_eq!(redis_rs_codec(&mut buf()), SETS);
+
+    let mut g = c.benchmark_group("resp_decode/1M_SET");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    g.bench_function("ferry-resp Decoder", |b| {
+        b.iter_batched(buf, |mut d| ferry_decode(&mut d), BatchSize::PerIteration)
+    });
+    g.bench_function("ferry-resp Decoder, 64KiB reads", |b| b.iter(|| ferry_decode_chunked(&data)));
+    g.bench_function("redis-protocol decode_bytes_mut", |b| {
+        b.iter_batched(buf, |mut d| rp2_bytes_mut(&mut d), BatchSize::PerIteration)
+    });
+    g.bench_function("redis-protocol decode_range", |b| b.iter(|| rp2_range(&data)));
+    g.bench_function("redis ValueCodec", |b| {
+        b.iter_batched(buf, |mut d| redis_rs_codec(&mut d), BatchSize::PerIteration)
+    });
+    g.finish();
+}
+
+fn bench_replies(c: &mut Criterion) {
+    let (data, frames) = reply_stream();
+    let buf = || BytesMut::from(&data[..]);
+    assert_eq!(ferry_decode(&mut buf()), frames);
+    assert_eq!(ferry_decode_chunked(&data), frames);
+    assert_eq!(rp3_bytes_mut(&mut buf()), frames);
+    assert_eq!(rp3_range(&data), frames);
+    assert_eq!(redis_rs_codec(&mut buf()), frames);
+
+    let mut g = c.benchmark_group(format!("resp_decode/replies_{frames}"));
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    g.bench_function("ferry-resp Decoder", |b| {
+        b.iter_batched(buf, |mut d| ferry_decode(&mut d), BatchSize::PerIteration)
+    });
+    g.bench_function("ferry-resp Decoder, 64KiB reads", |b| b.iter(|| ferry_decode_chunked(&data)));
+    g.bench_function("redis-protocol decode_bytes_mut", |b| {
+        b.iter_batched(buf, |mut d| rp3_bytes_mut(&mut d), BatchSize::PerIteration)
+    });
+    g.bench_function("redis-protocol decode_range", |b| b.iter(|| rp3_range(&data)));
+    g.bench_function("redis ValueCodec", |b| {
+        b.iter_batched(buf, |mut d| redis_rs_codec(&mut d), BatchSize::PerIteration)
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_sets, bench_replies);
+criterion_main!(benches);

@@ -1,0 +1,85 @@
+//! DUMP / RESTORE payloads: `[type][payload][2-byte LE RDB version][8-byte LE CRC-64]`.
+
+use crate::crc64::crc64;
+use crate::encode::encode_value;
+use crate::error::Error;
+use crate::parser::{decode_value, MAX_RDB_VERSION};
+use crate::value::Value;
+
+/// A DUMP payload split into its parts (checksum verified).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpParts<'a> {
+    /// Type byte + serialized value.
+    pub serialized: &'a [u8],
+    /// RDB version from the footer.
+    pub rdb_version: u16,
+}
+
+/// Splits a DUMP payload and verifies its CRC-64 (exact match, as Redis requires).
+pub fn split_dump(payload: &[u8]) -> Result<DumpParts<'_>, Error> {
+    if payload.len() < 11 {
+        return Err(Error::Truncated {
+            offset: payload.len() as u64,
+            what: "a DUMP payload (type, value, version and checksum need at least 11 bytes)",
+            key: Default::default(),
+        });
+    }
+    let body = payload.len() - 10;
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&payload[payload.len() - 8..]);
+    let stored = u64::from_le_bytes(c);
+    let computed = crc64(0, &payload[..payload.len() - 8]);
+    if stored != computed {
+        return Err(Error::Checksum { where_: " in DUMP payload", stored, computed });
+    }
+    let rdb_version = u16::from_le_bytes([payload[body], payload[body + 1]]);
+    Ok(DumpParts { serialized: &payload[..body], rdb_version })
+}
+
+/// Decodes a DUMP payload: checks CRC and version, returns the value and the payload's RDB version.
+///
+/// ```
+/// let payload = ferry_rdb::encode_dump(&ferry_rdb::Value::String("hello".into()), 9).unwrap();
+/// let (value, version) = ferry_rdb::decode_dump(&payload).unwrap();
+/// assert_eq!(version, 9);
+/// assert_eq!(value, ferry_rdb::Value::String("hello".into()));
+/// ```
+pub fn decode_dump(payload: &[u8]) -> Result<(Value, u16), Error> {
+    let parts = split_dump(payload)?;
+    let v = parts.rdb_version as u32;
+    // Valkey 9 writes DUMP payloads with its own version numbers (80 and up).
+    let valkey = v >= 80;
+    if v > MAX_RDB_VERSION && !valkey {
+        return Err(Error::UnsupportedVersion { version: v, max: MAX_RDB_VERSION });
+    }
+    Ok((decode_value(parts.serialized, valkey)?, parts.rdb_version))
+}
+
+/// Builds a DUMP payload from serialized value bytes (type byte + payload) and an RDB version.
+pub fn build_dump(serialized: &[u8], rdb_version: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(serialized.len() + 10);
+    out.extend_from_slice(serialized);
+    out.extend_from_slice(&rdb_version.to_le_bytes());
+    let crc = crc64(0, &out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Encodes `value` for RDB `version` and wraps it as a DUMP payload that a server of that
+/// version accepts with RESTORE.
+pub fn encode_dump(value: &Value, version: u32) -> Result<Vec<u8>, Error> {
+    let ser = encode_value(value, version)?;
+    Ok(build_dump(&ser, version as u16))
+}
+
+/// Re-encodes a serialized value (type byte + payload, e.g. [`crate::Entry::raw`]) read from a
+/// source of RDB `source_version` as a DUMP payload for a target of RDB `target_version`. When the
+/// target loads the source's version the bytes pass through unchanged; otherwise the value is
+/// decoded and encoded again with encodings the target loads (7.0 listpacks become 6.2 ziplists).
+pub fn reencode_for(serialized: &[u8], source_version: u32, target_version: u32) -> Result<Vec<u8>, Error> {
+    if source_version <= target_version && source_version <= MAX_RDB_VERSION {
+        return Ok(build_dump(serialized, source_version as u16));
+    }
+    let value = decode_value(serialized, source_version >= 80)?;
+    encode_dump(&value, target_version)
+}

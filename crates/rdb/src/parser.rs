@@ -1,0 +1,761 @@
+//! The sans-I/O RDB parser: feed it bytes in any chunking, pull [`Item`]s out.
+//!
+//! # How it stays streaming and linear
+//!
+//! A value is read as a sequence of *units*: one element of a list or set, one field/value pair
+//! of a hash, one quicklist node, one stream listpack, and so on. A unit is parsed only when all
+//! its bytes are buffered; if they are not, the parser remembers how many bytes it needs and
+//! returns `Ok(None)` without re-reading anything until that many have been fed. Completed units
+//! are dropped from the buffer at once, so the buffer holds at most one unit (plus one fed chunk),
+//! and no byte is parsed twice except for the one unit that straddled a chunk boundary.
+//!
+//! # Big values
+//!
+//! Decoded values are built in memory, so a value costs about its serialized size. When
+//! [`ParserOptions::big_value_bytes`] is set, a collection whose serialized size passes that bound
+//! is not built whole: the parser yields [`Item::EntryStart`], then [`Item::ValueChunk`]s of about
+//! that many bytes each (list elements, set members, hash fields, sorted-set pairs, stream
+//! entries; the last stream chunk carries the metadata and consumer groups), then
+//! [`Item::EntryEnd`]. A replicator turns chunks into RPUSH/SADD/HSET/ZADD/XADD batches. Raw bytes
+//! are not kept for such a value. Strings and single-blob encodings (ziplist, listpack, intset),
+//! which servers bound by their own limits, are always yielded whole.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::crc64::crc64;
+use crate::cursor::{corrupt, Bad, Cur, Stop, R};
+use crate::error::{Error, KeyContext};
+use crate::value::{module_name_from_id, ModuleValue, Value};
+use crate::values;
+
+/// Highest Redis RDB version this crate reads.
+pub const MAX_RDB_VERSION: u32 = 13;
+
+/// RDB type bytes and opcodes (see Redis's rdb.h).
+#[allow(missing_docs)]
+pub mod types {
+    pub const STRING: u8 = 0;
+    pub const LIST: u8 = 1;
+    pub const SET: u8 = 2;
+    pub const ZSET: u8 = 3;
+    pub const HASH: u8 = 4;
+    pub const ZSET_2: u8 = 5;
+    pub const MODULE_PRE_GA: u8 = 6;
+    pub const MODULE_2: u8 = 7;
+    pub const HASH_ZIPMAP: u8 = 9;
+    pub const LIST_ZIPLIST: u8 = 10;
+    pub const SET_INTSET: u8 = 11;
+    pub const ZSET_ZIPLIST: u8 = 12;
+    pub const HASH_ZIPLIST: u8 = 13;
+    pub const LIST_QUICKLIST: u8 = 14;
+    pub const STREAM_LISTPACKS: u8 = 15;
+    pub const HASH_LISTPACK: u8 = 16;
+    pub const ZSET_LISTPACK: u8 = 17;
+    pub const LIST_QUICKLIST_2: u8 = 18;
+    pub const STREAM_LISTPACKS_2: u8 = 19;
+    pub const SET_LISTPACK: u8 = 20;
+    pub const STREAM_LISTPACKS_3: u8 = 21;
+    /// Redis 7.4 RC hash with field TTLs; under `VALKEY` magic this is Valkey's `HASH_2`.
+    pub const HASH_METADATA_PRE_GA: u8 = 22;
+    pub const HASH_LISTPACK_EX_PRE_GA: u8 = 23;
+    pub const HASH_METADATA: u8 = 24;
+    pub const HASH_LISTPACK_EX: u8 = 25;
+    pub const STREAM_LISTPACKS_4: u8 = 26;
+
+    pub const OP_KEY_META: u8 = 243;
+    pub const OP_SLOT_INFO: u8 = 244;
+    pub const OP_FUNCTION2: u8 = 245;
+    pub const OP_FUNCTION_PRE_GA: u8 = 246;
+    pub const OP_MODULE_AUX: u8 = 247;
+    pub const OP_IDLE: u8 = 248;
+    pub const OP_FREQ: u8 = 249;
+    pub const OP_AUX: u8 = 250;
+    pub const OP_RESIZEDB: u8 = 251;
+    pub const OP_EXPIRETIME_MS: u8 = 252;
+    pub const OP_EXPIRETIME: u8 = 253;
+    pub const OP_SELECTDB: u8 = 254;
+    pub const OP_EOF: u8 = 255;
+    /// Redis Enterprise only: RAM LRU (one length), skipped.
+    pub const OP_ENT_RAM_LRU: u8 = 107;
+}
+use types::*;
+
+/// Which servers wrote the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `REDIS` magic.
+    Redis,
+    /// `VALKEY` magic (Valkey 9+ format, version 80 and up).
+    Valkey,
+}
+
+/// What the parser returns for each key's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueMode {
+    /// Decode every value into [`Value`].
+    #[default]
+    Decoded,
+    /// Keep only the exact serialized bytes (type byte + payload) in [`Entry::raw`].
+    Raw,
+    /// Both the decoded value and the raw bytes.
+    DecodedAndRaw,
+}
+
+/// Parser settings.
+#[derive(Debug, Clone)]
+pub struct ParserOptions {
+    /// Decoded values, raw bytes, or both.
+    pub mode: ValueMode,
+    /// Verify the CRC-64 at the end of the file (a stored 0 means "disabled" and is accepted).
+    pub verify_checksum: bool,
+    /// Yield collections whose serialized size passes this many bytes in chunks (see module docs).
+    pub big_value_bytes: Option<usize>,
+    /// Largest single string accepted (a longer declared length is an error, not an allocation).
+    pub max_string_len: usize,
+}
+
+impl Default for ParserOptions {
+    fn default() -> Self {
+        ParserOptions {
+            mode: ValueMode::Decoded,
+            verify_checksum: true,
+            big_value_bytes: None,
+            max_string_len: 4 << 30,
+        }
+    }
+}
+
+/// The outcome of the end-of-file checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// Stored and computed checksums are equal.
+    Verified(u64),
+    /// The stored checksum is 0: the writer disabled checksums.
+    Disabled,
+    /// RDB versions before 5 carry no checksum.
+    Absent,
+    /// Verification was turned off; the stored value and what was computed.
+    NotVerified {
+        /// Stored in the file.
+        stored: u64,
+        /// Computed over the input.
+        computed: u64,
+    },
+}
+
+/// One key with its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Database number.
+    pub db: u64,
+    /// The key.
+    pub key: Bytes,
+    /// Absolute expiry in Unix milliseconds.
+    pub expire_at_ms: Option<i64>,
+    /// LRU idle time in seconds (`IDLE` opcode).
+    pub idle_secs: Option<u64>,
+    /// LFU frequency (`FREQ` opcode).
+    pub freq: Option<u8>,
+    /// The RDB type byte of the value as stored.
+    pub rdb_type: u8,
+    /// Offset of the value's type byte in the input.
+    pub offset: u64,
+    /// Serialized size of the value (type byte + payload).
+    pub serialized_len: u64,
+    /// The decoded value (modes `Decoded` and `DecodedAndRaw`; `None` in `EntryStart`).
+    pub value: Option<Value>,
+    /// Type byte + payload exactly as in the input (modes `Raw` and `DecodedAndRaw`).
+    pub raw: Option<Bytes>,
+}
+
+/// One thing found in an RDB stream, in file order.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Item {
+    /// The magic header.
+    Header {
+        /// RDB version (Valkey files: the number after `VALKEY`, e.g. 80).
+        version: u32,
+        /// Redis or Valkey.
+        flavor: Flavor,
+    },
+    /// An AUX field (`redis-ver`, `ctime`, `repl-id`, `lua` ...).
+    Aux {
+        /// Field name.
+        key: Bytes,
+        /// Field value.
+        value: Bytes,
+    },
+    /// `SELECTDB`.
+    SelectDb(u64),
+    /// `RESIZEDB` hint for the current database.
+    ResizeDb {
+        /// The database selected by the last `SELECTDB`.
+        db: u64,
+        /// Keys in the db.
+        db_size: u64,
+        /// Keys with expiry.
+        expires_size: u64,
+    },
+    /// Cluster slot sizing hint.
+    SlotInfo {
+        /// Slot number.
+        slot: u64,
+        /// Keys in the slot.
+        size: u64,
+        /// Keys with expiry in the slot.
+        expires_size: u64,
+    },
+    /// Module auxiliary data, kept raw.
+    ModuleAux {
+        /// Module ID.
+        module_id: u64,
+        /// Module type name from the ID.
+        name: String,
+        /// When it was saved (before/after keys).
+        when: u64,
+        /// Opcodes up to and including the module EOF.
+        payload: Bytes,
+    },
+    /// A function library (`FUNCTION2`): its source code.
+    Function {
+        /// The library code as given to FUNCTION LOAD.
+        code: Bytes,
+    },
+    /// A complete key.
+    Entry(Entry),
+    /// A big value follows in chunks; `value` and `raw` are `None` here.
+    EntryStart(Entry),
+    /// Part of the value announced by the last `EntryStart` (same type, a slice of its elements).
+    ValueChunk(Value),
+    /// The chunked value is complete.
+    EntryEnd,
+    /// End of file, with the checksum outcome. Bytes after it are left in the parser.
+    Eof {
+        /// Checksum outcome.
+        checksum: Checksum,
+    },
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyMeta {
+    expire: Option<i64>,
+    idle: Option<u64>,
+    freq: Option<u8>,
+}
+
+enum St {
+    Header,
+    Ops,
+    Value(Box<values::ValueState>),
+    Checksum { crc_end: usize },
+    Done,
+    Failed,
+}
+
+/// The push parser. See the module documentation.
+///
+/// ```
+/// use ferry_rdb::{Parser, ParserOptions, Item};
+/// let file = ferry_rdb::Writer::write_to_vec(11, |w| {
+///     w.select_db(0)?;
+///     w.write_entry(b"k", &ferry_rdb::Value::String("v".into()), None)
+/// }).unwrap();
+/// let mut p = Parser::new(ParserOptions::default());
+/// let mut keys = 0;
+/// for chunk in file.chunks(3) {
+///     p.feed(chunk);
+///     while let Some(item) = p.next_item().unwrap() {
+///         if let Item::Entry(e) = item { assert_eq!(&e.key[..], b"k"); keys += 1; }
+///     }
+/// }
+/// p.finish().unwrap();
+/// assert_eq!(keys, 1);
+/// ```
+pub struct Parser {
+    opts: ParserOptions,
+    buf: BytesMut,
+    /// Absolute offset of `buf[0]`.
+    base: u64,
+    /// Bytes of `buf` consumed.
+    pos: usize,
+    /// CRC over all bytes before `buf[crc_at]`.
+    crc: u64,
+    crc_at: usize,
+    /// Do not try again until `buf.len() >= need`.
+    need: usize,
+    need_what: &'static str,
+    state: St,
+    version: u32,
+    flavor: Flavor,
+    db: u64,
+    meta: KeyMeta,
+    queue: VecDeque<Item>,
+    keep: bool,
+}
+
+impl std::fmt::Debug for Parser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parser")
+            .field("offset", &(self.base + self.pos as u64))
+            .field("buffered", &(self.buf.len() - self.pos))
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl Parser {
+    /// A parser expecting a whole RDB file (magic first).
+    pub fn new(opts: ParserOptions) -> Self {
+        let keep = opts.mode != ValueMode::Raw || opts.big_value_bytes.is_some();
+        Parser {
+            opts,
+            buf: BytesMut::with_capacity(64 * 1024),
+            base: 0,
+            pos: 0,
+            crc: 0,
+            crc_at: 0,
+            need: 0,
+            need_what: "the RDB header",
+            state: St::Header,
+            version: 0,
+            flavor: Flavor::Redis,
+            db: 0,
+            meta: KeyMeta::default(),
+            queue: VecDeque::new(),
+            keep,
+        }
+    }
+
+    /// Appends input bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(data);
+    }
+
+    /// How many more bytes the parser needs before it can make progress (0 when it can run now).
+    pub fn bytes_needed(&self) -> usize {
+        self.need.saturating_sub(self.buf.len())
+    }
+
+    /// Total bytes consumed so far (the absolute offset of the next unread byte).
+    pub fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    /// The RDB version from the header (0 before it is read).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// True once `Item::Eof` was returned.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, St::Done)
+    }
+
+    /// Bytes fed but not consumed (after EOF: whatever followed the RDB, e.g. AOF commands).
+    pub fn remaining(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Call at end of input: an error if the file ended before `Item::Eof`.
+    pub fn finish(&self) -> Result<(), Error> {
+        match self.state {
+            St::Done => Ok(()),
+            St::Failed => Err(Error::Finished),
+            _ => Err(Error::Truncated {
+                offset: self.base + self.buf.len() as u64,
+                what: self.need_what,
+                key: self.key_context(),
+            }),
+        }
+    }
+
+    fn key_context(&self) -> KeyContext {
+        match &self.state {
+            St::Value(vs) => KeyContext::from_key(&vs.key),
+            _ => KeyContext(None),
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.pos == 0 || !matches!(self.state, St::Header | St::Ops | St::Value(_)) {
+            return;
+        }
+        let pos = self.pos;
+        self.crc = crc64(self.crc, &self.buf[self.crc_at..pos]);
+        self.buf.advance(pos);
+        self.base += pos as u64;
+        self.pos = 0;
+        self.crc_at = 0;
+        self.need = self.need.saturating_sub(pos);
+    }
+
+    fn error(&mut self, stop: Stop) -> Error {
+        let key = self.key_context();
+        self.state = St::Failed;
+        match stop {
+            Stop::More { need, what } => Error::Truncated { offset: self.base + need as u64, what, key },
+            Stop::Bad { at, kind } => {
+                let offset = self.base + at as u64;
+                match kind {
+                    Bad::Corrupt(message) => Error::Corrupt { offset, key, message },
+                    Bad::Unsupported(what) => Error::Unsupported { what, offset, key },
+                    Bad::Limit(message) => Error::LimitExceeded { offset, key, message },
+                    Bad::Checksum { stored, computed } => {
+                        Error::Checksum { where_: " at end of file", stored, computed }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns the next item, `Ok(None)` when more input is needed (or after EOF).
+    pub fn next_item(&mut self) -> Result<Option<Item>, Error> {
+        if let Some(it) = self.queue.pop_front() {
+            return Ok(Some(it));
+        }
+        match self.state {
+            St::Failed => return Err(Error::Finished),
+            St::Done => return Ok(None),
+            _ => {}
+        }
+        if self.buf.len() < self.need {
+            return Ok(None);
+        }
+        loop {
+            match self.step() {
+                Ok(Some(item)) => return Ok(Some(item)),
+                Ok(None) => {
+                    if let Some(it) = self.queue.pop_front() {
+                        return Ok(Some(it));
+                    }
+                    if matches!(self.state, St::Done) {
+                        return Ok(None);
+                    }
+                }
+                Err(Stop::More { need, what }) => {
+                    self.need = need;
+                    self.need_what = what;
+                    return Ok(None);
+                }
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+    }
+
+    fn cur(&self) -> Cur<'_> {
+        Cur::new(&self.buf, self.pos, self.opts.max_string_len)
+    }
+
+    fn step(&mut self) -> R<Option<Item>> {
+        match std::mem::replace(&mut self.state, St::Ops) {
+            St::Header => {
+                self.state = St::Header;
+                let mut c = self.cur();
+                let m = c.take(9, "the RDB header (magic and version)")?;
+                let (version, flavor) = parse_magic(m).map_err(|kind| Stop::Bad { at: 0, kind })?;
+                self.pos = c.p;
+                self.version = version;
+                self.flavor = flavor;
+                self.state = St::Ops;
+                Ok(Some(Item::Header { version, flavor }))
+            }
+            St::Ops => self.step_opcode(),
+            St::Value(mut vs) => {
+                let r = self.step_value(&mut vs);
+                if !vs.finished {
+                    self.state = St::Value(vs);
+                }
+                r
+            }
+            St::Checksum { crc_end } => {
+                self.state = St::Checksum { crc_end };
+                let mut c = self.cur();
+                let stored = c.u64_le("the checksum after the EOF opcode")?;
+                self.pos = c.p;
+                let computed = if self.crc_at <= crc_end {
+                    crc64(self.crc, &self.buf[self.crc_at..crc_end])
+                } else {
+                    self.crc
+                };
+                self.crc = computed;
+                self.crc_at = crc_end;
+                self.state = St::Done;
+                let checksum = if stored == 0 {
+                    Checksum::Disabled
+                } else if !self.opts.verify_checksum {
+                    Checksum::NotVerified { stored, computed }
+                } else if stored == computed {
+                    Checksum::Verified(stored)
+                } else {
+                    self.state = St::Failed;
+                    return Err(Stop::Bad {
+                        at: self.pos - 8,
+                        kind: Bad::Checksum { stored, computed },
+                    });
+                };
+                Ok(Some(Item::Eof { checksum }))
+            }
+            St::Done => {
+                self.state = St::Done;
+                Ok(None)
+            }
+            St::Failed => {
+                self.state = St::Failed;
+                Ok(None)
+            }
+        }
+    }
+
+    fn step_opcode(&mut self) -> R<Option<Item>> {
+        let mut c = Cur::new(&self.buf, self.pos, self.opts.max_string_len);
+        let op = c.u8("an opcode or value type")?;
+        let item = match op {
+            OP_EOF => {
+                self.pos = c.p;
+                if self.version >= 5 || self.flavor == Flavor::Valkey {
+                    self.state = St::Checksum { crc_end: self.pos };
+                    return Ok(None);
+                }
+                self.state = St::Done;
+                return Ok(Some(Item::Eof { checksum: Checksum::Absent }));
+            }
+            OP_SELECTDB => {
+                let db = c.len("the database number after SELECTDB")?;
+                self.db = db;
+                Item::SelectDb(db)
+            }
+            OP_RESIZEDB => {
+                let db_size = c.len("the db size of RESIZEDB")?;
+                let expires_size = c.len("the expires size of RESIZEDB")?;
+                Item::ResizeDb { db: self.db, db_size, expires_size }
+            }
+            OP_AUX => {
+                let key = c.string("the name of an AUX field")?.to_bytes()?;
+                let value = c.string("the value of an AUX field")?.to_bytes()?;
+                Item::Aux { key, value }
+            }
+            OP_EXPIRETIME_MS => {
+                let ms = c.u64_le("the expire time (ms) of a key")? as i64;
+                self.meta.expire = Some(ms);
+                self.pos = c.p;
+                return Ok(None);
+            }
+            OP_EXPIRETIME => {
+                let s = c.take(4, "the expire time (s) of a key")?;
+                let secs = i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64;
+                self.meta.expire = Some(secs * 1000);
+                self.pos = c.p;
+                return Ok(None);
+            }
+            OP_IDLE => {
+                self.meta.idle = Some(c.len("the LRU idle time of a key")?);
+                self.pos = c.p;
+                return Ok(None);
+            }
+            OP_FREQ => {
+                self.meta.freq = Some(c.u8("the LFU frequency of a key")?);
+                self.pos = c.p;
+                return Ok(None);
+            }
+            OP_ENT_RAM_LRU => {
+                c.len("the RAM LRU value (Redis Enterprise opcode 107)")?;
+                self.pos = c.p;
+                return Ok(None);
+            }
+            OP_SLOT_INFO => {
+                let slot = c.len("the slot of SLOT_INFO")?;
+                let size = c.len("the slot size of SLOT_INFO")?;
+                let expires_size = c.len("the slot expires size of SLOT_INFO")?;
+                Item::SlotInfo { slot, size, expires_size }
+            }
+            OP_FUNCTION2 => {
+                let code = c.string("a function library (FUNCTION2)")?.to_bytes()?;
+                Item::Function { code }
+            }
+            OP_FUNCTION_PRE_GA => {
+                return Err(Stop::Bad {
+                    at: self.pos,
+                    kind: Bad::Unsupported("pre-release function format (opcode 246, Redis 7.0 RC1/RC2)".into()),
+                })
+            }
+            OP_MODULE_AUX => {
+                let module_id = c.len("the module ID of module AUX data")?;
+                let at = c.p;
+                let when_op = c.len("the 'when' opcode of module AUX data")?;
+                if when_op != 2 {
+                    return corrupt(at, format!("module AUX 'when' opcode is {when_op}, expected 2"));
+                }
+                let when = c.len("the 'when' of module AUX data")?;
+                let start = c.p;
+                c.module_opcodes()?;
+                let payload = Bytes::copy_from_slice(&c.b[start..c.p]);
+                Item::ModuleAux { module_id, name: module_name_from_id(module_id), when, payload }
+            }
+            OP_KEY_META => {
+                return Err(Stop::Bad {
+                    at: self.pos,
+                    kind: Bad::Unsupported("key metadata opcode 243".into()),
+                })
+            }
+            t => {
+                if !values::is_value_type(t) {
+                    let kind = if t == MODULE_PRE_GA {
+                        Bad::Unsupported("pre-GA module value type 6 (Redis 4.0 release candidates)".into())
+                    } else {
+                        Bad::Corrupt(format!("unknown opcode or value type {t}"))
+                    };
+                    return Err(Stop::Bad { at: self.pos, kind });
+                }
+                let key = c.string("a key")?.to_bytes()?;
+                let meta = std::mem::take(&mut self.meta);
+                let offset = self.base + self.pos as u64;
+                let raw = matches!(self.opts.mode, ValueMode::Raw | ValueMode::DecodedAndRaw);
+                self.pos = c.p;
+                let vs = values::ValueState::new(
+                    t,
+                    key,
+                    self.flavor == Flavor::Valkey,
+                    raw,
+                    self.keep,
+                    offset,
+                    meta.expire,
+                    meta.idle,
+                    meta.freq,
+                    self.db,
+                );
+                self.state = St::Value(Box::new(vs));
+                return Ok(None);
+            }
+        };
+        self.pos = c.p;
+        Ok(Some(item))
+    }
+
+    fn step_value(&mut self, vs: &mut values::ValueState) -> R<Option<Item>> {
+        let chunk_at = self.opts.big_value_bytes;
+        loop {
+            let mut c = Cur::new(&self.buf, self.pos, self.opts.max_string_len);
+            let done = vs.unit(&mut c)?;
+            let consumed = &self.buf[self.pos..c.p];
+            vs.commit(consumed);
+            self.pos = c.p;
+            if done {
+                let bad = |m: String, at: usize| Stop::Bad { at, kind: Bad::Corrupt(m) };
+                if vs.started {
+                    let last = vs.take_chunk(true).map_err(|m| bad(m, self.pos))?;
+                    vs.finished = true;
+                    self.state = St::Ops;
+                    if let Some(v) = last {
+                        self.queue.push_back(Item::ValueChunk(v));
+                    }
+                    self.queue.push_back(Item::EntryEnd);
+                    return Ok(None);
+                }
+                let value = if self.opts.mode != ValueMode::Raw {
+                    Some(vs.build().map_err(|m| bad(m, self.pos))?)
+                } else {
+                    None
+                };
+                vs.finished = true;
+                self.state = St::Ops;
+                return Ok(Some(Item::Entry(vs.entry(value))));
+            }
+            if let Some(limit) = chunk_at {
+                if vs.chunkable() && vs.pending_bytes >= limit {
+                    if !vs.started {
+                        vs.started = true;
+                        vs.raw = None;
+                        self.queue.push_back(Item::EntryStart(vs.entry(None)));
+                    }
+                    let chunk =
+                        vs.take_chunk(false).map_err(|m| Stop::Bad { at: self.pos, kind: Bad::Corrupt(m) })?;
+                    if let Some(v) = chunk {
+                        self.queue.push_back(Item::ValueChunk(v));
+                    }
+                    // Put the state back before handing out items.
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+fn parse_magic(m: &[u8]) -> Result<(u32, Flavor), Bad> {
+    let digits = |d: &[u8]| -> Option<u32> {
+        if d.iter().all(|c| c.is_ascii_digit()) {
+            std::str::from_utf8(d).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    if &m[..5] == b"REDIS" {
+        let v = digits(&m[5..9])
+            .ok_or_else(|| Bad::Corrupt(format!("bad RDB version digits {:?}", String::from_utf8_lossy(&m[5..9]))))?;
+        if v == 0 || v > MAX_RDB_VERSION {
+            return Err(Bad::Unsupported(format!(
+                "RDB version {v} (this reader supports 1 to {MAX_RDB_VERSION})"
+            )));
+        }
+        Ok((v, Flavor::Redis))
+    } else if &m[..6] == b"VALKEY" {
+        let v = digits(&m[6..9])
+            .ok_or_else(|| Bad::Corrupt(format!("bad Valkey RDB version {:?}", String::from_utf8_lossy(&m[6..9]))))?;
+        if !(80..=80).contains(&v) {
+            return Err(Bad::Unsupported(format!("Valkey RDB version {v} (this reader supports 80)")));
+        }
+        Ok((v, Flavor::Valkey))
+    } else {
+        Err(Bad::Corrupt(format!("not an RDB file: magic {:?}", String::from_utf8_lossy(m))))
+    }
+}
+
+/// Decodes one serialized value (type byte + payload, as in a DUMP payload or `Entry::raw`).
+/// `valkey` selects Valkey's meaning of type 22.
+pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
+    let ctx = KeyContext(None);
+    let mk = |stop: Stop| match stop {
+        Stop::More { need, what } => Error::Truncated { offset: need as u64, what, key: ctx.clone() },
+        Stop::Bad { at, kind } => match kind {
+            Bad::Corrupt(message) => Error::Corrupt { offset: at as u64, key: ctx.clone(), message },
+            Bad::Unsupported(what) => Error::Unsupported { what, offset: at as u64, key: ctx.clone() },
+            Bad::Limit(message) => Error::LimitExceeded { offset: at as u64, key: ctx.clone(), message },
+            Bad::Checksum { stored, computed } => Error::Checksum { where_: "", stored, computed },
+        },
+    };
+    let Some(&t) = serialized.first() else {
+        return Err(Error::Truncated { offset: 0, what: "the value type byte", key: ctx });
+    };
+    if !values::is_value_type(t) {
+        let what = if t == MODULE_PRE_GA {
+            "pre-GA module value type 6".to_string()
+        } else {
+            format!("value type {t}")
+        };
+        return Err(Error::Unsupported { what, offset: 0, key: ctx });
+    }
+    let mut vs = values::ValueState::new(t, Bytes::new(), valkey, false, true, 0, None, None, None, 0);
+    let mut c = Cur::new(serialized, 1, usize::MAX);
+    loop {
+        let done = vs.unit(&mut c).map_err(mk)?;
+        if done {
+            break;
+        }
+    }
+    if c.p != serialized.len() {
+        return Err(Error::Corrupt {
+            offset: c.p as u64,
+            key: ctx,
+            message: format!("{} bytes left after the value", serialized.len() - c.p),
+        });
+    }
+    vs.build().map_err(|message| Error::Corrupt { offset: 0, key: KeyContext(None), message })
+}
+
+/// The module value helper used by [`values`].
+pub(crate) fn module_value(module_id: u64, payload: Bytes) -> ModuleValue {
+    ModuleValue { module_id, name: module_name_from_id(module_id), encver: (module_id & 1023) as u16, payload }
+}

@@ -1,0 +1,714 @@
+//! Per-type value grammars, read one unit at a time (see the parser's module docs).
+
+use bytes::Bytes;
+
+use crate::cursor::{corrupt, Cur, RStr, R};
+use crate::encoding::{intset_for_each, listpack_for_each, ziplist_for_each, zipmap_for_each, Elem};
+use crate::parser::types::*;
+use crate::parser::{module_value, Entry};
+use crate::value::{ConsumerGroup, Consumer, HashField, PendingEntry, Stream, StreamEntry, StreamId, StreamIdmp, Value};
+
+/// True for every value type byte this crate decodes.
+pub(crate) fn is_value_type(t: u8) -> bool {
+    matches!(t, 0..=5 | 7 | 9..=26)
+}
+
+/// Accumulated, not yet decoded, parts of a value.
+enum Acc {
+    None,
+    Str(Bytes),
+    Elems(Vec<Bytes>),
+    Zset(Vec<(Bytes, f64)>),
+    Hash(Vec<HashField>),
+    /// (container, blob): quicklist nodes (container 1 = plain element, 2 = packed listpack,
+    /// 0 = ziplist) or single-blob encodings.
+    Blobs(Vec<(u8, Bytes)>),
+    Stream(Vec<([u8; 16], Bytes)>),
+    Module(u64, Vec<u8>),
+}
+
+/// Stream metadata after the listpacks.
+struct StreamTail {
+    length: u64,
+    last_id: StreamId,
+    first_id: Option<StreamId>,
+    max_deleted_id: StreamId,
+    entries_added: Option<u64>,
+    groups: Vec<ConsumerGroup>,
+    idmp: Option<StreamIdmp>,
+}
+
+pub(crate) struct ValueState {
+    pub t: u8,
+    pub key: Bytes,
+    valkey: bool,
+    pub raw: Option<Vec<u8>>,
+    keep: bool,
+    offset: u64,
+    expire: Option<i64>,
+    idle: Option<u64>,
+    freq: Option<u8>,
+    db: u64,
+    phase: u8,
+    remaining: u64,
+    min_expire: u64,
+    acc: Acc,
+    tail: Option<StreamTail>,
+    size: u64,
+    pub pending_bytes: usize,
+    pub started: bool,
+    pub finished: bool,
+}
+
+fn cap(n: u64) -> usize {
+    n.min(4096) as usize
+}
+
+impl ValueState {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        t: u8,
+        key: Bytes,
+        valkey: bool,
+        raw: bool,
+        keep: bool,
+        offset: u64,
+        expire: Option<i64>,
+        idle: Option<u64>,
+        freq: Option<u8>,
+        db: u64,
+    ) -> Self {
+        ValueState {
+            t,
+            key,
+            valkey,
+            raw: raw.then(|| vec![t]),
+            keep,
+            offset,
+            expire,
+            idle,
+            freq,
+            db,
+            phase: 0,
+            remaining: 0,
+            min_expire: 0,
+            acc: Acc::None,
+            tail: None,
+            size: 1,
+            pending_bytes: 0,
+            started: false,
+            finished: false,
+        }
+    }
+
+    /// Records bytes of a completed unit.
+    pub(crate) fn commit(&mut self, bytes: &[u8]) {
+        if let Some(r) = &mut self.raw {
+            r.extend_from_slice(bytes);
+        }
+        self.size += bytes.len() as u64;
+        self.pending_bytes += bytes.len();
+    }
+
+    /// The entry (header fields plus the given value).
+    pub(crate) fn entry(&mut self, value: Option<Value>) -> Entry {
+        Entry {
+            db: self.db,
+            key: self.key.clone(),
+            expire_at_ms: self.expire,
+            idle_secs: self.idle,
+            freq: self.freq,
+            rdb_type: self.t,
+            offset: self.offset,
+            serialized_len: self.size,
+            value,
+            raw: self.raw.take().map(Bytes::from),
+        }
+    }
+
+    /// True while in the element loop of a type that can be chunked.
+    pub(crate) fn chunkable(&self) -> bool {
+        matches!(
+            self.t,
+            LIST | SET | ZSET | ZSET_2 | HASH | LIST_QUICKLIST | LIST_QUICKLIST_2 | HASH_METADATA
+                | HASH_METADATA_PRE_GA
+        ) && self.phase >= 1
+            || matches!(self.t, STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4)
+                && self.phase == 1
+    }
+
+    fn keep_str(&self, s: RStr<'_>) -> R<Bytes> {
+        if self.keep {
+            s.to_bytes()
+        } else {
+            Ok(Bytes::new())
+        }
+    }
+
+    /// Parses one unit. Returns true when the value is complete. On `Stop::More` the caller
+    /// rewinds to the unit start (nothing here has been changed in that case).
+    pub(crate) fn unit(&mut self, c: &mut Cur<'_>) -> R<bool> {
+        match self.t {
+            STRING => {
+                let s = c.string("a string value")?;
+                let b = self.keep_str(s)?;
+                self.acc = Acc::Str(b);
+                Ok(true)
+            }
+            LIST | SET => {
+                if self.phase == 0 {
+                    self.remaining = c.len(if self.t == LIST {
+                        "the length of a list"
+                    } else {
+                        "the length of a set"
+                    })?;
+                    self.phase = 1;
+                    self.acc = Acc::Elems(Vec::with_capacity(cap(self.remaining)));
+                    return Ok(self.remaining == 0);
+                }
+                let s = c.string(if self.t == LIST { "a list element" } else { "a set member" })?;
+                let b = self.keep_str(s)?;
+                if self.keep {
+                    if let Acc::Elems(v) = &mut self.acc {
+                        v.push(b);
+                    }
+                }
+                self.remaining -= 1;
+                Ok(self.remaining == 0)
+            }
+            ZSET | ZSET_2 => {
+                if self.phase == 0 {
+                    self.remaining = c.len("the length of a sorted set")?;
+                    self.phase = 1;
+                    self.acc = Acc::Zset(Vec::with_capacity(cap(self.remaining)));
+                    return Ok(self.remaining == 0);
+                }
+                let m = c.string("a sorted set member")?;
+                let score = if self.t == ZSET {
+                    c.ascii_double("a sorted set score")?
+                } else {
+                    c.f64_le("a sorted set score")?
+                };
+                let b = self.keep_str(m)?;
+                if self.keep {
+                    if let Acc::Zset(v) = &mut self.acc {
+                        v.push((b, score));
+                    }
+                }
+                self.remaining -= 1;
+                Ok(self.remaining == 0)
+            }
+            HASH => {
+                if self.phase == 0 {
+                    self.remaining = c.len("the length of a hash")?;
+                    self.phase = 1;
+                    self.acc = Acc::Hash(Vec::with_capacity(cap(self.remaining)));
+                    return Ok(self.remaining == 0);
+                }
+                let f = c.string("a hash field")?;
+                let v = c.string("a hash value")?;
+                if self.keep {
+                    let hf = HashField { field: f.to_bytes()?, value: v.to_bytes()?, expire_at_ms: None };
+                    if let Acc::Hash(h) = &mut self.acc {
+                        h.push(hf);
+                    }
+                }
+                self.remaining -= 1;
+                Ok(self.remaining == 0)
+            }
+            HASH_METADATA_PRE_GA if self.valkey => {
+                // Valkey HASH_2: count, then (field, value, 8-byte LE expiry ms, -1 = none).
+                if self.phase == 0 {
+                    self.remaining = c.len("the length of a hash")?;
+                    self.phase = 1;
+                    self.acc = Acc::Hash(Vec::with_capacity(cap(self.remaining)));
+                    return Ok(self.remaining == 0);
+                }
+                let f = c.string("a hash field")?;
+                let v = c.string("a hash value")?;
+                let exp = c.u64_le("a hash field expiry")? as i64;
+                if self.keep {
+                    let hf = HashField {
+                        field: f.to_bytes()?,
+                        value: v.to_bytes()?,
+                        expire_at_ms: (exp >= 0).then_some(exp as u64),
+                    };
+                    if let Acc::Hash(h) = &mut self.acc {
+                        h.push(hf);
+                    }
+                }
+                self.remaining -= 1;
+                Ok(self.remaining == 0)
+            }
+            HASH_METADATA | HASH_METADATA_PRE_GA => {
+                if self.phase == 0 && self.t == HASH_METADATA {
+                    self.min_expire = c.u64_le("the minimum field expiry of a hash")?;
+                    self.phase = 1;
+                    return Ok(false);
+                }
+                if self.phase <= 1 {
+                    self.remaining = c.len("the length of a hash")?;
+                    self.phase = 2;
+                    self.acc = Acc::Hash(Vec::with_capacity(cap(self.remaining)));
+                    return Ok(self.remaining == 0);
+                }
+                let at = c.p;
+                let ttl = c.len("a hash field TTL")?;
+                let f = c.string("a hash field")?;
+                let v = c.string("a hash value")?;
+                let expire = if ttl == 0 {
+                    None
+                } else if self.t == HASH_METADATA {
+                    Some(ttl.wrapping_add(self.min_expire).wrapping_sub(1))
+                } else {
+                    Some(ttl)
+                };
+                if let Some(e) = expire {
+                    if e > 0x0000_FFFF_FFFF_FFFF {
+                        return corrupt(at, format!("hash field expiry {e} is beyond the maximum"));
+                    }
+                }
+                if self.keep {
+                    let hf = HashField { field: f.to_bytes()?, value: v.to_bytes()?, expire_at_ms: expire };
+                    if let Acc::Hash(h) = &mut self.acc {
+                        h.push(hf);
+                    }
+                }
+                self.remaining -= 1;
+                Ok(self.remaining == 0)
+            }
+            HASH_ZIPMAP | LIST_ZIPLIST | SET_INTSET | ZSET_ZIPLIST | HASH_ZIPLIST | HASH_LISTPACK
+            | ZSET_LISTPACK | SET_LISTPACK | HASH_LISTPACK_EX_PRE_GA | HASH_LISTPACK_EX => {
+                if self.t == HASH_LISTPACK_EX && self.phase == 0 {
+                    c.u64_le("the minimum field expiry of a hash")?;
+                    self.phase = 1;
+                    return Ok(false);
+                }
+                let s = c.string("an encoded value blob")?;
+                let b = s.to_bytes()?;
+                self.acc = Acc::Blobs(vec![(0, b)]);
+                Ok(true)
+            }
+            LIST_QUICKLIST | LIST_QUICKLIST_2 => {
+                if self.phase == 0 {
+                    self.remaining = c.len("the node count of a quicklist")?;
+                    self.phase = 1;
+                    self.acc = Acc::Blobs(Vec::with_capacity(cap(self.remaining)));
+                    return Ok(self.remaining == 0);
+                }
+                let container = if self.t == LIST_QUICKLIST_2 {
+                    let at = c.p;
+                    let k = c.len("the container type of a quicklist node")?;
+                    if k != 1 && k != 2 {
+                        return corrupt(at, format!("quicklist node container type {k} (expected 1 or 2)"));
+                    }
+                    k as u8
+                } else {
+                    0
+                };
+                let s = c.string("a quicklist node")?;
+                if self.keep {
+                    let b = s.to_bytes()?;
+                    if let Acc::Blobs(v) = &mut self.acc {
+                        v.push((container, b));
+                    }
+                } else if let RStr::Lzf { .. } = s {
+                    // Validate compressed nodes even when not keeping them.
+                    s.to_bytes()?;
+                }
+                self.remaining -= 1;
+                Ok(self.remaining == 0)
+            }
+            MODULE_2 => {
+                if self.phase == 0 {
+                    let id = c.len("the module ID of a module value")?;
+                    self.phase = 1;
+                    self.acc = Acc::Module(id, Vec::new());
+                    return Ok(false);
+                }
+                // One opcode with its operand per unit.
+                let start = c.p;
+                let op = c.len("a module value opcode")?;
+                match op {
+                    0 => {}
+                    1 | 2 => {
+                        c.len("a module integer")?;
+                    }
+                    3 => {
+                        c.take(4, "a module float")?;
+                    }
+                    4 => {
+                        c.take(8, "a module double")?;
+                    }
+                    5 => c.skip_string("a module string")?,
+                    x => return corrupt(start, format!("unknown module opcode {x}")),
+                }
+                if let Acc::Module(_, p) = &mut self.acc {
+                    p.extend_from_slice(&c.b[start..c.p]);
+                }
+                Ok(op == 0)
+            }
+            STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4 => self.stream_unit(c),
+            t => corrupt(c.p, format!("unknown value type {t}")),
+        }
+    }
+
+    fn stream_unit(&mut self, c: &mut Cur<'_>) -> R<bool> {
+        match self.phase {
+            0 => {
+                self.remaining = c.len("the listpack count of a stream")?;
+                self.phase = if self.remaining == 0 { 2 } else { 1 };
+                self.acc = Acc::Stream(Vec::with_capacity(cap(self.remaining)));
+                Ok(false)
+            }
+            1 => {
+                let at = c.p;
+                let id = c.string("the master ID of a stream node")?;
+                let id = match id {
+                    RStr::Plain(s) if s.len() == 16 => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(s);
+                        a
+                    }
+                    other => {
+                        let b = other.to_bytes()?;
+                        if b.len() != 16 {
+                            return corrupt(at, format!("stream node key is {} bytes, not 16", b.len()));
+                        }
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(&b);
+                        a
+                    }
+                };
+                let lp = c.string("a stream listpack")?;
+                if self.keep {
+                    let b = lp.to_bytes()?;
+                    if let Acc::Stream(v) = &mut self.acc {
+                        v.push((id, b));
+                    }
+                } else if let RStr::Lzf { .. } = lp {
+                    lp.to_bytes()?;
+                }
+                self.remaining -= 1;
+                if self.remaining == 0 {
+                    self.phase = 2;
+                }
+                Ok(false)
+            }
+            _ => {
+                let tail = read_stream_tail(c, self.t, self.keep)?;
+                self.tail = Some(tail);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Decodes the accumulated units into a chunk value and clears them.
+    pub(crate) fn take_chunk(&mut self, last: bool) -> Result<Option<Value>, String> {
+        self.pending_bytes = 0;
+        let fresh = match &self.acc {
+            Acc::Elems(_) => Acc::Elems(Vec::new()),
+            Acc::Zset(_) => Acc::Zset(Vec::new()),
+            Acc::Hash(_) => Acc::Hash(Vec::new()),
+            Acc::Blobs(_) => Acc::Blobs(Vec::new()),
+            Acc::Stream(_) => Acc::Stream(Vec::new()),
+            _ => Acc::None,
+        };
+        let acc = std::mem::replace(&mut self.acc, fresh);
+        let tail = if last { self.tail.take() } else { None };
+        let v = build_value(self.t, acc, tail, self.valkey)?;
+        if !last && v.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(v))
+    }
+
+    /// Decodes the whole value.
+    pub(crate) fn build(&mut self) -> Result<Value, String> {
+        let acc = std::mem::replace(&mut self.acc, Acc::None);
+        build_value(self.t, acc, self.tail.take(), self.valkey)
+    }
+}
+
+fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
+    let length = c.len("the length of a stream")?;
+    let last_id = StreamId::new(c.len("the last ID of a stream")?, c.len("the last ID of a stream")?);
+    let (first_id, max_deleted_id, entries_added) = if t >= STREAM_LISTPACKS_2 {
+        let f = StreamId::new(c.len("the first ID of a stream")?, c.len("the first ID of a stream")?);
+        let m = StreamId::new(c.len("the max deleted ID of a stream")?, c.len("the max deleted ID of a stream")?);
+        let a = c.len("the entries-added counter of a stream")?;
+        (Some(f), m, Some(a))
+    } else {
+        (None, StreamId::default(), None)
+    };
+    let ngroups = c.len("the consumer group count of a stream")?;
+    let mut groups = Vec::with_capacity(cap(ngroups).min(64));
+    for _ in 0..ngroups {
+        let name = c.string("a consumer group name")?.to_bytes()?;
+        let last = StreamId::new(c.len("a consumer group last ID")?, c.len("a consumer group last ID")?);
+        let entries_read = if t >= STREAM_LISTPACKS_2 { Some(c.len("a consumer group entries-read counter")?) } else { None };
+        let npel = c.len("the PEL size of a consumer group")?;
+        let mut pending = Vec::with_capacity(cap(npel));
+        for _ in 0..npel {
+            let id = StreamId::from_be_bytes(&c.id16("a PEL entry ID")?);
+            let delivery_time_ms = c.u64_le("a PEL delivery time")?;
+            let delivery_count = c.len("a PEL delivery count")?;
+            if keep {
+                pending.push(PendingEntry { id, delivery_time_ms, delivery_count });
+            }
+        }
+        let ncons = c.len("the consumer count of a consumer group")?;
+        let mut consumers = Vec::with_capacity(cap(ncons));
+        for _ in 0..ncons {
+            let cname = c.string("a consumer name")?.to_bytes()?;
+            let seen_time_ms = c.u64_le("a consumer seen time")?;
+            let active_time_ms = if t >= STREAM_LISTPACKS_3 { Some(c.u64_le("a consumer active time")?) } else { None };
+            let np = c.len("the PEL size of a consumer")?;
+            let mut cp = Vec::with_capacity(cap(np));
+            for _ in 0..np {
+                let id = StreamId::from_be_bytes(&c.id16("a consumer PEL entry ID")?);
+                if keep {
+                    cp.push(id);
+                }
+            }
+            consumers.push(Consumer { name: cname, seen_time_ms, active_time_ms, pending: cp });
+        }
+        groups.push(ConsumerGroup { name, last_id: last, entries_read, pending, consumers });
+    }
+    let idmp = if t >= STREAM_LISTPACKS_4 {
+        let duration = c.len("the IDMP duration of a stream")?;
+        let max_entries = c.len("the IDMP max entries of a stream")?;
+        let np = c.len("the IDMP producer count of a stream")?;
+        let mut producers = Vec::with_capacity(cap(np));
+        for _ in 0..np {
+            let pid = c.string("an IDMP producer ID")?.to_bytes()?;
+            let ne = c.len("the IDMP entry count of a producer")?;
+            let mut es = Vec::with_capacity(cap(ne));
+            for _ in 0..ne {
+                let iid = c.string("an IDMP entry IID")?.to_bytes()?;
+                let id = StreamId::new(c.len("an IDMP entry stream ID")?, c.len("an IDMP entry stream ID")?);
+                es.push((iid, id));
+            }
+            producers.push((pid, es));
+        }
+        let iids_added = c.len("the IDMP iids-added counter")?;
+        let iids_duplicates = c.len("the IDMP iids-duplicates counter")?;
+        Some(StreamIdmp { duration, max_entries, producers, iids_added, iids_duplicates })
+    } else {
+        None
+    };
+    Ok(StreamTail { length, last_id, first_id, max_deleted_id, entries_added, groups, idmp })
+}
+
+fn pairs_from<'a>(items: &[Elem<'a>], what: &str) -> Result<Vec<(Elem<'a>, Elem<'a>)>, String> {
+    if items.len() % 2 != 0 {
+        return Err(format!("{what} has an odd number of elements ({})", items.len()));
+    }
+    Ok(items.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+}
+
+fn collect_ziplist(b: &[u8]) -> Result<Vec<Elem<'_>>, String> {
+    let mut v = Vec::new();
+    ziplist_for_each(b, |e| {
+        v.push(e);
+        Ok(())
+    })?;
+    Ok(v)
+}
+
+fn collect_listpack(b: &[u8]) -> Result<Vec<Elem<'_>>, String> {
+    let mut v = Vec::new();
+    listpack_for_each(b, |e| {
+        v.push(e);
+        Ok(())
+    })?;
+    Ok(v)
+}
+
+fn score(e: Elem<'_>) -> Result<f64, String> {
+    e.as_f64().ok_or_else(|| "invalid sorted set score in encoded blob".to_string())
+}
+
+fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>, valkey: bool) -> Result<Value, String> {
+    Ok(match (t, acc) {
+        (STRING, Acc::Str(s)) => Value::String(s),
+        (LIST, Acc::Elems(v)) => Value::List(v),
+        (SET, Acc::Elems(v)) => Value::Set(v),
+        (ZSET | ZSET_2, Acc::Zset(v)) => Value::SortedSet(v),
+        (HASH | HASH_METADATA | HASH_METADATA_PRE_GA, Acc::Hash(v)) => Value::Hash(v),
+        (LIST | SET, Acc::None) => {
+            if t == LIST {
+                Value::List(Vec::new())
+            } else {
+                Value::Set(Vec::new())
+            }
+        }
+        (ZSET | ZSET_2, Acc::None) => Value::SortedSet(Vec::new()),
+        (HASH | HASH_METADATA | HASH_METADATA_PRE_GA, Acc::None) => Value::Hash(Vec::new()),
+        (LIST_QUICKLIST | LIST_QUICKLIST_2, Acc::Blobs(nodes)) => {
+            let mut out = Vec::new();
+            for (container, blob) in &nodes {
+                match container {
+                    0 => {
+                        ziplist_for_each(blob, |e| {
+                            out.push(e.to_bytes());
+                            Ok(())
+                        })?;
+                    }
+                    1 => out.push(blob.clone()),
+                    _ => {
+                        listpack_for_each(blob, |e| {
+                            out.push(e.to_bytes());
+                            Ok(())
+                        })?;
+                    }
+                }
+            }
+            Value::List(out)
+        }
+        (LIST_QUICKLIST | LIST_QUICKLIST_2, Acc::None) => Value::List(Vec::new()),
+        (_, Acc::Blobs(mut nodes)) if nodes.len() == 1 => {
+            let (_, blob) = nodes.pop().unwrap_or_default();
+            decode_blob(t, &blob, valkey)?
+        }
+        (MODULE_2, Acc::Module(id, payload)) => Value::Module(module_value(id, Bytes::from(payload))),
+        (STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4, acc) => {
+            let nodes = match acc {
+                Acc::Stream(n) => n,
+                _ => Vec::new(),
+            };
+            let mut s = Stream::default();
+            for (id, lp) in &nodes {
+                decode_stream_node(StreamId::from_be_bytes(id), lp, &mut s.entries)?;
+            }
+            if let Some(tail) = tail {
+                s.length = tail.length;
+                s.last_id = tail.last_id;
+                s.first_id = tail.first_id.unwrap_or_else(|| s.entries.first().map(|e| e.id).unwrap_or_default());
+                s.max_deleted_id = tail.max_deleted_id;
+                s.entries_added = tail.entries_added.unwrap_or(tail.length);
+                s.groups = tail.groups;
+                s.idmp = tail.idmp;
+            }
+            Value::Stream(Box::new(s))
+        }
+        (t, _) => return Err(format!("internal: no decoder for value type {t}")),
+    })
+}
+
+fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
+    Ok(match t {
+        HASH_ZIPMAP => {
+            let mut v = Vec::new();
+            zipmap_for_each(blob, |f, val| {
+                v.push(HashField::new(Bytes::copy_from_slice(f), Bytes::copy_from_slice(val)))
+            })?;
+            Value::Hash(v)
+        }
+        LIST_ZIPLIST => Value::List(collect_ziplist(blob)?.into_iter().map(Elem::to_bytes).collect()),
+        SET_INTSET => {
+            let mut v = Vec::new();
+            intset_for_each(blob, |i| v.push(Bytes::from(i.to_string())))?;
+            Value::Set(v)
+        }
+        SET_LISTPACK => Value::Set(collect_listpack(blob)?.into_iter().map(Elem::to_bytes).collect()),
+        ZSET_ZIPLIST | ZSET_LISTPACK => {
+            let items = if t == ZSET_ZIPLIST { collect_ziplist(blob)? } else { collect_listpack(blob)? };
+            let mut v = Vec::with_capacity(items.len() / 2);
+            for (m, s) in pairs_from(&items, "sorted set blob")? {
+                v.push((m.to_bytes(), score(s)?));
+            }
+            Value::SortedSet(v)
+        }
+        HASH_ZIPLIST | HASH_LISTPACK => {
+            let items = if t == HASH_ZIPLIST { collect_ziplist(blob)? } else { collect_listpack(blob)? };
+            let mut v = Vec::with_capacity(items.len() / 2);
+            for (f, val) in pairs_from(&items, "hash blob")? {
+                v.push(HashField::new(f.to_bytes(), val.to_bytes()));
+            }
+            Value::Hash(v)
+        }
+        HASH_LISTPACK_EX | HASH_LISTPACK_EX_PRE_GA => {
+            let items = collect_listpack(blob)?;
+            if items.len() % 3 != 0 {
+                return Err(format!("hash listpack with TTLs has {} elements, not a multiple of 3", items.len()));
+            }
+            let mut v = Vec::with_capacity(items.len() / 3);
+            for tr in items.chunks_exact(3) {
+                let ttl = tr[2].as_i64().ok_or("hash field TTL in listpack is not an integer")?;
+                if !(0..=0x0000_FFFF_FFFF_FFFF).contains(&ttl) {
+                    return Err(format!("hash field TTL {ttl} out of range"));
+                }
+                v.push(HashField {
+                    field: tr[0].to_bytes(),
+                    value: tr[1].to_bytes(),
+                    expire_at_ms: (ttl != 0).then_some(ttl as u64),
+                });
+            }
+            Value::Hash(v)
+        }
+        t => return Err(format!("internal: value type {t} is not a single blob")),
+    })
+}
+
+fn lp_int(e: Option<&Elem<'_>>, what: &str) -> Result<i64, String> {
+    e.and_then(|e| e.as_i64()).ok_or_else(|| format!("stream listpack: missing or non-integer {what}"))
+}
+
+/// Decodes one stream listpack node, appending live entries.
+fn decode_stream_node(master: StreamId, lp: &[u8], out: &mut Vec<StreamEntry>) -> Result<(), String> {
+    let items = collect_listpack(lp)?;
+    let mut i = 0usize;
+    let mut next = |what: &str| -> Result<Elem<'_>, String> {
+        let e = items.get(i).copied().ok_or_else(|| format!("stream listpack ends before {what}"))?;
+        i += 1;
+        Ok(e)
+    };
+    let count = lp_int(Some(&next("the entry count")?), "entry count")?;
+    let deleted = lp_int(Some(&next("the deleted count")?), "deleted count")?;
+    let nmaster = lp_int(Some(&next("the master field count")?), "master field count")?;
+    if count < 0 || deleted < 0 || nmaster < 0 {
+        return Err("stream listpack has negative counts".into());
+    }
+    let mut master_fields = Vec::with_capacity((nmaster as usize).min(items.len()));
+    for _ in 0..nmaster {
+        master_fields.push(next("a master field")?.to_bytes());
+    }
+    let zero = lp_int(Some(&next("the master terminator")?), "master terminator")?;
+    if zero != 0 {
+        return Err("stream listpack master entry not terminated by 0".into());
+    }
+    let total = count + deleted;
+    for _ in 0..total {
+        let flags = lp_int(Some(&next("entry flags")?), "entry flags")?;
+        let ms = lp_int(Some(&next("entry ms delta")?), "entry ms delta")?;
+        let seq = lp_int(Some(&next("entry seq delta")?), "entry seq delta")?;
+        let id = StreamId::new(master.ms.wrapping_add(ms as u64), master.seq.wrapping_add(seq as u64));
+        let same = flags & 2 != 0;
+        let mut fields = Vec::new();
+        if same {
+            for f in &master_fields {
+                let v = next("an entry value")?.to_bytes();
+                fields.push((f.clone(), v));
+            }
+        } else {
+            let n = lp_int(Some(&next("entry field count")?), "entry field count")?;
+            if n < 0 {
+                return Err("stream entry has a negative field count".into());
+            }
+            for _ in 0..n {
+                let f = next("an entry field")?.to_bytes();
+                let v = next("an entry value")?.to_bytes();
+                fields.push((f, v));
+            }
+        }
+        let _lp_count = next("the entry lp-count")?;
+        if flags & 1 == 0 {
+            out.push(StreamEntry { id, fields });
+        }
+    }
+    if i != items.len() {
+        return Err(format!("stream listpack has {} elements after its entries", items.len() - i));
+    }
+    Ok(())
+}

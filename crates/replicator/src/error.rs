@@ -1,0 +1,88 @@
+//! The one error type of ferry-replicator.
+
+use std::fmt;
+
+/// Everything that can stop a sync job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection to the source or the target failed (I/O, timeout, protocol, auth...).
+    #[error("connection error: {0}")]
+    Resp(#[from] ferry_resp::Error),
+    /// The source sent something the replication protocol does not allow at this point.
+    #[error("replication protocol error: {0}")]
+    Protocol(String),
+    /// The source refused the PSYNC handshake with an error that retrying will not fix.
+    #[error("the source refused replication: {0}")]
+    Refused(String),
+    /// The RDB stream of the source could not be read.
+    #[error("RDB stream error: {0}")]
+    Rdb(String),
+    /// A key of the source already exists on the target and the conflict policy is `panic`.
+    #[error("key {key} already exists on the target (conflict policy is panic)")]
+    Conflict {
+        /// The key, printed with non-UTF-8 bytes escaped.
+        key: KeyDisplay,
+    },
+    /// The target answered a write with an error and the error policy is to stop.
+    #[error("the target refused `{command}`: {message}")]
+    Target {
+        /// The command name (never its arguments: they may be large or secret).
+        command: String,
+        /// The error reply of the target.
+        message: String,
+    },
+    /// The checkpoint stored in the target is not one this version wrote.
+    #[error("invalid checkpoint in the target: {0}")]
+    Checkpoint(String),
+    /// The job's configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The job was asked to stop.
+    #[error("the job was stopped")]
+    Stopped,
+}
+
+impl Error {
+    /// True when the failure is a timeout of a connection.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Resp(e) if e.is_timeout())
+    }
+
+    /// True when the failure is worth a reconnect (the link broke or timed out),
+    /// as opposed to a refusal, a conflict or a bad configuration.
+    pub fn is_connection(&self) -> bool {
+        match self {
+            Error::Resp(e) => e.is_io() || e.is_timeout() || e.server_error().is_none(),
+            Error::Protocol(_) => true,
+            _ => false,
+        }
+    }
+
+    /// True when the job stopped because it was asked to.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, Error::Stopped)
+    }
+}
+
+/// A key printed for humans: UTF-8 as is, other bytes as `\xNN`, long keys shortened.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyDisplay(pub Vec<u8>);
+
+impl fmt::Display for KeyDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 200;
+        let shown = &self.0[..self.0.len().min(MAX)];
+        write!(f, "\"{}\"", shown.escape_ascii())?;
+        if self.0.len() > MAX {
+            write!(f, "... ({} bytes)", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for KeyDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}

@@ -1,0 +1,212 @@
+//! The full sync: the RDB that follows `+FULLRESYNC`, streamed through ferry-rdb's push parser straight into
+//! the sink, one key at a time. Nothing is spooled and no key is held beyond its own value; a value bigger than
+//! the configured bound arrives in chunks and goes as batches of element commands.
+
+use bytes::Bytes;
+use ferry_rdb::{Item, Parser, ParserOptions, ValueMode};
+use tracing::{debug, warn};
+
+use crate::error::{Error, KeyDisplay};
+use crate::pipeline::convert::{
+    expire_command, restore_command, value_commands, ConflictPolicy, EvictionHint,
+};
+use crate::pipeline::dbmap::DbMap;
+use crate::pipeline::filter::Filter;
+use crate::sink::standalone::StandaloneSink;
+use crate::source::Source;
+use crate::status::StatusHandle;
+
+/// How the RDB is applied.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Keys that exist on the target.
+    pub conflict: ConflictPolicy,
+    /// Values bigger than this (serialized) go as element commands.
+    pub max_restore_bytes: usize,
+    /// The RDB version the target loads.
+    pub target_rdb_version: u16,
+}
+
+/// A big value being written in chunks.
+struct BigKey {
+    db: i64,
+    key: Bytes,
+    expire_at_ms: Option<i64>,
+    /// The key is filtered out or kept as it is on the target: chunks are dropped.
+    drop: bool,
+}
+
+/// Reads the whole RDB from `source` and writes every key that passes the filters to `sink`.
+pub(crate) async fn run(
+    source: &mut Source,
+    sink: &mut StandaloneSink,
+    filter: &Filter,
+    dbmap: &DbMap,
+    opts: &Options,
+    status: &StatusHandle,
+) -> Result<(), Error> {
+    let mut parser = Parser::new(ParserOptions {
+        mode: ValueMode::Raw,
+        verify_checksum: true,
+        big_value_bytes: Some(opts.max_restore_bytes),
+        ..ParserOptions::default()
+    });
+    let mut source_version: u16 = 0;
+    let mut expected = 0u64;
+    let mut done = 0u64;
+    let mut converted = 0u64;
+    let mut big_keys = 0u64;
+    let mut big: Option<BigKey> = None;
+    let mut last_report = 0u64;
+    while let Some(chunk) = source.read_rdb().await? {
+        parser.feed(&chunk);
+        while let Some(item) = parser.next_item().map_err(rdb_error)? {
+            match item {
+                Item::Header { version, .. } => {
+                    source_version = u16::try_from(version).unwrap_or(u16::MAX);
+                    debug!(source_version, target_version = opts.target_rdb_version, "RDB header");
+                }
+                Item::ResizeDb { db_size, .. } => {
+                    expected += db_size;
+                    status.update(|s| s.keys_expected = Some(expected));
+                }
+                Item::Function { code } => {
+                    if opts.target_rdb_version >= 10 {
+                        let argv = [
+                            Bytes::from_static(b"FUNCTION"),
+                            Bytes::from_static(b"LOAD"),
+                            Bytes::from_static(b"REPLACE"),
+                            code,
+                        ];
+                        sink.write_plain(0, &argv).await?;
+                    } else {
+                        warn!("the source has a function library the target (before 7.0) cannot load");
+                    }
+                }
+                Item::Entry(entry) => {
+                    let db = entry.db as i64;
+                    if !filter.db_passes(db) || !filter.key_passes(&entry.key) {
+                        continue;
+                    }
+                    let tdb = dbmap.target(db);
+                    let hint = match (entry.idle_secs, entry.freq) {
+                        (Some(s), _) => Some(EvictionHint::IdleSeconds(s)),
+                        (None, Some(f)) => Some(EvictionHint::Frequency(f)),
+                        _ => None,
+                    };
+                    let raw = entry.raw.ok_or_else(|| Error::Rdb("the parser gave no raw value".into()))?;
+                    let payload = if source_version <= opts.target_rdb_version {
+                        Bytes::from(ferry_rdb::build_dump(&raw, source_version))
+                    } else {
+                        // The target cannot load this encoding: decode and encode it for the target's version.
+                        let value = ferry_rdb::decode_value(&raw, false).map_err(rdb_error)?;
+                        let payload = ferry_rdb::encode_dump(&value, u32::from(opts.target_rdb_version))
+                            .map_err(rdb_error)?;
+                        converted += 1;
+                        Bytes::from(payload)
+                    };
+                    let replace = opts.conflict == ConflictPolicy::Rewrite;
+                    let argv = restore_command(entry.key.clone(), payload, entry.expire_at_ms, replace, hint);
+                    sink.restore(tdb, entry.key, &argv).await?;
+                    done += 1;
+                }
+                Item::EntryStart(entry) => {
+                    let db = entry.db as i64;
+                    let tdb = dbmap.target(db);
+                    let mut drop = !filter.db_passes(db) || !filter.key_passes(&entry.key);
+                    if !drop {
+                        debug!(key = %KeyDisplay(entry.key.to_vec()), bytes = entry.serialized_len,
+                               "big value: copying it with element commands");
+                        drop = !prepare_key(sink, tdb, &entry.key, opts.conflict).await?;
+                    }
+                    big = Some(BigKey { db: tdb, key: entry.key, expire_at_ms: entry.expire_at_ms, drop });
+                }
+                Item::ValueChunk(value) => {
+                    let b = big.as_ref().ok_or_else(|| Error::Rdb("value chunk outside a big value".into()))?;
+                    if !b.drop {
+                        write_value(sink, b.db, &b.key, &value, opts.target_rdb_version).await?;
+                    }
+                }
+                Item::EntryEnd => {
+                    let b = big.take().ok_or_else(|| Error::Rdb("end of a big value never started".into()))?;
+                    if !b.drop {
+                        if let Some(at) = b.expire_at_ms {
+                            sink.write_plain(b.db, &expire_command(&b.key, at)).await?;
+                        }
+                        big_keys += 1;
+                        done += 1;
+                    }
+                }
+                Item::ModuleAux { name, .. } => {
+                    warn!(module = %name, "module auxiliary data in the RDB is not copied");
+                }
+                _ => {}
+            }
+        }
+        if done - last_report >= 1000 {
+            last_report = done;
+            let (rdb_bytes, keys_restored) = (source.rdb_bytes(), sink.counters().keys_restored);
+            status.update(|s| {
+                s.keys_done = done;
+                s.bytes_read = rdb_bytes;
+                s.keys_copied = keys_restored + big_keys;
+            });
+        }
+    }
+    parser.finish().map_err(rdb_error)?;
+    debug!(keys = done, reencoded = converted, big_keys, "RDB read to its end");
+    let (rdb_bytes, c) = (source.rdb_bytes(), sink.counters().clone());
+    status.update(|s| {
+        s.keys_done = done;
+        s.bytes_read = rdb_bytes;
+        s.keys_copied = c.keys_restored + big_keys;
+        s.keys_skipped = c.keys_skipped;
+    });
+    Ok(())
+}
+
+/// Before a key is built with element commands: returns false when it must be left alone (policy `skip` and
+/// the key exists); policy `panic` stops on an existing key; `rewrite` deletes it.
+async fn prepare_key(
+    sink: &mut StandaloneSink,
+    db: i64,
+    key: &Bytes,
+    conflict: ConflictPolicy,
+) -> Result<bool, Error> {
+    match conflict {
+        ConflictPolicy::Rewrite => {
+            sink.write_plain(db, &[Bytes::from_static(b"DEL"), key.clone()]).await?;
+            Ok(true)
+        }
+        ConflictPolicy::Skip | ConflictPolicy::Panic => {
+            if !sink.exists(db, key).await? {
+                return Ok(true);
+            }
+            if conflict == ConflictPolicy::Skip {
+                sink.count_skipped();
+                Ok(false)
+            } else {
+                Err(Error::Conflict { key: KeyDisplay(key.to_vec()) })
+            }
+        }
+    }
+}
+
+async fn write_value(
+    sink: &mut StandaloneSink,
+    db: i64,
+    key: &Bytes,
+    value: &ferry_rdb::Value,
+    target_rdb: u16,
+) -> Result<(), Error> {
+    let mut commands = Vec::new();
+    value_commands(key, value, target_rdb, &mut |c| commands.push(c))?;
+    for argv in commands {
+        sink.write_plain(db, &argv).await?;
+    }
+    Ok(())
+}
+
+fn rdb_error(e: ferry_rdb::Error) -> Error {
+    Error::Rdb(e.to_string())
+}

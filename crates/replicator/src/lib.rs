@@ -1,0 +1,50 @@
+//! ferry-replicator: copies a Redis dataset and keeps a target in sync with it, the way a replica does.
+//!
+//! The job connects to the source as a replica (`PSYNC`), streams the RDB of a full resync through
+//! ferry-rdb's parser straight into `RESTORE`s on the target, then forwards the live command stream, with
+//! source `MULTI`/`EXEC` groups kept as groups. The source's replication id and offset are stored in the target
+//! in the same `MULTI`/`EXEC` as the writes they cover, so a restarted job continues with `PSYNC` from exactly
+//! what the target holds: no write lost, none applied twice.
+//!
+//! - [`source`]: the PSYNC handshake ([`source::psync`]) and the replication stream with byte-exact offsets.
+//! - [`pipeline`]: filters, the database map, conversion of RDB values into commands.
+//! - [`sink`]: the standalone target with pipelined, windowed writes.
+//! - [`checkpoint`], [`status`], [`Error`].
+//!
+//! ```no_run
+//! use ferry_replicator::{Config, Replicator};
+//! use ferry_resp::ConnectOptions;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo() -> Result<(), ferry_replicator::Error> {
+//! let source = ConnectOptions::from_url("redis://127.0.0.1:6379")?;
+//! let target = ConnectOptions::from_url("redis://127.0.0.1:6380")?;
+//! let job = Replicator::new(Config::new(source, target))?;
+//! let status = job.status();
+//! let shutdown = CancellationToken::new();
+//! tokio::spawn({
+//!     let shutdown = shutdown.clone();
+//!     async move {
+//!         tokio::signal::ctrl_c().await.ok();
+//!         shutdown.cancel();
+//!     }
+//! });
+//! job.run(shutdown).await?;
+//! println!("{}", status.snapshot());
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod checkpoint;
+mod error;
+mod fullsync;
+mod job;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+pub mod status;
+
+pub use error::{Error, KeyDisplay};
+pub use job::{Config, Replicator};
+pub use pipeline::convert::ConflictPolicy;
+pub use status::{Phase, Status, StatusHandle};

@@ -1,0 +1,184 @@
+//! The status of a running job: what it is doing, how far it is, how far behind.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the job is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Connecting to the target and the source, PSYNC handshake.
+    #[default]
+    Handshake,
+    /// Applying the RDB of a full resync.
+    FullSync,
+    /// Following the live command stream.
+    Incremental,
+    /// Waiting before a reconnect after an error.
+    Reconnecting,
+    /// Stopped.
+    Stopped,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Handshake => "handshake",
+            Phase::FullSync => "full sync",
+            Phase::Incremental => "incremental",
+            Phase::Reconnecting => "reconnecting",
+            Phase::Stopped => "stopped",
+        })
+    }
+}
+
+/// A snapshot of a job's status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    /// What the job is doing.
+    pub phase: Phase,
+    /// The source's replication id being followed.
+    pub replid: String,
+    /// Keys of the current full sync written so far.
+    pub keys_done: u64,
+    /// Keys of the current full sync announced by the RDB (sum of its `RESIZEDB` sizes), when it says.
+    pub keys_expected: Option<u64>,
+    /// Keys copied over the life of the job (all full syncs).
+    pub keys_copied: u64,
+    /// Keys left as they were on the target (conflict policy `skip`).
+    pub keys_skipped: u64,
+    /// Commands of the live stream applied.
+    pub commands_applied: u64,
+    /// Commands not forwarded because of the filters.
+    pub commands_filtered: u64,
+    /// Commands whose keys only partly passed the filters (reported, not forwarded).
+    pub commands_partial: u64,
+    /// Bytes received from the source (RDB and stream).
+    pub bytes_read: u64,
+    /// Bytes of commands written to the target.
+    pub bytes_written: u64,
+    /// Operations (keys or commands) per second over the last second.
+    pub ops_per_sec: f64,
+    /// The source offset received.
+    pub source_offset: u64,
+    /// The source offset the target has applied (and checkpointed).
+    pub applied_offset: u64,
+    /// `source_offset - applied_offset`.
+    pub lag_bytes: u64,
+    /// How long the oldest received and not yet applied data has waited.
+    pub lag_seconds: f64,
+    /// Error replies of the target.
+    pub errors: u64,
+    /// Reconnects after errors.
+    pub reconnects: u64,
+    /// Full syncs done (a fallback from PSYNC counts too).
+    pub full_syncs: u64,
+    /// The last error, for humans.
+    pub last_error: Option<String>,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "phase={}", self.phase)?;
+        if self.phase == Phase::FullSync {
+            match self.keys_expected {
+                Some(n) => write!(f, " keys={}/{}", self.keys_done, n)?,
+                None => write!(f, " keys={}", self.keys_done)?,
+            }
+        }
+        write!(
+            f,
+            " copied={} applied={} ops/s={:.0} read={}B written={}B offset={} lag={}B/{:.1}s errors={}",
+            self.keys_copied,
+            self.commands_applied,
+            self.ops_per_sec,
+            self.bytes_read,
+            self.bytes_written,
+            self.applied_offset,
+            self.lag_bytes,
+            self.lag_seconds,
+            self.errors
+        )?;
+        if let Some(e) = &self.last_error {
+            write!(f, " last_error={e:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A shared view of a job's status; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct StatusHandle {
+    inner: Arc<Mutex<Status>>,
+}
+
+impl StatusHandle {
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> Status {
+        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Changes the status.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut s) = self.inner.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+/// Computes ops/s and lag in seconds from samples.
+#[derive(Debug)]
+pub(crate) struct Rates {
+    last: Instant,
+    last_ops: u64,
+    behind_since: Option<Instant>,
+}
+
+impl Rates {
+    pub(crate) fn new() -> Rates {
+        Rates { last: Instant::now(), last_ops: 0, behind_since: None }
+    }
+
+    /// Updates `status` from the total ops so far and the offsets; rates change at most once a second.
+    pub(crate) fn sample(&mut self, status: &mut Status, ops: u64, source_offset: u64, applied: u64) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last);
+        if elapsed >= Duration::from_secs(1) {
+            status.ops_per_sec = ops.saturating_sub(self.last_ops) as f64 / elapsed.as_secs_f64();
+            self.last = now;
+            self.last_ops = ops;
+        }
+        status.source_offset = source_offset;
+        status.applied_offset = applied;
+        status.lag_bytes = source_offset.saturating_sub(applied);
+        if status.lag_bytes == 0 {
+            self.behind_since = None;
+            status.lag_seconds = 0.0;
+        } else {
+            let since = *self.behind_since.get_or_insert(now);
+            status.lag_seconds = now.duration_since(since).as_secs_f64();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_shows_progress_of_full_sync() {
+        let s = Status { phase: Phase::FullSync, keys_done: 5, keys_expected: Some(10), ..Default::default() };
+        let line = s.to_string();
+        assert!(line.starts_with("phase=full sync keys=5/10"), "{line}");
+    }
+
+    #[test]
+    fn lag_is_zero_when_caught_up() {
+        let mut rates = Rates::new();
+        let mut s = Status::default();
+        rates.sample(&mut s, 0, 100, 40);
+        assert_eq!(s.lag_bytes, 60);
+        rates.sample(&mut s, 0, 100, 100);
+        assert_eq!((s.lag_bytes, s.lag_seconds), (0, 0.0));
+    }
+}

@@ -1,0 +1,189 @@
+//! Helpers shared by the integration tests: a job running in the background, a mixed write workload, and
+//! waits with generous deadlines.
+
+#![allow(dead_code)]
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ferry_replicator::{Config, Phase, Replicator, StatusHandle};
+use ferry_resp::ConnectOptions;
+use ferry_testkit::{compare, CompareOptions, Server, Target};
+use tokio_util::sync::CancellationToken;
+
+/// Every wait of the tests: long, since the machine may be loaded.
+pub const DEADLINE: Duration = Duration::from_secs(180);
+
+/// The database the tests keep checkpoints in, apart from the data.
+pub const CHECKPOINT_DB: i64 = 15;
+
+/// A sync job running on its own runtime thread.
+pub struct Job {
+    pub status: StatusHandle,
+    token: CancellationToken,
+    thread: Option<JoinHandle<Result<(), ferry_replicator::Error>>>,
+}
+
+impl Job {
+    /// Starts a job from `source` to `target`, after `tweak` adjusts the configuration.
+    pub fn start(source: &Server, target: &Server, tweak: impl FnOnce(&mut Config)) -> Job {
+        let mut config = config(source, target);
+        tweak(&mut config);
+        Job::start_with(config)
+    }
+
+    /// Starts a job with a full configuration.
+    pub fn start_with(config: Config) -> Job {
+        let job = Replicator::new(config).expect("valid configuration");
+        let status = job.status();
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(job.run(t))
+        });
+        Job { status, token, thread: Some(thread) }
+    }
+
+    /// Stops the job and returns how it ended.
+    pub fn stop(mut self) -> Result<(), ferry_replicator::Error> {
+        self.token.cancel();
+        self.thread.take().unwrap().join().expect("job thread panicked")
+    }
+
+    /// Waits until the job applied everything the source has written so far.
+    pub fn wait_caught_up(&self, source: &Server) {
+        let target_offset = master_offset(source);
+        let status = self.status.clone();
+        ferry_testkit::wait_until(DEADLINE, "the job to apply the source's offset", || {
+            let s = status.snapshot();
+            assert!(s.phase != Phase::Stopped, "the job stopped: {s}");
+            s.phase == Phase::Incremental && s.applied_offset >= target_offset
+        })
+        .unwrap_or_else(|e| panic!("{e}; status: {}", self.status.snapshot()));
+    }
+
+    /// Waits until the job is in the live phase.
+    pub fn wait_incremental(&self) {
+        let status = self.status.clone();
+        ferry_testkit::wait_until(DEADLINE, "the job to reach the live phase", || {
+            let s = status.snapshot();
+            assert!(s.phase != Phase::Stopped, "the job stopped: {s}");
+            s.phase == Phase::Incremental
+        })
+        .unwrap_or_else(|e| panic!("{e}; status: {}", self.status.snapshot()));
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.token.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The default test configuration: checkpoints in db 15.
+pub fn config(source: &Server, target: &Server) -> Config {
+    let mut config = Config::new(
+        ConnectOptions::from_url(&source.url()).unwrap(),
+        ConnectOptions::from_url(&target.url()).unwrap(),
+    );
+    config.sink.checkpoint_db = CHECKPOINT_DB;
+    config.reconnect_backoff = Duration::from_millis(200);
+    config
+}
+
+/// The source's `master_repl_offset`.
+pub fn master_offset(server: &Server) -> u64 {
+    let info = server.info("replication").expect("INFO replication");
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("master_repl_offset in INFO")
+}
+
+/// Asserts that the data databases (0, 1, 2) of both servers are equal.
+pub fn assert_same_data(source: &Server, target: &Server, functions: bool) {
+    let opts = CompareOptions::default().dbs(vec![0, 1, 2]).functions(functions);
+    let report = compare(&Target::from(source), &Target::from(target), &opts).expect("compare");
+    assert!(report.is_equal(), "datasets differ:\n{report:?}");
+}
+
+/// Runs a mixed write workload on `server`: INCR, APPEND, expiries, MULTI/EXEC, EVAL, XADD/XREADGROUP/XACK,
+/// deletes, in databases 0 and 1. Returns how many times the counter was incremented.
+pub fn workload(server: &Server, rounds: u64, tag: &str) -> u64 {
+    let mut c = server.client();
+    let counter = format!("ferry:counter:{tag}");
+    let stream = format!("ferry:stream:{tag}");
+    let _: redis::RedisResult<()> =
+        redis::cmd("XGROUP").arg("CREATE").arg(&stream).arg("g").arg("$").arg("MKSTREAM").query(&mut c);
+    for i in 0..rounds {
+        redis::cmd("INCR").arg(&counter).exec(&mut c).unwrap();
+        redis::cmd("APPEND").arg(format!("ferry:log:{tag}")).arg(format!("{i},")).exec(&mut c).unwrap();
+        redis::cmd("SET").arg(format!("ferry:ttl:{tag}:{i}")).arg(i).arg("EX").arg(100_000).exec(&mut c).unwrap();
+        redis::cmd("SET").arg(format!("ferry:short:{tag}:{i}")).arg(i).arg("PX").arg(5).exec(&mut c).unwrap();
+        redis::pipe()
+            .atomic()
+            .cmd("INCR")
+            .arg(format!("ferry:txn:{tag}:a"))
+            .cmd("HSET")
+            .arg(format!("ferry:txn:{tag}:h"))
+            .arg(format!("f{}", i % 50))
+            .arg(i)
+            .exec(&mut c)
+            .unwrap();
+        redis::cmd("EVAL")
+            .arg("redis.call('INCR', KEYS[1]); redis.call('RPUSH', KEYS[2], ARGV[1]); return 1")
+            .arg(2)
+            .arg(format!("ferry:lua:{tag}:n"))
+            .arg(format!("ferry:lua:{tag}:l"))
+            .arg(i)
+            .exec(&mut c)
+            .unwrap();
+        redis::cmd("XADD").arg(&stream).arg("*").arg("i").arg(i).exec(&mut c).unwrap();
+        if i % 3 == 0 {
+            let read: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c1")
+                .arg("COUNT")
+                .arg(2)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(">")
+                .query(&mut c)
+                .unwrap();
+            if let Some(id) = first_stream_id(&read) {
+                redis::cmd("XACK").arg(&stream).arg("g").arg(id).exec(&mut c).unwrap();
+            }
+        }
+        if i % 5 == 0 {
+            redis::cmd("DEL").arg(format!("ferry:ttl:{tag}:{}", i / 2)).exec(&mut c).unwrap();
+            redis::cmd("SELECT").arg(1).exec(&mut c).unwrap();
+            redis::cmd("SADD").arg(format!("ferry:db1:{tag}")).arg(i).exec(&mut c).unwrap();
+            redis::cmd("SELECT").arg(0).exec(&mut c).unwrap();
+        }
+    }
+    rounds
+}
+
+fn first_stream_id(v: &redis::Value) -> Option<String> {
+    // [[stream, [[id, [f, v]], ...]]]
+    let redis::Value::Array(streams) = v else { return None };
+    let redis::Value::Array(pair) = streams.first()? else { return None };
+    let redis::Value::Array(entries) = pair.get(1)? else { return None };
+    let redis::Value::Array(entry) = entries.first()? else { return None };
+    match entry.first()? {
+        redis::Value::BulkString(id) => Some(String::from_utf8_lossy(id).into_owned()),
+        _ => None,
+    }
+}
+
+/// The counter of `workload` on a server.
+pub fn counter(server: &Server, tag: &str) -> u64 {
+    let mut c = server.client();
+    let v: Option<u64> = redis::cmd("GET").arg(format!("ferry:counter:{tag}")).query(&mut c).unwrap();
+    v.unwrap_or(0)
+}

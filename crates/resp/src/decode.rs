@@ -1,0 +1,661 @@
+//! The streaming, zero-copy RESP2/RESP3 decoder.
+//!
+//! Decoding is check-then-build. The check walks the buffer without allocating frames and
+//! records what it found as small tokens (kind + byte offsets) in a scratch vector the decoder
+//! keeps. When the buffer ends before the frame does, the check stops and remembers where it was:
+//! the offset of the next token, the aggregates still open, how far a line was already searched
+//! for its CRLF, and the buffer length needed before another attempt can make progress. The next
+//! call resumes there, so a 100 MiB bulk arriving in 64 KiB pieces costs one comparison per piece,
+//! not a rescan. Once the whole frame is present, the frame's bytes are split off the buffer and
+//! frozen, and every payload becomes a [`Bytes`] slice of them.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::Error;
+use crate::frame::{parse_i64, Frame};
+
+/// Bounds on what a peer may declare. Exceeding one gives [`Error::LimitExceeded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string (and verbatim / blob error) accepted, in bytes; also bounds simple
+    /// string, error, double and big number lines. Default 512 MiB, Redis's `proto-max-bulk-len`.
+    pub max_bulk_len: usize,
+    /// Deepest nesting of aggregates (array, map, set, push, attribute). Default 128.
+    pub max_depth: usize,
+    /// Most elements one aggregate may declare (a map's pairs count twice). Default 2^28.
+    pub max_elements: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_bulk_len: 512 * 1024 * 1024, max_depth: 128, max_elements: 1 << 28 }
+    }
+}
+
+/// Longest line allowed for a length, integer, boolean or null line.
+const MAX_HEADER_LINE: usize = 32;
+
+/// A byte range of the frame being decoded, relative to the start of the buffer.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// What the check found, in wire order. Aggregates carry their declared element count.
+#[derive(Debug, Clone, Copy)]
+enum Token {
+    Simple(Span),
+    Error(Span),
+    Integer(i64),
+    Bulk(Span),
+    NullBulk,
+    NullArray,
+    Null,
+    Double(f64),
+    Boolean(bool),
+    BigNumber(Span),
+    Verbatim([u8; 3], Span),
+    Array(usize),
+    Map(usize),
+    Set(usize),
+    Push(usize),
+    Attribute(usize),
+}
+
+/// The outcome of checking one line: its content span and where the next token starts.
+enum Line {
+    Complete { content: Span, next: usize },
+    Incomplete,
+}
+
+/// A streaming RESP2/RESP3 decoder.
+///
+/// Feed it a growing [`BytesMut`] (append only between calls): [`Decoder::decode`] returns the
+/// next complete frame and removes its bytes, or `Ok(None)` when more bytes are needed. Input may
+/// be split at any byte. Payloads are slices of the buffer, not copies.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use ferry_resp::{Decoder, Frame};
+///
+/// let mut dec = Decoder::new();
+/// let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1"[..]);
+/// assert_eq!(dec.decode(&mut buf).unwrap(), None);
+/// buf.extend_from_slice(b"\r\nk\r\n");
+/// let frame = dec.decode(&mut buf).unwrap().unwrap();
+/// assert_eq!(frame, Frame::Array(vec![Frame::bulk("GET"), Frame::bulk("k")]));
+/// assert!(buf.is_empty());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Decoder {
+    limits: Limits,
+    /// Tokens of the frame being checked.
+    tokens: Vec<Token>,
+    /// Remaining element count of each open aggregate, innermost last.
+    open: Vec<usize>,
+    /// Offset where the next token starts.
+    pos: usize,
+    /// Offset from which the CRLF search of the line at `pos` resumes (0 = from the start).
+    scanned: usize,
+    /// Buffer length below which a new attempt cannot progress.
+    need: usize,
+}
+
+impl Decoder {
+    /// A decoder with the default [`Limits`].
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// A decoder with the given limits.
+    pub fn with_limits(limits: Limits) -> Decoder {
+        Decoder { limits, ..Decoder::default() }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Forgets a partly checked frame. Call this after consuming bytes from the buffer by other
+    /// means (for example raw reads), since the saved progress refers to buffer offsets.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.open.clear();
+        self.pos = 0;
+        self.scanned = 0;
+        self.need = 0;
+    }
+
+    /// Whether a frame has been partly checked and waits for more bytes.
+    pub fn is_pending(&self) -> bool {
+        self.pos > 0 || self.scanned > 0
+    }
+
+    /// Decodes the next frame from the front of `buf`, removing exactly its bytes (so
+    /// `len_before - len_after` is the frame's wire size, e.g. for replication offsets).
+    ///
+    /// Returns `Ok(None)` when `buf` holds only part of a frame (nothing is removed, and the
+    /// progress made is remembered). Between calls the caller may only append to `buf`.
+    /// Errors: [`Error::Protocol`] for malformed input, [`Error::LimitExceeded`] when a declared
+    /// length, nesting depth or element count is above the limits. After an error the stream is
+    /// not recoverable; the decoder itself is reset.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        if buf.len() < self.need {
+            return Ok(None);
+        }
+        if self.pos > buf.len() || self.scanned > buf.len() {
+            // The buffer was changed behind our back: start over rather than trust stale offsets.
+            self.reset();
+        }
+        match self.check(buf) {
+            Ok(true) => {
+                let end = self.pos;
+                let data = buf.split_to(end).freeze();
+                let mut i = 0;
+                let frame = build(&self.tokens, &mut i, &data);
+                self.reset();
+                Ok(Some(frame))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => {
+                self.reset();
+                Err(e)
+            }
+        }
+    }
+
+    /// Walks tokens from `self.pos`; true when a whole frame has been checked.
+    fn check(&mut self, buf: &[u8]) -> Result<bool, Error> {
+        loop {
+            let Some(&kind) = buf.get(self.pos) else {
+                self.need = self.pos + 1;
+                return Ok(false);
+            };
+            let complete = match kind {
+                b'+' | b'-' | b'(' | b',' => {
+                    let Line::Complete { content, next } = self.line(buf, self.limits.max_bulk_len)?
+                    else {
+                        return Ok(false);
+                    };
+                    let text = &buf[content.start..content.end];
+                    let token = match kind {
+                        b'+' => Token::Simple(content),
+                        b'-' => Token::Error(content),
+                        b'(' => {
+                            check_big_number(text)?;
+                            Token::BigNumber(content)
+                        }
+                        _ => Token::Double(parse_double(text)?),
+                    };
+                    self.push_scalar(token, next)
+                }
+                b':' | b'_' | b'#' => {
+                    let Line::Complete { content, next } = self.line(buf, MAX_HEADER_LINE)? else {
+                        return Ok(false);
+                    };
+                    let text = &buf[content.start..content.end];
+                    let token = match kind {
+                        b':' => Token::Integer(
+                            parse_i64(text)
+                                .ok_or_else(|| protocol("invalid integer", text))?,
+                        ),
+                        b'_' if text.is_empty() => Token::Null,
+                        b'_' => return Err(protocol("invalid null", text)),
+                        _ => match text {
+                            b"t" => Token::Boolean(true),
+                            b"f" => Token::Boolean(false),
+                            _ => return Err(protocol("invalid boolean", text)),
+                        },
+                    };
+                    self.push_scalar(token, next)
+                }
+                b'$' | b'=' | b'!' => {
+                    let Line::Complete { content, next } = self.line(buf, MAX_HEADER_LINE)? else {
+                        return Ok(false);
+                    };
+                    let text = &buf[content.start..content.end];
+                    let len = parse_i64(text).ok_or_else(|| protocol("invalid bulk length", text))?;
+                    if len == -1 && kind == b'$' {
+                        self.push_scalar(Token::NullBulk, next)
+                    } else {
+                        let len = usize::try_from(len)
+                            .map_err(|_| protocol("invalid bulk length", text))?;
+                        if len > self.limits.max_bulk_len {
+                            return Err(Error::LimitExceeded(format!(
+                                "bulk length {len} is above the limit of {} bytes",
+                                self.limits.max_bulk_len
+                            )));
+                        }
+                        let end = next.saturating_add(len).saturating_add(2);
+                        if buf.len() < end {
+                            self.need = end;
+                            return Ok(false);
+                        }
+                        if &buf[end - 2..end] != b"\r\n" {
+                            return Err(Error::Protocol(
+                                "bulk string not terminated by CRLF".into(),
+                            ));
+                        }
+                        let body = Span { start: next, end: end - 2 };
+                        let token = match kind {
+                            b'$' => Token::Bulk(body),
+                            b'!' => Token::Error(body),
+                            _ => verbatim(buf, body)?,
+                        };
+                        self.push_scalar(token, end)
+                    }
+                }
+                b'*' | b'%' | b'~' | b'>' | b'|' => {
+                    let Line::Complete { content, next } = self.line(buf, MAX_HEADER_LINE)? else {
+                        return Ok(false);
+                    };
+                    let text = &buf[content.start..content.end];
+                    let n = parse_i64(text)
+                        .ok_or_else(|| protocol("invalid aggregate length", text))?;
+                    if n == -1 && kind == b'*' {
+                        self.push_scalar(Token::NullArray, next)
+                    } else {
+                        let n = usize::try_from(n)
+                            .map_err(|_| protocol("invalid aggregate length", text))?;
+                        self.open_aggregate(kind, n, next)?
+                    }
+                }
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "invalid type byte 0x{other:02x} at offset {}",
+                        self.pos
+                    )))
+                }
+            };
+            if complete {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Finds the CRLF ending the line that starts at `self.pos` (after its type byte).
+    ///
+    /// Resumes the search where the last attempt stopped; lines longer than `max` are refused.
+    fn line(&mut self, buf: &[u8], max: usize) -> Result<Line, Error> {
+        let start = self.pos + 1;
+        let from = self.scanned.max(start);
+        let limit_end = start.saturating_add(max).saturating_add(1).min(buf.len());
+        let found = if from < limit_end {
+            memchr::memchr2(b'\r', b'\n', &buf[from..limit_end]).map(|i| from + i)
+        } else {
+            None
+        };
+        match found {
+            Some(lf) if buf[lf] == b'\n' => {
+                Err(Error::Protocol(format!("LF without CR at offset {lf}")))
+            }
+            Some(cr) => {
+                if cr + 1 >= buf.len() {
+                    self.scanned = cr;
+                    self.need = cr + 2;
+                    return Ok(Line::Incomplete);
+                }
+                if buf[cr + 1] != b'\n' {
+                    return Err(Error::Protocol(format!("CR without LF at offset {}", cr)));
+                }
+                self.scanned = 0;
+                Ok(Line::Complete { content: Span { start, end: cr }, next: cr + 2 })
+            }
+            None if buf.len() - start > max => {
+                if max == MAX_HEADER_LINE {
+                    Err(protocol("line too long", &buf[start..start + max]))
+                } else {
+                    Err(Error::LimitExceeded(format!(
+                        "line longer than the limit of {max} bytes"
+                    )))
+                }
+            }
+            None => {
+                self.scanned = buf.len();
+                self.need = buf.len() + 1;
+                Ok(Line::Incomplete)
+            }
+        }
+    }
+
+    /// Records a scalar ending at `next`; true when it completes the top-level frame.
+    fn push_scalar(&mut self, token: Token, next: usize) -> bool {
+        self.tokens.push(token);
+        self.pos = next;
+        self.value_done()
+    }
+
+    /// Records an aggregate header declaring `n` elements; true when it completes the frame
+    /// (an empty aggregate).
+    fn open_aggregate(&mut self, kind: u8, n: usize, next: usize) -> Result<bool, Error> {
+        if n > self.limits.max_elements {
+            return Err(Error::LimitExceeded(format!(
+                "aggregate of {n} elements is above the limit of {}",
+                self.limits.max_elements
+            )));
+        }
+        if self.open.len() >= self.limits.max_depth {
+            return Err(Error::LimitExceeded(format!(
+                "nesting deeper than the limit of {}",
+                self.limits.max_depth
+            )));
+        }
+        let pairs = |n: usize| {
+            n.checked_mul(2).filter(|c| *c <= self.limits.max_elements).ok_or_else(|| {
+                Error::LimitExceeded(format!(
+                    "map of {n} pairs is above the limit of {} elements",
+                    self.limits.max_elements
+                ))
+            })
+        };
+        let (token, children) = match kind {
+            b'*' => (Token::Array(n), n),
+            b'~' => (Token::Set(n), n),
+            b'>' => (Token::Push(n), n),
+            b'%' => (Token::Map(n), pairs(n)?),
+            _ => (Token::Attribute(n), pairs(n)?.saturating_add(1)),
+        };
+        self.tokens.push(token);
+        self.pos = next;
+        if children == 0 {
+            Ok(self.value_done())
+        } else {
+            self.open.push(children);
+            Ok(false)
+        }
+    }
+
+    /// Counts one finished value against the open aggregates, closing those that are full.
+    /// True when nothing is left open: the top-level frame is complete.
+    fn value_done(&mut self) -> bool {
+        while let Some(top) = self.open.last_mut() {
+            *top -= 1;
+            if *top > 0 {
+                return false;
+            }
+            self.open.pop();
+        }
+        true
+    }
+}
+
+/// Builds the frame starting at `tokens[*i]` from the checked, frozen bytes.
+///
+/// The tokens were produced by a successful check of `data`, so spans are in bounds and counts
+/// match; the recursion depth is bounded by [`Limits::max_depth`].
+fn build(tokens: &[Token], i: &mut usize, data: &Bytes) -> Frame {
+    let Some(&token) = tokens.get(*i) else {
+        // Unreachable after a successful check; a null is safer than a panic.
+        return Frame::Null;
+    };
+    *i += 1;
+    let slice = |s: Span| data.slice(s.start..s.end);
+    match token {
+        Token::Simple(s) => Frame::Simple(slice(s)),
+        Token::Error(s) => Frame::Error(slice(s)),
+        Token::Integer(v) => Frame::Integer(v),
+        Token::Bulk(s) => Frame::Bulk(slice(s)),
+        Token::NullBulk => Frame::NullBulk,
+        Token::NullArray => Frame::NullArray,
+        Token::Null => Frame::Null,
+        Token::Double(d) => Frame::Double(d),
+        Token::Boolean(b) => Frame::Boolean(b),
+        Token::BigNumber(s) => Frame::BigNumber(slice(s)),
+        Token::Verbatim(format, s) => Frame::Verbatim { format, text: slice(s) },
+        Token::Array(n) => Frame::Array(build_list(tokens, i, data, n)),
+        Token::Set(n) => Frame::Set(build_list(tokens, i, data, n)),
+        Token::Push(n) => Frame::Push(build_list(tokens, i, data, n)),
+        Token::Map(n) => Frame::Map(build_pairs(tokens, i, data, n)),
+        Token::Attribute(n) => {
+            let attributes = build_pairs(tokens, i, data, n);
+            let frame = Box::new(build(tokens, i, data));
+            Frame::Attribute { attributes, frame }
+        }
+    }
+}
+
+/// Builds `n` consecutive frames. `n` was checked against tokens actually received, so the
+/// capacity is bounded by the input, not by a bare declaration.
+fn build_list(tokens: &[Token], i: &mut usize, data: &Bytes, n: usize) -> Vec<Frame> {
+    let mut v = Vec::with_capacity(n.min(tokens.len() - *i));
+    for _ in 0..n {
+        v.push(build(tokens, i, data));
+    }
+    v
+}
+
+/// Builds `n` consecutive key/value pairs.
+fn build_pairs(tokens: &[Token], i: &mut usize, data: &Bytes, n: usize) -> Vec<(Frame, Frame)> {
+    let mut v = Vec::with_capacity(n.min((tokens.len() - *i) / 2));
+    for _ in 0..n {
+        let k = build(tokens, i, data);
+        let val = build(tokens, i, data);
+        v.push((k, val));
+    }
+    v
+}
+
+/// Checks a verbatim string body (`fmt:text`) and returns its token.
+fn verbatim(buf: &[u8], body: Span) -> Result<Token, Error> {
+    let b = &buf[body.start..body.end];
+    if b.len() < 4 || b[3] != b':' {
+        return Err(protocol("verbatim string without a format prefix", b));
+    }
+    Ok(Token::Verbatim([b[0], b[1], b[2]], Span { start: body.start + 4, end: body.end }))
+}
+
+/// Parses a RESP3 double line: decimal or exponent notation, `inf`, `-inf`, `nan`.
+fn parse_double(text: &[u8]) -> Result<f64, Error> {
+    let s = std::str::from_utf8(text).map_err(|_| protocol("invalid double", text))?;
+    match s {
+        "inf" | "+inf" => return Ok(f64::INFINITY),
+        "-inf" => return Ok(f64::NEG_INFINITY),
+        "nan" | "-nan" => return Ok(f64::NAN),
+        _ => {}
+    }
+    // Rust's parser also takes "infinity" and "NaN" spellings; RESP3 does not use them.
+    if s.is_empty() || s.bytes().any(|c| c.is_ascii_alphabetic() && c != b'e' && c != b'E') {
+        return Err(protocol("invalid double", text));
+    }
+    s.parse::<f64>().map_err(|_| protocol("invalid double", text))
+}
+
+/// Checks a RESP3 big number line: an optional sign and at least one digit.
+fn check_big_number(text: &[u8]) -> Result<(), Error> {
+    let digits = match text.first() {
+        Some(b'-') | Some(b'+') => &text[1..],
+        _ => text,
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(protocol("invalid big number", text));
+    }
+    Ok(())
+}
+
+/// A protocol error quoting (a prefix of) the offending bytes.
+fn protocol(what: &str, bytes: &[u8]) -> Error {
+    let shown = &bytes[..bytes.len().min(40)];
+    Error::Protocol(format!("{what}: {:?}", String::from_utf8_lossy(shown)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<Vec<Frame>, Error> {
+        let mut dec = Decoder::new();
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(f) = dec.decode(&mut buf)? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn huge_declared_bulk_length_is_a_limit_error() {
+        let err = decode_all(b"$999999999999\r\n").unwrap_err();
+        assert!(matches!(err, Error::LimitExceeded(_)), "{err:?}");
+    }
+
+    #[test]
+    fn bulk_length_above_i64_is_a_protocol_error() {
+        let err = decode_all(b"$99999999999999999999999\r\n").unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    }
+
+    #[test]
+    fn huge_declared_array_is_a_limit_error_without_allocation() {
+        let err = decode_all(b"*999999999999\r\n").unwrap_err();
+        assert!(matches!(err, Error::LimitExceeded(_)), "{err:?}");
+        // Below the limit, a big declaration just waits for the elements.
+        let mut dec = Decoder::new();
+        let mut buf = BytesMut::from(&b"*100000000\r\n:1\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn deep_nesting_is_a_limit_error() {
+        let input = b"*1\r\n".repeat(10_000);
+        let err = decode_all(&input).unwrap_err();
+        assert!(matches!(err, Error::LimitExceeded(_)), "{err:?}");
+    }
+
+    #[test]
+    fn nesting_at_the_limit_decodes() {
+        let limits = Limits { max_depth: 4, ..Limits::default() };
+        let mut dec = Decoder::with_limits(limits);
+        let mut buf = BytesMut::from(&b"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"[..]);
+        assert!(dec.decode(&mut buf).unwrap().is_some());
+        let mut buf = BytesMut::from(&b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"[..]);
+        assert!(matches!(dec.decode(&mut buf), Err(Error::LimitExceeded(_))));
+    }
+
+    #[test]
+    fn garbage_type_byte_is_a_protocol_error() {
+        let err = decode_all(b"@hello\r\n").unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+        let err = decode_all(b"*2\r\n:1\r\nX\r\n").unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    }
+
+    #[test]
+    fn malformed_lines_are_protocol_errors() {
+        for bad in [
+            &b":12a\r\n"[..],
+            b"$-2\r\n",
+            b"$3\r\nabcd\r\n",
+            b"#x\r\n",
+            b"_x\r\n",
+            b",1.5x\r\n",
+            b",infinity\r\n",
+            b"(12a\r\n",
+            b"=3\r\ntxt\r\n",
+            b"=5\r\ntxt-x\r\n",
+            b"+ok\rx",
+            b"+o\nk\r\n",
+            b"*-2\r\n",
+            b"%-1\r\n",
+            b"$?\r\n",
+        ] {
+            let err = decode_all(bad).unwrap_err();
+            assert!(matches!(err, Error::Protocol(_)), "{:?}: {err:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn overlong_length_line_is_rejected_before_crlf_arrives() {
+        let err = decode_all(&[b'$'; 100]).unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    }
+
+    #[test]
+    fn overlong_simple_line_is_a_limit_error() {
+        let limits = Limits { max_bulk_len: 16, ..Limits::default() };
+        let mut dec = Decoder::with_limits(limits);
+        let mut buf = BytesMut::from(&b"+aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"[..]);
+        assert!(matches!(dec.decode(&mut buf), Err(Error::LimitExceeded(_))));
+    }
+
+    #[test]
+    fn every_type_decodes() {
+        let input = b"+OK\r\n-ERR bad\r\n:-42\r\n$5\r\nhello\r\n$0\r\n\r\n$-1\r\n*-1\r\n_\r\n\
+            ,3.5\r\n,inf\r\n,-inf\r\n,nan\r\n#t\r\n#f\r\n(3492890328409238509324850943850943825024385\r\n\
+            =15\r\ntxt:Some string\r\n!8\r\nSYNTAX x\r\n%1\r\n+k\r\n:1\r\n~2\r\n:1\r\n:2\r\n\
+            >2\r\n+message\r\n+hi\r\n|1\r\n+key-popularity\r\n:90\r\n+real\r\n*0\r\n";
+        let frames = decode_all(input).unwrap();
+        let expected = vec![
+            Frame::simple("OK"),
+            Frame::Error(Bytes::from_static(b"ERR bad")),
+            Frame::Integer(-42),
+            Frame::bulk("hello"),
+            Frame::bulk(""),
+            Frame::NullBulk,
+            Frame::NullArray,
+            Frame::Null,
+            Frame::Double(3.5),
+            Frame::Double(f64::INFINITY),
+            Frame::Double(f64::NEG_INFINITY),
+            Frame::Double(f64::NAN),
+            Frame::Boolean(true),
+            Frame::Boolean(false),
+            Frame::BigNumber(Bytes::from_static(b"3492890328409238509324850943850943825024385")),
+            Frame::Verbatim { format: *b"txt", text: Bytes::from_static(b"Some string") },
+            Frame::Error(Bytes::from_static(b"SYNTAX x")),
+            Frame::Map(vec![(Frame::simple("k"), Frame::Integer(1))]),
+            Frame::Set(vec![Frame::Integer(1), Frame::Integer(2)]),
+            Frame::Push(vec![Frame::simple("message"), Frame::simple("hi")]),
+            Frame::Attribute {
+                attributes: vec![(Frame::simple("key-popularity"), Frame::Integer(90))],
+                frame: Box::new(Frame::simple("real")),
+            },
+            Frame::Array(vec![]),
+        ];
+        assert_eq!(frames, expected);
+    }
+
+    #[test]
+    fn decoded_payloads_share_the_read_buffer() {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(b"$5\r\nhello\r\n");
+        let base = buf.as_ptr() as usize;
+        let frame = Decoder::new().decode(&mut buf).unwrap().unwrap();
+        let Frame::Bulk(b) = frame else { panic!("not a bulk") };
+        assert_eq!(b.as_ptr() as usize, base + 4);
+    }
+
+    #[test]
+    fn bulk_arriving_in_pieces_is_not_rescanned() {
+        // After the header is seen, feeding more bytes short of the end returns at once via
+        // the remembered needed length.
+        let mut dec = Decoder::new();
+        let mut buf = BytesMut::from(&b"$1000000\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        assert_eq!(dec.need, 1_000_000 + 12);
+        for _ in 0..1000 {
+            buf.extend_from_slice(&[b'x'; 1000]);
+            assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        }
+        buf.extend_from_slice(b"\r\n");
+        let f = dec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.as_bytes().map(<[u8]>::len), Some(1_000_000));
+    }
+
+    #[test]
+    fn long_simple_line_in_pieces_resumes_the_crlf_search() {
+        let mut dec = Decoder::new();
+        let mut buf = BytesMut::from(&b"+"[..]);
+        for _ in 0..100 {
+            buf.extend_from_slice(&[b'a'; 100]);
+            assert_eq!(dec.decode(&mut buf).unwrap(), None);
+            assert_eq!(dec.scanned, buf.len());
+        }
+        buf.extend_from_slice(b"\r");
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"\n");
+        let f = dec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.as_bytes().map(<[u8]>::len), Some(10_000));
+    }
+}

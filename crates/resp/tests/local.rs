@@ -1,0 +1,73 @@
+//! Connection behaviour that needs no Redis: a local listener that misbehaves on purpose.
+
+use std::time::Duration;
+
+use ferry_resp::{ConnectOptions, Connection, Error};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn handshake_against_a_silent_server_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accept = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 256];
+        // Read the HELLO but never answer; hold the socket until the client gives up.
+        while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    });
+    let mut o = ConnectOptions::new("127.0.0.1", port);
+    o.protocol = ferry_resp::Protocol::Resp3;
+    o.connect_timeout = Duration::from_millis(200);
+    let err = Connection::connect(&o).await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(matches!(err, Error::Timeout("connect")), "{err:?}");
+    accept.await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_reply_is_a_protocol_error_and_poisons_the_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 256];
+        let _ = sock.read(&mut buf).await.unwrap();
+        sock.write_all(b"@garbage\r\n").await.unwrap();
+        while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    });
+    let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port)).await.unwrap();
+    let err = conn.call(&["PING"]).await.unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    assert!(err.is_connection_lost());
+    assert!(matches!(conn.call(&["PING"]).await, Err(Error::Desynchronized(_))));
+    drop(conn);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn huge_bulk_from_server_is_a_limit_error_not_an_allocation() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 256];
+        let _ = sock.read(&mut buf).await.unwrap();
+        sock.write_all(b"$999999999999\r\n").await.unwrap();
+        while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    });
+    let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port)).await.unwrap();
+    let err = conn.call(&["GET", "k"]).await.unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err:?}");
+    drop(conn);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_refused_is_an_io_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = Connection::connect(&ConnectOptions::new("127.0.0.1", port)).await.unwrap_err();
+    assert!(err.is_io(), "{err:?}");
+}

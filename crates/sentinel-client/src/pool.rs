@@ -1,0 +1,924 @@
+//! [`SentinelPool`]: the pool, its master generation, and the guard that brings connections back.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use ferry_resp::{Connection, Frame};
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::addr::Addr;
+use crate::error::Error;
+use crate::events::{Event, SwitchReason};
+use crate::options::SentinelPoolOptions;
+use crate::sentinel::{self, Role};
+
+/// A connection-pool snapshot, for monitoring and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// The master the pool writes to, if one is known right now (none during a failover).
+    pub master: Option<Addr>,
+    /// The current master generation (starts at 1, grows on every switch or demotion).
+    pub generation: u64,
+    /// Connections that exist: borrowed, idle, or being opened.
+    pub total: usize,
+    /// Idle connections.
+    pub idle: usize,
+    /// Borrowed connections (and ones being opened).
+    pub active: usize,
+    /// Connections opened to masters since the pool started.
+    pub created: u64,
+    /// Idle connections closed because the master changed.
+    pub closed_on_switch: u64,
+    /// Borrowed connections of an ended generation that were dropped when returned.
+    pub discarded_on_return: u64,
+    /// Connections dropped because they failed (I/O error, timeout, failed test-on-borrow).
+    pub destroyed_broken: u64,
+    /// Master switches seen (any reason).
+    pub switches: u64,
+    /// Sentinels followed, seeds first.
+    pub sentinels: Vec<Addr>,
+    /// Sentinels whose listener is currently subscribed.
+    pub listeners_up: usize,
+}
+
+struct Idle {
+    conn: Connection,
+    addr: Addr,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct State {
+    master: Option<Addr>,
+    last_master: Option<Addr>,
+    generation: u64,
+    demoted: HashMap<Addr, Instant>,
+    idle: VecDeque<Idle>,
+    total: usize,
+    closed: bool,
+    created: u64,
+    closed_on_switch: u64,
+    discarded_on_return: u64,
+    destroyed_broken: u64,
+    switches: u64,
+}
+
+/// Shared state of one pool; background tasks hold it weakly.
+pub(crate) struct Inner {
+    pub(crate) opts: Arc<SentinelPoolOptions>,
+    state: Mutex<State>,
+    /// Woken on every change a borrower may wait for: a connection returned, a slot freed, a master
+    /// installed or demoted.
+    changed: Notify,
+    /// One resolve at a time; the others wait and reuse its answer.
+    resolve_lock: tokio::sync::Mutex<()>,
+    sentinels: Mutex<Vec<Addr>>,
+    listeners: Mutex<HashMap<Addr, bool>>,
+    events: broadcast::Sender<Event>,
+    /// Wakes the poller early (missed events, READONLY, a listener that came back).
+    pub(crate) poke: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
+    replica_rr: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    fn new(opts: SentinelPoolOptions) -> Inner {
+        let (events, _) = broadcast::channel(opts.event_capacity.max(1));
+        let (shutdown, _) = watch::channel(false);
+        Inner {
+            sentinels: Mutex::new(opts.sentinels.clone()),
+            opts: Arc::new(opts),
+            state: Mutex::new(State { generation: 1, ..State::default() }),
+            changed: Notify::new(),
+            resolve_lock: tokio::sync::Mutex::new(()),
+            listeners: Mutex::new(HashMap::new()),
+            events,
+            poke: Arc::new(Notify::new()),
+            shutdown,
+            replica_rr: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    pub(crate) fn shutdown_receiver(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    fn generation(&self) -> u64 {
+        lock(&self.state).generation
+    }
+
+    fn master(&self) -> Option<(Addr, u64)> {
+        let st = lock(&self.state);
+        st.master.clone().map(|m| (m, st.generation))
+    }
+
+    fn is_demoted(&self, addr: &Addr) -> bool {
+        let st = lock(&self.state);
+        st.demoted.get(addr).map(|t| t.elapsed() < self.opts.demoted_hold).unwrap_or(false)
+    }
+
+    /// Ends the current generation: idle connections close now, borrowed ones are discarded later.
+    fn end_generation(st: &mut State) -> Vec<Idle> {
+        st.generation += 1;
+        let closed: Vec<Idle> = st.idle.drain(..).collect();
+        st.total -= closed.len();
+        st.closed_on_switch += closed.len() as u64;
+        closed
+    }
+
+    /// Makes `addr` the master (no-op when it already is). Returns the generation, or `None` when
+    /// the address is known demoted.
+    pub(crate) fn install(&self, addr: &Addr, reason: SwitchReason) -> Option<u64> {
+        let (closed, event) = {
+            let mut st = lock(&self.state);
+            if st.master.as_ref() == Some(addr) {
+                return Some(st.generation);
+            }
+            let demoted = st.demoted.get(addr).map(|t| t.elapsed() < self.opts.demoted_hold).unwrap_or(false);
+            if demoted && !matches!(reason, SwitchReason::SwitchMessage | SwitchReason::Promoted) {
+                return None;
+            }
+            st.demoted.remove(addr);
+            let prev = st.master.take();
+            if let Some(p) = &prev {
+                st.demoted.insert(p.clone(), Instant::now());
+            }
+            let old = prev.or_else(|| st.last_master.clone());
+            let closed = Self::end_generation(&mut st);
+            st.master = Some(addr.clone());
+            st.last_master = Some(addr.clone());
+            st.switches += 1;
+            let old = old.filter(|o| o != addr);
+            let event = Event::MasterSwitched {
+                old,
+                new: addr.clone(),
+                generation: st.generation,
+                reason: reason.clone(),
+                at: SystemTime::now(),
+            };
+            (closed, event)
+        };
+        if !closed.is_empty() {
+            tracing::info!(count = closed.len(), "closed idle connections to the previous master");
+        }
+        drop(closed);
+        tracing::info!(?event, "master installed");
+        self.emit(event);
+        self.changed.notify_waiters();
+        Some(self.generation())
+    }
+
+    /// Marks `addr` demoted: nothing more is sent to it, and if it is the master the pool waits for
+    /// the next one.
+    pub(crate) fn demote(&self, addr: &Addr, cause: &str) {
+        let (closed, event) = {
+            let mut st = lock(&self.state);
+            st.demoted.insert(addr.clone(), Instant::now());
+            if st.master.as_ref() != Some(addr) {
+                return;
+            }
+            st.master = None;
+            let closed = Self::end_generation(&mut st);
+            let event = Event::MasterDemoted {
+                master: addr.clone(),
+                generation: st.generation,
+                cause: cause.to_string(),
+                at: SystemTime::now(),
+            };
+            (closed, event)
+        };
+        drop(closed);
+        tracing::warn!(master = %addr, cause, "master demoted; waiting for the new one");
+        self.emit(event);
+        self.changed.notify_waiters();
+        self.poke.notify_one();
+    }
+
+    /// A failover of `addr` was aborted: it may be master again (ROLE decides).
+    pub(crate) fn undemote(&self, addr: &Addr) {
+        lock(&self.state).demoted.remove(addr);
+        self.changed.notify_waiters();
+        self.poke.notify_one();
+    }
+
+    /// `+switch-master old -> new`.
+    pub(crate) fn switch(&self, old: &Addr, new: &Addr) {
+        self.switch_with(old, new, SwitchReason::SwitchMessage);
+    }
+
+    /// `+promoted-slave`: the failover is committed, the replica already answers as master.
+    pub(crate) fn switch_to_promoted(&self, old: &Addr, new: &Addr) {
+        self.switch_with(old, new, SwitchReason::Promoted);
+    }
+
+    fn switch_with(&self, old: &Addr, new: &Addr, reason: SwitchReason) {
+        {
+            let mut st = lock(&self.state);
+            st.demoted.insert(old.clone(), Instant::now());
+            st.demoted.remove(new);
+            if st.master.as_ref() == Some(old) {
+                st.master = None;
+                st.last_master = Some(old.clone());
+            }
+        }
+        self.install(new, reason);
+    }
+
+    /// Forgets the master after it could not be reached, so the next borrow resolves again.
+    fn forget_master(&self, addr: &Addr, generation: u64) {
+        let closed = {
+            let mut st = lock(&self.state);
+            if st.master.as_ref() != Some(addr) || st.generation != generation {
+                return;
+            }
+            st.master = None;
+            Self::end_generation(&mut st)
+        };
+        drop(closed);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn set_listener_up(&self, addr: &Addr, up: bool) {
+        lock(&self.listeners).insert(addr.clone(), up);
+    }
+
+    fn release_slot(&self) {
+        lock(&self.state).total -= 1;
+        self.changed.notify_waiters();
+    }
+
+    /// Takes a connection back from a guard.
+    fn give_back(&self, conn: Connection, addr: Addr, generation: u64, broken: bool) {
+        let dropped = {
+            let mut st = lock(&self.state);
+            if st.closed || generation != st.generation {
+                st.total -= 1;
+                if !st.closed {
+                    st.discarded_on_return += 1;
+                }
+                Some(conn)
+            } else if broken {
+                st.total -= 1;
+                st.destroyed_broken += 1;
+                Some(conn)
+            } else if st.idle.len() >= self.opts.max_idle {
+                st.total -= 1;
+                Some(conn)
+            } else {
+                st.idle.push_back(Idle { conn, addr, generation });
+                None
+            }
+        };
+        drop(dropped);
+        self.changed.notify_waiters();
+    }
+
+    fn promote_sentinel(&self, s: &Addr) {
+        let mut list = lock(&self.sentinels);
+        if let Some(i) = list.iter().position(|x| x == s) {
+            if i != 0 {
+                let a = list.remove(i);
+                list.insert(0, a);
+            }
+        }
+    }
+
+    /// Asks the sentinels in order, each with the short timeout; the one that answers moves to the
+    /// front. Returns the (mapped) master address, the sentinel, and the open sentinel connection.
+    pub(crate) async fn ask_sentinels(&self) -> Result<(Addr, Addr, Connection), Error> {
+        let list = lock(&self.sentinels).clone();
+        let t = self.opts.sentinel_timeout;
+        let name = &self.opts.master_name;
+        let mut reachable = false;
+        let mut last_error = None;
+        for s in &list {
+            let mut conn = match sentinel::connect(&self.opts.sentinel_opts(s, Some(t)), t).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(sentinel = %s, error = %e, "sentinel unreachable");
+                    last_error = Some(format!("{s}: {e}"));
+                    continue;
+                }
+            };
+            match sentinel::master_addr(&mut conn, s, name, t).await {
+                Ok(Some(a)) => {
+                    self.promote_sentinel(s);
+                    return Ok((self.opts.address_map.map(&a), s.clone(), conn));
+                }
+                Ok(None) => {
+                    tracing::debug!(sentinel = %s, master = %name, "sentinel does not monitor the name");
+                    reachable = true;
+                }
+                Err(e) => last_error = Some(format!("{s}: {e}")),
+            }
+        }
+        let master_name = name.clone();
+        if reachable {
+            Err(Error::NotMonitored { master_name })
+        } else {
+            Err(Error::AllSentinelsDown { master_name, last_error })
+        }
+    }
+
+    async fn check_role(&self, addr: &Addr) -> Result<Role, ferry_resp::Error> {
+        let t = self.opts.data_connect.connect_timeout + self.opts.sentinel_timeout;
+        let mut conn = sentinel::connect(&self.opts.data_opts(addr), t).await?;
+        sentinel::role(&mut conn, t).await
+    }
+
+    /// Finds the master: sentinels, then ROLE. A server that is not a master yet (or is known
+    /// demoted) is waited for, up to `resolve_timeout`; a master installed meanwhile by a listener
+    /// ends the wait.
+    async fn resolve(&self) -> Result<Addr, Error> {
+        let start = Instant::now();
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some((m, _)) = self.master() {
+                return Ok(m);
+            }
+            let (reported, _, conn) = self.ask_sentinels().await?;
+            drop(conn);
+            let why_not = if self.is_demoted(&reported) {
+                "a master being failed over".to_string()
+            } else {
+                match self.check_role(&reported).await {
+                    Ok(Role::Master) => return Ok(reported),
+                    Ok(role) => role.name().to_string(),
+                    Err(source) => return Err(Error::Connect { addr: reported, source }),
+                }
+            };
+            let waited = start.elapsed();
+            if waited >= self.opts.resolve_timeout {
+                return Err(Error::NotMaster { addr: reported, role: why_not, waited });
+            }
+            tracing::debug!(addr = %reported, role = %why_not, "not a master yet; resolving again");
+            let _ = tokio::time::timeout(self.opts.resolve_retry_delay, notified).await;
+        }
+    }
+
+    /// The master and its generation, resolving when none is known.
+    async fn current_master(&self) -> Result<(Addr, u64), Error> {
+        loop {
+            if let Some(m) = self.master() {
+                return Ok(m);
+            }
+            let _g = self.resolve_lock.lock().await;
+            if let Some(m) = self.master() {
+                return Ok(m);
+            }
+            match self.resolve().await {
+                Ok(addr) => {
+                    if let Some(generation) = self.install(&addr, SwitchReason::Resolve) {
+                        return Ok((addr, generation));
+                    }
+                }
+                Err(e) => {
+                    self.emit(Event::ResolveFailed { error: e.to_string() });
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Opens a new connection to the current master (resolving if needed).
+    async fn open_master_connection(&self) -> Result<(Connection, Addr, u64), Error> {
+        loop {
+            let (addr, generation) = self.current_master().await?;
+            let t = self.opts.data_connect.connect_timeout + Duration::from_secs(1);
+            let conn = match sentinel::connect(&self.opts.data_opts(&addr), t).await {
+                Ok(c) => c,
+                Err(source) => {
+                    self.forget_master(&addr, generation);
+                    return Err(Error::Connect { addr, source });
+                }
+            };
+            let mut st = lock(&self.state);
+            st.created += 1;
+            if st.generation == generation {
+                return Ok((conn, addr, generation));
+            }
+        }
+    }
+
+    /// The safety-net poll: asks the sentinels, switches if they name another (confirmed) master,
+    /// learns sentinels, keeps `min_idle` connections ready.
+    pub(crate) async fn poll_once(self: &Arc<Self>) {
+        match self.ask_sentinels().await {
+            Ok((reported, sentinel, mut conn)) => {
+                let known = self.master().map(|(m, _)| m);
+                if known.as_ref() != Some(&reported) && !self.is_demoted(&reported) {
+                    if let Ok(Role::Master) = self.check_role(&reported).await {
+                        self.install(&reported, SwitchReason::Poll);
+                    }
+                }
+                if self.opts.discover_sentinels {
+                    let t = self.opts.sentinel_timeout;
+                    match sentinel::sentinels(&mut conn, &self.opts.master_name, t).await {
+                        Ok(found) => {
+                            for s in found {
+                                self.add_sentinel(self.opts.address_map.map(&s));
+                            }
+                        }
+                        Err(e) => tracing::debug!(sentinel = %sentinel, error = %e, "SENTINEL sentinels failed"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sentinel poll failed; keeping the known master");
+                self.emit(Event::ResolveFailed { error: e.to_string() });
+            }
+        }
+        self.top_up_idle().await;
+    }
+
+    /// Follows a sentinel (seeds are never dropped; this only adds).
+    pub(crate) fn add_sentinel(self: &Arc<Self>, s: Addr) {
+        {
+            let mut list = lock(&self.sentinels);
+            if list.contains(&s) {
+                return;
+            }
+            list.push(s.clone());
+        }
+        tracing::info!(sentinel = %s, "sentinel discovered");
+        self.emit(Event::SentinelAdded { sentinel: s.clone() });
+        crate::listener::spawn(self, s);
+    }
+
+    pub(crate) fn listener_known(&self, s: &Addr) -> bool {
+        lock(&self.listeners).contains_key(s)
+    }
+
+    async fn top_up_idle(&self) {
+        loop {
+            let (addr, generation) = {
+                let mut st = lock(&self.state);
+                let Some(m) = st.master.clone() else { return };
+                if st.closed || st.idle.len() >= self.opts.min_idle || st.total >= self.opts.max_total {
+                    return;
+                }
+                st.total += 1;
+                (m, st.generation)
+            };
+            let t = self.opts.data_connect.connect_timeout + Duration::from_secs(1);
+            match sentinel::connect(&self.opts.data_opts(&addr), t).await {
+                Ok(conn) => {
+                    lock(&self.state).created += 1;
+                    self.give_back(conn, addr, generation, false);
+                }
+                Err(_) => {
+                    self.release_slot();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        let sentinels = lock(&self.sentinels).clone();
+        let listeners_up = lock(&self.listeners).values().filter(|up| **up).count();
+        let st = lock(&self.state);
+        PoolStats {
+            master: st.master.clone(),
+            generation: st.generation,
+            total: st.total,
+            idle: st.idle.len(),
+            active: st.total - st.idle.len(),
+            created: st.created,
+            closed_on_switch: st.closed_on_switch,
+            discarded_on_return: st.discarded_on_return,
+            destroyed_broken: st.destroyed_broken,
+            switches: st.switches,
+            sentinels,
+            listeners_up,
+        }
+    }
+}
+
+/// A Sentinel-aware connection pool: JedisSentinelPool's behaviour, without writing to a demoted
+/// master. Cheap to clone (all clones share one pool).
+///
+/// See the crate documentation for the life of a master generation.
+#[derive(Clone)]
+pub struct SentinelPool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SentinelPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelPool")
+            .field("master_name", &self.inner.opts.master_name)
+            .field("stats", &self.inner.stats())
+            .finish()
+    }
+}
+
+enum Step {
+    Reuse(Idle),
+    Open,
+    Wait,
+}
+
+impl SentinelPool {
+    /// Resolves the master (errors: [`Error::AllSentinelsDown`], [`Error::NotMonitored`],
+    /// [`Error::NotMaster`], [`Error::Connect`]) and starts one listener per sentinel plus the poll.
+    /// Must be called inside a tokio runtime (the background tasks are spawned on it).
+    pub async fn new(opts: SentinelPoolOptions) -> Result<SentinelPool, Error> {
+        opts.validate()?;
+        let inner = Arc::new(Inner::new(opts));
+        inner.current_master().await?;
+        for s in inner.opts.sentinels.clone() {
+            crate::listener::spawn(&inner, s);
+        }
+        crate::listener::spawn_poller(&inner);
+        inner.poke.notify_one();
+        Ok(SentinelPool { inner })
+    }
+
+    /// Borrows a connection to the current master, waiting up to `max_wait` when the pool is
+    /// exhausted (forever when `None`; not at all when `block_when_exhausted` is false).
+    pub async fn get(&self) -> Result<PooledConnection, Error> {
+        self.get_with(self.inner.opts.max_wait).await
+    }
+
+    /// Like [`SentinelPool::get`] with an explicit exhaustion wait instead of `max_wait`.
+    pub async fn get_timeout(&self, max_wait: Duration) -> Result<PooledConnection, Error> {
+        self.get_with(Some(max_wait)).await
+    }
+
+    async fn get_with(&self, max_wait: Option<Duration>) -> Result<PooledConnection, Error> {
+        let inner = &self.inner;
+        let start = Instant::now();
+        loop {
+            let notified = inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let step = {
+                let mut st = lock(&inner.state);
+                if st.closed {
+                    return Err(Error::Closed);
+                }
+                let generation = st.generation;
+                if let Some(pos) = st.idle.iter().position(|i| i.generation == generation) {
+                    // Invariant: `pos` came from `position` on the same deque under the same lock.
+                    match st.idle.remove(pos) {
+                        Some(i) => Step::Reuse(i),
+                        None => Step::Wait,
+                    }
+                } else if st.total < inner.opts.max_total {
+                    st.total += 1;
+                    Step::Open
+                } else {
+                    Step::Wait
+                }
+            };
+            match step {
+                Step::Reuse(mut idle) => {
+                    if inner.opts.test_on_borrow {
+                        let t = inner.opts.data_connect.connect_timeout;
+                        let ok = matches!(sentinel::call_with_deadline(&mut idle.conn, &["PING"], t).await, Ok(_));
+                        if !ok {
+                            self.inner_give_back_broken(idle);
+                            continue;
+                        }
+                    }
+                    return Ok(PooledConnection::new(idle.conn, idle.addr, idle.generation, inner.clone()));
+                }
+                Step::Open => {
+                    return match inner.open_master_connection().await {
+                        Ok((conn, addr, generation)) => {
+                            Ok(PooledConnection::new(conn, addr, generation, inner.clone()))
+                        }
+                        Err(e) => {
+                            inner.release_slot();
+                            Err(e)
+                        }
+                    };
+                }
+                Step::Wait => {
+                    let exhausted = |waited| Error::PoolExhausted { waited, max_total: inner.opts.max_total };
+                    if !inner.opts.block_when_exhausted {
+                        return Err(exhausted(Duration::ZERO));
+                    }
+                    match max_wait {
+                        None => notified.await,
+                        Some(limit) => {
+                            let left = limit.saturating_sub(start.elapsed());
+                            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                                return Err(exhausted(start.elapsed()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn inner_give_back_broken(&self, idle: Idle) {
+        self.inner.give_back(idle.conn, idle.addr, idle.generation, true);
+    }
+
+    /// Borrows, runs one command, returns the connection. When the command provably did not run
+    /// (the master switched before it was sent, or the server answered READONLY/MASTERDOWN/LOADING)
+    /// it is retried once on the new master; other errors are returned as they are (an I/O error may
+    /// mean the command ran).
+    pub async fn call<A: AsRef<[u8]>>(&self, argv: &[A]) -> Result<Frame, Error> {
+        let mut conn = self.get().await?;
+        match conn.call(argv).await {
+            Err(e) if e.is_safe_to_retry() => {
+                drop(conn);
+                let mut conn = self.get().await?;
+                conn.call(argv).await
+            }
+            other => other,
+        }
+    }
+
+    /// A connection to a replica, for reads: replicas come from `SENTINEL replicas <name>`, skip
+    /// those the sentinel flags down or disconnected, are tried round robin and must answer ROLE as
+    /// a replica. With `replica_fallback_to_master` the master is used when none qualifies.
+    pub async fn replica(&self) -> Result<ReplicaConnection, Error> {
+        let inner = &self.inner;
+        let t = inner.opts.sentinel_timeout;
+        let (_, _, mut sconn) = inner.ask_sentinels().await?;
+        let mut list: Vec<Addr> = sentinel::replicas(&mut sconn, &inner.opts.master_name, t)
+            .await?
+            .into_iter()
+            .filter(|r| r.usable())
+            .map(|r| inner.opts.address_map.map(&r.addr))
+            .collect();
+        drop(sconn);
+        list.sort();
+        list.dedup();
+        let n = list.len();
+        if n > 0 {
+            let first = inner.replica_rr.fetch_add(1, Ordering::Relaxed) % n;
+            for i in 0..n {
+                let addr = &list[(first + i) % n];
+                let ct = inner.opts.data_connect.connect_timeout + t;
+                let Ok(mut conn) = sentinel::connect(&inner.opts.data_opts(addr), ct).await else { continue };
+                if let Ok(Role::Replica) = sentinel::role(&mut conn, ct).await {
+                    return Ok(ReplicaConnection { conn, addr: addr.clone(), is_master: false });
+                }
+            }
+        }
+        if inner.opts.replica_fallback_to_master {
+            let (conn, addr, _) = inner.open_master_connection().await?;
+            return Ok(ReplicaConnection { conn, addr, is_master: true });
+        }
+        Err(Error::NoReplica { master_name: inner.opts.master_name.clone(), tried: n })
+    }
+
+    /// Receives pool events from now on (master switched or demoted, sentinel lost or back,
+    /// sentinel added, resolve failed). A slow receiver loses the oldest events (`Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// A snapshot of the pool's counters.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.stats()
+    }
+
+    /// The current master, if known (none while a failover is in progress).
+    pub fn master_addr(&self) -> Option<Addr> {
+        self.inner.master().map(|(m, _)| m)
+    }
+
+    /// The current master generation.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+
+    /// The sentinels followed (seeds first, then discovered ones; the last one that answered first).
+    pub fn sentinels(&self) -> Vec<Addr> {
+        lock(&self.inner.sentinels).clone()
+    }
+
+    /// The options the pool was built with.
+    pub fn options(&self) -> &SentinelPoolOptions {
+        &self.inner.opts
+    }
+
+    /// Asks the background poll to check the sentinels now.
+    pub fn refresh(&self) {
+        self.inner.poke.notify_one();
+    }
+
+    /// Stops the listeners and the poll, closes idle connections; borrowed ones close when
+    /// returned, and later borrows fail with [`Error::Closed`].
+    pub fn close(&self) {
+        let idle: Vec<Idle> = {
+            let mut st = lock(&self.inner.state);
+            st.closed = true;
+            let idle: Vec<Idle> = st.idle.drain(..).collect();
+            st.total -= idle.len();
+            idle
+        };
+        drop(idle);
+        let _ = self.inner.shutdown.send(true);
+        self.inner.changed.notify_waiters();
+    }
+}
+
+/// A borrowed master connection; goes back to the pool when dropped (or is discarded if it broke
+/// or its master generation ended).
+///
+/// Use [`PooledConnection::call`] / [`PooledConnection::pipeline`]: they refuse to send on a
+/// connection whose master was replaced ([`Error::MasterSwitched`], nothing sent) and turn a
+/// `READONLY`/`MASTERDOWN` reply into a demotion of that server. `Deref` gives the raw
+/// [`ferry_resp::Connection`] for anything else (without those checks).
+pub struct PooledConnection {
+    conn: Option<Connection>,
+    addr: Addr,
+    generation: u64,
+    broken: bool,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PooledConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("addr", &self.addr)
+            .field("generation", &self.generation)
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl PooledConnection {
+    fn new(conn: Connection, addr: Addr, generation: u64, inner: Arc<Inner>) -> PooledConnection {
+        PooledConnection { conn: Some(conn), addr, generation, broken: false, inner }
+    }
+
+    /// The master this connection talks to (as reached, after the address map).
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+
+    /// The master generation the connection was opened in.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the connection still belongs to the pool's current master generation.
+    pub fn is_current(&self) -> bool {
+        self.inner.generation() == self.generation
+    }
+
+    fn check_current(&mut self) -> Result<&mut Connection, Error> {
+        let current = self.inner.generation();
+        if current != self.generation {
+            self.broken = true;
+            return Err(Error::MasterSwitched { addr: self.addr.clone(), generation: self.generation, current });
+        }
+        self.conn.as_mut().ok_or(Error::Closed)
+    }
+
+    fn on_server_error(&mut self, code: &str) {
+        match code {
+            "READONLY" | "MASTERDOWN" => {
+                self.broken = true;
+                self.inner.demote(&self.addr, code);
+            }
+            "LOADING" => {
+                self.broken = true;
+                self.inner.forget_master(&self.addr, self.generation);
+                self.inner.poke.notify_one();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_error(&mut self, e: &ferry_resp::Error) {
+        match e.server_error() {
+            Some(s) => {
+                let code = s.code().to_string();
+                self.on_server_error(&code);
+            }
+            None => self.broken = true,
+        }
+    }
+
+    /// Sends one command and reads its reply, unless the master generation has ended (then
+    /// [`Error::MasterSwitched`] and nothing is sent). An error reply is `Err`.
+    pub async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, Error> {
+        let conn = self.check_current()?;
+        let r = conn.call(argv).await;
+        if let Err(e) = &r {
+            self.on_error(e);
+        }
+        Ok(r?)
+    }
+
+    /// Sends several commands at once and reads all replies (error replies stay in place as
+    /// `Frame::Error`), unless the master generation has ended.
+    pub async fn pipeline<A: AsRef<[u8]>>(&mut self, cmds: &[Vec<A>]) -> Result<Vec<Frame>, Error> {
+        let conn = self.check_current()?;
+        let r = conn.pipeline(cmds).await;
+        match &r {
+            Ok(frames) => {
+                let code = frames.iter().find_map(|f| match f {
+                    Frame::Error(b) => {
+                        let s = String::from_utf8_lossy(b);
+                        let code = s.split_whitespace().next().unwrap_or("").to_string();
+                        matches!(code.as_str(), "READONLY" | "MASTERDOWN" | "LOADING").then_some(code)
+                    }
+                    _ => None,
+                });
+                if let Some(code) = code {
+                    self.on_server_error(&code);
+                }
+            }
+            Err(e) => self.on_error(e),
+        }
+        Ok(r?)
+    }
+
+    /// Drops the connection instead of returning it to the pool.
+    pub fn discard(mut self) {
+        self.broken = true;
+    }
+}
+
+impl Deref for PooledConnection {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        // Invariant: `conn` is only taken in `drop`.
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("connection present until drop")
+    }
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.inner.give_back(conn, self.addr.clone(), self.generation, self.broken);
+        }
+    }
+}
+
+/// A connection to a replica (not pooled; closed on drop), from [`SentinelPool::replica`].
+/// Derefs to [`ferry_resp::Connection`].
+pub struct ReplicaConnection {
+    conn: Connection,
+    addr: Addr,
+    is_master: bool,
+}
+
+impl std::fmt::Debug for ReplicaConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaConnection").field("addr", &self.addr).field("is_master", &self.is_master).finish()
+    }
+}
+
+impl ReplicaConnection {
+    /// The server this connection talks to.
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+
+    /// Whether no replica qualified and this is the master (`replica_fallback_to_master`).
+    pub fn is_master(&self) -> bool {
+        self.is_master
+    }
+
+    /// The connection itself.
+    pub fn into_inner(self) -> Connection {
+        self.conn
+    }
+}
+
+impl Deref for ReplicaConnection {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for ReplicaConnection {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}

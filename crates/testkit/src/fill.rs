@@ -1,0 +1,644 @@
+//! Writing a deterministic dataset with every type and encoding the server has.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::RedisContext;
+use crate::target::{Node, Target};
+use crate::{key_slot, Error};
+
+/// What [`fill`] writes. Defaults: seed 1, scale 1, databases 0, 1, 2, functions on, prefix `ferry`.
+#[derive(Clone, Debug)]
+pub struct FillOptions {
+    /// Seed of every value; the same seed and scale give the same dataset.
+    pub seed: u64,
+    /// Size multiplier (1 writes a few hundred keys and about 1 MB; keys and big values grow with it).
+    pub scale: u32,
+    /// Databases to fill (a cluster has only 0: other numbers are ignored there).
+    pub dbs: Vec<u32>,
+    /// Load a Lua library with `FUNCTION LOAD` (7.0+ only; ignored on 6.2).
+    pub functions: bool,
+    /// Prefix of every key name.
+    pub prefix: String,
+}
+
+impl Default for FillOptions {
+    fn default() -> Self {
+        FillOptions { seed: 1, scale: 1, dbs: vec![0, 1, 2], functions: true, prefix: "ferry".into() }
+    }
+}
+
+impl FillOptions {
+    /// Default options with `seed`.
+    pub fn seed(seed: u64) -> Self {
+        FillOptions { seed, ..Default::default() }
+    }
+
+    /// Sets the scale.
+    pub fn scale(mut self, scale: u32) -> Self {
+        self.scale = scale;
+        self
+    }
+
+    /// Sets the databases.
+    pub fn dbs(mut self, dbs: impl Into<Vec<u32>>) -> Self {
+        self.dbs = dbs.into();
+        self
+    }
+
+    /// Sets the key prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+}
+
+/// One key that is meant to have a given internal encoding (checked with `OBJECT ENCODING`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EncodingSample {
+    /// Database.
+    pub db: u32,
+    /// Key name.
+    pub key: Vec<u8>,
+    /// Redis type (`TYPE`): string, list, set, zset, hash, stream.
+    pub kind: String,
+    /// What this key stands for ("intset of 64-bit values").
+    pub what: String,
+    /// `OBJECT ENCODING` the server of this version must report.
+    pub encoding: String,
+}
+
+/// What [`fill`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct FillReport {
+    /// Keys written per database and type.
+    pub keys: BTreeMap<u32, BTreeMap<String, u64>>,
+    /// All keys written.
+    pub total_keys: u64,
+    /// Keys given an expiry (all far in the future).
+    pub keys_with_expiry: u64,
+    /// Function libraries loaded (empty on 6.2).
+    pub function_libraries: Vec<String>,
+    /// One key per intended encoding.
+    pub samples: Vec<EncodingSample>,
+}
+
+impl FillReport {
+    /// Keys written in `db`.
+    pub fn keys_in(&self, db: u32) -> u64 {
+        self.keys.get(&db).map(|m| m.values().sum()).unwrap_or(0)
+    }
+
+    /// Keys of `kind` written in `db`.
+    pub fn count(&self, db: u32, kind: &str) -> u64 {
+        self.keys.get(&db).and_then(|m| m.get(kind)).copied().unwrap_or(0)
+    }
+}
+
+/// Far-future absolute expiry base (2100-01-01T00:00:00Z in ms): never reached during a test.
+pub const FAR_FUTURE_MS: u64 = 4_102_444_800_000;
+/// Relative expiry used by [`fill`] (10 days).
+pub const RELATIVE_TTL_SECS: u64 = 864_000;
+
+/// Writes a dataset with every type and encoding of the target's version: see [`FillOptions`].
+///
+/// Strings (int, embstr, raw, large incompressible, long compressible so RDB LZF applies, binary non-UTF-8,
+/// empty, binary key names), lists (short, long multi-node, one with a 10 KB element: a plain node on 7.0),
+/// sets (intsets of 16/32/64-bit values, small and large hashtables), sorted sets (small listpack/ziplist and
+/// large skiplist, with `inf`/`-inf`/fractional scores), hashes (small and large), streams (consumer groups,
+/// consumers, pending entries, deleted entries, an emptied stream), relative and absolute (`PEXPIREAT`) expiry,
+/// several databases, and a function library on 7.0. On a cluster, keys go to the master owning their slot.
+pub fn fill(target: &Target, opts: &FillOptions) -> Result<FillReport, Error> {
+    let nodes = target.masters()?;
+    let v7 = nodes.iter().all(Node::is_7);
+    let mut w = Writer::new(nodes, target.is_cluster());
+    let dbs: Vec<u32> = if target.is_cluster() { vec![0] } else { opts.dbs.clone() };
+    let mut report = FillReport::default();
+    for &db in &dbs {
+        let mut g = Gen { w: &mut w, rng: Rng::new(opts.seed ^ (u64::from(db) << 48) ^ 0x9E37_79B9_7F4A_7C15), db, report: &mut report, prefix: &opts.prefix, v7, scale: opts.scale.max(1) as usize };
+        g.strings()?;
+        g.lists()?;
+        g.sets()?;
+        g.zsets()?;
+        g.hashes()?;
+        g.streams()?;
+        g.expiries()?;
+    }
+    w.flush()?;
+    if opts.functions && v7 {
+        let name = format!("{}_lib_{}", opts.prefix.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), opts.seed);
+        let code = format!(
+            "#!lua name={name}\n\
+             redis.register_function('{name}_echo', function(keys, args) return args[1] end)\n\
+             redis.register_function{{function_name='{name}_get', callback=function(keys, args) return redis.call('GET', keys[1]) end, flags={{'no-writes'}}}}\n"
+        );
+        for node in &mut w.nodes {
+            redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&code).exec(&mut node.con).ctx(|| format!("FUNCTION LOAD on {}", node.addr))?;
+        }
+        report.function_libraries.push(name);
+    }
+    Ok(report)
+}
+
+/// splitmix64: small, fast, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo.wrapping_add(self.below(hi.wrapping_sub(lo) as u64 + 1) as i64)
+    }
+    fn alnum(&mut self, len: usize) -> String {
+        const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        (0..len).map(|_| A[self.below(A.len() as u64) as usize] as char).collect()
+    }
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Pipelines commands to the node owning each key, selecting databases as needed.
+struct Writer {
+    nodes: Vec<Node>,
+    cluster: bool,
+    pipes: Vec<(redis::Pipeline, usize)>,
+    dbs: Vec<Option<u32>>,
+}
+
+const PIPELINE_DEPTH: usize = 200;
+
+impl Writer {
+    fn new(nodes: Vec<Node>, cluster: bool) -> Self {
+        let n = nodes.len();
+        Writer { nodes, cluster, pipes: (0..n).map(|_| (redis::pipe(), 0)).collect(), dbs: vec![None; n] }
+    }
+
+    fn node_for(&self, key: &[u8]) -> Result<usize, Error> {
+        if !self.cluster {
+            return Ok(0);
+        }
+        let slot = key_slot(key);
+        self.nodes
+            .iter()
+            .position(|n| n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .ok_or_else(|| Error::unexpected("routing a key", format!("no master owns slot {slot}")))
+    }
+
+    fn send(&mut self, db: u32, key: &[u8], cmd: redis::Cmd) -> Result<(), Error> {
+        let i = self.node_for(key)?;
+        if !self.cluster && self.dbs[i] != Some(db) {
+            let mut select = redis::cmd("SELECT");
+            select.arg(db);
+            self.pipes[i].0.add_command(select).ignore();
+            self.pipes[i].1 += 1;
+            self.dbs[i] = Some(db);
+        }
+        self.pipes[i].0.add_command(cmd).ignore();
+        self.pipes[i].1 += 1;
+        if self.pipes[i].1 >= PIPELINE_DEPTH {
+            self.flush_one(i)?;
+        }
+        Ok(())
+    }
+
+    fn flush_one(&mut self, i: usize) -> Result<(), Error> {
+        if self.pipes[i].1 == 0 {
+            return Ok(());
+        }
+        let (pipe, _) = std::mem::replace(&mut self.pipes[i], (redis::pipe(), 0));
+        let node = &mut self.nodes[i];
+        pipe.exec(&mut node.con).ctx(|| format!("writing fill data to {}", node.addr))
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        for i in 0..self.nodes.len() {
+            self.flush_one(i)?;
+        }
+        Ok(())
+    }
+}
+
+struct Gen<'a> {
+    w: &'a mut Writer,
+    rng: Rng,
+    db: u32,
+    report: &'a mut FillReport,
+    prefix: &'a str,
+    v7: bool,
+    scale: usize,
+}
+
+impl Gen<'_> {
+    fn key(&self, parts: &str) -> Vec<u8> {
+        format!("{}:{parts}", self.prefix).into_bytes()
+    }
+
+    fn cmd(&mut self, key: &[u8], name: &str, args: impl FnOnce(&mut redis::Cmd)) -> Result<(), Error> {
+        let mut c = redis::cmd(name);
+        c.arg(key);
+        args(&mut c);
+        self.w.send(self.db, key, c)
+    }
+
+    fn counted(&mut self, kind: &str) {
+        *self.report.keys.entry(self.db).or_default().entry(kind.to_string()).or_insert(0) += 1;
+        self.report.total_keys += 1;
+    }
+
+    fn sample(&mut self, key: &[u8], kind: &str, what: &str, encoding: &str) {
+        self.report.samples.push(EncodingSample {
+            db: self.db,
+            key: key.to_vec(),
+            kind: kind.into(),
+            what: what.into(),
+            encoding: encoding.into(),
+        });
+    }
+
+    /// "listpack" on 7.0, "ziplist" on 6.2.
+    fn compact(&self) -> &'static str {
+        if self.v7 {
+            "listpack"
+        } else {
+            "ziplist"
+        }
+    }
+
+    fn set_string(&mut self, key: &[u8], value: impl redis::ToRedisArgs) -> Result<(), Error> {
+        self.cmd(key, "SET", |c| {
+            c.arg(value);
+        })?;
+        self.counted("string");
+        Ok(())
+    }
+
+    fn strings(&mut self) -> Result<(), Error> {
+        let n = 5 * self.scale;
+        for i in 0..n {
+            let k = self.key(&format!("str:int:{i}"));
+            let v = self.rng.range(-1_000_000_000, 1_000_000_000);
+            self.set_string(&k, v)?;
+            if i == 0 {
+                self.sample(&k, "string", "integer string", "int");
+            }
+            let k = self.key(&format!("str:short:{i}"));
+            let len = 1 + self.rng.below(40) as usize;
+            let v = self.rng.alnum(len);
+            self.set_string(&k, v)?;
+            if i == 0 {
+                self.sample(&k, "string", "short string", "embstr");
+            }
+            let k = self.key(&format!("str:raw:{i}"));
+            let len = 45 + self.rng.below(200) as usize;
+            let v = self.rng.alnum(len);
+            self.set_string(&k, v)?;
+            if i == 0 {
+                self.sample(&k, "string", "medium string", "raw");
+            }
+            let k = self.key(&format!("str:binary:{i}"));
+            let mut v = vec![0u8, 0xff, 0xfe, 0xc3, 0x28, b'\r', b'\n'];
+            let len = 40 + self.rng.below(100) as usize;
+            v.extend(self.rng.bytes(len));
+            self.set_string(&k, v)?;
+            if i == 0 {
+                self.sample(&k, "string", "binary (non-UTF-8) string", "raw");
+            }
+        }
+        for (name, v) in [("max", i64::MAX), ("min", i64::MIN)] {
+            let k = self.key(&format!("str:int:{name}"));
+            self.set_string(&k, v)?;
+        }
+        let k = self.key("str:empty");
+        self.set_string(&k, "")?;
+        for i in 0..self.scale {
+            let k = self.key(&format!("str:large:{i}"));
+            let v = self.rng.bytes(64 * 1024);
+            self.set_string(&k, v)?;
+            if i == 0 {
+                self.sample(&k, "string", "large incompressible string", "raw");
+            }
+            let k = self.key(&format!("str:compressible:{i}"));
+            let v = format!("ferry-{i}-").repeat(2500);
+            self.set_string(&k, v)?;
+            if i == 0 {
+                self.sample(&k, "string", "long compressible string", "raw");
+            }
+        }
+        // Binary key names: NUL, 0xff, invalid UTF-8, spaces.
+        for i in 0..3u8 {
+            let mut k = self.key("str:binkey:");
+            k.extend([0u8, 0xff, 0xc3, 0x28, b' ', b'0' + i]);
+            let v = self.rng.alnum(8);
+            self.set_string(&k, v)?;
+        }
+        Ok(())
+    }
+
+    fn lists(&mut self) -> Result<(), Error> {
+        for i in 0..5 * self.scale {
+            let k = self.key(&format!("list:small:{i}"));
+            let len = 1 + self.rng.below(20);
+            let items: Vec<Vec<u8>> = (0..len)
+                .map(|j| if j % 3 == 0 { self.rng.range(-100_000, 100_000).to_string().into_bytes() } else { self.rng.alnum(12).into_bytes() })
+                .collect();
+            self.cmd(&k, "RPUSH", |c| {
+                c.arg(items);
+            })?;
+            self.counted("list");
+            if i == 0 {
+                self.sample(&k, "list", "short list", "quicklist");
+            }
+        }
+        for i in 0..self.scale {
+            let k = self.key(&format!("list:long:{i}"));
+            for _ in 0..10 {
+                let items: Vec<String> = (0..200).map(|_| self.rng.alnum(20)).collect();
+                self.cmd(&k, "RPUSH", |c| {
+                    c.arg(items);
+                })?;
+            }
+            self.counted("list");
+            if i == 0 {
+                self.sample(&k, "list", "long list (many quicklist nodes)", "quicklist");
+            }
+        }
+        let k = self.key("list:bigelem");
+        let big = self.rng.alnum(10 * 1024);
+        let a = self.rng.alnum(10);
+        self.cmd(&k, "RPUSH", |c| {
+            c.arg(&a).arg(&big).arg("tail");
+        })?;
+        self.counted("list");
+        self.sample(&k, "list", "list with a 10 KB element (plain node on 7.0)", "quicklist");
+        Ok(())
+    }
+
+    fn sets(&mut self) -> Result<(), Error> {
+        let ranges: [(&str, i64, i64); 3] = [
+            ("int16", -32_000, 32_000),
+            ("int32", 40_000, 2_000_000_000),
+            ("int64", 5_000_000_000, i64::MAX - 1),
+        ];
+        for (name, lo, hi) in ranges {
+            for i in 0..2 * self.scale {
+                let k = self.key(&format!("set:{name}:{i}"));
+                let members: Vec<i64> = (0..50).map(|_| self.rng.range(lo, hi)).collect();
+                self.cmd(&k, "SADD", |c| {
+                    c.arg(members);
+                })?;
+                if name == "int64" {
+                    self.cmd(&k, "SADD", |c| {
+                        c.arg(i64::MIN).arg(i64::MAX);
+                    })?;
+                }
+                self.counted("set");
+                if i == 0 {
+                    self.sample(&k, "set", &format!("intset of {name} values"), "intset");
+                }
+            }
+        }
+        for i in 0..3 * self.scale {
+            let k = self.key(&format!("set:small:{i}"));
+            let members: Vec<String> = (0..10).map(|_| self.rng.alnum(10)).collect();
+            self.cmd(&k, "SADD", |c| {
+                c.arg(members);
+            })?;
+            self.counted("set");
+            if i == 0 {
+                // 7.2 would use a listpack; 7.0 and 6.2 have none for sets.
+                self.sample(&k, "set", "small set of strings", "hashtable");
+            }
+        }
+        let k = self.key("set:large:ints");
+        let members: Vec<i64> = (0..(600 * self.scale) as i64).map(|j| j * 7 + self.rng.range(0, 6)).collect();
+        self.cmd(&k, "SADD", |c| {
+            c.arg(members);
+        })?;
+        self.counted("set");
+        self.sample(&k, "set", "large set of integers (over set-max-intset-entries)", "hashtable");
+        let k = self.key("set:large:strings");
+        let members: Vec<String> = (0..600 * self.scale).map(|j| format!("m{j}-{}", self.rng.alnum(6))).collect();
+        self.cmd(&k, "SADD", |c| {
+            c.arg(members);
+        })?;
+        self.counted("set");
+        self.sample(&k, "set", "large set of strings", "hashtable");
+        Ok(())
+    }
+
+    fn score(&mut self, j: u64) -> String {
+        match j % 7 {
+            0 => "inf".into(),
+            1 => "-inf".into(),
+            2 => format!("{}.5", self.rng.range(-1000, 1000)),
+            3 => "0.1".into(),
+            4 => format!("{}", (self.rng.range(-1_000_000, 1_000_000) as f64) / 1024.0),
+            5 => "-0.000001".into(),
+            _ => self.rng.range(-1_000_000, 1_000_000).to_string(),
+        }
+    }
+
+    fn zsets(&mut self) -> Result<(), Error> {
+        for i in 0..5 * self.scale {
+            let k = self.key(&format!("zset:small:{i}"));
+            let mut args = Vec::new();
+            for j in 0..10u64 {
+                args.push(self.score(j));
+                args.push(format!("member-{j}-{}", self.rng.alnum(5)));
+            }
+            self.cmd(&k, "ZADD", |c| {
+                c.arg(args);
+            })?;
+            self.counted("zset");
+            if i == 0 {
+                let enc = self.compact();
+                self.sample(&k, "zset", "small sorted set with inf/-inf/fractional scores", enc);
+            }
+        }
+        let k = self.key("zset:large");
+        for chunk in 0..3 * self.scale as u64 {
+            let mut args = Vec::new();
+            for j in 0..100u64 {
+                args.push(self.score(j));
+                args.push(format!("m{chunk}-{j}-{}", self.rng.alnum(8)));
+            }
+            self.cmd(&k, "ZADD", |c| {
+                c.arg(args);
+            })?;
+        }
+        self.counted("zset");
+        self.sample(&k, "zset", "large sorted set", "skiplist");
+        let k = self.key("zset:longmember");
+        let long = self.rng.alnum(100);
+        self.cmd(&k, "ZADD", |c| {
+            c.arg(1.5).arg(long).arg("-inf").arg("short");
+        })?;
+        self.counted("zset");
+        self.sample(&k, "zset", "sorted set with a member over 64 bytes", "skiplist");
+        Ok(())
+    }
+
+    fn hashes(&mut self) -> Result<(), Error> {
+        for i in 0..5 * self.scale {
+            let k = self.key(&format!("hash:small:{i}"));
+            let mut args = Vec::new();
+            for j in 0..10 {
+                args.push(format!("field{j}"));
+                args.push(if j % 2 == 0 { self.rng.range(-5000, 5000).to_string() } else { self.rng.alnum(16) });
+            }
+            self.cmd(&k, "HSET", |c| {
+                c.arg(args);
+            })?;
+            self.counted("hash");
+            if i == 0 {
+                let enc = self.compact();
+                self.sample(&k, "hash", "small hash", enc);
+            }
+        }
+        let k = self.key("hash:large");
+        for chunk in 0..(10 * self.scale) {
+            let mut args = Vec::new();
+            for j in 0..100 {
+                args.push(format!("f{chunk}-{j}"));
+                args.push(self.rng.alnum(24));
+            }
+            self.cmd(&k, "HSET", |c| {
+                c.arg(args);
+            })?;
+        }
+        self.counted("hash");
+        self.sample(&k, "hash", "large hash", "hashtable");
+        let k = self.key("hash:longvalue");
+        let long = self.rng.bytes(200);
+        self.cmd(&k, "HSET", |c| {
+            c.arg("small").arg("1").arg("long").arg(long);
+        })?;
+        self.counted("hash");
+        self.sample(&k, "hash", "hash with a value over 64 bytes", "hashtable");
+        Ok(())
+    }
+
+    fn streams(&mut self) -> Result<(), Error> {
+        let base = 1_600_000_000_000u64 + self.rng.below(100_000_000_000);
+        for i in 0..2 * self.scale {
+            let k = self.key(&format!("stream:plain:{i}"));
+            for j in 0..20u64 {
+                let id = format!("{}-{}", base + j * 10, j % 3);
+                let v = self.rng.alnum(10);
+                self.cmd(&k, "XADD", |c| {
+                    c.arg(id).arg("field").arg(v).arg("n").arg(j);
+                })?;
+            }
+            self.counted("stream");
+            if i == 0 {
+                self.sample(&k, "stream", "stream without groups", "stream");
+            }
+        }
+        // Groups, consumers, pending entries, acknowledged entries, deleted entries.
+        let k = self.key("stream:groups");
+        let mut ids = Vec::new();
+        for j in 0..(60 * self.scale) as u64 {
+            let id = format!("{}-{}", base + j, j % 2);
+            let v = self.rng.alnum(12);
+            self.cmd(&k, "XADD", |c| {
+                c.arg(&id).arg("a").arg(v).arg("b").arg(j);
+            })?;
+            ids.push(id);
+        }
+        let mut c = redis::cmd("XGROUP");
+        c.arg("CREATE").arg(&k).arg("g1").arg("0");
+        self.w.send(self.db, &k, c)?;
+        // XGROUP's key is its second argument: these are built by hand.
+        let mid = ids[ids.len() / 2].clone();
+        let mut c = redis::cmd("XGROUP");
+        c.arg("CREATE").arg(&k).arg("g2").arg(&mid);
+        self.w.send(self.db, &k, c)?;
+        let mut c = redis::cmd("XGROUP");
+        c.arg("CREATECONSUMER").arg(&k).arg("g2").arg("idle-consumer");
+        self.w.send(self.db, &k, c)?;
+        for (consumer, count) in [("alice", 10), ("bob", 5)] {
+            let mut c = redis::cmd("XREADGROUP");
+            c.arg("GROUP").arg("g1").arg(consumer).arg("COUNT").arg(count).arg("STREAMS").arg(&k).arg(">");
+            self.w.send(self.db, &k, c)?;
+        }
+        let mut c = redis::cmd("XREADGROUP");
+        c.arg("GROUP").arg("g2").arg("carol").arg("COUNT").arg(3).arg("STREAMS").arg(&k).arg(">");
+        self.w.send(self.db, &k, c)?;
+        // alice acknowledges some of hers; the rest stay pending.
+        let acked: Vec<String> = ids[0..4].to_vec();
+        let mut c = redis::cmd("XACK");
+        c.arg(&k).arg("g1").arg(acked);
+        self.w.send(self.db, &k, c)?;
+        let deleted: Vec<String> = ids.iter().step_by(7).cloned().collect();
+        self.cmd(&k, "XDEL", |c| {
+            c.arg(deleted);
+        })?;
+        self.counted("stream");
+        self.sample(&k, "stream", "stream with groups, consumers, pending and deleted entries", "stream");
+        // A stream whose entries were all deleted: empty, but with a last id and a group.
+        let k = self.key("stream:emptied");
+        let id1 = format!("{base}-1");
+        let id2 = format!("{base}-2");
+        self.cmd(&k, "XADD", |c| {
+            c.arg(&id1).arg("x").arg("1");
+        })?;
+        self.cmd(&k, "XADD", |c| {
+            c.arg(&id2).arg("x").arg("2");
+        })?;
+        let mut c = redis::cmd("XGROUP");
+        c.arg("CREATE").arg(&k).arg("g").arg("$");
+        self.w.send(self.db, &k, c)?;
+        self.cmd(&k, "XDEL", |c| {
+            c.arg(&id1).arg(&id2);
+        })?;
+        self.counted("stream");
+        Ok(())
+    }
+
+    fn expiries(&mut self) -> Result<(), Error> {
+        for i in 0..5 * self.scale {
+            let k = self.key(&format!("ttl:rel:{i}"));
+            let v = self.rng.alnum(10);
+            self.cmd(&k, "SET", |c| {
+                c.arg(v).arg("EX").arg(RELATIVE_TTL_SECS + i as u64);
+            })?;
+            self.counted("string");
+            self.report.keys_with_expiry += 1;
+            let k = self.key(&format!("ttl:abs:{i}"));
+            let v = self.rng.alnum(10);
+            let at = FAR_FUTURE_MS + self.rng.below(1_000_000_000);
+            self.cmd(&k, "SET", |c| {
+                c.arg(v);
+            })?;
+            self.cmd(&k, "PEXPIREAT", |c| {
+                c.arg(at);
+            })?;
+            self.counted("string");
+            self.report.keys_with_expiry += 1;
+        }
+        // Expiry on non-string types too.
+        for name in ["hash:small:0", "list:small:0", "set:small:0", "zset:small:0", "stream:plain:0"] {
+            let k = self.key(name);
+            let at = FAR_FUTURE_MS + self.rng.below(1_000_000_000);
+            self.cmd(&k, "PEXPIREAT", |c| {
+                c.arg(at);
+            })?;
+            self.report.keys_with_expiry += 1;
+        }
+        Ok(())
+    }
+}
