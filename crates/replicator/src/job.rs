@@ -171,6 +171,13 @@ impl Replicator {
                 };
                 fullsync::run(&mut source, &mut sink, &self.filter, &cfg.db_map, &opts, &self.status).await?;
                 sink.finish_full_sync(&replid, offset).await?;
+                let c = sink.counters().clone();
+                self.status.update(|s| {
+                    s.keys_copied = c.keys_restored;
+                    s.keys_skipped = c.keys_skipped;
+                    s.bytes_written = c.bytes_written;
+                    s.applied_offset = offset;
+                });
                 info!(%replid, offset, keys = sink.counters().keys_restored, "full sync applied");
                 sink.start_stream(&replid, offset, offset);
                 replid
@@ -202,6 +209,7 @@ impl Replicator {
         let mut filtered = 0u64;
         let mut partial = 0u64;
         let base = sink.counters().commands_applied;
+        let (start_offset, base_read) = (source.offset(), self.status.snapshot().bytes_read);
         let mut tick = tokio::time::Instant::now();
         loop {
             let event = tokio::select! {
@@ -222,10 +230,13 @@ impl Replicator {
                 StreamEvent::Skipped { end_offset } => sink.advance(end_offset),
                 StreamEvent::GetAck { .. } => {}
             }
-            if !source.has_buffered() {
-                sink.flush_batch().await?;
+            // Nothing more to batch: send what is open and wait for it, so the checkpoint and the status
+            // catch up while the source is quiet.
+            let idle = !source.has_buffered();
+            if idle {
+                sink.sync().await?;
             }
-            if tick.elapsed() >= Duration::from_millis(200) {
+            if idle || tick.elapsed() >= Duration::from_millis(200) {
                 tick = tokio::time::Instant::now();
                 let c = sink.counters().clone();
                 let (offset, applied) = (source.offset(), sink.committed_offset());
@@ -234,6 +245,7 @@ impl Replicator {
                     s.commands_filtered = filtered;
                     s.commands_partial = partial;
                     s.bytes_written = c.bytes_written;
+                    s.bytes_read = base_read + (offset - start_offset);
                     s.errors = c.errors;
                     if c.last_error.is_some() {
                         s.last_error = c.last_error.clone();

@@ -88,7 +88,8 @@ impl fmt::Display for Status {
         }
         write!(
             f,
-            " copied={} applied={} ops/s={:.0} read={}B written={}B offset={} lag={}B/{:.1}s errors={}",
+            " copied={} applied={} ops/s={:.0} read={}B written={}B offset={} lag={}B/{:.1}s errors={} \
+             full_syncs={} reconnects={}",
             self.keys_copied,
             self.commands_applied,
             self.ops_per_sec,
@@ -97,7 +98,9 @@ impl fmt::Display for Status {
             self.applied_offset,
             self.lag_bytes,
             self.lag_seconds,
-            self.errors
+            self.errors,
+            self.full_syncs,
+            self.reconnects
         )?;
         if let Some(e) = &self.last_error {
             write!(f, " last_error={e:?}")?;
@@ -127,16 +130,19 @@ impl StatusHandle {
 }
 
 /// Computes ops/s and lag in seconds from samples.
+///
+/// The lag in seconds is the age of the oldest data received and not yet applied: the time since the received
+/// offset first reached what is applied now (from a short history of samples).
 #[derive(Debug)]
 pub(crate) struct Rates {
     last: Instant,
     last_ops: u64,
-    behind_since: Option<Instant>,
+    history: std::collections::VecDeque<(u64, Instant)>,
 }
 
 impl Rates {
     pub(crate) fn new() -> Rates {
-        Rates { last: Instant::now(), last_ops: 0, behind_since: None }
+        Rates { last: Instant::now(), last_ops: 0, history: std::collections::VecDeque::new() }
     }
 
     /// Updates `status` from the total ops so far and the offsets; rates change at most once a second.
@@ -151,13 +157,26 @@ impl Rates {
         status.source_offset = source_offset;
         status.applied_offset = applied;
         status.lag_bytes = source_offset.saturating_sub(applied);
-        if status.lag_bytes == 0 {
-            self.behind_since = None;
-            status.lag_seconds = 0.0;
-        } else {
-            let since = *self.behind_since.get_or_insert(now);
-            status.lag_seconds = now.duration_since(since).as_secs_f64();
+        if self.history.back().map_or(true, |&(o, _)| o < source_offset) {
+            self.history.push_back((source_offset, now));
         }
+        // Drop samples already applied, but keep the newest one at or below `applied`.
+        while self.history.len() > 1 && self.history[1].0 <= applied {
+            self.history.pop_front();
+        }
+        while self.history.len() > 4096 {
+            self.history.pop_front();
+        }
+        status.lag_seconds = if status.lag_bytes == 0 {
+            0.0
+        } else {
+            // The first sample beyond `applied` is the oldest unapplied data.
+            self.history
+                .iter()
+                .find(|(o, _)| *o > applied)
+                .map(|(_, t)| now.duration_since(*t).as_secs_f64())
+                .unwrap_or(0.0)
+        };
     }
 }
 
@@ -180,5 +199,8 @@ mod tests {
         assert_eq!(s.lag_bytes, 60);
         rates.sample(&mut s, 0, 100, 100);
         assert_eq!((s.lag_bytes, s.lag_seconds), (0, 0.0));
+        rates.sample(&mut s, 0, 200, 100);
+        assert_eq!(s.lag_bytes, 100);
+        assert!(s.lag_seconds >= 0.0);
     }
 }

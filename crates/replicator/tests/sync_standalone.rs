@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_same_data, counter, workload, Job};
+use common::{assert_same_data, counter, expire_short_keys, workload, Job};
 use ferry_testkit::{fill, FillOptions, Server, ServerOptions, Target, Version};
 
 fn sync_fill_then_live_writes(source_version: Version, target_version: Version) {
@@ -12,6 +12,7 @@ fn sync_fill_then_live_writes(source_version: Version, target_version: Version) 
     let job = Job::start(&source, &target, |_| {});
     // Writes start while the full sync may still be running.
     let rounds = workload(&source, 300, "live");
+    expire_short_keys(&source, rounds, "live");
     job.wait_caught_up(&source);
     let functions = source_version == Version::V7_0 && target_version == Version::V7_0;
     assert_same_data(&source, &target, functions);

@@ -6,7 +6,9 @@
 //! the group has converged on the new master (the old one resynced as a replica), and report the
 //! time from the failover command to the client's first write acknowledged by the new master, the
 //! failed writes, the writes the old master acknowledged after the command, and how many
-//! acknowledged writes are missing from the new master at the end.
+//! acknowledged writes are missing from the new master at the end. Every round lasts until the old
+//! master has been reconfigured as a replica of the new one (sentinels do that seconds after the
+//! switch), so each client writes through the same window.
 //!
 //! ```text
 //! (cd benches/failover/node && npm install)     # ioredis, once
@@ -50,6 +52,9 @@ fn ferry_writer(args: &[String]) -> Result<(), BoxError> {
         .collect::<Result<_, _>>()?;
     let name = arg(args, "--name").ok_or("--name")?;
     let prefix = arg(args, "--prefix").ok_or("--prefix")?;
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(async move {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -70,6 +75,7 @@ fn ferry_writer(args: &[String]) -> Result<(), BoxError> {
             let val = n.to_string();
             let result = async {
                 let mut conn = pool.get().await?;
+                tracing::debug!(n, addr = %conn.addr(), "borrowed");
                 let cmds: Vec<Vec<&str>> = vec![
                     vec!["MULTI"],
                     vec!["SET", key.as_str(), val.as_str()],
@@ -77,6 +83,7 @@ fn ferry_writer(args: &[String]) -> Result<(), BoxError> {
                     vec!["EXEC"],
                 ];
                 let frames = conn.pipeline(&cmds).await?;
+                tracing::debug!(n, "replied");
                 let exec = frames.into_iter().last().and_then(Frame::into_array).ok_or("EXEC aborted")?;
                 let port = exec
                     .into_iter()
@@ -250,8 +257,27 @@ fn run_round(group: &SentinelGroup, client: &'static str, round: usize) -> Resul
     let t0 = send_failover(group)?;
     let new = group.wait_master_changed(&old, Duration::from_secs(120))?;
     let new_port = new.parse::<Addr>()?.port;
+    // Same treatment for every client: the round lasts until the old master has been turned into a
+    // replica of the new one (its own writes since the promotion are then gone for good).
+    let old_server = group.server_by_addr(&old).ok_or("old master not in group")?;
+    let start = Instant::now();
+    while !old_server.info("replication").is_ok_and(|t| {
+        t.contains("role:slave") && t.contains(&format!("master_port:{new_port}")) && t.contains("master_link_status:up")
+    }) {
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err("the old master never became a replica of the new one".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _ = writer.wait_for("writes on the new master", Duration::from_secs(60), |r| r.ok && r.port == new_port, 50);
     let recs = writer.stop();
+    if let Ok(dir) = std::env::var("FAILOVER_BENCH_DUMP") {
+        let mut f = std::fs::File::create(format!("{dir}/{client}-{round}.csv"))?;
+        writeln!(f, "t_ms_after_command,ok,port,n")?;
+        for r in &recs {
+            writeln!(f, "{:.3},{},{},{}", r.t - t0, r.ok, r.port, r.n)?;
+        }
+    }
 
     let first_write_ms = recs.iter().filter(|r| r.ok && r.port == new_port && r.t >= t0).map(|r| r.t - t0).reduce(f64::min);
     let failed = recs.iter().filter(|r| !r.ok && r.t >= t0).count();

@@ -528,7 +528,7 @@ impl std::fmt::Debug for SentinelPool {
 }
 
 enum Step {
-    Reuse(Idle),
+    Reuse(Box<Idle>),
     Open,
     Wait,
 }
@@ -576,7 +576,7 @@ impl SentinelPool {
                 if let Some(pos) = st.idle.iter().position(|i| i.generation == generation) {
                     // Invariant: `pos` came from `position` on the same deque under the same lock.
                     match st.idle.remove(pos) {
-                        Some(i) => Step::Reuse(i),
+                        Some(i) => Step::Reuse(Box::new(i)),
                         None => Step::Wait,
                     }
                 } else if st.total < inner.opts.max_total {
@@ -590,9 +590,9 @@ impl SentinelPool {
                 Step::Reuse(mut idle) => {
                     if inner.opts.test_on_borrow {
                         let t = inner.opts.data_connect.connect_timeout;
-                        let ok = matches!(sentinel::call_with_deadline(&mut idle.conn, &["PING"], t).await, Ok(_));
+                        let ok = sentinel::call_with_deadline(&mut idle.conn, &["PING"], t).await.is_ok();
                         if !ok {
-                            self.inner_give_back_broken(idle);
+                            self.inner_give_back_broken(*idle);
                             continue;
                         }
                     }

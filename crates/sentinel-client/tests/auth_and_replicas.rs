@@ -63,11 +63,7 @@ async fn sentinel_password_differs_from_master_acl_user_and_replica_reads_work()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_request_falls_back_to_master_only_when_allowed() {
-    let mut o = SentinelOptions::default();
-    o.replicas = 0;
-    o.sentinels = 1;
-    o.quorum = 1;
-    let group = start_group(o);
+    let group = small_group();
     let pool = SentinelPool::new(pool_options(&group)).await.unwrap();
     let err = pool.replica().await.expect_err("no replicas");
     assert!(matches!(err, Error::NoReplica { tried: 0, .. }), "{err:?}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use ferry_sentinel::{Addr, BlockingSentinelPool, Error, Event, Frame, SentinelPool, SentinelPoolOptions};
-use ferry_testkit::{SentinelGroup, SentinelOptions, Server, ServerOptions, Version};
+use ferry_testkit::{Server, ServerOptions, Version};
 
 /// A port nothing listens on (bound, then released).
 fn closed_port() -> u16 {
@@ -14,14 +14,6 @@ fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// One master, no replicas, one sentinel: enough for pool mechanics.
-fn small_group() -> SentinelGroup {
-    let mut o = SentinelOptions::default();
-    o.replicas = 0;
-    o.sentinels = 1;
-    o.quorum = 1;
-    start_group(o)
-}
 
 #[tokio::test]
 async fn all_sentinels_down_at_start_gives_first_error() {
@@ -159,4 +151,39 @@ async fn readonly_reply_demotes_the_master_and_the_pool_resolves_again() {
     let mut c = pool.get_timeout(Duration::from_secs(30)).await.expect("resolved again");
     assert_eq!(c.addr(), &master);
     c.call(&["SET", "k", "v"]).await.expect("write after the master is back");
+}
+
+/// A loopback TCP forwarder standing in for a NAT: connections to the returned address reach `to`.
+async fn forwarder(to: Addr) -> Addr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect((to.host.as_str(), to.port)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Addr::new("127.0.0.1", local.port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_map_sends_connections_to_the_reachable_address() {
+    let group = small_group();
+    let announced = addr_of(&group.master);
+    let reachable = forwarder(announced.clone()).await;
+    let pool = SentinelPool::new(pool_options(&group).map_address(announced.clone(), reachable.clone())).await.unwrap();
+    assert_eq!(pool.master_addr(), Some(reachable.clone()));
+    let mut c = pool.get().await.unwrap();
+    assert_eq!(c.addr(), &reachable);
+    c.call(&["SET", "through-nat", "1"]).await.unwrap();
+    // The server sees the forwarder's connection, not one made to the announced address directly.
+    let list = c.call(&["CLIENT", "LIST"]).await.unwrap();
+    assert!(list.as_bytes().is_some());
+    let mut admin = group.master.client();
+    let v: Option<String> = redis::cmd("GET").arg("through-nat").query(&mut admin).unwrap();
+    assert_eq!(v.as_deref(), Some("1"));
 }

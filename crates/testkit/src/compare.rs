@@ -218,7 +218,11 @@ impl fmt::Display for CompareReport {
             writeln!(f, "  - {d}")?;
         }
         if self.total_differences > self.differences.len() as u64 {
-            writeln!(f, "  ... and {} more", self.total_differences - self.differences.len() as u64)?;
+            writeln!(
+                f,
+                "  ... and {} more",
+                self.total_differences - self.differences.len() as u64
+            )?;
         }
         Ok(())
     }
@@ -257,12 +261,17 @@ pub fn compare(a: &Target, b: &Target, opts: &CompareOptions) -> Result<CompareR
         ValueCheck::Auto => side_a.digest_supported() && side_b.digest_supported(),
         ValueCheck::Digest => {
             if !side_a.digest_supported() || !side_b.digest_supported() {
-                return Err(Error::InvalidArgument("ValueCheck::Digest: a side does not allow DEBUG DIGEST-VALUE".into()));
+                return Err(Error::InvalidArgument(
+                    "ValueCheck::Digest: a side does not allow DEBUG DIGEST-VALUE".into(),
+                ));
             }
             true
         }
     };
-    let mut report = CompareReport { value_check: if digest { "digest" } else { "values" }.into(), ..Default::default() };
+    let mut report = CompareReport {
+        value_check: if digest { "digest" } else { "values" }.into(),
+        ..Default::default()
+    };
     let mut dbs: BTreeSet<u32> = side_a.dbs()?.into_iter().chain(side_b.dbs()?).collect();
     if let Some(only) = &opts.dbs {
         dbs.retain(|d| only.contains(d));
@@ -281,20 +290,46 @@ pub fn compare(a: &Target, b: &Target, opts: &CompareOptions) -> Result<CompareR
         for (k, &na) in &keys_a {
             match keys_b.get(k) {
                 Some(&nb) => common.push((k.clone(), na, nb)),
-                None => report.push(max, Difference { db: Some(db), key: Some(k.clone()), kind: DifferenceKind::OnlyInA, detail: String::new() }),
+                None => report.push(
+                    max,
+                    Difference {
+                        db: Some(db),
+                        key: Some(k.clone()),
+                        kind: DifferenceKind::OnlyInA,
+                        detail: String::new(),
+                    },
+                ),
             }
         }
         for k in keys_b.keys().filter(|k| !keys_a.contains_key(*k)) {
-            report.push(max, Difference { db: Some(db), key: Some(k.clone()), kind: DifferenceKind::OnlyInB, detail: String::new() });
+            report.push(
+                max,
+                Difference {
+                    db: Some(db),
+                    key: Some(k.clone()),
+                    kind: DifferenceKind::OnlyInB,
+                    detail: String::new(),
+                },
+            );
         }
         for chunk in common.chunks(256) {
-            let ka: Vec<(&[u8], usize)> = chunk.iter().map(|(k, na, _)| (k.as_slice(), *na)).collect();
-            let kb: Vec<(&[u8], usize)> = chunk.iter().map(|(k, _, nb)| (k.as_slice(), *nb)).collect();
+            let ka: Vec<(&[u8], usize)> =
+                chunk.iter().map(|(k, na, _)| (k.as_slice(), *na)).collect();
+            let kb: Vec<(&[u8], usize)> =
+                chunk.iter().map(|(k, _, nb)| (k.as_slice(), *nb)).collect();
             let ma = side_a.meta(db, &ka, digest)?;
             let mb = side_b.meta(db, &kb, digest)?;
             for (i, (key, na, nb)) in chunk.iter().enumerate() {
                 report.keys_compared += 1;
-                compare_key(&mut report, opts, db, key, (&mut side_a, *na, &ma[i]), (&mut side_b, *nb, &mb[i]), digest)?;
+                compare_key(
+                    &mut report,
+                    opts,
+                    db,
+                    key,
+                    (&mut side_a, *na, &ma[i]),
+                    (&mut side_b, *nb, &mb[i]),
+                    digest,
+                )?;
             }
         }
     }
@@ -303,13 +338,37 @@ pub fn compare(a: &Target, b: &Target, opts: &CompareOptions) -> Result<CompareR
         let fb = side_b.functions()?;
         for (name, code) in &fa {
             match fb.get(name) {
-                None => report.push(max, Difference { db: None, key: None, kind: DifferenceKind::Functions, detail: format!("library {name} only in a") }),
-                Some(c) if c != code => report.push(max, Difference { db: None, key: None, kind: DifferenceKind::Functions, detail: format!("library {name} has different code") }),
+                None => report.push(
+                    max,
+                    Difference {
+                        db: None,
+                        key: None,
+                        kind: DifferenceKind::Functions,
+                        detail: format!("library {name} only in a"),
+                    },
+                ),
+                Some(c) if c != code => report.push(
+                    max,
+                    Difference {
+                        db: None,
+                        key: None,
+                        kind: DifferenceKind::Functions,
+                        detail: format!("library {name} has different code"),
+                    },
+                ),
                 Some(_) => {}
             }
         }
         for name in fb.keys().filter(|n| !fa.contains_key(*n)) {
-            report.push(max, Difference { db: None, key: None, kind: DifferenceKind::Functions, detail: format!("library {name} only in b") });
+            report.push(
+                max,
+                Difference {
+                    db: None,
+                    key: None,
+                    kind: DifferenceKind::Functions,
+                    detail: format!("library {name} only in b"),
+                },
+            );
         }
     }
     Ok(report)
@@ -325,14 +384,29 @@ fn compare_key(
     digest: bool,
 ) -> Result<(), Error> {
     let max = opts.max_differences;
-    let diff = |kind, detail| Difference { db: Some(db), key: Some(key.to_vec()), kind, detail };
+    let diff = |kind, detail| Difference {
+        db: Some(db),
+        key: Some(key.to_vec()),
+        kind,
+        detail,
+    };
     if ma.kind != mb.kind {
         if ma.kind == "none" || mb.kind == "none" {
             // Expired or deleted between SCAN and TYPE: report as missing.
-            let kind = if ma.kind == "none" { DifferenceKind::OnlyInB } else { DifferenceKind::OnlyInA };
+            let kind = if ma.kind == "none" {
+                DifferenceKind::OnlyInB
+            } else {
+                DifferenceKind::OnlyInA
+            };
             report.push(max, diff(kind, "(disappeared while comparing)".into()));
         } else {
-            report.push(max, diff(DifferenceKind::Type, format!("a is {}, b is {}", ma.kind, mb.kind)));
+            report.push(
+                max,
+                diff(
+                    DifferenceKind::Type,
+                    format!("a is {}, b is {}", ma.kind, mb.kind),
+                ),
+            );
         }
         return Ok(());
     }
@@ -371,7 +445,13 @@ fn compare_key(
     match (ma.expire_at, mb.expire_at) {
         (None, None) => {}
         (Some(x), Some(y)) if (x - y).abs() <= tolerance => {}
-        (x, y) => report.push(max, diff(DifferenceKind::Expiry, format!("a {}, b {}", show_expiry(x), show_expiry(y)))),
+        (x, y) => report.push(
+            max,
+            diff(
+                DifferenceKind::Expiry,
+                format!("a {}, b {}", show_expiry(x), show_expiry(y)),
+            ),
+        ),
     }
     if opts.stream_groups && ma.kind == "stream" {
         let ga = side_a.stream_state(db, key, na)?;
@@ -408,7 +488,10 @@ struct Side {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -443,12 +526,20 @@ impl Side {
     fn open(t: &Target) -> Result<Side, Error> {
         let nodes = t.masters()?;
         let n = nodes.len();
-        Ok(Side { nodes, cluster: t.is_cluster(), selected: vec![None; n] })
+        Ok(Side {
+            nodes,
+            cluster: t.is_cluster(),
+            selected: vec![None; n],
+        })
     }
 
     fn digest_supported(&mut self) -> bool {
         self.nodes.iter_mut().all(|n| {
-            redis::cmd("DEBUG").arg("DIGEST-VALUE").arg("ferry-testkit:probe").query::<Value>(&mut n.con).is_ok()
+            redis::cmd("DEBUG")
+                .arg("DIGEST-VALUE")
+                .arg("ferry-testkit:probe")
+                .query::<Value>(&mut n.con)
+                .is_ok()
         })
     }
 
@@ -457,8 +548,14 @@ impl Side {
             return Ok(vec![0]);
         }
         let node = &mut self.nodes[0];
-        let text: String = redis::cmd("INFO").arg("keyspace").query(&mut node.con).ctx(|| format!("INFO keyspace on {}", node.addr))?;
-        Ok(text.lines().filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok()).collect())
+        let text: String = redis::cmd("INFO")
+            .arg("keyspace")
+            .query(&mut node.con)
+            .ctx(|| format!("INFO keyspace on {}", node.addr))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
+            .collect())
     }
 
     fn select(&mut self, i: usize, db: u32) -> Result<(), Error> {
@@ -466,7 +563,10 @@ impl Side {
             return Ok(());
         }
         let node = &mut self.nodes[i];
-        redis::cmd("SELECT").arg(db).exec(&mut node.con).ctx(|| format!("SELECT {db} on {}", node.addr))?;
+        redis::cmd("SELECT")
+            .arg(db)
+            .exec(&mut node.con)
+            .ctx(|| format!("SELECT {db} on {}", node.addr))?;
         self.selected[i] = Some(db);
         Ok(())
     }
@@ -474,6 +574,9 @@ impl Side {
     /// Every key of `db`, with the index of the node holding it.
     fn keys(&mut self, db: u32) -> Result<BTreeMap<Vec<u8>, usize>, Error> {
         let mut out = BTreeMap::new();
+        if self.cluster && db != 0 {
+            return Ok(out); // a cluster has only database 0
+        }
         for i in 0..self.nodes.len() {
             self.select(i, db)?;
             let node = &mut self.nodes[i];
@@ -518,8 +621,20 @@ impl Side {
                 }
             }
             let before = now_ms();
-            let replies: Vec<Value> = pipe.query(&mut node.con).ctx(|| format!("reading key metadata on {}", node.addr))?;
+            let replies: Vec<Value> = pipe
+                .query(&mut node.con)
+                .ctx(|| format!("reading key metadata on {}", node.addr))?;
             let per = if digest { 3 } else { 2 };
+            if replies.len() != mine.len() * per {
+                return Err(Error::unexpected(
+                    format!("reading key metadata on {}", node.addr),
+                    format!(
+                        "{} replies for {} commands",
+                        replies.len(),
+                        mine.len() * per
+                    ),
+                ));
+            }
             for (n, &j) in mine.iter().enumerate() {
                 let r = &replies[n * per..n * per + per];
                 let kind = text(&r[0]).unwrap_or_default();
@@ -528,12 +643,23 @@ impl Side {
                     _ => -1,
                 };
                 let expire_at = (t >= 0).then(|| if exact { t } else { before + t });
-                let digest = if digest { items(r[2].clone()).first().and_then(text) } else { None };
-                out[j] = Some(Meta { kind, digest, expire_at, exact_expiry: exact });
+                let digest = if digest {
+                    items(r[2].clone()).first().and_then(text)
+                } else {
+                    None
+                };
+                out[j] = Some(Meta {
+                    kind,
+                    digest,
+                    expire_at,
+                    exact_expiry: exact,
+                });
             }
         }
         out.into_iter()
-            .map(|m| m.ok_or_else(|| Error::unexpected("reading key metadata", "a key had no reply")))
+            .map(|m| {
+                m.ok_or_else(|| Error::unexpected("reading key metadata", "a key had no reply"))
+            })
             .collect()
     }
 
@@ -542,23 +668,64 @@ impl Side {
         let node = &mut self.nodes[i];
         let ctx = || format!("reading {} on {}", show(key), node.addr);
         Ok(match kind {
-            "string" => Decoded::Str(redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(&mut node.con).ctx(ctx)?.unwrap_or_default()),
-            "list" => Decoded::List(redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query(&mut node.con).ctx(ctx)?),
-            "set" => Decoded::Set(redis::cmd("SMEMBERS").arg(key).query::<Vec<Vec<u8>>>(&mut node.con).ctx(ctx)?.into_iter().collect()),
+            "string" => Decoded::Str(
+                redis::cmd("GET")
+                    .arg(key)
+                    .query::<Option<Vec<u8>>>(&mut node.con)
+                    .ctx(ctx)?
+                    .unwrap_or_default(),
+            ),
+            "list" => Decoded::List(
+                redis::cmd("LRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .query(&mut node.con)
+                    .ctx(ctx)?,
+            ),
+            "set" => Decoded::Set(
+                redis::cmd("SMEMBERS")
+                    .arg(key)
+                    .query::<Vec<Vec<u8>>>(&mut node.con)
+                    .ctx(ctx)?
+                    .into_iter()
+                    .collect(),
+            ),
             "zset" => {
-                let v: Vec<(Vec<u8>, String)> = redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES").query(&mut node.con).ctx(ctx)?;
+                let v: Vec<(Vec<u8>, String)> = redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query(&mut node.con)
+                    .ctx(ctx)?;
                 Decoded::ZSet(v.into_iter().map(|(m, s)| (m, parse_score(&s))).collect())
             }
-            "hash" => Decoded::Hash(redis::cmd("HGETALL").arg(key).query::<Vec<(Vec<u8>, Vec<u8>)>>(&mut node.con).ctx(ctx)?.into_iter().collect()),
+            "hash" => Decoded::Hash(
+                redis::cmd("HGETALL")
+                    .arg(key)
+                    .query::<Vec<(Vec<u8>, Vec<u8>)>>(&mut node.con)
+                    .ctx(ctx)?
+                    .into_iter()
+                    .collect(),
+            ),
             "stream" => {
-                let v: Value = redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(&mut node.con).ctx(ctx)?;
+                let v: Value = redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg("-")
+                    .arg("+")
+                    .query(&mut node.con)
+                    .ctx(ctx)?;
                 Decoded::Stream(
                     items(v)
                         .into_iter()
                         .map(|e| {
                             let mut parts = items(e).into_iter();
                             let id = parts.next().and_then(|v| text(&v)).unwrap_or_default();
-                            let fields = parts.next().map(|f| items(f).iter().map(bytes).collect()).unwrap_or_default();
+                            let fields = parts
+                                .next()
+                                .map(|f| items(f).iter().map(bytes).collect())
+                                .unwrap_or_default();
                             (id, fields)
                         })
                         .collect(),
@@ -577,9 +744,22 @@ impl Side {
         let node = &mut self.nodes[i];
         let ctx = || format!("reading stream groups of {} on {}", show(key), node.addr);
         let mut lines = Vec::new();
-        let info = fields(redis::cmd("XINFO").arg("STREAM").arg(key).query(&mut node.con).ctx(ctx)?);
-        lines.push(format!("last-generated-id {}", info.get("last-generated-id").cloned().unwrap_or_default()));
-        let groups: Value = redis::cmd("XINFO").arg("GROUPS").arg(key).query(&mut node.con).ctx(ctx)?;
+        let info = fields(
+            redis::cmd("XINFO")
+                .arg("STREAM")
+                .arg(key)
+                .query(&mut node.con)
+                .ctx(ctx)?,
+        );
+        lines.push(format!(
+            "last-generated-id {}",
+            info.get("last-generated-id").cloned().unwrap_or_default()
+        ));
+        let groups: Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(key)
+            .query(&mut node.con)
+            .ctx(ctx)?;
         for g in items(groups) {
             let g = fields(g);
             let name = g.get("name").cloned().unwrap_or_default();
@@ -588,7 +768,12 @@ impl Side {
                 g.get("last-delivered-id").cloned().unwrap_or_default(),
                 g.get("pending").cloned().unwrap_or_default()
             ));
-            let consumers: Value = redis::cmd("XINFO").arg("CONSUMERS").arg(key).arg(&name).query(&mut node.con).ctx(ctx)?;
+            let consumers: Value = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(key)
+                .arg(&name)
+                .query(&mut node.con)
+                .ctx(ctx)?;
             for c in items(consumers) {
                 let c = fields(c);
                 lines.push(format!(
@@ -597,11 +782,21 @@ impl Side {
                     c.get("pending").cloned().unwrap_or_default()
                 ));
             }
-            let pending: Value = redis::cmd("XPENDING").arg(key).arg(&name).arg("-").arg("+").arg(1_000_000).query(&mut node.con).ctx(ctx)?;
+            let pending: Value = redis::cmd("XPENDING")
+                .arg(key)
+                .arg(&name)
+                .arg("-")
+                .arg("+")
+                .arg(1_000_000)
+                .query(&mut node.con)
+                .ctx(ctx)?;
             for p in items(pending) {
                 let p: Vec<String> = items(p).iter().filter_map(text).collect();
                 if p.len() >= 2 {
-                    lines.push(format!("group {name} pending entry {} owned by {}", p[0], p[1]));
+                    lines.push(format!(
+                        "group {name} pending entry {} owned by {}",
+                        p[0], p[1]
+                    ));
                 }
             }
         }
@@ -616,11 +811,18 @@ impl Side {
             if !node.is_7() {
                 continue;
             }
-            let v: Value = redis::cmd("FUNCTION").arg("LIST").arg("WITHCODE").query(&mut node.con).ctx(|| format!("FUNCTION LIST on {}", node.addr))?;
+            let v: Value = redis::cmd("FUNCTION")
+                .arg("LIST")
+                .arg("WITHCODE")
+                .query(&mut node.con)
+                .ctx(|| format!("FUNCTION LIST on {}", node.addr))?;
             for lib in items(v) {
                 let f = fields(lib);
                 if let Some(name) = f.get("library_name") {
-                    out.insert(name.clone(), f.get("library_code").cloned().unwrap_or_default());
+                    out.insert(
+                        name.clone(),
+                        f.get("library_code").cloned().unwrap_or_default(),
+                    );
                 }
             }
         }
@@ -663,42 +865,71 @@ enum Decoded {
 fn first_value_difference(a: &Decoded, b: &Decoded) -> Option<String> {
     match (a, b) {
         (Decoded::Str(x), Decoded::Str(y)) => (x != y).then(|| {
-            let at = x.iter().zip(y).position(|(p, q)| p != q).unwrap_or(x.len().min(y.len()));
-            format!("a {} ({} bytes) vs b {} ({} bytes), first difference at byte {at}", show(x), x.len(), show(y), y.len())
+            let at = x
+                .iter()
+                .zip(y)
+                .position(|(p, q)| p != q)
+                .unwrap_or(x.len().min(y.len()));
+            format!(
+                "a {} ({} bytes) vs b {} ({} bytes), first difference at byte {at}",
+                show(x),
+                x.len(),
+                show(y),
+                y.len()
+            )
         }),
         (Decoded::List(x), Decoded::List(y)) => {
             if let Some(i) = x.iter().zip(y).position(|(p, q)| p != q) {
-                Some(format!("element {i}: a {} vs b {}", show(&x[i]), show(&y[i])))
+                Some(format!(
+                    "element {i}: a {} vs b {}",
+                    show(&x[i]),
+                    show(&y[i])
+                ))
             } else {
-                (x.len() != y.len()).then(|| format!("a has {} elements, b has {}", x.len(), y.len()))
+                (x.len() != y.len())
+                    .then(|| format!("a has {} elements, b has {}", x.len(), y.len()))
             }
         }
         (Decoded::Set(x), Decoded::Set(y)) => {
             let only_a: Vec<String> = x.difference(y).take(3).map(|m| show(m)).collect();
             let only_b: Vec<String> = y.difference(x).take(3).map(|m| show(m)).collect();
             (!only_a.is_empty() || !only_b.is_empty()).then(|| {
-                format!("members only in a: [{}], only in b: [{}] (sizes {} and {})", only_a.join(", "), only_b.join(", "), x.len(), y.len())
+                format!(
+                    "members only in a: [{}], only in b: [{}] (sizes {} and {})",
+                    only_a.join(", "),
+                    only_b.join(", "),
+                    x.len(),
+                    y.len()
+                )
             })
         }
         (Decoded::ZSet(x), Decoded::ZSet(y)) => {
             for (m, s) in x {
                 match y.get(m) {
                     None => return Some(format!("member {} (score {s}) only in a", show(m))),
-                    Some(t) if t != s && !(t.is_nan() && s.is_nan()) => return Some(format!("member {} score a {s} vs b {t}", show(m))),
+                    Some(t) if t != s && !(t.is_nan() && s.is_nan()) => {
+                        return Some(format!("member {} score a {s} vs b {t}", show(m)))
+                    }
                     _ => {}
                 }
             }
-            y.keys().find(|m| !x.contains_key(*m)).map(|m| format!("member {} only in b", show(m)))
+            y.keys()
+                .find(|m| !x.contains_key(*m))
+                .map(|m| format!("member {} only in b", show(m)))
         }
         (Decoded::Hash(x), Decoded::Hash(y)) => {
             for (f, v) in x {
                 match y.get(f) {
                     None => return Some(format!("field {} only in a", show(f))),
-                    Some(w) if w != v => return Some(format!("field {}: a {} vs b {}", show(f), show(v), show(w))),
+                    Some(w) if w != v => {
+                        return Some(format!("field {}: a {} vs b {}", show(f), show(v), show(w)))
+                    }
                     _ => {}
                 }
             }
-            y.keys().find(|f| !x.contains_key(*f)).map(|f| format!("field {} only in b", show(f)))
+            y.keys()
+                .find(|f| !x.contains_key(*f))
+                .map(|f| format!("field {} only in b", show(f)))
         }
         (Decoded::Stream(x), Decoded::Stream(y)) => {
             if let Some(i) = x.iter().zip(y).position(|(p, q)| p != q) {
@@ -707,13 +938,20 @@ fn first_value_difference(a: &Decoded, b: &Decoded) -> Option<String> {
                 if ia != ib {
                     Some(format!("entry {i}: id a {ia} vs b {ib}"))
                 } else {
-                    Some(format!("entry {ia}: fields differ ({} vs {})", fa.len(), fb.len()))
+                    Some(format!(
+                        "entry {ia}: fields differ ({} vs {})",
+                        fa.len(),
+                        fb.len()
+                    ))
                 }
             } else {
-                (x.len() != y.len()).then(|| format!("a has {} entries, b has {}", x.len(), y.len()))
+                (x.len() != y.len())
+                    .then(|| format!("a has {} entries, b has {}", x.len(), y.len()))
             }
         }
-        (Decoded::Other(t, x), Decoded::Other(_, y)) => (x != y).then(|| format!("{t} DUMP payloads differ")),
+        (Decoded::Other(t, x), Decoded::Other(_, y)) => {
+            (x != y).then(|| format!("{t} DUMP payloads differ"))
+        }
         _ => Some("decoded as different types".into()),
     }
 }
@@ -722,9 +960,17 @@ fn first_line_difference(a: &[String], b: &[String]) -> Option<String> {
     let sa: BTreeSet<&String> = a.iter().collect();
     let sb: BTreeSet<&String> = b.iter().collect();
     if let Some(l) = sa.difference(&sb).next() {
-        return Some(format!("a has \"{l}\"{}", sb.iter().find(|x| same_subject(x, l)).map(|x| format!(", b has \"{x}\"")).unwrap_or_default()));
+        return Some(format!(
+            "a has \"{l}\"{}",
+            sb.iter()
+                .find(|x| same_subject(x, l))
+                .map(|x| format!(", b has \"{x}\""))
+                .unwrap_or_default()
+        ));
     }
-    sb.difference(&sa).next().map(|l| format!("b has \"{l}\", a does not"))
+    sb.difference(&sa)
+        .next()
+        .map(|l| format!("b has \"{l}\", a does not"))
 }
 
 /// Two state lines about the same thing (same words up to the last value).

@@ -77,15 +77,24 @@ impl Error {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub(crate) fn redis(context: impl Into<String>, source: redis::RedisError) -> Self {
-        Error::Redis { context: context.into(), source }
+        Error::Redis {
+            context: context.into(),
+            source,
+        }
     }
 
     pub(crate) fn unexpected(context: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::UnexpectedReply { context: context.into(), detail: detail.into() }
+        Error::UnexpectedReply {
+            context: context.into(),
+            detail: detail.into(),
+        }
     }
 }
 

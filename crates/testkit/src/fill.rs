@@ -25,14 +25,23 @@ pub struct FillOptions {
 
 impl Default for FillOptions {
     fn default() -> Self {
-        FillOptions { seed: 1, scale: 1, dbs: vec![0, 1, 2], functions: true, prefix: "ferry".into() }
+        FillOptions {
+            seed: 1,
+            scale: 1,
+            dbs: vec![0, 1, 2],
+            functions: true,
+            prefix: "ferry".into(),
+        }
     }
 }
 
 impl FillOptions {
     /// Default options with `seed`.
     pub fn seed(seed: u64) -> Self {
-        FillOptions { seed, ..Default::default() }
+        FillOptions {
+            seed,
+            ..Default::default()
+        }
     }
 
     /// Sets the scale.
@@ -93,7 +102,11 @@ impl FillReport {
 
     /// Keys of `kind` written in `db`.
     pub fn count(&self, db: u32, kind: &str) -> u64 {
-        self.keys.get(&db).and_then(|m| m.get(kind)).copied().unwrap_or(0)
+        self.keys
+            .get(&db)
+            .and_then(|m| m.get(kind))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -104,20 +117,41 @@ pub const RELATIVE_TTL_SECS: u64 = 864_000;
 
 /// Writes a dataset with every type and encoding of the target's version: see [`FillOptions`].
 ///
-/// Strings (int, embstr, raw, large incompressible, long compressible so RDB LZF applies, binary non-UTF-8,
-/// empty, binary key names), lists (short, long multi-node, one with a 10 KB element: a plain node on 7.0),
-/// sets (intsets of 16/32/64-bit values, small and large hashtables), sorted sets (small listpack/ziplist and
-/// large skiplist, with `inf`/`-inf`/fractional scores), hashes (small and large), streams (consumer groups,
-/// consumers, pending entries, deleted entries, an emptied stream), relative and absolute (`PEXPIREAT`) expiry,
-/// several databases, and a function library on 7.0. On a cluster, keys go to the master owning their slot.
+/// - strings: int, embstr, raw, large incompressible, long compressible (so RDB LZF applies), binary
+///   (non-UTF-8), empty, `i64::MIN`/`MAX`, binary key names;
+/// - lists: short, long (many quicklist nodes), one with a 10 KB element (a PLAIN quicklist node on 7.0 when
+///   `DEBUG` is allowed);
+/// - sets: intsets of 16-, 32- and 64-bit values, small and large hashtables;
+/// - sorted sets: small (listpack / ziplist) and large or long-member (skiplist), with `inf`, `-inf` and
+///   fractional scores;
+/// - hashes: small (listpack / ziplist) and large or long-value (hashtable);
+/// - streams: plain; with consumer groups, consumers (one without pending entries), pending (unacknowledged)
+///   entries, acknowledged and deleted entries; one emptied by `XDEL` with a group;
+/// - expiry: relative (`SET .. EX`, 10 days and more) and absolute (`PEXPIREAT` after 2100), on every type;
+/// - every database in `opts.dbs`, and a function library (`FUNCTION LOAD`) on 7.0.
+///
+/// On a cluster, keys go to the master owning their slot and the library is loaded on every master.
+/// [`FillReport::samples`] names one key per intended encoding, to check with `OBJECT ENCODING`.
 pub fn fill(target: &Target, opts: &FillOptions) -> Result<FillReport, Error> {
     let nodes = target.masters()?;
     let v7 = nodes.iter().all(Node::is_7);
     let mut w = Writer::new(nodes, target.is_cluster());
-    let dbs: Vec<u32> = if target.is_cluster() { vec![0] } else { opts.dbs.clone() };
+    let dbs: Vec<u32> = if target.is_cluster() {
+        vec![0]
+    } else {
+        opts.dbs.clone()
+    };
     let mut report = FillReport::default();
     for &db in &dbs {
-        let mut g = Gen { w: &mut w, rng: Rng::new(opts.seed ^ (u64::from(db) << 48) ^ 0x9E37_79B9_7F4A_7C15), db, report: &mut report, prefix: &opts.prefix, v7, scale: opts.scale.max(1) as usize };
+        let mut g = Gen {
+            w: &mut w,
+            rng: Rng::new(opts.seed ^ (u64::from(db) << 48) ^ 0x9E37_79B9_7F4A_7C15),
+            db,
+            report: &mut report,
+            prefix: &opts.prefix,
+            v7,
+            scale: opts.scale.max(1) as usize,
+        };
         g.strings()?;
         g.lists()?;
         g.sets()?;
@@ -128,14 +162,24 @@ pub fn fill(target: &Target, opts: &FillOptions) -> Result<FillReport, Error> {
     }
     w.flush()?;
     if opts.functions && v7 {
-        let name = format!("{}_lib_{}", opts.prefix.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), opts.seed);
+        let name = format!(
+            "{}_lib_{}",
+            opts.prefix
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            opts.seed
+        );
         let code = format!(
             "#!lua name={name}\n\
              redis.register_function('{name}_echo', function(keys, args) return args[1] end)\n\
              redis.register_function{{function_name='{name}_get', callback=function(keys, args) return redis.call('GET', keys[1]) end, flags={{'no-writes'}}}}\n"
         );
         for node in &mut w.nodes {
-            redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&code).exec(&mut node.con).ctx(|| format!("FUNCTION LOAD on {}", node.addr))?;
+            redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("REPLACE")
+                .arg(&code)
+                .exec(&mut node.con)
+                .ctx(|| format!("FUNCTION LOAD on {}", node.addr))?;
         }
         report.function_libraries.push(name);
     }
@@ -164,7 +208,9 @@ impl Rng {
     }
     fn alnum(&mut self, len: usize) -> String {
         const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        (0..len).map(|_| A[self.below(A.len() as u64) as usize] as char).collect()
+        (0..len)
+            .map(|_| A[self.below(A.len() as u64) as usize] as char)
+            .collect()
     }
     fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next() as u8).collect()
@@ -175,6 +221,8 @@ impl Rng {
 struct Writer {
     nodes: Vec<Node>,
     cluster: bool,
+    /// Every node allows `DEBUG` (`enable-debug-command`; always on 6.2).
+    debug_allowed: bool,
     pipes: Vec<(redis::Pipeline, usize)>,
     dbs: Vec<Option<u32>>,
 }
@@ -182,9 +230,22 @@ struct Writer {
 const PIPELINE_DEPTH: usize = 200;
 
 impl Writer {
-    fn new(nodes: Vec<Node>, cluster: bool) -> Self {
+    fn new(mut nodes: Vec<Node>, cluster: bool) -> Self {
         let n = nodes.len();
-        Writer { nodes, cluster, pipes: (0..n).map(|_| (redis::pipe(), 0)).collect(), dbs: vec![None; n] }
+        let debug_allowed = nodes.iter_mut().all(|n| {
+            redis::cmd("DEBUG")
+                .arg("DIGEST-VALUE")
+                .arg("ferry-testkit:probe")
+                .query::<redis::Value>(&mut n.con)
+                .is_ok()
+        });
+        Writer {
+            nodes,
+            cluster,
+            debug_allowed,
+            pipes: (0..n).map(|_| (redis::pipe(), 0)).collect(),
+            dbs: vec![None; n],
+        }
     }
 
     fn node_for(&self, key: &[u8]) -> Result<usize, Error> {
@@ -195,7 +256,9 @@ impl Writer {
         self.nodes
             .iter()
             .position(|n| n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
-            .ok_or_else(|| Error::unexpected("routing a key", format!("no master owns slot {slot}")))
+            .ok_or_else(|| {
+                Error::unexpected("routing a key", format!("no master owns slot {slot}"))
+            })
     }
 
     fn send(&mut self, db: u32, key: &[u8], cmd: redis::Cmd) -> Result<(), Error> {
@@ -221,7 +284,8 @@ impl Writer {
         }
         let (pipe, _) = std::mem::replace(&mut self.pipes[i], (redis::pipe(), 0));
         let node = &mut self.nodes[i];
-        pipe.exec(&mut node.con).ctx(|| format!("writing fill data to {}", node.addr))
+        pipe.exec(&mut node.con)
+            .ctx(|| format!("writing fill data to {}", node.addr))
     }
 
     fn flush(&mut self) -> Result<(), Error> {
@@ -247,7 +311,12 @@ impl Gen<'_> {
         format!("{}:{parts}", self.prefix).into_bytes()
     }
 
-    fn cmd(&mut self, key: &[u8], name: &str, args: impl FnOnce(&mut redis::Cmd)) -> Result<(), Error> {
+    fn cmd(
+        &mut self,
+        key: &[u8],
+        name: &str,
+        args: impl FnOnce(&mut redis::Cmd),
+    ) -> Result<(), Error> {
         let mut c = redis::cmd(name);
         c.arg(key);
         args(&mut c);
@@ -255,7 +324,13 @@ impl Gen<'_> {
     }
 
     fn counted(&mut self, kind: &str) {
-        *self.report.keys.entry(self.db).or_default().entry(kind.to_string()).or_insert(0) += 1;
+        *self
+            .report
+            .keys
+            .entry(self.db)
+            .or_default()
+            .entry(kind.to_string())
+            .or_insert(0) += 1;
         self.report.total_keys += 1;
     }
 
@@ -267,6 +342,17 @@ impl Gen<'_> {
             what: what.into(),
             encoding: encoding.into(),
         });
+    }
+
+    /// Sends `DEBUG <args>` to the node that holds `key`, in order with the key's other commands.
+    fn debug_on_key_node(
+        &mut self,
+        key: &[u8],
+        args: impl FnOnce(&mut redis::Cmd),
+    ) -> Result<(), Error> {
+        let mut c = redis::cmd("DEBUG");
+        args(&mut c);
+        self.w.send(self.db, key, c)
     }
 
     /// "listpack" on 7.0, "ziplist" on 6.2.
@@ -353,7 +439,13 @@ impl Gen<'_> {
             let k = self.key(&format!("list:small:{i}"));
             let len = 1 + self.rng.below(20);
             let items: Vec<Vec<u8>> = (0..len)
-                .map(|j| if j % 3 == 0 { self.rng.range(-100_000, 100_000).to_string().into_bytes() } else { self.rng.alnum(12).into_bytes() })
+                .map(|j| {
+                    if j % 3 == 0 {
+                        self.rng.range(-100_000, 100_000).to_string().into_bytes()
+                    } else {
+                        self.rng.alnum(12).into_bytes()
+                    }
+                })
                 .collect();
             self.cmd(&k, "RPUSH", |c| {
                 c.arg(items);
@@ -379,11 +471,29 @@ impl Gen<'_> {
         let k = self.key("list:bigelem");
         let big = self.rng.alnum(10 * 1024);
         let a = self.rng.alnum(10);
+        // 7.0 stores an element as a PLAIN quicklist node only above `packed_threshold` (1 GB by default):
+        // lower it to 8 KB around this one push, where DEBUG is allowed.
+        let plain = self.v7 && self.w.debug_allowed;
+        if plain {
+            self.debug_on_key_node(&k, |c| {
+                c.arg("QUICKLIST-PACKED-THRESHOLD").arg("8K");
+            })?;
+        }
         self.cmd(&k, "RPUSH", |c| {
             c.arg(&a).arg(&big).arg("tail");
         })?;
+        if plain {
+            self.debug_on_key_node(&k, |c| {
+                c.arg("QUICKLIST-PACKED-THRESHOLD").arg("0");
+            })?;
+        }
         self.counted("list");
-        self.sample(&k, "list", "list with a 10 KB element (plain node on 7.0)", "quicklist");
+        self.sample(
+            &k,
+            "list",
+            "list with a 10 KB element (a PLAIN quicklist node on 7.0)",
+            "quicklist",
+        );
         Ok(())
     }
 
@@ -424,14 +534,23 @@ impl Gen<'_> {
             }
         }
         let k = self.key("set:large:ints");
-        let members: Vec<i64> = (0..(600 * self.scale) as i64).map(|j| j * 7 + self.rng.range(0, 6)).collect();
+        let members: Vec<i64> = (0..(600 * self.scale) as i64)
+            .map(|j| j * 7 + self.rng.range(0, 6))
+            .collect();
         self.cmd(&k, "SADD", |c| {
             c.arg(members);
         })?;
         self.counted("set");
-        self.sample(&k, "set", "large set of integers (over set-max-intset-entries)", "hashtable");
+        self.sample(
+            &k,
+            "set",
+            "large set of integers (over set-max-intset-entries)",
+            "hashtable",
+        );
         let k = self.key("set:large:strings");
-        let members: Vec<String> = (0..600 * self.scale).map(|j| format!("m{j}-{}", self.rng.alnum(6))).collect();
+        let members: Vec<String> = (0..600 * self.scale)
+            .map(|j| format!("m{j}-{}", self.rng.alnum(6)))
+            .collect();
         self.cmd(&k, "SADD", |c| {
             c.arg(members);
         })?;
@@ -446,7 +565,10 @@ impl Gen<'_> {
             1 => "-inf".into(),
             2 => format!("{}.5", self.rng.range(-1000, 1000)),
             3 => "0.1".into(),
-            4 => format!("{}", (self.rng.range(-1_000_000, 1_000_000) as f64) / 1024.0),
+            4 => format!(
+                "{}",
+                (self.rng.range(-1_000_000, 1_000_000) as f64) / 1024.0
+            ),
             5 => "-0.000001".into(),
             _ => self.rng.range(-1_000_000, 1_000_000).to_string(),
         }
@@ -466,7 +588,12 @@ impl Gen<'_> {
             self.counted("zset");
             if i == 0 {
                 let enc = self.compact();
-                self.sample(&k, "zset", "small sorted set with inf/-inf/fractional scores", enc);
+                self.sample(
+                    &k,
+                    "zset",
+                    "small sorted set with inf/-inf/fractional scores",
+                    enc,
+                );
             }
         }
         let k = self.key("zset:large");
@@ -488,7 +615,12 @@ impl Gen<'_> {
             c.arg(1.5).arg(long).arg("-inf").arg("short");
         })?;
         self.counted("zset");
-        self.sample(&k, "zset", "sorted set with a member over 64 bytes", "skiplist");
+        self.sample(
+            &k,
+            "zset",
+            "sorted set with a member over 64 bytes",
+            "skiplist",
+        );
         Ok(())
     }
 
@@ -498,7 +630,11 @@ impl Gen<'_> {
             let mut args = Vec::new();
             for j in 0..10 {
                 args.push(format!("field{j}"));
-                args.push(if j % 2 == 0 { self.rng.range(-5000, 5000).to_string() } else { self.rng.alnum(16) });
+                args.push(if j % 2 == 0 {
+                    self.rng.range(-5000, 5000).to_string()
+                } else {
+                    self.rng.alnum(16)
+                });
             }
             self.cmd(&k, "HSET", |c| {
                 c.arg(args);
@@ -568,15 +704,32 @@ impl Gen<'_> {
         c.arg("CREATE").arg(&k).arg("g2").arg(&mid);
         self.w.send(self.db, &k, c)?;
         let mut c = redis::cmd("XGROUP");
-        c.arg("CREATECONSUMER").arg(&k).arg("g2").arg("idle-consumer");
+        c.arg("CREATECONSUMER")
+            .arg(&k)
+            .arg("g2")
+            .arg("idle-consumer");
         self.w.send(self.db, &k, c)?;
         for (consumer, count) in [("alice", 10), ("bob", 5)] {
             let mut c = redis::cmd("XREADGROUP");
-            c.arg("GROUP").arg("g1").arg(consumer).arg("COUNT").arg(count).arg("STREAMS").arg(&k).arg(">");
+            c.arg("GROUP")
+                .arg("g1")
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(&k)
+                .arg(">");
             self.w.send(self.db, &k, c)?;
         }
         let mut c = redis::cmd("XREADGROUP");
-        c.arg("GROUP").arg("g2").arg("carol").arg("COUNT").arg(3).arg("STREAMS").arg(&k).arg(">");
+        c.arg("GROUP")
+            .arg("g2")
+            .arg("carol")
+            .arg("COUNT")
+            .arg(3)
+            .arg("STREAMS")
+            .arg(&k)
+            .arg(">");
         self.w.send(self.db, &k, c)?;
         // alice acknowledges some of hers; the rest stay pending.
         let acked: Vec<String> = ids[0..4].to_vec();
@@ -588,7 +741,12 @@ impl Gen<'_> {
             c.arg(deleted);
         })?;
         self.counted("stream");
-        self.sample(&k, "stream", "stream with groups, consumers, pending and deleted entries", "stream");
+        self.sample(
+            &k,
+            "stream",
+            "stream with groups, consumers, pending and deleted entries",
+            "stream",
+        );
         // A stream whose entries were all deleted: empty, but with a last id and a group.
         let k = self.key("stream:emptied");
         let id1 = format!("{base}-1");
@@ -631,7 +789,13 @@ impl Gen<'_> {
             self.report.keys_with_expiry += 1;
         }
         // Expiry on non-string types too.
-        for name in ["hash:small:0", "list:small:0", "set:small:0", "zset:small:0", "stream:plain:0"] {
+        for name in [
+            "hash:small:0",
+            "list:small:0",
+            "set:small:0",
+            "zset:small:0",
+            "stream:plain:0",
+        ] {
             let k = self.key(name);
             let at = FAR_FUTURE_MS + self.rng.below(1_000_000_000);
             self.cmd(&k, "PEXPIREAT", |c| {

@@ -46,7 +46,9 @@ mod topology;
 mod version;
 mod wait;
 
-pub use compare::{compare, show, CompareOptions, CompareReport, Difference, DifferenceKind, ValueCheck};
+pub use compare::{
+    compare, show, CompareOptions, CompareReport, Difference, DifferenceKind, ValueCheck,
+};
 pub use error::Error;
 pub use fill::{fill, EncodingSample, FillOptions, FillReport, FAR_FUTURE_MS, RELATIVE_TTL_SECS};
 pub use server::{AclUser, Server, ServerOptions, HOST};
@@ -54,5 +56,7 @@ pub use target::{key_slot, Target};
 pub use topology::cluster::{Cluster, ClusterOptions, SLOTS};
 pub use topology::replicas::ReplicaSet;
 pub use topology::sentinel::{SentinelGroup, SentinelOptions};
-pub use version::{sentinel_binary, server_binary, Version, ENV_SENTINEL_70, ENV_SERVER_62, ENV_SERVER_70};
+pub use version::{
+    sentinel_binary, server_binary, Version, ENV_SENTINEL_70, ENV_SERVER_62, ENV_SERVER_70,
+};
 pub use wait::{wait_for, wait_until};

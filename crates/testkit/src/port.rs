@@ -25,7 +25,8 @@ fn bindable(port: u16) -> bool {
 /// binds it: [`crate::Server::start`] detects that and retries with a new port.
 pub(crate) fn pick_free_port(cluster: bool) -> Result<u16, Error> {
     for _ in 0..200 {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| Error::io("binding 127.0.0.1:0 to pick a free port", e))?;
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .map_err(|e| Error::io("binding 127.0.0.1:0 to pick a free port", e))?;
         let port = listener
             .local_addr()
             .map_err(|e| Error::io("reading the picked port", e))?
@@ -42,5 +43,7 @@ pub(crate) fn pick_free_port(cluster: bool) -> Result<u16, Error> {
             return Ok(port);
         }
     }
-    Err(Error::InvalidArgument("could not find a free port on 127.0.0.1 after 200 tries".into()))
+    Err(Error::InvalidArgument(
+        "could not find a free port on 127.0.0.1 after 200 tries".into(),
+    ))
 }

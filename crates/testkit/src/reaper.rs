@@ -19,12 +19,14 @@ struct Watchdog {
     pids: BTreeSet<u32>,
 }
 
-const SCRIPT: &str = r#"cat >/dev/null; if [ -f "$0" ]; then xargs -r kill -9 <"$0" 2>/dev/null; rm -f "$0"; fi"#;
+const SCRIPT: &str =
+    r#"cat >/dev/null; if [ -f "$0" ]; then xargs -r kill -9 <"$0" 2>/dev/null; rm -f "$0"; fi"#;
 
 fn watchdog() -> &'static Mutex<Option<Watchdog>> {
     static W: OnceLock<Mutex<Option<Watchdog>>> = OnceLock::new();
     W.get_or_init(|| {
-        let pid_file = std::env::temp_dir().join(format!("ferry-testkit-{}.pids", std::process::id()));
+        let pid_file =
+            std::env::temp_dir().join(format!("ferry-testkit-{}.pids", std::process::id()));
         let started = Command::new("sh")
             .arg("-c")
             .arg(SCRIPT)
@@ -35,7 +37,11 @@ fn watchdog() -> &'static Mutex<Option<Watchdog>> {
             .spawn();
         Mutex::new(started.ok().and_then(|mut child| {
             let stdin = child.stdin.take()?;
-            Some(Watchdog { _stdin: stdin, pid_file, pids: BTreeSet::new() })
+            Some(Watchdog {
+                _stdin: stdin,
+                pid_file,
+                pids: BTreeSet::new(),
+            })
         }))
     })
 }

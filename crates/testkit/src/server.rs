@@ -31,7 +31,11 @@ pub struct AclUser {
 impl AclUser {
     /// A user allowed everything (`~* &* +@all`).
     pub fn new(name: impl Into<String>, password: impl Into<String>) -> Self {
-        AclUser { name: name.into(), password: password.into(), rules: "~* &* +@all".into() }
+        AclUser {
+            name: name.into(),
+            password: password.into(),
+            rules: "~* &* +@all".into(),
+        }
     }
 
     /// Replaces the rules (e.g. `"~app:* +@read"`).
@@ -95,7 +99,14 @@ impl fmt::Debug for ServerOptions {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("acl_users", &self.acl_users)
             .field("client_user", &self.client_user)
-            .field("config", &self.config.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field(
+                "config",
+                &self
+                    .config
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("cluster", &self.cluster)
             .field("sentinel", &self.sentinel)
             .field("start_timeout", &self.start_timeout)
@@ -106,7 +117,10 @@ impl fmt::Debug for ServerOptions {
 impl ServerOptions {
     /// Default options for `version`.
     pub fn new(version: Version) -> Self {
-        ServerOptions { version, ..Default::default() }
+        ServerOptions {
+            version,
+            ..Default::default()
+        }
     }
 
     /// Sets `requirepass`.
@@ -152,7 +166,9 @@ impl ServerOptions {
                 .acl_users
                 .iter()
                 .find(|u| &u.name == name)
-                .ok_or_else(|| Error::InvalidArgument(format!("client_user {name:?} is not one of acl_users")))?;
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("client_user {name:?} is not one of acl_users"))
+                })?;
             return Ok(Some((Some(user.name.clone()), user.password.clone())));
         }
         Ok(self.password.clone().map(|p| (None, p)))
@@ -230,10 +246,20 @@ impl Server {
     pub fn start(opts: ServerOptions) -> Result<Server, Error> {
         let credentials = opts.credentials()?;
         let dir = tempfile::Builder::new()
-            .prefix(if opts.sentinel { "ferry-sentinel-" } else { "ferry-redis-" })
+            .prefix(if opts.sentinel {
+                "ferry-sentinel-"
+            } else {
+                "ferry-redis-"
+            })
             .tempdir()
             .map_err(|e| Error::io("creating a temp dir for redis-server", e))?;
-        let mut server = Server { opts, port: 0, dir, child: None, credentials };
+        let mut server = Server {
+            opts,
+            port: 0,
+            dir,
+            child: None,
+            credentials,
+        };
         let mut last_err = None;
         for _ in 0..5 {
             server.port = pick_free_port(server.opts.cluster)?;
@@ -241,7 +267,10 @@ impl Server {
             match server.spawn_and_wait()? {
                 Ready::Yes => return Ok(server),
                 Ready::PortTaken => {
-                    last_err = Some(server.start_failed(format!("port {} was taken by another process", server.port)));
+                    last_err = Some(server.start_failed(format!(
+                        "port {} was taken by another process",
+                        server.port
+                    )));
                 }
             }
         }
@@ -305,8 +334,12 @@ impl Server {
 
     /// A new authenticated connection (5 s connect timeout, 60 s read/write timeouts).
     pub fn try_client(&self) -> Result<redis::Connection, Error> {
-        connect(&self.connection_info(), Duration::from_secs(5), Duration::from_secs(60))
-            .ctx(|| format!("connecting to {}", self.describe()))
+        connect(
+            &self.connection_info(),
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        )
+        .ctx(|| format!("connecting to {}", self.describe()))
     }
 
     /// A new authenticated connection. Panics (with the reason) if the server cannot be reached; use
@@ -343,8 +376,12 @@ impl Server {
 
     /// The server's log so far (its logfile, then anything it printed to stdout/stderr).
     pub fn log(&self) -> String {
-        let mut s = fs::read_to_string(self.dir.path().join(LOG_FILE)).unwrap_or_default();
-        let out = fs::read_to_string(self.dir.path().join(STDOUT_FILE)).unwrap_or_default();
+        let read = |name: &str| {
+            String::from_utf8_lossy(&fs::read(self.dir.path().join(name)).unwrap_or_default())
+                .into_owned()
+        };
+        let mut s = read(LOG_FILE);
+        let out = read(STDOUT_FILE);
         if !out.trim().is_empty() {
             s.push_str("--- stdout/stderr ---\n");
             s.push_str(&out);
@@ -372,9 +409,15 @@ impl Server {
     /// within 2 s. The dir stays.
     pub fn stop(&mut self) {
         let info = self.connection_info();
-        let Some(child) = self.child.as_mut() else { return };
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
         if matches!(child.try_wait(), Ok(None)) {
-            if let Ok(mut con) = connect(&info, Duration::from_millis(500), Duration::from_millis(500)) {
+            if let Ok(mut con) = connect(
+                &info,
+                Duration::from_millis(500),
+                Duration::from_millis(500),
+            ) {
                 let mut cmd = redis::cmd("SHUTDOWN");
                 if !self.opts.sentinel {
                     cmd.arg("NOSAVE");
@@ -398,14 +441,19 @@ impl Server {
         self.stop();
         match self.spawn_and_wait()? {
             Ready::Yes => Ok(()),
-            Ready::PortTaken => Err(self.start_failed(format!("port {} is taken by another process", self.port))),
+            Ready::PortTaken => {
+                Err(self.start_failed(format!("port {} is taken by another process", self.port)))
+            }
         }
     }
 
     /// The `INFO <section>` text.
     pub fn info(&self, section: &str) -> Result<String, Error> {
         let mut con = self.try_client()?;
-        redis::cmd("INFO").arg(section).query(&mut con).ctx(|| format!("INFO {section} on {}", self.describe()))
+        redis::cmd("INFO")
+            .arg(section)
+            .query(&mut con)
+            .ctx(|| format!("INFO {section} on {}", self.describe()))
     }
 
     /// One field of `INFO <section>` (e.g. `info_field("replication", "role")`).
@@ -427,7 +475,11 @@ impl Server {
     }
 
     fn start_failed(&self, reason: String) -> Error {
-        Error::StartFailed { what: self.describe(), reason, log_tail: self.log_tail(LOG_TAIL_LINES) }
+        Error::StartFailed {
+            what: self.describe(),
+            reason,
+            log_tail: self.log_tail(LOG_TAIL_LINES),
+        }
     }
 
     fn write_config(&self) -> Result<(), Error> {
@@ -470,14 +522,19 @@ impl Server {
             line("requirepass", &quote(p));
         }
         for u in &o.acl_users {
-            line("user", &format!("{} on >{} {}", u.name, u.password, u.rules));
+            line(
+                "user",
+                &format!("{} on >{} {}", u.name, u.password, u.rules),
+            );
         }
         for (k, v) in &o.config {
             line(k, v);
         }
         let path = dir.join(CONFIG_FILE);
-        let mut f = File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        f.write_all(c.as_bytes()).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        let mut f = File::create(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        f.write_all(c.as_bytes())
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         Ok(())
     }
 
@@ -488,30 +545,48 @@ impl Server {
             (server_binary(self.opts.version)?, false)
         };
         // Only what this attempt logs counts when deciding why it failed.
-        let log_start = fs::metadata(self.dir.path().join(LOG_FILE)).map(|m| m.len() as usize).unwrap_or(0);
+        let log_start = fs::metadata(self.dir.path().join(LOG_FILE))
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
         let stdout_path = self.dir.path().join(STDOUT_FILE);
-        let out = File::create(&stdout_path).map_err(|e| Error::io("creating the stdout log", e))?;
-        let err = out.try_clone().map_err(|e| Error::io("creating the stdout log", e))?;
+        let out =
+            File::create(&stdout_path).map_err(|e| Error::io("creating the stdout log", e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Error::io("creating the stdout log", e))?;
         let mut cmd = Command::new(&program);
         cmd.arg(self.config_path());
         if sentinel_flag {
             cmd.arg("--sentinel");
         }
-        cmd.current_dir(self.dir.path()).stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
+        cmd.current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
         let pid = child.id();
         crate::reaper::register(pid);
         self.child = Some(child);
         let info = self.connection_info();
         let timeout = self.opts.start_timeout;
         let mut exited = false;
-        let child = self.child.as_mut().ok_or_else(|| Error::InvalidArgument("no child".into()))?;
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| Error::InvalidArgument("no child".into()))?;
         let ready = wait_for(timeout, "redis-server to answer", || {
             if !matches!(child.try_wait(), Ok(None)) {
                 exited = true;
                 return Some(false);
             }
-            let mut con = connect(&info, Duration::from_millis(300), Duration::from_millis(1000)).ok()?;
+            let mut con = connect(
+                &info,
+                Duration::from_millis(300),
+                Duration::from_millis(1000),
+            )
+            .ok()?;
             let text: String = redis::cmd("INFO").arg("server").query(&mut con).ok()?;
             // Another process may hold this port: only our own pid counts as ready.
             (info_value(&text, "process_id")?.parse::<u32>().ok()? == pid).then_some(true)
@@ -523,7 +598,9 @@ impl Server {
                 self.kill();
                 let log = self.log();
                 let log = log.get(log_start..).unwrap_or(&log);
-                if log.contains("Address already in use") || log.contains("Could not create server TCP listening socket") {
+                if log.contains("Address already in use")
+                    || log.contains("Could not create server TCP listening socket")
+                {
                     Ok(Ready::PortTaken)
                 } else if timed_out {
                     Err(self.start_failed(format!("did not answer within {timeout:?}")))
@@ -536,14 +613,17 @@ impl Server {
 }
 
 fn tcp_info(port: u16) -> ConnectionInfo {
-    #[allow(clippy::expect_used)]
     redis::ConnectionAddr::Tcp(HOST.to_string(), port)
         .into_connection_info()
         .expect("converting a ConnectionAddr into ConnectionInfo never fails")
 }
 
 /// Connects with timeouts.
-pub(crate) fn connect(info: &ConnectionInfo, connect_timeout: Duration, io_timeout: Duration) -> redis::RedisResult<redis::Connection> {
+pub(crate) fn connect(
+    info: &ConnectionInfo,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+) -> redis::RedisResult<redis::Connection> {
     let client = redis::Client::open(info.clone())?;
     let con = client.get_connection_with_timeout(connect_timeout)?;
     con.set_read_timeout(Some(io_timeout))?;

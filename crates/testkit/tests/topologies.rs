@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use ferry_testkit::{key_slot, AclUser, Cluster, ClusterOptions, ReplicaSet, SentinelGroup, SentinelOptions, ServerOptions, Version};
+use ferry_testkit::{
+    key_slot, AclUser, Cluster, ClusterOptions, ReplicaSet, SentinelGroup, SentinelOptions,
+    ServerOptions, Version,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -30,7 +33,9 @@ fn sentinel_failover_is_observed(opts: SentinelOptions) -> SentinelGroup {
         let mut c = group.sentinels[0].client();
         let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut c).unwrap();
         assert_eq!(&who, &u.name);
-        assert!(group.sentinels[0].url().starts_with(&format!("redis://{}:", u.name)));
+        assert!(group.sentinels[0]
+            .url()
+            .starts_with(&format!("redis://{}:", u.name)));
     }
     if let Some(u) = &opts.master_user {
         let mut c = group.master.client();
@@ -44,14 +49,25 @@ fn sentinel_failover_is_observed(opts: SentinelOptions) -> SentinelGroup {
     assert_eq!(state["num-other-sentinels"], "2");
 
     let mut m = group.master.client();
-    redis::cmd("SET").arg("before-failover").arg("1").exec(&mut m).unwrap();
+    redis::cmd("SET")
+        .arg("before-failover")
+        .arg("1")
+        .exec(&mut m)
+        .unwrap();
     let new = group.failover().unwrap();
     assert_ne!(new, group.master.addr());
     let new_master = group.current_master().unwrap();
     let mut c = new_master.client();
-    let got: String = redis::cmd("GET").arg("before-failover").query(&mut c).unwrap();
+    let got: String = redis::cmd("GET")
+        .arg("before-failover")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(got, "1");
-    redis::cmd("SET").arg("after-failover").arg("2").exec(&mut c).unwrap();
+    redis::cmd("SET")
+        .arg("after-failover")
+        .arg("2")
+        .exec(&mut c)
+        .unwrap();
     group
 }
 
@@ -65,13 +81,25 @@ fn sentinel_group_fails_over_on_7_0_with_master_acl_user_and_separate_sentinel_a
     let mut group = sentinel_failover_is_observed(opts);
 
     // A real failover needs the Sentinels to vote with each other, authenticated as the sentinel user.
+    // First let Sentinel turn the demoted master into a replica: otherwise it could be promoted without the
+    // writes made after the first failover.
+    group.wait_all_replicating(Duration::from_secs(60)).unwrap();
     let current = group.current_master_addr().unwrap();
-    let idx = group.replicas.iter().position(|r| r.addr() == current).expect("the new master is a former replica");
+    let idx = group
+        .replicas
+        .iter()
+        .position(|r| r.addr() == current)
+        .expect("the new master is a former replica");
     group.replicas[idx].kill();
-    let newer = group.wait_master_changed(&current, Duration::from_secs(60)).unwrap();
+    let newer = group
+        .wait_master_changed(&current, Duration::from_secs(60))
+        .unwrap();
     assert_ne!(newer, current);
     let mut c = group.current_master().unwrap().client();
-    let got: String = redis::cmd("GET").arg("after-failover").query(&mut c).unwrap();
+    let got: String = redis::cmd("GET")
+        .arg("after-failover")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(got, "2");
 }
 
@@ -85,13 +113,24 @@ fn sentinel_group_fails_over_on_6_2_and_demotes_the_old_master() {
 
 #[test]
 fn sentinel_password_is_required_by_sentinels() {
-    let group = SentinelGroup::start(SentinelOptions::new(Version::V6_2).sentinel_password("s3cret").master_password("m4ster")).unwrap();
+    let group = SentinelGroup::start(
+        SentinelOptions::new(Version::V6_2)
+            .sentinel_password("s3cret")
+            .master_password("m4ster"),
+    )
+    .unwrap();
     let anon = redis::Client::open(format!("redis://{}", group.sentinels[0].addr())).unwrap();
     let mut anon = anon.get_connection().unwrap();
-    let err = redis::cmd("SENTINEL").arg("MASTERS").query::<redis::Value>(&mut anon).unwrap_err();
+    let err = redis::cmd("SENTINEL")
+        .arg("MASTERS")
+        .query::<redis::Value>(&mut anon)
+        .unwrap_err();
     assert!(err.to_string().contains("NOAUTH"), "{err}");
     let url = group.sentinels[0].url();
-    assert!(url.contains(":s3cret@"), "sentinel url should carry its own password");
+    assert!(
+        url.contains(":s3cret@"),
+        "sentinel url should carry its own password"
+    );
     assert!(group.master.url().contains(":m4ster@"));
 }
 
@@ -108,14 +147,24 @@ fn cluster_serves_keys(v: Version, password: Option<&str>) {
 
     let mut con = cluster.cluster_client().unwrap();
     for i in 0..50 {
-        redis::cmd("SET").arg(format!("key:{i}")).arg(i).exec(&mut con).unwrap();
+        redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .exec(&mut con)
+            .unwrap();
     }
     for i in 0..50 {
         let key = format!("key:{i}");
         let owner = cluster.node_for_key(key.as_bytes()).unwrap();
         let mut direct = owner.client();
         let got: i64 = redis::cmd("GET").arg(&key).query(&mut direct).unwrap();
-        assert_eq!(got, i, "{key} (slot {}) on {}", key_slot(key.as_bytes()), owner.addr());
+        assert_eq!(
+            got,
+            i,
+            "{key} (slot {}) on {}",
+            key_slot(key.as_bytes()),
+            owner.addr()
+        );
     }
 }
 

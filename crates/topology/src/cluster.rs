@@ -98,7 +98,7 @@ type NodeConn = Arc<tokio::sync::Mutex<Option<Connection>>>;
 struct Inner {
     options: ClusterOptions,
     map: RwLock<Arc<SlotMap>>,
-    commands: Arc<CommandTable>,
+    commands: RwLock<Arc<CommandTable>>,
     conns: Mutex<HashMap<NodeAddr, NodeConn>>,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     counters: Counters,
@@ -175,7 +175,7 @@ impl ClusterClient {
         let inner = Inner {
             options,
             map: RwLock::new(Arc::new(SlotMap::empty())),
-            commands: Arc::new(CommandTable::default()),
+            commands: RwLock::new(Arc::new(CommandTable::default())),
             conns: Mutex::new(HashMap::new()),
             last_refresh: tokio::sync::Mutex::new(None),
             counters: Counters::default(),
@@ -192,9 +192,11 @@ impl ClusterClient {
             match client.ensure_connected(&addr, &mut guard).await {
                 Ok(c) => match CommandTable::fetch(c).await {
                     Ok(table) => {
-                        if let Some(inner) = Arc::get_mut(&mut client.inner) {
-                            inner.commands = Arc::new(table);
-                        }
+                        *client
+                            .inner
+                            .commands
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
                         drop(guard);
                         return Ok(client);
                     }
@@ -219,7 +221,11 @@ impl ClusterClient {
 
     /// The server's command table, as fetched at connect.
     pub fn command_table(&self) -> Arc<CommandTable> {
-        self.inner.commands.clone()
+        self.inner
+            .commands
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A snapshot of the counters (MOVED, ASK, retries, refreshes...).
@@ -435,7 +441,7 @@ impl ClusterClient {
     /// redirect or retryable state gives [`Error::Server`]. Keys in different slots give
     /// [`Error::CrossSlot`] (see [`ClusterClient::call_split`] for commands that can be split).
     pub async fn call<A: AsRef<[u8]>>(&self, argv: &[A]) -> Result<Frame, Error> {
-        let slot = self.inner.commands.slot(argv)?;
+        let slot = self.command_table().slot(argv)?;
         self.run(argv, slot, None).await.map(|(f, _)| f)
     }
 
@@ -457,7 +463,7 @@ impl ClusterClient {
         replicas: u32,
         timeout: Duration,
     ) -> Result<(Frame, i64), Error> {
-        let slot = self.inner.commands.slot(argv)?;
+        let slot = self.command_table().slot(argv)?;
         let (frame, wait) = self.run(argv, slot, Some((replicas, timeout))).await?;
         Ok((frame, wait.and_then(|w| w.as_integer()).unwrap_or(0)))
     }
@@ -610,8 +616,9 @@ impl ClusterClient {
         let mut results: Vec<Option<Result<Frame, Error>>> =
             (0..cmds.len()).map(|_| None).collect();
         let mut groups: HashMap<NodeAddr, Vec<(usize, Option<u16>)>> = HashMap::new();
+        let table = self.command_table();
         for (i, argv) in cmds.iter().enumerate() {
-            match self.inner.commands.slot(argv) {
+            match table.slot(argv) {
                 Ok(slot) => match self.route(slot) {
                     Some(addr) => groups.entry(addr).or_default().push((i, slot)),
                     None => results[i] = Some(self.run(argv, slot, None).await.map(|(f, _)| f)),

@@ -885,3 +885,141 @@ fn lcs_keys(argv: &[&[u8]]) -> Vec<usize> {
     }
     Vec::new()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Frame {
+        Frame::bulk(s)
+    }
+
+    fn ints(v: &[i64]) -> Vec<Frame> {
+        v.iter().map(|&i| Frame::Integer(i)).collect()
+    }
+
+    /// A 6.2-style entry: name, arity, flags, first, last, step.
+    fn legacy(name: &str, arity: i64, first: i64, last: i64, step: i64) -> Frame {
+        let mut parts = vec![bulk(name), Frame::Integer(arity), Frame::Array(vec![])];
+        parts.extend(ints(&[first, last, step]));
+        Frame::Array(parts)
+    }
+
+    /// A 7.0-style entry with one `index` + `range` key spec and optional subcommands.
+    fn with_spec(name: &str, arity: i64, index: i64, last_key: i64, subs: Vec<Frame>) -> Frame {
+        let spec = Frame::Array(vec![
+            bulk("flags"),
+            Frame::Array(vec![bulk("RW")]),
+            bulk("begin_search"),
+            Frame::Array(vec![
+                bulk("type"),
+                bulk("index"),
+                bulk("spec"),
+                Frame::Array(vec![bulk("index"), Frame::Integer(index)]),
+            ]),
+            bulk("find_keys"),
+            Frame::Array(vec![
+                bulk("type"),
+                bulk("range"),
+                bulk("spec"),
+                Frame::Array(vec![
+                    bulk("lastkey"),
+                    Frame::Integer(last_key),
+                    bulk("keystep"),
+                    Frame::Integer(1),
+                    bulk("limit"),
+                    Frame::Integer(0),
+                ]),
+            ]),
+        ]);
+        let specs = if index == 0 { vec![] } else { vec![spec] };
+        let mut parts = vec![bulk(name), Frame::Integer(arity), Frame::Array(vec![])];
+        parts.extend(ints(&[index, index, 1]));
+        parts.extend([
+            Frame::Array(vec![]),
+            Frame::Array(vec![]),
+            Frame::Array(specs),
+            Frame::Array(subs),
+        ]);
+        Frame::Array(parts)
+    }
+
+    #[test]
+    fn subcommands_are_looked_up_as_the_server_does() {
+        let object = with_spec(
+            "object",
+            -2,
+            0,
+            0,
+            vec![with_spec("object|encoding", 3, 2, 0, vec![])],
+        );
+        let table = CommandTable::from_command_reply(&Frame::Array(vec![object])).unwrap();
+        assert_eq!(
+            table.keys(&["OBJECT", "ENCODING", "k"]).unwrap(),
+            vec![b"k".as_slice()]
+        );
+        assert!(
+            matches!(table.keys(&["object", "nope", "k"]), Err(Error::UnknownCommand(n)) if n == "object nope")
+        );
+        assert!(
+            matches!(table.keys(&["object", "encoding"]), Err(Error::WrongArity(n)) if n == "object encoding")
+        );
+        assert!(matches!(
+            table.keys(&["nosuch"]),
+            Err(Error::UnknownCommand(_))
+        ));
+    }
+
+    #[test]
+    fn keys_in_different_slots_give_a_crossslot_error() {
+        let mset = with_spec("mset", -3, 1, -1, vec![]);
+        let table = CommandTable::from_command_reply(&Frame::Array(vec![mset])).unwrap();
+        let err = table.slot(&["MSET", "a", "b", "c"]).unwrap_err();
+        assert!(matches!(err, Error::CrossSlot { .. }));
+        assert!(err.is_command_error());
+        assert_eq!(
+            table.slot(&["MSET", "{t}a", "{t}b"]).unwrap(),
+            Some(crate::key_slot(b"t"))
+        );
+    }
+
+    #[test]
+    fn legacy_tables_use_first_last_step_and_native_finders() {
+        let table = CommandTable::from_command_reply(&Frame::Array(vec![
+            legacy("mset", -3, 1, -1, 2),
+            legacy("eval", -3, 0, 0, 0),
+            legacy("ping", -1, 0, 0, 0),
+        ]))
+        .unwrap();
+        assert_eq!(
+            table.key_positions(&["mset", "a", "1", "b", "2"]).unwrap(),
+            vec![1, 3]
+        );
+        assert_eq!(
+            table
+                .key_positions(&["eval", "s", "2", "a", "b", "arg"])
+                .unwrap(),
+            vec![3, 4]
+        );
+        assert_eq!(
+            table.key_positions(&["eval", "s", "9", "a"]).unwrap(),
+            Vec::<usize>::new()
+        );
+        assert_eq!(table.slot(&["ping"]).unwrap(), None);
+    }
+
+    #[test]
+    fn numbers_are_read_as_the_server_reads_them() {
+        assert_eq!(c_atoi(b" 2"), 2);
+        assert_eq!(c_atoi(b"2x"), 2);
+        assert_eq!(c_atoi(b"-3"), -3);
+        assert_eq!(c_atoi(b"x"), 0);
+        assert_eq!(c_atoi(b"99999999999999999999"), -1); // (int) LONG_MAX
+        assert_eq!(parse_strict_i64(b"2"), Some(2));
+        assert_eq!(parse_strict_i64(b"0"), Some(0));
+        assert_eq!(parse_strict_i64(b"-0"), None);
+        assert_eq!(parse_strict_i64(b"02"), None);
+        assert_eq!(parse_strict_i64(b" 2"), None);
+        assert_eq!(parse_strict_i64(b"99999999999999999999"), None);
+    }
+}

@@ -114,16 +114,20 @@ pub fn assert_same_data(source: &Server, target: &Server, functions: bool) {
 /// Runs a mixed write workload on `server`: INCR, APPEND, expiries, MULTI/EXEC, EVAL, XADD/XREADGROUP/XACK,
 /// deletes, in databases 0 and 1. Returns how many times the counter was incremented.
 pub fn workload(server: &Server, rounds: u64, tag: &str) -> u64 {
-    let mut c = server.client();
+    workload_on(&mut server.client(), rounds, tag)
+}
+
+/// `workload` on a connection.
+pub fn workload_on(c: &mut redis::Connection, rounds: u64, tag: &str) -> u64 {
     let counter = format!("ferry:counter:{tag}");
     let stream = format!("ferry:stream:{tag}");
     let _: redis::RedisResult<()> =
-        redis::cmd("XGROUP").arg("CREATE").arg(&stream).arg("g").arg("$").arg("MKSTREAM").query(&mut c);
+        redis::cmd("XGROUP").arg("CREATE").arg(&stream).arg("g").arg("$").arg("MKSTREAM").query(c);
     for i in 0..rounds {
-        redis::cmd("INCR").arg(&counter).exec(&mut c).unwrap();
-        redis::cmd("APPEND").arg(format!("ferry:log:{tag}")).arg(format!("{i},")).exec(&mut c).unwrap();
-        redis::cmd("SET").arg(format!("ferry:ttl:{tag}:{i}")).arg(i).arg("EX").arg(100_000).exec(&mut c).unwrap();
-        redis::cmd("SET").arg(format!("ferry:short:{tag}:{i}")).arg(i).arg("PX").arg(5).exec(&mut c).unwrap();
+        redis::cmd("INCR").arg(&counter).exec(c).unwrap();
+        redis::cmd("APPEND").arg(format!("ferry:log:{tag}")).arg(format!("{i},")).exec(c).unwrap();
+        redis::cmd("SET").arg(format!("ferry:ttl:{tag}:{i}")).arg(i).arg("EX").arg(100_000).exec(c).unwrap();
+        redis::cmd("SET").arg(format!("ferry:short:{tag}:{i}")).arg(i).arg("PX").arg(5).exec(c).unwrap();
         redis::pipe()
             .atomic()
             .cmd("INCR")
@@ -132,7 +136,7 @@ pub fn workload(server: &Server, rounds: u64, tag: &str) -> u64 {
             .arg(format!("ferry:txn:{tag}:h"))
             .arg(format!("f{}", i % 50))
             .arg(i)
-            .exec(&mut c)
+            .exec(c)
             .unwrap();
         redis::cmd("EVAL")
             .arg("redis.call('INCR', KEYS[1]); redis.call('RPUSH', KEYS[2], ARGV[1]); return 1")
@@ -140,9 +144,9 @@ pub fn workload(server: &Server, rounds: u64, tag: &str) -> u64 {
             .arg(format!("ferry:lua:{tag}:n"))
             .arg(format!("ferry:lua:{tag}:l"))
             .arg(i)
-            .exec(&mut c)
+            .exec(c)
             .unwrap();
-        redis::cmd("XADD").arg(&stream).arg("*").arg("i").arg(i).exec(&mut c).unwrap();
+        redis::cmd("XADD").arg(&stream).arg("*").arg("i").arg(i).exec(c).unwrap();
         if i % 3 == 0 {
             let read: redis::Value = redis::cmd("XREADGROUP")
                 .arg("GROUP")
@@ -153,17 +157,17 @@ pub fn workload(server: &Server, rounds: u64, tag: &str) -> u64 {
                 .arg("STREAMS")
                 .arg(&stream)
                 .arg(">")
-                .query(&mut c)
+                .query(c)
                 .unwrap();
             if let Some(id) = first_stream_id(&read) {
-                redis::cmd("XACK").arg(&stream).arg("g").arg(id).exec(&mut c).unwrap();
+                redis::cmd("XACK").arg(&stream).arg("g").arg(id).exec(c).unwrap();
             }
         }
         if i % 5 == 0 {
-            redis::cmd("DEL").arg(format!("ferry:ttl:{tag}:{}", i / 2)).exec(&mut c).unwrap();
-            redis::cmd("SELECT").arg(1).exec(&mut c).unwrap();
-            redis::cmd("SADD").arg(format!("ferry:db1:{tag}")).arg(i).exec(&mut c).unwrap();
-            redis::cmd("SELECT").arg(0).exec(&mut c).unwrap();
+            redis::cmd("DEL").arg(format!("ferry:ttl:{tag}:{}", i / 2)).exec(c).unwrap();
+            redis::cmd("SELECT").arg(1).exec(c).unwrap();
+            redis::cmd("SADD").arg(format!("ferry:db1:{tag}")).arg(i).exec(c).unwrap();
+            redis::cmd("SELECT").arg(0).exec(c).unwrap();
         }
     }
     rounds
@@ -181,9 +185,115 @@ fn first_stream_id(v: &redis::Value) -> Option<String> {
     }
 }
 
+/// Touches the short-lived keys of `workload` so the source expires them now (lazy expiry) and replicates
+/// their deletion, instead of whenever its active expiry gets to them.
+pub fn expire_short_keys(server: &Server, rounds: u64, tag: &str) {
+    let mut c = server.client();
+    for i in 0..rounds {
+        let key = format!("ferry:short:{tag}:{i}");
+        ferry_testkit::wait_until(DEADLINE, "a 5 ms key to expire", || {
+            redis::cmd("EXISTS").arg(&key).query::<u64>(&mut c).unwrap() == 0
+        })
+        .unwrap();
+    }
+}
+
 /// The counter of `workload` on a server.
 pub fn counter(server: &Server, tag: &str) -> u64 {
     let mut c = server.client();
     let v: Option<u64> = redis::cmd("GET").arg(format!("ferry:counter:{tag}")).query(&mut c).unwrap();
     v.unwrap_or(0)
+}
+
+/// A sync job running as a separate process (the `sync` example), so it can be killed with SIGKILL.
+pub struct ProcJob {
+    child: std::process::Child,
+    last: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ProcJob {
+    /// Starts `examples/sync` with checkpoints (db 15) and `--flush-on-resync`.
+    pub fn start(source: &Server, target: &Server) -> ProcJob {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples").join("sync");
+        assert!(bin.exists(), "{} is missing: `cargo test` builds the examples", bin.display());
+        let mut child = std::process::Command::new(&bin)
+            .args(["--source", &source.url(), "--target", &target.url(), "--checkpoint"])
+            .args(["--checkpoint-db", &CHECKPOINT_DB.to_string(), "--flush-on-resync", "--conflict", "rewrite"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the sync example");
+        let stdout = child.stdout.take().unwrap();
+        let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = last.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                *sink.lock().unwrap() = line;
+            }
+        });
+        ProcJob { child, last }
+    }
+
+    /// The last status line printed.
+    pub fn status_line(&self) -> String {
+        self.last.lock().unwrap().clone()
+    }
+
+    fn field(&self, name: &str) -> Option<String> {
+        let line = self.status_line();
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_end_matches('B').to_string())
+    }
+
+    /// Waits until the job has applied everything the source wrote so far.
+    pub fn wait_caught_up(&self, source: &Server) {
+        let target_offset = master_offset(source);
+        ferry_testkit::wait_until(DEADLINE, "the sync process to apply the source's offset", || {
+            self.status_line().starts_with("phase=incremental")
+                && self.field("offset").and_then(|o| o.parse::<u64>().ok()).unwrap_or(0) >= target_offset
+        })
+        .unwrap_or_else(|e| panic!("{e}; last status: {}", self.status_line()));
+    }
+
+    /// How many full syncs the process did.
+    pub fn full_syncs(&self) -> u64 {
+        self.field("full_syncs").and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// SIGKILL.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ProcJob {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The checkpoint value stored in the target (db 15), if any.
+pub fn checkpoint_value(target: &Server) -> Option<String> {
+    let mut c = target.client();
+    redis::cmd("SELECT").arg(CHECKPOINT_DB).exec(&mut c).unwrap();
+    redis::cmd("GET").arg("ferry:checkpoint:{ferry}").query(&mut c).unwrap()
+}
+
+/// Runs `workload` on another thread.
+pub fn workload_in_background(server: &Server, rounds: u64, tag: &str) -> JoinHandle<u64> {
+    let url = server.url();
+    let tag = tag.to_string();
+    std::thread::spawn(move || workload_url(&url, rounds, &tag))
+}
+
+/// `workload` against a URL (for threads).
+pub fn workload_url(url: &str, rounds: u64, tag: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_connection().unwrap();
+    workload_on(&mut c, rounds, tag)
 }

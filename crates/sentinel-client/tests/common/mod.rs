@@ -22,6 +22,16 @@ pub fn start_group(opts: SentinelOptions) -> SentinelGroup {
     SentinelGroup::start(opts).expect("sentinel group starts")
 }
 
+/// One master, no replicas, one sentinel: enough for pool mechanics.
+#[allow(clippy::field_reassign_with_default)] // SentinelOptions is #[non_exhaustive]
+pub fn small_group() -> SentinelGroup {
+    let mut o = SentinelOptions::default();
+    o.replicas = 0;
+    o.sentinels = 1;
+    o.quorum = 1;
+    start_group(o)
+}
+
 /// Pool options for `group` with test-friendly timings (fast listener retry and poll).
 pub fn pool_options(group: &SentinelGroup) -> SentinelPoolOptions {
     let mut o = SentinelPoolOptions::new(group.master_name.clone(), group.sentinels.iter().map(addr_of))

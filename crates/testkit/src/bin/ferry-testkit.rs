@@ -9,13 +9,19 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ferry_testkit::{Cluster, ClusterOptions, ReplicaSet, SentinelGroup, SentinelOptions, Server, ServerOptions, Version};
+use ferry_testkit::{
+    Cluster, ClusterOptions, ReplicaSet, SentinelGroup, SentinelOptions, Server, ServerOptions,
+    Version,
+};
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 #[derive(Parser)]
-#[command(name = "ferry-testkit", about = "Start real Redis topologies on 127.0.0.1 for tests")]
+#[command(
+    name = "ferry-testkit",
+    about = "Start real Redis topologies on 127.0.0.1 for tests"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +62,13 @@ enum Kind {
 /// Keeps the servers alive until dropped.
 type Running = Box<dyn std::any::Any>;
 
-fn start(kind: Kind, version: Version, password: Option<String>, sentinel_password: Option<String>, replicas: usize) -> Result<(Running, serde_json::Value), ferry_testkit::Error> {
+fn start(
+    kind: Kind,
+    version: Version,
+    password: Option<String>,
+    sentinel_password: Option<String>,
+    replicas: usize,
+) -> Result<(Running, serde_json::Value), ferry_testkit::Error> {
     let mut opts = ServerOptions::new(version);
     opts.password = password.clone();
     Ok(match kind {
@@ -106,7 +118,14 @@ fn start(kind: Kind, version: Version, password: Option<String>, sentinel_passwo
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Start { kind, version, password, sentinel_password, replicas, no_stdin } = cli.command;
+    let Command::Start {
+        kind,
+        version,
+        password,
+        sentinel_password,
+        replicas,
+        no_stdin,
+    } = cli.command;
 
     // Signals first, so a SIGTERM during start-up still stops what was started.
     let (tx, rx) = mpsc::channel::<&'static str>();

@@ -53,7 +53,10 @@ impl fmt::Debug for ClusterOptions {
 impl ClusterOptions {
     /// Defaults for `version`.
     pub fn new(version: Version) -> Self {
-        ClusterOptions { version, ..Default::default() }
+        ClusterOptions {
+            version,
+            ..Default::default()
+        }
     }
 
     /// Sets every node's password.
@@ -84,19 +87,28 @@ impl Cluster {
     /// A cluster as `opts` says.
     pub fn start_with(opts: ClusterOptions) -> Result<Cluster, Error> {
         if opts.masters == 0 || opts.masters > usize::from(SLOTS) {
-            return Err(Error::InvalidArgument(format!("a cluster needs 1..=16384 masters, not {}", opts.masters)));
+            return Err(Error::InvalidArgument(format!(
+                "a cluster needs 1..=16384 masters, not {}",
+                opts.masters
+            )));
         }
         let mut node_opts = ServerOptions::new(opts.version).cluster();
         node_opts.password = opts.password.clone();
         let auth = master_auth_config(&node_opts);
         node_opts.config.extend(auth);
-        node_opts.config.push(("cluster-node-timeout".into(), opts.node_timeout.as_millis().to_string()));
+        node_opts.config.push((
+            "cluster-node-timeout".into(),
+            opts.node_timeout.as_millis().to_string(),
+        ));
         let total = opts.masters * (1 + opts.replicas_per_master);
         let mut nodes = Vec::with_capacity(total);
         for _ in 0..total {
             nodes.push(Server::start(node_opts.clone())?);
         }
-        let cluster = Cluster { nodes, options: opts };
+        let cluster = Cluster {
+            nodes,
+            options: opts,
+        };
         cluster.assemble()?;
         cluster.wait_ok(TOPOLOGY_DEADLINE)?;
         Ok(cluster)
@@ -108,8 +120,15 @@ impl Cluster {
         for (i, node) in self.nodes.iter().enumerate() {
             let mut con = node.try_client()?;
             // Distinct epochs up front, as redis-cli does, so no epoch collision has to be resolved.
-            redis::cmd("CLUSTER").arg("SET-CONFIG-EPOCH").arg(i + 1).exec(&mut con).ctx(|| format!("CLUSTER SET-CONFIG-EPOCH on {}", node.addr()))?;
-            let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut con).ctx(|| format!("CLUSTER MYID on {}", node.addr()))?;
+            redis::cmd("CLUSTER")
+                .arg("SET-CONFIG-EPOCH")
+                .arg(i + 1)
+                .exec(&mut con)
+                .ctx(|| format!("CLUSTER SET-CONFIG-EPOCH on {}", node.addr()))?;
+            let id: String = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut con)
+                .ctx(|| format!("CLUSTER MYID on {}", node.addr()))?;
             ids.push(id);
         }
         for (i, node) in self.nodes.iter().take(masters).enumerate() {
@@ -128,26 +147,43 @@ impl Cluster {
                 }
                 c
             };
-            cmd.exec(&mut con).ctx(|| format!("assigning slots {first}-{last} to {}", node.addr()))?;
+            cmd.exec(&mut con)
+                .ctx(|| format!("assigning slots {first}-{last} to {}", node.addr()))?;
         }
         let first = &self.nodes[0];
         let mut con = first.try_client()?;
         for node in &self.nodes[1..] {
-            redis::cmd("CLUSTER").arg("MEET").arg(node.host()).arg(node.port()).exec(&mut con).ctx(|| format!("CLUSTER MEET {}", node.addr()))?;
+            redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg(node.host())
+                .arg(node.port())
+                .exec(&mut con)
+                .ctx(|| format!("CLUSTER MEET {}", node.addr()))?;
         }
-        wait_until(TOPOLOGY_DEADLINE, "every cluster node to know every other node", || {
-            self.nodes.iter().all(|n| {
-                self.cluster_nodes(n).is_ok_and(|lines| {
-                    ids.iter().all(|id| {
-                        lines.iter().any(|l| l.id == *id && !l.flags.iter().any(|f| f == "handshake" || f == "noaddr"))
+        wait_until(
+            TOPOLOGY_DEADLINE,
+            "every cluster node to know every other node",
+            || {
+                self.nodes.iter().all(|n| {
+                    self.cluster_nodes(n).is_ok_and(|lines| {
+                        ids.iter().all(|id| {
+                            lines.iter().any(|l| {
+                                l.id == *id
+                                    && !l.flags.iter().any(|f| f == "handshake" || f == "noaddr")
+                            })
+                        })
                     })
                 })
-            })
-        })?;
+            },
+        )?;
         for (j, node) in self.nodes.iter().enumerate().skip(masters) {
             let master_id = &ids[(j - masters) % masters];
             let mut con = node.try_client()?;
-            redis::cmd("CLUSTER").arg("REPLICATE").arg(master_id).exec(&mut con).ctx(|| format!("CLUSTER REPLICATE on {}", node.addr()))?;
+            redis::cmd("CLUSTER")
+                .arg("REPLICATE")
+                .arg(master_id)
+                .exec(&mut con)
+                .ctx(|| format!("CLUSTER REPLICATE on {}", node.addr()))?;
         }
         Ok(())
     }
@@ -157,35 +193,61 @@ impl Cluster {
     pub fn wait_ok(&self, deadline: Duration) -> Result<(), Error> {
         let n = self.nodes.len();
         let replicas = self.options.masters * self.options.replicas_per_master;
-        wait_until(deadline, "cluster_state:ok on every node with all replicas attached", || {
-            self.nodes.iter().all(|node| {
-                let Ok(mut con) = node.try_client() else { return false };
-                let Ok(info) = redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut con) else { return false };
-                let ok = info.contains("cluster_state:ok")
-                    && info.contains(&format!("cluster_slots_ok:{SLOTS}"))
-                    && info.contains(&format!("cluster_known_nodes:{n}"));
-                ok && self.cluster_nodes(node).is_ok_and(|lines| {
-                    lines.iter().filter(|l| l.flags.iter().any(|f| f == "slave")).count() == replicas
-                        && lines.iter().all(|l| !l.flags.iter().any(|f| f.contains("fail") || f == "handshake"))
-                })
-            }) && self.replicas().iter().all(|r| link_up(r))
-        })
+        wait_until(
+            deadline,
+            "cluster_state:ok on every node with all replicas attached",
+            || {
+                self.nodes.iter().all(|node| {
+                    let Ok(mut con) = node.try_client() else {
+                        return false;
+                    };
+                    let Ok(info) = redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut con)
+                    else {
+                        return false;
+                    };
+                    let ok = info.contains("cluster_state:ok")
+                        && info.contains(&format!("cluster_slots_ok:{SLOTS}"))
+                        && info.contains(&format!("cluster_known_nodes:{n}"));
+                    ok && self.cluster_nodes(node).is_ok_and(|lines| {
+                        lines
+                            .iter()
+                            .filter(|l| l.flags.iter().any(|f| f == "slave"))
+                            .count()
+                            == replicas
+                            && lines.iter().all(|l| {
+                                !l.flags
+                                    .iter()
+                                    .any(|f| f.contains("fail") || f == "handshake")
+                            })
+                    })
+                }) && self.replicas().iter().all(|r| link_up(r))
+            },
+        )
     }
 
     fn cluster_nodes(&self, node: &Server) -> Result<Vec<NodeLine>, Error> {
         let mut con = node.try_client()?;
-        let text: String = redis::cmd("CLUSTER").arg("NODES").query(&mut con).ctx(|| format!("CLUSTER NODES on {}", node.addr()))?;
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut con)
+            .ctx(|| format!("CLUSTER NODES on {}", node.addr()))?;
         Ok(text.lines().filter_map(NodeLine::parse).collect())
     }
 
     /// The nodes that are masters now (by `ROLE`), in `nodes` order.
     pub fn masters(&self) -> Vec<&Server> {
-        self.nodes.iter().filter(|n| super::role(n).is_ok_and(|r| r == "master")).collect()
+        self.nodes
+            .iter()
+            .filter(|n| super::role(n).is_ok_and(|r| r == "master"))
+            .collect()
     }
 
     /// The nodes that are replicas now (by `ROLE`), in `nodes` order.
     pub fn replicas(&self) -> Vec<&Server> {
-        self.nodes.iter().filter(|n| super::role(n).is_ok_and(|r| r == "slave")).collect()
+        self.nodes
+            .iter()
+            .filter(|n| super::role(n).is_ok_and(|r| r == "slave"))
+            .collect()
     }
 
     /// The master that owns `slot` now (by `CLUSTER NODES` of the first node that answers).
@@ -196,13 +258,26 @@ impl Cluster {
                 Ok(lines) => {
                     let owner = lines
                         .iter()
-                        .find(|l| l.flags.iter().any(|f| f == "master") && l.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
-                        .ok_or_else(|| Error::unexpected("CLUSTER NODES", format!("no master owns slot {slot}")))?;
+                        .find(|l| {
+                            l.flags.iter().any(|f| f == "master")
+                                && l.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+                        })
+                        .ok_or_else(|| {
+                            Error::unexpected(
+                                "CLUSTER NODES",
+                                format!("no master owns slot {slot}"),
+                            )
+                        })?;
                     return self
                         .nodes
                         .iter()
                         .find(|n| n.port() == owner.port)
-                        .ok_or_else(|| Error::unexpected("CLUSTER NODES", format!("slot {slot} owner port {} unknown", owner.port)));
+                        .ok_or_else(|| {
+                            Error::unexpected(
+                                "CLUSTER NODES",
+                                format!("slot {slot} owner port {} unknown", owner.port),
+                            )
+                        });
                 }
                 Err(e) => last = e,
             }
@@ -217,13 +292,16 @@ impl Cluster {
 
     /// A `redis` crate cluster connection (follows redirections) through every node.
     pub fn cluster_client(&self) -> Result<redis::cluster::ClusterConnection, Error> {
-        let infos: Vec<redis::ConnectionInfo> = self.nodes.iter().map(Server::connection_info).collect();
+        let infos: Vec<redis::ConnectionInfo> =
+            self.nodes.iter().map(Server::connection_info).collect();
         let mut builder = redis::cluster::ClusterClientBuilder::new(infos);
         if let Some(p) = &self.options.password {
             builder = builder.password(p.clone());
         }
         let client = builder.build().ctx(|| "building a cluster client".into())?;
-        client.get_connection().ctx(|| "connecting a cluster client".into())
+        client
+            .get_connection()
+            .ctx(|| "connecting a cluster client".into())
     }
 
     /// Every node's address.
@@ -238,7 +316,10 @@ impl Cluster {
 
     /// Replica count per master id, from the first node's view (for diagnostics).
     pub fn replica_counts(&self) -> Result<HashMap<String, usize>, Error> {
-        let first = self.nodes.first().ok_or_else(|| Error::InvalidArgument("empty cluster".into()))?;
+        let first = self
+            .nodes
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("empty cluster".into()))?;
         let mut out = HashMap::new();
         for l in self.cluster_nodes(first)? {
             if let Some(m) = l.master_id {

@@ -38,7 +38,9 @@ pub(crate) fn link_up(replica: &Server) -> bool {
 
 /// Number of replicas the master reports as `state=online`.
 pub(crate) fn online_replicas(master: &Server) -> usize {
-    let Ok(text) = master.info("replication") else { return 0 };
+    let Ok(text) = master.info("replication") else {
+        return 0;
+    };
     text.lines()
         .filter(|l| l.starts_with("slave") && l.contains("state=online"))
         .count()
@@ -49,16 +51,26 @@ pub(crate) fn repl_offset(server: &Server) -> Result<i64, Error> {
     let text = server.info("replication")?;
     info_value(&text, "master_repl_offset")
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::unexpected(format!("INFO replication on {}", server.addr()), "no master_repl_offset"))
+        .ok_or_else(|| {
+            Error::unexpected(
+                format!("INFO replication on {}", server.addr()),
+                "no master_repl_offset",
+            )
+        })
 }
 
 /// `ROLE`'s first element ("master", "slave", "sentinel").
 pub(crate) fn role(server: &Server) -> Result<String, Error> {
     let mut con = server.try_client()?;
-    let v: Vec<redis::Value> = redis::cmd("ROLE").query(&mut con).ctx(|| format!("ROLE on {}", server.addr()))?;
+    let v: Vec<redis::Value> = redis::cmd("ROLE")
+        .query(&mut con)
+        .ctx(|| format!("ROLE on {}", server.addr()))?;
     match v.first() {
         Some(redis::Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
         Some(redis::Value::SimpleString(s)) => Ok(s.clone()),
-        other => Err(Error::unexpected(format!("ROLE on {}", server.addr()), format!("{other:?}"))),
+        other => Err(Error::unexpected(
+            format!("ROLE on {}", server.addr()),
+            format!("{other:?}"),
+        )),
     }
 }

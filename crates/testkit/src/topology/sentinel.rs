@@ -67,9 +67,15 @@ impl fmt::Debug for SentinelOptions {
             .field("quorum", &self.quorum)
             .field("down_after", &self.down_after)
             .field("failover_timeout", &self.failover_timeout)
-            .field("master_password", &self.master_password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "master_password",
+                &self.master_password.as_ref().map(|_| "<redacted>"),
+            )
             .field("master_user", &self.master_user)
-            .field("sentinel_password", &self.sentinel_password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "<redacted>"),
+            )
             .field("sentinel_user", &self.sentinel_user)
             .finish()
     }
@@ -78,7 +84,10 @@ impl fmt::Debug for SentinelOptions {
 impl SentinelOptions {
     /// Defaults for `version`.
     pub fn new(version: Version) -> Self {
-        SentinelOptions { version, ..Default::default() }
+        SentinelOptions {
+            version,
+            ..Default::default()
+        }
     }
 
     /// Sets the data servers' `requirepass`.
@@ -139,7 +148,9 @@ impl SentinelGroup {
     /// every other Sentinel.
     pub fn start(opts: SentinelOptions) -> Result<SentinelGroup, Error> {
         if opts.quorum == 0 || opts.sentinels == 0 {
-            return Err(Error::InvalidArgument("a sentinel group needs at least one sentinel and quorum >= 1".into()));
+            return Err(Error::InvalidArgument(
+                "a sentinel group needs at least one sentinel and quorum >= 1".into(),
+            ));
         }
         let mut data = opts.data_options();
         // Every data server gets the master credentials: after a failover the old master becomes a replica.
@@ -149,19 +160,30 @@ impl SentinelGroup {
         let mut replicas = Vec::with_capacity(opts.replicas);
         for _ in 0..opts.replicas {
             let mut r = data.clone();
-            r.config.push(("replicaof".into(), format!("{} {}", master.host(), master.port())));
+            r.config.push((
+                "replicaof".into(),
+                format!("{} {}", master.host(), master.port()),
+            ));
             replicas.push(Server::start(r)?);
         }
         let n = replicas.len();
-        wait_until(TOPOLOGY_DEADLINE, "the sentinel group's replicas to be online", || {
-            online_replicas(&master) == n && replicas.iter().all(link_up)
-        })?;
+        wait_until(
+            TOPOLOGY_DEADLINE,
+            "the sentinel group's replicas to be online",
+            || online_replicas(&master) == n && replicas.iter().all(link_up),
+        )?;
 
         let mut sentinels = Vec::with_capacity(opts.sentinels);
         for _ in 0..opts.sentinels {
             sentinels.push(Server::start(sentinel_options(&opts, &master))?);
         }
-        let group = SentinelGroup { master_name: opts.master_name.clone(), master, replicas, sentinels, options: opts };
+        let group = SentinelGroup {
+            master_name: opts.master_name.clone(),
+            master,
+            replicas,
+            sentinels,
+            options: opts,
+        };
         group.wait_converged(TOPOLOGY_DEADLINE)?;
         Ok(group)
     }
@@ -170,29 +192,47 @@ impl SentinelGroup {
     pub fn wait_converged(&self, deadline: Duration) -> Result<(), Error> {
         let replicas = self.replicas.len();
         let others = self.sentinels.len() - 1;
-        wait_until(deadline, "every sentinel to know the master, its replicas and the other sentinels", || {
-            let mut master_addr = None;
-            for s in &self.sentinels {
-                let Ok(m) = self.sentinel_master_state(s) else { return false };
-                let get = |k: &str| m.get(k).map(String::as_str).unwrap_or("");
-                if get("flags") != "master" || get("num-slaves") != replicas.to_string() || get("num-other-sentinels") != others.to_string() {
-                    return false;
+        wait_until(
+            deadline,
+            "every sentinel to know the master, its replicas and the other sentinels",
+            || {
+                let mut master_addr = None;
+                for s in &self.sentinels {
+                    let Ok(m) = self.sentinel_master_state(s) else {
+                        return false;
+                    };
+                    let get = |k: &str| m.get(k).map(String::as_str).unwrap_or("");
+                    if get("flags") != "master"
+                        || get("num-slaves") != replicas.to_string()
+                        || get("num-other-sentinels") != others.to_string()
+                    {
+                        return false;
+                    }
+                    let addr = format!("{}:{}", get("ip"), get("port"));
+                    if master_addr.get_or_insert(addr.clone()) != &addr {
+                        return false;
+                    }
+                    let Ok(rs) = self.sentinel_replicas_state(s) else {
+                        return false;
+                    };
+                    if rs.len() != replicas
+                        || !rs
+                            .iter()
+                            .all(|r| r.get("flags").is_some_and(|f| f == "slave"))
+                    {
+                        return false;
+                    }
                 }
-                let addr = format!("{}:{}", get("ip"), get("port"));
-                if master_addr.get_or_insert(addr.clone()) != &addr {
-                    return false;
-                }
-                let Ok(rs) = self.sentinel_replicas_state(s) else { return false };
-                if rs.len() != replicas || !rs.iter().all(|r| r.get("flags").is_some_and(|f| f == "slave")) {
-                    return false;
-                }
-            }
-            true
-        })
+                true
+            },
+        )
     }
 
     /// `SENTINEL MASTER <name>` as a field map, asked of `sentinel`.
-    pub fn sentinel_master_state(&self, sentinel: &Server) -> Result<HashMap<String, String>, Error> {
+    pub fn sentinel_master_state(
+        &self,
+        sentinel: &Server,
+    ) -> Result<HashMap<String, String>, Error> {
         let mut con = sentinel.try_client()?;
         let v: HashMap<String, String> = redis::cmd("SENTINEL")
             .arg("MASTER")
@@ -203,7 +243,10 @@ impl SentinelGroup {
     }
 
     /// `SENTINEL REPLICAS <name>` as field maps, asked of `sentinel`.
-    pub fn sentinel_replicas_state(&self, sentinel: &Server) -> Result<Vec<HashMap<String, String>>, Error> {
+    pub fn sentinel_replicas_state(
+        &self,
+        sentinel: &Server,
+    ) -> Result<Vec<HashMap<String, String>>, Error> {
         let mut con = sentinel.try_client()?;
         redis::cmd("SENTINEL")
             .arg("REPLICAS")
@@ -236,23 +279,36 @@ impl SentinelGroup {
 
     /// The data server (master or replica) listening on `addr`.
     pub fn server_by_addr(&self, addr: &str) -> Option<&Server> {
-        std::iter::once(&self.master).chain(self.replicas.iter()).find(|s| s.addr() == addr)
+        std::iter::once(&self.master)
+            .chain(self.replicas.iter())
+            .find(|s| s.addr() == addr)
     }
 
     /// The data server that is master now according to the Sentinels.
     pub fn current_master(&self) -> Result<&Server, Error> {
         let addr = self.current_master_addr()?;
-        self.server_by_addr(&addr)
-            .ok_or_else(|| Error::unexpected("finding the current master", format!("{addr} is not one of the group's servers")))
+        self.server_by_addr(&addr).ok_or_else(|| {
+            Error::unexpected(
+                "finding the current master",
+                format!("{addr} is not one of the group's servers"),
+            )
+        })
     }
 
     /// Sends `SENTINEL FAILOVER` to the first Sentinel and waits as [`SentinelGroup::wait_master_changed`] does.
     /// Returns the new master's address.
     pub fn failover(&self) -> Result<String, Error> {
         let old = self.current_master_addr()?;
-        let first = self.sentinels.first().ok_or_else(|| Error::InvalidArgument("no sentinels".into()))?;
+        let first = self
+            .sentinels
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("no sentinels".into()))?;
         let mut con = first.try_client()?;
-        redis::cmd("SENTINEL").arg("FAILOVER").arg(&self.master_name).exec(&mut con).ctx(|| "SENTINEL FAILOVER".into())?;
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(&self.master_name)
+            .exec(&mut con)
+            .ctx(|| "SENTINEL FAILOVER".into())?;
         self.wait_master_changed(&old, TOPOLOGY_DEADLINE)
     }
 
@@ -261,17 +317,31 @@ impl SentinelGroup {
     /// master's address.
     ///
     /// A demoted master that is still running is not waited for: Sentinel turns it into a replica only some
-    /// seconds later. [`SentinelGroup::wait_all_replicating`] waits for that too.
+    /// seconds later (about 10 s). [`SentinelGroup::wait_all_replicating`] waits for that too; call it before
+    /// failing over again, or Sentinel may promote the demoted master, which lacks the writes made since.
     pub fn wait_master_changed(&self, old: &str, deadline: Duration) -> Result<String, Error> {
-        let new = wait_for(deadline, &format!("every sentinel to name a master other than {old}"), || {
-            let addrs: Vec<String> = self.sentinels.iter().map(|s| self.master_addr_from(s).ok()).collect::<Option<_>>()?;
-            let first = addrs.first()?.clone();
-            (first != old && addrs.iter().all(|a| *a == first)).then_some(first)
+        let new = wait_for(
+            deadline,
+            &format!("every sentinel to name a master other than {old}"),
+            || {
+                let addrs: Vec<String> = self
+                    .sentinels
+                    .iter()
+                    .map(|s| self.master_addr_from(s).ok())
+                    .collect::<Option<_>>()?;
+                let first = addrs.first()?.clone();
+                (first != old && addrs.iter().all(|a| *a == first)).then_some(first)
+            },
+        )?;
+        let master = self.server_by_addr(&new).ok_or_else(|| {
+            Error::unexpected(
+                "failover",
+                format!("new master {new} is not one of the group's servers"),
+            )
         })?;
-        let master = self
-            .server_by_addr(&new)
-            .ok_or_else(|| Error::unexpected("failover", format!("new master {new} is not one of the group's servers")))?;
-        wait_until(deadline, &format!("{new} to act as master"), || role(master).is_ok_and(|r| r == "master"))?;
+        wait_until(deadline, &format!("{new} to act as master"), || {
+            role(master).is_ok_and(|r| r == "master")
+        })?;
         self.wait_replicas_follow(master, false, deadline)?;
         Ok(new)
     }
@@ -283,22 +353,34 @@ impl SentinelGroup {
         self.wait_replicas_follow(master, true, deadline)
     }
 
-    fn wait_replicas_follow(&self, master: &Server, include_masters: bool, deadline: Duration) -> Result<(), Error> {
+    fn wait_replicas_follow(
+        &self,
+        master: &Server,
+        include_masters: bool,
+        deadline: Duration,
+    ) -> Result<(), Error> {
         let addr = master.addr();
         let port = format!("master_port:{}", master.port());
-        wait_until(deadline, &format!("the data servers to replicate from {addr}"), || {
-            std::iter::once(&self.master).chain(self.replicas.iter()).filter(|s| s.addr() != addr).all(|s| {
-                if s.try_client().is_err() {
-                    return true; // a killed server is not expected to follow
-                }
-                s.info("replication").is_ok_and(|t| {
-                    if t.contains("role:master") {
-                        return !include_masters;
-                    }
-                    t.contains(&port) && t.contains("master_link_status:up")
-                })
-            })
-        })
+        wait_until(
+            deadline,
+            &format!("the data servers to replicate from {addr}"),
+            || {
+                std::iter::once(&self.master)
+                    .chain(self.replicas.iter())
+                    .filter(|s| s.addr() != addr)
+                    .all(|s| {
+                        if s.try_client().is_err() {
+                            return true; // a killed server is not expected to follow
+                        }
+                        s.info("replication").is_ok_and(|t| {
+                            if t.contains("role:master") {
+                                return !include_masters;
+                            }
+                            t.contains(&port) && t.contains("master_link_status:up")
+                        })
+                    })
+            },
+        )
     }
 
     /// The current master as a [`Target`].
@@ -307,19 +389,51 @@ impl SentinelGroup {
     }
 }
 
+impl Drop for SentinelGroup {
+    /// Stops the Sentinels before the data servers, so tearing down never starts a failover.
+    fn drop(&mut self) {
+        for s in &mut self.sentinels {
+            s.stop();
+        }
+    }
+}
+
 fn sentinel_options(opts: &SentinelOptions, master: &Server) -> ServerOptions {
     let mut s = ServerOptions::new(opts.version).sentinel();
     s.password = opts.sentinel_password.clone();
     let name = &opts.master_name;
     let mut cfg = |k: &str, v: String| s.config.push((k.to_string(), v));
-    cfg("sentinel", format!("monitor {name} {} {} {}", master.host(), master.port(), opts.quorum));
-    cfg("sentinel", format!("down-after-milliseconds {name} {}", opts.down_after.as_millis()));
-    cfg("sentinel", format!("failover-timeout {name} {}", opts.failover_timeout.as_millis()));
+    cfg(
+        "sentinel",
+        format!(
+            "monitor {name} {} {} {}",
+            master.host(),
+            master.port(),
+            opts.quorum
+        ),
+    );
+    cfg(
+        "sentinel",
+        format!(
+            "down-after-milliseconds {name} {}",
+            opts.down_after.as_millis()
+        ),
+    );
+    cfg(
+        "sentinel",
+        format!(
+            "failover-timeout {name} {}",
+            opts.failover_timeout.as_millis()
+        ),
+    );
     cfg("sentinel", format!("parallel-syncs {name} 1"));
     cfg("sentinel", "announce-ip 127.0.0.1".to_string());
     if let Some(u) = &opts.master_user {
         cfg("sentinel", format!("auth-user {name} {}", quote(&u.name)));
-        cfg("sentinel", format!("auth-pass {name} {}", quote(&u.password)));
+        cfg(
+            "sentinel",
+            format!("auth-pass {name} {}", quote(&u.password)),
+        );
     } else if let Some(p) = &opts.master_password {
         cfg("sentinel", format!("auth-pass {name} {}", quote(p)));
     }

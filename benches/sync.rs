@@ -1,0 +1,246 @@
+//! Sync benchmarks: full sync of N small keys by ferry side by side with a native Redis replica (REPLICAOF) of
+//! the same source, the live phase against redis-benchmark, and the peak memory of the job.
+//!
+//! ```text
+//! cargo bench -p ferry-benches --bench sync                       # 1M and 5M keys, live phase
+//! FERRY_SYNC_KEYS=200000 cargo bench -p ferry-benches --bench sync
+//! FERRY_SYNC_MEMORY=1 cargo bench -p ferry-benches --bench sync   # + 2 GB dataset and one 500 MB hash
+//! ```
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_replicator::{Config, Phase, Replicator, StatusHandle};
+use ferry_resp::ConnectOptions;
+use ferry_testkit::{wait_until, Server, ServerOptions, Version};
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(3600);
+
+fn main() {
+    let keys: Vec<u64> = std::env::var("FERRY_SYNC_KEYS")
+        .unwrap_or_else(|_| "1000000,5000000".into())
+        .split(',')
+        .filter_map(|k| k.trim().parse().ok())
+        .collect();
+    println!("| keys | native replica | ferry | ferry / native | ferry keys/s | ferry peak RSS |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for n in keys {
+        full_sync(n);
+    }
+    live_phase();
+    if std::env::var("FERRY_SYNC_MEMORY").is_ok() {
+        memory_big_dataset();
+        memory_big_key();
+    }
+}
+
+fn server(config: &[(&str, &str)]) -> Server {
+    let mut opts = ServerOptions::new(Version::V7_0).config("save", "").config("appendonly", "no");
+    for (k, v) in config {
+        opts = opts.config(*k, *v);
+    }
+    Server::start(opts).expect("start redis-server")
+}
+
+fn info_field(server: &Server, section: &str, field: &str) -> Option<String> {
+    let info = server.info(section).ok()?;
+    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(|v| v.trim().to_string())
+}
+
+fn dbsize(server: &Server) -> u64 {
+    let mut c = server.client();
+    redis::cmd("DBSIZE").query(&mut c).unwrap()
+}
+
+/// Resets the kernel's peak-RSS counter of this process.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The peak RSS of this process since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+struct RunningJob {
+    status: StatusHandle,
+    token: CancellationToken,
+    thread: std::thread::JoinHandle<Result<(), ferry_replicator::Error>>,
+}
+
+fn start_job(source: &Server, target: &Server) -> RunningJob {
+    let config = Config::new(
+        ConnectOptions::from_url(&source.url()).unwrap(),
+        ConnectOptions::from_url(&target.url()).unwrap(),
+    );
+    let job = Replicator::new(config).unwrap();
+    let status = job.status();
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(job.run(t))
+    });
+    RunningJob { status, token, thread }
+}
+
+impl RunningJob {
+    fn stop(self) {
+        self.token.cancel();
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
+fn full_sync(n: u64) {
+    let source = server(&[]);
+    let mut c = source.client();
+    redis::cmd("DEBUG").arg("POPULATE").arg(n).arg("key").arg(16).exec(&mut c).unwrap();
+
+    // Native: a replica of the same source, timed from REPLICAOF to the dataset loaded.
+    let replica = server(&[]);
+    let mut r = replica.client();
+    let started = Instant::now();
+    redis::cmd("REPLICAOF").arg(source.host()).arg(source.port()).exec(&mut r).unwrap();
+    wait_until(DEADLINE, "the native replica to load", || {
+        info_field(&replica, "replication", "master_link_status").as_deref() == Some("up") && dbsize(&replica) == n
+    })
+    .unwrap();
+    let native = started.elapsed();
+    drop(replica);
+
+    let target = server(&[]);
+    reset_peak_rss();
+    let started = Instant::now();
+    let job = start_job(&source, &target);
+    let status = job.status.clone();
+    wait_until(DEADLINE, "ferry's full sync", || status.snapshot().phase == Phase::Incremental).unwrap();
+    let ferry = started.elapsed();
+    let rss = peak_rss_mib();
+    job.stop();
+    assert_eq!(dbsize(&target), n, "every key copied");
+    println!(
+        "| {n} | {:.2} s | {:.2} s | {:.2}x | {:.0} | {:.0} MiB |",
+        native.as_secs_f64(),
+        ferry.as_secs_f64(),
+        ferry.as_secs_f64() / native.as_secs_f64(),
+        n as f64 / ferry.as_secs_f64(),
+        rss
+    );
+}
+
+fn redis_benchmark(server: &Server, requests: u64) -> (Duration, String) {
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/redis-benchmark")
+        .args(["-h", server.host(), "-p", &server.port().to_string()])
+        .args(["-n", &requests.to_string(), "-c", "50", "-P", "16", "-r", "100000", "-t", "set,incr,lpush,hset", "-q"])
+        .output()
+        .expect("run redis-benchmark");
+    (started.elapsed(), String::from_utf8_lossy(&out.stdout).replace('\r', "\n"))
+}
+
+fn live_phase() {
+    let requests = 1_000_000u64;
+    // redis-benchmark straight into a server: what the target can take.
+    let direct = server(&[]);
+    let (direct_time, _) = redis_benchmark(&direct, requests);
+    drop(direct);
+
+    let source = server(&[]);
+    let target = server(&[]);
+    let job = start_job(&source, &target);
+    let status = job.status.clone();
+    wait_until(DEADLINE, "the live phase", || status.snapshot().phase == Phase::Incremental).unwrap();
+    reset_peak_rss();
+    let sampler = {
+        let status = status.clone();
+        std::thread::spawn(move || {
+            let mut max_lag = (0u64, 0f64);
+            let mut max_ops = 0f64;
+            let started = Instant::now();
+            while started.elapsed() < DEADLINE {
+                let s = status.snapshot();
+                max_lag.0 = max_lag.0.max(s.lag_bytes);
+                max_lag.1 = max_lag.1.max(s.lag_seconds);
+                max_ops = max_ops.max(s.ops_per_sec);
+                if s.phase == Phase::Stopped {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (max_lag, max_ops)
+        })
+    };
+    let started = Instant::now();
+    let (source_time, _) = redis_benchmark(&source, requests);
+    let offset: u64 = info_field(&source, "replication", "master_repl_offset").unwrap().parse().unwrap();
+    wait_until(DEADLINE, "the job to catch up", || status.snapshot().applied_offset >= offset).unwrap();
+    let caught_up = started.elapsed();
+    let applied = status.snapshot().commands_applied;
+    let rss = peak_rss_mib();
+    job.stop();
+    let ((lag_bytes, lag_secs), max_ops) = sampler.join().unwrap();
+    println!();
+    println!("| live phase ({} commands of SET/INCR/LPUSH/HSET, 50 clients, pipeline 16) | |", applied);
+    println!("|---|---:|");
+    println!("| redis-benchmark into one server directly | {:.0} ops/s |", (4 * requests) as f64 / direct_time.as_secs_f64());
+    println!("| redis-benchmark into the source | {:.0} ops/s |", (4 * requests) as f64 / source_time.as_secs_f64());
+    println!("| ferry applying the stream (until caught up) | {:.0} ops/s |", applied as f64 / caught_up.as_secs_f64());
+    println!("| ferry peak ops/s over one second | {max_ops:.0} ops/s |");
+    println!("| max lag | {lag_bytes} bytes, {lag_secs:.1} s |");
+    println!("| ferry peak RSS | {rss:.0} MiB |");
+}
+
+fn memory_big_dataset() {
+    let source = server(&[]);
+    let mut c = source.client();
+    // 2.1 M keys of 1000 bytes: over 2 GB of values.
+    redis::cmd("DEBUG").arg("POPULATE").arg(2_100_000).arg("big").arg(1000).exec(&mut c).unwrap();
+    let used = info_field(&source, "memory", "used_memory_human").unwrap_or_default();
+    let target = server(&[]);
+    reset_peak_rss();
+    let started = Instant::now();
+    let job = start_job(&source, &target);
+    let status = job.status.clone();
+    wait_until(DEADLINE, "the 2 GB full sync", || status.snapshot().phase == Phase::Incremental).unwrap();
+    let took = started.elapsed();
+    let rss = peak_rss_mib();
+    job.stop();
+    println!();
+    println!(
+        "| 2.1 M keys x 1000 B (source used_memory {used}) | full sync {:.1} s | ferry peak RSS {rss:.0} MiB |",
+        took.as_secs_f64()
+    );
+}
+
+fn memory_big_key() {
+    let source = server(&[("rdbcompression", "no"), ("proto-max-bulk-len", "1gb")]);
+    let mut c = source.client();
+    // One hash of 520,000 fields x 1000 bytes (distinct values, no compression): about 520 MB.
+    let script = "for i = 1, 520000 do \
+        redis.call('HSET', KEYS[1], i, string.rep(redis.sha1hex(tostring(i)), 25)) end return 1";
+    redis::cmd("EVAL").arg(script).arg(1).arg("bighash").exec(&mut c).unwrap();
+    let used = info_field(&source, "memory", "used_memory_human").unwrap_or_default();
+    let target = server(&[]);
+    reset_peak_rss();
+    let started = Instant::now();
+    let job = start_job(&source, &target);
+    let status = job.status.clone();
+    wait_until(DEADLINE, "the big key's full sync", || status.snapshot().phase == Phase::Incremental).unwrap();
+    let took = started.elapsed();
+    let rss = peak_rss_mib();
+    job.stop();
+    let mut t = target.client();
+    let fields: u64 = redis::cmd("HLEN").arg("bighash").query(&mut t).unwrap();
+    assert_eq!(fields, 520_000);
+    println!(
+        "| one hash of 520,000 x 1000 B fields (source used_memory {used}) | full sync {:.1} s | ferry peak RSS {rss:.0} MiB |",
+        took.as_secs_f64()
+    );
+}

@@ -1,0 +1,82 @@
+//! A runnable front for the sync job until the CLI exists.
+//!
+//! ```text
+//! cargo run -p ferry-replicator --example sync -- \
+//!     --source redis://127.0.0.1:6379 --target redis://127.0.0.1:6380 --checkpoint --conflict rewrite
+//! ```
+//!
+//! Runs until interrupted (Ctrl-C or SIGTERM) and prints the job's status once a second. Logs go to stderr
+//! (`RUST_LOG=ferry_replicator=debug` for more).
+
+use std::time::Duration;
+
+use clap::Parser;
+use ferry_replicator::{ConflictPolicy, Config, Replicator};
+use ferry_resp::ConnectOptions;
+use tokio_util::sync::CancellationToken;
+
+/// Copies a Redis dataset into a target and keeps it in sync.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The source, `redis://[user[:password]@]host:port`.
+    #[arg(long)]
+    source: String,
+    /// The target, `redis://[user[:password]@]host:port`.
+    #[arg(long)]
+    target: String,
+    /// Store checkpoints in the target and resume from them after a restart.
+    #[arg(long)]
+    checkpoint: bool,
+    /// The database of the checkpoint key.
+    #[arg(long, default_value_t = 0)]
+    checkpoint_db: i64,
+    /// What to do with keys that already exist on the target: panic, rewrite or skip.
+    #[arg(long, default_value = "panic")]
+    conflict: ConflictPolicy,
+    /// Empty the target before a full sync that must be redone over this job's own earlier data.
+    #[arg(long)]
+    flush_on_resync: bool,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = Config::new(ConnectOptions::from_url(&args.source)?, ConnectOptions::from_url(&args.target)?);
+    config.sink.checkpoint = args.checkpoint;
+    config.sink.checkpoint_db = args.checkpoint_db;
+    config.conflict = args.conflict;
+    config.flush_target_on_resync = args.flush_on_resync;
+    let job = Replicator::new(config)?;
+    let status = job.status();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                shutdown.cancel();
+            }
+        });
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                println!("{}", status.snapshot());
+            }
+        });
+        job.run(shutdown).await
+    })?;
+    Ok(())
+}
