@@ -1,6 +1,7 @@
 //! The blocking API: the same pool driven by a small private tokio runtime, for code that is not
 //! async.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use ferry_resp::Frame;
@@ -51,17 +52,17 @@ impl BlockingSentinelPool {
     }
 
     /// Borrows a connection, waiting up to `max_wait` when exhausted.
-    pub fn get(&self) -> Result<BlockingConnection, Error> {
+    pub fn get(&self) -> Result<BlockingConnection<'_>, Error> {
         let handle = self.handle();
         let conn = handle.block_on(self.pool().get())?;
-        Ok(BlockingConnection { conn: Some(conn), handle })
+        Ok(BlockingConnection { conn: Some(conn), handle, _pool: PhantomData })
     }
 
     /// Borrows a connection, waiting at most `max_wait` when exhausted.
-    pub fn get_timeout(&self, max_wait: Duration) -> Result<BlockingConnection, Error> {
+    pub fn get_timeout(&self, max_wait: Duration) -> Result<BlockingConnection<'_>, Error> {
         let handle = self.handle();
         let conn = handle.block_on(self.pool().get_timeout(max_wait))?;
-        Ok(BlockingConnection { conn: Some(conn), handle })
+        Ok(BlockingConnection { conn: Some(conn), handle, _pool: PhantomData })
     }
 
     /// Borrows, runs one command, returns the connection (see [`SentinelPool::call`]).
@@ -70,10 +71,10 @@ impl BlockingSentinelPool {
     }
 
     /// A replica connection for reads (see [`SentinelPool::replica`]).
-    pub fn replica(&self) -> Result<BlockingReplicaConnection, Error> {
+    pub fn replica(&self) -> Result<BlockingReplicaConnection<'_>, Error> {
         let handle = self.handle();
         let conn = handle.block_on(self.pool().replica())?;
-        Ok(BlockingReplicaConnection { conn, handle })
+        Ok(BlockingReplicaConnection { conn, handle, _pool: PhantomData })
     }
 
     /// Receives pool events (use `blocking_recv` or `try_recv`).
@@ -113,14 +114,16 @@ impl Drop for BlockingSentinelPool {
     }
 }
 
-/// A borrowed master connection for blocking code; returns to the pool when dropped.
+/// A borrowed master connection for blocking code; returns to the pool when dropped. It cannot
+/// outlive the pool (whose runtime drives its I/O).
 #[derive(Debug)]
-pub struct BlockingConnection {
+pub struct BlockingConnection<'a> {
     conn: Option<PooledConnection>,
     handle: Handle,
+    _pool: PhantomData<&'a BlockingSentinelPool>,
 }
 
-impl BlockingConnection {
+impl BlockingConnection<'_> {
     fn inner(&mut self) -> &mut PooledConnection {
         // Invariant: only taken in `drop`.
         self.conn.as_mut().expect("connection present until drop")
@@ -156,7 +159,7 @@ impl BlockingConnection {
     }
 }
 
-impl Drop for BlockingConnection {
+impl Drop for BlockingConnection<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
             // Returning is synchronous; the runtime context lets the socket deregister cleanly.
@@ -166,14 +169,15 @@ impl Drop for BlockingConnection {
     }
 }
 
-/// A replica connection for blocking code.
+/// A replica connection for blocking code. It cannot outlive the pool.
 #[derive(Debug)]
-pub struct BlockingReplicaConnection {
+pub struct BlockingReplicaConnection<'a> {
     conn: ReplicaConnection,
     handle: Handle,
+    _pool: PhantomData<&'a BlockingSentinelPool>,
 }
 
-impl BlockingReplicaConnection {
+impl BlockingReplicaConnection<'_> {
     /// Sends one command and reads its reply (error replies are `Err`).
     pub fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, Error> {
         let handle = self.handle.clone();

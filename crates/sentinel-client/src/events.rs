@@ -71,7 +71,7 @@ pub enum Event {
         sentinel: Addr,
     },
     /// Resolving the master failed (the poll, or a borrow that had to resolve). The pool keeps
-    /// serving the master it knows, if any.
+    /// serving the master it knows, if any. Published at most once a second.
     ResolveFailed {
         /// The error, as text.
         error: String,

@@ -83,6 +83,9 @@ pub(crate) struct Inner {
     pub(crate) poke: Arc<Notify>,
     shutdown: watch::Sender<bool>,
     replica_rr: AtomicUsize,
+    /// When `ResolveFailed` was last published (at most one a second, so a flood of failing
+    /// borrows during an outage cannot push the switch event out of a subscriber's buffer).
+    last_resolve_failed: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,11 +107,23 @@ impl Inner {
             poke: Arc::new(Notify::new()),
             shutdown,
             replica_rr: AtomicUsize::new(0),
+            last_resolve_failed: Mutex::new(None),
         }
     }
 
     pub(crate) fn emit(&self, e: Event) {
         let _ = self.events.send(e);
+    }
+
+    fn emit_resolve_failed(&self, e: &Error) {
+        {
+            let mut last = lock(&self.last_resolve_failed);
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        self.emit(Event::ResolveFailed { error: e.to_string() });
     }
 
     pub(crate) fn shutdown_receiver(&self) -> watch::Receiver<bool> {
@@ -387,7 +402,7 @@ impl Inner {
                     }
                 }
                 Err(e) => {
-                    self.emit(Event::ResolveFailed { error: e.to_string() });
+                    self.emit_resolve_failed(&e);
                     return Err(e);
                 }
             }
@@ -439,7 +454,7 @@ impl Inner {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "sentinel poll failed; keeping the known master");
-                self.emit(Event::ResolveFailed { error: e.to_string() });
+                self.emit_resolve_failed(&e);
             }
         }
         self.top_up_idle().await;

@@ -187,3 +187,19 @@ async fn address_map_sends_connections_to_the_reachable_address() {
     let v: Option<String> = redis::cmd("GET").arg("through-nat").query(&mut admin).unwrap();
     assert_eq!(v.as_deref(), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_idle_connections_are_kept_ready_and_max_idle_caps_returns() {
+    let group = small_group();
+    let pool = SentinelPool::new(pool_options(&group).min_idle(2).max_idle(3).max_total(5)).await.unwrap();
+    eventually(DEADLINE, "min_idle connections opened in the background", || pool.stats().idle == 2).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert_eq!(pool.stats().total, 5);
+    drop(held);
+    let s = pool.stats();
+    assert_eq!(s.idle, 3, "max_idle caps the idle connections kept: {s:?}");
+    assert_eq!(s.total, 3);
+}
