@@ -53,6 +53,15 @@ fn dbsize(server: &Server) -> u64 {
     redis::cmd("DBSIZE").query(&mut c).unwrap()
 }
 
+/// User + system CPU time of this process, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 /// Resets the kernel's peak-RSS counter of this process.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -80,6 +89,8 @@ fn start_job(source: &Server, target: &Server) -> RunningJob {
         ConnectOptions::from_url(&source.url()).unwrap(),
         ConnectOptions::from_url(&target.url()).unwrap(),
     );
+    let mut config = config;
+    config.sink.checkpoint_db = 15; // keep db 0 for the data, so DBSIZE counts only copied keys
     let job = Replicator::new(config).unwrap();
     let status = job.status();
     let token = CancellationToken::new();
@@ -117,14 +128,19 @@ fn full_sync(n: u64) {
 
     let target = server(&[]);
     reset_peak_rss();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let job = start_job(&source, &target);
     let status = job.status.clone();
     wait_until(DEADLINE, "ferry's full sync", || status.snapshot().phase == Phase::Incremental).unwrap();
     let ferry = started.elapsed();
+    eprintln!("ferry process CPU during the full sync: {:.2} s", cpu_seconds() - cpu_before);
     let rss = peak_rss_mib();
     job.stop();
     assert_eq!(dbsize(&target), n, "every key copied");
+    let restore = target.info("commandstats").unwrap_or_default();
+    let restore = restore.lines().find(|l| l.starts_with("cmdstat_restore:")).unwrap_or("").to_string();
+    eprintln!("target {restore}");
     println!(
         "| {n} | {:.2} s | {:.2} s | {:.2}x | {:.0} | {:.0} MiB |",
         native.as_secs_f64(),

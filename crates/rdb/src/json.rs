@@ -118,7 +118,15 @@ pub fn entry(e: &Entry) -> J {
     })
 }
 
-/// One entry as a JSON line (no trailing newline).
+/// One entry as a JSON line (no trailing newline), fields in the documented order.
 pub fn entry_line(e: &Entry) -> String {
-    entry(e).to_string()
+    let t = e.value.as_ref().map(|v| v.type_name()).unwrap_or_else(|| crate::type_name_of(e.rdb_type));
+    format!(
+        "{{\"db\":{},\"key\":{},\"type\":\"{}\",\"expire_at_ms\":{},\"value\":{}}}",
+        e.db,
+        bytes(&e.key),
+        t,
+        e.expire_at_ms.map(|x| x.to_string()).unwrap_or_else(|| "null".into()),
+        e.value.as_ref().map(value).unwrap_or(J::Null)
+    )
 }

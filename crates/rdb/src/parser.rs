@@ -294,6 +294,8 @@ pub struct Parser {
     meta: KeyMeta,
     queue: VecDeque<Item>,
     keep: bool,
+    /// A finished value state kept to save an allocation per key.
+    spare: Option<Box<values::ValueState>>,
 }
 
 impl std::fmt::Debug for Parser {
@@ -326,6 +328,7 @@ impl Parser {
             meta: KeyMeta::default(),
             queue: VecDeque::new(),
             keep,
+            spare: None,
         }
     }
 
@@ -468,6 +471,8 @@ impl Parser {
                 let r = self.step_value(&mut vs);
                 if !vs.finished {
                     self.state = St::Value(vs);
+                } else {
+                    self.spare = Some(vs);
                 }
                 r
             }
@@ -627,7 +632,14 @@ impl Parser {
                     meta.freq,
                     self.db,
                 );
-                self.state = St::Value(Box::new(vs));
+                let boxed = match self.spare.take() {
+                    Some(mut b) => {
+                        *b = vs;
+                        b
+                    }
+                    None => Box::new(vs),
+                };
+                self.state = St::Value(boxed);
                 return Ok(None);
             }
         };
@@ -662,14 +674,14 @@ impl Parser {
                 };
                 vs.finished = true;
                 self.state = St::Ops;
-                return Ok(Some(Item::Entry(vs.entry(value))));
+                return Ok(Some(Item::Entry(vs.entry(value, true))));
             }
             if let Some(limit) = chunk_at {
                 if vs.chunkable() && vs.pending_bytes >= limit {
                     if !vs.started {
                         vs.started = true;
                         vs.raw = None;
-                        self.queue.push_back(Item::EntryStart(vs.entry(None)));
+                        self.queue.push_back(Item::EntryStart(vs.entry(None, false)));
                     }
                     let chunk =
                         vs.take_chunk(false).map_err(|m| Stop::Bad { at: self.pos, kind: Bad::Corrupt(m) })?;

@@ -17,8 +17,8 @@ pub enum Value {
     Hash(Vec<HashField>),
     /// A stream with its consumer groups.
     Stream(Box<Stream>),
-    /// A module value, kept raw.
-    Module(ModuleValue),
+    /// A module value, kept raw (boxed: rare and larger than the other variants).
+    Module(Box<ModuleValue>),
 }
 
 impl Value {

@@ -110,11 +110,11 @@ impl ValueState {
         self.pending_bytes += bytes.len();
     }
 
-    /// The entry (header fields plus the given value).
-    pub(crate) fn entry(&mut self, value: Option<Value>) -> Entry {
+    /// The entry (header fields plus the given value). `last` moves the key out.
+    pub(crate) fn entry(&mut self, value: Option<Value>, last: bool) -> Entry {
         Entry {
             db: self.db,
-            key: self.key.clone(),
+            key: if last { std::mem::take(&mut self.key) } else { self.key.clone() },
             expire_at_ms: self.expire,
             idle_secs: self.idle,
             freq: self.freq,
@@ -571,7 +571,7 @@ fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>, valkey: bool) -> Resul
             let (_, blob) = nodes.pop().unwrap_or_default();
             decode_blob(t, &blob, valkey)?
         }
-        (MODULE_2, Acc::Module(id, payload)) => Value::Module(module_value(id, Bytes::from(payload))),
+        (MODULE_2, Acc::Module(id, payload)) => Value::Module(Box::new(module_value(id, Bytes::from(payload)))),
         (STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4, acc) => {
             let nodes = match acc {
                 Acc::Stream(n) => n,

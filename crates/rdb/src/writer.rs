@@ -91,16 +91,21 @@ impl<W: Write> Writer<W> {
         self.flush_scratch()
     }
 
-    fn expire(&mut self, expire_at_ms: Option<i64>) {
+    fn expire(&mut self, expire_at_ms: Option<i64>) -> Result<(), Error> {
         if let Some(ms) = expire_at_ms {
             if self.version >= 3 {
                 self.scratch.push(OP_EXPIRETIME_MS);
                 self.scratch.extend_from_slice(&ms.to_le_bytes());
             } else {
+                let secs = i32::try_from(ms / 1000).map_err(|_| Error::CannotEncode {
+                    what: format!("expiry {ms} ms (RDB 1-2 store 32-bit seconds)"),
+                    version: self.version,
+                })?;
                 self.scratch.push(OP_EXPIRETIME);
-                self.scratch.extend_from_slice(&((ms / 1000) as i32).to_le_bytes());
+                self.scratch.extend_from_slice(&secs.to_le_bytes());
             }
         }
+        Ok(())
     }
 
     /// Encodes and writes one key.
@@ -114,7 +119,7 @@ impl<W: Write> Writer<W> {
         let Some((&t, payload)) = serialized.split_first() else {
             return Err(Error::CannotEncode { what: "an empty serialized value".into(), version: self.version });
         };
-        self.expire(expire_at_ms);
+        self.expire(expire_at_ms)?;
         self.scratch.push(t);
         put_string(&mut self.scratch, key);
         self.flush_scratch()?;

@@ -9,10 +9,10 @@
 //! not a rescan. Once the whole frame is present, the frame's bytes are split off the buffer and
 //! frozen, and every payload becomes a [`Bytes`] slice of them.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::Error;
-use crate::frame::{parse_i64, Frame};
+use crate::frame::Frame;
 
 /// Bounds on what a peer may declare. Exceeding one gives [`Error::LimitExceeded`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +153,7 @@ impl Decoder {
             Ok(true) => {
                 let end = self.pos;
                 let data = buf.split_to(end).freeze();
-                let mut i = 0;
-                let frame = build(&self.tokens, &mut i, &data);
+                let frame = Builder::new(&self.tokens, data).build();
                 self.reset();
                 Ok(Some(frame))
             }
@@ -191,37 +190,36 @@ impl Decoder {
                     };
                     self.push_scalar(token, next)
                 }
-                b':' | b'_' | b'#' => {
+                b'_' | b'#' => {
                     let Line::Complete { content, next } = self.line(buf, MAX_HEADER_LINE)? else {
                         return Ok(false);
                     };
                     let text = &buf[content.start..content.end];
-                    let token = match kind {
-                        b':' => Token::Integer(
-                            parse_i64(text)
-                                .ok_or_else(|| protocol("invalid integer", text))?,
-                        ),
-                        b'_' if text.is_empty() => Token::Null,
-                        b'_' => return Err(protocol("invalid null", text)),
-                        _ => match text {
-                            b"t" => Token::Boolean(true),
-                            b"f" => Token::Boolean(false),
-                            _ => return Err(protocol("invalid boolean", text)),
-                        },
+                    let token = match (kind, text) {
+                        (b'_', b"") => Token::Null,
+                        (b'_', _) => return Err(protocol("invalid null", text)),
+                        (_, b"t") => Token::Boolean(true),
+                        (_, b"f") => Token::Boolean(false),
+                        _ => return Err(protocol("invalid boolean", text)),
                     };
                     self.push_scalar(token, next)
                 }
-                b'$' | b'=' | b'!' => {
-                    let Line::Complete { content, next } = self.line(buf, MAX_HEADER_LINE)? else {
+                b':' => {
+                    let Some((v, next)) = self.number(buf, "invalid integer")? else {
                         return Ok(false);
                     };
-                    let text = &buf[content.start..content.end];
-                    let len = parse_i64(text).ok_or_else(|| protocol("invalid bulk length", text))?;
+                    self.push_scalar(Token::Integer(v), next)
+                }
+                b'$' | b'=' | b'!' => {
+                    let Some((len, next)) = self.number(buf, "invalid bulk length")? else {
+                        return Ok(false);
+                    };
                     if len == -1 && kind == b'$' {
                         self.push_scalar(Token::NullBulk, next)
                     } else {
-                        let len = usize::try_from(len)
-                            .map_err(|_| protocol("invalid bulk length", text))?;
+                        let len = usize::try_from(len).map_err(|_| {
+                            Error::Protocol(format!("invalid bulk length {len}"))
+                        })?;
                         if len > self.limits.max_bulk_len {
                             return Err(Error::LimitExceeded(format!(
                                 "bulk length {len} is above the limit of {} bytes",
@@ -233,7 +231,7 @@ impl Decoder {
                             self.need = end;
                             return Ok(false);
                         }
-                        if &buf[end - 2..end] != b"\r\n" {
+                        if buf[end - 2] != b'\r' || buf[end - 1] != b'\n' {
                             return Err(Error::Protocol(
                                 "bulk string not terminated by CRLF".into(),
                             ));
@@ -248,17 +246,15 @@ impl Decoder {
                     }
                 }
                 b'*' | b'%' | b'~' | b'>' | b'|' => {
-                    let Line::Complete { content, next } = self.line(buf, MAX_HEADER_LINE)? else {
+                    let Some((n, next)) = self.number(buf, "invalid aggregate length")? else {
                         return Ok(false);
                     };
-                    let text = &buf[content.start..content.end];
-                    let n = parse_i64(text)
-                        .ok_or_else(|| protocol("invalid aggregate length", text))?;
                     if n == -1 && kind == b'*' {
                         self.push_scalar(Token::NullArray, next)
                     } else {
-                        let n = usize::try_from(n)
-                            .map_err(|_| protocol("invalid aggregate length", text))?;
+                        let n = usize::try_from(n).map_err(|_| {
+                            Error::Protocol(format!("invalid aggregate length {n}"))
+                        })?;
                         self.open_aggregate(kind, n, next)?
                     }
                 }
@@ -273,6 +269,56 @@ impl Decoder {
                 return Ok(true);
             }
         }
+    }
+
+    /// Parses the decimal `i64` line that starts at `self.pos` (after its type byte) in one pass,
+    /// without a separate CRLF search: the common case of every length and integer line.
+    /// Returns the value and where the next token starts, or `None` when the line is incomplete.
+    #[inline]
+    fn number(&mut self, buf: &[u8], what: &str) -> Result<Option<(i64, usize)>, Error> {
+        let start = self.pos + 1;
+        let mut i = start;
+        let neg = buf.get(i) == Some(&b'-');
+        if neg {
+            i += 1;
+        }
+        let digits_start = i;
+        let mut v: u64 = 0;
+        while let Some(&c) = buf.get(i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            if i - digits_start == 19 {
+                return Err(protocol(what, &buf[start..=i]));
+            }
+            v = v * 10 + u64::from(d);
+            i += 1;
+        }
+        let Some(&c) = buf.get(i) else {
+            self.need = i + 1;
+            return Ok(None);
+        };
+        if c != b'\r' || i == digits_start {
+            return Err(protocol(what, &buf[start..(i + 1).min(buf.len())]));
+        }
+        match buf.get(i + 1) {
+            None => {
+                self.need = i + 2;
+                return Ok(None);
+            }
+            Some(b'\n') => {}
+            Some(_) => return Err(protocol(what, &buf[start..i + 2])),
+        }
+        let v = if neg {
+            if v > i64::MAX as u64 + 1 {
+                return Err(protocol(what, &buf[start..i]));
+            }
+            (v as i64).wrapping_neg()
+        } else {
+            i64::try_from(v).map_err(|_| protocol(what, &buf[start..i]))?
+        };
+        Ok(Some((v, i + 2)))
     }
 
     /// Finds the CRLF ending the line that starts at `self.pos` (after its type byte).
@@ -381,60 +427,100 @@ impl Decoder {
     }
 }
 
-/// Builds the frame starting at `tokens[*i]` from the checked, frozen bytes.
+/// Turns the tokens of a checked frame into a [`Frame`] over the frozen frame bytes.
 ///
 /// The tokens were produced by a successful check of `data`, so spans are in bounds and counts
-/// match; the recursion depth is bounded by [`Limits::max_depth`].
-fn build(tokens: &[Token], i: &mut usize, data: &Bytes) -> Frame {
-    let Some(&token) = tokens.get(*i) else {
-        // Unreachable after a successful check; a null is safer than a panic.
-        return Frame::Null;
-    };
-    *i += 1;
-    let slice = |s: Span| data.slice(s.start..s.end);
-    match token {
-        Token::Simple(s) => Frame::Simple(slice(s)),
-        Token::Error(s) => Frame::Error(slice(s)),
-        Token::Integer(v) => Frame::Integer(v),
-        Token::Bulk(s) => Frame::Bulk(slice(s)),
-        Token::NullBulk => Frame::NullBulk,
-        Token::NullArray => Frame::NullArray,
-        Token::Null => Frame::Null,
-        Token::Double(d) => Frame::Double(d),
-        Token::Boolean(b) => Frame::Boolean(b),
-        Token::BigNumber(s) => Frame::BigNumber(slice(s)),
-        Token::Verbatim(format, s) => Frame::Verbatim { format, text: slice(s) },
-        Token::Array(n) => Frame::Array(build_list(tokens, i, data, n)),
-        Token::Set(n) => Frame::Set(build_list(tokens, i, data, n)),
-        Token::Push(n) => Frame::Push(build_list(tokens, i, data, n)),
-        Token::Map(n) => Frame::Map(build_pairs(tokens, i, data, n)),
-        Token::Attribute(n) => {
-            let attributes = build_pairs(tokens, i, data, n);
-            let frame = Box::new(build(tokens, i, data));
-            Frame::Attribute { attributes, frame }
+/// match; the recursion depth is bounded by [`Limits::max_depth`]. Each payload is a slice of
+/// `data` (one reference count increment), except the last one, which takes `data` itself.
+struct Builder<'a> {
+    tokens: &'a [Token],
+    next: usize,
+    data: Bytes,
+    /// Index of the last token that carries a byte span.
+    last_span: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(tokens: &'a [Token], data: Bytes) -> Builder<'a> {
+        let last_span = tokens
+            .iter()
+            .rposition(|t| {
+                matches!(
+                    t,
+                    Token::Simple(_)
+                        | Token::Error(_)
+                        | Token::Bulk(_)
+                        | Token::BigNumber(_)
+                        | Token::Verbatim(..)
+                )
+            })
+            .unwrap_or(usize::MAX);
+        Builder { tokens, next: 0, data, last_span }
+    }
+
+    /// The bytes of `span` for the token at `index`.
+    fn slice(&mut self, index: usize, span: Span) -> Bytes {
+        if index == self.last_span {
+            let mut own = std::mem::take(&mut self.data);
+            own.truncate(span.end);
+            own.advance(span.start);
+            own
+        } else {
+            self.data.slice(span.start..span.end)
         }
     }
-}
 
-/// Builds `n` consecutive frames. `n` was checked against tokens actually received, so the
-/// capacity is bounded by the input, not by a bare declaration.
-fn build_list(tokens: &[Token], i: &mut usize, data: &Bytes, n: usize) -> Vec<Frame> {
-    let mut v = Vec::with_capacity(n.min(tokens.len() - *i));
-    for _ in 0..n {
-        v.push(build(tokens, i, data));
+    fn build(&mut self) -> Frame {
+        let index = self.next;
+        let Some(&token) = self.tokens.get(index) else {
+            // Unreachable after a successful check; a null is safer than a panic.
+            return Frame::Null;
+        };
+        self.next += 1;
+        match token {
+            Token::Simple(s) => Frame::Simple(self.slice(index, s)),
+            Token::Error(s) => Frame::Error(self.slice(index, s)),
+            Token::Integer(v) => Frame::Integer(v),
+            Token::Bulk(s) => Frame::Bulk(self.slice(index, s)),
+            Token::NullBulk => Frame::NullBulk,
+            Token::NullArray => Frame::NullArray,
+            Token::Null => Frame::Null,
+            Token::Double(d) => Frame::Double(d),
+            Token::Boolean(b) => Frame::Boolean(b),
+            Token::BigNumber(s) => Frame::BigNumber(self.slice(index, s)),
+            Token::Verbatim(format, s) => Frame::Verbatim { format, text: self.slice(index, s) },
+            Token::Array(n) => Frame::Array(self.list(n)),
+            Token::Set(n) => Frame::Set(self.list(n)),
+            Token::Push(n) => Frame::Push(self.list(n)),
+            Token::Map(n) => Frame::Map(self.pairs(n)),
+            Token::Attribute(n) => {
+                let attributes = self.pairs(n);
+                let frame = Box::new(self.build());
+                Frame::Attribute { attributes, frame }
+            }
+        }
     }
-    v
-}
 
-/// Builds `n` consecutive key/value pairs.
-fn build_pairs(tokens: &[Token], i: &mut usize, data: &Bytes, n: usize) -> Vec<(Frame, Frame)> {
-    let mut v = Vec::with_capacity(n.min((tokens.len() - *i) / 2));
-    for _ in 0..n {
-        let k = build(tokens, i, data);
-        let val = build(tokens, i, data);
-        v.push((k, val));
+    /// Builds `n` consecutive frames. `n` was checked against tokens actually received, so the
+    /// capacity is bounded by the input, not by a bare declaration.
+    fn list(&mut self, n: usize) -> Vec<Frame> {
+        let mut v = Vec::with_capacity(n.min(self.tokens.len() - self.next));
+        for _ in 0..n {
+            v.push(self.build());
+        }
+        v
     }
-    v
+
+    /// Builds `n` consecutive key/value pairs.
+    fn pairs(&mut self, n: usize) -> Vec<(Frame, Frame)> {
+        let mut v = Vec::with_capacity(n.min((self.tokens.len() - self.next) / 2));
+        for _ in 0..n {
+            let k = self.build();
+            let val = self.build();
+            v.push((k, val));
+        }
+        v
+    }
 }
 
 /// Checks a verbatim string body (`fmt:text`) and returns its token.

@@ -180,7 +180,7 @@ impl ClusterClient {
             last_refresh: tokio::sync::Mutex::new(None),
             counters: Counters::default(),
         };
-        let mut client = ClusterClient {
+        let client = ClusterClient {
             inner: Arc::new(inner),
         };
         client.refresh().await?;
@@ -439,7 +439,9 @@ impl ClusterClient {
 
     /// Runs one command on the master of its slot and returns its reply; an error reply that is not a
     /// redirect or retryable state gives [`Error::Server`]. Keys in different slots give
-    /// [`Error::CrossSlot`] (see [`ClusterClient::call_split`] for commands that can be split).
+    /// [`Error::CrossSlot`] (see [`ClusterClient::call_split`] for commands that can be split); a
+    /// command missing from the server's command table gives [`Error::UnknownCommand`] without being
+    /// sent. Commands without keys go to the master of slot 0.
     pub async fn call<A: AsRef<[u8]>>(&self, argv: &[A]) -> Result<Frame, Error> {
         let slot = self.command_table().slot(argv)?;
         self.run(argv, slot, None).await.map(|(f, _)| f)

@@ -1,6 +1,7 @@
 //! ferry-topology: where a key lives in a Redis Cluster, and a client that keeps up when that changes.
 //!
-//! - [`key_slot`]: CRC16 (XMODEM) of the key, or of its hash tag, modulo 16384 — what `CLUSTER KEYSLOT` says.
+//! - [`key_slot`]: CRC16 (XMODEM) of the key, or of its hash tag, modulo 16384 — what `CLUSTER KEYSLOT` says;
+//!   [`tag_for_slot`] finds a hash tag for a given slot.
 //! - [`SlotMap`]: which master (and replicas) serve each slot, built from `CLUSTER SHARDS` (7.0+),
 //!   `CLUSTER SLOTS` or `CLUSTER NODES`; [`parse_cluster_nodes`] gives every field of the latter,
 //!   including importing/migrating markers.
@@ -47,7 +48,7 @@ pub mod split;
 pub use cluster::{ClusterClient, ClusterOptions, ClusterStats};
 pub use error::{Error, SlotLabel};
 pub use keys::{CommandInfo, CommandTable, CommandTableCache};
-pub use slot::{crc16_xmodem, hash_tag, key_slot, SLOT_COUNT};
+pub use slot::{crc16_xmodem, hash_tag, key_slot, tag_for_slot, SLOT_COUNT};
 pub use slotmap::{
     parse_cluster_nodes, ClusterNodeInfo, Health, Node, NodeAddr, NodeFlags, Role, Shard, SlotMap,
     SlotRange,

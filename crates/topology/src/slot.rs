@@ -97,6 +97,40 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16_xmodem(hash_tag(key)) & (SLOT_COUNT - 1)
 }
 
+/// A short hash tag whose keys land in `slot`: `key_slot(format!("{{{tag}}}:anything"))` is `slot`.
+/// Useful to put a key (a checkpoint, a lock) on a node that owns a given slot. `None` for a slot
+/// outside 0..16384.
+///
+/// ```
+/// use ferry_topology::{key_slot, tag_for_slot};
+/// let tag = tag_for_slot(42).unwrap();
+/// assert_eq!(key_slot(format!("{{{tag}}}:checkpoint").as_bytes()), 42);
+/// ```
+pub fn tag_for_slot(slot: u16) -> Option<String> {
+    if slot >= SLOT_COUNT {
+        return None;
+    }
+    static TAGS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        // The smallest decimal number hashing to each slot; all slots are hit below 110,000.
+        let mut tags = vec![u32::MAX; usize::from(SLOT_COUNT)];
+        let mut missing = tags.len();
+        let mut n = 0u32;
+        while missing > 0 && n < 10_000_000 {
+            let slot = usize::from(key_slot(n.to_string().as_bytes()));
+            if tags[slot] == u32::MAX {
+                tags[slot] = n;
+                missing -= 1;
+            }
+            n += 1;
+        }
+        tags
+    });
+    tags.get(usize::from(slot))
+        .filter(|&&n| n != u32::MAX)
+        .map(|n| n.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +166,15 @@ mod tests {
                 "length {len}"
             );
         }
+    }
+
+    #[test]
+    fn every_slot_has_a_tag() {
+        for slot in 0..SLOT_COUNT {
+            let tag = tag_for_slot(slot).expect("a tag");
+            assert_eq!(key_slot(format!("x{{{tag}}}y").as_bytes()), slot);
+        }
+        assert_eq!(tag_for_slot(SLOT_COUNT), None);
     }
 
     #[test]

@@ -89,7 +89,8 @@ impl std::fmt::Debug for StandaloneSink {
 impl StandaloneSink {
     /// Connects to the target.
     pub async fn connect(target: &ConnectOptions, opts: SinkOptions) -> Result<StandaloneSink, Error> {
-        let conn = Connection::connect(target).await?;
+        let mut conn = Connection::connect(target).await?;
+        conn.set_read_timeout(Some(opts.reply_timeout));
         let checkpoint_key = checkpoint::key_name(&opts.checkpoint_tag);
         Ok(StandaloneSink {
             conn,
@@ -409,10 +410,8 @@ impl StandaloneSink {
     async fn read_one(&mut self) -> Result<(), Error> {
         self.flush_io().await?;
         let Some(expect) = self.expects.pop_front() else { return Ok(()) };
-        let reply = match tokio::time::timeout(self.opts.reply_timeout, self.conn.read_frame()).await {
-            Ok(r) => r?,
-            Err(_) => return Err(ferry_resp::Error::Timeout("read").into()),
-        };
+        // The connection's read timeout (the reply timeout) bounds the wait.
+        let reply = self.conn.read_frame().await?;
         self.inflight_bytes -= expect.bytes();
         match expect {
             Expect::Ok { what, .. } => {
