@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_rdb::{HashField, Item, ParserOptions, Reader, Stream, StreamEntry, StreamId, Value, ValueMode, Writer};
+use ferry_rdb::{
+    HashField, Item, ParserOptions, Reader, Stream, StreamEntry, StreamId, Value, ValueMode, Writer,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -24,8 +26,12 @@ impl Rng {
     }
 }
 
-fn gen_small(path: &Path, keys: u64) {
-    let mut w = Writer::new(BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap()), 10).unwrap();
+fn gen_small(path: &Path, keys: u64, version: u32) {
+    let mut w = Writer::new(
+        BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap()),
+        version,
+    )
+    .unwrap();
     w.aux(b"redis-ver", b"7.0.0").unwrap();
     w.select_db(0).unwrap();
     w.resize_db(keys, keys / 10).unwrap();
@@ -33,34 +39,79 @@ fn gen_small(path: &Path, keys: u64) {
     for i in 0..keys {
         let key = format!("user:{i:010}");
         let v = match i % 20 {
-            0 => Value::Hash((0..5).map(|j| HashField::new(format!("f{j}"), format!("v{}", rng.next() % 1000))).collect()),
+            0 => Value::Hash(
+                (0..5)
+                    .map(|j| HashField::new(format!("f{j}"), format!("v{}", rng.next() % 1000)))
+                    .collect(),
+            ),
             1 => Value::List((0..5).map(|j| Bytes::from(format!("item-{j}"))).collect()),
-            2 => Value::Set((0..5).map(|j| Bytes::from(format!("{}", j * 7 + i % 100))).collect()),
-            3 => Value::SortedSet((0..5).map(|j| (Bytes::from(format!("m{j}")), j as f64 + 0.5)).collect()),
+            2 => Value::Set(
+                (0..5)
+                    .map(|j| Bytes::from(format!("{}", j * 7 + i % 100)))
+                    .collect(),
+            ),
+            3 => Value::SortedSet(
+                (0..5)
+                    .map(|j| (Bytes::from(format!("m{j}")), j as f64 + 0.5))
+                    .collect(),
+            ),
             4..=9 => Value::String(Bytes::from((rng.next() % 1_000_000).to_string())),
             _ => Value::String(Bytes::from(format!("value-{:016x}-{:08x}", rng.next(), i))),
         };
-        w.write_entry(key.as_bytes(), &v, (i % 10 == 0).then_some(4_102_444_800_000)).unwrap();
+        w.write_entry(
+            key.as_bytes(),
+            &v,
+            (i % 10 == 0).then_some(4_102_444_800_000),
+        )
+        .unwrap();
     }
     w.finish().unwrap();
 }
 
 fn gen_big(path: &Path) {
-    let mut w = Writer::new(BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap()), 10).unwrap();
+    let mut w = Writer::new(
+        BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap()),
+        10,
+    )
+    .unwrap();
     w.select_db(0).unwrap();
     let mut rng = Rng(7);
     for k in 0..40u64 {
         let n = 200_000u64;
         let v = match k % 5 {
-            0 => Value::List((0..n).map(|j| Bytes::from(format!("element-{j}-{}", rng.next() % 1000))).collect()),
-            1 => Value::Hash((0..n).map(|j| HashField::new(format!("field:{j}"), format!("{}", rng.next()))).collect()),
-            2 => Value::SortedSet((0..n).map(|j| (Bytes::from(format!("member:{j}")), (rng.next() % 1_000_000) as f64 / 7.0)).collect()),
-            3 => Value::Set((0..n).map(|j| Bytes::from(format!("s:{j}:{}", rng.next() % 10_000))).collect()),
+            0 => Value::List(
+                (0..n)
+                    .map(|j| Bytes::from(format!("element-{j}-{}", rng.next() % 1000)))
+                    .collect(),
+            ),
+            1 => Value::Hash(
+                (0..n)
+                    .map(|j| HashField::new(format!("field:{j}"), format!("{}", rng.next())))
+                    .collect(),
+            ),
+            2 => Value::SortedSet(
+                (0..n)
+                    .map(|j| {
+                        (
+                            Bytes::from(format!("member:{j}")),
+                            (rng.next() % 1_000_000) as f64 / 7.0,
+                        )
+                    })
+                    .collect(),
+            ),
+            3 => Value::Set(
+                (0..n)
+                    .map(|j| Bytes::from(format!("s:{j}:{}", rng.next() % 10_000)))
+                    .collect(),
+            ),
             _ => Value::Stream(Box::new(Stream {
                 entries: (0..n / 4)
                     .map(|j| StreamEntry {
                         id: StreamId::new(1_700_000_000_000 + j, 0),
-                        fields: vec![("temp".into(), Bytes::from(format!("{}", rng.next() % 100))), ("site".into(), "a".into())],
+                        fields: vec![
+                            ("temp".into(), Bytes::from(format!("{}", rng.next() % 100))),
+                            ("site".into(), "a".into()),
+                        ],
                     })
                     .collect(),
                 length: n / 4,
@@ -69,7 +120,8 @@ fn gen_big(path: &Path) {
                 ..Default::default()
             })),
         };
-        w.write_entry(format!("big:{k}").as_bytes(), &v, None).unwrap();
+        w.write_entry(format!("big:{k}").as_bytes(), &v, None)
+            .unwrap();
     }
     w.finish().unwrap();
 }
@@ -77,7 +129,10 @@ fn gen_big(path: &Path) {
 fn ours(path: &Path, mode: ValueMode) -> (u64, Duration) {
     let start = Instant::now();
     let mut keys = 0;
-    let opts = ParserOptions { mode, ..Default::default() };
+    let opts = ParserOptions {
+        mode,
+        ..Default::default()
+    };
     for it in Reader::new(std::fs::File::open(path).unwrap(), opts) {
         if let Item::Entry(_) = it.unwrap() {
             keys += 1;
@@ -88,7 +143,12 @@ fn ours(path: &Path, mode: ValueMode) -> (u64, Duration) {
 
 fn redis_check_rdb(path: &Path) -> Option<Duration> {
     let start = Instant::now();
-    let out = Command::new("/usr/bin/redis-check-rdb").arg(path).stdout(Stdio::null()).stderr(Stdio::null()).status().ok()?;
+    let out = Command::new("/usr/bin/redis-check-rdb")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
     out.success().then(|| start.elapsed())
 }
 
@@ -97,9 +157,22 @@ fn redis_server_load(path: &Path) -> Option<f64> {
     let dir = path.parent()?;
     let log = dir.join("bench-redis.log");
     let _ = std::fs::remove_file(&log);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let mut child = Command::new("/usr/bin/redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir)
         .arg("--dbfilename")
@@ -114,7 +187,11 @@ fn redis_server_load(path: &Path) -> Option<f64> {
     while Instant::now() < deadline {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if let Some(l) = text.lines().find(|l| l.contains("DB loaded from disk:")) {
-            secs = l.split("DB loaded from disk:").nth(1).and_then(|r| r.trim().split_whitespace().next()).and_then(|s| s.parse().ok());
+            secs = l
+                .split("DB loaded from disk:")
+                .nth(1)
+                .and_then(|r| r.trim().split_whitespace().next())
+                .and_then(|s| s.parse().ok());
             break;
         }
         if text.contains("Fatal error") || text.contains("Short read") {
@@ -129,7 +206,13 @@ fn redis_server_load(path: &Path) -> Option<f64> {
 
 fn rdbtools(path: &Path) -> Option<Duration> {
     let start = Instant::now();
-    let st = Command::new("rdb").args(["--command", "justkeys"]).arg(path).stdout(Stdio::null()).stderr(Stdio::null()).status().ok()?;
+    let st = Command::new("rdb")
+        .args(["--command", "justkeys"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
     st.success().then(|| start.elapsed())
 }
 
@@ -142,20 +225,26 @@ fn report(file: &str, what: &str, bytes: u64, keys: u64, secs: f64) {
 }
 
 fn main() {
-    let dir = std::env::var("RDB_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir().join("ferry-rdb-bench"));
+    let dir = std::env::var("RDB_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join("ferry-rdb-bench"));
     std::fs::create_dir_all(&dir).unwrap();
-    let keys: u64 = std::env::var("RDB_BENCH_KEYS").ok().and_then(|k| k.parse().ok()).unwrap_or(5_000_000);
+    let keys: u64 = std::env::var("RDB_BENCH_KEYS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(5_000_000);
     let small = dir.join(format!("small-{keys}.rdb"));
     if !small.exists() {
-        gen_small(&small, keys);
+        gen_small(&small, keys, 10);
     }
     let big = dir.join("big.rdb");
     if !big.exists() {
         gen_big(&big);
     }
-    let tiny = dir.join("small-200000.rdb");
+    // rdbtools reads RDB up to version 9 (Redis 5/6.0), so this one is written for 6.2.
+    let tiny = dir.join("small-200000-v9.rdb");
     if !tiny.exists() {
-        gen_small(&tiny, 200_000);
+        gen_small(&tiny, 200_000, 9);
     }
     for (name, path) in [("small", &small), ("big", &big)] {
         let bytes = std::fs::metadata(path).unwrap().len();
@@ -173,8 +262,23 @@ fn main() {
     let bytes = std::fs::metadata(&tiny).unwrap().len();
     let (k, t) = ours(&tiny, ValueMode::Decoded);
     report("small-200k", "ferry-rdb decoded", bytes, k, t.as_secs_f64());
+    if let Some(t) = redis_check_rdb(&tiny) {
+        report(
+            "small-200k",
+            "redis-check-rdb 7.0",
+            bytes,
+            k,
+            t.as_secs_f64(),
+        );
+    }
     if let Some(t) = rdbtools(&tiny) {
-        report("small-200k", "rdbtools justkeys", bytes, k, t.as_secs_f64());
+        report(
+            "small-200k",
+            "rdbtools 0.1.15 --command justkeys",
+            bytes,
+            k,
+            t.as_secs_f64(),
+        );
     } else {
         println!("{{\"file\":\"small-200k\",\"tool\":\"rdbtools\",\"error\":\"`rdb` not installed (pip install rdbtools python-lzf)\"}}");
     }

@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use ferry_resp::{encode_command, encode_frame, Decoder, Frame};
 use tokio_util::codec::Decoder as _;
 
@@ -223,5 +223,82 @@ fn bench_replies(c: &mut Criterion) {
     g.finish();
 }
 
+/// One implementation in the interleaved comparison: a name and a run over a fresh buffer.
+/// The `BytesMut` holds a fresh copy of the stream (made before the clock starts) for the
+/// decoders that consume a buffer; the others read the slice.
+type Run = (&'static str, fn(&mut BytesMut, &[u8]) -> usize);
+
+/// Times each implementation once per round, in rotating order, and prints the minimum and the
+/// median per implementation. Interleaving keeps a load spike on the shared machine from landing
+/// on one implementation only; the minimum is the least disturbed run.
+fn interleaved(title: &str, data: &[u8], items: usize, runs: &[Run], rounds: usize) {
+    use std::time::Instant;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    for round in 0..rounds {
+        for k in 0..runs.len() {
+            let j = (k + round) % runs.len();
+            let (_, run) = runs[j];
+            let mut buf = BytesMut::from(data);
+            let start = Instant::now();
+            let n = black_box(run(&mut buf, black_box(data)));
+            times[j].push(start.elapsed().as_secs_f64());
+            assert_eq!(n, items);
+        }
+    }
+    let stats: Vec<(f64, f64)> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort_by(f64::total_cmp);
+            (t[0], t[t.len() / 2])
+        })
+        .collect();
+    let base = runs.iter().position(|(n, _)| *n == "redis-protocol decode_bytes_mut").unwrap_or(0);
+    let mb = data.len() as f64 / 1e6;
+    println!("\n{title}: {items} frames, {mb:.1} MB, {rounds} interleaved rounds");
+    println!(
+        "| implementation | min time | median time | MB/s (min) | speed vs redis-protocol decode_bytes_mut (min / median) |"
+    );
+    println!("|---|---|---|---|---|");
+    for ((name, _), (min, med)) in runs.iter().zip(&stats) {
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms | {:.0} | {:.2}x / {:.2}x |",
+            min * 1e3,
+            med * 1e3,
+            mb / min,
+            stats[base].0 / min,
+            stats[base].1 / med
+        );
+    }
+}
+
+/// The interleaved comparison of every implementation on both streams.
+fn paired_report() {
+    let rounds = std::env::var("FERRY_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
+    let sets = set_stream();
+    let runs: [Run; 5] = [
+        ("ferry-resp Decoder", |b, _| ferry_decode(b)),
+        ("ferry-resp Decoder, 64KiB reads", |_, d| ferry_decode_chunked(d)),
+        ("redis-protocol decode_bytes_mut", |b, _| rp2_bytes_mut(b)),
+        ("redis-protocol decode_range", |_, d| rp2_range(d)),
+        ("redis ValueCodec", |b, _| redis_rs_codec(b)),
+    ];
+    interleaved("1M pipelined SET commands", &sets, SETS, &runs, rounds);
+    drop(sets);
+    let (replies, frames) = reply_stream();
+    let runs: [Run; 5] = [
+        ("ferry-resp Decoder", |b, _| ferry_decode(b)),
+        ("ferry-resp Decoder, 64KiB reads", |_, d| ferry_decode_chunked(d)),
+        ("redis-protocol decode_bytes_mut", |b, _| rp3_bytes_mut(b)),
+        ("redis-protocol decode_range", |_, d| rp3_range(d)),
+        ("redis ValueCodec", |b, _| redis_rs_codec(b)),
+    ];
+    interleaved("RESP3 reply stream", &replies, frames, &runs, rounds);
+}
+
 criterion_group!(benches, bench_sets, bench_replies);
-criterion_main!(benches);
+
+fn main() {
+    paired_report();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -36,7 +36,9 @@ fn main() {
 }
 
 fn server(config: &[(&str, &str)]) -> Server {
-    let mut opts = ServerOptions::new(Version::V7_0).config("save", "").config("appendonly", "no");
+    let mut opts = ServerOptions::new(Version::V7_0)
+        .config("save", "")
+        .config("appendonly", "no");
     for (k, v) in config {
         opts = opts.config(*k, *v);
     }
@@ -45,7 +47,9 @@ fn server(config: &[(&str, &str)]) -> Server {
 
 fn info_field(server: &Server, section: &str, field: &str) -> Option<String> {
     let info = server.info(section).ok()?;
-    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(|v| v.trim().to_string())
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
 }
 
 fn dbsize(server: &Server) -> u64 {
@@ -56,9 +60,20 @@ fn dbsize(server: &Server) -> u64 {
 /// User + system CPU time of this process, in seconds.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -96,10 +111,18 @@ fn start_job(source: &Server, target: &Server) -> RunningJob {
     let token = CancellationToken::new();
     let t = token.clone();
     let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(job.run(t))
     });
-    RunningJob { status, token, thread }
+    RunningJob {
+        status,
+        token,
+        thread,
+    }
 }
 
 impl RunningJob {
@@ -112,15 +135,26 @@ impl RunningJob {
 fn full_sync(n: u64) {
     let source = server(&[]);
     let mut c = source.client();
-    redis::cmd("DEBUG").arg("POPULATE").arg(n).arg("key").arg(16).exec(&mut c).unwrap();
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(n)
+        .arg("key")
+        .arg(16)
+        .exec(&mut c)
+        .unwrap();
 
     // Native: a replica of the same source, timed from REPLICAOF to the dataset loaded.
     let replica = server(&[]);
     let mut r = replica.client();
     let started = Instant::now();
-    redis::cmd("REPLICAOF").arg(source.host()).arg(source.port()).exec(&mut r).unwrap();
+    redis::cmd("REPLICAOF")
+        .arg(source.host())
+        .arg(source.port())
+        .exec(&mut r)
+        .unwrap();
     wait_until(DEADLINE, "the native replica to load", || {
-        info_field(&replica, "replication", "master_link_status").as_deref() == Some("up") && dbsize(&replica) == n
+        info_field(&replica, "replication", "master_link_status").as_deref() == Some("up")
+            && dbsize(&replica) == n
     })
     .unwrap();
     let native = started.elapsed();
@@ -132,14 +166,24 @@ fn full_sync(n: u64) {
     let started = Instant::now();
     let job = start_job(&source, &target);
     let status = job.status.clone();
-    wait_until(DEADLINE, "ferry's full sync", || status.snapshot().phase == Phase::Incremental).unwrap();
+    wait_until(DEADLINE, "ferry's full sync", || {
+        status.snapshot().phase == Phase::Incremental
+    })
+    .unwrap();
     let ferry = started.elapsed();
-    eprintln!("ferry process CPU during the full sync: {:.2} s", cpu_seconds() - cpu_before);
+    eprintln!(
+        "ferry process CPU during the full sync: {:.2} s",
+        cpu_seconds() - cpu_before
+    );
     let rss = peak_rss_mib();
     job.stop();
     assert_eq!(dbsize(&target), n, "every key copied");
     let restore = target.info("commandstats").unwrap_or_default();
-    let restore = restore.lines().find(|l| l.starts_with("cmdstat_restore:")).unwrap_or("").to_string();
+    let restore = restore
+        .lines()
+        .find(|l| l.starts_with("cmdstat_restore:"))
+        .unwrap_or("")
+        .to_string();
     eprintln!("target {restore}");
     println!(
         "| {n} | {:.2} s | {:.2} s | {:.2}x | {:.0} | {:.0} MiB |",
@@ -155,10 +199,25 @@ fn redis_benchmark(server: &Server, requests: u64) -> (Duration, String) {
     let started = Instant::now();
     let out = Command::new("/usr/bin/redis-benchmark")
         .args(["-h", server.host(), "-p", &server.port().to_string()])
-        .args(["-n", &requests.to_string(), "-c", "50", "-P", "16", "-r", "100000", "-t", "set,incr,lpush,hset", "-q"])
+        .args([
+            "-n",
+            &requests.to_string(),
+            "-c",
+            "50",
+            "-P",
+            "16",
+            "-r",
+            "100000",
+            "-t",
+            "set,incr,lpush,hset",
+            "-q",
+        ])
         .output()
         .expect("run redis-benchmark");
-    (started.elapsed(), String::from_utf8_lossy(&out.stdout).replace('\r', "\n"))
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&out.stdout).replace('\r', "\n"),
+    )
 }
 
 fn live_phase() {
@@ -172,7 +231,10 @@ fn live_phase() {
     let target = server(&[]);
     let job = start_job(&source, &target);
     let status = job.status.clone();
-    wait_until(DEADLINE, "the live phase", || status.snapshot().phase == Phase::Incremental).unwrap();
+    wait_until(DEADLINE, "the live phase", || {
+        status.snapshot().phase == Phase::Incremental
+    })
+    .unwrap();
     reset_peak_rss();
     let sampler = {
         let status = status.clone();
@@ -195,19 +257,37 @@ fn live_phase() {
     };
     let started = Instant::now();
     let (source_time, _) = redis_benchmark(&source, requests);
-    let offset: u64 = info_field(&source, "replication", "master_repl_offset").unwrap().parse().unwrap();
-    wait_until(DEADLINE, "the job to catch up", || status.snapshot().applied_offset >= offset).unwrap();
+    let offset: u64 = info_field(&source, "replication", "master_repl_offset")
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_until(DEADLINE, "the job to catch up", || {
+        status.snapshot().applied_offset >= offset
+    })
+    .unwrap();
     let caught_up = started.elapsed();
     let applied = status.snapshot().commands_applied;
     let rss = peak_rss_mib();
     job.stop();
     let ((lag_bytes, lag_secs), max_ops) = sampler.join().unwrap();
     println!();
-    println!("| live phase ({} commands of SET/INCR/LPUSH/HSET, 50 clients, pipeline 16) | |", applied);
+    println!(
+        "| live phase ({} commands of SET/INCR/LPUSH/HSET, 50 clients, pipeline 16) | |",
+        applied
+    );
     println!("|---|---:|");
-    println!("| redis-benchmark into one server directly | {:.0} ops/s |", (4 * requests) as f64 / direct_time.as_secs_f64());
-    println!("| redis-benchmark into the source | {:.0} ops/s |", (4 * requests) as f64 / source_time.as_secs_f64());
-    println!("| ferry applying the stream (until caught up) | {:.0} ops/s |", applied as f64 / caught_up.as_secs_f64());
+    println!(
+        "| redis-benchmark into one server directly | {:.0} ops/s |",
+        (4 * requests) as f64 / direct_time.as_secs_f64()
+    );
+    println!(
+        "| redis-benchmark into the source | {:.0} ops/s |",
+        (4 * requests) as f64 / source_time.as_secs_f64()
+    );
+    println!(
+        "| ferry applying the stream (until caught up) | {:.0} ops/s |",
+        applied as f64 / caught_up.as_secs_f64()
+    );
     println!("| ferry peak ops/s over one second | {max_ops:.0} ops/s |");
     println!("| max lag | {lag_bytes} bytes, {lag_secs:.1} s |");
     println!("| ferry peak RSS | {rss:.0} MiB |");
@@ -217,14 +297,23 @@ fn memory_big_dataset() {
     let source = server(&[]);
     let mut c = source.client();
     // 2.1 M keys of 1000 bytes: over 2 GB of values.
-    redis::cmd("DEBUG").arg("POPULATE").arg(2_100_000).arg("big").arg(1000).exec(&mut c).unwrap();
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(2_100_000)
+        .arg("big")
+        .arg(1000)
+        .exec(&mut c)
+        .unwrap();
     let used = info_field(&source, "memory", "used_memory_human").unwrap_or_default();
     let target = server(&[]);
     reset_peak_rss();
     let started = Instant::now();
     let job = start_job(&source, &target);
     let status = job.status.clone();
-    wait_until(DEADLINE, "the 2 GB full sync", || status.snapshot().phase == Phase::Incremental).unwrap();
+    wait_until(DEADLINE, "the 2 GB full sync", || {
+        status.snapshot().phase == Phase::Incremental
+    })
+    .unwrap();
     let took = started.elapsed();
     let rss = peak_rss_mib();
     job.stop();
@@ -241,14 +330,22 @@ fn memory_big_key() {
     // One hash of 520,000 fields x 1000 bytes (distinct values, no compression): about 520 MB.
     let script = "for i = 1, 520000 do \
         redis.call('HSET', KEYS[1], i, string.rep(redis.sha1hex(tostring(i)), 25)) end return 1";
-    redis::cmd("EVAL").arg(script).arg(1).arg("bighash").exec(&mut c).unwrap();
+    redis::cmd("EVAL")
+        .arg(script)
+        .arg(1)
+        .arg("bighash")
+        .exec(&mut c)
+        .unwrap();
     let used = info_field(&source, "memory", "used_memory_human").unwrap_or_default();
     let target = server(&[]);
     reset_peak_rss();
     let started = Instant::now();
     let job = start_job(&source, &target);
     let status = job.status.clone();
-    wait_until(DEADLINE, "the big key's full sync", || status.snapshot().phase == Phase::Incremental).unwrap();
+    wait_until(DEADLINE, "the big key's full sync", || {
+        status.snapshot().phase == Phase::Incremental
+    })
+    .unwrap();
     let took = started.elapsed();
     let rss = peak_rss_mib();
     job.stop();

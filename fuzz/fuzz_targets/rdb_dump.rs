@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
         for v in [9, 10, 11, 12] {
             if let Ok(enc) = encode_value(&value, v) {
                 let back = decode_value(&enc, false).expect("our own encoding decodes");
-                if let (ferry_rdb::Value::SortedSet(_), _) | (ferry_rdb::Value::Set(_), _) = (&value, v) {
+                if let (ferry_rdb::Value::SortedSet(_), _) | (ferry_rdb::Value::Set(_), _) =
+                    (&value, v)
+                {
                     continue; // compact encodings reorder members
                 }
                 if let ferry_rdb::Value::Stream(_) = value {

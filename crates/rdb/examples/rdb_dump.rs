@@ -23,7 +23,11 @@ fn main() {
         }
     };
     let opts = ParserOptions {
-        mode: if stats { ValueMode::Raw } else { ValueMode::Decoded },
+        mode: if stats {
+            ValueMode::Raw
+        } else {
+            ValueMode::Decoded
+        },
         ..Default::default()
     };
     let out = std::io::stdout();
@@ -46,9 +50,14 @@ fn main() {
                 let s = per.entry((e.db, t)).or_default();
                 s.0 += 1;
                 s.1 += e.serialized_len;
-                biggest.push((e.serialized_len, e.db, String::from_utf8_lossy(&e.key).into_owned(), t));
+                biggest.push((
+                    e.serialized_len,
+                    e.db,
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    t,
+                ));
                 if biggest.len() > 200 {
-                    biggest.sort_by(|a, b| b.0.cmp(&a.0));
+                    biggest.sort_by_key(|b| std::cmp::Reverse(b.0));
                     biggest.truncate(20);
                 }
             } else {
@@ -57,13 +66,21 @@ fn main() {
         }
     }
     if stats {
-        biggest.sort_by(|a, b| b.0.cmp(&a.0));
+        biggest.sort_by_key(|b| std::cmp::Reverse(b.0));
         biggest.truncate(20);
         for ((db, t), (keys, bytes)) in &per {
-            let _ = writeln!(out, "{}", serde_json::json!({"db": db, "type": t, "keys": keys, "bytes": bytes}));
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::json!({"db": db, "type": t, "keys": keys, "bytes": bytes})
+            );
         }
         for (bytes, db, key, t) in &biggest {
-            let _ = writeln!(out, "{}", serde_json::json!({"biggest": {"db": db, "key": key, "type": t, "bytes": bytes}}));
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::json!({"biggest": {"db": db, "key": key, "type": t, "bytes": bytes}})
+            );
         }
     }
 }

@@ -58,21 +58,45 @@ fn generate(path: &str, gb: f64) -> Result<(), ferry_rdb::Error> {
             let n = 100_000;
             let v = match (i / 10_000) % 4 {
                 0 => Value::List((0..n).map(|_| rng.bytes(40)).collect()),
-                1 => Value::Hash((0..n / 2).map(|j| HashField::new(format!("field:{j}"), rng.bytes(60))).collect()),
-                2 => Value::SortedSet((0..n / 2).map(|j| (Bytes::from(format!("member:{j}")), j as f64 * 0.5)).collect()),
-                _ => Value::Set((0..n / 2).map(|j| Bytes::from(format!("m:{j}:{}", rng.next()))).collect()),
+                1 => Value::Hash(
+                    (0..n / 2)
+                        .map(|j| HashField::new(format!("field:{j}"), rng.bytes(60)))
+                        .collect(),
+                ),
+                2 => Value::SortedSet(
+                    (0..n / 2)
+                        .map(|j| (Bytes::from(format!("member:{j}")), j as f64 * 0.5))
+                        .collect(),
+                ),
+                _ => Value::Set(
+                    (0..n / 2)
+                        .map(|j| Bytes::from(format!("m:{j}:{}", rng.next())))
+                        .collect(),
+                ),
             };
             written += v.payload_bytes() as u64;
             w.write_entry(format!("big:{i}").as_bytes(), &v, None)?;
         } else {
             let v = Value::String(rng.bytes(500));
             written += 520;
-            w.write_entry(format!("key:{i:012}").as_bytes(), &v, if i % 3 == 0 { Some(4_102_444_800_000) } else { None })?;
+            w.write_entry(
+                format!("key:{i:012}").as_bytes(),
+                &v,
+                if i % 3 == 0 {
+                    Some(4_102_444_800_000)
+                } else {
+                    None
+                },
+            )?;
         }
         i += 1;
     }
     w.finish()?;
-    eprintln!("wrote {} keys, {} bytes to {path}", i, std::fs::metadata(path)?.len());
+    eprintln!(
+        "wrote {} keys, {} bytes to {path}",
+        i,
+        std::fs::metadata(path)?.len()
+    );
     Ok(())
 }
 
@@ -81,7 +105,11 @@ fn decode(path: &str, raw: bool, chunk: Option<usize>) -> Result<(), ferry_rdb::
     let before = vm_hwm_kb();
     let start = Instant::now();
     let opts = ParserOptions {
-        mode: if raw { ValueMode::Raw } else { ValueMode::Decoded },
+        mode: if raw {
+            ValueMode::Raw
+        } else {
+            ValueMode::Decoded
+        },
         big_value_bytes: chunk,
         ..Default::default()
     };
@@ -108,12 +136,17 @@ fn decode(path: &str, raw: bool, chunk: Option<usize>) -> Result<(), ferry_rdb::
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
-        Some("generate") if args.len() >= 2 => {
-            generate(&args[1], args.get(2).and_then(|g| g.parse().ok()).unwrap_or(1.0))
-        }
+        Some("generate") if args.len() >= 2 => generate(
+            &args[1],
+            args.get(2).and_then(|g| g.parse().ok()).unwrap_or(1.0),
+        ),
         Some("decode") if args.len() >= 2 => {
             let raw = args.iter().any(|a| a == "--raw");
-            let chunk = args.iter().position(|a| a == "--chunk").and_then(|i| args.get(i + 1)).and_then(|c| c.parse().ok());
+            let chunk = args
+                .iter()
+                .position(|a| a == "--chunk")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|c| c.parse().ok());
             decode(&args[1], raw, chunk)
         }
         _ => {

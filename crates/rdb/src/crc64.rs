@@ -10,7 +10,11 @@ const fn make_tables() -> [[u64; 256]; 8] {
         let mut crc = i as u64;
         let mut k = 0;
         while k < 8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ POLY_REFLECTED } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ POLY_REFLECTED
+            } else {
+                crc >> 1
+            };
             k += 1;
         }
         t[0][i] = crc;

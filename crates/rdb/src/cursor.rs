@@ -26,7 +26,10 @@ pub(crate) enum Bad {
 pub(crate) type R<T> = Result<T, Stop>;
 
 pub(crate) fn corrupt<T>(at: usize, msg: impl Into<String>) -> R<T> {
-    Err(Stop::Bad { at, kind: Bad::Corrupt(msg.into()) })
+    Err(Stop::Bad {
+        at,
+        kind: Bad::Corrupt(msg.into()),
+    })
 }
 
 /// An RDB string as found in the input, not yet copied out.
@@ -34,7 +37,11 @@ pub(crate) fn corrupt<T>(at: usize, msg: impl Into<String>) -> R<T> {
 pub(crate) enum RStr<'a> {
     Plain(&'a [u8]),
     Int(i64),
-    Lzf { data: &'a [u8], ulen: usize, at: usize },
+    Lzf {
+        data: &'a [u8],
+        ulen: usize,
+        at: usize,
+    },
 }
 
 impl RStr<'_> {
@@ -45,7 +52,10 @@ impl RStr<'_> {
             RStr::Int(i) => Ok(Bytes::from(i.to_string())),
             RStr::Lzf { data, ulen, at } => match lzf::decompress(data, ulen) {
                 Ok(v) => Ok(Bytes::from(v)),
-                Err(e) => corrupt(at, format!("{e} (compressed {} bytes, declared {ulen})", data.len())),
+                Err(e) => corrupt(
+                    at,
+                    format!("{e} (compressed {} bytes, declared {ulen})", data.len()),
+                ),
             },
         }
     }
@@ -71,7 +81,10 @@ impl<'a> Cur<'a> {
     #[inline]
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> R<&'a [u8]> {
         if self.avail() < n {
-            return Err(Stop::More { need: self.p.saturating_add(n), what });
+            return Err(Stop::More {
+                need: self.p.saturating_add(n),
+                what,
+            });
         }
         let s = &self.b[self.p..self.p + n];
         self.p += n;
@@ -81,7 +94,10 @@ impl<'a> Cur<'a> {
     #[inline]
     pub(crate) fn u8(&mut self, what: &'static str) -> R<u8> {
         if self.p >= self.b.len() {
-            return Err(Stop::More { need: self.p + 1, what });
+            return Err(Stop::More {
+                need: self.p + 1,
+                what,
+            });
         }
         let v = self.b[self.p];
         self.p += 1;
@@ -128,7 +144,10 @@ impl<'a> Cur<'a> {
                     a.copy_from_slice(s);
                     Ok((u64::from_be_bytes(a), false))
                 }
-                _ => corrupt(start, format!("invalid length prefix byte {b0:#04x} while reading {what}")),
+                _ => corrupt(
+                    start,
+                    format!("invalid length prefix byte {b0:#04x} while reading {what}"),
+                ),
             },
             _ => Ok(((b0 & 0x3f) as u64, true)),
         }
@@ -140,7 +159,10 @@ impl<'a> Cur<'a> {
         let start = self.p;
         let (v, enc) = self.len_enc(what)?;
         if enc {
-            return corrupt(start, format!("unexpected string encoding marker while reading {what}"));
+            return corrupt(
+                start,
+                format!("unexpected string encoding marker while reading {what}"),
+            );
         }
         Ok(v)
     }
@@ -162,7 +184,9 @@ impl<'a> Cur<'a> {
             }
             2 => {
                 let s = self.take(4, what)?;
-                Ok(RStr::Int(i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64))
+                Ok(RStr::Int(
+                    i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64
+                ))
             }
             3 => {
                 let clen = self.len("the compressed length of an LZF string")?;
@@ -172,14 +196,19 @@ impl<'a> Cur<'a> {
                 if ulen > clen.saturating_mul(lzf::MAX_EXPANSION) {
                     return corrupt(
                         start,
-                        format!("LZF string declares {ulen} bytes from only {clen} compressed bytes"),
+                        format!(
+                            "LZF string declares {ulen} bytes from only {clen} compressed bytes"
+                        ),
                     );
                 }
                 let at = self.p;
                 let data = self.take(clen, what)?;
                 Ok(RStr::Lzf { data, ulen, at })
             }
-            x => corrupt(start, format!("unknown string encoding {x} while reading {what}")),
+            x => corrupt(
+                start,
+                format!("unknown string encoding {x} while reading {what}"),
+            ),
         }
     }
 
@@ -213,7 +242,10 @@ impl<'a> Cur<'a> {
                 let s = self.take(n as usize, what)?;
                 match crate::encoding::parse_double(s) {
                     Some(v) => Ok(v),
-                    None => corrupt(start, format!("invalid score {:?}", String::from_utf8_lossy(s))),
+                    None => corrupt(
+                        start,
+                        format!("invalid score {:?}", String::from_utf8_lossy(s)),
+                    ),
                 }
             }
         }

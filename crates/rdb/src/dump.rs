@@ -30,10 +30,17 @@ pub fn split_dump(payload: &[u8]) -> Result<DumpParts<'_>, Error> {
     let stored = u64::from_le_bytes(c);
     let computed = crc64(0, &payload[..payload.len() - 8]);
     if stored != computed {
-        return Err(Error::Checksum { where_: " in DUMP payload", stored, computed });
+        return Err(Error::Checksum {
+            where_: " in DUMP payload",
+            stored,
+            computed,
+        });
     }
     let rdb_version = u16::from_le_bytes([payload[body], payload[body + 1]]);
-    Ok(DumpParts { serialized: &payload[..body], rdb_version })
+    Ok(DumpParts {
+        serialized: &payload[..body],
+        rdb_version,
+    })
 }
 
 /// Decodes a DUMP payload: checks CRC and version, returns the value and the payload's RDB version.
@@ -50,7 +57,10 @@ pub fn decode_dump(payload: &[u8]) -> Result<(Value, u16), Error> {
     // Valkey 9 writes DUMP payloads with its own version numbers (80 and up).
     let valkey = v >= 80;
     if v > MAX_RDB_VERSION && !valkey {
-        return Err(Error::UnsupportedVersion { version: v, max: MAX_RDB_VERSION });
+        return Err(Error::UnsupportedVersion {
+            version: v,
+            max: MAX_RDB_VERSION,
+        });
     }
     Ok((decode_value(parts.serialized, valkey)?, parts.rdb_version))
 }
@@ -76,7 +86,11 @@ pub fn encode_dump(value: &Value, version: u32) -> Result<Vec<u8>, Error> {
 /// source of RDB `source_version` as a DUMP payload for a target of RDB `target_version`. When the
 /// target loads the source's version the bytes pass through unchanged; otherwise the value is
 /// decoded and encoded again with encodings the target loads (7.0 listpacks become 6.2 ziplists).
-pub fn reencode_for(serialized: &[u8], source_version: u32, target_version: u32) -> Result<Vec<u8>, Error> {
+pub fn reencode_for(
+    serialized: &[u8],
+    source_version: u32,
+    target_version: u32,
+) -> Result<Vec<u8>, Error> {
     if source_version <= target_version && source_version <= MAX_RDB_VERSION {
         return Ok(build_dump(serialized, source_version as u16));
     }

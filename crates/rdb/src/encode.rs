@@ -90,7 +90,10 @@ pub fn format_score(x: f64) -> String {
 }
 
 fn cannot(what: impl Into<String>, version: u32) -> Error {
-    Error::CannotEncode { what: what.into(), version }
+    Error::CannotEncode {
+        what: what.into(),
+        version,
+    }
 }
 
 /// Serializes `value` (type byte + payload) for target RDB `version` (1 to 13).
@@ -109,7 +112,13 @@ pub fn encode_value(value: &Value, version: u32) -> Result<Vec<u8>, Error> {
         return Err(cannot("any value (unknown version)", version));
     }
     if value.is_empty() {
-        return Err(cannot(format!("an empty {} (servers do not store empty keys)", value.type_name()), version));
+        return Err(cannot(
+            format!(
+                "an empty {} (servers do not store empty keys)",
+                value.type_name()
+            ),
+            version,
+        ));
     }
     let mut out = Vec::with_capacity(16 + value.payload_bytes() + value.len() * 2);
     match value {
@@ -189,7 +198,8 @@ fn encode_set(out: &mut Vec<u8>, items: &[bytes::Bytes], version: u32) {
             return;
         }
     }
-    if version >= 11 && items.len() <= SMALL_ENTRIES && items.iter().all(|m| m.len() <= SMALL_VALUE) {
+    if version >= 11 && items.len() <= SMALL_ENTRIES && items.iter().all(|m| m.len() <= SMALL_VALUE)
+    {
         out.push(SET_LISTPACK);
         let mut lp = ListpackBuilder::new();
         for m in items {
@@ -205,7 +215,11 @@ fn encode_set(out: &mut Vec<u8>, items: &[bytes::Bytes], version: u32) {
     }
 }
 
-fn encode_zset(out: &mut Vec<u8>, items: &[(bytes::Bytes, f64)], version: u32) -> Result<(), Error> {
+fn encode_zset(
+    out: &mut Vec<u8>,
+    items: &[(bytes::Bytes, f64)],
+    version: u32,
+) -> Result<(), Error> {
     if items.iter().any(|(_, s)| s.is_nan()) {
         return Err(cannot("a sorted set with a NaN score", version));
     }
@@ -251,7 +265,11 @@ fn encode_zset(out: &mut Vec<u8>, items: &[(bytes::Bytes, f64)], version: u32) -
                 out.push(255);
             } else {
                 let t = format!("{s:e}");
-                let t = if t.len() < format_score(*s).len() { t } else { format_score(*s) };
+                let t = if t.len() < format_score(*s).len() {
+                    t
+                } else {
+                    format_score(*s)
+                };
                 out.push(t.len() as u8);
                 out.extend_from_slice(t.as_bytes());
             }
@@ -264,9 +282,16 @@ fn encode_hash(out: &mut Vec<u8>, fields: &[HashField], version: u32) -> Result<
     let with_ttl = fields.iter().any(|f| f.expire_at_ms.is_some());
     if with_ttl {
         if version < 12 {
-            return Err(cannot("a hash with field expiries (needs RDB 12, Redis 7.4)", version));
+            return Err(cannot(
+                "a hash with field expiries (needs RDB 12, Redis 7.4)",
+                version,
+            ));
         }
-        let min = fields.iter().filter_map(|f| f.expire_at_ms).min().unwrap_or(0);
+        let min = fields
+            .iter()
+            .filter_map(|f| f.expire_at_ms)
+            .min()
+            .unwrap_or(0);
         out.push(HASH_METADATA);
         out.extend_from_slice(&min.to_le_bytes());
         put_len(out, fields.len() as u64);
@@ -277,8 +302,10 @@ fn encode_hash(out: &mut Vec<u8>, fields: &[HashField], version: u32) -> Result<
         }
         return Ok(());
     }
-    let small =
-        fields.len() <= SMALL_ENTRIES && fields.iter().all(|f| f.field.len() <= SMALL_VALUE && f.value.len() <= SMALL_VALUE);
+    let small = fields.len() <= SMALL_ENTRIES
+        && fields
+            .iter()
+            .all(|f| f.field.len() <= SMALL_VALUE && f.value.len() <= SMALL_VALUE);
     if small && version >= 10 {
         out.push(HASH_LISTPACK);
         let mut lp = ListpackBuilder::new();
@@ -319,7 +346,10 @@ fn stream_node(entries: &[StreamEntry]) -> (StreamId, Vec<u8>) {
     lp.push_int(0);
     for e in entries {
         let same = e.fields.len() == master_fields.len()
-            && e.fields.iter().zip(&master_fields).all(|((f, _), m)| &f[..] == *m);
+            && e.fields
+                .iter()
+                .zip(&master_fields)
+                .all(|((f, _), m)| &f[..] == *m);
         lp.push_int(if same { 2 } else { 0 });
         lp.push_int(e.id.ms.wrapping_sub(master.ms) as i64);
         lp.push_int(e.id.seq.wrapping_sub(master.seq) as i64);

@@ -56,8 +56,11 @@ fn rd_u32(b: &[u8], p: usize) -> u32 {
 }
 
 fn need(b: &[u8], p: usize, n: usize, what: &str) -> Result<(), String> {
-    if p.checked_add(n).is_none_or(|e| e > b.len()) {
-        Err(format!("{what} runs past the end of the blob (offset {p}, {n} bytes, blob {} bytes)", b.len()))
+    if p.checked_add(n).map_or(true, |e| e > b.len()) {
+        Err(format!(
+            "{what} runs past the end of the blob (offset {p}, {n} bytes, blob {} bytes)",
+            b.len()
+        ))
     } else {
         Ok(())
     }
@@ -65,13 +68,19 @@ fn need(b: &[u8], p: usize, n: usize, what: &str) -> Result<(), String> {
 
 /// Decodes a ziplist, calling `f` for each element in order. Validates header, prevlen chain,
 /// tail offset, count and terminator.
-pub fn ziplist_for_each<'a>(b: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<(), String>) -> Result<usize, String> {
+pub fn ziplist_for_each<'a>(
+    b: &'a [u8],
+    mut f: impl FnMut(Elem<'a>) -> Result<(), String>,
+) -> Result<usize, String> {
     if b.len() < 11 {
         return Err(format!("ziplist too short ({} bytes)", b.len()));
     }
     let zlbytes = rd_u32(b, 0) as usize;
     if zlbytes != b.len() {
-        return Err(format!("ziplist header says {zlbytes} bytes but blob is {}", b.len()));
+        return Err(format!(
+            "ziplist header says {zlbytes} bytes but blob is {}",
+            b.len()
+        ));
     }
     let tail = rd_u32(b, 4) as usize;
     let count = rd_u16(b, 8) as usize;
@@ -92,7 +101,9 @@ pub fn ziplist_for_each<'a>(b: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<(
             (rd_u32(b, p + 1) as usize, 5)
         };
         if plen != prev_len {
-            return Err(format!("ziplist entry {n} prevlen {plen} does not match previous entry length {prev_len}"));
+            return Err(format!(
+                "ziplist entry {n} prevlen {plen} does not match previous entry length {prev_len}"
+            ));
         }
         p += hdr;
         need(b, p, 1, "ziplist encoding")?;
@@ -170,7 +181,9 @@ pub fn ziplist_for_each<'a>(b: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<(
     }
     let expect_tail = last_start.unwrap_or(10);
     if tail != expect_tail {
-        return Err(format!("ziplist tail offset {tail} does not point at the last entry ({expect_tail})"));
+        return Err(format!(
+            "ziplist tail offset {tail} does not point at the last entry ({expect_tail})"
+        ));
     }
     if count != 0xffff && count != n {
         return Err(format!("ziplist header count {count} but {n} entries"));
@@ -180,13 +193,19 @@ pub fn ziplist_for_each<'a>(b: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<(
 
 /// Decodes a listpack, calling `f` for each element. Validates total bytes, every backlen,
 /// count and terminator.
-pub fn listpack_for_each<'a>(b: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<(), String>) -> Result<usize, String> {
+pub fn listpack_for_each<'a>(
+    b: &'a [u8],
+    mut f: impl FnMut(Elem<'a>) -> Result<(), String>,
+) -> Result<usize, String> {
     if b.len() < 7 {
         return Err(format!("listpack too short ({} bytes)", b.len()));
     }
     let total = rd_u32(b, 0) as usize;
     if total != b.len() {
-        return Err(format!("listpack header says {total} bytes but blob is {}", b.len()));
+        return Err(format!(
+            "listpack header says {total} bytes but blob is {}",
+            b.len()
+        ));
     }
     let count = rd_u16(b, 4) as usize;
     let mut p = 6;
@@ -211,7 +230,11 @@ pub fn listpack_for_each<'a>(b: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<
         } else if enc & 0xe0 == 0xc0 {
             need(b, p, 2, "listpack 13-bit int")?;
             let u = (((enc & 0x1f) as u16) << 8) | b[p + 1] as u16;
-            let v = if u >= 1 << 12 { u as i64 - (1 << 13) } else { u as i64 };
+            let v = if u >= 1 << 12 {
+                u as i64 - (1 << 13)
+            } else {
+                u as i64
+            };
             p += 2;
             elem = Elem::Int(v);
         } else if enc & 0xf0 == 0xe0 {
@@ -238,12 +261,16 @@ pub fn listpack_for_each<'a>(b: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<
                 }
                 0xf2 => {
                     need(b, p, 4, "listpack int24")?;
-                    elem = Elem::Int((i32::from_le_bytes([0, b[p + 1], b[p + 2], b[p + 3]]) >> 8) as i64);
+                    elem = Elem::Int(
+                        (i32::from_le_bytes([0, b[p + 1], b[p + 2], b[p + 3]]) >> 8) as i64,
+                    );
                     p += 4;
                 }
                 0xf3 => {
                     need(b, p, 5, "listpack int32")?;
-                    elem = Elem::Int(i32::from_le_bytes([b[p + 1], b[p + 2], b[p + 3], b[p + 4]]) as i64);
+                    elem = Elem::Int(
+                        i32::from_le_bytes([b[p + 1], b[p + 2], b[p + 3], b[p + 4]]) as i64
+                    );
                     p += 5;
                 }
                 0xf4 => {
@@ -262,7 +289,9 @@ pub fn listpack_for_each<'a>(b: &'a [u8], mut f: impl FnMut(Elem<'a>) -> Result<
         let mut buf = [0u8; 5];
         encode_backlen(&mut buf, entry_len as u64);
         if b[p..p + bl] != buf[..bl] {
-            return Err(format!("listpack entry {n} backlen does not match its length {entry_len}"));
+            return Err(format!(
+                "listpack entry {n} backlen does not match its length {entry_len}"
+            ));
         }
         p += bl;
         n += 1;
@@ -288,7 +317,10 @@ pub fn intset_for_each(b: &[u8], mut f: impl FnMut(i64)) -> Result<usize, String
         return Err(format!("invalid intset encoding {enc}"));
     }
     if len.checked_mul(enc).and_then(|x| x.checked_add(8)) != Some(b.len()) {
-        return Err(format!("intset of {len} x {enc}-byte integers does not fit blob of {} bytes", b.len()));
+        return Err(format!(
+            "intset of {len} x {enc}-byte integers does not fit blob of {} bytes",
+            b.len()
+        ));
     }
     for i in 0..len {
         let p = 8 + i * enc;
@@ -307,7 +339,10 @@ pub fn intset_for_each(b: &[u8], mut f: impl FnMut(i64)) -> Result<usize, String
 }
 
 /// Decodes a zipmap (pre-2.6 small hashes) into field/value pairs.
-pub fn zipmap_for_each<'a>(b: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8])) -> Result<usize, String> {
+pub fn zipmap_for_each<'a>(
+    b: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]),
+) -> Result<usize, String> {
     need(b, 0, 1, "zipmap header")?;
     let mut p = 1;
     let mut n = 0;
@@ -329,8 +364,7 @@ pub fn zipmap_for_each<'a>(b: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8])) -
             Err("invalid zipmap length byte 255".into())
         }
     };
-    loop {
-        let Some(kl) = read_len(&mut p)? else { break };
+    while let Some(kl) = read_len(&mut p)? {
         need(b, p, kl, "zipmap field")?;
         let k = &b[p..p + kl];
         p += kl;
@@ -358,7 +392,11 @@ pub fn canonical_int(s: &[u8]) -> Option<i64> {
     if s.len() == 1 && s[0] == b'0' {
         return Some(0);
     }
-    let (neg, digits) = if s[0] == b'-' { (true, &s[1..]) } else { (false, s) };
+    let (neg, digits) = if s[0] == b'-' {
+        (true, &s[1..])
+    } else {
+        (false, s)
+    };
     if digits.is_empty() || digits[0] == b'0' {
         return None;
     }
@@ -399,13 +437,13 @@ fn backlen_size(l: u64) -> usize {
 fn encode_backlen(buf: &mut [u8; 5], l: u64) -> usize {
     let n = backlen_size(l);
     // Most significant 7-bit group first; every byte but the first has the high bit set.
-    for i in 0..n {
+    for (i, slot) in buf.iter_mut().take(n).enumerate() {
         let shift = 7 * (n - 1 - i);
         let mut byte = ((l >> shift) & 127) as u8;
         if i > 0 {
             byte |= 128;
         }
-        buf[i] = byte;
+        *slot = byte;
     }
     n
 }
@@ -491,7 +529,11 @@ impl ListpackBuilder {
         self.buf.push(0xff);
         let total = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&total.to_le_bytes());
-        let c = if self.count < 0xffff { self.count as u16 } else { 0xffff };
+        let c = if self.count < 0xffff {
+            self.count as u16
+        } else {
+            0xffff
+        };
         self.buf[4..6].copy_from_slice(&c.to_le_bytes());
         self.buf
     }
@@ -511,7 +553,12 @@ impl ZiplistBuilder {
     pub fn new() -> Self {
         let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(&[0u8; 10]);
-        ZiplistBuilder { buf, count: 0, prev_len: 0, tail: 10 }
+        ZiplistBuilder {
+            buf,
+            count: 0,
+            prev_len: 0,
+            tail: 10,
+        }
     }
     /// Number of elements so far.
     pub fn len(&self) -> usize {
@@ -531,7 +578,8 @@ impl ZiplistBuilder {
             self.buf.push(self.prev_len as u8);
         } else {
             self.buf.push(0xfe);
-            self.buf.extend_from_slice(&(self.prev_len as u32).to_le_bytes());
+            self.buf
+                .extend_from_slice(&(self.prev_len as u32).to_le_bytes());
         }
         start
     }
@@ -591,7 +639,11 @@ impl ZiplistBuilder {
         let total = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&total.to_le_bytes());
         self.buf[4..8].copy_from_slice(&(self.tail as u32).to_le_bytes());
-        let c = if self.count < 0xffff { self.count as u16 } else { 0xffff };
+        let c = if self.count < 0xffff {
+            self.count as u16
+        } else {
+            0xffff
+        };
         self.buf[8..10].copy_from_slice(&c.to_le_bytes());
         self.buf
     }
@@ -602,9 +654,15 @@ pub fn build_intset(values: &[i64]) -> Vec<u8> {
     let mut v = values.to_vec();
     v.sort_unstable();
     v.dedup();
-    let enc: usize = if v.iter().all(|&x| (i16::MIN as i64..=i16::MAX as i64).contains(&x)) {
+    let enc: usize = if v
+        .iter()
+        .all(|&x| (i16::MIN as i64..=i16::MAX as i64).contains(&x))
+    {
         2
-    } else if v.iter().all(|&x| (i32::MIN as i64..=i32::MAX as i64).contains(&x)) {
+    } else if v
+        .iter()
+        .all(|&x| (i32::MIN as i64..=i32::MAX as i64).contains(&x))
+    {
         4
     } else {
         8
@@ -647,9 +705,28 @@ mod tests {
         let big = vec![b'x'; 5000];
         let mid = vec![b'y'; 300];
         lp_roundtrip(&[
-            b"0", b"127", b"128", b"-1", b"4095", b"-4096", b"4096", b"32767", b"-32768", b"8388607",
-            b"-8388608", b"2147483647", b"-2147483648", b"9223372036854775807", b"-9223372036854775808",
-            b"007", b"-0", b"+1", b"abc", b"", &mid, &big,
+            b"0",
+            b"127",
+            b"128",
+            b"-1",
+            b"4095",
+            b"-4096",
+            b"4096",
+            b"32767",
+            b"-32768",
+            b"8388607",
+            b"-8388608",
+            b"2147483647",
+            b"-2147483648",
+            b"9223372036854775807",
+            b"-9223372036854775808",
+            b"007",
+            b"-0",
+            b"+1",
+            b"abc",
+            b"",
+            &mid,
+            &big,
         ]);
     }
 
@@ -657,7 +734,20 @@ mod tests {
     fn ziplist_round_trips_and_keeps_prevlen_chain_valid() {
         let big = vec![b'z'; 300];
         let huge = vec![b'w'; 20000];
-        let items: Vec<&[u8]> = vec![b"1", b"12", b"13", b"-1", b"200", b"40000", b"-8000000", b"3000000000", &big, b"a", &huge, b"x"];
+        let items: Vec<&[u8]> = vec![
+            b"1",
+            b"12",
+            b"13",
+            b"-1",
+            b"200",
+            b"40000",
+            b"-8000000",
+            b"3000000000",
+            &big,
+            b"a",
+            &huge,
+            b"x",
+        ];
         let mut b = ZiplistBuilder::new();
         for i in &items {
             b.push_str(i);

@@ -101,7 +101,10 @@ impl Error {
     }
     /// True for version and feature support errors.
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, Error::Unsupported { .. } | Error::UnsupportedVersion { .. })
+        matches!(
+            self,
+            Error::Unsupported { .. } | Error::UnsupportedVersion { .. }
+        )
     }
     /// The absolute input offset the error refers to, when there is one.
     pub fn offset(&self) -> Option<u64> {

@@ -66,9 +66,22 @@ fn stream(s: &Stream) -> J {
             })
         })
         .collect();
+    let idmp = s.idmp.as_ref().map(|i| {
+        json!({
+            "duration": i.duration,
+            "max_entries": i.max_entries,
+            "producers": i.producers.iter().map(|(pid, es)| json!({
+                "pid": bytes(pid),
+                "entries": es.iter().map(|(iid, id)| json!([bytes(iid), id.to_string()])).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "iids_added": i.iids_added,
+            "iids_duplicates": i.iids_duplicates,
+        })
+    });
     json!({
         "entries": entries,
         "groups": groups,
+        "idmp": idmp,
         "length": s.length,
         "last_id": s.last_id.to_string(),
         "first_id": s.first_id.to_string(),
@@ -81,17 +94,32 @@ fn stream(s: &Stream) -> J {
 pub fn value(v: &Value) -> J {
     match v {
         Value::String(s) => bytes(s),
-        Value::List(items) | Value::Set(items) => J::Array(items.iter().map(|b| bytes(b)).collect()),
-        Value::SortedSet(items) => J::Array(items.iter().map(|(m, s)| json!([bytes(m), score(*s)])).collect()),
+        Value::List(items) | Value::Set(items) => {
+            J::Array(items.iter().map(|b| bytes(b)).collect())
+        }
+        Value::SortedSet(items) => J::Array(
+            items
+                .iter()
+                .map(|(m, s)| json!([bytes(m), score(*s)]))
+                .collect(),
+        ),
         Value::Hash(fields) => {
             if fields.iter().any(|f| f.expire_at_ms.is_some()) {
-                J::Array(fields.iter().map(|f| json!([bytes(&f.field), bytes(&f.value), f.expire_at_ms])).collect())
+                J::Array(
+                    fields
+                        .iter()
+                        .map(|f| json!([bytes(&f.field), bytes(&f.value), f.expire_at_ms]))
+                        .collect(),
+                )
             } else {
                 let mut m = Map::new();
                 for f in fields {
                     let k = match std::str::from_utf8(&f.field) {
                         Ok(s) => s.to_owned(),
-                        Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(&f.field)),
+                        Err(_) => format!(
+                            "base64:{}",
+                            base64::engine::general_purpose::STANDARD.encode(&f.field)
+                        ),
                     };
                     m.insert(k, bytes(&f.value));
                 }
@@ -120,13 +148,19 @@ pub fn entry(e: &Entry) -> J {
 
 /// One entry as a JSON line (no trailing newline), fields in the documented order.
 pub fn entry_line(e: &Entry) -> String {
-    let t = e.value.as_ref().map(|v| v.type_name()).unwrap_or_else(|| crate::type_name_of(e.rdb_type));
+    let t = e
+        .value
+        .as_ref()
+        .map(|v| v.type_name())
+        .unwrap_or_else(|| crate::type_name_of(e.rdb_type));
     format!(
         "{{\"db\":{},\"key\":{},\"type\":\"{}\",\"expire_at_ms\":{},\"value\":{}}}",
         e.db,
         bytes(&e.key),
         t,
-        e.expire_at_ms.map(|x| x.to_string()).unwrap_or_else(|| "null".into()),
+        e.expire_at_ms
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "null".into()),
         e.value.as_ref().map(value).unwrap_or(J::Null)
     )
 }

@@ -51,10 +51,13 @@ pub mod writer;
 pub use dump::{build_dump, decode_dump, encode_dump, reencode_for, split_dump, DumpParts};
 pub use encode::encode_value;
 pub use error::{Error, KeyContext, Result};
-pub use parser::{decode_value, Checksum, Entry, Flavor, Item, Parser, ParserOptions, ValueMode, MAX_RDB_VERSION};
+pub use parser::{
+    decode_value, Checksum, Entry, Flavor, Item, Parser, ParserOptions, ValueMode, MAX_RDB_VERSION,
+};
 pub use reader::Reader;
 pub use value::{
-    Consumer, ConsumerGroup, HashField, ModuleValue, PendingEntry, Stream, StreamEntry, StreamId, StreamIdmp, Value,
+    Consumer, ConsumerGroup, HashField, ModuleValue, PendingEntry, Stream, StreamEntry, StreamId,
+    StreamIdmp, Value,
 };
 pub use writer::Writer;
 
@@ -67,8 +70,14 @@ pub fn type_name_of(rdb_type: u8) -> &'static str {
         LIST | LIST_ZIPLIST | LIST_QUICKLIST | LIST_QUICKLIST_2 => "list",
         SET | SET_INTSET | SET_LISTPACK => "set",
         ZSET | ZSET_2 | ZSET_ZIPLIST | ZSET_LISTPACK => "zset",
-        HASH | HASH_ZIPMAP | HASH_ZIPLIST | HASH_LISTPACK | HASH_METADATA_PRE_GA | HASH_LISTPACK_EX_PRE_GA
-        | HASH_METADATA | HASH_LISTPACK_EX => "hash",
+        HASH
+        | HASH_ZIPMAP
+        | HASH_ZIPLIST
+        | HASH_LISTPACK
+        | HASH_METADATA_PRE_GA
+        | HASH_LISTPACK_EX_PRE_GA
+        | HASH_METADATA
+        | HASH_LISTPACK_EX => "hash",
         STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4 => "stream",
         MODULE_2 => "module",
         _ => "unknown",

@@ -107,10 +107,11 @@ pub fn compress(input: &[u8]) -> Option<Vec<u8>> {
         }
     };
     while ip + 2 < input.len() {
-        let h = ((input[ip] as usize) << 16 | (input[ip + 1] as usize) << 8 | input[ip + 2] as usize)
-            .wrapping_mul(2654435761)
-            >> 8
-            & (HSIZE - 1);
+        let h =
+            ((input[ip] as usize) << 16 | (input[ip + 1] as usize) << 8 | input[ip + 2] as usize)
+                .wrapping_mul(2654435761)
+                >> 8
+                & (HSIZE - 1);
         let cand = table[h];
         table[h] = ip + 1;
         if cand > 0 {
@@ -163,11 +164,17 @@ mod tests {
 
     #[test]
     fn rejects_back_reference_before_start() {
-        assert_eq!(decompress(&[0x20, 0x05], 3), Err(LzfError::BadBackReference));
+        assert_eq!(
+            decompress(&[0x20, 0x05], 3),
+            Err(LzfError::BadBackReference)
+        );
     }
 
     #[test]
     fn rejects_output_longer_than_declared() {
-        assert_eq!(decompress(&[2, b'a', b'b', b'c'], 2), Err(LzfError::OutputOverflow));
+        assert_eq!(
+            decompress(&[2, b'a', b'b', b'c'], 2),
+            Err(LzfError::OutputOverflow)
+        );
     }
 }

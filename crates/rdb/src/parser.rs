@@ -7,7 +7,9 @@
 //! its bytes are buffered; if they are not, the parser remembers how many bytes it needs and
 //! returns `Ok(None)` without re-reading anything until that many have been fed. Completed units
 //! are dropped from the buffer at once, so the buffer holds at most one unit (plus one fed chunk),
-//! and no byte is parsed twice except for the one unit that straddled a chunk boundary.
+//! and no byte is parsed twice except for the one unit that straddled a chunk boundary. One
+//! exception: a stream's metadata after its listpacks (consumer groups, PELs, consumers) is one
+//! unit, so a stream with millions of pending entries is buffered and re-tried as a whole.
 //!
 //! # Big values
 //!
@@ -17,8 +19,11 @@
 //! that many bytes each (list elements, set members, hash fields, sorted-set pairs, stream
 //! entries; the last stream chunk carries the metadata and consumer groups), then
 //! [`Item::EntryEnd`]. A replicator turns chunks into RPUSH/SADD/HSET/ZADD/XADD batches. Raw bytes
-//! are not kept for such a value. Strings and single-blob encodings (ziplist, listpack, intset),
-//! which servers bound by their own limits, are always yielded whole.
+//! are not kept for such a value. A plain (not LZF-compressed) string longer than the bound comes
+//! the same way as `Value::String` pieces (SET then APPEND), read without buffering it whole. LZF
+//! strings (whose compressed and decompressed forms must both be in memory) and single-blob
+//! encodings (ziplist, listpack, intset), which servers bound by their own limits, are always
+//! yielded whole.
 
 use std::collections::VecDeque;
 
@@ -226,7 +231,8 @@ pub enum Item {
     },
     /// A complete key.
     Entry(Entry),
-    /// A big value follows in chunks; `value` and `raw` are `None` here.
+    /// A big value follows in chunks; `value` and `raw` are `None` here, and `serialized_len`
+    /// counts only the bytes read so far.
     EntryStart(Entry),
     /// Part of the value announced by the last `EntryStart` (same type, a slice of its elements).
     ValueChunk(Value),
@@ -400,16 +406,30 @@ impl Parser {
         let key = self.key_context();
         self.state = St::Failed;
         match stop {
-            Stop::More { need, what } => Error::Truncated { offset: self.base + need as u64, what, key },
+            Stop::More { need, what } => Error::Truncated {
+                offset: self.base + need as u64,
+                what,
+                key,
+            },
             Stop::Bad { at, kind } => {
                 let offset = self.base + at as u64;
                 match kind {
-                    Bad::Corrupt(message) => Error::Corrupt { offset, key, message },
+                    Bad::Corrupt(message) => Error::Corrupt {
+                        offset,
+                        key,
+                        message,
+                    },
                     Bad::Unsupported(what) => Error::Unsupported { what, offset, key },
-                    Bad::Limit(message) => Error::LimitExceeded { offset, key, message },
-                    Bad::Checksum { stored, computed } => {
-                        Error::Checksum { where_: " at end of file", stored, computed }
-                    }
+                    Bad::Limit(message) => Error::LimitExceeded {
+                        offset,
+                        key,
+                        message,
+                    },
+                    Bad::Checksum { stored, computed } => Error::Checksum {
+                        where_: " at end of file",
+                        stored,
+                        computed,
+                    },
                 }
             }
         }
@@ -526,7 +546,9 @@ impl Parser {
                     return Ok(None);
                 }
                 self.state = St::Done;
-                return Ok(Some(Item::Eof { checksum: Checksum::Absent }));
+                return Ok(Some(Item::Eof {
+                    checksum: Checksum::Absent,
+                }));
             }
             OP_SELECTDB => {
                 let db = c.len("the database number after SELECTDB")?;
@@ -536,7 +558,11 @@ impl Parser {
             OP_RESIZEDB => {
                 let db_size = c.len("the db size of RESIZEDB")?;
                 let expires_size = c.len("the expires size of RESIZEDB")?;
-                Item::ResizeDb { db: self.db, db_size, expires_size }
+                Item::ResizeDb {
+                    db: self.db,
+                    db_size,
+                    expires_size,
+                }
             }
             OP_AUX => {
                 let key = c.string("the name of an AUX field")?.to_bytes()?;
@@ -575,7 +601,11 @@ impl Parser {
                 let slot = c.len("the slot of SLOT_INFO")?;
                 let size = c.len("the slot size of SLOT_INFO")?;
                 let expires_size = c.len("the slot expires size of SLOT_INFO")?;
-                Item::SlotInfo { slot, size, expires_size }
+                Item::SlotInfo {
+                    slot,
+                    size,
+                    expires_size,
+                }
             }
             OP_FUNCTION2 => {
                 let code = c.string("a function library (FUNCTION2)")?.to_bytes()?;
@@ -584,7 +614,9 @@ impl Parser {
             OP_FUNCTION_PRE_GA => {
                 return Err(Stop::Bad {
                     at: self.pos,
-                    kind: Bad::Unsupported("pre-release function format (opcode 246, Redis 7.0 RC1/RC2)".into()),
+                    kind: Bad::Unsupported(
+                        "pre-release function format (opcode 246, Redis 7.0 RC1/RC2)".into(),
+                    ),
                 })
             }
             OP_MODULE_AUX => {
@@ -592,13 +624,21 @@ impl Parser {
                 let at = c.p;
                 let when_op = c.len("the 'when' opcode of module AUX data")?;
                 if when_op != 2 {
-                    return corrupt(at, format!("module AUX 'when' opcode is {when_op}, expected 2"));
+                    return corrupt(
+                        at,
+                        format!("module AUX 'when' opcode is {when_op}, expected 2"),
+                    );
                 }
                 let when = c.len("the 'when' of module AUX data")?;
                 let start = c.p;
                 c.module_opcodes()?;
                 let payload = Bytes::copy_from_slice(&c.b[start..c.p]);
-                Item::ModuleAux { module_id, name: module_name_from_id(module_id), when, payload }
+                Item::ModuleAux {
+                    module_id,
+                    name: module_name_from_id(module_id),
+                    when,
+                    payload,
+                }
             }
             OP_KEY_META => {
                 return Err(Stop::Bad {
@@ -609,7 +649,9 @@ impl Parser {
             t => {
                 if !values::is_value_type(t) {
                     let kind = if t == MODULE_PRE_GA {
-                        Bad::Unsupported("pre-GA module value type 6 (Redis 4.0 release candidates)".into())
+                        Bad::Unsupported(
+                            "pre-GA module value type 6 (Redis 4.0 release candidates)".into(),
+                        )
                     } else {
                         Bad::Corrupt(format!("unknown opcode or value type {t}"))
                     };
@@ -620,7 +662,7 @@ impl Parser {
                 let offset = self.base + self.pos as u64;
                 let raw = matches!(self.opts.mode, ValueMode::Raw | ValueMode::DecodedAndRaw);
                 self.pos = c.p;
-                let vs = values::ValueState::new(
+                let mut vs = values::ValueState::new(
                     t,
                     key,
                     self.flavor == Flavor::Valkey,
@@ -632,6 +674,7 @@ impl Parser {
                     meta.freq,
                     self.db,
                 );
+                vs.big = self.opts.big_value_bytes;
                 let boxed = match self.spare.take() {
                     Some(mut b) => {
                         *b = vs;
@@ -656,7 +699,10 @@ impl Parser {
             vs.commit(consumed);
             self.pos = c.p;
             if done {
-                let bad = |m: String, at: usize| Stop::Bad { at, kind: Bad::Corrupt(m) };
+                let bad = |m: String, at: usize| Stop::Bad {
+                    at,
+                    kind: Bad::Corrupt(m),
+                };
                 if vs.started {
                     let last = vs.take_chunk(true).map_err(|m| bad(m, self.pos))?;
                     vs.finished = true;
@@ -681,10 +727,13 @@ impl Parser {
                     if !vs.started {
                         vs.started = true;
                         vs.raw = None;
-                        self.queue.push_back(Item::EntryStart(vs.entry(None, false)));
+                        self.queue
+                            .push_back(Item::EntryStart(vs.entry(None, false)));
                     }
-                    let chunk =
-                        vs.take_chunk(false).map_err(|m| Stop::Bad { at: self.pos, kind: Bad::Corrupt(m) })?;
+                    let chunk = vs.take_chunk(false).map_err(|m| Stop::Bad {
+                        at: self.pos,
+                        kind: Bad::Corrupt(m),
+                    })?;
                     if let Some(v) = chunk {
                         self.queue.push_back(Item::ValueChunk(v));
                     }
@@ -705,8 +754,12 @@ fn parse_magic(m: &[u8]) -> Result<(u32, Flavor), Bad> {
         }
     };
     if &m[..5] == b"REDIS" {
-        let v = digits(&m[5..9])
-            .ok_or_else(|| Bad::Corrupt(format!("bad RDB version digits {:?}", String::from_utf8_lossy(&m[5..9]))))?;
+        let v = digits(&m[5..9]).ok_or_else(|| {
+            Bad::Corrupt(format!(
+                "bad RDB version digits {:?}",
+                String::from_utf8_lossy(&m[5..9])
+            ))
+        })?;
         if v == 0 || v > MAX_RDB_VERSION {
             return Err(Bad::Unsupported(format!(
                 "RDB version {v} (this reader supports 1 to {MAX_RDB_VERSION})"
@@ -714,14 +767,23 @@ fn parse_magic(m: &[u8]) -> Result<(u32, Flavor), Bad> {
         }
         Ok((v, Flavor::Redis))
     } else if &m[..6] == b"VALKEY" {
-        let v = digits(&m[6..9])
-            .ok_or_else(|| Bad::Corrupt(format!("bad Valkey RDB version {:?}", String::from_utf8_lossy(&m[6..9]))))?;
+        let v = digits(&m[6..9]).ok_or_else(|| {
+            Bad::Corrupt(format!(
+                "bad Valkey RDB version {:?}",
+                String::from_utf8_lossy(&m[6..9])
+            ))
+        })?;
         if !(80..=80).contains(&v) {
-            return Err(Bad::Unsupported(format!("Valkey RDB version {v} (this reader supports 80)")));
+            return Err(Bad::Unsupported(format!(
+                "Valkey RDB version {v} (this reader supports 80)"
+            )));
         }
         Ok((v, Flavor::Valkey))
     } else {
-        Err(Bad::Corrupt(format!("not an RDB file: magic {:?}", String::from_utf8_lossy(m))))
+        Err(Bad::Corrupt(format!(
+            "not an RDB file: magic {:?}",
+            String::from_utf8_lossy(m)
+        )))
     }
 }
 
@@ -730,16 +792,40 @@ fn parse_magic(m: &[u8]) -> Result<(u32, Flavor), Bad> {
 pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
     let ctx = KeyContext(None);
     let mk = |stop: Stop| match stop {
-        Stop::More { need, what } => Error::Truncated { offset: need as u64, what, key: ctx.clone() },
+        Stop::More { need, what } => Error::Truncated {
+            offset: need as u64,
+            what,
+            key: ctx.clone(),
+        },
         Stop::Bad { at, kind } => match kind {
-            Bad::Corrupt(message) => Error::Corrupt { offset: at as u64, key: ctx.clone(), message },
-            Bad::Unsupported(what) => Error::Unsupported { what, offset: at as u64, key: ctx.clone() },
-            Bad::Limit(message) => Error::LimitExceeded { offset: at as u64, key: ctx.clone(), message },
-            Bad::Checksum { stored, computed } => Error::Checksum { where_: "", stored, computed },
+            Bad::Corrupt(message) => Error::Corrupt {
+                offset: at as u64,
+                key: ctx.clone(),
+                message,
+            },
+            Bad::Unsupported(what) => Error::Unsupported {
+                what,
+                offset: at as u64,
+                key: ctx.clone(),
+            },
+            Bad::Limit(message) => Error::LimitExceeded {
+                offset: at as u64,
+                key: ctx.clone(),
+                message,
+            },
+            Bad::Checksum { stored, computed } => Error::Checksum {
+                where_: "",
+                stored,
+                computed,
+            },
         },
     };
     let Some(&t) = serialized.first() else {
-        return Err(Error::Truncated { offset: 0, what: "the value type byte", key: ctx });
+        return Err(Error::Truncated {
+            offset: 0,
+            what: "the value type byte",
+            key: ctx,
+        });
     };
     if !values::is_value_type(t) {
         let what = if t == MODULE_PRE_GA {
@@ -747,9 +833,14 @@ pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
         } else {
             format!("value type {t}")
         };
-        return Err(Error::Unsupported { what, offset: 0, key: ctx });
+        return Err(Error::Unsupported {
+            what,
+            offset: 0,
+            key: ctx,
+        });
     }
-    let mut vs = values::ValueState::new(t, Bytes::new(), valkey, false, true, 0, None, None, None, 0);
+    let mut vs =
+        values::ValueState::new(t, Bytes::new(), valkey, false, true, 0, None, None, None, 0);
     let mut c = Cur::new(serialized, 1, usize::MAX);
     loop {
         let done = vs.unit(&mut c).map_err(mk)?;
@@ -764,10 +855,19 @@ pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
             message: format!("{} bytes left after the value", serialized.len() - c.p),
         });
     }
-    vs.build().map_err(|message| Error::Corrupt { offset: 0, key: KeyContext(None), message })
+    vs.build().map_err(|message| Error::Corrupt {
+        offset: 0,
+        key: KeyContext(None),
+        message,
+    })
 }
 
 /// The module value helper used by [`values`].
 pub(crate) fn module_value(module_id: u64, payload: Bytes) -> ModuleValue {
-    ModuleValue { module_id, name: module_name_from_id(module_id), encver: (module_id & 1023) as u16, payload }
+    ModuleValue {
+        module_id,
+        name: module_name_from_id(module_id),
+        encver: (module_id & 1023) as u16,
+        payload,
+    }
 }

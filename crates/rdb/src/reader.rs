@@ -26,7 +26,12 @@ pub struct Reader<R: Read> {
 impl<R: Read> Reader<R> {
     /// Wraps a reader.
     pub fn new(inner: R, opts: ParserOptions) -> Self {
-        Reader { inner, parser: Parser::new(opts), chunk: vec![0u8; 64 * 1024], ended: false }
+        Reader {
+            inner,
+            parser: Parser::new(opts),
+            chunk: vec![0u8; 64 * 1024],
+            ended: false,
+        }
     }
 
     /// The underlying parser (offset, version, bytes after EOF).

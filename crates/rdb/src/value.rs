@@ -65,7 +65,13 @@ impl Value {
             Value::Stream(s) => s
                 .entries
                 .iter()
-                .map(|e| 16 + e.fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>())
+                .map(|e| {
+                    16 + e
+                        .fields
+                        .iter()
+                        .map(|(f, v)| f.len() + v.len())
+                        .sum::<usize>()
+                })
                 .sum(),
             Value::Module(m) => m.payload.len(),
         }
@@ -86,7 +92,11 @@ pub struct HashField {
 impl HashField {
     /// A field without expiry.
     pub fn new(field: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        HashField { field: field.into(), value: value.into(), expire_at_ms: None }
+        HashField {
+            field: field.into(),
+            value: value.into(),
+            expire_at_ms: None,
+        }
     }
 }
 
@@ -110,7 +120,10 @@ impl StreamId {
         let mut seq = [0u8; 8];
         ms.copy_from_slice(&b[..8]);
         seq.copy_from_slice(&b[8..]);
-        StreamId { ms: u64::from_be_bytes(ms), seq: u64::from_be_bytes(seq) }
+        StreamId {
+            ms: u64::from_be_bytes(ms),
+            seq: u64::from_be_bytes(seq),
+        }
     }
     /// The 16-byte big-endian form.
     pub fn to_be_bytes(self) -> [u8; 16] {
@@ -224,7 +237,8 @@ pub struct ModuleValue {
     pub payload: Bytes,
 }
 
-const MODULE_CHARSET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const MODULE_CHARSET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Decodes the 9-character module type name from a 64-bit module ID.
 pub fn module_name_from_id(id: u64) -> String {

@@ -3,10 +3,15 @@
 use bytes::Bytes;
 
 use crate::cursor::{corrupt, Cur, RStr, R};
-use crate::encoding::{intset_for_each, listpack_for_each, ziplist_for_each, zipmap_for_each, Elem};
+use crate::encoding::{
+    intset_for_each, listpack_for_each, ziplist_for_each, zipmap_for_each, Elem,
+};
 use crate::parser::types::*;
 use crate::parser::{module_value, Entry};
-use crate::value::{ConsumerGroup, Consumer, HashField, PendingEntry, Stream, StreamEntry, StreamId, StreamIdmp, Value};
+use crate::value::{
+    Consumer, ConsumerGroup, HashField, PendingEntry, Stream, StreamEntry, StreamId, StreamIdmp,
+    Value,
+};
 
 /// True for every value type byte this crate decodes.
 pub(crate) fn is_value_type(t: u8) -> bool {
@@ -56,6 +61,10 @@ pub(crate) struct ValueState {
     tail: Option<StreamTail>,
     size: u64,
     pub pending_bytes: usize,
+    /// First live stream entry seen in an earlier chunk (v1 streams do not store it).
+    first_live: Option<StreamId>,
+    /// The big-value bound: a plain string longer than this is read in pieces of this size.
+    pub big: Option<usize>,
     pub started: bool,
     pub finished: bool,
 }
@@ -82,7 +91,7 @@ impl ValueState {
             t,
             key,
             valkey,
-            raw: raw.then(|| vec![t]),
+            raw: raw.then(Vec::new),
             keep,
             offset,
             expire,
@@ -96,6 +105,8 @@ impl ValueState {
             tail: None,
             size: 1,
             pending_bytes: 0,
+            first_live: None,
+            big: None,
             started: false,
             finished: false,
         }
@@ -104,6 +115,11 @@ impl ValueState {
     /// Records bytes of a completed unit.
     pub(crate) fn commit(&mut self, bytes: &[u8]) {
         if let Some(r) = &mut self.raw {
+            if r.is_empty() {
+                // First unit: most values are one unit, so this is usually the only allocation.
+                r.reserve(1 + bytes.len());
+                r.push(self.t);
+            }
             r.extend_from_slice(bytes);
         }
         self.size += bytes.len() as u64;
@@ -114,7 +130,11 @@ impl ValueState {
     pub(crate) fn entry(&mut self, value: Option<Value>, last: bool) -> Entry {
         Entry {
             db: self.db,
-            key: if last { std::mem::take(&mut self.key) } else { self.key.clone() },
+            key: if last {
+                std::mem::take(&mut self.key)
+            } else {
+                self.key.clone()
+            },
             expire_at_ms: self.expire,
             idle_secs: self.idle,
             freq: self.freq,
@@ -122,19 +142,33 @@ impl ValueState {
             offset: self.offset,
             serialized_len: self.size,
             value,
-            raw: self.raw.take().map(Bytes::from),
+            raw: self.raw.take().map(|mut r| {
+                if r.is_empty() {
+                    r.push(self.t);
+                }
+                Bytes::from(r)
+            }),
         }
     }
 
     /// True while in the element loop of a type that can be chunked.
     pub(crate) fn chunkable(&self) -> bool {
-        matches!(
-            self.t,
-            LIST | SET | ZSET | ZSET_2 | HASH | LIST_QUICKLIST | LIST_QUICKLIST_2 | HASH_METADATA
-                | HASH_METADATA_PRE_GA
-        ) && self.phase >= 1
-            || matches!(self.t, STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4)
-                && self.phase == 1
+        self.t == STRING && self.phase == 1
+            || matches!(
+                self.t,
+                LIST | SET
+                    | ZSET
+                    | ZSET_2
+                    | HASH
+                    | LIST_QUICKLIST
+                    | LIST_QUICKLIST_2
+                    | HASH_METADATA
+                    | HASH_METADATA_PRE_GA
+            ) && self.phase >= 1
+            || matches!(
+                self.t,
+                STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4
+            ) && self.phase == 1
     }
 
     fn keep_str(&self, s: RStr<'_>) -> R<Bytes> {
@@ -149,7 +183,34 @@ impl ValueState {
     /// rewinds to the unit start (nothing here has been changed in that case).
     pub(crate) fn unit(&mut self, c: &mut Cur<'_>) -> R<bool> {
         match self.t {
+            STRING if self.phase == 1 => {
+                // A big plain string, read in pieces without buffering it whole.
+                let piece = self.big.unwrap_or(usize::MAX).max(1) as u64;
+                let want = self.remaining.min(piece) as usize;
+                let n = c.avail().min(want);
+                if n == 0 {
+                    c.take(want, "a string value")?;
+                }
+                let part = c.take(n, "a string value")?;
+                if let Acc::Elems(v) = &mut self.acc {
+                    v.push(Bytes::copy_from_slice(part));
+                }
+                self.remaining -= n as u64;
+                Ok(self.remaining == 0)
+            }
             STRING => {
+                if let Some(big) = self.big {
+                    let mut probe = Cur::new(c.b, c.p, c.max_string);
+                    if let Ok((len, false)) = probe.len_enc("the length of a string value") {
+                        if len > big as u64 {
+                            c.p = probe.p;
+                            self.phase = 1;
+                            self.remaining = len;
+                            self.acc = Acc::Elems(Vec::new());
+                            return Ok(false);
+                        }
+                    }
+                }
                 let s = c.string("a string value")?;
                 let b = self.keep_str(s)?;
                 self.acc = Acc::Str(b);
@@ -166,7 +227,11 @@ impl ValueState {
                     self.acc = Acc::Elems(Vec::with_capacity(cap(self.remaining)));
                     return Ok(self.remaining == 0);
                 }
-                let s = c.string(if self.t == LIST { "a list element" } else { "a set member" })?;
+                let s = c.string(if self.t == LIST {
+                    "a list element"
+                } else {
+                    "a set member"
+                })?;
                 let b = self.keep_str(s)?;
                 if self.keep {
                     if let Acc::Elems(v) = &mut self.acc {
@@ -208,7 +273,11 @@ impl ValueState {
                 let f = c.string("a hash field")?;
                 let v = c.string("a hash value")?;
                 if self.keep {
-                    let hf = HashField { field: f.to_bytes()?, value: v.to_bytes()?, expire_at_ms: None };
+                    let hf = HashField {
+                        field: f.to_bytes()?,
+                        value: v.to_bytes()?,
+                        expire_at_ms: None,
+                    };
                     if let Acc::Hash(h) = &mut self.acc {
                         h.push(hf);
                     }
@@ -269,7 +338,11 @@ impl ValueState {
                     }
                 }
                 if self.keep {
-                    let hf = HashField { field: f.to_bytes()?, value: v.to_bytes()?, expire_at_ms: expire };
+                    let hf = HashField {
+                        field: f.to_bytes()?,
+                        value: v.to_bytes()?,
+                        expire_at_ms: expire,
+                    };
                     if let Acc::Hash(h) = &mut self.acc {
                         h.push(hf);
                     }
@@ -277,8 +350,16 @@ impl ValueState {
                 self.remaining -= 1;
                 Ok(self.remaining == 0)
             }
-            HASH_ZIPMAP | LIST_ZIPLIST | SET_INTSET | ZSET_ZIPLIST | HASH_ZIPLIST | HASH_LISTPACK
-            | ZSET_LISTPACK | SET_LISTPACK | HASH_LISTPACK_EX_PRE_GA | HASH_LISTPACK_EX => {
+            HASH_ZIPMAP
+            | LIST_ZIPLIST
+            | SET_INTSET
+            | ZSET_ZIPLIST
+            | HASH_ZIPLIST
+            | HASH_LISTPACK
+            | ZSET_LISTPACK
+            | SET_LISTPACK
+            | HASH_LISTPACK_EX_PRE_GA
+            | HASH_LISTPACK_EX => {
                 if self.t == HASH_LISTPACK_EX && self.phase == 0 {
                     c.u64_le("the minimum field expiry of a hash")?;
                     self.phase = 1;
@@ -300,7 +381,10 @@ impl ValueState {
                     let at = c.p;
                     let k = c.len("the container type of a quicklist node")?;
                     if k != 1 && k != 2 {
-                        return corrupt(at, format!("quicklist node container type {k} (expected 1 or 2)"));
+                        return corrupt(
+                            at,
+                            format!("quicklist node container type {k} (expected 1 or 2)"),
+                        );
                     }
                     k as u8
                 } else {
@@ -348,7 +432,9 @@ impl ValueState {
                 }
                 Ok(op == 0)
             }
-            STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4 => self.stream_unit(c),
+            STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4 => {
+                self.stream_unit(c)
+            }
             t => corrupt(c.p, format!("unknown value type {t}")),
         }
     }
@@ -373,7 +459,10 @@ impl ValueState {
                     other => {
                         let b = other.to_bytes()?;
                         if b.len() != 16 {
-                            return corrupt(at, format!("stream node key is {} bytes, not 16", b.len()));
+                            return corrupt(
+                                at,
+                                format!("stream node key is {} bytes, not 16", b.len()),
+                            );
                         }
                         let mut a = [0u8; 16];
                         a.copy_from_slice(&b);
@@ -416,7 +505,15 @@ impl ValueState {
         };
         let acc = std::mem::replace(&mut self.acc, fresh);
         let tail = if last { self.tail.take() } else { None };
-        let v = build_value(self.t, acc, tail, self.valkey)?;
+        let mut v = build_value(self.t, acc, tail, self.valkey)?;
+        if let Value::Stream(s) = &mut v {
+            if self.first_live.is_none() {
+                self.first_live = s.entries.first().map(|e| e.id);
+            }
+            if last && self.t == STREAM_LISTPACKS {
+                s.first_id = self.first_live.unwrap_or_default();
+            }
+        }
         if !last && v.is_empty() {
             return Ok(None);
         }
@@ -432,10 +529,19 @@ impl ValueState {
 
 fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
     let length = c.len("the length of a stream")?;
-    let last_id = StreamId::new(c.len("the last ID of a stream")?, c.len("the last ID of a stream")?);
+    let last_id = StreamId::new(
+        c.len("the last ID of a stream")?,
+        c.len("the last ID of a stream")?,
+    );
     let (first_id, max_deleted_id, entries_added) = if t >= STREAM_LISTPACKS_2 {
-        let f = StreamId::new(c.len("the first ID of a stream")?, c.len("the first ID of a stream")?);
-        let m = StreamId::new(c.len("the max deleted ID of a stream")?, c.len("the max deleted ID of a stream")?);
+        let f = StreamId::new(
+            c.len("the first ID of a stream")?,
+            c.len("the first ID of a stream")?,
+        );
+        let m = StreamId::new(
+            c.len("the max deleted ID of a stream")?,
+            c.len("the max deleted ID of a stream")?,
+        );
         let a = c.len("the entries-added counter of a stream")?;
         (Some(f), m, Some(a))
     } else {
@@ -445,8 +551,15 @@ fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
     let mut groups = Vec::with_capacity(cap(ngroups).min(64));
     for _ in 0..ngroups {
         let name = c.string("a consumer group name")?.to_bytes()?;
-        let last = StreamId::new(c.len("a consumer group last ID")?, c.len("a consumer group last ID")?);
-        let entries_read = if t >= STREAM_LISTPACKS_2 { Some(c.len("a consumer group entries-read counter")?) } else { None };
+        let last = StreamId::new(
+            c.len("a consumer group last ID")?,
+            c.len("a consumer group last ID")?,
+        );
+        let entries_read = if t >= STREAM_LISTPACKS_2 {
+            Some(c.len("a consumer group entries-read counter")?)
+        } else {
+            None
+        };
         let npel = c.len("the PEL size of a consumer group")?;
         let mut pending = Vec::with_capacity(cap(npel));
         for _ in 0..npel {
@@ -454,7 +567,11 @@ fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
             let delivery_time_ms = c.u64_le("a PEL delivery time")?;
             let delivery_count = c.len("a PEL delivery count")?;
             if keep {
-                pending.push(PendingEntry { id, delivery_time_ms, delivery_count });
+                pending.push(PendingEntry {
+                    id,
+                    delivery_time_ms,
+                    delivery_count,
+                });
             }
         }
         let ncons = c.len("the consumer count of a consumer group")?;
@@ -462,7 +579,11 @@ fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
         for _ in 0..ncons {
             let cname = c.string("a consumer name")?.to_bytes()?;
             let seen_time_ms = c.u64_le("a consumer seen time")?;
-            let active_time_ms = if t >= STREAM_LISTPACKS_3 { Some(c.u64_le("a consumer active time")?) } else { None };
+            let active_time_ms = if t >= STREAM_LISTPACKS_3 {
+                Some(c.u64_le("a consumer active time")?)
+            } else {
+                None
+            };
             let np = c.len("the PEL size of a consumer")?;
             let mut cp = Vec::with_capacity(cap(np));
             for _ in 0..np {
@@ -471,9 +592,20 @@ fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
                     cp.push(id);
                 }
             }
-            consumers.push(Consumer { name: cname, seen_time_ms, active_time_ms, pending: cp });
+            consumers.push(Consumer {
+                name: cname,
+                seen_time_ms,
+                active_time_ms,
+                pending: cp,
+            });
         }
-        groups.push(ConsumerGroup { name, last_id: last, entries_read, pending, consumers });
+        groups.push(ConsumerGroup {
+            name,
+            last_id: last,
+            entries_read,
+            pending,
+            consumers,
+        });
     }
     let idmp = if t >= STREAM_LISTPACKS_4 {
         let duration = c.len("the IDMP duration of a stream")?;
@@ -486,23 +618,43 @@ fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
             let mut es = Vec::with_capacity(cap(ne));
             for _ in 0..ne {
                 let iid = c.string("an IDMP entry IID")?.to_bytes()?;
-                let id = StreamId::new(c.len("an IDMP entry stream ID")?, c.len("an IDMP entry stream ID")?);
+                let id = StreamId::new(
+                    c.len("an IDMP entry stream ID")?,
+                    c.len("an IDMP entry stream ID")?,
+                );
                 es.push((iid, id));
             }
             producers.push((pid, es));
         }
         let iids_added = c.len("the IDMP iids-added counter")?;
         let iids_duplicates = c.len("the IDMP iids-duplicates counter")?;
-        Some(StreamIdmp { duration, max_entries, producers, iids_added, iids_duplicates })
+        Some(StreamIdmp {
+            duration,
+            max_entries,
+            producers,
+            iids_added,
+            iids_duplicates,
+        })
     } else {
         None
     };
-    Ok(StreamTail { length, last_id, first_id, max_deleted_id, entries_added, groups, idmp })
+    Ok(StreamTail {
+        length,
+        last_id,
+        first_id,
+        max_deleted_id,
+        entries_added,
+        groups,
+        idmp,
+    })
 }
 
 fn pairs_from<'a>(items: &[Elem<'a>], what: &str) -> Result<Vec<(Elem<'a>, Elem<'a>)>, String> {
     if items.len() % 2 != 0 {
-        return Err(format!("{what} has an odd number of elements ({})", items.len()));
+        return Err(format!(
+            "{what} has an odd number of elements ({})",
+            items.len()
+        ));
     }
     Ok(items.chunks_exact(2).map(|p| (p[0], p[1])).collect())
 }
@@ -526,12 +678,18 @@ fn collect_listpack(b: &[u8]) -> Result<Vec<Elem<'_>>, String> {
 }
 
 fn score(e: Elem<'_>) -> Result<f64, String> {
-    e.as_f64().ok_or_else(|| "invalid sorted set score in encoded blob".to_string())
+    e.as_f64()
+        .ok_or_else(|| "invalid sorted set score in encoded blob".to_string())
 }
 
 fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>, valkey: bool) -> Result<Value, String> {
     Ok(match (t, acc) {
         (STRING, Acc::Str(s)) => Value::String(s),
+        (STRING, Acc::Elems(parts)) => Value::String(if parts.len() == 1 {
+            parts.into_iter().next().unwrap_or_default()
+        } else {
+            Bytes::from(parts.concat())
+        }),
         (LIST, Acc::Elems(v)) => Value::List(v),
         (SET, Acc::Elems(v)) => Value::Set(v),
         (ZSET | ZSET_2, Acc::Zset(v)) => Value::SortedSet(v),
@@ -571,7 +729,9 @@ fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>, valkey: bool) -> Resul
             let (_, blob) = nodes.pop().unwrap_or_default();
             decode_blob(t, &blob, valkey)?
         }
-        (MODULE_2, Acc::Module(id, payload)) => Value::Module(Box::new(module_value(id, Bytes::from(payload)))),
+        (MODULE_2, Acc::Module(id, payload)) => {
+            Value::Module(Box::new(module_value(id, Bytes::from(payload))))
+        }
         (STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4, acc) => {
             let nodes = match acc {
                 Acc::Stream(n) => n,
@@ -584,7 +744,9 @@ fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>, valkey: bool) -> Resul
             if let Some(tail) = tail {
                 s.length = tail.length;
                 s.last_id = tail.last_id;
-                s.first_id = tail.first_id.unwrap_or_else(|| s.entries.first().map(|e| e.id).unwrap_or_default());
+                s.first_id = tail
+                    .first_id
+                    .unwrap_or_else(|| s.entries.first().map(|e| e.id).unwrap_or_default());
                 s.max_deleted_id = tail.max_deleted_id;
                 s.entries_added = tail.entries_added.unwrap_or(tail.length);
                 s.groups = tail.groups;
@@ -601,19 +763,36 @@ fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
         HASH_ZIPMAP => {
             let mut v = Vec::new();
             zipmap_for_each(blob, |f, val| {
-                v.push(HashField::new(Bytes::copy_from_slice(f), Bytes::copy_from_slice(val)))
+                v.push(HashField::new(
+                    Bytes::copy_from_slice(f),
+                    Bytes::copy_from_slice(val),
+                ))
             })?;
             Value::Hash(v)
         }
-        LIST_ZIPLIST => Value::List(collect_ziplist(blob)?.into_iter().map(Elem::to_bytes).collect()),
+        LIST_ZIPLIST => Value::List(
+            collect_ziplist(blob)?
+                .into_iter()
+                .map(Elem::to_bytes)
+                .collect(),
+        ),
         SET_INTSET => {
             let mut v = Vec::new();
             intset_for_each(blob, |i| v.push(Bytes::from(i.to_string())))?;
             Value::Set(v)
         }
-        SET_LISTPACK => Value::Set(collect_listpack(blob)?.into_iter().map(Elem::to_bytes).collect()),
+        SET_LISTPACK => Value::Set(
+            collect_listpack(blob)?
+                .into_iter()
+                .map(Elem::to_bytes)
+                .collect(),
+        ),
         ZSET_ZIPLIST | ZSET_LISTPACK => {
-            let items = if t == ZSET_ZIPLIST { collect_ziplist(blob)? } else { collect_listpack(blob)? };
+            let items = if t == ZSET_ZIPLIST {
+                collect_ziplist(blob)?
+            } else {
+                collect_listpack(blob)?
+            };
             let mut v = Vec::with_capacity(items.len() / 2);
             for (m, s) in pairs_from(&items, "sorted set blob")? {
                 v.push((m.to_bytes(), score(s)?));
@@ -621,7 +800,11 @@ fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
             Value::SortedSet(v)
         }
         HASH_ZIPLIST | HASH_LISTPACK => {
-            let items = if t == HASH_ZIPLIST { collect_ziplist(blob)? } else { collect_listpack(blob)? };
+            let items = if t == HASH_ZIPLIST {
+                collect_ziplist(blob)?
+            } else {
+                collect_listpack(blob)?
+            };
             let mut v = Vec::with_capacity(items.len() / 2);
             for (f, val) in pairs_from(&items, "hash blob")? {
                 v.push(HashField::new(f.to_bytes(), val.to_bytes()));
@@ -631,11 +814,16 @@ fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
         HASH_LISTPACK_EX | HASH_LISTPACK_EX_PRE_GA => {
             let items = collect_listpack(blob)?;
             if items.len() % 3 != 0 {
-                return Err(format!("hash listpack with TTLs has {} elements, not a multiple of 3", items.len()));
+                return Err(format!(
+                    "hash listpack with TTLs has {} elements, not a multiple of 3",
+                    items.len()
+                ));
             }
             let mut v = Vec::with_capacity(items.len() / 3);
             for tr in items.chunks_exact(3) {
-                let ttl = tr[2].as_i64().ok_or("hash field TTL in listpack is not an integer")?;
+                let ttl = tr[2]
+                    .as_i64()
+                    .ok_or("hash field TTL in listpack is not an integer")?;
                 if !(0..=0x0000_FFFF_FFFF_FFFF).contains(&ttl) {
                     return Err(format!("hash field TTL {ttl} out of range"));
                 }
@@ -652,15 +840,23 @@ fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
 }
 
 fn lp_int(e: Option<&Elem<'_>>, what: &str) -> Result<i64, String> {
-    e.and_then(|e| e.as_i64()).ok_or_else(|| format!("stream listpack: missing or non-integer {what}"))
+    e.and_then(|e| e.as_i64())
+        .ok_or_else(|| format!("stream listpack: missing or non-integer {what}"))
 }
 
 /// Decodes one stream listpack node, appending live entries.
-fn decode_stream_node(master: StreamId, lp: &[u8], out: &mut Vec<StreamEntry>) -> Result<(), String> {
+fn decode_stream_node(
+    master: StreamId,
+    lp: &[u8],
+    out: &mut Vec<StreamEntry>,
+) -> Result<(), String> {
     let items = collect_listpack(lp)?;
     let mut i = 0usize;
     let mut next = |what: &str| -> Result<Elem<'_>, String> {
-        let e = items.get(i).copied().ok_or_else(|| format!("stream listpack ends before {what}"))?;
+        let e = items
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("stream listpack ends before {what}"))?;
         i += 1;
         Ok(e)
     };
@@ -683,7 +879,10 @@ fn decode_stream_node(master: StreamId, lp: &[u8], out: &mut Vec<StreamEntry>) -
         let flags = lp_int(Some(&next("entry flags")?), "entry flags")?;
         let ms = lp_int(Some(&next("entry ms delta")?), "entry ms delta")?;
         let seq = lp_int(Some(&next("entry seq delta")?), "entry seq delta")?;
-        let id = StreamId::new(master.ms.wrapping_add(ms as u64), master.seq.wrapping_add(seq as u64));
+        let id = StreamId::new(
+            master.ms.wrapping_add(ms as u64),
+            master.seq.wrapping_add(seq as u64),
+        );
         let same = flags & 2 != 0;
         let mut fields = Vec::new();
         if same {
@@ -708,7 +907,10 @@ fn decode_stream_node(master: StreamId, lp: &[u8], out: &mut Vec<StreamEntry>) -
         }
     }
     if i != items.len() {
-        return Err(format!("stream listpack has {} elements after its entries", items.len() - i));
+        return Err(format!(
+            "stream listpack has {} elements after its entries",
+            items.len() - i
+        ));
     }
     Ok(())
 }

@@ -32,10 +32,19 @@ impl<W: Write> Writer<W> {
     /// Starts a file of RDB `version` (1 to 13) by writing the magic header.
     pub fn new(w: W, version: u32) -> Result<Self, Error> {
         if version == 0 || version > MAX_RDB_VERSION {
-            return Err(Error::CannotEncode { what: "an RDB file".into(), version });
+            return Err(Error::CannotEncode {
+                what: "an RDB file".into(),
+                version,
+            });
         }
-        let mut me = Writer { w, version, crc: 0, scratch: Vec::with_capacity(4096) };
-        me.scratch.extend_from_slice(format!("REDIS{version:04}").as_bytes());
+        let mut me = Writer {
+            w,
+            version,
+            crc: 0,
+            scratch: Vec::with_capacity(4096),
+        };
+        me.scratch
+            .extend_from_slice(format!("REDIS{version:04}").as_bytes());
         me.flush_scratch()?;
         Ok(me)
     }
@@ -84,7 +93,10 @@ impl<W: Write> Writer<W> {
     /// Writes a function library (`FUNCTION2`, version 10+).
     pub fn function(&mut self, code: &[u8]) -> Result<(), Error> {
         if self.version < 10 {
-            return Err(Error::CannotEncode { what: "a function library".into(), version: self.version });
+            return Err(Error::CannotEncode {
+                what: "a function library".into(),
+                version: self.version,
+            });
         }
         self.scratch.push(OP_FUNCTION2);
         put_string(&mut self.scratch, code);
@@ -109,15 +121,28 @@ impl<W: Write> Writer<W> {
     }
 
     /// Encodes and writes one key.
-    pub fn write_entry(&mut self, key: &[u8], value: &Value, expire_at_ms: Option<i64>) -> Result<(), Error> {
+    pub fn write_entry(
+        &mut self,
+        key: &[u8],
+        value: &Value,
+        expire_at_ms: Option<i64>,
+    ) -> Result<(), Error> {
         let ser = encode_value(value, self.version)?;
         self.write_raw_entry(key, &ser, expire_at_ms)
     }
 
     /// Writes one key whose value is already serialized (type byte + payload) for this version.
-    pub fn write_raw_entry(&mut self, key: &[u8], serialized: &[u8], expire_at_ms: Option<i64>) -> Result<(), Error> {
+    pub fn write_raw_entry(
+        &mut self,
+        key: &[u8],
+        serialized: &[u8],
+        expire_at_ms: Option<i64>,
+    ) -> Result<(), Error> {
         let Some((&t, payload)) = serialized.split_first() else {
-            return Err(Error::CannotEncode { what: "an empty serialized value".into(), version: self.version });
+            return Err(Error::CannotEncode {
+                what: "an empty serialized value".into(),
+                version: self.version,
+            });
         };
         self.expire(expire_at_ms)?;
         self.scratch.push(t);

@@ -3,14 +3,26 @@
 
 use bytes::Bytes;
 use ferry_rdb::{
-    json, ConsumerGroup, Consumer, HashField, Item, PendingEntry, ParserOptions, Reader, Stream, StreamEntry, StreamId,
-    Value, ValueMode, Writer,
+    json, Consumer, ConsumerGroup, HashField, Item, ParserOptions, PendingEntry, Reader, Stream,
+    StreamEntry, StreamId, Value, ValueMode, Writer,
 };
 
 fn sample_values() -> Vec<(Vec<u8>, Value)> {
-    let big_list = Value::List((0..5000).map(|i| Bytes::from(format!("element-{i}"))).collect());
-    let big_hash = Value::Hash((0..3000).map(|i| HashField::new(format!("f{i}"), format!("value-{i}"))).collect());
-    let big_zset = Value::SortedSet((0..3000).map(|i| (Bytes::from(format!("m{i}")), i as f64 / 3.0)).collect());
+    let big_list = Value::List(
+        (0..5000)
+            .map(|i| Bytes::from(format!("element-{i}")))
+            .collect(),
+    );
+    let big_hash = Value::Hash(
+        (0..3000)
+            .map(|i| HashField::new(format!("f{i}"), format!("value-{i}")))
+            .collect(),
+    );
+    let big_zset = Value::SortedSet(
+        (0..3000)
+            .map(|i| (Bytes::from(format!("m{i}")), i as f64 / 3.0))
+            .collect(),
+    );
     let big_set = Value::Set((0..3000).map(|i| Bytes::from(format!("s{i}"))).collect());
     let stream = Value::Stream(Box::new(Stream {
         entries: (0..700)
@@ -19,7 +31,10 @@ fn sample_values() -> Vec<(Vec<u8>, Value)> {
                 fields: if i % 5 == 0 {
                     vec![("other".into(), Bytes::from(format!("{i}")))]
                 } else {
-                    vec![("a".into(), Bytes::from(format!("{i}"))), ("b".into(), "x".into())]
+                    vec![
+                        ("a".into(), Bytes::from(format!("{i}"))),
+                        ("b".into(), "x".into()),
+                    ]
                 },
             })
             .collect(),
@@ -32,7 +47,11 @@ fn sample_values() -> Vec<(Vec<u8>, Value)> {
             name: "g".into(),
             last_id: StreamId::new(1001, 1),
             entries_read: Some(2),
-            pending: vec![PendingEntry { id: StreamId::new(1001, 1), delivery_time_ms: 5, delivery_count: 2 }],
+            pending: vec![PendingEntry {
+                id: StreamId::new(1001, 1),
+                delivery_time_ms: 5,
+                delivery_count: 2,
+            }],
             consumers: vec![Consumer {
                 name: "c".into(),
                 seen_time_ms: 5,
@@ -50,7 +69,10 @@ fn sample_values() -> Vec<(Vec<u8>, Value)> {
         (b"bz".to_vec(), big_zset),
         (b"bs".to_vec(), big_set),
         (b"st".to_vec(), stream),
-        (b"small".to_vec(), Value::List(vec!["1".into(), "two".into()])),
+        (
+            b"small".to_vec(),
+            Value::List(vec!["1".into(), "two".into()]),
+        ),
     ]
 }
 
@@ -61,7 +83,15 @@ fn write_file(version: u32, values: &[(Vec<u8>, Value)]) -> Vec<u8> {
             if matches!(v, Value::Stream(_)) && version < 9 {
                 continue;
             }
-            w.write_entry(k, v, Some(if version >= 3 { 4_102_444_800_000 } else { 2_000_000_000_000 }))?;
+            w.write_entry(
+                k,
+                v,
+                Some(if version >= 3 {
+                    4_102_444_800_000
+                } else {
+                    2_000_000_000_000
+                }),
+            )?;
         }
         Ok(())
     })
@@ -71,7 +101,9 @@ fn write_file(version: u32, values: &[(Vec<u8>, Value)]) -> Vec<u8> {
 fn merge(into: &mut Option<Value>, chunk: Value) {
     match (into, chunk) {
         (slot @ None, c) => *slot = Some(c),
-        (Some(Value::List(a)), Value::List(b)) | (Some(Value::Set(a)), Value::Set(b)) => a.extend(b),
+        (Some(Value::List(a)), Value::List(b)) | (Some(Value::Set(a)), Value::Set(b)) => {
+            a.extend(b)
+        }
         (Some(Value::Hash(a)), Value::Hash(b)) => a.extend(b),
         (Some(Value::SortedSet(a)), Value::SortedSet(b)) => a.extend(b),
         (Some(Value::Stream(a)), Value::Stream(b)) => {
@@ -89,9 +121,17 @@ fn merge(into: &mut Option<Value>, chunk: Value) {
 fn big_values_arrive_in_chunks_that_reassemble_to_the_whole_value() {
     for version in [7u32, 9, 10, 11] {
         let file = write_file(version, &sample_values());
-        let whole: Vec<Item> = Reader::new(&file[..], ParserOptions::default()).collect::<Result<_, _>>().unwrap();
-        let opts = ParserOptions { mode: ValueMode::Raw, big_value_bytes: Some(4096), ..Default::default() };
-        let chunked: Vec<Item> = Reader::new(&file[..], opts).collect::<Result<_, _>>().unwrap();
+        let whole: Vec<Item> = Reader::new(&file[..], ParserOptions::default())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let opts = ParserOptions {
+            mode: ValueMode::Raw,
+            big_value_bytes: Some(4096),
+            ..Default::default()
+        };
+        let chunked: Vec<Item> = Reader::new(&file[..], opts)
+            .collect::<Result<_, _>>()
+            .unwrap();
         let mut rebuilt = Vec::new();
         let mut current: Option<(Bytes, Option<Value>)> = None;
         let mut chunks = 0;
@@ -119,7 +159,13 @@ fn big_values_arrive_in_chunks_that_reassemble_to_the_whole_value() {
         assert!(chunks > 10, "v{version}: {chunks} chunks");
         let want: Vec<(Bytes, Value)> = whole
             .into_iter()
-            .filter_map(|i| if let Item::Entry(e) = i { Some((e.key, e.value.unwrap())) } else { None })
+            .filter_map(|i| {
+                if let Item::Entry(e) = i {
+                    Some((e.key, e.value.unwrap()))
+                } else {
+                    None
+                }
+            })
             .collect();
         assert_eq!(rebuilt, want, "v{version}");
     }
@@ -130,13 +176,23 @@ fn the_writer_produces_files_every_version_reads_back() {
     let values = sample_values();
     for version in 1..=ferry_rdb::MAX_RDB_VERSION {
         let file = write_file(version, &values);
-        let items: Vec<Item> = Reader::new(&file[..], ParserOptions::default()).collect::<Result<_, _>>().unwrap();
+        let items: Vec<Item> = Reader::new(&file[..], ParserOptions::default())
+            .collect::<Result<_, _>>()
+            .unwrap();
         let got: Vec<(Vec<u8>, Value)> = items
             .into_iter()
-            .filter_map(|i| if let Item::Entry(e) = i { Some((e.key.to_vec(), e.value.unwrap())) } else { None })
+            .filter_map(|i| {
+                if let Item::Entry(e) = i {
+                    Some((e.key.to_vec(), e.value.unwrap()))
+                } else {
+                    None
+                }
+            })
             .collect();
-        let want: Vec<&(Vec<u8>, Value)> =
-            values.iter().filter(|(_, v)| version >= 9 || !matches!(v, Value::Stream(_))).collect();
+        let want: Vec<&(Vec<u8>, Value)> = values
+            .iter()
+            .filter(|(_, v)| version >= 9 || !matches!(v, Value::Stream(_)))
+            .collect();
         assert_eq!(got.len(), want.len(), "v{version}");
         for ((gk, gv), (wk, wv)) in got.iter().zip(want) {
             assert_eq!(gk, wk);
@@ -167,7 +223,11 @@ fn the_writer_produces_files_every_version_reads_back() {
 
 #[test]
 fn hashes_with_field_ttls_need_rdb_12() {
-    let v = Value::Hash(vec![HashField { field: "f".into(), value: "v".into(), expire_at_ms: Some(4_102_444_800_000) }]);
+    let v = Value::Hash(vec![HashField {
+        field: "f".into(),
+        value: "v".into(),
+        expire_at_ms: Some(4_102_444_800_000),
+    }]);
     let e = ferry_rdb::encode_value(&v, 11).unwrap_err();
     assert!(e.to_string().contains("field expiries"), "{e}");
     let enc = ferry_rdb::encode_value(&v, 12).unwrap();
@@ -179,12 +239,24 @@ fn json_lines_follow_the_documented_shape() {
     let file = Writer::write_to_vec(12, |w| {
         w.select_db(0)?;
         w.write_entry(b"s", &Value::String("text".into()), Some(123))?;
-        w.write_entry(b"bin", &Value::String(Bytes::from_static(&[0xff, 0x00])), None)?;
-        w.write_entry(b"z", &Value::SortedSet(vec![("a".into(), f64::INFINITY), ("b".into(), 1.5)]), None)?;
+        w.write_entry(
+            b"bin",
+            &Value::String(Bytes::from_static(&[0xff, 0x00])),
+            None,
+        )?;
+        w.write_entry(
+            b"z",
+            &Value::SortedSet(vec![("a".into(), f64::INFINITY), ("b".into(), 1.5)]),
+            None,
+        )?;
         w.write_entry(b"h", &Value::Hash(vec![HashField::new("f", "v")]), None)?;
         w.write_entry(
             b"ht",
-            &Value::Hash(vec![HashField { field: "f".into(), value: "v".into(), expire_at_ms: Some(4_102_444_800_000) }]),
+            &Value::Hash(vec![HashField {
+                field: "f".into(),
+                value: "v".into(),
+                expire_at_ms: Some(4_102_444_800_000),
+            }]),
             None,
         )
     })
@@ -195,11 +267,26 @@ fn json_lines_follow_the_documented_shape() {
             _ => None,
         })
         .collect();
-    assert_eq!(lines[0], r#"{"db":0,"key":"s","type":"string","expire_at_ms":123,"value":"text"}"#);
-    assert_eq!(lines[1], r#"{"db":0,"key":"bin","type":"string","expire_at_ms":null,"value":{"base64":"/wA="}}"#);
-    assert_eq!(lines[2], r#"{"db":0,"key":"z","type":"zset","expire_at_ms":null,"value":[["b",1.5],["a","inf"]]}"#);
-    assert_eq!(lines[3], r#"{"db":0,"key":"h","type":"hash","expire_at_ms":null,"value":{"f":"v"}}"#);
-    assert_eq!(lines[4], r#"{"db":0,"key":"ht","type":"hash","expire_at_ms":null,"value":[["f","v",4102444800000]]}"#);
+    assert_eq!(
+        lines[0],
+        r#"{"db":0,"key":"s","type":"string","expire_at_ms":123,"value":"text"}"#
+    );
+    assert_eq!(
+        lines[1],
+        r#"{"db":0,"key":"bin","type":"string","expire_at_ms":null,"value":{"base64":"/wA="}}"#
+    );
+    assert_eq!(
+        lines[2],
+        r#"{"db":0,"key":"z","type":"zset","expire_at_ms":null,"value":[["b",1.5],["a","inf"]]}"#
+    );
+    assert_eq!(
+        lines[3],
+        r#"{"db":0,"key":"h","type":"hash","expire_at_ms":null,"value":{"f":"v"}}"#
+    );
+    assert_eq!(
+        lines[4],
+        r#"{"db":0,"key":"ht","type":"hash","expire_at_ms":null,"value":[["f","v",4102444800000]]}"#
+    );
 }
 
 #[test]
@@ -225,4 +312,46 @@ fn a_dump_payload_with_a_bad_crc_or_future_version_is_rejected_clearly() {
     let future = ferry_rdb::build_dump(&[0, 1, b'x'], 14);
     let e = ferry_rdb::decode_dump(&future).unwrap_err();
     assert!(e.is_unsupported() && e.to_string().contains("14"), "{e}");
+}
+
+#[test]
+fn a_big_string_arrives_in_pieces_without_being_buffered_whole() {
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let file = Writer::write_to_vec(10, |w| {
+        w.select_db(0)?;
+        w.write_entry(b"big", &Value::String(Bytes::from(big.clone())), None)?;
+        w.write_entry(b"small", &Value::String("x".into()), None)
+    })
+    .unwrap();
+    for feed in [1usize, 7, 4096, 1 << 20] {
+        let mut p = ferry_rdb::Parser::new(ParserOptions {
+            big_value_bytes: Some(8192),
+            ..Default::default()
+        });
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut events = Vec::new();
+        for c in file.chunks(feed) {
+            p.feed(c);
+            while let Some(it) = p.next_item().unwrap() {
+                match it {
+                    Item::EntryStart(e) => {
+                        events.push(format!("start {}", String::from_utf8_lossy(&e.key)))
+                    }
+                    Item::ValueChunk(Value::String(s)) => {
+                        assert!(s.len() <= 8192 + 8192, "piece of {} bytes", s.len());
+                        pieces.push(s);
+                    }
+                    Item::EntryEnd => events.push("end".into()),
+                    Item::Entry(e) => {
+                        events.push(format!("entry {}", String::from_utf8_lossy(&e.key)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        p.finish().unwrap();
+        assert_eq!(events, ["start big", "end", "entry small"], "feed {feed}");
+        assert!(pieces.len() >= 6, "feed {feed}: {} pieces", pieces.len());
+        assert_eq!(pieces.concat(), big, "feed {feed}");
+    }
 }

@@ -36,7 +36,11 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 fn fixture(rel: &str) -> Vec<u8> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/rdb-fixtures")).join(rel);
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/rdb-fixtures"
+    ))
+    .join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -70,7 +74,10 @@ fn every_prefix_of_several_files_is_a_truncation_error() {
             match decode(&bytes[..len]) {
                 Err(e) => {
                     assert!(e.is_truncated(), "{f} cut at {len}: {e}");
-                    assert!(e.to_string().contains(&format!("at byte {len} ")), "{f} cut at {len}: {e}");
+                    assert!(
+                        e.to_string().contains(&format!("at byte {len} ")),
+                        "{f} cut at {len}: {e}"
+                    );
                 }
                 Ok(_) => panic!("{f} cut at {len} decoded without error"),
             }
@@ -81,23 +88,45 @@ fn every_prefix_of_several_files_is_a_truncation_error() {
 #[test]
 fn truncation_errors_say_what_was_being_read_and_in_which_key() {
     let bytes = fixture("hdt3213/cases/memory.rdb");
-    let msgs: Vec<String> = (0..bytes.len()).filter_map(|n| decode(&bytes[..n]).err()).map(|e| e.to_string()).collect();
-    assert!(msgs.iter().any(|m| m.contains("while reading a list") || m.contains("quicklist")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains("in value of key \"")), "{msgs:?}");
+    let msgs: Vec<String> = (0..bytes.len())
+        .filter_map(|n| decode(&bytes[..n]).err())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("while reading a list") || m.contains("quicklist")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.contains("in value of key \"")),
+        "{msgs:?}"
+    );
     let bad = decode(&bytes[..bytes.len() - 3]).unwrap_err().to_string();
-    assert!(bad.starts_with(&format!("truncated input at byte {} while reading the checksum", bytes.len() - 3)), "{bad}");
+    assert!(
+        bad.starts_with(&format!(
+            "truncated input at byte {} while reading the checksum",
+            bytes.len() - 3
+        )),
+        "{bad}"
+    );
 }
 
 #[test]
 fn a_declared_string_length_beyond_the_input_waits_instead_of_allocating() {
     // A key whose value claims 3 GiB (32-bit length) and then 2^62 bytes (64-bit length).
-    for len_bytes in [&[0x80u8, 0xc0, 0, 0, 0][..], &[0x81, 0x40, 0, 0, 0, 0, 0, 0, 0][..]] {
+    for len_bytes in [
+        &[0x80u8, 0xc0, 0, 0, 0][..],
+        &[0x81, 0x40, 0, 0, 0, 0, 0, 0, 0][..],
+    ] {
         let mut input = b"REDIS0011\xfe\x00\x00\x01k".to_vec();
         input.extend_from_slice(len_bytes);
         input.extend_from_slice(&[b'x'; 100]);
         LARGEST.store(0, Ordering::Relaxed);
         TRACK.fetch_add(1, Ordering::Relaxed);
-        let mut p = Parser::new(ParserOptions { max_string_len: usize::MAX, ..Default::default() });
+        let mut p = Parser::new(ParserOptions {
+            max_string_len: usize::MAX,
+            ..Default::default()
+        });
         p.feed(&input);
         let mut res = Ok(None);
         for _ in 0..5 {
@@ -110,7 +139,11 @@ fn a_declared_string_length_beyond_the_input_waits_instead_of_allocating() {
         TRACK.fetch_sub(1, Ordering::Relaxed);
         assert!(matches!(res, Ok(None)), "{res:?}");
         assert!(fin.unwrap_err().is_truncated());
-        assert!(LARGEST.load(Ordering::Relaxed) < 1 << 20, "allocated {}", LARGEST.load(Ordering::Relaxed));
+        assert!(
+            LARGEST.load(Ordering::Relaxed) < 1 << 20,
+            "allocated {}",
+            LARGEST.load(Ordering::Relaxed)
+        );
     }
 }
 
@@ -122,17 +155,27 @@ fn a_declared_element_count_beyond_the_input_does_not_preallocate() {
     LARGEST.store(0, Ordering::Relaxed);
     TRACK.fetch_add(1, Ordering::Relaxed);
     let r = decode(&input);
-    let lzf = ferry_rdb::decode_value(&[0, 0xc3, 0x05, 0x81, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5], false);
+    let lzf = ferry_rdb::decode_value(
+        &[0, 0xc3, 0x05, 0x81, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5],
+        false,
+    );
     TRACK.fetch_sub(1, Ordering::Relaxed);
     assert!(r.unwrap_err().is_truncated());
     assert!(lzf.unwrap_err().is_corrupt());
-    assert!(LARGEST.load(Ordering::Relaxed) < 1 << 20, "allocated {}", LARGEST.load(Ordering::Relaxed));
+    assert!(
+        LARGEST.load(Ordering::Relaxed) < 1 << 20,
+        "allocated {}",
+        LARGEST.load(Ordering::Relaxed)
+    );
 }
 
 #[test]
 fn a_string_longer_than_the_configured_limit_is_a_clear_error() {
     let input = b"REDIS0011\xfe\x00\x00\x01k\x80\x10\x00\x00\x00".to_vec();
-    let mut p = Parser::new(ParserOptions { max_string_len: 1 << 20, ..Default::default() });
+    let mut p = Parser::new(ParserOptions {
+        max_string_len: 1 << 20,
+        ..Default::default()
+    });
     p.feed(&input);
     let mut r = p.next_item();
     while let Ok(Some(_)) = r {

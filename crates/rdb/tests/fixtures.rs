@@ -8,7 +8,10 @@ use ferry_rdb::{Entry, Error, Item, Parser, ParserOptions, Reader, Value, ValueM
 use serde_json::Value as J;
 
 fn corpus() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/rdb-fixtures"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/rdb-fixtures"
+    ))
 }
 
 fn all_rdb_files() -> Vec<PathBuf> {
@@ -25,20 +28,31 @@ fn all_rdb_files() -> Vec<PathBuf> {
     let mut v = Vec::new();
     walk(&corpus(), &mut v);
     v.sort();
-    assert!(v.len() >= 170, "fixture corpus missing or incomplete: {} files", v.len());
+    assert!(
+        v.len() >= 170,
+        "fixture corpus missing or incomplete: {} files",
+        v.len()
+    );
     v
 }
 
 fn rel(p: &Path) -> String {
-    p.strip_prefix(corpus()).unwrap().to_string_lossy().into_owned()
+    p.strip_prefix(corpus())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Files the MANIFEST marks as invalid, with a predicate on the error.
 fn expected_failure(rel: &str) -> Option<fn(&Error) -> bool> {
     match rel {
-        "librdb/test/dumps/future_v19.rdb" => Some(|e| e.is_unsupported() && e.to_string().contains("99")),
+        "librdb/test/dumps/future_v19.rdb" => {
+            Some(|e| e.is_unsupported() && e.to_string().contains("99"))
+        }
         "librdb/test/dumps/invalid_chksum_v8.rdb" => Some(|e| e.is_checksum()),
-        "redis/corrupt_ziplist.rdb" => Some(|e| e.is_corrupt() && e.to_string().contains("ziplist")),
+        "redis/corrupt_ziplist.rdb" => {
+            Some(|e| e.is_corrupt() && e.to_string().contains("ziplist"))
+        }
         _ => None,
     }
 }
@@ -48,7 +62,16 @@ fn read_all(bytes: &[u8], opts: ParserOptions) -> Result<Vec<Item>, Error> {
 }
 
 fn entries(items: &[Item]) -> Vec<&Entry> {
-    items.iter().filter_map(|i| if let Item::Entry(e) = i { Some(e) } else { None }).collect()
+    items
+        .iter()
+        .filter_map(|i| {
+            if let Item::Entry(e) = i {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -61,7 +84,10 @@ fn every_fixture_decodes_to_eof_or_fails_as_the_manifest_says() {
         let res = read_all(&bytes, ParserOptions::default());
         match (expected_failure(&r), res) {
             (None, Ok(items)) => {
-                assert!(matches!(items.last(), Some(Item::Eof { .. })), "{r}: no EOF item");
+                assert!(
+                    matches!(items.last(), Some(Item::Eof { .. })),
+                    "{r}: no EOF item"
+                );
                 ok += 1;
             }
             (None, Err(e)) => panic!("{r}: unexpected error: {e}"),
@@ -85,7 +111,14 @@ fn raw_mode_bytes_decode_to_the_same_values_as_decoded_mode() {
         }
         let bytes = std::fs::read(&path).unwrap();
         let valkey = bytes.starts_with(b"VALKEY");
-        let items = read_all(&bytes, ParserOptions { mode: ValueMode::DecodedAndRaw, ..Default::default() }).unwrap();
+        let items = read_all(
+            &bytes,
+            ParserOptions {
+                mode: ValueMode::DecodedAndRaw,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         for e in entries(&items) {
             let raw = e.raw.as_ref().expect("raw kept");
             assert_eq!(raw.len() as u64, e.serialized_len, "{r}");
@@ -178,7 +211,10 @@ fn parse_iso_ms(t: &str) -> i64 {
 }
 
 fn by_key(items: &[Item]) -> BTreeMap<(u64, Vec<u8>), Entry> {
-    entries(items).into_iter().map(|e| ((e.db, e.key.to_vec()), e.clone())).collect()
+    entries(items)
+        .into_iter()
+        .map(|e| ((e.db, e.key.to_vec()), e.clone()))
+        .collect()
 }
 
 fn set_of(v: &[bytes::Bytes], f: fn(&[u8]) -> String) -> BTreeSet<String> {
@@ -193,11 +229,21 @@ fn check_hdt(e: &Entry, o: &J, file: &str) {
     match v {
         Value::String(b) => assert_eq!(s(b), json_str(&o["value"]), "{ctx}"),
         Value::List(l) => {
-            let want: Vec<String> = o["values"].as_array().unwrap().iter().map(json_str).collect();
+            let want: Vec<String> = o["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(json_str)
+                .collect();
             assert_eq!(l.iter().map(|b| s(b)).collect::<Vec<_>>(), want, "{ctx}");
         }
         Value::Set(m) => {
-            let want: BTreeSet<String> = o["members"].as_array().unwrap().iter().map(json_str).collect();
+            let want: BTreeSet<String> = o["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(json_str)
+                .collect();
             assert_eq!(set_of(m, s), want, "{ctx}");
         }
         Value::SortedSet(z) => {
@@ -219,7 +265,12 @@ fn check_hdt(e: &Entry, o: &J, file: &str) {
                 assert_eq!(json_str(&want[&s(&f.field)]), s(&f.value), "{ctx}");
                 if let Some(exp) = o.get("expire") {
                     let w = exp[&s(&f.field)].as_u64().unwrap();
-                    assert_eq!(f.expire_at_ms.unwrap_or(0), w, "{ctx}: ttl of {}", s(&f.field));
+                    assert_eq!(
+                        f.expire_at_ms.unwrap_or(0),
+                        w,
+                        "{ctx}: ttl of {}",
+                        s(&f.field)
+                    );
                 }
             }
         }
@@ -230,15 +281,24 @@ fn check_hdt(e: &Entry, o: &J, file: &str) {
                     if m["deleted"].as_bool() == Some(true) {
                         continue;
                     }
-                    let fields: BTreeMap<String, String> =
-                        m["fields"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), json_str(v))).collect();
+                    let fields: BTreeMap<String, String> = m["fields"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json_str(v)))
+                        .collect();
                     want.push((json_str(&m["id"]), fields));
                 }
             }
             let got: Vec<(String, BTreeMap<String, String>)> = st
                 .entries
                 .iter()
-                .map(|e| (e.id.to_string(), e.fields.iter().map(|(f, v)| (s(f), s(v))).collect()))
+                .map(|e| {
+                    (
+                        e.id.to_string(),
+                        e.fields.iter().map(|(f, v)| (s(f), s(v))).collect(),
+                    )
+                })
                 .collect();
             assert_eq!(got, want, "{ctx}");
             if let Some(l) = o.get("len") {
@@ -251,7 +311,11 @@ fn check_hdt(e: &Entry, o: &J, file: &str) {
         Value::Module(_) => {}
     }
     if let Some(exp) = o.get("expiration") {
-        assert_eq!(e.expire_at_ms, Some(parse_iso_ms(exp.as_str().unwrap())), "{ctx}: expiry");
+        assert_eq!(
+            e.expire_at_ms,
+            Some(parse_iso_ms(exp.as_str().unwrap())),
+            "{ctx}: expiry"
+        );
     } else {
         assert_eq!(e.expire_at_ms, None, "{ctx}: expiry");
     }
@@ -276,7 +340,11 @@ fn check_plain(e: &Entry, want: &J, f: fn(&[u8]) -> String, ctx: &str) {
             for (m, sc) in z {
                 let ws = json_str(&w[&f(m)]);
                 let wf = ferry_rdb::encoding::parse_double(ws.as_bytes()).unwrap();
-                assert!(close(wf, *sc), "{ctx}: score of {}: want {ws} got {sc}", f(m));
+                assert!(
+                    close(wf, *sc),
+                    "{ctx}: score of {}: want {ws} got {sc}",
+                    f(m)
+                );
             }
         }
         Value::Hash(h) => {
@@ -291,10 +359,34 @@ fn check_plain(e: &Entry, want: &J, f: fn(&[u8]) -> String, ctx: &str) {
             assert_eq!(w.len(), st.entries.len(), "{ctx}");
             for (we, ge) in w.iter().zip(&st.entries) {
                 assert_eq!(json_str(&we["id"]), ge.id.to_string(), "{ctx}");
-                let wi: BTreeMap<String, String> =
-                    we["items"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), json_str(v))).collect();
-                let gi: BTreeMap<String, String> = ge.fields.iter().map(|(a, b)| (f(a), f(b))).collect();
+                let wi: BTreeMap<String, String> = we["items"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json_str(v)))
+                    .collect();
+                let gi: BTreeMap<String, String> =
+                    ge.fields.iter().map(|(a, b)| (f(a), f(b))).collect();
                 assert_eq!(wi, gi, "{ctx}");
+            }
+            if let Some(wid) = want.get("idmp") {
+                let idmp = st.idmp.as_ref().expect("RDB 13 stream has IDMP state");
+                assert_eq!(wid["duration"].as_u64(), Some(idmp.duration), "{ctx}");
+                assert_eq!(wid["maxEntries"].as_u64(), Some(idmp.max_entries), "{ctx}");
+                let wp = wid["producers"].as_array().unwrap();
+                assert_eq!(wp.len(), idmp.producers.len(), "{ctx}");
+                for (w, (pid, es)) in wp.iter().zip(&idmp.producers) {
+                    assert_eq!(json_str(&w["pid"]), f(pid), "{ctx}");
+                    let we: Vec<(String, String)> = w["entries"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| (json_str(&e["iid"]), json_str(&e["streamId"])))
+                        .collect();
+                    let ge: Vec<(String, String)> =
+                        es.iter().map(|(i, id)| (f(i), id.to_string())).collect();
+                    assert_eq!(we, ge, "{ctx}");
+                }
             }
         }
         Value::Module(_) => {}
@@ -308,7 +400,10 @@ fn check_rdbrs(e: &Entry, want: &J, ctx: &str) {
         assert_eq!(rdbrs_form(b, &w), w, "{ctx}");
     };
     let find = |o: &serde_json::Map<String, J>, b: &[u8]| -> J {
-        o.iter().find(|(k, _)| latin1(b) == **k || s(b) == **k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{ctx}: {:?} missing", s(b)))
+        o.iter()
+            .find(|(k, _)| latin1(b) == **k || s(b) == **k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{ctx}: {:?} missing", s(b)))
     };
     match v {
         Value::String(b) => {
@@ -335,7 +430,13 @@ fn check_rdbrs(e: &Entry, want: &J, ctx: &str) {
             assert_eq!(w.len(), z.len(), "{ctx}");
             for (m, sc) in z {
                 let ws = json_str(&find(w, m));
-                assert!(close(ferry_rdb::encoding::parse_double(ws.as_bytes()).unwrap(), *sc), "{ctx}");
+                assert!(
+                    close(
+                        ferry_rdb::encoding::parse_double(ws.as_bytes()).unwrap(),
+                        *sc
+                    ),
+                    "{ctx}"
+                );
             }
         }
         Value::Hash(h) => {
@@ -355,7 +456,7 @@ fn hdt3213_json_exports_match_decoded_values() {
     let mut compared = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "rdb") {
+        if p.extension().map_or(true, |x| x != "rdb") {
             continue;
         }
         let jp = p.with_extension("json");
@@ -365,7 +466,10 @@ fn hdt3213_json_exports_match_decoded_values() {
         let want: J = serde_json::from_slice(&std::fs::read(&jp).unwrap()).unwrap();
         let items = read_all(&std::fs::read(&p).unwrap(), ParserOptions::default()).unwrap();
         let got = by_key(&items);
-        let objs: Vec<&J> = want.as_array().map(|a| a.iter().collect()).unwrap_or_default();
+        let objs: Vec<&J> = want
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
         let mut keys = 0;
         for o in objs {
             let t = o["type"].as_str().unwrap();
@@ -374,7 +478,9 @@ fn hdt3213_json_exports_match_decoded_values() {
             }
             if t == "functions" {
                 let code = json_str(&o["functionsLua"]);
-                assert!(items.iter().any(|i| matches!(i, Item::Function { code: c } if s(c) == code)));
+                assert!(items
+                    .iter()
+                    .any(|i| matches!(i, Item::Function { code: c } if s(c) == code)));
                 continue;
             }
             let db = o["db"].as_u64().unwrap();
@@ -434,7 +540,10 @@ fn librdb_data_json_matches_decoded_values() {
         ("hash_zl_v6_data.json", "hash_zl_v6.rdb"),
         ("hash_zm_v2_data.json", "hash_zm_v2.rdb"),
         ("module_data.json", "module.rdb"),
-        ("multiple_lists_strings_data.json", "multiple_lists_strings.rdb"),
+        (
+            "multiple_lists_strings_data.json",
+            "multiple_lists_strings.rdb",
+        ),
         ("plain_list_v6_data.json", "plain_list_v6.rdb"),
         ("plain_set_v6_data.json", "plain_set_v6.rdb"),
         ("plain_zset_2_v11_data.json", "plain_zset_2_v11.rdb"),
@@ -455,7 +564,10 @@ fn librdb_data_json_matches_decoded_values() {
         ("function2.json", "function2.rdb"),
         ("cluster_slot_info.json", "cluster_slot_info.rdb"),
         ("multiple_dbs_data.json", "multiple_dbs.rdb"),
-        ("../dumps-pr-rdb-v13/stream_v13.json", "../dumps-pr-rdb-v13/stream_v13_idmp.rdb"),
+        (
+            "../dumps-pr-rdb-v13/stream_v13.json",
+            "../dumps-pr-rdb-v13/stream_v13_idmp.rdb",
+        ),
     ];
     let dir = corpus().join("librdb/test/dumps");
     for (j, r) in pairs {
@@ -465,7 +577,11 @@ fn librdb_data_json_matches_decoded_values() {
         } else {
             serde_json::from_str(&format!("{{{text}}}")).unwrap()
         };
-        let items = read_all(&std::fs::read(dir.join(r)).unwrap(), ParserOptions::default()).unwrap();
+        let items = read_all(
+            &std::fs::read(dir.join(r)).unwrap(),
+            ParserOptions::default(),
+        )
+        .unwrap();
         let got = entries(&items);
         let objs: Vec<J> = match want {
             J::Array(a) => a,
@@ -478,12 +594,20 @@ fn librdb_data_json_matches_decoded_values() {
                     if k == "__func__" {
                         for code in v.as_object().unwrap().values() {
                             let code = json_str(code);
-                            assert!(items.iter().any(|i| matches!(i, Item::Function { code: c } if s(c) == code)), "{j}");
+                            assert!(
+                                items.iter().any(
+                                    |i| matches!(i, Item::Function { code: c } if s(c) == code)
+                                ),
+                                "{j}"
+                            );
                         }
                     }
                     continue;
                 }
-                let e = got.iter().find(|e| s(&e.key) == *k).unwrap_or_else(|| panic!("{j}: key {k} missing"));
+                let e = got
+                    .iter()
+                    .find(|e| s(&e.key) == *k)
+                    .unwrap_or_else(|| panic!("{j}: key {k} missing"));
                 check_plain(e, v, s, &format!("{j} key {k}"));
                 n += 1;
             }
@@ -494,10 +618,18 @@ fn librdb_data_json_matches_decoded_values() {
 
 #[test]
 fn redis_encodings_rdb_matches_the_csvdump_in_redis_tests() {
-    let items = read_all(&std::fs::read(corpus().join("redis/encodings.rdb")).unwrap(), ParserOptions::default()).unwrap();
+    let items = read_all(
+        &std::fs::read(corpus().join("redis/encodings.rdb")).unwrap(),
+        ParserOptions::default(),
+    )
+    .unwrap();
     let got = by_key(&items);
     let get = |k: &str| got[&(0, k.as_bytes().to_vec())].value.clone().unwrap();
-    let strs = |v: &[&str]| v.iter().map(|x| bytes::Bytes::copy_from_slice(x.as_bytes())).collect::<Vec<_>>();
+    let strs = |v: &[&str]| {
+        v.iter()
+            .map(|x| bytes::Bytes::copy_from_slice(x.as_bytes()))
+            .collect::<Vec<_>>()
+    };
     // EXPECTED.md says "a" x 130; the literal in redis's tests/integration/rdb.tcl has 137.
     assert_eq!(get("compressible"), Value::String("a".repeat(137).into()));
     assert_eq!(get("number"), Value::String("10".into()));
@@ -512,47 +644,93 @@ fn redis_encodings_rdb_matches_the_csvdump_in_redis_tests() {
     let want = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
     assert_eq!(setof(get("set")), want(&l8));
     assert_eq!(setof(get("set_zipped_1")), want(&["1", "2", "3", "4"]));
-    assert_eq!(setof(get("set_zipped_2")), want(&["100000", "200000", "300000", "400000"]));
+    assert_eq!(
+        setof(get("set_zipped_2")),
+        want(&["100000", "200000", "300000", "400000"])
+    );
     assert_eq!(
         setof(get("set_zipped_3")),
-        want(&["1000000000", "2000000000", "3000000000", "4000000000", "5000000000", "6000000000"])
+        want(&[
+            "1000000000",
+            "2000000000",
+            "3000000000",
+            "4000000000",
+            "5000000000",
+            "6000000000"
+        ])
     );
     let hash = |v: Value| match v {
-        Value::Hash(h) => h.iter().map(|f| (s(&f.field), s(&f.value))).collect::<BTreeMap<_, _>>(),
+        Value::Hash(h) => h
+            .iter()
+            .map(|f| (s(&f.field), s(&f.value)))
+            .collect::<BTreeMap<_, _>>(),
         other => panic!("not a hash: {other:?}"),
     };
     let h = hash(get("hash"));
     assert_eq!(h.len(), 11);
     assert_eq!(h["eee"], "5000000000");
-    assert_eq!(hash(get("hash_zipped")), [("a", "1"), ("b", "2"), ("c", "3")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect());
+    assert_eq!(
+        hash(get("hash_zipped")),
+        [("a", "1"), ("b", "2"), ("c", "3")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    );
     let zset = |v: Value| match v {
-        Value::SortedSet(z) => z.iter().map(|(m, sc)| (s(m), *sc)).collect::<BTreeMap<_, _>>(),
+        Value::SortedSet(z) => z
+            .iter()
+            .map(|(m, sc)| (s(m), *sc))
+            .collect::<BTreeMap<_, _>>(),
         other => panic!("not a zset: {other:?}"),
     };
     let z = zset(get("zset"));
     assert_eq!(z.len(), 12);
     assert_eq!(z["bbbb"], 5000000000.0);
     assert_eq!(z["cccc"], 123456789.0);
-    assert_eq!(zset(get("zset_zipped")), [("a".to_string(), 1.0), ("b".to_string(), 2.0), ("c".to_string(), 3.0)].into_iter().collect());
+    assert_eq!(
+        zset(get("zset_zipped")),
+        [
+            ("a".to_string(), 1.0),
+            ("b".to_string(), 2.0),
+            ("c".to_string(), 3.0)
+        ]
+        .into_iter()
+        .collect()
+    );
 }
 
 #[test]
 fn small_redis_fixtures_hold_what_redis_tests_expect() {
-    let load = |f: &str| read_all(&std::fs::read(corpus().join(f)).unwrap(), ParserOptions::default()).unwrap();
+    let load = |f: &str| {
+        read_all(
+            &std::fs::read(corpus().join(f)).unwrap(),
+            ParserOptions::default(),
+        )
+        .unwrap()
+    };
     for f in ["redis/hash-zipmap.rdb", "redis/hash-ziplist.rdb"] {
         let items = load(f);
         let e = entries(&items)[0].clone();
         assert_eq!(&e.key[..], b"hash");
         assert_eq!(
             e.value.unwrap(),
-            Value::Hash(vec![ferry_rdb::HashField::new("f1", "v1"), ferry_rdb::HashField::new("f2", "v2")])
+            Value::Hash(vec![
+                ferry_rdb::HashField::new("f1", "v1"),
+                ferry_rdb::HashField::new("f2", "v2")
+            ])
         );
     }
     let items = load("redis/zset-ziplist.rdb");
-    assert_eq!(entries(&items)[0].value.clone().unwrap(), Value::SortedSet(vec![("one".into(), 1.0), ("two".into(), 2.0)]));
+    assert_eq!(
+        entries(&items)[0].value.clone().unwrap(),
+        Value::SortedSet(vec![("one".into(), 1.0), ("two".into(), 2.0)])
+    );
     let items = load("redis/list-quicklist.rdb");
     let got = by_key(&items);
-    assert_eq!(got[&(0, b"x".to_vec())].value, Some(Value::String("7".into())));
+    assert_eq!(
+        got[&(0, b"x".to_vec())].value,
+        Some(Value::String("7".into()))
+    );
     match &got[&(0, b"list".to_vec())].value {
         Some(Value::List(l)) => assert_eq!(&l[0][..], b"7"),
         other => panic!("{other:?}"),
@@ -562,7 +740,9 @@ fn small_redis_fixtures_hold_what_redis_tests_expect() {
     assert!(items.iter().any(|i| matches!(i, Item::Aux { key, value } if &key[..] == b"lua" && &value[..] == b"return redis.call('set', 'foo', 'bar')")));
     let items = load("redis/corrupt_empty_keys.rdb");
     assert_eq!(entries(&items).len(), 9);
-    assert!(entries(&items).iter().all(|e| e.value.as_ref().unwrap().is_empty()));
+    assert!(entries(&items)
+        .iter()
+        .all(|e| e.value.as_ref().unwrap().is_empty()));
 }
 
 #[test]
@@ -574,15 +754,26 @@ fn rdb_preamble_of_an_aof_stops_at_eof_and_leaves_the_commands() {
     while let Some(i) = p.next_item().unwrap() {
         last = Some(i);
     }
-    assert!(matches!(last, Some(Item::Eof { checksum: ferry_rdb::Checksum::Verified(_) })));
-    assert!(p.remaining().starts_with(b"*"), "{:?}", String::from_utf8_lossy(&p.remaining()[..10]));
+    assert!(matches!(
+        last,
+        Some(Item::Eof {
+            checksum: ferry_rdb::Checksum::Verified(_)
+        })
+    ));
+    assert!(
+        p.remaining().starts_with(b"*"),
+        "{:?}",
+        String::from_utf8_lossy(&p.remaining()[..10])
+    );
 }
 
 #[test]
 fn module_values_decode_their_type_name_from_the_id() {
-    let items =
-        read_all(&std::fs::read(corpus().join("rdbtools/redis_40_with_module.rdb")).unwrap(), ParserOptions::default())
-            .unwrap();
+    let items = read_all(
+        &std::fs::read(corpus().join("rdbtools/redis_40_with_module.rdb")).unwrap(),
+        ParserOptions::default(),
+    )
+    .unwrap();
     let m = entries(&items)
         .into_iter()
         .find_map(|e| match &e.value {
@@ -592,7 +783,12 @@ fn module_values_decode_their_type_name_from_the_id() {
         .unwrap();
     assert_eq!(m.name, "ReJSON-RL");
     assert_eq!(m.payload.last(), Some(&0));
-    assert!(matches!(items.last(), Some(Item::Eof { checksum: ferry_rdb::Checksum::Disabled })));
+    assert!(matches!(
+        items.last(),
+        Some(Item::Eof {
+            checksum: ferry_rdb::Checksum::Disabled
+        })
+    ));
 }
 
 #[test]
@@ -602,7 +798,13 @@ fn valkey_files_are_told_apart_by_their_magic() {
         ParserOptions::default(),
     )
     .unwrap();
-    assert!(matches!(items[0], Item::Header { version: 80, flavor: ferry_rdb::Flavor::Valkey }));
+    assert!(matches!(
+        items[0],
+        Item::Header {
+            version: 80,
+            flavor: ferry_rdb::Flavor::Valkey
+        }
+    ));
 }
 
 #[test]
@@ -616,7 +818,11 @@ fn restore_payloads_never_panic_and_valid_ones_decode() {
         let bytes = std::fs::read(dir.join(cols[0])).unwrap();
         let res = ferry_rdb::decode_dump(&bytes);
         if cols[4] == "bad" {
-            assert!(res.as_ref().is_err_and(|e| e.is_checksum()), "{}: {res:?}", cols[0]);
+            assert!(
+                res.as_ref().is_err_and(|e| e.is_checksum()),
+                "{}: {res:?}",
+                cols[0]
+            );
         }
         // With the checksum ignored, decoding must still never panic.
         if bytes.len() > 10 {

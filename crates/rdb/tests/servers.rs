@@ -35,7 +35,8 @@ fn q(con: &mut redis::Connection, args: &[&[u8]]) -> RV {
     for a in &args[1..] {
         c.arg(*a);
     }
-    c.query(con).unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(args[0])))
+    c.query(con)
+        .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(args[0])))
 }
 
 fn save_and_read(server: &Server) -> Vec<u8> {
@@ -47,10 +48,31 @@ fn save_and_read(server: &Server) -> Vec<u8> {
 }
 
 fn decode_file(bytes: &[u8], mode: ValueMode) -> (Vec<Entry>, Vec<Item>) {
-    let items: Vec<Item> =
-        Reader::new(bytes, ParserOptions { mode, ..Default::default() }).collect::<Result<_, _>>().unwrap();
-    assert!(matches!(items.last(), Some(Item::Eof { checksum: ferry_rdb::Checksum::Verified(_) })));
-    let entries = items.iter().filter_map(|i| if let Item::Entry(e) = i { Some(e.clone()) } else { None }).collect();
+    let items: Vec<Item> = Reader::new(
+        bytes,
+        ParserOptions {
+            mode,
+            ..Default::default()
+        },
+    )
+    .collect::<Result<_, _>>()
+    .unwrap();
+    assert!(matches!(
+        items.last(),
+        Some(Item::Eof {
+            checksum: ferry_rdb::Checksum::Verified(_)
+        })
+    ));
+    let entries = items
+        .iter()
+        .filter_map(|i| {
+            if let Item::Entry(e) = i {
+                Some(e.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
     (entries, items)
 }
 
@@ -69,7 +91,11 @@ fn check_against_server(con: &mut redis::Connection, e: &Entry, v7: bool) {
     let ours = |v: &[Bytes]| v.iter().map(|b| b.to_vec()).collect::<Vec<_>>();
     match v {
         Value::String(s) => assert_eq!(rv_bytes(&q(con, &[b"GET", key])), s.to_vec(), "{ctx}"),
-        Value::List(l) => assert_eq!(strs(q(con, &[b"LRANGE", key, b"0", b"-1"])), ours(l), "{ctx}"),
+        Value::List(l) => assert_eq!(
+            strs(q(con, &[b"LRANGE", key, b"0", b"-1"])),
+            ours(l),
+            "{ctx}"
+        ),
         Value::Set(m) => {
             let got: BTreeSet<Vec<u8>> = strs(q(con, &[b"SMEMBERS", key])).into_iter().collect();
             assert_eq!(got, ours(m).into_iter().collect::<BTreeSet<_>>(), "{ctx}");
@@ -79,7 +105,12 @@ fn check_against_server(con: &mut redis::Connection, e: &Entry, v7: bool) {
             let flat = strs(q(con, &[b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"]));
             let got: BTreeMap<Vec<u8>, f64> = flat
                 .chunks(2)
-                .map(|p| (p[0].clone(), ferry_rdb::encoding::parse_double(&p[1]).unwrap()))
+                .map(|p| {
+                    (
+                        p[0].clone(),
+                        ferry_rdb::encoding::parse_double(&p[1]).unwrap(),
+                    )
+                })
                 .collect();
             assert_eq!(got.len(), z.len(), "{ctx}");
             for (m, s) in z {
@@ -88,8 +119,14 @@ fn check_against_server(con: &mut redis::Connection, e: &Entry, v7: bool) {
         }
         Value::Hash(h) => {
             let flat = strs(q(con, &[b"HGETALL", key]));
-            let got: BTreeMap<Vec<u8>, Vec<u8>> = flat.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
-            let want: BTreeMap<Vec<u8>, Vec<u8>> = h.iter().map(|f| (f.field.to_vec(), f.value.to_vec())).collect();
+            let got: BTreeMap<Vec<u8>, Vec<u8>> = flat
+                .chunks(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect();
+            let want: BTreeMap<Vec<u8>, Vec<u8>> = h
+                .iter()
+                .map(|f| (f.field.to_vec(), f.value.to_vec()))
+                .collect();
             assert_eq!(got, want, "{ctx}");
         }
         Value::Stream(s) => {
@@ -104,7 +141,15 @@ fn check_against_server(con: &mut redis::Connection, e: &Entry, v7: bool) {
             let want: Vec<(String, Vec<Vec<u8>>)> = s
                 .entries
                 .iter()
-                .map(|e| (e.id.to_string(), e.fields.iter().flat_map(|(f, v)| [f.to_vec(), v.to_vec()]).collect()))
+                .map(|e| {
+                    (
+                        e.id.to_string(),
+                        e.fields
+                            .iter()
+                            .flat_map(|(f, v)| [f.to_vec(), v.to_vec()])
+                            .collect(),
+                    )
+                })
                 .collect();
             assert_eq!(got, want, "{ctx}");
             assert_eq!(s.length as usize, got.len(), "{ctx}");
@@ -116,9 +161,20 @@ fn check_against_server(con: &mut redis::Connection, e: &Entry, v7: bool) {
                     .map(|p| (String::from_utf8(rv_bytes(&p[0])).unwrap(), p[1].clone()))
                     .collect();
                 assert_eq!(rv_bytes(&kv["name"]), ours.name.to_vec(), "{ctx}");
-                assert_eq!(String::from_utf8(rv_bytes(&kv["last-delivered-id"])).unwrap(), ours.last_id.to_string());
-                assert_eq!(rv_bytes(&kv["pending"]), ours.pending.len().to_string().into_bytes(), "{ctx}");
-                assert_eq!(rv_bytes(&kv["consumers"]), ours.consumers.len().to_string().into_bytes(), "{ctx}");
+                assert_eq!(
+                    String::from_utf8(rv_bytes(&kv["last-delivered-id"])).unwrap(),
+                    ours.last_id.to_string()
+                );
+                assert_eq!(
+                    rv_bytes(&kv["pending"]),
+                    ours.pending.len().to_string().into_bytes(),
+                    "{ctx}"
+                );
+                assert_eq!(
+                    rv_bytes(&kv["consumers"]),
+                    ours.consumers.len().to_string().into_bytes(),
+                    "{ctx}"
+                );
             }
         }
         Value::Module(_) => panic!("{ctx}: no modules are loaded"),
@@ -151,7 +207,11 @@ fn saved_file_matches_server_and_dumps(version: Version) {
     let report = fill(&Target::from(&server), &FillOptions::seed(7)).unwrap();
     let bytes = save_and_read(&server);
     let (entries, items) = decode_file(&bytes, ValueMode::DecodedAndRaw);
-    assert_eq!(entries.len() as u64, report.total_keys, "every key of the fill is in the file");
+    assert_eq!(
+        entries.len() as u64,
+        report.total_keys,
+        "every key of the fill is in the file"
+    );
     let v7 = version == Version::V7_0;
     let mut con = server.client();
     let mut per_db: BTreeMap<u64, u64> = BTreeMap::new();
@@ -165,14 +225,22 @@ fn saved_file_matches_server_and_dumps(version: Version) {
         assert_eq!(ver as u32, if v7 { 10 } else { 9 });
         assert_eq!(Some(&dv), e.value.as_ref(), "DUMP of {:?}", e.key);
         let parts = ferry_rdb::split_dump(&payload).unwrap();
-        assert_eq!(Some(parts.serialized), e.raw.as_deref(), "DUMP bytes of {:?}", e.key);
+        assert_eq!(
+            Some(parts.serialized),
+            e.raw.as_deref(),
+            "DUMP bytes of {:?}",
+            e.key
+        );
     }
     for (db, n) in per_db {
         select(&mut con, db);
         assert_eq!(dbsize(&mut con), n, "db {db}");
     }
     if v7 {
-        assert!(items.iter().any(|i| matches!(i, Item::Function { .. })), "the fill's function library is in the file");
+        assert!(
+            items.iter().any(|i| matches!(i, Item::Function { .. })),
+            "the fill's function library is in the file"
+        );
     }
 }
 
@@ -197,7 +265,10 @@ fn restore_everything(source: &[Entry], target: &Server, rdb_version: u32) {
         let v = e.value.as_ref().unwrap();
         let payload = ferry_rdb::encode_dump(v, rdb_version).unwrap();
         select(&mut con, e.db);
-        let ttl = e.expire_at_ms.map(|t| t.to_string()).unwrap_or_else(|| "0".into());
+        let ttl = e
+            .expire_at_ms
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "0".into());
         let mut args: Vec<&[u8]> = vec![b"RESTORE", &e.key, ttl.as_bytes(), &payload];
         if e.expire_at_ms.is_some() {
             args.push(b"ABSTTL");
@@ -212,7 +283,12 @@ fn assert_same_digests(source: &Server, target: &Server, entries: &[Entry]) {
     for e in entries {
         select(&mut a, e.db);
         select(&mut b, e.db);
-        assert_eq!(digest(&mut a, &e.key), digest(&mut b, &e.key), "digest of {:?}", e.key);
+        assert_eq!(
+            digest(&mut a, &e.key),
+            digest(&mut b, &e.key),
+            "digest of {:?}",
+            e.key
+        );
         assert_eq!(
             rv_bytes(&q(&mut a, &[b"TYPE", &e.key])),
             rv_bytes(&q(&mut b, &[b"TYPE", &e.key])),
@@ -222,13 +298,20 @@ fn assert_same_digests(source: &Server, target: &Server, entries: &[Entry]) {
     }
     select(&mut a, 0);
     select(&mut b, 0);
-    assert_eq!(rv_bytes(&q(&mut a, &[b"DEBUG", b"DIGEST"])), rv_bytes(&q(&mut b, &[b"DEBUG", b"DIGEST"])));
+    assert_eq!(
+        rv_bytes(&q(&mut a, &[b"DEBUG", b"DIGEST"])),
+        rv_bytes(&q(&mut b, &[b"DEBUG", b"DIGEST"]))
+    );
 }
 
 #[test]
 fn values_from_7_0_reencoded_for_v9_restore_into_6_2_and_for_v10_into_7_0_with_equal_digests() {
     let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    fill(&Target::from(&source), &FillOptions::seed(11).dbs(vec![0, 3])).unwrap();
+    fill(
+        &Target::from(&source),
+        &FillOptions::seed(11).dbs(vec![0, 3]),
+    )
+    .unwrap();
     let bytes = save_and_read(&source);
     let (entries, _) = decode_file(&bytes, ValueMode::Decoded);
     for (target_version, rdb) in [(Version::V6_2, 9), (Version::V7_0, 10)] {
@@ -241,8 +324,12 @@ fn values_from_7_0_reencoded_for_v9_restore_into_6_2_and_for_v10_into_7_0_with_e
 fn start_with_file(version: Version, file: &Path) -> Server {
     let dir = file.parent().unwrap().to_string_lossy().into_owned();
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
-    Server::start(ServerOptions::new(version).config("dir", format!("\"{dir}\"")).config("dbfilename", format!("\"{name}\"")))
-        .unwrap()
+    Server::start(
+        ServerOptions::new(version)
+            .config("dir", format!("\"{dir}\""))
+            .config("dbfilename", format!("\"{name}\"")),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -254,7 +341,8 @@ fn a_file_written_for_v9_passes_redis_check_rdb_and_loads_into_both_servers_with
     let tmp = tempfile::tempdir().unwrap();
     for rdb_version in [9u32, 10] {
         let path = tmp.path().join(format!("written-v{rdb_version}.rdb"));
-        let mut w = ferry_rdb::Writer::new(std::fs::File::create(&path).unwrap(), rdb_version).unwrap();
+        let mut w =
+            ferry_rdb::Writer::new(std::fs::File::create(&path).unwrap(), rdb_version).unwrap();
         w.aux(b"redis-ver", b"6.2.0").unwrap();
         let mut db = None;
         for e in &entries {
@@ -262,16 +350,27 @@ fn a_file_written_for_v9_passes_redis_check_rdb_and_loads_into_both_servers_with
                 w.select_db(e.db).unwrap();
                 db = Some(e.db);
             }
-            w.write_entry(&e.key, e.value.as_ref().unwrap(), e.expire_at_ms).unwrap();
+            w.write_entry(&e.key, e.value.as_ref().unwrap(), e.expire_at_ms)
+                .unwrap();
         }
         w.finish().unwrap();
-        let check = std::process::Command::new("/usr/bin/redis-check-rdb").arg(&path).output().unwrap();
+        let check = std::process::Command::new("/usr/bin/redis-check-rdb")
+            .arg(&path)
+            .output()
+            .unwrap();
         let out = String::from_utf8_lossy(&check.stdout);
-        assert!(check.status.success() && out.contains("RDB looks OK"), "redis-check-rdb: {out}");
+        assert!(
+            check.status.success() && out.contains("RDB looks OK"),
+            "redis-check-rdb: {out}"
+        );
         // Our own reader agrees, and the file round-trips.
         let (again, _) = decode_file(&std::fs::read(&path).unwrap(), ValueMode::Decoded);
         assert_eq!(again.len(), entries.len());
-        let versions: &[Version] = if rdb_version == 9 { &[Version::V6_2, Version::V7_0] } else { &[Version::V7_0] };
+        let versions: &[Version] = if rdb_version == 9 {
+            &[Version::V6_2, Version::V7_0]
+        } else {
+            &[Version::V7_0]
+        };
         for &v in versions {
             let loaded = start_with_file(v, &path);
             ferry_testkit::wait_until(Duration::from_secs(30), "the RDB file to be loaded", || {
@@ -299,8 +398,14 @@ fn a_big_list_arrives_in_chunks_when_a_value_bound_is_set() {
     }
     q(&mut con, &[b"SET", b"small", b"v"]);
     let bytes = save_and_read(&server);
-    let opts = ParserOptions { mode: ValueMode::Raw, big_value_bytes: Some(16 * 1024), ..Default::default() };
-    let items: Vec<Item> = Reader::new(&bytes[..], opts).collect::<Result<_, _>>().unwrap();
+    let opts = ParserOptions {
+        mode: ValueMode::Raw,
+        big_value_bytes: Some(16 * 1024),
+        ..Default::default()
+    };
+    let items: Vec<Item> = Reader::new(&bytes[..], opts)
+        .collect::<Result<_, _>>()
+        .unwrap();
     let mut collected = Vec::new();
     let mut chunks = 0;
     let mut in_big = false;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use ferry_replicator::{checkpoint, Config, Phase, Replicator};
 use ferry_resp::ConnectOptions;
-use ferry_testkit::{compare, fill, wait_until, CompareOptions, FillOptions, Server, ServerOptions, Target, Version};
+use ferry_testkit::{
+    compare, fill, wait_until, CompareOptions, FillOptions, Server, ServerOptions, Target, Version,
+};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,10 +29,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("== filling the source with every type and encoding");
     let report = fill(&Target::from(&source), &FillOptions::seed(2024).scale(4))?;
-    println!("   {} keys in databases {:?}", report.total_keys, report.keys.keys().collect::<Vec<_>>());
+    println!(
+        "   {} keys in databases {:?}",
+        report.total_keys,
+        report.keys.keys().collect::<Vec<_>>()
+    );
 
     println!("== syncing source -> target");
-    let config = Config::new(ConnectOptions::from_url(&source.url())?, ConnectOptions::from_url(&target.url())?);
+    let config = Config::new(
+        ConnectOptions::from_url(&source.url())?,
+        ConnectOptions::from_url(&target.url())?,
+    );
     let job = Replicator::new(config)?;
     let status = job.status();
     let shutdown = CancellationToken::new();
@@ -44,9 +53,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut last_print = Instant::now();
     while started.elapsed() < Duration::from_secs(5) {
         redis::cmd("INCR").arg("demo:counter").exec(&mut c)?;
-        redis::cmd("HSET").arg("demo:hash").arg(format!("f{}", n % 100)).arg(n).exec(&mut c)?;
-        redis::cmd("XADD").arg("demo:events").arg("*").arg("n").arg(n).exec(&mut c)?;
-        redis::pipe().atomic().cmd("LPUSH").arg("demo:list").arg(n).cmd("LTRIM").arg("demo:list").arg(0).arg(99).exec(&mut c)?;
+        redis::cmd("HSET")
+            .arg("demo:hash")
+            .arg(format!("f{}", n % 100))
+            .arg(n)
+            .exec(&mut c)?;
+        redis::cmd("XADD")
+            .arg("demo:events")
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .exec(&mut c)?;
+        redis::pipe()
+            .atomic()
+            .cmd("LPUSH")
+            .arg("demo:list")
+            .arg(n)
+            .cmd("LTRIM")
+            .arg("demo:list")
+            .arg(0)
+            .arg(99)
+            .exec(&mut c)?;
         n += 1;
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
@@ -68,7 +95,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     shutdown.cancel();
     runtime.block_on(handle)??;
     if report.is_equal() {
-        println!("   EQUAL: {} keys compared, {} INCRs applied exactly once", report.keys_compared, n);
+        println!(
+            "   EQUAL: {} keys compared, {} INCRs applied exactly once",
+            report.keys_compared, n
+        );
         Ok(())
     } else {
         println!("   DIFFERENT: {report:?}");
@@ -76,7 +106,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn job_run(job: Replicator, shutdown: CancellationToken) -> Result<(), ferry_replicator::Error> {
+async fn job_run(
+    job: Replicator,
+    shutdown: CancellationToken,
+) -> Result<(), ferry_replicator::Error> {
     job.run(shutdown).await
 }
 

@@ -3,6 +3,8 @@
 //! ```text
 //! cargo run -p ferry-replicator --example sync -- \
 //!     --source redis://127.0.0.1:6379 --target redis://127.0.0.1:6380 --checkpoint --conflict rewrite
+//! cargo run -p ferry-replicator --example sync -- \
+//!     --source redis://127.0.0.1:6379 --target redis://127.0.0.1:7000 --target-cluster
 //! ```
 //!
 //! Runs until interrupted (Ctrl-C or SIGTERM) and prints the job's status once a second. Logs go to stderr
@@ -11,7 +13,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use ferry_replicator::{ConflictPolicy, Config, Replicator};
+use ferry_replicator::{Config, ConflictPolicy, Replicator};
 use ferry_resp::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +26,10 @@ struct Args {
     /// The target, `redis://[user[:password]@]host:port`.
     #[arg(long)]
     target: String,
-    /// Store checkpoints in the target and resume from them after a restart.
+    /// The target is a Redis Cluster (7.0+; `--target` is any of its nodes).
+    #[arg(long)]
+    target_cluster: bool,
+    /// Store checkpoints in the target and resume from them after a restart (always on for a cluster).
     #[arg(long)]
     checkpoint: bool,
     /// The database of the checkpoint key.
@@ -47,7 +52,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut config = Config::new(ConnectOptions::from_url(&args.source)?, ConnectOptions::from_url(&args.target)?);
+    let mut config = Config::new(
+        ConnectOptions::from_url(&args.source)?,
+        ConnectOptions::from_url(&args.target)?,
+    );
+    config.target_cluster = args.target_cluster;
     config.sink.checkpoint = args.checkpoint;
     config.sink.checkpoint_db = args.checkpoint_db;
     config.conflict = args.conflict;
@@ -60,8 +69,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}

@@ -52,9 +52,14 @@ impl Checkpoint {
                 let offset = offset
                     .parse::<u64>()
                     .map_err(|_| Error::Checkpoint(format!("bad offset in {text:?}")))?;
-                Ok(Checkpoint::Committed { replid: replid.to_string(), offset })
+                Ok(Checkpoint::Committed {
+                    replid: replid.to_string(),
+                    offset,
+                })
             }
-            _ => Err(Error::Checkpoint(format!("expected \"<replid> <offset>\", found {text:?}"))),
+            _ => Err(Error::Checkpoint(format!(
+                "expected \"<replid> <offset>\", found {text:?}"
+            ))),
         }
     }
 
@@ -75,23 +80,20 @@ pub(crate) fn is_replid(s: &str) -> bool {
 /// Where a job resumes from, given the checkpoints of all its target nodes.
 ///
 /// The job asks PSYNC for the smallest committed offset; each node then skips the commands that end at or
-/// before its own checkpoint. Nodes must agree on the replication id (they were written by one stream); if they
-/// do not, or any node has no committed checkpoint, the job does a full sync.
+/// before its own checkpoint. If any node has no committed checkpoint the job does a full sync. Nodes can hold
+/// different replication ids only after a PSYNC2 switch (a full sync rewrites every node's checkpoint), where
+/// offsets continue across ids: the newest id (the one with the highest offset) is the one to ask for.
 pub fn resume_from(checkpoints: &[Option<Checkpoint>]) -> Option<(String, u64)> {
-    let mut found: Option<(String, u64)> = None;
+    let mut min: Option<u64> = None;
+    let mut newest: Option<(&str, u64)> = None;
     for cp in checkpoints {
         let (replid, offset) = cp.as_ref()?.resume_point()?;
-        match &mut found {
-            None => found = Some((replid.to_string(), offset)),
-            Some((r, o)) => {
-                if r != replid {
-                    return None;
-                }
-                *o = (*o).min(offset);
-            }
+        min = Some(min.map_or(offset, |m| m.min(offset)));
+        if newest.map_or(true, |(_, o)| offset > o) {
+            newest = Some((replid, offset));
         }
     }
-    found
+    Some((newest?.0.to_string(), min?))
 }
 
 #[cfg(test)]
@@ -102,7 +104,10 @@ mod tests {
 
     #[test]
     fn committed_checkpoint_round_trips() {
-        let cp = Checkpoint::Committed { replid: ID.into(), offset: 12345 };
+        let cp = Checkpoint::Committed {
+            replid: ID.into(),
+            offset: 12345,
+        };
         assert_eq!(Checkpoint::decode(cp.encode().as_bytes()).unwrap(), cp);
         assert_eq!(cp.resume_point(), Some((ID, 12345)));
     }
@@ -116,21 +121,44 @@ mod tests {
 
     #[test]
     fn garbage_checkpoint_is_a_clear_error() {
-        for bad in [&b"hello"[..], b"abc 12", b"", &[0xff, 0xfe], format!("{ID} x").as_bytes()] {
+        for bad in [
+            &b"hello"[..],
+            b"abc 12",
+            b"",
+            &[0xff, 0xfe],
+            format!("{ID} x").as_bytes(),
+        ] {
             let err = Checkpoint::decode(bad).unwrap_err();
             assert!(err.to_string().contains("invalid checkpoint"), "{err}");
         }
     }
 
     #[test]
-    fn resume_uses_smallest_offset_of_nodes_with_same_replid() {
-        let a = Some(Checkpoint::Committed { replid: ID.into(), offset: 500 });
-        let b = Some(Checkpoint::Committed { replid: ID.into(), offset: 300 });
-        assert_eq!(resume_from(&[a.clone(), b.clone()]), Some((ID.to_string(), 300)));
+    fn resume_uses_smallest_offset_and_newest_replid() {
+        let a = Some(Checkpoint::Committed {
+            replid: ID.into(),
+            offset: 500,
+        });
+        let b = Some(Checkpoint::Committed {
+            replid: ID.into(),
+            offset: 300,
+        });
+        assert_eq!(
+            resume_from(&[a.clone(), b.clone()]),
+            Some((ID.to_string(), 300))
+        );
         assert_eq!(resume_from(&[a.clone(), None]), None);
-        assert_eq!(resume_from(&[a.clone(), Some(Checkpoint::FullSyncInProgress)]), None);
-        let other = Some(Checkpoint::Committed { replid: "a".repeat(40), offset: 1 });
-        assert_eq!(resume_from(&[a, other]), None);
+        assert_eq!(
+            resume_from(&[a.clone(), Some(Checkpoint::FullSyncInProgress)]),
+            None
+        );
+        // After a PSYNC2 switch: the newest id, the lowest offset.
+        let newer = Some(Checkpoint::Committed {
+            replid: "a".repeat(40),
+            offset: 900,
+        });
+        assert_eq!(resume_from(&[a, newer]), Some(("a".repeat(40), 500)));
+        assert_eq!(resume_from(&[]), None);
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Error {
     /// as opposed to a refusal, a conflict or a bad configuration.
     pub fn is_connection(&self) -> bool {
         match self {
-            Error::Resp(e) => e.is_io() || e.is_timeout() || e.server_error().is_none(),
+            Error::Resp(e) => e.is_connection_lost(),
             Error::Protocol(_) => true,
             _ => false,
         }

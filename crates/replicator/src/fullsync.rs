@@ -12,9 +12,16 @@ use crate::pipeline::convert::{
 };
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::Filter;
-use crate::sink::standalone::StandaloneSink;
+use crate::sink::Sink;
 use crate::source::Source;
 use crate::status::StatusHandle;
+
+/// The RDB type byte of a string value.
+const RDB_TYPE_STRING: u8 = 0;
+/// Strings up to this serialized size go in `MSET` batches.
+const SMALL_STRING: usize = 1024;
+/// Keys per `MSET` batch.
+const STRINGS_PER_BATCH: usize = 128;
 
 /// How the RDB is applied.
 #[derive(Debug, Clone)]
@@ -39,7 +46,7 @@ struct BigKey {
 /// Reads the whole RDB from `source` and writes every key that passes the filters to `sink`.
 pub(crate) async fn run(
     source: &mut Source,
-    sink: &mut StandaloneSink,
+    sink: &mut Sink,
     filter: &Filter,
     dbmap: &DbMap,
     opts: &Options,
@@ -57,6 +64,8 @@ pub(crate) async fn run(
     let mut converted = 0u64;
     let mut big_keys = 0u64;
     let mut big: Option<BigKey> = None;
+    let mut strings: Vec<(Bytes, Bytes)> = Vec::new();
+    let mut strings_db: Option<i64> = None;
     let mut last_report = 0u64;
     while let Some(chunk) = source.read_rdb().await? {
         parser.feed(&chunk);
@@ -64,7 +73,11 @@ pub(crate) async fn run(
             match item {
                 Item::Header { version, .. } => {
                     source_version = u16::try_from(version).unwrap_or(u16::MAX);
-                    debug!(source_version, target_version = opts.target_rdb_version, "RDB header");
+                    debug!(
+                        source_version,
+                        target_version = opts.target_rdb_version,
+                        "RDB header"
+                    );
                 }
                 Item::ResizeDb { db_size, .. } => {
                     expected += db_size;
@@ -80,7 +93,9 @@ pub(crate) async fn run(
                         ];
                         sink.write_plain(0, &argv).await?;
                     } else {
-                        warn!("the source has a function library the target (before 7.0) cannot load");
+                        warn!(
+                            "the source has a function library the target (before 7.0) cannot load"
+                        );
                     }
                 }
                 Item::Entry(entry) => {
@@ -94,19 +109,48 @@ pub(crate) async fn run(
                         (None, Some(f)) => Some(EvictionHint::Frequency(f)),
                         _ => None,
                     };
-                    let raw = entry.raw.ok_or_else(|| Error::Rdb("the parser gave no raw value".into()))?;
+                    let raw = entry
+                        .raw
+                        .ok_or_else(|| Error::Rdb("the parser gave no raw value".into()))?;
+                    if sink.batches_strings()
+                        && raw.first() == Some(&RDB_TYPE_STRING)
+                        && raw.len() <= SMALL_STRING
+                        && entry.expire_at_ms.is_none()
+                        && hint.is_none()
+                    {
+                        // A small plain string: batched into one MSET/MSETNX.
+                        if let ferry_rdb::Value::String(value) =
+                            ferry_rdb::decode_value(&raw, false).map_err(rdb_error)?
+                        {
+                            if strings_db != Some(tdb) || strings.len() >= STRINGS_PER_BATCH {
+                                let db = strings_db.unwrap_or(tdb);
+                                sink.set_strings(db, std::mem::take(&mut strings)).await?;
+                            }
+                            strings_db = Some(tdb);
+                            strings.push((entry.key, value));
+                            done += 1;
+                            continue;
+                        }
+                    }
                     let payload = if source_version <= opts.target_rdb_version {
                         Bytes::from(ferry_rdb::build_dump(&raw, source_version))
                     } else {
                         // The target cannot load this encoding: decode and encode it for the target's version.
                         let value = ferry_rdb::decode_value(&raw, false).map_err(rdb_error)?;
-                        let payload = ferry_rdb::encode_dump(&value, u32::from(opts.target_rdb_version))
-                            .map_err(rdb_error)?;
+                        let payload =
+                            ferry_rdb::encode_dump(&value, u32::from(opts.target_rdb_version))
+                                .map_err(rdb_error)?;
                         converted += 1;
                         Bytes::from(payload)
                     };
                     let replace = opts.conflict == ConflictPolicy::Rewrite;
-                    let argv = restore_command(entry.key.clone(), payload, entry.expire_at_ms, replace, hint);
+                    let argv = restore_command(
+                        entry.key.clone(),
+                        payload,
+                        entry.expire_at_ms,
+                        replace,
+                        hint,
+                    );
                     sink.restore(tdb, entry.key, &argv).await?;
                     done += 1;
                 }
@@ -119,16 +163,25 @@ pub(crate) async fn run(
                                "big value: copying it with element commands");
                         drop = !prepare_key(sink, tdb, &entry.key, opts.conflict).await?;
                     }
-                    big = Some(BigKey { db: tdb, key: entry.key, expire_at_ms: entry.expire_at_ms, drop });
+                    big = Some(BigKey {
+                        db: tdb,
+                        key: entry.key,
+                        expire_at_ms: entry.expire_at_ms,
+                        drop,
+                    });
                 }
                 Item::ValueChunk(value) => {
-                    let b = big.as_ref().ok_or_else(|| Error::Rdb("value chunk outside a big value".into()))?;
+                    let b = big
+                        .as_ref()
+                        .ok_or_else(|| Error::Rdb("value chunk outside a big value".into()))?;
                     if !b.drop {
                         write_value(sink, b.db, &b.key, &value, opts.target_rdb_version).await?;
                     }
                 }
                 Item::EntryEnd => {
-                    let b = big.take().ok_or_else(|| Error::Rdb("end of a big value never started".into()))?;
+                    let b = big
+                        .take()
+                        .ok_or_else(|| Error::Rdb("end of a big value never started".into()))?;
                     if !b.drop {
                         if let Some(at) = b.expire_at_ms {
                             sink.write_plain(b.db, &expire_command(&b.key, at)).await?;
@@ -154,12 +207,22 @@ pub(crate) async fn run(
         }
     }
     parser.finish().map_err(rdb_error)?;
-    debug!(keys = done, reencoded = converted, big_keys, "RDB read to its end");
-    let (rdb_bytes, c) = (source.rdb_bytes(), sink.counters().clone());
+    if let Some(db) = strings_db {
+        sink.set_strings(db, strings).await?;
+    }
+    debug!(
+        keys = done,
+        reencoded = converted,
+        big_keys,
+        "RDB read to its end"
+    );
+    let (rdb_bytes, c) = (source.rdb_bytes(), sink.counters());
     status.update(|s| {
         s.keys_done = done;
         s.bytes_read = rdb_bytes;
         s.keys_copied = c.keys_restored + big_keys;
+        s.keys_as_commands += big_keys;
+        s.keys_reencoded += converted;
         s.keys_skipped = c.keys_skipped;
     });
     Ok(())
@@ -168,14 +231,15 @@ pub(crate) async fn run(
 /// Before a key is built with element commands: returns false when it must be left alone (policy `skip` and
 /// the key exists); policy `panic` stops on an existing key; `rewrite` deletes it.
 async fn prepare_key(
-    sink: &mut StandaloneSink,
+    sink: &mut Sink,
     db: i64,
     key: &Bytes,
     conflict: ConflictPolicy,
 ) -> Result<bool, Error> {
     match conflict {
         ConflictPolicy::Rewrite => {
-            sink.write_plain(db, &[Bytes::from_static(b"DEL"), key.clone()]).await?;
+            sink.write_plain(db, &[Bytes::from_static(b"DEL"), key.clone()])
+                .await?;
             Ok(true)
         }
         ConflictPolicy::Skip | ConflictPolicy::Panic => {
@@ -186,14 +250,16 @@ async fn prepare_key(
                 sink.count_skipped();
                 Ok(false)
             } else {
-                Err(Error::Conflict { key: KeyDisplay(key.to_vec()) })
+                Err(Error::Conflict {
+                    key: KeyDisplay(key.to_vec()),
+                })
             }
         }
     }
 }
 
 async fn write_value(
-    sink: &mut StandaloneSink,
+    sink: &mut Sink,
     db: i64,
     key: &Bytes,
     value: &ferry_rdb::Value,

@@ -13,15 +13,15 @@ use ferry_topology::CommandTable;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::fullsync;
 use crate::pipeline::convert::{adapt_for_target, ConflictPolicy};
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::{Decision, Filter, FilterConfig};
 use crate::pipeline::Unit;
+use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
-use crate::sink::SinkOptions;
+use crate::sink::{Sink, SinkOptions};
 use crate::source::{Source, SourceOptions, Start, StreamEvent};
 use crate::status::{Phase, Rates, StatusHandle};
 
@@ -30,8 +30,10 @@ use crate::status::{Phase, Rates, StatusHandle};
 pub struct Config {
     /// The source and how to follow it.
     pub source: SourceOptions,
-    /// The target.
+    /// The target (any node of it when `target_cluster`).
     pub target: ConnectOptions,
+    /// The target is a Redis Cluster (7.0+): commands are routed by slot, one checkpoint per master.
+    pub target_cluster: bool,
     /// Windows, batches, error policy and checkpoints of the sink.
     pub sink: SinkOptions,
     /// What to do with keys of a full sync that already exist on the target.
@@ -57,6 +59,7 @@ impl Config {
         Config {
             source: SourceOptions::new(source),
             target,
+            target_cluster: false,
             sink: SinkOptions::default(),
             conflict: ConflictPolicy::Panic,
             filter: FilterConfig::default(),
@@ -83,7 +86,11 @@ impl Replicator {
         if config.sink.window_commands == 0 || config.sink.window_bytes == 0 {
             return Err(Error::Config("the sink windows must not be zero".into()));
         }
-        Ok(Replicator { config, filter, status: StatusHandle::default() })
+        Ok(Replicator {
+            config,
+            filter,
+            status: StatusHandle::default(),
+        })
     }
 
     /// A handle on the job's status, usable while it runs.
@@ -135,10 +142,32 @@ impl Replicator {
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), Error> {
         let cfg = &self.config;
         self.status.update(|s| s.phase = Phase::Handshake);
-        let mut sink = StandaloneSink::connect(&cfg.target, cfg.sink.clone()).await?;
-        let checkpoint = if cfg.sink.checkpoint { sink.read_checkpoint().await? } else { None };
-        let resume = checkpoint.as_ref().and_then(Checkpoint::resume_point).map(|(r, o)| (r.to_string(), o));
-        let commands = if self.filter.has_key_rules() { Some(self.command_table().await?) } else { None };
+        let commands = if self.filter.has_key_rules() || cfg.target_cluster {
+            Some(std::sync::Arc::new(self.command_table().await?))
+        } else {
+            None
+        };
+        let mut sink = match &commands {
+            Some(table) if cfg.target_cluster => Sink::Cluster(
+                ClusterSink::connect(&cfg.target, cfg.sink.clone(), table.clone()).await?,
+            ),
+            _ => Sink::Standalone(Box::new(
+                StandaloneSink::connect(&cfg.target, cfg.sink.clone()).await?,
+            )),
+        };
+        if cfg.target_cluster && sink.rdb_version().await? < 10 {
+            return Err(Error::Config(
+                "a cluster target must run Redis 7.0 or newer (its batches are scripts with allow-cross-slot-keys)"
+                    .into(),
+            ));
+        }
+        let checkpoints = if cfg.sink.checkpoint || cfg.target_cluster {
+            sink.fence().await?;
+            sink.read_checkpoints().await?
+        } else {
+            Vec::new()
+        };
+        let resume = crate::checkpoint::resume_from(&checkpoints);
 
         let mut source_opts = cfg.source.clone();
         source_opts.connect.read_timeout = None;
@@ -153,8 +182,12 @@ impl Replicator {
                          falling back to a full resync"
                     );
                 }
-                let redo = checkpoint.is_some();
-                let conflict = if redo { ConflictPolicy::Rewrite } else { cfg.conflict };
+                let redo = checkpoints.iter().any(Option::is_some);
+                let conflict = if redo {
+                    ConflictPolicy::Rewrite
+                } else {
+                    cfg.conflict
+                };
                 self.status.update(|s| {
                     s.phase = Phase::FullSync;
                     s.replid = replid.clone();
@@ -162,16 +195,25 @@ impl Replicator {
                     s.keys_expected = None;
                     s.full_syncs += 1;
                 });
-                sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync).await?;
+                sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
+                    .await?;
                 let target_rdb = sink.rdb_version().await?;
                 let opts = fullsync::Options {
                     conflict,
                     max_restore_bytes: cfg.max_restore_bytes,
                     target_rdb_version: target_rdb,
                 };
-                fullsync::run(&mut source, &mut sink, &self.filter, &cfg.db_map, &opts, &self.status).await?;
+                fullsync::run(
+                    &mut source,
+                    &mut sink,
+                    &self.filter,
+                    &cfg.db_map,
+                    &opts,
+                    &self.status,
+                )
+                .await?;
                 sink.finish_full_sync(&replid, offset).await?;
-                let c = sink.counters().clone();
+                let c = sink.counters();
                 self.status.update(|s| {
                     s.keys_copied = c.keys_restored;
                     s.keys_skipped = c.keys_skipped;
@@ -179,12 +221,11 @@ impl Replicator {
                     s.applied_offset = offset;
                 });
                 info!(%replid, offset, keys = sink.counters().keys_restored, "full sync applied");
-                sink.start_stream(&replid, offset, offset);
+                sink.start_stream(&replid, offset, &[]);
                 replid
             }
             Start::Continue { replid, offset } => {
-                let committed = resume.as_ref().map(|r| r.1).unwrap_or(offset);
-                sink.start_stream(&replid, offset, committed);
+                sink.start_stream(&replid, offset, &checkpoints);
                 replid
             }
         };
@@ -193,14 +234,21 @@ impl Replicator {
             s.replid = replid.clone();
         });
         let target_rdb = sink.rdb_version().await?;
-        self.follow(&mut source, &mut sink, commands.as_ref(), target_rdb, shutdown).await
+        self.follow(
+            &mut source,
+            &mut sink,
+            commands.as_deref(),
+            target_rdb,
+            shutdown,
+        )
+        .await
     }
 
     /// The live phase.
     async fn follow(
         &self,
         source: &mut Source,
-        sink: &mut StandaloneSink,
+        sink: &mut Sink,
         commands: Option<&CommandTable>,
         target_rdb: u16,
         shutdown: &CancellationToken,
@@ -222,7 +270,8 @@ impl Replicator {
             match event {
                 StreamEvent::Unit(unit) => {
                     let end = unit.end_offset;
-                    match self.filter_unit(unit, commands, target_rdb, &mut filtered, &mut partial) {
+                    match self.filter_unit(unit, commands, target_rdb, &mut filtered, &mut partial)
+                    {
                         Some(unit) => sink.push(unit).await?,
                         None => sink.advance(end),
                     }
@@ -238,7 +287,7 @@ impl Replicator {
             }
             if idle || tick.elapsed() >= Duration::from_millis(200) {
                 tick = tokio::time::Instant::now();
-                let c = sink.counters().clone();
+                let c = sink.counters();
                 let (offset, applied) = (source.offset(), sink.committed_offset());
                 self.status.update(|s| {
                     s.commands_applied = c.commands_applied;
@@ -280,8 +329,10 @@ impl Replicator {
                     }
                     Decision::Partial { blocked } => {
                         *partial += 1;
-                        let shown: Vec<String> =
-                            blocked.iter().map(|k| crate::error::KeyDisplay(k.clone()).to_string()).collect();
+                        let shown: Vec<String> = blocked
+                            .iter()
+                            .map(|k| crate::error::KeyDisplay(k.clone()).to_string())
+                            .collect();
                         warn!(
                             command = %name, offset = cmd.end_offset, blocked_keys = ?shown,
                             "a command's keys only partly pass the filters: not forwarded"
@@ -306,6 +357,7 @@ impl Replicator {
     async fn command_table(&self) -> Result<CommandTable, Error> {
         let mut conn = Connection::connect(&self.config.source.connect).await?;
         let reply = conn.call(&[Bytes::from_static(b"COMMAND")]).await?;
-        CommandTable::from_command_reply(&reply).map_err(|e| Error::Config(format!("COMMAND of the source: {e}")))
+        CommandTable::from_command_reply(&reply)
+            .map_err(|e| Error::Config(format!("COMMAND of the source: {e}")))
     }
 }

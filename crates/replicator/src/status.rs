@@ -45,6 +45,10 @@ pub struct Status {
     pub keys_expected: Option<u64>,
     /// Keys copied over the life of the job (all full syncs).
     pub keys_copied: u64,
+    /// Keys of full syncs copied as element commands because they were bigger than the bound.
+    pub keys_as_commands: u64,
+    /// Keys of full syncs re-encoded for an older target.
+    pub keys_reencoded: u64,
     /// Keys left as they were on the target (conflict policy `skip`).
     pub keys_skipped: u64,
     /// Commands of the live stream applied.
@@ -142,11 +146,21 @@ pub(crate) struct Rates {
 
 impl Rates {
     pub(crate) fn new() -> Rates {
-        Rates { last: Instant::now(), last_ops: 0, history: std::collections::VecDeque::new() }
+        Rates {
+            last: Instant::now(),
+            last_ops: 0,
+            history: std::collections::VecDeque::new(),
+        }
     }
 
     /// Updates `status` from the total ops so far and the offsets; rates change at most once a second.
-    pub(crate) fn sample(&mut self, status: &mut Status, ops: u64, source_offset: u64, applied: u64) {
+    pub(crate) fn sample(
+        &mut self,
+        status: &mut Status,
+        ops: u64,
+        source_offset: u64,
+        applied: u64,
+    ) {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last);
         if elapsed >= Duration::from_secs(1) {
@@ -157,7 +171,11 @@ impl Rates {
         status.source_offset = source_offset;
         status.applied_offset = applied;
         status.lag_bytes = source_offset.saturating_sub(applied);
-        if self.history.back().map_or(true, |&(o, _)| o < source_offset) {
+        if self
+            .history
+            .back()
+            .map_or(true, |&(o, _)| o < source_offset)
+        {
             self.history.push_back((source_offset, now));
         }
         // Drop samples already applied, but keep the newest one at or below `applied`.
@@ -186,7 +204,12 @@ mod tests {
 
     #[test]
     fn status_line_shows_progress_of_full_sync() {
-        let s = Status { phase: Phase::FullSync, keys_done: 5, keys_expected: Some(10), ..Default::default() };
+        let s = Status {
+            phase: Phase::FullSync,
+            keys_done: 5,
+            keys_expected: Some(10),
+            ..Default::default()
+        };
         let line = s.to_string();
         assert!(line.starts_with("phase=full sync keys=5/10"), "{line}");
     }

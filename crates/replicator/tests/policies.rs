@@ -7,7 +7,10 @@ use ferry_replicator::{ConflictPolicy, Phase};
 use ferry_testkit::{wait_until, Server, ServerOptions, Version};
 
 fn servers() -> (Server, Server) {
-    (Server::start(ServerOptions::new(Version::V7_0)).unwrap(), Server::start(ServerOptions::new(Version::V7_0)).unwrap())
+    (
+        Server::start(ServerOptions::new(Version::V7_0)).unwrap(),
+        Server::start(ServerOptions::new(Version::V7_0)).unwrap(),
+    )
 }
 
 fn set(server: &Server, db: i64, key: &str, value: &str) {
@@ -34,9 +37,15 @@ fn conflict_panic_stops_with_an_error_naming_the_key() {
     source_with_keys(&source);
     set(&target, 0, "k7", "target");
     let job = Job::start(&source, &target, |c| c.conflict = ConflictPolicy::Panic);
-    wait_until(DEADLINE, "the job to stop", || job.status.snapshot().phase == Phase::Stopped).unwrap();
+    wait_until(DEADLINE, "the job to stop", || {
+        job.status.snapshot().phase == Phase::Stopped
+    })
+    .unwrap();
     let err = job.stop().unwrap_err();
-    assert!(matches!(err, ferry_replicator::Error::Conflict { .. }), "{err}");
+    assert!(
+        matches!(err, ferry_replicator::Error::Conflict { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("\"k7\""), "{err}");
     assert_eq!(get(&target, 0, "k7").as_deref(), Some("target"));
 }
@@ -84,7 +93,13 @@ fn filters_and_database_map_apply_to_full_sync_and_live_stream() {
     set(&source, 1, "keep:db1b", "2");
     set(&source, 2, "keep:db2b", "2");
     let mut c = source.client();
-    redis::cmd("MSET").arg("keep:c").arg("3").arg("tmp:c").arg("3").exec(&mut c).unwrap();
+    redis::cmd("MSET")
+        .arg("keep:c")
+        .arg("3")
+        .arg("tmp:c")
+        .arg("3")
+        .exec(&mut c)
+        .unwrap();
     job.wait_caught_up(&source);
     assert_eq!(get(&target, 0, "keep:a").as_deref(), Some("1"));
     assert_eq!(get(&target, 0, "keep:b").as_deref(), Some("2"));

@@ -14,6 +14,13 @@ fn sync_fill_then_live_writes(source_version: Version, target_version: Version) 
     let rounds = workload(&source, 300, "live");
     expire_short_keys(&source, rounds, "live");
     job.wait_caught_up(&source);
+    if source_version == Version::V7_0 && target_version == Version::V6_2 {
+        assert!(
+            job.status.snapshot().keys_reencoded > 10,
+            "{:?}",
+            job.status.snapshot()
+        );
+    }
     let functions = source_version == Version::V7_0 && target_version == Version::V7_0;
     assert_same_data(&source, &target, functions);
     assert_eq!(counter(&target, "live"), rounds);
@@ -33,4 +40,49 @@ fn redis_6_2_to_7_0_full_sync_and_live_stream_end_equal() {
 #[test]
 fn redis_7_0_to_6_2_reencodes_values_and_ends_equal() {
     sync_fill_then_live_writes(Version::V7_0, Version::V6_2);
+}
+
+#[test]
+fn disk_based_rdb_transfer_is_read_by_its_length() {
+    let source =
+        Server::start(ServerOptions::new(Version::V7_0).config("repl-diskless-sync", "no"))
+            .unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(8)).unwrap();
+    let job = Job::start(&source, &target, |_| {});
+    let rounds = workload(&source, 100, "disk");
+    expire_short_keys(&source, rounds, "disk");
+    job.wait_caught_up(&source);
+    assert_same_data(&source, &target, true);
+    job.stop().unwrap();
+}
+
+#[test]
+fn values_bigger_than_the_bound_go_as_element_commands_and_end_equal() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(9)).unwrap();
+    let job = Job::start(&source, &target, |c| c.max_restore_bytes = 512);
+    job.wait_caught_up(&source);
+    assert!(
+        job.status.snapshot().keys_as_commands > 10,
+        "{:?}",
+        job.status.snapshot()
+    );
+    assert_same_data(&source, &target, true);
+    job.stop().unwrap();
+}
+
+#[test]
+fn password_protected_source_and_target() {
+    let source = Server::start(ServerOptions::new(Version::V7_0).password("source-secret")).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0).password("target-secret")).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(10)).unwrap();
+    let job = Job::start(&source, &target, |_| {});
+    let rounds = workload(&source, 100, "auth");
+    expire_short_keys(&source, rounds, "auth");
+    job.wait_caught_up(&source);
+    assert_same_data(&source, &target, true);
+    assert_eq!(counter(&target, "auth"), rounds);
+    job.stop().unwrap();
 }

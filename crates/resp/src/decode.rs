@@ -506,7 +506,15 @@ impl<'a> Builder<'a> {
     fn list(&mut self, n: usize) -> Vec<Frame> {
         let mut v = Vec::with_capacity(n.min(self.tokens.len() - self.next));
         for _ in 0..n {
-            v.push(self.build());
+            // Bulk elements (every command argument) skip the recursive call.
+            let frame = match self.tokens.get(self.next) {
+                Some(&Token::Bulk(s)) => {
+                    self.next += 1;
+                    Frame::Bulk(self.slice(self.next - 1, s))
+                }
+                _ => self.build(),
+            };
+            v.push(frame);
         }
         v
     }

@@ -37,7 +37,7 @@ async fn resp3_debug_protocol_returns_every_type() {
 
     assert_eq!(debug_protocol(&mut conn, "string").await, bulk("Hello World"));
     assert_eq!(debug_protocol(&mut conn, "integer").await, Frame::Integer(12345));
-    assert_eq!(debug_protocol(&mut conn, "double").await, Frame::Double(3.141));
+    assert_eq!(debug_protocol(&mut conn, "double").await, Frame::Double("3.141".parse().unwrap()));
     assert_eq!(
         debug_protocol(&mut conn, "bignum").await,
         Frame::BigNumber(Bytes::from_static(b"1234567999999999999999999999999999999"))

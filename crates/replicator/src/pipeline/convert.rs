@@ -53,7 +53,13 @@ pub fn restore_command(
         Some(ms) if ms > 0 => Bytes::from(ms.to_string()),
         _ => Bytes::from_static(b"0"),
     };
-    let mut argv = vec![Bytes::from_static(b"RESTORE"), key, ttl, payload, Bytes::from_static(b"ABSTTL")];
+    let mut argv = vec![
+        Bytes::from_static(b"RESTORE"),
+        key,
+        ttl,
+        payload,
+        Bytes::from_static(b"ABSTTL"),
+    ];
     if replace {
         argv.push(Bytes::from_static(b"REPLACE"));
     }
@@ -161,7 +167,14 @@ pub fn value_commands(
             }
             for f in fields {
                 if let Some(at) = f.expire_at_ms {
-                    emit(vec![b("HPEXPIREAT"), key.clone(), num(at), b("FIELDS"), b("1"), f.field.clone()]);
+                    emit(vec![
+                        b("HPEXPIREAT"),
+                        key.clone(),
+                        num(at),
+                        b("FIELDS"),
+                        b("1"),
+                        f.field.clone(),
+                    ]);
                 }
             }
         }
@@ -176,7 +189,12 @@ pub fn value_commands(
     Ok(())
 }
 
-fn stream_commands(key: &Bytes, stream: &ferry_rdb::Stream, target_rdb: u16, emit: &mut dyn FnMut(Vec<Bytes>)) {
+fn stream_commands(
+    key: &Bytes,
+    stream: &ferry_rdb::Stream,
+    target_rdb: u16,
+    emit: &mut dyn FnMut(Vec<Bytes>),
+) {
     for entry in &stream.entries {
         let mut argv = vec![b("XADD"), key.clone(), num(entry.id)];
         for (f, v) in &entry.fields {
@@ -191,24 +209,48 @@ fn stream_commands(key: &Bytes, stream: &ferry_rdb::Stream, target_rdb: u16, emi
     }
     if stream.entries.is_empty() {
         // Create the key empty: a group made with MKSTREAM, removed again.
-        emit(vec![b("XGROUP"), b("CREATE"), key.clone(), b("ferry-tmp"), b("0"), b("MKSTREAM")]);
+        emit(vec![
+            b("XGROUP"),
+            b("CREATE"),
+            key.clone(),
+            b("ferry-tmp"),
+            b("0"),
+            b("MKSTREAM"),
+        ]);
         emit(vec![b("XGROUP"), b("DESTROY"), key.clone(), b("ferry-tmp")]);
     }
     if stream.last_id != zero {
         let mut argv = vec![b("XSETID"), key.clone(), num(stream.last_id)];
         if target_rdb >= 10 {
-            argv.extend([b("ENTRIESADDED"), num(stream.entries_added), b("MAXDELETEDID"), num(stream.max_deleted_id)]);
+            argv.extend([
+                b("ENTRIESADDED"),
+                num(stream.entries_added),
+                b("MAXDELETEDID"),
+                num(stream.max_deleted_id),
+            ]);
         }
         emit(argv);
     }
     for group in &stream.groups {
-        let mut argv = vec![b("XGROUP"), b("CREATE"), key.clone(), group.name.clone(), num(group.last_id)];
+        let mut argv = vec![
+            b("XGROUP"),
+            b("CREATE"),
+            key.clone(),
+            group.name.clone(),
+            num(group.last_id),
+        ];
         if let (Some(read), true) = (group.entries_read, target_rdb >= 10) {
             argv.extend([b("ENTRIESREAD"), num(read)]);
         }
         emit(argv);
         for consumer in &group.consumers {
-            emit(vec![b("XGROUP"), b("CREATECONSUMER"), key.clone(), group.name.clone(), consumer.name.clone()]);
+            emit(vec![
+                b("XGROUP"),
+                b("CREATECONSUMER"),
+                key.clone(),
+                group.name.clone(),
+                consumer.name.clone(),
+            ]);
             for id in &consumer.pending {
                 let pel = group.pending.iter().find(|p| p.id == *id);
                 let mut argv = vec![
@@ -220,7 +262,12 @@ fn stream_commands(key: &Bytes, stream: &ferry_rdb::Stream, target_rdb: u16, emi
                     num(id),
                 ];
                 if let Some(p) = pel {
-                    argv.extend([b("TIME"), num(p.delivery_time_ms), b("RETRYCOUNT"), num(p.delivery_count)]);
+                    argv.extend([
+                        b("TIME"),
+                        num(p.delivery_time_ms),
+                        b("RETRYCOUNT"),
+                        num(p.delivery_count),
+                    ]);
                 }
                 argv.extend([b("FORCE"), b("JUSTID")]);
                 emit(argv);
@@ -263,12 +310,20 @@ mod tests {
     use super::*;
 
     fn strs(argv: &[Bytes]) -> Vec<String> {
-        argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+        argv.iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
     }
 
     #[test]
     fn restore_without_expiry_uses_zero_ttl_and_abs_flag() {
-        let argv = restore_command(Bytes::from_static(b"k"), Bytes::from_static(b"P"), None, false, None);
+        let argv = restore_command(
+            Bytes::from_static(b"k"),
+            Bytes::from_static(b"P"),
+            None,
+            false,
+            None,
+        );
         assert_eq!(strs(&argv), ["RESTORE", "k", "0", "P", "ABSTTL"]);
     }
 
@@ -281,7 +336,19 @@ mod tests {
             true,
             Some(EvictionHint::IdleSeconds(12)),
         );
-        assert_eq!(strs(&argv), ["RESTORE", "k", "1900000000000", "P", "ABSTTL", "REPLACE", "IDLETIME", "12"]);
+        assert_eq!(
+            strs(&argv),
+            [
+                "RESTORE",
+                "k",
+                "1900000000000",
+                "P",
+                "ABSTTL",
+                "REPLACE",
+                "IDLETIME",
+                "12"
+            ]
+        );
         let argv = restore_command(
             Bytes::from_static(b"k"),
             Bytes::from_static(b"P"),
@@ -295,13 +362,20 @@ mod tests {
     #[test]
     fn element_commands_are_chunked_and_scores_round_trip() {
         let key = Bytes::from_static(b"z");
-        let pairs: Vec<(Bytes, f64)> =
-            (0..1000).map(|i| (Bytes::from(format!("m{i}")), i as f64 / 3.0)).collect();
+        let pairs: Vec<(Bytes, f64)> = (0..1000)
+            .map(|i| (Bytes::from(format!("m{i}")), i as f64 / 3.0))
+            .collect();
         let mut out = Vec::new();
-        value_commands(&key, &ferry_rdb::Value::SortedSet(pairs), 10, &mut |c| out.push(c)).unwrap();
+        value_commands(&key, &ferry_rdb::Value::SortedSet(pairs), 10, &mut |c| {
+            out.push(c)
+        })
+        .unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].len(), 2 + 2 * ELEMENTS_PER_COMMAND);
-        let s: f64 = std::str::from_utf8(&out[0][2 + 2]).unwrap().parse().unwrap();
+        let s: f64 = std::str::from_utf8(&out[0][2 + 2])
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(s, 1.0 / 3.0);
         assert_eq!(score(f64::INFINITY), Bytes::from_static(b"+inf"));
     }
@@ -317,10 +391,18 @@ mod tests {
         assert_eq!(argv, original);
         adapt_for_target(&mut argv, 9);
         assert_eq!(argv, original[..5].to_vec());
-        let mut xsetid: Vec<Bytes> = ["XSETID", "s", "5-0", "ENTRIESADDED", "9", "MAXDELETEDID", "2-0"]
-            .iter()
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect();
+        let mut xsetid: Vec<Bytes> = [
+            "XSETID",
+            "s",
+            "5-0",
+            "ENTRIESADDED",
+            "9",
+            "MAXDELETEDID",
+            "2-0",
+        ]
+        .iter()
+        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+        .collect();
         adapt_for_target(&mut xsetid, 9);
         assert_eq!(xsetid.len(), 3);
     }
@@ -336,9 +418,18 @@ mod tests {
 
     #[test]
     fn conflict_policy_parses_from_config_words() {
-        assert_eq!("Rewrite".parse::<ConflictPolicy>().unwrap(), ConflictPolicy::Rewrite);
-        assert_eq!("skip".parse::<ConflictPolicy>().unwrap(), ConflictPolicy::Skip);
-        assert_eq!("panic".parse::<ConflictPolicy>().unwrap(), ConflictPolicy::Panic);
+        assert_eq!(
+            "Rewrite".parse::<ConflictPolicy>().unwrap(),
+            ConflictPolicy::Rewrite
+        );
+        assert_eq!(
+            "skip".parse::<ConflictPolicy>().unwrap(),
+            ConflictPolicy::Skip
+        );
+        assert_eq!(
+            "panic".parse::<ConflictPolicy>().unwrap(),
+            ConflictPolicy::Panic
+        );
         assert!("merge".parse::<ConflictPolicy>().is_err());
     }
 }

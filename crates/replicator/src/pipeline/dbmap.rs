@@ -16,7 +16,9 @@ pub struct DbMap {
 impl DbMap {
     /// A map from `(source, target)` pairs.
     pub fn new(pairs: impl IntoIterator<Item = (i64, i64)>) -> DbMap {
-        DbMap { map: pairs.into_iter().collect() }
+        DbMap {
+            map: pairs.into_iter().collect(),
+        }
     }
 
     /// True when no database is renumbered.
@@ -46,7 +48,9 @@ impl DbMap {
         };
         for i in positions {
             let Some(arg) = argv.get(i) else { continue };
-            let parsed = std::str::from_utf8(arg).ok().and_then(|s| s.parse::<i64>().ok());
+            let parsed = std::str::from_utf8(arg)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok());
             if let Some(db) = parsed {
                 argv[i] = Bytes::from(self.target(db).to_string());
             }
@@ -59,7 +63,10 @@ mod tests {
     use super::*;
 
     fn argv(parts: &[&str]) -> Vec<Bytes> {
-        parts.iter().map(|p| Bytes::copy_from_slice(p.as_bytes())).collect()
+        parts
+            .iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect()
     }
 
     #[test]

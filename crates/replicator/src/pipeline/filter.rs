@@ -69,8 +69,16 @@ impl Filter {
         Ok(Filter {
             allow_re: compile(&cfg.allow_key_regexes)?,
             block_re: compile(&cfg.block_key_regexes)?,
-            allow_cmds: cfg.allow_commands.iter().map(|c| c.to_ascii_lowercase()).collect(),
-            block_cmds: cfg.block_commands.iter().map(|c| c.to_ascii_lowercase()).collect(),
+            allow_cmds: cfg
+                .allow_commands
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+            block_cmds: cfg
+                .block_commands
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
             cfg,
         })
     }
@@ -105,7 +113,8 @@ impl Filter {
         let c = &self.cfg;
         let allowed = (c.allow_key_prefixes.is_empty()
             || c.allow_key_prefixes.iter().any(|p| key.starts_with(p)))
-            && (c.allow_key_suffixes.is_empty() || c.allow_key_suffixes.iter().any(|s| key.ends_with(s)))
+            && (c.allow_key_suffixes.is_empty()
+                || c.allow_key_suffixes.iter().any(|s| key.ends_with(s)))
             && (self.allow_re.is_empty() || self.allow_re.iter().any(|r| r.is_match(key)));
         allowed
             && !c.block_key_prefixes.iter().any(|p| key.starts_with(p))
@@ -116,7 +125,8 @@ impl Filter {
     /// Whether a command name (any case) is forwarded.
     pub fn command_passes(&self, name: &str) -> bool {
         let name = name.to_ascii_lowercase();
-        (self.allow_cmds.is_empty() || self.allow_cmds.contains(&name)) && !self.block_cmds.contains(&name)
+        (self.allow_cmds.is_empty() || self.allow_cmds.contains(&name))
+            && !self.block_cmds.contains(&name)
     }
 
     /// Decides for a command of database `db` named `name` whose keys are `keys`.
@@ -124,8 +134,11 @@ impl Filter {
         if !self.db_passes(db) || !self.command_passes(name) {
             return Decision::Drop;
         }
-        let blocked: Vec<Vec<u8>> =
-            keys.iter().filter(|k| !self.key_passes(k)).map(|k| k.to_vec()).collect();
+        let blocked: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| !self.key_passes(k))
+            .map(|k| k.to_vec())
+            .collect();
         if blocked.is_empty() {
             Decision::Pass
         } else if blocked.len() == keys.len() {
@@ -153,7 +166,11 @@ mod tests {
 
     #[test]
     fn databases_allowed_and_blocked() {
-        let f = filter(FilterConfig { allow_dbs: vec![0, 1], block_dbs: vec![1], ..Default::default() });
+        let f = filter(FilterConfig {
+            allow_dbs: vec![0, 1],
+            block_dbs: vec![1],
+            ..Default::default()
+        });
         assert!(f.db_passes(0));
         assert!(!f.db_passes(1));
         assert!(!f.db_passes(2));
@@ -171,26 +188,40 @@ mod tests {
         assert!(!f.key_passes(b"order:1"));
         assert!(!f.key_passes(b"user:1:tmp"));
         assert!(!f.key_passes(b"user:42:secret"));
-        let g = filter(FilterConfig { allow_key_regexes: vec!["^a.c$".into()], ..Default::default() });
+        let g = filter(FilterConfig {
+            allow_key_regexes: vec!["^a.c$".into()],
+            ..Default::default()
+        });
         assert!(g.key_passes(b"abc"));
         assert!(!g.key_passes(b"abcd"));
     }
 
     #[test]
     fn commands_allowed_and_blocked_case_insensitively() {
-        let f = filter(FilterConfig { block_commands: vec!["FlushAll".into()], ..Default::default() });
+        let f = filter(FilterConfig {
+            block_commands: vec!["FlushAll".into()],
+            ..Default::default()
+        });
         assert!(!f.command_passes("flushall"));
         assert!(f.command_passes("SET"));
-        let g = filter(FilterConfig { allow_commands: vec!["set".into()], ..Default::default() });
+        let g = filter(FilterConfig {
+            allow_commands: vec!["set".into()],
+            ..Default::default()
+        });
         assert_eq!(g.decide(0, "DEL", &[b"k"]), Decision::Drop);
     }
 
     #[test]
     fn command_with_some_keys_filtered_is_partial_not_dropped() {
-        let f = filter(FilterConfig { block_key_prefixes: vec![b"tmp:".to_vec()], ..Default::default() });
+        let f = filter(FilterConfig {
+            block_key_prefixes: vec![b"tmp:".to_vec()],
+            ..Default::default()
+        });
         assert_eq!(
             f.decide(0, "MSET", &[b"a", b"tmp:b"]),
-            Decision::Partial { blocked: vec![b"tmp:b".to_vec()] }
+            Decision::Partial {
+                blocked: vec![b"tmp:b".to_vec()]
+            }
         );
         assert_eq!(f.decide(0, "DEL", &[b"tmp:a", b"tmp:b"]), Decision::Drop);
         assert_eq!(f.decide(0, "DEL", &[b"a"]), Decision::Pass);
@@ -198,8 +229,11 @@ mod tests {
 
     #[test]
     fn invalid_regex_is_a_config_error() {
-        let err = Filter::new(FilterConfig { allow_key_regexes: vec!["(".into()], ..Default::default() })
-            .unwrap_err();
+        let err = Filter::new(FilterConfig {
+            allow_key_regexes: vec!["(".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(matches!(err, Error::Config(_)));
     }
 }

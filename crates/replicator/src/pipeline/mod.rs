@@ -22,7 +22,10 @@ pub struct Command {
 impl Command {
     /// The command name in lower case (`"set"`, `"xadd"`), or empty for an empty command.
     pub fn name(&self) -> String {
-        self.argv.first().map(|n| String::from_utf8_lossy(n).to_ascii_lowercase()).unwrap_or_default()
+        self.argv
+            .first()
+            .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+            .unwrap_or_default()
     }
 
     /// The bytes this command takes on the wire to the target (its RESP encoding).

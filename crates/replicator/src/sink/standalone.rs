@@ -19,6 +19,26 @@ use crate::pipeline::convert::ConflictPolicy;
 use crate::pipeline::{wire_size, Command, Unit};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
+/// The script a cluster node runs per batch: `ARGV` is the checkpoint key and value, then each command as its
+/// argument count followed by its arguments. Every command runs with `redis.pcall` (an error is returned in its
+/// place, like `EXEC` does), then the checkpoint is set; the reply has one entry per command.
+pub const BATCH_SCRIPT: &str = "#!lua flags=allow-cross-slot-keys
+local out = {}
+local i = 3
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  local reply = redis.pcall(unpack(ARGV, i + 1, i + argc))
+  if reply == false or reply == nil then reply = 0 end
+  out[#out + 1] = reply
+  i = i + argc + 1
+end
+redis.call('SET', ARGV[1], ARGV[2])
+return out
+";
+
+/// Most arguments one command may have inside a cluster batch script (Lua's `unpack` limit).
+pub const MAX_SCRIPT_ARGS: usize = 7000;
+
 /// Flush the connection's write buffer once this many bytes are buffered.
 const FLUSH_BYTES: usize = 256 * 1024;
 
@@ -29,12 +49,30 @@ enum Expect {
     Ok { what: &'static str, bytes: usize },
     /// The reply to a `RESTORE` of the full sync.
     Restore { key: Bytes, bytes: usize },
+    /// The reply to `MSET` (policy rewrite) or `MSETNX` of small strings of the full sync; for `MSETNX` the
+    /// pairs are kept to find the existing keys one by one if it is refused.
+    Strings {
+        db: i64,
+        count: u64,
+        nx: Option<Vec<(Bytes, Bytes)>>,
+        bytes: usize,
+    },
+    /// The reply to `SET key value NX` after a refused `MSETNX`.
+    SetNx { key: Bytes, bytes: usize },
     /// An element command of a big key, or a plain live command (no checkpoints).
-    Plain { name: String, end_offset: Option<u64>, bytes: usize },
+    Plain {
+        name: String,
+        end_offset: Option<u64>,
+        bytes: usize,
+    },
     /// `+QUEUED` inside a transaction.
     Queued { name: String },
     /// The reply to `EXEC`: one entry per queued command (`None` for our own SELECT/SET).
-    Exec { names: Vec<Option<String>>, end_offset: Option<u64>, bytes: usize },
+    Exec {
+        names: Vec<Option<String>>,
+        end_offset: Option<u64>,
+        bytes: usize,
+    },
 }
 
 impl Expect {
@@ -42,6 +80,8 @@ impl Expect {
         match self {
             Expect::Ok { bytes, .. }
             | Expect::Restore { bytes, .. }
+            | Expect::Strings { bytes, .. }
+            | Expect::SetNx { bytes, .. }
             | Expect::Plain { bytes, .. }
             | Expect::Exec { bytes, .. } => *bytes,
             Expect::Queued { .. } => 0,
@@ -74,6 +114,13 @@ pub struct StandaloneSink {
     committed_offset: u64,
     queue_error: Option<(String, String)>,
     counters: SinkCounters,
+    client_id: Option<i64>,
+    client_name: Option<String>,
+    /// A cluster node: batches go as one script (`allow-cross-slot-keys`) instead of `MULTI`/`EXEC`, since a
+    /// cluster transaction must stay in one slot.
+    script: bool,
+    /// The highest offset written as a checkpoint.
+    checkpointed: u64,
 }
 
 impl std::fmt::Debug for StandaloneSink {
@@ -88,8 +135,19 @@ impl std::fmt::Debug for StandaloneSink {
 
 impl StandaloneSink {
     /// Connects to the target.
-    pub async fn connect(target: &ConnectOptions, opts: SinkOptions) -> Result<StandaloneSink, Error> {
-        let mut conn = Connection::connect(target).await?;
+    pub async fn connect(
+        target: &ConnectOptions,
+        opts: SinkOptions,
+    ) -> Result<StandaloneSink, Error> {
+        let mut target = target.clone();
+        let tag: String = opts
+            .checkpoint_tag
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect();
+        let client_name = format!("ferry-replicator-{tag}");
+        target.client_name = Some(client_name.clone());
+        let mut conn = Connection::connect(&target).await?;
         conn.set_read_timeout(Some(opts.reply_timeout));
         let checkpoint_key = checkpoint::key_name(&opts.checkpoint_tag);
         Ok(StandaloneSink {
@@ -109,8 +167,75 @@ impl StandaloneSink {
             committed_offset: 0,
             queue_error: None,
             counters: SinkCounters::default(),
+            client_id: None,
+            client_name: Some(client_name),
+            script: false,
+            checkpointed: 0,
             opts,
         })
+    }
+
+    /// Connects to one master of a cluster target: batches go as scripts.
+    pub async fn connect_cluster_node(
+        node: &ConnectOptions,
+        opts: SinkOptions,
+    ) -> Result<StandaloneSink, Error> {
+        let mut sink = StandaloneSink::connect(node, opts).await?;
+        sink.script = true;
+        Ok(sink)
+    }
+
+    /// This connection's `CLIENT ID` on the target (asked once).
+    pub async fn client_id(&mut self) -> Result<i64, Error> {
+        if let Some(id) = self.client_id {
+            return Ok(id);
+        }
+        self.drain().await?;
+        let id = self
+            .conn
+            .call(&["CLIENT", "ID"])
+            .await?
+            .as_integer()
+            .ok_or_else(|| Error::Protocol("CLIENT ID did not answer an integer".into()))?;
+        self.client_id = Some(id);
+        Ok(id)
+    }
+
+    /// Fences off the connections of earlier sessions and processes of this job (same client name): `CLIENT
+    /// KILL ID` each. Once the target has run this, whatever they sent is either applied or discarded for good,
+    /// so the checkpoint read next is final.
+    pub async fn fence(&mut self) -> Result<(), Error> {
+        let me = self.client_id().await?;
+        let Some(name) = self.client_name.clone() else {
+            return Ok(());
+        };
+        let list = self
+            .conn
+            .call(&["CLIENT", "LIST", "TYPE", "normal"])
+            .await?;
+        let text = list
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        for line in text.lines() {
+            let field = |k: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(k))
+                    .map(str::to_string)
+            };
+            let (Some(id), Some(n)) = (field("id="), field("name=")) else {
+                continue;
+            };
+            if n == name && id != me.to_string() {
+                debug!(client = %id, "fencing off an earlier connection of this job");
+                match self.conn.call(&["CLIENT", "KILL", "ID", id.as_str()]).await {
+                    Ok(_) => {}
+                    Err(e) if e.server_error().is_some() => {} // gone already
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What the sink did so far.
@@ -132,7 +257,10 @@ impl StandaloneSink {
     pub async fn read_checkpoint(&mut self) -> Result<Option<Checkpoint>, Error> {
         self.drain().await?;
         self.select_now(self.opts.checkpoint_db).await?;
-        let reply = self.conn.call(&["GET", self.checkpoint_key.as_str()]).await?;
+        let reply = self
+            .conn
+            .call(&["GET", self.checkpoint_key.as_str()])
+            .await?;
         match reply {
             Frame::Bulk(value) => Ok(Some(Checkpoint::decode(&value)?)),
             f if f.is_null() => Ok(None),
@@ -144,7 +272,10 @@ impl StandaloneSink {
     pub async fn rdb_version(&mut self) -> Result<u16, Error> {
         self.drain().await?;
         let info = self.conn.call(&["INFO", "server"]).await?;
-        let text = info.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+        let text = info
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
         let version = text
             .lines()
             .find_map(|l| l.strip_prefix("redis_version:"))
@@ -154,12 +285,19 @@ impl StandaloneSink {
 
     /// Starts a full sync: optionally empties the target, then stores the `fullsync` marker (so a restart
     /// knows the target holds part of an RDB).
-    pub async fn begin_full_sync(&mut self, conflict: ConflictPolicy, flush: bool) -> Result<(), Error> {
+    pub async fn begin_full_sync(
+        &mut self,
+        conflict: ConflictPolicy,
+        flush: bool,
+    ) -> Result<(), Error> {
         self.drain().await?;
         self.conflict = conflict;
         if flush {
             warn!("emptying the target (FLUSHALL) before the full sync");
-            self.write(&[Bytes::from_static(b"FLUSHALL")], |bytes| Expect::Ok { what: "FLUSHALL", bytes });
+            self.write(&[Bytes::from_static(b"FLUSHALL")], |bytes| Expect::Ok {
+                what: "FLUSHALL",
+                bytes,
+            });
         }
         if self.opts.checkpoint {
             self.select(self.opts.checkpoint_db);
@@ -168,7 +306,10 @@ impl StandaloneSink {
                 Bytes::from(self.checkpoint_key.clone()),
                 Bytes::from(Checkpoint::FullSyncInProgress.encode()),
             ];
-            self.write(&argv, |bytes| Expect::Ok { what: "SET checkpoint", bytes });
+            self.write(&argv, |bytes| Expect::Ok {
+                what: "SET checkpoint",
+                bytes,
+            });
         }
         self.drain().await
     }
@@ -180,18 +321,55 @@ impl StandaloneSink {
         self.make_room().await
     }
 
+    /// Writes small string keys of the full sync in one `MSET` (policy rewrite) or `MSETNX` (otherwise; when the
+    /// target refuses it because a key exists, the keys are retried one by one with `SET ... NX` so the
+    /// conflict policy applies per key). Cheaper for the target than one `RESTORE` per key.
+    pub async fn set_strings(&mut self, db: i64, pairs: Vec<(Bytes, Bytes)>) -> Result<(), Error> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        self.select(db);
+        let count = pairs.len() as u64;
+        let rewrite = self.conflict == ConflictPolicy::Rewrite;
+        let mut argv = Vec::with_capacity(1 + 2 * pairs.len());
+        argv.push(Bytes::from_static(if rewrite {
+            b"MSET"
+        } else {
+            b"MSETNX"
+        }));
+        for (k, v) in &pairs {
+            argv.push(k.clone());
+            argv.push(v.clone());
+        }
+        let nx = if rewrite { None } else { Some(pairs) };
+        self.write(&argv, |bytes| Expect::Strings {
+            db,
+            count,
+            nx,
+            bytes,
+        });
+        self.make_room().await
+    }
+
     /// Writes one command outside any transaction (element commands of a big key).
     pub async fn write_plain(&mut self, db: i64, argv: &[Bytes]) -> Result<(), Error> {
         self.select(db);
         let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
-        self.write(argv, |bytes| Expect::Plain { name, end_offset: None, bytes });
+        self.write(argv, |bytes| Expect::Plain {
+            name,
+            end_offset: None,
+            bytes,
+        });
         self.make_room().await
     }
 
     /// Whether `key` exists in database `db` (waits for everything written before).
     pub async fn exists(&mut self, db: i64, key: &Bytes) -> Result<bool, Error> {
         self.select_now(db).await?;
-        let reply = self.conn.call(&[Bytes::from_static(b"EXISTS"), key.clone()]).await?;
+        let reply = self
+            .conn
+            .call(&[Bytes::from_static(b"EXISTS"), key.clone()])
+            .await?;
         Ok(reply.as_integer().unwrap_or(0) > 0)
     }
 
@@ -205,18 +383,25 @@ impl StandaloneSink {
         self.drain().await?;
         if self.opts.checkpoint {
             self.select(self.opts.checkpoint_db);
-            let cp = Checkpoint::Committed { replid: replid.to_string(), offset };
+            let cp = Checkpoint::Committed {
+                replid: replid.to_string(),
+                offset,
+            };
             let argv = [
                 Bytes::from_static(b"SET"),
                 Bytes::from(self.checkpoint_key.clone()),
                 Bytes::from(cp.encode()),
             ];
-            self.write(&argv, |bytes| Expect::Ok { what: "SET checkpoint", bytes });
+            self.write(&argv, |bytes| Expect::Ok {
+                what: "SET checkpoint",
+                bytes,
+            });
             self.drain().await?;
         }
         self.committed_offset = offset;
         self.seen_offset = offset;
         self.skip_until = offset;
+        self.checkpointed = offset;
         Ok(())
     }
 
@@ -227,6 +412,7 @@ impl StandaloneSink {
         self.seen_offset = offset;
         self.committed_offset = self.committed_offset.max(offset.min(skip_until));
         self.skip_until = skip_until;
+        self.checkpointed = self.checkpointed.max(offset.min(skip_until));
     }
 
     /// Records that the stream moved to `offset` without anything to apply.
@@ -248,7 +434,9 @@ impl StandaloneSink {
         self.batch_commands += unit.commands.len();
         self.batch_bytes += unit.commands.iter().map(Command::wire_size).sum::<usize>();
         self.batch.push(unit);
-        if self.batch_commands >= self.opts.batch_commands || self.batch_bytes >= self.opts.batch_bytes {
+        if self.batch_commands >= self.opts.batch_commands
+            || self.batch_bytes >= self.opts.batch_bytes
+        {
             self.flush_batch().await?;
         }
         Ok(())
@@ -267,6 +455,9 @@ impl StandaloneSink {
         self.batch_commands = 0;
         self.batch_bytes = 0;
         let end_offset = self.seen_offset;
+        if self.script {
+            return self.write_script_batch(units, end_offset).await;
+        }
         let mut names: Vec<Option<String>> = Vec::new();
         let mut bytes = 0;
         self.write_tracked(&[Bytes::from_static(b"MULTI")], &mut bytes, None);
@@ -283,8 +474,15 @@ impl StandaloneSink {
         if self.db != self.opts.checkpoint_db {
             self.select_queued(self.opts.checkpoint_db, &mut names, &mut bytes);
         }
-        let cp = Checkpoint::Committed { replid: self.replid.clone(), offset: end_offset };
-        let set = [Bytes::from_static(b"SET"), Bytes::from(self.checkpoint_key.clone()), Bytes::from(cp.encode())];
+        let cp = Checkpoint::Committed {
+            replid: self.replid.clone(),
+            offset: end_offset,
+        };
+        let set = [
+            Bytes::from_static(b"SET"),
+            Bytes::from(self.checkpoint_key.clone()),
+            Bytes::from(cp.encode()),
+        ];
         self.write_tracked(&set, &mut bytes, Some("set".into()));
         names.push(None);
         let exec = [Bytes::from_static(b"EXEC")];
@@ -293,9 +491,75 @@ impl StandaloneSink {
         self.unflushed_bytes += wire_size(&exec);
         self.inflight_bytes += bytes;
         self.counters.bytes_written += bytes as u64;
-        self.expects.push_back(Expect::Exec { names, end_offset: Some(end_offset), bytes });
+        self.expects.push_back(Expect::Exec {
+            names,
+            end_offset: Some(end_offset),
+            bytes,
+        });
         self.make_room().await?;
         self.flush_io().await
+    }
+
+    /// A cluster batch: one `EVAL` of [`BATCH_SCRIPT`] running the commands and then the checkpoint `SET`,
+    /// atomically, across the slots of this node.
+    async fn write_script_batch(&mut self, units: Vec<Unit>, end_offset: u64) -> Result<(), Error> {
+        let cp = Checkpoint::Committed {
+            replid: self.replid.clone(),
+            offset: end_offset,
+        };
+        let mut argv = vec![
+            Bytes::from_static(b"EVAL"),
+            Bytes::from_static(BATCH_SCRIPT.as_bytes()),
+            Bytes::from_static(b"0"),
+            Bytes::from(self.checkpoint_key.clone()),
+            Bytes::from(cp.encode()),
+        ];
+        let mut names = Vec::new();
+        for unit in units {
+            for cmd in unit.commands {
+                names.push(Some(cmd.name()));
+                argv.push(Bytes::from(cmd.argv.len().to_string()));
+                argv.extend(cmd.argv);
+            }
+        }
+        self.write(&argv, |bytes| Expect::Exec {
+            names,
+            end_offset: Some(end_offset),
+            bytes,
+        });
+        self.checkpointed = self.checkpointed.max(end_offset);
+        self.make_room().await?;
+        self.flush_io().await
+    }
+
+    /// When everything written is acknowledged and the stream moved on without anything for this target
+    /// (pings, filtered or other nodes' commands), stores the newer offset as the checkpoint: a plain `SET`
+    /// is enough, as nothing is in flight. Keeps the resume point of a quiet node recent.
+    async fn checkpoint_idle(&mut self) -> Result<(), Error> {
+        if !self.opts.checkpoint || self.replid.is_empty() || self.seen_offset <= self.checkpointed
+        {
+            return Ok(());
+        }
+        if !self.script {
+            self.select(self.opts.checkpoint_db);
+        }
+        let cp = Checkpoint::Committed {
+            replid: self.replid.clone(),
+            offset: self.seen_offset,
+        };
+        let argv = [
+            Bytes::from_static(b"SET"),
+            Bytes::from(self.checkpoint_key.clone()),
+            Bytes::from(cp.encode()),
+        ];
+        self.write(&argv, |bytes| Expect::Ok {
+            what: "SET checkpoint",
+            bytes,
+        });
+        self.checkpointed = self.seen_offset;
+        self.drain().await?;
+        self.committed_offset = self.committed_offset.max(self.checkpointed);
+        Ok(())
     }
 
     /// Waits for every reply of what was written.
@@ -309,7 +573,8 @@ impl StandaloneSink {
     /// Flushes the open batch and waits for every reply.
     pub async fn sync(&mut self) -> Result<(), Error> {
         self.flush_batch().await?;
-        self.drain().await
+        self.drain().await?;
+        self.checkpoint_idle().await
     }
 
     /// Without checkpoints: a single command as is, a source transaction as `MULTI`/.../`EXEC`.
@@ -333,12 +598,20 @@ impl StandaloneSink {
             self.unflushed_bytes += wire_size(&exec);
             self.inflight_bytes += bytes;
             self.counters.bytes_written += bytes as u64;
-            self.expects.push_back(Expect::Exec { names, end_offset: Some(end_offset), bytes });
+            self.expects.push_back(Expect::Exec {
+                names,
+                end_offset: Some(end_offset),
+                bytes,
+            });
         } else {
             for cmd in unit.commands {
                 self.select(cmd.db);
                 let name = cmd.name();
-                self.write(&cmd.argv, |bytes| Expect::Plain { name, end_offset: Some(end_offset), bytes });
+                self.write(&cmd.argv, |bytes| Expect::Plain {
+                    name,
+                    end_offset: Some(end_offset),
+                    bytes,
+                });
             }
         }
         self.make_room().await
@@ -360,7 +633,10 @@ impl StandaloneSink {
         self.unflushed_bytes += size;
         match queued {
             Some(name) => self.expects.push_back(Expect::Queued { name }),
-            None => self.expects.push_back(Expect::Ok { what: "MULTI", bytes: 0 }),
+            None => self.expects.push_back(Expect::Ok {
+                what: "MULTI",
+                bytes: 0,
+            }),
         }
     }
 
@@ -368,7 +644,10 @@ impl StandaloneSink {
     fn select(&mut self, db: i64) {
         if db != self.db {
             let argv = [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
-            self.write(&argv, |bytes| Expect::Ok { what: "SELECT", bytes });
+            self.write(&argv, |bytes| Expect::Ok {
+                what: "SELECT",
+                bytes,
+            });
             self.db = db;
         }
     }
@@ -392,7 +671,9 @@ impl StandaloneSink {
         if self.unflushed_bytes >= FLUSH_BYTES {
             self.flush_io().await?;
         }
-        while self.expects.len() > self.opts.window_commands || self.inflight_bytes > self.opts.window_bytes {
+        while self.expects.len() > self.opts.window_commands
+            || self.inflight_bytes > self.opts.window_bytes
+        {
             self.read_one().await?;
         }
         Ok(())
@@ -409,7 +690,9 @@ impl StandaloneSink {
     /// Reads the reply of the oldest written command and handles it.
     async fn read_one(&mut self) -> Result<(), Error> {
         self.flush_io().await?;
-        let Some(expect) = self.expects.pop_front() else { return Ok(()) };
+        let Some(expect) = self.expects.pop_front() else {
+            return Ok(());
+        };
         // The connection's read timeout (the reply timeout) bounds the wait.
         let reply = self.conn.read_frame().await?;
         self.inflight_bytes -= expect.bytes();
@@ -424,13 +707,48 @@ impl StandaloneSink {
                     ConflictPolicy::Skip => self.counters.keys_skipped += 1,
                     _ => {
                         self.counters.errors += 1;
-                        return Err(Error::Conflict { key: KeyDisplay(key.to_vec()) });
+                        return Err(Error::Conflict {
+                            key: KeyDisplay(key.to_vec()),
+                        });
                     }
                 },
                 Frame::Error(e) => self.handle_error("restore", e)?,
                 _ => self.counters.keys_restored += 1,
             },
-            Expect::Plain { name, end_offset, .. } => {
+            Expect::Strings { db, count, nx, .. } => match (&reply, nx) {
+                (Frame::Error(e), _) => self.handle_error("mset", e)?,
+                (_, None) => self.counters.keys_restored += count,
+                (r, Some(_)) if r.as_integer() == Some(1) => self.counters.keys_restored += count,
+                (_, Some(pairs)) => {
+                    // Some key exists: find which, one by one (the replies come after those in flight).
+                    self.select(db);
+                    for (key, value) in pairs {
+                        let argv = [
+                            Bytes::from_static(b"SET"),
+                            key.clone(),
+                            value,
+                            Bytes::from_static(b"NX"),
+                        ];
+                        self.write(&argv, |bytes| Expect::SetNx { key, bytes });
+                    }
+                }
+            },
+            Expect::SetNx { key, .. } => match &reply {
+                Frame::Error(e) => self.handle_error("set", e)?,
+                r if r.is_null() => match self.conflict {
+                    ConflictPolicy::Skip => self.counters.keys_skipped += 1,
+                    _ => {
+                        self.counters.errors += 1;
+                        return Err(Error::Conflict {
+                            key: KeyDisplay(key.to_vec()),
+                        });
+                    }
+                },
+                _ => self.counters.keys_restored += 1,
+            },
+            Expect::Plain {
+                name, end_offset, ..
+            } => {
                 if let Frame::Error(e) = &reply {
                     self.handle_error(&name, e)?;
                 } else if end_offset.is_some() {
@@ -448,12 +766,19 @@ impl StandaloneSink {
                     }
                 }
             }
-            Expect::Exec { names, end_offset, .. } => self.handle_exec(reply, names, end_offset)?,
+            Expect::Exec {
+                names, end_offset, ..
+            } => self.handle_exec(reply, names, end_offset)?,
         }
         Ok(())
     }
 
-    fn handle_exec(&mut self, reply: Frame, names: Vec<Option<String>>, end_offset: Option<u64>) -> Result<(), Error> {
+    fn handle_exec(
+        &mut self,
+        reply: Frame,
+        names: Vec<Option<String>>,
+        end_offset: Option<u64>,
+    ) -> Result<(), Error> {
         let items = match reply {
             Frame::Array(items) => items,
             Frame::Error(e) => {
@@ -466,7 +791,11 @@ impl StandaloneSink {
                 self.counters.last_error = Some(format!("{command}: {message}"));
                 return Err(Error::Target { command, message });
             }
-            other => return Err(Error::Protocol(format!("unexpected reply to EXEC: {other:?}"))),
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unexpected reply to EXEC: {other:?}"
+                )))
+            }
         };
         if items.len() != names.len() {
             return Err(Error::Protocol(format!(
@@ -478,7 +807,9 @@ impl StandaloneSink {
         for (item, name) in items.iter().zip(&names) {
             match (item, name) {
                 (Frame::Error(e), Some(name)) => self.handle_error(name, e)?,
-                (Frame::Error(e), None) => return Err(self.target_error("SELECT/SET checkpoint", e)),
+                (Frame::Error(e), None) => {
+                    return Err(self.target_error("SELECT/SET checkpoint", e))
+                }
                 (_, Some(_)) => self.counters.commands_applied += 1,
                 (_, None) => {}
             }
@@ -495,7 +826,10 @@ impl StandaloneSink {
         let message = String::from_utf8_lossy(message).into_owned();
         self.counters.last_error = Some(format!("{command}: {message}"));
         match self.opts.on_error {
-            ErrorPolicy::Stop => Err(Error::Target { command: command.to_string(), message }),
+            ErrorPolicy::Stop => Err(Error::Target {
+                command: command.to_string(),
+                message,
+            }),
             ErrorPolicy::Log => {
                 warn!(command, error = %message, "the target refused a write (error policy: log)");
                 Ok(())
@@ -507,6 +841,9 @@ impl StandaloneSink {
         self.counters.errors += 1;
         let message = String::from_utf8_lossy(message).into_owned();
         self.counters.last_error = Some(format!("{what}: {message}"));
-        Error::Target { command: what.to_string(), message }
+        Error::Target {
+            command: what.to_string(),
+            message,
+        }
     }
 }

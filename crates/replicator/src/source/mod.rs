@@ -83,7 +83,9 @@ impl StreamParser {
     pub fn next_event(&mut self) -> Result<Option<StreamEvent>, Error> {
         loop {
             let before = self.buf.len();
-            let Some(frame) = self.decoder.decode(&mut self.buf)? else { return Ok(None) };
+            let Some(frame) = self.decoder.decode(&mut self.buf)? else {
+                return Ok(None);
+            };
             self.offset += (before - self.buf.len()) as u64;
             let argv = command_args(frame)?;
             let name = argv[0].to_ascii_lowercase();
@@ -94,12 +96,17 @@ impl StreamParser {
                         .get(1)
                         .and_then(|a| std::str::from_utf8(a).ok())
                         .and_then(|s| s.parse().ok())
-                        .ok_or_else(|| Error::Protocol("SELECT without a database number".into()))?;
+                        .ok_or_else(|| {
+                            Error::Protocol("SELECT without a database number".into())
+                        })?;
                     StreamEvent::Skipped { end_offset }
                 }
                 b"ping" => StreamEvent::Skipped { end_offset },
                 b"replconf" => {
-                    if argv.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"getack")) {
+                    if argv
+                        .get(1)
+                        .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"))
+                    {
                         StreamEvent::GetAck { end_offset }
                     } else {
                         StreamEvent::Skipped { end_offset }
@@ -107,20 +114,29 @@ impl StreamParser {
                 }
                 b"multi" => {
                     if self.txn.is_some() {
-                        return Err(Error::Protocol("nested MULTI in the replication stream".into()));
+                        return Err(Error::Protocol(
+                            "nested MULTI in the replication stream".into(),
+                        ));
                     }
                     self.txn = Some(Vec::new());
                     continue;
                 }
                 b"exec" => {
-                    let commands = self
-                        .txn
-                        .take()
-                        .ok_or_else(|| Error::Protocol("EXEC without MULTI in the replication stream".into()))?;
-                    StreamEvent::Unit(Unit { commands, transaction: true, end_offset })
+                    let commands = self.txn.take().ok_or_else(|| {
+                        Error::Protocol("EXEC without MULTI in the replication stream".into())
+                    })?;
+                    StreamEvent::Unit(Unit {
+                        commands,
+                        transaction: true,
+                        end_offset,
+                    })
                 }
                 _ => {
-                    let command = Command { db: self.db, argv, end_offset };
+                    let command = Command {
+                        db: self.db,
+                        argv,
+                        end_offset,
+                    };
                     match &mut self.txn {
                         Some(txn) => {
                             txn.push(command);
@@ -252,7 +268,10 @@ impl std::fmt::Debug for Source {
 impl Source {
     /// Connects and runs the handshake, retrying `-LOADING` / `-NOMASTERLINK` with backoff for up to
     /// `opts.handshake.retry_for`. `resume` is the replid and offset to continue from.
-    pub async fn open(opts: &SourceOptions, resume: Option<(&str, u64)>) -> Result<(Source, Start), Error> {
+    pub async fn open(
+        opts: &SourceOptions,
+        resume: Option<(&str, u64)>,
+    ) -> Result<(Source, Start), Error> {
         let deadline = Instant::now() + opts.handshake.retry_for;
         let mut backoff = opts.retry_backoff;
         loop {
@@ -277,13 +296,21 @@ impl Source {
     fn started(conn: Connection, opts: SourceOptions, hs: Handshake) -> (Source, Start) {
         let now = Instant::now();
         let (start, offset, framer) = match hs {
-            Handshake::Full { replid, offset, header } => {
+            Handshake::Full {
+                replid,
+                offset,
+                header,
+            } => {
                 if let RdbHeader::Sized(len) = header {
                     info!(%replid, offset, rdb_bytes = len, "full resync (disk-based RDB)");
                 } else {
                     info!(%replid, offset, "full resync (diskless RDB)");
                 }
-                (Start::Full { replid, offset }, offset, Some(RdbFramer::new(&header)))
+                (
+                    Start::Full { replid, offset },
+                    offset,
+                    Some(RdbFramer::new(&header)),
+                )
             }
             Handshake::Continue { replid, offset } => {
                 info!(%replid, offset, "partial resync (+CONTINUE)");
@@ -305,7 +332,9 @@ impl Source {
     /// The next chunk of the RDB, or `None` once it is complete (the stream follows).
     pub async fn read_rdb(&mut self) -> Result<Option<Bytes>, Error> {
         loop {
-            let Some(framer) = &self.framer else { return Ok(None) };
+            let Some(framer) = &self.framer else {
+                return Ok(None);
+            };
             if framer.is_done() {
                 self.framer = None;
                 // After a diskless transfer the source waits for a first ACK before it streams.
@@ -313,7 +342,9 @@ impl Source {
                 return Ok(None);
             }
             let chunk = self.read_some().await?;
-            let Some(framer) = &mut self.framer else { return Ok(None) };
+            let Some(framer) = &mut self.framer else {
+                return Ok(None);
+            };
             let out = framer.feed(chunk);
             if out.done {
                 self.parser.feed(&out.rest);
@@ -378,7 +409,8 @@ impl Source {
     /// Sends `REPLCONF ACK <offset>` now.
     pub async fn send_ack(&mut self) -> Result<(), Error> {
         let offset = self.parser.offset().to_string();
-        self.conn.write_command(&["REPLCONF", "ACK", offset.as_str()]);
+        self.conn
+            .write_command(&["REPLCONF", "ACK", offset.as_str()]);
         self.conn.flush().await?;
         self.next_ack = Instant::now() + self.opts.ack_interval;
         debug!(offset = %offset, "REPLCONF ACK");
@@ -387,7 +419,8 @@ impl Source {
 
     async fn read_some(&mut self) -> Result<Bytes, Error> {
         loop {
-            match tokio::time::timeout(self.opts.ack_interval, self.conn.read_raw(256 * 1024)).await {
+            match tokio::time::timeout(self.opts.ack_interval, self.conn.read_raw(256 * 1024)).await
+            {
                 Ok(chunk) => {
                     let chunk = chunk?;
                     if chunk.is_empty() {
@@ -403,7 +436,10 @@ impl Source {
 
     fn check_idle(&self) -> Result<(), Error> {
         if self.last_read.elapsed() > self.opts.idle_timeout {
-            warn!(idle_s = self.opts.idle_timeout.as_secs(), "the source sent nothing, dropping the link");
+            warn!(
+                idle_s = self.opts.idle_timeout.as_secs(),
+                "the source sent nothing, dropping the link"
+            );
             return Err(ferry_resp::Error::Timeout("read").into());
         }
         Ok(())
@@ -454,10 +490,27 @@ mod tests {
                 end
             })
             .collect();
-        assert_eq!(events[0], StreamEvent::Skipped { end_offset: ends[0] });
-        assert!(matches!(&events[1], StreamEvent::Unit(u) if u.end_offset == ends[1] && !u.transaction));
-        assert_eq!(events[2], StreamEvent::Skipped { end_offset: ends[2] });
-        assert_eq!(events[3], StreamEvent::GetAck { end_offset: ends[3] });
+        assert_eq!(
+            events[0],
+            StreamEvent::Skipped {
+                end_offset: ends[0]
+            }
+        );
+        assert!(
+            matches!(&events[1], StreamEvent::Unit(u) if u.end_offset == ends[1] && !u.transaction)
+        );
+        assert_eq!(
+            events[2],
+            StreamEvent::Skipped {
+                end_offset: ends[2]
+            }
+        );
+        assert_eq!(
+            events[3],
+            StreamEvent::GetAck {
+                end_offset: ends[3]
+            }
+        );
         assert!(matches!(&events[4], StreamEvent::Unit(u) if u.end_offset == ends[4]));
         assert_eq!(parser.offset(), 1000 + stream.len() as u64);
     }
@@ -494,7 +547,9 @@ mod tests {
         let mut parser = StreamParser::new(0);
         parser.feed(&stream);
         let events = all_events(&mut parser);
-        let StreamEvent::Unit(unit) = &events[1] else { panic!("expected a unit, got {events:?}") };
+        let StreamEvent::Unit(unit) = &events[1] else {
+            panic!("expected a unit, got {events:?}")
+        };
         assert!(unit.transaction);
         assert_eq!(unit.commands.len(), 2);
         assert_eq!((unit.commands[0].db, unit.commands[1].db), (2, 5));

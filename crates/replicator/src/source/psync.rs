@@ -49,16 +49,25 @@ pub fn parse_psync_reply(line: &[u8]) -> Result<Option<PsyncReply>, Error> {
                 let offset = offset
                     .parse::<u64>()
                     .map_err(|_| Error::Protocol(format!("bad offset in {text:?}")))?;
-                Ok(Some(PsyncReply::FullResync { replid: replid.to_string(), offset }))
+                Ok(Some(PsyncReply::FullResync {
+                    replid: replid.to_string(),
+                    offset,
+                }))
             }
-            _ => Err(Error::Protocol(format!("malformed reply to PSYNC: {text:?}"))),
+            _ => Err(Error::Protocol(format!(
+                "malformed reply to PSYNC: {text:?}"
+            ))),
         };
     }
     if let Some(rest) = text.strip_prefix("+CONTINUE") {
         let new_replid = match rest.trim() {
             "" => None,
             id if is_replid(id) => Some(id.to_string()),
-            _ => return Err(Error::Protocol(format!("malformed reply to PSYNC: {text:?}"))),
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "malformed reply to PSYNC: {text:?}"
+                )))
+            }
         };
         return Ok(Some(PsyncReply::Continue { new_replid }));
     }
@@ -68,7 +77,9 @@ pub fn parse_psync_reply(line: &[u8]) -> Result<Option<PsyncReply>, Error> {
     if let Some(err) = text.strip_prefix('-') {
         return Err(Error::Refused(format!("PSYNC: {err}")));
     }
-    Err(Error::Protocol(format!("unexpected reply to PSYNC: {text:?}")))
+    Err(Error::Protocol(format!(
+        "unexpected reply to PSYNC: {text:?}"
+    )))
 }
 
 /// How the source announces the RDB that follows `+FULLRESYNC`.
@@ -127,8 +138,13 @@ pub struct RdbFramer {
 
 #[derive(Debug)]
 enum FramerKind {
-    Sized { remaining: u64 },
-    Eof { mark: [u8; EOF_MARK_LEN], held: BytesMut },
+    Sized {
+        remaining: u64,
+    },
+    Eof {
+        mark: [u8; EOF_MARK_LEN],
+        held: BytesMut,
+    },
 }
 
 /// One step of [`RdbFramer::feed`].
@@ -147,7 +163,10 @@ impl RdbFramer {
     pub fn new(header: &RdbHeader) -> RdbFramer {
         let kind = match header {
             RdbHeader::Sized(len) => FramerKind::Sized { remaining: *len },
-            RdbHeader::Eof(mark) => FramerKind::Eof { mark: *mark, held: BytesMut::new() },
+            RdbHeader::Eof(mark) => FramerKind::Eof {
+                mark: *mark,
+                held: BytesMut::new(),
+            },
         };
         let done = matches!(kind, FramerKind::Sized { remaining: 0 });
         RdbFramer { kind, done }
@@ -161,7 +180,11 @@ impl RdbFramer {
     /// Takes the next chunk read from the socket.
     pub fn feed(&mut self, mut chunk: Bytes) -> Framed {
         if self.done {
-            return Framed { rdb: Bytes::new(), rest: chunk, done: true };
+            return Framed {
+                rdb: Bytes::new(),
+                rest: chunk,
+                done: true,
+            };
         }
         match &mut self.kind {
             FramerKind::Sized { remaining } => {
@@ -169,7 +192,11 @@ impl RdbFramer {
                 let rdb = chunk.split_to(take);
                 *remaining -= take as u64;
                 self.done = *remaining == 0;
-                Framed { rdb, rest: if self.done { chunk } else { Bytes::new() }, done: self.done }
+                Framed {
+                    rdb,
+                    rest: if self.done { chunk } else { Bytes::new() },
+                    done: self.done,
+                }
             }
             FramerKind::Eof { mark, held } => {
                 // Look for the mark in (held tail + chunk); only the seam needs a copy.
@@ -190,7 +217,11 @@ impl RdbFramer {
                     rdb.truncate(pos);
                     held.clear();
                     self.done = true;
-                    return Framed { rdb: rdb.freeze(), rest, done: true };
+                    return Framed {
+                        rdb: rdb.freeze(),
+                        rest,
+                        done: true,
+                    };
                 }
                 if let Some(pos) = memchr::memmem::find(&chunk, mark) {
                     let mut rdb = BytesMut::with_capacity(held.len() + pos);
@@ -229,7 +260,11 @@ impl RdbFramer {
                     held.extend_from_slice(&chunk[from_chunk..]);
                     out
                 };
-                Framed { rdb, rest: Bytes::new(), done: false }
+                Framed {
+                    rdb,
+                    rest: Bytes::new(),
+                    done: false,
+                }
             }
         }
     }
@@ -293,7 +328,11 @@ pub async fn handshake(
         Ok(_) => {}
         Err(e) => match e.server_error() {
             Some(se) if matches!(se.code(), "NOAUTH" | "NOPERM") => {
-                return Err(Error::Refused(format!("PING: {} {}", se.code(), se.message())))
+                return Err(Error::Refused(format!(
+                    "PING: {} {}",
+                    se.code(),
+                    se.message()
+                )))
             }
             Some(se) if se.code() == "LOADING" || se.code() == "MASTERDOWN" => return Ok(None),
             Some(_) => {}
@@ -323,9 +362,8 @@ pub async fn handshake(
             Ok(None)
         }
         PsyncReply::Continue { new_replid } => {
-            let (old, offset) = resume.ok_or_else(|| {
-                Error::Protocol("+CONTINUE answered to PSYNC ? -1".into())
-            })?;
+            let (old, offset) =
+                resume.ok_or_else(|| Error::Protocol("+CONTINUE answered to PSYNC ? -1".into()))?;
             let replid = match new_replid {
                 Some(new) if new != old => {
                     info!(old = %old, new = %new, offset, "source continues under a new replication id (PSYNC2)");
@@ -343,7 +381,11 @@ pub async fn handshake(
                 }
             };
             debug!(%replid, offset, ?header, "full resync");
-            Ok(Some(Handshake::Full { replid, offset, header }))
+            Ok(Some(Handshake::Full {
+                replid,
+                offset,
+                header,
+            }))
         }
     }
 }
@@ -383,7 +425,10 @@ mod tests {
         let line = format!("+FULLRESYNC {ID} 1234");
         assert_eq!(
             parse_psync_reply(line.as_bytes()).unwrap(),
-            Some(PsyncReply::FullResync { replid: ID.into(), offset: 1234 })
+            Some(PsyncReply::FullResync {
+                replid: ID.into(),
+                offset: 1234
+            })
         );
     }
 
@@ -396,7 +441,9 @@ mod tests {
         let line = format!("+CONTINUE {ID}");
         assert_eq!(
             parse_psync_reply(line.as_bytes()).unwrap(),
-            Some(PsyncReply::Continue { new_replid: Some(ID.into()) })
+            Some(PsyncReply::Continue {
+                new_replid: Some(ID.into())
+            })
         );
     }
 
@@ -417,13 +464,22 @@ mod tests {
             parse_psync_reply(b"-LOADING Redis is loading the dataset in memory"),
             Ok(Some(PsyncReply::TryAgain(_)))
         ));
-        assert!(matches!(parse_psync_reply(b"-ERR unknown command"), Err(Error::Refused(_))));
-        assert!(matches!(parse_psync_reply(b"+FULLRESYNC xyz 1"), Err(Error::Protocol(_))));
+        assert!(matches!(
+            parse_psync_reply(b"-ERR unknown command"),
+            Err(Error::Refused(_))
+        ));
+        assert!(matches!(
+            parse_psync_reply(b"+FULLRESYNC xyz 1"),
+            Err(Error::Protocol(_))
+        ));
     }
 
     #[test]
     fn rdb_header_disk_and_diskless() {
-        assert_eq!(parse_rdb_header(b"$175").unwrap(), Some(RdbHeader::Sized(175)));
+        assert_eq!(
+            parse_rdb_header(b"$175").unwrap(),
+            Some(RdbHeader::Sized(175))
+        );
         let mark = [b'a'; 40];
         let mut line = b"$EOF:".to_vec();
         line.extend_from_slice(&mark);
@@ -469,7 +525,16 @@ mod tests {
         let mut input = body.clone();
         input.extend_from_slice(&mark);
         input.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-        for sizes in [&[1usize][..], &[2], &[39], &[40], &[41], &[13, 29], &[499, 3, 38], &[5000]] {
+        for sizes in [
+            &[1usize][..],
+            &[2],
+            &[39],
+            &[40],
+            &[41],
+            &[13, 29],
+            &[499, 3, 38],
+            &[5000],
+        ] {
             let (rdb, rest) = frame_all(RdbHeader::Eof(mark), &input, sizes);
             assert_eq!(rdb, body, "chunks {sizes:?}");
             assert_eq!(rest, b"*1\r\n$4\r\nPING\r\n", "chunks {sizes:?}");

@@ -39,16 +39,28 @@ impl Job {
         let token = CancellationToken::new();
         let t = token.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(job.run(t))
         });
-        Job { status, token, thread: Some(thread) }
+        Job {
+            status,
+            token,
+            thread: Some(thread),
+        }
     }
 
     /// Stops the job and returns how it ended.
     pub fn stop(mut self) -> Result<(), ferry_replicator::Error> {
         self.token.cancel();
-        self.thread.take().unwrap().join().expect("job thread panicked")
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("job thread panicked")
     }
 
     /// Waits until the job applied everything the source has written so far.
@@ -106,7 +118,9 @@ pub fn master_offset(server: &Server) -> u64 {
 
 /// Asserts that the data databases (0, 1, 2) of both servers are equal.
 pub fn assert_same_data(source: &Server, target: &Server, functions: bool) {
-    let opts = CompareOptions::default().dbs(vec![0, 1, 2]).functions(functions);
+    let opts = CompareOptions::default()
+        .dbs(vec![0, 1, 2])
+        .functions(functions);
     let report = compare(&Target::from(source), &Target::from(target), &opts).expect("compare");
     assert!(report.is_equal(), "datasets differ:\n{report:?}");
 }
@@ -121,13 +135,34 @@ pub fn workload(server: &Server, rounds: u64, tag: &str) -> u64 {
 pub fn workload_on(c: &mut redis::Connection, rounds: u64, tag: &str) -> u64 {
     let counter = format!("ferry:counter:{tag}");
     let stream = format!("ferry:stream:{tag}");
-    let _: redis::RedisResult<()> =
-        redis::cmd("XGROUP").arg("CREATE").arg(&stream).arg("g").arg("$").arg("MKSTREAM").query(c);
+    let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query(c);
     for i in 0..rounds {
         redis::cmd("INCR").arg(&counter).exec(c).unwrap();
-        redis::cmd("APPEND").arg(format!("ferry:log:{tag}")).arg(format!("{i},")).exec(c).unwrap();
-        redis::cmd("SET").arg(format!("ferry:ttl:{tag}:{i}")).arg(i).arg("EX").arg(100_000).exec(c).unwrap();
-        redis::cmd("SET").arg(format!("ferry:short:{tag}:{i}")).arg(i).arg("PX").arg(5).exec(c).unwrap();
+        redis::cmd("APPEND")
+            .arg(format!("ferry:log:{tag}"))
+            .arg(format!("{i},"))
+            .exec(c)
+            .unwrap();
+        redis::cmd("SET")
+            .arg(format!("ferry:ttl:{tag}:{i}"))
+            .arg(i)
+            .arg("EX")
+            .arg(100_000)
+            .exec(c)
+            .unwrap();
+        redis::cmd("SET")
+            .arg(format!("ferry:short:{tag}:{i}"))
+            .arg(i)
+            .arg("PX")
+            .arg(5)
+            .exec(c)
+            .unwrap();
         redis::pipe()
             .atomic()
             .cmd("INCR")
@@ -146,7 +181,13 @@ pub fn workload_on(c: &mut redis::Connection, rounds: u64, tag: &str) -> u64 {
             .arg(i)
             .exec(c)
             .unwrap();
-        redis::cmd("XADD").arg(&stream).arg("*").arg("i").arg(i).exec(c).unwrap();
+        redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("i")
+            .arg(i)
+            .exec(c)
+            .unwrap();
         if i % 3 == 0 {
             let read: redis::Value = redis::cmd("XREADGROUP")
                 .arg("GROUP")
@@ -160,13 +201,25 @@ pub fn workload_on(c: &mut redis::Connection, rounds: u64, tag: &str) -> u64 {
                 .query(c)
                 .unwrap();
             if let Some(id) = first_stream_id(&read) {
-                redis::cmd("XACK").arg(&stream).arg("g").arg(id).exec(c).unwrap();
+                redis::cmd("XACK")
+                    .arg(&stream)
+                    .arg("g")
+                    .arg(id)
+                    .exec(c)
+                    .unwrap();
             }
         }
         if i % 5 == 0 {
-            redis::cmd("DEL").arg(format!("ferry:ttl:{tag}:{}", i / 2)).exec(c).unwrap();
+            redis::cmd("DEL")
+                .arg(format!("ferry:ttl:{tag}:{}", i / 2))
+                .exec(c)
+                .unwrap();
             redis::cmd("SELECT").arg(1).exec(c).unwrap();
-            redis::cmd("SADD").arg(format!("ferry:db1:{tag}")).arg(i).exec(c).unwrap();
+            redis::cmd("SADD")
+                .arg(format!("ferry:db1:{tag}"))
+                .arg(i)
+                .exec(c)
+                .unwrap();
             redis::cmd("SELECT").arg(0).exec(c).unwrap();
         }
     }
@@ -175,10 +228,18 @@ pub fn workload_on(c: &mut redis::Connection, rounds: u64, tag: &str) -> u64 {
 
 fn first_stream_id(v: &redis::Value) -> Option<String> {
     // [[stream, [[id, [f, v]], ...]]]
-    let redis::Value::Array(streams) = v else { return None };
-    let redis::Value::Array(pair) = streams.first()? else { return None };
-    let redis::Value::Array(entries) = pair.get(1)? else { return None };
-    let redis::Value::Array(entry) = entries.first()? else { return None };
+    let redis::Value::Array(streams) = v else {
+        return None;
+    };
+    let redis::Value::Array(pair) = streams.first()? else {
+        return None;
+    };
+    let redis::Value::Array(entries) = pair.get(1)? else {
+        return None;
+    };
+    let redis::Value::Array(entry) = entries.first()? else {
+        return None;
+    };
     match entry.first()? {
         redis::Value::BulkString(id) => Some(String::from_utf8_lossy(id).into_owned()),
         _ => None,
@@ -201,7 +262,10 @@ pub fn expire_short_keys(server: &Server, rounds: u64, tag: &str) {
 /// The counter of `workload` on a server.
 pub fn counter(server: &Server, tag: &str) -> u64 {
     let mut c = server.client();
-    let v: Option<u64> = redis::cmd("GET").arg(format!("ferry:counter:{tag}")).query(&mut c).unwrap();
+    let v: Option<u64> = redis::cmd("GET")
+        .arg(format!("ferry:counter:{tag}"))
+        .query(&mut c)
+        .unwrap();
     v.unwrap_or(0)
 }
 
@@ -215,11 +279,32 @@ impl ProcJob {
     /// Starts `examples/sync` with checkpoints (db 15) and `--flush-on-resync`.
     pub fn start(source: &Server, target: &Server) -> ProcJob {
         let exe = std::env::current_exe().unwrap();
-        let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples").join("sync");
-        assert!(bin.exists(), "{} is missing: `cargo test` builds the examples", bin.display());
+        let bin = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .unwrap()
+            .join("examples")
+            .join("sync");
+        assert!(
+            bin.exists(),
+            "{} is missing: `cargo test` builds the examples",
+            bin.display()
+        );
         let mut child = std::process::Command::new(&bin)
-            .args(["--source", &source.url(), "--target", &target.url(), "--checkpoint"])
-            .args(["--checkpoint-db", &CHECKPOINT_DB.to_string(), "--flush-on-resync", "--conflict", "rewrite"])
+            .args([
+                "--source",
+                &source.url(),
+                "--target",
+                &target.url(),
+                "--checkpoint",
+            ])
+            .args([
+                "--checkpoint-db",
+                &CHECKPOINT_DB.to_string(),
+                "--flush-on-resync",
+                "--conflict",
+                "rewrite",
+            ])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start the sync example");
@@ -251,16 +336,26 @@ impl ProcJob {
     /// Waits until the job has applied everything the source wrote so far.
     pub fn wait_caught_up(&self, source: &Server) {
         let target_offset = master_offset(source);
-        ferry_testkit::wait_until(DEADLINE, "the sync process to apply the source's offset", || {
-            self.status_line().starts_with("phase=incremental")
-                && self.field("offset").and_then(|o| o.parse::<u64>().ok()).unwrap_or(0) >= target_offset
-        })
+        ferry_testkit::wait_until(
+            DEADLINE,
+            "the sync process to apply the source's offset",
+            || {
+                self.status_line().starts_with("phase=incremental")
+                    && self
+                        .field("offset")
+                        .and_then(|o| o.parse::<u64>().ok())
+                        .unwrap_or(0)
+                        >= target_offset
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}; last status: {}", self.status_line()));
     }
 
     /// How many full syncs the process did.
     pub fn full_syncs(&self) -> u64 {
-        self.field("full_syncs").and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.field("full_syncs")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// SIGKILL.
@@ -280,8 +375,14 @@ impl Drop for ProcJob {
 /// The checkpoint value stored in the target (db 15), if any.
 pub fn checkpoint_value(target: &Server) -> Option<String> {
     let mut c = target.client();
-    redis::cmd("SELECT").arg(CHECKPOINT_DB).exec(&mut c).unwrap();
-    redis::cmd("GET").arg("ferry:checkpoint:{ferry}").query(&mut c).unwrap()
+    redis::cmd("SELECT")
+        .arg(CHECKPOINT_DB)
+        .exec(&mut c)
+        .unwrap();
+    redis::cmd("GET")
+        .arg("ferry:checkpoint:{ferry}")
+        .query(&mut c)
+        .unwrap()
 }
 
 /// Runs `workload` on another thread.

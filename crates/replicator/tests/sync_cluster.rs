@@ -1,0 +1,76 @@
+//! A standalone source into a 3-master cluster target.
+
+mod common;
+
+use common::{config, expire_short_keys, workload, Job};
+use ferry_replicator::checkpoint;
+use ferry_testkit::{
+    compare, fill, Cluster, CompareOptions, FillOptions, Server, ServerOptions, Target, Version,
+};
+
+fn cluster_counter(cluster: &Cluster, tag: &str) -> u64 {
+    let mut c = cluster.cluster_client().unwrap();
+    let v: Option<u64> = redis::cmd("GET")
+        .arg(format!("ferry:counter:{tag}"))
+        .query(&mut c)
+        .unwrap();
+    v.unwrap_or(0)
+}
+
+#[test]
+fn redis_7_0_standalone_to_3_master_cluster_ends_equal() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(21).dbs(vec![0])).unwrap();
+    let entry = cluster.masters()[0];
+    let mut cfg = config(&source, entry);
+    cfg.target_cluster = true;
+    cfg.sink.checkpoint_db = 0;
+    // The workload also writes in database 1, which a cluster does not have.
+    cfg.filter.block_dbs = vec![1];
+    let job = Job::start_with(cfg);
+    let rounds = workload(&source, 300, "cluster");
+    expire_short_keys(&source, rounds, "cluster");
+    job.wait_caught_up(&source);
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(checkpoint::KEY_PREFIX);
+    let report = compare(&Target::from(&source), &Target::from(&cluster), &opts).unwrap();
+    assert!(report.is_equal(), "datasets differ:\n{report:?}");
+    assert_eq!(cluster_counter(&cluster, "cluster"), rounds);
+    job.stop().unwrap();
+}
+
+#[test]
+fn cluster_target_resumes_after_a_restart_without_repeating_incr() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(22).dbs(vec![0])).unwrap();
+    let make = || {
+        let mut cfg = config(&source, cluster.masters()[0]);
+        cfg.target_cluster = true;
+        cfg.sink.checkpoint_db = 0;
+        cfg.filter.block_dbs = vec![1];
+        cfg
+    };
+    let job = Job::start_with(make());
+    let first = workload(&source, 200, "resume");
+    job.wait_caught_up(&source);
+    job.stop().unwrap();
+    let second = workload(&source, 200, "resume");
+    let job = Job::start_with(make());
+    expire_short_keys(&source, first + second, "resume");
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(
+        status.full_syncs, 0,
+        "the restarted job continues with PSYNC: {status}"
+    );
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(checkpoint::KEY_PREFIX);
+    let report = compare(&Target::from(&source), &Target::from(&cluster), &opts).unwrap();
+    assert!(report.is_equal(), "datasets differ:\n{report:?}");
+    assert_eq!(cluster_counter(&cluster, "resume"), first + second);
+    job.stop().unwrap();
+}
