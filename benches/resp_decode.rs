@@ -182,15 +182,21 @@ fn bench_sets(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("resp_decode/1M_SET");
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(2));
     g.bench_function("ferry-resp Decoder", |b| {
         b.iter_batched(buf, |mut d| ferry_decode(&mut d), BatchSize::PerIteration)
     });
-    g.bench_function("ferry-resp Decoder, 64KiB reads", |b| b.iter(|| ferry_decode_chunked(&data)));
+    g.bench_function("ferry-resp Decoder, 64KiB reads", |b| {
+        b.iter(|| ferry_decode_chunked(&data))
+    });
     g.bench_function("redis-protocol decode_bytes_mut", |b| {
         b.iter_batched(buf, |mut d| rp2_bytes_mut(&mut d), BatchSize::PerIteration)
     });
-    g.bench_function("redis-protocol decode_range", |b| b.iter(|| rp2_range(&data)));
+    g.bench_function("redis-protocol decode_range", |b| {
+        b.iter(|| rp2_range(&data))
+    });
     g.bench_function("redis ValueCodec", |b| {
         b.iter_batched(buf, |mut d| redis_rs_codec(&mut d), BatchSize::PerIteration)
     });
@@ -208,15 +214,21 @@ fn bench_replies(c: &mut Criterion) {
 
     let mut g = c.benchmark_group(format!("resp_decode/replies_{frames}"));
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(2));
     g.bench_function("ferry-resp Decoder", |b| {
         b.iter_batched(buf, |mut d| ferry_decode(&mut d), BatchSize::PerIteration)
     });
-    g.bench_function("ferry-resp Decoder, 64KiB reads", |b| b.iter(|| ferry_decode_chunked(&data)));
+    g.bench_function("ferry-resp Decoder, 64KiB reads", |b| {
+        b.iter(|| ferry_decode_chunked(&data))
+    });
     g.bench_function("redis-protocol decode_bytes_mut", |b| {
         b.iter_batched(buf, |mut d| rp3_bytes_mut(&mut d), BatchSize::PerIteration)
     });
-    g.bench_function("redis-protocol decode_range", |b| b.iter(|| rp3_range(&data)));
+    g.bench_function("redis-protocol decode_range", |b| {
+        b.iter(|| rp3_range(&data))
+    });
     g.bench_function("redis ValueCodec", |b| {
         b.iter_batched(buf, |mut d| redis_rs_codec(&mut d), BatchSize::PerIteration)
     });
@@ -252,7 +264,10 @@ fn interleaved(title: &str, data: &[u8], items: usize, runs: &[Run], rounds: usi
             (t[0], t[t.len() / 2])
         })
         .collect();
-    let base = runs.iter().position(|(n, _)| *n == "redis-protocol decode_bytes_mut").unwrap_or(0);
+    let base = runs
+        .iter()
+        .position(|(n, _)| *n == "redis-protocol decode_bytes_mut")
+        .unwrap_or(0);
     let mb = data.len() as f64 / 1e6;
     println!("\n{title}: {items} frames, {mb:.1} MB, {rounds} interleaved rounds");
     println!(
@@ -273,11 +288,16 @@ fn interleaved(title: &str, data: &[u8], items: usize, runs: &[Run], rounds: usi
 
 /// The interleaved comparison of every implementation on both streams.
 fn paired_report() {
-    let rounds = std::env::var("FERRY_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
+    let rounds = std::env::var("FERRY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(9);
     let sets = set_stream();
     let runs: [Run; 5] = [
         ("ferry-resp Decoder", |b, _| ferry_decode(b)),
-        ("ferry-resp Decoder, 64KiB reads", |_, d| ferry_decode_chunked(d)),
+        ("ferry-resp Decoder, 64KiB reads", |_, d| {
+            ferry_decode_chunked(d)
+        }),
         ("redis-protocol decode_bytes_mut", |b, _| rp2_bytes_mut(b)),
         ("redis-protocol decode_range", |_, d| rp2_range(d)),
         ("redis ValueCodec", |b, _| redis_rs_codec(b)),
@@ -287,7 +307,9 @@ fn paired_report() {
     let (replies, frames) = reply_stream();
     let runs: [Run; 5] = [
         ("ferry-resp Decoder", |b, _| ferry_decode(b)),
-        ("ferry-resp Decoder, 64KiB reads", |_, d| ferry_decode_chunked(d)),
+        ("ferry-resp Decoder, 64KiB reads", |_, d| {
+            ferry_decode_chunked(d)
+        }),
         ("redis-protocol decode_bytes_mut", |b, _| rp3_bytes_mut(b)),
         ("redis-protocol decode_range", |_, d| rp3_range(d)),
         ("redis ValueCodec", |b, _| redis_rs_codec(b)),

@@ -12,7 +12,11 @@ use ferry_resp::{encode_frame, Decoder, Error, Frame, Limits};
 use libfuzzer_sys::fuzz_target;
 
 /// Small limits so the fuzzer reaches the limit paths quickly.
-const LIMITS: Limits = Limits { max_bulk_len: 4096, max_depth: 16, max_elements: 256 };
+const LIMITS: Limits = Limits {
+    max_bulk_len: 4096,
+    max_depth: 16,
+    max_elements: 256,
+};
 
 /// Decodes `input` fed in `chunk`-byte pieces; returns the frames and the error, if any.
 fn decode(input: &[u8], chunk: usize) -> (Vec<Frame>, Option<Error>) {
@@ -41,19 +45,27 @@ fn same_kind(a: &Option<Error>, b: &Option<Error>) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, input)) = data.split_first() else { return };
+    let Some((&first, input)) = data.split_first() else {
+        return;
+    };
     let chunk = usize::from(first % 32) + 1;
 
     let (whole, whole_err) = decode(input, input.len().max(1));
     let (chopped, chopped_err) = decode(input, chunk);
     assert_eq!(whole, chopped, "chunked decoding differs (chunk {chunk})");
-    assert!(same_kind(&whole_err, &chopped_err), "{whole_err:?} vs {chopped_err:?}");
+    assert!(
+        same_kind(&whole_err, &chopped_err),
+        "{whole_err:?} vs {chopped_err:?}"
+    );
 
     for frame in whole {
         let mut wire = BytesMut::new();
         encode_frame(&frame, &mut wire);
         let mut dec = Decoder::with_limits(LIMITS);
-        let again = dec.decode(&mut wire).expect("re-encoded frame decodes").expect("complete");
+        let again = dec
+            .decode(&mut wire)
+            .expect("re-encoded frame decodes")
+            .expect("complete");
         assert_eq!(again, frame);
         assert!(wire.is_empty());
     }

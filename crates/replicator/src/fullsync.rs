@@ -41,6 +41,8 @@ struct BigKey {
     expire_at_ms: Option<i64>,
     /// The key is filtered out or kept as it is on the target: chunks are dropped.
     drop: bool,
+    /// Chunks written so far (a big string comes as pieces: `SET`, then `APPEND`s).
+    chunks: u64,
 }
 
 /// Reads the whole RDB from `source` and writes every key that passes the filters to `sink`.
@@ -67,6 +69,7 @@ pub(crate) async fn run(
     let mut strings: Vec<(Bytes, Bytes)> = Vec::new();
     let mut strings_db: Option<i64> = None;
     let mut last_report = 0u64;
+    let started = std::time::Instant::now();
     while let Some(chunk) = source.read_rdb().await? {
         parser.feed(&chunk);
         while let Some(item) = parser.next_item().map_err(rdb_error)? {
@@ -168,14 +171,26 @@ pub(crate) async fn run(
                         key: entry.key,
                         expire_at_ms: entry.expire_at_ms,
                         drop,
+                        chunks: 0,
                     });
                 }
                 Item::ValueChunk(value) => {
                     let b = big
-                        .as_ref()
+                        .as_mut()
                         .ok_or_else(|| Error::Rdb("value chunk outside a big value".into()))?;
                     if !b.drop {
-                        write_value(sink, b.db, &b.key, &value, opts.target_rdb_version).await?;
+                        match &value {
+                            ferry_rdb::Value::String(piece) if b.chunks > 0 => {
+                                let argv =
+                                    [Bytes::from_static(b"APPEND"), b.key.clone(), piece.clone()];
+                                sink.write_plain(b.db, &argv).await?;
+                            }
+                            _ => {
+                                write_value(sink, b.db, &b.key, &value, opts.target_rdb_version)
+                                    .await?
+                            }
+                        }
+                        b.chunks += 1;
                     }
                 }
                 Item::EntryEnd => {
@@ -198,11 +213,14 @@ pub(crate) async fn run(
         }
         if done - last_report >= 1000 {
             last_report = done;
-            let (rdb_bytes, keys_restored) = (source.rdb_bytes(), sink.counters().keys_restored);
+            let (rdb_bytes, c) = (source.rdb_bytes(), sink.counters());
+            let keys_per_sec = done as f64 / started.elapsed().as_secs_f64().max(0.001);
             status.update(|s| {
                 s.keys_done = done;
+                s.ops_per_sec = keys_per_sec;
+                s.bytes_written = c.bytes_written;
                 s.bytes_read = rdb_bytes;
-                s.keys_copied = keys_restored + big_keys;
+                s.keys_copied = c.keys_restored + big_keys;
             });
         }
     }

@@ -8,7 +8,8 @@
 //!
 //! - [`source`]: the PSYNC handshake ([`source::psync`]) and the replication stream with byte-exact offsets.
 //! - [`pipeline`]: filters, the database map, conversion of RDB values into commands.
-//! - [`sink`]: the standalone target with pipelined, windowed writes.
+//! - [`sink`]: the standalone target with pipelined, windowed writes, and the cluster target (one sink per master,
+//!   commands routed by slot, each master's batch and checkpoint applied atomically by one script).
 //! - [`checkpoint`], [`status`], [`Error`].
 //!
 //! ```no_run

@@ -225,13 +225,23 @@ fn source_without_master_link_is_retried_until_it_can_serve() {
     fill(&Target::from(&set.master), &FillOptions::seed(17)).unwrap();
     set.master.stop();
     wait_until(DEADLINE, "the replica to lose its master", || {
-        set.replicas[0].info("replication").unwrap().contains("master_link_status:down")
+        set.replicas[0]
+            .info("replication")
+            .unwrap()
+            .contains("master_link_status:down")
     })
     .unwrap();
     // The replica answers PSYNC with -NOMASTERLINK: the job keeps asking.
-    let job = Job::start(&set.replicas[0], &target, |c| c.flush_target_on_resync = true);
-    let replica_log_has_refusal = || set.replicas[0].log().contains("Can't SYNC while not connected");
-    wait_until(DEADLINE, "the job to be refused", replica_log_has_refusal).ok();
+    let job = Job::start(&set.replicas[0], &target, |c| {
+        c.flush_target_on_resync = true
+    });
+    wait_until(DEADLINE, "the job's PSYNC to be refused", || {
+        set.replicas[0]
+            .info("commandstats")
+            .unwrap()
+            .contains("cmdstat_psync:")
+    })
+    .unwrap();
     assert_eq!(job.status.snapshot().phase, Phase::Handshake);
     set.master.restart().unwrap();
     fill(&Target::from(&set.master), &FillOptions::seed(18)).unwrap();
@@ -239,7 +249,8 @@ fn source_without_master_link_is_retried_until_it_can_serve() {
     let replica = &set.replicas[0];
     wait_until(DEADLINE, "the replica to catch up", || {
         let info = replica.info("replication").unwrap();
-        info.contains("master_link_status:up") && master_offset(replica) >= master_offset(&set.master)
+        info.contains("master_link_status:up")
+            && master_offset(replica) >= master_offset(&set.master)
     })
     .unwrap();
     job.wait_caught_up(replica);

@@ -75,8 +75,10 @@ fn values_bigger_than_the_bound_go_as_element_commands_and_end_equal() {
 
 #[test]
 fn password_protected_source_and_target() {
-    let source = Server::start(ServerOptions::new(Version::V7_0).password("source-secret")).unwrap();
-    let target = Server::start(ServerOptions::new(Version::V7_0).password("target-secret")).unwrap();
+    let source =
+        Server::start(ServerOptions::new(Version::V7_0).password("source-secret")).unwrap();
+    let target =
+        Server::start(ServerOptions::new(Version::V7_0).password("target-secret")).unwrap();
     fill(&Target::from(&source), &FillOptions::seed(10)).unwrap();
     let job = Job::start(&source, &target, |_| {});
     let rounds = workload(&source, 100, "auth");

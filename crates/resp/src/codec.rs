@@ -33,7 +33,9 @@ impl RespCodec {
 
     /// A codec with the given limits.
     pub fn with_limits(limits: Limits) -> RespCodec {
-        RespCodec { decoder: Decoder::with_limits(limits) }
+        RespCodec {
+            decoder: Decoder::with_limits(limits),
+        }
     }
 }
 

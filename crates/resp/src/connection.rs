@@ -170,9 +170,7 @@ impl Connection {
                     argv.extend([&b"SETNAME"[..], name.as_bytes()]);
                 }
                 match self.call(&argv).await {
-                    Err(Error::Server(e)) if is_auth_error(&e) => {
-                        return Err(auth_error(user, &e))
-                    }
+                    Err(Error::Server(e)) if is_auth_error(&e) => return Err(auth_error(user, &e)),
                     Err(e) => return Err(e),
                     Ok(_) => {}
                 }
@@ -189,7 +187,8 @@ impl Connection {
                     }
                 }
                 if let Some(name) = &opts.client_name {
-                    self.call(&[&b"CLIENT"[..], b"SETNAME", name.as_bytes()]).await?;
+                    self.call(&[&b"CLIENT"[..], b"SETNAME", name.as_bytes()])
+                        .await?;
                 }
             }
         }
@@ -214,7 +213,9 @@ impl Connection {
     pub async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, Error> {
         self.usable()?;
         encode_command(argv, &mut self.wbuf);
-        let accept_push = argv.first().is_some_and(|c| is_subscribe_command(c.as_ref()));
+        let accept_push = argv
+            .first()
+            .is_some_and(|c| is_subscribe_command(c.as_ref()));
         self.in_flight = true;
         let frame = self.reply(accept_push).await;
         let frame = self.guard(frame)?;
@@ -254,7 +255,12 @@ impl Connection {
 
     /// Sends everything in the write buffer. The read timeout also bounds each write stall.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        let Connection { stream, wbuf, need_flush, .. } = self;
+        let Connection {
+            stream,
+            wbuf,
+            need_flush,
+            ..
+        } = self;
         let io = poll_fn(|cx| {
             while !wbuf.is_empty() {
                 let n = std::task::ready!(Pin::new(&mut *stream).poll_write(cx, wbuf))?;
@@ -269,7 +275,9 @@ impl Connection {
         });
         match self.read_timeout {
             None => io.await,
-            Some(d) => tokio::time::timeout(d, io).await.unwrap_or(Err(Error::Timeout("write"))),
+            Some(d) => tokio::time::timeout(d, io)
+                .await
+                .unwrap_or(Err(Error::Timeout("write"))),
         }
     }
 
@@ -298,7 +306,11 @@ impl Connection {
             if let Some(i) = memchr::memchr(b'\n', &self.rbuf[scanned..]) {
                 let lf = scanned + i;
                 let mut line = self.rbuf.split_to(lf + 1).freeze();
-                let end = if lf > 0 && line[lf - 1] == b'\r' { lf - 1 } else { lf };
+                let end = if lf > 0 && line[lf - 1] == b'\r' {
+                    lf - 1
+                } else {
+                    lf
+                };
                 line.truncate(end);
                 return Ok(line);
             }
@@ -433,11 +445,19 @@ impl Connection {
     /// Reads at least one chunk into the read buffer, writing the write buffer meanwhile.
     /// The read timeout bounds the wait; end of stream gives [`Error::Closed`].
     async fn fill(&mut self) -> Result<(), Error> {
-        let Connection { stream, rbuf, wbuf, need_flush, .. } = self;
+        let Connection {
+            stream,
+            rbuf,
+            wbuf,
+            need_flush,
+            ..
+        } = self;
         let io = poll_fn(|cx| poll_fill(stream, rbuf, wbuf, need_flush, cx));
         match self.read_timeout {
             None => io.await,
-            Some(d) => tokio::time::timeout(d, io).await.unwrap_or(Err(Error::Timeout("read"))),
+            Some(d) => tokio::time::timeout(d, io)
+                .await
+                .unwrap_or(Err(Error::Timeout("read"))),
         }
     }
 }
@@ -483,17 +503,28 @@ fn poll_fill(
 
 /// Whether the server's error is about credentials.
 fn is_auth_error(e: &ServerError) -> bool {
-    matches!(e.code(), "WRONGPASS" | "NOAUTH") || e.as_str().to_ascii_lowercase().contains("password")
+    matches!(e.code(), "WRONGPASS" | "NOAUTH")
+        || e.as_str().to_ascii_lowercase().contains("password")
 }
 
 /// The [`Error::Auth`] for a refused AUTH/HELLO: names the user, never the password.
 fn auth_error(user: Option<&str>, e: &ServerError) -> Error {
-    Error::Auth(format!("user {:?} (password ***): {}", user.unwrap_or("default"), e))
+    Error::Auth(format!(
+        "user {:?} (password ***): {}",
+        user.unwrap_or("default"),
+        e
+    ))
 }
 
 /// `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE` and their `UN` forms, any case.
 fn is_subscribe_command(cmd: &[u8]) -> bool {
-    const NAMES: [&[u8]; 6] =
-        [b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe", b"sunsubscribe"];
+    const NAMES: [&[u8]; 6] = [
+        b"subscribe",
+        b"psubscribe",
+        b"ssubscribe",
+        b"unsubscribe",
+        b"punsubscribe",
+        b"sunsubscribe",
+    ];
     NAMES.iter().any(|n| n.eq_ignore_ascii_case(cmd))
 }

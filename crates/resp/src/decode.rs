@@ -28,7 +28,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_bulk_len: 512 * 1024 * 1024, max_depth: 128, max_elements: 1 << 28 }
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_depth: 128,
+            max_elements: 1 << 28,
+        }
     }
 }
 
@@ -110,7 +114,10 @@ impl Decoder {
 
     /// A decoder with the given limits.
     pub fn with_limits(limits: Limits) -> Decoder {
-        Decoder { limits, ..Decoder::default() }
+        Decoder {
+            limits,
+            ..Decoder::default()
+        }
     }
 
     /// The limits in force.
@@ -174,7 +181,8 @@ impl Decoder {
             };
             let complete = match kind {
                 b'+' | b'-' | b'(' | b',' => {
-                    let Line::Complete { content, next } = self.line(buf, self.limits.max_bulk_len)?
+                    let Line::Complete { content, next } =
+                        self.line(buf, self.limits.max_bulk_len)?
                     else {
                         return Ok(false);
                     };
@@ -217,9 +225,8 @@ impl Decoder {
                     if len == -1 && kind == b'$' {
                         self.push_scalar(Token::NullBulk, next)
                     } else {
-                        let len = usize::try_from(len).map_err(|_| {
-                            Error::Protocol(format!("invalid bulk length {len}"))
-                        })?;
+                        let len = usize::try_from(len)
+                            .map_err(|_| Error::Protocol(format!("invalid bulk length {len}")))?;
                         if len > self.limits.max_bulk_len {
                             return Err(Error::LimitExceeded(format!(
                                 "bulk length {len} is above the limit of {} bytes",
@@ -236,7 +243,10 @@ impl Decoder {
                                 "bulk string not terminated by CRLF".into(),
                             ));
                         }
-                        let body = Span { start: next, end: end - 2 };
+                        let body = Span {
+                            start: next,
+                            end: end - 2,
+                        };
                         let token = match kind {
                             b'$' => Token::Bulk(body),
                             b'!' => Token::Error(body),
@@ -347,7 +357,10 @@ impl Decoder {
                     return Err(Error::Protocol(format!("CR without LF at offset {}", cr)));
                 }
                 self.scanned = 0;
-                Ok(Line::Complete { content: Span { start, end: cr }, next: cr + 2 })
+                Ok(Line::Complete {
+                    content: Span { start, end: cr },
+                    next: cr + 2,
+                })
             }
             None if buf.len() - start > max => {
                 if max == MAX_HEADER_LINE {
@@ -389,12 +402,14 @@ impl Decoder {
             )));
         }
         let pairs = |n: usize| {
-            n.checked_mul(2).filter(|c| *c <= self.limits.max_elements).ok_or_else(|| {
-                Error::LimitExceeded(format!(
-                    "map of {n} pairs is above the limit of {} elements",
-                    self.limits.max_elements
-                ))
-            })
+            n.checked_mul(2)
+                .filter(|c| *c <= self.limits.max_elements)
+                .ok_or_else(|| {
+                    Error::LimitExceeded(format!(
+                        "map of {n} pairs is above the limit of {} elements",
+                        self.limits.max_elements
+                    ))
+                })
         };
         let (token, children) = match kind {
             b'*' => (Token::Array(n), n),
@@ -455,7 +470,12 @@ impl<'a> Builder<'a> {
                 )
             })
             .unwrap_or(usize::MAX);
-        Builder { tokens, next: 0, data, last_span }
+        Builder {
+            tokens,
+            next: 0,
+            data,
+            last_span,
+        }
     }
 
     /// The bytes of `span` for the token at `index`.
@@ -488,7 +508,10 @@ impl<'a> Builder<'a> {
             Token::Double(d) => Frame::Double(d),
             Token::Boolean(b) => Frame::Boolean(b),
             Token::BigNumber(s) => Frame::BigNumber(self.slice(index, s)),
-            Token::Verbatim(format, s) => Frame::Verbatim { format, text: self.slice(index, s) },
+            Token::Verbatim(format, s) => Frame::Verbatim {
+                format,
+                text: self.slice(index, s),
+            },
             Token::Array(n) => Frame::Array(self.list(n)),
             Token::Set(n) => Frame::Set(self.list(n)),
             Token::Push(n) => Frame::Push(self.list(n)),
@@ -537,7 +560,13 @@ fn verbatim(buf: &[u8], body: Span) -> Result<Token, Error> {
     if b.len() < 4 || b[3] != b':' {
         return Err(protocol("verbatim string without a format prefix", b));
     }
-    Ok(Token::Verbatim([b[0], b[1], b[2]], Span { start: body.start + 4, end: body.end }))
+    Ok(Token::Verbatim(
+        [b[0], b[1], b[2]],
+        Span {
+            start: body.start + 4,
+            end: body.end,
+        },
+    ))
 }
 
 /// Parses a RESP3 double line: decimal or exponent notation, `inf`, `-inf`, `nan`.
@@ -550,10 +579,14 @@ fn parse_double(text: &[u8]) -> Result<f64, Error> {
         _ => {}
     }
     // Rust's parser also takes "infinity" and "NaN" spellings; RESP3 does not use them.
-    if s.is_empty() || s.bytes().any(|c| c.is_ascii_alphabetic() && c != b'e' && c != b'E') {
+    if s.is_empty()
+        || s.bytes()
+            .any(|c| c.is_ascii_alphabetic() && c != b'e' && c != b'E')
+    {
         return Err(protocol("invalid double", text));
     }
-    s.parse::<f64>().map_err(|_| protocol("invalid double", text))
+    s.parse::<f64>()
+        .map_err(|_| protocol("invalid double", text))
 }
 
 /// Checks a RESP3 big number line: an optional sign and at least one digit.
@@ -619,7 +652,10 @@ mod tests {
 
     #[test]
     fn nesting_at_the_limit_decodes() {
-        let limits = Limits { max_depth: 4, ..Limits::default() };
+        let limits = Limits {
+            max_depth: 4,
+            ..Limits::default()
+        };
         let mut dec = Decoder::with_limits(limits);
         let mut buf = BytesMut::from(&b"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"[..]);
         assert!(dec.decode(&mut buf).unwrap().is_some());
@@ -655,7 +691,11 @@ mod tests {
             b"$?\r\n",
         ] {
             let err = decode_all(bad).unwrap_err();
-            assert!(matches!(err, Error::Protocol(_)), "{:?}: {err:?}", String::from_utf8_lossy(bad));
+            assert!(
+                matches!(err, Error::Protocol(_)),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -667,7 +707,10 @@ mod tests {
 
     #[test]
     fn overlong_simple_line_is_a_limit_error() {
-        let limits = Limits { max_bulk_len: 16, ..Limits::default() };
+        let limits = Limits {
+            max_bulk_len: 16,
+            ..Limits::default()
+        };
         let mut dec = Decoder::with_limits(limits);
         let mut buf = BytesMut::from(&b"+aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"[..]);
         assert!(matches!(dec.decode(&mut buf), Err(Error::LimitExceeded(_))));
@@ -695,8 +738,13 @@ mod tests {
             Frame::Double(f64::NAN),
             Frame::Boolean(true),
             Frame::Boolean(false),
-            Frame::BigNumber(Bytes::from_static(b"3492890328409238509324850943850943825024385")),
-            Frame::Verbatim { format: *b"txt", text: Bytes::from_static(b"Some string") },
+            Frame::BigNumber(Bytes::from_static(
+                b"3492890328409238509324850943850943825024385",
+            )),
+            Frame::Verbatim {
+                format: *b"txt",
+                text: Bytes::from_static(b"Some string"),
+            },
             Frame::Error(Bytes::from_static(b"SYNTAX x")),
             Frame::Map(vec![(Frame::simple("k"), Frame::Integer(1))]),
             Frame::Set(vec![Frame::Integer(1), Frame::Integer(2)]),
@@ -716,7 +764,9 @@ mod tests {
         buf.extend_from_slice(b"$5\r\nhello\r\n");
         let base = buf.as_ptr() as usize;
         let frame = Decoder::new().decode(&mut buf).unwrap().unwrap();
-        let Frame::Bulk(b) = frame else { panic!("not a bulk") };
+        let Frame::Bulk(b) = frame else {
+            panic!("not a bulk")
+        };
         assert_eq!(b.as_ptr() as usize, base + 4);
     }
 

@@ -194,7 +194,20 @@ mod tests {
 
     #[test]
     fn integers_format_like_std() {
-        for v in [0, 1, 9, 10, 99, 100, 12345, -1, -10, i64::MAX, i64::MIN, 1 << 40] {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            -1,
+            -10,
+            i64::MAX,
+            i64::MIN,
+            1 << 40,
+        ] {
             let mut out = BytesMut::new();
             put_i64(&mut out, v);
             assert_eq!(&out[..], v.to_string().as_bytes());
@@ -216,12 +229,18 @@ mod tests {
     #[test]
     fn strings_with_crlf_fall_back_to_binary_safe_forms() {
         assert_eq!(enc(&Frame::simple("a\r\nb")), b"$4\r\na\r\nb\r\n");
-        assert_eq!(enc(&Frame::Error(Bytes::from_static(b"E\nx"))), b"!3\r\nE\nx\r\n");
+        assert_eq!(
+            enc(&Frame::Error(Bytes::from_static(b"E\nx"))),
+            b"!3\r\nE\nx\r\n"
+        );
     }
 
     #[test]
     fn verbatim_and_attribute_encode() {
-        let f = Frame::Verbatim { format: *b"txt", text: Bytes::from_static(b"hi") };
+        let f = Frame::Verbatim {
+            format: *b"txt",
+            text: Bytes::from_static(b"hi"),
+        };
         assert_eq!(enc(&f), b"=6\r\ntxt:hi\r\n");
         let f = Frame::Attribute {
             attributes: vec![(Frame::simple("a"), Frame::Integer(1))],

@@ -125,12 +125,25 @@ impl PartialEq for Frame {
             (Map(a), Map(b)) => a == b,
             (Double(a), Double(b)) => a == b || (a.is_nan() && b.is_nan()),
             (Boolean(a), Boolean(b)) => a == b,
-            (Verbatim { format: fa, text: ta }, Verbatim { format: fb, text: tb }) => {
-                fa == fb && ta == tb
-            }
             (
-                Attribute { attributes: aa, frame: fa },
-                Attribute { attributes: ab, frame: fb },
+                Verbatim {
+                    format: fa,
+                    text: ta,
+                },
+                Verbatim {
+                    format: fb,
+                    text: tb,
+                },
+            ) => fa == fb && ta == tb,
+            (
+                Attribute {
+                    attributes: aa,
+                    frame: fa,
+                },
+                Attribute {
+                    attributes: ab,
+                    frame: fb,
+                },
             ) => aa == ab && fa == fb,
             _ => false,
         }

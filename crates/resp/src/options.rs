@@ -262,13 +262,20 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// The URL with any password replaced by `***`, for error messages.
 fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return "<url>".into() };
+    let Some(scheme_end) = url.find("://") else {
+        return "<url>".into();
+    };
     let after = &url[scheme_end + 3..];
     let auth_end = after.find(['/', '?']).unwrap_or(after.len());
     match after[..auth_end].rfind('@') {
         Some(at) => {
             let user = after[..at].split(':').next().unwrap_or("");
-            format!("{}{}:***@{}", &url[..scheme_end + 3], user, &after[at + 1..])
+            format!(
+                "{}{}:***@{}",
+                &url[..scheme_end + 3],
+                user,
+                &after[at + 1..]
+            )
         }
         None => url.to_owned(),
     }
@@ -331,7 +338,10 @@ mod tests {
             "redis://h?insecure=true",
             "redis://h?what=1",
         ] {
-            assert!(matches!(ConnectOptions::from_url(url), Err(Error::InvalidUrl(_))), "{url}");
+            assert!(
+                matches!(ConnectOptions::from_url(url), Err(Error::InvalidUrl(_))),
+                "{url}"
+            );
         }
         let err = ConnectOptions::from_url("redis://u:topsecret@h/x").unwrap_err();
         assert!(!err.to_string().contains("topsecret"), "{err}");

@@ -48,7 +48,9 @@ fn client_config(opts: &TlsOptions) -> Result<ClientConfig, Error> {
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?;
     let builder = if opts.insecure_skip_verify {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
     } else {
         builder.with_root_certificates(root_store(opts.ca_file.as_deref())?)
     };
@@ -61,7 +63,9 @@ fn client_config(opts: &TlsOptions) -> Result<ClientConfig, Error> {
                 .map_err(|e| Error::Tls(format!("client certificate: {e}")))
         }
         (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err(Error::Tls("cert_file and key_file must be given together".into())),
+        _ => Err(Error::Tls(
+            "cert_file and key_file must be given together".into(),
+        )),
     }
 }
 
@@ -86,8 +90,8 @@ fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, Error> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let file = File::open(path)
-        .map_err(|e| Error::Tls(format!("cannot open {}: {e}", path.display())))?;
+    let file =
+        File::open(path).map_err(|e| Error::Tls(format!("cannot open {}: {e}", path.display())))?;
     let certs = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Tls(format!("cannot read {}: {e}", path.display())))?;
@@ -98,8 +102,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
-    let file = File::open(path)
-        .map_err(|e| Error::Tls(format!("cannot open {}: {e}", path.display())))?;
+    let file =
+        File::open(path).map_err(|e| Error::Tls(format!("cannot open {}: {e}", path.display())))?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
         .map_err(|e| Error::Tls(format!("cannot read {}: {e}", path.display())))?
         .ok_or_else(|| Error::Tls(format!("no private key in {}", path.display())))

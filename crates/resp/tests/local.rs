@@ -35,11 +35,16 @@ async fn garbage_reply_is_a_protocol_error_and_poisons_the_connection() {
         sock.write_all(b"@garbage\r\n").await.unwrap();
         while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
     });
-    let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port)).await.unwrap();
+    let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port))
+        .await
+        .unwrap();
     let err = conn.call(&["PING"]).await.unwrap_err();
     assert!(matches!(err, Error::Protocol(_)), "{err:?}");
     assert!(err.is_connection_lost());
-    assert!(matches!(conn.call(&["PING"]).await, Err(Error::Desynchronized(_))));
+    assert!(matches!(
+        conn.call(&["PING"]).await,
+        Err(Error::Desynchronized(_))
+    ));
     drop(conn);
     server.await.unwrap();
 }
@@ -55,7 +60,9 @@ async fn huge_bulk_from_server_is_a_limit_error_not_an_allocation() {
         sock.write_all(b"$999999999999\r\n").await.unwrap();
         while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
     });
-    let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port)).await.unwrap();
+    let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port))
+        .await
+        .unwrap();
     let err = conn.call(&["GET", "k"]).await.unwrap_err();
     assert!(matches!(err, Error::LimitExceeded(_)), "{err:?}");
     drop(conn);
@@ -68,6 +75,8 @@ async fn connection_refused_is_an_io_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = Connection::connect(&ConnectOptions::new("127.0.0.1", port)).await.unwrap_err();
+    let err = Connection::connect(&ConnectOptions::new("127.0.0.1", port))
+        .await
+        .unwrap_err();
     assert!(err.is_io(), "{err:?}");
 }

@@ -9,8 +9,11 @@ fn bytes_strategy() -> impl Strategy<Value = Bytes> {
 }
 
 fn line_strategy() -> impl Strategy<Value = Bytes> {
-    prop::collection::vec(any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'), 0..20)
-        .prop_map(Bytes::from)
+    prop::collection::vec(
+        any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'),
+        0..20,
+    )
+    .prop_map(Bytes::from)
 }
 
 fn double_strategy() -> impl Strategy<Value = f64> {
@@ -38,7 +41,8 @@ fn scalar() -> impl Strategy<Value = Frame> {
         double_strategy().prop_map(Frame::Double),
         any::<bool>().prop_map(Frame::Boolean),
         ("-?[1-9][0-9]{0,40}|0").prop_map(|s| Frame::BigNumber(Bytes::from(s))),
-        (any::<[u8; 3]>(), bytes_strategy()).prop_map(|(format, text)| Frame::Verbatim { format, text }),
+        (any::<[u8; 3]>(), bytes_strategy())
+            .prop_map(|(format, text)| Frame::Verbatim { format, text }),
     ]
 }
 
@@ -161,7 +165,10 @@ fn codec_roundtrips_through_framed_io() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_util::codec::Framed;
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let (a, b) = tokio::io::duplex(7); // tiny buffer: frames cross it in pieces
         let mut tx = Framed::new(a, RespCodec::new());

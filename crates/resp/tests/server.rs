@@ -18,7 +18,9 @@ fn options(server: &Server, protocol: Protocol) -> ConnectOptions {
 }
 
 async fn connect(server: &Server, protocol: Protocol) -> Connection {
-    Connection::connect(&options(server, protocol)).await.expect("connect")
+    Connection::connect(&options(server, protocol))
+        .await
+        .expect("connect")
 }
 
 async fn debug_protocol(conn: &mut Connection, t: &str) -> Frame {
@@ -35,16 +37,28 @@ async fn resp3_debug_protocol_returns_every_type() {
     let mut conn = connect(&server, Protocol::Resp3).await;
     assert_eq!(conn.protocol(), Protocol::Resp3);
 
-    assert_eq!(debug_protocol(&mut conn, "string").await, bulk("Hello World"));
-    assert_eq!(debug_protocol(&mut conn, "integer").await, Frame::Integer(12345));
-    assert_eq!(debug_protocol(&mut conn, "double").await, Frame::Double("3.141".parse().unwrap()));
+    assert_eq!(
+        debug_protocol(&mut conn, "string").await,
+        bulk("Hello World")
+    );
+    assert_eq!(
+        debug_protocol(&mut conn, "integer").await,
+        Frame::Integer(12345)
+    );
+    assert_eq!(
+        debug_protocol(&mut conn, "double").await,
+        Frame::Double("3.141".parse().unwrap())
+    );
     assert_eq!(
         debug_protocol(&mut conn, "bignum").await,
         Frame::BigNumber(Bytes::from_static(b"1234567999999999999999999999999999999"))
     );
     assert_eq!(debug_protocol(&mut conn, "null").await, Frame::Null);
     let ints = vec![Frame::Integer(0), Frame::Integer(1), Frame::Integer(2)];
-    assert_eq!(debug_protocol(&mut conn, "array").await, Frame::Array(ints.clone()));
+    assert_eq!(
+        debug_protocol(&mut conn, "array").await,
+        Frame::Array(ints.clone())
+    );
     assert_eq!(debug_protocol(&mut conn, "set").await, Frame::Set(ints));
     assert_eq!(
         debug_protocol(&mut conn, "map").await,
@@ -66,15 +80,30 @@ async fn resp3_debug_protocol_returns_every_type() {
     );
     assert_eq!(
         debug_protocol(&mut conn, "verbatim").await,
-        Frame::Verbatim { format: *b"txt", text: Bytes::from_static(b"This is a verbatim\nstring") }
+        Frame::Verbatim {
+            format: *b"txt",
+            text: Bytes::from_static(b"This is a verbatim\nstring")
+        }
     );
-    assert_eq!(debug_protocol(&mut conn, "true").await, Frame::Boolean(true));
-    assert_eq!(debug_protocol(&mut conn, "false").await, Frame::Boolean(false));
+    assert_eq!(
+        debug_protocol(&mut conn, "true").await,
+        Frame::Boolean(true)
+    );
+    assert_eq!(
+        debug_protocol(&mut conn, "false").await,
+        Frame::Boolean(false)
+    );
     // The push arrives before the real reply: call() returns the reply and sets the push aside.
-    assert_eq!(debug_protocol(&mut conn, "push").await, bulk("Some real reply following the push reply"));
+    assert_eq!(
+        debug_protocol(&mut conn, "push").await,
+        bulk("Some real reply following the push reply")
+    );
     assert_eq!(
         conn.take_pushes(),
-        vec![Frame::Push(vec![bulk("server-cpu-usage"), Frame::Integer(42)])]
+        vec![Frame::Push(vec![
+            bulk("server-cpu-usage"),
+            Frame::Integer(42)
+        ])]
     );
 }
 
@@ -83,9 +112,15 @@ async fn resp2_and_resp3_nulls_differ() {
     let server = start(ServerOptions::new(Version::V7_0));
     let mut two = connect(&server, Protocol::Resp2).await;
     let mut three = connect(&server, Protocol::Resp3).await;
-    assert_eq!(two.call(&["GET", "missing"]).await.unwrap(), Frame::NullBulk);
+    assert_eq!(
+        two.call(&["GET", "missing"]).await.unwrap(),
+        Frame::NullBulk
+    );
     assert_eq!(three.call(&["GET", "missing"]).await.unwrap(), Frame::Null);
-    assert_eq!(two.call(&["BLPOP", "missing", "0.01"]).await.unwrap(), Frame::NullArray);
+    assert_eq!(
+        two.call(&["BLPOP", "missing", "0.01"]).await.unwrap(),
+        Frame::NullArray
+    );
     assert!(two.call(&["GET", "missing"]).await.unwrap().is_null());
 }
 
@@ -96,7 +131,10 @@ async fn error_replies_become_server_errors_with_code() {
     let err = conn.call(&["NOSUCHCOMMAND", "x"]).await.unwrap_err();
     let server_err = err.server_error().expect("a server error");
     assert_eq!(server_err.code(), "ERR");
-    assert!(server_err.message().contains("unknown command"), "{server_err}");
+    assert!(
+        server_err.message().contains("unknown command"),
+        "{server_err}"
+    );
 
     conn.call(&["RPUSH", "list", "a"]).await.unwrap();
     let err = conn.call(&["GET", "list"]).await.unwrap_err();
@@ -111,14 +149,21 @@ async fn pipeline_of_10k_sets_then_gets_returns_every_reply_in_order() {
     for protocol in [Protocol::Resp2, Protocol::Resp3] {
         let mut conn = connect(&server, protocol).await;
         let sets: Vec<Vec<String>> = (0..10_000)
-            .map(|i| vec!["SET".into(), format!("key:{i}"), format!("value:{i}:{}", "x".repeat(i % 50))])
+            .map(|i| {
+                vec![
+                    "SET".into(),
+                    format!("key:{i}"),
+                    format!("value:{i}:{}", "x".repeat(i % 50)),
+                ]
+            })
             .collect();
         let replies = conn.pipeline(&sets).await.unwrap();
         assert_eq!(replies.len(), 10_000);
         assert!(replies.iter().all(|r| *r == Frame::simple("OK")));
 
-        let mut gets: Vec<Vec<String>> =
-            (0..10_000).map(|i| vec!["GET".into(), format!("key:{i}")]).collect();
+        let mut gets: Vec<Vec<String>> = (0..10_000)
+            .map(|i| vec!["GET".into(), format!("key:{i}")])
+            .collect();
         gets.insert(5000, vec!["INCR".into(), "key:1".into()]); // an error in the middle
         let replies = conn.pipeline(&gets).await.unwrap();
         assert_eq!(replies.len(), 10_001);
@@ -148,7 +193,10 @@ async fn acl_user_authenticates_with_resp2_and_resp3() {
         o.client_name = Some("ferry-test".into());
         o.db = 3;
         let mut conn = Connection::connect(&o).await.unwrap();
-        assert_eq!(conn.call(&["ACL", "WHOAMI"]).await.unwrap().as_bytes(), Some(&b"app"[..]));
+        assert_eq!(
+            conn.call(&["ACL", "WHOAMI"]).await.unwrap().as_bytes(),
+            Some(&b"app"[..])
+        );
         assert_eq!(
             conn.call(&["CLIENT", "GETNAME"]).await.unwrap().as_bytes(),
             Some(&b"ferry-test"[..])
@@ -157,19 +205,30 @@ async fn acl_user_authenticates_with_resp2_and_resp3() {
         let info = String::from_utf8_lossy(info.as_bytes().unwrap()).into_owned();
         let fields: Vec<&str> = info.split_whitespace().collect();
         assert!(fields.contains(&"db=3"), "{info}");
-        let resp = if protocol == Protocol::Resp3 { "resp=3" } else { "resp=2" };
+        let resp = if protocol == Protocol::Resp3 {
+            "resp=3"
+        } else {
+            "resp=2"
+        };
         assert!(fields.contains(&resp), "{info}");
     }
     // The default user with requirepass, through a URL.
     let url = format!("redis://:default-secret@{}/0?protocol=resp3", server.addr());
-    let mut conn = Connection::connect(&ConnectOptions::from_url(&url).unwrap()).await.unwrap();
-    assert_eq!(conn.call(&["ACL", "WHOAMI"]).await.unwrap().as_bytes(), Some(&b"default"[..]));
+    let mut conn = Connection::connect(&ConnectOptions::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.call(&["ACL", "WHOAMI"]).await.unwrap().as_bytes(),
+        Some(&b"default"[..])
+    );
 }
 
 #[tokio::test]
 async fn wrong_password_gives_clear_error() {
     let server = start(
-        ServerOptions::new(Version::V7_0).password("right").acl_user(AclUser::new("app", "right2")),
+        ServerOptions::new(Version::V7_0)
+            .password("right")
+            .acl_user(AclUser::new("app", "right2")),
     );
     for protocol in [Protocol::Resp2, Protocol::Resp3] {
         for user in [None, Some("app")] {
@@ -181,7 +240,9 @@ async fn wrong_password_gives_clear_error() {
             let msg = err.to_string();
             assert!(msg.starts_with("authentication failed"), "{msg}");
             assert!(msg.contains("WRONGPASS"), "{msg}");
-            assert!(!msg.contains("wrong-pass-xyz") && !format!("{err:?}").contains("wrong-pass-xyz"));
+            assert!(
+                !msg.contains("wrong-pass-xyz") && !format!("{err:?}").contains("wrong-pass-xyz")
+            );
         }
     }
     // No password at all against a server that needs one.
@@ -219,7 +280,11 @@ async fn read_frame_after_timeout_keeps_partial_frames() {
     conn.flush().await.unwrap();
     assert!(conn.read_frame().await.unwrap_err().is_timeout());
     let mut other = server.client();
-    redis::cmd("RPUSH").arg("q").arg("item").exec(&mut other).unwrap();
+    redis::cmd("RPUSH")
+        .arg("q")
+        .arg("item")
+        .exec(&mut other)
+        .unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(30)));
     assert_eq!(
         conn.read_frame().await.unwrap(),
@@ -232,7 +297,9 @@ async fn read_raw_after_read_line_streams_a_full_resync_rdb() {
     let server = start(ServerOptions::new(Version::V7_0).config("repl-diskless-sync", "no"));
     let mut conn = connect(&server, Protocol::Resp2).await;
     conn.call(&["SET", "some", "data"]).await.unwrap();
-    conn.call(&["REPLCONF", "listening-port", "1"]).await.unwrap();
+    conn.call(&["REPLCONF", "listening-port", "1"])
+        .await
+        .unwrap();
     conn.write_command(&["PSYNC", "?", "-1"]);
     conn.flush().await.unwrap();
     // The master may send bare "\n" keep-alives before each line.
@@ -266,7 +333,10 @@ async fn read_raw_returns_buffered_bytes_first() {
     conn.write_command(&["PING"]);
     conn.write_command(&["ECHO", "hello"]);
     conn.flush().await.unwrap();
-    assert_eq!(conn.read_line().await.unwrap(), Bytes::from_static(b"+PONG"));
+    assert_eq!(
+        conn.read_line().await.unwrap(),
+        Bytes::from_static(b"+PONG")
+    );
     let mut rest = BytesMut::new();
     while rest.len() < 11 {
         let chunk = conn.read_raw(3).await.unwrap();
@@ -286,7 +356,10 @@ async fn subscribe_in_resp3_delivers_messages_as_pushes() {
         Frame::Push(vec![bulk("subscribe"), bulk("news"), Frame::Integer(1)])
     );
     let mut publisher = connect(&server, Protocol::Resp3).await;
-    assert_eq!(publisher.call(&["PUBLISH", "news", "hi"]).await.unwrap(), Frame::Integer(1));
+    assert_eq!(
+        publisher.call(&["PUBLISH", "news", "hi"]).await.unwrap(),
+        Frame::Integer(1)
+    );
     assert_eq!(
         sub.read_frame().await.unwrap(),
         Frame::Push(vec![bulk("message"), bulk("news"), bulk("hi")])

@@ -28,8 +28,12 @@ fn make_certs() -> Certs {
     let dir = tempfile::tempdir().unwrap();
     let (ca, ca_key) = make_ca("ferry test CA");
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    params.distinguished_name.push(DnType::CommonName, "localhost");
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let (other, _) = make_ca("some other CA");
@@ -48,7 +52,11 @@ fn make_certs() -> Certs {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn path(p: &Path) -> String {
@@ -82,12 +90,16 @@ fn tls_options(port: u16, tls: TlsOptions) -> ConnectOptions {
 async fn tls_connection_verified_by_ca_file_works() {
     let certs = make_certs();
     let (_server, port) = start_tls_server(&certs);
-    let tls = TlsOptions { ca_file: Some(certs.ca.clone()), ..TlsOptions::default() };
+    let tls = TlsOptions {
+        ca_file: Some(certs.ca.clone()),
+        ..TlsOptions::default()
+    };
     let mut conn = Connection::connect(&tls_options(port, tls)).await.unwrap();
     assert!(conn.is_tls());
     assert_eq!(conn.call(&["PING"]).await.unwrap(), Frame::simple("PONG"));
-    let cmds: Vec<Vec<String>> =
-        (0..2000).map(|i| vec!["SET".into(), format!("k{i}"), "v".repeat(100)]).collect();
+    let cmds: Vec<Vec<String>> = (0..2000)
+        .map(|i| vec!["SET".into(), format!("k{i}"), "v".repeat(100)])
+        .collect();
     let replies = conn.pipeline(&cmds).await.unwrap();
     assert!(replies.iter().all(|r| *r == Frame::simple("OK")));
     assert_eq!(conn.call(&["DBSIZE"]).await.unwrap(), Frame::Integer(2000));
@@ -110,7 +122,9 @@ async fn tls_sni_name_is_checked_against_the_certificate() {
         server_name: Some("not-this-host.example".into()),
         ..TlsOptions::default()
     };
-    let err = Connection::connect(&tls_options(port, wrong)).await.unwrap_err();
+    let err = Connection::connect(&tls_options(port, wrong))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Tls(_)), "{err:?}");
 }
 
@@ -118,21 +132,33 @@ async fn tls_sni_name_is_checked_against_the_certificate() {
 async fn tls_with_unknown_ca_fails_unless_verification_is_skipped() {
     let certs = make_certs();
     let (_server, port) = start_tls_server(&certs);
-    let untrusted = TlsOptions { ca_file: Some(certs.other_ca.clone()), ..TlsOptions::default() };
-    let err = Connection::connect(&tls_options(port, untrusted)).await.unwrap_err();
+    let untrusted = TlsOptions {
+        ca_file: Some(certs.other_ca.clone()),
+        ..TlsOptions::default()
+    };
+    let err = Connection::connect(&tls_options(port, untrusted))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Tls(_)), "{err:?}");
     assert!(err.to_string().contains("handshake"), "{err}");
 
     let url = format!("rediss://127.0.0.1:{port}?insecure=true");
-    let mut conn = Connection::connect(&ConnectOptions::from_url(&url).unwrap()).await.unwrap();
+    let mut conn = Connection::connect(&ConnectOptions::from_url(&url).unwrap())
+        .await
+        .unwrap();
     assert_eq!(conn.call(&["PING"]).await.unwrap(), Frame::simple("PONG"));
 }
 
 #[tokio::test]
 async fn tls_missing_ca_file_is_a_tls_error() {
-    let tls = TlsOptions { ca_file: Some("/nonexistent/ca.pem".into()), ..TlsOptions::default() };
+    let tls = TlsOptions {
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        ..TlsOptions::default()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let err = Connection::connect(&tls_options(port, tls)).await.unwrap_err();
+    let err = Connection::connect(&tls_options(port, tls))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Tls(_)), "{err:?}");
 }
