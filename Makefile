@@ -25,12 +25,12 @@ lint: ## rustfmt and clippy, warnings are errors
 
 fuzz-resp: ## Fuzz the RESP decoder for FUZZ_SECONDS (default 60)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run resp_decode -- -max_total_time=$(FUZZ_SECONDS)
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run resp_decode -- -max_total_time=$(FUZZ_SECONDS)
 
 fuzz-rdb: ## Fuzz the RDB file and DUMP payload decoders for FUZZ_SECONDS each
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_file -- -max_total_time=$(FUZZ_SECONDS)
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_dump -- -max_total_time=$(FUZZ_SECONDS)
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_file -- -max_total_time=$(FUZZ_SECONDS)
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_dump -- -max_total_time=$(FUZZ_SECONDS)
 
 bench: deps ## Run the criterion benches (side by side with the peers)
 	$(CARGO) bench -p ferry-benches

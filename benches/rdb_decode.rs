@@ -190,7 +190,7 @@ fn redis_server_load(path: &Path) -> Option<f64> {
             secs = l
                 .split("DB loaded from disk:")
                 .nth(1)
-                .and_then(|r| r.trim().split_whitespace().next())
+                .and_then(|r| r.split_whitespace().next())
                 .and_then(|s| s.parse().ok());
             break;
         }

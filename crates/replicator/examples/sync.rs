@@ -38,6 +38,9 @@ struct Args {
     /// What to do with keys that already exist on the target: panic, rewrite or skip.
     #[arg(long, default_value = "panic")]
     conflict: ConflictPolicy,
+    /// A source database not to copy (repeatable).
+    #[arg(long = "block-db")]
+    block_dbs: Vec<i64>,
     /// Empty the target before a full sync that must be redone over this job's own earlier data.
     #[arg(long)]
     flush_on_resync: bool,
@@ -61,6 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.sink.checkpoint_db = args.checkpoint_db;
     config.conflict = args.conflict;
     config.flush_target_on_resync = args.flush_on_resync;
+    config.filter.block_dbs = args.block_dbs;
     let job = Replicator::new(config)?;
     let status = job.status();
     let rt = tokio::runtime::Runtime::new()?;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{config, expire_short_keys, workload, Job};
+use common::{config, expire_short_keys, workload, workload_in_background, Job, ProcJob, DEADLINE};
 use ferry_replicator::checkpoint;
 use ferry_testkit::{
     compare, fill, Cluster, CompareOptions, FillOptions, Server, ServerOptions, Target, Version,
@@ -73,4 +73,36 @@ fn cluster_target_resumes_after_a_restart_without_repeating_incr() {
     assert!(report.is_equal(), "datasets differ:\n{report:?}");
     assert_eq!(cluster_counter(&cluster, "resume"), first + second);
     job.stop().unwrap();
+}
+
+#[test]
+fn sigkill_during_live_stream_into_a_cluster_loses_and_repeats_nothing() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(23).dbs(vec![0])).unwrap();
+    let entry = cluster.masters()[0];
+    let job = ProcJob::start_cluster(&source, entry);
+    job.wait_caught_up(&source);
+    let writer = workload_in_background(&source, 1500, "ckill");
+    ferry_testkit::wait_until(DEADLINE, "some live writes applied", || {
+        cluster_counter(&cluster, "ckill") > 100
+    })
+    .unwrap();
+    job.kill();
+    let job = ProcJob::start_cluster(&source, entry);
+    let rounds = writer.join().unwrap();
+    expire_short_keys(&source, rounds, "ckill");
+    job.wait_caught_up(&source);
+    assert_eq!(
+        job.full_syncs(),
+        0,
+        "the restarted job continues with PSYNC: {}",
+        job.status_line()
+    );
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(checkpoint::KEY_PREFIX);
+    let report = compare(&Target::from(&source), &Target::from(&cluster), &opts).unwrap();
+    assert!(report.is_equal(), "datasets differ:\n{report:?}");
+    assert_eq!(cluster_counter(&cluster, "ckill"), rounds);
 }

@@ -11,6 +11,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::command::{ArgSpans, Command};
 use crate::error::Error;
 use crate::frame::Frame;
 
@@ -41,9 +42,9 @@ const MAX_HEADER_LINE: usize = 32;
 
 /// A byte range of the frame being decoded, relative to the start of the buffer.
 #[derive(Debug, Clone, Copy)]
-struct Span {
-    start: usize,
-    end: usize,
+pub(crate) struct Span {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 /// What the check found, in wire order. Aggregates carry their declared element count.
@@ -104,6 +105,12 @@ pub struct Decoder {
     scanned: usize,
     /// Buffer length below which a new attempt cannot progress.
     need: usize,
+    /// The saved progress belongs to [`Decoder::decode_command`] rather than [`Decoder::decode`].
+    command_mode: bool,
+    /// Command path: arguments still expected after the ones in `cmd_args`.
+    cmd_left: usize,
+    /// Command path: ranges of the arguments checked so far.
+    cmd_args: ArgSpans,
 }
 
 impl Decoder {
@@ -133,6 +140,8 @@ impl Decoder {
         self.pos = 0;
         self.scanned = 0;
         self.need = 0;
+        self.cmd_left = 0;
+        self.cmd_args = ArgSpans::default();
     }
 
     /// Whether a frame has been partly checked and waits for more bytes.
@@ -149,6 +158,11 @@ impl Decoder {
     /// length, nesting depth or element count is above the limits. After an error the stream is
     /// not recoverable; the decoder itself is reset.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        if self.command_mode {
+            // Progress saved by `decode_command` does not apply here: start the frame over.
+            self.reset();
+            self.command_mode = false;
+        }
         if buf.len() < self.need {
             return Ok(None);
         }
@@ -170,6 +184,164 @@ impl Decoder {
                 Err(e)
             }
         }
+    }
+
+    /// Decodes the next command (a RESP array of one or more bulk strings) from the front of
+    /// `buf`, removing exactly its bytes, like [`Decoder::decode`] does for frames.
+    ///
+    /// This is the fast path for streams made only of commands: what a server reads from its
+    /// clients, and what a master sends its replicas after the RDB. The whole command stays one
+    /// [`Bytes`] (see [`Command`]): no per-argument reference counting and, for up to six
+    /// arguments, no allocation. Inline commands (`PING\r\n` typed by hand) are not accepted:
+    /// a replication stream never carries them, and servers only take them as a courtesy to
+    /// telnet users.
+    ///
+    /// Returns `Ok(None)` when `buf` holds only part of a command (nothing is removed, progress
+    /// is remembered, so a command split at any byte is never rescanned). Between calls the
+    /// caller may only append to `buf`. Errors: [`Error::NotACommand`] for valid RESP that is
+    /// not a command (another top-level type, `*0` or `*-1`, or an element that is not a bulk
+    /// string, such as an integer, a null bulk or a nested array); [`Error::Protocol`] for
+    /// malformed RESP; [`Error::LimitExceeded`] for a bulk length or an argument count above
+    /// the [`Limits`] (`max_bulk_len`, `max_elements`). After an error the stream is not
+    /// recoverable; the decoder itself is reset.
+    ///
+    /// Calls may be mixed with [`Decoder::decode`] between whole items; switching method in the
+    /// middle of an item starts that item over (correct, only slower).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use ferry_resp::{Decoder, Error};
+    ///
+    /// let mut dec = Decoder::new();
+    /// let mut buf = BytesMut::from(&b"*2\r\n$6\r\nSELECT\r\n$1"[..]);
+    /// assert!(dec.decode_command(&mut buf).unwrap().is_none());
+    /// buf.extend_from_slice(b"\r\n3\r\n+PONG\r\n");
+    /// let cmd = dec.decode_command(&mut buf).unwrap().unwrap();
+    /// assert_eq!((cmd.name(), cmd.arg(1)), (&b"SELECT"[..], Some(&b"3"[..])));
+    /// assert_eq!(cmd.len_on_wire(), 23);
+    /// assert!(matches!(dec.decode_command(&mut buf), Err(Error::NotACommand(_))));
+    /// ```
+    pub fn decode_command(&mut self, buf: &mut BytesMut) -> Result<Option<Command>, Error> {
+        if !self.command_mode {
+            // Progress saved by `decode` does not apply here: start the item over.
+            self.reset();
+            self.command_mode = true;
+        }
+        if buf.len() < self.need {
+            return Ok(None);
+        }
+        if self.pos > buf.len() {
+            // The buffer was changed behind our back: start over rather than trust stale offsets.
+            self.reset();
+        }
+        match self.check_command(buf) {
+            Ok(true) => {
+                let raw = buf.split_to(self.pos).freeze();
+                let args = std::mem::take(&mut self.cmd_args);
+                self.pos = 0;
+                self.need = 0;
+                self.cmd_left = 0;
+                Ok(Some(Command::from_parts(raw, args)))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => {
+                self.reset();
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks a command from `self.pos`; true when the whole command has been checked. On
+    /// `false`, `pos`, `cmd_left`, `cmd_args` and `need` say where to resume.
+    #[inline]
+    fn check_command(&mut self, buf: &[u8]) -> Result<bool, Error> {
+        let mut pos = self.pos;
+        if pos == 0 {
+            match buf.first() {
+                Some(b'*') => {}
+                Some(&kind) => return Err(not_a_command_at(kind, 0)),
+                None => {
+                    self.need = 1;
+                    return Ok(false);
+                }
+            }
+            let (n, next) = match parse_number(buf, 1, "invalid aggregate length")? {
+                Number::Complete(n, next) => (n, next),
+                Number::Incomplete(need) => {
+                    self.need = need;
+                    return Ok(false);
+                }
+            };
+            let n = match usize::try_from(n) {
+                Ok(0) => return Err(Error::NotACommand("empty array".into())),
+                Ok(n) => n,
+                Err(_) if n == -1 => return Err(Error::NotACommand("null array".into())),
+                Err(_) => return Err(Error::Protocol(format!("invalid aggregate length {n}"))),
+            };
+            if n > self.limits.max_elements {
+                return Err(Error::LimitExceeded(format!(
+                    "aggregate of {n} elements is above the limit of {}",
+                    self.limits.max_elements
+                )));
+            }
+            if self.limits.max_depth == 0 {
+                return Err(Error::LimitExceeded(
+                    "nesting deeper than the limit of 0".into(),
+                ));
+            }
+            self.cmd_left = n;
+            pos = next;
+        }
+        while self.cmd_left > 0 {
+            let Some(&kind) = buf.get(pos) else {
+                self.pos = pos;
+                self.need = pos + 1;
+                return Ok(false);
+            };
+            if kind != b'$' {
+                return Err(not_a_command_at(kind, pos));
+            }
+            let (len, next) = match parse_number(buf, pos + 1, "invalid bulk length")? {
+                Number::Complete(len, next) => (len, next),
+                Number::Incomplete(need) => {
+                    self.pos = pos;
+                    self.need = need;
+                    return Ok(false);
+                }
+            };
+            let Ok(len) = usize::try_from(len) else {
+                return Err(if len == -1 {
+                    Error::NotACommand(format!("null bulk string at offset {pos}"))
+                } else {
+                    Error::Protocol(format!("invalid bulk length {len}"))
+                });
+            };
+            if len > self.limits.max_bulk_len {
+                return Err(Error::LimitExceeded(format!(
+                    "bulk length {len} is above the limit of {} bytes",
+                    self.limits.max_bulk_len
+                )));
+            }
+            let end = next.saturating_add(len).saturating_add(2);
+            if buf.len() < end {
+                self.pos = pos;
+                self.need = end;
+                return Ok(false);
+            }
+            if buf[end - 2] != b'\r' || buf[end - 1] != b'\n' {
+                return Err(Error::Protocol(
+                    "bulk string not terminated by CRLF".into(),
+                ));
+            }
+            self.cmd_args.push(Span {
+                start: next,
+                end: end - 2,
+            });
+            self.cmd_left -= 1;
+            pos = end;
+        }
+        self.pos = pos;
+        Ok(true)
     }
 
     /// Walks tokens from `self.pos`; true when a whole frame has been checked.
@@ -281,54 +453,18 @@ impl Decoder {
         }
     }
 
-    /// Parses the decimal `i64` line that starts at `self.pos` (after its type byte) in one pass,
-    /// without a separate CRLF search: the common case of every length and integer line.
-    /// Returns the value and where the next token starts, or `None` when the line is incomplete.
+    /// Parses the decimal `i64` line that starts at `self.pos` (after its type byte); see
+    /// [`parse_number`]. Returns the value and where the next token starts, or `None` (with
+    /// `self.need` set) when the line is incomplete.
     #[inline]
     fn number(&mut self, buf: &[u8], what: &str) -> Result<Option<(i64, usize)>, Error> {
-        let start = self.pos + 1;
-        let mut i = start;
-        let neg = buf.get(i) == Some(&b'-');
-        if neg {
-            i += 1;
-        }
-        let digits_start = i;
-        let mut v: u64 = 0;
-        while let Some(&c) = buf.get(i) {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                break;
+        match parse_number(buf, self.pos + 1, what)? {
+            Number::Complete(v, next) => Ok(Some((v, next))),
+            Number::Incomplete(need) => {
+                self.need = need;
+                Ok(None)
             }
-            if i - digits_start == 19 {
-                return Err(protocol(what, &buf[start..=i]));
-            }
-            v = v * 10 + u64::from(d);
-            i += 1;
         }
-        let Some(&c) = buf.get(i) else {
-            self.need = i + 1;
-            return Ok(None);
-        };
-        if c != b'\r' || i == digits_start {
-            return Err(protocol(what, &buf[start..(i + 1).min(buf.len())]));
-        }
-        match buf.get(i + 1) {
-            None => {
-                self.need = i + 2;
-                return Ok(None);
-            }
-            Some(b'\n') => {}
-            Some(_) => return Err(protocol(what, &buf[start..i + 2])),
-        }
-        let v = if neg {
-            if v > i64::MAX as u64 + 1 {
-                return Err(protocol(what, &buf[start..i]));
-            }
-            (v as i64).wrapping_neg()
-        } else {
-            i64::try_from(v).map_err(|_| protocol(what, &buf[start..i]))?
-        };
-        Ok(Some((v, i + 2)))
     }
 
     /// Finds the CRLF ending the line that starts at `self.pos` (after its type byte).
@@ -554,6 +690,58 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The outcome of parsing a length or integer line.
+enum Number {
+    /// The value and the offset just past its CRLF.
+    Complete(i64, usize),
+    /// The line is cut short; the buffer length needed before trying again.
+    Incomplete(usize),
+}
+
+/// Parses the decimal `i64` line starting at `start` (just after its type byte) in one pass,
+/// without a separate CRLF search: the common case of every length and integer line.
+#[inline(always)]
+fn parse_number(buf: &[u8], start: usize, what: &str) -> Result<Number, Error> {
+    let mut i = start;
+    let neg = buf.get(i) == Some(&b'-');
+    if neg {
+        i += 1;
+    }
+    let digits_start = i;
+    let mut v: u64 = 0;
+    while let Some(&c) = buf.get(i) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if i - digits_start == 19 {
+            return Err(protocol(what, &buf[start..=i]));
+        }
+        v = v * 10 + u64::from(d);
+        i += 1;
+    }
+    let Some(&c) = buf.get(i) else {
+        return Ok(Number::Incomplete(i + 1));
+    };
+    if c != b'\r' || i == digits_start {
+        return Err(protocol(what, &buf[start..(i + 1).min(buf.len())]));
+    }
+    match buf.get(i + 1) {
+        None => return Ok(Number::Incomplete(i + 2)),
+        Some(b'\n') => {}
+        Some(_) => return Err(protocol(what, &buf[start..i + 2])),
+    }
+    let v = if neg {
+        if v > i64::MAX as u64 + 1 {
+            return Err(protocol(what, &buf[start..i]));
+        }
+        (v as i64).wrapping_neg()
+    } else {
+        i64::try_from(v).map_err(|_| protocol(what, &buf[start..i]))?
+    };
+    Ok(Number::Complete(v, i + 2))
+}
+
 /// Checks a verbatim string body (`fmt:text`) and returns its token.
 fn verbatim(buf: &[u8], body: Span) -> Result<Token, Error> {
     let b = &buf[body.start..body.end];
@@ -599,6 +787,40 @@ fn check_big_number(text: &[u8]) -> Result<(), Error> {
         return Err(protocol("invalid big number", text));
     }
     Ok(())
+}
+
+/// The error for type byte `kind` at `offset` where a command (or one of its bulk strings) was
+/// expected: [`Error::NotACommand`] for a valid RESP type, [`Error::Protocol`] otherwise.
+fn not_a_command_at(kind: u8, offset: usize) -> Error {
+    let what = match kind {
+        b'+' => "simple string",
+        b'-' => "error",
+        b':' => "integer",
+        b'$' => "bulk string",
+        b'*' => "array",
+        b'_' => "null",
+        b',' => "double",
+        b'#' => "boolean",
+        b'(' => "big number",
+        b'=' => "verbatim string",
+        b'!' => "blob error",
+        b'%' => "map",
+        b'~' => "set",
+        b'>' => "push",
+        b'|' => "attribute",
+        _ => {
+            return Error::Protocol(format!(
+                "invalid type byte 0x{kind:02x} at offset {offset}"
+            ))
+        }
+    };
+    if offset == 0 {
+        Error::NotACommand(format!("{what} where an array of bulk strings was expected"))
+    } else {
+        Error::NotACommand(format!(
+            "{what} at offset {offset} where a bulk string argument was expected"
+        ))
+    }
 }
 
 /// A protocol error quoting (a prefix of) the offending bytes.

@@ -15,6 +15,11 @@ pub enum Error {
     /// The peer sent bytes that are not valid RESP.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Valid RESP that is not a command where [`crate::Decoder::decode_command`] expected one
+    /// (an array of one or more bulk strings): another top-level type, an empty or null array,
+    /// or an element that is not a bulk string (integer, null bulk, nested aggregate, ...).
+    #[error("not a command: {0}")]
+    NotACommand(String),
     /// The peer declared a length, nesting or element count above the configured [`crate::Limits`].
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
@@ -50,6 +55,11 @@ impl Error {
         matches!(self, Error::Io(_))
     }
 
+    /// Whether the peer sent valid RESP that is not a command ([`Error::NotACommand`]).
+    pub fn is_not_a_command(&self) -> bool {
+        matches!(self, Error::NotACommand(_))
+    }
+
     /// Whether the peer closed the connection.
     pub fn is_closed(&self) -> bool {
         matches!(self, Error::Closed)
@@ -65,6 +75,7 @@ impl Error {
                 | Error::Timeout(_)
                 | Error::Protocol(_)
                 | Error::LimitExceeded(_)
+                | Error::NotACommand(_)
                 | Error::Desynchronized(_)
         )
     }

@@ -45,6 +45,7 @@
 //! ```
 
 mod codec;
+mod command;
 mod connection;
 mod decode;
 mod encode;
@@ -53,7 +54,8 @@ mod frame;
 mod options;
 mod tls;
 
-pub use codec::RespCodec;
+pub use codec::{CommandCodec, RespCodec};
+pub use command::{Args, Command};
 pub use connection::Connection;
 pub use decode::{Decoder, Limits};
 pub use encode::{encode_command, encode_frame};

@@ -26,11 +26,16 @@ use ferry_sentinel::{Addr, Frame, SentinelPool, SentinelPoolOptions};
 use ferry_testkit::{SentinelGroup, SentinelOptions};
 
 fn epoch_ms() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,9 +58,15 @@ fn ferry_writer(args: &[String]) -> Result<(), BoxError> {
     let name = arg(args, "--name").ok_or("--name")?;
     let prefix = arg(args, "--prefix").ok_or("--prefix")?;
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -84,7 +95,11 @@ fn ferry_writer(args: &[String]) -> Result<(), BoxError> {
                 ];
                 let frames = conn.pipeline(&cmds).await?;
                 tracing::debug!(n, "replied");
-                let exec = frames.into_iter().last().and_then(Frame::into_array).ok_or("EXEC aborted")?;
+                let exec = frames
+                    .into_iter()
+                    .last()
+                    .and_then(Frame::into_array)
+                    .ok_or("EXEC aborted")?;
                 let port = exec
                     .into_iter()
                     .nth(1)
@@ -95,7 +110,10 @@ fn ferry_writer(args: &[String]) -> Result<(), BoxError> {
             }
             .await;
             let line = match result {
-                Ok(port) => format!("{{\"t\":{:.3},\"ok\":true,\"port\":{port},\"n\":{n}}}", epoch_ms()),
+                Ok(port) => format!(
+                    "{{\"t\":{:.3},\"ok\":true,\"port\":{port},\"n\":{n}}}",
+                    epoch_ms()
+                ),
                 Err(e) => {
                     let msg = e.to_string().replace(['"', '\\'], "'");
                     format!("{{\"t\":{:.3},\"ok\":false,\"err\":\"{msg}\"}}", epoch_ms())
@@ -127,7 +145,9 @@ struct Writer {
 
 impl Writer {
     fn spawn(mut cmd: Command) -> Result<Writer, BoxError> {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let recs = Arc::new(Mutex::new(Vec::new()));
@@ -135,7 +155,9 @@ impl Writer {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
                 let rec = Rec {
                     t: v["t"].as_f64().unwrap_or(0.0),
                     ok: v["ok"].as_bool().unwrap_or(false),
@@ -152,7 +174,13 @@ impl Writer {
         self.recs.lock().unwrap().iter().filter(|r| f(r)).count()
     }
 
-    fn wait_for(&self, what: &str, deadline: Duration, f: impl Fn(&Rec) -> bool, n: usize) -> Result<(), BoxError> {
+    fn wait_for(
+        &self,
+        what: &str,
+        deadline: Duration,
+        f: impl Fn(&Rec) -> bool,
+        n: usize,
+    ) -> Result<(), BoxError> {
         let start = Instant::now();
         while self.count(&f) < n {
             if start.elapsed() > deadline {
@@ -194,7 +222,12 @@ fn bench_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/failover")
 }
 
-fn writer_command(client: &str, sentinels: &str, name: &str, prefix: &str) -> Result<Command, BoxError> {
+fn writer_command(
+    client: &str,
+    sentinels: &str,
+    name: &str,
+    prefix: &str,
+) -> Result<Command, BoxError> {
     let common = ["--sentinels", sentinels, "--name", name, "--prefix", prefix];
     let cmd = match client {
         "ferry" => {
@@ -210,7 +243,10 @@ fn writer_command(client: &str, sentinels: &str, name: &str, prefix: &str) -> Re
         "ioredis" | "ioredis+detector" => {
             let node_dir = bench_dir().join("node");
             if !node_dir.join("node_modules/ioredis").exists() {
-                let st = Command::new("npm").args(["install", "--no-audit", "--no-fund"]).current_dir(&node_dir).status()?;
+                let st = Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund"])
+                    .current_dir(&node_dir)
+                    .status()?;
                 if !st.success() {
                     return Err("npm install in benches/failover/node failed".into());
                 }
@@ -234,7 +270,11 @@ fn send_failover(group: &SentinelGroup) -> Result<f64, BoxError> {
     loop {
         let mut con = group.sentinels[0].client();
         let t0 = epoch_ms();
-        match redis::cmd("SENTINEL").arg("FAILOVER").arg(&group.master_name).exec(&mut con) {
+        match redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(&group.master_name)
+            .exec(&mut con)
+        {
             Ok(()) => return Ok(t0),
             Err(e) if start.elapsed() < Duration::from_secs(60) => {
                 eprintln!("SENTINEL FAILOVER refused ({e}); retrying");
@@ -251,7 +291,12 @@ fn run_round(group: &SentinelGroup, client: &'static str, round: usize) -> Resul
     let old_port: u16 = old.parse::<Addr>()?.port;
     let sentinels: Vec<String> = group.sentinels.iter().map(|s| s.addr()).collect();
     let prefix = format!("bench:{client}:{round}:");
-    let writer = Writer::spawn(writer_command(client, &sentinels.join(","), &group.master_name, &prefix)?)?;
+    let writer = Writer::spawn(writer_command(
+        client,
+        &sentinels.join(","),
+        &group.master_name,
+        &prefix,
+    )?)?;
     writer.wait_for("warm-up writes", Duration::from_secs(60), |r| r.ok, 200)?;
 
     let t0 = send_failover(group)?;
@@ -259,17 +304,26 @@ fn run_round(group: &SentinelGroup, client: &'static str, round: usize) -> Resul
     let new_port = new.parse::<Addr>()?.port;
     // Same treatment for every client: the round lasts until the old master has been turned into a
     // replica of the new one (its own writes since the promotion are then gone for good).
-    let old_server = group.server_by_addr(&old).ok_or("old master not in group")?;
+    let old_server = group
+        .server_by_addr(&old)
+        .ok_or("old master not in group")?;
     let start = Instant::now();
     while !old_server.info("replication").is_ok_and(|t| {
-        t.contains("role:slave") && t.contains(&format!("master_port:{new_port}")) && t.contains("master_link_status:up")
+        t.contains("role:slave")
+            && t.contains(&format!("master_port:{new_port}"))
+            && t.contains("master_link_status:up")
     }) {
         if start.elapsed() > Duration::from_secs(120) {
             return Err("the old master never became a replica of the new one".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = writer.wait_for("writes on the new master", Duration::from_secs(60), |r| r.ok && r.port == new_port, 50);
+    let _ = writer.wait_for(
+        "writes on the new master",
+        Duration::from_secs(60),
+        |r| r.ok && r.port == new_port,
+        50,
+    );
     let recs = writer.stop();
     if let Ok(dir) = std::env::var("FAILOVER_BENCH_DUMP") {
         let mut f = std::fs::File::create(format!("{dir}/{client}-{round}.csv"))?;
@@ -279,11 +333,20 @@ fn run_round(group: &SentinelGroup, client: &'static str, round: usize) -> Resul
         }
     }
 
-    let first_write_ms = recs.iter().filter(|r| r.ok && r.port == new_port && r.t >= t0).map(|r| r.t - t0).reduce(f64::min);
+    let first_write_ms = recs
+        .iter()
+        .filter(|r| r.ok && r.port == new_port && r.t >= t0)
+        .map(|r| r.t - t0)
+        .reduce(f64::min);
     let failed = recs.iter().filter(|r| !r.ok && r.t >= t0).count();
-    let old_acks_after = recs.iter().filter(|r| r.ok && r.port == old_port && r.t >= t0).count();
+    let old_acks_after = recs
+        .iter()
+        .filter(|r| r.ok && r.port == old_port && r.t >= t0)
+        .count();
     let acked: Vec<u64> = recs.iter().filter(|r| r.ok).map(|r| r.n).collect();
-    let master = group.server_by_addr(&new).ok_or("new master not in group")?;
+    let master = group
+        .server_by_addr(&new)
+        .ok_or("new master not in group")?;
     let mut con = master.client();
     let mut lost = 0;
     for chunk in acked.chunks(1000) {
@@ -291,11 +354,22 @@ fn run_round(group: &SentinelGroup, client: &'static str, round: usize) -> Resul
         let vals: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(&mut con)?;
         lost += vals.iter().filter(|v| v.is_none()).count();
     }
-    Ok(Row { client, round, first_write_ms, failed, old_acks_after, lost, acked: acked.len() })
+    Ok(Row {
+        client,
+        round,
+        first_write_ms,
+        failed,
+        old_acks_after,
+        lost,
+        acked: acked.len(),
+    })
 }
 
 fn harness(args: &[String]) -> Result<(), BoxError> {
-    let rounds: usize = arg(args, "--rounds").map(|r| r.parse()).transpose()?.unwrap_or(2);
+    let rounds: usize = arg(args, "--rounds")
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(2);
     let clients: Vec<&'static str> = match arg(args, "--clients") {
         Some(list) => list
             .split(',')
@@ -331,8 +405,14 @@ fn harness(args: &[String]) -> Result<(), BoxError> {
     println!("| client | round | failover command -> first write on new master (ms) | failed writes | acked by old master after the command | acked writes lost / acked |");
     println!("|---|---|---|---|---|---|");
     for r in &rows {
-        let ms = r.first_write_ms.map(|m| format!("{m:.0}")).unwrap_or_else(|| "never".into());
-        println!("| {} | {} | {} | {} | {} | {} / {} |", r.client, r.round, ms, r.failed, r.old_acks_after, r.lost, r.acked);
+        let ms = r
+            .first_write_ms
+            .map(|m| format!("{m:.0}"))
+            .unwrap_or_else(|| "never".into());
+        println!(
+            "| {} | {} | {} | {} | {} | {} / {} |",
+            r.client, r.round, ms, r.failed, r.old_acks_after, r.lost, r.acked
+        );
     }
     Ok(())
 }

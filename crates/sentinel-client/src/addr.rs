@@ -16,7 +16,10 @@ pub struct Addr {
 impl Addr {
     /// Builds an address.
     pub fn new(host: impl Into<String>, port: u16) -> Addr {
-        Addr { host: host.into(), port }
+        Addr {
+            host: host.into(),
+            port,
+        }
     }
 }
 
@@ -98,7 +101,10 @@ impl AddressMap {
 
     /// The reachable address for an announced one.
     pub fn map(&self, announced: &Addr) -> Addr {
-        self.entries.get(announced).cloned().unwrap_or_else(|| announced.clone())
+        self.entries
+            .get(announced)
+            .cloned()
+            .unwrap_or_else(|| announced.clone())
     }
 
     /// Whether the map has no entries.
@@ -127,7 +133,13 @@ mod tests {
     #[test]
     fn address_map_translates_only_known_addresses() {
         let m = AddressMap::new().with(Addr::new("10.0.0.5", 6379), Addr::new("127.0.0.1", 16379));
-        assert_eq!(m.map(&Addr::new("10.0.0.5", 6379)), Addr::new("127.0.0.1", 16379));
-        assert_eq!(m.map(&Addr::new("10.0.0.6", 6379)), Addr::new("10.0.0.6", 6379));
+        assert_eq!(
+            m.map(&Addr::new("10.0.0.5", 6379)),
+            Addr::new("127.0.0.1", 16379)
+        );
+        assert_eq!(
+            m.map(&Addr::new("10.0.0.6", 6379)),
+            Addr::new("10.0.0.6", 6379)
+        );
     }
 }

@@ -25,7 +25,9 @@ pub struct BlockingSentinelPool {
 
 impl std::fmt::Debug for BlockingSentinelPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockingSentinelPool").field("pool", &self.pool).finish()
+        f.debug_struct("BlockingSentinelPool")
+            .field("pool", &self.pool)
+            .finish()
     }
 }
 
@@ -39,7 +41,10 @@ impl BlockingSentinelPool {
             .build()
             .map_err(|e| Error::Resp(ferry_resp::Error::Io(e)))?;
         let pool = runtime.block_on(SentinelPool::new(opts))?;
-        Ok(BlockingSentinelPool { pool: Some(pool), runtime: Some(runtime) })
+        Ok(BlockingSentinelPool {
+            pool: Some(pool),
+            runtime: Some(runtime),
+        })
     }
 
     fn pool(&self) -> &SentinelPool {
@@ -48,21 +53,33 @@ impl BlockingSentinelPool {
     }
 
     fn handle(&self) -> Handle {
-        self.runtime.as_ref().expect("runtime present until drop").handle().clone()
+        self.runtime
+            .as_ref()
+            .expect("runtime present until drop")
+            .handle()
+            .clone()
     }
 
     /// Borrows a connection, waiting up to `max_wait` when exhausted.
     pub fn get(&self) -> Result<BlockingConnection<'_>, Error> {
         let handle = self.handle();
         let conn = handle.block_on(self.pool().get())?;
-        Ok(BlockingConnection { conn: Some(conn), handle, _pool: PhantomData })
+        Ok(BlockingConnection {
+            conn: Some(conn),
+            handle,
+            _pool: PhantomData,
+        })
     }
 
     /// Borrows a connection, waiting at most `max_wait` when exhausted.
     pub fn get_timeout(&self, max_wait: Duration) -> Result<BlockingConnection<'_>, Error> {
         let handle = self.handle();
         let conn = handle.block_on(self.pool().get_timeout(max_wait))?;
-        Ok(BlockingConnection { conn: Some(conn), handle, _pool: PhantomData })
+        Ok(BlockingConnection {
+            conn: Some(conn),
+            handle,
+            _pool: PhantomData,
+        })
     }
 
     /// Borrows, runs one command, returns the connection (see [`SentinelPool::call`]).
@@ -74,7 +91,11 @@ impl BlockingSentinelPool {
     pub fn replica(&self) -> Result<BlockingReplicaConnection<'_>, Error> {
         let handle = self.handle();
         let conn = handle.block_on(self.pool().replica())?;
-        Ok(BlockingReplicaConnection { conn, handle, _pool: PhantomData })
+        Ok(BlockingReplicaConnection {
+            conn,
+            handle,
+            _pool: PhantomData,
+        })
     }
 
     /// Receives pool events (use `blocking_recv` or `try_recv`).
@@ -143,12 +164,18 @@ impl BlockingConnection<'_> {
 
     /// The master this connection talks to.
     pub fn addr(&self) -> &Addr {
-        self.conn.as_ref().expect("connection present until drop").addr()
+        self.conn
+            .as_ref()
+            .expect("connection present until drop")
+            .addr()
     }
 
     /// The master generation the connection was opened in.
     pub fn generation(&self) -> u64 {
-        self.conn.as_ref().expect("connection present until drop").generation()
+        self.conn
+            .as_ref()
+            .expect("connection present until drop")
+            .generation()
     }
 
     /// Drops the connection instead of returning it.

@@ -60,7 +60,12 @@ struct ListenerState {
 
 /// A listener's life: subscribe, follow, and on any failure log, report, back off and retry; it
 /// ends only when the pool is gone or closed.
-async fn listen(weak: Weak<Inner>, opts: Arc<SentinelPoolOptions>, addr: Addr, mut shutdown: watch::Receiver<bool>) {
+async fn listen(
+    weak: Weak<Inner>,
+    opts: Arc<SentinelPoolOptions>,
+    addr: Addr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut state = ListenerState::default();
     loop {
         if *shutdown.borrow() {
@@ -74,7 +79,11 @@ async fn listen(weak: Weak<Inner>, opts: Arc<SentinelPoolOptions>, addr: Addr, m
             Ok(()) => return,
             Err(e) => e,
         };
-        let delay = backoff(opts.listener_retry_base, opts.listener_retry_max, state.attempt);
+        let delay = backoff(
+            opts.listener_retry_base,
+            opts.listener_retry_max,
+            state.attempt,
+        );
         state.attempt = state.attempt.saturating_add(1);
         tracing::warn!(
             sentinel = %addr,
@@ -89,7 +98,11 @@ async fn listen(weak: Weak<Inner>, opts: Arc<SentinelPoolOptions>, addr: Addr, m
             inner.set_listener_up(&addr, false);
             if !state.lost_reported {
                 state.lost_reported = true;
-                inner.emit(Event::SentinelLost { sentinel: addr.clone(), retry_in: delay, error: err.to_string() });
+                inner.emit(Event::SentinelLost {
+                    sentinel: addr.clone(),
+                    retry_in: delay,
+                    error: err.to_string(),
+                });
             }
         }
         tokio::select! {
@@ -116,7 +129,8 @@ async fn follow(
     let mut subscribed = false;
     let mut ping_pending = false;
     loop {
-        let frame = match tokio::time::timeout(opts.listener_ping_interval, conn.read_frame()).await {
+        let frame = match tokio::time::timeout(opts.listener_ping_interval, conn.read_frame()).await
+        {
             Ok(f) => f?,
             Err(_) => {
                 if ping_pending {
@@ -129,7 +143,9 @@ async fn follow(
             }
         };
         ping_pending = false;
-        let Some(inner) = weak.upgrade() else { return Ok(()) };
+        let Some(inner) = weak.upgrade() else {
+            return Ok(());
+        };
         if !subscribed {
             subscribed = true;
             state.attempt = 0;
@@ -137,14 +153,20 @@ async fn follow(
             if state.lost_reported {
                 state.lost_reported = false;
                 tracing::info!(sentinel = %addr, "sentinel listener subscribed again");
-                inner.emit(Event::SentinelBack { sentinel: addr.clone() });
+                inner.emit(Event::SentinelBack {
+                    sentinel: addr.clone(),
+                });
             }
             // Whatever happened while we were not listening: let the poll catch up.
             inner.poke.notify_one();
         }
-        let Some((channel, payload)) = sentinel::pubsub_message(frame) else { continue };
+        let Some((channel, payload)) = sentinel::pubsub_message(frame) else {
+            continue;
+        };
         tracing::debug!(sentinel = %addr, %channel, %payload, "sentinel message");
-        let Some(msg) = sentinel::parse_message(&channel, &payload) else { continue };
+        let Some(msg) = sentinel::parse_message(&channel, &payload) else {
+            continue;
+        };
         let map = |a: &Addr| opts.address_map.map(a);
         match msg {
             SentinelMessage::Switch { name, old, new } if name == opts.master_name => {
@@ -153,13 +175,19 @@ async fn follow(
             SentinelMessage::Promoted { name, old, new } if name == opts.master_name => {
                 inner.switch_to_promoted(&map(&old), &map(&new));
             }
-            SentinelMessage::FailoverStarted { name, master, channel } if name == opts.master_name => {
+            SentinelMessage::FailoverStarted {
+                name,
+                master,
+                channel,
+            } if name == opts.master_name => {
                 inner.demote(&map(&master), &channel);
             }
             SentinelMessage::FailoverAborted { name, master } if name == opts.master_name => {
                 inner.undemote(&map(&master));
             }
-            SentinelMessage::NewSentinel { name, sentinel } if name == opts.master_name && opts.discover_sentinels => {
+            SentinelMessage::NewSentinel { name, sentinel }
+                if name == opts.master_name && opts.discover_sentinels =>
+            {
                 inner.add_sentinel(map(&sentinel));
             }
             _ => {}
@@ -177,11 +205,20 @@ mod tests {
         let max = Duration::from_secs(60);
         for _ in 0..50 {
             let d0 = backoff(base, max, 0);
-            assert!(d0 >= Duration::from_millis(4000) && d0 <= Duration::from_millis(6000), "{d0:?}");
+            assert!(
+                d0 >= Duration::from_millis(4000) && d0 <= Duration::from_millis(6000),
+                "{d0:?}"
+            );
             let d1 = backoff(base, max, 1);
-            assert!(d1 >= Duration::from_millis(8000) && d1 <= Duration::from_millis(12000), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(8000) && d1 <= Duration::from_millis(12000),
+                "{d1:?}"
+            );
             let d9 = backoff(base, max, 40);
-            assert!(d9 >= Duration::from_secs(48) && d9 <= Duration::from_secs(72), "{d9:?}");
+            assert!(
+                d9 >= Duration::from_secs(48) && d9 <= Duration::from_secs(72),
+                "{d9:?}"
+            );
         }
     }
 }

@@ -223,7 +223,11 @@ impl SentinelPoolOptions {
     }
 
     /// The template for `addr` (a sentinel): host/port replaced, reads bounded by `sentinel_timeout`.
-    pub(crate) fn sentinel_opts(&self, addr: &Addr, read_timeout: Option<Duration>) -> ConnectOptions {
+    pub(crate) fn sentinel_opts(
+        &self,
+        addr: &Addr,
+        read_timeout: Option<Duration>,
+    ) -> ConnectOptions {
         let mut o = self.sentinel_connect.clone();
         o.host = addr.host.clone();
         o.port = addr.port;

@@ -99,7 +99,10 @@ impl Inner {
         Inner {
             sentinels: Mutex::new(opts.sentinels.clone()),
             opts: Arc::new(opts),
-            state: Mutex::new(State { generation: 1, ..State::default() }),
+            state: Mutex::new(State {
+                generation: 1,
+                ..State::default()
+            }),
             changed: Notify::new(),
             resolve_lock: tokio::sync::Mutex::new(()),
             listeners: Mutex::new(HashMap::new()),
@@ -123,7 +126,9 @@ impl Inner {
             }
             *last = Some(Instant::now());
         }
-        self.emit(Event::ResolveFailed { error: e.to_string() });
+        self.emit(Event::ResolveFailed {
+            error: e.to_string(),
+        });
     }
 
     pub(crate) fn shutdown_receiver(&self) -> watch::Receiver<bool> {
@@ -141,7 +146,10 @@ impl Inner {
 
     fn is_demoted(&self, addr: &Addr) -> bool {
         let st = lock(&self.state);
-        st.demoted.get(addr).map(|t| t.elapsed() < self.opts.demoted_hold).unwrap_or(false)
+        st.demoted
+            .get(addr)
+            .map(|t| t.elapsed() < self.opts.demoted_hold)
+            .unwrap_or(false)
     }
 
     /// Ends the current generation: idle connections close now, borrowed ones are discarded later.
@@ -161,7 +169,11 @@ impl Inner {
             if st.master.as_ref() == Some(addr) {
                 return Some(st.generation);
             }
-            let demoted = st.demoted.get(addr).map(|t| t.elapsed() < self.opts.demoted_hold).unwrap_or(false);
+            let demoted = st
+                .demoted
+                .get(addr)
+                .map(|t| t.elapsed() < self.opts.demoted_hold)
+                .unwrap_or(false);
             if demoted && !matches!(reason, SwitchReason::SwitchMessage | SwitchReason::Promoted) {
                 return None;
             }
@@ -186,7 +198,10 @@ impl Inner {
             (closed, event)
         };
         if !closed.is_empty() {
-            tracing::info!(count = closed.len(), "closed idle connections to the previous master");
+            tracing::info!(
+                count = closed.len(),
+                "closed idle connections to the previous master"
+            );
         }
         drop(closed);
         tracing::info!(?event, "master installed");
@@ -292,7 +307,11 @@ impl Inner {
                 st.total -= 1;
                 Some(conn)
             } else {
-                st.idle.push_back(Idle { conn, addr, generation });
+                st.idle.push_back(Idle {
+                    conn,
+                    addr,
+                    generation,
+                });
                 None
             }
         };
@@ -343,7 +362,10 @@ impl Inner {
         if reachable {
             Err(Error::NotMonitored { master_name })
         } else {
-            Err(Error::AllSentinelsDown { master_name, last_error })
+            Err(Error::AllSentinelsDown {
+                master_name,
+                last_error,
+            })
         }
     }
 
@@ -373,12 +395,21 @@ impl Inner {
                 match self.check_role(&reported).await {
                     Ok(Role::Master) => return Ok(reported),
                     Ok(role) => role.name().to_string(),
-                    Err(source) => return Err(Error::Connect { addr: reported, source }),
+                    Err(source) => {
+                        return Err(Error::Connect {
+                            addr: reported,
+                            source,
+                        })
+                    }
                 }
             };
             let waited = start.elapsed();
             if waited >= self.opts.resolve_timeout {
-                return Err(Error::NotMaster { addr: reported, role: why_not, waited });
+                return Err(Error::NotMaster {
+                    addr: reported,
+                    role: why_not,
+                    waited,
+                });
             }
             tracing::debug!(addr = %reported, role = %why_not, "not a master yet; resolving again");
             let _ = tokio::time::timeout(self.opts.resolve_retry_delay, notified).await;
@@ -448,7 +479,9 @@ impl Inner {
                                 self.add_sentinel(self.opts.address_map.map(&s));
                             }
                         }
-                        Err(e) => tracing::debug!(sentinel = %sentinel, error = %e, "SENTINEL sentinels failed"),
+                        Err(e) => {
+                            tracing::debug!(sentinel = %sentinel, error = %e, "SENTINEL sentinels failed")
+                        }
                     }
                 }
             }
@@ -470,7 +503,9 @@ impl Inner {
             list.push(s.clone());
         }
         tracing::info!(sentinel = %s, "sentinel discovered");
-        self.emit(Event::SentinelAdded { sentinel: s.clone() });
+        self.emit(Event::SentinelAdded {
+            sentinel: s.clone(),
+        });
         crate::listener::spawn(self, s);
     }
 
@@ -483,7 +518,10 @@ impl Inner {
             let (addr, generation) = {
                 let mut st = lock(&self.state);
                 let Some(m) = st.master.clone() else { return };
-                if st.closed || st.idle.len() >= self.opts.min_idle || st.total >= self.opts.max_total {
+                if st.closed
+                    || st.idle.len() >= self.opts.min_idle
+                    || st.total >= self.opts.max_total
+                {
                     return;
                 }
                 st.total += 1;
@@ -605,13 +643,20 @@ impl SentinelPool {
                 Step::Reuse(mut idle) => {
                     if inner.opts.test_on_borrow {
                         let t = inner.opts.data_connect.connect_timeout;
-                        let ok = sentinel::call_with_deadline(&mut idle.conn, &["PING"], t).await.is_ok();
+                        let ok = sentinel::call_with_deadline(&mut idle.conn, &["PING"], t)
+                            .await
+                            .is_ok();
                         if !ok {
                             self.inner_give_back_broken(*idle);
                             continue;
                         }
                     }
-                    return Ok(PooledConnection::new(idle.conn, idle.addr, idle.generation, inner.clone()));
+                    return Ok(PooledConnection::new(
+                        idle.conn,
+                        idle.addr,
+                        idle.generation,
+                        inner.clone(),
+                    ));
                 }
                 Step::Open => {
                     return match inner.open_master_connection().await {
@@ -625,7 +670,10 @@ impl SentinelPool {
                     };
                 }
                 Step::Wait => {
-                    let exhausted = |waited| Error::PoolExhausted { waited, max_total: inner.opts.max_total };
+                    let exhausted = |waited| Error::PoolExhausted {
+                        waited,
+                        max_total: inner.opts.max_total,
+                    };
                     if !inner.opts.block_when_exhausted {
                         return Err(exhausted(Duration::ZERO));
                     }
@@ -633,7 +681,8 @@ impl SentinelPool {
                         None => notified.await,
                         Some(limit) => {
                             let left = limit.saturating_sub(start.elapsed());
-                            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err()
+                            {
                                 return Err(exhausted(start.elapsed()));
                             }
                         }
@@ -644,7 +693,8 @@ impl SentinelPool {
     }
 
     fn inner_give_back_broken(&self, idle: Idle) {
-        self.inner.give_back(idle.conn, idle.addr, idle.generation, true);
+        self.inner
+            .give_back(idle.conn, idle.addr, idle.generation, true);
     }
 
     /// Borrows, runs one command, returns the connection. When the command provably did not run
@@ -685,17 +735,30 @@ impl SentinelPool {
             for i in 0..n {
                 let addr = &list[(first + i) % n];
                 let ct = inner.opts.data_connect.connect_timeout + t;
-                let Ok(mut conn) = sentinel::connect(&inner.opts.data_opts(addr), ct).await else { continue };
+                let Ok(mut conn) = sentinel::connect(&inner.opts.data_opts(addr), ct).await else {
+                    continue;
+                };
                 if let Ok(Role::Replica) = sentinel::role(&mut conn, ct).await {
-                    return Ok(ReplicaConnection { conn, addr: addr.clone(), is_master: false });
+                    return Ok(ReplicaConnection {
+                        conn,
+                        addr: addr.clone(),
+                        is_master: false,
+                    });
                 }
             }
         }
         if inner.opts.replica_fallback_to_master {
             let (conn, addr, _) = inner.open_master_connection().await?;
-            return Ok(ReplicaConnection { conn, addr, is_master: true });
+            return Ok(ReplicaConnection {
+                conn,
+                addr,
+                is_master: true,
+            });
         }
-        Err(Error::NoReplica { master_name: inner.opts.master_name.clone(), tried: n })
+        Err(Error::NoReplica {
+            master_name: inner.opts.master_name.clone(),
+            tried: n,
+        })
     }
 
     /// Receives pool events from now on (master switched or demoted, sentinel lost or back,
@@ -777,7 +840,13 @@ impl std::fmt::Debug for PooledConnection {
 
 impl PooledConnection {
     fn new(conn: Connection, addr: Addr, generation: u64, inner: Arc<Inner>) -> PooledConnection {
-        PooledConnection { conn: Some(conn), addr, generation, broken: false, inner }
+        PooledConnection {
+            conn: Some(conn),
+            addr,
+            generation,
+            broken: false,
+            inner,
+        }
     }
 
     /// The master this connection talks to (as reached, after the address map).
@@ -799,7 +868,11 @@ impl PooledConnection {
         let current = self.inner.generation();
         if current != self.generation {
             self.broken = true;
-            return Err(Error::MasterSwitched { addr: self.addr.clone(), generation: self.generation, current });
+            return Err(Error::MasterSwitched {
+                addr: self.addr.clone(),
+                generation: self.generation,
+                current,
+            });
         }
         self.conn.as_mut().ok_or(Error::Closed)
     }
@@ -851,7 +924,8 @@ impl PooledConnection {
                     Frame::Error(b) => {
                         let s = String::from_utf8_lossy(b);
                         let code = s.split_whitespace().next().unwrap_or("").to_string();
-                        matches!(code.as_str(), "READONLY" | "MASTERDOWN" | "LOADING").then_some(code)
+                        matches!(code.as_str(), "READONLY" | "MASTERDOWN" | "LOADING")
+                            .then_some(code)
                     }
                     _ => None,
                 });
@@ -888,7 +962,8 @@ impl DerefMut for PooledConnection {
 impl Drop for PooledConnection {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.inner.give_back(conn, self.addr.clone(), self.generation, self.broken);
+            self.inner
+                .give_back(conn, self.addr.clone(), self.generation, self.broken);
         }
     }
 }
@@ -903,7 +978,10 @@ pub struct ReplicaConnection {
 
 impl std::fmt::Debug for ReplicaConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicaConnection").field("addr", &self.addr).field("is_master", &self.is_master).finish()
+        f.debug_struct("ReplicaConnection")
+            .field("addr", &self.addr)
+            .field("is_master", &self.is_master)
+            .finish()
     }
 }
 

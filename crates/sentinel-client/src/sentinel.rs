@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ferry_resp::{Connection, ConnectOptions, Frame};
+use ferry_resp::{ConnectOptions, Connection, Frame};
 
 use crate::addr::Addr;
 use crate::error::Error;
@@ -46,7 +46,10 @@ impl ReplicaInfo {
 }
 
 /// Connects with an overall deadline on top of the connection's own connect timeout.
-pub(crate) async fn connect(opts: &ConnectOptions, deadline: Duration) -> Result<Connection, ferry_resp::Error> {
+pub(crate) async fn connect(
+    opts: &ConnectOptions,
+    deadline: Duration,
+) -> Result<Connection, ferry_resp::Error> {
     match tokio::time::timeout(deadline, Connection::connect(opts)).await {
         Ok(r) => r,
         Err(_) => Err(ferry_resp::Error::Timeout("connect")),
@@ -66,7 +69,8 @@ pub(crate) async fn call_with_deadline(
 }
 
 fn text(f: &Frame) -> Option<String> {
-    f.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned())
+    f.as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 /// `SENTINEL get-master-addr-by-name`: `Ok(None)` when the sentinel does not monitor the name.
@@ -76,12 +80,22 @@ pub(crate) async fn master_addr(
     name: &str,
     deadline: Duration,
 ) -> Result<Option<Addr>, Error> {
-    let reply = call_with_deadline(conn, &["SENTINEL", "get-master-addr-by-name", name], deadline).await?;
+    let reply = call_with_deadline(
+        conn,
+        &["SENTINEL", "get-master-addr-by-name", name],
+        deadline,
+    )
+    .await?;
     if reply.is_null() {
         return Ok(None);
     }
-    let bad = |d: &str| Error::UnexpectedReply { sentinel: sentinel.clone(), detail: d.to_string() };
-    let items = reply.into_array().ok_or_else(|| bad("get-master-addr-by-name: not an array"))?;
+    let bad = |d: &str| Error::UnexpectedReply {
+        sentinel: sentinel.clone(),
+        detail: d.to_string(),
+    };
+    let items = reply
+        .into_array()
+        .ok_or_else(|| bad("get-master-addr-by-name: not an array"))?;
     if items.len() != 2 {
         return Err(bad("get-master-addr-by-name: expected [ip, port]"));
     }
@@ -120,7 +134,12 @@ fn fields(f: Frame) -> HashMap<String, String> {
 }
 
 fn instances(reply: Frame) -> Vec<HashMap<String, String>> {
-    reply.into_array().unwrap_or_default().into_iter().map(fields).collect()
+    reply
+        .into_array()
+        .unwrap_or_default()
+        .into_iter()
+        .map(fields)
+        .collect()
 }
 
 fn instance_addr(f: &HashMap<String, String>) -> Option<Addr> {
@@ -130,7 +149,11 @@ fn instance_addr(f: &HashMap<String, String>) -> Option<Addr> {
 }
 
 /// `SENTINEL replicas <name>` (falling back to `SENTINEL slaves` on servers before 5.0).
-pub(crate) async fn replicas(conn: &mut Connection, name: &str, deadline: Duration) -> Result<Vec<ReplicaInfo>, Error> {
+pub(crate) async fn replicas(
+    conn: &mut Connection,
+    name: &str,
+    deadline: Duration,
+) -> Result<Vec<ReplicaInfo>, Error> {
     let reply = match call_with_deadline(conn, &["SENTINEL", "replicas", name], deadline).await {
         Ok(r) => r,
         Err(e) if e.server_error().is_some() => {
@@ -142,19 +165,29 @@ pub(crate) async fn replicas(conn: &mut Connection, name: &str, deadline: Durati
         .into_iter()
         .filter_map(|f| {
             let addr = instance_addr(&f)?;
-            Some(ReplicaInfo { addr, flags: f.get("flags").cloned().unwrap_or_default() })
+            Some(ReplicaInfo {
+                addr,
+                flags: f.get("flags").cloned().unwrap_or_default(),
+            })
         })
         .collect())
 }
 
 /// `SENTINEL sentinels <name>`: the other sentinels that monitor the name.
-pub(crate) async fn sentinels(conn: &mut Connection, name: &str, deadline: Duration) -> Result<Vec<Addr>, Error> {
+pub(crate) async fn sentinels(
+    conn: &mut Connection,
+    name: &str,
+    deadline: Duration,
+) -> Result<Vec<Addr>, Error> {
     let reply = call_with_deadline(conn, &["SENTINEL", "sentinels", name], deadline).await?;
     Ok(instances(reply).iter().filter_map(instance_addr).collect())
 }
 
 /// Asks a server what it is: ROLE, or `INFO replication` where ROLE is refused (renamed, ACL).
-pub(crate) async fn role(conn: &mut Connection, deadline: Duration) -> Result<Role, ferry_resp::Error> {
+pub(crate) async fn role(
+    conn: &mut Connection,
+    deadline: Duration,
+) -> Result<Role, ferry_resp::Error> {
     match call_with_deadline(conn, &["ROLE"], deadline).await {
         Ok(reply) => {
             let first = reply.into_array().and_then(|a| a.into_iter().next());
@@ -163,7 +196,10 @@ pub(crate) async fn role(conn: &mut Connection, deadline: Duration) -> Result<Ro
         }
         Err(e) if e.server_error().is_some() && !is_not_master_code(&e) => {
             let info = call_with_deadline(conn, &["INFO", "replication"], deadline).await?;
-            let body = info.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            let body = info
+                .as_bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
             let role = body
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("role:"))
@@ -176,7 +212,9 @@ pub(crate) async fn role(conn: &mut Connection, deadline: Duration) -> Result<Ro
 }
 
 fn is_not_master_code(e: &ferry_resp::Error) -> bool {
-    e.server_error().map(|s| s.code() == "LOADING").unwrap_or(false)
+    e.server_error()
+        .map(|s| s.code() == "LOADING")
+        .unwrap_or(false)
 }
 
 fn parse_role(name: &str) -> Role {
@@ -194,7 +232,11 @@ pub(crate) enum SentinelMessage {
     /// `+switch-master <name> <old ip> <old port> <new ip> <new port>`.
     Switch { name: String, old: Addr, new: Addr },
     /// A failover step before promotion, naming the master being failed over.
-    FailoverStarted { name: String, master: Addr, channel: String },
+    FailoverStarted {
+        name: String,
+        master: Addr,
+        channel: String,
+    },
     /// `+promoted-slave`: the leader saw the chosen replica report itself master; the failover is
     /// committed (it ends with `+switch-master` to the same address).
     Promoted { name: String, old: Addr, new: Addr },
@@ -264,13 +306,21 @@ pub(crate) fn parse_message(channel: &str, payload: &str) -> Option<SentinelMess
         let (name, old) = event_master(payload)?;
         let p: Vec<&str> = payload.split_whitespace().collect();
         if p.len() >= 4 && p[0] == "slave" {
-            return Some(SentinelMessage::Promoted { name, old, new: Addr::new(p[2], port(p[3])?) });
+            return Some(SentinelMessage::Promoted {
+                name,
+                old,
+                new: Addr::new(p[2], port(p[3])?),
+            });
         }
         return None;
     }
     if FENCE_CHANNELS.contains(&channel) {
         let (name, master) = event_master(payload)?;
-        return Some(SentinelMessage::FailoverStarted { name, master, channel: channel.to_string() });
+        return Some(SentinelMessage::FailoverStarted {
+            name,
+            master,
+            channel: channel.to_string(),
+        });
     }
     if channel.starts_with("-failover-abort") {
         let (name, master) = event_master(payload)?;
@@ -281,7 +331,10 @@ pub(crate) fn parse_message(channel: &str, payload: &str) -> Option<SentinelMess
         let p: Vec<&str> = payload.split_whitespace().collect();
         let (name, _) = event_master(payload)?;
         if p.len() >= 4 && p[0] == "sentinel" {
-            return Some(SentinelMessage::NewSentinel { name, sentinel: Addr::new(p[2], port(p[3])?) });
+            return Some(SentinelMessage::NewSentinel {
+                name,
+                sentinel: Addr::new(p[2], port(p[3])?),
+            });
         }
     }
     None
@@ -314,12 +367,19 @@ mod tests {
             }
         );
         assert_eq!(parse_message("+switch-master", "mymaster 127.0.0.1"), None);
-        assert_eq!(parse_message("+switch-master", "m 1.2.3.4 x 1.2.3.4 7"), None);
+        assert_eq!(
+            parse_message("+switch-master", "m 1.2.3.4 x 1.2.3.4 7"),
+            None
+        );
     }
 
     #[test]
     fn failover_steps_name_the_master_being_replaced() {
-        let m = parse_message("+failover-state-select-slave", "master mymaster 10.0.0.1 6390").unwrap();
+        let m = parse_message(
+            "+failover-state-select-slave",
+            "master mymaster 10.0.0.1 6390",
+        )
+        .unwrap();
         assert_eq!(
             m,
             SentinelMessage::FailoverStarted {
@@ -333,10 +393,19 @@ mod tests {
             "slave 10.0.0.1:6391 10.0.0.1 6391 @ mymaster 10.0.0.1 6390",
         )
         .unwrap();
-        assert!(matches!(m, SentinelMessage::FailoverStarted { ref master, .. } if *master == Addr::new("10.0.0.1", 6390)));
-        let m = parse_message("-failover-abort-not-elected", "master mymaster 10.0.0.1 6390").unwrap();
+        assert!(
+            matches!(m, SentinelMessage::FailoverStarted { ref master, .. } if *master == Addr::new("10.0.0.1", 6390))
+        );
+        let m = parse_message(
+            "-failover-abort-not-elected",
+            "master mymaster 10.0.0.1 6390",
+        )
+        .unwrap();
         assert!(matches!(m, SentinelMessage::FailoverAborted { .. }));
-        assert_eq!(parse_message("+sdown", "master mymaster 10.0.0.1 6390"), None);
+        assert_eq!(
+            parse_message("+sdown", "master mymaster 10.0.0.1 6390"),
+            None
+        );
     }
 
     #[test]
@@ -358,32 +427,68 @@ mod tests {
 
     #[test]
     fn new_sentinel_message_gives_its_address() {
-        let m = parse_message("+sentinel", "sentinel abc123 127.0.0.1 26380 @ mymaster 127.0.0.1 6379").unwrap();
+        let m = parse_message(
+            "+sentinel",
+            "sentinel abc123 127.0.0.1 26380 @ mymaster 127.0.0.1 6379",
+        )
+        .unwrap();
         assert_eq!(
             m,
-            SentinelMessage::NewSentinel { name: "mymaster".into(), sentinel: Addr::new("127.0.0.1", 26380) }
+            SentinelMessage::NewSentinel {
+                name: "mymaster".into(),
+                sentinel: Addr::new("127.0.0.1", 26380)
+            }
         );
     }
 
     #[test]
     fn pubsub_frames_give_channel_and_payload() {
-        let f = Frame::Array(vec![Frame::bulk("pmessage"), Frame::bulk("+*"), Frame::bulk("+switch-master"), Frame::bulk("x")]);
-        assert_eq!(pubsub_message(f), Some(("+switch-master".into(), "x".into())));
-        let f = Frame::Push(vec![Frame::bulk("message"), Frame::bulk("c"), Frame::bulk("p")]);
+        let f = Frame::Array(vec![
+            Frame::bulk("pmessage"),
+            Frame::bulk("+*"),
+            Frame::bulk("+switch-master"),
+            Frame::bulk("x"),
+        ]);
+        assert_eq!(
+            pubsub_message(f),
+            Some(("+switch-master".into(), "x".into()))
+        );
+        let f = Frame::Push(vec![
+            Frame::bulk("message"),
+            Frame::bulk("c"),
+            Frame::bulk("p"),
+        ]);
         assert_eq!(pubsub_message(f), Some(("c".into(), "p".into())));
-        let f = Frame::Array(vec![Frame::bulk("psubscribe"), Frame::bulk("+*"), Frame::Integer(1)]);
+        let f = Frame::Array(vec![
+            Frame::bulk("psubscribe"),
+            Frame::bulk("+*"),
+            Frame::Integer(1),
+        ]);
         assert_eq!(pubsub_message(f), None);
         assert_eq!(pubsub_message(Frame::Integer(3)), None);
     }
 
     #[test]
     fn instance_fields_from_flat_array_and_map() {
-        let flat = Frame::Array(vec![Frame::bulk("ip"), Frame::bulk("1.2.3.4"), Frame::bulk("port"), Frame::bulk("7"), Frame::bulk("flags"), Frame::bulk("slave,s_down")]);
+        let flat = Frame::Array(vec![
+            Frame::bulk("ip"),
+            Frame::bulk("1.2.3.4"),
+            Frame::bulk("port"),
+            Frame::bulk("7"),
+            Frame::bulk("flags"),
+            Frame::bulk("slave,s_down"),
+        ]);
         let f = fields(flat);
         assert_eq!(instance_addr(&f), Some(Addr::new("1.2.3.4", 7)));
-        let r = ReplicaInfo { addr: Addr::new("1.2.3.4", 7), flags: f["flags"].clone() };
+        let r = ReplicaInfo {
+            addr: Addr::new("1.2.3.4", 7),
+            flags: f["flags"].clone(),
+        };
         assert!(!r.usable());
-        let map = Frame::Map(vec![(Frame::bulk("ip"), Frame::bulk("h")), (Frame::bulk("port"), Frame::bulk("9"))]);
+        let map = Frame::Map(vec![
+            (Frame::bulk("ip"), Frame::bulk("h")),
+            (Frame::bulk("port"), Frame::bulk("9")),
+        ]);
         assert_eq!(instance_addr(&fields(map)), Some(Addr::new("h", 9)));
     }
 }

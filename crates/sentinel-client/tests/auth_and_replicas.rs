@@ -27,12 +27,16 @@ async fn sentinel_password_differs_from_master_acl_user_and_replica_reads_work()
 
     // Credentials swapped: the sentinels refuse us, and the error says so.
     let wrong = pool_options(&group).sentinel_auth(Some("app"), "app-secret");
-    let err = SentinelPool::new(wrong).await.expect_err("sentinels refuse the data user");
+    let err = SentinelPool::new(wrong)
+        .await
+        .expect_err("sentinels refuse the data user");
     assert!(matches!(err, Error::AllSentinelsDown { .. }), "{err:?}");
     assert!(!err.to_string().contains("app-secret"));
 
     let pool = SentinelPool::new(opts).await.expect("pool with split auth");
-    pool.call(&["SET", "split-auth", "ok"]).await.expect("write as the ACL user");
+    pool.call(&["SET", "split-auth", "ok"])
+        .await
+        .expect("write as the ACL user");
     let mut c = pool.get().await.unwrap();
     let who = c.call(&["ACL", "WHOAMI"]).await.unwrap();
     assert_eq!(who.as_bytes(), Some(&b"app"[..]));
@@ -48,14 +52,20 @@ async fn sentinel_password_differs_from_master_acl_user_and_replica_reads_work()
         seen.insert(r.addr().clone());
         let start = std::time::Instant::now();
         loop {
-            let v = r.call(&["GET", "split-auth"]).await.expect("read on replica");
+            let v = r
+                .call(&["GET", "split-auth"])
+                .await
+                .expect("read on replica");
             if v.as_bytes() == Some(&b"ok"[..]) {
                 break;
             }
             assert!(start.elapsed() < DEADLINE, "replica never got the write");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let err = r.call(&["SET", "x", "1"]).await.expect_err("replicas are read-only");
+        let err = r
+            .call(&["SET", "x", "1"])
+            .await
+            .expect_err("replicas are read-only");
         assert_eq!(err.server_error().map(|e| e.code()), Some("READONLY"));
     }
     assert_eq!(seen, replicas, "round robin reaches every replica");
@@ -67,7 +77,9 @@ async fn replica_request_falls_back_to_master_only_when_allowed() {
     let pool = SentinelPool::new(pool_options(&group)).await.unwrap();
     let err = pool.replica().await.expect_err("no replicas");
     assert!(matches!(err, Error::NoReplica { tried: 0, .. }), "{err:?}");
-    let pool = SentinelPool::new(pool_options(&group).replica_fallback_to_master(true)).await.unwrap();
+    let pool = SentinelPool::new(pool_options(&group).replica_fallback_to_master(true))
+        .await
+        .unwrap();
     let r = pool.replica().await.expect("fallback to master");
     assert!(r.is_master());
     assert_eq!(r.addr(), &addr_of(&group.master));

@@ -5,7 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ferry_sentinel::{Addr, BlockingSentinelPool, Error, Event, Frame, SentinelPool, SentinelPoolOptions};
+use ferry_sentinel::{
+    Addr, BlockingSentinelPool, Error, Event, Frame, SentinelPool, SentinelPoolOptions,
+};
 use ferry_testkit::{Server, ServerOptions, Version};
 
 /// A port nothing listens on (bound, then released).
@@ -14,14 +16,23 @@ fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-
 #[tokio::test]
 async fn all_sentinels_down_at_start_gives_first_error() {
-    let opts = SentinelPoolOptions::new("mymaster", [Addr::new("127.0.0.1", closed_port()), Addr::new("127.0.0.1", closed_port())]);
-    let err = SentinelPool::new(opts).await.expect_err("no sentinel answers");
+    let opts = SentinelPoolOptions::new(
+        "mymaster",
+        [
+            Addr::new("127.0.0.1", closed_port()),
+            Addr::new("127.0.0.1", closed_port()),
+        ],
+    );
+    let err = SentinelPool::new(opts)
+        .await
+        .expect_err("no sentinel answers");
     assert!(matches!(err, Error::AllSentinelsDown { .. }), "{err:?}");
     assert!(
-        err.to_string().starts_with("All sentinels down, cannot determine where is mymaster master is running..."),
+        err.to_string().starts_with(
+            "All sentinels down, cannot determine where is mymaster master is running..."
+        ),
         "{err}"
     );
     assert!(err.is_resolve_error());
@@ -29,23 +40,37 @@ async fn all_sentinels_down_at_start_gives_first_error() {
 
 #[tokio::test]
 async fn sentinel_that_does_not_monitor_the_name_gives_second_error() {
-    let sentinel = Server::start(ServerOptions::new(Version::V7_0).sentinel()).expect("a sentinel monitoring nothing");
-    let opts = SentinelPoolOptions::new("othermaster", [Addr::new("127.0.0.1", closed_port()), addr_of(&sentinel)]);
-    let err = SentinelPool::new(opts).await.expect_err("name not monitored");
+    let sentinel = Server::start(ServerOptions::new(Version::V7_0).sentinel())
+        .expect("a sentinel monitoring nothing");
+    let opts = SentinelPoolOptions::new(
+        "othermaster",
+        [Addr::new("127.0.0.1", closed_port()), addr_of(&sentinel)],
+    );
+    let err = SentinelPool::new(opts)
+        .await
+        .expect_err("name not monitored");
     assert!(matches!(err, Error::NotMonitored { .. }), "{err:?}");
-    assert_eq!(err.to_string(), "Can connect to sentinel, but othermaster seems to be not monitored...");
+    assert_eq!(
+        err.to_string(),
+        "Can connect to sentinel, but othermaster seems to be not monitored..."
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_pool_blocks_up_to_max_wait_then_fails_clearly() {
     let group = small_group();
     let max_wait = Duration::from_millis(300);
-    let pool = SentinelPool::new(pool_options(&group).max_total(2).max_wait(Some(max_wait))).await.unwrap();
+    let pool = SentinelPool::new(pool_options(&group).max_total(2).max_wait(Some(max_wait)))
+        .await
+        .unwrap();
     let a = pool.get().await.unwrap();
     let b = pool.get().await.unwrap();
     assert_eq!(pool.stats().active, 2);
 
-    let err = pool.get().await.expect_err("third borrow exceeds max_total");
+    let err = pool
+        .get()
+        .await
+        .expect_err("third borrow exceeds max_total");
     match &err {
         Error::PoolExhausted { waited, max_total } => {
             assert!(*waited >= max_wait, "gave up before max_wait: {waited:?}");
@@ -53,39 +78,72 @@ async fn exhausted_pool_blocks_up_to_max_wait_then_fails_clearly() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(err.to_string().starts_with("pool exhausted after "), "{err}");
+    assert!(
+        err.to_string().starts_with("pool exhausted after "),
+        "{err}"
+    );
     assert!(err.to_string().contains(" ms"), "{err}");
     assert!(err.is_pool_exhausted() && err.is_timeout());
 
     // A waiting borrower gets the connection that comes back.
     let pool2 = pool.clone();
-    let waiter = tokio::spawn(async move { pool2.get_timeout(Duration::from_secs(60)).await.map(|c| c.generation()) });
-    eventually(DEADLINE, "the waiter to be parked", || !waiter.is_finished()).await;
+    let waiter = tokio::spawn(async move {
+        pool2
+            .get_timeout(Duration::from_secs(60))
+            .await
+            .map(|c| c.generation())
+    });
+    eventually(DEADLINE, "the waiter to be parked", || {
+        !waiter.is_finished()
+    })
+    .await;
     drop(a);
-    let got = waiter.await.unwrap().expect("waiter gets the returned connection");
+    let got = waiter
+        .await
+        .unwrap()
+        .expect("waiter gets the returned connection");
     assert_eq!(got, pool.generation());
     drop(b);
     assert_eq!(pool.stats().idle, 2);
     assert_eq!(pool.stats().created, 2, "connections were reused");
 
     // Without blocking, exhaustion is immediate.
-    let nb = SentinelPool::new(pool_options(&group).max_total(1).block_when_exhausted(false)).await.unwrap();
+    let nb = SentinelPool::new(
+        pool_options(&group)
+            .max_total(1)
+            .block_when_exhausted(false),
+    )
+    .await
+    .unwrap();
     let _only = nb.get().await.unwrap();
     let err = nb.get().await.expect_err("exhausted");
-    assert!(matches!(err, Error::PoolExhausted { waited, .. } if waited.is_zero()), "{err:?}");
+    assert!(
+        matches!(err, Error::PoolExhausted { waited, .. } if waited.is_zero()),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_on_borrow_replaces_an_idle_connection_the_server_closed() {
     let group = small_group();
-    let pool = SentinelPool::new(pool_options(&group).test_on_borrow(true)).await.unwrap();
+    let pool = SentinelPool::new(pool_options(&group).test_on_borrow(true))
+        .await
+        .unwrap();
     let mut c = pool.get().await.unwrap();
     c.call(&["CLIENT", "SETNAME", "doomed"]).await.unwrap();
     drop(c);
     assert_eq!(pool.stats().idle, 1);
     let mut admin = group.master.client();
-    let _: redis::Value = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").query(&mut admin).unwrap();
-    let mut c = pool.get().await.expect("a fresh connection replaces the dead idle one");
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut admin)
+        .unwrap();
+    let mut c = pool
+        .get()
+        .await
+        .expect("a fresh connection replaces the dead idle one");
     let reply = c.call(&["PING"]).await.unwrap();
     assert_eq!(reply, Frame::simple("PONG"));
     assert_eq!(pool.stats().destroyed_broken, 1);
@@ -115,7 +173,9 @@ fn blocking_pool_serves_plain_threads_and_returns_connections_on_drop() {
     assert_eq!(pool.master_addr(), Some(addr_of(&group.master)));
     let _held = pool.get().unwrap();
     let _held2 = pool.get().unwrap();
-    let err = pool.get_timeout(Duration::from_millis(100)).expect_err("exhausted");
+    let err = pool
+        .get_timeout(Duration::from_millis(100))
+        .expect_err("exhausted");
     assert!(err.is_pool_exhausted());
 }
 
@@ -133,11 +193,21 @@ async fn readonly_reply_demotes_the_master_and_the_pool_resolves_again() {
     // Turn the master into a replica behind the sentinels' back: writes now get READONLY.
     let upstream = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     let mut admin = group.master.client();
-    let _: () = redis::cmd("REPLICAOF").arg(upstream.host()).arg(upstream.port()).query(&mut admin).unwrap();
-    let err = c.call(&["SET", "k", "v"]).await.expect_err("a replica refuses writes");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg(upstream.host())
+        .arg(upstream.port())
+        .query(&mut admin)
+        .unwrap();
+    let err = c
+        .call(&["SET", "k", "v"])
+        .await
+        .expect_err("a replica refuses writes");
     assert_eq!(err.server_error().map(|e| e.code()), Some("READONLY"));
     assert!(err.is_safe_to_retry());
-    assert!(pool.generation() > generation, "READONLY ended the generation");
+    assert!(
+        pool.generation() > generation,
+        "READONLY ended the generation"
+    );
     assert!(!c.is_current());
     drop(c);
     eventually(DEADLINE, "the demotion event", || {
@@ -147,10 +217,19 @@ async fn readonly_reply_demotes_the_master_and_the_pool_resolves_again() {
     assert_eq!(pool.stats().discarded_on_return, 1);
 
     // Back to master: the next borrow resolves it again (sentinels + ROLE) and writes go through.
-    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut admin).unwrap();
-    let mut c = pool.get_timeout(Duration::from_secs(30)).await.expect("resolved again");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut admin)
+        .unwrap();
+    let mut c = pool
+        .get_timeout(Duration::from_secs(30))
+        .await
+        .expect("resolved again");
     assert_eq!(c.addr(), &master);
-    c.call(&["SET", "k", "v"]).await.expect("write after the master is back");
+    c.call(&["SET", "k", "v"])
+        .await
+        .expect("write after the master is back");
 }
 
 /// A loopback TCP forwarder standing in for a NAT: connections to the returned address reach `to`.
@@ -161,7 +240,9 @@ async fn forwarder(to: Addr) -> Addr {
         while let Ok((mut inbound, _)) = listener.accept().await {
             let to = to.clone();
             tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect((to.host.as_str(), to.port)).await {
+                if let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect((to.host.as_str(), to.port)).await
+                {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 }
             });
@@ -175,7 +256,10 @@ async fn address_map_sends_connections_to_the_reachable_address() {
     let group = small_group();
     let announced = addr_of(&group.master);
     let reachable = forwarder(announced.clone()).await;
-    let pool = SentinelPool::new(pool_options(&group).map_address(announced.clone(), reachable.clone())).await.unwrap();
+    let pool =
+        SentinelPool::new(pool_options(&group).map_address(announced.clone(), reachable.clone()))
+            .await
+            .unwrap();
     assert_eq!(pool.master_addr(), Some(reachable.clone()));
     let mut c = pool.get().await.unwrap();
     assert_eq!(c.addr(), &reachable);
@@ -184,15 +268,25 @@ async fn address_map_sends_connections_to_the_reachable_address() {
     let list = c.call(&["CLIENT", "LIST"]).await.unwrap();
     assert!(list.as_bytes().is_some());
     let mut admin = group.master.client();
-    let v: Option<String> = redis::cmd("GET").arg("through-nat").query(&mut admin).unwrap();
+    let v: Option<String> = redis::cmd("GET")
+        .arg("through-nat")
+        .query(&mut admin)
+        .unwrap();
     assert_eq!(v.as_deref(), Some("1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_idle_connections_are_kept_ready_and_max_idle_caps_returns() {
     let group = small_group();
-    let pool = SentinelPool::new(pool_options(&group).min_idle(2).max_idle(3).max_total(5)).await.unwrap();
-    eventually(DEADLINE, "min_idle connections opened in the background", || pool.stats().idle == 2).await;
+    let pool = SentinelPool::new(pool_options(&group).min_idle(2).max_idle(3).max_total(5))
+        .await
+        .unwrap();
+    eventually(
+        DEADLINE,
+        "min_idle connections opened in the background",
+        || pool.stats().idle == 2,
+    )
+    .await;
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(pool.get().await.unwrap());

@@ -47,28 +47,49 @@ async fn killed_sentinels_are_retried_and_resubscribed_while_the_known_master_ke
     let seed = opts.sentinels[0].clone();
     let pool = SentinelPool::new(opts).await.expect("pool");
     let events = collect_events(&pool);
-    eventually(DEADLINE, "all three sentinels learned and subscribed", || {
-        let s = pool.stats();
-        s.sentinels.len() == 3 && s.listeners_up == 3
-    })
+    eventually(
+        DEADLINE,
+        "all three sentinels learned and subscribed",
+        || {
+            let s = pool.stats();
+            s.sentinels.len() == 3 && s.listeners_up == 3
+        },
+    )
     .await;
     assert_eq!(pool.sentinels().len(), 3);
-    assert!(events.lock().unwrap().iter().filter(|e| matches!(e, Event::SentinelAdded { .. })).count() == 2);
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::SentinelAdded { .. }))
+            .count()
+            == 2
+    );
 
     for s in group.sentinels.iter_mut() {
         s.kill();
     }
     let all: Vec<_> = group.sentinels.iter().map(addr_of).collect();
-    eventually(DEADLINE, "every listener to report its sentinel lost", || {
-        let evs = events.lock().unwrap();
-        all.iter().all(|a| evs.iter().any(|e| matches!(e, Event::SentinelLost { sentinel, .. } if sentinel == a)))
-    })
+    eventually(
+        DEADLINE,
+        "every listener to report its sentinel lost",
+        || {
+            let evs = events.lock().unwrap();
+            all.iter().all(|a| {
+                evs.iter()
+                    .any(|e| matches!(e, Event::SentinelLost { sentinel, .. } if sentinel == a))
+            })
+        },
+    )
     .await;
     eventually(DEADLINE, "the retry log lines", || {
         let text = logs.text();
         all.iter().all(|a| {
-            text.contains(&format!("Lost connection to Sentinel at {}:{}. Sleeping ", a.host, a.port))
-                && text.contains("ms and retrying.")
+            text.contains(&format!(
+                "Lost connection to Sentinel at {}:{}. Sleeping ",
+                a.host, a.port
+            )) && text.contains("ms and retrying.")
         })
     })
     .await;
@@ -81,16 +102,25 @@ async fn killed_sentinels_are_retried_and_resubscribed_while_the_known_master_ke
         let mut c = pool.get().await.expect("borrow with all sentinels down");
         assert_eq!(c.addr(), &master);
         let key = format!("while-down:{i}");
-        c.call(&["SET", key.as_str(), "1"]).await.expect("write with all sentinels down");
+        c.call(&["SET", key.as_str(), "1"])
+            .await
+            .expect("write with all sentinels down");
         conns.push(c);
     }
     drop(conns);
     eventually(DEADLINE, "the poll to report the failed resolve", || {
-        events.lock().unwrap().iter().any(|e| matches!(e, Event::ResolveFailed { .. }))
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::ResolveFailed { .. }))
     })
     .await;
     assert_eq!(pool.master_addr(), Some(master.clone()));
-    assert!(pool.sentinels().contains(&seed), "the seed is never dropped");
+    assert!(
+        pool.sentinels().contains(&seed),
+        "the seed is never dropped"
+    );
 
     for s in group.sentinels.iter_mut() {
         s.restart().expect("sentinel restarts on its port");
@@ -98,16 +128,25 @@ async fn killed_sentinels_are_retried_and_resubscribed_while_the_known_master_ke
     eventually(DEADLINE, "every listener to resubscribe", || {
         let evs = events.lock().unwrap();
         pool.stats().listeners_up == 3
-            && all.iter().all(|a| evs.iter().any(|e| matches!(e, Event::SentinelBack { sentinel } if sentinel == a)))
+            && all.iter().all(|a| {
+                evs.iter()
+                    .any(|e| matches!(e, Event::SentinelBack { sentinel } if sentinel == a))
+            })
     })
     .await;
 
     // The resubscribed listeners follow a failover.
     tokio::task::block_in_place(|| group.wait_converged(DEADLINE)).expect("sentinels agree again");
-    let new = tokio::task::block_in_place(|| group.failover()).expect("failover after the sentinels returned");
+    let new = tokio::task::block_in_place(|| group.failover())
+        .expect("failover after the sentinels returned");
     let new = new.parse::<ferry_sentinel::Addr>().unwrap();
-    eventually(DEADLINE, "the pool to follow the failover", || pool.master_addr().as_ref() == Some(&new)).await;
+    eventually(DEADLINE, "the pool to follow the failover", || {
+        pool.master_addr().as_ref() == Some(&new)
+    })
+    .await;
     let mut c = pool.get().await.unwrap();
     assert_eq!(c.addr(), &new);
-    c.call(&["SET", "after-failover", "1"]).await.expect("write on the new master");
+    c.call(&["SET", "after-failover", "1"])
+        .await
+        .expect("write on the new master");
 }

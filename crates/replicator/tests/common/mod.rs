@@ -278,18 +278,18 @@ pub struct ProcJob {
 impl ProcJob {
     /// Starts `examples/sync` with checkpoints (db 15) and `--flush-on-resync`.
     pub fn start(source: &Server, target: &Server) -> ProcJob {
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .unwrap()
-            .join("examples")
-            .join("sync");
-        assert!(
-            bin.exists(),
-            "{} is missing: `cargo test` builds the examples",
-            bin.display()
-        );
+        let db = CHECKPOINT_DB.to_string();
+        ProcJob::start_with(source, target, &["--checkpoint-db", &db])
+    }
+
+    /// Starts `examples/sync` into a cluster (`target` is one of its masters); the workload's database 1 is
+    /// filtered out (a cluster has only database 0).
+    pub fn start_cluster(source: &Server, target: &Server) -> ProcJob {
+        ProcJob::start_with(source, target, &["--target-cluster", "--block-db", "1"])
+    }
+
+    fn start_with(source: &Server, target: &Server, extra: &[&str]) -> ProcJob {
+        let bin = sync_example();
         let mut child = std::process::Command::new(&bin)
             .args([
                 "--source",
@@ -298,13 +298,8 @@ impl ProcJob {
                 &target.url(),
                 "--checkpoint",
             ])
-            .args([
-                "--checkpoint-db",
-                &CHECKPOINT_DB.to_string(),
-                "--flush-on-resync",
-                "--conflict",
-                "rewrite",
-            ])
+            .args(["--flush-on-resync", "--conflict", "rewrite"])
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start the sync example");
@@ -370,6 +365,40 @@ impl Drop for ProcJob {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `sync` example's binary, built with the cargo that runs the tests (a plain `cargo test` builds it already;
+/// `cargo test --test faults` does not).
+fn sync_example() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .unwrap()
+                .to_path_buf();
+            let bin = profile_dir.join("examples").join("sync");
+            let target_dir = profile_dir.parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args([
+                    "build",
+                    "-p",
+                    "ferry-replicator",
+                    "--example",
+                    "sync",
+                    "--target-dir",
+                ])
+                .arg(target_dir)
+                .status()
+                .expect("run cargo to build the sync example");
+            assert!(status.success(), "building the sync example failed");
+            assert!(bin.exists(), "{} is missing after the build", bin.display());
+            bin
+        })
+        .clone()
 }
 
 /// The checkpoint value stored in the target (db 15), if any.

@@ -34,10 +34,13 @@ pub fn small_group() -> SentinelGroup {
 
 /// Pool options for `group` with test-friendly timings (fast listener retry and poll).
 pub fn pool_options(group: &SentinelGroup) -> SentinelPoolOptions {
-    let mut o = SentinelPoolOptions::new(group.master_name.clone(), group.sentinels.iter().map(addr_of))
-        .poll_interval(Duration::from_millis(500))
-        .listener_retry_base(Duration::from_millis(200))
-        .resolve_timeout(Duration::from_secs(30));
+    let mut o = SentinelPoolOptions::new(
+        group.master_name.clone(),
+        group.sentinels.iter().map(addr_of),
+    )
+    .poll_interval(Duration::from_millis(500))
+    .listener_retry_base(Duration::from_millis(200))
+    .resolve_timeout(Duration::from_secs(30));
     o.listener_retry_max = Duration::from_secs(1);
     o
 }
@@ -93,11 +96,18 @@ pub fn spawn_writers(
                             continue;
                         }
                     };
-                    let cmds = vec![vec!["INCR", "counter"], vec!["SET", key.as_str(), val.as_str()]];
+                    let cmds = vec![
+                        vec!["INCR", "counter"],
+                        vec!["SET", key.as_str(), val.as_str()],
+                    ];
                     match conn.pipeline(&cmds).await {
                         Ok(frames) if frames.iter().all(|f| !matches!(f, Frame::Error(_))) => {
                             let addr = conn.addr().clone();
-                            log.lock().unwrap().acks.push(Ack { n, addr, at: Instant::now() });
+                            log.lock().unwrap().acks.push(Ack {
+                                n,
+                                addr,
+                                at: Instant::now(),
+                            });
                         }
                         Ok(_) => log.lock().unwrap().failures += 1,
                         Err(e) => {
@@ -156,10 +166,11 @@ fn role_of(c: &mut redis::Connection) -> Option<String> {
 impl RoleHistory {
     pub fn start(group: &SentinelGroup) -> RoleHistory {
         // Sentinels kill normal clients on the servers they reconfigure: reconnect when that happens.
-        let servers: Vec<(Addr, redis::ConnectionInfo, Option<redis::Connection>)> = std::iter::once(&group.master)
-            .chain(group.replicas.iter())
-            .map(|s| (addr_of(s), s.connection_info(), None))
-            .collect();
+        let servers: Vec<(Addr, redis::ConnectionInfo, Option<redis::Connection>)> =
+            std::iter::once(&group.master)
+                .chain(group.replicas.iter())
+                .map(|s| (addr_of(s), s.connection_info(), None))
+                .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let changes = Arc::new(Mutex::new(Vec::new()));
         let (stop2, changes2) = (stop.clone(), changes.clone());
@@ -170,7 +181,8 @@ impl RoleHistory {
                 for (addr, info, con) in servers.iter_mut() {
                     if con.is_none() {
                         *con = redis::Client::open(info.clone()).ok().and_then(|c| {
-                            c.get_connection_with_timeout(Duration::from_millis(200)).ok()
+                            c.get_connection_with_timeout(Duration::from_millis(200))
+                                .ok()
                         });
                     }
                     let role = con.as_mut().and_then(role_of);
@@ -181,13 +193,20 @@ impl RoleHistory {
                     let role = role.unwrap_or_default();
                     if last.get(addr) != Some(&role) {
                         last.insert(addr.clone(), role.clone());
-                        changes2.lock().unwrap().push((Instant::now(), addr.clone(), role));
+                        changes2
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), addr.clone(), role));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
-        RoleHistory { stop, changes, handle: Some(handle) }
+        RoleHistory {
+            stop,
+            changes,
+            handle: Some(handle),
+        }
     }
 
     pub fn stop(&mut self) -> Vec<(Instant, Addr, String)> {
@@ -210,12 +229,20 @@ pub fn assert_no_acknowledged_write_lost(master: &Server, log: &WriteLog) {
     let mut con = master.client();
     let keys: Vec<String> = log.acks.iter().map(|a| format!("key:{}", a.n)).collect();
     for chunk in keys.chunks(500) {
-        let vals: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(&mut con).expect("MGET");
+        let vals: Vec<Option<String>> =
+            redis::cmd("MGET").arg(chunk).query(&mut con).expect("MGET");
         for (k, v) in chunk.iter().zip(vals) {
-            assert!(v.is_some(), "acknowledged {k} is missing on the final master {}", master.addr());
+            assert!(
+                v.is_some(),
+                "acknowledged {k} is missing on the final master {}",
+                master.addr()
+            );
         }
     }
-    let counter: u64 = redis::cmd("GET").arg("counter").query(&mut con).expect("GET counter");
+    let counter: u64 = redis::cmd("GET")
+        .arg("counter")
+        .query(&mut con)
+        .expect("GET counter");
     assert!(
         counter >= log.acks.len() as u64,
         "counter {counter} is below the {} acknowledged INCRs",
