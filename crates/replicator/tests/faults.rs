@@ -51,7 +51,7 @@ fn sigkill_during_live_stream_resumes_without_losing_or_repeating_incr() {
 #[test]
 fn sigkill_during_rdb_redoes_the_full_sync_and_ends_equal() {
     let source =
-        Server::start(ServerOptions::new(Version::V7_0).config("rdb-key-save-delay", "2000"))
+        Server::start(ServerOptions::new(Version::V7_0).config("rdb-key-save-delay", "10000"))
             .unwrap();
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     fill(&Target::from(&source), &FillOptions::seed(12)).unwrap();

@@ -88,3 +88,27 @@ fn password_protected_source_and_target() {
     assert_eq!(counter(&target, "auth"), rounds);
     job.stop().unwrap();
 }
+
+#[test]
+fn wait_on_the_source_counts_the_job_as_an_acknowledging_replica() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let job = Job::start(&source, &target, |_| {});
+    job.wait_incremental();
+    let mut c = source.client();
+    for i in 0..50 {
+        redis::cmd("SET")
+            .arg(format!("w{i}"))
+            .arg(i)
+            .exec(&mut c)
+            .unwrap();
+        // REPLCONF GETACK goes out; our REPLCONF ACK must cover this write, to the byte.
+        let acked: u64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(120_000)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(acked, 1);
+    }
+    job.stop().unwrap();
+}

@@ -1,7 +1,8 @@
-//! A tokio-util codec over [`Decoder`] and [`encode_frame`].
+//! tokio-util codecs: [`RespCodec`] (frames) and [`CommandCodec`] (commands).
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
+use crate::command::Command;
 use crate::decode::{Decoder, Limits};
 use crate::encode::encode_frame;
 use crate::error::Error;
@@ -73,6 +74,82 @@ impl tokio_util::codec::Encoder<&Frame> for RespCodec {
 
     fn encode(&mut self, item: &Frame, dst: &mut BytesMut) -> Result<(), Error> {
         encode_frame(item, dst);
+        Ok(())
+    }
+}
+
+/// A `tokio_util::codec` codec for command streams (what a server reads from clients, what a
+/// master sends its replicas): decodes [`Command`]s with [`Decoder::decode_command`] and
+/// encodes a `Command` (or `&Command`) by writing its raw bytes verbatim.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use ferry_resp::{encode_command, CommandCodec};
+/// use tokio_util::codec::{Decoder as _, Encoder as _};
+///
+/// let mut codec = CommandCodec::new();
+/// let mut input = BytesMut::new();
+/// encode_command(&["DEL", "k"], &mut input);
+/// let wire = input.clone();
+/// let cmd = codec.decode(&mut input).unwrap().unwrap();
+/// assert_eq!(cmd.name(), b"DEL");
+/// let mut out = BytesMut::new();
+/// codec.encode(&cmd, &mut out).unwrap();
+/// assert_eq!(out, wire);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CommandCodec {
+    decoder: Decoder,
+}
+
+impl CommandCodec {
+    /// A codec with the default [`Limits`].
+    pub fn new() -> CommandCodec {
+        CommandCodec::default()
+    }
+
+    /// A codec with the given limits.
+    pub fn with_limits(limits: Limits) -> CommandCodec {
+        CommandCodec {
+            decoder: Decoder::with_limits(limits),
+        }
+    }
+}
+
+impl tokio_util::codec::Decoder for CommandCodec {
+    type Item = Command;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Command>, Error> {
+        self.decoder.decode_command(src)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Command>, Error> {
+        match self.decoder.decode_command(src)? {
+            Some(cmd) => Ok(Some(cmd)),
+            None if src.is_empty() => Ok(None),
+            None => Err(Error::Protocol(format!(
+                "stream ended inside a command ({} bytes left)",
+                src.len()
+            ))),
+        }
+    }
+}
+
+impl tokio_util::codec::Encoder<Command> for CommandCodec {
+    type Error = Error;
+
+    fn encode(&mut self, item: Command, dst: &mut BytesMut) -> Result<(), Error> {
+        dst.put_slice(item.raw());
+        Ok(())
+    }
+}
+
+impl tokio_util::codec::Encoder<&Command> for CommandCodec {
+    type Error = Error;
+
+    fn encode(&mut self, item: &Command, dst: &mut BytesMut) -> Result<(), Error> {
+        dst.put_slice(item.raw());
         Ok(())
     }
 }

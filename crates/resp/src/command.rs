@@ -48,6 +48,20 @@ impl ArgSpans {
         }
     }
 
+    /// Forgets every range (keeping no spilled `Vec`, so one huge command does not pin memory).
+    #[inline]
+    pub(crate) fn clear(&mut self) {
+        match self {
+            ArgSpans::Inline { len, .. } => *len = 0,
+            ArgSpans::Heap(_) => *self = ArgSpans::default(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn as_slice_for_test(&self) -> &[Span] {
+        self.as_slice()
+    }
+
     #[inline]
     fn as_slice(&self) -> &[Span] {
         match self {

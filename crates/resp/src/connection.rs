@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
+use crate::command::Command;
 use crate::decode::{Decoder, Limits};
 use crate::encode::encode_command;
 use crate::error::Error;
@@ -292,6 +293,25 @@ impl Connection {
             return Ok(push);
         }
         self.next_frame().await
+    }
+
+    /// Returns the next command from the peer: for a replication stream (after the RDB), where
+    /// the master sends nothing but commands (arrays of bulk strings). Each [`Command`] keeps
+    /// its exact wire bytes ([`Command::len_on_wire`] advances the replication offset, and
+    /// [`Command::raw`] can be forwarded verbatim). Anything still in the write buffer (e.g. a
+    /// `REPLCONF ACK`) is sent meanwhile. A reply or push that is not a command gives
+    /// [`Error::NotACommand`]; set-aside RESP3 pushes are not returned here. End of stream gives
+    /// [`Error::Closed`]; a read timeout gives [`Error::Timeout`] and may be retried.
+    ///
+    /// Cancel-safe: if the future is dropped (inside `tokio::time::timeout` or `select!`), bytes
+    /// already read stay buffered, with the decoder's progress, for the next call.
+    pub async fn read_command(&mut self) -> Result<Command, Error> {
+        loop {
+            if let Some(cmd) = self.decoder.decode_command(&mut self.rbuf)? {
+                return Ok(cmd);
+            }
+            self.fill().await?;
+        }
     }
 
     /// Reads one raw line (up to LF, returned without the CR LF or a lone LF), from the buffered

@@ -141,7 +141,7 @@ impl Decoder {
         self.scanned = 0;
         self.need = 0;
         self.cmd_left = 0;
-        self.cmd_args = ArgSpans::default();
+        self.cmd_args.clear();
     }
 
     /// Whether a frame has been partly checked and waits for more bytes.
@@ -329,9 +329,7 @@ impl Decoder {
                 return Ok(false);
             }
             if buf[end - 2] != b'\r' || buf[end - 1] != b'\n' {
-                return Err(Error::Protocol(
-                    "bulk string not terminated by CRLF".into(),
-                ));
+                return Err(Error::Protocol("bulk string not terminated by CRLF".into()));
             }
             self.cmd_args.push(Span {
                 start: next,
@@ -808,14 +806,12 @@ fn not_a_command_at(kind: u8, offset: usize) -> Error {
         b'~' => "set",
         b'>' => "push",
         b'|' => "attribute",
-        _ => {
-            return Error::Protocol(format!(
-                "invalid type byte 0x{kind:02x} at offset {offset}"
-            ))
-        }
+        _ => return Error::Protocol(format!("invalid type byte 0x{kind:02x} at offset {offset}")),
     };
     if offset == 0 {
-        Error::NotACommand(format!("{what} where an array of bulk strings was expected"))
+        Error::NotACommand(format!(
+            "{what} where an array of bulk strings was expected"
+        ))
     } else {
         Error::NotACommand(format!(
             "{what} at offset {offset} where a bulk string argument was expected"
@@ -1023,5 +1019,39 @@ mod tests {
         buf.extend_from_slice(b"\n");
         let f = dec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(f.as_bytes().map(<[u8]>::len), Some(10_000));
+    }
+
+    #[test]
+    fn command_argument_arriving_in_pieces_is_not_rescanned() {
+        let mut dec = Decoder::new();
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n"[..]);
+        assert!(dec.decode_command(&mut buf).unwrap().is_none());
+        // Resumes at the value's header, and waits for the value's end without looking.
+        assert_eq!(dec.pos, 20);
+        assert_eq!(dec.need, 20 + 12 + 1_000_000);
+        assert_eq!(dec.cmd_args.clone().as_slice_for_test().len(), 2);
+        for _ in 0..1000 {
+            buf.extend_from_slice(&[b'x'; 1000]);
+            assert!(dec.decode_command(&mut buf).unwrap().is_none());
+        }
+        buf.extend_from_slice(b"\r\n");
+        let cmd = dec.decode_command(&mut buf).unwrap().unwrap();
+        assert_eq!(cmd.arg(2).map(<[u8]>::len), Some(1_000_000));
+        assert!(!dec.is_pending());
+    }
+
+    #[test]
+    fn command_header_split_resumes_without_losing_arguments() {
+        let wire = b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n";
+        let mut dec = Decoder::new();
+        let mut buf = BytesMut::new();
+        for (i, b) in wire.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let got = dec.decode_command(&mut buf).unwrap();
+            assert_eq!(got.is_some(), i == wire.len() - 1, "at byte {i}");
+            if let Some(cmd) = got {
+                assert_eq!(cmd.args().collect::<Vec<_>>(), [&b"INCR"[..], b"n"]);
+            }
+        }
     }
 }

@@ -6,11 +6,17 @@
 //!   payloads are slices of that buffer (no copies), works for input split at any byte without
 //!   rescanning what it already checked, and turns oversized declarations (bulk length, nesting,
 //!   element count; see [`Limits`]) into typed errors instead of allocations.
+//! - [`Decoder::decode_command`]: the fast path for command streams (a master's replication
+//!   stream, a client's pipeline), where every item is an array of bulk strings. A [`Command`]
+//!   is one [`bytes::Bytes`] (its exact wire bytes, to forward verbatim or to count toward a
+//!   replication offset) plus its argument ranges, stored inline for up to six arguments. Anything
+//!   else is refused with [`Error::NotACommand`].
 //! - [`encode_frame`] and [`encode_command`] write straight into a `BytesMut`.
-//! - [`RespCodec`]: the same as a `tokio_util::codec` codec.
+//! - [`RespCodec`] and [`CommandCodec`]: the same as `tokio_util::codec` codecs.
 //! - [`Connection`]: TCP or TLS, AUTH / `HELLO 3` / SELECT / CLIENT SETNAME, calls, pipelines,
-//!   read timeouts, and the raw reads ([`Connection::read_line`], [`Connection::read_raw`]) a
-//!   replica needs after `+FULLRESYNC`. [`ConnectOptions::from_url`] reads `redis://` and
+//!   read timeouts, the raw reads ([`Connection::read_line`], [`Connection::read_raw`]) a
+//!   replica needs after `+FULLRESYNC`, and [`Connection::read_command`] for the replication
+//!   stream that follows the RDB. [`ConnectOptions::from_url`] reads `redis://` and
 //!   `rediss://` URLs; passwords are held in [`Password`], which prints as `***`.
 //!
 //! ```
@@ -25,6 +31,13 @@
 //!     frame,
 //!     Frame::Array(vec![Frame::bulk("SET"), Frame::bulk("key"), Frame::bulk("value")])
 //! );
+//!
+//! // The command path: one buffer per command, arguments borrowed from it.
+//! encode_command(&["SET", "key", "value"], &mut buf);
+//! let cmd = Decoder::new().decode_command(&mut buf).unwrap().unwrap();
+//! assert_eq!(cmd.name(), b"SET");
+//! assert_eq!(cmd.arg(2), Some(&b"value"[..]));
+//! assert_eq!(cmd.len_on_wire(), 33);
 //! ```
 //!
 //! Talking to a server (not run here: it needs one):

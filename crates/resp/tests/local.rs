@@ -80,3 +80,44 @@ async fn connection_refused_is_an_io_error() {
         .unwrap_err();
     assert!(err.is_io(), "{err:?}");
 }
+
+#[tokio::test]
+async fn read_command_survives_cancellation_mid_command() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (go_on, resume) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        // A replication stream: SELECT, then a SET cut in the middle of its value.
+        sock.write_all(b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nva")
+            .await
+            .unwrap();
+        resume.await.unwrap();
+        sock.write_all(b"lue\r\n+OK\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    });
+    let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port))
+        .await
+        .unwrap();
+    let select = conn.read_command().await.unwrap();
+    assert_eq!(select.args().collect::<Vec<_>>(), [&b"SELECT"[..], b"0"]);
+    assert_eq!(select.len_on_wire(), 23);
+    // The SET is incomplete until the server is told to go on: the read is cancelled half-way.
+    let cancelled = tokio::time::timeout(Duration::from_millis(50), conn.read_command()).await;
+    assert!(cancelled.is_err(), "{cancelled:?}");
+    go_on.send(()).unwrap();
+    let set = conn.read_command().await.unwrap();
+    assert_eq!(
+        set.args().collect::<Vec<_>>(),
+        [&b"SET"[..], b"k", b"value"]
+    );
+    assert_eq!(
+        &set.raw()[..],
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n"
+    );
+    let err = conn.read_command().await.unwrap_err();
+    assert!(err.is_not_a_command(), "{err:?}");
+    drop(conn);
+    server.await.unwrap();
+}

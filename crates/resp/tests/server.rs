@@ -376,3 +376,80 @@ async fn closed_connection_gives_closed_error() {
     let err = conn.read_frame().await.unwrap_err();
     assert!(err.is_closed() || err.is_io(), "{err:?}");
 }
+
+#[tokio::test]
+async fn read_command_follows_a_replication_stream_and_its_offset() {
+    let server = start(ServerOptions::new(Version::V7_0).config("repl-diskless-sync", "no"));
+    let mut repl = connect(&server, Protocol::Resp2).await;
+    repl.call(&["REPLCONF", "listening-port", "1"])
+        .await
+        .unwrap();
+    repl.write_command(&["PSYNC", "?", "-1"]);
+    repl.flush().await.unwrap();
+    let mut line = repl.read_line().await.unwrap();
+    while line.is_empty() {
+        line = repl.read_line().await.unwrap();
+    }
+    let text = std::str::from_utf8(&line).unwrap();
+    let mut offset: u64 = text.rsplit(' ').next().unwrap().parse().unwrap();
+    let mut header = repl.read_line().await.unwrap();
+    while header.is_empty() {
+        header = repl.read_line().await.unwrap();
+    }
+    let mut left: usize = std::str::from_utf8(&header[1..]).unwrap().parse().unwrap();
+    while left > 0 {
+        let chunk = repl.read_raw(left).await.unwrap();
+        assert!(!chunk.is_empty(), "EOF inside the RDB");
+        left -= chunk.len();
+    }
+
+    let mut client = connect(&server, Protocol::Resp2).await;
+    let big = "v".repeat(100_000);
+    client.call(&["SET", "k", "v1"]).await.unwrap();
+    client
+        .call(&["HSET", "h", "f1", "a", "f2", "b", "f3", "c", "f4", "d"])
+        .await
+        .unwrap();
+    client.call(&["SET", "big", &big]).await.unwrap();
+    client.call(&["INCR", "n"]).await.unwrap();
+    let info = client.call(&["INFO", "replication"]).await.unwrap();
+    let info = String::from_utf8(info.as_bytes().unwrap().to_vec()).unwrap();
+    let master_offset: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // Commands end exactly on the master's offset, whatever keep-alive PINGs come in between.
+    let mut seen = Vec::new();
+    while offset < master_offset {
+        let cmd = repl.read_command().await.unwrap();
+        offset += cmd.len_on_wire() as u64;
+        seen.push(cmd);
+    }
+    assert_eq!(offset, master_offset);
+    let argv = |c: &ferry_resp::Command| -> Vec<Vec<u8>> { c.args().map(<[u8]>::to_vec).collect() };
+    let writes: Vec<Vec<Vec<u8>>> = seen
+        .iter()
+        .filter(|c| !c.name().eq_ignore_ascii_case(b"PING"))
+        .map(argv)
+        .collect();
+    let expected: Vec<Vec<&[u8]>> = vec![
+        vec![b"SELECT", b"0"],
+        vec![b"SET", b"k", b"v1"],
+        vec![
+            b"HSET", b"h", b"f1", b"a", b"f2", b"b", b"f3", b"c", b"f4", b"d",
+        ],
+        vec![b"SET", b"big", big.as_bytes()],
+        vec![b"INCR", b"n"],
+    ];
+    assert_eq!(writes.len(), expected.len(), "{seen:?}");
+    for (got, want) in writes.iter().zip(&expected) {
+        assert!(
+            got.iter().map(Vec::as_slice).eq(want.iter().copied()),
+            "{seen:?}"
+        );
+    }
+}

@@ -343,7 +343,7 @@ impl ClusterSink {
 
     fn route(&self, argv: &[Bytes]) -> Result<Route, Error> {
         let keys = self.table.keys(argv).map_err(|e| Error::Target {
-            command: String::from_utf8_lossy(&argv[0]).to_ascii_lowercase(),
+            command: command_name(argv),
             message: format!("cannot route it to a cluster node: {e}"),
         })?;
         let Some(first) = keys.first() else {
@@ -368,7 +368,7 @@ impl ClusterSink {
                 Ok(Route::Parts(parts))
             }
             _ => Err(Error::Target {
-                command: String::from_utf8_lossy(&argv[0]).to_ascii_lowercase(),
+                command: command_name(argv),
                 message: format!(
                     "its keys live on several masters of the target cluster (first key {})",
                     KeyDisplay(first.to_vec())
@@ -389,6 +389,13 @@ impl ClusterSink {
             }
         }
     }
+}
+
+/// The lower-case name of a command (empty for an empty one).
+fn command_name(argv: &[Bytes]) -> String {
+    argv.first()
+        .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// A cluster has only database 0.

@@ -354,7 +354,10 @@ impl StandaloneSink {
     /// Writes one command outside any transaction (element commands of a big key).
     pub async fn write_plain(&mut self, db: i64, argv: &[Bytes]) -> Result<(), Error> {
         self.select(db);
-        let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
+        let name = argv
+            .first()
+            .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+            .unwrap_or_default();
         self.write(argv, |bytes| Expect::Plain {
             name,
             end_offset: None,
