@@ -104,11 +104,16 @@ impl<'a> Cur<'a> {
         Ok(v)
     }
 
+    /// Reads the next `N` bytes as an array.
+    #[inline]
+    pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> R<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N, what)?);
+        Ok(a)
+    }
+
     pub(crate) fn u64_le(&mut self, what: &'static str) -> R<u64> {
-        let s = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        Ok(u64::from_le_bytes(a))
+        Ok(u64::from_le_bytes(self.array(what)?))
     }
 
     pub(crate) fn f64_le(&mut self, what: &'static str) -> R<f64> {
@@ -116,10 +121,7 @@ impl<'a> Cur<'a> {
     }
 
     pub(crate) fn id16(&mut self, what: &'static str) -> R<[u8; 16]> {
-        let s = self.take(16, what)?;
-        let mut a = [0u8; 16];
-        a.copy_from_slice(s);
-        Ok(a)
+        self.array(what)
     }
 
     /// Reads an RDB length; returns `(value, is_encoded_string_marker)`.
@@ -134,16 +136,8 @@ impl<'a> Cur<'a> {
                 Ok(((((b0 & 0x3f) as u64) << 8) | b1 as u64, false))
             }
             2 => match b0 {
-                0x80 => {
-                    let s = self.take(4, what)?;
-                    Ok((u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as u64, false))
-                }
-                0x81 => {
-                    let s = self.take(8, what)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(s);
-                    Ok((u64::from_be_bytes(a), false))
-                }
+                0x80 => Ok((u32::from_be_bytes(self.array(what)?) as u64, false)),
+                0x81 => Ok((u64::from_be_bytes(self.array(what)?), false)),
                 _ => corrupt(
                     start,
                     format!("invalid length prefix byte {b0:#04x} while reading {what}"),
@@ -178,16 +172,8 @@ impl<'a> Cur<'a> {
         }
         match v {
             0 => Ok(RStr::Int(self.u8(what)? as i8 as i64)),
-            1 => {
-                let s = self.take(2, what)?;
-                Ok(RStr::Int(i16::from_le_bytes([s[0], s[1]]) as i64))
-            }
-            2 => {
-                let s = self.take(4, what)?;
-                Ok(RStr::Int(
-                    i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64
-                ))
-            }
+            1 => Ok(RStr::Int(i16::from_le_bytes(self.array(what)?) as i64)),
+            2 => Ok(RStr::Int(i32::from_le_bytes(self.array(what)?) as i64)),
             3 => {
                 let clen = self.len("the compressed length of an LZF string")?;
                 let ulen = self.len("the uncompressed length of an LZF string")?;
@@ -251,25 +237,31 @@ impl<'a> Cur<'a> {
         }
     }
 
+    /// Reads and skips one module value opcode with its operand; returns the opcode (0 = the
+    /// module EOF opcode).
+    pub(crate) fn module_opcode(&mut self) -> R<u64> {
+        let at = self.p;
+        let op = self.len("a module value opcode")?;
+        match op {
+            0 => {}
+            1 | 2 => {
+                self.len("a module integer")?;
+            }
+            3 => {
+                self.take(4, "a module float")?;
+            }
+            4 => {
+                self.take(8, "a module double")?;
+            }
+            5 => self.skip_string("a module string")?,
+            x => return corrupt(at, format!("unknown module opcode {x}")),
+        }
+        Ok(op)
+    }
+
     /// Reads and skips a module value's opcodes up to and including the module EOF opcode.
     pub(crate) fn module_opcodes(&mut self) -> R<()> {
-        loop {
-            let at = self.p;
-            let op = self.len("a module value opcode")?;
-            match op {
-                0 => return Ok(()),
-                1 | 2 => {
-                    self.len("a module integer")?;
-                }
-                3 => {
-                    self.take(4, "a module float")?;
-                }
-                4 => {
-                    self.take(8, "a module double")?;
-                }
-                5 => self.skip_string("a module string")?,
-                x => return corrupt(at, format!("unknown module opcode {x}")),
-            }
-        }
+        while self.module_opcode()? != 0 {}
+        Ok(())
     }
 }

@@ -89,10 +89,41 @@ pub fn format_score(x: f64) -> String {
     }
 }
 
-fn cannot(what: impl Into<String>, version: u32) -> Error {
+pub(crate) fn cannot(what: impl Into<String>, version: u32) -> Error {
     Error::CannotEncode {
         what: what.into(),
         version,
+    }
+}
+
+/// A listpack or a ziplist being built: the compact encodings differ by target version, the
+/// elements pushed into them do not.
+enum Packer {
+    Listpack(ListpackBuilder),
+    Ziplist(ZiplistBuilder),
+}
+
+impl Packer {
+    fn new(listpack: bool) -> Self {
+        if listpack {
+            Packer::Listpack(ListpackBuilder::new())
+        } else {
+            Packer::Ziplist(ZiplistBuilder::new())
+        }
+    }
+
+    fn push(&mut self, s: &[u8]) {
+        match self {
+            Packer::Listpack(b) => b.push_str(s),
+            Packer::Ziplist(b) => b.push_str(s),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Packer::Listpack(b) => b.finish(),
+            Packer::Ziplist(b) => b.finish(),
+        }
     }
 }
 
@@ -158,27 +189,23 @@ fn encode_list(out: &mut Vec<u8>, items: &[bytes::Bytes], version: u32) {
             bytes += it.len() + 11;
         }
         nodes.push(&items[start..]);
-        if version >= 10 {
-            out.push(LIST_QUICKLIST_2);
-            put_len(out, nodes.len() as u64);
-            for n in nodes {
-                put_len(out, 2);
-                let mut lp = ListpackBuilder::new();
-                for it in n {
-                    lp.push_str(it);
-                }
-                put_blob(out, &lp.finish());
-            }
+        // quicklist2 nodes are listpacks, each after its container type (2 = packed).
+        let listpack = version >= 10;
+        out.push(if listpack {
+            LIST_QUICKLIST_2
         } else {
-            out.push(LIST_QUICKLIST);
-            put_len(out, nodes.len() as u64);
-            for n in nodes {
-                let mut zl = ZiplistBuilder::new();
-                for it in n {
-                    zl.push_str(it);
-                }
-                put_blob(out, &zl.finish());
+            LIST_QUICKLIST
+        });
+        put_len(out, nodes.len() as u64);
+        for n in nodes {
+            if listpack {
+                put_len(out, 2);
             }
+            let mut node = Packer::new(listpack);
+            for it in n {
+                node.push(it);
+            }
+            put_blob(out, &node.finish());
         }
     } else {
         out.push(LIST);
@@ -228,23 +255,18 @@ fn encode_zset(
         // Compact encodings must be ordered by (score, member).
         let mut sorted: Vec<&(bytes::Bytes, f64)> = items.iter().collect();
         sorted.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-        if version >= 10 {
-            out.push(ZSET_LISTPACK);
-            let mut lp = ListpackBuilder::new();
-            for (m, s) in sorted {
-                lp.push_str(m);
-                lp.push_str(format_score(*s).as_bytes());
-            }
-            put_blob(out, &lp.finish());
+        let listpack = version >= 10;
+        out.push(if listpack {
+            ZSET_LISTPACK
         } else {
-            out.push(ZSET_ZIPLIST);
-            let mut zl = ZiplistBuilder::new();
-            for (m, s) in sorted {
-                zl.push_str(m);
-                zl.push_str(format_score(*s).as_bytes());
-            }
-            put_blob(out, &zl.finish());
+            ZSET_ZIPLIST
+        });
+        let mut packed = Packer::new(listpack);
+        for (m, s) in sorted {
+            packed.push(m);
+            packed.push(format_score(*s).as_bytes());
         }
+        put_blob(out, &packed.finish());
         return Ok(());
     }
     if version >= 8 {
@@ -264,12 +286,8 @@ fn encode_zset(
             } else if *s == f64::NEG_INFINITY {
                 out.push(255);
             } else {
-                let t = format!("{s:e}");
-                let t = if t.len() < format_score(*s).len() {
-                    t
-                } else {
-                    format_score(*s)
-                };
+                let (exp, plain) = (format!("{s:e}"), format_score(*s));
+                let t = if exp.len() < plain.len() { exp } else { plain };
                 out.push(t.len() as u8);
                 out.extend_from_slice(t.as_bytes());
             }
@@ -306,22 +324,19 @@ fn encode_hash(out: &mut Vec<u8>, fields: &[HashField], version: u32) -> Result<
         && fields
             .iter()
             .all(|f| f.field.len() <= SMALL_VALUE && f.value.len() <= SMALL_VALUE);
-    if small && version >= 10 {
-        out.push(HASH_LISTPACK);
-        let mut lp = ListpackBuilder::new();
+    if small && version >= 4 {
+        let listpack = version >= 10;
+        out.push(if listpack {
+            HASH_LISTPACK
+        } else {
+            HASH_ZIPLIST
+        });
+        let mut packed = Packer::new(listpack);
         for f in fields {
-            lp.push_str(&f.field);
-            lp.push_str(&f.value);
+            packed.push(&f.field);
+            packed.push(&f.value);
         }
-        put_blob(out, &lp.finish());
-    } else if small && version >= 4 {
-        out.push(HASH_ZIPLIST);
-        let mut zl = ZiplistBuilder::new();
-        for f in fields {
-            zl.push_str(&f.field);
-            zl.push_str(&f.value);
-        }
-        put_blob(out, &zl.finish());
+        put_blob(out, &packed.finish());
     } else {
         out.push(HASH);
         put_len(out, fields.len() as u64);

@@ -66,22 +66,60 @@ fn need(b: &[u8], p: usize, n: usize, what: &str) -> Result<(), String> {
     }
 }
 
+/// Reads an `n`-byte (1 to 8) little-endian signed integer at `p`, sign-extended.
+fn rd_int(b: &[u8], p: usize, n: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a[8 - n..].copy_from_slice(&b[p..p + n]);
+    i64::from_le_bytes(a) >> (8 * (8 - n))
+}
+
+/// Returns the `l` bytes at `*p` and moves `*p` past them.
+fn take_str<'a>(b: &'a [u8], p: &mut usize, l: usize, what: &str) -> Result<&'a [u8], String> {
+    need(b, *p, l, what)?;
+    let s = &b[*p..*p + l];
+    *p += l;
+    Ok(s)
+}
+
+/// Checks the minimum size and the leading 32-bit total length of a ziplist or listpack.
+fn check_total(b: &[u8], min: usize, what: &str) -> Result<(), String> {
+    if b.len() < min {
+        return Err(format!("{what} too short ({} bytes)", b.len()));
+    }
+    let total = rd_u32(b, 0) as usize;
+    if total != b.len() {
+        return Err(format!(
+            "{what} header says {total} bytes but blob is {}",
+            b.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the terminator at `p` ends the blob and that the header count (0xffff = unknown)
+/// matches the `n` entries read.
+fn check_end(b: &[u8], p: usize, count: usize, n: usize, what: &str) -> Result<(), String> {
+    if p + 1 != b.len() {
+        return Err(format!("{what} terminator before end of blob"));
+    }
+    if count != 0xffff && count != n {
+        return Err(format!("{what} header count {count} but {n} entries"));
+    }
+    Ok(())
+}
+
+/// The 16-bit element count written in ziplist and listpack headers (0xffff when it does not fit).
+fn header_count(count: usize) -> u16 {
+    count.min(0xffff) as u16
+}
+
 /// Decodes a ziplist, calling `f` for each element in order. Validates header, prevlen chain,
 /// tail offset, count and terminator.
 pub fn ziplist_for_each<'a>(
     b: &'a [u8],
     mut f: impl FnMut(Elem<'a>) -> Result<(), String>,
 ) -> Result<usize, String> {
-    if b.len() < 11 {
-        return Err(format!("ziplist too short ({} bytes)", b.len()));
-    }
-    let zlbytes = rd_u32(b, 0) as usize;
-    if zlbytes != b.len() {
-        return Err(format!(
-            "ziplist header says {zlbytes} bytes but blob is {}",
-            b.len()
-        ));
-    }
+    check_total(b, 11, "ziplist")?;
     let tail = rd_u32(b, 4) as usize;
     let count = rd_u16(b, 8) as usize;
     let mut p = 10;
@@ -112,63 +150,36 @@ pub fn ziplist_for_each<'a>(
             0 => {
                 let l = (enc & 0x3f) as usize;
                 p += 1;
-                need(b, p, l, "ziplist string")?;
-                let s = &b[p..p + l];
-                p += l;
-                Elem::Str(s)
+                Elem::Str(take_str(b, &mut p, l, "ziplist string")?)
             }
             1 => {
                 need(b, p, 2, "ziplist 14-bit length")?;
                 let l = (((enc & 0x3f) as usize) << 8) | b[p + 1] as usize;
                 p += 2;
-                need(b, p, l, "ziplist string")?;
-                let s = &b[p..p + l];
-                p += l;
-                Elem::Str(s)
+                Elem::Str(take_str(b, &mut p, l, "ziplist string")?)
             }
             2 => {
                 need(b, p, 5, "ziplist 32-bit length")?;
                 let l = u32::from_be_bytes([b[p + 1], b[p + 2], b[p + 3], b[p + 4]]) as usize;
                 p += 5;
-                need(b, p, l, "ziplist string")?;
-                let s = &b[p..p + l];
-                p += l;
-                Elem::Str(s)
+                Elem::Str(take_str(b, &mut p, l, "ziplist string")?)
+            }
+            _ if (0xf1..=0xfd).contains(&enc) => {
+                p += 1;
+                Elem::Int((enc & 0x0f) as i64 - 1)
             }
             _ => {
-                p += 1;
-                let v = match enc {
-                    0xc0 => {
-                        need(b, p, 2, "ziplist int16")?;
-                        p += 2;
-                        i16::from_le_bytes([b[p - 2], b[p - 1]]) as i64
-                    }
-                    0xd0 => {
-                        need(b, p, 4, "ziplist int32")?;
-                        p += 4;
-                        i32::from_le_bytes([b[p - 4], b[p - 3], b[p - 2], b[p - 1]]) as i64
-                    }
-                    0xe0 => {
-                        need(b, p, 8, "ziplist int64")?;
-                        let mut a = [0u8; 8];
-                        a.copy_from_slice(&b[p..p + 8]);
-                        p += 8;
-                        i64::from_le_bytes(a)
-                    }
-                    0xf0 => {
-                        need(b, p, 3, "ziplist int24")?;
-                        p += 3;
-                        (i32::from_le_bytes([0, b[p - 3], b[p - 2], b[p - 1]]) >> 8) as i64
-                    }
-                    0xfe => {
-                        need(b, p, 1, "ziplist int8")?;
-                        p += 1;
-                        b[p - 1] as i8 as i64
-                    }
-                    0xf1..=0xfd => (enc & 0x0f) as i64 - 1,
+                let (width, what) = match enc {
+                    0xc0 => (2, "ziplist int16"),
+                    0xd0 => (4, "ziplist int32"),
+                    0xe0 => (8, "ziplist int64"),
+                    0xf0 => (3, "ziplist int24"),
+                    0xfe => (1, "ziplist int8"),
                     _ => return Err(format!("invalid ziplist encoding byte {enc:#04x}")),
                 };
-                Elem::Int(v)
+                need(b, p + 1, width, what)?;
+                p += 1 + width;
+                Elem::Int(rd_int(b, p - width, width))
             }
         };
         prev_len = p - start;
@@ -176,17 +187,12 @@ pub fn ziplist_for_each<'a>(
         n += 1;
         f(elem)?;
     }
-    if p + 1 != b.len() {
-        return Err("ziplist terminator before end of blob".into());
-    }
+    check_end(b, p, count, n, "ziplist")?;
     let expect_tail = last_start.unwrap_or(10);
     if tail != expect_tail {
         return Err(format!(
             "ziplist tail offset {tail} does not point at the last entry ({expect_tail})"
         ));
-    }
-    if count != 0xffff && count != n {
-        return Err(format!("ziplist header count {count} but {n} entries"));
     }
     Ok(n)
 }
@@ -197,16 +203,7 @@ pub fn listpack_for_each<'a>(
     b: &'a [u8],
     mut f: impl FnMut(Elem<'a>) -> Result<(), String>,
 ) -> Result<usize, String> {
-    if b.len() < 7 {
-        return Err(format!("listpack too short ({} bytes)", b.len()));
-    }
-    let total = rd_u32(b, 0) as usize;
-    if total != b.len() {
-        return Err(format!(
-            "listpack header says {total} bytes but blob is {}",
-            b.len()
-        ));
-    }
+    check_total(b, 7, "listpack")?;
     let count = rd_u16(b, 4) as usize;
     let mut p = 6;
     let mut n = 0usize;
@@ -224,9 +221,7 @@ pub fn listpack_for_each<'a>(
         } else if enc & 0xc0 == 0x80 {
             let l = (enc & 0x3f) as usize;
             p += 1;
-            need(b, p, l, "listpack string")?;
-            elem = Elem::Str(&b[p..p + l]);
-            p += l;
+            elem = Elem::Str(take_str(b, &mut p, l, "listpack string")?);
         } else if enc & 0xe0 == 0xc0 {
             need(b, p, 2, "listpack 13-bit int")?;
             let u = (((enc & 0x1f) as u16) << 8) | b[p + 1] as u16;
@@ -241,47 +236,23 @@ pub fn listpack_for_each<'a>(
             need(b, p, 2, "listpack 12-bit length")?;
             let l = (((enc & 0x0f) as usize) << 8) | b[p + 1] as usize;
             p += 2;
-            need(b, p, l, "listpack string")?;
-            elem = Elem::Str(&b[p..p + l]);
-            p += l;
+            elem = Elem::Str(take_str(b, &mut p, l, "listpack string")?);
+        } else if enc == 0xf0 {
+            need(b, p, 5, "listpack 32-bit length")?;
+            let l = rd_u32(b, p + 1) as usize;
+            p += 5;
+            elem = Elem::Str(take_str(b, &mut p, l, "listpack string")?);
         } else {
-            match enc {
-                0xf0 => {
-                    need(b, p, 5, "listpack 32-bit length")?;
-                    let l = rd_u32(b, p + 1) as usize;
-                    p += 5;
-                    need(b, p, l, "listpack string")?;
-                    elem = Elem::Str(&b[p..p + l]);
-                    p += l;
-                }
-                0xf1 => {
-                    need(b, p, 3, "listpack int16")?;
-                    elem = Elem::Int(i16::from_le_bytes([b[p + 1], b[p + 2]]) as i64);
-                    p += 3;
-                }
-                0xf2 => {
-                    need(b, p, 4, "listpack int24")?;
-                    elem = Elem::Int(
-                        (i32::from_le_bytes([0, b[p + 1], b[p + 2], b[p + 3]]) >> 8) as i64,
-                    );
-                    p += 4;
-                }
-                0xf3 => {
-                    need(b, p, 5, "listpack int32")?;
-                    elem = Elem::Int(
-                        i32::from_le_bytes([b[p + 1], b[p + 2], b[p + 3], b[p + 4]]) as i64
-                    );
-                    p += 5;
-                }
-                0xf4 => {
-                    need(b, p, 9, "listpack int64")?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(&b[p + 1..p + 9]);
-                    elem = Elem::Int(i64::from_le_bytes(a));
-                    p += 9;
-                }
+            let (width, what) = match enc {
+                0xf1 => (2, "listpack int16"),
+                0xf2 => (3, "listpack int24"),
+                0xf3 => (4, "listpack int32"),
+                0xf4 => (8, "listpack int64"),
                 _ => return Err(format!("invalid listpack encoding byte {enc:#04x}")),
-            }
+            };
+            need(b, p, 1 + width, what)?;
+            elem = Elem::Int(rd_int(b, p + 1, width));
+            p += 1 + width;
         }
         let entry_len = p - start;
         let bl = backlen_size(entry_len as u64);
@@ -297,12 +268,7 @@ pub fn listpack_for_each<'a>(
         n += 1;
         f(elem)?;
     }
-    if p + 1 != b.len() {
-        return Err("listpack terminator before end of blob".into());
-    }
-    if count != 0xffff && count != n {
-        return Err(format!("listpack header count {count} but {n} entries"));
-    }
+    check_end(b, p, count, n, "listpack")?;
     Ok(n)
 }
 
@@ -323,17 +289,7 @@ pub fn intset_for_each(b: &[u8], mut f: impl FnMut(i64)) -> Result<usize, String
         ));
     }
     for i in 0..len {
-        let p = 8 + i * enc;
-        let v = match enc {
-            2 => i16::from_le_bytes([b[p], b[p + 1]]) as i64,
-            4 => i32::from_le_bytes([b[p], b[p + 1], b[p + 2], b[p + 3]]) as i64,
-            _ => {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(&b[p..p + 8]);
-                i64::from_le_bytes(a)
-            }
-        };
-        f(v);
+        f(rd_int(b, 8 + i * enc, enc));
     }
     Ok(len)
 }
@@ -449,10 +405,17 @@ fn encode_backlen(buf: &mut [u8; 5], l: u64) -> usize {
 }
 
 /// Builds a listpack from elements, using integer encodings for canonical integers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ListpackBuilder {
     buf: Vec<u8>,
     count: usize,
+}
+
+impl Default for ListpackBuilder {
+    /// The same as [`ListpackBuilder::new`]: a builder with its header in place.
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ListpackBuilder {
@@ -529,23 +492,26 @@ impl ListpackBuilder {
         self.buf.push(0xff);
         let total = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&total.to_le_bytes());
-        let c = if self.count < 0xffff {
-            self.count as u16
-        } else {
-            0xffff
-        };
-        self.buf[4..6].copy_from_slice(&c.to_le_bytes());
+        self.buf[4..6].copy_from_slice(&header_count(self.count).to_le_bytes());
         self.buf
     }
 }
 
 /// Builds a ziplist from elements, with correct prevlen chain, tail offset and integer encodings.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ZiplistBuilder {
     buf: Vec<u8>,
     count: usize,
-    prev_len: usize,
+    /// Offset of the last entry (the header's end while empty); the last entry runs from here
+    /// to the end of `buf`, so its length (the next entry's prevlen) is not kept separately.
     tail: usize,
+}
+
+impl Default for ZiplistBuilder {
+    /// The same as [`ZiplistBuilder::new`]: a builder with its header in place.
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ZiplistBuilder {
@@ -556,7 +522,6 @@ impl ZiplistBuilder {
         ZiplistBuilder {
             buf,
             count: 0,
-            prev_len: 0,
             tail: 10,
         }
     }
@@ -574,17 +539,16 @@ impl ZiplistBuilder {
     }
     fn begin(&mut self) -> usize {
         let start = self.buf.len();
-        if self.prev_len < 254 {
-            self.buf.push(self.prev_len as u8);
+        let prev_len = start - self.tail;
+        if prev_len < 254 {
+            self.buf.push(prev_len as u8);
         } else {
             self.buf.push(0xfe);
-            self.buf
-                .extend_from_slice(&(self.prev_len as u32).to_le_bytes());
+            self.buf.extend_from_slice(&(prev_len as u32).to_le_bytes());
         }
         start
     }
     fn end(&mut self, start: usize) {
-        self.prev_len = self.buf.len() - start;
         self.tail = start;
         self.count += 1;
     }
@@ -639,12 +603,7 @@ impl ZiplistBuilder {
         let total = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&total.to_le_bytes());
         self.buf[4..8].copy_from_slice(&(self.tail as u32).to_le_bytes());
-        let c = if self.count < 0xffff {
-            self.count as u16
-        } else {
-            0xffff
-        };
-        self.buf[8..10].copy_from_slice(&c.to_le_bytes());
+        self.buf[8..10].copy_from_slice(&header_count(self.count).to_le_bytes());
         self.buf
     }
 }
@@ -683,6 +642,18 @@ pub fn build_intset(values: &[i64]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_builders_are_the_same_as_new_ones() {
+        assert_eq!(
+            ListpackBuilder::default().finish(),
+            ListpackBuilder::new().finish()
+        );
+        assert_eq!(
+            ZiplistBuilder::default().finish(),
+            ZiplistBuilder::new().finish()
+        );
+    }
 
     fn lp_roundtrip(items: &[&[u8]]) {
         let mut b = ListpackBuilder::new();

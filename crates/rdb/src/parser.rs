@@ -405,34 +405,7 @@ impl Parser {
     fn error(&mut self, stop: Stop) -> Error {
         let key = self.key_context();
         self.state = St::Failed;
-        match stop {
-            Stop::More { need, what } => Error::Truncated {
-                offset: self.base + need as u64,
-                what,
-                key,
-            },
-            Stop::Bad { at, kind } => {
-                let offset = self.base + at as u64;
-                match kind {
-                    Bad::Corrupt(message) => Error::Corrupt {
-                        offset,
-                        key,
-                        message,
-                    },
-                    Bad::Unsupported(what) => Error::Unsupported { what, offset, key },
-                    Bad::Limit(message) => Error::LimitExceeded {
-                        offset,
-                        key,
-                        message,
-                    },
-                    Bad::Checksum { stored, computed } => Error::Checksum {
-                        where_: " at end of file",
-                        stored,
-                        computed,
-                    },
-                }
-            }
-        }
+        stop_error(stop, self.base, key, " at end of file")
     }
 
     /// Returns the next item, `Ok(None)` when more input is needed (or after EOF).
@@ -576,8 +549,7 @@ impl Parser {
                 return Ok(None);
             }
             OP_EXPIRETIME => {
-                let s = c.take(4, "the expire time (s) of a key")?;
-                let secs = i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64;
+                let secs = i32::from_le_bytes(c.array("the expire time (s) of a key")?) as i64;
                 self.meta.expire = Some(secs * 1000);
                 self.pos = c.p;
                 return Ok(None);
@@ -692,6 +664,10 @@ impl Parser {
 
     fn step_value(&mut self, vs: &mut values::ValueState) -> R<Option<Item>> {
         let chunk_at = self.opts.big_value_bytes;
+        let bad = |m: String, at: usize| Stop::Bad {
+            at,
+            kind: Bad::Corrupt(m),
+        };
         loop {
             let mut c = Cur::new(&self.buf, self.pos, self.opts.max_string_len);
             let done = vs.unit(&mut c)?;
@@ -699,10 +675,6 @@ impl Parser {
             vs.commit(consumed);
             self.pos = c.p;
             if done {
-                let bad = |m: String, at: usize| Stop::Bad {
-                    at,
-                    kind: Bad::Corrupt(m),
-                };
                 if vs.started {
                     let last = vs.take_chunk(true).map_err(|m| bad(m, self.pos))?;
                     vs.finished = true;
@@ -730,16 +702,46 @@ impl Parser {
                         self.queue
                             .push_back(Item::EntryStart(vs.entry(None, false)));
                     }
-                    let chunk = vs.take_chunk(false).map_err(|m| Stop::Bad {
-                        at: self.pos,
-                        kind: Bad::Corrupt(m),
-                    })?;
+                    let chunk = vs.take_chunk(false).map_err(|m| bad(m, self.pos))?;
                     if let Some(v) = chunk {
                         self.queue.push_back(Item::ValueChunk(v));
                     }
                     // Put the state back before handing out items.
                     return Ok(None);
                 }
+            }
+        }
+    }
+}
+
+/// The error for `stop`, whose buffer indexes are relative to absolute offset `base`;
+/// `checksum_where` is the [`Error::Checksum`] location.
+fn stop_error(stop: Stop, base: u64, key: KeyContext, checksum_where: &'static str) -> Error {
+    match stop {
+        Stop::More { need, what } => Error::Truncated {
+            offset: base + need as u64,
+            what,
+            key,
+        },
+        Stop::Bad { at, kind } => {
+            let offset = base + at as u64;
+            match kind {
+                Bad::Corrupt(message) => Error::Corrupt {
+                    offset,
+                    key,
+                    message,
+                },
+                Bad::Unsupported(what) => Error::Unsupported { what, offset, key },
+                Bad::Limit(message) => Error::LimitExceeded {
+                    offset,
+                    key,
+                    message,
+                },
+                Bad::Checksum { stored, computed } => Error::Checksum {
+                    where_: checksum_where,
+                    stored,
+                    computed,
+                },
             }
         }
     }
@@ -791,35 +793,6 @@ fn parse_magic(m: &[u8]) -> Result<(u32, Flavor), Bad> {
 /// `valkey` selects Valkey's meaning of type 22.
 pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
     let ctx = KeyContext(None);
-    let mk = |stop: Stop| match stop {
-        Stop::More { need, what } => Error::Truncated {
-            offset: need as u64,
-            what,
-            key: ctx.clone(),
-        },
-        Stop::Bad { at, kind } => match kind {
-            Bad::Corrupt(message) => Error::Corrupt {
-                offset: at as u64,
-                key: ctx.clone(),
-                message,
-            },
-            Bad::Unsupported(what) => Error::Unsupported {
-                what,
-                offset: at as u64,
-                key: ctx.clone(),
-            },
-            Bad::Limit(message) => Error::LimitExceeded {
-                offset: at as u64,
-                key: ctx.clone(),
-                message,
-            },
-            Bad::Checksum { stored, computed } => Error::Checksum {
-                where_: "",
-                stored,
-                computed,
-            },
-        },
-    };
     let Some(&t) = serialized.first() else {
         return Err(Error::Truncated {
             offset: 0,
@@ -843,7 +816,9 @@ pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
         values::ValueState::new(t, Bytes::new(), valkey, false, true, 0, None, None, None, 0);
     let mut c = Cur::new(serialized, 1, usize::MAX);
     loop {
-        let done = vs.unit(&mut c).map_err(mk)?;
+        let done = vs
+            .unit(&mut c)
+            .map_err(|stop| stop_error(stop, 0, KeyContext(None), ""))?;
         if done {
             break;
         }

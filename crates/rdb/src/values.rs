@@ -179,6 +179,54 @@ impl ValueState {
         }
     }
 
+    /// A blob (quicklist node, stream listpack) to keep, or `None` when values are not kept;
+    /// compressed blobs are decompressed either way, to validate them.
+    fn keep_blob(&self, s: RStr<'_>) -> R<Option<Bytes>> {
+        if self.keep {
+            return s.to_bytes().map(Some);
+        }
+        if let RStr::Lzf { .. } = s {
+            s.to_bytes()?;
+        }
+        Ok(None)
+    }
+
+    /// Reads the element count that opens a collection, moves to `phase` and sets up the
+    /// accumulator `acc` (given the capped capacity). True when the collection is empty.
+    fn begin(
+        &mut self,
+        c: &mut Cur<'_>,
+        what: &'static str,
+        phase: u8,
+        acc: fn(usize) -> Acc,
+    ) -> R<bool> {
+        self.remaining = c.len(what)?;
+        self.phase = phase;
+        self.acc = acc(cap(self.remaining));
+        Ok(self.remaining == 0)
+    }
+
+    /// Counts one element of the collection as read; true after the last.
+    fn element_done(&mut self) -> bool {
+        self.remaining -= 1;
+        self.remaining == 0
+    }
+
+    /// Keeps one hash field (when values are kept).
+    fn push_field(&mut self, f: RStr<'_>, v: RStr<'_>, expire_at_ms: Option<u64>) -> R<()> {
+        if self.keep {
+            let hf = HashField {
+                field: f.to_bytes()?,
+                value: v.to_bytes()?,
+                expire_at_ms,
+            };
+            if let Acc::Hash(h) = &mut self.acc {
+                h.push(hf);
+            }
+        }
+        Ok(())
+    }
+
     /// Parses one unit. Returns true when the value is complete. On `Stop::More` the caller
     /// rewinds to the unit start (nothing here has been changed in that case).
     pub(crate) fn unit(&mut self, c: &mut Cur<'_>) -> R<bool> {
@@ -217,36 +265,28 @@ impl ValueState {
                 Ok(true)
             }
             LIST | SET => {
-                if self.phase == 0 {
-                    self.remaining = c.len(if self.t == LIST {
-                        "the length of a list"
-                    } else {
-                        "the length of a set"
-                    })?;
-                    self.phase = 1;
-                    self.acc = Acc::Elems(Vec::with_capacity(cap(self.remaining)));
-                    return Ok(self.remaining == 0);
-                }
-                let s = c.string(if self.t == LIST {
-                    "a list element"
+                let (len_what, elem_what) = if self.t == LIST {
+                    ("the length of a list", "a list element")
                 } else {
-                    "a set member"
-                })?;
+                    ("the length of a set", "a set member")
+                };
+                if self.phase == 0 {
+                    return self.begin(c, len_what, 1, |n| Acc::Elems(Vec::with_capacity(n)));
+                }
+                let s = c.string(elem_what)?;
                 let b = self.keep_str(s)?;
                 if self.keep {
                     if let Acc::Elems(v) = &mut self.acc {
                         v.push(b);
                     }
                 }
-                self.remaining -= 1;
-                Ok(self.remaining == 0)
+                Ok(self.element_done())
             }
             ZSET | ZSET_2 => {
                 if self.phase == 0 {
-                    self.remaining = c.len("the length of a sorted set")?;
-                    self.phase = 1;
-                    self.acc = Acc::Zset(Vec::with_capacity(cap(self.remaining)));
-                    return Ok(self.remaining == 0);
+                    return self.begin(c, "the length of a sorted set", 1, |n| {
+                        Acc::Zset(Vec::with_capacity(n))
+                    });
                 }
                 let m = c.string("a sorted set member")?;
                 let score = if self.t == ZSET {
@@ -260,54 +300,24 @@ impl ValueState {
                         v.push((b, score));
                     }
                 }
-                self.remaining -= 1;
-                Ok(self.remaining == 0)
+                Ok(self.element_done())
             }
-            HASH => {
+            HASH | HASH_METADATA_PRE_GA if self.t == HASH || self.valkey => {
+                // HASH: count, then (field, value). Valkey HASH_2: count, then (field, value,
+                // 8-byte LE expiry ms, -1 = none).
                 if self.phase == 0 {
-                    self.remaining = c.len("the length of a hash")?;
-                    self.phase = 1;
-                    self.acc = Acc::Hash(Vec::with_capacity(cap(self.remaining)));
-                    return Ok(self.remaining == 0);
+                    return self.begin(c, "the length of a hash", 1, hash_acc);
                 }
                 let f = c.string("a hash field")?;
                 let v = c.string("a hash value")?;
-                if self.keep {
-                    let hf = HashField {
-                        field: f.to_bytes()?,
-                        value: v.to_bytes()?,
-                        expire_at_ms: None,
-                    };
-                    if let Acc::Hash(h) = &mut self.acc {
-                        h.push(hf);
-                    }
-                }
-                self.remaining -= 1;
-                Ok(self.remaining == 0)
-            }
-            HASH_METADATA_PRE_GA if self.valkey => {
-                // Valkey HASH_2: count, then (field, value, 8-byte LE expiry ms, -1 = none).
-                if self.phase == 0 {
-                    self.remaining = c.len("the length of a hash")?;
-                    self.phase = 1;
-                    self.acc = Acc::Hash(Vec::with_capacity(cap(self.remaining)));
-                    return Ok(self.remaining == 0);
-                }
-                let f = c.string("a hash field")?;
-                let v = c.string("a hash value")?;
-                let exp = c.u64_le("a hash field expiry")? as i64;
-                if self.keep {
-                    let hf = HashField {
-                        field: f.to_bytes()?,
-                        value: v.to_bytes()?,
-                        expire_at_ms: (exp >= 0).then_some(exp as u64),
-                    };
-                    if let Acc::Hash(h) = &mut self.acc {
-                        h.push(hf);
-                    }
-                }
-                self.remaining -= 1;
-                Ok(self.remaining == 0)
+                let expire = if self.t == HASH {
+                    None
+                } else {
+                    let exp = c.u64_le("a hash field expiry")? as i64;
+                    (exp >= 0).then_some(exp as u64)
+                };
+                self.push_field(f, v, expire)?;
+                Ok(self.element_done())
             }
             HASH_METADATA | HASH_METADATA_PRE_GA => {
                 if self.phase == 0 && self.t == HASH_METADATA {
@@ -316,10 +326,7 @@ impl ValueState {
                     return Ok(false);
                 }
                 if self.phase <= 1 {
-                    self.remaining = c.len("the length of a hash")?;
-                    self.phase = 2;
-                    self.acc = Acc::Hash(Vec::with_capacity(cap(self.remaining)));
-                    return Ok(self.remaining == 0);
+                    return self.begin(c, "the length of a hash", 2, hash_acc);
                 }
                 let at = c.p;
                 let ttl = c.len("a hash field TTL")?;
@@ -337,18 +344,8 @@ impl ValueState {
                         return corrupt(at, format!("hash field expiry {e} is beyond the maximum"));
                     }
                 }
-                if self.keep {
-                    let hf = HashField {
-                        field: f.to_bytes()?,
-                        value: v.to_bytes()?,
-                        expire_at_ms: expire,
-                    };
-                    if let Acc::Hash(h) = &mut self.acc {
-                        h.push(hf);
-                    }
-                }
-                self.remaining -= 1;
-                Ok(self.remaining == 0)
+                self.push_field(f, v, expire)?;
+                Ok(self.element_done())
             }
             HASH_ZIPMAP
             | LIST_ZIPLIST
@@ -372,10 +369,9 @@ impl ValueState {
             }
             LIST_QUICKLIST | LIST_QUICKLIST_2 => {
                 if self.phase == 0 {
-                    self.remaining = c.len("the node count of a quicklist")?;
-                    self.phase = 1;
-                    self.acc = Acc::Blobs(Vec::with_capacity(cap(self.remaining)));
-                    return Ok(self.remaining == 0);
+                    return self.begin(c, "the node count of a quicklist", 1, |n| {
+                        Acc::Blobs(Vec::with_capacity(n))
+                    });
                 }
                 let container = if self.t == LIST_QUICKLIST_2 {
                     let at = c.p;
@@ -391,17 +387,12 @@ impl ValueState {
                     0
                 };
                 let s = c.string("a quicklist node")?;
-                if self.keep {
-                    let b = s.to_bytes()?;
+                if let Some(b) = self.keep_blob(s)? {
                     if let Acc::Blobs(v) = &mut self.acc {
                         v.push((container, b));
                     }
-                } else if let RStr::Lzf { .. } = s {
-                    // Validate compressed nodes even when not keeping them.
-                    s.to_bytes()?;
                 }
-                self.remaining -= 1;
-                Ok(self.remaining == 0)
+                Ok(self.element_done())
             }
             MODULE_2 => {
                 if self.phase == 0 {
@@ -412,21 +403,7 @@ impl ValueState {
                 }
                 // One opcode with its operand per unit.
                 let start = c.p;
-                let op = c.len("a module value opcode")?;
-                match op {
-                    0 => {}
-                    1 | 2 => {
-                        c.len("a module integer")?;
-                    }
-                    3 => {
-                        c.take(4, "a module float")?;
-                    }
-                    4 => {
-                        c.take(8, "a module double")?;
-                    }
-                    5 => c.skip_string("a module string")?,
-                    x => return corrupt(start, format!("unknown module opcode {x}")),
-                }
+                let op = c.module_opcode()?;
                 if let Acc::Module(_, p) = &mut self.acc {
                     p.extend_from_slice(&c.b[start..c.p]);
                 }
@@ -449,37 +426,27 @@ impl ValueState {
             }
             1 => {
                 let at = c.p;
-                let id = c.string("the master ID of a stream node")?;
-                let id = match id {
-                    RStr::Plain(s) if s.len() == 16 => {
-                        let mut a = [0u8; 16];
-                        a.copy_from_slice(s);
-                        a
-                    }
+                let owned;
+                let key = match c.string("the master ID of a stream node")? {
+                    RStr::Plain(s) => s,
                     other => {
-                        let b = other.to_bytes()?;
-                        if b.len() != 16 {
-                            return corrupt(
-                                at,
-                                format!("stream node key is {} bytes, not 16", b.len()),
-                            );
-                        }
-                        let mut a = [0u8; 16];
-                        a.copy_from_slice(&b);
-                        a
+                        owned = other.to_bytes()?;
+                        &owned[..]
                     }
                 };
+                let Ok(id) = <[u8; 16]>::try_from(key) else {
+                    return corrupt(
+                        at,
+                        format!("stream node key is {} bytes, not 16", key.len()),
+                    );
+                };
                 let lp = c.string("a stream listpack")?;
-                if self.keep {
-                    let b = lp.to_bytes()?;
+                if let Some(b) = self.keep_blob(lp)? {
                     if let Acc::Stream(v) = &mut self.acc {
                         v.push((id, b));
                     }
-                } else if let RStr::Lzf { .. } = lp {
-                    lp.to_bytes()?;
                 }
-                self.remaining -= 1;
-                if self.remaining == 0 {
+                if self.element_done() {
                     self.phase = 2;
                 }
                 Ok(false)
@@ -505,7 +472,7 @@ impl ValueState {
         };
         let acc = std::mem::replace(&mut self.acc, fresh);
         let tail = if last { self.tail.take() } else { None };
-        let mut v = build_value(self.t, acc, tail, self.valkey)?;
+        let mut v = build_value(self.t, acc, tail)?;
         if let Value::Stream(s) = &mut v {
             if self.first_live.is_none() {
                 self.first_live = s.entries.first().map(|e| e.id);
@@ -523,25 +490,25 @@ impl ValueState {
     /// Decodes the whole value.
     pub(crate) fn build(&mut self) -> Result<Value, String> {
         let acc = std::mem::replace(&mut self.acc, Acc::None);
-        build_value(self.t, acc, self.tail.take(), self.valkey)
+        build_value(self.t, acc, self.tail.take())
     }
+}
+
+fn hash_acc(n: usize) -> Acc {
+    Acc::Hash(Vec::with_capacity(n))
+}
+
+/// Reads a stream ID stored as two RDB lengths (ms, seq).
+fn len_id(c: &mut Cur<'_>, what: &'static str) -> R<StreamId> {
+    Ok(StreamId::new(c.len(what)?, c.len(what)?))
 }
 
 fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
     let length = c.len("the length of a stream")?;
-    let last_id = StreamId::new(
-        c.len("the last ID of a stream")?,
-        c.len("the last ID of a stream")?,
-    );
+    let last_id = len_id(c, "the last ID of a stream")?;
     let (first_id, max_deleted_id, entries_added) = if t >= STREAM_LISTPACKS_2 {
-        let f = StreamId::new(
-            c.len("the first ID of a stream")?,
-            c.len("the first ID of a stream")?,
-        );
-        let m = StreamId::new(
-            c.len("the max deleted ID of a stream")?,
-            c.len("the max deleted ID of a stream")?,
-        );
+        let f = len_id(c, "the first ID of a stream")?;
+        let m = len_id(c, "the max deleted ID of a stream")?;
         let a = c.len("the entries-added counter of a stream")?;
         (Some(f), m, Some(a))
     } else {
@@ -551,10 +518,7 @@ fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
     let mut groups = Vec::with_capacity(cap(ngroups).min(64));
     for _ in 0..ngroups {
         let name = c.string("a consumer group name")?.to_bytes()?;
-        let last = StreamId::new(
-            c.len("a consumer group last ID")?,
-            c.len("a consumer group last ID")?,
-        );
+        let last = len_id(c, "a consumer group last ID")?;
         let entries_read = if t >= STREAM_LISTPACKS_2 {
             Some(c.len("a consumer group entries-read counter")?)
         } else {
@@ -618,10 +582,7 @@ fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
             let mut es = Vec::with_capacity(cap(ne));
             for _ in 0..ne {
                 let iid = c.string("an IDMP entry IID")?.to_bytes()?;
-                let id = StreamId::new(
-                    c.len("an IDMP entry stream ID")?,
-                    c.len("an IDMP entry stream ID")?,
-                );
+                let id = len_id(c, "an IDMP entry stream ID")?;
                 es.push((iid, id));
             }
             producers.push((pid, es));
@@ -659,18 +620,23 @@ fn pairs_from<'a>(items: &[Elem<'a>], what: &str) -> Result<Vec<(Elem<'a>, Elem<
     Ok(items.chunks_exact(2).map(|p| (p[0], p[1])).collect())
 }
 
-fn collect_ziplist(b: &[u8]) -> Result<Vec<Elem<'_>>, String> {
-    let mut v = Vec::new();
-    ziplist_for_each(b, |e| {
-        v.push(e);
-        Ok(())
-    })?;
-    Ok(v)
+/// Decodes a listpack (`listpack`) or a ziplist, calling `f` for each element.
+fn packed_for_each<'a>(
+    b: &'a [u8],
+    listpack: bool,
+    f: impl FnMut(Elem<'a>) -> Result<(), String>,
+) -> Result<usize, String> {
+    if listpack {
+        listpack_for_each(b, f)
+    } else {
+        ziplist_for_each(b, f)
+    }
 }
 
-fn collect_listpack(b: &[u8]) -> Result<Vec<Elem<'_>>, String> {
+/// The elements of a listpack (`listpack`) or a ziplist.
+fn collect_packed(b: &[u8], listpack: bool) -> Result<Vec<Elem<'_>>, String> {
     let mut v = Vec::new();
-    listpack_for_each(b, |e| {
+    packed_for_each(b, listpack, |e| {
         v.push(e);
         Ok(())
     })?;
@@ -682,7 +648,7 @@ fn score(e: Elem<'_>) -> Result<f64, String> {
         .ok_or_else(|| "invalid sorted set score in encoded blob".to_string())
 }
 
-fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>, valkey: bool) -> Result<Value, String> {
+fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>) -> Result<Value, String> {
     Ok(match (t, acc) {
         (STRING, Acc::Str(s)) => Value::String(s),
         (STRING, Acc::Elems(parts)) => Value::String(if parts.len() == 1 {
@@ -694,40 +660,27 @@ fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>, valkey: bool) -> Resul
         (SET, Acc::Elems(v)) => Value::Set(v),
         (ZSET | ZSET_2, Acc::Zset(v)) => Value::SortedSet(v),
         (HASH | HASH_METADATA | HASH_METADATA_PRE_GA, Acc::Hash(v)) => Value::Hash(v),
-        (LIST | SET, Acc::None) => {
-            if t == LIST {
-                Value::List(Vec::new())
-            } else {
-                Value::Set(Vec::new())
-            }
-        }
+        (LIST | LIST_QUICKLIST | LIST_QUICKLIST_2, Acc::None) => Value::List(Vec::new()),
+        (SET, Acc::None) => Value::Set(Vec::new()),
         (ZSET | ZSET_2, Acc::None) => Value::SortedSet(Vec::new()),
         (HASH | HASH_METADATA | HASH_METADATA_PRE_GA, Acc::None) => Value::Hash(Vec::new()),
         (LIST_QUICKLIST | LIST_QUICKLIST_2, Acc::Blobs(nodes)) => {
             let mut out = Vec::new();
             for (container, blob) in &nodes {
-                match container {
-                    0 => {
-                        ziplist_for_each(blob, |e| {
-                            out.push(e.to_bytes());
-                            Ok(())
-                        })?;
-                    }
-                    1 => out.push(blob.clone()),
-                    _ => {
-                        listpack_for_each(blob, |e| {
-                            out.push(e.to_bytes());
-                            Ok(())
-                        })?;
-                    }
+                if *container == 1 {
+                    out.push(blob.clone());
+                } else {
+                    packed_for_each(blob, *container != 0, |e| {
+                        out.push(e.to_bytes());
+                        Ok(())
+                    })?;
                 }
             }
             Value::List(out)
         }
-        (LIST_QUICKLIST | LIST_QUICKLIST_2, Acc::None) => Value::List(Vec::new()),
         (_, Acc::Blobs(mut nodes)) if nodes.len() == 1 => {
             let (_, blob) = nodes.pop().unwrap_or_default();
-            decode_blob(t, &blob, valkey)?
+            decode_blob(t, &blob)?
         }
         (MODULE_2, Acc::Module(id, payload)) => {
             Value::Module(Box::new(module_value(id, Bytes::from(payload))))
@@ -758,7 +711,7 @@ fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>, valkey: bool) -> Resul
     })
 }
 
-fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
+fn decode_blob(t: u8, blob: &[u8]) -> Result<Value, String> {
     Ok(match t {
         HASH_ZIPMAP => {
             let mut v = Vec::new();
@@ -771,7 +724,7 @@ fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
             Value::Hash(v)
         }
         LIST_ZIPLIST => Value::List(
-            collect_ziplist(blob)?
+            collect_packed(blob, false)?
                 .into_iter()
                 .map(Elem::to_bytes)
                 .collect(),
@@ -782,17 +735,13 @@ fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
             Value::Set(v)
         }
         SET_LISTPACK => Value::Set(
-            collect_listpack(blob)?
+            collect_packed(blob, true)?
                 .into_iter()
                 .map(Elem::to_bytes)
                 .collect(),
         ),
         ZSET_ZIPLIST | ZSET_LISTPACK => {
-            let items = if t == ZSET_ZIPLIST {
-                collect_ziplist(blob)?
-            } else {
-                collect_listpack(blob)?
-            };
+            let items = collect_packed(blob, t == ZSET_LISTPACK)?;
             let mut v = Vec::with_capacity(items.len() / 2);
             for (m, s) in pairs_from(&items, "sorted set blob")? {
                 v.push((m.to_bytes(), score(s)?));
@@ -800,11 +749,7 @@ fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
             Value::SortedSet(v)
         }
         HASH_ZIPLIST | HASH_LISTPACK => {
-            let items = if t == HASH_ZIPLIST {
-                collect_ziplist(blob)?
-            } else {
-                collect_listpack(blob)?
-            };
+            let items = collect_packed(blob, t == HASH_LISTPACK)?;
             let mut v = Vec::with_capacity(items.len() / 2);
             for (f, val) in pairs_from(&items, "hash blob")? {
                 v.push(HashField::new(f.to_bytes(), val.to_bytes()));
@@ -812,7 +757,7 @@ fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
             Value::Hash(v)
         }
         HASH_LISTPACK_EX | HASH_LISTPACK_EX_PRE_GA => {
-            let items = collect_listpack(blob)?;
+            let items = collect_packed(blob, true)?;
             if items.len() % 3 != 0 {
                 return Err(format!(
                     "hash listpack with TTLs has {} elements, not a multiple of 3",
@@ -839,8 +784,8 @@ fn decode_blob(t: u8, blob: &[u8], _valkey: bool) -> Result<Value, String> {
     })
 }
 
-fn lp_int(e: Option<&Elem<'_>>, what: &str) -> Result<i64, String> {
-    e.and_then(|e| e.as_i64())
+fn lp_int(e: Elem<'_>, what: &str) -> Result<i64, String> {
+    e.as_i64()
         .ok_or_else(|| format!("stream listpack: missing or non-integer {what}"))
 }
 
@@ -850,7 +795,7 @@ fn decode_stream_node(
     lp: &[u8],
     out: &mut Vec<StreamEntry>,
 ) -> Result<(), String> {
-    let items = collect_listpack(lp)?;
+    let items = collect_packed(lp, true)?;
     let mut i = 0usize;
     let mut next = |what: &str| -> Result<Elem<'_>, String> {
         let e = items
@@ -860,9 +805,9 @@ fn decode_stream_node(
         i += 1;
         Ok(e)
     };
-    let count = lp_int(Some(&next("the entry count")?), "entry count")?;
-    let deleted = lp_int(Some(&next("the deleted count")?), "deleted count")?;
-    let nmaster = lp_int(Some(&next("the master field count")?), "master field count")?;
+    let count = lp_int(next("the entry count")?, "entry count")?;
+    let deleted = lp_int(next("the deleted count")?, "deleted count")?;
+    let nmaster = lp_int(next("the master field count")?, "master field count")?;
     if count < 0 || deleted < 0 || nmaster < 0 {
         return Err("stream listpack has negative counts".into());
     }
@@ -870,15 +815,15 @@ fn decode_stream_node(
     for _ in 0..nmaster {
         master_fields.push(next("a master field")?.to_bytes());
     }
-    let zero = lp_int(Some(&next("the master terminator")?), "master terminator")?;
+    let zero = lp_int(next("the master terminator")?, "master terminator")?;
     if zero != 0 {
         return Err("stream listpack master entry not terminated by 0".into());
     }
     let total = count + deleted;
     for _ in 0..total {
-        let flags = lp_int(Some(&next("entry flags")?), "entry flags")?;
-        let ms = lp_int(Some(&next("entry ms delta")?), "entry ms delta")?;
-        let seq = lp_int(Some(&next("entry seq delta")?), "entry seq delta")?;
+        let flags = lp_int(next("entry flags")?, "entry flags")?;
+        let ms = lp_int(next("entry ms delta")?, "entry ms delta")?;
+        let seq = lp_int(next("entry seq delta")?, "entry seq delta")?;
         let id = StreamId::new(
             master.ms.wrapping_add(ms as u64),
             master.seq.wrapping_add(seq as u64),
@@ -891,7 +836,7 @@ fn decode_stream_node(
                 fields.push((f.clone(), v));
             }
         } else {
-            let n = lp_int(Some(&next("entry field count")?), "entry field count")?;
+            let n = lp_int(next("entry field count")?, "entry field count")?;
             if n < 0 {
                 return Err("stream entry has a negative field count".into());
             }

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use crate::crc64::crc64;
-use crate::encode::{encode_value, put_len, put_string};
+use crate::encode::{cannot, encode_value, put_len, put_string};
 use crate::error::Error;
 use crate::parser::types::*;
 use crate::parser::MAX_RDB_VERSION;
@@ -32,10 +32,7 @@ impl<W: Write> Writer<W> {
     /// Starts a file of RDB `version` (1 to 13) by writing the magic header.
     pub fn new(w: W, version: u32) -> Result<Self, Error> {
         if version == 0 || version > MAX_RDB_VERSION {
-            return Err(Error::CannotEncode {
-                what: "an RDB file".into(),
-                version,
-            });
+            return Err(cannot("an RDB file", version));
         }
         let mut me = Writer {
             w,
@@ -93,10 +90,7 @@ impl<W: Write> Writer<W> {
     /// Writes a function library (`FUNCTION2`, version 10+).
     pub fn function(&mut self, code: &[u8]) -> Result<(), Error> {
         if self.version < 10 {
-            return Err(Error::CannotEncode {
-                what: "a function library".into(),
-                version: self.version,
-            });
+            return Err(cannot("a function library", self.version));
         }
         self.scratch.push(OP_FUNCTION2);
         put_string(&mut self.scratch, code);
@@ -109,9 +103,11 @@ impl<W: Write> Writer<W> {
                 self.scratch.push(OP_EXPIRETIME_MS);
                 self.scratch.extend_from_slice(&ms.to_le_bytes());
             } else {
-                let secs = i32::try_from(ms / 1000).map_err(|_| Error::CannotEncode {
-                    what: format!("expiry {ms} ms (RDB 1-2 store 32-bit seconds)"),
-                    version: self.version,
+                let secs = i32::try_from(ms / 1000).map_err(|_| {
+                    cannot(
+                        format!("expiry {ms} ms (RDB 1-2 store 32-bit seconds)"),
+                        self.version,
+                    )
                 })?;
                 self.scratch.push(OP_EXPIRETIME);
                 self.scratch.extend_from_slice(&secs.to_le_bytes());
@@ -139,10 +135,7 @@ impl<W: Write> Writer<W> {
         expire_at_ms: Option<i64>,
     ) -> Result<(), Error> {
         let Some((&t, payload)) = serialized.split_first() else {
-            return Err(Error::CannotEncode {
-                what: "an empty serialized value".into(),
-                version: self.version,
-            });
+            return Err(cannot("an empty serialized value", self.version));
         };
         self.expire(expire_at_ms)?;
         self.scratch.push(t);
