@@ -201,83 +201,93 @@ fn redis_rs_codec(data: &mut BytesMut) -> usize {
     n
 }
 
-fn bench_sets(c: &mut Criterion) {
-    let data = set_stream();
-    let buf = || BytesMut::from(&data[..]);
-    // Every implementation must see the same number of commands.
-    assert_eq!(ferry_decode(&mut buf()), SETS);
-    assert_eq!(ferry_decode_chunked(&data), SETS);
-    assert_eq!(ferry_commands(&mut buf()), SETS);
-    assert_eq!(ferry_commands_chunked(&data), SETS);
-    assert_eq!(rp2_bytes_mut(&mut buf()), SETS);
-    assert_eq!(rp2_range(&data), SETS);
-    assert_eq!(redis_rs_codec(&mut buf()), SETS);
+/// How one implementation reads the stream.
+#[derive(Clone, Copy)]
+enum Input {
+    /// Consumes a fresh `BytesMut` copy of the stream (made before the clock starts).
+    Buffer(fn(&mut BytesMut) -> usize),
+    /// Reads the stream as a borrowed slice.
+    Slice(fn(&[u8]) -> usize),
+}
 
-    let mut g = c.benchmark_group("resp_decode/1M_SET");
+impl Input {
+    fn run(self, buf: &mut BytesMut, data: &[u8]) -> usize {
+        match self {
+            Input::Buffer(f) => f(buf),
+            Input::Slice(f) => f(data),
+        }
+    }
+}
+
+/// One implementation in a comparison: a name and how it runs.
+type Run = (&'static str, Input);
+
+/// The implementations compared on the SET command stream.
+const SET_RUNS: [Run; 7] = [
+    ("ferry-resp Decoder", Input::Buffer(ferry_decode)),
+    (
+        "ferry-resp Decoder, 64KiB reads",
+        Input::Slice(ferry_decode_chunked),
+    ),
+    ("ferry-resp decode_command", Input::Buffer(ferry_commands)),
+    (
+        "ferry-resp decode_command, 64KiB reads",
+        Input::Slice(ferry_commands_chunked),
+    ),
+    (
+        "redis-protocol decode_bytes_mut",
+        Input::Buffer(rp2_bytes_mut),
+    ),
+    ("redis-protocol decode_range", Input::Slice(rp2_range)),
+    ("redis ValueCodec", Input::Buffer(redis_rs_codec)),
+];
+
+/// The implementations compared on the RESP3 reply stream.
+const REPLY_RUNS: [Run; 5] = [
+    ("ferry-resp Decoder", Input::Buffer(ferry_decode)),
+    (
+        "ferry-resp Decoder, 64KiB reads",
+        Input::Slice(ferry_decode_chunked),
+    ),
+    (
+        "redis-protocol decode_bytes_mut",
+        Input::Buffer(rp3_bytes_mut),
+    ),
+    ("redis-protocol decode_range", Input::Slice(rp3_range)),
+    ("redis ValueCodec", Input::Buffer(redis_rs_codec)),
+];
+
+/// One criterion group: every implementation in `runs` over `data`, after checking that each
+/// one sees the same `items` frames.
+fn bench_group(c: &mut Criterion, group: &str, data: &[u8], items: usize, runs: &[Run]) {
+    let buf = || BytesMut::from(data);
+    for &(_, input) in runs {
+        assert_eq!(input.run(&mut buf(), data), items);
+    }
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(10)
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(2));
-    g.bench_function("ferry-resp Decoder", |b| {
-        b.iter_batched(buf, |mut d| ferry_decode(&mut d), BatchSize::PerIteration)
-    });
-    g.bench_function("ferry-resp Decoder, 64KiB reads", |b| {
-        b.iter(|| ferry_decode_chunked(&data))
-    });
-    g.bench_function("ferry-resp decode_command", |b| {
-        b.iter_batched(buf, |mut d| ferry_commands(&mut d), BatchSize::PerIteration)
-    });
-    g.bench_function("ferry-resp decode_command, 64KiB reads", |b| {
-        b.iter(|| ferry_commands_chunked(&data))
-    });
-    g.bench_function("redis-protocol decode_bytes_mut", |b| {
-        b.iter_batched(buf, |mut d| rp2_bytes_mut(&mut d), BatchSize::PerIteration)
-    });
-    g.bench_function("redis-protocol decode_range", |b| {
-        b.iter(|| rp2_range(&data))
-    });
-    g.bench_function("redis ValueCodec", |b| {
-        b.iter_batched(buf, |mut d| redis_rs_codec(&mut d), BatchSize::PerIteration)
-    });
+    for &(name, input) in runs {
+        g.bench_function(name, |b| match input {
+            Input::Buffer(f) => b.iter_batched(buf, |mut d| f(&mut d), BatchSize::PerIteration),
+            Input::Slice(f) => b.iter(|| f(data)),
+        });
+    }
     g.finish();
+}
+
+fn bench_sets(c: &mut Criterion) {
+    let data = set_stream();
+    bench_group(c, "resp_decode/1M_SET", &data, SETS, &SET_RUNS);
 }
 
 fn bench_replies(c: &mut Criterion) {
     let (data, frames) = reply_stream();
-    let buf = || BytesMut::from(&data[..]);
-    assert_eq!(ferry_decode(&mut buf()), frames);
-    assert_eq!(ferry_decode_chunked(&data), frames);
-    assert_eq!(rp3_bytes_mut(&mut buf()), frames);
-    assert_eq!(rp3_range(&data), frames);
-    assert_eq!(redis_rs_codec(&mut buf()), frames);
-
-    let mut g = c.benchmark_group(format!("resp_decode/replies_{frames}"));
-    g.throughput(Throughput::Bytes(data.len() as u64));
-    g.sample_size(10)
-        .measurement_time(Duration::from_secs(8))
-        .warm_up_time(Duration::from_secs(2));
-    g.bench_function("ferry-resp Decoder", |b| {
-        b.iter_batched(buf, |mut d| ferry_decode(&mut d), BatchSize::PerIteration)
-    });
-    g.bench_function("ferry-resp Decoder, 64KiB reads", |b| {
-        b.iter(|| ferry_decode_chunked(&data))
-    });
-    g.bench_function("redis-protocol decode_bytes_mut", |b| {
-        b.iter_batched(buf, |mut d| rp3_bytes_mut(&mut d), BatchSize::PerIteration)
-    });
-    g.bench_function("redis-protocol decode_range", |b| {
-        b.iter(|| rp3_range(&data))
-    });
-    g.bench_function("redis ValueCodec", |b| {
-        b.iter_batched(buf, |mut d| redis_rs_codec(&mut d), BatchSize::PerIteration)
-    });
-    g.finish();
+    let group = format!("resp_decode/replies_{frames}");
+    bench_group(c, &group, &data, frames, &REPLY_RUNS);
 }
-
-/// One implementation in the interleaved comparison: a name and a run over a fresh buffer.
-/// The `BytesMut` holds a fresh copy of the stream (made before the clock starts) for the
-/// decoders that consume a buffer; the others read the slice.
-type Run = (&'static str, fn(&mut BytesMut, &[u8]) -> usize);
 
 /// Times each implementation once per round, in rotating order, and prints the minimum and the
 /// median per implementation. Interleaving keeps a load spike on the shared machine from landing
@@ -288,10 +298,10 @@ fn interleaved(title: &str, data: &[u8], items: usize, runs: &[Run], rounds: usi
     for round in 0..rounds {
         for k in 0..runs.len() {
             let j = (k + round) % runs.len();
-            let (_, run) = runs[j];
+            let (_, input) = runs[j];
             let mut buf = BytesMut::from(data);
             let start = Instant::now();
-            let n = black_box(run(&mut buf, black_box(data)));
+            let n = black_box(input.run(&mut buf, black_box(data)));
             times[j].push(start.elapsed().as_secs_f64());
             assert_eq!(n, items);
         }
@@ -332,32 +342,10 @@ fn paired_report() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(9);
     let sets = set_stream();
-    let runs: [Run; 7] = [
-        ("ferry-resp Decoder", |b, _| ferry_decode(b)),
-        ("ferry-resp Decoder, 64KiB reads", |_, d| {
-            ferry_decode_chunked(d)
-        }),
-        ("ferry-resp decode_command", |b, _| ferry_commands(b)),
-        ("ferry-resp decode_command, 64KiB reads", |_, d| {
-            ferry_commands_chunked(d)
-        }),
-        ("redis-protocol decode_bytes_mut", |b, _| rp2_bytes_mut(b)),
-        ("redis-protocol decode_range", |_, d| rp2_range(d)),
-        ("redis ValueCodec", |b, _| redis_rs_codec(b)),
-    ];
-    interleaved("1M pipelined SET commands", &sets, SETS, &runs, rounds);
+    interleaved("1M pipelined SET commands", &sets, SETS, &SET_RUNS, rounds);
     drop(sets);
     let (replies, frames) = reply_stream();
-    let runs: [Run; 5] = [
-        ("ferry-resp Decoder", |b, _| ferry_decode(b)),
-        ("ferry-resp Decoder, 64KiB reads", |_, d| {
-            ferry_decode_chunked(d)
-        }),
-        ("redis-protocol decode_bytes_mut", |b, _| rp3_bytes_mut(b)),
-        ("redis-protocol decode_range", |_, d| rp3_range(d)),
-        ("redis ValueCodec", |b, _| redis_rs_codec(b)),
-    ];
-    interleaved("RESP3 reply stream", &replies, frames, &runs, rounds);
+    interleaved("RESP3 reply stream", &replies, frames, &REPLY_RUNS, rounds);
 }
 
 criterion_group!(benches, bench_sets, bench_replies);

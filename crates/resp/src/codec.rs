@@ -49,14 +49,8 @@ impl tokio_util::codec::Decoder for RespCodec {
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
-        match self.decoder.decode(src)? {
-            Some(frame) => Ok(Some(frame)),
-            None if src.is_empty() => Ok(None),
-            None => Err(Error::Protocol(format!(
-                "stream ended inside a frame ({} bytes left)",
-                src.len()
-            ))),
-        }
+        let item = self.decoder.decode(src)?;
+        at_eof(item, src, "frame")
     }
 }
 
@@ -125,14 +119,8 @@ impl tokio_util::codec::Decoder for CommandCodec {
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Command>, Error> {
-        match self.decoder.decode_command(src)? {
-            Some(cmd) => Ok(Some(cmd)),
-            None if src.is_empty() => Ok(None),
-            None => Err(Error::Protocol(format!(
-                "stream ended inside a command ({} bytes left)",
-                src.len()
-            ))),
-        }
+        let item = self.decoder.decode_command(src)?;
+        at_eof(item, src, "command")
     }
 }
 
@@ -151,5 +139,18 @@ impl tokio_util::codec::Encoder<&Command> for CommandCodec {
     fn encode(&mut self, item: &Command, dst: &mut BytesMut) -> Result<(), Error> {
         dst.put_slice(item.raw());
         Ok(())
+    }
+}
+
+/// What a codec's `decode_eof` returns: the last `item`, or `None` at a clean end, or an error
+/// naming `what` when bytes of an unfinished one are left in `src`.
+fn at_eof<T>(item: Option<T>, src: &BytesMut, what: &str) -> Result<Option<T>, Error> {
+    match item {
+        Some(item) => Ok(Some(item)),
+        None if src.is_empty() => Ok(None),
+        None => Err(Error::Protocol(format!(
+            "stream ended inside a {what} ({} bytes left)",
+            src.len()
+        ))),
     }
 }

@@ -4,16 +4,43 @@ use std::time::Duration;
 
 use ferry_resp::{ConnectOptions, Connection, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A listener on a free port of 127.0.0.1, and that port.
+async fn local_listener() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// Reads from `sock` until the peer closes it (or it fails).
+async fn drain(sock: &mut TcpStream) {
+    let mut buf = [0u8; 256];
+    while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+}
+
+/// A one-connection server on a free local port that answers the first command it reads with
+/// `reply`, then holds the socket until the client closes it.
+async fn server_replying(reply: &'static [u8]) -> (u16, JoinHandle<()>) {
+    let (listener, port) = local_listener().await;
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 256];
+        let _ = sock.read(&mut buf).await.unwrap();
+        sock.write_all(reply).await.unwrap();
+        drain(&mut sock).await;
+    });
+    (port, server)
+}
 
 #[tokio::test]
 async fn handshake_against_a_silent_server_times_out() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, port) = local_listener().await;
     let accept = tokio::spawn(async move {
         let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 256];
         // Read the HELLO but never answer; hold the socket until the client gives up.
-        while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+        drain(&mut sock).await;
     });
     let mut o = ConnectOptions::new("127.0.0.1", port);
     o.protocol = ferry_resp::Protocol::Resp3;
@@ -26,15 +53,7 @@ async fn handshake_against_a_silent_server_times_out() {
 
 #[tokio::test]
 async fn garbage_reply_is_a_protocol_error_and_poisons_the_connection() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 256];
-        let _ = sock.read(&mut buf).await.unwrap();
-        sock.write_all(b"@garbage\r\n").await.unwrap();
-        while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
-    });
+    let (port, server) = server_replying(b"@garbage\r\n").await;
     let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port))
         .await
         .unwrap();
@@ -51,15 +70,7 @@ async fn garbage_reply_is_a_protocol_error_and_poisons_the_connection() {
 
 #[tokio::test]
 async fn huge_bulk_from_server_is_a_limit_error_not_an_allocation() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 256];
-        let _ = sock.read(&mut buf).await.unwrap();
-        sock.write_all(b"$999999999999\r\n").await.unwrap();
-        while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
-    });
+    let (port, server) = server_replying(b"$999999999999\r\n").await;
     let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port))
         .await
         .unwrap();
@@ -83,8 +94,7 @@ async fn connection_refused_is_an_io_error() {
 
 #[tokio::test]
 async fn read_command_survives_cancellation_mid_command() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, port) = local_listener().await;
     let (go_on, resume) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let (mut sock, _) = listener.accept().await.unwrap();
@@ -94,8 +104,7 @@ async fn read_command_survives_cancellation_mid_command() {
             .unwrap();
         resume.await.unwrap();
         sock.write_all(b"lue\r\n+OK\r\n").await.unwrap();
-        let mut buf = [0u8; 64];
-        while sock.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+        drain(&mut sock).await;
     });
     let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port))
         .await

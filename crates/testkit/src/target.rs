@@ -173,9 +173,7 @@ fn cluster_masters(seed: &mut Node, seed_info: &ConnectionInfo) -> Result<Vec<No
         if f.len() == 8 {
             continue; // a master without slots holds no keys
         }
-        let hostport = f[1].split('@').next().unwrap_or(f[1]);
-        let hostport = hostport.split(',').next().unwrap_or(hostport);
-        let (host, port) = hostport
+        let (host, port) = node_hostport(f[1])
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
             .ok_or_else(|| {
@@ -185,14 +183,7 @@ fn cluster_masters(seed: &mut Node, seed_info: &ConnectionInfo) -> Result<Vec<No
             .clone()
             .set_addr(redis::ConnectionAddr::Tcp(host, port));
         let mut node = Node::open(info)?;
-        node.slots = f[8..]
-            .iter()
-            .filter(|s| !s.starts_with('['))
-            .filter_map(|s| match s.split_once('-') {
-                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
-                None => s.parse().ok().map(|x| (x, x)),
-            })
-            .collect();
+        node.slots = slot_ranges(&f[8..]);
         masters.push(node);
     }
     if masters.is_empty() {
@@ -203,6 +194,25 @@ fn cluster_masters(seed: &mut Node, seed_info: &ConnectionInfo) -> Result<Vec<No
     }
     masters.sort_by(|a, b| a.addr.cmp(&b.addr));
     Ok(masters)
+}
+
+/// The `host:port` of a CLUSTER NODES address field (`host:port@cport[,hostname]`).
+pub(crate) fn node_hostport(field: &str) -> &str {
+    let hostport = field.split('@').next().unwrap_or(field);
+    hostport.split(',').next().unwrap_or(hostport)
+}
+
+/// The slot ranges of a CLUSTER NODES line's slot fields (`a-b` or `a`), leaving out the
+/// `[slot->-node]` migration markers and anything unparsable.
+pub(crate) fn slot_ranges(fields: &[&str]) -> Vec<(u16, u16)> {
+    fields
+        .iter()
+        .filter(|s| !s.starts_with('['))
+        .filter_map(|s| match s.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => s.parse().ok().map(|x| (x, x)),
+        })
+        .collect()
 }
 
 /// The cluster hash slot of `key` (CRC16/XMODEM of the key or its `{hash tag}`, modulo 16384).

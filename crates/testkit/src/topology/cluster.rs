@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{link_up, master_auth_config, TOPOLOGY_DEADLINE};
 use crate::error::RedisContext;
+use crate::target::{node_hostport, slot_ranges};
 use crate::{key_slot, wait_until, Error, Server, ServerOptions, Target, Version};
 
 /// Number of hash slots in a Redis Cluster.
@@ -344,22 +345,13 @@ impl NodeLine {
         if f.len() < 8 {
             return None;
         }
-        let hostport = f[1].split('@').next()?.split(',').next()?;
-        let port = hostport.rsplit_once(':')?.1.parse().ok()?;
-        let slots = f[8..]
-            .iter()
-            .filter(|s| !s.starts_with('['))
-            .filter_map(|s| match s.split_once('-') {
-                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
-                None => s.parse().ok().map(|x| (x, x)),
-            })
-            .collect();
+        let port = node_hostport(f[1]).rsplit_once(':')?.1.parse().ok()?;
         Some(NodeLine {
             id: f[0].to_string(),
             port,
             flags: f[2].split(',').map(str::to_string).collect(),
             master_id: (f[3] != "-").then(|| f[3].to_string()),
-            slots,
+            slots: slot_ranges(&f[8..]),
         })
     }
 }
