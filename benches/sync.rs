@@ -141,16 +141,50 @@ impl RunningJob {
     }
 }
 
-fn full_sync(n: u64) {
-    let source = server(&[]);
-    let mut c = source.client();
+/// `DEBUG POPULATE n prefix size` on `server`.
+fn populate(server: &Server, n: u64, prefix: &str, size: u64) {
+    let mut c = server.client();
     redis::cmd("DEBUG")
         .arg("POPULATE")
         .arg(n)
-        .arg("key")
-        .arg(16)
+        .arg(prefix)
+        .arg(size)
         .exec(&mut c)
         .unwrap();
+}
+
+/// What one timed full sync took.
+struct FullSyncRun {
+    took: Duration,
+    rss_mib: f64,
+    cpu_seconds: f64,
+}
+
+/// Runs a job from `source` to `target` until its full sync is applied, then stops it.
+fn timed_full_sync(source: &Server, target: &Server, cluster: bool, what: &str) -> FullSyncRun {
+    reset_peak_rss();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let job = start_job_with(source, target, cluster);
+    let status = job.status.clone();
+    wait_until(DEADLINE, what, || {
+        status.snapshot().phase == Phase::Incremental
+    })
+    .unwrap();
+    let took = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
+    let rss_mib = peak_rss_mib();
+    job.stop();
+    FullSyncRun {
+        took,
+        rss_mib,
+        cpu_seconds: cpu,
+    }
+}
+
+fn full_sync(n: u64) {
+    let source = server(&[]);
+    populate(&source, n, "key", 16);
 
     // Native: a replica of the same source, timed from REPLICAOF to the dataset loaded.
     let replica = server(&[]);
@@ -170,22 +204,12 @@ fn full_sync(n: u64) {
     drop(replica);
 
     let target = server(&[]);
-    reset_peak_rss();
-    let cpu_before = cpu_seconds();
-    let started = Instant::now();
-    let job = start_job(&source, &target);
-    let status = job.status.clone();
-    wait_until(DEADLINE, "ferry's full sync", || {
-        status.snapshot().phase == Phase::Incremental
-    })
-    .unwrap();
-    let ferry = started.elapsed();
+    let run = timed_full_sync(&source, &target, false, "ferry's full sync");
     eprintln!(
         "ferry process CPU during the full sync: {:.2} s",
-        cpu_seconds() - cpu_before
+        run.cpu_seconds
     );
-    let rss = peak_rss_mib();
-    job.stop();
+    let (ferry, rss) = (run.took, run.rss_mib);
     assert_eq!(dbsize(&target), n, "every key copied");
     let restore = target.info("commandstats").unwrap_or_default();
     let restore = restore
@@ -207,27 +231,11 @@ fn full_sync(n: u64) {
 /// The same full sync into a 3-master cluster (one RESTORE per key, routed by slot).
 fn full_sync_cluster(n: u64) {
     let source = server(&[]);
-    let mut c = source.client();
-    redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(n)
-        .arg("key")
-        .arg(16)
-        .exec(&mut c)
-        .unwrap();
+    populate(&source, n, "key", 16);
     let cluster = ferry_testkit::Cluster::start(Version::V7_0).expect("start a cluster");
     let entry = cluster.masters()[0];
-    reset_peak_rss();
-    let started = Instant::now();
-    let job = start_job_with(&source, entry, true);
-    let status = job.status.clone();
-    wait_until(DEADLINE, "ferry's full sync into the cluster", || {
-        status.snapshot().phase == Phase::Incremental
-    })
-    .unwrap();
-    let took = started.elapsed();
-    let rss = peak_rss_mib();
-    job.stop();
+    let run = timed_full_sync(&source, entry, true, "ferry's full sync into the cluster");
+    let (took, rss) = (run.took, run.rss_mib);
     let copied: u64 = cluster.masters().iter().map(|m| dbsize(m)).sum::<u64>() - 3; // minus the checkpoints
     assert_eq!(copied, n, "every key copied");
     println!();
@@ -338,28 +346,12 @@ fn live_phase() {
 
 fn memory_big_dataset() {
     let source = server(&[]);
-    let mut c = source.client();
     // 2.1 M keys of 1000 bytes: over 2 GB of values.
-    redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(2_100_000)
-        .arg("big")
-        .arg(1000)
-        .exec(&mut c)
-        .unwrap();
+    populate(&source, 2_100_000, "big", 1000);
     let used = info_field(&source, "memory", "used_memory_human").unwrap_or_default();
     let target = server(&[]);
-    reset_peak_rss();
-    let started = Instant::now();
-    let job = start_job(&source, &target);
-    let status = job.status.clone();
-    wait_until(DEADLINE, "the 2 GB full sync", || {
-        status.snapshot().phase == Phase::Incremental
-    })
-    .unwrap();
-    let took = started.elapsed();
-    let rss = peak_rss_mib();
-    job.stop();
+    let run = timed_full_sync(&source, &target, false, "the 2 GB full sync");
+    let (took, rss) = (run.took, run.rss_mib);
     println!();
     println!(
         "| 2.1 M keys x 1000 B (source used_memory {used}) | full sync {:.1} s | ferry peak RSS {rss:.0} MiB |",
@@ -381,17 +373,8 @@ fn memory_big_key() {
         .unwrap();
     let used = info_field(&source, "memory", "used_memory_human").unwrap_or_default();
     let target = server(&[]);
-    reset_peak_rss();
-    let started = Instant::now();
-    let job = start_job(&source, &target);
-    let status = job.status.clone();
-    wait_until(DEADLINE, "the big key's full sync", || {
-        status.snapshot().phase == Phase::Incremental
-    })
-    .unwrap();
-    let took = started.elapsed();
-    let rss = peak_rss_mib();
-    job.stop();
+    let run = timed_full_sync(&source, &target, false, "the big key's full sync");
+    let (took, rss) = (run.took, run.rss_mib);
     let mut t = target.client();
     let fields: u64 = redis::cmd("HLEN").arg("bighash").query(&mut t).unwrap();
     assert_eq!(fields, 520_000);

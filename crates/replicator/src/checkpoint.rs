@@ -72,6 +72,15 @@ impl Checkpoint {
     }
 }
 
+/// The offset up to which a node whose checkpoint is `checkpoint` already holds the stream, when the stream
+/// starts at `offset`: commands ending at or before it are not sent again.
+pub(crate) fn skip_until(checkpoint: Option<&Option<Checkpoint>>, offset: u64) -> u64 {
+    checkpoint
+        .and_then(Option::as_ref)
+        .and_then(Checkpoint::resume_point)
+        .map_or(offset, |(_, o)| o.max(offset))
+}
+
 /// A replication id is 40 hexadecimal characters.
 pub(crate) fn is_replid(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())

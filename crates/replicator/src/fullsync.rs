@@ -66,8 +66,7 @@ pub(crate) async fn run(
     let mut converted = 0u64;
     let mut big_keys = 0u64;
     let mut big: Option<BigKey> = None;
-    let mut strings: Vec<(Bytes, Bytes)> = Vec::new();
-    let mut strings_db: Option<i64> = None;
+    let mut strings = StringBatch::default();
     let mut last_report = 0u64;
     let started = std::time::Instant::now();
     while let Some(chunk) = source.read_rdb().await? {
@@ -115,22 +114,10 @@ pub(crate) async fn run(
                     let raw = entry
                         .raw
                         .ok_or_else(|| Error::Rdb("the parser gave no raw value".into()))?;
-                    if sink.batches_strings()
-                        && raw.first() == Some(&RDB_TYPE_STRING)
-                        && raw.len() <= SMALL_STRING
-                        && entry.expire_at_ms.is_none()
-                        && hint.is_none()
-                    {
+                    if sink.batches_strings() && entry.expire_at_ms.is_none() && hint.is_none() {
                         // A small plain string: batched into one MSET/MSETNX.
-                        if let ferry_rdb::Value::String(value) =
-                            ferry_rdb::decode_value(&raw, false).map_err(rdb_error)?
-                        {
-                            if strings_db != Some(tdb) || strings.len() >= STRINGS_PER_BATCH {
-                                let db = strings_db.unwrap_or(tdb);
-                                sink.set_strings(db, std::mem::take(&mut strings)).await?;
-                            }
-                            strings_db = Some(tdb);
-                            strings.push((entry.key, value));
+                        if let Some(value) = small_string(&raw)? {
+                            strings.push(sink, tdb, entry.key, value).await?;
                             done += 1;
                             continue;
                         }
@@ -138,13 +125,8 @@ pub(crate) async fn run(
                     let payload = if source_version <= opts.target_rdb_version {
                         Bytes::from(ferry_rdb::build_dump(&raw, source_version))
                     } else {
-                        // The target cannot load this encoding: decode and encode it for the target's version.
-                        let value = ferry_rdb::decode_value(&raw, false).map_err(rdb_error)?;
-                        let payload =
-                            ferry_rdb::encode_dump(&value, u32::from(opts.target_rdb_version))
-                                .map_err(rdb_error)?;
                         converted += 1;
-                        Bytes::from(payload)
+                        reencode(&raw, opts.target_rdb_version)?
                     };
                     let replace = opts.conflict == ConflictPolicy::Rewrite;
                     let argv = restore_command(
@@ -225,9 +207,7 @@ pub(crate) async fn run(
         }
     }
     parser.finish().map_err(rdb_error)?;
-    if let Some(db) = strings_db {
-        sink.set_strings(db, strings).await?;
-    }
+    strings.finish(sink).await?;
     debug!(
         keys = done,
         reencoded = converted,
@@ -244,6 +224,60 @@ pub(crate) async fn run(
         s.keys_skipped = c.keys_skipped;
     });
     Ok(())
+}
+
+/// Small plain strings of one database waiting for their `MSET`/`MSETNX`.
+#[derive(Default)]
+struct StringBatch {
+    db: Option<i64>,
+    pairs: Vec<(Bytes, Bytes)>,
+}
+
+impl StringBatch {
+    /// Adds a key; first writes the batch when it is full or of another database.
+    async fn push(
+        &mut self,
+        sink: &mut Sink,
+        db: i64,
+        key: Bytes,
+        value: Bytes,
+    ) -> Result<(), Error> {
+        if self.db != Some(db) || self.pairs.len() >= STRINGS_PER_BATCH {
+            let batch_db = self.db.unwrap_or(db);
+            sink.set_strings(batch_db, std::mem::take(&mut self.pairs))
+                .await?;
+        }
+        self.db = Some(db);
+        self.pairs.push((key, value));
+        Ok(())
+    }
+
+    /// Writes what is left.
+    async fn finish(self, sink: &mut Sink) -> Result<(), Error> {
+        match self.db {
+            Some(db) => sink.set_strings(db, self.pairs).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The value of a raw RDB entry that is a plain string small enough for a string batch.
+fn small_string(raw: &[u8]) -> Result<Option<Bytes>, Error> {
+    if raw.first() != Some(&RDB_TYPE_STRING) || raw.len() > SMALL_STRING {
+        return Ok(None);
+    }
+    match ferry_rdb::decode_value(raw, false).map_err(rdb_error)? {
+        ferry_rdb::Value::String(value) => Ok(Some(value)),
+        _ => Ok(None),
+    }
+}
+
+/// A `RESTORE` payload for a target that cannot load the source's encoding: decoded and encoded for the
+/// target's RDB version.
+fn reencode(raw: &[u8], target_rdb: u16) -> Result<Bytes, Error> {
+    let value = ferry_rdb::decode_value(raw, false).map_err(rdb_error)?;
+    let payload = ferry_rdb::encode_dump(&value, u32::from(target_rdb)).map_err(rdb_error)?;
+    Ok(Bytes::from(payload))
 }
 
 /// Before a key is built with element commands: returns false when it must be left alone (policy `skip` and

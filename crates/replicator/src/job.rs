@@ -220,7 +220,7 @@ impl Replicator {
                     s.bytes_written = c.bytes_written;
                     s.applied_offset = offset;
                 });
-                info!(%replid, offset, keys = sink.counters().keys_restored, "full sync applied");
+                info!(%replid, offset, keys = c.keys_restored, "full sync applied");
                 sink.start_stream(&replid, offset, &[]);
                 replid
             }

@@ -22,16 +22,20 @@ pub struct Command {
 impl Command {
     /// The command name in lower case (`"set"`, `"xadd"`), or empty for an empty command.
     pub fn name(&self) -> String {
-        self.argv
-            .first()
-            .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
-            .unwrap_or_default()
+        command_name(&self.argv)
     }
 
     /// The bytes this command takes on the wire to the target (its RESP encoding).
     pub fn wire_size(&self) -> usize {
         wire_size(&self.argv)
     }
+}
+
+/// The lower-case name of a command (empty for an empty one).
+pub(crate) fn command_name(argv: &[Bytes]) -> String {
+    argv.first()
+        .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// The size of the RESP encoding of a command.

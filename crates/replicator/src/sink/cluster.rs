@@ -18,7 +18,7 @@ use tracing::warn;
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::ConflictPolicy;
-use crate::pipeline::{Command, Unit};
+use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::standalone::{StandaloneSink, MAX_SCRIPT_ARGS};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
@@ -202,11 +202,7 @@ impl ClusterSink {
     /// Starts the live phase: each master skips what its own checkpoint covers.
     pub fn start_stream(&mut self, replid: &str, offset: u64, checkpoints: &[Option<Checkpoint>]) {
         for (i, node) in self.nodes.iter_mut().enumerate() {
-            let skip = checkpoints
-                .get(i)
-                .and_then(|c| c.as_ref())
-                .and_then(Checkpoint::resume_point)
-                .map_or(offset, |(_, o)| o.max(offset));
+            let skip = checkpoint::skip_until(checkpoints.get(i), offset);
             node.start_stream(replid, offset, skip);
         }
     }
@@ -292,9 +288,7 @@ impl ClusterSink {
 
     /// Writes the open batches and waits for every reply.
     pub async fn sync(&mut self) -> Result<(), Error> {
-        for node in &mut self.nodes {
-            node.flush_batch().await?;
-        }
+        self.flush_batch().await?;
         for node in &mut self.nodes {
             node.sync().await?;
         }
@@ -389,13 +383,6 @@ impl ClusterSink {
             }
         }
     }
-}
-
-/// The lower-case name of a command (empty for an empty one).
-fn command_name(argv: &[Bytes]) -> String {
-    argv.first()
-        .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
-        .unwrap_or_default()
 }
 
 /// A cluster has only database 0.

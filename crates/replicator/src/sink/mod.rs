@@ -7,6 +7,13 @@ pub mod standalone;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Error;
+use crate::pipeline::convert::ConflictPolicy;
+use crate::pipeline::Unit;
+
 /// What to do when the target answers a write with an error (other than a key conflict of the full sync,
 /// which the conflict policy decides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,13 +82,6 @@ pub struct SinkCounters {
     /// The last error reply, for the status.
     pub last_error: Option<String>,
 }
-
-use bytes::Bytes;
-
-use crate::checkpoint::Checkpoint;
-use crate::error::Error;
-use crate::pipeline::convert::ConflictPolicy;
-use crate::pipeline::Unit;
 
 /// The target of a job: a standalone server or a cluster.
 #[derive(Debug)]
@@ -174,11 +174,7 @@ impl Sink {
     pub fn start_stream(&mut self, replid: &str, offset: u64, checkpoints: &[Option<Checkpoint>]) {
         match self {
             Sink::Standalone(s) => {
-                let skip = checkpoints
-                    .first()
-                    .and_then(|c| c.as_ref())
-                    .and_then(Checkpoint::resume_point)
-                    .map_or(offset, |(_, o)| o.max(offset));
+                let skip = crate::checkpoint::skip_until(checkpoints.first(), offset);
                 s.start_stream(replid, offset, skip)
             }
             Sink::Cluster(c) => c.start_stream(replid, offset, checkpoints),

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::ConflictPolicy;
-use crate::pipeline::{wire_size, Command, Unit};
+use crate::pipeline::{command_name, wire_size, Command, Unit};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
 /// The script a cluster node runs per batch: `ARGV` is the checkpoint key and value, then each command as its
@@ -115,7 +115,7 @@ pub struct StandaloneSink {
     queue_error: Option<(String, String)>,
     counters: SinkCounters,
     client_id: Option<i64>,
-    client_name: Option<String>,
+    client_name: String,
     /// A cluster node: batches go as one script (`allow-cross-slot-keys`) instead of `MULTI`/`EXEC`, since a
     /// cluster transaction must stay in one slot.
     script: bool,
@@ -168,7 +168,7 @@ impl StandaloneSink {
             queue_error: None,
             counters: SinkCounters::default(),
             client_id: None,
-            client_name: Some(client_name),
+            client_name,
             script: false,
             checkpointed: 0,
             opts,
@@ -206,9 +206,7 @@ impl StandaloneSink {
     /// so the checkpoint read next is final.
     pub async fn fence(&mut self) -> Result<(), Error> {
         let me = self.client_id().await?;
-        let Some(name) = self.client_name.clone() else {
-            return Ok(());
-        };
+        let name = self.client_name.clone();
         let list = self
             .conn
             .call(&["CLIENT", "LIST", "TYPE", "normal"])
@@ -300,16 +298,7 @@ impl StandaloneSink {
             });
         }
         if self.opts.checkpoint {
-            self.select(self.opts.checkpoint_db);
-            let argv = [
-                Bytes::from_static(b"SET"),
-                Bytes::from(self.checkpoint_key.clone()),
-                Bytes::from(Checkpoint::FullSyncInProgress.encode()),
-            ];
-            self.write(&argv, |bytes| Expect::Ok {
-                what: "SET checkpoint",
-                bytes,
-            });
+            self.write_checkpoint(&Checkpoint::FullSyncInProgress);
         }
         self.drain().await
     }
@@ -354,10 +343,7 @@ impl StandaloneSink {
     /// Writes one command outside any transaction (element commands of a big key).
     pub async fn write_plain(&mut self, db: i64, argv: &[Bytes]) -> Result<(), Error> {
         self.select(db);
-        let name = argv
-            .first()
-            .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
-            .unwrap_or_default();
+        let name = command_name(argv);
         self.write(argv, |bytes| Expect::Plain {
             name,
             end_offset: None,
@@ -385,19 +371,9 @@ impl StandaloneSink {
     pub async fn finish_full_sync(&mut self, replid: &str, offset: u64) -> Result<(), Error> {
         self.drain().await?;
         if self.opts.checkpoint {
-            self.select(self.opts.checkpoint_db);
-            let cp = Checkpoint::Committed {
+            self.write_checkpoint(&Checkpoint::Committed {
                 replid: replid.to_string(),
                 offset,
-            };
-            let argv = [
-                Bytes::from_static(b"SET"),
-                Bytes::from(self.checkpoint_key.clone()),
-                Bytes::from(cp.encode()),
-            ];
-            self.write(&argv, |bytes| Expect::Ok {
-                what: "SET checkpoint",
-                bytes,
             });
             self.drain().await?;
         }
@@ -448,9 +424,7 @@ impl StandaloneSink {
     /// Writes the open batch as `MULTI`, its commands, the checkpoint, `EXEC` (without waiting for the reply
     /// beyond what the windows require).
     pub async fn flush_batch(&mut self) -> Result<(), Error> {
-        if !self.opts.checkpoint {
-            return self.flush_io().await;
-        }
+        // Without checkpoints units are written as they come and the batch stays empty.
         if self.batch.is_empty() {
             return self.flush_io().await;
         }
@@ -461,44 +435,12 @@ impl StandaloneSink {
         if self.script {
             return self.write_script_batch(units, end_offset).await;
         }
-        let mut names: Vec<Option<String>> = Vec::new();
-        let mut bytes = 0;
-        self.write_tracked(&[Bytes::from_static(b"MULTI")], &mut bytes, None);
-        for unit in units {
-            for cmd in unit.commands {
-                if cmd.db != self.db {
-                    self.select_queued(cmd.db, &mut names, &mut bytes);
-                }
-                let name = cmd.name();
-                self.write_tracked(&cmd.argv, &mut bytes, Some(name.clone()));
-                names.push(Some(name));
-            }
-        }
-        if self.db != self.opts.checkpoint_db {
-            self.select_queued(self.opts.checkpoint_db, &mut names, &mut bytes);
-        }
-        let cp = Checkpoint::Committed {
-            replid: self.replid.clone(),
-            offset: end_offset,
-        };
-        let set = [
-            Bytes::from_static(b"SET"),
-            Bytes::from(self.checkpoint_key.clone()),
-            Bytes::from(cp.encode()),
-        ];
-        self.write_tracked(&set, &mut bytes, Some("set".into()));
-        names.push(None);
-        let exec = [Bytes::from_static(b"EXEC")];
-        bytes += wire_size(&exec);
-        self.conn.write_command(&exec);
-        self.unflushed_bytes += wire_size(&exec);
-        self.inflight_bytes += bytes;
-        self.counters.bytes_written += bytes as u64;
-        self.expects.push_back(Expect::Exec {
-            names,
-            end_offset: Some(end_offset),
-            bytes,
-        });
+        let checkpoint = self.committed(end_offset);
+        self.write_transaction(
+            units.into_iter().flat_map(|u| u.commands),
+            Some(checkpoint),
+            end_offset,
+        );
         self.make_room().await?;
         self.flush_io().await
     }
@@ -506,10 +448,7 @@ impl StandaloneSink {
     /// A cluster batch: one `EVAL` of [`BATCH_SCRIPT`] running the commands and then the checkpoint `SET`,
     /// atomically, across the slots of this node.
     async fn write_script_batch(&mut self, units: Vec<Unit>, end_offset: u64) -> Result<(), Error> {
-        let cp = Checkpoint::Committed {
-            replid: self.replid.clone(),
-            offset: end_offset,
-        };
+        let cp = self.committed(end_offset);
         let mut argv = vec![
             Bytes::from_static(b"EVAL"),
             Bytes::from_static(BATCH_SCRIPT.as_bytes()),
@@ -543,22 +482,7 @@ impl StandaloneSink {
         {
             return Ok(());
         }
-        if !self.script {
-            self.select(self.opts.checkpoint_db);
-        }
-        let cp = Checkpoint::Committed {
-            replid: self.replid.clone(),
-            offset: self.seen_offset,
-        };
-        let argv = [
-            Bytes::from_static(b"SET"),
-            Bytes::from(self.checkpoint_key.clone()),
-            Bytes::from(cp.encode()),
-        ];
-        self.write(&argv, |bytes| Expect::Ok {
-            what: "SET checkpoint",
-            bytes,
-        });
+        self.write_checkpoint(&self.committed(self.seen_offset));
         self.checkpointed = self.seen_offset;
         self.drain().await?;
         self.committed_offset = self.committed_offset.max(self.checkpointed);
@@ -584,28 +508,7 @@ impl StandaloneSink {
     async fn write_unit_unwrapped(&mut self, unit: Unit) -> Result<(), Error> {
         let end_offset = unit.end_offset;
         if unit.transaction {
-            let mut names = Vec::new();
-            let mut bytes = 0;
-            self.write_tracked(&[Bytes::from_static(b"MULTI")], &mut bytes, None);
-            for cmd in unit.commands {
-                if cmd.db != self.db {
-                    self.select_queued(cmd.db, &mut names, &mut bytes);
-                }
-                let name = cmd.name();
-                self.write_tracked(&cmd.argv, &mut bytes, Some(name.clone()));
-                names.push(Some(name));
-            }
-            let exec = [Bytes::from_static(b"EXEC")];
-            bytes += wire_size(&exec);
-            self.conn.write_command(&exec);
-            self.unflushed_bytes += wire_size(&exec);
-            self.inflight_bytes += bytes;
-            self.counters.bytes_written += bytes as u64;
-            self.expects.push_back(Expect::Exec {
-                names,
-                end_offset: Some(end_offset),
-                bytes,
-            });
+            self.write_transaction(unit.commands, None, end_offset);
         } else {
             for cmd in unit.commands {
                 self.select(cmd.db);
@@ -618,6 +521,70 @@ impl StandaloneSink {
             }
         }
         self.make_room().await
+    }
+
+    /// Writes `MULTI`, the commands (with the `SELECT`s they need), the checkpoint `SET` if any, `EXEC`; the
+    /// reply to `EXEC` covers the source up to `end_offset`.
+    fn write_transaction(
+        &mut self,
+        commands: impl IntoIterator<Item = Command>,
+        checkpoint: Option<Checkpoint>,
+        end_offset: u64,
+    ) {
+        let mut names: Vec<Option<String>> = Vec::new();
+        let mut bytes = 0;
+        self.write_tracked(&[Bytes::from_static(b"MULTI")], &mut bytes, None);
+        for cmd in commands {
+            if cmd.db != self.db {
+                self.select_queued(cmd.db, &mut names, &mut bytes);
+            }
+            let name = cmd.name();
+            self.write_tracked(&cmd.argv, &mut bytes, Some(name.clone()));
+            names.push(Some(name));
+        }
+        if let Some(cp) = checkpoint {
+            if self.db != self.opts.checkpoint_db {
+                self.select_queued(self.opts.checkpoint_db, &mut names, &mut bytes);
+            }
+            let set = self.checkpoint_set(&cp);
+            self.write_tracked(&set, &mut bytes, Some("set".into()));
+            names.push(None);
+        }
+        // The commands queued so far are accounted for in the reply to `EXEC`.
+        self.inflight_bytes += bytes;
+        self.counters.bytes_written += bytes as u64;
+        self.write(&[Bytes::from_static(b"EXEC")], |size| Expect::Exec {
+            names,
+            end_offset: Some(end_offset),
+            bytes: bytes + size,
+        });
+    }
+
+    /// The checkpoint of history `replid` at `offset`.
+    fn committed(&self, offset: u64) -> Checkpoint {
+        Checkpoint::Committed {
+            replid: self.replid.clone(),
+            offset,
+        }
+    }
+
+    /// `SET <checkpoint key> <checkpoint>`.
+    fn checkpoint_set(&self, checkpoint: &Checkpoint) -> [Bytes; 3] {
+        [
+            Bytes::from_static(b"SET"),
+            Bytes::from(self.checkpoint_key.clone()),
+            Bytes::from(checkpoint.encode()),
+        ]
+    }
+
+    /// Outside a transaction: writes the checkpoint in the checkpoint database.
+    fn write_checkpoint(&mut self, checkpoint: &Checkpoint) {
+        self.select(self.opts.checkpoint_db);
+        let argv = self.checkpoint_set(checkpoint);
+        self.write(&argv, |bytes| Expect::Ok {
+            what: "SET checkpoint",
+            bytes,
+        });
     }
 
     /// Inside a transaction: queues a `SELECT`.
@@ -706,15 +673,7 @@ impl StandaloneSink {
                 }
             }
             Expect::Restore { key, .. } => match &reply {
-                Frame::Error(e) if e.starts_with(b"BUSYKEY") => match self.conflict {
-                    ConflictPolicy::Skip => self.counters.keys_skipped += 1,
-                    _ => {
-                        self.counters.errors += 1;
-                        return Err(Error::Conflict {
-                            key: KeyDisplay(key.to_vec()),
-                        });
-                    }
-                },
+                Frame::Error(e) if e.starts_with(b"BUSYKEY") => self.key_exists(&key)?,
                 Frame::Error(e) => self.handle_error("restore", e)?,
                 _ => self.counters.keys_restored += 1,
             },
@@ -738,15 +697,7 @@ impl StandaloneSink {
             },
             Expect::SetNx { key, .. } => match &reply {
                 Frame::Error(e) => self.handle_error("set", e)?,
-                r if r.is_null() => match self.conflict {
-                    ConflictPolicy::Skip => self.counters.keys_skipped += 1,
-                    _ => {
-                        self.counters.errors += 1;
-                        return Err(Error::Conflict {
-                            key: KeyDisplay(key.to_vec()),
-                        });
-                    }
-                },
+                r if r.is_null() => self.key_exists(&key)?,
                 _ => self.counters.keys_restored += 1,
             },
             Expect::Plain {
@@ -824,16 +775,25 @@ impl StandaloneSink {
         Ok(())
     }
 
-    fn handle_error(&mut self, command: &str, message: &[u8]) -> Result<(), Error> {
+    /// A key of the full sync that exists on the target: skipped or an error, by the conflict policy.
+    fn key_exists(&mut self, key: &Bytes) -> Result<(), Error> {
+        if self.conflict == ConflictPolicy::Skip {
+            self.counters.keys_skipped += 1;
+            return Ok(());
+        }
         self.counters.errors += 1;
-        let message = String::from_utf8_lossy(message).into_owned();
-        self.counters.last_error = Some(format!("{command}: {message}"));
+        Err(Error::Conflict {
+            key: KeyDisplay(key.to_vec()),
+        })
+    }
+
+    /// An error reply to a write: stops the job or is logged, by the error policy.
+    fn handle_error(&mut self, command: &str, message: &[u8]) -> Result<(), Error> {
+        let error = self.target_error(command, message);
         match self.opts.on_error {
-            ErrorPolicy::Stop => Err(Error::Target {
-                command: command.to_string(),
-                message,
-            }),
+            ErrorPolicy::Stop => Err(error),
             ErrorPolicy::Log => {
+                let message = String::from_utf8_lossy(message);
                 warn!(command, error = %message, "the target refused a write (error policy: log)");
                 Ok(())
             }

@@ -377,16 +377,8 @@ impl Source {
                 return Ok(event);
             }
             let wait = self.next_ack.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(wait, self.conn.read_raw(64 * 1024)).await {
-                Ok(chunk) => {
-                    let chunk = chunk?;
-                    if chunk.is_empty() {
-                        return Err(ferry_resp::Error::Closed.into());
-                    }
-                    self.last_read = Instant::now();
-                    self.parser.feed(&chunk);
-                }
-                Err(_) => self.check_idle()?,
+            if let Some(chunk) = self.read_within(wait, 64 * 1024).await? {
+                self.parser.feed(&chunk);
             }
         }
     }
@@ -419,17 +411,27 @@ impl Source {
 
     async fn read_some(&mut self) -> Result<Bytes, Error> {
         loop {
-            match tokio::time::timeout(self.opts.ack_interval, self.conn.read_raw(256 * 1024)).await
-            {
-                Ok(chunk) => {
-                    let chunk = chunk?;
-                    if chunk.is_empty() {
-                        return Err(ferry_resp::Error::Closed.into());
-                    }
-                    self.last_read = Instant::now();
-                    return Ok(chunk);
+            if let Some(chunk) = self.read_within(self.opts.ack_interval, 256 * 1024).await? {
+                return Ok(chunk);
+            }
+        }
+    }
+
+    /// Up to `max` bytes of the source, or `None` when nothing came within `wait` (an error once the link
+    /// has been idle for longer than the idle timeout); the source closing the link is an error.
+    async fn read_within(&mut self, wait: Duration, max: usize) -> Result<Option<Bytes>, Error> {
+        match tokio::time::timeout(wait, self.conn.read_raw(max)).await {
+            Ok(chunk) => {
+                let chunk = chunk?;
+                if chunk.is_empty() {
+                    return Err(ferry_resp::Error::Closed.into());
                 }
-                Err(_) => self.check_idle()?,
+                self.last_read = Instant::now();
+                Ok(Some(chunk))
+            }
+            Err(_) => {
+                self.check_idle()?;
+                Ok(None)
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ferry_replicator::{Config, Phase, Replicator, StatusHandle};
+use ferry_replicator::{Config, Phase, Replicator, Status, StatusHandle};
 use ferry_resp::ConnectOptions;
 use ferry_testkit::{compare, CompareOptions, Server, Target};
 use tokio_util::sync::CancellationToken;
@@ -66,22 +66,22 @@ impl Job {
     /// Waits until the job applied everything the source has written so far.
     pub fn wait_caught_up(&self, source: &Server) {
         let target_offset = master_offset(source);
-        let status = self.status.clone();
-        ferry_testkit::wait_until(DEADLINE, "the job to apply the source's offset", || {
-            let s = status.snapshot();
-            assert!(s.phase != Phase::Stopped, "the job stopped: {s}");
-            s.phase == Phase::Incremental && s.applied_offset >= target_offset
-        })
-        .unwrap_or_else(|e| panic!("{e}; status: {}", self.status.snapshot()));
+        self.wait_live("the job to apply the source's offset", |s| {
+            s.applied_offset >= target_offset
+        });
     }
 
     /// Waits until the job is in the live phase.
     pub fn wait_incremental(&self) {
-        let status = self.status.clone();
-        ferry_testkit::wait_until(DEADLINE, "the job to reach the live phase", || {
-            let s = status.snapshot();
+        self.wait_live("the job to reach the live phase", |_| true);
+    }
+
+    /// Waits until the job is in the live phase and `done` holds; fails at once if the job stopped.
+    fn wait_live(&self, what: &str, done: impl Fn(&Status) -> bool) {
+        ferry_testkit::wait_until(DEADLINE, what, || {
+            let s = self.status.snapshot();
             assert!(s.phase != Phase::Stopped, "the job stopped: {s}");
-            s.phase == Phase::Incremental
+            s.phase == Phase::Incremental && done(&s)
         })
         .unwrap_or_else(|e| panic!("{e}; status: {}", self.status.snapshot()));
     }
