@@ -42,6 +42,7 @@ mod port;
 mod reaper;
 mod server;
 mod target;
+mod tls;
 mod topology;
 mod version;
 mod wait;

@@ -75,6 +75,11 @@ pub struct ServerOptions {
     pub sentinel: bool,
     /// How long [`Server::start`] waits for the server to answer.
     pub start_timeout: Duration,
+    /// Also listen with TLS (7.0 only): a second port, [`Server::tls_port`], serves TLS with a certificate for
+    /// `localhost` / `127.0.0.1` signed by a test CA ([`Server::tls_ca_path`]); clients are not asked for
+    /// certificates (`tls-auth-clients no`). The plain port stays open for [`Server::client`]. Cluster nodes
+    /// also get `tls-cluster yes` and `tls-replication yes` (bus and replication over TLS).
+    pub tls: bool,
 }
 
 impl Default for ServerOptions {
@@ -88,6 +93,7 @@ impl Default for ServerOptions {
             cluster: false,
             sentinel: false,
             start_timeout: Duration::from_secs(30),
+            tls: false,
         }
     }
 }
@@ -110,6 +116,7 @@ impl fmt::Debug for ServerOptions {
             .field("cluster", &self.cluster)
             .field("sentinel", &self.sentinel)
             .field("start_timeout", &self.start_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -159,6 +166,12 @@ impl ServerOptions {
         self
     }
 
+    /// Turns the extra TLS port on or off (see [`ServerOptions::tls`]; Redis 7.0 only).
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     /// The (user, password) a client should authenticate with, if any.
     fn credentials(&self) -> Result<Option<(Option<String>, String)>, Error> {
         if let Some(name) = &self.client_user {
@@ -182,6 +195,7 @@ impl ServerOptions {
 pub struct Server {
     opts: ServerOptions,
     port: u16,
+    tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     credentials: Option<(Option<String>, String)>,
@@ -245,6 +259,12 @@ impl Server {
     /// If another process grabbed the chosen port first, a new port is picked (up to 5 times).
     pub fn start(opts: ServerOptions) -> Result<Server, Error> {
         let credentials = opts.credentials()?;
+        if opts.tls && !opts.version.is_7() {
+            return Err(Error::InvalidArgument(format!(
+                "TLS is only supported by the testkit on Redis 7.0, not {}",
+                opts.version
+            )));
+        }
         let dir = tempfile::Builder::new()
             .prefix(if opts.sentinel {
                 "ferry-sentinel-"
@@ -256,13 +276,20 @@ impl Server {
         let mut server = Server {
             opts,
             port: 0,
+            tls_port: None,
             dir,
             child: None,
             credentials,
         };
+        if server.opts.tls {
+            crate::tls::write_certs(server.dir.path())?;
+        }
         let mut last_err = None;
         for _ in 0..5 {
             server.port = pick_free_port(server.opts.cluster)?;
+            if server.opts.tls {
+                server.tls_port = Some(pick_free_port(server.opts.cluster)?);
+            }
             server.write_config()?;
             match server.spawn_and_wait()? {
                 Ready::Yes => return Ok(server),
@@ -280,6 +307,23 @@ impl Server {
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port on 127.0.0.1 when started with [`ServerOptions::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// `"127.0.0.1:<tls port>"` when started with [`ServerOptions::tls`].
+    pub fn tls_addr(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("{HOST}:{p}"))
+    }
+
+    /// The PEM file of the CA that signed the server's TLS certificate (for a client's CA file), when started
+    /// with [`ServerOptions::tls`]. Every TLS server of one process shares this CA.
+    pub fn tls_ca_path(&self) -> Option<PathBuf> {
+        self.tls_port
+            .map(|_| self.dir.path().join(crate::tls::CA_FILE))
     }
 
     /// Always `"127.0.0.1"`.
@@ -518,6 +562,26 @@ impl Server {
                 line("cluster-announce-ip", HOST);
             }
         }
+        if let Some(tls_port) = self.tls_port {
+            line("tls-port", &tls_port.to_string());
+            for (k, f) in [
+                ("tls-cert-file", crate::tls::CERT_FILE),
+                ("tls-key-file", crate::tls::KEY_FILE),
+                ("tls-ca-cert-file", crate::tls::CA_FILE),
+            ] {
+                line(k, &quote(&dir.join(f).to_string_lossy()));
+            }
+            line("tls-auth-clients", "no");
+            if o.cluster && !o.sentinel {
+                // The bus listens on the TLS port + 10000 (checked free when the port was picked).
+                line("tls-cluster", "yes");
+                line("tls-replication", "yes");
+                line(
+                    "cluster-port",
+                    &(u32::from(tls_port) + u32::from(crate::port::CLUSTER_BUS_OFFSET)).to_string(),
+                );
+            }
+        }
         if let Some(p) = &o.password {
             line("requirepass", &quote(p));
         }
@@ -600,6 +664,7 @@ impl Server {
                 let log = log.get(log_start..).unwrap_or(&log);
                 if log.contains("Address already in use")
                     || log.contains("Could not create server TCP listening socket")
+                    || log.contains("Could not create server TLS listening socket")
                 {
                     Ok(Ready::PortTaken)
                 } else if timed_out {

@@ -290,6 +290,10 @@ impl ClusterClient {
             match self.load_map_from(&addr).await {
                 Ok(mut map) => {
                     map.fill_unknown_hosts(&addr.host);
+                    if self.inner.options.connect.tls.is_some() {
+                        // A TLS client must be sent to the nodes' TLS ports.
+                        map.use_tls_ports();
+                    }
                     if map.shards().is_empty() {
                         errors.push(format!("{addr}: no shard served"));
                         continue;

@@ -383,6 +383,20 @@ impl SlotMap {
         self.owner[usize::from(slot)] = u16::try_from(index).unwrap_or(NO_OWNER - 1);
     }
 
+    /// Points every node that lists a TLS port (CLUSTER SHARDS `tls-port`) at that port, for a client that
+    /// connects with TLS. With `tls-cluster yes` CLUSTER SHARDS gives both `port` (plain) and `tls-port`,
+    /// and [`Node::addr`] holds the plain one; CLUSTER SLOTS and MOVED already name the TLS port to a TLS
+    /// client, so nodes without `tls_port` are left as they are.
+    pub fn use_tls_ports(&mut self) {
+        for shard in &mut self.shards {
+            for node in std::iter::once(&mut shard.master).chain(shard.replicas.iter_mut()) {
+                if let Some(port) = node.tls_port {
+                    node.addr.port = port;
+                }
+            }
+        }
+    }
+
     /// Replaces empty or unknown (`?`) hosts with `host`: the cluster leaves the host empty when it
     /// means "the node you are talking to".
     pub fn fill_unknown_hosts(&mut self, host: &str) {

@@ -25,6 +25,10 @@ pub struct ClusterOptions {
     pub password: Option<String>,
     /// `cluster-node-timeout`.
     pub node_timeout: Duration,
+    /// Every node also listens with TLS ([`ServerOptions::tls`], 7.0 only) and the cluster bus and
+    /// replication run over TLS (`tls-cluster yes`, `tls-replication yes`). The plain ports stay open for the
+    /// testkit; TLS clients get TLS ports in CLUSTER SLOTS / MOVED and `tls-port` in CLUSTER SHARDS.
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -35,6 +39,7 @@ impl Default for ClusterOptions {
             replicas_per_master: 1,
             password: None,
             node_timeout: Duration::from_millis(3000),
+            tls: false,
         }
     }
 }
@@ -47,6 +52,7 @@ impl fmt::Debug for ClusterOptions {
             .field("replicas_per_master", &self.replicas_per_master)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("node_timeout", &self.node_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -63,6 +69,12 @@ impl ClusterOptions {
     /// Sets every node's password.
     pub fn password(mut self, p: impl Into<String>) -> Self {
         self.password = Some(p.into());
+        self
+    }
+
+    /// Turns TLS on or off for every node (see [`ClusterOptions::tls`]).
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
         self
     }
 }
@@ -93,7 +105,7 @@ impl Cluster {
                 opts.masters
             )));
         }
-        let mut node_opts = ServerOptions::new(opts.version).cluster();
+        let mut node_opts = ServerOptions::new(opts.version).cluster().tls(opts.tls);
         node_opts.password = opts.password.clone();
         let auth = master_auth_config(&node_opts);
         node_opts.config.extend(auth);
@@ -154,11 +166,16 @@ impl Cluster {
         let first = &self.nodes[0];
         let mut con = first.try_client()?;
         for node in &self.nodes[1..] {
-            redis::cmd("CLUSTER")
-                .arg("MEET")
-                .arg(node.host())
-                .arg(node.port())
-                .exec(&mut con)
+            let mut meet = redis::cmd("CLUSTER");
+            meet.arg("MEET").arg(node.host());
+            match node.tls_port() {
+                // With tls-cluster the bus listens on the TLS port + 10000.
+                Some(tls_port) => meet
+                    .arg(tls_port)
+                    .arg(u32::from(tls_port) + u32::from(crate::port::CLUSTER_BUS_OFFSET)),
+                None => meet.arg(node.port()),
+            };
+            meet.exec(&mut con)
                 .ctx(|| format!("CLUSTER MEET {}", node.addr()))?;
         }
         wait_until(
@@ -272,7 +289,7 @@ impl Cluster {
                     return self
                         .nodes
                         .iter()
-                        .find(|n| n.port() == owner.port)
+                        .find(|n| n.port() == owner.port || n.tls_port() == Some(owner.port))
                         .ok_or_else(|| {
                             Error::unexpected(
                                 "CLUSTER NODES",

@@ -37,6 +37,11 @@ pub struct SentinelOptions {
     /// An ACL user on the Sentinels; when set, Sentinels reach each other as it (`sentinel-user`/`sentinel-pass`)
     /// and [`Server::client`] / [`Server::url`] of a Sentinel use it.
     pub sentinel_user: Option<AclUser>,
+    /// Every process also listens with TLS ([`ServerOptions::tls`], 7.0 only), and replication, Sentinel ->
+    /// server and Sentinel -> Sentinel links run over TLS (`tls-replication yes`). The Sentinels then monitor
+    /// and report the TLS ports (e.g. in `SENTINEL GET-MASTER-ADDR-BY-NAME`); the plain ports stay open for the
+    /// testkit, and [`SentinelGroup::server_by_addr`] accepts either address.
+    pub tls: bool,
 }
 
 impl Default for SentinelOptions {
@@ -53,6 +58,7 @@ impl Default for SentinelOptions {
             master_user: None,
             sentinel_password: None,
             sentinel_user: None,
+            tls: false,
         }
     }
 }
@@ -77,6 +83,7 @@ impl fmt::Debug for SentinelOptions {
                 &self.sentinel_password.as_ref().map(|_| "<redacted>"),
             )
             .field("sentinel_user", &self.sentinel_user)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -114,8 +121,17 @@ impl SentinelOptions {
         self
     }
 
+    /// Turns TLS on or off for every process (see [`SentinelOptions::tls`]).
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     fn data_options(&self) -> ServerOptions {
-        let mut o = ServerOptions::new(self.version);
+        let mut o = ServerOptions::new(self.version).tls(self.tls);
+        if self.tls {
+            o.config.push(("tls-replication".into(), "yes".into()));
+        }
         o.password = self.master_password.clone();
         if let Some(u) = &self.master_user {
             o.acl_users.push(u.clone());
@@ -162,7 +178,7 @@ impl SentinelGroup {
             let mut r = data.clone();
             r.config.push((
                 "replicaof".into(),
-                format!("{} {}", master.host(), master.port()),
+                format!("{} {}", master.host(), replication_port(&master)),
             ));
             replicas.push(Server::start(r)?);
         }
@@ -281,7 +297,7 @@ impl SentinelGroup {
     pub fn server_by_addr(&self, addr: &str) -> Option<&Server> {
         std::iter::once(&self.master)
             .chain(self.replicas.iter())
-            .find(|s| s.addr() == addr)
+            .find(|s| s.addr() == addr || s.tls_addr().is_some_and(|a| a == addr))
     }
 
     /// The data server that is master now according to the Sentinels.
@@ -360,7 +376,7 @@ impl SentinelGroup {
         deadline: Duration,
     ) -> Result<(), Error> {
         let addr = master.addr();
-        let port = format!("master_port:{}", master.port());
+        let port = format!("master_port:{}", replication_port(master));
         wait_until(
             deadline,
             &format!("the data servers to replicate from {addr}"),
@@ -398,8 +414,16 @@ impl Drop for SentinelGroup {
     }
 }
 
+/// The port replicas and Sentinels use to reach `server`: its TLS port when it has one.
+fn replication_port(server: &Server) -> u16 {
+    server.tls_port().unwrap_or(server.port())
+}
+
 fn sentinel_options(opts: &SentinelOptions, master: &Server) -> ServerOptions {
-    let mut s = ServerOptions::new(opts.version).sentinel();
+    let mut s = ServerOptions::new(opts.version).sentinel().tls(opts.tls);
+    if opts.tls {
+        s.config.push(("tls-replication".into(), "yes".into()));
+    }
     s.password = opts.sentinel_password.clone();
     let name = &opts.master_name;
     let mut cfg = |k: &str, v: String| s.config.push((k.to_string(), v));
@@ -408,7 +432,7 @@ fn sentinel_options(opts: &SentinelOptions, master: &Server) -> ServerOptions {
         format!(
             "monitor {name} {} {} {}",
             master.host(),
-            master.port(),
+            replication_port(master),
             opts.quorum
         ),
     );
