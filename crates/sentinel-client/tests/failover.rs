@@ -11,7 +11,8 @@ use ferry_sentinel::{Error, Event, SentinelPool};
 use ferry_testkit::SentinelOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sentinel_failover_with_writers_never_acknowledges_on_demoted_master_and_loses_nothing() {
+async fn sentinel_failover_with_writers_never_acknowledges_on_demoted_master_and_loses_no_replicated_write(
+) {
     let group = start_group(SentinelOptions::default());
     let old = addr_of(&group.master);
     let pool = SentinelPool::new(pool_options(&group))
@@ -41,7 +42,13 @@ async fn sentinel_failover_with_writers_never_acknowledges_on_demoted_master_and
     let mut roles = RoleHistory::start(&group);
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(WriteLog::default()));
-    let writers = spawn_writers(&pool, 4, stop.clone(), log.clone());
+    // The old master's writes reach the promoted replica asynchronously; WAIT after each write tells which
+    // writes every replica had (those survive any choice of replica).
+    let confirm = Confirm {
+        replicas: group.replicas.len() as i64,
+        timeout_ms: 100,
+    };
+    let writers = spawn_writers(&pool, 4, stop.clone(), log.clone(), Some(confirm));
     eventually(DEADLINE, "writes before the failover", || {
         log.lock().unwrap().acks.len() >= 50
     })
@@ -125,7 +132,15 @@ async fn sentinel_failover_with_writers_never_acknowledges_on_demoted_master_and
     let final_master = group
         .server_by_addr(&new_addr)
         .expect("new master is a group server");
-    assert_no_acknowledged_write_lost(final_master, &log);
+    assert!(
+        log.acks
+            .iter()
+            .any(|a| a.addr == old && a.replicated_to == Some(confirm.replicas)),
+        "some writes on the old master were confirmed on every replica before the failover"
+    );
+    assert_acknowledged_writes_present(final_master, &log, |a| {
+        a.addr == new || a.replicated_to == Some(confirm.replicas)
+    });
     assert!(pool.master_addr() == Some(new));
     // SET must-not-land never reached any server.
     let mut con = final_master.client();
@@ -137,7 +152,7 @@ async fn sentinel_failover_with_writers_never_acknowledges_on_demoted_master_and
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_master_with_writers_resumes_on_new_master_and_loses_nothing() {
+async fn killed_master_with_writers_resumes_on_new_master_and_loses_no_replicated_write() {
     let mut group = start_group(SentinelOptions::default());
     let old = addr_of(&group.master);
     let pool = SentinelPool::new(pool_options(&group))
@@ -154,7 +169,13 @@ async fn killed_master_with_writers_resumes_on_new_master_and_loses_nothing() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(WriteLog::default()));
-    let writers = spawn_writers(&pool, 4, stop.clone(), log.clone());
+    // Replication is asynchronous: what the master acknowledged but no replica had yet dies with it, whatever
+    // the client. WAIT after each write tells which writes every replica had.
+    let confirm = Confirm {
+        replicas: group.replicas.len() as i64,
+        timeout_ms: 100,
+    };
+    let writers = spawn_writers(&pool, 4, stop.clone(), log.clone(), Some(confirm));
     eventually(DEADLINE, "writes before the kill", || {
         log.lock().unwrap().acks.len() >= 50
     })
@@ -210,8 +231,18 @@ async fn killed_master_with_writers_resumes_on_new_master_and_loses_nothing() {
         log.acks.iter().any(|a| a.addr == old && a.at < killed_at),
         "writes landed before the kill"
     );
+    assert!(
+        log.acks
+            .iter()
+            .any(|a| a.addr == old && a.replicated_to == Some(confirm.replicas)),
+        "some writes on the old master were confirmed on every replica before the kill"
+    );
     let final_master = group
         .server_by_addr(&new_addr)
         .expect("new master is a group server");
-    assert_no_acknowledged_write_lost(final_master, &log);
+    // Every write the new master acknowledged, and every write the old one acknowledged once all replicas
+    // had it, is on the new master.
+    assert_acknowledged_writes_present(final_master, &log, |a| {
+        a.addr == new || a.replicated_to == Some(confirm.replicas)
+    });
 }
