@@ -12,19 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferry_benches::Rng;
 use ferry_rdb::{
     HashField, Item, ParserOptions, Reader, Stream, StreamEntry, StreamId, Value, ValueMode, Writer,
 };
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn gen_small(path: &Path, keys: u64, version: u32) {
     let mut w = Writer::new(
@@ -41,7 +32,7 @@ fn gen_small(path: &Path, keys: u64, version: u32) {
         let v = match i % 20 {
             0 => Value::Hash(
                 (0..5)
-                    .map(|j| HashField::new(format!("f{j}"), format!("v{}", rng.next() % 1000)))
+                    .map(|j| HashField::new(format!("f{j}"), format!("v{}", rng.next_u64() % 1000)))
                     .collect(),
             ),
             1 => Value::List((0..5).map(|j| Bytes::from(format!("item-{j}"))).collect()),
@@ -55,8 +46,12 @@ fn gen_small(path: &Path, keys: u64, version: u32) {
                     .map(|j| (Bytes::from(format!("m{j}")), j as f64 + 0.5))
                     .collect(),
             ),
-            4..=9 => Value::String(Bytes::from((rng.next() % 1_000_000).to_string())),
-            _ => Value::String(Bytes::from(format!("value-{:016x}-{:08x}", rng.next(), i))),
+            4..=9 => Value::String(Bytes::from((rng.next_u64() % 1_000_000).to_string())),
+            _ => Value::String(Bytes::from(format!(
+                "value-{:016x}-{:08x}",
+                rng.next_u64(),
+                i
+            ))),
         };
         w.write_entry(
             key.as_bytes(),
@@ -81,12 +76,12 @@ fn gen_big(path: &Path) {
         let v = match k % 5 {
             0 => Value::List(
                 (0..n)
-                    .map(|j| Bytes::from(format!("element-{j}-{}", rng.next() % 1000)))
+                    .map(|j| Bytes::from(format!("element-{j}-{}", rng.next_u64() % 1000)))
                     .collect(),
             ),
             1 => Value::Hash(
                 (0..n)
-                    .map(|j| HashField::new(format!("field:{j}"), format!("{}", rng.next())))
+                    .map(|j| HashField::new(format!("field:{j}"), format!("{}", rng.next_u64())))
                     .collect(),
             ),
             2 => Value::SortedSet(
@@ -94,14 +89,14 @@ fn gen_big(path: &Path) {
                     .map(|j| {
                         (
                             Bytes::from(format!("member:{j}")),
-                            (rng.next() % 1_000_000) as f64 / 7.0,
+                            (rng.next_u64() % 1_000_000) as f64 / 7.0,
                         )
                     })
                     .collect(),
             ),
             3 => Value::Set(
                 (0..n)
-                    .map(|j| Bytes::from(format!("s:{j}:{}", rng.next() % 10_000)))
+                    .map(|j| Bytes::from(format!("s:{j}:{}", rng.next_u64() % 10_000)))
                     .collect(),
             ),
             _ => Value::Stream(Box::new(Stream {
@@ -109,7 +104,10 @@ fn gen_big(path: &Path) {
                     .map(|j| StreamEntry {
                         id: StreamId::new(1_700_000_000_000 + j, 0),
                         fields: vec![
-                            ("temp".into(), Bytes::from(format!("{}", rng.next() % 100))),
+                            (
+                                "temp".into(),
+                                Bytes::from(format!("{}", rng.next_u64() % 100)),
+                            ),
                             ("site".into(), "a".into()),
                         ],
                     })

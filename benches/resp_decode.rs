@@ -17,27 +17,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
+use ferry_benches::Rng;
 use ferry_resp::{encode_command, encode_frame, Decoder, Frame};
 use tokio_util::codec::Decoder as _;
 
 /// Number of SET commands in the command stream.
 const SETS: usize = 1_000_000;
-
-/// A small deterministic generator (xorshift), so every run decodes the same bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> usize {
-        (self.next() % n) as usize
-    }
-}
 
 /// `SET key:<n> <value of 8..72 bytes>` one million times.
 fn set_stream() -> Vec<u8> {
@@ -77,7 +62,7 @@ fn reply_stream() -> (Vec<u8>, usize) {
                     .map(|i| (Frame::bulk(format!("field:{i}")), bulk(&mut rng)))
                     .collect(),
             ),
-            8 => Frame::Integer(rng.next() as i64 >> 20),
+            8 => Frame::Integer(rng.next_u64() as i64 >> 20),
             _ => {
                 if rng.below(2) == 0 {
                     Frame::simple("OK")

@@ -44,10 +44,7 @@ async fn sentinel_failover_with_writers_never_acknowledges_on_demoted_master_and
     let log = Arc::new(Mutex::new(WriteLog::default()));
     // The old master's writes reach the promoted replica asynchronously; WAIT after each write tells which
     // writes every replica had (those survive any choice of replica).
-    let confirm = Confirm {
-        replicas: group.replicas.len() as i64,
-        timeout_ms: 100,
-    };
+    let confirm = Confirm::every_replica(&group);
     let writers = spawn_writers(&pool, 4, stop.clone(), log.clone(), Some(confirm));
     eventually(DEADLINE, "writes before the failover", || {
         log.lock().unwrap().acks.len() >= 50
@@ -135,11 +132,11 @@ async fn sentinel_failover_with_writers_never_acknowledges_on_demoted_master_and
     assert!(
         log.acks
             .iter()
-            .any(|a| a.addr == old && a.replicated_to == Some(confirm.replicas)),
+            .any(|a| a.addr == old && confirm.confirmed(a)),
         "some writes on the old master were confirmed on every replica before the failover"
     );
     assert_acknowledged_writes_present(final_master, &log, |a| {
-        a.addr == new || a.replicated_to == Some(confirm.replicas)
+        a.addr == new || confirm.confirmed(a)
     });
     assert!(pool.master_addr() == Some(new));
     // SET must-not-land never reached any server.
@@ -171,10 +168,7 @@ async fn killed_master_with_writers_resumes_on_new_master_and_loses_no_replicate
     let log = Arc::new(Mutex::new(WriteLog::default()));
     // Replication is asynchronous: what the master acknowledged but no replica had yet dies with it, whatever
     // the client. WAIT after each write tells which writes every replica had.
-    let confirm = Confirm {
-        replicas: group.replicas.len() as i64,
-        timeout_ms: 100,
-    };
+    let confirm = Confirm::every_replica(&group);
     let writers = spawn_writers(&pool, 4, stop.clone(), log.clone(), Some(confirm));
     eventually(DEADLINE, "writes before the kill", || {
         log.lock().unwrap().acks.len() >= 50
@@ -234,7 +228,7 @@ async fn killed_master_with_writers_resumes_on_new_master_and_loses_no_replicate
     assert!(
         log.acks
             .iter()
-            .any(|a| a.addr == old && a.replicated_to == Some(confirm.replicas)),
+            .any(|a| a.addr == old && confirm.confirmed(a)),
         "some writes on the old master were confirmed on every replica before the kill"
     );
     let final_master = group
@@ -243,6 +237,6 @@ async fn killed_master_with_writers_resumes_on_new_master_and_loses_no_replicate
     // Every write the new master acknowledged, and every write the old one acknowledged once all replicas
     // had it, is on the new master.
     assert_acknowledged_writes_present(final_master, &log, |a| {
-        a.addr == new || a.replicated_to == Some(confirm.replicas)
+        a.addr == new || confirm.confirmed(a)
     });
 }

@@ -73,6 +73,21 @@ pub struct Confirm {
     pub timeout_ms: u64,
 }
 
+impl Confirm {
+    /// Wait (up to 100 ms) for every replica of `group`.
+    pub fn every_replica(group: &SentinelGroup) -> Confirm {
+        Confirm {
+            replicas: group.replicas.len() as i64,
+            timeout_ms: 100,
+        }
+    }
+
+    /// Whether `ack` was confirmed on every replica this asked for.
+    pub fn confirmed(&self, ack: &Ack) -> bool {
+        ack.replicated_to == Some(self.replicas)
+    }
+}
+
 #[derive(Default)]
 pub struct WriteLog {
     pub acks: Vec<Ack>,
