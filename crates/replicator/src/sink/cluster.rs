@@ -272,6 +272,7 @@ impl ClusterSink {
                 commands,
                 transaction: unit.transaction,
                 end_offset: unit.end_offset,
+                end_db: unit.end_db,
             })
             .await?;
         }
