@@ -26,7 +26,7 @@ use crate::pipeline::Unit;
 use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
 use crate::sink::{Sink, SinkOptions};
-use crate::source::{Resume, Source, SourceOptions, Start, StreamEvent};
+use crate::source::{Resume, Source, SourceMonitor, SourceOptions, Start, StreamEvent};
 use crate::status::{Phase, Rates, StatusHandle};
 
 /// Everything a sync job needs to know.
@@ -80,6 +80,15 @@ impl Config {
             reconnect_backoff_max: Duration::from_secs(30),
             max_attempts: 3,
         }
+    }
+}
+
+/// A task aborted when this is dropped (at the end of a session, however it ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -223,6 +232,7 @@ impl Replicator {
             db: 0,
         });
         let (mut source, start) = Source::open(&source_opts, at).await?;
+        let _refresher = self.refresh_link_status(source.monitor());
         let replid = match start {
             Start::Full { replid, offset } => {
                 if let Some((old, old_offset)) = &resume {
@@ -343,18 +353,18 @@ impl Replicator {
                 tick = tokio::time::Instant::now();
                 let c = sink.counters();
                 let (offset, applied) = (source.offset(), sink.committed_offset());
+                let received = source.monitor().received_offset();
                 self.status.update(|s| {
                     s.commands_applied = c.commands_applied;
                     s.commands_filtered = filtered;
                     s.commands_partial = partial;
                     s.bytes_written = c.bytes_written;
                     s.bytes_read = base_read + (offset - start_offset);
-                    s.spooled_bytes = source.spooled_bytes();
                     s.errors = c.errors;
                     if c.last_error.is_some() {
                         s.last_error = c.last_error.clone();
                     }
-                    rates.sample(s, c.commands_applied - base, offset, applied);
+                    rates.sample(s, c.commands_applied - base, received, applied);
                 });
             }
         }
@@ -412,6 +422,25 @@ impl Replicator {
             adapt_for_target(&mut cmd.argv, target_rdb);
         }
         Some(unit)
+    }
+
+    /// Copies the source link's counters into the status every 200 ms while the session runs, so the status
+    /// shows what was received and acknowledged even while the job waits on a slow target.
+    fn refresh_link_status(&self, monitor: SourceMonitor) -> AbortOnDrop {
+        let status = self.status.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                status.update(|s| {
+                    s.source_offset = monitor.received_offset();
+                    s.lag_bytes = s.source_offset.saturating_sub(s.applied_offset);
+                    s.acked_offset = monitor.acked_offset();
+                    s.acks_sent = monitor.acks_sent();
+                    s.spooled_bytes = monitor.spooled_bytes();
+                });
+            }
+        }))
     }
 
     /// The source's command table, for key extraction by the filters.

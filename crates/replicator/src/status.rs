@@ -69,6 +69,10 @@ pub struct Status {
     pub source_offset: u64,
     /// The source offset the target has applied (and checkpointed).
     pub applied_offset: u64,
+    /// The offset ferry last acknowledged to the source (`REPLCONF ACK`): what the target committed.
+    pub acked_offset: u64,
+    /// `REPLCONF ACK`s sent on the current link.
+    pub acks_sent: u64,
     /// `source_offset - applied_offset`.
     pub lag_bytes: u64,
     /// How long the oldest received and not yet applied data has waited.

@@ -7,6 +7,7 @@
 //! `ack_interval` (redis-server: every second), at once when the committed offset moves, and when the stream
 //! asks for it (`REPLCONF GETACK`): the source never drops ferry for `repl-timeout` while the target is slow.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,17 @@ use crate::error::Error;
 
 /// Most bytes taken from the socket at once.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// What the link did, readable while it runs (for the status, whatever the job is waiting for).
+#[derive(Debug, Default)]
+pub(crate) struct LinkStats {
+    /// The source offset of the stream bytes received (the RDB does not count).
+    pub received_offset: AtomicU64,
+    /// The offset of the last `REPLCONF ACK` sent.
+    pub acked_offset: AtomicU64,
+    /// `REPLCONF ACK`s sent.
+    pub acks: AtomicU64,
+}
 
 /// What the link task needs besides the connection.
 pub(crate) struct LinkParts {
@@ -38,6 +50,8 @@ pub(crate) struct LinkParts {
     pub idle_timeout: Duration,
     /// To ask the source, after it closed the link, for the limits that may explain why.
     pub connect: ConnectOptions,
+    /// Counters shared with the job.
+    pub stats: Arc<LinkStats>,
 }
 
 /// Runs the link until the connection fails or the reader is gone; a failure ends the spool with its error.
@@ -58,6 +72,7 @@ async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error>
         ack_interval,
         idle_timeout,
         connect,
+        stats,
         ..
     } = &*parts;
     let mut committed = committed.clone();
@@ -98,16 +113,16 @@ async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error>
                 if changed.is_err() {
                     return Ok(());
                 }
-                send_ack(conn, &mut committed).await?;
+                send_ack(conn, &mut committed, stats).await?;
                 next_ack = Instant::now() + *ack_interval;
             }
             () = ack_now.notified(), if rdb_done => {
-                send_ack(conn, &mut committed).await?;
+                send_ack(conn, &mut committed, stats).await?;
                 next_ack = Instant::now() + *ack_interval;
             }
             () = tokio::time::sleep_until(next_ack) => {
                 if rdb_done {
-                    send_ack(conn, &mut committed).await?;
+                    send_ack(conn, &mut committed, stats).await?;
                 }
                 next_ack = Instant::now() + *ack_interval;
                 if can_read && last_read.elapsed() > *idle_timeout {
@@ -124,7 +139,10 @@ async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error>
                 }
                 last_read = Instant::now();
                 match &mut framer {
-                    None => pending.push_back(Piece::Stream { data: chunk, at_ms: now_ms() }),
+                    None => {
+                        stats.received_offset.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        pending.push_back(Piece::Stream { data: chunk, at_ms: now_ms() });
+                    }
                     Some(f) => {
                         let out = f.feed(chunk);
                         if !out.rdb.is_empty() {
@@ -133,12 +151,13 @@ async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error>
                         if out.done {
                             pending.push_back(Piece::RdbEnd);
                             if !out.rest.is_empty() {
+                                stats.received_offset.fetch_add(out.rest.len() as u64, Ordering::Relaxed);
                                 pending.push_back(Piece::Stream { data: out.rest, at_ms: now_ms() });
                             }
                             framer = None;
                             rdb_done = true;
                             // After a diskless transfer the source waits for a first ACK before it streams.
-                            send_ack(conn, &mut committed).await?;
+                            send_ack(conn, &mut committed, stats).await?;
                             next_ack = Instant::now() + *ack_interval;
                         }
                     }
@@ -149,11 +168,18 @@ async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error>
 }
 
 /// Sends `REPLCONF ACK <committed offset>`.
-async fn send_ack(conn: &mut Connection, committed: &mut watch::Receiver<u64>) -> Result<(), Error> {
-    let offset = committed.borrow_and_update().to_string();
-    conn.write_command(&["REPLCONF", "ACK", offset.as_str()]);
+async fn send_ack(
+    conn: &mut Connection,
+    committed: &mut watch::Receiver<u64>,
+    stats: &LinkStats,
+) -> Result<(), Error> {
+    let offset = *committed.borrow_and_update();
+    let text = offset.to_string();
+    conn.write_command(&["REPLCONF", "ACK", text.as_str()]);
     conn.flush().await?;
-    debug!(offset = %offset, "REPLCONF ACK");
+    stats.acked_offset.store(offset, Ordering::Relaxed);
+    stats.acks.fetch_add(1, Ordering::Relaxed);
+    debug!(offset, "REPLCONF ACK");
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::pipeline::ttl::make_expiry_absolute;
 use crate::pipeline::{Command, Unit};
 use psync::{Handshake, HandshakeOptions, RdbFramer, RdbHeader};
-use spool::{Piece, SpoolReader};
+use spool::{Piece, SpoolGauge, SpoolReader};
 pub use spool::SpoolOptions;
 
 /// What the stream produced.
@@ -316,6 +316,36 @@ pub struct Source {
     rdb_done: bool,
     rdb_bytes: u64,
     peer: std::net::SocketAddr,
+    stats: Arc<link::LinkStats>,
+}
+
+/// Reads what the source link is doing while the job waits on the target.
+#[derive(Clone)]
+pub(crate) struct SourceMonitor {
+    stats: Arc<link::LinkStats>,
+    spool: SpoolGauge,
+}
+
+impl SourceMonitor {
+    /// The source offset of everything received (decoded or still spooled).
+    pub(crate) fn received_offset(&self) -> u64 {
+        self.stats.received_offset.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The offset the last `REPLCONF ACK` reported.
+    pub(crate) fn acked_offset(&self) -> u64 {
+        self.stats.acked_offset.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `REPLCONF ACK`s sent on this link.
+    pub(crate) fn acks_sent(&self) -> u64 {
+        self.stats.acks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes received and not yet taken by the job.
+    pub(crate) fn spooled_bytes(&self) -> u64 {
+        self.spool.held_bytes()
+    }
 }
 
 impl std::fmt::Debug for Source {
@@ -405,7 +435,12 @@ impl Source {
         let (committed_tx, committed_rx) = watch::channel(committed);
         let ack_now = Arc::new(Notify::new());
         let peer = conn.peer_addr();
+        let stats = Arc::new(link::LinkStats::default());
+        stats
+            .received_offset
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
         let parts = link::LinkParts {
+            stats: stats.clone(),
             framer,
             spool: writer,
             committed: committed_rx,
@@ -424,6 +459,7 @@ impl Source {
             rdb_done,
             rdb_bytes: 0,
             peer,
+            stats,
         };
         (source, start)
     }
@@ -491,9 +527,17 @@ impl Source {
         self.parser.offset()
     }
 
-    /// The database the stream has selected after everything decoded so far.
-    pub fn db(&self) -> i64 {
-        self.parser.db()
+    /// The database the stream has selected at [`Source::resume_offset`] (what a checkpoint there records).
+    pub fn stream_db(&self) -> i64 {
+        self.parser.boundary().1
+    }
+
+    /// A handle on the link's counters, readable while the job waits on the target.
+    pub(crate) fn monitor(&self) -> SourceMonitor {
+        SourceMonitor {
+            stats: self.stats.clone(),
+            spool: self.spool.gauge(),
+        }
     }
 
     /// Where a reconnect continues from: the last offset outside a source transaction.

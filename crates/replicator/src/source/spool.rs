@@ -245,14 +245,30 @@ impl SpoolReader {
 
     /// Bytes held (memory and file).
     pub(crate) fn held_bytes(&self) -> u64 {
-        let st = self.shared.lock();
-        st.mem_bytes as u64 + st.file.as_ref().map_or(0, |f| f.write_pos - f.read_pos)
+        self.gauge().held_bytes()
+    }
+
+    /// A handle that reads how much the spool holds, from anywhere.
+    pub(crate) fn gauge(&self) -> SpoolGauge {
+        SpoolGauge(self.shared.clone())
     }
 
     /// True when nothing is held.
     pub(crate) fn is_empty(&self) -> bool {
         let st = self.shared.lock();
         st.mem.is_empty() && st.file.as_ref().map_or(true, |f| f.read_pos == f.write_pos)
+    }
+}
+
+/// Reads how much a spool holds.
+#[derive(Clone)]
+pub(crate) struct SpoolGauge(Arc<Shared>);
+
+impl SpoolGauge {
+    /// Bytes held (memory and file).
+    pub(crate) fn held_bytes(&self) -> u64 {
+        let st = self.0.lock();
+        st.mem_bytes as u64 + st.file.as_ref().map_or(0, |f| f.write_pos - f.read_pos)
     }
 }
 
