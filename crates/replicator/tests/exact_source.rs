@@ -366,7 +366,7 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
     )
     .unwrap();
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    fill_mb(&source, 40);
+    fill_mb(&source, 20);
     // The target is slowed down: it sleeps most of the time until the full copy is over.
     let stop_slowing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slower = {
@@ -383,35 +383,45 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
         })
     };
     let job = Job::start(&source, &target, |c| {
-        c.sink.window_commands = 256;
+        c.sink.window_commands = 64;
+        c.sink.window_bytes = 256 * 1024;
     });
-    // Live writes during the full copy, well past the source's 8 MB limit.
-    let writer = {
-        let url = source.url();
-        std::thread::spawn(move || {
-            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-            let value = "y".repeat(4000);
-            for i in 0..6000u64 {
-                redis::cmd("SET")
-                    .arg(format!("ferry:live:{}", i % 3000))
-                    .arg(format!("{i}{value}"))
-                    .exec(&mut c)
-                    .unwrap();
-                redis::cmd("INCR").arg("ferry:live:counter").exec(&mut c).unwrap();
-            }
-        })
-    };
     wait_until(DEADLINE, "the full copy to start", || {
         job.status.snapshot().phase == Phase::FullSync
     })
     .unwrap();
-    writer.join().unwrap();
+    // Live writes spread over the whole full copy (paced by its progress), 12 MB in all: half again the
+    // source's hard limit. Without the spool they would wait in the source's output buffer until the target
+    // had applied the RDB.
+    let writer = {
+        let (url, status) = (source.url(), job.status.clone());
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let value = "y".repeat(4000);
+            for step in 0..40u64 {
+                wait_until(DEADLINE, "the full copy to progress", || {
+                    let s = status.snapshot();
+                    s.keys_done >= step * 500 || s.phase != Phase::FullSync
+                })
+                .unwrap();
+                for i in step * 75..(step + 1) * 75 {
+                    redis::cmd("SET")
+                        .arg(format!("ferry:live:{}", i % 1500))
+                        .arg(format!("{i}{value}"))
+                        .exec(&mut c)
+                        .unwrap();
+                    redis::cmd("INCR").arg("ferry:live:counter").exec(&mut c).unwrap();
+                }
+            }
+        })
+    };
     wait_until(DEADLINE, "the full copy to end", || {
         let s = job.status.snapshot();
         assert!(s.phase != Phase::Stopped, "the job stopped: {s}");
         s.phase == Phase::Incremental
     })
     .unwrap();
+    writer.join().unwrap();
     stop_slowing.store(true, std::sync::atomic::Ordering::Relaxed);
     slower.join().unwrap();
     job.wait_caught_up(&source);
@@ -419,7 +429,7 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
     assert_eq!(status.full_syncs, 1, "{status}");
     assert_eq!(status.reconnects, 0, "{status}");
     assert_same_data(&source, &target, false);
-    assert_eq!(get_u64(&target, 0, "ferry:live:counter"), 6000);
+    assert_eq!(get_u64(&target, 0, "ferry:live:counter"), 3000);
 }
 
 #[test]
