@@ -32,6 +32,11 @@ pub enum Error {
         /// The error reply of the target.
         message: String,
     },
+    /// A batch was refused because the target's checkpoint is not the one the batch before it stores: that
+    /// batch failed, or the target lost writes (a failover before they replicated), or another writer
+    /// changed it. A new session resumes from what the target holds.
+    #[error("{0}")]
+    ChainBroken(String),
     /// The checkpoint stored in the target is not one this version wrote.
     #[error("invalid checkpoint in the target: {0}")]
     Checkpoint(String),
@@ -56,6 +61,19 @@ impl Error {
             Error::Resp(e) => e.is_connection_lost(),
             Error::Protocol(_) => true,
             _ => false,
+        }
+    }
+
+    /// True when a new session can get past the failure: the link broke or timed out
+    /// ([`Error::is_connection`]), the checkpoint chain broke, or the target refused a write for a state that
+    /// passes (`OOM`, `MISCONF`, `LOADING`, `BUSY`, a cluster redirection or failover: see
+    /// [`crate::sink::chain::TRANSIENT_ERRORS`]). Refusals that need a human (`WRONGTYPE`, an unknown command)
+    /// are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::ChainBroken(_) => true,
+            Error::Target { message, .. } => crate::sink::chain::is_transient(message),
+            e => e.is_connection(),
         }
     }
 

@@ -118,7 +118,7 @@ impl Replicator {
             };
             match result {
                 Ok(()) | Err(Error::Stopped) => return Ok(()),
-                Err(e) if e.is_connection() => {
+                Err(e) if e.is_transient() => {
                     warn!(error = %e, "link lost, reconnecting from the target's checkpoint");
                     self.status.update(|s| {
                         s.phase = Phase::Reconnecting;
@@ -171,13 +171,16 @@ impl Replicator {
 
         let mut source_opts = cfg.source.clone();
         source_opts.connect.read_timeout = None;
-        let (mut source, start) =
-            Source::open(&source_opts, resume.as_ref().map(|(r, o)| (r.as_str(), *o))).await?;
+        let (mut source, start) = Source::open(
+            &source_opts,
+            resume.as_ref().map(|r| (r.replid.as_str(), r.offset)),
+        )
+        .await?;
         let replid = match start {
             Start::Full { replid, offset } => {
-                if let Some((old, old_offset)) = &resume {
+                if let Some(old) = &resume {
                     warn!(
-                        checkpoint_replid = %old, checkpoint_offset = old_offset, new_replid = %replid,
+                        checkpoint_replid = %old.replid, checkpoint_offset = old.offset, new_replid = %replid,
                         "the source cannot continue from the checkpoint (backlog overrun or another history): \
                          falling back to a full resync"
                     );
@@ -221,11 +224,11 @@ impl Replicator {
                     s.applied_offset = offset;
                 });
                 info!(%replid, offset, keys = c.keys_restored, "full sync applied");
-                sink.start_stream(&replid, offset, &[]);
+                sink.start_stream(&replid, offset, &[]).await?;
                 replid
             }
             Start::Continue { replid, offset } => {
-                sink.start_stream(&replid, offset, &checkpoints);
+                sink.start_stream(&replid, offset, &checkpoints).await?;
                 replid
             }
         };
@@ -272,11 +275,11 @@ impl Replicator {
                     let end = unit.end_offset;
                     match self.filter_unit(unit, commands, target_rdb, &mut filtered, &mut partial)
                     {
-                        Some(unit) => sink.push(unit).await?,
-                        None => sink.advance(end),
+                        Some(unit) => sink.push(unit, source.stream_db()).await?,
+                        None => sink.advance(end, source.stream_db()),
                     }
                 }
-                StreamEvent::Skipped { end_offset } => sink.advance(end_offset),
+                StreamEvent::Skipped { end_offset } => sink.advance(end_offset, source.stream_db()),
                 StreamEvent::GetAck { .. } => {}
             }
             // Nothing more to batch: send what is open and wait for it, so the checkpoint and the status

@@ -398,6 +398,11 @@ impl Source {
         self.parser.boundary().0
     }
 
+    /// The source stream's selected database at [`Source::resume_offset`] (what a checkpoint there records).
+    pub fn stream_db(&self) -> i64 {
+        self.parser.boundary().1
+    }
+
     /// Sends `REPLCONF ACK <offset>` now.
     pub async fn send_ack(&mut self) -> Result<(), Error> {
         let offset = self.parser.offset().to_string();
