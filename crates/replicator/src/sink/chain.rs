@@ -132,9 +132,11 @@ while i <= last do
   if c > 0 then
     local r = redis.pcall(unpack(ARGV, i + 1, i + c))
     if type(r) == 'table' and r.err then
-      if not log or transient(r.err) then return fail(r.err) end
+      -- Redis 6.2 prefixes the error with the script's place: "@user_script: 3: -OOM ...".
+      local e = string.gsub(string.gsub(r.err, '^@user_script: %d+: %-', ''), '%s+$', '')
+      if not log or transient(e) then return fail(e) end
       logged[#logged + 1] = n
-      logged[#logged + 1] = r.err
+      logged[#logged + 1] = e
     end
     n = n + 1
     part = part + 1
@@ -143,7 +145,9 @@ while i <= last do
     off, part, i = ARGV[i + 1], 0, i + 2
   elseif c == -1 then
     local r = redis.pcall('SELECT', ARGV[i + 1])
-    if type(r) == 'table' and r.err then return fail(r.err) end
+    if type(r) == 'table' and r.err then
+      return fail(string.gsub(string.gsub(r.err, '^@user_script: %d+: %-', ''), '%s+$', ''))
+    end
     cur, i = ARGV[i + 1], i + 2
   elseif c == -2 then
     db, i = ARGV[i + 1], i + 2
