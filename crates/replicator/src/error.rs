@@ -43,6 +43,20 @@ pub enum Error {
     /// The job's configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The local spool of the source's data failed (disk full, I/O error).
+    #[error("spool error: {0}")]
+    Spool(String),
+    /// The source closed the replication link; the message says what ferry could learn of why.
+    #[error("the source closed the replication link: {0}")]
+    SourceClosed(String),
+    /// The job gave up after several attempts that all failed with an error a reconnect does not fix.
+    #[error("giving up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// How many sessions were tried.
+        attempts: u32,
+        /// The error of the last one.
+        last: Box<Error>,
+    },
     /// The job was asked to stop.
     #[error("the job was stopped")]
     Stopped,
@@ -54,27 +68,83 @@ impl Error {
         matches!(self, Error::Resp(e) if e.is_timeout())
     }
 
-    /// True when the failure is worth a reconnect (the link broke or timed out),
-    /// as opposed to a refusal, a conflict or a bad configuration.
+    /// True when the link to the source or the target broke or timed out: a reconnect fixes it, so the job
+    /// retries for as long as it takes (with backoff).
     pub fn is_connection(&self) -> bool {
         match self {
-            Error::Resp(e) => e.is_connection_lost(),
-            Error::Protocol(_) => true,
+            Error::Resp(e) => {
+                e.is_io()
+                    || e.is_closed()
+                    || e.is_timeout()
+                    || matches!(e, ferry_resp::Error::Desynchronized(_))
+            }
+            // A malformed replication stream from a server that spoke RESP until then: reconnect.
+            Error::Protocol(_) | Error::SourceClosed(_) => true,
             _ => false,
         }
     }
 
-    /// True when a new session can get past the failure: the link broke or timed out
-    /// ([`Error::is_connection`]), the checkpoint chain broke, or the target refused a write for a state that
-    /// passes (`OOM`, `MISCONF`, `LOADING`, `BUSY`, a cluster redirection or failover: see
-    /// [`crate::sink::chain::TRANSIENT_ERRORS`]). Refusals that need a human (`WRONGTYPE`, an unknown command)
-    /// are not.
+    /// True when a new session can get past the failure: the checkpoint chain broke, or the target refused a
+    /// write for a state that passes (`OOM`, `MISCONF`, `LOADING`, `READONLY`, `BUSY`, a cluster redirection or
+    /// failover: see [`crate::sink::chain::TRANSIENT_ERRORS`]): the job retries from its checkpoint with
+    /// backoff, like after a broken link. Refusals that need a human (`WRONGTYPE`, an unknown command) are not.
     pub fn is_transient(&self) -> bool {
+        use crate::sink::chain::is_transient;
         match self {
             Error::ChainBroken(_) => true,
-            Error::Target { message, .. } => crate::sink::chain::is_transient(message),
-            e => e.is_connection(),
+            Error::Target { message, .. } => is_transient(message),
+            Error::Resp(e) => e
+                .server_error()
+                .is_some_and(|se| is_transient(se.code()) || is_transient(se.message())),
+            _ => false,
         }
+    }
+
+    /// True when a server refused the credentials (`AUTH`, `HELLO ... AUTH`, `NOAUTH`, `NOPERM`).
+    pub fn is_auth(&self) -> bool {
+        match self {
+            Error::Resp(ferry_resp::Error::Auth(_)) => true,
+            Error::Resp(e) => e
+                .server_error()
+                .is_some_and(|se| matches!(se.code(), "NOAUTH" | "NOPERM" | "WRONGPASS")),
+            Error::Refused(m) => m.contains("NOAUTH") || m.contains("NOPERM"),
+            _ => false,
+        }
+    }
+
+    /// True when the peer does not speak RESP at all (for example an HTTP server on the port).
+    pub fn is_not_redis(&self) -> bool {
+        matches!(
+            self,
+            Error::Resp(
+                ferry_resp::Error::Protocol(_)
+                    | ferry_resp::Error::NotACommand(_)
+                    | ferry_resp::Error::LimitExceeded(_)
+            )
+        )
+    }
+
+    /// True when a server does not know a command ferry sent (an old or restricted server).
+    pub fn is_unknown_command(&self) -> bool {
+        let message = match self {
+            Error::Target { message, .. } | Error::Refused(message) => message.as_str(),
+            Error::Resp(e) => match e.server_error() {
+                Some(se) => se.message(),
+                None => return false,
+            },
+            _ => return false,
+        };
+        message.contains("unknown command") || message.contains("unknown subcommand")
+    }
+
+    /// True when a reconnect cannot fix the error, but a few more attempts are still worth it (a password
+    /// rotated a moment late, a port briefly taken by another program, a server being upgraded): after a few
+    /// the job stops with this error.
+    pub fn is_retried_a_few_times(&self) -> bool {
+        self.is_auth()
+            || self.is_not_redis()
+            || self.is_unknown_command()
+            || matches!(self, Error::Refused(_))
     }
 
     /// True when the job stopped because it was asked to.

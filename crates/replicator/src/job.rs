@@ -1,9 +1,12 @@
 //! The job: connects the source, the pipeline and the sink, and keeps them going across faults.
 //!
-//! Each session starts from the target's checkpoint: PSYNC from the committed offset (`+CONTINUE`), or a full
-//! resync when there is none or the source's backlog no longer holds it. Any broken link (source or target)
-//! ends the session; the next one starts again from what the target acknowledged, so nothing is lost and
-//! nothing is applied twice.
+//! Each session starts from the target's checkpoint: PSYNC from the committed offset (`+CONTINUE`) in the
+//! database the stream had selected there, or a full resync when there is none or the source's backlog no
+//! longer holds it. Any broken link (source or target) or a target that refuses writes for a while (`OOM`,
+//! `MISCONF`...) ends the session; the next one starts again from what the target committed, after a backoff
+//! that doubles up to a cap, so nothing is lost and nothing is applied twice. An error a reconnect cannot fix
+//! (a refused password, a peer that is not Redis, a command the target does not know) stops the job after a
+//! few attempts, with that error.
 
 use std::time::Duration;
 
@@ -13,6 +16,7 @@ use ferry_topology::CommandTable;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::fullsync;
 use crate::pipeline::convert::{adapt_for_target, ConflictPolicy};
@@ -22,7 +26,7 @@ use crate::pipeline::Unit;
 use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
 use crate::sink::{Sink, SinkOptions};
-use crate::source::{Source, SourceOptions, Start, StreamEvent};
+use crate::source::{Resume, Source, SourceMonitor, SourceOptions, Start, StreamEvent};
 use crate::status::{Phase, Rates, StatusHandle};
 
 /// Everything a sync job needs to know.
@@ -49,8 +53,14 @@ pub struct Config {
     /// Values whose RDB encoding is bigger than this go as batches of element commands instead of one
     /// `RESTORE`.
     pub max_restore_bytes: usize,
-    /// Pause between sessions after a connection error.
+    /// First pause between sessions after an error; it doubles (with jitter) after each failed session, up
+    /// to `reconnect_backoff_max`, and starts again once a session reaches the live phase.
     pub reconnect_backoff: Duration,
+    /// The longest pause between sessions.
+    pub reconnect_backoff_max: Duration,
+    /// Sessions tried in a row when each fails with an error a reconnect does not fix (refused credentials, a
+    /// peer that is not Redis, an unknown command) before the job stops with it.
+    pub max_attempts: u32,
 }
 
 impl Config {
@@ -67,7 +77,18 @@ impl Config {
             flush_target_on_resync: false,
             max_restore_bytes: 16 * 1024 * 1024,
             reconnect_backoff: Duration::from_millis(500),
+            reconnect_backoff_max: Duration::from_secs(30),
+            max_attempts: 3,
         }
+    }
+}
+
+/// A task aborted when this is dropped (at the end of a session, however it ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -111,41 +132,75 @@ impl Replicator {
     }
 
     async fn run_sessions(&self, shutdown: &CancellationToken) -> Result<(), Error> {
+        let cfg = &self.config;
+        let mut backoff = Backoff::new(cfg.reconnect_backoff, cfg.reconnect_backoff_max);
+        let mut hopeless = 0u32;
         loop {
+            let mut live = false;
             let result = tokio::select! {
-                r = self.session(shutdown) => r,
+                r = self.session(shutdown, &mut live) => r,
                 () = shutdown.cancelled() => Err(Error::Stopped),
             };
-            match result {
+            if live {
+                backoff.reset();
+                hopeless = 0;
+            }
+            let e = match result {
                 Ok(()) | Err(Error::Stopped) => return Ok(()),
-                Err(e) if e.is_transient() => {
-                    warn!(error = %e, "link lost, reconnecting from the target's checkpoint");
-                    self.status.update(|s| {
-                        s.phase = Phase::Reconnecting;
-                        s.reconnects += 1;
-                        s.last_error = Some(e.to_string());
-                    });
-                    tokio::select! {
-                        () = tokio::time::sleep(self.config.reconnect_backoff) => {}
-                        () = shutdown.cancelled() => return Ok(()),
-                    }
-                }
-                Err(e) => {
+                Err(e) => e,
+            };
+            if e.is_connection() || e.is_transient() {
+                warn!(error = %e, "session ended, reconnecting from the target's checkpoint");
+            } else if e.is_retried_a_few_times() {
+                hopeless += 1;
+                if hopeless >= cfg.max_attempts.max(1) {
+                    let e = Error::GaveUp {
+                        attempts: hopeless,
+                        last: Box::new(e),
+                    };
                     error!(error = %e, "sync job stopped");
                     return Err(e);
                 }
+                warn!(error = %e, attempt = hopeless, of = cfg.max_attempts,
+                      "session failed with an error a reconnect may not fix, trying again");
+            } else {
+                error!(error = %e, "sync job stopped");
+                return Err(e);
+            }
+            self.status.update(|s| {
+                s.phase = Phase::Reconnecting;
+                s.reconnects += 1;
+                s.last_error = Some(e.to_string());
+            });
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = shutdown.cancelled() => return Ok(()),
             }
         }
     }
 
     /// One session: checkpoint, handshake, full sync if needed, then the stream until an error or shutdown.
-    async fn session(&self, shutdown: &CancellationToken) -> Result<(), Error> {
+    /// `live` is set once the session reaches the live phase.
+    async fn session(&self, shutdown: &CancellationToken, live: &mut bool) -> Result<(), Error> {
         let cfg = &self.config;
         self.status.update(|s| s.phase = Phase::Handshake);
-        let commands = if self.filter.has_key_rules() || cfg.target_cluster {
-            Some(std::sync::Arc::new(self.command_table().await?))
-        } else {
-            None
+        let commands = match self.command_table().await {
+            Ok(table) => Some(std::sync::Arc::new(table)),
+            // Without a table only filters on keys and a cluster target cannot work; a source that refuses
+            // or does not know `COMMAND` (renamed, ACL) can still be followed.
+            Err(e)
+                if self.filter.has_key_rules()
+                    || cfg.target_cluster
+                    || !(matches!(e, Error::Config(_))
+                        || matches!(&e, Error::Resp(r) if r.server_error().is_some())) =>
+            {
+                return Err(e)
+            }
+            Err(e) => {
+                warn!(error = %e, "no command table from the source: ferry's own keys are recognized as \
+                      the first argument of a command only");
+                None
+            }
         };
         let mut sink = match &commands {
             Some(table) if cfg.target_cluster => Sink::Cluster(
@@ -171,11 +226,13 @@ impl Replicator {
 
         let mut source_opts = cfg.source.clone();
         source_opts.connect.read_timeout = None;
-        let (mut source, start) = Source::open(
-            &source_opts,
-            resume.as_ref().map(|r| (r.replid.as_str(), r.offset)),
-        )
-        .await?;
+        let at = resume.as_ref().map(|r| Resume {
+            replid: &r.replid,
+            offset: r.offset,
+            db: r.db,
+        });
+        let (mut source, start) = Source::open(&source_opts, at).await?;
+        let _refresher = self.refresh_link_status(source.monitor());
         let replid = match start {
             Start::Full { replid, offset } => {
                 if let Some(old) = &resume {
@@ -216,6 +273,7 @@ impl Replicator {
                 )
                 .await?;
                 sink.finish_full_sync(&replid, offset).await?;
+                source.acknowledge(offset);
                 let c = sink.counters();
                 self.status.update(|s| {
                     s.keys_copied = c.keys_restored;
@@ -236,6 +294,7 @@ impl Replicator {
             s.phase = Phase::Incremental;
             s.replid = replid.clone();
         });
+        *live = true;
         let target_rdb = sink.rdb_version().await?;
         self.follow(
             &mut source,
@@ -272,14 +331,14 @@ impl Replicator {
             };
             match event {
                 StreamEvent::Unit(unit) => {
-                    let end = unit.end_offset;
+                    let (end, end_db) = (unit.end_offset, unit.end_db);
                     match self.filter_unit(unit, commands, target_rdb, &mut filtered, &mut partial)
                     {
-                        Some(unit) => sink.push(unit, source.stream_db()).await?,
-                        None => sink.advance(end, source.stream_db()),
+                        Some(unit) => sink.push(unit).await?,
+                        None => sink.advance(end, end_db),
                     }
                 }
-                StreamEvent::Skipped { end_offset } => sink.advance(end_offset, source.stream_db()),
+                StreamEvent::Skipped { end_offset, db } => sink.advance(end_offset, db),
                 StreamEvent::GetAck { .. } => {}
             }
             // Nothing more to batch: send what is open and wait for it, so the checkpoint and the status
@@ -288,10 +347,13 @@ impl Replicator {
             if idle {
                 sink.sync().await?;
             }
+            // The source hears what the target holds, not what was read.
+            source.acknowledge(sink.committed_offset());
             if idle || tick.elapsed() >= Duration::from_millis(200) {
                 tick = tokio::time::Instant::now();
                 let c = sink.counters();
                 let (offset, applied) = (source.offset(), sink.committed_offset());
+                let received = source.monitor().received_offset();
                 self.status.update(|s| {
                     s.commands_applied = c.commands_applied;
                     s.commands_filtered = filtered;
@@ -302,7 +364,7 @@ impl Replicator {
                     if c.last_error.is_some() {
                         s.last_error = c.last_error.clone();
                     }
-                    rates.sample(s, c.commands_applied - base, offset, applied);
+                    rates.sample(s, c.commands_applied - base, received, applied);
                 });
             }
         }
@@ -317,12 +379,18 @@ impl Replicator {
         filtered: &mut u64,
         partial: &mut u64,
     ) -> Option<Unit> {
-        if !self.filter.is_pass_all() {
+        // ferry's own keys are never copied; the scan for their common prefix is cheap, the key extraction only
+        // runs when it finds one.
+        let maybe_reserved = unit
+            .commands
+            .iter()
+            .any(|c| c.argv.iter().skip(1).any(|a| a.starts_with(b"ferry:")));
+        if !self.filter.is_pass_all() || maybe_reserved {
             unit.commands.retain(|cmd| {
                 let name = cmd.name();
                 let keys: Vec<&[u8]> = match commands {
                     Some(table) => table.keys(&cmd.argv).unwrap_or_default(),
-                    None => Vec::new(),
+                    None => cmd.argv.get(1).map(|k| vec![&k[..]]).unwrap_or_default(),
                 };
                 match self.filter.decide(cmd.db, &name, &keys) {
                     Decision::Pass => true,
@@ -354,6 +422,25 @@ impl Replicator {
             adapt_for_target(&mut cmd.argv, target_rdb);
         }
         Some(unit)
+    }
+
+    /// Copies the source link's counters into the status every 200 ms while the session runs, so the status
+    /// shows what was received and acknowledged even while the job waits on a slow target.
+    fn refresh_link_status(&self, monitor: SourceMonitor) -> AbortOnDrop {
+        let status = self.status.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                status.update(|s| {
+                    s.source_offset = monitor.received_offset();
+                    s.lag_bytes = s.source_offset.saturating_sub(s.applied_offset);
+                    s.acked_offset = monitor.acked_offset();
+                    s.acks_sent = monitor.acks_sent();
+                    s.spooled_bytes = monitor.spooled_bytes();
+                });
+            }
+        }))
     }
 
     /// The source's command table, for key extraction by the filters.

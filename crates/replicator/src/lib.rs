@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+mod backoff;
 pub mod checkpoint;
 mod error;
 mod fullsync;

@@ -61,12 +61,18 @@ pub struct Status {
     pub bytes_read: u64,
     /// Bytes of commands written to the target.
     pub bytes_written: u64,
+    /// Bytes received from the source and waiting for the target (in memory and in the spool file).
+    pub spooled_bytes: u64,
     /// Operations (keys or commands) per second over the last second.
     pub ops_per_sec: f64,
     /// The source offset received.
     pub source_offset: u64,
     /// The source offset the target has applied (and checkpointed).
     pub applied_offset: u64,
+    /// The offset ferry last acknowledged to the source (`REPLCONF ACK`): what the target committed.
+    pub acked_offset: u64,
+    /// `REPLCONF ACK`s sent on the current link.
+    pub acks_sent: u64,
     /// `source_offset - applied_offset`.
     pub lag_bytes: u64,
     /// How long the oldest received and not yet applied data has waited.
@@ -92,13 +98,14 @@ impl fmt::Display for Status {
         }
         write!(
             f,
-            " copied={} applied={} ops/s={:.0} read={}B written={}B offset={} lag={}B/{:.1}s errors={} \
-             full_syncs={} reconnects={}",
+            " copied={} applied={} ops/s={:.0} read={}B written={}B spooled={}B offset={} lag={}B/{:.1}s \
+             errors={} full_syncs={} reconnects={}",
             self.keys_copied,
             self.commands_applied,
             self.ops_per_sec,
             self.bytes_read,
             self.bytes_written,
+            self.spooled_bytes,
             self.applied_offset,
             self.lag_bytes,
             self.lag_seconds,

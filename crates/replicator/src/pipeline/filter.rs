@@ -8,6 +8,23 @@ use regex::bytes::Regex;
 
 use crate::error::Error;
 
+/// Prefixes of ferry's own keys in a deployment: checkpoints, the DR state record, shard leases. They are
+/// never copied from a source, neither from its RDB nor from its stream, whatever the filters say: a B -> A job
+/// must not carry the A -> B job's checkpoint back into A.
+pub const RESERVED_KEY_PREFIXES: [&str; 3] = [
+    crate::checkpoint::KEY_PREFIX,
+    "ferry:state:",
+    "ferry:lease:",
+];
+
+/// True for a key of ferry's own (see [`RESERVED_KEY_PREFIXES`]).
+pub fn is_reserved_key(key: &[u8]) -> bool {
+    key.starts_with(b"ferry:")
+        && RESERVED_KEY_PREFIXES
+            .iter()
+            .any(|p| key.starts_with(p.as_bytes()))
+}
+
 /// The filter rules, as configured.
 #[derive(Debug, Clone, Default)]
 pub struct FilterConfig {
@@ -108,8 +125,11 @@ impl Filter {
             && !self.cfg.block_dbs.contains(&db)
     }
 
-    /// Whether a key is copied.
+    /// Whether a key is copied (never one of ferry's own keys).
     pub fn key_passes(&self, key: &[u8]) -> bool {
+        if is_reserved_key(key) {
+            return false;
+        }
         let c = &self.cfg;
         let allowed = (c.allow_key_prefixes.is_empty()
             || c.allow_key_prefixes.iter().any(|p| key.starts_with(p)))
@@ -225,6 +245,20 @@ mod tests {
         );
         assert_eq!(f.decide(0, "DEL", &[b"tmp:a", b"tmp:b"]), Decision::Drop);
         assert_eq!(f.decide(0, "DEL", &[b"a"]), Decision::Pass);
+    }
+
+    #[test]
+    fn ferrys_own_keys_never_pass() {
+        let f = filter(FilterConfig::default());
+        assert!(!f.key_passes(b"ferry:checkpoint:{ferry}"));
+        assert!(!f.key_passes(b"ferry:state:pair"));
+        assert!(f.key_passes(b"ferry:counter:x"));
+        assert_eq!(
+            f.decide(0, "MSET", &[b"a", b"ferry:checkpoint:{x}"]),
+            Decision::Partial {
+                blocked: vec![b"ferry:checkpoint:{x}".to_vec()]
+            }
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod dbmap;
 pub mod filter;
+pub(crate) mod ttl;
 
 use bytes::Bytes;
 
@@ -66,6 +67,9 @@ pub struct Unit {
     pub transaction: bool,
     /// The source offset right after the unit (after the `EXEC` for a transaction).
     pub end_offset: u64,
+    /// The database the stream has selected at `end_offset` (a transaction may `SELECT` inside): what a
+    /// checkpoint at `end_offset` records, so a resume continues in it.
+    pub end_db: i64,
 }
 
 #[cfg(test)]

@@ -332,13 +332,9 @@ impl ChainWriter {
     }
 
     /// Adds a unit; returns what to write now (a full batch, or a command that must go alone with the batch
-    /// before it). `stream_db` is the source stream's database at the unit's end.
-    pub(crate) fn push(
-        &mut self,
-        unit: Unit,
-        stream_db: i64,
-        counters: &mut SinkCounters,
-    ) -> Vec<Step> {
+    /// before it).
+    pub(crate) fn push(&mut self, unit: Unit, counters: &mut SinkCounters) -> Vec<Step> {
+        let stream_db = unit.end_db;
         let mut steps = Vec::new();
         let mut commands = unit.commands;
         if unit.end_offset <= self.skip_until {
@@ -741,6 +737,7 @@ mod tests {
                 .collect(),
             transaction: cmds.len() > 1,
             end_offset: end,
+            end_db: db,
         }
     }
 
@@ -765,7 +762,7 @@ mod tests {
         let mut w = writer(false);
         let mut c = SinkCounters::default();
         assert!(w
-            .push(unit(110, 2, &[&["SET", "a", "1"]]), 2, &mut c)
+            .push(unit(110, 2, &[&["SET", "a", "1"]]), &mut c)
             .is_empty());
         let batch = w.flush().unwrap();
         let a = args(&batch);
@@ -779,7 +776,7 @@ mod tests {
             ["-1", "2", "3", "SET", "a", "1", "0", "110", "-2", "2", "0", "110"]
         );
         // The next batch expects what this one stores.
-        w.push(unit(120, 2, &[&["INCR", "n"]]), 2, &mut c);
+        w.push(unit(120, 2, &[&["INCR", "n"]]), &mut c);
         let next = w.flush().unwrap();
         assert_eq!(args(&next)[5], format!("v2 {ID} 110 db=2 part=0 epoch=0"));
     }
@@ -798,8 +795,8 @@ mod tests {
             &start,
             (100, 1),
         );
-        w.push(unit(90, 0, &[&["SET", "old", "1"]]), 0, &mut c);
-        w.push(unit(130, 0, &[&["INCR", "a"], &["INCR", "b"]]), 0, &mut c);
+        w.push(unit(90, 0, &[&["SET", "old", "1"]]), &mut c);
+        w.push(unit(130, 0, &[&["INCR", "a"], &["INCR", "b"]]), &mut c);
         assert_eq!(c.commands_already_applied, 2);
         let a = args(&w.flush().unwrap());
         assert_eq!(&a[8..11], ["100", "0", "1"], "starts inside the unit");
@@ -813,13 +810,9 @@ mod tests {
     fn a_full_batch_is_closed_by_count() {
         let mut w = writer(false);
         let mut c = SinkCounters::default();
-        assert!(w
-            .push(unit(101, 0, &[&["INCR", "a"]]), 0, &mut c)
-            .is_empty());
-        assert!(w
-            .push(unit(102, 0, &[&["INCR", "a"]]), 0, &mut c)
-            .is_empty());
-        let steps = w.push(unit(103, 0, &[&["INCR", "a"]]), 0, &mut c);
+        assert!(w.push(unit(101, 0, &[&["INCR", "a"]]), &mut c).is_empty());
+        assert!(w.push(unit(102, 0, &[&["INCR", "a"]]), &mut c).is_empty());
+        let steps = w.push(unit(103, 0, &[&["INCR", "a"]]), &mut c);
         assert!(matches!(steps.as_slice(), [Step::Batch(_)]));
         assert!(w.flush().is_none());
     }
@@ -828,7 +821,7 @@ mod tests {
     fn reply_accounting_of_a_committed_batch() {
         let mut w = writer(false);
         let mut c = SinkCounters::default();
-        w.push(unit(110, 0, &[&["INCR", "a"], &["INCR", "b"]]), 0, &mut c);
+        w.push(unit(110, 0, &[&["INCR", "a"], &["INCR", "b"]]), &mut c);
         let batch = w.flush().unwrap();
         w.on_reply(
             batch.pending,
@@ -849,7 +842,6 @@ mod tests {
                 0,
                 &[&["INCR", "a"], &["LPUSH", "s", "x"], &["INCR", "b"]],
             ),
-            0,
             &mut c,
         );
         let Some(Step::Batch(batch)) = steps.pop() else {
@@ -877,9 +869,9 @@ mod tests {
     fn oom_and_chain_refusals_are_transient() {
         let mut w = writer(false);
         let mut c = SinkCounters::default();
-        w.push(unit(110, 0, &[&["SET", "a", "1"]]), 0, &mut c);
+        w.push(unit(110, 0, &[&["SET", "a", "1"]]), &mut c);
         let b1 = w.flush().unwrap();
-        w.push(unit(120, 0, &[&["SET", "b", "1"]]), 0, &mut c);
+        w.push(unit(120, 0, &[&["SET", "b", "1"]]), &mut c);
         let b2 = w.flush().unwrap();
         let oom = w
             .on_reply(
@@ -919,7 +911,6 @@ mod tests {
         let mut c = SinkCounters::default();
         w.push(
             unit(110, 0, &[&["INCR", "a"], &["LPUSH", "s", "x"]]),
-            0,
             &mut c,
         );
         let batch = w.flush().unwrap();
@@ -953,7 +944,6 @@ mod tests {
                     &["INCR", "b"],
                 ],
             ),
-            0,
             &mut c,
         );
         let [Step::Batch(first), Step::Alone(alone)] = steps.as_slice() else {
@@ -980,7 +970,7 @@ mod tests {
     fn noscript_command_alone_commits_its_unit_end() {
         let mut w = writer(false);
         let mut c = SinkCounters::default();
-        let steps = w.push(unit(150, 0, &[&["FUNCTION", "FLUSH"]]), 0, &mut c);
+        let steps = w.push(unit(150, 0, &[&["FUNCTION", "FLUSH"]]), &mut c);
         let [Step::Alone(alone)] = steps.as_slice() else {
             panic!("{steps:?}");
         };
@@ -1017,7 +1007,7 @@ mod tests {
     fn swapdb_of_the_checkpoint_db_deletes_the_moved_copy() {
         let mut w = writer(false);
         let mut c = SinkCounters::default();
-        w.push(unit(110, 0, &[&["SWAPDB", "15", "3"]]), 0, &mut c);
+        w.push(unit(110, 0, &[&["SWAPDB", "15", "3"]]), &mut c);
         let a = args(&w.flush().unwrap());
         assert_eq!(
             &a[11..],

@@ -452,8 +452,8 @@ impl ClusterSink {
     }
 
     /// Routes a unit of the live stream to the masters, leaving out what a slot's checkpoint covers.
-    pub async fn push(&mut self, unit: Unit, stream_db: i64) -> Result<(), Error> {
-        let end = unit.end_offset;
+    pub async fn push(&mut self, unit: Unit) -> Result<(), Error> {
+        let (end, stream_db) = (unit.end_offset, unit.end_db);
         let mut per_node: Vec<Vec<Command>> = vec![Vec::new(); self.nodes.len()];
         let mut already = 0u64;
         for cmd in unit.commands {
@@ -517,14 +517,12 @@ impl ClusterSink {
                 node.advance(end, stream_db);
                 continue;
             }
-            node.push(
-                Unit {
-                    commands,
-                    transaction: unit.transaction,
-                    end_offset: end,
-                },
-                stream_db,
-            )
+            node.push(Unit {
+                commands,
+                transaction: unit.transaction,
+                end_offset: end,
+                end_db: stream_db,
+            })
             .await?;
         }
         Ok(())

@@ -241,9 +241,9 @@ impl Sink {
         each!(self, s => s.advance(offset, stream_db))
     }
 
-    /// Adds a unit of the live stream; `stream_db` is the source stream's selected database at its end.
-    pub async fn push(&mut self, unit: Unit, stream_db: i64) -> Result<(), Error> {
-        each!(self, s => s.push(unit, stream_db).await)
+    /// Adds a unit of the live stream.
+    pub async fn push(&mut self, unit: Unit) -> Result<(), Error> {
+        each!(self, s => s.push(unit).await)
     }
 
     /// Writes the open batches.

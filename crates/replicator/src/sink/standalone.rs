@@ -390,13 +390,12 @@ impl StandaloneSink {
         }
     }
 
-    /// Adds a unit of the live stream (already filtered and mapped; `stream_db` is the source stream's
-    /// database at its end) to the open batch; a full batch is written. Call [`StandaloneSink::flush_batch`]
-    /// when the source has nothing more buffered.
-    pub async fn push(&mut self, unit: Unit, stream_db: i64) -> Result<(), Error> {
+    /// Adds a unit of the live stream (already filtered and mapped) to the open batch; a full batch is
+    /// written. Call [`StandaloneSink::flush_batch`] when the source has nothing more buffered.
+    pub async fn push(&mut self, unit: Unit) -> Result<(), Error> {
         match &mut self.live {
             Live::Chain(w) => {
-                let steps = w.push(unit, stream_db, &mut self.counters);
+                let steps = w.push(unit, &mut self.counters);
                 for step in steps {
                     self.write_step(step).await?;
                 }

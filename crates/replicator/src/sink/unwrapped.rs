@@ -215,6 +215,7 @@ mod tests {
             commands: vec![cmd(0, &["INCR", "a"]), cmd(2, &["BOGUS"])],
             transaction: true,
             end_offset: 50,
+            end_db: 2,
         }
     }
 

@@ -1,20 +1,31 @@
 //! The source: a PSYNC replica of the Redis being copied.
 //!
-//! [`psync`] holds the handshake. [`StreamParser`] turns the bytes of the replication stream into [`Unit`]s,
-//! counting the source's replication offset to the byte (every frame counts, `PING` and `REPLCONF GETACK`
-//! included). [`Source`] drives both over a connection and answers `REPLCONF ACK`.
+//! [`psync`] holds the handshake. After it, a task of its own (`link`) reads the connection at network speed
+//! into a bounded spool (memory, then a local file) and answers `REPLCONF ACK` with the offset the target
+//! committed, so a slow target neither makes the source drop ferry (`repl-timeout`, the replica output-buffer
+//! limit) nor makes `WAIT` on the source lie. [`Source`] takes the RDB and the stream from the spool;
+//! [`StreamParser`] turns the stream into [`Unit`]s, counting the source's replication offset to the byte
+//! (every frame counts, `PING` and `REPLCONF GETACK` included) and following `SELECT`.
 
+mod link;
 pub mod psync;
+mod spool;
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ferry_resp::{ConnectOptions, Connection, Decoder, Frame, Limits};
-use tracing::{debug, info, warn};
+use tokio::sync::{watch, Notify};
+use tracing::info;
 
+use crate::backoff::Backoff;
 use crate::error::Error;
+use crate::pipeline::ttl::make_expiry_absolute;
 use crate::pipeline::{Command, Unit};
 use psync::{Handshake, HandshakeOptions, RdbFramer, RdbHeader};
+pub use spool::SpoolOptions;
+use spool::{Piece, SpoolGauge, SpoolReader};
 
 /// What the stream produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +36,8 @@ pub enum StreamEvent {
     Skipped {
         /// The source offset after the skipped frame.
         end_offset: u64,
+        /// The database the stream has selected at that offset.
+        db: i64,
     },
     /// The source asked for `REPLCONF ACK` (`REPLCONF GETACK`); the offset includes that request. It may come
     /// inside a source transaction, so its offset is not a place to checkpoint.
@@ -43,24 +56,38 @@ pub struct StreamParser {
     db: i64,
     txn: Option<Vec<Command>>,
     boundary: (u64, i64),
+    received_ms: i64,
 }
 
 impl StreamParser {
-    /// A parser for a stream that starts at `offset`, in database 0 (the source sends `SELECT` first).
-    pub fn new(offset: u64) -> StreamParser {
+    /// A parser for a stream that starts at `offset` with database `db` selected.
+    ///
+    /// After `+FULLRESYNC` the source sends `SELECT` before the first command, so any `db` does. After
+    /// `+CONTINUE` it does not repeat the `SELECT` it sent before the offset (a Redis replica keeps that
+    /// database in its cached master, and in `repl-stream-db` of its RDB): `db` must be the database the
+    /// stream had selected at `offset`, as the checkpoint recorded it.
+    pub fn new(offset: u64, db: i64) -> StreamParser {
         StreamParser {
             decoder: Decoder::with_limits(Limits::default()),
             buf: BytesMut::new(),
             offset,
-            db: 0,
+            db,
             txn: None,
-            boundary: (offset, 0),
+            boundary: (offset, db),
+            received_ms: 0,
         }
     }
 
-    /// Appends bytes read from the source.
+    /// Appends bytes read from the source now.
     pub fn feed(&mut self, data: &[u8]) {
+        self.feed_at(data, link::now_ms());
+    }
+
+    /// Appends bytes the source sent at `received_ms` (Unix milliseconds): relative expiries of the commands
+    /// they complete are made absolute from that time.
+    pub fn feed_at(&mut self, data: &[u8], received_ms: i64) {
         self.buf.extend_from_slice(data);
+        self.received_ms = received_ms;
     }
 
     /// Bytes received and not decoded yet.
@@ -71,6 +98,11 @@ impl StreamParser {
     /// The source offset of everything decoded so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The database the stream has selected after everything decoded so far.
+    pub fn db(&self) -> i64 {
+        self.db
     }
 
     /// The last offset outside a source transaction, and the database selected there: where a reconnect asks
@@ -87,7 +119,7 @@ impl StreamParser {
                 return Ok(None);
             };
             self.offset += (before - self.buf.len()) as u64;
-            let argv = command_args(frame)?;
+            let mut argv = command_args(frame)?;
             let name = argv[0].to_ascii_lowercase();
             let end_offset = self.offset;
             let event = match name.as_slice() {
@@ -99,9 +131,15 @@ impl StreamParser {
                         .ok_or_else(|| {
                             Error::Protocol("SELECT without a database number".into())
                         })?;
-                    StreamEvent::Skipped { end_offset }
+                    StreamEvent::Skipped {
+                        end_offset,
+                        db: self.db,
+                    }
                 }
-                b"ping" => StreamEvent::Skipped { end_offset },
+                b"ping" => StreamEvent::Skipped {
+                    end_offset,
+                    db: self.db,
+                },
                 b"replconf" => {
                     if argv
                         .get(1)
@@ -109,7 +147,10 @@ impl StreamParser {
                     {
                         StreamEvent::GetAck { end_offset }
                     } else {
-                        StreamEvent::Skipped { end_offset }
+                        StreamEvent::Skipped {
+                            end_offset,
+                            db: self.db,
+                        }
                     }
                 }
                 b"multi" => {
@@ -129,9 +170,11 @@ impl StreamParser {
                         commands,
                         transaction: true,
                         end_offset,
+                        end_db: self.db,
                     })
                 }
                 _ => {
+                    make_expiry_absolute(&mut argv, self.received_ms);
                     let command = Command {
                         db: self.db,
                         argv,
@@ -146,6 +189,7 @@ impl StreamParser {
                             commands: vec![command],
                             transaction: false,
                             end_offset,
+                            end_db: self.db,
                         }),
                     }
                 }
@@ -204,13 +248,17 @@ pub struct SourceOptions {
     pub connect: ConnectOptions,
     /// Handshake details.
     pub handshake: HandshakeOptions,
-    /// How often `REPLCONF ACK` is sent (redis-server: every second).
+    /// How often `REPLCONF ACK` is sent (redis-server: every second); it is also sent whenever the target's
+    /// committed offset moves.
     pub ack_interval: Duration,
-    /// The link is considered dead when nothing arrives for this long (the source pings every
-    /// `repl-ping-replica-period`, 10 s by default).
+    /// The link is considered dead when nothing arrives for this long while ferry is reading (the source
+    /// pings every `repl-ping-replica-period`, 10 s by default).
     pub idle_timeout: Duration,
-    /// Backoff between attempts while the source answers `-LOADING` / `-NOMASTERLINK`.
+    /// First delay between attempts while the source answers `-LOADING` / `-NOMASTERLINK` (it doubles, up to
+    /// 5 s).
     pub retry_backoff: Duration,
+    /// Where what the source sends waits while the target is behind.
+    pub spool: SpoolOptions,
 }
 
 impl SourceOptions {
@@ -222,6 +270,7 @@ impl SourceOptions {
             ack_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             retry_backoff: Duration::from_millis(500),
+            spool: SpoolOptions::default(),
         }
     }
 }
@@ -245,57 +294,123 @@ pub enum Start {
     },
 }
 
+/// Where a session asks the source to continue from: the checkpoint's history, offset and the database the
+/// stream had selected there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume<'a> {
+    /// The replication id.
+    pub replid: &'a str,
+    /// The last offset the target holds.
+    pub offset: u64,
+    /// The database the stream had selected at `offset`.
+    pub db: i64,
+}
+
 /// A live replication link to the source.
 pub struct Source {
-    conn: Connection,
-    opts: SourceOptions,
-    framer: Option<RdbFramer>,
+    spool: SpoolReader,
+    link: tokio::task::JoinHandle<()>,
+    committed: watch::Sender<u64>,
+    ack_now: Arc<Notify>,
     parser: StreamParser,
-    next_ack: Instant,
-    last_read: Instant,
+    rdb_done: bool,
     rdb_bytes: u64,
+    peer: std::net::SocketAddr,
+    stats: Arc<link::LinkStats>,
+}
+
+/// Reads what the source link is doing while the job waits on the target.
+#[derive(Clone)]
+pub(crate) struct SourceMonitor {
+    stats: Arc<link::LinkStats>,
+    spool: SpoolGauge,
+}
+
+impl SourceMonitor {
+    /// The source offset of everything received (decoded or still spooled).
+    pub(crate) fn received_offset(&self) -> u64 {
+        self.stats
+            .received_offset
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The offset the last `REPLCONF ACK` reported.
+    pub(crate) fn acked_offset(&self) -> u64 {
+        self.stats
+            .acked_offset
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `REPLCONF ACK`s sent on this link.
+    pub(crate) fn acks_sent(&self) -> u64 {
+        self.stats.acks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes received and not yet taken by the job.
+    pub(crate) fn spooled_bytes(&self) -> u64 {
+        self.spool.held_bytes()
+    }
 }
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Source")
-            .field("peer", &self.conn.peer_addr())
+            .field("peer", &self.peer)
             .field("offset", &self.parser.offset())
             .finish_non_exhaustive()
     }
 }
 
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.link.abort();
+    }
+}
+
 impl Source {
     /// Connects and runs the handshake, retrying `-LOADING` / `-NOMASTERLINK` with backoff for up to
-    /// `opts.handshake.retry_for`. `resume` is the replid and offset to continue from.
+    /// `opts.handshake.retry_for`. `resume` is where to continue from (`None`: a full resync).
+    ///
+    /// Must run inside a tokio runtime: the link runs as a task of its own.
     pub async fn open(
         opts: &SourceOptions,
-        resume: Option<(&str, u64)>,
+        resume: Option<Resume<'_>>,
     ) -> Result<(Source, Start), Error> {
-        let deadline = Instant::now() + opts.handshake.retry_for;
-        let mut backoff = opts.retry_backoff;
+        let deadline = std::time::Instant::now() + opts.handshake.retry_for;
+        let mut backoff = Backoff::new(opts.retry_backoff, Duration::from_secs(5));
         loop {
             let mut conn = Connection::connect(&opts.connect).await?;
-            match psync::handshake(&mut conn, resume, &opts.handshake).await? {
-                Some(hs) => return Ok(Source::started(conn, opts.clone(), hs)),
-                None if Instant::now() + backoff < deadline => {
-                    drop(conn);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            // Every reply of the handshake is bounded, so a peer that never answers is noticed.
+            conn.set_read_timeout(Some(opts.handshake.line_timeout));
+            let hs = psync::handshake(
+                &mut conn,
+                resume.map(|r| (r.replid, r.offset)),
+                &opts.handshake,
+            )
+            .await?;
+            match hs {
+                Some(hs) => {
+                    conn.set_read_timeout(None);
+                    let db = resume.map_or(0, |r| r.db);
+                    return Ok(Source::started(conn, opts, hs, db));
                 }
                 None => {
-                    return Err(Error::Refused(format!(
-                        "the source was still loading or without a master link after {}s",
-                        opts.handshake.retry_for.as_secs()
-                    )))
+                    let delay = backoff.next_delay();
+                    if std::time::Instant::now() + delay >= deadline {
+                        return Err(Error::Refused(format!(
+                            "the source was still loading or without a master link after {}s",
+                            opts.handshake.retry_for.as_secs()
+                        )));
+                    }
+                    drop(conn);
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
     }
 
-    fn started(conn: Connection, opts: SourceOptions, hs: Handshake) -> (Source, Start) {
-        let now = Instant::now();
-        let (start, offset, framer) = match hs {
+    fn started(conn: Connection, opts: &SourceOptions, hs: Handshake, db: i64) -> (Source, Start) {
+        let (start, offset, framer, committed) = match hs {
             Handshake::Full {
                 replid,
                 offset,
@@ -306,53 +421,70 @@ impl Source {
                 } else {
                     info!(%replid, offset, "full resync (diskless RDB)");
                 }
+                // Nothing of this history is in the target yet.
                 (
                     Start::Full { replid, offset },
                     offset,
                     Some(RdbFramer::new(&header)),
+                    0,
                 )
             }
             Handshake::Continue { replid, offset } => {
-                info!(%replid, offset, "partial resync (+CONTINUE)");
-                (Start::Continue { replid, offset }, offset, None)
+                info!(%replid, offset, db, "partial resync (+CONTINUE)");
+                (Start::Continue { replid, offset }, offset, None, offset)
             }
         };
-        let source = Source {
-            conn,
-            opts,
+        let rdb_done = framer.is_none();
+        let (writer, reader) = spool::spool(opts.spool.clone());
+        let (committed_tx, committed_rx) = watch::channel(committed);
+        let ack_now = Arc::new(Notify::new());
+        let peer = conn.peer_addr();
+        let stats = Arc::new(link::LinkStats::default());
+        stats
+            .received_offset
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        let parts = link::LinkParts {
+            stats: stats.clone(),
             framer,
-            parser: StreamParser::new(offset),
-            next_ack: now,
-            last_read: now,
+            spool: writer,
+            committed: committed_rx,
+            ack_now: ack_now.clone(),
+            ack_interval: opts.ack_interval,
+            idle_timeout: opts.idle_timeout,
+            connect: opts.connect.clone(),
+        };
+        let link = tokio::spawn(link::run(conn, parts));
+        let source = Source {
+            spool: reader,
+            link,
+            committed: committed_tx,
+            ack_now,
+            parser: StreamParser::new(offset, db),
+            rdb_done,
             rdb_bytes: 0,
+            peer,
+            stats,
         };
         (source, start)
     }
 
     /// The next chunk of the RDB, or `None` once it is complete (the stream follows).
     pub async fn read_rdb(&mut self) -> Result<Option<Bytes>, Error> {
-        loop {
-            let Some(framer) = &self.framer else {
-                return Ok(None);
-            };
-            if framer.is_done() {
-                self.framer = None;
-                // After a diskless transfer the source waits for a first ACK before it streams.
-                self.send_ack().await?;
-                return Ok(None);
+        if self.rdb_done {
+            return Ok(None);
+        }
+        match self.spool.pop().await? {
+            Piece::Rdb(chunk) => {
+                self.rdb_bytes += chunk.len() as u64;
+                Ok(Some(chunk))
             }
-            let chunk = self.read_some().await?;
-            let Some(framer) = &mut self.framer else {
-                return Ok(None);
-            };
-            let out = framer.feed(chunk);
-            if out.done {
-                self.parser.feed(&out.rest);
+            Piece::RdbEnd => {
+                self.rdb_done = true;
+                Ok(None)
             }
-            self.rdb_bytes += out.rdb.len() as u64;
-            if !out.rdb.is_empty() {
-                return Ok(Some(out.rdb));
-            }
+            Piece::Stream { .. } => Err(Error::Protocol(
+                "stream bytes before the end of the RDB".into(),
+            )),
         }
     }
 
@@ -361,31 +493,37 @@ impl Source {
         self.rdb_bytes
     }
 
-    /// The next event of the stream; sends `REPLCONF ACK` every `ack_interval` and on `GETACK`.
+    /// The next event of the stream.
     pub async fn next_event(&mut self) -> Result<StreamEvent, Error> {
-        if self.framer.is_some() {
+        if !self.rdb_done {
             return Err(Error::Protocol("the RDB was not read to its end".into()));
         }
         loop {
-            if Instant::now() >= self.next_ack {
-                self.send_ack().await?;
-            }
             if let Some(event) = self.parser.next_event()? {
                 if let StreamEvent::GetAck { .. } = event {
-                    self.send_ack().await?;
+                    self.ack_now.notify_one();
                 }
                 return Ok(event);
             }
-            let wait = self.next_ack.saturating_duration_since(Instant::now());
-            if let Some(chunk) = self.read_within(wait, 64 * 1024).await? {
-                self.parser.feed(&chunk);
+            match self.spool.pop().await? {
+                Piece::Stream { data, at_ms } => self.parser.feed_at(&data, at_ms),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected {other:?} in the command stream"
+                    )))
+                }
             }
         }
     }
 
-    /// True when stream bytes are buffered and not decoded yet (the caller can keep batching).
+    /// True when stream bytes are waiting (in the parser or the spool): the caller can keep batching.
     pub fn has_buffered(&self) -> bool {
-        self.parser.buffered() > 0
+        self.parser.buffered() > 0 || !self.spool.is_empty()
+    }
+
+    /// Bytes received from the source and not yet taken by the job (memory and spool file).
+    pub fn spooled_bytes(&self) -> u64 {
+        self.spool.held_bytes()
     }
 
     /// The source offset of everything decoded so far.
@@ -393,63 +531,35 @@ impl Source {
         self.parser.offset()
     }
 
+    /// The database the stream has selected at [`Source::resume_offset`] (what a checkpoint there records).
+    pub fn stream_db(&self) -> i64 {
+        self.parser.boundary().1
+    }
+
+    /// A handle on the link's counters, readable while the job waits on the target.
+    pub(crate) fn monitor(&self) -> SourceMonitor {
+        SourceMonitor {
+            stats: self.stats.clone(),
+            spool: self.spool.gauge(),
+        }
+    }
+
     /// Where a reconnect continues from: the last offset outside a source transaction.
     pub fn resume_offset(&self) -> u64 {
         self.parser.boundary().0
     }
 
-    /// The source stream's selected database at [`Source::resume_offset`] (what a checkpoint there records).
-    pub fn stream_db(&self) -> i64 {
-        self.parser.boundary().1
-    }
-
-    /// Sends `REPLCONF ACK <offset>` now.
-    pub async fn send_ack(&mut self) -> Result<(), Error> {
-        let offset = self.parser.offset().to_string();
-        self.conn
-            .write_command(&["REPLCONF", "ACK", offset.as_str()]);
-        self.conn.flush().await?;
-        self.next_ack = Instant::now() + self.opts.ack_interval;
-        debug!(offset = %offset, "REPLCONF ACK");
-        Ok(())
-    }
-
-    async fn read_some(&mut self) -> Result<Bytes, Error> {
-        loop {
-            if let Some(chunk) = self.read_within(self.opts.ack_interval, 256 * 1024).await? {
-                return Ok(chunk);
+    /// Reports that the target has committed everything up to `offset`: what `REPLCONF ACK` tells the source
+    /// from now on (an offset lower than one reported before is ignored).
+    pub fn acknowledge(&self, offset: u64) {
+        self.committed.send_if_modified(|current| {
+            if offset > *current {
+                *current = offset;
+                true
+            } else {
+                false
             }
-        }
-    }
-
-    /// Up to `max` bytes of the source, or `None` when nothing came within `wait` (an error once the link
-    /// has been idle for longer than the idle timeout); the source closing the link is an error.
-    async fn read_within(&mut self, wait: Duration, max: usize) -> Result<Option<Bytes>, Error> {
-        match tokio::time::timeout(wait, self.conn.read_raw(max)).await {
-            Ok(chunk) => {
-                let chunk = chunk?;
-                if chunk.is_empty() {
-                    return Err(ferry_resp::Error::Closed.into());
-                }
-                self.last_read = Instant::now();
-                Ok(Some(chunk))
-            }
-            Err(_) => {
-                self.check_idle()?;
-                Ok(None)
-            }
-        }
-    }
-
-    fn check_idle(&self) -> Result<(), Error> {
-        if self.last_read.elapsed() > self.opts.idle_timeout {
-            warn!(
-                idle_s = self.opts.idle_timeout.as_secs(),
-                "the source sent nothing, dropping the link"
-            );
-            return Err(ferry_resp::Error::Timeout("read").into());
-        }
-        Ok(())
+        });
     }
 }
 
@@ -486,7 +596,7 @@ mod tests {
         for p in &parts {
             stream.extend_from_slice(p);
         }
-        let mut parser = StreamParser::new(1000);
+        let mut parser = StreamParser::new(1000, 0);
         parser.feed(&stream);
         let events = all_events(&mut parser);
         let mut end = 1000u64;
@@ -500,7 +610,8 @@ mod tests {
         assert_eq!(
             events[0],
             StreamEvent::Skipped {
-                end_offset: ends[0]
+                end_offset: ends[0],
+                db: 0
             }
         );
         assert!(
@@ -509,7 +620,8 @@ mod tests {
         assert_eq!(
             events[2],
             StreamEvent::Skipped {
-                end_offset: ends[2]
+                end_offset: ends[2],
+                db: 0
             }
         );
         assert_eq!(
@@ -530,11 +642,11 @@ mod tests {
         stream.extend(cmd(&["SET", "b", "x"]));
         stream.extend(cmd(&["EXEC"]));
         stream.extend(cmd(&["DEL", "c"]));
-        let mut whole = StreamParser::new(0);
+        let mut whole = StreamParser::new(0, 0);
         whole.feed(&stream);
         let expected = all_events(&mut whole);
         assert_eq!(expected.len(), 3);
-        let mut bytewise = StreamParser::new(0);
+        let mut bytewise = StreamParser::new(0, 0);
         let mut got = Vec::new();
         for b in &stream {
             bytewise.feed(std::slice::from_ref(b));
@@ -551,7 +663,7 @@ mod tests {
         stream.extend(cmd(&["SELECT", "5"]));
         stream.extend(cmd(&["SET", "b", "x"]));
         stream.extend(cmd(&["EXEC"]));
-        let mut parser = StreamParser::new(0);
+        let mut parser = StreamParser::new(0, 0);
         parser.feed(&stream);
         let events = all_events(&mut parser);
         let StreamEvent::Unit(unit) = &events[1] else {
@@ -570,7 +682,7 @@ mod tests {
         let before_multi = stream.len() as u64;
         stream.extend(cmd(&["MULTI"]));
         stream.extend(cmd(&["INCR", "a"]));
-        let mut parser = StreamParser::new(0);
+        let mut parser = StreamParser::new(0, 0);
         parser.feed(&stream);
         let events = all_events(&mut parser);
         assert_eq!(events.len(), 1);
@@ -579,11 +691,57 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_stream_without_select_stays_in_the_seeded_database() {
+        // After +CONTINUE the source does not repeat its SELECT: the checkpoint's database applies.
+        let mut stream = cmd(&["INCR", "n"]);
+        stream.extend(cmd(&["MULTI"]));
+        stream.extend(cmd(&["SET", "a", "1"]));
+        stream.extend(cmd(&["SELECT", "4"]));
+        stream.extend(cmd(&["SET", "b", "2"]));
+        stream.extend(cmd(&["EXEC"]));
+        stream.extend(cmd(&["DEL", "c"]));
+        let mut parser = StreamParser::new(500, 2);
+        parser.feed(&stream);
+        let events = all_events(&mut parser);
+        let units: Vec<&Unit> = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::Unit(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(units.len(), 3);
+        assert_eq!((units[0].commands[0].db, units[0].end_db), (2, 2));
+        let dbs: Vec<i64> = units[1].commands.iter().map(|c| c.db).collect();
+        assert_eq!(dbs, [2, 4]);
+        assert_eq!(units[1].end_db, 4);
+        assert_eq!((units[2].commands[0].db, units[2].end_db), (4, 4));
+        assert_eq!(parser.boundary(), (500 + stream.len() as u64, 4));
+    }
+
+    #[test]
+    fn relative_expiries_of_the_stream_are_made_absolute_at_receipt() {
+        let mut parser = StreamParser::new(0, 0);
+        parser.feed_at(&cmd(&["SETEX", "k", "10", "v"]), 1_000_000);
+        let events = all_events(&mut parser);
+        let StreamEvent::Unit(unit) = &events[0] else {
+            panic!("expected a unit, got {events:?}")
+        };
+        let argv: Vec<&[u8]> = unit.commands[0].argv.iter().map(|a| &a[..]).collect();
+        assert_eq!(argv, [&b"SET"[..], b"k", b"v", b"PXAT", b"1010000"]);
+        // The offset counts the bytes the source sent, not the rewritten command.
+        assert_eq!(
+            parser.offset(),
+            cmd(&["SETEX", "k", "10", "v"]).len() as u64
+        );
+    }
+
+    #[test]
     fn exec_without_multi_and_non_command_frames_are_protocol_errors() {
-        let mut parser = StreamParser::new(0);
+        let mut parser = StreamParser::new(0, 0);
         parser.feed(&cmd(&["EXEC"]));
         assert!(matches!(parser.next_event(), Err(Error::Protocol(_))));
-        let mut parser = StreamParser::new(0);
+        let mut parser = StreamParser::new(0, 0);
         parser.feed(b"+OK\r\n");
         assert!(matches!(parser.next_event(), Err(Error::Protocol(_))));
     }
