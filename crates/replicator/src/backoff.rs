@@ -58,7 +58,11 @@ mod tests {
         let mut full = Duration::from_millis(100);
         for _ in 0..10 {
             let d = b.next_delay();
-            assert!(d >= full / 2 && d <= full, "{d:?} not within [{:?}, {full:?}]", full / 2);
+            assert!(
+                d >= full / 2 && d <= full,
+                "{d:?} not within [{:?}, {full:?}]",
+                full / 2
+            );
             full = (full * 2).min(Duration::from_secs(1));
         }
         b.reset();

@@ -32,6 +32,11 @@ pub enum Error {
         /// The error reply of the target.
         message: String,
     },
+    /// A batch was refused because the target's checkpoint is not the one the batch before it stores: that
+    /// batch failed, or the target lost writes (a failover before they replicated), or another writer
+    /// changed it. A new session resumes from what the target holds.
+    #[error("{0}")]
+    ChainBroken(String),
     /// The checkpoint stored in the target is not one this version wrote.
     #[error("invalid checkpoint in the target: {0}")]
     Checkpoint(String),
@@ -68,7 +73,10 @@ impl Error {
     pub fn is_connection(&self) -> bool {
         match self {
             Error::Resp(e) => {
-                e.is_io() || e.is_closed() || e.is_timeout() || matches!(e, ferry_resp::Error::Desynchronized(_))
+                e.is_io()
+                    || e.is_closed()
+                    || e.is_timeout()
+                    || matches!(e, ferry_resp::Error::Desynchronized(_))
             }
             // A malformed replication stream from a server that spoke RESP until then: reconnect.
             Error::Protocol(_) | Error::SourceClosed(_) => true,
@@ -76,28 +84,20 @@ impl Error {
         }
     }
 
-    /// True when the target refused a write for a reason that goes away by itself or by an operator's hand
-    /// (`OOM`, `MISCONF`, `LOADING`, `READONLY`, `BUSY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
-    /// `NOREPLICAS`): the job retries from its checkpoint with backoff, like after a broken link.
+    /// True when a new session can get past the failure: the checkpoint chain broke, or the target refused a
+    /// write for a state that passes (`OOM`, `MISCONF`, `LOADING`, `READONLY`, `BUSY`, a cluster redirection or
+    /// failover: see [`crate::sink::chain::TRANSIENT_ERRORS`]): the job retries from its checkpoint with
+    /// backoff, like after a broken link. Refusals that need a human (`WRONGTYPE`, an unknown command) are not.
     pub fn is_transient(&self) -> bool {
-        const CODES: [&str; 10] = [
-            "OOM",
-            "MISCONF",
-            "LOADING",
-            "READONLY",
-            "BUSY",
-            "TRYAGAIN",
-            "CLUSTERDOWN",
-            "MASTERDOWN",
-            "NOREPLICAS",
-            "NOMASTERLINK",
-        ];
-        let code = match self {
-            Error::Target { message, .. } => message.split(' ').next().unwrap_or(""),
-            Error::Resp(e) => e.server_error().map_or("", |se| se.code()),
-            _ => return false,
-        };
-        CODES.contains(&code)
+        use crate::sink::chain::is_transient;
+        match self {
+            Error::ChainBroken(_) => true,
+            Error::Target { message, .. } => is_transient(message),
+            Error::Resp(e) => e
+                .server_error()
+                .is_some_and(|se| is_transient(se.code()) || is_transient(se.message())),
+            _ => false,
+        }
     }
 
     /// True when a server refused the credentials (`AUTH`, `HELLO ... AUTH`, `NOAUTH`, `NOPERM`).
@@ -141,7 +141,10 @@ impl Error {
     /// rotated a moment late, a port briefly taken by another program, a server being upgraded): after a few
     /// the job stops with this error.
     pub fn is_retried_a_few_times(&self) -> bool {
-        self.is_auth() || self.is_not_redis() || self.is_unknown_command() || matches!(self, Error::Refused(_))
+        self.is_auth()
+            || self.is_not_redis()
+            || self.is_unknown_command()
+            || matches!(self, Error::Refused(_))
     }
 
     /// True when the job stopped because it was asked to.

@@ -226,18 +226,18 @@ impl Replicator {
 
         let mut source_opts = cfg.source.clone();
         source_opts.connect.read_timeout = None;
-        let at = resume.as_ref().map(|(replid, offset)| Resume {
-            replid,
-            offset: *offset,
-            db: 0,
+        let at = resume.as_ref().map(|r| Resume {
+            replid: &r.replid,
+            offset: r.offset,
+            db: r.db,
         });
         let (mut source, start) = Source::open(&source_opts, at).await?;
         let _refresher = self.refresh_link_status(source.monitor());
         let replid = match start {
             Start::Full { replid, offset } => {
-                if let Some((old, old_offset)) = &resume {
+                if let Some(old) = &resume {
                     warn!(
-                        checkpoint_replid = %old, checkpoint_offset = old_offset, new_replid = %replid,
+                        checkpoint_replid = %old.replid, checkpoint_offset = old.offset, new_replid = %replid,
                         "the source cannot continue from the checkpoint (backlog overrun or another history): \
                          falling back to a full resync"
                     );
@@ -282,11 +282,11 @@ impl Replicator {
                     s.applied_offset = offset;
                 });
                 info!(%replid, offset, keys = c.keys_restored, "full sync applied");
-                sink.start_stream(&replid, offset, &[]);
+                sink.start_stream(&replid, offset, &[]).await?;
                 replid
             }
             Start::Continue { replid, offset } => {
-                sink.start_stream(&replid, offset, &checkpoints);
+                sink.start_stream(&replid, offset, &checkpoints).await?;
                 replid
             }
         };
@@ -331,14 +331,14 @@ impl Replicator {
             };
             match event {
                 StreamEvent::Unit(unit) => {
-                    let end = unit.end_offset;
+                    let (end, end_db) = (unit.end_offset, unit.end_db);
                     match self.filter_unit(unit, commands, target_rdb, &mut filtered, &mut partial)
                     {
                         Some(unit) => sink.push(unit).await?,
-                        None => sink.advance(end),
+                        None => sink.advance(end, end_db),
                     }
                 }
-                StreamEvent::Skipped { end_offset, .. } => sink.advance(end_offset),
+                StreamEvent::Skipped { end_offset, db } => sink.advance(end_offset, db),
                 StreamEvent::GetAck { .. } => {}
             }
             // Nothing more to batch: send what is open and wait for it, so the checkpoint and the status

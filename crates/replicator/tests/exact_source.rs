@@ -100,8 +100,14 @@ fn assert_exact(source: &Server, target: &Server, tag: &str, counts: (u64, u64))
     let mut c = target.client();
     let db0: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(db0, 0, "a write landed in database 0 of the target");
-    assert_eq!(get_u64(target, 2, &format!("ferry:counter:{tag}")), counts.0);
-    assert_eq!(get_u64(target, 1, &format!("ferry:counter1:{tag}")), counts.1);
+    assert_eq!(
+        get_u64(target, 2, &format!("ferry:counter:{tag}")),
+        counts.0
+    );
+    assert_eq!(
+        get_u64(target, 1, &format!("ferry:counter1:{tag}")),
+        counts.1
+    );
 }
 
 fn kill_replica_links(source: &Server) -> u64 {
@@ -178,7 +184,9 @@ fn a_source_restarted_from_its_rdb_is_continued_with_psync_in_the_right_database
     let before = job.status.snapshot();
     // SHUTDOWN SAVE writes the RDB with the replication id, offset and stream database (repl-stream-db).
     let mut c = source.client();
-    let _ = redis::cmd("SHUTDOWN").arg("SAVE").query::<redis::Value>(&mut c);
+    let _ = redis::cmd("SHUTDOWN")
+        .arg("SAVE")
+        .query::<redis::Value>(&mut c);
     source.restart().unwrap();
     let second = workload_db2(&source.url(), 300, "restart2");
     job.wait_caught_up(&source);
@@ -227,7 +235,10 @@ fn wait_on_the_source_returns_only_once_the_target_holds_the_write() {
                 .unwrap()
                 .get_connection()
                 .unwrap();
-            let held: Option<String> = redis::cmd("GET").arg("ferry:wait:key").query(&mut t).unwrap();
+            let held: Option<String> = redis::cmd("GET")
+                .arg("ferry:wait:key")
+                .query(&mut t)
+                .unwrap();
             (acked, held)
         })
     };
@@ -251,7 +262,10 @@ fn wait_on_the_source_returns_only_once_the_target_holds_the_write() {
         job.status.snapshot().acks_sent >= received + 2
     })
     .unwrap();
-    let held: Option<String> = redis::cmd("GET").arg("ferry:wait:key").query(&mut t).unwrap();
+    let held: Option<String> = redis::cmd("GET")
+        .arg("ferry:wait:key")
+        .query(&mut t)
+        .unwrap();
     assert_eq!(held, None, "the target is paused");
     if waiter.is_finished() {
         panic!(
@@ -265,7 +279,11 @@ fn wait_on_the_source_returns_only_once_the_target_holds_the_write() {
     redis::cmd("CLIENT").arg("UNPAUSE").exec(&mut t).unwrap();
     let (acked, held) = waiter.join().unwrap();
     assert_eq!(acked, 1);
-    assert_eq!(held.as_deref(), Some("v"), "WAIT returned before the target held the write");
+    assert_eq!(
+        held.as_deref(),
+        Some("v"),
+        "WAIT returned before the target held the write"
+    );
 }
 
 /// A TCP server on 127.0.0.1 that answers every connection like an HTTP server answers garbage.
@@ -340,7 +358,10 @@ fn a_wrong_password_stops_the_job_with_a_clear_error() {
     assert!(last.is_auth(), "{err}");
     let text = err.to_string();
     assert!(text.contains("authentication failed"), "{text}");
-    assert!(!text.contains("not-the-password"), "the password leaked: {text}");
+    assert!(
+        !text.contains("not-the-password"),
+        "the password leaked: {text}"
+    );
 }
 
 /// Fills `server` with about `mb` megabytes of strings in database 0.
@@ -362,7 +383,8 @@ fn fill_mb(server: &Server, mb: usize) {
 #[test]
 fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_with_one_full_sync() {
     let source = Server::start(
-        ServerOptions::new(Version::V7_0).config("client-output-buffer-limit", "replica 8mb 4mb 10"),
+        ServerOptions::new(Version::V7_0)
+            .config("client-output-buffer-limit", "replica 8mb 4mb 10"),
     )
     .unwrap();
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
@@ -441,7 +463,11 @@ fn ferrys_own_keys_on_a_source_are_never_copied() {
         .arg("from the other direction")
         .exec(&mut s)
         .unwrap();
-    redis::cmd("SET").arg("ferry:data:a").arg(1).exec(&mut s).unwrap();
+    redis::cmd("SET")
+        .arg("ferry:data:a")
+        .arg(1)
+        .exec(&mut s)
+        .unwrap();
     let job = Job::start(&source, &target, |_| {});
     job.wait_caught_up(&source);
     redis::pipe()
@@ -488,10 +514,29 @@ fn relative_ttls_of_a_6_2_source_are_not_extended_by_a_lagging_target() {
         .unwrap();
     let mut s = source.client();
     let ttl_ms = 600_000i64;
-    redis::cmd("SETEX").arg("ferry:ttl:setex").arg(600).arg("v").exec(&mut s).unwrap();
-    redis::cmd("SET").arg("ferry:ttl:set").arg("v").arg("PX").arg(ttl_ms).exec(&mut s).unwrap();
-    redis::cmd("SET").arg("ferry:ttl:expire").arg("v").exec(&mut s).unwrap();
-    redis::cmd("EXPIRE").arg("ferry:ttl:expire").arg(600).exec(&mut s).unwrap();
+    redis::cmd("SETEX")
+        .arg("ferry:ttl:setex")
+        .arg(600)
+        .arg("v")
+        .exec(&mut s)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("ferry:ttl:set")
+        .arg("v")
+        .arg("PX")
+        .arg(ttl_ms)
+        .exec(&mut s)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("ferry:ttl:expire")
+        .arg("v")
+        .exec(&mut s)
+        .unwrap();
+    redis::cmd("EXPIRE")
+        .arg("ferry:ttl:expire")
+        .arg(600)
+        .exec(&mut s)
+        .unwrap();
     let written_by = now_ms();
     let written = master_offset(&source);
     // The target lags: ferry has the writes and acknowledges the source several times (seconds pass) before

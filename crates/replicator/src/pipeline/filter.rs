@@ -11,7 +11,11 @@ use crate::error::Error;
 /// Prefixes of ferry's own keys in a deployment: checkpoints, the DR state record, shard leases. They are
 /// never copied from a source, neither from its RDB nor from its stream, whatever the filters say: a B -> A job
 /// must not carry the A -> B job's checkpoint back into A.
-pub const RESERVED_KEY_PREFIXES: [&str; 3] = [crate::checkpoint::KEY_PREFIX, "ferry:state:", "ferry:lease:"];
+pub const RESERVED_KEY_PREFIXES: [&str; 3] = [
+    crate::checkpoint::KEY_PREFIX,
+    "ferry:state:",
+    "ferry:lease:",
+];
 
 /// True for a key of ferry's own (see [`RESERVED_KEY_PREFIXES`]).
 pub fn is_reserved_key(key: &[u8]) -> bool {

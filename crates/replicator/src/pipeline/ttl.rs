@@ -122,7 +122,10 @@ mod tests {
             run(&["SET", "k", "v", "PX", "5"]),
             ["SET", "k", "v", "PXAT", "1000005"]
         );
-        assert_eq!(run(&["GETEX", "k", "EX", "1"]), ["GETEX", "k", "PXAT", "1001000"]);
+        assert_eq!(
+            run(&["GETEX", "k", "EX", "1"]),
+            ["GETEX", "k", "PXAT", "1001000"]
+        );
         assert_eq!(
             run(&["RESTORE", "k", "500", "payload", "REPLACE"]),
             ["RESTORE", "k", "1000500", "payload", "REPLACE", "ABSTTL"]

@@ -1,44 +1,85 @@
 //! The cluster sink: one [`StandaloneSink`] per master of the target cluster, commands routed by slot.
 //!
-//! A Redis Cluster transaction must stay within one slot (`MULTI`/`EXEC` over keys of two slots fails with
-//! `CROSSSLOT`, even on one node), so a node's batch goes as one script declared `allow-cross-slot-keys`
-//! (Redis 7.0+): it runs the batch's commands, then sets that node's checkpoint key, atomically. Each node's
-//! checkpoint key carries a hash tag of a slot the node owns. A command is routed to the node owning its keys'
-//! slots; one whose keys live on several nodes is split where that keeps its meaning (`DEL`, `UNLINK`,
-//! `EXISTS`, `TOUCH`, `MSET`) and is otherwise refused by the error policy; keyless commands (`FLUSHALL`,
-//! `FUNCTION LOAD`...) go to every master. A source `MULTI`/`EXEC` group whose keys live on several nodes is
-//! applied atomically per node only, and counted.
+//! Each master applies its share of the stream as chained batch scripts (see [`super::chain`]), with its own
+//! checkpoint key, hash-tagged to a slot it owns. A command is routed to the master owning its keys' slots; one
+//! whose keys live on several masters is split where that keeps its meaning (`DEL`, `UNLINK`, `EXISTS`,
+//! `TOUCH`, `MSET`) and is otherwise refused by the error policy; `PUBLISH` goes to the master owning its
+//! channel's slot only (the cluster bus delivers it to every node's subscribers, so sending it to every master
+//! would deliver it once per master); other keyless commands (`FLUSHALL`, `FUNCTION LOAD`...) go to every
+//! master. A source `MULTI`/`EXEC` group whose keys live on several masters is applied atomically per master
+//! only, and counted.
+//!
+//! # Topology changes
+//!
+//! A batch that meets a moved slot stops there (its checkpoint key is declared, so a moved checkpoint slot
+//! refuses the whole batch with `MOVED`/`ASK`; a data key that moved fails with "non local key" and the batch
+//! stores its checkpoint right before it), and so does a batch on a master that failed over (`READONLY`, a
+//! broken link) or lost writes in the failover (the chain does not hold). Every such error is transient: the
+//! session ends, everything in flight is dropped, and the next session reads the slot map again and continues
+//! from what each master committed.
+//!
+//! Each checkpoint names the node that wrote it and the slots it owned then, and says: every write of the
+//! stream to a key of those slots up to its offset is applied, wherever the slot lives now (a migration moves
+//! the keys, a failover promotes a replica holding the same writes and the checkpoint that covers them). So the
+//! resume point of a slot is the highest offset among the checkpoints that cover it, and a command is skipped
+//! only when its unit ends at or before the resume point of its slot: a key moved between masters whose
+//! checkpoints differ is neither lost nor applied twice. A master whose checkpoint key covers other slots than
+//! it owns now (after resharding) keeps that key as it is (it is still true for its slots) and writes under a
+//! new key; a key of a slot no checkpoint covers, a `fullsync` marker anywhere, or a partly applied source
+//! transaction whose slots moved, cannot be resumed exactly: the job takes a full sync and says why.
 
 use bytes::Bytes;
-use ferry_resp::{ConnectOptions, Connection};
+use ferry_resp::{ConnectOptions, Connection, Frame};
 use ferry_topology::split::split_by_slot;
 use ferry_topology::{key_slot, CommandTable, SlotMap, SLOT_COUNT};
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{self, Checkpoint, Position};
 use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::ConflictPolicy;
 use crate::pipeline::{command_name, Command, Unit};
-use crate::sink::standalone::{StandaloneSink, MAX_SCRIPT_ARGS};
+use crate::sink::standalone::{NodeSlots, StandaloneSink};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
 /// Where a command goes.
 enum Route {
-    /// To one node.
-    Node(usize),
+    /// To one node, for the keys of `slot` (`None`: keyless).
+    Node(usize, Option<u16>),
     /// To every master.
     All,
-    /// In parts, each to its node.
-    Parts(Vec<(usize, Vec<Bytes>)>),
+    /// In parts, each to its node, with its slot.
+    Parts(Vec<(usize, u16, Vec<Bytes>)>),
+}
+
+/// A checkpoint found on a master.
+#[derive(Debug, Clone)]
+struct Claim {
+    /// The master it was found on (index in `nodes`).
+    node: usize,
+    key: String,
+    /// The value as stored (the chain compares it byte for byte).
+    raw: String,
+    position: Position,
 }
 
 /// A sink writing to a Redis Cluster.
 pub struct ClusterSink {
     nodes: Vec<StandaloneSink>,
     addrs: Vec<String>,
+    /// Each master's node id and slot ranges.
+    slots: Vec<NodeSlots>,
     owner: Vec<u16>,
     table: std::sync::Arc<CommandTable>,
-    on_error: ErrorPolicy,
+    opts: SinkOptions,
+    /// Per slot: commands of units ending at or before this offset are in the target already.
+    until: Vec<u64>,
+    /// Per master: the same for keyless commands, and the highest resume point of its slots.
+    keyless_until: Vec<u64>,
+    max_until: Vec<u64>,
+    /// Per master: its own checkpoint, when it covers exactly the slots it owns now.
+    own: Vec<Option<Checkpoint>>,
+    /// Every checkpoint of this job found on the masters.
+    claims: Vec<Claim>,
     split_transactions: u64,
     refused: u64,
     last_error: Option<String>,
@@ -66,13 +107,18 @@ impl ClusterSink {
             .map_err(|e| Error::Config(format!("the target's CLUSTER SLOTS: {e}")))?;
         map.fill_unknown_hosts(&target.host);
         if !map.is_complete() {
-            return Err(Error::Config(format!(
-                "the target cluster does not serve every slot ({} uncovered)",
-                map.uncovered_slots()
-            )));
+            // A master was lost and no replica took over yet: a transient state.
+            return Err(Error::Target {
+                command: "CLUSTER SLOTS".into(),
+                message: format!(
+                    "CLUSTERDOWN the target cluster does not serve every slot ({} uncovered)",
+                    map.uncovered_slots()
+                ),
+            });
         }
         let shards = map.shards().to_vec();
         let mut owner = vec![0u16; usize::from(SLOT_COUNT)];
+        let mut ranges: Vec<Vec<(u16, u16)>> = vec![Vec::new(); shards.len()];
         for slot in 0..SLOT_COUNT {
             let master = map.master_for_slot(slot).map(|n| n.addr.clone());
             let index = shards
@@ -80,27 +126,47 @@ impl ClusterSink {
                 .position(|s| Some(&s.master.addr) == master.as_ref())
                 .unwrap_or(0);
             owner[usize::from(slot)] = index as u16;
+            match ranges[index].last_mut() {
+                Some((_, end)) if *end + 1 == slot => *end = slot,
+                _ => ranges[index].push((slot, slot)),
+            }
         }
         let mut nodes = Vec::with_capacity(shards.len());
         let mut addrs = Vec::with_capacity(shards.len());
+        let mut slots = Vec::with_capacity(shards.len());
         for (i, shard) in shards.iter().enumerate() {
             let mut node_opts = target.clone();
             node_opts.host = shard.master.addr.host.clone();
             node_opts.port = shard.master.addr.port;
             node_opts.db = 0;
+            let addr = format!("{}:{}", node_opts.host, node_opts.port);
+            let node = NodeSlots {
+                id: shard.master.id.clone().unwrap_or_else(|| addr.clone()),
+                slots: ranges[i].clone(),
+            };
             let mut sink_opts = opts.clone();
             sink_opts.checkpoint = true;
             sink_opts.checkpoint_db = 0;
-            sink_opts.checkpoint_tag = tag_for_node(&opts.checkpoint_tag, &owner, i);
-            nodes.push(StandaloneSink::connect_cluster_node(&node_opts, sink_opts).await?);
-            addrs.push(format!("{}:{}", node_opts.host, node_opts.port));
+            sink_opts.checkpoint_tag = tag_for_node(&opts.checkpoint_tag, &owner, i, 0);
+            nodes.push(
+                StandaloneSink::connect_cluster_node(&node_opts, sink_opts, node.clone()).await?,
+            );
+            addrs.push(addr);
+            slots.push(node);
         }
+        let masters = nodes.len();
         Ok(ClusterSink {
             nodes,
             addrs,
+            slots,
             owner,
             table,
-            on_error: opts.on_error,
+            opts,
+            until: vec![0; usize::from(SLOT_COUNT)],
+            keyless_until: vec![0; masters],
+            max_until: vec![0; masters],
+            own: vec![None; masters],
+            claims: Vec::new(),
             split_transactions: 0,
             refused: 0,
             last_error: None,
@@ -120,13 +186,152 @@ impl ClusterSink {
         Ok(())
     }
 
-    /// The checkpoint of every master.
+    /// Finds every checkpoint of this job on every master (`SCAN`), picks each master's own checkpoint key
+    /// (a new one when its old key covers other slots than it owns now), and works out the resume point of
+    /// every slot. Returns, per master, the checkpoint that gives the lowest resume point of its slots (what
+    /// [`crate::checkpoint::resume_from`] needs), plus a `None` when the target cannot be resumed exactly.
     pub async fn read_checkpoints(&mut self) -> Result<Vec<Option<Checkpoint>>, Error> {
-        let mut out = Vec::with_capacity(self.nodes.len());
-        for node in &mut self.nodes {
-            out.push(node.read_checkpoint().await?);
+        self.claims = self.find_claims().await?;
+        let mut fullsync = self.claims.iter().any(|c| c.position.offset == u64::MAX);
+        self.claims.retain(|c| c.position.offset != u64::MAX);
+        // Each master's own key: the first tag of its slots whose key is absent or covers exactly its slots.
+        for i in 0..self.nodes.len() {
+            let mut n = 0;
+            loop {
+                let tag = tag_for_node(&self.opts.checkpoint_tag, &self.owner, i, n);
+                let key = checkpoint::key_name(&tag);
+                match self.claims.iter().find(|c| c.key == key) {
+                    Some(c) if c.node == i && c.position.slots == self.slots[i].slots => {
+                        if c.position.node.as_deref() != Some(self.slots[i].id.as_str()) {
+                            info!(master = %self.addrs[i], written_by = ?c.position.node,
+                                  "a master continues the checkpoint another node wrote for the same slots (failover)");
+                        }
+                        self.own[i] = Some(Checkpoint::Committed(c.position.clone()));
+                        self.nodes[i].set_checkpoint(&tag, Some(c.raw.clone()));
+                        break;
+                    }
+                    Some(c) => {
+                        info!(master = %self.addrs[i], key = %key, slots = %checkpoint::encode_slots(&c.position.slots),
+                              "a checkpoint covers other slots than its master owns now (resharding): kept, a new key is used");
+                        n += 1;
+                    }
+                    None => {
+                        self.own[i] = None;
+                        self.nodes[i].set_checkpoint(&tag, None);
+                        break;
+                    }
+                }
+            }
+        }
+        if self.claims.is_empty() {
+            return Ok(if fullsync {
+                vec![Some(Checkpoint::FullSyncInProgress), None]
+            } else {
+                vec![None]
+            });
+        }
+        // The resume point of each slot: the highest offset of the checkpoints covering it.
+        let mut until: Vec<Option<&Position>> = vec![None; usize::from(SLOT_COUNT)];
+        for claim in &self.claims {
+            let found_on = &self.slots[claim.node];
+            for slot in 0..SLOT_COUNT {
+                let covers = if claim.position.node.is_some() {
+                    claim.position.covers_slot(slot)
+                } else {
+                    // A version 1 checkpoint covered the slots of the master it is on.
+                    found_on.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+                };
+                let u = &mut until[usize::from(slot)];
+                if covers && u.map_or(true, |p| claim.position.offset > p.offset) {
+                    *u = Some(&claim.position);
+                }
+            }
+        }
+        let uncovered = until.iter().filter(|u| u.is_none()).count();
+        if uncovered > 0 {
+            warn!(uncovered_slots = uncovered,
+                  "no checkpoint covers some slots of the target (checkpoint keys lost or a master replaced without a replica): a full sync is needed");
+            fullsync = true;
+        }
+        // A partly applied source transaction can only be resumed by the master that applied it, on the slots
+        // it had.
+        for (i, own) in self.own.iter().enumerate() {
+            let part_elsewhere = self.claims.iter().any(|c| {
+                c.position.part > 0
+                    && own.as_ref().and_then(Checkpoint::position) != Some(&c.position)
+            });
+            let own_part_moved = own
+                .as_ref()
+                .and_then(Checkpoint::position)
+                .is_some_and(|p| {
+                    p.part > 0
+                        && self.slots[i].slots.iter().any(|&(a, b)| {
+                            (a..=b)
+                                .any(|s| until[usize::from(s)].is_some_and(|u| u.offset > p.offset))
+                        })
+                });
+            if part_elsewhere || own_part_moved {
+                warn!("a source transaction was partly applied on slots that moved since: a full sync is needed");
+                fullsync = true;
+            }
+        }
+        let mut out = Vec::with_capacity(self.nodes.len() + 1);
+        for (i, node) in self.slots.iter().enumerate() {
+            let lowest = node
+                .slots
+                .iter()
+                .flat_map(|&(a, b)| a..=b)
+                .filter_map(|s| until[usize::from(s)])
+                .min_by_key(|p| p.offset);
+            let highest = node
+                .slots
+                .iter()
+                .flat_map(|&(a, b)| a..=b)
+                .filter_map(|s| until[usize::from(s)])
+                .map(|p| p.offset)
+                .max()
+                .unwrap_or(0);
+            self.max_until[i] = highest;
+            self.keyless_until[i] = match self.own[i].as_ref().and_then(Checkpoint::position) {
+                Some(p) => p.offset,
+                None => lowest.map_or(0, |p| p.offset),
+            };
+            out.push(lowest.cloned().map(Checkpoint::Committed));
+        }
+        for (slot, u) in until.iter().enumerate() {
+            self.until[slot] = u.map_or(0, |p| p.offset);
+        }
+        if fullsync {
+            out.push(None);
         }
         Ok(out)
+    }
+
+    /// Every `ferry:checkpoint:{<tag>-*}` key on every master, decoded (a `fullsync` marker as offset
+    /// `u64::MAX`).
+    async fn find_claims(&mut self) -> Result<Vec<Claim>, Error> {
+        let pattern = format!(
+            "{}{{{}-*",
+            checkpoint::KEY_PREFIX,
+            glob_escape(&self.opts.checkpoint_tag)
+        );
+        let mut claims = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            for (key, value) in node.scan_values(&pattern).await? {
+                let position = match Checkpoint::decode(&value)? {
+                    Checkpoint::Committed(p) => p,
+                    Checkpoint::FullSyncInProgress => Position::new(String::new(), u64::MAX, 0),
+                };
+                let raw = String::from_utf8_lossy(&value).into_owned();
+                claims.push(Claim {
+                    node: i,
+                    key,
+                    raw,
+                    position,
+                });
+            }
+        }
+        Ok(claims)
     }
 
     /// The lowest RDB version the masters load.
@@ -138,12 +343,23 @@ impl ClusterSink {
         Ok(version)
     }
 
-    /// Starts a full sync on every master.
+    /// Starts a full sync on every master: the checkpoints of earlier syncs are deleted (the data they
+    /// describe is being rewritten), then each master stores its `fullsync` marker.
     pub async fn begin_full_sync(
         &mut self,
         conflict: ConflictPolicy,
         flush: bool,
     ) -> Result<(), Error> {
+        let own: Vec<String> = self
+            .nodes
+            .iter()
+            .map(StandaloneSink::checkpoint_key)
+            .collect();
+        for claim in std::mem::take(&mut self.claims) {
+            if !own.contains(&claim.key) {
+                self.nodes[claim.node].delete_key(&claim.key).await?;
+            }
+        }
         for node in &mut self.nodes {
             node.begin_full_sync(conflict, flush).await?;
         }
@@ -161,7 +377,7 @@ impl ClusterSink {
     pub async fn write_plain(&mut self, db: i64, argv: &[Bytes]) -> Result<(), Error> {
         check_db(db)?;
         match self.route(argv)? {
-            Route::Node(n) => self.nodes[n].write_plain(0, argv).await,
+            Route::Node(n, _) => self.nodes[n].write_plain(0, argv).await,
             Route::All => {
                 for node in &mut self.nodes {
                     node.write_plain(0, argv).await?;
@@ -169,7 +385,7 @@ impl ClusterSink {
                 Ok(())
             }
             Route::Parts(parts) => {
-                for (n, part) in parts {
+                for (n, _, part) in parts {
                     self.nodes[n].write_plain(0, &part).await?;
                 }
                 Ok(())
@@ -196,27 +412,50 @@ impl ClusterSink {
         for node in &mut self.nodes {
             node.finish_full_sync(replid, offset).await?;
         }
+        self.until.fill(offset);
+        self.keyless_until.fill(offset);
+        self.max_until.fill(offset);
+        self.own = vec![None; self.nodes.len()];
         Ok(())
     }
 
-    /// Starts the live phase: each master skips what its own checkpoint covers.
-    pub fn start_stream(&mut self, replid: &str, offset: u64, checkpoints: &[Option<Checkpoint>]) {
+    /// Starts the live phase at stream `offset`: a master whose own checkpoint covers exactly its slots
+    /// continues its chain from it; the others start a new key; commands are skipped by their slot's resume
+    /// point. `checkpoints` is empty right after a full sync.
+    pub async fn start_stream(
+        &mut self,
+        replid: &str,
+        offset: u64,
+        checkpoints: &[Option<Checkpoint>],
+    ) -> Result<(), Error> {
+        let db = checkpoint::resume_from(checkpoints).map_or(0, |r| r.db);
         for (i, node) in self.nodes.iter_mut().enumerate() {
-            let skip = checkpoint::skip_until(checkpoints.get(i), offset);
-            node.start_stream(replid, offset, skip);
+            if checkpoints.is_empty() {
+                node.start_stream(replid, offset, None).await?;
+                continue;
+            }
+            let start = match self.own[i].as_ref().and_then(Checkpoint::position) {
+                Some(p) => p.clone(),
+                None => Position::new(replid, offset, db),
+            };
+            let skip = (start.offset, start.part);
+            node.start_live(replid, &start, skip).await?;
         }
+        Ok(())
     }
 
     /// Records that the stream moved to `offset`.
-    pub fn advance(&mut self, offset: u64) {
+    pub fn advance(&mut self, offset: u64, stream_db: i64) {
         for node in &mut self.nodes {
-            node.advance(offset);
+            node.advance(offset, stream_db);
         }
     }
 
-    /// Routes a unit of the live stream to the masters.
+    /// Routes a unit of the live stream to the masters, leaving out what a slot's checkpoint covers.
     pub async fn push(&mut self, unit: Unit) -> Result<(), Error> {
+        let (end, stream_db) = (unit.end_offset, unit.end_db);
         let mut per_node: Vec<Vec<Command>> = vec![Vec::new(); self.nodes.len()];
+        let mut already = 0u64;
         for cmd in unit.commands {
             check_db(cmd.db)?;
             let route = match self.route(&cmd.argv) {
@@ -227,14 +466,30 @@ impl ClusterSink {
                 }
             };
             match route {
-                Route::Node(n) => per_node[n].push(cmd),
+                Route::Node(_, Some(slot)) if end <= self.until[usize::from(slot)] => already += 1,
+                Route::Node(n, _) => per_node[n].push(cmd),
                 Route::All => {
-                    for list in &mut per_node {
-                        list.push(cmd.clone());
+                    for (n, list) in per_node.iter_mut().enumerate() {
+                        if end <= self.keyless_until[n] {
+                            already += 1;
+                        } else if end <= self.max_until[n] {
+                            return Err(Error::Config(format!(
+                                "`{}` at offset {end} applies to a whole master whose slots were resumed from \
+                                 different checkpoints (after resharding): it cannot be applied exactly, \
+                                 restart the job with a full sync (delete its checkpoint keys)",
+                                cmd.name()
+                            )));
+                        } else {
+                            list.push(cmd.clone());
+                        }
                     }
                 }
                 Route::Parts(parts) => {
-                    for (n, argv) in parts {
+                    for (n, slot, argv) in parts {
+                        if end <= self.until[usize::from(slot)] {
+                            already += 1;
+                            continue;
+                        }
                         per_node[n].push(Command {
                             db: 0,
                             argv,
@@ -244,35 +499,29 @@ impl ClusterSink {
                 }
             }
         }
+        if let Some(node) = self.nodes.first_mut() {
+            node.count_already_applied(already);
+        }
         let used = per_node.iter().filter(|c| !c.is_empty()).count();
         if unit.transaction && used > 1 {
             self.split_transactions += 1;
             warn!(
                 nodes = used,
-                offset = unit.end_offset,
+                offset = end,
                 "a source transaction spans several target masters: applied atomically per master"
             );
         }
         for (n, commands) in per_node.into_iter().enumerate() {
             let node = &mut self.nodes[n];
             if commands.is_empty() {
-                node.advance(unit.end_offset);
-                continue;
-            }
-            if commands.iter().any(|c| c.argv.len() > MAX_SCRIPT_ARGS) {
-                // Too many arguments for the batch script: applied on their own, then checkpointed.
-                node.flush_batch().await?;
-                for cmd in commands {
-                    node.write_plain(0, &cmd.argv).await?;
-                }
-                node.advance(unit.end_offset);
+                node.advance(end, stream_db);
                 continue;
             }
             node.push(Unit {
                 commands,
                 transaction: unit.transaction,
-                end_offset: unit.end_offset,
-                end_db: unit.end_db,
+                end_offset: end,
+                end_db: stream_db,
             })
             .await?;
         }
@@ -337,16 +586,27 @@ impl ClusterSink {
     }
 
     fn route(&self, argv: &[Bytes]) -> Result<Route, Error> {
+        let name = command_name(argv);
+        if matches!(name.as_str(), "publish") {
+            // Delivered to every node's subscribers by the cluster bus: sent once, to one master.
+            let channel = argv.get(1).map_or(&b""[..], |c| c.as_ref());
+            let slot = key_slot(channel);
+            return Ok(Route::Node(
+                usize::from(self.owner[usize::from(slot)]),
+                Some(slot),
+            ));
+        }
         let keys = self.table.keys(argv).map_err(|e| Error::Target {
-            command: command_name(argv),
+            command: name.clone(),
             message: format!("cannot route it to a cluster node: {e}"),
         })?;
         let Some(first) = keys.first() else {
             return Ok(Route::All);
         };
+        let slot = key_slot(first);
         let node = self.node_of(first);
-        if keys.iter().all(|k| self.node_of(k) == node) {
-            return Ok(Route::Node(node));
+        if keys.iter().all(|k| key_slot(k) == slot) {
+            return Ok(Route::Node(node, Some(slot)));
         }
         match split_by_slot(argv) {
             Some(Ok(split)) => {
@@ -356,6 +616,7 @@ impl ClusterSink {
                     .map(|p| {
                         (
                             usize::from(self.owner[usize::from(p.slot)]),
+                            p.slot,
                             p.argv.into_iter().map(Bytes::from).collect(),
                         )
                     })
@@ -363,9 +624,9 @@ impl ClusterSink {
                 Ok(Route::Parts(parts))
             }
             _ => Err(Error::Target {
-                command: command_name(argv),
+                command: name,
                 message: format!(
-                    "its keys live on several masters of the target cluster (first key {})",
+                    "its keys hash to several slots of the target cluster (first key {})",
                     KeyDisplay(first.to_vec())
                 ),
             }),
@@ -376,7 +637,7 @@ impl ClusterSink {
     fn refuse(&mut self, cmd: &Command, error: Error) -> Result<(), Error> {
         self.refused += 1;
         self.last_error = Some(error.to_string());
-        match self.on_error {
+        match self.opts.on_error {
             ErrorPolicy::Stop => Err(error),
             ErrorPolicy::Log => {
                 warn!(command = %cmd.name(), offset = cmd.end_offset, %error, "not applied (error policy: log)");
@@ -397,12 +658,90 @@ fn check_db(db: i64) -> Result<(), Error> {
     }
 }
 
-/// A checkpoint tag whose key hashes to a slot owned by node `index`.
-fn tag_for_node(base: &str, owner: &[u16], index: usize) -> String {
+/// The `skip`-th checkpoint tag whose key hashes to a slot owned by node `index`.
+fn tag_for_node(base: &str, owner: &[u16], index: usize, skip: usize) -> String {
     (0u32..1_000_000)
         .map(|n| format!("{base}-{n}"))
-        .find(|tag| {
+        .filter(|tag| {
             usize::from(owner[usize::from(key_slot(checkpoint::key_name(tag).as_bytes()))]) == index
         })
+        .nth(skip)
         .unwrap_or_else(|| base.to_string())
+}
+
+/// Escapes the glob characters of Redis `MATCH` patterns.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl StandaloneSink {
+    /// `SCAN` of database 0 for keys matching `pattern`, with their values (`GET`).
+    pub(crate) async fn scan_values(
+        &mut self,
+        pattern: &str,
+    ) -> Result<Vec<(String, Bytes)>, Error> {
+        let mut out = Vec::new();
+        let mut cursor = "0".to_string();
+        loop {
+            let reply = self
+                .call(&["SCAN", cursor.as_str(), "MATCH", pattern, "COUNT", "1000"])
+                .await?;
+            let Frame::Array(items) = reply else {
+                return Err(Error::Protocol("SCAN did not answer an array".into()));
+            };
+            let next = items
+                .first()
+                .and_then(Frame::as_bytes)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(|| Error::Protocol("SCAN without a cursor".into()))?;
+            let keys: Vec<String> = match items.get(1) {
+                Some(Frame::Array(keys)) => keys
+                    .iter()
+                    .filter_map(Frame::as_bytes)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for key in keys {
+                if let Frame::Bulk(value) = self.call(&["GET", key.as_str()]).await? {
+                    out.push((key, value));
+                }
+            }
+            if next == "0" {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_route_to_their_node_and_skip_gives_the_next() {
+        let mut owner = vec![0u16; usize::from(SLOT_COUNT)];
+        for (slot, o) in owner.iter_mut().enumerate() {
+            *o = u16::from(slot >= 8192);
+        }
+        let a = tag_for_node("job", &owner, 1, 0);
+        let b = tag_for_node("job", &owner, 1, 1);
+        assert_ne!(a, b);
+        for tag in [&a, &b] {
+            assert!(key_slot(checkpoint::key_name(tag).as_bytes()) >= 8192);
+        }
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
 }

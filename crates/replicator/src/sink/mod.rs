@@ -1,13 +1,24 @@
 //! Sinks: where the commands go. A sink pipelines its writes within windows (by count and by bytes), so a slow
 //! target slows the reading of the source instead of growing memory, and it handles every reply: error replies
 //! are counted and handled by policy, none is ignored.
+//!
+//! The writers are small types without I/O, each accounting for the replies of what it sent through one
+//! [`Writer`] trait: [`restore::RestoreWriter`] (the full sync), [`chain::ChainWriter`] (the live phase with
+//! checkpoints: chained batch scripts, on a standalone server and on each cluster master alike) and
+//! [`unwrapped::UnwrappedWriter`] (the live phase without checkpoints). [`standalone::StandaloneSink`] owns the
+//! connection ([`pipe::Pipe`]) and drives them; [`cluster::ClusterSink`] routes to one per master.
 
+pub mod chain;
 pub mod cluster;
+mod pipe;
+mod restore;
 pub mod standalone;
+mod unwrapped;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferry_resp::Frame;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
@@ -32,13 +43,13 @@ pub struct SinkOptions {
     pub window_commands: usize,
     /// At most this many bytes of commands written and not yet answered.
     pub window_bytes: usize,
-    /// A live-phase batch (one `MULTI`/`EXEC` with its checkpoint) is closed after this many commands...
+    /// A live-phase batch (one script with its checkpoint) is closed after this many commands...
     pub batch_commands: usize,
     /// ...or this many bytes (a source transaction is never split, so a batch can be bigger).
     pub batch_bytes: usize,
     /// Error replies other than conflicts.
     pub on_error: ErrorPolicy,
-    /// Write checkpoints (and wrap live batches in `MULTI`/`EXEC`).
+    /// Write checkpoints (live batches go as chained batch scripts, see [`chain`]).
     pub checkpoint: bool,
     /// The tag of the checkpoint key, `ferry:checkpoint:{<tag>}`.
     pub checkpoint_tag: String,
@@ -83,6 +94,43 @@ pub struct SinkCounters {
     pub last_error: Option<String>,
 }
 
+/// A writer of one phase: accounts for the reply to each command it sent, in order.
+pub(crate) trait Writer {
+    /// What the reply to a command must be (kept while the command is in flight).
+    type Pending;
+
+    /// Handles the reply to one command: counts it, and returns the error that ends the session (by the error
+    /// policy) or that stops the chain.
+    fn on_reply(
+        &mut self,
+        pending: Self::Pending,
+        reply: Frame,
+        counters: &mut SinkCounters,
+    ) -> Result<(), Error>;
+}
+
+impl Writer for chain::ChainWriter {
+    type Pending = chain::Pending;
+
+    fn on_reply(
+        &mut self,
+        pending: chain::Pending,
+        reply: Frame,
+        counters: &mut SinkCounters,
+    ) -> Result<(), Error> {
+        chain::ChainWriter::on_reply(self, pending, reply, counters)
+    }
+}
+
+/// Counts an error reply and builds the error (the command name only, never its arguments).
+pub(crate) fn target_error(counters: &mut SinkCounters, command: &str, message: &[u8]) -> Error {
+    chain::refused(
+        counters,
+        command,
+        String::from_utf8_lossy(message).into_owned(),
+    )
+}
+
 /// The target of a job: a standalone server or a cluster.
 #[derive(Debug)]
 pub enum Sink {
@@ -107,7 +155,8 @@ impl Sink {
         each!(self, s => s.fence().await)
     }
 
-    /// The checkpoint of each target node (one for a standalone target).
+    /// The checkpoint of each target node (one for a standalone target; for a cluster, see
+    /// [`cluster::ClusterSink::read_checkpoints`]). [`crate::checkpoint::resume_from`] gives the resume point.
     pub async fn read_checkpoints(&mut self) -> Result<Vec<Option<Checkpoint>>, Error> {
         match self {
             Sink::Standalone(s) => Ok(vec![s.read_checkpoint().await?]),
@@ -169,21 +218,27 @@ impl Sink {
         each!(self, s => s.finish_full_sync(replid, offset).await)
     }
 
-    /// Starts the live phase at `offset`; each node skips what its checkpoint (in `checkpoints`, one per node
-    /// as [`Sink::read_checkpoints`] returned them) covers.
-    pub fn start_stream(&mut self, replid: &str, offset: u64, checkpoints: &[Option<Checkpoint>]) {
+    /// Starts the live phase at stream `offset` of `replid`; each node skips what its checkpoint (in
+    /// `checkpoints`, as [`Sink::read_checkpoints`] returned them; empty right after a full sync) covers.
+    pub async fn start_stream(
+        &mut self,
+        replid: &str,
+        offset: u64,
+        checkpoints: &[Option<Checkpoint>],
+    ) -> Result<(), Error> {
         match self {
             Sink::Standalone(s) => {
-                let skip = crate::checkpoint::skip_until(checkpoints.first(), offset);
-                s.start_stream(replid, offset, skip)
+                s.start_stream(replid, offset, checkpoints.first().and_then(Option::as_ref))
+                    .await
             }
-            Sink::Cluster(c) => c.start_stream(replid, offset, checkpoints),
+            Sink::Cluster(c) => c.start_stream(replid, offset, checkpoints).await,
         }
     }
 
-    /// Records that the stream moved on without anything to apply.
-    pub fn advance(&mut self, offset: u64) {
-        each!(self, s => s.advance(offset))
+    /// Records that the stream moved to `offset` (the source stream's database there is `stream_db`) without
+    /// anything to apply.
+    pub fn advance(&mut self, offset: u64, stream_db: i64) {
+        each!(self, s => s.advance(offset, stream_db))
     }
 
     /// Adds a unit of the live stream.
@@ -204,7 +259,7 @@ impl Sink {
     /// What the sink did so far.
     pub fn counters(&self) -> SinkCounters {
         match self {
-            Sink::Standalone(s) => s.counters().clone(),
+            Sink::Standalone(s) => s.counters(),
             Sink::Cluster(c) => c.counters(),
         }
     }

@@ -1,134 +1,72 @@
-//! The standalone sink: one target server, pipelined writes, checkpoints in the same `MULTI`/`EXEC` as the
-//! writes they cover.
+//! The standalone sink: one target server (or one master of a cluster target, see [`super::cluster`]), one
+//! pipelined connection ([`Pipe`]) shared by the writers of the job's phases:
 //!
-//! During a full sync keys go as `RESTORE`s without a transaction (the RDB is not resumable: a `fullsync`
-//! marker is stored first, and the checkpoint only once every key is acknowledged). In the live phase the
-//! commands are grouped in batches, each one `MULTI`, the commands, `SET ferry:checkpoint:{tag} "<replid>
-//! <offset>"`, `EXEC`: the target holds a write if and only if it holds the checkpoint that covers it. A batch
-//! never splits a source transaction, so source `MULTI`/`EXEC` groups stay atomic.
-
-use std::collections::VecDeque;
+//! - the full sync: [`RestoreWriter`] (`RESTORE`s, string batches, element commands of big keys), between a
+//!   `fullsync` marker and the checkpoint stored once every key is acknowledged;
+//! - the live phase with checkpoints: [`ChainWriter`], chained batch scripts (see [`super::chain`]);
+//! - the live phase without checkpoints: [`UnwrappedWriter`].
 
 use bytes::Bytes;
 use ferry_resp::{ConnectOptions, Connection, Frame};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::checkpoint::{self, Checkpoint};
-use crate::error::{Error, KeyDisplay};
+use crate::checkpoint::{self, Checkpoint, Position};
+use crate::error::Error;
 use crate::pipeline::convert::ConflictPolicy;
-use crate::pipeline::{command_name, wire_size, Command, Unit};
-use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
+use crate::pipeline::{command_name, Unit};
+use crate::sink::chain::{self, Alone, AloneOutcome, ChainWriter, Step};
+use crate::sink::pipe::Pipe;
+use crate::sink::restore::{self, RestoreWriter};
+use crate::sink::unwrapped::{self, UnwrappedWriter};
+use crate::sink::{target_error, ErrorPolicy, SinkCounters, SinkOptions, Writer};
 
-/// The script a cluster node runs per batch: `ARGV` is the checkpoint key and value, then each command as its
-/// argument count followed by its arguments. Every command runs with `redis.pcall` (an error is returned in its
-/// place, like `EXEC` does), then the checkpoint is set; the reply has one entry per command.
-pub const BATCH_SCRIPT: &str = "#!lua flags=allow-cross-slot-keys
-local out = {}
-local i = 3
-while i <= #ARGV do
-  local argc = tonumber(ARGV[i])
-  local reply = redis.pcall(unpack(ARGV, i + 1, i + argc))
-  if reply == false or reply == nil then reply = 0 end
-  out[#out + 1] = reply
-  i = i + argc + 1
-end
-redis.call('SET', ARGV[1], ARGV[2])
-return out
-";
-
-/// Most arguments one command may have inside a cluster batch script (Lua's `unpack` limit).
-pub const MAX_SCRIPT_ARGS: usize = 7000;
-
-/// Flush the connection's write buffer once this many bytes are buffered.
-const FLUSH_BYTES: usize = 256 * 1024;
-
-/// What the reply to a written command must be, and what it covers.
+/// What the reply to a command on the connection must be, by the writer that sent it.
 #[derive(Debug)]
-enum Expect {
-    /// `+OK` (SELECT, MULTI, the checkpoint SET outside a transaction, FLUSHALL).
-    Ok { what: &'static str, bytes: usize },
-    /// The reply to a `RESTORE` of the full sync.
-    Restore { key: Bytes, bytes: usize },
-    /// The reply to `MSET` (policy rewrite) or `MSETNX` of small strings of the full sync; for `MSETNX` the
-    /// pairs are kept to find the existing keys one by one if it is refused.
-    Strings {
-        db: i64,
-        count: u64,
-        nx: Option<Vec<(Bytes, Bytes)>>,
-        bytes: usize,
-    },
-    /// The reply to `SET key value NX` after a refused `MSETNX`.
-    SetNx { key: Bytes, bytes: usize },
-    /// An element command of a big key, or a plain live command (no checkpoints).
-    Plain {
-        name: String,
-        end_offset: Option<u64>,
-        bytes: usize,
-    },
-    /// `+QUEUED` inside a transaction.
-    Queued { name: String },
-    /// The reply to `EXEC`: one entry per queued command (`None` for our own SELECT/SET).
-    Exec {
-        names: Vec<Option<String>>,
-        end_offset: Option<u64>,
-        bytes: usize,
-    },
+enum Pending {
+    /// `+OK` of our own `SELECT`, `FLUSHALL` or checkpoint `SET`.
+    Ok(&'static str),
+    Restore(restore::Pending),
+    Batch(chain::Pending),
+    Unwrapped(unwrapped::Pending),
 }
 
-impl Expect {
-    fn bytes(&self) -> usize {
-        match self {
-            Expect::Ok { bytes, .. }
-            | Expect::Restore { bytes, .. }
-            | Expect::Strings { bytes, .. }
-            | Expect::SetNx { bytes, .. }
-            | Expect::Plain { bytes, .. }
-            | Expect::Exec { bytes, .. } => *bytes,
-            Expect::Queued { .. } => 0,
-        }
-    }
+/// The live-phase writer.
+#[derive(Debug)]
+enum Live {
+    Chain(ChainWriter),
+    Unwrapped(UnwrappedWriter),
 }
 
-/// A sink writing to one standalone server.
+/// A cluster master this sink writes to: its node id and the slots it owned when the session started, named in
+/// its checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeSlots {
+    pub id: String,
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// A sink writing to one server.
 pub struct StandaloneSink {
-    conn: Connection,
+    pipe: Pipe<Pending>,
     opts: SinkOptions,
     checkpoint_key: String,
-    /// The database selected on the connection once everything written is executed.
-    db: i64,
-    expects: VecDeque<Expect>,
-    inflight_bytes: usize,
-    unflushed_bytes: usize,
-    /// Conflict handling of the current full sync.
-    conflict: ConflictPolicy,
-    /// Live phase: the replication id, the units of the open batch, its size.
-    replid: String,
-    batch: Vec<Unit>,
-    batch_commands: usize,
-    batch_bytes: usize,
-    /// The latest source offset seen by the sink (units and skipped frames).
-    seen_offset: u64,
-    /// Units ending at or before this offset are already in the target.
-    skip_until: u64,
-    /// The highest offset the target acknowledged.
-    committed_offset: u64,
-    queue_error: Option<(String, String)>,
+    restore: RestoreWriter,
+    live: Live,
     counters: SinkCounters,
     client_id: Option<i64>,
     client_name: String,
-    /// A cluster node: batches go as one script (`allow-cross-slot-keys`) instead of `MULTI`/`EXEC`, since a
-    /// cluster transaction must stay in one slot.
-    script: bool,
-    /// The highest offset written as a checkpoint.
-    checkpointed: u64,
+    /// A cluster master: batch scripts with `allow-cross-slot-keys`, checkpoints naming the node and slots.
+    node: Option<NodeSlots>,
+    /// The checkpoint key's value as last read or written (the chain's start).
+    stored: Option<String>,
 }
 
 impl std::fmt::Debug for StandaloneSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StandaloneSink")
-            .field("peer", &self.conn.peer_addr())
-            .field("in_flight", &self.expects.len())
-            .field("committed_offset", &self.committed_offset)
+            .field("peer", &self.pipe.peer())
+            .field("in_flight", &self.pipe.in_flight())
+            .field("committed_offset", &self.committed_offset())
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +76,23 @@ impl StandaloneSink {
     pub async fn connect(
         target: &ConnectOptions,
         opts: SinkOptions,
+    ) -> Result<StandaloneSink, Error> {
+        StandaloneSink::open(target, opts, None).await
+    }
+
+    /// Connects to one master of a cluster target.
+    pub(crate) async fn connect_cluster_node(
+        node: &ConnectOptions,
+        opts: SinkOptions,
+        slots: NodeSlots,
+    ) -> Result<StandaloneSink, Error> {
+        StandaloneSink::open(node, opts, Some(slots)).await
+    }
+
+    async fn open(
+        target: &ConnectOptions,
+        opts: SinkOptions,
+        node: Option<NodeSlots>,
     ) -> Result<StandaloneSink, Error> {
         let mut target = target.clone();
         let tag: String = opts
@@ -150,39 +105,28 @@ impl StandaloneSink {
         let mut conn = Connection::connect(&target).await?;
         conn.set_read_timeout(Some(opts.reply_timeout));
         let checkpoint_key = checkpoint::key_name(&opts.checkpoint_tag);
+        let live = if opts.checkpoint {
+            Live::Chain(ChainWriter::new(
+                &checkpoint_key,
+                Bytes::new(),
+                node.is_none(),
+                &opts,
+            ))
+        } else {
+            Live::Unwrapped(UnwrappedWriter::new(opts.on_error))
+        };
         Ok(StandaloneSink {
-            conn,
-            checkpoint_key,
-            db: target.db,
-            expects: VecDeque::new(),
-            inflight_bytes: 0,
-            unflushed_bytes: 0,
-            conflict: ConflictPolicy::Panic,
-            replid: String::new(),
-            batch: Vec::new(),
-            batch_commands: 0,
-            batch_bytes: 0,
-            seen_offset: 0,
-            skip_until: 0,
-            committed_offset: 0,
-            queue_error: None,
+            pipe: Pipe::new(conn, target.db, opts.window_commands, opts.window_bytes),
+            restore: RestoreWriter::new(opts.on_error),
+            live,
             counters: SinkCounters::default(),
             client_id: None,
             client_name,
-            script: false,
-            checkpointed: 0,
+            checkpoint_key,
+            node,
+            stored: None,
             opts,
         })
-    }
-
-    /// Connects to one master of a cluster target: batches go as scripts.
-    pub async fn connect_cluster_node(
-        node: &ConnectOptions,
-        opts: SinkOptions,
-    ) -> Result<StandaloneSink, Error> {
-        let mut sink = StandaloneSink::connect(node, opts).await?;
-        sink.script = true;
-        Ok(sink)
     }
 
     /// This connection's `CLIENT ID` on the target (asked once).
@@ -192,7 +136,7 @@ impl StandaloneSink {
         }
         self.drain().await?;
         let id = self
-            .conn
+            .pipe
             .call(&["CLIENT", "ID"])
             .await?
             .as_integer()
@@ -206,9 +150,8 @@ impl StandaloneSink {
     /// so the checkpoint read next is final.
     pub async fn fence(&mut self) -> Result<(), Error> {
         let me = self.client_id().await?;
-        let name = self.client_name.clone();
         let list = self
-            .conn
+            .pipe
             .call(&["CLIENT", "LIST", "TYPE", "normal"])
             .await?;
         let text = list
@@ -224,12 +167,12 @@ impl StandaloneSink {
             let (Some(id), Some(n)) = (field("id="), field("name=")) else {
                 continue;
             };
-            if n == name && id != me.to_string() {
+            if n == self.client_name && id != me.to_string() {
                 debug!(client = %id, "fencing off an earlier connection of this job");
-                match self.conn.call(&["CLIENT", "KILL", "ID", id.as_str()]).await {
+                match self.pipe.call(&["CLIENT", "KILL", "ID", id.as_str()]).await {
                     Ok(_) => {}
-                    Err(e) if e.server_error().is_some() => {} // gone already
-                    Err(e) => return Err(e.into()),
+                    Err(e) if matches!(&e, Error::Resp(r) if r.server_error().is_some()) => {} // gone already
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -237,48 +180,64 @@ impl StandaloneSink {
     }
 
     /// What the sink did so far.
-    pub fn counters(&self) -> &SinkCounters {
-        &self.counters
+    pub fn counters(&self) -> SinkCounters {
+        let mut c = self.counters.clone();
+        c.bytes_written = self.pipe.bytes_written;
+        c
     }
 
     /// The highest source offset the target acknowledged (checkpointed when checkpoints are on).
     pub fn committed_offset(&self) -> u64 {
-        self.committed_offset
+        match &self.live {
+            Live::Chain(w) => w.committed(),
+            Live::Unwrapped(w) => w.committed(),
+        }
     }
 
     /// The highest source offset handed to the sink.
     pub fn seen_offset(&self) -> u64 {
-        self.seen_offset
+        match &self.live {
+            Live::Chain(w) => w.seen(),
+            Live::Unwrapped(w) => w.committed(),
+        }
     }
 
     /// The checkpoint stored in the target, if any.
     pub async fn read_checkpoint(&mut self) -> Result<Option<Checkpoint>, Error> {
-        self.drain().await?;
         self.select_now(self.opts.checkpoint_db).await?;
-        let reply = self
-            .conn
-            .call(&["GET", self.checkpoint_key.as_str()])
-            .await?;
-        match reply {
-            Frame::Bulk(value) => Ok(Some(Checkpoint::decode(&value)?)),
-            f if f.is_null() => Ok(None),
+        let key = self.checkpoint_key.clone();
+        match self.pipe.call(&["GET", key.as_str()]).await? {
+            Frame::Bulk(value) => {
+                let cp = Checkpoint::decode(&value)?;
+                self.stored = Some(String::from_utf8_lossy(&value).into_owned());
+                Ok(Some(cp))
+            }
+            f if f.is_null() => {
+                self.stored = None;
+                Ok(None)
+            }
             other => Err(Error::Checkpoint(format!("GET returned {other:?}"))),
         }
     }
 
     /// The RDB version the target loads, from its `redis_version`.
     pub async fn rdb_version(&mut self) -> Result<u16, Error> {
+        Ok(crate::pipeline::convert::rdb_version_for(
+            &self.redis_version().await?,
+        ))
+    }
+
+    async fn redis_version(&mut self) -> Result<String, Error> {
         self.drain().await?;
-        let info = self.conn.call(&["INFO", "server"]).await?;
+        let info = self.pipe.call(&["INFO", "server"]).await?;
         let text = info
             .as_bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
-        let version = text
-            .lines()
+        text.lines()
             .find_map(|l| l.strip_prefix("redis_version:"))
-            .ok_or_else(|| Error::Protocol("INFO server has no redis_version".into()))?;
-        Ok(crate::pipeline::convert::rdb_version_for(version.trim()))
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| Error::Protocol("INFO server has no redis_version".into()))
     }
 
     /// Starts a full sync: optionally empties the target, then stores the `fullsync` marker (so a restart
@@ -289,13 +248,10 @@ impl StandaloneSink {
         flush: bool,
     ) -> Result<(), Error> {
         self.drain().await?;
-        self.conflict = conflict;
+        self.restore.conflict = conflict;
         if flush {
             warn!("emptying the target (FLUSHALL) before the full sync");
-            self.write(&[Bytes::from_static(b"FLUSHALL")], |bytes| Expect::Ok {
-                what: "FLUSHALL",
-                bytes,
-            });
+            self.pipe.write(&["FLUSHALL"], Pending::Ok("FLUSHALL"));
         }
         if self.opts.checkpoint {
             self.write_checkpoint(&Checkpoint::FullSyncInProgress);
@@ -306,7 +262,8 @@ impl StandaloneSink {
     /// Writes one `RESTORE` (built by [`crate::pipeline::convert::restore_command`]) in database `db`.
     pub async fn restore(&mut self, db: i64, key: Bytes, argv: &[Bytes]) -> Result<(), Error> {
         self.select(db);
-        self.write(argv, |bytes| Expect::Restore { key, bytes });
+        self.pipe
+            .write(argv, Pending::Restore(restore::Pending::Restore { key }));
         self.make_room().await
     }
 
@@ -318,37 +275,17 @@ impl StandaloneSink {
             return Ok(());
         }
         self.select(db);
-        let count = pairs.len() as u64;
-        let rewrite = self.conflict == ConflictPolicy::Rewrite;
-        let mut argv = Vec::with_capacity(1 + 2 * pairs.len());
-        argv.push(Bytes::from_static(if rewrite {
-            b"MSET"
-        } else {
-            b"MSETNX"
-        }));
-        for (k, v) in &pairs {
-            argv.push(k.clone());
-            argv.push(v.clone());
-        }
-        let nx = if rewrite { None } else { Some(pairs) };
-        self.write(&argv, |bytes| Expect::Strings {
-            db,
-            count,
-            nx,
-            bytes,
-        });
+        let (argv, pending) = self.restore.strings(db, pairs);
+        self.pipe.write(&argv, Pending::Restore(pending));
         self.make_room().await
     }
 
-    /// Writes one command outside any transaction (element commands of a big key).
+    /// Writes one command outside any transaction (element commands of a big key, `FUNCTION LOAD`).
     pub async fn write_plain(&mut self, db: i64, argv: &[Bytes]) -> Result<(), Error> {
         self.select(db);
         let name = command_name(argv);
-        self.write(argv, |bytes| Expect::Plain {
-            name,
-            end_offset: None,
-            bytes,
-        });
+        self.pipe
+            .write(argv, Pending::Restore(restore::Pending::Element { name }));
         self.make_room().await
     }
 
@@ -356,7 +293,7 @@ impl StandaloneSink {
     pub async fn exists(&mut self, db: i64, key: &Bytes) -> Result<bool, Error> {
         self.select_now(db).await?;
         let reply = self
-            .conn
+            .pipe
             .call(&[Bytes::from_static(b"EXISTS"), key.clone()])
             .await?;
         Ok(reply.as_integer().unwrap_or(0) > 0)
@@ -367,259 +304,305 @@ impl StandaloneSink {
         self.counters.keys_skipped += 1;
     }
 
-    /// Ends a full sync: waits for every reply, then stores the checkpoint `(replid, offset)`.
+    /// The checkpoint position this sink writes for `replid` at `offset` (stream database `db`).
+    fn position(&self, replid: &str, offset: u64, db: i64) -> Position {
+        let mut p = Position::new(replid, offset, db);
+        if let Some(node) = &self.node {
+            p.node = Some(node.id.clone());
+            p.slots = node.slots.clone();
+        }
+        p
+    }
+
+    /// Ends a full sync: waits for every reply, then stores the checkpoint at `offset` of `replid` (the stream
+    /// that follows an RDB starts in database 0 and selects before its first write).
     pub async fn finish_full_sync(&mut self, replid: &str, offset: u64) -> Result<(), Error> {
         self.drain().await?;
         if self.opts.checkpoint {
-            self.write_checkpoint(&Checkpoint::Committed {
-                replid: replid.to_string(),
-                offset,
-            });
+            let cp = Checkpoint::Committed(self.position(replid, offset, 0));
+            self.write_checkpoint(&cp);
             self.drain().await?;
+            self.stored = Some(cp.encode());
         }
-        self.committed_offset = offset;
-        self.seen_offset = offset;
-        self.skip_until = offset;
-        self.checkpointed = offset;
+        if let Live::Unwrapped(w) = &mut self.live {
+            w.set_committed(offset);
+        }
         Ok(())
     }
 
-    /// Starts the live phase in history `replid` at `offset`; units ending at or before `skip_until` are
-    /// already in the target and are dropped.
-    pub fn start_stream(&mut self, replid: &str, offset: u64, skip_until: u64) {
-        self.replid = replid.to_string();
-        self.seen_offset = offset;
-        self.committed_offset = self.committed_offset.max(offset.min(skip_until));
-        self.skip_until = skip_until;
-        self.checkpointed = self.checkpointed.max(offset.min(skip_until));
-    }
-
-    /// Records that the stream moved to `offset` without anything to apply.
-    pub fn advance(&mut self, offset: u64) {
-        self.seen_offset = self.seen_offset.max(offset);
-    }
-
-    /// Adds a unit of the live stream (already filtered and mapped) to the open batch; the batch is written
-    /// when it is full. Call [`StandaloneSink::flush_batch`] when the source has nothing more buffered.
-    pub async fn push(&mut self, unit: Unit) -> Result<(), Error> {
-        self.advance(unit.end_offset);
-        if unit.end_offset <= self.skip_until {
-            self.counters.commands_already_applied += unit.commands.len() as u64;
+    /// Starts the live phase in history `replid` at stream position `start` (the stored checkpoint's position
+    /// when there is one, else the stream's start); units up to `skip` (offset, part) are in the target
+    /// already. Loads the batch script.
+    pub(crate) async fn start_live(
+        &mut self,
+        replid: &str,
+        start: &Position,
+        skip: (u64, u32),
+    ) -> Result<(), Error> {
+        self.drain().await?;
+        let base = self.position(replid, 0, 0);
+        let Live::Chain(_) = &self.live else {
+            if let Live::Unwrapped(w) = &mut self.live {
+                w.set_committed(start.offset);
+            }
             return Ok(());
-        }
-        if !self.opts.checkpoint {
-            return self.write_unit_unwrapped(unit).await;
-        }
-        self.batch_commands += unit.commands.len();
-        self.batch_bytes += unit.commands.iter().map(Command::wire_size).sum::<usize>();
-        self.batch.push(unit);
-        if self.batch_commands >= self.opts.batch_commands
-            || self.batch_bytes >= self.opts.batch_bytes
-        {
-            self.flush_batch().await?;
+        };
+        let sha = self.load_script().await?;
+        let stored = self.stored.clone().unwrap_or_default();
+        if let Live::Chain(w) = &mut self.live {
+            *w = ChainWriter::new(&self.checkpoint_key, sha, self.node.is_none(), &self.opts);
+            w.start(base, stored, start, skip);
         }
         Ok(())
     }
 
-    /// Writes the open batch as `MULTI`, its commands, the checkpoint, `EXEC` (without waiting for the reply
-    /// beyond what the windows require).
-    pub async fn flush_batch(&mut self) -> Result<(), Error> {
-        // Without checkpoints units are written as they come and the batch stays empty.
-        if self.batch.is_empty() {
-            return self.flush_io().await;
+    /// `SCRIPT LOAD` of the batch script (with flags on a cluster node); its SHA1.
+    async fn load_script(&mut self) -> Result<Bytes, Error> {
+        let text = chain::script_text(self.node.is_some());
+        match self.pipe.call(&["SCRIPT", "LOAD", text.as_str()]).await? {
+            Frame::Bulk(sha) => Ok(sha),
+            Frame::Error(e) => Err(target_error(&mut self.counters, "SCRIPT LOAD", &e)),
+            other => Err(Error::Protocol(format!("SCRIPT LOAD answered {other:?}"))),
         }
-        let units = std::mem::take(&mut self.batch);
-        self.batch_commands = 0;
-        self.batch_bytes = 0;
-        let end_offset = self.seen_offset;
-        if self.script {
-            return self.write_script_batch(units, end_offset).await;
-        }
-        let checkpoint = self.committed(end_offset);
-        self.write_transaction(
-            units.into_iter().flat_map(|u| u.commands),
-            Some(checkpoint),
-            end_offset,
-        );
-        self.make_room().await?;
-        self.flush_io().await
     }
 
-    /// A cluster batch: one `EVAL` of [`BATCH_SCRIPT`] running the commands and then the checkpoint `SET`,
-    /// atomically, across the slots of this node.
-    async fn write_script_batch(&mut self, units: Vec<Unit>, end_offset: u64) -> Result<(), Error> {
-        let cp = self.committed(end_offset);
-        let mut argv = vec![
-            Bytes::from_static(b"EVAL"),
-            Bytes::from_static(BATCH_SCRIPT.as_bytes()),
-            Bytes::from_static(b"0"),
-            Bytes::from(self.checkpoint_key.clone()),
-            Bytes::from(cp.encode()),
-        ];
-        let mut names = Vec::new();
-        for unit in units {
-            for cmd in unit.commands {
-                names.push(Some(cmd.name()));
-                argv.push(Bytes::from(cmd.argv.len().to_string()));
-                argv.extend(cmd.argv);
+    /// Starts the live phase at stream `offset` given this target's stored checkpoint (see
+    /// [`StandaloneSink::start_live`]).
+    pub async fn start_stream(
+        &mut self,
+        replid: &str,
+        offset: u64,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), Error> {
+        let start = checkpoint
+            .and_then(Checkpoint::position)
+            .filter(|p| p.offset >= offset)
+            .cloned()
+            .unwrap_or_else(|| Position::new(replid, offset, 0));
+        let skip = (start.offset, start.part);
+        self.start_live(replid, &start, skip).await
+    }
+
+    /// Records that the stream moved to `offset` (stream database `db`) without anything to apply.
+    pub fn advance(&mut self, offset: u64, db: i64) {
+        if let Live::Chain(w) = &mut self.live {
+            w.advance(offset, db);
+        }
+    }
+
+    /// Adds a unit of the live stream (already filtered and mapped) to the open batch; a full batch is
+    /// written. Call [`StandaloneSink::flush_batch`] when the source has nothing more buffered.
+    pub async fn push(&mut self, unit: Unit) -> Result<(), Error> {
+        match &mut self.live {
+            Live::Chain(w) => {
+                let steps = w.push(unit, &mut self.counters);
+                for step in steps {
+                    self.write_step(step).await?;
+                }
+                Ok(())
+            }
+            Live::Unwrapped(w) => {
+                let mut db = self.pipe.db();
+                for (argv, p) in w.unit(unit, &mut db) {
+                    self.pipe.write(&argv, Pending::Unwrapped(p));
+                }
+                self.pipe.set_db(db);
+                self.make_room().await
             }
         }
-        self.write(&argv, |bytes| Expect::Exec {
-            names,
-            end_offset: Some(end_offset),
-            bytes,
-        });
-        self.checkpointed = self.checkpointed.max(end_offset);
-        self.make_room().await?;
-        self.flush_io().await
     }
 
-    /// When everything written is acknowledged and the stream moved on without anything for this target
-    /// (pings, filtered or other nodes' commands), stores the newer offset as the checkpoint: a plain `SET`
-    /// is enough, as nothing is in flight. Keeps the resume point of a quiet node recent.
-    async fn checkpoint_idle(&mut self) -> Result<(), Error> {
-        if !self.opts.checkpoint || self.replid.is_empty() || self.seen_offset <= self.checkpointed
-        {
-            return Ok(());
+    async fn write_step(&mut self, step: Step) -> Result<(), Error> {
+        match step {
+            Step::Batch(batch) => {
+                self.pipe.write(&batch.argv, Pending::Batch(batch.pending));
+                self.make_room().await
+            }
+            Step::Alone(alone) => self.apply_alone(alone).await,
         }
-        self.write_checkpoint(&self.committed(self.seen_offset));
-        self.checkpointed = self.seen_offset;
+    }
+
+    /// Writes the open batch (without waiting for its reply beyond what the windows require).
+    pub async fn flush_batch(&mut self) -> Result<(), Error> {
+        if let Live::Chain(w) = &mut self.live {
+            if let Some(batch) = w.flush() {
+                self.write_step(Step::Batch(batch)).await?;
+            }
+        }
+        self.pipe.flush().await
+    }
+
+    /// Flushes the open batch, waits for every reply, and moves the checkpoint to the latest stream position
+    /// when the stream moved on without anything for this target (so a quiet target's resume point stays
+    /// recent).
+    pub async fn sync(&mut self) -> Result<(), Error> {
+        self.flush_batch().await?;
         self.drain().await?;
-        self.committed_offset = self.committed_offset.max(self.checkpointed);
+        if let Live::Chain(w) = &mut self.live {
+            if let Some(batch) = w.checkpoint_only() {
+                self.write_step(Step::Batch(batch)).await?;
+                self.drain().await?;
+            }
+        }
         Ok(())
+    }
+
+    /// A command that cannot run in the batch script, applied alone once everything before it is acknowledged:
+    /// `WATCH` the checkpoint, check it, then `MULTI`, the command, the checkpoint `SET`, `EXEC`.
+    async fn apply_alone(&mut self, alone: Alone) -> Result<(), Error> {
+        self.drain().await?;
+        let key = self.checkpoint_key.clone();
+        let cp_db = self.opts.checkpoint_db;
+        self.select_now(cp_db).await?;
+        self.pipe.call(&["WATCH", key.as_str()]).await?;
+        let stored = match self.pipe.call(&["GET", key.as_str()]).await? {
+            Frame::Bulk(v) => String::from_utf8_lossy(&v).into_owned(),
+            _ => String::new(),
+        };
+        let Live::Chain(w) = &mut self.live else {
+            return Err(Error::Protocol(
+                "a command alone without a checkpoint chain".into(),
+            ));
+        };
+        if stored != alone.expected {
+            self.pipe.call(&["UNWATCH"]).await?;
+            return Err(chain::chain_broken(
+                &mut self.counters,
+                format!("stored {stored:?}"),
+            ));
+        }
+        let name = command_name(&alone.command.argv);
+        info!(command = %name, "applying a command that cannot run in a batch script on its own, with its checkpoint");
+        let mut replies = Vec::new();
+        let cmd_db = alone.command.db;
+        let mut commands: Vec<Vec<Bytes>> = vec![vec![Bytes::from_static(b"MULTI")]];
+        if self.node.is_none() && cmd_db != cp_db {
+            commands.push(vec![
+                Bytes::from_static(b"SELECT"),
+                Bytes::from(cmd_db.to_string()),
+            ]);
+            commands.push(alone.command.argv.clone());
+            commands.push(vec![
+                Bytes::from_static(b"SELECT"),
+                Bytes::from(cp_db.to_string()),
+            ]);
+        } else {
+            commands.push(alone.command.argv.clone());
+        }
+        commands.push(vec![
+            Bytes::from_static(b"SET"),
+            Bytes::from(key.clone()),
+            Bytes::from(alone.after.clone()),
+        ]);
+        commands.push(vec![Bytes::from_static(b"EXEC")]);
+        for argv in &commands {
+            replies.push(self.pipe.call(argv).await?);
+        }
+        let exec = replies.pop().unwrap_or(Frame::Null);
+        let outcome = w.on_alone_reply(&alone, &exec, &mut self.counters);
+        let reload = name == "script";
+        match outcome {
+            Ok(AloneOutcome::Applied) => {
+                self.stored = Some(alone.after.clone());
+            }
+            Ok(AloneOutcome::Failed(message)) => {
+                // The checkpoint moved past a command that failed. With the error policy `log` that is what
+                // the job does with a failed write; otherwise the checkpoint is put back before the job stops.
+                let error = target_error(&mut self.counters, &name, message.as_bytes());
+                if self.opts.on_error == ErrorPolicy::Log && !error.is_transient() {
+                    warn!(command = %name, %error, "the target refused a write (error policy: log)");
+                    self.stored = Some(alone.after.clone());
+                } else {
+                    self.pipe
+                        .call(&[
+                            Bytes::from_static(b"SET"),
+                            Bytes::from(key),
+                            Bytes::from(alone.expected.clone()),
+                        ])
+                        .await?;
+                    return Err(error);
+                }
+            }
+            Err(e) => {
+                // EXECABORT (refused when queued: nothing applied) or a broken chain.
+                if self.opts.on_error == ErrorPolicy::Log
+                    && matches!(e, Error::Target { .. })
+                    && !e.is_transient()
+                {
+                    warn!(command = %name, error = %e, "the target refused a write (error policy: log)");
+                    self.pipe
+                        .call(&[
+                            Bytes::from_static(b"SET"),
+                            Bytes::from(key),
+                            Bytes::from(alone.after.clone()),
+                        ])
+                        .await?;
+                    self.stored = Some(alone.after.clone());
+                } else {
+                    return Err(e);
+                }
+            }
+        }
+        if reload {
+            // `SCRIPT FLUSH` from the source emptied the script cache: load the batch script again.
+            let sha = self.load_script().await?;
+            if let Live::Chain(w) = &mut self.live {
+                w.set_sha(sha);
+            }
+        }
+        Ok(())
+    }
+
+    /// The name of the checkpoint key.
+    pub(crate) fn checkpoint_key(&self) -> String {
+        self.checkpoint_key.clone()
+    }
+
+    /// Uses the checkpoint key of `tag`, whose stored value is `stored` (a cluster master picks its key after
+    /// reading every checkpoint of the job).
+    pub(crate) fn set_checkpoint(&mut self, tag: &str, stored: Option<String>) {
+        self.checkpoint_key = checkpoint::key_name(tag);
+        self.opts.checkpoint_tag = tag.to_string();
+        self.stored = stored;
+    }
+
+    /// Deletes a key of database 0 (a checkpoint of an earlier sync, before a full sync).
+    pub(crate) async fn delete_key(&mut self, key: &str) -> Result<(), Error> {
+        self.select_now(0).await?;
+        self.pipe.call(&["DEL", key]).await?;
+        Ok(())
+    }
+
+    /// Counts commands not sent because the target holds them already.
+    pub(crate) fn count_already_applied(&mut self, n: u64) {
+        self.counters.commands_already_applied += n;
+    }
+
+    /// A command and its reply, once everything written before is answered.
+    pub(crate) async fn call(&mut self, argv: &[&str]) -> Result<Frame, Error> {
+        self.drain().await?;
+        self.pipe.call(argv).await
     }
 
     /// Waits for every reply of what was written.
     pub async fn drain(&mut self) -> Result<(), Error> {
-        while !self.expects.is_empty() {
-            self.read_one().await?;
-        }
+        while self.read_one().await? {}
         Ok(())
-    }
-
-    /// Flushes the open batch and waits for every reply.
-    pub async fn sync(&mut self) -> Result<(), Error> {
-        self.flush_batch().await?;
-        self.drain().await?;
-        self.checkpoint_idle().await
-    }
-
-    /// Without checkpoints: a single command as is, a source transaction as `MULTI`/.../`EXEC`.
-    async fn write_unit_unwrapped(&mut self, unit: Unit) -> Result<(), Error> {
-        let end_offset = unit.end_offset;
-        if unit.transaction {
-            self.write_transaction(unit.commands, None, end_offset);
-        } else {
-            for cmd in unit.commands {
-                self.select(cmd.db);
-                let name = cmd.name();
-                self.write(&cmd.argv, |bytes| Expect::Plain {
-                    name,
-                    end_offset: Some(end_offset),
-                    bytes,
-                });
-            }
-        }
-        self.make_room().await
-    }
-
-    /// Writes `MULTI`, the commands (with the `SELECT`s they need), the checkpoint `SET` if any, `EXEC`; the
-    /// reply to `EXEC` covers the source up to `end_offset`.
-    fn write_transaction(
-        &mut self,
-        commands: impl IntoIterator<Item = Command>,
-        checkpoint: Option<Checkpoint>,
-        end_offset: u64,
-    ) {
-        let mut names: Vec<Option<String>> = Vec::new();
-        let mut bytes = 0;
-        self.write_tracked(&[Bytes::from_static(b"MULTI")], &mut bytes, None);
-        for cmd in commands {
-            if cmd.db != self.db {
-                self.select_queued(cmd.db, &mut names, &mut bytes);
-            }
-            let name = cmd.name();
-            self.write_tracked(&cmd.argv, &mut bytes, Some(name.clone()));
-            names.push(Some(name));
-        }
-        if let Some(cp) = checkpoint {
-            if self.db != self.opts.checkpoint_db {
-                self.select_queued(self.opts.checkpoint_db, &mut names, &mut bytes);
-            }
-            let set = self.checkpoint_set(&cp);
-            self.write_tracked(&set, &mut bytes, Some("set".into()));
-            names.push(None);
-        }
-        // The commands queued so far are accounted for in the reply to `EXEC`.
-        self.inflight_bytes += bytes;
-        self.counters.bytes_written += bytes as u64;
-        self.write(&[Bytes::from_static(b"EXEC")], |size| Expect::Exec {
-            names,
-            end_offset: Some(end_offset),
-            bytes: bytes + size,
-        });
-    }
-
-    /// The checkpoint of history `replid` at `offset`.
-    fn committed(&self, offset: u64) -> Checkpoint {
-        Checkpoint::Committed {
-            replid: self.replid.clone(),
-            offset,
-        }
-    }
-
-    /// `SET <checkpoint key> <checkpoint>`.
-    fn checkpoint_set(&self, checkpoint: &Checkpoint) -> [Bytes; 3] {
-        [
-            Bytes::from_static(b"SET"),
-            Bytes::from(self.checkpoint_key.clone()),
-            Bytes::from(checkpoint.encode()),
-        ]
     }
 
     /// Outside a transaction: writes the checkpoint in the checkpoint database.
     fn write_checkpoint(&mut self, checkpoint: &Checkpoint) {
         self.select(self.opts.checkpoint_db);
-        let argv = self.checkpoint_set(checkpoint);
-        self.write(&argv, |bytes| Expect::Ok {
-            what: "SET checkpoint",
-            bytes,
-        });
+        let argv = [
+            Bytes::from_static(b"SET"),
+            Bytes::from(self.checkpoint_key.clone()),
+            Bytes::from(checkpoint.encode()),
+        ];
+        self.pipe.write(&argv, Pending::Ok("SET checkpoint"));
     }
 
-    /// Inside a transaction: queues a `SELECT`.
-    fn select_queued(&mut self, db: i64, names: &mut Vec<Option<String>>, bytes: &mut usize) {
-        let argv = [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
-        self.write_tracked(&argv, bytes, Some("select".into()));
-        names.push(None);
-        self.db = db;
-    }
-
-    /// Inside a transaction: writes a command whose reply is `+OK` (MULTI, `name == None`) or `+QUEUED`.
-    fn write_tracked(&mut self, argv: &[Bytes], bytes: &mut usize, queued: Option<String>) {
-        let size = wire_size(argv);
-        *bytes += size;
-        self.conn.write_command(argv);
-        self.unflushed_bytes += size;
-        match queued {
-            Some(name) => self.expects.push_back(Expect::Queued { name }),
-            None => self.expects.push_back(Expect::Ok {
-                what: "MULTI",
-                bytes: 0,
-            }),
-        }
-    }
-
-    /// Outside a transaction: writes `SELECT db` if the connection is elsewhere.
     fn select(&mut self, db: i64) {
-        if db != self.db {
-            let argv = [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
-            self.write(&argv, |bytes| Expect::Ok {
-                what: "SELECT",
-                bytes,
-            });
-            self.db = db;
-        }
+        self.pipe.select(db, || Pending::Ok("SELECT"));
     }
 
     async fn select_now(&mut self, db: i64) -> Result<(), Error> {
@@ -627,186 +610,48 @@ impl StandaloneSink {
         self.drain().await
     }
 
-    fn write(&mut self, argv: &[Bytes], expect: impl FnOnce(usize) -> Expect) {
-        let size = wire_size(argv);
-        self.conn.write_command(argv);
-        self.unflushed_bytes += size;
-        self.inflight_bytes += size;
-        self.counters.bytes_written += size as u64;
-        self.expects.push_back(expect(size));
-    }
-
-    /// Reads replies until the windows have room; flushes big write buffers.
+    /// Reads replies until the windows have room; sends big write buffers.
     async fn make_room(&mut self) -> Result<(), Error> {
-        if self.unflushed_bytes >= FLUSH_BYTES {
-            self.flush_io().await?;
-        }
-        while self.expects.len() > self.opts.window_commands
-            || self.inflight_bytes > self.opts.window_bytes
-        {
+        self.pipe.flush_if_big().await?;
+        while self.pipe.is_full() {
             self.read_one().await?;
         }
         Ok(())
     }
 
-    async fn flush_io(&mut self) -> Result<(), Error> {
-        if self.unflushed_bytes > 0 {
-            self.conn.flush().await?;
-            self.unflushed_bytes = 0;
-        }
-        Ok(())
-    }
-
-    /// Reads the reply of the oldest written command and handles it.
-    async fn read_one(&mut self) -> Result<(), Error> {
-        self.flush_io().await?;
-        let Some(expect) = self.expects.pop_front() else {
-            return Ok(());
+    /// Reads the reply of the oldest written command and hands it to its writer; false when nothing was in
+    /// flight.
+    async fn read_one(&mut self) -> Result<bool, Error> {
+        let Some((pending, reply)) = self.pipe.read_reply().await? else {
+            return Ok(false);
         };
-        // The connection's read timeout (the reply timeout) bounds the wait.
-        let reply = self.conn.read_frame().await?;
-        self.inflight_bytes -= expect.bytes();
-        match expect {
-            Expect::Ok { what, .. } => {
+        let counters = &mut self.counters;
+        match pending {
+            Pending::Ok(what) => {
                 if let Frame::Error(e) = &reply {
-                    return Err(self.target_error(what, e));
+                    return Err(target_error(counters, what, e));
                 }
             }
-            Expect::Restore { key, .. } => match &reply {
-                Frame::Error(e) if e.starts_with(b"BUSYKEY") => self.key_exists(&key)?,
-                Frame::Error(e) => self.handle_error("restore", e)?,
-                _ => self.counters.keys_restored += 1,
-            },
-            Expect::Strings { db, count, nx, .. } => match (&reply, nx) {
-                (Frame::Error(e), _) => self.handle_error("mset", e)?,
-                (_, None) => self.counters.keys_restored += count,
-                (r, Some(_)) if r.as_integer() == Some(1) => self.counters.keys_restored += count,
-                (_, Some(pairs)) => {
-                    // Some key exists: find which, one by one (the replies come after those in flight).
+            Pending::Restore(p) => {
+                self.restore.on_reply(p, reply, counters)?;
+                for (db, argv, p) in self.restore.take_followups() {
                     self.select(db);
-                    for (key, value) in pairs {
-                        let argv = [
-                            Bytes::from_static(b"SET"),
-                            key.clone(),
-                            value,
-                            Bytes::from_static(b"NX"),
-                        ];
-                        self.write(&argv, |bytes| Expect::SetNx { key, bytes });
-                    }
+                    self.pipe.write(&argv, Pending::Restore(p));
+                }
+            }
+            Pending::Batch(p) => match &mut self.live {
+                Live::Chain(w) => w.on_reply(p, reply, counters)?,
+                Live::Unwrapped(_) => {
+                    return Err(Error::Protocol("a batch reply without a chain".into()))
                 }
             },
-            Expect::SetNx { key, .. } => match &reply {
-                Frame::Error(e) => self.handle_error("set", e)?,
-                r if r.is_null() => self.key_exists(&key)?,
-                _ => self.counters.keys_restored += 1,
+            Pending::Unwrapped(p) => match &mut self.live {
+                Live::Unwrapped(w) => w.on_reply(p, reply, counters)?,
+                Live::Chain(_) => {
+                    return Err(Error::Protocol("an unwrapped reply in a chain".into()))
+                }
             },
-            Expect::Plain {
-                name, end_offset, ..
-            } => {
-                if let Frame::Error(e) = &reply {
-                    self.handle_error(&name, e)?;
-                } else if end_offset.is_some() {
-                    self.counters.commands_applied += 1;
-                }
-                if let Some(o) = end_offset {
-                    self.committed_offset = self.committed_offset.max(o);
-                }
-            }
-            Expect::Queued { name } => {
-                if let Frame::Error(e) = &reply {
-                    self.counters.errors += 1;
-                    if self.queue_error.is_none() {
-                        self.queue_error = Some((name, String::from_utf8_lossy(e).into_owned()));
-                    }
-                }
-            }
-            Expect::Exec {
-                names, end_offset, ..
-            } => self.handle_exec(reply, names, end_offset)?,
         }
-        Ok(())
-    }
-
-    fn handle_exec(
-        &mut self,
-        reply: Frame,
-        names: Vec<Option<String>>,
-        end_offset: Option<u64>,
-    ) -> Result<(), Error> {
-        let items = match reply {
-            Frame::Array(items) => items,
-            Frame::Error(e) => {
-                // A command was refused when queued (unknown command, wrong arity): nothing of the batch was
-                // applied, and skipping it would reorder writes, so the job stops.
-                let (command, message) = self
-                    .queue_error
-                    .take()
-                    .unwrap_or_else(|| ("exec".into(), String::from_utf8_lossy(&e).into_owned()));
-                self.counters.last_error = Some(format!("{command}: {message}"));
-                return Err(Error::Target { command, message });
-            }
-            other => {
-                return Err(Error::Protocol(format!(
-                    "unexpected reply to EXEC: {other:?}"
-                )))
-            }
-        };
-        if items.len() != names.len() {
-            return Err(Error::Protocol(format!(
-                "EXEC answered {} replies for {} commands",
-                items.len(),
-                names.len()
-            )));
-        }
-        for (item, name) in items.iter().zip(&names) {
-            match (item, name) {
-                (Frame::Error(e), Some(name)) => self.handle_error(name, e)?,
-                (Frame::Error(e), None) => {
-                    return Err(self.target_error("SELECT/SET checkpoint", e))
-                }
-                (_, Some(_)) => self.counters.commands_applied += 1,
-                (_, None) => {}
-            }
-        }
-        if let Some(o) = end_offset {
-            self.committed_offset = self.committed_offset.max(o);
-            debug!(offset = o, "batch committed");
-        }
-        Ok(())
-    }
-
-    /// A key of the full sync that exists on the target: skipped or an error, by the conflict policy.
-    fn key_exists(&mut self, key: &Bytes) -> Result<(), Error> {
-        if self.conflict == ConflictPolicy::Skip {
-            self.counters.keys_skipped += 1;
-            return Ok(());
-        }
-        self.counters.errors += 1;
-        Err(Error::Conflict {
-            key: KeyDisplay(key.to_vec()),
-        })
-    }
-
-    /// An error reply to a write: stops the job or is logged, by the error policy.
-    fn handle_error(&mut self, command: &str, message: &[u8]) -> Result<(), Error> {
-        let error = self.target_error(command, message);
-        match self.opts.on_error {
-            ErrorPolicy::Stop => Err(error),
-            ErrorPolicy::Log => {
-                let message = String::from_utf8_lossy(message);
-                warn!(command, error = %message, "the target refused a write (error policy: log)");
-                Ok(())
-            }
-        }
-    }
-
-    fn target_error(&mut self, what: &str, message: &[u8]) -> Error {
-        self.counters.errors += 1;
-        let message = String::from_utf8_lossy(message).into_owned();
-        self.counters.last_error = Some(format!("{what}: {message}"));
-        Error::Target {
-            command: what.to_string(),
-            message,
-        }
+        Ok(true)
     }
 }

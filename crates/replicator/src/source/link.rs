@@ -213,7 +213,9 @@ async fn why_closed(connect: &ConnectOptions, stalled: Duration) -> String {
          `repl-timeout` passes without an ACK, or on `CLIENT KILL`",
     );
     match limits {
-        Some(l) => out.push_str(&format!("; the source's replica limit is \"{l}\" (hard soft seconds)")),
+        Some(l) => out.push_str(&format!(
+            "; the source's replica limit is \"{l}\" (hard soft seconds)"
+        )),
         None => out.push_str("; the source's limit could not be read (CONFIG GET refused)"),
     }
     if stalled >= Duration::from_secs(1) {
@@ -231,8 +233,12 @@ async fn why_closed(connect: &ConnectOptions, stalled: Duration) -> String {
 fn replica_limit(reply: &Frame) -> Option<String> {
     let Frame::Array(items) = reply else {
         // RESP3 answers a map.
-        let Frame::Map(pairs) = reply else { return None };
-        return pairs.iter().find_map(|(_, v)| v.as_bytes().and_then(class_of));
+        let Frame::Map(pairs) = reply else {
+            return None;
+        };
+        return pairs
+            .iter()
+            .find_map(|(_, v)| v.as_bytes().and_then(class_of));
     };
     items.get(1)?.as_bytes().and_then(class_of)
 }

@@ -24,8 +24,8 @@ use crate::error::Error;
 use crate::pipeline::ttl::make_expiry_absolute;
 use crate::pipeline::{Command, Unit};
 use psync::{Handshake, HandshakeOptions, RdbFramer, RdbHeader};
-use spool::{Piece, SpoolGauge, SpoolReader};
 pub use spool::SpoolOptions;
+use spool::{Piece, SpoolGauge, SpoolReader};
 
 /// What the stream produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,12 +329,16 @@ pub(crate) struct SourceMonitor {
 impl SourceMonitor {
     /// The source offset of everything received (decoded or still spooled).
     pub(crate) fn received_offset(&self) -> u64 {
-        self.stats.received_offset.load(std::sync::atomic::Ordering::Relaxed)
+        self.stats
+            .received_offset
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The offset the last `REPLCONF ACK` reported.
     pub(crate) fn acked_offset(&self) -> u64 {
-        self.stats.acked_offset.load(std::sync::atomic::Ordering::Relaxed)
+        self.stats
+            .acked_offset
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `REPLCONF ACK`s sent on this link.

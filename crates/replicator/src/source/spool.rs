@@ -441,7 +441,9 @@ mod tests {
         };
         let (w, _r) = spool(opts);
         w.try_push(Piece::RdbEnd).unwrap().unwrap();
-        let err = w.try_push(Piece::Rdb(Bytes::from_static(b"abc"))).unwrap_err();
+        let err = w
+            .try_push(Piece::Rdb(Bytes::from_static(b"abc")))
+            .unwrap_err();
         assert!(err.to_string().contains("spool file"), "{err}");
     }
 }
