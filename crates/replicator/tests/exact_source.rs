@@ -120,24 +120,53 @@ fn kill_replica_links(source: &Server) -> u64 {
         .unwrap()
 }
 
+/// Kills the replica link and waits until the job follows the stream again.
+fn kill_link_and_wait(job: &Job, source: &Server) {
+    let before = job.status.snapshot().reconnects;
+    assert_eq!(kill_replica_links(source), 1);
+    wait_until(DEADLINE, "the job to reconnect", || {
+        let s = job.status.snapshot();
+        s.reconnects > before && s.phase == Phase::Incremental
+    })
+    .unwrap();
+}
+
 #[test]
 fn writes_in_db2_stay_in_their_database_after_replica_link_kills() {
     let (source, target) = servers();
     let job = Job::start(&source, &target, |_| {});
     job.wait_incremental();
+    let mut c = source.client();
+    // The stream selects db 2, the job applies it, the link dies; after +CONTINUE the source sends no SELECT.
+    redis::cmd("SELECT").arg(2).exec(&mut c).unwrap();
+    redis::cmd("INCR").arg("ferry:counter:link").exec(&mut c).unwrap();
+    job.wait_caught_up(&source);
+    kill_link_and_wait(&job, &source);
+    redis::cmd("INCR").arg("ferry:counter:link").exec(&mut c).unwrap();
+    // A transaction that ends in db 1: the stream stays in db 1 after its EXEC.
+    redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("ferry:mtx:link")
+        .cmd("SELECT")
+        .arg(1)
+        .cmd("INCR")
+        .arg("ferry:counter1:link")
+        .exec(&mut c)
+        .unwrap();
+    job.wait_caught_up(&source);
+    kill_link_and_wait(&job, &source);
+    redis::cmd("INCR").arg("ferry:counter1:link").exec(&mut c).unwrap();
+    redis::cmd("SELECT").arg(2).exec(&mut c).unwrap();
+    job.wait_caught_up(&source);
+    // Then kills under a live workload.
     let writer = workload_db2_in_background(&source, 1500, "link");
     for _ in 0..3 {
-        let before = job.status.snapshot().reconnects;
         wait_until(DEADLINE, "the job to follow the stream", || {
-            job.status.snapshot().phase == Phase::Incremental
-                && get_u64(&target, 2, "ferry:counter:link") > 0
+            get_u64(&target, 2, "ferry:counter:link") > 2
         })
         .unwrap();
-        assert_eq!(kill_replica_links(&source), 1);
-        wait_until(DEADLINE, "the job to reconnect", || {
-            job.status.snapshot().reconnects > before
-        })
-        .unwrap();
+        kill_link_and_wait(&job, &source);
     }
     let counts = writer.join().unwrap();
     job.wait_caught_up(&source);
@@ -146,7 +175,7 @@ fn writes_in_db2_stay_in_their_database_after_replica_link_kills() {
         status.full_syncs, 1,
         "the links were continued with +CONTINUE: {status}"
     );
-    assert_exact(&source, &target, "link", counts);
+    assert_exact(&source, &target, "link", (counts.0 + 2, counts.1 + 2));
 }
 
 #[test]
