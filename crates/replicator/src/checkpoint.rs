@@ -102,7 +102,7 @@ impl Position {
 
     /// The encoding with `{o}`, `{d}` and `{p}` in place of the offset, the database and the part: the batch
     /// script fills them in with the position it reached, so the codec stays here.
-    pub(crate) fn template(&self) -> String {
+    pub fn template(&self) -> String {
         self.encode_with("{o}", "{d}", "{p}")
     }
 }

@@ -1,6 +1,19 @@
 //! The full sync: the RDB that follows `+FULLRESYNC`, streamed through ferry-rdb's push parser straight into
 //! the sink, one key at a time. Nothing is spooled and no key is held beyond its own value; a value bigger than
 //! the configured bound arrives in chunks and goes as batches of element commands.
+//!
+//! # A full sync redone over this job's earlier writes
+//!
+//! When a job must copy again into a target it wrote before (killed during the RDB, or its checkpoint no longer
+//! in the source's backlog), every key the source has is rewritten (`RESTORE ... REPLACE`), but a key the source
+//! deleted in between stays on the target unless something deletes it. The target does not say which of its
+//! keys this job wrote: other applications may write the same target, and ferry keeps no list of the keys it
+//! wrote (recording each written key would cost the live phase a write per write). So the default is to delete
+//! nothing: a key this job never wrote is never deleted, at the price of stale keys the source dropped while the
+//! job was away. [`crate::Config::flush_target_on_resync`] empties the target first (`FLUSHALL`, as a Redis
+//! replica does on a full resync) and is right only for a target this job owns alone; it is off by default
+//! because it deletes keys other writers own. On a cluster target the checkpoints of the earlier sync are
+//! deleted before the copy either way (they describe data being rewritten).
 
 use bytes::Bytes;
 use ferry_rdb::{Item, Parser, ParserOptions, ValueMode};

@@ -2,9 +2,10 @@
 //!
 //! The job connects to the source as a replica (`PSYNC`), streams the RDB of a full resync through
 //! ferry-rdb's parser straight into `RESTORE`s on the target, then forwards the live command stream, with
-//! source `MULTI`/`EXEC` groups kept as groups. The source's replication id and offset are stored in the target
-//! in the same `MULTI`/`EXEC` as the writes they cover, so a restarted job continues with `PSYNC` from exactly
-//! what the target holds: no write lost, none applied twice.
+//! source `MULTI`/`EXEC` groups kept as groups. The source's replication id, offset and selected database are
+//! stored in the target by the same batch script as the writes they cover, each batch chained to the one before
+//! ([`sink::chain`]), so a restarted job continues with `PSYNC` from exactly what the target holds: no write
+//! lost, none applied twice.
 //!
 //! - [`source`]: the PSYNC handshake ([`source::psync`]) and the replication stream with byte-exact offsets. The
 //!   source link runs as a task of its own: it reads at network speed into a bounded spool (memory, then a local

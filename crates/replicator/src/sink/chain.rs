@@ -472,11 +472,15 @@ impl ChainWriter {
 
     fn close(&mut self) -> Option<Batch> {
         let mut open = self.open.take()?;
-        open.argv.push(Bytes::from_static(b"0"));
-        open.argv.push(Bytes::from(self.mark.offset.to_string()));
-        if self.mark.db != open.marked_db {
-            open.argv.push(Bytes::from_static(b"-2"));
-            open.argv.push(Bytes::from(self.mark.db.to_string()));
+        // Closed between units: the script moves to the latest position (skipped frames included). Closed inside
+        // a unit (a command of it goes alone next): the script's own offset and count are the position already.
+        if self.mark.part == 0 {
+            open.argv.push(Bytes::from_static(b"0"));
+            open.argv.push(Bytes::from(self.mark.offset.to_string()));
+            if self.mark.db != open.marked_db {
+                open.argv.push(Bytes::from_static(b"-2"));
+                open.argv.push(Bytes::from(self.mark.db.to_string()));
+            }
         }
         self.tail = self.encode(self.mark);
         Some(Batch {
@@ -950,7 +954,11 @@ mod tests {
             panic!("{steps:?}");
         };
         let a = args(first);
-        assert_eq!(&a[11..], ["-1", "0", "2", "INCR", "a", "0", "100"]);
+        assert_eq!(
+            &a[11..],
+            ["-1", "0", "2", "INCR", "a"],
+            "stores the unit's start and part 1"
+        );
         assert_eq!(alone.expected, format!("v2 {ID} 100 db=0 part=1 epoch=0"));
         assert_eq!(alone.after, format!("v2 {ID} 100 db=0 part=2 epoch=0"));
         let last = w.flush().unwrap();

@@ -1,0 +1,145 @@
+//! What the batch chain costs the target: the same live-phase commands (SET/INCR/LPUSH/HSET on random keys)
+//! applied in batches of 512 as the sink did before (`MULTI`, the commands, the checkpoint `SET`, `EXEC`) and
+//! as it does now (one `EVALSHA` of the chained batch script per batch, which checks the previous checkpoint,
+//! runs the commands with `pcall` and stores the new one), with plain pipelined commands as the floor. The same
+//! client sends all three, 8 batches in flight, so the difference is what the target spends.
+//!
+//! ```text
+//! cargo bench -p ferry-benches --bench chain          # 1M commands
+//! FERRY_CHAIN_COMMANDS=200000 cargo bench -p ferry-benches --bench chain
+//! ```
+
+use std::time::Instant;
+
+use ferry_benches::Rng;
+use ferry_replicator::checkpoint::{Checkpoint, Position};
+use ferry_replicator::sink::chain::script_text;
+use ferry_testkit::{Server, ServerOptions, Version};
+
+const BATCH: usize = 512;
+const IN_FLIGHT: usize = 8;
+const REPLID: &str = "8371b4fb1155b71f4a04d3e1bc3e18c4a990aeeb";
+const KEY: &str = "ferry:checkpoint:{bench}";
+
+fn main() {
+    let n: usize = std::env::var("FERRY_CHAIN_COMMANDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let commands = workload(n);
+    let server = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let mut c = server.client();
+    println!("| {n} commands, batches of {BATCH}, {IN_FLIGHT} in flight | ops/s | vs MULTI |");
+    println!("|---|---:|---:|");
+    let plain = run(&mut c, &commands, Mode::Plain);
+    let multi = run(&mut c, &commands, Mode::Multi);
+    let chain = run(&mut c, &commands, Mode::Chain);
+    for (name, rate) in [
+        ("plain pipeline (no transaction, no checkpoint)", plain),
+        ("MULTI/EXEC batches with the checkpoint SET (before)", multi),
+        ("chained batch scripts (now)", chain),
+    ] {
+        println!(
+            "| {name} | {rate:.0} | {:+.1} % |",
+            (rate / multi - 1.0) * 100.0
+        );
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Plain,
+    Multi,
+    Chain,
+}
+
+fn workload(n: usize) -> Vec<Vec<String>> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    (0..n)
+        .map(|_| {
+            let k = rng.below(100_000);
+            match rng.below(4) {
+                0 => vec!["SET".into(), format!("key:{k}"), "xxx".into()],
+                1 => vec!["INCR".into(), format!("counter:{k}")],
+                2 => vec!["LPUSH".into(), format!("list:{}", k % 1000), "xxx".into()],
+                _ => vec![
+                    "HSET".into(),
+                    format!("hash:{}", k % 1000),
+                    format!("f{k}"),
+                    "xxx".into(),
+                ],
+            }
+        })
+        .collect()
+}
+
+/// Applies `commands` in `mode`; commands per second.
+fn run(c: &mut redis::Connection, commands: &[Vec<String>], mode: Mode) -> f64 {
+    redis::cmd("FLUSHALL").exec(c).unwrap();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(script_text(false))
+        .query(c)
+        .unwrap();
+    let base = Position::new(REPLID, 0, 0);
+    let template = base.template();
+    let stored = |offset: u64| Checkpoint::Committed(Position::new(REPLID, offset, 0)).encode();
+    let mut expected = String::new();
+    let started = Instant::now();
+    let mut offset = 0u64;
+    for group in commands.chunks(BATCH * IN_FLIGHT) {
+        let mut pipe = redis::pipe();
+        for batch in group.chunks(BATCH) {
+            match mode {
+                Mode::Plain => {
+                    for cmd in batch {
+                        pipe.cmd(&cmd[0]).arg(&cmd[1..]);
+                    }
+                }
+                Mode::Multi => {
+                    pipe.cmd("MULTI");
+                    for cmd in batch {
+                        pipe.cmd(&cmd[0]).arg(&cmd[1..]);
+                    }
+                    offset += batch.len() as u64 * 40;
+                    pipe.cmd("SET").arg(KEY).arg(stored(offset));
+                    pipe.cmd("EXEC");
+                }
+                Mode::Chain => {
+                    let start = offset;
+                    let eval = pipe
+                        .cmd("EVALSHA")
+                        .arg(&sha)
+                        .arg(1)
+                        .arg(KEY)
+                        .arg(0)
+                        .arg(&expected)
+                        .arg(&template)
+                        .arg(0)
+                        .arg(start)
+                        .arg(0)
+                        .arg(0);
+                    for cmd in batch {
+                        offset += 40;
+                        eval.arg(cmd.len()).arg(cmd).arg(0).arg(offset);
+                    }
+                    eval.arg(0).arg(offset);
+                    expected = stored(offset);
+                }
+            }
+        }
+        let replies: Vec<redis::Value> = pipe.query(c).unwrap();
+        if mode == Mode::Chain {
+            for r in replies {
+                let redis::Value::Array(items) = r else {
+                    panic!("batch script answered {r:?}");
+                };
+                assert!(
+                    matches!(items.get(1), Some(redis::Value::BulkString(e)) if e.is_empty()),
+                    "batch failed: {items:?}"
+                );
+            }
+        }
+    }
+    commands.len() as f64 / started.elapsed().as_secs_f64()
+}

@@ -1,0 +1,114 @@
+//! Commands that need a plan of their own in the live stream: `FUNCTION`/`SCRIPT` (cannot run in a script),
+//! `FLUSHALL`/`FLUSHDB` (would erase the checkpoint), `SWAPDB` (moves it), commands too long for one script
+//! (split, or applied alone). Each keeps the checkpoint exact: a restart after them repeats nothing.
+
+mod common;
+
+use common::{assert_same_data, checkpoint_value, Job, CHECKPOINT_DB};
+use ferry_testkit::{Server, ServerOptions, Version};
+
+fn incr(c: &mut redis::Connection) {
+    redis::cmd("INCR")
+        .arg("ferry:counter:cmds")
+        .exec(c)
+        .unwrap();
+}
+
+fn get_counter(server: &Server) -> u64 {
+    let mut c = server.client();
+    redis::cmd("GET")
+        .arg("ferry:counter:cmds")
+        .query::<Option<u64>>(&mut c)
+        .unwrap()
+        .unwrap_or(0)
+}
+
+/// The source's writes of each kind, with an INCR between each; returns the INCR count.
+fn special_writes(source: &Server, round: u32) -> u64 {
+    let mut c = source.client();
+    if round == 1 {
+        // FLUSHALL erases every database of the target, the checkpoint's included (the script stores it after).
+        redis::cmd("FLUSHALL").exec(&mut c).unwrap();
+    }
+    let mut n = 0;
+    let mut step = |c: &mut redis::Connection, cmd: &mut redis::Cmd| {
+        cmd.exec(c).unwrap();
+        incr(c);
+        n += 1;
+    };
+    let lib = format!(
+        "#!lua name=ferrylib{round}\nredis.register_function('f{round}', function() return {round} end)"
+    );
+    step(&mut c, redis::cmd("FUNCTION").arg("LOAD").arg(&lib));
+    step(&mut c, redis::cmd("SCRIPT").arg("FLUSH"));
+    // A list push and a hash set longer than a script can unpack: split into parts.
+    let mut big = redis::cmd("RPUSH");
+    big.arg(format!("ferry:big:list:{round}"));
+    for i in 0..9000 {
+        big.arg(i);
+    }
+    step(&mut c, &mut big);
+    let mut hset = redis::cmd("HSET");
+    hset.arg(format!("ferry:big:hash:{round}"));
+    for i in 0..4000 {
+        hset.arg(format!("f{i}")).arg(i);
+    }
+    step(&mut c, &mut hset);
+    // A stream entry with more fields than a script can unpack and no split of the same meaning: alone.
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(format!("ferry:big:stream:{round}")).arg("*");
+    for i in 0..4000 {
+        xadd.arg(format!("f{i}")).arg(i);
+    }
+    step(&mut c, &mut xadd);
+    // A transaction with a command that cannot run in a script in the middle.
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("INCR")
+        .arg("ferry:counter:cmds")
+        .cmd("FUNCTION")
+        .arg("DELETE")
+        .arg(format!("ferrylib{round}"))
+        .cmd("INCR")
+        .arg("ferry:counter:cmds");
+    pipe.exec(&mut c).unwrap();
+    // SWAPDB with the checkpoint's database and back, FLUSHDB of another database, FLUSHALL.
+    redis::cmd("SELECT").arg(2).exec(&mut c).unwrap();
+    redis::cmd("SET")
+        .arg("ferry:db2:x")
+        .arg(round)
+        .exec(&mut c)
+        .unwrap();
+    redis::cmd("SELECT").arg(0).exec(&mut c).unwrap();
+    step(&mut c, redis::cmd("SWAPDB").arg(1).arg(CHECKPOINT_DB));
+    step(&mut c, redis::cmd("SWAPDB").arg(1).arg(CHECKPOINT_DB));
+    redis::cmd("SELECT").arg(2).exec(&mut c).unwrap();
+    redis::cmd("FLUSHDB").exec(&mut c).unwrap();
+    redis::cmd("SELECT").arg(0).exec(&mut c).unwrap();
+    incr(&mut c);
+    n + 3
+}
+
+#[test]
+fn special_commands_keep_the_checkpoint_exact_across_restarts() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let job = Job::start(&source, &target, |_| {});
+    job.wait_caught_up(&source);
+    let mut total = special_writes(&source, 1);
+    job.wait_caught_up(&source);
+    assert_same_data(&source, &target, true);
+    assert_eq!(get_counter(&target), total);
+    let stored = checkpoint_value(&target).expect("a checkpoint in its database");
+    assert!(stored.starts_with("v2 "), "{stored}");
+    job.stop().unwrap();
+    // Resumed after the special commands: nothing of them is applied again.
+    let job = Job::start(&source, &target, |_| {});
+    total += special_writes(&source, 2);
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(status.full_syncs, 0, "resumed with PSYNC: {status}");
+    assert_same_data(&source, &target, true);
+    assert_eq!(get_counter(&target), total);
+    assert_eq!(get_counter(&source), total);
+}
