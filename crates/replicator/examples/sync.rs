@@ -44,6 +44,12 @@ struct Args {
     /// Empty the target before a full sync that must be redone over this job's own earlier data.
     #[arg(long)]
     flush_on_resync: bool,
+    /// Where the source's data waits on disk while the target is behind (default: the temporary directory).
+    #[arg(long)]
+    spool_dir: Option<std::path::PathBuf>,
+    /// Most bytes the spool file may hold; beyond it ferry stops reading the source.
+    #[arg(long)]
+    spool_max_bytes: Option<u64>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -65,6 +71,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.conflict = args.conflict;
     config.flush_target_on_resync = args.flush_on_resync;
     config.filter.block_dbs = args.block_dbs;
+    if let Some(dir) = args.spool_dir {
+        config.source.spool.dir = Some(dir);
+    }
+    if let Some(max) = args.spool_max_bytes {
+        config.source.spool.file_bytes = max;
+    }
     let job = Replicator::new(config)?;
     let status = job.status();
     let rt = tokio::runtime::Runtime::new()?;

@@ -38,7 +38,7 @@ impl Backoff {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let half = full / 2;
-        let extra = (self.rng % (half.as_micros() as u64 + 1)) as u64;
+        let extra = self.rng % (half.as_micros() as u64 + 1);
         half + Duration::from_micros(extra)
     }
 

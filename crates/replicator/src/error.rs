@@ -134,7 +134,10 @@ impl Error {
             },
             _ => return false,
         };
-        message.contains("unknown command") || message.contains("unknown subcommand")
+        let message = message.to_ascii_lowercase();
+        message.contains("unknown command")
+            || message.contains("unknown redis command")
+            || message.contains("unknown subcommand")
     }
 
     /// True when a reconnect cannot fix the error, but a few more attempts are still worth it (a password

@@ -137,13 +137,18 @@ impl Replicator {
         let mut hopeless = 0u32;
         loop {
             let mut live = false;
+            let applied_before = self.status.snapshot().applied_offset;
             let result = tokio::select! {
                 r = self.session(shutdown, &mut live) => r,
                 () = shutdown.cancelled() => Err(Error::Stopped),
             };
             if live {
                 backoff.reset();
-                hopeless = 0;
+                // A session that fails again at the same place (an unknown command in the stream) made no
+                // progress: only moving on resets the count of hopeless attempts.
+                if self.status.snapshot().applied_offset > applied_before {
+                    hopeless = 0;
+                }
             }
             let e = match result {
                 Ok(()) | Err(Error::Stopped) => return Ok(()),

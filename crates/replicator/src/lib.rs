@@ -7,7 +7,11 @@
 //! ([`sink::chain`]), so a restarted job continues with `PSYNC` from exactly what the target holds: no write
 //! lost, none applied twice.
 //!
-//! - [`source`]: the PSYNC handshake ([`source::psync`]) and the replication stream with byte-exact offsets.
+//! - [`source`]: the PSYNC handshake ([`source::psync`]) and the replication stream with byte-exact offsets. The
+//!   source link runs as a task of its own: it reads at network speed into a bounded spool (memory, then a local
+//!   file: [`source::SpoolOptions`]) so a slow target never makes the source drop ferry at its
+//!   `client-output-buffer-limit replica`, and it sends `REPLCONF ACK` every second with the offset the target
+//!   has committed, so `WAIT` on the source means the target holds the write.
 //! - [`pipeline`]: filters, the database map, conversion of RDB values into commands.
 //! - [`sink`]: the standalone target with pipelined, windowed writes, and the cluster target (one sink per master,
 //!   commands routed by slot, each master's batch and checkpoint applied atomically by one script).

@@ -120,24 +120,62 @@ fn kill_replica_links(source: &Server) -> u64 {
         .unwrap()
 }
 
+/// Kills the replica link and waits until the job follows the stream again.
+fn kill_link_and_wait(job: &Job, source: &Server) {
+    let before = job.status.snapshot().reconnects;
+    assert_eq!(kill_replica_links(source), 1);
+    wait_until(DEADLINE, "the job to reconnect", || {
+        let s = job.status.snapshot();
+        s.reconnects > before && s.phase == Phase::Incremental
+    })
+    .unwrap();
+}
+
 #[test]
 fn writes_in_db2_stay_in_their_database_after_replica_link_kills() {
     let (source, target) = servers();
     let job = Job::start(&source, &target, |_| {});
     job.wait_incremental();
+    let mut c = source.client();
+    // The stream selects db 2, the job applies it, the link dies; after +CONTINUE the source sends no SELECT.
+    redis::cmd("SELECT").arg(2).exec(&mut c).unwrap();
+    redis::cmd("INCR")
+        .arg("ferry:counter:link")
+        .exec(&mut c)
+        .unwrap();
+    job.wait_caught_up(&source);
+    kill_link_and_wait(&job, &source);
+    redis::cmd("INCR")
+        .arg("ferry:counter:link")
+        .exec(&mut c)
+        .unwrap();
+    // A transaction that ends in db 1: the stream stays in db 1 after its EXEC.
+    redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("ferry:mtx:link")
+        .cmd("SELECT")
+        .arg(1)
+        .cmd("INCR")
+        .arg("ferry:counter1:link")
+        .exec(&mut c)
+        .unwrap();
+    job.wait_caught_up(&source);
+    kill_link_and_wait(&job, &source);
+    redis::cmd("INCR")
+        .arg("ferry:counter1:link")
+        .exec(&mut c)
+        .unwrap();
+    redis::cmd("SELECT").arg(2).exec(&mut c).unwrap();
+    job.wait_caught_up(&source);
+    // Then kills under a live workload.
     let writer = workload_db2_in_background(&source, 1500, "link");
     for _ in 0..3 {
-        let before = job.status.snapshot().reconnects;
         wait_until(DEADLINE, "the job to follow the stream", || {
-            job.status.snapshot().phase == Phase::Incremental
-                && get_u64(&target, 2, "ferry:counter:link") > 0
+            get_u64(&target, 2, "ferry:counter:link") > 2
         })
         .unwrap();
-        assert_eq!(kill_replica_links(&source), 1);
-        wait_until(DEADLINE, "the job to reconnect", || {
-            job.status.snapshot().reconnects > before
-        })
-        .unwrap();
+        kill_link_and_wait(&job, &source);
     }
     let counts = writer.join().unwrap();
     job.wait_caught_up(&source);
@@ -146,7 +184,7 @@ fn writes_in_db2_stay_in_their_database_after_replica_link_kills() {
         status.full_syncs, 1,
         "the links were continued with +CONTINUE: {status}"
     );
-    assert_exact(&source, &target, "link", counts);
+    assert_exact(&source, &target, "link", (counts.0 + 2, counts.1 + 2));
 }
 
 #[test]
@@ -388,7 +426,7 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
     )
     .unwrap();
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    fill_mb(&source, 40);
+    fill_mb(&source, 20);
     // The target is slowed down: it sleeps most of the time until the full copy is over.
     let stop_slowing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slower = {
@@ -405,38 +443,48 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
         })
     };
     let job = Job::start(&source, &target, |c| {
-        c.sink.window_commands = 256;
+        c.sink.window_commands = 64;
+        c.sink.window_bytes = 256 * 1024;
     });
-    // Live writes during the full copy, well past the source's 8 MB limit.
-    let writer = {
-        let url = source.url();
-        std::thread::spawn(move || {
-            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-            let value = "y".repeat(4000);
-            for i in 0..6000u64 {
-                redis::cmd("SET")
-                    .arg(format!("ferry:live:{}", i % 3000))
-                    .arg(format!("{i}{value}"))
-                    .exec(&mut c)
-                    .unwrap();
-                redis::cmd("INCR")
-                    .arg("ferry:live:counter")
-                    .exec(&mut c)
-                    .unwrap();
-            }
-        })
-    };
     wait_until(DEADLINE, "the full copy to start", || {
         job.status.snapshot().phase == Phase::FullSync
     })
     .unwrap();
-    writer.join().unwrap();
+    // Live writes spread over the whole full copy (paced by its progress), 12 MB in all: half again the
+    // source's hard limit. Without the spool they would wait in the source's output buffer until the target
+    // had applied the RDB.
+    let writer = {
+        let (url, status) = (source.url(), job.status.clone());
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let value = "y".repeat(4000);
+            for step in 0..40u64 {
+                wait_until(DEADLINE, "the full copy to progress", || {
+                    let s = status.snapshot();
+                    s.keys_done >= step * 500 || s.phase != Phase::FullSync
+                })
+                .unwrap();
+                for i in step * 75..(step + 1) * 75 {
+                    redis::cmd("SET")
+                        .arg(format!("ferry:live:{}", i % 1500))
+                        .arg(format!("{i}{value}"))
+                        .exec(&mut c)
+                        .unwrap();
+                    redis::cmd("INCR")
+                        .arg("ferry:live:counter")
+                        .exec(&mut c)
+                        .unwrap();
+                }
+            }
+        })
+    };
     wait_until(DEADLINE, "the full copy to end", || {
         let s = job.status.snapshot();
         assert!(s.phase != Phase::Stopped, "the job stopped: {s}");
         s.phase == Phase::Incremental
     })
     .unwrap();
+    writer.join().unwrap();
     stop_slowing.store(true, std::sync::atomic::Ordering::Relaxed);
     slower.join().unwrap();
     job.wait_caught_up(&source);
@@ -444,7 +492,7 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
     assert_eq!(status.full_syncs, 1, "{status}");
     assert_eq!(status.reconnects, 0, "{status}");
     assert_same_data(&source, &target, false);
-    assert_eq!(get_u64(&target, 0, "ferry:live:counter"), 6000);
+    assert_eq!(get_u64(&target, 0, "ferry:live:counter"), 3000);
 }
 
 #[test]
@@ -556,4 +604,104 @@ fn relative_ttls_of_a_6_2_source_are_not_extended_by_a_lagging_target() {
             written_by + ttl_ms
         );
     }
+}
+
+#[test]
+fn an_output_buffer_disconnect_is_reported_with_the_sources_limit_and_recovered() {
+    let source = Server::start(
+        ServerOptions::new(Version::V7_0)
+            .config("client-output-buffer-limit", "replica 8mb 4mb 10"),
+    )
+    .unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    // A spool too small to absorb anything: the source's output buffer takes the backlog.
+    let job = Job::start(&source, &target, |c| {
+        c.source.spool.memory_bytes = 64 * 1024;
+        c.source.spool.file_bytes = 0;
+        c.flush_target_on_resync = true;
+    });
+    job.wait_caught_up(&source);
+    let mut t = target.client();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(600_000)
+        .arg("WRITE")
+        .exec(&mut t)
+        .unwrap();
+    let mut s = source.client();
+    let value = "z".repeat(4000);
+    let mut written = 0u64;
+    // Write until the source drops ferry's link (its buffer passed 8 MB).
+    wait_until(DEADLINE, "the source to drop the replica link", || {
+        for i in 0..100u64 {
+            redis::cmd("SET")
+                .arg(format!("ferry:obl:{}", (written + i) % 500))
+                .arg(&value)
+                .exec(&mut s)
+                .unwrap();
+            redis::cmd("INCR")
+                .arg("ferry:obl:counter")
+                .exec(&mut s)
+                .unwrap();
+        }
+        written += 100;
+        source
+            .info("replication")
+            .unwrap()
+            .contains("connected_slaves:0")
+    })
+    .unwrap();
+    redis::cmd("CLIENT").arg("UNPAUSE").exec(&mut t).unwrap();
+    wait_until(DEADLINE, "the job to report why the link closed", || {
+        job.status
+            .snapshot()
+            .last_error
+            .is_some_and(|e| e.contains("closed the replication link"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", job.status.snapshot()));
+    let error = job.status.snapshot().last_error.unwrap();
+    assert!(
+        error.contains("client-output-buffer-limit replica"),
+        "{error}"
+    );
+    assert!(error.contains("8388608 4194304 10"), "{error}");
+    assert!(error.contains("spool was full"), "{error}");
+    job.wait_caught_up(&source);
+    assert_same_data(&source, &target, false);
+    assert_eq!(get_u64(&target, 0, "ferry:obl:counter"), written);
+}
+
+#[test]
+fn a_command_the_target_does_not_know_stops_the_job_after_a_few_attempts() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target =
+        Server::start(ServerOptions::new(Version::V7_0).config("rename-command", "HSET \"\""))
+            .unwrap();
+    let mut config = common::config(&source, &target);
+    config.reconnect_backoff = Duration::from_millis(50);
+    let job = Job::start_with(config);
+    job.wait_incremental();
+    let mut s = source.client();
+    redis::cmd("HSET")
+        .arg("ferry:h")
+        .arg("f")
+        .arg("v")
+        .exec(&mut s)
+        .unwrap();
+    wait_until(DEADLINE, "the job to stop", || {
+        job.status.snapshot().phase == Phase::Stopped
+    })
+    .unwrap();
+    let err = job.stop().unwrap_err();
+    let Error::GaveUp { attempts, last } = &err else {
+        panic!("expected the job to give up, got {err}")
+    };
+    assert_eq!(*attempts, 3, "{err}");
+    assert!(last.is_unknown_command(), "{err}");
+    assert!(
+        err.to_string()
+            .to_lowercase()
+            .contains("unknown redis command"),
+        "{err}"
+    );
 }

@@ -56,14 +56,51 @@ pub(crate) struct LinkParts {
 
 /// Runs the link until the connection fails or the reader is gone; a failure ends the spool with its error.
 pub(crate) async fn run(mut conn: Connection, mut parts: LinkParts) {
-    let result = pump(&mut conn, &mut parts).await;
+    let mut stalled = Stalled::default();
+    let result = pump(&mut conn, &mut parts, &mut stalled).await;
     if let Err(e) = result {
+        // The source closing the link shows as the end of the stream or, when it had not read all ferry
+        // sent (ACKs), as a reset on a read or a write.
+        let e = match e {
+            Error::Resp(ferry_resp::Error::Io(_) | ferry_resp::Error::Closed) => {
+                Error::SourceClosed(why_closed(&parts.connect, stalled.total()).await)
+            }
+            e => e,
+        };
         debug!(error = %e, "source link ended");
         parts.spool.close(e);
     }
 }
 
-async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error> {
+/// How long the link stopped reading because the spool was full.
+#[derive(Debug, Default)]
+struct Stalled {
+    since: Option<Instant>,
+    total: Duration,
+}
+
+impl Stalled {
+    fn update(&mut self, reading: bool) {
+        match (reading, self.since) {
+            (false, None) => self.since = Some(Instant::now()),
+            (true, Some(since)) => {
+                self.total += since.elapsed();
+                self.since = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn total(&self) -> Duration {
+        self.total + self.since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+}
+
+async fn pump(
+    conn: &mut Connection,
+    parts: &mut LinkParts,
+    stalled: &mut Stalled,
+) -> Result<(), Error> {
     let mut framer = parts.framer.take();
     let LinkParts {
         spool,
@@ -71,7 +108,6 @@ async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error>
         ack_now,
         ack_interval,
         idle_timeout,
-        connect,
         stats,
         ..
     } = &*parts;
@@ -85,8 +121,6 @@ async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error>
     }
     let mut next_ack = Instant::now();
     let mut last_read = Instant::now();
-    let mut stalled: Option<Instant> = None;
-    let mut stalled_total = Duration::ZERO;
     loop {
         if spool.reader_gone() {
             return Ok(());
@@ -98,15 +132,11 @@ async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error>
             }
         }
         let can_read = pending.is_empty();
-        match (can_read, stalled) {
-            (false, None) => stalled = Some(Instant::now()),
-            (true, Some(since)) => {
-                stalled_total += since.elapsed();
-                stalled = None;
-                last_read = Instant::now();
-            }
-            _ => {}
+        if can_read && stalled.since.is_some() {
+            // Reading again: the source's silence while ferry was not reading does not count.
+            last_read = Instant::now();
         }
+        stalled.update(can_read);
         tokio::select! {
             biased;
             changed = committed.changed(), if rdb_done => {
@@ -134,8 +164,7 @@ async fn pump(conn: &mut Connection, parts: &mut LinkParts) -> Result<(), Error>
             chunk = conn.read_raw(READ_CHUNK), if can_read => {
                 let chunk = chunk?;
                 if chunk.is_empty() {
-                    let waited = stalled_total + stalled.map_or(Duration::ZERO, |s| s.elapsed());
-                    return Err(Error::SourceClosed(why_closed(connect, waited).await));
+                    return Err(ferry_resp::Error::Closed.into());
                 }
                 last_read = Instant::now();
                 match &mut framer {
