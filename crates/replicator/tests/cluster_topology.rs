@@ -11,6 +11,12 @@ use ferry_testkit::{
     ServerOptions, Target, Version,
 };
 
+/// A source whose backlog outlasts a target failover on a loaded machine (the default 1 MB may not, and the
+/// job would then fall back to a full sync).
+fn source() -> Server {
+    Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "256mb")).unwrap()
+}
+
 fn cluster_counter(cluster: &Cluster, tag: &str) -> u64 {
     let mut c = cluster.cluster_client().unwrap();
     let v: Option<u64> = redis::cmd("GET")
@@ -118,7 +124,7 @@ fn cluster_state_ok(server: &Server) -> bool {
 
 #[test]
 fn cluster_target_resharded_under_live_writes_ends_equal_with_exact_counters() {
-    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let source = source();
     let cluster = Cluster::start(Version::V7_0).unwrap();
     fill(&Target::from(&source), &FillOptions::seed(41).dbs(vec![0])).unwrap();
     let job = start_job(&source, &cluster);
@@ -162,7 +168,7 @@ fn cluster_target_resharded_under_live_writes_ends_equal_with_exact_counters() {
 
 #[test]
 fn cluster_failover_on_the_target_is_followed_with_exact_counters() {
-    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let source = source();
     let cluster = Cluster::start(Version::V7_0).unwrap();
     fill(&Target::from(&source), &FillOptions::seed(42).dbs(vec![0])).unwrap();
     let job = start_job(&source, &cluster);
@@ -209,7 +215,7 @@ fn cluster_failover_on_the_target_is_followed_with_exact_counters() {
 
 #[test]
 fn target_master_sigkilled_and_replaced_is_followed_with_exact_counters() {
-    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let source = source();
     let mut cluster = Cluster::start(Version::V7_0).unwrap();
     fill(&Target::from(&source), &FillOptions::seed(43).dbs(vec![0])).unwrap();
     let job = start_job(&source, &cluster);
@@ -255,6 +261,10 @@ fn target_master_sigkilled_and_replaced_is_followed_with_exact_counters() {
     job.wait_caught_up(&source);
     let status = job.status.snapshot();
     assert!(status.reconnects >= 1, "{status}");
+    assert_eq!(
+        status.full_syncs, 1,
+        "followed the failover with PSYNC: {status}"
+    );
     let opts = CompareOptions::default()
         .dbs(vec![0])
         .ignore_prefix(checkpoint::KEY_PREFIX);
@@ -284,7 +294,7 @@ fn target_master_sigkilled_and_replaced_is_followed_with_exact_counters() {
 
 #[test]
 fn publish_reaches_a_cluster_target_once() {
-    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let source = source();
     let cluster = Cluster::start(Version::V7_0).unwrap();
     let job = start_job(&source, &cluster);
     job.wait_caught_up(&source);

@@ -112,3 +112,39 @@ fn special_commands_keep_the_checkpoint_exact_across_restarts() {
     assert_eq!(get_counter(&target), total);
     assert_eq!(get_counter(&source), total);
 }
+
+#[test]
+fn version_1_checkpoint_of_an_older_ferry_resumes_with_psync_in_db_0() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let job = Job::start(&source, &target, |_| {});
+    let mut c = source.client();
+    incr(&mut c);
+    job.wait_caught_up(&source);
+    job.stop().unwrap();
+    // What the version before the stream's database was recorded wrote: "<replid> <offset>".
+    let v2 = checkpoint_value(&target).unwrap();
+    let fields: Vec<&str> = v2.split(' ').collect();
+    assert_eq!(fields[0], "v2", "{v2}");
+    let v1 = format!("{} {}", fields[1], fields[2]);
+    let mut t = target.client();
+    redis::cmd("SELECT")
+        .arg(CHECKPOINT_DB)
+        .exec(&mut t)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("ferry:checkpoint:{ferry}")
+        .arg(&v1)
+        .exec(&mut t)
+        .unwrap();
+    for _ in 0..9 {
+        incr(&mut c);
+    }
+    let job = Job::start(&source, &target, |_| {});
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(status.full_syncs, 0, "resumed with PSYNC: {status}");
+    assert_eq!(get_counter(&target), 10);
+    assert_same_data(&source, &target, true);
+    assert!(checkpoint_value(&target).unwrap().starts_with("v2 "));
+}

@@ -133,6 +133,7 @@ pub(crate) fn target_error(counters: &mut SinkCounters, command: &str, message: 
 
 /// The target of a job: a standalone server or a cluster.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per job: its size does not matter
 pub enum Sink {
     /// One server.
     Standalone(Box<standalone::StandaloneSink>),

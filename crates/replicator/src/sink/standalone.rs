@@ -33,7 +33,7 @@ enum Pending {
 /// The live-phase writer.
 #[derive(Debug)]
 enum Live {
-    Chain(ChainWriter),
+    Chain(Box<ChainWriter>),
     Unwrapped(UnwrappedWriter),
 }
 
@@ -106,12 +106,12 @@ impl StandaloneSink {
         conn.set_read_timeout(Some(opts.reply_timeout));
         let checkpoint_key = checkpoint::key_name(&opts.checkpoint_tag);
         let live = if opts.checkpoint {
-            Live::Chain(ChainWriter::new(
+            Live::Chain(Box::new(ChainWriter::new(
                 &checkpoint_key,
                 Bytes::new(),
                 node.is_none(),
                 &opts,
-            ))
+            )))
         } else {
             Live::Unwrapped(UnwrappedWriter::new(opts.on_error))
         };
@@ -350,7 +350,7 @@ impl StandaloneSink {
         let sha = self.load_script().await?;
         let stored = self.stored.clone().unwrap_or_default();
         if let Live::Chain(w) = &mut self.live {
-            *w = ChainWriter::new(&self.checkpoint_key, sha, self.node.is_none(), &self.opts);
+            **w = ChainWriter::new(&self.checkpoint_key, sha, self.node.is_none(), &self.opts);
             w.start(base, stored, start, skip);
         }
         Ok(())
