@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::cursor::{corrupt, Cur, RStr, R};
+use crate::cursor::{corrupt, Bad, Cur, RStr, Stop, R};
 use crate::encoding::{
     intset_for_each, listpack_for_each, ziplist_for_each, zipmap_for_each, Elem,
 };
@@ -15,7 +15,7 @@ use crate::value::{
 
 /// True for every value type byte this crate decodes.
 pub(crate) fn is_value_type(t: u8) -> bool {
-    matches!(t, 0..=5 | 7 | 9..=26)
+    matches!(t, 0..=7 | 9..=26)
 }
 
 /// Accumulated, not yet decoded, parts of a value.
@@ -394,7 +394,9 @@ impl ValueState {
                 }
                 Ok(self.element_done())
             }
-            MODULE_2 => {
+            MODULE_2 | MODULE_PRE_GA => {
+                // Type 6 (Redis 4.0 RCs) has the same shape when the module wrote its value with the typed
+                // opcodes; a value that is not such a sequence stops at its first unknown opcode.
                 if self.phase == 0 {
                     let id = c.len("the module ID of a module value")?;
                     self.phase = 1;
@@ -403,7 +405,17 @@ impl ValueState {
                 }
                 // One opcode with its operand per unit.
                 let start = c.p;
-                let op = c.module_opcode()?;
+                let op = match c.module_opcode() {
+                    Err(Stop::Bad { at, kind: Bad::Corrupt(m) }) if self.t == MODULE_PRE_GA => {
+                        return Err(Stop::Bad {
+                            at,
+                            kind: Bad::Unsupported(format!(
+                                "pre-GA module value type 6 that cannot be skipped by its opcodes ({m})"
+                            )),
+                        })
+                    }
+                    r => r?,
+                };
                 if let Acc::Module(_, p) = &mut self.acc {
                     p.extend_from_slice(&c.b[start..c.p]);
                 }
@@ -682,7 +694,7 @@ fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>) -> Result<Value, Strin
             let (_, blob) = nodes.pop().unwrap_or_default();
             decode_blob(t, &blob)?
         }
-        (MODULE_2, Acc::Module(id, payload)) => {
+        (MODULE_2 | MODULE_PRE_GA, Acc::Module(id, payload)) => {
             Value::Module(Box::new(module_value(id, Bytes::from(payload))))
         }
         (STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4, acc) => {

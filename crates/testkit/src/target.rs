@@ -142,7 +142,6 @@ impl Node {
     pub(crate) fn is_7_2(&self) -> bool {
         self.valkey || self.version >= (7, 2)
     }
-
 }
 
 impl Target {

@@ -313,11 +313,17 @@ fn compare_across_families_reads_values_and_field_expiries() {
     // Relative TTLs were set at two moments: allow for it.
     let copts = CompareOptions::default().expiry_tolerance(std::time::Duration::from_secs(60));
     let report = compare(&a, &b, &copts).unwrap();
-    assert_eq!(report.value_check, "values", "digests differ across families");
+    assert_eq!(
+        report.value_check, "values",
+        "digests differ across families"
+    );
     // The vector set exists on Redis 8.2 only; everything else is equal by value, field expiries included.
     assert_eq!(report.total_differences, 1, "{report}");
     assert_eq!(report.differences[0].kind, DifferenceKind::OnlyInA);
-    assert_eq!(report.differences[0].key.as_deref(), Some(&b"ferry:vset:0"[..]));
+    assert_eq!(
+        report.differences[0].key.as_deref(),
+        Some(&b"ferry:vset:0"[..])
+    );
 
     // A field expiry changed on one side is a value difference naming the key.
     let mut c = valkey.client();
@@ -331,7 +337,13 @@ fn compare_across_families_reads_values_and_field_expiries() {
         .unwrap();
     let report = compare(&a, &b, &copts).unwrap();
     assert_eq!(report.total_differences, 2, "{report}");
-    assert!(report.differences.iter().any(|d| d.kind == DifferenceKind::Value
-        && d.key.as_deref() == Some(&b"ferry:hash:fieldttl:small:0"[..])
-        && d.detail.contains("field expires at")), "{report}");
+    assert!(
+        report
+            .differences
+            .iter()
+            .any(|d| d.kind == DifferenceKind::Value
+                && d.key.as_deref() == Some(&b"ferry:hash:fieldttl:small:0"[..])
+                && d.detail.contains("field expires at")),
+        "{report}"
+    );
 }

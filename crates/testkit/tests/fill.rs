@@ -125,13 +125,19 @@ fn fill_writes_every_intended_encoding_on_every_version() {
                 .arg("field1")
                 .query(&mut con)
                 .unwrap();
-            assert!(times[0] > 4_000_000_000_000 && times[1] == -1, "{v}: {times:?}");
+            assert!(
+                times[0] > 4_000_000_000_000 && times[1] == -1,
+                "{v}: {times:?}"
+            );
         } else {
             assert!(report.hashes_with_field_expiry.is_empty());
         }
         if v.vector_sets() {
             assert_eq!(report.module_keys.len(), 3, "{v}: one per db");
-            let card: u64 = redis::cmd("VCARD").arg("ferry:vset:0").query(&mut con).unwrap();
+            let card: u64 = redis::cmd("VCARD")
+                .arg("ferry:vset:0")
+                .query(&mut con)
+                .unwrap();
             assert_eq!(card, 20);
         } else {
             assert!(report.module_keys.is_empty());
