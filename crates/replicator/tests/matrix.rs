@@ -540,3 +540,95 @@ fn job_8_2_to_8_2_dropped_and_restarted_ends_equal() {
 fn job_7_0_to_9_1_dropped_and_restarted_ends_equal() {
     job_dropped_and_restarted_ends_equal(Version::V7_0, Version::V9_1);
 }
+
+/// Field expiries written live (after the job reached the stream): `HSET` + `HPEXPIRE` and `HSETEX`.
+fn live_field_expiries(server: &Server, n: u64, tag: &str) {
+    let mut c = server.client();
+    for i in 0..n {
+        let key = format!("ferry:fe:{tag}:{i}");
+        redis::cmd("HSET")
+            .arg(&key)
+            .arg("a")
+            .arg(i)
+            .arg("b")
+            .arg(1)
+            .exec(&mut c)
+            .unwrap();
+        redis::cmd("HPEXPIRE")
+            .arg(&key)
+            .arg(900_000_000u64)
+            .arg("FIELDS")
+            .arg(1)
+            .arg("a")
+            .exec(&mut c)
+            .unwrap();
+    }
+}
+
+#[test]
+fn valkey_9_1_sentinel_failover_continues_with_psync2_without_a_second_full_copy() {
+    use common::Job;
+    use ferry_testkit::{SentinelGroup, SentinelOptions};
+    let group = SentinelGroup::start(SentinelOptions::new(Version::V9_1)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
+    let first = workload(&group.master, 150, "s");
+    let job = Job::start(&group.master, &target, |_| {});
+    job.wait_incremental();
+    live_field_expiries(&group.master, 20, "before");
+    let second = workload(&group.master, 100, "s");
+    job.wait_caught_up(&group.master);
+    // The application stops writing, the job stops with its checkpoint, the replicas hold everything.
+    job.stop().unwrap();
+    group.wait_all_replicating(DEADLINE).unwrap();
+    let old = group.master.addr();
+    let promoted = group.failover().unwrap();
+    assert_ne!(promoted, old);
+    let new_master = group.server_by_addr(&promoted).unwrap();
+    let job = Job::start(new_master, &target, |_| {});
+    let third = workload(new_master, 100, "s");
+    live_field_expiries(new_master, 20, "after");
+    expire_short_keys(new_master, 350, "s");
+    job.wait_caught_up(new_master);
+    let status = job.status.snapshot();
+    assert_eq!(
+        status.full_syncs, 0,
+        "the job continued on the promoted replica with PSYNC2: {status}"
+    );
+    common::assert_same_data(new_master, &target, true);
+    assert_eq!(counter(&target, "s"), first + second + third);
+    job.stop().unwrap();
+}
+
+#[test]
+fn valkey_9_1_source_into_a_3_plus_3_valkey_9_1_cluster_ends_equal() {
+    use common::{config, Job};
+    use ferry_replicator::checkpoint;
+    use ferry_testkit::Cluster;
+    let source = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
+    let cluster = Cluster::start(Version::V9_1).unwrap();
+    assert_eq!((cluster.masters().len(), cluster.replicas().len()), (3, 3));
+    let first = workload(&source, 150, "c");
+    let mut cfg = config(&source, cluster.masters()[0]);
+    cfg.target_cluster = true;
+    cfg.sink.checkpoint_db = 0;
+    // The workload also writes in database 1, which a cluster does not have.
+    cfg.filter.block_dbs = vec![1];
+    let job = Job::start_with(cfg);
+    job.wait_incremental();
+    live_field_expiries(&source, 30, "c");
+    let second = workload(&source, 150, "c");
+    expire_short_keys(&source, 300, "c");
+    job.wait_caught_up(&source);
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(checkpoint::KEY_PREFIX);
+    let report = compare(&Target::from(&source), &Target::from(&cluster), &opts).unwrap();
+    assert!(report.is_equal(), "datasets differ:\n{report}");
+    let mut c = cluster.cluster_client().unwrap();
+    let n: u64 = redis::cmd("GET")
+        .arg("ferry:counter:c")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, first + second);
+    job.stop().unwrap();
+}
