@@ -7,9 +7,11 @@
 //! its bytes are buffered; if they are not, the parser remembers how many bytes it needs and
 //! returns `Ok(None)` without re-reading anything until that many have been fed. Completed units
 //! are dropped from the buffer at once, so the buffer holds at most one unit (plus one fed chunk),
-//! and no byte is parsed twice except for the one unit that straddled a chunk boundary. One
-//! exception: a stream's metadata after its listpacks (consumer groups, PELs, consumers) is one
-//! unit, so a stream with millions of pending entries is buffered and re-tried as a whole.
+//! and no byte is parsed twice except for the one unit that straddled a chunk boundary. A stream's
+//! metadata after its listpacks is read the same way: a group's header, each entry of its PEL, each
+//! consumer and each entry of a consumer's PEL are units of their own, so a stream with millions of
+//! pending entries never has more than one of them buffered. (The decoded groups are kept until the
+//! value ends, as a `RESTORE` or `XCLAIM`s need them: about 40 bytes per pending entry.)
 //!
 //! # Big values
 //!

@@ -220,3 +220,81 @@ fn a_valkey_file_written_by_the_writer_reads_back_with_its_magic() {
         .iter()
         .any(|i| matches!(i, Item::Entry(e) if e.value.as_ref() == Some(&ttl_hash()))));
 }
+
+#[test]
+fn a_stream_with_a_huge_pel_is_read_one_pending_entry_at_a_time() {
+    use ferry_rdb::{Consumer, ConsumerGroup, Parser, PendingEntry, Stream, StreamEntry, StreamId};
+    const PENDING: u64 = 50_000;
+    let ids: Vec<StreamId> = (1..=PENDING).map(|i| StreamId::new(i, 0)).collect();
+    let stream = Stream {
+        entries: ids
+            .iter()
+            .take(3)
+            .map(|&id| StreamEntry {
+                id,
+                fields: vec![("f".into(), "v".into())],
+            })
+            .collect(),
+        length: 3,
+        last_id: StreamId::new(PENDING, 0),
+        entries_added: PENDING,
+        groups: vec![ConsumerGroup {
+            name: "g".into(),
+            last_id: StreamId::new(PENDING, 0),
+            entries_read: Some(PENDING),
+            pending: ids
+                .iter()
+                .map(|&id| PendingEntry {
+                    id,
+                    delivery_time_ms: 1_700_000_000_000,
+                    delivery_count: 1,
+                })
+                .collect(),
+            consumers: vec![Consumer {
+                name: "c".into(),
+                seen_time_ms: 1_700_000_000_000,
+                active_time_ms: Some(1_700_000_000_000),
+                pending: ids.clone(),
+            }],
+        }],
+        ..Default::default()
+    };
+    let value = Value::Stream(Box::new(stream));
+    let bytes = ferry_rdb::Writer::write_to_vec(11, |w| {
+        w.select_db(0)?;
+        w.write_entry(b"s", &value, None)
+    })
+    .unwrap();
+    assert!(bytes.len() > 1_500_000, "{}", bytes.len());
+    for big in [None, Some(4096)] {
+        let mut p = Parser::new(ParserOptions {
+            big_value_bytes: big,
+            ..ParserOptions::default()
+        });
+        let mut most_buffered = 0;
+        let mut pending = 0usize;
+        for chunk in bytes.chunks(1024) {
+            p.feed(chunk);
+            while let Some(item) = p.next_item().unwrap() {
+                match item {
+                    Item::Entry(e) => match e.value {
+                        Some(Value::Stream(s)) => pending += s.groups[0].pending.len(),
+                        other => panic!("{other:?}"),
+                    },
+                    Item::ValueChunk(Value::Stream(s)) => {
+                        pending += s.groups.iter().map(|g| g.pending.len()).sum::<usize>()
+                    }
+                    _ => {}
+                }
+            }
+            most_buffered = most_buffered.max(p.remaining().len());
+        }
+        p.finish().unwrap();
+        assert_eq!(pending as u64, PENDING, "big {big:?}");
+        // Never more than one fed chunk and one unit: the metadata is not buffered whole.
+        assert!(
+            most_buffered < 2048,
+            "buffered up to {most_buffered} bytes (big {big:?})"
+        );
+    }
+}
