@@ -649,3 +649,70 @@ fn valkey_9_1_source_into_a_3_plus_3_valkey_9_1_cluster_ends_equal() {
     assert_eq!(n, first + second);
     job.stop().unwrap();
 }
+
+/// A source that answers the handshake like Valkey 9, then closes the link after `+FULLRESYNC` without an
+/// RDB (what a Valkey 9 source does when it cannot write a key in the RDB version its replica asked for):
+/// the error says so instead of a bare "connection closed".
+#[test]
+fn a_source_closing_the_link_after_fullresync_without_an_rdb_is_named() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut out = stream;
+        let mut commands = Vec::new();
+        loop {
+            // One RESP array of bulk strings per command.
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            let n: usize = line.trim_start_matches('*').trim().parse().unwrap();
+            let mut argv = Vec::new();
+            for _ in 0..n {
+                let mut len = String::new();
+                reader.read_line(&mut len).unwrap();
+                let mut arg = String::new();
+                reader.read_line(&mut arg).unwrap();
+                argv.push(arg.trim_end().to_string());
+            }
+            let name = argv[0].to_ascii_uppercase();
+            commands.push(argv.join(" "));
+            match name.as_str() {
+                "PING" => out.write_all(b"+PONG\r\n").unwrap(),
+                "INFO" => {
+                    let text = "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:9.1.2\r\n";
+                    out.write_all(format!("${}\r\n{text}\r\n", text.len()).as_bytes())
+                        .unwrap()
+                }
+                "REPLCONF" => out.write_all(b"+OK\r\n").unwrap(),
+                "PSYNC" => {
+                    out.write_all(b"+FULLRESYNC 8371b4fb1155b71f4a04d3e1bc3e18c4a990aeeb 0\r\n")
+                        .unwrap();
+                    break;
+                }
+                _ => out.write_all(b"-ERR unexpected\r\n").unwrap(),
+            }
+        }
+        commands
+    });
+    let opts =
+        SourceOptions::new(ConnectOptions::from_url(&format!("redis://127.0.0.1:{port}")).unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt.block_on(Source::open(&opts, None)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("valkey 9.1.2 closed the link after +FULLRESYNC without sending an RDB"),
+        "{text}"
+    );
+    let commands = seen.join().unwrap();
+    assert!(
+        commands.iter().any(|c| c == "REPLCONF version 9.1.0"),
+        "the handshake told Valkey what ferry reads: {commands:?}"
+    );
+}
