@@ -311,7 +311,10 @@ fn live_writes(source: &Server, rounds: u64, tag: &str) -> u64 {
 }
 
 /// Keys of the source whose hashes hold field expiries, and keys of module types, by database (0 to 2).
-fn keys_needing_policy(source: &Server) -> (BTreeSet<(i64, Vec<u8>)>, BTreeSet<(i64, Vec<u8>)>) {
+/// Keys by `(db, key)`.
+type Keys = BTreeSet<(i64, Vec<u8>)>;
+
+fn keys_needing_policy(source: &Server) -> (Keys, Keys) {
     let mut ttl = BTreeSet::new();
     let mut modules = BTreeSet::new();
     let mut c = source.client();
@@ -344,7 +347,7 @@ fn keys_needing_policy(source: &Server) -> (BTreeSet<(i64, Vec<u8>)>, BTreeSet<(
     (ttl, modules)
 }
 
-fn listed(keys: &[ferry_replicator::pipeline::convert::PolicyKey]) -> BTreeSet<(i64, Vec<u8>)> {
+fn listed(keys: &[ferry_replicator::pipeline::convert::PolicyKey]) -> Keys {
     keys.iter().map(|k| (k.db, k.key.to_vec())).collect()
 }
 

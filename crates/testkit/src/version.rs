@@ -285,10 +285,12 @@ fn check_exists(v: Version, path: &Path, hint: &str) -> Result<PathBuf, Error> {
     }
 }
 
+/// Where each Python package was found (or why not), asked once per package.
+type PackageDirs = std::sync::Mutex<Vec<(&'static str, Result<PathBuf, String>)>>;
+
 /// The directory of an installed Python package, as `python3` reports it (asked once per package).
 fn package_dir(package: &'static str) -> Result<PathBuf, String> {
-    static DIRS: OnceLock<std::sync::Mutex<Vec<(&'static str, Result<PathBuf, String>)>>> =
-        OnceLock::new();
+    static DIRS: OnceLock<PackageDirs> = OnceLock::new();
     let dirs = DIRS.get_or_init(Default::default);
     let mut dirs = dirs.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, r)) = dirs.iter().find(|(p, _)| *p == package) {

@@ -730,11 +730,9 @@ pub fn fit_value(
         return Ok(false);
     }
     let loss = match value {
-        ferry_rdb::Value::Module(m) if !target.module_types.iter().any(|t| *t == m.name) => {
-            Loss::ModuleType {
-                name: m.name.clone(),
-            }
-        }
+        ferry_rdb::Value::Module(m) if !target.module_types.contains(&m.name) => Loss::ModuleType {
+            name: m.name.clone(),
+        },
         ferry_rdb::Value::Hash(_) if value.has_field_expiry() && !target.field_expiry => {
             Loss::FieldExpiries { fields: 0 }
         }
