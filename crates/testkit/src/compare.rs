@@ -595,15 +595,13 @@ impl Side {
                 .ctx(|| format!("HPEXPIRETIME {} on {}", show(key), node.addr))?;
             times.extend(t);
         }
-        let mut out = BTreeMap::new();
-        for ((f, v), t) in fields.into_iter().zip(times) {
-            let mut v = v;
-            if t >= 0 {
-                v.extend_from_slice(format!(" (field expires at {t} ms)").as_bytes());
-            }
-            out.insert(f, v);
-        }
-        Ok(Decoded::Hash(out))
+        let expiries = fields
+            .keys()
+            .cloned()
+            .zip(times)
+            .filter(|(_, t)| *t >= 0)
+            .collect();
+        Ok(Decoded::HashWithFieldExpiries(fields, expiries))
     }
 
     fn digest_supported(&mut self) -> bool {
@@ -930,6 +928,8 @@ enum Decoded {
     Set(BTreeSet<Vec<u8>>),
     ZSet(BTreeMap<Vec<u8>, f64>),
     Hash(BTreeMap<Vec<u8>, Vec<u8>>),
+    /// A hash and the absolute expiry (Unix ms) of each field that has one.
+    HashWithFieldExpiries(BTreeMap<Vec<u8>, Vec<u8>>, BTreeMap<Vec<u8>, i64>),
     Stream(Vec<(String, Vec<Vec<u8>>)>),
     Other(String, Vec<u8>),
 }
@@ -1003,6 +1003,22 @@ fn first_value_difference(a: &Decoded, b: &Decoded) -> Option<String> {
             y.keys()
                 .find(|f| !x.contains_key(*f))
                 .map(|f| format!("field {} only in b", show(f)))
+        }
+        (Decoded::HashWithFieldExpiries(x, ex), Decoded::HashWithFieldExpiries(y, ey)) => {
+            first_value_difference(&Decoded::Hash(x.clone()), &Decoded::Hash(y.clone())).or_else(
+                || {
+                    let f = ex
+                        .keys()
+                        .chain(ey.keys())
+                        .find(|f| ex.get(*f) != ey.get(*f))?;
+                    let at = |m: &BTreeMap<Vec<u8>, i64>| {
+                        m.get(f)
+                            .map(|t| format!("field expires at {t} ms"))
+                            .unwrap_or_else(|| "no field expiry".into())
+                    };
+                    Some(format!("field {}: a {}, b {}", show(f), at(ex), at(ey)))
+                },
+            )
         }
         (Decoded::Stream(x), Decoded::Stream(y)) => {
             if let Some(i) = x.iter().zip(y).position(|(p, q)| p != q) {
