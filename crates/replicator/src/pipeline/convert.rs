@@ -592,8 +592,9 @@ pub struct PolicyReport {
     pub converted: Vec<PolicyKey>,
     /// How many keys of each kind are listed (0 = the default, 1000).
     pub max_listed: usize,
-    skipped_set: std::collections::HashSet<(i64, Bytes)>,
-    converted_set: std::collections::HashSet<(i64, Bytes)>,
+    /// Skipped and converted keys by database (looked up by `&[u8]` for every live command).
+    skipped_set: std::collections::HashMap<i64, std::collections::HashSet<Bytes>>,
+    converted_set: std::collections::HashMap<i64, std::collections::HashSet<Bytes>>,
 }
 
 impl PolicyReport {
@@ -616,11 +617,12 @@ impl PolicyReport {
     /// True when the key was skipped: its later commands are not forwarded either.
     pub fn is_skipped(&self, db: i64, key: &[u8]) -> bool {
         self.skipped_set
-            .contains(&(db, Bytes::copy_from_slice(key)))
+            .get(&db)
+            .is_some_and(|keys| keys.contains(key))
     }
 
     fn skip(&mut self, db: i64, key: &Bytes, loss: Loss) {
-        if self.skipped_set.insert((db, key.clone())) {
+        if self.skipped_set.entry(db).or_default().insert(key.clone()) {
             self.keys_skipped += 1;
             if self.skipped.len() < self.limit() {
                 self.skipped.push(PolicyKey {
@@ -633,7 +635,12 @@ impl PolicyReport {
     }
 
     fn convert(&mut self, db: i64, key: &Bytes, loss: Loss) {
-        if self.converted_set.insert((db, key.clone())) {
+        if self
+            .converted_set
+            .entry(db)
+            .or_default()
+            .insert(key.clone())
+        {
             self.keys_converted += 1;
             if self.converted.len() < self.limit() {
                 self.converted.push(PolicyKey {
