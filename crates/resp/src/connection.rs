@@ -528,7 +528,12 @@ fn poll_fill(
 /// probes (where the platform lets us set them).
 fn set_keepalive(tcp: &TcpStream, idle: Duration) -> io::Result<()> {
     let ka = socket2::TcpKeepalive::new().with_time(idle);
-    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd", windows))]
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    ))]
     let ka = ka.with_interval(idle);
     #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
     let ka = ka.with_retries(3);

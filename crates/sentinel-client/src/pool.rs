@@ -40,6 +40,8 @@ pub struct PoolStats {
     pub destroyed_broken: u64,
     /// Master switches seen (any reason).
     pub switches: u64,
+    /// Background polls of the sentinels completed (answered or not).
+    pub polls: u64,
     /// Sentinels followed, seeds first.
     pub sentinels: Vec<Addr>,
     /// Sentinels whose listener is currently subscribed.
@@ -70,6 +72,13 @@ struct State {
     discarded_on_return: u64,
     destroyed_broken: u64,
     switches: u64,
+    polls: u64,
+}
+
+/// Whether answer `a` (position in the sentinel list, config epoch) beats answer `b`: the higher
+/// epoch wins; on a tie, the sentinel earlier in the list.
+fn prefers(a: (usize, u64), b: (usize, u64)) -> bool {
+    a.1 > b.1 || (a.1 == b.1 && a.0 < b.0)
 }
 
 /// One slot of `max_total` taken for a connection being opened. Dropping it (the borrow failed, or
@@ -178,6 +187,12 @@ impl Inner {
             .unwrap_or(false)
     }
 
+    /// Whether `addr` is held back as demoted although the sentinels name it at `epoch`: a
+    /// configuration newer than the one followed (a later failover chose it) ends the hold.
+    fn is_held(&self, addr: &Addr, epoch: u64) -> bool {
+        self.is_demoted(addr) && lock(&self.state).epoch.map_or(true, |k| epoch <= k)
+    }
+
     /// Whether `addr` at config epoch `epoch` is older than the configuration the pool follows.
     fn is_stale_in(st: &State, addr: &Addr, epoch: u64) -> bool {
         match st.epoch {
@@ -227,7 +242,11 @@ impl Inner {
                 .get(addr)
                 .map(|t| t.elapsed() < self.opts.demoted_hold)
                 .unwrap_or(false);
-            if demoted && !matches!(reason, SwitchReason::SwitchMessage | SwitchReason::Promoted) {
+            let newer = st.epoch.map_or(false, |k| epoch > k);
+            if demoted
+                && !newer
+                && !matches!(reason, SwitchReason::SwitchMessage | SwitchReason::Promoted)
+            {
                 return None;
             }
             st.demoted.remove(addr);
@@ -449,7 +468,7 @@ impl Inner {
                     answered += 1;
                     let better = match &best {
                         None => true,
-                        Some((bi, bv, _)) => view.epoch > bv.epoch || (view.epoch == bv.epoch && i < *bi),
+                        Some((bi, bv, _)) => prefers((i, view.epoch), (*bi, bv.epoch)),
                     };
                     if better {
                         best = Some((i, view, conn));
@@ -510,7 +529,7 @@ impl Inner {
                     "named with config epoch {epoch}, older than the configuration followed ({})",
                     self.epoch().unwrap_or(0)
                 )
-            } else if self.is_demoted(&reported) {
+            } else if self.is_held(&reported, epoch) {
                 "a master being failed over".to_string()
             } else {
                 match self.check_role(&reported).await {
@@ -590,7 +609,7 @@ impl Inner {
                 if known.as_ref() == Some(&reported) {
                     // Learns the exact epoch after a switch announced by a message.
                     self.install(&reported, SwitchReason::Poll, epoch);
-                } else if !self.is_stale(&reported, epoch) && !self.is_demoted(&reported) {
+                } else if !self.is_stale(&reported, epoch) && !self.is_held(&reported, epoch) {
                     if let Ok(Role::Master) = self.check_role(&reported).await {
                         self.install(&reported, SwitchReason::Poll, epoch);
                     }
@@ -614,6 +633,7 @@ impl Inner {
                 self.emit_resolve_failed(&e);
             }
         }
+        lock(&self.state).polls += 1;
         self.top_up_idle().await;
     }
 
@@ -681,6 +701,7 @@ impl Inner {
             discarded_on_return: st.discarded_on_return,
             destroyed_broken: st.destroyed_broken,
             switches: st.switches,
+            polls: st.polls,
             sentinels,
             listeners_up,
         }
@@ -1240,5 +1261,65 @@ impl ferry_resp::ConnectionLike for PooledConnection {
         A: AsRef<[u8]> + Sync,
     {
         PooledConnection::pipeline(self, cmds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner() -> Inner {
+        Inner::new(SentinelPoolOptions::new("m", [Addr::new("127.0.0.1", 1)]))
+    }
+
+    #[test]
+    fn the_highest_config_epoch_wins_then_the_earliest_sentinel() {
+        assert!(prefers((2, 7), (0, 6)));
+        assert!(!prefers((0, 6), (2, 7)));
+        assert!(prefers((0, 7), (1, 7)));
+        assert!(!prefers((1, 7), (0, 7)));
+    }
+
+    #[test]
+    fn an_address_of_an_older_configuration_is_never_installed() {
+        let p = inner();
+        let (a, b) = (Addr::new("h", 1), Addr::new("h", 2));
+        assert!(p.install(&a, SwitchReason::Resolve, 5).is_some());
+        assert!(
+            p.install(&b, SwitchReason::Poll, 4).is_none(),
+            "older epoch"
+        );
+        assert!(
+            p.install(&b, SwitchReason::Poll, 5).is_none(),
+            "same epoch, other address"
+        );
+        assert_eq!(p.master().map(|m| m.0), Some(a.clone()));
+        assert!(p.install(&b, SwitchReason::Poll, 6).is_some());
+        assert!(
+            p.install(&a, SwitchReason::Poll, 5).is_none(),
+            "the old master with its old epoch"
+        );
+        p.demote(&b, "READONLY");
+        assert!(
+            p.install(&a, SwitchReason::Resolve, 5).is_none(),
+            "not even once the master is demoted"
+        );
+        assert!(p.install(&a, SwitchReason::Resolve, 7).is_some());
+        assert_eq!(p.epoch(), Some(7));
+    }
+
+    #[test]
+    fn a_switch_message_confirmed_with_an_older_epoch_is_ignored() {
+        let p = inner();
+        let (a, b) = (Addr::new("h", 1), Addr::new("h", 2));
+        assert!(p.install(&a, SwitchReason::Resolve, 9).is_some());
+        let generation = p.generation();
+        // A late `+switch-master a -> b` whose sentinel reports b at epoch 8.
+        p.switch_with(&a, &b, SwitchReason::SwitchMessage, 8);
+        assert_eq!(p.master().map(|m| m.0), Some(a.clone()));
+        assert_eq!(p.generation(), generation, "nothing changed");
+        p.switch_with(&a, &b, SwitchReason::SwitchMessage, 10);
+        assert_eq!(p.master().map(|m| m.0), Some(b));
+        assert!(p.is_demoted(&a));
     }
 }
