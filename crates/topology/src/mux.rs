@@ -157,13 +157,29 @@ async fn drive(
             if !open {
                 return;
             }
-            match rx.recv().await {
-                Some(req) => {
-                    progress = Instant::now();
-                    accept(&mut conn, &mut pending, req);
-                    continue;
-                }
-                None => return,
+            // Idle: wait for a request, but also watch the socket, so that a node that closed the
+            // connection (or died) is noticed before a request is written into it.
+            tokio::select! {
+                biased;
+                frame = conn.read_frame() => match frame {
+                    Ok(Frame::Push(_)) => continue,
+                    Ok(_) => {
+                        tracing::debug!(peer = %conn.peer_addr(), "reply with no request; closing");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %conn.peer_addr(), error = %e, "idle connection ended");
+                        return;
+                    }
+                },
+                req = rx.recv() => match req {
+                    Some(req) => {
+                        progress = Instant::now();
+                        accept(&mut conn, &mut pending, req);
+                        continue;
+                    }
+                    None => return,
+                },
             }
         }
         if let Some(t) = read_timeout {
