@@ -311,7 +311,8 @@ fn is_name(info: &CommandInfo, list: &[&str]) -> bool {
 
 /// Whether `argv` (an `XREAD` / `XREADGROUP`) has a `BLOCK` argument.
 fn has_block_arg<A: AsRef<[u8]>>(argv: &[A]) -> bool {
-    argv.iter().any(|a| a.as_ref().eq_ignore_ascii_case(b"block"))
+    argv.iter()
+        .any(|a| a.as_ref().eq_ignore_ascii_case(b"block"))
 }
 
 pub(crate) fn kind_of<A: AsRef<[u8]>>(info: &CommandInfo, argv: &[A]) -> Kind {
@@ -636,14 +637,23 @@ impl ClusterClient {
     }
 
     /// One attempt on `addr`.
-    async fn attempt(&self, addr: &NodeAddr, argv: &[&[u8]], asking: bool, via: &Via<'_>) -> Attempt {
+    async fn attempt(
+        &self,
+        addr: &NodeAddr,
+        argv: &[&[u8]],
+        asking: bool,
+        via: &Via<'_>,
+    ) -> Attempt {
         match via {
             Via::Shared => {
                 let mux = self.mux(addr).await?;
                 let count = if asking { 2 } else { 1 };
-                let mut frames = mux.send(encode(argv, asking), count).await.inspect_err(|_| {
-                    bump(&self.inner.counters.connection_errors);
-                })?;
+                let mut frames = mux
+                    .send(encode(argv, asking), count)
+                    .await
+                    .inspect_err(|_| {
+                        bump(&self.inner.counters.connection_errors);
+                    })?;
                 Ok((frames.pop().unwrap_or(Frame::NullBulk), None))
             }
             Via::Dedicated(wait) => {
@@ -729,7 +739,12 @@ impl ClusterClient {
         let resend = is_resend_safe(info);
         let args: Vec<&[u8]> = argv.iter().map(AsRef::as_ref).collect();
         let (frame, wait) = self
-            .run(&args, slot, Via::Dedicated(Some((replicas, timeout))), resend)
+            .run(
+                &args,
+                slot,
+                Via::Dedicated(Some((replicas, timeout))),
+                resend,
+            )
             .await?;
         Ok((frame, wait.and_then(|w| w.as_integer()).unwrap_or(0)))
     }
@@ -783,20 +798,20 @@ impl ClusterClient {
     /// follow redirects (a `MOVED` comes back as an error reply); it goes back to the client's idle
     /// list when dropped if it is usable and no transaction is open on it.
     pub async fn dedicated(&self, slot: u16) -> Result<DedicatedConnection, Error> {
-        let addr = self.route(Some(slot)).ok_or_else(|| Error::SlotNotCovered {
-            command: "dedicated".into(),
-            slot,
-        })?;
-        self.dedicated_to(&addr)
-            .await
-            .map_err(|e| match e {
-                SendError::NotSent(source) | SendError::Unknown(source) => Error::Connection {
-                    command: "connect".into(),
-                    slot: SlotLabel(Some(slot)),
-                    node: addr.to_string(),
-                    source,
-                },
-            })
+        let addr = self
+            .route(Some(slot))
+            .ok_or_else(|| Error::SlotNotCovered {
+                command: "dedicated".into(),
+                slot,
+            })?;
+        self.dedicated_to(&addr).await.map_err(|e| match e {
+            SendError::NotSent(source) | SendError::Unknown(source) => Error::Connection {
+                command: "connect".into(),
+                slot: SlotLabel(Some(slot)),
+                node: addr.to_string(),
+                source,
+            },
+        })
     }
 
     /// The retry loop: routes, sends, follows redirects, backs off; never resends a command whose
@@ -843,8 +858,10 @@ impl ClusterClient {
                     Reply::Done(frame) => return Ok((frame, wait_reply)),
                     Reply::Moved(moved_slot, to) => {
                         bump(&self.inner.counters.moved);
-                        Arc::make_mut(&mut self.inner.map.write().unwrap_or_else(|e| e.into_inner()))
-                            .set_master_for_slot(moved_slot, to);
+                        Arc::make_mut(
+                            &mut self.inner.map.write().unwrap_or_else(|e| e.into_inner()),
+                        )
+                        .set_master_for_slot(moved_slot, to);
                         self.request_refresh();
                         redirects += 1;
                         if redirects <= o.max_redirects {
@@ -1164,7 +1181,8 @@ fn with_name<'a, K: AsRef<[u8]>>(name: &'static [u8], keys: &'a [K]) -> Vec<&'a 
 fn unsupported<A: AsRef<[u8]>>(argv: &[A]) -> Error {
     Error::Unsupported {
         command: command_name(argv),
-        reason: "it changes the state of the connection it runs on; use ClusterClient::transaction \
+        reason:
+            "it changes the state of the connection it runs on; use ClusterClient::transaction \
                  or ClusterClient::dedicated",
     }
 }

@@ -150,8 +150,14 @@ impl DedicatedConnection {
             let redirect = replies.into_iter().skip(1).find(|f| match f {
                 Frame::Error(e) => {
                     let code = e.split(|b| *b == b' ').next().unwrap_or_default();
-                    [&b"MOVED"[..], b"ASK", b"TRYAGAIN", b"CLUSTERDOWN", b"LOADING"]
-                        .contains(&code)
+                    [
+                        &b"MOVED"[..],
+                        b"ASK",
+                        b"TRYAGAIN",
+                        b"CLUSTERDOWN",
+                        b"LOADING",
+                    ]
+                    .contains(&code)
                 }
                 _ => false,
             });
@@ -246,8 +252,7 @@ impl DedicatedConnection {
 impl Drop for DedicatedConnection {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if conn.is_usable() && conn.buffered() == 0 && !self.in_transaction && !self.tainted
-            {
+            if conn.is_usable() && conn.buffered() == 0 && !self.in_transaction && !self.tainted {
                 self.inner.dedicated.put(&self.addr, conn);
             }
         }

@@ -70,7 +70,9 @@ pub enum Error {
     /// The command was sent, and its connection broke or timed out before the reply came back: it
     /// may or may not have run. It was not sent again (see
     /// [`crate::ClusterOptions::resend_after_connection_loss`]).
-    #[error("'{command}' (slot {slot}) on {node}: outcome unknown, the command may have run: {source}")]
+    #[error(
+        "'{command}' (slot {slot}) on {node}: outcome unknown, the command may have run: {source}"
+    )]
     UnknownOutcome {
         /// The command name.
         command: String,

@@ -229,9 +229,7 @@ fn writer_loses_no_write_through_migration_manual_failover_and_master_kill() {
     let mut opts = client_options(&cluster, None);
     // SET is idempotent: a write whose connection died with its master may be sent again.
     opts.resend_after_connection_loss = true;
-    let client = rt
-        .block_on(ClusterClient::connect(opts))
-        .expect("connect");
+    let client = rt.block_on(ClusterClient::connect(opts)).expect("connect");
     let writer = start_writer(&rt, client.clone());
     writer.wait_progress(300, "the writer to get going");
 
