@@ -872,11 +872,15 @@ impl ClusterClient {
                     Reply::Ask(to) => {
                         bump(&self.inner.counters.ask);
                         redirects += 1;
-                        if redirects <= o.max_redirects && !matches!(via, Via::Transaction(_)) {
+                        if matches!(via, Via::Transaction(_)) {
+                            // ASKING cannot cover a whole transaction: wait for the migration.
+                            self.server_error(&command, slot, &addr, "ASK", "slot migrating")
+                        } else if redirects <= o.max_redirects {
                             ask_target = Some(to);
                             continue;
+                        } else {
+                            self.server_error(&command, slot, &addr, "ASK", "too many redirects")
                         }
-                        self.server_error(&command, slot, &addr, "ASK", "too many redirects")
                     }
                     Reply::Retry(code) => {
                         let c = &self.inner.counters;

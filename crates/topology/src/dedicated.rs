@@ -32,6 +32,23 @@ impl IdleConnections {
         idle.get_mut(addr)?.pop()
     }
 
+    /// An idle connection to `addr` that has not been closed by the node meanwhile (one whose socket
+    /// already shows end of stream, or unexpected bytes, is dropped: a command written into it would
+    /// end with an unknown outcome without ever having run).
+    async fn take_live(&self, addr: &NodeAddr) -> Option<Connection> {
+        while let Some(mut conn) = self.take(addr) {
+            // `Timeout` polls the read once before looking at the deadline; `read_frame` is
+            // cancel-safe, so a connection with nothing to read is left as it was.
+            if tokio::time::timeout(Duration::ZERO, conn.read_frame())
+                .await
+                .is_err()
+            {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
     fn put(&self, addr: &NodeAddr, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(addr.clone()).or_default();
@@ -72,7 +89,7 @@ impl DedicatedConnection {
         addr: &NodeAddr,
     ) -> Result<DedicatedConnection, SendError> {
         let inner = client.inner.clone();
-        let conn = match inner.dedicated.take(addr) {
+        let conn = match inner.dedicated.take_live(addr).await {
             Some(c) => c,
             None => match Connection::connect(&inner.options.connect_to(addr)).await {
                 Ok(c) => c,

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ferry_resp::{Connection, Frame};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -109,13 +109,13 @@ impl Mux {
     }
 }
 
-/// Queues a request's bytes for writing. A request whose caller already left and that was not
+/// Stages a request's bytes for writing. A request whose caller already left and that was not
 /// written yet is skipped: it never runs.
-fn accept(conn: &mut Connection, pending: &mut VecDeque<Pending>, req: Request) {
+fn accept(staged: &mut BytesMut, pending: &mut VecDeque<Pending>, req: Request) {
     if req.reply.is_closed() {
         return;
     }
-    conn.write_raw(&req.bytes);
+    staged.extend_from_slice(&req.bytes);
     if req.count == 0 {
         let _ = req.reply.send(Ok(Vec::new()));
         return;
@@ -133,13 +133,20 @@ fn fail_all(pending: &mut VecDeque<Pending>, lost: &Lost) {
     }
 }
 
-/// The task: writes requests as they come, reads replies, hands each request its own.
+/// The task: writes requests, reads replies, hands each request its own.
+///
+/// Requests that arrive while written ones still wait for their first reply are staged and written
+/// together once that reply arrives (the node is busy with the earlier ones anyway): under load the
+/// node gets few large writes instead of one per request, and an idle connection writes at once.
 async fn drive(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Request>,
     read_timeout: Option<Duration>,
 ) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut staged = BytesMut::new();
+    // Requests were written and no reply has come back since.
+    let mut awaiting_reply = false;
     let mut open = true;
     // Time of the last reply (or of the first request after an idle spell).
     let mut progress = Instant::now();
@@ -151,7 +158,7 @@ async fn drive(
             if pending.is_empty() {
                 progress = Instant::now();
             }
-            accept(&mut conn, &mut pending, req);
+            accept(&mut staged, &mut pending, req);
         }
         if pending.is_empty() {
             if !open {
@@ -175,12 +182,17 @@ async fn drive(
                 req = rx.recv() => match req {
                     Some(req) => {
                         progress = Instant::now();
-                        accept(&mut conn, &mut pending, req);
+                        accept(&mut staged, &mut pending, req);
                         continue;
                     }
                     None => return,
                 },
             }
+        }
+        if !staged.is_empty() && !awaiting_reply {
+            conn.write_raw(&staged);
+            staged.clear();
+            awaiting_reply = true;
         }
         if let Some(t) = read_timeout {
             if !timer_armed {
@@ -194,6 +206,7 @@ async fn drive(
                 Ok(Frame::Push(_)) => {}
                 Ok(frame) => {
                     progress = Instant::now();
+                    awaiting_reply = false;
                     if let Some(head) = pending.front_mut() {
                         head.replies.push(frame);
                         if head.replies.len() == head.count {
@@ -210,7 +223,7 @@ async fn drive(
                 }
             },
             req = rx.recv(), if open => match req {
-                Some(req) => accept(&mut conn, &mut pending, req),
+                Some(req) => accept(&mut staged, &mut pending, req),
                 None => open = false,
             },
             () = &mut timer, if timer_armed => {
