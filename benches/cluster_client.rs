@@ -114,7 +114,11 @@ fn server_reads(cluster: &Cluster) -> u64 {
     cluster
         .nodes
         .iter()
-        .filter_map(|n| n.info_field("stats", "total_reads_processed").ok().flatten())
+        .filter_map(|n| {
+            n.info_field("stats", "total_reads_processed")
+                .ok()
+                .flatten()
+        })
         .filter_map(|v| v.parse::<u64>().ok())
         .sum()
 }

@@ -689,8 +689,7 @@ impl ClusterClient {
     /// dedicated connection. Commands without keys go to the master of slot 0.
     pub async fn call<A: AsRef<[u8]>>(&self, argv: &[A]) -> Result<Frame, Error> {
         let table = self.command_table();
-        let info = table.lookup(argv)?;
-        let slot = table.slot(argv)?;
+        let (info, slot) = table.route(argv)?;
         let via = match kind_of(info, argv) {
             Kind::Shared => Via::Shared,
             Kind::Blocking => Via::Dedicated(None),
@@ -731,8 +730,7 @@ impl ClusterClient {
         timeout: Duration,
     ) -> Result<(Frame, i64), Error> {
         let table = self.command_table();
-        let info = table.lookup(argv)?;
-        let slot = table.slot(argv)?;
+        let (info, slot) = table.route(argv)?;
         if kind_of(info, argv) == Kind::Session {
             return Err(unsupported(argv));
         }
@@ -825,7 +823,8 @@ impl ClusterClient {
     ) -> Result<(Frame, Option<Frame>), Error> {
         let o = &self.inner.options;
         let resend = resend_safe || o.resend_after_connection_loss;
-        let command = match &via {
+        // Only needed for errors: built when one is.
+        let name = || match &via {
             Via::Transaction(_) => "MULTI".to_string(),
             _ => command_name(argv),
         };
@@ -842,7 +841,7 @@ impl ClusterClient {
                         retries += 1;
                         if retries > o.max_retries {
                             return Err(Error::SlotNotCovered {
-                                command,
+                                command: name(),
                                 slot: slot.unwrap_or(0),
                             });
                         }
@@ -867,19 +866,19 @@ impl ClusterClient {
                         if redirects <= o.max_redirects {
                             continue;
                         }
-                        self.server_error(&command, slot, &addr, "MOVED", "too many redirects")
+                        self.server_error(&name(), slot, &addr, "MOVED", "too many redirects")
                     }
                     Reply::Ask(to) => {
                         bump(&self.inner.counters.ask);
                         redirects += 1;
                         if matches!(via, Via::Transaction(_)) {
                             // ASKING cannot cover a whole transaction: wait for the migration.
-                            self.server_error(&command, slot, &addr, "ASK", "slot migrating")
+                            self.server_error(&name(), slot, &addr, "ASK", "slot migrating")
                         } else if redirects <= o.max_redirects {
                             ask_target = Some(to);
                             continue;
                         } else {
-                            self.server_error(&command, slot, &addr, "ASK", "too many redirects")
+                            self.server_error(&name(), slot, &addr, "ASK", "too many redirects")
                         }
                     }
                     Reply::Retry(code) => {
@@ -893,16 +892,16 @@ impl ClusterClient {
                         if code != "TRYAGAIN" {
                             self.request_refresh();
                         }
-                        self.server_error(&command, slot, &addr, code, "retryable state")
+                        self.server_error(&name(), slot, &addr, code, "retryable state")
                     }
                     Reply::Fail(code, message) => {
-                        return Err(self.server_error(&command, slot, &addr, &code, &message));
+                        return Err(self.server_error(&name(), slot, &addr, &code, &message));
                     }
                 },
                 Err(SendError::NotSent(source)) => {
                     self.request_refresh();
                     Error::Connection {
-                        command: command.clone(),
+                        command: name(),
                         slot: SlotLabel(slot),
                         node: addr.to_string(),
                         source,
@@ -911,7 +910,7 @@ impl ClusterClient {
                 Err(SendError::Unknown(source)) => {
                     self.request_refresh();
                     let err = Error::UnknownOutcome {
-                        command: command.clone(),
+                        command: name(),
                         slot: SlotLabel(slot),
                         node: addr.to_string(),
                         source,
@@ -936,7 +935,7 @@ impl ClusterClient {
                     Some(u) => u,
                     None => failure,
                 };
-                return Err(self.exhausted(command, slot, &addr, attempts, Some(last)));
+                return Err(self.exhausted(name(), slot, &addr, attempts, Some(last)));
             }
             tokio::time::sleep(self.backoff(retries)).await;
         }
@@ -994,10 +993,9 @@ impl ClusterClient {
         let mut plan: Vec<Option<(Option<u16>, Kind, bool)>> = Vec::with_capacity(cmds.len());
         let mut groups: HashMap<NodeAddr, Vec<usize>> = HashMap::new();
         for (i, argv) in cmds.iter().enumerate() {
-            let planned = table.lookup(argv).and_then(|info| {
-                let slot = table.slot(argv)?;
-                Ok((slot, kind_of(info, argv), is_resend_safe(info)))
-            });
+            let planned = table
+                .route(argv)
+                .map(|(info, slot)| (slot, kind_of(info, argv), is_resend_safe(info)));
             match planned {
                 Ok((slot, kind, safe)) => {
                     if kind == Kind::Session {
