@@ -242,7 +242,7 @@ impl Inner {
                 .get(addr)
                 .map(|t| t.elapsed() < self.opts.demoted_hold)
                 .unwrap_or(false);
-            let newer = st.epoch.map_or(false, |k| epoch > k);
+            let newer = st.epoch.is_some_and(|k| epoch > k);
             if demoted
                 && !newer
                 && !matches!(reason, SwitchReason::SwitchMessage | SwitchReason::Promoted)

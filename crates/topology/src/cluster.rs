@@ -1206,25 +1206,20 @@ impl ferry_resp::ConnectionLike for ClusterClient {
         ClusterClient::call(self, argv)
     }
 
-    fn pipeline<'a, A>(
-        &'a mut self,
-        cmds: &'a [Vec<A>],
-    ) -> impl std::future::Future<Output = Result<Vec<Frame>, Error>> + Send + 'a
+    async fn pipeline<'a, A>(&'a mut self, cmds: &'a [Vec<A>]) -> Result<Vec<Frame>, Error>
     where
         A: AsRef<[u8]> + Sync,
     {
-        async move {
-            let mut out = Vec::with_capacity(cmds.len());
-            for r in ClusterClient::pipeline(self, cmds).await {
-                match r {
-                    Ok(f) => out.push(f),
-                    Err(Error::Server { code, message, .. }) => {
-                        out.push(Frame::Error(Bytes::from(format!("{code} {message}"))))
-                    }
-                    Err(e) => return Err(e),
+        let mut out = Vec::with_capacity(cmds.len());
+        for r in ClusterClient::pipeline(self, cmds).await {
+            match r {
+                Ok(f) => out.push(f),
+                Err(Error::Server { code, message, .. }) => {
+                    out.push(Frame::Error(Bytes::from(format!("{code} {message}"))))
                 }
+                Err(e) => return Err(e),
             }
-            Ok(out)
         }
+        Ok(out)
     }
 }
