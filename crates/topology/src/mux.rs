@@ -66,6 +66,8 @@ struct Pending {
     replies: Vec<Frame>,
     count: usize,
     reply: oneshot::Sender<Reply>,
+    /// Its bytes were handed to the connection (staged ones were not).
+    written: bool,
 }
 
 /// The callers' handle on a multiplexed connection. Cheap to clone.
@@ -124,12 +126,17 @@ fn accept(staged: &mut BytesMut, pending: &mut VecDeque<Pending>, req: Request) 
         replies: Vec::with_capacity(req.count),
         count: req.count,
         reply: req.reply,
+        written: false,
     });
 }
 
+/// Ends every pending request: those written get the loss (their outcome is unknown); those
+/// still staged are dropped, which their callers see as not sent.
 fn fail_all(pending: &mut VecDeque<Pending>, lost: &Lost) {
     for p in pending.drain(..) {
-        let _ = p.reply.send(Err(lost.clone()));
+        if p.written {
+            let _ = p.reply.send(Err(lost.clone()));
+        }
     }
 }
 
@@ -193,6 +200,10 @@ async fn drive(
             conn.write_raw(&staged);
             staged.clear();
             awaiting_reply = true;
+            // The staged requests are the unwritten tail of `pending`.
+            for p in pending.iter_mut().rev().take_while(|p| !p.written) {
+                p.written = true;
+            }
         }
         if let Some(t) = read_timeout {
             if !timer_armed {
