@@ -338,3 +338,57 @@ fn blpop_outstanding_does_not_hold_up_32_tasks_on_the_same_node() {
         assert_eq!(tx.as_integer(), Some(64));
     });
 }
+
+#[test]
+fn cancelled_blpop_closes_its_dedicated_connection_and_takes_no_element() {
+    let rt = runtime();
+    let cluster = start_cluster();
+    rt.block_on(async {
+        let client = ClusterClient::connect(client_options(&cluster, Duration::from_secs(2)))
+            .await
+            .expect("connect");
+        let node = cluster.node_for_key(b"{c}").unwrap();
+        let blocked = || -> i64 {
+            node.info_field("clients", "blocked_clients")
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let waiting = {
+            let client = client.clone();
+            tokio::spawn(async move { client.call(&["BLPOP", "{c}:list", "0"]).await })
+        };
+        tokio::task::block_in_place(|| {
+            wait_until(DEADLINE, "the BLPOP to block on the server", || {
+                blocked() == 1
+            })
+        })
+        .unwrap();
+        // The caller gives up: its connection is closed, not kept for the next blocking command.
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        tokio::task::block_in_place(|| {
+            wait_until(
+                DEADLINE,
+                "the cancelled BLPOP's connection to close",
+                || blocked() == 0,
+            )
+        })
+        .unwrap();
+        client.call(&["RPUSH", "{c}:list", "a"]).await.unwrap();
+        let popped = client.call(&["BLPOP", "{c}:list", "0"]).await.unwrap();
+        assert_eq!(
+            popped,
+            Frame::Array(vec![Frame::bulk("{c}:list"), Frame::bulk("a")]),
+            "the element went to the live BLPOP"
+        );
+        // The dedicated connection of a completed BLPOP is reused and in step.
+        client.call(&["RPUSH", "{c}:list", "b"]).await.unwrap();
+        let popped = client.call(&["BLPOP", "{c}:list", "0"]).await.unwrap();
+        assert_eq!(
+            popped,
+            Frame::Array(vec![Frame::bulk("{c}:list"), Frame::bulk("b")])
+        );
+    });
+}
