@@ -392,3 +392,66 @@ fn cancelled_blpop_closes_its_dedicated_connection_and_takes_no_element() {
         );
     });
 }
+
+#[test]
+fn dead_shard_is_remembered_so_32_callers_do_not_each_connect_and_nothing_is_reported_as_maybe_run()
+{
+    let rt = runtime();
+    let mut cluster = start_cluster();
+    let mut opts = client_options(&cluster, Duration::from_secs(2));
+    opts.failed_node_ttl = Duration::from_secs(600);
+    opts.max_retries = 3;
+    opts.retry_delay = Duration::from_millis(5);
+    let client = rt.block_on(ClusterClient::connect(opts)).expect("connect");
+    rt.block_on(client.call(&["SET", "{dead}:a", "1"]))
+        .expect("the shard serves before the kill");
+    let master_port = cluster.node_for_key(b"{dead}").unwrap().port();
+    let replica_port = replica_of(
+        &cluster,
+        cluster
+            .nodes
+            .iter()
+            .find(|n| n.port() == master_port)
+            .unwrap(),
+    )
+    .port();
+    for node in cluster
+        .nodes
+        .iter_mut()
+        .filter(|n| n.port() == master_port || n.port() == replica_port)
+    {
+        node.kill();
+    }
+    let before = client.stats().connection_errors;
+    let errors: Vec<Error> = rt.block_on(async {
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .call(&["SET", format!("{{dead}}:{i}").as_str(), "x"])
+                        .await
+                        .expect_err("the shard is gone")
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    });
+    let attempts = client.stats().connection_errors - before;
+    eprintln!("connection errors for 32 callers x 4 attempts: {attempts}");
+    for e in &errors {
+        assert!(matches!(e, Error::RetriesExhausted { .. }), "{e}");
+        assert!(
+            !e.is_unknown_outcome(),
+            "never sent, so known not to have run: {e}"
+        );
+    }
+    assert!(
+        attempts <= 4,
+        "a node that refused a connection is not dialled again by every caller: {attempts}"
+    );
+}
