@@ -66,7 +66,9 @@ pub struct SentinelPoolOptions {
     pub listener_ping_interval: Duration,
     /// How long a master whose failover has started (or that was just switched away from) is
     /// treated as demoted even if a lagging sentinel still names it and it still answers ROLE as
-    /// master (default 30 s). The sentinel's `+switch-master` naming it as new ends this at once.
+    /// master (default 30 s). The sentinel's `+switch-master` naming it as new ends this at once, and
+    /// so does a sentinel naming it with a config epoch higher than the configuration the pool follows
+    /// (a later failover chose it again).
     pub demoted_hold: Duration,
     /// Maps announced addresses to reachable ones (NAT, containers).
     pub address_map: AddressMap,
