@@ -131,6 +131,9 @@ impl Connection {
     async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
         let tcp = TcpStream::connect((opts.host.as_str(), opts.port)).await?;
         tcp.set_nodelay(true)?;
+        if let Some(idle) = opts.tcp_keepalive {
+            set_keepalive(&tcp, idle)?;
+        }
         let peer = tcp.peer_addr()?;
         let stream = match &opts.tls {
             None => Stream::Tcp(tcp),
@@ -519,6 +522,22 @@ fn poll_fill(
         Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
         Poll::Pending => Poll::Pending,
     }
+}
+
+/// Turns TCP keepalive on: first probe after `idle` without traffic, then every `idle`, three
+/// probes (where the platform lets us set them).
+fn set_keepalive(tcp: &TcpStream, idle: Duration) -> io::Result<()> {
+    let ka = socket2::TcpKeepalive::new().with_time(idle);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    ))]
+    let ka = ka.with_interval(idle);
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    let ka = ka.with_retries(3);
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&ka)
 }
 
 /// Whether the server's error is about credentials.

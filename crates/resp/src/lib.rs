@@ -13,6 +13,8 @@
 //!   else is refused with [`Error::NotACommand`].
 //! - [`encode_frame`] and [`encode_command`] write straight into a `BytesMut`.
 //! - [`RespCodec`] and [`CommandCodec`]: the same as `tokio_util::codec` codecs.
+//! - [`ConnectionLike`]: call and pipeline, shared by [`Connection`], the sentinel pool's
+//!   connections and the cluster client, so code that only runs commands is written once.
 //! - [`Connection`]: TCP or TLS, AUTH / `HELLO 3` / SELECT / CLIENT SETNAME, calls, pipelines,
 //!   read timeouts, the raw reads ([`Connection::read_line`], [`Connection::read_raw`]) a
 //!   replica needs after `+FULLRESYNC`, and [`Connection::read_command`] for the replication
@@ -64,6 +66,7 @@ mod decode;
 mod encode;
 mod error;
 mod frame;
+mod like;
 mod options;
 mod tls;
 
@@ -74,4 +77,5 @@ pub use decode::{Decoder, Limits};
 pub use encode::{encode_command, encode_frame};
 pub use error::Error;
 pub use frame::{Frame, ServerError};
+pub use like::ConnectionLike;
 pub use options::{ConnectOptions, Password, Protocol, TlsOptions};

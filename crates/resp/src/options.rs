@@ -95,6 +95,11 @@ pub struct ConnectOptions {
     /// Longest wait for the next bytes from the server while a reply is expected;
     /// `None` waits for ever.
     pub read_timeout: Option<Duration>,
+    /// TCP keepalive: after this long without traffic the kernel probes the peer (every
+    /// `tcp_keepalive` again, three probes), so a connection to a host that vanished (a partition, a
+    /// powered-off machine) fails instead of hanging. `None` (the default here) leaves the socket's
+    /// keepalive off; the sentinel pool and the cluster client turn it on by default.
+    pub tcp_keepalive: Option<Duration>,
     /// TLS settings; `None` is plain TCP.
     pub tls: Option<TlsOptions>,
     /// Decoder limits.
@@ -102,8 +107,8 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// Options for `host:port` with no credentials, RESP2, db 0, a 5 s connect timeout and no
-    /// read timeout.
+    /// Options for `host:port` with no credentials, RESP2, db 0, a 5 s connect timeout, no
+    /// read timeout and no TCP keepalive.
     pub fn new(host: impl Into<String>, port: u16) -> ConnectOptions {
         ConnectOptions {
             host: host.into(),
@@ -115,6 +120,7 @@ impl ConnectOptions {
             client_name: None,
             connect_timeout: Duration::from_secs(5),
             read_timeout: None,
+            tcp_keepalive: None,
             tls: None,
             limits: Limits::default(),
         }

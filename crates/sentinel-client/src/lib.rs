@@ -21,6 +21,35 @@
 //!   it is never lost by the resync that follows. A borrow made during a failover waits up to
 //!   [`SentinelPoolOptions::resolve_timeout`] for the new master.
 //!
+//! **Which master, by config epoch.** Every successful failover gives the new configuration a
+//! higher config epoch. A resolve and the poll ask all sentinels at once (`SENTINEL
+//! get-master-addr-by-name` and `SENTINEL MASTER` in one round trip each) until a majority has
+//! answered, and take the answer with the highest `config-epoch`, not the first one. A
+//! `+switch-master` / `+promoted-slave` message is followed only after the sentinel that sent it
+//! confirms the new address with its epoch. The pool remembers the epoch of the configuration it
+//! follows and never installs an address whose configuration is older, nor another address with the
+//! same epoch: a stale minority sentinel, a late message, or a partitioned old master that still
+//! answers `ROLE` as master cannot bring the pool back to an address it has switched away from,
+//! unless a later failover names it with a higher epoch. (If the sentinels themselves are replaced
+//! and start again from epoch 0, create a new pool.)
+//!
+//! **What this guarantees, and what it cannot.** No command is sent on a connection of an ended
+//! generation, and no connection is opened to a master whose configuration is older than the one
+//! followed. A command already sent when the failover starts is beyond any client's reach: if the
+//! old master is cut off or frozen with it, the call ends with a read timeout (data connections
+//! have one by default, [`SentinelPoolOptions::DEFAULT_READ_TIMEOUT`], and TCP keepalive,
+//! [`SentinelPoolOptions::DEFAULT_TCP_KEEPALIVE`]) and its outcome is unknown; if the old master
+//! answers it before the read timeout, the write is acknowledged and may be lost when that master
+//! is turned into a replica. Other clients that do not follow the sentinels can also still write to
+//! it. Against both, configure the servers with `min-replicas-to-write 1` and a small
+//! `min-replicas-max-lag`: a master cut off from its replicas then refuses writes by itself. Keep
+//! the read timeout below the time a failover takes (`down-after-milliseconds` plus the election),
+//! so that a write the old master answers after being replaced is never reported as acknowledged.
+//!
+//! **Borrowing is cancellation-safe.** A borrow dropped at any point (while waiting, opening a
+//! connection, running `test_on_borrow`) gives its slot back; a call dropped half-way makes its
+//! connection unusable and it is closed, not returned (see [`PooledConnection`]).
+//!
 //! The pool knobs are JedisSentinelPool's (`max_total` 8, `max_idle` 8, `min_idle` 0, `max_wait`
 //! forever, `block_when_exhausted`, `test_on_borrow`). Sentinels and data nodes have separate auth
 //! and TLS ([`SentinelPoolOptions::sentinel_connect`], [`SentinelPoolOptions::data_connect`]), an

@@ -7,7 +7,7 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::addr::Addr;
-use crate::events::Event;
+use crate::events::{Event, SwitchReason};
 use crate::options::SentinelPoolOptions;
 use crate::pool::Inner;
 use crate::sentinel::{self, SentinelMessage};
@@ -170,10 +170,14 @@ async fn follow(
         let map = |a: &Addr| opts.address_map.map(a);
         match msg {
             SentinelMessage::Switch { name, old, new } if name == opts.master_name => {
-                inner.switch(&map(&old), &map(&new));
+                inner
+                    .follow_switch(addr, &map(&old), &map(&new), SwitchReason::SwitchMessage)
+                    .await;
             }
             SentinelMessage::Promoted { name, old, new } if name == opts.master_name => {
-                inner.switch_to_promoted(&map(&old), &map(&new));
+                inner
+                    .follow_switch(addr, &map(&old), &map(&new), SwitchReason::Promoted)
+                    .await;
             }
             SentinelMessage::FailoverStarted {
                 name,

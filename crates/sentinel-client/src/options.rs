@@ -22,9 +22,16 @@ pub struct SentinelPoolOptions {
     /// The seed sentinels, asked in this order. Never dropped; sentinels learned from
     /// `SENTINEL sentinels <name>` are added after them.
     pub sentinels: Vec<Addr>,
-    /// Template for connections to sentinels (auth, TLS, timeouts). Its `db` should stay 0.
+    /// Template for connections to sentinels (auth, TLS, timeouts). Its `db` should stay 0. Reads
+    /// are bounded by `sentinel_timeout` (queries) and `listener_ping_interval` (listeners); its
+    /// `tcp_keepalive` defaults to [`SentinelPoolOptions::DEFAULT_TCP_KEEPALIVE`].
     pub sentinel_connect: ConnectOptions,
-    /// Template for connections to the master and replicas.
+    /// Template for connections to the master and replicas. By default its `read_timeout` is
+    /// [`SentinelPoolOptions::DEFAULT_READ_TIMEOUT`] (a call to a master that froze or was cut off
+    /// fails after that long instead of hanging; raise it, or set `None`, for blocking commands
+    /// such as `BLPOP` or a long `WAIT`) and its `tcp_keepalive` is
+    /// [`SentinelPoolOptions::DEFAULT_TCP_KEEPALIVE`] (idle pooled connections to a vanished host are
+    /// found dead by the kernel).
     pub data_connect: ConnectOptions,
     /// Most connections that may exist at once, borrowed plus idle (Jedis `maxTotal`, default 8).
     pub max_total: usize,
@@ -59,7 +66,9 @@ pub struct SentinelPoolOptions {
     pub listener_ping_interval: Duration,
     /// How long a master whose failover has started (or that was just switched away from) is
     /// treated as demoted even if a lagging sentinel still names it and it still answers ROLE as
-    /// master (default 30 s). The sentinel's `+switch-master` naming it as new ends this at once.
+    /// master (default 30 s). The sentinel's `+switch-master` naming it as new ends this at once, and
+    /// so does a sentinel naming it with a config epoch higher than the configuration the pool follows
+    /// (a later failover chose it again).
     pub demoted_hold: Duration,
     /// Maps announced addresses to reachable ones (NAT, containers).
     pub address_map: AddressMap,
@@ -72,6 +81,12 @@ pub struct SentinelPoolOptions {
 }
 
 impl SentinelPoolOptions {
+    /// The default read timeout of data connections: 2 s, as Jedis's `soTimeout`.
+    pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(2);
+    /// The default TCP keepalive of data and sentinel connections: probes after 15 s idle, every
+    /// 15 s, three of them (a dead peer is noticed within about a minute).
+    pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+
     /// Options for `master_name` monitored by the given seed sentinels, with the defaults above and
     /// plain (no auth, no TLS) connections.
     pub fn new<I, A>(master_name: impl Into<String>, sentinels: I) -> SentinelPoolOptions
@@ -81,11 +96,15 @@ impl SentinelPoolOptions {
     {
         let mut sentinel_connect = ConnectOptions::new("127.0.0.1", 26379);
         sentinel_connect.db = 0;
+        sentinel_connect.tcp_keepalive = Some(Self::DEFAULT_TCP_KEEPALIVE);
+        let mut data_connect = ConnectOptions::new("127.0.0.1", 6379);
+        data_connect.read_timeout = Some(Self::DEFAULT_READ_TIMEOUT);
+        data_connect.tcp_keepalive = Some(Self::DEFAULT_TCP_KEEPALIVE);
         SentinelPoolOptions {
             master_name: master_name.into(),
             sentinels: sentinels.into_iter().map(Into::into).collect(),
             sentinel_connect,
-            data_connect: ConnectOptions::new("127.0.0.1", 6379),
+            data_connect,
             max_total: 8,
             max_idle: 8,
             min_idle: 0,
@@ -105,6 +124,26 @@ impl SentinelPoolOptions {
             discover_sentinels: true,
             event_capacity: 256,
         }
+    }
+
+    /// Sets the read timeout of data connections (`None` waits for ever); see
+    /// [`SentinelPoolOptions::data_connect`].
+    pub fn data_read_timeout(mut self, d: Option<Duration>) -> Self {
+        self.data_connect.read_timeout = d;
+        self
+    }
+
+    /// Sets the TCP keepalive of data and sentinel connections (`None` turns it off).
+    pub fn tcp_keepalive(mut self, d: Option<Duration>) -> Self {
+        self.data_connect.tcp_keepalive = d;
+        self.sentinel_connect.tcp_keepalive = d;
+        self
+    }
+
+    /// Sets `demoted_hold`.
+    pub fn demoted_hold(mut self, d: Duration) -> Self {
+        self.demoted_hold = d;
+        self
     }
 
     /// Sets `max_total`.

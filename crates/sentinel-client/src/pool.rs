@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use ferry_resp::{Connection, Frame};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::addr::Addr;
@@ -39,6 +40,8 @@ pub struct PoolStats {
     pub destroyed_broken: u64,
     /// Master switches seen (any reason).
     pub switches: u64,
+    /// Background polls of the sentinels completed (answered or not).
+    pub polls: u64,
     /// Sentinels followed, seeds first.
     pub sentinels: Vec<Addr>,
     /// Sentinels whose listener is currently subscribed.
@@ -57,6 +60,10 @@ struct State {
     last_master: Option<Addr>,
     generation: u64,
     demoted: HashMap<Addr, Instant>,
+    /// The config epoch of `last_master`'s configuration, as the sentinels reported it (or, right
+    /// after a switch announced by a message, the lowest it can be). An address is installed only
+    /// with an epoch above it, or with the same epoch when it is `last_master` itself.
+    epoch: Option<u64>,
     idle: VecDeque<Idle>,
     total: usize,
     closed: bool,
@@ -65,6 +72,34 @@ struct State {
     discarded_on_return: u64,
     destroyed_broken: u64,
     switches: u64,
+    polls: u64,
+}
+
+/// Whether answer `a` (position in the sentinel list, config epoch) beats answer `b`: the higher
+/// epoch wins; on a tie, the sentinel earlier in the list.
+fn prefers(a: (usize, u64), b: (usize, u64)) -> bool {
+    a.1 > b.1 || (a.1 == b.1 && a.0 < b.0)
+}
+
+/// One slot of `max_total` taken for a connection being opened. Dropping it (the borrow failed, or
+/// its future was dropped while connecting) gives the slot back; [`Reservation::keep`] hands it to
+/// the connection that was opened.
+struct Reservation {
+    inner: Option<Arc<Inner>>,
+}
+
+impl Reservation {
+    fn keep(mut self) {
+        self.inner = None;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.release_slot();
+        }
+    }
 }
 
 /// Shared state of one pool; background tasks hold it weakly.
@@ -152,6 +187,31 @@ impl Inner {
             .unwrap_or(false)
     }
 
+    /// Whether `addr` is held back as demoted although the sentinels name it at `epoch`: a
+    /// configuration newer than the one followed (a later failover chose it) ends the hold.
+    fn is_held(&self, addr: &Addr, epoch: u64) -> bool {
+        self.is_demoted(addr) && lock(&self.state).epoch.map_or(true, |k| epoch <= k)
+    }
+
+    /// Whether `addr` at config epoch `epoch` is older than the configuration the pool follows.
+    fn is_stale_in(st: &State, addr: &Addr, epoch: u64) -> bool {
+        match st.epoch {
+            None => false,
+            Some(known) => {
+                epoch < known || (epoch == known && st.last_master.as_ref() != Some(addr))
+            }
+        }
+    }
+
+    fn is_stale(&self, addr: &Addr, epoch: u64) -> bool {
+        Self::is_stale_in(&lock(&self.state), addr, epoch)
+    }
+
+    /// The config epoch the pool follows, if one is known.
+    fn epoch(&self) -> Option<u64> {
+        lock(&self.state).epoch
+    }
+
     /// Ends the current generation: idle connections close now, borrowed ones are discarded later.
     fn end_generation(st: &mut State) -> Vec<Idle> {
         st.generation += 1;
@@ -161,20 +221,32 @@ impl Inner {
         closed
     }
 
-    /// Makes `addr` the master (no-op when it already is). Returns the generation, or `None` when
-    /// the address is known demoted.
-    pub(crate) fn install(&self, addr: &Addr, reason: SwitchReason) -> Option<u64> {
+    /// Makes `addr`, whose configuration has config epoch `epoch`, the master (no-op when it already
+    /// is). Returns the generation, or `None` when the address is known demoted or its configuration
+    /// is older than the one the pool follows.
+    pub(crate) fn install(&self, addr: &Addr, reason: SwitchReason, epoch: u64) -> Option<u64> {
         let (closed, event) = {
             let mut st = lock(&self.state);
             if st.master.as_ref() == Some(addr) {
+                if st.epoch.map_or(true, |k| epoch > k) {
+                    st.epoch = Some(epoch);
+                }
                 return Some(st.generation);
+            }
+            if Self::is_stale_in(&st, addr, epoch) {
+                tracing::warn!(%addr, epoch, known = ?st.epoch, "ignoring a master of an older configuration");
+                return None;
             }
             let demoted = st
                 .demoted
                 .get(addr)
                 .map(|t| t.elapsed() < self.opts.demoted_hold)
                 .unwrap_or(false);
-            if demoted && !matches!(reason, SwitchReason::SwitchMessage | SwitchReason::Promoted) {
+            let newer = st.epoch.is_some_and(|k| epoch > k);
+            if demoted
+                && !newer
+                && !matches!(reason, SwitchReason::SwitchMessage | SwitchReason::Promoted)
+            {
                 return None;
             }
             st.demoted.remove(addr);
@@ -186,6 +258,7 @@ impl Inner {
             let closed = Self::end_generation(&mut st);
             st.master = Some(addr.clone());
             st.last_master = Some(addr.clone());
+            st.epoch = Some(epoch);
             st.switches += 1;
             let old = old.filter(|o| o != addr);
             let event = Event::MasterSwitched {
@@ -243,19 +316,47 @@ impl Inner {
         self.poke.notify_one();
     }
 
-    /// `+switch-master old -> new`.
-    pub(crate) fn switch(&self, old: &Addr, new: &Addr) {
-        self.switch_with(old, new, SwitchReason::SwitchMessage);
+    /// `+switch-master old -> new` or `+promoted-slave` heard from `sentinel`: the message carries no
+    /// epoch, so the same sentinel is asked for its configuration (address and config epoch, one
+    /// round trip) and the switch is made only if it still names `new` with a configuration newer
+    /// than the one the pool follows. A late or replayed message therefore cannot bring back an older
+    /// master; when the sentinel cannot be asked, the poll decides.
+    pub(crate) async fn follow_switch(
+        &self,
+        sentinel: &Addr,
+        old: &Addr,
+        new: &Addr,
+        reason: SwitchReason,
+    ) {
+        let t = self.opts.sentinel_timeout;
+        let view = async {
+            let mut conn =
+                sentinel::connect(&self.opts.sentinel_opts(sentinel, Some(t)), t).await?;
+            sentinel::master_view(&mut conn, sentinel, &self.opts.master_name, t).await
+        }
+        .await;
+        match view {
+            Ok(Some(v)) if self.opts.address_map.map(&v.addr) == *new => {
+                self.switch_with(old, new, reason, v.epoch);
+            }
+            Ok(other) => {
+                tracing::debug!(%sentinel, %new, now = ?other, "the sentinel no longer names the announced master; the poll decides");
+                self.poke.notify_one();
+            }
+            Err(e) => {
+                tracing::warn!(%sentinel, error = %e, "could not confirm a switch message; the poll decides");
+                self.poke.notify_one();
+            }
+        }
     }
 
-    /// `+promoted-slave`: the failover is committed, the replica already answers as master.
-    pub(crate) fn switch_to_promoted(&self, old: &Addr, new: &Addr) {
-        self.switch_with(old, new, SwitchReason::Promoted);
-    }
-
-    fn switch_with(&self, old: &Addr, new: &Addr, reason: SwitchReason) {
+    fn switch_with(&self, old: &Addr, new: &Addr, reason: SwitchReason, epoch: u64) {
         {
             let mut st = lock(&self.state);
+            if Self::is_stale_in(&st, new, epoch) {
+                tracing::warn!(%new, epoch, known = ?st.epoch, "ignoring a switch to an older configuration");
+                return;
+            }
             st.demoted.insert(old.clone(), Instant::now());
             st.demoted.remove(new);
             if st.master.as_ref() == Some(old) {
@@ -263,7 +364,7 @@ impl Inner {
                 st.last_master = Some(old.clone());
             }
         }
-        self.install(new, reason);
+        self.install(new, reason, epoch);
     }
 
     /// Forgets the master after it could not be reached, so the next borrow resolves again.
@@ -289,8 +390,11 @@ impl Inner {
         self.changed.notify_waiters();
     }
 
-    /// Takes a connection back from a guard.
+    /// Takes a connection back from a guard. It goes back to the idle list only if it is of the
+    /// current generation and usable: no request of it was cancelled or failed half-way, nothing
+    /// unread is buffered, and it was not left in a session state the next borrower does not expect.
     fn give_back(&self, conn: Connection, addr: Addr, generation: u64, broken: bool) {
+        let broken = broken || !conn.is_usable() || conn.buffered() > 0;
         let dropped = {
             let mut st = lock(&self.state);
             if st.closed || generation != st.generation {
@@ -329,34 +433,65 @@ impl Inner {
         }
     }
 
-    /// Asks the sentinels in order, each with the short timeout; the one that answers moves to the
-    /// front. Returns the (mapped) master address, the sentinel, and the open sentinel connection.
-    pub(crate) async fn ask_sentinels(&self) -> Result<(Addr, Addr, Connection), Error> {
+    /// Asks the sentinels at once, each with the short timeout, until a majority of them (or all
+    /// that can) have answered, and takes the configuration with the highest config epoch (on a tie,
+    /// the sentinel earliest in the list). That sentinel moves to the front. Returns the (mapped)
+    /// master address, its config epoch, the sentinel, and the open sentinel connection.
+    pub(crate) async fn ask_sentinels(&self) -> Result<(Addr, u64, Addr, Connection), Error> {
         let list = lock(&self.sentinels).clone();
         let t = self.opts.sentinel_timeout;
         let name = &self.opts.master_name;
+        let majority = list.len() / 2 + 1;
+        let mut asks: FuturesUnordered<_> = list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| async move {
+                let answer = async {
+                    let mut conn = sentinel::connect(&self.opts.sentinel_opts(s, Some(t)), t)
+                        .await
+                        .map_err(Error::Resp)?;
+                    let view = sentinel::master_view(&mut conn, s, name, t).await?;
+                    Ok::<_, Error>((view, conn))
+                }
+                .await;
+                (i, answer)
+            })
+            .collect();
         let mut reachable = false;
         let mut last_error = None;
-        for s in &list {
-            let mut conn = match sentinel::connect(&self.opts.sentinel_opts(s, Some(t)), t).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(sentinel = %s, error = %e, "sentinel unreachable");
-                    last_error = Some(format!("{s}: {e}"));
-                    continue;
+        let mut answered = 0;
+        let mut best: Option<(usize, sentinel::MasterView, Connection)> = None;
+        while let Some((i, answer)) = asks.next().await {
+            let s = &list[i];
+            match answer {
+                Ok((Some(view), conn)) => {
+                    answered += 1;
+                    let better = match &best {
+                        None => true,
+                        Some((bi, bv, _)) => prefers((i, view.epoch), (*bi, bv.epoch)),
+                    };
+                    if better {
+                        best = Some((i, view, conn));
+                    }
                 }
-            };
-            match sentinel::master_addr(&mut conn, s, name, t).await {
-                Ok(Some(a)) => {
-                    self.promote_sentinel(s);
-                    return Ok((self.opts.address_map.map(&a), s.clone(), conn));
-                }
-                Ok(None) => {
+                Ok((None, _)) => {
                     tracing::debug!(sentinel = %s, master = %name, "sentinel does not monitor the name");
+                    answered += 1;
                     reachable = true;
                 }
-                Err(e) => last_error = Some(format!("{s}: {e}")),
+                Err(e) => {
+                    tracing::debug!(sentinel = %s, error = %e, "sentinel did not answer");
+                    last_error = Some(format!("{s}: {e}"));
+                }
             }
+            if answered >= majority && best.is_some() {
+                break;
+            }
+        }
+        if let Some((i, view, conn)) = best {
+            let s = list[i].clone();
+            self.promote_sentinel(&s);
+            return Ok((self.opts.address_map.map(&view.addr), view.epoch, s, conn));
         }
         let master_name = name.clone();
         if reachable {
@@ -378,22 +513,27 @@ impl Inner {
     /// Finds the master: sentinels, then ROLE. A server that is not a master yet (or is known
     /// demoted) is waited for, up to `resolve_timeout`; a master installed meanwhile by a listener
     /// ends the wait.
-    async fn resolve(&self) -> Result<Addr, Error> {
+    async fn resolve(&self) -> Result<(Addr, u64), Error> {
         let start = Instant::now();
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some((m, _)) = self.master() {
-                return Ok(m);
+                return Ok((m, self.epoch().unwrap_or(0)));
             }
-            let (reported, _, conn) = self.ask_sentinels().await?;
+            let (reported, epoch, _, conn) = self.ask_sentinels().await?;
             drop(conn);
-            let why_not = if self.is_demoted(&reported) {
+            let why_not = if self.is_stale(&reported, epoch) {
+                format!(
+                    "named with config epoch {epoch}, older than the configuration followed ({})",
+                    self.epoch().unwrap_or(0)
+                )
+            } else if self.is_held(&reported, epoch) {
                 "a master being failed over".to_string()
             } else {
                 match self.check_role(&reported).await {
-                    Ok(Role::Master) => return Ok(reported),
+                    Ok(Role::Master) => return Ok((reported, epoch)),
                     Ok(role) => role.name().to_string(),
                     Err(source) => {
                         return Err(Error::Connect {
@@ -427,8 +567,8 @@ impl Inner {
                 return Ok(m);
             }
             match self.resolve().await {
-                Ok(addr) => {
-                    if let Some(generation) = self.install(&addr, SwitchReason::Resolve) {
+                Ok((addr, epoch)) => {
+                    if let Some(generation) = self.install(&addr, SwitchReason::Resolve, epoch) {
                         return Ok((addr, generation));
                     }
                 }
@@ -464,11 +604,14 @@ impl Inner {
     /// learns sentinels, keeps `min_idle` connections ready.
     pub(crate) async fn poll_once(self: &Arc<Self>) {
         match self.ask_sentinels().await {
-            Ok((reported, sentinel, mut conn)) => {
+            Ok((reported, epoch, sentinel, mut conn)) => {
                 let known = self.master().map(|(m, _)| m);
-                if known.as_ref() != Some(&reported) && !self.is_demoted(&reported) {
+                if known.as_ref() == Some(&reported) {
+                    // Learns the exact epoch after a switch announced by a message.
+                    self.install(&reported, SwitchReason::Poll, epoch);
+                } else if !self.is_stale(&reported, epoch) && !self.is_held(&reported, epoch) {
                     if let Ok(Role::Master) = self.check_role(&reported).await {
-                        self.install(&reported, SwitchReason::Poll);
+                        self.install(&reported, SwitchReason::Poll, epoch);
                     }
                 }
                 if self.opts.discover_sentinels {
@@ -490,6 +633,7 @@ impl Inner {
                 self.emit_resolve_failed(&e);
             }
         }
+        lock(&self.state).polls += 1;
         self.top_up_idle().await;
     }
 
@@ -513,7 +657,7 @@ impl Inner {
         lock(&self.listeners).contains_key(s)
     }
 
-    async fn top_up_idle(&self) {
+    async fn top_up_idle(self: &Arc<Self>) {
         loop {
             let (addr, generation) = {
                 let mut st = lock(&self.state);
@@ -527,16 +671,17 @@ impl Inner {
                 st.total += 1;
                 (m, st.generation)
             };
+            let reservation = Reservation {
+                inner: Some(self.clone()),
+            };
             let t = self.opts.data_connect.connect_timeout + Duration::from_secs(1);
             match sentinel::connect(&self.opts.data_opts(&addr), t).await {
                 Ok(conn) => {
                     lock(&self.state).created += 1;
+                    reservation.keep();
                     self.give_back(conn, addr, generation, false);
                 }
-                Err(_) => {
-                    self.release_slot();
-                    return;
-                }
+                Err(_) => return,
             }
         }
     }
@@ -556,6 +701,7 @@ impl Inner {
             discarded_on_return: st.discarded_on_return,
             destroyed_broken: st.destroyed_broken,
             switches: st.switches,
+            polls: st.polls,
             sentinels,
             listeners_up,
         }
@@ -582,7 +728,7 @@ impl std::fmt::Debug for SentinelPool {
 
 enum Step {
     Reuse(Box<Idle>),
-    Open,
+    Open(Reservation),
     Wait,
 }
 
@@ -622,6 +768,8 @@ impl SentinelPool {
             notified.as_mut().enable();
             let step = {
                 let mut st = lock(&inner.state);
+                // No await from here to the end of the match arms' first statements: a slot or an
+                // idle connection taken below is owned by a guard before the next cancellation point.
                 if st.closed {
                     return Err(Error::Closed);
                 }
@@ -634,40 +782,37 @@ impl SentinelPool {
                     }
                 } else if st.total < inner.opts.max_total {
                     st.total += 1;
-                    Step::Open
+                    Step::Open(Reservation {
+                        inner: Some(inner.clone()),
+                    })
                 } else {
                     Step::Wait
                 }
             };
             match step {
-                Step::Reuse(mut idle) => {
+                Step::Reuse(idle) => {
+                    // The guard owns it from here: if this future is dropped during the PING, the
+                    // cancelled call leaves the connection unusable and the guard destroys it.
+                    let mut conn =
+                        PooledConnection::new(idle.conn, idle.addr, idle.generation, inner.clone());
                     if inner.opts.test_on_borrow {
                         let t = inner.opts.data_connect.connect_timeout;
-                        let ok = sentinel::call_with_deadline(&mut idle.conn, &["PING"], t)
-                            .await
-                            .is_ok();
+                        let ok = match conn.conn.as_mut() {
+                            Some(c) => sentinel::call_with_deadline(c, &["PING"], t).await.is_ok(),
+                            None => false,
+                        };
                         if !ok {
-                            self.inner_give_back_broken(*idle);
+                            conn.broken = true;
+                            drop(conn);
                             continue;
                         }
                     }
-                    return Ok(PooledConnection::new(
-                        idle.conn,
-                        idle.addr,
-                        idle.generation,
-                        inner.clone(),
-                    ));
+                    return Ok(conn);
                 }
-                Step::Open => {
-                    return match inner.open_master_connection().await {
-                        Ok((conn, addr, generation)) => {
-                            Ok(PooledConnection::new(conn, addr, generation, inner.clone()))
-                        }
-                        Err(e) => {
-                            inner.release_slot();
-                            Err(e)
-                        }
-                    };
+                Step::Open(reservation) => {
+                    let (conn, addr, generation) = inner.open_master_connection().await?;
+                    reservation.keep();
+                    return Ok(PooledConnection::new(conn, addr, generation, inner.clone()));
                 }
                 Step::Wait => {
                     let exhausted = |waited| Error::PoolExhausted {
@@ -692,11 +837,6 @@ impl SentinelPool {
         }
     }
 
-    fn inner_give_back_broken(&self, idle: Idle) {
-        self.inner
-            .give_back(idle.conn, idle.addr, idle.generation, true);
-    }
-
     /// Borrows, runs one command, returns the connection. When the command provably did not run
     /// (the master switched before it was sent, or the server answered READONLY/MASTERDOWN/LOADING)
     /// it is retried once on the new master; other errors are returned as they are (an I/O error may
@@ -719,7 +859,7 @@ impl SentinelPool {
     pub async fn replica(&self) -> Result<ReplicaConnection, Error> {
         let inner = &self.inner;
         let t = inner.opts.sentinel_timeout;
-        let (_, _, mut sconn) = inner.ask_sentinels().await?;
+        let (_, _, _, mut sconn) = inner.ask_sentinels().await?;
         let mut list: Vec<Addr> = sentinel::replicas(&mut sconn, &inner.opts.master_name, t)
             .await?
             .into_iter()
@@ -813,8 +953,12 @@ impl SentinelPool {
     }
 }
 
-/// A borrowed master connection; goes back to the pool when dropped (or is discarded if it broke
-/// or its master generation ended).
+/// A borrowed master connection; goes back to the pool when dropped, but only if it is usable:
+/// it is closed instead when its master generation ended, when a call on it failed or was cancelled
+/// half-way (dropping a `call` future, e.g. in `tokio::time::timeout`, leaves a reply unread), when
+/// unread bytes are buffered, inside an unfinished `MULTI`/`WATCH`, or after a command that changes
+/// the session (`SELECT`, `SUBSCRIBE`, `CLIENT REPLY`, `READONLY`, ...). The next borrower never gets
+/// a connection whose replies are out of step.
 ///
 /// Use [`PooledConnection::call`] / [`PooledConnection::pipeline`]: they refuse to send on a
 /// connection whose master was replaced ([`Error::MasterSwitched`], nothing sent) and turn a
@@ -825,7 +969,64 @@ pub struct PooledConnection {
     addr: Addr,
     generation: u64,
     broken: bool,
+    /// A `MULTI` or `WATCH` was sent and no `EXEC` / `DISCARD` / `UNWATCH` closed it yet.
+    in_transaction: bool,
     inner: Arc<Inner>,
+}
+
+/// What a command does to the connection's session, as far as the pool cares.
+enum SessionEffect {
+    None,
+    /// `MULTI` / `WATCH`: the connection must not go back to the pool until the transaction ends.
+    Opens,
+    /// `EXEC` / `DISCARD` / `UNWATCH`.
+    Closes,
+    /// A state the next borrower would not expect (`SELECT`, `SUBSCRIBE`, `CLIENT REPLY`, ...): the
+    /// connection is closed instead of being returned.
+    Taints,
+}
+
+fn session_effect<A: AsRef<[u8]>>(argv: &[A]) -> SessionEffect {
+    let Some(name) = argv.first().map(AsRef::as_ref) else {
+        return SessionEffect::None;
+    };
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if is("MULTI") || is("WATCH") {
+        SessionEffect::Opens
+    } else if is("EXEC") || is("DISCARD") || is("UNWATCH") {
+        SessionEffect::Closes
+    } else if [
+        "SELECT",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "MONITOR",
+        "HELLO",
+        "AUTH",
+        "RESET",
+        "READONLY",
+        "READWRITE",
+        "QUIT",
+        "SYNC",
+        "PSYNC",
+    ]
+    .iter()
+    .any(|n| is(n))
+    {
+        SessionEffect::Taints
+    } else if is("CLIENT") {
+        let sub = argv.get(1).map(AsRef::as_ref).unwrap_or_default();
+        if [&b"REPLY"[..], b"TRACKING", b"NO-EVICT", b"NO-TOUCH"]
+            .iter()
+            .any(|n| sub.eq_ignore_ascii_case(n))
+        {
+            SessionEffect::Taints
+        } else {
+            SessionEffect::None
+        }
+    } else {
+        SessionEffect::None
+    }
 }
 
 impl std::fmt::Debug for PooledConnection {
@@ -845,7 +1046,18 @@ impl PooledConnection {
             addr,
             generation,
             broken: false,
+            in_transaction: false,
             inner,
+        }
+    }
+
+    /// Records what the commands about to be sent do to the session.
+    fn note_session<A: AsRef<[u8]>>(&mut self, argv: &[A]) {
+        match session_effect(argv) {
+            SessionEffect::None => {}
+            SessionEffect::Opens => self.in_transaction = true,
+            SessionEffect::Closes => self.in_transaction = false,
+            SessionEffect::Taints => self.broken = true,
         }
     }
 
@@ -905,6 +1117,8 @@ impl PooledConnection {
     /// Sends one command and reads its reply, unless the master generation has ended (then
     /// [`Error::MasterSwitched`] and nothing is sent). An error reply is `Err`.
     pub async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, Error> {
+        self.check_current()?;
+        self.note_session(argv);
         let conn = self.check_current()?;
         let r = conn.call(argv).await;
         if let Err(e) = &r {
@@ -916,6 +1130,10 @@ impl PooledConnection {
     /// Sends several commands at once and reads all replies (error replies stay in place as
     /// `Frame::Error`), unless the master generation has ended.
     pub async fn pipeline<A: AsRef<[u8]>>(&mut self, cmds: &[Vec<A>]) -> Result<Vec<Frame>, Error> {
+        self.check_current()?;
+        for argv in cmds {
+            self.note_session(argv);
+        }
         let conn = self.check_current()?;
         let r = conn.pipeline(cmds).await;
         match &r {
@@ -962,8 +1180,12 @@ impl DerefMut for PooledConnection {
 impl Drop for PooledConnection {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.inner
-                .give_back(conn, self.addr.clone(), self.generation, self.broken);
+            self.inner.give_back(
+                conn,
+                self.addr.clone(),
+                self.generation,
+                self.broken || self.in_transaction,
+            );
         }
     }
 }
@@ -1013,5 +1235,91 @@ impl Deref for ReplicaConnection {
 impl DerefMut for ReplicaConnection {
     fn deref_mut(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+}
+
+/// The pooled connection as a [`ferry_resp::ConnectionLike`], with the checks of
+/// [`PooledConnection::call`] and [`PooledConnection::pipeline`].
+impl ferry_resp::ConnectionLike for PooledConnection {
+    type Error = Error;
+
+    fn call<'a, A>(
+        &'a mut self,
+        argv: &'a [A],
+    ) -> impl std::future::Future<Output = Result<Frame, Error>> + Send + 'a
+    where
+        A: AsRef<[u8]> + Sync,
+    {
+        PooledConnection::call(self, argv)
+    }
+
+    fn pipeline<'a, A>(
+        &'a mut self,
+        cmds: &'a [Vec<A>],
+    ) -> impl std::future::Future<Output = Result<Vec<Frame>, Error>> + Send + 'a
+    where
+        A: AsRef<[u8]> + Sync,
+    {
+        PooledConnection::pipeline(self, cmds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner() -> Inner {
+        Inner::new(SentinelPoolOptions::new("m", [Addr::new("127.0.0.1", 1)]))
+    }
+
+    #[test]
+    fn the_highest_config_epoch_wins_then_the_earliest_sentinel() {
+        assert!(prefers((2, 7), (0, 6)));
+        assert!(!prefers((0, 6), (2, 7)));
+        assert!(prefers((0, 7), (1, 7)));
+        assert!(!prefers((1, 7), (0, 7)));
+    }
+
+    #[test]
+    fn an_address_of_an_older_configuration_is_never_installed() {
+        let p = inner();
+        let (a, b) = (Addr::new("h", 1), Addr::new("h", 2));
+        assert!(p.install(&a, SwitchReason::Resolve, 5).is_some());
+        assert!(
+            p.install(&b, SwitchReason::Poll, 4).is_none(),
+            "older epoch"
+        );
+        assert!(
+            p.install(&b, SwitchReason::Poll, 5).is_none(),
+            "same epoch, other address"
+        );
+        assert_eq!(p.master().map(|m| m.0), Some(a.clone()));
+        assert!(p.install(&b, SwitchReason::Poll, 6).is_some());
+        assert!(
+            p.install(&a, SwitchReason::Poll, 5).is_none(),
+            "the old master with its old epoch"
+        );
+        p.demote(&b, "READONLY");
+        assert!(
+            p.install(&a, SwitchReason::Resolve, 5).is_none(),
+            "not even once the master is demoted"
+        );
+        assert!(p.install(&a, SwitchReason::Resolve, 7).is_some());
+        assert_eq!(p.epoch(), Some(7));
+    }
+
+    #[test]
+    fn a_switch_message_confirmed_with_an_older_epoch_is_ignored() {
+        let p = inner();
+        let (a, b) = (Addr::new("h", 1), Addr::new("h", 2));
+        assert!(p.install(&a, SwitchReason::Resolve, 9).is_some());
+        let generation = p.generation();
+        // A late `+switch-master a -> b` whose sentinel reports b at epoch 8.
+        p.switch_with(&a, &b, SwitchReason::SwitchMessage, 8);
+        assert_eq!(p.master().map(|m| m.0), Some(a.clone()));
+        assert_eq!(p.generation(), generation, "nothing changed");
+        p.switch_with(&a, &b, SwitchReason::SwitchMessage, 10);
+        assert_eq!(p.master().map(|m| m.0), Some(b));
+        assert!(p.is_demoted(&a));
     }
 }

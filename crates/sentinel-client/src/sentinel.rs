@@ -73,38 +73,73 @@ fn text(f: &Frame) -> Option<String> {
         .map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-/// `SENTINEL get-master-addr-by-name`: `Ok(None)` when the sentinel does not monitor the name.
-pub(crate) async fn master_addr(
+/// One sentinel's answer about the master: where it is and the config epoch of that configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MasterView {
+    /// The address `SENTINEL get-master-addr-by-name` gives (once a failover reaches the
+    /// reconfiguration step, the leader already names the promoted replica here).
+    pub(crate) addr: Addr,
+    /// The config epoch of the master configuration (`config-epoch` of `SENTINEL MASTER`): every
+    /// failover that succeeds gives the new configuration a higher one.
+    pub(crate) epoch: u64,
+}
+
+/// `SENTINEL get-master-addr-by-name` and `SENTINEL MASTER` in one round trip (the sentinel runs
+/// both back to back, so address and epoch belong together): `Ok(None)` when the sentinel does not
+/// monitor the name.
+pub(crate) async fn master_view(
     conn: &mut Connection,
     sentinel: &Addr,
     name: &str,
     deadline: Duration,
-) -> Result<Option<Addr>, Error> {
-    let reply = call_with_deadline(
-        conn,
-        &["SENTINEL", "get-master-addr-by-name", name],
-        deadline,
-    )
-    .await?;
-    if reply.is_null() {
-        return Ok(None);
-    }
+) -> Result<Option<MasterView>, Error> {
+    let cmds = [
+        vec!["SENTINEL", "get-master-addr-by-name", name],
+        vec!["SENTINEL", "MASTER", name],
+    ];
+    let replies = match tokio::time::timeout(deadline, conn.pipeline(&cmds)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ferry_resp::Error::Timeout("read").into()),
+    };
     let bad = |d: &str| Error::UnexpectedReply {
         sentinel: sentinel.clone(),
         detail: d.to_string(),
     };
+    let mut it = replies.into_iter();
+    let (Some(addr_reply), Some(master_reply)) = (it.next(), it.next()) else {
+        return Err(bad("SENTINEL MASTER: missing reply"));
+    };
+    if addr_reply.is_null() {
+        return Ok(None);
+    }
+    let addr = parse_master_addr(addr_reply).map_err(|d| bad(&d))?;
+    if let Frame::Error(e) = &master_reply {
+        return Err(bad(&format!(
+            "SENTINEL MASTER: {}",
+            String::from_utf8_lossy(e)
+        )));
+    }
+    let f = fields(master_reply);
+    let epoch = f
+        .get("config-epoch")
+        .and_then(|e| e.parse::<u64>().ok())
+        .ok_or_else(|| bad("SENTINEL MASTER: no config-epoch"))?;
+    Ok(Some(MasterView { addr, epoch }))
+}
+
+fn parse_master_addr(reply: Frame) -> Result<Addr, String> {
     let items = reply
         .into_array()
-        .ok_or_else(|| bad("get-master-addr-by-name: not an array"))?;
+        .ok_or("get-master-addr-by-name: not an array")?;
     if items.len() != 2 {
-        return Err(bad("get-master-addr-by-name: expected [ip, port]"));
+        return Err("get-master-addr-by-name: expected [ip, port]".into());
     }
-    let host = text(&items[0]).ok_or_else(|| bad("get-master-addr-by-name: ip is not a string"))?;
+    let host = text(&items[0]).ok_or("get-master-addr-by-name: ip is not a string")?;
     let port = items[1]
         .as_integer()
         .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| bad("get-master-addr-by-name: bad port"))?;
-    Ok(Some(Addr::new(host, port)))
+        .ok_or("get-master-addr-by-name: bad port")?;
+    Ok(Addr::new(host, port))
 }
 
 /// Turns one instance description (a flat `[k, v, k, v...]` array in RESP2, a map in RESP3) into

@@ -297,3 +297,54 @@ async fn min_idle_connections_are_kept_ready_and_max_idle_caps_returns() {
     assert_eq!(s.idle, 3, "max_idle caps the idle connections kept: {s:?}");
     assert_eq!(s.total, 3);
 }
+
+/// Written once against the trait; run below on a plain connection and on a pooled one.
+async fn incr_twice<C: ferry_resp::ConnectionLike>(conn: &mut C, key: &str) -> Vec<i64> {
+    let replies = conn
+        .pipeline(&[vec!["INCR", key], vec!["INCR", key]])
+        .await
+        .unwrap_or_else(|e| panic!("pipeline: {e}"));
+    replies.iter().filter_map(Frame::as_integer).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_like_code_runs_on_plain_and_pooled_connections_and_session_changes_are_not_pooled(
+) {
+    let group = small_group();
+    let pool = SentinelPool::new(pool_options(&group).max_total(1))
+        .await
+        .unwrap();
+    let mut plain = ferry_resp::Connection::connect(&ferry_resp::ConnectOptions::new(
+        group.master.host(),
+        group.master.port(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(incr_twice(&mut plain, "generic").await, vec![1, 2]);
+    let mut pooled = pool.get().await.unwrap();
+    assert_eq!(incr_twice(&mut pooled, "generic").await, vec![3, 4]);
+    drop(pooled);
+    assert_eq!(pool.stats().idle, 1, "a clean connection goes back");
+
+    // SELECT changes the session: that connection is closed, the next borrower gets db 0.
+    let mut c = pool.get().await.unwrap();
+    c.call(&["SELECT", "1"]).await.unwrap();
+    drop(c);
+    let stats = pool.stats();
+    assert_eq!((stats.idle, stats.total), (0, 0), "{stats:?}");
+    let mut c = pool.get().await.unwrap();
+    let v = c.call(&["GET", "generic"]).await.unwrap();
+    assert_eq!(v.as_integer(), Some(4), "db 0 again");
+
+    // An open MULTI is not handed to the next borrower either.
+    c.call(&["MULTI"]).await.unwrap();
+    drop(c);
+    assert_eq!(pool.stats().total, 0);
+    let mut c = pool.get().await.unwrap();
+    let v = c.call(&["INCR", "generic"]).await.unwrap();
+    assert_eq!(
+        v.as_integer(),
+        Some(5),
+        "not QUEUED: no transaction is open"
+    );
+}

@@ -67,6 +67,32 @@ pub enum Error {
         /// The rest of the error line.
         message: String,
     },
+    /// The command was sent, and its connection broke or timed out before the reply came back: it
+    /// may or may not have run. It was not sent again (see
+    /// [`crate::ClusterOptions::resend_after_connection_loss`]).
+    #[error(
+        "'{command}' (slot {slot}) on {node}: outcome unknown, the command may have run: {source}"
+    )]
+    UnknownOutcome {
+        /// The command name.
+        command: String,
+        /// The slot, or `-` when the command has no key.
+        slot: SlotLabel,
+        /// `host:port` of the node.
+        node: String,
+        /// What happened to the connection.
+        #[source]
+        source: ferry_resp::Error,
+    },
+    /// The command cannot be sent this way (for example `MULTI` or `SELECT` on the shared
+    /// connection); `reason` says what to use instead.
+    #[error("'{command}' is not supported here: {reason}")]
+    Unsupported {
+        /// The command name.
+        command: String,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
     /// Redirects or retries went past their bound; `last` is the final failure.
     #[error("'{command}' (slot {slot}) gave up after {attempts} attempts, last on {node}: {last}")]
     RetriesExhausted {
@@ -97,8 +123,21 @@ impl Error {
     /// Whether this is (or ended with) a connect, read or write deadline passing.
     pub fn is_timeout(&self) -> bool {
         match self {
-            Error::Connection { source, .. } => source.is_timeout(),
+            Error::Connection { source, .. } | Error::UnknownOutcome { source, .. } => {
+                source.is_timeout()
+            }
             Error::RetriesExhausted { last, .. } => last.is_timeout(),
+            _ => false,
+        }
+    }
+
+    /// Whether the command may have run although no reply came back (its connection broke or timed
+    /// out after it was sent): the caller must not assume it did not run, nor that it did. Also true
+    /// when retries were exhausted after such an attempt.
+    pub fn is_unknown_outcome(&self) -> bool {
+        match self {
+            Error::UnknownOutcome { .. } => true,
+            Error::RetriesExhausted { last, .. } => last.is_unknown_outcome(),
             _ => false,
         }
     }

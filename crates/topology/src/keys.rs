@@ -206,6 +206,16 @@ impl CommandTable {
 
     /// A top-level command by name (any case).
     pub fn get(&self, name: &[u8]) -> Option<&CommandInfo> {
+        // Command names are short ASCII: lower-case them on the stack, not in a new String.
+        let mut buf = [0u8; 32];
+        if name.len() <= buf.len() {
+            let lower = &mut buf[..name.len()];
+            lower.copy_from_slice(name);
+            lower.make_ascii_lowercase();
+            if let Ok(key) = std::str::from_utf8(lower) {
+                return self.commands.get(key);
+            }
+        }
         self.commands
             .get(&String::from_utf8_lossy(name).to_ascii_lowercase())
     }
@@ -213,17 +223,15 @@ impl CommandTable {
     /// The command or subcommand `argv` invokes, as the server resolves it: a command with
     /// subcommands and at least two arguments is looked up as `name|argv[1]`.
     pub fn lookup<A: AsRef<[u8]>>(&self, argv: &[A]) -> Result<&CommandInfo, Error> {
-        let name = argv
-            .first()
-            .map(|a| String::from_utf8_lossy(a.as_ref()).to_ascii_lowercase())
-            .unwrap_or_default();
+        let raw = argv.first().map(AsRef::as_ref).unwrap_or_default();
+        let lower = || String::from_utf8_lossy(raw).to_ascii_lowercase();
         let base = self
-            .commands
-            .get(&name)
-            .ok_or_else(|| Error::UnknownCommand(name.clone()))?;
+            .get(raw)
+            .ok_or_else(|| Error::UnknownCommand(lower()))?;
         if argv.len() < 2 || base.subcommands.is_empty() {
             return Ok(base);
         }
+        let name = lower();
         let sub = format!(
             "{}|{}",
             name,
@@ -258,19 +266,28 @@ impl CommandTable {
     /// The one slot all keys of `argv` hash to; `None` when the command has no key. A command whose
     /// keys hash to different slots gives [`Error::CrossSlot`].
     pub fn slot<A: AsRef<[u8]>>(&self, argv: &[A]) -> Result<Option<u16>, Error> {
-        let keys = self.keys(argv)?;
+        self.route(argv).map(|(_, slot)| slot)
+    }
+
+    /// The command `argv` invokes and the one slot of its keys, with a single table lookup (what a
+    /// client needs for every command it routes).
+    pub(crate) fn route<A: AsRef<[u8]>>(
+        &self,
+        argv: &[A],
+    ) -> Result<(&CommandInfo, Option<u16>), Error> {
+        let info = self.lookup(argv)?;
+        if !info.arity_accepts(argv.len()) {
+            return Err(Error::WrongArity(info.name.replace('|', " ")));
+        }
         let mut slot = None;
-        for key in keys {
-            let this = key_slot(key);
+        for i in info.positions(argv) {
+            let Some(key) = argv.get(i) else { continue };
+            let this = key_slot(key.as_ref());
             match slot {
                 None => slot = Some(this),
                 Some(first) if first != this => {
-                    let command = self
-                        .lookup(argv)
-                        .map(|i| i.name.replace('|', " "))
-                        .unwrap_or_default();
                     return Err(Error::CrossSlot {
-                        command,
+                        command: info.name.replace('|', " "),
                         slot: first,
                         other_slot: this,
                     });
@@ -278,7 +295,7 @@ impl CommandTable {
                 Some(_) => {}
             }
         }
-        Ok(slot)
+        Ok((info, slot))
     }
 }
 

@@ -7,9 +7,12 @@
 //!   including importing/migrating markers.
 //! - [`CommandTable`]: the server's own command table (`COMMAND`), used to find the keys of any
 //!   command exactly as `COMMAND GETKEYS` does, and to refuse a command whose keys span slots.
-//! - [`ClusterClient`]: an async (tokio) cluster client that pipelines per node, follows MOVED and ASK,
-//!   retries TRYAGAIN / CLUSTERDOWN / LOADING with a bounded backoff, refreshes its map (rate-limited)
-//!   and splits MSET / DEL / UNLINK / EXISTS / TOUCH / MGET by slot.
+//! - [`ClusterClient`]: an async (tokio) cluster client with one multiplexed connection per node
+//!   (many callers, replies matched in order), dedicated connections for blocking commands and
+//!   transactions ([`DedicatedConnection`]), at-most-once sending by default (a command whose
+//!   connection broke is reported as an unknown outcome, not resent), MOVED / ASK, bounded retries
+//!   of TRYAGAIN / CLUSTERDOWN / LOADING, one background map refresh at a time, and MSET / DEL /
+//!   UNLINK / EXISTS / TOUCH / MGET split by slot. It implements [`ferry_resp::ConnectionLike`].
 //!
 //! ```
 //! use ferry_topology::{key_slot, SlotMap};
@@ -39,13 +42,16 @@
 //! ```
 
 mod cluster;
+mod dedicated;
 mod error;
 pub mod keys;
+mod mux;
 mod slot;
 pub mod slotmap;
 pub mod split;
 
 pub use cluster::{ClusterClient, ClusterOptions, ClusterStats};
+pub use dedicated::DedicatedConnection;
 pub use error::{Error, SlotLabel};
 pub use keys::{CommandInfo, CommandTable, CommandTableCache};
 pub use slot::{crc16_xmodem, hash_tag, key_slot, tag_for_slot, SLOT_COUNT};

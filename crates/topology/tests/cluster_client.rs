@@ -226,9 +226,10 @@ fn migrate_slot(
 fn writer_loses_no_write_through_migration_manual_failover_and_master_kill() {
     let rt = runtime();
     let mut cluster = start_cluster(Version::V7_0, None);
-    let client = rt
-        .block_on(ClusterClient::connect(client_options(&cluster, None)))
-        .expect("connect");
+    let mut opts = client_options(&cluster, None);
+    // SET is idempotent: a write whose connection died with its master may be sent again.
+    opts.resend_after_connection_loss = true;
+    let client = rt.block_on(ClusterClient::connect(opts)).expect("connect");
     let writer = start_writer(&rt, client.clone());
     writer.wait_progress(300, "the writer to get going");
 
