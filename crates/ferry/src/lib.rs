@@ -5,6 +5,7 @@ pub mod config;
 mod error;
 mod job;
 mod metrics;
+pub mod rdb;
 pub mod verify;
 pub use config::*;
 pub use error::{Error, ErrorKind};

@@ -1,6 +1,11 @@
-//! The `ferry` command line (being written; see crates/ferry/src/lib.rs for the library).
+//! `ferry`: copies a Redis dataset between deployments and keeps it in sync. `ferry --help` lists the commands;
+//! docs/config.md describes the configuration file; the README lists the exit codes.
+
+mod cli;
+
+use clap::Parser;
 
 fn main() {
-    eprintln!("ferry: the command line is not built yet; use the library");
-    std::process::exit(2);
+    let code = cli::run(cli::args::Cli::parse());
+    std::process::exit(code);
 }
