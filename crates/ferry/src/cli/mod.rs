@@ -39,6 +39,7 @@ pub fn code_of(e: &Error) -> i32 {
 /// Runs the command; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     init_logs(cli.log_format);
+    let json_logs = cli.log_format == LogFormat::Json;
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -46,7 +47,6 @@ pub fn run(cli: Cli) -> i32 {
             return exit::FAILED;
         }
     };
-    let json_logs = cli.log_format == LogFormat::Json;
     let result = rt.block_on(async move {
         match cli.command {
             Command::Sync(a) => sync(a, json_logs).await,
@@ -59,8 +59,11 @@ pub fn run(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(kind = e.kind().as_str(), "{e}");
-            eprintln!("ferry: {e}");
+            if json_logs {
+                tracing::error!(kind = e.kind().as_str(), "{e}");
+            } else {
+                eprintln!("ferry: {e}");
+            }
             code_of(&e)
         }
     }

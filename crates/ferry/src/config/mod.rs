@@ -735,7 +735,8 @@ impl SyncConfig {
 
     /// The configuration as TOML (ferry's schema) with every secret masked.
     pub fn to_redacted_toml(&self) -> String {
-        let json = self.to_redacted_json();
+        let mut json = self.to_redacted_json();
+        strip_nulls(&mut json);
         toml::to_string_pretty(&json).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 
@@ -834,6 +835,18 @@ pub fn redact_url(url: &str) -> String {
             None => url.to_string(),
         },
         None => url.to_string(),
+    }
+}
+
+/// Removes `null` values (TOML has none: an absent key is the default).
+fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
 }
 
