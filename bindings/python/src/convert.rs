@@ -1,6 +1,6 @@
 //! Rust values to Python objects: RESP replies as redis-py returns them, RDB values as plain Python types.
 
-use ferry_rdb::{StreamId, Value};
+use ferry::rdb::{StreamId, Value};
 use ferry_sentinel::Frame;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyTuple};
@@ -138,4 +138,10 @@ pub(crate) fn value_to_py(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> 
             dict.into_any().unbind()
         }
     })
+}
+
+/// A façade report or status as JSON text, which the Python layer turns into its dataclass.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| crate::errors::error("data", format!("cannot serialize the result: {e}")))
 }

@@ -54,3 +54,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     Ok(())
 }
+
+/// A façade error as its exception: the class of its kind, its full message.
+pub(crate) fn ferry_error(e: ferry::Error) -> PyErr {
+    error(e.kind().as_str(), e.to_string())
+}

@@ -9,6 +9,7 @@ mod errors;
 mod rdb;
 mod runtime;
 mod sentinel;
+mod sync;
 
 use pyo3::prelude::*;
 
@@ -24,6 +25,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<rdb::Entry>()?;
     m.add_class::<rdb::RdbReader>()?;
     m.add_class::<sentinel::NativeSentinelPool>()?;
+    m.add_class::<sync::NativeJob>()?;
+    m.add_class::<sync::NativeEvents>()?;
+    m.add_function(wrap_pyfunction!(sync::verify_json, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::verify_json_async, m)?)?;
+    m.add_function(wrap_pyfunction!(rdb::rdb_stats_json, m)?)?;
+    m.add_function(wrap_pyfunction!(rdb::rdb_restore_json, m)?)?;
+    m.add_function(wrap_pyfunction!(rdb::rdb_restore_json_async, m)?)?;
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
