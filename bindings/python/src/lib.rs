@@ -27,6 +27,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sentinel::NativeSentinelPool>()?;
     m.add_class::<sync::NativeJob>()?;
     m.add_class::<sync::NativeEvents>()?;
+    m.add_function(wrap_pyfunction!(sync::check_config, m)?)?;
     m.add_function(wrap_pyfunction!(sync::verify_json, m)?)?;
     m.add_function(wrap_pyfunction!(sync::verify_json_async, m)?)?;
     m.add_function(wrap_pyfunction!(rdb::rdb_stats_json, m)?)?;

@@ -11,36 +11,22 @@ use crate::convert::frame_to_py;
 use crate::errors;
 use crate::runtime;
 
-/// The façade error kind of a pool error (see `errors::error`).
-fn kind_of(e: &Error) -> &'static str {
-    fn resp_kind(e: &ferry_resp::Error) -> &'static str {
-        match e {
-            ferry_resp::Error::Auth(_) => "auth",
-            ferry_resp::Error::Server(s)
-                if matches!(s.code(), "NOAUTH" | "WRONGPASS" | "NOPERM") =>
-            {
-                "auth"
-            }
-            ferry_resp::Error::Server(_) => "target_refused",
-            ferry_resp::Error::InvalidUrl(_) => "config",
-            _ => "connection",
-        }
-    }
-    match e {
-        Error::InvalidOptions(_) | Error::NotMonitored { .. } => "config",
-        Error::Closed => "stopped",
-        Error::Connect { source, .. } => resp_kind(source),
-        Error::Resp(source) => resp_kind(source),
-        Error::AllSentinelsDown { last_error, .. } => match last_error {
-            Some(text) if text.contains("authentication failed") => "auth",
-            _ => "connection",
-        },
-        _ => "connection",
-    }
-}
-
+/// The exception of a pool error. Errors of a connection are classified by the façade (`From<ferry_resp::Error>`);
+/// the pool's own outcomes are classified here: bad options and an unmonitored name are configuration errors, a
+/// closed pool is stopped, and failing to reach a master is a connection error (an authentication failure when
+/// the sentinels' last error says so).
 fn to_py_err(e: Error) -> PyErr {
-    errors::error(kind_of(&e), e.to_string())
+    let message = e.to_string();
+    let kind = match e {
+        Error::InvalidOptions(_) | Error::NotMonitored { .. } => ferry::ErrorKind::Config,
+        Error::Closed => ferry::ErrorKind::Stopped,
+        Error::Connect { source, .. } | Error::Resp(source) => ferry::Error::from(source).kind(),
+        Error::AllSentinelsDown { last_error: Some(text), .. } if text.contains("authentication failed") => {
+            ferry::ErrorKind::Auth
+        }
+        _ => ferry::ErrorKind::Connection,
+    };
+    errors::error(kind.as_str(), message)
 }
 
 /// A reply converted to Python when the result is handed over (under the GIL).

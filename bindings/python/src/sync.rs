@@ -113,7 +113,8 @@ impl NativeJob {
 
     /// A receiver of the job's events from now on.
     fn events(&self) -> PyResult<NativeEvents> {
-        Ok(NativeEvents { events: Arc::new(tokio::sync::Mutex::new(self.handle()?.events())) })
+        let handle = self.handle()?;
+        Ok(NativeEvents { events: Arc::new(tokio::sync::Mutex::new(handle.events())), handle })
     }
 }
 
@@ -121,10 +122,18 @@ impl NativeJob {
 #[pyclass(module = "redis_ferry._native", name = "Events", frozen)]
 pub(crate) struct NativeEvents {
     events: Arc<tokio::sync::Mutex<ferry::Events>>,
+    handle: JobHandle,
 }
 
-async fn next_event(events: Arc<tokio::sync::Mutex<ferry::Events>>) -> PyResult<Option<String>> {
-    let next = events.lock().await.recv().await;
+/// The next event, or None once the job has ended and nothing is left. The handle keeps the job's event
+/// channel open, so the end of the job is watched too (`Events::recv` alone would wait forever after it).
+async fn next_event(events: Arc<tokio::sync::Mutex<ferry::Events>>, handle: JobHandle) -> PyResult<Option<String>> {
+    let mut events = events.lock().await;
+    let next = tokio::select! {
+        biased;
+        e = events.recv() => e,
+        _ = handle.wait() => events.try_recv(),
+    };
     next.map(|e| to_json(&e)).transpose()
 }
 
@@ -132,14 +141,14 @@ async fn next_event(events: Arc<tokio::sync::Mutex<ferry::Events>>) -> PyResult<
 impl NativeEvents {
     /// The next event, waiting for it (GIL released, Ctrl-C heard); None once the job ended and all were read.
     fn next(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        let events = self.events.clone();
-        runtime::block_on(py, next_event(events))?
+        let (events, handle) = (self.events.clone(), self.handle.clone());
+        runtime::block_on(py, next_event(events, handle))?
     }
 
     /// The same as an awaitable.
     fn next_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let events = self.events.clone();
-        runtime::into_awaitable(py, next_event(events))
+        let (events, handle) = (self.events.clone(), self.handle.clone());
+        runtime::into_awaitable(py, next_event(events, handle))
     }
 }
 
@@ -175,4 +184,19 @@ pub(crate) fn verify_json_async<'py>(
         let report = ferry::verify(&source, &target, options).await.map_err(ferry_error)?;
         to_json(&report)
     })
+}
+
+/// Checks a configuration (ferry JSON, or a TOML file when `path` is given) without starting anything; returns
+/// it as JSON with every secret masked.
+#[pyfunction]
+#[pyo3(signature = (config_json=None, path=None))]
+pub(crate) fn check_config(config_json: Option<&str>, path: Option<PathBuf>) -> PyResult<String> {
+    let config = match (config_json, path) {
+        (Some(text), None) => SyncConfig::from_json_str(text),
+        (None, Some(path)) => SyncConfig::from_path(&path),
+        _ => return Err(errors::error("config", "give either config_json or path".into())),
+    }
+    .map_err(ferry_error)?;
+    SyncJob::new(config.clone()).map_err(ferry_error)?;
+    Ok(config.to_redacted_json().to_string())
 }

@@ -21,6 +21,17 @@ from ._native import (
     TargetRefused,
 )
 from .sentinel import AsyncPipeline, AsyncSentinelPool, Pipeline, SentinelPool
+from .sync import (
+    Difference,
+    Event,
+    Events,
+    ShardStatus,
+    Status,
+    SyncJob,
+    VerifyReport,
+    verify,
+    verify_async,
+)
 
 __version__: str = _native.__version__
 
@@ -34,13 +45,22 @@ __all__ = [
     "ConfigError",
     "ConnectionError",
     "DataError",
+    "Difference",
+    "Event",
+    "Events",
     "Fenced",
     "FerryError",
     "Pipeline",
     "SentinelPool",
+    "ShardStatus",
     "SourceRefused",
+    "Status",
     "Stopped",
+    "SyncJob",
     "TargetRefused",
+    "VerifyReport",
     "rdb",
+    "verify",
+    "verify_async",
     "__version__",
 ]
