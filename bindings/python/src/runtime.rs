@@ -106,7 +106,18 @@ where
             }
             None => SIGNAL_SLICE,
         };
-        if let Some(v) = py.detach(|| slot.take_within(slice)) {
+        let got = py.detach(|| {
+            let v = slot.take_within(slice);
+            if v.is_none() && !python_alive() {
+                // The interpreter is exiting (a daemon thread still waiting): never attach to it again; the
+                // process ends around this parked thread.
+                loop {
+                    std::thread::park();
+                }
+            }
+            v
+        });
+        if let Some(v) = got {
             return Ok(Some(v));
         }
         if task.is_finished() {

@@ -189,6 +189,10 @@ class SyncJob:
         """The job's events from now on (``for`` or ``async for``)."""
         return Events(self._started().events())
 
+    def request_stop(self) -> None:
+        """Ask the job to stop (write what was received, commit) without waiting for it."""
+        self._started().request_stop()
+
     def stop(self) -> Status:
         """Stop: write what was received, commit the checkpoint, return the final status. Stopping an ended
         job returns how it ended (or raises the error that ended it)."""
