@@ -51,12 +51,12 @@ def _command(args: Sequence[Arg]) -> List[bytes]:
 
 def _addr(s: SentinelAddr) -> Tuple[str, int]:
     if isinstance(s, str):
-        host, sep, port = s.rpartition(":")
-        if not sep or not port.isdigit():
+        host, sep, port_text = s.rpartition(":")
+        if not sep or not port_text.isdigit():
             raise ConfigError(f"sentinel address {s!r} is not host:port")
-        return (host.strip("[]"), int(port))
-    host, port = s
-    return (str(host), int(port))
+        return (host.strip("[]"), int(port_text))
+    name, port = s
+    return (str(name), int(port))
 
 
 def _pool_args(
