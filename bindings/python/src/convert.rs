@@ -13,9 +13,11 @@ pub(crate) fn frame_to_py(py: Python<'_>, frame: &Frame) -> PyResult<Py<PyAny>> 
     Ok(match frame {
         Frame::Simple(b) | Frame::Bulk(b) => PyBytes::new(py, b).into_any().unbind(),
         Frame::Verbatim { text, .. } => PyBytes::new(py, text).into_any().unbind(),
-        Frame::Error(b) => crate::errors::TargetRefused::new_err(String::from_utf8_lossy(b).into_owned())
-            .into_value(py)
-            .into_any(),
+        Frame::Error(b) => {
+            crate::errors::TargetRefused::new_err(String::from_utf8_lossy(b).into_owned())
+                .into_value(py)
+                .into_any()
+        }
         Frame::Integer(i) => i.into_py_any(py)?,
         Frame::Null | Frame::NullBulk | Frame::NullArray => py.None(),
         Frame::Array(items) | Frame::Push(items) => {
@@ -43,7 +45,9 @@ pub(crate) fn frame_to_py(py: Python<'_>, frame: &Frame) -> PyResult<Py<PyAny>> 
         Frame::Boolean(b) => b.into_py_any(py)?,
         Frame::BigNumber(digits) => {
             let text = String::from_utf8_lossy(digits);
-            py.get_type::<pyo3::types::PyInt>().call1((text.as_ref(),))?.unbind()
+            py.get_type::<pyo3::types::PyInt>()
+                .call1((text.as_ref(),))?
+                .unbind()
         }
         Frame::Attribute { frame, .. } => frame_to_py(py, frame)?,
     })
@@ -72,7 +76,15 @@ pub(crate) fn value_to_py(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> 
             py,
             pairs
                 .iter()
-                .map(|(m, s)| PyTuple::new(py, [PyBytes::new(py, m).into_any(), s.into_pyobject(py)?.into_any()]))
+                .map(|(m, s)| {
+                    PyTuple::new(
+                        py,
+                        [
+                            PyBytes::new(py, m).into_any(),
+                            s.into_pyobject(py)?.into_any(),
+                        ],
+                    )
+                })
                 .collect::<PyResult<Vec<_>>>()?,
         )?
         .into_any()

@@ -9,15 +9,60 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::PyErr;
 
-create_exception!(redis_ferry, FerryError, PyException, "Base class of every error redis-ferry raises.");
-create_exception!(redis_ferry, ConfigError, FerryError, "The configuration or options are invalid (kind \"config\").");
-create_exception!(redis_ferry, AuthError, FerryError, "A server refused the credentials (kind \"auth\").");
-create_exception!(redis_ferry, ConnectionError, FerryError, "A server could not be reached or the connection failed (kind \"connection\").");
-create_exception!(redis_ferry, TargetRefused, FerryError, "The target refused a write or a command (kind \"target_refused\").");
-create_exception!(redis_ferry, SourceRefused, FerryError, "The source refused replication (kind \"source_refused\").");
-create_exception!(redis_ferry, DataError, FerryError, "Data could not be read or converted, e.g. a corrupt RDB file (kind \"data\").");
-create_exception!(redis_ferry, Fenced, FerryError, "A newer epoch owns the target: this job was fenced off (kind \"fenced\").");
-create_exception!(redis_ferry, Stopped, FerryError, "The job or pool was stopped or closed (kind \"stopped\").");
+create_exception!(
+    redis_ferry,
+    FerryError,
+    PyException,
+    "Base class of every error redis-ferry raises."
+);
+create_exception!(
+    redis_ferry,
+    ConfigError,
+    FerryError,
+    "The configuration or options are invalid (kind \"config\")."
+);
+create_exception!(
+    redis_ferry,
+    AuthError,
+    FerryError,
+    "A server refused the credentials (kind \"auth\")."
+);
+create_exception!(
+    redis_ferry,
+    ConnectionError,
+    FerryError,
+    "A server could not be reached or the connection failed (kind \"connection\")."
+);
+create_exception!(
+    redis_ferry,
+    TargetRefused,
+    FerryError,
+    "The target refused a write or a command (kind \"target_refused\")."
+);
+create_exception!(
+    redis_ferry,
+    SourceRefused,
+    FerryError,
+    "The source refused replication (kind \"source_refused\")."
+);
+create_exception!(
+    redis_ferry,
+    DataError,
+    FerryError,
+    "Data could not be read or converted, e.g. a corrupt RDB file (kind \"data\")."
+);
+create_exception!(
+    redis_ferry,
+    Fenced,
+    FerryError,
+    "A newer epoch owns the target: this job was fenced off (kind \"fenced\")."
+);
+create_exception!(
+    redis_ferry,
+    Stopped,
+    FerryError,
+    "The job or pool was stopped or closed (kind \"stopped\")."
+);
 
 /// The exception for a façade error kind (its `as_str()`); an unknown kind becomes the base class.
 pub(crate) fn error(kind: &str, message: String) -> PyErr {
@@ -41,9 +86,21 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("FerryError", py.get_type::<FerryError>(), None),
         ("ConfigError", py.get_type::<ConfigError>(), Some("config")),
         ("AuthError", py.get_type::<AuthError>(), Some("auth")),
-        ("ConnectionError", py.get_type::<ConnectionError>(), Some("connection")),
-        ("TargetRefused", py.get_type::<TargetRefused>(), Some("target_refused")),
-        ("SourceRefused", py.get_type::<SourceRefused>(), Some("source_refused")),
+        (
+            "ConnectionError",
+            py.get_type::<ConnectionError>(),
+            Some("connection"),
+        ),
+        (
+            "TargetRefused",
+            py.get_type::<TargetRefused>(),
+            Some("target_refused"),
+        ),
+        (
+            "SourceRefused",
+            py.get_type::<SourceRefused>(),
+            Some("source_refused"),
+        ),
         ("DataError", py.get_type::<DataError>(), Some("data")),
         ("Fenced", py.get_type::<Fenced>(), Some("fenced")),
         ("Stopped", py.get_type::<Stopped>(), Some("stopped")),

@@ -42,7 +42,11 @@ impl Entry {
         format!(
             "Entry(db={}, key={}, type={:?}, expire_at_ms={:?})",
             self.db,
-            self.key.bind(py).repr().map(|r| r.to_string()).unwrap_or_default(),
+            self.key
+                .bind(py)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
             self.type_name,
             self.expire_at_ms
         )
@@ -61,7 +65,9 @@ impl RdbReader {
     #[new]
     fn new(path: PathBuf) -> PyResult<Self> {
         let entries = ferry::rdb::entries(&path).map_err(ferry_error)?;
-        Ok(RdbReader { entries: Some(entries) })
+        Ok(RdbReader {
+            entries: Some(entries),
+        })
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -125,7 +131,9 @@ impl RdbReader {
 /// `rdb.stats(path)`: the summary of an RDB file as JSON (types, encodings, expiry histogram, biggest keys).
 #[pyfunction]
 pub(crate) fn rdb_stats_json(py: Python<'_>, path: PathBuf) -> PyResult<String> {
-    let stats = py.detach(|| ferry::rdb::stats(&path)).map_err(ferry_error)?;
+    let stats = py
+        .detach(|| ferry::rdb::stats(&path))
+        .map_err(ferry_error)?;
     crate::convert::to_json(&stats)
 }
 
@@ -149,8 +157,10 @@ pub(crate) fn rdb_restore_json(
     options_json: &str,
 ) -> PyResult<String> {
     let (target, options) = restore_args(target_json, options_json)?;
-    let report = runtime::block_on(py, async move { ferry::rdb::restore(&path, &target, options).await })?
-        .map_err(ferry_error)?;
+    let report = runtime::block_on(py, async move {
+        ferry::rdb::restore(&path, &target, options).await
+    })?
+    .map_err(ferry_error)?;
     crate::convert::to_json(&report)
 }
 
@@ -164,7 +174,9 @@ pub(crate) fn rdb_restore_json_async<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (target, options) = restore_args(target_json, options_json)?;
     runtime::into_awaitable(py, async move {
-        let report = ferry::rdb::restore(&path, &target, options).await.map_err(ferry_error)?;
+        let report = ferry::rdb::restore(&path, &target, options)
+            .await
+            .map_err(ferry_error)?;
         crate::convert::to_json(&report)
     })
 }

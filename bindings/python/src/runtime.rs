@@ -55,7 +55,9 @@ pub(crate) fn handle() -> PyResult<Handle> {
         .enable_all()
         .build()
         .map_err(|e| {
-            pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start the tokio runtime: {e}"))
+            pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "cannot start the tokio runtime: {e}"
+            ))
         })?;
     let handle = runtime.handle().clone();
     *slot = Some(Arc::new(ProcessRuntime { pid, runtime }));
@@ -143,7 +145,10 @@ struct Slot<T> {
 
 impl<T> Default for Slot<T> {
     fn default() -> Self {
-        Slot { value: Mutex::new(None), ready: Condvar::new() }
+        Slot {
+            value: Mutex::new(None),
+            ready: Condvar::new(),
+        }
     }
 }
 

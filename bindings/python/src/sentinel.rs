@@ -21,9 +21,10 @@ fn to_py_err(e: Error) -> PyErr {
         Error::InvalidOptions(_) | Error::NotMonitored { .. } => ferry::ErrorKind::Config,
         Error::Closed => ferry::ErrorKind::Stopped,
         Error::Connect { source, .. } | Error::Resp(source) => ferry::Error::from(source).kind(),
-        Error::AllSentinelsDown { last_error: Some(text), .. } if text.contains("authentication failed") => {
-            ferry::ErrorKind::Auth
-        }
+        Error::AllSentinelsDown {
+            last_error: Some(text),
+            ..
+        } if text.contains("authentication failed") => ferry::ErrorKind::Auth,
         _ => ferry::ErrorKind::Connection,
     };
     errors::error(kind.as_str(), message)
@@ -58,8 +59,12 @@ impl<'py> IntoPyObject<'py> for Replies {
 }
 
 fn seconds(name: &str, s: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| errors::error("config", format!("{name} must be a non-negative number of seconds, got {s}")))
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        errors::error(
+            "config",
+            format!("{name} must be a non-negative number of seconds, got {s}"),
+        )
+    })
 }
 
 /// Options as the Python layer passes them (already validated for types there).
@@ -106,12 +111,18 @@ impl PoolArgs {
         if let Some(p) = &self.password {
             o = o.data_auth(self.username.as_deref(), p);
         } else if self.username.is_some() {
-            return Err(errors::error("config", "username given without password".into()));
+            return Err(errors::error(
+                "config",
+                "username given without password".into(),
+            ));
         }
         if let Some(p) = &self.sentinel_password {
             o = o.sentinel_auth(self.sentinel_username.as_deref(), p);
         } else if self.sentinel_username.is_some() {
-            return Err(errors::error("config", "sentinel_username given without sentinel_password".into()));
+            return Err(errors::error(
+                "config",
+                "sentinel_username given without sentinel_password".into(),
+            ));
         }
         Ok(o)
     }
@@ -141,7 +152,11 @@ impl NativeSentinelPool {
 }
 
 /// Sends `cmds` on one borrowed connection; `transaction` wraps them in MULTI/EXEC and returns EXEC's replies.
-async fn run_pipeline(pool: SentinelPool, cmds: Vec<Vec<Vec<u8>>>, transaction: bool) -> Result<Vec<Frame>, Error> {
+async fn run_pipeline(
+    pool: SentinelPool,
+    cmds: Vec<Vec<Vec<u8>>>,
+    transaction: bool,
+) -> Result<Vec<Frame>, Error> {
     let mut conn = pool.get().await?;
     if !transaction {
         return conn.pipeline(&cmds).await;
@@ -167,7 +182,9 @@ async fn run_pipeline(pool: SentinelPool, cmds: Vec<Vec<Vec<u8>>>, transaction: 
                 None => text.into(),
             })])
         }
-        other => Err(Error::InvalidOptions(format!("unexpected EXEC reply: {other:?}"))),
+        other => Err(Error::InvalidOptions(format!(
+            "unexpected EXEC reply: {other:?}"
+        ))),
     }
 }
 
@@ -178,7 +195,10 @@ impl NativeSentinelPool {
     fn connect(py: Python<'_>, args: PoolArgs) -> PyResult<Self> {
         let opts = args.options()?;
         let pool = runtime::block_on(py, SentinelPool::new(opts))?.map_err(to_py_err)?;
-        Ok(NativeSentinelPool { pool, pid: std::process::id() })
+        Ok(NativeSentinelPool {
+            pool,
+            pid: std::process::id(),
+        })
     }
 
     /// The same as an awaitable.
@@ -187,28 +207,40 @@ impl NativeSentinelPool {
         let opts = args.options()?;
         runtime::into_awaitable(py, async move {
             let pool = SentinelPool::new(opts).await.map_err(to_py_err)?;
-            Ok(NativeSentinelPool { pool, pid: std::process::id() })
+            Ok(NativeSentinelPool {
+                pool,
+                pid: std::process::id(),
+            })
         })
     }
 
     /// Runs one command on the current master; an error reply raises.
     fn call(&self, py: Python<'_>, args: Vec<Vec<u8>>) -> PyResult<Py<PyAny>> {
         let pool = self.pool()?;
-        let frame = runtime::block_on(py, async move { pool.call(&args).await })?.map_err(to_py_err)?;
+        let frame =
+            runtime::block_on(py, async move { pool.call(&args).await })?.map_err(to_py_err)?;
         frame_to_py(py, &frame)
     }
 
     /// The same as an awaitable.
     fn call_async<'py>(&self, py: Python<'py>, args: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyAny>> {
         let pool = self.pool()?;
-        runtime::into_awaitable(py, async move { pool.call(&args).await.map(Reply).map_err(to_py_err) })
+        runtime::into_awaitable(py, async move {
+            pool.call(&args).await.map(Reply).map_err(to_py_err)
+        })
     }
 
     /// Sends several commands on one connection and returns every reply (error replies as exception
     /// instances in place).
-    fn pipeline(&self, py: Python<'_>, cmds: Vec<Vec<Vec<u8>>>, transaction: bool) -> PyResult<Py<PyAny>> {
+    fn pipeline(
+        &self,
+        py: Python<'_>,
+        cmds: Vec<Vec<Vec<u8>>>,
+        transaction: bool,
+    ) -> PyResult<Py<PyAny>> {
         let pool = self.pool()?;
-        let frames = runtime::block_on(py, run_pipeline(pool, cmds, transaction))?.map_err(to_py_err)?;
+        let frames =
+            runtime::block_on(py, run_pipeline(pool, cmds, transaction))?.map_err(to_py_err)?;
         Ok(Replies(frames).into_pyobject(py)?.unbind())
     }
 
@@ -221,7 +253,10 @@ impl NativeSentinelPool {
     ) -> PyResult<Bound<'py, PyAny>> {
         let pool = self.pool()?;
         runtime::into_awaitable(py, async move {
-            run_pipeline(pool, cmds, transaction).await.map(Replies).map_err(to_py_err)
+            run_pipeline(pool, cmds, transaction)
+                .await
+                .map(Replies)
+                .map_err(to_py_err)
         })
     }
 

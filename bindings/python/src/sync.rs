@@ -24,7 +24,10 @@ fn start(config: SyncConfig) -> PyResult<NativeJob> {
     let rt = runtime::handle()?;
     let _entered = rt.enter();
     let handle = job.start().map_err(ferry_error)?;
-    Ok(NativeJob { handle, pid: std::process::id() })
+    Ok(NativeJob {
+        handle,
+        pid: std::process::id(),
+    })
 }
 
 impl NativeJob {
@@ -95,8 +98,12 @@ impl NativeJob {
         let h = self.handle()?;
         let timeout = timeout
             .map(|t| {
-                Duration::try_from_secs_f64(t)
-                    .map_err(|_| errors::error("config", format!("timeout must be a non-negative number, got {t}")))
+                Duration::try_from_secs_f64(t).map_err(|_| {
+                    errors::error(
+                        "config",
+                        format!("timeout must be a non-negative number, got {t}"),
+                    )
+                })
             })
             .transpose()?;
         match runtime::block_on_timeout(py, timeout, async move { h.wait().await })? {
@@ -114,7 +121,10 @@ impl NativeJob {
     /// A receiver of the job's events from now on.
     fn events(&self) -> PyResult<NativeEvents> {
         let handle = self.handle()?;
-        Ok(NativeEvents { events: Arc::new(tokio::sync::Mutex::new(handle.events())), handle })
+        Ok(NativeEvents {
+            events: Arc::new(tokio::sync::Mutex::new(handle.events())),
+            handle,
+        })
     }
 }
 
@@ -127,7 +137,10 @@ pub(crate) struct NativeEvents {
 
 /// The next event, or None once the job has ended and nothing is left. The handle keeps the job's event
 /// channel open, so the end of the job is watched too (`Events::recv` alone would wait forever after it).
-async fn next_event(events: Arc<tokio::sync::Mutex<ferry::Events>>, handle: JobHandle) -> PyResult<Option<String>> {
+async fn next_event(
+    events: Arc<tokio::sync::Mutex<ferry::Events>>,
+    handle: JobHandle,
+) -> PyResult<Option<String>> {
     let mut events = events.lock().await;
     let next = tokio::select! {
         biased;
@@ -152,7 +165,11 @@ impl NativeEvents {
     }
 }
 
-fn verify_args(source_json: &str, target_json: &str, options_json: &str) -> PyResult<(Source, Target, VerifyOptions)> {
+fn verify_args(
+    source_json: &str,
+    target_json: &str,
+    options_json: &str,
+) -> PyResult<(Source, Target, VerifyOptions)> {
     let source: Source = serde_json::from_str(source_json)
         .map_err(|e| errors::error("config", format!("invalid source: {e}")))?;
     let target: Target = serde_json::from_str(target_json)
@@ -164,10 +181,18 @@ fn verify_args(source_json: &str, target_json: &str, options_json: &str) -> PyRe
 
 /// Compares source and target key by key; the report as JSON.
 #[pyfunction]
-pub(crate) fn verify_json(py: Python<'_>, source_json: &str, target_json: &str, options_json: &str) -> PyResult<String> {
+pub(crate) fn verify_json(
+    py: Python<'_>,
+    source_json: &str,
+    target_json: &str,
+    options_json: &str,
+) -> PyResult<String> {
     let (source, target, options) = verify_args(source_json, target_json, options_json)?;
-    let report = runtime::block_on(py, async move { ferry::verify(&source, &target, options).await })?
-        .map_err(ferry_error)?;
+    let report = runtime::block_on(
+        py,
+        async move { ferry::verify(&source, &target, options).await },
+    )?
+    .map_err(ferry_error)?;
     to_json(&report)
 }
 
@@ -181,7 +206,9 @@ pub(crate) fn verify_json_async<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (source, target, options) = verify_args(source_json, target_json, options_json)?;
     runtime::into_awaitable(py, async move {
-        let report = ferry::verify(&source, &target, options).await.map_err(ferry_error)?;
+        let report = ferry::verify(&source, &target, options)
+            .await
+            .map_err(ferry_error)?;
         to_json(&report)
     })
 }
@@ -194,7 +221,12 @@ pub(crate) fn check_config(config_json: Option<&str>, path: Option<PathBuf>) -> 
     let config = match (config_json, path) {
         (Some(text), None) => SyncConfig::from_json_str(text),
         (None, Some(path)) => SyncConfig::from_path(&path),
-        _ => return Err(errors::error("config", "give either config_json or path".into())),
+        _ => {
+            return Err(errors::error(
+                "config",
+                "give either config_json or path".into(),
+            ))
+        }
     }
     .map_err(ferry_error)?;
     SyncJob::new(config.clone()).map_err(ferry_error)?;
