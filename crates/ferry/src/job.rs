@@ -26,8 +26,7 @@ pub enum Phase {
     Incremental,
     /// Waiting to reconnect after a broken link.
     Reconnecting,
-    /// The target holds everything the source had when the full copy ended (with `until_caught_up` the job then
-    /// stops).
+    /// The job ended because the target caught up with the source after the full copy (`until_caught_up`).
     CaughtUp,
     /// Stopped.
     Stopped,
@@ -296,7 +295,9 @@ impl Shared {
         let r = self.status.snapshot();
         let caught_up = self.caught_up.lock().map(|c| *c).unwrap_or(false);
         let mut phase = Phase::from_replicator(r.phase);
-        if caught_up && matches!(phase, Phase::Incremental | Phase::Stopped) {
+        // A job that ended because it caught up says so; a live job that caught up once stays `incremental`
+        // (its lag tells how far behind it is now).
+        if caught_up && phase == Phase::Stopped {
             phase = Phase::CaughtUp;
         }
         let lag_ms = (r.lag_seconds * 1000.0).round() as u64;
