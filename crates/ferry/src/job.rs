@@ -374,12 +374,18 @@ impl JobHandle {
         let mut done = self.shared.done.clone();
         let result = match done.wait_for(Option::is_some).await {
             Ok(v) => v.clone(),
-            Err(_) => Some(Err((ErrorKind::Stopped, "the job ended without a result".into()))),
+            Err(_) => Some(Err((
+                ErrorKind::Stopped,
+                "the job ended without a result".into(),
+            ))),
         };
         match result {
             Some(Ok(status)) => Ok(status),
             Some(Err((kind, message))) => Err(Error::new(kind, message)),
-            None => Err(Error::new(ErrorKind::Stopped, "the job ended without a result")),
+            None => Err(Error::new(
+                ErrorKind::Stopped,
+                "the job ended without a result",
+            )),
         }
     }
 }
@@ -412,7 +418,9 @@ impl Monitor {
             self.metrics.record(&status);
             if last_phase != Some(status.phase) {
                 last_phase = Some(status.phase);
-                let _ = self.shared.events.send(Event::Phase { phase: status.phase });
+                let _ = self.shared.events.send(Event::Phase {
+                    phase: status.phase,
+                });
             }
             if status.last_error.is_some() && status.last_error != last_error {
                 last_error.clone_from(&status.last_error);
@@ -433,12 +441,19 @@ impl Monitor {
                 let applied = status.shards.first().map(|s| s.applied_offset).unwrap_or(0);
                 let received = status.shards.first().map(|s| s.source_offset).unwrap_or(0);
                 if let Some(target) = catch_up_target {
-                    if incremental_since_ticks > 1 && (applied >= target || (received >= target && status.lag_bytes == 0)) {
+                    if incremental_since_ticks > 1
+                        && (applied >= target || (received >= target && status.lag_bytes == 0))
+                    {
                         if let Ok(mut c) = self.shared.caught_up.lock() {
                             *c = true;
                         }
-                        tracing::info!(offset = applied, "the target has caught up with the source");
-                        let _ = self.shared.events.send(Event::Phase { phase: Phase::CaughtUp });
+                        tracing::info!(
+                            offset = applied,
+                            "the target has caught up with the source"
+                        );
+                        let _ = self.shared.events.send(Event::Phase {
+                            phase: Phase::CaughtUp,
+                        });
                         last_phase = Some(Phase::CaughtUp);
                         if self.until_caught_up {
                             self.shared.cancel.cancel();
@@ -465,10 +480,15 @@ impl Monitor {
                 });
                 Err((e.kind(), e.to_string()))
             }
-            Err(join) => Err((ErrorKind::Stopped, format!("the job's task ended abnormally: {join}"))),
+            Err(join) => Err((
+                ErrorKind::Stopped,
+                format!("the job's task ended abnormally: {join}"),
+            )),
         };
         if outcome.is_ok() {
-            let _ = self.shared.events.send(Event::Phase { phase: Phase::Stopped });
+            let _ = self.shared.events.send(Event::Phase {
+                phase: Phase::Stopped,
+            });
         }
         let _ = done.send(Some(outcome));
     }
@@ -479,7 +499,9 @@ async fn source_offset(source: &Endpoint) -> Option<u64> {
     let opts = source.connect_options().ok()?;
     let mut conn = ferry_resp::Connection::connect(&opts).await.ok()?;
     let reply = conn.call(&["INFO", "replication"]).await.ok()?;
-    let text = reply.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned())?;
+    let text = reply
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())?;
     text.lines()
         .find_map(|l| l.strip_prefix("master_repl_offset:"))
         .and_then(|v| v.trim().parse().ok())

@@ -199,10 +199,21 @@ impl fmt::Display for VerifyReport {
         }
         writeln!(f, ")")?;
         for d in &self.differences {
-            writeln!(f, "  {:<7} db {} {}: {}", d.kind.as_str(), d.db, d.key, d.detail)?;
+            writeln!(
+                f,
+                "  {:<7} db {} {}: {}",
+                d.kind.as_str(),
+                d.db,
+                d.key,
+                d.detail
+            )?;
         }
         let listed = self.differences.len() as u64;
-        let total = self.missing + self.extra + self.type_mismatch + self.value_mismatch + self.ttl_mismatch;
+        let total = self.missing
+            + self.extra
+            + self.type_mismatch
+            + self.value_mismatch
+            + self.ttl_mismatch;
         if total > listed {
             writeln!(f, "  ... and {} more", total - listed)?;
         }
@@ -214,7 +225,11 @@ impl fmt::Display for VerifyReport {
 const MAX_RECHECK: usize = 100_000;
 
 /// Compares `source` and `target` key by key; see the module documentation.
-pub async fn verify(source: &Source, target: &Target, options: VerifyOptions) -> Result<VerifyReport, Error> {
+pub async fn verify(
+    source: &Source,
+    target: &Target,
+    options: VerifyOptions,
+) -> Result<VerifyReport, Error> {
     let started = Instant::now();
     let mut src = Side::open(side_of_source(source)?, "source").await?;
     let mut tgt = Side::open(side_of_target(target)?, "target").await?;
@@ -288,12 +303,18 @@ pub async fn verify(source: &Source, target: &Target, options: VerifyOptions) ->
         }
     }
     if let Some(ms) = options.recheck_after_ms {
-        acc.recheck(&mut src, &mut tgt, Duration::from_millis(ms)).await?;
+        acc.recheck(&mut src, &mut tgt, Duration::from_millis(ms))
+            .await?;
     } else {
         acc.flush_pending();
     }
     let mut report = acc.report;
-    report.equal = report.missing + report.extra + report.type_mismatch + report.value_mismatch + report.ttl_mismatch == 0;
+    report.equal = report.missing
+        + report.extra
+        + report.type_mismatch
+        + report.value_mismatch
+        + report.ttl_mismatch
+        == 0;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -319,7 +340,13 @@ impl Acc<'_> {
     fn keep(&self, keys: Vec<Bytes>, seen: u64) -> Vec<Bytes> {
         let mut keys: Vec<Bytes> = keys
             .into_iter()
-            .filter(|k| !self.options.ignore_prefixes.iter().any(|p| k.starts_with(p.as_bytes())))
+            .filter(|k| {
+                !self
+                    .options
+                    .ignore_prefixes
+                    .iter()
+                    .any(|p| k.starts_with(p.as_bytes()))
+            })
             .collect();
         if let Some(s) = self.options.sample {
             keys.truncate(s.saturating_sub(seen) as usize);
@@ -368,7 +395,8 @@ impl Acc<'_> {
     /// Compares one batch read from both sides.
     fn compare(&mut self, db: u32, keys: &[Bytes], a: &[KeyState], b: &[KeyState], recheck: bool) {
         if !recheck {
-            self.report.keys_checked += keys.iter().zip(a).filter(|(_, s)| s.dump.is_some()).count() as u64;
+            self.report.keys_checked +=
+                keys.iter().zip(a).filter(|(_, s)| s.dump.is_some()).count() as u64;
         }
         for ((key, a), b) in keys.iter().zip(a).zip(b) {
             if let Some((kind, detail)) = self.differs(a, b) {
@@ -390,12 +418,19 @@ impl Acc<'_> {
         };
         let (ta, tb) = (type_of(a_dump), type_of(b_dump));
         if ta != tb {
-            return Some((DifferenceKind::Type, format!("{ta} on the source, {tb} on the target")));
+            return Some((
+                DifferenceKind::Type,
+                format!("{ta} on the source, {tb} on the target"),
+            ));
         }
         if !self.same_value(a_dump, b_dump) {
             return Some((
                 DifferenceKind::Value,
-                format!("{} bytes serialized on the source, {} on the target", a_dump.len(), b_dump.len()),
+                format!(
+                    "{} bytes serialized on the source, {} on the target",
+                    a_dump.len(),
+                    b_dump.len()
+                ),
             ));
         }
         let close = match (a.expire_at_ms, b.expire_at_ms) {
@@ -404,10 +439,14 @@ impl Acc<'_> {
             _ => false,
         };
         if !close {
-            let show = |t: Option<i64>| t.map_or("none".to_string(), |t| format!("{t} ms")) ;
+            let show = |t: Option<i64>| t.map_or("none".to_string(), |t| format!("{t} ms"));
             return Some((
                 DifferenceKind::Ttl,
-                format!("expires at {} on the source, {} on the target", show(a.expire_at_ms), show(b.expire_at_ms)),
+                format!(
+                    "expires at {} on the source, {} on the target",
+                    show(a.expire_at_ms),
+                    show(b.expire_at_ms)
+                ),
             ));
         }
         None
@@ -437,7 +476,12 @@ impl Acc<'_> {
     }
 
     /// Reads the differing keys again after `delay` and counts only those still differing.
-    async fn recheck(&mut self, src: &mut Side, tgt: &mut Side, delay: Duration) -> Result<(), Error> {
+    async fn recheck(
+        &mut self,
+        src: &mut Side,
+        tgt: &mut Side,
+        delay: Duration,
+    ) -> Result<(), Error> {
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
             return Ok(());
@@ -456,8 +500,9 @@ impl Acc<'_> {
                 by_db.entry(p.db).or_default().push(p);
             }
             for (db, items) in by_db {
-                let (extra, other): (Vec<&Pending>, Vec<&Pending>) =
-                    items.into_iter().partition(|p| p.kind == DifferenceKind::Extra);
+                let (extra, other): (Vec<&Pending>, Vec<&Pending>) = items
+                    .into_iter()
+                    .partition(|p| p.kind == DifferenceKind::Extra);
                 if !other.is_empty() {
                     let keys: Vec<Bytes> = other.iter().map(|p| p.key.clone()).collect();
                     let (a, b) = tokio::join!(src.read(db, &keys), tgt.read(db, &keys));
@@ -529,7 +574,8 @@ fn forget_stream_metadata(v: &mut ferry_rdb::Value) {
 }
 
 fn type_of(dump: &[u8]) -> &'static str {
-    dump.first().map_or("unknown", |&t| ferry_rdb::type_name_of(t))
+    dump.first()
+        .map_or("unknown", |&t| ferry_rdb::type_name_of(t))
 }
 
 /// A key as read from one side.
@@ -541,7 +587,7 @@ struct KeyState {
 
 /// One deployment being compared.
 enum SideKind {
-    Standalone(ConnectOptions),
+    Standalone(Box<ConnectOptions>),
     Cluster(Vec<ConnectOptions>),
 }
 
@@ -556,9 +602,14 @@ struct Side {
 
 fn side_of_source(source: &Source) -> Result<SideKind, Error> {
     match source {
-        Source::Standalone(e) | Source::Scan { endpoint: e, .. } => Ok(SideKind::Standalone(e.connect_options()?)),
+        Source::Standalone(e) | Source::Scan { endpoint: e, .. } => {
+            Ok(SideKind::Standalone(Box::new(e.connect_options()?)))
+        }
         Source::Cluster { seeds, .. } => Ok(SideKind::Cluster(
-            seeds.iter().map(|s| s.connect_options()).collect::<Result<_, _>>()?,
+            seeds
+                .iter()
+                .map(|s| s.connect_options())
+                .collect::<Result<_, _>>()?,
         )),
         Source::Sentinel { .. } => Err(Error::not_supported("verify of a sentinel-managed source")),
         Source::RdbFile { .. } => Err(Error::not_supported("verify of an RDB file")),
@@ -567,9 +618,12 @@ fn side_of_source(source: &Source) -> Result<SideKind, Error> {
 
 fn side_of_target(target: &Target) -> Result<SideKind, Error> {
     match target {
-        Target::Standalone(e) => Ok(SideKind::Standalone(e.connect_options()?)),
+        Target::Standalone(e) => Ok(SideKind::Standalone(Box::new(e.connect_options()?))),
         Target::Cluster { seeds } => Ok(SideKind::Cluster(
-            seeds.iter().map(|s| s.connect_options()).collect::<Result<_, _>>()?,
+            seeds
+                .iter()
+                .map(|s| s.connect_options())
+                .collect::<Result<_, _>>()?,
         )),
         Target::Sentinel { .. } => Err(Error::not_supported("verify of a sentinel-managed target")),
     }
@@ -580,14 +634,19 @@ impl Side {
         let (kind, cluster) = match kind {
             SideKind::Standalone(o) => (SideKind::Standalone(o), None),
             SideKind::Cluster(seeds) => {
-                let first = seeds.first().cloned().ok_or_else(|| Error::config(format!("{name}: no cluster seed")))?;
+                let first = seeds
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| Error::config(format!("{name}: no cluster seed")))?;
                 let mut opts = ClusterOptions::new(first.clone());
                 opts.seeds = seeds
                     .iter()
                     .skip(1)
                     .map(|s| ferry_topology::NodeAddr::new(s.host.clone(), s.port))
                     .collect();
-                let client = ClusterClient::connect(opts).await.map_err(|e| Error::from(e).context(name))?;
+                let client = ClusterClient::connect(opts)
+                    .await
+                    .map_err(|e| Error::from(e).context(name))?;
                 let masters = client
                     .slot_map()
                     .shards()
@@ -609,9 +668,20 @@ impl Side {
             conn: None,
             has_expiretime: false,
         };
-        let first = side.scan_nodes().into_iter().next().ok_or_else(|| Error::config(format!("{name}: no node")))?;
-        let mut conn = Connection::connect(&first).await.map_err(|e| Error::from(e).context(name))?;
-        let info = text(&conn.call(&["INFO", "server"]).await.map_err(|e| Error::from(e).context(name))?);
+        let first = side
+            .scan_nodes()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::config(format!("{name}: no node")))?;
+        let mut conn = Connection::connect(&first)
+            .await
+            .map_err(|e| Error::from(e).context(name))?;
+        let info = text(
+            &conn
+                .call(&["INFO", "server"])
+                .await
+                .map_err(|e| Error::from(e).context(name))?,
+        );
         let major: u32 = info
             .lines()
             .find_map(|l| l.strip_prefix("redis_version:"))
@@ -625,7 +695,7 @@ impl Side {
     /// The nodes whose keys are walked: the server, or every master.
     fn scan_nodes(&self) -> Vec<ConnectOptions> {
         match &self.kind {
-            SideKind::Standalone(o) => vec![o.clone()],
+            SideKind::Standalone(o) => vec![(**o).clone()],
             SideKind::Cluster(m) => m.clone(),
         }
     }
@@ -635,7 +705,9 @@ impl Side {
         match &self.kind {
             SideKind::Cluster(_) => Ok(vec![0]),
             SideKind::Standalone(o) => {
-                let mut conn = Connection::connect(o).await.map_err(|e| Error::from(e).context(self.name))?;
+                let mut conn = Connection::connect(o)
+                    .await
+                    .map_err(|e| Error::from(e).context(self.name))?;
                 let info = text(&conn.call(&["INFO", "keyspace"]).await?);
                 Ok(info
                     .lines()
@@ -649,7 +721,10 @@ impl Side {
     async fn run(&mut self, db: u32, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Error> {
         if let Some(client) = &self.cluster {
             if db != 0 {
-                return Err(Error::config(format!("{}: a cluster has only database 0", self.name)));
+                return Err(Error::config(format!(
+                    "{}: a cluster has only database 0",
+                    self.name
+                )));
             }
             return client
                 .pipeline(cmds)
@@ -665,9 +740,15 @@ impl Side {
             return Err(Error::new(ErrorKind::Data, "no connection"));
         };
         if self.conn.as_ref().map(|(d, _)| *d) != Some(db) {
-            self.conn = Some((db, connect_db(o, db).await.map_err(|e| e.context(self.name))?));
+            self.conn = Some((
+                db,
+                connect_db(o, db).await.map_err(|e| e.context(self.name))?,
+            ));
         }
-        let (_, conn) = self.conn.as_mut().ok_or_else(|| Error::new(ErrorKind::Data, "no connection"))?;
+        let (_, conn) = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Data, "no connection"))?;
         match conn.pipeline(cmds).await {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -679,7 +760,11 @@ impl Side {
 
     /// `DUMP` and the absolute expiry of each key.
     async fn read(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<KeyState>, Error> {
-        let expire: &'static [u8] = if self.has_expiretime { b"PEXPIRETIME" } else { b"PTTL" };
+        let expire: &'static [u8] = if self.has_expiretime {
+            b"PEXPIRETIME"
+        } else {
+            b"PTTL"
+        };
         let mut cmds = Vec::with_capacity(keys.len() * 2);
         for k in keys {
             cmds.push(vec![Bytes::from_static(b"DUMP"), k.clone()]);
@@ -694,13 +779,19 @@ impl Side {
                 Frame::Error(e) => {
                     return Err(Error::new(
                         ErrorKind::Data,
-                        format!("{}: DUMP refused: {}", self.name, String::from_utf8_lossy(e)),
+                        format!(
+                            "{}: DUMP refused: {}",
+                            self.name,
+                            String::from_utf8_lossy(e)
+                        ),
                     ))
                 }
                 _ => None,
             };
             let expire_at_ms = match pair.get(1) {
-                Some(Frame::Integer(t)) if *t >= 0 => Some(if self.has_expiretime { *t } else { now + *t }),
+                Some(Frame::Integer(t)) if *t >= 0 => {
+                    Some(if self.has_expiretime { *t } else { now + *t })
+                }
                 _ => None,
             };
             out.push(KeyState { dump, expire_at_ms });
@@ -730,7 +821,11 @@ async fn connect_db(node: &ConnectOptions, db: u32) -> Result<Connection, Error>
 }
 
 /// One `SCAN` step: the next cursor and the keys.
-async fn scan(conn: &mut Connection, cursor: &[u8], count: usize) -> Result<(Vec<u8>, Vec<Bytes>), Error> {
+async fn scan(
+    conn: &mut Connection,
+    cursor: &[u8],
+    count: usize,
+) -> Result<(Vec<u8>, Vec<Bytes>), Error> {
     let count = count.to_string();
     let reply = conn
         .call(&[b"SCAN".as_slice(), cursor, b"COUNT", count.as_bytes()])
@@ -758,7 +853,9 @@ async fn scan(conn: &mut Connection, cursor: &[u8], count: usize) -> Result<(Vec
 }
 
 fn text(f: &Frame) -> String {
-    f.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+    f.as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
 }
 
 fn now_ms() -> i64 {

@@ -286,7 +286,11 @@ impl ProcJob {
     /// Starts `ferry sync` into a cluster (`target` is one of its masters); the workload's database 1 is
     /// filtered out (a cluster has only database 0).
     pub fn start_cluster(source: &Server, target: &Server) -> ProcJob {
-        ProcJob::start_with(source, target, &["--target-type", "cluster", "--block-db", "1"])
+        ProcJob::start_with(
+            source,
+            target,
+            &["--target-type", "cluster", "--block-db", "1"],
+        )
     }
 
     fn start_with(source: &Server, target: &Server, extra: &[&str]) -> ProcJob {
@@ -389,7 +393,11 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
