@@ -30,6 +30,10 @@ pub enum Compare {
     Dump,
     /// Equal decoded values (always decodes both sides).
     Value,
+    /// Equal `DEBUG DIGEST-VALUE` (the servers compute a digest; nothing but the digest crosses the network).
+    /// Needs `DEBUG` on both sides (`enable-debug-command` on 7.0+); digests of one value can differ between
+    /// encodings or versions, so use it between servers of one version.
+    Digest,
 }
 
 /// What [`verify`] checks.
@@ -268,7 +272,10 @@ pub async fn verify(
                 let keys = acc.keep(keys, n);
                 n += keys.len() as u64;
                 if !keys.is_empty() {
-                    let (a, b) = tokio::join!(src.read(db, &keys), tgt.read(db, &keys));
+                    let (a, b) = tokio::join!(
+                        src.read(db, &keys, options.compare),
+                        tgt.read(db, &keys, options.compare)
+                    );
                     acc.compare(db, &keys, &a?, &b?, false);
                 }
                 if next == b"0" || options.sample.is_some_and(|s| n >= s) {
@@ -396,7 +403,7 @@ impl Acc<'_> {
     fn compare(&mut self, db: u32, keys: &[Bytes], a: &[KeyState], b: &[KeyState], recheck: bool) {
         if !recheck {
             self.report.keys_checked +=
-                keys.iter().zip(a).filter(|(_, s)| s.dump.is_some()).count() as u64;
+                keys.iter().zip(a).filter(|(_, s)| s.kind.is_some()).count() as u64;
         }
         for ((key, a), b) in keys.iter().zip(a).zip(b) {
             if let Some((kind, detail)) = self.differs(a, b) {
@@ -412,26 +419,32 @@ impl Acc<'_> {
     /// How two states of a key differ, if they do. A key gone from the source is no difference (it was
     /// deleted while the walk went on; the reverse walk sees the target's copy if it stays).
     fn differs(&self, a: &KeyState, b: &KeyState) -> Option<(DifferenceKind, String)> {
-        let a_dump = a.dump.as_ref()?;
-        let Some(b_dump) = b.dump.as_ref() else {
+        let ta = a.kind?;
+        let Some(tb) = b.kind else {
             return Some((DifferenceKind::Missing, "not on the target".into()));
         };
-        let (ta, tb) = (type_of(a_dump), type_of(b_dump));
         if ta != tb {
             return Some((
                 DifferenceKind::Type,
                 format!("{ta} on the source, {tb} on the target"),
             ));
         }
-        if !self.same_value(a_dump, b_dump) {
-            return Some((
-                DifferenceKind::Value,
+        let same = if self.options.compare == Compare::Digest {
+            a.payload == b.payload
+        } else {
+            self.same_value(&a.payload, &b.payload)
+        };
+        if !same {
+            let detail = if self.options.compare == Compare::Digest {
+                "the digests differ".to_string()
+            } else {
                 format!(
                     "{} bytes serialized on the source, {} on the target",
-                    a_dump.len(),
-                    b_dump.len()
-                ),
-            ));
+                    a.payload.len(),
+                    b.payload.len()
+                )
+            };
+            return Some((DifferenceKind::Value, detail));
         }
         let close = match (a.expire_at_ms, b.expire_at_ms) {
             (None, None) => true,
@@ -505,7 +518,10 @@ impl Acc<'_> {
                     .partition(|p| p.kind == DifferenceKind::Extra);
                 if !other.is_empty() {
                     let keys: Vec<Bytes> = other.iter().map(|p| p.key.clone()).collect();
-                    let (a, b) = tokio::join!(src.read(db, &keys), tgt.read(db, &keys));
+                    let (a, b) = tokio::join!(
+                        src.read(db, &keys, self.options.compare),
+                        tgt.read(db, &keys, self.options.compare)
+                    );
                     self.compare(db, &keys, &a?, &b?, true);
                 }
                 if !extra.is_empty() {
@@ -573,6 +589,19 @@ fn forget_stream_metadata(v: &mut ferry_rdb::Value) {
     }
 }
 
+/// The static name of a `TYPE` reply.
+fn type_name(t: &[u8]) -> &'static str {
+    match t {
+        b"string" => "string",
+        b"list" => "list",
+        b"set" => "set",
+        b"zset" => "zset",
+        b"hash" => "hash",
+        b"stream" => "stream",
+        _ => "module",
+    }
+}
+
 fn type_of(dump: &[u8]) -> &'static str {
     dump.first()
         .map_or("unknown", |&t| ferry_rdb::type_name_of(t))
@@ -581,7 +610,10 @@ fn type_of(dump: &[u8]) -> &'static str {
 /// A key as read from one side.
 #[derive(Debug, Clone, Default)]
 struct KeyState {
-    dump: Option<Bytes>,
+    /// The type name; `None` when the key does not exist.
+    kind: Option<&'static str>,
+    /// The DUMP payload, or the digest in mode [`Compare::Digest`].
+    payload: Bytes,
     expire_at_ms: Option<i64>,
 }
 
@@ -758,43 +790,83 @@ impl Side {
         }
     }
 
-    /// `DUMP` and the absolute expiry of each key.
-    async fn read(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<KeyState>, Error> {
+    /// `DUMP` (or `TYPE` and `DEBUG DIGEST-VALUE`) and the absolute expiry of each key.
+    async fn read(
+        &mut self,
+        db: u32,
+        keys: &[Bytes],
+        compare: Compare,
+    ) -> Result<Vec<KeyState>, Error> {
         let expire: &'static [u8] = if self.has_expiretime {
             b"PEXPIRETIME"
         } else {
             b"PTTL"
         };
-        let mut cmds = Vec::with_capacity(keys.len() * 2);
+        let digest = compare == Compare::Digest;
+        let per_key = if digest { 3 } else { 2 };
+        let mut cmds = Vec::with_capacity(keys.len() * per_key);
         for k in keys {
-            cmds.push(vec![Bytes::from_static(b"DUMP"), k.clone()]);
+            if digest {
+                cmds.push(vec![Bytes::from_static(b"TYPE"), k.clone()]);
+                cmds.push(vec![
+                    Bytes::from_static(b"DEBUG"),
+                    Bytes::from_static(b"DIGEST-VALUE"),
+                    k.clone(),
+                ]);
+            } else {
+                cmds.push(vec![Bytes::from_static(b"DUMP"), k.clone()]);
+            }
             cmds.push(vec![Bytes::from_static(expire), k.clone()]);
         }
         let replies = self.run(db, &cmds).await?;
         let now = now_ms();
+        let refused = |what: &str, e: &[u8]| {
+            Error::new(
+                ErrorKind::Data,
+                format!(
+                    "{}: {what} refused: {}",
+                    self.name,
+                    String::from_utf8_lossy(e)
+                ),
+            )
+        };
         let mut out = Vec::with_capacity(keys.len());
-        for pair in replies.chunks(2) {
-            let dump = match &pair[0] {
-                Frame::Bulk(b) => Some(b.clone()),
-                Frame::Error(e) => {
-                    return Err(Error::new(
-                        ErrorKind::Data,
-                        format!(
-                            "{}: DUMP refused: {}",
-                            self.name,
-                            String::from_utf8_lossy(e)
-                        ),
-                    ))
+        for group in replies.chunks(per_key) {
+            let mut state = KeyState::default();
+            if digest {
+                state.kind = match &group[0] {
+                    Frame::Simple(t) | Frame::Bulk(t) if t.as_ref() != b"none" => {
+                        Some(type_name(t))
+                    }
+                    Frame::Error(e) => return Err(refused("TYPE", e)),
+                    _ => None,
+                };
+                state.payload = match &group[1] {
+                    Frame::Array(d) => d
+                        .first()
+                        .and_then(|f| f.as_bytes())
+                        .map(Bytes::copy_from_slice)
+                        .unwrap_or_default(),
+                    Frame::Error(e) => return Err(refused("DEBUG DIGEST-VALUE", e)),
+                    _ => Bytes::new(),
+                };
+            } else {
+                match &group[0] {
+                    Frame::Bulk(b) => {
+                        state.kind = Some(type_of(b));
+                        state.payload = b.clone();
+                    }
+                    Frame::Error(e) => return Err(refused("DUMP", e)),
+                    _ => {}
                 }
-                _ => None,
-            };
-            let expire_at_ms = match pair.get(1) {
+            }
+            state.expire_at_ms = match group.last() {
                 Some(Frame::Integer(t)) if *t >= 0 => {
                     Some(if self.has_expiretime { *t } else { now + *t })
                 }
                 _ => None,
             };
-            out.push(KeyState { dump, expire_at_ms });
+            out.push(state);
         }
         Ok(out)
     }

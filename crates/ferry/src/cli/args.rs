@@ -392,7 +392,7 @@ pub struct VerifyArgs {
     /// Check at most N keys of each side per database.
     #[arg(long)]
     pub sample: Option<u64>,
-    /// How values are compared: auto, dump or value.
+    /// How values are compared: auto, dump, value or digest.
     #[arg(long, value_enum, default_value_t = CompareArg::Auto)]
     pub compare: CompareArg,
     /// Largest accepted gap between expiry times, in milliseconds.
@@ -418,6 +418,8 @@ pub enum CompareArg {
     Dump,
     /// Equal decoded values.
     Value,
+    /// Equal DEBUG DIGEST-VALUE (servers of one version, DEBUG enabled).
+    Digest,
 }
 
 impl VerifyArgs {
@@ -442,6 +444,7 @@ impl VerifyArgs {
             CompareArg::Auto => Compare::Auto,
             CompareArg::Dump => Compare::Dump,
             CompareArg::Value => Compare::Value,
+            CompareArg::Digest => Compare::Digest,
         });
         if !self.dbs.is_empty() {
             o = o.with_dbs(self.dbs.clone());
