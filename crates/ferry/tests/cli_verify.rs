@@ -238,12 +238,34 @@ fn verify_rechecks_differences_so_a_target_catching_up_gives_no_false_alarm() {
 fn verify_by_digest_finds_a_changed_value_and_reports_equal_otherwise() {
     let (set, keys) = twins(Version::V7_0);
     let (source, target) = (set.master.url(), set.replicas[0].url());
-    let mut equal = Ferry::spawn(["verify", "--source", &source, "--target", &target, "--compare", "digest", "--json"]);
+    let mut equal = Ferry::spawn([
+        "verify",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--compare",
+        "digest",
+        "--json",
+    ]);
     assert_eq!(equal.wait(), 0, "{}\n{}", equal.stdout(), equal.stderr());
     let r: serde_json::Value = serde_json::from_str(&equal.stdout()).unwrap();
     assert_eq!(r["keys_checked"].as_u64(), Some(keys), "{r}");
-    redis::cmd("SET").arg("plant:value").arg("changed").exec(&mut set.replicas[0].client()).unwrap();
-    let mut differ = Ferry::spawn(["verify", "--source", &source, "--target", &target, "--compare", "digest", "--json"]);
+    redis::cmd("SET")
+        .arg("plant:value")
+        .arg("changed")
+        .exec(&mut set.replicas[0].client())
+        .unwrap();
+    let mut differ = Ferry::spawn([
+        "verify",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--compare",
+        "digest",
+        "--json",
+    ]);
     assert_eq!(differ.wait(), 1);
     let r: serde_json::Value = serde_json::from_str(&differ.stdout()).unwrap();
     assert_eq!(r["value_mismatch"], 1, "{r}");
@@ -254,11 +276,18 @@ fn verify_by_digest_finds_a_changed_value_and_reports_equal_otherwise() {
 fn verify_samples_and_selects_databases() {
     let (set, _) = twins(Version::V7_0);
     let (source, target) = (set.master.url(), set.replicas[0].url());
-    let mut sampled = Ferry::spawn(["verify", "--source", &source, "--target", &target, "--sample", "10", "--json"]);
+    let mut sampled = Ferry::spawn([
+        "verify", "--source", &source, "--target", &target, "--sample", "10", "--json",
+    ]);
     assert_eq!(sampled.wait(), 0, "{}", sampled.stderr());
     let r: serde_json::Value = serde_json::from_str(&sampled.stdout()).unwrap();
-    assert_eq!(r["keys_checked"], 30, "10 keys of each of the 3 databases: {r}");
-    let mut one_db = Ferry::spawn(["verify", "--source", &source, "--target", &target, "--db", "1", "--json"]);
+    assert_eq!(
+        r["keys_checked"], 30,
+        "10 keys of each of the 3 databases: {r}"
+    );
+    let mut one_db = Ferry::spawn([
+        "verify", "--source", &source, "--target", &target, "--db", "1", "--json",
+    ]);
     assert_eq!(one_db.wait(), 0, "{}", one_db.stderr());
     let r: serde_json::Value = serde_json::from_str(&one_db.stdout()).unwrap();
     assert_eq!(r["dbs"], serde_json::json!([1]), "{r}");
@@ -290,8 +319,12 @@ fn json_logs_are_one_json_object_a_line() {
     let err = ferry.stderr();
     let mut lines = 0;
     for line in err.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
         lines += 1;
     }
     assert!(lines >= 2, "{err}");
