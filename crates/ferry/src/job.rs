@@ -26,7 +26,9 @@ pub enum Phase {
     Incremental,
     /// Waiting to reconnect after a broken link.
     Reconnecting,
-    /// The job ended because the target caught up with the source after the full copy (`until_caught_up`).
+    /// The target has caught up with the source after the full copy: as an event, the moment it happened (a live
+    /// job then goes on in `incremental`); as the phase of a status, the job ended because of it
+    /// (`until_caught_up`).
     CaughtUp,
     /// Stopped.
     Stopped,
@@ -259,7 +261,7 @@ impl SyncJob {
         let shared = Arc::new(Shared {
             status: replicator.status(),
             cancel: CancellationToken::new(),
-            events: events_tx,
+            events: Mutex::new(Some(events_tx)),
             done: done_rx,
             caught_up: Mutex::new(false),
             shard_name: source.host_port(),
@@ -283,7 +285,8 @@ impl SyncJob {
 struct Shared {
     status: ferry_replicator::StatusHandle,
     cancel: CancellationToken,
-    events: broadcast::Sender<Event>,
+    /// `None` once the job has ended: receivers then see the end after the last event.
+    events: Mutex<Option<broadcast::Sender<Event>>>,
     /// `Some` once the job has ended: its final status or its error (kind and message).
     done: watch::Receiver<Option<Result<Status, (ErrorKind, String)>>>,
     caught_up: Mutex<bool>,
@@ -291,6 +294,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// Sends an event to the receivers there are (none is fine).
+    fn emit(&self, event: Event) {
+        if let Ok(guard) = self.events.lock() {
+            if let Some(tx) = guard.as_ref() {
+                let _ = tx.send(event);
+            }
+        }
+    }
+
+    /// Ends the event stream.
+    fn close_events(&self) {
+        if let Ok(mut guard) = self.events.lock() {
+            guard.take();
+        }
+    }
+
     fn snapshot(&self) -> Status {
         let r = self.status.snapshot();
         let caught_up = self.caught_up.lock().map(|c| *c).unwrap_or(false);
@@ -347,9 +366,17 @@ impl JobHandle {
 
     /// A receiver of the events from now on.
     pub fn events(&self) -> Events {
-        Events {
-            rx: self.shared.events.subscribe(),
-        }
+        let rx = match self
+            .shared
+            .events
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|tx| tx.subscribe()))
+        {
+            Some(rx) => rx,
+            None => broadcast::channel(1).1, // ended: a receiver that is closed at once
+        };
+        Events { rx }
     }
 
     /// Whether the job has ended.
@@ -418,14 +445,14 @@ impl Monitor {
             self.metrics.record(&status);
             if last_phase != Some(status.phase) {
                 last_phase = Some(status.phase);
-                let _ = self.shared.events.send(Event::Phase {
+                self.shared.emit(Event::Phase {
                     phase: status.phase,
                 });
             }
             if status.last_error.is_some() && status.last_error != last_error {
                 last_error.clone_from(&status.last_error);
                 let message = status.last_error.clone().unwrap_or_default();
-                let _ = self.shared.events.send(Event::Error {
+                self.shared.emit(Event::Error {
                     kind: ErrorKind::Connection,
                     message,
                 });
@@ -451,10 +478,9 @@ impl Monitor {
                             offset = applied,
                             "the target has caught up with the source"
                         );
-                        let _ = self.shared.events.send(Event::Phase {
+                        self.shared.emit(Event::Phase {
                             phase: Phase::CaughtUp,
                         });
-                        last_phase = Some(Phase::CaughtUp);
                         if self.until_caught_up {
                             self.shared.cancel.cancel();
                         }
@@ -469,12 +495,13 @@ impl Monitor {
         };
         let status = self.shared.snapshot();
         self.metrics.record(&status);
+        let final_phase = status.phase;
         let outcome = match result {
             Ok(Ok(())) => Ok(status),
             Ok(Err(e)) => {
                 let e = Error::from(e);
                 self.metrics.error();
-                let _ = self.shared.events.send(Event::Error {
+                self.shared.emit(Event::Error {
                     kind: e.kind(),
                     message: e.to_string(),
                 });
@@ -485,11 +512,10 @@ impl Monitor {
                 format!("the job's task ended abnormally: {join}"),
             )),
         };
-        if outcome.is_ok() {
-            let _ = self.shared.events.send(Event::Phase {
-                phase: Phase::Stopped,
-            });
+        if outcome.is_ok() && last_phase != Some(final_phase) {
+            self.shared.emit(Event::Phase { phase: final_phase });
         }
+        self.shared.close_events();
         let _ = done.send(Some(outcome));
     }
 }
