@@ -554,3 +554,69 @@ fn the_progress_bar_shows_on_a_terminal_during_the_full_copy() {
     let _ = CompareOptions::default();
     assert_equal(&Target::from(&source), &Target::from(&target));
 }
+
+#[test]
+fn sync_over_tls_with_a_ca_file_and_a_user_from_flags() {
+    let source = Server::start(ServerOptions::new(Version::V7_0).tls(true)).unwrap();
+    let target = Server::start(
+        ServerOptions::new(Version::V7_0)
+            .tls(true)
+            .acl_user(ferry_testkit::AclUser::new("copier", "copier-pw"))
+            .client_user("copier"),
+    )
+    .unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(8)).unwrap();
+    let ca = source.tls_ca_path().unwrap();
+    let target_ca = target.tls_ca_path().unwrap();
+    let mut ferry = Ferry::spawn_env(
+        [
+            "sync",
+            "--source",
+            &format!("rediss://{}", source.tls_addr().unwrap()),
+            "--source-tls-ca-file",
+            ca.to_str().unwrap(),
+            "--target",
+            &format!("rediss://{}", target.tls_addr().unwrap()),
+            "--target-tls-ca-file",
+            target_ca.to_str().unwrap(),
+            "--target-user",
+            "copier",
+            "--target-password-env",
+            "FERRY_TEST_PW",
+            "--until-caught-up",
+        ],
+        &[("FERRY_TEST_PW", "copier-pw")],
+    );
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_equal(&Target::from(&source), &Target::from(&target));
+}
+
+#[test]
+fn sync_flags_map_and_block_databases() {
+    let (source, target) = (server(), server());
+    let filled = fill(&Target::from(&source), &FillOptions::seed(9).dbs([0, 1, 2])).unwrap();
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--db-map",
+        "1:3",
+        "--block-db",
+        "2",
+        "--checkpoint-db",
+        "9",
+        "--until-caught-up",
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let size = |db: u32| -> u64 {
+        let mut c = target.client();
+        redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
+        redis::cmd("DBSIZE").query(&mut c).unwrap()
+    };
+    assert_eq!(size(0), filled.keys_in(0));
+    assert_eq!(size(1), 0, "db 1 went to db 3");
+    assert_eq!(size(2), 0, "db 2 is blocked");
+    assert_eq!(size(3), filled.keys_in(1));
+}
