@@ -899,3 +899,46 @@ fn redact_json(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_masks_only_the_password() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("redis://u:p@h:1/2"), "redis://u:***@h:1/2");
+        assert_eq!(redact_url("rediss://:p@h"), "rediss://:***@h");
+        assert_eq!(redact_url("redis://user@h:1"), "redis://user@h:1");
+        assert_eq!(redact_url("redis://u:p@ss@h:1"), "redis://u:***@h:1");
+    }
+
+    #[test]
+    fn password_wins_over_password_env_and_the_url() {
+        let e = Endpoint::new("redis://u:from-url@127.0.0.1:1")
+            .with_password("explicit")
+            .with_password_env("FERRY_UNIT_TEST_UNSET_VARIABLE");
+        let o = e.connect_options().unwrap();
+        assert_eq!(o.password.as_ref().map(|p| p.expose()), Some("explicit"));
+        assert_eq!(o.username.as_deref(), Some("u"));
+        let o = Endpoint::new("redis://u:from-url@127.0.0.1:1")
+            .connect_options()
+            .unwrap();
+        assert_eq!(o.password.as_ref().map(|p| p.expose()), Some("from-url"));
+    }
+
+    #[test]
+    fn a_tls_table_turns_tls_on_for_a_redis_url() {
+        let o = Endpoint::new("redis://127.0.0.1:1")
+            .with_tls(TlsConfig::new().with_ca_file("/ca.pem"))
+            .connect_options()
+            .unwrap();
+        assert_eq!(
+            o.tls.and_then(|t| t.ca_file),
+            Some(PathBuf::from("/ca.pem"))
+        );
+    }
+}
