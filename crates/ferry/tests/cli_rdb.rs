@@ -6,12 +6,18 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use common::*;
-use ferry_testkit::{fill, Cluster, FillOptions, FillReport, Server, ServerOptions, Target, Version};
+use ferry_testkit::{
+    fill, Cluster, FillOptions, FillReport, Server, ServerOptions, Target, Version,
+};
 
 /// A filled server and its saved RDB file.
 fn saved(dbs: &[u32], seed: u64) -> (Server, FillReport, std::path::PathBuf) {
     let server = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    let filled = fill(&Target::from(&server), &FillOptions::seed(seed).dbs(dbs.to_vec())).unwrap();
+    let filled = fill(
+        &Target::from(&server),
+        &FillOptions::seed(seed).dbs(dbs.to_vec()),
+    )
+    .unwrap();
     redis::cmd("SAVE").exec(&mut server.client()).unwrap();
     let path = server.dir().join("dump.rdb");
     assert!(path.exists());
@@ -61,7 +67,11 @@ fn rdb_json_matches_the_decoded_values_of_a_filled_server() {
             "value of {line}"
         );
         let expire: i64 = redis::cmd("PEXPIRETIME").arg(&key).query(&mut con).unwrap();
-        assert_eq!(j["expire_at_ms"].as_i64(), (expire >= 0).then_some(expire), "expiry of {line}");
+        assert_eq!(
+            j["expire_at_ms"].as_i64(),
+            (expire >= 0).then_some(expire),
+            "expiry of {line}"
+        );
     }
     assert_eq!(lines, filled.total_keys);
 }
@@ -73,12 +83,19 @@ fn rdb_stats_counts_keys_per_db_and_type() {
     assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
     let s: serde_json::Value = serde_json::from_str(&ferry.stdout()).unwrap();
     assert_eq!(s["keys"].as_u64(), Some(filled.total_keys), "{s}");
-    assert_eq!(s["keys_with_expiry"].as_u64(), Some(filled.keys_with_expiry), "{s}");
+    assert_eq!(
+        s["keys_with_expiry"].as_u64(),
+        Some(filled.keys_with_expiry),
+        "{s}"
+    );
     assert_eq!(s["checksum"], "verified");
     let mut per: BTreeMap<(u32, String), u64> = BTreeMap::new();
     for (db, types) in s["per_db"].as_object().unwrap() {
         for (t, ts) in types.as_object().unwrap() {
-            per.insert((db.parse().unwrap(), t.clone()), ts["keys"].as_u64().unwrap());
+            per.insert(
+                (db.parse().unwrap(), t.clone()),
+                ts["keys"].as_u64().unwrap(),
+            );
         }
     }
     let expected: BTreeMap<(u32, String), u64> = filled
@@ -98,13 +115,29 @@ fn rdb_stats_counts_keys_per_db_and_type() {
 fn rdb_restore_into_a_standalone_target_ends_equal() {
     let (server, _filled, path) = saved(&[0, 1, 2], 23);
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    let mut ferry = Ferry::spawn(["rdb", "restore", path.to_str().unwrap(), "--target", &target.url()]);
+    let mut ferry = Ferry::spawn([
+        "rdb",
+        "restore",
+        path.to_str().unwrap(),
+        "--target",
+        &target.url(),
+    ]);
     assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
     assert_equal(&Target::from(&server), &Target::from(&target));
     // Again with policy panic: every key exists now.
-    let mut again = Ferry::spawn(["rdb", "restore", path.to_str().unwrap(), "--target", &target.url()]);
+    let mut again = Ferry::spawn([
+        "rdb",
+        "restore",
+        path.to_str().unwrap(),
+        "--target",
+        &target.url(),
+    ]);
     assert_eq!(again.wait(), 4);
-    assert!(again.stderr().contains("already exists on the target"), "{}", again.stderr());
+    assert!(
+        again.stderr().contains("already exists on the target"),
+        "{}",
+        again.stderr()
+    );
 }
 
 #[test]
@@ -112,12 +145,33 @@ fn rdb_restore_into_a_cluster_target_ends_equal_and_leaves_no_checkpoint() {
     let (server, filled, path) = saved(&[0], 24);
     let cluster = Cluster::start(Version::V7_0).unwrap();
     let seed = format!("redis://{}", cluster.masters()[0].addr());
-    let mut ferry = Ferry::spawn(["rdb", "restore", path.to_str().unwrap(), "--target", &seed, "--target-type", "cluster"]);
+    let mut ferry = Ferry::spawn([
+        "rdb",
+        "restore",
+        path.to_str().unwrap(),
+        "--target",
+        &seed,
+        "--target-type",
+        "cluster",
+    ]);
     assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
-    let report = ferry_testkit::compare(&Target::from(&server), &cluster.target(), &Default::default()).unwrap();
+    let report = ferry_testkit::compare(
+        &Target::from(&server),
+        &cluster.target(),
+        &Default::default(),
+    )
+    .unwrap();
     assert!(report.is_equal(), "{report}");
     assert_eq!(report.keys_compared, filled.total_keys);
     // ferry's own verify, cluster-aware, agrees.
-    let mut verify = Ferry::spawn(["verify", "--source", &server.url(), "--target", &seed, "--target-type", "cluster"]);
+    let mut verify = Ferry::spawn([
+        "verify",
+        "--source",
+        &server.url(),
+        "--target",
+        &seed,
+        "--target-type",
+        "cluster",
+    ]);
     assert_eq!(verify.wait(), 0, "{}", verify.stdout());
 }

@@ -76,7 +76,9 @@ impl Ferry {
             return c;
         }
         let child = &mut self.child;
-        let status = wait_for(DEADLINE, "ferry to exit", || child.try_wait().ok().flatten());
+        let status = wait_for(DEADLINE, "ferry to exit", || {
+            child.try_wait().ok().flatten()
+        });
         match status {
             Ok(s) => {
                 let code = s.code().unwrap_or(-1);
@@ -140,7 +142,11 @@ pub fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the endpoint");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).expect("response");
     let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
@@ -163,8 +169,10 @@ pub fn assert_equal(a: &Target, b: &Target) {
 /// Waits until `a` and `b` hold the same data.
 pub fn wait_equal(a: &Target, b: &Target) {
     let mut last = String::new();
-    let r = ferry_testkit::wait_until(DEADLINE, "the target to equal the source", || {
-        match compare(a, b, &opts()) {
+    let r = ferry_testkit::wait_until(
+        DEADLINE,
+        "the target to equal the source",
+        || match compare(a, b, &opts()) {
             Ok(r) if r.is_equal() => true,
             Ok(r) => {
                 last = r.to_string();
@@ -174,8 +182,8 @@ pub fn wait_equal(a: &Target, b: &Target) {
                 last = e.to_string();
                 false
             }
-        }
-    });
+        },
+    );
     if let Err(e) = r {
         panic!("{e}: {last}");
     }
