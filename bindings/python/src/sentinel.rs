@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use ferry_sentinel::{Addr, Error, Frame, SentinelPool, SentinelPoolOptions};
+use ferry::{SentinelPool, SentinelPoolOptions};
+// The façade re-exports the pool and its options; the address, error and reply types come from the pool crate.
+use ferry_sentinel::{Addr, Error, Frame};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
