@@ -114,8 +114,8 @@ def test_open_streams_entries_before_reaching_a_truncation(standalone: Dict[str,
     assert err.value.kind == "data"
 
 
-def test_open_of_a_missing_file_raises_config_error(tmp_path: Path) -> None:
-    with pytest.raises(redis_ferry.ConfigError, match="cannot open RDB file"):
+def test_open_of_a_missing_file_raises_data_error(tmp_path: Path) -> None:
+    with pytest.raises(redis_ferry.DataError, match="cannot open"):
         rdb.open(tmp_path / "missing.rdb")
 
 
