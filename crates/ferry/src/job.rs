@@ -264,6 +264,7 @@ impl SyncJob {
             events: Mutex::new(Some(events_tx)),
             done: done_rx,
             caught_up: Mutex::new(false),
+            until_caught_up: config.until_caught_up,
             shard_name: source.host_port(),
         });
         let metrics = JobMetrics::new(&config.checkpoint.tag, &shared.shard_name);
@@ -290,6 +291,8 @@ struct Shared {
     /// `Some` once the job has ended: its final status or its error (kind and message).
     done: watch::Receiver<Option<Result<Status, (ErrorKind, String)>>>,
     caught_up: Mutex<bool>,
+    /// The job ends when it catches up.
+    until_caught_up: bool,
     shard_name: String,
 }
 
@@ -316,7 +319,7 @@ impl Shared {
         let mut phase = Phase::from_replicator(r.phase);
         // A job that ended because it caught up says so; a live job that caught up once stays `incremental`
         // (its lag tells how far behind it is now).
-        if caught_up && phase == Phase::Stopped {
+        if caught_up && self.until_caught_up && phase == Phase::Stopped {
             phase = Phase::CaughtUp;
         }
         let lag_ms = (r.lag_seconds * 1000.0).round() as u64;
@@ -434,6 +437,7 @@ impl Monitor {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut last_phase: Option<Phase> = None;
         let mut last_error: Option<String> = None;
+        let (mut seen_reconnects, mut seen_full_syncs) = (0u64, 0u64);
         let mut catch_up_target: Option<u64> = None;
         let mut incremental_since_ticks = 0u32;
         let result = loop {
@@ -443,6 +447,20 @@ impl Monitor {
             }
             let status = self.shared.snapshot();
             self.metrics.record(&status);
+            // The status is sampled: a phase shorter than a tick (a small full copy, a quick reconnect) shows
+            // only in its counter, and is reported from it, in order, before the current phase.
+            let missed = [
+                (status.reconnects > seen_reconnects, Phase::Reconnecting),
+                (status.full_syncs > seen_full_syncs, Phase::FullSync),
+            ];
+            for (happened, phase) in missed {
+                if happened && last_phase != Some(phase) && status.phase != phase {
+                    self.shared.emit(Event::Phase { phase });
+                    last_phase = Some(phase);
+                }
+            }
+            seen_reconnects = status.reconnects;
+            seen_full_syncs = status.full_syncs;
             if last_phase != Some(status.phase) {
                 last_phase = Some(status.phase);
                 self.shared.emit(Event::Phase {

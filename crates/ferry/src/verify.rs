@@ -261,51 +261,58 @@ pub async fn verify(
         options: &options,
         tolerance,
     };
+    let sampled_out = |n: u64| options.sample.is_some_and(|s| n >= s);
     for &db in &dbs {
-        // Source -> target: every key of the source, compared.
+        // Source -> target: every key of the source, compared. The next SCAN runs while the batch is read.
         let mut n = 0u64;
         for node in src.scan_nodes() {
-            let mut conn = connect_db(&node, db).await?;
-            let mut cursor = b"0".to_vec();
-            loop {
-                let (next, keys) = scan(&mut conn, &cursor, options.batch).await?;
+            let mut scanner = Scanner::connect(&node, db, options.batch).await?;
+            let mut batch = scanner.next().await?;
+            while let Some(keys) = batch {
                 let keys = acc.keep(keys, n);
                 n += keys.len() as u64;
-                if !keys.is_empty() {
-                    let (a, b) = tokio::join!(
-                        src.read(db, &keys, options.compare),
-                        tgt.read(db, &keys, options.compare)
-                    );
-                    acc.compare(db, &keys, &a?, &b?, false);
-                }
-                if next == b"0" || options.sample.is_some_and(|s| n >= s) {
-                    break;
-                }
-                cursor = next;
+                let more = !sampled_out(n);
+                let (next, a, b) = tokio::join!(
+                    async {
+                        if more {
+                            scanner.next().await
+                        } else {
+                            Ok(None)
+                        }
+                    },
+                    src.read(db, &keys, options.compare),
+                    tgt.read(db, &keys, options.compare)
+                );
+                acc.compare(db, &keys, &a?, &b?, false);
+                batch = next?;
             }
         }
         // Target -> source: keys only the target has.
         let mut n = 0u64;
         for node in tgt.scan_nodes() {
-            let mut conn = connect_db(&node, db).await?;
-            let mut cursor = b"0".to_vec();
-            loop {
-                let (next, keys) = scan(&mut conn, &cursor, options.batch).await?;
+            let mut scanner = Scanner::connect(&node, db, options.batch).await?;
+            let mut batch = scanner.next().await?;
+            while let Some(keys) = batch {
                 let keys = acc.keep(keys, n);
                 n += keys.len() as u64;
-                if !keys.is_empty() {
-                    let exists = src.exists(db, &keys).await?;
-                    acc.report.target_keys_checked += keys.len() as u64;
-                    for (key, there) in keys.iter().zip(exists) {
-                        if !there {
-                            acc.found(db, key, DifferenceKind::Extra, "not on the source".into());
+                let more = !sampled_out(n);
+                let (next, exists) = tokio::join!(
+                    async {
+                        if more {
+                            scanner.next().await
+                        } else {
+                            Ok(None)
                         }
+                    },
+                    src.exists(db, &keys)
+                );
+                acc.report.target_keys_checked += keys.len() as u64;
+                for (key, there) in keys.iter().zip(exists?) {
+                    if !there {
+                        acc.found(db, key, DifferenceKind::Extra, "not on the source".into());
                     }
                 }
-                if next == b"0" || options.sample.is_some_and(|s| n >= s) {
-                    break;
-                }
-                cursor = next;
+                batch = next?;
             }
         }
     }
@@ -797,6 +804,9 @@ impl Side {
         keys: &[Bytes],
         compare: Compare,
     ) -> Result<Vec<KeyState>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let expire: &'static [u8] = if self.has_expiretime {
             b"PEXPIRETIME"
         } else {
@@ -873,6 +883,9 @@ impl Side {
 
     /// Whether each key exists.
     async fn exists(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<bool>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let cmds: Vec<Vec<Bytes>> = keys
             .iter()
             .map(|k| vec![Bytes::from_static(b"EXISTS"), k.clone()])
@@ -890,6 +903,36 @@ async fn connect_db(node: &ConnectOptions, db: u32) -> Result<Connection, Error>
     let mut o = node.clone();
     o.db = i64::from(db);
     Ok(Connection::connect(&o).await?)
+}
+
+/// Walks the keys of one database of one node with `SCAN`.
+struct Scanner {
+    conn: Connection,
+    /// `None` once the walk is complete.
+    cursor: Option<Vec<u8>>,
+    count: usize,
+}
+
+impl Scanner {
+    async fn connect(node: &ConnectOptions, db: u32, count: usize) -> Result<Scanner, Error> {
+        Ok(Scanner {
+            conn: connect_db(node, db).await?,
+            cursor: Some(b"0".to_vec()),
+            count,
+        })
+    }
+
+    /// The next batch of keys (possibly empty), `None` at the end.
+    async fn next(&mut self) -> Result<Option<Vec<Bytes>>, Error> {
+        let Some(cursor) = self.cursor.take() else {
+            return Ok(None);
+        };
+        let (next, keys) = scan(&mut self.conn, &cursor, self.count).await?;
+        if next != b"0" {
+            self.cursor = Some(next);
+        }
+        Ok(Some(keys))
+    }
 }
 
 /// One `SCAN` step: the next cursor and the keys.
