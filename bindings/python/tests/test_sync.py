@@ -228,3 +228,24 @@ def test_a_toml_file_configures_a_job(pair: Tuple[str, str], tmp_path: Any) -> N
     assert job.start().wait(timeout=300).phase == "caught_up"
     assert client(target).get("from-toml") == b"yes"
     assert isinstance(job.status(), redis_ferry.Status)
+
+
+def test_a_redisshake_v4_file_is_read_as_the_cli_reads_it(pair: Tuple[str, str], tmp_path: Any) -> None:
+    source, target = pair
+    s = client(source)
+    s.set("keep", "1")
+    s.set("tmp:skip", "1")
+    path = tmp_path / "shake.toml"
+    path.write_text(
+        f'[sync_reader]\ncluster = false\naddress = "{source}"\n\n'
+        f'[redis_writer]\ncluster = false\naddress = "{target}"\n\n'
+        '[filter]\nblock_key_prefix = ["tmp:"]\n'
+    )
+    with SyncJob(str(path)) as job:
+        assert job.config["filter"]["block_key_prefixes"] == ["tmp:"]
+        wait_until(lambda: client(target).get("keep") == b"1", "the copy")
+        s.set("tmp:live", "1")
+        s.set("keep-live", "1")
+        wait_until(lambda: client(target).get("keep-live") == b"1", "the live stream")
+    t = client(target)
+    assert t.exists("tmp:skip") == 0 and t.exists("tmp:live") == 0
