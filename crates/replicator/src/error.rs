@@ -49,7 +49,9 @@ pub enum Error {
     /// The source closed the replication link; the message says what ferry could learn of why.
     #[error("the source closed the replication link: {0}")]
     SourceClosed(String),
-    /// The job gave up after several attempts that all failed with an error a reconnect does not fix.
+    /// The job gave up after several attempts that all failed with an error a reconnect does not fix. The
+    /// questions about the kind of error ([`Error::is_auth`], [`Error::is_not_redis`],
+    /// [`Error::is_unknown_command`]) answer for the last one.
     #[error("giving up after {attempts} attempts: {last}")]
     GaveUp {
         /// How many sessions were tried.
@@ -103,6 +105,7 @@ impl Error {
     /// True when a server refused the credentials (`AUTH`, `HELLO ... AUTH`, `NOAUTH`, `NOPERM`).
     pub fn is_auth(&self) -> bool {
         match self {
+            Error::GaveUp { last, .. } => last.is_auth(),
             Error::Resp(ferry_resp::Error::Auth(_)) => true,
             Error::Resp(e) => e
                 .server_error()
@@ -114,6 +117,9 @@ impl Error {
 
     /// True when the peer does not speak RESP at all (for example an HTTP server on the port).
     pub fn is_not_redis(&self) -> bool {
+        if let Error::GaveUp { last, .. } = self {
+            return last.is_not_redis();
+        }
         matches!(
             self,
             Error::Resp(
@@ -127,6 +133,7 @@ impl Error {
     /// True when a server does not know a command ferry sent (an old or restricted server).
     pub fn is_unknown_command(&self) -> bool {
         let message = match self {
+            Error::GaveUp { last, .. } => return last.is_unknown_command(),
             Error::Target { message, .. } | Error::Refused(message) => message.as_str(),
             Error::Resp(e) => match e.server_error() {
                 Some(se) => se.message(),
@@ -144,10 +151,11 @@ impl Error {
     /// rotated a moment late, a port briefly taken by another program, a server being upgraded): after a few
     /// the job stops with this error.
     pub fn is_retried_a_few_times(&self) -> bool {
-        self.is_auth()
-            || self.is_not_redis()
-            || self.is_unknown_command()
-            || matches!(self, Error::Refused(_))
+        !matches!(self, Error::GaveUp { .. })
+            && (self.is_auth()
+                || self.is_not_redis()
+                || self.is_unknown_command()
+                || matches!(self, Error::Refused(_)))
     }
 
     /// True when the job stopped because it was asked to.
@@ -175,5 +183,46 @@ impl fmt::Display for KeyDisplay {
 impl fmt::Debug for KeyDisplay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(message: &str) -> Error {
+        Error::Target {
+            command: "set".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn broken_links_are_retried_without_end_and_refusals_a_few_times() {
+        let io = Error::Resp(ferry_resp::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert!(io.is_connection() && !io.is_retried_a_few_times());
+        assert!(Error::SourceClosed("x".into()).is_connection());
+        let auth = Error::Resp(ferry_resp::Error::Auth("WRONGPASS".into()));
+        assert!(auth.is_auth() && auth.is_retried_a_few_times() && !auth.is_connection());
+        let http = Error::Resp(ferry_resp::Error::Protocol("invalid type byte 'H'".into()));
+        assert!(http.is_not_redis() && http.is_retried_a_few_times() && !http.is_connection());
+        let unknown = target("ERR unknown command 'FOO', with args beginning with:");
+        assert!(unknown.is_unknown_command() && unknown.is_retried_a_few_times());
+        assert!(target("ERR Unknown Redis command called from script").is_unknown_command());
+        assert!(target("OOM command not allowed").is_transient());
+        let wrongtype = target("WRONGTYPE Operation against a key holding the wrong kind of value");
+        assert!(!wrongtype.is_transient() && !wrongtype.is_retried_a_few_times());
+    }
+
+    #[test]
+    fn a_job_that_gave_up_answers_for_its_last_error() {
+        let e = Error::GaveUp {
+            attempts: 3,
+            last: Box::new(Error::Resp(ferry_resp::Error::Auth("WRONGPASS".into()))),
+        };
+        assert!(e.is_auth() && !e.is_connection() && !e.is_retried_a_few_times());
+        assert!(e.to_string().starts_with("giving up after 3 attempts: "));
     }
 }

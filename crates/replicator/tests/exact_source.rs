@@ -445,6 +445,8 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
     let job = Job::start(&source, &target, |c| {
         c.sink.window_commands = 64;
         c.sink.window_bytes = 256 * 1024;
+        // 1 MB in memory: the rest of what the target has not taken yet goes to the spool file.
+        c.source.spool.memory_bytes = 1024 * 1024;
     });
     wait_until(DEADLINE, "the full copy to start", || {
         job.status.snapshot().phase == Phase::FullSync
@@ -458,9 +460,11 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
         std::thread::spawn(move || {
             let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
             let value = "y".repeat(4000);
+            let mut most_spooled = 0;
             for step in 0..40u64 {
                 wait_until(DEADLINE, "the full copy to progress", || {
                     let s = status.snapshot();
+                    most_spooled = most_spooled.max(s.spooled_bytes);
                     s.keys_done >= step * 500 || s.phase != Phase::FullSync
                 })
                 .unwrap();
@@ -476,6 +480,7 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
                         .unwrap();
                 }
             }
+            most_spooled
         })
     };
     wait_until(DEADLINE, "the full copy to end", || {
@@ -484,7 +489,7 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
         s.phase == Phase::Incremental
     })
     .unwrap();
-    writer.join().unwrap();
+    let most_spooled = writer.join().unwrap();
     stop_slowing.store(true, std::sync::atomic::Ordering::Relaxed);
     slower.join().unwrap();
     job.wait_caught_up(&source);
@@ -493,6 +498,10 @@ fn a_full_copy_into_a_slow_target_under_a_small_output_buffer_limit_finishes_wit
     assert_eq!(status.reconnects, 0, "{status}");
     assert_same_data(&source, &target, false);
     assert_eq!(get_u64(&target, 0, "ferry:live:counter"), 3000);
+    assert!(
+        most_spooled > 2 * 1024 * 1024,
+        "the spool file was used (at most {most_spooled} bytes were spooled)"
+    );
 }
 
 #[test]
