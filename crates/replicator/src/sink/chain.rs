@@ -126,11 +126,11 @@ local function fail(e)
   for _, v in ipairs(logged) do out[#out + 1] = v end
   return out
 end
-local i, last = 8, #ARGV
+local i, last, pcall, unpack, tonumber = 8, #ARGV, redis.pcall, unpack, tonumber
 while i <= last do
   local c = tonumber(ARGV[i])
   if c > 0 then
-    local r = redis.pcall(unpack(ARGV, i + 1, i + c))
+    local r = pcall(unpack(ARGV, i + 1, i + c))
     if type(r) == 'table' and r.err then
       -- Redis 6.2 prefixes the error with the script's place: "@user_script: 3: -OOM ...".
       local e = string.gsub(string.gsub(r.err, '^@user_script: %d+: %-', ''), '%s+$', '')
