@@ -1,5 +1,10 @@
 //! `ferry-testkit start standalone|replicas|sentinel|cluster [--version 7.0|6.2] [--password P]`
 //!
+//! Also `ferry-testkit fill URL [--seed N] [--scale N] [--dbs 0,1,2] [--prefix P]` (writes the testkit dataset
+//! of every type and encoding, prints the fill report as JSON) and `ferry-testkit compare URL_A URL_B
+//! [--ignore-prefix P]...` (prints the comparison report as JSON, with `"equal"`), so tests in other languages
+//! fill and compare exactly as the Rust tests do. URLs name one standalone server (`redis://[:pass@]host:port`).
+//!
 //! Starts a topology of real Redis servers on free ports of 127.0.0.1, prints its addresses as one line of JSON
 //! on stdout, keeps it up until stdin reaches end-of-file (or, with `--no-stdin`, until a signal) or SIGTERM /
 //! SIGINT arrives, then stops every process it started. For tests written in Python, Node or shell.
@@ -10,8 +15,8 @@ use std::sync::mpsc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry_testkit::{
-    Cluster, ClusterOptions, ReplicaSet, SentinelGroup, SentinelOptions, Server, ServerOptions,
-    Version,
+    Cluster, ClusterOptions, CompareOptions, FillOptions, ReplicaSet, SentinelGroup,
+    SentinelOptions, Server, ServerOptions, Target, Version,
 };
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -48,6 +53,33 @@ enum Command {
         /// Ignore stdin; run until SIGTERM/SIGINT.
         #[arg(long)]
         no_stdin: bool,
+    },
+    /// Fill a running server with the testkit dataset, print the fill report as JSON.
+    Fill {
+        /// `redis://[:password@]host:port` of a standalone server.
+        url: String,
+        /// Seed of every value.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Size multiplier.
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        /// Databases to fill, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+        dbs: Vec<u32>,
+        /// Prefix of every key name.
+        #[arg(long, default_value = "ferry")]
+        prefix: String,
+    },
+    /// Compare two running servers key by key, print the report as JSON (`"equal": true|false`).
+    Compare {
+        /// `redis://[:password@]host:port` of side a.
+        a: String,
+        /// `redis://[:password@]host:port` of side b.
+        b: String,
+        /// Skip keys starting with this prefix on both sides (repeatable).
+        #[arg(long)]
+        ignore_prefix: Vec<String>,
     },
 }
 
@@ -116,16 +148,68 @@ fn start(
     })
 }
 
+/// Runs `fill` or `compare` and prints its report as one line of JSON.
+fn report(command: Command) -> Result<serde_json::Value, ferry_testkit::Error> {
+    let to_json = |v: Result<serde_json::Value, serde_json::Error>| {
+        v.unwrap_or_else(|e| json!({"error": format!("cannot serialize the report: {e}")}))
+    };
+    match command {
+        Command::Fill {
+            url,
+            seed,
+            scale,
+            dbs,
+            prefix,
+        } => {
+            let opts = FillOptions::seed(seed).scale(scale).dbs(dbs).prefix(prefix);
+            let r = ferry_testkit::fill(&Target::Standalone(url), &opts)?;
+            Ok(to_json(serde_json::to_value(&r)))
+        }
+        Command::Compare {
+            a,
+            b,
+            ignore_prefix,
+        } => {
+            let opts = CompareOptions {
+                ignore_prefixes: ignore_prefix.into_iter().map(String::into_bytes).collect(),
+                ..CompareOptions::default()
+            };
+            let r = ferry_testkit::compare(&Target::Standalone(a), &Target::Standalone(b), &opts)?;
+            let mut v = to_json(serde_json::to_value(&r));
+            v["equal"] = json!(r.is_equal());
+            Ok(v)
+        }
+        Command::Start { .. } => unreachable!("start is handled by main"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Start {
-        kind,
-        version,
-        password,
-        sentinel_password,
-        replicas,
-        no_stdin,
-    } = cli.command;
+    let (kind, version, password, sentinel_password, replicas, no_stdin) = match cli.command {
+        Command::Start {
+            kind,
+            version,
+            password,
+            sentinel_password,
+            replicas,
+            no_stdin,
+        } => (kind, version, password, sentinel_password, replicas, no_stdin),
+        other => {
+            return match report(other) {
+                Ok(v) => {
+                    let mut out = std::io::stdout().lock();
+                    match writeln!(out, "{v}").and_then(|_| out.flush()) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(_) => ExitCode::FAILURE,
+                    }
+                }
+                Err(e) => {
+                    eprintln!("ferry-testkit: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    };
 
     // Signals first, so a SIGTERM during start-up still stops what was started.
     let (tx, rx) = mpsc::channel::<&'static str>();
