@@ -5,7 +5,7 @@ FUZZ_SECONDS ?= 60
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps demo test lint fuzz-resp fuzz-rdb bench
+.PHONY: help deps demo test lint fuzz-resp fuzz-rdb bench node
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,6 +19,10 @@ demo: deps ## Start local servers and run the demo
 test: deps ## Run every test against real local servers (and check that the benches still build)
 	$(CARGO) check -p ferry-benches --benches --locked
 	$(CARGO) test --workspace --locked
+	@scripts/node-env.sh test
+
+node: ## Build the Node addon (release) and its npm tarball target/node/redis-ferry-<version>.tgz
+	@scripts/node-env.sh build
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

@@ -80,9 +80,21 @@ pub(crate) fn sentinel(e: ferry_sentinel::Error) -> napi::Error {
     coded(sentinel_code(&e), e)
 }
 
-/// An RDB reading error: the file could not be opened or read (connection-less I/O counts as data here, since
-/// the question a caller asks is "is this file usable").
-pub(crate) fn rdb(e: ferry_rdb::Error) -> napi::Error {
-    coded(Code::Data, e)
+/// The façade's error, with its kind as the code.
+pub(crate) fn ferry(e: ferry::Error) -> napi::Error {
+    use ferry::ErrorKind as K;
+    let code = match e.kind() {
+        K::Config => Code::Config,
+        K::Auth => Code::Auth,
+        K::Connection => Code::Connection,
+        K::TargetRefused => Code::TargetRefused,
+        K::SourceRefused => Code::SourceRefused,
+        K::Data => Code::Data,
+        K::Fenced => Code::Fenced,
+        K::Stopped => Code::Stopped,
+        // A kind added to the façade later: its message still says what happened.
+        _ => Code::Data,
+    };
+    coded(code, e)
 }
 

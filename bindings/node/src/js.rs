@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 use bytes::Bytes;
-use ferry_rdb::{Entry, StreamId, Value};
+use ferry::rdb::{Entry, StreamId, Value};
 use ferry_sentinel::Frame;
 use napi::bindgen_prelude::{
     Array, BigInt, BufferSlice, Null, Object, ToNapiValue, TypeName, Unknown, ValueType,
@@ -131,7 +131,7 @@ fn frame<'e>(env: &'e Env, f: &Frame, buffers: bool) -> Result<Unknown<'e>> {
         Frame::Verbatim { text: t, .. } => text(t),
         Frame::Error(b) => reply_error(env, b),
         Frame::Integer(n) => signed(env, *n),
-        Frame::Double(x) => text(ferry_rdb::encode::format_score(*x).as_bytes()),
+        Frame::Double(x) => text(x.to_string().as_bytes()),
         Frame::Boolean(b) => float(env, if *b { 1.0 } else { 0.0 }),
         Frame::Null | Frame::NullBulk | Frame::NullArray => null(env),
         Frame::Array(v) | Frame::Set(v) | Frame::Push(v) => {
@@ -272,7 +272,7 @@ fn entry<'e>(env: &'e Env, e: &Entry) -> Result<Unknown<'e>> {
     let mut o = Object::new(env)?;
     o.set("db", unsigned(env, e.db)?)?;
     o.set("key", buffer(env, &e.key)?)?;
-    o.set("type", ferry_rdb::type_name_of(e.rdb_type))?;
+    o.set("type", ferry::rdb::type_name_of(e.rdb_type))?;
     o.set(
         "expireAt",
         e.expire_at_ms.map_or_else(|| null(env), |t| signed(env, t))?,
@@ -288,7 +288,7 @@ fn entry<'e>(env: &'e Env, e: &Entry) -> Result<Unknown<'e>> {
 
 impl TypeName for Entries {
     fn type_name() -> &'static str {
-        "Array<RdbEntry>"
+        "Array<Record<string, unknown>>"
     }
     fn value_type() -> ValueType {
         ValueType::Object
