@@ -35,6 +35,8 @@ fi
 
 build() {
   (cd "$PKG" && npx napi build --platform --release --js native.js --dts native.d.ts)
+  # Debug info stays in target/ (profile.release keeps it for profiling); the packed addon goes without it.
+  strip --strip-debug "$PKG"/ferry.*.node
   mkdir -p "$OUT"
   rm -f "$OUT"/redis-ferry-*.tgz
   (cd "$PKG" && npm pack --silent --pack-destination "$OUT" >/dev/null)

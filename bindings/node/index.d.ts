@@ -363,15 +363,21 @@ export type CommandArg = string | number | bigint | Buffer | Uint8Array | Comman
 /** A reply as ioredis gives it: strings (or Buffers), numbers, `null`, arrays; error replies inside arrays. */
 export type Reply = string | Buffer | number | null | Error | Reply[]
 
-/** Commands queued for one round trip. Any command name is a method: `p.set('k', 'v').incr('n')`. */
-export type Pipeline = {
+/** Queues one command in a pipeline. */
+export type PipelineCommand = (...args: CommandArg[]) => Pipeline
+
+/** What every pipeline has besides its command methods. */
+export interface PipelineMethods {
+  /** Queues a command by its full argument list: `p.call('SET', 'k', 'v')`. */
   call(...args: CommandArg[]): Pipeline
+  /** Commands queued. */
   readonly length: number
   /** Sends the queued commands; each reply as `[error, result]`, as ioredis's `exec()`. */
   exec(): Promise<Array<[Error | null, Reply]>>
-} & {
-  [command: string]: ((...args: CommandArg[]) => Pipeline) | number | unknown
 }
+
+/** Commands queued for one round trip. Any command name is a method: `p.set('k', 'v').incr('n')`. */
+export type Pipeline = PipelineMethods & { readonly [command: string]: PipelineCommand }
 
 /**
  * A pool of connections to the master of a Sentinel-managed group: follows failovers and never writes to a

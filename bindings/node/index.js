@@ -140,6 +140,7 @@ class SyncJob extends EventEmitter {
     const id = nextWaitId++
     const native = this.#native
     const onAbort = () => native.cancelWait(id)
+    native.beginWait(id)
     if (signal) signal.addEventListener('abort', onAbort, { once: true })
     try {
       const status = await guard(() => native.wait(id))

@@ -17,7 +17,7 @@ export declare class RdbReader {
    * Reads up to `max` entries (fewer at the end; an empty array means the file is done). Rejects with
    * `FERRY_DATA` when the file is corrupt or truncated.
    */
-  nextBatch(max: number): Promise<Array<RdbEntry>>
+  nextBatch(max: number): Promise<Array<Record<string, unknown>>>
   /** Releases the file. Further batches are empty. */
   close(): void
 }
@@ -41,30 +41,47 @@ export declare class SentinelPool {
   close(): void
 }
 
-/** Counts what an RDB file holds (keys, types, dbs, expiries, AUX fields) without keeping any value. */
-export declare function rdbStats(path: string): Promise<unknown>
-
-/** What `rdb.stats(path)` reports. */
-export interface RdbStats {
-  /** RDB format version. */
-  version: number
-  /** `redis` or `valkey`. */
-  flavor: string
-  /** Keys in the file. */
-  keys: number
-  /** Keys with an expiry. */
-  expires: number
-  /** Keys per type name (`string`, `list`, `set`, `zset`, `hash`, `stream`, `module`). */
-  types: Record<string, number>
-  /** Keys per database (`"0"`, `"3"`, ...). */
-  dbs: Record<string, number>
-  /** Serialized bytes of all values. */
-  valueBytes: number
-  /** AUX fields (`redis-ver`, `ctime`, ...), as text. */
-  aux: Record<string, string>
-  /** `verified`, `disabled` (stored as 0), `absent` (RDB < 5) or `not_verified`. */
-  checksum: string
+/** A sync job: checked when built, run by `start()`. */
+export declare class SyncJob {
+  /**
+   * Checks a configuration given as JSON (ferry's schema) or, when `tomlPath` is set, read from that TOML
+   * file (ferry's schema or RedisShake's `sync.toml` / `shake.toml`). Throws `FERRY_CONFIG` when invalid.
+   */
+  constructor(configJson?: string | undefined | null, tomlPath?: string | undefined | null)
+  /** The configuration with every secret masked. */
+  redactedConfig(): Record<string, unknown>
+  /**
+   * Starts the job. Rejects with `FERRY_CONFIG` for kinds of source or target not supported yet, and with
+   * `FERRY_STOPPED` when the job was already started or closed.
+   */
+  start(): Promise<void>
+  /** A snapshot of the status (`null` before `start()`). */
+  status(): Record<string, unknown> | null
+  /** Whether the job has ended. */
+  get finished(): boolean
+  /** The next event; `null` once the job has ended (and every event was delivered) or the job was closed. */
+  nextEvent(): Promise<Record<string, unknown> | null>
+  /** Stops the job (what was received is written and checkpointed) and returns the final status. */
+  stop(): Promise<Record<string, unknown>>
+  /**
+   * Waits until the job ends and returns its final status; `null` when `cancelWait(id)` or `close()` ended
+   * the wait first.
+   */
+  wait(id: number): Promise<Record<string, unknown> | null>
+  /** Ends the wait `id` (it resolves `null`); the job goes on. */
+  cancelWait(id: number): void
+  /**
+   * Asks a running job to stop without waiting, settles every pending `nextEvent` and `wait`, and lets go
+   * of the job. Safe to call twice.
+   */
+  close(): void
 }
+
+/** Restores the RDB file at `path` into `target` (JSON of ferry's schema) and returns what was written. */
+export declare function rdbRestore(path: string, target: string, options?: string | undefined | null): Promise<Record<string, unknown>>
+
+/** Summarizes an RDB file (keys per db and type, encodings, expiries, biggest keys) without decoding values. */
+export declare function rdbStats(path: string): Promise<Record<string, unknown>>
 
 /** A sentinel's address. */
 export interface SentinelAddress {
@@ -106,3 +123,9 @@ export interface SentinelPoolConfig {
   /** Safety-net poll of the sentinels, in ms (default 2000). */
   pollIntervalMs?: number
 }
+
+/**
+ * Compares a source and a target key by key (`source`, `target` and `options` as JSON of ferry's schema) and
+ * returns the report.
+ */
+export declare function verify(source: string, target: string, options?: string | undefined | null): Promise<Record<string, unknown>>

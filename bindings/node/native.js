@@ -837,4 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.RdbReader = nativeBinding.RdbReader
 module.exports.SentinelPool = nativeBinding.SentinelPool
+module.exports.SyncJob = nativeBinding.SyncJob
+module.exports.rdbRestore = nativeBinding.rdbRestore
 module.exports.rdbStats = nativeBinding.rdbStats
+module.exports.verify = nativeBinding.verify

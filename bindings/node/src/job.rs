@@ -68,8 +68,8 @@ impl SyncJob {
         })
     }
 
-    /// The configuration with every secret masked.
-    #[napi(ts_return_type = "Record<string, unknown>")]
+    /// The configuration with every secret masked (`null` once started).
+    #[napi(ts_return_type = "Record<string, unknown> | null")]
     pub fn redacted_config(&self) -> napi::Result<serde_json::Value> {
         match lock(&self.job).as_ref() {
             Some(job) => Ok(job.config().to_redacted_json()),
@@ -137,19 +137,31 @@ impl SyncJob {
         json(&status)
     }
 
+    /// Registers the wait `id` before `wait(id)` runs, so that `cancelWait(id)` called at once still ends it.
+    #[napi]
+    pub fn begin_wait(&self, id: u32) {
+        lock(&self.waits).insert(id, self.closed.child_token());
+    }
+
     /// Waits until the job ends and returns its final status; `null` when `cancelWait(id)` or `close()` ended
-    /// the wait first.
+    /// the wait first (or `beginWait(id)` was not called).
     #[napi(ts_return_type = "Promise<Record<string, unknown> | null>")]
     pub async fn wait(&self, id: u32) -> napi::Result<Option<serde_json::Value>> {
-        let handle = self.started()?;
-        let cancel = self.closed.child_token();
-        lock(&self.waits).insert(id, cancel.clone());
-        let result = tokio::select! {
-            r = handle.wait() => Some(r),
-            _ = cancel.cancelled() => None,
+        let handle = self.started();
+        let cancel = lock(&self.waits).get(&id).cloned();
+        let result = match (handle, cancel) {
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Ok(None),
+            (Ok(handle), Some(cancel)) => {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Ok(None),
+                    r = handle.wait() => Ok(Some(r)),
+                }
+            }
         };
         lock(&self.waits).remove(&id);
-        match result {
+        match result? {
             Some(r) => Ok(Some(json(&r.map_err(error::ferry)?)?)),
             None => Ok(None),
         }
@@ -158,7 +170,7 @@ impl SyncJob {
     /// Ends the wait `id` (it resolves `null`); the job goes on.
     #[napi]
     pub fn cancel_wait(&self, id: u32) {
-        if let Some(t) = lock(&self.waits).remove(&id) {
+        if let Some(t) = lock(&self.waits).get(&id) {
             t.cancel();
         }
     }

@@ -90,7 +90,7 @@ fn options(c: SentinelPoolConfig) -> napi::Result<SentinelPoolOptions> {
 }
 
 /// One command argument: a string or a Buffer (numbers are turned into strings by the JS layer).
-pub type Arg = Either<String, Buffer>;
+type Arg = Either<String, Buffer>;
 
 fn argv(args: Vec<Arg>) -> napi::Result<Vec<Vec<u8>>> {
     if args.is_empty() {
@@ -126,7 +126,10 @@ impl SentinelPool {
     }
 
     /// Runs one command on the master. Replies as ioredis's `call`: strings, numbers, `null`, arrays.
-    #[napi(ts_return_type = "Promise<unknown>")]
+    #[napi(
+        ts_args_type = "args: Array<string | Buffer>, buffers?: boolean | undefined | null",
+        ts_return_type = "Promise<unknown>"
+    )]
     pub async fn call(&self, args: Vec<Arg>, buffers: Option<bool>) -> napi::Result<Reply> {
         let argv = argv(args)?;
         let frame = self.pool.call(&argv).await.map_err(error::sentinel)?;
@@ -137,7 +140,10 @@ impl SentinelPool {
     }
 
     /// Sends several commands on one connection and reads every reply, as `[error, result]` pairs.
-    #[napi(ts_return_type = "Promise<Array<[Error | null, unknown]>>")]
+    #[napi(
+        ts_args_type = "commands: Array<Array<string | Buffer>>, buffers?: boolean | undefined | null",
+        ts_return_type = "Promise<Array<[Error | null, unknown]>>"
+    )]
     pub async fn pipeline(
         &self,
         commands: Vec<Vec<Arg>>,

@@ -43,8 +43,16 @@ async function declared(file) {
   return { values, classes }
 }
 
+/** `Symbol.asyncDispose` for the well-known symbol (Node 20 polyfills it as `Symbol(nodejs.asyncDispose)`). */
+function symbolName(sym) {
+  for (const name of ['asyncDispose', 'dispose', 'asyncIterator', 'iterator']) {
+    if (Symbol[name] === sym) return `Symbol.${name}`
+  }
+  return String(sym)
+}
+
 /** What a module exports at run time, in the same shape. */
-function actual(mod, classNames) {
+function actual(mod, classNames, samples = {}) {
   const values = new Set(Object.keys(mod))
   const classes = {}
   for (const name of classNames) {
@@ -53,12 +61,13 @@ function actual(mod, classNames) {
       new Set(
         Reflect.ownKeys(o)
           .filter((k) => !skip.includes(k))
-          .map((k) => (typeof k === 'symbol' ? k.description.replace(/^Symbol\./, 'Symbol.') : k)),
+          .map((k) => (typeof k === 'symbol' ? symbolName(k) : k)),
       )
-    classes[name] = {
-      static: own(C, ['length', 'name', 'prototype']),
-      instance: own(C.prototype, ['constructor']),
-    }
+    const instance = own(C.prototype, ['constructor'])
+    // Fields set by the constructor (Error's own message/stack/cause are not the class's).
+    if (samples[name]) for (const k of own(samples[name], ['message', 'stack', 'cause'])) instance.add(k)
+    // `arguments` and `caller` are own properties of native (sloppy-mode) functions, not members.
+    classes[name] = { static: own(C, ['length', 'name', 'prototype', 'arguments', 'caller']), instance }
   }
   return { values, classes }
 }
@@ -82,7 +91,7 @@ test('native.d.ts declares exactly what the native module exports', async () => 
 test('index.d.ts declares exactly what the package exports', async () => {
   const decl = await declared(join(pkgDir, 'index.d.ts'))
   const mod = require('redis-ferry')
-  const real = actual(mod, Object.keys(decl.classes))
+  const real = actual(mod, Object.keys(decl.classes), { FerryError: new mod.FerryError('FERRY_DATA', 'sample') })
   // EventEmitter's own methods come with `extends EventEmitter`; only SyncJob's own are declared.
   same(decl, real, 'index.d.ts')
   const esm = await import('redis-ferry')
