@@ -30,9 +30,9 @@ export declare class SentinelPool {
   /** Asks the sentinels for the master, confirms it with ROLE and starts following it. */
   static connect(config: SentinelPoolConfig): Promise<SentinelPool>
   /** Runs one command on the master. Replies as ioredis's `call`: strings, numbers, `null`, arrays. */
-  call(args: Array<Arg>, buffers?: boolean | undefined | null): Promise<unknown>
+  call(args: Array<string | Buffer>, buffers?: boolean | undefined | null): Promise<unknown>
   /** Sends several commands on one connection and reads every reply, as `[error, result]` pairs. */
-  pipeline(commands: Array<Array<Arg>>, buffers?: boolean | undefined | null): Promise<Array<[Error | null, unknown]>>
+  pipeline(commands: Array<Array<string | Buffer>>, buffers?: boolean | undefined | null): Promise<Array<[Error | null, unknown]>>
   /** `host:port` of the master the pool writes to now, if one is known. */
   get master(): string | null
   /** The master generation: it grows by one at each failover the pool followed. */
@@ -48,8 +48,8 @@ export declare class SyncJob {
    * file (ferry's schema or RedisShake's `sync.toml` / `shake.toml`). Throws `FERRY_CONFIG` when invalid.
    */
   constructor(configJson?: string | undefined | null, tomlPath?: string | undefined | null)
-  /** The configuration with every secret masked. */
-  redactedConfig(): Record<string, unknown>
+  /** The configuration with every secret masked (`null` once started). */
+  redactedConfig(): Record<string, unknown> | null
   /**
    * Starts the job. Rejects with `FERRY_CONFIG` for kinds of source or target not supported yet, and with
    * `FERRY_STOPPED` when the job was already started or closed.
@@ -63,9 +63,11 @@ export declare class SyncJob {
   nextEvent(): Promise<Record<string, unknown> | null>
   /** Stops the job (what was received is written and checkpointed) and returns the final status. */
   stop(): Promise<Record<string, unknown>>
+  /** Registers the wait `id` before `wait(id)` runs, so that `cancelWait(id)` called at once still ends it. */
+  beginWait(id: number): void
   /**
    * Waits until the job ends and returns its final status; `null` when `cancelWait(id)` or `close()` ended
-   * the wait first.
+   * the wait first (or `beginWait(id)` was not called).
    */
   wait(id: number): Promise<Record<string, unknown> | null>
   /** Ends the wait `id` (it resolves `null`); the job goes on. */
