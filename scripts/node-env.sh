@@ -70,7 +70,7 @@ run_tests() {
   cp -r "$PKG/test" "$project/test"
   # The test runner's summary lines (ℹ pass N / ℹ fail N) are what .ci/run adds to its totals.
   (cd "$project" && FERRY_NODE_DEV="$PKG" FERRY_TESTKIT="$ROOT/target/debug/ferry-testkit" \
-    node --test --test-reporter=spec --test-concurrency=1 test/)
+    node --test --test-reporter=spec --test-concurrency=1 test/*.test.mjs test/*.test.cjs)
 }
 
 case "${1:-}" in

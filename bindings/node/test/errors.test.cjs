@@ -142,7 +142,7 @@ test('FERRY_FENCED: a checkpoint in the target that does not continue the chain'
   }
 })
 
-test('FERRY_STOPPED: a job started twice, a closed job, a closed pool', async () => {
+test('FERRY_STOPPED: a job started twice, a closed job, a job closed before it started', async () => {
   const j = new SyncJob(job({ conflict: 'rewrite', checkpoint: { tag: 'stopped' } }))
   await j.start()
   await rejectsWith('FERRY_STOPPED', j.start())
