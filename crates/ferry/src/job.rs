@@ -26,8 +26,9 @@ pub enum Phase {
     Incremental,
     /// Waiting to reconnect after a broken link.
     Reconnecting,
-    /// The target holds everything the source had when the full copy ended (with `until_caught_up` the job then
-    /// stops).
+    /// The target has caught up with the source after the full copy: as an event, the moment it happened (a live
+    /// job then goes on in `incremental`); as the phase of a status, the job ended because of it
+    /// (`until_caught_up`).
     CaughtUp,
     /// Stopped.
     Stopped,
@@ -260,7 +261,7 @@ impl SyncJob {
         let shared = Arc::new(Shared {
             status: replicator.status(),
             cancel: CancellationToken::new(),
-            events: events_tx,
+            events: Mutex::new(Some(events_tx)),
             done: done_rx,
             caught_up: Mutex::new(false),
             shard_name: source.host_port(),
@@ -284,7 +285,8 @@ impl SyncJob {
 struct Shared {
     status: ferry_replicator::StatusHandle,
     cancel: CancellationToken,
-    events: broadcast::Sender<Event>,
+    /// `None` once the job has ended: receivers then see the end after the last event.
+    events: Mutex<Option<broadcast::Sender<Event>>>,
     /// `Some` once the job has ended: its final status or its error (kind and message).
     done: watch::Receiver<Option<Result<Status, (ErrorKind, String)>>>,
     caught_up: Mutex<bool>,
@@ -292,11 +294,29 @@ struct Shared {
 }
 
 impl Shared {
+    /// Sends an event to the receivers there are (none is fine).
+    fn emit(&self, event: Event) {
+        if let Ok(guard) = self.events.lock() {
+            if let Some(tx) = guard.as_ref() {
+                let _ = tx.send(event);
+            }
+        }
+    }
+
+    /// Ends the event stream.
+    fn close_events(&self) {
+        if let Ok(mut guard) = self.events.lock() {
+            guard.take();
+        }
+    }
+
     fn snapshot(&self) -> Status {
         let r = self.status.snapshot();
         let caught_up = self.caught_up.lock().map(|c| *c).unwrap_or(false);
         let mut phase = Phase::from_replicator(r.phase);
-        if caught_up && matches!(phase, Phase::Incremental | Phase::Stopped) {
+        // A job that ended because it caught up says so; a live job that caught up once stays `incremental`
+        // (its lag tells how far behind it is now).
+        if caught_up && phase == Phase::Stopped {
             phase = Phase::CaughtUp;
         }
         let lag_ms = (r.lag_seconds * 1000.0).round() as u64;
@@ -346,9 +366,17 @@ impl JobHandle {
 
     /// A receiver of the events from now on.
     pub fn events(&self) -> Events {
-        Events {
-            rx: self.shared.events.subscribe(),
-        }
+        let rx = match self
+            .shared
+            .events
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|tx| tx.subscribe()))
+        {
+            Some(rx) => rx,
+            None => broadcast::channel(1).1, // ended: a receiver that is closed at once
+        };
+        Events { rx }
     }
 
     /// Whether the job has ended.
@@ -373,12 +401,18 @@ impl JobHandle {
         let mut done = self.shared.done.clone();
         let result = match done.wait_for(Option::is_some).await {
             Ok(v) => v.clone(),
-            Err(_) => Some(Err((ErrorKind::Stopped, "the job ended without a result".into()))),
+            Err(_) => Some(Err((
+                ErrorKind::Stopped,
+                "the job ended without a result".into(),
+            ))),
         };
         match result {
             Some(Ok(status)) => Ok(status),
             Some(Err((kind, message))) => Err(Error::new(kind, message)),
-            None => Err(Error::new(ErrorKind::Stopped, "the job ended without a result")),
+            None => Err(Error::new(
+                ErrorKind::Stopped,
+                "the job ended without a result",
+            )),
         }
     }
 }
@@ -411,12 +445,14 @@ impl Monitor {
             self.metrics.record(&status);
             if last_phase != Some(status.phase) {
                 last_phase = Some(status.phase);
-                let _ = self.shared.events.send(Event::Phase { phase: status.phase });
+                self.shared.emit(Event::Phase {
+                    phase: status.phase,
+                });
             }
             if status.last_error.is_some() && status.last_error != last_error {
                 last_error.clone_from(&status.last_error);
                 let message = status.last_error.clone().unwrap_or_default();
-                let _ = self.shared.events.send(Event::Error {
+                self.shared.emit(Event::Error {
                     kind: ErrorKind::Connection,
                     message,
                 });
@@ -432,13 +468,19 @@ impl Monitor {
                 let applied = status.shards.first().map(|s| s.applied_offset).unwrap_or(0);
                 let received = status.shards.first().map(|s| s.source_offset).unwrap_or(0);
                 if let Some(target) = catch_up_target {
-                    if incremental_since_ticks > 1 && (applied >= target || (received >= target && status.lag_bytes == 0)) {
+                    if incremental_since_ticks > 1
+                        && (applied >= target || (received >= target && status.lag_bytes == 0))
+                    {
                         if let Ok(mut c) = self.shared.caught_up.lock() {
                             *c = true;
                         }
-                        tracing::info!(offset = applied, "the target has caught up with the source");
-                        let _ = self.shared.events.send(Event::Phase { phase: Phase::CaughtUp });
-                        last_phase = Some(Phase::CaughtUp);
+                        tracing::info!(
+                            offset = applied,
+                            "the target has caught up with the source"
+                        );
+                        self.shared.emit(Event::Phase {
+                            phase: Phase::CaughtUp,
+                        });
                         if self.until_caught_up {
                             self.shared.cancel.cancel();
                         }
@@ -453,22 +495,27 @@ impl Monitor {
         };
         let status = self.shared.snapshot();
         self.metrics.record(&status);
+        let final_phase = status.phase;
         let outcome = match result {
             Ok(Ok(())) => Ok(status),
             Ok(Err(e)) => {
                 let e = Error::from(e);
                 self.metrics.error();
-                let _ = self.shared.events.send(Event::Error {
+                self.shared.emit(Event::Error {
                     kind: e.kind(),
                     message: e.to_string(),
                 });
                 Err((e.kind(), e.to_string()))
             }
-            Err(join) => Err((ErrorKind::Stopped, format!("the job's task ended abnormally: {join}"))),
+            Err(join) => Err((
+                ErrorKind::Stopped,
+                format!("the job's task ended abnormally: {join}"),
+            )),
         };
-        if outcome.is_ok() {
-            let _ = self.shared.events.send(Event::Phase { phase: Phase::Stopped });
+        if outcome.is_ok() && last_phase != Some(final_phase) {
+            self.shared.emit(Event::Phase { phase: final_phase });
         }
+        self.shared.close_events();
         let _ = done.send(Some(outcome));
     }
 }
@@ -478,7 +525,9 @@ async fn source_offset(source: &Endpoint) -> Option<u64> {
     let opts = source.connect_options().ok()?;
     let mut conn = ferry_resp::Connection::connect(&opts).await.ok()?;
     let reply = conn.call(&["INFO", "replication"]).await.ok()?;
-    let text = reply.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned())?;
+    let text = reply
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())?;
     text.lines()
         .find_map(|l| l.strip_prefix("master_repl_offset:"))
         .and_then(|v| v.trim().parse().ok())

@@ -48,7 +48,12 @@ impl JobMetrics {
             ops: gauge!("ferry_ops_per_second", "job" => job.clone()),
             phase: Phase::ALL
                 .iter()
-                .map(|p| (*p, gauge!("ferry_phase", "job" => job.clone(), "phase" => p.as_str())))
+                .map(|p| {
+                    (
+                        *p,
+                        gauge!("ferry_phase", "job" => job.clone(), "phase" => p.as_str()),
+                    )
+                })
                 .collect(),
             full_syncs: counter!("ferry_full_syncs_total", "job" => job.clone()),
             reconnects: counter!("ferry_reconnects_total", "job" => job.clone()),

@@ -14,15 +14,16 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use ferry_rdb::{
-    decode_dump, encode_dump, json, type_name_of, Checksum, Entry, HashField, Item, Parser, ParserOptions,
-    Reader, Stream, StreamEntry, StreamId, Value, ValueMode, Writer,
+    decode_dump, encode_dump, json, type_name_of, Checksum, Entry, HashField, Item, Parser,
+    ParserOptions, Reader, Stream, StreamEntry, StreamId, Value, ValueMode, Writer,
 };
 
 use crate::config::{Conflict, Target};
 use crate::error::{Error, ErrorKind};
 
 fn open(path: &Path) -> Result<BufReader<File>, Error> {
-    let file = File::open(path).map_err(|e| Error::data(format!("cannot open {}: {e}", path.display())))?;
+    let file = File::open(path)
+        .map_err(|e| Error::data(format!("cannot open {}: {e}", path.display())))?;
     Ok(BufReader::with_capacity(1 << 20, file))
 }
 
@@ -144,7 +145,7 @@ fn encoding_name(t: u8) -> &'static str {
         17 => "zset-listpack",
         18 => "quicklist2",
         20 => "set-listpack",
-        23 | 24 | 25 => "hash-with-field-expiry",
+        23..=25 => "hash-with-field-expiry",
         _ => "unknown",
     }
 }
@@ -167,10 +168,17 @@ pub fn stats(path: impl AsRef<Path>) -> Result<RdbStats, Error> {
     let count = |s: &mut RdbStats, e: &Entry, biggest: &mut Vec<BigKey>| {
         let t = type_name_of(e.rdb_type).to_string();
         s.keys += 1;
-        let ts = s.per_db.entry(e.db).or_default().entry(t.clone()).or_default();
+        let ts = s
+            .per_db
+            .entry(e.db)
+            .or_default()
+            .entry(t.clone())
+            .or_default();
         ts.keys += 1;
         ts.bytes += e.serialized_len;
-        *s.encodings.entry(encoding_name(e.rdb_type).to_string()).or_default() += 1;
+        *s.encodings
+            .entry(encoding_name(e.rdb_type).to_string())
+            .or_default() += 1;
         if let Some(at) = e.expire_at_ms {
             s.keys_with_expiry += 1;
             let left = at - now;
@@ -191,7 +199,7 @@ pub fn stats(path: impl AsRef<Path>) -> Result<RdbStats, Error> {
             bytes: e.serialized_len,
         });
         if biggest.len() > BIGGEST * 10 {
-            biggest.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+            biggest.sort_by_key(|b| std::cmp::Reverse(b.bytes));
             biggest.truncate(BIGGEST);
         }
     };
@@ -203,7 +211,10 @@ pub fn stats(path: impl AsRef<Path>) -> Result<RdbStats, Error> {
             None => break,
             Some(Item::Header { version, .. }) => s.version = version,
             Some(Item::Aux { key, value }) => {
-                s.aux.insert(String::from_utf8_lossy(&key).into_owned(), crate::verify::show_key(&value));
+                s.aux.insert(
+                    String::from_utf8_lossy(&key).into_owned(),
+                    crate::verify::show_key(&value),
+                );
             }
             Some(Item::Entry(e)) => count(&mut s, &e, &mut biggest),
             Some(Item::EntryStart(e)) => big = Some(e),
@@ -226,7 +237,7 @@ pub fn stats(path: impl AsRef<Path>) -> Result<RdbStats, Error> {
             Some(_) => {}
         }
     }
-    biggest.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    biggest.sort_by_key(|b| std::cmp::Reverse(b.bytes));
     biggest.truncate(BIGGEST);
     s.biggest = biggest;
     Ok(s)
@@ -290,26 +301,36 @@ pub async fn restore(
     target: &Target,
     options: RestoreOptions,
 ) -> Result<RestoreReport, Error> {
-    use ferry_replicator::pipeline::convert::{expire_command, restore_command, value_commands, ConflictPolicy, EvictionHint};
+    use ferry_replicator::pipeline::convert::{
+        expire_command, restore_command, value_commands, ConflictPolicy, EvictionHint,
+    };
     use ferry_replicator::sink::{cluster::ClusterSink, standalone::StandaloneSink, Sink};
     use tokio::io::AsyncReadExt;
 
     let path = path.as_ref();
     let (connect, cluster) = target.resolve()?;
-    let mut sink_opts = ferry_replicator::sink::SinkOptions::default();
-    sink_opts.checkpoint = false;
-    sink_opts.checkpoint_tag = RESTORE_TAG.into();
+    let sink_opts = ferry_replicator::sink::SinkOptions {
+        checkpoint: false,
+        checkpoint_tag: RESTORE_TAG.into(),
+        ..Default::default()
+    };
     let mut masters = Vec::new();
     let mut sink = if cluster {
         let mut conn = ferry_resp::Connection::connect(&connect).await?;
         let reply = conn.call(&["COMMAND"]).await?;
-        let table = ferry_topology::CommandTable::from_command_reply(&reply)
-            .map_err(|e| Error::new(ErrorKind::TargetRefused, format!("COMMAND of the target: {e}")))?;
+        let table = ferry_topology::CommandTable::from_command_reply(&reply).map_err(|e| {
+            Error::new(
+                ErrorKind::TargetRefused,
+                format!("COMMAND of the target: {e}"),
+            )
+        })?;
         let c = ClusterSink::connect(&connect, sink_opts, Arc::new(table)).await?;
         masters = c.masters().to_vec();
         Sink::Cluster(c)
     } else {
-        Sink::Standalone(Box::new(StandaloneSink::connect(&connect, sink_opts).await?))
+        Sink::Standalone(Box::new(
+            StandaloneSink::connect(&connect, sink_opts).await?,
+        ))
     };
     let conflict = match options.conflict {
         Conflict::Panic => ConflictPolicy::Panic,
@@ -331,7 +352,12 @@ pub async fn restore(
     let mut version: u16 = 0;
     // A big value being written by elements: (db, key, expiry, skip it).
     let mut big: Option<(i64, Bytes, Option<i64>, bool, u64)> = None;
-    let wanted = |db: u64| options.dbs.as_ref().map_or(true, |d| d.iter().any(|&x| u64::from(x) == db));
+    let wanted = |db: u64| {
+        options
+            .dbs
+            .as_ref()
+            .map_or(true, |d| d.iter().any(|&x| u64::from(x) == db))
+    };
     let rdb_err = |e: ferry_rdb::Error| Error::data(format!("{}: {e}", path.display()));
     loop {
         let n = file
@@ -345,18 +371,28 @@ pub async fn restore(
         while let Some(item) = parser.next_item().map_err(rdb_err)? {
             match item {
                 Item::Header { version: v, .. } => version = u16::try_from(v).unwrap_or(u16::MAX),
-                Item::Function { code } => {
-                    if target_rdb >= 10 {
-                        let argv = [Bytes::from_static(b"FUNCTION"), Bytes::from_static(b"LOAD"), Bytes::from_static(b"REPLACE"), code];
-                        sink.write_plain(0, &argv).await?;
-                    }
+                Item::Function { code } if target_rdb >= 10 => {
+                    let argv = [
+                        Bytes::from_static(b"FUNCTION"),
+                        Bytes::from_static(b"LOAD"),
+                        Bytes::from_static(b"REPLACE"),
+                        code,
+                    ];
+                    sink.write_plain(0, &argv).await?;
+                }
+                Item::Function { .. } => {
+                    tracing::warn!(
+                        "the file has a function library the target (before 7.0) cannot load"
+                    );
                 }
                 Item::Entry(e) => {
                     if !wanted(e.db) {
                         report.keys_filtered += 1;
                         continue;
                     }
-                    let raw = e.raw.ok_or_else(|| Error::data("the parser gave no raw value"))?;
+                    let raw = e
+                        .raw
+                        .ok_or_else(|| Error::data("the parser gave no raw value"))?;
                     let payload = if version <= target_rdb {
                         Bytes::from(ferry_rdb::build_dump(&raw, version))
                     } else {
@@ -369,7 +405,13 @@ pub async fn restore(
                         (None, Some(f)) => Some(EvictionHint::Frequency(f)),
                         _ => None,
                     };
-                    let argv = restore_command(e.key.clone(), payload, e.expire_at_ms, conflict == ConflictPolicy::Rewrite, hint);
+                    let argv = restore_command(
+                        e.key.clone(),
+                        payload,
+                        e.expire_at_ms,
+                        conflict == ConflictPolicy::Rewrite,
+                        hint,
+                    );
                     sink.restore(e.db as i64, e.key, &argv).await?;
                 }
                 Item::EntryStart(e) => {
@@ -378,7 +420,8 @@ pub async fn restore(
                     if skip {
                         report.keys_filtered += 1;
                     } else if conflict == ConflictPolicy::Rewrite {
-                        sink.write_plain(db, &[Bytes::from_static(b"DEL"), e.key.clone()]).await?;
+                        sink.write_plain(db, &[Bytes::from_static(b"DEL"), e.key.clone()])
+                            .await?;
                     } else if sink.exists(db, &e.key).await? {
                         if conflict == ConflictPolicy::Panic {
                             return Err(Error::new(
@@ -400,7 +443,11 @@ pub async fn restore(
                     }
                     let mut cmds = Vec::new();
                     match &value {
-                        Value::String(piece) if *chunks > 0 => cmds.push(vec![Bytes::from_static(b"APPEND"), key.clone(), piece.clone()]),
+                        Value::String(piece) if *chunks > 0 => cmds.push(vec![
+                            Bytes::from_static(b"APPEND"),
+                            key.clone(),
+                            piece.clone(),
+                        ]),
                         _ => value_commands(key, &value, target_rdb, &mut |c| cmds.push(c))?,
                     }
                     for argv in cmds {
@@ -437,10 +484,18 @@ pub async fn restore(
 }
 
 /// A cluster sink always writes per-master checkpoint keys; a restore leaves none behind.
-async fn remove_restore_checkpoints(seed: &ferry_resp::ConnectOptions, masters: &[String]) -> Result<(), Error> {
-    let pattern = format!("{}{{{RESTORE_TAG}*", ferry_replicator::checkpoint::KEY_PREFIX);
+async fn remove_restore_checkpoints(
+    seed: &ferry_resp::ConnectOptions,
+    masters: &[String],
+) -> Result<(), Error> {
+    let pattern = format!(
+        "{}{{{RESTORE_TAG}*",
+        ferry_replicator::checkpoint::KEY_PREFIX
+    );
     for addr in masters {
-        let Some((host, port)) = addr.rsplit_once(':') else { continue };
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            continue;
+        };
         let mut o = seed.clone();
         o.host = host.to_string();
         o.port = port.parse().unwrap_or(o.port);
@@ -448,11 +503,23 @@ async fn remove_restore_checkpoints(seed: &ferry_resp::ConnectOptions, masters: 
         let mut cursor = b"0".to_vec();
         loop {
             let reply = conn
-                .call(&[b"SCAN".as_slice(), &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000"])
+                .call(&[
+                    b"SCAN".as_slice(),
+                    &cursor,
+                    b"MATCH",
+                    pattern.as_bytes(),
+                    b"COUNT",
+                    b"1000",
+                ])
                 .await?;
-            let ferry_resp::Frame::Array(parts) = reply else { break };
+            let ferry_resp::Frame::Array(parts) = reply else {
+                break;
+            };
             let mut parts = parts.into_iter();
-            let next = parts.next().and_then(|f| f.as_bytes().map(|b| b.to_vec())).unwrap_or_else(|| b"0".to_vec());
+            let next = parts
+                .next()
+                .and_then(|f| f.as_bytes().map(|b| b.to_vec()))
+                .unwrap_or_else(|| b"0".to_vec());
             if let Some(ferry_resp::Frame::Array(keys)) = parts.next() {
                 for k in keys {
                     if let Some(k) = k.as_bytes() {

@@ -30,6 +30,10 @@ pub enum Compare {
     Dump,
     /// Equal decoded values (always decodes both sides).
     Value,
+    /// Equal `DEBUG DIGEST-VALUE` (the servers compute a digest; nothing but the digest crosses the network).
+    /// Needs `DEBUG` on both sides (`enable-debug-command` on 7.0+); digests of one value can differ between
+    /// encodings or versions, so use it between servers of one version.
+    Digest,
 }
 
 /// What [`verify`] checks.
@@ -199,10 +203,21 @@ impl fmt::Display for VerifyReport {
         }
         writeln!(f, ")")?;
         for d in &self.differences {
-            writeln!(f, "  {:<7} db {} {}: {}", d.kind.as_str(), d.db, d.key, d.detail)?;
+            writeln!(
+                f,
+                "  {:<7} db {} {}: {}",
+                d.kind.as_str(),
+                d.db,
+                d.key,
+                d.detail
+            )?;
         }
         let listed = self.differences.len() as u64;
-        let total = self.missing + self.extra + self.type_mismatch + self.value_mismatch + self.ttl_mismatch;
+        let total = self.missing
+            + self.extra
+            + self.type_mismatch
+            + self.value_mismatch
+            + self.ttl_mismatch;
         if total > listed {
             writeln!(f, "  ... and {} more", total - listed)?;
         }
@@ -214,7 +229,11 @@ impl fmt::Display for VerifyReport {
 const MAX_RECHECK: usize = 100_000;
 
 /// Compares `source` and `target` key by key; see the module documentation.
-pub async fn verify(source: &Source, target: &Target, options: VerifyOptions) -> Result<VerifyReport, Error> {
+pub async fn verify(
+    source: &Source,
+    target: &Target,
+    options: VerifyOptions,
+) -> Result<VerifyReport, Error> {
     let started = Instant::now();
     let mut src = Side::open(side_of_source(source)?, "source").await?;
     let mut tgt = Side::open(side_of_target(target)?, "target").await?;
@@ -253,7 +272,10 @@ pub async fn verify(source: &Source, target: &Target, options: VerifyOptions) ->
                 let keys = acc.keep(keys, n);
                 n += keys.len() as u64;
                 if !keys.is_empty() {
-                    let (a, b) = tokio::join!(src.read(db, &keys), tgt.read(db, &keys));
+                    let (a, b) = tokio::join!(
+                        src.read(db, &keys, options.compare),
+                        tgt.read(db, &keys, options.compare)
+                    );
                     acc.compare(db, &keys, &a?, &b?, false);
                 }
                 if next == b"0" || options.sample.is_some_and(|s| n >= s) {
@@ -288,12 +310,18 @@ pub async fn verify(source: &Source, target: &Target, options: VerifyOptions) ->
         }
     }
     if let Some(ms) = options.recheck_after_ms {
-        acc.recheck(&mut src, &mut tgt, Duration::from_millis(ms)).await?;
+        acc.recheck(&mut src, &mut tgt, Duration::from_millis(ms))
+            .await?;
     } else {
         acc.flush_pending();
     }
     let mut report = acc.report;
-    report.equal = report.missing + report.extra + report.type_mismatch + report.value_mismatch + report.ttl_mismatch == 0;
+    report.equal = report.missing
+        + report.extra
+        + report.type_mismatch
+        + report.value_mismatch
+        + report.ttl_mismatch
+        == 0;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -319,7 +347,13 @@ impl Acc<'_> {
     fn keep(&self, keys: Vec<Bytes>, seen: u64) -> Vec<Bytes> {
         let mut keys: Vec<Bytes> = keys
             .into_iter()
-            .filter(|k| !self.options.ignore_prefixes.iter().any(|p| k.starts_with(p.as_bytes())))
+            .filter(|k| {
+                !self
+                    .options
+                    .ignore_prefixes
+                    .iter()
+                    .any(|p| k.starts_with(p.as_bytes()))
+            })
             .collect();
         if let Some(s) = self.options.sample {
             keys.truncate(s.saturating_sub(seen) as usize);
@@ -368,7 +402,8 @@ impl Acc<'_> {
     /// Compares one batch read from both sides.
     fn compare(&mut self, db: u32, keys: &[Bytes], a: &[KeyState], b: &[KeyState], recheck: bool) {
         if !recheck {
-            self.report.keys_checked += keys.iter().zip(a).filter(|(_, s)| s.dump.is_some()).count() as u64;
+            self.report.keys_checked +=
+                keys.iter().zip(a).filter(|(_, s)| s.kind.is_some()).count() as u64;
         }
         for ((key, a), b) in keys.iter().zip(a).zip(b) {
             if let Some((kind, detail)) = self.differs(a, b) {
@@ -384,19 +419,32 @@ impl Acc<'_> {
     /// How two states of a key differ, if they do. A key gone from the source is no difference (it was
     /// deleted while the walk went on; the reverse walk sees the target's copy if it stays).
     fn differs(&self, a: &KeyState, b: &KeyState) -> Option<(DifferenceKind, String)> {
-        let a_dump = a.dump.as_ref()?;
-        let Some(b_dump) = b.dump.as_ref() else {
+        let ta = a.kind?;
+        let Some(tb) = b.kind else {
             return Some((DifferenceKind::Missing, "not on the target".into()));
         };
-        let (ta, tb) = (type_of(a_dump), type_of(b_dump));
         if ta != tb {
-            return Some((DifferenceKind::Type, format!("{ta} on the source, {tb} on the target")));
-        }
-        if !self.same_value(a_dump, b_dump) {
             return Some((
-                DifferenceKind::Value,
-                format!("{} bytes serialized on the source, {} on the target", a_dump.len(), b_dump.len()),
+                DifferenceKind::Type,
+                format!("{ta} on the source, {tb} on the target"),
             ));
+        }
+        let same = if self.options.compare == Compare::Digest {
+            a.payload == b.payload
+        } else {
+            self.same_value(&a.payload, &b.payload)
+        };
+        if !same {
+            let detail = if self.options.compare == Compare::Digest {
+                "the digests differ".to_string()
+            } else {
+                format!(
+                    "{} bytes serialized on the source, {} on the target",
+                    a.payload.len(),
+                    b.payload.len()
+                )
+            };
+            return Some((DifferenceKind::Value, detail));
         }
         let close = match (a.expire_at_ms, b.expire_at_ms) {
             (None, None) => true,
@@ -404,10 +452,14 @@ impl Acc<'_> {
             _ => false,
         };
         if !close {
-            let show = |t: Option<i64>| t.map_or("none".to_string(), |t| format!("{t} ms")) ;
+            let show = |t: Option<i64>| t.map_or("none".to_string(), |t| format!("{t} ms"));
             return Some((
                 DifferenceKind::Ttl,
-                format!("expires at {} on the source, {} on the target", show(a.expire_at_ms), show(b.expire_at_ms)),
+                format!(
+                    "expires at {} on the source, {} on the target",
+                    show(a.expire_at_ms),
+                    show(b.expire_at_ms)
+                ),
             ));
         }
         None
@@ -421,17 +473,37 @@ impl Acc<'_> {
             return false;
         }
         match (ferry_rdb::decode_dump(a), ferry_rdb::decode_dump(b)) {
-            (Ok((x, _)), Ok((y, _))) => normalized(x) == normalized(y),
+            (Ok((x, vx)), Ok((y, vy))) => {
+                let (mut x, mut y) = (normalized(x), normalized(y));
+                if vx != vy {
+                    forget_stream_metadata(&mut x);
+                    forget_stream_metadata(&mut y);
+                }
+                if x != y {
+                    tracing::debug!(source = ?x, target = ?y, "values differ");
+                }
+                x == y
+            }
             _ => false,
         }
     }
 
     /// Reads the differing keys again after `delay` and counts only those still differing.
-    async fn recheck(&mut self, src: &mut Side, tgt: &mut Side, delay: Duration) -> Result<(), Error> {
+    async fn recheck(
+        &mut self,
+        src: &mut Side,
+        tgt: &mut Side,
+        delay: Duration,
+    ) -> Result<(), Error> {
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
             return Ok(());
         }
+        tracing::info!(
+            keys = pending.len(),
+            delay_ms = delay.as_millis() as u64,
+            "rechecking the differing keys after a delay"
+        );
         tokio::time::sleep(delay).await;
         self.report.rechecked = pending.len() as u64;
         let before = self.total();
@@ -441,11 +513,15 @@ impl Acc<'_> {
                 by_db.entry(p.db).or_default().push(p);
             }
             for (db, items) in by_db {
-                let (extra, other): (Vec<&Pending>, Vec<&Pending>) =
-                    items.into_iter().partition(|p| p.kind == DifferenceKind::Extra);
+                let (extra, other): (Vec<&Pending>, Vec<&Pending>) = items
+                    .into_iter()
+                    .partition(|p| p.kind == DifferenceKind::Extra);
                 if !other.is_empty() {
                     let keys: Vec<Bytes> = other.iter().map(|p| p.key.clone()).collect();
-                    let (a, b) = tokio::join!(src.read(db, &keys), tgt.read(db, &keys));
+                    let (a, b) = tokio::join!(
+                        src.read(db, &keys, self.options.compare),
+                        tgt.read(db, &keys, self.options.compare)
+                    );
                     self.compare(db, &keys, &a?, &b?, true);
                 }
                 if !extra.is_empty() {
@@ -471,10 +547,22 @@ impl Acc<'_> {
     }
 }
 
-/// A value with the order of unordered collections put aside.
+/// A value with what is not data put aside: the order of unordered collections, and the bookkeeping of stream
+/// consumer groups that each server keeps for itself (consumers' seen/active times, which a replica sets when it
+/// applies a read, and the `entries_read` estimate, which a replica may not know).
 fn normalized(v: ferry_rdb::Value) -> ferry_rdb::Value {
     use ferry_rdb::Value;
     match v {
+        Value::Stream(mut s) => {
+            for g in &mut s.groups {
+                g.entries_read = None;
+                for c in &mut g.consumers {
+                    c.seen_time_ms = 0;
+                    c.active_time_ms = None;
+                }
+            }
+            Value::Stream(s)
+        }
         Value::Set(mut m) => {
             m.sort();
             Value::Set(m)
@@ -491,20 +579,47 @@ fn normalized(v: ferry_rdb::Value) -> ferry_rdb::Value {
     }
 }
 
+/// Stream metadata that RDB versions before 10 (Redis 6.2) do not store and a newer server computes when it
+/// loads such a payload: compared only between payloads of one version.
+fn forget_stream_metadata(v: &mut ferry_rdb::Value) {
+    if let ferry_rdb::Value::Stream(s) = v {
+        s.first_id = Default::default();
+        s.max_deleted_id = Default::default();
+        s.entries_added = 0;
+    }
+}
+
+/// The static name of a `TYPE` reply.
+fn type_name(t: &[u8]) -> &'static str {
+    match t {
+        b"string" => "string",
+        b"list" => "list",
+        b"set" => "set",
+        b"zset" => "zset",
+        b"hash" => "hash",
+        b"stream" => "stream",
+        _ => "module",
+    }
+}
+
 fn type_of(dump: &[u8]) -> &'static str {
-    dump.first().map_or("unknown", |&t| ferry_rdb::type_name_of(t))
+    dump.first()
+        .map_or("unknown", |&t| ferry_rdb::type_name_of(t))
 }
 
 /// A key as read from one side.
 #[derive(Debug, Clone, Default)]
 struct KeyState {
-    dump: Option<Bytes>,
+    /// The type name; `None` when the key does not exist.
+    kind: Option<&'static str>,
+    /// The DUMP payload, or the digest in mode [`Compare::Digest`].
+    payload: Bytes,
     expire_at_ms: Option<i64>,
 }
 
 /// One deployment being compared.
 enum SideKind {
-    Standalone(ConnectOptions),
+    Standalone(Box<ConnectOptions>),
     Cluster(Vec<ConnectOptions>),
 }
 
@@ -519,9 +634,14 @@ struct Side {
 
 fn side_of_source(source: &Source) -> Result<SideKind, Error> {
     match source {
-        Source::Standalone(e) | Source::Scan { endpoint: e, .. } => Ok(SideKind::Standalone(e.connect_options()?)),
+        Source::Standalone(e) | Source::Scan { endpoint: e, .. } => {
+            Ok(SideKind::Standalone(Box::new(e.connect_options()?)))
+        }
         Source::Cluster { seeds, .. } => Ok(SideKind::Cluster(
-            seeds.iter().map(|s| s.connect_options()).collect::<Result<_, _>>()?,
+            seeds
+                .iter()
+                .map(|s| s.connect_options())
+                .collect::<Result<_, _>>()?,
         )),
         Source::Sentinel { .. } => Err(Error::not_supported("verify of a sentinel-managed source")),
         Source::RdbFile { .. } => Err(Error::not_supported("verify of an RDB file")),
@@ -530,9 +650,12 @@ fn side_of_source(source: &Source) -> Result<SideKind, Error> {
 
 fn side_of_target(target: &Target) -> Result<SideKind, Error> {
     match target {
-        Target::Standalone(e) => Ok(SideKind::Standalone(e.connect_options()?)),
+        Target::Standalone(e) => Ok(SideKind::Standalone(Box::new(e.connect_options()?))),
         Target::Cluster { seeds } => Ok(SideKind::Cluster(
-            seeds.iter().map(|s| s.connect_options()).collect::<Result<_, _>>()?,
+            seeds
+                .iter()
+                .map(|s| s.connect_options())
+                .collect::<Result<_, _>>()?,
         )),
         Target::Sentinel { .. } => Err(Error::not_supported("verify of a sentinel-managed target")),
     }
@@ -543,14 +666,19 @@ impl Side {
         let (kind, cluster) = match kind {
             SideKind::Standalone(o) => (SideKind::Standalone(o), None),
             SideKind::Cluster(seeds) => {
-                let first = seeds.first().cloned().ok_or_else(|| Error::config(format!("{name}: no cluster seed")))?;
+                let first = seeds
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| Error::config(format!("{name}: no cluster seed")))?;
                 let mut opts = ClusterOptions::new(first.clone());
                 opts.seeds = seeds
                     .iter()
                     .skip(1)
                     .map(|s| ferry_topology::NodeAddr::new(s.host.clone(), s.port))
                     .collect();
-                let client = ClusterClient::connect(opts).await.map_err(|e| Error::from(e).context(name))?;
+                let client = ClusterClient::connect(opts)
+                    .await
+                    .map_err(|e| Error::from(e).context(name))?;
                 let masters = client
                     .slot_map()
                     .shards()
@@ -572,9 +700,20 @@ impl Side {
             conn: None,
             has_expiretime: false,
         };
-        let first = side.scan_nodes().into_iter().next().ok_or_else(|| Error::config(format!("{name}: no node")))?;
-        let mut conn = Connection::connect(&first).await.map_err(|e| Error::from(e).context(name))?;
-        let info = text(&conn.call(&["INFO", "server"]).await.map_err(|e| Error::from(e).context(name))?);
+        let first = side
+            .scan_nodes()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::config(format!("{name}: no node")))?;
+        let mut conn = Connection::connect(&first)
+            .await
+            .map_err(|e| Error::from(e).context(name))?;
+        let info = text(
+            &conn
+                .call(&["INFO", "server"])
+                .await
+                .map_err(|e| Error::from(e).context(name))?,
+        );
         let major: u32 = info
             .lines()
             .find_map(|l| l.strip_prefix("redis_version:"))
@@ -588,7 +727,7 @@ impl Side {
     /// The nodes whose keys are walked: the server, or every master.
     fn scan_nodes(&self) -> Vec<ConnectOptions> {
         match &self.kind {
-            SideKind::Standalone(o) => vec![o.clone()],
+            SideKind::Standalone(o) => vec![(**o).clone()],
             SideKind::Cluster(m) => m.clone(),
         }
     }
@@ -598,7 +737,9 @@ impl Side {
         match &self.kind {
             SideKind::Cluster(_) => Ok(vec![0]),
             SideKind::Standalone(o) => {
-                let mut conn = Connection::connect(o).await.map_err(|e| Error::from(e).context(self.name))?;
+                let mut conn = Connection::connect(o)
+                    .await
+                    .map_err(|e| Error::from(e).context(self.name))?;
                 let info = text(&conn.call(&["INFO", "keyspace"]).await?);
                 Ok(info
                     .lines()
@@ -612,7 +753,10 @@ impl Side {
     async fn run(&mut self, db: u32, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Error> {
         if let Some(client) = &self.cluster {
             if db != 0 {
-                return Err(Error::config(format!("{}: a cluster has only database 0", self.name)));
+                return Err(Error::config(format!(
+                    "{}: a cluster has only database 0",
+                    self.name
+                )));
             }
             return client
                 .pipeline(cmds)
@@ -628,9 +772,15 @@ impl Side {
             return Err(Error::new(ErrorKind::Data, "no connection"));
         };
         if self.conn.as_ref().map(|(d, _)| *d) != Some(db) {
-            self.conn = Some((db, connect_db(o, db).await.map_err(|e| e.context(self.name))?));
+            self.conn = Some((
+                db,
+                connect_db(o, db).await.map_err(|e| e.context(self.name))?,
+            ));
         }
-        let (_, conn) = self.conn.as_mut().ok_or_else(|| Error::new(ErrorKind::Data, "no connection"))?;
+        let (_, conn) = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Data, "no connection"))?;
         match conn.pipeline(cmds).await {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -640,33 +790,83 @@ impl Side {
         }
     }
 
-    /// `DUMP` and the absolute expiry of each key.
-    async fn read(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<KeyState>, Error> {
-        let expire: &'static [u8] = if self.has_expiretime { b"PEXPIRETIME" } else { b"PTTL" };
-        let mut cmds = Vec::with_capacity(keys.len() * 2);
+    /// `DUMP` (or `TYPE` and `DEBUG DIGEST-VALUE`) and the absolute expiry of each key.
+    async fn read(
+        &mut self,
+        db: u32,
+        keys: &[Bytes],
+        compare: Compare,
+    ) -> Result<Vec<KeyState>, Error> {
+        let expire: &'static [u8] = if self.has_expiretime {
+            b"PEXPIRETIME"
+        } else {
+            b"PTTL"
+        };
+        let digest = compare == Compare::Digest;
+        let per_key = if digest { 3 } else { 2 };
+        let mut cmds = Vec::with_capacity(keys.len() * per_key);
         for k in keys {
-            cmds.push(vec![Bytes::from_static(b"DUMP"), k.clone()]);
+            if digest {
+                cmds.push(vec![Bytes::from_static(b"TYPE"), k.clone()]);
+                cmds.push(vec![
+                    Bytes::from_static(b"DEBUG"),
+                    Bytes::from_static(b"DIGEST-VALUE"),
+                    k.clone(),
+                ]);
+            } else {
+                cmds.push(vec![Bytes::from_static(b"DUMP"), k.clone()]);
+            }
             cmds.push(vec![Bytes::from_static(expire), k.clone()]);
         }
         let replies = self.run(db, &cmds).await?;
         let now = now_ms();
+        let refused = |what: &str, e: &[u8]| {
+            Error::new(
+                ErrorKind::Data,
+                format!(
+                    "{}: {what} refused: {}",
+                    self.name,
+                    String::from_utf8_lossy(e)
+                ),
+            )
+        };
         let mut out = Vec::with_capacity(keys.len());
-        for pair in replies.chunks(2) {
-            let dump = match &pair[0] {
-                Frame::Bulk(b) => Some(b.clone()),
-                Frame::Error(e) => {
-                    return Err(Error::new(
-                        ErrorKind::Data,
-                        format!("{}: DUMP refused: {}", self.name, String::from_utf8_lossy(e)),
-                    ))
+        for group in replies.chunks(per_key) {
+            let mut state = KeyState::default();
+            if digest {
+                state.kind = match &group[0] {
+                    Frame::Simple(t) | Frame::Bulk(t) if t.as_ref() != b"none" => {
+                        Some(type_name(t))
+                    }
+                    Frame::Error(e) => return Err(refused("TYPE", e)),
+                    _ => None,
+                };
+                state.payload = match &group[1] {
+                    Frame::Array(d) => d
+                        .first()
+                        .and_then(|f| f.as_bytes())
+                        .map(Bytes::copy_from_slice)
+                        .unwrap_or_default(),
+                    Frame::Error(e) => return Err(refused("DEBUG DIGEST-VALUE", e)),
+                    _ => Bytes::new(),
+                };
+            } else {
+                match &group[0] {
+                    Frame::Bulk(b) => {
+                        state.kind = Some(type_of(b));
+                        state.payload = b.clone();
+                    }
+                    Frame::Error(e) => return Err(refused("DUMP", e)),
+                    _ => {}
+                }
+            }
+            state.expire_at_ms = match group.last() {
+                Some(Frame::Integer(t)) if *t >= 0 => {
+                    Some(if self.has_expiretime { *t } else { now + *t })
                 }
                 _ => None,
             };
-            let expire_at_ms = match pair.get(1) {
-                Some(Frame::Integer(t)) if *t >= 0 => Some(if self.has_expiretime { *t } else { now + *t }),
-                _ => None,
-            };
-            out.push(KeyState { dump, expire_at_ms });
+            out.push(state);
         }
         Ok(out)
     }
@@ -693,7 +893,11 @@ async fn connect_db(node: &ConnectOptions, db: u32) -> Result<Connection, Error>
 }
 
 /// One `SCAN` step: the next cursor and the keys.
-async fn scan(conn: &mut Connection, cursor: &[u8], count: usize) -> Result<(Vec<u8>, Vec<Bytes>), Error> {
+async fn scan(
+    conn: &mut Connection,
+    cursor: &[u8],
+    count: usize,
+) -> Result<(Vec<u8>, Vec<Bytes>), Error> {
     let count = count.to_string();
     let reply = conn
         .call(&[b"SCAN".as_slice(), cursor, b"COUNT", count.as_bytes()])
@@ -721,7 +925,9 @@ async fn scan(conn: &mut Connection, cursor: &[u8], count: usize) -> Result<(Vec
 }
 
 fn text(f: &Frame) -> String {
-    f.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+    f.as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
 }
 
 fn now_ms() -> i64 {

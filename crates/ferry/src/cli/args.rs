@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ferry::{
-    CheckpointConfig, Compare, Conflict, Endpoint, Error, OnError, Source, SyncConfig, Target, TlsConfig,
-    VerifyOptions,
+    CheckpointConfig, Compare, Conflict, Endpoint, Error, OnError, Source, SyncConfig, Target,
+    TlsConfig, VerifyOptions,
 };
 
 /// Copies a Redis dataset between deployments and keeps it in sync.
@@ -34,9 +34,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy the source into the target, then follow its changes (until stopped, or until caught up).
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
     /// Compare two deployments key by key (exit 0 when equal, 1 when they differ).
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// RDB files: print as JSON Lines, summarize, restore into a target.
     #[command(subcommand)]
     Rdb(RdbCommand),
@@ -110,7 +110,12 @@ pub struct Endpoints {
     pub target_tls_ca_file: Option<PathBuf>,
 }
 
-fn endpoint(url: &str, user: &Option<String>, env: &Option<String>, ca: &Option<PathBuf>) -> Endpoint {
+fn endpoint(
+    url: &str,
+    user: &Option<String>,
+    env: &Option<String>,
+    ca: &Option<PathBuf>,
+) -> Endpoint {
     let mut e = Endpoint::new(url);
     if let Some(u) = user {
         e = e.with_username(u.clone());
@@ -129,45 +134,71 @@ impl Endpoints {
     pub fn source(&self) -> Result<Option<Source>, Error> {
         let Some(url) = &self.source else {
             if self.source_type.is_some() || self.source_master.is_some() {
-                return Err(Error::config("--source-type and --source-master need --source"));
+                return Err(Error::config(
+                    "--source-type and --source-master need --source",
+                ));
             }
             return Ok(None);
         };
-        let e = endpoint(url, &self.source_user, &self.source_password_env, &self.source_tls_ca_file);
-        Ok(Some(match self.source_type.unwrap_or(SourceType::Standalone) {
-            SourceType::Standalone => Source::Standalone(e),
-            SourceType::Cluster => Source::from_json(serde_json::json!({"type": "cluster", "seeds": [e]}))?,
-            SourceType::Scan => Source::from_json(serde_json::json!({"type": "scan", "endpoint": e}))?,
-            SourceType::Sentinel => {
-                let master = self
-                    .source_master
-                    .clone()
-                    .ok_or_else(|| Error::config("a sentinel source needs --source-master"))?;
-                Source::from_json(serde_json::json!({"type": "sentinel", "sentinels": [e], "master": master}))?
-            }
-        }))
+        let e = endpoint(
+            url,
+            &self.source_user,
+            &self.source_password_env,
+            &self.source_tls_ca_file,
+        );
+        Ok(Some(
+            match self.source_type.unwrap_or(SourceType::Standalone) {
+                SourceType::Standalone => Source::Standalone(e),
+                SourceType::Cluster => {
+                    Source::from_json(serde_json::json!({"type": "cluster", "seeds": [e]}))?
+                }
+                SourceType::Scan => {
+                    Source::from_json(serde_json::json!({"type": "scan", "endpoint": e}))?
+                }
+                SourceType::Sentinel => {
+                    let master = self
+                        .source_master
+                        .clone()
+                        .ok_or_else(|| Error::config("a sentinel source needs --source-master"))?;
+                    Source::from_json(
+                        serde_json::json!({"type": "sentinel", "sentinels": [e], "master": master}),
+                    )?
+                }
+            },
+        ))
     }
 
     /// The target from the flags, if `--target` was given.
     pub fn target(&self) -> Result<Option<Target>, Error> {
         let Some(url) = &self.target else {
             if self.target_type.is_some() || self.target_master.is_some() {
-                return Err(Error::config("--target-type and --target-master need --target"));
+                return Err(Error::config(
+                    "--target-type and --target-master need --target",
+                ));
             }
             return Ok(None);
         };
-        let e = endpoint(url, &self.target_user, &self.target_password_env, &self.target_tls_ca_file);
-        Ok(Some(match self.target_type.unwrap_or(TargetType::Standalone) {
-            TargetType::Standalone => Target::Standalone(e),
-            TargetType::Cluster => Target::Cluster { seeds: vec![e] },
-            TargetType::Sentinel => {
-                let master = self
-                    .target_master
-                    .clone()
-                    .ok_or_else(|| Error::config("a sentinel target needs --target-master"))?;
-                Target::from_json(serde_json::json!({"type": "sentinel", "sentinels": [e], "master": master}))?
-            }
-        }))
+        let e = endpoint(
+            url,
+            &self.target_user,
+            &self.target_password_env,
+            &self.target_tls_ca_file,
+        );
+        Ok(Some(
+            match self.target_type.unwrap_or(TargetType::Standalone) {
+                TargetType::Standalone => Target::Standalone(e),
+                TargetType::Cluster => Target::Cluster { seeds: vec![e] },
+                TargetType::Sentinel => {
+                    let master = self
+                        .target_master
+                        .clone()
+                        .ok_or_else(|| Error::config("a sentinel target needs --target-master"))?;
+                    Target::from_json(
+                        serde_json::json!({"type": "sentinel", "sentinels": [e], "master": master}),
+                    )?
+                }
+            },
+        ))
     }
 }
 
@@ -264,8 +295,12 @@ fn parse_on_error(s: &str) -> Result<OnError, String> {
 fn parse_db_map(s: &str) -> Result<(u32, u32), String> {
     let (a, b) = s.split_once(':').ok_or("expected FROM:TO, e.g. 1:0")?;
     Ok((
-        a.trim().parse().map_err(|_| format!("{a:?} is not a database number"))?,
-        b.trim().parse().map_err(|_| format!("{b:?} is not a database number"))?,
+        a.trim()
+            .parse()
+            .map_err(|_| format!("{a:?} is not a database number"))?,
+        b.trim()
+            .parse()
+            .map_err(|_| format!("{b:?} is not a database number"))?,
     ))
 }
 
@@ -285,8 +320,14 @@ impl SyncArgs {
                 (config, loaded.notes)
             }
             None => {
-                let source = self.endpoints.source()?.ok_or_else(|| Error::config("give --source and --target, or -c FILE"))?;
-                let target = self.endpoints.target()?.ok_or_else(|| Error::config("give --target (and --source), or -c FILE"))?;
+                let source = self
+                    .endpoints
+                    .source()?
+                    .ok_or_else(|| Error::config("give --source and --target, or -c FILE"))?;
+                let target = self
+                    .endpoints
+                    .target()?
+                    .ok_or_else(|| Error::config("give --target (and --source), or -c FILE"))?;
                 (SyncConfig::new(source, target), Vec::new())
             }
         };
@@ -299,10 +340,14 @@ impl SyncArgs {
         let f = &mut config.filter;
         f.allow_dbs.extend(&self.allow_dbs);
         f.block_dbs.extend(&self.block_dbs);
-        f.allow_key_prefixes.extend(self.allow_key_prefixes.iter().cloned());
-        f.block_key_prefixes.extend(self.block_key_prefixes.iter().cloned());
-        f.allow_key_regexes.extend(self.allow_key_regexes.iter().cloned());
-        f.block_key_regexes.extend(self.block_key_regexes.iter().cloned());
+        f.allow_key_prefixes
+            .extend(self.allow_key_prefixes.iter().cloned());
+        f.block_key_prefixes
+            .extend(self.block_key_prefixes.iter().cloned());
+        f.allow_key_regexes
+            .extend(self.allow_key_regexes.iter().cloned());
+        f.block_key_regexes
+            .extend(self.block_key_regexes.iter().cloned());
         f.block_commands.extend(self.block_commands.iter().cloned());
         for (from, to) in &self.db_map {
             config.db_map.insert(from.to_string(), *to);
@@ -347,7 +392,7 @@ pub struct VerifyArgs {
     /// Check at most N keys of each side per database.
     #[arg(long)]
     pub sample: Option<u64>,
-    /// How values are compared: auto, dump or value.
+    /// How values are compared: auto, dump, value or digest.
     #[arg(long, value_enum, default_value_t = CompareArg::Auto)]
     pub compare: CompareArg,
     /// Largest accepted gap between expiry times, in milliseconds.
@@ -373,6 +418,8 @@ pub enum CompareArg {
     Dump,
     /// Equal decoded values.
     Value,
+    /// Equal DEBUG DIGEST-VALUE (servers of one version, DEBUG enabled).
+    Digest,
 }
 
 impl VerifyArgs {
@@ -390,12 +437,14 @@ impl VerifyArgs {
         if let Some(t) = self.endpoints.target()? {
             target = Some(t);
         }
-        let source = source.ok_or_else(|| Error::config("give --source and --target, or -c FILE"))?;
+        let source =
+            source.ok_or_else(|| Error::config("give --source and --target, or -c FILE"))?;
         let target = target.ok_or_else(|| Error::config("give --target, or -c FILE"))?;
         let mut o = VerifyOptions::default().with_compare(match self.compare {
             CompareArg::Auto => Compare::Auto,
             CompareArg::Dump => Compare::Dump,
             CompareArg::Value => Compare::Value,
+            CompareArg::Digest => Compare::Digest,
         });
         if !self.dbs.is_empty() {
             o = o.with_dbs(self.dbs.clone());

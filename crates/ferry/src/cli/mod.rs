@@ -39,18 +39,21 @@ pub fn code_of(e: &Error) -> i32 {
 /// Runs the command; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     init_logs(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let json_logs = cli.log_format == LogFormat::Json;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferry: cannot start the runtime: {e}");
             return exit::FAILED;
         }
     };
-    let json_logs = cli.log_format == LogFormat::Json;
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Sync(a) => sync(a, json_logs).await,
-            Command::Verify(a) => verify(a).await,
+            Command::Sync(a) => sync(*a, json_logs).await,
+            Command::Verify(a) => verify(*a).await,
             Command::Rdb(c) => rdb(c).await,
             Command::Config(ConfigCommand::Check { config, json }) => config_check(&config, json),
         }
@@ -59,8 +62,11 @@ pub fn run(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(kind = e.kind().as_str(), "{e}");
-            eprintln!("ferry: {e}");
+            if json_logs {
+                tracing::error!(kind = e.kind().as_str(), "{e}");
+            } else {
+                eprintln!("ferry: {e}");
+            }
             code_of(&e)
         }
     }
@@ -69,7 +75,9 @@ pub fn run(cli: Cli) -> i32 {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -79,14 +87,21 @@ fn init_logs(format: LogFormat) {
 fn config_check(path: &std::path::Path, json: bool) -> Result<i32, Error> {
     let loaded = SyncConfig::load_path(path)?;
     let mut out = std::io::stdout().lock();
-    let format = serde_json::to_value(loaded.format).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let format = serde_json::to_value(loaded.format)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     if json {
         let v = serde_json::json!({
             "format": format,
             "notes": loaded.notes,
             "config": loaded.config.to_redacted_json(),
         });
-        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        );
     } else {
         let _ = writeln!(out, "# read as: {format}");
         for n in &loaded.notes {
@@ -100,13 +115,14 @@ fn config_check(path: &std::path::Path, json: bool) -> Result<i32, Error> {
 /// First Ctrl-C or SIGTERM: drain and commit. Second: exit at once.
 fn watch_signals(job: JobHandle) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot watch SIGTERM: {e}");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot watch SIGTERM: {e}");
+                    return;
+                }
+            };
         let mut seen = 0;
         loop {
             tokio::select! {
@@ -156,7 +172,11 @@ async fn sync(args: SyncArgs, json_logs: bool) -> Result<i32, Error> {
     }
     watch_signals(job.clone());
     let progress = !args.no_progress && !json_logs && std::io::stderr().is_terminal();
-    let display = tokio::spawn(show(job.clone(), progress, Duration::from_secs(args.status_interval.max(1))));
+    let display = tokio::spawn(show(
+        job.clone(),
+        progress,
+        Duration::from_secs(args.status_interval.max(1)),
+    ));
     let result = job.wait().await;
     display.abort();
     let _ = display.await;
@@ -169,7 +189,11 @@ async fn sync(args: SyncArgs, json_logs: bool) -> Result<i32, Error> {
         let options = ferry::VerifyOptions::default().with_recheck_after_ms(1000);
         let report = ferry::verify(&config.source, &config.target, options).await?;
         print!("{report}");
-        return Ok(if report.equal { exit::OK } else { exit::DIFFERENT });
+        return Ok(if report.equal {
+            exit::OK
+        } else {
+            exit::DIFFERENT
+        });
     }
     Ok(exit::OK)
 }
@@ -190,7 +214,8 @@ async fn show(job: JobHandle, terminal: bool, interval: Duration) {
     )
     .map(|s| s.progress_chars("=> "))
     .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let live_style = ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let live_style = ProgressStyle::with_template("{spinner} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     let mut mode: Option<Phase> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -205,7 +230,11 @@ async fn show(job: JobHandle, terminal: bool, interval: Duration) {
             }
             bar.set_length(s.keys_expected.unwrap_or(0).max(s.keys_done));
             bar.set_position(s.keys_done);
-            bar.set_message(format!("{} read, {} written", bytes(s.bytes_read), bytes(s.bytes_written)));
+            bar.set_message(format!(
+                "{} read, {} written",
+                bytes(s.bytes_read),
+                bytes(s.bytes_written)
+            ));
         } else {
             if mode != Some(Phase::Incremental) {
                 bar.set_style(live_style.clone());
@@ -233,11 +262,18 @@ async fn verify(args: VerifyArgs) -> Result<i32, Error> {
     let (source, target, options) = args.resolve()?;
     let report = ferry::verify(&source, &target, options).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         print!("{report}");
     }
-    Ok(if report.equal { exit::OK } else { exit::DIFFERENT })
+    Ok(if report.equal {
+        exit::OK
+    } else {
+        exit::DIFFERENT
+    })
 }
 
 async fn rdb(cmd: RdbCommand) -> Result<i32, Error> {
@@ -279,7 +315,9 @@ async fn rdb(cmd: RdbCommand) -> Result<i32, Error> {
                 target_password_env,
                 ..Default::default()
             };
-            let target = endpoints.target()?.ok_or_else(|| Error::config("--target is required"))?;
+            let target = endpoints
+                .target()?
+                .ok_or_else(|| Error::config("--target is required"))?;
             let mut options = ferry::rdb::RestoreOptions::default().with_conflict(conflict);
             if !dbs.is_empty() {
                 options.dbs = Some(dbs);
@@ -292,13 +330,19 @@ async fn rdb(cmd: RdbCommand) -> Result<i32, Error> {
 }
 
 fn print_stats(s: &ferry::rdb::RdbStats) {
-    println!("RDB version {}, {} keys ({} with expiry), {} function libraries, checksum {}", s.version, s.keys, s.keys_with_expiry, s.functions, s.checksum);
+    println!(
+        "RDB version {}, {} keys ({} with expiry), {} function libraries, checksum {}",
+        s.version, s.keys, s.keys_with_expiry, s.functions, s.checksum
+    );
     for (k, v) in &s.aux {
         println!("  aux {k} = {v}");
     }
     for (db, types) in &s.per_db {
         for (t, ts) in types {
-            println!("  db {db:<3} {t:<7} {:>10} keys {:>12} bytes", ts.keys, ts.bytes);
+            println!(
+                "  db {db:<3} {t:<7} {:>10} keys {:>12} bytes",
+                ts.keys, ts.bytes
+            );
         }
     }
     println!("encodings:");
@@ -313,6 +357,9 @@ fn print_stats(s: &ferry::rdb::RdbStats) {
     }
     println!("biggest keys:");
     for b in &s.biggest {
-        println!("  {:>12} bytes  db {} {} {}", b.bytes, b.db, b.r#type, b.key);
+        println!(
+            "  {:>12} bytes  db {} {} {}",
+            b.bytes, b.db, b.r#type, b.key
+        );
     }
 }

@@ -28,7 +28,9 @@ pub async fn serve(addr: &str, content: Content) -> Result<std::net::SocketAddr,
     let content = Arc::new(content);
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { continue };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
             let content = content.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
@@ -61,7 +63,9 @@ pub async fn serve(addr: &str, content: Content) -> Result<std::net::SocketAddr,
 
 fn respond(content: &Content, path: &str) -> (&'static str, &'static str, String) {
     match (content, path) {
-        (Content::Metrics(h), "/metrics" | "/") => ("200 OK", "text/plain; version=0.0.4", h.render()),
+        (Content::Metrics(h), "/metrics" | "/") => {
+            ("200 OK", "text/plain; version=0.0.4", h.render())
+        }
         (Content::Status(job), "/status" | "/") => (
             "200 OK",
             "application/json",

@@ -81,7 +81,11 @@ impl TlsConfig {
     }
 
     /// Sets the client certificate and key.
-    pub fn with_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> TlsConfig {
+    pub fn with_client_cert(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> TlsConfig {
         self.cert_file = Some(cert.into());
         self.key_file = Some(key.into());
         self
@@ -500,26 +504,33 @@ pub struct FilterConfig {
 
 impl FilterConfig {
     /// The replicator's filter configuration (exact keys become anchored regular expressions).
+    // `..Default::default()` keeps this compiling when the replicator adds options.
+    #[allow(clippy::needless_update)]
     pub(crate) fn to_replicator(&self) -> ferry_replicator::pipeline::filter::FilterConfig {
         let exact = |keys: &[String]| {
             keys.iter()
                 .map(|k| format!("^{}$", regex::escape(k)))
                 .collect::<Vec<_>>()
         };
-        let mut f = ferry_replicator::pipeline::filter::FilterConfig::default();
-        f.allow_dbs = self.allow_dbs.iter().map(|&d| i64::from(d)).collect();
-        f.block_dbs = self.block_dbs.iter().map(|&d| i64::from(d)).collect();
-        f.allow_key_prefixes = self.allow_key_prefixes.iter().map(|p| p.as_bytes().to_vec()).collect();
-        f.block_key_prefixes = self.block_key_prefixes.iter().map(|p| p.as_bytes().to_vec()).collect();
-        f.allow_key_suffixes = self.allow_key_suffixes.iter().map(|p| p.as_bytes().to_vec()).collect();
-        f.block_key_suffixes = self.block_key_suffixes.iter().map(|p| p.as_bytes().to_vec()).collect();
-        f.allow_key_regexes = self.allow_key_regexes.clone();
-        f.allow_key_regexes.extend(exact(&self.allow_keys));
-        f.block_key_regexes = self.block_key_regexes.clone();
-        f.block_key_regexes.extend(exact(&self.block_keys));
-        f.allow_commands = self.allow_commands.clone();
-        f.block_commands = self.block_commands.clone();
-        f
+        let bytes = |list: &[String]| list.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let dbs = |list: &[u32]| list.iter().map(|&d| i64::from(d)).collect();
+        let mut allow_key_regexes = self.allow_key_regexes.clone();
+        allow_key_regexes.extend(exact(&self.allow_keys));
+        let mut block_key_regexes = self.block_key_regexes.clone();
+        block_key_regexes.extend(exact(&self.block_keys));
+        ferry_replicator::pipeline::filter::FilterConfig {
+            allow_dbs: dbs(&self.allow_dbs),
+            block_dbs: dbs(&self.block_dbs),
+            allow_key_prefixes: bytes(&self.allow_key_prefixes),
+            block_key_prefixes: bytes(&self.block_key_prefixes),
+            allow_key_suffixes: bytes(&self.allow_key_suffixes),
+            block_key_suffixes: bytes(&self.block_key_suffixes),
+            allow_key_regexes,
+            block_key_regexes,
+            allow_commands: self.allow_commands.clone(),
+            block_commands: self.block_commands.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -735,7 +746,8 @@ impl SyncConfig {
 
     /// The configuration as TOML (ferry's schema) with every secret masked.
     pub fn to_redacted_toml(&self) -> String {
-        let json = self.to_redacted_json();
+        let mut json = self.to_redacted_json();
+        strip_nulls(&mut json);
         toml::to_string_pretty(&json).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 
@@ -743,20 +755,27 @@ impl SyncConfig {
     /// regular expressions.
     pub fn validate(&self) -> Result<(), Error> {
         for key in self.db_map.keys() {
-            key.parse::<u32>().map_err(|_| {
-                Error::config(format!("db_map: {key:?} is not a database number"))
-            })?;
+            key.parse::<u32>()
+                .map_err(|_| Error::config(format!("db_map: {key:?} is not a database number")))?;
         }
         let l = &self.limits;
-        if l.window_commands == 0 || l.window_bytes == 0 || l.batch_commands == 0 || l.batch_bytes == 0 {
-            return Err(Error::config("limits: windows and batches must not be zero"));
+        if l.window_commands == 0
+            || l.window_bytes == 0
+            || l.batch_commands == 0
+            || l.batch_bytes == 0
+        {
+            return Err(Error::config(
+                "limits: windows and batches must not be zero",
+            ));
         }
         match &self.target {
             Target::Cluster { seeds } if seeds.is_empty() => {
                 return Err(Error::config("target: a cluster needs at least one seed"))
             }
             Target::Sentinel { sentinels, .. } if sentinels.is_empty() => {
-                return Err(Error::config("target: a sentinel group needs at least one sentinel"))
+                return Err(Error::config(
+                    "target: a sentinel group needs at least one sentinel",
+                ))
             }
             _ => {}
         }
@@ -765,7 +784,12 @@ impl SyncConfig {
                 return Err(Error::config("source: a cluster needs at least one seed"));
             }
         }
-        for r in self.filter.allow_key_regexes.iter().chain(&self.filter.block_key_regexes) {
+        for r in self
+            .filter
+            .allow_key_regexes
+            .iter()
+            .chain(&self.filter.block_key_regexes)
+        {
             regex::Regex::new(r)
                 .map_err(|e| Error::config(format!("filter: regular expression {r:?}: {e}")))?;
         }
@@ -781,7 +805,10 @@ impl SyncConfig {
     }
 
     /// The replicator's configuration for a standalone source.
-    pub(crate) fn to_replicator(&self, source: &Endpoint) -> Result<ferry_replicator::Config, Error> {
+    pub(crate) fn to_replicator(
+        &self,
+        source: &Endpoint,
+    ) -> Result<ferry_replicator::Config, Error> {
         let (target, cluster) = self.target.resolve()?;
         let mut c = ferry_replicator::Config::new(source.connect_options()?, target);
         c.target_cluster = cluster;
@@ -800,22 +827,25 @@ impl SyncConfig {
     }
 
     /// The replicator's sink options.
+    // `..Default::default()` keeps this compiling when the replicator adds options.
+    #[allow(clippy::needless_update)]
     pub(crate) fn sink_options(&self) -> ferry_replicator::sink::SinkOptions {
         let l = &self.limits;
-        let mut s = ferry_replicator::sink::SinkOptions::default();
-        s.window_commands = l.window_commands;
-        s.window_bytes = l.window_bytes;
-        s.batch_commands = l.batch_commands;
-        s.batch_bytes = l.batch_bytes;
-        s.reply_timeout = Duration::from_millis(l.reply_timeout_ms);
-        s.on_error = match self.on_error {
-            OnError::Stop => ferry_replicator::sink::ErrorPolicy::Stop,
-            OnError::Log => ferry_replicator::sink::ErrorPolicy::Log,
-        };
-        s.checkpoint = self.checkpoint.enabled;
-        s.checkpoint_tag = self.checkpoint.tag.clone();
-        s.checkpoint_db = i64::from(self.checkpoint.db);
-        s
+        ferry_replicator::sink::SinkOptions {
+            window_commands: l.window_commands,
+            window_bytes: l.window_bytes,
+            batch_commands: l.batch_commands,
+            batch_bytes: l.batch_bytes,
+            reply_timeout: Duration::from_millis(l.reply_timeout_ms),
+            on_error: match self.on_error {
+                OnError::Stop => ferry_replicator::sink::ErrorPolicy::Stop,
+                OnError::Log => ferry_replicator::sink::ErrorPolicy::Log,
+            },
+            checkpoint: self.checkpoint.enabled,
+            checkpoint_tag: self.checkpoint.tag.clone(),
+            checkpoint_db: i64::from(self.checkpoint.db),
+            ..Default::default()
+        }
     }
 }
 
@@ -837,6 +867,18 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Removes `null` values (TOML has none: an absent key is the default).
+fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
 /// Masks `password` values and passwords inside `url` values, recursively.
 fn redact_json(v: &mut serde_json::Value) {
     match v {
@@ -855,5 +897,48 @@ fn redact_json(v: &mut serde_json::Value) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_masks_only_the_password() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("redis://u:p@h:1/2"), "redis://u:***@h:1/2");
+        assert_eq!(redact_url("rediss://:p@h"), "rediss://:***@h");
+        assert_eq!(redact_url("redis://user@h:1"), "redis://user@h:1");
+        assert_eq!(redact_url("redis://u:p@ss@h:1"), "redis://u:***@h:1");
+    }
+
+    #[test]
+    fn password_wins_over_password_env_and_the_url() {
+        let e = Endpoint::new("redis://u:from-url@127.0.0.1:1")
+            .with_password("explicit")
+            .with_password_env("FERRY_UNIT_TEST_UNSET_VARIABLE");
+        let o = e.connect_options().unwrap();
+        assert_eq!(o.password.as_ref().map(|p| p.expose()), Some("explicit"));
+        assert_eq!(o.username.as_deref(), Some("u"));
+        let o = Endpoint::new("redis://u:from-url@127.0.0.1:1")
+            .connect_options()
+            .unwrap();
+        assert_eq!(o.password.as_ref().map(|p| p.expose()), Some("from-url"));
+    }
+
+    #[test]
+    fn a_tls_table_turns_tls_on_for_a_redis_url() {
+        let o = Endpoint::new("redis://127.0.0.1:1")
+            .with_tls(TlsConfig::new().with_ca_file("/ca.pem"))
+            .connect_options()
+            .unwrap();
+        assert_eq!(
+            o.tls.and_then(|t| t.ca_file),
+            Some(PathBuf::from("/ca.pem"))
+        );
     }
 }

@@ -81,7 +81,11 @@ impl<'a> Section<'a> {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.wrong(key, "a list of strings")))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.wrong(key, "a list of strings"))
+                })
                 .collect(),
             Some(_) => Err(self.wrong(key, "a list of strings")),
         }
@@ -136,15 +140,24 @@ fn conflict(advanced: &Section<'_>) -> Result<Conflict, Error> {
 }
 
 /// The shared `[advanced]` keys.
-fn advanced(config: &mut SyncConfig, adv: &Section<'_>, notes: &mut Vec<String>) -> Result<(), Error> {
+fn advanced(
+    config: &mut SyncConfig,
+    adv: &Section<'_>,
+    notes: &mut Vec<String>,
+) -> Result<(), Error> {
     config.conflict = conflict(adv)?;
     if let Some(n) = adv.int("pipeline_count_limit")? {
-        config.limits.window_commands =
-            usize::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| adv.wrong("pipeline_count_limit", "a positive integer"))?;
+        config.limits.window_commands = usize::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| adv.wrong("pipeline_count_limit", "a positive integer"))?;
     }
     if let Some(n) = adv.int("target_redis_proto_max_bulk_len")? {
         // A value bigger than the target's bulk limit cannot go as one RESTORE: copy it by elements.
-        let n = usize::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| adv.wrong("target_redis_proto_max_bulk_len", "a positive integer"))?;
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| adv.wrong("target_redis_proto_max_bulk_len", "a positive integer"))?;
         config.limits.max_restore_bytes = config.limits.max_restore_bytes.min(n);
     }
     for (key, field) in [("metrics_port", 0), ("status_port", 1)] {
@@ -157,7 +170,9 @@ fn advanced(config: &mut SyncConfig, adv: &Section<'_>, notes: &mut Vec<String>)
                 } else {
                     config.run.status_addr = addr;
                 }
-                notes.push(format!("`advanced.{key}` = {port}: served at http://0.0.0.0:{port}/"));
+                notes.push(format!(
+                    "`advanced.{key}` = {port}: served at http://0.0.0.0:{port}/"
+                ));
             }
         }
     }
@@ -165,7 +180,11 @@ fn advanced(config: &mut SyncConfig, adv: &Section<'_>, notes: &mut Vec<String>)
 }
 
 /// A v3 `sync.toml` (`type = "sync"`), `restore.toml` (`"restore"`) or `scan.toml` (`"scan"`).
-pub(crate) fn from_v3(root: &Table, checked: &Checked, notes: &mut Vec<String>) -> Result<SyncConfig, Error> {
+pub(crate) fn from_v3(
+    root: &Table,
+    checked: &Checked,
+    notes: &mut Vec<String>,
+) -> Result<SyncConfig, Error> {
     let top = Section::new(root, "", checked);
     let src = Section::new(root, "source", checked);
     let tgt = Section::new(root, "target", checked);
@@ -177,11 +196,15 @@ pub(crate) fn from_v3(root: &Table, checked: &Checked, notes: &mut Vec<String>) 
         _ => return Err(top.wrong("type", "\"sync\", \"restore\" or \"scan\"")),
     };
     if !src.exists() || !tgt.exists() {
-        return Err(Error::config("a RedisShake v3 file needs [source] and [target]"));
+        return Err(Error::config(
+            "a RedisShake v3 file needs [source] and [target]",
+        ));
     }
     let elasticache = src.string("elasticache_psync")?;
     if !elasticache.is_empty() {
-        return Err(Error::not_supported("`source.elasticache_psync` (ElastiCache's renamed PSYNC)"));
+        return Err(Error::not_supported(
+            "`source.elasticache_psync` (ElastiCache's renamed PSYNC)",
+        ));
     }
     let source = match mode {
         "restore" => Source::RdbFile {
@@ -197,7 +220,9 @@ pub(crate) fn from_v3(root: &Table, checked: &Checked, notes: &mut Vec<String>) 
     let endpoint = tgt.endpoint()?;
     let target = match tgt.string("type")?.as_str() {
         "" | "standalone" => Target::Standalone(endpoint),
-        "cluster" => Target::Cluster { seeds: vec![endpoint] },
+        "cluster" => Target::Cluster {
+            seeds: vec![endpoint],
+        },
         _ => return Err(tgt.wrong("type", "\"standalone\" or \"cluster\"")),
     };
     let mut config = SyncConfig::new(source, target);
@@ -206,7 +231,11 @@ pub(crate) fn from_v3(root: &Table, checked: &Checked, notes: &mut Vec<String>) 
 }
 
 /// A v4 `shake.toml`.
-pub(crate) fn from_v4(root: &Table, checked: &Checked, notes: &mut Vec<String>) -> Result<SyncConfig, Error> {
+pub(crate) fn from_v4(
+    root: &Table,
+    checked: &Checked,
+    notes: &mut Vec<String>,
+) -> Result<SyncConfig, Error> {
     let top = Section::new(root, "", checked);
     let sync = Section::new(root, "sync_reader", checked);
     let scan = Section::new(root, "scan_reader", checked);
@@ -214,7 +243,10 @@ pub(crate) fn from_v4(root: &Table, checked: &Checked, notes: &mut Vec<String>) 
     let writer = Section::new(root, "redis_writer", checked);
     let filter = Section::new(root, "filter", checked);
     let adv = Section::new(root, "advanced", checked);
-    let readers = [sync.exists(), scan.exists(), rdb.exists()].iter().filter(|&&b| b).count();
+    let readers = [sync.exists(), scan.exists(), rdb.exists()]
+        .iter()
+        .filter(|&&b| b)
+        .count();
     if readers != 1 {
         return Err(Error::config(
             "a RedisShake v4 file needs exactly one of [sync_reader], [scan_reader], [rdb_reader]",
@@ -288,17 +320,23 @@ pub(crate) fn from_v4(root: &Table, checked: &Checked, notes: &mut Vec<String>) 
     };
     for key in ["allow_command_group", "block_command_group"] {
         if !filter.strings(key)?.is_empty() {
-            return Err(Error::not_supported(&format!("`filter.{key}` (list the commands instead)")));
+            return Err(Error::not_supported(&format!(
+                "`filter.{key}` (list the commands instead)"
+            )));
         }
     }
     if !filter.string("function")?.is_empty() || !top.string("function")?.is_empty() {
         return Err(Error::not_supported("Lua `function` filters"));
     }
     if !adv.string("aws_psync")?.is_empty() {
-        return Err(Error::not_supported("`advanced.aws_psync` (ElastiCache's renamed PSYNC)"));
+        return Err(Error::not_supported(
+            "`advanced.aws_psync` (ElastiCache's renamed PSYNC)",
+        ));
     }
     if adv.boolean("empty_db_before_sync", false)? {
-        return Err(Error::not_supported("`advanced.empty_db_before_sync` (empty the target before starting ferry)"));
+        return Err(Error::not_supported(
+            "`advanced.empty_db_before_sync` (empty the target before starting ferry)",
+        ));
     }
     advanced(&mut config, &adv, notes)?;
     Ok(config)

@@ -103,7 +103,11 @@ pub(crate) const FERRY: &[(&str, Node)] = &[
     ("on_error", Node::Leaf),
     (
         "checkpoint",
-        Node::Table(&[("enabled", Node::Leaf), ("tag", Node::Leaf), ("db", Node::Leaf)]),
+        Node::Table(&[
+            ("enabled", Node::Leaf),
+            ("tag", Node::Leaf),
+            ("db", Node::Leaf),
+        ]),
     ),
     (
         "limits",
@@ -176,7 +180,10 @@ pub(crate) const SHAKE_V3: &[(&str, Node)] = &[
             ("log_interval", Node::Unused(LOG_NOTE)),
             ("rdb_restore_command_behavior", Node::Leaf),
             ("pipeline_count_limit", Node::Leaf),
-            ("target_redis_client_max_querybuf_len", Node::Unused(BUF_NOTE)),
+            (
+                "target_redis_client_max_querybuf_len",
+                Node::Unused(BUF_NOTE),
+            ),
             ("target_redis_proto_max_bulk_len", Node::Leaf),
         ]),
     ),
@@ -256,7 +263,10 @@ pub(crate) const SHAKE_V4: &[(&str, Node)] = &[
             ("log_rotation", Node::Unused(LOG_NOTE)),
             ("rdb_restore_command_behavior", Node::Leaf),
             ("pipeline_count_limit", Node::Leaf),
-            ("target_redis_client_max_querybuf_len", Node::Unused(BUF_NOTE)),
+            (
+                "target_redis_client_max_querybuf_len",
+                Node::Unused(BUF_NOTE),
+            ),
             ("target_redis_proto_max_bulk_len", Node::Leaf),
             ("aws_psync", Node::Leaf),
             ("empty_db_before_sync", Node::Leaf),
@@ -286,7 +296,11 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Checks `table` against `schema`: every key must be known.
-pub(crate) fn check(text: &str, table: &DeTable<'_>, schema: &[(&str, Node)]) -> Result<Checked, Error> {
+pub(crate) fn check(
+    text: &str,
+    table: &DeTable<'_>,
+    schema: &[(&str, Node)],
+) -> Result<Checked, Error> {
     let mut out = Checked::default();
     walk(text, table, schema, "", &mut out)?;
     Ok(out)
@@ -313,7 +327,9 @@ fn walk(
         };
         match (node, value.get_ref()) {
             (Node::Leaf, _) | (Node::Map, DeValue::Table(_)) => {}
-            (Node::Unused(why), _) => out.notes.push(format!("`{full}` (line {line}) is accepted and not used: {why}")),
+            (Node::Unused(why), _) => out.notes.push(format!(
+                "`{full}` (line {line}) is accepted and not used: {why}"
+            )),
             (Node::Table(inner), DeValue::Table(t)) => walk(text, t, inner, &full, out)?,
             (Node::Endpoints(inner), v) => walk_endpoints(text, v, inner, &full, out)?,
             (Node::Table(_) | Node::Map, _) => {
@@ -367,15 +383,19 @@ fn unknown_key(full: &str, name: &str, line: usize, path: &str, schema: &[(&str,
         .map(|(k, _)| (strsim::damerau_levenshtein(name, k), *k))
         .min();
     let hint = match best {
-        Some((d, k)) if d <= (name.len().max(k.len()) / 2).max(2) => format!("; did you mean `{k}`?"),
+        Some((d, k)) if d <= (name.len().max(k.len()) / 2).max(2) => {
+            format!("; did you mean `{k}`?")
+        }
         _ => format!(
             "; known keys: {}",
-            schema.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+            schema
+                .iter()
+                .map(|(k, _)| *k)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
-    Error::config(format!(
-        "line {line}: unknown key `{full}` {section}{hint}"
-    ))
+    Error::config(format!("line {line}: unknown key `{full}` {section}{hint}"))
 }
 
 #[cfg(test)]
