@@ -97,4 +97,3 @@ pub(crate) fn ferry(e: ferry::Error) -> napi::Error {
     };
     coded(code, e)
 }
-

@@ -38,7 +38,8 @@ fn json<T: serde::Serialize>(v: &T) -> napi::Result<serde_json::Value> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> napi::Result<T> {
-    serde_json::from_str(text).map_err(|e| error::coded(Code::Config, format!("invalid {what}: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| error::coded(Code::Config, format!("invalid {what}: {e}")))
 }
 
 #[napi]
@@ -201,7 +202,10 @@ impl SyncJob {
 
 /// Compares a source and a target key by key (`source`, `target` and `options` as JSON of ferry's schema) and
 /// returns the report.
-#[napi(js_name = "verify", ts_return_type = "Promise<Record<string, unknown>>")]
+#[napi(
+    js_name = "verify",
+    ts_return_type = "Promise<Record<string, unknown>>"
+)]
 pub async fn verify(
     source: String,
     target: String,
@@ -220,7 +224,10 @@ pub async fn verify(
 }
 
 /// Restores the RDB file at `path` into `target` (JSON of ferry's schema) and returns what was written.
-#[napi(js_name = "rdbRestore", ts_return_type = "Promise<Record<string, unknown>>")]
+#[napi(
+    js_name = "rdbRestore",
+    ts_return_type = "Promise<Record<string, unknown>>"
+)]
 pub async fn rdb_restore(
     path: String,
     target: String,

@@ -275,13 +275,20 @@ fn entry<'e>(env: &'e Env, e: &Entry) -> Result<Unknown<'e>> {
     o.set("type", ferry::rdb::type_name_of(e.rdb_type))?;
     o.set(
         "expireAt",
-        e.expire_at_ms.map_or_else(|| null(env), |t| signed(env, t))?,
+        e.expire_at_ms
+            .map_or_else(|| null(env), |t| signed(env, t))?,
     )?;
     o.set("idle", opt_unsigned(env, e.idle_secs)?)?;
-    o.set("freq", e.freq.map_or_else(|| null(env), |f| float(env, f64::from(f)))?)?;
+    o.set(
+        "freq",
+        e.freq
+            .map_or_else(|| null(env), |f| float(env, f64::from(f)))?,
+    )?;
     o.set(
         "value",
-        e.value.as_ref().map_or_else(|| null(env), |v| value(env, v))?,
+        e.value
+            .as_ref()
+            .map_or_else(|| null(env), |v| value(env, v))?,
     )?;
     Ok(o.to_unknown())
 }

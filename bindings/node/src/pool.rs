@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_sentinel::{Addr, SentinelPoolOptions};
+use ferry::SentinelPoolOptions;
 use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
 
@@ -54,8 +54,13 @@ pub struct SentinelPoolConfig {
 fn options(c: SentinelPoolConfig) -> napi::Result<SentinelPoolOptions> {
     let sentinels = c.sentinels.into_iter().map(|s| {
         u16::try_from(s.port)
-            .map(|p| Addr::new(s.host.clone(), p))
-            .map_err(|_| error::coded(Code::Config, format!("sentinel port {} is not a port", s.port)))
+            .map(|p| (s.host.clone(), p))
+            .map_err(|_| {
+                error::coded(
+                    Code::Config,
+                    format!("sentinel port {} is not a port", s.port),
+                )
+            })
     });
     let sentinels = sentinels.collect::<napi::Result<Vec<_>>>()?;
     let mut o = SentinelPoolOptions::new(c.name, sentinels);
@@ -94,7 +99,10 @@ type Arg = Either<String, Buffer>;
 
 fn argv(args: Vec<Arg>) -> napi::Result<Vec<Vec<u8>>> {
     if args.is_empty() {
-        return Err(error::coded(Code::Config, "a command needs at least its name"));
+        return Err(error::coded(
+            Code::Config,
+            "a command needs at least its name",
+        ));
     }
     Ok(args
         .into_iter()
@@ -109,7 +117,7 @@ fn argv(args: Vec<Arg>) -> napi::Result<Vec<Vec<u8>>> {
 /// demoted master.
 #[napi]
 pub struct SentinelPool {
-    pool: Arc<ferry_sentinel::SentinelPool>,
+    pool: Arc<ferry::SentinelPool>,
 }
 
 #[napi]
@@ -117,7 +125,7 @@ impl SentinelPool {
     /// Asks the sentinels for the master, confirms it with ROLE and starts following it.
     #[napi(factory)]
     pub async fn connect(config: SentinelPoolConfig) -> napi::Result<SentinelPool> {
-        let pool = ferry_sentinel::SentinelPool::new(options(config)?)
+        let pool = ferry::SentinelPool::new(options(config)?)
             .await
             .map_err(error::sentinel)?;
         Ok(SentinelPool {

@@ -13,7 +13,6 @@ use napi_derive::napi;
 use crate::error::{self, Code};
 use crate::js::Entries;
 
-
 /// An open RDB file, read in batches of entries.
 #[napi]
 pub struct RdbReader {
@@ -27,7 +26,9 @@ impl RdbReader {
     #[napi(constructor)]
     pub fn new(path: String) -> napi::Result<RdbReader> {
         Ok(RdbReader {
-            reader: Arc::new(Mutex::new(Some(ferry::rdb::entries(&path).map_err(error::ferry)?))),
+            reader: Arc::new(Mutex::new(Some(
+                ferry::rdb::entries(&path).map_err(error::ferry)?,
+            ))),
         })
     }
 
@@ -86,7 +87,10 @@ impl Task for NextBatch {
 }
 
 /// Summarizes an RDB file (keys per db and type, encodings, expiries, biggest keys) without decoding values.
-#[napi(js_name = "rdbStats", ts_return_type = "Promise<Record<string, unknown>>")]
+#[napi(
+    js_name = "rdbStats",
+    ts_return_type = "Promise<Record<string, unknown>>"
+)]
 pub async fn rdb_stats(path: String) -> napi::Result<serde_json::Value> {
     let stats = tokio::task::spawn_blocking(move || ferry::rdb::stats(path))
         .await
