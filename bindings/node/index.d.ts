@@ -350,7 +350,7 @@ export interface EntriesOptions {
 /** RDB files. */
 export declare const rdb: Readonly<{
   /** The keys of the file in file order; rejects FERRY_DATA on a corrupt file, FERRY_DATA/FERRY_CONFIG if unreadable. */
-  entries(path: string, options?: EntriesOptions): AsyncGenerator<RdbEntry, void, undefined>
+  entries(path: string, options?: EntriesOptions): AsyncIterableIterator<RdbEntry>
   /** A summary without decoding values. */
   stats(path: string): Promise<RdbStats>
   /** Writes the file's keys into `target` (a string is a standalone server's URL). */

@@ -250,18 +250,55 @@ async function verify(source, target, options) {
   return guard(() => native.verify(s, t, o))
 }
 
-/** Iterates the keys of an RDB file with their values, in file order. */
-async function* entries(path, options = {}) {
+/**
+ * Iterates the keys of an RDB file with their values, in file order. A plain async iterator over the native
+ * batches (one promise per entry; an async generator would cost several), opened on the first next().
+ */
+function entries(path, options = {}) {
   const batch = options.batch ?? 512
-  const reader = guard(() => new native.RdbReader(path))
-  try {
-    for (;;) {
-      const items = await guard(() => reader.nextBatch(batch))
-      if (items.length === 0) return
-      yield* items
+  let reader = null
+  let items = []
+  let at = 0
+  let done = false
+  const finish = () => {
+    done = true
+    items = []
+    if (reader !== null) reader.close()
+    reader = null
+  }
+  const step = async () => {
+    if (done) return { value: undefined, done: true }
+    try {
+      if (reader === null) reader = guard(() => new native.RdbReader(path))
+      while (at >= items.length) {
+        items = await guard(() => reader.nextBatch(batch))
+        at = 0
+        if (items.length === 0) {
+          finish()
+          return { value: undefined, done: true }
+        }
+      }
+    } catch (err) {
+      finish()
+      throw err
     }
-  } finally {
-    reader.close()
+    return { value: items[at++], done: false }
+  }
+  // Calls that overlap (next() without awaiting the previous one) run one after the other.
+  let last = Promise.resolve()
+  return {
+    next() {
+      const result = last.then(step)
+      last = result.catch(() => {})
+      return result
+    },
+    async return() {
+      finish()
+      return { value: undefined, done: true }
+    },
+    [Symbol.asyncIterator]() {
+      return this
+    },
   }
 }
 
