@@ -193,7 +193,14 @@ fn main() -> ExitCode {
             sentinel_password,
             replicas,
             no_stdin,
-        } => (kind, version, password, sentinel_password, replicas, no_stdin),
+        } => (
+            kind,
+            version,
+            password,
+            sentinel_password,
+            replicas,
+            no_stdin,
+        ),
         other => {
             return match report(other) {
                 Ok(v) => {
