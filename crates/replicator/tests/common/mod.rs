@@ -269,63 +269,84 @@ pub fn counter(server: &Server, tag: &str) -> u64 {
     v.unwrap_or(0)
 }
 
-/// A sync job running as a separate process (the `sync` example), so it can be killed with SIGKILL.
+/// A sync job running as a separate process (the `ferry` program), so it can be killed with SIGKILL.
 pub struct ProcJob {
     child: std::process::Child,
-    last: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The address of its status endpoint, once it logged it.
+    status_addr: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ProcJob {
-    /// Starts `examples/sync` with checkpoints (db 15) and `--flush-on-resync`.
+    /// Starts `ferry sync` with checkpoints (db 15) and `--flush-target-on-resync`.
     pub fn start(source: &Server, target: &Server) -> ProcJob {
         let db = CHECKPOINT_DB.to_string();
         ProcJob::start_with(source, target, &["--checkpoint-db", &db])
     }
 
-    /// Starts `examples/sync` into a cluster (`target` is one of its masters); the workload's database 1 is
+    /// Starts `ferry sync` into a cluster (`target` is one of its masters); the workload's database 1 is
     /// filtered out (a cluster has only database 0).
     pub fn start_cluster(source: &Server, target: &Server) -> ProcJob {
-        ProcJob::start_with(source, target, &["--target-cluster", "--block-db", "1"])
+        ProcJob::start_with(
+            source,
+            target,
+            &["--target-type", "cluster", "--block-db", "1"],
+        )
     }
 
     fn start_with(source: &Server, target: &Server, extra: &[&str]) -> ProcJob {
-        let bin = sync_example();
+        let bin = ferry_binary();
         let mut child = std::process::Command::new(&bin)
-            .args([
-                "--source",
-                &source.url(),
-                "--target",
-                &target.url(),
-                "--checkpoint",
-            ])
-            .args(["--flush-on-resync", "--conflict", "rewrite"])
+            .args(["sync", "--source", &source.url(), "--target", &target.url()])
+            .args(["--flush-target-on-resync", "--conflict", "rewrite"])
+            .args(["--status-addr", "127.0.0.1:0"])
             .args(extra)
-            .stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .env("RUST_LOG", "info")
             .spawn()
-            .expect("start the sync example");
-        let stdout = child.stdout.take().unwrap();
-        let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = last.clone();
+            .expect("start ferry sync");
+        let stderr = child.stderr.take().unwrap();
+        let status_addr = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let sink = status_addr.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines() {
+            for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                *sink.lock().unwrap() = line;
+                if let Some(rest) = line.split("status at http://").nth(1) {
+                    *sink.lock().unwrap() = rest.split('/').next().map(str::to_string);
+                }
             }
         });
-        ProcJob { child, last }
+        ProcJob { child, status_addr }
     }
 
-    /// The last status line printed.
+    /// The job's status as `phase=<phase> offset=<applied offset> full_syncs=<n> ...`, read from its status
+    /// endpoint (empty until it answers).
     pub fn status_line(&self) -> String {
-        self.last.lock().unwrap().clone()
+        let Some(addr) = self.status_addr.lock().unwrap().clone() else {
+            return String::new();
+        };
+        let Some(body) = http_get(&addr, "/status") else {
+            return String::new();
+        };
+        let Ok(s) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return String::new();
+        };
+        format!(
+            "phase={} offset={} full_syncs={} reconnects={} last_error={}",
+            s["phase"].as_str().unwrap_or(""),
+            s["shards"][0]["applied_offset"].as_u64().unwrap_or(0),
+            s["full_syncs"].as_u64().unwrap_or(0),
+            s["reconnects"].as_u64().unwrap_or(0),
+            s["last_error"]
+        )
     }
 
     fn field(&self, name: &str) -> Option<String> {
         let line = self.status_line();
         line.split(' ')
             .find_map(|f| f.strip_prefix(&format!("{name}=")))
-            .map(|v| v.trim_end_matches('B').to_string())
+            .map(str::to_string)
     }
 
     /// Waits until the job has applied everything the source wrote so far.
@@ -367,9 +388,24 @@ impl Drop for ProcJob {
     }
 }
 
-/// The `sync` example's binary, built with the cargo that runs the tests (a plain `cargo test` builds it already;
-/// `cargo test --test faults` does not).
-fn sync_example() -> std::path::PathBuf {
+/// A plain HTTP GET on the loopback: the body, or `None` when the endpoint does not answer (yet).
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// The `ferry` program's binary, built with the cargo that runs the tests (the process tests of the sync job
+/// run the product, which replaced the old `sync` example).
+fn ferry_binary() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -379,22 +415,15 @@ fn sync_example() -> std::path::PathBuf {
                 .and_then(|deps| deps.parent())
                 .unwrap()
                 .to_path_buf();
-            let bin = profile_dir.join("examples").join("sync");
+            let bin = profile_dir.join("ferry");
             let target_dir = profile_dir.parent().unwrap();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = std::process::Command::new(cargo)
-                .args([
-                    "build",
-                    "-p",
-                    "ferry-replicator",
-                    "--example",
-                    "sync",
-                    "--target-dir",
-                ])
+                .args(["build", "-p", "ferry", "--bin", "ferry", "--target-dir"])
                 .arg(target_dir)
                 .status()
-                .expect("run cargo to build the sync example");
-            assert!(status.success(), "building the sync example failed");
+                .expect("run cargo to build the ferry program");
+            assert!(status.success(), "building the ferry program failed");
             assert!(bin.exists(), "{} is missing after the build", bin.display());
             bin
         })

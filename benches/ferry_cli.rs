@@ -1,0 +1,264 @@
+//! The `ferry` program, run as a user runs it, side by side with its floor in the same invocation:
+//!
+//! - `ferry sync --until-caught-up` (full copy of N small keys, to the exit) against a native Redis replica of the
+//!   same source (`REPLICAOF`, to `master_link_status:up` with every key loaded); peak RSS of the ferry process.
+//! - `ferry verify` of two equal servers of N keys against a pipelined read of both sides: `SCAN` each side and
+//!   `DUMP` + `PEXPIRETIME` every key of it, 512 keys a round trip, both sides at once. That is the reading
+//!   verify cannot avoid; verify also decodes and compares, and checks the target's keys against the source.
+//!
+//! ```text
+//! cargo bench -p ferry-benches --bench ferry_cli                           # 5M keys sync, 1M keys verify
+//! FERRY_CLI_SYNC_KEYS=1000000 FERRY_CLI_VERIFY_KEYS=200000 cargo bench -p ferry-benches --bench ferry_cli
+//! ```
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_resp::{ConnectOptions, Connection, Frame};
+use ferry_testkit::{wait_until, Server, ServerOptions, Version};
+
+const DEADLINE: Duration = Duration::from_secs(3600);
+
+fn main() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let ferry = ferry_binary();
+    sync(&ferry, env("FERRY_CLI_SYNC_KEYS", 5_000_000));
+    verify(&ferry, env("FERRY_CLI_VERIFY_KEYS", 1_000_000));
+}
+
+/// Builds the `ferry` program (release) with the cargo that runs the bench.
+fn ferry_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "ferry",
+            "--bin",
+            "ferry",
+            "--target-dir",
+        ])
+        .arg(profile_dir.parent().unwrap())
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building ferry failed");
+    let bin = profile_dir.join("ferry");
+    assert!(bin.exists(), "{} is missing", bin.display());
+    bin
+}
+
+fn server() -> Server {
+    Server::start(
+        ServerOptions::new(Version::V7_0)
+            .config("save", "")
+            .config("appendonly", "no"),
+    )
+    .expect("start redis-server")
+}
+
+fn populate(server: &Server, n: u64) {
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(n)
+        .arg("key")
+        .arg(16)
+        .exec(&mut server.client())
+        .unwrap();
+}
+
+fn dbsize(server: &Server) -> u64 {
+    redis::cmd("DBSIZE").query(&mut server.client()).unwrap()
+}
+
+fn link_up(server: &Server) -> bool {
+    server
+        .info_field("replication", "master_link_status")
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some("up")
+}
+
+/// Runs `ferry ARGS`, returns (wall time to exit, peak RSS in MiB, exit code).
+fn run_ferry(ferry: &std::path::Path, args: &[&str]) -> (Duration, f64, i32) {
+    let started = Instant::now();
+    let mut child = Command::new(ferry)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ferry");
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0f64;
+    let code = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code().unwrap_or(-1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (started.elapsed(), peak_kb / 1024.0, code)
+}
+
+fn sync(ferry: &std::path::Path, n: u64) {
+    let source = server();
+    populate(&source, n);
+
+    let replica = server();
+    let started = Instant::now();
+    redis::cmd("REPLICAOF")
+        .arg(source.host())
+        .arg(source.port())
+        .exec(&mut replica.client())
+        .unwrap();
+    wait_until(DEADLINE, "the native replica to load", || {
+        link_up(&replica) && dbsize(&replica) == n
+    })
+    .unwrap();
+    let native = started.elapsed();
+    drop(replica);
+
+    let target = server();
+    let (took, rss, code) = run_ferry(
+        ferry,
+        &[
+            "sync",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+            "--until-caught-up",
+            "--checkpoint-db",
+            "15",
+        ],
+    );
+    assert_eq!(code, 0, "ferry sync failed");
+    assert_eq!(dbsize(&target), n, "every key copied");
+    println!("| keys | native replica | ferry sync (to exit) | ferry / native | ferry peak RSS |");
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {:.2} s | {:.2} s | {:.2}x | {:.0} MiB |",
+        native.as_secs_f64(),
+        took.as_secs_f64(),
+        took.as_secs_f64() / native.as_secs_f64(),
+        rss
+    );
+}
+
+fn verify(ferry: &std::path::Path, n: u64) {
+    let source = server();
+    populate(&source, n);
+    redis::cmd("PEXPIREAT")
+        .arg("key:1")
+        .arg(4_102_444_800_000u64)
+        .exec(&mut source.client())
+        .unwrap();
+    let target = server();
+    redis::cmd("REPLICAOF")
+        .arg(source.host())
+        .arg(source.port())
+        .exec(&mut target.client())
+        .unwrap();
+    wait_until(DEADLINE, "the copy to load", || {
+        link_up(&target) && dbsize(&target) == n
+    })
+    .unwrap();
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .exec(&mut target.client())
+        .unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let (source_url, target_url) = (source.url(), target.url());
+    let read = rt.block_on(async {
+        let (a, b) = tokio::join!(read_side(&source_url), read_side(&target_url));
+        a + b
+    });
+    let floor = started.elapsed();
+    assert_eq!(read, 2 * n, "the floor read every key of both sides");
+
+    let (took, rss, code) = run_ferry(
+        ferry,
+        &[
+            "verify",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+        ],
+    );
+    assert_eq!(code, 0, "ferry verify found the copies different");
+    println!();
+    println!("| keys | pipelined DUMP read of both sides | ferry verify (to exit) | verify / floor | ferry peak RSS |");
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {:.2} s | {:.2} s | {:.2}x | {:.0} MiB |",
+        floor.as_secs_f64(),
+        took.as_secs_f64(),
+        took.as_secs_f64() / floor.as_secs_f64(),
+        rss
+    );
+}
+
+/// `SCAN` one server and `DUMP` + `PEXPIRETIME` every key, 512 keys a round trip; returns the keys read.
+async fn read_side(url: &str) -> u64 {
+    let opts = ConnectOptions::from_url(url).unwrap();
+    let mut scan = Connection::connect(&opts).await.unwrap();
+    let mut reads = Connection::connect(&opts).await.unwrap();
+    let mut cursor = Bytes::from_static(b"0");
+    let mut n = 0u64;
+    loop {
+        let reply = scan
+            .call(&[&b"SCAN"[..], &cursor, b"COUNT", b"512"])
+            .await
+            .unwrap();
+        let Frame::Array(parts) = reply else {
+            panic!("SCAN reply")
+        };
+        let next = parts[0].as_bytes().map(Bytes::copy_from_slice).unwrap();
+        let Frame::Array(keys) = &parts[1] else {
+            panic!("SCAN keys")
+        };
+        let mut cmds: Vec<Vec<Bytes>> = Vec::with_capacity(keys.len() * 2);
+        for k in keys {
+            let k = k.as_bytes().map(Bytes::copy_from_slice).unwrap();
+            cmds.push(vec![Bytes::from_static(b"DUMP"), k.clone()]);
+            cmds.push(vec![Bytes::from_static(b"PEXPIRETIME"), k]);
+        }
+        if !cmds.is_empty() {
+            let replies = reads.pipeline(&cmds).await.unwrap();
+            n += replies
+                .iter()
+                .step_by(2)
+                .filter(|f| matches!(f, Frame::Bulk(_)))
+                .count() as u64;
+        }
+        if next.as_ref() == b"0" {
+            return n;
+        }
+        cursor = next;
+    }
+}

@@ -1,0 +1,517 @@
+//! The command line: every option is a field of [`ferry::SyncConfig`], [`ferry::VerifyOptions`] or
+//! [`ferry::rdb::RestoreOptions`]; flags given with a file override the file's values.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ferry::{
+    CheckpointConfig, Compare, Conflict, Endpoint, Error, OnError, Source, SyncConfig, Target,
+    TlsConfig, VerifyOptions,
+};
+
+/// Copies a Redis dataset between deployments and keeps it in sync.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+pub struct Cli {
+    /// Log lines as text or as JSON objects (one a line, on stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy the source into the target, then follow its changes (until stopped, or until caught up).
+    Sync(Box<SyncArgs>),
+    /// Compare two deployments key by key (exit 0 when equal, 1 when they differ).
+    Verify(Box<VerifyArgs>),
+    /// RDB files: print as JSON Lines, summarize, restore into a target.
+    #[command(subcommand)]
+    Rdb(RdbCommand),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// Kinds of source on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceType {
+    /// One server.
+    Standalone,
+    /// A Redis Cluster (any node as --source).
+    Cluster,
+    /// A sentinel-managed group (--source is a sentinel, --source-master the name).
+    Sentinel,
+    /// SCAN + DUMP (servers that refuse PSYNC).
+    Scan,
+}
+
+/// Kinds of target on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetType {
+    /// One server.
+    Standalone,
+    /// A Redis Cluster (any node as --target).
+    Cluster,
+    /// A sentinel-managed group (--target is a sentinel, --target-master the name).
+    Sentinel,
+}
+
+/// Source and target endpoints, with credentials and TLS.
+#[derive(Debug, Args, Default)]
+pub struct Endpoints {
+    /// The source URL, `redis://[user[:password]@]host[:port][/db]` (`rediss://` for TLS).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// What the source is.
+    #[arg(long, value_enum)]
+    pub source_type: Option<SourceType>,
+    /// The master name, for a sentinel source.
+    #[arg(long)]
+    pub source_master: Option<String>,
+    /// ACL user of the source.
+    #[arg(long)]
+    pub source_user: Option<String>,
+    /// Environment variable holding the source's password.
+    #[arg(long)]
+    pub source_password_env: Option<String>,
+    /// CA file for a TLS source.
+    #[arg(long)]
+    pub source_tls_ca_file: Option<PathBuf>,
+    /// The target URL.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// What the target is.
+    #[arg(long, value_enum)]
+    pub target_type: Option<TargetType>,
+    /// The master name, for a sentinel target.
+    #[arg(long)]
+    pub target_master: Option<String>,
+    /// ACL user of the target.
+    #[arg(long)]
+    pub target_user: Option<String>,
+    /// Environment variable holding the target's password.
+    #[arg(long)]
+    pub target_password_env: Option<String>,
+    /// CA file for a TLS target.
+    #[arg(long)]
+    pub target_tls_ca_file: Option<PathBuf>,
+}
+
+fn endpoint(
+    url: &str,
+    user: &Option<String>,
+    env: &Option<String>,
+    ca: &Option<PathBuf>,
+) -> Endpoint {
+    let mut e = Endpoint::new(url);
+    if let Some(u) = user {
+        e = e.with_username(u.clone());
+    }
+    if let Some(v) = env {
+        e = e.with_password_env(v.clone());
+    }
+    if let Some(ca) = ca {
+        e = e.with_tls(TlsConfig::new().with_ca_file(ca.clone()));
+    }
+    e
+}
+
+impl Endpoints {
+    /// The source from the flags, if `--source` was given.
+    pub fn source(&self) -> Result<Option<Source>, Error> {
+        let Some(url) = &self.source else {
+            if self.source_type.is_some() || self.source_master.is_some() {
+                return Err(Error::config(
+                    "--source-type and --source-master need --source",
+                ));
+            }
+            return Ok(None);
+        };
+        let e = endpoint(
+            url,
+            &self.source_user,
+            &self.source_password_env,
+            &self.source_tls_ca_file,
+        );
+        Ok(Some(
+            match self.source_type.unwrap_or(SourceType::Standalone) {
+                SourceType::Standalone => Source::Standalone(e),
+                SourceType::Cluster => {
+                    Source::from_json(serde_json::json!({"type": "cluster", "seeds": [e]}))?
+                }
+                SourceType::Scan => {
+                    Source::from_json(serde_json::json!({"type": "scan", "endpoint": e}))?
+                }
+                SourceType::Sentinel => {
+                    let master = self
+                        .source_master
+                        .clone()
+                        .ok_or_else(|| Error::config("a sentinel source needs --source-master"))?;
+                    Source::from_json(
+                        serde_json::json!({"type": "sentinel", "sentinels": [e], "master": master}),
+                    )?
+                }
+            },
+        ))
+    }
+
+    /// The target from the flags, if `--target` was given.
+    pub fn target(&self) -> Result<Option<Target>, Error> {
+        let Some(url) = &self.target else {
+            if self.target_type.is_some() || self.target_master.is_some() {
+                return Err(Error::config(
+                    "--target-type and --target-master need --target",
+                ));
+            }
+            return Ok(None);
+        };
+        let e = endpoint(
+            url,
+            &self.target_user,
+            &self.target_password_env,
+            &self.target_tls_ca_file,
+        );
+        Ok(Some(
+            match self.target_type.unwrap_or(TargetType::Standalone) {
+                TargetType::Standalone => Target::Standalone(e),
+                TargetType::Cluster => Target::Cluster { seeds: vec![e] },
+                TargetType::Sentinel => {
+                    let master = self
+                        .target_master
+                        .clone()
+                        .ok_or_else(|| Error::config("a sentinel target needs --target-master"))?;
+                    Target::from_json(
+                        serde_json::json!({"type": "sentinel", "sentinels": [e], "master": master}),
+                    )?
+                }
+            },
+        ))
+    }
+}
+
+/// Builds source/target variants with serde (their fields are `#[non_exhaustive]`-friendly that way).
+trait FromJson: Sized {
+    fn from_json(v: serde_json::Value) -> Result<Self, Error>;
+}
+
+impl<T: serde::de::DeserializeOwned> FromJson for T {
+    fn from_json(v: serde_json::Value) -> Result<T, Error> {
+        serde_json::from_value(v).map_err(|e| Error::config(e.to_string()))
+    }
+}
+
+/// `ferry sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// A configuration file: ferry's TOML (docs/config.md), RedisShake v3 sync.toml or v4 shake.toml.
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// Source and target.
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// Keys of the full copy that already exist on the target: panic, rewrite or skip.
+    #[arg(long)]
+    pub conflict: Option<Conflict>,
+    /// Error replies of the target in the live stream: stop or log.
+    #[arg(long, value_parser = parse_on_error)]
+    pub on_error: Option<OnError>,
+    /// Copy only this source database (repeatable).
+    #[arg(long = "allow-db")]
+    pub allow_dbs: Vec<u32>,
+    /// Do not copy this source database (repeatable).
+    #[arg(long = "block-db")]
+    pub block_dbs: Vec<u32>,
+    /// Copy only keys with this prefix (repeatable).
+    #[arg(long = "allow-key-prefix")]
+    pub allow_key_prefixes: Vec<String>,
+    /// Do not copy keys with this prefix (repeatable).
+    #[arg(long = "block-key-prefix")]
+    pub block_key_prefixes: Vec<String>,
+    /// Copy only keys matching this regular expression (repeatable).
+    #[arg(long = "allow-key-regex")]
+    pub allow_key_regexes: Vec<String>,
+    /// Do not copy keys matching this regular expression (repeatable).
+    #[arg(long = "block-key-regex")]
+    pub block_key_regexes: Vec<String>,
+    /// Do not forward this command of the live stream (repeatable, e.g. FLUSHALL).
+    #[arg(long = "block-command")]
+    pub block_commands: Vec<String>,
+    /// Source database FROM goes to target database TO (`FROM:TO`, repeatable).
+    #[arg(long = "db-map", value_parser = parse_db_map)]
+    pub db_map: Vec<(u32, u32)>,
+    /// Do not store checkpoints in the target (a standalone target; a restart then copies everything again).
+    #[arg(long)]
+    pub no_checkpoint: bool,
+    /// The checkpoint tag (jobs sharing a target need distinct tags).
+    #[arg(long)]
+    pub checkpoint_tag: Option<String>,
+    /// The database of the checkpoint key on a standalone target.
+    #[arg(long)]
+    pub checkpoint_db: Option<u32>,
+    /// When a full copy must be redone over this job's own earlier data, empty the target first.
+    #[arg(long)]
+    pub flush_target_on_resync: bool,
+    /// Exit 0 once the target has caught up with the source after the full copy.
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// With --until-caught-up: compare source and target then, and exit 1 when they differ.
+    #[arg(long)]
+    pub verify: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Serve the status as JSON at http://ADDR/status.
+    #[arg(long)]
+    pub status_addr: Option<String>,
+    /// No progress bar even on a terminal (plain status lines instead).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Seconds between status lines when not on a terminal.
+    #[arg(long, default_value_t = 5)]
+    pub status_interval: u64,
+}
+
+fn parse_on_error(s: &str) -> Result<OnError, String> {
+    match s {
+        "stop" => Ok(OnError::Stop),
+        "log" => Ok(OnError::Log),
+        _ => Err("expected stop or log".into()),
+    }
+}
+
+fn parse_db_map(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s.split_once(':').ok_or("expected FROM:TO, e.g. 1:0")?;
+    Ok((
+        a.trim()
+            .parse()
+            .map_err(|_| format!("{a:?} is not a database number"))?,
+        b.trim()
+            .parse()
+            .map_err(|_| format!("{b:?} is not a database number"))?,
+    ))
+}
+
+impl SyncArgs {
+    /// The configuration: the file's (if any) with the flags applied over it.
+    pub fn resolve(&self) -> Result<(SyncConfig, Vec<String>), Error> {
+        let (mut config, notes) = match &self.config {
+            Some(path) => {
+                let loaded = SyncConfig::load_path(path)?;
+                let mut config = loaded.config;
+                if let Some(s) = self.endpoints.source()? {
+                    config.source = s;
+                }
+                if let Some(t) = self.endpoints.target()? {
+                    config.target = t;
+                }
+                (config, loaded.notes)
+            }
+            None => {
+                let source = self
+                    .endpoints
+                    .source()?
+                    .ok_or_else(|| Error::config("give --source and --target, or -c FILE"))?;
+                let target = self
+                    .endpoints
+                    .target()?
+                    .ok_or_else(|| Error::config("give --target (and --source), or -c FILE"))?;
+                (SyncConfig::new(source, target), Vec::new())
+            }
+        };
+        if let Some(c) = self.conflict {
+            config.conflict = c;
+        }
+        if let Some(o) = self.on_error {
+            config.on_error = o;
+        }
+        let f = &mut config.filter;
+        f.allow_dbs.extend(&self.allow_dbs);
+        f.block_dbs.extend(&self.block_dbs);
+        f.allow_key_prefixes
+            .extend(self.allow_key_prefixes.iter().cloned());
+        f.block_key_prefixes
+            .extend(self.block_key_prefixes.iter().cloned());
+        f.allow_key_regexes
+            .extend(self.allow_key_regexes.iter().cloned());
+        f.block_key_regexes
+            .extend(self.block_key_regexes.iter().cloned());
+        f.block_commands.extend(self.block_commands.iter().cloned());
+        for (from, to) in &self.db_map {
+            config.db_map.insert(from.to_string(), *to);
+        }
+        let mut cp: CheckpointConfig = config.checkpoint.clone();
+        if self.no_checkpoint {
+            cp.enabled = false;
+        }
+        if let Some(t) = &self.checkpoint_tag {
+            cp.tag = t.clone();
+        }
+        if let Some(d) = self.checkpoint_db {
+            cp.db = d;
+        }
+        config.checkpoint = cp;
+        config.flush_target_on_resync |= self.flush_target_on_resync;
+        config.until_caught_up |= self.until_caught_up;
+        config.run.verify |= self.verify;
+        if self.metrics_addr.is_some() {
+            config.run.metrics_addr = self.metrics_addr.clone();
+        }
+        if self.status_addr.is_some() {
+            config.run.status_addr = self.status_addr.clone();
+        }
+        config.validate()?;
+        Ok((config, notes))
+    }
+}
+
+/// `ferry verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Take source and target from this configuration file (flags override).
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// Source and target.
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// Only this database (repeatable; default: every database with keys).
+    #[arg(long = "db")]
+    pub dbs: Vec<u32>,
+    /// Check at most N keys of each side per database.
+    #[arg(long)]
+    pub sample: Option<u64>,
+    /// How values are compared: auto, dump, value or digest.
+    #[arg(long, value_enum, default_value_t = CompareArg::Auto)]
+    pub compare: CompareArg,
+    /// Largest accepted gap between expiry times, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub ttl_tolerance_ms: u64,
+    /// How many differences to list.
+    #[arg(long, default_value_t = 20)]
+    pub max_differences: usize,
+    /// Check differing keys again after this many milliseconds (for a source that is still moving).
+    #[arg(long)]
+    pub recheck_after_ms: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--compare`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompareArg {
+    /// Equal payloads, else equal decoded values.
+    Auto,
+    /// Equal DUMP payloads only.
+    Dump,
+    /// Equal decoded values.
+    Value,
+    /// Equal DEBUG DIGEST-VALUE (servers of one version, DEBUG enabled).
+    Digest,
+}
+
+impl VerifyArgs {
+    /// Source, target and options.
+    pub fn resolve(&self) -> Result<(Source, Target, VerifyOptions), Error> {
+        let (mut source, mut target) = (None, None);
+        if let Some(path) = &self.config {
+            let c = SyncConfig::load_path(path)?.config;
+            source = Some(c.source);
+            target = Some(c.target);
+        }
+        if let Some(s) = self.endpoints.source()? {
+            source = Some(s);
+        }
+        if let Some(t) = self.endpoints.target()? {
+            target = Some(t);
+        }
+        let source =
+            source.ok_or_else(|| Error::config("give --source and --target, or -c FILE"))?;
+        let target = target.ok_or_else(|| Error::config("give --target, or -c FILE"))?;
+        let mut o = VerifyOptions::default().with_compare(match self.compare {
+            CompareArg::Auto => Compare::Auto,
+            CompareArg::Dump => Compare::Dump,
+            CompareArg::Value => Compare::Value,
+            CompareArg::Digest => Compare::Digest,
+        });
+        if !self.dbs.is_empty() {
+            o = o.with_dbs(self.dbs.clone());
+        }
+        if let Some(n) = self.sample {
+            o = o.with_sample(n);
+        }
+        if let Some(ms) = self.recheck_after_ms {
+            o = o.with_recheck_after_ms(ms);
+        }
+        o.ttl_tolerance_ms = self.ttl_tolerance_ms;
+        o.max_differences = self.max_differences;
+        Ok((source, target, o))
+    }
+}
+
+/// `ferry rdb ...`.
+#[derive(Debug, Subcommand)]
+pub enum RdbCommand {
+    /// Print every key as one JSON object a line.
+    Json {
+        /// The RDB file.
+        file: PathBuf,
+    },
+    /// Keys per type and db, biggest keys, encodings, expiry histogram.
+    Stats {
+        /// The RDB file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the file's keys into a target.
+    Restore {
+        /// The RDB file.
+        file: PathBuf,
+        /// The target URL.
+        #[arg(long)]
+        target: String,
+        /// What the target is.
+        #[arg(long, value_enum, default_value_t = TargetType::Standalone)]
+        target_type: TargetType,
+        /// ACL user of the target.
+        #[arg(long)]
+        target_user: Option<String>,
+        /// Environment variable holding the target's password.
+        #[arg(long)]
+        target_password_env: Option<String>,
+        /// Keys that already exist on the target: panic, rewrite or skip.
+        #[arg(long, default_value = "panic")]
+        conflict: Conflict,
+        /// Only this database of the file (repeatable).
+        #[arg(long = "db")]
+        dbs: Vec<u32>,
+    },
+}
+
+/// `ferry config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Read a configuration file and print it resolved, secrets masked.
+    Check {
+        /// The file.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,104 @@
+//! Reading a configuration file: detect the layout, check every key, then read it into a [`SyncConfig`].
+
+use serde::Serialize;
+use toml::de::{DeTable, DeValue};
+
+use super::schema::{self, line_of};
+use super::{redisshake, SyncConfig};
+use crate::error::Error;
+
+/// Which layout a file was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ConfigFormat {
+    /// ferry's own schema (docs/config.md).
+    Ferry,
+    /// RedisShake v3 (`type = "sync"`, `[source]`, `[target]`, `[advanced]`).
+    RedisShakeV3,
+    /// RedisShake v4 (`[sync_reader]`, `[redis_writer]`, `[filter]`, `[advanced]`, ...).
+    RedisShakeV4,
+}
+
+/// A configuration read from a file, with its layout and the notes about keys accepted and not used.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LoadedConfig {
+    /// The configuration.
+    pub config: SyncConfig,
+    /// The layout the file was written in.
+    pub format: ConfigFormat,
+    /// One line per key ferry accepted and does not use (RedisShake's `ncpu`, `pprof_port`, ...).
+    pub notes: Vec<String>,
+}
+
+/// Detects the layout of `text`, checks its keys and reads it.
+pub(crate) fn load(text: &str) -> Result<LoadedConfig, Error> {
+    let doc = DeTable::parse(text).map_err(|e| toml_error(text, &e))?;
+    let root = doc.get_ref();
+    let format = detect(root);
+    let (config, notes) = match format {
+        ConfigFormat::Ferry => {
+            schema::check(text, root, schema::FERRY)?;
+            let config: SyncConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+            (config, Vec::new())
+        }
+        ConfigFormat::RedisShakeV3 => {
+            let checked = schema::check(text, root, schema::SHAKE_V3)?;
+            let table: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+            let mut notes = checked.notes.clone();
+            let config = redisshake::from_v3(&table, &checked, &mut notes)?;
+            (config, notes)
+        }
+        ConfigFormat::RedisShakeV4 => {
+            let checked = schema::check(text, root, schema::SHAKE_V4)?;
+            let table: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+            let mut notes = checked.notes.clone();
+            let config = redisshake::from_v4(&table, &checked, &mut notes)?;
+            (config, notes)
+        }
+    };
+    config.validate()?;
+    Ok(LoadedConfig {
+        config,
+        format,
+        notes,
+    })
+}
+
+/// v4 has reader/writer tables; v3 has `type = "sync"|"restore"|"scan"` or a `[source]` with an `address`.
+fn detect(root: &DeTable<'_>) -> ConfigFormat {
+    let has = |name: &str| root.iter().any(|(k, _)| k.get_ref().as_ref() == name);
+    let v4 = [
+        "sync_reader",
+        "scan_reader",
+        "rdb_reader",
+        "aof_reader",
+        "redis_writer",
+    ];
+    if v4.iter().any(|k| has(k)) {
+        return ConfigFormat::RedisShakeV4;
+    }
+    let typed_mode = root.iter().any(|(k, v)| {
+        k.get_ref().as_ref() == "type"
+            && matches!(v.get_ref(), DeValue::String(s) if ["sync", "restore", "scan"].contains(&s.as_ref()))
+    });
+    let source_address = root.iter().any(|(k, v)| {
+        k.get_ref().as_ref() == "source"
+            && matches!(v.get_ref(), DeValue::Table(t) if t.iter().any(|(k, _)| k.get_ref().as_ref() == "address"))
+    });
+    if typed_mode || source_address || has("advanced") {
+        ConfigFormat::RedisShakeV3
+    } else {
+        ConfigFormat::Ferry
+    }
+}
+
+/// A TOML syntax or type error with its line.
+fn toml_error(text: &str, e: &toml::de::Error) -> Error {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => Error::config(format!("line {}: {message}", line_of(text, span.start))),
+        None => Error::config(message.to_string()),
+    }
+}

@@ -1,0 +1,343 @@
+//! RedisShake's configuration files, translated into a [`SyncConfig`] (not a second code path).
+
+use std::path::PathBuf;
+
+use toml::{Table, Value};
+
+use super::schema::Checked;
+use super::{Conflict, Endpoint, FilterConfig, Source, SyncConfig, Target, TlsConfig};
+use crate::error::Error;
+
+/// Reads values of a RedisShake table with errors that name the key and its line.
+struct Section<'a> {
+    table: Option<&'a Table>,
+    name: &'a str,
+    checked: &'a Checked,
+}
+
+impl<'a> Section<'a> {
+    fn new(root: &'a Table, name: &'a str, checked: &'a Checked) -> Section<'a> {
+        Section {
+            table: if name.is_empty() {
+                Some(root)
+            } else {
+                root.get(name).and_then(Value::as_table)
+            },
+            name,
+            checked,
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.table.is_some()
+    }
+
+    fn path(&self, key: &str) -> String {
+        if self.name.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.name)
+        }
+    }
+
+    fn wrong(&self, key: &str, expected: &str) -> Error {
+        let path = self.path(key);
+        match self.checked.lines.get(&path) {
+            Some(line) => Error::config(format!("line {line}: `{path}` must be {expected}")),
+            None => Error::config(format!("`{path}` must be {expected}")),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.table.and_then(|t| t.get(key))
+    }
+
+    fn string(&self, key: &str) -> Result<String, Error> {
+        match self.get(key) {
+            None => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(self.wrong(key, "a string")),
+        }
+    }
+
+    fn boolean(&self, key: &str, default: bool) -> Result<bool, Error> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(Value::Boolean(b)) => Ok(*b),
+            Some(_) => Err(self.wrong(key, "true or false")),
+        }
+    }
+
+    fn int(&self, key: &str) -> Result<Option<i64>, Error> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Integer(i)) => Ok(Some(*i)),
+            Some(_) => Err(self.wrong(key, "an integer")),
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Vec<String>, Error> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.wrong(key, "a list of strings"))
+                })
+                .collect(),
+            Some(_) => Err(self.wrong(key, "a list of strings")),
+        }
+    }
+
+    fn dbs(&self, key: &str) -> Result<Vec<u32>, Error> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_integer()
+                        .and_then(|i| u32::try_from(i).ok())
+                        .ok_or_else(|| self.wrong(key, "a list of database numbers"))
+                })
+                .collect(),
+            Some(_) => Err(self.wrong(key, "a list of database numbers")),
+        }
+    }
+
+    /// `redis://` (or `rediss://`) URL of `address`, with `username` and `password`.
+    fn endpoint(&self) -> Result<Endpoint, Error> {
+        let address = self.string("address")?;
+        if address.is_empty() {
+            return Err(self.wrong("address", "a non-empty \"host:port\""));
+        }
+        let tls = self.boolean("tls", false)?;
+        let scheme = if tls { "rediss" } else { "redis" };
+        let mut e = Endpoint::new(format!("{scheme}://{address}"));
+        let user = self.string("username")?;
+        if !user.is_empty() {
+            e = e.with_username(user);
+        }
+        let password = self.string("password")?;
+        if !password.is_empty() {
+            e = e.with_password(password);
+        }
+        if tls {
+            e = e.with_tls(TlsConfig::new());
+        }
+        Ok(e)
+    }
+}
+
+fn conflict(advanced: &Section<'_>) -> Result<Conflict, Error> {
+    match advanced.string("rdb_restore_command_behavior")?.as_str() {
+        "" | "panic" => Ok(Conflict::Panic),
+        "rewrite" => Ok(Conflict::Rewrite),
+        "skip" | "ignore" => Ok(Conflict::Skip),
+        _ => Err(advanced.wrong("rdb_restore_command_behavior", "panic, rewrite or skip")),
+    }
+}
+
+/// The shared `[advanced]` keys.
+fn advanced(
+    config: &mut SyncConfig,
+    adv: &Section<'_>,
+    notes: &mut Vec<String>,
+) -> Result<(), Error> {
+    config.conflict = conflict(adv)?;
+    if let Some(n) = adv.int("pipeline_count_limit")? {
+        config.limits.window_commands = usize::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| adv.wrong("pipeline_count_limit", "a positive integer"))?;
+    }
+    if let Some(n) = adv.int("target_redis_proto_max_bulk_len")? {
+        // A value bigger than the target's bulk limit cannot go as one RESTORE: copy it by elements.
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| adv.wrong("target_redis_proto_max_bulk_len", "a positive integer"))?;
+        config.limits.max_restore_bytes = config.limits.max_restore_bytes.min(n);
+    }
+    for (key, field) in [("metrics_port", 0), ("status_port", 1)] {
+        if let Some(port) = adv.int(key)? {
+            if port != 0 {
+                let port = u16::try_from(port).map_err(|_| adv.wrong(key, "a port number"))?;
+                let addr = Some(format!("0.0.0.0:{port}"));
+                if field == 0 {
+                    config.run.metrics_addr = addr;
+                } else {
+                    config.run.status_addr = addr;
+                }
+                notes.push(format!(
+                    "`advanced.{key}` = {port}: served at http://0.0.0.0:{port}/"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A v3 `sync.toml` (`type = "sync"`), `restore.toml` (`"restore"`) or `scan.toml` (`"scan"`).
+pub(crate) fn from_v3(
+    root: &Table,
+    checked: &Checked,
+    notes: &mut Vec<String>,
+) -> Result<SyncConfig, Error> {
+    let top = Section::new(root, "", checked);
+    let src = Section::new(root, "source", checked);
+    let tgt = Section::new(root, "target", checked);
+    let adv = Section::new(root, "advanced", checked);
+    let mode = match top.string("type")?.as_str() {
+        "" | "sync" => "sync",
+        "restore" => "restore",
+        "scan" => "scan",
+        _ => return Err(top.wrong("type", "\"sync\", \"restore\" or \"scan\"")),
+    };
+    if !src.exists() || !tgt.exists() {
+        return Err(Error::config(
+            "a RedisShake v3 file needs [source] and [target]",
+        ));
+    }
+    let elasticache = src.string("elasticache_psync")?;
+    if !elasticache.is_empty() {
+        return Err(Error::not_supported(
+            "`source.elasticache_psync` (ElastiCache's renamed PSYNC)",
+        ));
+    }
+    let source = match mode {
+        "restore" => Source::RdbFile {
+            path: PathBuf::from(src.string("rdb_file_path")?),
+        },
+        "scan" => Source::Scan {
+            endpoint: src.endpoint()?,
+            dbs: Some(src.dbs("dbs")?).filter(|d| !d.is_empty()),
+            notifications: false,
+        },
+        _ => Source::Standalone(src.endpoint()?),
+    };
+    let endpoint = tgt.endpoint()?;
+    let target = match tgt.string("type")?.as_str() {
+        "" | "standalone" => Target::Standalone(endpoint),
+        "cluster" => Target::Cluster {
+            seeds: vec![endpoint],
+        },
+        _ => return Err(tgt.wrong("type", "\"standalone\" or \"cluster\"")),
+    };
+    let mut config = SyncConfig::new(source, target);
+    advanced(&mut config, &adv, notes)?;
+    Ok(config)
+}
+
+/// A v4 `shake.toml`.
+pub(crate) fn from_v4(
+    root: &Table,
+    checked: &Checked,
+    notes: &mut Vec<String>,
+) -> Result<SyncConfig, Error> {
+    let top = Section::new(root, "", checked);
+    let sync = Section::new(root, "sync_reader", checked);
+    let scan = Section::new(root, "scan_reader", checked);
+    let rdb = Section::new(root, "rdb_reader", checked);
+    let writer = Section::new(root, "redis_writer", checked);
+    let filter = Section::new(root, "filter", checked);
+    let adv = Section::new(root, "advanced", checked);
+    let readers = [sync.exists(), scan.exists(), rdb.exists()]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+    if readers != 1 {
+        return Err(Error::config(
+            "a RedisShake v4 file needs exactly one of [sync_reader], [scan_reader], [rdb_reader]",
+        ));
+    }
+    let source = if sync.exists() {
+        if !sync.boolean("sync_rdb", true)? {
+            return Err(Error::not_supported("`sync_reader.sync_rdb = false` (ferry always starts with the full copy or a checkpoint)"));
+        }
+        if !sync.boolean("sync_aof", true)? {
+            return Err(Error::not_supported("`sync_reader.sync_aof = false` (use until_caught_up / --until-caught-up for a one-time copy)"));
+        }
+        let endpoint = sync.endpoint()?;
+        let prefer_replica = sync.boolean("prefer_replica", false)?;
+        if sync.boolean("cluster", false)? {
+            Source::Cluster {
+                seeds: vec![endpoint],
+                shards: None,
+                prefer_replica,
+            }
+        } else {
+            if prefer_replica {
+                notes.push("`sync_reader.prefer_replica` applies to a cluster source only".into());
+            }
+            Source::Standalone(endpoint)
+        }
+    } else if scan.exists() {
+        if scan.boolean("cluster", false)? {
+            return Err(Error::not_supported("a cluster scan source"));
+        }
+        Source::Scan {
+            endpoint: scan.endpoint()?,
+            dbs: Some(scan.dbs("dbs")?).filter(|d| !d.is_empty()),
+            notifications: scan.boolean("ksn", false)?,
+        }
+    } else {
+        Source::RdbFile {
+            path: PathBuf::from(rdb.string("filepath")?),
+        }
+    };
+    if !writer.exists() {
+        return Err(Error::config("a RedisShake v4 file needs [redis_writer]"));
+    }
+    let target = if writer.boolean("sentinel", false)? {
+        Target::Sentinel {
+            sentinels: vec![writer.endpoint()?],
+            master: writer.string("master")?,
+            master_auth: Default::default(),
+        }
+    } else if writer.boolean("cluster", false)? {
+        Target::Cluster {
+            seeds: vec![writer.endpoint()?],
+        }
+    } else {
+        Target::Standalone(writer.endpoint()?)
+    };
+    let mut config = SyncConfig::new(source, target);
+    config.filter = FilterConfig {
+        allow_dbs: filter.dbs("allow_db")?,
+        block_dbs: filter.dbs("block_db")?,
+        allow_keys: filter.strings("allow_keys")?,
+        block_keys: filter.strings("block_keys")?,
+        allow_key_prefixes: filter.strings("allow_key_prefix")?,
+        block_key_prefixes: filter.strings("block_key_prefix")?,
+        allow_key_suffixes: filter.strings("allow_key_suffix")?,
+        block_key_suffixes: filter.strings("block_key_suffix")?,
+        allow_key_regexes: filter.strings("allow_key_regex")?,
+        block_key_regexes: filter.strings("block_key_regex")?,
+        allow_commands: filter.strings("allow_command")?,
+        block_commands: filter.strings("block_command")?,
+    };
+    for key in ["allow_command_group", "block_command_group"] {
+        if !filter.strings(key)?.is_empty() {
+            return Err(Error::not_supported(&format!(
+                "`filter.{key}` (list the commands instead)"
+            )));
+        }
+    }
+    if !filter.string("function")?.is_empty() || !top.string("function")?.is_empty() {
+        return Err(Error::not_supported("Lua `function` filters"));
+    }
+    if !adv.string("aws_psync")?.is_empty() {
+        return Err(Error::not_supported(
+            "`advanced.aws_psync` (ElastiCache's renamed PSYNC)",
+        ));
+    }
+    if adv.boolean("empty_db_before_sync", false)? {
+        return Err(Error::not_supported(
+            "`advanced.empty_db_before_sync` (empty the target before starting ferry)",
+        ));
+    }
+    advanced(&mut config, &adv, notes)?;
+    Ok(config)
+}

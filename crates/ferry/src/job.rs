@@ -1,0 +1,552 @@
+//! A sync job: [`SyncJob`] checks a [`SyncConfig`], [`SyncJob::start`] runs it on the current tokio runtime and
+//! gives a [`JobHandle`] with the status, the events, `stop` and `wait`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Endpoint, Source, SyncConfig};
+use crate::error::{Error, ErrorKind};
+use crate::metrics::JobMetrics;
+
+/// What a job is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Connecting, PSYNC handshake.
+    #[default]
+    Handshake,
+    /// Applying the full copy.
+    FullSync,
+    /// Following the live change stream.
+    Incremental,
+    /// Waiting to reconnect after a broken link.
+    Reconnecting,
+    /// The target has caught up with the source after the full copy: as an event, the moment it happened (a live
+    /// job then goes on in `incremental`); as the phase of a status, the job ended because of it
+    /// (`until_caught_up`).
+    CaughtUp,
+    /// Stopped.
+    Stopped,
+}
+
+impl Phase {
+    /// The serde name (`handshake`, `full_sync`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Handshake => "handshake",
+            Phase::FullSync => "full_sync",
+            Phase::Incremental => "incremental",
+            Phase::Reconnecting => "reconnecting",
+            Phase::CaughtUp => "caught_up",
+            Phase::Stopped => "stopped",
+        }
+    }
+
+    /// Every phase, for gauges.
+    pub const ALL: [Phase; 6] = [
+        Phase::Handshake,
+        Phase::FullSync,
+        Phase::Incremental,
+        Phase::Reconnecting,
+        Phase::CaughtUp,
+        Phase::Stopped,
+    ];
+
+    fn from_replicator(p: ferry_replicator::Phase) -> Phase {
+        match p {
+            ferry_replicator::Phase::Handshake => Phase::Handshake,
+            ferry_replicator::Phase::FullSync => Phase::FullSync,
+            ferry_replicator::Phase::Incremental => Phase::Incremental,
+            ferry_replicator::Phase::Reconnecting => Phase::Reconnecting,
+            ferry_replicator::Phase::Stopped => Phase::Stopped,
+            #[allow(unreachable_patterns)]
+            _ => Phase::Incremental,
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One replication stream of a job (one per source shard; a standalone source has one).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ShardStatus {
+    /// The source node, `host:port`.
+    pub source: String,
+    /// What this stream is doing.
+    pub phase: Phase,
+    /// The source's replication id.
+    pub replid: String,
+    /// The source offset received.
+    pub source_offset: u64,
+    /// The source offset the target has applied and checkpointed.
+    pub applied_offset: u64,
+    /// Keys copied by this stream's full copies.
+    pub keys_copied: u64,
+    /// Live commands applied.
+    pub commands_applied: u64,
+    /// `source_offset - applied_offset`.
+    pub lag_bytes: u64,
+    /// Age of the oldest received and not yet applied data, in milliseconds.
+    pub lag_ms: u64,
+}
+
+/// A snapshot of a job's status (serde: what `--status-addr` serves).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// What the job is doing.
+    pub phase: Phase,
+    /// Keys copied over the life of the job (all full copies).
+    pub keys_copied: u64,
+    /// Keys of the current full copy done so far.
+    pub keys_done: u64,
+    /// Keys the current full copy announced (the RDB's `RESIZEDB` sums), when known.
+    pub keys_expected: Option<u64>,
+    /// Keys left as they were on the target (conflict policy `skip`).
+    pub keys_skipped: u64,
+    /// Live commands applied.
+    pub commands_applied: u64,
+    /// Live commands not forwarded because of the filters.
+    pub commands_filtered: u64,
+    /// Bytes received from the source (RDB and stream).
+    pub bytes_read: u64,
+    /// Bytes of commands written to the target.
+    pub bytes_written: u64,
+    /// Keys (full copy) or commands (live) per second, over the last second.
+    pub ops_per_sec: f64,
+    /// Bytes received and not yet applied (sum over shards).
+    pub lag_bytes: u64,
+    /// Age of the oldest received and not yet applied data, in milliseconds (max over shards).
+    pub lag_ms: u64,
+    /// Full copies done (a fallback from PSYNC counts too).
+    pub full_syncs: u64,
+    /// Reconnects after broken links.
+    pub reconnects: u64,
+    /// Error replies of the target.
+    pub errors: u64,
+    /// Per-shard detail.
+    pub shards: Vec<ShardStatus>,
+    /// The last error, for humans (no secrets).
+    pub last_error: Option<String>,
+}
+
+impl Status {
+    /// One line for logs and terminals.
+    pub fn line(&self) -> String {
+        let mut s = format!("phase={}", self.phase);
+        if self.phase == Phase::FullSync {
+            match self.keys_expected {
+                Some(n) => s.push_str(&format!(" keys={}/{n}", self.keys_done)),
+                None => s.push_str(&format!(" keys={}", self.keys_done)),
+            }
+        }
+        s.push_str(&format!(
+            " copied={} applied={} ops/s={:.0} read={}B written={}B lag={}B/{}ms full_syncs={} reconnects={} errors={}",
+            self.keys_copied,
+            self.commands_applied,
+            self.ops_per_sec,
+            self.bytes_read,
+            self.bytes_written,
+            self.lag_bytes,
+            self.lag_ms,
+            self.full_syncs,
+            self.reconnects,
+            self.errors
+        ));
+        if let Some(e) = &self.last_error {
+            s.push_str(&format!(" last_error={e:?}"));
+        }
+        s
+    }
+}
+
+/// Something that happened to a job (serde: tagged by `type`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The job entered a phase.
+    Phase {
+        /// The new phase.
+        phase: Phase,
+    },
+    /// The source failed over and the job followed its new master.
+    FailoverFollowed {
+        /// The new master, `host:port`.
+        new_master: String,
+    },
+    /// An error: a broken link the job recovers from, or the one that ended it.
+    Error {
+        /// Its kind.
+        kind: ErrorKind,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// A job's events. A receiver that falls behind skips the oldest; the job never waits for it.
+#[derive(Debug)]
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` when the job has ended and every event was received.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// A checked job, not started yet.
+#[derive(Debug)]
+pub struct SyncJob {
+    config: SyncConfig,
+}
+
+impl SyncJob {
+    /// Checks the configuration (without connecting).
+    pub fn new(config: SyncConfig) -> Result<SyncJob, Error> {
+        config.validate()?;
+        Ok(SyncJob { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// Starts the job on the current tokio runtime (panics outside one, as `tokio::spawn` does). Kinds of
+    /// source or target that are not supported yet fail here with [`ErrorKind::Config`].
+    pub fn start(self) -> Result<JobHandle, Error> {
+        let config = self.config;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("SyncJob::start needs a tokio runtime"))?;
+        let source = match &config.source {
+            Source::Standalone(e) => e.clone(),
+            Source::RdbFile { .. } => return Err(Error::not_supported(
+                "an RDB file as the source of a sync job (use ferry::rdb::restore / `ferry rdb restore`)",
+            )),
+            other => return Err(Error::not_supported(&format!("a {} source", other.kind()))),
+        };
+        let replicator = ferry_replicator::Replicator::new(config.to_replicator(&source)?)?;
+        let (events_tx, _) = broadcast::channel(256);
+        let (done_tx, done_rx) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            status: replicator.status(),
+            cancel: CancellationToken::new(),
+            events: Mutex::new(Some(events_tx)),
+            done: done_rx,
+            caught_up: Mutex::new(false),
+            until_caught_up: config.until_caught_up,
+            shard_name: source.host_port(),
+        });
+        let metrics = JobMetrics::new(&config.checkpoint.tag, &shared.shard_name);
+        let run_cancel = shared.cancel.clone();
+        let run = runtime.spawn(async move { replicator.run(run_cancel).await });
+        let monitor = Monitor {
+            shared: shared.clone(),
+            metrics,
+            until_caught_up: config.until_caught_up,
+            source,
+        };
+        runtime.spawn(monitor.run(run, done_tx));
+        Ok(JobHandle { shared })
+    }
+}
+
+/// What the handle, the monitor and the job share.
+#[derive(Debug)]
+struct Shared {
+    status: ferry_replicator::StatusHandle,
+    cancel: CancellationToken,
+    /// `None` once the job has ended: receivers then see the end after the last event.
+    events: Mutex<Option<broadcast::Sender<Event>>>,
+    /// `Some` once the job has ended: its final status or its error (kind and message).
+    done: watch::Receiver<Option<Result<Status, (ErrorKind, String)>>>,
+    caught_up: Mutex<bool>,
+    /// The job ends when it catches up.
+    until_caught_up: bool,
+    shard_name: String,
+}
+
+impl Shared {
+    /// Sends an event to the receivers there are (none is fine).
+    fn emit(&self, event: Event) {
+        if let Ok(guard) = self.events.lock() {
+            if let Some(tx) = guard.as_ref() {
+                let _ = tx.send(event);
+            }
+        }
+    }
+
+    /// Ends the event stream.
+    fn close_events(&self) {
+        if let Ok(mut guard) = self.events.lock() {
+            guard.take();
+        }
+    }
+
+    fn snapshot(&self) -> Status {
+        let r = self.status.snapshot();
+        let caught_up = self.caught_up.lock().map(|c| *c).unwrap_or(false);
+        let mut phase = Phase::from_replicator(r.phase);
+        // A job that ended because it caught up says so; a live job that caught up once stays `incremental`
+        // (its lag tells how far behind it is now).
+        if caught_up && self.until_caught_up && phase == Phase::Stopped {
+            phase = Phase::CaughtUp;
+        }
+        let lag_ms = (r.lag_seconds * 1000.0).round() as u64;
+        Status {
+            phase,
+            keys_copied: r.keys_copied,
+            keys_done: r.keys_done,
+            keys_expected: r.keys_expected,
+            keys_skipped: r.keys_skipped,
+            commands_applied: r.commands_applied,
+            commands_filtered: r.commands_filtered,
+            bytes_read: r.bytes_read,
+            bytes_written: r.bytes_written,
+            ops_per_sec: r.ops_per_sec,
+            lag_bytes: r.lag_bytes,
+            lag_ms,
+            full_syncs: r.full_syncs,
+            reconnects: r.reconnects,
+            errors: r.errors,
+            shards: vec![ShardStatus {
+                source: self.shard_name.clone(),
+                phase,
+                replid: r.replid.clone(),
+                source_offset: r.source_offset,
+                applied_offset: r.applied_offset,
+                keys_copied: r.keys_copied,
+                commands_applied: r.commands_applied,
+                lag_bytes: r.lag_bytes,
+                lag_ms,
+            }],
+            last_error: r.last_error.clone(),
+        }
+    }
+}
+
+/// A running (or ended) job. Cheap to clone; every clone sees the same job.
+#[derive(Debug, Clone)]
+pub struct JobHandle {
+    shared: Arc<Shared>,
+}
+
+impl JobHandle {
+    /// A snapshot of the status.
+    pub fn status(&self) -> Status {
+        self.shared.snapshot()
+    }
+
+    /// A receiver of the events from now on.
+    pub fn events(&self) -> Events {
+        let rx = match self
+            .shared
+            .events
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|tx| tx.subscribe()))
+        {
+            Some(rx) => rx,
+            None => broadcast::channel(1).1, // ended: a receiver that is closed at once
+        };
+        Events { rx }
+    }
+
+    /// Whether the job has ended.
+    pub fn is_finished(&self) -> bool {
+        self.shared.done.borrow().is_some()
+    }
+
+    /// Asks the job to stop without waiting: it writes what it has received, commits the checkpoint and ends.
+    pub fn request_stop(&self) {
+        self.shared.cancel.cancel();
+    }
+
+    /// Stops the job: what was received is written and committed (checkpoint), then the final status is
+    /// returned. Stopping an ended job returns how it ended.
+    pub async fn stop(&self) -> Result<Status, Error> {
+        self.request_stop();
+        self.wait().await
+    }
+
+    /// Waits until the job ends: by an error, by catching up (`until_caught_up`) or by [`JobHandle::stop`].
+    pub async fn wait(&self) -> Result<Status, Error> {
+        let mut done = self.shared.done.clone();
+        let result = match done.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            Err(_) => Some(Err((
+                ErrorKind::Stopped,
+                "the job ended without a result".into(),
+            ))),
+        };
+        match result {
+            Some(Ok(status)) => Ok(status),
+            Some(Err((kind, message))) => Err(Error::new(kind, message)),
+            None => Err(Error::new(
+                ErrorKind::Stopped,
+                "the job ended without a result",
+            )),
+        }
+    }
+}
+
+/// Watches the job: events, metrics, caught-up detection, and the final result.
+struct Monitor {
+    shared: Arc<Shared>,
+    metrics: JobMetrics,
+    until_caught_up: bool,
+    source: Endpoint,
+}
+
+impl Monitor {
+    async fn run(
+        self,
+        mut run: tokio::task::JoinHandle<Result<(), ferry_replicator::Error>>,
+        done: watch::Sender<Option<Result<Status, (ErrorKind, String)>>>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut last_phase: Option<Phase> = None;
+        let mut last_error: Option<String> = None;
+        let (mut seen_reconnects, mut seen_full_syncs) = (0u64, 0u64);
+        let mut catch_up_target: Option<u64> = None;
+        let mut incremental_since_ticks = 0u32;
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tick.tick() => {}
+            }
+            let status = self.shared.snapshot();
+            self.metrics.record(&status);
+            // The status is sampled: a phase shorter than a tick (a small full copy, a quick reconnect) shows
+            // only in its counter, and is reported from it, in order, before the current phase.
+            let missed = [
+                (status.reconnects > seen_reconnects, Phase::Reconnecting),
+                (status.full_syncs > seen_full_syncs, Phase::FullSync),
+            ];
+            for (happened, phase) in missed {
+                if happened && last_phase != Some(phase) && status.phase != phase {
+                    self.shared.emit(Event::Phase { phase });
+                    last_phase = Some(phase);
+                }
+            }
+            seen_reconnects = status.reconnects;
+            seen_full_syncs = status.full_syncs;
+            if last_phase != Some(status.phase) {
+                last_phase = Some(status.phase);
+                self.shared.emit(Event::Phase {
+                    phase: status.phase,
+                });
+            }
+            if status.last_error.is_some() && status.last_error != last_error {
+                last_error.clone_from(&status.last_error);
+                let message = status.last_error.clone().unwrap_or_default();
+                self.shared.emit(Event::Error {
+                    kind: ErrorKind::Connection,
+                    message,
+                });
+            }
+            // Caught up: in the live phase, the target has applied the source's offset as it was read once the
+            // live phase began.
+            let caught = self.shared.caught_up.lock().map(|c| *c).unwrap_or(true);
+            if !caught && status.phase == Phase::Incremental {
+                incremental_since_ticks += 1;
+                if catch_up_target.is_none() {
+                    catch_up_target = source_offset(&self.source).await;
+                }
+                let applied = status.shards.first().map(|s| s.applied_offset).unwrap_or(0);
+                let received = status.shards.first().map(|s| s.source_offset).unwrap_or(0);
+                if let Some(target) = catch_up_target {
+                    if incremental_since_ticks > 1
+                        && (applied >= target || (received >= target && status.lag_bytes == 0))
+                    {
+                        if let Ok(mut c) = self.shared.caught_up.lock() {
+                            *c = true;
+                        }
+                        tracing::info!(
+                            offset = applied,
+                            "the target has caught up with the source"
+                        );
+                        self.shared.emit(Event::Phase {
+                            phase: Phase::CaughtUp,
+                        });
+                        if self.until_caught_up {
+                            self.shared.cancel.cancel();
+                        }
+                    }
+                }
+            } else if status.phase != Phase::Incremental {
+                incremental_since_ticks = 0;
+                if status.phase == Phase::FullSync {
+                    catch_up_target = None;
+                }
+            }
+        };
+        let status = self.shared.snapshot();
+        self.metrics.record(&status);
+        let final_phase = status.phase;
+        let outcome = match result {
+            Ok(Ok(())) => Ok(status),
+            Ok(Err(e)) => {
+                let e = Error::from(e);
+                self.metrics.error();
+                self.shared.emit(Event::Error {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                });
+                Err((e.kind(), e.to_string()))
+            }
+            Err(join) => Err((
+                ErrorKind::Stopped,
+                format!("the job's task ended abnormally: {join}"),
+            )),
+        };
+        if outcome.is_ok() && last_phase != Some(final_phase) {
+            self.shared.emit(Event::Phase { phase: final_phase });
+        }
+        self.shared.close_events();
+        let _ = done.send(Some(outcome));
+    }
+}
+
+/// The source's `master_repl_offset` now (the offset the target must reach to be caught up).
+async fn source_offset(source: &Endpoint) -> Option<u64> {
+    let opts = source.connect_options().ok()?;
+    let mut conn = ferry_resp::Connection::connect(&opts).await.ok()?;
+    let reply = conn.call(&["INFO", "replication"]).await.ok()?;
+    let text = reply
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+}

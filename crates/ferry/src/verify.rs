@@ -1,0 +1,986 @@
+//! Comparing two deployments key by key: type, value, absolute expiry, per database, in bounded memory.
+//!
+//! Every master of each side is walked with `SCAN`; for each batch of keys both sides are asked, pipelined,
+//! for `DUMP` and the absolute expiry (`PEXPIRETIME`, or `PTTL` on servers before 7.0). Values are equal when
+//! the payloads are byte for byte equal, or (mode `auto`/`value`) when the values decoded by ferry-rdb's DUMP
+//! decoder are equal once the order of sets and hashes is put aside, so two servers of different versions or
+//! encodings compare fine. Keys of the target that the source lacks are found by walking the target the same
+//! way. Differing keys can be checked again after a delay, so a run during a live sync gives no false alarm.
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ferry_resp::{ConnectOptions, Connection, Frame};
+use ferry_topology::{ClusterClient, ClusterOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Source, Target};
+use crate::error::{Error, ErrorKind};
+
+/// How values are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Compare {
+    /// Equal DUMP payloads, else equal decoded values (the default).
+    #[default]
+    Auto,
+    /// Equal DUMP payloads only (strict: the same value in another encoding is a difference).
+    Dump,
+    /// Equal decoded values (always decodes both sides).
+    Value,
+    /// Equal `DEBUG DIGEST-VALUE` (the servers compute a digest; nothing but the digest crosses the network).
+    /// Needs `DEBUG` on both sides (`enable-debug-command` on 7.0+); digests of one value can differ between
+    /// encodings or versions, so use it between servers of one version.
+    Digest,
+}
+
+/// What [`verify`] checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct VerifyOptions {
+    /// Only these databases (default: every database holding keys on either side; a cluster has only 0).
+    pub dbs: Option<Vec<u32>>,
+    /// Check at most this many keys of each side per database (default: all).
+    pub sample: Option<u64>,
+    /// Largest accepted gap between the two absolute expiry times, in milliseconds (at least 2000 when a side
+    /// has no `PEXPIRETIME`, i.e. before Redis 7.0).
+    pub ttl_tolerance_ms: u64,
+    /// How values are compared.
+    pub compare: Compare,
+    /// How many differences the report lists (all are counted).
+    pub max_differences: usize,
+    /// Check differing keys again after this many milliseconds; those equal then are not differences.
+    pub recheck_after_ms: Option<u64>,
+    /// Keys starting with one of these are skipped on both sides (default: ferry's checkpoint keys).
+    pub ignore_prefixes: Vec<String>,
+    /// Keys per `SCAN` and per pipelined batch.
+    pub batch: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            dbs: None,
+            sample: None,
+            ttl_tolerance_ms: 1000,
+            compare: Compare::Auto,
+            max_differences: 20,
+            recheck_after_ms: None,
+            ignore_prefixes: vec![ferry_replicator::checkpoint::KEY_PREFIX.to_string()],
+            batch: 512,
+        }
+    }
+}
+
+impl VerifyOptions {
+    /// Only these databases.
+    pub fn with_dbs(mut self, dbs: Vec<u32>) -> VerifyOptions {
+        self.dbs = Some(dbs);
+        self
+    }
+
+    /// At most `n` keys of each side per database.
+    pub fn with_sample(mut self, n: u64) -> VerifyOptions {
+        self.sample = Some(n);
+        self
+    }
+
+    /// Check differing keys again after `ms` milliseconds.
+    pub fn with_recheck_after_ms(mut self, ms: u64) -> VerifyOptions {
+        self.recheck_after_ms = Some(ms);
+        self
+    }
+
+    /// The compare mode.
+    pub fn with_compare(mut self, compare: Compare) -> VerifyOptions {
+        self.compare = compare;
+        self
+    }
+}
+
+/// What differs about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DifferenceKind {
+    /// On the source, not on the target.
+    Missing,
+    /// On the target, not on the source.
+    Extra,
+    /// Of another type.
+    Type,
+    /// Another value.
+    Value,
+    /// Another expiry (or one side has none).
+    Ttl,
+}
+
+impl DifferenceKind {
+    fn as_str(&self) -> &'static str {
+        match self {
+            DifferenceKind::Missing => "missing",
+            DifferenceKind::Extra => "extra",
+            DifferenceKind::Type => "type",
+            DifferenceKind::Value => "value",
+            DifferenceKind::Ttl => "ttl",
+        }
+    }
+}
+
+/// One differing key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Difference {
+    /// What differs.
+    pub kind: DifferenceKind,
+    /// The database.
+    pub db: u32,
+    /// The key (UTF-8 as is, other bytes as `\xNN`).
+    pub key: String,
+    /// Details for humans (the two types, lengths or expiry times).
+    pub detail: String,
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// No difference found.
+    pub equal: bool,
+    /// Keys of the source compared with the target.
+    pub keys_checked: u64,
+    /// Keys of the target checked for existence on the source.
+    pub target_keys_checked: u64,
+    /// Keys on the source, not on the target.
+    pub missing: u64,
+    /// Keys on the target, not on the source.
+    pub extra: u64,
+    /// Keys of different types.
+    pub type_mismatch: u64,
+    /// Keys with different values.
+    pub value_mismatch: u64,
+    /// Keys with different expiry.
+    pub ttl_mismatch: u64,
+    /// Differences found in the first pass and checked again after `recheck_after_ms`.
+    pub rechecked: u64,
+    /// Of those, how many were equal on the second look (not counted as differences).
+    pub resolved_on_recheck: u64,
+    /// The databases compared.
+    pub dbs: Vec<u32>,
+    /// The first differences (at most `max_differences`).
+    pub differences: Vec<Difference>,
+    /// How long it took, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.equal {
+            write!(f, "equal: {} keys compared", self.keys_checked)?;
+        } else {
+            write!(
+                f,
+                "DIFFERENT: {} keys compared, {} missing on the target, {} extra on the target, {} of another \
+                 type, {} with another value, {} with another expiry",
+                self.keys_checked,
+                self.missing,
+                self.extra,
+                self.type_mismatch,
+                self.value_mismatch,
+                self.ttl_mismatch
+            )?;
+        }
+        write!(f, " (dbs {:?}, {} ms", self.dbs, self.elapsed_ms)?;
+        if self.rechecked > 0 {
+            write!(
+                f,
+                ", {} rechecked, {} equal on the second look",
+                self.rechecked, self.resolved_on_recheck
+            )?;
+        }
+        writeln!(f, ")")?;
+        for d in &self.differences {
+            writeln!(
+                f,
+                "  {:<7} db {} {}: {}",
+                d.kind.as_str(),
+                d.db,
+                d.key,
+                d.detail
+            )?;
+        }
+        let listed = self.differences.len() as u64;
+        let total = self.missing
+            + self.extra
+            + self.type_mismatch
+            + self.value_mismatch
+            + self.ttl_mismatch;
+        if total > listed {
+            writeln!(f, "  ... and {} more", total - listed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Most differing keys kept for the recheck (the rest are counted as found).
+const MAX_RECHECK: usize = 100_000;
+
+/// Compares `source` and `target` key by key; see the module documentation.
+pub async fn verify(
+    source: &Source,
+    target: &Target,
+    options: VerifyOptions,
+) -> Result<VerifyReport, Error> {
+    let started = Instant::now();
+    let mut src = Side::open(side_of_source(source)?, "source").await?;
+    let mut tgt = Side::open(side_of_target(target)?, "target").await?;
+    let dbs = match &options.dbs {
+        Some(d) => d.clone(),
+        None => {
+            let mut d = src.dbs().await?;
+            d.extend(tgt.dbs().await?);
+            d.sort_unstable();
+            d.dedup();
+            d
+        }
+    };
+    let tolerance = if src.has_expiretime && tgt.has_expiretime {
+        options.ttl_tolerance_ms
+    } else {
+        options.ttl_tolerance_ms.max(2000)
+    };
+    let mut acc = Acc {
+        report: VerifyReport {
+            dbs: dbs.clone(),
+            ..Default::default()
+        },
+        pending: Vec::new(),
+        options: &options,
+        tolerance,
+    };
+    let sampled_out = |n: u64| options.sample.is_some_and(|s| n >= s);
+    for &db in &dbs {
+        // Source -> target: every key of the source, compared. The next SCAN runs while the batch is read.
+        let mut n = 0u64;
+        for node in src.scan_nodes() {
+            let mut scanner = Scanner::connect(&node, db, options.batch).await?;
+            let mut batch = scanner.next().await?;
+            while let Some(keys) = batch {
+                let keys = acc.keep(keys, n);
+                n += keys.len() as u64;
+                let more = !sampled_out(n);
+                let (next, a, b) = tokio::join!(
+                    async {
+                        if more {
+                            scanner.next().await
+                        } else {
+                            Ok(None)
+                        }
+                    },
+                    src.read(db, &keys, options.compare),
+                    tgt.read(db, &keys, options.compare)
+                );
+                acc.compare(db, &keys, &a?, &b?, false);
+                batch = next?;
+            }
+        }
+        // Target -> source: keys only the target has.
+        let mut n = 0u64;
+        for node in tgt.scan_nodes() {
+            let mut scanner = Scanner::connect(&node, db, options.batch).await?;
+            let mut batch = scanner.next().await?;
+            while let Some(keys) = batch {
+                let keys = acc.keep(keys, n);
+                n += keys.len() as u64;
+                let more = !sampled_out(n);
+                let (next, exists) = tokio::join!(
+                    async {
+                        if more {
+                            scanner.next().await
+                        } else {
+                            Ok(None)
+                        }
+                    },
+                    src.exists(db, &keys)
+                );
+                acc.report.target_keys_checked += keys.len() as u64;
+                for (key, there) in keys.iter().zip(exists?) {
+                    if !there {
+                        acc.found(db, key, DifferenceKind::Extra, "not on the source".into());
+                    }
+                }
+                batch = next?;
+            }
+        }
+    }
+    if let Some(ms) = options.recheck_after_ms {
+        acc.recheck(&mut src, &mut tgt, Duration::from_millis(ms))
+            .await?;
+    } else {
+        acc.flush_pending();
+    }
+    let mut report = acc.report;
+    report.equal = report.missing
+        + report.extra
+        + report.type_mismatch
+        + report.value_mismatch
+        + report.ttl_mismatch
+        == 0;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// A differing key waiting for its recheck.
+struct Pending {
+    db: u32,
+    key: Bytes,
+    kind: DifferenceKind,
+    detail: String,
+}
+
+/// Counts and the list of differences.
+struct Acc<'a> {
+    report: VerifyReport,
+    pending: Vec<Pending>,
+    options: &'a VerifyOptions,
+    tolerance: u64,
+}
+
+impl Acc<'_> {
+    /// Drops ignored keys and keys beyond the sample.
+    fn keep(&self, keys: Vec<Bytes>, seen: u64) -> Vec<Bytes> {
+        let mut keys: Vec<Bytes> = keys
+            .into_iter()
+            .filter(|k| {
+                !self
+                    .options
+                    .ignore_prefixes
+                    .iter()
+                    .any(|p| k.starts_with(p.as_bytes()))
+            })
+            .collect();
+        if let Some(s) = self.options.sample {
+            keys.truncate(s.saturating_sub(seen) as usize);
+        }
+        keys
+    }
+
+    fn found(&mut self, db: u32, key: &Bytes, kind: DifferenceKind, detail: String) {
+        if self.options.recheck_after_ms.is_some() && self.pending.len() < MAX_RECHECK {
+            self.pending.push(Pending {
+                db,
+                key: key.clone(),
+                kind,
+                detail,
+            });
+        } else {
+            self.count(db, key, kind, detail);
+        }
+    }
+
+    fn count(&mut self, db: u32, key: &[u8], kind: DifferenceKind, detail: String) {
+        let r = &mut self.report;
+        match kind {
+            DifferenceKind::Missing => r.missing += 1,
+            DifferenceKind::Extra => r.extra += 1,
+            DifferenceKind::Type => r.type_mismatch += 1,
+            DifferenceKind::Value => r.value_mismatch += 1,
+            DifferenceKind::Ttl => r.ttl_mismatch += 1,
+        }
+        if r.differences.len() < self.options.max_differences {
+            r.differences.push(Difference {
+                kind,
+                db,
+                key: show_key(key),
+                detail,
+            });
+        }
+    }
+
+    fn flush_pending(&mut self) {
+        for p in std::mem::take(&mut self.pending) {
+            self.count(p.db, &p.key, p.kind, p.detail);
+        }
+    }
+
+    /// Compares one batch read from both sides.
+    fn compare(&mut self, db: u32, keys: &[Bytes], a: &[KeyState], b: &[KeyState], recheck: bool) {
+        if !recheck {
+            self.report.keys_checked +=
+                keys.iter().zip(a).filter(|(_, s)| s.kind.is_some()).count() as u64;
+        }
+        for ((key, a), b) in keys.iter().zip(a).zip(b) {
+            if let Some((kind, detail)) = self.differs(a, b) {
+                if recheck {
+                    self.count(db, key, kind, detail);
+                } else {
+                    self.found(db, key, kind, detail);
+                }
+            }
+        }
+    }
+
+    /// How two states of a key differ, if they do. A key gone from the source is no difference (it was
+    /// deleted while the walk went on; the reverse walk sees the target's copy if it stays).
+    fn differs(&self, a: &KeyState, b: &KeyState) -> Option<(DifferenceKind, String)> {
+        let ta = a.kind?;
+        let Some(tb) = b.kind else {
+            return Some((DifferenceKind::Missing, "not on the target".into()));
+        };
+        if ta != tb {
+            return Some((
+                DifferenceKind::Type,
+                format!("{ta} on the source, {tb} on the target"),
+            ));
+        }
+        let same = if self.options.compare == Compare::Digest {
+            a.payload == b.payload
+        } else {
+            self.same_value(&a.payload, &b.payload)
+        };
+        if !same {
+            let detail = if self.options.compare == Compare::Digest {
+                "the digests differ".to_string()
+            } else {
+                format!(
+                    "{} bytes serialized on the source, {} on the target",
+                    a.payload.len(),
+                    b.payload.len()
+                )
+            };
+            return Some((DifferenceKind::Value, detail));
+        }
+        let close = match (a.expire_at_ms, b.expire_at_ms) {
+            (None, None) => true,
+            (Some(x), Some(y)) => x.abs_diff(y) <= self.tolerance,
+            _ => false,
+        };
+        if !close {
+            let show = |t: Option<i64>| t.map_or("none".to_string(), |t| format!("{t} ms"));
+            return Some((
+                DifferenceKind::Ttl,
+                format!(
+                    "expires at {} on the source, {} on the target",
+                    show(a.expire_at_ms),
+                    show(b.expire_at_ms)
+                ),
+            ));
+        }
+        None
+    }
+
+    fn same_value(&self, a: &[u8], b: &[u8]) -> bool {
+        if self.options.compare != Compare::Value && a == b {
+            return true;
+        }
+        if self.options.compare == Compare::Dump {
+            return false;
+        }
+        match (ferry_rdb::decode_dump(a), ferry_rdb::decode_dump(b)) {
+            (Ok((x, vx)), Ok((y, vy))) => {
+                let (mut x, mut y) = (normalized(x), normalized(y));
+                if vx != vy {
+                    forget_stream_metadata(&mut x);
+                    forget_stream_metadata(&mut y);
+                }
+                if x != y {
+                    tracing::debug!(source = ?x, target = ?y, "values differ");
+                }
+                x == y
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads the differing keys again after `delay` and counts only those still differing.
+    async fn recheck(
+        &mut self,
+        src: &mut Side,
+        tgt: &mut Side,
+        delay: Duration,
+    ) -> Result<(), Error> {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            keys = pending.len(),
+            delay_ms = delay.as_millis() as u64,
+            "rechecking the differing keys after a delay"
+        );
+        tokio::time::sleep(delay).await;
+        self.report.rechecked = pending.len() as u64;
+        let before = self.total();
+        for chunk in pending.chunks(self.options.batch.max(1)) {
+            let mut by_db: std::collections::BTreeMap<u32, Vec<&Pending>> = Default::default();
+            for p in chunk {
+                by_db.entry(p.db).or_default().push(p);
+            }
+            for (db, items) in by_db {
+                let (extra, other): (Vec<&Pending>, Vec<&Pending>) = items
+                    .into_iter()
+                    .partition(|p| p.kind == DifferenceKind::Extra);
+                if !other.is_empty() {
+                    let keys: Vec<Bytes> = other.iter().map(|p| p.key.clone()).collect();
+                    let (a, b) = tokio::join!(
+                        src.read(db, &keys, self.options.compare),
+                        tgt.read(db, &keys, self.options.compare)
+                    );
+                    self.compare(db, &keys, &a?, &b?, true);
+                }
+                if !extra.is_empty() {
+                    let keys: Vec<Bytes> = extra.iter().map(|p| p.key.clone()).collect();
+                    let on_target = tgt.exists(db, &keys).await?;
+                    let on_source = src.exists(db, &keys).await?;
+                    for ((key, t), s) in keys.iter().zip(on_target).zip(on_source) {
+                        if t && !s {
+                            self.count(db, key, DifferenceKind::Extra, "not on the source".into());
+                        }
+                    }
+                }
+            }
+        }
+        let still = self.total() - before;
+        self.report.resolved_on_recheck = self.report.rechecked.saturating_sub(still);
+        Ok(())
+    }
+
+    fn total(&self) -> u64 {
+        let r = &self.report;
+        r.missing + r.extra + r.type_mismatch + r.value_mismatch + r.ttl_mismatch
+    }
+}
+
+/// A value with what is not data put aside: the order of unordered collections, and the bookkeeping of stream
+/// consumer groups that each server keeps for itself (consumers' seen/active times, which a replica sets when it
+/// applies a read, and the `entries_read` estimate, which a replica may not know).
+fn normalized(v: ferry_rdb::Value) -> ferry_rdb::Value {
+    use ferry_rdb::Value;
+    match v {
+        Value::Stream(mut s) => {
+            for g in &mut s.groups {
+                g.entries_read = None;
+                for c in &mut g.consumers {
+                    c.seen_time_ms = 0;
+                    c.active_time_ms = None;
+                }
+            }
+            Value::Stream(s)
+        }
+        Value::Set(mut m) => {
+            m.sort();
+            Value::Set(m)
+        }
+        Value::Hash(mut h) => {
+            h.sort_by(|a, b| a.field.cmp(&b.field));
+            Value::Hash(h)
+        }
+        Value::SortedSet(mut z) => {
+            z.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::SortedSet(z)
+        }
+        other => other,
+    }
+}
+
+/// Stream metadata that RDB versions before 10 (Redis 6.2) do not store and a newer server computes when it
+/// loads such a payload: compared only between payloads of one version.
+fn forget_stream_metadata(v: &mut ferry_rdb::Value) {
+    if let ferry_rdb::Value::Stream(s) = v {
+        s.first_id = Default::default();
+        s.max_deleted_id = Default::default();
+        s.entries_added = 0;
+    }
+}
+
+/// The static name of a `TYPE` reply.
+fn type_name(t: &[u8]) -> &'static str {
+    match t {
+        b"string" => "string",
+        b"list" => "list",
+        b"set" => "set",
+        b"zset" => "zset",
+        b"hash" => "hash",
+        b"stream" => "stream",
+        _ => "module",
+    }
+}
+
+fn type_of(dump: &[u8]) -> &'static str {
+    dump.first()
+        .map_or("unknown", |&t| ferry_rdb::type_name_of(t))
+}
+
+/// A key as read from one side.
+#[derive(Debug, Clone, Default)]
+struct KeyState {
+    /// The type name; `None` when the key does not exist.
+    kind: Option<&'static str>,
+    /// The DUMP payload, or the digest in mode [`Compare::Digest`].
+    payload: Bytes,
+    expire_at_ms: Option<i64>,
+}
+
+/// One deployment being compared.
+enum SideKind {
+    Standalone(Box<ConnectOptions>),
+    Cluster(Vec<ConnectOptions>),
+}
+
+struct Side {
+    name: &'static str,
+    kind: SideKind,
+    cluster: Option<ClusterClient>,
+    /// A connection per database of a standalone side.
+    conn: Option<(u32, Connection)>,
+    has_expiretime: bool,
+}
+
+fn side_of_source(source: &Source) -> Result<SideKind, Error> {
+    match source {
+        Source::Standalone(e) | Source::Scan { endpoint: e, .. } => {
+            Ok(SideKind::Standalone(Box::new(e.connect_options()?)))
+        }
+        Source::Cluster { seeds, .. } => Ok(SideKind::Cluster(
+            seeds
+                .iter()
+                .map(|s| s.connect_options())
+                .collect::<Result<_, _>>()?,
+        )),
+        Source::Sentinel { .. } => Err(Error::not_supported("verify of a sentinel-managed source")),
+        Source::RdbFile { .. } => Err(Error::not_supported("verify of an RDB file")),
+    }
+}
+
+fn side_of_target(target: &Target) -> Result<SideKind, Error> {
+    match target {
+        Target::Standalone(e) => Ok(SideKind::Standalone(Box::new(e.connect_options()?))),
+        Target::Cluster { seeds } => Ok(SideKind::Cluster(
+            seeds
+                .iter()
+                .map(|s| s.connect_options())
+                .collect::<Result<_, _>>()?,
+        )),
+        Target::Sentinel { .. } => Err(Error::not_supported("verify of a sentinel-managed target")),
+    }
+}
+
+impl Side {
+    async fn open(kind: SideKind, name: &'static str) -> Result<Side, Error> {
+        let (kind, cluster) = match kind {
+            SideKind::Standalone(o) => (SideKind::Standalone(o), None),
+            SideKind::Cluster(seeds) => {
+                let first = seeds
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| Error::config(format!("{name}: no cluster seed")))?;
+                let mut opts = ClusterOptions::new(first.clone());
+                opts.seeds = seeds
+                    .iter()
+                    .skip(1)
+                    .map(|s| ferry_topology::NodeAddr::new(s.host.clone(), s.port))
+                    .collect();
+                let client = ClusterClient::connect(opts)
+                    .await
+                    .map_err(|e| Error::from(e).context(name))?;
+                let masters = client
+                    .slot_map()
+                    .shards()
+                    .iter()
+                    .map(|s| {
+                        let mut o = first.clone();
+                        o.host = s.master.addr.host.clone();
+                        o.port = s.master.addr.port;
+                        o
+                    })
+                    .collect();
+                (SideKind::Cluster(masters), Some(client))
+            }
+        };
+        let mut side = Side {
+            name,
+            kind,
+            cluster,
+            conn: None,
+            has_expiretime: false,
+        };
+        let first = side
+            .scan_nodes()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::config(format!("{name}: no node")))?;
+        let mut conn = Connection::connect(&first)
+            .await
+            .map_err(|e| Error::from(e).context(name))?;
+        let info = text(
+            &conn
+                .call(&["INFO", "server"])
+                .await
+                .map_err(|e| Error::from(e).context(name))?,
+        );
+        let major: u32 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .and_then(|v| v.split('.').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        side.has_expiretime = major >= 7;
+        Ok(side)
+    }
+
+    /// The nodes whose keys are walked: the server, or every master.
+    fn scan_nodes(&self) -> Vec<ConnectOptions> {
+        match &self.kind {
+            SideKind::Standalone(o) => vec![(**o).clone()],
+            SideKind::Cluster(m) => m.clone(),
+        }
+    }
+
+    /// Databases holding keys (`INFO keyspace`); a cluster has only 0.
+    async fn dbs(&mut self) -> Result<Vec<u32>, Error> {
+        match &self.kind {
+            SideKind::Cluster(_) => Ok(vec![0]),
+            SideKind::Standalone(o) => {
+                let mut conn = Connection::connect(o)
+                    .await
+                    .map_err(|e| Error::from(e).context(self.name))?;
+                let info = text(&conn.call(&["INFO", "keyspace"]).await?);
+                Ok(info
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
+                    .collect())
+            }
+        }
+    }
+
+    /// Runs commands (one reply per command, in order) against database `db`.
+    async fn run(&mut self, db: u32, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Error> {
+        if let Some(client) = &self.cluster {
+            if db != 0 {
+                return Err(Error::config(format!(
+                    "{}: a cluster has only database 0",
+                    self.name
+                )));
+            }
+            return client
+                .pipeline(cmds)
+                .await
+                .into_iter()
+                .map(|r| match r {
+                    Ok(f) => Ok(f),
+                    Err(e) => Err(Error::from(e).context(self.name)),
+                })
+                .collect();
+        }
+        let SideKind::Standalone(o) = &self.kind else {
+            return Err(Error::new(ErrorKind::Data, "no connection"));
+        };
+        if self.conn.as_ref().map(|(d, _)| *d) != Some(db) {
+            self.conn = Some((
+                db,
+                connect_db(o, db).await.map_err(|e| e.context(self.name))?,
+            ));
+        }
+        let (_, conn) = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Data, "no connection"))?;
+        match conn.pipeline(cmds).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.conn = None;
+                Err(Error::from(e).context(self.name))
+            }
+        }
+    }
+
+    /// `DUMP` (or `TYPE` and `DEBUG DIGEST-VALUE`) and the absolute expiry of each key.
+    async fn read(
+        &mut self,
+        db: u32,
+        keys: &[Bytes],
+        compare: Compare,
+    ) -> Result<Vec<KeyState>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expire: &'static [u8] = if self.has_expiretime {
+            b"PEXPIRETIME"
+        } else {
+            b"PTTL"
+        };
+        let digest = compare == Compare::Digest;
+        let per_key = if digest { 3 } else { 2 };
+        let mut cmds = Vec::with_capacity(keys.len() * per_key);
+        for k in keys {
+            if digest {
+                cmds.push(vec![Bytes::from_static(b"TYPE"), k.clone()]);
+                cmds.push(vec![
+                    Bytes::from_static(b"DEBUG"),
+                    Bytes::from_static(b"DIGEST-VALUE"),
+                    k.clone(),
+                ]);
+            } else {
+                cmds.push(vec![Bytes::from_static(b"DUMP"), k.clone()]);
+            }
+            cmds.push(vec![Bytes::from_static(expire), k.clone()]);
+        }
+        let replies = self.run(db, &cmds).await?;
+        let now = now_ms();
+        let refused = |what: &str, e: &[u8]| {
+            Error::new(
+                ErrorKind::Data,
+                format!(
+                    "{}: {what} refused: {}",
+                    self.name,
+                    String::from_utf8_lossy(e)
+                ),
+            )
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for group in replies.chunks(per_key) {
+            let mut state = KeyState::default();
+            if digest {
+                state.kind = match &group[0] {
+                    Frame::Simple(t) | Frame::Bulk(t) if t.as_ref() != b"none" => {
+                        Some(type_name(t))
+                    }
+                    Frame::Error(e) => return Err(refused("TYPE", e)),
+                    _ => None,
+                };
+                state.payload = match &group[1] {
+                    Frame::Array(d) => d
+                        .first()
+                        .and_then(|f| f.as_bytes())
+                        .map(Bytes::copy_from_slice)
+                        .unwrap_or_default(),
+                    Frame::Error(e) => return Err(refused("DEBUG DIGEST-VALUE", e)),
+                    _ => Bytes::new(),
+                };
+            } else {
+                match &group[0] {
+                    Frame::Bulk(b) => {
+                        state.kind = Some(type_of(b));
+                        state.payload = b.clone();
+                    }
+                    Frame::Error(e) => return Err(refused("DUMP", e)),
+                    _ => {}
+                }
+            }
+            state.expire_at_ms = match group.last() {
+                Some(Frame::Integer(t)) if *t >= 0 => {
+                    Some(if self.has_expiretime { *t } else { now + *t })
+                }
+                _ => None,
+            };
+            out.push(state);
+        }
+        Ok(out)
+    }
+
+    /// Whether each key exists.
+    async fn exists(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<bool>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmds: Vec<Vec<Bytes>> = keys
+            .iter()
+            .map(|k| vec![Bytes::from_static(b"EXISTS"), k.clone()])
+            .collect();
+        Ok(self
+            .run(db, &cmds)
+            .await?
+            .iter()
+            .map(|f| matches!(f, Frame::Integer(n) if *n > 0))
+            .collect())
+    }
+}
+
+async fn connect_db(node: &ConnectOptions, db: u32) -> Result<Connection, Error> {
+    let mut o = node.clone();
+    o.db = i64::from(db);
+    Ok(Connection::connect(&o).await?)
+}
+
+/// Walks the keys of one database of one node with `SCAN`.
+struct Scanner {
+    conn: Connection,
+    /// `None` once the walk is complete.
+    cursor: Option<Vec<u8>>,
+    count: usize,
+}
+
+impl Scanner {
+    async fn connect(node: &ConnectOptions, db: u32, count: usize) -> Result<Scanner, Error> {
+        Ok(Scanner {
+            conn: connect_db(node, db).await?,
+            cursor: Some(b"0".to_vec()),
+            count,
+        })
+    }
+
+    /// The next batch of keys (possibly empty), `None` at the end.
+    async fn next(&mut self) -> Result<Option<Vec<Bytes>>, Error> {
+        let Some(cursor) = self.cursor.take() else {
+            return Ok(None);
+        };
+        let (next, keys) = scan(&mut self.conn, &cursor, self.count).await?;
+        if next != b"0" {
+            self.cursor = Some(next);
+        }
+        Ok(Some(keys))
+    }
+}
+
+/// One `SCAN` step: the next cursor and the keys.
+async fn scan(
+    conn: &mut Connection,
+    cursor: &[u8],
+    count: usize,
+) -> Result<(Vec<u8>, Vec<Bytes>), Error> {
+    let count = count.to_string();
+    let reply = conn
+        .call(&[b"SCAN".as_slice(), cursor, b"COUNT", count.as_bytes()])
+        .await?;
+    let bad = || Error::new(ErrorKind::Data, "unexpected SCAN reply");
+    let Frame::Array(parts) = reply else {
+        return Err(bad());
+    };
+    let mut parts = parts.into_iter();
+    let next = match parts.next() {
+        Some(Frame::Bulk(b)) | Some(Frame::Simple(b)) => b.to_vec(),
+        _ => return Err(bad()),
+    };
+    let keys = match parts.next() {
+        Some(Frame::Array(items)) | Some(Frame::Set(items)) => items
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Bulk(b) => Some(b),
+                _ => None,
+            })
+            .collect(),
+        _ => return Err(bad()),
+    };
+    Ok((next, keys))
+}
+
+fn text(f: &Frame) -> String {
+    f.as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A key for humans: UTF-8 as is, other bytes escaped, long keys shortened.
+pub(crate) fn show_key(key: &[u8]) -> String {
+    ferry_replicator::KeyDisplay(key.to_vec()).to_string()
+}

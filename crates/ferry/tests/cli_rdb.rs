@@ -1,0 +1,177 @@
+//! `ferry rdb json | stats | restore` on the RDB file of a filled server.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use common::*;
+use ferry_testkit::{
+    fill, Cluster, FillOptions, FillReport, Server, ServerOptions, Target, Version,
+};
+
+/// A filled server and its saved RDB file.
+fn saved(dbs: &[u32], seed: u64) -> (Server, FillReport, std::path::PathBuf) {
+    let server = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let filled = fill(
+        &Target::from(&server),
+        &FillOptions::seed(seed).dbs(dbs.to_vec()),
+    )
+    .unwrap();
+    redis::cmd("SAVE").exec(&mut server.client()).unwrap();
+    let path = server.dir().join("dump.rdb");
+    assert!(path.exists());
+    (server, filled, path)
+}
+
+fn key_bytes(v: &serde_json::Value) -> Vec<u8> {
+    match v {
+        serde_json::Value::String(s) => s.as_bytes().to_vec(),
+        other => base64::engine::general_purpose::STANDARD
+            .decode(other["base64"].as_str().expect("a base64 key"))
+            .unwrap(),
+    }
+}
+
+/// Sets are unordered: compare them sorted.
+fn normalized(mut v: serde_json::Value, kind: &str) -> serde_json::Value {
+    if kind == "set" {
+        if let Some(items) = v.as_array_mut() {
+            items.sort_by_key(|i| i.to_string());
+        }
+    }
+    v
+}
+
+#[test]
+fn rdb_json_matches_the_decoded_values_of_a_filled_server() {
+    let (server, filled, path) = saved(&[0, 1, 2], 21);
+    let mut ferry = Ferry::spawn(["rdb", "json", path.to_str().unwrap()]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let out = ferry.stdout();
+    let mut con = server.client();
+    let mut lines = 0u64;
+    for line in out.lines() {
+        let j: serde_json::Value = serde_json::from_str(line).expect("one JSON object a line");
+        lines += 1;
+        let db = j["db"].as_u64().unwrap();
+        let key = key_bytes(&j["key"]);
+        redis::cmd("SELECT").arg(db).exec(&mut con).unwrap();
+        let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query(&mut con).unwrap();
+        let (value, _) = ferry_rdb::decode_dump(&dump).unwrap();
+        let kind = j["type"].as_str().unwrap();
+        assert_eq!(kind, value.type_name());
+        assert_eq!(
+            normalized(j["value"].clone(), kind),
+            normalized(ferry_rdb::json::value(&value), kind),
+            "value of {line}"
+        );
+        let expire: i64 = redis::cmd("PEXPIRETIME").arg(&key).query(&mut con).unwrap();
+        assert_eq!(
+            j["expire_at_ms"].as_i64(),
+            (expire >= 0).then_some(expire),
+            "expiry of {line}"
+        );
+    }
+    assert_eq!(lines, filled.total_keys);
+}
+
+#[test]
+fn rdb_stats_counts_keys_per_db_and_type() {
+    let (_server, filled, path) = saved(&[0, 3], 22);
+    let mut ferry = Ferry::spawn(["rdb", "stats", path.to_str().unwrap(), "--json"]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let s: serde_json::Value = serde_json::from_str(&ferry.stdout()).unwrap();
+    assert_eq!(s["keys"].as_u64(), Some(filled.total_keys), "{s}");
+    assert_eq!(
+        s["keys_with_expiry"].as_u64(),
+        Some(filled.keys_with_expiry),
+        "{s}"
+    );
+    assert_eq!(s["checksum"], "verified");
+    let mut per: BTreeMap<(u32, String), u64> = BTreeMap::new();
+    for (db, types) in s["per_db"].as_object().unwrap() {
+        for (t, ts) in types.as_object().unwrap() {
+            per.insert(
+                (db.parse().unwrap(), t.clone()),
+                ts["keys"].as_u64().unwrap(),
+            );
+        }
+    }
+    let expected: BTreeMap<(u32, String), u64> = filled
+        .keys
+        .iter()
+        .flat_map(|(db, types)| types.iter().map(move |(t, n)| ((*db, t.clone()), *n)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(per, expected);
+    assert!(!s["biggest"].as_array().unwrap().is_empty());
+    let mut text = Ferry::spawn(["rdb", "stats", path.to_str().unwrap()]);
+    assert_eq!(text.wait(), 0);
+    assert!(text.stdout().contains("biggest keys:"), "{}", text.stdout());
+}
+
+#[test]
+fn rdb_restore_into_a_standalone_target_ends_equal() {
+    let (server, _filled, path) = saved(&[0, 1, 2], 23);
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let mut ferry = Ferry::spawn([
+        "rdb",
+        "restore",
+        path.to_str().unwrap(),
+        "--target",
+        &target.url(),
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_equal(&Target::from(&server), &Target::from(&target));
+    // Again with policy panic: every key exists now.
+    let mut again = Ferry::spawn([
+        "rdb",
+        "restore",
+        path.to_str().unwrap(),
+        "--target",
+        &target.url(),
+    ]);
+    assert_eq!(again.wait(), 4);
+    assert!(
+        again.stderr().contains("already exists on the target"),
+        "{}",
+        again.stderr()
+    );
+}
+
+#[test]
+fn rdb_restore_into_a_cluster_target_ends_equal_and_leaves_no_checkpoint() {
+    let (server, filled, path) = saved(&[0], 24);
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    let seed = format!("redis://{}", cluster.masters()[0].addr());
+    let mut ferry = Ferry::spawn([
+        "rdb",
+        "restore",
+        path.to_str().unwrap(),
+        "--target",
+        &seed,
+        "--target-type",
+        "cluster",
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let report = ferry_testkit::compare(
+        &Target::from(&server),
+        &cluster.target(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(report.is_equal(), "{report}");
+    assert_eq!(report.keys_compared, filled.total_keys);
+    // ferry's own verify, cluster-aware, agrees.
+    let mut verify = Ferry::spawn([
+        "verify",
+        "--source",
+        &server.url(),
+        "--target",
+        &seed,
+        "--target-type",
+        "cluster",
+    ]);
+    assert_eq!(verify.wait(), 0, "{}", verify.stdout());
+}

@@ -1,0 +1,622 @@
+//! `ferry sync` run as a process against real servers: flags, ferry's TOML, RedisShake's v3 and v4 files,
+//! the metrics and status endpoints, and SIGTERM in the full copy and in the live stream.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use ferry_testkit::{
+    fill, wait_until, Cluster, ClusterOptions, CompareOptions, FillOptions, Server, ServerOptions,
+    Target, Version,
+};
+
+fn server() -> Server {
+    Server::start(ServerOptions::new(Version::V7_0)).unwrap()
+}
+
+/// Sets `key = value` in `[section]` of a TOML text (the line must exist).
+fn rewrite(text: &str, section: &str, key: &str, value: &str) -> String {
+    let mut current = String::new();
+    let mut done = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let t = line.trim();
+            if t.starts_with('[') {
+                current = t.trim_matches(|c| c == '[' || c == ']').to_string();
+            } else if current == section && !done && t.split('=').next().map(str::trim) == Some(key)
+            {
+                done = true;
+                return format!("{key} = {value}");
+            }
+            line.to_string()
+        })
+        .collect();
+    assert!(done, "no {key} in [{section}]");
+    out.join("\n") + "\n"
+}
+
+fn quoted(s: &str) -> String {
+    format!("{s:?}")
+}
+
+#[test]
+fn sync_with_flags_until_caught_up_copies_everything() {
+    let (source, target) = (server(), server());
+    fill(&Target::from(&source), &FillOptions::seed(1)).unwrap();
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--until-caught-up",
+        "--verify",
+    ]);
+    let code = ferry.wait();
+    assert_eq!(
+        code,
+        0,
+        "stderr:\n{}\nstdout:\n{}",
+        ferry.stderr(),
+        ferry.stdout()
+    );
+    assert!(ferry.stdout().starts_with("equal:"), "{}", ferry.stdout());
+    assert_equal(&Target::from(&source), &Target::from(&target));
+}
+
+#[test]
+fn sync_with_a_ferry_toml_reads_the_password_from_the_environment() {
+    let source = server();
+    let target =
+        Server::start(ServerOptions::new(Version::V7_0).password("target-secret")).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(2).dbs([0, 1])).unwrap();
+    let text = format!(
+        r#"
+conflict = "rewrite"
+until_caught_up = true
+
+[source]
+type = "standalone"
+url = "redis://{}"
+
+[target]
+type = "standalone"
+url = "redis://{}"
+password_env = "FERRY_TEST_TARGET_PASSWORD"
+
+[checkpoint]
+tag = "toml-job"
+db = 5
+"#,
+        source.addr(),
+        target.addr()
+    );
+    let (_dir, path) = write_file("ferry.toml", &text);
+    let mut ferry = Ferry::spawn_env(
+        ["sync", "-c", path.to_str().unwrap()],
+        &[("FERRY_TEST_TARGET_PASSWORD", "target-secret")],
+    );
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert!(
+        !ferry.stderr().contains("target-secret"),
+        "a secret was logged"
+    );
+    let report = ferry_testkit::compare(
+        &Target::from(&source),
+        &Target::from(&target),
+        &opts().dbs([0, 1]),
+    )
+    .unwrap();
+    assert!(report.is_equal(), "{report}");
+    let mut con = target.client();
+    let tagged: bool = redis::cmd("SELECT").arg(5).exec(&mut con).is_ok()
+        && redis::cmd("EXISTS")
+            .arg("ferry:checkpoint:{toml-job}")
+            .query::<i64>(&mut con)
+            .unwrap()
+            == 1;
+    assert!(
+        tagged,
+        "the checkpoint key is in db 5 under the configured tag"
+    );
+}
+
+#[test]
+fn sync_with_the_redisshake_v3_fixture_rewritten_to_local_servers_fills_the_cluster() {
+    let text =
+        std::fs::read_to_string(shared_dir().join("fixtures/redisshake-v3-sync.toml")).unwrap();
+    let source = Server::start(ServerOptions::new(Version::V7_0).password("3wPxzWffdn")).unwrap();
+    let cluster =
+        Cluster::start_with(ClusterOptions::new(Version::V7_0).password("Aa123456")).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(3).dbs([0])).unwrap();
+    let text = rewrite(&text, "source", "address", &quoted(&source.addr()));
+    let text = rewrite(&text, "source", "password", &quoted("3wPxzWffdn"));
+    let text = rewrite(
+        &text,
+        "target",
+        "address",
+        &quoted(&cluster.masters()[0].addr()),
+    );
+    let text = rewrite(&text, "target", "password", &quoted("Aa123456"));
+    let (_dir, path) = write_file("sync.toml", &text);
+    let mut ferry = Ferry::spawn(["sync", "-c", path.to_str().unwrap(), "--until-caught-up"]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let err = ferry.stderr();
+    assert!(
+        err.contains("`advanced.ncpu`") && err.contains("`advanced.pprof_port`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("3wPxzWffdn") && !err.contains("Aa123456"),
+        "a secret was logged"
+    );
+    assert_equal(&Target::from(&source), &cluster.target());
+}
+
+#[test]
+fn sync_with_a_redisshake_v4_file_applies_its_filters() {
+    let text =
+        std::fs::read_to_string(shared_dir().join("fixtures/redisshake-v4-shake.toml")).unwrap();
+    let source = Server::start(ServerOptions::new(Version::V7_0).password("src-pw")).unwrap();
+    let target = server();
+    fill(&Target::from(&source), &FillOptions::seed(4).dbs([0, 1])).unwrap();
+    let mut con = source.client();
+    redis::cmd("SET")
+        .arg("tmp:a")
+        .arg("1")
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("SELECT").arg(15).exec(&mut con).unwrap();
+    redis::cmd("SET")
+        .arg("in-db-15")
+        .arg("1")
+        .exec(&mut con)
+        .unwrap();
+    // The fixture's reader is a cluster; ferry's cluster source comes later, so the source here is one server.
+    let text = rewrite(&text, "sync_reader", "cluster", "false");
+    let text = rewrite(&text, "sync_reader", "address", &quoted(&source.addr()));
+    let text = rewrite(&text, "sync_reader", "password", &quoted("src-pw"));
+    let text = rewrite(&text, "redis_writer", "address", &quoted(&target.addr()));
+    let (_dir, path) = write_file("shake.toml", &text);
+    let mut ferry = Ferry::spawn(["sync", "-c", path.to_str().unwrap(), "--until-caught-up"]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let report = ferry_testkit::compare(
+        &Target::from(&source),
+        &Target::from(&target),
+        &opts().dbs([0, 1]).ignore_prefix("tmp:"),
+    )
+    .unwrap();
+    assert!(report.is_equal(), "{report}");
+    let mut t = target.client();
+    assert_eq!(
+        redis::cmd("EXISTS")
+            .arg("tmp:a")
+            .query::<i64>(&mut t)
+            .unwrap(),
+        0,
+        "block_key_prefix applied"
+    );
+    redis::cmd("SELECT").arg(15).exec(&mut t).unwrap();
+    assert_eq!(
+        redis::cmd("DBSIZE").query::<i64>(&mut t).unwrap(),
+        0,
+        "block_db applied"
+    );
+}
+
+#[test]
+fn the_v4_fixture_as_written_fails_at_start_with_a_config_error_for_its_cluster_source() {
+    let text =
+        std::fs::read_to_string(shared_dir().join("fixtures/redisshake-v4-shake.toml")).unwrap();
+    let target = server();
+    // Addresses rewritten (never connect to the file's own), the cluster reader kept.
+    let text = rewrite(&text, "sync_reader", "address", &quoted(&target.addr()));
+    let text = rewrite(&text, "redis_writer", "address", &quoted(&target.addr()));
+    let (_dir, path) = write_file("shake.toml", &text);
+    let mut ferry = Ferry::spawn(["sync", "-c", path.to_str().unwrap()]);
+    assert_eq!(ferry.wait(), 2, "{}", ferry.stderr());
+    assert!(
+        ferry
+            .stderr()
+            .contains("not supported yet: a cluster source"),
+        "{}",
+        ferry.stderr()
+    );
+}
+
+#[test]
+fn a_config_typo_names_the_line_and_the_nearest_key() {
+    let text = "until_caught_up = true\n\n[source]\ntype = \"standalone\"\nurl = \"redis://127.0.0.1:1\"\n\n[target]\ntype = \"standalone\"\nurl = \"redis://127.0.0.1:2\"\n\n[limits]\nwindow_comands = 10\n";
+    let (_dir, path) = write_file("typo.toml", text);
+    for cmd in [&["sync", "-c"][..], &["config", "check", "-c"][..]] {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.push(path.to_str().unwrap());
+        let mut ferry = Ferry::spawn(args);
+        assert_eq!(ferry.wait(), 2);
+        let err = ferry.stderr();
+        assert!(
+            err.contains("line 12: unknown key `limits.window_comands` in [limits]; did you mean `window_commands`?"),
+            "{err}"
+        );
+    }
+    // The same for a RedisShake file.
+    let text = "type = \"sync\"\n[source]\naddress = \"127.0.0.1:1\"\n[target]\ntype = \"standalone\"\naddress = \"127.0.0.1:2\"\n[advanced]\npipline_count_limit = 10\n";
+    let (_dir, path) = write_file("sync.toml", text);
+    let mut ferry = Ferry::spawn(["config", "check", "-c", path.to_str().unwrap()]);
+    assert_eq!(ferry.wait(), 2);
+    assert!(
+        ferry
+            .stderr()
+            .contains("line 8: unknown key `advanced.pipline_count_limit`"),
+        "{}",
+        ferry.stderr()
+    );
+    assert!(
+        ferry
+            .stderr()
+            .contains("did you mean `pipeline_count_limit`?"),
+        "{}",
+        ferry.stderr()
+    );
+}
+
+#[test]
+fn config_check_prints_the_resolved_config_with_secrets_masked() {
+    let text =
+        std::fs::read_to_string(shared_dir().join("fixtures/redisshake-v3-sync.toml")).unwrap();
+    let (_dir, path) = write_file("sync.toml", &text);
+    let mut ferry = Ferry::spawn(["config", "check", "-c", path.to_str().unwrap()]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let out = ferry.stdout();
+    assert!(out.contains("# read as: redis_shake_v3"), "{out}");
+    assert!(out.contains("# note: `advanced.ncpu`"), "{out}");
+    assert!(out.contains("conflict = \"rewrite\""), "{out}");
+    assert!(out.contains("window_commands = 1024"), "{out}");
+    assert!(out.contains("type = \"cluster\""), "{out}");
+    assert!(
+        !out.contains("3wPxzWffdn") && !out.contains("Aa123456"),
+        "{out}"
+    );
+    assert!(out.contains("password = \"***\""), "{out}");
+}
+
+/// The job's status, read from its status endpoint.
+fn status(addr: &str) -> serde_json::Value {
+    serde_json::from_str(&http_get(addr, "/status")).expect("status JSON")
+}
+
+fn wait_phase(addr: &str, phase: &str) {
+    wait_until(DEADLINE, &format!("phase {phase}"), || {
+        status(addr)["phase"] == phase
+    })
+    .unwrap();
+}
+
+/// The value of a metric line `name{labels} value` whose labels contain `label`.
+fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_and_status_endpoints_answer_with_the_jobs_figures() {
+    let (source, target) = (server(), server());
+    let filled = fill(&Target::from(&source), &FillOptions::seed(5)).unwrap();
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--status-addr",
+        "127.0.0.1:0",
+    ]);
+    let metrics_addr = ferry.served_addr("metrics");
+    let status_addr = ferry.served_addr("status");
+    wait_phase(&status_addr, "incremental");
+    let mut con = source.client();
+    for i in 0..50 {
+        redis::cmd("INCR")
+            .arg(format!("counter:{}", i % 5))
+            .exec(&mut con)
+            .unwrap();
+    }
+    wait_until(DEADLINE, "50 commands applied", || {
+        status(&status_addr)["commands_applied"] == 50
+    })
+    .unwrap();
+    let s = status(&status_addr);
+    assert_eq!(s["keys_copied"].as_u64(), Some(filled.total_keys), "{s}");
+    assert_eq!(s["full_syncs"], 1, "{s}");
+    assert_eq!(s["shards"][0]["source"], source.addr(), "{s}");
+    // The metrics are recorded from the same snapshots, every 100 ms.
+    wait_until(DEADLINE, "metrics to show 50 commands", || {
+        metric(
+            &http_get(&metrics_addr, "/metrics"),
+            "ferry_commands_applied_total",
+            "job=\"ferry\"",
+        ) == Some(50.0)
+    })
+    .unwrap();
+    let m = http_get(&metrics_addr, "/metrics");
+    assert_eq!(
+        metric(&m, "ferry_keys_copied_total", "job=\"ferry\""),
+        Some(filled.total_keys as f64),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "ferry_full_syncs_total", "job=\"ferry\""),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "ferry_phase", "phase=\"incremental\""),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "ferry_phase", "phase=\"full_sync\""),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "ferry_shard_applied_offset",
+            &format!("shard=\"{}\"", source.addr())
+        )
+        .is_some(),
+        "{m}"
+    );
+    ferry.terminate();
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_equal(&Target::from(&source), &Target::from(&target));
+}
+
+#[test]
+fn sigterm_during_the_live_stream_then_a_restart_ends_exact() {
+    let (source, target) = (server(), server());
+    fill(&Target::from(&source), &FillOptions::seed(6)).unwrap();
+    let args = [
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--status-addr",
+        "127.0.0.1:0",
+    ];
+    let mut first = Ferry::spawn(args);
+    let status_addr = first.served_addr("status");
+    wait_phase(&status_addr, "incremental");
+    // A writer keeps incrementing counters through the stop and the restart.
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let mut con = source.client();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let n = acked.load(Ordering::SeqCst);
+                redis::cmd("INCR")
+                    .arg(format!("live:{}", n % 7))
+                    .exec(&mut con)
+                    .unwrap();
+                redis::cmd("SET")
+                    .arg(format!("live:key:{n}"))
+                    .arg(n)
+                    .exec(&mut con)
+                    .unwrap();
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until(DEADLINE, "some live commands applied", || {
+        status(&status_addr)["commands_applied"]
+            .as_u64()
+            .unwrap_or(0)
+            > 200
+    })
+    .unwrap();
+    first.terminate();
+    assert_eq!(first.wait(), 0, "{}", first.stderr());
+    let before = acked.load(Ordering::SeqCst);
+    wait_until(DEADLINE, "more writes while ferry is down", || {
+        acked.load(Ordering::SeqCst) > before + 200
+    })
+    .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let mut second = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--until-caught-up",
+    ]);
+    assert_eq!(second.wait(), 0, "{}", second.stderr());
+    assert!(
+        second.stderr().contains("full_syncs=0"),
+        "the restart continued with PSYNC: {}",
+        second.stderr()
+    );
+    assert_equal(&Target::from(&source), &Target::from(&target));
+    let total: i64 = (0..7)
+        .map(|i| {
+            redis::cmd("GET")
+                .arg(format!("live:{i}"))
+                .query::<Option<i64>>(&mut target.client())
+                .unwrap()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        total as u64,
+        acked.load(Ordering::SeqCst),
+        "every acknowledged INCR applied once"
+    );
+}
+
+#[test]
+fn sigterm_during_the_full_copy_then_a_restart_ends_exact() {
+    let (source, target) = (server(), server());
+    let mut con = source.client();
+    // Enough keys that the full copy lasts a while.
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(400_000)
+        .arg("bulk")
+        .arg(64)
+        .exec(&mut con)
+        .unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(7)).unwrap();
+    let args = [
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--status-addr",
+        "127.0.0.1:0",
+    ];
+    let mut first = Ferry::spawn(args);
+    let status_addr = first.served_addr("status");
+    wait_until(DEADLINE, "the full copy under way", || {
+        let s = status(&status_addr);
+        s["phase"] == "full_sync" && s["keys_done"].as_u64().unwrap_or(0) > 0
+    })
+    .unwrap();
+    first.terminate();
+    assert_eq!(first.wait(), 0, "{}", first.stderr());
+    let s = first.stderr();
+    assert!(
+        s.contains("stopped: phase=full_sync") || s.contains("stopped: phase=stopped"),
+        "{s}"
+    );
+    let mut t = target.client();
+    let partial: i64 = redis::cmd("DBSIZE").query(&mut t).unwrap();
+    assert!(
+        partial < 400_000,
+        "stopped during the copy ({partial} keys)"
+    );
+    let mut second = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--until-caught-up",
+    ]);
+    assert_eq!(second.wait(), 0, "{}", second.stderr());
+    let report =
+        ferry_testkit::compare(&Target::from(&source), &Target::from(&target), &opts()).unwrap();
+    assert!(report.is_equal(), "{report}");
+}
+
+#[test]
+fn the_progress_bar_shows_on_a_terminal_during_the_full_copy() {
+    let (source, target) = (server(), server());
+    let mut con = source.client();
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(300_000)
+        .arg("bar")
+        .arg(32)
+        .exec(&mut con)
+        .unwrap();
+    let cmd = format!(
+        "{} sync --source {} --target {} --until-caught-up",
+        env!("CARGO_BIN_EXE_ferry"),
+        source.url(),
+        target.url()
+    );
+    // `script` runs the command on a pseudo-terminal and copies what it draws to its stdout.
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("full copy ["), "no progress bar:\n{text}");
+    assert!(
+        text.contains("/300000 keys"),
+        "no key count of expected:\n{text}"
+    );
+    assert!(text.contains("ETA"), "{text}");
+    let _ = CompareOptions::default();
+    assert_equal(&Target::from(&source), &Target::from(&target));
+}
+
+#[test]
+fn sync_over_tls_with_a_ca_file_and_a_user_from_flags() {
+    let source = Server::start(ServerOptions::new(Version::V7_0).tls(true)).unwrap();
+    let target = Server::start(
+        ServerOptions::new(Version::V7_0)
+            .tls(true)
+            .acl_user(ferry_testkit::AclUser::new("copier", "copier-pw"))
+            .client_user("copier"),
+    )
+    .unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(8)).unwrap();
+    let ca = source.tls_ca_path().unwrap();
+    let target_ca = target.tls_ca_path().unwrap();
+    let mut ferry = Ferry::spawn_env(
+        [
+            "sync",
+            "--source",
+            &format!("rediss://{}", source.tls_addr().unwrap()),
+            "--source-tls-ca-file",
+            ca.to_str().unwrap(),
+            "--target",
+            &format!("rediss://{}", target.tls_addr().unwrap()),
+            "--target-tls-ca-file",
+            target_ca.to_str().unwrap(),
+            "--target-user",
+            "copier",
+            "--target-password-env",
+            "FERRY_TEST_PW",
+            "--until-caught-up",
+        ],
+        &[("FERRY_TEST_PW", "copier-pw")],
+    );
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_equal(&Target::from(&source), &Target::from(&target));
+}
+
+#[test]
+fn sync_flags_map_and_block_databases() {
+    let (source, target) = (server(), server());
+    let filled = fill(&Target::from(&source), &FillOptions::seed(9).dbs([0, 1, 2])).unwrap();
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--db-map",
+        "1:3",
+        "--block-db",
+        "2",
+        "--checkpoint-db",
+        "9",
+        "--until-caught-up",
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let size = |db: u32| -> u64 {
+        let mut c = target.client();
+        redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
+        redis::cmd("DBSIZE").query(&mut c).unwrap()
+    };
+    assert_eq!(size(0), filled.keys_in(0));
+    assert_eq!(size(1), 0, "db 1 went to db 3");
+    assert_eq!(size(2), 0, "db 2 is blocked");
+    assert_eq!(size(3), filled.keys_in(1));
+}

@@ -1,0 +1,331 @@
+//! `ferry verify` run as a process: equal deployments, and each kind of planted difference.
+
+mod common;
+
+use common::*;
+use ferry_testkit::{fill, FillOptions, ReplicaSet, Server, ServerOptions, Target, Version};
+
+/// A master and a promoted copy of it (a replica, synced, then `REPLICAOF NO ONE`): equal, made by Redis.
+fn twins(version: Version) -> (ReplicaSet, u64) {
+    let set = ReplicaSet::start(version, 1).unwrap();
+    let mut con = set.master.client();
+    for key in ["plant:missing", "plant:value", "plant:ttl"] {
+        redis::cmd("SET")
+            .arg(key)
+            .arg("original")
+            .exec(&mut con)
+            .unwrap();
+    }
+    redis::cmd("PEXPIREAT")
+        .arg("plant:ttl")
+        .arg(4_102_444_800_000u64)
+        .exec(&mut con)
+        .unwrap();
+    let filled = fill(&set.target(), &FillOptions::seed(11)).unwrap();
+    set.wait_synced(DEADLINE).unwrap();
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .exec(&mut set.replicas[0].client())
+        .unwrap();
+    (set, filled.total_keys + 3)
+}
+
+#[test]
+fn verify_reports_equal_for_equal_deployments() {
+    let (set, keys) = twins(Version::V7_0);
+    let mut ferry = Ferry::spawn([
+        "verify",
+        "--source",
+        &set.master.url(),
+        "--target",
+        &set.replicas[0].url(),
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}\n{}", ferry.stdout(), ferry.stderr());
+    assert!(
+        ferry
+            .stdout()
+            .starts_with(&format!("equal: {keys} keys compared")),
+        "{}",
+        ferry.stdout()
+    );
+}
+
+#[test]
+fn verify_finds_a_missing_key_a_changed_value_a_changed_ttl_and_an_extra_key() {
+    let (set, keys) = twins(Version::V7_0);
+    let mut con = set.replicas[0].client();
+    redis::cmd("DEL")
+        .arg("plant:missing")
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("plant:value")
+        .arg("changed")
+        .arg("KEEPTTL")
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("PEXPIREAT")
+        .arg("plant:ttl")
+        .arg(4_102_444_800_000u64 + 3_600_000)
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("plant:extra")
+        .arg("x")
+        .exec(&mut con)
+        .unwrap();
+    let (source, target) = (set.master.url(), set.replicas[0].url());
+
+    let mut text = Ferry::spawn(["verify", "--source", &source, "--target", &target]);
+    assert_eq!(text.wait(), 1, "{}", text.stderr());
+    let out = text.stdout();
+    assert!(out.starts_with("DIFFERENT:"), "{out}");
+    for line in [
+        "missing db 0 \"plant:missing\"",
+        "value   db 0 \"plant:value\"",
+        "ttl     db 0 \"plant:ttl\"",
+        "extra   db 0 \"plant:extra\"",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+
+    let mut json = Ferry::spawn(["verify", "--source", &source, "--target", &target, "--json"]);
+    assert_eq!(json.wait(), 1, "{}", json.stderr());
+    let r: serde_json::Value = serde_json::from_str(&json.stdout()).expect("JSON report");
+    assert_eq!(r["equal"], false);
+    assert_eq!(r["keys_checked"].as_u64(), Some(keys), "{r}");
+    for (field, n) in [
+        ("missing", 1),
+        ("extra", 1),
+        ("value_mismatch", 1),
+        ("ttl_mismatch", 1),
+        ("type_mismatch", 0),
+    ] {
+        assert_eq!(r[field], n, "{field} in {r}");
+    }
+    let kinds: Vec<(String, String)> = r["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert!(
+        kinds.contains(&("ttl".into(), "\"plant:ttl\"".into())),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn verify_finds_a_changed_type() {
+    let (set, _) = twins(Version::V7_0);
+    let mut con = set.replicas[0].client();
+    redis::cmd("DEL").arg("plant:value").exec(&mut con).unwrap();
+    redis::cmd("RPUSH")
+        .arg("plant:value")
+        .arg("a")
+        .exec(&mut con)
+        .unwrap();
+    let mut ferry = Ferry::spawn([
+        "verify",
+        "--source",
+        &set.master.url(),
+        "--target",
+        &set.replicas[0].url(),
+        "--json",
+    ]);
+    assert_eq!(ferry.wait(), 1);
+    let r: serde_json::Value = serde_json::from_str(&ferry.stdout()).unwrap();
+    assert_eq!(r["type_mismatch"], 1, "{r}");
+    assert_eq!(
+        r["differences"][0]["detail"], "string on the source, list on the target",
+        "{r}"
+    );
+}
+
+#[test]
+fn verify_compares_decoded_values_across_versions_after_a_sync_from_62_to_70() {
+    let source = Server::start(ServerOptions::new(Version::V6_2)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(12)).unwrap();
+    let mut sync = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--until-caught-up",
+    ]);
+    assert_eq!(sync.wait(), 0, "{}", sync.stderr());
+    // The payloads differ (RDB 9 vs 10 encodings); the values do not.
+    let mut ferry = Ferry::spawn([
+        "verify",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}\n{}", ferry.stdout(), ferry.stderr());
+    let mut strict = Ferry::spawn([
+        "verify",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--compare",
+        "dump",
+        "--json",
+    ]);
+    assert_eq!(
+        strict.wait(),
+        1,
+        "strict DUMP comparison sees the other encodings"
+    );
+    let r: serde_json::Value = serde_json::from_str(&strict.stdout()).unwrap();
+    assert!(r["value_mismatch"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn verify_rechecks_differences_so_a_target_catching_up_gives_no_false_alarm() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(13)).unwrap();
+    let sync_args = [
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--until-caught-up",
+    ];
+    assert_eq!(Ferry::spawn(sync_args).wait(), 0);
+    // The source moves on while the target is behind...
+    let mut con = source.client();
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("moved:{i}"))
+            .arg(i)
+            .exec(&mut con)
+            .unwrap();
+    }
+    redis::cmd("DEL").arg("ferry:str:0").exec(&mut con).ok();
+    let mut verify = Ferry::spawn([
+        "verify",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--recheck-after-ms",
+        "20000",
+        "--json",
+    ]);
+    // ...and catches up between the first look and the recheck.
+    verify.wait_stderr("rechecking the differing keys");
+    assert_eq!(Ferry::spawn(sync_args).wait(), 0);
+    assert_eq!(verify.wait(), 0, "{}\n{}", verify.stdout(), verify.stderr());
+    let r: serde_json::Value = serde_json::from_str(&verify.stdout()).unwrap();
+    assert!(r["rechecked"].as_u64().unwrap() >= 100, "{r}");
+    assert_eq!(r["resolved_on_recheck"], r["rechecked"], "{r}");
+}
+
+#[test]
+fn verify_by_digest_finds_a_changed_value_and_reports_equal_otherwise() {
+    let (set, keys) = twins(Version::V7_0);
+    let (source, target) = (set.master.url(), set.replicas[0].url());
+    let mut equal = Ferry::spawn([
+        "verify",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--compare",
+        "digest",
+        "--json",
+    ]);
+    assert_eq!(equal.wait(), 0, "{}\n{}", equal.stdout(), equal.stderr());
+    let r: serde_json::Value = serde_json::from_str(&equal.stdout()).unwrap();
+    assert_eq!(r["keys_checked"].as_u64(), Some(keys), "{r}");
+    redis::cmd("SET")
+        .arg("plant:value")
+        .arg("changed")
+        .exec(&mut set.replicas[0].client())
+        .unwrap();
+    let mut differ = Ferry::spawn([
+        "verify",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--compare",
+        "digest",
+        "--json",
+    ]);
+    assert_eq!(differ.wait(), 1);
+    let r: serde_json::Value = serde_json::from_str(&differ.stdout()).unwrap();
+    assert_eq!(r["value_mismatch"], 1, "{r}");
+    assert_eq!(r["differences"][0]["detail"], "the digests differ", "{r}");
+}
+
+#[test]
+fn verify_samples_and_selects_databases() {
+    let (set, _) = twins(Version::V7_0);
+    let (source, target) = (set.master.url(), set.replicas[0].url());
+    let mut sampled = Ferry::spawn([
+        "verify", "--source", &source, "--target", &target, "--sample", "10", "--json",
+    ]);
+    assert_eq!(sampled.wait(), 0, "{}", sampled.stderr());
+    let r: serde_json::Value = serde_json::from_str(&sampled.stdout()).unwrap();
+    assert_eq!(
+        r["keys_checked"], 30,
+        "10 keys of each of the 3 databases: {r}"
+    );
+    let mut one_db = Ferry::spawn([
+        "verify", "--source", &source, "--target", &target, "--db", "1", "--json",
+    ]);
+    assert_eq!(one_db.wait(), 0, "{}", one_db.stderr());
+    let r: serde_json::Value = serde_json::from_str(&one_db.stdout()).unwrap();
+    assert_eq!(r["dbs"], serde_json::json!([1]), "{r}");
+    let in_db1: u64 = redis::cmd("DBSIZE")
+        .query(&mut {
+            let mut c = set.master.client();
+            redis::cmd("SELECT").arg(1).exec(&mut c).unwrap();
+            c
+        })
+        .unwrap();
+    assert_eq!(r["keys_checked"].as_u64(), Some(in_db1), "{r}");
+}
+
+#[test]
+fn json_logs_are_one_json_object_a_line() {
+    let (set, _) = twins(Version::V7_0);
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let mut ferry = Ferry::spawn([
+        "--log-format",
+        "json",
+        "sync",
+        "--source",
+        &set.master.url(),
+        "--target",
+        &target.url(),
+        "--until-caught-up",
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let err = ferry.stderr();
+    let mut lines = 0;
+    for line in err.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+        lines += 1;
+    }
+    assert!(lines >= 2, "{err}");
+}

@@ -1,0 +1,303 @@
+//! The configuration: one meaning in TOML, JSON and RedisShake's files; secrets never shown; every key known.
+
+mod common;
+
+use ferry::{
+    CheckpointConfig, ConfigFormat, Conflict, Endpoint, ErrorKind, FilterConfig, Limits, Source,
+    SyncConfig, SyncJob, Target, TlsConfig,
+};
+
+fn full_config() -> SyncConfig {
+    let mut filter = FilterConfig::default();
+    filter.allow_dbs = vec![0, 1];
+    filter.block_dbs = vec![15];
+    filter.allow_keys = vec!["a".into()];
+    filter.block_keys = vec!["b".into()];
+    filter.allow_key_prefixes = vec!["app:".into()];
+    filter.block_key_prefixes = vec!["tmp:".into()];
+    filter.allow_key_suffixes = vec![":x".into()];
+    filter.block_key_suffixes = vec![":y".into()];
+    filter.allow_key_regexes = vec!["^a".into()];
+    filter.block_key_regexes = vec!["z$".into()];
+    filter.allow_commands = vec!["SET".into()];
+    filter.block_commands = vec!["FLUSHALL".into()];
+    let mut checkpoint = CheckpointConfig::default();
+    checkpoint.tag = "job-1".into();
+    checkpoint.db = 3;
+    checkpoint.enabled = false;
+    let mut limits = Limits::default();
+    limits.window_commands = 10;
+    limits.reply_timeout_ms = 7;
+    let tls = TlsConfig::new()
+        .with_ca_file("/ca.pem")
+        .with_client_cert("/c.pem", "/k.pem")
+        .with_insecure_skip_verify(true);
+    let source = Endpoint::new("rediss://u:url-secret@127.0.0.1:1/2")
+        .with_username("user")
+        .with_password("source-secret")
+        .with_password_env("SRC_PW")
+        .with_tls(tls);
+    let mut c = SyncConfig::new(
+        Source::Standalone(source),
+        Target::Cluster {
+            seeds: vec![
+                Endpoint::new("redis://127.0.0.1:2").with_password("target-secret"),
+                Endpoint::new("redis://127.0.0.1:3"),
+            ],
+        },
+    )
+    .with_filter(filter)
+    .with_checkpoint(checkpoint)
+    .with_limits(limits)
+    .with_conflict(Conflict::Skip)
+    .with_db_map(1, 0)
+    .with_until_caught_up(true);
+    c.flush_target_on_resync = true;
+    c.run.metrics_addr = Some("127.0.0.1:9".into());
+    c.run.status_addr = Some("127.0.0.1:10".into());
+    c.run.verify = true;
+    c
+}
+
+#[test]
+fn every_field_written_as_toml_is_read_back_the_same() {
+    let config = full_config();
+    let text = toml::to_string(&config).unwrap();
+    let loaded = SyncConfig::load_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(loaded.format, ConfigFormat::Ferry);
+    assert_eq!(loaded.config, config);
+    // And every other source kind, so the schema knows their keys.
+    for source in [
+        r#"{"type":"cluster","seeds":["redis://127.0.0.1:1"],"shards":["127.0.0.1:1"],"prefer_replica":true}"#,
+        r#"{"type":"sentinel","sentinels":["redis://127.0.0.1:1"],"master":"m","master_auth":{"username":"u","password":"p","password_env":"E","tls":{}}}"#,
+        r#"{"type":"scan","endpoint":"redis://127.0.0.1:1","dbs":[0],"notifications":true}"#,
+        r#"{"type":"rdb_file","path":"/x.rdb"}"#,
+    ] {
+        let mut c = full_config();
+        c.source = serde_json::from_str(source).unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(
+            SyncConfig::load_toml(&text)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"))
+                .config,
+            c
+        );
+    }
+    let mut c = full_config();
+    c.target = serde_json::from_str(
+        r#"{"type":"sentinel","sentinels":["redis://127.0.0.1:1"],"master":"m"}"#,
+    )
+    .unwrap();
+    let text = toml::to_string(&c).unwrap();
+    assert_eq!(SyncConfig::load_toml(&text).unwrap().config, c);
+}
+
+#[test]
+fn json_and_toml_say_the_same_thing() {
+    let toml_text = r#"
+conflict = "rewrite"
+[source]
+type = "standalone"
+url = "redis://127.0.0.1:6379"
+[target]
+type = "cluster"
+seeds = ["redis://127.0.0.1:7000", { url = "redis://127.0.0.1:7001", password_env = "PW" }]
+[filter]
+block_key_prefixes = ["tmp:"]
+[db_map]
+"1" = 0
+"#;
+    let json_text = r#"{
+        "conflict": "rewrite",
+        "source": {"type": "standalone", "url": "redis://127.0.0.1:6379"},
+        "target": {"type": "cluster", "seeds": ["redis://127.0.0.1:7000", {"url": "redis://127.0.0.1:7001", "password_env": "PW"}]},
+        "filter": {"block_key_prefixes": ["tmp:"]},
+        "db_map": {"1": 0}
+    }"#;
+    let a = SyncConfig::from_toml_str(toml_text).unwrap();
+    let b = SyncConfig::from_json_str(json_text).unwrap();
+    assert_eq!(a, b);
+    let again = SyncConfig::from_json_str(&serde_json::to_string(&a).unwrap()).unwrap();
+    assert_eq!(again, a);
+}
+
+#[test]
+fn secrets_are_masked_in_debug_and_redacted_output() {
+    let config = full_config();
+    let debug = format!("{config:?}");
+    let redacted = config.to_redacted_json().to_string();
+    let toml_text = config.to_redacted_toml();
+    for shown in [&debug, &redacted, &toml_text] {
+        for secret in ["source-secret", "target-secret", "url-secret"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+    }
+    assert!(
+        redacted.contains("rediss://u:***@127.0.0.1:1/2"),
+        "{redacted}"
+    );
+    assert!(redacted.contains(r#""password":"***""#), "{redacted}");
+}
+
+#[test]
+fn unknown_json_fields_are_config_errors() {
+    let e = SyncConfig::from_json_str(r#"{"source":{"type":"standalone","url":"redis://a"},"target":{"type":"standalone","url":"redis://b"},"conflcit":"skip"}"#)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(e.to_string().contains("conflcit"), "{e}");
+}
+
+#[test]
+fn the_redisshake_v3_fixture_becomes_a_cluster_target_config() {
+    let loaded =
+        SyncConfig::load_path(common::shared_dir().join("fixtures/redisshake-v3-sync.toml"))
+            .unwrap();
+    assert_eq!(loaded.format, ConfigFormat::RedisShakeV3);
+    let c = loaded.config;
+    let Source::Standalone(src) = &c.source else {
+        panic!("{:?}", c.source)
+    };
+    assert_eq!(src.url, "redis://10.233.109.145:6379");
+    assert_eq!(
+        src.password.as_ref().map(|p| p.expose()),
+        Some("3wPxzWffdn")
+    );
+    let Target::Cluster { seeds } = &c.target else {
+        panic!("{:?}", c.target)
+    };
+    assert_eq!(seeds[0].url, "redis://10.233.103.2:6379");
+    assert_eq!(c.conflict, Conflict::Rewrite);
+    assert_eq!(c.limits.window_commands, 1024);
+    assert_eq!(c.limits.max_restore_bytes, 16 * 1024 * 1024);
+    for key in [
+        "advanced.ncpu",
+        "advanced.pprof_port",
+        "source.version",
+        "advanced.log_file",
+    ] {
+        assert!(
+            loaded.notes.iter().any(|n| n.contains(&format!("`{key}`"))),
+            "no note for {key}: {:?}",
+            loaded.notes
+        );
+    }
+}
+
+#[test]
+fn the_redisshake_v4_fixture_becomes_a_filtered_config() {
+    let loaded =
+        SyncConfig::load_path(common::shared_dir().join("fixtures/redisshake-v4-shake.toml"))
+            .unwrap();
+    assert_eq!(loaded.format, ConfigFormat::RedisShakeV4);
+    let c = loaded.config;
+    assert!(
+        matches!(&c.source, Source::Cluster { seeds, prefer_replica: false, .. } if seeds[0].url == "redis://127.0.0.1:30001")
+    );
+    assert!(
+        matches!(&c.target, Target::Standalone(e) if e.url == "redis://127.0.0.1:6380" && e.password.is_none())
+    );
+    assert_eq!(c.filter.block_key_prefixes, vec!["tmp:".to_string()]);
+    assert_eq!(c.filter.block_dbs, vec![15]);
+    assert_eq!(
+        c.filter.block_commands,
+        vec!["FLUSHALL".to_string(), "FLUSHDB".to_string()]
+    );
+    assert_eq!(c.conflict, Conflict::Panic);
+    assert!(loaded
+        .notes
+        .iter()
+        .any(|n| n.contains("`module.target_mbbloom_version`")));
+}
+
+#[test]
+fn redisshake_options_ferry_cannot_honour_yet_are_errors_not_silence() {
+    let text = "[sync_reader]\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[advanced]\naws_psync = \"x\"\n";
+    let e = SyncConfig::from_toml_str(text).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.to_string()
+            .contains("not supported yet: `advanced.aws_psync`"),
+        "{e}"
+    );
+    let text = "type = \"sync\"\n[source]\naddress = \"127.0.0.1:1\"\n[target]\ntype = \"cluster\"\naddress = \"127.0.0.1:2\"\n[advanced]\npipeline_count_limit = \"many\"\n";
+    let e = SyncConfig::from_toml_str(text).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("line 8: `advanced.pipeline_count_limit` must be an integer"),
+        "{e}"
+    );
+}
+
+#[test]
+fn kinds_not_supported_yet_fail_at_start_with_a_config_error() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let sentinel_target: Target = serde_json::from_str(
+            r#"{"type":"sentinel","sentinels":["redis://127.0.0.1:1"],"master":"m"}"#,
+        )
+        .unwrap();
+        for (source, target) in [
+            (Source::standalone("redis://127.0.0.1:1"), sentinel_target),
+            (
+                serde_json::from_str(r#"{"type":"cluster","seeds":["redis://127.0.0.1:1"]}"#)
+                    .unwrap(),
+                Target::standalone("redis://127.0.0.1:2"),
+            ),
+        ] {
+            let e = SyncJob::new(SyncConfig::new(source, target))
+                .unwrap()
+                .start()
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config);
+            assert!(e.to_string().starts_with("not supported yet: "), "{e}");
+        }
+    });
+}
+
+#[test]
+fn a_missing_password_variable_is_named() {
+    let e = Endpoint::new("redis://127.0.0.1:1")
+        .with_password_env("FERRY_TEST_NO_SUCH_VARIABLE")
+        .connect_options()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.to_string()
+            .contains("\"FERRY_TEST_NO_SUCH_VARIABLE\", which is not set"),
+        "{e}"
+    );
+}
+
+#[test]
+fn error_kinds_have_stable_names() {
+    let names: Vec<&str> = [
+        ErrorKind::Config,
+        ErrorKind::Auth,
+        ErrorKind::Connection,
+        ErrorKind::TargetRefused,
+        ErrorKind::SourceRefused,
+        ErrorKind::Data,
+        ErrorKind::Fenced,
+        ErrorKind::Stopped,
+    ]
+    .iter()
+    .map(|k| k.as_str())
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "config",
+            "auth",
+            "connection",
+            "target_refused",
+            "source_refused",
+            "data",
+            "fenced",
+            "stopped"
+        ]
+    );
+    assert_eq!(
+        serde_json::to_string(&ErrorKind::TargetRefused).unwrap(),
+        "\"target_refused\""
+    );
+}
