@@ -59,6 +59,13 @@ pub enum Error {
         /// The error of the last one.
         last: Box<Error>,
     },
+    /// Asking the sentinels for a sentinel-managed source's or target's master failed.
+    #[error("sentinel: {0}")]
+    Sentinel(#[from] ferry_sentinel::Error),
+    /// A failover of a sentinel-managed source or target started: the session ends, the next one follows the
+    /// new master from the checkpoint.
+    #[error("failover: {0}")]
+    Failover(String),
     /// The job was asked to stop.
     #[error("the job was stopped")]
     Stopped,
@@ -81,7 +88,13 @@ impl Error {
                     || matches!(e, ferry_resp::Error::Desynchronized(_))
             }
             // A malformed replication stream from a server that spoke RESP until then: reconnect.
-            Error::Protocol(_) | Error::SourceClosed(_) => true,
+            Error::Protocol(_) | Error::SourceClosed(_) | Error::Failover(_) => true,
+            // Sentinels down, a master not confirmed yet, a failover in progress: ask again later. A name the
+            // sentinels do not monitor, refused credentials or bad options need a human.
+            Error::Sentinel(e) => !matches!(
+                e,
+                ferry_sentinel::Error::NotMonitored { .. } | ferry_sentinel::Error::InvalidOptions(_)
+            ) && !self.is_auth(),
             _ => false,
         }
     }
@@ -111,6 +124,12 @@ impl Error {
                 .server_error()
                 .is_some_and(|se| matches!(se.code(), "NOAUTH" | "NOPERM" | "WRONGPASS")),
             Error::Refused(m) => m.contains("NOAUTH") || m.contains("NOPERM"),
+            Error::Sentinel(e) => {
+                let text = e.to_string();
+                ["NOAUTH", "NOPERM", "WRONGPASS", "authentication"]
+                    .iter()
+                    .any(|w| text.contains(w))
+            }
             _ => false,
         }
     }
