@@ -23,6 +23,10 @@ const SENTINEL_PASS: &str = "sentinel-secret";
 /// A group of 1 master, 2 replicas and 3 sentinels, with an ACL user on the data nodes and a separate sentinel
 /// password.
 fn start_group() -> SentinelGroup {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     SentinelGroup::start(
         SentinelOptions::new(Version::V7_0)
             .master_user(AclUser::new(DATA_USER, DATA_PASS))
@@ -55,7 +59,11 @@ fn assert_equal(a: &Server, b: &Server) {
 
 #[test]
 fn target_sentinel_failover_mid_stream_continues_on_the_promoted_replica_exactly() {
-    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    // The backlog must hold what the source writes while the target fails over (a few seconds of a fast
+    // writer), as a replica's would.
+    let source =
+        Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb"))
+            .unwrap();
     let group = start_group();
     // Data before the job: the full copy.
     let before = workload(&source, 200, "before");
