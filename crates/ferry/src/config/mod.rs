@@ -805,13 +805,39 @@ impl SyncConfig {
     }
 
     /// The replicator's configuration for a standalone source.
+    /// A sentinel-managed source or target: the sentinels' pool options; `source` is then only a name.
     pub(crate) fn to_replicator(
         &self,
         source: &Endpoint,
     ) -> Result<ferry_replicator::Config, Error> {
-        let (target, cluster) = self.target.resolve()?;
-        let mut c = ferry_replicator::Config::new(source.connect_options()?, target);
+        let target_sentinel = match &self.target {
+            Target::Sentinel {
+                sentinels,
+                master,
+                master_auth,
+            } => Some(sentinel_pool_options(sentinels, master, master_auth)?),
+            _ => None,
+        };
+        let source_sentinel = match &self.source {
+            Source::Sentinel {
+                sentinels,
+                master,
+                master_auth,
+            } => Some(sentinel_pool_options(sentinels, master, master_auth)?),
+            _ => None,
+        };
+        let (target, cluster) = match &target_sentinel {
+            Some(o) => (o.data_connect.clone(), false),
+            None => self.target.resolve()?,
+        };
+        let source = match &source_sentinel {
+            Some(o) => o.data_connect.clone(),
+            None => source.connect_options()?,
+        };
+        let mut c = ferry_replicator::Config::new(source, target);
         c.target_cluster = cluster;
+        c.source_sentinel = source_sentinel;
+        c.target_sentinel = target_sentinel;
         c.conflict = match self.conflict {
             Conflict::Panic => ferry_replicator::ConflictPolicy::Panic,
             Conflict::Rewrite => ferry_replicator::ConflictPolicy::Rewrite,
@@ -847,6 +873,42 @@ impl SyncConfig {
             ..Default::default()
         }
     }
+}
+
+/// The pool options of a sentinel-managed group: the sentinels' own auth and TLS from their endpoints (the first
+/// one's, for all), the data nodes' from `auth`.
+fn sentinel_pool_options(
+    sentinels: &[Endpoint],
+    master: &str,
+    auth: &MasterAuth,
+) -> Result<ferry_sentinel::SentinelPoolOptions, Error> {
+    let first = sentinels
+        .first()
+        .ok_or_else(|| Error::config("a sentinel group needs at least one sentinel"))?;
+    if master.is_empty() {
+        return Err(Error::config("a sentinel group needs the master's name"));
+    }
+    let mut addrs = Vec::with_capacity(sentinels.len());
+    for s in sentinels {
+        let o = s.connect_options()?;
+        addrs.push(ferry_sentinel::Addr::new(o.host, o.port));
+    }
+    let mut o = ferry_sentinel::SentinelPoolOptions::new(master, addrs);
+    let mut sentinel_connect = first.connect_options()?;
+    sentinel_connect.db = 0;
+    o.sentinel_connect = sentinel_connect;
+    // The address is the resolved master's; the URL only carries the scheme.
+    let mut data = Endpoint::new(if auth.tls.is_some() {
+        "rediss://127.0.0.1:6379"
+    } else {
+        "redis://127.0.0.1:6379"
+    });
+    data.username = auth.username.clone();
+    data.password = auth.password.clone();
+    data.password_env = auth.password_env.clone();
+    data.tls = auth.tls.clone();
+    o.data_connect = data.connect_options()?;
+    Ok(o)
 }
 
 /// `scheme://user:***@host...`: the password of a URL replaced.
