@@ -85,7 +85,8 @@ fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
     .unwrap();
     let new = group.failover().expect("SENTINEL FAILOVER");
     ferry_testkit::wait_until(common::DEADLINE, "live writes on the new master", || {
-        group.current_master().unwrap().addr() == new && counter(group.current_master().unwrap()) > 0
+        group.current_master().unwrap().addr() == new
+            && counter(group.current_master().unwrap()) > 0
     })
     .unwrap();
     let seen = counter(group.current_master().unwrap());

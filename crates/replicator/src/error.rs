@@ -91,10 +91,13 @@ impl Error {
             Error::Protocol(_) | Error::SourceClosed(_) | Error::Failover(_) => true,
             // Sentinels down, a master not confirmed yet, a failover in progress: ask again later. A name the
             // sentinels do not monitor, refused credentials or bad options need a human.
-            Error::Sentinel(e) => !matches!(
-                e,
-                ferry_sentinel::Error::NotMonitored { .. } | ferry_sentinel::Error::InvalidOptions(_)
-            ) && !self.is_auth(),
+            Error::Sentinel(e) => {
+                !matches!(
+                    e,
+                    ferry_sentinel::Error::NotMonitored { .. }
+                        | ferry_sentinel::Error::InvalidOptions(_)
+                ) && !self.is_auth()
+            }
             _ => false,
         }
     }

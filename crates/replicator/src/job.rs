@@ -149,7 +149,10 @@ impl Replicator {
     /// Runs until `shutdown` is cancelled (then returns `Ok`) or an error that a reconnect cannot fix.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), Error> {
         let result = self.run_sessions(&shutdown).await;
-        for f in [&self.source_sentinel, &self.target_sentinel].into_iter().flatten() {
+        for f in [&self.source_sentinel, &self.target_sentinel]
+            .into_iter()
+            .flatten()
+        {
             f.close().await;
         }
         self.status.update(|s| {
@@ -270,9 +273,9 @@ impl Replicator {
             }
         };
         let mut sink = match &commands {
-            Some(table) if cfg.target_cluster => Sink::Cluster(
-                ClusterSink::connect(target, cfg.sink.clone(), table.clone()).await?,
-            ),
+            Some(table) if cfg.target_cluster => {
+                Sink::Cluster(ClusterSink::connect(target, cfg.sink.clone(), table.clone()).await?)
+            }
             _ => Sink::Standalone(Box::new(
                 StandaloneSink::connect(target, cfg.sink.clone()).await?,
             )),

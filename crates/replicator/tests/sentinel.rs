@@ -39,7 +39,10 @@ fn start_group() -> SentinelGroup {
 fn sentinel_options(group: &SentinelGroup) -> SentinelPoolOptions {
     let mut o = SentinelPoolOptions::new(
         group.master_name.clone(),
-        group.sentinels.iter().map(|s| Addr::new(s.host(), s.port())),
+        group
+            .sentinels
+            .iter()
+            .map(|s| Addr::new(s.host(), s.port())),
     )
     .sentinel_auth(None, SENTINEL_PASS)
     .data_auth(Some(DATA_USER), DATA_PASS)

@@ -576,6 +576,13 @@ pub struct Limits {
     pub reply_timeout_ms: u64,
     /// Pause before reconnecting after a broken link, in milliseconds.
     pub reconnect_backoff_ms: u64,
+    /// Bytes of the source's stream held in memory while the target is behind, before the spool file is used.
+    pub spool_memory_bytes: usize,
+    /// Most bytes the spool file may hold (0: no file; the memory bound is then the only one).
+    pub spool_max_bytes: u64,
+    /// The directory of the spool file (the system's temporary directory when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for Limits {
@@ -588,6 +595,9 @@ impl Default for Limits {
             max_restore_bytes: 16 * 1024 * 1024,
             reply_timeout_ms: 120_000,
             reconnect_backoff_ms: 500,
+            spool_memory_bytes: 32 * 1024 * 1024,
+            spool_max_bytes: 4 * 1024 * 1024 * 1024,
+            spool_dir: None,
         }
     }
 }
@@ -763,9 +773,10 @@ impl SyncConfig {
             || l.window_bytes == 0
             || l.batch_commands == 0
             || l.batch_bytes == 0
+            || l.spool_memory_bytes == 0
         {
             return Err(Error::config(
-                "limits: windows and batches must not be zero",
+                "limits: windows, batches and spool_memory_bytes must not be zero",
             ));
         }
         match &self.target {
@@ -849,6 +860,9 @@ impl SyncConfig {
         c.max_restore_bytes = self.limits.max_restore_bytes;
         c.reconnect_backoff = Duration::from_millis(self.limits.reconnect_backoff_ms);
         c.sink = self.sink_options();
+        c.source.spool.memory_bytes = self.limits.spool_memory_bytes;
+        c.source.spool.file_bytes = self.limits.spool_max_bytes;
+        c.source.spool.dir = self.limits.spool_dir.clone();
         Ok(c)
     }
 
