@@ -239,6 +239,20 @@ mod tests {
     }
 
     #[test]
+    fn a_failover_or_unreachable_sentinels_reconnect_and_an_unmonitored_name_does_not() {
+        assert!(Error::Failover("the target master was replaced".into()).is_connection());
+        let down = Error::Sentinel(ferry_sentinel::Error::AllSentinelsDown {
+            master_name: "m".into(),
+            last_error: None,
+        });
+        assert!(down.is_connection() && !down.is_auth());
+        let unmonitored = Error::Sentinel(ferry_sentinel::Error::NotMonitored {
+            master_name: "m".into(),
+        });
+        assert!(!unmonitored.is_connection() && !unmonitored.is_retried_a_few_times());
+    }
+
+    #[test]
     fn a_job_that_gave_up_answers_for_its_last_error() {
         let e = Error::GaveUp {
             attempts: 3,

@@ -100,11 +100,10 @@ impl Master {
                 ));
             }
             // Events wake this at once; the tick covers a lagged or closed channel.
-            match tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                _ => {}
+            if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) =
+                tokio::time::timeout(Duration::from_millis(100), events.recv()).await
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
