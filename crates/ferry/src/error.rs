@@ -145,23 +145,31 @@ impl From<ferry_resp::Error> for Error {
 
 impl From<ferry_replicator::Error> for Error {
     fn from(e: ferry_replicator::Error) -> Error {
-        use ferry_replicator::Error as R;
-        let kind = match &e {
-            R::Resp(r) => resp_kind(r),
-            R::Protocol(_) => ErrorKind::Connection,
-            R::Refused(_) => ErrorKind::SourceRefused,
-            R::Rdb(_) => ErrorKind::Data,
-            R::Conflict { .. } | R::Target { .. } => ErrorKind::TargetRefused,
-            R::Checkpoint(_) => ErrorKind::Fenced,
-            R::Config(_) => ErrorKind::Config,
-            R::Stopped => ErrorKind::Stopped,
-            _ => ErrorKind::Data,
-        };
+        let kind = replicator_kind(&e);
         Error {
             kind,
             message: e.to_string(),
             source: Some(Box::new(e)),
         }
+    }
+}
+
+/// The kind of a replicator error; a job that gave up answers with the kind of its last error.
+fn replicator_kind(e: &ferry_replicator::Error) -> ErrorKind {
+    use ferry_replicator::Error as R;
+    match e {
+        R::GaveUp { last, .. } => replicator_kind(last),
+        R::Resp(r) => resp_kind(r),
+        R::Protocol(_) | R::Failover(_) => ErrorKind::Connection,
+        R::Sentinel(_) if e.is_auth() => ErrorKind::Auth,
+        R::Sentinel(_) => ErrorKind::Connection,
+        R::Refused(_) => ErrorKind::SourceRefused,
+        R::Rdb(_) => ErrorKind::Data,
+        R::Conflict { .. } | R::Target { .. } => ErrorKind::TargetRefused,
+        R::Checkpoint(_) => ErrorKind::Fenced,
+        R::Config(_) => ErrorKind::Config,
+        R::Stopped => ErrorKind::Stopped,
+        _ => ErrorKind::Data,
     }
 }
 

@@ -253,6 +253,14 @@ impl SyncJob {
             Source::RdbFile { .. } => return Err(Error::not_supported(
                 "an RDB file as the source of a sync job (use ferry::rdb::restore / `ferry rdb restore`)",
             )),
+            // The first sentinel names the stream in the status; the replicator resolves the master.
+            Source::Sentinel { sentinels, .. } if !config.until_caught_up => sentinels
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::config("source: a sentinel group needs at least one sentinel"))?,
+            Source::Sentinel { .. } => {
+                return Err(Error::not_supported("until_caught_up with a sentinel-managed source"))
+            }
             other => return Err(Error::not_supported(&format!("a {} source", other.kind()))),
         };
         let replicator = ferry_replicator::Replicator::new(config.to_replicator(&source)?)?;

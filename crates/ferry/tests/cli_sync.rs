@@ -620,3 +620,29 @@ fn sync_flags_map_and_block_databases() {
     assert_eq!(size(2), 0, "db 2 is blocked");
     assert_eq!(size(3), filled.keys_in(1));
 }
+
+#[test]
+fn sync_with_a_sentinel_target_type_writes_to_the_master_the_sentinels_name() {
+    let source = server();
+    fill(&Target::from(&source), &FillOptions::seed(7)).unwrap();
+    let group = ferry_testkit::SentinelGroup::start(
+        ferry_testkit::SentinelOptions::new(Version::V7_0).sentinel_password("sentinel-secret"),
+    )
+    .unwrap();
+    let sentinel = format!("redis://:sentinel-secret@{}", group.sentinels[1].addr());
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &sentinel,
+        "--target-type",
+        "sentinel",
+        "--target-master",
+        &group.master_name,
+        "--until-caught-up",
+    ]);
+    let code = ferry.wait();
+    assert_eq!(code, 0, "stderr:\n{}", ferry.stderr());
+    assert_equal(&Target::from(&source), &Target::from(&group.master));
+}

@@ -59,6 +59,13 @@ pub enum Error {
         /// The error of the last one.
         last: Box<Error>,
     },
+    /// Asking the sentinels for a sentinel-managed source's or target's master failed.
+    #[error("sentinel: {0}")]
+    Sentinel(#[from] ferry_sentinel::Error),
+    /// A failover of a sentinel-managed source or target started: the session ends, the next one follows the
+    /// new master from the checkpoint.
+    #[error("failover: {0}")]
+    Failover(String),
     /// The job was asked to stop.
     #[error("the job was stopped")]
     Stopped,
@@ -81,7 +88,16 @@ impl Error {
                     || matches!(e, ferry_resp::Error::Desynchronized(_))
             }
             // A malformed replication stream from a server that spoke RESP until then: reconnect.
-            Error::Protocol(_) | Error::SourceClosed(_) => true,
+            Error::Protocol(_) | Error::SourceClosed(_) | Error::Failover(_) => true,
+            // Sentinels down, a master not confirmed yet, a failover in progress: ask again later. A name the
+            // sentinels do not monitor, refused credentials or bad options need a human.
+            Error::Sentinel(e) => {
+                !matches!(
+                    e,
+                    ferry_sentinel::Error::NotMonitored { .. }
+                        | ferry_sentinel::Error::InvalidOptions(_)
+                ) && !self.is_auth()
+            }
             _ => false,
         }
     }
@@ -111,6 +127,12 @@ impl Error {
                 .server_error()
                 .is_some_and(|se| matches!(se.code(), "NOAUTH" | "NOPERM" | "WRONGPASS")),
             Error::Refused(m) => m.contains("NOAUTH") || m.contains("NOPERM"),
+            Error::Sentinel(e) => {
+                let text = e.to_string();
+                ["NOAUTH", "NOPERM", "WRONGPASS", "authentication"]
+                    .iter()
+                    .any(|w| text.contains(w))
+            }
             _ => false,
         }
     }
@@ -214,6 +236,20 @@ mod tests {
         assert!(target("OOM command not allowed").is_transient());
         let wrongtype = target("WRONGTYPE Operation against a key holding the wrong kind of value");
         assert!(!wrongtype.is_transient() && !wrongtype.is_retried_a_few_times());
+    }
+
+    #[test]
+    fn a_failover_or_unreachable_sentinels_reconnect_and_an_unmonitored_name_does_not() {
+        assert!(Error::Failover("the target master was replaced".into()).is_connection());
+        let down = Error::Sentinel(ferry_sentinel::Error::AllSentinelsDown {
+            master_name: "m".into(),
+            last_error: None,
+        });
+        assert!(down.is_connection() && !down.is_auth());
+        let unmonitored = Error::Sentinel(ferry_sentinel::Error::NotMonitored {
+            master_name: "m".into(),
+        });
+        assert!(!unmonitored.is_connection() && !unmonitored.is_retried_a_few_times());
     }
 
     #[test]

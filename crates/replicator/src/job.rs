@@ -23,6 +23,7 @@ use crate::pipeline::convert::{adapt_for_target, ConflictPolicy};
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::{Decision, Filter, FilterConfig};
 use crate::pipeline::Unit;
+use crate::sentinel::{self, Follower};
 use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
 use crate::sink::{Sink, SinkOptions};
@@ -58,6 +59,15 @@ pub struct Config {
     pub reconnect_backoff: Duration,
     /// The longest pause between sessions.
     pub reconnect_backoff_max: Duration,
+    /// The source is the master of a sentinel-managed group: each session resolves it through these sentinels
+    /// (their `data_connect` is the template of the connection to it; `source.connect` is then only used for
+    /// what it says besides the address), and ends when a failover of it starts, to continue on the promoted
+    /// replica with PSYNC2.
+    pub source_sentinel: Option<ferry_sentinel::SentinelPoolOptions>,
+    /// The target is the master of a sentinel-managed group: each session writes to the master the sentinels
+    /// name (`data_connect` is the connection template) and ends when a failover of it starts; the next one
+    /// starts from the checkpoint the promoted replica holds.
+    pub target_sentinel: Option<ferry_sentinel::SentinelPoolOptions>,
     /// Sessions tried in a row when each fails with an error a reconnect does not fix (refused credentials, a
     /// peer that is not Redis, an unknown command) before the job stops with it.
     pub max_attempts: u32,
@@ -79,6 +89,8 @@ impl Config {
             reconnect_backoff: Duration::from_millis(500),
             reconnect_backoff_max: Duration::from_secs(30),
             max_attempts: 3,
+            source_sentinel: None,
+            target_sentinel: None,
         }
     }
 }
@@ -98,6 +110,8 @@ pub struct Replicator {
     config: Config,
     filter: Filter,
     status: StatusHandle,
+    source_sentinel: Option<Follower>,
+    target_sentinel: Option<Follower>,
 }
 
 impl Replicator {
@@ -107,7 +121,20 @@ impl Replicator {
         if config.sink.window_commands == 0 || config.sink.window_bytes == 0 {
             return Err(Error::Config("the sink windows must not be zero".into()));
         }
+        if config.target_sentinel.is_some() && config.target_cluster {
+            return Err(Error::Config(
+                "a target is either a cluster or sentinel-managed, not both".into(),
+            ));
+        }
         Ok(Replicator {
+            source_sentinel: config
+                .source_sentinel
+                .clone()
+                .map(|o| Follower::new(o, "source")),
+            target_sentinel: config
+                .target_sentinel
+                .clone()
+                .map(|o| Follower::new(o, "target")),
             config,
             filter,
             status: StatusHandle::default(),
@@ -122,6 +149,12 @@ impl Replicator {
     /// Runs until `shutdown` is cancelled (then returns `Ok`) or an error that a reconnect cannot fix.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), Error> {
         let result = self.run_sessions(&shutdown).await;
+        for f in [&self.source_sentinel, &self.target_sentinel]
+            .into_iter()
+            .flatten()
+        {
+            f.close().await;
+        }
         self.status.update(|s| {
             s.phase = Phase::Stopped;
             if let Err(e) = &result {
@@ -184,12 +217,44 @@ impl Replicator {
         }
     }
 
-    /// One session: checkpoint, handshake, full sync if needed, then the stream until an error or shutdown.
-    /// `live` is set once the session reaches the live phase.
+    /// One session: resolves sentinel-managed masters, then runs [`Replicator::session_with`] until it ends
+    /// or a failover of one of those masters starts.
     async fn session(&self, shutdown: &CancellationToken, live: &mut bool) -> Result<(), Error> {
-        let cfg = &self.config;
         self.status.update(|s| s.phase = Phase::Handshake);
-        let commands = match self.command_table().await {
+        let mut source = self.config.source.clone();
+        let mut target = self.config.target.clone();
+        let source_master = match &self.source_sentinel {
+            Some(f) => Some(f.master().await?),
+            None => None,
+        };
+        let target_master = match &self.target_sentinel {
+            Some(f) => Some(f.master().await?),
+            None => None,
+        };
+        if let Some(m) = &source_master {
+            source.connect = m.connect.clone();
+        }
+        if let Some(m) = &target_master {
+            target = m.connect.clone();
+        }
+        tokio::select! {
+            r = self.session_with(&source, &target, shutdown, live) => r,
+            e = sentinel::replaced(source_master.as_ref(), "source") => Err(e),
+            e = sentinel::replaced(target_master.as_ref(), "target") => Err(e),
+        }
+    }
+
+    /// One session with the given source and target: checkpoint, handshake, full sync if needed, then the
+    /// stream until an error or shutdown. `live` is set once the session reaches the live phase.
+    async fn session_with(
+        &self,
+        source: &SourceOptions,
+        target: &ConnectOptions,
+        shutdown: &CancellationToken,
+        live: &mut bool,
+    ) -> Result<(), Error> {
+        let cfg = &self.config;
+        let commands = match self.command_table(&source.connect).await {
             Ok(table) => Some(std::sync::Arc::new(table)),
             // Without a table only filters on keys and a cluster target cannot work; a source that refuses
             // or does not know `COMMAND` (renamed, ACL) can still be followed.
@@ -208,11 +273,11 @@ impl Replicator {
             }
         };
         let mut sink = match &commands {
-            Some(table) if cfg.target_cluster => Sink::Cluster(
-                ClusterSink::connect(&cfg.target, cfg.sink.clone(), table.clone()).await?,
-            ),
+            Some(table) if cfg.target_cluster => {
+                Sink::Cluster(ClusterSink::connect(target, cfg.sink.clone(), table.clone()).await?)
+            }
             _ => Sink::Standalone(Box::new(
-                StandaloneSink::connect(&cfg.target, cfg.sink.clone()).await?,
+                StandaloneSink::connect(target, cfg.sink.clone()).await?,
             )),
         };
         if cfg.target_cluster && sink.rdb_version().await? < 10 {
@@ -229,7 +294,7 @@ impl Replicator {
         };
         let resume = crate::checkpoint::resume_from(&checkpoints);
 
-        let mut source_opts = cfg.source.clone();
+        let mut source_opts = source.clone();
         source_opts.connect.read_timeout = None;
         let at = resume.as_ref().map(|r| Resume {
             replid: &r.replid,
@@ -449,8 +514,8 @@ impl Replicator {
     }
 
     /// The source's command table, for key extraction by the filters.
-    async fn command_table(&self) -> Result<CommandTable, Error> {
-        let mut conn = Connection::connect(&self.config.source.connect).await?;
+    async fn command_table(&self, source: &ConnectOptions) -> Result<CommandTable, Error> {
+        let mut conn = Connection::connect(source).await?;
         let reply = conn.call(&[Bytes::from_static(b"COMMAND")]).await?;
         CommandTable::from_command_reply(&reply)
             .map_err(|e| Error::Config(format!("COMMAND of the source: {e}")))

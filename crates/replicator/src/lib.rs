@@ -15,6 +15,8 @@
 //! - [`pipeline`]: filters, the database map, conversion of RDB values into commands.
 //! - [`sink`]: the standalone target with pipelined, windowed writes, and the cluster target (one sink per master,
 //!   commands routed by slot, each master's batch and checkpoint applied atomically by one script).
+//! - sentinel-managed sources and targets ([`Config::source_sentinel`], [`Config::target_sentinel`]): each
+//!   session resolves the master through the sentinels and ends when a failover of it starts.
 //! - [`checkpoint`], [`status`], [`Error`].
 //!
 //! ```no_run
@@ -47,6 +49,7 @@ mod error;
 mod fullsync;
 mod job;
 pub mod pipeline;
+mod sentinel;
 pub mod sink;
 pub mod source;
 pub mod status;

@@ -576,6 +576,13 @@ pub struct Limits {
     pub reply_timeout_ms: u64,
     /// Pause before reconnecting after a broken link, in milliseconds.
     pub reconnect_backoff_ms: u64,
+    /// Bytes of the source's stream held in memory while the target is behind, before the spool file is used.
+    pub spool_memory_bytes: usize,
+    /// Most bytes the spool file may hold (0: no file; the memory bound is then the only one).
+    pub spool_max_bytes: u64,
+    /// The directory of the spool file (the system's temporary directory when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for Limits {
@@ -588,6 +595,9 @@ impl Default for Limits {
             max_restore_bytes: 16 * 1024 * 1024,
             reply_timeout_ms: 120_000,
             reconnect_backoff_ms: 500,
+            spool_memory_bytes: 32 * 1024 * 1024,
+            spool_max_bytes: 4 * 1024 * 1024 * 1024,
+            spool_dir: None,
         }
     }
 }
@@ -763,9 +773,10 @@ impl SyncConfig {
             || l.window_bytes == 0
             || l.batch_commands == 0
             || l.batch_bytes == 0
+            || l.spool_memory_bytes == 0
         {
             return Err(Error::config(
-                "limits: windows and batches must not be zero",
+                "limits: windows, batches and spool_memory_bytes must not be zero",
             ));
         }
         match &self.target {
@@ -805,13 +816,39 @@ impl SyncConfig {
     }
 
     /// The replicator's configuration for a standalone source.
+    /// A sentinel-managed source or target: the sentinels' pool options; `source` is then only a name.
     pub(crate) fn to_replicator(
         &self,
         source: &Endpoint,
     ) -> Result<ferry_replicator::Config, Error> {
-        let (target, cluster) = self.target.resolve()?;
-        let mut c = ferry_replicator::Config::new(source.connect_options()?, target);
+        let target_sentinel = match &self.target {
+            Target::Sentinel {
+                sentinels,
+                master,
+                master_auth,
+            } => Some(sentinel_pool_options(sentinels, master, master_auth)?),
+            _ => None,
+        };
+        let source_sentinel = match &self.source {
+            Source::Sentinel {
+                sentinels,
+                master,
+                master_auth,
+            } => Some(sentinel_pool_options(sentinels, master, master_auth)?),
+            _ => None,
+        };
+        let (target, cluster) = match &target_sentinel {
+            Some(o) => (o.data_connect.clone(), false),
+            None => self.target.resolve()?,
+        };
+        let source = match &source_sentinel {
+            Some(o) => o.data_connect.clone(),
+            None => source.connect_options()?,
+        };
+        let mut c = ferry_replicator::Config::new(source, target);
         c.target_cluster = cluster;
+        c.source_sentinel = source_sentinel;
+        c.target_sentinel = target_sentinel;
         c.conflict = match self.conflict {
             Conflict::Panic => ferry_replicator::ConflictPolicy::Panic,
             Conflict::Rewrite => ferry_replicator::ConflictPolicy::Rewrite,
@@ -823,6 +860,9 @@ impl SyncConfig {
         c.max_restore_bytes = self.limits.max_restore_bytes;
         c.reconnect_backoff = Duration::from_millis(self.limits.reconnect_backoff_ms);
         c.sink = self.sink_options();
+        c.source.spool.memory_bytes = self.limits.spool_memory_bytes;
+        c.source.spool.file_bytes = self.limits.spool_max_bytes;
+        c.source.spool.dir = self.limits.spool_dir.clone();
         Ok(c)
     }
 
@@ -847,6 +887,42 @@ impl SyncConfig {
             ..Default::default()
         }
     }
+}
+
+/// The pool options of a sentinel-managed group: the sentinels' own auth and TLS from their endpoints (the first
+/// one's, for all), the data nodes' from `auth`.
+fn sentinel_pool_options(
+    sentinels: &[Endpoint],
+    master: &str,
+    auth: &MasterAuth,
+) -> Result<ferry_sentinel::SentinelPoolOptions, Error> {
+    let first = sentinels
+        .first()
+        .ok_or_else(|| Error::config("a sentinel group needs at least one sentinel"))?;
+    if master.is_empty() {
+        return Err(Error::config("a sentinel group needs the master's name"));
+    }
+    let mut addrs = Vec::with_capacity(sentinels.len());
+    for s in sentinels {
+        let o = s.connect_options()?;
+        addrs.push(ferry_sentinel::Addr::new(o.host, o.port));
+    }
+    let mut o = ferry_sentinel::SentinelPoolOptions::new(master, addrs);
+    let mut sentinel_connect = first.connect_options()?;
+    sentinel_connect.db = 0;
+    o.sentinel_connect = sentinel_connect;
+    // The address is the resolved master's; the URL only carries the scheme.
+    let mut data = Endpoint::new(if auth.tls.is_some() {
+        "rediss://127.0.0.1:6379"
+    } else {
+        "redis://127.0.0.1:6379"
+    });
+    data.username = auth.username.clone();
+    data.password = auth.password.clone();
+    data.password_env = auth.password_env.clone();
+    data.tls = auth.tls.clone();
+    o.data_connect = data.connect_options()?;
+    Ok(o)
 }
 
 /// `scheme://user:***@host...`: the password of a URL replaced.

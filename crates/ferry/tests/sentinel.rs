@@ -1,0 +1,115 @@
+//! A sentinel-managed target through the façade: the job follows `SENTINEL FAILOVER` of the target without a
+//! restart and ends equal, with exact counters.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ferry::{SyncConfig, SyncJob};
+use ferry_testkit::{
+    AclUser, SentinelGroup, SentinelOptions, Server, ServerOptions, Target as TkTarget, Version,
+};
+
+const SENTINEL_PASS: &str = "sentinel-secret";
+
+fn master_offset(server: &Server) -> u64 {
+    server
+        .info("replication")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("master_repl_offset")
+}
+
+fn counter(server: &Server) -> u64 {
+    let v: Option<u64> = redis::cmd("GET")
+        .arg("live-counter")
+        .query(&mut server.client())
+        .unwrap();
+    v.unwrap_or(0)
+}
+
+#[test]
+fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
+    let source =
+        Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb"))
+            .unwrap();
+    let group = SentinelGroup::start(
+        SentinelOptions::new(Version::V7_0)
+            .master_user(AclUser::new("ferry-data", "data-secret"))
+            .sentinel_password(SENTINEL_PASS),
+    )
+    .unwrap();
+    let sentinels: Vec<_> = group
+        .sentinels
+        .iter()
+        .map(|s| serde_json::json!({ "url": format!("redis://:{SENTINEL_PASS}@{}", s.addr()) }))
+        .collect();
+    let config = SyncConfig::from_json_str(
+        &serde_json::json!({
+            "source": { "type": "standalone", "url": source.url() },
+            "target": {
+                "type": "sentinel",
+                "sentinels": sentinels,
+                "master": group.master_name,
+                "master_auth": { "username": "ferry-data", "password": "data-secret" },
+            },
+        })
+        .to_string(),
+    )
+    .expect("valid config");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let job = rt.block_on(async { SyncJob::new(config).unwrap().start().unwrap() });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let writer = std::thread::spawn({
+        let (stop, acked, url) = (stop.clone(), acked.clone(), source.url());
+        move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                redis::cmd("INCR").arg("live-counter").exec(&mut c).unwrap();
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    ferry_testkit::wait_until(common::DEADLINE, "live writes on the target", || {
+        counter(group.current_master().unwrap()) >= 500
+    })
+    .unwrap();
+    let new = group.failover().expect("SENTINEL FAILOVER");
+    ferry_testkit::wait_until(common::DEADLINE, "live writes on the new master", || {
+        group.current_master().unwrap().addr() == new
+            && counter(group.current_master().unwrap()) > 0
+    })
+    .unwrap();
+    let seen = counter(group.current_master().unwrap());
+    ferry_testkit::wait_until(common::DEADLINE, "more writes after the failover", || {
+        counter(group.current_master().unwrap()) >= seen + 500
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let offset = master_offset(&source);
+    ferry_testkit::wait_until(common::DEADLINE, "the job to catch up", || {
+        job.status()
+            .shards
+            .first()
+            .is_some_and(|s| s.applied_offset >= offset)
+    })
+    .unwrap();
+    let target = group.current_master().unwrap();
+    let acked = acked.load(Ordering::Relaxed);
+    assert_eq!(counter(&source), acked);
+    assert_eq!(counter(target), acked, "counters exact");
+    common::assert_equal(&TkTarget::from(&source), &TkTarget::from(target));
+    let status = rt.block_on(job.stop()).unwrap();
+    assert_eq!(status.full_syncs, 1, "{status:?}");
+    assert!(status.reconnects >= 1, "{status:?}");
+}
