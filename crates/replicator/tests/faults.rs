@@ -12,7 +12,11 @@ use ferry_testkit::{
 };
 
 fn servers() -> (Server, Server) {
-    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    // The backlog must hold what the workload writes while the job is away, or PSYNC rightly falls back to a full
+    // copy (a 1 MB default is overrun on a loaded machine); backlog_overrun_* covers that fallback.
+    let source =
+        Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb"))
+            .unwrap();
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     (source, target)
 }
@@ -124,7 +128,11 @@ fn source_link_killed_continues_with_psync_continue() {
 
 #[test]
 fn target_restarted_job_resumes_from_its_checkpoint() {
-    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    // The backlog must hold what the workload writes while the job is away, or PSYNC rightly falls back to a full
+    // copy (a 1 MB default is overrun on a loaded machine); backlog_overrun_* covers that fallback.
+    let source =
+        Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb"))
+            .unwrap();
     let mut target = Server::start(
         ServerOptions::new(Version::V7_0)
             .config("appendonly", "yes")
