@@ -55,7 +55,8 @@ check_generated() {
 
 run_tests() {
   local tarball
-  tarball=$(ls "$OUT"/redis-ferry-*.tgz 2>/dev/null | head -1)
+  # No tarball yet on a fresh clone: ls fails, which must not end the script (set -e, pipefail).
+  tarball=$(ls "$OUT"/redis-ferry-*.tgz 2>/dev/null | head -1 || true)
   if [ -z "$tarball" ] || [ -n "$(find "$PKG/src" "$PKG"/*.js "$PKG"/*.mjs "$PKG"/*.d.ts "$PKG/Cargo.toml" -newer "$tarball" 2>/dev/null | head -1)" ]; then
     build
     tarball=$(ls "$OUT"/redis-ferry-*.tgz | head -1)
