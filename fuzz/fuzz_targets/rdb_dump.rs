@@ -1,6 +1,6 @@
 //! Fuzzes DUMP payload decoding and re-encoding: arbitrary serialized values (the CRC is fixed up
-//! so the value decoder is reached), and every decoded value must re-encode for v9 and v10 and
-//! decode back to itself. Must never panic.
+//! so the value decoder is reached, as a Redis payload and as a Valkey 9 one), and every decoded value must
+//! re-encode for v9 to v12 and Valkey's 80 and decode back to itself. Must never panic.
 #![no_main]
 
 use ferry_rdb::{build_dump, decode_dump, decode_value, encode_value};
@@ -22,6 +22,19 @@ fuzz_target!(|data: &[u8]| {
                     continue; // metadata is normalised on encode
                 }
                 assert_eq!(back, value, "round trip for version {v}");
+            }
+        }
+    }
+    // The same bytes as a Valkey 9 payload (type 22 is its HASH_2), and Valkey's encoding round trip.
+    let payload = build_dump(data, 80);
+    if let Ok((value, _)) = decode_dump(&payload) {
+        if let Ok(enc) = encode_value(&value, 80) {
+            let back = decode_value(&enc, true).expect("our own encoding decodes");
+            if !matches!(
+                value,
+                ferry_rdb::Value::SortedSet(_) | ferry_rdb::Value::Set(_) | ferry_rdb::Value::Stream(_)
+            ) {
+                assert_eq!(back, value, "round trip for Valkey 80");
             }
         }
     }

@@ -16,8 +16,8 @@ fuzz_target!(|data: &[u8]| {
         _ => (ValueMode::DecodedAndRaw, Some(64)),
     };
     let mut input = b"REDIS0011".to_vec();
-    if data.len() > 2 && data[2] == b'R' {
-        input.clear(); // let the fuzzer try its own header too
+    if data.len() > 2 && (data[2] == b'R' || data[2] == b'V') {
+        input.clear(); // let the fuzzer try its own header too (REDIS or VALKEY magic)
     }
     input.extend_from_slice(&data[2..]);
     let mut p = Parser::new(ParserOptions {

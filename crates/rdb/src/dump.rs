@@ -3,7 +3,7 @@
 use crate::crc64::crc64;
 use crate::encode::encode_value;
 use crate::error::Error;
-use crate::parser::{decode_value, MAX_RDB_VERSION};
+use crate::parser::{decode_value, is_valkey_version, loads_version, MAX_RDB_VERSION};
 use crate::value::Value;
 
 /// A DUMP payload split into its parts (checksum verified).
@@ -55,8 +55,8 @@ pub fn decode_dump(payload: &[u8]) -> Result<(Value, u16), Error> {
     let parts = split_dump(payload)?;
     let v = parts.rdb_version as u32;
     // Valkey 9 writes DUMP payloads with its own version numbers (80 and up).
-    let valkey = v >= 80;
-    if v > MAX_RDB_VERSION && !valkey {
+    let valkey = is_valkey_version(v);
+    if (v > MAX_RDB_VERSION && !valkey) || v > crate::parser::MAX_VALKEY_RDB_VERSION {
         return Err(Error::UnsupportedVersion {
             version: v,
             max: MAX_RDB_VERSION,
@@ -83,17 +83,33 @@ pub fn encode_dump(value: &Value, version: u32) -> Result<Vec<u8>, Error> {
 }
 
 /// Re-encodes a serialized value (type byte + payload, e.g. [`crate::Entry::raw`]) read from a
-/// source of RDB `source_version` as a DUMP payload for a target of RDB `target_version`. When the
-/// target loads the source's version the bytes pass through unchanged; otherwise the value is
-/// decoded and encoded again with encodings the target loads (7.0 listpacks become 6.2 ziplists).
+/// source of RDB `source_version` as a DUMP payload for a target of RDB `target_version` (its newest:
+/// 80 for Valkey 9). When the target loads the source's version ([`loads_version`]) the bytes pass
+/// through unchanged; otherwise the value is decoded (Valkey's meaning of type 22 for a source of 80+)
+/// and encoded again with encodings the target loads (7.0 listpacks become 6.2 ziplists, Redis 8's
+/// field-expiry hashes become Valkey's `HASH_2` and back, and a Redis 12 payload for Valkey 9 is
+/// written as 11, or 80 when it holds field expiries).
 pub fn reencode_for(
     serialized: &[u8],
     source_version: u32,
     target_version: u32,
 ) -> Result<Vec<u8>, Error> {
-    if source_version <= target_version && source_version <= MAX_RDB_VERSION {
+    let known = source_version <= MAX_RDB_VERSION
+        || (is_valkey_version(source_version)
+            && source_version <= crate::parser::MAX_VALKEY_RDB_VERSION);
+    if known && loads_version(target_version, source_version) {
         return Ok(build_dump(serialized, source_version as u16));
     }
-    let value = decode_value(serialized, source_version >= 80)?;
-    encode_dump(&value, target_version)
+    let value = decode_value(serialized, is_valkey_version(source_version))?;
+    encode_dump(&value, payload_version_for(&value, target_version))
+}
+
+/// The footer version to write a value with for a target of RDB `target_version`: Valkey 9 gets RDB 11 for
+/// everything it held before (so older Valkey and Redis 7.2 load it too) and 80 only for field expiries.
+pub fn payload_version_for(value: &Value, target_version: u32) -> u32 {
+    if is_valkey_version(target_version) && !value.has_field_expiry() {
+        11
+    } else {
+        target_version
+    }
 }

@@ -5,8 +5,10 @@
 //! | list | quicklist2 of listpacks (v10+), quicklist of ziplists (v7-9) | `LIST` | - |
 //! | set | intset (all integers, <= 512), listpack (v11+, <= 128 x 64 B) | `SET` | - |
 //! | zset | listpack (v10+), ziplist (v2-9) (<= 128 x 64 B) | `ZSET_2` (v8+), `ZSET` | - |
-//! | hash | listpack (v10+), ziplist (v4-9) (<= 128 x 64 B) | `HASH` | field TTLs: v12+ |
-//! | stream | - | `STREAM_LISTPACKS` 1/2/3/4 by version | v9+ |
+//! | hash | listpack (v10+), ziplist (v4-9) (<= 128 x 64 B) | `HASH` | field TTLs: v12+ (type 24), Valkey 80 (type 22) |
+//! | stream | - | `STREAM_LISTPACKS` 1/2/3/4 by version (3 for Valkey 80) | v9+ |
+//!
+//! Version 80 is Valkey 9's format: the same encodings as RDB 11, plus `HASH_2` for hashes with field expiries.
 //! | module | - | `MODULE_2` | v8+ |
 //!
 //! Strings that are canonical integers in the 32-bit range are written int-encoded, as Redis does.
@@ -127,7 +129,7 @@ impl Packer {
     }
 }
 
-/// Serializes `value` (type byte + payload) for target RDB `version` (1 to 13).
+/// Serializes `value` (type byte + payload) for target RDB `version` (1 to 13, or 80 for Valkey 9).
 ///
 /// ```
 /// use ferry_rdb::{encode_value, decode_value, Value};
@@ -139,7 +141,11 @@ impl Packer {
 /// assert_eq!(decode_value(&for_62, false).unwrap(), v);
 /// ```
 pub fn encode_value(value: &Value, version: u32) -> Result<Vec<u8>, Error> {
-    if version == 0 || version > crate::parser::MAX_RDB_VERSION {
+    let valkey = crate::parser::is_valkey_version(version);
+    if version == 0
+        || (version > crate::parser::MAX_RDB_VERSION && !valkey)
+        || version > crate::parser::MAX_VALKEY_RDB_VERSION
+    {
         return Err(cannot("any value (unknown version)", version));
     }
     if value.is_empty() {
@@ -298,10 +304,22 @@ fn encode_zset(
 
 fn encode_hash(out: &mut Vec<u8>, fields: &[HashField], version: u32) -> Result<(), Error> {
     let with_ttl = fields.iter().any(|f| f.expire_at_ms.is_some());
+    if with_ttl && crate::parser::is_valkey_version(version) {
+        // Valkey's HASH_2: count, then (field, value, absolute expiry ms as 8 bytes LE, -1 for none).
+        out.push(VALKEY_HASH_2);
+        put_len(out, fields.len() as u64);
+        for f in fields {
+            put_string(out, &f.field);
+            put_string(out, &f.value);
+            let at = f.expire_at_ms.map(|e| e as i64).unwrap_or(-1);
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+        return Ok(());
+    }
     if with_ttl {
         if version < 12 {
             return Err(cannot(
-                "a hash with field expiries (needs RDB 12, Redis 7.4)",
+                "a hash with field expiries (needs RDB 12, Redis 7.4, or 80, Valkey 9)",
                 version,
             ));
         }
@@ -390,7 +408,8 @@ fn encode_stream(out: &mut Vec<u8>, s: &Stream, version: u32) -> Result<(), Erro
     if version < 9 {
         return Err(cannot("a stream (needs RDB 9, Redis 5)", version));
     }
-    let t = if version >= 13 && s.idmp.is_some() {
+    let redis13 = version >= 13 && !crate::parser::is_valkey_version(version);
+    let t = if redis13 && s.idmp.is_some() {
         STREAM_LISTPACKS_4
     } else if version >= 11 {
         STREAM_LISTPACKS_3

@@ -4,12 +4,16 @@
 //!   stream), pull [`Item`]s: header, AUX fields, `SELECTDB`, `RESIZEDB`, each key as an
 //!   [`Entry`] (db, key, absolute expiry in ms, LRU idle / LFU freq, decoded [`Value`] and/or the
 //!   exact serialized bytes), functions, module AUX data, slot info, and EOF with the checksum
-//!   outcome. RDB versions 1 to 13 and Valkey's `VALKEY080` files are read; big collections can be
-//!   yielded in chunks (see [`parser`]).
+//!   outcome. RDB versions 1 to 13 (Redis up to 8.x, hash field expiry types 22 to 25, the pre-GA
+//!   function opcode 246 of 7.0 RC1/RC2, module values of type 6 and 7 that carry typed opcodes) and
+//!   Valkey's `VALKEY080` files (Valkey 9.0/9.1: its own type 22, `HASH_2`, and the slot-import opcode)
+//!   are read; big collections can be yielded in chunks (see [`parser`]).
 //! - [`Reader`]: the same over any `std::io::Read`.
 //! - [`decode_dump`] / [`encode_dump`] / [`build_dump`]: DUMP/RESTORE payloads.
 //! - [`encode_value`]: serialize a value for a target RDB version using only encodings it loads
-//!   (a 7.0 listpack value becomes ziplists for 6.2), and [`Writer`] for whole files.
+//!   (a 7.0 listpack value becomes ziplists for 6.2; hash field expiries become Redis's type 24 for
+//!   RDB 12+ or Valkey's type 22 for 80), and [`Writer`] for whole files. [`loads_version`] says which
+//!   payloads a target takes as they are; [`reencode_for`] converts the others.
 //! - [`json`]: one-key-per-line JSON rendering.
 //!
 //! ```
@@ -48,11 +52,14 @@ pub mod value;
 mod values;
 pub mod writer;
 
-pub use dump::{build_dump, decode_dump, encode_dump, reencode_for, split_dump, DumpParts};
+pub use dump::{
+    build_dump, decode_dump, encode_dump, payload_version_for, reencode_for, split_dump, DumpParts,
+};
 pub use encode::encode_value;
 pub use error::{Error, KeyContext, Result};
 pub use parser::{
-    decode_value, Checksum, Entry, Flavor, Item, Parser, ParserOptions, ValueMode, MAX_RDB_VERSION,
+    decode_value, is_valkey_version, loads_version, Checksum, Entry, Flavor, Item, Parser,
+    ParserOptions, ValueMode, MAX_RDB_VERSION, MAX_VALKEY_RDB_VERSION,
 };
 pub use reader::Reader;
 pub use value::{
@@ -79,7 +86,7 @@ pub fn type_name_of(rdb_type: u8) -> &'static str {
         | HASH_METADATA
         | HASH_LISTPACK_EX => "hash",
         STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4 => "stream",
-        MODULE_2 => "module",
+        MODULE_2 | MODULE_PRE_GA => "module",
         _ => "unknown",
     }
 }

@@ -7,9 +7,11 @@
 //! its bytes are buffered; if they are not, the parser remembers how many bytes it needs and
 //! returns `Ok(None)` without re-reading anything until that many have been fed. Completed units
 //! are dropped from the buffer at once, so the buffer holds at most one unit (plus one fed chunk),
-//! and no byte is parsed twice except for the one unit that straddled a chunk boundary. One
-//! exception: a stream's metadata after its listpacks (consumer groups, PELs, consumers) is one
-//! unit, so a stream with millions of pending entries is buffered and re-tried as a whole.
+//! and no byte is parsed twice except for the one unit that straddled a chunk boundary. A stream's
+//! metadata after its listpacks is read the same way: a group's header, each entry of its PEL, each
+//! consumer and each entry of a consumer's PEL are units of their own, so a stream with millions of
+//! pending entries never has more than one of them buffered. (The decoded groups are kept until the
+//! value ends, as a `RESTORE` or `XCLAIM`s need them: about 40 bytes per pending entry.)
 //!
 //! # Big values
 //!
@@ -38,6 +40,29 @@ use crate::values;
 /// Highest Redis RDB version this crate reads.
 pub const MAX_RDB_VERSION: u32 = 13;
 
+/// Highest Valkey RDB version (`VALKEY080` files, DUMP footers of 80) this crate reads and writes: Valkey 9.0
+/// and 9.1. Valkey numbers its own formats from 80 up and reserves 12 to 79 for Redis's.
+pub const MAX_VALKEY_RDB_VERSION: u32 = 80;
+
+/// True when an RDB version is one of Valkey's own (80 and up; 12 to 79 are Redis's).
+pub fn is_valkey_version(version: u32) -> bool {
+    version >= 80
+}
+
+/// True when a server that writes RDB `target` (its newest version: 9 for 6.2, 10 for 7.0, 12 for Redis 7.4 to
+/// 8.2, 80 for Valkey 9) loads a payload of RDB `source`. Redis loads every version up to its own; Valkey 9
+/// loads up to 11 and its own 80+, but refuses Redis's 12 to 79 (`rdb-version-check strict`, the default).
+pub fn loads_version(target: u32, source: u32) -> bool {
+    if source == 0 {
+        return false;
+    }
+    if is_valkey_version(target) {
+        source <= 11 || (80..=target).contains(&source)
+    } else {
+        source <= target
+    }
+}
+
 /// RDB type bytes and opcodes (see Redis's rdb.h).
 #[allow(missing_docs)]
 pub mod types {
@@ -64,12 +89,17 @@ pub mod types {
     pub const STREAM_LISTPACKS_3: u8 = 21;
     /// Redis 7.4 RC hash with field TTLs; under `VALKEY` magic this is Valkey's `HASH_2`.
     pub const HASH_METADATA_PRE_GA: u8 = 22;
+    /// Valkey 9's hash with field expiries (`RDB_TYPE_HASH_2`): the same byte as Redis's pre-GA type 22.
+    pub const VALKEY_HASH_2: u8 = 22;
     pub const HASH_LISTPACK_EX_PRE_GA: u8 = 23;
     pub const HASH_METADATA: u8 = 24;
     pub const HASH_LISTPACK_EX: u8 = 25;
     pub const STREAM_LISTPACKS_4: u8 = 26;
 
+    /// Redis: key metadata. Under `VALKEY` magic the same byte is [`OP_SLOT_IMPORT`].
     pub const OP_KEY_META: u8 = 243;
+    /// Valkey 9: a slot import in progress (job name, then slot ranges), skipped.
+    pub const OP_SLOT_IMPORT: u8 = 243;
     pub const OP_SLOT_INFO: u8 = 244;
     pub const OP_FUNCTION2: u8 = 245;
     pub const OP_FUNCTION_PRE_GA: u8 = 246;
@@ -584,12 +614,33 @@ impl Parser {
                 Item::Function { code }
             }
             OP_FUNCTION_PRE_GA => {
-                return Err(Stop::Bad {
-                    at: self.pos,
-                    kind: Bad::Unsupported(
-                        "pre-release function format (opcode 246, Redis 7.0 RC1/RC2)".into(),
-                    ),
-                })
+                // Redis 7.0 RC1/RC2: library name, engine name, a description flag (and the description),
+                // then the body without its `#!` line. Given back as the code `FUNCTION LOAD` takes since 7.0 GA
+                // (the description has no place there and is dropped).
+                let name = c
+                    .string("the name of a pre-GA function library")?
+                    .to_bytes()?;
+                let engine = c
+                    .string("the engine of a pre-GA function library")?
+                    .to_bytes()?;
+                let at = c.p;
+                let has_desc = c.len("the description flag of a pre-GA function library")?;
+                match has_desc {
+                    0 => {}
+                    1 => c.skip_string("the description of a pre-GA function library")?,
+                    x => {
+                        return corrupt(
+                            at,
+                            format!("pre-GA function description flag is {x}, expected 0 or 1"),
+                        )
+                    }
+                }
+                let body = c
+                    .string("the code of a pre-GA function library")?
+                    .to_bytes()?;
+                Item::Function {
+                    code: pre_ga_library_code(&engine, &name, &body),
+                }
             }
             OP_MODULE_AUX => {
                 let module_id = c.len("the module ID of module AUX data")?;
@@ -612,6 +663,17 @@ impl Parser {
                     payload,
                 }
             }
+            OP_SLOT_IMPORT if self.flavor == Flavor::Valkey => {
+                // An atomic slot migration in progress on a Valkey 9 cluster node: nothing to copy.
+                c.skip_string("the job name of a slot import")?;
+                let ranges = c.len("the range count of a slot import")?;
+                for _ in 0..ranges {
+                    c.len("the first slot of a slot import range")?;
+                    c.len("the last slot of a slot import range")?;
+                }
+                self.pos = c.p;
+                return Ok(None);
+            }
             OP_KEY_META => {
                 return Err(Stop::Bad {
                     at: self.pos,
@@ -620,14 +682,10 @@ impl Parser {
             }
             t => {
                 if !values::is_value_type(t) {
-                    let kind = if t == MODULE_PRE_GA {
-                        Bad::Unsupported(
-                            "pre-GA module value type 6 (Redis 4.0 release candidates)".into(),
-                        )
-                    } else {
-                        Bad::Corrupt(format!("unknown opcode or value type {t}"))
-                    };
-                    return Err(Stop::Bad { at: self.pos, kind });
+                    return Err(Stop::Bad {
+                        at: self.pos,
+                        kind: Bad::Corrupt(format!("unknown opcode or value type {t}")),
+                    });
                 }
                 let key = c.string("a key")?.to_bytes()?;
                 let meta = std::mem::take(&mut self.meta);
@@ -775,9 +833,9 @@ fn parse_magic(m: &[u8]) -> Result<(u32, Flavor), Bad> {
                 String::from_utf8_lossy(&m[6..9])
             ))
         })?;
-        if !(80..=80).contains(&v) {
+        if !(80..=MAX_VALKEY_RDB_VERSION).contains(&v) {
             return Err(Bad::Unsupported(format!(
-                "Valkey RDB version {v} (this reader supports 80)"
+                "Valkey RDB version {v} (this reader supports 80, Valkey 9.0 and 9.1)"
             )));
         }
         Ok((v, Flavor::Valkey))
@@ -801,13 +859,8 @@ pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
         });
     };
     if !values::is_value_type(t) {
-        let what = if t == MODULE_PRE_GA {
-            "pre-GA module value type 6".to_string()
-        } else {
-            format!("value type {t}")
-        };
         return Err(Error::Unsupported {
-            what,
+            what: format!("value type {t}"),
             offset: 0,
             key: ctx,
         });
@@ -835,6 +888,18 @@ pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
         key: KeyContext(None),
         message,
     })
+}
+
+/// The `FUNCTION LOAD` code of a Redis 7.0 RC library: `#!<engine> name=<name>` then its body.
+fn pre_ga_library_code(engine: &[u8], name: &[u8], body: &[u8]) -> Bytes {
+    let mut code = Vec::with_capacity(16 + engine.len() + name.len() + body.len());
+    code.extend_from_slice(b"#!");
+    code.extend(engine.iter().map(u8::to_ascii_lowercase));
+    code.extend_from_slice(b" name=");
+    code.extend_from_slice(name);
+    code.push(b'\n');
+    code.extend_from_slice(body);
+    Bytes::from(code)
 }
 
 /// The module value helper used by [`values`].

@@ -55,6 +55,26 @@ impl Value {
         }
     }
 
+    /// True for a hash with at least one field expiry (Redis 7.4+ / Valkey 9 only).
+    pub fn has_field_expiry(&self) -> bool {
+        matches!(self, Value::Hash(fields) if fields.iter().any(|f| f.expire_at_ms.is_some()))
+    }
+
+    /// Removes every hash field expiry (the fields and values stay); returns how many fields had one.
+    /// Other types are left as they are.
+    pub fn drop_field_expiries(&mut self) -> usize {
+        let Value::Hash(fields) = self else {
+            return 0;
+        };
+        let mut n = 0;
+        for f in fields {
+            if f.expire_at_ms.take().is_some() {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Approximate number of payload bytes (strings, members, fields and values).
     pub fn payload_bytes(&self) -> usize {
         match self {

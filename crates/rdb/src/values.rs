@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::cursor::{corrupt, Cur, RStr, R};
+use crate::cursor::{corrupt, Bad, Cur, RStr, Stop, R};
 use crate::encoding::{
     intset_for_each, listpack_for_each, ziplist_for_each, zipmap_for_each, Elem,
 };
@@ -15,7 +15,7 @@ use crate::value::{
 
 /// True for every value type byte this crate decodes.
 pub(crate) fn is_value_type(t: u8) -> bool {
-    matches!(t, 0..=5 | 7 | 9..=26)
+    matches!(t, 0..=7 | 9..=26)
 }
 
 /// Accumulated, not yet decoded, parts of a value.
@@ -59,6 +59,12 @@ pub(crate) struct ValueState {
     min_expire: u64,
     acc: Acc,
     tail: Option<StreamTail>,
+    /// Stream metadata still to read: groups, entries of the current group's PEL, consumers of the current
+    /// group, entries of the current consumer's PEL.
+    groups_left: u64,
+    pel_left: u64,
+    consumers_left: u64,
+    consumer_pel_left: u64,
     size: u64,
     pub pending_bytes: usize,
     /// First live stream entry seen in an earlier chunk (v1 streams do not store it).
@@ -103,6 +109,10 @@ impl ValueState {
             min_expire: 0,
             acc: Acc::None,
             tail: None,
+            groups_left: 0,
+            pel_left: 0,
+            consumers_left: 0,
+            consumer_pel_left: 0,
             size: 1,
             pending_bytes: 0,
             first_live: None,
@@ -394,7 +404,9 @@ impl ValueState {
                 }
                 Ok(self.element_done())
             }
-            MODULE_2 => {
+            MODULE_2 | MODULE_PRE_GA => {
+                // Type 6 (Redis 4.0 RCs) has the same shape when the module wrote its value with the typed
+                // opcodes; a value that is not such a sequence stops at its first unknown opcode.
                 if self.phase == 0 {
                     let id = c.len("the module ID of a module value")?;
                     self.phase = 1;
@@ -403,7 +415,17 @@ impl ValueState {
                 }
                 // One opcode with its operand per unit.
                 let start = c.p;
-                let op = c.module_opcode()?;
+                let op = match c.module_opcode() {
+                    Err(Stop::Bad { at, kind: Bad::Corrupt(m) }) if self.t == MODULE_PRE_GA => {
+                        return Err(Stop::Bad {
+                            at,
+                            kind: Bad::Unsupported(format!(
+                                "pre-GA module value type 6 that cannot be skipped by its opcodes ({m})"
+                            )),
+                        })
+                    }
+                    r => r?,
+                };
                 if let Acc::Module(_, p) = &mut self.acc {
                     p.extend_from_slice(&c.b[start..c.p]);
                 }
@@ -451,12 +473,163 @@ impl ValueState {
                 }
                 Ok(false)
             }
+            _ => self.stream_tail_unit(c),
+        }
+    }
+
+    /// One unit of the metadata after a stream's listpacks: the header (length, IDs, group count), a group's
+    /// header, one entry of its PEL, its consumer count, a consumer's header, one entry of a consumer's PEL,
+    /// or the IDMP state. So a stream with millions of pending entries never has more than one of them
+    /// buffered, and nothing is parsed twice.
+    fn stream_tail_unit(&mut self, c: &mut Cur<'_>) -> R<bool> {
+        const HEADER: u8 = 2;
+        const GROUP: u8 = 3;
+        const GROUP_PEL: u8 = 4;
+        const CONSUMERS: u8 = 5;
+        const CONSUMER: u8 = 6;
+        const CONSUMER_PEL: u8 = 7;
+        const IDMP: u8 = 8;
+        let t = self.t;
+        match self.phase {
+            HEADER => {
+                let length = c.len("the length of a stream")?;
+                let last_id = len_id(c, "the last ID of a stream")?;
+                let (first_id, max_deleted_id, entries_added) = if t >= STREAM_LISTPACKS_2 {
+                    let f = len_id(c, "the first ID of a stream")?;
+                    let m = len_id(c, "the max deleted ID of a stream")?;
+                    let a = c.len("the entries-added counter of a stream")?;
+                    (Some(f), m, Some(a))
+                } else {
+                    (None, StreamId::default(), None)
+                };
+                let ngroups = c.len("the consumer group count of a stream")?;
+                self.tail = Some(StreamTail {
+                    length,
+                    last_id,
+                    first_id,
+                    max_deleted_id,
+                    entries_added,
+                    groups: Vec::with_capacity(cap(ngroups).min(64)),
+                    idmp: None,
+                });
+                self.groups_left = ngroups;
+                self.phase = GROUP;
+            }
+            GROUP => {
+                let name = c.string("a consumer group name")?.to_bytes()?;
+                let last = len_id(c, "a consumer group last ID")?;
+                let entries_read = if t >= STREAM_LISTPACKS_2 {
+                    Some(c.len("a consumer group entries-read counter")?)
+                } else {
+                    None
+                };
+                let npel = c.len("the PEL size of a consumer group")?;
+                self.tail_groups().push(ConsumerGroup {
+                    name,
+                    last_id: last,
+                    entries_read,
+                    pending: Vec::with_capacity(cap(npel)),
+                    consumers: Vec::new(),
+                });
+                self.pel_left = npel;
+                self.phase = GROUP_PEL;
+            }
+            GROUP_PEL if self.pel_left > 0 => {
+                let id = StreamId::from_be_bytes(&c.id16("a PEL entry ID")?);
+                let delivery_time_ms = c.u64_le("a PEL delivery time")?;
+                let delivery_count = c.len("a PEL delivery count")?;
+                if self.keep {
+                    if let Some(g) = self.tail_groups().last_mut() {
+                        g.pending.push(PendingEntry {
+                            id,
+                            delivery_time_ms,
+                            delivery_count,
+                        });
+                    }
+                }
+                self.pel_left -= 1;
+            }
+            GROUP_PEL => self.phase = CONSUMERS,
+            CONSUMERS => {
+                let ncons = c.len("the consumer count of a consumer group")?;
+                if let Some(g) = self.tail_groups().last_mut() {
+                    g.consumers.reserve(cap(ncons));
+                }
+                self.consumers_left = ncons;
+                self.phase = CONSUMER;
+            }
+            CONSUMER if self.consumers_left > 0 => {
+                let name = c.string("a consumer name")?.to_bytes()?;
+                let seen_time_ms = c.u64_le("a consumer seen time")?;
+                let active_time_ms = if t >= STREAM_LISTPACKS_3 {
+                    Some(c.u64_le("a consumer active time")?)
+                } else {
+                    None
+                };
+                let np = c.len("the PEL size of a consumer")?;
+                if let Some(g) = self.tail_groups().last_mut() {
+                    g.consumers.push(Consumer {
+                        name,
+                        seen_time_ms,
+                        active_time_ms,
+                        pending: Vec::with_capacity(cap(np)),
+                    });
+                }
+                self.consumer_pel_left = np;
+                self.consumers_left -= 1;
+                self.phase = CONSUMER_PEL;
+            }
+            CONSUMER => {
+                // The group is complete.
+                self.groups_left = self.groups_left.saturating_sub(1);
+                self.phase = GROUP;
+            }
+            CONSUMER_PEL if self.consumer_pel_left > 0 => {
+                let id = StreamId::from_be_bytes(&c.id16("a consumer PEL entry ID")?);
+                if self.keep {
+                    let consumer = self
+                        .tail_groups()
+                        .last_mut()
+                        .and_then(|g| g.consumers.last_mut());
+                    if let Some(consumer) = consumer {
+                        consumer.pending.push(id);
+                    }
+                }
+                self.consumer_pel_left -= 1;
+            }
+            CONSUMER_PEL => self.phase = CONSUMER,
             _ => {
-                let tail = read_stream_tail(c, self.t, self.keep)?;
-                self.tail = Some(tail);
-                Ok(true)
+                let idmp = read_stream_idmp(c)?;
+                if let Some(tail) = &mut self.tail {
+                    tail.idmp = Some(idmp);
+                }
+                return Ok(true);
             }
         }
+        // After the last group: the IDMP state of RDB 13 streams, or the end.
+        if self.phase == GROUP && self.groups_left == 0 {
+            if t >= STREAM_LISTPACKS_4 {
+                self.phase = IDMP;
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn tail_groups(&mut self) -> &mut Vec<ConsumerGroup> {
+        &mut self
+            .tail
+            .get_or_insert_with(|| StreamTail {
+                length: 0,
+                last_id: StreamId::default(),
+                first_id: None,
+                max_deleted_id: StreamId::default(),
+                entries_added: None,
+                groups: Vec::new(),
+                idmp: None,
+            })
+            .groups
     }
 
     /// Decodes the accumulated units into a chunk value and clears them.
@@ -503,110 +676,31 @@ fn len_id(c: &mut Cur<'_>, what: &'static str) -> R<StreamId> {
     Ok(StreamId::new(c.len(what)?, c.len(what)?))
 }
 
-fn read_stream_tail(c: &mut Cur<'_>, t: u8, keep: bool) -> R<StreamTail> {
-    let length = c.len("the length of a stream")?;
-    let last_id = len_id(c, "the last ID of a stream")?;
-    let (first_id, max_deleted_id, entries_added) = if t >= STREAM_LISTPACKS_2 {
-        let f = len_id(c, "the first ID of a stream")?;
-        let m = len_id(c, "the max deleted ID of a stream")?;
-        let a = c.len("the entries-added counter of a stream")?;
-        (Some(f), m, Some(a))
-    } else {
-        (None, StreamId::default(), None)
-    };
-    let ngroups = c.len("the consumer group count of a stream")?;
-    let mut groups = Vec::with_capacity(cap(ngroups).min(64));
-    for _ in 0..ngroups {
-        let name = c.string("a consumer group name")?.to_bytes()?;
-        let last = len_id(c, "a consumer group last ID")?;
-        let entries_read = if t >= STREAM_LISTPACKS_2 {
-            Some(c.len("a consumer group entries-read counter")?)
-        } else {
-            None
-        };
-        let npel = c.len("the PEL size of a consumer group")?;
-        let mut pending = Vec::with_capacity(cap(npel));
-        for _ in 0..npel {
-            let id = StreamId::from_be_bytes(&c.id16("a PEL entry ID")?);
-            let delivery_time_ms = c.u64_le("a PEL delivery time")?;
-            let delivery_count = c.len("a PEL delivery count")?;
-            if keep {
-                pending.push(PendingEntry {
-                    id,
-                    delivery_time_ms,
-                    delivery_count,
-                });
-            }
+/// The IDMP state of an RDB 13 stream (`STREAM_LISTPACKS_4`).
+fn read_stream_idmp(c: &mut Cur<'_>) -> R<StreamIdmp> {
+    let duration = c.len("the IDMP duration of a stream")?;
+    let max_entries = c.len("the IDMP max entries of a stream")?;
+    let np = c.len("the IDMP producer count of a stream")?;
+    let mut producers = Vec::with_capacity(cap(np));
+    for _ in 0..np {
+        let pid = c.string("an IDMP producer ID")?.to_bytes()?;
+        let ne = c.len("the IDMP entry count of a producer")?;
+        let mut es = Vec::with_capacity(cap(ne));
+        for _ in 0..ne {
+            let iid = c.string("an IDMP entry IID")?.to_bytes()?;
+            let id = len_id(c, "an IDMP entry stream ID")?;
+            es.push((iid, id));
         }
-        let ncons = c.len("the consumer count of a consumer group")?;
-        let mut consumers = Vec::with_capacity(cap(ncons));
-        for _ in 0..ncons {
-            let cname = c.string("a consumer name")?.to_bytes()?;
-            let seen_time_ms = c.u64_le("a consumer seen time")?;
-            let active_time_ms = if t >= STREAM_LISTPACKS_3 {
-                Some(c.u64_le("a consumer active time")?)
-            } else {
-                None
-            };
-            let np = c.len("the PEL size of a consumer")?;
-            let mut cp = Vec::with_capacity(cap(np));
-            for _ in 0..np {
-                let id = StreamId::from_be_bytes(&c.id16("a consumer PEL entry ID")?);
-                if keep {
-                    cp.push(id);
-                }
-            }
-            consumers.push(Consumer {
-                name: cname,
-                seen_time_ms,
-                active_time_ms,
-                pending: cp,
-            });
-        }
-        groups.push(ConsumerGroup {
-            name,
-            last_id: last,
-            entries_read,
-            pending,
-            consumers,
-        });
+        producers.push((pid, es));
     }
-    let idmp = if t >= STREAM_LISTPACKS_4 {
-        let duration = c.len("the IDMP duration of a stream")?;
-        let max_entries = c.len("the IDMP max entries of a stream")?;
-        let np = c.len("the IDMP producer count of a stream")?;
-        let mut producers = Vec::with_capacity(cap(np));
-        for _ in 0..np {
-            let pid = c.string("an IDMP producer ID")?.to_bytes()?;
-            let ne = c.len("the IDMP entry count of a producer")?;
-            let mut es = Vec::with_capacity(cap(ne));
-            for _ in 0..ne {
-                let iid = c.string("an IDMP entry IID")?.to_bytes()?;
-                let id = len_id(c, "an IDMP entry stream ID")?;
-                es.push((iid, id));
-            }
-            producers.push((pid, es));
-        }
-        let iids_added = c.len("the IDMP iids-added counter")?;
-        let iids_duplicates = c.len("the IDMP iids-duplicates counter")?;
-        Some(StreamIdmp {
-            duration,
-            max_entries,
-            producers,
-            iids_added,
-            iids_duplicates,
-        })
-    } else {
-        None
-    };
-    Ok(StreamTail {
-        length,
-        last_id,
-        first_id,
-        max_deleted_id,
-        entries_added,
-        groups,
-        idmp,
+    let iids_added = c.len("the IDMP iids-added counter")?;
+    let iids_duplicates = c.len("the IDMP iids-duplicates counter")?;
+    Ok(StreamIdmp {
+        duration,
+        max_entries,
+        producers,
+        iids_added,
+        iids_duplicates,
     })
 }
 
@@ -682,7 +776,7 @@ fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>) -> Result<Value, Strin
             let (_, blob) = nodes.pop().unwrap_or_default();
             decode_blob(t, &blob)?
         }
-        (MODULE_2, Acc::Module(id, payload)) => {
+        (MODULE_2 | MODULE_PRE_GA, Acc::Module(id, payload)) => {
             Value::Module(Box::new(module_value(id, Bytes::from(payload))))
         }
         (STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3 | STREAM_LISTPACKS_4, acc) => {

@@ -29,9 +29,14 @@ pub struct Writer<W: Write> {
 }
 
 impl<W: Write> Writer<W> {
-    /// Starts a file of RDB `version` (1 to 13) by writing the magic header.
+    /// Starts a file of RDB `version` (1 to 13, or 80 for a Valkey 9 `VALKEY080` file) by writing the
+    /// magic header.
     pub fn new(w: W, version: u32) -> Result<Self, Error> {
-        if version == 0 || version > MAX_RDB_VERSION {
+        let valkey = crate::parser::is_valkey_version(version);
+        if version == 0
+            || (version > MAX_RDB_VERSION && !valkey)
+            || version > crate::parser::MAX_VALKEY_RDB_VERSION
+        {
             return Err(cannot("an RDB file", version));
         }
         let mut me = Writer {
@@ -40,8 +45,12 @@ impl<W: Write> Writer<W> {
             crc: 0,
             scratch: Vec::with_capacity(4096),
         };
-        me.scratch
-            .extend_from_slice(format!("REDIS{version:04}").as_bytes());
+        let magic = if valkey {
+            format!("VALKEY{version:03}")
+        } else {
+            format!("REDIS{version:04}")
+        };
+        me.scratch.extend_from_slice(magic.as_bytes());
         me.flush_scratch()?;
         Ok(me)
     }

@@ -15,8 +15,9 @@ use crate::Error;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ValueCheck {
-    /// `DEBUG DIGEST-VALUE` when both sides answer it, else [`ValueCheck::Values`]; where digests differ the
-    /// decoded values decide (so digest quirks between versions give no false difference).
+    /// `DEBUG DIGEST-VALUE` when both sides answer it and run the same server family and version, else
+    /// [`ValueCheck::Values`] (digests and `DUMP` payloads differ between Redis and Valkey and between RDB
+    /// versions); where digests differ the decoded values decide (so digest quirks give no false difference).
     #[default]
     Auto,
     /// `DEBUG DIGEST-VALUE` (an error if a side does not allow `DEBUG`); differing digests are a difference even
@@ -44,6 +45,8 @@ pub struct CompareOptions {
     pub dbs: Option<Vec<u32>>,
     /// How values are compared.
     pub values: ValueCheck,
+    /// Compare hash field expiries (`HPEXPIRETIME`) where both sides have field expiry (Redis 7.4+, Valkey 9).
+    pub field_expiry: bool,
     /// Compare stream consumer groups, consumers and pending entries (digests do not cover them).
     pub stream_groups: bool,
     /// Keys starting with any of these are skipped on both sides (e.g. `ferry:checkpoint:` keys a sync adds to
@@ -59,6 +62,7 @@ impl Default for CompareOptions {
             expiry_tolerance: None,
             dbs: None,
             values: ValueCheck::Auto,
+            field_expiry: true,
             stream_groups: true,
             ignore_prefixes: Vec::new(),
         }
@@ -69,6 +73,12 @@ impl CompareOptions {
     /// Sets `values`.
     pub fn values(mut self, v: ValueCheck) -> Self {
         self.values = v;
+        self
+    }
+
+    /// Sets `field_expiry`.
+    pub fn field_expiry(mut self, on: bool) -> Self {
+        self.field_expiry = on;
         self
     }
 
@@ -258,7 +268,9 @@ pub fn compare(a: &Target, b: &Target, opts: &CompareOptions) -> Result<CompareR
     let mut side_b = Side::open(b)?;
     let digest = match opts.values {
         ValueCheck::Values => false,
-        ValueCheck::Auto => side_a.digest_supported() && side_b.digest_supported(),
+        ValueCheck::Auto => {
+            side_a.same_format(&side_b) && side_a.digest_supported() && side_b.digest_supported()
+        }
         ValueCheck::Digest => {
             if !side_a.digest_supported() || !side_b.digest_supported() {
                 return Err(Error::InvalidArgument(
@@ -410,7 +422,18 @@ fn compare_key(
         }
         return Ok(());
     }
-    let values_differ = if digest {
+    let field_ttl = opts.field_expiry
+        && ma.kind == "hash"
+        && side_a.field_expiry(na)
+        && side_b.field_expiry(nb);
+    let values_differ = if field_ttl {
+        // Digests need not cover field expiries: hashes are read with them on both sides.
+        let va = side_a.value(db, key, na, &ma.kind)?;
+        let vb = side_b.value(db, key, nb, &mb.kind)?;
+        let va = side_a.with_field_expiries(db, key, na, va)?;
+        let vb = side_b.with_field_expiries(db, key, nb, vb)?;
+        first_value_difference(&va, &vb)
+    } else if digest {
         if ma.digest != mb.digest {
             let va = side_a.value(db, key, na, &ma.kind)?;
             let vb = side_b.value(db, key, nb, &mb.kind)?;
@@ -531,6 +554,54 @@ impl Side {
             cluster: t.is_cluster(),
             selected: vec![None; n],
         })
+    }
+
+    /// True when every node of both sides runs the same family and version (so digests can be compared).
+    fn same_format(&self, other: &Side) -> bool {
+        let first = self.nodes.first().map(|n| (n.valkey, n.version));
+        self.nodes
+            .iter()
+            .chain(&other.nodes)
+            .all(|n| Some((n.valkey, n.version)) == first)
+    }
+
+    /// Node `i` has hash field expiry.
+    fn field_expiry(&self, i: usize) -> bool {
+        self.nodes[i].field_expiry()
+    }
+
+    /// Adds each field's absolute expiry (`HPEXPIRETIME`, -1 for none) to a decoded hash.
+    fn with_field_expiries(
+        &mut self,
+        db: u32,
+        key: &[u8],
+        i: usize,
+        v: Decoded,
+    ) -> Result<Decoded, Error> {
+        let Decoded::Hash(fields) = v else {
+            return Ok(v);
+        };
+        self.select(i, db)?;
+        let node = &mut self.nodes[i];
+        let names: Vec<&Vec<u8>> = fields.keys().collect();
+        let mut times: Vec<i64> = Vec::with_capacity(names.len());
+        for chunk in names.chunks(512) {
+            let t: Vec<i64> = redis::cmd("HPEXPIRETIME")
+                .arg(key)
+                .arg("FIELDS")
+                .arg(chunk.len())
+                .arg(chunk)
+                .query(&mut node.con)
+                .ctx(|| format!("HPEXPIRETIME {} on {}", show(key), node.addr))?;
+            times.extend(t);
+        }
+        let expiries = fields
+            .keys()
+            .cloned()
+            .zip(times)
+            .filter(|(_, t)| *t >= 0)
+            .collect();
+        Ok(Decoded::HashWithFieldExpiries(fields, expiries))
     }
 
     fn digest_supported(&mut self) -> bool {
@@ -857,6 +928,8 @@ enum Decoded {
     Set(BTreeSet<Vec<u8>>),
     ZSet(BTreeMap<Vec<u8>, f64>),
     Hash(BTreeMap<Vec<u8>, Vec<u8>>),
+    /// A hash and the absolute expiry (Unix ms) of each field that has one.
+    HashWithFieldExpiries(BTreeMap<Vec<u8>, Vec<u8>>, BTreeMap<Vec<u8>, i64>),
     Stream(Vec<(String, Vec<Vec<u8>>)>),
     Other(String, Vec<u8>),
 }
@@ -930,6 +1003,22 @@ fn first_value_difference(a: &Decoded, b: &Decoded) -> Option<String> {
             y.keys()
                 .find(|f| !x.contains_key(*f))
                 .map(|f| format!("field {} only in b", show(f)))
+        }
+        (Decoded::HashWithFieldExpiries(x, ex), Decoded::HashWithFieldExpiries(y, ey)) => {
+            first_value_difference(&Decoded::Hash(x.clone()), &Decoded::Hash(y.clone())).or_else(
+                || {
+                    let f = ex
+                        .keys()
+                        .chain(ey.keys())
+                        .find(|f| ex.get(*f) != ey.get(*f))?;
+                    let at = |m: &BTreeMap<Vec<u8>, i64>| {
+                        m.get(f)
+                            .map(|t| format!("field expires at {t} ms"))
+                            .unwrap_or_else(|| "no field expiry".into())
+                    };
+                    Some(format!("field {}: a {}, b {}", show(f), at(ex), at(ey)))
+                },
+            )
         }
         (Decoded::Stream(x), Decoded::Stream(y)) => {
             if let Some(i) = x.iter().zip(y).position(|(p, q)| p != q) {

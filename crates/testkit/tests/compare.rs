@@ -299,3 +299,51 @@ fn cluster_compares_equal_to_standalone_with_same_data_and_finds_a_missing_key()
         Some(&b"ferry:set:int32:0"[..])
     );
 }
+
+#[test]
+fn compare_across_families_reads_values_and_field_expiries() {
+    let redis82 = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let valkey = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
+    let a = Target::from(&redis82);
+    let b = Target::from(&valkey);
+    let opts = FillOptions::seed(7).dbs([0u32]);
+    let ra = fill(&a, &opts).unwrap();
+    let rb = fill(&b, &opts).unwrap();
+    assert_eq!(ra.hashes_with_field_expiry, rb.hashes_with_field_expiry);
+    // Relative TTLs were set at two moments: allow for it.
+    let copts = CompareOptions::default().expiry_tolerance(std::time::Duration::from_secs(60));
+    let report = compare(&a, &b, &copts).unwrap();
+    assert_eq!(
+        report.value_check, "values",
+        "digests differ across families"
+    );
+    // The vector set exists on Redis 8.2 only; everything else is equal by value, field expiries included.
+    assert_eq!(report.total_differences, 1, "{report}");
+    assert_eq!(report.differences[0].kind, DifferenceKind::OnlyInA);
+    assert_eq!(
+        report.differences[0].key.as_deref(),
+        Some(&b"ferry:vset:0"[..])
+    );
+
+    // A field expiry changed on one side is a value difference naming the key.
+    let mut c = valkey.client();
+    redis::cmd("HPEXPIREAT")
+        .arg("ferry:hash:fieldttl:small:0")
+        .arg(4_200_000_000_000u64)
+        .arg("FIELDS")
+        .arg(1)
+        .arg("field1")
+        .exec(&mut c)
+        .unwrap();
+    let report = compare(&a, &b, &copts).unwrap();
+    assert_eq!(report.total_differences, 2, "{report}");
+    assert!(
+        report
+            .differences
+            .iter()
+            .any(|d| d.kind == DifferenceKind::Value
+                && d.key.as_deref() == Some(&b"ferry:hash:fieldttl:small:0"[..])
+                && d.detail.contains("field expires at")),
+        "{report}"
+    );
+}

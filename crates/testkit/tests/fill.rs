@@ -12,8 +12,8 @@ fn encoding(server_con: &mut redis::Connection, db: u32, key: &[u8]) -> String {
 }
 
 #[test]
-fn fill_writes_every_intended_encoding_on_both_versions() {
-    for v in Version::all() {
+fn fill_writes_every_intended_encoding_on_every_version() {
+    for v in Version::every() {
         let server = Server::start(ServerOptions::new(v)).unwrap();
         let report = fill(&Target::from(&server), &FillOptions::default()).unwrap();
         let mut con = server.client();
@@ -34,6 +34,7 @@ fn fill_writes_every_intended_encoding_on_both_versions() {
         for s in &report.samples {
             seen.insert(s.encoding.as_str());
         }
+        // 8.2 and Valkey 9.1 have the same encodings as 7.0 (listpacks, no ziplists).
         let expected: &[&str] = if v.is_7() {
             &[
                 "embstr",
@@ -101,6 +102,35 @@ fn fill_writes_every_intended_encoding_on_both_versions() {
             .unwrap();
         assert!(ttl > 86_400_000, "{v}: {ttl}");
         assert_eq!(report.keys_with_expiry, 45, "15 per db");
+
+        // Field expiries where the server has them (Redis 8.2, Valkey 9.1), vector sets on Redis 8.2.
+        if v.field_expiry() {
+            assert_eq!(report.hashes_with_field_expiry.len(), 12, "{v}: 4 per db");
+            let times: Vec<i64> = redis::cmd("HPEXPIRETIME")
+                .arg("ferry:hash:fieldttl:small:0")
+                .arg("FIELDS")
+                .arg(2)
+                .arg("field0")
+                .arg("field1")
+                .query(&mut con)
+                .unwrap();
+            assert!(
+                times[0] > 4_000_000_000_000 && times[1] == -1,
+                "{v}: {times:?}"
+            );
+        } else {
+            assert!(report.hashes_with_field_expiry.is_empty());
+        }
+        if v.vector_sets() {
+            assert_eq!(report.module_keys.len(), 3, "{v}: one per db");
+            let card: u64 = redis::cmd("VCARD")
+                .arg("ferry:vset:0")
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(card, 20);
+        } else {
+            assert!(report.module_keys.is_empty());
+        }
 
         if v.is_7() {
             assert_eq!(report.function_libraries, vec!["ferry_lib_1".to_string()]);

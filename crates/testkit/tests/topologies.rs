@@ -177,3 +177,31 @@ fn cluster_reaches_state_ok_and_serves_keys_on_7_0() {
 fn cluster_reaches_state_ok_and_serves_keys_on_6_2_with_password() {
     cluster_serves_keys(Version::V6_2, Some("cluster-pass"));
 }
+
+#[test]
+fn replica_set_replicates_writes_on_8_2_and_valkey_9_1() {
+    for v in [Version::V8_2, Version::V9_1] {
+        let set = ReplicaSet::start(v, 1).unwrap();
+        let mut m = set.master.client();
+        redis::cmd("SET").arg("k").arg("v1").exec(&mut m).unwrap();
+        set.wait_synced(DEADLINE).unwrap();
+        let mut c = set.replicas[0].client();
+        let got: String = redis::cmd("GET").arg("k").query(&mut c).unwrap();
+        assert_eq!(got, "v1", "replica of {v}");
+    }
+}
+
+#[test]
+fn sentinel_group_fails_over_on_valkey_9_1_with_valkey_sentinels() {
+    let group = sentinel_failover_is_observed(SentinelOptions::new(Version::V9_1));
+    assert!(group.sentinels[0].describe().starts_with("valkey-sentinel"));
+    let info = group.sentinels[0].info("server").unwrap();
+    assert!(info.contains("valkey_version:9.1"), "{info}");
+    group.wait_all_replicating(Duration::from_secs(60)).unwrap();
+}
+
+#[test]
+fn cluster_reaches_state_ok_and_serves_keys_on_8_2_and_valkey_9_1() {
+    cluster_serves_keys(Version::V8_2, None);
+    cluster_serves_keys(Version::V9_1, Some("cluster-pass"));
+}

@@ -305,6 +305,553 @@ pub fn adapt_for_target(argv: &mut Vec<Bytes>, target_rdb: u16) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Target policy: what to do with a key or command the target cannot hold.
+// ---------------------------------------------------------------------------------------------------------
+
+/// Which project a server comes from. Their RDB formats part ways after Redis 7.2 (Redis 7.4+ writes 12 and up,
+/// Valkey 9 writes 80 with its own magic), so a target's format is its family and version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerFamily {
+    /// Redis (and Redis-compatible servers that report no Valkey version).
+    #[default]
+    Redis,
+    /// Valkey (`server_name:valkey`, `valkey_version` in `INFO server`).
+    Valkey,
+}
+
+/// What a target server loads and knows: the RDB version of `RESTORE` payloads it accepts, field expiry, module
+/// types, commands. Built from its `INFO server` text ([`TargetFormat::from_info`]), which is what
+/// `Sink::rdb_version` should use instead of [`rdb_version_for`] (Valkey reports `redis_version:7.2.4`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TargetFormat {
+    /// Redis or Valkey.
+    pub family: ServerFamily,
+    /// `(major, minor, patch)` (`valkey_version` on Valkey).
+    pub version: (u32, u32, u32),
+    /// The newest RDB version it loads: 9 (6.x), 10 (7.0), 11 (7.2, Valkey 7/8), 12 (Redis 7.4-8.2), 13 (8.4+),
+    /// 80 (Valkey 9).
+    pub rdb_version: u32,
+    /// Hash field expiry (Redis 7.4+, Valkey 9+).
+    pub field_expiry: bool,
+    /// Module types it can hold, by their 9-character RDB name (`vectorset` is built into Redis 8).
+    pub module_types: Vec<String>,
+    /// The commands it knows (lower case), when the caller read them (`COMMAND LIST`); `None` judges by
+    /// version only.
+    pub commands: Option<std::collections::BTreeSet<String>>,
+}
+
+impl TargetFormat {
+    /// Reads family and version from an `INFO server` reply. Unknown or unparsable versions are taken as the
+    /// newest of their family.
+    pub fn from_info(info_server: &str) -> TargetFormat {
+        let field = |name: &str| {
+            info_server.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k == name).then(|| v.trim().to_string())
+            })
+        };
+        let valkey_version = field("valkey_version");
+        let family =
+            if valkey_version.is_some() || field("server_name").as_deref() == Some("valkey") {
+                ServerFamily::Valkey
+            } else {
+                ServerFamily::Redis
+            };
+        let text = valkey_version
+            .or_else(|| field("redis_version"))
+            .unwrap_or_default();
+        let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
+        let version = match (
+            parts.next().flatten(),
+            parts.next().flatten(),
+            parts.next().flatten(),
+        ) {
+            (Some(a), Some(b), c) => (a, b, c.unwrap_or(0)),
+            _ if family == ServerFamily::Valkey => (9, 1, 0),
+            _ => (8, 2, 0),
+        };
+        TargetFormat::new(family, version)
+    }
+
+    /// The format of a server of `family` and `version`.
+    pub fn new(family: ServerFamily, version: (u32, u32, u32)) -> TargetFormat {
+        let (major, minor, _) = version;
+        let (rdb_version, field_expiry) = match family {
+            ServerFamily::Valkey if major >= 9 => (80, true),
+            ServerFamily::Valkey => (11, false),
+            ServerFamily::Redis => {
+                let rdb = match (major, minor) {
+                    (0..=2, _) => 6,
+                    (3, _) => 7,
+                    (4, _) => 8,
+                    (5, _) | (6, _) => 9,
+                    (7, 0) | (7, 1) => 10,
+                    (7, 2) | (7, 3) => 11,
+                    (7, _) | (8, 0..=3) => 12,
+                    _ => 13,
+                };
+                (rdb, rdb >= 12)
+            }
+        };
+        let module_types = if family == ServerFamily::Redis && major >= 8 {
+            vec!["vectorset".to_string()]
+        } else {
+            Vec::new()
+        };
+        TargetFormat {
+            family,
+            version,
+            rdb_version,
+            field_expiry,
+            module_types,
+            commands: None,
+        }
+    }
+
+    /// Adds the commands the target knows (names as `COMMAND LIST` gives them).
+    pub fn with_commands<I, S>(mut self, names: I) -> TargetFormat
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.commands = Some(
+            names
+                .into_iter()
+                .map(|n| n.as_ref().to_ascii_lowercase())
+                .collect(),
+        );
+        self
+    }
+
+    /// Adds module types the target has loaded (`MODULE LIST` names them; the RDB names a type by its
+    /// 9-character type name, which for most modules differs from the module name).
+    pub fn with_module_types<I, S>(mut self, names: I) -> TargetFormat
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.module_types.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// True when the target takes a payload of RDB `version` as it is.
+    pub fn loads(&self, version: u32) -> bool {
+        ferry_rdb::loads_version(self.rdb_version, version)
+    }
+
+    /// True when the target knows the command `name` (the `commands` read from it, else by version: the hash
+    /// field expiry commands need field expiry, the vector set commands the `vectorset` type).
+    pub fn knows_command(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        if let Some(set) = &self.commands {
+            return set.contains(&name);
+        }
+        if is_field_expiry_command(&name) {
+            return self.field_expiry;
+        }
+        if name.starts_with('v') && VECTOR_SET_COMMANDS.contains(&name.as_str()) {
+            return self.module_types.iter().any(|m| m == "vectorset");
+        }
+        if name == "hgetdel" {
+            return self.family == ServerFamily::Redis
+                && self.rdb_version >= 12
+                && self.version >= (8, 0, 0);
+        }
+        true
+    }
+}
+
+const VECTOR_SET_COMMANDS: &[&str] = &[
+    "vadd",
+    "vrem",
+    "vsim",
+    "vcard",
+    "vdim",
+    "vemb",
+    "vgetattr",
+    "vsetattr",
+    "vinfo",
+    "vlinks",
+    "vrandmember",
+    "vismember",
+];
+
+/// The commands that set, read with a new expiry, or clear hash field expiries.
+fn is_field_expiry_command(name: &str) -> bool {
+    matches!(
+        name,
+        "hexpire"
+            | "hpexpire"
+            | "hexpireat"
+            | "hpexpireat"
+            | "hpersist"
+            | "httl"
+            | "hpttl"
+            | "hexpiretime"
+            | "hpexpiretime"
+            | "hgetex"
+            | "hsetex"
+    )
+}
+
+/// What to do with a key (or a live command) the target cannot hold: field expiries on a target before
+/// Redis 7.4 / Valkey 9, a command it does not know, a module type it has no module for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetPolicy {
+    /// Stop the job with an error naming the key (the default: nothing is lost silently).
+    #[default]
+    Stop,
+    /// Leave the key out of the target (its later commands too) and list it.
+    Skip,
+    /// Keep what the target holds and list the key with what was lost: hash field expiries are dropped and the
+    /// fields kept. What has no lesser form (a module value, an unknown command) is skipped and listed as such.
+    Convert,
+}
+
+impl std::str::FromStr for TargetPolicy {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "stop" | "panic" => Ok(TargetPolicy::Stop),
+            "skip" => Ok(TargetPolicy::Skip),
+            "convert" => Ok(TargetPolicy::Convert),
+            other => Err(crate::error::Error::Config(format!(
+                "target policy {other:?}: expected stop, skip or convert"
+            ))),
+        }
+    }
+}
+
+/// Why a key was skipped or converted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Loss {
+    /// Hash field expiries dropped (the fields kept), with how many fields had one.
+    FieldExpiries {
+        /// Fields whose expiry was dropped.
+        fields: usize,
+    },
+    /// A module value whose type the target has no module for.
+    ModuleType {
+        /// The module type name (`vectorset`, `ReJSON-RL`).
+        name: String,
+    },
+    /// A live command the target does not know.
+    UnknownCommand {
+        /// The command name, lower case.
+        name: String,
+    },
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loss::FieldExpiries { fields } => {
+                write!(f, "expiry of {fields} hash field(s) dropped, fields kept")
+            }
+            Loss::ModuleType { name } => {
+                write!(f, "module type {name} has no module on the target")
+            }
+            Loss::UnknownCommand { name } => {
+                write!(f, "the target does not know the command {name}")
+            }
+        }
+    }
+}
+
+/// One key the policy skipped or converted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyKey {
+    /// Source database.
+    pub db: i64,
+    /// The key.
+    pub key: Bytes,
+    /// What was lost.
+    pub loss: Loss,
+}
+
+/// The keys a [`TargetPolicy`] skipped or converted, for the status and the job's report: counters of all, and
+/// the keys themselves up to `max_listed` of each kind (every skipped key is remembered, so its later live
+/// commands are skipped too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyReport {
+    /// Keys left out of the target.
+    pub keys_skipped: u64,
+    /// Keys written with a loss.
+    pub keys_converted: u64,
+    /// Live commands not forwarded (unknown to the target, or on a skipped key).
+    pub commands_skipped: u64,
+    /// Live commands rewritten with a loss (field expiries removed).
+    pub commands_converted: u64,
+    /// The skipped keys, first `max_listed`.
+    pub skipped: Vec<PolicyKey>,
+    /// The converted keys, first `max_listed`.
+    pub converted: Vec<PolicyKey>,
+    /// How many keys of each kind are listed (0 = the default, 1000).
+    pub max_listed: usize,
+    /// Skipped and converted keys by database (looked up by `&[u8]` for every live command).
+    skipped_set: std::collections::HashMap<i64, std::collections::HashSet<Bytes>>,
+    converted_set: std::collections::HashMap<i64, std::collections::HashSet<Bytes>>,
+}
+
+impl PolicyReport {
+    /// An empty report listing up to `max_listed` keys of each kind.
+    pub fn new(max_listed: usize) -> PolicyReport {
+        PolicyReport {
+            max_listed,
+            ..Default::default()
+        }
+    }
+
+    fn limit(&self) -> usize {
+        if self.max_listed == 0 {
+            1000
+        } else {
+            self.max_listed
+        }
+    }
+
+    /// True when the key was skipped: its later commands are not forwarded either.
+    pub fn is_skipped(&self, db: i64, key: &[u8]) -> bool {
+        self.skipped_set
+            .get(&db)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    fn skip(&mut self, db: i64, key: &Bytes, loss: Loss) {
+        if self.skipped_set.entry(db).or_default().insert(key.clone()) {
+            self.keys_skipped += 1;
+            if self.skipped.len() < self.limit() {
+                self.skipped.push(PolicyKey {
+                    db,
+                    key: key.clone(),
+                    loss,
+                });
+            }
+        }
+    }
+
+    fn convert(&mut self, db: i64, key: &Bytes, loss: Loss) {
+        if self
+            .converted_set
+            .entry(db)
+            .or_default()
+            .insert(key.clone())
+        {
+            self.keys_converted += 1;
+            if self.converted.len() < self.limit() {
+                self.converted.push(PolicyKey {
+                    db,
+                    key: key.clone(),
+                    loss,
+                });
+            }
+        }
+    }
+
+    /// Every key listed as skipped or converted, as `(db, key)`.
+    pub fn listed_keys(&self) -> Vec<(i64, Bytes)> {
+        self.skipped
+            .iter()
+            .chain(&self.converted)
+            .map(|k| (k.db, k.key.clone()))
+            .collect()
+    }
+}
+
+fn cannot_hold(db: i64, key: &[u8], loss: &Loss) -> crate::error::Error {
+    crate::error::Error::Target {
+        command: "RESTORE".into(),
+        message: format!(
+            "key {} (db {db}) cannot be held by the target: {loss} (target policy stop; skip or convert \
+             lets the job go on and lists the key)",
+            crate::error::KeyDisplay(key.to_vec())
+        ),
+    }
+}
+
+/// Decides, under `policy`, how a key of the source's RDB (`raw`: type byte and payload as read from a source
+/// of RDB `source_version`) goes to `target`: `Ok(Some(payload))` is a `RESTORE` payload the target loads (the
+/// source's bytes as they are when it loads them, else re-encoded, with field expiries dropped under
+/// [`TargetPolicy::Convert`]); `Ok(None)` leaves the key out (listed in `report`); `Err` stops the job naming
+/// the key ([`TargetPolicy::Stop`]).
+///
+/// This is what the full sync calls for each key instead of choosing between `build_dump` and a re-encode
+/// itself.
+pub fn fit_entry(
+    db: i64,
+    key: &Bytes,
+    raw: &[u8],
+    source_version: u32,
+    target: &TargetFormat,
+    policy: TargetPolicy,
+    report: &mut PolicyReport,
+) -> Result<Option<Bytes>, crate::error::Error> {
+    let rdb_err = |e: ferry_rdb::Error| {
+        crate::error::Error::Rdb(format!(
+            "key {}: {e}",
+            crate::error::KeyDisplay(key.to_vec())
+        ))
+    };
+    let module = raw.first().is_some_and(|&t| t == 6 || t == 7);
+    if !module && target.loads(source_version) && !report.is_skipped(db, key) {
+        return Ok(Some(Bytes::from(ferry_rdb::build_dump(
+            raw,
+            source_version as u16,
+        ))));
+    }
+    let mut value = ferry_rdb::decode_value(raw, ferry_rdb::is_valkey_version(source_version))
+        .map_err(rdb_err)?;
+    if !fit_value(db, key, &mut value, target, policy, report)? {
+        return Ok(None);
+    }
+    if let ferry_rdb::Value::Module(_) = &value {
+        if target.loads(source_version) {
+            return Ok(Some(Bytes::from(ferry_rdb::build_dump(
+                raw,
+                source_version as u16,
+            ))));
+        }
+    }
+    let version = ferry_rdb::payload_version_for(&value, target.rdb_version);
+    ferry_rdb::encode_dump(&value, version)
+        .map(|p| Some(Bytes::from(p)))
+        .map_err(rdb_err)
+}
+
+/// The same decision for a decoded value (a big value's chunk, or a value about to be written as commands):
+/// returns `Ok(false)` when the key is left out, `Ok(true)` when `value` (field expiries removed under
+/// [`TargetPolicy::Convert`]) is written.
+pub fn fit_value(
+    db: i64,
+    key: &Bytes,
+    value: &mut ferry_rdb::Value,
+    target: &TargetFormat,
+    policy: TargetPolicy,
+    report: &mut PolicyReport,
+) -> Result<bool, crate::error::Error> {
+    if report.is_skipped(db, key) {
+        return Ok(false);
+    }
+    let loss = match value {
+        ferry_rdb::Value::Module(m) if !target.module_types.contains(&m.name) => Loss::ModuleType {
+            name: m.name.clone(),
+        },
+        ferry_rdb::Value::Hash(_) if value.has_field_expiry() && !target.field_expiry => {
+            Loss::FieldExpiries { fields: 0 }
+        }
+        _ => return Ok(true),
+    };
+    match (policy, loss) {
+        (TargetPolicy::Stop, loss) => Err(cannot_hold(db, key, &loss)),
+        (TargetPolicy::Convert, Loss::FieldExpiries { .. }) => {
+            let fields = value.drop_field_expiries();
+            report.convert(db, key, Loss::FieldExpiries { fields });
+            Ok(true)
+        }
+        (_, loss) => {
+            report.skip(db, key, loss);
+            Ok(false)
+        }
+    }
+}
+
+/// Decides, under `policy`, how a live command goes to `target`: `Ok(Some(argv))` is forwarded (rewritten when
+/// converted: `HSETEX` becomes `HSET`, field expiry commands are dropped), `Ok(None)` is not forwarded (listed
+/// in `report`), `Err` stops the job naming the command and key. `db` is the source database.
+///
+/// A command on a key the policy skipped is not forwarded either, so a skipped key stays absent. The key of a
+/// command is its first argument (true of every command the target may not know here).
+pub fn fit_command(
+    db: i64,
+    argv: &[Bytes],
+    target: &TargetFormat,
+    policy: TargetPolicy,
+    report: &mut PolicyReport,
+) -> Result<Option<Vec<Bytes>>, crate::error::Error> {
+    let name = command_name_lower(argv);
+    let key = argv.get(1).cloned();
+    if let Some(k) = &key {
+        if report.is_skipped(db, k) && !matches!(name.as_str(), "del" | "unlink") {
+            report.commands_skipped += 1;
+            return Ok(None);
+        }
+    }
+    if target.knows_command(&name) {
+        return Ok(Some(argv.to_vec()));
+    }
+    let loss = Loss::UnknownCommand { name: name.clone() };
+    let stop = || {
+        crate::error::Error::Target {
+        command: name.clone(),
+        message: format!(
+            "the target does not know `{name}`{} (target policy stop; skip or convert lets the job go on and \
+             lists the key)",
+            key.as_ref()
+                .map(|k| format!(", sent for key {} (db {db})", crate::error::KeyDisplay(k.to_vec())))
+                .unwrap_or_default()
+        ),
+    }
+    };
+    match policy {
+        TargetPolicy::Stop => Err(stop()),
+        TargetPolicy::Convert if is_field_expiry_command(&name) => {
+            let Some(k) = key else {
+                return Err(stop());
+            };
+            let rewritten = without_field_expiry(&name, argv);
+            report.convert(db, &k, Loss::FieldExpiries { fields: 0 });
+            match rewritten {
+                Some(c) => {
+                    report.commands_converted += 1;
+                    Ok(Some(c))
+                }
+                None => {
+                    report.commands_skipped += 1;
+                    Ok(None)
+                }
+            }
+        }
+        TargetPolicy::Skip | TargetPolicy::Convert => {
+            report.commands_skipped += 1;
+            match key {
+                Some(k) => {
+                    report.skip(db, &k, loss);
+                    // The key may exist from before (fields written by HSET): it must not stay half-copied.
+                    Ok(Some(vec![Bytes::from_static(b"DEL"), k]))
+                }
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+fn command_name_lower(argv: &[Bytes]) -> String {
+    argv.first()
+        .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// A field expiry command without its expiry: `HSETEX key [opts] FIELDS n f v ...` becomes `HSET key f v ...`,
+/// `HGETEX` (a read whose expiry part reaches a replica only as such) and the `H*EXPIRE*`/`HPERSIST` commands
+/// become nothing.
+fn without_field_expiry(name: &str, argv: &[Bytes]) -> Option<Vec<Bytes>> {
+    if name != "hsetex" || argv.len() < 2 {
+        return None;
+    }
+    let at = argv
+        .iter()
+        .position(|a| a.eq_ignore_ascii_case(b"fields"))?;
+    let n: usize = std::str::from_utf8(argv.get(at + 1)?).ok()?.parse().ok()?;
+    let pairs = argv.get(at + 2..at + 2 + 2 * n)?;
+    let mut out = vec![Bytes::from_static(b"HSET"), argv[1].clone()];
+    out.extend(pairs.iter().cloned());
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,5 +978,153 @@ mod tests {
             ConflictPolicy::Panic
         );
         assert!("merge".parse::<ConflictPolicy>().is_err());
+    }
+
+    fn argv(parts: &[&str]) -> Vec<Bytes> {
+        parts
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn target_format_reads_valkey_and_redis_info() {
+        let v = TargetFormat::from_info(
+            "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:9.1.2\r\n",
+        );
+        assert_eq!(
+            (v.family, v.rdb_version, v.field_expiry),
+            (ServerFamily::Valkey, 80, true)
+        );
+        assert!(v.loads(11) && v.loads(80) && !v.loads(12));
+        let r = TargetFormat::from_info("redis_version:8.2.3\r\n");
+        assert_eq!((r.rdb_version, r.field_expiry), (12, true));
+        assert!(r.knows_command("VADD") && !v.knows_command("vadd"));
+        let old = TargetFormat::from_info("redis_version:7.0.15\r\n");
+        assert!(!old.field_expiry && !old.knows_command("HPEXPIRE"));
+        assert_eq!(
+            TargetFormat::from_info("redis_version:6.2.14").rdb_version,
+            9
+        );
+    }
+
+    fn ttl_hash() -> ferry_rdb::Value {
+        ferry_rdb::Value::Hash(vec![
+            ferry_rdb::HashField {
+                field: "a".into(),
+                value: "1".into(),
+                expire_at_ms: Some(4_102_444_800_000),
+            },
+            ferry_rdb::HashField::new("b", "2"),
+        ])
+    }
+
+    #[test]
+    fn field_expiry_hash_for_7_0_stops_skips_or_converts_by_policy() {
+        let raw = ferry_rdb::encode_value(&ttl_hash(), 12).unwrap();
+        let target = TargetFormat::from_info("redis_version:7.0.15");
+        let key = Bytes::from_static(b"h");
+        let mut report = PolicyReport::default();
+        let err =
+            fit_entry(0, &key, &raw, 12, &target, TargetPolicy::Stop, &mut report).unwrap_err();
+        assert!(err.to_string().contains("\"h\""), "{err}");
+        assert_eq!(
+            fit_entry(0, &key, &raw, 12, &target, TargetPolicy::Skip, &mut report).unwrap(),
+            None
+        );
+        assert_eq!(report.keys_skipped, 1);
+        assert_eq!(report.skipped[0].key, key);
+        let mut report = PolicyReport::default();
+        let payload = fit_entry(
+            0,
+            &key,
+            &raw,
+            12,
+            &target,
+            TargetPolicy::Convert,
+            &mut report,
+        )
+        .unwrap()
+        .unwrap();
+        let (v, ver) = ferry_rdb::decode_dump(&payload).unwrap();
+        assert_eq!(ver, 10);
+        assert!(!v.has_field_expiry() && v.len() == 2);
+        assert_eq!(report.converted[0].loss, Loss::FieldExpiries { fields: 1 });
+    }
+
+    #[test]
+    fn valkey_target_gets_hash_2_and_payloads_of_11() {
+        let target = TargetFormat::from_info("redis_version:7.2.4\r\nvalkey_version:9.1.2");
+        let key = Bytes::from_static(b"h");
+        let mut report = PolicyReport::default();
+        let raw = ferry_rdb::encode_value(&ttl_hash(), 12).unwrap();
+        let p = fit_entry(0, &key, &raw, 12, &target, TargetPolicy::Stop, &mut report)
+            .unwrap()
+            .unwrap();
+        assert_eq!((p[0], ferry_rdb::decode_dump(&p).unwrap().1), (22, 80));
+        let list = ferry_rdb::encode_value(&ferry_rdb::Value::List(vec!["x".into()]), 12).unwrap();
+        let p = fit_entry(0, &key, &list, 12, &target, TargetPolicy::Stop, &mut report)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ferry_rdb::decode_dump(&p).unwrap().1, 11);
+        assert_eq!(report, PolicyReport::default());
+    }
+
+    #[test]
+    fn live_field_expiry_commands_follow_the_policy_and_skipped_keys_stay_absent() {
+        let target = TargetFormat::from_info("redis_version:7.0.15");
+        let mut report = PolicyReport::default();
+        let hpexpire = argv(&["HPEXPIRE", "h", "1000", "FIELDS", "1", "a"]);
+        assert!(fit_command(0, &hpexpire, &target, TargetPolicy::Stop, &mut report).is_err());
+        let out = fit_command(0, &hpexpire, &target, TargetPolicy::Skip, &mut report).unwrap();
+        assert_eq!(out, Some(argv(&["DEL", "h"])));
+        assert!(fit_command(
+            0,
+            &argv(&["HSET", "h", "c", "3"]),
+            &target,
+            TargetPolicy::Skip,
+            &mut report
+        )
+        .unwrap()
+        .is_none());
+        assert!(fit_command(
+            1,
+            &argv(&["HSET", "h", "c", "3"]),
+            &target,
+            TargetPolicy::Skip,
+            &mut report
+        )
+        .unwrap()
+        .is_some());
+        let mut report = PolicyReport::default();
+        let hsetex = argv(&[
+            "HSETEX", "h2", "FNX", "PX", "100", "FIELDS", "2", "a", "1", "b", "2",
+        ]);
+        assert_eq!(
+            fit_command(0, &hsetex, &target, TargetPolicy::Convert, &mut report).unwrap(),
+            Some(argv(&["HSET", "h2", "a", "1", "b", "2"]))
+        );
+        assert_eq!(
+            fit_command(0, &hpexpire, &target, TargetPolicy::Convert, &mut report).unwrap(),
+            None
+        );
+        assert_eq!(report.keys_converted, 2);
+        assert_eq!((report.commands_converted, report.commands_skipped), (1, 1));
+        let known = argv(&["SET", "k", "v"]);
+        assert_eq!(
+            fit_command(0, &known, &target, TargetPolicy::Stop, &mut report).unwrap(),
+            Some(known)
+        );
+    }
+
+    #[test]
+    fn target_policy_parses_from_config_words() {
+        assert_eq!("stop".parse::<TargetPolicy>().unwrap(), TargetPolicy::Stop);
+        assert_eq!("Skip".parse::<TargetPolicy>().unwrap(), TargetPolicy::Skip);
+        assert_eq!(
+            "convert".parse::<TargetPolicy>().unwrap(),
+            TargetPolicy::Convert
+        );
+        assert!("drop".parse::<TargetPolicy>().is_err());
     }
 }

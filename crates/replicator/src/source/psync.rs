@@ -316,6 +316,19 @@ pub enum Handshake {
 /// already authenticated (ferry-resp's `Connection::connect` sends AUTH). `resume` is the replid and offset to
 /// continue from, or `None` for `PSYNC ? -1`.
 ///
+/// What ferry reads is announced per family, so each source sends its native format:
+/// - Valkey picks the RDB version of a full sync from the version its replica reports with `REPLCONF version`
+///   (none reported: RDB 11, and a Valkey 9 source holding a hash with field expiries then fails with
+///   `Can't store key (db 0) in RDB version 11` and drops the link). Ferry reports `9.1.0`: Valkey 9.0 and 9.1
+///   send `VALKEY080`, which ferry reads; a later Valkey keeps to that format for this replica.
+/// - Redis always sends its own newest version (12 for 7.4 to 8.2, 13 for 8.4) and knows no such option, so it
+///   is not sent to Redis (`INFO server` tells the family; when `INFO` is not allowed it is sent anyway and a
+///   refusal is ignored).
+///
+/// A source that closes the link after `+FULLRESYNC` without sending any RDB could not produce one for this
+/// replica (a failed fork, or a key its RDB version cannot hold): that is an `Error::Protocol` saying so, to
+/// tell apart from a link lost mid-transfer.
+///
 /// Returns `Ok(None)` when the source answered `-NOMASTERLINK`/`-LOADING`: the caller reconnects after a
 /// backoff (the source may close the link after such a reply).
 pub async fn handshake(
@@ -339,9 +352,43 @@ pub async fn handshake(
             None => return Err(e.into()),
         },
     }
+    // The replica version ferry reports to Valkey: the newest whose full-sync format (VALKEY080) ferry reads.
+    const VALKEY_REPLICA_VERSION: &str = "9.1.0";
+    let source = match conn.call(&["INFO", "server"]).await {
+        Ok(Frame::Bulk(text)) | Ok(Frame::Verbatim { text, .. }) => {
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let field = |name: &str| {
+                text.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    (k == name).then(|| v.trim().to_string())
+                })
+            };
+            match field("valkey_version") {
+                Some(v) => Some(format!("valkey {v}")),
+                None if field("server_name").as_deref() == Some("valkey") => {
+                    Some("valkey".to_string())
+                }
+                None => field("redis_version").map(|v| format!("redis {v}")),
+            }
+        }
+        Ok(_) => None,
+        Err(e) => match e.server_error() {
+            // INFO may be refused to a replication-only ACL user: then the family stays unknown.
+            Some(_) => None,
+            None => return Err(e.into()),
+        },
+    };
     let port = opts.listening_port.to_string();
     replconf(conn, &["REPLCONF", "listening-port", &port]).await?;
+    let valkey_or_unknown = match source.as_deref() {
+        Some(s) => s.starts_with("valkey"),
+        None => true,
+    };
+    if valkey_or_unknown {
+        replconf(conn, &["REPLCONF", "version", VALKEY_REPLICA_VERSION]).await?;
+    }
     replconf(conn, &["REPLCONF", "capa", "eof", "capa", "psync2"]).await?;
+    let source_name = source.unwrap_or_else(|| "the source".to_string());
 
     let (replid, offset_arg) = match resume {
         Some((replid, offset)) => (replid.to_string(), (offset + 1).to_string()),
@@ -375,7 +422,17 @@ pub async fn handshake(
         }
         PsyncReply::FullResync { replid, offset } => {
             let header = loop {
-                let line = read_line(conn, opts.line_timeout).await?;
+                let line = match read_line(conn, opts.line_timeout).await {
+                    Ok(line) => line,
+                    Err(Error::Resp(e)) if e.is_connection_lost() => {
+                        return Err(Error::Protocol(format!(
+                            "{source_name} closed the link after +FULLRESYNC without sending an RDB: it could not \
+                             produce one for this replica ({e}). Its log says why: a failed fork, or a key its RDB \
+                             version cannot hold (Valkey: `Can't store key ... in RDB version N`)"
+                        )))
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let Some(h) = parse_rdb_header(&line)? {
                     break h;
                 }

@@ -1,4 +1,4 @@
-//! `ferry-testkit start standalone|replicas|sentinel|cluster [--version 7.0|6.2] [--password P]`
+//! `ferry-testkit start standalone|replicas|sentinel|cluster [--version 7.0|6.2|8.2|9.1] [--password P]`
 //!
 //! Starts a topology of real Redis servers on free ports of 127.0.0.1, prints its addresses as one line of JSON
 //! on stdout, keeps it up until stdin reaches end-of-file (or, with `--no-stdin`, until a signal) or SIGTERM /
@@ -33,7 +33,7 @@ enum Command {
     Start {
         /// What to start.
         kind: Kind,
-        /// Redis version: 7.0 or 6.2.
+        /// Server version: 7.0, 6.2, 8.2 (Redis) or 9.1 (Valkey).
         #[arg(long, default_value = "7.0")]
         version: Version,
         /// Password of the data servers (requirepass; for a cluster, every node).
