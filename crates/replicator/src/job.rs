@@ -19,7 +19,9 @@ use tracing::{error, info, warn};
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::fullsync;
-use crate::pipeline::convert::{adapt_for_target, ConflictPolicy};
+use crate::pipeline::convert::{
+    adapt_for_target, fit_command, ConflictPolicy, PolicyReport, TargetFormat, TargetPolicy,
+};
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::{Decision, Filter, FilterConfig};
 use crate::pipeline::Unit;
@@ -42,6 +44,11 @@ pub struct Config {
     pub sink: SinkOptions,
     /// What to do with keys of a full sync that already exist on the target.
     pub conflict: ConflictPolicy,
+    /// What to do with a key or a live command the target cannot hold (field expiries on a target before
+    /// Redis 7.4 / Valkey 9, a module type it has no module for, a command it does not know): stop naming the
+    /// key (the default), skip it, or convert it with a loss; [`crate::Status`] lists what was skipped and
+    /// converted.
+    pub target_policy: TargetPolicy,
     /// Which databases, keys and commands are copied.
     pub filter: FilterConfig,
     /// Source database to target database.
@@ -64,7 +71,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with the defaults: conflict policy `panic`, no filters, checkpoints on.
+    /// A configuration with the defaults: conflict policy `panic`, target policy `stop`, no filters,
+    /// checkpoints on.
     pub fn new(source: ConnectOptions, target: ConnectOptions) -> Config {
         Config {
             source: SourceOptions::new(source),
@@ -72,6 +80,7 @@ impl Config {
             target_cluster: false,
             sink: SinkOptions::default(),
             conflict: ConflictPolicy::Panic,
+            target_policy: TargetPolicy::Stop,
             filter: FilterConfig::default(),
             db_map: DbMap::default(),
             flush_target_on_resync: false,
@@ -135,11 +144,12 @@ impl Replicator {
         let cfg = &self.config;
         let mut backoff = Backoff::new(cfg.reconnect_backoff, cfg.reconnect_backoff_max);
         let mut hopeless = 0u32;
+        let mut report = PolicyReport::default();
         loop {
             let mut live = false;
             let applied_before = self.status.snapshot().applied_offset;
             let result = tokio::select! {
-                r = self.session(shutdown, &mut live) => r,
+                r = self.session(shutdown, &mut live, &mut report) => r,
                 () = shutdown.cancelled() => Err(Error::Stopped),
             };
             if live {
@@ -186,7 +196,12 @@ impl Replicator {
 
     /// One session: checkpoint, handshake, full sync if needed, then the stream until an error or shutdown.
     /// `live` is set once the session reaches the live phase.
-    async fn session(&self, shutdown: &CancellationToken, live: &mut bool) -> Result<(), Error> {
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        live: &mut bool,
+        report: &mut PolicyReport,
+    ) -> Result<(), Error> {
         let cfg = &self.config;
         self.status.update(|s| s.phase = Phase::Handshake);
         let commands = match self.command_table().await {
@@ -215,7 +230,8 @@ impl Replicator {
                 StandaloneSink::connect(&cfg.target, cfg.sink.clone()).await?,
             )),
         };
-        if cfg.target_cluster && sink.rdb_version().await? < 10 {
+        let target = sink.target_format().await?;
+        if cfg.target_cluster && target.rdb_version < 10 {
             return Err(Error::Config(
                 "a cluster target must run Redis 7.0 or newer (its batches are scripts with allow-cross-slot-keys)"
                     .into(),
@@ -262,11 +278,13 @@ impl Replicator {
                 });
                 sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
                     .await?;
-                let target_rdb = sink.rdb_version().await?;
+                // The report describes what this copy leaves out of the target.
+                *report = PolicyReport::default();
                 let opts = fullsync::Options {
                     conflict,
                     max_restore_bytes: cfg.max_restore_bytes,
-                    target_rdb_version: target_rdb,
+                    target: target.clone(),
+                    policy: cfg.target_policy,
                 };
                 fullsync::run(
                     &mut source,
@@ -274,6 +292,7 @@ impl Replicator {
                     &self.filter,
                     &cfg.db_map,
                     &opts,
+                    report,
                     &self.status,
                 )
                 .await?;
@@ -300,12 +319,12 @@ impl Replicator {
             s.replid = replid.clone();
         });
         *live = true;
-        let target_rdb = sink.rdb_version().await?;
         self.follow(
             &mut source,
             &mut sink,
             commands.as_deref(),
-            target_rdb,
+            &target,
+            report,
             shutdown,
         )
         .await
@@ -317,7 +336,8 @@ impl Replicator {
         source: &mut Source,
         sink: &mut Sink,
         commands: Option<&CommandTable>,
-        target_rdb: u16,
+        target: &TargetFormat,
+        report: &mut PolicyReport,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
         let mut rates = Rates::new();
@@ -337,8 +357,9 @@ impl Replicator {
             match event {
                 StreamEvent::Unit(unit) => {
                     let (end, end_db) = (unit.end_offset, unit.end_db);
-                    match self.filter_unit(unit, commands, target_rdb, &mut filtered, &mut partial)
-                    {
+                    let fitted =
+                        self.filter_unit(unit, commands, target, report, &mut filtered, &mut partial)?;
+                    match fitted {
                         Some(unit) => sink.push(unit).await?,
                         None => sink.advance(end, end_db),
                     }
@@ -370,20 +391,23 @@ impl Replicator {
                         s.last_error = c.last_error.clone();
                     }
                     rates.sample(s, c.commands_applied - base, received, applied);
+                    s.set_policy(report);
                 });
             }
         }
     }
 
-    /// Applies the filters and the database map to a unit; `None` when nothing of it is forwarded.
+    /// Applies the filters, the target policy and the database map to a unit; `Ok(None)` when nothing of it is
+    /// forwarded, `Err` when the policy stops the job on a command the target cannot hold.
     fn filter_unit(
         &self,
         mut unit: Unit,
         commands: Option<&CommandTable>,
-        target_rdb: u16,
+        target: &TargetFormat,
+        report: &mut PolicyReport,
         filtered: &mut u64,
         partial: &mut u64,
-    ) -> Option<Unit> {
+    ) -> Result<Option<Unit>, Error> {
         // ferry's own keys are never copied; the scan for their common prefix is cheap, the key extraction only
         // runs when it finds one.
         let maybe_reserved = unit
@@ -418,15 +442,25 @@ impl Replicator {
                 }
             });
         }
-        if unit.commands.is_empty() {
-            return None;
+        // What the target cannot hold, by the source's database (the report names keys by it).
+        let mut fitted = Vec::with_capacity(unit.commands.len());
+        for mut cmd in unit.commands {
+            if let Some(argv) = fit_command(cmd.db, &cmd.argv, target, self.config.target_policy, report)? {
+                cmd.argv = argv;
+                fitted.push(cmd);
+            }
         }
+        unit.commands = fitted;
+        if unit.commands.is_empty() {
+            return Ok(None);
+        }
+        let target_rdb = u16::try_from(target.rdb_version).unwrap_or(u16::MAX);
         for cmd in &mut unit.commands {
             cmd.db = self.config.db_map.target(cmd.db);
             self.config.db_map.map_arguments(&mut cmd.argv);
             adapt_for_target(&mut cmd.argv, target_rdb);
         }
-        Some(unit)
+        Ok(Some(unit))
     }
 
     /// Copies the source link's counters into the status every 200 ms while the session runs, so the status

@@ -53,5 +53,5 @@ pub mod status;
 
 pub use error::{Error, KeyDisplay};
 pub use job::{Config, Replicator};
-pub use pipeline::convert::ConflictPolicy;
+pub use pipeline::convert::{ConflictPolicy, PolicyKey, PolicyReport, TargetPolicy};
 pub use status::{Phase, Status, StatusHandle};
