@@ -92,6 +92,45 @@ impl Config {
     }
 }
 
+/// Where a session failed in a way the next session may meet again at the same place: after the source
+/// accepted the PSYNC (it closed the link before the RDB, e.g. a Valkey source that cannot write the RDB version
+/// asked for), or during the full copy at a byte count of the RDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailPoint {
+    /// The handshake, after the source answered it.
+    Handshake,
+    /// The full copy, with the RDB bytes read when it failed.
+    FullSync {
+        /// RDB bytes read.
+        rdb_bytes: u64,
+    },
+}
+
+/// Sessions that failed in a row at the same point: the same [`FailPoint`], or the same phase with the same
+/// error text. A broken link is retried without end, but not one that breaks at the same place every time.
+#[derive(Debug, Default)]
+struct Repeats {
+    last: Option<(FailPoint, String)>,
+    count: u32,
+}
+
+impl Repeats {
+    /// Records a failed session (`point`: where, `None` when not at a point that counts) and returns how many
+    /// sessions in a row failed at this point.
+    fn record(&mut self, point: Option<FailPoint>, message: String) -> u32 {
+        let Some(point) = point else {
+            *self = Repeats::default();
+            return 0;
+        };
+        let same = self.last.as_ref().is_some_and(|(p, m)| {
+            *p == point || (std::mem::discriminant(p) == std::mem::discriminant(&point) && *m == message)
+        });
+        self.count = if same { self.count + 1 } else { 1 };
+        self.last = Some((point, message));
+        self.count
+    }
+}
+
 /// A task aborted when this is dropped (at the end of a session, however it ends).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -145,11 +184,13 @@ impl Replicator {
         let mut backoff = Backoff::new(cfg.reconnect_backoff, cfg.reconnect_backoff_max);
         let mut hopeless = 0u32;
         let mut report = PolicyReport::default();
+        let mut repeats = Repeats::default();
         loop {
             let mut live = false;
+            let mut fail_at = None;
             let applied_before = self.status.snapshot().applied_offset;
             let result = tokio::select! {
-                r = self.session(shutdown, &mut live, &mut report) => r,
+                r = self.session(shutdown, &mut live, &mut fail_at, &mut report) => r,
                 () = shutdown.cancelled() => Err(Error::Stopped),
             };
             if live {
@@ -164,8 +205,20 @@ impl Replicator {
                 Ok(()) | Err(Error::Stopped) => return Ok(()),
                 Err(e) => e,
             };
+            // A source that breaks the link at the same point of the handshake or the full copy every time
+            // (it cannot produce the RDB) is not retried forever.
+            let point = fail_at.filter(|_| e.is_connection());
+            let repeated = repeats.record(point, e.to_string());
+            if repeated >= cfg.max_attempts.max(1) {
+                let e = Error::GaveUp {
+                    attempts: repeated,
+                    last: Box::new(e),
+                };
+                error!(error = %e, point = ?point, "sync job stopped: the source failed at the same point each time");
+                return Err(e);
+            }
             if e.is_connection() || e.is_transient() {
-                warn!(error = %e, "session ended, reconnecting from the target's checkpoint");
+                warn!(error = %e, same_point = repeated, "session ended, reconnecting from the target's checkpoint");
             } else if e.is_retried_a_few_times() {
                 hopeless += 1;
                 if hopeless >= cfg.max_attempts.max(1) {
@@ -200,6 +253,7 @@ impl Replicator {
         &self,
         shutdown: &CancellationToken,
         live: &mut bool,
+        fail_at: &mut Option<FailPoint>,
         report: &mut PolicyReport,
     ) -> Result<(), Error> {
         let cfg = &self.config;
@@ -252,7 +306,12 @@ impl Replicator {
             offset: r.offset,
             db: r.db,
         });
-        let (mut source, start) = Source::open(&source_opts, at).await?;
+        let (mut source, start) = Source::open(&source_opts, at).await.inspect_err(|e| {
+            // The source answered, then broke the handshake (a plain connect failure does not count).
+            if matches!(e, Error::Protocol(_) | Error::SourceClosed(_)) {
+                *fail_at = Some(FailPoint::Handshake);
+            }
+        })?;
         let _refresher = self.refresh_link_status(source.monitor());
         let replid = match start {
             Start::Full { replid, offset } => {
@@ -286,7 +345,7 @@ impl Replicator {
                     target: target.clone(),
                     policy: cfg.target_policy,
                 };
-                fullsync::run(
+                let copied = fullsync::run(
                     &mut source,
                     &mut sink,
                     &self.filter,
@@ -295,7 +354,13 @@ impl Replicator {
                     report,
                     &self.status,
                 )
-                .await?;
+                .await;
+                if copied.is_err() {
+                    *fail_at = Some(FailPoint::FullSync {
+                        rdb_bytes: source.rdb_bytes(),
+                    });
+                }
+                copied?;
                 sink.finish_full_sync(&replid, offset).await?;
                 source.acknowledge(offset);
                 let c = sink.counters();
@@ -488,5 +553,28 @@ impl Replicator {
         let reply = conn.call(&[Bytes::from_static(b"COMMAND")]).await?;
         CommandTable::from_command_reply(&reply)
             .map_err(|e| Error::Config(format!("COMMAND of the source: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_at_the_same_point_or_with_the_same_text_count_up_and_others_reset() {
+        let mut r = Repeats::default();
+        let at = |n| Some(FailPoint::FullSync { rdb_bytes: n });
+        assert_eq!(r.record(at(100), "closed".into()), 1);
+        assert_eq!(r.record(at(100), "reset".into()), 2);
+        // Another byte count with the same text: the same failure.
+        assert_eq!(r.record(at(250), "reset".into()), 3);
+        // Another byte count and text: a new point.
+        assert_eq!(r.record(at(300), "other".into()), 1);
+        // The same text in another phase is another point.
+        assert_eq!(r.record(Some(FailPoint::Handshake), "other".into()), 1);
+        assert_eq!(r.record(Some(FailPoint::Handshake), "closed".into()), 2);
+        // A failure that does not count (a refused connect) starts over.
+        assert_eq!(r.record(None, "closed".into()), 0);
+        assert_eq!(r.record(Some(FailPoint::Handshake), "closed".into()), 1);
     }
 }
