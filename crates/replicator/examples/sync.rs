@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use ferry_replicator::{Config, ConflictPolicy, Replicator};
+use ferry_replicator::{Config, ConflictPolicy, KeyDisplay, Replicator, TargetPolicy};
 use ferry_resp::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,11 @@ struct Args {
     /// What to do with keys that already exist on the target: panic, rewrite or skip.
     #[arg(long, default_value = "panic")]
     conflict: ConflictPolicy,
+    /// What to do with a key the target cannot hold (hash field expiries on a target before Redis 7.4 /
+    /// Valkey 9, a module type, an unknown command): stop, skip or convert. The keys skipped and converted are
+    /// counted in the status line and listed when the job ends.
+    #[arg(long, default_value = "stop")]
+    target_policy: TargetPolicy,
     /// A source database not to copy (repeatable).
     #[arg(long = "block-db")]
     block_dbs: Vec<i64>,
@@ -69,6 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.sink.checkpoint = args.checkpoint;
     config.sink.checkpoint_db = args.checkpoint_db;
     config.conflict = args.conflict;
+    config.target_policy = args.target_policy;
     config.flush_target_on_resync = args.flush_on_resync;
     config.filter.block_dbs = args.block_dbs;
     if let Some(dir) = args.spool_dir {
@@ -79,8 +85,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let job = Replicator::new(config)?;
     let status = job.status();
+    let report = job.status();
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn({
             let shutdown = shutdown.clone();
@@ -103,6 +110,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
         job.run(shutdown).await
-    })?;
+    });
+    // The report of the target policy: every key left out or written with a loss (the first 1000 of each).
+    let end = report.snapshot();
+    for (what, keys) in [
+        ("skipped", &end.policy_skipped),
+        ("converted", &end.policy_converted),
+    ] {
+        for k in keys {
+            println!(
+                "policy {what}: db {} key {}: {}",
+                k.db,
+                KeyDisplay(k.key.to_vec()),
+                k.loss
+            );
+        }
+    }
+    result?;
     Ok(())
 }

@@ -320,40 +320,94 @@ fn redis_6_2_to_redis_8_2_and_valkey_9_1_is_exact_under_every_policy() {
     all_policies(Version::V6_2, Version::V9_1);
 }
 
-/// The job itself (full sync, live stream, checkpoints) across a pair: dropped in the middle of live writes
-/// and started again, it resumes from its checkpoint and ends equal with exact counters.
-///
-/// Only the pairs the job's full sync handles today are here: a Valkey 9.1 source or target with field
-/// expiries needs the full sync to take the target's format from `TargetFormat::from_info` and each key's
-/// payload from `fit_entry` (it reads Valkey 9.1 as RDB 11 and decodes type 22 as Redis's).
-fn job_dropped_and_restarted_ends_equal(from: Version, to: Version) {
-    use common::Job;
+/// The job as a process (the `sync` example) across a pair under a policy: SIGKILLed in the middle of live
+/// writes and started again, it continues from its checkpoint (no second full copy) and the target ends equal
+/// to the source by value, minus exactly the keys the policy leaves out, with exact counters.
+fn job_killed_and_restarted_ends_equal(from: Version, to: Version, policy: &str) {
+    use common::{ProcJob, CHECKPOINT_DB};
+    let cell = format!("{from} -> {to} under {policy}, SIGKILL");
     let source = Server::start(ServerOptions::new(from)).unwrap();
     let target = Server::start(ServerOptions::new(to)).unwrap();
     fill(&Target::from(&source), &FillOptions::seed(31)).unwrap();
-    let job = Job::start(&source, &target, |_| {});
-    let first = workload(&source, 150, "j");
+    let db = CHECKPOINT_DB.to_string();
+    let args = ["--checkpoint-db", &db, "--target-policy", policy];
+    let job = ProcJob::start_with(&source, &target, &args);
+    let first = live_writes(&source, 150, "j");
     job.wait_caught_up(&source);
-    job.stop().unwrap();
-    let second = workload(&source, 150, "j");
-    let job = Job::start(&source, &target, |_| {});
-    let third = workload(&source, 100, "j");
-    expire_short_keys(&source, 150, "j");
+    let before_kill = live_writes(&source, 50, "k");
+    job.kill();
+    let second = live_writes(&source, 100, "j2");
+    let job = ProcJob::start_with(&source, &target, &args);
+    let third = live_writes(&source, 100, "j3");
+    for (tag, n) in [("j", 150), ("k", 50), ("j2", 100), ("j3", 100)] {
+        expire_short_keys(&source, n, tag);
+    }
     job.wait_caught_up(&source);
+    assert_eq!(job.full_syncs(), 0, "{cell}: {}", job.status_line());
+    let (ttl_keys, module_keys) = keys_needing_policy(&source);
+    let mut expected_skipped = BTreeSet::new();
+    if !to.vector_sets() {
+        expected_skipped.extend(module_keys.iter().cloned());
+    }
+    if !to.field_expiry() && policy == "skip" {
+        expected_skipped.extend(ttl_keys.iter().cloned());
+    }
     let functions = from.is_7() && to.is_7();
-    common::assert_same_data(&source, &target, functions);
-    assert_eq!(counter(&target, "j"), first + second + third);
-    job.stop().unwrap();
+    let opts = CompareOptions::default()
+        .dbs(vec![0, 1, 2])
+        .functions(functions)
+        .max_differences(100_000);
+    let report = compare(&Target::from(&source), &Target::from(&target), &opts).unwrap();
+    let differing: BTreeSet<(i64, Vec<u8>)> = report
+        .differences
+        .iter()
+        .map(|d| {
+            assert_eq!(d.kind, DifferenceKind::OnlyInA, "{cell}: {report}");
+            (i64::from(d.db.unwrap()), d.key.clone().unwrap())
+        })
+        .collect();
+    assert_eq!(report.total_differences as usize, differing.len(), "{cell}");
+    assert_eq!(differing, expected_skipped, "{cell}: {report}");
+    let counted: u64 = ["j", "k", "j2", "j3"]
+        .iter()
+        .map(|t| counter(&target, t))
+        .sum();
+    assert_eq!(counted, first + before_kill + second + third, "{cell}");
 }
 
 #[test]
-fn job_8_2_to_8_2_dropped_and_restarted_ends_equal() {
-    job_dropped_and_restarted_ends_equal(Version::V8_2, Version::V8_2);
+fn job_8_2_to_8_2_killed_and_restarted_ends_equal() {
+    job_killed_and_restarted_ends_equal(Version::V8_2, Version::V8_2, "stop");
 }
 
 #[test]
-fn job_7_0_to_9_1_dropped_and_restarted_ends_equal() {
-    job_dropped_and_restarted_ends_equal(Version::V7_0, Version::V9_1);
+fn job_7_0_to_9_1_killed_and_restarted_ends_equal() {
+    job_killed_and_restarted_ends_equal(Version::V7_0, Version::V9_1, "stop");
+}
+
+#[test]
+fn job_9_1_to_9_1_with_field_expiries_killed_and_restarted_ends_equal() {
+    job_killed_and_restarted_ends_equal(Version::V9_1, Version::V9_1, "stop");
+}
+
+#[test]
+fn job_9_1_to_8_2_with_field_expiries_killed_and_restarted_ends_equal() {
+    job_killed_and_restarted_ends_equal(Version::V9_1, Version::V8_2, "stop");
+}
+
+#[test]
+fn job_8_2_to_9_1_killed_and_restarted_leaves_out_only_vector_sets() {
+    job_killed_and_restarted_ends_equal(Version::V8_2, Version::V9_1, "skip");
+}
+
+#[test]
+fn job_8_2_to_7_0_killed_and_restarted_converts_field_expiries() {
+    job_killed_and_restarted_ends_equal(Version::V8_2, Version::V7_0, "convert");
+}
+
+#[test]
+fn job_9_1_to_7_0_killed_and_restarted_skips_field_expiry_hashes() {
+    job_killed_and_restarted_ends_equal(Version::V9_1, Version::V7_0, "skip");
 }
 
 /// Field expiries written live (after the job reached the stream): `HSET` + `HPEXPIRE` and `HSETEX`.

@@ -288,7 +288,8 @@ impl ProcJob {
         ProcJob::start_with(source, target, &["--target-cluster", "--block-db", "1"])
     }
 
-    fn start_with(source: &Server, target: &Server, extra: &[&str]) -> ProcJob {
+    /// Starts `examples/sync` with checkpoints, `--flush-on-resync`, `--conflict rewrite` and `extra` arguments.
+    pub fn start_with(source: &Server, target: &Server, extra: &[&str]) -> ProcJob {
         let bin = sync_example();
         let mut child = std::process::Command::new(&bin)
             .args([
