@@ -222,10 +222,7 @@ pub(crate) async fn run(
                                     [Bytes::from_static(b"APPEND"), b.key.clone(), piece.clone()];
                                 sink.write_plain(b.db, &argv).await?;
                             }
-                            _ => {
-                                write_value(sink, b.db, &b.key, &value, opts.target_rdb())
-                                    .await?
-                            }
+                            _ => write_value(sink, b.db, &b.key, &value, opts.target_rdb()).await?,
                         }
                         b.chunks += 1;
                     }

@@ -123,7 +123,8 @@ impl Repeats {
             return 0;
         };
         let same = self.last.as_ref().is_some_and(|(p, m)| {
-            *p == point || (std::mem::discriminant(p) == std::mem::discriminant(&point) && *m == message)
+            *p == point
+                || (std::mem::discriminant(p) == std::mem::discriminant(&point) && *m == message)
         });
         self.count = if same { self.count + 1 } else { 1 };
         self.last = Some((point, message));
@@ -422,8 +423,14 @@ impl Replicator {
             match event {
                 StreamEvent::Unit(unit) => {
                     let (end, end_db) = (unit.end_offset, unit.end_db);
-                    let fitted =
-                        self.filter_unit(unit, commands, target, report, &mut filtered, &mut partial)?;
+                    let fitted = self.filter_unit(
+                        unit,
+                        commands,
+                        target,
+                        report,
+                        &mut filtered,
+                        &mut partial,
+                    )?;
                     match fitted {
                         Some(unit) => sink.push(unit).await?,
                         None => sink.advance(end, end_db),
@@ -510,7 +517,9 @@ impl Replicator {
         // What the target cannot hold, by the source's database (the report names keys by it).
         let mut fitted = Vec::with_capacity(unit.commands.len());
         for mut cmd in unit.commands {
-            if let Some(argv) = fit_command(cmd.db, &cmd.argv, target, self.config.target_policy, report)? {
+            if let Some(argv) =
+                fit_command(cmd.db, &cmd.argv, target, self.config.target_policy, report)?
+            {
                 cmd.argv = argv;
                 fitted.push(cmd);
             }

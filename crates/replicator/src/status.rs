@@ -155,7 +155,8 @@ impl fmt::Display for Status {
             self.full_syncs,
             self.reconnects
         )?;
-        if self.policy_keys_skipped + self.policy_keys_converted + self.policy_commands_skipped > 0 {
+        if self.policy_keys_skipped + self.policy_keys_converted + self.policy_commands_skipped > 0
+        {
             write!(
                 f,
                 " policy_skipped={} policy_converted={} policy_commands_skipped={} policy_commands_converted={}",

@@ -159,12 +159,18 @@ fn pair(from: Version, to: Version, policy: TargetPolicy) {
         let (ttl_keys, module_keys) = keys_needing_policy(&source);
         let needs_policy = (!to.field_expiry() && !ttl_keys.is_empty())
             || (!to.vector_sets() && !module_keys.is_empty());
-        assert!(needs_policy && policy == TargetPolicy::Stop, "{cell}: {err}");
+        assert!(
+            needs_policy && policy == TargetPolicy::Stop,
+            "{cell}: {err}"
+        );
         assert!(
             err.contains("cannot be held by the target") || err.contains("does not know"),
             "{cell}: {err}"
         );
-        assert!(err.contains("\"ferry:"), "{cell}: the error names the key: {err}");
+        assert!(
+            err.contains("\"ferry:"),
+            "{cell}: the error names the key: {err}"
+        );
         return;
     }
     job.wait_caught_up(&source);
@@ -183,21 +189,38 @@ fn pair(from: Version, to: Version, policy: TargetPolicy) {
     assert_eq!(!module_keys.is_empty(), from.vector_sets(), "{from}");
     let needs_policy = (!to.field_expiry() && !ttl_keys.is_empty())
         || (!to.vector_sets() && !module_keys.is_empty());
-    assert!(!(needs_policy && policy == TargetPolicy::Stop), "{cell}: the job did not stop");
+    assert!(
+        !(needs_policy && policy == TargetPolicy::Stop),
+        "{cell}: the job did not stop"
+    );
     job.wait_caught_up(&source);
     let last = job.status.snapshot();
-    assert_eq!(last.full_syncs, 0, "{cell}: the restarted job continued: {last}");
+    assert_eq!(
+        last.full_syncs, 0,
+        "{cell}: the restarted job continued: {last}"
+    );
     statuses.push(last);
     job.stop().unwrap_or_else(|e| panic!("{cell}: {e}"));
     let mut skipped = Keys::new();
     let mut converted = Keys::new();
     for s in &statuses {
-        assert_eq!(s.policy_keys_skipped as usize, s.policy_skipped.len(), "{cell}");
-        assert_eq!(s.policy_keys_converted as usize, s.policy_converted.len(), "{cell}");
+        assert_eq!(
+            s.policy_keys_skipped as usize,
+            s.policy_skipped.len(),
+            "{cell}"
+        );
+        assert_eq!(
+            s.policy_keys_converted as usize,
+            s.policy_converted.len(),
+            "{cell}"
+        );
         skipped.extend(listed(&s.policy_skipped));
         converted.extend(listed(&s.policy_converted));
         for k in &s.policy_converted {
-            assert!(matches!(k.loss, Loss::FieldExpiries { .. }), "{cell}: {k:?}");
+            assert!(
+                matches!(k.loss, Loss::FieldExpiries { .. }),
+                "{cell}: {k:?}"
+            );
         }
     }
     // The status names exactly what the target cannot hold.

@@ -106,10 +106,7 @@ fn job_against(after: AfterFullResync) -> (Error, u32) {
 #[test]
 fn a_source_closing_the_link_after_fullresync_every_time_stops_the_job_after_three_sessions() {
     let (err, psyncs) = job_against(AfterFullResync::Close);
-    assert!(
-        matches!(err, Error::GaveUp { attempts: 3, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::GaveUp { attempts: 3, .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.starts_with("giving up after 3 attempts: "), "{text}");
     assert!(
@@ -122,10 +119,7 @@ fn a_source_closing_the_link_after_fullresync_every_time_stops_the_job_after_thr
 #[test]
 fn a_source_breaking_the_rdb_at_the_same_byte_every_time_stops_the_job_after_three_sessions() {
     let (err, psyncs) = job_against(AfterFullResync::CloseInsideTheRdb);
-    assert!(
-        matches!(err, Error::GaveUp { attempts: 3, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::GaveUp { attempts: 3, .. }), "{err:?}");
     let Error::GaveUp { last, .. } = &err else {
         unreachable!()
     };
