@@ -6,8 +6,8 @@
 //! A `MULTI`/`EXEC` batch cannot stop at a failed command: a runtime error (`WRONGTYPE`) inside `EXEC` does not
 //! stop the commands after it, and the checkpoint queued at the end commits past the failed write, which a
 //! restart then skips forever. A queue-time error aborts the whole transaction (`EXECABORT`), but the batches
-//! pipelined after it still commit their checkpoints past it. So each batch is one `EVALSHA` of
-//! [`BATCH_SCRIPT`]:
+//! pipelined after it still commit their checkpoints past it. So each batch is one `EVALSHA` of the batch
+//! script ([`script_text`]):
 //!
 //! 1. It reads the checkpoint key and refuses, before any write, unless it holds the value the previous batch
 //!    stores when it commits (the chain). A failed batch changes the stored value to something else, so every
@@ -40,7 +40,7 @@
 //!
 //! Commands flagged `noscript` (`FUNCTION ...`, `SCRIPT ...`, `EVAL`/`FCALL` from old sources) are applied
 //! alone, after everything before them is acknowledged: `WATCH` the checkpoint, check it, then
-//! `MULTI`, the command, the checkpoint `SET`, `EXEC` ([`Alone`]). `FLUSHALL`/`FLUSHDB` run inside the script
+//! `MULTI`, the command, the checkpoint `SET`, `EXEC` (`Alone`). `FLUSHALL`/`FLUSHDB` run inside the script
 //! (the checkpoint is stored after them, so they cannot erase it); `SWAPDB` too, followed by deleting the
 //! checkpoint copy it moved into the other database. A command with more arguments than a script can unpack
 //! ([`MAX_SCRIPT_ARGS`]) is split into commands of the same meaning when it is variadic (`RPUSH`, `SADD`, `HSET`,
@@ -97,7 +97,7 @@ pub const MAX_SCRIPT_ARGS: usize = 7000;
 /// `-1 db` (select a target database), `-2 db` (the source stream's database changed), `-3 db` (delete the
 /// checkpoint key's copy `SWAPDB` moved to database `db`). Reply: `{-1, stored}` when the chain does not hold,
 /// else `{applied, error or "", logged index, logged error, ...}`.
-pub const BATCH_SCRIPT: &str = r#"
+pub(crate) const BATCH_SCRIPT: &str = r#"
 redis.call('SELECT', ARGV[1])
 local stored = redis.call('GET', KEYS[1])
 if (stored or '') ~= ARGV[2] then return {-1, stored or ''} end
@@ -126,11 +126,11 @@ local function fail(e)
   for _, v in ipairs(logged) do out[#out + 1] = v end
   return out
 end
-local i, last = 8, #ARGV
+local i, last, pcall, unpack, tonumber = 8, #ARGV, redis.pcall, unpack, tonumber
 while i <= last do
   local c = tonumber(ARGV[i])
   if c > 0 then
-    local r = redis.pcall(unpack(ARGV, i + 1, i + c))
+    local r = pcall(unpack(ARGV, i + 1, i + c))
     if type(r) == 'table' and r.err then
       -- Redis 6.2 prefixes the error with the script's place: "@user_script: 3: -OOM ...".
       local e = string.gsub(string.gsub(r.err, '^@user_script: %d+: %-', ''), '%s+$', '')
@@ -552,7 +552,7 @@ impl ChainWriter {
 
     /// The reply to `EXEC` of a command applied alone: the checkpoint committed with it, or not at all
     /// (`WATCH` saw the chain change). A runtime error of the command leaves the checkpoint past it: the caller
-    /// must put `before` back (see [`Alone`]).
+    /// must put `before` back (see `Alone`).
     pub(crate) fn on_alone_reply(
         &mut self,
         alone: &Alone,

@@ -3,10 +3,10 @@
 //! are counted and handled by policy, none is ignored.
 //!
 //! The writers are small types without I/O, each accounting for the replies of what it sent through one
-//! [`Writer`] trait: [`restore::RestoreWriter`] (the full sync), [`chain::ChainWriter`] (the live phase with
+//! `Writer` trait: `restore::RestoreWriter` (the full sync), `chain::ChainWriter` (the live phase with
 //! checkpoints: chained batch scripts, on a standalone server and on each cluster master alike) and
-//! [`unwrapped::UnwrappedWriter`] (the live phase without checkpoints). [`standalone::StandaloneSink`] owns the
-//! connection ([`pipe::Pipe`]) and drives them; [`cluster::ClusterSink`] routes to one per master.
+//! `unwrapped::UnwrappedWriter` (the live phase without checkpoints). [`standalone::StandaloneSink`] owns the
+//! connection (`pipe::Pipe`) and drives them; [`cluster::ClusterSink`] routes to one per master.
 
 pub mod chain;
 pub mod cluster;

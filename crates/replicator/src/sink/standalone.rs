@@ -1,10 +1,10 @@
 //! The standalone sink: one target server (or one master of a cluster target, see [`super::cluster`]), one
-//! pipelined connection ([`Pipe`]) shared by the writers of the job's phases:
+//! pipelined connection (`Pipe`) shared by the writers of the job's phases:
 //!
-//! - the full sync: [`RestoreWriter`] (`RESTORE`s, string batches, element commands of big keys), between a
+//! - the full sync: `RestoreWriter` (`RESTORE`s, string batches, element commands of big keys), between a
 //!   `fullsync` marker and the checkpoint stored once every key is acknowledged;
-//! - the live phase with checkpoints: [`ChainWriter`], chained batch scripts (see [`super::chain`]);
-//! - the live phase without checkpoints: [`UnwrappedWriter`].
+//! - the live phase with checkpoints: `ChainWriter`, chained batch scripts (see [`super::chain`]);
+//! - the live phase without checkpoints: `UnwrappedWriter`.
 
 use bytes::Bytes;
 use ferry_resp::{ConnectOptions, Connection, Frame};
@@ -362,7 +362,7 @@ impl StandaloneSink {
     }
 
     /// Starts the live phase at stream `offset` given this target's stored checkpoint (see
-    /// [`StandaloneSink::start_live`]).
+    /// `StandaloneSink::start_live`).
     pub async fn start_stream(
         &mut self,
         replid: &str,
