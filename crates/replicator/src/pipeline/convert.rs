@@ -1001,6 +1001,16 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_cluster_of_mixed_masters_is_written_for_the_weaker_one() {
+        let new = TargetFormat::from_info("redis_version:8.2.3");
+        let old = TargetFormat::from_info("redis_version:7.0.15");
+        assert_eq!(new.clone().least(new.clone()), new);
+        let least = new.least(old.clone());
+        assert_eq!(least, old);
+        assert!(!least.field_expiry && least.module_types.is_empty());
+    }
+
     fn ttl_hash() -> ferry_rdb::Value {
         ferry_rdb::Value::Hash(vec![
             ferry_rdb::HashField {
