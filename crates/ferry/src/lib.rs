@@ -55,7 +55,8 @@ pub mod verify;
 
 pub use config::{
     redact_url, CheckpointConfig, ConfigFormat, Conflict, Endpoint, FilterConfig, Limits,
-    LoadedConfig, MasterAuth, OnError, RunConfig, Secret, Source, SyncConfig, Target, TlsConfig,
+    LoadedConfig, MasterAuth, OnError, RunConfig, Secret, Source, SyncConfig, Target, TargetPolicy,
+    TlsConfig,
 };
 pub use error::{Error, ErrorKind};
 pub use job::{Event, Events, JobHandle, Phase, ShardStatus, Status, SyncJob};

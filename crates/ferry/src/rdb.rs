@@ -338,7 +338,10 @@ pub async fn restore(
         Conflict::Skip => ConflictPolicy::Skip,
     };
     sink.begin_full_sync(conflict, false).await?;
-    let target_rdb = sink.rdb_version().await?;
+    let target = sink.target_format().await?;
+    let target_rdb = target.rdb_version;
+    // What the target cannot hold stops the restore with the key's name (the sync job's default policy).
+    let mut fitted = ferry_replicator::PolicyReport::default();
     let mut parser = Parser::new(ParserOptions {
         mode: ValueMode::Raw,
         big_value_bytes: Some(options.max_restore_bytes),
@@ -393,12 +396,21 @@ pub async fn restore(
                     let raw = e
                         .raw
                         .ok_or_else(|| Error::data("the parser gave no raw value"))?;
-                    let payload = if version <= target_rdb {
-                        Bytes::from(ferry_rdb::build_dump(&raw, version))
-                    } else {
+                    let source_version = u32::from(version);
+                    if !target.loads(source_version) {
                         report.keys_reencoded += 1;
-                        let value = ferry_rdb::decode_value(&raw, false).map_err(rdb_err)?;
-                        Bytes::from(encode_dump(&value, u32::from(target_rdb)).map_err(rdb_err)?)
+                    }
+                    let Some(payload) = ferry_replicator::pipeline::convert::fit_entry(
+                        e.db as i64,
+                        &e.key,
+                        &raw,
+                        source_version,
+                        &target,
+                        ferry_replicator::TargetPolicy::Stop,
+                        &mut fitted,
+                    )?
+                    else {
+                        continue;
                     };
                     let hint = match (e.idle_secs, e.freq) {
                         (Some(s), _) => Some(EvictionHint::IdleSeconds(s)),
@@ -448,7 +460,12 @@ pub async fn restore(
                             key.clone(),
                             piece.clone(),
                         ]),
-                        _ => value_commands(key, &value, target_rdb, &mut |c| cmds.push(c))?,
+                        _ => value_commands(
+                            key,
+                            &value,
+                            u16::try_from(target_rdb).unwrap_or(u16::MAX),
+                            &mut |c| cmds.push(c),
+                        )?,
                     }
                     for argv in cmds {
                         sink.write_plain(*db, &argv).await?;

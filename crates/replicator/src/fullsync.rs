@@ -21,7 +21,8 @@ use tracing::{debug, warn};
 
 use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::{
-    expire_command, restore_command, value_commands, ConflictPolicy, EvictionHint,
+    expire_command, fit_entry, fit_value, restore_command, value_commands, ConflictPolicy,
+    EvictionHint, PolicyReport, TargetFormat, TargetPolicy,
 };
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::Filter;
@@ -43,12 +44,24 @@ pub(crate) struct Options {
     pub conflict: ConflictPolicy,
     /// Values bigger than this (serialized) go as element commands.
     pub max_restore_bytes: usize,
-    /// The RDB version the target loads.
-    pub target_rdb_version: u16,
+    /// What the target loads and knows (its RDB version, field expiries, module types).
+    pub target: TargetFormat,
+    /// What to do with a key the target cannot hold.
+    pub policy: TargetPolicy,
+}
+
+impl Options {
+    /// The target's RDB version as the command builders take it (they only compare it with 10).
+    fn target_rdb(&self) -> u16 {
+        u16::try_from(self.target.rdb_version).unwrap_or(u16::MAX)
+    }
 }
 
 /// A big value being written in chunks.
 struct BigKey {
+    /// The source database (the policy report names keys by it).
+    source_db: i64,
+    /// The target database.
     db: i64,
     key: Bytes,
     expire_at_ms: Option<i64>,
@@ -58,13 +71,15 @@ struct BigKey {
     chunks: u64,
 }
 
-/// Reads the whole RDB from `source` and writes every key that passes the filters to `sink`.
+/// Reads the whole RDB from `source` and writes every key that passes the filters to `sink`; what the target
+/// cannot hold follows `opts.policy` and is listed in `report`.
 pub(crate) async fn run(
     source: &mut Source,
     sink: &mut Sink,
     filter: &Filter,
     dbmap: &DbMap,
     opts: &Options,
+    report: &mut PolicyReport,
     status: &StatusHandle,
 ) -> Result<(), Error> {
     let mut parser = Parser::new(ParserOptions {
@@ -90,7 +105,7 @@ pub(crate) async fn run(
                     source_version = u16::try_from(version).unwrap_or(u16::MAX);
                     debug!(
                         source_version,
-                        target_version = opts.target_rdb_version,
+                        target_version = opts.target.rdb_version,
                         "RDB header"
                     );
                 }
@@ -99,7 +114,7 @@ pub(crate) async fn run(
                     status.update(|s| s.keys_expected = Some(expected));
                 }
                 Item::Function { code } => {
-                    if opts.target_rdb_version >= 10 {
+                    if opts.target.rdb_version >= 10 {
                         let argv = [
                             Bytes::from_static(b"FUNCTION"),
                             Bytes::from_static(b"LOAD"),
@@ -135,12 +150,21 @@ pub(crate) async fn run(
                             continue;
                         }
                     }
-                    let payload = if source_version <= opts.target_rdb_version {
-                        Bytes::from(ferry_rdb::build_dump(&raw, source_version))
-                    } else {
-                        converted += 1;
-                        reencode(&raw, opts.target_rdb_version)?
+                    let Some(payload) = fit_entry(
+                        db,
+                        &entry.key,
+                        &raw,
+                        u32::from(source_version),
+                        &opts.target,
+                        opts.policy,
+                        report,
+                    )?
+                    else {
+                        continue;
                     };
+                    if !opts.target.loads(u32::from(source_version)) {
+                        converted += 1;
+                    }
                     let replace = opts.conflict == ConflictPolicy::Rewrite;
                     let argv = restore_command(
                         entry.key.clone(),
@@ -162,6 +186,7 @@ pub(crate) async fn run(
                         drop = !prepare_key(sink, tdb, &entry.key, opts.conflict).await?;
                     }
                     big = Some(BigKey {
+                        source_db: db,
                         db: tdb,
                         key: entry.key,
                         expire_at_ms: entry.expire_at_ms,
@@ -169,10 +194,27 @@ pub(crate) async fn run(
                         chunks: 0,
                     });
                 }
-                Item::ValueChunk(value) => {
+                Item::ValueChunk(mut value) => {
                     let b = big
                         .as_mut()
                         .ok_or_else(|| Error::Rdb("value chunk outside a big value".into()))?;
+                    if !b.drop
+                        && !fit_value(
+                            b.source_db,
+                            &b.key,
+                            &mut value,
+                            &opts.target,
+                            opts.policy,
+                            report,
+                        )?
+                    {
+                        // Left out by the policy: what earlier chunks wrote goes too.
+                        b.drop = true;
+                        if b.chunks > 0 {
+                            sink.write_plain(b.db, &[Bytes::from_static(b"DEL"), b.key.clone()])
+                                .await?;
+                        }
+                    }
                     if !b.drop {
                         match &value {
                             ferry_rdb::Value::String(piece) if b.chunks > 0 => {
@@ -180,10 +222,7 @@ pub(crate) async fn run(
                                     [Bytes::from_static(b"APPEND"), b.key.clone(), piece.clone()];
                                 sink.write_plain(b.db, &argv).await?;
                             }
-                            _ => {
-                                write_value(sink, b.db, &b.key, &value, opts.target_rdb_version)
-                                    .await?
-                            }
+                            _ => write_value(sink, b.db, &b.key, &value, opts.target_rdb()).await?,
                         }
                         b.chunks += 1;
                     }
@@ -216,6 +255,7 @@ pub(crate) async fn run(
                 s.bytes_written = c.bytes_written;
                 s.bytes_read = rdb_bytes;
                 s.keys_copied = c.keys_restored + big_keys;
+                s.set_policy(report);
             });
         }
     }
@@ -235,6 +275,7 @@ pub(crate) async fn run(
         s.keys_as_commands += big_keys;
         s.keys_reencoded += converted;
         s.keys_skipped = c.keys_skipped;
+        s.set_policy(report);
     });
     Ok(())
 }
@@ -283,14 +324,6 @@ fn small_string(raw: &[u8]) -> Result<Option<Bytes>, Error> {
         ferry_rdb::Value::String(value) => Ok(Some(value)),
         _ => Ok(None),
     }
-}
-
-/// A `RESTORE` payload for a target that cannot load the source's encoding: decoded and encoded for the
-/// target's RDB version.
-fn reencode(raw: &[u8], target_rdb: u16) -> Result<Bytes, Error> {
-    let value = ferry_rdb::decode_value(raw, false).map_err(rdb_error)?;
-    let payload = ferry_rdb::encode_dump(&value, u32::from(target_rdb)).map_err(rdb_error)?;
-    Ok(Bytes::from(payload))
 }
 
 /// Before a key is built with element commands: returns false when it must be left alone (policy `skip` and

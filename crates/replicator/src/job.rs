@@ -19,7 +19,9 @@ use tracing::{error, info, warn};
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::fullsync;
-use crate::pipeline::convert::{adapt_for_target, ConflictPolicy};
+use crate::pipeline::convert::{
+    adapt_for_target, fit_command, ConflictPolicy, PolicyReport, TargetFormat, TargetPolicy,
+};
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::{Decision, Filter, FilterConfig};
 use crate::pipeline::Unit;
@@ -43,6 +45,11 @@ pub struct Config {
     pub sink: SinkOptions,
     /// What to do with keys of a full sync that already exist on the target.
     pub conflict: ConflictPolicy,
+    /// What to do with a key or a live command the target cannot hold (field expiries on a target before
+    /// Redis 7.4 / Valkey 9, a module type it has no module for, a command it does not know): stop naming the
+    /// key (the default), skip it, or convert it with a loss; [`crate::Status`] lists what was skipped and
+    /// converted.
+    pub target_policy: TargetPolicy,
     /// Which databases, keys and commands are copied.
     pub filter: FilterConfig,
     /// Source database to target database.
@@ -74,7 +81,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with the defaults: conflict policy `panic`, no filters, checkpoints on.
+    /// A configuration with the defaults: conflict policy `panic`, target policy `stop`, no filters,
+    /// checkpoints on.
     pub fn new(source: ConnectOptions, target: ConnectOptions) -> Config {
         Config {
             source: SourceOptions::new(source),
@@ -82,6 +90,7 @@ impl Config {
             target_cluster: false,
             sink: SinkOptions::default(),
             conflict: ConflictPolicy::Panic,
+            target_policy: TargetPolicy::Stop,
             filter: FilterConfig::default(),
             db_map: DbMap::default(),
             flush_target_on_resync: false,
@@ -92,6 +101,46 @@ impl Config {
             source_sentinel: None,
             target_sentinel: None,
         }
+    }
+}
+
+/// Where a session failed in a way the next session may meet again at the same place: after the source
+/// accepted the PSYNC (it closed the link before the RDB, e.g. a Valkey source that cannot write the RDB version
+/// asked for), or during the full copy at a byte count of the RDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailPoint {
+    /// The handshake, after the source answered it.
+    Handshake,
+    /// The full copy, with the RDB bytes read when it failed.
+    FullSync {
+        /// RDB bytes read.
+        rdb_bytes: u64,
+    },
+}
+
+/// Sessions that failed in a row at the same point: the same [`FailPoint`], or the same phase with the same
+/// error text. A broken link is retried without end, but not one that breaks at the same place every time.
+#[derive(Debug, Default)]
+struct Repeats {
+    last: Option<(FailPoint, String)>,
+    count: u32,
+}
+
+impl Repeats {
+    /// Records a failed session (`point`: where, `None` when not at a point that counts) and returns how many
+    /// sessions in a row failed at this point.
+    fn record(&mut self, point: Option<FailPoint>, message: String) -> u32 {
+        let Some(point) = point else {
+            *self = Repeats::default();
+            return 0;
+        };
+        let same = self.last.as_ref().is_some_and(|(p, m)| {
+            *p == point
+                || (std::mem::discriminant(p) == std::mem::discriminant(&point) && *m == message)
+        });
+        self.count = if same { self.count + 1 } else { 1 };
+        self.last = Some((point, message));
+        self.count
     }
 }
 
@@ -168,11 +217,14 @@ impl Replicator {
         let cfg = &self.config;
         let mut backoff = Backoff::new(cfg.reconnect_backoff, cfg.reconnect_backoff_max);
         let mut hopeless = 0u32;
+        let mut report = PolicyReport::default();
+        let mut repeats = Repeats::default();
         loop {
             let mut live = false;
+            let mut fail_at = None;
             let applied_before = self.status.snapshot().applied_offset;
             let result = tokio::select! {
-                r = self.session(shutdown, &mut live) => r,
+                r = self.session(shutdown, &mut live, &mut fail_at, &mut report) => r,
                 () = shutdown.cancelled() => Err(Error::Stopped),
             };
             if live {
@@ -187,8 +239,20 @@ impl Replicator {
                 Ok(()) | Err(Error::Stopped) => return Ok(()),
                 Err(e) => e,
             };
+            // A source that breaks the link at the same point of the handshake or the full copy every time
+            // (it cannot produce the RDB) is not retried forever.
+            let point = fail_at.filter(|_| e.is_connection());
+            let repeated = repeats.record(point, e.to_string());
+            if repeated >= cfg.max_attempts.max(1) {
+                let e = Error::GaveUp {
+                    attempts: repeated,
+                    last: Box::new(e),
+                };
+                error!(error = %e, point = ?point, "sync job stopped: the source failed at the same point each time");
+                return Err(e);
+            }
             if e.is_connection() || e.is_transient() {
-                warn!(error = %e, "session ended, reconnecting from the target's checkpoint");
+                warn!(error = %e, same_point = repeated, "session ended, reconnecting from the target's checkpoint");
             } else if e.is_retried_a_few_times() {
                 hopeless += 1;
                 if hopeless >= cfg.max_attempts.max(1) {
@@ -218,8 +282,14 @@ impl Replicator {
     }
 
     /// One session: resolves sentinel-managed masters, then runs [`Replicator::session_with`] until it ends
-    /// or a failover of one of those masters starts.
-    async fn session(&self, shutdown: &CancellationToken, live: &mut bool) -> Result<(), Error> {
+    /// or a failover of one of those masters starts. `live` is set once the session reaches the live phase.
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        live: &mut bool,
+        fail_at: &mut Option<FailPoint>,
+        report: &mut PolicyReport,
+    ) -> Result<(), Error> {
         self.status.update(|s| s.phase = Phase::Handshake);
         let mut source = self.config.source.clone();
         let mut target = self.config.target.clone();
@@ -238,7 +308,7 @@ impl Replicator {
             target = m.connect.clone();
         }
         tokio::select! {
-            r = self.session_with(&source, &target, shutdown, live) => r,
+            r = self.session_with(&source, &target, shutdown, live, fail_at, report) => r,
             e = sentinel::replaced(source_master.as_ref(), "source") => Err(e),
             e = sentinel::replaced(target_master.as_ref(), "target") => Err(e),
         }
@@ -252,6 +322,8 @@ impl Replicator {
         target: &ConnectOptions,
         shutdown: &CancellationToken,
         live: &mut bool,
+        fail_at: &mut Option<FailPoint>,
+        report: &mut PolicyReport,
     ) -> Result<(), Error> {
         let cfg = &self.config;
         let commands = match self.command_table(&source.connect).await {
@@ -280,7 +352,8 @@ impl Replicator {
                 StandaloneSink::connect(target, cfg.sink.clone()).await?,
             )),
         };
-        if cfg.target_cluster && sink.rdb_version().await? < 10 {
+        let target = sink.target_format().await?;
+        if cfg.target_cluster && target.rdb_version < 10 {
             return Err(Error::Config(
                 "a cluster target must run Redis 7.0 or newer (its batches are scripts with allow-cross-slot-keys)"
                     .into(),
@@ -301,7 +374,12 @@ impl Replicator {
             offset: r.offset,
             db: r.db,
         });
-        let (mut source, start) = Source::open(&source_opts, at).await?;
+        let (mut source, start) = Source::open(&source_opts, at).await.inspect_err(|e| {
+            // The source answered, then broke the handshake (a plain connect failure does not count).
+            if matches!(e, Error::Protocol(_) | Error::SourceClosed(_)) {
+                *fail_at = Some(FailPoint::Handshake);
+            }
+        })?;
         let _refresher = self.refresh_link_status(source.monitor());
         let replid = match start {
             Start::Full { replid, offset } => {
@@ -327,21 +405,30 @@ impl Replicator {
                 });
                 sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
                     .await?;
-                let target_rdb = sink.rdb_version().await?;
+                // The report describes what this copy leaves out of the target.
+                *report = PolicyReport::default();
                 let opts = fullsync::Options {
                     conflict,
                     max_restore_bytes: cfg.max_restore_bytes,
-                    target_rdb_version: target_rdb,
+                    target: target.clone(),
+                    policy: cfg.target_policy,
                 };
-                fullsync::run(
+                let copied = fullsync::run(
                     &mut source,
                     &mut sink,
                     &self.filter,
                     &cfg.db_map,
                     &opts,
+                    report,
                     &self.status,
                 )
-                .await?;
+                .await;
+                if copied.is_err() {
+                    *fail_at = Some(FailPoint::FullSync {
+                        rdb_bytes: source.rdb_bytes(),
+                    });
+                }
+                copied?;
                 sink.finish_full_sync(&replid, offset).await?;
                 source.acknowledge(offset);
                 let c = sink.counters();
@@ -365,12 +452,12 @@ impl Replicator {
             s.replid = replid.clone();
         });
         *live = true;
-        let target_rdb = sink.rdb_version().await?;
         self.follow(
             &mut source,
             &mut sink,
             commands.as_deref(),
-            target_rdb,
+            &target,
+            report,
             shutdown,
         )
         .await
@@ -382,7 +469,8 @@ impl Replicator {
         source: &mut Source,
         sink: &mut Sink,
         commands: Option<&CommandTable>,
-        target_rdb: u16,
+        target: &TargetFormat,
+        report: &mut PolicyReport,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
         let mut rates = Rates::new();
@@ -402,8 +490,15 @@ impl Replicator {
             match event {
                 StreamEvent::Unit(unit) => {
                     let (end, end_db) = (unit.end_offset, unit.end_db);
-                    match self.filter_unit(unit, commands, target_rdb, &mut filtered, &mut partial)
-                    {
+                    let fitted = self.filter_unit(
+                        unit,
+                        commands,
+                        target,
+                        report,
+                        &mut filtered,
+                        &mut partial,
+                    )?;
+                    match fitted {
                         Some(unit) => sink.push(unit).await?,
                         None => sink.advance(end, end_db),
                     }
@@ -435,20 +530,23 @@ impl Replicator {
                         s.last_error = c.last_error.clone();
                     }
                     rates.sample(s, c.commands_applied - base, received, applied);
+                    s.set_policy(report);
                 });
             }
         }
     }
 
-    /// Applies the filters and the database map to a unit; `None` when nothing of it is forwarded.
+    /// Applies the filters, the target policy and the database map to a unit; `Ok(None)` when nothing of it is
+    /// forwarded, `Err` when the policy stops the job on a command the target cannot hold.
     fn filter_unit(
         &self,
         mut unit: Unit,
         commands: Option<&CommandTable>,
-        target_rdb: u16,
+        target: &TargetFormat,
+        report: &mut PolicyReport,
         filtered: &mut u64,
         partial: &mut u64,
-    ) -> Option<Unit> {
+    ) -> Result<Option<Unit>, Error> {
         // ferry's own keys are never copied; the scan for their common prefix is cheap, the key extraction only
         // runs when it finds one.
         let maybe_reserved = unit
@@ -483,15 +581,27 @@ impl Replicator {
                 }
             });
         }
-        if unit.commands.is_empty() {
-            return None;
+        // What the target cannot hold, by the source's database (the report names keys by it).
+        let mut fitted = Vec::with_capacity(unit.commands.len());
+        for mut cmd in unit.commands {
+            if let Some(argv) =
+                fit_command(cmd.db, &cmd.argv, target, self.config.target_policy, report)?
+            {
+                cmd.argv = argv;
+                fitted.push(cmd);
+            }
         }
+        unit.commands = fitted;
+        if unit.commands.is_empty() {
+            return Ok(None);
+        }
+        let target_rdb = u16::try_from(target.rdb_version).unwrap_or(u16::MAX);
         for cmd in &mut unit.commands {
             cmd.db = self.config.db_map.target(cmd.db);
             self.config.db_map.map_arguments(&mut cmd.argv);
             adapt_for_target(&mut cmd.argv, target_rdb);
         }
-        Some(unit)
+        Ok(Some(unit))
     }
 
     /// Copies the source link's counters into the status every 200 ms while the session runs, so the status
@@ -519,5 +629,28 @@ impl Replicator {
         let reply = conn.call(&[Bytes::from_static(b"COMMAND")]).await?;
         CommandTable::from_command_reply(&reply)
             .map_err(|e| Error::Config(format!("COMMAND of the source: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_at_the_same_point_or_with_the_same_text_count_up_and_others_reset() {
+        let mut r = Repeats::default();
+        let at = |n| Some(FailPoint::FullSync { rdb_bytes: n });
+        assert_eq!(r.record(at(100), "closed".into()), 1);
+        assert_eq!(r.record(at(100), "reset".into()), 2);
+        // Another byte count with the same text: the same failure.
+        assert_eq!(r.record(at(250), "reset".into()), 3);
+        // Another byte count and text: a new point.
+        assert_eq!(r.record(at(300), "other".into()), 1);
+        // The same text in another phase is another point.
+        assert_eq!(r.record(Some(FailPoint::Handshake), "other".into()), 1);
+        assert_eq!(r.record(Some(FailPoint::Handshake), "closed".into()), 2);
+        // A failure that does not count (a refused connect) starts over.
+        assert_eq!(r.record(None, "closed".into()), 0);
+        assert_eq!(r.record(Some(FailPoint::Handshake), "closed".into()), 1);
     }
 }

@@ -12,7 +12,10 @@
 //!   file: [`source::SpoolOptions`]) so a slow target never makes the source drop ferry at its
 //!   `client-output-buffer-limit replica`, and it sends `REPLCONF ACK` every second with the offset the target
 //!   has committed, so `WAIT` on the source means the target holds the write.
-//! - [`pipeline`]: filters, the database map, conversion of RDB values into commands.
+//! - [`pipeline`]: filters, the database map, conversion of RDB values into commands, and the target policy
+//!   ([`TargetPolicy`], [`Config::target_policy`]): what the target cannot hold (hash field expiries before
+//!   Redis 7.4 / Valkey 9, a module type, an unknown command) stops the job naming the key, is skipped or is
+//!   converted, and the status lists those keys.
 //! - [`sink`]: the standalone target with pipelined, windowed writes, and the cluster target (one sink per master,
 //!   commands routed by slot, each master's batch and checkpoint applied atomically by one script).
 //! - sentinel-managed sources and targets ([`Config::source_sentinel`], [`Config::target_sentinel`]): each
@@ -56,5 +59,5 @@ pub mod status;
 
 pub use error::{Error, KeyDisplay};
 pub use job::{Config, Replicator};
-pub use pipeline::convert::ConflictPolicy;
+pub use pipeline::convert::{ConflictPolicy, PolicyKey, PolicyReport, TargetPolicy};
 pub use status::{Phase, Status, StatusHandle};

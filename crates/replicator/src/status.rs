@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::pipeline::convert::{PolicyKey, PolicyReport};
+
 /// What the job is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Phase {
@@ -85,6 +87,46 @@ pub struct Status {
     pub full_syncs: u64,
     /// The last error, for humans.
     pub last_error: Option<String>,
+    /// Keys the target policy left out because the target cannot hold them (since the last full sync).
+    pub policy_keys_skipped: u64,
+    /// Keys the target policy wrote with a loss (field expiries dropped).
+    pub policy_keys_converted: u64,
+    /// Live commands the target policy did not forward (unknown to the target, or on a skipped key).
+    pub policy_commands_skipped: u64,
+    /// Live commands the target policy rewrote with a loss.
+    pub policy_commands_converted: u64,
+    /// The skipped keys with what the target could not hold (the first 1000).
+    pub policy_skipped: Vec<PolicyKey>,
+    /// The converted keys with what was lost (the first 1000).
+    pub policy_converted: Vec<PolicyKey>,
+}
+
+impl Status {
+    /// Copies the counts and key lists of the target policy's report, when they changed.
+    pub(crate) fn set_policy(&mut self, report: &PolicyReport) {
+        let counts = (
+            report.keys_skipped,
+            report.keys_converted,
+            report.commands_skipped,
+            report.commands_converted,
+        );
+        if counts
+            == (
+                self.policy_keys_skipped,
+                self.policy_keys_converted,
+                self.policy_commands_skipped,
+                self.policy_commands_converted,
+            )
+        {
+            return;
+        }
+        self.policy_keys_skipped = report.keys_skipped;
+        self.policy_keys_converted = report.keys_converted;
+        self.policy_commands_skipped = report.commands_skipped;
+        self.policy_commands_converted = report.commands_converted;
+        self.policy_skipped.clone_from(&report.skipped);
+        self.policy_converted.clone_from(&report.converted);
+    }
 }
 
 impl fmt::Display for Status {
@@ -113,6 +155,17 @@ impl fmt::Display for Status {
             self.full_syncs,
             self.reconnects
         )?;
+        if self.policy_keys_skipped + self.policy_keys_converted + self.policy_commands_skipped > 0
+        {
+            write!(
+                f,
+                " policy_skipped={} policy_converted={} policy_commands_skipped={} policy_commands_converted={}",
+                self.policy_keys_skipped,
+                self.policy_keys_converted,
+                self.policy_commands_skipped,
+                self.policy_commands_converted
+            )?;
+        }
         if let Some(e) = &self.last_error {
             write!(f, " last_error={e:?}")?;
         }

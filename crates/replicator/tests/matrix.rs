@@ -2,26 +2,20 @@
 //! policy, with every type and encoding the source has (`fill`: field expiries on 8.2 and 9.1, a vector set on
 //! 8.2, big values read in chunks) and live writes during and after the full copy.
 //!
-//! The copy here is driven with the replicator's public pieces, the way the job drives them: the PSYNC
-//! handshake and stream ([`Source`]), the RDB parser, the target policy ([`fit_entry`], [`fit_value`],
-//! [`fit_command`]) and the command builders of `convert`. At the end the target must equal the source by value,
-//! minus exactly the keys the [`PolicyReport`] names: skipped keys are absent, converted keys hold the same
-//! fields without their expiries, and the report names nothing else.
+//! Each cell runs the sync job ([`ferry_replicator::Replicator`]) under a [`TargetPolicy`], stops it in the
+//! middle of the live writes and starts it again (it continues from its checkpoint). At the end the target must
+//! equal the source by value, minus exactly the keys the job's status lists: skipped keys are absent, converted
+//! keys hold the same fields without their expiries, and the status names nothing else. Under
+//! [`TargetPolicy::Stop`] a cell whose target cannot hold a key ends with the job stopped, naming the key.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 
-use bytes::Bytes;
-use common::{counter, expire_short_keys, master_offset, workload, DEADLINE};
-use ferry_rdb::{Item, Parser, ParserOptions, ValueMode};
-use ferry_replicator::pipeline::convert::{
-    adapt_for_target, expire_command, fit_command, fit_entry, fit_value, restore_command,
-    value_commands, Loss, PolicyReport, TargetFormat, TargetPolicy,
-};
-use ferry_replicator::source::{Source, SourceOptions, Start, StreamEvent};
+use common::{counter, expire_short_keys, workload, Job, DEADLINE};
+use ferry_replicator::pipeline::convert::{Loss, TargetPolicy};
+use ferry_replicator::source::{Source, SourceOptions};
+use ferry_replicator::{Phase, Status};
 use ferry_resp::ConnectOptions;
 use ferry_testkit::{
     compare, fill, CompareOptions, DifferenceKind, FillOptions, Server, ServerOptions, Target,
@@ -30,231 +24,6 @@ use ferry_testkit::{
 
 /// Values past this many serialized bytes arrive in chunks (the fill's big values do).
 const BIG_VALUE_BYTES: usize = 64 * 1024;
-
-/// Copies `source` into `target` until `goal` (a source offset, 0 = not known yet) is applied or `stop` is set.
-/// Returns the policy report, or the error that stopped the copy.
-struct Mirror {
-    goal: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<Result<(PolicyReport, u32), ferry_replicator::Error>>>,
-    started_live: Arc<AtomicBool>,
-}
-
-impl Mirror {
-    fn start(source: &Server, target: &Server, policy: TargetPolicy) -> Mirror {
-        let goal = Arc::new(AtomicU64::new(0));
-        let started_live = Arc::new(AtomicBool::new(false));
-        let opts = SourceOptions::new(ConnectOptions::from_url(&source.url()).unwrap());
-        let mut con = target.client();
-        let info: String = redis::cmd("INFO").arg("server").query(&mut con).unwrap();
-        let format = TargetFormat::from_info(&info);
-        let (g, live) = (goal.clone(), started_live.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(copy(opts, con, format, policy, g, live))
-        });
-        Mirror {
-            goal,
-            thread: Some(thread),
-            started_live,
-        }
-    }
-
-    /// Tells the copy to end once the source's current offset is applied, and waits for it.
-    /// The report and the RDB version of the source's full copy.
-    fn finish(mut self, source: &Server) -> Result<(PolicyReport, u32), ferry_replicator::Error> {
-        self.goal
-            .store(master_offset(source).max(1), Ordering::SeqCst);
-        self.thread.take().unwrap().join().expect("copy thread")
-    }
-
-    fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
-    }
-}
-
-/// Selects `db` on the target connection when it is not the selected one.
-fn select(con: &mut redis::Connection, selected: &mut i64, db: i64) {
-    if *selected != db {
-        redis::cmd("SELECT").arg(db).exec(con).unwrap();
-        *selected = db;
-    }
-}
-
-fn send(con: &mut redis::Connection, argv: &[Bytes]) -> redis::RedisResult<()> {
-    let mut c = redis::cmd(std::str::from_utf8(&argv[0]).unwrap_or("X"));
-    for a in &argv[1..] {
-        c.arg(&a[..]);
-    }
-    c.exec(con)
-}
-
-fn target_error(argv: &[Bytes], e: redis::RedisError) -> ferry_replicator::Error {
-    panic!(
-        "the target refused {:?}: {e}",
-        String::from_utf8_lossy(&argv[0])
-    )
-}
-
-async fn copy(
-    opts: SourceOptions,
-    mut con: redis::Connection,
-    target: TargetFormat,
-    policy: TargetPolicy,
-    goal: Arc<AtomicU64>,
-    started_live: Arc<AtomicBool>,
-) -> Result<(PolicyReport, u32), ferry_replicator::Error> {
-    let mut report = PolicyReport::new(100_000);
-    let (mut source, start) = Source::open(&opts, None).await?;
-    assert!(matches!(start, Start::Full { .. }), "{start:?}");
-    let target_rdb = target.rdb_version.min(u32::from(u16::MAX)) as u16;
-    let mut parser = Parser::new(ParserOptions {
-        mode: ValueMode::Raw,
-        big_value_bytes: Some(BIG_VALUE_BYTES),
-        ..ParserOptions::default()
-    });
-    let mut selected = -1i64;
-    let mut source_version = 0u32;
-    // A big value: (db, key, expiry, dropped, chunks so far).
-    let mut big: Option<(i64, Bytes, Option<i64>, bool, u64)> = None;
-    while let Some(chunk) = source.read_rdb().await? {
-        parser.feed(&chunk);
-        while let Some(item) = parser
-            .next_item()
-            .map_err(|e| ferry_replicator::Error::Rdb(e.to_string()))?
-        {
-            match item {
-                Item::Header { version, .. } => source_version = version,
-                Item::Function { code } if target.rdb_version >= 10 => {
-                    let argv = [
-                        Bytes::from_static(b"FUNCTION"),
-                        Bytes::from_static(b"LOAD"),
-                        Bytes::from_static(b"REPLACE"),
-                        code,
-                    ];
-                    send(&mut con, &argv).map_err(|e| target_error(&argv, e))?;
-                }
-                Item::Entry(e) => {
-                    let db = e.db as i64;
-                    let raw = e.raw.expect("raw mode");
-                    let Some(payload) = fit_entry(
-                        db,
-                        &e.key,
-                        &raw,
-                        source_version,
-                        &target,
-                        policy,
-                        &mut report,
-                    )?
-                    else {
-                        continue;
-                    };
-                    select(&mut con, &mut selected, db);
-                    let argv = restore_command(e.key, payload, e.expire_at_ms, true, None);
-                    send(&mut con, &argv).map_err(|e| target_error(&argv, e))?;
-                }
-                Item::EntryStart(e) => {
-                    let db = e.db as i64;
-                    select(&mut con, &mut selected, db);
-                    send(&mut con, &[Bytes::from_static(b"DEL"), e.key.clone()]).unwrap();
-                    big = Some((db, e.key, e.expire_at_ms, false, 0));
-                }
-                Item::ValueChunk(mut value) => {
-                    let (db, key, _, dropped, chunks) = big.as_mut().expect("a chunk in a value");
-                    if *dropped || !fit_value(*db, key, &mut value, &target, policy, &mut report)? {
-                        *dropped = true;
-                        continue;
-                    }
-                    select(&mut con, &mut selected, *db);
-                    let mut commands = Vec::new();
-                    match &value {
-                        ferry_rdb::Value::String(piece) if *chunks > 0 => commands.push(vec![
-                            Bytes::from_static(b"APPEND"),
-                            key.clone(),
-                            piece.clone(),
-                        ]),
-                        _ => value_commands(key, &value, target_rdb, &mut |c| commands.push(c))?,
-                    }
-                    for argv in commands {
-                        send(&mut con, &argv).map_err(|e| target_error(&argv, e))?;
-                    }
-                    *chunks += 1;
-                }
-                Item::EntryEnd => {
-                    let (db, key, expire, dropped, _) = big.take().expect("the end of a value");
-                    if let (Some(at), false) = (expire, dropped) {
-                        select(&mut con, &mut selected, db);
-                        send(&mut con, &expire_command(&key, at)).unwrap();
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    parser
-        .finish()
-        .map_err(|e| ferry_replicator::Error::Rdb(e.to_string()))?;
-    started_live.store(true, Ordering::SeqCst);
-
-    // The live stream, until the goal offset is applied.
-    let mut applied = source.offset();
-    loop {
-        let g = goal.load(Ordering::SeqCst);
-        if g > 0 && applied >= g {
-            return Ok((report, source_version));
-        }
-        let event =
-            match tokio::time::timeout(std::time::Duration::from_millis(200), source.next_event())
-                .await
-            {
-                Ok(e) => e?,
-                Err(_) => continue,
-            };
-        match event {
-            StreamEvent::Unit(unit) => {
-                let mut out = Vec::new();
-                for c in &unit.commands {
-                    if let Some(mut argv) =
-                        fit_command(c.db, &c.argv, &target, policy, &mut report)?
-                    {
-                        adapt_for_target(&mut argv, target_rdb);
-                        out.push((c.db, argv));
-                    }
-                }
-                if unit.transaction && !out.is_empty() {
-                    select(&mut con, &mut selected, out[0].0);
-                    let mut pipe = redis::pipe();
-                    pipe.atomic();
-                    for (db, argv) in &out {
-                        let mut c = redis::cmd(std::str::from_utf8(&argv[0]).unwrap());
-                        if *db != out[0].0 {
-                            pipe.cmd("SELECT").arg(*db);
-                        }
-                        for a in &argv[1..] {
-                            c.arg(&a[..]);
-                        }
-                        pipe.add_command(c);
-                    }
-                    pipe.exec(&mut con)
-                        .unwrap_or_else(|e| panic!("the target refused a transaction: {e}"));
-                    // A transaction may end in another database than it began.
-                    selected = -1;
-                } else {
-                    for (db, argv) in out {
-                        select(&mut con, &mut selected, db);
-                        send(&mut con, &argv).map_err(|e| target_error(&argv, e))?;
-                    }
-                }
-                applied = unit.end_offset;
-            }
-            StreamEvent::Skipped { end_offset } | StreamEvent::GetAck { end_offset } => {
-                applied = end_offset;
-            }
-        }
-    }
-}
 
 /// Live writes of every kind the source has: the shared workload (INCR, APPEND, expiries, MULTI/EXEC, EVAL,
 /// streams with groups, two databases), plus field expiries (`HSET` then `HPEXPIRE`, `HSETEX`) and `VADD`
@@ -351,8 +120,26 @@ fn listed(keys: &[ferry_replicator::pipeline::convert::PolicyKey]) -> Keys {
     keys.iter().map(|k| (k.db, k.key.to_vec())).collect()
 }
 
-/// One cell of the matrix: fill, copy under `policy` with live writes, then check the result against the
-/// report.
+/// Starts the job of a matrix cell.
+fn start_job(source: &Server, target: &Server, policy: TargetPolicy) -> Job {
+    Job::start(source, target, |c| {
+        c.target_policy = policy;
+        c.max_restore_bytes = BIG_VALUE_BYTES;
+    })
+}
+
+/// Waits until the job reached the live phase or stopped.
+fn wait_live_or_stopped(job: &Job) {
+    ferry_testkit::wait_until(DEADLINE, "the job to reach the live stream or stop", || {
+        let phase = job.status.snapshot().phase;
+        phase == Phase::Incremental || phase == Phase::Stopped
+    })
+    .unwrap_or_else(|e| panic!("{e}; status: {}", job.status.snapshot()));
+}
+
+/// One cell of the matrix: fill, run the job under `policy` with live writes during and after the full copy,
+/// stop it and start it again in the middle of the live writes, then check the result against the keys its
+/// status lists.
 fn pair(from: Version, to: Version, policy: TargetPolicy) {
     let source = Server::start(ServerOptions::new(from)).unwrap();
     let target = Server::start(ServerOptions::new(to)).unwrap();
@@ -361,45 +148,82 @@ fn pair(from: Version, to: Version, policy: TargetPolicy) {
         &FillOptions::seed(21).big_values(200 * 1024),
     )
     .unwrap();
-    let mirror = Mirror::start(&source, &target, policy);
+    let cell = format!("{from} -> {to} under {policy:?}");
+    let job = start_job(&source, &target, policy);
     // Live writes while the full copy runs, and after it.
-    let tag = "m";
-    let rounds = live_writes(&source, 200, tag);
-    ferry_testkit::wait_until(DEADLINE, "the copy to reach the live stream", || {
-        mirror.started_live.load(Ordering::SeqCst) || !mirror.is_running()
-    })
-    .unwrap();
-    let rounds = rounds + live_writes(&source, 100, "after");
-    expire_short_keys(&source, 200, tag);
-    expire_short_keys(&source, 100, "after");
+    let mut rounds = live_writes(&source, 200, "m");
+    wait_live_or_stopped(&job);
+    if job.status.snapshot().phase == Phase::Stopped {
+        // Only a target that cannot hold a key under the policy `stop` ends the job, naming the key.
+        let err = job.stop().expect_err(&cell).to_string();
+        let (ttl_keys, module_keys) = keys_needing_policy(&source);
+        let needs_policy = (!to.field_expiry() && !ttl_keys.is_empty())
+            || (!to.vector_sets() && !module_keys.is_empty());
+        assert!(
+            needs_policy && policy == TargetPolicy::Stop,
+            "{cell}: {err}"
+        );
+        assert!(
+            err.contains("cannot be held by the target") || err.contains("does not know"),
+            "{cell}: {err}"
+        );
+        assert!(
+            err.contains("\"ferry:"),
+            "{cell}: the error names the key: {err}"
+        );
+        return;
+    }
+    job.wait_caught_up(&source);
+    let mut statuses: Vec<Status> = vec![job.status.snapshot()];
+    job.stop().unwrap_or_else(|e| panic!("{cell}: {e}"));
+    // Written while no job runs: the next one continues from its checkpoint.
+    rounds += live_writes(&source, 100, "between");
+    let job = start_job(&source, &target, policy);
+    rounds += live_writes(&source, 100, "after");
+    for (tag, n) in [("m", 200), ("between", 100), ("after", 100)] {
+        expire_short_keys(&source, n, tag);
+    }
     let (ttl_keys, module_keys) = keys_needing_policy(&source);
     // The fill and the live writes made what each source has: the cells below are not vacuous.
     assert_eq!(!ttl_keys.is_empty(), from.field_expiry(), "{from}");
     assert_eq!(!module_keys.is_empty(), from.vector_sets(), "{from}");
     let needs_policy = (!to.field_expiry() && !ttl_keys.is_empty())
         || (!to.vector_sets() && !module_keys.is_empty());
-    let result = mirror.finish(&source);
-    let cell = format!("{from} -> {to} under {policy:?}");
-    if needs_policy && policy == TargetPolicy::Stop {
-        let err = result.expect_err(&cell).to_string();
-        assert!(
-            err.contains("cannot be held by the target") || err.contains("does not know"),
-            "{cell}: {err}"
+    assert!(
+        !(needs_policy && policy == TargetPolicy::Stop),
+        "{cell}: the job did not stop"
+    );
+    job.wait_caught_up(&source);
+    let last = job.status.snapshot();
+    assert_eq!(
+        last.full_syncs, 0,
+        "{cell}: the restarted job continued: {last}"
+    );
+    statuses.push(last);
+    job.stop().unwrap_or_else(|e| panic!("{cell}: {e}"));
+    let mut skipped = Keys::new();
+    let mut converted = Keys::new();
+    for s in &statuses {
+        assert_eq!(
+            s.policy_keys_skipped as usize,
+            s.policy_skipped.len(),
+            "{cell}"
         );
-        assert!(
-            err.contains("ferry:"),
-            "{cell}: the error names the key: {err}"
+        assert_eq!(
+            s.policy_keys_converted as usize,
+            s.policy_converted.len(),
+            "{cell}"
         );
-        return;
+        skipped.extend(listed(&s.policy_skipped));
+        converted.extend(listed(&s.policy_converted));
+        for k in &s.policy_converted {
+            assert!(
+                matches!(k.loss, Loss::FieldExpiries { .. }),
+                "{cell}: {k:?}"
+            );
+        }
     }
-    let (report, rdb_version) = result.unwrap_or_else(|e| panic!("{cell}: {e}"));
-    // Each source sent its native format (Valkey 9.1: VALKEY080, because the handshake said what ferry reads).
-    assert_eq!(rdb_version, from.rdb_version(), "{cell}");
-    let skipped = listed(&report.skipped);
-    let converted = listed(&report.converted);
-    assert_eq!(report.keys_skipped as usize, skipped.len(), "{cell}");
-    assert_eq!(report.keys_converted as usize, converted.len(), "{cell}");
-    // The report names exactly what the target cannot hold.
+    // The status names exactly what the target cannot hold.
     let mut expected_skipped = BTreeSet::new();
     let mut expected_converted = BTreeSet::new();
     if !to.vector_sets() {
@@ -413,12 +237,6 @@ fn pair(from: Version, to: Version, policy: TargetPolicy) {
     }
     assert_eq!(skipped, expected_skipped, "{cell}: skipped keys");
     assert_eq!(converted, expected_converted, "{cell}: converted keys");
-    for k in &report.converted {
-        assert!(
-            matches!(k.loss, Loss::FieldExpiries { .. }),
-            "{cell}: {k:?}"
-        );
-    }
     // Equal by value, minus exactly the skipped keys (absent on the target); converted keys hold the same
     // fields (the target has no field expiry to compare).
     let functions = from.is_7() && to.is_7();
@@ -427,8 +245,8 @@ fn pair(from: Version, to: Version, policy: TargetPolicy) {
         .functions(functions)
         .max_differences(100_000);
     if !from.is_7() {
-        // 6.2 sends `SET .. EX` and `EXPIRE` relative: this copy applies them when it gets them, so the target's
-        // absolute expiry is later by the copy's lag (making them absolute at receipt is the job's business).
+        // 6.2 sends `SET .. EX` and `EXPIRE` relative; the job makes them absolute at receipt, later than the
+        // source did by the link's delay.
         opts = opts.expiry_tolerance(std::time::Duration::from_secs(60));
     }
     let report_cmp = compare(&Target::from(&source), &Target::from(&target), &opts).unwrap();
@@ -444,18 +262,18 @@ fn pair(from: Version, to: Version, policy: TargetPolicy) {
     );
     assert_eq!(differing, expected_skipped, "{cell}: {report_cmp}");
     assert_eq!(
-        counter(&target, tag) + counter(&target, "after"),
+        counter(&target, "m") + counter(&target, "between") + counter(&target, "after"),
         rounds,
         "{cell}: INCR counters"
     );
+    let s = statuses.last().unwrap();
     eprintln!(
-        "{cell}: RDB {rdb_version}, {} keys compared, {} skipped, {} converted, {} live commands skipped, {} \
-         converted",
+        "{cell}: {} keys compared, {} skipped, {} converted, {} live commands skipped, {} converted",
         report_cmp.keys_compared,
-        report.keys_skipped,
-        report.keys_converted,
-        report.commands_skipped,
-        report.commands_converted
+        skipped.len(),
+        converted.len(),
+        s.policy_commands_skipped,
+        s.policy_commands_converted
     );
 }
 
@@ -525,40 +343,94 @@ fn redis_6_2_to_redis_8_2_and_valkey_9_1_is_exact_under_every_policy() {
     all_policies(Version::V6_2, Version::V9_1);
 }
 
-/// The job itself (full sync, live stream, checkpoints) across a pair: dropped in the middle of live writes
-/// and started again, it resumes from its checkpoint and ends equal with exact counters.
-///
-/// Only the pairs the job's full sync handles today are here: a Valkey 9.1 source or target with field
-/// expiries needs the full sync to take the target's format from `TargetFormat::from_info` and each key's
-/// payload from `fit_entry` (it reads Valkey 9.1 as RDB 11 and decodes type 22 as Redis's).
-fn job_dropped_and_restarted_ends_equal(from: Version, to: Version) {
-    use common::Job;
+/// The job as a process (the `sync` example) across a pair under a policy: SIGKILLed in the middle of live
+/// writes and started again, it continues from its checkpoint (no second full copy) and the target ends equal
+/// to the source by value, minus exactly the keys the policy leaves out, with exact counters.
+fn job_killed_and_restarted_ends_equal(from: Version, to: Version, policy: &str) {
+    use common::{ProcJob, CHECKPOINT_DB};
+    let cell = format!("{from} -> {to} under {policy}, SIGKILL");
     let source = Server::start(ServerOptions::new(from)).unwrap();
     let target = Server::start(ServerOptions::new(to)).unwrap();
     fill(&Target::from(&source), &FillOptions::seed(31)).unwrap();
-    let job = Job::start(&source, &target, |_| {});
-    let first = workload(&source, 150, "j");
+    let db = CHECKPOINT_DB.to_string();
+    let args = ["--checkpoint-db", &db, "--target-policy", policy];
+    let job = ProcJob::start_with(&source, &target, &args);
+    let first = live_writes(&source, 150, "j");
     job.wait_caught_up(&source);
-    job.stop().unwrap();
-    let second = workload(&source, 150, "j");
-    let job = Job::start(&source, &target, |_| {});
-    let third = workload(&source, 100, "j");
-    expire_short_keys(&source, 150, "j");
+    let before_kill = live_writes(&source, 50, "k");
+    job.kill();
+    let second = live_writes(&source, 100, "j2");
+    let job = ProcJob::start_with(&source, &target, &args);
+    let third = live_writes(&source, 100, "j3");
+    for (tag, n) in [("j", 150), ("k", 50), ("j2", 100), ("j3", 100)] {
+        expire_short_keys(&source, n, tag);
+    }
     job.wait_caught_up(&source);
+    assert_eq!(job.full_syncs(), 0, "{cell}: {}", job.status_line());
+    let (ttl_keys, module_keys) = keys_needing_policy(&source);
+    let mut expected_skipped = BTreeSet::new();
+    if !to.vector_sets() {
+        expected_skipped.extend(module_keys.iter().cloned());
+    }
+    if !to.field_expiry() && policy == "skip" {
+        expected_skipped.extend(ttl_keys.iter().cloned());
+    }
     let functions = from.is_7() && to.is_7();
-    common::assert_same_data(&source, &target, functions);
-    assert_eq!(counter(&target, "j"), first + second + third);
-    job.stop().unwrap();
+    let opts = CompareOptions::default()
+        .dbs(vec![0, 1, 2])
+        .functions(functions)
+        .max_differences(100_000);
+    let report = compare(&Target::from(&source), &Target::from(&target), &opts).unwrap();
+    let differing: BTreeSet<(i64, Vec<u8>)> = report
+        .differences
+        .iter()
+        .map(|d| {
+            assert_eq!(d.kind, DifferenceKind::OnlyInA, "{cell}: {report}");
+            (i64::from(d.db.unwrap()), d.key.clone().unwrap())
+        })
+        .collect();
+    assert_eq!(report.total_differences as usize, differing.len(), "{cell}");
+    assert_eq!(differing, expected_skipped, "{cell}: {report}");
+    let counted: u64 = ["j", "k", "j2", "j3"]
+        .iter()
+        .map(|t| counter(&target, t))
+        .sum();
+    assert_eq!(counted, first + before_kill + second + third, "{cell}");
 }
 
 #[test]
-fn job_8_2_to_8_2_dropped_and_restarted_ends_equal() {
-    job_dropped_and_restarted_ends_equal(Version::V8_2, Version::V8_2);
+fn job_8_2_to_8_2_killed_and_restarted_ends_equal() {
+    job_killed_and_restarted_ends_equal(Version::V8_2, Version::V8_2, "stop");
 }
 
 #[test]
-fn job_7_0_to_9_1_dropped_and_restarted_ends_equal() {
-    job_dropped_and_restarted_ends_equal(Version::V7_0, Version::V9_1);
+fn job_7_0_to_9_1_killed_and_restarted_ends_equal() {
+    job_killed_and_restarted_ends_equal(Version::V7_0, Version::V9_1, "stop");
+}
+
+#[test]
+fn job_9_1_to_9_1_with_field_expiries_killed_and_restarted_ends_equal() {
+    job_killed_and_restarted_ends_equal(Version::V9_1, Version::V9_1, "stop");
+}
+
+#[test]
+fn job_9_1_to_8_2_with_field_expiries_killed_and_restarted_ends_equal() {
+    job_killed_and_restarted_ends_equal(Version::V9_1, Version::V8_2, "stop");
+}
+
+#[test]
+fn job_8_2_to_9_1_killed_and_restarted_leaves_out_only_vector_sets() {
+    job_killed_and_restarted_ends_equal(Version::V8_2, Version::V9_1, "skip");
+}
+
+#[test]
+fn job_8_2_to_7_0_killed_and_restarted_converts_field_expiries() {
+    job_killed_and_restarted_ends_equal(Version::V8_2, Version::V7_0, "convert");
+}
+
+#[test]
+fn job_9_1_to_7_0_killed_and_restarted_skips_field_expiry_hashes() {
+    job_killed_and_restarted_ends_equal(Version::V9_1, Version::V7_0, "skip");
 }
 
 /// Field expiries written live (after the job reached the stream): `HSET` + `HPEXPIRE` and `HSETEX`.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ferry::{
     CheckpointConfig, Compare, Conflict, Endpoint, Error, OnError, Source, SyncConfig, Target,
-    TlsConfig, VerifyOptions,
+    TargetPolicy, TlsConfig, VerifyOptions,
 };
 
 /// Copies a Redis dataset between deployments and keeps it in sync.
@@ -225,6 +225,9 @@ pub struct SyncArgs {
     /// Keys of the full copy that already exist on the target: panic, rewrite or skip.
     #[arg(long)]
     pub conflict: Option<Conflict>,
+    /// Keys and commands the target cannot hold: stop (default), skip or convert.
+    #[arg(long)]
+    pub target_policy: Option<TargetPolicy>,
     /// Error replies of the target in the live stream: stop or log.
     #[arg(long, value_parser = parse_on_error)]
     pub on_error: Option<OnError>,
@@ -333,6 +336,9 @@ impl SyncArgs {
         };
         if let Some(c) = self.conflict {
             config.conflict = c;
+        }
+        if let Some(p) = self.target_policy {
+            config.target_policy = p;
         }
         if let Some(o) = self.on_error {
             config.on_error = o;

@@ -459,6 +459,37 @@ impl std::str::FromStr for Conflict {
     }
 }
 
+/// What to do with a key or command the target cannot hold (hash field expiries on a target older than Redis 7.4 /
+/// Valkey 9, a vector set or other module value without its module, a command the target does not know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TargetPolicy {
+    /// Stop the job with an error naming the key: nothing is lost silently.
+    #[default]
+    Stop,
+    /// Leave the key (and its later commands) out of the target, and list it in the status.
+    Skip,
+    /// Keep what the target holds (drop field expiries, keep the fields) and list the key; what has no lesser
+    /// form is skipped and listed.
+    Convert,
+}
+
+impl std::str::FromStr for TargetPolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<TargetPolicy, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "stop" => Ok(TargetPolicy::Stop),
+            "skip" => Ok(TargetPolicy::Skip),
+            "convert" => Ok(TargetPolicy::Convert),
+            other => Err(Error::config(format!(
+                "target policy {other:?}: expected stop, skip or convert"
+            ))),
+        }
+    }
+}
+
 /// What to do when the target answers a live-stream write with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -633,6 +664,9 @@ pub struct SyncConfig {
     /// Keys of the full copy that already exist on the target.
     #[serde(default)]
     pub conflict: Conflict,
+    /// Keys and commands the target cannot hold.
+    #[serde(default)]
+    pub target_policy: TargetPolicy,
     /// Error replies of the target during the live stream.
     #[serde(default)]
     pub on_error: OnError,
@@ -662,6 +696,7 @@ impl SyncConfig {
             filter: FilterConfig::default(),
             db_map: BTreeMap::new(),
             conflict: Conflict::default(),
+            target_policy: TargetPolicy::default(),
             on_error: OnError::default(),
             checkpoint: CheckpointConfig::default(),
             limits: Limits::default(),
@@ -853,6 +888,11 @@ impl SyncConfig {
             Conflict::Panic => ferry_replicator::ConflictPolicy::Panic,
             Conflict::Rewrite => ferry_replicator::ConflictPolicy::Rewrite,
             Conflict::Skip => ferry_replicator::ConflictPolicy::Skip,
+        };
+        c.target_policy = match self.target_policy {
+            TargetPolicy::Stop => ferry_replicator::TargetPolicy::Stop,
+            TargetPolicy::Skip => ferry_replicator::TargetPolicy::Skip,
+            TargetPolicy::Convert => ferry_replicator::TargetPolicy::Convert,
         };
         c.filter = self.filter.to_replicator();
         c.db_map = ferry_replicator::pipeline::dbmap::DbMap::new(self.db_pairs());

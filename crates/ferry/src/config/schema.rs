@@ -124,6 +124,7 @@ pub(crate) const FERRY: &[(&str, Node)] = &[
             ("spool_dir", Node::Leaf),
         ]),
     ),
+    ("target_policy", Node::Leaf),
     ("until_caught_up", Node::Leaf),
     ("flush_target_on_resync", Node::Leaf),
     (

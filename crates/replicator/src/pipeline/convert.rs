@@ -77,27 +77,6 @@ pub fn restore_command(
     argv
 }
 
-/// The newest RDB version a Redis version loads (`redis_version` of `INFO server`, e.g. `"7.0.15"`).
-///
-/// Unknown or unparsable versions are taken as the newest known (12), so an unknown newer server gets the
-/// source's payloads as they are.
-pub fn rdb_version_for(redis_version: &str) -> u16 {
-    let mut parts = redis_version.split('.').map(|p| p.parse::<u32>().ok());
-    let (major, minor) = match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(a), Some(b)) => (a, b),
-        _ => return 12,
-    };
-    match (major, minor) {
-        (0..=2, _) => 6,
-        (3, _) => 7,
-        (4, _) => 8,
-        (5, _) | (6, _) => 9,
-        (7, 0) | (7, 1) => 10,
-        (7, 2) | (7, 3) => 11,
-        _ => 12,
-    }
-}
-
 /// Most elements per element command (`RPUSH`, `SADD`, `HSET`, `ZADD`), so no command is huge.
 pub const ELEMENTS_PER_COMMAND: usize = 512;
 
@@ -321,8 +300,8 @@ pub enum ServerFamily {
 }
 
 /// What a target server loads and knows: the RDB version of `RESTORE` payloads it accepts, field expiry, module
-/// types, commands. Built from its `INFO server` text ([`TargetFormat::from_info`]), which is what
-/// `Sink::rdb_version` should use instead of [`rdb_version_for`] (Valkey reports `redis_version:7.2.4`).
+/// types, commands. Built from its `INFO server` text ([`TargetFormat::from_info`]): not from `redis_version`
+/// alone, which Valkey reports as `7.2.4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TargetFormat {
@@ -434,6 +413,29 @@ impl TargetFormat {
     {
         self.module_types.extend(names.into_iter().map(Into::into));
         self
+    }
+
+    /// What both `self` and `other` hold (the masters of a cluster target should agree; if they do not, the
+    /// job writes what the weaker one loads): the lower RDB version, and field expiries, module types and
+    /// commands only where both have them.
+    pub fn least(self, other: TargetFormat) -> TargetFormat {
+        if self == other {
+            return self;
+        }
+        let (mut weaker, stronger) = if self.rdb_version <= other.rdb_version {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        weaker.field_expiry &= stronger.field_expiry;
+        weaker
+            .module_types
+            .retain(|m| stronger.module_types.contains(m));
+        weaker.commands = match (weaker.commands, stronger.commands) {
+            (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
+            (a, b) => a.or(b),
+        };
+        weaker
     }
 
     /// True when the target takes a payload of RDB `version` as it is.
@@ -955,15 +957,6 @@ mod tests {
     }
 
     #[test]
-    fn rdb_version_follows_the_server_version() {
-        assert_eq!(rdb_version_for("7.0.15"), 10);
-        assert_eq!(rdb_version_for("6.2.14"), 9);
-        assert_eq!(rdb_version_for("7.2.4"), 11);
-        assert_eq!(rdb_version_for("5.0.7"), 9);
-        assert_eq!(rdb_version_for("garbage"), 12);
-    }
-
-    #[test]
     fn conflict_policy_parses_from_config_words() {
         assert_eq!(
             "Rewrite".parse::<ConflictPolicy>().unwrap(),
@@ -1006,6 +999,16 @@ mod tests {
             TargetFormat::from_info("redis_version:6.2.14").rdb_version,
             9
         );
+    }
+
+    #[test]
+    fn a_cluster_of_mixed_masters_is_written_for_the_weaker_one() {
+        let new = TargetFormat::from_info("redis_version:8.2.3");
+        let old = TargetFormat::from_info("redis_version:7.0.15");
+        assert_eq!(new.clone().least(new.clone()), new);
+        let least = new.least(old.clone());
+        assert_eq!(least, old);
+        assert!(!least.field_expiry && least.module_types.is_empty());
     }
 
     fn ttl_hash() -> ferry_rdb::Value {

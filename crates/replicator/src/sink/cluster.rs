@@ -36,7 +36,7 @@ use tracing::{info, warn};
 
 use crate::checkpoint::{self, Checkpoint, Position};
 use crate::error::{Error, KeyDisplay};
-use crate::pipeline::convert::ConflictPolicy;
+use crate::pipeline::convert::{ConflictPolicy, TargetFormat};
 use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::standalone::{NodeSlots, StandaloneSink};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
@@ -334,13 +334,17 @@ impl ClusterSink {
         Ok(claims)
     }
 
-    /// The lowest RDB version the masters load.
-    pub async fn rdb_version(&mut self) -> Result<u16, Error> {
-        let mut version = u16::MAX;
+    /// What every master loads and knows (the least of them, should they differ).
+    pub async fn target_format(&mut self) -> Result<TargetFormat, Error> {
+        let mut format: Option<TargetFormat> = None;
         for node in &mut self.nodes {
-            version = version.min(node.rdb_version().await?);
+            let f = node.target_format().await?;
+            format = Some(match format {
+                Some(common) => common.least(f),
+                None => f,
+            });
         }
-        Ok(version)
+        format.ok_or_else(|| Error::Config("the cluster target has no master".into()))
     }
 
     /// Starts a full sync on every master: the checkpoints of earlier syncs are deleted (the data they

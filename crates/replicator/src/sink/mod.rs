@@ -22,7 +22,7 @@ use ferry_resp::Frame;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
-use crate::pipeline::convert::ConflictPolicy;
+use crate::pipeline::convert::{ConflictPolicy, TargetFormat};
 use crate::pipeline::Unit;
 
 /// What to do when the target answers a write with an error (other than a key conflict of the full sync,
@@ -165,9 +165,9 @@ impl Sink {
         }
     }
 
-    /// The RDB version the target loads (the lowest of its nodes).
-    pub async fn rdb_version(&mut self) -> Result<u16, Error> {
-        each!(self, s => s.rdb_version().await)
+    /// What the target loads and knows (for a cluster, what every master does).
+    pub async fn target_format(&mut self) -> Result<TargetFormat, Error> {
+        each!(self, s => s.target_format().await)
     }
 
     /// Starts a full sync (optionally emptying the target first).

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, Position};
 use crate::error::Error;
-use crate::pipeline::convert::ConflictPolicy;
+use crate::pipeline::convert::{ConflictPolicy, TargetFormat};
 use crate::pipeline::{command_name, Unit};
 use crate::sink::chain::{self, Alone, AloneOutcome, ChainWriter, Step};
 use crate::sink::pipe::Pipe;
@@ -220,24 +220,19 @@ impl StandaloneSink {
         }
     }
 
-    /// The RDB version the target loads, from its `redis_version`.
-    pub async fn rdb_version(&mut self) -> Result<u16, Error> {
-        Ok(crate::pipeline::convert::rdb_version_for(
-            &self.redis_version().await?,
-        ))
-    }
-
-    async fn redis_version(&mut self) -> Result<String, Error> {
+    /// What the target loads and knows (family, version, RDB version, field expiries), from its `INFO server`:
+    /// a Valkey 9 target reports `redis_version:7.2.4` and loads RDB 80 with field expiries.
+    pub async fn target_format(&mut self) -> Result<TargetFormat, Error> {
         self.drain().await?;
         let info = self.pipe.call(&["INFO", "server"]).await?;
         let text = info
             .as_bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .map(|v| v.trim().to_string())
-            .ok_or_else(|| Error::Protocol("INFO server has no redis_version".into()))
+        if !text.lines().any(|l| l.starts_with("redis_version:")) {
+            return Err(Error::Protocol("INFO server has no redis_version".into()));
+        }
+        Ok(TargetFormat::from_info(&text))
     }
 
     /// Starts a full sync: optionally empties the target, then stores the `fullsync` marker (so a restart

@@ -293,7 +293,9 @@ impl ProcJob {
         )
     }
 
-    fn start_with(source: &Server, target: &Server, extra: &[&str]) -> ProcJob {
+    /// Starts `ferry sync` with checkpoints, `--flush-target-on-resync`, `--conflict rewrite` and `extra`
+    /// arguments.
+    pub fn start_with(source: &Server, target: &Server, extra: &[&str]) -> ProcJob {
         let bin = ferry_binary();
         let mut child = std::process::Command::new(&bin)
             .args(["sync", "--source", &source.url(), "--target", &target.url()])
