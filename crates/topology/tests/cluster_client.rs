@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use ferry_resp::{ConnectOptions, Frame, Password};
 use ferry_testkit::{wait_until, Cluster, ClusterOptions as TestClusterOptions, Server, Version};
-use ferry_topology::{key_slot, parse_cluster_nodes, ClusterClient, ClusterOptions, Error};
+use ferry_topology::{key_slot, ClusterClient, ClusterOptions, Error};
+
+mod nodes;
+use nodes::{node_id, replica_of, role};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -35,41 +38,6 @@ fn client_options(cluster: &Cluster, password: Option<&str>) -> ClusterOptions {
     opts.max_retries = 40;
     opts.max_retry_delay = Duration::from_millis(500);
     opts
-}
-
-fn node_id(server: &Server) -> String {
-    redis::cmd("CLUSTER")
-        .arg("MYID")
-        .query(&mut server.client())
-        .expect("CLUSTER MYID")
-}
-
-fn role(server: &Server) -> String {
-    server
-        .info_field("replication", "role")
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-}
-
-/// The replica of `master` (by CLUSTER NODES as `master` sees it).
-fn replica_of<'a>(cluster: &'a Cluster, master: &Server) -> &'a Server {
-    let id = node_id(master);
-    let text: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query(&mut master.client())
-        .expect("CLUSTER NODES");
-    let infos = parse_cluster_nodes(text.as_bytes()).expect("parse CLUSTER NODES");
-    let replica = infos
-        .iter()
-        .find(|i| i.master_id.as_deref() == Some(id.as_str()))
-        .expect("a replica");
-    let port = replica.addr.as_ref().expect("replica address").port;
-    cluster
-        .nodes
-        .iter()
-        .find(|n| n.port() == port)
-        .expect("replica among the nodes")
 }
 
 struct Writer {
