@@ -166,7 +166,7 @@ fn replicator_kind(e: &ferry_replicator::Error) -> ErrorKind {
         R::Refused(_) => ErrorKind::SourceRefused,
         R::Rdb(_) => ErrorKind::Data,
         R::Conflict { .. } | R::Target { .. } => ErrorKind::TargetRefused,
-        R::Checkpoint(_) => ErrorKind::Fenced,
+        R::Checkpoint(_) | R::Fenced(_) => ErrorKind::Fenced,
         R::Config(_) => ErrorKind::Config,
         R::Stopped => ErrorKind::Stopped,
         _ => ErrorKind::Data,

@@ -37,6 +37,10 @@ pub enum Error {
     /// changed it. A new session resumes from what the target holds.
     #[error("{0}")]
     ChainBroken(String),
+    /// The target's checkpoint is a fence, or was written by a job of a newer epoch: a DR pair changed
+    /// direction and this job must not write (not retried).
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The checkpoint stored in the target is not one this version wrote.
     #[error("invalid checkpoint in the target: {0}")]
     Checkpoint(String),

@@ -576,6 +576,9 @@ pub struct CheckpointConfig {
     pub tag: String,
     /// The database of the checkpoint key on a standalone target.
     pub db: u32,
+    /// The fencing epoch written into every checkpoint: the job refuses a fence or a checkpoint of a newer
+    /// epoch ([`crate::ErrorKind::Fenced`]). A [`crate::DrPair`] sets it for the jobs it runs; 0 otherwise.
+    pub epoch: u64,
 }
 
 impl Default for CheckpointConfig {
@@ -584,6 +587,7 @@ impl Default for CheckpointConfig {
             enabled: true,
             tag: "ferry".into(),
             db: 0,
+            epoch: 0,
         }
     }
 }
@@ -924,6 +928,7 @@ impl SyncConfig {
             checkpoint: self.checkpoint.enabled,
             checkpoint_tag: self.checkpoint.tag.clone(),
             checkpoint_db: i64::from(self.checkpoint.db),
+            epoch: self.checkpoint.epoch,
             ..Default::default()
         }
     }
@@ -931,7 +936,7 @@ impl SyncConfig {
 
 /// The pool options of a sentinel-managed group: the sentinels' own auth and TLS from their endpoints (the first
 /// one's, for all), the data nodes' from `auth`.
-fn sentinel_pool_options(
+pub(crate) fn sentinel_pool_options(
     sentinels: &[Endpoint],
     master: &str,
     auth: &MasterAuth,

@@ -318,9 +318,11 @@ impl ClusterSink {
         let mut claims = Vec::new();
         for (i, node) in self.nodes.iter_mut().enumerate() {
             for (key, value) in node.scan_values(&pattern).await? {
-                let position = match Checkpoint::decode(&value)? {
+                let cp = Checkpoint::decode(&value)?;
+                checkpoint::admit(&cp, self.opts.epoch)?;
+                let position = match cp {
                     Checkpoint::Committed(p) => p,
-                    Checkpoint::FullSyncInProgress => Position::new(String::new(), u64::MAX, 0),
+                    _ => Position::new(String::new(), u64::MAX, 0),
                 };
                 let raw = String::from_utf8_lossy(&value).into_owned();
                 claims.push(Claim {
