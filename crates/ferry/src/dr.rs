@@ -758,6 +758,8 @@ impl DrPair {
         let mut next = Record::new(current.epoch + 1, DrPhase::FailedOver);
         next.history = current.history.clone();
         let mut b = self.open(Side::B).await?;
+        // B's writes from the failover on must stay readable from B's stream (recover continues from it).
+        b.ensure_backlog(self.timeout()).await?;
         let fence = ferry_replicator::checkpoint::Checkpoint::Fenced { epoch: next.epoch }.encode();
         let outcome = b
             .transition(
@@ -994,6 +996,11 @@ impl DrPair {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The A -> B job will continue A's stream from the position recorded at the switch.
+        self.open(Side::A)
+            .await?
+            .ensure_backlog(self.timeout())
+            .await?;
         // 2. Pause writes on B, drain the last offset to A.
         let mut b = self.open(Side::B).await?;
         let paused_at = Instant::now();

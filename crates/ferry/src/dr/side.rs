@@ -358,6 +358,30 @@ impl Deploy {
         Ok(matches!(start, Start::Continue { .. }))
     }
 
+    /// Makes sure this side's master keeps a replication backlog, so that its writes from now on can be
+    /// streamed from a position recorded now. A master that never had a replica has none (and its offset does
+    /// not move): a replication handshake creates it (the full resync it starts is dropped at once).
+    pub(crate) async fn ensure_backlog(&mut self, timeout: Duration) -> Result<(), Error> {
+        let active = |info: &str| info_field(info, "repl_backlog_active").as_deref() == Some("1");
+        let info = text(&self.conn.call(&["INFO", "replication"]).await?);
+        if active(&info) {
+            return Ok(());
+        }
+        tracing::info!(side = %self.side, "creating a replication backlog on the master (it had none)");
+        let opts = self.source_options(timeout);
+        let (source, _) = PsyncSource::open(&opts, None).await?;
+        drop(source);
+        let info = text(&self.conn.call(&["INFO", "replication"]).await?);
+        if active(&info) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::TargetRefused,
+                format!("{}: the master keeps no replication backlog", self.side),
+            ))
+        }
+    }
+
     /// `CLIENT PAUSE <ms> WRITE`.
     pub(crate) async fn pause_writes(&mut self, ms: u64) -> Result<(), Error> {
         self.conn
