@@ -1005,16 +1005,24 @@ impl DrPair {
         let mut b = self.open(Side::B).await?;
         let paused_at = Instant::now();
         b.pause_writes(t.max_pause_ms).await?;
+        tracing::info!(
+            max_ms = t.max_pause_ms,
+            "writes on B paused; draining B's last offset to A"
+        );
         let result = self
             .switch_while_paused(&mut b, &current, &tag, paused_at)
             .await;
         match result {
-            Ok(record) => {
+            Ok((record, won)) => {
                 // 4. Clients blocked on B never ran their writes: disconnect them, then unpause.
                 b.kill_clients().await.ok();
                 b.unpause().await.ok();
                 let pause = paused_at.elapsed();
-                self.finish_switchback(record, Some(pause)).await
+                tracing::info!(
+                    pause_ms = pause.as_millis() as u64,
+                    "writes on B unpaused; A serves"
+                );
+                self.finish_switchback(record, won.then_some(pause)).await
             }
             Err(e) => {
                 b.unpause().await.ok();
@@ -1030,14 +1038,14 @@ impl DrPair {
         current: &Record,
         tag: &str,
         paused_at: Instant,
-    ) -> Result<Record, Error> {
+    ) -> Result<(Record, bool), Error> {
         let last = b.repl_position().await?;
         let limit =
             Duration::from_millis(self.config.timing.max_pause_ms.saturating_sub(200).max(100));
         loop {
             let mut a = self.open(Side::A).await?;
             if let Some(moved) = self.moved_on(&mut a, current.epoch).await? {
-                return Ok(moved);
+                return Ok((moved, false));
             }
             let at = a.checkpoint_offset(tag).await?.unwrap_or(0);
             if at >= last.offset {
@@ -1074,8 +1082,8 @@ impl DrPair {
             )
             .await?
         {
-            Transition::Applied { record, .. } => Ok(record),
-            Transition::Lost { stored } if stored.phase == DrPhase::Normal => Ok(stored),
+            Transition::Applied { record, .. } => Ok((record, true)),
+            Transition::Lost { stored } if stored.phase == DrPhase::Normal => Ok((stored, false)),
             Transition::Lost { stored } => Err(Error::new(
                 ErrorKind::Fenced,
                 format!(

@@ -43,6 +43,10 @@ pub enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Disaster recovery: a pair of deployments (init, status, failover, recover, switchback, run) and the
+    /// guarded switch of a master/replica pair (promote, demote, watch). See docs/dr.md.
+    #[command(subcommand)]
+    Dr(super::dr::DrCommand),
 }
 
 /// Kinds of source on the command line.
