@@ -52,34 +52,12 @@ struct Writers {
 impl Writers {
     fn start(source: &Cluster, clients: usize) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
+        let urls: Vec<String> = source.nodes.iter().map(Server::url).collect();
         let threads = (0..clients)
             .map(|w| {
                 let stop = stop.clone();
-                let mut conn = source.cluster_client().unwrap();
-                std::thread::spawn(move || {
-                    let mut acked: HashMap<String, u64> = HashMap::new();
-                    let mut round = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let key = counter_key(w, (round as usize) % COUNTERS);
-                        let done: redis::RedisResult<u64> =
-                            redis::cmd("INCR").arg(&key).query(&mut conn);
-                        match done {
-                            Ok(v) => {
-                                let n = acked.entry(key.clone()).or_default();
-                                *n += 1;
-                                assert_eq!(v, *n, "only this writer increments {key}");
-                            }
-                            Err(e) => panic!("INCR {key}: {e}"),
-                        }
-                        let _: () = redis::cmd("SET")
-                            .arg(format!("live:w{w}:value:{}", round % 97))
-                            .arg(round)
-                            .query(&mut conn)
-                            .unwrap();
-                        round += 1;
-                    }
-                    acked
-                })
+                let urls = urls.clone();
+                std::thread::spawn(move || write_counters(w, &urls, &stop))
             })
             .collect();
         Writers { stop, threads }
@@ -94,6 +72,72 @@ impl Writers {
         }
         all
     }
+}
+
+/// A cluster connection through whichever nodes answer (some may be down).
+fn connect(urls: &[String]) -> redis::cluster::ClusterConnection {
+    ferry_testkit::wait_for(common::DEADLINE, "a cluster connection", || {
+        redis::cluster::ClusterClient::new(urls.to_vec())
+            .ok()?
+            .get_connection()
+            .ok()
+    })
+    .unwrap()
+}
+
+/// One writer: INCR then `WAIT 1` (the increment is on a replica, so a failover keeps it); an increment whose
+/// outcome is unknown (an error, or no replica acknowledged it in time) is resolved by reading the counter back
+/// once the cluster answers again: only this writer increments it.
+fn write_counters(w: usize, urls: &[String], stop: &AtomicBool) -> HashMap<String, u64> {
+    let mut conn = connect(urls);
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = counter_key(w, (round as usize) % COUNTERS);
+        let n = acked.entry(key.clone()).or_default();
+        let incr: redis::RedisResult<u64> = redis::cmd("INCR").arg(&key).query(&mut conn);
+        let durable = incr.is_ok()
+            && redis::cmd("WAIT")
+                .arg(1)
+                .arg(2000)
+                .query::<u64>(&mut conn)
+                .is_ok_and(|r| r >= 1);
+        match incr {
+            Ok(v) if durable => {
+                assert_eq!(v, *n + 1, "only this writer increments {key}");
+                *n = v;
+            }
+            _ => {
+                // Unknown: read it back from whoever serves the slot once the cluster settles.
+                let v =
+                    ferry_testkit::wait_for(common::DEADLINE, "the counter to be readable", || {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        conn = connect(urls);
+                        let v: Option<u64> = redis::cmd("GET").arg(&key).query(&mut conn).ok()?;
+                        let v = v.unwrap_or(0);
+                        // A write not yet visible on the new master right after a failover settles first.
+                        redis::cmd("WAIT")
+                            .arg(1)
+                            .arg(2000)
+                            .query::<u64>(&mut conn)
+                            .ok()?;
+                        Some(v)
+                    })
+                    .unwrap();
+                assert!(
+                    v == *n || v == *n + 1,
+                    "{key}: {v} after {n} acknowledged increments (a write acknowledged by a replica was lost)"
+                );
+                *n = v;
+            }
+        }
+        let _ = redis::cmd("SET")
+            .arg(format!("live:w{w}:value:{}", round % 97))
+            .arg(round)
+            .query::<()>(&mut conn);
+        round += 1;
+    }
+    acked
 }
 
 fn get_counter(target: &Target, key: &str) -> u64 {
@@ -231,4 +275,181 @@ fn a_cluster_source_syncs_into_a_sentinel_target_exactly() {
     full_copy_then_live_writes(&source, &target, &job);
     let status = rt.block_on(job.stop()).unwrap();
     assert_eq!(status.full_syncs, 3, "{status:?}");
+}
+
+/// The node indexes of the master owning `slot` and of its replica, from `CLUSTER NODES` of a live node.
+fn shard_nodes(cluster: &Cluster, slot: u16) -> (usize, usize) {
+    ferry_testkit::wait_for(common::DEADLINE, "the shard of a slot", || {
+        let text: String = cluster.nodes.iter().find_map(|n| {
+            let mut c = n.try_client().ok()?;
+            redis::cmd("CLUSTER").arg("NODES").query(&mut c).ok()
+        })?;
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+        let owns = |l: &Vec<&str>| {
+            l.iter().skip(8).any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            })
+        };
+        let master = lines
+            .iter()
+            .find(|l| l[2].contains("master") && !l[2].contains("fail") && owns(l))?;
+        let replica = lines
+            .iter()
+            .find(|l| l[3] == master[0] && !l[2].contains("fail"))?;
+        let index = |l: &Vec<&str>| {
+            let port: u16 = l[1].split(['@', ',']).next()?.rsplit(':').next()?.parse().ok()?;
+            cluster.nodes.iter().position(|n| n.port() == port)
+        };
+        Some((index(master)?, index(replica)?))
+    })
+    .unwrap()
+}
+
+fn is_master(server: &Server) -> bool {
+    server
+        .try_client()
+        .ok()
+        .and_then(|mut c| redis::cmd("ROLE").query::<redis::Value>(&mut c).ok())
+        .is_some_and(|v| matches!(v, redis::Value::Array(ref items) if matches!(items.first(), Some(redis::Value::BulkString(r)) if r == b"master")))
+}
+
+/// Two clusters and a job between them, caught up, with writers running on every shard.
+fn running_pair(seed: u64) -> (Cluster, Cluster, tokio::runtime::Runtime, JobHandle) {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Cluster::start(Version::V7_0).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(seed).dbs(vec![0])).unwrap();
+    let seeds: Vec<_> = target
+        .nodes
+        .iter()
+        .map(|n| serde_json::json!({ "url": n.url() }))
+        .collect();
+    let (rt, job) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": { "type": "cluster", "seeds": seeds },
+    }));
+    wait_until(
+        common::DEADLINE,
+        "three shards, all in the live phase",
+        || {
+            let s = job.status();
+            s.shards.len() == 3
+                && s.shards
+                    .iter()
+                    .all(|s| s.phase == ferry::Phase::Incremental)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    (source, target, rt, job)
+}
+
+/// After a fault of the shard streamed from `old_addr`: more writes reach the target through the new master,
+/// then the writers stop; equal, exact counters, no second full copy of any shard, the others untouched.
+fn ends_exact_after_shard_failover(
+    source: &Cluster,
+    target: &Cluster,
+    job: &JobHandle,
+    writers: Writers,
+    shard: &str,
+    new_addr: &str,
+) {
+    wait_until(
+        common::DEADLINE,
+        "the shard to stream from its new master",
+        || {
+            job.status().shards.iter().any(|s| {
+                s.name == shard && s.source == new_addr && s.phase == ferry::Phase::Incremental
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    let seen = get_counter(&target.target(), &counter_key(0, 0));
+    wait_until(
+        common::DEADLINE,
+        "more live writes after the failover",
+        || get_counter(&target.target(), &counter_key(0, 0)) >= seen + 30,
+    )
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &target.target());
+    for (key, n) in &acked {
+        assert_eq!(get_counter(&source.target(), key), *n, "source {key}");
+        assert_eq!(
+            get_counter(&target.target(), key),
+            *n,
+            "target {key}: counters exact"
+        );
+    }
+    let status = job.status();
+    assert_eq!(status.shards.len(), 3, "{status:?}");
+    for s in &status.shards {
+        assert_eq!(s.full_syncs, 1, "no new full copy of any shard: {status:?}");
+        if s.name == shard {
+            assert!(
+                s.reconnects >= 1,
+                "the shard followed its failover: {status:?}"
+            );
+        } else {
+            assert_eq!(
+                s.reconnects, 0,
+                "the other shards are unaffected: {status:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_source_shard_cluster_failover_continues_on_the_promoted_replica_without_a_full_copy() {
+    let (source, target, rt, job) = running_pair(33);
+    let writers = Writers::start(&source, 3);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(&target.target(), &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let (master, replica) = shard_nodes(&source, 0);
+    let shard = job
+        .status()
+        .shards
+        .iter()
+        .find(|s| s.source == source.nodes[master].addr())
+        .map(|s| s.name.clone())
+        .expect("a shard streamed from the master of slot 0");
+    redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .exec(&mut source.nodes[replica].client())
+        .unwrap();
+    wait_until(common::DEADLINE, "the replica to be promoted", || {
+        is_master(&source.nodes[replica])
+    })
+    .unwrap();
+    let new_addr = source.nodes[replica].addr();
+    ends_exact_after_shard_failover(&source, &target, &job, writers, &shard, &new_addr);
+    rt.block_on(job.stop()).unwrap();
+}
+
+#[test]
+fn a_source_master_sigkilled_continues_on_its_promoted_replica_without_a_full_copy() {
+    let (mut source, target, rt, job) = running_pair(34);
+    let writers = Writers::start(&source, 3);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(&target.target(), &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let (master, replica) = shard_nodes(&source, 0);
+    let shard = job
+        .status()
+        .shards
+        .iter()
+        .find(|s| s.source == source.nodes[master].addr())
+        .map(|s| s.name.clone())
+        .expect("a shard streamed from the master of slot 0");
+    source.nodes[master].kill();
+    wait_until(common::DEADLINE, "the replica to take over", || {
+        is_master(&source.nodes[replica])
+    })
+    .unwrap();
+    let new_addr = source.nodes[replica].addr();
+    ends_exact_after_shard_failover(&source, &target, &job, writers, &shard, &new_addr);
+    rt.block_on(job.stop()).unwrap();
 }

@@ -222,12 +222,8 @@ impl ShardFollower {
                 None => return Error::Stopped,
                 Some(view) => match view.serving(self.prefer_replica) {
                     Some(m) => m.id != node.id,
-                    // No node to stream from: the one in use failed. Its link breaks on its own; a node that
-                    // is only suspected keeps serving.
-                    None => view
-                        .members
-                        .iter()
-                        .any(|m| m.id == node.id && !m.online && !m.master),
+                    // No node to stream from: the one in use failed, and its link breaks on its own.
+                    None => false,
                 },
             };
             if moved {
@@ -242,11 +238,10 @@ impl ShardFollower {
         }
     }
 
-    /// The offset some replica of the master at `connect` acknowledged (`INFO replication`, `slaveN:...offset=`),
+    /// The offset some replica of the master on `conn` acknowledged (`INFO replication`, `slaveN:...offset=`),
     /// or `None` when it lists no replica but ferry.
-    pub(crate) async fn replica_offset(connect: &ConnectOptions) -> Result<Option<u64>, Error> {
-        let mut conn = Connection::connect(connect).await?;
-        let info = info_text(&mut conn, "replication").await?;
+    pub(crate) async fn replica_offset(conn: &mut Connection) -> Result<Option<u64>, Error> {
+        let info = info_text(conn, "replication").await?;
         Ok(replica_acked_offset(&info))
     }
 }

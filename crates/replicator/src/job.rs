@@ -14,7 +14,7 @@ use bytes::Bytes;
 use ferry_resp::{ConnectOptions, Connection};
 use ferry_topology::CommandTable;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::cluster_source::{ShardFollower, ShardsHandle, ShardsView};
@@ -720,8 +720,16 @@ impl ReplicaGate {
     fn start(master: ConnectOptions) -> ReplicaGate {
         let (tx, rx) = tokio::sync::watch::channel(0u64);
         let poller = tokio::spawn(async move {
+            let mut conn: Option<Connection> = None;
             loop {
-                match ShardFollower::replica_offset(&master).await {
+                if conn.is_none() {
+                    conn = Connection::connect(&master).await.ok();
+                }
+                let read = match conn.as_mut() {
+                    Some(c) => ShardFollower::replica_offset(c).await,
+                    None => Err(Error::Failover("the source master is unreachable".into())),
+                };
+                match read {
                     Ok(Some(o)) => {
                         tx.send_if_modified(|v| {
                             // Up with each acknowledgement; down from "open" once a replica is back.
@@ -736,7 +744,10 @@ impl ReplicaGate {
                     Ok(None) => {
                         tx.send_replace(u64::MAX);
                     }
-                    Err(e) => warn!(error = %e, "cannot read the source master's replica offsets"),
+                    Err(e) => {
+                        conn = None;
+                        debug!(error = %e, "cannot read the source master's replica offsets");
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
