@@ -195,6 +195,15 @@ fn full_copy_then_live_writes(source: &Cluster, target: &Target, job: &JobHandle
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    wait_until(
+        common::DEADLINE,
+        "the job's status to sum its shards",
+        || {
+            let s = job.status();
+            s.phase == ferry::Phase::Incremental && s.full_syncs == 3 && s.keys_copied > 0
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
     common::wait_equal(&source.target(), target);
     let writers = Writers::start(source, 4);
     wait_until(common::DEADLINE, "live writes on the target", || {
@@ -452,4 +461,151 @@ fn a_source_master_sigkilled_continues_on_its_promoted_replica_without_a_full_co
     let new_addr = source.nodes[replica].addr();
     ends_exact_after_shard_failover(&source, &target, &job, writers, &shard, &new_addr);
     rt.block_on(job.stop()).unwrap();
+}
+
+/// The job's status, read from a `ferry sync` process's status endpoint.
+fn process_status(addr: &str) -> serde_json::Value {
+    serde_json::from_str(&common::http_get(addr, "/status")).expect("status JSON")
+}
+
+fn wait_all_shards_live(addr: &str) -> serde_json::Value {
+    ferry_testkit::wait_for(common::DEADLINE, "three shards in the live phase", || {
+        let s = process_status(addr);
+        let shards = s["shards"].as_array()?;
+        let live = shards.len() == 3 && shards.iter().all(|x| x["phase"] == "incremental");
+        (live && s["phase"] == "incremental").then_some(s)
+    })
+    .unwrap()
+}
+
+fn shard_names(status: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = status["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_sigkilled_cluster_source_process_resumes_every_shard_from_its_checkpoint() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Cluster::start(Version::V7_0).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(35).dbs(vec![0])).unwrap();
+    let args = [
+        "sync".to_string(),
+        "--source".into(),
+        source.nodes[0].url(),
+        "--source-type".into(),
+        "cluster".into(),
+        "--target".into(),
+        target.nodes[0].url(),
+        "--target-type".into(),
+        "cluster".into(),
+        "--status-addr".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let mut first = common::Ferry::spawn(&args);
+    let addr = first.served_addr("status");
+    let before = wait_all_shards_live(&addr);
+    let writers = Writers::start(&source, 3);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(&target.target(), &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    drop(first); // SIGKILL
+    let mut second = common::Ferry::spawn(&args);
+    let addr = second.served_addr("status");
+    let after = wait_all_shards_live(&addr);
+    assert_eq!(
+        shard_names(&before),
+        shard_names(&after),
+        "the same shards by name"
+    );
+    let seen = get_counter(&target.target(), &counter_key(0, 0));
+    wait_until(common::DEADLINE, "live writes after the restart", || {
+        get_counter(&target.target(), &counter_key(0, 0)) >= seen + 30
+    })
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &target.target());
+    for (key, n) in &acked {
+        assert_eq!(
+            get_counter(&target.target(), key),
+            *n,
+            "target {key}: counters exact"
+        );
+    }
+    let status = process_status(&addr);
+    for s in status["shards"].as_array().unwrap() {
+        assert_eq!(
+            s["full_syncs"], 0,
+            "each shard resumed from its checkpoint: {status}"
+        );
+    }
+    second.terminate();
+    assert_eq!(second.wait(), 0, "{}", second.stderr());
+}
+
+/// The replicas' addresses of a cluster, from `ROLE`.
+fn replica_addrs(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| !is_master(n))
+        .map(Server::addr)
+        .collect()
+}
+
+#[test]
+fn the_redisshake_v4_cluster_reader_with_prefer_replica_streams_each_shard_from_a_replica() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target =
+        ferry_testkit::Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(36).dbs(vec![0])).unwrap();
+    let text =
+        std::fs::read_to_string(common::shared_dir().join("fixtures/redisshake-v4-shake.toml"))
+            .unwrap()
+            .replace("127.0.0.1:30001", &source.nodes[0].addr())
+            .replace("127.0.0.1:6380", &target.addr())
+            .replace("prefer_replica = false", "prefer_replica = true");
+    let (_dir, path) = common::write_file("shake.toml", &text);
+    let mut ferry = common::Ferry::spawn([
+        "sync".as_ref(),
+        "-c".as_ref(),
+        path.as_os_str(),
+        "--status-addr".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ]);
+    let addr = ferry.served_addr("status");
+    let status = wait_all_shards_live(&addr);
+    let replicas = replica_addrs(&source);
+    for s in status["shards"].as_array().unwrap() {
+        let from = s["source"].as_str().unwrap().to_string();
+        assert!(
+            replicas.contains(&from),
+            "{from} is a replica of {replicas:?}: {status}\n{}",
+            ferry.stderr()
+        );
+    }
+    let writers = Writers::start(&source, 2);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(&Target::from(&target), &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &Target::from(&target));
+    for (key, n) in &acked {
+        assert_eq!(
+            get_counter(&Target::from(&target), key),
+            *n,
+            "target {key}: counters exact"
+        );
+    }
+    ferry.terminate();
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
 }

@@ -317,7 +317,8 @@ async fn discover_from(opts: &ConnectOptions) -> Result<Vec<ShardView>, Error> {
         host: n.addr.host.clone(),
         port: n.addr.port,
         master,
-        online: n.health == Health::Online,
+        // A node only suspected down, or a replica still loading, is not failed.
+        online: n.health != Health::Failed,
     };
     Ok(map
         .shards()
