@@ -73,6 +73,9 @@ pub enum Error {
     /// The job was asked to stop.
     #[error("the job was stopped")]
     Stopped,
+    /// A shard of a cluster source stopped with an error (the other shards ran on until they ended).
+    #[error("{0}")]
+    Shard(String),
 }
 
 impl Error {

@@ -274,7 +274,8 @@ pub struct MasterAuth {
 pub enum Source {
     /// One server (a master or a replica), followed with PSYNC.
     Standalone(Endpoint),
-    /// A Redis Cluster: one PSYNC stream per master (not supported yet).
+    /// A Redis Cluster: one PSYNC stream per shard, each with its own checkpoint, following the shards'
+    /// failovers (see `ferry_replicator::cluster_source`).
     Cluster {
         /// Any nodes of the cluster.
         seeds: Vec<Endpoint>,
@@ -885,6 +886,21 @@ impl SyncConfig {
             None => source.connect_options()?,
         };
         let mut c = ferry_replicator::Config::new(source, target);
+        if let Source::Cluster {
+            seeds,
+            shards,
+            prefer_replica,
+        } = &self.source
+        {
+            let seeds = seeds
+                .iter()
+                .map(Endpoint::connect_options)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut cs = ferry_replicator::ClusterSource::new(seeds);
+            cs.shards.clone_from(shards);
+            cs.prefer_replica = *prefer_replica;
+            c.source_cluster = Some(cs);
+        }
         c.target_cluster = cluster;
         c.source_sentinel = source_sentinel;
         c.target_sentinel = target_sentinel;

@@ -676,7 +676,7 @@ fn tag_for_node(base: &str, owner: &[u16], index: usize, skip: usize) -> String 
 }
 
 /// Escapes the glob characters of Redis `MATCH` patterns.
-fn glob_escape(s: &str) -> String {
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
