@@ -14,8 +14,8 @@ use ferry::{
     SyncJob,
 };
 use ferry_testkit::{
-    compare, fill, wait_until, CompareOptions, FillOptions, Server, ServerOptions,
-    Target as TkTarget, Version,
+    compare, fill, wait_until, CompareOptions, FillOptions, SentinelGroup, SentinelOptions, Server,
+    ServerOptions, Target as TkTarget, Version,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -95,12 +95,12 @@ struct App {
 }
 
 impl App {
-    fn start(a: &Server, b: &Server, name: &str) -> App {
+    fn start(a_url: &str, b_url: &str, name: &str) -> App {
         let stop = Arc::new(AtomicBool::new(false));
         let a_down = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(HashMap::new()));
         let writes = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
-        let (a_url, b_url, name) = (a.url(), b.url(), name.to_string());
+        let (a_url, b_url, name) = (a_url.to_string(), b_url.to_string(), name.to_string());
         let thread = {
             let (stop, a_down, acked, writes) =
                 (stop.clone(), a_down.clone(), acked.clone(), writes.clone());
@@ -190,9 +190,9 @@ impl App {
     }
 }
 
-/// Every counter on `server` equals the increments the application saw acknowledged.
-fn assert_counters(server: &Server, acked: &HashMap<String, i64>) {
-    let mut c = server.client();
+/// Every counter on the server at `url` equals the increments the application saw acknowledged.
+fn assert_counters(url: &str, acked: &HashMap<String, i64>) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
     for (key, n) in acked {
         let v: i64 = redis::cmd("GET").arg(key).query(&mut c).unwrap();
         assert_eq!(v, *n, "{key}: value {v}, acknowledged increments {n}");
@@ -215,35 +215,22 @@ fn wait_job(handle: &ferry::DrHandle, direction: ferry::Direction, epoch: u64) {
     .unwrap_or_else(|e| panic!("{e}: {:?}", handle.status()));
 }
 
-#[test]
-fn walk_through_standalone_pair_with_live_writes_loses_no_acknowledged_write() {
-    let a = server();
-    let b = server();
-    fill(&TkTarget::from(&a), &FillOptions::seed(5)).unwrap();
-    let name = "walk";
-    let config = DrConfig::new(
-        name,
-        Deployment::standalone(a.url()),
-        Deployment::standalone(b.url()),
-    );
-    let pair = DrPair::new(config).unwrap();
+/// The walk-through with an application writing in every phase; `a_url` / `b_url` are where the application
+/// writes (the masters).
+fn walk_through(name: &str, a: Deployment, b: Deployment, a_url: &str, b_url: &str) {
+    let pair = DrPair::new(DrConfig::new(name, a, b)).unwrap();
+    let (ta, tb) = (TkTarget::Standalone(a_url.into()), TkTarget::Standalone(b_url.into()));
+    fill(&ta, &FillOptions::seed(5)).unwrap();
     runtime().block_on(async {
         let status = pair.init().await.unwrap();
-        assert_eq!(
-            (status.phase, status.epoch, status.primary),
-            (DrPhase::Normal, 1, Side::A)
-        );
+        assert_eq!((status.phase, status.epoch, status.primary), (DrPhase::Normal, 1, Side::A));
         let run = pair.run().unwrap();
         let mut events = run.events();
         wait_job(&run, ferry::Direction::AToB, 1);
-        assert_eq!(
-            job_full_syncs(&run),
-            Some(1),
-            "the first A -> B is a full copy"
-        );
+        assert_eq!(job_full_syncs(&run), Some(1), "the first A -> B is a full copy");
 
         // 1. Normal: A serves, A -> B runs.
-        let app = App::start(&a, &b, name);
+        let app = App::start(a_url, b_url, name);
         app.wait_writes(Side::A, 300);
 
         // 2. A is lost for the application; failover.
@@ -253,16 +240,10 @@ fn walk_through_standalone_pair_with_live_writes_loses_no_acknowledged_write() {
         assert_eq!(f.lag_bytes, Some(0), "a planned failover drains: {f:?}");
         let again = pair.failover().await.unwrap();
         assert!(!again.changed, "a retry finds it done");
-        assert_eq!(
-            (again.rpo, again.b_position),
-            (f.rpo.clone(), f.b_position.clone())
-        );
+        assert_eq!((again.rpo, again.b_position), (f.rpo.clone(), f.b_position.clone()));
         app.wait_writes(Side::B, 300);
         let s = pair.status().await.unwrap();
-        assert_eq!(
-            (s.phase, s.primary, s.direction),
-            (DrPhase::FailedOver, Side::B, None)
-        );
+        assert_eq!((s.phase, s.primary, s.direction), (DrPhase::FailedOver, Side::B, None));
         assert!(s.next.starts_with("recover"), "{}", s.next);
 
         // 3. A is back: recover incrementally while B keeps taking writes.
@@ -275,19 +256,10 @@ fn walk_through_standalone_pair_with_live_writes_loses_no_acknowledged_write() {
         assert_eq!(job_full_syncs(&run), Some(0), "B -> A continues B's stream");
 
         // A stale A -> B job started by hand with the old epoch is refused.
-        let mut stale = ferry::SyncConfig::new(
-            ferry::Source::standalone(a.url()),
-            ferry::Target::standalone(b.url()),
-        );
+        let mut stale = ferry::SyncConfig::new(pair.config().a.as_source(), pair.config().b.as_target());
         stale.checkpoint.tag = ferry::Direction::AToB.checkpoint_tag(name);
         stale.checkpoint.epoch = 1;
-        let e = SyncJob::new(stale)
-            .unwrap()
-            .start()
-            .unwrap()
-            .wait()
-            .await
-            .unwrap_err();
+        let e = SyncJob::new(stale).unwrap().start().unwrap().wait().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
 
         // 4. Switch back under writes.
@@ -297,24 +269,17 @@ fn walk_through_standalone_pair_with_live_writes_loses_no_acknowledged_write() {
         println!("switchback write pause: {pause} ms");
         wait_job(&run, ferry::Direction::AToB, sb.epoch);
         app.wait_writes(Side::A, 300);
-        assert_eq!(
-            job_full_syncs(&run),
-            Some(0),
-            "A -> B continues from A's seeded position"
-        );
+        assert_eq!(job_full_syncs(&run), Some(0), "A -> B continues from A's seeded position");
         let s = pair.status().await.unwrap();
-        assert_eq!(
-            (s.phase, s.primary, s.a_epoch, s.b_epoch),
-            (DrPhase::Normal, Side::A, Some(sb.epoch), Some(sb.epoch))
-        );
+        assert_eq!((s.phase, s.primary, s.a_epoch, s.b_epoch), (DrPhase::Normal, Side::A, Some(sb.epoch), Some(sb.epoch)));
         assert_eq!(s.state.unwrap().switchback_pause_ms, Some(pause));
         let again = pair.switchback().await.unwrap();
         assert!(!again.changed && again.a_position == sb.a_position);
 
         let acked = app.finish();
-        wait_equal(&TkTarget::from(&a), &TkTarget::from(&b));
-        assert_counters(&a, &acked);
-        assert_counters(&b, &acked);
+        wait_equal(&ta, &tb);
+        assert_counters(a_url, &acked);
+        assert_counters(b_url, &acked);
         run.stop().await.unwrap();
         let mut primaries = Vec::new();
         while let Some(e) = events.try_recv() {
@@ -327,6 +292,36 @@ fn walk_through_standalone_pair_with_live_writes_loses_no_acknowledged_write() {
         assert_eq!(primaries.last(), Some(&Side::A), "{primaries:?}");
         assert!(primaries.contains(&Side::B), "{primaries:?}");
     });
+}
+
+#[test]
+fn walk_through_standalone_pair_with_live_writes_loses_no_acknowledged_write() {
+    let a = server();
+    let b = server();
+    walk_through(
+        "walk",
+        Deployment::standalone(a.url()),
+        Deployment::standalone(b.url()),
+        &a.url(),
+        &b.url(),
+    );
+}
+
+#[test]
+fn walk_through_standalone_a_and_sentinel_group_b_loses_no_acknowledged_write() {
+    let a = server();
+    let group = SentinelGroup::start(SentinelOptions::new(Version::V7_0)).unwrap();
+    group.wait_converged(common::DEADLINE).unwrap();
+    let sentinels: Vec<String> = group.sentinels.iter().map(Server::url).collect();
+    let sentinels: Vec<&str> = sentinels.iter().map(String::as_str).collect();
+    let master = group.current_master().unwrap().url();
+    walk_through(
+        "walk-sentinel",
+        Deployment::standalone(a.url()),
+        Deployment::sentinel(&sentinels, group.master_name.clone()),
+        &a.url(),
+        &master,
+    );
 }
 
 #[test]
