@@ -86,7 +86,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Endpoint, Limits, MasterAuth, Source, Target};
 use crate::error::{Error, ErrorKind};
 
-pub use record::{DrPhase, DrState, ReplPosition};
+pub use record::{DrPhase, DrState, ReplPosition, ShardPosition};
 pub use run::{DrEvent, DrEvents, DrHandle, DrRunStatus};
 
 use record::{Fill, Record};
@@ -543,12 +543,10 @@ impl DrPair {
     /// Checks the configuration (without connecting).
     pub fn new(config: DrConfig) -> Result<DrPair, Error> {
         config.validate()?;
-        for (side, d) in [(Side::A, &config.a), (Side::B, &config.b)] {
-            if let Deployment::Cluster { .. } = d {
-                return Err(Error::not_supported(&format!(
-                    "a cluster as side {side} of a DR pair (waiting for the cluster source)"
-                )));
-            }
+        if let Deployment::Cluster { .. } = &config.b {
+            return Err(Error::not_supported(
+                "a cluster as side B of a DR pair (B's position per shard at the failover)",
+            ));
         }
         Ok(DrPair { config })
     }
@@ -738,14 +736,14 @@ impl DrPair {
         // A planned failover: let B receive what A has.
         let mut lag_bytes = None;
         if both.a_err.is_none() {
-            if let Ok(mut a) = self.open(Side::A).await {
-                if let Ok(target) = a.repl_position().await {
+            if let Ok(a) = self.open(Side::A).await {
+                if let Ok(targets) = a.positions().await {
                     let deadline = Instant::now()
                         + Duration::from_millis(self.config.timing.failover_drain_ms);
                     loop {
-                        let mut b = self.open(Side::B).await?;
-                        let at = b.checkpoint_offset(&tag).await?.unwrap_or(0);
-                        let lag = target.offset.saturating_sub(at);
+                        let b = self.open(Side::B).await?;
+                        let held = b.checkpoint_entries(&tag).await?;
+                        let lag = lag_behind(&targets, &held);
                         lag_bytes = Some(lag);
                         if lag == 0 || Instant::now() >= deadline {
                             break;
@@ -761,10 +759,23 @@ impl DrPair {
         // B's writes from the failover on must stay readable from B's stream (recover continues from it).
         b.ensure_backlog(self.timeout()).await?;
         let fence = ferry_replicator::checkpoint::Checkpoint::Fenced { epoch: next.epoch }.encode();
+        // Every checkpoint of A -> B (one per A shard for a cluster A), and the job's plain key even when absent
+        // (a job started later finds the fence).
+        let mut keys = vec![(
+            ferry_replicator::checkpoint::key_name(&tag),
+            Some(fence.clone()),
+        )];
+        for (_, key, _) in b.checkpoint_entries(&tag).await? {
+            if key != keys[0].0 {
+                keys.push((key, Some(fence.clone())));
+            }
+        }
+        // The shards' keys first: the RPO of a one-server A is its plain key.
+        keys.rotate_left(1);
         let outcome = b
             .transition(
                 &next,
-                &[(tag.clone(), Some(fence))],
+                &keys,
                 Fill {
                     rpo: true,
                     position: Some("b_position"),
@@ -845,9 +856,21 @@ impl DrPair {
         }
         let mut a = self.open(Side::A).await?;
         // What does A hold beyond the RPO?
-        let extra = match &current.rpo {
-            Some(rpo) => a.count_writes_since(rpo, self.timeout()).await?,
-            None => None,
+        let extra = if current.rpo_shards.is_empty() {
+            None
+        } else {
+            let mut total = Some(0u64);
+            for shard in &current.rpo_shards {
+                let at = ReplPosition {
+                    replid: shard.replid.clone(),
+                    offset: shard.offset,
+                };
+                match a.count_writes_since(&at, self.timeout()).await? {
+                    Some(n) => total = total.map(|t| t + n),
+                    None => total = None,
+                }
+            }
+            total
         };
         let a_keys = a.user_keys().await?;
         let b_pos = current.b_position.clone().unwrap_or_default();
@@ -881,6 +904,7 @@ impl DrPair {
         let mut next = Record::new(next_epoch, DrPhase::Recovering);
         next.history = current.history.clone();
         next.rpo = current.rpo.clone();
+        next.rpo_shards = current.rpo_shards.clone();
         next.b_position = current.b_position.clone();
         next.extra_writes_on_a = extra;
         let flush;
@@ -904,16 +928,26 @@ impl DrPair {
                 epoch: current.epoch,
             });
         };
-        let outcome = a
-            .transition(
+        let outcome = if a.is_cluster() {
+            // Per master, then the record: the B -> A job starts when the record says so, with every seed there.
+            if flush {
+                a.flush_all().await?;
+            } else if let Some(b_pos) = &current.b_position {
+                a.seed_cluster_checkpoints(&ba_tag, b_pos, next_epoch)
+                    .await?;
+            }
+            a.transition(&next, &[], Fill::default()).await?
+        } else {
+            a.transition(
                 &next,
-                &[(ba_tag, seed)],
+                &[(ferry_replicator::checkpoint::key_name(&ba_tag), seed)],
                 Fill {
                     flush,
                     ..Fill::default()
                 },
             )
-            .await?;
+            .await?
+        };
         let stored = match outcome {
             Transition::Applied { record, .. } => record,
             Transition::Lost { stored } if stored.phase == DrPhase::Recovering => stored,
@@ -959,7 +993,7 @@ impl DrPair {
         };
         match current.phase {
             DrPhase::Recovering => {}
-            DrPhase::Normal if current.a_seed.is_some() => {
+            DrPhase::Normal if current.a_seed.is_some() || !current.a_seeds.is_empty() => {
                 // Done (here or by another process, maybe interrupted before B got its record and seed).
                 return self.finish_switchback(current, None).await;
             }
@@ -1071,17 +1105,33 @@ impl DrPair {
         ));
         let fence = ferry_replicator::checkpoint::Checkpoint::Fenced { epoch: next.epoch }.encode();
         let mut a = self.open(Side::A).await?;
-        match a
-            .transition(
+        let outcome = if a.is_cluster() {
+            // Every master's position while nothing writes to A (B is paused and drained), then the record, then
+            // the fences (finish_switchback fences again: a retry after a crash here completes it).
+            for (id, at, _) in a.positions().await? {
+                next.a_seeds.push(ShardPosition {
+                    shard: id,
+                    replid: at.replid,
+                    offset: at.offset,
+                });
+            }
+            let outcome = a.transition(&next, &[], Fill::default()).await?;
+            if matches!(outcome, Transition::Applied { .. }) {
+                a.overwrite_checkpoints(tag, &fence).await?;
+            }
+            outcome
+        } else {
+            a.transition(
                 &next,
-                &[(tag.to_string(), Some(fence))],
+                &[(ferry_replicator::checkpoint::key_name(tag), Some(fence))],
                 Fill {
                     position: Some("a_seed"),
                     ..Fill::default()
                 },
             )
             .await?
-        {
+        };
+        match outcome {
             Transition::Applied { record, .. } => Ok((record, true)),
             Transition::Lost { stored } if stored.phase == DrPhase::Normal => Ok((stored, false)),
             Transition::Lost { stored } => Err(Error::new(
@@ -1101,24 +1151,62 @@ impl DrPair {
         record: Record,
         pause: Option<Duration>,
     ) -> Result<SwitchbackReport, Error> {
-        let seed_at = record
-            .a_seed
-            .clone()
-            .ok_or_else(|| Error::data("switchback: the record has no A position"))?;
-        let mut p =
-            ferry_replicator::checkpoint::Position::new(seed_at.replid.clone(), seed_at.offset, 0);
-        p.epoch = record.epoch;
-        let seed = ferry_replicator::checkpoint::Checkpoint::Committed(p).encode();
+        use ferry_replicator::checkpoint::{key_name, Checkpoint, Position};
         let tag = Direction::AToB.checkpoint_tag(&self.config.name);
+        let seed = |at: &ReplPosition| {
+            let mut p = Position::new(at.replid.clone(), at.offset, 0);
+            p.epoch = record.epoch;
+            Checkpoint::Committed(p).encode()
+        };
         let mut b = self.open(Side::B).await?;
+        // The A -> B checkpoints: the plain key for a one-server A, one per shard (named by its master's node id,
+        // as the cluster source names a new shard) for a cluster A; whatever else B holds for A -> B is removed.
+        let mut keys: Vec<(String, Option<String>)> = b
+            .checkpoint_entries(&tag)
+            .await?
+            .into_iter()
+            .map(|(_, key, _)| (key, None))
+            .collect();
+        let seed_at = if record.a_seeds.is_empty() {
+            let at = record
+                .a_seed
+                .clone()
+                .ok_or_else(|| Error::data("switchback: the record has no A position"))?;
+            keys.push((key_name(&tag), Some(seed(&at))));
+            at
+        } else {
+            // The B -> A fences on A's masters (again, for a retry after a crash between the record and them).
+            let fence = Checkpoint::Fenced {
+                epoch: record.epoch,
+            }
+            .encode();
+            self.open(Side::A)
+                .await?
+                .overwrite_checkpoints(&Direction::BToA.checkpoint_tag(&self.config.name), &fence)
+                .await?;
+            for s in &record.a_seeds {
+                let at = ReplPosition {
+                    replid: s.replid.clone(),
+                    offset: s.offset,
+                };
+                keys.push((key_name(&format!("{tag}:{}", s.shard)), Some(seed(&at))));
+            }
+            record
+                .a_seeds
+                .first()
+                .map(|s| ReplPosition {
+                    replid: s.replid.clone(),
+                    offset: s.offset,
+                })
+                .unwrap_or_default()
+        };
         let mut written = record.clone();
         if let Some(p) = pause {
             written.switchback_pause_ms = Some(p.as_millis() as u64);
         }
         // The seed goes with the record: a retry after it finds the record's epoch and leaves B's checkpoint
         // (maybe moved on by the A -> B job since) alone.
-        b.transition(&written, &[(tag, Some(seed))], Fill::default())
-            .await?;
+        b.transition(&written, &keys, Fill::default()).await?;
         Ok(SwitchbackReport {
             write_pause_ms: pause.map(|p| p.as_millis() as u64),
             a_position: seed_at,
@@ -1161,6 +1249,34 @@ pub(crate) struct Both {
     b: Option<Record>,
     a_err: Option<String>,
     b_err: Option<String>,
+}
+
+/// Bytes of A's streams (one position per A master) that the A -> B checkpoints in B (`held`) do not cover: a
+/// master without a checkpoint of its history counts whole.
+fn lag_behind(
+    targets: &[(String, ReplPosition, String)],
+    held: &[(usize, String, Vec<u8>)],
+) -> u64 {
+    let positions: Vec<ferry_replicator::checkpoint::Position> = held
+        .iter()
+        .filter_map(|(_, _, v)| {
+            ferry_replicator::checkpoint::Checkpoint::decode(v)
+                .ok()
+                .and_then(|c| c.position().cloned())
+        })
+        .collect();
+    targets
+        .iter()
+        .map(|(_, at, replid2)| {
+            let covered = positions
+                .iter()
+                .filter(|p| p.replid == at.replid || p.replid == *replid2)
+                .map(|p| p.offset)
+                .max()
+                .unwrap_or(0);
+            at.offset.saturating_sub(covered)
+        })
+        .sum()
 }
 
 fn split(r: Result<Option<Record>, Error>) -> (Option<Record>, Option<String>) {

@@ -65,7 +65,7 @@ pub use config::{
 pub use dr::{
     Deployment, Direction, DrConfig, DrEvent, DrEvents, DrHandle, DrPair, DrPhase, DrRunStatus,
     DrState, DrStatus, DrTiming, FailoverReport, RecoverChoice, RecoverOutcome, RecoverReport,
-    ReplPosition, Side, SwitchbackReport,
+    ReplPosition, ShardPosition, Side, SwitchbackReport,
 };
 pub use error::{Error, ErrorKind};
 pub use job::{Event, Events, JobHandle, Phase, ShardStatus, Status, SyncJob};

@@ -219,15 +219,25 @@ fn wait_job(handle: &ferry::DrHandle, direction: ferry::Direction, epoch: u64) {
 /// writes (the masters).
 fn walk_through(name: &str, a: Deployment, b: Deployment, a_url: &str, b_url: &str) {
     let pair = DrPair::new(DrConfig::new(name, a, b)).unwrap();
-    let (ta, tb) = (TkTarget::Standalone(a_url.into()), TkTarget::Standalone(b_url.into()));
+    let (ta, tb) = (
+        TkTarget::Standalone(a_url.into()),
+        TkTarget::Standalone(b_url.into()),
+    );
     fill(&ta, &FillOptions::seed(5)).unwrap();
     runtime().block_on(async {
         let status = pair.init().await.unwrap();
-        assert_eq!((status.phase, status.epoch, status.primary), (DrPhase::Normal, 1, Side::A));
+        assert_eq!(
+            (status.phase, status.epoch, status.primary),
+            (DrPhase::Normal, 1, Side::A)
+        );
         let run = pair.run().unwrap();
         let mut events = run.events();
         wait_job(&run, ferry::Direction::AToB, 1);
-        assert_eq!(job_full_syncs(&run), Some(1), "the first A -> B is a full copy");
+        assert_eq!(
+            job_full_syncs(&run),
+            Some(1),
+            "the first A -> B is a full copy"
+        );
 
         // 1. Normal: A serves, A -> B runs.
         let app = App::start(a_url, b_url, name);
@@ -240,10 +250,16 @@ fn walk_through(name: &str, a: Deployment, b: Deployment, a_url: &str, b_url: &s
         assert_eq!(f.lag_bytes, Some(0), "a planned failover drains: {f:?}");
         let again = pair.failover().await.unwrap();
         assert!(!again.changed, "a retry finds it done");
-        assert_eq!((again.rpo, again.b_position), (f.rpo.clone(), f.b_position.clone()));
+        assert_eq!(
+            (again.rpo, again.b_position),
+            (f.rpo.clone(), f.b_position.clone())
+        );
         app.wait_writes(Side::B, 300);
         let s = pair.status().await.unwrap();
-        assert_eq!((s.phase, s.primary, s.direction), (DrPhase::FailedOver, Side::B, None));
+        assert_eq!(
+            (s.phase, s.primary, s.direction),
+            (DrPhase::FailedOver, Side::B, None)
+        );
         assert!(s.next.starts_with("recover"), "{}", s.next);
 
         // 3. A is back: recover incrementally while B keeps taking writes.
@@ -256,10 +272,17 @@ fn walk_through(name: &str, a: Deployment, b: Deployment, a_url: &str, b_url: &s
         assert_eq!(job_full_syncs(&run), Some(0), "B -> A continues B's stream");
 
         // A stale A -> B job started by hand with the old epoch is refused.
-        let mut stale = ferry::SyncConfig::new(pair.config().a.as_source(), pair.config().b.as_target());
+        let mut stale =
+            ferry::SyncConfig::new(pair.config().a.as_source(), pair.config().b.as_target());
         stale.checkpoint.tag = ferry::Direction::AToB.checkpoint_tag(name);
         stale.checkpoint.epoch = 1;
-        let e = SyncJob::new(stale).unwrap().start().unwrap().wait().await.unwrap_err();
+        let e = SyncJob::new(stale)
+            .unwrap()
+            .start()
+            .unwrap()
+            .wait()
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
 
         // 4. Switch back under writes.
@@ -269,9 +292,16 @@ fn walk_through(name: &str, a: Deployment, b: Deployment, a_url: &str, b_url: &s
         println!("switchback write pause: {pause} ms");
         wait_job(&run, ferry::Direction::AToB, sb.epoch);
         app.wait_writes(Side::A, 300);
-        assert_eq!(job_full_syncs(&run), Some(0), "A -> B continues from A's seeded position");
+        assert_eq!(
+            job_full_syncs(&run),
+            Some(0),
+            "A -> B continues from A's seeded position"
+        );
         let s = pair.status().await.unwrap();
-        assert_eq!((s.phase, s.primary, s.a_epoch, s.b_epoch), (DrPhase::Normal, Side::A, Some(sb.epoch), Some(sb.epoch)));
+        assert_eq!(
+            (s.phase, s.primary, s.a_epoch, s.b_epoch),
+            (DrPhase::Normal, Side::A, Some(sb.epoch), Some(sb.epoch))
+        );
         assert_eq!(s.state.unwrap().switchback_pause_ms, Some(pause));
         let again = pair.switchback().await.unwrap();
         assert!(!again.changed && again.a_position == sb.a_position);

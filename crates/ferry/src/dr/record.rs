@@ -69,6 +69,17 @@ impl std::fmt::Display for ReplPosition {
     }
 }
 
+/// A position in the stream of one shard (one master) of a side.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShardPosition {
+    /// The shard: the checkpoint key it was read from (failover), or the master's node id (switchback).
+    pub shard: String,
+    /// The replication id.
+    pub replid: String,
+    /// The offset.
+    pub offset: u64,
+}
+
 /// The state record of a pair (stored as JSON in `ferry:state:{dr-<name>}` on both sides).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -80,12 +91,18 @@ pub struct DrState {
     /// At the failover: the last position of A's stream that B had applied (the RPO).
     #[serde(default)]
     pub rpo: Option<ReplPosition>,
+    /// At the failover: every A -> B checkpoint B held (one per A shard for a cluster A).
+    #[serde(default)]
+    pub rpo_shards: Vec<ShardPosition>,
     /// At the failover: B's own position (where B -> A continues from).
     #[serde(default)]
     pub b_position: Option<ReplPosition>,
     /// At the switchback: A's position when B was paused and drained (where A -> B continues from).
     #[serde(default)]
     pub a_seed: Option<ReplPosition>,
+    /// At the switchback of a cluster A: every master's position (where each shard's A -> B continues from).
+    #[serde(default)]
+    pub a_seeds: Vec<ShardPosition>,
     /// How the last recover started B -> A.
     #[serde(default)]
     pub recover_mode: Option<RecoverOutcome>,
@@ -113,8 +130,10 @@ impl DrState {
             epoch,
             phase,
             rpo: None,
+            rpo_shards: Vec::new(),
             b_position: None,
             a_seed: None,
+            a_seeds: Vec::new(),
             recover_mode: None,
             extra_writes_on_a: None,
             switchback_pause_ms: None,
@@ -137,6 +156,7 @@ impl DrState {
         if let serde_json::Value::Object(map) = &mut v {
             if fill.rpo {
                 map.insert("rpo".into(), RPO_PLACEHOLDER.into());
+                map.insert("rpo_shards".into(), RPO_SHARDS_PLACEHOLDER.into());
             }
             if let Some(field) = fill.position {
                 map.insert(field.into(), POS_PLACEHOLDER.into());
@@ -148,11 +168,13 @@ impl DrState {
 
 const RPO_PLACEHOLDER: &str = "__RPO__";
 const POS_PLACEHOLDER: &str = "__POS__";
+const RPO_SHARDS_PLACEHOLDER: &str = "__RPOS__";
 
 /// What the transition script fills in and does besides writing the record.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Fill {
-    /// `rpo` from the old value of the first checkpoint key (before it is replaced).
+    /// `rpo` from the old value of the first checkpoint key and `rpo_shards` from all of them (before they are
+    /// replaced).
     pub rpo: bool,
     /// This field from the node's own `master_replid` / `master_repl_offset` at that instant.
     pub position: Option<&'static str>,
@@ -174,14 +196,20 @@ end
 local json = ARGV[2]
 local function pos(r, o) return '{"replid":"' .. r .. '","offset":' .. o .. '}' end
 if ARGV[3] == '1' then
-  local rpo = 'null'
-  local old = KEYS[2] and redis.call('GET', KEYS[2])
-  if old then
-    local r, o = string.match(old, '^v2 (%x+) (%d+) ')
-    if not r then r, o = string.match(old, '^(%x+) (%d+)$') end
-    if r then rpo = pos(r, o) end
+  local rpo, shards = 'null', {}
+  for i = 2, #KEYS do
+    local old = redis.call('GET', KEYS[i])
+    if old then
+      local r, o = string.match(old, '^v2 (%x+) (%d+) ')
+      if not r then r, o = string.match(old, '^(%x+) (%d+)$') end
+      if r then
+        if rpo == 'null' then rpo = pos(r, o) end
+        shards[#shards + 1] = '{"shard":"' .. KEYS[i] .. '","replid":"' .. r .. '","offset":' .. o .. '}'
+      end
+    end
   end
   json = string.gsub(json, '"__RPO__"', rpo)
+  json = string.gsub(json, '"__RPOS__"', '[' .. table.concat(shards, ',') .. ']')
 end
 if ARGV[4] == '1' then
   local info = redis.call('INFO', 'replication')

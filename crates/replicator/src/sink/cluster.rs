@@ -664,8 +664,10 @@ fn check_db(db: i64) -> Result<(), Error> {
     }
 }
 
-/// The `skip`-th checkpoint tag whose key hashes to a slot owned by node `index`.
-fn tag_for_node(base: &str, owner: &[u16], index: usize, skip: usize) -> String {
+/// The `skip`-th checkpoint tag whose key hashes to a slot owned by node `index` (`owner`: the node index of
+/// every slot). The sink's own key on a master is the first (`skip` 0) unless that key covers other slots; a DR
+/// pair seeds a master's checkpoint under it.
+pub fn tag_for_node(base: &str, owner: &[u16], index: usize, skip: usize) -> String {
     (0u32..1_000_000)
         .map(|n| format!("{base}-{n}"))
         .filter(|tag| {
