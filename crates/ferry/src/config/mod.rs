@@ -295,18 +295,23 @@ pub enum Source {
         #[serde(default)]
         master_auth: MasterAuth,
     },
-    /// SCAN + DUMP with keyspace notifications, for servers that refuse PSYNC (not supported yet).
+    /// SCAN + DUMP, then keyspace notifications, for servers that refuse PSYNC. Each key changed after the
+    /// scan started is read again and written whole; what notifications cannot promise (a dropped pub/sub
+    /// connection, the pub/sub output buffer limit, nothing checkpointed) is in docs/sources.md. The job runs
+    /// `verify` at the end of the copy and shows its report in the status.
     Scan {
         /// The server.
         endpoint: Endpoint,
         /// Only these databases (all when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dbs: Option<Vec<u32>>,
-        /// Follow changes with keyspace notifications after the scan.
+        /// Follow changes with keyspace notifications after the scan (turned on with `CONFIG SET` when the
+        /// server allows it). Without them the job ends once the scan is copied.
         #[serde(default)]
         notifications: bool,
     },
-    /// An RDB file: restored into the target, then the job ends.
+    /// An RDB file (any version ferry-rdb reads): restored into the target with the job's filters, database
+    /// map, conflict and target policies, then the job ends.
     RdbFile {
         /// The file.
         path: PathBuf,
@@ -850,8 +855,9 @@ impl SyncConfig {
             .collect()
     }
 
-    /// The replicator's configuration for a standalone source.
-    /// A sentinel-managed source or target: the sentinels' pool options; `source` is then only a name.
+    /// The replicator's configuration for a standalone or scan source at `source`, or an RDB file (`source`
+    /// then only names it). A sentinel-managed source or target: the sentinels' pool options; `source` is then
+    /// only a name.
     pub(crate) fn to_replicator(
         &self,
         source: &Endpoint,
@@ -876,11 +882,28 @@ impl SyncConfig {
             Some(o) => (o.data_connect.clone(), false),
             None => self.target.resolve()?,
         };
-        let source = match &source_sentinel {
-            Some(o) => o.data_connect.clone(),
-            None => source.connect_options()?,
+        let source = match (&source_sentinel, &self.source) {
+            (Some(o), _) => o.data_connect.clone(),
+            // The job reads the file; `source` only names it in the status.
+            (None, Source::RdbFile { .. }) => ConnectOptions::from_url("redis://127.0.0.1")
+                .map_err(|e| Error::config(e.to_string()))?,
+            (None, _) => source.connect_options()?,
         };
         let mut c = ferry_replicator::Config::new(source, target);
+        c.source_kind = match &self.source {
+            Source::RdbFile { path } => ferry_replicator::SourceKind::RdbFile(path.clone()),
+            Source::Scan {
+                dbs, notifications, ..
+            } => {
+                let mut scan = ferry_replicator::source::scan::ScanOptions::default();
+                scan.dbs = dbs
+                    .as_ref()
+                    .map(|d| d.iter().map(|&db| i64::from(db)).collect());
+                scan.notifications = *notifications;
+                ferry_replicator::SourceKind::Scan(scan)
+            }
+            _ => ferry_replicator::SourceKind::Replica,
+        };
         c.target_cluster = cluster;
         c.source_sentinel = source_sentinel;
         c.target_sentinel = target_sentinel;
