@@ -102,6 +102,7 @@ struct BigKey {
 /// Reads the whole RDB from `input` and writes every key that passes the filters to `sink`; what the target
 /// cannot hold follows `opts.policy` and is listed in `report`. An error of the RDB names the input and the byte
 /// offset where reading stopped.
+/// Returns the keys written as element commands.
 pub(crate) async fn run(
     input: &mut impl RdbInput,
     sink: &mut Sink,
@@ -110,7 +111,7 @@ pub(crate) async fn run(
     opts: &Options,
     report: &mut PolicyReport,
     status: &StatusHandle,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     let mut parser = Parser::new(ParserOptions {
         mode: ValueMode::Raw,
         verify_checksum: true,
@@ -441,8 +442,9 @@ impl<'a> Applier<'a> {
         });
     }
 
-    /// Writes what is batched and puts the final counts in the status.
-    pub(crate) async fn finish(mut self, sink: &mut Sink, bytes_read: u64) -> Result<(), Error> {
+    /// Writes what is batched and puts the final counts in the status; returns the keys written as element
+    /// commands (the sink counts the others once their replies are in).
+    pub(crate) async fn finish(mut self, sink: &mut Sink, bytes_read: u64) -> Result<u64, Error> {
         std::mem::take(&mut self.strings).finish(sink).await?;
         debug!(
             keys = self.done,
@@ -464,7 +466,7 @@ impl<'a> Applier<'a> {
             s.keys_skipped = c.keys_skipped;
             s.set_policy(report);
         });
-        Ok(())
+        Ok(big_keys)
     }
 }
 

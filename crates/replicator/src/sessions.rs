@@ -42,7 +42,7 @@ impl Replicator {
         let (mut sink, format) = self.copy_sink(target).await?;
         let opts = self.begin_copy(&mut sink, &format, report).await?;
         info!(file = %path.display(), bytes = file.len(), "restoring an RDB file");
-        fullsync::run(
+        let big_keys = fullsync::run(
             &mut file,
             &mut sink,
             &self.filter,
@@ -52,7 +52,7 @@ impl Replicator {
             &self.status,
         )
         .await?;
-        self.end_copy(&mut sink).await?;
+        self.end_copy(&mut sink, big_keys).await?;
         info!(file = %path.display(), keys = self.status.snapshot().keys_copied, "RDB file restored");
         Ok(())
     }
@@ -80,7 +80,7 @@ impl Replicator {
         let opts = self.begin_copy(&mut sink, &format, report).await?;
         let batch = scan.batch.max(1);
         let mut bytes_read = 0u64;
-        {
+        let big_keys = {
             let mut applier =
                 Applier::new(&self.filter, &self.config.db_map, &opts, report, &self.status);
             applier.expect(keyspace.iter().map(|(_, keys)| keys).sum());
@@ -111,9 +111,9 @@ impl Replicator {
                     cursor = next;
                 }
             }
-            applier.finish(&mut sink, bytes_read).await?;
-        }
-        self.end_copy(&mut sink).await?;
+            applier.finish(&mut sink, bytes_read).await?
+        };
+        self.end_copy(&mut sink, big_keys).await?;
         let keys = self.status.snapshot().keys_copied;
         let Some(notes) = notes else {
             info!(keys, "scan copied");
@@ -243,12 +243,14 @@ impl Replicator {
         })
     }
 
-    /// Ends a copy: every write acknowledged, no checkpoint left behind, the counts in the status.
-    async fn end_copy(&self, sink: &mut Sink) -> Result<(), Error> {
+    /// Ends a copy: every write acknowledged, no checkpoint left behind, the counts in the status (`big_keys`:
+    /// keys written as element commands).
+    async fn end_copy(&self, sink: &mut Sink, big_keys: u64) -> Result<(), Error> {
         sink.finish_full_sync("", 0).await?;
         sink.delete_own_checkpoints().await?;
         let c = sink.counters();
         self.status.update(|s| {
+            s.keys_copied = c.keys_restored + big_keys;
             s.keys_skipped = c.keys_skipped;
             s.bytes_written = c.bytes_written;
             s.errors = c.errors;

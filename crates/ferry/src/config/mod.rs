@@ -729,6 +729,12 @@ impl SyncConfig {
         self
     }
 
+    /// Sets the target policy (what to do with a key or command the target cannot hold).
+    pub fn with_target_policy(mut self, policy: TargetPolicy) -> SyncConfig {
+        self.target_policy = policy;
+        self
+    }
+
     /// Sets the checkpoint options.
     pub fn with_checkpoint(mut self, checkpoint: CheckpointConfig) -> SyncConfig {
         self.checkpoint = checkpoint;
