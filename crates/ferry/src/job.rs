@@ -264,12 +264,15 @@ impl SyncJob {
             Source::RdbFile { path } => Endpoint::new(path.display().to_string()),
             Source::Scan { endpoint, .. } => endpoint.clone(),
             // The first sentinel names the stream in the status; the replicator resolves the master.
-            Source::Sentinel { sentinels, .. } if !config.until_caught_up => sentinels
-                .first()
-                .cloned()
-                .ok_or_else(|| Error::config("source: a sentinel group needs at least one sentinel"))?,
+            Source::Sentinel { sentinels, .. } if !config.until_caught_up => {
+                sentinels.first().cloned().ok_or_else(|| {
+                    Error::config("source: a sentinel group needs at least one sentinel")
+                })?
+            }
             Source::Sentinel { .. } => {
-                return Err(Error::not_supported("until_caught_up with a sentinel-managed source"))
+                return Err(Error::not_supported(
+                    "until_caught_up with a sentinel-managed source",
+                ))
             }
             other => return Err(Error::not_supported(&format!("a {} source", other.kind()))),
         };
@@ -486,7 +489,9 @@ impl CopyCheck {
             && f.allow_dbs.is_empty()
             && f.block_dbs.is_empty());
         if filtered || config.db_pairs().iter().any(|(a, b)| a != b) {
-            tracing::info!("no verify at the end of the scan: filters or a database map make the sides differ");
+            tracing::info!(
+                "no verify at the end of the scan: filters or a database map make the sides differ"
+            );
             return None;
         }
         let mut options = VerifyOptions::default().with_recheck_after_ms(1000);
@@ -598,7 +603,10 @@ impl Monitor {
                     if incremental_since_ticks > 1
                         && (applied >= target || (received >= target && status.lag_bytes == 0))
                     {
-                        tracing::info!(offset = applied, "the target has caught up with the source");
+                        tracing::info!(
+                            offset = applied,
+                            "the target has caught up with the source"
+                        );
                         self.caught_up();
                     }
                 }

@@ -301,11 +301,8 @@ pub async fn restore(
     target: &Target,
     options: RestoreOptions,
 ) -> Result<RestoreReport, Error> {
-    let mut config = crate::SyncConfig::new(
-        crate::Source::rdb_file(path.as_ref()),
-        target.clone(),
-    )
-    .with_conflict(options.conflict);
+    let mut config = crate::SyncConfig::new(crate::Source::rdb_file(path.as_ref()), target.clone())
+        .with_conflict(options.conflict);
     config.limits.max_restore_bytes = options.max_restore_bytes;
     if let Some(dbs) = &options.dbs {
         config.filter.allow_dbs.clone_from(dbs);

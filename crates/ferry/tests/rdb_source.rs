@@ -40,7 +40,10 @@ fn canonical(v: &Value) -> String {
             format!("set {m:?}")
         }
         Value::Hash(f) => {
-            let mut f: Vec<_> = f.iter().map(|f| (f.field.clone(), f.value.clone())).collect();
+            let mut f: Vec<_> = f
+                .iter()
+                .map(|f| (f.field.clone(), f.value.clone()))
+                .collect();
             f.sort();
             format!("hash {f:?}")
         }
@@ -76,9 +79,8 @@ fn assert_holds_file(server: &Server, path: &Path) {
         expected += 1;
         redis::cmd("SELECT").arg(e.db).exec(&mut con).unwrap();
         let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&e.key[..]).query(&mut con).unwrap();
-        let dump = dump.unwrap_or_else(|| {
-            panic!("{}: key {:?} missing on the target", path.display(), e.key)
-        });
+        let dump = dump
+            .unwrap_or_else(|| panic!("{}: key {:?} missing on the target", path.display(), e.key));
         let (value, _) = ferry::rdb::decode_dump(&dump).unwrap();
         let want = e.value.expect("decoded value");
         assert_eq!(
@@ -99,7 +101,14 @@ fn assert_holds_file(server: &Server, path: &Path) {
     let info: String = redis::cmd("INFO").arg("keyspace").query(&mut con).unwrap();
     let held: u64 = info
         .lines()
-        .filter_map(|l| l.split_once("keys=")?.1.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split_once("keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     assert_eq!(held, expected, "{}: keys on the target", path.display());
 }
@@ -144,11 +153,10 @@ fn redis_8_and_valkey_9_files_restore_with_the_target_policy() {
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     // RDB v13 (Redis 8 streams with IDMP state): the stream's entries and groups reach a 7.0 target.
     let v13 = fixture("librdb/test/dumps-pr-rdb-v13/stream_v13_idmp.rdb");
-    let status = run(SyncConfig::new(
-        Source::rdb_file(&v13),
-        Target::standalone(target.url()),
+    let status = run(
+        SyncConfig::new(Source::rdb_file(&v13), Target::standalone(target.url()))
+            .with_target_policy(TargetPolicy::Convert),
     )
-    .with_target_policy(TargetPolicy::Convert))
     .unwrap();
     assert!(status.keys_copied >= 1);
     assert_holds_file(&target, &v13);
@@ -163,11 +171,10 @@ fn redis_8_and_valkey_9_files_restore_with_the_target_policy() {
     ))
     .unwrap_err();
     assert!(err.to_string().contains("field"), "{err}");
-    let status = run(SyncConfig::new(
-        Source::rdb_file(&valkey),
-        Target::standalone(target.url()),
+    let status = run(
+        SyncConfig::new(Source::rdb_file(&valkey), Target::standalone(target.url()))
+            .with_target_policy(TargetPolicy::Convert),
     )
-    .with_target_policy(TargetPolicy::Convert))
     .unwrap();
     assert_eq!(status.keys_copied, 1);
     let mut con = target.client();
@@ -210,11 +217,8 @@ fn saved(dbs: &[u32], seed: u64) -> (Server, ferry_testkit::FillReport, PathBuf)
 fn an_rdb_file_job_takes_the_filters_the_db_map_and_the_conflict_policy() {
     let (source, _filled, path) = saved(&[0, 1, 2], 41);
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    let mut config = SyncConfig::new(
-        Source::rdb_file(&path),
-        Target::standalone(target.url()),
-    )
-    .with_db_map(2, 5);
+    let mut config = SyncConfig::new(Source::rdb_file(&path), Target::standalone(target.url()))
+        .with_db_map(2, 5);
     config.filter.allow_dbs = vec![0, 2];
     let status = run(config.clone()).unwrap();
     assert!(status.keys_filtered > 0, "{status:?}");
@@ -342,7 +346,10 @@ fn a_truncated_or_corrupt_file_fails_naming_the_file_and_the_offset() {
     bad[mid] ^= 0x5a;
     check(&dir.path().join("corrupt.rdb"), &bad);
     // Not an RDB file at all.
-    let text = check(&dir.path().join("not-rdb.rdb"), b"hello, this is not an RDB file");
+    let text = check(
+        &dir.path().join("not-rdb.rdb"),
+        b"hello, this is not an RDB file",
+    );
     assert!(text.contains("magic"), "{text}");
     // A file that does not exist.
     let missing = dir.path().join("missing.rdb");

@@ -210,19 +210,7 @@ impl<'a> Applier<'a> {
                 );
             }
             Item::ResizeDb { db_size, .. } => self.expect(db_size),
-            Item::Function { code } => {
-                if self.opts.target.rdb_version >= 10 {
-                    let argv = [
-                        Bytes::from_static(b"FUNCTION"),
-                        Bytes::from_static(b"LOAD"),
-                        Bytes::from_static(b"REPLACE"),
-                        code,
-                    ];
-                    sink.write_plain(0, &argv).await?;
-                } else {
-                    warn!("the source has a function library the target (before 7.0) cannot load");
-                }
-            }
+            Item::Function { code } => self.function(sink, code).await?,
             Item::Entry(entry) => {
                 let hint = match (entry.idle_secs, entry.freq) {
                     (Some(s), _) => Some(EvictionHint::IdleSeconds(s)),
@@ -260,6 +248,22 @@ impl<'a> Applier<'a> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A function library (`FUNCTION LOAD REPLACE`; a target before 7.0 has no functions: a warning).
+    pub(crate) async fn function(&mut self, sink: &mut Sink, code: Bytes) -> Result<(), Error> {
+        if self.opts.target.rdb_version >= 10 {
+            let argv = [
+                Bytes::from_static(b"FUNCTION"),
+                Bytes::from_static(b"LOAD"),
+                Bytes::from_static(b"REPLACE"),
+                code,
+            ];
+            sink.write_plain(0, &argv).await
+        } else {
+            warn!("the source has a function library the target (before 7.0) cannot load");
+            Ok(())
+        }
     }
 
     /// The start of a big value, copied with element commands.
@@ -355,9 +359,8 @@ impl<'a> Applier<'a> {
         payload: &[u8],
         expire_at_ms: Option<i64>,
     ) -> Result<(), Error> {
-        let parts = ferry_rdb::split_dump(payload).map_err(|e| {
-            Error::Rdb(format!("DUMP of key {}: {e}", KeyDisplay(key.to_vec())))
-        })?;
+        let parts = ferry_rdb::split_dump(payload)
+            .map_err(|e| Error::Rdb(format!("DUMP of key {}: {e}", KeyDisplay(key.to_vec()))))?;
         self.source_version = parts.rdb_version;
         let raw = Bytes::copy_from_slice(parts.serialized);
         if raw.len() <= self.opts.max_restore_bytes {

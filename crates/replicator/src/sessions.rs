@@ -81,9 +81,18 @@ impl Replicator {
         let batch = scan.batch.max(1);
         let mut bytes_read = 0u64;
         let big_keys = {
-            let mut applier =
-                Applier::new(&self.filter, &self.config.db_map, &opts, report, &self.status);
+            let mut applier = Applier::new(
+                &self.filter,
+                &self.config.db_map,
+                &opts,
+                report,
+                &self.status,
+            );
             applier.expect(keyspace.iter().map(|(_, keys)| keys).sum());
+            // Function libraries (a change to them later is not followed: no notification names it).
+            for code in reader.functions().await? {
+                applier.function(&mut sink, code).await?;
+            }
             for &(db, _) in &keyspace {
                 if !self.filter.db_passes(db) {
                     continue;

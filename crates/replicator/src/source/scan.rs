@@ -70,13 +70,30 @@ pub(crate) enum Read {
 pub(crate) struct Reader {
     conn: Connection,
     db: i64,
+    /// The source answers `PEXPIRETIME` (7.0+): expiries are read as the source's absolute times, not
+    /// computed from `PTTL` and the local clock.
+    absolute_expiry: bool,
 }
 
 impl Reader {
     /// Connects to the source.
     pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Reader, Error> {
-        let conn = Connection::connect(opts).await?;
-        Ok(Reader { conn, db: opts.db })
+        let mut conn = Connection::connect(opts).await?;
+        let info = conn.call(&["INFO", "server"]).await?;
+        let text = info
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let major = text
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .and_then(|v| v.trim().split('.').next()?.parse::<u32>().ok())
+            .unwrap_or(0);
+        Ok(Reader {
+            conn,
+            db: opts.db,
+            absolute_expiry: major >= 7,
+        })
     }
 
     /// The databases to scan (`wanted`, or those `INFO keyspace` lists) and their key counts.
@@ -100,6 +117,31 @@ impl Reader {
                 .collect(),
             None => listed,
         })
+    }
+
+    /// The code of each function library (`FUNCTION LIST WITHCODE`; none before 7.0).
+    pub(crate) async fn functions(&mut self) -> Result<Vec<Bytes>, Error> {
+        if !self.absolute_expiry {
+            return Ok(Vec::new());
+        }
+        let reply = self.conn.call(&["FUNCTION", "LIST", "WITHCODE"]).await?;
+        let mut out = Vec::new();
+        for library in reply.into_array().unwrap_or_default() {
+            // Each library is a map (RESP3) or a flat array of name, value pairs (RESP2).
+            let fields = match library {
+                Frame::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                other => other.into_array().unwrap_or_default(),
+            };
+            let mut it = fields.into_iter();
+            while let (Some(name), Some(value)) = (it.next(), it.next()) {
+                if name.as_bytes() == Some(b"library_code") {
+                    if let Some(code) = owned_bytes(value) {
+                        out.push(code);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn select(&mut self, db: i64) -> Result<(), Error> {
@@ -141,19 +183,23 @@ impl Reader {
         Ok((next, keys))
     }
 
-    /// `DUMP` and `PTTL` of each key of `db`, pipelined.
+    /// `DUMP` and `PEXPIRETIME` (`PTTL` before 7.0) of each key of `db`, pipelined.
     pub(crate) async fn read(&mut self, db: i64, keys: &[Bytes]) -> Result<Vec<Read>, Error> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         self.select(db).await?;
+        let ttl_command = match self.absolute_expiry {
+            true => Bytes::from_static(b"PEXPIRETIME"),
+            false => Bytes::from_static(b"PTTL"),
+        };
         let mut cmds = Vec::with_capacity(keys.len() * 2);
         for k in keys {
             cmds.push(vec![Bytes::from_static(b"DUMP"), k.clone()]);
-            cmds.push(vec![Bytes::from_static(b"PTTL"), k.clone()]);
+            cmds.push(vec![ttl_command.clone(), k.clone()]);
         }
         let replies = self.conn.pipeline(&cmds).await?;
-        let now = now_ms();
+        let base = if self.absolute_expiry { 0 } else { now_ms() };
         let mut out = Vec::with_capacity(keys.len());
         for (pair, key) in replies.chunks(2).zip(keys) {
             let (dump, ttl) = (&pair[0], &pair[1]);
@@ -170,7 +216,7 @@ impl Reader {
                 Some(_) if ttl == -2 => Read::Gone,
                 Some(payload) => Read::Value {
                     payload: Bytes::copy_from_slice(payload),
-                    expire_at_ms: (ttl >= 0).then(|| now + ttl),
+                    expire_at_ms: (ttl >= 0).then(|| base + ttl),
                 },
                 None => Read::Gone,
             });
@@ -206,10 +252,16 @@ fn parse_keyspace(text: &str) -> Vec<(i64, u64)> {
 /// `A` stands for): turns them on with `CONFIG SET` when they are not, and fails saying so when `CONFIG SET`
 /// is refused.
 pub(crate) async fn enable_notifications(conn: &mut Connection) -> Result<(), Error> {
-    let current = match conn.call(&["CONFIG", "GET", "notify-keyspace-events"]).await {
+    let current = match conn
+        .call(&["CONFIG", "GET", "notify-keyspace-events"])
+        .await
+    {
         Ok(reply) => reply
             .into_array()
-            .and_then(|v| v.get(1).and_then(|f| f.as_bytes().map(Bytes::copy_from_slice)))
+            .and_then(|v| {
+                v.get(1)
+                    .and_then(|f| f.as_bytes().map(Bytes::copy_from_slice))
+            })
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default(),
         Err(e) => {
@@ -408,7 +460,8 @@ mod tests {
 
     #[test]
     fn info_keyspace_lists_databases_with_their_keys() {
-        let text = "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb12:keys=40,expires=0,avg_ttl=0\r\n";
+        let text =
+            "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb12:keys=40,expires=0,avg_ttl=0\r\n";
         assert_eq!(parse_keyspace(text), vec![(0, 3), (12, 40)]);
     }
 }
