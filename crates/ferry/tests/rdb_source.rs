@@ -360,3 +360,77 @@ fn a_truncated_or_corrupt_file_fails_naming_the_file_and_the_offset() {
     .unwrap_err();
     assert!(err.to_string().contains("missing.rdb"), "{err}");
 }
+
+#[test]
+fn ferry_sync_takes_an_rdb_file_by_flags_and_by_a_redisshake_v4_rdb_reader() {
+    let (source, filled, path) = saved(&[0, 1], 44);
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let mut ferry = common::Ferry::spawn([
+        "sync",
+        "--source-type",
+        "rdb",
+        "--source-path",
+        path.to_str().unwrap(),
+        "--target",
+        &target.url(),
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let r = ferry_testkit::compare(
+        &TkTarget::from(&source),
+        &TkTarget::from(&target),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(r.is_equal(), "{r}");
+    assert_eq!(r.keys_compared, filled.total_keys);
+
+    // RedisShake v4's layout: the fixture's [redis_writer] and [advanced], with an [rdb_reader] in place of its
+    // [sync_reader], and the writer's address rewritten to the local target.
+    redis::cmd("FLUSHALL").exec(&mut target.client()).unwrap();
+    let fixture =
+        std::fs::read_to_string(common::shared_dir().join("fixtures/redisshake-v4-shake.toml"))
+            .unwrap();
+    let writer_and_rest = &fixture[fixture.find("[redis_writer]").unwrap()..];
+    let text = format!(
+        "[rdb_reader]\nfilepath = {:?}\n\n{}",
+        path.to_str().unwrap(),
+        writer_and_rest
+            .replace("127.0.0.1:6380", &target.addr())
+            .replace("block_db = [15]", "block_db = [1]")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shake.toml");
+    std::fs::write(&file, text).unwrap();
+    let mut ferry = common::Ferry::spawn(["sync", "-c", file.to_str().unwrap()]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let only_db0 = CompareOptions {
+        dbs: Some(vec![0]),
+        ..Default::default()
+    };
+    let r = ferry_testkit::compare(&TkTarget::from(&source), &TkTarget::from(&target), &only_db0)
+        .unwrap();
+    assert!(r.is_equal() && r.keys_compared > 0, "{r}");
+    let mut con = target.client();
+    redis::cmd("SELECT").arg(1).exec(&mut con).unwrap();
+    let in_db1: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(in_db1, 0, "block_db = [1] left db 1 out");
+
+    // A truncated file: exit code of a data error, the file and the offset named.
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.rdb");
+    std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
+    let mut ferry = common::Ferry::spawn([
+        "sync",
+        "--source-type",
+        "rdb",
+        "--source-path",
+        cut.to_str().unwrap(),
+        "--target",
+        &target.url(),
+        "--conflict",
+        "rewrite",
+    ]);
+    assert_ne!(ferry.wait(), 0);
+    let err = ferry.stderr();
+    assert!(err.contains("cut.rdb") && err.contains("at byte"), "{err}");
+}
