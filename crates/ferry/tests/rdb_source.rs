@@ -407,8 +407,12 @@ fn ferry_sync_takes_an_rdb_file_by_flags_and_by_a_redisshake_v4_rdb_reader() {
         dbs: Some(vec![0]),
         ..Default::default()
     };
-    let r = ferry_testkit::compare(&TkTarget::from(&source), &TkTarget::from(&target), &only_db0)
-        .unwrap();
+    let r = ferry_testkit::compare(
+        &TkTarget::from(&source),
+        &TkTarget::from(&target),
+        &only_db0,
+    )
+    .unwrap();
     assert!(r.is_equal() && r.keys_compared > 0, "{r}");
     let mut con = target.client();
     redis::cmd("SELECT").arg(1).exec(&mut con).unwrap();

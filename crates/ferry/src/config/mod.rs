@@ -901,11 +901,12 @@ impl SyncConfig {
             Source::Scan {
                 dbs, notifications, ..
             } => {
-                let mut scan = ferry_replicator::source::scan::ScanOptions::default();
-                scan.dbs = dbs
-                    .as_ref()
-                    .map(|d| d.iter().map(|&db| i64::from(db)).collect());
-                scan.notifications = *notifications;
+                let scan = ferry_replicator::source::scan::ScanOptions::default()
+                    .with_dbs(
+                        dbs.as_ref()
+                            .map(|d| d.iter().map(|&db| i64::from(db)).collect()),
+                    )
+                    .with_notifications(*notifications);
                 ferry_replicator::SourceKind::Scan(scan)
             }
             _ => ferry_replicator::SourceKind::Replica,

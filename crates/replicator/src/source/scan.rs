@@ -32,6 +32,7 @@ use crate::error::Error;
 
 /// How the scan source reads the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScanOptions {
     /// Only these databases (all that hold keys when the scan starts, when `None`).
     pub dbs: Option<Vec<i64>>,
@@ -49,6 +50,20 @@ impl Default for ScanOptions {
             notifications: true,
             batch: 256,
         }
+    }
+}
+
+impl ScanOptions {
+    /// Only these databases (`None`: every database holding keys).
+    pub fn with_dbs(mut self, dbs: Option<Vec<i64>>) -> ScanOptions {
+        self.dbs = dbs;
+        self
+    }
+
+    /// Follow keyspace notifications after the scan, or end with the copy.
+    pub fn with_notifications(mut self, on: bool) -> ScanOptions {
+        self.notifications = on;
+        self
     }
 }
 
@@ -395,10 +410,10 @@ async fn listen(mut conn: Connection, dirty: Arc<Mutex<DirtyKeys>>, wake: Arc<No
         let (Some(kind), Some(channel)) = (parts.first(), parts.get(2)) else {
             continue;
         };
-        if kind.as_bytes().map(|b| &b[..]) != Some(b"pmessage") {
+        if kind.as_bytes() != Some(b"pmessage".as_slice()) {
             continue;
         }
-        let Some((db, key)) = channel.as_bytes().and_then(|c| parse_channel(c)) else {
+        let Some((db, key)) = channel.as_bytes().and_then(parse_channel) else {
             continue;
         };
         if let Ok(mut d) = dirty.lock() {
