@@ -303,3 +303,77 @@ fn notifications_off_and_config_set_refused_is_an_error_that_says_what_to_set() 
     assert!(text.contains("notify-keyspace-events"), "{text}");
     assert!(!text.contains("app-secret"), "{text}");
 }
+
+#[test]
+fn a_lost_notification_subscriber_makes_the_job_scan_again_and_end_exact() {
+    let source = Server::start(no_psync_server()).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    fill(&TkTarget::from(&source), &FillOptions::seed(53)).unwrap();
+    let rt = runtime();
+    let job = rt.block_on(async {
+        SyncJob::new(scan_config(&source, &target, true))
+            .unwrap()
+            .start()
+            .unwrap()
+    });
+    ferry_testkit::wait_until(DEADLINE, "the live phase", || {
+        job.status().phase == Phase::Incremental
+    })
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = std::thread::spawn({
+        let (stop, url) = (stop.clone(), source.url());
+        move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                redis::cmd("INCR").arg("counter").exec(&mut c).unwrap();
+                redis::cmd("SET")
+                    .arg(format!("k:{}", n % 100))
+                    .arg(n)
+                    .exec(&mut c)
+                    .unwrap();
+                n += 1;
+            }
+            n
+        }
+    });
+    // The server drops the subscriber (as it does at the pub/sub output buffer limit): what was published
+    // meanwhile is lost to ferry, which must notice and copy everything again.
+    ferry_testkit::wait_until(DEADLINE, "live writes applied", || {
+        job.status().commands_applied >= 200
+    })
+    .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut source.client())
+        .unwrap();
+    assert_eq!(killed, 1);
+    ferry_testkit::wait_until(DEADLINE, "a second scan, then the live phase", || {
+        let s = job.status();
+        s.full_syncs == 2 && s.phase == Phase::Incremental && s.commands_applied >= 200
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    let mut last = String::new();
+    let waited = ferry_testkit::wait_until(DEADLINE, "the target equal to the source", || {
+        if job.status().keys_pending > 0 {
+            return false;
+        }
+        let r = compare(
+            &TkTarget::from(&source),
+            &TkTarget::from(&target),
+            &Default::default(),
+        )
+        .unwrap();
+        last = r.to_string();
+        r.is_equal()
+    });
+    assert!(waited.is_ok(), "{last}\n{:?}", job.status());
+    assert_eq!(get_u64(&target, "counter"), acked, "counter exact");
+    assert_eq!(job.status().reconnects, 1);
+    rt.block_on(job.stop()).unwrap();
+}
