@@ -87,7 +87,7 @@ export type SourceConfig =
   | ({ type: 'standalone' } & EndpointConfig)
   | { type: 'cluster'; seeds: EndpointConfig[]; shards?: string[]; prefer_replica?: boolean }
   | { type: 'sentinel'; sentinels: EndpointConfig[]; master: string; master_auth?: MasterAuth }
-  | { type: 'scan'; endpoint: EndpointConfig; dbs?: number[]; notifications?: boolean }
+  | { type: 'scan'; endpoint: EndpointConfig; dbs?: number[]; notifications?: boolean; cluster?: boolean }
   | { type: 'rdb_file'; path: string }
 
 /** Where a sync job, a verify or a restore writes. */

@@ -478,7 +478,13 @@ impl CopyCheck {
     /// For a scan source whose keys reach the target unchanged (no key filters, no database map: with them
     /// the two sides are not meant to be equal, and no verify runs).
     fn of(config: &SyncConfig) -> Option<CopyCheck> {
-        let Source::Scan { endpoint, dbs, .. } = &config.source else {
+        let Source::Scan {
+            endpoint,
+            dbs,
+            cluster,
+            ..
+        } = &config.source
+        else {
             return None;
         };
         let f = &config.filter;
@@ -496,8 +502,16 @@ impl CopyCheck {
         }
         let mut options = VerifyOptions::default().with_recheck_after_ms(1000);
         options.dbs.clone_from(dbs);
+        let source = match cluster {
+            true => Source::Cluster {
+                seeds: vec![endpoint.clone()],
+                shards: None,
+                prefer_replica: false,
+            },
+            false => Source::Standalone(endpoint.clone()),
+        };
         Some(CopyCheck {
-            source: Source::Standalone(endpoint.clone()),
+            source,
             target: config.target.clone(),
             options,
         })

@@ -377,3 +377,92 @@ fn a_lost_notification_subscriber_makes_the_job_scan_again_and_end_exact() {
     assert_eq!(job.status().reconnects, 1);
     rt.block_on(job.stop()).unwrap();
 }
+
+#[test]
+fn a_cluster_scan_source_copies_every_master_and_follows_each_masters_notifications() {
+    let cluster = ferry_testkit::Cluster::start(Version::V7_0).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let filled = fill(&cluster.target(), &FillOptions::seed(54)).unwrap();
+    let seed = format!("redis://{}", cluster.masters()[0].addr());
+    let config = SyncConfig::from_json_str(
+        &serde_json::json!({
+            "source": { "type": "scan", "endpoint": seed, "notifications": true, "cluster": true },
+            "target": { "type": "standalone", "url": target.url() },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let rt = runtime();
+    let job = rt.block_on(async { SyncJob::new(config).unwrap().start().unwrap() });
+    ferry_testkit::wait_until(DEADLINE, "the live phase", || {
+        let s = job.status();
+        assert!(s.phase != Phase::Stopped, "the job stopped: {s:?}");
+        s.phase == Phase::Incremental
+    })
+    .unwrap();
+    assert_eq!(job.status().keys_copied, filled.total_keys);
+    // Writes on every master (keys of many slots) from two clients.
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let url = seed.clone();
+            std::thread::spawn(move || {
+                let client = redis::cluster::ClusterClient::new(vec![url]).unwrap();
+                let mut c = client.get_connection().unwrap();
+                let mut counts = vec![0u64; 30];
+                for i in 0..900u64 {
+                    let k = (i % 30) as usize;
+                    redis::cmd("INCR")
+                        .arg(format!("counter:{t}:{k}"))
+                        .exec(&mut c)
+                        .unwrap();
+                    counts[k] += 1;
+                    redis::cmd("SET")
+                        .arg(format!("s:{t}:{}", i % 50))
+                        .arg(i)
+                        .exec(&mut c)
+                        .unwrap();
+                    if i % 9 == 0 {
+                        redis::cmd("DEL")
+                            .arg(format!("s:{t}:{}", (i + 25) % 50))
+                            .exec(&mut c)
+                            .unwrap();
+                    }
+                }
+                counts
+            })
+        })
+        .collect();
+    let counts: Vec<Vec<u64>> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let mut last = String::new();
+    let waited = ferry_testkit::wait_until(DEADLINE, "the target equal to the cluster", || {
+        if job.status().keys_pending > 0 {
+            return false;
+        }
+        let r = compare(
+            &cluster.target(),
+            &TkTarget::from(&target),
+            &Default::default(),
+        )
+        .unwrap();
+        last = r.to_string();
+        r.is_equal()
+    });
+    assert!(waited.is_ok(), "{last}\n{:?}", job.status());
+    for (t, per) in counts.iter().enumerate() {
+        for (k, n) in per.iter().enumerate() {
+            assert_eq!(
+                get_u64(&target, &format!("counter:{t}:{k}")),
+                *n,
+                "counter:{t}:{k}"
+            );
+        }
+    }
+    // The verify the job ran at the end of its copy walked every master (the writes ran meanwhile, so it is
+    // not asked to be equal here).
+    let verify = ferry_testkit::wait_for(DEADLINE, "the verify at the end of the copy", || {
+        job.status().verify
+    })
+    .unwrap();
+    assert!(verify.keys_checked >= filled.total_keys, "{verify:?}");
+    rt.block_on(job.stop()).unwrap();
+}

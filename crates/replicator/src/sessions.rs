@@ -70,13 +70,23 @@ impl Replicator {
         let mut source = source.clone();
         source.read_timeout = Some(self.config.sink.reply_timeout);
         let (mut sink, format) = self.copy_sink(target).await?;
+        // A cluster source: every master, each scanned and followed on its own connections.
+        let nodes = match scan.cluster {
+            true => crate::source::scan::cluster_masters(&source).await?,
+            false => vec![source.clone()],
+        };
         // Subscribed before the scan starts: a change during the scan is heard and read again after it.
         let notes = match scan.notifications {
-            true => Some(Notifications::subscribe(&source, scan.dbs.as_deref()).await?),
+            true => Some(Notifications::subscribe(&nodes, scan.dbs.as_deref()).await?),
             false => None,
         };
-        let mut reader = Reader::connect(&source).await?;
-        let keyspace = reader.keyspace(scan.dbs.as_deref()).await?;
+        let mut readers = Vec::with_capacity(nodes.len());
+        let mut keyspaces = Vec::with_capacity(nodes.len());
+        for node in &nodes {
+            let mut reader = Reader::connect(node).await?;
+            keyspaces.push(reader.keyspace(scan.dbs.as_deref()).await?);
+            readers.push(reader);
+        }
         let opts = self.begin_copy(&mut sink, &format, report).await?;
         let batch = scan.batch.max(1);
         let mut bytes_read = 0u64;
@@ -88,36 +98,38 @@ impl Replicator {
                 report,
                 &self.status,
             );
-            applier.expect(keyspace.iter().map(|(_, keys)| keys).sum());
+            applier.expect(keyspaces.iter().flatten().map(|(_, keys)| keys).sum());
             // Function libraries (a change to them later is not followed: no notification names it).
-            for code in reader.functions().await? {
+            for code in readers[0].functions().await? {
                 applier.function(&mut sink, code).await?;
             }
-            for &(db, _) in &keyspace {
-                if !self.filter.db_passes(db) {
-                    continue;
-                }
-                let mut cursor = Bytes::from_static(b"0");
-                loop {
-                    let (next, keys) = reader.scan(db, &cursor, batch).await?;
-                    let reads = reader.read(db, &keys).await?;
-                    for (key, read) in keys.into_iter().zip(reads) {
-                        if let Read::Value {
-                            payload,
-                            expire_at_ms,
-                        } = read
-                        {
-                            bytes_read += payload.len() as u64;
-                            applier
-                                .dumped(&mut sink, db, key, &payload, expire_at_ms)
-                                .await?;
+            for (reader, keyspace) in readers.iter_mut().zip(&keyspaces) {
+                for &(db, _) in keyspace {
+                    if !self.filter.db_passes(db) {
+                        continue;
+                    }
+                    let mut cursor = Bytes::from_static(b"0");
+                    loop {
+                        let (next, keys) = reader.scan(db, &cursor, batch).await?;
+                        let reads = reader.read(db, &keys).await?;
+                        for (key, read) in keys.into_iter().zip(reads) {
+                            if let Read::Value {
+                                payload,
+                                expire_at_ms,
+                            } = read
+                            {
+                                bytes_read += payload.len() as u64;
+                                applier
+                                    .dumped(&mut sink, db, key, &payload, expire_at_ms)
+                                    .await?;
+                            }
                         }
+                        applier.progress(&sink, bytes_read, false);
+                        if &next[..] == b"0" {
+                            break;
+                        }
+                        cursor = next;
                     }
-                    applier.progress(&sink, bytes_read, false);
-                    if &next[..] == b"0" {
-                        break;
-                    }
-                    cursor = next;
                 }
             }
             applier.finish(&mut sink, bytes_read).await?
@@ -134,7 +146,7 @@ impl Replicator {
         );
         self.status.update(|s| s.phase = Phase::Incremental);
         *live = true;
-        self.follow_notifications(&notes, &mut reader, &mut sink, &opts, batch, report)
+        self.follow_notifications(&notes, &mut readers, &mut sink, &opts, batch, report)
             .await
     }
 
@@ -143,7 +155,7 @@ impl Replicator {
     async fn follow_notifications(
         &self,
         notes: &Notifications,
-        reader: &mut Reader,
+        readers: &mut [Reader],
         sink: &mut Sink,
         copy: &fullsync::Options,
         batch: usize,
@@ -159,7 +171,10 @@ impl Replicator {
         let mut rates = crate::status::Rates::new();
         let mut applier = Applier::new(&self.filter, &cfg.db_map, &opts, report, &self.status);
         loop {
-            let (db, keys) = notes.next_batch(batch).await?;
+            let (node, db, keys) = notes.next_batch(batch).await?;
+            let reader = readers
+                .get_mut(node)
+                .ok_or_else(|| Error::Protocol(format!("a notification of unknown node {node}")))?;
             let reads = reader.read(db, &keys).await?;
             for (key, read) in keys.into_iter().zip(reads) {
                 match read {

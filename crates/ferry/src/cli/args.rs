@@ -89,6 +89,9 @@ pub struct Endpoints {
     /// A scan source follows changes by keyspace notifications after the scan (until stopped).
     #[arg(long)]
     pub scan_notifications: bool,
+    /// A scan source is a Redis Cluster (--source any node of it): every master is scanned and followed.
+    #[arg(long)]
+    pub scan_cluster: bool,
     /// A scan source reads only these databases (repeat the flag; default: every database holding keys).
     #[arg(long = "scan-db")]
     pub scan_dbs: Vec<u32>,
@@ -180,6 +183,7 @@ impl Endpoints {
                         "type": "scan",
                         "endpoint": e,
                         "notifications": self.scan_notifications,
+                        "cluster": self.scan_cluster,
                     });
                     if !self.scan_dbs.is_empty() {
                         scan["dbs"] = serde_json::json!(self.scan_dbs);

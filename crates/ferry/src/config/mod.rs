@@ -309,6 +309,9 @@ pub enum Source {
         /// server allows it). Without them the job ends once the scan is copied.
         #[serde(default)]
         notifications: bool,
+        /// The endpoint is any node of a Redis Cluster: every master is scanned and followed.
+        #[serde(default)]
+        cluster: bool,
     },
     /// An RDB file (any version ferry-rdb reads): restored into the target with the job's filters, database
     /// map, conflict and target policies, then the job ends.
@@ -899,14 +902,18 @@ impl SyncConfig {
         c.source_kind = match &self.source {
             Source::RdbFile { path } => ferry_replicator::SourceKind::RdbFile(path.clone()),
             Source::Scan {
-                dbs, notifications, ..
+                dbs,
+                notifications,
+                cluster,
+                ..
             } => {
                 let scan = ferry_replicator::source::scan::ScanOptions::default()
                     .with_dbs(
                         dbs.as_ref()
                             .map(|d| d.iter().map(|&db| i64::from(db)).collect()),
                     )
-                    .with_notifications(*notifications);
+                    .with_notifications(*notifications)
+                    .with_cluster(*cluster);
                 ferry_replicator::SourceKind::Scan(scan)
             }
             _ => ferry_replicator::SourceKind::Replica,

@@ -41,6 +41,9 @@ pub struct ScanOptions {
     pub notifications: bool,
     /// Keys per `SCAN ... COUNT` and per pipelined batch of `DUMP` + `PTTL`.
     pub batch: usize,
+    /// The source is a Redis Cluster (the endpoint any node of it): every master is scanned and subscribed
+    /// to (keyspace notifications are local to the node that owns the key).
+    pub cluster: bool,
 }
 
 impl Default for ScanOptions {
@@ -49,6 +52,7 @@ impl Default for ScanOptions {
             dbs: None,
             notifications: true,
             batch: 256,
+            cluster: false,
         }
     }
 }
@@ -57,6 +61,12 @@ impl ScanOptions {
     /// Only these databases (`None`: every database holding keys).
     pub fn with_dbs(mut self, dbs: Option<Vec<i64>>) -> ScanOptions {
         self.dbs = dbs;
+        self
+    }
+
+    /// The source is a Redis Cluster: scan and follow every master.
+    pub fn with_cluster(mut self, on: bool) -> ScanOptions {
+        self.cluster = on;
         self
     }
 
@@ -219,6 +229,13 @@ impl Reader {
         for (pair, key) in replies.chunks(2).zip(keys) {
             let (dump, ttl) = (&pair[0], &pair[1]);
             if let Frame::Error(e) = dump {
+                if e.starts_with(b"MOVED") || e.starts_with(b"ASK") {
+                    // A slot moved on the source: the keys of this node changed hands.
+                    return Err(Error::SourceClosed(format!(
+                        "a slot of the source moved ({}): scanning again",
+                        String::from_utf8_lossy(e)
+                    )));
+                }
                 return Err(Error::Refused(format!(
                     "DUMP of key {}: {}",
                     crate::KeyDisplay(key.to_vec()),
@@ -238,6 +255,31 @@ impl Reader {
         }
         Ok(out)
     }
+}
+
+/// The masters of a cluster source, by any node of it (`CLUSTER SLOTS`); each with `seed`'s credentials and
+/// database 0.
+pub(crate) async fn cluster_masters(seed: &ConnectOptions) -> Result<Vec<ConnectOptions>, Error> {
+    let mut conn = Connection::connect(seed).await?;
+    let reply = conn.call(&["CLUSTER", "SLOTS"]).await?;
+    let mut map = ferry_topology::SlotMap::from_cluster_slots(&reply)
+        .map_err(|e| Error::Config(format!("the source's CLUSTER SLOTS: {e}")))?;
+    map.fill_unknown_hosts(&seed.host);
+    let masters: Vec<ConnectOptions> = map
+        .shards()
+        .iter()
+        .map(|shard| {
+            let mut o = seed.clone();
+            o.host = shard.master.addr.host.clone();
+            o.port = shard.master.addr.port;
+            o.db = 0;
+            o
+        })
+        .collect();
+    if masters.is_empty() {
+        return Err(Error::Config("the cluster source has no master".into()));
+    }
+    Ok(masters)
 }
 
 /// A bulk string's bytes as a [`Bytes`] (moved, not copied).
@@ -314,67 +356,86 @@ fn covers_every_change(flags: &str) -> bool {
 /// a key is held once however often it changed.
 #[derive(Debug, Default)]
 struct DirtyKeys {
-    queue: VecDeque<(i64, Bytes)>,
-    set: HashSet<(i64, Bytes)>,
+    /// (node, db, key): the node whose notification named the key (0 for a standalone source).
+    queue: VecDeque<(usize, i64, Bytes)>,
+    set: HashSet<(usize, i64, Bytes)>,
     /// Why the subscriber ended (it never ends otherwise).
     ended: Option<String>,
 }
 
-/// The keyspace notifications of the source: a task reads them into a set of changed keys.
+/// The keyspace notifications of the source: a task per node reads them into one set of changed keys.
 pub(crate) struct Notifications {
     dirty: Arc<Mutex<DirtyKeys>>,
     wake: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Notifications {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
 impl Notifications {
-    /// Subscribes to the keyspace channels of `dbs` (every database when `None`) and returns once the server
-    /// confirmed the subscriptions: every change after that is reported.
+    /// Subscribes to the keyspace channels of `dbs` (every database when `None`) on each node and returns once
+    /// every node confirmed the subscriptions: every change after that is reported.
     pub(crate) async fn subscribe(
-        opts: &ConnectOptions,
+        nodes: &[ConnectOptions],
         dbs: Option<&[i64]>,
     ) -> Result<Notifications, Error> {
-        let mut conn = Connection::connect(opts).await?;
-        enable_notifications(&mut conn).await?;
-        let patterns: Vec<String> = match dbs {
-            Some(dbs) => dbs.iter().map(|d| format!("__keyspace@{d}__:*")).collect(),
-            None => vec!["__keyspace@*__:*".to_string()],
-        };
-        let mut argv = vec!["PSUBSCRIBE".to_string()];
-        argv.extend(patterns.iter().cloned());
-        conn.call(&argv).await?;
-        for _ in 1..patterns.len() {
-            conn.read_frame().await?;
-        }
-        conn.set_read_timeout(None);
         let dirty = Arc::new(Mutex::new(DirtyKeys::default()));
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(listen(conn, dirty.clone(), wake.clone()));
-        Ok(Notifications { dirty, wake, task })
+        let mut me = Notifications {
+            dirty: dirty.clone(),
+            wake: wake.clone(),
+            tasks: Vec::new(),
+        };
+        for (node, opts) in nodes.iter().enumerate() {
+            let mut conn = Connection::connect(opts).await?;
+            enable_notifications(&mut conn).await?;
+            let patterns: Vec<String> = match dbs {
+                Some(dbs) => dbs.iter().map(|d| format!("__keyspace@{d}__:*")).collect(),
+                None => vec!["__keyspace@*__:*".to_string()],
+            };
+            let mut argv = vec!["PSUBSCRIBE".to_string()];
+            argv.extend(patterns.iter().cloned());
+            conn.call(&argv).await?;
+            for _ in 1..patterns.len() {
+                conn.read_frame().await?;
+            }
+            conn.set_read_timeout(None);
+            me.tasks.push(tokio::spawn(listen(
+                conn,
+                node,
+                dirty.clone(),
+                wake.clone(),
+            )));
+        }
+        Ok(me)
     }
 
     /// Takes up to `max` changed keys of one database (the oldest first), waiting for one when there is none.
     /// Fails once the subscriber connection ended (changes may have been missed).
-    pub(crate) async fn next_batch(&self, max: usize) -> Result<(i64, Vec<Bytes>), Error> {
+    pub(crate) async fn next_batch(&self, max: usize) -> Result<(usize, i64, Vec<Bytes>), Error> {
         loop {
             let woken = self.wake.notified();
             {
                 let mut d = self.dirty.lock().map_err(|_| poisoned())?;
-                if let Some((db, _)) = d.queue.front().cloned() {
+                if let Some((node, db, _)) = d.queue.front().cloned() {
                     let mut keys = Vec::new();
-                    while keys.len() < max && d.queue.front().is_some_and(|(x, _)| *x == db) {
+                    while keys.len() < max
+                        && d.queue
+                            .front()
+                            .is_some_and(|(n, x, _)| (*n, *x) == (node, db))
+                    {
                         if let Some(entry) = d.queue.pop_front() {
                             d.set.remove(&entry);
-                            keys.push(entry.1);
+                            keys.push(entry.2);
                         }
                     }
-                    return Ok((db, keys));
+                    return Ok((node, db, keys));
                 }
                 if let Some(why) = &d.ended {
                     return Err(Error::SourceClosed(format!(
@@ -396,8 +457,13 @@ fn poisoned() -> Error {
     Error::Protocol("the notification queue's lock is poisoned".into())
 }
 
-/// Reads notifications until the connection ends, recording each changed key.
-async fn listen(mut conn: Connection, dirty: Arc<Mutex<DirtyKeys>>, wake: Arc<Notify>) {
+/// Reads the notifications of node `node` until the connection ends, recording each changed key.
+async fn listen(
+    mut conn: Connection,
+    node: usize,
+    dirty: Arc<Mutex<DirtyKeys>>,
+    wake: Arc<Notify>,
+) {
     let ended = loop {
         let frame = match conn.read_frame().await {
             Ok(f) => f,
@@ -417,13 +483,13 @@ async fn listen(mut conn: Connection, dirty: Arc<Mutex<DirtyKeys>>, wake: Arc<No
             continue;
         };
         if let Ok(mut d) = dirty.lock() {
-            if d.set.insert((db, key.clone())) {
-                d.queue.push_back((db, key));
+            if d.set.insert((node, db, key.clone())) {
+                d.queue.push_back((node, db, key));
             }
         }
         wake.notify_one();
     };
-    warn!(reason = %ended, "the keyspace notification subscriber ended");
+    warn!(reason = %ended, node, "the keyspace notification subscriber ended");
     if let Ok(mut d) = dirty.lock() {
         d.ended = Some(ended);
     }
