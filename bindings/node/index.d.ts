@@ -82,12 +82,12 @@ export interface MasterAuth {
   tls?: TlsConfig
 }
 
-/** Where a sync job reads. Kinds other than `standalone` fail at start() with FERRY_CONFIG until supported. */
+/** Where a sync job reads (`scan`: SCAN + DUMP then keyspace notifications; `rdb_file`: the job ends once the file is restored). Kinds not supported yet fail at start() with FERRY_CONFIG. */
 export type SourceConfig =
   | ({ type: 'standalone' } & EndpointConfig)
   | { type: 'cluster'; seeds: EndpointConfig[]; shards?: string[]; prefer_replica?: boolean }
   | { type: 'sentinel'; sentinels: EndpointConfig[]; master: string; master_auth?: MasterAuth }
-  | { type: 'scan'; endpoint: EndpointConfig; dbs?: number[]; notifications?: boolean }
+  | { type: 'scan'; endpoint: EndpointConfig; dbs?: number[]; notifications?: boolean; cluster?: boolean }
   | { type: 'rdb_file'; path: string }
 
 /** Where a sync job, a verify or a restore writes. */
@@ -162,6 +162,12 @@ export interface SyncStatus {
   keys_done: number
   keys_expected: number | null
   keys_skipped: number
+  /** Keys of full copies left out by the filters. */
+  keys_filtered: number
+  /** A scan source's live phase: changed keys not yet read again and written (0: caught up). */
+  keys_pending: number
+  /** A scan source: the verify run at the end of its copy, once it ended. */
+  verify: VerifyReport | null
   commands_applied: number
   commands_filtered: number
   bytes_read: number

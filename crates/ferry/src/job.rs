@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Endpoint, Source, SyncConfig};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::JobMetrics;
+use crate::verify::{VerifyOptions, VerifyReport};
 
 /// What a job is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -126,7 +127,16 @@ pub struct Status {
     pub keys_expected: Option<u64>,
     /// Keys left as they were on the target (conflict policy `skip`).
     pub keys_skipped: u64,
-    /// Live commands applied.
+    /// Keys of full copies left out by the filters.
+    pub keys_filtered: u64,
+    /// A scan source's live phase: keys the source's notifications named that are not yet read again and
+    /// written (0: the target has every change heard so far).
+    pub keys_pending: u64,
+    /// A scan source: the comparison of source and target run at the end of the copy (`None` until it
+    /// ended, and for other sources). While notifications are followed the source moves, so differing keys
+    /// are checked again after a second before they count.
+    pub verify: Option<VerifyReport>,
+    /// Live commands applied (for a scan source: keys read again and written after a notification).
     pub commands_applied: u64,
     /// Live commands not forwarded because of the filters.
     pub commands_filtered: u64,
@@ -262,16 +272,19 @@ impl SyncJob {
             .map_err(|_| Error::config("SyncJob::start needs a tokio runtime"))?;
         let source = match &config.source {
             Source::Standalone(e) => e.clone(),
-            Source::RdbFile { .. } => return Err(Error::not_supported(
-                "an RDB file as the source of a sync job (use ferry::rdb::restore / `ferry rdb restore`)",
-            )),
+            // The file's path names the stream in the status; the replicator reads the file.
+            Source::RdbFile { path } => Endpoint::new(path.display().to_string()),
+            Source::Scan { endpoint, .. } => endpoint.clone(),
             // The first sentinel names the stream in the status; the replicator resolves the master.
-            Source::Sentinel { sentinels, .. } if !config.until_caught_up => sentinels
-                .first()
-                .cloned()
-                .ok_or_else(|| Error::config("source: a sentinel group needs at least one sentinel"))?,
+            Source::Sentinel { sentinels, .. } if !config.until_caught_up => {
+                sentinels.first().cloned().ok_or_else(|| {
+                    Error::config("source: a sentinel group needs at least one sentinel")
+                })?
+            }
             Source::Sentinel { .. } => {
-                return Err(Error::not_supported("until_caught_up with a sentinel-managed source"))
+                return Err(Error::not_supported(
+                    "until_caught_up with a sentinel-managed source",
+                ))
             }
             // The first seed names the job in the metrics; the replicator discovers the shards.
             Source::Cluster { seeds, .. } if !config.until_caught_up => seeds
@@ -279,9 +292,10 @@ impl SyncJob {
                 .cloned()
                 .ok_or_else(|| Error::config("source: a cluster needs at least one seed"))?,
             Source::Cluster { .. } => {
-                return Err(Error::not_supported("until_caught_up with a cluster source"))
+                return Err(Error::not_supported(
+                    "until_caught_up with a cluster source",
+                ))
             }
-            other => return Err(Error::not_supported(&format!("a {} source", other.kind()))),
         };
         let replicator = ferry_replicator::Replicator::new(config.to_replicator(&source)?)?;
         let (events_tx, _) = broadcast::channel(256);
@@ -296,6 +310,7 @@ impl SyncJob {
             caught_up: Mutex::new(false),
             until_caught_up: config.until_caught_up,
             shard_name: source.host_port(),
+            verify: Mutex::new(None),
         });
         let metrics = JobMetrics::new(&config.checkpoint.tag, &shared.shard_name);
         let run_cancel = shared.cancel.clone();
@@ -305,6 +320,8 @@ impl SyncJob {
             metrics,
             until_caught_up: config.until_caught_up,
             source,
+            scan: matches!(config.source, Source::Scan { .. }),
+            copy_check: CopyCheck::of(&config),
         };
         runtime.spawn(monitor.run(run, done_tx));
         Ok(JobHandle { shared })
@@ -326,6 +343,8 @@ struct Shared {
     /// The job ends when it catches up.
     until_caught_up: bool,
     shard_name: String,
+    /// The verify run at the end of a scan source's copy, once it ended.
+    verify: Mutex<Option<VerifyReport>>,
 }
 
 impl Shared {
@@ -371,6 +390,9 @@ impl Shared {
             full_syncs: r.full_syncs,
             reconnects: r.reconnects,
             errors: r.errors,
+            keys_filtered: r.keys_filtered,
+            keys_pending: r.keys_pending,
+            verify: self.verify.lock().ok().and_then(|v| v.clone()),
             shards: match &self.shards {
                 Some(view) => view.snapshot().iter().map(shard_status).collect(),
                 None => vec![ShardStatus {
@@ -426,6 +448,11 @@ impl JobHandle {
     /// A snapshot of the status.
     pub fn status(&self) -> Status {
         self.shared.snapshot()
+    }
+
+    /// The replicator's own status (counts the façade's [`Status`] does not show).
+    pub(crate) fn replicator_status(&self) -> ferry_replicator::Status {
+        self.shared.status.snapshot()
     }
 
     /// A receiver of the events from now on.
@@ -487,11 +514,93 @@ struct Monitor {
     metrics: JobMetrics,
     until_caught_up: bool,
     source: Endpoint,
+    /// The source is a scan: no replication offsets.
+    scan: bool,
+    copy_check: Option<CopyCheck>,
+}
+
+/// The verify a scan source's job runs at the end of its copy: a scan is not a snapshot, so the comparison is
+/// what shows the copy complete.
+#[derive(Debug, Clone)]
+struct CopyCheck {
+    source: Source,
+    target: crate::config::Target,
+    options: VerifyOptions,
+}
+
+impl CopyCheck {
+    /// For a scan source whose keys reach the target unchanged (no key filters, no database map: with them
+    /// the two sides are not meant to be equal, and no verify runs).
+    fn of(config: &SyncConfig) -> Option<CopyCheck> {
+        let Source::Scan {
+            endpoint,
+            dbs,
+            cluster,
+            ..
+        } = &config.source
+        else {
+            return None;
+        };
+        let f = &config.filter;
+        let filtered = !(f.allow_key_prefixes.is_empty()
+            && f.block_key_prefixes.is_empty()
+            && f.allow_key_regexes.is_empty()
+            && f.block_key_regexes.is_empty()
+            && f.allow_dbs.is_empty()
+            && f.block_dbs.is_empty());
+        if filtered || config.db_pairs().iter().any(|(a, b)| a != b) {
+            tracing::info!(
+                "no verify at the end of the scan: filters or a database map make the sides differ"
+            );
+            return None;
+        }
+        let mut options = VerifyOptions::default().with_recheck_after_ms(1000);
+        options.dbs.clone_from(dbs);
+        let source = match cluster {
+            true => Source::Cluster {
+                seeds: vec![endpoint.clone()],
+                shards: None,
+                prefer_replica: false,
+            },
+            false => Source::Standalone(endpoint.clone()),
+        };
+        Some(CopyCheck {
+            source,
+            target: config.target.clone(),
+            options,
+        })
+    }
+
+    /// Runs the verify and stores its report in the status (an error of the verify itself is logged).
+    async fn run(self, shared: Arc<Shared>) {
+        match crate::verify::verify(&self.source, &self.target, self.options).await {
+            Ok(report) => {
+                tracing::info!("verify at the end of the scan: {report}");
+                if let Ok(mut v) = shared.verify.lock() {
+                    *v = Some(report);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the verify at the end of the scan failed"),
+        }
+    }
 }
 
 impl Monitor {
+    /// Records that the target caught up (and ends the job when it runs until then).
+    fn caught_up(&self) {
+        if let Ok(mut c) = self.shared.caught_up.lock() {
+            *c = true;
+        }
+        self.shared.emit(Event::Phase {
+            phase: Phase::CaughtUp,
+        });
+        if self.until_caught_up {
+            self.shared.cancel.cancel();
+        }
+    }
+
     async fn run(
-        self,
+        mut self,
         mut run: tokio::task::JoinHandle<Result<(), ferry_replicator::Error>>,
         done: watch::Sender<Option<Result<Status, (ErrorKind, String)>>>,
     ) {
@@ -501,6 +610,7 @@ impl Monitor {
         let (mut seen_reconnects, mut seen_full_syncs) = (0u64, 0u64);
         let mut catch_up_target: Option<u64> = None;
         let mut incremental_since_ticks = 0u32;
+        let mut verifying: Option<tokio::task::JoinHandle<()>> = None;
         let result = loop {
             tokio::select! {
                 r = &mut run => break r,
@@ -538,8 +648,19 @@ impl Monitor {
             }
             // Caught up: in the live phase, the target has applied the source's offset as it was read once the
             // live phase began.
+            if status.phase == Phase::Incremental {
+                if let Some(check) = self.copy_check.take() {
+                    verifying = Some(tokio::spawn(check.run(self.shared.clone())));
+                }
+            }
             let caught = self.shared.caught_up.lock().map(|c| *c).unwrap_or(true);
-            if !caught && status.phase == Phase::Incremental {
+            if !caught && status.phase == Phase::Incremental && self.scan {
+                // A scan source has no offsets: caught up when no heard change waits to be read again.
+                incremental_since_ticks += 1;
+                if incremental_since_ticks > 1 && status.keys_pending == 0 {
+                    self.caught_up();
+                }
+            } else if !caught && status.phase == Phase::Incremental {
                 incremental_since_ticks += 1;
                 if catch_up_target.is_none() {
                     catch_up_target = source_offset(&self.source).await;
@@ -550,19 +671,11 @@ impl Monitor {
                     if incremental_since_ticks > 1
                         && (applied >= target || (received >= target && status.lag_bytes == 0))
                     {
-                        if let Ok(mut c) = self.shared.caught_up.lock() {
-                            *c = true;
-                        }
                         tracing::info!(
                             offset = applied,
                             "the target has caught up with the source"
                         );
-                        self.shared.emit(Event::Phase {
-                            phase: Phase::CaughtUp,
-                        });
-                        if self.until_caught_up {
-                            self.shared.cancel.cancel();
-                        }
+                        self.caught_up();
                     }
                 }
             } else if status.phase != Phase::Incremental {
@@ -572,6 +685,20 @@ impl Monitor {
                 }
             }
         };
+        // A scan without notifications ends with its copy: verify it now, so the final status has the report.
+        if let (Some(check), Ok(Ok(()))) = (self.copy_check.take(), &result) {
+            // Not after a stop: the copy may be unfinished.
+            if !self.shared.cancel.is_cancelled() {
+                check.run(self.shared.clone()).await;
+            }
+        }
+        if let Some(task) = verifying {
+            if task.is_finished() {
+                let _ = task.await;
+            } else {
+                task.abort();
+            }
+        }
         let status = self.shared.snapshot();
         self.metrics.record(&status);
         let final_phase = status.phase;

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use ferry_rdb::{
@@ -19,7 +17,7 @@ pub use ferry_rdb::{
 };
 
 use crate::config::{Conflict, Target};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 
 fn open(path: &Path) -> Result<BufReader<File>, Error> {
     let file = File::open(path)
@@ -292,265 +290,35 @@ pub struct RestoreReport {
     pub bytes_written: u64,
 }
 
-/// The checkpoint tag of restores: its keys are removed when the restore ends.
-const RESTORE_TAG: &str = "ferry-rdb-restore";
-
-/// Restores the RDB file at `path` into `target` (standalone or cluster).
+/// Restores the RDB file at `path` into `target` (standalone, cluster or sentinel-managed).
+///
+/// A thin caller of [`crate::SyncJob`] with [`Source::RdbFile`](crate::Source::RdbFile): the file goes
+/// through the same full-copy code as the RDB of a sync (conversion for an older target, big values as
+/// element commands, the target policy `stop`). A truncated or corrupt file fails with an error naming the
+/// file and the byte offset.
 pub async fn restore(
     path: impl AsRef<Path>,
     target: &Target,
     options: RestoreOptions,
 ) -> Result<RestoreReport, Error> {
-    use ferry_replicator::pipeline::convert::{
-        expire_command, restore_command, value_commands, ConflictPolicy, EvictionHint,
-    };
-    use ferry_replicator::sink::{cluster::ClusterSink, standalone::StandaloneSink, Sink};
-    use tokio::io::AsyncReadExt;
-
-    let path = path.as_ref();
-    let (connect, cluster) = target.resolve()?;
-    let sink_opts = ferry_replicator::sink::SinkOptions {
-        checkpoint: false,
-        checkpoint_tag: RESTORE_TAG.into(),
-        ..Default::default()
-    };
-    let mut masters = Vec::new();
-    let mut sink = if cluster {
-        let mut conn = ferry_resp::Connection::connect(&connect).await?;
-        let reply = conn.call(&["COMMAND"]).await?;
-        let table = ferry_topology::CommandTable::from_command_reply(&reply).map_err(|e| {
-            Error::new(
-                ErrorKind::TargetRefused,
-                format!("COMMAND of the target: {e}"),
-            )
-        })?;
-        let c = ClusterSink::connect(&connect, sink_opts, Arc::new(table)).await?;
-        masters = c.masters().to_vec();
-        Sink::Cluster(c)
-    } else {
-        Sink::Standalone(Box::new(
-            StandaloneSink::connect(&connect, sink_opts).await?,
-        ))
-    };
-    let conflict = match options.conflict {
-        Conflict::Panic => ConflictPolicy::Panic,
-        Conflict::Rewrite => ConflictPolicy::Rewrite,
-        Conflict::Skip => ConflictPolicy::Skip,
-    };
-    sink.begin_full_sync(conflict, false).await?;
-    let target = sink.target_format().await?;
-    let target_rdb = target.rdb_version;
-    // What the target cannot hold stops the restore with the key's name (the sync job's default policy).
-    let mut fitted = ferry_replicator::PolicyReport::default();
-    let mut parser = Parser::new(ParserOptions {
-        mode: ValueMode::Raw,
-        big_value_bytes: Some(options.max_restore_bytes),
-        ..Default::default()
-    });
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Error::data(format!("cannot open {}: {e}", path.display())))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut report = RestoreReport::default();
-    let mut version: u16 = 0;
-    // A big value being written by elements: (db, key, expiry, skip it).
-    let mut big: Option<(i64, Bytes, Option<i64>, bool, u64)> = None;
-    let wanted = |db: u64| {
-        options
-            .dbs
-            .as_ref()
-            .map_or(true, |d| d.iter().any(|&x| u64::from(x) == db))
-    };
-    let rdb_err = |e: ferry_rdb::Error| Error::data(format!("{}: {e}", path.display()));
-    loop {
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| Error::data(format!("reading {}: {e}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        parser.feed(&buf[..n]);
-        while let Some(item) = parser.next_item().map_err(rdb_err)? {
-            match item {
-                Item::Header { version: v, .. } => version = u16::try_from(v).unwrap_or(u16::MAX),
-                Item::Function { code } if target_rdb >= 10 => {
-                    let argv = [
-                        Bytes::from_static(b"FUNCTION"),
-                        Bytes::from_static(b"LOAD"),
-                        Bytes::from_static(b"REPLACE"),
-                        code,
-                    ];
-                    sink.write_plain(0, &argv).await?;
-                }
-                Item::Function { .. } => {
-                    tracing::warn!(
-                        "the file has a function library the target (before 7.0) cannot load"
-                    );
-                }
-                Item::Entry(e) => {
-                    if !wanted(e.db) {
-                        report.keys_filtered += 1;
-                        continue;
-                    }
-                    let raw = e
-                        .raw
-                        .ok_or_else(|| Error::data("the parser gave no raw value"))?;
-                    let source_version = u32::from(version);
-                    if !target.loads(source_version) {
-                        report.keys_reencoded += 1;
-                    }
-                    let Some(payload) = ferry_replicator::pipeline::convert::fit_entry(
-                        e.db as i64,
-                        &e.key,
-                        &raw,
-                        source_version,
-                        &target,
-                        ferry_replicator::TargetPolicy::Stop,
-                        &mut fitted,
-                    )?
-                    else {
-                        continue;
-                    };
-                    let hint = match (e.idle_secs, e.freq) {
-                        (Some(s), _) => Some(EvictionHint::IdleSeconds(s)),
-                        (None, Some(f)) => Some(EvictionHint::Frequency(f)),
-                        _ => None,
-                    };
-                    let argv = restore_command(
-                        e.key.clone(),
-                        payload,
-                        e.expire_at_ms,
-                        conflict == ConflictPolicy::Rewrite,
-                        hint,
-                    );
-                    sink.restore(e.db as i64, e.key, &argv).await?;
-                }
-                Item::EntryStart(e) => {
-                    let db = e.db as i64;
-                    let mut skip = !wanted(e.db);
-                    if skip {
-                        report.keys_filtered += 1;
-                    } else if conflict == ConflictPolicy::Rewrite {
-                        sink.write_plain(db, &[Bytes::from_static(b"DEL"), e.key.clone()])
-                            .await?;
-                    } else if sink.exists(db, &e.key).await? {
-                        if conflict == ConflictPolicy::Panic {
-                            return Err(Error::new(
-                                ErrorKind::TargetRefused,
-                                format!("key {} already exists on the target (conflict policy is panic)", crate::verify::show_key(&e.key)),
-                            ));
-                        }
-                        report.keys_skipped += 1;
-                        skip = true;
-                    }
-                    big = Some((db, e.key, e.expire_at_ms, skip, 0));
-                }
-                Item::ValueChunk(value) => {
-                    let Some((db, key, _, skip, chunks)) = big.as_mut() else {
-                        return Err(Error::data("a value chunk outside a big value"));
-                    };
-                    if *skip {
-                        continue;
-                    }
-                    let mut cmds = Vec::new();
-                    match &value {
-                        Value::String(piece) if *chunks > 0 => cmds.push(vec![
-                            Bytes::from_static(b"APPEND"),
-                            key.clone(),
-                            piece.clone(),
-                        ]),
-                        _ => value_commands(
-                            key,
-                            &value,
-                            u16::try_from(target_rdb).unwrap_or(u16::MAX),
-                            &mut |c| cmds.push(c),
-                        )?,
-                    }
-                    for argv in cmds {
-                        sink.write_plain(*db, &argv).await?;
-                    }
-                    *chunks += 1;
-                }
-                Item::EntryEnd => {
-                    let Some((db, key, expire, skip, _)) = big.take() else {
-                        return Err(Error::data("the end of a big value that never started"));
-                    };
-                    if !skip {
-                        if let Some(at) = expire {
-                            sink.write_plain(db, &expire_command(&key, at)).await?;
-                        }
-                        report.keys_as_commands += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
+    let mut config = crate::SyncConfig::new(crate::Source::rdb_file(path.as_ref()), target.clone())
+        .with_conflict(options.conflict);
+    config.limits.max_restore_bytes = options.max_restore_bytes;
+    if let Some(dbs) = &options.dbs {
+        config.filter.allow_dbs.clone_from(dbs);
     }
-    parser.finish().map_err(rdb_err)?;
-    sink.finish_full_sync("", 0).await?;
-    let c = sink.counters();
-    report.keys_restored = c.keys_restored + report.keys_as_commands;
-    report.keys_skipped += c.keys_skipped;
-    report.bytes_written = c.bytes_written;
-    drop(sink);
-    if cluster {
-        remove_restore_checkpoints(&connect, &masters).await?;
-    }
-    Ok(report)
-}
-
-/// A cluster sink always writes per-master checkpoint keys; a restore leaves none behind.
-async fn remove_restore_checkpoints(
-    seed: &ferry_resp::ConnectOptions,
-    masters: &[String],
-) -> Result<(), Error> {
-    let pattern = format!(
-        "{}{{{RESTORE_TAG}*",
-        ferry_replicator::checkpoint::KEY_PREFIX
-    );
-    for addr in masters {
-        let Some((host, port)) = addr.rsplit_once(':') else {
-            continue;
-        };
-        let mut o = seed.clone();
-        o.host = host.to_string();
-        o.port = port.parse().unwrap_or(o.port);
-        let mut conn = ferry_resp::Connection::connect(&o).await?;
-        let mut cursor = b"0".to_vec();
-        loop {
-            let reply = conn
-                .call(&[
-                    b"SCAN".as_slice(),
-                    &cursor,
-                    b"MATCH",
-                    pattern.as_bytes(),
-                    b"COUNT",
-                    b"1000",
-                ])
-                .await?;
-            let ferry_resp::Frame::Array(parts) = reply else {
-                break;
-            };
-            let mut parts = parts.into_iter();
-            let next = parts
-                .next()
-                .and_then(|f| f.as_bytes().map(|b| b.to_vec()))
-                .unwrap_or_else(|| b"0".to_vec());
-            if let Some(ferry_resp::Frame::Array(keys)) = parts.next() {
-                for k in keys {
-                    if let Some(k) = k.as_bytes() {
-                        conn.call(&[b"DEL".as_slice(), k]).await?;
-                    }
-                }
-            }
-            if next == b"0" {
-                break;
-            }
-            cursor = next;
-        }
-    }
-    Ok(())
+    config.checkpoint.tag = "ferry-rdb-restore".into();
+    let job = crate::SyncJob::new(config)?.start()?;
+    let status = job.wait().await?;
+    let r = job.replicator_status();
+    Ok(RestoreReport {
+        keys_restored: status.keys_copied,
+        keys_skipped: status.keys_skipped,
+        keys_as_commands: r.keys_as_commands,
+        keys_reencoded: r.keys_reencoded,
+        keys_filtered: status.keys_filtered,
+        bytes_written: status.bytes_written,
+    })
 }
 
 fn now_ms() -> i64 {

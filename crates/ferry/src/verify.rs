@@ -641,6 +641,11 @@ struct Side {
 
 fn side_of_source(source: &Source) -> Result<SideKind, Error> {
     match source {
+        Source::Scan {
+            endpoint: e,
+            cluster: true,
+            ..
+        } => Ok(SideKind::Cluster(vec![e.connect_options()?])),
         Source::Standalone(e) | Source::Scan { endpoint: e, .. } => {
             Ok(SideKind::Standalone(Box::new(e.connect_options()?)))
         }

@@ -48,12 +48,40 @@ pub(crate) struct Options {
     pub target: TargetFormat,
     /// What to do with a key the target cannot hold.
     pub policy: TargetPolicy,
+    /// Small plain strings go in `MSET` batches (a standalone target). Off where each key must reach the
+    /// target before the next read (the live phase of a scan source).
+    pub batch_strings: bool,
 }
 
 impl Options {
     /// The target's RDB version as the command builders take it (they only compare it with 10).
     fn target_rdb(&self) -> u16 {
         u16::try_from(self.target.rdb_version).unwrap_or(u16::MAX)
+    }
+}
+
+/// Where the bytes of an RDB come from: the `PSYNC` link ([`Source`]) or a file
+/// ([`crate::source::file::RdbFile`]). The full sync reads any of them the same way.
+pub(crate) trait RdbInput {
+    /// The next chunk of the RDB, or `None` once it is complete.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error>;
+    /// RDB bytes read so far.
+    fn bytes_read(&self) -> u64;
+    /// What the input is, for errors ("the source's RDB", "file /x/dump.rdb").
+    fn describe(&self) -> String;
+}
+
+impl RdbInput for Source {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        self.read_rdb().await
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.rdb_bytes()
+    }
+
+    fn describe(&self) -> String {
+        "the source's RDB".into()
     }
 }
 
@@ -71,213 +99,378 @@ struct BigKey {
     chunks: u64,
 }
 
-/// Reads the whole RDB from `source` and writes every key that passes the filters to `sink`; what the target
-/// cannot hold follows `opts.policy` and is listed in `report`.
+/// Reads the whole RDB from `input` and writes every key that passes the filters to `sink`; what the target
+/// cannot hold follows `opts.policy` and is listed in `report`. An error of the RDB names the input and the byte
+/// offset where reading stopped.
+/// Returns the keys written as element commands.
 pub(crate) async fn run(
-    source: &mut Source,
+    input: &mut impl RdbInput,
     sink: &mut Sink,
     filter: &Filter,
     dbmap: &DbMap,
     opts: &Options,
     report: &mut PolicyReport,
     status: &StatusHandle,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     let mut parser = Parser::new(ParserOptions {
         mode: ValueMode::Raw,
         verify_checksum: true,
         big_value_bytes: Some(opts.max_restore_bytes),
         ..ParserOptions::default()
     });
-    let mut source_version: u16 = 0;
-    let mut expected = 0u64;
-    let mut done = 0u64;
-    let mut converted = 0u64;
-    let mut big_keys = 0u64;
-    let mut big: Option<BigKey> = None;
-    let mut strings = StringBatch::default();
-    let mut last_report = 0u64;
-    let started = std::time::Instant::now();
-    while let Some(chunk) = source.read_rdb().await? {
+    let mut applier = Applier::new(filter, dbmap, opts, report, status);
+    let located = |e: ferry_rdb::Error, at: u64, input: &dyn Fn() -> String| {
+        let at = e.offset().unwrap_or(at);
+        Error::Rdb(format!("{} (at byte {at}): {e}", input()))
+    };
+    while let Some(chunk) = input.next_chunk().await? {
         parser.feed(&chunk);
-        while let Some(item) = parser.next_item().map_err(rdb_error)? {
-            match item {
-                Item::Header { version, .. } => {
-                    source_version = u16::try_from(version).unwrap_or(u16::MAX);
-                    debug!(
-                        source_version,
-                        target_version = opts.target.rdb_version,
-                        "RDB header"
-                    );
-                }
-                Item::ResizeDb { db_size, .. } => {
-                    expected += db_size;
-                    status.update(|s| s.keys_expected = Some(expected));
-                }
-                Item::Function { code } => {
-                    if opts.target.rdb_version >= 10 {
-                        let argv = [
-                            Bytes::from_static(b"FUNCTION"),
-                            Bytes::from_static(b"LOAD"),
-                            Bytes::from_static(b"REPLACE"),
-                            code,
-                        ];
-                        sink.write_plain(0, &argv).await?;
-                    } else {
-                        warn!(
-                            "the source has a function library the target (before 7.0) cannot load"
-                        );
-                    }
-                }
-                Item::Entry(entry) => {
-                    let db = entry.db as i64;
-                    if !filter.db_passes(db) || !filter.key_passes(&entry.key) {
-                        continue;
-                    }
-                    let tdb = dbmap.target(db);
-                    let hint = match (entry.idle_secs, entry.freq) {
-                        (Some(s), _) => Some(EvictionHint::IdleSeconds(s)),
-                        (None, Some(f)) => Some(EvictionHint::Frequency(f)),
-                        _ => None,
-                    };
-                    let raw = entry
-                        .raw
-                        .ok_or_else(|| Error::Rdb("the parser gave no raw value".into()))?;
-                    if sink.batches_strings() && entry.expire_at_ms.is_none() && hint.is_none() {
-                        // A small plain string: batched into one MSET/MSETNX.
-                        if let Some(value) = small_string(&raw)? {
-                            strings.push(sink, tdb, entry.key, value).await?;
-                            done += 1;
-                            continue;
-                        }
-                    }
-                    let Some(payload) = fit_entry(
-                        db,
-                        &entry.key,
-                        &raw,
-                        u32::from(source_version),
-                        &opts.target,
-                        opts.policy,
-                        report,
-                    )?
-                    else {
-                        continue;
-                    };
-                    if !opts.target.loads(u32::from(source_version)) {
-                        converted += 1;
-                    }
-                    let replace = opts.conflict == ConflictPolicy::Rewrite;
-                    let argv = restore_command(
-                        entry.key.clone(),
-                        payload,
-                        entry.expire_at_ms,
-                        replace,
-                        hint,
-                    );
-                    sink.restore(tdb, entry.key, &argv).await?;
-                    done += 1;
-                }
-                Item::EntryStart(entry) => {
-                    let db = entry.db as i64;
-                    let tdb = dbmap.target(db);
-                    let mut drop = !filter.db_passes(db) || !filter.key_passes(&entry.key);
-                    if !drop {
-                        debug!(key = %KeyDisplay(entry.key.to_vec()), bytes = entry.serialized_len,
-                               "big value: copying it with element commands");
-                        drop = !prepare_key(sink, tdb, &entry.key, opts.conflict).await?;
-                    }
-                    big = Some(BigKey {
-                        source_db: db,
-                        db: tdb,
-                        key: entry.key,
-                        expire_at_ms: entry.expire_at_ms,
-                        drop,
-                        chunks: 0,
-                    });
-                }
-                Item::ValueChunk(mut value) => {
-                    let b = big
-                        .as_mut()
-                        .ok_or_else(|| Error::Rdb("value chunk outside a big value".into()))?;
-                    if !b.drop
-                        && !fit_value(
-                            b.source_db,
-                            &b.key,
-                            &mut value,
-                            &opts.target,
-                            opts.policy,
-                            report,
-                        )?
-                    {
-                        // Left out by the policy: what earlier chunks wrote goes too.
-                        b.drop = true;
-                        if b.chunks > 0 {
-                            sink.write_plain(b.db, &[Bytes::from_static(b"DEL"), b.key.clone()])
-                                .await?;
-                        }
-                    }
-                    if !b.drop {
-                        match &value {
-                            ferry_rdb::Value::String(piece) if b.chunks > 0 => {
-                                let argv =
-                                    [Bytes::from_static(b"APPEND"), b.key.clone(), piece.clone()];
-                                sink.write_plain(b.db, &argv).await?;
-                            }
-                            _ => write_value(sink, b.db, &b.key, &value, opts.target_rdb()).await?,
-                        }
-                        b.chunks += 1;
-                    }
-                }
-                Item::EntryEnd => {
-                    let b = big
-                        .take()
-                        .ok_or_else(|| Error::Rdb("end of a big value never started".into()))?;
-                    if !b.drop {
-                        if let Some(at) = b.expire_at_ms {
-                            sink.write_plain(b.db, &expire_command(&b.key, at)).await?;
-                        }
-                        big_keys += 1;
-                        done += 1;
-                    }
-                }
-                Item::ModuleAux { name, .. } => {
-                    warn!(module = %name, "module auxiliary data in the RDB is not copied");
-                }
-                _ => {}
-            }
+        loop {
+            let item = match parser.next_item() {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(e) => return Err(located(e, parser.offset(), &|| input.describe())),
+            };
+            applier.item(sink, item).await?;
         }
-        if done - last_report >= 1000 {
-            last_report = done;
-            let (rdb_bytes, c) = (source.rdb_bytes(), sink.counters());
-            let keys_per_sec = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-            status.update(|s| {
-                s.keys_done = done;
-                s.ops_per_sec = keys_per_sec;
-                s.bytes_written = c.bytes_written;
-                s.bytes_read = rdb_bytes;
-                s.keys_copied = c.keys_restored + big_keys;
-                s.set_policy(report);
-            });
+        applier.progress(sink, input.bytes_read(), false);
+    }
+    parser
+        .finish()
+        .map_err(|e| located(e, parser.offset(), &|| input.describe()))?;
+    applier.finish(sink, input.bytes_read()).await
+}
+
+/// Writes the keys of a full copy to the sink: filters, database map, target policy, conversion, small
+/// strings in `MSET` batches, big values as element commands. The full sync feeds it the items of an RDB; the
+/// scan source feeds it `DUMP` payloads ([`Applier::dumped`]).
+pub(crate) struct Applier<'a> {
+    filter: &'a Filter,
+    dbmap: &'a DbMap,
+    opts: &'a Options,
+    report: &'a mut PolicyReport,
+    status: &'a StatusHandle,
+    /// The RDB version of the values (the file's header; each DUMP payload's footer).
+    source_version: u16,
+    expected: u64,
+    done: u64,
+    filtered: u64,
+    converted: u64,
+    big_keys: u64,
+    big: Option<BigKey>,
+    strings: StringBatch,
+    last_report: u64,
+    started: std::time::Instant,
+}
+
+impl<'a> Applier<'a> {
+    /// An applier of one full copy.
+    pub(crate) fn new(
+        filter: &'a Filter,
+        dbmap: &'a DbMap,
+        opts: &'a Options,
+        report: &'a mut PolicyReport,
+        status: &'a StatusHandle,
+    ) -> Applier<'a> {
+        Applier {
+            filter,
+            dbmap,
+            opts,
+            report,
+            status,
+            source_version: 0,
+            expected: 0,
+            done: 0,
+            filtered: 0,
+            converted: 0,
+            big_keys: 0,
+            big: None,
+            strings: StringBatch::default(),
+            last_report: 0,
+            started: std::time::Instant::now(),
         }
     }
-    parser.finish().map_err(rdb_error)?;
-    strings.finish(sink).await?;
-    debug!(
-        keys = done,
-        reencoded = converted,
-        big_keys,
-        "RDB read to its end"
-    );
-    let (rdb_bytes, c) = (source.rdb_bytes(), sink.counters());
-    status.update(|s| {
-        s.keys_done = done;
-        s.bytes_read = rdb_bytes;
-        s.keys_copied = c.keys_restored + big_keys;
-        s.keys_as_commands += big_keys;
-        s.keys_reencoded += converted;
-        s.keys_skipped = c.keys_skipped;
-        s.set_policy(report);
-    });
-    Ok(())
+
+    /// Adds to the keys the copy expects (the status' `keys_expected`).
+    pub(crate) fn expect(&mut self, keys: u64) {
+        self.expected += keys;
+        let expected = self.expected;
+        self.status.update(|s| s.keys_expected = Some(expected));
+    }
+
+    /// Applies one item of an RDB.
+    async fn item(&mut self, sink: &mut Sink, item: Item) -> Result<(), Error> {
+        match item {
+            Item::Header { version, .. } => {
+                self.source_version = u16::try_from(version).unwrap_or(u16::MAX);
+                debug!(
+                    source_version = self.source_version,
+                    target_version = self.opts.target.rdb_version,
+                    "RDB header"
+                );
+            }
+            Item::ResizeDb { db_size, .. } => self.expect(db_size),
+            Item::Function { code } => self.function(sink, code).await?,
+            Item::Entry(entry) => {
+                let hint = match (entry.idle_secs, entry.freq) {
+                    (Some(s), _) => Some(EvictionHint::IdleSeconds(s)),
+                    (None, Some(f)) => Some(EvictionHint::Frequency(f)),
+                    _ => None,
+                };
+                let raw = entry
+                    .raw
+                    .ok_or_else(|| Error::Rdb("the parser gave no raw value".into()))?;
+                self.key(
+                    sink,
+                    entry.db as i64,
+                    entry.key,
+                    raw,
+                    entry.expire_at_ms,
+                    hint,
+                )
+                .await?;
+            }
+            Item::EntryStart(entry) => {
+                self.start_big(
+                    sink,
+                    entry.db as i64,
+                    entry.key,
+                    entry.expire_at_ms,
+                    entry.serialized_len,
+                )
+                .await?;
+            }
+            Item::ValueChunk(value) => self.chunk(sink, value).await?,
+            Item::EntryEnd => self.end_big(sink).await?,
+            Item::ModuleAux { name, .. } => {
+                warn!(module = %name, "module auxiliary data in the RDB is not copied");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A function library (`FUNCTION LOAD REPLACE`; a target before 7.0 has no functions: a warning).
+    pub(crate) async fn function(&mut self, sink: &mut Sink, code: Bytes) -> Result<(), Error> {
+        if self.opts.target.rdb_version >= 10 {
+            let argv = [
+                Bytes::from_static(b"FUNCTION"),
+                Bytes::from_static(b"LOAD"),
+                Bytes::from_static(b"REPLACE"),
+                code,
+            ];
+            sink.write_plain(0, &argv).await
+        } else {
+            warn!("the source has a function library the target (before 7.0) cannot load");
+            Ok(())
+        }
+    }
+
+    /// The start of a big value, copied with element commands.
+    async fn start_big(
+        &mut self,
+        sink: &mut Sink,
+        db: i64,
+        key: Bytes,
+        expire_at_ms: Option<i64>,
+        serialized_len: u64,
+    ) -> Result<(), Error> {
+        let tdb = self.dbmap.target(db);
+        let passes = self.filter.db_passes(db) && self.filter.key_passes(&key);
+        let mut drop = !passes;
+        if passes {
+            debug!(key = %KeyDisplay(key.to_vec()), bytes = serialized_len,
+                   "big value: copying it with element commands");
+            drop = !prepare_key(sink, tdb, &key, self.opts.conflict).await?;
+        } else {
+            self.filtered += 1;
+        }
+        self.big = Some(BigKey {
+            source_db: db,
+            db: tdb,
+            key,
+            expire_at_ms,
+            drop,
+            chunks: 0,
+        });
+        Ok(())
+    }
+
+    /// The end of a big value: its expiry.
+    async fn end_big(&mut self, sink: &mut Sink) -> Result<(), Error> {
+        let b = self
+            .big
+            .take()
+            .ok_or_else(|| Error::Rdb("end of a big value never started".into()))?;
+        if !b.drop {
+            if let Some(at) = b.expire_at_ms {
+                sink.write_plain(b.db, &expire_command(&b.key, at)).await?;
+            }
+            self.big_keys += 1;
+            self.done += 1;
+        }
+        Ok(())
+    }
+
+    /// One chunk of a big value.
+    async fn chunk(&mut self, sink: &mut Sink, mut value: ferry_rdb::Value) -> Result<(), Error> {
+        let opts = self.opts;
+        let b = self
+            .big
+            .as_mut()
+            .ok_or_else(|| Error::Rdb("value chunk outside a big value".into()))?;
+        if !b.drop
+            && !fit_value(
+                b.source_db,
+                &b.key,
+                &mut value,
+                &opts.target,
+                opts.policy,
+                self.report,
+            )?
+        {
+            // Left out by the policy: what earlier chunks wrote goes too.
+            b.drop = true;
+            if b.chunks > 0 {
+                sink.write_plain(b.db, &[Bytes::from_static(b"DEL"), b.key.clone()])
+                    .await?;
+            }
+        }
+        if !b.drop {
+            match &value {
+                ferry_rdb::Value::String(piece) if b.chunks > 0 => {
+                    let argv = [Bytes::from_static(b"APPEND"), b.key.clone(), piece.clone()];
+                    sink.write_plain(b.db, &argv).await?;
+                }
+                _ => write_value(sink, b.db, &b.key, &value, opts.target_rdb()).await?,
+            }
+            b.chunks += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies a key read with `DUMP` (the scan source): `payload` as `DUMP` returned it, `expire_at_ms` the
+    /// absolute expiry. A value bigger than `max_restore_bytes` goes as element commands.
+    pub(crate) async fn dumped(
+        &mut self,
+        sink: &mut Sink,
+        db: i64,
+        key: Bytes,
+        payload: &[u8],
+        expire_at_ms: Option<i64>,
+    ) -> Result<(), Error> {
+        let parts = ferry_rdb::split_dump(payload)
+            .map_err(|e| Error::Rdb(format!("DUMP of key {}: {e}", KeyDisplay(key.to_vec()))))?;
+        self.source_version = parts.rdb_version;
+        let raw = Bytes::copy_from_slice(parts.serialized);
+        if raw.len() <= self.opts.max_restore_bytes {
+            return self.key(sink, db, key, raw, expire_at_ms, None).await;
+        }
+        // A big value: decoded whole (DUMP returned it whole), written as element commands.
+        let valkey = ferry_rdb::is_valkey_version(u32::from(self.source_version));
+        let value = ferry_rdb::decode_value(&raw, valkey)
+            .map_err(|e| Error::Rdb(format!("DUMP of key {}: {e}", KeyDisplay(key.to_vec()))))?;
+        self.start_big(sink, db, key, expire_at_ms, raw.len() as u64)
+            .await?;
+        self.chunk(sink, value).await?;
+        self.end_big(sink).await
+    }
+
+    /// One key with its raw RDB value (type byte and encoding).
+    async fn key(
+        &mut self,
+        sink: &mut Sink,
+        db: i64,
+        key: Bytes,
+        raw: Bytes,
+        expire_at_ms: Option<i64>,
+        hint: Option<EvictionHint>,
+    ) -> Result<(), Error> {
+        let opts = self.opts;
+        if !self.filter.db_passes(db) || !self.filter.key_passes(&key) {
+            self.filtered += 1;
+            return Ok(());
+        }
+        let tdb = self.dbmap.target(db);
+        if opts.batch_strings && sink.batches_strings() && expire_at_ms.is_none() && hint.is_none()
+        {
+            // A small plain string: batched into one MSET/MSETNX.
+            if let Some(value) = small_string(&raw)? {
+                self.strings.push(sink, tdb, key, value).await?;
+                self.done += 1;
+                return Ok(());
+            }
+        }
+        let source_version = u32::from(self.source_version);
+        let Some(payload) = fit_entry(
+            db,
+            &key,
+            &raw,
+            source_version,
+            &opts.target,
+            opts.policy,
+            self.report,
+        )?
+        else {
+            return Ok(());
+        };
+        if !opts.target.loads(source_version) {
+            self.converted += 1;
+        }
+        let replace = opts.conflict == ConflictPolicy::Rewrite;
+        let argv = restore_command(key.clone(), payload, expire_at_ms, replace, hint);
+        sink.restore(tdb, key, &argv).await?;
+        self.done += 1;
+        Ok(())
+    }
+
+    /// Puts the counts in the status every 1000 keys (`now`: at once).
+    pub(crate) fn progress(&mut self, sink: &Sink, bytes_read: u64, now: bool) {
+        if !now && self.done - self.last_report < 1000 {
+            return;
+        }
+        self.last_report = self.done;
+        let c = sink.counters();
+        let keys_per_sec = self.done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let (done, filtered, big_keys) = (self.done, self.filtered, self.big_keys);
+        let report = &*self.report;
+        self.status.update(|s| {
+            s.keys_done = done;
+            s.keys_filtered = filtered;
+            s.ops_per_sec = keys_per_sec;
+            s.bytes_written = c.bytes_written;
+            s.bytes_read = bytes_read;
+            s.keys_copied = c.keys_restored + big_keys;
+            s.set_policy(report);
+        });
+    }
+
+    /// Writes what is batched and puts the final counts in the status; returns the keys written as element
+    /// commands (the sink counts the others once their replies are in).
+    pub(crate) async fn finish(mut self, sink: &mut Sink, bytes_read: u64) -> Result<u64, Error> {
+        std::mem::take(&mut self.strings).finish(sink).await?;
+        debug!(
+            keys = self.done,
+            reencoded = self.converted,
+            big_keys = self.big_keys,
+            "full copy read to its end"
+        );
+        let c = sink.counters();
+        let (done, filtered, big_keys, converted) =
+            (self.done, self.filtered, self.big_keys, self.converted);
+        let report = &*self.report;
+        self.status.update(|s| {
+            s.keys_done = done;
+            s.keys_filtered = filtered;
+            s.bytes_read = bytes_read;
+            s.keys_copied = c.keys_restored + big_keys;
+            s.keys_as_commands += big_keys;
+            s.keys_reencoded += converted;
+            s.keys_skipped = c.keys_skipped;
+            s.set_policy(report);
+        });
+        Ok(big_keys)
+    }
 }
 
 /// Small plain strings of one database waiting for their `MSET`/`MSETNX`.

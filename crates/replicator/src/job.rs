@@ -82,6 +82,24 @@ pub struct Config {
     /// Sessions tried in a row when each fails with an error a reconnect does not fix (refused credentials, a
     /// peer that is not Redis, an unknown command) before the job stops with it.
     pub max_attempts: u32,
+    /// What the source is: a PSYNC replica of `source` (the default), an RDB file, or a scan of `source`.
+    pub source_kind: SourceKind,
+}
+
+/// What a job reads: the replication stream of a server, or a source without one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SourceKind {
+    /// A `PSYNC` replica of [`Config::source`]: the RDB of a full resync, then the live stream, checkpointed.
+    #[default]
+    Replica,
+    /// An RDB file: its keys are written to the target (filters, database map, conflict and target policies,
+    /// conversion as for the RDB of a full resync) and the job ends. Nothing is checkpointed; a job that must
+    /// start the file again (a broken target link) rewrites what it wrote (`RESTORE ... REPLACE`).
+    RdbFile(std::path::PathBuf),
+    /// A scan of [`Config::source`] for servers that refuse `PSYNC`, then its keyspace notifications (see
+    /// [`crate::source::scan`] for what this can and cannot promise).
+    Scan(crate::source::scan::ScanOptions),
 }
 
 impl Config {
@@ -105,6 +123,7 @@ impl Config {
             source_sentinel: None,
             target_sentinel: None,
             source_cluster: None,
+            source_kind: SourceKind::Replica,
         }
     }
 }
@@ -162,7 +181,7 @@ impl Drop for AbortOnDrop {
 #[derive(Debug)]
 pub struct Replicator {
     pub(crate) config: Config,
-    filter: Filter,
+    pub(crate) filter: Filter,
     pub(crate) status: StatusHandle,
     source_sentinel: Option<Follower>,
     pub(crate) target_sentinel: Option<Follower>,
@@ -178,6 +197,12 @@ impl Replicator {
         let filter = Filter::new(config.filter.clone())?;
         if config.sink.window_commands == 0 || config.sink.window_bytes == 0 {
             return Err(Error::Config("the sink windows must not be zero".into()));
+        }
+        if config.source_cluster.is_some() && !matches!(config.source_kind, SourceKind::Replica) {
+            return Err(Error::Config(
+                "a cluster source is read by PSYNC: it cannot also be a file or a scan source"
+                    .into(),
+            ));
         }
         if config.source_cluster.is_some() && config.source_sentinel.is_some() {
             return Err(Error::Config(
@@ -381,6 +406,15 @@ impl Replicator {
     ) -> Result<(), Error> {
         let Stop { shutdown, gate } = stop;
         let cfg = &self.config;
+        match &cfg.source_kind {
+            SourceKind::Replica => {}
+            SourceKind::RdbFile(path) => return self.file_session(path, target, report).await,
+            SourceKind::Scan(scan) => {
+                return self
+                    .scan_session(&source.connect, scan, target, live, report)
+                    .await
+            }
+        }
         let commands = match self.command_table(&source.connect).await {
             Ok(table) => Some(std::sync::Arc::new(table)),
             // Without a table only filters on keys and a cluster target cannot work; a source that refuses
@@ -467,6 +501,7 @@ impl Replicator {
                     max_restore_bytes: cfg.max_restore_bytes,
                     target: target.clone(),
                     policy: cfg.target_policy,
+                    batch_strings: true,
                 };
                 let copied = fullsync::run(
                     &mut source,

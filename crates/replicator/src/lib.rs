@@ -56,12 +56,13 @@ mod fullsync;
 mod job;
 pub mod pipeline;
 mod sentinel;
+mod sessions;
 pub mod sink;
 pub mod source;
 pub mod status;
 
 pub use cluster_source::{ClusterSource, ShardStatus, ShardsView};
 pub use error::{Error, KeyDisplay};
-pub use job::{Config, Replicator};
+pub use job::{Config, Replicator, SourceKind};
 pub use pipeline::convert::{ConflictPolicy, PolicyKey, PolicyReport, TargetPolicy};
 pub use status::{Phase, Status, StatusHandle};

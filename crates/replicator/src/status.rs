@@ -53,6 +53,11 @@ pub struct Status {
     pub keys_reencoded: u64,
     /// Keys left as they were on the target (conflict policy `skip`).
     pub keys_skipped: u64,
+    /// Keys of full copies left out by the filters (databases, key prefixes and patterns).
+    pub keys_filtered: u64,
+    /// A scan source's live phase: keys changed on the source (keyspace notifications) and not yet re-read
+    /// and written to the target.
+    pub keys_pending: u64,
     /// Commands of the live stream applied.
     pub commands_applied: u64,
     /// Commands not forwarded because of the filters.

@@ -58,8 +58,10 @@ pub enum SourceType {
     Cluster,
     /// A sentinel-managed group (--source is a sentinel, --source-master the name).
     Sentinel,
-    /// SCAN + DUMP (servers that refuse PSYNC).
+    /// SCAN + DUMP (servers that refuse PSYNC); with --scan-notifications, then keyspace notifications.
     Scan,
+    /// An RDB file (--source-path FILE): restored into the target, then ferry exits.
+    Rdb,
 }
 
 /// Kinds of target on the command line.
@@ -92,6 +94,18 @@ pub struct Endpoints {
     /// A cluster source: stream each shard from one of its replicas.
     #[arg(long)]
     pub prefer_replica: bool,
+    /// The RDB file of a source of type rdb.
+    #[arg(long)]
+    pub source_path: Option<PathBuf>,
+    /// A scan source follows changes by keyspace notifications after the scan (until stopped).
+    #[arg(long)]
+    pub scan_notifications: bool,
+    /// A scan source is a Redis Cluster (--source any node of it): every master is scanned and followed.
+    #[arg(long)]
+    pub scan_cluster: bool,
+    /// A scan source reads only these databases (repeat the flag; default: every database holding keys).
+    #[arg(long = "scan-db")]
+    pub scan_dbs: Vec<u32>,
     /// ACL user of the source.
     #[arg(long)]
     pub source_user: Option<String>,
@@ -143,6 +157,18 @@ fn endpoint(
 impl Endpoints {
     /// The source from the flags, if `--source` was given.
     pub fn source(&self) -> Result<Option<Source>, Error> {
+        if self.source_type == Some(SourceType::Rdb) || self.source_path.is_some() {
+            if self.source_type.is_some_and(|t| t != SourceType::Rdb) || self.source.is_some() {
+                return Err(Error::config(
+                    "--source-path is the RDB file of --source-type rdb (without --source)",
+                ));
+            }
+            let path = self
+                .source_path
+                .clone()
+                .ok_or_else(|| Error::config("--source-type rdb needs --source-path FILE"))?;
+            return Ok(Some(Source::rdb_file(path)));
+        }
         let Some(url) = &self.source else {
             if self.source_type.is_some()
                 || self.source_master.is_some()
@@ -179,7 +205,21 @@ impl Endpoints {
                     ))
                 }
                 SourceType::Scan => {
-                    Source::from_json(serde_json::json!({"type": "scan", "endpoint": e}))?
+                    let mut scan = serde_json::json!({
+                        "type": "scan",
+                        "endpoint": e,
+                        "notifications": self.scan_notifications,
+                        "cluster": self.scan_cluster,
+                    });
+                    if !self.scan_dbs.is_empty() {
+                        scan["dbs"] = serde_json::json!(self.scan_dbs);
+                    }
+                    Source::from_json(scan)?
+                }
+                SourceType::Rdb => {
+                    return Err(Error::config(
+                        "--source-type rdb takes --source-path FILE, not --source",
+                    ))
                 }
                 SourceType::Sentinel => {
                     let master = self

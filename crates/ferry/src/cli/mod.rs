@@ -7,7 +7,7 @@ mod serve;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use ferry::{Error, ErrorKind, JobHandle, Phase, Source, Status, SyncConfig, SyncJob};
+use ferry::{Error, ErrorKind, JobHandle, Phase, Status, SyncConfig, SyncJob};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use args::{Cli, Command, ConfigCommand, LogFormat, RdbCommand, SyncArgs, VerifyArgs};
@@ -147,13 +147,6 @@ async fn sync(args: SyncArgs, json_logs: bool) -> Result<i32, Error> {
     let (config, notes) = args.resolve()?;
     for n in &notes {
         tracing::info!("config: {n}");
-    }
-    if let Source::RdbFile { path } = &config.source {
-        let options = ferry::rdb::RestoreOptions::default().with_conflict(config.conflict);
-        tracing::info!(file = %path.display(), target = %config.target.describe(), "restoring an RDB file");
-        let report = ferry::rdb::restore(path, &config.target, options).await?;
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
-        return Ok(exit::OK);
     }
     let metrics = match &config.run.metrics_addr {
         Some(addr) => {

@@ -296,18 +296,26 @@ pub enum Source {
         #[serde(default)]
         master_auth: MasterAuth,
     },
-    /// SCAN + DUMP with keyspace notifications, for servers that refuse PSYNC (not supported yet).
+    /// SCAN + DUMP, then keyspace notifications, for servers that refuse PSYNC. Each key changed after the
+    /// scan started is read again and written whole; what notifications cannot promise (a dropped pub/sub
+    /// connection, the pub/sub output buffer limit, nothing checkpointed) is in docs/sources.md. The job runs
+    /// `verify` at the end of the copy and shows its report in the status.
     Scan {
         /// The server.
         endpoint: Endpoint,
         /// Only these databases (all when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dbs: Option<Vec<u32>>,
-        /// Follow changes with keyspace notifications after the scan.
+        /// Follow changes with keyspace notifications after the scan (turned on with `CONFIG SET` when the
+        /// server allows it). Without them the job ends once the scan is copied.
         #[serde(default)]
         notifications: bool,
+        /// The endpoint is any node of a Redis Cluster: every master is scanned and followed.
+        #[serde(default)]
+        cluster: bool,
     },
-    /// An RDB file: restored into the target, then the job ends.
+    /// An RDB file (any version ferry-rdb reads): restored into the target with the job's filters, database
+    /// map, conflict and target policies, then the job ends.
     RdbFile {
         /// The file.
         path: PathBuf,
@@ -729,6 +737,12 @@ impl SyncConfig {
         self
     }
 
+    /// Sets the target policy (what to do with a key or command the target cannot hold).
+    pub fn with_target_policy(mut self, policy: TargetPolicy) -> SyncConfig {
+        self.target_policy = policy;
+        self
+    }
+
     /// Sets the checkpoint options.
     pub fn with_checkpoint(mut self, checkpoint: CheckpointConfig) -> SyncConfig {
         self.checkpoint = checkpoint;
@@ -855,8 +869,9 @@ impl SyncConfig {
             .collect()
     }
 
-    /// The replicator's configuration for a standalone source.
-    /// A sentinel-managed source or target: the sentinels' pool options; `source` is then only a name.
+    /// The replicator's configuration for a standalone or scan source at `source`, or an RDB file (`source`
+    /// then only names it). A sentinel-managed source or target: the sentinels' pool options; `source` is then
+    /// only a name.
     pub(crate) fn to_replicator(
         &self,
         source: &Endpoint,
@@ -881,9 +896,12 @@ impl SyncConfig {
             Some(o) => (o.data_connect.clone(), false),
             None => self.target.resolve()?,
         };
-        let source = match &source_sentinel {
-            Some(o) => o.data_connect.clone(),
-            None => source.connect_options()?,
+        let source = match (&source_sentinel, &self.source) {
+            (Some(o), _) => o.data_connect.clone(),
+            // The job reads the file; `source` only names it in the status.
+            (None, Source::RdbFile { .. }) => ConnectOptions::from_url("redis://127.0.0.1")
+                .map_err(|e| Error::config(e.to_string()))?,
+            (None, _) => source.connect_options()?,
         };
         let mut c = ferry_replicator::Config::new(source, target);
         if let Source::Cluster {
@@ -901,6 +919,25 @@ impl SyncConfig {
             cs.prefer_replica = *prefer_replica;
             c.source_cluster = Some(cs);
         }
+        c.source_kind = match &self.source {
+            Source::RdbFile { path } => ferry_replicator::SourceKind::RdbFile(path.clone()),
+            Source::Scan {
+                dbs,
+                notifications,
+                cluster,
+                ..
+            } => {
+                let scan = ferry_replicator::source::scan::ScanOptions::default()
+                    .with_dbs(
+                        dbs.as_ref()
+                            .map(|d| d.iter().map(|&db| i64::from(db)).collect()),
+                    )
+                    .with_notifications(*notifications)
+                    .with_cluster(*cluster);
+                ferry_replicator::SourceKind::Scan(scan)
+            }
+            _ => ferry_replicator::SourceKind::Replica,
+        };
         c.target_cluster = cluster;
         c.source_sentinel = source_sentinel;
         c.target_sentinel = target_sentinel;

@@ -214,6 +214,7 @@ pub(crate) fn from_v3(
             endpoint: src.endpoint()?,
             dbs: Some(src.dbs("dbs")?).filter(|d| !d.is_empty()),
             notifications: false,
+            cluster: false,
         },
         _ => Source::Standalone(src.endpoint()?),
     };
@@ -274,13 +275,11 @@ pub(crate) fn from_v4(
             Source::Standalone(endpoint)
         }
     } else if scan.exists() {
-        if scan.boolean("cluster", false)? {
-            return Err(Error::not_supported("a cluster scan source"));
-        }
         Source::Scan {
             endpoint: scan.endpoint()?,
             dbs: Some(scan.dbs("dbs")?).filter(|d| !d.is_empty()),
             notifications: scan.boolean("ksn", false)?,
+            cluster: scan.boolean("cluster", false)?,
         }
     } else {
         Source::RdbFile {

@@ -551,6 +551,23 @@ impl ClusterSink {
         Ok(())
     }
 
+    /// Waits for every master's replies.
+    pub async fn drain(&mut self) -> Result<(), Error> {
+        for node in &mut self.nodes {
+            node.drain().await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes each master's own checkpoint key (a copy without a replication stream leaves none).
+    pub async fn delete_own_checkpoints(&mut self) -> Result<(), Error> {
+        for node in &mut self.nodes {
+            let key = node.checkpoint_key();
+            node.delete_key(&key).await?;
+        }
+        Ok(())
+    }
+
     /// What the masters did, summed.
     pub fn counters(&self) -> SinkCounters {
         let mut total = SinkCounters::default();

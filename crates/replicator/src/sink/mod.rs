@@ -261,6 +261,23 @@ impl Sink {
         each!(self, s => s.sync().await)
     }
 
+    /// Waits for the reply to everything written (a copy without a live stream: an RDB file, a scan).
+    pub async fn drain(&mut self) -> Result<(), Error> {
+        match self {
+            Sink::Standalone(s) => s.drain().await,
+            Sink::Cluster(c) => c.drain().await,
+        }
+    }
+
+    /// Deletes the checkpoint keys this sink wrote (a cluster target's per-master keys; a standalone sink
+    /// with checkpoints off wrote none): a copy without a replication stream leaves none behind.
+    pub async fn delete_own_checkpoints(&mut self) -> Result<(), Error> {
+        match self {
+            Sink::Standalone(_) => Ok(()),
+            Sink::Cluster(c) => c.delete_own_checkpoints().await,
+        }
+    }
+
     /// What the sink did so far.
     pub fn counters(&self) -> SinkCounters {
         match self {

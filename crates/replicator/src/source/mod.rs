@@ -7,8 +7,10 @@
 //! [`StreamParser`] turns the stream into [`Unit`]s, counting the source's replication offset to the byte
 //! (every frame counts, `PING` and `REPLCONF GETACK` included) and following `SELECT`.
 
+pub(crate) mod file;
 mod link;
 pub mod psync;
+pub mod scan;
 mod spool;
 
 use std::sync::Arc;

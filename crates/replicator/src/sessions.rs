@@ -1,0 +1,284 @@
+//! Sessions of the sources without a replication stream: an RDB file ([`SourceKind::RdbFile`]) and a scan
+//! ([`SourceKind::Scan`]). They run inside the job's session loop (the same reconnects, backoff, sentinel-managed
+//! target and status) and write through the same full-copy code as the RDB of a `PSYNC` full resync
+//! ([`crate::fullsync`]), so filters, the database map, the conflict and target policies and conversion for an
+//! older target behave the same for every source.
+//!
+//! Neither has an offset to checkpoint: the target's sink runs without checkpoints (a cluster target's per-master
+//! keys are deleted at the end of the copy). A session that must start again (a broken link) copies everything
+//! again with `RESTORE ... REPLACE` over what it wrote before.
+//!
+//! [`SourceKind::RdbFile`]: crate::SourceKind::RdbFile
+//! [`SourceKind::Scan`]: crate::SourceKind::Scan
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_resp::{ConnectOptions, Connection};
+use ferry_topology::CommandTable;
+use tracing::info;
+
+use crate::error::Error;
+use crate::fullsync::{self, Applier};
+use crate::job::Replicator;
+use crate::pipeline::convert::{ConflictPolicy, PolicyReport, TargetFormat};
+use crate::sink::cluster::ClusterSink;
+use crate::sink::standalone::StandaloneSink;
+use crate::sink::Sink;
+use crate::source::file::RdbFile;
+use crate::source::scan::{Notifications, Read, Reader, ScanOptions};
+use crate::status::Phase;
+
+impl Replicator {
+    /// Restores the RDB file at `path` into `target`; returns once every key is written and acknowledged.
+    pub(crate) async fn file_session(
+        &self,
+        path: &Path,
+        target: &ConnectOptions,
+        report: &mut PolicyReport,
+    ) -> Result<(), Error> {
+        let mut file = RdbFile::open(path).await?;
+        let (mut sink, format) = self.copy_sink(target).await?;
+        let opts = self.begin_copy(&mut sink, &format, report).await?;
+        info!(file = %path.display(), bytes = file.len(), "restoring an RDB file");
+        let big_keys = fullsync::run(
+            &mut file,
+            &mut sink,
+            &self.filter,
+            &self.config.db_map,
+            &opts,
+            report,
+            &self.status,
+        )
+        .await?;
+        self.end_copy(&mut sink, big_keys).await?;
+        info!(file = %path.display(), keys = self.status.snapshot().keys_copied, "RDB file restored");
+        Ok(())
+    }
+
+    /// Copies `source` by `SCAN` + `DUMP`, then (with notifications) re-reads every key it hears changed
+    /// until the job is stopped. `live` is set once the copy is done.
+    pub(crate) async fn scan_session(
+        &self,
+        source: &ConnectOptions,
+        scan: &ScanOptions,
+        target: &ConnectOptions,
+        live: &mut bool,
+        report: &mut PolicyReport,
+    ) -> Result<(), Error> {
+        let mut source = source.clone();
+        source.read_timeout = Some(self.config.sink.reply_timeout);
+        let (mut sink, format) = self.copy_sink(target).await?;
+        // A cluster source: every master, each scanned and followed on its own connections.
+        let nodes = match scan.cluster {
+            true => crate::source::scan::cluster_masters(&source).await?,
+            false => vec![source.clone()],
+        };
+        // Subscribed before the scan starts: a change during the scan is heard and read again after it.
+        let notes = match scan.notifications {
+            true => Some(Notifications::subscribe(&nodes, scan.dbs.as_deref()).await?),
+            false => None,
+        };
+        let mut readers = Vec::with_capacity(nodes.len());
+        let mut keyspaces = Vec::with_capacity(nodes.len());
+        for node in &nodes {
+            let mut reader = Reader::connect(node).await?;
+            keyspaces.push(reader.keyspace(scan.dbs.as_deref()).await?);
+            readers.push(reader);
+        }
+        let opts = self.begin_copy(&mut sink, &format, report).await?;
+        let batch = scan.batch.max(1);
+        let mut bytes_read = 0u64;
+        let big_keys = {
+            let mut applier = Applier::new(
+                &self.filter,
+                &self.config.db_map,
+                &opts,
+                report,
+                &self.status,
+            );
+            applier.expect(keyspaces.iter().flatten().map(|(_, keys)| keys).sum());
+            // Function libraries (a change to them later is not followed: no notification names it).
+            for code in readers[0].functions().await? {
+                applier.function(&mut sink, code).await?;
+            }
+            for (reader, keyspace) in readers.iter_mut().zip(&keyspaces) {
+                for &(db, _) in keyspace {
+                    if !self.filter.db_passes(db) {
+                        continue;
+                    }
+                    let mut cursor = Bytes::from_static(b"0");
+                    loop {
+                        let (next, keys) = reader.scan(db, &cursor, batch).await?;
+                        let reads = reader.read(db, &keys).await?;
+                        for (key, read) in keys.into_iter().zip(reads) {
+                            if let Read::Value {
+                                payload,
+                                expire_at_ms,
+                            } = read
+                            {
+                                bytes_read += payload.len() as u64;
+                                applier
+                                    .dumped(&mut sink, db, key, &payload, expire_at_ms)
+                                    .await?;
+                            }
+                        }
+                        applier.progress(&sink, bytes_read, false);
+                        if &next[..] == b"0" {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+            applier.finish(&mut sink, bytes_read).await?
+        };
+        self.end_copy(&mut sink, big_keys).await?;
+        let keys = self.status.snapshot().keys_copied;
+        let Some(notes) = notes else {
+            info!(keys, "scan copied");
+            return Ok(());
+        };
+        info!(
+            keys,
+            "scan copied; following the keyspace notifications of the source"
+        );
+        self.status.update(|s| s.phase = Phase::Incremental);
+        *live = true;
+        self.follow_notifications(&notes, &mut readers, &mut sink, &opts, batch, report)
+            .await
+    }
+
+    /// The live phase of a scan source: each key a notification names is read again (`DUMP` + `PTTL`) and
+    /// written with `RESTORE ... REPLACE`, or deleted when it is gone.
+    async fn follow_notifications(
+        &self,
+        notes: &Notifications,
+        readers: &mut [Reader],
+        sink: &mut Sink,
+        copy: &fullsync::Options,
+        batch: usize,
+        report: &mut PolicyReport,
+    ) -> Result<(), Error> {
+        let opts = fullsync::Options {
+            conflict: ConflictPolicy::Rewrite,
+            batch_strings: false,
+            ..copy.clone()
+        };
+        let cfg = &self.config;
+        let mut applied = 0u64;
+        let mut rates = crate::status::Rates::new();
+        let mut applier = Applier::new(&self.filter, &cfg.db_map, &opts, report, &self.status);
+        loop {
+            let (node, db, keys) = notes.next_batch(batch).await?;
+            let reader = readers
+                .get_mut(node)
+                .ok_or_else(|| Error::Protocol(format!("a notification of unknown node {node}")))?;
+            let reads = reader.read(db, &keys).await?;
+            for (key, read) in keys.into_iter().zip(reads) {
+                match read {
+                    Read::Value {
+                        payload,
+                        expire_at_ms,
+                    } => {
+                        applier
+                            .dumped(sink, db, key, &payload, expire_at_ms)
+                            .await?
+                    }
+                    Read::Gone => {
+                        if self.filter.db_passes(db) && self.filter.key_passes(&key) {
+                            sink.write_plain(
+                                cfg.db_map.target(db),
+                                &[Bytes::from_static(b"DEL"), key],
+                            )
+                            .await?;
+                        }
+                    }
+                }
+                applied += 1;
+            }
+            let pending = notes.pending();
+            if pending == 0 {
+                sink.drain().await?;
+            }
+            let c = sink.counters();
+            self.status.update(|s| {
+                s.keys_pending = pending;
+                s.commands_applied = applied;
+                s.bytes_written = c.bytes_written;
+                s.errors = c.errors;
+                rates.sample(s, applied, 0, 0);
+            });
+        }
+    }
+
+    /// The target's sink for a copy without a replication stream: no checkpoints (a cluster target's are
+    /// written under a tag of their own and deleted by [`Replicator::end_copy`]).
+    async fn copy_sink(&self, target: &ConnectOptions) -> Result<(Sink, TargetFormat), Error> {
+        let cfg = &self.config;
+        let mut opts = cfg.sink.clone();
+        opts.checkpoint = false;
+        opts.checkpoint_tag = format!("{}-copy", cfg.sink.checkpoint_tag);
+        let mut sink = if cfg.target_cluster {
+            // The commands are written by ferry itself: the target's own table routes them.
+            let mut conn = Connection::connect(target).await?;
+            let reply = conn.call(&[Bytes::from_static(b"COMMAND")]).await?;
+            let table = CommandTable::from_command_reply(&reply)
+                .map_err(|e| Error::Config(format!("COMMAND of the target: {e}")))?;
+            Sink::Cluster(ClusterSink::connect(target, opts, Arc::new(table)).await?)
+        } else {
+            Sink::Standalone(Box::new(StandaloneSink::connect(target, opts).await?))
+        };
+        let format = sink.target_format().await?;
+        Ok((sink, format))
+    }
+
+    /// Starts a copy: the status, the conflict policy (a copy done again rewrites what the earlier one wrote),
+    /// the sink's full-copy mode.
+    async fn begin_copy(
+        &self,
+        sink: &mut Sink,
+        format: &TargetFormat,
+        report: &mut PolicyReport,
+    ) -> Result<fullsync::Options, Error> {
+        let cfg = &self.config;
+        let redo = self.status.snapshot().full_syncs > 0;
+        let conflict = if redo {
+            ConflictPolicy::Rewrite
+        } else {
+            cfg.conflict
+        };
+        self.status.update(|s| {
+            s.phase = Phase::FullSync;
+            s.keys_done = 0;
+            s.keys_expected = None;
+            s.full_syncs += 1;
+        });
+        sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
+            .await?;
+        *report = PolicyReport::default();
+        Ok(fullsync::Options {
+            conflict,
+            max_restore_bytes: cfg.max_restore_bytes,
+            target: format.clone(),
+            policy: cfg.target_policy,
+            batch_strings: true,
+        })
+    }
+
+    /// Ends a copy: every write acknowledged, no checkpoint left behind, the counts in the status (`big_keys`:
+    /// keys written as element commands).
+    async fn end_copy(&self, sink: &mut Sink, big_keys: u64) -> Result<(), Error> {
+        sink.finish_full_sync("", 0).await?;
+        sink.delete_own_checkpoints().await?;
+        let c = sink.counters();
+        self.status.update(|s| {
+            s.keys_copied = c.keys_restored + big_keys;
+            s.keys_skipped = c.keys_skipped;
+            s.bytes_written = c.bytes_written;
+            s.errors = c.errors;
+        });
+        Ok(())
+    }
+}
