@@ -175,7 +175,7 @@ impl ClusterSink {
         opts: SinkOptions,
         table: std::sync::Arc<CommandTable>,
     ) -> Result<ClusterSink, Error> {
-        let mut map = known.read_slot_map(target, opts.reply_timeout).await?;
+        let map = known.read_slot_map(target, opts.reply_timeout).await?;
         if !map.is_complete() {
             // A master was lost and no replica took over yet: a transient state.
             return Err(Error::Target {
