@@ -97,14 +97,15 @@ pub const MAX_SCRIPT_ARGS: usize = 7000;
 /// store when the whole batch applies, `1` for the error policy `log`, the checkpoint template (offset `{o}`,
 /// database `{d}`, part `{p}`), the start offset, stream database and part, the units (`count offset db` for
 /// each source unit that ends in the batch: how many of the batch's commands it holds and the stream position
-/// at its end), then a sequence of: `n arg1..argn` (a command), `-1 db` (select a target database), `-3 db`
-/// (delete the checkpoint key's copy `SWAPDB` moved to database `db`). Reply: `{-1, stored}` when the chain
-/// does not hold, else `{applied, error or "", logged index, logged error, ...}`.
+/// at its end), the operations (one byte each, see [`Op`]), then the arguments of the operations in order: a
+/// command's arguments (its byte is their count, or 0 and the count comes first as an argument), the database
+/// of a `SELECT`, the database of a checkpoint copy `SWAPDB` moved there (to delete). Reply: `{-1, stored}`
+/// when the chain does not hold, else `{applied, error or "", logged index, logged error, ...}`.
 ///
-/// The loop over the commands does only what every command needs (one `pcall` and its error check): the
-/// position before a failed command is worked out from the units only when a command fails, and the value
-/// stored at the end comes ready-made, so the script's own cost per command stays close to the cost of the
-/// call (see docs/benchmarks.md, "What the batch chain costs the target").
+/// The loop over the commands does only what every command needs (one byte read, one `pcall` and its error
+/// check): the position before a failed command is worked out from the units only when a command fails, and
+/// the value stored at the end comes ready-made, so the script's own cost per command stays close to the cost
+/// of the call (see docs/benchmarks.md, "What the batch chain costs the target").
 pub(crate) const BATCH_SCRIPT: &str = r#"
 redis.call('SELECT', ARGV[1])
 local stored = redis.call('GET', KEYS[1])
@@ -142,11 +143,13 @@ local function fail(e)
   for _, v in ipairs(logged) do out[#out + 1] = v end
   return out
 end
-local i, last, pcall, unpack, tonumber = 10, #ARGV, redis.pcall, unpack, tonumber
-while i <= last do
-  local c = tonumber(ARGV[i])
-  if c > 0 then
-    local r = pcall(unpack(ARGV, i + 1, i + c))
+local argv, ops, i = ARGV, ARGV[10], 11
+local pcall, unpack, tonumber, byte, type = redis.pcall, unpack, tonumber, string.byte, type
+for j = 1, #ops do
+  local c = byte(ops, j)
+  if c <= 250 then
+    if c == 0 then c, i = tonumber(argv[i]), i + 1 end
+    local r = pcall(unpack(argv, i, i + c - 1))
     if type(r) == 'table' and r.err then
       local e = clean(r.err)
       if not log or transient(e) then return fail(e) end
@@ -154,16 +157,16 @@ while i <= last do
       logged[#logged + 1] = e
     end
     n = n + 1
-    i = i + c + 1
-  elseif c == -1 then
-    local r = pcall('SELECT', ARGV[i + 1])
+    i = i + c
+  elseif c == 251 then
+    local r = pcall('SELECT', argv[i])
     if type(r) == 'table' and r.err then return fail(clean(r.err)) end
-    cur, i = ARGV[i + 1], i + 2
+    cur, i = argv[i], i + 1
   else
-    redis.call('SELECT', ARGV[i + 1])
+    redis.call('SELECT', argv[i])
     redis.call('DEL', KEYS[1])
     redis.call('SELECT', cur)
-    i = i + 2
+    i = i + 1
   end
 end
 redis.call('SELECT', ARGV[1])
@@ -177,6 +180,22 @@ return out
 const END_ARG: usize = 6;
 /// Where the units go in a batch's arguments (`ARGV[9]`).
 const UNITS_ARG: usize = 12;
+/// Where the operations go in a batch's arguments (`ARGV[10]`).
+const OPS_ARG: usize = 13;
+
+/// The operation bytes of a batch (`ARGV[10]`).
+struct Op;
+
+impl Op {
+    /// Most arguments a command's byte can count; a longer command has byte 0 and its count as an argument.
+    const MAX_INLINE: usize = 250;
+    /// A command with more than [`Op::MAX_INLINE`] arguments.
+    const LONG: u8 = 0;
+    /// `SELECT` the database in the next argument.
+    const SELECT: u8 = 251;
+    /// Delete the checkpoint key's copy `SWAPDB` moved to the database in the next argument.
+    const DROP_SWAPPED: u8 = 252;
+}
 
 /// The script text for a target: with `#!lua flags=allow-cross-slot-keys` on a cluster node (7.0+), without
 /// flags on a standalone server (6.2 has no flags).
@@ -249,6 +268,8 @@ struct Open {
     units: String,
     /// Commands of the current unit in the batch so far.
     unit_commands: usize,
+    /// The operations (`ARGV[10]`).
+    ops: Vec<u8>,
 }
 
 /// Units of the live stream become chained batch scripts (sans I/O: the sink writes what this returns and
@@ -451,7 +472,8 @@ impl ChainWriter {
             Bytes::from(self.mark.offset.to_string()),
             Bytes::from(self.mark.db.to_string()),
             Bytes::from(self.mark.part.to_string()),
-            // The units (UNITS_ARG), known when the batch closes.
+            // The units (UNITS_ARG) and the operations (OPS_ARG), known when the batch closes.
+            Bytes::new(),
             Bytes::new(),
         ]);
         Open {
@@ -461,6 +483,7 @@ impl ChainWriter {
             script_db: self.checkpoint_db,
             units: String::new(),
             unit_commands: 0,
+            ops: Vec::with_capacity(self.batch_commands.min(4096) + 8),
         }
     }
 
@@ -475,7 +498,7 @@ impl ChainWriter {
             return;
         };
         if select && db != open.script_db {
-            open.argv.push(Bytes::from_static(b"-1"));
+            open.ops.push(Op::SELECT);
             open.argv.push(Bytes::from(db.to_string()));
             open.script_db = db;
         }
@@ -483,10 +506,16 @@ impl ChainWriter {
         open.bytes += crate::pipeline::wire_size(&argv);
         open.names.push(command_name(&argv));
         open.unit_commands += 1;
-        open.argv.push(count_arg(argv.len()));
+        match u8::try_from(argv.len()) {
+            Ok(n) if argv.len() <= Op::MAX_INLINE => open.ops.push(n),
+            _ => {
+                open.ops.push(Op::LONG);
+                open.argv.push(Bytes::from(argv.len().to_string()));
+            }
+        }
         open.argv.extend(argv);
         if let Some(other) = swap {
-            open.argv.push(Bytes::from_static(b"-3"));
+            open.ops.push(Op::DROP_SWAPPED);
             open.argv.push(Bytes::from(other.to_string()));
         }
     }
@@ -499,6 +528,7 @@ impl ChainWriter {
         self.tail = self.encode(self.mark);
         open.argv[END_ARG] = Bytes::from(self.tail.clone());
         open.argv[UNITS_ARG] = Bytes::from(open.units);
+        open.argv[OPS_ARG] = Bytes::from(open.ops);
         Some(Batch {
             argv: open.argv,
             pending: Pending {
@@ -636,15 +666,6 @@ pub(crate) fn refused(counters: &mut SinkCounters, command: &str, message: Strin
     }
 }
 
-/// The argument count before a command in a batch: the common small counts without an allocation.
-fn count_arg(n: usize) -> Bytes {
-    const SMALL: [&[u8]; 10] = [b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"];
-    match SMALL.get(n) {
-        Some(s) => Bytes::from_static(s),
-        None => Bytes::from(n.to_string()),
-    }
-}
-
 /// Commands a script may not run (`noscript`), and commands too long for one that cannot be split.
 fn needs_alone(argv: &[Bytes]) -> bool {
     let name = command_name(argv);
@@ -770,12 +791,13 @@ mod tests {
         }
     }
 
+    /// The arguments as text, one char per byte (the operation bytes are not UTF-8).
     fn args(batch: &Batch) -> Vec<String> {
-        batch
-            .argv
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect()
+        batch.argv.iter().map(|a| latin1(a)).collect()
+    }
+
+    fn latin1(bytes: &[u8]) -> String {
+        bytes.iter().map(|&b| char::from(b)).collect()
     }
 
     fn reply(items: Vec<Frame>) -> Frame {
@@ -803,7 +825,8 @@ mod tests {
         assert_eq!(a[8], format!("v2 {ID} {{o}} db={{d}} part={{p}} epoch=0"));
         assert_eq!(&a[9..12], ["100", "0", "0"]);
         assert_eq!(a[12], "1 110 2 ", "one unit of one command, ending at 110 in db 2");
-        assert_eq!(&a[13..], ["-1", "2", "3", "SET", "a", "1"]);
+        assert_eq!(a[13], latin1(&[Op::SELECT, 3]), "SELECT, a command of 3");
+        assert_eq!(&a[14..], ["2", "SET", "a", "1"]);
         // The next batch expects what this one stores.
         w.push(unit(120, 2, &[&["INCR", "n"]]), &mut c);
         let next = w.flush().unwrap();
@@ -830,7 +853,8 @@ mod tests {
         let a = args(&w.flush().unwrap());
         assert_eq!(&a[9..12], ["100", "0", "1"], "starts inside the unit");
         assert_eq!(a[12], "1 130 0 ");
-        assert_eq!(&a[13..], ["-1", "0", "2", "INCR", "b"]);
+        assert_eq!(a[13], latin1(&[Op::SELECT, 2]));
+        assert_eq!(&a[14..], ["0", "INCR", "b"]);
     }
 
     #[test]
@@ -977,7 +1001,8 @@ mod tests {
             panic!("{steps:?}");
         };
         let a = args(first);
-        assert_eq!(&a[13..], ["-1", "0", "2", "INCR", "a"]);
+        assert_eq!(a[13], latin1(&[Op::SELECT, 2]));
+        assert_eq!(&a[14..], ["0", "INCR", "a"]);
         assert_eq!(a[12], "", "the unit does not end in this batch");
         assert_eq!(
             a[6],
@@ -994,7 +1019,8 @@ mod tests {
         );
         assert_eq!(&a[9..12], ["100", "0", "2"]);
         assert_eq!(a[12], "1 150 0 ");
-        assert_eq!(&a[13..], ["-1", "0", "2", "INCR", "b"]);
+        assert_eq!(a[13], latin1(&[Op::SELECT, 2]));
+        assert_eq!(&a[14..], ["0", "INCR", "b"]);
     }
 
     #[test]
@@ -1031,7 +1057,8 @@ mod tests {
         let a = args(&b);
         assert_eq!(&a[9..12], ["180", "3", "0"], "starts where the stream is");
         assert_eq!(a[6], format!("v2 {ID} 180 db=3 part=0 epoch=0"));
-        assert_eq!(a.len(), 13, "no command");
+        assert_eq!(a.len(), 14, "no command");
+        assert!(a[13].is_empty());
         assert!(w.checkpoint_only().is_none());
     }
 
@@ -1041,8 +1068,23 @@ mod tests {
         let mut c = SinkCounters::default();
         w.push(unit(110, 0, &[&["SWAPDB", "15", "3"]]), &mut c);
         let a = args(&w.flush().unwrap());
-        assert_eq!(&a[13..], ["-1", "0", "3", "SWAPDB", "15", "3", "-3", "3"]);
+        assert_eq!(a[13], latin1(&[Op::SELECT, 3, Op::DROP_SWAPPED]));
+        assert_eq!(&a[14..], ["0", "SWAPDB", "15", "3", "3"]);
         assert_eq!(a[12], "1 110 0 ");
+    }
+
+    #[test]
+    fn a_command_with_more_arguments_than_a_byte_counts_carries_its_count() {
+        let mut w = writer(false);
+        let mut c = SinkCounters::default();
+        let mut argv = vec!["RPUSH".to_string(), "l".to_string()];
+        argv.extend((0..300).map(|i| i.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        w.push(unit(110, 0, &[&argv]), &mut c);
+        let a = args(&w.flush().unwrap());
+        assert_eq!(a[13], latin1(&[Op::SELECT, Op::LONG]));
+        assert_eq!(&a[14..17], ["0", "302", "RPUSH"]);
+        assert_eq!(a.len(), 14 + 2 + 302);
     }
 
     #[test]
@@ -1118,8 +1160,11 @@ mod tests {
                 .query(&mut c)
                 .unwrap();
             let mut counters = SinkCounters::default();
+            let mut long = vec!["RPUSH".to_string(), "l".to_string()];
+            long.extend((0..300).map(|i| i.to_string()));
+            let long: Vec<&str> = long.iter().map(String::as_str).collect();
             w.push(unit(110, 0, &[&["INCR", "a"]]), &mut counters);
-            w.push(unit(120, 2, &[&["INCR", "b"], &["INCR", "c"]]), &mut counters);
+            w.push(unit(120, 2, &[&["INCR", "b"], &long]), &mut counters);
             w.advance(125, 2);
             w.push(
                 unit(130, 2, &[&["INCR", "d"], &["LPUSH", "s", "x"], &["INCR", "e"]]),
@@ -1157,9 +1202,19 @@ mod tests {
             };
             assert_eq!(refused[0], redis::Value::Int(-1), "{version:?}: {refused:?}");
             assert_eq!(get(&mut c, 0, "a").as_deref(), Some("1"));
-            for (k, v) in [("b", Some("1")), ("c", Some("1")), ("d", Some("1")), ("e", None), ("f", None)] {
+            for (k, v) in [("b", Some("1")), ("d", Some("1")), ("e", None), ("f", None)] {
                 assert_eq!(get(&mut c, 2, k).as_deref(), v, "{version:?}: {k}");
             }
+            let len: i64 = redis::pipe()
+                .cmd("SELECT")
+                .arg(2)
+                .ignore()
+                .cmd("LLEN")
+                .arg("l")
+                .query::<(i64,)>(&mut c)
+                .unwrap()
+                .0;
+            assert_eq!(len, 300, "{version:?}: the long command applied whole");
         }
     }
 
