@@ -189,6 +189,8 @@ pub struct Replicator {
     pub(crate) source_shard: Option<ShardFollower>,
     /// A cluster source: its shards' status.
     pub(crate) shards: ShardsHandle,
+    /// A cluster target's nodes learned by earlier sessions.
+    pub(crate) target_nodes: crate::sink::cluster::KnownNodes,
 }
 
 impl Replicator {
@@ -224,6 +226,7 @@ impl Replicator {
             ));
         }
         Ok(Replicator {
+            target_nodes: Default::default(),
             source_sentinel: config
                 .source_sentinel
                 .clone()
@@ -434,9 +437,15 @@ impl Replicator {
             }
         };
         let mut sink = match &commands {
-            Some(table) if cfg.target_cluster => {
-                Sink::Cluster(ClusterSink::connect(target, cfg.sink.clone(), table.clone()).await?)
-            }
+            Some(table) if cfg.target_cluster => Sink::Cluster(
+                ClusterSink::connect_known(
+                    target,
+                    &self.target_nodes,
+                    cfg.sink.clone(),
+                    table.clone(),
+                )
+                .await?,
+            ),
             _ => Sink::Standalone(Box::new(
                 StandaloneSink::connect(target, cfg.sink.clone()).await?,
             )),
@@ -731,6 +740,8 @@ impl Replicator {
     /// The source's command table, for key extraction by the filters.
     async fn command_table(&self, source: &ConnectOptions) -> Result<CommandTable, Error> {
         let mut conn = Connection::connect(source).await?;
+        // A source that accepts the connection and never answers ends the session, like its handshake.
+        conn.set_read_timeout(Some(self.config.source.handshake.line_timeout));
         let reply = conn.call(&[Bytes::from_static(b"COMMAND")]).await?;
         CommandTable::from_command_reply(&reply)
             .map_err(|e| Error::Config(format!("COMMAND of the source: {e}")))

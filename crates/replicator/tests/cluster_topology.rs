@@ -293,6 +293,58 @@ fn target_master_sigkilled_and_replaced_is_followed_with_exact_counters() {
 }
 
 #[test]
+fn the_configured_target_node_sigkilled_is_followed_through_the_nodes_the_job_learned() {
+    let source = source();
+    let mut cluster = Cluster::start(Version::V7_0).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(44).dbs(vec![0])).unwrap();
+    let job = start_job(&source, &cluster);
+    job.wait_caught_up(&source);
+    let writer = workload_in_background(&source, 1500, "entry");
+    writes_applied(&job, &cluster, "entry", 100);
+    // The only node the job was given.
+    let victim = cluster.masters()[0].port();
+    let index = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port() == victim)
+        .unwrap();
+    cluster.nodes[index].kill();
+    let survivors = || cluster.nodes.iter().filter(|n| n.port() != victim);
+    wait_until(DEADLINE, "a replica to take over", || {
+        survivors().all(cluster_state_ok)
+            && survivors()
+                .filter(|n| {
+                    n.info("replication")
+                        .is_ok_and(|i| i.contains("role:master"))
+                })
+                .count()
+                == 3
+    })
+    .unwrap();
+    let rounds = writer.join().unwrap();
+    expire_short_keys(&source, rounds, "entry");
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert!(status.reconnects >= 1, "{status}");
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(checkpoint::KEY_PREFIX);
+    let live: Vec<String> = survivors().map(Server::url).collect();
+    let report = compare(&Target::from(&source), &Target::Cluster(live), &opts).unwrap();
+    assert!(report.is_equal(), "datasets differ:\n{report:?}");
+    let counter = survivors()
+        .find_map(|n| {
+            let mut c = n.client();
+            redis::cmd("GET")
+                .arg("ferry:counter:entry")
+                .query::<u64>(&mut c)
+                .ok()
+        })
+        .expect("the counter's master answers");
+    assert_eq!(counter, rounds);
+}
+
+#[test]
 fn publish_reaches_a_cluster_target_once() {
     let source = source();
     let cluster = Cluster::start(Version::V7_0).unwrap();

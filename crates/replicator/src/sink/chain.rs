@@ -47,6 +47,8 @@
 //! `ZADD`, `DEL`, `MSET`...), inside the same script, so it stays atomic; any other goes alone like a
 //! `noscript` command.
 
+use std::fmt::Write as _;
+
 use bytes::Bytes;
 use ferry_resp::Frame;
 use tracing::{debug, warn};
@@ -91,24 +93,35 @@ pub const MAX_SCRIPT_ARGS: usize = 7000;
 
 /// The batch script without its flags line (see the module documentation for what it does).
 ///
-/// `KEYS[1]` is the checkpoint key. `ARGV`: the checkpoint database, the expected stored value, the checkpoint
-/// template (offset `{o}`, database `{d}`, part `{p}`), `1` for the error policy `log`, the start offset,
-/// stream database and part, then a sequence of: `n arg1..argn` (a command), `0 offset` (a unit ends there),
-/// `-1 db` (select a target database), `-2 db` (the source stream's database changed), `-3 db` (delete the
-/// checkpoint key's copy `SWAPDB` moved to database `db`). Reply: `{-1, stored}` when the chain does not hold,
-/// else `{applied, error or "", logged index, logged error, ...}`.
+/// `KEYS[1]` is the checkpoint key. `ARGV`: the checkpoint database, the expected stored value, the value to
+/// store when the whole batch applies, `1` for the error policy `log`, the checkpoint template (offset `{o}`,
+/// database `{d}`, part `{p}`), the start offset, stream database and part, the units (`count offset db` for
+/// each source unit that ends in the batch: how many of the batch's commands it holds and the stream position
+/// at its end), the operations (one byte each, see [`Op`]), then the arguments of the operations in order: a
+/// command's arguments (its byte is their count, or 0 and the count comes first as an argument), the database
+/// of a `SELECT`, the database of a checkpoint copy `SWAPDB` moved there (to delete). Reply: `{-1, stored}`
+/// when the chain does not hold, else `{applied, error or "", logged index, logged error, ...}`.
+///
+/// The loop over the commands does only what every command needs (one byte read, one `pcall` and its error
+/// check): the position before a failed command is worked out from the units only when a command fails, and
+/// the value stored at the end comes ready-made, so the script's own cost per command stays close to the cost
+/// of the call (see docs/benchmarks.md, "What the batch chain costs the target").
 pub(crate) const BATCH_SCRIPT: &str = r#"
 redis.call('SELECT', ARGV[1])
 local stored = redis.call('GET', KEYS[1])
 if (stored or '') ~= ARGV[2] then return {-1, stored or ''} end
-local tpl, log = ARGV[3], ARGV[4] == '1'
-local off, db, part = ARGV[5], ARGV[6], tonumber(ARGV[7])
-local cur, n, logged = ARGV[1], 0, {}
-local function store()
-  redis.call('SELECT', ARGV[1])
-  local v = string.gsub(tpl, '{o}', off)
+local log, cur, n, logged = ARGV[4] == '1', ARGV[1], 0, {}
+local function store_before(applied)
+  local off, db, part, done = ARGV[6], ARGV[7], tonumber(ARGV[8]), 0
+  for c, o, d in string.gmatch(ARGV[9], '(%d+) (%d+) (%-?%d+)') do
+    c = tonumber(c)
+    if applied < done + c then break end
+    done, off, db, part = done + c, o, d, 0
+  end
+  local v = string.gsub(ARGV[5], '{o}', off)
   v = string.gsub(v, '{d}', db)
-  v = string.gsub(v, '{p}', tostring(part))
+  v = string.gsub(v, '{p}', tostring(part + applied - done))
+  redis.call('SELECT', ARGV[1])
   redis.call('SET', KEYS[1], v)
 end
 local function transient(e)
@@ -120,49 +133,69 @@ local function transient(e)
   end
   return false
 end
+local function clean(e)
+  -- Redis 6.2 prefixes the error with the script's place: "@user_script: 3: -OOM ...".
+  return (string.gsub(string.gsub(e, '^@user_script: %d+: %-', ''), '%s+$', ''))
+end
 local function fail(e)
-  if n > 0 then store() end
+  if n > 0 then store_before(n) end
   local out = {n, e}
   for _, v in ipairs(logged) do out[#out + 1] = v end
   return out
 end
-local i, last, pcall, unpack, tonumber = 8, #ARGV, redis.pcall, unpack, tonumber
-while i <= last do
-  local c = tonumber(ARGV[i])
-  if c > 0 then
-    local r = pcall(unpack(ARGV, i + 1, i + c))
+local argv, ops, i = ARGV, ARGV[10], 11
+local pcall, unpack, tonumber, byte, type = redis.pcall, unpack, tonumber, string.byte, type
+for j = 1, #ops do
+  local c = byte(ops, j)
+  if c <= 250 then
+    if c == 0 then c, i = tonumber(argv[i]), i + 1 end
+    local r = pcall(unpack(argv, i, i + c - 1))
     if type(r) == 'table' and r.err then
-      -- Redis 6.2 prefixes the error with the script's place: "@user_script: 3: -OOM ...".
-      local e = string.gsub(string.gsub(r.err, '^@user_script: %d+: %-', ''), '%s+$', '')
+      local e = clean(r.err)
       if not log or transient(e) then return fail(e) end
       logged[#logged + 1] = n
       logged[#logged + 1] = e
     end
     n = n + 1
-    part = part + 1
-    i = i + c + 1
-  elseif c == 0 then
-    off, part, i = ARGV[i + 1], 0, i + 2
-  elseif c == -1 then
-    local r = redis.pcall('SELECT', ARGV[i + 1])
-    if type(r) == 'table' and r.err then
-      return fail(string.gsub(string.gsub(r.err, '^@user_script: %d+: %-', ''), '%s+$', ''))
-    end
-    cur, i = ARGV[i + 1], i + 2
-  elseif c == -2 then
-    db, i = ARGV[i + 1], i + 2
+    i = i + c
+  elseif c == 251 then
+    local r = pcall('SELECT', argv[i])
+    if type(r) == 'table' and r.err then return fail(clean(r.err)) end
+    cur, i = argv[i], i + 1
   else
-    redis.call('SELECT', ARGV[i + 1])
+    redis.call('SELECT', argv[i])
     redis.call('DEL', KEYS[1])
     redis.call('SELECT', cur)
-    i = i + 2
+    i = i + 1
   end
 end
-store()
+redis.call('SELECT', ARGV[1])
+redis.call('SET', KEYS[1], ARGV[3])
 local out = {n, ''}
 for _, v in ipairs(logged) do out[#out + 1] = v end
 return out
 "#;
+
+/// Where the value stored at the batch's end goes in a batch's arguments (`ARGV[3]`).
+const END_ARG: usize = 6;
+/// Where the units go in a batch's arguments (`ARGV[9]`).
+const UNITS_ARG: usize = 12;
+/// Where the operations go in a batch's arguments (`ARGV[10]`).
+const OPS_ARG: usize = 13;
+
+/// The operation bytes of a batch (`ARGV[10]`).
+struct Op;
+
+impl Op {
+    /// Most arguments a command's byte can count; a longer command has byte 0 and its count as an argument.
+    const MAX_INLINE: usize = 250;
+    /// A command with more than [`Op::MAX_INLINE`] arguments.
+    const LONG: u8 = 0;
+    /// `SELECT` the database in the next argument.
+    const SELECT: u8 = 251;
+    /// Delete the checkpoint key's copy `SWAPDB` moved to the database in the next argument.
+    const DROP_SWAPPED: u8 = 252;
+}
 
 /// The script text for a target: with `#!lua flags=allow-cross-slot-keys` on a cluster node (7.0+), without
 /// flags on a standalone server (6.2 has no flags).
@@ -231,8 +264,12 @@ struct Open {
     bytes: usize,
     /// The target database the script is in at this point.
     script_db: i64,
-    /// The stream database of the last `-2` marker (or the start).
-    marked_db: i64,
+    /// `count offset db ` of each unit that ended in the batch (`ARGV[9]`).
+    units: String,
+    /// Commands of the current unit in the batch so far.
+    unit_commands: usize,
+    /// The operations (`ARGV[10]`).
+    ops: Vec<u8>,
 }
 
 /// Units of the live stream become chained batch scripts (sans I/O: the sink writes what this returns and
@@ -383,13 +420,12 @@ impl ChainWriter {
         }
         self.mark = unit_end;
         if let Some(open) = &mut self.open {
-            open.argv.push(Bytes::from_static(b"0"));
-            open.argv.push(Bytes::from(unit.end_offset.to_string()));
-            if stream_db != open.marked_db {
-                open.argv.push(Bytes::from_static(b"-2"));
-                open.argv.push(Bytes::from(stream_db.to_string()));
-                open.marked_db = stream_db;
-            }
+            let _ = write!(
+                open.units,
+                "{} {} {} ",
+                open.unit_commands, unit.end_offset, stream_db
+            );
+            open.unit_commands = 0;
             if open.names.len() >= self.batch_commands || open.bytes >= self.batch_bytes {
                 steps.extend(self.close().map(Step::Batch));
             }
@@ -429,18 +465,25 @@ impl ChainWriter {
             self.key.clone(),
             Bytes::from(self.checkpoint_db.to_string()),
             Bytes::from(self.tail.clone()),
-            self.template.clone(),
+            // The value stored at the end (END_ARG), known when the batch closes.
+            Bytes::new(),
             Bytes::from_static(if self.log { b"1" } else { b"0" }),
+            self.template.clone(),
             Bytes::from(self.mark.offset.to_string()),
             Bytes::from(self.mark.db.to_string()),
             Bytes::from(self.mark.part.to_string()),
+            // The units (UNITS_ARG) and the operations (OPS_ARG), known when the batch closes.
+            Bytes::new(),
+            Bytes::new(),
         ]);
         Open {
             argv,
             names: Vec::new(),
             bytes: 0,
             script_db: self.checkpoint_db,
-            marked_db: self.mark.db,
+            units: String::new(),
+            unit_commands: 0,
+            ops: Vec::with_capacity(self.batch_commands.min(4096) + 8),
         }
     }
 
@@ -455,34 +498,37 @@ impl ChainWriter {
             return;
         };
         if select && db != open.script_db {
-            open.argv.push(Bytes::from_static(b"-1"));
+            open.ops.push(Op::SELECT);
             open.argv.push(Bytes::from(db.to_string()));
             open.script_db = db;
         }
         let swap = swapped_checkpoint_copy(&argv, checkpoint_db);
         open.bytes += crate::pipeline::wire_size(&argv);
         open.names.push(command_name(&argv));
-        open.argv.push(Bytes::from(argv.len().to_string()));
+        open.unit_commands += 1;
+        match u8::try_from(argv.len()) {
+            Ok(n) if argv.len() <= Op::MAX_INLINE => open.ops.push(n),
+            _ => {
+                open.ops.push(Op::LONG);
+                open.argv.push(Bytes::from(argv.len().to_string()));
+            }
+        }
         open.argv.extend(argv);
         if let Some(other) = swap {
-            open.argv.push(Bytes::from_static(b"-3"));
+            open.ops.push(Op::DROP_SWAPPED);
             open.argv.push(Bytes::from(other.to_string()));
         }
     }
 
     fn close(&mut self) -> Option<Batch> {
         let mut open = self.open.take()?;
-        // Closed between units: the script moves to the latest position (skipped frames included). Closed inside
-        // a unit (a command of it goes alone next): the script's own offset and count are the position already.
-        if self.mark.part == 0 {
-            open.argv.push(Bytes::from_static(b"0"));
-            open.argv.push(Bytes::from(self.mark.offset.to_string()));
-            if self.mark.db != open.marked_db {
-                open.argv.push(Bytes::from_static(b"-2"));
-                open.argv.push(Bytes::from(self.mark.db.to_string()));
-            }
-        }
+        // What the batch stores when it applies whole: the latest position (skipped frames included), or, when
+        // it closes inside a unit (a command of it goes alone next), the unit's start and the commands of it so
+        // far. Commands of a unit that does not end in the batch are counted after the last unit that does.
         self.tail = self.encode(self.mark);
+        open.argv[END_ARG] = Bytes::from(self.tail.clone());
+        open.argv[UNITS_ARG] = Bytes::from(open.units);
+        open.argv[OPS_ARG] = Bytes::from(open.ops);
         Some(Batch {
             argv: open.argv,
             pending: Pending {
@@ -753,12 +799,13 @@ mod tests {
         }
     }
 
+    /// The arguments as text, one char per byte (the operation bytes are not UTF-8).
     fn args(batch: &Batch) -> Vec<String> {
-        batch
-            .argv
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect()
+        batch.argv.iter().map(|a| latin1(a)).collect()
+    }
+
+    fn latin1(bytes: &[u8]) -> String {
+        bytes.iter().map(|&b| char::from(b)).collect()
     }
 
     fn reply(items: Vec<Frame>) -> Frame {
@@ -781,12 +828,20 @@ mod tests {
         assert_eq!(&a[..4], ["EVALSHA", "sha", "1", "ferry:checkpoint:{t}"]);
         assert_eq!(a[4], "15");
         assert_eq!(a[5], format!("v2 {ID} 100 db=0 part=0 epoch=0"));
-        assert_eq!(a[6], format!("v2 {ID} {{o}} db={{d}} part={{p}} epoch=0"));
-        assert_eq!(&a[7..11], ["0", "100", "0", "0"]);
         assert_eq!(
-            &a[11..],
-            ["-1", "2", "3", "SET", "a", "1", "0", "110", "-2", "2", "0", "110"]
+            a[6],
+            format!("v2 {ID} 110 db=2 part=0 epoch=0"),
+            "stored at the end"
         );
+        assert_eq!(a[7], "0");
+        assert_eq!(a[8], format!("v2 {ID} {{o}} db={{d}} part={{p}} epoch=0"));
+        assert_eq!(&a[9..12], ["100", "0", "0"]);
+        assert_eq!(
+            a[12], "1 110 2 ",
+            "one unit of one command, ending at 110 in db 2"
+        );
+        assert_eq!(a[13], latin1(&[Op::SELECT, 3]), "SELECT, a command of 3");
+        assert_eq!(&a[14..], ["2", "SET", "a", "1"]);
         // The next batch expects what this one stores.
         w.push(unit(120, 2, &[&["INCR", "n"]]), &mut c);
         let next = w.flush().unwrap();
@@ -811,11 +866,10 @@ mod tests {
         w.push(unit(130, 0, &[&["INCR", "a"], &["INCR", "b"]]), &mut c);
         assert_eq!(c.commands_already_applied, 2);
         let a = args(&w.flush().unwrap());
-        assert_eq!(&a[8..11], ["100", "0", "1"], "starts inside the unit");
-        assert_eq!(
-            &a[11..],
-            ["-1", "0", "2", "INCR", "b", "0", "130", "0", "130"]
-        );
+        assert_eq!(&a[9..12], ["100", "0", "1"], "starts inside the unit");
+        assert_eq!(a[12], "1 130 0 ");
+        assert_eq!(a[13], latin1(&[Op::SELECT, 2]));
+        assert_eq!(&a[14..], ["0", "INCR", "b"]);
     }
 
     #[test]
@@ -979,9 +1033,12 @@ mod tests {
             panic!("{steps:?}");
         };
         let a = args(first);
+        assert_eq!(a[13], latin1(&[Op::SELECT, 2]));
+        assert_eq!(&a[14..], ["0", "INCR", "a"]);
+        assert_eq!(a[12], "", "the unit does not end in this batch");
         assert_eq!(
-            &a[11..],
-            ["-1", "0", "2", "INCR", "a"],
+            a[6],
+            format!("v2 {ID} 100 db=0 part=1 epoch=0"),
             "stores the unit's start and part 1"
         );
         assert_eq!(alone.expected, format!("v2 {ID} 100 db=0 part=1 epoch=0"));
@@ -992,11 +1049,10 @@ mod tests {
             a[5], alone.after,
             "the chain goes through the alone command"
         );
-        assert_eq!(&a[8..11], ["100", "0", "2"]);
-        assert_eq!(
-            &a[11..],
-            ["-1", "0", "2", "INCR", "b", "0", "150", "0", "150"]
-        );
+        assert_eq!(&a[9..12], ["100", "0", "2"]);
+        assert_eq!(a[12], "1 150 0 ");
+        assert_eq!(a[13], latin1(&[Op::SELECT, 2]));
+        assert_eq!(&a[14..], ["0", "INCR", "b"]);
     }
 
     #[test]
@@ -1031,8 +1087,10 @@ mod tests {
         w.advance(180, 3);
         let b = w.checkpoint_only().unwrap();
         let a = args(&b);
-        assert_eq!(&a[8..11], ["180", "3", "0"], "starts where the stream is");
-        assert_eq!(&a[11..], ["0", "180"]);
+        assert_eq!(&a[9..12], ["180", "3", "0"], "starts where the stream is");
+        assert_eq!(a[6], format!("v2 {ID} 180 db=3 part=0 epoch=0"));
+        assert_eq!(a.len(), 14, "no command");
+        assert!(a[13].is_empty());
         assert!(w.checkpoint_only().is_none());
     }
 
@@ -1042,10 +1100,23 @@ mod tests {
         let mut c = SinkCounters::default();
         w.push(unit(110, 0, &[&["SWAPDB", "15", "3"]]), &mut c);
         let a = args(&w.flush().unwrap());
-        assert_eq!(
-            &a[11..],
-            ["-1", "0", "3", "SWAPDB", "15", "3", "-3", "3", "0", "110", "0", "110"]
-        );
+        assert_eq!(a[13], latin1(&[Op::SELECT, 3, Op::DROP_SWAPPED]));
+        assert_eq!(&a[14..], ["0", "SWAPDB", "15", "3", "3"]);
+        assert_eq!(a[12], "1 110 0 ");
+    }
+
+    #[test]
+    fn a_command_with_more_arguments_than_a_byte_counts_carries_its_count() {
+        let mut w = writer(false);
+        let mut c = SinkCounters::default();
+        let mut argv = vec!["RPUSH".to_string(), "l".to_string()];
+        argv.extend((0..300).map(|i| i.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        w.push(unit(110, 0, &[&argv]), &mut c);
+        let a = args(&w.flush().unwrap());
+        assert_eq!(a[13], latin1(&[Op::SELECT, Op::LONG]));
+        assert_eq!(&a[14..17], ["0", "302", "RPUSH"]);
+        assert_eq!(a.len(), 14 + 2 + 302);
     }
 
     #[test]
@@ -1075,6 +1146,116 @@ mod tests {
         xadd.extend((0..8000).map(|i| Bytes::from(i.to_string())));
         assert!(needs_alone(&xadd), "not splittable: alone");
         assert_eq!(split_big(xadd).len(), 1);
+    }
+
+    /// Runs `batch` on a real server; the stored checkpoint and the raw reply.
+    fn run_on(c: &mut redis::Connection, batch: &Batch) -> redis::Value {
+        let mut cmd = redis::cmd("EVALSHA");
+        for a in &batch.argv[1..] {
+            cmd.arg(a.as_ref());
+        }
+        cmd.query(c).unwrap()
+    }
+
+    #[test]
+    fn a_failed_command_on_a_real_server_stores_the_position_right_before_it() {
+        use ferry_testkit::{Server, ServerOptions, Version};
+        for version in [Version::V7_0, Version::V6_2] {
+            let server = Server::start(ServerOptions::new(version)).unwrap();
+            let mut c = server.client();
+            let sha: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(script_text(false))
+                .query(&mut c)
+                .unwrap();
+            let opts = SinkOptions {
+                batch_commands: 100,
+                checkpoint_db: 15,
+                ..SinkOptions::default()
+            };
+            let key = "ferry:checkpoint:{t}";
+            let mut w = ChainWriter::new(key, Bytes::from(sha), true, &opts);
+            let start = Position::new(ID, 100, 0);
+            let stored = Checkpoint::Committed(start.clone()).encode();
+            w.start(Position::new(ID, 0, 0), stored.clone(), &start, (100, 0));
+            let _: () = redis::pipe()
+                .cmd("SELECT")
+                .arg(15)
+                .cmd("SET")
+                .arg(key)
+                .arg(&stored)
+                .cmd("SELECT")
+                .arg(2)
+                .cmd("SET")
+                .arg("s")
+                .arg("planted")
+                .query(&mut c)
+                .unwrap();
+            let mut counters = SinkCounters::default();
+            let mut long = vec!["RPUSH".to_string(), "l".to_string()];
+            long.extend((0..300).map(|i| i.to_string()));
+            let long: Vec<&str> = long.iter().map(String::as_str).collect();
+            w.push(unit(110, 0, &[&["INCR", "a"]]), &mut counters);
+            w.push(unit(120, 2, &[&["INCR", "b"], &long]), &mut counters);
+            w.advance(125, 2);
+            w.push(
+                unit(
+                    130,
+                    2,
+                    &[&["INCR", "d"], &["LPUSH", "s", "x"], &["INCR", "e"]],
+                ),
+                &mut counters,
+            );
+            let first = w.flush().unwrap();
+            w.push(unit(140, 2, &[&["INCR", "f"]]), &mut counters);
+            let second = w.flush().unwrap();
+            let redis::Value::Array(reply) = run_on(&mut c, &first) else {
+                panic!("{version:?}: not an array");
+            };
+            assert_eq!(reply[0], redis::Value::Int(4), "{version:?}: {reply:?}");
+            let redis::Value::BulkString(error) = &reply[1] else {
+                panic!("{version:?}: {reply:?}");
+            };
+            assert!(error.starts_with(b"WRONGTYPE"), "{version:?}: {reply:?}");
+            let get = |c: &mut redis::Connection, db: i64, k: &str| -> Option<String> {
+                redis::pipe()
+                    .cmd("SELECT")
+                    .arg(db)
+                    .ignore()
+                    .cmd("GET")
+                    .arg(k)
+                    .query::<(Option<String>,)>(c)
+                    .unwrap()
+                    .0
+            };
+            assert_eq!(
+                get(&mut c, 15, key).as_deref(),
+                Some(format!("v2 {ID} 120 db=2 part=1 epoch=0").as_str()),
+                "{version:?}: the unit ending at 120, then one command of the next"
+            );
+            let redis::Value::Array(refused) = run_on(&mut c, &second) else {
+                panic!("{version:?}: not an array");
+            };
+            assert_eq!(
+                refused[0],
+                redis::Value::Int(-1),
+                "{version:?}: {refused:?}"
+            );
+            assert_eq!(get(&mut c, 0, "a").as_deref(), Some("1"));
+            for (k, v) in [("b", Some("1")), ("d", Some("1")), ("e", None), ("f", None)] {
+                assert_eq!(get(&mut c, 2, k).as_deref(), v, "{version:?}: {k}");
+            }
+            let len: i64 = redis::pipe()
+                .cmd("SELECT")
+                .arg(2)
+                .ignore()
+                .cmd("LLEN")
+                .arg("l")
+                .query::<(i64,)>(&mut c)
+                .unwrap()
+                .0;
+            assert_eq!(len, 300, "{version:?}: the long command applied whole");
+        }
     }
 
     #[test]

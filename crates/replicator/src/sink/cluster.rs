@@ -32,7 +32,7 @@ use bytes::Bytes;
 use ferry_resp::{ConnectOptions, Connection, Frame};
 use ferry_topology::split::split_by_slot;
 use ferry_topology::{key_slot, CommandTable, SlotMap, SLOT_COUNT};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, Position};
 use crate::error::{Error, KeyDisplay};
@@ -60,6 +60,71 @@ struct Claim {
     /// The value as stored (the chain compares it byte for byte).
     raw: String,
     position: Position,
+}
+
+/// The nodes of a cluster target (masters and replicas) learned from its slot map, kept across the sessions
+/// of a job: the seeds of the next session's slot map after the configured node.
+#[derive(Debug, Default)]
+pub(crate) struct KnownNodes(std::sync::Mutex<Vec<(String, u16)>>);
+
+impl KnownNodes {
+    /// Reads `CLUSTER SLOTS` from `target`, or, when it fails, from the first known node that answers; each
+    /// reply within `timeout`. Remembers the map's nodes. The error of `target` when no node answers.
+    async fn read_slot_map(
+        &self,
+        target: &ConnectOptions,
+        timeout: std::time::Duration,
+    ) -> Result<SlotMap, Error> {
+        let configured = (target.host.clone(), target.port);
+        let mut candidates = vec![configured.clone()];
+        let learned = self.0.lock().map(|k| k.clone()).unwrap_or_default();
+        candidates.extend(learned.into_iter().filter(|n| *n != configured));
+        let mut first_error = None;
+        for (host, port) in candidates {
+            let mut opts = target.clone();
+            opts.host = host;
+            opts.port = port;
+            match slot_map_of(&opts, timeout).await {
+                Ok(map) => {
+                    if first_error.is_some() {
+                        warn!(node = %format!("{}:{}", opts.host, opts.port),
+                              "the configured target node did not answer: read the slot map through a node \
+                               learned earlier");
+                    }
+                    let nodes = map
+                        .shards()
+                        .iter()
+                        .flat_map(|s| std::iter::once(&s.master).chain(&s.replicas))
+                        .map(|n| (n.addr.host.clone(), n.addr.port))
+                        .collect();
+                    if let Ok(mut k) = self.0.lock() {
+                        *k = nodes;
+                    }
+                    return Ok(map);
+                }
+                Err(e) => {
+                    debug!(node = %format!("{}:{}", opts.host, opts.port), error = %e,
+                           "no slot map from this node");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| Error::Config("no target node to ask".into())))
+    }
+}
+
+/// The slot map as the node at `opts` answers it (`CLUSTER SLOTS`), the reply within `timeout`.
+async fn slot_map_of(
+    opts: &ConnectOptions,
+    timeout: std::time::Duration,
+) -> Result<SlotMap, Error> {
+    let mut seed = Connection::connect(opts).await?;
+    seed.set_read_timeout(Some(timeout));
+    let reply = seed.call(&["CLUSTER", "SLOTS"]).await?;
+    let mut map = SlotMap::from_cluster_slots(&reply)
+        .map_err(|e| Error::Config(format!("the target's CLUSTER SLOTS: {e}")))?;
+    map.fill_unknown_hosts(&opts.host);
+    Ok(map)
 }
 
 /// A sink writing to a Redis Cluster.
@@ -101,11 +166,19 @@ impl ClusterSink {
         opts: SinkOptions,
         table: std::sync::Arc<CommandTable>,
     ) -> Result<ClusterSink, Error> {
-        let mut seed = Connection::connect(target).await?;
-        let reply = seed.call(&["CLUSTER", "SLOTS"]).await?;
-        let mut map = SlotMap::from_cluster_slots(&reply)
-            .map_err(|e| Error::Config(format!("the target's CLUSTER SLOTS: {e}")))?;
-        map.fill_unknown_hosts(&target.host);
+        ClusterSink::connect_known(target, &KnownNodes::default(), opts, table).await
+    }
+
+    /// Like [`ClusterSink::connect`], and when `target` does not answer, reads the slot map through the nodes
+    /// an earlier session learned (`known`), which this call updates with the nodes of the map it reads: a
+    /// job whose configured node died follows the cluster through the others.
+    pub(crate) async fn connect_known(
+        target: &ConnectOptions,
+        known: &KnownNodes,
+        opts: SinkOptions,
+        table: std::sync::Arc<CommandTable>,
+    ) -> Result<ClusterSink, Error> {
+        let map = known.read_slot_map(target, opts.reply_timeout).await?;
         if !map.is_complete() {
             // A master was lost and no replica took over yet: a transient state.
             return Err(Error::Target {
