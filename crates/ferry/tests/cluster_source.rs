@@ -661,47 +661,7 @@ fn a_slot_migrated_on_the_source_under_live_writes_ends_exact_on_the_target() {
     let to = (0..source.nodes.len())
         .find(|&i| i != from && is_master(&source.nodes[i]))
         .unwrap();
-    let (from_id, to_id) = (node_id(&source.nodes[from]), node_id(&source.nodes[to]));
-    let setslot = |node: usize, args: &[&str]| {
-        redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg(args)
-            .exec(&mut source.nodes[node].client())
-            .unwrap();
-    };
-    setslot(to, &["IMPORTING", &from_id]);
-    setslot(from, &["MIGRATING", &to_id]);
-    let mut moved = 0;
-    loop {
-        let keys: Vec<String> = redis::cmd("CLUSTER")
-            .arg("GETKEYSINSLOT")
-            .arg(slot)
-            .arg(5)
-            .query(&mut source.nodes[from].client())
-            .unwrap();
-        if keys.is_empty() {
-            break;
-        }
-        let r: redis::RedisResult<()> = redis::cmd("MIGRATE")
-            .arg(source.nodes[to].host())
-            .arg(source.nodes[to].port())
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("KEYS")
-            .arg(&keys)
-            .query(&mut source.nodes[from].client());
-        r.unwrap();
-        moved += keys.len();
-    }
-    assert!(
-        moved >= 300,
-        "the migration moved the slot's keys ({moved})"
-    );
-    for node in [to, from] {
-        setslot(node, &["NODE", &to_id]);
-    }
+    migrate_slot(&source.nodes, slot, &source.nodes[from], &source.nodes[to]);
     // More writes to the slot, now served by the importer.
     let seen = on_target(&prefixed_counter("{mig}:", 0, 0));
     wait_until(
@@ -720,6 +680,136 @@ fn a_slot_migrated_on_the_source_under_live_writes_ends_exact_on_the_target() {
     let status = job.status();
     for s in &status.shards {
         assert_eq!(s.full_syncs, 1, "no new full copy: {status:?}");
+    }
+    rt.block_on(job.stop()).unwrap();
+}
+
+/// Moves `slot` from `from` to `to` the way `redis-cli --cluster reshard` does, while clients keep writing:
+/// IMPORTING, MIGRATING, `MIGRATE` of the keys a few at a time, then `SETSLOT NODE` on every master.
+fn migrate_slot(all: &[Server], slot: u16, from: &Server, to: &Server) {
+    let (from_id, to_id) = (node_id(from), node_id(to));
+    let setslot = |node: &Server, args: &[&str]| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(args)
+            .exec(&mut node.client())
+            .unwrap_or_else(|e| {
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut node.client())
+                    .unwrap_or_default();
+                panic!("SETSLOT {args:?} on {}: {e}\n{nodes}", node.addr())
+            });
+    };
+    setslot(to, &["IMPORTING", &from_id]);
+    setslot(from, &["MIGRATING", &to_id]);
+    let mut moved = 0;
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(5)
+            .query(&mut from.client())
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        redis::cmd("MIGRATE")
+            .arg(to.host())
+            .arg(to.port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .exec(&mut from.client())
+            .unwrap();
+        moved += keys.len();
+    }
+    assert!(moved > 0, "the slot had keys to move");
+    setslot(to, &["NODE", &to_id]);
+    setslot(from, &["NODE", &to_id]);
+    for node in all.iter().filter(|n| is_master(n)) {
+        setslot(node, &["NODE", &to_id]);
+    }
+}
+
+#[test]
+fn a_master_added_to_the_source_is_followed_and_a_removed_one_is_retired() {
+    let (source, target, rt, job) = running_pair(38);
+    let writers = Writers::start(&source, 2);
+    let added = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0).cluster()).unwrap();
+    redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg(added.host())
+        .arg(added.port())
+        .exec(&mut source.nodes[0].client())
+        .unwrap();
+    let added_id = node_id(&added);
+    wait_until(
+        common::DEADLINE,
+        "the job to follow the added master",
+        || {
+            let s = job.status();
+            s.shards.len() == 4
+                && s.shards
+                    .iter()
+                    .all(|s| s.phase == ferry::Phase::Incremental)
+                && s.shards.iter().any(|s| s.name == added_id)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    wait_until(
+        common::DEADLINE,
+        "every node to know the added master",
+        || {
+            source.nodes.iter().all(|n| {
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut n.client())
+                    .is_ok_and(|t| t.contains(&added_id))
+            })
+        },
+    )
+    .unwrap();
+    // Scale in: the (empty) master is forgotten and shut down.
+    for node in &source.nodes {
+        redis::cmd("CLUSTER")
+            .arg("FORGET")
+            .arg(&added_id)
+            .exec(&mut node.client())
+            .unwrap();
+    }
+    drop(added);
+    wait_until(
+        common::DEADLINE,
+        "the removed master's stream to be retired",
+        || {
+            job.status()
+                .shards
+                .iter()
+                .any(|s| s.name == added_id && s.retired && s.phase == ferry::Phase::Stopped)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &target.target());
+    for (key, n) in &acked {
+        assert_eq!(
+            get_counter(&target.target(), key),
+            *n,
+            "target {key}: counters exact"
+        );
+    }
+    let status = job.status();
+    assert_eq!(status.shards.len(), 4, "{status:?}");
+    for s in status.shards.iter().filter(|s| !s.retired) {
+        assert_eq!(s.full_syncs, 1, "one full copy per shard: {status:?}");
+        assert_eq!(
+            s.reconnects, 0,
+            "the other shards are unaffected: {status:?}"
+        );
     }
     rt.block_on(job.stop()).unwrap();
 }

@@ -72,6 +72,10 @@
 //!
 //! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
 //!   target holds the other shards' keys.
+//! - A shard added while the job runs (scale-out) is picked up by the next discovery; its full copy replaces
+//!   keys the target already has (they came from the shards that exported them). Slots should migrate into it
+//!   once the job follows it (its status lists it): a key moved into it before that arrives with its full copy,
+//!   which the ordering rule above does not cover, so the exporter's `DEL` of it may come later and remove it.
 //! - A shard that disappears from the cluster (all its nodes forgotten) is retired: its session stops after
 //!   committing what it received; its checkpoint keys stay in the target.
 
@@ -855,6 +859,8 @@ impl crate::Replicator {
         known: &mut HashMap<String, Option<String>>,
         views: &[ShardView],
     ) {
+        // Shards found after the first discovery may hold keys migrated from others (already on the target).
+        let late = !running.is_empty();
         // Healthy masters with slots first, so a failed old master listed on its own does not take the name.
         let mut order: Vec<&ShardView> = views.iter().collect();
         order.sort_by_key(|v| {
@@ -894,7 +900,7 @@ impl crate::Replicator {
                 continue;
             }
             known.insert(name.clone(), None);
-            let r = self.spawn_shard(cluster, shared, children, name, ids, view.clone());
+            let r = self.spawn_shard(shared, children, name, ids, view.clone(), late);
             shared.record(&r.name, view, &r.status);
             running.push(r);
             seen.push(true);
@@ -954,25 +960,35 @@ impl crate::Replicator {
 
     fn spawn_shard(
         &self,
-        cluster: &ClusterSource,
         shared: &Arc<Shared>,
         children: &CancellationToken,
         name: String,
         ids: BTreeSet<String>,
         view: ShardView,
+        late: bool,
     ) -> Running {
+        let (prefer_replica, replica_gate) = self
+            .config
+            .source_cluster
+            .as_ref()
+            .map_or((false, true), |c| (c.prefer_replica, c.replica_gate));
         let (tx, rx) = watch::channel(Some(view));
         let current = Arc::new(Mutex::new(String::new()));
         let mut config = self.config.clone();
         config.source_cluster = None;
         config.flush_target_on_resync = false;
+        if late {
+            // A shard added to the source while the job runs: its keys came from other shards by migration, and
+            // may be on the target already.
+            config.conflict = crate::ConflictPolicy::Rewrite;
+        }
         config.sink.checkpoint_tag = format!("{}:{name}", self.config.sink.checkpoint_tag);
         let follower = ShardFollower {
             name: name.clone(),
             view: rx,
             template: shared.template.clone(),
-            prefer_replica: cluster.prefer_replica,
-            replica_gate: cluster.replica_gate && !cluster.prefer_replica,
+            prefer_replica,
+            replica_gate: replica_gate && !prefer_replica,
             current: current.clone(),
             shared: shared.clone(),
         };
