@@ -813,3 +813,96 @@ fn a_master_added_to_the_source_is_followed_and_a_removed_one_is_retired() {
     }
     rt.block_on(job.stop()).unwrap();
 }
+
+fn wait_shards_live(addr: &str, n: usize) -> serde_json::Value {
+    ferry_testkit::wait_for(
+        common::DEADLINE,
+        "the job's shards in the live phase",
+        || {
+            let s = process_status(addr);
+            let shards = s["shards"].as_array()?;
+            (shards.len() == n && shards.iter().all(|x| x["phase"] == "incremental")).then_some(s)
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn two_jobs_given_the_same_shard_one_waits_for_the_lease_and_takes_over_without_a_full_copy() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(39).dbs(vec![0])).unwrap();
+    let mut masters = source_master_ids(&source);
+    masters.sort();
+    let (shared, rest) = (masters[0].clone(), masters[1..].join(","));
+    let job = |shards: &str| {
+        common::Ferry::spawn([
+            "sync",
+            "--source",
+            &source.nodes[0].url(),
+            "--source-type",
+            "cluster",
+            "--shards",
+            shards,
+            "--target",
+            &target.url(),
+            "--status-addr",
+            "127.0.0.1:0",
+        ])
+    };
+    let mut others = job(&rest);
+    let others_addr = others.served_addr("status");
+    let mut first = job(&shared);
+    let first_addr = first.served_addr("status");
+    let s = wait_shards_live(&first_addr, 1);
+    assert_eq!(s["shards"][0]["name"], shared.as_str(), "{s}");
+    wait_shards_live(&others_addr, 2);
+    let mut second = job(&shared);
+    let second_addr = second.served_addr("status");
+    ferry_testkit::wait_until(
+        common::DEADLINE,
+        "the second job to wait for the lease",
+        || {
+            let s = process_status(&second_addr);
+            s["shards"][0]["phase"] == "handshake"
+                && s["shards"][0]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("lease"))
+        },
+    )
+    .unwrap();
+    let writers = Writers::start(&source, 3);
+    let on_target = |key: &str| get_counter(&Target::from(&target), key);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        on_target(&counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let s = process_status(&second_addr);
+    assert_eq!(
+        s["shards"][0]["full_syncs"], 0,
+        "the waiting job applied nothing: {s}"
+    );
+    drop(first); // SIGKILL: its lease expires, the second job takes the shard over
+    let s = wait_shards_live(&second_addr, 1);
+    assert_eq!(s["shards"][0]["name"], shared.as_str(), "{s}");
+    let seen = on_target(&counter_key(0, 0));
+    wait_until(common::DEADLINE, "live writes after the takeover", || {
+        on_target(&counter_key(0, 0)) >= seen + 30
+    })
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &Target::from(&target));
+    for (key, n) in &acked {
+        assert_eq!(on_target(key), *n, "target {key}: counters exact");
+    }
+    let s = process_status(&second_addr);
+    assert_eq!(
+        s["shards"][0]["full_syncs"], 0,
+        "the takeover continued from the checkpoint: {s}"
+    );
+    for p in [&mut second, &mut others] {
+        p.terminate();
+        assert_eq!(p.wait(), 0, "{}", p.stderr());
+    }
+}

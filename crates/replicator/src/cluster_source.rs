@@ -68,6 +68,16 @@
 //! each other at the same moment wait for each other at most as long. A slot migrated while a shard was not
 //! followed at all (the job stopped, or the shard not in `shards`) is covered by each shard's checkpoint only.
 //!
+//! # Several jobs, one cluster: shard leases
+//!
+//! Each shard's sessions hold a lease in the target, `ferry:lease:{<checkpoint tag>:<shard name>}` (the hash
+//! tag of the shard's checkpoints), set with `SET ... NX PX` to an id of the session and renewed every
+//! [`LEASE_TTL`] / 3 while it runs. A job that finds the lease held by another waits (its shard's status says
+//! so) and takes the shard over once the lease expires (the holder stopped or died), continuing from the
+//! shard's checkpoint. So jobs given overlapping `shards` lists never run one shard twice at once; and even
+//! if a lease were lost while its holder still wrote, the chained checkpoints ([`crate::sink::chain`]) refuse
+//! the older writer's batches: nothing is applied twice.
+//!
 //! # Limits
 //!
 //! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
@@ -93,6 +103,9 @@ use tracing::{info, warn};
 use crate::error::Error;
 use crate::pipeline::Unit;
 use crate::status::{Phase, Status, StatusHandle};
+
+/// How long a shard's lease lasts without renewal (see the module documentation).
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// The longest a `RESTORE-ASKING` waits for its exporter (see the module documentation).
 pub const MIGRATE_WAIT: Duration = Duration::from_secs(10);
@@ -1182,5 +1195,140 @@ mod tests {
         assert!(selected(Some(&["r1".into()]), "n", &view));
         assert!(selected(Some(&["127.0.0.1:1".into()]), "n", &view));
         assert!(!selected(Some(&["zz".into()]), "n", &view));
+    }
+}
+
+/// A shard's lease in the target (see the module documentation).
+pub(crate) struct Lease {
+    key: String,
+    owner: String,
+    conn: Connection,
+}
+
+/// Renews a lease if its value is still ours; 0 when it is not.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Deletes a lease if its value is still ours.
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) else return 0 end";
+
+impl Lease {
+    /// The lease key of the shard whose checkpoints carry `tag`.
+    pub(crate) fn key(tag: &str) -> String {
+        format!("ferry:lease:{{{tag}}}")
+    }
+
+    /// Connects to the target node that holds the lease key (`cluster`: the master of its slot).
+    async fn connect(
+        target: &ConnectOptions,
+        cluster: bool,
+        key: &str,
+    ) -> Result<Connection, Error> {
+        let mut conn = Connection::connect(target).await?;
+        if !cluster {
+            return Ok(conn);
+        }
+        let reply = conn.call(&["CLUSTER", "SLOTS"]).await?;
+        let mut map = SlotMap::from_cluster_slots(&reply)
+            .map_err(|e| Error::Config(format!("the target's CLUSTER SLOTS: {e}")))?;
+        map.fill_unknown_hosts(&target.host);
+        let master = map
+            .master_for_slot(ferry_topology::key_slot(key.as_bytes()))
+            .ok_or_else(|| Error::Failover("no target master serves the lease's slot".into()))?;
+        let mut o = target.clone();
+        o.host = master.addr.host.clone();
+        o.port = master.addr.port;
+        o.db = 0;
+        Ok(Connection::connect(&o).await?)
+    }
+
+    /// Takes the lease of the shard whose checkpoints carry `tag`, waiting while another job holds it (calls
+    /// `waiting` once when it starts to wait).
+    pub(crate) async fn acquire(
+        target: &ConnectOptions,
+        cluster: bool,
+        tag: &str,
+        mut waiting: impl FnMut(&str),
+    ) -> Result<Lease, Error> {
+        let key = Lease::key(tag);
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let ttl = LEASE_TTL.as_millis().to_string();
+        let mut told = false;
+        loop {
+            let mut conn = Lease::connect(target, cluster, &key).await?;
+            let got = conn
+                .call(&[
+                    "SET",
+                    key.as_str(),
+                    owner.as_str(),
+                    "NX",
+                    "PX",
+                    ttl.as_str(),
+                ])
+                .await?;
+            if !matches!(got, Frame::Null) {
+                info!(lease = %key, "shard lease taken");
+                return Ok(Lease { key, owner, conn });
+            }
+            if !told {
+                told = true;
+                let holder = conn
+                    .call(&["GET", key.as_str()])
+                    .await
+                    .ok()
+                    .and_then(|f| {
+                        f.as_bytes()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                    })
+                    .unwrap_or_default();
+                warn!(lease = %key, holder = %holder, "another job runs this shard: waiting for its lease");
+                waiting(&holder);
+            }
+            tokio::time::sleep(LEASE_TTL / 10).await;
+        }
+    }
+
+    /// Renews the lease every [`LEASE_TTL`] / 3; returns the error that ends the session when it is lost.
+    pub(crate) async fn keep(&mut self) -> Error {
+        let ttl = LEASE_TTL.as_millis().to_string();
+        loop {
+            tokio::time::sleep(LEASE_TTL / 3).await;
+            let renewed = self
+                .conn
+                .call(&[
+                    "EVAL",
+                    RENEW,
+                    "1",
+                    self.key.as_str(),
+                    self.owner.as_str(),
+                    ttl.as_str(),
+                ])
+                .await;
+            match renewed {
+                Ok(Frame::Integer(1)) => {}
+                Ok(_) => {
+                    return Error::Failover(format!(
+                        "the shard lease {} was taken by another job",
+                        self.key
+                    ))
+                }
+                Err(e) => return Error::from(e),
+            }
+        }
+    }
+
+    /// Gives the lease up (a stopped job lets another take the shard at once).
+    pub(crate) async fn release(mut self) {
+        let _ = self
+            .conn
+            .call(&["EVAL", RELEASE, "1", self.key.as_str(), self.owner.as_str()])
+            .await;
     }
 }
