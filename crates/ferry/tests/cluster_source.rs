@@ -27,7 +27,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn counter_key(writer: usize, i: usize) -> String {
-    format!("live:w{writer}:counter:{i}")
+    prefixed_counter("live:", writer, i)
+}
+
+fn prefixed_counter(prefix: &str, writer: usize, i: usize) -> String {
+    format!("{prefix}w{writer}:counter:{i}")
 }
 
 /// Raises every node's backlog, so a job away for a while continues with PSYNC.
@@ -51,13 +55,19 @@ struct Writers {
 
 impl Writers {
     fn start(source: &Cluster, clients: usize) -> Writers {
+        Writers::start_with(source, clients, "live:")
+    }
+
+    /// Writers whose keys all start with `prefix` (a hash tag puts them all in one slot).
+    fn start_with(source: &Cluster, clients: usize, prefix: &str) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let urls: Vec<String> = source.nodes.iter().map(Server::url).collect();
         let threads = (0..clients)
             .map(|w| {
                 let stop = stop.clone();
                 let urls = urls.clone();
-                std::thread::spawn(move || write_counters(w, &urls, &stop))
+                let prefix = prefix.to_string();
+                std::thread::spawn(move || write_counters(&prefix, w, &urls, &stop))
             })
             .collect();
         Writers { stop, threads }
@@ -88,12 +98,17 @@ fn connect(urls: &[String]) -> redis::cluster::ClusterConnection {
 /// One writer: INCR then `WAIT 1` (the increment is on a replica, so a failover keeps it); an increment whose
 /// outcome is unknown (an error, or no replica acknowledged it in time) is resolved by reading the counter back
 /// once the cluster answers again: only this writer increments it.
-fn write_counters(w: usize, urls: &[String], stop: &AtomicBool) -> HashMap<String, u64> {
+fn write_counters(
+    prefix: &str,
+    w: usize,
+    urls: &[String],
+    stop: &AtomicBool,
+) -> HashMap<String, u64> {
     let mut conn = connect(urls);
     let mut acked: HashMap<String, u64> = HashMap::new();
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let key = counter_key(w, (round as usize) % COUNTERS);
+        let key = prefixed_counter(prefix, w, (round as usize) % COUNTERS);
         let n = acked.entry(key.clone()).or_default();
         let incr: redis::RedisResult<u64> = redis::cmd("INCR").arg(&key).query(&mut conn);
         let durable = incr.is_ok()
@@ -132,7 +147,7 @@ fn write_counters(w: usize, urls: &[String], stop: &AtomicBool) -> HashMap<Strin
             }
         }
         let _ = redis::cmd("SET")
-            .arg(format!("live:w{w}:value:{}", round % 97))
+            .arg(format!("{prefix}w{w}:value:{}", round % 97))
             .arg(round)
             .query::<()>(&mut conn);
         round += 1;
@@ -608,4 +623,286 @@ fn the_redisshake_v4_cluster_reader_with_prefer_replica_streams_each_shard_from_
     }
     ferry.terminate();
     assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+}
+
+/// The node id of a server.
+fn node_id(server: &Server) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut server.client())
+        .unwrap()
+}
+
+#[test]
+fn a_slot_migrated_on_the_source_under_live_writes_ends_exact_on_the_target() {
+    let (source, target, rt, job) = running_pair(37);
+    let slot = ferry_testkit::key_slot(b"mig");
+    // Keys of the slot that only the migration moves.
+    {
+        let mut c = source.cluster_client().unwrap();
+        for i in 0..300 {
+            redis::cmd("SET")
+                .arg(format!("{{mig}}:static:{i}"))
+                .arg(i)
+                .exec(&mut c)
+                .unwrap();
+        }
+    }
+    let others = Writers::start(&source, 2);
+    let movers = Writers::start_with(&source, 2, "{mig}:");
+    let on_target = |key: &str| get_counter(&target.target(), key);
+    wait_until(
+        common::DEADLINE,
+        "live writes to the slot on the target",
+        || on_target(&prefixed_counter("{mig}:", 0, 0)) >= 20,
+    )
+    .unwrap();
+    let (from, _) = shard_nodes(&source, slot);
+    let to = (0..source.nodes.len())
+        .find(|&i| i != from && is_master(&source.nodes[i]))
+        .unwrap();
+    migrate_slot(&source.nodes, slot, &source.nodes[from], &source.nodes[to]);
+    // More writes to the slot, now served by the importer.
+    let seen = on_target(&prefixed_counter("{mig}:", 0, 0));
+    wait_until(
+        common::DEADLINE,
+        "writes to the moved slot on the target",
+        || on_target(&prefixed_counter("{mig}:", 0, 0)) >= seen + 20,
+    )
+    .unwrap();
+    let mut acked = others.stop();
+    acked.extend(movers.stop());
+    common::wait_equal(&source.target(), &target.target());
+    for (key, n) in &acked {
+        assert_eq!(get_counter(&source.target(), key), *n, "source {key}");
+        assert_eq!(on_target(key), *n, "target {key}: counters exact");
+    }
+    let status = job.status();
+    for s in &status.shards {
+        assert_eq!(s.full_syncs, 1, "no new full copy: {status:?}");
+    }
+    rt.block_on(job.stop()).unwrap();
+}
+
+/// Moves `slot` from `from` to `to` the way `redis-cli --cluster reshard` does, while clients keep writing:
+/// IMPORTING, MIGRATING, `MIGRATE` of the keys a few at a time, then `SETSLOT NODE` on every master.
+fn migrate_slot(all: &[Server], slot: u16, from: &Server, to: &Server) {
+    let (from_id, to_id) = (node_id(from), node_id(to));
+    let setslot = |node: &Server, args: &[&str]| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(args)
+            .exec(&mut node.client())
+            .unwrap_or_else(|e| {
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut node.client())
+                    .unwrap_or_default();
+                panic!("SETSLOT {args:?} on {}: {e}\n{nodes}", node.addr())
+            });
+    };
+    setslot(to, &["IMPORTING", &from_id]);
+    setslot(from, &["MIGRATING", &to_id]);
+    let mut moved = 0;
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(5)
+            .query(&mut from.client())
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        redis::cmd("MIGRATE")
+            .arg(to.host())
+            .arg(to.port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .exec(&mut from.client())
+            .unwrap();
+        moved += keys.len();
+    }
+    assert!(moved > 0, "the slot had keys to move");
+    setslot(to, &["NODE", &to_id]);
+    setslot(from, &["NODE", &to_id]);
+    for node in all.iter().filter(|n| is_master(n)) {
+        setslot(node, &["NODE", &to_id]);
+    }
+}
+
+#[test]
+fn a_master_added_to_the_source_is_followed_and_a_removed_one_is_retired() {
+    let (source, target, rt, job) = running_pair(38);
+    let writers = Writers::start(&source, 2);
+    let added = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0).cluster()).unwrap();
+    redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg(added.host())
+        .arg(added.port())
+        .exec(&mut source.nodes[0].client())
+        .unwrap();
+    let added_id = node_id(&added);
+    wait_until(
+        common::DEADLINE,
+        "the job to follow the added master",
+        || {
+            let s = job.status();
+            s.shards.len() == 4
+                && s.shards
+                    .iter()
+                    .all(|s| s.phase == ferry::Phase::Incremental)
+                && s.shards.iter().any(|s| s.name == added_id)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    wait_until(
+        common::DEADLINE,
+        "every node to know the added master",
+        || {
+            source.nodes.iter().all(|n| {
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut n.client())
+                    .is_ok_and(|t| t.contains(&added_id))
+            })
+        },
+    )
+    .unwrap();
+    // Scale in: the (empty) master is forgotten and shut down.
+    for node in &source.nodes {
+        redis::cmd("CLUSTER")
+            .arg("FORGET")
+            .arg(&added_id)
+            .exec(&mut node.client())
+            .unwrap();
+    }
+    drop(added);
+    wait_until(
+        common::DEADLINE,
+        "the removed master's stream to be retired",
+        || {
+            job.status()
+                .shards
+                .iter()
+                .any(|s| s.name == added_id && s.retired && s.phase == ferry::Phase::Stopped)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &target.target());
+    for (key, n) in &acked {
+        assert_eq!(
+            get_counter(&target.target(), key),
+            *n,
+            "target {key}: counters exact"
+        );
+    }
+    let status = job.status();
+    assert_eq!(status.shards.len(), 4, "{status:?}");
+    for s in status.shards.iter().filter(|s| !s.retired) {
+        assert_eq!(s.full_syncs, 1, "one full copy per shard: {status:?}");
+        assert_eq!(
+            s.reconnects, 0,
+            "the other shards are unaffected: {status:?}"
+        );
+    }
+    rt.block_on(job.stop()).unwrap();
+}
+
+fn wait_shards_live(addr: &str, n: usize) -> serde_json::Value {
+    ferry_testkit::wait_for(
+        common::DEADLINE,
+        "the job's shards in the live phase",
+        || {
+            let s = process_status(addr);
+            let shards = s["shards"].as_array()?;
+            (shards.len() == n && shards.iter().all(|x| x["phase"] == "incremental")).then_some(s)
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn two_jobs_given_the_same_shard_one_waits_for_the_lease_and_takes_over_without_a_full_copy() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(39).dbs(vec![0])).unwrap();
+    let mut masters = source_master_ids(&source);
+    masters.sort();
+    let (shared, rest) = (masters[0].clone(), masters[1..].join(","));
+    let job = |shards: &str| {
+        common::Ferry::spawn([
+            "sync",
+            "--source",
+            &source.nodes[0].url(),
+            "--source-type",
+            "cluster",
+            "--shards",
+            shards,
+            "--target",
+            &target.url(),
+            "--status-addr",
+            "127.0.0.1:0",
+        ])
+    };
+    let mut others = job(&rest);
+    let others_addr = others.served_addr("status");
+    let mut first = job(&shared);
+    let first_addr = first.served_addr("status");
+    let s = wait_shards_live(&first_addr, 1);
+    assert_eq!(s["shards"][0]["name"], shared.as_str(), "{s}");
+    wait_shards_live(&others_addr, 2);
+    let mut second = job(&shared);
+    let second_addr = second.served_addr("status");
+    ferry_testkit::wait_until(
+        common::DEADLINE,
+        "the second job to wait for the lease",
+        || {
+            let s = process_status(&second_addr);
+            s["shards"][0]["phase"] == "handshake"
+                && s["shards"][0]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("lease"))
+        },
+    )
+    .unwrap();
+    let writers = Writers::start(&source, 3);
+    let on_target = |key: &str| get_counter(&Target::from(&target), key);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        on_target(&counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let s = process_status(&second_addr);
+    assert_eq!(
+        s["shards"][0]["full_syncs"], 0,
+        "the waiting job applied nothing: {s}"
+    );
+    drop(first); // SIGKILL: its lease expires, the second job takes the shard over
+    let s = wait_shards_live(&second_addr, 1);
+    assert_eq!(s["shards"][0]["name"], shared.as_str(), "{s}");
+    let seen = on_target(&counter_key(0, 0));
+    wait_until(common::DEADLINE, "live writes after the takeover", || {
+        on_target(&counter_key(0, 0)) >= seen + 30
+    })
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &Target::from(&target));
+    for (key, n) in &acked {
+        assert_eq!(on_target(key), *n, "target {key}: counters exact");
+    }
+    let s = process_status(&second_addr);
+    assert_eq!(
+        s["shards"][0]["full_syncs"], 0,
+        "the takeover continued from the checkpoint: {s}"
+    );
+    for p in [&mut second, &mut others] {
+        p.terminate();
+        assert_eq!(p.wait(), 0, "{}", p.stderr());
+    }
 }

@@ -38,10 +38,54 @@
 //! ([`ClusterSource::replica_gate`]): what ferry's checkpoint covers is then on a replica, and the promoted one
 //! can continue from it. A shard without replicas is not gated (there is no one to fail over to).
 //!
+//! # A slot migrated on the source
+//!
+//! Redis propagates `MIGRATE` as two commands in two streams: the importing node runs (and propagates)
+//! `RESTORE-ASKING key ttl payload`, then the exporting node deletes the key and propagates a plain `DEL key`.
+//! ferry reads the two streams independently, so without care the exporter's `DEL` (or an older write of the
+//! exporter on that key, if its stream lags) could reach the target after the importer's `RESTORE` and the
+//! writes that follow it, and the key would be lost or go back in time. The ordering rule:
+//!
+//! - a `RESTORE-ASKING key ...` in a shard's stream is held until the exporting shard's stream is applied up to
+//!   and including its `DEL key`: ferry waits until the key no longer exists on the exporting master (an
+//!   `-ASK`/`-MOVED` answer means the same), reads that master's `master_repl_offset` (which then covers the
+//!   `DEL`, since Redis appends it to the stream before it serves another client), and waits until the
+//!   exporting shard's stream has committed that offset on the target;
+//! - it is then applied as `RESTORE key ttl payload [ABSTTL] REPLACE` (the key may still be on the target from
+//!   the exporter's stream when that one is ahead: `REPLACE` makes that harmless).
+//!
+//! So on the target every write of the exporter on the key comes before the importer's `RESTORE`, and every
+//! write of the importer after it. The exporter is the shard that owns the key's slot in the latest
+//! discovery, or the one that owned it before (the discovery keeps each slot's previous owner).
+//!
+//! Limits of the rule: it costs time, not exactness. Each migrated key holds the importing shard's stream until
+//! the exporter's stream has committed the exporter's offset read after the key left it; with writes going on,
+//! that is about one apply round of the exporter (bounded by its replica acknowledgements, see
+//! [`ClusterSource::replica_gate`]), so a slot of many keys migrated during the sync is applied at tens of keys
+//! per second (the source is not slowed: its stream is spooled). A `MIGRATE ... COPY` (which leaves the key on the exporter) or a `MIGRATE` that failed
+//! after the `RESTORE` make ferry wait for the key to leave the exporter for at most
+//! [`MIGRATE_WAIT`], then apply the `RESTORE` without that guarantee (with a warning); two shards importing from
+//! each other at the same moment wait for each other at most as long. A slot migrated while a shard was not
+//! followed at all (the job stopped, or the shard not in `shards`) is covered by each shard's checkpoint only.
+//!
+//! # Several jobs, one cluster: shard leases
+//!
+//! Each shard's sessions hold a lease in the target, `ferry:lease:{<checkpoint tag>:<shard name>}` (the hash
+//! tag of the shard's checkpoints), set with `SET ... NX PX` to an id of the session and renewed every
+//! [`LEASE_TTL`] / 3 while it runs. A job that finds the lease held by another waits (its shard's status says
+//! so) and takes the shard over once the lease expires (the holder stopped or died), continuing from the
+//! shard's checkpoint. So jobs given overlapping `shards` lists never run one shard twice at once; and even
+//! if a lease were lost while its holder still wrote, the chained checkpoints ([`crate::sink::chain`]) refuse
+//! the older writer's batches: nothing is applied twice.
+//!
 //! # Limits
 //!
 //! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
 //!   target holds the other shards' keys.
+//! - A shard added while the job runs (scale-out) is picked up by the next discovery; its full copy replaces
+//!   keys the target already has (they came from the shards that exported them). Slots should migrate into it
+//!   once the job follows it (its status lists it): a key moved into it before that arrives with its full copy,
+//!   which the ordering rule above does not cover, so the exporter's `DEL` of it may come later and remove it.
 //! - A shard that disappears from the cluster (all its nodes forgotten) is retired: its session stops after
 //!   committing what it received; its checkpoint keys stay in the target.
 
@@ -57,7 +101,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::Error;
+use crate::pipeline::Unit;
 use crate::status::{Phase, Status, StatusHandle};
+
+/// How long a shard's lease lasts without renewal (see the module documentation).
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// The longest a `RESTORE-ASKING` waits for its exporter (see the module documentation).
+pub const MIGRATE_WAIT: Duration = Duration::from_secs(10);
 
 /// A cluster source: where to find it and which of its shards this job takes.
 #[derive(Debug, Clone)]
@@ -128,6 +179,8 @@ pub(crate) struct ShardView {
     pub members: Vec<Member>,
     /// Slots the master serves.
     pub slots: usize,
+    /// The slot ranges (inclusive) it serves.
+    pub ranges: Vec<(u16, u16)>,
 }
 
 impl ShardView {
@@ -164,9 +217,154 @@ pub(crate) struct ShardFollower {
     prefer_replica: bool,
     replica_gate: bool,
     current: Arc<Mutex<String>>,
+    shared: Arc<Shared>,
+}
+
+/// What the shards of one job know of each other: for the ordering of migrated keys.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Per slot: the shard that owns it in the latest discovery, and the one that owned it before.
+    owners: Mutex<Vec<(Option<String>, Option<String>)>>,
+    /// Per shard: its latest view and the status of its stream.
+    shards: Mutex<HashMap<String, (ShardView, StatusHandle)>>,
+    /// The connection template of the source's nodes.
+    template: ConnectOptions,
+}
+
+impl Shared {
+    fn new(template: ConnectOptions) -> Shared {
+        Shared {
+            owners: Mutex::new(vec![(None, None); usize::from(ferry_topology::SLOT_COUNT)]),
+            shards: Mutex::new(HashMap::new()),
+            template,
+        }
+    }
+
+    /// Records a shard's view: its slots and nodes.
+    fn record(&self, name: &str, view: &ShardView, status: &StatusHandle) {
+        if let Ok(mut owners) = self.owners.lock() {
+            for &(a, b) in &view.ranges {
+                for slot in a..=b.min(ferry_topology::SLOT_COUNT - 1) {
+                    let o = &mut owners[usize::from(slot)];
+                    if o.0.as_deref() != Some(name) {
+                        o.1 = o.0.take();
+                        o.0 = Some(name.to_string());
+                    }
+                }
+            }
+        }
+        if let Ok(mut shards) = self.shards.lock() {
+            shards.insert(name.to_string(), (view.clone(), status.clone()));
+        }
+    }
+
+    /// The shard a key imported by `importer` came from: the slot's owner, or its previous owner.
+    fn exporter(&self, importer: &str, slot: u16) -> Option<String> {
+        let owners = self.owners.lock().ok()?;
+        let (now, before) = owners[usize::from(slot)].clone();
+        [now, before]
+            .into_iter()
+            .flatten()
+            .find(|o| o.as_str() != importer)
+    }
+
+    /// Holds a `RESTORE-ASKING` of `key` by shard `importer` until the exporter's stream has applied its `DEL`
+    /// (see the module documentation). Gives up after [`MIGRATE_WAIT`] with a warning.
+    pub(crate) async fn before_import(&self, importer: &str, key: &[u8]) -> Result<(), Error> {
+        let slot = ferry_topology::key_slot(key);
+        let Some(exporter) = self.exporter(importer, slot) else {
+            warn!(shard = %importer, slot, "a migrated key whose exporting shard is not known: applied without waiting");
+            return Ok(());
+        };
+        let Some((view, status)) = self
+            .shards
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&exporter).cloned())
+        else {
+            return Ok(());
+        };
+        let Some(master) = view.master().cloned() else {
+            return Ok(());
+        };
+        let mut c = self.template.clone();
+        c.host = master.host.clone();
+        c.port = master.port;
+        c.db = 0;
+        c.read_timeout = Some(Duration::from_secs(5));
+        let waited = tokio::time::timeout(MIGRATE_WAIT, async {
+            let mut conn = Connection::connect(&c).await?;
+            // Gone from the exporter: its DEL is in its stream.
+            loop {
+                match conn.call(&[&b"EXISTS"[..], key]).await {
+                    Ok(Frame::Integer(0)) => break,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    Err(e) if e.server_error().is_some() => break, // -ASK / -MOVED: not there
+                    Err(e) => return Err(Error::from(e)),
+                }
+            }
+            let info = info_text(&mut conn, "replication").await?;
+            let offset: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            loop {
+                let s = status.snapshot();
+                if s.applied_offset >= offset && s.phase == Phase::Incremental {
+                    return Ok::<(), Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.is_connection() => Err(e),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                warn!(shard = %importer, exporter = %exporter, slot,
+                      "a migrated key: the exporting shard did not apply its DEL in time; applied without the ordering guarantee");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether a unit carries a `RESTORE-ASKING` (a key migrated into this shard).
+pub(crate) fn has_import(unit: &Unit) -> bool {
+    unit.commands.iter().any(|c| {
+        c.argv
+            .first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"restore-asking"))
+    })
+}
+
+/// Rewrites `RESTORE-ASKING key ttl payload [...]` to `RESTORE key ttl payload [...] REPLACE`.
+pub(crate) fn import_as_restore(argv: &mut Vec<Bytes>) {
+    argv[0] = Bytes::from_static(b"RESTORE");
+    if !argv
+        .iter()
+        .skip(4)
+        .any(|a| a.eq_ignore_ascii_case(b"replace"))
+    {
+        argv.push(Bytes::from_static(b"REPLACE"));
+    }
 }
 
 impl ShardFollower {
+    /// Orders the migrated keys of a unit after their exporter's `DEL` and rewrites them into `RESTORE ...
+    /// REPLACE` (see the module documentation).
+    pub(crate) async fn import(&self, unit: &mut Unit) -> Result<(), Error> {
+        for cmd in &mut unit.commands {
+            if cmd.argv.len() >= 4 && cmd.argv[0].eq_ignore_ascii_case(b"restore-asking") {
+                self.shared.before_import(&self.name, &cmd.argv[1]).await?;
+                import_as_restore(&mut cmd.argv);
+            }
+        }
+        Ok(())
+    }
+
     /// The node to stream from now; waits (up to 30 s) while the shard has none (a failover in progress).
     pub(crate) async fn resolve(&self) -> Result<ShardNode, Error> {
         let mut rx = self.view.clone();
@@ -307,10 +505,12 @@ async fn discover_from(opts: &ConnectOptions) -> Result<Vec<ShardView>, Error> {
     };
     let mut map = map;
     map.fill_unknown_hosts(&opts.host);
-    let mut slots: HashMap<String, usize> = HashMap::new();
+    let mut slots: HashMap<String, Vec<(u16, u16)>> = HashMap::new();
     for (range, node) in map.ranges() {
-        *slots.entry(node.addr.to_string()).or_default() +=
-            usize::from(range.end - range.start) + 1;
+        slots
+            .entry(node.addr.to_string())
+            .or_default()
+            .push((range.start, range.end));
     }
     let member = |n: &ferry_topology::Node, master: bool| Member {
         id: n.id.clone().unwrap_or_else(|| n.addr.to_string()),
@@ -327,8 +527,13 @@ async fn discover_from(opts: &ConnectOptions) -> Result<Vec<ShardView>, Error> {
         .map(|s| {
             let mut members = vec![member(&s.master, true)];
             members.extend(s.replicas.iter().map(|r| member(r, false)));
+            let ranges = slots
+                .get(&s.master.addr.to_string())
+                .cloned()
+                .unwrap_or_default();
             ShardView {
-                slots: slots.get(&s.master.addr.to_string()).copied().unwrap_or(0),
+                slots: ranges.iter().map(|&(a, b)| usize::from(b - a) + 1).sum(),
+                ranges,
                 members,
             }
         })
@@ -573,13 +778,14 @@ impl crate::Replicator {
             }
         };
         let mut known: HashMap<String, Option<String>> = known;
+        let shared = Arc::new(Shared::new(template.clone()));
         let children = shutdown.child_token();
         let mut running: Vec<Running> = Vec::new();
         let mut tick = tokio::time::interval(cluster.discover_interval);
         loop {
             self.place_views(
                 cluster,
-                &template,
+                &shared,
                 &children,
                 &mut running,
                 &mut known,
@@ -660,12 +866,14 @@ impl crate::Replicator {
     async fn place_views(
         &self,
         cluster: &ClusterSource,
-        template: &ConnectOptions,
+        shared: &Arc<Shared>,
         children: &CancellationToken,
         running: &mut Vec<Running>,
         known: &mut HashMap<String, Option<String>>,
         views: &[ShardView],
     ) {
+        // Shards found after the first discovery may hold keys migrated from others (already on the target).
+        let late = !running.is_empty();
         // Healthy masters with slots first, so a failed old master listed on its own does not take the name.
         let mut order: Vec<&ShardView> = views.iter().collect();
         order.sort_by_key(|v| {
@@ -683,6 +891,7 @@ impl crate::Replicator {
                     seen[i] = true;
                 }
                 let r = &mut running[i];
+                shared.record(&r.name, view, &r.status);
                 r.ids.extend(ids);
                 r.absent = 0;
                 r.view.send_if_modified(|v| {
@@ -704,7 +913,9 @@ impl crate::Replicator {
                 continue;
             }
             known.insert(name.clone(), None);
-            running.push(self.spawn_shard(cluster, template, children, name, ids, view.clone()));
+            let r = self.spawn_shard(shared, children, name, ids, view.clone(), late);
+            shared.record(&r.name, view, &r.status);
+            running.push(r);
             seen.push(true);
         }
         for (i, r) in running.iter_mut().enumerate() {
@@ -762,26 +973,37 @@ impl crate::Replicator {
 
     fn spawn_shard(
         &self,
-        cluster: &ClusterSource,
-        template: &ConnectOptions,
+        shared: &Arc<Shared>,
         children: &CancellationToken,
         name: String,
         ids: BTreeSet<String>,
         view: ShardView,
+        late: bool,
     ) -> Running {
+        let (prefer_replica, replica_gate) = self
+            .config
+            .source_cluster
+            .as_ref()
+            .map_or((false, true), |c| (c.prefer_replica, c.replica_gate));
         let (tx, rx) = watch::channel(Some(view));
         let current = Arc::new(Mutex::new(String::new()));
         let mut config = self.config.clone();
         config.source_cluster = None;
         config.flush_target_on_resync = false;
+        if late {
+            // A shard added to the source while the job runs: its keys came from other shards by migration, and
+            // may be on the target already.
+            config.conflict = crate::ConflictPolicy::Rewrite;
+        }
         config.sink.checkpoint_tag = format!("{}:{name}", self.config.sink.checkpoint_tag);
         let follower = ShardFollower {
             name: name.clone(),
             view: rx,
-            template: template.clone(),
-            prefer_replica: cluster.prefer_replica,
-            replica_gate: cluster.replica_gate && !cluster.prefer_replica,
+            template: shared.template.clone(),
+            prefer_replica,
+            replica_gate: replica_gate && !prefer_replica,
             current: current.clone(),
+            shared: shared.clone(),
         };
         info!(shard = %name, "source shard: starting its stream");
         let (status, task) = match crate::Replicator::new(config) {
@@ -873,12 +1095,14 @@ mod tests {
         let view = ShardView {
             members: vec![member("m", true, true), member("r", false, true)],
             slots: 10,
+            ..Default::default()
         };
         assert_eq!(view.serving(false).unwrap().id, "m");
         assert_eq!(view.serving(true).unwrap().id, "r");
         let failed = ShardView {
             members: vec![member("m", true, false), member("r", false, true)],
             slots: 10,
+            ..Default::default()
         };
         assert!(
             failed.serving(false).is_none(),
@@ -929,15 +1153,182 @@ mod tests {
     }
 
     #[test]
+    fn an_import_becomes_a_restore_that_replaces() {
+        let mut argv: Vec<Bytes> = ["RESTORE-ASKING", "k", "0", "payload"]
+            .into_iter()
+            .map(|a| Bytes::from_static(a.as_bytes()))
+            .collect();
+        import_as_restore(&mut argv);
+        assert_eq!(argv, ["RESTORE", "k", "0", "payload", "REPLACE"]);
+        let mut again = argv.clone();
+        import_as_restore(&mut again);
+        assert_eq!(again, argv, "REPLACE once");
+    }
+
+    #[test]
+    fn the_exporter_of_a_slot_is_its_owner_or_previous_owner() {
+        let shared = Shared::new(ConnectOptions::new("127.0.0.1", 1));
+        let view = |a, b| ShardView {
+            ranges: vec![(a, b)],
+            ..Default::default()
+        };
+        let st = StatusHandle::default();
+        shared.record("e", &view(0, 100), &st);
+        shared.record("i", &view(101, 200), &st);
+        // Migrating: the exporter still owns the slot.
+        assert_eq!(shared.exporter("i", 50).as_deref(), Some("e"));
+        // Done: the importer owns it, the exporter owned it before.
+        shared.record("i", &view(50, 50), &st);
+        assert_eq!(shared.exporter("i", 50).as_deref(), Some("e"));
+        assert_eq!(shared.exporter("i", 150), None);
+    }
+
+    #[test]
     fn a_subset_selects_by_name_node_id_or_address() {
         let view = ShardView {
             members: vec![member("m1", true, true), member("r1", false, true)],
             slots: 1,
+            ..Default::default()
         };
         assert!(selected(None, "n", &view));
         assert!(selected(Some(&["n".into()]), "n", &view));
         assert!(selected(Some(&["r1".into()]), "n", &view));
         assert!(selected(Some(&["127.0.0.1:1".into()]), "n", &view));
         assert!(!selected(Some(&["zz".into()]), "n", &view));
+    }
+}
+
+/// A shard's lease in the target (see the module documentation).
+pub(crate) struct Lease {
+    key: String,
+    owner: String,
+    conn: Connection,
+}
+
+/// Renews a lease if its value is still ours; 0 when it is not.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Deletes a lease if its value is still ours.
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) else return 0 end";
+
+impl Lease {
+    /// The lease key of the shard whose checkpoints carry `tag`.
+    pub(crate) fn key(tag: &str) -> String {
+        format!("ferry:lease:{{{tag}}}")
+    }
+
+    /// Connects to the target node that holds the lease key (`cluster`: the master of its slot).
+    async fn connect(
+        target: &ConnectOptions,
+        cluster: bool,
+        key: &str,
+    ) -> Result<Connection, Error> {
+        let mut conn = Connection::connect(target).await?;
+        if !cluster {
+            return Ok(conn);
+        }
+        let reply = conn.call(&["CLUSTER", "SLOTS"]).await?;
+        let mut map = SlotMap::from_cluster_slots(&reply)
+            .map_err(|e| Error::Config(format!("the target's CLUSTER SLOTS: {e}")))?;
+        map.fill_unknown_hosts(&target.host);
+        let master = map
+            .master_for_slot(ferry_topology::key_slot(key.as_bytes()))
+            .ok_or_else(|| Error::Failover("no target master serves the lease's slot".into()))?;
+        let mut o = target.clone();
+        o.host = master.addr.host.clone();
+        o.port = master.addr.port;
+        o.db = 0;
+        Ok(Connection::connect(&o).await?)
+    }
+
+    /// Takes the lease of the shard whose checkpoints carry `tag`, waiting while another job holds it (calls
+    /// `waiting` once when it starts to wait).
+    pub(crate) async fn acquire(
+        target: &ConnectOptions,
+        cluster: bool,
+        tag: &str,
+        mut waiting: impl FnMut(&str),
+    ) -> Result<Lease, Error> {
+        let key = Lease::key(tag);
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let ttl = LEASE_TTL.as_millis().to_string();
+        let mut told = false;
+        loop {
+            let mut conn = Lease::connect(target, cluster, &key).await?;
+            let got = conn
+                .call(&[
+                    "SET",
+                    key.as_str(),
+                    owner.as_str(),
+                    "NX",
+                    "PX",
+                    ttl.as_str(),
+                ])
+                .await?;
+            if !matches!(got, Frame::Null) {
+                info!(lease = %key, "shard lease taken");
+                return Ok(Lease { key, owner, conn });
+            }
+            if !told {
+                told = true;
+                let holder = conn
+                    .call(&["GET", key.as_str()])
+                    .await
+                    .ok()
+                    .and_then(|f| {
+                        f.as_bytes()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                    })
+                    .unwrap_or_default();
+                warn!(lease = %key, holder = %holder, "another job runs this shard: waiting for its lease");
+                waiting(&holder);
+            }
+            tokio::time::sleep(LEASE_TTL / 10).await;
+        }
+    }
+
+    /// Renews the lease every [`LEASE_TTL`] / 3; returns the error that ends the session when it is lost.
+    pub(crate) async fn keep(&mut self) -> Error {
+        let ttl = LEASE_TTL.as_millis().to_string();
+        loop {
+            tokio::time::sleep(LEASE_TTL / 3).await;
+            let renewed = self
+                .conn
+                .call(&[
+                    "EVAL",
+                    RENEW,
+                    "1",
+                    self.key.as_str(),
+                    self.owner.as_str(),
+                    ttl.as_str(),
+                ])
+                .await;
+            match renewed {
+                Ok(Frame::Integer(1)) => {}
+                Ok(_) => {
+                    return Error::Failover(format!(
+                        "the shard lease {} was taken by another job",
+                        self.key
+                    ))
+                }
+                Err(e) => return Error::from(e),
+            }
+        }
+    }
+
+    /// Gives the lease up (a stopped job lets another take the shard at once).
+    pub(crate) async fn release(mut self) {
+        let _ = self
+            .conn
+            .call(&["EVAL", RELEASE, "1", self.key.as_str(), self.owner.as_str()])
+            .await;
     }
 }

@@ -371,6 +371,25 @@ impl Replicator {
         if let Some(m) = &target_master {
             target = m.connect.clone();
         }
+        // A shard of a cluster source runs in one job at a time: its lease in the target.
+        let mut lease = match &self.source_shard {
+            Some(_) => Some(
+                crate::cluster_source::Lease::acquire(
+                    &target,
+                    self.config.target_cluster,
+                    &self.config.sink.checkpoint_tag,
+                    |holder| {
+                        self.status.update(|s| {
+                            s.last_error = Some(format!(
+                                "waiting for the shard's lease, held by another job ({holder})"
+                            ));
+                        })
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let shard_node = match &self.source_shard {
             Some(f) => Some(f.resolve().await?),
             None => None,
@@ -388,12 +407,24 @@ impl Replicator {
             Some(n) if n.gate_on_replicas => Some(ReplicaGate::start(n.connect.clone())),
             _ => None,
         };
-        tokio::select! {
+        let keep_lease = async {
+            match lease.as_mut() {
+                Some(l) => l.keep().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
             r = self.session_with(&source, &target, Stop { shutdown, gate: gate.as_ref() }, live, fail_at, report) => r,
             e = shard_replaced => Err(e),
+            e = keep_lease => Err(e),
             e = sentinel::replaced(source_master.as_ref(), "source") => Err(e),
             e = sentinel::replaced(target_master.as_ref(), "target") => Err(e),
+        };
+        // A job that stops lets another take the shard at once (a dead one's lease expires).
+        if let (Some(l), Err(Error::Stopped)) = (lease, &result) {
+            l.release().await;
         }
+        result
     }
 
     /// One session with the given source and target: checkpoint, handshake, full sync if needed, then the
@@ -591,8 +622,19 @@ impl Replicator {
                 }
             };
             match event {
-                StreamEvent::Unit(unit) => {
+                StreamEvent::Unit(mut unit) => {
                     let (end, end_db) = (unit.end_offset, unit.end_db);
+                    if let Some(shard) = &self.source_shard {
+                        if crate::cluster_source::has_import(&unit) {
+                            // Keys migrated into this shard wait for their exporter's DEL.
+                            sink.sync().await?;
+                            source.acknowledge(sink.committed_offset());
+                            tokio::select! {
+                                r = shard.import(&mut unit) => r?,
+                                () = shutdown.cancelled() => return Err(Error::Stopped),
+                            }
+                        }
+                    }
                     if let Some(g) = gate {
                         if !g.passes(end) {
                             // What is open is covered: commit it while waiting for the replicas.
