@@ -473,3 +473,49 @@ fn recover_counts_writes_a_has_beyond_b_and_refuses_until_b_wins() {
         run.stop().await.unwrap();
     });
 }
+
+#[test]
+fn a_failover_interrupted_before_a_got_the_record_is_finished_by_calling_it_again() {
+    let a = server();
+    let b = server();
+    let name = "retry";
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::standalone(a.url()),
+        Deployment::standalone(b.url()),
+    ))
+    .unwrap();
+    runtime().block_on(async {
+        pair.init().await.unwrap();
+        let key = format!("ferry:state:{{dr-{name}}}");
+        let mut ca = a.client();
+        let before: String = redis::cmd("GET").arg(&key).query(&mut ca).unwrap();
+        let f = pair.failover().await.unwrap();
+        // The state a crash right after B's script leaves: B moved, A still holds the old record.
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(&before)
+            .exec(&mut ca)
+            .unwrap();
+        let s = pair.status().await.unwrap();
+        assert_eq!(
+            (s.phase, s.a_epoch, s.b_epoch),
+            (DrPhase::FailedOver, Some(1), Some(2))
+        );
+        assert!(
+            s.next
+                .starts_with("failover again: the record on A is behind"),
+            "{}",
+            s.next
+        );
+        let again = pair.failover().await.unwrap();
+        assert!(!again.changed);
+        assert_eq!(
+            (again.rpo, again.b_position, again.epoch),
+            (f.rpo, f.b_position, f.epoch)
+        );
+        let s = pair.status().await.unwrap();
+        assert_eq!((s.a_epoch, s.b_epoch), (Some(2), Some(2)));
+        assert!(s.next.starts_with("recover"), "{}", s.next);
+    });
+}
