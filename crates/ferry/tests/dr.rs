@@ -14,8 +14,8 @@ use ferry::{
     SyncJob,
 };
 use ferry_testkit::{
-    compare, fill, wait_until, CompareOptions, FillOptions, SentinelGroup, SentinelOptions, Server,
-    ServerOptions, Target as TkTarget, Version,
+    compare, fill, wait_until, Cluster, CompareOptions, FillOptions, SentinelGroup,
+    SentinelOptions, Server, ServerOptions, Target as TkTarget, Version,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -60,15 +60,39 @@ fn wait_equal(a: &TkTarget, b: &TkTarget) {
     }
 }
 
+/// Where an application reaches a side: one server (a master) or a cluster's nodes.
+#[derive(Debug, Clone)]
+enum Addr {
+    One(String),
+    Cluster(Vec<String>),
+}
+
+impl Addr {
+    fn connect(&self) -> Option<Box<dyn redis::ConnectionLike + Send>> {
+        let t = Duration::from_secs(2);
+        match self {
+            Addr::One(url) => {
+                let c = redis::Client::open(url.as_str()).ok()?;
+                Some(Box::new(c.get_connection_with_timeout(t).ok()?))
+            }
+            Addr::Cluster(nodes) => {
+                let c = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(t)
+                    .response_timeout(t)
+                    .build()
+                    .ok()?;
+                Some(Box::new(c.get_connection().ok()?))
+            }
+        }
+    }
+}
+
 /// The side the newest record names as primary (what an application reads when it connects).
-fn primary_of(a_url: &str, b_url: &str, name: &str) -> Option<Side> {
+fn primary_of(a_url: &Addr, b_url: &Addr, name: &str) -> Option<Side> {
     let key = format!("ferry:state:{{dr-{name}}}");
-    let read = |url: &str| -> Option<(u64, String)> {
-        let client = redis::Client::open(url).ok()?;
-        let mut c = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .ok()?;
-        let v: Option<String> = redis::cmd("GET").arg(&key).query(&mut c).ok()?;
+    let read = |addr: &Addr| -> Option<(u64, String)> {
+        let mut c = addr.connect()?;
+        let v: Option<String> = redis::cmd("GET").arg(&key).query(&mut *c).ok()?;
         let v: serde_json::Value = serde_json::from_str(&v?).ok()?;
         Some((v["epoch"].as_u64()?, v["phase"].as_str()?.to_string()))
     };
@@ -95,17 +119,17 @@ struct App {
 }
 
 impl App {
-    fn start(a_url: &str, b_url: &str, name: &str) -> App {
+    fn start(a_url: &Addr, b_url: &Addr, name: &str) -> App {
         let stop = Arc::new(AtomicBool::new(false));
         let a_down = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(HashMap::new()));
         let writes = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
-        let (a_url, b_url, name) = (a_url.to_string(), b_url.to_string(), name.to_string());
+        let (a_url, b_url, name) = (a_url.clone(), b_url.clone(), name.to_string());
         let thread = {
             let (stop, a_down, acked, writes) =
                 (stop.clone(), a_down.clone(), acked.clone(), writes.clone());
             std::thread::spawn(move || {
-                let mut conn: Option<(Side, redis::Connection)> = None;
+                let mut conn: Option<(Side, Box<dyn redis::ConnectionLike + Send>)> = None;
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     if conn.is_none() {
@@ -117,10 +141,8 @@ impl App {
                             std::thread::sleep(Duration::from_millis(5));
                             continue;
                         }
-                        let url = if side == Side::A { &a_url } else { &b_url };
-                        let Ok(c) = redis::Client::open(url.as_str())
-                            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-                        else {
+                        let addr = if side == Side::A { &a_url } else { &b_url };
+                        let Some(c) = addr.connect() else {
                             continue;
                         };
                         // Connected: confirm the primary before the first write.
@@ -138,9 +160,13 @@ impl App {
                     }
                     n += 1;
                     let counter = format!("counter:{}", n % 7);
-                    let r: redis::RedisResult<i64> = redis::cmd("INCR").arg(&counter).query(c);
+                    let r: redis::RedisResult<i64> =
+                        redis::cmd("INCR").arg(&counter).query(&mut **c);
                     let set: redis::RedisResult<()> = if r.is_ok() {
-                        redis::cmd("SET").arg(format!("key:{n}")).arg(n).query(c)
+                        redis::cmd("SET")
+                            .arg(format!("key:{n}"))
+                            .arg(n)
+                            .query(&mut **c)
                     } else {
                         Ok(())
                     };
@@ -191,10 +217,10 @@ impl App {
 }
 
 /// Every counter on the server at `url` equals the increments the application saw acknowledged.
-fn assert_counters(url: &str, acked: &HashMap<String, i64>) {
-    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+fn assert_counters(addr: &Addr, acked: &HashMap<String, i64>) {
+    let mut c = addr.connect().unwrap();
     for (key, n) in acked {
-        let v: i64 = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+        let v: i64 = redis::cmd("GET").arg(key).query(&mut *c).unwrap();
         assert_eq!(v, *n, "{key}: value {v}, acknowledged increments {n}");
     }
 }
@@ -217,12 +243,13 @@ fn wait_job(handle: &ferry::DrHandle, direction: ferry::Direction, epoch: u64) {
 
 /// The walk-through with an application writing in every phase; `a_url` / `b_url` are where the application
 /// writes (the masters).
-fn walk_through(name: &str, a: Deployment, b: Deployment, a_url: &str, b_url: &str) {
+fn walk_through(name: &str, a: Deployment, b: Deployment, a_url: &Addr, b_url: &Addr) {
     let pair = DrPair::new(DrConfig::new(name, a, b)).unwrap();
-    let (ta, tb) = (
-        TkTarget::Standalone(a_url.into()),
-        TkTarget::Standalone(b_url.into()),
-    );
+    let tk = |addr: &Addr| match addr {
+        Addr::One(url) => TkTarget::Standalone(url.clone()),
+        Addr::Cluster(nodes) => TkTarget::Cluster(nodes.clone()),
+    };
+    let (ta, tb) = (tk(a_url), tk(b_url));
     fill(&ta, &FillOptions::seed(5)).unwrap();
     runtime().block_on(async {
         let status = pair.init().await.unwrap();
@@ -233,9 +260,8 @@ fn walk_through(name: &str, a: Deployment, b: Deployment, a_url: &str, b_url: &s
         let run = pair.run().unwrap();
         let mut events = run.events();
         wait_job(&run, ferry::Direction::AToB, 1);
-        assert_eq!(
-            job_full_syncs(&run),
-            Some(1),
+        assert!(
+            job_full_syncs(&run) >= Some(1),
             "the first A -> B is a full copy"
         );
 
@@ -332,8 +358,8 @@ fn walk_through_standalone_pair_with_live_writes_loses_no_acknowledged_write() {
         "walk",
         Deployment::standalone(a.url()),
         Deployment::standalone(b.url()),
-        &a.url(),
-        &b.url(),
+        &Addr::One(a.url()),
+        &Addr::One(b.url()),
     );
 }
 
@@ -349,8 +375,27 @@ fn walk_through_standalone_a_and_sentinel_group_b_loses_no_acknowledged_write() 
         "walk-sentinel",
         Deployment::standalone(a.url()),
         Deployment::sentinel(&sentinels, group.master_name.clone()),
-        &a.url(),
-        &master,
+        &Addr::One(a.url()),
+        &Addr::One(master),
+    );
+}
+
+#[test]
+fn walk_through_cluster_a_and_sentinel_group_b_loses_no_acknowledged_write() {
+    let a = Cluster::start(Version::V7_0).unwrap();
+    a.wait_ok(common::DEADLINE).unwrap();
+    let group = SentinelGroup::start(SentinelOptions::new(Version::V7_0)).unwrap();
+    group.wait_converged(common::DEADLINE).unwrap();
+    let sentinels: Vec<String> = group.sentinels.iter().map(Server::url).collect();
+    let sentinels: Vec<&str> = sentinels.iter().map(String::as_str).collect();
+    let master = group.current_master().unwrap().url();
+    let nodes: Vec<String> = a.masters().iter().map(|s| s.url()).collect();
+    walk_through(
+        "walk-cluster",
+        Deployment::cluster(nodes[0].clone()),
+        Deployment::sentinel(&sentinels, group.master_name.clone()),
+        &Addr::Cluster(nodes),
+        &Addr::One(master),
     );
 }
 
@@ -426,5 +471,51 @@ fn recover_counts_writes_a_has_beyond_b_and_refuses_until_b_wins() {
         let gone: Option<String> = redis::cmd("GET").arg("only-on-a").query(&mut ca).unwrap();
         assert_eq!(gone, None);
         run.stop().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failover_interrupted_before_a_got_the_record_is_finished_by_calling_it_again() {
+    let a = server();
+    let b = server();
+    let name = "retry";
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::standalone(a.url()),
+        Deployment::standalone(b.url()),
+    ))
+    .unwrap();
+    runtime().block_on(async {
+        pair.init().await.unwrap();
+        let key = format!("ferry:state:{{dr-{name}}}");
+        let mut ca = a.client();
+        let before: String = redis::cmd("GET").arg(&key).query(&mut ca).unwrap();
+        let f = pair.failover().await.unwrap();
+        // The state a crash right after B's script leaves: B moved, A still holds the old record.
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(&before)
+            .exec(&mut ca)
+            .unwrap();
+        let s = pair.status().await.unwrap();
+        assert_eq!(
+            (s.phase, s.a_epoch, s.b_epoch),
+            (DrPhase::FailedOver, Some(1), Some(2))
+        );
+        assert!(
+            s.next
+                .starts_with("failover again: the record on A is behind"),
+            "{}",
+            s.next
+        );
+        let again = pair.failover().await.unwrap();
+        assert!(!again.changed);
+        assert_eq!(
+            (again.rpo, again.b_position, again.epoch),
+            (f.rpo, f.b_position, f.epoch)
+        );
+        let s = pair.status().await.unwrap();
+        assert_eq!((s.a_epoch, s.b_epoch), (Some(2), Some(2)));
+        assert!(s.next.starts_with("recover"), "{}", s.next);
     });
 }

@@ -839,6 +839,7 @@ impl crate::Replicator {
         }
         children.cancel();
         let mut first_error = None;
+        let mut fenced = false;
         for r in &mut running {
             if let Some(t) = r.task.take() {
                 let res = match t.await {
@@ -850,6 +851,8 @@ impl crate::Replicator {
             }
             if let Some(Err(e)) = &r.result {
                 if !r.retired && first_error.is_none() {
+                    // A fenced shard keeps its kind: the job must not be retried (see `Error::Fenced`).
+                    fenced = e.starts_with("fenced: ");
                     first_error = Some(format!("source shard {}: {e}", r.name));
                 }
             }
@@ -857,6 +860,7 @@ impl crate::Replicator {
         self.shards.set(&running);
         aggregate(&self.status, &running);
         match first_error {
+            Some(e) if !shutdown.is_cancelled() && fenced => Err(Error::Fenced(e)),
             Some(e) if !shutdown.is_cancelled() => Err(Error::Shard(e)),
             _ => Ok(()),
         }
