@@ -185,6 +185,9 @@ impl Status {
             self.reconnects,
             self.errors
         ));
+        if self.keys_pending > 0 {
+            s.push_str(&format!(" pending_keys={}", self.keys_pending));
+        }
         if let Some(e) = &self.last_error {
             s.push_str(&format!(" last_error={e:?}"));
         }

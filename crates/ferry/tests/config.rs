@@ -70,7 +70,7 @@ fn every_field_written_as_toml_is_read_back_the_same() {
     for source in [
         r#"{"type":"cluster","seeds":["redis://127.0.0.1:1"],"shards":["127.0.0.1:1"],"prefer_replica":true}"#,
         r#"{"type":"sentinel","sentinels":["redis://127.0.0.1:1"],"master":"m","master_auth":{"username":"u","password":"p","password_env":"E","tls":{}}}"#,
-        r#"{"type":"scan","endpoint":"redis://127.0.0.1:1","dbs":[0],"notifications":true}"#,
+        r#"{"type":"scan","endpoint":"redis://127.0.0.1:1","dbs":[0],"notifications":true,"cluster":true}"#,
         r#"{"type":"rdb_file","path":"/x.rdb"}"#,
     ] {
         let mut c = full_config();

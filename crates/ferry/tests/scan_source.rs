@@ -466,3 +466,28 @@ fn a_cluster_scan_source_copies_every_master_and_follows_each_masters_notificati
     assert!(verify.keys_checked >= filled.total_keys, "{verify:?}");
     rt.block_on(job.stop()).unwrap();
 }
+
+#[test]
+fn a_scan_with_notifications_until_caught_up_ends_once_no_change_waits() {
+    let source = Server::start(no_psync_server()).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let filled = fill(&TkTarget::from(&source), &FillOptions::seed(55)).unwrap();
+    let status = runtime()
+        .block_on(async {
+            SyncJob::new(scan_config(&source, &target, true).with_until_caught_up(true))?
+                .start()?
+                .wait()
+                .await
+        })
+        .unwrap();
+    assert_eq!(status.phase, Phase::CaughtUp, "{status:?}");
+    assert_eq!(status.keys_pending, 0);
+    assert_eq!(status.keys_copied, filled.total_keys);
+    let report = compare(
+        &TkTarget::from(&source),
+        &TkTarget::from(&target),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(report.is_equal(), "{report}");
+}

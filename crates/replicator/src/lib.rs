@@ -12,6 +12,10 @@
 //!   file: [`source::SpoolOptions`]) so a slow target never makes the source drop ferry at its
 //!   `client-output-buffer-limit replica`, and it sends `REPLCONF ACK` every second with the offset the target
 //!   has committed, so `WAIT` on the source means the target holds the write.
+//! - sources without a replication stream ([`Config::source_kind`], [`SourceKind`]): an RDB file, restored
+//!   through the same full-copy code as the RDB of a full resync, after which the job ends; and a scan
+//!   ([`source::scan`]: `SCAN` + `DUMP`, then keyspace notifications) for servers that refuse `PSYNC`, with the
+//!   limits that module states.
 //! - [`pipeline`]: filters, the database map, conversion of RDB values into commands, and the target policy
 //!   ([`TargetPolicy`], [`Config::target_policy`]): what the target cannot hold (hash field expiries before
 //!   Redis 7.4 / Valkey 9, a module type, an unknown command) stops the job naming the key, is skipped or is

@@ -150,7 +150,7 @@ impl Replicator {
             .await
     }
 
-    /// The live phase of a scan source: each key a notification names is read again (`DUMP` + `PTTL`) and
+    /// The live phase of a scan source: each key a notification names is read again (`DUMP` + expiry) and
     /// written with `RESTORE ... REPLACE`, or deleted when it is gone.
     async fn follow_notifications(
         &self,

@@ -62,6 +62,7 @@ const SOURCE: &[(&str, Node)] = &[
     ("endpoint", Node::Endpoints(ENDPOINT)),
     ("dbs", Node::Leaf),
     ("notifications", Node::Leaf),
+    ("cluster", Node::Leaf),
     ("path", Node::Leaf),
 ];
 

@@ -1,6 +1,7 @@
 //! The scan source, for servers that refuse `PSYNC` (managed services): `SCAN` each database and read each
-//! key with `DUMP` + `PTTL` (pipelined, one batch of keys at a time), then follow changes by keyspace
-//! notifications, re-reading each changed key the same way.
+//! key with `DUMP` + `PEXPIRETIME` (`PTTL` before 7.0; pipelined, one batch of keys at a time), then follow
+//! changes by keyspace notifications, re-reading each changed key the same way. A cluster source is read
+//! master by master, with a subscriber on each (notifications are local to the node owning the key).
 //!
 //! The notifications are subscribed to before the scan starts, so a key changed while the scan runs is read
 //! again after it (`SCAN` itself may miss a key created during the scan; its notification is not missed). A key
@@ -39,7 +40,7 @@ pub struct ScanOptions {
     /// Follow changes with keyspace notifications after the scan (the job then runs until stopped); without
     /// them the job ends when the scan is copied.
     pub notifications: bool,
-    /// Keys per `SCAN ... COUNT` and per pipelined batch of `DUMP` + `PTTL`.
+    /// Keys per `SCAN ... COUNT` and per pipelined batch of `DUMP` + expiry reads.
     pub batch: usize,
     /// The source is a Redis Cluster (the endpoint any node of it): every master is scanned and subscribed
     /// to (keyspace notifications are local to the node that owns the key).
