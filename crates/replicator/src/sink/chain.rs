@@ -12,13 +12,17 @@
 //! 1. It reads the checkpoint key and refuses, before any write, unless it holds the value the previous batch
 //!    stores when it commits (the chain). A failed batch changes the stored value to something else, so every
 //!    batch pipelined after it refuses as a whole.
-//! 2. It runs the commands with `redis.pcall`, tracking the stream position after each: the end offset of
-//!    each unit (a command, or a source `MULTI`/`EXEC` group) and the source stream's database.
+//! 2. It runs the commands with `redis.pcall`, counting what applied.
 //! 3. At the first error it stops, stores the checkpoint at the position right before the failed command (if
-//!    anything of the batch applied) and returns the number of commands applied and the error. A resume then
-//!    sends exactly the failed command and what follows. Inside a source transaction the position is the unit's
-//!    start plus `part` commands (see [`crate::checkpoint`]).
-//! 4. Otherwise it stores the checkpoint at the batch's end.
+//!    anything of the batch applied) and returns the number of commands applied and the error. The position
+//!    comes from the batch's list of units (each unit, a command or a source `MULTI`/`EXEC` group, with its
+//!    command count, end offset and the source stream's database there), read only on this path. A resume
+//!    then sends exactly the failed command and what follows. Inside a source transaction the position is the
+//!    unit's start plus `part` commands (see [`crate::checkpoint`]).
+//! 4. Otherwise it stores the checkpoint at the batch's end, which the batch carries ready-made.
+//!
+//! What a command costs inside the script is what keeps the live phase fast, so the loop does the least it can
+//! per command (one operation byte, one `pcall`, one error check); docs/benchmarks.md has the measurements.
 //!
 //! Scripts do not roll back, so "stop at the first error" is what keeps the checkpoint exact. Redis checks
 //! `OOM` for a script before it runs (scripts with flags) or at its first write (scripts without), and
