@@ -17,8 +17,9 @@ export type { SentinelPoolConfig, SentinelAddress } from './native'
  * - `FERRY_AUTH`: a server refused the credentials (`WRONGPASS`, `NOAUTH`, `NOPERM`).
  * - `FERRY_CONNECTION`: a server could not be reached, or the link broke (I/O, timeout, TLS, protocol; sentinels
  *   down; no master).
- * - `FERRY_TARGET_REFUSED`: the target answered a write with an error (also the code of `ReplyError`s of the
- *   sentinel pool: the server refused the command).
+ * - `FERRY_TARGET_REFUSED`: the target of a sync or restore answered a write with an error.
+ * - `FERRY_REPLY`: a server answered a command of the sentinel pool with an error reply (`WRONGTYPE ...`,
+ *   `ERR ...`): a `ReplyError`, as in ioredis. A refusal of the credentials (`NOPERM`) is `FERRY_AUTH`.
  * - `FERRY_SOURCE_REFUSED`: the source refused to be replicated (PSYNC refused, no permission).
  * - `FERRY_DATA`: data that cannot be read or written as it is (a corrupt or truncated RDB file, an invalid
  *   checkpoint).
@@ -30,6 +31,7 @@ export type FerryErrorCode =
   | 'FERRY_AUTH'
   | 'FERRY_CONNECTION'
   | 'FERRY_TARGET_REFUSED'
+  | 'FERRY_REPLY'
   | 'FERRY_SOURCE_REFUSED'
   | 'FERRY_DATA'
   | 'FERRY_FENCED'
@@ -41,6 +43,7 @@ export declare const codes: Readonly<{
   AUTH: 'FERRY_AUTH'
   CONNECTION: 'FERRY_CONNECTION'
   TARGET_REFUSED: 'FERRY_TARGET_REFUSED'
+  REPLY: 'FERRY_REPLY'
   SOURCE_REFUSED: 'FERRY_SOURCE_REFUSED'
   DATA: 'FERRY_DATA'
   FENCED: 'FERRY_FENCED'
@@ -50,8 +53,20 @@ export declare const codes: Readonly<{
 /** Every error of the package: `code` says which kind. Messages never contain a password. */
 export declare class FerryError extends Error {
   constructor(code: FerryErrorCode, message: string, options?: ErrorOptions)
-  readonly name: 'FerryError'
+  readonly name: 'FerryError' | 'ReplyError'
   readonly code: FerryErrorCode
+}
+
+/**
+ * A server's error reply to a command of the sentinel pool (`call` rejects with it; a pipeline's `exec()` puts
+ * it in place of the reply). The message is the reply as the server wrote it.
+ */
+export declare class ReplyError extends FerryError {
+  constructor(message: string, options?: ErrorOptions)
+  readonly name: 'ReplyError'
+  readonly code: 'FERRY_REPLY'
+  /** The reply's first word: `ERR`, `WRONGTYPE`, `NOSCRIPT`, ... */
+  readonly replyCode: string
 }
 
 /** TLS to a server. */
@@ -301,7 +316,11 @@ interface RdbEntryBase {
   freq: number | null
 }
 
-/** One key of an RDB file with its value (Buffers for keys and values). */
+/**
+ * One key of an RDB file with its value (Buffers for keys and values). The Buffers of one batch of entries are
+ * slices of one shared buffer (as Node's streams hand out slices of a pooled one): `Buffer.from(key)` copies a
+ * key out when it is kept long after its batch.
+ */
 export type RdbEntry = RdbEntryBase &
   (
     | { type: 'string'; value: Buffer }
@@ -373,7 +392,7 @@ export interface PipelineMethods {
   /** Commands queued. */
   readonly length: number
   /** Sends the queued commands; each reply as `[error, result]`, as ioredis's `exec()`. */
-  exec(): Promise<Array<[Error | null, Reply]>>
+  exec(): Promise<Array<[ReplyError | null, Reply]>>
 }
 
 /** Commands queued for one round trip. Any command name is a method: `p.set('k', 'v').incr('n')`. */
@@ -387,7 +406,7 @@ export declare class SentinelPool implements AsyncDisposable {
   private constructor()
   /** Asks the sentinels for the master, confirms it with ROLE and starts following it. */
   static connect(options: SentinelPoolConfig): Promise<SentinelPool>
-  /** Runs one command on the master; replies as ioredis's `call`. Error replies reject (FERRY_TARGET_REFUSED). */
+  /** Runs one command on the master; replies as ioredis's `call`. An error reply rejects with a `ReplyError`. */
   call(...args: CommandArg[]): Promise<Reply>
   /** Like call, with strings as Buffers (ioredis's `callBuffer`). */
   callBuffer(...args: CommandArg[]): Promise<Reply>

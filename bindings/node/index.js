@@ -15,6 +15,7 @@ const codes = Object.freeze({
   AUTH: 'FERRY_AUTH',
   CONNECTION: 'FERRY_CONNECTION',
   TARGET_REFUSED: 'FERRY_TARGET_REFUSED',
+  REPLY: 'FERRY_REPLY',
   SOURCE_REFUSED: 'FERRY_SOURCE_REFUSED',
   DATA: 'FERRY_DATA',
   FENCED: 'FERRY_FENCED',
@@ -34,13 +35,31 @@ class FerryError extends Error {
   }
 }
 
+/**
+ * A server's error reply to a command of the sentinel pool, as ioredis's `ReplyError`: the message is the reply
+ * (`WRONGTYPE Operation against a key holding the wrong kind of value`), `replyCode` its first word.
+ */
+class ReplyError extends FerryError {
+  constructor(message, options) {
+    super(codes.REPLY, message, options)
+    this.name = 'ReplyError'
+  }
+
+  get replyCode() {
+    const at = this.message.indexOf(' ')
+    return at < 0 ? this.message : this.message.slice(0, at)
+  }
+}
+
 /** Turns whatever the native module threw into a FerryError (argument conversion errors are FERRY_CONFIG). */
 function toFerryError(err) {
   if (err instanceof FerryError) return err
   const message = err && typeof err.message === 'string' ? err.message : String(err)
   const at = message.indexOf(SEPARATOR)
   if (at > 0 && KNOWN.has(message.slice(0, at))) {
-    return new FerryError(message.slice(0, at), message.slice(at + 1))
+    const code = message.slice(0, at)
+    if (code === codes.REPLY) return new ReplyError(message.slice(at + 1))
+    return new FerryError(code, message.slice(at + 1))
   }
   return new FerryError(codes.CONFIG, message, { cause: err })
 }
@@ -250,9 +269,80 @@ async function verify(source, target, options) {
   return guard(() => native.verify(s, t, o))
 }
 
+/** Type names by RDB type byte, filled on first use from the native module (the decoder's own names). */
+const typeNames = []
+function typeName(rdbType) {
+  return typeNames[rdbType] ?? (typeNames[rdbType] = native.rdbTypeName(rdbType))
+}
+
+/** A number of a packed batch: NaN stands for an absent one. */
+const orNull = (x) => (x === x ? x : null)
+
+/**
+ * Builds the entries of one packed batch (`RdbReader.nextPacked`, layout in src/js.rs) into `out`. Keys and
+ * values are Buffers over the batch's bytes (as Node's own streams hand out slices of a shared buffer).
+ */
+function unpack([data, meta, extras], out) {
+  let p = 0
+  let at = 0
+  let x = 0
+  const next = () => {
+    const end = meta[p++]
+    const b = data.subarray(at, end)
+    at = end
+    return b
+  }
+  while (p < meta.length) {
+    const rdbType = meta[p++]
+    if (rdbType < 0) {
+      out.push(extras[x++])
+      continue
+    }
+    const db = meta[p++]
+    const expireAt = orNull(meta[p++])
+    const idle = orNull(meta[p++])
+    const freq = orNull(meta[p++])
+    const key = next()
+    let value = null
+    switch (meta[p++]) {
+      case 1:
+        value = next()
+        break
+      case 2: {
+        const n = meta[p++]
+        value = new Array(n)
+        for (let i = 0; i < n; i++) value[i] = next()
+        break
+      }
+      case 3: {
+        const n = meta[p++]
+        value = new Array(n)
+        for (let i = 0; i < n; i++) {
+          const member = next()
+          value[i] = { member, score: meta[p++] }
+        }
+        break
+      }
+      case 4: {
+        const n = meta[p++]
+        value = new Array(n)
+        for (let i = 0; i < n; i++) {
+          const field = next()
+          const v = next()
+          value[i] = { field, value: v, expireAt: orNull(meta[p++]) }
+        }
+        break
+      }
+    }
+    out.push({ db, key, type: typeName(rdbType), expireAt, idle, freq, value })
+  }
+  return out
+}
+
 /**
  * Iterates the keys of an RDB file with their values, in file order. A plain async iterator over the native
- * batches (one promise per entry; an async generator would cost several), opened on the first next().
+ * packed batches (one promise per entry; an async generator would cost several), opened on the first next(),
+ * one batch read ahead.
  */
 function entries(path, options = {}) {
   const batch = options.batch ?? 512
@@ -260,23 +350,34 @@ function entries(path, options = {}) {
   let items = []
   let at = 0
   let done = false
+  // The next batch is read on the libuv thread while the current one is consumed.
+  let pending = null
   const finish = () => {
     done = true
     items = []
+    pending = null
     if (reader !== null) reader.close()
     reader = null
+  }
+  const fetch = () => {
+    const p = guard(() => reader.nextPacked(batch))
+    p.catch(() => {}) // awaited later; never an unhandled rejection meanwhile
+    return p
   }
   const step = async () => {
     if (done) return { value: undefined, done: true }
     try {
       if (reader === null) reader = guard(() => new native.RdbReader(path))
       while (at >= items.length) {
-        items = await guard(() => reader.nextBatch(batch))
-        at = 0
-        if (items.length === 0) {
+        const packed = await (pending ?? fetch())
+        pending = null
+        if (packed[1].length === 0) {
           finish()
           return { value: undefined, done: true }
         }
+        pending = fetch()
+        items = unpack(packed, [])
+        at = 0
       }
     } catch (err) {
       finish()
@@ -352,7 +453,9 @@ class PipelineBase {
     const commands = this.#commands
     this.#commands = []
     if (commands.length === 0) return []
-    return guard(() => this.#native.pipeline(commands, this.#buffers))
+    const replies = await guard(() => this.#native.pipeline(commands, this.#buffers))
+    for (const pair of replies) if (pair[0] !== null) pair[0] = new ReplyError(pair[0].message)
+    return replies
   }
 }
 
@@ -434,4 +537,4 @@ class SentinelPool {
   }
 }
 
-module.exports = { SyncJob, SentinelPool, FerryError, verify, rdb, codes }
+module.exports = { SyncJob, SentinelPool, FerryError, ReplyError, verify, rdb, codes }

@@ -6,6 +6,7 @@ import {
   SyncJob,
   SentinelPool,
   FerryError,
+  ReplyError,
   verify,
   rdb,
   codes,
@@ -99,8 +100,13 @@ async function main(): Promise<void> {
   const greeting = await pool.call('GET', 'greeting')
   const raw = await pool.callBuffer('GET', 'greeting')
   const replies = await pool.pipeline().set('n', 1).incr('n').call('GET', 'n').exec()
-  for (const [err, value] of replies) if (err) console.error(err.message)
+  for (const [err, value] of replies) if (err) console.error(err.replyCode, err.message)
   else console.log(value)
+  try {
+    await pool.call('LPUSH', 'greeting', 'x')
+  } catch (err) {
+    if (!(err instanceof ReplyError) || err.replyCode !== 'WRONGTYPE') throw err
+  }
   console.log(greeting, raw, pool.master, pool.generation, replies.length)
 }
 
