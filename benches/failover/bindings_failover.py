@@ -43,6 +43,14 @@ def wait_until(what: str, deadline_s: float, cond: Callable[[], bool]) -> None:
         time.sleep(0.05)
 
 
+def fields(reply: Any) -> Dict[str, str]:
+    """A SENTINEL MASTER / REPLICAS entry as text fields (redis-py gives a dict or a flat list by version)."""
+    text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+    if isinstance(reply, dict):
+        return {text(k): text(v) for k, v in reply.items()}
+    return {text(reply[i]): text(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+
 class Group:
     """A testkit sentinel group (1 master, 2 replicas, 3 sentinels, Redis 7.0)."""
 
@@ -62,22 +70,20 @@ class Group:
 
     def master_of(self, sentinel: str) -> str:
         host, port = self.client(sentinel).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
-        return f"{host.decode()}:{port.decode()}"
+        return f"{host.decode() if isinstance(host, bytes) else host}:{port.decode() if isinstance(port, bytes) else port}"
 
     def converged(self) -> bool:
         try:
             seen = set()
             for s in self.sentinels:
                 c = self.client(s)
-                m = c.execute_command("SENTINEL", "MASTER", self.name)
-                state = {m[i].decode(): m[i + 1].decode() for i in range(0, len(m), 2)}
+                state = fields(c.execute_command("SENTINEL", "MASTER", self.name))
                 if (state["flags"] != "master" or state["num-slaves"] != "2"
                         or state["num-other-sentinels"] != str(len(self.sentinels) - 1)):
                     return False
                 seen.add(f"{state['ip']}:{state['port']}")
                 for r in c.execute_command("SENTINEL", "REPLICAS", self.name):
-                    fields = {r[i].decode(): r[i + 1].decode() for i in range(0, len(r), 2)}
-                    if fields["flags"] != "slave":
+                    if fields(r)["flags"] != "slave":
                         return False
             return len(seen) == 1
         except (redis.RedisError, KeyError):

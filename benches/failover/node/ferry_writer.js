@@ -37,7 +37,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
   while (!stop) {
     n += 1
     try {
-      const res = await pool.pipeline().multi().set(prefix + n, String(n)).config('GET', 'port').exec()
+      // exec() sends the queued commands; EXEC is queued as a command like MULTI.
+      const res = await pool.pipeline().multi().set(prefix + n, String(n)).config('GET', 'port').call('EXEC').exec()
       for (const [err] of res) if (err) throw err
       const exec = res[3][1]
       if (!Array.isArray(exec)) throw new Error('transaction aborted')
