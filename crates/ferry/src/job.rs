@@ -80,7 +80,11 @@ impl std::fmt::Display for Phase {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ShardStatus {
-    /// The source node, `host:port`.
+    /// The stream's name: for a shard of a cluster source, the shard's name (the node id of its first master,
+    /// kept across failovers and restarts; the tag of its checkpoints is `<checkpoint tag>:<name>`); for other
+    /// sources, the source's `host:port`.
+    pub name: String,
+    /// The source node streamed from now, `host:port`.
     pub source: String,
     /// What this stream is doing.
     pub phase: Phase,
@@ -98,6 +102,14 @@ pub struct ShardStatus {
     pub lag_bytes: u64,
     /// Age of the oldest received and not yet applied data, in milliseconds.
     pub lag_ms: u64,
+    /// Full copies of this stream (a fallback from PSYNC counts too).
+    pub full_syncs: u64,
+    /// Reconnects of this stream after broken links and failovers.
+    pub reconnects: u64,
+    /// The last error of this stream.
+    pub last_error: Option<String>,
+    /// The shard is gone from the source cluster and its stream was stopped.
+    pub retired: bool,
 }
 
 /// A snapshot of a job's status (serde: what `--status-addr` serves).
@@ -261,13 +273,23 @@ impl SyncJob {
             Source::Sentinel { .. } => {
                 return Err(Error::not_supported("until_caught_up with a sentinel-managed source"))
             }
+            // The first seed names the job in the metrics; the replicator discovers the shards.
+            Source::Cluster { seeds, .. } if !config.until_caught_up => seeds
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::config("source: a cluster needs at least one seed"))?,
+            Source::Cluster { .. } => {
+                return Err(Error::not_supported("until_caught_up with a cluster source"))
+            }
             other => return Err(Error::not_supported(&format!("a {} source", other.kind()))),
         };
         let replicator = ferry_replicator::Replicator::new(config.to_replicator(&source)?)?;
         let (events_tx, _) = broadcast::channel(256);
         let (done_tx, done_rx) = watch::channel(None);
+        let cluster = matches!(config.source, Source::Cluster { .. });
         let shared = Arc::new(Shared {
             status: replicator.status(),
+            shards: cluster.then(|| replicator.shards()),
             cancel: CancellationToken::new(),
             events: Mutex::new(Some(events_tx)),
             done: done_rx,
@@ -293,6 +315,8 @@ impl SyncJob {
 #[derive(Debug)]
 struct Shared {
     status: ferry_replicator::StatusHandle,
+    /// A cluster source: its shards.
+    shards: Option<ferry_replicator::ShardsView>,
     cancel: CancellationToken,
     /// `None` once the job has ended: receivers then see the end after the last event.
     events: Mutex<Option<broadcast::Sender<Event>>>,
@@ -347,19 +371,48 @@ impl Shared {
             full_syncs: r.full_syncs,
             reconnects: r.reconnects,
             errors: r.errors,
-            shards: vec![ShardStatus {
-                source: self.shard_name.clone(),
-                phase,
-                replid: r.replid.clone(),
-                source_offset: r.source_offset,
-                applied_offset: r.applied_offset,
-                keys_copied: r.keys_copied,
-                commands_applied: r.commands_applied,
-                lag_bytes: r.lag_bytes,
-                lag_ms,
-            }],
+            shards: match &self.shards {
+                Some(view) => view.snapshot().iter().map(shard_status).collect(),
+                None => vec![ShardStatus {
+                    name: self.shard_name.clone(),
+                    source: self.shard_name.clone(),
+                    phase,
+                    replid: r.replid.clone(),
+                    source_offset: r.source_offset,
+                    applied_offset: r.applied_offset,
+                    keys_copied: r.keys_copied,
+                    commands_applied: r.commands_applied,
+                    lag_bytes: r.lag_bytes,
+                    lag_ms,
+                    full_syncs: r.full_syncs,
+                    reconnects: r.reconnects,
+                    last_error: r.last_error.clone(),
+                    retired: false,
+                }],
+            },
             last_error: r.last_error.clone(),
         }
+    }
+}
+
+/// The façade's view of one shard of a cluster source.
+fn shard_status(s: &ferry_replicator::ShardStatus) -> ShardStatus {
+    let r = &s.status;
+    ShardStatus {
+        name: s.name.clone(),
+        source: s.source.clone(),
+        phase: Phase::from_replicator(r.phase),
+        replid: r.replid.clone(),
+        source_offset: r.source_offset,
+        applied_offset: r.applied_offset,
+        keys_copied: r.keys_copied,
+        commands_applied: r.commands_applied,
+        lag_bytes: r.lag_bytes,
+        lag_ms: (r.lag_seconds * 1000.0).round() as u64,
+        full_syncs: r.full_syncs,
+        reconnects: r.reconnects,
+        last_error: r.last_error.clone(),
+        retired: s.retired,
     }
 }
 

@@ -12,6 +12,9 @@
 //! - [`verify()`]: compares two deployments key by key, in bounded memory; a [`VerifyReport`] lists the first
 //!   differences.
 //! - [`rdb`]: the keys of an RDB file, its statistics, and a restore into a target.
+//! - [`DrPair`]: a disaster-recovery pair of deployments ([`DrConfig`]): `init`, `status`, `failover`, `recover`,
+//!   `switchback`, and `run` for the job of the current direction, all fenced by an epoch (docs/dr.md); [`dr::node`]
+//!   switches a plain master/replica pair with guards.
 //! - [`Error`] with [`ErrorKind`]: what a binding maps to an exception class or an error code.
 //! - Re-exports: [`SentinelPool`] (the sentinel-aware pool) and [`ClusterClient`] (the cluster client).
 //!
@@ -47,6 +50,7 @@
 //! ```
 
 pub mod config;
+pub mod dr;
 mod error;
 mod job;
 mod metrics;
@@ -57,6 +61,11 @@ pub use config::{
     redact_url, CheckpointConfig, ConfigFormat, Conflict, Endpoint, FilterConfig, Limits,
     LoadedConfig, MasterAuth, OnError, RunConfig, Secret, Source, SyncConfig, Target, TargetPolicy,
     TlsConfig,
+};
+pub use dr::{
+    Deployment, Direction, DrConfig, DrEvent, DrEvents, DrHandle, DrPair, DrPhase, DrRunStatus,
+    DrState, DrStatus, DrTiming, FailoverReport, RecoverChoice, RecoverOutcome, RecoverReport,
+    ReplPosition, ShardPosition, Side, SwitchbackReport,
 };
 pub use error::{Error, ErrorKind};
 pub use job::{Event, Events, JobHandle, Phase, ShardStatus, Status, SyncJob};

@@ -19,9 +19,21 @@
 //!   already holds. Non-zero only when the target refused a command inside a source transaction: the commands
 //!   before it are applied and stay applied (neither Redis transactions nor scripts roll back), so a resume must
 //!   skip exactly those and send the refused one and what follows.
-//! - `epoch`: the fencing epoch of the DR state record; 0 until that work uses it.
+//! - `epoch`: the fencing epoch of the job that wrote it (the DR state record's epoch for a job a `DrPair`
+//!   runs, 0 for a plain job). A job refuses to start from a checkpoint of a higher epoch than its own.
 //! - `node`, `slots`: on a cluster target, the node id of the master the checkpoint was written on and the slot
 //!   ranges it owned then: the checkpoint covers the keys of exactly these slots.
+//!
+//! # Fenced
+//!
+//! ```text
+//! fenced epoch=<e>
+//! ```
+//!
+//! Written over a job's checkpoint when the direction of a DR pair changes ([`Checkpoint::Fenced`]): a running
+//! job of that direction finds its chain broken by a fence at its next batch and stops with
+//! [`Error::Fenced`] (not retried); a job started later refuses to start ([`admit`]). Only the pair itself
+//! replaces a fence (with a seeded checkpoint of a newer epoch, or by deleting it for a full copy).
 //!
 //! A version 1 checkpoint (`<replid> <offset>`, written before the stream's database was recorded) still reads.
 //! It resumes with database 0 and `part` 0: that is what the version that wrote it did on every resume, and it
@@ -40,6 +52,9 @@ pub const FORMAT_VERSION: u32 = 2;
 
 /// The value of the checkpoint key while a full sync is being applied.
 const FULL_SYNC_MARKER: &str = "fullsync";
+
+/// The start of a fence marker, `fenced epoch=<e>`.
+const FENCE_MARKER: &str = "fenced";
 
 /// The name of the checkpoint key for a tag (a job name, or a hash tag that routes to one cluster node).
 pub fn key_name(tag: &str) -> String {
@@ -60,7 +75,7 @@ pub struct Position {
     pub db: i64,
     /// Commands of the first unit after `offset` already applied (see the module documentation).
     pub part: u32,
-    /// Fencing epoch (reserved for the DR state record; 0 for now).
+    /// Fencing epoch of the job that wrote it (see the module documentation).
     pub epoch: u64,
     /// Cluster targets: the id of the master the checkpoint lives on.
     pub node: Option<String>,
@@ -114,6 +129,11 @@ pub enum Checkpoint {
     Committed(Position),
     /// A full sync started and was not finished: the target holds part of an RDB.
     FullSyncInProgress,
+    /// The direction this checkpoint belongs to was fenced at `epoch` by a DR pair: no job may continue it.
+    Fenced {
+        /// The epoch of the DR state record that fenced it.
+        epoch: u64,
+    },
 }
 
 impl Checkpoint {
@@ -126,6 +146,7 @@ impl Checkpoint {
                 &p.part.to_string(),
             ),
             Checkpoint::FullSyncInProgress => FULL_SYNC_MARKER.to_string(),
+            Checkpoint::Fenced { epoch } => format!("{FENCE_MARKER} epoch={epoch}"),
         }
     }
 
@@ -135,6 +156,14 @@ impl Checkpoint {
             .map_err(|_| Error::Checkpoint("the value is not UTF-8".into()))?;
         if text == FULL_SYNC_MARKER {
             return Ok(Checkpoint::FullSyncInProgress);
+        }
+        if let Some(rest) = text.strip_prefix(FENCE_MARKER) {
+            let epoch = rest.strip_prefix(" epoch=").ok_or_else(|| {
+                Error::Checkpoint(format!("expected \"fenced epoch=<e>\", found {text:?}"))
+            })?;
+            return Ok(Checkpoint::Fenced {
+                epoch: parse_num(epoch, "epoch", text)?,
+            });
         }
         let fields: Vec<&str> = text.split(' ').collect();
         match fields.as_slice() {
@@ -178,8 +207,23 @@ impl Checkpoint {
     pub fn position(&self) -> Option<&Position> {
         match self {
             Checkpoint::Committed(p) => Some(p),
-            Checkpoint::FullSyncInProgress => None,
+            Checkpoint::FullSyncInProgress | Checkpoint::Fenced { .. } => None,
         }
+    }
+}
+
+/// Whether a job of `epoch` may continue from `checkpoint`: not from a fence, nor from a checkpoint a job of a
+/// newer epoch wrote. The error is [`Error::Fenced`].
+pub fn admit(checkpoint: &Checkpoint, epoch: u64) -> Result<(), Error> {
+    match checkpoint {
+        Checkpoint::Fenced { epoch: fenced } => Err(Error::Fenced(format!(
+            "this direction was fenced at epoch {fenced} (the job's epoch is {epoch}): another direction of the DR pair is current"
+        ))),
+        Checkpoint::Committed(p) if p.epoch > epoch => Err(Error::Fenced(format!(
+            "the checkpoint was written at epoch {} and the job's epoch is {epoch}: a newer job owns this target",
+            p.epoch
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -328,6 +372,29 @@ mod tests {
         assert_eq!(cp, Checkpoint::FullSyncInProgress);
         assert_eq!(cp.position(), None);
         assert_eq!(cp.encode(), "fullsync");
+    }
+
+    #[test]
+    fn fence_marker_round_trips_and_refuses_every_job() {
+        let cp = Checkpoint::Fenced { epoch: 4 };
+        assert_eq!(cp.encode(), "fenced epoch=4");
+        assert_eq!(Checkpoint::decode(b"fenced epoch=4").unwrap(), cp);
+        assert_eq!(cp.position(), None);
+        for epoch in [0, 4, 9] {
+            assert!(matches!(admit(&cp, epoch), Err(Error::Fenced(_))));
+        }
+        assert!(Checkpoint::decode(b"fenced").is_err());
+        assert!(Checkpoint::decode(b"fenced epoch=x").is_err());
+    }
+
+    #[test]
+    fn a_job_older_than_the_checkpoint_is_refused() {
+        let mut p = Position::new(ID, 10, 0);
+        p.epoch = 3;
+        let cp = Checkpoint::Committed(p);
+        assert!(matches!(admit(&cp, 2), Err(Error::Fenced(_))));
+        assert!(admit(&cp, 3).is_ok() && admit(&cp, 5).is_ok());
+        assert!(admit(&Checkpoint::FullSyncInProgress, 0).is_ok());
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub enum Error {
     /// changed it. A new session resumes from what the target holds.
     #[error("{0}")]
     ChainBroken(String),
+    /// The target's checkpoint is a fence, or was written by a job of a newer epoch: a DR pair changed
+    /// direction and this job must not write (not retried).
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The checkpoint stored in the target is not one this version wrote.
     #[error("invalid checkpoint in the target: {0}")]
     Checkpoint(String),
@@ -69,6 +73,9 @@ pub enum Error {
     /// The job was asked to stop.
     #[error("the job was stopped")]
     Stopped,
+    /// A shard of a cluster source stopped with an error (the other shards ran on until they ended).
+    #[error("{0}")]
+    Shard(String),
 }
 
 impl Error {

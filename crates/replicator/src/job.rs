@@ -14,9 +14,10 @@ use bytes::Bytes;
 use ferry_resp::{ConnectOptions, Connection};
 use ferry_topology::CommandTable;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::cluster_source::{ShardFollower, ShardsHandle, ShardsView};
 use crate::error::Error;
 use crate::fullsync;
 use crate::pipeline::convert::{
@@ -75,6 +76,9 @@ pub struct Config {
     /// name (`data_connect` is the connection template) and ends when a failover of it starts; the next one
     /// starts from the checkpoint the promoted replica holds.
     pub target_sentinel: Option<ferry_sentinel::SentinelPoolOptions>,
+    /// The source is a Redis Cluster: one stream per shard (see [`crate::cluster_source`]); `source.connect` is
+    /// then only the template of what it says besides the address (the seeds carry their own).
+    pub source_cluster: Option<crate::cluster_source::ClusterSource>,
     /// Sessions tried in a row when each fails with an error a reconnect does not fix (refused credentials, a
     /// peer that is not Redis, an unknown command) before the job stops with it.
     pub max_attempts: u32,
@@ -100,6 +104,7 @@ impl Config {
             max_attempts: 3,
             source_sentinel: None,
             target_sentinel: None,
+            source_cluster: None,
         }
     }
 }
@@ -156,11 +161,15 @@ impl Drop for AbortOnDrop {
 /// A sync job: runs until stopped, reconnecting after faults.
 #[derive(Debug)]
 pub struct Replicator {
-    config: Config,
+    pub(crate) config: Config,
     filter: Filter,
-    status: StatusHandle,
+    pub(crate) status: StatusHandle,
     source_sentinel: Option<Follower>,
-    target_sentinel: Option<Follower>,
+    pub(crate) target_sentinel: Option<Follower>,
+    /// A shard of a cluster source: the sessions stream from the node it names.
+    pub(crate) source_shard: Option<ShardFollower>,
+    /// A cluster source: its shards' status.
+    pub(crate) shards: ShardsHandle,
 }
 
 impl Replicator {
@@ -169,6 +178,20 @@ impl Replicator {
         let filter = Filter::new(config.filter.clone())?;
         if config.sink.window_commands == 0 || config.sink.window_bytes == 0 {
             return Err(Error::Config("the sink windows must not be zero".into()));
+        }
+        if config.source_cluster.is_some() && config.source_sentinel.is_some() {
+            return Err(Error::Config(
+                "a source is either a cluster or sentinel-managed, not both".into(),
+            ));
+        }
+        if config
+            .source_cluster
+            .as_ref()
+            .is_some_and(|c| c.seeds.is_empty())
+        {
+            return Err(Error::Config(
+                "a cluster source needs at least one seed".into(),
+            ));
         }
         if config.target_sentinel.is_some() && config.target_cluster {
             return Err(Error::Config(
@@ -187,6 +210,8 @@ impl Replicator {
             config,
             filter,
             status: StatusHandle::default(),
+            source_shard: None,
+            shards: ShardsHandle::default(),
         })
     }
 
@@ -195,9 +220,20 @@ impl Replicator {
         self.status.clone()
     }
 
-    /// Runs until `shutdown` is cancelled (then returns `Ok`) or an error that a reconnect cannot fix.
+    /// A cluster source: the status of each shard (empty for other sources).
+    pub fn shards(&self) -> ShardsView {
+        ShardsView(self.shards.clone())
+    }
+
+    /// Runs until `shutdown` is cancelled (then returns `Ok`) or an error that a reconnect cannot fix. A
+    /// cluster source runs until stopped or until no shard's stream runs any more.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), Error> {
-        let result = self.run_sessions(&shutdown).await;
+        let result = match &self.config.source_cluster {
+            Some(cluster) if self.source_shard.is_none() => {
+                self.run_cluster(cluster, &shutdown).await
+            }
+            _ => self.run_sessions(&shutdown).await,
+        };
         for f in [&self.source_sentinel, &self.target_sentinel]
             .into_iter()
             .flatten()
@@ -307,8 +343,26 @@ impl Replicator {
         if let Some(m) = &target_master {
             target = m.connect.clone();
         }
+        let shard_node = match &self.source_shard {
+            Some(f) => Some(f.resolve().await?),
+            None => None,
+        };
+        if let Some(n) = &shard_node {
+            source.connect = n.connect.clone();
+        }
+        let shard_replaced = async {
+            match (&self.source_shard, &shard_node) {
+                (Some(f), Some(n)) => f.replaced(n).await,
+                _ => std::future::pending().await,
+            }
+        };
+        let gate = match &shard_node {
+            Some(n) if n.gate_on_replicas => Some(ReplicaGate::start(n.connect.clone())),
+            _ => None,
+        };
         tokio::select! {
-            r = self.session_with(&source, &target, shutdown, live, fail_at, report) => r,
+            r = self.session_with(&source, &target, Stop { shutdown, gate: gate.as_ref() }, live, fail_at, report) => r,
+            e = shard_replaced => Err(e),
             e = sentinel::replaced(source_master.as_ref(), "source") => Err(e),
             e = sentinel::replaced(target_master.as_ref(), "target") => Err(e),
         }
@@ -320,11 +374,12 @@ impl Replicator {
         &self,
         source: &SourceOptions,
         target: &ConnectOptions,
-        shutdown: &CancellationToken,
+        stop: Stop<'_>,
         live: &mut bool,
         fail_at: &mut Option<FailPoint>,
         report: &mut PolicyReport,
     ) -> Result<(), Error> {
+        let Stop { shutdown, gate } = stop;
         let cfg = &self.config;
         let commands = match self.command_table(&source.connect).await {
             Ok(table) => Some(std::sync::Arc::new(table)),
@@ -429,6 +484,9 @@ impl Replicator {
                     });
                 }
                 copied?;
+                if let Some(g) = gate {
+                    g.wait_for(offset).await?;
+                }
                 sink.finish_full_sync(&replid, offset).await?;
                 source.acknowledge(offset);
                 let c = sink.counters();
@@ -458,7 +516,7 @@ impl Replicator {
             commands.as_deref(),
             &target,
             report,
-            shutdown,
+            Stop { shutdown, gate },
         )
         .await
     }
@@ -471,8 +529,9 @@ impl Replicator {
         commands: Option<&CommandTable>,
         target: &TargetFormat,
         report: &mut PolicyReport,
-        shutdown: &CancellationToken,
+        stop: Stop<'_>,
     ) -> Result<(), Error> {
+        let Stop { shutdown, gate } = stop;
         let mut rates = Rates::new();
         let mut filtered = 0u64;
         let mut partial = 0u64;
@@ -490,6 +549,17 @@ impl Replicator {
             match event {
                 StreamEvent::Unit(unit) => {
                     let (end, end_db) = (unit.end_offset, unit.end_db);
+                    if let Some(g) = gate {
+                        if !g.passes(end) {
+                            // What is open is covered: commit it while waiting for the replicas.
+                            sink.sync().await?;
+                            source.acknowledge(sink.committed_offset());
+                            tokio::select! {
+                                r = g.wait_for(end) => r?,
+                                () = shutdown.cancelled() => return Err(Error::Stopped),
+                            }
+                        }
+                    }
                     let fitted = self.filter_unit(
                         unit,
                         commands,
@@ -629,6 +699,77 @@ impl Replicator {
         let reply = conn.call(&[Bytes::from_static(b"COMMAND")]).await?;
         CommandTable::from_command_reply(&reply)
             .map_err(|e| Error::Config(format!("COMMAND of the source: {e}")))
+    }
+}
+
+/// What holds a session back or ends it: the job's shutdown, and the replica gate of a cluster shard.
+#[derive(Clone, Copy)]
+struct Stop<'a> {
+    shutdown: &'a CancellationToken,
+    gate: Option<&'a ReplicaGate>,
+}
+
+/// Lets a shard's stream through only as far as a replica of its master has acknowledged (see
+/// [`crate::cluster_source`]): polls the master's `INFO replication`.
+pub(crate) struct ReplicaGate {
+    open: tokio::sync::watch::Receiver<u64>,
+    _poller: AbortOnDrop,
+}
+
+impl ReplicaGate {
+    fn start(master: ConnectOptions) -> ReplicaGate {
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let poller = tokio::spawn(async move {
+            let mut conn: Option<Connection> = None;
+            loop {
+                if conn.is_none() {
+                    conn = Connection::connect(&master).await.ok();
+                }
+                let read = match conn.as_mut() {
+                    Some(c) => ShardFollower::replica_offset(c).await,
+                    None => Err(Error::Failover("the source master is unreachable".into())),
+                };
+                match read {
+                    Ok(Some(o)) => {
+                        tx.send_if_modified(|v| {
+                            // Up with each acknowledgement; down from "open" once a replica is back.
+                            let change = o > *v || *v == u64::MAX;
+                            if change {
+                                *v = o;
+                            }
+                            change
+                        });
+                    }
+                    // No replica now: nothing can be promoted with less than the master has.
+                    Ok(None) => {
+                        tx.send_replace(u64::MAX);
+                    }
+                    Err(e) => {
+                        conn = None;
+                        debug!(error = %e, "cannot read the source master's replica offsets");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        ReplicaGate {
+            open: rx,
+            _poller: AbortOnDrop(poller),
+        }
+    }
+
+    fn passes(&self, offset: u64) -> bool {
+        *self.open.borrow() >= offset
+    }
+
+    async fn wait_for(&self, offset: u64) -> Result<(), Error> {
+        let mut rx = self.open.clone();
+        rx.wait_for(|&o| o >= offset)
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                Error::Failover("the source master's replica offsets are no longer read".into())
+            })
     }
 }
 

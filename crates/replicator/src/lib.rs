@@ -20,6 +20,8 @@
 //!   commands routed by slot, each master's batch and checkpoint applied atomically by one script).
 //! - sentinel-managed sources and targets ([`Config::source_sentinel`], [`Config::target_sentinel`]): each
 //!   session resolves the master through the sentinels and ends when a failover of it starts.
+//! - a Redis Cluster source ([`Config::source_cluster`], [`cluster_source`]): one stream per shard in one job,
+//!   each with its own checkpoint, following failovers of the shards.
 //! - [`checkpoint`], [`status`], [`Error`].
 //!
 //! ```no_run
@@ -48,6 +50,7 @@
 
 mod backoff;
 pub mod checkpoint;
+pub mod cluster_source;
 mod error;
 mod fullsync;
 mod job;
@@ -57,6 +60,7 @@ pub mod sink;
 pub mod source;
 pub mod status;
 
+pub use cluster_source::{ClusterSource, ShardStatus, ShardsView};
 pub use error::{Error, KeyDisplay};
 pub use job::{Config, Replicator};
 pub use pipeline::convert::{ConflictPolicy, PolicyKey, PolicyReport, TargetPolicy};

@@ -43,6 +43,10 @@ pub enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Disaster recovery: a pair of deployments (init, status, failover, recover, switchback, run) and the
+    /// guarded switch of a master/replica pair (promote, demote, watch). See docs/dr.md.
+    #[command(subcommand)]
+    Dr(super::dr::DrCommand),
 }
 
 /// Kinds of source on the command line.
@@ -81,6 +85,13 @@ pub struct Endpoints {
     /// The master name, for a sentinel source.
     #[arg(long)]
     pub source_master: Option<String>,
+    /// A cluster source: only these shards (shard names, node ids or `host:port` of any of their nodes;
+    /// comma-separated or repeated).
+    #[arg(long = "shards", value_delimiter = ',')]
+    pub shards: Vec<String>,
+    /// A cluster source: stream each shard from one of its replicas.
+    #[arg(long)]
+    pub prefer_replica: bool,
     /// ACL user of the source.
     #[arg(long)]
     pub source_user: Option<String>,
@@ -133,9 +144,13 @@ impl Endpoints {
     /// The source from the flags, if `--source` was given.
     pub fn source(&self) -> Result<Option<Source>, Error> {
         let Some(url) = &self.source else {
-            if self.source_type.is_some() || self.source_master.is_some() {
+            if self.source_type.is_some()
+                || self.source_master.is_some()
+                || !self.shards.is_empty()
+                || self.prefer_replica
+            {
                 return Err(Error::config(
-                    "--source-type and --source-master need --source",
+                    "--source-type, --source-master, --shards and --prefer-replica need --source",
                 ));
             }
             return Ok(None);
@@ -150,7 +165,18 @@ impl Endpoints {
             match self.source_type.unwrap_or(SourceType::Standalone) {
                 SourceType::Standalone => Source::Standalone(e),
                 SourceType::Cluster => {
-                    Source::from_json(serde_json::json!({"type": "cluster", "seeds": [e]}))?
+                    let shards = (!self.shards.is_empty()).then(|| self.shards.clone());
+                    Source::from_json(serde_json::json!({
+                        "type": "cluster",
+                        "seeds": [e],
+                        "shards": shards,
+                        "prefer_replica": self.prefer_replica,
+                    }))?
+                }
+                _ if !self.shards.is_empty() || self.prefer_replica => {
+                    return Err(Error::config(
+                        "--shards and --prefer-replica apply to a cluster source (--source-type cluster)",
+                    ))
                 }
                 SourceType::Scan => {
                     Source::from_json(serde_json::json!({"type": "scan", "endpoint": e}))?

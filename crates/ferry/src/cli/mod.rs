@@ -1,6 +1,7 @@
 //! The `ferry` program: parses the command line and calls the library.
 
 pub mod args;
+pub mod dr;
 mod serve;
 
 use std::io::{IsTerminal, Write};
@@ -56,6 +57,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Verify(a) => verify(*a).await,
             Command::Rdb(c) => rdb(c).await,
             Command::Config(ConfigCommand::Check { config, json }) => config_check(&config, json),
+            Command::Dr(c) => dr::run(c).await,
         }
     });
     rt.shutdown_timeout(Duration::from_millis(200));

@@ -274,7 +274,8 @@ pub struct MasterAuth {
 pub enum Source {
     /// One server (a master or a replica), followed with PSYNC.
     Standalone(Endpoint),
-    /// A Redis Cluster: one PSYNC stream per master (not supported yet).
+    /// A Redis Cluster: one PSYNC stream per shard, each with its own checkpoint, following the shards'
+    /// failovers (see `ferry_replicator::cluster_source`).
     Cluster {
         /// Any nodes of the cluster.
         seeds: Vec<Endpoint>,
@@ -576,6 +577,9 @@ pub struct CheckpointConfig {
     pub tag: String,
     /// The database of the checkpoint key on a standalone target.
     pub db: u32,
+    /// The fencing epoch written into every checkpoint: the job refuses a fence or a checkpoint of a newer
+    /// epoch ([`crate::ErrorKind::Fenced`]). A [`crate::DrPair`] sets it for the jobs it runs; 0 otherwise.
+    pub epoch: u64,
 }
 
 impl Default for CheckpointConfig {
@@ -584,6 +588,7 @@ impl Default for CheckpointConfig {
             enabled: true,
             tag: "ferry".into(),
             db: 0,
+            epoch: 0,
         }
     }
 }
@@ -881,6 +886,21 @@ impl SyncConfig {
             None => source.connect_options()?,
         };
         let mut c = ferry_replicator::Config::new(source, target);
+        if let Source::Cluster {
+            seeds,
+            shards,
+            prefer_replica,
+        } = &self.source
+        {
+            let seeds = seeds
+                .iter()
+                .map(Endpoint::connect_options)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut cs = ferry_replicator::ClusterSource::new(seeds);
+            cs.shards.clone_from(shards);
+            cs.prefer_replica = *prefer_replica;
+            c.source_cluster = Some(cs);
+        }
         c.target_cluster = cluster;
         c.source_sentinel = source_sentinel;
         c.target_sentinel = target_sentinel;
@@ -924,6 +944,7 @@ impl SyncConfig {
             checkpoint: self.checkpoint.enabled,
             checkpoint_tag: self.checkpoint.tag.clone(),
             checkpoint_db: i64::from(self.checkpoint.db),
+            epoch: self.checkpoint.epoch,
             ..Default::default()
         }
     }
@@ -931,7 +952,7 @@ impl SyncConfig {
 
 /// The pool options of a sentinel-managed group: the sentinels' own auth and TLS from their endpoints (the first
 /// one's, for all), the data nodes' from `auth`.
-fn sentinel_pool_options(
+pub(crate) fn sentinel_pool_options(
     sentinels: &[Endpoint],
     master: &str,
     auth: &MasterAuth,

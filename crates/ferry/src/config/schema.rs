@@ -107,6 +107,7 @@ pub(crate) const FERRY: &[(&str, Node)] = &[
             ("enabled", Node::Leaf),
             ("tag", Node::Leaf),
             ("db", Node::Leaf),
+            ("epoch", Node::Leaf),
         ]),
     ),
     (

@@ -523,6 +523,14 @@ impl ChainWriter {
         };
         if applied < 0 {
             let stored = text(items.get(1));
+            // A fence (or a checkpoint of a newer epoch) over the chain: a DR pair changed direction.
+            if let Ok(cp) = Checkpoint::decode(stored.as_bytes()) {
+                if let Err(e) = crate::checkpoint::admit(&cp, self.base.epoch) {
+                    counters.errors += 1;
+                    counters.last_error = Some(e.to_string());
+                    return Err(e);
+                }
+            }
             return Err(chain_broken(counters, format!("stored {stored:?}")));
         }
         let applied = applied as usize;
@@ -907,6 +915,23 @@ mod tests {
             .unwrap_err();
         assert!(refused.is_transient());
         assert_eq!((c.commands_applied, c.errors, w.committed()), (0, 3, 100));
+    }
+
+    #[test]
+    fn a_fence_over_the_chain_stops_the_job_instead_of_a_retry() {
+        let mut w = writer(false);
+        let mut c = SinkCounters::default();
+        w.push(unit(110, 0, &[&["SET", "a", "1"]]), &mut c);
+        let b = w.flush().unwrap();
+        let err = w
+            .on_reply(
+                b.pending,
+                reply(vec![Frame::Integer(-1), bulk("fenced epoch=2")]),
+                &mut c,
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::Fenced(_)), "{err}");
+        assert!(!err.is_transient() && !err.is_connection());
     }
 
     #[test]

@@ -318,9 +318,11 @@ impl ClusterSink {
         let mut claims = Vec::new();
         for (i, node) in self.nodes.iter_mut().enumerate() {
             for (key, value) in node.scan_values(&pattern).await? {
-                let position = match Checkpoint::decode(&value)? {
+                let cp = Checkpoint::decode(&value)?;
+                checkpoint::admit(&cp, self.opts.epoch)?;
+                let position = match cp {
                     Checkpoint::Committed(p) => p,
-                    Checkpoint::FullSyncInProgress => Position::new(String::new(), u64::MAX, 0),
+                    _ => Position::new(String::new(), u64::MAX, 0),
                 };
                 let raw = String::from_utf8_lossy(&value).into_owned();
                 claims.push(Claim {
@@ -662,8 +664,10 @@ fn check_db(db: i64) -> Result<(), Error> {
     }
 }
 
-/// The `skip`-th checkpoint tag whose key hashes to a slot owned by node `index`.
-fn tag_for_node(base: &str, owner: &[u16], index: usize, skip: usize) -> String {
+/// The `skip`-th checkpoint tag whose key hashes to a slot owned by node `index` (`owner`: the node index of
+/// every slot). The sink's own key on a master is the first (`skip` 0) unless that key covers other slots; a DR
+/// pair seeds a master's checkpoint under it.
+pub fn tag_for_node(base: &str, owner: &[u16], index: usize, skip: usize) -> String {
     (0u32..1_000_000)
         .map(|n| format!("{base}-{n}"))
         .filter(|tag| {
@@ -674,7 +678,7 @@ fn tag_for_node(base: &str, owner: &[u16], index: usize, skip: usize) -> String 
 }
 
 /// Escapes the glob characters of Redis `MATCH` patterns.
-fn glob_escape(s: &str) -> String {
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

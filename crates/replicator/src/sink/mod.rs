@@ -57,6 +57,9 @@ pub struct SinkOptions {
     pub checkpoint_db: i64,
     /// Deadline for each reply of the target.
     pub reply_timeout: Duration,
+    /// The fencing epoch written into every checkpoint (see [`crate::checkpoint`]); a job refuses a checkpoint
+    /// of a newer epoch or a fence. 0 for a job outside a DR pair.
+    pub epoch: u64,
 }
 
 impl Default for SinkOptions {
@@ -71,6 +74,7 @@ impl Default for SinkOptions {
             checkpoint_tag: "ferry".to_string(),
             checkpoint_db: 0,
             reply_timeout: Duration::from_secs(120),
+            epoch: 0,
         }
     }
 }

@@ -209,6 +209,7 @@ impl StandaloneSink {
         match self.pipe.call(&["GET", key.as_str()]).await? {
             Frame::Bulk(value) => {
                 let cp = Checkpoint::decode(&value)?;
+                crate::checkpoint::admit(&cp, self.opts.epoch)?;
                 self.stored = Some(String::from_utf8_lossy(&value).into_owned());
                 Ok(Some(cp))
             }
@@ -302,6 +303,7 @@ impl StandaloneSink {
     /// The checkpoint position this sink writes for `replid` at `offset` (stream database `db`).
     fn position(&self, replid: &str, offset: u64, db: i64) -> Position {
         let mut p = Position::new(replid, offset, db);
+        p.epoch = self.opts.epoch;
         if let Some(node) = &self.node {
             p.node = Some(node.id.clone());
             p.slots = node.slots.clone();

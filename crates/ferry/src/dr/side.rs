@@ -1,0 +1,664 @@
+//! One side of a pair as the calls see it: the master holding the record, and what the calls ask of it.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_replicator::checkpoint::{self, Checkpoint};
+use ferry_replicator::pipeline::filter::is_reserved_key;
+use ferry_replicator::source::{Resume, Source as PsyncSource, SourceOptions, Start, StreamEvent};
+use ferry_resp::{ConnectOptions, Connection, Frame};
+
+use super::record::{self, Fill, Record, TRANSITION_SCRIPT};
+use super::{Deployment, ReplPosition, Side, Transition};
+use crate::error::{Error, ErrorKind};
+
+/// A master of one side: a standalone server, a sentinel group's master, or a cluster master (with its id
+/// and slots).
+#[derive(Debug, Clone)]
+pub(crate) struct Master {
+    pub opts: ConnectOptions,
+    pub id: String,
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// One side as the calls see it: its masters (one unless a cluster), and a connection to the one holding the
+/// pair's record.
+pub(crate) struct Deploy {
+    side: Side,
+    name: String,
+    masters: Vec<Master>,
+    /// A cluster: the master index of every slot.
+    owner: Option<Vec<u16>>,
+    /// The master holding the record.
+    record_ix: usize,
+    conn: Connection,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Deploy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Deploy({}, {} masters)", self.side, self.masters.len())
+    }
+}
+
+/// The masters of a cluster, from `CLUSTER NODES` of the first seed that answers.
+async fn cluster_masters(d: &Deployment, timeout: Duration) -> Result<Vec<Master>, Error> {
+    let Deployment::Cluster { seeds } = d else {
+        return Err(Error::config("not a cluster"));
+    };
+    let mut errors = Vec::new();
+    for seed in seeds {
+        let opts = seed.connect_options()?;
+        let reply = async {
+            let mut c = connect(&opts, timeout).await?;
+            Ok::<_, Error>(c.call(&["CLUSTER", "NODES"]).await?)
+        }
+        .await;
+        let nodes = match reply {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(format!("{}:{}: {e}", opts.host, opts.port));
+                continue;
+            }
+        };
+        let infos = ferry_topology::parse_cluster_nodes(nodes.as_bytes().unwrap_or_default())?;
+        let mut masters = Vec::new();
+        for n in infos {
+            if !n.flags.master || n.flags.fail || n.slots.is_empty() {
+                continue;
+            }
+            let Some(addr) = n.addr else { continue };
+            let mut o = opts.clone();
+            if !addr.host.is_empty() {
+                o.host = addr.host;
+            }
+            o.port = addr.port;
+            masters.push(Master {
+                opts: o,
+                id: n.id,
+                slots: n.slots.iter().map(|r| (r.start, r.end)).collect(),
+            });
+        }
+        if masters.is_empty() {
+            errors.push(format!("{}:{}: no master with slots", opts.host, opts.port));
+            continue;
+        }
+        masters.sort_by(|a, b| a.slots.cmp(&b.slots));
+        return Ok(masters);
+    }
+    Err(Error::new(
+        ErrorKind::Connection,
+        format!("no seed of the cluster answers: {}", errors.join("; ")),
+    ))
+}
+
+/// Connects with a deadline on the connect and on every reply.
+async fn connect(opts: &ConnectOptions, timeout: Duration) -> Result<Connection, Error> {
+    let mut o = opts.clone();
+    o.connect_timeout = timeout;
+    o.read_timeout = Some(timeout.max(Duration::from_secs(2)));
+    o.db = 0;
+    Ok(Connection::connect(&o).await?)
+}
+
+fn text(f: &Frame) -> String {
+    f.as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// The value of `field:` in an `INFO` reply.
+pub(crate) fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .map(|v| v.trim().to_string())
+}
+
+/// The master of a sentinel-managed group: asked of each sentinel in turn, confirmed with `ROLE`.
+pub(crate) async fn sentinel_master(
+    d: &Deployment,
+    timeout: Duration,
+) -> Result<ConnectOptions, Error> {
+    let Deployment::Sentinel {
+        sentinels,
+        master,
+        master_auth,
+    } = d
+    else {
+        return Err(Error::config("not a sentinel group"));
+    };
+    let pool = crate::config::sentinel_pool_options(sentinels, master, master_auth)?;
+    let mut errors = Vec::new();
+    for s in &pool.sentinels {
+        let mut so = pool.sentinel_connect.clone();
+        so.host = s.host.clone();
+        so.port = s.port;
+        let reply = async {
+            let mut c = connect(&so, timeout).await?;
+            Ok::<_, Error>(
+                c.call(&["SENTINEL", "get-master-addr-by-name", master.as_str()])
+                    .await?,
+            )
+        }
+        .await;
+        let addr = match reply {
+            Ok(Frame::Array(items)) if items.len() == 2 => (text(&items[0]), text(&items[1])),
+            Ok(f) if f.is_null() => {
+                return Err(Error::config(format!(
+                    "the sentinels do not monitor a master named {master:?}"
+                )))
+            }
+            Ok(other) => {
+                errors.push(format!("{}:{}: unexpected reply {other:?}", s.host, s.port));
+                continue;
+            }
+            Err(e) => {
+                errors.push(format!("{}:{}: {e}", s.host, s.port));
+                continue;
+            }
+        };
+        let mut mo = pool.data_connect.clone();
+        mo.host = addr.0;
+        mo.port = addr
+            .1
+            .parse()
+            .map_err(|_| Error::data(format!("sentinel named port {:?}", addr.1)))?;
+        let mut c = match connect(&mo, timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(format!("master {}:{}: {e}", mo.host, mo.port));
+                continue;
+            }
+        };
+        let role = c.call(&["ROLE"]).await?;
+        let is_master = role
+            .into_array()
+            .and_then(|v| v.first().map(text))
+            .is_some_and(|r| r == "master");
+        if is_master {
+            return Ok(mo);
+        }
+        errors.push(format!("{}:{} is not a master yet", mo.host, mo.port));
+    }
+    Err(Error::new(
+        ErrorKind::Connection,
+        format!(
+            "no master of {master:?} could be confirmed: {}",
+            errors.join("; ")
+        ),
+    ))
+}
+
+impl Deploy {
+    /// Connects to the master of `d` that holds the record of pair `name`.
+    pub(crate) async fn open(
+        d: &Deployment,
+        side: Side,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Deploy, Error> {
+        let one = |opts: ConnectOptions| Master {
+            opts,
+            id: String::new(),
+            slots: Vec::new(),
+        };
+        let (masters, owner) = match d {
+            Deployment::Standalone(e) => (vec![one(e.connect_options()?)], None),
+            Deployment::Sentinel { .. } => (vec![one(sentinel_master(d, timeout).await?)], None),
+            Deployment::Cluster { .. } => {
+                let masters = cluster_masters(d, timeout).await?;
+                let mut owner = vec![u16::MAX; usize::from(ferry_topology::SLOT_COUNT)];
+                for (i, m) in masters.iter().enumerate() {
+                    for &(a, b) in &m.slots {
+                        for slot in a..=b {
+                            owner[usize::from(slot)] = i as u16;
+                        }
+                    }
+                }
+                (masters, Some(owner))
+            }
+        };
+        let record_ix = match &owner {
+            Some(owner) => {
+                let slot = ferry_topology::key_slot(record::key(name).as_bytes());
+                let ix = owner[usize::from(slot)];
+                if ix == u16::MAX {
+                    return Err(Error::new(
+                        ErrorKind::Connection,
+                        format!("{side}: no master serves the slot of the DR record"),
+                    ));
+                }
+                usize::from(ix)
+            }
+            None => 0,
+        };
+        let conn = connect(&masters[record_ix].opts, timeout)
+            .await
+            .map_err(|e| e.context(format!("{side}")))?;
+        Ok(Deploy {
+            side,
+            name: name.to_string(),
+            masters,
+            owner,
+            record_ix,
+            conn,
+            timeout,
+        })
+    }
+
+    /// Whether this side is a cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// A new connection to master `i`.
+    async fn conn_to(&self, i: usize) -> Result<Connection, Error> {
+        connect(&self.masters[i].opts, self.timeout)
+            .await
+            .map_err(|e| e.context(format!("{}", self.side)))
+    }
+
+    /// Every checkpoint key of the job tagged `tag` on every master (the key `ferry:checkpoint:{<tag>}`, a
+    /// cluster target's `{<tag>-n}` and a cluster source's per-shard `{<tag>:<shard>}`), with its value.
+    pub(crate) async fn checkpoint_entries(
+        &self,
+        tag: &str,
+    ) -> Result<Vec<(usize, String, Vec<u8>)>, Error> {
+        let base = checkpoint::key_name(tag);
+        let open = &base[..base.len() - 1];
+        let mut out = Vec::new();
+        for i in 0..self.masters.len() {
+            let mut c = self.conn_to(i).await?;
+            let mut cursor = "0".to_string();
+            loop {
+                let pattern = format!("{open}*");
+                let reply = c
+                    .call(&[
+                        "SCAN",
+                        cursor.as_str(),
+                        "MATCH",
+                        pattern.as_str(),
+                        "COUNT",
+                        "1000",
+                    ])
+                    .await?;
+                let mut items = reply.into_array().unwrap_or_default().into_iter();
+                cursor = items.next().map(|f| text(&f)).unwrap_or_else(|| "0".into());
+                for k in items.next().and_then(Frame::into_array).unwrap_or_default() {
+                    let key = text(&k);
+                    let rest = &key[open.len()..];
+                    if !(rest == "}" || rest.starts_with('-') || rest.starts_with(':')) {
+                        continue;
+                    }
+                    let v = c.call(&["GET", key.as_str()]).await?;
+                    if let Some(v) = v.as_bytes() {
+                        out.push((i, key, v.to_vec()));
+                    }
+                }
+                if cursor == "0" {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `value` over every checkpoint key of `tag` (a fence), master by master.
+    pub(crate) async fn overwrite_checkpoints(&self, tag: &str, value: &str) -> Result<(), Error> {
+        for (i, key, _) in self.checkpoint_entries(tag).await? {
+            let mut c = self.conn_to(i).await?;
+            c.call(&["SET", key.as_str(), value]).await?;
+        }
+        Ok(())
+    }
+
+    /// A cluster: on each master, replaces the checkpoints of `tag` by one seeded at `at` (the master's own
+    /// key, covering its slots), so the job writing this cluster continues from there.
+    pub(crate) async fn seed_cluster_checkpoints(
+        &self,
+        tag: &str,
+        at: &ReplPosition,
+        epoch: u64,
+    ) -> Result<(), Error> {
+        let owner = self
+            .owner
+            .as_ref()
+            .ok_or_else(|| Error::config("seeding per master needs a cluster"))?;
+        let old = self.checkpoint_entries(tag).await?;
+        for (i, m) in self.masters.iter().enumerate() {
+            let mut c = self.conn_to(i).await?;
+            for (_, key, _) in old.iter().filter(|(j, _, _)| *j == i) {
+                c.call(&["DEL", key.as_str()]).await?;
+            }
+            let key = checkpoint::key_name(&ferry_replicator::sink::cluster::tag_for_node(
+                tag, owner, i, 0,
+            ));
+            let mut p = checkpoint::Position::new(at.replid.clone(), at.offset, 0);
+            p.epoch = epoch;
+            p.node = Some(m.id.clone());
+            p.slots = m.slots.clone();
+            let value = Checkpoint::Committed(p).encode();
+            c.call(&["SET", key.as_str(), value.as_str()]).await?;
+        }
+        Ok(())
+    }
+
+    /// `FLUSHALL` on every master.
+    pub(crate) async fn flush_all(&self) -> Result<(), Error> {
+        for i in 0..self.masters.len() {
+            self.conn_to(i).await?.call(&["FLUSHALL"]).await?;
+        }
+        Ok(())
+    }
+
+    /// The replication position of every master (with its cluster node id; empty for one server).
+    pub(crate) async fn positions(&self) -> Result<Vec<(String, ReplPosition, String)>, Error> {
+        let mut out = Vec::new();
+        for (i, m) in self.masters.iter().enumerate() {
+            let mut c = self.conn_to(i).await?;
+            let info = text(&c.call(&["INFO", "replication"]).await?);
+            out.push((
+                m.id.clone(),
+                ReplPosition {
+                    replid: info_field(&info, "master_replid").unwrap_or_default(),
+                    offset: info_field(&info, "master_repl_offset")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                },
+                info_field(&info, "master_replid2").unwrap_or_default(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The record on this side, if any.
+    pub(crate) async fn read_record(&mut self) -> Result<Option<Record>, Error> {
+        let reply = self
+            .conn
+            .call(&["GET", record::key(&self.name).as_str()])
+            .await?;
+        if reply.is_null() {
+            return Ok(None);
+        }
+        let raw = text(&reply);
+        serde_json::from_str(&raw).map(Some).map_err(|e| {
+            Error::data(format!(
+                "{}: the DR record of {:?} is not readable: {e}",
+                self.side, self.name
+            ))
+        })
+    }
+
+    /// Runs the transition script: `record` replaces the stored one if its epoch is higher, with the checkpoint
+    /// keys of `keys` (tag, value; `None` deletes) written in the same script.
+    pub(crate) async fn transition(
+        &mut self,
+        record: &Record,
+        keys: &[(String, Option<String>)],
+        fill: Fill,
+    ) -> Result<Transition, Error> {
+        let mut argv: Vec<Bytes> = vec![
+            Bytes::from_static(b"EVAL"),
+            Bytes::from(TRANSITION_SCRIPT),
+            Bytes::from((1 + keys.len()).to_string()),
+            Bytes::from(record::key(&self.name)),
+        ];
+        for (key, _) in keys {
+            argv.push(Bytes::from(key.clone()));
+        }
+        let flag = |on: bool| Bytes::from_static(if on { b"1" } else { b"0" });
+        argv.push(Bytes::from(record.epoch.to_string()));
+        argv.push(Bytes::from(record.template(&fill)));
+        argv.push(flag(fill.rpo));
+        argv.push(flag(fill.position.is_some()));
+        argv.push(flag(fill.flush));
+        for (_, value) in keys {
+            argv.push(Bytes::from(value.clone().unwrap_or_default()));
+        }
+        let reply = self.conn.call(&argv).await.map_err(|e| {
+            Error::from(e).context(format!("{}: the DR record transition", self.side))
+        })?;
+        let items = reply
+            .into_array()
+            .ok_or_else(|| Error::data("the transition script answered no array"))?;
+        let applied = items.first().and_then(Frame::as_integer).unwrap_or(0) == 1;
+        let json = items.get(1).map(text).unwrap_or_default();
+        let stored: Record = serde_json::from_str(&json).map_err(|e| {
+            Error::data(format!("{}: the DR record is not readable: {e}", self.side))
+        })?;
+        Ok(if applied {
+            Transition::Applied { record: stored }
+        } else {
+            Transition::Lost { stored }
+        })
+    }
+
+    /// `master_replid` and `master_repl_offset` of this side's master.
+    pub(crate) async fn repl_position(&mut self) -> Result<ReplPosition, Error> {
+        let info = text(&self.conn.call(&["INFO", "replication"]).await?);
+        let replid = info_field(&info, "master_replid").unwrap_or_default();
+        let offset = info_field(&info, "master_repl_offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(ReplPosition { replid, offset })
+    }
+
+    /// The lowest offset of the committed checkpoints of `tag` on this side (`None`: none, or one of them is
+    /// fenced or a full copy in progress).
+    pub(crate) async fn checkpoint_offset(&mut self, tag: &str) -> Result<Option<u64>, Error> {
+        let entries = if self.is_cluster() {
+            self.checkpoint_entries(tag).await?
+        } else {
+            let reply = self
+                .conn
+                .call(&["GET", checkpoint::key_name(tag).as_str()])
+                .await?;
+            match reply.as_bytes() {
+                Some(v) => vec![(0, String::new(), v.to_vec())],
+                None => Vec::new(),
+            }
+        };
+        let mut min: Option<u64> = None;
+        for (_, _, value) in &entries {
+            match Checkpoint::decode(value)?.position() {
+                Some(p) => min = Some(min.map_or(p.offset, |m| m.min(p.offset))),
+                None => return Ok(None),
+            }
+        }
+        Ok(min)
+    }
+
+    /// Keys of every database except ferry's own, on every master.
+    pub(crate) async fn user_keys(&mut self) -> Result<u64, Error> {
+        let mut total = 0;
+        for i in 0..self.masters.len() {
+            let mut c = self.conn_to(i).await?;
+            total += user_keys_of(&mut c).await?;
+        }
+        Ok(total)
+    }
+
+    fn source_options(&self, i: usize, timeout: Duration) -> SourceOptions {
+        let mut o = SourceOptions::new(self.masters[i].opts.clone());
+        o.connect.connect_timeout = timeout;
+        o.connect.read_timeout = None;
+        o.connect.db = 0;
+        o.handshake.retry_for = Duration::from_secs(5);
+        o.handshake.line_timeout = timeout.max(Duration::from_secs(5));
+        o
+    }
+
+    /// Counts the writes in this side's replication stream after `from` (ferry's own keys left out), up to the
+    /// master's offset now: `None` when the stream cannot be read from there (another history, or the backlog
+    /// no longer holds it).
+    pub(crate) async fn count_writes_since(
+        &mut self,
+        from: &ReplPosition,
+        timeout: Duration,
+    ) -> Result<Option<u64>, Error> {
+        // The master whose history holds `from` (its id now, or before a promotion).
+        let positions = self.positions().await?;
+        let found = positions
+            .iter()
+            .position(|(_, p, replid2)| p.replid == from.replid || *replid2 == from.replid)
+            .or((positions.len() == 1).then_some(0));
+        let Some(i) = found else {
+            return Ok(None);
+        };
+        let now = positions[i].1.clone();
+        if now.replid == from.replid && now.offset == from.offset {
+            return Ok(Some(0));
+        }
+        let opts = self.source_options(i, timeout);
+        let resume = Resume {
+            replid: &from.replid,
+            offset: from.offset,
+            db: 0,
+        };
+        let (mut source, start) = PsyncSource::open(&opts, Some(resume)).await?;
+        if let Start::Full { .. } = start {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut count = 0u64;
+        while source.offset() < now.offset {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = tokio::time::timeout(left.min(timeout * 4), source.next_event())
+                .await
+                .map_err(|_| {
+                    Error::new(
+                        ErrorKind::Connection,
+                        format!(
+                            "{}: reading the stream from offset {} stalled at {} (of {})",
+                            self.side,
+                            from.offset,
+                            source.offset(),
+                            now.offset
+                        ),
+                    )
+                })??;
+            if let StreamEvent::Unit(unit) = event {
+                count += unit
+                    .commands
+                    .iter()
+                    .filter(|c| !c.argv.get(1).is_some_and(|k| is_reserved_key(k)))
+                    .count() as u64;
+            }
+        }
+        Ok(Some(count))
+    }
+
+    /// Whether this side's backlog can continue its stream right after `at` (a `PSYNC` that is dropped at once).
+    pub(crate) async fn backlog_holds(
+        &mut self,
+        at: &ReplPosition,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        let opts = self.source_options(0, timeout);
+        let resume = Resume {
+            replid: &at.replid,
+            offset: at.offset,
+            db: 0,
+        };
+        let (_source, start) = PsyncSource::open(&opts, Some(resume)).await?;
+        Ok(matches!(start, Start::Continue { .. }))
+    }
+
+    /// Makes sure this side's master keeps a replication backlog, so that its writes from now on can be
+    /// streamed from a position recorded now. A master that never had a replica has none (and its offset does
+    /// not move): a replication handshake creates it (the full resync it starts is dropped at once).
+    pub(crate) async fn ensure_backlog(&mut self, timeout: Duration) -> Result<(), Error> {
+        let active = |info: &str| info_field(info, "repl_backlog_active").as_deref() == Some("1");
+        for i in 0..self.masters.len() {
+            let mut c = self.conn_to(i).await?;
+            let info = text(&c.call(&["INFO", "replication"]).await?);
+            if active(&info) {
+                continue;
+            }
+            tracing::info!(side = %self.side, master = %format!("{}:{}", self.masters[i].opts.host, self.masters[i].opts.port),
+                "creating a replication backlog on the master (it had none)");
+            let opts = self.source_options(i, timeout);
+            let (source, _) = PsyncSource::open(&opts, None).await?;
+            drop(source);
+            let info = text(&c.call(&["INFO", "replication"]).await?);
+            if !active(&info) {
+                return Err(Error::new(
+                    ErrorKind::TargetRefused,
+                    format!("{}: a master keeps no replication backlog", self.side),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `argv` on every master (on this connection for the record's master).
+    async fn on_every_master(&mut self, argv: &[&str]) -> Result<(), Error> {
+        for i in 0..self.masters.len() {
+            if i == self.record_ix {
+                self.conn.call(argv).await?;
+            } else {
+                self.conn_to(i).await?.call(argv).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `CLIENT PAUSE <ms> WRITE`.
+    pub(crate) async fn pause_writes(&mut self, ms: u64) -> Result<(), Error> {
+        self.on_every_master(&["CLIENT", "PAUSE", ms.to_string().as_str(), "WRITE"])
+            .await
+    }
+
+    /// `CLIENT UNPAUSE`.
+    pub(crate) async fn unpause(&mut self) -> Result<(), Error> {
+        self.on_every_master(&["CLIENT", "UNPAUSE"]).await
+    }
+
+    /// Disconnects every normal client but this one (clients blocked by a pause never run their writes).
+    pub(crate) async fn kill_clients(&mut self) -> Result<(), Error> {
+        self.on_every_master(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+            .await
+    }
+}
+
+/// Keys of every database of the server behind `c`, except ferry's own.
+async fn user_keys_of(c: &mut Connection) -> Result<u64, Error> {
+    let info = text(&c.call(&["INFO", "keyspace"]).await?);
+    let mut total = 0u64;
+    for line in info.lines() {
+        let Some((db, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(db) = db.strip_prefix("db").and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let keys: u64 = rest
+            .split(',')
+            .find_map(|f| f.strip_prefix("keys="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        total += keys;
+        // ferry's own keys of this database.
+        c.call(&["SELECT", db.to_string().as_str()]).await?;
+        let mut cursor = "0".to_string();
+        loop {
+            let reply = c
+                .call(&["SCAN", cursor.as_str(), "MATCH", "ferry:*", "COUNT", "1000"])
+                .await?;
+            let mut items = reply.into_array().unwrap_or_default().into_iter();
+            cursor = items.next().map(|f| text(&f)).unwrap_or_else(|| "0".into());
+            let found = items.next().and_then(Frame::into_array).unwrap_or_default();
+            total = total.saturating_sub(
+                found
+                    .iter()
+                    .filter(|k| k.as_bytes().is_some_and(is_reserved_key))
+                    .count() as u64,
+            );
+            if cursor == "0" {
+                break;
+            }
+        }
+    }
+    c.call(&["SELECT", "0"]).await?;
+    Ok(total)
+}

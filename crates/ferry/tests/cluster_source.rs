@@ -1,0 +1,611 @@
+//! A Redis Cluster as the source: one job, one PSYNC stream per source shard, each with its own checkpoint,
+//! into a cluster target and into a sentinel-managed target; full copy of every type, then live writes on all
+//! shards from several clients; datasets equal key by key and INCR counters equal to the acknowledged
+//! increments.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use ferry::{JobHandle, SyncConfig, SyncJob};
+use ferry_testkit::{
+    fill, wait_until, Cluster, FillOptions, SentinelGroup, SentinelOptions, Server, Target, Version,
+};
+
+/// Counter keys per writer: enough that every writer's counters land on every shard.
+const COUNTERS: usize = 12;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn counter_key(writer: usize, i: usize) -> String {
+    format!("live:w{writer}:counter:{i}")
+}
+
+/// Raises every node's backlog, so a job away for a while continues with PSYNC.
+fn big_backlogs(cluster: &Cluster) {
+    for node in &cluster.nodes {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-backlog-size")
+            .arg("64mb")
+            .exec(&mut node.client())
+            .unwrap();
+    }
+}
+
+/// Several clients writing on all shards: each INCRs its own counters (so an increment whose reply was lost
+/// in a fault can be resolved exactly by reading the counter back) and SETs other keys.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<HashMap<String, u64>>>,
+}
+
+impl Writers {
+    fn start(source: &Cluster, clients: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let urls: Vec<String> = source.nodes.iter().map(Server::url).collect();
+        let threads = (0..clients)
+            .map(|w| {
+                let stop = stop.clone();
+                let urls = urls.clone();
+                std::thread::spawn(move || write_counters(w, &urls, &stop))
+            })
+            .collect();
+        Writers { stop, threads }
+    }
+
+    /// Stops the writers and returns the acknowledged increments of every counter.
+    fn stop(self) -> HashMap<String, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = HashMap::new();
+        for t in self.threads {
+            all.extend(t.join().unwrap());
+        }
+        all
+    }
+}
+
+/// A cluster connection through whichever nodes answer (some may be down).
+fn connect(urls: &[String]) -> redis::cluster::ClusterConnection {
+    ferry_testkit::wait_for(common::DEADLINE, "a cluster connection", || {
+        redis::cluster::ClusterClient::new(urls.to_vec())
+            .ok()?
+            .get_connection()
+            .ok()
+    })
+    .unwrap()
+}
+
+/// One writer: INCR then `WAIT 1` (the increment is on a replica, so a failover keeps it); an increment whose
+/// outcome is unknown (an error, or no replica acknowledged it in time) is resolved by reading the counter back
+/// once the cluster answers again: only this writer increments it.
+fn write_counters(w: usize, urls: &[String], stop: &AtomicBool) -> HashMap<String, u64> {
+    let mut conn = connect(urls);
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = counter_key(w, (round as usize) % COUNTERS);
+        let n = acked.entry(key.clone()).or_default();
+        let incr: redis::RedisResult<u64> = redis::cmd("INCR").arg(&key).query(&mut conn);
+        let durable = incr.is_ok()
+            && redis::cmd("WAIT")
+                .arg(1)
+                .arg(2000)
+                .query::<u64>(&mut conn)
+                .is_ok_and(|r| r >= 1);
+        match incr {
+            Ok(v) if durable => {
+                assert_eq!(v, *n + 1, "only this writer increments {key}");
+                *n = v;
+            }
+            _ => {
+                // Unknown: read it back from whoever serves the slot once the cluster settles.
+                let v =
+                    ferry_testkit::wait_for(common::DEADLINE, "the counter to be readable", || {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        conn = connect(urls);
+                        let v: Option<u64> = redis::cmd("GET").arg(&key).query(&mut conn).ok()?;
+                        let v = v.unwrap_or(0);
+                        // A write not yet visible on the new master right after a failover settles first.
+                        redis::cmd("WAIT")
+                            .arg(1)
+                            .arg(2000)
+                            .query::<u64>(&mut conn)
+                            .ok()?;
+                        Some(v)
+                    })
+                    .unwrap();
+                assert!(
+                    v == *n || v == *n + 1,
+                    "{key}: {v} after {n} acknowledged increments (a write acknowledged by a replica was lost)"
+                );
+                *n = v;
+            }
+        }
+        let _ = redis::cmd("SET")
+            .arg(format!("live:w{w}:value:{}", round % 97))
+            .arg(round)
+            .query::<()>(&mut conn);
+        round += 1;
+    }
+    acked
+}
+
+fn get_counter(target: &Target, key: &str) -> u64 {
+    let v: Option<u64> = match target {
+        Target::Standalone(url) => redis::cmd("GET")
+            .arg(key)
+            .query(
+                &mut redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap(),
+            )
+            .unwrap(),
+        Target::Cluster(urls) => {
+            let client = redis::cluster::ClusterClient::new(urls.clone()).unwrap();
+            redis::cmd("GET")
+                .arg(key)
+                .query(&mut client.get_connection().unwrap())
+                .unwrap()
+        }
+        _ => unreachable!("testkit targets are standalone or cluster"),
+    };
+    v.unwrap_or(0)
+}
+
+fn start_job(config: serde_json::Value) -> (tokio::runtime::Runtime, JobHandle) {
+    let config = SyncConfig::from_json_str(&config.to_string()).expect("valid config");
+    let rt = runtime();
+    let job = rt.block_on(async { SyncJob::new(config).unwrap().start().unwrap() });
+    (rt, job)
+}
+
+fn cluster_source_json(source: &Cluster) -> serde_json::Value {
+    let seeds: Vec<_> = source
+        .nodes
+        .iter()
+        .take(2)
+        .map(|n| serde_json::json!({ "url": n.url() }))
+        .collect();
+    serde_json::json!({ "type": "cluster", "seeds": seeds })
+}
+
+/// The full copy, then live writes from several clients on all shards: equal at the end, exact counters, one
+/// stream and one full copy per shard.
+fn full_copy_then_live_writes(source: &Cluster, target: &Target, job: &JobHandle) {
+    wait_until(
+        common::DEADLINE,
+        "three shards, all in the live phase",
+        || {
+            let s = job.status();
+            s.shards.len() == 3
+                && s.shards
+                    .iter()
+                    .all(|s| s.phase == ferry::Phase::Incremental)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    wait_until(
+        common::DEADLINE,
+        "the job's status to sum its shards",
+        || {
+            let s = job.status();
+            s.phase == ferry::Phase::Incremental && s.full_syncs == 3 && s.keys_copied > 0
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    common::wait_equal(&source.target(), target);
+    let writers = Writers::start(source, 4);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(target, &counter_key(0, 0)) >= 50
+    })
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), target);
+    for (key, n) in &acked {
+        assert_eq!(get_counter(&source.target(), key), *n, "source {key}");
+        assert_eq!(get_counter(target, key), *n, "target {key}: counters exact");
+    }
+    assert_eq!(acked.len(), 4 * COUNTERS, "every counter was written");
+    let status = job.status();
+    let names: Vec<&str> = status.shards.iter().map(|s| s.name.as_str()).collect();
+    let masters = source_master_ids(source);
+    for s in &status.shards {
+        assert_eq!(s.full_syncs, 1, "one full copy per shard: {status:?}");
+        assert!(
+            masters.contains(&s.name),
+            "a shard is named by its master's node id: {names:?}"
+        );
+        assert!(
+            s.commands_applied > 0,
+            "every shard streamed live writes: {status:?}"
+        );
+    }
+}
+
+/// The node ids of the source's masters.
+fn source_master_ids(cluster: &Cluster) -> Vec<String> {
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut cluster.nodes[0].client())
+        .unwrap();
+    text.lines()
+        .filter(|l| l.split(' ').nth(2).is_some_and(|f| f.contains("master")))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_cluster_source_syncs_into_a_cluster_target_one_stream_per_shard_exactly() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Cluster::start(Version::V7_0).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(31).dbs(vec![0])).unwrap();
+    let seeds: Vec<_> = target
+        .nodes
+        .iter()
+        .map(|n| serde_json::json!({ "url": n.url() }))
+        .collect();
+    let (rt, job) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": { "type": "cluster", "seeds": seeds },
+    }));
+    full_copy_then_live_writes(&source, &target.target(), &job);
+    let status = rt.block_on(job.stop()).unwrap();
+    assert_eq!(status.full_syncs, 3, "{status:?}");
+}
+
+#[test]
+fn a_cluster_source_syncs_into_a_sentinel_target_exactly() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let group = SentinelGroup::start(SentinelOptions::new(Version::V7_0)).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(32).dbs(vec![0])).unwrap();
+    let sentinels: Vec<_> = group
+        .sentinels
+        .iter()
+        .map(|s| serde_json::json!({ "url": format!("redis://{}", s.addr()) }))
+        .collect();
+    let (rt, job) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": { "type": "sentinel", "sentinels": sentinels, "master": group.master_name },
+    }));
+    let target = Target::from(group.current_master().unwrap() as &Server);
+    full_copy_then_live_writes(&source, &target, &job);
+    let status = rt.block_on(job.stop()).unwrap();
+    assert_eq!(status.full_syncs, 3, "{status:?}");
+}
+
+/// The node indexes of the master owning `slot` and of its replica, from `CLUSTER NODES` of a live node.
+fn shard_nodes(cluster: &Cluster, slot: u16) -> (usize, usize) {
+    ferry_testkit::wait_for(common::DEADLINE, "the shard of a slot", || {
+        let text: String = cluster.nodes.iter().find_map(|n| {
+            let mut c = n.try_client().ok()?;
+            redis::cmd("CLUSTER").arg("NODES").query(&mut c).ok()
+        })?;
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+        let owns = |l: &Vec<&str>| {
+            l.iter().skip(8).any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            })
+        };
+        let master = lines
+            .iter()
+            .find(|l| l[2].contains("master") && !l[2].contains("fail") && owns(l))?;
+        let replica = lines
+            .iter()
+            .find(|l| l[3] == master[0] && !l[2].contains("fail"))?;
+        let index = |l: &Vec<&str>| {
+            let port: u16 = l[1].split(['@', ',']).next()?.rsplit(':').next()?.parse().ok()?;
+            cluster.nodes.iter().position(|n| n.port() == port)
+        };
+        Some((index(master)?, index(replica)?))
+    })
+    .unwrap()
+}
+
+fn is_master(server: &Server) -> bool {
+    server
+        .try_client()
+        .ok()
+        .and_then(|mut c| redis::cmd("ROLE").query::<redis::Value>(&mut c).ok())
+        .is_some_and(|v| matches!(v, redis::Value::Array(ref items) if matches!(items.first(), Some(redis::Value::BulkString(r)) if r == b"master")))
+}
+
+/// Two clusters and a job between them, caught up, with writers running on every shard.
+fn running_pair(seed: u64) -> (Cluster, Cluster, tokio::runtime::Runtime, JobHandle) {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Cluster::start(Version::V7_0).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(seed).dbs(vec![0])).unwrap();
+    let seeds: Vec<_> = target
+        .nodes
+        .iter()
+        .map(|n| serde_json::json!({ "url": n.url() }))
+        .collect();
+    let (rt, job) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": { "type": "cluster", "seeds": seeds },
+    }));
+    wait_until(
+        common::DEADLINE,
+        "three shards, all in the live phase",
+        || {
+            let s = job.status();
+            s.shards.len() == 3
+                && s.shards
+                    .iter()
+                    .all(|s| s.phase == ferry::Phase::Incremental)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    (source, target, rt, job)
+}
+
+/// After a fault of the shard streamed from `old_addr`: more writes reach the target through the new master,
+/// then the writers stop; equal, exact counters, no second full copy of any shard, the others untouched.
+fn ends_exact_after_shard_failover(
+    source: &Cluster,
+    target: &Cluster,
+    job: &JobHandle,
+    writers: Writers,
+    shard: &str,
+    new_addr: &str,
+) {
+    wait_until(
+        common::DEADLINE,
+        "the shard to stream from its new master",
+        || {
+            job.status().shards.iter().any(|s| {
+                s.name == shard && s.source == new_addr && s.phase == ferry::Phase::Incremental
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    let seen = get_counter(&target.target(), &counter_key(0, 0));
+    wait_until(
+        common::DEADLINE,
+        "more live writes after the failover",
+        || get_counter(&target.target(), &counter_key(0, 0)) >= seen + 30,
+    )
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &target.target());
+    for (key, n) in &acked {
+        assert_eq!(get_counter(&source.target(), key), *n, "source {key}");
+        assert_eq!(
+            get_counter(&target.target(), key),
+            *n,
+            "target {key}: counters exact"
+        );
+    }
+    let status = job.status();
+    assert_eq!(status.shards.len(), 3, "{status:?}");
+    for s in &status.shards {
+        assert_eq!(s.full_syncs, 1, "no new full copy of any shard: {status:?}");
+        if s.name == shard {
+            assert!(
+                s.reconnects >= 1,
+                "the shard followed its failover: {status:?}"
+            );
+        } else {
+            assert_eq!(
+                s.reconnects, 0,
+                "the other shards are unaffected: {status:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_source_shard_cluster_failover_continues_on_the_promoted_replica_without_a_full_copy() {
+    let (source, target, rt, job) = running_pair(33);
+    let writers = Writers::start(&source, 3);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(&target.target(), &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let (master, replica) = shard_nodes(&source, 0);
+    let shard = job
+        .status()
+        .shards
+        .iter()
+        .find(|s| s.source == source.nodes[master].addr())
+        .map(|s| s.name.clone())
+        .expect("a shard streamed from the master of slot 0");
+    redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .exec(&mut source.nodes[replica].client())
+        .unwrap();
+    wait_until(common::DEADLINE, "the replica to be promoted", || {
+        is_master(&source.nodes[replica])
+    })
+    .unwrap();
+    let new_addr = source.nodes[replica].addr();
+    ends_exact_after_shard_failover(&source, &target, &job, writers, &shard, &new_addr);
+    rt.block_on(job.stop()).unwrap();
+}
+
+#[test]
+fn a_source_master_sigkilled_continues_on_its_promoted_replica_without_a_full_copy() {
+    let (mut source, target, rt, job) = running_pair(34);
+    let writers = Writers::start(&source, 3);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(&target.target(), &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let (master, replica) = shard_nodes(&source, 0);
+    let shard = job
+        .status()
+        .shards
+        .iter()
+        .find(|s| s.source == source.nodes[master].addr())
+        .map(|s| s.name.clone())
+        .expect("a shard streamed from the master of slot 0");
+    source.nodes[master].kill();
+    wait_until(common::DEADLINE, "the replica to take over", || {
+        is_master(&source.nodes[replica])
+    })
+    .unwrap();
+    let new_addr = source.nodes[replica].addr();
+    ends_exact_after_shard_failover(&source, &target, &job, writers, &shard, &new_addr);
+    rt.block_on(job.stop()).unwrap();
+}
+
+/// The job's status, read from a `ferry sync` process's status endpoint.
+fn process_status(addr: &str) -> serde_json::Value {
+    serde_json::from_str(&common::http_get(addr, "/status")).expect("status JSON")
+}
+
+fn wait_all_shards_live(addr: &str) -> serde_json::Value {
+    ferry_testkit::wait_for(common::DEADLINE, "three shards in the live phase", || {
+        let s = process_status(addr);
+        let shards = s["shards"].as_array()?;
+        let live = shards.len() == 3 && shards.iter().all(|x| x["phase"] == "incremental");
+        (live && s["phase"] == "incremental").then_some(s)
+    })
+    .unwrap()
+}
+
+fn shard_names(status: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = status["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_sigkilled_cluster_source_process_resumes_every_shard_from_its_checkpoint() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Cluster::start(Version::V7_0).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(35).dbs(vec![0])).unwrap();
+    let args = [
+        "sync".to_string(),
+        "--source".into(),
+        source.nodes[0].url(),
+        "--source-type".into(),
+        "cluster".into(),
+        "--target".into(),
+        target.nodes[0].url(),
+        "--target-type".into(),
+        "cluster".into(),
+        "--status-addr".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let mut first = common::Ferry::spawn(&args);
+    let addr = first.served_addr("status");
+    let before = wait_all_shards_live(&addr);
+    let writers = Writers::start(&source, 3);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(&target.target(), &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    drop(first); // SIGKILL
+    let mut second = common::Ferry::spawn(&args);
+    let addr = second.served_addr("status");
+    let after = wait_all_shards_live(&addr);
+    assert_eq!(
+        shard_names(&before),
+        shard_names(&after),
+        "the same shards by name"
+    );
+    let seen = get_counter(&target.target(), &counter_key(0, 0));
+    wait_until(common::DEADLINE, "live writes after the restart", || {
+        get_counter(&target.target(), &counter_key(0, 0)) >= seen + 30
+    })
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &target.target());
+    for (key, n) in &acked {
+        assert_eq!(
+            get_counter(&target.target(), key),
+            *n,
+            "target {key}: counters exact"
+        );
+    }
+    let status = process_status(&addr);
+    for s in status["shards"].as_array().unwrap() {
+        assert_eq!(
+            s["full_syncs"], 0,
+            "each shard resumed from its checkpoint: {status}"
+        );
+    }
+    second.terminate();
+    assert_eq!(second.wait(), 0, "{}", second.stderr());
+}
+
+/// The replicas' addresses of a cluster, from `ROLE`.
+fn replica_addrs(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| !is_master(n))
+        .map(Server::addr)
+        .collect()
+}
+
+#[test]
+fn the_redisshake_v4_cluster_reader_with_prefer_replica_streams_each_shard_from_a_replica() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target =
+        ferry_testkit::Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(36).dbs(vec![0])).unwrap();
+    let text =
+        std::fs::read_to_string(common::shared_dir().join("fixtures/redisshake-v4-shake.toml"))
+            .unwrap()
+            .replace("127.0.0.1:30001", &source.nodes[0].addr())
+            .replace("127.0.0.1:6380", &target.addr())
+            .replace("prefer_replica = false", "prefer_replica = true");
+    let (_dir, path) = common::write_file("shake.toml", &text);
+    let mut ferry = common::Ferry::spawn([
+        "sync".as_ref(),
+        "-c".as_ref(),
+        path.as_os_str(),
+        "--status-addr".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ]);
+    let addr = ferry.served_addr("status");
+    let status = wait_all_shards_live(&addr);
+    let replicas = replica_addrs(&source);
+    for s in status["shards"].as_array().unwrap() {
+        let from = s["source"].as_str().unwrap().to_string();
+        assert!(
+            replicas.contains(&from),
+            "{from} is a replica of {replicas:?}: {status}\n{}",
+            ferry.stderr()
+        );
+    }
+    let writers = Writers::start(&source, 2);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(&Target::from(&target), &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &Target::from(&target));
+    for (key, n) in &acked {
+        assert_eq!(
+            get_counter(&Target::from(&target), key),
+            *n,
+            "target {key}: counters exact"
+        );
+    }
+    ferry.terminate();
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+}

@@ -1,0 +1,947 @@
+//! A Redis Cluster as the source: one PSYNC stream per shard, in one job.
+//!
+//! The job discovers the shards (`CLUSTER SHARDS` on 7.0+, `CLUSTER NODES` where that command is unknown) from
+//! its seeds and from every node it has seen since, and runs each shard as one instance of the ordinary
+//! session loop ([`crate::Replicator`]): its own source link, its own sink, its own checkpoint chain, its own
+//! backoff and status. One shard's error does not stop the others; the job ends when no shard runs any more
+//! (with the first shard error, if any) or when it is stopped.
+//!
+//! # How a shard is named
+//!
+//! A shard's checkpoints live in the target under the tag `<checkpoint tag>:<shard name>` (see
+//! [`crate::checkpoint::key_name`]; a cluster target adds its own per-master suffix). The name must survive a
+//! failover of the shard (its master changes) and a restart of the job (nothing is kept in memory), so it is
+//! not an address:
+//!
+//! 1. While the job runs, a shard is a set of node ids (its master and replicas). A discovered group of nodes is
+//!    the same shard as a running one when any node id is in both; the set grows with every member seen.
+//! 2. A shard seen for the first time is named by the node id of its master then (40 hex characters).
+//! 3. When the job starts, the names already in the target (from its checkpoint keys) are matched first: a
+//!    shard takes the name that is the node id of any of its current members (the founding master is now a
+//!    replica, or still the master); failing that, the name whose checkpoint's replication id is the current
+//!    master's `master_replid` or `master_replid2` (the PSYNC2 lineage: the founding node is gone, its replica
+//!    took over and still knows the old history). Only a shard matching neither is new (a full copy of it).
+//!
+//! A checkpoint found by name is then only used if the source agrees: PSYNC answers `+CONTINUE` only for a
+//! replication id and offset of the node's own history, so a wrong match costs a full copy, never a wrong
+//! resume.
+//!
+//! # Failover of a source shard
+//!
+//! Each shard's session ends when its master changes (seen by the discovery, which runs every
+//! [`ClusterSource::discover_interval`], or by the broken link of a killed master); the next session resolves
+//! the new master and continues with PSYNC2 from the checkpoint. A `CLUSTER FAILOVER` pauses the master's
+//! clients (and its replication pings) until the replica has its offset, so the old master never has stream bytes
+//! the promoted replica lacks. A master that dies may have sent ferry bytes its replica never received; those
+//! writes are lost by the cluster itself, and ferry must not have applied them. So, by default, a shard
+//! streamed from its master applies a part of the stream only once a replica of that master has acknowledged it
+//! ([`ClusterSource::replica_gate`]): what ferry's checkpoint covers is then on a replica, and the promoted one
+//! can continue from it. A shard without replicas is not gated (there is no one to fail over to).
+//!
+//! # Limits
+//!
+//! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
+//!   target holds the other shards' keys.
+//! - A shard that disappears from the cluster (all its nodes forgotten) is retired: its session stops after
+//!   committing what it received; its checkpoint keys stay in the target.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_resp::{ConnectOptions, Connection, Frame};
+use ferry_topology::{Health, SlotMap};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::Error;
+use crate::status::{Phase, Status, StatusHandle};
+
+/// A cluster source: where to find it and which of its shards this job takes.
+#[derive(Debug, Clone)]
+pub struct ClusterSource {
+    /// Any nodes of the source cluster (their credentials and TLS are used for every node).
+    pub seeds: Vec<ConnectOptions>,
+    /// Only the shards named here: a shard name (see the module documentation), or the node id or
+    /// `host:port` of any of its nodes. All shards when `None`.
+    pub shards: Option<Vec<String>>,
+    /// Stream each shard from one of its replicas (an online one) instead of its master, to spare the masters;
+    /// the master when it has none.
+    pub prefer_replica: bool,
+    /// How often the topology is read again (failovers, shards added or removed).
+    pub discover_interval: Duration,
+    /// Apply a shard's stream from its master only once a replica of that master acknowledged it, so a master
+    /// killed before its replica got the last writes never leaves the target ahead of the promoted replica.
+    pub replica_gate: bool,
+}
+
+impl ClusterSource {
+    /// A cluster source found through `seeds`, all shards, streamed from the masters, with the replica gate.
+    pub fn new(seeds: Vec<ConnectOptions>) -> ClusterSource {
+        ClusterSource {
+            seeds,
+            shards: None,
+            prefer_replica: false,
+            discover_interval: Duration::from_millis(500),
+            replica_gate: true,
+        }
+    }
+}
+
+/// The status of one shard of a cluster source.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ShardStatus {
+    /// The shard's name (see [`crate::cluster_source`]): the tag of its checkpoints is
+    /// `<checkpoint tag>:<name>`.
+    pub name: String,
+    /// The node the shard is streamed from now, `host:port`.
+    pub source: String,
+    /// The shard no longer exists in the source; its stream was stopped.
+    pub retired: bool,
+    /// The shard's stream.
+    pub status: Status,
+}
+
+/// One node of a discovered shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub master: bool,
+    pub online: bool,
+}
+
+impl Member {
+    fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A shard as one discovery saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct ShardView {
+    /// The master first, then the replicas.
+    pub members: Vec<Member>,
+    /// Slots the master serves.
+    pub slots: usize,
+}
+
+impl ShardView {
+    fn master(&self) -> Option<&Member> {
+        self.members.iter().find(|m| m.master)
+    }
+
+    /// The node to stream from: the online master, or (`prefer_replica`) an online replica first.
+    fn serving(&self, prefer_replica: bool) -> Option<&Member> {
+        let master = self.master().filter(|m| m.online);
+        if prefer_replica {
+            if let Some(r) = self.members.iter().find(|m| !m.master && m.online) {
+                return Some(r);
+            }
+        }
+        master
+    }
+}
+
+/// The node a shard session streams from.
+pub(crate) struct ShardNode {
+    pub connect: ConnectOptions,
+    pub id: String,
+    /// The node is the shard's master and has replicas: gate the stream on their acknowledgements.
+    pub gate_on_replicas: bool,
+}
+
+/// What a shard's sessions know of their shard: its latest view, from the job's discovery.
+#[derive(Debug)]
+pub(crate) struct ShardFollower {
+    name: String,
+    view: watch::Receiver<Option<ShardView>>,
+    template: ConnectOptions,
+    prefer_replica: bool,
+    replica_gate: bool,
+    current: Arc<Mutex<String>>,
+}
+
+impl ShardFollower {
+    /// The node to stream from now; waits (up to 30 s) while the shard has none (a failover in progress).
+    pub(crate) async fn resolve(&self) -> Result<ShardNode, Error> {
+        let mut rx = self.view.clone();
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let pick = {
+                    let v = rx.borrow_and_update();
+                    match v.as_ref() {
+                        None => return Err(Error::Stopped),
+                        Some(view) => view.serving(self.prefer_replica).map(|m| {
+                            let replicas = view.members.iter().any(|r| !r.master);
+                            (m.clone(), m.master && replicas)
+                        }),
+                    }
+                };
+                if let Some(p) = pick {
+                    return Ok(p);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(Error::Stopped);
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            Error::Failover(format!(
+                "source shard {} has no node to stream from (a failover in progress?)",
+                self.name
+            ))
+        })??;
+        let (member, has_replicas) = found;
+        let mut connect = self.template.clone();
+        connect.host = member.host.clone();
+        connect.port = member.port;
+        connect.db = 0;
+        if let Ok(mut c) = self.current.lock() {
+            *c = member.addr();
+        }
+        info!(shard = %self.name, node = %member.addr(), master = member.master, "source shard node resolved");
+        Ok(ShardNode {
+            connect,
+            id: member.id,
+            gate_on_replicas: self.replica_gate && has_replicas,
+        })
+    }
+
+    /// Returns once the shard should be streamed from another node than `node` (a failover, the node failed,
+    /// the shard was retired), with the error that ends the session.
+    pub(crate) async fn replaced(&self, node: &ShardNode) -> Error {
+        let mut rx = self.view.clone();
+        loop {
+            let moved = match rx.borrow_and_update().as_ref() {
+                None => return Error::Stopped,
+                Some(view) => match view.serving(self.prefer_replica) {
+                    Some(m) => m.id != node.id,
+                    // No node to stream from: the one in use failed, and its link breaks on its own.
+                    None => false,
+                },
+            };
+            if moved {
+                return Error::Failover(format!(
+                    "source shard {}: node {}:{} is no longer the one to stream from",
+                    self.name, node.connect.host, node.connect.port
+                ));
+            }
+            if rx.changed().await.is_err() {
+                return Error::Stopped;
+            }
+        }
+    }
+
+    /// The offset some replica of the master on `conn` acknowledged (`INFO replication`, `slaveN:...offset=`),
+    /// or `None` when it lists no replica but ferry.
+    pub(crate) async fn replica_offset(conn: &mut Connection) -> Result<Option<u64>, Error> {
+        let info = info_text(conn, "replication").await?;
+        Ok(replica_acked_offset(&info))
+    }
+}
+
+/// The highest offset a replica of the master acknowledged, from `INFO replication`. ferry's own links announce
+/// `listening-port` 0 and are left out: only a node that can be promoted counts.
+fn replica_acked_offset(info: &str) -> Option<u64> {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .filter(|l| l.contains("state=online") && !l.contains(",port=0,"))
+        .filter_map(|l| {
+            l.split(',')
+                .find_map(|f| f.strip_prefix("offset="))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .max()
+}
+
+async fn info_text(conn: &mut Connection, section: &str) -> Result<String, Error> {
+    let reply = conn.call(&["INFO", section]).await?;
+    Ok(reply
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default())
+}
+
+/// Reads the shards from the first node of `nodes` that answers.
+pub(crate) async fn discover(nodes: &[ConnectOptions]) -> Result<Vec<ShardView>, Error> {
+    let mut last = None;
+    for node in nodes {
+        let mut opts = node.clone();
+        opts.db = 0;
+        opts.connect_timeout = opts.connect_timeout.min(Duration::from_secs(2));
+        opts.read_timeout = Some(Duration::from_secs(5));
+        match discover_from(&opts).await {
+            Ok(views) if !views.is_empty() => return Ok(views),
+            Ok(_) => {
+                last = Some(Error::Config(format!(
+                    "the source node {}:{} lists no shard",
+                    opts.host, opts.port
+                )))
+            }
+            Err(e) if e.is_auth() => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Config("a cluster source needs at least one seed".into())))
+}
+
+async fn discover_from(opts: &ConnectOptions) -> Result<Vec<ShardView>, Error> {
+    let mut conn = Connection::connect(opts).await?;
+    let map = match conn.call(&["CLUSTER", "SHARDS"]).await {
+        Ok(reply) => SlotMap::from_cluster_shards(&reply)
+            .map_err(|e| Error::Protocol(format!("CLUSTER SHARDS of the source: {e}")))?,
+        // Before 7.0 there is no CLUSTER SHARDS.
+        Err(e) if e.server_error().is_some() && !e.to_string().contains("NOAUTH") => {
+            let reply = conn.call(&["CLUSTER", "NODES"]).await?;
+            let text = reply.as_bytes().unwrap_or_default();
+            SlotMap::from_cluster_nodes(text)
+                .map_err(|e| Error::Protocol(format!("CLUSTER NODES of the source: {e}")))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut map = map;
+    map.fill_unknown_hosts(&opts.host);
+    let mut slots: HashMap<String, usize> = HashMap::new();
+    for (range, node) in map.ranges() {
+        *slots.entry(node.addr.to_string()).or_default() +=
+            usize::from(range.end - range.start) + 1;
+    }
+    let member = |n: &ferry_topology::Node, master: bool| Member {
+        id: n.id.clone().unwrap_or_else(|| n.addr.to_string()),
+        host: n.addr.host.clone(),
+        port: n.addr.port,
+        master,
+        // A node only suspected down, or a replica still loading, is not failed.
+        online: n.health != Health::Failed,
+    };
+    Ok(map
+        .shards()
+        .iter()
+        .filter(|s| !s.master.addr.host.is_empty() && s.master.addr.port != 0)
+        .map(|s| {
+            let mut members = vec![member(&s.master, true)];
+            members.extend(s.replicas.iter().map(|r| member(r, false)));
+            ShardView {
+                slots: slots.get(&s.master.addr.to_string()).copied().unwrap_or(0),
+                members,
+            }
+        })
+        .collect())
+}
+
+/// `SCAN` for `pattern` with the values (`GET`) on one server.
+pub(crate) async fn scan_values(
+    conn: &mut Connection,
+    pattern: &str,
+) -> Result<Vec<(String, Bytes)>, Error> {
+    let mut out = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let reply = conn
+            .call(&["SCAN", cursor.as_str(), "MATCH", pattern, "COUNT", "1000"])
+            .await?;
+        let Frame::Array(items) = reply else {
+            return Err(Error::Protocol("SCAN did not answer an array".into()));
+        };
+        cursor = items
+            .first()
+            .and_then(Frame::as_bytes)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .ok_or_else(|| Error::Protocol("SCAN without a cursor".into()))?;
+        if let Some(Frame::Array(keys)) = items.get(1) {
+            for key in keys.iter().filter_map(Frame::as_bytes) {
+                let key = String::from_utf8_lossy(key).into_owned();
+                if let Ok(Frame::Bulk(v)) = conn.call(&["GET", key.as_str()]).await {
+                    out.push((key, v));
+                }
+            }
+        }
+        if cursor == "0" {
+            return Ok(out);
+        }
+    }
+}
+
+/// The shard names found in checkpoint keys `ferry:checkpoint:{<tag>:<name>[-<n>]}`, with the replication id
+/// of a committed checkpoint when one says.
+pub(crate) fn names_from_keys(
+    tag: &str,
+    keys: &[(String, Bytes)],
+) -> HashMap<String, Option<String>> {
+    let prefix = format!("{}{{{tag}:", crate::checkpoint::KEY_PREFIX);
+    let mut out: HashMap<String, Option<String>> = HashMap::new();
+    for (key, value) in keys {
+        let Some(rest) = key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(name) = rest.get(..40).filter(|n| crate::checkpoint::is_replid(n)) else {
+            continue;
+        };
+        let replid = crate::checkpoint::Checkpoint::decode(value)
+            .ok()
+            .and_then(|c| c.position().map(|p| p.replid.clone()));
+        let entry = out.entry(name.to_string()).or_default();
+        if entry.is_none() {
+            *entry = replid;
+        }
+    }
+    out
+}
+
+/// One running shard.
+struct Running {
+    name: String,
+    ids: BTreeSet<String>,
+    view: watch::Sender<Option<ShardView>>,
+    status: StatusHandle,
+    current: Arc<Mutex<String>>,
+    task: Option<tokio::task::JoinHandle<Result<(), Error>>>,
+    result: Option<Result<(), String>>,
+    retired: bool,
+    absent: u32,
+}
+
+/// A live view of the shards of a cluster-source job ([`crate::Replicator::shards`]).
+#[derive(Debug, Clone)]
+pub struct ShardsView(pub(crate) ShardsHandle);
+
+impl ShardsView {
+    /// The status of each shard now (empty for a job whose source is not a cluster).
+    pub fn snapshot(&self) -> Vec<ShardStatus> {
+        self.0.snapshot()
+    }
+}
+
+/// The shards of a cluster-source job, for its status.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ShardsHandle {
+    inner: Arc<Mutex<Vec<ShardEntry>>>,
+}
+
+#[derive(Debug, Clone)]
+struct ShardEntry {
+    name: String,
+    current: Arc<Mutex<String>>,
+    status: StatusHandle,
+    retired: bool,
+}
+
+impl ShardsHandle {
+    pub(crate) fn snapshot(&self) -> Vec<ShardStatus> {
+        let list = self.inner.lock().map(|l| l.clone()).unwrap_or_default();
+        list.into_iter()
+            .map(|e| ShardStatus {
+                source: e.current.lock().map(|c| c.clone()).unwrap_or_default(),
+                name: e.name,
+                retired: e.retired,
+                status: e.status.snapshot(),
+            })
+            .collect()
+    }
+
+    fn set(&self, running: &[Running]) {
+        if let Ok(mut l) = self.inner.lock() {
+            *l = running
+                .iter()
+                .map(|r| ShardEntry {
+                    name: r.name.clone(),
+                    current: r.current.clone(),
+                    status: r.status.clone(),
+                    retired: r.retired,
+                })
+                .collect();
+        }
+    }
+}
+
+/// Whether a shard is one the job was asked to take.
+fn selected(wanted: Option<&[String]>, name: &str, view: &ShardView) -> bool {
+    let Some(wanted) = wanted else { return true };
+    wanted
+        .iter()
+        .any(|w| w == name || view.members.iter().any(|m| &m.id == w || &m.addr() == w))
+}
+
+/// Sums the shards' statuses into the job's.
+fn aggregate(status: &StatusHandle, running: &[Running]) {
+    let shards: Vec<Status> = running.iter().map(|r| r.status.snapshot()).collect();
+    status.update(|s| {
+        let live: Vec<&Status> = shards
+            .iter()
+            .filter(|x| x.phase != Phase::Stopped)
+            .collect();
+        s.phase = if live.is_empty() {
+            Phase::Stopped
+        } else if live.iter().any(|x| x.phase == Phase::FullSync) {
+            Phase::FullSync
+        } else if live.iter().any(|x| x.phase == Phase::Handshake) {
+            Phase::Handshake
+        } else if live.iter().any(|x| x.phase == Phase::Reconnecting) {
+            Phase::Reconnecting
+        } else {
+            Phase::Incremental
+        };
+        macro_rules! sum {
+            ($($f:ident),*) => { $( s.$f = shards.iter().map(|x| x.$f).sum(); )* };
+        }
+        sum!(
+            keys_done,
+            keys_copied,
+            keys_as_commands,
+            keys_reencoded,
+            keys_skipped,
+            commands_applied,
+            commands_filtered,
+            commands_partial,
+            bytes_read,
+            bytes_written,
+            spooled_bytes,
+            source_offset,
+            applied_offset,
+            acked_offset,
+            acks_sent,
+            lag_bytes,
+            errors,
+            reconnects,
+            full_syncs,
+            policy_keys_skipped,
+            policy_keys_converted,
+            policy_commands_skipped,
+            policy_commands_converted
+        );
+        s.ops_per_sec = shards.iter().map(|x| x.ops_per_sec).sum();
+        s.lag_seconds = shards.iter().map(|x| x.lag_seconds).fold(0.0, f64::max);
+        s.keys_expected = shards.iter().map(|x| x.keys_expected).sum();
+        s.replid = String::new();
+        if let Some(e) = shards.iter().rev().find_map(|x| x.last_error.clone()) {
+            s.last_error = Some(e);
+        }
+    });
+}
+
+impl crate::Replicator {
+    /// Runs a cluster-source job: discovery, one session loop per shard, until stopped or no shard runs.
+    pub(crate) async fn run_cluster(
+        &self,
+        cluster: &ClusterSource,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        let tag = self.config.sink.checkpoint_tag.clone();
+        let template = cluster
+            .seeds
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Config("a cluster source needs at least one seed".into()))?;
+        let mut nodes = cluster.seeds.clone();
+        let mut backoff = crate::backoff::Backoff::new(
+            self.config.reconnect_backoff,
+            self.config.reconnect_backoff_max,
+        );
+        // The first discovery, retried while the source is unreachable.
+        let mut views = loop {
+            match discover(&nodes).await {
+                Ok(v) => break v,
+                Err(e) if e.is_auth() || matches!(e, Error::Config(_)) => return Err(e),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the source cluster's shards, trying again");
+                    self.status.update(|s| s.last_error = Some(e.to_string()));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = shutdown.cancelled() => return Ok(()),
+            }
+        };
+        let known = loop {
+            match self.known_shard_names(&tag).await {
+                Ok(k) => break k,
+                Err(e) if e.is_auth() || matches!(e, Error::Config(_)) => return Err(e),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the shard checkpoints in the target, trying again");
+                    self.status.update(|s| s.last_error = Some(e.to_string()));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = shutdown.cancelled() => return Ok(()),
+            }
+        };
+        let mut known: HashMap<String, Option<String>> = known;
+        let children = shutdown.child_token();
+        let mut running: Vec<Running> = Vec::new();
+        let mut tick = tokio::time::interval(cluster.discover_interval);
+        loop {
+            self.place_views(
+                cluster,
+                &template,
+                &children,
+                &mut running,
+                &mut known,
+                &views,
+            )
+            .await;
+            self.shards.set(&running);
+            // Collect ended shards.
+            for r in &mut running {
+                if r.task.as_ref().is_some_and(|t| t.is_finished()) {
+                    let t = r.task.take().expect("checked");
+                    let res = match t.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(format!("the shard's task ended abnormally: {e}")),
+                    };
+                    if let Err(e) = &res {
+                        if !r.retired {
+                            warn!(shard = %r.name, error = %e, "a source shard's stream stopped; the others go on");
+                        }
+                    }
+                    r.result = Some(res);
+                }
+            }
+            aggregate(&self.status, &running);
+            if !running.is_empty() && running.iter().all(|r| r.task.is_none()) {
+                break;
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => break,
+            }
+            match discover(&nodes).await {
+                Ok(v) => {
+                    for view in &v {
+                        for m in &view.members {
+                            if !nodes.iter().any(|n| n.host == m.host && n.port == m.port) {
+                                let mut c = template.clone();
+                                c.host = m.host.clone();
+                                c.port = m.port;
+                                nodes.push(c);
+                            }
+                        }
+                    }
+                    views = v;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read the source cluster's shards now");
+                }
+            }
+        }
+        children.cancel();
+        let mut first_error = None;
+        let mut fenced = false;
+        for r in &mut running {
+            if let Some(t) = r.task.take() {
+                let res = match t.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("the shard's task ended abnormally: {e}")),
+                };
+                r.result = Some(res);
+            }
+            if let Some(Err(e)) = &r.result {
+                if !r.retired && first_error.is_none() {
+                    // A fenced shard keeps its kind: the job must not be retried (see `Error::Fenced`).
+                    fenced = e.starts_with("fenced: ");
+                    first_error = Some(format!("source shard {}: {e}", r.name));
+                }
+            }
+        }
+        self.shards.set(&running);
+        aggregate(&self.status, &running);
+        match first_error {
+            Some(e) if !shutdown.is_cancelled() && fenced => Err(Error::Fenced(e)),
+            Some(e) if !shutdown.is_cancelled() => Err(Error::Shard(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Matches the discovered views to the running shards, starts the new ones, retires the vanished.
+    async fn place_views(
+        &self,
+        cluster: &ClusterSource,
+        template: &ConnectOptions,
+        children: &CancellationToken,
+        running: &mut Vec<Running>,
+        known: &mut HashMap<String, Option<String>>,
+        views: &[ShardView],
+    ) {
+        // Healthy masters with slots first, so a failed old master listed on its own does not take the name.
+        let mut order: Vec<&ShardView> = views.iter().collect();
+        order.sort_by_key(|v| {
+            let online = v.master().is_some_and(|m| m.online);
+            (!online, std::cmp::Reverse(v.slots))
+        });
+        let mut seen = vec![false; running.len()];
+        for view in order {
+            let ids: BTreeSet<String> = view.members.iter().map(|m| m.id.clone()).collect();
+            if let Some(i) = running.iter().position(|r| !r.ids.is_disjoint(&ids)) {
+                if i < seen.len() && seen[i] {
+                    continue; // a stale entry of a node already placed
+                }
+                if i < seen.len() {
+                    seen[i] = true;
+                }
+                let r = &mut running[i];
+                r.ids.extend(ids);
+                r.absent = 0;
+                r.view.send_if_modified(|v| {
+                    if v.as_ref() == Some(view) {
+                        false
+                    } else {
+                        *v = Some(view.clone());
+                        true
+                    }
+                });
+                continue;
+            }
+            // Not running: a shard of its own only with a master that serves (a failed node alone is not one).
+            if !view.master().is_some_and(|m| m.online) {
+                continue;
+            }
+            let name = self.name_for(view, known).await;
+            if !selected(cluster.shards.as_deref(), &name, view) {
+                continue;
+            }
+            known.insert(name.clone(), None);
+            running.push(self.spawn_shard(cluster, template, children, name, ids, view.clone()));
+            seen.push(true);
+        }
+        for (i, r) in running.iter_mut().enumerate() {
+            if seen.get(i).copied().unwrap_or(true) || r.retired {
+                continue;
+            }
+            r.absent += 1;
+            // Gone from several discoveries in a row: no node of it is in the cluster any more.
+            if r.absent >= 5 {
+                info!(shard = %r.name, "the source shard is gone from the cluster: its stream is retired");
+                r.retired = true;
+                r.view.send_replace(None);
+            }
+        }
+    }
+
+    /// The name of a shard seen for the first time in this process (see the module documentation).
+    async fn name_for(&self, view: &ShardView, known: &HashMap<String, Option<String>>) -> String {
+        if let Some(m) = view.members.iter().find(|m| known.contains_key(&m.id)) {
+            return m.id.clone();
+        }
+        let master = view.master().expect("placed views have a master");
+        if known.values().any(Option::is_some) {
+            let mut c = self
+                .config
+                .source_cluster
+                .as_ref()
+                .and_then(|c| c.seeds.first().cloned())
+                .unwrap_or_else(|| self.config.source.connect.clone());
+            c.host = master.host.clone();
+            c.port = master.port;
+            c.db = 0;
+            if let Ok(mut conn) = Connection::connect(&c).await {
+                if let Ok(info) = info_text(&mut conn, "replication").await {
+                    let field = |k: &str| {
+                        info.lines()
+                            .find_map(|l| l.strip_prefix(k))
+                            .map(|v| v.trim().to_string())
+                    };
+                    let lineage = [field("master_replid:"), field("master_replid2:")];
+                    if let Some((name, _)) = known.iter().find(|(_, replid)| {
+                        replid
+                            .as_ref()
+                            .is_some_and(|r| lineage.iter().flatten().any(|l| l == r))
+                    }) {
+                        info!(shard = %name, master = %master.addr(),
+                              "a source shard continues a known one by its replication history");
+                        return name.clone();
+                    }
+                }
+            }
+        }
+        master.id.clone()
+    }
+
+    fn spawn_shard(
+        &self,
+        cluster: &ClusterSource,
+        template: &ConnectOptions,
+        children: &CancellationToken,
+        name: String,
+        ids: BTreeSet<String>,
+        view: ShardView,
+    ) -> Running {
+        let (tx, rx) = watch::channel(Some(view));
+        let current = Arc::new(Mutex::new(String::new()));
+        let mut config = self.config.clone();
+        config.source_cluster = None;
+        config.flush_target_on_resync = false;
+        config.sink.checkpoint_tag = format!("{}:{name}", self.config.sink.checkpoint_tag);
+        let follower = ShardFollower {
+            name: name.clone(),
+            view: rx,
+            template: template.clone(),
+            prefer_replica: cluster.prefer_replica,
+            replica_gate: cluster.replica_gate && !cluster.prefer_replica,
+            current: current.clone(),
+        };
+        info!(shard = %name, "source shard: starting its stream");
+        let (status, task) = match crate::Replicator::new(config) {
+            Ok(mut rep) => {
+                rep.source_shard = Some(follower);
+                let status = rep.status();
+                let cancel = children.child_token();
+                let task = tokio::spawn(async move { rep.run(cancel).await });
+                (status, task)
+            }
+            Err(e) => (
+                StatusHandle::default(),
+                tokio::spawn(async move { Err::<(), Error>(e) }),
+            ),
+        };
+        Running {
+            name,
+            ids,
+            view: tx,
+            status,
+            current,
+            task: Some(task),
+            result: None,
+            retired: false,
+            absent: 0,
+        }
+    }
+
+    /// The shard names in the target's checkpoint keys of this job, with their replication ids.
+    async fn known_shard_names(&self, tag: &str) -> Result<HashMap<String, Option<String>>, Error> {
+        let pattern = format!(
+            "{}{{{}:*",
+            crate::checkpoint::KEY_PREFIX,
+            crate::sink::cluster::glob_escape(tag)
+        );
+        let mut target = self.config.target.clone();
+        if let Some(f) = &self.target_sentinel {
+            target = f.master().await?.connect;
+        }
+        let mut conn = Connection::connect(&target).await?;
+        let mut found = Vec::new();
+        if self.config.target_cluster {
+            let reply = conn.call(&["CLUSTER", "SLOTS"]).await?;
+            let mut map = SlotMap::from_cluster_slots(&reply)
+                .map_err(|e| Error::Config(format!("the target's CLUSTER SLOTS: {e}")))?;
+            map.fill_unknown_hosts(&target.host);
+            for shard in map.shards() {
+                let mut o = target.clone();
+                o.host = shard.master.addr.host.clone();
+                o.port = shard.master.addr.port;
+                o.db = 0;
+                let mut c = Connection::connect(&o).await?;
+                found.extend(scan_values(&mut c, &pattern).await?);
+            }
+        } else {
+            if self.config.sink.checkpoint_db != target.db {
+                let db = self.config.sink.checkpoint_db.to_string();
+                conn.call(&["SELECT", db.as_str()]).await?;
+            }
+            found = scan_values(&mut conn, &pattern).await?;
+        }
+        let names = names_from_keys(tag, &found);
+        if !names.is_empty() {
+            info!(
+                shards = names.len(),
+                "source shards known from the target's checkpoints"
+            );
+        }
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, master: bool, online: bool) -> Member {
+        Member {
+            id: id.into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            master,
+            online,
+        }
+    }
+
+    #[test]
+    fn a_shard_streams_from_its_online_master_or_a_replica_when_preferred() {
+        let view = ShardView {
+            members: vec![member("m", true, true), member("r", false, true)],
+            slots: 10,
+        };
+        assert_eq!(view.serving(false).unwrap().id, "m");
+        assert_eq!(view.serving(true).unwrap().id, "r");
+        let failed = ShardView {
+            members: vec![member("m", true, false), member("r", false, true)],
+            slots: 10,
+        };
+        assert!(
+            failed.serving(false).is_none(),
+            "no master while a failover is in progress"
+        );
+    }
+
+    #[test]
+    fn shard_names_come_from_the_checkpoint_keys_of_the_tag() {
+        let id = "a".repeat(40);
+        let other = "b".repeat(40);
+        let replid = "c".repeat(40);
+        let keys = vec![
+            (
+                format!("ferry:checkpoint:{{job:{id}-3}}"),
+                Bytes::from(format!("v2 {replid} 100 db=0 part=0 epoch=0")),
+            ),
+            (
+                format!("ferry:checkpoint:{{job:{other}}}"),
+                Bytes::from("fullsync"),
+            ),
+            (
+                format!("ferry:checkpoint:{{jobx:{id}}}"),
+                Bytes::from("fullsync"),
+            ),
+            (
+                "ferry:checkpoint:{job:short}".to_string(),
+                Bytes::from("fullsync"),
+            ),
+        ];
+        let names = names_from_keys("job", &keys);
+        assert_eq!(names.len(), 2);
+        assert_eq!(names[&id], Some(replid));
+        assert_eq!(names[&other], None);
+    }
+
+    #[test]
+    fn a_replica_acknowledgement_is_read_from_info_replication() {
+        let info = "role:master\r\nconnected_slaves:2\r\n\
+                    slave0:ip=127.0.0.1,port=7001,state=online,offset=500,lag=0\r\n\
+                    slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n\
+                    slave2:ip=127.0.0.1,port=0,state=online,offset=900,lag=0\r\n";
+        assert_eq!(replica_acked_offset(info), Some(500));
+        assert_eq!(
+            replica_acked_offset("role:master\r\nconnected_slaves:0\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_subset_selects_by_name_node_id_or_address() {
+        let view = ShardView {
+            members: vec![member("m1", true, true), member("r1", false, true)],
+            slots: 1,
+        };
+        assert!(selected(None, "n", &view));
+        assert!(selected(Some(&["n".into()]), "n", &view));
+        assert!(selected(Some(&["r1".into()]), "n", &view));
+        assert!(selected(Some(&["127.0.0.1:1".into()]), "n", &view));
+        assert!(!selected(Some(&["zz".into()]), "n", &view));
+    }
+}
