@@ -13,7 +13,8 @@ use bytes::Bytes;
 use ferry::rdb::{Entry, StreamId, Value};
 use ferry_sentinel::Frame;
 use napi::bindgen_prelude::{
-    Array, BigInt, BufferSlice, Float64Array, Null, Object, ToNapiValue, TypeName, Unknown, ValueType,
+    Array, BigInt, BufferSlice, Float64Array, Null, Object, ToNapiValue, TypeName, Unknown,
+    ValueType,
 };
 use napi::{sys, Env, JsValue, Result};
 
