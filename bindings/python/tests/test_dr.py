@@ -107,6 +107,7 @@ def test_the_calls_through_asyncio_and_the_run_events() -> None:
             back = await pair.switchback_async()
             assert back.changed
             assert (await pair.status_async()).primary == "a"
+            wait_job(run, "a_to_b", back.epoch)
         primaries = [e.data["side"] async for e in events if e.type == "primary"]
         assert primaries[-1] == "a" and "b" in primaries, primaries
 
