@@ -17,8 +17,9 @@ export type { SentinelPoolConfig, SentinelAddress } from './native'
  * - `FERRY_AUTH`: a server refused the credentials (`WRONGPASS`, `NOAUTH`, `NOPERM`).
  * - `FERRY_CONNECTION`: a server could not be reached, or the link broke (I/O, timeout, TLS, protocol; sentinels
  *   down; no master).
- * - `FERRY_TARGET_REFUSED`: the target answered a write with an error (also the code of `ReplyError`s of the
- *   sentinel pool: the server refused the command).
+ * - `FERRY_TARGET_REFUSED`: the target of a sync or restore answered a write with an error.
+ * - `FERRY_REPLY`: a server answered a command of the sentinel pool with an error reply (`WRONGTYPE ...`,
+ *   `ERR ...`): a `ReplyError`, as in ioredis. A refusal of the credentials (`NOPERM`) is `FERRY_AUTH`.
  * - `FERRY_SOURCE_REFUSED`: the source refused to be replicated (PSYNC refused, no permission).
  * - `FERRY_DATA`: data that cannot be read or written as it is (a corrupt or truncated RDB file, an invalid
  *   checkpoint).
@@ -30,6 +31,7 @@ export type FerryErrorCode =
   | 'FERRY_AUTH'
   | 'FERRY_CONNECTION'
   | 'FERRY_TARGET_REFUSED'
+  | 'FERRY_REPLY'
   | 'FERRY_SOURCE_REFUSED'
   | 'FERRY_DATA'
   | 'FERRY_FENCED'
@@ -41,6 +43,7 @@ export declare const codes: Readonly<{
   AUTH: 'FERRY_AUTH'
   CONNECTION: 'FERRY_CONNECTION'
   TARGET_REFUSED: 'FERRY_TARGET_REFUSED'
+  REPLY: 'FERRY_REPLY'
   SOURCE_REFUSED: 'FERRY_SOURCE_REFUSED'
   DATA: 'FERRY_DATA'
   FENCED: 'FERRY_FENCED'
@@ -50,8 +53,20 @@ export declare const codes: Readonly<{
 /** Every error of the package: `code` says which kind. Messages never contain a password. */
 export declare class FerryError extends Error {
   constructor(code: FerryErrorCode, message: string, options?: ErrorOptions)
-  readonly name: 'FerryError'
+  readonly name: 'FerryError' | 'ReplyError'
   readonly code: FerryErrorCode
+}
+
+/**
+ * A server's error reply to a command of the sentinel pool (`call` rejects with it; a pipeline's `exec()` puts
+ * it in place of the reply). The message is the reply as the server wrote it.
+ */
+export declare class ReplyError extends FerryError {
+  constructor(message: string, options?: ErrorOptions)
+  readonly name: 'ReplyError'
+  readonly code: 'FERRY_REPLY'
+  /** The reply's first word: `ERR`, `WRONGTYPE`, `NOSCRIPT`, ... */
+  readonly replyCode: string
 }
 
 /** TLS to a server. */
@@ -307,7 +322,11 @@ interface RdbEntryBase {
   freq: number | null
 }
 
-/** One key of an RDB file with its value (Buffers for keys and values). */
+/**
+ * One key of an RDB file with its value (Buffers for keys and values). The Buffers of one batch of entries are
+ * slices of one shared buffer (as Node's streams hand out slices of a pooled one): `Buffer.from(key)` copies a
+ * key out when it is kept long after its batch.
+ */
 export type RdbEntry = RdbEntryBase &
   (
     | { type: 'string'; value: Buffer }
@@ -379,7 +398,7 @@ export interface PipelineMethods {
   /** Commands queued. */
   readonly length: number
   /** Sends the queued commands; each reply as `[error, result]`, as ioredis's `exec()`. */
-  exec(): Promise<Array<[Error | null, Reply]>>
+  exec(): Promise<Array<[ReplyError | null, Reply]>>
 }
 
 /** Commands queued for one round trip. Any command name is a method: `p.set('k', 'v').incr('n')`. */
@@ -393,7 +412,7 @@ export declare class SentinelPool implements AsyncDisposable {
   private constructor()
   /** Asks the sentinels for the master, confirms it with ROLE and starts following it. */
   static connect(options: SentinelPoolConfig): Promise<SentinelPool>
-  /** Runs one command on the master; replies as ioredis's `call`. Error replies reject (FERRY_TARGET_REFUSED). */
+  /** Runs one command on the master; replies as ioredis's `call`. An error reply rejects with a `ReplyError`. */
   call(...args: CommandArg[]): Promise<Reply>
   /** Like call, with strings as Buffers (ioredis's `callBuffer`). */
   callBuffer(...args: CommandArg[]): Promise<Reply>
@@ -408,4 +427,132 @@ export declare class SentinelPool implements AsyncDisposable {
   /** Stops following the sentinels and closes every connection. */
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
+}
+
+/** One side of a DR pair: a standalone server (a URL string is one) or a sentinel-managed group. */
+export type DrDeployment =
+  | string
+  | { type: 'standalone'; url: string; password_env?: string; tls?: TlsConfig }
+  | {
+      type: 'sentinel'
+      sentinels: Array<{ url: string } | string>
+      master: string
+      master_auth?: { username?: string; password?: string; password_env?: string }
+    }
+
+/** ferry's DR schema (the same keys as `ferry dr`'s TOML file). */
+export interface DrConfig {
+  /** Names the state record `ferry:state:{dr-<name>}` and the pair's checkpoint keys. */
+  name: string
+  /** The primary deployment. */
+  a: DrDeployment
+  /** The standby deployment. */
+  b: DrDeployment
+  limits?: Record<string, unknown>
+  /** How long the calls wait, in ms: failover_drain_ms, catch_up_timeout_ms, switchback_lag_bytes, max_pause_ms, connect_timeout_ms. */
+  timing?: Record<string, number>
+}
+
+export type DrPhase = 'uninitialized' | 'normal' | 'failed_over' | 'recovering'
+export type DrSide = 'a' | 'b'
+export type DrDirection = 'a_to_b' | 'b_to_a'
+/** A replication position. */
+export interface ReplPosition {
+  replid: string
+  offset: number
+}
+
+/** Where a pair is and what the next call is. */
+export interface DrStatus {
+  name: string
+  /** The newest state record (null before init). */
+  state: Record<string, unknown> | null
+  phase: DrPhase
+  epoch: number
+  /** The side that takes writes: applications follow it. */
+  primary: DrSide
+  /** The job that runs in this phase (null after a failover, until recover). */
+  direction: DrDirection | null
+  a_epoch: number | null
+  b_epoch: number | null
+  a_error: string | null
+  b_error: string | null
+  /** The next call, in words. */
+  next: string
+}
+
+export interface FailoverReport {
+  /** The last position of A's stream B had applied (the RPO). */
+  rpo: ReplPosition | null
+  b_position: ReplPosition
+  /** Bytes of A's stream B had not applied (null when A did not answer). */
+  lag_bytes: number | null
+  epoch: number
+  /** False on a retry that found it done. */
+  changed: boolean
+}
+
+export interface RecoverReport {
+  outcome: 'incremental' | 'full_copy' | 'refused' | 'aborted'
+  extra_writes_on_a: number | null
+  b_backlog_holds: boolean | null
+  reason: string
+  epoch: number
+}
+
+export interface SwitchbackReport {
+  /** How long writes on B were paused (null when the switch was already done). */
+  write_pause_ms: number | null
+  a_position: ReplPosition
+  epoch: number
+  changed: boolean
+}
+
+/** What a running pair does. */
+export interface DrRunStatus {
+  epoch: number
+  phase: DrPhase
+  primary: DrSide
+  direction: DrDirection | null
+  job: SyncStatus | null
+  last_error: string | null
+}
+
+/** Something that happened to a running pair (`primary` events say which side takes writes). */
+export type DrEvent =
+  | { type: 'primary'; side: DrSide; phase: DrPhase; epoch: number }
+  | { type: 'job_started'; direction: DrDirection; epoch: number }
+  | { type: 'job_ended'; direction: DrDirection; epoch: number; kind: string | null; error: string | null }
+  | { type: 'job'; direction: DrDirection; event: Record<string, unknown> }
+
+/** A running pair (from `DrPair.run()`): the job of the current direction, following the record across epochs. */
+export declare class DrRun implements AsyncDisposable {
+  private constructor()
+  status(): DrRunStatus
+  /** The run's events; the iteration ends when the run has stopped. */
+  events(): AsyncIterableIterator<DrEvent>
+  /** Stops the job (drain, commit) and the run. */
+  stop(): Promise<DrRunStatus>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/**
+ * A disaster-recovery pair: A primary, B standby. Calls are fenced by the record's epoch and idempotent.
+ * Rejections: FERRY_CONFIG (bad configuration, a cluster side), FERRY_CONNECTION (a side needed does not
+ * answer), FERRY_TARGET_REFUSED (init when B holds data), FERRY_FENCED.
+ */
+export declare class DrPair {
+  /** A configuration object or the path of a TOML file; throws FERRY_CONFIG when invalid. */
+  constructor(config: DrConfig | string)
+  status(): Promise<DrStatus>
+  /** Writes the first record; `run()` then does the A -> B full copy. */
+  init(): Promise<DrStatus>
+  /** Fences A -> B and makes B the primary. */
+  failover(): Promise<FailoverReport>
+  /** Writes B's changes back to A: incremental when A holds nothing beyond what B received. */
+  recover(choice?: 'none' | 'b_wins' | 'abort'): Promise<RecoverReport>
+  /** Makes A the primary again without a full copy (a short write pause on B). */
+  switchback(): Promise<SwitchbackReport>
+  /** Starts the job of the current direction. */
+  run(): Promise<DrRun>
 }

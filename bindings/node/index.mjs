@@ -5,4 +5,4 @@ import { createRequire } from 'node:module'
 const require = createRequire(import.meta.url)
 const ferry = require('./index.js')
 
-export const { SyncJob, SentinelPool, FerryError, verify, rdb, codes } = ferry
+export const { SyncJob, SentinelPool, DrPair, DrRun, FerryError, ReplyError, verify, rdb, codes } = ferry

@@ -18,6 +18,13 @@ export declare class RdbReader {
    * `FERRY_DATA` when the file is corrupt or truncated.
    */
   nextBatch(max: number): Promise<Array<Record<string, unknown>>>
+  /**
+   * Reads up to `max` entries packed for the JS layer (`rdb.entries` unpacks them; see `Packed` in src/js.rs):
+   * `[data, meta, extras]`, all bytes of the batch in one Buffer, their ends and the numbers in one
+   * Float64Array, and the entries that do not fit that shape as objects. An empty `meta` means the file is
+   * done. Rejects as `nextBatch`.
+   */
+  nextPacked(max: number): Promise<[Buffer, Float64Array, Array<Record<string, unknown>>]>
   /** Releases the file. Further batches are empty. */
   close(): void
 }
@@ -84,6 +91,12 @@ export declare function rdbRestore(path: string, target: string, options?: strin
 
 /** Summarizes an RDB file (keys per db and type, encodings, expiries, biggest keys) without decoding values. */
 export declare function rdbStats(path: string): Promise<Record<string, unknown>>
+
+/**
+ * The name of an RDB type byte as `rdb.entries` reports it (`string`, `list`, `set`, `zset`, `hash`, `stream`,
+ * `module`, or `unknown`).
+ */
+export declare function rdbTypeName(rdbType: number): string
 
 /** A sentinel's address. */
 export interface SentinelAddress {

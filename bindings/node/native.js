@@ -840,4 +840,5 @@ module.exports.SentinelPool = nativeBinding.SentinelPool
 module.exports.SyncJob = nativeBinding.SyncJob
 module.exports.rdbRestore = nativeBinding.rdbRestore
 module.exports.rdbStats = nativeBinding.rdbStats
+module.exports.rdbTypeName = nativeBinding.rdbTypeName
 module.exports.verify = nativeBinding.verify

@@ -5,7 +5,10 @@
 import {
   SyncJob,
   SentinelPool,
+  DrPair,
+  type DrEvent,
   FerryError,
+  ReplyError,
   verify,
   rdb,
   codes,
@@ -99,9 +102,31 @@ async function main(): Promise<void> {
   const greeting = await pool.call('GET', 'greeting')
   const raw = await pool.callBuffer('GET', 'greeting')
   const replies = await pool.pipeline().set('n', 1).incr('n').call('GET', 'n').exec()
-  for (const [err, value] of replies) if (err) console.error(err.message)
+  for (const [err, value] of replies) if (err) console.error(err.replyCode, err.message)
   else console.log(value)
+  try {
+    await pool.call('LPUSH', 'greeting', 'x')
+  } catch (err) {
+    if (!(err instanceof ReplyError) || err.replyCode !== 'WRONGTYPE') throw err
+  }
   console.log(greeting, raw, pool.master, pool.generation, replies.length)
+
+  // A disaster-recovery pair: A primary, B standby (DR_A / DR_B are URLs of two standalone servers).
+  const pair = new DrPair({ name: 'orders', a: process.env.DR_A ?? 'redis://127.0.0.1:6379', b: process.env.DR_B ?? 'redis://127.0.0.1:6380' })
+  const init = await pair.init()
+  console.log(init.phase, init.primary, init.next)
+  await using run = await pair.run()
+  const failover = await pair.failover()
+  console.log(failover.rpo?.offset, failover.lag_bytes)
+  const recover = await pair.recover('none')
+  if (recover.outcome === 'refused') console.log(recover.reason, recover.extra_writes_on_a)
+  const back = await pair.switchback()
+  console.log(back.write_pause_ms, run.status().direction)
+  for await (const e of run.events()) {
+    const event: DrEvent = e
+    if (event.type === 'primary') console.log('primary is now', event.side)
+    break
+  }
 }
 
 main().catch((err: unknown) => {

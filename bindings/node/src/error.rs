@@ -17,6 +17,8 @@ pub(crate) enum Code {
     Connection,
     /// The target refused a write.
     TargetRefused,
+    /// A server answered a command of the sentinel pool with an error reply (`WRONGTYPE ...`, `ERR ...`).
+    Reply,
     /// The source refused replication (or a read).
     SourceRefused,
     /// Data that cannot be read or converted (a corrupt RDB file, a value the target cannot hold).
@@ -35,6 +37,7 @@ impl Code {
             Code::Auth => "FERRY_AUTH",
             Code::Connection => "FERRY_CONNECTION",
             Code::TargetRefused => "FERRY_TARGET_REFUSED",
+            Code::Reply => "FERRY_REPLY",
             Code::SourceRefused => "FERRY_SOURCE_REFUSED",
             Code::Data => "FERRY_DATA",
             Code::Fenced => "FERRY_FENCED",
@@ -58,7 +61,11 @@ pub(crate) fn sentinel_code(e: &ferry_sentinel::Error) -> Code {
         E::InvalidOptions(_) => Code::Config,
         E::Closed => Code::Stopped,
         E::Connect { source, .. } => resp_code(source),
-        E::Resp(r) => resp_code(r),
+        // The server's error reply to the command itself (not a refusal of the credentials).
+        E::Resp(r) => match resp_code(r) {
+            Code::TargetRefused => Code::Reply,
+            code => code,
+        },
         _ => Code::Connection,
     }
 }
@@ -75,9 +82,15 @@ fn resp_code(e: &ferry_resp::Error) -> Code {
     }
 }
 
-/// The pool's error as a coded napi error.
+/// The pool's error as a coded napi error; an error reply's message is the reply as the server wrote it.
 pub(crate) fn sentinel(e: ferry_sentinel::Error) -> napi::Error {
-    coded(sentinel_code(&e), e)
+    let code = sentinel_code(&e);
+    if let (Code::Reply, ferry_sentinel::Error::Resp(r)) = (code, &e) {
+        if let Some(reply) = r.server_error() {
+            return coded(code, reply);
+        }
+    }
+    coded(code, e)
 }
 
 /// The façade's error, with its kind as the code.

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use ferry::rdb::{Entry, StreamId, Value};
 use ferry_sentinel::Frame;
 use napi::bindgen_prelude::{
-    Array, BigInt, BufferSlice, Null, Object, ToNapiValue, TypeName, Unknown, ValueType,
+    Array, BigInt, BufferSlice, Float64Array, Null, Object, ToNapiValue, TypeName, Unknown,
+    ValueType,
 };
 use napi::{sys, Env, JsValue, Result};
 
@@ -97,7 +98,7 @@ fn pair<'e>(env: &'e Env, a: &[u8], b: &[u8]) -> Result<Unknown<'e>> {
 
 /// A server reply as ioredis gives it: bulk and simple strings as strings (or Buffers with `buffers`),
 /// integers as numbers, nil as `null`, arrays as arrays, error replies inside arrays as `Error`s named
-/// `ReplyError`.
+/// `ReplyError` with code `FERRY_REPLY` (the JS layer makes those of a pipeline `ReplyError` instances).
 pub struct Reply {
     pub(crate) frame: Frame,
     pub(crate) buffers: bool,
@@ -114,7 +115,7 @@ fn reply_error<'e>(env: &'e Env, message: &[u8]) -> Result<Unknown<'e>> {
         String::from_utf8_lossy(message).into_owned(),
     ))?;
     err.set("name", "ReplyError")?;
-    err.set("code", "FERRY_TARGET_REFUSED")?;
+    err.set("code", crate::error::Code::Reply.as_str())?;
     Ok(err.to_unknown())
 }
 
@@ -306,5 +307,132 @@ impl ToNapiValue for Entries {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         let env = Env::from_raw(env);
         Ok(array(&env, &val.0, |e| entry(&env, e))?.raw())
+    }
+}
+
+/// A batch of RDB entries packed for the JS layer, which builds the entry objects itself (one Node-API call per
+/// batch instead of about ten per entry): `data` holds every key and value byte of the batch back to back, `meta`
+/// the numbers, read in order by `unpack` in index.js, and `extras` the entries that do not fit this shape (streams,
+/// modules, numbers beyond 2^53), as objects built here.
+///
+/// `meta`, per entry: `rdbType, db, expireAt, idle, freq, keyEnd, valueKind, ...` (NaN for an absent number; every
+/// `...End` is the end offset in `data` of a byte string that starts where the previous one ended), then by
+/// `valueKind`: 0 no value; 1 a string: `end`; 2 a list or set: `n, end × n`; 3 a zset: `n, (memberEnd, score) × n`;
+/// 4 a hash: `n, (fieldEnd, valueEnd, expireAt) × n`. An entry in `extras` is marked by a single `-1`.
+pub struct Packed {
+    data: Vec<u8>,
+    meta: Vec<f64>,
+    extras: Vec<Entry>,
+}
+
+/// An optional count as an exact f64 (NaN when absent), or None when it is beyond 2^53.
+fn exact(n: Option<u64>) -> Option<f64> {
+    match n {
+        None => Some(f64::NAN),
+        Some(n) if n <= MAX_SAFE => Some(n as f64),
+        Some(_) => None,
+    }
+}
+
+impl Packed {
+    /// Packs `entries` (see the type's docs).
+    pub(crate) fn pack(entries: Vec<Entry>) -> Packed {
+        let mut p = Packed {
+            data: Vec::with_capacity(entries.len() * 64),
+            meta: Vec::with_capacity(entries.len() * 10),
+            extras: Vec::new(),
+        };
+        for e in entries {
+            if !p.push(&e) {
+                p.meta.push(-1.0);
+                p.extras.push(e);
+            }
+        }
+        p
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.data.extend_from_slice(b);
+        self.meta.push(self.data.len() as f64);
+    }
+
+    /// Appends `e`; false (and nothing appended) when it needs the object path.
+    fn push(&mut self, e: &Entry) -> bool {
+        let mark = (self.meta.len(), self.data.len());
+        if !self.try_push(e) {
+            self.meta.truncate(mark.0);
+            self.data.truncate(mark.1);
+            return false;
+        }
+        true
+    }
+
+    fn try_push(&mut self, e: &Entry) -> bool {
+        let expire = match e.expire_at_ms {
+            None => f64::NAN,
+            Some(t) if t.unsigned_abs() <= MAX_SAFE => t as f64,
+            Some(_) => return false,
+        };
+        let (Some(db), Some(idle)) = (exact(Some(e.db)), exact(e.idle_secs)) else {
+            return false;
+        };
+        let freq = e.freq.map_or(f64::NAN, f64::from);
+        self.meta
+            .extend_from_slice(&[f64::from(e.rdb_type), db, expire, idle, freq]);
+        self.bytes(&e.key);
+        match &e.value {
+            None => self.meta.push(0.0),
+            Some(Value::String(b)) => {
+                self.meta.push(1.0);
+                self.bytes(b);
+            }
+            Some(Value::List(items) | Value::Set(items)) => {
+                self.meta.extend_from_slice(&[2.0, items.len() as f64]);
+                for b in items {
+                    self.bytes(b);
+                }
+            }
+            Some(Value::SortedSet(pairs)) => {
+                self.meta.extend_from_slice(&[3.0, pairs.len() as f64]);
+                for (member, score) in pairs {
+                    self.bytes(member);
+                    self.meta.push(*score);
+                }
+            }
+            Some(Value::Hash(fields)) => {
+                self.meta.extend_from_slice(&[4.0, fields.len() as f64]);
+                for f in fields {
+                    let Some(expire) = exact(f.expire_at_ms) else {
+                        return false;
+                    };
+                    self.bytes(&f.field);
+                    self.bytes(&f.value);
+                    self.meta.push(expire);
+                }
+            }
+            // Streams and module values: built as objects.
+            Some(_) => return false,
+        }
+        true
+    }
+}
+
+impl TypeName for Packed {
+    fn type_name() -> &'static str {
+        "[Buffer, Float64Array, Array<Record<string, unknown>>]"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for Packed {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let env = Env::from_raw(env);
+        let mut out = env.create_array(3)?;
+        out.set(0, BufferSlice::copy_from(&env, &val.data)?.to_unknown())?;
+        out.set(1, Float64Array::new(val.meta))?;
+        out.set(2, array(&env, &val.extras, |e| entry(&env, e))?)?;
+        Ok(out.raw())
     }
 }

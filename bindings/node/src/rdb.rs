@@ -11,7 +11,7 @@ use napi::{Env, Task};
 use napi_derive::napi;
 
 use crate::error::{self, Code};
-use crate::js::Entries;
+use crate::js::{Entries, Packed};
 
 /// An open RDB file, read in batches of entries.
 #[napi]
@@ -42,6 +42,18 @@ impl RdbReader {
         })
     }
 
+    /// Reads up to `max` entries packed for the JS layer (`rdb.entries` unpacks them; see `Packed` in src/js.rs):
+    /// `[data, meta, extras]`, all bytes of the batch in one Buffer, their ends and the numbers in one
+    /// Float64Array, and the entries that do not fit that shape as objects. An empty `meta` means the file is
+    /// done. Rejects as `nextBatch`.
+    #[napi(ts_return_type = "Promise<[Buffer, Float64Array, Array<Record<string, unknown>>]>")]
+    pub fn next_packed(&self, max: u32) -> AsyncTask<NextPacked> {
+        AsyncTask::new(NextPacked(NextBatch {
+            reader: Arc::clone(&self.reader),
+            max: max.max(1) as usize,
+        }))
+    }
+
     /// Releases the file. Further batches are empty.
     #[napi]
     pub fn close(&self) {
@@ -57,11 +69,9 @@ pub struct NextBatch {
     max: usize,
 }
 
-impl Task for NextBatch {
-    type Output = Vec<Entry>;
-    type JsValue = Entries;
-
-    fn compute(&mut self) -> napi::Result<Vec<Entry>> {
+impl NextBatch {
+    /// Reads the next entries (fewer than `max` only at the end of the file).
+    fn read(&mut self) -> napi::Result<Vec<Entry>> {
         let mut guard = self
             .reader
             .lock()
@@ -80,9 +90,35 @@ impl Task for NextBatch {
         }
         Ok(out)
     }
+}
+
+impl Task for NextBatch {
+    type Output = Vec<Entry>;
+    type JsValue = Entries;
+
+    fn compute(&mut self) -> napi::Result<Vec<Entry>> {
+        self.read()
+    }
 
     fn resolve(&mut self, _env: Env, output: Vec<Entry>) -> napi::Result<Entries> {
         Ok(Entries(output))
+    }
+}
+
+/// The work item behind `nextPacked`: the batch is read and packed on the libuv thread, so the JS thread only
+/// wraps three values and the JS layer builds the entries.
+pub struct NextPacked(NextBatch);
+
+impl Task for NextPacked {
+    type Output = Packed;
+    type JsValue = Packed;
+
+    fn compute(&mut self) -> napi::Result<Packed> {
+        Ok(Packed::pack(self.0.read()?))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Packed) -> napi::Result<Packed> {
+        Ok(output)
     }
 }
 
@@ -97,4 +133,11 @@ pub async fn rdb_stats(path: String) -> napi::Result<serde_json::Value> {
         .map_err(|e| error::coded(Code::Data, e))?
         .map_err(error::ferry)?;
     serde_json::to_value(&stats).map_err(|e| error::coded(Code::Data, e))
+}
+
+/// The name of an RDB type byte as `rdb.entries` reports it (`string`, `list`, `set`, `zset`, `hash`, `stream`,
+/// `module`, or `unknown`).
+#[napi(js_name = "rdbTypeName")]
+pub fn rdb_type_name(rdb_type: u32) -> &'static str {
+    u8::try_from(rdb_type).map_or("unknown", ferry::rdb::type_name_of)
 }

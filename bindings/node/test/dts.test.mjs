@@ -91,7 +91,10 @@ test('native.d.ts declares exactly what the native module exports', async () => 
 test('index.d.ts declares exactly what the package exports', async () => {
   const decl = await declared(join(pkgDir, 'index.d.ts'))
   const mod = require('redis-ferry')
-  const real = actual(mod, Object.keys(decl.classes), { FerryError: new mod.FerryError('FERRY_DATA', 'sample') })
+  const real = actual(mod, Object.keys(decl.classes), {
+    FerryError: new mod.FerryError('FERRY_DATA', 'sample'),
+    ReplyError: new mod.ReplyError('ERR sample'),
+  })
   // EventEmitter's own methods come with `extends EventEmitter`; only SyncJob's own are declared.
   same(decl, real, 'index.d.ts')
   const esm = await import('redis-ferry')

@@ -50,6 +50,7 @@ test('the package loads through require with every export and the documented cod
     'FERRY_CONNECTION',
     'FERRY_DATA',
     'FERRY_FENCED',
+    'FERRY_REPLY',
     'FERRY_SOURCE_REFUSED',
     'FERRY_STOPPED',
     'FERRY_TARGET_REFUSED',

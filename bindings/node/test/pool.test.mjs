@@ -1,7 +1,7 @@
 // SentinelPool through a SENTINEL FAILOVER, and replies shaped as ioredis's (ESM).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { SentinelPool } from 'redis-ferry'
+import { SentinelPool, ReplyError, FerryError } from 'redis-ferry'
 import { startServers, client, eventually } from './helpers.mjs'
 
 let group, sentinels
@@ -52,9 +52,37 @@ test('call and pipeline reply as ioredis does', async () => {
     assert.match(ours[3][0].message, /^WRONGTYPE/)
     assert.match(theirs[3][0].message, /^WRONGTYPE/)
     assert.equal(ours[3][0].name, 'ReplyError')
+    assert.ok(ours[3][0] instanceof ReplyError && ours[3][0] instanceof FerryError)
+    assert.equal(ours[3][0].code, 'FERRY_REPLY')
+    assert.equal(ours[3][0].replyCode, 'WRONGTYPE')
 
     assert.deepEqual(await pool.pipeline([['SET', 'shape:q', 'v'], ['GET', 'shape:q']]).exec(), [[null, 'OK'], [null, 'v']])
-    await assert.rejects(pool.call('HSET', 'shape:s', 'f', 'v'), { code: 'FERRY_TARGET_REFUSED', message: /WRONGTYPE/ })
+    await assert.rejects(pool.call('HSET', 'shape:s', 'f', 'v'), (err) => {
+      assert.ok(err instanceof ReplyError && err instanceof FerryError, String(err))
+      assert.equal(err.code, 'FERRY_REPLY')
+      assert.equal(err.replyCode, 'WRONGTYPE')
+      assert.match(err.message, /^WRONGTYPE Operation against a key holding the wrong kind of value/)
+      return true
+    })
+    await assert.rejects(pool.call('NO-SUCH-COMMAND'), { name: 'ReplyError', code: 'FERRY_REPLY', replyCode: 'ERR' })
+  } finally {
+    io.disconnect()
+    await pool.close()
+  }
+})
+
+test('a command the user may not run rejects FERRY_AUTH, not a ReplyError', async () => {
+  const io = client(group.master)
+  await io.call('ACL', 'SETUSER', 'noget', 'on', '>pw', '~*', '&*', '+@all', '-get')
+  const pool = await SentinelPool.connect({ name: group.master_name, sentinels, username: 'noget', password: 'pw' })
+  try {
+    assert.equal(await pool.call('SET', 'perm:k', 'v'), 'OK')
+    await assert.rejects(pool.call('GET', 'perm:k'), (err) => {
+      assert.ok(err instanceof FerryError && !(err instanceof ReplyError), String(err))
+      assert.equal(err.code, 'FERRY_AUTH')
+      assert.match(err.message, /NOPERM/)
+      return true
+    })
   } finally {
     io.disconnect()
     await pool.close()

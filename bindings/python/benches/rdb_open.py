@@ -1,8 +1,14 @@
-"""Iterate an RDB file into Python objects: redis_ferry.rdb.open against rdbtools, on the same file, same run.
+"""Iterate an RDB file into Python objects: redis_ferry.rdb.open against rdbtools and rdb-cli, on the same file,
+same run.
 
     python bindings/python/benches/rdb_open.py make FILE [--keys N]   # needs FERRY_TESTKIT and redis (redis-py)
     python bindings/python/benches/rdb_open.py ferry FILE              # in a venv with the redis-ferry wheel
     python bindings/python/benches/rdb_open.py rdbtools FILE           # in a venv with `pip install rdbtools`
+    python bindings/python/benches/rdb_open.py rdb-cli FILE            # in a venv with `pip install rdb-cli`
+
+rdb-cli (PyPI) is a fork of rdbtools with partial RDB 10 support; it installs the same `rdbtools` module, so both
+run the same callback, each in its own virtualenv. Every reader keeps the last key and value it built (as
+``(key, value)``), so each builds and touches the same objects.
 
 `make` starts a Redis 6.2 server (RDB v9, which rdbtools reads) through ferry-testkit, writes N keys (70%
 strings, 10% each lists, hashes and sets, small enough for the compact encodings), SAVEs and copies the file.
@@ -60,8 +66,11 @@ def read_ferry(path: str) -> int:
     from redis_ferry import rdb
 
     n = 0
+    last: Any = None
     for e in rdb.open(path):
         n += 1
+        last = (e.key, e.value)
+    assert last is not None or n == 0
     return n
 
 
@@ -114,7 +123,7 @@ def read_rdbtools(path: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["make", "ferry", "rdbtools"])
+    ap.add_argument("what", choices=["make", "ferry", "rdbtools", "rdb-cli"])
     ap.add_argument("file")
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
@@ -134,7 +143,10 @@ def main() -> None:
     best = min(times)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # CPU seconds are reported beside wall seconds: on a shared machine they move far less.
-    print(json.dumps({"reader": a.what, "keys": n, "seconds": round(best, 3), "cpu_seconds": round(min(cpu), 3),
+    from importlib.metadata import version
+
+    package = {"ferry": "redis-ferry", "rdbtools": "rdbtools", "rdb-cli": "rdb-cli"}[a.what]
+    print(json.dumps({"reader": a.what, "version": version(package), "keys": n, "seconds": round(best, 3), "cpu_seconds": round(min(cpu), 3),
                       "keys_per_s": round(n / best), "keys_per_cpu_s": round(n / min(cpu)),
                       "peak_rss_mb": round(rss_mb, 1), "python": sys.version.split()[0]}))
 

@@ -8,16 +8,12 @@ use pyo3::IntoPyObjectExt;
 
 /// A reply as redis-py's parser gives it (before command callbacks): bulk and simple strings are `bytes`,
 /// integers `int`, arrays `list`, nulls `None`, RESP3 maps `dict`, sets `set`, doubles `float`, booleans
-/// `bool`. An error reply inside an array (a pipeline or EXEC result) becomes an exception instance in place.
+/// `bool`. An error reply inside an array (a pipeline or EXEC result) becomes a `ResponseError` instance in place.
 pub(crate) fn frame_to_py(py: Python<'_>, frame: &Frame) -> PyResult<Py<PyAny>> {
     Ok(match frame {
         Frame::Simple(b) | Frame::Bulk(b) => PyBytes::new(py, b).into_any().unbind(),
         Frame::Verbatim { text, .. } => PyBytes::new(py, text).into_any().unbind(),
-        Frame::Error(b) => {
-            crate::errors::TargetRefused::new_err(String::from_utf8_lossy(b).into_owned())
-                .into_value(py)
-                .into_any()
-        }
+        Frame::Error(b) => crate::errors::response_error(b).into_value(py).into_any(),
         Frame::Integer(i) => i.into_py_any(py)?,
         Frame::Null | Frame::NullBulk | Frame::NullArray => py.None(),
         Frame::Array(items) | Frame::Push(items) => {

@@ -41,6 +41,12 @@ create_exception!(
 );
 create_exception!(
     redis_ferry,
+    ResponseError,
+    TargetRefused,
+    "A Redis server answered a command with an error reply, as redis-py's `ResponseError` (kind \"target_refused\"); `code` is the reply's first word (`ERR`, `WRONGTYPE`, ...)."
+);
+create_exception!(
+    redis_ferry,
     SourceRefused,
     FerryError,
     "The source refused replication (kind \"source_refused\")."
@@ -79,10 +85,22 @@ pub(crate) fn error(kind: &str, message: String) -> PyErr {
     }
 }
 
+/// A server's error reply (`WRONGTYPE Operation against a key ...`) as a `ResponseError`.
+pub(crate) fn response_error(text: &[u8]) -> PyErr {
+    ResponseError::new_err(String::from_utf8_lossy(text).into_owned())
+}
+
+/// `ResponseError.code`: the first word of the error reply, which is the exception's message.
+#[pyfunction]
+fn response_error_code(exc: &Bound<'_, PyAny>) -> PyResult<String> {
+    let text = exc.str()?.to_string();
+    Ok(text.split(' ').next().unwrap_or_default().to_owned())
+}
+
 /// Adds the classes to the module, each with its `kind`.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    let classes: [(&str, Bound<'_, pyo3::types::PyType>, Option<&str>); 9] = [
+    let classes: [(&str, Bound<'_, pyo3::types::PyType>, Option<&str>); 10] = [
         ("FerryError", py.get_type::<FerryError>(), None),
         ("ConfigError", py.get_type::<ConfigError>(), Some("config")),
         ("AuthError", py.get_type::<AuthError>(), Some("auth")),
@@ -94,6 +112,11 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         (
             "TargetRefused",
             py.get_type::<TargetRefused>(),
+            Some("target_refused"),
+        ),
+        (
+            "ResponseError",
+            py.get_type::<ResponseError>(),
             Some("target_refused"),
         ),
         (
@@ -109,6 +132,11 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         class.setattr("kind", kind)?;
         m.add(name, class)?;
     }
+    let code = py
+        .import("builtins")?
+        .getattr("property")?
+        .call1((wrap_pyfunction!(response_error_code, m)?,))?;
+    py.get_type::<ResponseError>().setattr("code", code)?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! Nothing here decides how Redis data moves; the crates below do.
 
 mod convert;
+mod dr;
 mod errors;
 mod rdb;
 mod runtime;
@@ -25,6 +26,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<rdb::Entry>()?;
     m.add_class::<rdb::RdbReader>()?;
     m.add_class::<sentinel::NativeSentinelPool>()?;
+    m.add_class::<dr::NativeDrPair>()?;
+    m.add_class::<dr::NativeDrRun>()?;
+    m.add_class::<dr::NativeDrEvents>()?;
     m.add_class::<sync::NativeJob>()?;
     m.add_class::<sync::NativeEvents>()?;
     m.add_function(wrap_pyfunction!(sync::check_config, m)?)?;

@@ -15,14 +15,25 @@ use crate::runtime;
 
 /// The exception of a pool error. Errors of a connection are classified by the façade (`From<ferry_resp::Error>`);
 /// the pool's own outcomes are classified here: bad options and an unmonitored name are configuration errors, a
-/// closed pool is stopped, and failing to reach a master is a connection error (an authentication failure when
-/// the sentinels' last error says so).
+/// closed pool is stopped, an error reply to a command is a `ResponseError`, and failing to reach a master is a
+/// connection error (an authentication failure when the sentinels' last error says so).
 fn to_py_err(e: Error) -> PyErr {
     let message = e.to_string();
     let kind = match e {
         Error::InvalidOptions(_) | Error::NotMonitored { .. } => ferry::ErrorKind::Config,
         Error::Closed => ferry::ErrorKind::Stopped,
-        Error::Connect { source, .. } | Error::Resp(source) => ferry::Error::from(source).kind(),
+        Error::Resp(source) => {
+            // The server's error reply to the command itself (the façade says which replies are an
+            // authentication refusal) is a `ResponseError` whose message is the reply as the server wrote it.
+            let reply = source.server_error().map(|s| s.to_string());
+            match (reply, ferry::Error::from(source).kind()) {
+                (Some(text), ferry::ErrorKind::TargetRefused) => {
+                    return errors::response_error(text.as_bytes())
+                }
+                (_, kind) => kind,
+            }
+        }
+        Error::Connect { source, .. } => ferry::Error::from(source).kind(),
         Error::AllSentinelsDown {
             last_error: Some(text),
             ..

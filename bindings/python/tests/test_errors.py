@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 from typing import Iterator, Tuple, Type
@@ -9,7 +10,7 @@ from typing import Iterator, Tuple, Type
 import pytest
 
 import redis_ferry
-from redis_ferry import SentinelPool, SyncJob, rdb, verify
+from redis_ferry import AsyncSentinelPool, SentinelPool, SyncJob, rdb, verify
 from conftest import client, topology
 
 KINDS = {
@@ -17,6 +18,7 @@ KINDS = {
     redis_ferry.AuthError: "auth",
     redis_ferry.ConnectionError: "connection",
     redis_ferry.TargetRefused: "target_refused",
+    redis_ferry.ResponseError: "target_refused",
     redis_ferry.SourceRefused: "source_refused",
     redis_ferry.DataError: "data",
     redis_ferry.Fenced: "fenced",
@@ -77,6 +79,43 @@ def test_target_refused_when_a_key_already_exists_under_policy_panic(pair: Tuple
         job.wait(timeout=120)
     assert "clash" in str(err.value)
     assert client(target).get("clash") == b"already-here"
+
+
+def test_response_error_for_a_servers_error_reply_with_its_code() -> None:
+    with topology("sentinel") as g:
+        master = client(g["master"])
+        master.execute_command("ACL", "SETUSER", "noget", "on", ">pw", "~*", "&*", "+@all", "-get")
+        with SentinelPool(g["sentinels"], g["master_name"]) as pool:
+            pool.execute_command("SET", "s", "v")
+            with pytest.raises(redis_ferry.ResponseError) as err:
+                pool.execute_command("LPUSH", "s", "x")
+            e = err.value
+            assert isinstance(e, redis_ferry.TargetRefused) and isinstance(e, redis_ferry.FerryError)
+            assert e.code == "WRONGTYPE" and e.kind == "target_refused"
+            assert str(e).startswith("WRONGTYPE Operation against a key holding the wrong kind of value")
+            with pytest.raises(redis_ferry.ResponseError) as err:
+                pool.execute_command("NO-SUCH-COMMAND")
+            assert err.value.code == "ERR" and "unknown command" in str(err.value)
+            # In a pipeline the reply stays in place as a ResponseError instance.
+            replies = pool.pipeline(transaction=False).execute_command("INCR", "s").execute_command("GET", "s").execute(
+                raise_on_error=False
+            )
+            assert isinstance(replies[0], redis_ferry.ResponseError) and replies[0].code == "ERR"
+            assert replies[1] == b"v"
+        # A refusal of the credentials' permissions is not a reply error of the command: AuthError.
+        with SentinelPool(g["sentinels"], g["master_name"], username="noget", password="pw") as pool:
+            with pytest.raises(redis_ferry.AuthError) as auth:
+                pool.execute_command("GET", "s")
+            assert not isinstance(auth.value, redis_ferry.ResponseError)
+            assert "NOPERM" in str(auth.value)
+
+        async def run() -> None:
+            async with AsyncSentinelPool(g["sentinels"], g["master_name"]) as apool:
+                with pytest.raises(redis_ferry.ResponseError) as err:
+                    await apool.execute_command("HSET", "s", "f", "v")
+                assert err.value.code == "WRONGTYPE"
+
+        asyncio.run(run())
 
 
 def test_source_refused_when_the_source_will_not_replicate(pair: Tuple[str, str]) -> None:

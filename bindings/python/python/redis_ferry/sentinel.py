@@ -2,8 +2,10 @@
 
 Replies come back as redis-py's parser gives them, before redis-py's per-command callbacks: ``bytes`` for bulk
 and simple strings (``SET`` answers ``b"OK"``), ``int``, ``list``, ``None``, and for RESP3 replies ``dict``,
-``set``, ``float`` and ``bool``. An error reply raises :class:`redis_ferry.TargetRefused` (an error inside a
-pipeline's results stays in place as an exception instance unless ``raise_on_error``).
+``set``, ``float`` and ``bool``. An error reply raises :class:`redis_ferry.ResponseError` (a
+:class:`redis_ferry.TargetRefused`, like redis-py's ``ResponseError``; ``code`` is the reply's first word, the
+message the whole reply). An error inside a pipeline's results stays in place as a ``ResponseError`` instance
+unless ``raise_on_error``.
 
 >>> from redis_ferry import SentinelPool
 >>> pool = SentinelPool([("127.0.0.1", 26379)], "mymaster")       # doctest: +SKIP
