@@ -60,9 +60,18 @@ fn main() {
     for (name, (rate, cpu)) in [
         ("plain pipeline (no transaction, no checkpoint)", plain),
         ("MULTI/EXEC batches with the checkpoint SET (before)", multi),
-        ("WATCH + check script + MULTI/EXEC (chained, but not stopping at a failed command)", guarded),
-        ("chained batch scripts, previous layout (commit 338d5f9)", previous),
-        ("the current script's arguments walked, no command run (applies nothing)", walk),
+        (
+            "WATCH + check script + MULTI/EXEC (chained, but not stopping at a failed command)",
+            guarded,
+        ),
+        (
+            "chained batch scripts, previous layout (commit 338d5f9)",
+            previous,
+        ),
+        (
+            "the current script's arguments walked, no command run (applies nothing)",
+            walk,
+        ),
         ("chained batch scripts (now)", chain),
     ] {
         println!(
@@ -140,11 +149,7 @@ fn run(c: &mut redis::Connection, commands: &[Vec<String>], mode: Mode) -> (f64,
         .arg(PREVIOUS)
         .query(c)
         .unwrap();
-    let walk: String = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(WALK)
-        .query(c)
-        .unwrap();
+    let walk: String = redis::cmd("SCRIPT").arg("LOAD").arg(WALK).query(c).unwrap();
     let guard: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(GUARD)
@@ -180,7 +185,11 @@ fn run(c: &mut redis::Connection, commands: &[Vec<String>], mode: Mode) -> (f64,
                     // refuses), then MULTI/EXEC: the chain holds, but a command failing inside EXEC does not
                     // stop the ones after it. The floor of any chain built on MULTI, not an exact writer.
                     pipe.cmd("WATCH").arg(KEY);
-                    pipe.cmd("EVALSHA").arg(&guard).arg(1).arg(KEY).arg(&expected);
+                    pipe.cmd("EVALSHA")
+                        .arg(&guard)
+                        .arg(1)
+                        .arg(KEY)
+                        .arg(&expected);
                     pipe.cmd("MULTI");
                     for cmd in batch {
                         pipe.cmd(&cmd[0]).arg(&cmd[1..]);
@@ -248,9 +257,7 @@ fn run(c: &mut redis::Connection, commands: &[Vec<String>], mode: Mode) -> (f64,
         let replies: Vec<redis::Value> = pipe.query(c).unwrap();
         if mode == Mode::Guarded {
             assert!(
-                replies
-                    .iter()
-                    .all(|r| !matches!(r, redis::Value::Nil)),
+                replies.iter().all(|r| !matches!(r, redis::Value::Nil)),
                 "a guarded batch was refused"
             );
         }

@@ -348,17 +348,15 @@ impl Replicator {
             }
         };
         let mut sink = match &commands {
-            Some(table) if cfg.target_cluster => {
-                Sink::Cluster(
-                    ClusterSink::connect_known(
-                        target,
-                        &self.target_nodes,
-                        cfg.sink.clone(),
-                        table.clone(),
-                    )
-                    .await?,
+            Some(table) if cfg.target_cluster => Sink::Cluster(
+                ClusterSink::connect_known(
+                    target,
+                    &self.target_nodes,
+                    cfg.sink.clone(),
+                    table.clone(),
                 )
-            }
+                .await?,
+            ),
             _ => Sink::Standalone(Box::new(
                 StandaloneSink::connect(target, cfg.sink.clone()).await?,
             )),

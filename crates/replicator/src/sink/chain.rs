@@ -824,11 +824,18 @@ mod tests {
         assert_eq!(&a[..4], ["EVALSHA", "sha", "1", "ferry:checkpoint:{t}"]);
         assert_eq!(a[4], "15");
         assert_eq!(a[5], format!("v2 {ID} 100 db=0 part=0 epoch=0"));
-        assert_eq!(a[6], format!("v2 {ID} 110 db=2 part=0 epoch=0"), "stored at the end");
+        assert_eq!(
+            a[6],
+            format!("v2 {ID} 110 db=2 part=0 epoch=0"),
+            "stored at the end"
+        );
         assert_eq!(a[7], "0");
         assert_eq!(a[8], format!("v2 {ID} {{o}} db={{d}} part={{p}} epoch=0"));
         assert_eq!(&a[9..12], ["100", "0", "0"]);
-        assert_eq!(a[12], "1 110 2 ", "one unit of one command, ending at 110 in db 2");
+        assert_eq!(
+            a[12], "1 110 2 ",
+            "one unit of one command, ending at 110 in db 2"
+        );
         assert_eq!(a[13], latin1(&[Op::SELECT, 3]), "SELECT, a command of 3");
         assert_eq!(&a[14..], ["2", "SET", "a", "1"]);
         // The next batch expects what this one stores.
@@ -1171,7 +1178,11 @@ mod tests {
             w.push(unit(120, 2, &[&["INCR", "b"], &long]), &mut counters);
             w.advance(125, 2);
             w.push(
-                unit(130, 2, &[&["INCR", "d"], &["LPUSH", "s", "x"], &["INCR", "e"]]),
+                unit(
+                    130,
+                    2,
+                    &[&["INCR", "d"], &["LPUSH", "s", "x"], &["INCR", "e"]],
+                ),
                 &mut counters,
             );
             let first = w.flush().unwrap();
@@ -1204,7 +1215,11 @@ mod tests {
             let redis::Value::Array(refused) = run_on(&mut c, &second) else {
                 panic!("{version:?}: not an array");
             };
-            assert_eq!(refused[0], redis::Value::Int(-1), "{version:?}: {refused:?}");
+            assert_eq!(
+                refused[0],
+                redis::Value::Int(-1),
+                "{version:?}: {refused:?}"
+            );
             assert_eq!(get(&mut c, 0, "a").as_deref(), Some("1"));
             for (k, v) in [("b", Some("1")), ("d", Some("1")), ("e", None), ("f", None)] {
                 assert_eq!(get(&mut c, 2, k).as_deref(), v, "{version:?}: {k}");

@@ -114,7 +114,10 @@ impl KnownNodes {
 }
 
 /// The slot map as the node at `opts` answers it (`CLUSTER SLOTS`), the reply within `timeout`.
-async fn slot_map_of(opts: &ConnectOptions, timeout: std::time::Duration) -> Result<SlotMap, Error> {
+async fn slot_map_of(
+    opts: &ConnectOptions,
+    timeout: std::time::Duration,
+) -> Result<SlotMap, Error> {
     let mut seed = Connection::connect(opts).await?;
     seed.set_read_timeout(Some(timeout));
     let reply = seed.call(&["CLUSTER", "SLOTS"]).await?;
