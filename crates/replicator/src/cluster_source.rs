@@ -495,6 +495,13 @@ async fn discover_from(opts: &ConnectOptions) -> Result<Vec<ShardView>, Error> {
         Ok(reply) => SlotMap::from_cluster_shards(&reply)
             .map_err(|e| Error::Protocol(format!("CLUSTER SHARDS of the source: {e}")))?,
         // Before 7.0 there is no CLUSTER SHARDS.
+        Err(e) if e.to_string().contains("cluster support disabled") => {
+            return Err(Error::Config(format!(
+                "the source node {}:{} is not a Redis Cluster node (cluster support disabled): \
+                 use a standalone source for it",
+                opts.host, opts.port
+            )))
+        }
         Err(e) if e.server_error().is_some() && !e.to_string().contains("NOAUTH") => {
             let reply = conn.call(&["CLUSTER", "NODES"]).await?;
             let text = reply.as_bytes().unwrap_or_default();
@@ -665,6 +672,16 @@ impl ShardsHandle {
     }
 }
 
+/// The end of a shard's task.
+async fn ended(task: tokio::task::JoinHandle<Result<(), Error>>) -> Result<(), Error> {
+    match task.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Failover(format!(
+            "the shard's task ended abnormally: {e}"
+        ))),
+    }
+}
+
 /// Whether a shard is one the job was asked to take.
 fn selected(wanted: Option<&[String]>, name: &str, view: &ShardView) -> bool {
     let Some(wanted) = wanted else { return true };
@@ -780,6 +797,7 @@ impl crate::Replicator {
         let mut known: HashMap<String, Option<String>> = known;
         let shared = Arc::new(Shared::new(template.clone()));
         let children = shutdown.child_token();
+        let mut first_error: Option<(String, Error)> = None;
         let mut running: Vec<Running> = Vec::new();
         let mut tick = tokio::time::interval(cluster.discover_interval);
         loop {
@@ -797,17 +815,16 @@ impl crate::Replicator {
             for r in &mut running {
                 if r.task.as_ref().is_some_and(|t| t.is_finished()) {
                     let t = r.task.take().expect("checked");
-                    let res = match t.await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(format!("the shard's task ended abnormally: {e}")),
-                    };
-                    if let Err(e) = &res {
+                    let res = ended(t).await;
+                    r.result = Some(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    if let Err(e) = res {
                         if !r.retired {
                             warn!(shard = %r.name, error = %e, "a source shard's stream stopped; the others go on");
+                            if first_error.is_none() {
+                                first_error = Some((r.name.clone(), e));
+                            }
                         }
                     }
-                    r.result = Some(res);
                 }
             }
             aggregate(&self.status, &running);
@@ -838,26 +855,24 @@ impl crate::Replicator {
             }
         }
         children.cancel();
-        let mut first_error = None;
         for r in &mut running {
             if let Some(t) = r.task.take() {
-                let res = match t.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("the shard's task ended abnormally: {e}")),
-                };
-                r.result = Some(res);
-            }
-            if let Some(Err(e)) = &r.result {
-                if !r.retired && first_error.is_none() {
-                    first_error = Some(format!("source shard {}: {e}", r.name));
+                let res = ended(t).await;
+                r.result = Some(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                if let Err(e) = res {
+                    if !r.retired && first_error.is_none() && !matches!(e, Error::Stopped) {
+                        first_error = Some((r.name.clone(), e));
+                    }
                 }
             }
         }
         self.shards.set(&running);
         aggregate(&self.status, &running);
         match first_error {
-            Some(e) if !shutdown.is_cancelled() => Err(Error::Shard(e)),
+            Some((shard, error)) if !shutdown.is_cancelled() => Err(Error::Shard {
+                shard,
+                error: Box::new(error),
+            }),
             _ => Ok(()),
         }
     }
