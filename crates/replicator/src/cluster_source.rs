@@ -71,7 +71,8 @@
 //! # Several jobs, one cluster: shard leases
 //!
 //! Each shard's sessions hold a lease in the target, `ferry:lease:{<checkpoint tag>:<shard name>}` (the hash
-//! tag of the shard's checkpoints), set with `SET ... NX PX` to an id of the session and renewed every
+//! tag of the shard's checkpoints), set with `SET ... NX PX` to an id of the job's shard (the same for all its
+//! sessions, so a session that follows a broken one takes it back at once) and renewed every
 //! [`LEASE_TTL`] / 3 while it runs. A job that finds the lease held by another waits (its shard's status says
 //! so) and takes the shard over once the lease expires (the holder stopped or died), continuing from the
 //! shard's checkpoint. So jobs given overlapping `shards` lists never run one shard twice at once; and even
@@ -218,6 +219,9 @@ pub(crate) struct ShardFollower {
     replica_gate: bool,
     current: Arc<Mutex<String>>,
     shared: Arc<Shared>,
+    /// The value of this shard's lease while this job holds it: the same for all its sessions, so a session
+    /// that follows a broken one takes the lease back at once.
+    pub(crate) lease_owner: String,
 }
 
 /// What the shards of one job know of each other: for the ordering of migrated keys.
@@ -1019,6 +1023,14 @@ impl crate::Replicator {
             replica_gate: replica_gate && !prefer_replica,
             current: current.clone(),
             shared: shared.clone(),
+            lease_owner: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
         };
         info!(shard = %name, "source shard: starting its stream");
         let (status, task) = match crate::Replicator::new(config) {
@@ -1135,23 +1147,17 @@ impl Lease {
         Ok(Connection::connect(&o).await?)
     }
 
-    /// Takes the lease of the shard whose checkpoints carry `tag`, waiting while another job holds it (calls
-    /// `waiting` once when it starts to wait).
+    /// Takes the lease of the shard whose checkpoints carry `tag` for `owner` (or takes it back when it is
+    /// still `owner`'s), waiting while another job holds it (calls `waiting` once when it starts to wait).
     pub(crate) async fn acquire(
         target: &ConnectOptions,
         cluster: bool,
         tag: &str,
+        owner: &str,
         mut waiting: impl FnMut(&str),
     ) -> Result<Lease, Error> {
         let key = Lease::key(tag);
-        let owner = format!(
-            "{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
+        let owner = owner.to_string();
         let ttl = LEASE_TTL.as_millis().to_string();
         let mut told = false;
         loop {
@@ -1168,6 +1174,19 @@ impl Lease {
                 .await?;
             if !matches!(got, Frame::Null) {
                 info!(lease = %key, "shard lease taken");
+                return Ok(Lease { key, owner, conn });
+            }
+            let renewed = conn
+                .call(&[
+                    "EVAL",
+                    RENEW,
+                    "1",
+                    key.as_str(),
+                    owner.as_str(),
+                    ttl.as_str(),
+                ])
+                .await?;
+            if matches!(renewed, Frame::Integer(1)) {
                 return Ok(Lease { key, owner, conn });
             }
             if !told {
