@@ -71,7 +71,8 @@
 //! # Several jobs, one cluster: shard leases
 //!
 //! Each shard's sessions hold a lease in the target, `ferry:lease:{<checkpoint tag>:<shard name>}` (the hash
-//! tag of the shard's checkpoints), set with `SET ... NX PX` to an id of the session and renewed every
+//! tag of the shard's checkpoints), set with `SET ... NX PX` to an id of the job's shard (the same for all its
+//! sessions, so a session that follows a broken one takes it back at once) and renewed every
 //! [`LEASE_TTL`] / 3 while it runs. A job that finds the lease held by another waits (its shard's status says
 //! so) and takes the shard over once the lease expires (the holder stopped or died), continuing from the
 //! shard's checkpoint. So jobs given overlapping `shards` lists never run one shard twice at once; and even
@@ -218,6 +219,9 @@ pub(crate) struct ShardFollower {
     replica_gate: bool,
     current: Arc<Mutex<String>>,
     shared: Arc<Shared>,
+    /// The value of this shard's lease while this job holds it: the same for all its sessions, so a session
+    /// that follows a broken one takes the lease back at once.
+    pub(crate) lease_owner: String,
 }
 
 /// What the shards of one job know of each other: for the ordering of migrated keys.
@@ -495,6 +499,13 @@ async fn discover_from(opts: &ConnectOptions) -> Result<Vec<ShardView>, Error> {
         Ok(reply) => SlotMap::from_cluster_shards(&reply)
             .map_err(|e| Error::Protocol(format!("CLUSTER SHARDS of the source: {e}")))?,
         // Before 7.0 there is no CLUSTER SHARDS.
+        Err(e) if e.to_string().contains("cluster support disabled") => {
+            return Err(Error::Config(format!(
+                "the source node {}:{} is not a Redis Cluster node (cluster support disabled): \
+                 use a standalone source for it",
+                opts.host, opts.port
+            )))
+        }
         Err(e) if e.server_error().is_some() && !e.to_string().contains("NOAUTH") => {
             let reply = conn.call(&["CLUSTER", "NODES"]).await?;
             let text = reply.as_bytes().unwrap_or_default();
@@ -665,6 +676,16 @@ impl ShardsHandle {
     }
 }
 
+/// The end of a shard's task.
+async fn ended(task: tokio::task::JoinHandle<Result<(), Error>>) -> Result<(), Error> {
+    match task.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Failover(format!(
+            "the shard's task ended abnormally: {e}"
+        ))),
+    }
+}
+
 /// Whether a shard is one the job was asked to take.
 fn selected(wanted: Option<&[String]>, name: &str, view: &ShardView) -> bool {
     let Some(wanted) = wanted else { return true };
@@ -780,6 +801,7 @@ impl crate::Replicator {
         let mut known: HashMap<String, Option<String>> = known;
         let shared = Arc::new(Shared::new(template.clone()));
         let children = shutdown.child_token();
+        let mut first_error: Option<(String, Error)> = None;
         let mut running: Vec<Running> = Vec::new();
         let mut tick = tokio::time::interval(cluster.discover_interval);
         loop {
@@ -797,17 +819,16 @@ impl crate::Replicator {
             for r in &mut running {
                 if r.task.as_ref().is_some_and(|t| t.is_finished()) {
                     let t = r.task.take().expect("checked");
-                    let res = match t.await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(format!("the shard's task ended abnormally: {e}")),
-                    };
-                    if let Err(e) = &res {
+                    let res = ended(t).await;
+                    r.result = Some(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    if let Err(e) = res {
                         if !r.retired {
                             warn!(shard = %r.name, error = %e, "a source shard's stream stopped; the others go on");
+                            if first_error.is_none() {
+                                first_error = Some((r.name.clone(), e));
+                            }
                         }
                     }
-                    r.result = Some(res);
                 }
             }
             aggregate(&self.status, &running);
@@ -838,30 +859,24 @@ impl crate::Replicator {
             }
         }
         children.cancel();
-        let mut first_error = None;
-        let mut fenced = false;
         for r in &mut running {
             if let Some(t) = r.task.take() {
-                let res = match t.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("the shard's task ended abnormally: {e}")),
-                };
-                r.result = Some(res);
-            }
-            if let Some(Err(e)) = &r.result {
-                if !r.retired && first_error.is_none() {
-                    // A fenced shard keeps its kind: the job must not be retried (see `Error::Fenced`).
-                    fenced = e.starts_with("fenced: ");
-                    first_error = Some(format!("source shard {}: {e}", r.name));
+                let res = ended(t).await;
+                r.result = Some(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                if let Err(e) = res {
+                    if !r.retired && first_error.is_none() && !matches!(e, Error::Stopped) {
+                        first_error = Some((r.name.clone(), e));
+                    }
                 }
             }
         }
         self.shards.set(&running);
         aggregate(&self.status, &running);
         match first_error {
-            Some(e) if !shutdown.is_cancelled() && fenced => Err(Error::Fenced(e)),
-            Some(e) if !shutdown.is_cancelled() => Err(Error::Shard(e)),
+            Some((shard, error)) if !shutdown.is_cancelled() => Err(Error::Shard {
+                shard,
+                error: Box::new(error),
+            }),
             _ => Ok(()),
         }
     }
@@ -1008,6 +1023,14 @@ impl crate::Replicator {
             replica_gate: replica_gate && !prefer_replica,
             current: current.clone(),
             shared: shared.clone(),
+            lease_owner: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
         };
         info!(shard = %name, "source shard: starting its stream");
         let (status, task) = match crate::Replicator::new(config) {
@@ -1077,6 +1100,148 @@ impl crate::Replicator {
             );
         }
         Ok(names)
+    }
+}
+
+/// A shard's lease in the target (see the module documentation).
+pub(crate) struct Lease {
+    key: String,
+    owner: String,
+    conn: Connection,
+}
+
+/// Renews a lease if its value is still ours; 0 when it is not.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Deletes a lease if its value is still ours.
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) else return 0 end";
+
+impl Lease {
+    /// The lease key of the shard whose checkpoints carry `tag`.
+    pub(crate) fn key(tag: &str) -> String {
+        format!("ferry:lease:{{{tag}}}")
+    }
+
+    /// Connects to the target node that holds the lease key (`cluster`: the master of its slot).
+    async fn connect(
+        target: &ConnectOptions,
+        cluster: bool,
+        key: &str,
+    ) -> Result<Connection, Error> {
+        let mut conn = Connection::connect(target).await?;
+        if !cluster {
+            return Ok(conn);
+        }
+        let reply = conn.call(&["CLUSTER", "SLOTS"]).await?;
+        let mut map = SlotMap::from_cluster_slots(&reply)
+            .map_err(|e| Error::Config(format!("the target's CLUSTER SLOTS: {e}")))?;
+        map.fill_unknown_hosts(&target.host);
+        let master = map
+            .master_for_slot(ferry_topology::key_slot(key.as_bytes()))
+            .ok_or_else(|| Error::Failover("no target master serves the lease's slot".into()))?;
+        let mut o = target.clone();
+        o.host = master.addr.host.clone();
+        o.port = master.addr.port;
+        o.db = 0;
+        Ok(Connection::connect(&o).await?)
+    }
+
+    /// Takes the lease of the shard whose checkpoints carry `tag` for `owner` (or takes it back when it is
+    /// still `owner`'s), waiting while another job holds it (calls `waiting` once when it starts to wait).
+    pub(crate) async fn acquire(
+        target: &ConnectOptions,
+        cluster: bool,
+        tag: &str,
+        owner: &str,
+        mut waiting: impl FnMut(&str),
+    ) -> Result<Lease, Error> {
+        let key = Lease::key(tag);
+        let owner = owner.to_string();
+        let ttl = LEASE_TTL.as_millis().to_string();
+        let mut told = false;
+        loop {
+            let mut conn = Lease::connect(target, cluster, &key).await?;
+            let got = conn
+                .call(&[
+                    "SET",
+                    key.as_str(),
+                    owner.as_str(),
+                    "NX",
+                    "PX",
+                    ttl.as_str(),
+                ])
+                .await?;
+            if !matches!(got, Frame::Null) {
+                info!(lease = %key, "shard lease taken");
+                return Ok(Lease { key, owner, conn });
+            }
+            let renewed = conn
+                .call(&[
+                    "EVAL",
+                    RENEW,
+                    "1",
+                    key.as_str(),
+                    owner.as_str(),
+                    ttl.as_str(),
+                ])
+                .await?;
+            if matches!(renewed, Frame::Integer(1)) {
+                return Ok(Lease { key, owner, conn });
+            }
+            if !told {
+                told = true;
+                let holder = conn
+                    .call(&["GET", key.as_str()])
+                    .await
+                    .ok()
+                    .and_then(|f| {
+                        f.as_bytes()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                    })
+                    .unwrap_or_default();
+                warn!(lease = %key, holder = %holder, "another job runs this shard: waiting for its lease");
+                waiting(&holder);
+            }
+            tokio::time::sleep(LEASE_TTL / 10).await;
+        }
+    }
+
+    /// Renews the lease every [`LEASE_TTL`] / 3; returns the error that ends the session when it is lost.
+    pub(crate) async fn keep(&mut self) -> Error {
+        let ttl = LEASE_TTL.as_millis().to_string();
+        loop {
+            tokio::time::sleep(LEASE_TTL / 3).await;
+            let renewed = self
+                .conn
+                .call(&[
+                    "EVAL",
+                    RENEW,
+                    "1",
+                    self.key.as_str(),
+                    self.owner.as_str(),
+                    ttl.as_str(),
+                ])
+                .await;
+            match renewed {
+                Ok(Frame::Integer(1)) => {}
+                Ok(_) => {
+                    return Error::Failover(format!(
+                        "the shard lease {} was taken by another job",
+                        self.key
+                    ))
+                }
+                Err(e) => return Error::from(e),
+            }
+        }
+    }
+
+    /// Gives the lease up (a stopped job lets another take the shard at once).
+    pub(crate) async fn release(mut self) {
+        let _ = self
+            .conn
+            .call(&["EVAL", RELEASE, "1", self.key.as_str(), self.owner.as_str()])
+            .await;
     }
 }
 
@@ -1199,140 +1364,5 @@ mod tests {
         assert!(selected(Some(&["r1".into()]), "n", &view));
         assert!(selected(Some(&["127.0.0.1:1".into()]), "n", &view));
         assert!(!selected(Some(&["zz".into()]), "n", &view));
-    }
-}
-
-/// A shard's lease in the target (see the module documentation).
-pub(crate) struct Lease {
-    key: String,
-    owner: String,
-    conn: Connection,
-}
-
-/// Renews a lease if its value is still ours; 0 when it is not.
-const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-    return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
-/// Deletes a lease if its value is still ours.
-const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-    return redis.call('DEL', KEYS[1]) else return 0 end";
-
-impl Lease {
-    /// The lease key of the shard whose checkpoints carry `tag`.
-    pub(crate) fn key(tag: &str) -> String {
-        format!("ferry:lease:{{{tag}}}")
-    }
-
-    /// Connects to the target node that holds the lease key (`cluster`: the master of its slot).
-    async fn connect(
-        target: &ConnectOptions,
-        cluster: bool,
-        key: &str,
-    ) -> Result<Connection, Error> {
-        let mut conn = Connection::connect(target).await?;
-        if !cluster {
-            return Ok(conn);
-        }
-        let reply = conn.call(&["CLUSTER", "SLOTS"]).await?;
-        let mut map = SlotMap::from_cluster_slots(&reply)
-            .map_err(|e| Error::Config(format!("the target's CLUSTER SLOTS: {e}")))?;
-        map.fill_unknown_hosts(&target.host);
-        let master = map
-            .master_for_slot(ferry_topology::key_slot(key.as_bytes()))
-            .ok_or_else(|| Error::Failover("no target master serves the lease's slot".into()))?;
-        let mut o = target.clone();
-        o.host = master.addr.host.clone();
-        o.port = master.addr.port;
-        o.db = 0;
-        Ok(Connection::connect(&o).await?)
-    }
-
-    /// Takes the lease of the shard whose checkpoints carry `tag`, waiting while another job holds it (calls
-    /// `waiting` once when it starts to wait).
-    pub(crate) async fn acquire(
-        target: &ConnectOptions,
-        cluster: bool,
-        tag: &str,
-        mut waiting: impl FnMut(&str),
-    ) -> Result<Lease, Error> {
-        let key = Lease::key(tag);
-        let owner = format!(
-            "{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
-        let ttl = LEASE_TTL.as_millis().to_string();
-        let mut told = false;
-        loop {
-            let mut conn = Lease::connect(target, cluster, &key).await?;
-            let got = conn
-                .call(&[
-                    "SET",
-                    key.as_str(),
-                    owner.as_str(),
-                    "NX",
-                    "PX",
-                    ttl.as_str(),
-                ])
-                .await?;
-            if !matches!(got, Frame::Null) {
-                info!(lease = %key, "shard lease taken");
-                return Ok(Lease { key, owner, conn });
-            }
-            if !told {
-                told = true;
-                let holder = conn
-                    .call(&["GET", key.as_str()])
-                    .await
-                    .ok()
-                    .and_then(|f| {
-                        f.as_bytes()
-                            .map(|b| String::from_utf8_lossy(b).into_owned())
-                    })
-                    .unwrap_or_default();
-                warn!(lease = %key, holder = %holder, "another job runs this shard: waiting for its lease");
-                waiting(&holder);
-            }
-            tokio::time::sleep(LEASE_TTL / 10).await;
-        }
-    }
-
-    /// Renews the lease every [`LEASE_TTL`] / 3; returns the error that ends the session when it is lost.
-    pub(crate) async fn keep(&mut self) -> Error {
-        let ttl = LEASE_TTL.as_millis().to_string();
-        loop {
-            tokio::time::sleep(LEASE_TTL / 3).await;
-            let renewed = self
-                .conn
-                .call(&[
-                    "EVAL",
-                    RENEW,
-                    "1",
-                    self.key.as_str(),
-                    self.owner.as_str(),
-                    ttl.as_str(),
-                ])
-                .await;
-            match renewed {
-                Ok(Frame::Integer(1)) => {}
-                Ok(_) => {
-                    return Error::Failover(format!(
-                        "the shard lease {} was taken by another job",
-                        self.key
-                    ))
-                }
-                Err(e) => return Error::from(e),
-            }
-        }
-    }
-
-    /// Gives the lease up (a stopped job lets another take the shard at once).
-    pub(crate) async fn release(mut self) {
-        let _ = self
-            .conn
-            .call(&["EVAL", RELEASE, "1", self.key.as_str(), self.owner.as_str()])
-            .await;
     }
 }

@@ -373,11 +373,12 @@ impl Replicator {
         }
         // A shard of a cluster source runs in one job at a time: its lease in the target.
         let mut lease = match &self.source_shard {
-            Some(_) => Some(
+            Some(shard) => Some(
                 crate::cluster_source::Lease::acquire(
                     &target,
                     self.config.target_cluster,
                     &self.config.sink.checkpoint_tag,
+                    &shard.lease_owner,
                     |holder| {
                         self.status.update(|s| {
                             s.last_error = Some(format!(
@@ -390,6 +391,16 @@ impl Replicator {
             ),
             None => None,
         };
+        if lease.is_some() {
+            self.status.update(|s| {
+                if s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("shard's lease"))
+                {
+                    s.last_error = None;
+                }
+            });
+        }
         let shard_node = match &self.source_shard {
             Some(f) => Some(f.resolve().await?),
             None => None,
