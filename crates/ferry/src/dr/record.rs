@@ -264,11 +264,17 @@ mod tests {
             t.contains(r#""epoch":3"#),
             "the script reads the epoch: {t}"
         );
+        assert!(t.contains(r#""rpo_shards":"__RPOS__""#), "{t}");
         let filled = t
             .replace(r#""__RPO__""#, r#"{"replid":"ab","offset":5}"#)
+            .replace(
+                r#""__RPOS__""#,
+                r#"[{"shard":"k","replid":"ab","offset":5}]"#,
+            )
             .replace(r#""__POS__""#, "null");
         let back: DrState = serde_json::from_str(&filled).unwrap();
         assert_eq!(back.rpo.unwrap().offset, 5);
+        assert_eq!(back.rpo_shards[0].shard, "k");
         assert_eq!(back.phase, DrPhase::FailedOver);
     }
 
