@@ -169,7 +169,7 @@ fn replicator_kind(e: &ferry_replicator::Error) -> ErrorKind {
         R::Checkpoint(_) | R::Fenced(_) => ErrorKind::Fenced,
         R::Config(_) => ErrorKind::Config,
         R::Stopped => ErrorKind::Stopped,
-        R::Shard(_) => ErrorKind::Connection,
+        R::Shard { error, .. } => replicator_kind(error),
         _ => ErrorKind::Data,
     }
 }

@@ -175,7 +175,8 @@ fn sync_with_a_redisshake_v4_file_applies_its_filters() {
         .arg("1")
         .exec(&mut con)
         .unwrap();
-    // The fixture's reader is a cluster; ferry's cluster source comes later, so the source here is one server.
+    // The fixture's reader is a cluster; the source here is one server (tests/cluster_source.rs runs it as a
+    // cluster).
     let text = rewrite(&text, "sync_reader", "cluster", "false");
     let text = rewrite(&text, "sync_reader", "address", &quoted(&source.addr()));
     let text = rewrite(&text, "sync_reader", "password", &quoted("src-pw"));
@@ -208,7 +209,7 @@ fn sync_with_a_redisshake_v4_file_applies_its_filters() {
 }
 
 #[test]
-fn the_v4_fixture_as_written_fails_at_start_with_a_config_error_for_its_cluster_source() {
+fn the_v4_fixture_with_its_cluster_reader_on_a_standalone_server_fails_with_a_config_error() {
     let text =
         std::fs::read_to_string(shared_dir().join("fixtures/redisshake-v4-shake.toml")).unwrap();
     let target = server();
@@ -221,7 +222,7 @@ fn the_v4_fixture_as_written_fails_at_start_with_a_config_error_for_its_cluster_
     assert!(
         ferry
             .stderr()
-            .contains("not supported yet: a cluster source"),
+            .contains("is not a Redis Cluster node (cluster support disabled)"),
         "{}",
         ferry.stderr()
     );

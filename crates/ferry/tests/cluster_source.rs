@@ -661,47 +661,7 @@ fn a_slot_migrated_on_the_source_under_live_writes_ends_exact_on_the_target() {
     let to = (0..source.nodes.len())
         .find(|&i| i != from && is_master(&source.nodes[i]))
         .unwrap();
-    let (from_id, to_id) = (node_id(&source.nodes[from]), node_id(&source.nodes[to]));
-    let setslot = |node: usize, args: &[&str]| {
-        redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg(args)
-            .exec(&mut source.nodes[node].client())
-            .unwrap();
-    };
-    setslot(to, &["IMPORTING", &from_id]);
-    setslot(from, &["MIGRATING", &to_id]);
-    let mut moved = 0;
-    loop {
-        let keys: Vec<String> = redis::cmd("CLUSTER")
-            .arg("GETKEYSINSLOT")
-            .arg(slot)
-            .arg(5)
-            .query(&mut source.nodes[from].client())
-            .unwrap();
-        if keys.is_empty() {
-            break;
-        }
-        let r: redis::RedisResult<()> = redis::cmd("MIGRATE")
-            .arg(source.nodes[to].host())
-            .arg(source.nodes[to].port())
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("KEYS")
-            .arg(&keys)
-            .query(&mut source.nodes[from].client());
-        r.unwrap();
-        moved += keys.len();
-    }
-    assert!(
-        moved >= 300,
-        "the migration moved the slot's keys ({moved})"
-    );
-    for node in [to, from] {
-        setslot(node, &["NODE", &to_id]);
-    }
+    migrate_slot(&source.nodes, slot, &source.nodes[from], &source.nodes[to]);
     // More writes to the slot, now served by the importer.
     let seen = on_target(&prefixed_counter("{mig}:", 0, 0));
     wait_until(
@@ -722,4 +682,227 @@ fn a_slot_migrated_on_the_source_under_live_writes_ends_exact_on_the_target() {
         assert_eq!(s.full_syncs, 1, "no new full copy: {status:?}");
     }
     rt.block_on(job.stop()).unwrap();
+}
+
+/// Moves `slot` from `from` to `to` the way `redis-cli --cluster reshard` does, while clients keep writing:
+/// IMPORTING, MIGRATING, `MIGRATE` of the keys a few at a time, then `SETSLOT NODE` on every master.
+fn migrate_slot(all: &[Server], slot: u16, from: &Server, to: &Server) {
+    let (from_id, to_id) = (node_id(from), node_id(to));
+    let setslot = |node: &Server, args: &[&str]| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(args)
+            .exec(&mut node.client())
+            .unwrap_or_else(|e| {
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut node.client())
+                    .unwrap_or_default();
+                panic!("SETSLOT {args:?} on {}: {e}\n{nodes}", node.addr())
+            });
+    };
+    setslot(to, &["IMPORTING", &from_id]);
+    setslot(from, &["MIGRATING", &to_id]);
+    let mut moved = 0;
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(5)
+            .query(&mut from.client())
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        redis::cmd("MIGRATE")
+            .arg(to.host())
+            .arg(to.port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .exec(&mut from.client())
+            .unwrap();
+        moved += keys.len();
+    }
+    assert!(moved > 0, "the slot had keys to move");
+    setslot(to, &["NODE", &to_id]);
+    setslot(from, &["NODE", &to_id]);
+    for node in all.iter().filter(|n| is_master(n)) {
+        setslot(node, &["NODE", &to_id]);
+    }
+}
+
+#[test]
+fn a_master_added_to_the_source_is_followed_and_a_removed_one_is_retired() {
+    let (source, target, rt, job) = running_pair(38);
+    let writers = Writers::start(&source, 2);
+    let added = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0).cluster()).unwrap();
+    redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg(added.host())
+        .arg(added.port())
+        .exec(&mut source.nodes[0].client())
+        .unwrap();
+    let added_id = node_id(&added);
+    wait_until(
+        common::DEADLINE,
+        "the job to follow the added master",
+        || {
+            let s = job.status();
+            s.shards.len() == 4
+                && s.shards
+                    .iter()
+                    .all(|s| s.phase == ferry::Phase::Incremental)
+                && s.shards.iter().any(|s| s.name == added_id)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    wait_until(
+        common::DEADLINE,
+        "every node to know the added master",
+        || {
+            source.nodes.iter().all(|n| {
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut n.client())
+                    .is_ok_and(|t| t.contains(&added_id))
+            })
+        },
+    )
+    .unwrap();
+    // Scale in: the (empty) master is forgotten and shut down.
+    for node in &source.nodes {
+        redis::cmd("CLUSTER")
+            .arg("FORGET")
+            .arg(&added_id)
+            .exec(&mut node.client())
+            .unwrap();
+    }
+    drop(added);
+    wait_until(
+        common::DEADLINE,
+        "the removed master's stream to be retired",
+        || {
+            job.status()
+                .shards
+                .iter()
+                .any(|s| s.name == added_id && s.retired && s.phase == ferry::Phase::Stopped)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &target.target());
+    for (key, n) in &acked {
+        assert_eq!(
+            get_counter(&target.target(), key),
+            *n,
+            "target {key}: counters exact"
+        );
+    }
+    let status = job.status();
+    assert_eq!(status.shards.len(), 4, "{status:?}");
+    for s in status.shards.iter().filter(|s| !s.retired) {
+        assert_eq!(s.full_syncs, 1, "one full copy per shard: {status:?}");
+        assert_eq!(
+            s.reconnects, 0,
+            "the other shards are unaffected: {status:?}"
+        );
+    }
+    rt.block_on(job.stop()).unwrap();
+}
+
+fn wait_shards_live(addr: &str, n: usize) -> serde_json::Value {
+    ferry_testkit::wait_for(
+        common::DEADLINE,
+        "the job's shards in the live phase",
+        || {
+            let s = process_status(addr);
+            let shards = s["shards"].as_array()?;
+            (shards.len() == n && shards.iter().all(|x| x["phase"] == "incremental")).then_some(s)
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn two_jobs_given_the_same_shard_one_waits_for_the_lease_and_takes_over_without_a_full_copy() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(39).dbs(vec![0])).unwrap();
+    let mut masters = source_master_ids(&source);
+    masters.sort();
+    let (shared, rest) = (masters[0].clone(), masters[1..].join(","));
+    let job = |shards: &str| {
+        common::Ferry::spawn([
+            "sync",
+            "--source",
+            &source.nodes[0].url(),
+            "--source-type",
+            "cluster",
+            "--shards",
+            shards,
+            "--target",
+            &target.url(),
+            "--status-addr",
+            "127.0.0.1:0",
+        ])
+    };
+    let mut others = job(&rest);
+    let others_addr = others.served_addr("status");
+    let mut first = job(&shared);
+    let first_addr = first.served_addr("status");
+    let s = wait_shards_live(&first_addr, 1);
+    assert_eq!(s["shards"][0]["name"], shared.as_str(), "{s}");
+    wait_shards_live(&others_addr, 2);
+    let mut second = job(&shared);
+    let second_addr = second.served_addr("status");
+    ferry_testkit::wait_until(
+        common::DEADLINE,
+        "the second job to wait for the lease",
+        || {
+            let s = process_status(&second_addr);
+            s["shards"][0]["phase"] == "handshake"
+                && s["shards"][0]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("lease"))
+        },
+    )
+    .unwrap();
+    let writers = Writers::start(&source, 3);
+    let on_target = |key: &str| get_counter(&Target::from(&target), key);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        on_target(&counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let s = process_status(&second_addr);
+    assert_eq!(
+        s["shards"][0]["full_syncs"], 0,
+        "the waiting job applied nothing: {s}"
+    );
+    drop(first); // SIGKILL: its lease expires, the second job takes the shard over
+    let s = wait_shards_live(&second_addr, 1);
+    assert_eq!(s["shards"][0]["name"], shared.as_str(), "{s}");
+    let seen = on_target(&counter_key(0, 0));
+    wait_until(common::DEADLINE, "live writes after the takeover", || {
+        on_target(&counter_key(0, 0)) >= seen + 30
+    })
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), &Target::from(&target));
+    for (key, n) in &acked {
+        assert_eq!(on_target(key), *n, "target {key}: counters exact");
+    }
+    let s = process_status(&second_addr);
+    assert_eq!(
+        s["shards"][0]["full_syncs"], 0,
+        "the takeover continued from the checkpoint: {s}"
+    );
+    for p in [&mut second, &mut others] {
+        p.terminate();
+        assert_eq!(p.wait(), 0, "{}", p.stderr());
+    }
 }

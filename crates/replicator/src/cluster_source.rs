@@ -68,10 +68,25 @@
 //! each other at the same moment wait for each other at most as long. A slot migrated while a shard was not
 //! followed at all (the job stopped, or the shard not in `shards`) is covered by each shard's checkpoint only.
 //!
+//! # Several jobs, one cluster: shard leases
+//!
+//! Each shard's sessions hold a lease in the target, `ferry:lease:{<checkpoint tag>:<shard name>}` (the hash
+//! tag of the shard's checkpoints), set with `SET ... NX PX` to an id of the job's shard (the same for all its
+//! sessions, so a session that follows a broken one takes it back at once) and renewed every
+//! [`LEASE_TTL`] / 3 while it runs. A job that finds the lease held by another waits (its shard's status says
+//! so) and takes the shard over once the lease expires (the holder stopped or died), continuing from the
+//! shard's checkpoint. So jobs given overlapping `shards` lists never run one shard twice at once; and even
+//! if a lease were lost while its holder still wrote, the chained checkpoints ([`crate::sink::chain`]) refuse
+//! the older writer's batches: nothing is applied twice.
+//!
 //! # Limits
 //!
 //! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
 //!   target holds the other shards' keys.
+//! - A shard added while the job runs (scale-out) is picked up by the next discovery; its full copy replaces
+//!   keys the target already has (they came from the shards that exported them). Slots should migrate into it
+//!   once the job follows it (its status lists it): a key moved into it before that arrives with its full copy,
+//!   which the ordering rule above does not cover, so the exporter's `DEL` of it may come later and remove it.
 //! - A shard that disappears from the cluster (all its nodes forgotten) is retired: its session stops after
 //!   committing what it received; its checkpoint keys stay in the target.
 
@@ -89,6 +104,9 @@ use tracing::{info, warn};
 use crate::error::Error;
 use crate::pipeline::Unit;
 use crate::status::{Phase, Status, StatusHandle};
+
+/// How long a shard's lease lasts without renewal (see the module documentation).
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// The longest a `RESTORE-ASKING` waits for its exporter (see the module documentation).
 pub const MIGRATE_WAIT: Duration = Duration::from_secs(10);
@@ -201,6 +219,9 @@ pub(crate) struct ShardFollower {
     replica_gate: bool,
     current: Arc<Mutex<String>>,
     shared: Arc<Shared>,
+    /// The value of this shard's lease while this job holds it: the same for all its sessions, so a session
+    /// that follows a broken one takes the lease back at once.
+    pub(crate) lease_owner: String,
 }
 
 /// What the shards of one job know of each other: for the ordering of migrated keys.
@@ -478,6 +499,13 @@ async fn discover_from(opts: &ConnectOptions) -> Result<Vec<ShardView>, Error> {
         Ok(reply) => SlotMap::from_cluster_shards(&reply)
             .map_err(|e| Error::Protocol(format!("CLUSTER SHARDS of the source: {e}")))?,
         // Before 7.0 there is no CLUSTER SHARDS.
+        Err(e) if e.to_string().contains("cluster support disabled") => {
+            return Err(Error::Config(format!(
+                "the source node {}:{} is not a Redis Cluster node (cluster support disabled): \
+                 use a standalone source for it",
+                opts.host, opts.port
+            )))
+        }
         Err(e) if e.server_error().is_some() && !e.to_string().contains("NOAUTH") => {
             let reply = conn.call(&["CLUSTER", "NODES"]).await?;
             let text = reply.as_bytes().unwrap_or_default();
@@ -648,6 +676,16 @@ impl ShardsHandle {
     }
 }
 
+/// The end of a shard's task.
+async fn ended(task: tokio::task::JoinHandle<Result<(), Error>>) -> Result<(), Error> {
+    match task.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Failover(format!(
+            "the shard's task ended abnormally: {e}"
+        ))),
+    }
+}
+
 /// Whether a shard is one the job was asked to take.
 fn selected(wanted: Option<&[String]>, name: &str, view: &ShardView) -> bool {
     let Some(wanted) = wanted else { return true };
@@ -763,6 +801,7 @@ impl crate::Replicator {
         let mut known: HashMap<String, Option<String>> = known;
         let shared = Arc::new(Shared::new(template.clone()));
         let children = shutdown.child_token();
+        let mut first_error: Option<(String, Error)> = None;
         let mut running: Vec<Running> = Vec::new();
         let mut tick = tokio::time::interval(cluster.discover_interval);
         loop {
@@ -780,17 +819,16 @@ impl crate::Replicator {
             for r in &mut running {
                 if r.task.as_ref().is_some_and(|t| t.is_finished()) {
                     let t = r.task.take().expect("checked");
-                    let res = match t.await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(format!("the shard's task ended abnormally: {e}")),
-                    };
-                    if let Err(e) = &res {
+                    let res = ended(t).await;
+                    r.result = Some(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    if let Err(e) = res {
                         if !r.retired {
                             warn!(shard = %r.name, error = %e, "a source shard's stream stopped; the others go on");
+                            if first_error.is_none() {
+                                first_error = Some((r.name.clone(), e));
+                            }
                         }
                     }
-                    r.result = Some(res);
                 }
             }
             aggregate(&self.status, &running);
@@ -821,30 +859,24 @@ impl crate::Replicator {
             }
         }
         children.cancel();
-        let mut first_error = None;
-        let mut fenced = false;
         for r in &mut running {
             if let Some(t) = r.task.take() {
-                let res = match t.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("the shard's task ended abnormally: {e}")),
-                };
-                r.result = Some(res);
-            }
-            if let Some(Err(e)) = &r.result {
-                if !r.retired && first_error.is_none() {
-                    // A fenced shard keeps its kind: the job must not be retried (see `Error::Fenced`).
-                    fenced = e.starts_with("fenced: ");
-                    first_error = Some(format!("source shard {}: {e}", r.name));
+                let res = ended(t).await;
+                r.result = Some(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                if let Err(e) = res {
+                    if !r.retired && first_error.is_none() && !matches!(e, Error::Stopped) {
+                        first_error = Some((r.name.clone(), e));
+                    }
                 }
             }
         }
         self.shards.set(&running);
         aggregate(&self.status, &running);
         match first_error {
-            Some(e) if !shutdown.is_cancelled() && fenced => Err(Error::Fenced(e)),
-            Some(e) if !shutdown.is_cancelled() => Err(Error::Shard(e)),
+            Some((shard, error)) if !shutdown.is_cancelled() => Err(Error::Shard {
+                shard,
+                error: Box::new(error),
+            }),
             _ => Ok(()),
         }
     }
@@ -859,6 +891,8 @@ impl crate::Replicator {
         known: &mut HashMap<String, Option<String>>,
         views: &[ShardView],
     ) {
+        // Shards found after the first discovery may hold keys migrated from others (already on the target).
+        let late = !running.is_empty();
         // Healthy masters with slots first, so a failed old master listed on its own does not take the name.
         let mut order: Vec<&ShardView> = views.iter().collect();
         order.sort_by_key(|v| {
@@ -898,7 +932,7 @@ impl crate::Replicator {
                 continue;
             }
             known.insert(name.clone(), None);
-            let r = self.spawn_shard(cluster, shared, children, name, ids, view.clone());
+            let r = self.spawn_shard(shared, children, name, ids, view.clone(), late);
             shared.record(&r.name, view, &r.status);
             running.push(r);
             seen.push(true);
@@ -958,27 +992,45 @@ impl crate::Replicator {
 
     fn spawn_shard(
         &self,
-        cluster: &ClusterSource,
         shared: &Arc<Shared>,
         children: &CancellationToken,
         name: String,
         ids: BTreeSet<String>,
         view: ShardView,
+        late: bool,
     ) -> Running {
+        let (prefer_replica, replica_gate) = self
+            .config
+            .source_cluster
+            .as_ref()
+            .map_or((false, true), |c| (c.prefer_replica, c.replica_gate));
         let (tx, rx) = watch::channel(Some(view));
         let current = Arc::new(Mutex::new(String::new()));
         let mut config = self.config.clone();
         config.source_cluster = None;
         config.flush_target_on_resync = false;
+        if late {
+            // A shard added to the source while the job runs: its keys came from other shards by migration, and
+            // may be on the target already.
+            config.conflict = crate::ConflictPolicy::Rewrite;
+        }
         config.sink.checkpoint_tag = format!("{}:{name}", self.config.sink.checkpoint_tag);
         let follower = ShardFollower {
             name: name.clone(),
             view: rx,
             template: shared.template.clone(),
-            prefer_replica: cluster.prefer_replica,
-            replica_gate: cluster.replica_gate && !cluster.prefer_replica,
+            prefer_replica,
+            replica_gate: replica_gate && !prefer_replica,
             current: current.clone(),
             shared: shared.clone(),
+            lease_owner: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
         };
         info!(shard = %name, "source shard: starting its stream");
         let (status, task) = match crate::Replicator::new(config) {
@@ -1048,6 +1100,148 @@ impl crate::Replicator {
             );
         }
         Ok(names)
+    }
+}
+
+/// A shard's lease in the target (see the module documentation).
+pub(crate) struct Lease {
+    key: String,
+    owner: String,
+    conn: Connection,
+}
+
+/// Renews a lease if its value is still ours; 0 when it is not.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Deletes a lease if its value is still ours.
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) else return 0 end";
+
+impl Lease {
+    /// The lease key of the shard whose checkpoints carry `tag`.
+    pub(crate) fn key(tag: &str) -> String {
+        format!("ferry:lease:{{{tag}}}")
+    }
+
+    /// Connects to the target node that holds the lease key (`cluster`: the master of its slot).
+    async fn connect(
+        target: &ConnectOptions,
+        cluster: bool,
+        key: &str,
+    ) -> Result<Connection, Error> {
+        let mut conn = Connection::connect(target).await?;
+        if !cluster {
+            return Ok(conn);
+        }
+        let reply = conn.call(&["CLUSTER", "SLOTS"]).await?;
+        let mut map = SlotMap::from_cluster_slots(&reply)
+            .map_err(|e| Error::Config(format!("the target's CLUSTER SLOTS: {e}")))?;
+        map.fill_unknown_hosts(&target.host);
+        let master = map
+            .master_for_slot(ferry_topology::key_slot(key.as_bytes()))
+            .ok_or_else(|| Error::Failover("no target master serves the lease's slot".into()))?;
+        let mut o = target.clone();
+        o.host = master.addr.host.clone();
+        o.port = master.addr.port;
+        o.db = 0;
+        Ok(Connection::connect(&o).await?)
+    }
+
+    /// Takes the lease of the shard whose checkpoints carry `tag` for `owner` (or takes it back when it is
+    /// still `owner`'s), waiting while another job holds it (calls `waiting` once when it starts to wait).
+    pub(crate) async fn acquire(
+        target: &ConnectOptions,
+        cluster: bool,
+        tag: &str,
+        owner: &str,
+        mut waiting: impl FnMut(&str),
+    ) -> Result<Lease, Error> {
+        let key = Lease::key(tag);
+        let owner = owner.to_string();
+        let ttl = LEASE_TTL.as_millis().to_string();
+        let mut told = false;
+        loop {
+            let mut conn = Lease::connect(target, cluster, &key).await?;
+            let got = conn
+                .call(&[
+                    "SET",
+                    key.as_str(),
+                    owner.as_str(),
+                    "NX",
+                    "PX",
+                    ttl.as_str(),
+                ])
+                .await?;
+            if !matches!(got, Frame::Null) {
+                info!(lease = %key, "shard lease taken");
+                return Ok(Lease { key, owner, conn });
+            }
+            let renewed = conn
+                .call(&[
+                    "EVAL",
+                    RENEW,
+                    "1",
+                    key.as_str(),
+                    owner.as_str(),
+                    ttl.as_str(),
+                ])
+                .await?;
+            if matches!(renewed, Frame::Integer(1)) {
+                return Ok(Lease { key, owner, conn });
+            }
+            if !told {
+                told = true;
+                let holder = conn
+                    .call(&["GET", key.as_str()])
+                    .await
+                    .ok()
+                    .and_then(|f| {
+                        f.as_bytes()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                    })
+                    .unwrap_or_default();
+                warn!(lease = %key, holder = %holder, "another job runs this shard: waiting for its lease");
+                waiting(&holder);
+            }
+            tokio::time::sleep(LEASE_TTL / 10).await;
+        }
+    }
+
+    /// Renews the lease every [`LEASE_TTL`] / 3; returns the error that ends the session when it is lost.
+    pub(crate) async fn keep(&mut self) -> Error {
+        let ttl = LEASE_TTL.as_millis().to_string();
+        loop {
+            tokio::time::sleep(LEASE_TTL / 3).await;
+            let renewed = self
+                .conn
+                .call(&[
+                    "EVAL",
+                    RENEW,
+                    "1",
+                    self.key.as_str(),
+                    self.owner.as_str(),
+                    ttl.as_str(),
+                ])
+                .await;
+            match renewed {
+                Ok(Frame::Integer(1)) => {}
+                Ok(_) => {
+                    return Error::Failover(format!(
+                        "the shard lease {} was taken by another job",
+                        self.key
+                    ))
+                }
+                Err(e) => return Error::from(e),
+            }
+        }
+    }
+
+    /// Gives the lease up (a stopped job lets another take the shard at once).
+    pub(crate) async fn release(mut self) {
+        let _ = self
+            .conn
+            .call(&["EVAL", RELEASE, "1", self.key.as_str(), self.owner.as_str()])
+            .await;
     }
 }
 

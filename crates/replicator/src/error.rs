@@ -73,9 +73,14 @@ pub enum Error {
     /// The job was asked to stop.
     #[error("the job was stopped")]
     Stopped,
-    /// A shard of a cluster source stopped with an error (the other shards ran on until they ended).
-    #[error("{0}")]
-    Shard(String),
+    /// A shard of a cluster source stopped with this error (the other shards ran on until they ended too).
+    #[error("source shard {shard}: {error}")]
+    Shard {
+        /// The shard's name.
+        shard: String,
+        /// Its error.
+        error: Box<Error>,
+    },
 }
 
 impl Error {

@@ -343,6 +343,36 @@ impl Replicator {
         if let Some(m) = &target_master {
             target = m.connect.clone();
         }
+        // A shard of a cluster source runs in one job at a time: its lease in the target.
+        let mut lease = match &self.source_shard {
+            Some(shard) => Some(
+                crate::cluster_source::Lease::acquire(
+                    &target,
+                    self.config.target_cluster,
+                    &self.config.sink.checkpoint_tag,
+                    &shard.lease_owner,
+                    |holder| {
+                        self.status.update(|s| {
+                            s.last_error = Some(format!(
+                                "waiting for the shard's lease, held by another job ({holder})"
+                            ));
+                        })
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if lease.is_some() {
+            self.status.update(|s| {
+                if s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("shard's lease"))
+                {
+                    s.last_error = None;
+                }
+            });
+        }
         let shard_node = match &self.source_shard {
             Some(f) => Some(f.resolve().await?),
             None => None,
@@ -360,12 +390,24 @@ impl Replicator {
             Some(n) if n.gate_on_replicas => Some(ReplicaGate::start(n.connect.clone())),
             _ => None,
         };
-        tokio::select! {
+        let keep_lease = async {
+            match lease.as_mut() {
+                Some(l) => l.keep().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
             r = self.session_with(&source, &target, Stop { shutdown, gate: gate.as_ref() }, live, fail_at, report) => r,
             e = shard_replaced => Err(e),
+            e = keep_lease => Err(e),
             e = sentinel::replaced(source_master.as_ref(), "source") => Err(e),
             e = sentinel::replaced(target_master.as_ref(), "target") => Err(e),
+        };
+        // A job that stops lets another take the shard at once (a dead one's lease expires).
+        if let (Some(l), Err(Error::Stopped)) = (lease, &result) {
+            l.release().await;
         }
+        result
     }
 
     /// One session with the given source and target: checkpoint, handshake, full sync if needed, then the

@@ -159,9 +159,11 @@ pub fn http_get(addr: &str, path: &str) -> String {
     body.to_string()
 }
 
-/// Compare options for a ferry target: its checkpoint keys are not data.
+/// Compare options for a ferry target: its checkpoint and shard lease keys are not data.
 pub fn opts() -> CompareOptions {
-    CompareOptions::default().ignore_prefix("ferry:checkpoint:")
+    CompareOptions::default()
+        .ignore_prefix("ferry:checkpoint:")
+        .ignore_prefix("ferry:lease:")
 }
 
 /// Asserts that two deployments hold the same data.
