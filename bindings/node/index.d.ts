@@ -97,7 +97,7 @@ export interface MasterAuth {
   tls?: TlsConfig
 }
 
-/** Where a sync job reads. Kinds other than `standalone` fail at start() with FERRY_CONFIG until supported. */
+/** Where a sync job reads. `scan` and `rdb_file` sources, and `until_caught_up` with a cluster or sentinel source, fail at start() with FERRY_CONFIG until supported. */
 export type SourceConfig =
   | ({ type: 'standalone' } & EndpointConfig)
   | { type: 'cluster'; seeds: EndpointConfig[]; shards?: string[]; prefer_replica?: boolean }
