@@ -69,10 +69,13 @@
 //! writes. An application reads it when it (re)connects: switchback disconnects B's clients, so an application
 //! that re-reads the primary whenever a connection breaks never writes to B after the switch.
 //!
-//! # Not supported yet
+//! # Clusters
 //!
-//! A cluster as either side: the calls refuse it with [`crate::ErrorKind::Config`] until the cluster source is
-//! wired in (one checkpoint and one seed per source shard).
+//! A side that is a cluster has one stream per shard: its RPO, positions and seeds are per master (named by node
+//! id, as the cluster source names shards), fenced and seeded key by key (keys of different slots cannot share a
+//! script). Each fence keeps the position it replaced, so a failover interrupted half-way still knows the RPO
+//! when called again; seeds are only written over fences, so a retried switchback never moves a live checkpoint
+//! back.
 
 pub mod node;
 mod record;
@@ -543,11 +546,6 @@ impl DrPair {
     /// Checks the configuration (without connecting).
     pub fn new(config: DrConfig) -> Result<DrPair, Error> {
         config.validate()?;
-        if let Deployment::Cluster { .. } = &config.b {
-            return Err(Error::not_supported(
-                "a cluster as side B of a DR pair (B's position per shard at the failover)",
-            ));
-        }
         Ok(DrPair { config })
     }
 
@@ -758,22 +756,39 @@ impl DrPair {
         let mut b = self.open(Side::B).await?;
         // B's writes from the failover on must stay readable from B's stream (recover continues from it).
         b.ensure_backlog(self.timeout()).await?;
-        let fence = ferry_replicator::checkpoint::Checkpoint::Fenced { epoch: next.epoch }.encode();
-        // Every checkpoint of A -> B (one per A shard for a cluster A), and the job's plain key even when absent
-        // (a job started later finds the fence).
-        let mut keys = vec![(
-            ferry_replicator::checkpoint::key_name(&tag),
-            Some(fence.clone()),
-        )];
-        for (_, key, _) in b.checkpoint_entries(&tag).await? {
-            if key != keys[0].0 {
-                keys.push((key, Some(fence.clone())));
+        let outcome = if b.is_cluster() {
+            // Key by key (keys of other slots cannot share a script); each fence keeps the position it
+            // replaced, so a retry after a crash here still knows the RPO. Then B's masters' positions (nothing
+            // writes to B yet: the record still names A), then the record.
+            let rpos = b.fence_keeping_positions(&tag, next.epoch).await?;
+            next.rpo = rpos.first().map(ShardPosition::position);
+            next.rpo_shards = rpos;
+            for (id, at, _) in b.positions().await? {
+                next.b_positions.push(ShardPosition {
+                    shard: id,
+                    replid: at.replid,
+                    offset: at.offset,
+                });
             }
-        }
-        // The shards' keys first: the RPO of a one-server A is its plain key.
-        keys.rotate_left(1);
-        let outcome = b
-            .transition(
+            next.b_position = next.b_positions.first().map(ShardPosition::position);
+            b.transition(&next, &[], Fill::default()).await?
+        } else {
+            let fence =
+                ferry_replicator::checkpoint::Checkpoint::Fenced { epoch: next.epoch }.encode();
+            // Every checkpoint of A -> B (one per A shard for a cluster A), and the job's plain key even when absent
+            // (a job started later finds the fence).
+            let mut keys = vec![(
+                ferry_replicator::checkpoint::key_name(&tag),
+                Some(fence.clone()),
+            )];
+            for (_, key, _) in b.checkpoint_entries(&tag).await? {
+                if key != keys[0].0 {
+                    keys.push((key, Some(fence.clone())));
+                }
+            }
+            // The shards' keys first: the RPO of a one-server A is its plain key.
+            keys.rotate_left(1);
+            b.transition(
                 &next,
                 &keys,
                 Fill {
@@ -782,7 +797,8 @@ impl DrPair {
                     flush: false,
                 },
             )
-            .await?;
+            .await?
+        };
         let stored = match outcome {
             Transition::Applied { record, .. } => record,
             Transition::Lost { stored } => {
@@ -874,9 +890,31 @@ impl DrPair {
         };
         let a_keys = a.user_keys().await?;
         let b_pos = current.b_position.clone().unwrap_or_default();
+        // Where B -> A continues: B's position, or each B master's for a cluster B (one stream per B shard,
+        // its checkpoint in A tagged with the shard's node id, as the cluster source names shards).
+        let ba_tag = Direction::BToA.checkpoint_tag(&self.config.name);
+        let from_b: Vec<(String, String, ReplPosition)> = if current.b_positions.is_empty() {
+            vec![(String::new(), ba_tag.clone(), b_pos.clone())]
+        } else {
+            current
+                .b_positions
+                .iter()
+                .map(|p| {
+                    (
+                        p.shard.clone(),
+                        format!("{ba_tag}:{}", p.shard),
+                        p.position(),
+                    )
+                })
+                .collect()
+        };
         let holds = {
             let mut b = self.open(Side::B).await?;
-            b.backlog_holds(&b_pos, self.timeout()).await?
+            let mut all = true;
+            for (id, _, at) in &from_b {
+                all &= b.backlog_holds_on(id, at, self.timeout()).await?;
+            }
+            all
         };
         let incremental_ok = extra == Some(0) && holds;
         let reason = if incremental_ok {
@@ -900,25 +938,25 @@ impl DrPair {
             why.join("; ")
         };
         let next_epoch = current.epoch + 1;
-        let ba_tag = Direction::BToA.checkpoint_tag(&self.config.name);
         let mut next = Record::new(next_epoch, DrPhase::Recovering);
         next.history = current.history.clone();
         next.rpo = current.rpo.clone();
         next.rpo_shards = current.rpo_shards.clone();
         next.b_position = current.b_position.clone();
+        next.b_positions = current.b_positions.clone();
         next.extra_writes_on_a = extra;
-        let flush;
-        let seed = if incremental_ok {
-            next.recover_mode = Some(RecoverOutcome::Incremental);
-            flush = false;
+        let seed = |at: &ReplPosition| {
             let mut p =
-                ferry_replicator::checkpoint::Position::new(b_pos.replid.clone(), b_pos.offset, 0);
+                ferry_replicator::checkpoint::Position::new(at.replid.clone(), at.offset, 0);
             p.epoch = next_epoch;
-            Some(ferry_replicator::checkpoint::Checkpoint::Committed(p).encode())
+            ferry_replicator::checkpoint::Checkpoint::Committed(p).encode()
+        };
+        let flush = if incremental_ok {
+            next.recover_mode = Some(RecoverOutcome::Incremental);
+            false
         } else if choice == RecoverChoice::BWins {
             next.recover_mode = Some(RecoverOutcome::FullCopy);
-            flush = true;
-            None
+            true
         } else {
             return Ok(RecoverReport {
                 outcome: RecoverOutcome::Refused,
@@ -932,15 +970,26 @@ impl DrPair {
             // Per master, then the record: the B -> A job starts when the record says so, with every seed there.
             if flush {
                 a.flush_all().await?;
-            } else if let Some(b_pos) = &current.b_position {
-                a.seed_cluster_checkpoints(&ba_tag, b_pos, next_epoch)
-                    .await?;
+            } else {
+                for (_, tag, at) in &from_b {
+                    a.seed_cluster_checkpoints(tag, at, next_epoch, false)
+                        .await?;
+                }
             }
             a.transition(&next, &[], Fill::default()).await?
         } else {
+            let keys: Vec<(String, Option<String>)> = from_b
+                .iter()
+                .map(|(_, tag, at)| {
+                    (
+                        ferry_replicator::checkpoint::key_name(tag),
+                        (!flush).then(|| seed(at)),
+                    )
+                })
+                .collect();
             a.transition(
                 &next,
-                &[(ferry_replicator::checkpoint::key_name(&ba_tag), seed)],
+                &keys,
                 Fill {
                     flush,
                     ..Fill::default()
@@ -1008,14 +1057,14 @@ impl DrPair {
         // 1. A catches up (the B -> A job runs elsewhere).
         let deadline = Instant::now() + Duration::from_millis(t.catch_up_timeout_ms);
         loop {
-            let mut b = self.open(Side::B).await?;
-            let b_at = b.repl_position().await?;
+            let b = self.open(Side::B).await?;
+            let b_at = b.positions().await?;
             let mut a = self.open(Side::A).await?;
             if let Some(moved) = self.moved_on(&mut a, current.epoch).await? {
                 return self.finish_switchback(moved, None).await;
             }
-            let a_at = a.checkpoint_offset(&tag).await?.unwrap_or(0);
-            if b_at.offset.saturating_sub(a_at) <= t.switchback_lag_bytes {
+            let lag = a_lag(&mut a, &tag, b.is_cluster(), &b_at).await?;
+            if lag <= t.switchback_lag_bytes {
                 break;
             }
             if Instant::now() >= deadline {
@@ -1023,7 +1072,7 @@ impl DrPair {
                     ErrorKind::Stopped,
                     format!(
                         "switchback: A is still {} bytes behind B after {} ms; is the B -> A job running (ferry dr run)?",
-                        b_at.offset.saturating_sub(a_at),
+                        lag,
                         t.catch_up_timeout_ms
                     ),
                 ));
@@ -1073,7 +1122,7 @@ impl DrPair {
         tag: &str,
         paused_at: Instant,
     ) -> Result<(Record, bool), Error> {
-        let last = b.repl_position().await?;
+        let last = b.positions().await?;
         let limit =
             Duration::from_millis(self.config.timing.max_pause_ms.saturating_sub(200).max(100));
         loop {
@@ -1081,16 +1130,15 @@ impl DrPair {
             if let Some(moved) = self.moved_on(&mut a, current.epoch).await? {
                 return Ok((moved, false));
             }
-            let at = a.checkpoint_offset(tag).await?.unwrap_or(0);
-            if at >= last.offset {
+            let lag = a_lag(&mut a, tag, b.is_cluster(), &last).await?;
+            if lag == 0 {
                 break;
             }
             if paused_at.elapsed() >= limit {
                 return Err(Error::new(
                     ErrorKind::Stopped,
                     format!(
-                        "switchback: A did not apply B's last offset {} within the pause (at {at}); B was unpaused, call switchback again",
-                        last.offset
+                        "switchback: A did not apply B's last writes within the pause ({lag} bytes behind); B was unpaused, call switchback again"
                     ),
                 ));
             }
@@ -1100,11 +1148,27 @@ impl DrPair {
         let mut next = Record::new(current.epoch + 1, DrPhase::Normal);
         next.history = current.history.clone();
         next.history.push(format!(
-            "epoch {}: recovered from B's offset {}",
-            current.epoch, last.offset
+            "epoch {}: recovered from B up to {}",
+            current.epoch,
+            last.iter()
+                .map(|(_, p, _)| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         let fence = ferry_replicator::checkpoint::Checkpoint::Fenced { epoch: next.epoch }.encode();
         let mut a = self.open(Side::A).await?;
+        // One-server A: every B -> A checkpoint (one per B shard for a cluster B) and the plain key.
+        let mut fence_keys = vec![(
+            ferry_replicator::checkpoint::key_name(tag),
+            Some(fence.clone()),
+        )];
+        if !a.is_cluster() {
+            for (_, key, _) in a.checkpoint_entries(tag).await? {
+                if key != fence_keys[0].0 {
+                    fence_keys.push((key, Some(fence.clone())));
+                }
+            }
+        }
         let outcome = if a.is_cluster() {
             // Every master's position while nothing writes to A (B is paused and drained), then the record, then
             // the fences (finish_switchback fences again: a retry after a crash here completes it).
@@ -1123,7 +1187,7 @@ impl DrPair {
         } else {
             a.transition(
                 &next,
-                &[(ferry_replicator::checkpoint::key_name(tag), Some(fence))],
+                &fence_keys,
                 Fill {
                     position: Some("a_seed"),
                     ..Fill::default()
@@ -1159,6 +1223,11 @@ impl DrPair {
             Checkpoint::Committed(p).encode()
         };
         let mut b = self.open(Side::B).await?;
+        if b.is_cluster() {
+            return self
+                .finish_switchback_cluster_b(&mut b, record, pause)
+                .await;
+        }
         // The A -> B checkpoints: the plain key for a one-server A, one per shard (named by its master's node id,
         // as the cluster source names a new shard) for a cluster A; whatever else B holds for A -> B is removed.
         let mut keys: Vec<(String, Option<String>)> = b
@@ -1210,6 +1279,60 @@ impl DrPair {
         Ok(SwitchbackReport {
             write_pause_ms: pause.map(|p| p.as_millis() as u64),
             a_position: seed_at,
+            epoch: record.epoch,
+            changed: pause.is_some(),
+        })
+    }
+
+    /// [`DrPair::finish_switchback`] for a cluster B: seeds go master by master, only over fences (a retry never
+    /// moves back a checkpoint the A -> B job has written since), then B's record.
+    async fn finish_switchback_cluster_b(
+        &self,
+        b: &mut Deploy,
+        record: Record,
+        pause: Option<Duration>,
+    ) -> Result<SwitchbackReport, Error> {
+        let tag = Direction::AToB.checkpoint_tag(&self.config.name);
+        let seeds: Vec<(String, ReplPosition)> = if record.a_seeds.is_empty() {
+            let at = record
+                .a_seed
+                .clone()
+                .ok_or_else(|| Error::data("switchback: the record has no A position"))?;
+            vec![(tag.clone(), at)]
+        } else {
+            let fence = ferry_replicator::checkpoint::Checkpoint::Fenced {
+                epoch: record.epoch,
+            }
+            .encode();
+            self.open(Side::A)
+                .await?
+                .overwrite_checkpoints(&Direction::BToA.checkpoint_tag(&self.config.name), &fence)
+                .await?;
+            record
+                .a_seeds
+                .iter()
+                .map(|s| (format!("{tag}:{}", s.shard), s.position()))
+                .collect()
+        };
+        let done = b
+            .read_record()
+            .await?
+            .is_some_and(|r| r.epoch >= record.epoch);
+        if !done {
+            b.delete_fences(&tag).await?;
+            for (t, at) in &seeds {
+                b.seed_cluster_checkpoints(t, at, record.epoch, true)
+                    .await?;
+            }
+            let mut written = record.clone();
+            if let Some(p) = pause {
+                written.switchback_pause_ms = Some(p.as_millis() as u64);
+            }
+            b.transition(&written, &[], Fill::default()).await?;
+        }
+        Ok(SwitchbackReport {
+            write_pause_ms: pause.map(|p| p.as_millis() as u64),
+            a_position: seeds.first().map(|(_, at)| at.clone()).unwrap_or_default(),
             epoch: record.epoch,
             changed: pause.is_some(),
         })
@@ -1277,6 +1400,27 @@ fn lag_behind(
             at.offset.saturating_sub(covered)
         })
         .sum()
+}
+
+/// How many bytes A's B -> A checkpoints are behind B's masters (`b_at`: one position per B master; a cluster
+/// B's streams are tagged `<tag>:<node id>`): the largest lag of any stream.
+async fn a_lag(
+    a: &mut Deploy,
+    tag: &str,
+    b_cluster: bool,
+    b_at: &[(String, ReplPosition, String)],
+) -> Result<u64, Error> {
+    let mut lag = 0;
+    for (id, at, _) in b_at {
+        let t = if b_cluster {
+            format!("{tag}:{id}")
+        } else {
+            tag.to_string()
+        };
+        let done = a.checkpoint_offset(&t).await?.unwrap_or(0);
+        lag = lag.max(at.offset.saturating_sub(done));
+    }
+    Ok(lag)
 }
 
 fn split(r: Result<Option<Record>, Error>) -> (Option<Record>, Option<String>) {

@@ -302,3 +302,109 @@ fn demote_of_a_full_node_under_an_empty_peer_is_refused_and_proceeds_with_force(
         "master"
     );
 }
+
+#[test]
+fn watch_promotes_the_replica_after_failed_health_checks_of_the_master() {
+    let mut set = ferry_testkit::ReplicaSet::start(Version::V7_0, 1).unwrap();
+    set.wait_linked(common::DEADLINE).unwrap();
+    let mut c = set.master.client();
+    redis::cmd("SET").arg("k").arg("v").exec(&mut c).unwrap();
+    set.wait_synced(common::DEADLINE).unwrap();
+    let replica = set.replicas[0].url();
+    let mut watch = Ferry::spawn([
+        "dr",
+        "watch",
+        "--master",
+        &set.master.url(),
+        "--replica",
+        &replica,
+        "--interval-ms",
+        "100",
+        "--fall",
+        "3",
+    ]);
+    // Healthy checks for a while: nothing happens.
+    redis::cmd("SET").arg("k2").arg("v").exec(&mut c).unwrap();
+    set.wait_synced(common::DEADLINE).unwrap();
+    assert_eq!(
+        set.replicas[0]
+            .info_field("replication", "role")
+            .unwrap()
+            .unwrap(),
+        "slave"
+    );
+    set.master.kill();
+    assert_eq!(watch.wait(), 0, "{}", watch.stderr());
+    assert!(
+        watch.stdout().contains("promoted after 3 failed checks"),
+        "{}",
+        watch.stdout()
+    );
+    assert!(
+        watch.stderr().contains("health check failed"),
+        "{}",
+        watch.stderr()
+    );
+    assert_eq!(
+        set.replicas[0]
+            .info_field("replication", "role")
+            .unwrap()
+            .unwrap(),
+        "master"
+    );
+    let mut r = set.replicas[0].client();
+    let v: String = redis::cmd("GET").arg("k2").query(&mut r).unwrap();
+    assert_eq!(v, "v");
+}
+
+#[test]
+fn promote_of_a_replica_whose_link_was_down_too_long_is_refused_and_proceeds_with_force() {
+    let mut set = ferry_testkit::ReplicaSet::start(Version::V7_0, 1).unwrap();
+    set.wait_linked(common::DEADLINE).unwrap();
+    set.master.kill();
+    let replica = &set.replicas[0];
+    wait_until(
+        common::DEADLINE,
+        "the replica's link to be down for over 1 s",
+        || {
+            replica
+                .info_field("replication", "master_link_down_since_seconds")
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|s| s > 1)
+        },
+    )
+    .unwrap();
+    let url = replica.url();
+    let mut refused = Ferry::spawn(["dr", "promote", &url, "--max-link-down-secs", "1"]);
+    assert_ne!(refused.wait(), 0);
+    assert!(
+        refused.stderr().contains("promote refused"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(
+        refused.stderr().contains("was down for"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(
+        replica.info_field("replication", "role").unwrap().unwrap(),
+        "slave"
+    );
+    let mut forced = Ferry::spawn([
+        "dr",
+        "promote",
+        &url,
+        "--max-link-down-secs",
+        "1",
+        "--force",
+    ]);
+    assert_eq!(forced.wait(), 0, "{}", forced.stderr());
+    assert!(forced.stderr().contains("warning"), "{}", forced.stderr());
+    assert_eq!(
+        replica.info_field("replication", "role").unwrap().unwrap(),
+        "master"
+    );
+}

@@ -27,7 +27,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn counter_key(writer: usize, i: usize) -> String {
-    format!("live:w{writer}:counter:{i}")
+    prefixed_counter("live:", writer, i)
+}
+
+fn prefixed_counter(prefix: &str, writer: usize, i: usize) -> String {
+    format!("{prefix}w{writer}:counter:{i}")
 }
 
 /// Raises every node's backlog, so a job away for a while continues with PSYNC.
@@ -51,13 +55,19 @@ struct Writers {
 
 impl Writers {
     fn start(source: &Cluster, clients: usize) -> Writers {
+        Writers::start_with(source, clients, "live:")
+    }
+
+    /// Writers whose keys all start with `prefix` (a hash tag puts them all in one slot).
+    fn start_with(source: &Cluster, clients: usize, prefix: &str) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let urls: Vec<String> = source.nodes.iter().map(Server::url).collect();
         let threads = (0..clients)
             .map(|w| {
                 let stop = stop.clone();
                 let urls = urls.clone();
-                std::thread::spawn(move || write_counters(w, &urls, &stop))
+                let prefix = prefix.to_string();
+                std::thread::spawn(move || write_counters(&prefix, w, &urls, &stop))
             })
             .collect();
         Writers { stop, threads }
@@ -88,12 +98,17 @@ fn connect(urls: &[String]) -> redis::cluster::ClusterConnection {
 /// One writer: INCR then `WAIT 1` (the increment is on a replica, so a failover keeps it); an increment whose
 /// outcome is unknown (an error, or no replica acknowledged it in time) is resolved by reading the counter back
 /// once the cluster answers again: only this writer increments it.
-fn write_counters(w: usize, urls: &[String], stop: &AtomicBool) -> HashMap<String, u64> {
+fn write_counters(
+    prefix: &str,
+    w: usize,
+    urls: &[String],
+    stop: &AtomicBool,
+) -> HashMap<String, u64> {
     let mut conn = connect(urls);
     let mut acked: HashMap<String, u64> = HashMap::new();
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let key = counter_key(w, (round as usize) % COUNTERS);
+        let key = prefixed_counter(prefix, w, (round as usize) % COUNTERS);
         let n = acked.entry(key.clone()).or_default();
         let incr: redis::RedisResult<u64> = redis::cmd("INCR").arg(&key).query(&mut conn);
         let durable = incr.is_ok()
@@ -132,7 +147,7 @@ fn write_counters(w: usize, urls: &[String], stop: &AtomicBool) -> HashMap<Strin
             }
         }
         let _ = redis::cmd("SET")
-            .arg(format!("live:w{w}:value:{}", round % 97))
+            .arg(format!("{prefix}w{w}:value:{}", round % 97))
             .arg(round)
             .query::<()>(&mut conn);
         round += 1;
@@ -608,4 +623,103 @@ fn the_redisshake_v4_cluster_reader_with_prefer_replica_streams_each_shard_from_
     }
     ferry.terminate();
     assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+}
+
+/// The node id of a server.
+fn node_id(server: &Server) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut server.client())
+        .unwrap()
+}
+
+#[test]
+fn a_slot_migrated_on_the_source_under_live_writes_ends_exact_on_the_target() {
+    let (source, target, rt, job) = running_pair(37);
+    let slot = ferry_testkit::key_slot(b"mig");
+    // Keys of the slot that only the migration moves.
+    {
+        let mut c = source.cluster_client().unwrap();
+        for i in 0..300 {
+            redis::cmd("SET")
+                .arg(format!("{{mig}}:static:{i}"))
+                .arg(i)
+                .exec(&mut c)
+                .unwrap();
+        }
+    }
+    let others = Writers::start(&source, 2);
+    let movers = Writers::start_with(&source, 2, "{mig}:");
+    let on_target = |key: &str| get_counter(&target.target(), key);
+    wait_until(
+        common::DEADLINE,
+        "live writes to the slot on the target",
+        || on_target(&prefixed_counter("{mig}:", 0, 0)) >= 20,
+    )
+    .unwrap();
+    let (from, _) = shard_nodes(&source, slot);
+    let to = (0..source.nodes.len())
+        .find(|&i| i != from && is_master(&source.nodes[i]))
+        .unwrap();
+    let (from_id, to_id) = (node_id(&source.nodes[from]), node_id(&source.nodes[to]));
+    let setslot = |node: usize, args: &[&str]| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(args)
+            .exec(&mut source.nodes[node].client())
+            .unwrap();
+    };
+    setslot(to, &["IMPORTING", &from_id]);
+    setslot(from, &["MIGRATING", &to_id]);
+    let mut moved = 0;
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(5)
+            .query(&mut source.nodes[from].client())
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let r: redis::RedisResult<()> = redis::cmd("MIGRATE")
+            .arg(source.nodes[to].host())
+            .arg(source.nodes[to].port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut source.nodes[from].client());
+        r.unwrap();
+        moved += keys.len();
+    }
+    assert!(
+        moved >= 300,
+        "the migration moved the slot's keys ({moved})"
+    );
+    for node in [to, from] {
+        setslot(node, &["NODE", &to_id]);
+    }
+    // More writes to the slot, now served by the importer.
+    let seen = on_target(&prefixed_counter("{mig}:", 0, 0));
+    wait_until(
+        common::DEADLINE,
+        "writes to the moved slot on the target",
+        || on_target(&prefixed_counter("{mig}:", 0, 0)) >= seen + 20,
+    )
+    .unwrap();
+    let mut acked = others.stop();
+    acked.extend(movers.stop());
+    common::wait_equal(&source.target(), &target.target());
+    for (key, n) in &acked {
+        assert_eq!(get_counter(&source.target(), key), *n, "source {key}");
+        assert_eq!(on_target(key), *n, "target {key}: counters exact");
+    }
+    let status = job.status();
+    for s in &status.shards {
+        assert_eq!(s.full_syncs, 1, "no new full copy: {status:?}");
+    }
+    rt.block_on(job.stop()).unwrap();
 }

@@ -67,21 +67,48 @@ enum Addr {
     Cluster(Vec<String>),
 }
 
-impl Addr {
-    fn connect(&self) -> Option<Box<dyn redis::ConnectionLike + Send>> {
-        let t = Duration::from_secs(2);
-        match self {
-            Addr::One(url) => {
-                let c = redis::Client::open(url.as_str()).ok()?;
-                Some(Box::new(c.get_connection_with_timeout(t).ok()?))
+/// Plain connections to a side's masters, each with a hash tag of a slot it owns ("" for one server). The
+/// application writes with these, never through a client that resends a command after a broken connection.
+struct Conns(Vec<(redis::Connection, String)>);
+
+impl Conns {
+    /// The reply of the master that owns `key` (the others answer MOVED).
+    fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let mut last = None;
+        for (c, _) in &mut self.0 {
+            match cmd.query::<T>(c) {
+                Err(e) if e.code() == Some("MOVED") => last = Some(e),
+                other => return other,
             }
-            Addr::Cluster(nodes) => {
-                let c = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                    .connection_timeout(t)
-                    .response_timeout(t)
-                    .build()
-                    .ok()?;
-                Some(Box::new(c.get_connection().ok()?))
+        }
+        Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no master"))))
+    }
+}
+
+impl Addr {
+    fn connect(&self) -> Option<Conns> {
+        let t = Duration::from_secs(2);
+        let open = |url: &str| {
+            redis::Client::open(url)
+                .ok()?
+                .get_connection_with_timeout(t)
+                .ok()
+        };
+        match self {
+            Addr::One(url) => Some(Conns(vec![(open(url)?, String::new())])),
+            Addr::Cluster(masters) => {
+                let mut out = Vec::new();
+                for url in masters {
+                    let mut c = open(url)?;
+                    let tag = (0..1000).map(|i| format!("{{t{i}}}:")).find(|tag| {
+                        redis::cmd("EXISTS")
+                            .arg(format!("{tag}probe"))
+                            .query::<i64>(&mut c)
+                            .is_ok()
+                    })?;
+                    out.push((c, tag));
+                }
+                Some(Conns(out))
             }
         }
     }
@@ -92,7 +119,7 @@ fn primary_of(a_url: &Addr, b_url: &Addr, name: &str) -> Option<Side> {
     let key = format!("ferry:state:{{dr-{name}}}");
     let read = |addr: &Addr| -> Option<(u64, String)> {
         let mut c = addr.connect()?;
-        let v: Option<String> = redis::cmd("GET").arg(&key).query(&mut *c).ok()?;
+        let v: Option<String> = c.query(redis::cmd("GET").arg(&key)).ok()?;
         let v: serde_json::Value = serde_json::from_str(&v?).ok()?;
         Some((v["epoch"].as_u64()?, v["phase"].as_str()?.to_string()))
     };
@@ -129,7 +156,7 @@ impl App {
             let (stop, a_down, acked, writes) =
                 (stop.clone(), a_down.clone(), acked.clone(), writes.clone());
             std::thread::spawn(move || {
-                let mut conn: Option<(Side, Box<dyn redis::ConnectionLike + Send>)> = None;
+                let mut conn: Option<(Side, Conns)> = None;
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     if conn.is_none() {
@@ -159,14 +186,15 @@ impl App {
                         continue;
                     }
                     n += 1;
-                    let counter = format!("counter:{}", n % 7);
-                    let r: redis::RedisResult<i64> =
-                        redis::cmd("INCR").arg(&counter).query(&mut **c);
+                    let k = (n as usize) % c.0.len();
+                    let (c, tag) = &mut c.0[k];
+                    let counter = format!("counter:{tag}{}", n % 7);
+                    let r: redis::RedisResult<i64> = redis::cmd("INCR").arg(&counter).query(c);
                     let set: redis::RedisResult<()> = if r.is_ok() {
                         redis::cmd("SET")
-                            .arg(format!("key:{n}"))
+                            .arg(format!("key:{tag}{n}"))
                             .arg(n)
-                            .query(&mut **c)
+                            .query(c)
                     } else {
                         Ok(())
                     };
@@ -220,7 +248,7 @@ impl App {
 fn assert_counters(addr: &Addr, acked: &HashMap<String, i64>) {
     let mut c = addr.connect().unwrap();
     for (key, n) in acked {
-        let v: i64 = redis::cmd("GET").arg(key).query(&mut *c).unwrap();
+        let v: i64 = c.query(redis::cmd("GET").arg(key)).unwrap();
         assert_eq!(v, *n, "{key}: value {v}, acknowledged increments {n}");
     }
 }
@@ -472,4 +500,67 @@ fn recover_counts_writes_a_has_beyond_b_and_refuses_until_b_wins() {
         assert_eq!(gone, None);
         run.stop().await.unwrap();
     });
+}
+
+#[test]
+fn a_failover_interrupted_before_a_got_the_record_is_finished_by_calling_it_again() {
+    let a = server();
+    let b = server();
+    let name = "retry";
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::standalone(a.url()),
+        Deployment::standalone(b.url()),
+    ))
+    .unwrap();
+    runtime().block_on(async {
+        pair.init().await.unwrap();
+        let key = format!("ferry:state:{{dr-{name}}}");
+        let mut ca = a.client();
+        let before: String = redis::cmd("GET").arg(&key).query(&mut ca).unwrap();
+        let f = pair.failover().await.unwrap();
+        // The state a crash right after B's script leaves: B moved, A still holds the old record.
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(&before)
+            .exec(&mut ca)
+            .unwrap();
+        let s = pair.status().await.unwrap();
+        assert_eq!(
+            (s.phase, s.a_epoch, s.b_epoch),
+            (DrPhase::FailedOver, Some(1), Some(2))
+        );
+        assert!(
+            s.next
+                .starts_with("failover again: the record on A is behind"),
+            "{}",
+            s.next
+        );
+        let again = pair.failover().await.unwrap();
+        assert!(!again.changed);
+        assert_eq!(
+            (again.rpo, again.b_position, again.epoch),
+            (f.rpo, f.b_position, f.epoch)
+        );
+        let s = pair.status().await.unwrap();
+        assert_eq!((s.a_epoch, s.b_epoch), (Some(2), Some(2)));
+        assert!(s.next.starts_with("recover"), "{}", s.next);
+    });
+}
+
+#[test]
+fn walk_through_cluster_a_and_cluster_b_loses_no_acknowledged_write() {
+    let a = Cluster::start(Version::V7_0).unwrap();
+    let b = Cluster::start(Version::V7_0).unwrap();
+    a.wait_ok(common::DEADLINE).unwrap();
+    b.wait_ok(common::DEADLINE).unwrap();
+    let a_nodes: Vec<String> = a.masters().iter().map(|s| s.url()).collect();
+    let b_nodes: Vec<String> = b.masters().iter().map(|s| s.url()).collect();
+    walk_through(
+        "walk-clusters",
+        Deployment::cluster(a_nodes[0].clone()),
+        Deployment::cluster(b_nodes[0].clone()),
+        &Addr::Cluster(a_nodes),
+        &Addr::Cluster(b_nodes),
+    );
 }

@@ -158,9 +158,13 @@ impl Checkpoint {
             return Ok(Checkpoint::FullSyncInProgress);
         }
         if let Some(rest) = text.strip_prefix(FENCE_MARKER) {
-            let epoch = rest.strip_prefix(" epoch=").ok_or_else(|| {
-                Error::Checkpoint(format!("expected \"fenced epoch=<e>\", found {text:?}"))
-            })?;
+            // `fenced epoch=<e>`, then fields the fencing side may add for itself (ignored here).
+            let epoch = rest
+                .strip_prefix(" epoch=")
+                .map(|r| r.split(' ').next().unwrap_or_default())
+                .ok_or_else(|| {
+                    Error::Checkpoint(format!("expected \"fenced epoch=<e>\", found {text:?}"))
+                })?;
             return Ok(Checkpoint::Fenced {
                 epoch: parse_num(epoch, "epoch", text)?,
             });
@@ -383,6 +387,11 @@ mod tests {
         for epoch in [0, 4, 9] {
             assert!(matches!(admit(&cp, epoch), Err(Error::Fenced(_))));
         }
+        assert_eq!(
+            Checkpoint::decode(b"fenced epoch=4 at=ab:10").unwrap(),
+            cp,
+            "fields after the epoch are the fencer's"
+        );
         assert!(Checkpoint::decode(b"fenced").is_err());
         assert!(Checkpoint::decode(b"fenced epoch=x").is_err());
     }

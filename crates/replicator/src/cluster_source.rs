@@ -38,6 +38,36 @@
 //! ([`ClusterSource::replica_gate`]): what ferry's checkpoint covers is then on a replica, and the promoted one
 //! can continue from it. A shard without replicas is not gated (there is no one to fail over to).
 //!
+//! # A slot migrated on the source
+//!
+//! Redis propagates `MIGRATE` as two commands in two streams: the importing node runs (and propagates)
+//! `RESTORE-ASKING key ttl payload`, then the exporting node deletes the key and propagates a plain `DEL key`.
+//! ferry reads the two streams independently, so without care the exporter's `DEL` (or an older write of the
+//! exporter on that key, if its stream lags) could reach the target after the importer's `RESTORE` and the
+//! writes that follow it, and the key would be lost or go back in time. The ordering rule:
+//!
+//! - a `RESTORE-ASKING key ...` in a shard's stream is held until the exporting shard's stream is applied up to
+//!   and including its `DEL key`: ferry waits until the key no longer exists on the exporting master (an
+//!   `-ASK`/`-MOVED` answer means the same), reads that master's `master_repl_offset` (which then covers the
+//!   `DEL`, since Redis appends it to the stream before it serves another client), and waits until the
+//!   exporting shard's stream has committed that offset on the target;
+//! - it is then applied as `RESTORE key ttl payload [ABSTTL] REPLACE` (the key may still be on the target from
+//!   the exporter's stream when that one is ahead: `REPLACE` makes that harmless).
+//!
+//! So on the target every write of the exporter on the key comes before the importer's `RESTORE`, and every
+//! write of the importer after it. The exporter is the shard that owns the key's slot in the latest
+//! discovery, or the one that owned it before (the discovery keeps each slot's previous owner).
+//!
+//! Limits of the rule: it costs time, not exactness. Each migrated key holds the importing shard's stream until
+//! the exporter's stream has committed the exporter's offset read after the key left it; with writes going on,
+//! that is about one apply round of the exporter (bounded by its replica acknowledgements, see
+//! [`ClusterSource::replica_gate`]), so a slot of many keys migrated during the sync is applied at tens of keys
+//! per second (the source is not slowed: its stream is spooled). A `MIGRATE ... COPY` (which leaves the key on the exporter) or a `MIGRATE` that failed
+//! after the `RESTORE` make ferry wait for the key to leave the exporter for at most
+//! [`MIGRATE_WAIT`], then apply the `RESTORE` without that guarantee (with a warning); two shards importing from
+//! each other at the same moment wait for each other at most as long. A slot migrated while a shard was not
+//! followed at all (the job stopped, or the shard not in `shards`) is covered by each shard's checkpoint only.
+//!
 //! # Limits
 //!
 //! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
@@ -57,7 +87,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::Error;
+use crate::pipeline::Unit;
 use crate::status::{Phase, Status, StatusHandle};
+
+/// The longest a `RESTORE-ASKING` waits for its exporter (see the module documentation).
+pub const MIGRATE_WAIT: Duration = Duration::from_secs(10);
 
 /// A cluster source: where to find it and which of its shards this job takes.
 #[derive(Debug, Clone)]
@@ -128,6 +162,8 @@ pub(crate) struct ShardView {
     pub members: Vec<Member>,
     /// Slots the master serves.
     pub slots: usize,
+    /// The slot ranges (inclusive) it serves.
+    pub ranges: Vec<(u16, u16)>,
 }
 
 impl ShardView {
@@ -164,9 +200,154 @@ pub(crate) struct ShardFollower {
     prefer_replica: bool,
     replica_gate: bool,
     current: Arc<Mutex<String>>,
+    shared: Arc<Shared>,
+}
+
+/// What the shards of one job know of each other: for the ordering of migrated keys.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Per slot: the shard that owns it in the latest discovery, and the one that owned it before.
+    owners: Mutex<Vec<(Option<String>, Option<String>)>>,
+    /// Per shard: its latest view and the status of its stream.
+    shards: Mutex<HashMap<String, (ShardView, StatusHandle)>>,
+    /// The connection template of the source's nodes.
+    template: ConnectOptions,
+}
+
+impl Shared {
+    fn new(template: ConnectOptions) -> Shared {
+        Shared {
+            owners: Mutex::new(vec![(None, None); usize::from(ferry_topology::SLOT_COUNT)]),
+            shards: Mutex::new(HashMap::new()),
+            template,
+        }
+    }
+
+    /// Records a shard's view: its slots and nodes.
+    fn record(&self, name: &str, view: &ShardView, status: &StatusHandle) {
+        if let Ok(mut owners) = self.owners.lock() {
+            for &(a, b) in &view.ranges {
+                for slot in a..=b.min(ferry_topology::SLOT_COUNT - 1) {
+                    let o = &mut owners[usize::from(slot)];
+                    if o.0.as_deref() != Some(name) {
+                        o.1 = o.0.take();
+                        o.0 = Some(name.to_string());
+                    }
+                }
+            }
+        }
+        if let Ok(mut shards) = self.shards.lock() {
+            shards.insert(name.to_string(), (view.clone(), status.clone()));
+        }
+    }
+
+    /// The shard a key imported by `importer` came from: the slot's owner, or its previous owner.
+    fn exporter(&self, importer: &str, slot: u16) -> Option<String> {
+        let owners = self.owners.lock().ok()?;
+        let (now, before) = owners[usize::from(slot)].clone();
+        [now, before]
+            .into_iter()
+            .flatten()
+            .find(|o| o.as_str() != importer)
+    }
+
+    /// Holds a `RESTORE-ASKING` of `key` by shard `importer` until the exporter's stream has applied its `DEL`
+    /// (see the module documentation). Gives up after [`MIGRATE_WAIT`] with a warning.
+    pub(crate) async fn before_import(&self, importer: &str, key: &[u8]) -> Result<(), Error> {
+        let slot = ferry_topology::key_slot(key);
+        let Some(exporter) = self.exporter(importer, slot) else {
+            warn!(shard = %importer, slot, "a migrated key whose exporting shard is not known: applied without waiting");
+            return Ok(());
+        };
+        let Some((view, status)) = self
+            .shards
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&exporter).cloned())
+        else {
+            return Ok(());
+        };
+        let Some(master) = view.master().cloned() else {
+            return Ok(());
+        };
+        let mut c = self.template.clone();
+        c.host = master.host.clone();
+        c.port = master.port;
+        c.db = 0;
+        c.read_timeout = Some(Duration::from_secs(5));
+        let waited = tokio::time::timeout(MIGRATE_WAIT, async {
+            let mut conn = Connection::connect(&c).await?;
+            // Gone from the exporter: its DEL is in its stream.
+            loop {
+                match conn.call(&[&b"EXISTS"[..], key]).await {
+                    Ok(Frame::Integer(0)) => break,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    Err(e) if e.server_error().is_some() => break, // -ASK / -MOVED: not there
+                    Err(e) => return Err(Error::from(e)),
+                }
+            }
+            let info = info_text(&mut conn, "replication").await?;
+            let offset: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            loop {
+                let s = status.snapshot();
+                if s.applied_offset >= offset && s.phase == Phase::Incremental {
+                    return Ok::<(), Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.is_connection() => Err(e),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                warn!(shard = %importer, exporter = %exporter, slot,
+                      "a migrated key: the exporting shard did not apply its DEL in time; applied without the ordering guarantee");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether a unit carries a `RESTORE-ASKING` (a key migrated into this shard).
+pub(crate) fn has_import(unit: &Unit) -> bool {
+    unit.commands.iter().any(|c| {
+        c.argv
+            .first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"restore-asking"))
+    })
+}
+
+/// Rewrites `RESTORE-ASKING key ttl payload [...]` to `RESTORE key ttl payload [...] REPLACE`.
+pub(crate) fn import_as_restore(argv: &mut Vec<Bytes>) {
+    argv[0] = Bytes::from_static(b"RESTORE");
+    if !argv
+        .iter()
+        .skip(4)
+        .any(|a| a.eq_ignore_ascii_case(b"replace"))
+    {
+        argv.push(Bytes::from_static(b"REPLACE"));
+    }
 }
 
 impl ShardFollower {
+    /// Orders the migrated keys of a unit after their exporter's `DEL` and rewrites them into `RESTORE ...
+    /// REPLACE` (see the module documentation).
+    pub(crate) async fn import(&self, unit: &mut Unit) -> Result<(), Error> {
+        for cmd in &mut unit.commands {
+            if cmd.argv.len() >= 4 && cmd.argv[0].eq_ignore_ascii_case(b"restore-asking") {
+                self.shared.before_import(&self.name, &cmd.argv[1]).await?;
+                import_as_restore(&mut cmd.argv);
+            }
+        }
+        Ok(())
+    }
+
     /// The node to stream from now; waits (up to 30 s) while the shard has none (a failover in progress).
     pub(crate) async fn resolve(&self) -> Result<ShardNode, Error> {
         let mut rx = self.view.clone();
@@ -307,10 +488,12 @@ async fn discover_from(opts: &ConnectOptions) -> Result<Vec<ShardView>, Error> {
     };
     let mut map = map;
     map.fill_unknown_hosts(&opts.host);
-    let mut slots: HashMap<String, usize> = HashMap::new();
+    let mut slots: HashMap<String, Vec<(u16, u16)>> = HashMap::new();
     for (range, node) in map.ranges() {
-        *slots.entry(node.addr.to_string()).or_default() +=
-            usize::from(range.end - range.start) + 1;
+        slots
+            .entry(node.addr.to_string())
+            .or_default()
+            .push((range.start, range.end));
     }
     let member = |n: &ferry_topology::Node, master: bool| Member {
         id: n.id.clone().unwrap_or_else(|| n.addr.to_string()),
@@ -327,8 +510,13 @@ async fn discover_from(opts: &ConnectOptions) -> Result<Vec<ShardView>, Error> {
         .map(|s| {
             let mut members = vec![member(&s.master, true)];
             members.extend(s.replicas.iter().map(|r| member(r, false)));
+            let ranges = slots
+                .get(&s.master.addr.to_string())
+                .cloned()
+                .unwrap_or_default();
             ShardView {
-                slots: slots.get(&s.master.addr.to_string()).copied().unwrap_or(0),
+                slots: ranges.iter().map(|&(a, b)| usize::from(b - a) + 1).sum(),
+                ranges,
                 members,
             }
         })
@@ -573,13 +761,14 @@ impl crate::Replicator {
             }
         };
         let mut known: HashMap<String, Option<String>> = known;
+        let shared = Arc::new(Shared::new(template.clone()));
         let children = shutdown.child_token();
         let mut running: Vec<Running> = Vec::new();
         let mut tick = tokio::time::interval(cluster.discover_interval);
         loop {
             self.place_views(
                 cluster,
-                &template,
+                &shared,
                 &children,
                 &mut running,
                 &mut known,
@@ -664,7 +853,7 @@ impl crate::Replicator {
     async fn place_views(
         &self,
         cluster: &ClusterSource,
-        template: &ConnectOptions,
+        shared: &Arc<Shared>,
         children: &CancellationToken,
         running: &mut Vec<Running>,
         known: &mut HashMap<String, Option<String>>,
@@ -687,6 +876,7 @@ impl crate::Replicator {
                     seen[i] = true;
                 }
                 let r = &mut running[i];
+                shared.record(&r.name, view, &r.status);
                 r.ids.extend(ids);
                 r.absent = 0;
                 r.view.send_if_modified(|v| {
@@ -708,7 +898,9 @@ impl crate::Replicator {
                 continue;
             }
             known.insert(name.clone(), None);
-            running.push(self.spawn_shard(cluster, template, children, name, ids, view.clone()));
+            let r = self.spawn_shard(cluster, shared, children, name, ids, view.clone());
+            shared.record(&r.name, view, &r.status);
+            running.push(r);
             seen.push(true);
         }
         for (i, r) in running.iter_mut().enumerate() {
@@ -767,7 +959,7 @@ impl crate::Replicator {
     fn spawn_shard(
         &self,
         cluster: &ClusterSource,
-        template: &ConnectOptions,
+        shared: &Arc<Shared>,
         children: &CancellationToken,
         name: String,
         ids: BTreeSet<String>,
@@ -782,10 +974,11 @@ impl crate::Replicator {
         let follower = ShardFollower {
             name: name.clone(),
             view: rx,
-            template: template.clone(),
+            template: shared.template.clone(),
             prefer_replica: cluster.prefer_replica,
             replica_gate: cluster.replica_gate && !cluster.prefer_replica,
             current: current.clone(),
+            shared: shared.clone(),
         };
         info!(shard = %name, "source shard: starting its stream");
         let (status, task) = match crate::Replicator::new(config) {
@@ -877,12 +1070,14 @@ mod tests {
         let view = ShardView {
             members: vec![member("m", true, true), member("r", false, true)],
             slots: 10,
+            ..Default::default()
         };
         assert_eq!(view.serving(false).unwrap().id, "m");
         assert_eq!(view.serving(true).unwrap().id, "r");
         let failed = ShardView {
             members: vec![member("m", true, false), member("r", false, true)],
             slots: 10,
+            ..Default::default()
         };
         assert!(
             failed.serving(false).is_none(),
@@ -933,10 +1128,42 @@ mod tests {
     }
 
     #[test]
+    fn an_import_becomes_a_restore_that_replaces() {
+        let mut argv: Vec<Bytes> = ["RESTORE-ASKING", "k", "0", "payload"]
+            .into_iter()
+            .map(|a| Bytes::from_static(a.as_bytes()))
+            .collect();
+        import_as_restore(&mut argv);
+        assert_eq!(argv, ["RESTORE", "k", "0", "payload", "REPLACE"]);
+        let mut again = argv.clone();
+        import_as_restore(&mut again);
+        assert_eq!(again, argv, "REPLACE once");
+    }
+
+    #[test]
+    fn the_exporter_of_a_slot_is_its_owner_or_previous_owner() {
+        let shared = Shared::new(ConnectOptions::new("127.0.0.1", 1));
+        let view = |a, b| ShardView {
+            ranges: vec![(a, b)],
+            ..Default::default()
+        };
+        let st = StatusHandle::default();
+        shared.record("e", &view(0, 100), &st);
+        shared.record("i", &view(101, 200), &st);
+        // Migrating: the exporter still owns the slot.
+        assert_eq!(shared.exporter("i", 50).as_deref(), Some("e"));
+        // Done: the importer owns it, the exporter owned it before.
+        shared.record("i", &view(50, 50), &st);
+        assert_eq!(shared.exporter("i", 50).as_deref(), Some("e"));
+        assert_eq!(shared.exporter("i", 150), None);
+    }
+
+    #[test]
     fn a_subset_selects_by_name_node_id_or_address() {
         let view = ShardView {
             members: vec![member("m1", true, true), member("r1", false, true)],
             slots: 1,
+            ..Default::default()
         };
         assert!(selected(None, "n", &view));
         assert!(selected(Some(&["n".into()]), "n", &view));

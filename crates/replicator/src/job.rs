@@ -547,8 +547,19 @@ impl Replicator {
                 }
             };
             match event {
-                StreamEvent::Unit(unit) => {
+                StreamEvent::Unit(mut unit) => {
                     let (end, end_db) = (unit.end_offset, unit.end_db);
+                    if let Some(shard) = &self.source_shard {
+                        if crate::cluster_source::has_import(&unit) {
+                            // Keys migrated into this shard wait for their exporter's DEL.
+                            sink.sync().await?;
+                            source.acknowledge(sink.committed_offset());
+                            tokio::select! {
+                                r = shard.import(&mut unit) => r?,
+                                () = shutdown.cancelled() => return Err(Error::Stopped),
+                            }
+                        }
+                    }
                     if let Some(g) = gate {
                         if !g.passes(end) {
                             // What is open is covered: commit it while waiting for the replicas.

@@ -45,9 +45,9 @@ async fn conn(node: &Endpoint, timeout: Duration) -> Result<ferry_resp::Connecti
     let mut o = node.connect_options()?;
     o.connect_timeout = timeout;
     o.read_timeout = Some(timeout);
-    Ok(ferry_resp::Connection::connect(&o)
+    ferry_resp::Connection::connect(&o)
         .await
-        .map_err(|e| Error::from(e).context(node.host_port()))?)
+        .map_err(|e| Error::from(e).context(node.host_port()))
 }
 
 fn text(f: &ferry_resp::Frame) -> String {

@@ -80,6 +80,16 @@ pub struct ShardPosition {
     pub offset: u64,
 }
 
+impl ShardPosition {
+    /// The replication id and offset.
+    pub fn position(&self) -> ReplPosition {
+        ReplPosition {
+            replid: self.replid.clone(),
+            offset: self.offset,
+        }
+    }
+}
+
 /// The state record of a pair (stored as JSON in `ferry:state:{dr-<name>}` on both sides).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -94,6 +104,10 @@ pub struct DrState {
     /// At the failover: every A -> B checkpoint B held (one per A shard for a cluster A).
     #[serde(default)]
     pub rpo_shards: Vec<ShardPosition>,
+    /// At the failover of a cluster B: every B master's position (shard: its node id), where each B shard's
+    /// B -> A stream continues from.
+    #[serde(default)]
+    pub b_positions: Vec<ShardPosition>,
     /// At the failover: B's own position (where B -> A continues from).
     #[serde(default)]
     pub b_position: Option<ReplPosition>,
@@ -132,6 +146,7 @@ impl DrState {
             rpo: None,
             rpo_shards: Vec::new(),
             b_position: None,
+            b_positions: Vec::new(),
             a_seed: None,
             a_seeds: Vec::new(),
             recover_mode: None,

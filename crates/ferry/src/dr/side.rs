@@ -9,7 +9,7 @@ use ferry_replicator::source::{Resume, Source as PsyncSource, SourceOptions, Sta
 use ferry_resp::{ConnectOptions, Connection, Frame};
 
 use super::record::{self, Fill, Record, TRANSITION_SCRIPT};
-use super::{Deployment, ReplPosition, Side, Transition};
+use super::{Deployment, ReplPosition, ShardPosition, Side, Transition};
 use crate::error::{Error, ErrorKind};
 
 /// A master of one side: a standalone server, a sentinel group's master, or a cluster master (with its id
@@ -319,7 +319,9 @@ impl Deploy {
         tag: &str,
         at: &ReplPosition,
         epoch: u64,
+        only_over_fences: bool,
     ) -> Result<(), Error> {
+        const SEED: &str = "local v = redis.call('GET', KEYS[1]) if (not v) or string.sub(v, 1, 6) == 'fenced' then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
         let owner = self
             .owner
             .as_ref()
@@ -327,8 +329,10 @@ impl Deploy {
         let old = self.checkpoint_entries(tag).await?;
         for (i, m) in self.masters.iter().enumerate() {
             let mut c = self.conn_to(i).await?;
-            for (_, key, _) in old.iter().filter(|(j, _, _)| *j == i) {
-                c.call(&["DEL", key.as_str()]).await?;
+            if !only_over_fences {
+                for (_, key, _) in old.iter().filter(|(j, _, _)| *j == i) {
+                    c.call(&["DEL", key.as_str()]).await?;
+                }
             }
             let key = checkpoint::key_name(&ferry_replicator::sink::cluster::tag_for_node(
                 tag, owner, i, 0,
@@ -338,9 +342,108 @@ impl Deploy {
             p.node = Some(m.id.clone());
             p.slots = m.slots.clone();
             let value = Checkpoint::Committed(p).encode();
-            c.call(&["SET", key.as_str(), value.as_str()]).await?;
+            if only_over_fences {
+                c.call(&["EVAL", SEED, "1", key.as_str(), value.as_str()])
+                    .await?;
+            } else {
+                c.call(&["SET", key.as_str(), value.as_str()]).await?;
+            }
         }
         Ok(())
+    }
+
+    /// A cluster: fences every checkpoint of `tag`, key by key, each fence carrying the position the key held
+    /// (`fenced epoch=<e> at=<replid>:<offset>`) so that a retry after a crash still knows the RPO. Returns the
+    /// positions (the RPO of each key).
+    pub(crate) async fn fence_keeping_positions(
+        &self,
+        tag: &str,
+        epoch: u64,
+    ) -> Result<Vec<ShardPosition>, Error> {
+        const CAS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0";
+        let mut out = Vec::new();
+        for (i, key, value) in self.checkpoint_entries(tag).await? {
+            let text = String::from_utf8_lossy(&value).into_owned();
+            let at = match Checkpoint::decode(&value)? {
+                Checkpoint::Committed(p) => Some((p.replid.clone(), p.offset)),
+                Checkpoint::Fenced { .. } => text
+                    .split(' ')
+                    .find_map(|f| f.strip_prefix("at="))
+                    .and_then(|v| v.split_once(':'))
+                    .and_then(|(r, o)| Some((r.to_string(), o.parse().ok()?))),
+                _ => None,
+            };
+            let mut fence = Checkpoint::Fenced { epoch }.encode();
+            if let Some((r, o)) = &at {
+                fence.push_str(&format!(" at={r}:{o}"));
+                out.push(ShardPosition {
+                    shard: key.clone(),
+                    replid: r.clone(),
+                    offset: *o,
+                });
+            }
+            if fence != text {
+                let mut c = self.conn_to(i).await?;
+                let done = c
+                    .call(&[
+                        "EVAL",
+                        CAS,
+                        "1",
+                        key.as_str(),
+                        text.as_str(),
+                        fence.as_str(),
+                    ])
+                    .await?;
+                if done.as_integer() != Some(1) {
+                    return Err(Error::new(
+                        ErrorKind::Fenced,
+                        format!(
+                            "{}: the checkpoint {key} changed while it was fenced; call again",
+                            self.side
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A cluster: removes the checkpoints of `tag` that are fences (live ones are left alone).
+    pub(crate) async fn delete_fences(&self, tag: &str) -> Result<(), Error> {
+        const DEL: &str = "local v = redis.call('GET', KEYS[1]) if v and string.sub(v, 1, 6) == 'fenced' then redis.call('DEL', KEYS[1]) end return 0";
+        for (i, key, _) in self.checkpoint_entries(tag).await? {
+            self.conn_to(i)
+                .await?
+                .call(&["EVAL", DEL, "1", key.as_str()])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the backlog of the master with node id `id` (the only master when `id` is empty) can continue
+    /// its stream right after `at`.
+    pub(crate) async fn backlog_holds_on(
+        &mut self,
+        id: &str,
+        at: &ReplPosition,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        let Some(i) = self
+            .masters
+            .iter()
+            .position(|m| m.id == id)
+            .or(id.is_empty().then_some(0))
+        else {
+            return Ok(false);
+        };
+        let opts = self.source_options(i, timeout);
+        let resume = Resume {
+            replid: &at.replid,
+            offset: at.offset,
+            db: 0,
+        };
+        let (_source, start) = PsyncSource::open(&opts, Some(resume)).await?;
+        Ok(matches!(start, Start::Continue { .. }))
     }
 
     /// `FLUSHALL` on every master.
@@ -431,16 +534,6 @@ impl Deploy {
         } else {
             Transition::Lost { stored }
         })
-    }
-
-    /// `master_replid` and `master_repl_offset` of this side's master.
-    pub(crate) async fn repl_position(&mut self) -> Result<ReplPosition, Error> {
-        let info = text(&self.conn.call(&["INFO", "replication"]).await?);
-        let replid = info_field(&info, "master_replid").unwrap_or_default();
-        let offset = info_field(&info, "master_repl_offset")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        Ok(ReplPosition { replid, offset })
     }
 
     /// The lowest offset of the committed checkpoints of `tag` on this side (`None`: none, or one of them is
@@ -546,22 +639,6 @@ impl Deploy {
             }
         }
         Ok(Some(count))
-    }
-
-    /// Whether this side's backlog can continue its stream right after `at` (a `PSYNC` that is dropped at once).
-    pub(crate) async fn backlog_holds(
-        &mut self,
-        at: &ReplPosition,
-        timeout: Duration,
-    ) -> Result<bool, Error> {
-        let opts = self.source_options(0, timeout);
-        let resume = Resume {
-            replid: &at.replid,
-            offset: at.offset,
-            db: 0,
-        };
-        let (_source, start) = PsyncSource::open(&opts, Some(resume)).await?;
-        Ok(matches!(start, Start::Continue { .. }))
     }
 
     /// Makes sure this side's master keeps a replication backlog, so that its writes from now on can be

@@ -316,6 +316,8 @@ impl StandaloneSink {
     pub async fn finish_full_sync(&mut self, replid: &str, offset: u64) -> Result<(), Error> {
         self.drain().await?;
         if self.opts.checkpoint {
+            // A DR pair may have fenced this job while it copied: the fence stays, the job stops.
+            self.read_checkpoint().await?;
             let cp = Checkpoint::Committed(self.position(replid, offset, 0));
             self.write_checkpoint(&cp);
             self.drain().await?;
