@@ -423,7 +423,7 @@ export declare class SentinelPool implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void>
 }
 
-/** One side of a DR pair: a standalone server (a URL string is one) or a sentinel-managed group. */
+/** One side of a DR pair: a standalone server (a URL string is one), a sentinel-managed group or a cluster. */
 export type DrDeployment =
   | string
   | { type: 'standalone'; url: string; password_env?: string; tls?: TlsConfig }
@@ -433,6 +433,7 @@ export type DrDeployment =
       master: string
       master_auth?: { username?: string; password?: string; password_env?: string }
     }
+  | { type: 'cluster'; seeds: EndpointConfig[] }
 
 /** ferry's DR schema (the same keys as `ferry dr`'s TOML file). */
 export interface DrConfig {
@@ -532,7 +533,7 @@ export declare class DrRun implements AsyncDisposable {
 
 /**
  * A disaster-recovery pair: A primary, B standby. Calls are fenced by the record's epoch and idempotent.
- * Rejections: FERRY_CONFIG (bad configuration, a cluster side), FERRY_CONNECTION (a side needed does not
+ * Rejections: FERRY_CONFIG (bad configuration), FERRY_CONNECTION (a side needed does not
  * answer), FERRY_TARGET_REFUSED (init when B holds data), FERRY_FENCED.
  */
 export declare class DrPair {
