@@ -97,7 +97,7 @@ export interface MasterAuth {
   tls?: TlsConfig
 }
 
-/** Where a sync job reads (`scan`: SCAN + DUMP then keyspace notifications; `rdb_file`: the job ends once the file is restored). Kinds not supported yet fail at start() with FERRY_CONFIG. */
+/** Where a sync job reads (`cluster`: one PSYNC stream per shard; `scan`: SCAN + DUMP then keyspace notifications; `rdb_file`: the job ends once the file is restored). `until_caught_up` with a cluster or sentinel source fails at start() with FERRY_CONFIG. */
 export type SourceConfig =
   | ({ type: 'standalone' } & EndpointConfig)
   | { type: 'cluster'; seeds: EndpointConfig[]; shards?: string[]; prefer_replica?: boolean }
@@ -429,7 +429,7 @@ export declare class SentinelPool implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void>
 }
 
-/** One side of a DR pair: a standalone server (a URL string is one) or a sentinel-managed group. */
+/** One side of a DR pair: a standalone server (a URL string is one), a sentinel-managed group or a cluster. */
 export type DrDeployment =
   | string
   | { type: 'standalone'; url: string; password_env?: string; tls?: TlsConfig }
@@ -439,6 +439,7 @@ export type DrDeployment =
       master: string
       master_auth?: { username?: string; password?: string; password_env?: string }
     }
+  | { type: 'cluster'; seeds: EndpointConfig[] }
 
 /** ferry's DR schema (the same keys as `ferry dr`'s TOML file). */
 export interface DrConfig {
@@ -538,7 +539,7 @@ export declare class DrRun implements AsyncDisposable {
 
 /**
  * A disaster-recovery pair: A primary, B standby. Calls are fenced by the record's epoch and idempotent.
- * Rejections: FERRY_CONFIG (bad configuration, a cluster side), FERRY_CONNECTION (a side needed does not
+ * Rejections: FERRY_CONFIG (bad configuration), FERRY_CONNECTION (a side needed does not
  * answer), FERRY_TARGET_REFUSED (init when B holds data), FERRY_FENCED.
  */
 export declare class DrPair {

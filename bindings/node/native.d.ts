@@ -9,6 +9,37 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A disaster-recovery pair: checked when built, nothing connected until a call. */
+export declare class DrPair {
+  /**
+   * Checks a configuration given as JSON (ferry's DR schema: `name`, `a`, `b`, `limits`, `timing`) or, when
+   * `tomlPath` is set, read from that TOML file. Throws `FERRY_CONFIG` when invalid.
+   */
+  constructor(configJson?: string | undefined | null, tomlPath?: string | undefined | null)
+  /** Where the pair is and the next call. */
+  status(): Promise<Record<string, unknown>>
+  /** Writes the first record (`normal`, epoch 1); `run()` then does the A -> B full copy. */
+  init(): Promise<Record<string, unknown>>
+  /** Fences A -> B and makes B the primary. */
+  failover(): Promise<Record<string, unknown>>
+  /** Writes B's changes back to A; `choice` is `none` (default), `b_wins` or `abort`. */
+  recover(choice?: string | undefined | null): Promise<Record<string, unknown>>
+  /** Makes A the primary again without a full copy. */
+  switchback(): Promise<Record<string, unknown>>
+  /** Starts the job of the current direction; it follows the record. */
+  run(): Promise<DrRun>
+}
+
+/** A running pair. */
+export declare class DrRun {
+  /** The record followed and the job's status. */
+  status(): Record<string, unknown>
+  /** The next event of the run (from when it started); `null` once it has stopped. */
+  nextEvent(): Promise<Record<string, unknown> | null>
+  /** Stops the job (drain, commit) and the run; the last status. */
+  stop(): Promise<Record<string, unknown>>
+}
+
 /** An open RDB file, read in batches of entries. */
 export declare class RdbReader {
   /** Opens `path`; nothing is read yet. */

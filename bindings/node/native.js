@@ -835,6 +835,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.DrPair = nativeBinding.DrPair
+module.exports.DrRun = nativeBinding.DrRun
 module.exports.RdbReader = nativeBinding.RdbReader
 module.exports.SentinelPool = nativeBinding.SentinelPool
 module.exports.SyncJob = nativeBinding.SyncJob

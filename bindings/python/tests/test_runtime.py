@@ -77,6 +77,7 @@ FORK_SCRIPT = textwrap.dedent(
     assert pool.execute_command("SET", "parent", "1") == b"OK"
     assert verify(source, target).equal
     keys = sum(1 for _ in rdb.open(rdb_path))
+    early = rdb.open(rdb_path)  # its reading thread stays in the parent
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -84,6 +85,11 @@ FORK_SCRIPT = textwrap.dedent(
             try:
                 pool.execute_command("PING")
                 code = 10  # the parent's pool must refuse in the child
+            except redis_ferry.Stopped:
+                pass
+            try:
+                next(early)
+                code = 12  # the parent's reader must refuse in the child
             except redis_ferry.Stopped:
                 pass
             child_pool = SentinelPool([sentinel], name)
@@ -96,6 +102,7 @@ FORK_SCRIPT = textwrap.dedent(
             code = 11
         os._exit(code)
     _, status = os.waitpid(pid, 0)
+    assert sum(1 for _ in early) == keys
     assert pool.execute_command("GET", "child") == b"1"
     assert verify(source, target).equal
     print("child exit", os.waitstatus_to_exitcode(status), flush=True)

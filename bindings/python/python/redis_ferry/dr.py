@@ -1,7 +1,7 @@
 """Disaster recovery of a pair of deployments: the façade's ``DrPair``, blocking and asyncio.
 
-A is the primary deployment, B the standby (each a standalone server or a sentinel-managed group; a URL string
-is a standalone server). ``init`` writes the pair's state record, ``run()`` runs the job of the current direction
+A is the primary deployment, B the standby (each a standalone server, a sentinel-managed group or a cluster; a URL
+string is a standalone server). ``init`` writes the pair's state record, ``run()`` runs the job of the current direction
 and follows the record, and the four calls move the pair: ``failover`` (B serves), ``recover`` (B's changes go
 back to A), ``switchback`` (A serves again, without a full copy). Every call is fenced by the record's epoch and
 idempotent: call it again after a crash.
