@@ -5,6 +5,7 @@
 //! cargo bench -p ferry-benches --bench sync                       # 1M and 5M keys, live phase
 //! FERRY_SYNC_KEYS=200000 cargo bench -p ferry-benches --bench sync
 //! FERRY_SYNC_MEMORY=1 cargo bench -p ferry-benches --bench sync   # + 2 GB dataset and one 500 MB hash
+//! FERRY_SYNC_TARGETS=1 cargo bench -p ferry-benches --bench sync  # only: standalone vs cluster target
 //! ```
 
 use std::process::Command;
@@ -23,6 +24,16 @@ fn main() {
         .split(',')
         .filter_map(|k| k.trim().parse().ok())
         .collect();
+    if std::env::var("FERRY_SYNC_TARGETS").is_ok() {
+        let rounds = std::env::var("FERRY_SYNC_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(2);
+        for &n in &keys {
+            standalone_vs_cluster(n, rounds);
+        }
+        return;
+    }
     println!("| keys | native replica | ferry | ferry / native | ferry keys/s | ferry peak RSS |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for &n in &keys {
@@ -228,7 +239,7 @@ fn full_sync(n: u64) {
     );
 }
 
-/// The same full sync into a 3-master cluster (one RESTORE per key, routed by slot).
+/// The same full sync into a 3-master cluster (small strings as one `MSET` per slot, routed by slot).
 fn full_sync_cluster(n: u64) {
     let source = server(&[]);
     populate(&source, n, "key", 16);
@@ -244,6 +255,44 @@ fn full_sync_cluster(n: u64) {
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64()
     );
+}
+
+/// The same full copy into a standalone target and into a 3+3 cluster, from one source, in the same run:
+/// `rounds` of each, alternating which goes first, each into a fresh target.
+fn standalone_vs_cluster(n: u64, rounds: u32) {
+    let source = server(&[]);
+    populate(&source, n, "key", 16);
+    println!("| round | keys | standalone target | 3+3 cluster target | cluster / standalone |");
+    println!("|---:|---:|---:|---:|---:|");
+    for round in 1..=rounds {
+        let standalone = || {
+            let target = server(&[]);
+            let run = timed_full_sync(&source, &target, false, "ferry's full sync");
+            assert_eq!(dbsize(&target), n, "every key copied");
+            run.took
+        };
+        let cluster = || {
+            let cluster = ferry_testkit::Cluster::start(Version::V7_0).expect("start a cluster");
+            let entry = cluster.masters()[0];
+            let run = timed_full_sync(&source, entry, true, "ferry's full sync into the cluster");
+            let copied: u64 = cluster.masters().iter().map(|m| dbsize(m)).sum::<u64>() - 3;
+            assert_eq!(copied, n, "every key copied (minus the 3 checkpoints)");
+            run.took
+        };
+        let (s, c) = if round % 2 == 1 {
+            let s = standalone();
+            (s, cluster())
+        } else {
+            let c = cluster();
+            (standalone(), c)
+        };
+        println!(
+            "| {round} | {n} | {:.2} s | {:.2} s | {:.2}x |",
+            s.as_secs_f64(),
+            c.as_secs_f64(),
+            c.as_secs_f64() / s.as_secs_f64()
+        );
+    }
 }
 
 fn redis_benchmark(server: &Server, requests: u64) -> (Duration, String) {

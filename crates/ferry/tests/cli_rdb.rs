@@ -175,3 +175,53 @@ fn rdb_restore_into_a_cluster_target_ends_equal_and_leaves_no_checkpoint() {
     ]);
     assert_eq!(verify.wait(), 0, "{}", verify.stdout());
 }
+
+#[test]
+fn rdb_restore_to_an_unreachable_target_fails_with_a_connection_error() {
+    let (_server, _filled, path) = saved(&[0], 25);
+    // A port of 127.0.0.1 that nothing listens on any more.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut ferry = Ferry::spawn([
+        "rdb",
+        "restore",
+        path.to_str().unwrap(),
+        "--target",
+        &format!("redis://127.0.0.1:{port}"),
+    ]);
+    assert_eq!(ferry.wait(), 3, "{}", ferry.stderr());
+    let stderr = ferry.stderr();
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) || stderr.to_lowercase().contains("connect"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rdb_restore_with_a_wrong_password_fails_with_an_auth_error() {
+    let (_server, _filled, path) = saved(&[0], 26);
+    let target = Server::start(ServerOptions::new(Version::V7_0).password("right")).unwrap();
+    let mut ferry = Ferry::spawn([
+        "rdb",
+        "restore",
+        path.to_str().unwrap(),
+        "--target",
+        &format!("redis://:wrong@{}", target.addr()),
+    ]);
+    assert_eq!(ferry.wait(), 3, "{}", ferry.stderr());
+    let stderr = ferry.stderr();
+    assert!(
+        ["WRONGPASS", "auth", "password"]
+            .iter()
+            .any(|w| stderr.contains(w)),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong@"),
+        "the password is not printed: {stderr}"
+    );
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut target.client()).unwrap();
+    assert_eq!(keys, 0);
+}

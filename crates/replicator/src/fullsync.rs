@@ -34,8 +34,6 @@ use crate::status::StatusHandle;
 const RDB_TYPE_STRING: u8 = 0;
 /// Strings up to this serialized size go in `MSET` batches.
 const SMALL_STRING: usize = 1024;
-/// Keys per `MSET` batch.
-const STRINGS_PER_BATCH: usize = 128;
 
 /// How the RDB is applied.
 #[derive(Debug, Clone)]
@@ -48,7 +46,7 @@ pub(crate) struct Options {
     pub target: TargetFormat,
     /// What to do with a key the target cannot hold.
     pub policy: TargetPolicy,
-    /// Small plain strings go in `MSET` batches (a standalone target). Off where each key must reach the
+    /// Small plain strings go in `MSET` batches (per slot on a cluster target). Off where each key must reach the
     /// target before the next read (the live phase of a scan source).
     pub batch_strings: bool,
 }
@@ -392,8 +390,7 @@ impl<'a> Applier<'a> {
             return Ok(());
         }
         let tdb = self.dbmap.target(db);
-        if opts.batch_strings && sink.batches_strings() && expire_at_ms.is_none() && hint.is_none()
-        {
+        if opts.batch_strings && expire_at_ms.is_none() && hint.is_none() {
             // A small plain string: batched into one MSET/MSETNX.
             if let Some(value) = small_string(&raw)? {
                 self.strings.push(sink, tdb, key, value).await?;
@@ -473,11 +470,14 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// Small plain strings of one database waiting for their `MSET`/`MSETNX`.
+/// Small plain strings of one database waiting for their `MSET`/`MSETNX` (as many as
+/// [`Sink::string_batch`] says).
 #[derive(Default)]
 struct StringBatch {
     db: Option<i64>,
     pairs: Vec<(Bytes, Bytes)>,
+    /// Bytes of the keys and values in `pairs`.
+    bytes: usize,
 }
 
 impl StringBatch {
@@ -489,12 +489,15 @@ impl StringBatch {
         key: Bytes,
         value: Bytes,
     ) -> Result<(), Error> {
-        if self.db != Some(db) || self.pairs.len() >= STRINGS_PER_BATCH {
+        let (max_keys, max_bytes) = sink.string_batch();
+        if self.db != Some(db) || self.pairs.len() >= max_keys || self.bytes >= max_bytes {
             let batch_db = self.db.unwrap_or(db);
+            self.bytes = 0;
             sink.set_strings(batch_db, std::mem::take(&mut self.pairs))
                 .await?;
         }
         self.db = Some(db);
+        self.bytes += key.len() + value.len();
         self.pairs.push((key, value));
         Ok(())
     }

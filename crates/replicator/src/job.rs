@@ -315,9 +315,12 @@ impl Replicator {
                 error!(error = %e, point = ?point, "sync job stopped: the source failed at the same point each time");
                 return Err(e);
             }
-            if e.is_connection() || e.is_transient() {
+            // An RDB file is a one-shot copy: a target that cannot be reached (or keeps refusing) ends it
+            // after the bounded attempts instead of being waited for like a live sync.
+            let one_shot = matches!(cfg.source_kind, SourceKind::RdbFile(_));
+            if (e.is_connection() || e.is_transient()) && !one_shot {
                 warn!(error = %e, same_point = repeated, "session ended, reconnecting from the target's checkpoint");
-            } else if e.is_retried_a_few_times() {
+            } else if e.is_retried_a_few_times() || e.is_connection() || e.is_transient() {
                 hopeless += 1;
                 if hopeless >= cfg.max_attempts.max(1) {
                     let e = Error::GaveUp {
@@ -327,8 +330,13 @@ impl Replicator {
                     error!(error = %e, "sync job stopped");
                     return Err(e);
                 }
-                warn!(error = %e, attempt = hopeless, of = cfg.max_attempts,
-                      "session failed with an error a reconnect may not fix, trying again");
+                if one_shot {
+                    warn!(error = %e, attempt = hopeless, of = cfg.max_attempts,
+                          "the RDB file restore failed, trying again");
+                } else {
+                    warn!(error = %e, attempt = hopeless, of = cfg.max_attempts,
+                          "session failed with an error a reconnect may not fix, trying again");
+                }
             } else {
                 error!(error = %e, "sync job stopped");
                 return Err(e);
@@ -569,7 +577,7 @@ impl Replicator {
                         rdb_bytes: source.rdb_bytes(),
                     });
                 }
-                copied?;
+                let big_keys = copied?;
                 if let Some(g) = gate {
                     g.wait_for(offset).await?;
                 }
@@ -577,12 +585,13 @@ impl Replicator {
                 source.acknowledge(offset);
                 let c = sink.counters();
                 self.status.update(|s| {
-                    s.keys_copied = c.keys_restored;
+                    // Big keys went as element commands, which the sink does not count as keys.
+                    s.keys_copied = c.keys_restored + big_keys;
                     s.keys_skipped = c.keys_skipped;
                     s.bytes_written = c.bytes_written;
                     s.applied_offset = offset;
                 });
-                info!(%replid, offset, keys = c.keys_restored, "full sync applied");
+                info!(%replid, offset, keys = c.keys_restored + big_keys, "full sync applied");
                 sink.start_stream(&replid, offset, &[]).await?;
                 replid
             }

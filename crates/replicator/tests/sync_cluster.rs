@@ -112,3 +112,65 @@ fn sigkill_during_live_stream_into_a_cluster_loses_and_repeats_nothing() {
     assert!(report.is_equal(), "datasets differ:\n{report:?}");
     assert_eq!(cluster_counter(&cluster, "ckill"), rounds);
 }
+
+#[test]
+fn small_strings_go_as_one_mset_per_slot_and_skip_keeps_what_the_cluster_had() {
+    let source = source_with_backlog();
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(20_000)
+        .arg("small")
+        .exec(&mut source.client())
+        .unwrap();
+    // Keys the target already has, on every master: policy `skip` leaves them as they are.
+    let mut c = cluster.cluster_client().unwrap();
+    for i in (0..20_000).step_by(997) {
+        redis::cmd("SET")
+            .arg(format!("small:{i}"))
+            .arg("kept")
+            .exec(&mut c)
+            .unwrap();
+    }
+    let kept = (0..20_000).step_by(997).count() as u64;
+    let entry = cluster.masters()[0];
+    let mut cfg = config(&source, entry);
+    cfg.target_cluster = true;
+    cfg.sink.checkpoint_db = 0;
+    cfg.conflict = ferry_replicator::ConflictPolicy::Skip;
+    let job = Job::start_with(cfg);
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(status.keys_copied, 20_000 - kept, "{status:?}");
+    assert_eq!(status.keys_skipped, kept, "{status:?}");
+    let mut msets = 0u64;
+    for m in cluster.masters() {
+        let stats = m.info("commandstats").unwrap_or_default();
+        assert!(
+            !stats.contains("cmdstat_restore:"),
+            "small strings are not restored one by one: {stats}"
+        );
+        msets += stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_msetnx:calls="))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert!(
+        msets > 0 && msets < 20_000,
+        "MSETNX per slot group: {msets}"
+    );
+    for i in 0..20_000u64 {
+        let v: String = redis::cmd("GET")
+            .arg(format!("small:{i}"))
+            .query(&mut c)
+            .unwrap();
+        if i % 997 == 0 {
+            assert_eq!(v, "kept", "small:{i}");
+        } else {
+            assert_eq!(v, format!("value:{i}"), "small:{i}");
+        }
+    }
+    job.stop().unwrap();
+}

@@ -74,6 +74,36 @@ fn values_bigger_than_the_bound_go_as_element_commands_and_end_equal() {
 }
 
 #[test]
+fn keys_copied_after_a_full_sync_counts_the_big_keys_too() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let mut con = source.client();
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(1000)
+        .arg("small")
+        .arg(16)
+        .exec(&mut con)
+        .unwrap();
+    // Three values far bigger than the bound below: written as element commands.
+    for k in 0..3 {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(format!("big:{k}"));
+        for f in 0..1000 {
+            hset.arg(format!("field-{f}")).arg(format!("value-{f}-{k}"));
+        }
+        hset.exec(&mut con).unwrap();
+    }
+    let job = Job::start(&source, &target, |c| c.max_restore_bytes = 512);
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(status.keys_as_commands, 3, "{status:?}");
+    assert_eq!(status.keys_copied, 1003, "{status:?}");
+    assert_same_data(&source, &target, true);
+    job.stop().unwrap();
+}
+
+#[test]
 fn password_protected_source_and_target() {
     let source =
         Server::start(ServerOptions::new(Version::V7_0).password("source-secret")).unwrap();

@@ -452,6 +452,39 @@ impl ClusterSink {
         self.nodes[node].restore(0, key, argv).await
     }
 
+    /// Small strings of the full copy: grouped by slot (`MSET`/`MSETNX` need their keys in one slot), each
+    /// group one `MSET`/`MSETNX` on the master owning its slot, with the conflict policy of a standalone
+    /// target. The groups go to the masters in turn, so every master's window is kept busy. A group refused
+    /// with `MOVED` ends the session like any refused write of the copy.
+    pub async fn set_strings(&mut self, db: i64, pairs: Vec<(Bytes, Bytes)>) -> Result<(), Error> {
+        check_db(db)?;
+        let mut by_slot: std::collections::BTreeMap<u16, Vec<(Bytes, Bytes)>> =
+            std::collections::BTreeMap::new();
+        for (key, value) in pairs {
+            by_slot
+                .entry(key_slot(&key))
+                .or_default()
+                .push((key, value));
+        }
+        let mut per_node: Vec<Vec<Vec<(Bytes, Bytes)>>> = vec![Vec::new(); self.nodes.len()];
+        for (slot, group) in by_slot {
+            per_node[usize::from(self.owner[usize::from(slot)])].push(group);
+        }
+        let mut queues: Vec<_> = per_node.into_iter().map(Vec::into_iter).collect();
+        loop {
+            let mut sent = false;
+            for (node, queue) in queues.iter_mut().enumerate() {
+                if let Some(group) = queue.next() {
+                    self.nodes[node].set_strings(0, group).await?;
+                    sent = true;
+                }
+            }
+            if !sent {
+                return Ok(());
+            }
+        }
+    }
+
     /// A command outside the live stream (element commands of a big key, `FUNCTION LOAD`).
     pub async fn write_plain(&mut self, db: i64, argv: &[Bytes]) -> Result<(), Error> {
         check_db(db)?;

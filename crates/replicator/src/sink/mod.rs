@@ -188,18 +188,22 @@ impl Sink {
         each!(self, s => s.restore(db, key, argv).await)
     }
 
-    /// Whether small strings can be batched in `MSET`s (not on a cluster, where they would cross slots).
-    pub fn batches_strings(&self) -> bool {
-        matches!(self, Sink::Standalone(_))
+    /// How many small strings the full copy gathers before [`Sink::set_strings`]: keys, and bytes of keys
+    /// and values. A standalone target takes them as one `MSET`; a cluster splits them by slot, so it gathers
+    /// more to give each slot's `MSET` several keys (bounded by the bytes).
+    pub fn string_batch(&self) -> (usize, usize) {
+        match self {
+            Sink::Standalone(_) => (128, usize::MAX),
+            Sink::Cluster(_) => (131_072, 8 * 1024 * 1024),
+        }
     }
 
-    /// Writes small strings in one `MSET`/`MSETNX` (standalone only; see [`Sink::batches_strings`]).
+    /// Writes small strings as `MSET`/`MSETNX` (a cluster: one per slot, see
+    /// [`cluster::ClusterSink::set_strings`]).
     pub async fn set_strings(&mut self, db: i64, pairs: Vec<(Bytes, Bytes)>) -> Result<(), Error> {
         match self {
             Sink::Standalone(s) => s.set_strings(db, pairs).await,
-            Sink::Cluster(_) => Err(Error::Config(
-                "string batches are not used with a cluster target".into(),
-            )),
+            Sink::Cluster(c) => c.set_strings(db, pairs).await,
         }
     }
 
