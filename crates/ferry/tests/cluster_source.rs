@@ -906,3 +906,17 @@ fn two_jobs_given_the_same_shard_one_waits_for_the_lease_and_takes_over_without_
         assert_eq!(p.wait(), 0, "{}", p.stderr());
     }
 }
+
+#[test]
+fn a_redis_6_2_cluster_source_is_found_with_cluster_nodes_and_synced_exactly() {
+    let source = Cluster::start(Version::V6_2).unwrap();
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(40).dbs(vec![0])).unwrap();
+    let (rt, job) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": { "type": "standalone", "url": target.url() },
+    }));
+    full_copy_then_live_writes(&source, &Target::from(&target), &job);
+    rt.block_on(job.stop()).unwrap();
+}
