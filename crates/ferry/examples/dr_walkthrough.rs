@@ -222,7 +222,8 @@ async fn run() -> Result<(), BoxError> {
     let b_target = Target::Standalone(b.current_master()?.url());
     let opts = CompareOptions::default()
         .ignore_prefix("ferry:checkpoint:")
-        .ignore_prefix("ferry:state:");
+        .ignore_prefix("ferry:state:")
+        .ignore_prefix("ferry:lease:");
     let end = Instant::now() + DEADLINE;
     let report = loop {
         let report = compare(&a.target(), &b_target, &opts)?;

@@ -31,7 +31,8 @@ fn pair_args(cmd: &str, name: &str, a: &Server, b: &Server) -> Vec<String> {
 fn wait_equal(a: &Server, b: &Server) {
     let opts = CompareOptions::default()
         .ignore_prefix("ferry:checkpoint:")
-        .ignore_prefix("ferry:state:");
+        .ignore_prefix("ferry:state:")
+        .ignore_prefix("ferry:lease:");
     let mut last = String::new();
     let r = wait_until(common::DEADLINE, "A and B equal", || {
         match compare(&TkTarget::from(a), &TkTarget::from(b), &opts) {

@@ -36,6 +36,7 @@ fn data_opts() -> CompareOptions {
     CompareOptions::default()
         .ignore_prefix("ferry:checkpoint:")
         .ignore_prefix("ferry:state:")
+        .ignore_prefix("ferry:lease:")
 }
 
 fn wait_equal(a: &TkTarget, b: &TkTarget) {
