@@ -170,8 +170,11 @@ async fn run() -> Result<(), BoxError> {
     app.a_down.store(false, Ordering::SeqCst);
     let r = pair.recover(RecoverChoice::None).await?;
     println!(
-        "   {:?}: {} (extra writes on A: {:?})",
-        r.outcome, r.reason, r.extra_writes_on_a
+        "   {:?}: {} (extra writes on A: {})",
+        r.outcome,
+        r.reason,
+        r.extra_writes_on_a
+            .map_or_else(|| "not counted".to_string(), |n| n.to_string())
     );
     check(
         r.outcome == RecoverOutcome::Incremental,
