@@ -1080,128 +1080,6 @@ impl crate::Replicator {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(id: &str, master: bool, online: bool) -> Member {
-        Member {
-            id: id.into(),
-            host: "127.0.0.1".into(),
-            port: 1,
-            master,
-            online,
-        }
-    }
-
-    #[test]
-    fn a_shard_streams_from_its_online_master_or_a_replica_when_preferred() {
-        let view = ShardView {
-            members: vec![member("m", true, true), member("r", false, true)],
-            slots: 10,
-            ..Default::default()
-        };
-        assert_eq!(view.serving(false).unwrap().id, "m");
-        assert_eq!(view.serving(true).unwrap().id, "r");
-        let failed = ShardView {
-            members: vec![member("m", true, false), member("r", false, true)],
-            slots: 10,
-            ..Default::default()
-        };
-        assert!(
-            failed.serving(false).is_none(),
-            "no master while a failover is in progress"
-        );
-    }
-
-    #[test]
-    fn shard_names_come_from_the_checkpoint_keys_of_the_tag() {
-        let id = "a".repeat(40);
-        let other = "b".repeat(40);
-        let replid = "c".repeat(40);
-        let keys = vec![
-            (
-                format!("ferry:checkpoint:{{job:{id}-3}}"),
-                Bytes::from(format!("v2 {replid} 100 db=0 part=0 epoch=0")),
-            ),
-            (
-                format!("ferry:checkpoint:{{job:{other}}}"),
-                Bytes::from("fullsync"),
-            ),
-            (
-                format!("ferry:checkpoint:{{jobx:{id}}}"),
-                Bytes::from("fullsync"),
-            ),
-            (
-                "ferry:checkpoint:{job:short}".to_string(),
-                Bytes::from("fullsync"),
-            ),
-        ];
-        let names = names_from_keys("job", &keys);
-        assert_eq!(names.len(), 2);
-        assert_eq!(names[&id], Some(replid));
-        assert_eq!(names[&other], None);
-    }
-
-    #[test]
-    fn a_replica_acknowledgement_is_read_from_info_replication() {
-        let info = "role:master\r\nconnected_slaves:2\r\n\
-                    slave0:ip=127.0.0.1,port=7001,state=online,offset=500,lag=0\r\n\
-                    slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n\
-                    slave2:ip=127.0.0.1,port=0,state=online,offset=900,lag=0\r\n";
-        assert_eq!(replica_acked_offset(info), Some(500));
-        assert_eq!(
-            replica_acked_offset("role:master\r\nconnected_slaves:0\r\n"),
-            None
-        );
-    }
-
-    #[test]
-    fn an_import_becomes_a_restore_that_replaces() {
-        let mut argv: Vec<Bytes> = ["RESTORE-ASKING", "k", "0", "payload"]
-            .into_iter()
-            .map(|a| Bytes::from_static(a.as_bytes()))
-            .collect();
-        import_as_restore(&mut argv);
-        assert_eq!(argv, ["RESTORE", "k", "0", "payload", "REPLACE"]);
-        let mut again = argv.clone();
-        import_as_restore(&mut again);
-        assert_eq!(again, argv, "REPLACE once");
-    }
-
-    #[test]
-    fn the_exporter_of_a_slot_is_its_owner_or_previous_owner() {
-        let shared = Shared::new(ConnectOptions::new("127.0.0.1", 1));
-        let view = |a, b| ShardView {
-            ranges: vec![(a, b)],
-            ..Default::default()
-        };
-        let st = StatusHandle::default();
-        shared.record("e", &view(0, 100), &st);
-        shared.record("i", &view(101, 200), &st);
-        // Migrating: the exporter still owns the slot.
-        assert_eq!(shared.exporter("i", 50).as_deref(), Some("e"));
-        // Done: the importer owns it, the exporter owned it before.
-        shared.record("i", &view(50, 50), &st);
-        assert_eq!(shared.exporter("i", 50).as_deref(), Some("e"));
-        assert_eq!(shared.exporter("i", 150), None);
-    }
-
-    #[test]
-    fn a_subset_selects_by_name_node_id_or_address() {
-        let view = ShardView {
-            members: vec![member("m1", true, true), member("r1", false, true)],
-            slots: 1,
-            ..Default::default()
-        };
-        assert!(selected(None, "n", &view));
-        assert!(selected(Some(&["n".into()]), "n", &view));
-        assert!(selected(Some(&["r1".into()]), "n", &view));
-        assert!(selected(Some(&["127.0.0.1:1".into()]), "n", &view));
-        assert!(!selected(Some(&["zz".into()]), "n", &view));
-    }
-}
-
 /// A shard's lease in the target (see the module documentation).
 pub(crate) struct Lease {
     key: String,
@@ -1334,5 +1212,127 @@ impl Lease {
             .conn
             .call(&["EVAL", RELEASE, "1", self.key.as_str(), self.owner.as_str()])
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, master: bool, online: bool) -> Member {
+        Member {
+            id: id.into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            master,
+            online,
+        }
+    }
+
+    #[test]
+    fn a_shard_streams_from_its_online_master_or_a_replica_when_preferred() {
+        let view = ShardView {
+            members: vec![member("m", true, true), member("r", false, true)],
+            slots: 10,
+            ..Default::default()
+        };
+        assert_eq!(view.serving(false).unwrap().id, "m");
+        assert_eq!(view.serving(true).unwrap().id, "r");
+        let failed = ShardView {
+            members: vec![member("m", true, false), member("r", false, true)],
+            slots: 10,
+            ..Default::default()
+        };
+        assert!(
+            failed.serving(false).is_none(),
+            "no master while a failover is in progress"
+        );
+    }
+
+    #[test]
+    fn shard_names_come_from_the_checkpoint_keys_of_the_tag() {
+        let id = "a".repeat(40);
+        let other = "b".repeat(40);
+        let replid = "c".repeat(40);
+        let keys = vec![
+            (
+                format!("ferry:checkpoint:{{job:{id}-3}}"),
+                Bytes::from(format!("v2 {replid} 100 db=0 part=0 epoch=0")),
+            ),
+            (
+                format!("ferry:checkpoint:{{job:{other}}}"),
+                Bytes::from("fullsync"),
+            ),
+            (
+                format!("ferry:checkpoint:{{jobx:{id}}}"),
+                Bytes::from("fullsync"),
+            ),
+            (
+                "ferry:checkpoint:{job:short}".to_string(),
+                Bytes::from("fullsync"),
+            ),
+        ];
+        let names = names_from_keys("job", &keys);
+        assert_eq!(names.len(), 2);
+        assert_eq!(names[&id], Some(replid));
+        assert_eq!(names[&other], None);
+    }
+
+    #[test]
+    fn a_replica_acknowledgement_is_read_from_info_replication() {
+        let info = "role:master\r\nconnected_slaves:2\r\n\
+                    slave0:ip=127.0.0.1,port=7001,state=online,offset=500,lag=0\r\n\
+                    slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n\
+                    slave2:ip=127.0.0.1,port=0,state=online,offset=900,lag=0\r\n";
+        assert_eq!(replica_acked_offset(info), Some(500));
+        assert_eq!(
+            replica_acked_offset("role:master\r\nconnected_slaves:0\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_import_becomes_a_restore_that_replaces() {
+        let mut argv: Vec<Bytes> = ["RESTORE-ASKING", "k", "0", "payload"]
+            .into_iter()
+            .map(|a| Bytes::from_static(a.as_bytes()))
+            .collect();
+        import_as_restore(&mut argv);
+        assert_eq!(argv, ["RESTORE", "k", "0", "payload", "REPLACE"]);
+        let mut again = argv.clone();
+        import_as_restore(&mut again);
+        assert_eq!(again, argv, "REPLACE once");
+    }
+
+    #[test]
+    fn the_exporter_of_a_slot_is_its_owner_or_previous_owner() {
+        let shared = Shared::new(ConnectOptions::new("127.0.0.1", 1));
+        let view = |a, b| ShardView {
+            ranges: vec![(a, b)],
+            ..Default::default()
+        };
+        let st = StatusHandle::default();
+        shared.record("e", &view(0, 100), &st);
+        shared.record("i", &view(101, 200), &st);
+        // Migrating: the exporter still owns the slot.
+        assert_eq!(shared.exporter("i", 50).as_deref(), Some("e"));
+        // Done: the importer owns it, the exporter owned it before.
+        shared.record("i", &view(50, 50), &st);
+        assert_eq!(shared.exporter("i", 50).as_deref(), Some("e"));
+        assert_eq!(shared.exporter("i", 150), None);
+    }
+
+    #[test]
+    fn a_subset_selects_by_name_node_id_or_address() {
+        let view = ShardView {
+            members: vec![member("m1", true, true), member("r1", false, true)],
+            slots: 1,
+            ..Default::default()
+        };
+        assert!(selected(None, "n", &view));
+        assert!(selected(Some(&["n".into()]), "n", &view));
+        assert!(selected(Some(&["r1".into()]), "n", &view));
+        assert!(selected(Some(&["127.0.0.1:1".into()]), "n", &view));
+        assert!(!selected(Some(&["zz".into()]), "n", &view));
     }
 }
