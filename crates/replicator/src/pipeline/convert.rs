@@ -1051,12 +1051,12 @@ mod tests {
         let t = TargetFormat::from_info("redis_version:8.2.3").with_loaded_modules([
             "graph",
             "vectorset",
-            "unknownmod",
+            "mymodtype",
             "other",
         ]);
         assert_eq!(
             t.module_types,
-            ["graphdata", "vectorset", "unknownmod"].map(String::from)
+            ["graphdata", "vectorset", "mymodtype"].map(String::from)
         );
         let v = TargetFormat::from_info("valkey_version:9.1.2").with_loaded_modules(["bf"]);
         assert_eq!(v.module_types, ["bloomfltr".to_string()]);
