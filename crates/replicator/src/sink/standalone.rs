@@ -233,7 +233,13 @@ impl StandaloneSink {
         if !text.lines().any(|l| l.starts_with("redis_version:")) {
             return Err(Error::Protocol("INFO server has no redis_version".into()));
         }
-        Ok(TargetFormat::from_info(&text))
+        // The module types it holds come from the modules it has loaded; a server that refuses `MODULE LIST`
+        // (before 4.0, or an ACL without it) is taken to hold none, so module keys follow the target policy.
+        let modules = match self.pipe.call(&["MODULE", "LIST"]).await? {
+            Frame::Array(entries) => entries.iter().filter_map(module_name).collect(),
+            _ => Vec::new(),
+        };
+        Ok(TargetFormat::from_info(&text).with_loaded_modules(modules))
     }
 
     /// Starts a full sync: optionally empties the target, then stores the `fullsync` marker (so a restart
@@ -652,5 +658,24 @@ impl StandaloneSink {
             },
         }
         Ok(true)
+    }
+}
+
+/// The `name` of one `MODULE LIST` entry (a flat array of field/value pairs in RESP2, a map in RESP3).
+fn module_name(entry: &Frame) -> Option<String> {
+    let text = |f: &Frame| {
+        f.as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    match entry {
+        Frame::Array(items) => items
+            .chunks(2)
+            .find(|pair| pair.len() == 2 && text(&pair[0]).as_deref() == Some("name"))
+            .and_then(|pair| text(&pair[1])),
+        Frame::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| text(k).as_deref() == Some("name"))
+            .and_then(|(_, v)| text(v)),
+        _ => None,
     }
 }
