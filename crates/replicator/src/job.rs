@@ -128,6 +128,10 @@ impl Config {
     }
 }
 
+/// How long a stopping job keeps applying what the source link received before the stop (a transaction the
+/// source has only half sent may never complete).
+const STOP_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
 /// Where a session failed in a way the next session may meet again at the same place: after the source
 /// accepted the PSYNC (it closed the link before the RDB, e.g. a Valkey source that cannot write the RDB version
 /// asked for), or during the full copy at a byte count of the RDB.
@@ -287,9 +291,26 @@ impl Replicator {
             let mut live = false;
             let mut fail_at = None;
             let applied_before = self.status.snapshot().applied_offset;
-            let result = tokio::select! {
-                r = self.session(shutdown, &mut live, &mut fail_at, &mut report) => r,
-                () = shutdown.cancelled() => Err(Error::Stopped),
+            let result = {
+                let session = self.session(shutdown, &mut live, &mut fail_at, &mut report);
+                tokio::pin!(session);
+                tokio::select! {
+                    r = &mut session => r,
+                    () = shutdown.cancelled() => {
+                        // A PSYNC session in the live phase sees the same signal and first applies and commits
+                        // what the source link has received (`follow`); give it the time to, within a bound. In
+                        // any other phase nothing received can be committed before the end: stop at once.
+                        let draining = matches!(cfg.source_kind, SourceKind::Replica)
+                            && self.status.snapshot().phase == Phase::Incremental;
+                        if draining {
+                            tokio::time::timeout(STOP_DRAIN_LIMIT + Duration::from_secs(5), &mut session)
+                                .await
+                                .unwrap_or(Err(Error::Stopped))
+                        } else {
+                            Err(Error::Stopped)
+                        }
+                    }
+                }
             };
             if live {
                 backoff.reset();
@@ -633,13 +654,41 @@ impl Replicator {
         let base = sink.counters().commands_applied;
         let (start_offset, base_read) = (source.offset(), self.status.snapshot().bytes_read);
         let mut tick = tokio::time::Instant::now();
+        // Set when the job is asked to stop: the stream offset the source link had received then, and the
+        // deadline for applying it.
+        let mut drain: Option<(u64, tokio::time::Instant)> = None;
         loop {
-            let event = tokio::select! {
-                e = source.next_event() => e?,
-                () = shutdown.cancelled() => {
+            if let Some((to, deadline)) = drain {
+                // Stopping: everything received at the stop is applied (or the deadline passed, when the
+                // source sent half a transaction): commit it and end.
+                if source.offset() >= to || tokio::time::Instant::now() >= deadline {
                     sink.sync().await?;
+                    source.acknowledge(sink.committed_offset());
+                    let c = sink.counters();
+                    let (offset, applied) = (source.offset(), sink.committed_offset());
+                    let received = source.monitor().received_offset();
+                    self.status.update(|s| {
+                        s.commands_applied = c.commands_applied;
+                        s.commands_filtered = filtered;
+                        s.commands_partial = partial;
+                        s.bytes_written = c.bytes_written;
+                        s.bytes_read = base_read + (offset - start_offset);
+                        rates.sample(s, c.commands_applied - base, received, applied);
+                    });
                     return Err(Error::Stopped);
                 }
+            }
+            let event = tokio::select! {
+                e = source.next_event() => e?,
+                () = shutdown.cancelled(), if drain.is_none() => {
+                    drain = Some((
+                        source.monitor().received_offset(),
+                        tokio::time::Instant::now() + STOP_DRAIN_LIMIT,
+                    ));
+                    continue;
+                }
+                () = tokio::time::sleep_until(drain.map_or_else(tokio::time::Instant::now, |d| d.1)),
+                    if drain.is_some() => continue,
             };
             match event {
                 StreamEvent::Unit(mut unit) => {
