@@ -1172,7 +1172,8 @@ impl Lease {
                     ttl.as_str(),
                 ])
                 .await?;
-            if !matches!(got, Frame::Null) {
+            // `SET NX` answers OK when it set the key, a null (RESP2 `$-1`, RESP3 `_`) when another holds it.
+            if !got.is_null() {
                 info!(lease = %key, "shard lease taken");
                 return Ok(Lease { key, owner, conn });
             }
