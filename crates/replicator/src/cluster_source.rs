@@ -1172,7 +1172,8 @@ impl Lease {
                     ttl.as_str(),
                 ])
                 .await?;
-            if !matches!(got, Frame::Null) {
+            // `SET NX` answers OK when it set the key, a null (RESP2 `$-1`, RESP3 `_`) when another holds it.
+            if !got.is_null() {
                 info!(lease = %key, "shard lease taken");
                 return Ok(Lease { key, owner, conn });
             }
@@ -1248,6 +1249,50 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_held_by_another_job_is_waited_for_over_resp2_and_resp3() {
+        use ferry_testkit::{Server, ServerOptions, Version};
+        let server = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for (i, protocol) in ["2", "3"].into_iter().enumerate() {
+                let url = format!("{}?protocol={protocol}", server.url());
+                let opts = ConnectOptions::from_url(&url).unwrap();
+                let tag = format!("job:shard{i}");
+                let first = Lease::acquire(&opts, false, &tag, "first", |_| {})
+                    .await
+                    .unwrap();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let mut tx = Some(tx);
+                let o = opts.clone();
+                let t = tag.clone();
+                let second = tokio::spawn(async move {
+                    Lease::acquire(&o, false, &t, "second", |holder| {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(holder.to_string());
+                        }
+                    })
+                    .await
+                    .map(|_| ())
+                });
+                // The second job waits (and says for whom) instead of taking the held lease.
+                let holder = tokio::time::timeout(Duration::from_secs(30), rx)
+                    .await
+                    .expect("the second job to wait for the lease")
+                    .unwrap();
+                assert_eq!(holder, "first", "RESP{protocol}");
+                second.abort();
+                let mut c = Connection::connect(&opts).await.unwrap();
+                let v = c.call(&["GET", Lease::key(&tag).as_str()]).await.unwrap();
+                assert_eq!(v.as_bytes(), Some(&b"first"[..]), "RESP{protocol}");
+                first.release().await;
+            }
+        });
+    }
 
     fn member(id: &str, master: bool, online: bool) -> Member {
         Member {

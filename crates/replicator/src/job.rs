@@ -460,8 +460,9 @@ impl Replicator {
             e = sentinel::replaced(source_master.as_ref(), "source") => Err(e),
             e = sentinel::replaced(target_master.as_ref(), "target") => Err(e),
         };
-        // A job that stops lets another take the shard at once (a dead one's lease expires).
-        if let (Some(l), Err(Error::Stopped)) = (lease, &result) {
+        // A job that stops, or is fenced (it ends for good), lets another take the shard at once (a dead one's
+        // lease expires).
+        if let (Some(l), Err(Error::Stopped | Error::Fenced(_))) = (lease, &result) {
             l.release().await;
         }
         result

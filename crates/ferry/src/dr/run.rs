@@ -321,7 +321,17 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
                     let may_start = ended.map_or(true, |(e, at)| {
                         want.is_some_and(|(_, w)| w != e) || tokio::time::Instant::now() >= at
                     });
-                    if let (Some((d, e)), true) = (want, may_start) {
+                    // Every call writes the record of the side a job writes to last, after that job's checkpoints
+                    // (seeds, fences): a job started on the other side's newer record alone could find its
+                    // checkpoints half written (a switchback seeding a cluster B master by master) and copy in full.
+                    let target_ready = want.is_some_and(|(d, e)| {
+                        let target = match d {
+                            Direction::AToB => &both.b,
+                            Direction::BToA => &both.a,
+                        };
+                        target.as_ref().is_some_and(|r| r.epoch >= e)
+                    });
+                    if let (Some((d, e)), true, true) = (want, may_start, target_ready) {
                         match SyncJob::new(job_config(&pair, d, e)).and_then(SyncJob::start) {
                             Ok(h) => {
                                 tracing::info!(direction = %d, epoch = e, "DR job started");
