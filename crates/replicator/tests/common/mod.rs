@@ -53,6 +53,11 @@ impl Job {
         }
     }
 
+    /// Asks the job to stop without waiting for it ([`Job::stop`] waits).
+    pub fn request_stop(&self) {
+        self.token.cancel();
+    }
+
     /// Stops the job and returns how it ended.
     pub fn stop(mut self) -> Result<(), ferry_replicator::Error> {
         self.token.cancel();
