@@ -1,5 +1,5 @@
 //! `ferry sync` run as a process against real servers: flags, ferry's TOML, RedisShake's v3 and v4 files,
-//! the metrics and status endpoints, and SIGTERM in the full copy and in the live stream.
+//! the metrics and status endpoints, SIGTERM in the full copy and in the live stream, and a second Ctrl-C.
 
 mod common;
 
@@ -646,4 +646,97 @@ fn sync_with_a_sentinel_target_type_writes_to_the_master_the_sentinels_name() {
     let code = ferry.wait();
     assert_eq!(code, 0, "stderr:\n{}", ferry.stderr());
     assert_equal(&Target::from(&source), &Target::from(&group.master));
+}
+
+/// Sends a signal to a process.
+fn kill(sig: &str, pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_while_the_first_is_draining_and_a_restart_ends_exact() {
+    let (source, target) = (server(), server());
+    let args = [
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--status-addr",
+        "127.0.0.1:0",
+    ];
+    let mut first = Ferry::spawn(args);
+    let status_addr = first.served_addr("status");
+    wait_phase(&status_addr, "incremental");
+    // The target frozen: the writes below reach ferry, and the drain of the first Ctrl-C cannot finish.
+    let target_pid = target.pid().expect("running");
+    kill("-STOP", target_pid);
+    let mut con = source.client();
+    for i in 0..500u64 {
+        redis::cmd("INCR")
+            .arg("ctrlc:counter")
+            .exec(&mut con)
+            .unwrap();
+        redis::cmd("SET")
+            .arg(format!("ctrlc:{i}"))
+            .arg(i)
+            .exec(&mut con)
+            .unwrap();
+    }
+    let offset: u64 = {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut con)
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("master_repl_offset:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("master_repl_offset")
+    };
+    wait_until(DEADLINE, "ferry to receive the writes", || {
+        status(&status_addr)["shards"][0]["source_offset"]
+            .as_u64()
+            .unwrap_or(0)
+            >= offset
+    })
+    .unwrap();
+    kill("-INT", first.pid());
+    first.wait_stderr("stopping");
+    kill("-INT", first.pid());
+    let code = first.wait();
+    kill("-CONT", target_pid);
+    assert_eq!(
+        code,
+        130,
+        "the second Ctrl-C exits at once with 130: {}",
+        first.stderr()
+    );
+    assert!(first.stderr().contains("interrupted"), "{}", first.stderr());
+
+    // What the interrupted drain did not commit is sent again by the restart, exactly once.
+    let mut second = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--until-caught-up",
+    ]);
+    assert_eq!(second.wait(), 0, "{}", second.stderr());
+    assert!(
+        second.stderr().contains("full_syncs=0"),
+        "the restart continued with PSYNC: {}",
+        second.stderr()
+    );
+    assert_equal(&Target::from(&source), &Target::from(&target));
+    let counter: u64 = redis::cmd("GET")
+        .arg("ctrlc:counter")
+        .query(&mut target.client())
+        .unwrap();
+    assert_eq!(counter, 500, "every acknowledged INCR applied once");
 }
