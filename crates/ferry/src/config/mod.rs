@@ -286,7 +286,7 @@ pub enum Source {
         #[serde(default)]
         prefer_replica: bool,
     },
-    /// A sentinel-managed group, followed across failovers (not supported yet).
+    /// A sentinel-managed group, followed across failovers (PSYNC2 on the promoted replica, no new full copy).
     Sentinel {
         /// The sentinels.
         sentinels: Vec<Endpoint>,
@@ -370,7 +370,7 @@ pub enum Target {
         /// Any nodes of the cluster.
         seeds: Vec<Endpoint>,
     },
-    /// The master of a sentinel-managed group (not supported yet).
+    /// The master of a sentinel-managed group: writes go to the master the sentinels name.
     Sentinel {
         /// The sentinels.
         sentinels: Vec<Endpoint>,
@@ -416,7 +416,7 @@ impl Target {
     }
 
     /// The connection options of a standalone target or the first seed of a cluster, and whether it is a
-    /// cluster. A sentinel target is not supported yet.
+    /// cluster (a sentinel target is resolved by the job through its sentinels).
     pub(crate) fn resolve(&self) -> Result<(ConnectOptions, bool), Error> {
         match self {
             Target::Standalone(e) => Ok((e.connect_options()?, false)),
