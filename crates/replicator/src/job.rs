@@ -659,82 +659,69 @@ impl Replicator {
         // deadline for applying it.
         let mut drain: Option<(u64, tokio::time::Instant)> = None;
         loop {
-            if let Some((to, deadline)) = drain {
-                // Stopping: everything received at the stop is applied (or the deadline passed, when the
-                // source sent half a transaction): commit it and end.
-                if source.offset() >= to || tokio::time::Instant::now() >= deadline {
-                    sink.sync().await?;
-                    source.acknowledge(sink.committed_offset());
-                    let c = sink.counters();
-                    let (offset, applied) = (source.offset(), sink.committed_offset());
-                    let received = source.monitor().received_offset();
-                    self.status.update(|s| {
-                        s.commands_applied = c.commands_applied;
-                        s.commands_filtered = filtered;
-                        s.commands_partial = partial;
-                        s.bytes_written = c.bytes_written;
-                        s.bytes_read = base_read + (offset - start_offset);
-                        rates.sample(s, c.commands_applied - base, received, applied);
-                    });
-                    return Err(Error::Stopped);
-                }
-            }
-            let event = tokio::select! {
-                e = source.next_event() => e?,
-                () = shutdown.cancelled(), if drain.is_none() => {
-                    drain = Some((
-                        source.monitor().received_offset(),
-                        tokio::time::Instant::now() + STOP_DRAIN_LIMIT,
-                    ));
-                    continue;
-                }
-                () = tokio::time::sleep_until(drain.map_or_else(tokio::time::Instant::now, |d| d.1)),
-                    if drain.is_some() => continue,
-            };
-            match event {
-                StreamEvent::Unit(mut unit) => {
-                    let (end, end_db) = (unit.end_offset, unit.end_db);
-                    if let Some(shard) = &self.source_shard {
-                        if crate::cluster_source::has_import(&unit) {
-                            // Keys migrated into this shard wait for their exporter's DEL.
-                            sink.sync().await?;
-                            source.acknowledge(sink.committed_offset());
-                            tokio::select! {
-                                r = shard.import(&mut unit) => r?,
-                                () = shutdown.cancelled() => return Err(Error::Stopped),
+            // Stopping: once everything received at the stop is applied (or the deadline passed, when the
+            // source sent half a transaction), the end of this turn commits it, publishes the status and ends.
+            let drained = drain.is_some_and(|(to, deadline)| {
+                source.offset() >= to || tokio::time::Instant::now() >= deadline
+            });
+            if !drained {
+                let event = tokio::select! {
+                    e = source.next_event() => e?,
+                    () = shutdown.cancelled(), if drain.is_none() => {
+                        drain = Some((
+                            source.monitor().received_offset(),
+                            tokio::time::Instant::now() + STOP_DRAIN_LIMIT,
+                        ));
+                        continue;
+                    }
+                    () = tokio::time::sleep_until(drain.map_or_else(tokio::time::Instant::now, |d| d.1)),
+                        if drain.is_some() => continue,
+                };
+                match event {
+                    StreamEvent::Unit(mut unit) => {
+                        let (end, end_db) = (unit.end_offset, unit.end_db);
+                        if let Some(shard) = &self.source_shard {
+                            if crate::cluster_source::has_import(&unit) {
+                                // Keys migrated into this shard wait for their exporter's DEL.
+                                sink.sync().await?;
+                                source.acknowledge(sink.committed_offset());
+                                tokio::select! {
+                                    r = shard.import(&mut unit) => r?,
+                                    () = shutdown.cancelled() => return Err(Error::Stopped),
+                                }
                             }
                         }
-                    }
-                    if let Some(g) = gate {
-                        if !g.passes(end) {
-                            // What is open is covered: commit it while waiting for the replicas.
-                            sink.sync().await?;
-                            source.acknowledge(sink.committed_offset());
-                            tokio::select! {
-                                r = g.wait_for(end) => r?,
-                                () = shutdown.cancelled() => return Err(Error::Stopped),
+                        if let Some(g) = gate {
+                            if !g.passes(end) {
+                                // What is open is covered: commit it while waiting for the replicas.
+                                sink.sync().await?;
+                                source.acknowledge(sink.committed_offset());
+                                tokio::select! {
+                                    r = g.wait_for(end) => r?,
+                                    () = shutdown.cancelled() => return Err(Error::Stopped),
+                                }
                             }
                         }
+                        let fitted = self.filter_unit(
+                            unit,
+                            commands,
+                            target,
+                            report,
+                            &mut filtered,
+                            &mut partial,
+                        )?;
+                        match fitted {
+                            Some(unit) => sink.push(unit).await?,
+                            None => sink.advance(end, end_db),
+                        }
                     }
-                    let fitted = self.filter_unit(
-                        unit,
-                        commands,
-                        target,
-                        report,
-                        &mut filtered,
-                        &mut partial,
-                    )?;
-                    match fitted {
-                        Some(unit) => sink.push(unit).await?,
-                        None => sink.advance(end, end_db),
-                    }
+                    StreamEvent::Skipped { end_offset, db } => sink.advance(end_offset, db),
+                    StreamEvent::GetAck { .. } => {}
                 }
-                StreamEvent::Skipped { end_offset, db } => sink.advance(end_offset, db),
-                StreamEvent::GetAck { .. } => {}
             }
             // Nothing more to batch: send what is open and wait for it, so the checkpoint and the status
             // catch up while the source is quiet.
-            let idle = !source.has_buffered();
+            let idle = drained || !source.has_buffered();
             if idle {
                 sink.sync().await?;
             }
@@ -758,6 +745,9 @@ impl Replicator {
                     rates.sample(s, c.commands_applied - base, received, applied);
                     s.set_policy(report);
                 });
+            }
+            if drained {
+                return Err(Error::Stopped);
             }
         }
     }

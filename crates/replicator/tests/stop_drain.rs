@@ -4,44 +4,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{assert_same_data, checkpoint_value, counter, master_offset, workload, Job, DEADLINE};
-use ferry_testkit::{Server, ServerOptions, Version};
-
-/// SIGSTOP of a server process; resumed by `resume` or when dropped.
-struct Frozen(Option<u32>);
-
-impl Frozen {
-    fn freeze(server: &Server) -> Frozen {
-        let pid = server.pid().expect("running");
-        signal("-STOP", pid);
-        Frozen(Some(pid))
-    }
-
-    fn resume(mut self) {
-        if let Some(pid) = self.0.take() {
-            signal("-CONT", pid);
-        }
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            signal("-CONT", pid);
-        }
-    }
-}
-
-fn signal(sig: &str, pid: u32) {
-    let status = Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {sig} {pid}");
-}
+use ferry_testkit::{Frozen, Server, ServerOptions, Version};
 
 #[test]
 fn a_stop_in_the_live_phase_applies_and_commits_what_the_job_had_received() {
@@ -51,7 +15,7 @@ fn a_stop_in_the_live_phase_applies_and_commits_what_the_job_had_received() {
     job.wait_caught_up(&source);
 
     // The target frozen: what the source writes now reaches ferry but cannot be applied yet.
-    let frozen = Frozen::freeze(&target);
+    let frozen = Frozen::freeze(&[&target]);
     let increments = workload(&source, 300, "drain");
     let offset = master_offset(&source);
     ferry_testkit::wait_until(DEADLINE, "the job to receive the source's writes", || {

@@ -3,14 +3,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use ferry_sentinel::{Addr, Error, Event, SentinelPool};
-use ferry_testkit::{SentinelGroup, SentinelOptions, Server};
+use ferry_testkit::{Frozen, SentinelGroup, SentinelOptions, Server};
 use rand::{Rng, SeedableRng};
 
 /// Whether an error says the connection handed out was out of step with its replies.
@@ -158,42 +157,6 @@ async fn borrows_cancelled_at_random_points_during_a_failover_free_every_slot_an
     drop(held);
     assert_eq!(pool.stats().active, 0);
     assert_ne!(old, new);
-}
-
-/// SIGSTOP / SIGCONT of a server process; the guard resumes it when dropped.
-struct Frozen(Vec<u32>);
-
-impl Frozen {
-    fn freeze(servers: &[&Server]) -> Frozen {
-        let pids: Vec<u32> = servers.iter().map(|s| s.pid().expect("running")).collect();
-        for pid in &pids {
-            signal("-STOP", *pid);
-        }
-        Frozen(pids)
-    }
-
-    fn resume(mut self) {
-        for pid in self.0.drain(..) {
-            signal("-CONT", pid);
-        }
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        for pid in self.0.drain(..) {
-            signal("-CONT", pid);
-        }
-    }
-}
-
-fn signal(sig: &str, pid: u32) {
-    let status = Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {sig} {pid}");
 }
 
 fn named_by(group: &SentinelGroup, sentinel: &Server) -> Option<Addr> {

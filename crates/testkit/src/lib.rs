@@ -41,6 +41,7 @@
 mod compare;
 mod error;
 mod fill;
+mod frozen;
 mod port;
 mod reaper;
 mod server;
@@ -55,6 +56,7 @@ pub use compare::{
 };
 pub use error::Error;
 pub use fill::{fill, EncodingSample, FillOptions, FillReport, FAR_FUTURE_MS, RELATIVE_TTL_SECS};
+pub use frozen::Frozen;
 pub use server::{AclUser, Server, ServerOptions, HOST};
 pub use target::{key_slot, Target};
 pub use topology::cluster::{Cluster, ClusterOptions, SLOTS};
