@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -26,8 +27,11 @@ def pair() -> Iterator[Tuple[str, str]]:
 
 CTRL_C_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from redis_ferry import SyncJob
+    # Python leaves SIGINT alone when it starts with SIGINT ignored (a parent started in the background by a
+    # shell without job control passes that on): install the handler an interactive run has.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with SyncJob(source=sys.argv[1], target=sys.argv[2]) as job:
         while job.status().phase != "incremental":
             time.sleep(0.01)
@@ -56,6 +60,12 @@ def test_ctrl_c_during_wait_raises_keyboard_interrupt_and_the_with_block_stops_a
     wait_until(lambda: client(target.split("//")[1]).get("before-ctrl-c") == b"1", "the live stream")
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
+    # Never hang the suite: the answer must come within a minute (it is expected within 100 ms).
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    if not ready:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError("no answer to SIGINT within 60 s: " + err.decode())
     line = proc.stdout.readline()
     answered_ms = (time.monotonic() - sent) * 1000
     _, err = proc.communicate(timeout=60)
