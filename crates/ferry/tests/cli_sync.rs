@@ -380,6 +380,26 @@ fn metrics_and_status_endpoints_answer_with_the_jobs_figures() {
     assert_equal(&Target::from(&source), &Target::from(&target));
 }
 
+/// Runs `ferry sync --until-caught-up` again between the two servers: it must continue with PSYNC (no full
+/// copy) and leave the target equal to the source.
+fn restart_until_caught_up_without_a_full_copy(source: &Server, target: &Server) {
+    let mut second = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--until-caught-up",
+    ]);
+    assert_eq!(second.wait(), 0, "{}", second.stderr());
+    assert!(
+        second.stderr().contains("full_syncs=0"),
+        "the restart continued with PSYNC: {}",
+        second.stderr()
+    );
+    assert_equal(&Target::from(source), &Target::from(target));
+}
+
 #[test]
 fn sigterm_during_the_live_stream_then_a_restart_ends_exact() {
     let (source, target) = (server(), server());
@@ -434,21 +454,7 @@ fn sigterm_during_the_live_stream_then_a_restart_ends_exact() {
     .unwrap();
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
-    let mut second = Ferry::spawn([
-        "sync",
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--until-caught-up",
-    ]);
-    assert_eq!(second.wait(), 0, "{}", second.stderr());
-    assert!(
-        second.stderr().contains("full_syncs=0"),
-        "the restart continued with PSYNC: {}",
-        second.stderr()
-    );
-    assert_equal(&Target::from(&source), &Target::from(&target));
+    restart_until_caught_up_without_a_full_copy(&source, &target);
     let total: i64 = (0..7)
         .map(|i| {
             redis::cmd("GET")
@@ -719,21 +725,7 @@ fn a_second_ctrl_c_exits_at_once_while_the_first_is_draining_and_a_restart_ends_
     assert!(first.stderr().contains("interrupted"), "{}", first.stderr());
 
     // What the interrupted drain did not commit is sent again by the restart, exactly once.
-    let mut second = Ferry::spawn([
-        "sync",
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--until-caught-up",
-    ]);
-    assert_eq!(second.wait(), 0, "{}", second.stderr());
-    assert!(
-        second.stderr().contains("full_syncs=0"),
-        "the restart continued with PSYNC: {}",
-        second.stderr()
-    );
-    assert_equal(&Target::from(&source), &Target::from(&target));
+    restart_until_caught_up_without_a_full_copy(&source, &target);
     let counter: u64 = redis::cmd("GET")
         .arg("ctrlc:counter")
         .query(&mut target.client())
