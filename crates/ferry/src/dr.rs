@@ -701,6 +701,16 @@ impl DrPair {
     /// position. When A still answers, first waits up to `timing.failover_drain_ms` for B to have applied
     /// everything A has. Idempotent.
     pub async fn failover(&self) -> Result<FailoverReport, Error> {
+        let mut attempt = 0;
+        loop {
+            match self.failover_once().await {
+                Err(e) if retry_after_connection_loss(&e, &mut attempt).await => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn failover_once(&self) -> Result<FailoverReport, Error> {
         let both = self.read_both().await;
         if let Some(e) = &both.b_err {
             return Err(Error::new(
@@ -829,6 +839,16 @@ impl DrPair {
     /// Writes B's changes since the failover back to A (see the module documentation). Idempotent: once the
     /// pair is recovering, a retry returns at once.
     pub async fn recover(&self, choice: RecoverChoice) -> Result<RecoverReport, Error> {
+        let mut attempt = 0;
+        loop {
+            match self.recover_once(choice).await {
+                Err(e) if retry_after_connection_loss(&e, &mut attempt).await => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn recover_once(&self, choice: RecoverChoice) -> Result<RecoverReport, Error> {
         let both = self.read_both().await;
         for (side, err) in [(Side::A, &both.a_err), (Side::B, &both.b_err)] {
             if let Some(e) = err {
@@ -1026,6 +1046,21 @@ impl DrPair {
     /// ([`DrPair::run`], here or in another process). Idempotent; two processes calling it at once both return
     /// the one switch that happened.
     pub async fn switchback(&self) -> Result<SwitchbackReport, Error> {
+        let mut attempt = 0;
+        // Set once this call has switched: a retry (B's connection cut while finishing) still reports the pause.
+        let mut switched = None;
+        loop {
+            match self.switchback_once(&mut switched).await {
+                Err(e) if retry_after_connection_loss(&e, &mut attempt).await => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn switchback_once(
+        &self,
+        switched: &mut Option<Duration>,
+    ) -> Result<SwitchbackReport, Error> {
         let both = self.read_both().await;
         for (side, err) in [(Side::A, &both.a_err), (Side::B, &both.b_err)] {
             if let Some(e) = err {
@@ -1044,7 +1079,7 @@ impl DrPair {
             DrPhase::Recovering => {}
             DrPhase::Normal if current.a_seed.is_some() || !current.a_seeds.is_empty() => {
                 // Done (here or by another process, maybe interrupted before B got its record and seed).
-                return self.finish_switchback(current, None).await;
+                return self.finish_switchback(current, *switched).await;
             }
             other => {
                 return Err(Error::config(format!(
@@ -1061,7 +1096,7 @@ impl DrPair {
             let b_at = b.positions().await?;
             let mut a = self.open(Side::A).await?;
             if let Some(moved) = self.moved_on(&mut a, current.epoch).await? {
-                return self.finish_switchback(moved, None).await;
+                return self.finish_switchback(moved, *switched).await;
             }
             let lag = a_lag(&mut a, &tag, b.is_cluster(), &b_at).await?;
             if lag <= t.switchback_lag_bytes {
@@ -1105,7 +1140,10 @@ impl DrPair {
                     pause_ms = pause.as_millis() as u64,
                     "writes on B unpaused; A serves"
                 );
-                self.finish_switchback(record, won.then_some(pause)).await
+                if won {
+                    *switched = Some(pause);
+                }
+                self.finish_switchback(record, *switched).await
             }
             Err(e) => {
                 b.unpause().await.ok();
@@ -1428,6 +1466,19 @@ fn split(r: Result<Option<Record>, Error>) -> (Option<Record>, Option<String>) {
         Ok(rec) => (rec, None),
         Err(e) => (None, Some(e.to_string())),
     }
+}
+
+/// Whether a transition that failed with `e` runs again from the start (after a pause): on a lost connection, at
+/// most twice. Every transition is idempotent and re-reads both records, and a connection can be cut under it by
+/// design: a switchback in another process disconnects every client of B (`CLIENT KILL TYPE normal`).
+async fn retry_after_connection_loss(e: &Error, attempt: &mut u32) -> bool {
+    if e.kind() != ErrorKind::Connection || *attempt >= 2 {
+        return false;
+    }
+    *attempt += 1;
+    tracing::info!(attempt = *attempt, error = %e, "connection lost during a DR transition; starting it again");
+    tokio::time::sleep(Duration::from_millis(100 * u64::from(*attempt))).await;
+    true
 }
 
 /// What a record transition script did.
