@@ -97,13 +97,14 @@ export interface MasterAuth {
   tls?: TlsConfig
 }
 
-/** Where a sync job reads (`cluster`: one PSYNC stream per shard; `scan`: SCAN + DUMP then keyspace notifications; `rdb_file`: the job ends once the file is restored). `until_caught_up` with a cluster or sentinel source fails at start() with FERRY_CONFIG. */
+/** Where a sync job reads (`cluster`: one PSYNC stream per shard; `scan`: SCAN + DUMP then keyspace notifications; `rdb_file`: the job ends once the file is restored; `aof_file`: an append-only file, single or multi-part (its manifest or directory), replayed up to `timestamp` (Unix seconds) if given, then the job ends). `until_caught_up` with a cluster or sentinel source fails at start() with FERRY_CONFIG. */
 export type SourceConfig =
   | ({ type: 'standalone' } & EndpointConfig)
   | { type: 'cluster'; seeds: EndpointConfig[]; shards?: string[]; prefer_replica?: boolean }
   | { type: 'sentinel'; sentinels: EndpointConfig[]; master: string; master_auth?: MasterAuth }
   | { type: 'scan'; endpoint: EndpointConfig; dbs?: number[]; notifications?: boolean; cluster?: boolean }
   | { type: 'rdb_file'; path: string }
+  | { type: 'aof_file'; path: string; timestamp?: number }
 
 /** Where a sync job, a verify or a restore writes. */
 export type TargetConfig =

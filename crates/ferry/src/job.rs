@@ -276,7 +276,9 @@ impl SyncJob {
         let source = match &config.source {
             Source::Standalone(e) => e.clone(),
             // The file's path names the stream in the status; the replicator reads the file.
-            Source::RdbFile { path } => Endpoint::new(path.display().to_string()),
+            Source::RdbFile { path } | Source::AofFile { path, .. } => {
+                Endpoint::new(path.display().to_string())
+            }
             Source::Scan { endpoint, .. } => endpoint.clone(),
             // The first sentinel names the stream in the status; the replicator resolves the master.
             Source::Sentinel { sentinels, .. } if !config.until_caught_up => {

@@ -657,6 +657,7 @@ fn side_of_source(source: &Source) -> Result<SideKind, Error> {
         )),
         Source::Sentinel { .. } => Err(Error::not_supported("verify of a sentinel-managed source")),
         Source::RdbFile { .. } => Err(Error::not_supported("verify of an RDB file")),
+        Source::AofFile { .. } => Err(Error::not_supported("verify of an append-only file")),
     }
 }
 

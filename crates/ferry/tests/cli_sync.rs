@@ -209,6 +209,47 @@ fn sync_with_a_redisshake_v4_file_applies_its_filters() {
 }
 
 #[test]
+fn a_redisshake_v4_file_takes_its_addresses_and_password_from_the_environment() {
+    // RedisShake 4 substitutes `${VAR}` in its files before reading them (its shake_sync_env.toml example).
+    let source = Server::start(ServerOptions::new(Version::V7_0).password("env-pw")).unwrap();
+    let target = server();
+    fill(&Target::from(&source), &FillOptions::seed(9)).unwrap();
+    let text = "[sync_reader]\n\
+                address = \"${SHAKE_SRC_ADDRESS}\" # export SHAKE_SRC_ADDRESS=...\n\
+                password = \"${SHAKE_SRC_PASSWORD:-}\"\n\
+                username = \"${SHAKE_SRC_USERNAME}\"\n\n\
+                [redis_writer]\n\
+                address = \"${SHAKE_DST_ADDRESS}\"\n\n\
+                [advanced]\n\
+                rdb_restore_command_behavior = \"${SHAKE_BEHAVIOR:-rewrite}\"\n";
+    let (_dir, path) = write_file("shake_sync_env.toml", text);
+    let env = [
+        ("SHAKE_SRC_ADDRESS", source.addr()),
+        ("SHAKE_SRC_PASSWORD", "env-pw".to_string()),
+        ("SHAKE_DST_ADDRESS", target.addr()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut check = Ferry::spawn_env(["config", "check", "-c", path.to_str().unwrap()], &env);
+    assert_eq!(check.wait(), 0, "{}", check.stderr());
+    let out = check.stdout();
+    assert!(
+        out.contains(&source.addr()) && out.contains(&target.addr()),
+        "{out}"
+    );
+    assert!(!out.contains("env-pw"), "the password is masked: {out}");
+    assert!(
+        out.contains("line 4: environment variable `SHAKE_SRC_USERNAME` is not set"),
+        "{out}"
+    );
+    let mut ferry = Ferry::spawn_env(
+        ["sync", "-c", path.to_str().unwrap(), "--until-caught-up"],
+        &env,
+    );
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_equal(&Target::from(&source), &Target::from(&target));
+}
+
+#[test]
 fn the_v4_fixture_with_its_cluster_reader_on_a_standalone_server_fails_with_a_config_error() {
     let text =
         std::fs::read_to_string(shared_dir().join("fixtures/redisshake-v4-shake.toml")).unwrap();

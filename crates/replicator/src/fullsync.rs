@@ -110,6 +110,36 @@ pub(crate) async fn run(
     report: &mut PolicyReport,
     status: &StatusHandle,
 ) -> Result<u64, Error> {
+    let (big_keys, _) = run_to(input, false, sink, filter, dbmap, opts, report, status).await?;
+    Ok(big_keys)
+}
+
+/// [`run`] for an input whose RDB is followed by other data (an AOF preamble): reading stops at the RDB's end
+/// and what was read past it is returned with the count of big keys.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_prefix(
+    input: &mut impl RdbInput,
+    sink: &mut Sink,
+    filter: &Filter,
+    dbmap: &DbMap,
+    opts: &Options,
+    report: &mut PolicyReport,
+    status: &StatusHandle,
+) -> Result<(u64, Bytes), Error> {
+    run_to(input, true, sink, filter, dbmap, opts, report, status).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_to(
+    input: &mut impl RdbInput,
+    stop_at_end: bool,
+    sink: &mut Sink,
+    filter: &Filter,
+    dbmap: &DbMap,
+    opts: &Options,
+    report: &mut PolicyReport,
+    status: &StatusHandle,
+) -> Result<(u64, Bytes), Error> {
     let mut parser = Parser::new(ParserOptions {
         mode: ValueMode::Raw,
         verify_checksum: true,
@@ -132,11 +162,15 @@ pub(crate) async fn run(
             applier.item(sink, item).await?;
         }
         applier.progress(sink, input.bytes_read(), false);
+        if stop_at_end && parser.is_done() {
+            break;
+        }
     }
     parser
         .finish()
         .map_err(|e| located(e, parser.offset(), &|| input.describe()))?;
-    applier.finish(sink, input.bytes_read()).await
+    let rest = Bytes::copy_from_slice(parser.remaining());
+    Ok((applier.finish(sink, input.bytes_read()).await?, rest))
 }
 
 /// Writes the keys of a full copy to the sink: filters, database map, target policy, conversion, small

@@ -100,6 +100,11 @@ pub enum SourceKind {
     /// A scan of [`Config::source`] for servers that refuse `PSYNC`, then its keyspace notifications (see
     /// [`crate::source::scan`] for what this can and cannot promise).
     Scan(crate::source::scan::ScanOptions),
+    /// An append-only file (single, with or without an RDB preamble, or multi-part through its manifest),
+    /// replayed into the target up to its end or a recovery timestamp, and the job ends (see
+    /// [`crate::source::aof`]). Nothing is checkpointed; a replay that must start again (a broken target link)
+    /// starts from the first file.
+    AofFile(crate::source::aof::AofOptions),
 }
 
 impl Config {
@@ -324,6 +329,12 @@ impl Replicator {
                 Ok(()) | Err(Error::Stopped) => return Ok(()),
                 Err(e) => e,
             };
+            // An append-only file's commands are not checkpointed: once some were applied, replaying the file
+            // again could apply them twice (an INCR), so the job stops and says so.
+            if live && matches!(cfg.source_kind, SourceKind::AofFile(_)) {
+                error!(error = %e, "the replay of the append-only file broke after its commands started; it is not started again (a command could be applied twice): replay it into an empty target");
+                return Err(e);
+            }
             // A source that breaks the link at the same point of the handshake or the full copy every time
             // (it cannot produce the RDB) is not retried forever.
             let point = fail_at.filter(|_| e.is_connection());
@@ -338,7 +349,10 @@ impl Replicator {
             }
             // An RDB file is a one-shot copy: a target that cannot be reached (or keeps refusing) ends it
             // after the bounded attempts instead of being waited for like a live sync.
-            let one_shot = matches!(cfg.source_kind, SourceKind::RdbFile(_));
+            let one_shot = matches!(
+                cfg.source_kind,
+                SourceKind::RdbFile(_) | SourceKind::AofFile(_)
+            );
             if (e.is_connection() || e.is_transient()) && !one_shot {
                 warn!(error = %e, same_point = repeated, "session ended, reconnecting from the target's checkpoint");
             } else if e.is_retried_a_few_times() || e.is_connection() || e.is_transient() {
@@ -484,6 +498,7 @@ impl Replicator {
         match &cfg.source_kind {
             SourceKind::Replica => {}
             SourceKind::RdbFile(path) => return self.file_session(path, target, report).await,
+            SourceKind::AofFile(aof) => return self.aof_session(aof, target, live, report).await,
             SourceKind::Scan(scan) => {
                 return self
                     .scan_session(&source.connect, scan, target, live, report)
@@ -754,7 +769,7 @@ impl Replicator {
 
     /// Applies the filters, the target policy and the database map to a unit; `Ok(None)` when nothing of it is
     /// forwarded, `Err` when the policy stops the job on a command the target cannot hold.
-    fn filter_unit(
+    pub(crate) fn filter_unit(
         &self,
         mut unit: Unit,
         commands: Option<&CommandTable>,
@@ -840,7 +855,10 @@ impl Replicator {
     }
 
     /// The source's command table, for key extraction by the filters.
-    async fn command_table(&self, source: &ConnectOptions) -> Result<CommandTable, Error> {
+    pub(crate) async fn command_table(
+        &self,
+        source: &ConnectOptions,
+    ) -> Result<CommandTable, Error> {
         let mut conn = Connection::connect(source).await?;
         // A source that accepts the connection and never answers ends the session, like its handshake.
         conn.set_read_timeout(Some(self.config.source.handshake.line_timeout));

@@ -69,4 +69,5 @@ pub use cluster_source::{ClusterSource, ShardStatus, ShardsView};
 pub use error::{Error, KeyDisplay};
 pub use job::{Config, Replicator, SourceKind};
 pub use pipeline::convert::{ConflictPolicy, PolicyKey, PolicyReport, TargetPolicy};
+pub use source::aof::AofOptions;
 pub use status::{Phase, Status, StatusHandle};

@@ -17,17 +17,20 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferry_resp::{ConnectOptions, Connection};
 use ferry_topology::CommandTable;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::Error;
+use crate::fullsync::RdbInput;
 use crate::fullsync::{self, Applier};
 use crate::job::Replicator;
 use crate::pipeline::convert::{ConflictPolicy, PolicyReport, TargetFormat};
 use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
 use crate::sink::Sink;
+use crate::source::aof::AofOptions;
 use crate::source::file::RdbFile;
 use crate::source::scan::{Notifications, Read, Reader, ScanOptions};
+use crate::source::{StreamEvent, StreamParser};
 use crate::status::Phase;
 
 impl Replicator {
@@ -54,6 +57,140 @@ impl Replicator {
         .await?;
         self.end_copy(&mut sink, big_keys).await?;
         info!(file = %path.display(), keys = self.status.snapshot().keys_copied, "RDB file restored");
+        Ok(())
+    }
+
+    /// Replays the append-only file(s) of `aof` into `target` (see [`crate::source::aof`]); returns once every
+    /// command is written and acknowledged.
+    pub(crate) async fn aof_session(
+        &self,
+        aof: &AofOptions,
+        target: &ConnectOptions,
+        live: &mut bool,
+        report: &mut PolicyReport,
+    ) -> Result<(), Error> {
+        let files = crate::source::aof::files(&aof.path)?;
+        let commands = self.command_table(target).await.ok();
+        let (mut sink, format) = self.copy_sink(target).await?;
+        let opts = self.begin_copy(&mut sink, &format, report).await?;
+        info!(path = %aof.path.display(), files = files.len(), until = ?aof.timestamp, "replaying an append-only file");
+        let mut streaming = false;
+        let (mut offset, mut db) = (0u64, 0i64);
+        let (mut filtered, mut partial, mut applied) = (0u64, 0u64, 0u64);
+        'files: for path in &files {
+            let mut file = RdbFile::open(path).await?;
+            let mut rest = Bytes::new();
+            let mut big_keys = 0;
+            if crate::source::aof::starts_with_rdb(path)? {
+                if streaming {
+                    return Err(Error::Rdb(format!(
+                        "{}: an RDB after the first file of an append-only file",
+                        path.display()
+                    )));
+                }
+                (big_keys, rest) = fullsync::run_prefix(
+                    &mut file,
+                    &mut sink,
+                    &self.filter,
+                    &self.config.db_map,
+                    &opts,
+                    report,
+                    &self.status,
+                )
+                .await?;
+            }
+            if !streaming {
+                // The base's keys are written: the commands follow as a stream without checkpoints.
+                self.end_copy(&mut sink, big_keys).await?;
+                sink.start_stream("aof", 0, &[]).await?;
+                self.status.update(|s| s.phase = Phase::Incremental);
+                streaming = true;
+                *live = true;
+            }
+            // Where the commands start in the file (after an RDB preamble), for the byte positions in messages.
+            let in_file = file.bytes_read() - rest.len() as u64 - offset;
+            let mut parser = StreamParser::new(offset, db);
+            let mut at_end = false;
+            parser.feed(&rest);
+            loop {
+                let event = if parser.at_annotation() {
+                    match parser.next_annotation() {
+                        Some(line) => {
+                            let later = crate::source::aof::annotation_time(&line)
+                                .zip(aof.timestamp)
+                                .is_some_and(|(ts, until)| ts > until);
+                            if later {
+                                info!(file = %path.display(), annotation = %String::from_utf8_lossy(&line), "reached the recovery timestamp; the rest is not replayed");
+                                break 'files;
+                            }
+                            continue;
+                        }
+                        None => None,
+                    }
+                } else {
+                    parser.next_event().map_err(|e| {
+                        Error::Rdb(format!(
+                            "{} at byte {}: {e}",
+                            path.display(),
+                            parser.offset() + in_file
+                        ))
+                    })?
+                };
+                match event {
+                    Some(StreamEvent::Unit(unit)) => {
+                        applied += unit.commands.len() as u64;
+                        let end = (unit.end_offset, unit.end_db);
+                        match self.filter_unit(
+                            unit,
+                            commands.as_ref(),
+                            &format,
+                            report,
+                            &mut filtered,
+                            &mut partial,
+                        )? {
+                            Some(unit) => sink.push(unit).await?,
+                            None => sink.advance(end.0, end.1),
+                        }
+                    }
+                    Some(StreamEvent::Skipped { end_offset, db }) => sink.advance(end_offset, db),
+                    Some(StreamEvent::GetAck { .. }) => {}
+                    None if at_end => break,
+                    None => match file.next_chunk().await? {
+                        Some(chunk) => parser.feed(&chunk),
+                        None => {
+                            at_end = true;
+                            if parser.buffered() > 0 || parser.in_transaction() {
+                                warn!(
+                                    file = %path.display(),
+                                    at_byte = parser.boundary().0 + in_file,
+                                    "the file ends inside a command or a MULTI without its EXEC: replayed up to the last complete one, as Redis loads it with aof-load-truncated"
+                                );
+                            }
+                        }
+                    },
+                }
+                if !parser.in_transaction() && parser.buffered() == 0 {
+                    self.status.update(|s| {
+                        s.commands_applied = applied;
+                        s.commands_filtered = filtered;
+                        s.commands_partial = partial;
+                    });
+                }
+            }
+            (offset, db) = (parser.boundary().0, parser.boundary().1);
+        }
+        sink.sync().await?;
+        sink.drain().await?;
+        let c = sink.counters();
+        self.status.update(|s| {
+            s.commands_applied = applied;
+            s.commands_filtered = filtered;
+            s.commands_partial = partial;
+            s.bytes_written = c.bytes_written;
+            s.errors = c.errors;
+            s.set_policy(report);
+        });
+        info!(path = %aof.path.display(), commands = applied, "append-only file replayed");
         Ok(())
     }
 

@@ -62,6 +62,9 @@ pub enum SourceType {
     Scan,
     /// An RDB file (--source-path FILE): restored into the target, then ferry exits.
     Rdb,
+    /// An append-only file (--source-path: a single AOF, a manifest or its directory; --aof-timestamp to stop at
+    /// a time): replayed into the target, then ferry exits.
+    Aof,
 }
 
 /// Kinds of target on the command line.
@@ -94,9 +97,12 @@ pub struct Endpoints {
     /// A cluster source: stream each shard from one of its replicas.
     #[arg(long)]
     pub prefer_replica: bool,
-    /// The RDB file of a source of type rdb.
+    /// The file of a source of type rdb or aof (an AOF: a single file, a manifest or its directory).
     #[arg(long)]
     pub source_path: Option<PathBuf>,
+    /// A source of type aof: stop at the first `#TS:` annotation later than this (Unix seconds).
+    #[arg(long)]
+    pub aof_timestamp: Option<i64>,
     /// A scan source follows changes by keyspace notifications after the scan (until stopped).
     #[arg(long)]
     pub scan_notifications: bool,
@@ -157,16 +163,25 @@ fn endpoint(
 impl Endpoints {
     /// The source from the flags, if `--source` was given.
     pub fn source(&self) -> Result<Option<Source>, Error> {
-        if self.source_type == Some(SourceType::Rdb) || self.source_path.is_some() {
-            if self.source_type.is_some_and(|t| t != SourceType::Rdb) || self.source.is_some() {
+        let file_type = matches!(self.source_type, Some(SourceType::Rdb | SourceType::Aof));
+        if self.aof_timestamp.is_some() && self.source_type != Some(SourceType::Aof) {
+            return Err(Error::config("--aof-timestamp needs --source-type aof"));
+        }
+        if file_type || self.source_path.is_some() {
+            if (self.source_type.is_some() && !file_type) || self.source.is_some() {
                 return Err(Error::config(
-                    "--source-path is the RDB file of --source-type rdb (without --source)",
+                    "--source-path is the file of --source-type rdb or aof (without --source)",
                 ));
             }
-            let path = self
-                .source_path
-                .clone()
-                .ok_or_else(|| Error::config("--source-type rdb needs --source-path FILE"))?;
+            let path = self.source_path.clone().ok_or_else(|| {
+                Error::config("--source-type rdb and aof need --source-path FILE")
+            })?;
+            if self.source_type == Some(SourceType::Aof) {
+                return Ok(Some(Source::AofFile {
+                    path,
+                    timestamp: self.aof_timestamp,
+                }));
+            }
             return Ok(Some(Source::rdb_file(path)));
         }
         let Some(url) = &self.source else {
@@ -216,7 +231,7 @@ impl Endpoints {
                     }
                     Source::from_json(scan)?
                 }
-                SourceType::Rdb => {
+                SourceType::Rdb | SourceType::Aof => {
                     return Err(Error::config(
                         "--source-type rdb takes --source-path FILE, not --source",
                     ))
@@ -285,6 +300,9 @@ pub struct SyncArgs {
     /// A configuration file: ferry's TOML (docs/config.md), RedisShake v3 sync.toml or v4 shake.toml.
     #[arg(short = 'c', long = "config")]
     pub config: Option<PathBuf>,
+    /// The configuration file given without `-c`, as `redis-shake shake.toml` takes it.
+    #[arg(value_name = "CONFIG", conflicts_with = "config")]
+    pub config_file: Option<PathBuf>,
     /// Source and target.
     #[command(flatten)]
     pub endpoints: Endpoints,
@@ -376,7 +394,7 @@ fn parse_db_map(s: &str) -> Result<(u32, u32), String> {
 impl SyncArgs {
     /// The configuration: the file's (if any) with the flags applied over it.
     pub fn resolve(&self) -> Result<(SyncConfig, Vec<String>), Error> {
-        let (mut config, notes) = match &self.config {
+        let (mut config, notes) = match self.config.as_ref().or(self.config_file.as_ref()) {
             Some(path) => {
                 let loaded = SyncConfig::load_path(path)?;
                 let mut config = loaded.config;
@@ -580,8 +598,11 @@ pub enum ConfigCommand {
     /// Read a configuration file and print it resolved, secrets masked.
     Check {
         /// The file.
-        #[arg(short = 'c', long = "config")]
-        config: PathBuf,
+        #[arg(short = 'c', long = "config", required_unless_present = "file")]
+        config: Option<PathBuf>,
+        /// The file given without `-c`.
+        #[arg(value_name = "CONFIG", conflicts_with = "config")]
+        file: Option<PathBuf>,
         /// Print JSON instead of TOML.
         #[arg(long)]
         json: bool,

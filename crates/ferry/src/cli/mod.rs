@@ -56,7 +56,11 @@ pub fn run(cli: Cli) -> i32 {
             Command::Sync(a) => sync(*a, json_logs).await,
             Command::Verify(a) => verify(*a).await,
             Command::Rdb(c) => rdb(c).await,
-            Command::Config(ConfigCommand::Check { config, json }) => config_check(&config, json),
+            Command::Config(ConfigCommand::Check { config, file, json }) => {
+                // clap requires one of the two.
+                let path = config.or(file).unwrap_or_default();
+                config_check(&path, json)
+            }
             Command::Dr(c) => dr::run(c).await,
         }
     });

@@ -4,7 +4,7 @@ use serde::Serialize;
 use toml::de::{DeTable, DeValue};
 
 use super::schema::{self, line_of};
-use super::{redisshake, SyncConfig};
+use super::{envsubst, redisshake, SyncConfig};
 use crate::error::Error;
 
 /// Which layout a file was written in.
@@ -34,6 +34,50 @@ pub struct LoadedConfig {
 
 /// Detects the layout of `text`, checks its keys and reads it.
 pub(crate) fn load(text: &str) -> Result<LoadedConfig, Error> {
+    load_with_env(text, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with the environment of a RedisShake v4 file's `${VARIABLES}` given by `lookup`.
+pub(crate) fn load_with_env(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedConfig, Error> {
+    // A v4 file is substituted before it is read, as RedisShake does (an unquoted `port = ${PORT}` is not TOML
+    // until then); other layouts are read as written.
+    let substituted = match DeTable::parse(text) {
+        Ok(doc) if detect(doc.get_ref()) != ConfigFormat::RedisShakeV4 => None,
+        _ if text.contains('$') => {
+            let (expanded, notes) = envsubst::expand(text, lookup)?;
+            match DeTable::parse(&expanded) {
+                Ok(doc) if detect(doc.get_ref()) == ConfigFormat::RedisShakeV4 => {
+                    Some((expanded, notes))
+                }
+                Err(_) => Some((expanded, notes)),
+                Ok(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let (text, env_notes) = match &substituted {
+        Some((expanded, notes)) => (expanded.as_str(), notes.clone()),
+        None => (text, Vec::new()),
+    };
+    let mut loaded = match load_text(text) {
+        Ok(loaded) => loaded,
+        // An unset variable is the likely cause of an empty address or a type error: say so.
+        Err(e) if !env_notes.is_empty() && e.kind() == crate::ErrorKind::Config => {
+            return Err(Error::config(format!("{e} ({})", env_notes.join("; "))));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut notes = env_notes;
+    notes.append(&mut loaded.notes);
+    loaded.notes = notes;
+    Ok(loaded)
+}
+
+/// Reads `text` as it is.
+fn load_text(text: &str) -> Result<LoadedConfig, Error> {
     let doc = DeTable::parse(text).map_err(|e| toml_error(text, &e))?;
     let root = doc.get_ref();
     let format = detect(root);

@@ -5,6 +5,7 @@
 //! ferry's own schema (docs/config.md) and RedisShake's v3 `sync.toml` and v4 `shake.toml` layouts, translated
 //! into the same [`SyncConfig`].
 
+mod envsubst;
 mod file;
 mod redisshake;
 mod schema;
@@ -267,7 +268,8 @@ pub struct MasterAuth {
     pub tls: Option<TlsConfig>,
 }
 
-/// Where the data comes from. Serde: tagged by `type` (`standalone`, `cluster`, `sentinel`, `scan`, `rdb_file`).
+/// Where the data comes from. Serde: tagged by `type` (`standalone`, `cluster`, `sentinel`, `scan`, `rdb_file`,
+/// `aof_file`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -320,6 +322,16 @@ pub enum Source {
         /// The file.
         path: PathBuf,
     },
+    /// An append-only file: a single AOF (with or without an RDB preamble), or a multi-part AOF given by its
+    /// manifest or the directory holding it. Replayed into the target (up to `timestamp`), then the job ends.
+    AofFile {
+        /// The file, manifest or directory.
+        path: PathBuf,
+        /// Stop at the first `#TS:` annotation later than this (Unix seconds), to rebuild the dataset as it was
+        /// then (`aof-timestamp-enabled yes` writes them); everything when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<i64>,
+    },
 }
 
 impl Source {
@@ -341,6 +353,7 @@ impl Source {
             Source::Sentinel { .. } => "sentinel",
             Source::Scan { .. } => "scan",
             Source::RdbFile { .. } => "rdb_file",
+            Source::AofFile { .. } => "aof_file",
         }
     }
 
@@ -354,6 +367,7 @@ impl Source {
             } => format!("sentinel master {master:?} via {}", list(sentinels)),
             Source::Scan { endpoint, .. } => format!("scan of {endpoint}"),
             Source::RdbFile { path } => format!("RDB file {}", path.display()),
+            Source::AofFile { path, .. } => format!("append-only file {}", path.display()),
         }
     }
 }
@@ -899,8 +913,10 @@ impl SyncConfig {
         let source = match (&source_sentinel, &self.source) {
             (Some(o), _) => o.data_connect.clone(),
             // The job reads the file; `source` only names it in the status.
-            (None, Source::RdbFile { .. }) => ConnectOptions::from_url("redis://127.0.0.1")
-                .map_err(|e| Error::config(e.to_string()))?,
+            (None, Source::RdbFile { .. } | Source::AofFile { .. }) => {
+                ConnectOptions::from_url("redis://127.0.0.1")
+                    .map_err(|e| Error::config(e.to_string()))?
+            }
             (None, _) => source.connect_options()?,
         };
         let mut c = ferry_replicator::Config::new(source, target);
@@ -921,6 +937,11 @@ impl SyncConfig {
         }
         c.source_kind = match &self.source {
             Source::RdbFile { path } => ferry_replicator::SourceKind::RdbFile(path.clone()),
+            Source::AofFile { path, timestamp } => {
+                let mut aof = ferry_replicator::AofOptions::new(path.clone());
+                aof.timestamp = *timestamp;
+                ferry_replicator::SourceKind::AofFile(aof)
+            }
             Source::Scan {
                 dbs,
                 notifications,

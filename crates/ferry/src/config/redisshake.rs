@@ -241,16 +241,17 @@ pub(crate) fn from_v4(
     let sync = Section::new(root, "sync_reader", checked);
     let scan = Section::new(root, "scan_reader", checked);
     let rdb = Section::new(root, "rdb_reader", checked);
+    let aof = Section::new(root, "aof_reader", checked);
     let writer = Section::new(root, "redis_writer", checked);
     let filter = Section::new(root, "filter", checked);
     let adv = Section::new(root, "advanced", checked);
-    let readers = [sync.exists(), scan.exists(), rdb.exists()]
+    let readers = [sync.exists(), scan.exists(), rdb.exists(), aof.exists()]
         .iter()
         .filter(|&&b| b)
         .count();
     if readers != 1 {
         return Err(Error::config(
-            "a RedisShake v4 file needs exactly one of [sync_reader], [scan_reader], [rdb_reader]",
+            "a RedisShake v4 file needs exactly one of [sync_reader], [scan_reader], [rdb_reader], [aof_reader]",
         ));
     }
     let source = if sync.exists() {
@@ -280,6 +281,16 @@ pub(crate) fn from_v4(
             dbs: Some(scan.dbs("dbs")?).filter(|d| !d.is_empty()),
             notifications: scan.boolean("ksn", false)?,
             cluster: scan.boolean("cluster", false)?,
+        }
+    } else if aof.exists() {
+        let path = aof.string("filepath")?;
+        if path.is_empty() {
+            return Err(aof.wrong("filepath", "the path of an AOF file or manifest"));
+        }
+        Source::AofFile {
+            path: PathBuf::from(path),
+            // RedisShake: 0 (the default) replays everything.
+            timestamp: aof.int("timestamp")?.filter(|&t| t != 0),
         }
     } else {
         Source::RdbFile {

@@ -221,6 +221,10 @@ pub(crate) const SHAKE_V4: &[(&str, Node)] = &[
     ("scan_reader", Node::Table(V4_READER)),
     ("rdb_reader", Node::Table(&[("filepath", Node::Leaf)])),
     (
+        "aof_reader",
+        Node::Table(&[("filepath", Node::Leaf), ("timestamp", Node::Leaf)]),
+    ),
+    (
         "redis_writer",
         Node::Table(&[
             ("cluster", Node::Leaf),

@@ -7,6 +7,7 @@
 //! [`StreamParser`] turns the stream into [`Unit`]s, counting the source's replication offset to the byte
 //! (every frame counts, `PING` and `REPLCONF GETACK` included) and following `SELECT`.
 
+pub mod aof;
 pub(crate) mod file;
 mod link;
 pub mod psync;
@@ -111,6 +112,33 @@ impl StreamParser {
     /// PSYNC to continue from (a transaction is never split).
     pub fn boundary(&self) -> (u64, i64) {
         self.boundary
+    }
+
+    /// An annotation line (`#...`, how an append-only file marks times) at the start of what is buffered, without
+    /// its line end; `None` when the buffer starts with anything else or the line is not complete yet. Only
+    /// between commands: a replication stream has none.
+    pub(crate) fn next_annotation(&mut self) -> Option<Bytes> {
+        if self.buf.first() != Some(&b'#') {
+            return None;
+        }
+        let end = self.buf.iter().position(|&b| b == b'\n')?;
+        let line = self.buf.split_to(end + 1).freeze();
+        self.offset += line.len() as u64;
+        let text = line.slice(..end);
+        Some(match text.last() {
+            Some(b'\r') => text.slice(..text.len() - 1),
+            _ => text,
+        })
+    }
+
+    /// Whether what is buffered starts with an annotation line (complete or not).
+    pub(crate) fn at_annotation(&self) -> bool {
+        self.buf.first() == Some(&b'#')
+    }
+
+    /// Whether a source transaction is open (its `MULTI` read, its `EXEC` not yet).
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.txn.is_some()
     }
 
     /// The next event, or `None` when more bytes are needed.
