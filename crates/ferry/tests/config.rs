@@ -295,3 +295,47 @@ fn error_kinds_have_stable_names() {
         "\"target_refused\""
     );
 }
+
+#[test]
+fn the_redisshake_3_0_layout_with_the_mode_in_source_is_read_and_rewrites_by_default() {
+    // RedisShake 3.0.x named the mode in [source]; 3.x restores with `rewrite` unless told otherwise.
+    let restore = "[source]\ntype = \"restore\"\nrdb_file_path = \"/backups/dump.rdb\"\n\n\
+                   [target]\ntype = \"standalone\"\naddress = \"127.0.0.1:6380\"\n";
+    let loaded = SyncConfig::load_toml(restore).unwrap();
+    assert_eq!(loaded.format, ConfigFormat::RedisShakeV3);
+    assert_eq!(loaded.config.source, Source::rdb_file("/backups/dump.rdb"));
+    assert_eq!(loaded.config.conflict, Conflict::Rewrite);
+    let sync = "[source]\ntype = \"sync\"\naddress = \"127.0.0.1:6379\"\n\n\
+                [target]\ntype = \"cluster\"\naddress = \"127.0.0.1:7000\"\n";
+    let loaded = SyncConfig::load_toml(sync).unwrap();
+    assert_eq!(
+        loaded.config.source,
+        Source::standalone("redis://127.0.0.1:6379")
+    );
+    let both = format!("type = \"scan\"\n{sync}");
+    let e = SyncConfig::load_toml(&both).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(e.to_string().contains("source.type"), "{e}");
+}
+
+#[test]
+fn a_redisshake_v4_aof_reader_becomes_an_aof_source_and_panics_on_conflicts_by_default() {
+    let text = "[aof_reader]\nfilepath = \"/data/appendonlydir/appendonly.aof.manifest\"\n\
+                timestamp = 1700000000\n\n[redis_writer]\naddress = \"127.0.0.1:6380\"\n";
+    let loaded = SyncConfig::load_toml(text).unwrap();
+    assert_eq!(loaded.format, ConfigFormat::RedisShakeV4);
+    assert_eq!(
+        loaded.config.source,
+        Source::AofFile {
+            path: "/data/appendonlydir/appendonly.aof.manifest".into(),
+            timestamp: Some(1_700_000_000),
+        }
+    );
+    assert_eq!(loaded.config.conflict, Conflict::Panic);
+    // RedisShake's default timestamp 0 replays everything.
+    let all = text.replace("1700000000", "0");
+    match SyncConfig::load_toml(&all).unwrap().config.source {
+        Source::AofFile { timestamp, .. } => assert_eq!(timestamp, None),
+        other => panic!("{other:?}"),
+    }
+}

@@ -127,9 +127,16 @@ fn detect(root: &DeTable<'_>) -> ConfigFormat {
         k.get_ref().as_ref() == "type"
             && matches!(v.get_ref(), DeValue::String(s) if ["sync", "restore", "scan"].contains(&s.as_ref()))
     });
+    // RedisShake 3.0.x: `[source] type = "sync" | "restore"` (ferry's own source types are other words).
     let source_address = root.iter().any(|(k, v)| {
         k.get_ref().as_ref() == "source"
-            && matches!(v.get_ref(), DeValue::Table(t) if t.iter().any(|(k, _)| k.get_ref().as_ref() == "address"))
+            && matches!(v.get_ref(), DeValue::Table(t) if t.iter().any(|(k, v)| {
+                let k = k.get_ref().as_ref();
+                k == "address"
+                    || k == "rdb_file_path"
+                    || (k == "type"
+                        && matches!(v.get_ref(), DeValue::String(s) if ["sync", "restore"].contains(&s.as_ref())))
+            }))
     });
     if typed_mode || source_address || has("advanced") {
         ConfigFormat::RedisShakeV3

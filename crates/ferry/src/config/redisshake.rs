@@ -130,9 +130,11 @@ impl<'a> Section<'a> {
     }
 }
 
-fn conflict(advanced: &Section<'_>) -> Result<Conflict, Error> {
+/// `rdb_restore_command_behavior`; absent: `default` (RedisShake 3 rewrites, RedisShake 4 panics).
+fn conflict(advanced: &Section<'_>, default: Conflict) -> Result<Conflict, Error> {
     match advanced.string("rdb_restore_command_behavior")?.as_str() {
-        "" | "panic" => Ok(Conflict::Panic),
+        "" => Ok(default),
+        "panic" => Ok(Conflict::Panic),
         "rewrite" => Ok(Conflict::Rewrite),
         "skip" | "ignore" => Ok(Conflict::Skip),
         _ => Err(advanced.wrong("rdb_restore_command_behavior", "panic, rewrite or skip")),
@@ -143,9 +145,10 @@ fn conflict(advanced: &Section<'_>) -> Result<Conflict, Error> {
 fn advanced(
     config: &mut SyncConfig,
     adv: &Section<'_>,
+    default_conflict: Conflict,
     notes: &mut Vec<String>,
 ) -> Result<(), Error> {
-    config.conflict = conflict(adv)?;
+    config.conflict = conflict(adv, default_conflict)?;
     if let Some(n) = adv.int("pipeline_count_limit")? {
         config.limits.window_commands = usize::try_from(n)
             .ok()
@@ -189,11 +192,24 @@ pub(crate) fn from_v3(
     let src = Section::new(root, "source", checked);
     let tgt = Section::new(root, "target", checked);
     let adv = Section::new(root, "advanced", checked);
-    let mode = match top.string("type")?.as_str() {
+    // RedisShake 3.1 and later name the mode at the top (`type = "restore"`); 3.0.x named it in [source].
+    let (top_mode, src_mode) = (top.string("type")?, src.string("type")?);
+    let (section, mode) = match (top_mode.as_str(), src_mode.as_str()) {
+        (t, "") => (&top, t.to_string()),
+        ("", s) => (&src, s.to_string()),
+        (t, s) if t == s => (&top, t.to_string()),
+        _ => {
+            return Err(src.wrong(
+                "type",
+                &format!("the same mode as the top-level `type` ({top_mode:?}), or absent"),
+            ))
+        }
+    };
+    let mode = match mode.as_str() {
         "" | "sync" => "sync",
         "restore" => "restore",
         "scan" => "scan",
-        _ => return Err(top.wrong("type", "\"sync\", \"restore\" or \"scan\"")),
+        _ => return Err(section.wrong("type", "\"sync\", \"restore\" or \"scan\"")),
     };
     if !src.exists() || !tgt.exists() {
         return Err(Error::config(
@@ -227,7 +243,7 @@ pub(crate) fn from_v3(
         _ => return Err(tgt.wrong("type", "\"standalone\" or \"cluster\"")),
     };
     let mut config = SyncConfig::new(source, target);
-    advanced(&mut config, &adv, notes)?;
+    advanced(&mut config, &adv, Conflict::Rewrite, notes)?;
     Ok(config)
 }
 
@@ -348,6 +364,6 @@ pub(crate) fn from_v4(
             "`advanced.empty_db_before_sync` (empty the target before starting ferry)",
         ));
     }
-    advanced(&mut config, &adv, notes)?;
+    advanced(&mut config, &adv, Conflict::Panic, notes)?;
     Ok(config)
 }

@@ -152,6 +152,8 @@ pub(crate) const SHAKE_V3: &[(&str, Node)] = &[
     (
         "source",
         Node::Table(&[
+            // RedisShake 3.0.x: the mode (`sync` or `restore`) was here rather than at the top.
+            ("type", Node::Leaf),
             ("version", Node::Unused(VERSION_NOTE)),
             ("address", Node::Leaf),
             ("username", Node::Leaf),
