@@ -97,7 +97,7 @@ export interface MasterAuth {
   tls?: TlsConfig
 }
 
-/** Where a sync job reads (`cluster`: one PSYNC stream per shard; `scan`: SCAN + DUMP then keyspace notifications; `rdb_file`: the job ends once the file is restored; `aof_file`: an append-only file, single or multi-part (its manifest or directory), replayed up to `timestamp` (Unix seconds) if given, then the job ends). `until_caught_up` with a cluster or sentinel source fails at start() with FERRY_CONFIG. */
+/** Where a sync job reads (`cluster`: one PSYNC stream per shard; `scan`: SCAN + DUMP then keyspace notifications; `rdb_file`: the job ends once the file is restored; `aof_file`: an append-only file, single or multi-part (its manifest or directory), replayed up to `timestamp` (Unix seconds) if given, then the job ends). With `until_caught_up` a cluster source ends once every shard has caught up with its own source node. */
 export type SourceConfig =
   | ({ type: 'standalone' } & EndpointConfig)
   | { type: 'cluster'; seeds: EndpointConfig[]; shards?: string[]; prefer_replica?: boolean }

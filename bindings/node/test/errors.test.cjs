@@ -66,10 +66,8 @@ test('FERRY_CONFIG: an invalid configuration throws at construction, a bad argum
   await rejectsWith('FERRY_CONFIG', verify(`redis://${source.addr}`, 'not a url'))
   await rejectsWith('FERRY_CONFIG', verify(`redis://${source.addr}`, `redis://${target.addr}`, { colour: 'blue' }))
   await rejectsWith('FERRY_CONFIG', SentinelPool.connect({ name: 'm', sentinels: [{ host: '127.0.0.1', port: 70000 }] }))
-  // until_caught_up with a cluster source is not supported yet (a plain cluster source is)
-  const cluster = new SyncJob(job({ source: { type: 'cluster', seeds: [{ url: `redis://${source.addr}` }] }, until_caught_up: true }))
-  await rejectsWith('FERRY_CONFIG', cluster.start())
-  await cluster.close()
+  // What is not supported is a configuration error (a file has no keyspace to verify)
+  await rejectsWith('FERRY_CONFIG', verify({ type: 'rdb_file', path: '/backups/dump.rdb' }, `redis://${target.addr}`))
 })
 
 test('FERRY_AUTH: a wrong password', async () => {

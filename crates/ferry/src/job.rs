@@ -281,26 +281,26 @@ impl SyncJob {
             }
             Source::Scan { endpoint, .. } => endpoint.clone(),
             // The first sentinel names the stream in the status; the replicator resolves the master.
-            Source::Sentinel { sentinels, .. } if !config.until_caught_up => {
-                sentinels.first().cloned().ok_or_else(|| {
-                    Error::config("source: a sentinel group needs at least one sentinel")
-                })?
-            }
-            Source::Sentinel { .. } => {
-                return Err(Error::not_supported(
-                    "until_caught_up with a sentinel-managed source",
-                ))
-            }
+            Source::Sentinel { sentinels, .. } => sentinels.first().cloned().ok_or_else(|| {
+                Error::config("source: a sentinel group needs at least one sentinel")
+            })?,
             // The first seed names the job in the metrics; the replicator discovers the shards.
-            Source::Cluster { seeds, .. } if !config.until_caught_up => seeds
+            Source::Cluster { seeds, .. } => seeds
                 .first()
                 .cloned()
                 .ok_or_else(|| Error::config("source: a cluster needs at least one seed"))?,
-            Source::Cluster { .. } => {
-                return Err(Error::not_supported(
-                    "until_caught_up with a cluster source",
-                ))
-            }
+        };
+        let sentinel = match &config.source {
+            Source::Sentinel {
+                sentinels,
+                master,
+                master_auth,
+            } => Some(crate::config::sentinel_pool_options(
+                sentinels,
+                master,
+                master_auth,
+            )?),
+            _ => None,
         };
         let replicator = ferry_replicator::Replicator::new(config.to_replicator(&source)?)?;
         let (events_tx, _) = broadcast::channel(256);
@@ -326,6 +326,8 @@ impl SyncJob {
             until_caught_up: config.until_caught_up,
             source,
             scan: matches!(config.source, Source::Scan { .. }),
+            cluster,
+            sentinel,
             copy_check: CopyCheck::of(&config),
         };
         runtime.spawn(monitor.run(run, done_tx));
@@ -521,6 +523,10 @@ struct Monitor {
     source: Endpoint,
     /// The source is a scan: no replication offsets.
     scan: bool,
+    /// The source is a cluster: one stream per shard, each caught up on its own.
+    cluster: bool,
+    /// The source is a sentinel-managed group: its offset is the master's the sentinels name.
+    sentinel: Option<ferry_sentinel::SentinelPoolOptions>,
     copy_check: Option<CopyCheck>,
 }
 
@@ -614,6 +620,9 @@ impl Monitor {
         let mut last_error: Option<String> = None;
         let (mut seen_reconnects, mut seen_full_syncs) = (0u64, 0u64);
         let mut catch_up_target: Option<u64> = None;
+        // A cluster source: per shard, the node streamed from and its offset when its live phase was seen.
+        let mut shard_targets: std::collections::HashMap<String, (String, u64)> =
+            std::collections::HashMap::new();
         let mut incremental_since_ticks = 0u32;
         let mut verifying: Option<tokio::task::JoinHandle<()>> = None;
         let result = loop {
@@ -659,7 +668,45 @@ impl Monitor {
                 }
             }
             let caught = self.shared.caught_up.lock().map(|c| *c).unwrap_or(true);
-            if !caught && status.phase == Phase::Incremental && self.scan {
+            if !caught && self.cluster {
+                // Every shard streaming live, and each has applied what its source node had when first seen so.
+                let live: Vec<&ShardStatus> = status.shards.iter().filter(|s| !s.retired).collect();
+                let all_live =
+                    !live.is_empty() && live.iter().all(|s| s.phase == Phase::Incremental);
+                if all_live {
+                    let mut done = true;
+                    for s in &live {
+                        let known = shard_targets
+                            .get(&s.name)
+                            .filter(|(node, _)| *node == s.source);
+                        let target = match known {
+                            Some(&(_, t)) => Some(t),
+                            None => {
+                                let t = node_offset(&self.source, &s.source).await;
+                                if let Some(t) = t {
+                                    shard_targets.insert(s.name.clone(), (s.source.clone(), t));
+                                }
+                                t
+                            }
+                        };
+                        done &= target.is_some_and(|t| s.applied_offset >= t);
+                    }
+                    if done {
+                        tracing::info!(
+                            shards = live.len(),
+                            "every shard of the source has caught up"
+                        );
+                        self.caught_up();
+                    }
+                } else {
+                    // A shard copying again (a new shard, a full resync) sets a new mark once it is live.
+                    for s in &live {
+                        if s.phase == Phase::FullSync {
+                            shard_targets.remove(&s.name);
+                        }
+                    }
+                }
+            } else if !caught && status.phase == Phase::Incremental && self.scan {
                 // A scan source has no offsets: caught up when no heard change waits to be read again.
                 incremental_since_ticks += 1;
                 if incremental_since_ticks > 1 && status.keys_pending == 0 {
@@ -668,7 +715,10 @@ impl Monitor {
             } else if !caught && status.phase == Phase::Incremental {
                 incremental_since_ticks += 1;
                 if catch_up_target.is_none() {
-                    catch_up_target = source_offset(&self.source).await;
+                    catch_up_target = match &self.sentinel {
+                        Some(o) => sentinel_master_offset(o).await,
+                        None => source_offset(&self.source).await,
+                    };
                 }
                 let applied = status.shards.first().map(|s| s.applied_offset).unwrap_or(0);
                 let received = status.shards.first().map(|s| s.source_offset).unwrap_or(0);
@@ -732,8 +782,29 @@ impl Monitor {
 }
 
 /// The source's `master_repl_offset` now (the offset the target must reach to be caught up).
+/// The replication offset of the cluster node at `addr` (`host:port`), reached with the seed's credentials.
+async fn node_offset(seed: &Endpoint, addr: &str) -> Option<u64> {
+    let mut opts = seed.connect_options().ok()?;
+    let (host, port) = addr.rsplit_once(':')?;
+    opts.host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    opts.port = port.parse().ok()?;
+    offset_at(&opts).await
+}
+
+/// The replication offset of the master the sentinels name.
+async fn sentinel_master_offset(o: &ferry_sentinel::SentinelPoolOptions) -> Option<u64> {
+    offset_at(&crate::config::sentinel_master(o).await.ok()?).await
+}
+
 async fn source_offset(source: &Endpoint) -> Option<u64> {
-    let opts = source.connect_options().ok()?;
+    offset_at(&source.connect_options().ok()?).await
+}
+
+async fn offset_at(opts: &ferry_resp::ConnectOptions) -> Option<u64> {
+    let opts = opts.clone();
     let mut conn = ferry_resp::Connection::connect(&opts).await.ok()?;
     let reply = conn.call(&["INFO", "replication"]).await.ok()?;
     let text = reply

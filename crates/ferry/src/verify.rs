@@ -235,8 +235,8 @@ pub async fn verify(
     options: VerifyOptions,
 ) -> Result<VerifyReport, Error> {
     let started = Instant::now();
-    let mut src = Side::open(side_of_source(source)?, "source").await?;
-    let mut tgt = Side::open(side_of_target(target)?, "target").await?;
+    let mut src = Side::open(side_of_source(source)?.resolve("source").await?, "source").await?;
+    let mut tgt = Side::open(side_of_target(target)?.resolve("target").await?, "target").await?;
     let dbs = match &options.dbs {
         Some(d) => d.clone(),
         None => {
@@ -630,6 +630,26 @@ enum SideKind {
     Cluster(Vec<ConnectOptions>),
 }
 
+/// A side as configured: a sentinel-managed group is compared on the master its sentinels name when the verify
+/// starts.
+enum SideSpec {
+    Kind(SideKind),
+    Sentinel(Box<ferry_sentinel::SentinelPoolOptions>),
+}
+
+impl SideSpec {
+    async fn resolve(self, name: &str) -> Result<SideKind, Error> {
+        match self {
+            SideSpec::Kind(k) => Ok(k),
+            SideSpec::Sentinel(o) => Ok(SideKind::Standalone(Box::new(
+                crate::config::sentinel_master(&o)
+                    .await
+                    .map_err(|e| e.context(format!("{name}: resolving the master")))?,
+            ))),
+        }
+    }
+}
+
 struct Side {
     name: &'static str,
     kind: SideKind,
@@ -639,38 +659,54 @@ struct Side {
     has_expiretime: bool,
 }
 
-fn side_of_source(source: &Source) -> Result<SideKind, Error> {
+fn side_of_source(source: &Source) -> Result<SideSpec, Error> {
     match source {
         Source::Scan {
             endpoint: e,
             cluster: true,
             ..
-        } => Ok(SideKind::Cluster(vec![e.connect_options()?])),
-        Source::Standalone(e) | Source::Scan { endpoint: e, .. } => {
-            Ok(SideKind::Standalone(Box::new(e.connect_options()?)))
-        }
-        Source::Cluster { seeds, .. } => Ok(SideKind::Cluster(
+        } => Ok(SideSpec::Kind(SideKind::Cluster(
+            vec![e.connect_options()?],
+        ))),
+        Source::Standalone(e) | Source::Scan { endpoint: e, .. } => Ok(SideSpec::Kind(
+            SideKind::Standalone(Box::new(e.connect_options()?)),
+        )),
+        Source::Cluster { seeds, .. } => Ok(SideSpec::Kind(SideKind::Cluster(
             seeds
                 .iter()
                 .map(|s| s.connect_options())
                 .collect::<Result<_, _>>()?,
-        )),
-        Source::Sentinel { .. } => Err(Error::not_supported("verify of a sentinel-managed source")),
+        ))),
+        Source::Sentinel {
+            sentinels,
+            master,
+            master_auth,
+        } => Ok(SideSpec::Sentinel(Box::new(
+            crate::config::sentinel_pool_options(sentinels, master, master_auth)?,
+        ))),
         Source::RdbFile { .. } => Err(Error::not_supported("verify of an RDB file")),
         Source::AofFile { .. } => Err(Error::not_supported("verify of an append-only file")),
     }
 }
 
-fn side_of_target(target: &Target) -> Result<SideKind, Error> {
+fn side_of_target(target: &Target) -> Result<SideSpec, Error> {
     match target {
-        Target::Standalone(e) => Ok(SideKind::Standalone(Box::new(e.connect_options()?))),
-        Target::Cluster { seeds } => Ok(SideKind::Cluster(
+        Target::Standalone(e) => Ok(SideSpec::Kind(SideKind::Standalone(Box::new(
+            e.connect_options()?,
+        )))),
+        Target::Cluster { seeds } => Ok(SideSpec::Kind(SideKind::Cluster(
             seeds
                 .iter()
                 .map(|s| s.connect_options())
                 .collect::<Result<_, _>>()?,
-        )),
-        Target::Sentinel { .. } => Err(Error::not_supported("verify of a sentinel-managed target")),
+        ))),
+        Target::Sentinel {
+            sentinels,
+            master,
+            master_auth,
+        } => Ok(SideSpec::Sentinel(Box::new(
+            crate::config::sentinel_pool_options(sentinels, master, master_auth)?,
+        ))),
     }
 }
 

@@ -920,3 +920,50 @@ fn a_redis_6_2_cluster_source_is_found_with_cluster_nodes_and_synced_exactly() {
     full_copy_then_live_writes(&source, &Target::from(&target), &job);
     rt.block_on(job.stop()).unwrap();
 }
+
+#[test]
+fn until_caught_up_with_a_cluster_source_ends_once_every_shard_has_applied_its_master() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    fill(&source.target(), &FillOptions::seed(33).dbs(vec![0])).unwrap();
+    // Writes while the copy runs: each shard must apply its master's stream up to where it was seen live.
+    let writers = Writers::start(&source, 2);
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    let (rt, job) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": { "type": "standalone", "url": target.url() },
+        "until_caught_up": true,
+    }));
+    wait_until(common::DEADLINE, "every shard live", || {
+        let s = job.status();
+        s.shards.len() == 3
+            && s.shards
+                .iter()
+                .all(|s| s.phase == ferry::Phase::Incremental || s.phase == ferry::Phase::Stopped)
+    })
+    .unwrap();
+    let acked = writers.stop();
+    let status = rt.block_on(job.wait()).expect("the job ends by itself");
+    assert_eq!(status.phase, ferry::Phase::CaughtUp, "{status:?}");
+    assert_eq!(status.full_syncs, 3, "{status:?}");
+    // What was written before the job caught up may still be arriving only if written after each shard's
+    // mark; the writers stopped before the end, so a new job catching up again ends equal.
+    let (rt2, again) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": { "type": "standalone", "url": target.url() },
+        "until_caught_up": true,
+    }));
+    let status = rt2
+        .block_on(again.wait())
+        .expect("the second job ends by itself");
+    assert_eq!(status.phase, ferry::Phase::CaughtUp);
+    assert_eq!(
+        status.full_syncs, 0,
+        "continued from the checkpoints: {status:?}"
+    );
+    let target = Target::from(&target);
+    common::assert_equal(&source.target(), &target);
+    for (key, n) in acked {
+        assert_eq!(get_counter(&target, &key), n, "{key}");
+    }
+    drop(rt);
+}

@@ -4,7 +4,7 @@ mod common;
 
 use ferry::{
     CheckpointConfig, ConfigFormat, Conflict, Endpoint, ErrorKind, FilterConfig, Limits, Source,
-    SyncConfig, SyncJob, Target, TlsConfig,
+    SyncConfig, Target, TlsConfig,
 };
 
 fn full_config() -> SyncConfig {
@@ -229,20 +229,21 @@ fn redisshake_options_ferry_cannot_honour_yet_are_errors_not_silence() {
 }
 
 #[test]
-fn kinds_not_supported_yet_fail_at_start_with_a_config_error() {
+fn what_is_not_supported_is_a_config_error_naming_it() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        // A cluster source runs (tests/cluster_source.rs), but not as a one-time copy.
-        let mut c = SyncConfig::new(
-            serde_json::from_str(r#"{"type":"cluster","seeds":["redis://127.0.0.1:1"]}"#).unwrap(),
-            Target::standalone("redis://127.0.0.1:2"),
-        );
-        c.until_caught_up = true;
-        let e = SyncJob::new(c).unwrap().start().unwrap_err();
+        // A file has no keyspace to compare against.
+        let e = ferry::verify(
+            &Source::rdb_file("/backups/dump.rdb"),
+            &Target::standalone("redis://127.0.0.1:2"),
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(
             e.to_string()
-                .starts_with("not supported yet: until_caught_up with a cluster source"),
+                .starts_with("not supported yet: verify of an RDB file"),
             "{e}"
         );
     });

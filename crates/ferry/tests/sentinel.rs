@@ -113,3 +113,54 @@ fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
     assert_eq!(status.full_syncs, 1, "{status:?}");
     assert!(status.reconnects >= 1, "{status:?}");
 }
+
+#[test]
+fn until_caught_up_with_a_sentinel_source_ends_once_the_master_the_sentinels_name_is_applied() {
+    let group = SentinelGroup::start(
+        SentinelOptions::new(Version::V7_0)
+            .master_user(AclUser::new("ferry-data", "data-secret"))
+            .sentinel_password(SENTINEL_PASS),
+    )
+    .unwrap();
+    let master = group.current_master().unwrap();
+    ferry_testkit::fill(
+        &TkTarget::from(master as &Server),
+        &ferry_testkit::FillOptions::seed(41),
+    )
+    .unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let sentinels: Vec<_> = group
+        .sentinels
+        .iter()
+        .map(|s| serde_json::json!({ "url": format!("redis://:{SENTINEL_PASS}@{}", s.addr()) }))
+        .collect();
+    let config_json = serde_json::json!({
+        "source": {
+            "type": "sentinel",
+            "sentinels": sentinels,
+            "master": group.master_name,
+            "master_auth": { "username": "ferry-data", "password": "data-secret" },
+        },
+        "target": { "type": "standalone", "url": target.url() },
+        "until_caught_up": true,
+    })
+    .to_string();
+    let config = SyncConfig::from_json_str(&config_json).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt
+        .block_on(async { SyncJob::new(config)?.start()?.wait().await })
+        .expect("the job ends by itself");
+    assert_eq!(status.phase, ferry::Phase::CaughtUp, "{status:?}");
+    common::assert_equal(&TkTarget::from(master as &Server), &TkTarget::from(&target));
+    // verify resolves the group's master through its sentinels.
+    let config = SyncConfig::from_json_str(&config_json).unwrap();
+    let report = rt
+        .block_on(ferry::verify(
+            &config.source,
+            &config.target,
+            Default::default(),
+        ))
+        .unwrap();
+    assert!(report.equal, "{report:?}");
+    assert!(report.keys_checked > 0, "{report:?}");
+}
