@@ -164,7 +164,7 @@ fn replicator_kind(e: &ferry_replicator::Error) -> ErrorKind {
         R::Sentinel(_) if e.is_auth() => ErrorKind::Auth,
         R::Sentinel(_) => ErrorKind::Connection,
         R::Refused(_) => ErrorKind::SourceRefused,
-        R::Rdb(_) => ErrorKind::Data,
+        R::Rdb(_) | R::Aof(_) => ErrorKind::Data,
         R::Conflict { .. } | R::Target { .. } => ErrorKind::TargetRefused,
         R::Checkpoint(_) | R::Fenced(_) => ErrorKind::Fenced,
         R::Config(_) => ErrorKind::Config,

@@ -18,6 +18,9 @@ pub enum Error {
     /// The RDB stream of the source could not be read.
     #[error("RDB stream error: {0}")]
     Rdb(String),
+    /// An append-only file (or its manifest) could not be read.
+    #[error("append-only file: {0}")]
+    Aof(String),
     /// A key of the source already exists on the target and the conflict policy is `panic`.
     #[error("key {key} already exists on the target (conflict policy is panic)")]
     Conflict {

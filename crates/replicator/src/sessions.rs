@@ -83,8 +83,8 @@ impl Replicator {
             let mut big_keys = 0;
             if crate::source::aof::starts_with_rdb(path)? {
                 if streaming {
-                    return Err(Error::Rdb(format!(
-                        "{}: an RDB after the first file of an append-only file",
+                    return Err(Error::Aof(format!(
+                        "{}: an RDB after the first file",
                         path.display()
                     )));
                 }
@@ -129,8 +129,11 @@ impl Replicator {
                     }
                 } else {
                     parser.next_event().map_err(|e| {
-                        Error::Rdb(format!(
-                            "{} at byte {}: {e}",
+                        // The decoder's errors speak of a connection; here the bytes are a file's.
+                        let e = e.to_string();
+                        let e = e.strip_prefix("connection error: ").unwrap_or(&e);
+                        Error::Aof(format!(
+                            "{} at byte {}: not a command: {e}",
                             path.display(),
                             parser.offset() + in_file
                         ))

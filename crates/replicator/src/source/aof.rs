@@ -50,21 +50,21 @@ impl AofOptions {
 /// The files to replay, in order.
 pub(crate) fn files(path: &Path) -> Result<Vec<PathBuf>, Error> {
     let meta = std::fs::metadata(path)
-        .map_err(|e| Error::Rdb(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| Error::Aof(format!("cannot open {}: {e}", path.display())))?;
     if meta.is_dir() {
         let manifests: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| Error::Rdb(format!("cannot list {}: {e}", path.display())))?
+            .map_err(|e| Error::Aof(format!("cannot list {}: {e}", path.display())))?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
             .collect();
         return match manifests.as_slice() {
             [one] => manifest_files(one),
-            [] => Err(Error::Rdb(format!(
+            [] => Err(Error::Aof(format!(
                 "{} holds no AOF manifest (*.manifest)",
                 path.display()
             ))),
-            _ => Err(Error::Rdb(format!(
+            _ => Err(Error::Aof(format!(
                 "{} holds several AOF manifests; name one",
                 path.display()
             ))),
@@ -82,10 +82,10 @@ fn read_head(path: &Path) -> Result<Vec<u8>, Error> {
     use std::io::Read;
     let mut head = vec![0u8; 5];
     let mut f = std::fs::File::open(path)
-        .map_err(|e| Error::Rdb(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| Error::Aof(format!("cannot open {}: {e}", path.display())))?;
     let n = f
         .read(&mut head)
-        .map_err(|e| Error::Rdb(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| Error::Aof(format!("cannot read {}: {e}", path.display())))?;
     head.truncate(n);
     Ok(head)
 }
@@ -98,7 +98,7 @@ pub(crate) fn starts_with_rdb(path: &Path) -> Result<bool, Error> {
 /// The base and incremental files a manifest lists, relative to its directory.
 fn manifest_files(manifest: &Path) -> Result<Vec<PathBuf>, Error> {
     let text = std::fs::read_to_string(manifest)
-        .map_err(|e| Error::Rdb(format!("cannot read {}: {e}", manifest.display())))?;
+        .map_err(|e| Error::Aof(format!("cannot read {}: {e}", manifest.display())))?;
     let dir = manifest.parent().unwrap_or(Path::new("."));
     let mut base = None;
     let mut incr: Vec<(u64, PathBuf)> = Vec::new();
@@ -108,8 +108,8 @@ fn manifest_files(manifest: &Path) -> Result<Vec<PathBuf>, Error> {
             continue;
         }
         let bad = |what: &str| {
-            Error::Rdb(format!(
-                "{} line {}: {what}: {line:?}",
+            Error::Aof(format!(
+                "manifest {} line {}: {what}: {line:?}",
                 manifest.display(),
                 n + 1
             ))
@@ -143,9 +143,16 @@ fn manifest_files(manifest: &Path) -> Result<Vec<PathBuf>, Error> {
         .chain(incr.into_iter().map(|(_, p)| p))
         .collect();
     if files.is_empty() {
-        return Err(Error::Rdb(format!(
-            "{} lists no base or incremental file",
+        return Err(Error::Aof(format!(
+            "manifest {} lists no base or incremental file",
             manifest.display()
+        )));
+    }
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        return Err(Error::Aof(format!(
+            "manifest {} lists {}, which is not there",
+            manifest.display(),
+            missing.display()
         )));
     }
     Ok(files)
@@ -226,6 +233,13 @@ mod tests {
              file \"append only.aof.2.incr.aof\" seq 2 type i\n",
         )
         .unwrap();
+        for f in [
+            "appendonly.aof.1.base.rdb",
+            "append only.aof.2.incr.aof",
+            "appendonly.aof.3.incr.aof",
+        ] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
         let names: Vec<String> = files(&m)
             .unwrap()
             .iter()
@@ -255,6 +269,9 @@ mod tests {
         );
         std::fs::write(&m, "file \"a.aof seq 1 type i\n").unwrap();
         assert!(files(&m).unwrap_err().to_string().contains("quotes"));
+        std::fs::write(&m, "file gone.aof seq 1 type i\n").unwrap();
+        let e = files(&m).unwrap_err().to_string();
+        assert!(e.contains("gone.aof") && e.contains("not there"), "{e}");
     }
 
     #[test]
