@@ -771,6 +771,11 @@ impl DrPair {
             // replaced, so a retry after a crash here still knows the RPO. Then B's masters' positions (nothing
             // writes to B yet: the record still names A), then the record.
             let rpos = b.fence_keeping_positions(&tag, next.epoch).await?;
+            tracing::info!(
+                step = "failover_fenced_cluster_b",
+                epoch = next.epoch,
+                "failover: A -> B fenced on every master of B; B's positions and record next"
+            );
             next.rpo = rpos.first().map(ShardPosition::position);
             next.rpo_shards = rpos;
             for (id, at, _) in b.positions().await? {
@@ -810,7 +815,14 @@ impl DrPair {
             .await?
         };
         let stored = match outcome {
-            Transition::Applied { record, .. } => record,
+            Transition::Applied { record, .. } => {
+                tracing::info!(
+                    step = "failover_written_on_b",
+                    epoch = record.epoch,
+                    "failover: B's record moved (B serves); A's record next"
+                );
+                record
+            }
             Transition::Lost { stored } => {
                 // Another process moved the record first.
                 if stored.phase != DrPhase::FailedOver {
@@ -996,6 +1008,12 @@ impl DrPair {
                         .await?;
                 }
             }
+            tracing::info!(
+                step = "recover_prepared_cluster_a",
+                epoch = next_epoch,
+                flushed = flush,
+                "recover: A's masters are seeded (or emptied); A's record next"
+            );
             a.transition(&next, &[], Fill::default()).await?
         } else {
             let keys: Vec<(String, Option<String>)> = from_b
@@ -1018,7 +1036,14 @@ impl DrPair {
             .await?
         };
         let stored = match outcome {
-            Transition::Applied { record, .. } => record,
+            Transition::Applied { record, .. } => {
+                tracing::info!(
+                    step = "recover_written_on_a",
+                    epoch = record.epoch,
+                    "recover: A's record moved (B -> A may start); B's record next"
+                );
+                record
+            }
             Transition::Lost { stored } if stored.phase == DrPhase::Recovering => stored,
             Transition::Lost { stored } => {
                 return Err(Error::new(
@@ -1219,6 +1244,11 @@ impl DrPair {
             }
             let outcome = a.transition(&next, &[], Fill::default()).await?;
             if matches!(outcome, Transition::Applied { .. }) {
+                tracing::info!(
+                    step = "switchback_record_on_cluster_a",
+                    epoch = next.epoch,
+                    "switchback: A's record moved; B -> A fences on A's masters next"
+                );
                 a.overwrite_checkpoints(tag, &fence).await?;
             }
             outcome
@@ -1234,7 +1264,14 @@ impl DrPair {
             .await?
         };
         match outcome {
-            Transition::Applied { record, .. } => Ok((record, true)),
+            Transition::Applied { record, .. } => {
+                tracing::info!(
+                    step = "switchback_switched_on_a",
+                    epoch = record.epoch,
+                    "switchback: A's record moved (A serves); B's clients are disconnected next"
+                );
+                Ok((record, true))
+            }
             Transition::Lost { stored } if stored.phase == DrPhase::Normal => Ok((stored, false)),
             Transition::Lost { stored } => Err(Error::new(
                 ErrorKind::Fenced,

@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
+
+use common::dr::{assert_counters, job_full_syncs, wait_job, Addr, App};
 use common::Ferry;
-use ferry::{Deployment, Direction, DrConfig, DrPair, DrPhase, RecoverChoice};
+use ferry::{Deployment, Direction, DrConfig, DrPair, DrPhase, RecoverChoice, Side};
 use ferry_testkit::{
-    compare, wait_until, CompareOptions, Server, ServerOptions, Target as TkTarget, Version,
+    fill, wait_until, FillOptions, Server, ServerOptions, Target as TkTarget, Version,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -28,28 +31,34 @@ fn pair_args(cmd: &str, name: &str, a: &Server, b: &Server) -> Vec<String> {
         .collect()
 }
 
+/// Waits until A and B hold the same data (ferry's own keys left out).
 fn wait_equal(a: &Server, b: &Server) {
-    let opts = CompareOptions::default()
-        .ignore_prefix("ferry:checkpoint:")
-        .ignore_prefix("ferry:state:")
-        .ignore_prefix("ferry:lease:");
-    let mut last = String::new();
-    let r = wait_until(common::DEADLINE, "A and B equal", || {
-        match compare(&TkTarget::from(a), &TkTarget::from(b), &opts) {
-            Ok(r) if r.is_equal() => true,
-            Ok(r) => {
-                last = r.to_string();
-                false
-            }
-            Err(e) => {
-                last = e.to_string();
-                false
-            }
-        }
-    });
-    if let Err(e) = r {
-        panic!("{e}: {last}");
-    }
+    common::wait_equal(&TkTarget::from(a), &TkTarget::from(b));
+}
+
+/// Sends SIGKILL to a `ferry` process and waits until it is gone.
+fn sigkill(p: &mut Ferry) {
+    let kill = std::process::Command::new("kill")
+        .args(["-KILL", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(p.wait(), -1, "killed by a signal: {}", p.stderr());
+}
+
+/// Runs `ferry ARGS` until it reaches `step` (the test hook `FERRY_TEST_STOP_AT` stops it there), then SIGKILLs
+/// it: the crash happens exactly at that step.
+fn kill_at_step(args: Vec<String>, step: &str) {
+    let mut p = Ferry::spawn_env(args, &[("FERRY_TEST_STOP_AT", step)]);
+    p.wait_stderr(&format!("test hook: stopped at step {step}"));
+    sigkill(&mut p);
+}
+
+/// `ferry ARGS` run to its end: its stdout (it must exit 0).
+fn call(args: Vec<String>) -> String {
+    let mut p = Ferry::spawn(args);
+    assert_eq!(p.wait(), 0, "{}", p.stderr());
+    p.stdout()
 }
 
 /// A pair brought to `recovering` with B -> A caught up, by the library; returns the pair and a running
@@ -112,12 +121,7 @@ fn switchback_sigkilled_while_b_is_paused_finishes_when_called_again() {
     }
     let mut first = Ferry::spawn(pair_args("switchback", "killed", &a, &b));
     first.wait_stderr("writes on B paused");
-    let kill = std::process::Command::new("kill")
-        .args(["-KILL", &first.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(first.wait(), -1, "killed by a signal");
+    sigkill(&mut first);
     let status = rt.block_on(pair.status()).unwrap();
     assert_eq!(
         status.phase,
@@ -157,6 +161,84 @@ fn switchback_sigkilled_while_b_is_paused_finishes_when_called_again() {
         job.full_syncs, 0,
         "A -> B continued from the seeded position"
     );
+    rt.block_on(run.stop()).unwrap();
+}
+
+/// The status of both sides: (phase, A's epoch, B's epoch).
+fn epochs(rt: &tokio::runtime::Runtime, pair: &DrPair) -> (DrPhase, Option<u64>, Option<u64>, String) {
+    let s = rt.block_on(pair.status()).unwrap();
+    (s.phase, s.a_epoch, s.b_epoch, s.next)
+}
+
+#[test]
+fn failover_and_recover_sigkilled_between_the_two_records_finish_when_called_again() {
+    let a = server();
+    let b = server();
+    let name = "crash";
+    fill(&TkTarget::from(&a), &FillOptions::seed(13)).unwrap();
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::standalone(a.url()),
+        Deployment::standalone(b.url()),
+    ))
+    .unwrap();
+    let rt = runtime();
+    let _guard = rt.enter();
+    call(pair_args("init", name, &a, &b));
+    let run = pair.run().unwrap();
+    wait_job(&run, Direction::AToB, 1);
+    let (aa, ab) = (Addr::One(a.url()), Addr::One(b.url()));
+    let app = App::start(&aa, &ab, name);
+    app.wait_writes(Side::A, 200);
+
+    // failover, killed once B's record moved (A -> B fenced in the same script) and before A's record did.
+    app.a_down.store(true, Ordering::SeqCst);
+    kill_at_step(pair_args("failover", name, &a, &b), "failover_written_on_b");
+    let (phase, ea, eb, next) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(1), Some(2)));
+    assert!(next.starts_with("failover again"), "{next}");
+    // B serves already (the newest record names it), and the A -> B job is stopped by the fence.
+    app.wait_writes(Side::B, 200);
+    let out = call(pair_args("failover", name, &a, &b));
+    assert!(out.contains("failed over (already)"), "{out}");
+    let (phase, ea, eb, next) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(2), Some(2)));
+    assert!(next.starts_with("recover"), "{next}");
+
+    // recover, killed once A's record moved (B -> A seeded in the same script) and before B's record did.
+    app.a_down.store(false, Ordering::SeqCst);
+    kill_at_step(pair_args("recover", name, &a, &b), "recover_written_on_a");
+    let (phase, ea, eb, next) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Recovering, Some(3), Some(2)));
+    assert!(next.starts_with("recover again"), "{next}");
+    // The B -> A job starts on A's record (it writes to A) while B keeps serving.
+    wait_job(&run, Direction::BToA, 3);
+    app.wait_writes(Side::B, 200);
+    let out = call(pair_args("recover", name, &a, &b));
+    assert!(
+        out.contains("Incremental") && out.contains("recovering already"),
+        "{out}"
+    );
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Recovering, Some(3), Some(3)));
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "B -> A continued B's stream from the failover point"
+    );
+
+    // switchback and a last stretch of writes on A.
+    let out = call(pair_args("switchback", name, &a, &b));
+    assert!(out.contains("writes on B were paused"), "{out}");
+    wait_job(&run, Direction::AToB, 4);
+    app.wait_writes(Side::A, 200);
+    assert_eq!(job_full_syncs(&run), Some(0), "A -> B continued from the seed");
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
+    let acked = app.finish();
+    wait_equal(&a, &b);
+    assert_counters(&aa, &acked);
+    assert_counters(&ab, &acked);
     rt.block_on(run.stop()).unwrap();
 }
 
