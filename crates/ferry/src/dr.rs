@@ -1298,6 +1298,10 @@ impl DrPair {
             Checkpoint::Committed(p).encode()
         };
         let mut b = self.open(Side::B).await?;
+        if pause.is_none() {
+            self.disconnect_b_after_interrupted_switch(&mut b, &record)
+                .await?;
+        }
         if b.is_cluster() {
             return self
                 .finish_switchback_cluster_b(&mut b, record, pause)
@@ -1357,6 +1361,30 @@ impl DrPair {
             epoch: record.epoch,
             changed: pause.is_some(),
         })
+    }
+
+    /// A switchback that another call started and did not finish (it crashed after moving A's record, before
+    /// disconnecting B's clients): B's record is still behind. B's clients, connected before the switch, would run
+    /// their writes on B once the pause ends; they are disconnected (and B unpaused) before B's record and the
+    /// A -> B seed are written, so they reconnect to A.
+    async fn disconnect_b_after_interrupted_switch(
+        &self,
+        b: &mut Deploy,
+        record: &Record,
+    ) -> Result<(), Error> {
+        let behind = b
+            .read_record()
+            .await?
+            .map_or(true, |r| r.epoch < record.epoch);
+        if behind {
+            tracing::info!(
+                epoch = record.epoch,
+                "switchback: finishing a switch another call started; disconnecting B's clients"
+            );
+            b.kill_clients().await?;
+            b.unpause().await?;
+        }
+        Ok(())
     }
 
     /// [`DrPair::finish_switchback`] for a cluster B: seeds go master by master, only over fences (a retry never

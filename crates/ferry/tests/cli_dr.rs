@@ -243,6 +243,35 @@ fn failover_and_recover_sigkilled_between_the_two_records_finish_when_called_aga
 }
 
 #[test]
+fn switchback_sigkilled_after_the_switch_on_a_is_finished_by_the_run_before_b_takes_a_write() {
+    let a = server();
+    let b = server();
+    let name = "crash-switch";
+    let rt = runtime();
+    let (pair, run) = rt.block_on(recovering_pair(name, &a, &b));
+    let _guard = rt.enter();
+    let (aa, ab) = (Addr::One(a.url()), Addr::One(b.url()));
+    let app = App::start(&aa, &ab, name);
+    app.wait_writes(Side::B, 200);
+    // Killed once A's record moved (A serves, B -> A fenced), with B paused and its clients still connected:
+    // their paused writes must never run on B.
+    kill_at_step(pair_args("switchback", name, &a, &b), "switchback_switched_on_a");
+    // The pair's run finishes the switch (B's clients disconnected, B's record and the A -> B seed).
+    wait_job(&run, Direction::AToB, 4);
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
+    app.wait_writes(Side::A, 200);
+    let out = call(pair_args("switchback", name, &a, &b));
+    assert!(out.contains("switched back already"), "{out}");
+    assert_eq!(job_full_syncs(&run), Some(0), "A -> B continued from the seed");
+    let acked = app.finish();
+    wait_equal(&a, &b);
+    assert_counters(&aa, &acked);
+    assert_counters(&ab, &acked);
+    rt.block_on(run.stop()).unwrap();
+}
+
+#[test]
 fn two_switchbacks_at_once_make_one_switch() {
     let a = server();
     let b = server();

@@ -252,8 +252,11 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
     // A job that ended at this epoch (fenced or failed) is not restarted before `retry_at`.
     let mut ended: Option<(u64, tokio::time::Instant)> = None;
     let mut seen_epoch = None;
+    // Since when (this process's clock) A's record is a switch B's record has not followed.
+    let mut switch_unfinished: Option<(u64, tokio::time::Instant)> = None;
     loop {
         let both = pair.read_both().await;
+        finish_interrupted_switchback(&pair, &both, &mut switch_unfinished).await;
         match &both.newest {
             Some(rec) => {
                 if seen_epoch != Some(rec.epoch) {
@@ -378,6 +381,46 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
     }
     set_job(shared, None);
     shared.update(|s| s.direction = None);
+}
+
+/// A switchback whose call died after moving A's record (A serves) and before B's record followed leaves B paused
+/// only until the pause's timeout, with B's clients still connected: the run finishes it (the call's own
+/// finishing step: B's clients disconnected, B unpaused, B's record and the A -> B seed written) once the state
+/// has lasted a moment (a live call finishes within milliseconds), well within the pause.
+async fn finish_interrupted_switchback(
+    pair: &DrPair,
+    both: &super::Both,
+    since: &mut Option<(u64, tokio::time::Instant)>,
+) {
+    let unfinished = both.newest.as_ref().filter(|r| {
+        r.phase == DrPhase::Normal
+            && (r.a_seed.is_some() || !r.a_seeds.is_empty())
+            && both.b_err.is_none()
+            && both.b.as_ref().map_or(true, |b| b.epoch < r.epoch)
+    });
+    let Some(rec) = unfinished else {
+        *since = None;
+        return;
+    };
+    let now = tokio::time::Instant::now();
+    let first = match since {
+        Some((e, at)) if *e == rec.epoch => *at,
+        _ => {
+            *since = Some((rec.epoch, now));
+            now
+        }
+    };
+    let grace = Duration::from_millis((pair.config().timing.max_pause_ms / 5).clamp(100, 1000));
+    if now.duration_since(first) < grace {
+        return;
+    }
+    tracing::warn!(
+        epoch = rec.epoch,
+        "a switchback was interrupted after A's record moved; finishing it"
+    );
+    if let Err(e) = pair.switchback().await {
+        tracing::warn!(error = %e, "could not finish the interrupted switchback; call switchback again");
+    }
 }
 
 fn set_job(shared: &Arc<Shared>, job: Option<JobHandle>) {
