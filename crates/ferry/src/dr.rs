@@ -1477,27 +1477,24 @@ pub(crate) struct Both {
     b_err: Option<String>,
 }
 
-/// Bytes of A's streams (one position per A master) that the A -> B checkpoints in B (`held`) do not cover: a
-/// master without a checkpoint of its history counts whole.
+/// Bytes of A's streams (one position per A master) that the A -> B checkpoints in B (`held`, or the fences a
+/// failover interrupted after fencing left, which keep the position they replaced) do not cover: a master without
+/// a checkpoint of its history counts whole.
 fn lag_behind(
     targets: &[(String, ReplPosition, String)],
     held: &[(usize, String, Vec<u8>)],
 ) -> u64 {
-    let positions: Vec<ferry_replicator::checkpoint::Position> = held
+    let positions: Vec<(String, u64)> = held
         .iter()
-        .filter_map(|(_, _, v)| {
-            ferry_replicator::checkpoint::Checkpoint::decode(v)
-                .ok()
-                .and_then(|c| c.position().cloned())
-        })
+        .filter_map(|(_, _, v)| side::held_position(v).ok().flatten())
         .collect();
     targets
         .iter()
         .map(|(_, at, replid2)| {
             let covered = positions
                 .iter()
-                .filter(|p| p.replid == at.replid || p.replid == *replid2)
-                .map(|p| p.offset)
+                .filter(|(replid, _)| *replid == at.replid || replid == replid2)
+                .map(|(_, offset)| *offset)
                 .max()
                 .unwrap_or(0);
             at.offset.saturating_sub(covered)

@@ -9,7 +9,7 @@ use common::dr::{assert_counters, job_full_syncs, wait_job, Addr, App};
 use common::Ferry;
 use ferry::{Deployment, Direction, DrConfig, DrPair, DrPhase, RecoverChoice, Side};
 use ferry_testkit::{
-    fill, wait_until, FillOptions, Server, ServerOptions, Target as TkTarget, Version,
+    fill, wait_until, Cluster, FillOptions, Server, ServerOptions, Target as TkTarget, Version,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -266,6 +266,89 @@ fn switchback_sigkilled_after_the_switch_on_a_is_finished_by_the_run_before_b_ta
     assert_eq!(job_full_syncs(&run), Some(0), "A -> B continued from the seed");
     let acked = app.finish();
     wait_equal(&a, &b);
+    assert_counters(&aa, &acked);
+    assert_counters(&ab, &acked);
+    rt.block_on(run.stop()).unwrap();
+}
+
+#[test]
+fn cluster_pair_calls_sigkilled_between_fences_seeds_and_records_finish_when_called_again() {
+    let a = Cluster::start(Version::V7_0).unwrap();
+    let b = Cluster::start(Version::V7_0).unwrap();
+    a.wait_ok(common::DEADLINE).unwrap();
+    b.wait_ok(common::DEADLINE).unwrap();
+    let a_nodes: Vec<String> = a.masters().iter().map(|s| s.url()).collect();
+    let b_nodes: Vec<String> = b.masters().iter().map(|s| s.url()).collect();
+    let name = "crash-clusters";
+    let args = |cmd: &str| -> Vec<String> {
+        ["dr", cmd, "--name", name, "--a-type", "cluster", "--a", &a_nodes[0]]
+            .into_iter()
+            .chain(["--b-type", "cluster", "--b", &b_nodes[0]])
+            .map(str::to_string)
+            .collect()
+    };
+    let (ta, tb) = (
+        TkTarget::Cluster(a_nodes.clone()),
+        TkTarget::Cluster(b_nodes.clone()),
+    );
+    fill(&ta, &FillOptions::seed(21)).unwrap();
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::cluster(a_nodes[0].clone()),
+        Deployment::cluster(b_nodes[0].clone()),
+    ))
+    .unwrap();
+    let rt = runtime();
+    let _guard = rt.enter();
+    call(args("init"));
+    let run = pair.run().unwrap();
+    wait_job(&run, Direction::AToB, 1);
+    let (aa, ab) = (Addr::Cluster(a_nodes.clone()), Addr::Cluster(b_nodes.clone()));
+    let app = App::start(&aa, &ab, name);
+    app.wait_writes(Side::A, 200);
+
+    // failover, killed after A -> B is fenced on B's masters and before any record moved.
+    app.a_down.store(true, Ordering::SeqCst);
+    kill_at_step(args("failover"), "failover_fenced_cluster_b");
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(1), Some(1)));
+    let out = call([args("failover"), vec!["--json".into()]].concat());
+    let f: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(f["changed"], true, "{out}");
+    assert_eq!(f["lag_bytes"], 0, "the fences kept what B had: {out}");
+    assert!(f["rpo"]["offset"].as_u64() > Some(0), "the RPO survived: {out}");
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(2), Some(2)));
+    app.wait_writes(Side::B, 200);
+
+    // recover, killed after A's masters were seeded and before A's record moved.
+    app.a_down.store(false, Ordering::SeqCst);
+    kill_at_step(args("recover"), "recover_prepared_cluster_a");
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(2), Some(2)));
+    app.wait_writes(Side::B, 200);
+    let out = call(args("recover"));
+    assert!(out.contains("Incremental"), "the seeds are not A's writes: {out}");
+    wait_job(&run, Direction::BToA, 3);
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "B -> A continued B's streams"
+    );
+    app.wait_writes(Side::B, 200);
+
+    // switchback, killed after A's record moved and before the B -> A fences on A's masters (B paused).
+    kill_at_step(args("switchback"), "switchback_record_on_cluster_a");
+    // The pair's run finishes it: B's clients disconnected, the fences, the A -> B seeds and B's record.
+    wait_job(&run, Direction::AToB, 4);
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
+    app.wait_writes(Side::A, 200);
+    let out = call(args("switchback"));
+    assert!(out.contains("switched back already"), "{out}");
+    assert_eq!(job_full_syncs(&run), Some(0), "A -> B continued from the seeds");
+    let acked = app.finish();
+    common::wait_equal(&ta, &tb);
     assert_counters(&aa, &acked);
     assert_counters(&ab, &acked);
     rt.block_on(run.stop()).unwrap();
