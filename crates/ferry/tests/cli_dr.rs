@@ -354,6 +354,95 @@ fn cluster_pair_calls_sigkilled_between_fences_seeds_and_records_finish_when_cal
     rt.block_on(run.stop()).unwrap();
 }
 
+/// Keys in database 1 of `s` (only the filled data lives there).
+fn keys_in_db1(s: &Server) -> u64 {
+    let mut c = s.client();
+    redis::cmd("SELECT").arg(1).exec(&mut c).unwrap();
+    redis::cmd("DBSIZE").query(&mut c).unwrap()
+}
+
+#[test]
+fn dr_run_sigkilled_in_the_b_to_a_full_copy_redoes_it_when_restarted() {
+    let a = server();
+    let b = server();
+    let name = "crash-copy";
+    let report = fill(
+        &TkTarget::from(&a),
+        &FillOptions::seed(34).dbs([1]).scale(40),
+    )
+    .unwrap();
+    let total = report.keys_in(1);
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::standalone(a.url()),
+        Deployment::standalone(b.url()),
+    ))
+    .unwrap();
+    let rt = runtime();
+    call(pair_args("init", name, &a, &b));
+    let mut run = Ferry::spawn(pair_args("run", name, &a, &b));
+    run.wait_stderr("DR job started");
+    wait_equal(&a, &b);
+    let (aa, ab) = (Addr::One(a.url()), Addr::One(b.url()));
+    let app = App::start(&aa, &ab, name);
+    app.wait_writes(Side::A, 200);
+    app.a_down.store(true, Ordering::SeqCst);
+    rt.block_on(pair.failover()).unwrap();
+    app.wait_writes(Side::B, 200);
+    // A took a write B never got: only `b_wins` recovers, with a full copy B -> A.
+    let mut ca = a.client();
+    redis::cmd("SET").arg("only-on-a").arg(1).exec(&mut ca).unwrap();
+    app.a_down.store(false, Ordering::SeqCst);
+    let mut args = pair_args("recover", name, &a, &b);
+    args.extend(["--choice".into(), "b_wins".into()]);
+    let out = call(args);
+    assert!(out.contains("FullCopy"), "{out}");
+    let fence: String = redis::cmd("GET")
+        .arg(format!("ferry:checkpoint:{{dr-{name}-ab}}"))
+        .query(&mut b.client())
+        .unwrap();
+    assert!(fence.starts_with("fenced"), "the old direction is fenced: {fence}");
+    // The run copies B to A; frozen (SIGSTOP) once A holds part of the data, then SIGKILLed there.
+    wait_until(common::DEADLINE, "the B -> A full copy to write to A", || {
+        keys_in_db1(&a) > 0
+    })
+    .unwrap();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &run.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let copied = keys_in_db1(&a);
+    assert!(
+        copied > 0 && copied < total,
+        "frozen in the middle of the copy: {copied} of {total} keys"
+    );
+    println!("run frozen and killed with {copied} of {total} keys copied to A");
+    sigkill(&mut run);
+    app.wait_writes(Side::B, 200);
+    // Restarted: the copy is redone from an emptied A (never applied twice), then B's stream continues.
+    let mut run = Ferry::spawn(pair_args("run", name, &a, &b));
+    run.wait_stderr("DR job started");
+    let _guard = rt.enter();
+    let sb = rt.block_on(pair.switchback()).unwrap();
+    assert!(sb.changed, "{sb:?}");
+    app.wait_writes(Side::A, 200);
+    let acked = app.finish();
+    wait_equal(&a, &b);
+    assert_eq!(keys_in_db1(&a), total);
+    let gone: Option<String> = redis::cmd("GET").arg("only-on-a").query(&mut ca).unwrap();
+    assert_eq!(gone, None, "B won");
+    assert_counters(&aa, &acked);
+    assert_counters(&ab, &acked);
+    assert!(
+        run.stderr().contains("full resync"),
+        "the restarted run copied again: {}",
+        run.stderr()
+    );
+    run.terminate();
+    assert_eq!(run.wait(), 0, "{}", run.stderr());
+}
+
 #[test]
 fn two_switchbacks_at_once_make_one_switch() {
     let a = server();
