@@ -534,6 +534,10 @@ pub struct SwitchbackReport {
     pub epoch: u64,
     /// False when this call found the switchback already done (a retry, or another process did it).
     pub changed: bool,
+    /// Acknowledged writes B took after A took over, which A does not have: only after a switchback that died
+    /// between moving A's record and disconnecting B's clients, finished after B's pause ran out (see
+    /// [`DrState::writes_on_b_after_switch`]).
+    pub writes_on_b_after_switch: Option<u64>,
 }
 
 /// A disaster-recovery pair: the state record, the four calls, and the job of the current direction.
@@ -1210,6 +1214,14 @@ impl DrPair {
         // 3. On A: the record moves to normal, B -> A is fenced, A's position is where A -> B continues.
         let mut next = Record::new(current.epoch + 1, DrPhase::Normal);
         next.history = current.history.clone();
+        next.b_drained = last
+            .iter()
+            .map(|(id, at, _)| ShardPosition {
+                shard: id.clone(),
+                replid: at.replid.clone(),
+                offset: at.offset,
+            })
+            .collect();
         next.history.push(format!(
             "epoch {}: recovered from B up to {}",
             current.epoch,
@@ -1292,16 +1304,22 @@ impl DrPair {
     ) -> Result<SwitchbackReport, Error> {
         use ferry_replicator::checkpoint::{key_name, Checkpoint, Position};
         let tag = Direction::AToB.checkpoint_tag(&self.config.name);
+        let mut b = self.open(Side::B).await?;
+        let mut record = record;
+        if pause.is_none() {
+            if let Some(n) = self
+                .disconnect_b_after_interrupted_switch(&mut b, &record)
+                .await?
+            {
+                record.writes_on_b_after_switch = Some(n);
+            }
+        }
+        let epoch = record.epoch;
         let seed = |at: &ReplPosition| {
             let mut p = Position::new(at.replid.clone(), at.offset, 0);
-            p.epoch = record.epoch;
+            p.epoch = epoch;
             Checkpoint::Committed(p).encode()
         };
-        let mut b = self.open(Side::B).await?;
-        if pause.is_none() {
-            self.disconnect_b_after_interrupted_switch(&mut b, &record)
-                .await?;
-        }
         if b.is_cluster() {
             return self
                 .finish_switchback_cluster_b(&mut b, record, pause)
@@ -1354,12 +1372,17 @@ impl DrPair {
         }
         // The seed goes with the record: a retry after it finds the record's epoch and leaves B's checkpoint
         // (maybe moved on by the A -> B job since) alone.
-        b.transition(&written, &keys, Fill::default()).await?;
+        let after_switch = match b.transition(&written, &keys, Fill::default()).await? {
+            Transition::Applied { record } | Transition::Lost { stored: record } => {
+                record.writes_on_b_after_switch
+            }
+        };
         Ok(SwitchbackReport {
             write_pause_ms: pause.map(|p| p.as_millis() as u64),
             a_position: seed_at,
             epoch: record.epoch,
             changed: pause.is_some(),
+            writes_on_b_after_switch: after_switch,
         })
     }
 
@@ -1367,24 +1390,42 @@ impl DrPair {
     /// disconnecting B's clients): B's record is still behind. B's clients, connected before the switch, would run
     /// their writes on B once the pause ends; they are disconnected (and B unpaused) before B's record and the
     /// A -> B seed are written, so they reconnect to A.
+    /// Returns the writes B took after the switch (counted in B's stream from where it was drained; `None` when
+    /// B's record was not behind or the stream cannot be read from there).
     async fn disconnect_b_after_interrupted_switch(
         &self,
         b: &mut Deploy,
         record: &Record,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<u64>, Error> {
         let behind = b
             .read_record()
             .await?
             .map_or(true, |r| r.epoch < record.epoch);
-        if behind {
-            tracing::info!(
-                epoch = record.epoch,
-                "switchback: finishing a switch another call started; disconnecting B's clients"
-            );
-            b.kill_clients().await?;
-            b.unpause().await?;
+        if !behind {
+            return Ok(None);
         }
-        Ok(())
+        tracing::info!(
+            epoch = record.epoch,
+            "switchback: finishing a switch another call started; disconnecting B's clients"
+        );
+        b.kill_clients().await?;
+        b.unpause().await?;
+        // Nothing writes B's data now (the A -> B job waits for B's record): what B's stream holds after the
+        // drained position are writes of clients connected before the switch, run once the pause ran out.
+        let mut total = Some(0u64);
+        for at in &record.b_drained {
+            match b.count_writes_since(&at.position(), self.timeout()).await? {
+                Some(n) => total = total.map(|t| t + n),
+                None => total = None,
+            }
+        }
+        if let Some(n) = total.filter(|n| *n > 0) {
+            tracing::warn!(
+                writes = n,
+                "B took writes after A took over (the switchback was interrupted and B's pause ran out): A does not have them"
+            );
+        }
+        Ok(total.filter(|_| !record.b_drained.is_empty()))
     }
 
     /// [`DrPair::finish_switchback`] for a cluster B: seeds go master by master, only over fences (a retry never
@@ -1417,10 +1458,12 @@ impl DrPair {
                 .map(|s| (format!("{tag}:{}", s.shard), s.position()))
                 .collect()
         };
-        let done = b
-            .read_record()
-            .await?
-            .is_some_and(|r| r.epoch >= record.epoch);
+        let stored = b.read_record().await?;
+        let done = stored.as_ref().is_some_and(|r| r.epoch >= record.epoch);
+        let after_switch = match &stored {
+            Some(r) if done => r.writes_on_b_after_switch,
+            _ => record.writes_on_b_after_switch,
+        };
         if !done {
             b.delete_fences(&tag).await?;
             for (t, at) in &seeds {
@@ -1438,6 +1481,7 @@ impl DrPair {
             a_position: seeds.first().map(|(_, at)| at.clone()).unwrap_or_default(),
             epoch: record.epoch,
             changed: pause.is_some(),
+            writes_on_b_after_switch: after_switch,
         })
     }
 

@@ -165,7 +165,10 @@ fn switchback_sigkilled_while_b_is_paused_finishes_when_called_again() {
 }
 
 /// The status of both sides: (phase, A's epoch, B's epoch).
-fn epochs(rt: &tokio::runtime::Runtime, pair: &DrPair) -> (DrPhase, Option<u64>, Option<u64>, String) {
+fn epochs(
+    rt: &tokio::runtime::Runtime,
+    pair: &DrPair,
+) -> (DrPhase, Option<u64>, Option<u64>, String) {
     let s = rt.block_on(pair.status()).unwrap();
     (s.phase, s.a_epoch, s.b_epoch, s.next)
 }
@@ -232,7 +235,11 @@ fn failover_and_recover_sigkilled_between_the_two_records_finish_when_called_aga
     assert!(out.contains("writes on B were paused"), "{out}");
     wait_job(&run, Direction::AToB, 4);
     app.wait_writes(Side::A, 200);
-    assert_eq!(job_full_syncs(&run), Some(0), "A -> B continued from the seed");
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "A -> B continued from the seed"
+    );
     let (phase, ea, eb, _) = epochs(&rt, &pair);
     assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
     let acked = app.finish();
@@ -255,7 +262,10 @@ fn switchback_sigkilled_after_the_switch_on_a_is_finished_by_the_run_before_b_ta
     app.wait_writes(Side::B, 200);
     // Killed once A's record moved (A serves, B -> A fenced), with B paused and its clients still connected:
     // their paused writes must never run on B.
-    kill_at_step(pair_args("switchback", name, &a, &b), "switchback_switched_on_a");
+    kill_at_step(
+        pair_args("switchback", name, &a, &b),
+        "switchback_switched_on_a",
+    );
     // The pair's run finishes the switch (B's clients disconnected, B's record and the A -> B seed).
     wait_job(&run, Direction::AToB, 4);
     let (phase, ea, eb, _) = epochs(&rt, &pair);
@@ -263,7 +273,11 @@ fn switchback_sigkilled_after_the_switch_on_a_is_finished_by_the_run_before_b_ta
     app.wait_writes(Side::A, 200);
     let out = call(pair_args("switchback", name, &a, &b));
     assert!(out.contains("switched back already"), "{out}");
-    assert_eq!(job_full_syncs(&run), Some(0), "A -> B continued from the seed");
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "A -> B continued from the seed"
+    );
     let acked = app.finish();
     wait_equal(&a, &b);
     assert_counters(&aa, &acked);
@@ -281,11 +295,20 @@ fn cluster_pair_calls_sigkilled_between_fences_seeds_and_records_finish_when_cal
     let b_nodes: Vec<String> = b.masters().iter().map(|s| s.url()).collect();
     let name = "crash-clusters";
     let args = |cmd: &str| -> Vec<String> {
-        ["dr", cmd, "--name", name, "--a-type", "cluster", "--a", &a_nodes[0]]
-            .into_iter()
-            .chain(["--b-type", "cluster", "--b", &b_nodes[0]])
-            .map(str::to_string)
-            .collect()
+        [
+            "dr",
+            cmd,
+            "--name",
+            name,
+            "--a-type",
+            "cluster",
+            "--a",
+            &a_nodes[0],
+        ]
+        .into_iter()
+        .chain(["--b-type", "cluster", "--b", &b_nodes[0]])
+        .map(str::to_string)
+        .collect()
     };
     let (ta, tb) = (
         TkTarget::Cluster(a_nodes.clone()),
@@ -303,7 +326,10 @@ fn cluster_pair_calls_sigkilled_between_fences_seeds_and_records_finish_when_cal
     call(args("init"));
     let run = pair.run().unwrap();
     wait_job(&run, Direction::AToB, 1);
-    let (aa, ab) = (Addr::Cluster(a_nodes.clone()), Addr::Cluster(b_nodes.clone()));
+    let (aa, ab) = (
+        Addr::Cluster(a_nodes.clone()),
+        Addr::Cluster(b_nodes.clone()),
+    );
     let app = App::start(&aa, &ab, name);
     app.wait_writes(Side::A, 200);
 
@@ -316,7 +342,10 @@ fn cluster_pair_calls_sigkilled_between_fences_seeds_and_records_finish_when_cal
     let f: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(f["changed"], true, "{out}");
     assert_eq!(f["lag_bytes"], 0, "the fences kept what B had: {out}");
-    assert!(f["rpo"]["offset"].as_u64() > Some(0), "the RPO survived: {out}");
+    assert!(
+        f["rpo"]["offset"].as_u64() > Some(0),
+        "the RPO survived: {out}"
+    );
     let (phase, ea, eb, _) = epochs(&rt, &pair);
     assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(2), Some(2)));
     app.wait_writes(Side::B, 200);
@@ -328,7 +357,10 @@ fn cluster_pair_calls_sigkilled_between_fences_seeds_and_records_finish_when_cal
     assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(2), Some(2)));
     app.wait_writes(Side::B, 200);
     let out = call(args("recover"));
-    assert!(out.contains("Incremental"), "the seeds are not A's writes: {out}");
+    assert!(
+        out.contains("Incremental"),
+        "the seeds are not A's writes: {out}"
+    );
     wait_job(&run, Direction::BToA, 3);
     assert_eq!(
         job_full_syncs(&run),
@@ -346,7 +378,11 @@ fn cluster_pair_calls_sigkilled_between_fences_seeds_and_records_finish_when_cal
     app.wait_writes(Side::A, 200);
     let out = call(args("switchback"));
     assert!(out.contains("switched back already"), "{out}");
-    assert_eq!(job_full_syncs(&run), Some(0), "A -> B continued from the seeds");
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "A -> B continued from the seeds"
+    );
     let acked = app.finish();
     common::wait_equal(&ta, &tb);
     assert_counters(&aa, &acked);
@@ -391,7 +427,11 @@ fn dr_run_sigkilled_in_the_b_to_a_full_copy_redoes_it_when_restarted() {
     app.wait_writes(Side::B, 200);
     // A took a write B never got: only `b_wins` recovers, with a full copy B -> A.
     let mut ca = a.client();
-    redis::cmd("SET").arg("only-on-a").arg(1).exec(&mut ca).unwrap();
+    redis::cmd("SET")
+        .arg("only-on-a")
+        .arg(1)
+        .exec(&mut ca)
+        .unwrap();
     app.a_down.store(false, Ordering::SeqCst);
     let mut args = pair_args("recover", name, &a, &b);
     args.extend(["--choice".into(), "b_wins".into()]);
@@ -401,11 +441,16 @@ fn dr_run_sigkilled_in_the_b_to_a_full_copy_redoes_it_when_restarted() {
         .arg(format!("ferry:checkpoint:{{dr-{name}-ab}}"))
         .query(&mut b.client())
         .unwrap();
-    assert!(fence.starts_with("fenced"), "the old direction is fenced: {fence}");
+    assert!(
+        fence.starts_with("fenced"),
+        "the old direction is fenced: {fence}"
+    );
     // The run copies B to A; frozen (SIGSTOP) once A holds part of the data, then SIGKILLed there.
-    wait_until(common::DEADLINE, "the B -> A full copy to write to A", || {
-        keys_in_db1(&a) > 0
-    })
+    wait_until(
+        common::DEADLINE,
+        "the B -> A full copy to write to A",
+        || keys_in_db1(&a) > 0,
+    )
     .unwrap();
     let stopped = std::process::Command::new("kill")
         .args(["-STOP", &run.pid().to_string()])
@@ -441,6 +486,67 @@ fn dr_run_sigkilled_in_the_b_to_a_full_copy_redoes_it_when_restarted() {
     );
     run.terminate();
     assert_eq!(run.wait(), 0, "{}", run.stderr());
+}
+
+#[test]
+fn switchback_finished_after_b_s_pause_ran_out_reports_the_writes_b_took_after_the_switch() {
+    let a = server();
+    let b = server();
+    let name = "late-finish";
+    let rt = runtime();
+    let (pair, run) = rt.block_on(recovering_pair(name, &a, &b));
+    // The B -> A job runs in a process this test can freeze.
+    rt.block_on(run.stop()).unwrap();
+    let mut dr_run = Ferry::spawn(pair_args("run", name, &a, &b));
+    dr_run.wait_stderr("DR job started");
+    // A client of B that connected while B was the primary.
+    let mut stale = b.client();
+    redis::cmd("INCR").arg("stale").exec(&mut stale).unwrap();
+    let mut first = Ferry::spawn_env(
+        pair_args("switchback", name, &a, &b),
+        &[("FERRY_TEST_STOP_AT", "switchback_switched_on_a")],
+    );
+    first.wait_stderr("test hook: stopped at step switchback_switched_on_a");
+    // Nothing finishes the switch in time: the run is frozen, the call killed after A took over.
+    let frozen = std::process::Command::new("kill")
+        .args(["-STOP", &dr_run.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(frozen.success());
+    sigkill(&mut first);
+    // B's pause runs out: the client's writes run on B (the first one waits for the end of the pause).
+    for _ in 0..7 {
+        redis::cmd("INCR").arg("stale").exec(&mut stale).unwrap();
+    }
+    let mut second =
+        Ferry::spawn([pair_args("switchback", name, &a, &b), vec!["--json".into()]].concat());
+    assert_eq!(second.wait(), 0, "{}", second.stderr());
+    let r: serde_json::Value = serde_json::from_str(second.stdout().trim()).unwrap();
+    assert_eq!(r["changed"], false, "{r}");
+    assert_eq!(r["writes_on_b_after_switch"], 7, "{r}");
+    assert!(
+        second
+            .stderr()
+            .contains("B accepted 7 writes after A took over"),
+        "{}",
+        second.stderr()
+    );
+    assert!(
+        redis::cmd("INCR").arg("stale").exec(&mut stale).is_err(),
+        "the connection taken before the switch was cut"
+    );
+    let s = rt.block_on(pair.status()).unwrap();
+    assert_eq!(
+        (s.phase, s.a_epoch, s.b_epoch),
+        (DrPhase::Normal, Some(4), Some(4))
+    );
+    assert_eq!(s.state.unwrap().writes_on_b_after_switch, Some(7));
+    let on_a: i64 = redis::cmd("GET")
+        .arg("stale")
+        .query(&mut a.client())
+        .unwrap();
+    assert_eq!(on_a, 1, "A has the write made before the switch only");
+    sigkill(&mut dr_run);
 }
 
 #[test]
