@@ -59,8 +59,12 @@
 //!   updated. The write pause is measured and returned.
 //!
 //! Every call reads the record first and is idempotent: a call that already happened returns what it did; a
-//! call that a crash (SIGKILL) interrupted is finished by calling it again. A `CLIENT PAUSE` always has a
-//! timeout, so a crashed switchback never leaves B paused. [`DrPair::status`] says where the pair is and the next
+//! call that a crash (SIGKILL) interrupted is finished by calling it again (docs/dr.md has what a crash at each
+//! step leaves). A `CLIENT PAUSE` always has a timeout, so a crashed switchback never leaves B paused; one that
+//! died after the switch on A is finished by [`DrPair::run`] within the pause (B's clients, connected before the
+//! switch, are disconnected before their paused writes run), and a late finish reports the writes B took after
+//! the switch ([`SwitchbackReport::writes_on_b_after_switch`]). The steps between two writes of a call log an
+//! event with a `step` field (`failover_written_on_b`, ...): the crash points the tests stop the process at. [`DrPair::status`] says where the pair is and the next
 //! call.
 //!
 //! # Following the primary
@@ -1505,7 +1509,8 @@ impl DrPair {
     }
 
     /// Runs the job of the current direction and follows the record: when its epoch changes, the job of the
-    /// old direction is stopped (it is fenced anyway) and the new one started. Needs a tokio runtime.
+    /// old direction is stopped (it is fenced anyway) and the new one started. It also finishes a switchback
+    /// whose call died after the switch on A (see the module documentation). Needs a tokio runtime.
     pub fn run(&self) -> Result<DrHandle, Error> {
         run::start(self.clone())
     }
