@@ -1423,6 +1423,14 @@ impl DrPair {
                 None => total = None,
             }
         }
+        // Another call wrote B's record meanwhile: the A -> B job may have written to B since, so the count may
+        // hold its writes; it is left out (only a call that found B's record behind before and after counts).
+        if b.read_record()
+            .await?
+            .is_some_and(|r| r.epoch >= record.epoch)
+        {
+            return Ok(None);
+        }
         if let Some(n) = total.filter(|n| *n > 0) {
             tracing::warn!(
                 writes = n,
