@@ -398,7 +398,7 @@ fn keys_in_db1(s: &Server) -> u64 {
 }
 
 #[test]
-fn dr_run_sigkilled_in_the_b_to_a_full_copy_redoes_it_when_restarted() {
+fn dr_run_sigkilled_while_switching_and_in_the_b_to_a_full_copy_redoes_the_copy_when_restarted() {
     let a = server();
     let b = server();
     let name = "crash-copy";
@@ -416,7 +416,11 @@ fn dr_run_sigkilled_in_the_b_to_a_full_copy_redoes_it_when_restarted() {
     .unwrap();
     let rt = runtime();
     call(pair_args("init", name, &a, &b));
-    let mut run = Ferry::spawn(pair_args("run", name, &a, &b));
+    // The first run dies while it switches direction (the A -> B job stopped for the failover's epoch).
+    let mut run = Ferry::spawn_env(
+        pair_args("run", name, &a, &b),
+        &[("FERRY_TEST_STOP_AT", "run_old_job_stopped")],
+    );
     run.wait_stderr("DR job started");
     wait_equal(&a, &b);
     let (aa, ab) = (Addr::One(a.url()), Addr::One(b.url()));
@@ -424,7 +428,10 @@ fn dr_run_sigkilled_in_the_b_to_a_full_copy_redoes_it_when_restarted() {
     app.wait_writes(Side::A, 200);
     app.a_down.store(true, Ordering::SeqCst);
     rt.block_on(pair.failover()).unwrap();
+    run.wait_stderr("test hook: stopped at step run_old_job_stopped");
+    sigkill(&mut run);
     app.wait_writes(Side::B, 200);
+    let mut run = Ferry::spawn(pair_args("run", name, &a, &b));
     // A took a write B never got: only `b_wins` recovers, with a full copy B -> A.
     let mut ca = a.client();
     redis::cmd("SET")

@@ -302,6 +302,12 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
                             *e,
                             tokio::time::Instant::now() + Duration::from_millis(wait),
                         ));
+                        tracing::info!(
+                            step = "run_old_job_stopped",
+                            direction = %d,
+                            epoch = e,
+                            "the job ended; the record's job next"
+                        );
                         current = None;
                         set_job(shared, None);
                     }
@@ -320,6 +326,12 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
                             error,
                         });
                         set_job(shared, None);
+                        tracing::info!(
+                            step = "run_old_job_stopped",
+                            direction = %d,
+                            epoch = e,
+                            "the job of the old epoch stopped; the record's job next"
+                        );
                     }
                     let may_start = ended.map_or(true, |(e, at)| {
                         want.is_some_and(|(_, w)| w != e) || tokio::time::Instant::now() >= at
