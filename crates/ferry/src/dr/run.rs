@@ -106,6 +106,8 @@ struct Shared {
     status: Mutex<DrRunStatus>,
     job: Mutex<Option<JobHandle>>,
     events: Mutex<Option<broadcast::Sender<DrEvent>>>,
+    /// The receiver made with the channel: the first [`DrHandle::events`] gets it, with every event since the start.
+    first_events: Mutex<Option<broadcast::Receiver<DrEvent>>>,
     cancel: CancellationToken,
     done: watch::Receiver<Option<Result<DrRunStatus, (ErrorKind, String)>>>,
 }
@@ -147,8 +149,19 @@ impl DrHandle {
         s
     }
 
-    /// A receiver of the events from now on.
+    /// A receiver of the events: the first call's receiver has every event since the run started (the last 256
+    /// at most, so the first `Primary` event is there however late it is called); a later call's, the events
+    /// from then on.
     pub fn events(&self) -> DrEvents {
+        if let Some(rx) = self
+            .shared
+            .first_events
+            .lock()
+            .ok()
+            .and_then(|mut first| first.take())
+        {
+            return DrEvents { rx };
+        }
         let rx = match self
             .shared
             .events
@@ -216,7 +229,7 @@ pub(crate) fn job_config(pair: &DrPair, direction: Direction, epoch: u64) -> Syn
 pub(crate) fn start(pair: DrPair) -> Result<DrHandle, Error> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::config("DrPair::run needs a tokio runtime"))?;
-    let (tx, _) = broadcast::channel(256);
+    let (tx, first_rx) = broadcast::channel(256);
     let (done_tx, done_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         status: Mutex::new(DrRunStatus {
@@ -229,6 +242,7 @@ pub(crate) fn start(pair: DrPair) -> Result<DrHandle, Error> {
         }),
         job: Mutex::new(None),
         events: Mutex::new(Some(tx)),
+        first_events: Mutex::new(Some(first_rx)),
         cancel: CancellationToken::new(),
         done: done_rx,
     });
