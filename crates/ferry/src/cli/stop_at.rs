@@ -1,7 +1,8 @@
 //! A test-only hook of the `ferry` program: with `FERRY_TEST_STOP_AT=<step>` in the environment, the process
 //! stops itself (SIGSTOP) when the library logs an event whose `step` field is `<step>` (the named crash points
 //! of the DR calls, such as `failover_fenced_on_b`). A test waits for the line this prints on stderr, then
-//! SIGKILLs the process exactly there. Without the variable the layer is not installed.
+//! SIGKILLs the process exactly there. The step events are at level info: a `RUST_LOG` that filters them out
+//! disables the hook. Without the variable the layer is not installed.
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
