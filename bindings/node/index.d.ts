@@ -508,6 +508,9 @@ export interface SwitchbackReport {
   a_position: ReplPosition
   epoch: number
   changed: boolean
+  /** Writes B took after A took over (only when this call finished a switchback another call left half done
+   * after B's pause ran out): A does not have them. */
+  writes_on_b_after_switch: number | null
 }
 
 /** What a running pair does. */

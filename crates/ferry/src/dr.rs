@@ -59,8 +59,12 @@
 //!   updated. The write pause is measured and returned.
 //!
 //! Every call reads the record first and is idempotent: a call that already happened returns what it did; a
-//! call that a crash (SIGKILL) interrupted is finished by calling it again. A `CLIENT PAUSE` always has a
-//! timeout, so a crashed switchback never leaves B paused. [`DrPair::status`] says where the pair is and the next
+//! call that a crash (SIGKILL) interrupted is finished by calling it again (docs/dr.md has what a crash at each
+//! step leaves). A `CLIENT PAUSE` always has a timeout, so a crashed switchback never leaves B paused; one that
+//! died after the switch on A is finished by [`DrPair::run`] within the pause (B's clients, connected before the
+//! switch, are disconnected before their paused writes run), and a late finish reports the writes B took after
+//! the switch ([`SwitchbackReport::writes_on_b_after_switch`]). The steps between two writes of a call log an
+//! event with a `step` field (`failover_written_on_b`, ...): the crash points the tests stop the process at. [`DrPair::status`] says where the pair is and the next
 //! call.
 //!
 //! # Following the primary
@@ -534,6 +538,10 @@ pub struct SwitchbackReport {
     pub epoch: u64,
     /// False when this call found the switchback already done (a retry, or another process did it).
     pub changed: bool,
+    /// Acknowledged writes B took after A took over, which A does not have: only after a switchback that died
+    /// between moving A's record and disconnecting B's clients, finished after B's pause ran out (see
+    /// [`DrState::writes_on_b_after_switch`]).
+    pub writes_on_b_after_switch: Option<u64>,
 }
 
 /// A disaster-recovery pair: the state record, the four calls, and the job of the current direction.
@@ -771,6 +779,11 @@ impl DrPair {
             // replaced, so a retry after a crash here still knows the RPO. Then B's masters' positions (nothing
             // writes to B yet: the record still names A), then the record.
             let rpos = b.fence_keeping_positions(&tag, next.epoch).await?;
+            tracing::info!(
+                step = "failover_fenced_cluster_b",
+                epoch = next.epoch,
+                "failover: A -> B fenced on every master of B; B's positions and record next"
+            );
             next.rpo = rpos.first().map(ShardPosition::position);
             next.rpo_shards = rpos;
             for (id, at, _) in b.positions().await? {
@@ -810,7 +823,14 @@ impl DrPair {
             .await?
         };
         let stored = match outcome {
-            Transition::Applied { record, .. } => record,
+            Transition::Applied { record, .. } => {
+                tracing::info!(
+                    step = "failover_written_on_b",
+                    epoch = record.epoch,
+                    "failover: B's record moved (B serves); A's record next"
+                );
+                record
+            }
             Transition::Lost { stored } => {
                 // Another process moved the record first.
                 if stored.phase != DrPhase::FailedOver {
@@ -996,6 +1016,12 @@ impl DrPair {
                         .await?;
                 }
             }
+            tracing::info!(
+                step = "recover_prepared_cluster_a",
+                epoch = next_epoch,
+                flushed = flush,
+                "recover: A's masters are seeded (or emptied); A's record next"
+            );
             a.transition(&next, &[], Fill::default()).await?
         } else {
             let keys: Vec<(String, Option<String>)> = from_b
@@ -1018,7 +1044,14 @@ impl DrPair {
             .await?
         };
         let stored = match outcome {
-            Transition::Applied { record, .. } => record,
+            Transition::Applied { record, .. } => {
+                tracing::info!(
+                    step = "recover_written_on_a",
+                    epoch = record.epoch,
+                    "recover: A's record moved (B -> A may start); B's record next"
+                );
+                record
+            }
             Transition::Lost { stored } if stored.phase == DrPhase::Recovering => stored,
             Transition::Lost { stored } => {
                 return Err(Error::new(
@@ -1185,6 +1218,14 @@ impl DrPair {
         // 3. On A: the record moves to normal, B -> A is fenced, A's position is where A -> B continues.
         let mut next = Record::new(current.epoch + 1, DrPhase::Normal);
         next.history = current.history.clone();
+        next.b_drained = last
+            .iter()
+            .map(|(id, at, _)| ShardPosition {
+                shard: id.clone(),
+                replid: at.replid.clone(),
+                offset: at.offset,
+            })
+            .collect();
         next.history.push(format!(
             "epoch {}: recovered from B up to {}",
             current.epoch,
@@ -1219,6 +1260,11 @@ impl DrPair {
             }
             let outcome = a.transition(&next, &[], Fill::default()).await?;
             if matches!(outcome, Transition::Applied { .. }) {
+                tracing::info!(
+                    step = "switchback_record_on_cluster_a",
+                    epoch = next.epoch,
+                    "switchback: A's record moved; B -> A fences on A's masters next"
+                );
                 a.overwrite_checkpoints(tag, &fence).await?;
             }
             outcome
@@ -1234,7 +1280,14 @@ impl DrPair {
             .await?
         };
         match outcome {
-            Transition::Applied { record, .. } => Ok((record, true)),
+            Transition::Applied { record, .. } => {
+                tracing::info!(
+                    step = "switchback_switched_on_a",
+                    epoch = record.epoch,
+                    "switchback: A's record moved (A serves); B's clients are disconnected next"
+                );
+                Ok((record, true))
+            }
             Transition::Lost { stored } if stored.phase == DrPhase::Normal => Ok((stored, false)),
             Transition::Lost { stored } => Err(Error::new(
                 ErrorKind::Fenced,
@@ -1255,12 +1308,22 @@ impl DrPair {
     ) -> Result<SwitchbackReport, Error> {
         use ferry_replicator::checkpoint::{key_name, Checkpoint, Position};
         let tag = Direction::AToB.checkpoint_tag(&self.config.name);
+        let mut b = self.open(Side::B).await?;
+        let mut record = record;
+        if pause.is_none() {
+            if let Some(n) = self
+                .disconnect_b_after_interrupted_switch(&mut b, &record)
+                .await?
+            {
+                record.writes_on_b_after_switch = Some(n);
+            }
+        }
+        let epoch = record.epoch;
         let seed = |at: &ReplPosition| {
             let mut p = Position::new(at.replid.clone(), at.offset, 0);
-            p.epoch = record.epoch;
+            p.epoch = epoch;
             Checkpoint::Committed(p).encode()
         };
-        let mut b = self.open(Side::B).await?;
         if b.is_cluster() {
             return self
                 .finish_switchback_cluster_b(&mut b, record, pause)
@@ -1313,13 +1376,68 @@ impl DrPair {
         }
         // The seed goes with the record: a retry after it finds the record's epoch and leaves B's checkpoint
         // (maybe moved on by the A -> B job since) alone.
-        b.transition(&written, &keys, Fill::default()).await?;
+        let after_switch = match b.transition(&written, &keys, Fill::default()).await? {
+            Transition::Applied { record } | Transition::Lost { stored: record } => {
+                record.writes_on_b_after_switch
+            }
+        };
         Ok(SwitchbackReport {
             write_pause_ms: pause.map(|p| p.as_millis() as u64),
             a_position: seed_at,
             epoch: record.epoch,
             changed: pause.is_some(),
+            writes_on_b_after_switch: after_switch,
         })
+    }
+
+    /// A switchback that another call started and did not finish (it crashed after moving A's record, before
+    /// disconnecting B's clients): B's record is still behind. B's clients, connected before the switch, would run
+    /// their writes on B once the pause ends; they are disconnected (and B unpaused) before B's record and the
+    /// A -> B seed are written, so they reconnect to A.
+    /// Returns the writes B took after the switch (counted in B's stream from where it was drained; `None` when
+    /// B's record was not behind or the stream cannot be read from there).
+    async fn disconnect_b_after_interrupted_switch(
+        &self,
+        b: &mut Deploy,
+        record: &Record,
+    ) -> Result<Option<u64>, Error> {
+        let behind = b
+            .read_record()
+            .await?
+            .map_or(true, |r| r.epoch < record.epoch);
+        if !behind {
+            return Ok(None);
+        }
+        tracing::info!(
+            epoch = record.epoch,
+            "switchback: finishing a switch another call started; disconnecting B's clients"
+        );
+        b.kill_clients().await?;
+        b.unpause().await?;
+        // Nothing writes B's data now (the A -> B job waits for B's record): what B's stream holds after the
+        // drained position are writes of clients connected before the switch, run once the pause ran out.
+        let mut total = Some(0u64);
+        for at in &record.b_drained {
+            match b.count_writes_since(&at.position(), self.timeout()).await? {
+                Some(n) => total = total.map(|t| t + n),
+                None => total = None,
+            }
+        }
+        // Another call wrote B's record meanwhile: the A -> B job may have written to B since, so the count may
+        // hold its writes; it is left out (only a call that found B's record behind before and after counts).
+        if b.read_record()
+            .await?
+            .is_some_and(|r| r.epoch >= record.epoch)
+        {
+            return Ok(None);
+        }
+        if let Some(n) = total.filter(|n| *n > 0) {
+            tracing::warn!(
+                writes = n,
+                "B took writes after A took over (the switchback was interrupted and B's pause ran out): A does not have them"
+            );
+        }
+        Ok(total.filter(|_| !record.b_drained.is_empty()))
     }
 
     /// [`DrPair::finish_switchback`] for a cluster B: seeds go master by master, only over fences (a retry never
@@ -1352,10 +1470,12 @@ impl DrPair {
                 .map(|s| (format!("{tag}:{}", s.shard), s.position()))
                 .collect()
         };
-        let done = b
-            .read_record()
-            .await?
-            .is_some_and(|r| r.epoch >= record.epoch);
+        let stored = b.read_record().await?;
+        let done = stored.as_ref().is_some_and(|r| r.epoch >= record.epoch);
+        let after_switch = match &stored {
+            Some(r) if done => r.writes_on_b_after_switch,
+            _ => record.writes_on_b_after_switch,
+        };
         if !done {
             b.delete_fences(&tag).await?;
             for (t, at) in &seeds {
@@ -1373,6 +1493,7 @@ impl DrPair {
             a_position: seeds.first().map(|(_, at)| at.clone()).unwrap_or_default(),
             epoch: record.epoch,
             changed: pause.is_some(),
+            writes_on_b_after_switch: after_switch,
         })
     }
 
@@ -1396,7 +1517,8 @@ impl DrPair {
     }
 
     /// Runs the job of the current direction and follows the record: when its epoch changes, the job of the
-    /// old direction is stopped (it is fenced anyway) and the new one started. Needs a tokio runtime.
+    /// old direction is stopped (it is fenced anyway) and the new one started. It also finishes a switchback
+    /// whose call died after the switch on A (see the module documentation). Needs a tokio runtime.
     pub fn run(&self) -> Result<DrHandle, Error> {
         run::start(self.clone())
     }
@@ -1412,27 +1534,24 @@ pub(crate) struct Both {
     b_err: Option<String>,
 }
 
-/// Bytes of A's streams (one position per A master) that the A -> B checkpoints in B (`held`) do not cover: a
-/// master without a checkpoint of its history counts whole.
+/// Bytes of A's streams (one position per A master) that the A -> B checkpoints in B (`held`, or the fences a
+/// failover interrupted after fencing left, which keep the position they replaced) do not cover: a master without
+/// a checkpoint of its history counts whole.
 fn lag_behind(
     targets: &[(String, ReplPosition, String)],
     held: &[(usize, String, Vec<u8>)],
 ) -> u64 {
-    let positions: Vec<ferry_replicator::checkpoint::Position> = held
+    let positions: Vec<(String, u64)> = held
         .iter()
-        .filter_map(|(_, _, v)| {
-            ferry_replicator::checkpoint::Checkpoint::decode(v)
-                .ok()
-                .and_then(|c| c.position().cloned())
-        })
+        .filter_map(|(_, _, v)| side::held_position(v).ok().flatten())
         .collect();
     targets
         .iter()
         .map(|(_, at, replid2)| {
             let covered = positions
                 .iter()
-                .filter(|p| p.replid == at.replid || p.replid == *replid2)
-                .map(|p| p.offset)
+                .filter(|(replid, _)| *replid == at.replid || replid == replid2)
+                .map(|(_, offset)| *offset)
                 .max()
                 .unwrap_or(0);
             at.offset.saturating_sub(covered)

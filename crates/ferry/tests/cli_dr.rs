@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
+
+use common::dr::{assert_counters, job_full_syncs, wait_job, Addr, App};
 use common::Ferry;
-use ferry::{Deployment, Direction, DrConfig, DrPair, DrPhase, RecoverChoice};
+use ferry::{Deployment, Direction, DrConfig, DrPair, DrPhase, RecoverChoice, Side};
 use ferry_testkit::{
-    compare, wait_until, CompareOptions, Server, ServerOptions, Target as TkTarget, Version,
+    fill, wait_until, Cluster, FillOptions, Server, ServerOptions, Target as TkTarget, Version,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -28,28 +31,34 @@ fn pair_args(cmd: &str, name: &str, a: &Server, b: &Server) -> Vec<String> {
         .collect()
 }
 
+/// Waits until A and B hold the same data (ferry's own keys left out).
 fn wait_equal(a: &Server, b: &Server) {
-    let opts = CompareOptions::default()
-        .ignore_prefix("ferry:checkpoint:")
-        .ignore_prefix("ferry:state:")
-        .ignore_prefix("ferry:lease:");
-    let mut last = String::new();
-    let r = wait_until(common::DEADLINE, "A and B equal", || {
-        match compare(&TkTarget::from(a), &TkTarget::from(b), &opts) {
-            Ok(r) if r.is_equal() => true,
-            Ok(r) => {
-                last = r.to_string();
-                false
-            }
-            Err(e) => {
-                last = e.to_string();
-                false
-            }
-        }
-    });
-    if let Err(e) = r {
-        panic!("{e}: {last}");
-    }
+    common::wait_equal(&TkTarget::from(a), &TkTarget::from(b));
+}
+
+/// Sends SIGKILL to a `ferry` process and waits until it is gone.
+fn sigkill(p: &mut Ferry) {
+    let kill = std::process::Command::new("kill")
+        .args(["-KILL", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(p.wait(), -1, "killed by a signal: {}", p.stderr());
+}
+
+/// Runs `ferry ARGS` until it reaches `step` (the test hook `FERRY_TEST_STOP_AT` stops it there), then SIGKILLs
+/// it: the crash happens exactly at that step.
+fn kill_at_step(args: Vec<String>, step: &str) {
+    let mut p = Ferry::spawn_env(args, &[("FERRY_TEST_STOP_AT", step)]);
+    p.wait_stderr(&format!("test hook: stopped at step {step}"));
+    sigkill(&mut p);
+}
+
+/// `ferry ARGS` run to its end: its stdout (it must exit 0).
+fn call(args: Vec<String>) -> String {
+    let mut p = Ferry::spawn(args);
+    assert_eq!(p.wait(), 0, "{}", p.stderr());
+    p.stdout()
 }
 
 /// A pair brought to `recovering` with B -> A caught up, by the library; returns the pair and a running
@@ -112,12 +121,7 @@ fn switchback_sigkilled_while_b_is_paused_finishes_when_called_again() {
     }
     let mut first = Ferry::spawn(pair_args("switchback", "killed", &a, &b));
     first.wait_stderr("writes on B paused");
-    let kill = std::process::Command::new("kill")
-        .args(["-KILL", &first.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(first.wait(), -1, "killed by a signal");
+    sigkill(&mut first);
     let status = rt.block_on(pair.status()).unwrap();
     assert_eq!(
         status.phase,
@@ -158,6 +162,398 @@ fn switchback_sigkilled_while_b_is_paused_finishes_when_called_again() {
         "A -> B continued from the seeded position"
     );
     rt.block_on(run.stop()).unwrap();
+}
+
+/// The status of both sides: (phase, A's epoch, B's epoch).
+fn epochs(
+    rt: &tokio::runtime::Runtime,
+    pair: &DrPair,
+) -> (DrPhase, Option<u64>, Option<u64>, String) {
+    let s = rt.block_on(pair.status()).unwrap();
+    (s.phase, s.a_epoch, s.b_epoch, s.next)
+}
+
+#[test]
+fn failover_and_recover_sigkilled_between_the_two_records_finish_when_called_again() {
+    let a = server();
+    let b = server();
+    let name = "crash";
+    fill(&TkTarget::from(&a), &FillOptions::seed(13)).unwrap();
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::standalone(a.url()),
+        Deployment::standalone(b.url()),
+    ))
+    .unwrap();
+    let rt = runtime();
+    let _guard = rt.enter();
+    call(pair_args("init", name, &a, &b));
+    let run = pair.run().unwrap();
+    wait_job(&run, Direction::AToB, 1);
+    let (aa, ab) = (Addr::One(a.url()), Addr::One(b.url()));
+    let app = App::start(&aa, &ab, name);
+    app.wait_writes(Side::A, 200);
+
+    // failover, killed once B's record moved (A -> B fenced in the same script) and before A's record did.
+    app.a_down.store(true, Ordering::SeqCst);
+    kill_at_step(pair_args("failover", name, &a, &b), "failover_written_on_b");
+    let (phase, ea, eb, next) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(1), Some(2)));
+    assert!(next.starts_with("failover again"), "{next}");
+    // B serves already (the newest record names it), and the A -> B job is stopped by the fence.
+    app.wait_writes(Side::B, 200);
+    let out = call(pair_args("failover", name, &a, &b));
+    assert!(out.contains("failed over (already)"), "{out}");
+    let (phase, ea, eb, next) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(2), Some(2)));
+    assert!(next.starts_with("recover"), "{next}");
+
+    // recover, killed once A's record moved (B -> A seeded in the same script) and before B's record did.
+    app.a_down.store(false, Ordering::SeqCst);
+    kill_at_step(pair_args("recover", name, &a, &b), "recover_written_on_a");
+    let (phase, ea, eb, next) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Recovering, Some(3), Some(2)));
+    assert!(next.starts_with("recover again"), "{next}");
+    // The B -> A job starts on A's record (it writes to A) while B keeps serving.
+    wait_job(&run, Direction::BToA, 3);
+    app.wait_writes(Side::B, 200);
+    let out = call(pair_args("recover", name, &a, &b));
+    assert!(
+        out.contains("Incremental") && out.contains("recovering already"),
+        "{out}"
+    );
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Recovering, Some(3), Some(3)));
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "B -> A continued B's stream from the failover point"
+    );
+
+    // switchback and a last stretch of writes on A.
+    let out = call(pair_args("switchback", name, &a, &b));
+    assert!(out.contains("writes on B were paused"), "{out}");
+    wait_job(&run, Direction::AToB, 4);
+    app.wait_writes(Side::A, 200);
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "A -> B continued from the seed"
+    );
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
+    let acked = app.finish();
+    wait_equal(&a, &b);
+    assert_counters(&aa, &acked);
+    assert_counters(&ab, &acked);
+    rt.block_on(run.stop()).unwrap();
+}
+
+#[test]
+fn switchback_sigkilled_after_the_switch_on_a_is_finished_by_the_run_before_b_takes_a_write() {
+    let a = server();
+    let b = server();
+    let name = "crash-switch";
+    let rt = runtime();
+    let (pair, run) = rt.block_on(recovering_pair(name, &a, &b));
+    let _guard = rt.enter();
+    let (aa, ab) = (Addr::One(a.url()), Addr::One(b.url()));
+    let app = App::start(&aa, &ab, name);
+    app.wait_writes(Side::B, 200);
+    // Killed once A's record moved (A serves, B -> A fenced), with B paused and its clients still connected:
+    // their paused writes must never run on B.
+    kill_at_step(
+        pair_args("switchback", name, &a, &b),
+        "switchback_switched_on_a",
+    );
+    // The pair's run finishes the switch (B's clients disconnected, B's record and the A -> B seed).
+    wait_job(&run, Direction::AToB, 4);
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
+    app.wait_writes(Side::A, 200);
+    let out = call(pair_args("switchback", name, &a, &b));
+    assert!(out.contains("switched back already"), "{out}");
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "A -> B continued from the seed"
+    );
+    let acked = app.finish();
+    wait_equal(&a, &b);
+    assert_counters(&aa, &acked);
+    assert_counters(&ab, &acked);
+    rt.block_on(run.stop()).unwrap();
+}
+
+#[test]
+fn cluster_pair_calls_sigkilled_between_fences_seeds_and_records_finish_when_called_again() {
+    let a = Cluster::start(Version::V7_0).unwrap();
+    let b = Cluster::start(Version::V7_0).unwrap();
+    a.wait_ok(common::DEADLINE).unwrap();
+    b.wait_ok(common::DEADLINE).unwrap();
+    let a_nodes: Vec<String> = a.masters().iter().map(|s| s.url()).collect();
+    let b_nodes: Vec<String> = b.masters().iter().map(|s| s.url()).collect();
+    let name = "crash-clusters";
+    let args = |cmd: &str| -> Vec<String> {
+        [
+            "dr",
+            cmd,
+            "--name",
+            name,
+            "--a-type",
+            "cluster",
+            "--a",
+            &a_nodes[0],
+        ]
+        .into_iter()
+        .chain(["--b-type", "cluster", "--b", &b_nodes[0]])
+        .map(str::to_string)
+        .collect()
+    };
+    let (ta, tb) = (
+        TkTarget::Cluster(a_nodes.clone()),
+        TkTarget::Cluster(b_nodes.clone()),
+    );
+    fill(&ta, &FillOptions::seed(21)).unwrap();
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::cluster(a_nodes[0].clone()),
+        Deployment::cluster(b_nodes[0].clone()),
+    ))
+    .unwrap();
+    let rt = runtime();
+    let _guard = rt.enter();
+    call(args("init"));
+    let run = pair.run().unwrap();
+    wait_job(&run, Direction::AToB, 1);
+    let (aa, ab) = (
+        Addr::Cluster(a_nodes.clone()),
+        Addr::Cluster(b_nodes.clone()),
+    );
+    let app = App::start(&aa, &ab, name);
+    app.wait_writes(Side::A, 200);
+
+    // failover, killed after A -> B is fenced on B's masters and before any record moved.
+    app.a_down.store(true, Ordering::SeqCst);
+    kill_at_step(args("failover"), "failover_fenced_cluster_b");
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(1), Some(1)));
+    let out = call([args("failover"), vec!["--json".into()]].concat());
+    let f: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(f["changed"], true, "{out}");
+    assert_eq!(f["lag_bytes"], 0, "the fences kept what B had: {out}");
+    assert!(
+        f["rpo"]["offset"].as_u64() > Some(0),
+        "the RPO survived: {out}"
+    );
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(2), Some(2)));
+    app.wait_writes(Side::B, 200);
+
+    // recover, killed after A's masters were seeded and before A's record moved.
+    app.a_down.store(false, Ordering::SeqCst);
+    kill_at_step(args("recover"), "recover_prepared_cluster_a");
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(2), Some(2)));
+    app.wait_writes(Side::B, 200);
+    let out = call(args("recover"));
+    assert!(
+        out.contains("Incremental"),
+        "the seeds are not A's writes: {out}"
+    );
+    wait_job(&run, Direction::BToA, 3);
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "B -> A continued B's streams"
+    );
+    app.wait_writes(Side::B, 200);
+
+    // switchback, killed after A's record moved and before the B -> A fences on A's masters (B paused).
+    kill_at_step(args("switchback"), "switchback_record_on_cluster_a");
+    // The pair's run finishes it: B's clients disconnected, the fences, the A -> B seeds and B's record.
+    wait_job(&run, Direction::AToB, 4);
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
+    app.wait_writes(Side::A, 200);
+    let out = call(args("switchback"));
+    assert!(out.contains("switched back already"), "{out}");
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "A -> B continued from the seeds"
+    );
+    let acked = app.finish();
+    common::wait_equal(&ta, &tb);
+    assert_counters(&aa, &acked);
+    assert_counters(&ab, &acked);
+    rt.block_on(run.stop()).unwrap();
+}
+
+/// Keys in database 1 of `s` (only the filled data lives there).
+fn keys_in_db1(s: &Server) -> u64 {
+    let mut c = s.client();
+    redis::cmd("SELECT").arg(1).exec(&mut c).unwrap();
+    redis::cmd("DBSIZE").query(&mut c).unwrap()
+}
+
+#[test]
+fn dr_run_sigkilled_while_switching_and_in_the_b_to_a_full_copy_redoes_the_copy_when_restarted() {
+    let a = server();
+    let b = server();
+    let name = "crash-copy";
+    let report = fill(
+        &TkTarget::from(&a),
+        &FillOptions::seed(34).dbs([1]).scale(40),
+    )
+    .unwrap();
+    let total = report.keys_in(1);
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::standalone(a.url()),
+        Deployment::standalone(b.url()),
+    ))
+    .unwrap();
+    let rt = runtime();
+    call(pair_args("init", name, &a, &b));
+    // The first run dies while it switches direction (the A -> B job stopped for the failover's epoch).
+    let mut run = Ferry::spawn_env(
+        pair_args("run", name, &a, &b),
+        &[("FERRY_TEST_STOP_AT", "run_old_job_stopped")],
+    );
+    run.wait_stderr("DR job started");
+    wait_equal(&a, &b);
+    let (aa, ab) = (Addr::One(a.url()), Addr::One(b.url()));
+    let app = App::start(&aa, &ab, name);
+    app.wait_writes(Side::A, 200);
+    app.a_down.store(true, Ordering::SeqCst);
+    rt.block_on(pair.failover()).unwrap();
+    run.wait_stderr("test hook: stopped at step run_old_job_stopped");
+    sigkill(&mut run);
+    app.wait_writes(Side::B, 200);
+    let mut run = Ferry::spawn(pair_args("run", name, &a, &b));
+    // A took a write B never got: only `b_wins` recovers, with a full copy B -> A.
+    let mut ca = a.client();
+    redis::cmd("SET")
+        .arg("only-on-a")
+        .arg(1)
+        .exec(&mut ca)
+        .unwrap();
+    app.a_down.store(false, Ordering::SeqCst);
+    let mut args = pair_args("recover", name, &a, &b);
+    args.extend(["--choice".into(), "b_wins".into()]);
+    let out = call(args);
+    assert!(out.contains("FullCopy"), "{out}");
+    let fence: String = redis::cmd("GET")
+        .arg(format!("ferry:checkpoint:{{dr-{name}-ab}}"))
+        .query(&mut b.client())
+        .unwrap();
+    assert!(
+        fence.starts_with("fenced"),
+        "the old direction is fenced: {fence}"
+    );
+    // The run copies B to A; frozen (SIGSTOP) once A holds part of the data, then SIGKILLed there.
+    wait_until(
+        common::DEADLINE,
+        "the B -> A full copy to write to A",
+        || keys_in_db1(&a) > 0,
+    )
+    .unwrap();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &run.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let copied = keys_in_db1(&a);
+    assert!(
+        copied > 0 && copied < total,
+        "frozen in the middle of the copy: {copied} of {total} keys"
+    );
+    println!("run frozen and killed with {copied} of {total} keys copied to A");
+    sigkill(&mut run);
+    app.wait_writes(Side::B, 200);
+    // Restarted: the copy is redone from an emptied A (never applied twice), then B's stream continues.
+    let mut run = Ferry::spawn(pair_args("run", name, &a, &b));
+    run.wait_stderr("DR job started");
+    let _guard = rt.enter();
+    let sb = rt.block_on(pair.switchback()).unwrap();
+    assert!(sb.changed, "{sb:?}");
+    app.wait_writes(Side::A, 200);
+    let acked = app.finish();
+    wait_equal(&a, &b);
+    assert_eq!(keys_in_db1(&a), total);
+    let gone: Option<String> = redis::cmd("GET").arg("only-on-a").query(&mut ca).unwrap();
+    assert_eq!(gone, None, "B won");
+    assert_counters(&aa, &acked);
+    assert_counters(&ab, &acked);
+    assert!(
+        run.stderr().contains("full resync"),
+        "the restarted run copied again: {}",
+        run.stderr()
+    );
+    run.terminate();
+    assert_eq!(run.wait(), 0, "{}", run.stderr());
+}
+
+#[test]
+fn switchback_finished_after_b_s_pause_ran_out_reports_the_writes_b_took_after_the_switch() {
+    let a = server();
+    let b = server();
+    let name = "late-finish";
+    let rt = runtime();
+    let (pair, run) = rt.block_on(recovering_pair(name, &a, &b));
+    // The B -> A job runs in a process this test can freeze.
+    rt.block_on(run.stop()).unwrap();
+    let mut dr_run = Ferry::spawn(pair_args("run", name, &a, &b));
+    dr_run.wait_stderr("DR job started");
+    // A client of B that connected while B was the primary.
+    let mut stale = b.client();
+    redis::cmd("INCR").arg("stale").exec(&mut stale).unwrap();
+    let mut first = Ferry::spawn_env(
+        pair_args("switchback", name, &a, &b),
+        &[("FERRY_TEST_STOP_AT", "switchback_switched_on_a")],
+    );
+    first.wait_stderr("test hook: stopped at step switchback_switched_on_a");
+    // Nothing finishes the switch in time: the run is frozen, the call killed after A took over.
+    let frozen = std::process::Command::new("kill")
+        .args(["-STOP", &dr_run.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(frozen.success());
+    sigkill(&mut first);
+    // B's pause runs out: the client's writes run on B (the first one waits for the end of the pause).
+    for _ in 0..7 {
+        redis::cmd("INCR").arg("stale").exec(&mut stale).unwrap();
+    }
+    let mut second =
+        Ferry::spawn([pair_args("switchback", name, &a, &b), vec!["--json".into()]].concat());
+    assert_eq!(second.wait(), 0, "{}", second.stderr());
+    let r: serde_json::Value = serde_json::from_str(second.stdout().trim()).unwrap();
+    assert_eq!(r["changed"], false, "{r}");
+    assert_eq!(r["writes_on_b_after_switch"], 7, "{r}");
+    assert!(
+        second
+            .stderr()
+            .contains("B accepted 7 writes after A took over"),
+        "{}",
+        second.stderr()
+    );
+    assert!(
+        redis::cmd("INCR").arg("stale").exec(&mut stale).is_err(),
+        "the connection taken before the switch was cut"
+    );
+    let s = rt.block_on(pair.status()).unwrap();
+    assert_eq!(
+        (s.phase, s.a_epoch, s.b_epoch),
+        (DrPhase::Normal, Some(4), Some(4))
+    );
+    assert_eq!(s.state.unwrap().writes_on_b_after_switch, Some(7));
+    let on_a: i64 = redis::cmd("GET")
+        .arg("stale")
+        .query(&mut a.client())
+        .unwrap();
+    assert_eq!(on_a, 1, "A has the write made before the switch only");
+    sigkill(&mut dr_run);
 }
 
 #[test]

@@ -97,6 +97,9 @@ class SwitchbackReport:
     a_position: Dict[str, Any]
     epoch: int
     changed: bool
+    #: Writes B took after A took over (only when this call finished a switchback another call left half done
+    #: after B's pause ran out): A does not have them.
+    writes_on_b_after_switch: Optional[int] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
 

@@ -257,6 +257,11 @@ pub async fn run(command: DrCommand) -> Result<i32, Error> {
         DrCommand::Switchback(p) => {
             let pair = DrPair::new(p.resolve()?)?;
             let r = pair.switchback().await?;
+            if let Some(n) = r.writes_on_b_after_switch.filter(|n| *n > 0) {
+                eprintln!(
+                    "ferry: warning: B accepted {n} writes after A took over (a switchback was interrupted and B's write pause ran out before it was finished); A does not have them"
+                );
+            }
             print(p.json, &r, || {
                 match r.write_pause_ms {
                 Some(ms) => format!(

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod dr;
 mod serve;
+mod stop_at;
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -79,15 +80,19 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn init_logs(format: LogFormat) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(stop_at::StopAt::from_env())
+        .init();
 }
 
 fn config_check(path: &std::path::Path, json: bool) -> Result<i32, Error> {

@@ -126,6 +126,15 @@ pub struct DrState {
     /// The write pause of the last switchback, in milliseconds.
     #[serde(default)]
     pub switchback_pause_ms: Option<u64>,
+    /// At the switchback: every B master's position once A had applied it (B paused), where B's stream stood
+    /// when A took over.
+    #[serde(default)]
+    pub b_drained: Vec<ShardPosition>,
+    /// Writes B accepted after A took over, counted in B's stream by the call that finished a switchback another
+    /// call left half done (it died after moving A's record and before disconnecting B's clients, and B's pause
+    /// ran out first): acknowledged writes that A does not have. `None`: not counted (no interrupted switch).
+    #[serde(default)]
+    pub writes_on_b_after_switch: Option<u64>,
     /// When this record was written (Unix milliseconds, the writer's clock).
     #[serde(default)]
     pub written_at_ms: u64,
@@ -152,6 +161,8 @@ impl DrState {
             recover_mode: None,
             extra_writes_on_a: None,
             switchback_pause_ms: None,
+            b_drained: Vec::new(),
+            writes_on_b_after_switch: None,
             written_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)

@@ -106,6 +106,8 @@ struct Shared {
     status: Mutex<DrRunStatus>,
     job: Mutex<Option<JobHandle>>,
     events: Mutex<Option<broadcast::Sender<DrEvent>>>,
+    /// The receiver made with the channel: the first [`DrHandle::events`] gets it, with every event since the start.
+    first_events: Mutex<Option<broadcast::Receiver<DrEvent>>>,
     cancel: CancellationToken,
     done: watch::Receiver<Option<Result<DrRunStatus, (ErrorKind, String)>>>,
 }
@@ -147,8 +149,19 @@ impl DrHandle {
         s
     }
 
-    /// A receiver of the events from now on.
+    /// A receiver of the events: the first call's receiver has every event since the run started (the last 256
+    /// at most, so the first `Primary` event is there however late it is called); a later call's, the events
+    /// from then on.
     pub fn events(&self) -> DrEvents {
+        if let Some(rx) = self
+            .shared
+            .first_events
+            .lock()
+            .ok()
+            .and_then(|mut first| first.take())
+        {
+            return DrEvents { rx };
+        }
         let rx = match self
             .shared
             .events
@@ -216,7 +229,7 @@ pub(crate) fn job_config(pair: &DrPair, direction: Direction, epoch: u64) -> Syn
 pub(crate) fn start(pair: DrPair) -> Result<DrHandle, Error> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::config("DrPair::run needs a tokio runtime"))?;
-    let (tx, _) = broadcast::channel(256);
+    let (tx, first_rx) = broadcast::channel(256);
     let (done_tx, done_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         status: Mutex::new(DrRunStatus {
@@ -229,6 +242,7 @@ pub(crate) fn start(pair: DrPair) -> Result<DrHandle, Error> {
         }),
         job: Mutex::new(None),
         events: Mutex::new(Some(tx)),
+        first_events: Mutex::new(Some(first_rx)),
         cancel: CancellationToken::new(),
         done: done_rx,
     });
@@ -252,8 +266,11 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
     // A job that ended at this epoch (fenced or failed) is not restarted before `retry_at`.
     let mut ended: Option<(u64, tokio::time::Instant)> = None;
     let mut seen_epoch = None;
+    // Since when (this process's clock) A's record is a switch B's record has not followed.
+    let mut switch_unfinished: Option<(u64, tokio::time::Instant)> = None;
     loop {
         let both = pair.read_both().await;
+        finish_interrupted_switchback(&pair, &both, &mut switch_unfinished).await;
         match &both.newest {
             Some(rec) => {
                 if seen_epoch != Some(rec.epoch) {
@@ -299,6 +316,12 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
                             *e,
                             tokio::time::Instant::now() + Duration::from_millis(wait),
                         ));
+                        tracing::info!(
+                            step = "run_old_job_stopped",
+                            direction = %d,
+                            epoch = e,
+                            "the job ended; the record's job next"
+                        );
                         current = None;
                         set_job(shared, None);
                     }
@@ -317,6 +340,12 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
                             error,
                         });
                         set_job(shared, None);
+                        tracing::info!(
+                            step = "run_old_job_stopped",
+                            direction = %d,
+                            epoch = e,
+                            "the job of the old epoch stopped; the record's job next"
+                        );
                     }
                     let may_start = ended.map_or(true, |(e, at)| {
                         want.is_some_and(|(_, w)| w != e) || tokio::time::Instant::now() >= at
@@ -378,6 +407,46 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
     }
     set_job(shared, None);
     shared.update(|s| s.direction = None);
+}
+
+/// A switchback whose call died after moving A's record (A serves) and before B's record followed leaves B paused
+/// only until the pause's timeout, with B's clients still connected: the run finishes it (the call's own
+/// finishing step: B's clients disconnected, B unpaused, B's record and the A -> B seed written) once the state
+/// has lasted a moment (a live call finishes within milliseconds), well within the pause.
+async fn finish_interrupted_switchback(
+    pair: &DrPair,
+    both: &super::Both,
+    since: &mut Option<(u64, tokio::time::Instant)>,
+) {
+    let unfinished = both.newest.as_ref().filter(|r| {
+        r.phase == DrPhase::Normal
+            && (r.a_seed.is_some() || !r.a_seeds.is_empty())
+            && both.b_err.is_none()
+            && both.b.as_ref().map_or(true, |b| b.epoch < r.epoch)
+    });
+    let Some(rec) = unfinished else {
+        *since = None;
+        return;
+    };
+    let now = tokio::time::Instant::now();
+    let first = match since {
+        Some((e, at)) if *e == rec.epoch => *at,
+        _ => {
+            *since = Some((rec.epoch, now));
+            now
+        }
+    };
+    let grace = Duration::from_millis((pair.config().timing.max_pause_ms / 5).clamp(100, 1000));
+    if now.duration_since(first) < grace {
+        return;
+    }
+    tracing::warn!(
+        epoch = rec.epoch,
+        "a switchback was interrupted after A's record moved; finishing it"
+    );
+    if let Err(e) = pair.switchback().await {
+        tracing::warn!(error = %e, "could not finish the interrupted switchback; call switchback again");
+    }
 }
 
 fn set_job(shared: &Arc<Shared>, job: Option<JobHandle>) {

@@ -364,15 +364,7 @@ impl Deploy {
         let mut out = Vec::new();
         for (i, key, value) in self.checkpoint_entries(tag).await? {
             let text = String::from_utf8_lossy(&value).into_owned();
-            let at = match Checkpoint::decode(&value)? {
-                Checkpoint::Committed(p) => Some((p.replid.clone(), p.offset)),
-                Checkpoint::Fenced { .. } => text
-                    .split(' ')
-                    .find_map(|f| f.strip_prefix("at="))
-                    .and_then(|v| v.split_once(':'))
-                    .and_then(|(r, o)| Some((r.to_string(), o.parse().ok()?))),
-                _ => None,
-            };
+            let at = held_position(&value)?;
             let mut fence = Checkpoint::Fenced { epoch }.encode();
             if let Some((r, o)) = &at {
                 fence.push_str(&format!(" at={r}:{o}"));
@@ -696,6 +688,20 @@ impl Deploy {
         self.on_every_master(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
             .await
     }
+}
+
+/// The position of A's stream a checkpoint value stands for: a committed checkpoint's, or the one a fence written
+/// by [`Deploy::fence_keeping_positions`] replaced (`fenced epoch=<e> at=<replid>:<offset>`).
+pub(crate) fn held_position(value: &[u8]) -> Result<Option<(String, u64)>, Error> {
+    Ok(match Checkpoint::decode(value)? {
+        Checkpoint::Committed(p) => Some((p.replid.clone(), p.offset)),
+        Checkpoint::Fenced { .. } => String::from_utf8_lossy(value)
+            .split(' ')
+            .find_map(|f| f.strip_prefix("at="))
+            .and_then(|v| v.split_once(':'))
+            .and_then(|(r, o)| Some((r.to_string(), o.parse().ok()?))),
+        _ => None,
+    })
 }
 
 /// Keys of every database of the server behind `c`, except ferry's own.

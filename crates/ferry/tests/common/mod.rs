@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod dr;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -159,11 +161,13 @@ pub fn http_get(addr: &str, path: &str) -> String {
     body.to_string()
 }
 
-/// Compare options for a ferry target: its checkpoint and shard lease keys are not data.
+/// Compare options for a ferry target: its checkpoint and shard lease keys (and a DR pair's state record) are
+/// not data.
 pub fn opts() -> CompareOptions {
     CompareOptions::default()
         .ignore_prefix("ferry:checkpoint:")
         .ignore_prefix("ferry:lease:")
+        .ignore_prefix("ferry:state:")
 }
 
 /// Asserts that two deployments hold the same data.
