@@ -26,6 +26,7 @@ use crate::pipeline::convert::{
 };
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::Filter;
+use crate::redo::CopiedKeys;
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::status::StatusHandle;
@@ -49,6 +50,18 @@ pub(crate) struct Options {
     /// Small plain strings go in `MSET` batches (per slot on a cluster target). Off where each key must reach the
     /// target before the next read (the live phase of a scan source).
     pub batch_strings: bool,
+    /// Records every source key read that passes the filters (the sweep of a redone copy keeps
+    /// exactly these, see [`crate::redo`]).
+    pub record_keys: bool,
+}
+
+/// What a full copy did.
+#[derive(Debug, Default)]
+pub(crate) struct Copied {
+    /// Keys written as element commands (the sink does not count them as keys).
+    pub big_keys: u64,
+    /// The source keys read, when [`Options::record_keys`].
+    pub keys: CopiedKeys,
 }
 
 impl Options {
@@ -100,7 +113,6 @@ struct BigKey {
 /// Reads the whole RDB from `input` and writes every key that passes the filters to `sink`; what the target
 /// cannot hold follows `opts.policy` and is listed in `report`. An error of the RDB names the input and the byte
 /// offset where reading stopped.
-/// Returns the keys written as element commands.
 pub(crate) async fn run(
     input: &mut impl RdbInput,
     sink: &mut Sink,
@@ -109,7 +121,7 @@ pub(crate) async fn run(
     opts: &Options,
     report: &mut PolicyReport,
     status: &StatusHandle,
-) -> Result<u64, Error> {
+) -> Result<Copied, Error> {
     let mut parser = Parser::new(ParserOptions {
         mode: ValueMode::Raw,
         verify_checksum: true,
@@ -157,6 +169,7 @@ pub(crate) struct Applier<'a> {
     big_keys: u64,
     big: Option<BigKey>,
     strings: StringBatch,
+    copied: CopiedKeys,
     last_report: u64,
     started: std::time::Instant,
 }
@@ -184,6 +197,7 @@ impl<'a> Applier<'a> {
             big_keys: 0,
             big: None,
             strings: StringBatch::default(),
+            copied: CopiedKeys::default(),
             last_report: 0,
             started: std::time::Instant::now(),
         }
@@ -276,6 +290,9 @@ impl<'a> Applier<'a> {
         let tdb = self.dbmap.target(db);
         let passes = self.filter.db_passes(db) && self.filter.key_passes(&key);
         let mut drop = !passes;
+        if passes && self.opts.record_keys {
+            self.copied.insert(tdb, &key);
+        }
         if passes {
             debug!(key = %KeyDisplay(key.to_vec()), bytes = serialized_len,
                    "big value: copying it with element commands");
@@ -390,6 +407,9 @@ impl<'a> Applier<'a> {
             return Ok(());
         }
         let tdb = self.dbmap.target(db);
+        if opts.record_keys {
+            self.copied.insert(tdb, &key);
+        }
         if opts.batch_strings && expire_at_ms.is_none() && hint.is_none() {
             // A small plain string: batched into one MSET/MSETNX.
             if let Some(value) = small_string(&raw)? {
@@ -443,8 +463,8 @@ impl<'a> Applier<'a> {
     }
 
     /// Writes what is batched and puts the final counts in the status; returns the keys written as element
-    /// commands (the sink counts the others once their replies are in).
-    pub(crate) async fn finish(mut self, sink: &mut Sink, bytes_read: u64) -> Result<u64, Error> {
+    /// commands (the sink counts the others once their replies are in) and the keys read.
+    pub(crate) async fn finish(mut self, sink: &mut Sink, bytes_read: u64) -> Result<Copied, Error> {
         std::mem::take(&mut self.strings).finish(sink).await?;
         debug!(
             keys = self.done,
@@ -466,7 +486,10 @@ impl<'a> Applier<'a> {
             s.keys_skipped = c.keys_skipped;
             s.set_policy(report);
         });
-        Ok(big_keys)
+        Ok(Copied {
+            big_keys,
+            keys: std::mem::take(&mut self.copied),
+        })
     }
 }
 

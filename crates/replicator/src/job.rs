@@ -561,11 +561,9 @@ impl Replicator {
                     );
                 }
                 let redo = checkpoints.iter().any(Option::is_some);
-                let conflict = if redo {
-                    ConflictPolicy::Rewrite
-                } else {
-                    cfg.conflict
-                };
+                // Without checkpoints (a standalone target with them off) the ownership record tells a redo.
+                let by_checkpoint = (cfg.sink.checkpoint || cfg.target_cluster).then_some(redo);
+                let plan = self.start_copy(&mut sink, by_checkpoint).await?;
                 self.status.update(|s| {
                     s.phase = Phase::FullSync;
                     s.replid = replid.clone();
@@ -573,16 +571,15 @@ impl Replicator {
                     s.keys_expected = None;
                     s.full_syncs += 1;
                 });
-                sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
-                    .await?;
                 // The report describes what this copy leaves out of the target.
                 *report = PolicyReport::default();
                 let opts = fullsync::Options {
-                    conflict,
+                    conflict: plan.conflict,
                     max_restore_bytes: cfg.max_restore_bytes,
                     target: target.clone(),
                     policy: cfg.target_policy,
                     batch_strings: true,
+                    record_keys: plan.sweep,
                 };
                 let copied = fullsync::run(
                     &mut source,
@@ -599,10 +596,12 @@ impl Replicator {
                         rdb_bytes: source.rdb_bytes(),
                     });
                 }
-                let big_keys = copied?;
+                let copied = copied?;
+                let big_keys = copied.big_keys;
                 if let Some(g) = gate {
                     g.wait_for(offset).await?;
                 }
+                self.sweep(&mut sink, plan, &copied.keys).await?;
                 sink.finish_full_sync(&replid, offset).await?;
                 source.acknowledge(offset);
                 let c = sink.counters();

@@ -20,8 +20,9 @@ use ferry_topology::CommandTable;
 use tracing::info;
 
 use crate::error::Error;
-use crate::fullsync::{self, Applier};
+use crate::fullsync::{self, Applier, Copied};
 use crate::job::Replicator;
+use crate::redo::CopyPlan;
 use crate::pipeline::convert::{ConflictPolicy, PolicyReport, TargetFormat};
 use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
@@ -40,9 +41,9 @@ impl Replicator {
     ) -> Result<(), Error> {
         let mut file = RdbFile::open(path).await?;
         let (mut sink, format) = self.copy_sink(target).await?;
-        let opts = self.begin_copy(&mut sink, &format, report).await?;
+        let (opts, plan) = self.begin_copy(&mut sink, &format, report).await?;
         info!(file = %path.display(), bytes = file.len(), "restoring an RDB file");
-        let big_keys = fullsync::run(
+        let copied = fullsync::run(
             &mut file,
             &mut sink,
             &self.filter,
@@ -52,7 +53,7 @@ impl Replicator {
             &self.status,
         )
         .await?;
-        self.end_copy(&mut sink, big_keys).await?;
+        self.end_copy(&mut sink, plan, copied, false).await?;
         info!(file = %path.display(), keys = self.status.snapshot().keys_copied, "RDB file restored");
         Ok(())
     }
@@ -87,10 +88,10 @@ impl Replicator {
             keyspaces.push(reader.keyspace(scan.dbs.as_deref()).await?);
             readers.push(reader);
         }
-        let opts = self.begin_copy(&mut sink, &format, report).await?;
+        let (opts, plan) = self.begin_copy(&mut sink, &format, report).await?;
         let batch = scan.batch.max(1);
         let mut bytes_read = 0u64;
-        let big_keys = {
+        let copied = {
             let mut applier = Applier::new(
                 &self.filter,
                 &self.config.db_map,
@@ -134,7 +135,8 @@ impl Replicator {
             }
             applier.finish(&mut sink, bytes_read).await?
         };
-        self.end_copy(&mut sink, big_keys).await?;
+        self.end_copy(&mut sink, plan, copied, notes.is_some())
+            .await?;
         let keys = self.status.snapshot().keys_copied;
         let Some(notes) = notes else {
             info!(keys, "scan copied");
@@ -164,6 +166,7 @@ impl Replicator {
         let opts = fullsync::Options {
             conflict: ConflictPolicy::Rewrite,
             batch_strings: false,
+            record_keys: false,
             ..copy.clone()
         };
         let cfg = &self.config;
@@ -235,43 +238,50 @@ impl Replicator {
     }
 
     /// Starts a copy: the status, the conflict policy (a copy done again rewrites what the earlier one wrote),
-    /// the sink's full-copy mode.
+    /// the sink's full-copy mode, what it does about earlier writes ([`crate::redo`]).
     async fn begin_copy(
         &self,
         sink: &mut Sink,
         format: &TargetFormat,
         report: &mut PolicyReport,
-    ) -> Result<fullsync::Options, Error> {
+    ) -> Result<(fullsync::Options, CopyPlan), Error> {
         let cfg = &self.config;
-        let redo = self.status.snapshot().full_syncs > 0;
-        let conflict = if redo {
-            ConflictPolicy::Rewrite
-        } else {
-            cfg.conflict
-        };
+        // No checkpoint says whether this is a redo: the ownership record and earlier copies of this process do.
+        let plan = self.start_copy(sink, None).await?;
         self.status.update(|s| {
             s.phase = Phase::FullSync;
             s.keys_done = 0;
             s.keys_expected = None;
             s.full_syncs += 1;
         });
-        sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
-            .await?;
         *report = PolicyReport::default();
-        Ok(fullsync::Options {
-            conflict,
+        let opts = fullsync::Options {
+            conflict: plan.conflict,
             max_restore_bytes: cfg.max_restore_bytes,
             target: format.clone(),
             policy: cfg.target_policy,
             batch_strings: true,
-        })
+            record_keys: plan.sweep,
+        };
+        Ok((opts, plan))
     }
 
-    /// Ends a copy: every write acknowledged, no checkpoint left behind, the counts in the status (`big_keys`:
-    /// keys written as element commands).
-    async fn end_copy(&self, sink: &mut Sink, big_keys: u64) -> Result<(), Error> {
+    /// Ends a copy: the sweep of a redo, every write acknowledged, no checkpoint left behind (nor the ownership
+    /// record when nothing follows the copy: `follows`), the counts in the status.
+    async fn end_copy(
+        &self,
+        sink: &mut Sink,
+        plan: CopyPlan,
+        copied: Copied,
+        follows: bool,
+    ) -> Result<(), Error> {
+        self.sweep(sink, plan, &copied.keys).await?;
+        let big_keys = copied.big_keys;
         sink.finish_full_sync("", 0).await?;
         sink.delete_own_checkpoints().await?;
+        if !follows {
+            self.forget_ownership(sink).await?;
+        }
         let c = sink.counters();
         self.status.update(|s| {
             s.keys_copied = c.keys_restored + big_keys;
