@@ -191,6 +191,10 @@ export interface SyncStatus {
   lag_bytes: number
   lag_ms: number
   full_syncs: number
+  /** Keys deleted by redone full copies (this job's earlier keys the source no longer has, on a target it owns). */
+  keys_swept: number
+  /** Full copies redone that deleted nothing: the target held keys of the job's databases before its first copy. */
+  redo_unswept: number
   reconnects: number
   errors: number
   shards: ShardStatus[]

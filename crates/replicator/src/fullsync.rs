@@ -4,16 +4,31 @@
 //!
 //! # A full sync redone over this job's earlier writes
 //!
-//! When a job must copy again into a target it wrote before (killed during the RDB, or its checkpoint no longer
-//! in the source's backlog), every key the source has is rewritten (`RESTORE ... REPLACE`), but a key the source
-//! deleted in between stays on the target unless something deletes it. The target does not say which of its
-//! keys this job wrote: other applications may write the same target, and ferry keeps no list of the keys it
-//! wrote (recording each written key would cost the live phase a write per write). So the default is to delete
-//! nothing: a key this job never wrote is never deleted, at the price of stale keys the source dropped while the
-//! job was away. [`crate::Config::flush_target_on_resync`] empties the target first (`FLUSHALL`, as a Redis
-//! replica does on a full resync) and is right only for a target this job owns alone; it is off by default
-//! because it deletes keys other writers own. On a cluster target the checkpoints of the earlier sync are
-//! deleted before the copy either way (they describe data being rewritten).
+//! When a job must copy again into a target it wrote before (stopped or killed during the RDB, its checkpoint
+//! no longer in the source's backlog after a restart or a dropped link, a scan or file copy started again),
+//! every key the source has is rewritten (`RESTORE ... REPLACE`), and a key the source deleted in between must
+//! not stay behind. The default is exact and deletes only this job's keys ([`crate::redo`]):
+//!
+//! - Before the first key of a job's first copy, ferry records in the target whether the keys the job may
+//!   write (its databases and filters, never ferry's own `ferry:checkpoint:`/`ferry:state:`/`ferry:lease:`
+//!   keys) were all absent: then the target is *owned* by the job (`ferry:checkpoint:{<tag>}:owner`).
+//! - A redo over an owned target records a 128-bit hash of each key it reads from the source (about 16 to
+//!   32 bytes per key while the copy runs, then freed) and, once the whole RDB is applied and before the
+//!   copy's checkpoint commits, scans those databases of the target (every master of a cluster) and deletes
+//!   each key of the job's filters the copy did not read. A crash during the sweep leaves the `fullsync`
+//!   marker, so the next session copies and sweeps again.
+//! - A redo over a target that held such keys before the first copy deletes nothing (a key this job never
+//!   wrote is never deleted, and the target does not say who wrote which key) and logs one warning
+//!   (`status.redo_unswept` counts them): keys deleted on the source meanwhile may remain.
+//!   [`crate::Config::flush_target_on_resync`] (`FLUSHALL` first, as a Redis replica does) is the explicit
+//!   choice for a target this job owns alone; `ferry verify` shows what differs.
+//! - A shard of a cluster source never sweeps (the shards copy into one target at once, so none can tell its
+//!   own earlier keys from another shard's): it warns like a shared target.
+//!
+//! Why not flush by default: `FLUSHALL` deletes keys of every other writer of the target, and a list of
+//! written keys kept in the target would cost the live phase a write per write. On a cluster target the
+//! checkpoints of the earlier sync are deleted before the copy either way (they describe data being
+//! rewritten).
 
 use bytes::Bytes;
 use ferry_rdb::{Item, Parser, ParserOptions, ValueMode};

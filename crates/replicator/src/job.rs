@@ -57,7 +57,10 @@ pub struct Config {
     pub db_map: DbMap,
     /// When a full sync must be redone over data an earlier sync of this job wrote (a restart during the RDB,
     /// or the backlog no longer holding the checkpoint), empty the target first (`FLUSHALL`), as a Redis
-    /// replica does. Without it keys deleted on the source in between may stay on the target.
+    /// replica does. Without it (the default) a redo deletes the keys the source no longer has only when the
+    /// job owns the target (none of the keys it may write was there before its first copy); otherwise keys
+    /// deleted on the source in between may stay on the target (see [`crate::fullsync`]'s module
+    /// documentation).
     pub flush_target_on_resync: bool,
     /// Values whose RDB encoding is bigger than this go as batches of element commands instead of one
     /// `RESTORE`.
@@ -95,7 +98,8 @@ pub enum SourceKind {
     Replica,
     /// An RDB file: its keys are written to the target (filters, database map, conflict and target policies,
     /// conversion as for the RDB of a full resync) and the job ends. Nothing is checkpointed; a job that must
-    /// start the file again (a broken target link) rewrites what it wrote (`RESTORE ... REPLACE`).
+    /// start the file again (a broken target link, or a run after one that did not finish) rewrites what it
+    /// wrote (`RESTORE ... REPLACE`) and, on a target it owns, deletes what the file no longer has.
     RdbFile(std::path::PathBuf),
     /// A scan of [`Config::source`] for servers that refuse `PSYNC`, then its keyspace notifications (see
     /// [`crate::source::scan`] for what this can and cannot promise).

@@ -5,8 +5,11 @@
 //! older target behave the same for every source.
 //!
 //! Neither has an offset to checkpoint: the target's sink runs without checkpoints (a cluster target's per-master
-//! keys are deleted at the end of the copy). A session that must start again (a broken link) copies everything
-//! again with `RESTORE ... REPLACE` over what it wrote before.
+//! keys are deleted at the end of the copy). A session that must start again (a broken link, or a job restarted
+//! before its copy ended or during a scan's live phase: the ownership record of [`crate::redo`] is still in the
+//! target) copies everything again with `RESTORE ... REPLACE` over what it wrote before and, on a target the
+//! job owns, deletes the keys it wrote that the source no longer has. A copy that ends the job (a file, a scan
+//! without notifications) deletes the ownership record.
 //!
 //! [`SourceKind::RdbFile`]: crate::SourceKind::RdbFile
 //! [`SourceKind::Scan`]: crate::SourceKind::Scan
