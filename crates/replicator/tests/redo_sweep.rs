@@ -14,10 +14,13 @@ use common::{
     assert_same_data, checkpoint_value, config, counter, expire_short_keys, master_offset,
     workload, Job, CHECKPOINT_DB, DEADLINE,
 };
+use ferry_replicator::checkpoint;
 use ferry_replicator::pipeline::filter::FilterConfig;
 use ferry_replicator::Phase;
 use ferry_resp::ConnectOptions;
-use ferry_testkit::{compare, wait_until, CompareOptions, Server, ServerOptions, Target, Version};
+use ferry_testkit::{
+    compare, wait_until, Cluster, CompareOptions, Server, ServerOptions, Target, Version,
+};
 
 /// A source whose backlog (16 kB) a workload of a few hundred rounds overruns, and an empty target.
 fn small_backlog_servers() -> (Server, Server) {
@@ -367,4 +370,48 @@ fn count_matching(server: &Server, db: i64, pattern: &str) -> u64 {
     redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut c).unwrap();
     keys.len() as u64
+}
+
+#[test]
+fn a_backlog_lost_full_resync_into_a_cluster_target_sweeps_every_master() {
+    let (source, _) = small_backlog_servers();
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    // Keys on every master (their slots spread over the three).
+    set_keys(&source, 0, "doomed", 300);
+    let make = || {
+        let mut cfg = config(&source, cluster.masters()[0]);
+        cfg.target_cluster = true;
+        cfg.sink.checkpoint_db = 0;
+        // The workload also writes in database 1, which a cluster does not have.
+        cfg.filter.block_dbs = vec![1];
+        cfg
+    };
+    let job = Job::start_with(make());
+    job.wait_caught_up(&source);
+    job.stop().unwrap();
+    for m in cluster.masters() {
+        assert!(count_matching(m, 0, "doomed:*") > 0, "every master holds some keys");
+    }
+
+    let (rounds, _) = change_while_away(&source, "cluster");
+    let job = Job::start_with(make());
+    expire_short_keys(&source, rounds, "cluster");
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(status.full_syncs, 1, "{status}");
+    assert!(status.keys_swept >= 300, "{status}");
+    for m in cluster.masters() {
+        assert_eq!(count_matching(m, 0, "doomed:*"), 0);
+    }
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(checkpoint::KEY_PREFIX);
+    let report = compare(&Target::from(&source), &Target::from(&cluster), &opts).unwrap();
+    assert!(report.is_equal(), "{report:?}");
+    let mut c = cluster.cluster_client().unwrap();
+    let counted: u64 = redis::cmd("GET")
+        .arg("ferry:counter:cluster")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(counted, rounds);
 }
