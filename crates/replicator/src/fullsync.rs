@@ -5,13 +5,15 @@
 //! # A full sync redone over this job's earlier writes
 //!
 //! When a job must copy again into a target it wrote before (stopped or killed during the RDB, its checkpoint
-//! no longer in the source's backlog after a restart or a dropped link, a scan or file copy started again),
+//! no longer in the source's backlog after a restart or a dropped link, a scan or file copy started again in the
+//! same process),
 //! every key the source has is rewritten (`RESTORE ... REPLACE`), and a key the source deleted in between must
 //! not stay behind. The default is exact and deletes only this job's keys ([`crate::redo`]):
 //!
 //! - Before the first key of a job's first copy, ferry records in the target whether the keys the job may
 //!   write (its databases and filters, never ferry's own `ferry:checkpoint:`/`ferry:state:`/`ferry:lease:`
-//!   keys) were all absent: then the target is *owned* by the job (`ferry:checkpoint:{<tag>}:owner`).
+//!   keys) were all absent: then the target is *owned* by the job (`ferry:checkpoint:{<tag>}:owner`, next to
+//!   the checkpoint; in memory for a job without checkpoints).
 //! - A redo over an owned target records a 128-bit hash of each key it reads from the source (about 16 to
 //!   32 bytes per key while the copy runs, then freed) and, once the whole RDB is applied and before the
 //!   copy's checkpoint commits, scans those databases of the target (every master of a cluster) and deletes
@@ -479,7 +481,11 @@ impl<'a> Applier<'a> {
 
     /// Writes what is batched and puts the final counts in the status; returns the keys written as element
     /// commands (the sink counts the others once their replies are in) and the keys read.
-    pub(crate) async fn finish(mut self, sink: &mut Sink, bytes_read: u64) -> Result<Copied, Error> {
+    pub(crate) async fn finish(
+        mut self,
+        sink: &mut Sink,
+        bytes_read: u64,
+    ) -> Result<Copied, Error> {
         std::mem::take(&mut self.strings).finish(sink).await?;
         debug!(
             keys = self.done,

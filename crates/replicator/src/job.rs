@@ -98,8 +98,8 @@ pub enum SourceKind {
     Replica,
     /// An RDB file: its keys are written to the target (filters, database map, conflict and target policies,
     /// conversion as for the RDB of a full resync) and the job ends. Nothing is checkpointed; a job that must
-    /// start the file again (a broken target link, or a run after one that did not finish) rewrites what it
-    /// wrote (`RESTORE ... REPLACE`) and, on a target it owns, deletes what the file no longer has.
+    /// start the file again (a broken target link) rewrites what it wrote (`RESTORE ... REPLACE`) and, on a
+    /// target it owns, deletes the keys it wrote that the file does not have (a key of a cut file).
     RdbFile(std::path::PathBuf),
     /// A scan of [`Config::source`] for servers that refuse `PSYNC`, then its keyspace notifications (see
     /// [`crate::source::scan`] for what this can and cannot promise).
@@ -199,6 +199,8 @@ pub struct Replicator {
     pub(crate) shards: ShardsHandle,
     /// A cluster target's nodes learned by earlier sessions.
     pub(crate) target_nodes: crate::sink::cluster::KnownNodes,
+    /// A job without checkpoints: the ownership its first copy found ([`crate::redo`]).
+    pub(crate) ownership: std::sync::Mutex<Option<crate::redo::Ownership>>,
 }
 
 impl Replicator {
@@ -235,6 +237,7 @@ impl Replicator {
         }
         Ok(Replicator {
             target_nodes: Default::default(),
+            ownership: Default::default(),
             source_sentinel: config
                 .source_sentinel
                 .clone()

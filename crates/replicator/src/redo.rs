@@ -10,8 +10,10 @@
 //! first copy: the job's **domain** is every key it could ever write (a key passing the key filters, in a
 //! target database that a source database passing the database filters maps to; never one of ferry's own
 //! keys). When the domain is empty on the target at that moment, the target is **owned** by the job: every
-//! domain key found there later was written by it. The decision is stored in the target, next to the
-//! checkpoint, in `ferry:checkpoint:{<tag>}:owner` (`owned` or `shared`), so it survives restarts.
+//! domain key found there later was written by it. A job with checkpoints stores the decision in the target,
+//! next to its checkpoint, in `ferry:checkpoint:{<tag>}:owner` (`owned` or `shared`), so it survives restarts;
+//! a job without (a scan, an RDB file) cannot resume after a restart and keeps it in memory: its copy done
+//! again in the same process sweeps, a restarted one is a first copy again.
 //!
 //! On a redo over an owned target, the copy records a 128-bit hash of each source key it reads (per target
 //! database: about 16 to 32 bytes per key while the copy runs) and, once the whole RDB is applied and before
@@ -216,8 +218,7 @@ impl Replicator {
             false => cfg.conflict,
         };
         if self.source_shard.is_some() {
-            let redo = redo_by_checkpoint
-                .unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
+            let redo = redo_by_checkpoint.unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
             let conflict = conflict_of(redo);
             sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
                 .await?;
@@ -233,13 +234,18 @@ impl Replicator {
                 sweep: false,
             });
         }
+        // A job with checkpoints keeps the record in the target, next to them; one without (a scan, a file)
+        // cannot resume across a restart anyway and keeps it for the life of the process.
+        let persistent = redo_by_checkpoint.is_some();
         let key = owner_key(&cfg.sink.checkpoint_tag);
-        let stored = match sink.state_get(&key).await? {
-            Some(v) => Some(Ownership::decode(&v)?),
-            None => None,
+        let stored = match persistent {
+            true => match sink.state_get(&key).await? {
+                Some(v) => Some(Ownership::decode(&v)?),
+                None => None,
+            },
+            false => *self.ownership.lock().unwrap_or_else(|e| e.into_inner()),
         };
-        let redo = redo_by_checkpoint
-            .unwrap_or_else(|| stored.is_some() || self.status.snapshot().full_syncs > 0);
+        let redo = redo_by_checkpoint.unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
         let flush = redo && cfg.flush_target_on_resync;
         let conflict = conflict_of(redo);
         if !redo {
@@ -254,15 +260,19 @@ impl Replicator {
             info!(
                 ownership = ownership.encode(),
                 "first copy: the target's keys of this job's databases and filters are {}",
-                if owned { "none (a redone copy will delete keys the source no longer has)" }
-                else { "not empty (a redone copy will delete nothing)" }
+                if owned {
+                    "none (a redone copy will delete keys the source no longer has)"
+                } else {
+                    "not empty (a redone copy will delete nothing)"
+                }
             );
-            sink.state_set(&key, ownership.encode()).await?;
+            self.record_ownership(sink, persistent, ownership).await?;
         }
         sink.begin_full_sync(conflict, flush).await?;
         if flush {
             // Emptied: whatever the domain holds from now on is this job's.
-            sink.state_set(&key, Ownership::Owned.encode()).await?;
+            self.record_ownership(sink, persistent, Ownership::Owned)
+                .await?;
             return Ok(CopyPlan {
                 redo,
                 conflict,
@@ -306,13 +316,19 @@ impl Replicator {
         Ok(())
     }
 
-    /// Deletes the ownership record (a one-shot copy that ended: an RDB file, a scan without notifications).
-    pub(crate) async fn forget_ownership(&self, sink: &mut Sink) -> Result<(), Error> {
-        if self.source_shard.is_some() {
-            return Ok(());
+    /// Records the ownership decided for the job: in the target (`persistent`) and in this process.
+    async fn record_ownership(
+        &self,
+        sink: &mut Sink,
+        persistent: bool,
+        ownership: Ownership,
+    ) -> Result<(), Error> {
+        if persistent {
+            let key = owner_key(&self.config.sink.checkpoint_tag);
+            sink.state_set(&key, ownership.encode()).await?;
         }
-        sink.state_del(&owner_key(&self.config.sink.checkpoint_tag))
-            .await
+        *self.ownership.lock().unwrap_or_else(|e| e.into_inner()) = Some(ownership);
+        Ok(())
     }
 }
 
@@ -354,6 +370,10 @@ mod tests {
         assert!(d.db(5) && d.db(2));
         assert!(!d.db(1) && !d.db(0));
         assert!(d.key(b"user:1"));
-        assert!(!d.key(b"tmp:1") && !d.key(b"ferry:checkpoint:{x}") && !d.key(b"ferry:checkpoint:{x}:owner"));
+        assert!(
+            !d.key(b"tmp:1")
+                && !d.key(b"ferry:checkpoint:{x}")
+                && !d.key(b"ferry:checkpoint:{x}:owner")
+        );
     }
 }

@@ -5,11 +5,10 @@
 //! older target behave the same for every source.
 //!
 //! Neither has an offset to checkpoint: the target's sink runs without checkpoints (a cluster target's per-master
-//! keys are deleted at the end of the copy). A session that must start again (a broken link, or a job restarted
-//! before its copy ended or during a scan's live phase: the ownership record of [`crate::redo`] is still in the
-//! target) copies everything again with `RESTORE ... REPLACE` over what it wrote before and, on a target the
-//! job owns, deletes the keys it wrote that the source no longer has. A copy that ends the job (a file, a scan
-//! without notifications) deletes the ownership record.
+//! keys are deleted at the end of the copy). A session that must start again (a broken link, a scan's lost
+//! notifications) copies everything again with `RESTORE ... REPLACE` over what it wrote before and, on a target
+//! the job owns ([`crate::redo`]), deletes the keys it wrote that the source no longer has. A restarted job is a
+//! first copy again: nothing in the target says which keys an earlier process wrote.
 //!
 //! [`SourceKind::RdbFile`]: crate::SourceKind::RdbFile
 //! [`SourceKind::Scan`]: crate::SourceKind::Scan
@@ -25,8 +24,8 @@ use tracing::info;
 use crate::error::Error;
 use crate::fullsync::{self, Applier, Copied};
 use crate::job::Replicator;
-use crate::redo::CopyPlan;
 use crate::pipeline::convert::{ConflictPolicy, PolicyReport, TargetFormat};
+use crate::redo::CopyPlan;
 use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
 use crate::sink::Sink;
@@ -56,7 +55,7 @@ impl Replicator {
             &self.status,
         )
         .await?;
-        self.end_copy(&mut sink, plan, copied, false).await?;
+        self.end_copy(&mut sink, plan, copied).await?;
         info!(file = %path.display(), keys = self.status.snapshot().keys_copied, "RDB file restored");
         Ok(())
     }
@@ -138,8 +137,7 @@ impl Replicator {
             }
             applier.finish(&mut sink, bytes_read).await?
         };
-        self.end_copy(&mut sink, plan, copied, notes.is_some())
-            .await?;
+        self.end_copy(&mut sink, plan, copied).await?;
         let keys = self.status.snapshot().keys_copied;
         let Some(notes) = notes else {
             info!(keys, "scan copied");
@@ -269,22 +267,13 @@ impl Replicator {
         Ok((opts, plan))
     }
 
-    /// Ends a copy: the sweep of a redo, every write acknowledged, no checkpoint left behind (nor the ownership
-    /// record when nothing follows the copy: `follows`), the counts in the status.
-    async fn end_copy(
-        &self,
-        sink: &mut Sink,
-        plan: CopyPlan,
-        copied: Copied,
-        follows: bool,
-    ) -> Result<(), Error> {
+    /// Ends a copy: the sweep of a redo, every write acknowledged, no checkpoint left behind, the counts in the
+    /// status.
+    async fn end_copy(&self, sink: &mut Sink, plan: CopyPlan, copied: Copied) -> Result<(), Error> {
         self.sweep(sink, plan, &copied.keys).await?;
         let big_keys = copied.big_keys;
         sink.finish_full_sync("", 0).await?;
         sink.delete_own_checkpoints().await?;
-        if !follows {
-            self.forget_ownership(sink).await?;
-        }
         let c = sink.counters();
         self.status.update(|s| {
             s.keys_copied = c.keys_restored + big_keys;

@@ -273,7 +273,8 @@ fn a_link_drop_answered_by_fullresync_sweeps_within_the_same_process_with_exact_
     set_keys(&source, 1, "doomed", 20);
     let gate = Gate::start(source.port());
     let mut cfg = config(&source, &target);
-    cfg.source.connect = ConnectOptions::from_url(&format!("redis://127.0.0.1:{}", gate.port)).unwrap();
+    cfg.source.connect =
+        ConnectOptions::from_url(&format!("redis://127.0.0.1:{}", gate.port)).unwrap();
     let job = Job::start_with(cfg);
     job.wait_caught_up(&source);
     let reconnects = job.status.snapshot().reconnects;
@@ -288,7 +289,10 @@ fn a_link_drop_answered_by_fullresync_sweeps_within_the_same_process_with_exact_
     expire_short_keys(&source, rounds, "linkdrop");
     job.wait_caught_up(&source);
     let status = job.status.snapshot();
-    assert_eq!(status.full_syncs, 2, "the reconnect got +FULLRESYNC: {status}");
+    assert_eq!(
+        status.full_syncs, 2,
+        "the reconnect got +FULLRESYNC: {status}"
+    );
     assert!(status.keys_swept >= deleted, "{status}");
     assert_same_data(&source, &target, true);
     assert_eq!(counter(&target, "linkdrop"), rounds);
@@ -312,7 +316,10 @@ fn a_key_on_the_target_before_the_first_copy_survives_a_redo_that_deletes_nothin
     assert_eq!(status.full_syncs, 1, "{status}");
     // The warning's path: nothing swept, counted as a redo that may leave stale keys.
     assert_eq!((status.keys_swept, status.redo_unswept), (0, 1), "{status}");
-    assert!(exists(&target, 0, "foreign:0"), "a key the job never wrote is never deleted");
+    assert!(
+        exists(&target, 0, "foreign:0"),
+        "a key the job never wrote is never deleted"
+    );
     assert!(
         exists(&target, 0, "doomed:0"),
         "without ownership the keys the source deleted stay, as documented"
@@ -354,8 +361,16 @@ fn a_key_the_filters_exclude_survives_the_sweep_of_an_owned_target() {
     let status = job.status.snapshot();
     assert_eq!(status.full_syncs, 1, "{status}");
     assert!(status.keys_swept >= deleted, "{status}");
-    assert_eq!(count_matching(&target, 0, "local:*"), 3, "the target's own keys of db 0 stay");
-    assert_eq!(count_matching(&target, 1, "local:*"), 2, "and those of db 1");
+    assert_eq!(
+        count_matching(&target, 0, "local:*"),
+        3,
+        "the target's own keys of db 0 stay"
+    );
+    assert_eq!(
+        count_matching(&target, 1, "local:*"),
+        2,
+        "and those of db 1"
+    );
     let opts = CompareOptions::default()
         .dbs(vec![0, 1, 2])
         .ignore_prefix("local:");
@@ -390,7 +405,10 @@ fn a_backlog_lost_full_resync_into_a_cluster_target_sweeps_every_master() {
     job.wait_caught_up(&source);
     job.stop().unwrap();
     for m in cluster.masters() {
-        assert!(count_matching(m, 0, "doomed:*") > 0, "every master holds some keys");
+        assert!(
+            count_matching(m, 0, "doomed:*") > 0,
+            "every master holds some keys"
+        );
     }
 
     let (rounds, _) = change_while_away(&source, "cluster");

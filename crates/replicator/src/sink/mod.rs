@@ -316,11 +316,6 @@ impl Sink {
             .map(drop)
     }
 
-    /// Deletes one of ferry's own keys.
-    pub(crate) async fn state_del(&mut self, key: &str) -> Result<(), Error> {
-        self.server_of(key).state_call(&["DEL", key]).await.map(drop)
-    }
-
     /// What the sink did so far.
     pub fn counters(&self) -> SinkCounters {
         match self {
