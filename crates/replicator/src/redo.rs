@@ -205,8 +205,8 @@ async fn scan_db(
 impl Replicator {
     /// Starts a full copy on `sink` (its `fullsync` marker, a `FLUSHALL` when configured for a redo) and decides
     /// what it does about earlier writes. `redo_by_checkpoint`: whether the target holds a checkpoint or
-    /// `fullsync` marker of this job (`None` for a job without checkpoints: then the ownership record, or an
-    /// earlier copy in this process, says it is a redo).
+    /// `fullsync` marker of this job (`None` for a job without checkpoints: then an earlier copy in this process
+    /// says it is a redo).
     pub(crate) async fn start_copy(
         &self,
         sink: &mut Sink,

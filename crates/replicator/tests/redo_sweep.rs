@@ -16,7 +16,8 @@ use common::{
 };
 use ferry_replicator::checkpoint;
 use ferry_replicator::pipeline::filter::FilterConfig;
-use ferry_replicator::Phase;
+use ferry_replicator::source::scan::ScanOptions;
+use ferry_replicator::{Phase, SourceKind};
 use ferry_resp::ConnectOptions;
 use ferry_testkit::{
     compare, wait_until, Cluster, CompareOptions, Server, ServerOptions, Target, Version,
@@ -432,4 +433,54 @@ fn a_backlog_lost_full_resync_into_a_cluster_target_sweeps_every_master() {
         .query(&mut c)
         .unwrap();
     assert_eq!(counted, rounds);
+}
+
+#[test]
+fn a_scan_done_again_in_the_same_process_deletes_what_the_source_deleted_unheard() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    set_keys(&source, 0, "doomed", 100);
+    set_keys(&source, 1, "doomed", 10);
+    set_keys(&source, 0, "kept", 20);
+    let mut cfg = config(&source, &target);
+    cfg.source_kind = SourceKind::Scan(ScanOptions::default());
+    let job = Job::start_with(cfg);
+    wait_until(DEADLINE, "the scan's live phase", || {
+        job.status.snapshot().phase == Phase::Incremental
+    })
+    .unwrap();
+    assert_eq!(dbsize(&target, 0), 120);
+    // Deleted while the source publishes no notification: the job cannot hear it.
+    let set_events = |v: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg(v)
+            .exec(&mut source.client())
+            .unwrap();
+    };
+    let events: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query(&mut source.client())
+        .unwrap();
+    set_events("");
+    let deleted = del_matching(&source, 0, "doomed:*") + del_matching(&source, 1, "doomed:*");
+    set_events(&events[1]);
+    // The subscriber dropped: the job scans again.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut source.client())
+        .unwrap();
+    assert_eq!(killed, 1);
+    wait_until(DEADLINE, "a second scan, then the live phase", || {
+        let s = job.status.snapshot();
+        s.full_syncs == 2 && s.phase == Phase::Incremental
+    })
+    .unwrap();
+    let status = job.status.snapshot();
+    assert!(status.keys_swept >= deleted, "{status}");
+    assert_same_data(&source, &target, false);
 }
