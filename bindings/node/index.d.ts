@@ -151,6 +151,8 @@ export interface SyncConfig {
   }
   /** End the job (successfully) once the target caught up after the full copy. */
   until_caught_up?: boolean
+  /** A full copy redone over this job's earlier data empties the target first (FLUSHALL). Without it, a redo
+   * deletes the keys the source no longer has only on a target the job owns (docs/config.md). */
   flush_target_on_resync?: boolean
   run?: { metrics_addr?: string; status_addr?: string; verify?: boolean }
 }

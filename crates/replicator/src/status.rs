@@ -178,6 +178,13 @@ impl fmt::Display for Status {
                 self.policy_commands_converted
             )?;
         }
+        if self.keys_swept + self.redo_unswept > 0 {
+            write!(
+                f,
+                " keys_swept={} redo_unswept={}",
+                self.keys_swept, self.redo_unswept
+            )?;
+        }
         if let Some(e) = &self.last_error {
             write!(f, " last_error={e:?}")?;
         }
