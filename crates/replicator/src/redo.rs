@@ -220,12 +220,12 @@ impl Replicator {
         if self.source_shard.is_some() {
             let redo = redo_by_checkpoint.unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
             let conflict = conflict_of(redo);
-            sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
-                .await?;
-            if redo && !cfg.flush_target_on_resync {
+            // A shard never empties the target (its configuration has `flush_target_on_resync` off).
+            sink.begin_full_sync(conflict, false).await?;
+            if redo {
                 warn!("a shard of a cluster source copies again over its earlier writes: keys deleted on the source \
-                       meanwhile may remain on the target (shards share the target, so none deletes keys); \
-                       set flush_target_on_resync for a target this job owns alone, or check with `ferry verify`");
+                       meanwhile may remain on the target (shards share the target and slots move between them, \
+                       so none deletes keys); check with `ferry verify`");
                 self.status.update(|s| s.redo_unswept += 1);
             }
             return Ok(CopyPlan {
