@@ -13,7 +13,8 @@
 //! - Before the first key of a job's first copy, ferry records in the target whether the keys the job may
 //!   write (its databases and filters, never ferry's own `ferry:checkpoint:`/`ferry:state:`/`ferry:lease:`
 //!   keys) were all absent: then the target is *owned* by the job (`ferry:checkpoint:{<tag>}:owner`, next to
-//!   the checkpoint; in memory for a job without checkpoints).
+//!   the checkpoint; in memory for a job without checkpoints). Such keys another writer adds later cannot be
+//!   told from the job's: a target shared with other writers keeps them apart by database or key filters.
 //! - A redo over an owned target records a 128-bit hash of each key it reads from the source (about 16 to
 //!   32 bytes per key while the copy runs, then freed) and, once the whole RDB is applied and before the
 //!   copy's checkpoint commits, scans those databases of the target (every master of a cluster) and deletes
