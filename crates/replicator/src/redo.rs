@@ -3,8 +3,9 @@
 //!
 //! A copy is redone when the job restarts during an RDB copy (the checkpoint key holds the `fullsync` marker),
 //! when the source cannot continue from the checkpoint (`+FULLRESYNC` after a live phase, in a new process or
-//! after a dropped link), and when a source without a stream (a scan, an RDB file) starts its copy again. The
-//! RDB rewrites every key the source has, but a key the source deleted meanwhile would stay on the target.
+//! after a dropped link), and when a source without a stream (a scan, an RDB file) starts its copy again in the
+//! same process. The RDB rewrites every key the source has, but a key the source deleted meanwhile would stay
+//! on the target.
 //!
 //! The target does not say who wrote a key, so ownership is decided once, before the first key of a job's
 //! first copy: the job's **domain** is every key it could ever write (a key passing the key filters, in a
