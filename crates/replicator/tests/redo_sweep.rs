@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    assert_same_data, checkpoint_value, config, counter, expire_short_keys, master_offset,
+    assert_same_data, checkpoint_value, config, counter, expire_short_keys, master_offset, relay,
     workload, Job, CHECKPOINT_DB, DEADLINE,
 };
 use ferry_replicator::checkpoint;
@@ -223,20 +222,7 @@ impl Gate {
                     held.push(client.try_clone().unwrap());
                     held.push(server.try_clone().unwrap());
                 }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
+                relay(client, server);
             }
         });
         Gate {
