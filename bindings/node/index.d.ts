@@ -152,6 +152,8 @@ export interface SyncConfig {
   }
   /** End the job (successfully) once the target caught up after the full copy. */
   until_caught_up?: boolean
+  /** A full copy redone over this job's earlier data empties the target first (FLUSHALL). Without it, a redo
+   * deletes the keys the source no longer has only on a target the job owns (docs/config.md). */
   flush_target_on_resync?: boolean
   run?: { metrics_addr?: string; status_addr?: string; verify?: boolean }
 }
@@ -192,6 +194,10 @@ export interface SyncStatus {
   lag_bytes: number
   lag_ms: number
   full_syncs: number
+  /** Keys deleted by redone full copies (this job's earlier keys the source no longer has, on a target it owns). */
+  keys_swept: number
+  /** Full copies redone that deleted nothing: the target held keys of the job's databases before its first copy. */
+  redo_unswept: number
   reconnects: number
   errors: number
   shards: ShardStatus[]

@@ -152,6 +152,15 @@ pub struct Status {
     pub lag_ms: u64,
     /// Full copies done (a fallback from PSYNC counts too).
     pub full_syncs: u64,
+    /// Keys deleted by redone full copies: written by an earlier copy of this job into a target it owns, no
+    /// longer on the source (`flush_target_on_resync` in docs/config.md).
+    #[serde(default)]
+    pub keys_swept: u64,
+    /// Full copies redone over this job's earlier writes that deleted nothing, because the target held keys
+    /// of the job's databases and filters before its first copy: keys deleted on the source meanwhile may
+    /// remain (`ferry verify` shows them).
+    #[serde(default)]
+    pub redo_unswept: u64,
     /// Reconnects after broken links.
     pub reconnects: u64,
     /// Error replies of the target.
@@ -395,6 +404,8 @@ impl Shared {
             lag_bytes: r.lag_bytes,
             lag_ms,
             full_syncs: r.full_syncs,
+            keys_swept: r.keys_swept,
+            redo_unswept: r.redo_unswept,
             reconnects: r.reconnects,
             errors: r.errors,
             keys_filtered: r.keys_filtered,

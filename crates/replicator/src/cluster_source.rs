@@ -82,7 +82,11 @@
 //! # Limits
 //!
 //! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
-//!   target holds the other shards' keys.
+//!   target holds the other shards' keys. Nor does a shard's redone copy delete the keys the source no longer
+//!   has, as a standalone source's does on a target the job owns ([`crate::redo`]): the shards copy into the
+//!   target at the same time, and while a slot migrates its keys are on either source node, so a shard cannot
+//!   tell a stale key of its own from a key another shard holds now. It logs a warning and counts the redo in
+//!   `status.redo_unswept`; keys deleted on the source while the shard was away may stay (`ferry verify`).
 //! - A shard added while the job runs (scale-out) is picked up by the next discovery; its full copy replaces
 //!   keys the target already has (they came from the shards that exported them). Slots should migrate into it
 //!   once the job follows it (its status lists it): a key moved into it before that arrives with its full copy,

@@ -4,16 +4,34 @@
 //!
 //! # A full sync redone over this job's earlier writes
 //!
-//! When a job must copy again into a target it wrote before (killed during the RDB, or its checkpoint no longer
-//! in the source's backlog), every key the source has is rewritten (`RESTORE ... REPLACE`), but a key the source
-//! deleted in between stays on the target unless something deletes it. The target does not say which of its
-//! keys this job wrote: other applications may write the same target, and ferry keeps no list of the keys it
-//! wrote (recording each written key would cost the live phase a write per write). So the default is to delete
-//! nothing: a key this job never wrote is never deleted, at the price of stale keys the source dropped while the
-//! job was away. [`crate::Config::flush_target_on_resync`] empties the target first (`FLUSHALL`, as a Redis
-//! replica does on a full resync) and is right only for a target this job owns alone; it is off by default
-//! because it deletes keys other writers own. On a cluster target the checkpoints of the earlier sync are
-//! deleted before the copy either way (they describe data being rewritten).
+//! When a job must copy again into a target it wrote before (stopped or killed during the RDB, its checkpoint
+//! no longer in the source's backlog after a restart or a dropped link, a scan or file copy started again in the
+//! same process),
+//! every key the source has is rewritten (`RESTORE ... REPLACE`), and a key the source deleted in between must
+//! not stay behind. The default is exact and deletes only this job's keys ([`crate::redo`]):
+//!
+//! - Before the first key of a job's first copy, ferry records in the target whether the keys the job may
+//!   write (its databases and filters, never ferry's own `ferry:checkpoint:`/`ferry:state:`/`ferry:lease:`
+//!   keys) were all absent: then the target is *owned* by the job (`ferry:checkpoint:{<tag>}:owner`, next to
+//!   the checkpoint; in memory for a job without checkpoints). Such keys another writer adds later cannot be
+//!   told from the job's: a target shared with other writers keeps them apart by database or key filters.
+//! - A redo over an owned target records a 128-bit hash of each key it reads from the source (about 16 to
+//!   32 bytes per key while the copy runs, then freed) and, once the whole RDB is applied and before the
+//!   copy's checkpoint commits, scans those databases of the target (every master of a cluster) and deletes
+//!   each key of the job's filters the copy did not read. A crash during the sweep leaves the `fullsync`
+//!   marker, so the next session copies and sweeps again.
+//! - A redo over a target that held such keys before the first copy deletes nothing (a key this job never
+//!   wrote is never deleted, and the target does not say who wrote which key) and logs one warning
+//!   (`status.redo_unswept` counts them): keys deleted on the source meanwhile may remain.
+//!   [`crate::Config::flush_target_on_resync`] (`FLUSHALL` first, as a Redis replica does) is the explicit
+//!   choice for a target this job owns alone; `ferry verify` shows what differs.
+//! - A shard of a cluster source never sweeps (the shards copy into one target at once, so none can tell its
+//!   own earlier keys from another shard's): it warns like a shared target.
+//!
+//! Why not flush by default: `FLUSHALL` deletes keys of every other writer of the target, and a list of
+//! written keys kept in the target would cost the live phase a write per write. On a cluster target the
+//! checkpoints of the earlier sync are deleted before the copy either way (they describe data being
+//! rewritten).
 
 use bytes::Bytes;
 use ferry_rdb::{Item, Parser, ParserOptions, ValueMode};
@@ -26,6 +44,7 @@ use crate::pipeline::convert::{
 };
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::Filter;
+use crate::redo::CopiedKeys;
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::status::StatusHandle;
@@ -49,6 +68,18 @@ pub(crate) struct Options {
     /// Small plain strings go in `MSET` batches (per slot on a cluster target). Off where each key must reach the
     /// target before the next read (the live phase of a scan source).
     pub batch_strings: bool,
+    /// Records every source key read that passes the filters (the sweep of a redone copy keeps
+    /// exactly these, see [`crate::redo`]).
+    pub record_keys: bool,
+}
+
+/// What a full copy did.
+#[derive(Debug, Default)]
+pub(crate) struct Copied {
+    /// Keys written as element commands (the sink does not count them as keys).
+    pub big_keys: u64,
+    /// The source keys read, when [`Options::record_keys`].
+    pub keys: CopiedKeys,
 }
 
 impl Options {
@@ -100,7 +131,6 @@ struct BigKey {
 /// Reads the whole RDB from `input` and writes every key that passes the filters to `sink`; what the target
 /// cannot hold follows `opts.policy` and is listed in `report`. An error of the RDB names the input and the byte
 /// offset where reading stopped.
-/// Returns the keys written as element commands.
 pub(crate) async fn run(
     input: &mut impl RdbInput,
     sink: &mut Sink,
@@ -109,9 +139,9 @@ pub(crate) async fn run(
     opts: &Options,
     report: &mut PolicyReport,
     status: &StatusHandle,
-) -> Result<u64, Error> {
-    let (big_keys, _) = run_to(input, false, sink, filter, dbmap, opts, report, status).await?;
-    Ok(big_keys)
+) -> Result<Copied, Error> {
+    let (copied, _) = run_to(input, false, sink, filter, dbmap, opts, report, status).await?;
+    Ok(copied)
 }
 
 /// [`run`] for an input whose RDB is followed by other data (an AOF preamble): reading stops at the RDB's end
@@ -125,7 +155,7 @@ pub(crate) async fn run_prefix(
     opts: &Options,
     report: &mut PolicyReport,
     status: &StatusHandle,
-) -> Result<(u64, Bytes), Error> {
+) -> Result<(Copied, Bytes), Error> {
     run_to(input, true, sink, filter, dbmap, opts, report, status).await
 }
 
@@ -139,7 +169,7 @@ async fn run_to(
     opts: &Options,
     report: &mut PolicyReport,
     status: &StatusHandle,
-) -> Result<(u64, Bytes), Error> {
+) -> Result<(Copied, Bytes), Error> {
     let mut parser = Parser::new(ParserOptions {
         mode: ValueMode::Raw,
         verify_checksum: true,
@@ -191,6 +221,7 @@ pub(crate) struct Applier<'a> {
     big_keys: u64,
     big: Option<BigKey>,
     strings: StringBatch,
+    copied: CopiedKeys,
     last_report: u64,
     started: std::time::Instant,
 }
@@ -218,6 +249,7 @@ impl<'a> Applier<'a> {
             big_keys: 0,
             big: None,
             strings: StringBatch::default(),
+            copied: CopiedKeys::default(),
             last_report: 0,
             started: std::time::Instant::now(),
         }
@@ -310,6 +342,9 @@ impl<'a> Applier<'a> {
         let tdb = self.dbmap.target(db);
         let passes = self.filter.db_passes(db) && self.filter.key_passes(&key);
         let mut drop = !passes;
+        if passes && self.opts.record_keys {
+            self.copied.insert(tdb, &key);
+        }
         if passes {
             debug!(key = %KeyDisplay(key.to_vec()), bytes = serialized_len,
                    "big value: copying it with element commands");
@@ -424,6 +459,9 @@ impl<'a> Applier<'a> {
             return Ok(());
         }
         let tdb = self.dbmap.target(db);
+        if opts.record_keys {
+            self.copied.insert(tdb, &key);
+        }
         if opts.batch_strings && expire_at_ms.is_none() && hint.is_none() {
             // A small plain string: batched into one MSET/MSETNX.
             if let Some(value) = small_string(&raw)? {
@@ -477,8 +515,12 @@ impl<'a> Applier<'a> {
     }
 
     /// Writes what is batched and puts the final counts in the status; returns the keys written as element
-    /// commands (the sink counts the others once their replies are in).
-    pub(crate) async fn finish(mut self, sink: &mut Sink, bytes_read: u64) -> Result<u64, Error> {
+    /// commands (the sink counts the others once their replies are in) and the keys read.
+    pub(crate) async fn finish(
+        mut self,
+        sink: &mut Sink,
+        bytes_read: u64,
+    ) -> Result<Copied, Error> {
         std::mem::take(&mut self.strings).finish(sink).await?;
         debug!(
             keys = self.done,
@@ -500,7 +542,10 @@ impl<'a> Applier<'a> {
             s.keys_skipped = c.keys_skipped;
             s.set_policy(report);
         });
-        Ok(big_keys)
+        Ok(Copied {
+            big_keys,
+            keys: std::mem::take(&mut self.copied),
+        })
     }
 }
 

@@ -57,7 +57,10 @@ pub struct Config {
     pub db_map: DbMap,
     /// When a full sync must be redone over data an earlier sync of this job wrote (a restart during the RDB,
     /// or the backlog no longer holding the checkpoint), empty the target first (`FLUSHALL`), as a Redis
-    /// replica does. Without it keys deleted on the source in between may stay on the target.
+    /// replica does. Without it (the default) a redo deletes the keys the source no longer has only when the
+    /// job owns the target (none of the keys it may write was there before its first copy); otherwise keys
+    /// deleted on the source in between may stay on the target (see [`crate::fullsync`]'s module
+    /// documentation).
     pub flush_target_on_resync: bool,
     /// Values whose RDB encoding is bigger than this go as batches of element commands instead of one
     /// `RESTORE`.
@@ -95,7 +98,8 @@ pub enum SourceKind {
     Replica,
     /// An RDB file: its keys are written to the target (filters, database map, conflict and target policies,
     /// conversion as for the RDB of a full resync) and the job ends. Nothing is checkpointed; a job that must
-    /// start the file again (a broken target link) rewrites what it wrote (`RESTORE ... REPLACE`).
+    /// start the file again (a broken target link) rewrites what it wrote (`RESTORE ... REPLACE`) and, on a
+    /// target it owns, deletes the keys it wrote that the file does not have (a key of a cut file).
     RdbFile(std::path::PathBuf),
     /// A scan of [`Config::source`] for servers that refuse `PSYNC`, then its keyspace notifications (see
     /// [`crate::source::scan`] for what this can and cannot promise).
@@ -200,6 +204,8 @@ pub struct Replicator {
     pub(crate) shards: ShardsHandle,
     /// A cluster target's nodes learned by earlier sessions.
     pub(crate) target_nodes: crate::sink::cluster::KnownNodes,
+    /// A job without checkpoints: the ownership its first copy found ([`crate::redo`]).
+    pub(crate) ownership: std::sync::Mutex<Option<crate::redo::Ownership>>,
 }
 
 impl Replicator {
@@ -236,6 +242,7 @@ impl Replicator {
         }
         Ok(Replicator {
             target_nodes: Default::default(),
+            ownership: Default::default(),
             source_sentinel: config
                 .source_sentinel
                 .clone()
@@ -576,11 +583,9 @@ impl Replicator {
                     );
                 }
                 let redo = checkpoints.iter().any(Option::is_some);
-                let conflict = if redo {
-                    ConflictPolicy::Rewrite
-                } else {
-                    cfg.conflict
-                };
+                // Without checkpoints (a standalone target with them off) the ownership record tells a redo.
+                let by_checkpoint = (cfg.sink.checkpoint || cfg.target_cluster).then_some(redo);
+                let plan = self.start_copy(&mut sink, by_checkpoint).await?;
                 self.status.update(|s| {
                     s.phase = Phase::FullSync;
                     s.replid = replid.clone();
@@ -588,16 +593,15 @@ impl Replicator {
                     s.keys_expected = None;
                     s.full_syncs += 1;
                 });
-                sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
-                    .await?;
                 // The report describes what this copy leaves out of the target.
                 *report = PolicyReport::default();
                 let opts = fullsync::Options {
-                    conflict,
+                    conflict: plan.conflict,
                     max_restore_bytes: cfg.max_restore_bytes,
                     target: target.clone(),
                     policy: cfg.target_policy,
                     batch_strings: true,
+                    record_keys: plan.sweep,
                 };
                 let copied = fullsync::run(
                     &mut source,
@@ -614,10 +618,12 @@ impl Replicator {
                         rdb_bytes: source.rdb_bytes(),
                     });
                 }
-                let big_keys = copied?;
+                let copied = copied?;
+                let big_keys = copied.big_keys;
                 if let Some(g) = gate {
                     g.wait_for(offset).await?;
                 }
+                self.sweep(&mut sink, plan, &copied.keys).await?;
                 sink.finish_full_sync(&replid, offset).await?;
                 source.acknowledge(offset);
                 let c = sink.counters();

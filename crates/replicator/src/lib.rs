@@ -59,6 +59,7 @@ mod error;
 mod fullsync;
 mod job;
 pub mod pipeline;
+mod redo;
 mod sentinel;
 mod sessions;
 pub mod sink;

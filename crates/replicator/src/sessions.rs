@@ -5,8 +5,10 @@
 //! older target behave the same for every source.
 //!
 //! Neither has an offset to checkpoint: the target's sink runs without checkpoints (a cluster target's per-master
-//! keys are deleted at the end of the copy). A session that must start again (a broken link) copies everything
-//! again with `RESTORE ... REPLACE` over what it wrote before.
+//! keys are deleted at the end of the copy). A session that must start again (a broken link, a scan's lost
+//! notifications) copies everything again with `RESTORE ... REPLACE` over what it wrote before and, on a target
+//! the job owns ([`crate::redo`]), deletes the keys it wrote that the source no longer has. A restarted job is a
+//! first copy again: nothing in the target says which keys an earlier process wrote.
 //!
 //! [`SourceKind::RdbFile`]: crate::SourceKind::RdbFile
 //! [`SourceKind::Scan`]: crate::SourceKind::Scan
@@ -20,10 +22,10 @@ use ferry_topology::CommandTable;
 use tracing::{info, warn};
 
 use crate::error::Error;
-use crate::fullsync::RdbInput;
-use crate::fullsync::{self, Applier};
+use crate::fullsync::{self, Applier, Copied, RdbInput};
 use crate::job::Replicator;
 use crate::pipeline::convert::{ConflictPolicy, PolicyReport, TargetFormat};
+use crate::redo::CopyPlan;
 use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
 use crate::sink::Sink;
@@ -43,9 +45,9 @@ impl Replicator {
     ) -> Result<(), Error> {
         let mut file = RdbFile::open(path).await?;
         let (mut sink, format) = self.copy_sink(target).await?;
-        let opts = self.begin_copy(&mut sink, &format, report).await?;
+        let (opts, plan) = self.begin_copy(&mut sink, &format, report).await?;
         info!(file = %path.display(), bytes = file.len(), "restoring an RDB file");
-        let big_keys = fullsync::run(
+        let copied = fullsync::run(
             &mut file,
             &mut sink,
             &self.filter,
@@ -55,7 +57,7 @@ impl Replicator {
             &self.status,
         )
         .await?;
-        self.end_copy(&mut sink, big_keys).await?;
+        self.end_copy(&mut sink, plan, copied).await?;
         info!(file = %path.display(), keys = self.status.snapshot().keys_copied, "RDB file restored");
         Ok(())
     }
@@ -72,7 +74,10 @@ impl Replicator {
         let files = crate::source::aof::files(&aof.path)?;
         let commands = self.command_table(target).await.ok();
         let (mut sink, format) = self.copy_sink(target).await?;
-        let opts = self.begin_copy(&mut sink, &format, report).await?;
+        let (mut opts, mut plan) = self.begin_copy(&mut sink, &format, report).await?;
+        // The commands after the base write keys no copy records: a redo of the replay never sweeps.
+        (opts.record_keys, plan.sweep) = (false, false);
+        let mut plan = Some(plan);
         info!(path = %aof.path.display(), files = files.len(), until = ?aof.timestamp, "replaying an append-only file");
         let mut streaming = false;
         let (mut offset, mut db) = (0u64, 0i64);
@@ -80,7 +85,7 @@ impl Replicator {
         'files: for path in &files {
             let mut file = RdbFile::open(path).await?;
             let mut rest = Bytes::new();
-            let mut big_keys = 0;
+            let mut copied = Copied::default();
             if crate::source::aof::starts_with_rdb(path)? {
                 if streaming {
                     return Err(Error::Aof(format!(
@@ -88,7 +93,7 @@ impl Replicator {
                         path.display()
                     )));
                 }
-                (big_keys, rest) = fullsync::run_prefix(
+                (copied, rest) = fullsync::run_prefix(
                     &mut file,
                     &mut sink,
                     &self.filter,
@@ -101,7 +106,9 @@ impl Replicator {
             }
             if !streaming {
                 // The base's keys are written: the commands follow as a stream without checkpoints.
-                self.end_copy(&mut sink, big_keys).await?;
+                if let Some(plan) = plan.take() {
+                    self.end_copy(&mut sink, plan, copied).await?;
+                }
                 sink.start_stream("aof", 0, &[]).await?;
                 self.status.update(|s| s.phase = Phase::Incremental);
                 streaming = true;
@@ -227,10 +234,10 @@ impl Replicator {
             keyspaces.push(reader.keyspace(scan.dbs.as_deref()).await?);
             readers.push(reader);
         }
-        let opts = self.begin_copy(&mut sink, &format, report).await?;
+        let (opts, plan) = self.begin_copy(&mut sink, &format, report).await?;
         let batch = scan.batch.max(1);
         let mut bytes_read = 0u64;
-        let big_keys = {
+        let copied = {
             let mut applier = Applier::new(
                 &self.filter,
                 &self.config.db_map,
@@ -274,7 +281,7 @@ impl Replicator {
             }
             applier.finish(&mut sink, bytes_read).await?
         };
-        self.end_copy(&mut sink, big_keys).await?;
+        self.end_copy(&mut sink, plan, copied).await?;
         let keys = self.status.snapshot().keys_copied;
         let Some(notes) = notes else {
             info!(keys, "scan copied");
@@ -304,6 +311,7 @@ impl Replicator {
         let opts = fullsync::Options {
             conflict: ConflictPolicy::Rewrite,
             batch_strings: false,
+            record_keys: false,
             ..copy.clone()
         };
         let cfg = &self.config;
@@ -375,41 +383,39 @@ impl Replicator {
     }
 
     /// Starts a copy: the status, the conflict policy (a copy done again rewrites what the earlier one wrote),
-    /// the sink's full-copy mode.
+    /// the sink's full-copy mode, what it does about earlier writes ([`crate::redo`]).
     async fn begin_copy(
         &self,
         sink: &mut Sink,
         format: &TargetFormat,
         report: &mut PolicyReport,
-    ) -> Result<fullsync::Options, Error> {
+    ) -> Result<(fullsync::Options, CopyPlan), Error> {
         let cfg = &self.config;
-        let redo = self.status.snapshot().full_syncs > 0;
-        let conflict = if redo {
-            ConflictPolicy::Rewrite
-        } else {
-            cfg.conflict
-        };
+        // No checkpoint says whether this is a redo: the ownership record and earlier copies of this process do.
+        let plan = self.start_copy(sink, None).await?;
         self.status.update(|s| {
             s.phase = Phase::FullSync;
             s.keys_done = 0;
             s.keys_expected = None;
             s.full_syncs += 1;
         });
-        sink.begin_full_sync(conflict, redo && cfg.flush_target_on_resync)
-            .await?;
         *report = PolicyReport::default();
-        Ok(fullsync::Options {
-            conflict,
+        let opts = fullsync::Options {
+            conflict: plan.conflict,
             max_restore_bytes: cfg.max_restore_bytes,
             target: format.clone(),
             policy: cfg.target_policy,
             batch_strings: true,
-        })
+            record_keys: plan.sweep,
+        };
+        Ok((opts, plan))
     }
 
-    /// Ends a copy: every write acknowledged, no checkpoint left behind, the counts in the status (`big_keys`:
-    /// keys written as element commands).
-    async fn end_copy(&self, sink: &mut Sink, big_keys: u64) -> Result<(), Error> {
+    /// Ends a copy: the sweep of a redo, every write acknowledged, no checkpoint left behind, the counts in the
+    /// status.
+    async fn end_copy(&self, sink: &mut Sink, plan: CopyPlan, copied: Copied) -> Result<(), Error> {
+        self.sweep(sink, plan, &copied.keys).await?;
+        let big_keys = copied.big_keys;
         sink.finish_full_sync("", 0).await?;
         sink.delete_own_checkpoints().await?;
         let c = sink.counters();

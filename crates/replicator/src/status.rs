@@ -90,6 +90,13 @@ pub struct Status {
     pub reconnects: u64,
     /// Full syncs done (a fallback from PSYNC counts too).
     pub full_syncs: u64,
+    /// Keys deleted by the sweeps of redone full copies: written by an earlier copy of this job, no longer on
+    /// the source (see `flush_target_on_resync` in docs/config.md).
+    pub keys_swept: u64,
+    /// Full copies redone over this job's earlier writes that deleted nothing, because the target held other
+    /// keys before the job's first copy (or the source is a cluster): keys deleted on the source meanwhile may
+    /// remain on the target.
+    pub redo_unswept: u64,
     /// The last error, for humans.
     pub last_error: Option<String>,
     /// Keys the target policy left out because the target cannot hold them (since the last full sync).
@@ -169,6 +176,13 @@ impl fmt::Display for Status {
                 self.policy_keys_converted,
                 self.policy_commands_skipped,
                 self.policy_commands_converted
+            )?;
+        }
+        if self.keys_swept + self.redo_unswept > 0 {
+            write!(
+                f,
+                " keys_swept={} redo_unswept={}",
+                self.keys_swept, self.redo_unswept
             )?;
         }
         if let Some(e) = &self.last_error {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,30 +80,10 @@ impl Drop for HangingPeer {
     }
 }
 
-/// Copies bytes both ways between `client` and the server on `port`, each way on a thread of its own.
+/// Relays `client` to the server on `port`.
 fn forward(client: TcpStream, port: u16) {
-    let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
-        return;
-    };
-    let pairs = [
-        (client.try_clone().unwrap(), server.try_clone().unwrap()),
-        (server, client),
-    ];
-    for (mut from, mut to) in pairs {
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match from.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            let _ = to.shutdown(Shutdown::Write);
-        });
+    if let Ok(server) = TcpStream::connect(("127.0.0.1", port)) {
+        common::relay(client, server);
     }
 }
 

@@ -348,7 +348,8 @@ pub struct SyncArgs {
     /// The database of the checkpoint key on a standalone target.
     #[arg(long)]
     pub checkpoint_db: Option<u32>,
-    /// When a full copy must be redone over this job's own earlier data, empty the target first.
+    /// When a full copy must be redone over this job's own earlier data, empty the target first (without it, a
+    /// redo deletes the keys the source no longer has only on a target the job owns).
     #[arg(long)]
     pub flush_target_on_resync: bool,
     /// Exit 0 once the target has caught up with the source after the full copy.

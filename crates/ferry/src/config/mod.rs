@@ -706,7 +706,8 @@ pub struct SyncConfig {
     /// Stop (successfully) once the target has caught up with the source after the full copy.
     #[serde(default)]
     pub until_caught_up: bool,
-    /// When a full copy must be redone over data an earlier run of this job wrote, empty the target first.
+    /// When a full copy must be redone over data an earlier run of this job wrote, empty the target first
+    /// (without it, a redo deletes the keys the source no longer has only on a target the job owns).
     #[serde(default)]
     pub flush_target_on_resync: bool,
     /// Settings of the `ferry` program (metrics and status endpoints, verify after catching up).

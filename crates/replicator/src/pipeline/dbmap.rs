@@ -31,6 +31,20 @@ impl DbMap {
         self.map.get(&db).copied().unwrap_or(db)
     }
 
+    /// The source databases whose writes land in target database `db` (the reverse of [`DbMap::target`]).
+    pub fn sources_of(&self, db: i64) -> Vec<i64> {
+        let mut out: Vec<i64> = self
+            .map
+            .iter()
+            .filter(|&(_, &t)| t == db)
+            .map(|(&s, _)| s)
+            .collect();
+        if !self.map.contains_key(&db) {
+            out.push(db);
+        }
+        out
+    }
+
     /// Rewrites the database numbers in the arguments of `MOVE`, `COPY ... DB` and `SWAPDB`.
     pub fn map_arguments(&self, argv: &mut [Bytes]) {
         if self.is_identity() || argv.is_empty() {
@@ -74,6 +88,12 @@ mod tests {
         let map = DbMap::new([(1, 5)]);
         assert_eq!(map.target(1), 5);
         assert_eq!(map.target(2), 2);
+        // Target 5 gets source 1 and its own source 5.
+        let mut five = map.sources_of(5);
+        five.sort_unstable();
+        assert_eq!(five, vec![1, 5]);
+        assert_eq!(map.sources_of(2), vec![2]);
+        assert!(map.sources_of(1).is_empty());
     }
 
     #[test]

@@ -710,6 +710,17 @@ impl ClusterSink {
             .unwrap_or(0)
     }
 
+    /// Each master's sink.
+    pub(crate) fn nodes_mut(&mut self) -> &mut [StandaloneSink] {
+        &mut self.nodes
+    }
+
+    /// The sink of the master owning `key`'s slot.
+    pub(crate) fn node_for(&mut self, key: &[u8]) -> &mut StandaloneSink {
+        let node = self.node_of(key);
+        &mut self.nodes[node]
+    }
+
     fn node_of(&self, key: &[u8]) -> usize {
         usize::from(self.owner[usize::from(key_slot(key))])
     }

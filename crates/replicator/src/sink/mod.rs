@@ -282,6 +282,40 @@ impl Sink {
         }
     }
 
+    /// Every server written to: the one of a standalone target, each master of a cluster.
+    pub(crate) fn servers(&mut self) -> Vec<&mut standalone::StandaloneSink> {
+        match self {
+            Sink::Standalone(s) => vec![&mut **s],
+            Sink::Cluster(c) => c.nodes_mut().iter_mut().collect(),
+        }
+    }
+
+    /// The server that holds one of ferry's own keys (a standalone target's checkpoint database; the master of
+    /// the key's slot).
+    fn server_of(&mut self, key: &str) -> &mut standalone::StandaloneSink {
+        match self {
+            Sink::Standalone(s) => s,
+            Sink::Cluster(c) => c.node_for(key.as_bytes()),
+        }
+    }
+
+    /// The value of one of ferry's own keys.
+    pub(crate) async fn state_get(&mut self, key: &str) -> Result<Option<Bytes>, Error> {
+        match self.server_of(key).state_call(&["GET", key]).await? {
+            Frame::Bulk(v) => Ok(Some(v)),
+            f if f.is_null() => Ok(None),
+            other => Err(Error::Protocol(format!("GET {key} returned {other:?}"))),
+        }
+    }
+
+    /// Sets one of ferry's own keys.
+    pub(crate) async fn state_set(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        self.server_of(key)
+            .state_call(&["SET", key, value])
+            .await
+            .map(drop)
+    }
+
     /// What the sink did so far.
     pub fn counters(&self) -> SinkCounters {
         match self {

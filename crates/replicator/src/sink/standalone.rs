@@ -578,6 +578,64 @@ impl StandaloneSink {
         Ok(())
     }
 
+    /// A command on one of ferry's own keys, in the checkpoint database, and its reply (an error reply is an
+    /// error).
+    pub(crate) async fn state_call(&mut self, argv: &[&str]) -> Result<Frame, Error> {
+        self.select_now(self.opts.checkpoint_db).await?;
+        match self.pipe.call(argv).await? {
+            Frame::Error(e) => Err(target_error(&mut self.counters, argv[0], &e)),
+            reply => Ok(reply),
+        }
+    }
+
+    /// The databases of the server that hold keys (`INFO keyspace`).
+    pub(crate) async fn keyspace_dbs(&mut self) -> Result<Vec<i64>, Error> {
+        let info = self.call(&["INFO", "keyspace"]).await?;
+        let text = info
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(':')?.0.strip_prefix("db")?.parse().ok())
+            .collect())
+    }
+
+    /// One `SCAN` page of database `db` from `cursor`: the next cursor and the keys (waits for everything
+    /// written before).
+    pub(crate) async fn scan_page(
+        &mut self,
+        db: i64,
+        cursor: &Bytes,
+    ) -> Result<(Bytes, Vec<Bytes>), Error> {
+        self.select_now(db).await?;
+        let argv = [
+            Bytes::from_static(b"SCAN"),
+            cursor.clone(),
+            Bytes::from_static(b"COUNT"),
+            Bytes::from_static(b"1000"),
+        ];
+        let Frame::Array(items) = self.pipe.call(&argv).await? else {
+            return Err(Error::Protocol("SCAN did not answer an array".into()));
+        };
+        let mut items = items.into_iter();
+        let next = match items.next() {
+            Some(Frame::Bulk(c)) => c,
+            _ => return Err(Error::Protocol("SCAN without a cursor".into())),
+        };
+        let keys = match items.next() {
+            Some(Frame::Array(keys)) => keys
+                .into_iter()
+                .filter_map(|k| match k {
+                    Frame::Bulk(k) => Some(k),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok((next, keys))
+    }
+
     /// Counts commands not sent because the target holds them already.
     pub(crate) fn count_already_applied(&mut self, n: u64) {
         self.counters.commands_already_applied += n;

@@ -463,3 +463,24 @@ pub fn workload_url(url: &str, rounds: u64, tag: &str) -> u64 {
     let mut c = client.get_connection().unwrap();
     workload_on(&mut c, rounds, tag)
 }
+
+/// Copies bytes both ways between two connected sockets, each way on a thread of its own; each side is shut
+/// down when the other ends (a relay in front of a server, for tests that cut or hold links).
+pub fn relay(client: std::net::TcpStream, server: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let pairs = [
+        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+        (server, client),
+    ];
+    for (mut from, mut to) in pairs {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+}

@@ -1,0 +1,380 @@
+//! A full copy redone over this job's own earlier writes: which target keys are this job's, and the sweep that
+//! deletes the ones the source no longer has.
+//!
+//! A copy is redone when the job restarts during an RDB copy (the checkpoint key holds the `fullsync` marker),
+//! when the source cannot continue from the checkpoint (`+FULLRESYNC` after a live phase, in a new process or
+//! after a dropped link), and when a source without a stream (a scan, an RDB file) starts its copy again in the
+//! same process. The RDB rewrites every key the source has, but a key the source deleted meanwhile would stay
+//! on the target.
+//!
+//! The target does not say who wrote a key, so ownership is decided once, before the first key of a job's
+//! first copy: the job's **domain** is every key it could ever write (a key passing the key filters, in a
+//! target database that a source database passing the database filters maps to; never one of ferry's own
+//! keys). When the domain is empty on the target at that moment, the target is **owned** by the job: every
+//! domain key found there later was written by it. A job with checkpoints stores the decision in the target,
+//! next to its checkpoint, in `ferry:checkpoint:{<tag>}:owner` (`owned` or `shared`), so it survives restarts;
+//! a job without (a scan, an RDB file) cannot resume after a restart and keeps it in memory: its copy done
+//! again in the same process sweeps, a restarted one is a first copy again.
+//!
+//! On a redo over an owned target, the copy records a 128-bit hash of each source key it reads (per target
+//! database: about 16 to 32 bytes per key while the copy runs) and, once the whole RDB is applied and before
+//! the copy's checkpoint commits, `SCAN`s the domain on the target (every master of a cluster) and deletes each
+//! key the copy did not read. A crash during the sweep leaves the `fullsync` marker: the next session copies
+//! and sweeps again, so the result stays exact. Over a shared target nothing is deleted (a key someone else
+//! wrote is never deleted) and one warning says so. A shard of a cluster source never sweeps: the shards copy
+//! at the same time into one target, so no shard can tell its earlier keys from another shard's current ones.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use crate::error::Error;
+use crate::job::Replicator;
+use crate::pipeline::convert::ConflictPolicy;
+use crate::pipeline::dbmap::DbMap;
+use crate::pipeline::filter::Filter;
+use crate::sink::standalone::StandaloneSink;
+use crate::sink::Sink;
+
+/// Whether the job's domain on the target held keys of others before the job's first copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ownership {
+    /// The domain was empty: every domain key is this job's.
+    Owned,
+    /// The domain held keys: a redo deletes nothing.
+    Shared,
+}
+
+impl Ownership {
+    fn encode(self) -> &'static str {
+        match self {
+            Ownership::Owned => "owned",
+            Ownership::Shared => "shared",
+        }
+    }
+
+    fn decode(value: &[u8]) -> Result<Ownership, Error> {
+        match value {
+            b"owned" => Ok(Ownership::Owned),
+            b"shared" => Ok(Ownership::Shared),
+            other => Err(Error::Checkpoint(format!(
+                "the ownership record holds {:?}, not owned or shared",
+                String::from_utf8_lossy(other)
+            ))),
+        }
+    }
+}
+
+/// The key recording the ownership of the job tagged `tag`: `ferry:checkpoint:{<tag>}:owner` (one of ferry's
+/// own keys, never copied; on a cluster it lives with the tag's slot).
+pub(crate) fn owner_key(tag: &str) -> String {
+    format!("{}:owner", crate::checkpoint::key_name(tag))
+}
+
+/// The source keys a copy read, as 128-bit hashes per target database.
+#[derive(Debug, Default)]
+pub(crate) struct CopiedKeys {
+    by_db: HashMap<i64, HashSet<u128>>,
+}
+
+impl CopiedKeys {
+    /// Records `key` of target database `db`.
+    pub(crate) fn insert(&mut self, db: i64, key: &[u8]) {
+        self.by_db.entry(db).or_default().insert(hash128(key));
+    }
+
+    /// Whether the copy read `key` for target database `db`.
+    pub(crate) fn contains(&self, db: i64, key: &[u8]) -> bool {
+        self.by_db
+            .get(&db)
+            .is_some_and(|keys| keys.contains(&hash128(key)))
+    }
+
+    /// Keys recorded.
+    pub(crate) fn len(&self) -> usize {
+        self.by_db.values().map(HashSet::len).sum()
+    }
+}
+
+/// Two SipHash runs with different prefixes: 128 bits, so a collision (a stale key kept) is out of reach for
+/// any dataset size.
+fn hash128(key: &[u8]) -> u128 {
+    let half = |seed: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        seed.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}
+
+/// The keys a job may write on the target (see the module documentation).
+pub(crate) struct Domain<'a> {
+    filter: &'a Filter,
+    dbmap: &'a DbMap,
+}
+
+impl<'a> Domain<'a> {
+    /// The domain of a job with these filters and database map.
+    pub(crate) fn new(filter: &'a Filter, dbmap: &'a DbMap) -> Domain<'a> {
+        Domain { filter, dbmap }
+    }
+
+    /// Whether the job writes target database `db`.
+    fn db(&self, db: i64) -> bool {
+        self.dbmap
+            .sources_of(db)
+            .iter()
+            .any(|&s| self.filter.db_passes(s))
+    }
+
+    /// Whether the job may write `key` (ferry's own keys never pass).
+    fn key(&self, key: &[u8]) -> bool {
+        self.filter.key_passes(key)
+    }
+}
+
+/// What a copy does about the keys of its earlier runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CopyPlan {
+    /// The copy is redone over earlier writes of this job.
+    pub redo: bool,
+    /// Keys that exist on the target: a redo rewrites what the earlier copy wrote, a first copy follows the
+    /// job's policy.
+    pub conflict: ConflictPolicy,
+    /// The copy records its keys and sweeps the domain before its checkpoint commits.
+    pub sweep: bool,
+}
+
+/// What the domain scan does with each domain key it finds.
+enum Visit<'a> {
+    /// Stop at the first one.
+    FindAny,
+    /// Delete it unless the copy read it.
+    Sweep(&'a CopiedKeys),
+}
+
+/// Scans the domain on every server of the target; returns 1 when `FindAny` found a key, or the keys deleted.
+async fn scan_domain(sink: &mut Sink, domain: &Domain<'_>, visit: Visit<'_>) -> Result<u64, Error> {
+    let mut count = 0u64;
+    for server in sink.servers() {
+        for db in server.keyspace_dbs().await? {
+            if !domain.db(db) {
+                continue;
+            }
+            count += scan_db(server, db, domain, &visit).await?;
+            if matches!(visit, Visit::FindAny) && count > 0 {
+                return Ok(count);
+            }
+        }
+        server.drain().await?;
+    }
+    Ok(count)
+}
+
+async fn scan_db(
+    server: &mut StandaloneSink,
+    db: i64,
+    domain: &Domain<'_>,
+    visit: &Visit<'_>,
+) -> Result<u64, Error> {
+    let mut count = 0u64;
+    let mut cursor = Bytes::from_static(b"0");
+    loop {
+        let (next, keys) = server.scan_page(db, &cursor).await?;
+        for key in keys.into_iter().filter(|k| domain.key(k)) {
+            match visit {
+                Visit::FindAny => return Ok(1),
+                Visit::Sweep(copied) if !copied.contains(db, &key) => {
+                    server
+                        .write_plain(db, &[Bytes::from_static(b"DEL"), key])
+                        .await?;
+                    count += 1;
+                }
+                Visit::Sweep(_) => {}
+            }
+        }
+        if &next[..] == b"0" {
+            return Ok(count);
+        }
+        cursor = next;
+    }
+}
+
+impl Replicator {
+    /// Starts a full copy on `sink` (its `fullsync` marker, a `FLUSHALL` when configured for a redo) and decides
+    /// what it does about earlier writes. `redo_by_checkpoint`: whether the target holds a checkpoint or
+    /// `fullsync` marker of this job (`None` for a job without checkpoints: then an earlier copy in this process
+    /// says it is a redo).
+    pub(crate) async fn start_copy(
+        &self,
+        sink: &mut Sink,
+        redo_by_checkpoint: Option<bool>,
+    ) -> Result<CopyPlan, Error> {
+        let cfg = &self.config;
+        let conflict_of = |redo| match redo {
+            true => ConflictPolicy::Rewrite,
+            false => cfg.conflict,
+        };
+        if self.source_shard.is_some() {
+            let redo = redo_by_checkpoint.unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
+            let conflict = conflict_of(redo);
+            // A shard never empties the target (its configuration has `flush_target_on_resync` off).
+            sink.begin_full_sync(conflict, false).await?;
+            if redo {
+                warn!("a shard of a cluster source copies again over its earlier writes: keys deleted on the source \
+                       meanwhile may remain on the target (shards share the target and slots move between them, \
+                       so none deletes keys); check with `ferry verify`");
+                self.status.update(|s| s.redo_unswept += 1);
+            }
+            return Ok(CopyPlan {
+                redo,
+                conflict,
+                sweep: false,
+            });
+        }
+        // A job with checkpoints keeps the record in the target, next to them; one without (a scan, a file)
+        // cannot resume across a restart anyway and keeps it for the life of the process.
+        let persistent = redo_by_checkpoint.is_some();
+        let key = owner_key(&cfg.sink.checkpoint_tag);
+        let stored = match persistent {
+            true => match sink.state_get(&key).await? {
+                Some(v) => Some(Ownership::decode(&v)?),
+                None => None,
+            },
+            false => *self.ownership.lock().unwrap_or_else(|e| e.into_inner()),
+        };
+        let redo = redo_by_checkpoint.unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
+        let flush = redo && cfg.flush_target_on_resync;
+        let conflict = conflict_of(redo);
+        if !redo {
+            // The first copy of this job into this target: ownership is decided before its first key.
+            let domain = Domain::new(&self.filter, &cfg.db_map);
+            let owned = scan_domain(sink, &domain, Visit::FindAny).await? == 0;
+            let ownership = if owned {
+                Ownership::Owned
+            } else {
+                Ownership::Shared
+            };
+            info!(
+                ownership = ownership.encode(),
+                "first copy: the target's keys of this job's databases and filters are {}",
+                if owned {
+                    "none (a redone copy will delete keys the source no longer has)"
+                } else {
+                    "not empty (a redone copy will delete nothing)"
+                }
+            );
+            self.record_ownership(sink, persistent, ownership).await?;
+        }
+        sink.begin_full_sync(conflict, flush).await?;
+        if flush {
+            // Emptied: whatever the domain holds from now on is this job's.
+            self.record_ownership(sink, persistent, Ownership::Owned)
+                .await?;
+            return Ok(CopyPlan {
+                redo,
+                conflict,
+                sweep: false,
+            });
+        }
+        let sweep = redo && stored == Some(Ownership::Owned);
+        if redo && !sweep {
+            warn!("the full copy is redone over this job's earlier writes, and the target held other keys before \
+                   the job's first copy (or no record of it): keys deleted on the source meanwhile may remain on \
+                   the target; set flush_target_on_resync for a target this job owns alone, or check with \
+                   `ferry verify`");
+            self.status.update(|s| s.redo_unswept += 1);
+        }
+        Ok(CopyPlan {
+            redo,
+            conflict,
+            sweep,
+        })
+    }
+
+    /// After every key of a redone copy is applied and before its checkpoint commits: deletes the domain keys the
+    /// copy did not read (when `plan` says so).
+    pub(crate) async fn sweep(
+        &self,
+        sink: &mut Sink,
+        plan: CopyPlan,
+        copied: &CopiedKeys,
+    ) -> Result<(), Error> {
+        if !plan.sweep {
+            return Ok(());
+        }
+        let domain = Domain::new(&self.filter, &self.config.db_map);
+        let deleted = scan_domain(sink, &domain, Visit::Sweep(copied)).await?;
+        info!(
+            deleted,
+            kept = copied.len(),
+            "redone copy: deleted the keys of earlier copies the source no longer has"
+        );
+        self.status.update(|s| s.keys_swept += deleted);
+        Ok(())
+    }
+
+    /// Records the ownership decided for the job: in the target (`persistent`) and in this process.
+    async fn record_ownership(
+        &self,
+        sink: &mut Sink,
+        persistent: bool,
+        ownership: Ownership,
+    ) -> Result<(), Error> {
+        if persistent {
+            let key = owner_key(&self.config.sink.checkpoint_tag);
+            sink.state_set(&key, ownership.encode()).await?;
+        }
+        *self.ownership.lock().unwrap_or_else(|e| e.into_inner()) = Some(ownership);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::filter::FilterConfig;
+
+    #[test]
+    fn copied_keys_are_told_apart_by_database_and_bytes() {
+        let mut k = CopiedKeys::default();
+        k.insert(0, b"a");
+        k.insert(2, b"b");
+        assert!(k.contains(0, b"a") && k.contains(2, b"b"));
+        assert!(!k.contains(1, b"a") && !k.contains(0, b"b") && !k.contains(0, b"a\0"));
+        assert_eq!(k.len(), 2);
+    }
+
+    #[test]
+    fn ownership_round_trips_and_garbage_is_an_error() {
+        for o in [Ownership::Owned, Ownership::Shared] {
+            assert_eq!(Ownership::decode(o.encode().as_bytes()).unwrap(), o);
+        }
+        assert!(Ownership::decode(b"mine").is_err());
+        assert_eq!(owner_key("job"), "ferry:checkpoint:{job}:owner");
+    }
+
+    #[test]
+    fn the_domain_follows_the_filters_and_the_database_map() {
+        let filter = Filter::new(FilterConfig {
+            allow_dbs: vec![1, 2],
+            block_key_prefixes: vec![b"tmp:".to_vec()],
+            ..FilterConfig::default()
+        })
+        .unwrap();
+        let map = DbMap::new([(1, 5)]);
+        let d = Domain::new(&filter, &map);
+        // Source 1 writes target 5; source 2 keeps its number; target 1 gets nothing (source 1 moved away).
+        assert!(d.db(5) && d.db(2));
+        assert!(!d.db(1) && !d.db(0));
+        assert!(d.key(b"user:1"));
+        assert!(
+            !d.key(b"tmp:1")
+                && !d.key(b"ferry:checkpoint:{x}")
+                && !d.key(b"ferry:checkpoint:{x}:owner")
+        );
+    }
+}
