@@ -59,6 +59,7 @@ use tracing::{debug, warn};
 
 use crate::checkpoint::{Checkpoint, Position};
 use crate::error::Error;
+use crate::pipeline::convert::ReportEntry;
 use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
@@ -103,7 +104,9 @@ pub const MAX_SCRIPT_ARGS: usize = 7000;
 /// each source unit that ends in the batch: how many of the batch's commands it holds and the stream position
 /// at its end), the operations (one byte each, see [`Op`]), then the arguments of the operations in order: a
 /// command's arguments (its byte is their count, or 0 and the count comes first as an argument), the database
-/// of a `SELECT`, the database of a checkpoint copy `SWAPDB` moved there (to delete). Reply: `{-1, stored}`
+/// of a `SELECT`, the database of a checkpoint copy `SWAPDB` moved there (to delete), the hash, field and value
+/// of a key the target policy skipped or converted (stored in the checkpoint database, see
+/// [`crate::checkpoint::report_key_names`]). Reply: `{-1, stored}`
 /// when the chain does not hold, else `{applied, error or "", logged index, logged error, ...}`.
 ///
 /// The loop over the commands does only what every command needs (one byte read, one `pcall` and its error
@@ -166,11 +169,16 @@ for j = 1, #ops do
     local r = pcall('SELECT', argv[i])
     if type(r) == 'table' and r.err then return fail(clean(r.err)) end
     cur, i = argv[i], i + 1
-  else
+  elseif c == 252 then
     redis.call('SELECT', argv[i])
     redis.call('DEL', KEYS[1])
     redis.call('SELECT', cur)
     i = i + 1
+  else
+    redis.call('SELECT', ARGV[1])
+    redis.call('HSET', argv[i], argv[i + 1], argv[i + 2])
+    redis.call('SELECT', cur)
+    i = i + 3
   end
 end
 redis.call('SELECT', ARGV[1])
@@ -199,6 +207,9 @@ impl Op {
     const SELECT: u8 = 251;
     /// Delete the checkpoint key's copy `SWAPDB` moved to the database in the next argument.
     const DROP_SWAPPED: u8 = 252;
+    /// Store a key the target policy skipped or converted: `HSET` in the checkpoint database of the hash, the
+    /// field and the value in the next three arguments (not a command of the stream: not counted).
+    const REPORT: u8 = 253;
 }
 
 /// The script text for a target: with `#!lua flags=allow-cross-slot-keys` on a cluster node (7.0+), without
@@ -282,6 +293,8 @@ struct Open {
 pub(crate) struct ChainWriter {
     sha: Bytes,
     key: Bytes,
+    /// The hashes of the stored report: skipped keys, converted keys.
+    report_keys: (Bytes, Bytes),
     checkpoint_db: i64,
     /// Whether the target has databases (a cluster node has only 0: no `SELECT` markers).
     select: bool,
@@ -308,9 +321,11 @@ impl ChainWriter {
     /// A writer for checkpoint key `key` in `checkpoint_db`, batches by `opts`, script `sha`; `select` when the
     /// target has databases.
     pub(crate) fn new(key: &str, sha: Bytes, select: bool, opts: &SinkOptions) -> ChainWriter {
+        let (skipped, converted) = crate::checkpoint::report_key_names(&opts.checkpoint_tag);
         ChainWriter {
             sha,
             key: Bytes::from(key.to_string()),
+            report_keys: (Bytes::from(skipped), Bytes::from(converted)),
             checkpoint_db: opts.checkpoint_db,
             select,
             log: opts.on_error == ErrorPolicy::Log,
@@ -422,6 +437,10 @@ impl ChainWriter {
                 self.mark.part += 1;
             }
         }
+        // The keys the policy skipped or converted in this unit commit with it.
+        for entry in unit.report {
+            self.add_report(&entry);
+        }
         self.mark = unit_end;
         if let Some(open) = &mut self.open {
             let _ = write!(
@@ -522,6 +541,25 @@ impl ChainWriter {
             open.ops.push(Op::DROP_SWAPPED);
             open.argv.push(Bytes::from(other.to_string()));
         }
+    }
+
+    /// Adds the storing of a key the target policy skipped or converted.
+    fn add_report(&mut self, entry: &ReportEntry) {
+        if self.open.is_none() {
+            self.open = Some(self.open_batch());
+        }
+        let hash = if entry.skipped {
+            self.report_keys.0.clone()
+        } else {
+            self.report_keys.1.clone()
+        };
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        let argv = [hash, entry.key.member(), entry.key.reason()];
+        open.bytes += crate::pipeline::wire_size(&argv);
+        open.ops.push(Op::REPORT);
+        open.argv.extend(argv);
     }
 
     fn close(&mut self) -> Option<Batch> {
@@ -800,6 +838,7 @@ mod tests {
             transaction: cmds.len() > 1,
             end_offset: end,
             end_db: db,
+            report: Vec::new(),
         }
     }
 

@@ -173,6 +173,7 @@ impl StreamParser {
                         transaction: true,
                         end_offset,
                         end_db: self.db,
+                        report: Vec::new(),
                     })
                 }
                 _ => {
@@ -192,6 +193,7 @@ impl StreamParser {
                             transaction: false,
                             end_offset,
                             end_db: self.db,
+                            report: Vec::new(),
                         }),
                     }
                 }
