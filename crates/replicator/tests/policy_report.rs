@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 
 use common::{config, Job, ProcJob, CHECKPOINT_DB};
 use ferry_replicator::pipeline::convert::{Loss, PolicyKey, TargetPolicy};
-use ferry_testkit::{compare, CompareOptions, DifferenceKind, Server, ServerOptions, Target, Version};
+use ferry_testkit::{
+    compare, CompareOptions, DifferenceKind, Server, ServerOptions, Target, Version,
+};
 
 type Keys = BTreeSet<(i64, Vec<u8>)>;
 
@@ -111,7 +113,10 @@ fn report_survives_a_kill(policy: TargetPolicy, name: &str) {
         .unwrap();
     job.wait_caught_up(&source);
     let s = job.status.snapshot();
-    assert_eq!(s.full_syncs, 0, "the job continued from its checkpoint: {s}");
+    assert_eq!(
+        s.full_syncs, 0,
+        "the job continued from its checkpoint: {s}"
+    );
     let (taken, other, count, other_count) = match policy {
         TargetPolicy::Skip => (
             &s.policy_skipped,

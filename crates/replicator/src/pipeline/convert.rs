@@ -1180,6 +1180,70 @@ mod tests {
         assert!(!least.field_expiry && least.module_types.is_empty());
     }
 
+    #[test]
+    fn a_stored_report_entry_reads_back_as_written_for_any_key_bytes() {
+        for loss in [
+            Loss::FieldExpiries { fields: 3 },
+            Loss::ModuleType {
+                name: "vectorset".into(),
+            },
+            Loss::UnknownCommand {
+                name: "hsetex".into(),
+            },
+        ] {
+            let key = PolicyKey {
+                db: 12,
+                key: Bytes::from_static(b"a:b\xff\0 {c}"),
+                loss,
+            };
+            let back = PolicyKey::decode(&key.member(), &key.reason()).unwrap();
+            assert_eq!(back, key);
+        }
+        assert_eq!(PolicyKey::decode(b"x:k", b"fields 1"), None);
+        assert_eq!(PolicyKey::decode(b"0:k", b"other 1"), None);
+    }
+
+    #[test]
+    fn a_loaded_report_counts_each_key_once_and_skips_later_commands() {
+        let target = TargetFormat::from_info("redis_version:7.0.15");
+        let mut report = PolicyReport::new(1);
+        report.persist = true;
+        let k = |key: &'static [u8]| PolicyKey {
+            db: 0,
+            key: Bytes::from_static(key),
+            loss: Loss::FieldExpiries { fields: 1 },
+        };
+        report.load(vec![k(b"a"), k(b"b"), k(b"a")], vec![k(b"c")]);
+        assert_eq!((report.keys_skipped, report.keys_converted), (2, 1));
+        assert_eq!(report.skipped.len(), 1, "listed up to max_listed");
+        assert!(
+            report.take_pending().is_empty(),
+            "read back, not stored again"
+        );
+        let hset = [
+            Bytes::from_static(b"HSET"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"f"),
+        ];
+        assert_eq!(
+            fit_command(0, &hset, &target, TargetPolicy::Skip, &mut report).unwrap(),
+            None
+        );
+        let hsetex = [
+            Bytes::from_static(b"HSETEX"),
+            Bytes::from_static(b"d"),
+            Bytes::from_static(b"FIELDS"),
+            Bytes::from_static(b"1"),
+            Bytes::from_static(b"f"),
+            Bytes::from_static(b"v"),
+        ];
+        fit_command(0, &hsetex, &target, TargetPolicy::Skip, &mut report).unwrap();
+        let pending = report.take_pending();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].skipped && pending[0].key.key == "d");
+        assert_eq!(report.keys_skipped, 3);
+    }
+
     fn ttl_hash() -> ferry_rdb::Value {
         ferry_rdb::Value::Hash(vec![
             ferry_rdb::HashField {

@@ -860,6 +860,55 @@ mod tests {
     }
 
     #[test]
+    fn a_key_the_policy_took_is_stored_in_the_batch_of_its_unit_without_counting_as_a_command() {
+        use crate::pipeline::convert::{Loss, PolicyKey};
+        let mut w = writer(false);
+        let mut c = SinkCounters::default();
+        let mut u = unit(110, 2, &[&["DEL", "h"]]);
+        u.report.push(ReportEntry {
+            skipped: true,
+            key: PolicyKey {
+                db: 3,
+                key: Bytes::from_static(b"h"),
+                loss: Loss::UnknownCommand {
+                    name: "hpexpireat".into(),
+                },
+            },
+        });
+        assert!(w.push(u, &mut c).is_empty());
+        // A unit of no command with a key to store still makes a batch.
+        let mut u = unit(120, 2, &[]);
+        u.report.push(ReportEntry {
+            skipped: false,
+            key: PolicyKey {
+                db: 0,
+                key: Bytes::from_static(b"g"),
+                loss: Loss::FieldExpiries { fields: 0 },
+            },
+        });
+        assert!(w.push(u, &mut c).is_empty());
+        let batch = w.flush().unwrap();
+        let a = args(&batch);
+        assert_eq!(batch.pending.names, ["del"]);
+        assert_eq!(a[OPS_ARG], latin1(&[Op::SELECT, 2, Op::REPORT, Op::REPORT]));
+        assert_eq!(
+            a[OPS_ARG + 1..],
+            [
+                "2",
+                "DEL",
+                "h",
+                "ferry:skipped:{ferry}",
+                "3:h",
+                "command hpexpireat",
+                "ferry:converted:{ferry}",
+                "0:g",
+                "fields 0"
+            ]
+        );
+        assert_eq!(a[UNITS_ARG], "1 110 2 0 120 2 ");
+    }
+
+    #[test]
     fn batch_carries_chain_positions_and_markers() {
         let mut w = writer(false);
         let mut c = SinkCounters::default();
