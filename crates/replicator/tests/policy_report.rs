@@ -8,9 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{config, Job, ProcJob, CHECKPOINT_DB};
+use ferry_replicator::checkpoint;
 use ferry_replicator::pipeline::convert::{Loss, PolicyKey, TargetPolicy};
 use ferry_testkit::{
-    compare, CompareOptions, DifferenceKind, Server, ServerOptions, Target, Version,
+    compare, Cluster, CompareOptions, DifferenceKind, Server, ServerOptions, Target, Version,
 };
 
 type Keys = BTreeSet<(i64, Vec<u8>)>;
@@ -65,22 +66,33 @@ fn listed(keys: &[PolicyKey]) -> Keys {
 }
 
 /// Copy, live stream, SIGKILL, writes while no job runs, a job that continues, more writes: the last job's
-/// status names every key the policy took, once, and nothing else.
-fn report_survives_a_kill(policy: TargetPolicy, name: &str) {
+/// status names every key the policy took, once, and nothing else. With `cluster`, the target is a 3-master
+/// 7.0 cluster (database 0 only; each master stores the keys of its slots).
+fn report_survives_a_kill(policy: TargetPolicy, name: &str, cluster: bool) {
     let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
-    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let nodes = cluster.then(|| Cluster::start(Version::V7_0).unwrap());
+    let standalone = (!cluster).then(|| Server::start(ServerOptions::new(Version::V7_0)).unwrap());
+    let (target, compared): (&Server, Target) = match (&nodes, &standalone) {
+        (Some(n), _) => (n.masters()[0], Target::from(n)),
+        (_, Some(s)) => (s, Target::from(s)),
+        _ => unreachable!(),
+    };
     let mut expected = Keys::new();
-    // In the copy (two databases).
+    // In the copy (two databases on a standalone target).
     for i in 0..5 {
         expected.insert(field_expiry_hash(&source, 0, &format!("copy:{i}")));
     }
-    expected.insert(field_expiry_hash(&source, 1, "copy:db1"));
+    if !cluster {
+        expected.insert(field_expiry_hash(&source, 1, "copy:db1"));
+    }
     let db = CHECKPOINT_DB.to_string();
-    let killed = ProcJob::start_with(
-        &source,
-        &target,
-        &["--checkpoint-db", &db, "--target-policy", name],
-    );
+    let mut args = vec!["--target-policy", name];
+    if cluster {
+        args.extend(["--target-type", "cluster"]);
+    } else {
+        args.extend(["--checkpoint-db", &db]);
+    }
+    let killed = ProcJob::start_with(&source, target, &args);
     killed.wait_caught_up(&source);
     // In the live stream of the process that is killed.
     for i in 0..5 {
@@ -95,8 +107,12 @@ fn report_survives_a_kill(policy: TargetPolicy, name: &str) {
         expected.insert(field_expiry_hash(&source, 0, &format!("down:{i}")));
     }
     let job = Job::start_with({
-        let mut c = config(&source, &target);
+        let mut c = config(&source, target);
         c.target_policy = policy;
+        if cluster {
+            c.target_cluster = true;
+            c.sink.checkpoint_db = 0;
+        }
         c
     });
     for i in 0..3 {
@@ -149,11 +165,30 @@ fn report_survives_a_kill(policy: TargetPolicy, name: &str) {
         }
     }
     job.stop().unwrap();
+    if let Some(nodes) = &nodes {
+        // Each master stored the keys of its own slots.
+        let holding = nodes
+            .masters()
+            .iter()
+            .filter(|m| {
+                let mut c = m.client();
+                let found: Vec<String> = redis::cmd("KEYS")
+                    .arg("ferry:*ed:{ferry-*}")
+                    .query(&mut c)
+                    .unwrap();
+                !found.is_empty()
+            })
+            .count();
+        assert!(holding >= 2, "the report is spread over the masters");
+    }
     // Equal by value minus exactly the skipped keys; converted keys hold the same fields.
     let opts = CompareOptions::default()
-        .dbs(vec![0, 1])
+        .dbs(if cluster { vec![0] } else { vec![0, 1] })
+        .ignore_prefix(checkpoint::KEY_PREFIX)
+        .ignore_prefix(checkpoint::SKIPPED_PREFIX)
+        .ignore_prefix(checkpoint::CONVERTED_PREFIX)
         .max_differences(1000);
-    let cmp = compare(&Target::from(&source), &Target::from(&target), &opts).unwrap();
+    let cmp = compare(&Target::from(&source), &compared, &opts).unwrap();
     let mut differing = Keys::new();
     for d in &cmp.differences {
         assert_eq!(d.kind, DifferenceKind::OnlyInA, "{policy:?}: {cmp}");
@@ -176,10 +211,20 @@ fn report_survives_a_kill(policy: TargetPolicy, name: &str) {
 
 #[test]
 fn skipped_keys_before_and_after_a_kill_are_all_listed_once() {
-    report_survives_a_kill(TargetPolicy::Skip, "skip");
+    report_survives_a_kill(TargetPolicy::Skip, "skip", false);
 }
 
 #[test]
 fn converted_keys_before_and_after_a_kill_are_all_listed_once() {
-    report_survives_a_kill(TargetPolicy::Convert, "convert");
+    report_survives_a_kill(TargetPolicy::Convert, "convert", false);
+}
+
+#[test]
+fn skipped_keys_on_a_cluster_target_before_and_after_a_kill_are_all_listed_once() {
+    report_survives_a_kill(TargetPolicy::Skip, "skip", true);
+}
+
+#[test]
+fn converted_keys_on_a_cluster_target_before_and_after_a_kill_are_all_listed_once() {
+    report_survives_a_kill(TargetPolicy::Convert, "convert", true);
 }
