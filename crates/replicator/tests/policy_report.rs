@@ -228,3 +228,63 @@ fn skipped_keys_on_a_cluster_target_before_and_after_a_kill_are_all_listed_once(
 fn converted_keys_on_a_cluster_target_before_and_after_a_kill_are_all_listed_once() {
     report_survives_a_kill(TargetPolicy::Convert, "convert", true);
 }
+
+/// The fields of the stored report hash `hash` (checkpoint database of a standalone target).
+fn stored(target: &Server, hash: &str) -> BTreeSet<Vec<u8>> {
+    let mut c = target.client();
+    redis::cmd("SELECT")
+        .arg(CHECKPOINT_DB)
+        .exec(&mut c)
+        .unwrap();
+    redis::cmd("HKEYS").arg(hash).query(&mut c).unwrap()
+}
+
+#[test]
+fn a_new_full_copy_starts_the_stored_report_over() {
+    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    for i in 0..3 {
+        field_expiry_hash(&source, 0, &format!("copy:{i}"));
+    }
+    let start = || {
+        Job::start_with({
+            let mut c = config(&source, &target);
+            c.target_policy = TargetPolicy::Skip;
+            c.conflict = ferry_replicator::ConflictPolicy::Rewrite;
+            c
+        })
+    };
+    let job = start();
+    job.wait_caught_up(&source);
+    job.stop().unwrap();
+    let (skipped, _) = checkpoint::report_key_names("ferry");
+    let names = |keys: &[&str]| -> BTreeSet<Vec<u8>> {
+        keys.iter().map(|k| format!("0:{k}").into_bytes()).collect()
+    };
+    assert_eq!(
+        stored(&target, &skipped),
+        names(&["copy:0", "copy:1", "copy:2"])
+    );
+    // The source no longer has copy:0; without its checkpoint the next job copies everything again.
+    let mut c = source.client();
+    redis::cmd("DEL").arg("copy:0").exec(&mut c).unwrap();
+    let mut t = target.client();
+    redis::cmd("SELECT")
+        .arg(CHECKPOINT_DB)
+        .exec(&mut t)
+        .unwrap();
+    redis::cmd("DEL")
+        .arg(checkpoint::key_name("ferry"))
+        .exec(&mut t)
+        .unwrap();
+    let job = start();
+    job.wait_caught_up(&source);
+    let s = job.status.snapshot();
+    assert_eq!(s.full_syncs, 1, "{s}");
+    assert_eq!(
+        listed(&s.policy_skipped),
+        [(0, b"copy:1".to_vec()), (0, b"copy:2".to_vec())].into()
+    );
+    job.stop().unwrap();
+    assert_eq!(stored(&target, &skipped), names(&["copy:1", "copy:2"]));
+}
