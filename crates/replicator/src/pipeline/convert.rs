@@ -621,6 +621,11 @@ pub struct PolicyKey {
 /// The keys a [`TargetPolicy`] skipped or converted, for the status and the job's report: counters of all, and
 /// the keys themselves up to `max_listed` of each kind (every skipped key is remembered, so its later live
 /// commands are skipped too).
+///
+/// A job with checkpoints also stores every key it adds in the target, committed with the checkpoint that
+/// covers the write that took it (see [`crate::checkpoint::report_key_names`]), and reads them back when it
+/// continues from its checkpoint: the report then covers the job's current full copy and everything since,
+/// across restarts and kills. The counters of commands are the running process's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicyReport {
     /// Keys left out of the target.
