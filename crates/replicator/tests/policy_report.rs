@@ -288,3 +288,41 @@ fn a_new_full_copy_starts_the_stored_report_over() {
     job.stop().unwrap();
     assert_eq!(stored(&target, &skipped), names(&["copy:1", "copy:2"]));
 }
+
+#[test]
+fn swapdb_of_the_checkpoint_database_keeps_the_stored_report_with_the_checkpoint() {
+    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let taken = field_expiry_hash(&source, 0, "copy:0");
+    let start = || {
+        Job::start_with({
+            let mut c = config(&source, &target);
+            c.target_policy = TargetPolicy::Skip;
+            c
+        })
+    };
+    let job = start();
+    job.wait_caught_up(&source);
+    let mut c = source.client();
+    redis::cmd("SELECT").arg(1).exec(&mut c).unwrap();
+    redis::cmd("SET").arg("in1").arg("x").exec(&mut c).unwrap();
+    redis::cmd("SWAPDB")
+        .arg(1)
+        .arg(CHECKPOINT_DB)
+        .exec(&mut c)
+        .unwrap();
+    job.wait_caught_up(&source);
+    job.stop().unwrap();
+    let (skipped, _) = checkpoint::report_key_names("ferry");
+    assert_eq!(stored(&target, &skipped), [b"0:copy:0".to_vec()].into());
+    let mut t = target.client();
+    redis::cmd("SELECT").arg(1).exec(&mut t).unwrap();
+    let in1: Vec<String> = redis::cmd("KEYS").arg("ferry:*").query(&mut t).unwrap();
+    assert!(in1.is_empty(), "{in1:?}");
+    let job = start();
+    job.wait_caught_up(&source);
+    let s = job.status.snapshot();
+    assert_eq!(s.full_syncs, 0, "{s}");
+    assert_eq!(listed(&s.policy_skipped), [taken].into());
+    job.stop().unwrap();
+}

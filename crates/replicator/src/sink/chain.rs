@@ -104,7 +104,8 @@ pub const MAX_SCRIPT_ARGS: usize = 7000;
 /// each source unit that ends in the batch: how many of the batch's commands it holds and the stream position
 /// at its end), the operations (one byte each, see [`Op`]), then the arguments of the operations in order: a
 /// command's arguments (its byte is their count, or 0 and the count comes first as an argument), the database
-/// of a `SELECT`, the database of a checkpoint copy `SWAPDB` moved there (to delete), the hash, field and value
+/// of a `SELECT`, the database of a checkpoint copy `SWAPDB` moved there (to delete) and the names of the
+/// report's hashes (to move back to the checkpoint database), the hash, field and value
 /// of a key the target policy skipped or converted (stored in the checkpoint database, see
 /// [`crate::checkpoint::report_key_names`]). Reply: `{-1, stored}`
 /// when the chain does not hold, else `{applied, error or "", logged index, logged error, ...}`.
@@ -172,8 +173,11 @@ for j = 1, #ops do
   elseif c == 252 then
     redis.call('SELECT', argv[i])
     redis.call('DEL', KEYS[1])
+    for k = i + 1, i + 2 do
+      if redis.call('EXISTS', argv[k]) == 1 then redis.call('MOVE', argv[k], ARGV[1]) end
+    end
     redis.call('SELECT', cur)
-    i = i + 1
+    i = i + 3
   else
     redis.call('SELECT', ARGV[1])
     redis.call('HSET', argv[i], argv[i + 1], argv[i + 2])
@@ -205,7 +209,8 @@ impl Op {
     const LONG: u8 = 0;
     /// `SELECT` the database in the next argument.
     const SELECT: u8 = 251;
-    /// Delete the checkpoint key's copy `SWAPDB` moved to the database in the next argument.
+    /// Delete the checkpoint key's copy `SWAPDB` moved to the database in the next argument, and move the
+    /// stored report's hashes (the two arguments after it) back to the checkpoint database.
     const DROP_SWAPPED: u8 = 252;
     /// Store a key the target policy skipped or converted: `HSET` in the checkpoint database of the hash, the
     /// field and the value in the next three arguments (not a command of the stream: not counted).
@@ -517,6 +522,9 @@ impl ChainWriter {
         }
         let select = self.select;
         let checkpoint_db = self.checkpoint_db;
+        // A `SWAPDB` of the checkpoint database: the database it moved the checkpoint to, and the report's hashes.
+        let swap =
+            swapped_checkpoint_copy(&argv, checkpoint_db).map(|db| (db, self.report_keys.clone()));
         let Some(open) = self.open.as_mut() else {
             return;
         };
@@ -525,7 +533,6 @@ impl ChainWriter {
             open.argv.push(Bytes::from(db.to_string()));
             open.script_db = db;
         }
-        let swap = swapped_checkpoint_copy(&argv, checkpoint_db);
         open.bytes += crate::pipeline::wire_size(&argv);
         open.names.push(command_name(&argv));
         open.unit_commands += 1;
@@ -537,9 +544,11 @@ impl ChainWriter {
             }
         }
         open.argv.extend(argv);
-        if let Some(other) = swap {
+        if let Some((other, report_keys)) = swap {
             open.ops.push(Op::DROP_SWAPPED);
             open.argv.push(Bytes::from(other.to_string()));
+            open.argv.push(report_keys.0);
+            open.argv.push(report_keys.1);
         }
     }
 
@@ -1193,7 +1202,18 @@ mod tests {
         w.push(unit(110, 0, &[&["SWAPDB", "15", "3"]]), &mut c);
         let a = args(&w.flush().unwrap());
         assert_eq!(a[13], latin1(&[Op::SELECT, 3, Op::DROP_SWAPPED]));
-        assert_eq!(&a[14..], ["0", "SWAPDB", "15", "3", "3"]);
+        assert_eq!(
+            &a[14..],
+            [
+                "0",
+                "SWAPDB",
+                "15",
+                "3",
+                "3",
+                "ferry:skipped:{ferry}",
+                "ferry:converted:{ferry}"
+            ]
+        );
         assert_eq!(a[12], "1 110 0 ");
     }
 
