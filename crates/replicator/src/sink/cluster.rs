@@ -586,11 +586,15 @@ impl ClusterSink {
     /// Every stored report hash of this job on every master (`ferry:skipped:{<tag>-*}`,
     /// `ferry:converted:{<tag>-*}`): a master's own, and those of keys it used before a resharding.
     async fn report_keys(&mut self) -> Result<Vec<(usize, String)>, Error> {
-        let tag = glob_escape(&self.opts.checkpoint_tag);
+        // One `SCAN` per master for both kinds.
+        let pattern = format!("ferry:*ed:{{{}-*", glob_escape(&self.opts.checkpoint_tag));
         let mut out = Vec::new();
         for (i, node) in self.nodes.iter_mut().enumerate() {
-            for prefix in [checkpoint::SKIPPED_PREFIX, checkpoint::CONVERTED_PREFIX] {
-                for key in node.scan_keys(&format!("{prefix}{{{tag}-*")).await? {
+            for key in node.scan_keys(&pattern).await? {
+                let tag = key
+                    .strip_prefix(checkpoint::SKIPPED_PREFIX)
+                    .or_else(|| key.strip_prefix(checkpoint::CONVERTED_PREFIX));
+                if tag.is_some_and(|t| t.starts_with(&format!("{{{}-", self.opts.checkpoint_tag))) {
                     out.push((i, key));
                 }
             }
