@@ -326,3 +326,45 @@ fn swapdb_of_the_checkpoint_database_keeps_the_stored_report_with_the_checkpoint
     assert_eq!(listed(&s.policy_skipped), [taken].into());
     job.stop().unwrap();
 }
+
+#[test]
+fn a_flushall_of_the_source_keeps_the_stored_report_like_the_jobs_memory() {
+    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let before = field_expiry_hash(&source, 0, "copy:0");
+    let start = || {
+        Job::start_with({
+            let mut c = config(&source, &target);
+            c.target_policy = TargetPolicy::Skip;
+            c
+        })
+    };
+    let job = start();
+    job.wait_caught_up(&source);
+    let mut c = source.client();
+    redis::cmd("FLUSHALL").exec(&mut c).unwrap();
+    let after = field_expiry_hash(&source, 0, "live:0");
+    job.wait_caught_up(&source);
+    let in_memory = listed(&job.status.snapshot().policy_skipped);
+    assert_eq!(in_memory, [before, after].into());
+    job.stop().unwrap();
+    let (skipped, _) = checkpoint::report_key_names("ferry");
+    assert_eq!(
+        stored(&target, &skipped),
+        [b"0:copy:0".to_vec(), b"0:live:0".to_vec()].into()
+    );
+    let job = start();
+    job.wait_caught_up(&source);
+    let s = job.status.snapshot();
+    assert_eq!(s.full_syncs, 0, "{s}");
+    assert_eq!(listed(&s.policy_skipped), in_memory);
+    job.stop().unwrap();
+    let opts = CompareOptions::default().dbs(vec![0, 1]);
+    let cmp = compare(&Target::from(&source), &Target::from(&target), &opts).unwrap();
+    let differing: Keys = cmp
+        .differences
+        .iter()
+        .map(|d| (i64::from(d.db.unwrap()), d.key.clone().unwrap()))
+        .collect();
+    assert_eq!(differing, [(0, b"live:0".to_vec())].into(), "{cmp}");
+}

@@ -45,7 +45,8 @@
 //! Commands flagged `noscript` (`FUNCTION ...`, `SCRIPT ...`, `EVAL`/`FCALL` from old sources) are applied
 //! alone, after everything before them is acknowledged: `WATCH` the checkpoint, check it, then
 //! `MULTI`, the command, the checkpoint `SET`, `EXEC` (`Alone`). `FLUSHALL`/`FLUSHDB` run inside the script
-//! (the checkpoint is stored after them, so they cannot erase it); `SWAPDB` too, followed by deleting the
+//! (the checkpoint is stored after them, so they cannot erase it, and the target policy's stored report is
+//! kept around them with `DUMP` and `RESTORE`); `SWAPDB` too, followed by deleting the
 //! checkpoint copy it moved into the other database. A command with more arguments than a script can unpack
 //! ([`MAX_SCRIPT_ARGS`]) is split into commands of the same meaning when it is variadic (`RPUSH`, `SADD`, `HSET`,
 //! `ZADD`, `DEL`, `MSET`...), inside the same script, so it stays atomic; any other goes alone like a
@@ -105,7 +106,8 @@ pub const MAX_SCRIPT_ARGS: usize = 7000;
 /// at its end), the operations (one byte each, see [`Op`]), then the arguments of the operations in order: a
 /// command's arguments (its byte is their count, or 0 and the count comes first as an argument), the database
 /// of a `SELECT`, the database of a checkpoint copy `SWAPDB` moved there (to delete) and the names of the
-/// report's hashes (to move back to the checkpoint database), the hash, field and value
+/// report's hashes (to move back to the checkpoint database), the names of the report's hashes around a flush
+/// of the checkpoint database (kept before it, put back after it), the hash, field and value
 /// of a key the target policy skipped or converted (stored in the checkpoint database, see
 /// [`crate::checkpoint::report_key_names`]). Reply: `{-1, stored}`
 /// when the chain does not hold, else `{applied, error or "", logged index, logged error, ...}`.
@@ -151,7 +153,7 @@ local function fail(e)
   for _, v in ipairs(logged) do out[#out + 1] = v end
   return out
 end
-local argv, ops, i = ARGV, ARGV[10], 11
+local argv, ops, i, kept = ARGV, ARGV[10], 11, {}
 local pcall, unpack, tonumber, byte, type = redis.pcall, unpack, tonumber, string.byte, type
 for j = 1, #ops do
   local c = byte(ops, j)
@@ -170,6 +172,18 @@ for j = 1, #ops do
     local r = pcall('SELECT', argv[i])
     if type(r) == 'table' and r.err then return fail(clean(r.err)) end
     cur, i = argv[i], i + 1
+  elseif c == 254 then
+    redis.call('SELECT', ARGV[1])
+    kept = {redis.call('DUMP', argv[i]), redis.call('DUMP', argv[i + 1])}
+    redis.call('SELECT', cur)
+    i = i + 2
+  elseif c == 255 then
+    redis.call('SELECT', ARGV[1])
+    for k = 1, 2 do
+      if kept[k] then redis.call('RESTORE', argv[i + k - 1], 0, kept[k], 'REPLACE') end
+    end
+    redis.call('SELECT', cur)
+    i = i + 2
   elseif c == 252 then
     redis.call('SELECT', argv[i])
     redis.call('DEL', KEYS[1])
@@ -215,6 +229,11 @@ impl Op {
     /// Store a key the target policy skipped or converted: `HSET` in the checkpoint database of the hash, the
     /// field and the value in the next three arguments (not a command of the stream: not counted).
     const REPORT: u8 = 253;
+    /// Before a flush that erases the checkpoint database: keep (`DUMP`) the report's hashes named in the next
+    /// two arguments...
+    const KEEP_REPORT: u8 = 254;
+    /// ...and after it, put them back (`RESTORE`), as the checkpoint is stored again after it.
+    const RESTORE_REPORT: u8 = 255;
 }
 
 /// The script text for a target: with `#!lua flags=allow-cross-slot-keys` on a cluster node (7.0+), without
@@ -525,6 +544,9 @@ impl ChainWriter {
         // A `SWAPDB` of the checkpoint database: the database it moved the checkpoint to, and the report's hashes.
         let swap =
             swapped_checkpoint_copy(&argv, checkpoint_db).map(|db| (db, self.report_keys.clone()));
+        // A flush that erases the checkpoint database: the report's hashes, kept around it.
+        let flush =
+            flushes_checkpoint_db(&argv, db, checkpoint_db).then(|| self.report_keys.clone());
         let Some(open) = self.open.as_mut() else {
             return;
         };
@@ -532,6 +554,10 @@ impl ChainWriter {
             open.ops.push(Op::SELECT);
             open.argv.push(Bytes::from(db.to_string()));
             open.script_db = db;
+        }
+        if let Some((skipped, converted)) = &flush {
+            open.ops.push(Op::KEEP_REPORT);
+            open.argv.extend([skipped.clone(), converted.clone()]);
         }
         open.bytes += crate::pipeline::wire_size(&argv);
         open.names.push(command_name(&argv));
@@ -544,6 +570,10 @@ impl ChainWriter {
             }
         }
         open.argv.extend(argv);
+        if let Some((skipped, converted)) = flush {
+            open.ops.push(Op::RESTORE_REPORT);
+            open.argv.extend([skipped, converted]);
+        }
         if let Some((other, report_keys)) = swap {
             open.ops.push(Op::DROP_SWAPPED);
             open.argv.push(Bytes::from(other.to_string()));
@@ -790,6 +820,13 @@ pub(crate) fn split_big(argv: Vec<Bytes>) -> Vec<Vec<Bytes>> {
         .collect()
 }
 
+/// Whether `argv`, run in target database `db`, erases the checkpoint database: `FLUSHALL`, or `FLUSHDB` in it.
+fn flushes_checkpoint_db(argv: &[Bytes], db: i64, checkpoint_db: i64) -> bool {
+    let name = argv.first().map_or(&b""[..], |n| &n[..]);
+    name.eq_ignore_ascii_case(b"flushall")
+        || (name.eq_ignore_ascii_case(b"flushdb") && db == checkpoint_db)
+}
+
 /// For `SWAPDB a b` where one of them is the checkpoint database: the other one, where the swap moves the
 /// checkpoint key.
 fn swapped_checkpoint_copy(argv: &[Bytes], checkpoint_db: i64) -> Option<i64> {
@@ -915,6 +952,40 @@ mod tests {
             ]
         );
         assert_eq!(a[UNITS_ARG], "1 110 2 0 120 2 ");
+    }
+
+    #[test]
+    fn a_flush_of_the_checkpoint_database_keeps_the_stored_report_around_it() {
+        let mut w = writer(false);
+        let mut c = SinkCounters::default();
+        w.push(unit(110, 0, &[&["FLUSHDB"]]), &mut c);
+        w.push(unit(120, 15, &[&["FLUSHDB"]]), &mut c);
+        let mut steps = w.push(unit(130, 15, &[&["FLUSHALL"]]), &mut c);
+        let Some(Step::Batch(batch)) = steps.pop() else {
+            panic!("a full batch");
+        };
+        let a = args(&batch);
+        let (keep, restore) = (Op::KEEP_REPORT, Op::RESTORE_REPORT);
+        let ops = [
+            Op::SELECT,
+            1,
+            Op::SELECT,
+            keep,
+            1,
+            restore,
+            keep,
+            1,
+            restore,
+        ];
+        assert_eq!(a[OPS_ARG], latin1(&ops));
+        let hashes = ["ferry:skipped:{ferry}", "ferry:converted:{ferry}"];
+        let mut expected = vec!["0", "FLUSHDB", "15"];
+        for cmd in ["FLUSHDB", "FLUSHALL"] {
+            expected.extend(hashes);
+            expected.push(cmd);
+            expected.extend(hashes);
+        }
+        assert_eq!(a[OPS_ARG + 1..], expected);
     }
 
     #[test]
