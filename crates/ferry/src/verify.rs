@@ -54,7 +54,8 @@ pub struct VerifyOptions {
     pub max_differences: usize,
     /// Check differing keys again after this many milliseconds; those equal then are not differences.
     pub recheck_after_ms: Option<u64>,
-    /// Keys starting with one of these are skipped on both sides (default: ferry's checkpoint keys).
+    /// Keys starting with one of these are skipped on both sides (default: ferry's checkpoint keys and the
+    /// target policy's stored report).
     pub ignore_prefixes: Vec<String>,
     /// Keys per `SCAN` and per pipelined batch.
     pub batch: usize,
@@ -69,7 +70,11 @@ impl Default for VerifyOptions {
             compare: Compare::Auto,
             max_differences: 20,
             recheck_after_ms: None,
-            ignore_prefixes: vec![ferry_replicator::checkpoint::KEY_PREFIX.to_string()],
+            ignore_prefixes: vec![
+                ferry_replicator::checkpoint::KEY_PREFIX.to_string(),
+                ferry_replicator::checkpoint::SKIPPED_PREFIX.to_string(),
+                ferry_replicator::checkpoint::CONVERTED_PREFIX.to_string(),
+            ],
             batch: 512,
         }
     }

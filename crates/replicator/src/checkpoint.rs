@@ -47,6 +47,23 @@ use crate::error::Error;
 /// Prefix of the checkpoint keys in the target; the full name is `ferry:checkpoint:{<tag>}`.
 pub const KEY_PREFIX: &str = "ferry:checkpoint:";
 
+/// Prefix of the hashes of keys the target policy skipped, `ferry:skipped:{<tag>}` (the checkpoint's tag, so on
+/// a cluster master it hashes to the slot of that master's checkpoint key): one field per key, `<db>:<key>`,
+/// with what the target could not hold. Written in the same batch as the checkpoint that covers the skip.
+pub const SKIPPED_PREFIX: &str = "ferry:skipped:";
+
+/// Prefix of the hashes of keys the target policy converted with a loss, `ferry:converted:{<tag>}` (like
+/// [`SKIPPED_PREFIX`]).
+pub const CONVERTED_PREFIX: &str = "ferry:converted:";
+
+/// The names of the stored report's hashes for a checkpoint tag: skipped keys, converted keys.
+pub fn report_key_names(tag: &str) -> (String, String) {
+    (
+        format!("{SKIPPED_PREFIX}{{{tag}}}"),
+        format!("{CONVERTED_PREFIX}{{{tag}}}"),
+    )
+}
+
 /// The format version [`Checkpoint::encode`] writes.
 pub const FORMAT_VERSION: u32 = 2;
 

@@ -558,6 +558,14 @@ impl Replicator {
             Vec::new()
         };
         let resume = crate::checkpoint::resume_from(&checkpoints);
+        // With checkpoints the report of the target policy is stored in the target with the writes it
+        // describes: a job that continues (after a kill too) starts from what is committed there.
+        report.persist = cfg.sink.checkpoint || cfg.target_cluster;
+        if report.persist && resume.is_some() {
+            let (skipped, converted) = sink.read_report().await?;
+            report.load(skipped, converted);
+            self.status.update(|s| s.set_policy(report));
+        }
 
         let mut source_opts = source.clone();
         source_opts.connect.read_timeout = None;
@@ -593,8 +601,9 @@ impl Replicator {
                     s.keys_expected = None;
                     s.full_syncs += 1;
                 });
-                // The report describes what this copy leaves out of the target.
-                *report = PolicyReport::default();
+                // The report describes what this copy leaves out of the target (the stored one is cleared
+                // with the copy's start, `start_copy`).
+                report.clear();
                 let opts = fullsync::Options {
                     conflict: plan.conflict,
                     max_restore_bytes: cfg.max_restore_bytes,
@@ -624,7 +633,8 @@ impl Replicator {
                     g.wait_for(offset).await?;
                 }
                 self.sweep(&mut sink, plan, &copied.keys).await?;
-                sink.finish_full_sync(&replid, offset).await?;
+                sink.finish_full_sync_reporting(&replid, offset, report)
+                    .await?;
                 source.acknowledge(offset);
                 let c = sink.counters();
                 self.status.update(|s| {
@@ -829,7 +839,9 @@ impl Replicator {
             }
         }
         unit.commands = fitted;
-        if unit.commands.is_empty() {
+        // The keys skipped or converted here are stored with the batch that applies the unit.
+        unit.report = report.take_pending();
+        if unit.commands.is_empty() && unit.report.is_empty() {
             return Ok(None);
         }
         let target_rdb = u16::try_from(target.rdb_version).unwrap_or(u16::MAX);

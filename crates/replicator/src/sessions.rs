@@ -399,7 +399,7 @@ impl Replicator {
             s.keys_expected = None;
             s.full_syncs += 1;
         });
-        *report = PolicyReport::default();
+        report.clear();
         let opts = fullsync::Options {
             conflict: plan.conflict,
             max_restore_bytes: cfg.max_restore_bytes,

@@ -99,7 +99,8 @@ pub struct Status {
     pub redo_unswept: u64,
     /// The last error, for humans.
     pub last_error: Option<String>,
-    /// Keys the target policy left out because the target cannot hold them (since the last full sync).
+    /// Keys the target policy left out because the target cannot hold them (since the last full sync; with
+    /// checkpoints, read back from the target when a job continues, so keys of earlier processes count too).
     pub policy_keys_skipped: u64,
     /// Keys the target policy wrote with a loss (field expiries dropped).
     pub policy_keys_converted: u64,

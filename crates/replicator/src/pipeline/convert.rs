@@ -621,6 +621,11 @@ pub struct PolicyKey {
 /// The keys a [`TargetPolicy`] skipped or converted, for the status and the job's report: counters of all, and
 /// the keys themselves up to `max_listed` of each kind (every skipped key is remembered, so its later live
 /// commands are skipped too).
+///
+/// A job with checkpoints also stores every key it adds in the target, committed with the checkpoint that
+/// covers the write that took it (see [`crate::checkpoint::report_key_names`]), and reads them back when it
+/// continues from its checkpoint: the report then covers the job's current full copy and everything since,
+/// across restarts and kills. The counters of commands are the running process's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicyReport {
     /// Keys left out of the target.
@@ -640,6 +645,57 @@ pub struct PolicyReport {
     /// Skipped and converted keys by database (looked up by `&[u8]` for every live command).
     skipped_set: std::collections::HashMap<i64, std::collections::HashSet<Bytes>>,
     converted_set: std::collections::HashMap<i64, std::collections::HashSet<Bytes>>,
+    /// Whether new keys are also kept in `pending`, for the sink to store in the target (a job with
+    /// checkpoints; see [`crate::checkpoint::report_key_names`]).
+    pub(crate) persist: bool,
+    /// Keys skipped or converted since the sink last took them.
+    pending: Vec<ReportEntry>,
+}
+
+/// A key newly skipped or converted, as the sink stores it in the target with the write that covers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReportEntry {
+    /// Skipped (else converted).
+    pub skipped: bool,
+    /// The key and what was lost.
+    pub key: PolicyKey,
+}
+
+impl PolicyKey {
+    /// The field of this key in the stored report: `<db>:<key>` (the key's bytes as they are).
+    pub(crate) fn member(&self) -> Bytes {
+        let mut m = format!("{}:", self.db).into_bytes();
+        m.extend_from_slice(&self.key);
+        Bytes::from(m)
+    }
+
+    /// The value of this key in the stored report: what was lost, `fields <n>`, `module <name>` or
+    /// `command <name>`.
+    pub(crate) fn reason(&self) -> Bytes {
+        Bytes::from(match &self.loss {
+            Loss::FieldExpiries { fields } => format!("fields {fields}"),
+            Loss::ModuleType { name } => format!("module {name}"),
+            Loss::UnknownCommand { name } => format!("command {name}"),
+        })
+    }
+
+    /// A key of the stored report from its field and value; `None` when they are not what
+    /// [`PolicyKey::member`] and [`PolicyKey::reason`] write.
+    pub(crate) fn decode(member: &[u8], reason: &[u8]) -> Option<PolicyKey> {
+        let colon = member.iter().position(|&b| b == b':')?;
+        let db = std::str::from_utf8(&member[..colon]).ok()?.parse().ok()?;
+        let key = Bytes::copy_from_slice(&member[colon + 1..]);
+        let (kind, what) = std::str::from_utf8(reason).ok()?.split_once(' ')?;
+        let loss = match kind {
+            "fields" => Loss::FieldExpiries {
+                fields: what.parse().ok()?,
+            },
+            "module" => Loss::ModuleType { name: what.into() },
+            "command" => Loss::UnknownCommand { name: what.into() },
+            _ => return None,
+        };
+        Some(PolicyKey { db, key, loss })
+    }
 }
 
 impl PolicyReport {
@@ -667,34 +723,91 @@ impl PolicyReport {
     }
 
     fn skip(&mut self, db: i64, key: &Bytes, loss: Loss) {
-        if self.skipped_set.entry(db).or_default().insert(key.clone()) {
-            self.keys_skipped += 1;
-            if self.skipped.len() < self.limit() {
-                self.skipped.push(PolicyKey {
-                    db,
-                    key: key.clone(),
-                    loss,
-                });
-            }
-        }
+        self.add(
+            true,
+            PolicyKey {
+                db,
+                key: key.clone(),
+                loss,
+            },
+            true,
+        );
     }
 
     fn convert(&mut self, db: i64, key: &Bytes, loss: Loss) {
-        if self
-            .converted_set
-            .entry(db)
-            .or_default()
-            .insert(key.clone())
-        {
-            self.keys_converted += 1;
-            if self.converted.len() < self.limit() {
-                self.converted.push(PolicyKey {
-                    db,
-                    key: key.clone(),
-                    loss,
-                });
-            }
+        self.add(
+            false,
+            PolicyKey {
+                db,
+                key: key.clone(),
+                loss,
+            },
+            true,
+        );
+    }
+
+    /// Adds a key once (a key already listed of its kind is not counted again); `new`: decided now, so
+    /// the sink stores it (else read back from the target).
+    fn add(&mut self, skipped: bool, key: PolicyKey, new: bool) {
+        let limit = self.limit();
+        let (set, count, list) = if skipped {
+            (
+                &mut self.skipped_set,
+                &mut self.keys_skipped,
+                &mut self.skipped,
+            )
+        } else {
+            (
+                &mut self.converted_set,
+                &mut self.keys_converted,
+                &mut self.converted,
+            )
+        };
+        if !set.entry(key.db).or_default().insert(key.key.clone()) {
+            return;
         }
+        *count += 1;
+        if new && self.persist {
+            self.pending.push(ReportEntry {
+                skipped,
+                key: key.clone(),
+            });
+        }
+        if list.len() < limit {
+            list.push(key);
+        }
+    }
+
+    /// Starts over from the report stored in the target (what a job restarted after a kill finds): every
+    /// skipped and converted key it holds is counted and listed (up to `max_listed`), and a later command on a
+    /// skipped key is skipped as before. The counters of commands are this process's own.
+    pub(crate) fn load(&mut self, skipped: Vec<PolicyKey>, converted: Vec<PolicyKey>) {
+        let (commands_skipped, commands_converted) =
+            (self.commands_skipped, self.commands_converted);
+        self.clear();
+        self.commands_skipped = commands_skipped;
+        self.commands_converted = commands_converted;
+        for key in skipped {
+            self.add(true, key, false);
+        }
+        for key in converted {
+            self.add(false, key, false);
+        }
+    }
+
+    /// Empties the report for a new copy (keeping `max_listed` and whether it is stored).
+    pub(crate) fn clear(&mut self) {
+        *self = PolicyReport {
+            max_listed: self.max_listed,
+            persist: self.persist,
+            ..Default::default()
+        };
+    }
+
+    /// The keys skipped or converted since the last call, for the sink to store with the write that covers
+    /// them.
+    pub(crate) fn take_pending(&mut self) -> Vec<ReportEntry> {
+        std::mem::take(&mut self.pending)
     }
 
     /// Every key listed as skipped or converted, as `(db, key)`.
@@ -1070,6 +1183,70 @@ mod tests {
         let least = new.least(old.clone());
         assert_eq!(least, old);
         assert!(!least.field_expiry && least.module_types.is_empty());
+    }
+
+    #[test]
+    fn a_stored_report_entry_reads_back_as_written_for_any_key_bytes() {
+        for loss in [
+            Loss::FieldExpiries { fields: 3 },
+            Loss::ModuleType {
+                name: "vectorset".into(),
+            },
+            Loss::UnknownCommand {
+                name: "hsetex".into(),
+            },
+        ] {
+            let key = PolicyKey {
+                db: 12,
+                key: Bytes::from_static(b"a:b\xff\0 {c}"),
+                loss,
+            };
+            let back = PolicyKey::decode(&key.member(), &key.reason()).unwrap();
+            assert_eq!(back, key);
+        }
+        assert_eq!(PolicyKey::decode(b"x:k", b"fields 1"), None);
+        assert_eq!(PolicyKey::decode(b"0:k", b"other 1"), None);
+    }
+
+    #[test]
+    fn a_loaded_report_counts_each_key_once_and_skips_later_commands() {
+        let target = TargetFormat::from_info("redis_version:7.0.15");
+        let mut report = PolicyReport::new(1);
+        report.persist = true;
+        let k = |key: &'static [u8]| PolicyKey {
+            db: 0,
+            key: Bytes::from_static(key),
+            loss: Loss::FieldExpiries { fields: 1 },
+        };
+        report.load(vec![k(b"a"), k(b"b"), k(b"a")], vec![k(b"c")]);
+        assert_eq!((report.keys_skipped, report.keys_converted), (2, 1));
+        assert_eq!(report.skipped.len(), 1, "listed up to max_listed");
+        assert!(
+            report.take_pending().is_empty(),
+            "read back, not stored again"
+        );
+        let hset = [
+            Bytes::from_static(b"HSET"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"f"),
+        ];
+        assert_eq!(
+            fit_command(0, &hset, &target, TargetPolicy::Skip, &mut report).unwrap(),
+            None
+        );
+        let hsetex = [
+            Bytes::from_static(b"HSETEX"),
+            Bytes::from_static(b"d"),
+            Bytes::from_static(b"FIELDS"),
+            Bytes::from_static(b"1"),
+            Bytes::from_static(b"f"),
+            Bytes::from_static(b"v"),
+        ];
+        fit_command(0, &hsetex, &target, TargetPolicy::Skip, &mut report).unwrap();
+        let pending = report.take_pending();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].skipped && pending[0].key.key == "d");
+        assert_eq!(report.keys_skipped, 3);
     }
 
     fn ttl_hash() -> ferry_rdb::Value {

@@ -8,11 +8,13 @@ use regex::bytes::Regex;
 
 use crate::error::Error;
 
-/// Prefixes of ferry's own keys in a deployment: checkpoints, the DR state record, shard leases. They are
-/// never copied from a source, neither from its RDB nor from its stream, whatever the filters say: a B -> A job
-/// must not carry the A -> B job's checkpoint back into A.
-pub const RESERVED_KEY_PREFIXES: [&str; 3] = [
+/// Prefixes of ferry's own keys in a deployment: checkpoints, the target policy's stored report, the DR state
+/// record, shard leases. They are never copied from a source, neither from its RDB nor from its stream,
+/// whatever the filters say: a B -> A job must not carry the A -> B job's checkpoint back into A.
+pub const RESERVED_KEY_PREFIXES: [&str; 5] = [
     crate::checkpoint::KEY_PREFIX,
+    crate::checkpoint::SKIPPED_PREFIX,
+    crate::checkpoint::CONVERTED_PREFIX,
     "ferry:state:",
     "ferry:lease:",
 ];

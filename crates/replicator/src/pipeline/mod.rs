@@ -70,6 +70,9 @@ pub struct Unit {
     /// The database the stream has selected at `end_offset` (a transaction may `SELECT` inside): what a
     /// checkpoint at `end_offset` records, so a resume continues in it.
     pub end_db: i64,
+    /// Keys the target policy skipped or converted in this unit, stored in the target by the batch that
+    /// applies it (see [`crate::checkpoint::report_key_names`]).
+    pub(crate) report: Vec<convert::ReportEntry>,
 }
 
 #[cfg(test)]

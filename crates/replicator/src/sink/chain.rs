@@ -45,7 +45,8 @@
 //! Commands flagged `noscript` (`FUNCTION ...`, `SCRIPT ...`, `EVAL`/`FCALL` from old sources) are applied
 //! alone, after everything before them is acknowledged: `WATCH` the checkpoint, check it, then
 //! `MULTI`, the command, the checkpoint `SET`, `EXEC` (`Alone`). `FLUSHALL`/`FLUSHDB` run inside the script
-//! (the checkpoint is stored after them, so they cannot erase it); `SWAPDB` too, followed by deleting the
+//! (the checkpoint is stored after them, so they cannot erase it, and the target policy's stored report is
+//! kept around them with `DUMP` and `RESTORE`); `SWAPDB` too, followed by deleting the
 //! checkpoint copy it moved into the other database. A command with more arguments than a script can unpack
 //! ([`MAX_SCRIPT_ARGS`]) is split into commands of the same meaning when it is variadic (`RPUSH`, `SADD`, `HSET`,
 //! `ZADD`, `DEL`, `MSET`...), inside the same script, so it stays atomic; any other goes alone like a
@@ -59,6 +60,7 @@ use tracing::{debug, warn};
 
 use crate::checkpoint::{Checkpoint, Position};
 use crate::error::Error;
+use crate::pipeline::convert::ReportEntry;
 use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
@@ -103,7 +105,11 @@ pub const MAX_SCRIPT_ARGS: usize = 7000;
 /// each source unit that ends in the batch: how many of the batch's commands it holds and the stream position
 /// at its end), the operations (one byte each, see [`Op`]), then the arguments of the operations in order: a
 /// command's arguments (its byte is their count, or 0 and the count comes first as an argument), the database
-/// of a `SELECT`, the database of a checkpoint copy `SWAPDB` moved there (to delete). Reply: `{-1, stored}`
+/// of a `SELECT`, the database of a checkpoint copy `SWAPDB` moved there (to delete) and the names of the
+/// report's hashes (to move back to the checkpoint database), the names of the report's hashes around a flush
+/// of the checkpoint database (kept before it, put back after it), the hash, field and value
+/// of a key the target policy skipped or converted (stored in the checkpoint database, see
+/// [`crate::checkpoint::report_key_names`]). Reply: `{-1, stored}`
 /// when the chain does not hold, else `{applied, error or "", logged index, logged error, ...}`.
 ///
 /// The loop over the commands does only what every command needs (one byte read, one `pcall` and its error
@@ -147,7 +153,7 @@ local function fail(e)
   for _, v in ipairs(logged) do out[#out + 1] = v end
   return out
 end
-local argv, ops, i = ARGV, ARGV[10], 11
+local argv, ops, i, kept = ARGV, ARGV[10], 11, {}
 local pcall, unpack, tonumber, byte, type = redis.pcall, unpack, tonumber, string.byte, type
 for j = 1, #ops do
   local c = byte(ops, j)
@@ -166,11 +172,31 @@ for j = 1, #ops do
     local r = pcall('SELECT', argv[i])
     if type(r) == 'table' and r.err then return fail(clean(r.err)) end
     cur, i = argv[i], i + 1
-  else
+  elseif c == 254 then
+    redis.call('SELECT', ARGV[1])
+    kept = {redis.call('DUMP', argv[i]), redis.call('DUMP', argv[i + 1])}
+    redis.call('SELECT', cur)
+    i = i + 2
+  elseif c == 255 then
+    redis.call('SELECT', ARGV[1])
+    for k = 1, 2 do
+      if kept[k] then redis.call('RESTORE', argv[i + k - 1], 0, kept[k], 'REPLACE') end
+    end
+    redis.call('SELECT', cur)
+    i = i + 2
+  elseif c == 252 then
     redis.call('SELECT', argv[i])
     redis.call('DEL', KEYS[1])
+    for k = i + 1, i + 2 do
+      if redis.call('EXISTS', argv[k]) == 1 then redis.call('MOVE', argv[k], ARGV[1]) end
+    end
     redis.call('SELECT', cur)
-    i = i + 1
+    i = i + 3
+  else
+    redis.call('SELECT', ARGV[1])
+    redis.call('HSET', argv[i], argv[i + 1], argv[i + 2])
+    redis.call('SELECT', cur)
+    i = i + 3
   end
 end
 redis.call('SELECT', ARGV[1])
@@ -197,8 +223,17 @@ impl Op {
     const LONG: u8 = 0;
     /// `SELECT` the database in the next argument.
     const SELECT: u8 = 251;
-    /// Delete the checkpoint key's copy `SWAPDB` moved to the database in the next argument.
+    /// Delete the checkpoint key's copy `SWAPDB` moved to the database in the next argument, and move the
+    /// stored report's hashes (the two arguments after it) back to the checkpoint database.
     const DROP_SWAPPED: u8 = 252;
+    /// Store a key the target policy skipped or converted: `HSET` in the checkpoint database of the hash, the
+    /// field and the value in the next three arguments (not a command of the stream: not counted).
+    const REPORT: u8 = 253;
+    /// Before a flush that erases the checkpoint database: keep (`DUMP`) the report's hashes named in the next
+    /// two arguments...
+    const KEEP_REPORT: u8 = 254;
+    /// ...and after it, put them back (`RESTORE`), as the checkpoint is stored again after it.
+    const RESTORE_REPORT: u8 = 255;
 }
 
 /// The script text for a target: with `#!lua flags=allow-cross-slot-keys` on a cluster node (7.0+), without
@@ -282,6 +317,8 @@ struct Open {
 pub(crate) struct ChainWriter {
     sha: Bytes,
     key: Bytes,
+    /// The hashes of the stored report: skipped keys, converted keys.
+    report_keys: (Bytes, Bytes),
     checkpoint_db: i64,
     /// Whether the target has databases (a cluster node has only 0: no `SELECT` markers).
     select: bool,
@@ -308,9 +345,11 @@ impl ChainWriter {
     /// A writer for checkpoint key `key` in `checkpoint_db`, batches by `opts`, script `sha`; `select` when the
     /// target has databases.
     pub(crate) fn new(key: &str, sha: Bytes, select: bool, opts: &SinkOptions) -> ChainWriter {
+        let (skipped, converted) = crate::checkpoint::report_key_names(&opts.checkpoint_tag);
         ChainWriter {
             sha,
             key: Bytes::from(key.to_string()),
+            report_keys: (Bytes::from(skipped), Bytes::from(converted)),
             checkpoint_db: opts.checkpoint_db,
             select,
             log: opts.on_error == ErrorPolicy::Log,
@@ -422,6 +461,10 @@ impl ChainWriter {
                 self.mark.part += 1;
             }
         }
+        // The keys the policy skipped or converted in this unit commit with it.
+        for entry in unit.report {
+            self.add_report(&entry);
+        }
         self.mark = unit_end;
         if let Some(open) = &mut self.open {
             let _ = write!(
@@ -498,6 +541,12 @@ impl ChainWriter {
         }
         let select = self.select;
         let checkpoint_db = self.checkpoint_db;
+        // A `SWAPDB` of the checkpoint database: the database it moved the checkpoint to, and the report's hashes.
+        let swap =
+            swapped_checkpoint_copy(&argv, checkpoint_db).map(|db| (db, self.report_keys.clone()));
+        // A flush that erases the checkpoint database: the report's hashes, kept around it.
+        let flush =
+            flushes_checkpoint_db(&argv, db, checkpoint_db).then(|| self.report_keys.clone());
         let Some(open) = self.open.as_mut() else {
             return;
         };
@@ -506,7 +555,10 @@ impl ChainWriter {
             open.argv.push(Bytes::from(db.to_string()));
             open.script_db = db;
         }
-        let swap = swapped_checkpoint_copy(&argv, checkpoint_db);
+        if let Some((skipped, converted)) = &flush {
+            open.ops.push(Op::KEEP_REPORT);
+            open.argv.extend([skipped.clone(), converted.clone()]);
+        }
         open.bytes += crate::pipeline::wire_size(&argv);
         open.names.push(command_name(&argv));
         open.unit_commands += 1;
@@ -518,10 +570,35 @@ impl ChainWriter {
             }
         }
         open.argv.extend(argv);
-        if let Some(other) = swap {
+        if let Some((skipped, converted)) = flush {
+            open.ops.push(Op::RESTORE_REPORT);
+            open.argv.extend([skipped, converted]);
+        }
+        if let Some((other, report_keys)) = swap {
             open.ops.push(Op::DROP_SWAPPED);
             open.argv.push(Bytes::from(other.to_string()));
+            open.argv.push(report_keys.0);
+            open.argv.push(report_keys.1);
         }
+    }
+
+    /// Adds the storing of a key the target policy skipped or converted.
+    fn add_report(&mut self, entry: &ReportEntry) {
+        if self.open.is_none() {
+            self.open = Some(self.open_batch());
+        }
+        let hash = if entry.skipped {
+            self.report_keys.0.clone()
+        } else {
+            self.report_keys.1.clone()
+        };
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        let argv = [hash, entry.key.member(), entry.key.reason()];
+        open.bytes += crate::pipeline::wire_size(&argv);
+        open.ops.push(Op::REPORT);
+        open.argv.extend(argv);
     }
 
     fn close(&mut self) -> Option<Batch> {
@@ -743,6 +820,13 @@ pub(crate) fn split_big(argv: Vec<Bytes>) -> Vec<Vec<Bytes>> {
         .collect()
 }
 
+/// Whether `argv`, run in target database `db`, erases the checkpoint database: `FLUSHALL`, or `FLUSHDB` in it.
+fn flushes_checkpoint_db(argv: &[Bytes], db: i64, checkpoint_db: i64) -> bool {
+    let name = argv.first().map_or(&b""[..], |n| &n[..]);
+    name.eq_ignore_ascii_case(b"flushall")
+        || (name.eq_ignore_ascii_case(b"flushdb") && db == checkpoint_db)
+}
+
 /// For `SWAPDB a b` where one of them is the checkpoint database: the other one, where the swap moves the
 /// checkpoint key.
 fn swapped_checkpoint_copy(argv: &[Bytes], checkpoint_db: i64) -> Option<i64> {
@@ -800,6 +884,7 @@ mod tests {
             transaction: cmds.len() > 1,
             end_offset: end,
             end_db: db,
+            report: Vec::new(),
         }
     }
 
@@ -818,6 +903,89 @@ mod tests {
 
     fn bulk(s: &str) -> Frame {
         Frame::Bulk(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn a_key_the_policy_took_is_stored_in_the_batch_of_its_unit_without_counting_as_a_command() {
+        use crate::pipeline::convert::{Loss, PolicyKey};
+        let mut w = writer(false);
+        let mut c = SinkCounters::default();
+        let mut u = unit(110, 2, &[&["DEL", "h"]]);
+        u.report.push(ReportEntry {
+            skipped: true,
+            key: PolicyKey {
+                db: 3,
+                key: Bytes::from_static(b"h"),
+                loss: Loss::UnknownCommand {
+                    name: "hpexpireat".into(),
+                },
+            },
+        });
+        assert!(w.push(u, &mut c).is_empty());
+        // A unit of no command with a key to store still makes a batch.
+        let mut u = unit(120, 2, &[]);
+        u.report.push(ReportEntry {
+            skipped: false,
+            key: PolicyKey {
+                db: 0,
+                key: Bytes::from_static(b"g"),
+                loss: Loss::FieldExpiries { fields: 0 },
+            },
+        });
+        assert!(w.push(u, &mut c).is_empty());
+        let batch = w.flush().unwrap();
+        let a = args(&batch);
+        assert_eq!(batch.pending.names, ["del"]);
+        assert_eq!(a[OPS_ARG], latin1(&[Op::SELECT, 2, Op::REPORT, Op::REPORT]));
+        assert_eq!(
+            a[OPS_ARG + 1..],
+            [
+                "2",
+                "DEL",
+                "h",
+                "ferry:skipped:{ferry}",
+                "3:h",
+                "command hpexpireat",
+                "ferry:converted:{ferry}",
+                "0:g",
+                "fields 0"
+            ]
+        );
+        assert_eq!(a[UNITS_ARG], "1 110 2 0 120 2 ");
+    }
+
+    #[test]
+    fn a_flush_of_the_checkpoint_database_keeps_the_stored_report_around_it() {
+        let mut w = writer(false);
+        let mut c = SinkCounters::default();
+        w.push(unit(110, 0, &[&["FLUSHDB"]]), &mut c);
+        w.push(unit(120, 15, &[&["FLUSHDB"]]), &mut c);
+        let mut steps = w.push(unit(130, 15, &[&["FLUSHALL"]]), &mut c);
+        let Some(Step::Batch(batch)) = steps.pop() else {
+            panic!("a full batch");
+        };
+        let a = args(&batch);
+        let (keep, restore) = (Op::KEEP_REPORT, Op::RESTORE_REPORT);
+        let ops = [
+            Op::SELECT,
+            1,
+            Op::SELECT,
+            keep,
+            1,
+            restore,
+            keep,
+            1,
+            restore,
+        ];
+        assert_eq!(a[OPS_ARG], latin1(&ops));
+        let hashes = ["ferry:skipped:{ferry}", "ferry:converted:{ferry}"];
+        let mut expected = vec!["0", "FLUSHDB", "15"];
+        for cmd in ["FLUSHDB", "FLUSHALL"] {
+            expected.extend(hashes);
+            expected.push(cmd);
+            expected.extend(hashes);
+        }
+        assert_eq!(a[OPS_ARG + 1..], expected);
     }
 
     #[test]
@@ -1105,7 +1273,18 @@ mod tests {
         w.push(unit(110, 0, &[&["SWAPDB", "15", "3"]]), &mut c);
         let a = args(&w.flush().unwrap());
         assert_eq!(a[13], latin1(&[Op::SELECT, 3, Op::DROP_SWAPPED]));
-        assert_eq!(&a[14..], ["0", "SWAPDB", "15", "3", "3"]);
+        assert_eq!(
+            &a[14..],
+            [
+                "0",
+                "SWAPDB",
+                "15",
+                "3",
+                "3",
+                "ferry:skipped:{ferry}",
+                "ferry:converted:{ferry}"
+            ]
+        );
         assert_eq!(a[12], "1 110 0 ");
     }
 

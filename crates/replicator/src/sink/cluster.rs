@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, Position};
 use crate::error::{Error, KeyDisplay};
-use crate::pipeline::convert::{ConflictPolicy, TargetFormat};
+use crate::pipeline::convert::{ConflictPolicy, PolicyKey, ReportEntry, TargetFormat};
 use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::standalone::{NodeSlots, StandaloneSink};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
@@ -439,6 +439,10 @@ impl ClusterSink {
                 self.nodes[claim.node].delete_key(&claim.key).await?;
             }
         }
+        // The stored reports of earlier copies (each master's own are deleted with its marker below).
+        for (node, key) in self.report_keys().await? {
+            self.nodes[node].delete_key(&key).await?;
+        }
         for node in &mut self.nodes {
             node.begin_full_sync(conflict, flush).await?;
         }
@@ -521,8 +525,24 @@ impl ClusterSink {
 
     /// Ends a full sync on every master.
     pub async fn finish_full_sync(&mut self, replid: &str, offset: u64) -> Result<(), Error> {
-        for node in &mut self.nodes {
-            node.finish_full_sync(replid, offset).await?;
+        self.finish_full_sync_reporting(replid, offset, &[]).await
+    }
+
+    /// Ends a full sync on every master, each storing the keys of `report` its slots hold (see
+    /// [`StandaloneSink::finish_full_sync`]).
+    pub(crate) async fn finish_full_sync_reporting(
+        &mut self,
+        replid: &str,
+        offset: u64,
+        report: &[ReportEntry],
+    ) -> Result<(), Error> {
+        let mut per_node: Vec<Vec<ReportEntry>> = vec![Vec::new(); self.nodes.len()];
+        for e in report {
+            per_node[self.node_of(&e.key.key)].push(e.clone());
+        }
+        for (node, entries) in self.nodes.iter_mut().zip(per_node) {
+            node.finish_full_sync_reporting(replid, offset, &entries)
+                .await?;
         }
         self.until.fill(offset);
         self.keyless_until.fill(offset);
@@ -563,10 +583,53 @@ impl ClusterSink {
         }
     }
 
+    /// Every stored report hash of this job on every master (`ferry:skipped:{<tag>-*}`,
+    /// `ferry:converted:{<tag>-*}`): a master's own, and those of keys it used before a resharding.
+    async fn report_keys(&mut self) -> Result<Vec<(usize, String)>, Error> {
+        // One `SCAN` per master for both kinds.
+        let pattern = format!("ferry:*ed:{{{}-*", glob_escape(&self.opts.checkpoint_tag));
+        let mut out = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            for key in node.scan_keys(&pattern).await? {
+                let tag = key
+                    .strip_prefix(checkpoint::SKIPPED_PREFIX)
+                    .or_else(|| key.strip_prefix(checkpoint::CONVERTED_PREFIX));
+                if tag.is_some_and(|t| t.starts_with(&format!("{{{}-", self.opts.checkpoint_tag))) {
+                    out.push((i, key));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored report of every master, together: the keys the target policy skipped and converted since the
+    /// current copy began, as committed.
+    pub(crate) async fn read_report(&mut self) -> Result<(Vec<PolicyKey>, Vec<PolicyKey>), Error> {
+        let mut out = (Vec::new(), Vec::new());
+        for (node, key) in self.report_keys().await? {
+            let keys = self.nodes[node].read_report_hash(&key).await?;
+            if key.starts_with(checkpoint::SKIPPED_PREFIX) {
+                out.0.extend(keys);
+            } else {
+                out.1.extend(keys);
+            }
+        }
+        Ok(out)
+    }
+
     /// Routes a unit of the live stream to the masters, leaving out what a slot's checkpoint covers.
     pub async fn push(&mut self, unit: Unit) -> Result<(), Error> {
         let (end, stream_db) = (unit.end_offset, unit.end_db);
         let mut per_node: Vec<Vec<Command>> = vec![Vec::new(); self.nodes.len()];
+        // A key the policy skipped or converted is stored by the master owning it, with the batch that applies
+        // the unit there.
+        let mut reports: Vec<Vec<ReportEntry>> = vec![Vec::new(); self.nodes.len()];
+        for e in unit.report {
+            let slot = key_slot(&e.key.key);
+            if end > self.until[usize::from(slot)] {
+                reports[self.node_of(&e.key.key)].push(e);
+            }
+        }
         let mut already = 0u64;
         for cmd in unit.commands {
             check_db(cmd.db)?;
@@ -623,9 +686,9 @@ impl ClusterSink {
                 "a source transaction spans several target masters: applied atomically per master"
             );
         }
-        for (n, commands) in per_node.into_iter().enumerate() {
+        for ((n, commands), report) in per_node.into_iter().enumerate().zip(reports) {
             let node = &mut self.nodes[n];
-            if commands.is_empty() {
+            if commands.is_empty() && report.is_empty() {
                 node.advance(end, stream_db);
                 continue;
             }
@@ -634,6 +697,7 @@ impl ClusterSink {
                 transaction: unit.transaction,
                 end_offset: end,
                 end_db: stream_db,
+                report,
             })
             .await?;
         }
@@ -824,11 +888,8 @@ pub(crate) fn glob_escape(s: &str) -> String {
 }
 
 impl StandaloneSink {
-    /// `SCAN` of database 0 for keys matching `pattern`, with their values (`GET`).
-    pub(crate) async fn scan_values(
-        &mut self,
-        pattern: &str,
-    ) -> Result<Vec<(String, Bytes)>, Error> {
+    /// `SCAN` of database 0 for keys matching `pattern`.
+    pub(crate) async fn scan_keys(&mut self, pattern: &str) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
         let mut cursor = "0".to_string();
         loop {
@@ -843,24 +904,32 @@ impl StandaloneSink {
                 .and_then(Frame::as_bytes)
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .ok_or_else(|| Error::Protocol("SCAN without a cursor".into()))?;
-            let keys: Vec<String> = match items.get(1) {
-                Some(Frame::Array(keys)) => keys
-                    .iter()
-                    .filter_map(Frame::as_bytes)
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for key in keys {
-                if let Frame::Bulk(value) = self.call(&["GET", key.as_str()]).await? {
-                    out.push((key, value));
-                }
+            if let Some(Frame::Array(keys)) = items.get(1) {
+                out.extend(
+                    keys.iter()
+                        .filter_map(Frame::as_bytes)
+                        .map(|b| String::from_utf8_lossy(b).into_owned()),
+                );
             }
             if next == "0" {
                 return Ok(out);
             }
             cursor = next;
         }
+    }
+
+    /// `SCAN` of database 0 for keys matching `pattern`, with their values (`GET`).
+    pub(crate) async fn scan_values(
+        &mut self,
+        pattern: &str,
+    ) -> Result<Vec<(String, Bytes)>, Error> {
+        let mut out = Vec::new();
+        for key in self.scan_keys(pattern).await? {
+            if let Frame::Bulk(value) = self.call(&["GET", key.as_str()]).await? {
+                out.push((key, value));
+            }
+        }
+        Ok(out)
     }
 }
 

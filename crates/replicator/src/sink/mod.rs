@@ -22,7 +22,7 @@ use ferry_resp::Frame;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
-use crate::pipeline::convert::{ConflictPolicy, TargetFormat};
+use crate::pipeline::convert::{ConflictPolicy, PolicyKey, PolicyReport, TargetFormat};
 use crate::pipeline::Unit;
 
 /// What to do when the target answers a write with an error (other than a key conflict of the full sync,
@@ -225,6 +225,24 @@ impl Sink {
     /// Ends a full sync and stores its checkpoint.
     pub async fn finish_full_sync(&mut self, replid: &str, offset: u64) -> Result<(), Error> {
         each!(self, s => s.finish_full_sync(replid, offset).await)
+    }
+
+    /// Ends a full sync, storing the keys the target policy skipped or converted in the copy (`report`'s new
+    /// keys) before its checkpoint.
+    pub async fn finish_full_sync_reporting(
+        &mut self,
+        replid: &str,
+        offset: u64,
+        report: &mut PolicyReport,
+    ) -> Result<(), Error> {
+        let entries = report.take_pending();
+        each!(self, s => s.finish_full_sync_reporting(replid, offset, &entries).await)
+    }
+
+    /// The report stored in the target: the keys the target policy skipped and converted since the current
+    /// copy began, as committed (for a cluster, every master's).
+    pub async fn read_report(&mut self) -> Result<(Vec<PolicyKey>, Vec<PolicyKey>), Error> {
+        each!(self, s => s.read_report().await)
     }
 
     /// Starts the live phase at stream `offset` of `replid`; each node skips what its checkpoint (in

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, Position};
 use crate::error::Error;
-use crate::pipeline::convert::{ConflictPolicy, TargetFormat};
+use crate::pipeline::convert::{ConflictPolicy, PolicyKey, ReportEntry, TargetFormat};
 use crate::pipeline::{command_name, Unit};
 use crate::sink::chain::{self, Alone, AloneOutcome, ChainWriter, Step};
 use crate::sink::pipe::Pipe;
@@ -25,6 +25,8 @@ use crate::sink::{target_error, ErrorPolicy, SinkCounters, SinkOptions, Writer};
 enum Pending {
     /// `+OK` of our own `SELECT`, `FLUSHALL` or checkpoint `SET`.
     Ok(&'static str),
+    /// An integer reply of our own write (`DEL`, `HSET` of the stored report).
+    Integer(&'static str),
     Restore(restore::Pending),
     Batch(chain::Pending),
     Unwrapped(unwrapped::Pending),
@@ -257,6 +259,12 @@ impl StandaloneSink {
         }
         if self.opts.checkpoint {
             self.write_checkpoint(&Checkpoint::FullSyncInProgress);
+            // The stored report describes the copy this one replaces.
+            let (skipped, converted) = checkpoint::report_key_names(&self.opts.checkpoint_tag);
+            self.pipe.write(
+                &["DEL", skipped.as_str(), converted.as_str()],
+                Pending::Integer("DEL report"),
+            );
         }
         self.drain().await
     }
@@ -317,13 +325,28 @@ impl StandaloneSink {
         p
     }
 
-    /// Ends a full sync: waits for every reply, then stores the checkpoint at `offset` of `replid` (the stream
-    /// that follows an RDB starts in database 0 and selects before its first write).
+    /// Ends a full sync: waits for every reply, stores the keys the target policy skipped or converted in the
+    /// copy (see [`StandaloneSink::finish_full_sync_reporting`]), then the checkpoint at `offset` of `replid` (the stream that follows an RDB starts in
+    /// database 0 and selects before its first write). A job killed before the checkpoint is stored finds the
+    /// `fullsync` marker and copies again, which clears the report first: the report lists a key of the copy
+    /// exactly when the copy is committed.
     pub async fn finish_full_sync(&mut self, replid: &str, offset: u64) -> Result<(), Error> {
+        self.finish_full_sync_reporting(replid, offset, &[]).await
+    }
+
+    /// [`StandaloneSink::finish_full_sync`], storing `report` (the keys the target policy skipped or converted
+    /// in the copy) before the checkpoint.
+    pub(crate) async fn finish_full_sync_reporting(
+        &mut self,
+        replid: &str,
+        offset: u64,
+        report: &[ReportEntry],
+    ) -> Result<(), Error> {
         self.drain().await?;
         if self.opts.checkpoint {
             // A DR pair may have fenced this job while it copied: the fence stays, the job stops.
             self.read_checkpoint().await?;
+            self.write_report(report).await?;
             let cp = Checkpoint::Committed(self.position(replid, offset, 0));
             self.write_checkpoint(&cp);
             self.drain().await?;
@@ -333,6 +356,92 @@ impl StandaloneSink {
             w.set_committed(offset);
         }
         Ok(())
+    }
+
+    /// `HSET`s of `entries` into the stored report's hashes (checkpoint database), outside any batch: the full
+    /// copy's keys, stored before its checkpoint.
+    async fn write_report(&mut self, entries: &[ReportEntry]) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.select(self.opts.checkpoint_db);
+        let (skipped, converted) = checkpoint::report_key_names(&self.opts.checkpoint_tag);
+        for (hash, kind) in [(skipped, true), (converted, false)] {
+            let of_kind: Vec<&ReportEntry> = entries.iter().filter(|e| e.skipped == kind).collect();
+            for chunk in of_kind.chunks(256) {
+                let mut argv = vec![Bytes::from_static(b"HSET"), Bytes::from(hash.clone())];
+                for e in chunk {
+                    argv.push(e.key.member());
+                    argv.push(e.key.reason());
+                }
+                self.pipe.write(&argv, Pending::Integer("HSET report"));
+                self.make_room().await?;
+            }
+        }
+        self.drain().await
+    }
+
+    /// The keys stored in the report hash `hash` (checkpoint database): what the target policy skipped or
+    /// converted since the current copy began, as committed. A field that does not decode (written by
+    /// something else) is left out with a warning.
+    pub(crate) async fn read_report_hash(&mut self, hash: &str) -> Result<Vec<PolicyKey>, Error> {
+        self.select_now(self.opts.checkpoint_db).await?;
+        let mut list = Vec::new();
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let reply = self
+                .pipe
+                .call(&[
+                    Bytes::from_static(b"HSCAN"),
+                    Bytes::from(hash.to_string()),
+                    cursor.clone(),
+                    Bytes::from_static(b"COUNT"),
+                    Bytes::from_static(b"1000"),
+                ])
+                .await?;
+            let items = match reply {
+                Frame::Array(items) if items.len() == 2 => items,
+                Frame::Error(e) => return Err(target_error(&mut self.counters, "HSCAN", &e)),
+                other => return Err(Error::Protocol(format!("HSCAN answered {other:?}"))),
+            };
+            let mut items = items.into_iter();
+            cursor = items
+                .next()
+                .and_then(|f| f.as_bytes().map(Bytes::copy_from_slice))
+                .ok_or_else(|| Error::Protocol("HSCAN without a cursor".into()))?;
+            let pairs = match items.next() {
+                Some(Frame::Array(pairs)) => pairs,
+                _ => Vec::new(),
+            };
+            for pair in pairs.chunks(2) {
+                let (Some(member), Some(reason)) = (
+                    pair.first().and_then(Frame::as_bytes),
+                    pair.get(1).and_then(Frame::as_bytes),
+                ) else {
+                    continue;
+                };
+                match PolicyKey::decode(member, reason) {
+                    Some(k) => list.push(k),
+                    None => warn!(
+                        hash,
+                        "a field of the stored policy report does not decode: left out"
+                    ),
+                }
+            }
+            if &cursor[..] == b"0" {
+                return Ok(list);
+            }
+        }
+    }
+
+    /// The stored report of this sink's checkpoint tag: skipped keys, converted keys (see
+    /// [`StandaloneSink::read_report_hash`]).
+    pub(crate) async fn read_report(&mut self) -> Result<(Vec<PolicyKey>, Vec<PolicyKey>), Error> {
+        let (skipped, converted) = checkpoint::report_key_names(&self.opts.checkpoint_tag);
+        Ok((
+            self.read_report_hash(&skipped).await?,
+            self.read_report_hash(&converted).await?,
+        ))
     }
 
     /// Starts the live phase in history `replid` at stream position `start` (the stored checkpoint's position
@@ -690,7 +799,7 @@ impl StandaloneSink {
         };
         let counters = &mut self.counters;
         match pending {
-            Pending::Ok(what) => {
+            Pending::Ok(what) | Pending::Integer(what) => {
                 if let Frame::Error(e) = &reply {
                     return Err(target_error(counters, what, e));
                 }

@@ -216,6 +216,7 @@ mod tests {
             transaction: true,
             end_offset: 50,
             end_db: 2,
+            report: Vec::new(),
         }
     }
 

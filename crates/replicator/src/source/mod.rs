@@ -201,6 +201,7 @@ impl StreamParser {
                         transaction: true,
                         end_offset,
                         end_db: self.db,
+                        report: Vec::new(),
                     })
                 }
                 _ => {
@@ -220,6 +221,7 @@ impl StreamParser {
                             transaction: false,
                             end_offset,
                             end_db: self.db,
+                            report: Vec::new(),
                         }),
                     }
                 }
