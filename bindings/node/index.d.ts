@@ -201,7 +201,26 @@ export interface SyncStatus {
   reconnects: number
   errors: number
   shards: ShardStatus[]
+  /** What target_policy skip/convert left out of the target or wrote with a loss since the full copy began. */
+  policy: PolicyStatus
   last_error: string | null
+}
+
+/** A key the target policy skipped or converted; `key` as verify shows keys (quoted, `\xNN` escapes). */
+export interface PolicyKey {
+  db: number
+  key: string
+  loss: string
+}
+
+/** The target policy's report: counts, and the first 1000 keys of each kind. */
+export interface PolicyStatus {
+  keys_skipped: number
+  keys_converted: number
+  commands_skipped: number
+  commands_converted: number
+  skipped: PolicyKey[]
+  converted: PolicyKey[]
 }
 
 /** Something that happened to a job. */

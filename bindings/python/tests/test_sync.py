@@ -249,3 +249,23 @@ def test_a_redisshake_v4_file_is_read_as_the_cli_reads_it(pair: Tuple[str, str],
         wait_until(lambda: client(target).get("keep-live") == b"1", "the live stream")
     t = client(target)
     assert t.exists("tmp:skip") == 0 and t.exists("tmp:live") == 0
+
+
+def test_the_status_reads_the_target_policy_report() -> None:
+    from redis_ferry.sync import Status
+
+    text = (
+        '{"phase":"stopped","keys_copied":1,"keys_done":1,"keys_expected":null,"keys_skipped":0,'
+        '"commands_applied":0,"commands_filtered":0,"bytes_read":0,"bytes_written":0,"ops_per_sec":0.0,'
+        '"lag_bytes":0,"lag_ms":0,"full_syncs":1,"reconnects":0,"errors":0,"shards":[],"last_error":null,'
+        '"policy":{"keys_skipped":1,"keys_converted":0,"commands_skipped":2,"commands_converted":0,'
+        '"skipped":[{"db":0,"key":"\\"h\\"","loss":"expiry of 2 hash field(s) dropped, fields kept"}],'
+        '"converted":[]},"keys_swept":0}'
+    )
+    status = Status._from_json(text)
+    assert status.policy.keys_skipped == 1 and status.policy.commands_skipped == 2
+    assert [(k.db, k.key) for k in status.policy.skipped] == [(0, '"h"')]
+    assert status.extra == {"keys_swept": 0}
+    # A status without the report (an older façade) reads as an empty one.
+    older = Status._from_json(text.split(',"policy"')[0] + "}")
+    assert older.policy.keys_skipped == 0 and older.policy.skipped == []

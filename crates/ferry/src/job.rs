@@ -167,8 +167,64 @@ pub struct Status {
     pub errors: u64,
     /// Per-shard detail.
     pub shards: Vec<ShardStatus>,
+    /// What the target policy (`target_policy = "skip"` or `"convert"`) left out of the target or wrote with a
+    /// loss, since the job's full copy began (with checkpoints, across restarts).
+    #[serde(default)]
+    pub policy: PolicyStatus,
     /// The last error, for humans (no secrets).
     pub last_error: Option<String>,
+}
+
+/// The keys and commands the target policy skipped or converted (see [`Status::policy`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PolicyStatus {
+    /// Keys left out of the target.
+    pub keys_skipped: u64,
+    /// Keys written with a loss (hash field expiries dropped).
+    pub keys_converted: u64,
+    /// Live commands not forwarded (a command the target does not know, or one on a skipped key).
+    pub commands_skipped: u64,
+    /// Live commands rewritten with a loss.
+    pub commands_converted: u64,
+    /// The skipped keys (the first 1000).
+    pub skipped: Vec<PolicyKey>,
+    /// The converted keys (the first 1000).
+    pub converted: Vec<PolicyKey>,
+}
+
+/// A key the target policy skipped or converted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PolicyKey {
+    /// The source database.
+    pub db: i64,
+    /// The key as `verify` shows keys: in double quotes, bytes other than printable ASCII as `\xNN`.
+    pub key: String,
+    /// What was lost, for humans (`expiry of 2 hash field(s) dropped, fields kept`).
+    pub loss: String,
+}
+
+impl PolicyStatus {
+    fn from_replicator(r: &ferry_replicator::Status) -> PolicyStatus {
+        let keys = |list: &[ferry_replicator::PolicyKey]| {
+            list.iter()
+                .map(|k| PolicyKey {
+                    db: k.db,
+                    key: crate::verify::show_key(&k.key),
+                    loss: k.loss.to_string(),
+                })
+                .collect()
+        };
+        PolicyStatus {
+            keys_skipped: r.policy_keys_skipped,
+            keys_converted: r.policy_keys_converted,
+            commands_skipped: r.policy_commands_skipped,
+            commands_converted: r.policy_commands_converted,
+            skipped: keys(&r.policy_skipped),
+            converted: keys(&r.policy_converted),
+        }
+    }
 }
 
 impl Status {
@@ -430,6 +486,7 @@ impl Shared {
                     retired: false,
                 }],
             },
+            policy: PolicyStatus::from_replicator(&r),
             last_error: r.last_error.clone(),
         }
     }

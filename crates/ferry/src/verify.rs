@@ -143,7 +143,7 @@ pub struct Difference {
     pub kind: DifferenceKind,
     /// The database.
     pub db: u32,
-    /// The key (UTF-8 as is, other bytes as `\xNN`).
+    /// The key in double quotes, bytes other than printable ASCII as `\xNN` (longer keys shortened).
     pub key: String,
     /// Details for humans (the two types, lengths or expiry times).
     pub detail: String,

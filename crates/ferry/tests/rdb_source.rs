@@ -177,6 +177,39 @@ fn redis_8_and_valkey_9_files_restore_with_the_target_policy() {
     )
     .unwrap();
     assert_eq!(status.keys_copied, 1);
+    // The status names the key written with a loss.
+    let file_keys: Vec<String> = ferry::rdb::entries(&valkey)
+        .unwrap()
+        .map(|e| format!("\"{}\"", e.unwrap().key.escape_ascii()))
+        .collect();
+    assert_eq!(status.policy.keys_converted, 1, "{:?}", status.policy);
+    assert_eq!(status.policy.converted.len(), 1);
+    assert_eq!(status.policy.converted[0].key, file_keys[0]);
+    assert!(
+        status.policy.converted[0].loss.contains("hash field"),
+        "{:?}",
+        status.policy
+    );
+    // Policy skip leaves it out and lists it.
+    redis::cmd("FLUSHALL").exec(&mut target.client()).unwrap();
+    let skipped = run(
+        SyncConfig::new(Source::rdb_file(&valkey), Target::standalone(target.url()))
+            .with_target_policy(TargetPolicy::Skip),
+    )
+    .unwrap();
+    assert_eq!(
+        (skipped.policy.keys_skipped, skipped.policy.skipped.len()),
+        (1, 1)
+    );
+    assert_eq!(skipped.policy.skipped[0].key, file_keys[0]);
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut target.client()).unwrap();
+    assert_eq!(dbsize, 0, "the skipped key is not on the target");
+    let status = run(
+        SyncConfig::new(Source::rdb_file(&valkey), Target::standalone(target.url()))
+            .with_target_policy(TargetPolicy::Convert),
+    )
+    .unwrap();
+    assert_eq!(status.keys_copied, 1);
     let mut con = target.client();
     for entry in ferry::rdb::entries(&valkey).unwrap() {
         let e = entry.unwrap();

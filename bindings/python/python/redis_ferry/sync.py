@@ -51,6 +51,31 @@ class ShardStatus:
 
 
 @dataclass(frozen=True)
+class PolicyKey:
+    """A key the target policy skipped or converted: its source ``db``, the ``key`` as :func:`verify` shows keys
+    (in double quotes, bytes other than printable ASCII as ``\\xNN``) and what was lost (``loss``)."""
+
+    db: int
+    key: str
+    loss: str
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    """What ``target_policy = "skip"`` or ``"convert"`` left out of the target or wrote with a loss since the job's
+    full copy began (with checkpoints, across restarts): counts, and the first 1000 keys of each kind."""
+
+    keys_skipped: int = 0
+    keys_converted: int = 0
+    commands_skipped: int = 0
+    commands_converted: int = 0
+    skipped: List[PolicyKey] = field(default_factory=list)
+    converted: List[PolicyKey] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Status:
     """A snapshot of a job: ``phase`` is one of handshake, full_sync, incremental, reconnecting, caught_up,
     stopped."""
@@ -72,12 +97,17 @@ class Status:
     errors: int
     shards: List[ShardStatus]
     last_error: Optional[str]
+    policy: PolicyStatus = field(default_factory=PolicyStatus)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def _from_json(cls, text: str) -> "Status":
         data = json.loads(text)
         data["shards"] = [from_dict(ShardStatus, s) for s in data.get("shards", [])]
+        policy = dict(data.get("policy") or {})
+        for kind in ("skipped", "converted"):
+            policy[kind] = [from_dict(PolicyKey, k) for k in policy.get(kind, [])]
+        data["policy"] = from_dict(PolicyStatus, policy)
         return from_dict(cls, data)
 
 

@@ -189,6 +189,7 @@ async fn sync(args: SyncArgs, json_logs: bool) -> Result<i32, Error> {
     }
     let status = result?;
     tracing::info!("stopped: {}", status.line());
+    report_policy(&status.policy);
     if config.until_caught_up && config.run.verify && status.phase == Phase::CaughtUp {
         let options = ferry::VerifyOptions::default().with_recheck_after_ms(1000);
         let report = ferry::verify(&config.source, &config.target, options).await?;
@@ -200,6 +201,25 @@ async fn sync(args: SyncArgs, json_logs: bool) -> Result<i32, Error> {
         });
     }
     Ok(exit::OK)
+}
+
+/// What the target policy left out or changed, as a report on stderr: a summary, then one line per listed key.
+fn report_policy(p: &ferry::PolicyStatus) {
+    if p.keys_skipped + p.keys_converted + p.commands_skipped + p.commands_converted == 0 {
+        return;
+    }
+    tracing::warn!(
+        keys_skipped = p.keys_skipped,
+        keys_converted = p.keys_converted,
+        commands_skipped = p.commands_skipped,
+        commands_converted = p.commands_converted,
+        "the target policy left keys out of the target or wrote them with a loss (listed below; the status has them too)"
+    );
+    for (what, keys) in [("skipped", &p.skipped), ("converted", &p.converted)] {
+        for k in keys {
+            tracing::warn!(db = k.db, key = %k.key, loss = %k.loss, "{what}");
+        }
+    }
 }
 
 /// The progress bar during a full copy and a one-line live status after it (on a terminal), or a status line
