@@ -68,7 +68,9 @@ pub use dr::{
     ReplPosition, ShardPosition, Side, SwitchbackReport,
 };
 pub use error::{Error, ErrorKind};
-pub use job::{Event, Events, JobHandle, Phase, PolicyKey, PolicyStatus, ShardStatus, Status, SyncJob};
+pub use job::{
+    Event, Events, JobHandle, Phase, PolicyKey, PolicyStatus, ShardStatus, Status, SyncJob,
+};
 pub use verify::{verify, Compare, Difference, DifferenceKind, VerifyOptions, VerifyReport};
 
 /// The sentinel-aware connection pool (ferry-sentinel).
