@@ -17,14 +17,6 @@ fn server() -> Server {
     Server::start(ServerOptions::new(Version::V7_0)).unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn replay(path: &Path, timestamp: Option<i64>, target: &Server) -> ferry::Status {
     let source = Source::AofFile {
         path: path.to_path_buf(),

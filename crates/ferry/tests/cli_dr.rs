@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::sync::atomic::Ordering;
 
 use common::dr::{assert_counters, job_full_syncs, wait_job, Addr, App};
@@ -11,14 +13,6 @@ use ferry::{Deployment, Direction, DrConfig, DrPair, DrPhase, RecoverChoice, Sid
 use ferry_testkit::{
     fill, wait_until, Cluster, FillOptions, Server, ServerOptions, Target as TkTarget, Version,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn server() -> Server {
     Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb")).unwrap()

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,14 +19,6 @@ use ferry_testkit::{
 
 /// Counter keys per writer: enough that every writer's counters land on every shard.
 const COUNTERS: usize = 12;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn counter_key(writer: usize, i: usize) -> String {
     prefixed_counter("live:", writer, i)

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::sync::atomic::Ordering;
 
 use common::dr::{assert_counters, job_full_syncs, wait_job, Addr, App};
@@ -14,14 +16,6 @@ use ferry_testkit::{
     fill, wait_until, Cluster, FillOptions, SentinelGroup, SentinelOptions, Server, ServerOptions,
     Target as TkTarget, Version,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A server with a replication backlog that holds every write of a test.
 fn server() -> Server {

@@ -2,16 +2,10 @@
 
 mod common;
 
+use common::runtime;
+
 use ferry::{ErrorKind, Event, Phase, Source, SyncConfig, SyncJob, Target};
 use ferry_testkit::{fill, FillOptions, Server, ServerOptions, Target as TkTarget, Version};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn a_job_reports_its_phases_and_stop_drains_and_returns_the_final_status() {

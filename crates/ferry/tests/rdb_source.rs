@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::path::{Path, PathBuf};
 
 use ferry::rdb::Value;
@@ -12,14 +14,6 @@ use ferry_testkit::{
     fill, Cluster, CompareOptions, FillOptions, SentinelGroup, SentinelOptions, Server,
     ServerOptions, Target as TkTarget, Version,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn fixture(rel: &str) -> PathBuf {
     common::shared_dir().join("rdb-fixtures").join(rel)

@@ -20,14 +20,6 @@ fn no_psync_server() -> ServerOptions {
         .config("rename-command", "SYNC \"\"")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn scan_config(source: &Server, target: &Server, notifications: bool) -> SyncConfig {
     SyncConfig::from_json_str(
         &serde_json::json!({

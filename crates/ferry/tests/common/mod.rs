@@ -10,6 +10,15 @@ use std::time::Duration;
 
 use ferry_testkit::{compare, wait_for, CompareOptions, Target};
 
+/// A runtime of two workers, as the jobs of the tests run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Every wait of the tests: long, since the machine may be loaded.
 pub const DEADLINE: Duration = Duration::from_secs(240);
 
