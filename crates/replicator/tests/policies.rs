@@ -175,10 +175,12 @@ fn a_module_key_goes_as_restore_to_a_target_that_loaded_its_module() {
     job.wait_caught_up(&source);
     assert_eq!(graph_nodes(&target, "g"), 1);
     assert_eq!(get(&target, 0, "plain").as_deref(), Some("v"));
-    // (A live `GRAPH.QUERY` is refused inside the live chain's script: FalkorDB's commands are not allowed
-    // from scripts. Only the full copy of the module key is shown here.)
+    // A live `GRAPH.QUERY`: FalkorDB's commands are flagged `noscript`, so the chain applies it alone (not
+    // inside its batch script), with the checkpoint.
+    add_node(&source, "g", 2);
     set(&source, 0, "after", "w");
     job.wait_caught_up(&source);
+    assert_eq!(graph_nodes(&target, "g"), 2);
     assert_eq!(get(&target, 0, "after").as_deref(), Some("w"));
     let s = job.status.snapshot();
     assert_eq!((s.policy_keys_skipped, s.policy_commands_skipped), (0, 0));

@@ -42,7 +42,8 @@
 //!
 //! # What cannot run in a script
 //!
-//! Commands flagged `noscript` (`FUNCTION ...`, `SCRIPT ...`, `EVAL`/`FCALL` from old sources) are applied
+//! Commands flagged `noscript` (`FUNCTION ...`, `SCRIPT ...`, `EVAL`/`FCALL` from old sources, and whatever the
+//! target's `COMMAND` flags so, such as a module's `GRAPH.QUERY`) are applied
 //! alone, after everything before them is acknowledged: `WATCH` the checkpoint, check it, then
 //! `MULTI`, the command, the checkpoint `SET`, `EXEC` (`Alone`). `FLUSHALL`/`FLUSHDB` run inside the script
 //! (the checkpoint is stored after them, so they cannot erase it, and the target policy's stored report is
@@ -316,6 +317,8 @@ struct Open {
 #[derive(Debug)]
 pub(crate) struct ChainWriter {
     sha: Bytes,
+    /// Commands the target refuses inside a script (its `COMMAND` flags `noscript`), lower case: applied alone.
+    noscript: std::collections::HashSet<String>,
     key: Bytes,
     /// The hashes of the stored report: skipped keys, converted keys.
     report_keys: (Bytes, Bytes),
@@ -344,10 +347,16 @@ pub(crate) struct ChainWriter {
 impl ChainWriter {
     /// A writer for checkpoint key `key` in `checkpoint_db`, batches by `opts`, script `sha`; `select` when the
     /// target has databases.
+    /// The target's commands that a script may not run (applied alone, as `FUNCTION` is).
+    pub(crate) fn set_noscript(&mut self, names: std::collections::HashSet<String>) {
+        self.noscript = names;
+    }
+
     pub(crate) fn new(key: &str, sha: Bytes, select: bool, opts: &SinkOptions) -> ChainWriter {
         let (skipped, converted) = crate::checkpoint::report_key_names(&opts.checkpoint_tag);
         ChainWriter {
             sha,
+            noscript: Default::default(),
             key: Bytes::from(key.to_string()),
             report_keys: (Bytes::from(skipped), Bytes::from(converted)),
             checkpoint_db: opts.checkpoint_db,
@@ -435,7 +444,8 @@ impl ChainWriter {
             part: 0,
         };
         for (i, cmd) in commands.into_iter().enumerate() {
-            if needs_alone(&cmd.argv) {
+            let name = command_name(&cmd.argv);
+            if needs_alone(&name, &cmd.argv) || self.noscript.contains(&name) {
                 steps.extend(self.close().map(Step::Batch));
                 let end = if i + 1 == count {
                     unit_end
@@ -756,10 +766,9 @@ pub(crate) fn refused(counters: &mut SinkCounters, command: &str, message: Strin
 }
 
 /// Commands a script may not run (`noscript`), and commands too long for one that cannot be split.
-fn needs_alone(argv: &[Bytes]) -> bool {
-    let name = command_name(argv);
+fn needs_alone(name: &str, argv: &[Bytes]) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "function"
             | "script"
             | "eval"
@@ -768,7 +777,7 @@ fn needs_alone(argv: &[Bytes]) -> bool {
             | "evalsha_ro"
             | "fcall"
             | "fcall_ro"
-    ) || (argv.len() > MAX_SCRIPT_ARGS && split_shape(&name).is_none())
+    ) || (argv.len() > MAX_SCRIPT_ARGS && split_shape(name).is_none())
 }
 
 /// For a variadic command: how many arguments come before the repeated groups and the group size.
@@ -1320,14 +1329,17 @@ mod tests {
             .all(|p| p.len() <= MAX_SCRIPT_ARGS && p[2] == "NX"));
         let pairs: usize = parts.iter().map(|p| (p.len() - 3) / 2).sum();
         assert_eq!(pairs, 5000);
-        assert!(!needs_alone(&argv));
+        assert!(!needs_alone(&command_name(&argv), &argv));
         let mut xadd = vec![
             Bytes::from_static(b"XADD"),
             Bytes::from_static(b"s"),
             Bytes::from_static(b"1-1"),
         ];
         xadd.extend((0..8000).map(|i| Bytes::from(i.to_string())));
-        assert!(needs_alone(&xadd), "not splittable: alone");
+        assert!(
+            needs_alone(&command_name(&xadd), &xadd),
+            "not splittable: alone"
+        );
         assert_eq!(split_big(xadd).len(), 1);
     }
 

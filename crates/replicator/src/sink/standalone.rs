@@ -462,12 +462,29 @@ impl StandaloneSink {
             return Ok(());
         };
         let sha = self.load_script().await?;
+        let noscript = self.noscript_commands().await?;
         let stored = self.stored.clone().unwrap_or_default();
         if let Live::Chain(w) = &mut self.live {
             **w = ChainWriter::new(&self.checkpoint_key, sha, self.node.is_none(), &self.opts);
+            w.set_noscript(noscript);
             w.start(base, stored, start, skip);
         }
         Ok(())
+    }
+
+    /// The commands the target refuses inside a script (flag `noscript`): the batch script cannot carry them
+    /// (a module's, such as FalkorDB's `GRAPH.QUERY`, besides the built-in ones the chain knows). A target that
+    /// refuses `COMMAND` leaves the built-in list.
+    async fn noscript_commands(&mut self) -> Result<std::collections::HashSet<String>, Error> {
+        let reply = self.pipe.call(&["COMMAND"]).await?;
+        let Ok(table) = ferry_topology::CommandTable::from_command_reply(&reply) else {
+            return Ok(Default::default());
+        };
+        Ok(table
+            .commands()
+            .filter(|c| c.has_flag("noscript"))
+            .map(|c| c.name.to_ascii_lowercase())
+            .collect())
     }
 
     /// `SCRIPT LOAD` of the batch script (with flags on a cluster node); its SHA1.
