@@ -175,24 +175,24 @@ for j = 1, #ops do
     cur, i = argv[i], i + 1
   elseif c == 254 then
     redis.call('SELECT', ARGV[1])
-    kept = {redis.call('DUMP', argv[i]), redis.call('DUMP', argv[i + 1])}
+    kept = {redis.call('DUMP', argv[i]), redis.call('DUMP', argv[i + 1]), redis.call('DUMP', argv[i + 2])}
     redis.call('SELECT', cur)
-    i = i + 2
+    i = i + 3
   elseif c == 255 then
     redis.call('SELECT', ARGV[1])
-    for k = 1, 2 do
+    for k = 1, 3 do
       if kept[k] then redis.call('RESTORE', argv[i + k - 1], 0, kept[k], 'REPLACE') end
     end
     redis.call('SELECT', cur)
-    i = i + 2
+    i = i + 3
   elseif c == 252 then
     redis.call('SELECT', argv[i])
     redis.call('DEL', KEYS[1])
-    for k = i + 1, i + 2 do
+    for k = i + 1, i + 3 do
       if redis.call('EXISTS', argv[k]) == 1 then redis.call('MOVE', argv[k], ARGV[1]) end
     end
     redis.call('SELECT', cur)
-    i = i + 3
+    i = i + 4
   else
     redis.call('SELECT', ARGV[1])
     redis.call('HSET', argv[i], argv[i + 1], argv[i + 2])
@@ -225,13 +225,14 @@ impl Op {
     /// `SELECT` the database in the next argument.
     const SELECT: u8 = 251;
     /// Delete the checkpoint key's copy `SWAPDB` moved to the database in the next argument, and move the
-    /// stored report's hashes (the two arguments after it) back to the checkpoint database.
+    /// stored report's hashes and the ownership record (the three arguments after it) back to the checkpoint
+    /// database.
     const DROP_SWAPPED: u8 = 252;
     /// Store a key the target policy skipped or converted: `HSET` in the checkpoint database of the hash, the
     /// field and the value in the next three arguments (not a command of the stream: not counted).
     const REPORT: u8 = 253;
-    /// Before a flush that erases the checkpoint database: keep (`DUMP`) the report's hashes named in the next
-    /// two arguments...
+    /// Before a flush that erases the checkpoint database: keep (`DUMP`) the report's hashes and the ownership
+    /// record named in the next three arguments...
     const KEEP_REPORT: u8 = 254;
     /// ...and after it, put them back (`RESTORE`), as the checkpoint is stored again after it.
     const RESTORE_REPORT: u8 = 255;
@@ -321,7 +322,10 @@ pub(crate) struct ChainWriter {
     noscript: std::collections::HashSet<String>,
     key: Bytes,
     /// The hashes of the stored report: skipped keys, converted keys.
+    /// The job's keys that live beside the checkpoint and must stay with it through a `SWAPDB` or a flush of
+    /// its database: the stored report's hashes (skipped, converted) and the ownership record.
     report_keys: (Bytes, Bytes),
+    owner_key: Bytes,
     checkpoint_db: i64,
     /// Whether the target has databases (a cluster node has only 0: no `SELECT` markers).
     select: bool,
@@ -359,6 +363,7 @@ impl ChainWriter {
             noscript: Default::default(),
             key: Bytes::from(key.to_string()),
             report_keys: (Bytes::from(skipped), Bytes::from(converted)),
+            owner_key: Bytes::from(crate::redo::owner_key(&opts.checkpoint_tag)),
             checkpoint_db: opts.checkpoint_db,
             select,
             log: opts.on_error == ErrorPolicy::Log,
@@ -552,11 +557,9 @@ impl ChainWriter {
         let select = self.select;
         let checkpoint_db = self.checkpoint_db;
         // A `SWAPDB` of the checkpoint database: the database it moved the checkpoint to, and the report's hashes.
-        let swap =
-            swapped_checkpoint_copy(&argv, checkpoint_db).map(|db| (db, self.report_keys.clone()));
+        let swap = swapped_checkpoint_copy(&argv, checkpoint_db).map(|db| (db, self.kept_keys()));
         // A flush that erases the checkpoint database: the report's hashes, kept around it.
-        let flush =
-            flushes_checkpoint_db(&argv, db, checkpoint_db).then(|| self.report_keys.clone());
+        let flush = flushes_checkpoint_db(&argv, db, checkpoint_db).then(|| self.kept_keys());
         let Some(open) = self.open.as_mut() else {
             return;
         };
@@ -565,9 +568,9 @@ impl ChainWriter {
             open.argv.push(Bytes::from(db.to_string()));
             open.script_db = db;
         }
-        if let Some((skipped, converted)) = &flush {
+        if let Some(kept) = &flush {
             open.ops.push(Op::KEEP_REPORT);
-            open.argv.extend([skipped.clone(), converted.clone()]);
+            open.argv.extend(kept.iter().cloned());
         }
         open.bytes += crate::pipeline::wire_size(&argv);
         open.names.push(command_name(&argv));
@@ -580,16 +583,25 @@ impl ChainWriter {
             }
         }
         open.argv.extend(argv);
-        if let Some((skipped, converted)) = flush {
+        if let Some(kept) = flush {
             open.ops.push(Op::RESTORE_REPORT);
-            open.argv.extend([skipped, converted]);
+            open.argv.extend(kept);
         }
-        if let Some((other, report_keys)) = swap {
+        if let Some((other, kept)) = swap {
             open.ops.push(Op::DROP_SWAPPED);
             open.argv.push(Bytes::from(other.to_string()));
-            open.argv.push(report_keys.0);
-            open.argv.push(report_keys.1);
+            open.argv.extend(kept);
         }
+    }
+
+    /// The keys kept with the checkpoint through a `SWAPDB` or a flush of its database, in the order the
+    /// script's operations take them.
+    fn kept_keys(&self) -> [Bytes; 3] {
+        [
+            self.report_keys.0.clone(),
+            self.report_keys.1.clone(),
+            self.owner_key.clone(),
+        ]
     }
 
     /// Adds the storing of a key the target policy skipped or converted.
@@ -987,7 +999,11 @@ mod tests {
             restore,
         ];
         assert_eq!(a[OPS_ARG], latin1(&ops));
-        let hashes = ["ferry:skipped:{ferry}", "ferry:converted:{ferry}"];
+        let hashes = [
+            "ferry:skipped:{ferry}",
+            "ferry:converted:{ferry}",
+            "ferry:checkpoint:{ferry}:owner",
+        ];
         let mut expected = vec!["0", "FLUSHDB", "15"];
         for cmd in ["FLUSHDB", "FLUSHALL"] {
             expected.extend(hashes);
@@ -1291,7 +1307,8 @@ mod tests {
                 "3",
                 "3",
                 "ferry:skipped:{ferry}",
-                "ferry:converted:{ferry}"
+                "ferry:converted:{ferry}",
+                "ferry:checkpoint:{ferry}:owner",
             ]
         );
         assert_eq!(a[12], "1 110 0 ");
