@@ -15,8 +15,8 @@
 use std::time::Instant;
 
 use ferry_benches::Rng;
+use ferry_replicator::bench::script_text;
 use ferry_replicator::checkpoint::{Checkpoint, Position};
-use ferry_replicator::sink::chain::script_text;
 use ferry_testkit::{Server, ServerOptions, Version};
 
 const BATCH: usize = 512;

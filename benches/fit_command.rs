@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_benches::Rng;
-use ferry_replicator::pipeline::convert::{fit_command, PolicyReport, TargetFormat, TargetPolicy};
+use ferry_replicator::{bench::fit_command, PolicyReport, TargetFormat, TargetPolicy};
 
 fn main() {
     let n: usize = std::env::var("FERRY_FIT_COMMANDS")

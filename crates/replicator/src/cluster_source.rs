@@ -76,14 +76,14 @@
 //! [`LEASE_TTL`] / 3 while it runs. A job that finds the lease held by another waits (its shard's status says
 //! so) and takes the shard over once the lease expires (the holder stopped or died), continuing from the
 //! shard's checkpoint. So jobs given overlapping `shards` lists never run one shard twice at once; and even
-//! if a lease were lost while its holder still wrote, the chained checkpoints ([`crate::sink::chain`]) refuse
+//! if a lease were lost while its holder still wrote, the chained checkpoints (`crate::sink::chain`) refuse
 //! the older writer's batches: nothing is applied twice.
 //!
 //! # Limits
 //!
 //! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
 //!   target holds the other shards' keys. Nor does a shard's redone copy delete the keys the source no longer
-//!   has, as a standalone source's does on a target the job owns ([`crate::redo`]): the shards copy into the
+//!   has, as a standalone source's does on a target the job owns (`crate::redo`): the shards copy into the
 //!   target at the same time, and while a slot migrates its keys are on either source node, so a shard cannot
 //!   tell a stale key of its own from a key another shard holds now. It logs a warning and counts the redo in
 //!   `status.redo_unswept`; keys deleted on the source while the shard was away may stay (`ferry verify`).

@@ -119,7 +119,7 @@ impl Error {
 
     /// True when a new session can get past the failure: the checkpoint chain broke, or the target refused a
     /// write for a state that passes (`OOM`, `MISCONF`, `LOADING`, `READONLY`, `BUSY`, a cluster redirection or
-    /// failover: see [`crate::sink::chain::TRANSIENT_ERRORS`]): the job retries from its checkpoint with
+    /// failover: see `crate::sink::chain::TRANSIENT_ERRORS`): the job retries from its checkpoint with
     /// backoff, like after a broken link. Refusals that need a human (`WRONGTYPE`, an unknown command) are not.
     pub fn is_transient(&self) -> bool {
         use crate::sink::chain::is_transient;

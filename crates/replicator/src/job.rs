@@ -59,7 +59,7 @@ pub struct Config {
     /// or the backlog no longer holding the checkpoint), empty the target first (`FLUSHALL`), as a Redis
     /// replica does. Without it (the default) a redo deletes the keys the source no longer has only when the
     /// job owns the target (none of the keys it may write was there before its first copy); otherwise keys
-    /// deleted on the source in between may stay on the target (see [`crate::fullsync`]'s module
+    /// deleted on the source in between may stay on the target (see `crate::fullsync`'s module
     /// documentation).
     pub flush_target_on_resync: bool,
     /// Values whose RDB encoding is bigger than this go as batches of element commands instead of one
@@ -102,11 +102,11 @@ pub enum SourceKind {
     /// target it owns, deletes the keys it wrote that the file does not have (a key of a cut file).
     RdbFile(std::path::PathBuf),
     /// A scan of [`Config::source`] for servers that refuse `PSYNC`, then its keyspace notifications (see
-    /// [`crate::source::scan`] for what this can and cannot promise).
+    /// `crate::source::scan` for what this can and cannot promise).
     Scan(crate::source::scan::ScanOptions),
     /// An append-only file (single, with or without an RDB preamble, or multi-part through its manifest),
     /// replayed into the target up to its end or a recovery timestamp, and the job ends (see
-    /// [`crate::source::aof`]). Nothing is checkpointed; a replay that must start again (a broken target link)
+    /// `crate::source::aof`). Nothing is checkpointed; a replay that must start again (a broken target link)
     /// starts from the first file.
     AofFile(crate::source::aof::AofOptions),
 }

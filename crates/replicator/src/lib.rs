@@ -4,23 +4,23 @@
 //! ferry-rdb's parser straight into `RESTORE`s on the target, then forwards the live command stream, with
 //! source `MULTI`/`EXEC` groups kept as groups. The source's replication id, offset and selected database are
 //! stored in the target by the same batch script as the writes they cover, each batch chained to the one before
-//! ([`sink::chain`]), so a restarted job continues with `PSYNC` from exactly what the target holds: no write
+//! (the batch chain, `sink/chain.rs`), so a restarted job continues with `PSYNC` from exactly what the target holds: no write
 //! lost, none applied twice.
 //!
-//! - [`source`]: the PSYNC handshake ([`source::psync`]) and the replication stream with byte-exact offsets. The
+//! - [`Source`]: the PSYNC handshake and the replication stream with byte-exact offsets ([`StreamParser`]). The
 //!   source link runs as a task of its own: it reads at network speed into a bounded spool (memory, then a local
-//!   file: [`source::SpoolOptions`]) so a slow target never makes the source drop ferry at its
+//!   file: [`SpoolOptions`]) so a slow target never makes the source drop ferry at its
 //!   `client-output-buffer-limit replica`, and it sends `REPLCONF ACK` every second with the offset the target
 //!   has committed, so `WAIT` on the source means the target holds the write.
 //! - sources without a replication stream ([`Config::source_kind`], [`SourceKind`]): an RDB file, restored
 //!   through the same full-copy code as the RDB of a full resync, after which the job ends; and a scan
-//!   ([`source::scan`]: `SCAN` + `DUMP`, then keyspace notifications) for servers that refuse `PSYNC`, with the
-//!   limits that module states.
-//! - [`pipeline`]: filters, the database map, conversion of RDB values into commands, and the target policy
+//!   ([`ScanOptions`]: `SCAN` + `DUMP`, then keyspace notifications) for servers that refuse `PSYNC`, with the
+//!   limits `source/scan.rs` states.
+//! - the pipeline ([`FilterConfig`], [`DbMap`]): filters, the database map, conversion of RDB values into commands, and the target policy
 //!   ([`TargetPolicy`], [`Config::target_policy`]): what the target cannot hold (hash field expiries before
 //!   Redis 7.4 / Valkey 9, a module type, an unknown command) stops the job naming the key, is skipped or is
 //!   converted, and the status lists those keys.
-//! - [`sink`]: the standalone target with pipelined, windowed writes, and the cluster target (one sink per master,
+//! - the sinks ([`SinkOptions`]): the standalone target with pipelined, windowed writes, and the cluster target (one sink per master,
 //!   commands routed by slot, each master's batch and checkpoint applied atomically by one script).
 //! - sentinel-managed sources and targets ([`Config::source_sentinel`], [`Config::target_sentinel`]): each
 //!   session resolves the master through the sentinels and ends when a failover of it starts.
@@ -58,17 +58,34 @@ pub mod cluster_source;
 mod error;
 mod fullsync;
 mod job;
-pub mod pipeline;
+mod pipeline;
 mod redo;
 mod sentinel;
 mod sessions;
-pub mod sink;
-pub mod source;
+mod sink;
+mod source;
 pub mod status;
 
 pub use cluster_source::{ClusterSource, ShardStatus, ShardsView};
 pub use error::{Error, KeyDisplay};
 pub use job::{Config, Replicator, SourceKind};
-pub use pipeline::convert::{ConflictPolicy, PolicyKey, PolicyReport, TargetPolicy};
+pub use pipeline::convert::{
+    ConflictPolicy, Loss, PolicyKey, PolicyReport, ServerFamily, TargetFormat, TargetPolicy,
+};
+pub use pipeline::dbmap::DbMap;
+pub use pipeline::filter::{is_reserved_key, FilterConfig, RESERVED_KEY_PREFIXES};
+pub use pipeline::{Command, Unit};
+pub use sink::cluster::tag_for_node;
+pub use sink::{ErrorPolicy, SinkOptions};
 pub use source::aof::AofOptions;
+pub use source::psync::HandshakeOptions;
+pub use source::scan::ScanOptions;
+pub use source::{Resume, Source, SourceOptions, SpoolOptions, Start, StreamEvent, StreamParser};
 pub use status::{Phase, Status, StatusHandle};
+
+/// What the benches in `benches/` measure inside the crate; not API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::pipeline::convert::fit_command;
+    pub use crate::sink::chain::script_text;
+}

@@ -13,9 +13,9 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{counter, expire_short_keys, workload, Job, DEADLINE};
-use ferry_replicator::pipeline::convert::{Loss, TargetPolicy};
-use ferry_replicator::source::{Source, SourceOptions};
+use ferry_replicator::{Loss, TargetPolicy};
 use ferry_replicator::{Phase, Status};
+use ferry_replicator::{Source, SourceOptions};
 use ferry_resp::ConnectOptions;
 use ferry_testkit::{
     compare, fill, CompareOptions, DifferenceKind, FillOptions, Server, ServerOptions, Target,
@@ -116,7 +116,7 @@ fn keys_needing_policy(source: &Server) -> (Keys, Keys) {
     (ttl, modules)
 }
 
-fn listed(keys: &[ferry_replicator::pipeline::convert::PolicyKey]) -> Keys {
+fn listed(keys: &[ferry_replicator::PolicyKey]) -> Keys {
     keys.iter().map(|k| (k.db, k.key.to_vec())).collect()
 }
 

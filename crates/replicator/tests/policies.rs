@@ -3,8 +3,8 @@
 mod common;
 
 use common::{Job, DEADLINE};
-use ferry_replicator::pipeline::convert::{Loss, TargetPolicy};
 use ferry_replicator::{ConflictPolicy, Phase};
+use ferry_replicator::{Loss, TargetPolicy};
 use ferry_testkit::{wait_until, Server, ServerOptions, Version};
 
 fn servers() -> (Server, Server) {
@@ -86,7 +86,7 @@ fn filters_and_database_map_apply_to_full_sync_and_live_stream() {
         c.filter.block_dbs = vec![2];
         c.filter.block_key_prefixes = vec![b"tmp:".to_vec()];
         c.filter.block_commands = vec!["flushall".into()];
-        c.db_map = ferry_replicator::pipeline::dbmap::DbMap::new([(1, 5)]);
+        c.db_map = ferry_replicator::DbMap::new([(1, 5)]);
     });
     job.wait_caught_up(&source);
     set(&source, 0, "keep:b", "2");

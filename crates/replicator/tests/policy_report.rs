@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use common::{config, Job, ProcJob, CHECKPOINT_DB};
 use ferry_replicator::checkpoint;
-use ferry_replicator::pipeline::convert::{Loss, PolicyKey, TargetPolicy};
+use ferry_replicator::{Loss, PolicyKey, TargetPolicy};
 use ferry_testkit::{
     compare, Cluster, CompareOptions, DifferenceKind, Server, ServerOptions, Target, Version,
 };

@@ -14,8 +14,8 @@ use common::{
     workload, Job, CHECKPOINT_DB, DEADLINE,
 };
 use ferry_replicator::checkpoint;
-use ferry_replicator::pipeline::filter::FilterConfig;
-use ferry_replicator::source::scan::ScanOptions;
+use ferry_replicator::FilterConfig;
+use ferry_replicator::ScanOptions;
 use ferry_replicator::{Phase, SourceKind};
 use ferry_resp::ConnectOptions;
 use ferry_testkit::{

@@ -560,7 +560,7 @@ impl FilterConfig {
     /// The replicator's filter configuration (exact keys become anchored regular expressions).
     // `..Default::default()` keeps this compiling when the replicator adds options.
     #[allow(clippy::needless_update)]
-    pub(crate) fn to_replicator(&self) -> ferry_replicator::pipeline::filter::FilterConfig {
+    pub(crate) fn to_replicator(&self) -> ferry_replicator::FilterConfig {
         let exact = |keys: &[String]| {
             keys.iter()
                 .map(|k| format!("^{}$", regex::escape(k)))
@@ -572,7 +572,7 @@ impl FilterConfig {
         allow_key_regexes.extend(exact(&self.allow_keys));
         let mut block_key_regexes = self.block_key_regexes.clone();
         block_key_regexes.extend(exact(&self.block_keys));
-        ferry_replicator::pipeline::filter::FilterConfig {
+        ferry_replicator::FilterConfig {
             allow_dbs: dbs(&self.allow_dbs),
             block_dbs: dbs(&self.block_dbs),
             allow_key_prefixes: bytes(&self.allow_key_prefixes),
@@ -949,7 +949,7 @@ impl SyncConfig {
                 cluster,
                 ..
             } => {
-                let scan = ferry_replicator::source::scan::ScanOptions::default()
+                let scan = ferry_replicator::ScanOptions::default()
                     .with_dbs(
                         dbs.as_ref()
                             .map(|d| d.iter().map(|&db| i64::from(db)).collect()),
@@ -974,7 +974,7 @@ impl SyncConfig {
             TargetPolicy::Convert => ferry_replicator::TargetPolicy::Convert,
         };
         c.filter = self.filter.to_replicator();
-        c.db_map = ferry_replicator::pipeline::dbmap::DbMap::new(self.db_pairs());
+        c.db_map = ferry_replicator::DbMap::new(self.db_pairs());
         c.flush_target_on_resync = self.flush_target_on_resync;
         c.max_restore_bytes = self.limits.max_restore_bytes;
         c.reconnect_backoff = Duration::from_millis(self.limits.reconnect_backoff_ms);
@@ -988,17 +988,17 @@ impl SyncConfig {
     /// The replicator's sink options.
     // `..Default::default()` keeps this compiling when the replicator adds options.
     #[allow(clippy::needless_update)]
-    pub(crate) fn sink_options(&self) -> ferry_replicator::sink::SinkOptions {
+    pub(crate) fn sink_options(&self) -> ferry_replicator::SinkOptions {
         let l = &self.limits;
-        ferry_replicator::sink::SinkOptions {
+        ferry_replicator::SinkOptions {
             window_commands: l.window_commands,
             window_bytes: l.window_bytes,
             batch_commands: l.batch_commands,
             batch_bytes: l.batch_bytes,
             reply_timeout: Duration::from_millis(l.reply_timeout_ms),
             on_error: match self.on_error {
-                OnError::Stop => ferry_replicator::sink::ErrorPolicy::Stop,
-                OnError::Log => ferry_replicator::sink::ErrorPolicy::Log,
+                OnError::Stop => ferry_replicator::ErrorPolicy::Stop,
+                OnError::Log => ferry_replicator::ErrorPolicy::Log,
             },
             checkpoint: self.checkpoint.enabled,
             checkpoint_tag: self.checkpoint.tag.clone(),

@@ -293,8 +293,6 @@ mod tests {
     fn key_is_reserved_and_hash_tagged() {
         let k = key("orders");
         assert_eq!(k, "ferry:state:{dr-orders}");
-        assert!(ferry_replicator::pipeline::filter::is_reserved_key(
-            k.as_bytes()
-        ));
+        assert!(ferry_replicator::is_reserved_key(k.as_bytes()));
     }
 }

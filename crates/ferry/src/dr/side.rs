@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_replicator::checkpoint::{self, Checkpoint};
-use ferry_replicator::pipeline::filter::is_reserved_key;
-use ferry_replicator::source::{Resume, Source as PsyncSource, SourceOptions, Start, StreamEvent};
+use ferry_replicator::is_reserved_key;
+use ferry_replicator::{Resume, Source as PsyncSource, SourceOptions, Start, StreamEvent};
 use ferry_resp::{ConnectOptions, Connection, Frame};
 
 use super::record::{self, Fill, Record, TRANSITION_SCRIPT};
@@ -334,9 +334,7 @@ impl Deploy {
                     c.call(&["DEL", key.as_str()]).await?;
                 }
             }
-            let key = checkpoint::key_name(&ferry_replicator::sink::cluster::tag_for_node(
-                tag, owner, i, 0,
-            ));
+            let key = checkpoint::key_name(&ferry_replicator::tag_for_node(tag, owner, i, 0));
             let mut p = checkpoint::Position::new(at.replid.clone(), at.offset, 0);
             p.epoch = epoch;
             p.node = Some(m.id.clone());

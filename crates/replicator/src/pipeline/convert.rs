@@ -413,7 +413,7 @@ impl TargetFormat {
 
     /// Adds the module types of the modules the target reports loaded, by the names `MODULE LIST` gives. A
     /// module registers its types under 9-character RDB names that `MODULE LIST` does not show, so known
-    /// modules are looked up in [`module_type_names`]; a module of another name is taken to hold the type of
+    /// modules are looked up in `module_type_names`; a module of another name is taken to hold the type of
     /// its own name when that name is 9 characters long (as `vectorset` does), and none otherwise (its keys
     /// then follow the target policy).
     pub fn with_loaded_modules<I, S>(mut self, modules: I) -> TargetFormat

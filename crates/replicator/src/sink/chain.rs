@@ -412,11 +412,6 @@ impl ChainWriter {
         self.committed
     }
 
-    /// The stream position after everything handed over (offset).
-    pub(crate) fn seen(&self) -> u64 {
-        self.mark.offset
-    }
-
     /// The stream moved to `offset` (database `db`) with nothing to apply.
     pub(crate) fn advance(&mut self, offset: u64, db: i64) {
         if offset > self.mark.offset && self.mark.part == 0 {

@@ -246,11 +246,6 @@ impl ClusterSink {
         })
     }
 
-    /// The masters, as `host:port`.
-    pub fn masters(&self) -> &[String] {
-        &self.addrs
-    }
-
     /// Fences earlier connections of this job on every master.
     pub async fn fence(&mut self) -> Result<(), Error> {
         for node in &mut self.nodes {
@@ -758,11 +753,6 @@ impl ClusterSink {
             total.last_error = self.last_error.clone();
         }
         total
-    }
-
-    /// Source transactions applied atomically per master only.
-    pub fn split_transactions(&self) -> u64 {
-        self.split_transactions
     }
 
     /// The lowest offset every master acknowledged.

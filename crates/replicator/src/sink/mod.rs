@@ -49,7 +49,7 @@ pub struct SinkOptions {
     pub batch_bytes: usize,
     /// Error replies other than conflicts.
     pub on_error: ErrorPolicy,
-    /// Write checkpoints (live batches go as chained batch scripts, see [`chain`]).
+    /// Write checkpoints (live batches go as chained batch scripts, see `chain`).
     pub checkpoint: bool,
     /// The tag of the checkpoint key, `ferry:checkpoint:{<tag>}`.
     pub checkpoint_tag: String,
@@ -271,11 +271,6 @@ impl Sink {
     /// Adds a unit of the live stream.
     pub async fn push(&mut self, unit: Unit) -> Result<(), Error> {
         each!(self, s => s.push(unit).await)
-    }
-
-    /// Writes the open batches.
-    pub async fn flush_batch(&mut self) -> Result<(), Error> {
-        each!(self, s => s.flush_batch().await)
     }
 
     /// Writes the open batches and waits for every reply.

@@ -196,14 +196,6 @@ impl StandaloneSink {
         }
     }
 
-    /// The highest source offset handed to the sink.
-    pub fn seen_offset(&self) -> u64 {
-        match &self.live {
-            Live::Chain(w) => w.seen(),
-            Live::Unwrapped(w) => w.committed(),
-        }
-    }
-
     /// The checkpoint stored in the target, if any.
     pub async fn read_checkpoint(&mut self) -> Result<Option<Checkpoint>, Error> {
         self.select_now(self.opts.checkpoint_db).await?;
