@@ -246,3 +246,53 @@ fn ferry_sync_replays_the_aof_of_a_redisshake_aof_reader_file() {
     assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
     assert_equal(&TkTarget::from(&source), &TkTarget::from(&other));
 }
+
+#[test]
+fn an_aof_replays_into_a_cluster_target() {
+    let source = aof_server(Version::V7_0);
+    // One database: a cluster has only db 0.
+    fill(&TkTarget::from(&source), &FillOptions::seed(24).dbs([0])).unwrap();
+    rewrite_aof(&source);
+    let mut c = source.client();
+    for i in 0..200 {
+        redis::cmd("INCR")
+            .arg(format!("counter:{}", i % 20))
+            .exec(&mut c)
+            .unwrap();
+    }
+    redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("tx:{a}")
+        .arg(1)
+        .cmd("SET")
+        .arg("tx:{b}")
+        .arg(2)
+        .exec(&mut c)
+        .unwrap();
+    let cluster = ferry_testkit::Cluster::start(Version::V7_0).unwrap();
+    let config = SyncConfig::new(
+        Source::AofFile {
+            path: source.dir().join("appendonlydir"),
+            timestamp: None,
+        },
+        Target::cluster(format!("redis://{}", cluster.masters()[0].addr())),
+    );
+    runtime()
+        .block_on(async { SyncJob::new(config)?.start()?.wait().await })
+        .unwrap();
+    assert_equal(&TkTarget::from(&source), &cluster.target());
+    // None of ferry's own keys is left on the masters (their per-master checkpoints of the replay are deleted).
+    for m in cluster.masters() {
+        let left: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg("ferry:*")
+            .query(&mut m.client())
+            .unwrap();
+        let left: Vec<String> = left
+            .iter()
+            .filter(|k| ferry_replicator::is_reserved_key(k))
+            .map(|k| k.escape_ascii().to_string())
+            .collect();
+        assert!(left.is_empty(), "{}: {left:?}", m.addr());
+    }
+}

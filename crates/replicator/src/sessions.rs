@@ -109,6 +109,9 @@ impl Replicator {
                 if let Some(plan) = plan.take() {
                     self.end_copy(&mut sink, plan, copied).await?;
                 }
+                // The copy's sink ended with its checkpoints deleted (a cluster target's masters keep one while
+                // they write): the commands go through a fresh one, which deletes its own at the end.
+                sink = self.copy_sink(target).await?.0;
                 sink.start_stream("aof", 0, &[]).await?;
                 self.status.update(|s| s.phase = Phase::Incremental);
                 streaming = true;
@@ -191,6 +194,7 @@ impl Replicator {
         }
         sink.sync().await?;
         sink.drain().await?;
+        sink.delete_own_checkpoints().await?;
         let c = sink.counters();
         self.status.update(|s| {
             s.commands_applied = applied;
