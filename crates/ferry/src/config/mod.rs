@@ -1045,65 +1045,28 @@ pub(crate) fn sentinel_pool_options(
     Ok(o)
 }
 
-/// The connection options of the master the sentinels of `o` name now (asked of each sentinel in turn until one
-/// answers), with the master's credentials.
+/// The connection options of the master the sentinels of `o` name now (resolved by the sentinel client, as
+/// its pool resolves it), with the master's credentials.
 pub(crate) async fn sentinel_master(
     o: &ferry_sentinel::SentinelPoolOptions,
 ) -> Result<ConnectOptions, Error> {
-    let mut last = None;
-    for s in &o.sentinels {
-        let mut at = o.sentinel_connect.clone();
-        at.host.clone_from(&s.host);
-        at.port = s.port;
-        let reply = match ferry_resp::Connection::connect(&at).await {
-            Ok(mut conn) => {
-                conn.call(&[
-                    "SENTINEL",
-                    "GET-MASTER-ADDR-BY-NAME",
-                    o.master_name.as_str(),
-                ])
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        let reply = match reply {
-            Ok(r) => r,
-            Err(e) => {
-                last = Some(Error::from(e));
-                continue;
-            }
-        };
-        let parts: Vec<String> = match &reply {
-            ferry_resp::Frame::Array(items) => items
-                .iter()
-                .filter_map(|f| {
-                    f.as_bytes()
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        match parts.as_slice() {
-            [host, port] => {
-                let mut master = o.data_connect.clone();
-                master.host.clone_from(host);
-                master.port = port.parse().map_err(|_| {
-                    Error::config(format!(
-                        "sentinel {}:{} named port {port:?}",
-                        s.host, s.port
-                    ))
-                })?;
-                return Ok(master);
-            }
-            _ => {
-                last = Some(Error::config(format!(
-                    "sentinel {}:{} knows no master named {:?}",
-                    s.host, s.port, o.master_name
-                )))
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::config("a sentinel group needs at least one sentinel")))
+    let unresolved = |why: String| {
+        Error::new(
+            crate::ErrorKind::Connection,
+            format!("the sentinels of {:?}: {why}", o.master_name),
+        )
+    };
+    let pool = ferry_sentinel::SentinelPool::new(o.clone())
+        .await
+        .map_err(|e| unresolved(e.to_string()))?;
+    let master = pool.master_addr();
+    pool.close();
+    let master =
+        master.ok_or_else(|| unresolved("no master known (a failover in progress)".into()))?;
+    let mut at = o.data_connect.clone();
+    at.host = master.host;
+    at.port = master.port;
+    Ok(at)
 }
 
 /// `scheme://user:***@host...`: the password of a URL replaced.
