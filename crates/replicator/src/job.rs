@@ -14,12 +14,13 @@ use bytes::Bytes;
 use ferry_resp::{ConnectOptions, Connection};
 use ferry_topology::CommandTable;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::cluster_source::{ShardFollower, ShardsHandle, ShardsView};
 use crate::error::Error;
 use crate::fullsync;
+use crate::gate::ReplicaGate;
 use crate::pipeline::convert::{
     adapt_for_target, fit_command, ConflictPolicy, PolicyReport, TargetFormat, TargetPolicy,
 };
@@ -182,7 +183,7 @@ impl Repeats {
 }
 
 /// A task aborted when this is dropped (at the end of a session, however it ends).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -891,70 +892,6 @@ impl Replicator {
 struct Stop<'a> {
     shutdown: &'a CancellationToken,
     gate: Option<&'a ReplicaGate>,
-}
-
-/// Lets a shard's stream through only as far as a replica of its master has acknowledged (see
-/// [`crate::cluster_source`]): polls the master's `INFO replication`.
-pub(crate) struct ReplicaGate {
-    open: tokio::sync::watch::Receiver<u64>,
-    _poller: AbortOnDrop,
-}
-
-impl ReplicaGate {
-    fn start(master: ConnectOptions) -> ReplicaGate {
-        let (tx, rx) = tokio::sync::watch::channel(0u64);
-        let poller = tokio::spawn(async move {
-            let mut conn: Option<Connection> = None;
-            loop {
-                if conn.is_none() {
-                    conn = Connection::connect(&master).await.ok();
-                }
-                let read = match conn.as_mut() {
-                    Some(c) => ShardFollower::replica_offset(c).await,
-                    None => Err(Error::Failover("the source master is unreachable".into())),
-                };
-                match read {
-                    Ok(Some(o)) => {
-                        tx.send_if_modified(|v| {
-                            // Up with each acknowledgement; down from "open" once a replica is back.
-                            let change = o > *v || *v == u64::MAX;
-                            if change {
-                                *v = o;
-                            }
-                            change
-                        });
-                    }
-                    // No replica now: nothing can be promoted with less than the master has.
-                    Ok(None) => {
-                        tx.send_replace(u64::MAX);
-                    }
-                    Err(e) => {
-                        conn = None;
-                        debug!(error = %e, "cannot read the source master's replica offsets");
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        ReplicaGate {
-            open: rx,
-            _poller: AbortOnDrop(poller),
-        }
-    }
-
-    fn passes(&self, offset: u64) -> bool {
-        *self.open.borrow() >= offset
-    }
-
-    async fn wait_for(&self, offset: u64) -> Result<(), Error> {
-        let mut rx = self.open.clone();
-        rx.wait_for(|&o| o >= offset)
-            .await
-            .map(|_| ())
-            .map_err(|_| {
-                Error::Failover("the source master's replica offsets are no longer read".into())
-            })
-    }
 }
 
 #[cfg(test)]

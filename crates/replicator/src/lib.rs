@@ -57,6 +57,7 @@ pub mod checkpoint;
 pub mod cluster_source;
 mod error;
 mod fullsync;
+mod gate;
 mod job;
 mod pipeline;
 mod redo;
