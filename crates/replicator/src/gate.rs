@@ -98,7 +98,7 @@ struct MasterView {
 
 /// A connection to one replica, or when it failed last.
 enum ReplicaLink {
-    Up(Connection),
+    Up(Box<Connection>),
     Failed(Instant),
 }
 
@@ -176,7 +176,7 @@ async fn held_offset(
                 links.insert(key, ReplicaLink::Failed(at));
                 continue;
             }
-            Some(ReplicaLink::Up(c)) => Some(c),
+            Some(ReplicaLink::Up(c)) => Some(*c),
             _ => None,
         };
         let mut c = match link {
@@ -202,7 +202,7 @@ async fn held_offset(
                 if let Some(o) = replica_applied(&text, replid) {
                     held = held.max(o);
                 }
-                links.insert(key, ReplicaLink::Up(c));
+                links.insert(key, ReplicaLink::Up(Box::new(c)));
             }
             _ => {
                 links.insert(key, ReplicaLink::Failed(Instant::now()));
