@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{
     assert_same_data, checkpoint_value, config, counter, expire_short_keys, master_offset, relay,
-    workload, Job, CHECKPOINT_DB, DEADLINE,
+    workload, Job, ProcJob, CHECKPOINT_DB, DEADLINE,
 };
 use ferry_replicator::checkpoint;
 use ferry_replicator::FilterConfig;
@@ -469,4 +469,54 @@ fn a_scan_done_again_in_the_same_process_deletes_what_the_source_deleted_unheard
     let status = job.status.snapshot();
     assert!(status.keys_swept >= deleted, "{status}");
     assert_same_data(&source, &target, false);
+}
+
+#[test]
+fn a_job_sigkilled_during_the_sweep_sweeps_again_when_restarted_and_ends_exact() {
+    // 150,000 keys of a first copy that the source then drops: the sweep of the redone copy deletes them one
+    // by one, long enough to be killed half-way.
+    const DOOMED: u64 = 150_000;
+    let (source, target) = small_backlog_servers();
+    let mut c = source.client();
+    redis::cmd("SELECT").arg(2).exec(&mut c).unwrap();
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(DOOMED)
+        .arg("doomed")
+        .arg(16)
+        .exec(&mut c)
+        .unwrap();
+    set_keys(&source, 0, "kept", 50);
+    let checkpoint_db = CHECKPOINT_DB.to_string();
+    let args = ["--checkpoint-db", checkpoint_db.as_str()];
+    let job = ProcJob::start_args(&source, &target, &args);
+    job.wait_caught_up(&source);
+    job.kill();
+    assert_eq!(dbsize(&target, 2), DOOMED);
+
+    // Away: the source drops database 2 and overruns its backlog, so the restart copies again.
+    redis::cmd("FLUSHDB").exec(&mut c).unwrap();
+    let (rounds, _) = change_while_away(&source, "sweepkill");
+    let job = ProcJob::start_args(&source, &target, &args);
+    wait_until(DEADLINE, "the sweep to be under way", || {
+        dbsize(&target, 2) < DOOMED - 5_000
+    })
+    .unwrap_or_else(|e| panic!("{e}; status: {}", job.status_line()));
+    job.kill();
+    let left = dbsize(&target, 2);
+    assert!(left > 0, "the job was killed before its sweep ended");
+    assert_eq!(
+        checkpoint_value(&target).as_deref(),
+        Some("fullsync"),
+        "a copy whose sweep did not end has not committed"
+    );
+
+    let job = ProcJob::start_args(&source, &target, &args);
+    expire_short_keys(&source, rounds, "sweepkill");
+    job.wait_caught_up(&source);
+    assert_eq!(job.full_syncs(), 1, "{}", job.status_line());
+    assert_eq!(dbsize(&target, 2), 0, "the second sweep deleted the rest");
+    assert_same_data(&source, &target, true);
+    assert_eq!(counter(&target, "sweepkill"), rounds);
+    assert_eq!(ownership(&target).as_deref(), Some("owned"));
 }

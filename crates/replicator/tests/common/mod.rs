@@ -301,12 +301,17 @@ impl ProcJob {
     /// Starts `ferry sync` with checkpoints, `--flush-target-on-resync`, `--conflict rewrite` and `extra`
     /// arguments.
     pub fn start_with(source: &Server, target: &Server, extra: &[&str]) -> ProcJob {
+        let defaults = ["--flush-target-on-resync", "--conflict", "rewrite"];
+        ProcJob::start_args(source, target, &[&defaults[..], extra].concat())
+    }
+
+    /// Starts `ferry sync` with the job's defaults and only `args` (a status endpoint is always added).
+    pub fn start_args(source: &Server, target: &Server, args: &[&str]) -> ProcJob {
         let bin = ferry_binary();
         let mut child = std::process::Command::new(&bin)
             .args(["sync", "--source", &source.url(), "--target", &target.url()])
-            .args(["--flush-target-on-resync", "--conflict", "rewrite"])
             .args(["--status-addr", "127.0.0.1:0"])
-            .args(extra)
+            .args(args)
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .env("RUST_LOG", "info")
