@@ -358,7 +358,7 @@ export type RdbEntry = RdbEntryBase &
     | { type: 'string'; value: Buffer }
     | { type: 'list'; value: Buffer[] }
     | { type: 'set'; value: Buffer[] }
-    | { type: 'zset'; value: Array<{ member: Buffer; score: number }> }
+    | { type: 'zset'; value: Array<{ member: Buffer; score: number }> } // in ZRANGE order (by score, then member)
     | { type: 'hash'; value: Array<{ field: Buffer; value: Buffer; expireAt: Integer | null }> }
     | { type: 'stream'; value: RdbStream }
     | { type: 'module'; value: { moduleId: bigint; name: string; encver: number; payload: Buffer } }

@@ -85,8 +85,9 @@ test('rdb.entries yields every key of a filled server with the values the server
         assert.deepEqual(sortedHex(e.value), sortedHex(want), where)
         break
       case 'zset': {
-        const norm = (xs) => xs.map((x) => `${hex(x.member)}=${x.score}`).sort()
-        assert.deepEqual(norm(e.value), norm(want), where)
+        // In ZRANGE order, whatever order the file holds the members in.
+        const pairs = (xs) => xs.map((x) => `${hex(x.member)}=${x.score}`)
+        assert.deepEqual(pairs(e.value), pairs(want), where)
         break
       }
       case 'hash': {

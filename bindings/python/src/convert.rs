@@ -58,7 +58,7 @@ fn bytes_list<'py>(py: Python<'py>, items: &[bytes::Bytes]) -> PyResult<Bound<'p
 }
 
 /// An RDB value as Python types: `string` -> `bytes`, `list` -> `list[bytes]`, `set` -> `set[bytes]`,
-/// `zset` -> `list[tuple[bytes, float]]` (file order), `hash` -> `dict[bytes, bytes]`, `stream` -> `dict` (entries
+/// `zset` -> `list[tuple[bytes, float]]` (`ZRANGE` order), `hash` -> `dict[bytes, bytes]`, `stream` -> `dict` (entries
 /// as `(id, {field: value})` like XRANGE, plus metadata and groups), `module` -> `dict` (id, name, encver, raw
 /// payload).
 pub(crate) fn value_to_py(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> {

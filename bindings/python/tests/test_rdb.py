@@ -32,7 +32,8 @@ def server_value(r: Any, key: bytes, kind: str) -> Any:
     if kind == "set":
         return set(r.smembers(key))
     if kind == "zset":
-        return dict(r.zrange(key, 0, -1, withscores=True))
+        # (member, score) pairs in ZRANGE order: rdb.open gives them so, whatever the file's order.
+        return [tuple(p) for p in r.zrange(key, 0, -1, withscores=True)]
     if kind == "hash":
         return r.hgetall(key)
     if kind == "stream":
@@ -41,8 +42,6 @@ def server_value(r: Any, key: bytes, kind: str) -> Any:
 
 
 def entry_value(e: rdb.Entry) -> Any:
-    if e.type == "zset":
-        return dict(e.value)
     if e.type == "stream":
         return [(i, f) for i, f in e.value["entries"]]
     return e.value

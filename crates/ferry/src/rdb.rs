@@ -26,6 +26,9 @@ fn open(path: &Path) -> Result<BufReader<File>, Error> {
 }
 
 /// The keys of an RDB file, in file order, each with its decoded value. Memory holds one key at a time.
+///
+/// A sorted set's members come in `ZRANGE` order (by score, then by member), whatever order the file holds them
+/// in (Redis writes a big sorted set from the highest score down).
 pub struct Entries {
     reader: Reader<BufReader<File>>,
     path: PathBuf,
@@ -47,7 +50,12 @@ impl Iterator for Entries {
         }
         loop {
             match self.reader.next_item() {
-                Ok(Some(Item::Entry(e))) => return Some(Ok(e)),
+                Ok(Some(Item::Entry(mut e))) => {
+                    if let Some(Value::SortedSet(members)) = &mut e.value {
+                        in_zrange_order(members);
+                    }
+                    return Some(Ok(e));
+                }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
                     self.done = true;
@@ -60,6 +68,16 @@ impl Iterator for Entries {
             }
         }
     }
+}
+
+/// Sorts a sorted set's members as `ZRANGE` gives them: by score, equal scores by member bytes. (Already sorted
+/// or reversed input, what files hold, costs one pass.)
+fn in_zrange_order(members: &mut [(bytes::Bytes, f64)]) {
+    members.sort_by(|a, b| {
+        a.1.partial_cmp(&b.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.0.cmp(&b.0))
+    });
 }
 
 /// Iterates the keys of the RDB file at `path` (checksum verified at the end).

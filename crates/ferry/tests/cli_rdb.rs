@@ -43,6 +43,65 @@ fn normalized(mut v: serde_json::Value, kind: &str) -> serde_json::Value {
     v
 }
 
+/// `ZRANGE key 0 -1 WITHSCORES` as `(member, score)` pairs.
+fn zrange(con: &mut redis::Connection, key: &[u8]) -> Vec<(bytes::Bytes, f64)> {
+    let flat: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(con)
+        .unwrap();
+    flat.chunks(2)
+        .map(|p| {
+            let score = std::str::from_utf8(&p[1]).unwrap();
+            let score = match score {
+                "inf" => f64::INFINITY,
+                "-inf" => f64::NEG_INFINITY,
+                s => s.parse().unwrap(),
+            };
+            (bytes::Bytes::from(p[0].clone()), score)
+        })
+        .collect()
+}
+
+#[test]
+fn rdb_json_gives_sorted_sets_in_zrange_order_whatever_their_encoding() {
+    let server = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let mut con = server.client();
+    // A listpack zset, and one of 300 members (a skiplist, which Redis saves from the highest score down),
+    // with ties on the score ordered by member.
+    for (key, n) in [("small", 20u32), ("big", 300)] {
+        for i in 0..n {
+            redis::cmd("ZADD")
+                .arg(key)
+                .arg((n - i) / 3)
+                .arg(format!("m{i:03}"))
+                .exec(&mut con)
+                .unwrap();
+        }
+    }
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("big")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(encoding, "skiplist");
+    redis::cmd("SAVE").exec(&mut con).unwrap();
+    let path = server.dir().join("dump.rdb");
+    let mut ferry = Ferry::spawn(["rdb", "json", path.to_str().unwrap()]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let mut seen = 0;
+    for line in ferry.stdout().lines() {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = key_bytes(&j["key"]);
+        let expected = ferry_rdb::json::value(&ferry_rdb::Value::SortedSet(zrange(&mut con, &key)));
+        assert_eq!(j["value"], expected, "{}", String::from_utf8_lossy(&key));
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
+}
+
 #[test]
 fn rdb_json_matches_the_decoded_values_of_a_filled_server() {
     let (server, filled, path) = saved(&[0, 1, 2], 21);
@@ -61,6 +120,11 @@ fn rdb_json_matches_the_decoded_values_of_a_filled_server() {
         let (value, _) = ferry_rdb::decode_dump(&dump).unwrap();
         let kind = j["type"].as_str().unwrap();
         assert_eq!(kind, value.type_name());
+        // A sorted set comes in ZRANGE order, whatever order the file (and DUMP) hold it in.
+        let value = match value {
+            ferry_rdb::Value::SortedSet(_) => ferry_rdb::Value::SortedSet(zrange(&mut con, &key)),
+            other => other,
+        };
         assert_eq!(
             normalized(j["value"].clone(), kind),
             normalized(ferry_rdb::json::value(&value), kind),

@@ -5,7 +5,7 @@
 ...     print(entry.db, entry.key, entry.type, entry.expire_at_ms)
 
 Values: ``string`` -> ``bytes``; ``list`` -> ``list[bytes]``; ``set`` -> ``set[bytes]``; ``zset`` ->
-``list[tuple[bytes, float]]`` in file order; ``hash`` -> ``dict[bytes, bytes]``; ``stream`` -> a ``dict`` with
+``list[tuple[bytes, float]]`` in ``ZRANGE`` order (by score, then member); ``hash`` -> ``dict[bytes, bytes]``; ``stream`` -> a ``dict`` with
 ``entries`` (``[(id, {field: value})]`` as XRANGE gives them), ``length``, ``last_id``, ``first_id``,
 ``max_deleted_id``, ``entries_added`` and ``groups``; ``module`` -> a ``dict`` with ``module_id``, ``name``,
 ``encver`` and the raw ``payload``.
