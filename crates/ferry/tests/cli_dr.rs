@@ -1,5 +1,6 @@
-//! `ferry dr` run as a process, as an operator runs it: a switchback SIGKILLed while B is paused and called
-//! again, two switchbacks at once, and the guarded demote/promote of a master/replica pair.
+//! `ferry dr` run as a process, as an operator runs it: calls SIGKILLed mid-way and called again (standalone,
+//! cluster and sentinel-group sides), two switchbacks at once, and the guarded demote/promote of a
+//! master/replica pair.
 
 mod common;
 
@@ -11,7 +12,8 @@ use common::dr::{assert_counters, job_full_syncs, wait_job, Addr, App};
 use common::Ferry;
 use ferry::{Deployment, Direction, DrConfig, DrPair, DrPhase, RecoverChoice, Side};
 use ferry_testkit::{
-    fill, wait_until, Cluster, FillOptions, Server, ServerOptions, Target as TkTarget, Version,
+    fill, wait_until, Cluster, FillOptions, SentinelGroup, SentinelOptions, Server, ServerOptions,
+    Target as TkTarget, Version,
 };
 
 fn server() -> Server {
@@ -238,6 +240,90 @@ fn failover_and_recover_sigkilled_between_the_two_records_finish_when_called_aga
     assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
     let acked = app.finish();
     wait_equal(&a, &b);
+    assert_counters(&aa, &acked);
+    assert_counters(&ab, &acked);
+    rt.block_on(run.stop()).unwrap();
+}
+
+#[test]
+fn sentinel_group_b_calls_sigkilled_mid_way_finish_when_called_again() {
+    // B is a sentinel group (its records live on the master the sentinels name): each call is killed between
+    // its two records, and called again.
+    let a = server();
+    let group = SentinelGroup::start(SentinelOptions::new(Version::V7_0)).unwrap();
+    group.wait_converged(common::DEADLINE).unwrap();
+    let b_master = group.current_master().unwrap();
+    let sentinels: Vec<String> = group.sentinels.iter().map(Server::url).collect();
+    let name = "crash-sentinel";
+    let args = |cmd: &str| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "dr",
+            cmd,
+            "--name",
+            name,
+            "--a",
+            &a.url(),
+            "--b-type",
+            "sentinel",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        for s in &sentinels {
+            v.extend(["--b".to_string(), s.clone()]);
+        }
+        v.extend(["--b-master".to_string(), group.master_name.clone()]);
+        v
+    };
+    fill(&TkTarget::from(&a), &FillOptions::seed(17)).unwrap();
+    let sentinel_refs: Vec<&str> = sentinels.iter().map(String::as_str).collect();
+    let pair = DrPair::new(DrConfig::new(
+        name,
+        Deployment::standalone(a.url()),
+        Deployment::sentinel(&sentinel_refs, group.master_name.clone()),
+    ))
+    .unwrap();
+    let rt = runtime();
+    let _guard = rt.enter();
+    call(args("init"));
+    let run = pair.run().unwrap();
+    wait_job(&run, Direction::AToB, 1);
+    let (aa, ab) = (Addr::One(a.url()), Addr::One(b_master.url()));
+    let app = App::start(&aa, &ab, name);
+    app.wait_writes(Side::A, 200);
+
+    app.a_down.store(true, Ordering::SeqCst);
+    kill_at_step(args("failover"), "failover_written_on_b");
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::FailedOver, Some(1), Some(2)));
+    app.wait_writes(Side::B, 200);
+    let out = call(args("failover"));
+    assert!(out.contains("failed over (already)"), "{out}");
+
+    app.a_down.store(false, Ordering::SeqCst);
+    kill_at_step(args("recover"), "recover_written_on_a");
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Recovering, Some(3), Some(2)));
+    wait_job(&run, Direction::BToA, 3);
+    app.wait_writes(Side::B, 200);
+    let out = call(args("recover"));
+    assert!(out.contains("recovering already"), "{out}");
+    assert_eq!(job_full_syncs(&run), Some(0), "B -> A continued B's stream");
+
+    kill_at_step(args("switchback"), "switchback_switched_on_a");
+    wait_job(&run, Direction::AToB, 4);
+    let (phase, ea, eb, _) = epochs(&rt, &pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
+    app.wait_writes(Side::A, 200);
+    let out = call(args("switchback"));
+    assert!(out.contains("switched back already"), "{out}");
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "A -> B continued from the seed"
+    );
+    let acked = app.finish();
+    wait_equal(&a, &b_master);
     assert_counters(&aa, &acked);
     assert_counters(&ab, &acked);
     rt.block_on(run.stop()).unwrap();
