@@ -323,7 +323,7 @@ fn sentinel_group_b_calls_sigkilled_mid_way_finish_when_called_again() {
         "A -> B continued from the seed"
     );
     let acked = app.finish();
-    wait_equal(&a, &b_master);
+    wait_equal(&a, b_master);
     assert_counters(&aa, &acked);
     assert_counters(&ab, &acked);
     rt.block_on(run.stop()).unwrap();
