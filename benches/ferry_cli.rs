@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_resp::{ConnectOptions, Connection, Frame};
 use ferry_benches::{dbsize, ferry_binary, link_up, populate, run_ferry, server};
+use ferry_resp::{ConnectOptions, Connection, Frame};
 use ferry_testkit::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(3600);

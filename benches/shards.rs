@@ -33,8 +33,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry::{Phase, Status};
-use ferry_benches::{dbsize, ferry_binary, link_up, peak_rss_mib, redis_benchmark, run_ferry, server};
-use ferry_testkit::{key_slot, wait_for, wait_until, Cluster, ClusterOptions, Server, Version, SLOTS};
+use ferry_benches::{
+    dbsize, ferry_binary, link_up, peak_rss_mib, redis_benchmark, run_ferry, server,
+};
+use ferry_testkit::{
+    key_slot, wait_for, wait_until, Cluster, ClusterOptions, Server, Version, SLOTS,
+};
 
 const DEADLINE: Duration = Duration::from_secs(3600);
 /// Keys generated per round of the fill (each master keeps those of its slots).
@@ -114,8 +118,9 @@ fn main() {
             (4 * requests) as f64 / l.writes.as_secs_f64()
         );
         println!(
-            "| ferry applying the streams (start of writes to every shard caught up: {} commands in {:.2} s) | 3+{replicas} | {:.0} ops/s |",
+            "| ferry applying the streams (start of writes to every shard caught up: {} commands of {} written, in {:.2} s) | 3+{replicas} | {:.0} ops/s |",
             l.applied,
+            l.written,
             l.caught_up.as_secs_f64(),
             l.applied as f64 / l.caught_up.as_secs_f64()
         );
@@ -287,8 +292,10 @@ struct Live {
     writes: Duration,
     /// From the start of the writes until every shard caught up.
     caught_up: Duration,
-    /// Commands ferry applied in that time (its status).
+    /// Commands ferry applied in that time (its status, summed over the shards).
     applied: u64,
+    /// Write commands the source's masters executed in that time (`INFO commandstats`).
+    written: u64,
     peak_ops: f64,
     rss_mib: f64,
 }
@@ -347,10 +354,25 @@ fn live(ferry: &Path, source: &Cluster, target: &Cluster, requests: u64) -> Live
     let sampler = {
         let (sampling, addr) = (sampling.clone(), addr.clone());
         std::thread::spawn(move || {
+            // (when, commands applied by all shards), a sample every 100 ms; the peak is the most applied in a
+            // window of at least one second.
+            let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
             let mut peak = 0f64;
             while sampling.load(Ordering::Relaxed) {
                 if let Some(s) = status(&addr) {
-                    peak = peak.max(s.ops_per_sec);
+                    let now = (Instant::now(), shards_applied(&s));
+                    while samples.len() > 1
+                        && now.0.duration_since(samples[1].0) >= Duration::from_secs(1)
+                    {
+                        samples.pop_front();
+                    }
+                    if let Some(&(then, applied)) = samples.front() {
+                        let window = now.0.duration_since(then);
+                        if window >= Duration::from_secs(1) {
+                            peak = peak.max((now.1 - applied) as f64 / window.as_secs_f64());
+                        }
+                    }
+                    samples.push_back(now);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -358,6 +380,7 @@ fn live(ferry: &Path, source: &Cluster, target: &Cluster, requests: u64) -> Live
         })
     };
     let masters = source.masters();
+    let written_before = written_commands(&masters);
     let started = Instant::now();
     let (writes, out) = redis_benchmark(masters[0], requests, true);
     eprintln!("redis-benchmark --cluster:\n{}", out.trim());
@@ -391,7 +414,8 @@ fn live(ferry: &Path, source: &Cluster, target: &Cluster, requests: u64) -> Live
         caught.full_syncs, 0,
         "no full copy in the live phase: {caught:?}"
     );
-    let applied = caught.commands_applied - resumed.commands_applied;
+    let applied = shards_applied(&caught) - shards_applied(&resumed);
+    let written = written_commands(&masters) - written_before;
     stop(child);
     let source_keys: u64 = masters.iter().map(|m| dbsize(m)).sum();
     assert_eq!(
@@ -403,6 +427,7 @@ fn live(ferry: &Path, source: &Cluster, target: &Cluster, requests: u64) -> Live
         writes,
         caught_up,
         applied,
+        written,
         peak_ops,
         rss_mib,
     }
@@ -423,4 +448,40 @@ fn delete_live_keys(masters: &[&Server]) {
             pipe.exec(&mut con).unwrap();
         }
     }
+}
+
+/// The commands applied by every shard of a job (the job's own sum is refreshed less often than its shards).
+fn shards_applied(status: &Status) -> u64 {
+    status.shards.iter().map(|s| s.commands_applied).sum()
+}
+
+/// Write commands the source's masters executed (`INFO commandstats`).
+fn written_commands(masters: &[&Server]) -> u64 {
+    masters
+        .iter()
+        .map(|m| {
+            m.info("commandstats")
+                .unwrap()
+                .lines()
+                .filter(|l| {
+                    [
+                        "cmdstat_set:",
+                        "cmdstat_incr:",
+                        "cmdstat_lpush:",
+                        "cmdstat_hset:",
+                    ]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+                })
+                .filter_map(|l| {
+                    l.split("calls=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum::<u64>()
+        })
+        .sum()
 }

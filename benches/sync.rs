@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
+use ferry_benches::{dbsize, peak_rss_mib, populate, redis_benchmark, server};
 use ferry_replicator::{Config, Phase, Replicator, StatusHandle};
 use ferry_resp::ConnectOptions;
-use ferry_benches::{dbsize, peak_rss_mib, populate, redis_benchmark, server};
 use ferry_testkit::{wait_until, Server, Version};
 use tokio_util::sync::CancellationToken;
 
