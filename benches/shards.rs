@@ -102,7 +102,8 @@ fn main() {
     );
     for (replicas, c) in &copies {
         println!(
-            "| ferry sync into a 3+{replicas} cluster (to exit) | {:.2} s | {:.2}x | {:.0} | {:.0} MiB |",
+            "| ferry sync into a 3+{} cluster (to exit) | {:.2} s | {:.2}x | {:.0} | {:.0} MiB |",
+            3 * replicas,
             c.took.as_secs_f64(),
             c.took.as_secs_f64() / native.as_secs_f64(),
             n as f64 / c.took.as_secs_f64(),
@@ -110,26 +111,21 @@ fn main() {
         );
     }
     println!();
-    println!("| live phase, redis-benchmark --cluster on 3 masters ({requests} x SET/INCR/LPUSH/HSET, 50 clients, pipeline 16) | 3+0 or 3+3 target | |");
-    println!("|---|---:|---:|");
+    println!(
+        "live phase: redis-benchmark --cluster on the 3 source masters, {requests} x SET/INCR/LPUSH/HSET, 50 clients, pipeline 16"
+    );
+    println!("| target | redis-benchmark into the source | ferry applied / source executed | start of writes to every shard caught up | ferry applying | ferry peak over one second | ferry peak RSS (resume + live) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (replicas, l) in &lives {
         println!(
-            "| redis-benchmark into the source | 3+{replicas} | {:.0} ops/s |",
-            (4 * requests) as f64 / l.writes.as_secs_f64()
-        );
-        println!(
-            "| ferry applying the streams (start of writes to every shard caught up: {} commands of {} written, in {:.2} s) | 3+{replicas} | {:.0} ops/s |",
+            "| 3+{} cluster | {:.0} ops/s | {} / {} | {:.2} s | {:.0} ops/s | {:.0} ops/s | {:.0} MiB |",
+            3 * replicas,
+            (4 * requests) as f64 / l.writes.as_secs_f64(),
             l.applied,
             l.written,
             l.caught_up.as_secs_f64(),
-            l.applied as f64 / l.caught_up.as_secs_f64()
-        );
-        println!(
-            "| ferry peak ops/s over one second | 3+{replicas} | {:.0} ops/s |",
-            l.peak_ops
-        );
-        println!(
-            "| ferry peak RSS (resume + live phase) | 3+{replicas} | {:.0} MiB |",
+            l.applied as f64 / l.caught_up.as_secs_f64(),
+            l.peak_ops,
             l.rss_mib
         );
     }
