@@ -147,3 +147,26 @@ pub fn populate(server: &Server, n: u64, prefix: &str, size: u64) {
         .exec(&mut server.client())
         .unwrap();
 }
+
+/// Every key of `server` matching `pattern` (`SCAN`).
+pub fn scan(server: &Server, pattern: &str) -> Vec<String> {
+    redis::cmd("SCAN")
+        .cursor_arg(0)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(1000)
+        .clone()
+        .iter::<String>(&mut server.client())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The keys of the data on `masters`: all but ferry's own (`ferry:` checkpoints, owner records).
+pub fn data_keys(masters: &[&Server]) -> u64 {
+    masters
+        .iter()
+        .map(|m| dbsize(m) - scan(m, "ferry:*").len() as u64)
+        .sum()
+}

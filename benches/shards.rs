@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use ferry::{Phase, Status};
 use ferry_benches::{
-    dbsize, ferry_binary, link_up, peak_rss_mib, redis_benchmark, run_ferry, server,
+    data_keys, dbsize, ferry_binary, link_up, peak_rss_mib, redis_benchmark, run_ferry, scan,
+    server,
 };
 use ferry_testkit::{
     key_slot, wait_for, wait_until, Cluster, ClusterOptions, Server, Version, SLOTS,
@@ -223,31 +224,6 @@ fn native_replicas(masters: &[&Server]) -> Duration {
     started.elapsed()
 }
 
-/// The keys of the data on `cluster`'s masters: all but ferry's own (`ferry:` checkpoints, owner records).
-fn data_keys(cluster: &Cluster) -> u64 {
-    cluster
-        .masters()
-        .iter()
-        .map(|m| dbsize(m) - scan(m, "ferry:*").len() as u64)
-        .sum()
-}
-
-/// Every key of `server` matching `pattern`.
-fn scan(server: &Server, pattern: &str) -> Vec<String> {
-    let mut con = server.client();
-    redis::cmd("SCAN")
-        .cursor_arg(0)
-        .arg("MATCH")
-        .arg(pattern)
-        .arg("COUNT")
-        .arg(1000)
-        .clone()
-        .iter::<String>(&mut con)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 /// The arguments of `ferry sync` from `source` to `target`, both clusters (one node of each).
 fn sync_args(source: &Cluster, target: &Cluster) -> Vec<String> {
     [
@@ -278,7 +254,7 @@ fn copy(ferry: &Path, source: &Cluster, target: &Cluster, n: u64) -> Copy {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (took, rss_mib, code) = run_ferry(ferry, &args);
     assert_eq!(code, 0, "ferry sync failed");
-    assert_eq!(data_keys(target), n, "every key copied");
+    assert_eq!(data_keys(&target.masters()), n, "every key copied");
     Copy { took, rss_mib }
 }
 
@@ -415,7 +391,7 @@ fn live(ferry: &Path, source: &Cluster, target: &Cluster, requests: u64) -> Live
     stop(child);
     let source_keys: u64 = masters.iter().map(|m| dbsize(m)).sum();
     assert_eq!(
-        data_keys(target),
+        data_keys(&target.masters()),
         source_keys,
         "the target holds every key of the source"
     );

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_benches::{dbsize, peak_rss_mib, populate, redis_benchmark, server};
+use ferry_benches::{data_keys, dbsize, peak_rss_mib, populate, redis_benchmark, server};
 use ferry_replicator::{Config, Phase, Replicator, StatusHandle};
 use ferry_resp::ConnectOptions;
 use ferry_testkit::{wait_until, Server, Version};
@@ -209,8 +209,7 @@ fn full_sync_cluster(n: u64) {
     let entry = cluster.masters()[0];
     let run = timed_full_sync(&source, entry, true, "ferry's full sync into the cluster");
     let (took, rss) = (run.took, run.rss_mib);
-    let copied: u64 = cluster.masters().iter().map(|m| dbsize(m)).sum::<u64>() - 3; // minus the checkpoints
-    assert_eq!(copied, n, "every key copied");
+    assert_eq!(data_keys(&cluster.masters()), n, "every key copied");
     println!();
     println!(
         "| {n} keys into a 3-master cluster | {:.2} s | {:.0} keys/s | ferry peak RSS {rss:.0} MiB |",
@@ -239,12 +238,11 @@ fn standalone_vs_cluster(n: u64, rounds: u32) {
         let cluster = ferry_testkit::Cluster::start_with(opts).expect("start a cluster");
         let entry = cluster.masters()[0];
         let run = timed_full_sync(&source, entry, true, "ferry's full sync into the cluster");
-        let copied: u64 = cluster.masters().iter().map(|m| dbsize(m)).sum::<u64>() - 3;
-        assert_eq!(copied, n, "every key copied (minus the 3 checkpoints)");
+        assert_eq!(data_keys(&cluster.masters()), n, "every key copied");
         if replicas_per_master > 0 {
             // The replicas hold what their masters hold (the cost of the row includes their applying it).
             wait_until(DEADLINE, "the target's replicas to catch up", || {
-                cluster.replicas().iter().map(|r| dbsize(r)).sum::<u64>() == n + 3
+                data_keys(&cluster.replicas()) == n
             })
             .unwrap();
         }
