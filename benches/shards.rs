@@ -255,6 +255,12 @@ fn copy(ferry: &Path, source: &Cluster, target: &Cluster, n: u64) -> Copy {
     let (took, rss_mib, code) = run_ferry(ferry, &args);
     assert_eq!(code, 0, "ferry sync failed");
     assert_eq!(data_keys(&target.masters()), n, "every key copied");
+    let own: Vec<String> = target
+        .masters()
+        .iter()
+        .flat_map(|m| scan(m, "ferry:*"))
+        .collect();
+    eprintln!("ferry's own keys on the target: {own:?}");
     Copy { took, rss_mib }
 }
 
@@ -318,8 +324,8 @@ fn live(ferry: &Path, source: &Cluster, target: &Cluster, requests: u64) -> Live
         })
     })
     .unwrap();
-    assert_eq!(
-        resumed.full_syncs, 0,
+    assert!(
+        resumed.shards.iter().all(|s| s.full_syncs == 0),
         "the resumed job continued every shard without a full copy: {resumed:?}"
     );
     let sampling = Arc::new(AtomicBool::new(true));
@@ -329,10 +335,14 @@ fn live(ferry: &Path, source: &Cluster, target: &Cluster, requests: u64) -> Live
             // (when, commands applied by all shards), a sample every 100 ms; the peak is the most applied in a
             // window of at least one second.
             let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
-            let mut peak = 0f64;
+            let (mut peak, mut taken, mut longest_gap) = (0f64, 0u32, Duration::ZERO);
             while sampling.load(Ordering::Relaxed) {
                 if let Some(s) = status(&addr) {
                     let now = (Instant::now(), shards_applied(&s));
+                    if let Some(last) = samples.back() {
+                        longest_gap = longest_gap.max(now.0.duration_since(last.0));
+                    }
+                    taken += 1;
                     while samples.len() > 1
                         && now.0.duration_since(samples[1].0) >= Duration::from_secs(1)
                     {
@@ -348,6 +358,10 @@ fn live(ferry: &Path, source: &Cluster, target: &Cluster, requests: u64) -> Live
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            eprintln!(
+                "status samples: {taken}, longest gap between two {} ms",
+                longest_gap.as_millis()
+            );
             peak
         })
     };
@@ -382,8 +396,8 @@ fn live(ferry: &Path, source: &Cluster, target: &Cluster, requests: u64) -> Live
     let rss_mib = peak_rss_mib(&pid).unwrap_or(0.0);
     sampling.store(false, Ordering::Relaxed);
     let peak_ops = sampler.join().unwrap();
-    assert_eq!(
-        caught.full_syncs, 0,
+    assert!(
+        caught.shards.iter().all(|s| s.full_syncs == 0),
         "no full copy in the live phase: {caught:?}"
     );
     let applied = shards_applied(&caught) - shards_applied(&resumed);
