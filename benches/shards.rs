@@ -5,23 +5,26 @@
 //!   written on the master that owns its slot: one pipelined `MSET` per slot and chunk of keys, so a cluster
 //!   that accepts them holds every key in its slot (`DEBUG POPULATE` on each master would not: it writes keys
 //!   whatever their slot; testkit's `fill` is slot-correct but writes a fixed mix of every type, not N small
-//!   strings).
+//!   strings). The masters' output buffer for replicas is unlimited, so a lagging stream is not cut.
 //! - **Native replicas**: three fresh standalone servers each `REPLICAOF` one source master, sent back to back;
 //!   timed until all three have `master_link_status:up` with their master's key count.
 //! - **ferry**, for each target (a fresh 3-master cluster, then a fresh 3+3 cluster): `ferry sync --source-type
 //!   cluster --target-type cluster --until-caught-up`, as a user runs a one-time copy, timed to its exit (every
-//!   shard caught up), with the peak RSS of the process. The keys are then counted on both sides.
-//! - **Live phase**, for each target: `ferry sync` resumed from the checkpoints the copy left (no new full copy:
-//!   the status says so) with `--status-addr`; `redis-benchmark --cluster` writes SET, INCR, LPUSH and HSET on
-//!   all three masters at once; ferry's applied rate is the commands its status counts from the start of the
-//!   writes until every shard's applied offset reaches its master's, and the peak is the status's ops/s
-//!   (one second), sampled every 100 ms. The keys are counted on both sides, then the benchmark's keys are
-//!   deleted from the source so the next target copies the same N keys.
+//!   shard caught up), with the peak RSS of the process. Then the target holds the N keys (counted without
+//!   ferry's own `ferry:` keys).
+//! - **Live phase**, for each target: `ferry sync` resumed from the checkpoints the copy left (no shard makes a
+//!   new full copy: its status says so) with `--status-addr`; `redis-benchmark --cluster` writes SET, INCR,
+//!   LPUSH and HSET on all three masters at once. ferry's rate is the commands its shards' statuses count from
+//!   the start of the writes until every shard's applied offset reaches its master's `master_repl_offset`; its
+//!   peak is the most commands applied in a window of at least one second, from the status sampled every 100 ms
+//!   (stderr says how many samples and the longest gap). The commands the source executed (`INFO
+//!   commandstats`) are printed beside, and at the end the target holds as many keys as the source; then the
+//!   benchmark's keys are deleted from the source, so the next target copies the same N keys.
 //!
 //! ```text
-//! cargo bench -p ferry-benches --bench shards                              # 3M keys, 1M requests per command
+//! cargo bench -p ferry-benches --bench shards                         # 3M keys, 1M requests per command
 //! FERRY_SHARDS_KEYS=30000 FERRY_SHARDS_REQUESTS=20000 cargo bench -p ferry-benches --bench shards
-//! FERRY_SHARDS_TARGETS=0 cargo bench -p ferry-benches --bench shards       # only the 3+0 target
+//! FERRY_SHARDS_TARGETS=0 cargo bench -p ferry-benches --bench shards  # replicas per target master: 3+0 only
 //! ```
 
 use std::collections::HashMap;
