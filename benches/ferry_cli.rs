@@ -11,12 +11,12 @@
 //! FERRY_CLI_SYNC_KEYS=1000000 FERRY_CLI_VERIFY_KEYS=200000 cargo bench -p ferry-benches --bench ferry_cli
 //! ```
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferry_benches::{dbsize, ferry_binary, link_up, populate, run_ferry, server};
 use ferry_resp::{ConnectOptions, Connection, Frame};
-use ferry_testkit::{wait_until, Server, ServerOptions, Version};
+use ferry_testkit::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(3600);
 
@@ -32,96 +32,11 @@ fn main() {
     verify(&ferry, env("FERRY_CLI_VERIFY_KEYS", 1_000_000));
 }
 
-/// Builds the `ferry` program (release) with the cargo that runs the bench.
-fn ferry_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "ferry",
-            "--bin",
-            "ferry",
-            "--target-dir",
-        ])
-        .arg(profile_dir.parent().unwrap())
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building ferry failed");
-    let bin = profile_dir.join("ferry");
-    assert!(bin.exists(), "{} is missing", bin.display());
-    bin
-}
-
-fn server() -> Server {
-    Server::start(
-        ServerOptions::new(Version::V7_0)
-            .config("save", "")
-            .config("appendonly", "no"),
-    )
-    .expect("start redis-server")
-}
-
-fn populate(server: &Server, n: u64) {
-    redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(n)
-        .arg("key")
-        .arg(16)
-        .exec(&mut server.client())
-        .unwrap();
-}
-
-fn dbsize(server: &Server) -> u64 {
-    redis::cmd("DBSIZE").query(&mut server.client()).unwrap()
-}
-
-fn link_up(server: &Server) -> bool {
-    server
-        .info_field("replication", "master_link_status")
-        .ok()
-        .flatten()
-        .as_deref()
-        == Some("up")
-}
-
-/// Runs `ferry ARGS`, returns (wall time to exit, peak RSS in MiB, exit code).
-fn run_ferry(ferry: &std::path::Path, args: &[&str]) -> (Duration, f64, i32) {
-    let started = Instant::now();
-    let mut child = Command::new(ferry)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start ferry");
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak_kb = 0f64;
-    let code = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            {
-                peak_kb = peak_kb.max(kb);
-            }
-        }
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code().unwrap_or(-1);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (started.elapsed(), peak_kb / 1024.0, code)
-}
-
 fn sync(ferry: &std::path::Path, n: u64) {
-    let source = server();
-    populate(&source, n);
+    let source = server(&[]);
+    populate(&source, n, "key", 16);
 
-    let replica = server();
+    let replica = server(&[]);
     let started = Instant::now();
     redis::cmd("REPLICAOF")
         .arg(source.host())
@@ -135,7 +50,7 @@ fn sync(ferry: &std::path::Path, n: u64) {
     let native = started.elapsed();
     drop(replica);
 
-    let target = server();
+    let target = server(&[]);
     let (took, rss, code) = run_ferry(
         ferry,
         &[
@@ -163,14 +78,14 @@ fn sync(ferry: &std::path::Path, n: u64) {
 }
 
 fn verify(ferry: &std::path::Path, n: u64) {
-    let source = server();
-    populate(&source, n);
+    let source = server(&[]);
+    populate(&source, n, "key", 16);
     redis::cmd("PEXPIREAT")
         .arg("key:1")
         .arg(4_102_444_800_000u64)
         .exec(&mut source.client())
         .unwrap();
-    let target = server();
+    let target = server(&[]);
     redis::cmd("REPLICAOF")
         .arg(source.host())
         .arg(source.port())

@@ -5,15 +5,15 @@
 //! cargo bench -p ferry-benches --bench sync                       # 1M and 5M keys, live phase
 //! FERRY_SYNC_KEYS=200000 cargo bench -p ferry-benches --bench sync
 //! FERRY_SYNC_MEMORY=1 cargo bench -p ferry-benches --bench sync   # + 2 GB dataset and one 500 MB hash
-//! FERRY_SYNC_TARGETS=1 cargo bench -p ferry-benches --bench sync  # only: standalone vs cluster target
+//! FERRY_SYNC_TARGETS=1 cargo bench -p ferry-benches --bench sync  # only: standalone vs 3+0 and 3+3 cluster targets
 //! ```
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferry_benches::{data_keys, dbsize, peak_rss_mib, populate, redis_benchmark, server};
 use ferry_replicator::{Config, Phase, Replicator, StatusHandle};
 use ferry_resp::ConnectOptions;
-use ferry_testkit::{wait_until, Server, ServerOptions, Version};
+use ferry_testkit::{wait_until, Server, Version};
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(3600);
@@ -49,26 +49,11 @@ fn main() {
     }
 }
 
-fn server(config: &[(&str, &str)]) -> Server {
-    let mut opts = ServerOptions::new(Version::V7_0)
-        .config("save", "")
-        .config("appendonly", "no");
-    for (k, v) in config {
-        opts = opts.config(*k, *v);
-    }
-    Server::start(opts).expect("start redis-server")
-}
-
 fn info_field(server: &Server, section: &str, field: &str) -> Option<String> {
     let info = server.info(section).ok()?;
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .map(|v| v.trim().to_string())
-}
-
-fn dbsize(server: &Server) -> u64 {
-    let mut c = server.client();
-    redis::cmd("DBSIZE").query(&mut c).unwrap()
 }
 
 /// User + system CPU time of this process, in seconds.
@@ -94,17 +79,6 @@ fn cpu_seconds() -> f64 {
 /// Resets the kernel's peak-RSS counter of this process.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The peak RSS of this process since the last reset, in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
 }
 
 struct RunningJob {
@@ -152,18 +126,6 @@ impl RunningJob {
     }
 }
 
-/// `DEBUG POPULATE n prefix size` on `server`.
-fn populate(server: &Server, n: u64, prefix: &str, size: u64) {
-    let mut c = server.client();
-    redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(n)
-        .arg(prefix)
-        .arg(size)
-        .exec(&mut c)
-        .unwrap();
-}
-
 /// What one timed full sync took.
 struct FullSyncRun {
     took: Duration,
@@ -184,7 +146,7 @@ fn timed_full_sync(source: &Server, target: &Server, cluster: bool, what: &str) 
     .unwrap();
     let took = started.elapsed();
     let cpu = cpu_seconds() - cpu_before;
-    let rss_mib = peak_rss_mib();
+    let rss_mib = peak_rss_mib("self").unwrap_or(0.0);
     job.stop();
     FullSyncRun {
         took,
@@ -247,8 +209,7 @@ fn full_sync_cluster(n: u64) {
     let entry = cluster.masters()[0];
     let run = timed_full_sync(&source, entry, true, "ferry's full sync into the cluster");
     let (took, rss) = (run.took, run.rss_mib);
-    let copied: u64 = cluster.masters().iter().map(|m| dbsize(m)).sum::<u64>() - 3; // minus the checkpoints
-    assert_eq!(copied, n, "every key copied");
+    assert_eq!(data_keys(&cluster.masters()), n, "every key copied");
     println!();
     println!(
         "| {n} keys into a 3-master cluster | {:.2} s | {:.0} keys/s | ferry peak RSS {rss:.0} MiB |",
@@ -257,74 +218,60 @@ fn full_sync_cluster(n: u64) {
     );
 }
 
-/// The same full copy into a standalone target and into a 3+3 cluster, from one source, in the same run:
-/// `rounds` of each, alternating which goes first, each into a fresh target.
+/// The same full copy into a standalone target, a 3+0 cluster (3 masters, no replicas) and a 3+3 cluster, from
+/// one source, in the same run: `rounds` of each, the order rotated every round, each into a fresh target. The
+/// 3+0 row tells how much of the 3+3 cluster's cost is its replicas applying the same writes on the same cores.
 fn standalone_vs_cluster(n: u64, rounds: u32) {
     let source = server(&[]);
     populate(&source, n, "key", 16);
-    println!("| round | keys | standalone target | 3+3 cluster target | cluster / standalone |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| round | keys | standalone target | 3+0 cluster target | 3+3 cluster target | 3+0 / standalone | 3+3 / standalone |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let standalone = || {
+        let target = server(&[]);
+        let run = timed_full_sync(&source, &target, false, "ferry's full sync");
+        assert_eq!(dbsize(&target), n, "every key copied");
+        run.took
+    };
+    let cluster = |replicas_per_master: usize| {
+        let mut opts = ferry_testkit::ClusterOptions::new(Version::V7_0);
+        opts.replicas_per_master = replicas_per_master;
+        let cluster = ferry_testkit::Cluster::start_with(opts).expect("start a cluster");
+        let entry = cluster.masters()[0];
+        let run = timed_full_sync(&source, entry, true, "ferry's full sync into the cluster");
+        assert_eq!(data_keys(&cluster.masters()), n, "every key copied");
+        if replicas_per_master > 0 {
+            // The replicas hold what their masters hold (the cost of the row includes their applying it).
+            wait_until(DEADLINE, "the target's replicas to catch up", || {
+                data_keys(&cluster.replicas()) == n
+            })
+            .unwrap();
+        }
+        run.took
+    };
     for round in 1..=rounds {
-        let standalone = || {
-            let target = server(&[]);
-            let run = timed_full_sync(&source, &target, false, "ferry's full sync");
-            assert_eq!(dbsize(&target), n, "every key copied");
-            run.took
-        };
-        let cluster = || {
-            let cluster = ferry_testkit::Cluster::start(Version::V7_0).expect("start a cluster");
-            let entry = cluster.masters()[0];
-            let run = timed_full_sync(&source, entry, true, "ferry's full sync into the cluster");
-            let copied: u64 = cluster.masters().iter().map(|m| dbsize(m)).sum::<u64>() - 3;
-            assert_eq!(copied, n, "every key copied (minus the 3 checkpoints)");
-            run.took
-        };
-        let (s, c) = if round % 2 == 1 {
-            let s = standalone();
-            (s, cluster())
-        } else {
-            let c = cluster();
-            (standalone(), c)
-        };
+        let mut took = [Duration::ZERO; 3];
+        for i in 0..3 {
+            let kind = (i + round as usize - 1) % 3;
+            took[kind] = match kind {
+                0 => standalone(),
+                1 => cluster(0),
+                _ => cluster(1),
+            };
+        }
+        let [s, c0, c1] = took.map(|d| d.as_secs_f64());
         println!(
-            "| {round} | {n} | {:.2} s | {:.2} s | {:.2}x |",
-            s.as_secs_f64(),
-            c.as_secs_f64(),
-            c.as_secs_f64() / s.as_secs_f64()
+            "| {round} | {n} | {s:.2} s | {c0:.2} s | {c1:.2} s | {:.2}x | {:.2}x |",
+            c0 / s,
+            c1 / s
         );
     }
-}
-
-fn redis_benchmark(server: &Server, requests: u64) -> (Duration, String) {
-    let started = Instant::now();
-    let out = Command::new("/usr/bin/redis-benchmark")
-        .args(["-h", server.host(), "-p", &server.port().to_string()])
-        .args([
-            "-n",
-            &requests.to_string(),
-            "-c",
-            "50",
-            "-P",
-            "16",
-            "-r",
-            "100000",
-            "-t",
-            "set,incr,lpush,hset",
-            "-q",
-        ])
-        .output()
-        .expect("run redis-benchmark");
-    (
-        started.elapsed(),
-        String::from_utf8_lossy(&out.stdout).replace('\r', "\n"),
-    )
 }
 
 fn live_phase() {
     let requests = 1_000_000u64;
     // redis-benchmark straight into a server: what the target can take.
     let direct = server(&[]);
-    let (direct_time, _) = redis_benchmark(&direct, requests);
+    let (direct_time, _) = redis_benchmark(&direct, requests, false);
     drop(direct);
 
     let source = server(&[]);
@@ -356,7 +303,7 @@ fn live_phase() {
         })
     };
     let started = Instant::now();
-    let (source_time, _) = redis_benchmark(&source, requests);
+    let (source_time, _) = redis_benchmark(&source, requests, false);
     let offset: u64 = info_field(&source, "replication", "master_repl_offset")
         .unwrap()
         .parse()
@@ -367,7 +314,7 @@ fn live_phase() {
     .unwrap();
     let caught_up = started.elapsed();
     let applied = status.snapshot().commands_applied;
-    let rss = peak_rss_mib();
+    let rss = peak_rss_mib("self").unwrap_or(0.0);
     job.stop();
     let ((lag_bytes, lag_secs), max_ops) = sampler.join().unwrap();
     println!();
