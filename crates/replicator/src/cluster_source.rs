@@ -680,6 +680,9 @@ fn selected(wanted: Option<&[String]>, name: &str, view: &ShardView) -> bool {
         .any(|w| w == name || view.members.iter().any(|m| &m.id == w || &m.addr() == w))
 }
 
+/// How often the job's status is summed up from its shards' between two discoveries.
+const AGGREGATE_EVERY: Duration = Duration::from_millis(100);
+
 /// Sums the shards' statuses into the job's.
 fn aggregate(status: &StatusHandle, running: &[Running]) {
     let shards: Vec<Status> = running.iter().map(|r| r.status.snapshot()).collect();
@@ -821,9 +824,18 @@ impl crate::Replicator {
             if !running.is_empty() && running.iter().all(|r| r.task.is_none()) {
                 break;
             }
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => break,
+            // Until the next discovery, the job's figures follow its shards' every [`AGGREGATE_EVERY`].
+            let next_discovery = tick.tick();
+            tokio::pin!(next_discovery);
+            let stopped = loop {
+                tokio::select! {
+                    _ = &mut next_discovery => break false,
+                    () = shutdown.cancelled() => break true,
+                    () = tokio::time::sleep(AGGREGATE_EVERY) => aggregate(&self.status, &running),
+                }
+            };
+            if stopped {
+                break;
             }
             match discover(&nodes).await {
                 Ok(v) => {
