@@ -13,7 +13,9 @@
 //!   waits for exactly that while writes are paused).
 //!
 //! The gate polls every [`IDLE_POLL`], and every [`WAITING_POLL`] while a session waits for an offset that is not
-//! open yet.
+//! open yet: under steady writes that is about 200 `INFO replication` a second on the master and on one
+//! replica of each gated shard (each a few microseconds of their CPU), the price of applying a write within
+//! milliseconds of its replica having it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,7 +30,7 @@ use crate::error::Error;
 /// How often the offsets are read while nothing waits.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How often they are read while a session waits for the gate.
-const WAITING_POLL: Duration = Duration::from_millis(2);
+const WAITING_POLL: Duration = Duration::from_millis(5);
 /// Longest wait for one replica's connect or answer; a replica slower than that is read through the master only.
 const REPLICA_DEADLINE: Duration = Duration::from_millis(500);
 /// After a replica could not be reached, how long before it is tried again.
