@@ -169,6 +169,40 @@ fn epochs(
     (s.phase, s.a_epoch, s.b_epoch, s.next)
 }
 
+/// The end of a walk-through whose switchback is SIGKILLed at `step`: the pair's run finishes the switch, a
+/// second `switchback` (`again`) finds it done, A -> B continued without a full copy, and once the
+/// application stops both sides hold every acknowledged write (`equal` waits until they hold the same data).
+#[allow(clippy::too_many_arguments)]
+fn switchback_killed_then_finished(
+    rt: &tokio::runtime::Runtime,
+    pair: &DrPair,
+    run: ferry::DrHandle,
+    app: App,
+    (aa, ab): (&Addr, &Addr),
+    step: &str,
+    again: impl Fn() -> Vec<String>,
+    equal: impl FnOnce(),
+) {
+    kill_at_step(again(), step);
+    // The pair's run finishes it: B's clients disconnected, B's record and the A -> B seeds.
+    wait_job(&run, Direction::AToB, 4);
+    let (phase, ea, eb, _) = epochs(rt, pair);
+    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
+    app.wait_writes(Side::A, 200);
+    let out = call(again());
+    assert!(out.contains("switched back already"), "{out}");
+    assert_eq!(
+        job_full_syncs(&run),
+        Some(0),
+        "A -> B continued from the seeds"
+    );
+    let acked = app.finish();
+    equal();
+    assert_counters(aa, &acked);
+    assert_counters(ab, &acked);
+    rt.block_on(run.stop()).unwrap();
+}
+
 #[test]
 fn failover_and_recover_sigkilled_between_the_two_records_finish_when_called_again() {
     let a = server();
@@ -310,23 +344,16 @@ fn sentinel_group_b_calls_sigkilled_mid_way_finish_when_called_again() {
     assert!(out.contains("recovering already"), "{out}");
     assert_eq!(job_full_syncs(&run), Some(0), "B -> A continued B's stream");
 
-    kill_at_step(args("switchback"), "switchback_switched_on_a");
-    wait_job(&run, Direction::AToB, 4);
-    let (phase, ea, eb, _) = epochs(&rt, &pair);
-    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
-    app.wait_writes(Side::A, 200);
-    let out = call(args("switchback"));
-    assert!(out.contains("switched back already"), "{out}");
-    assert_eq!(
-        job_full_syncs(&run),
-        Some(0),
-        "A -> B continued from the seed"
+    switchback_killed_then_finished(
+        &rt,
+        &pair,
+        run,
+        app,
+        (&aa, &ab),
+        "switchback_switched_on_a",
+        || args("switchback"),
+        || wait_equal(&a, b_master),
     );
-    let acked = app.finish();
-    wait_equal(&a, b_master);
-    assert_counters(&aa, &acked);
-    assert_counters(&ab, &acked);
-    rt.block_on(run.stop()).unwrap();
 }
 
 #[test]
@@ -342,27 +369,16 @@ fn switchback_sigkilled_after_the_switch_on_a_is_finished_by_the_run_before_b_ta
     app.wait_writes(Side::B, 200);
     // Killed once A's record moved (A serves, B -> A fenced), with B paused and its clients still connected:
     // their paused writes must never run on B.
-    kill_at_step(
-        pair_args("switchback", name, &a, &b),
+    switchback_killed_then_finished(
+        &rt,
+        &pair,
+        run,
+        app,
+        (&aa, &ab),
         "switchback_switched_on_a",
+        || pair_args("switchback", name, &a, &b),
+        || wait_equal(&a, &b),
     );
-    // The pair's run finishes the switch (B's clients disconnected, B's record and the A -> B seed).
-    wait_job(&run, Direction::AToB, 4);
-    let (phase, ea, eb, _) = epochs(&rt, &pair);
-    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
-    app.wait_writes(Side::A, 200);
-    let out = call(pair_args("switchback", name, &a, &b));
-    assert!(out.contains("switched back already"), "{out}");
-    assert_eq!(
-        job_full_syncs(&run),
-        Some(0),
-        "A -> B continued from the seed"
-    );
-    let acked = app.finish();
-    wait_equal(&a, &b);
-    assert_counters(&aa, &acked);
-    assert_counters(&ab, &acked);
-    rt.block_on(run.stop()).unwrap();
 }
 
 #[test]
@@ -460,24 +476,16 @@ fn cluster_pair_calls_sigkilled_between_fences_seeds_and_records_finish_when_cal
     app.wait_writes(Side::B, 200);
 
     // switchback, killed after A's record moved and before the B -> A fences on A's masters (B paused).
-    kill_at_step(args("switchback"), "switchback_record_on_cluster_a");
-    // The pair's run finishes it: B's clients disconnected, the fences, the A -> B seeds and B's record.
-    wait_job(&run, Direction::AToB, 4);
-    let (phase, ea, eb, _) = epochs(&rt, &pair);
-    assert_eq!((phase, ea, eb), (DrPhase::Normal, Some(4), Some(4)));
-    app.wait_writes(Side::A, 200);
-    let out = call(args("switchback"));
-    assert!(out.contains("switched back already"), "{out}");
-    assert_eq!(
-        job_full_syncs(&run),
-        Some(0),
-        "A -> B continued from the seeds"
+    switchback_killed_then_finished(
+        &rt,
+        &pair,
+        run,
+        app,
+        (&aa, &ab),
+        "switchback_record_on_cluster_a",
+        || args("switchback"),
+        || common::wait_equal(&ta, &tb),
     );
-    let acked = app.finish();
-    common::wait_equal(&ta, &tb);
-    assert_counters(&aa, &acked);
-    assert_counters(&ab, &acked);
-    rt.block_on(run.stop()).unwrap();
 }
 
 /// Keys in database 1 of `s` (only the filled data lives there).
