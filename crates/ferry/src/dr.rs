@@ -60,10 +60,12 @@
 //!
 //! Every call reads the record first and is idempotent: a call that already happened returns what it did; a
 //! call that a crash (SIGKILL) interrupted is finished by calling it again (docs/dr.md has what a crash at each
-//! step leaves). A `CLIENT PAUSE` always has a timeout, so a crashed switchback never leaves B paused; one that
-//! died after the switch on A is finished by [`DrPair::run`] within the pause (B's clients, connected before the
-//! switch, are disconnected before their paused writes run), and a late finish reports the writes B took after
-//! the switch ([`SwitchbackReport::writes_on_b_after_switch`]). The steps between two writes of a call log an
+//! step leaves). A `CLIENT PAUSE` always has a timeout, so a crashed switchback never leaves B paused. Right after
+//! the switch on A, B is also fenced: its masters' `min-replicas-to-write` is raised far beyond any replica
+//! count, so B refuses every write (`NOREPLICAS`) even once the pause has run out, until whoever finishes the
+//! switch (the call again, or [`DrPair::run`], which does it by itself) disconnects B's clients and restores the
+//! setting. Where that fence cannot be set (`CONFIG` refused, `min-replicas-max-lag 0`), a late finish counts
+//! the writes B took after the switch instead ([`SwitchbackReport::writes_on_b_after_switch`]). The steps between two writes of a call log an
 //! event with a `step` field (`failover_written_on_b`, ...): the crash points the tests stop the process at. [`DrPair::status`] says where the pair is and the next
 //! call.
 //!
@@ -539,7 +541,8 @@ pub struct SwitchbackReport {
     /// False when this call found the switchback already done (a retry, or another process did it).
     pub changed: bool,
     /// Acknowledged writes B took after A took over, which A does not have: only after a switchback that died
-    /// between moving A's record and disconnecting B's clients, finished after B's pause ran out (see
+    /// between moving A's record and disconnecting B's clients, finished after B's pause ran out, on a B that
+    /// could not be fenced (see the module documentation and
     /// [`DrState::writes_on_b_after_switch`]).
     pub writes_on_b_after_switch: Option<u64>,
 }
@@ -548,6 +551,15 @@ pub struct SwitchbackReport {
 #[derive(Debug, Clone)]
 pub struct DrPair {
     config: DrConfig,
+}
+
+/// Right after the switch on A: B refuses writes until the switch is finished (see `Deploy::fence_writes`), so a
+/// call that dies now, found only after B's pause ran out, leaves no write on B that A lacks. A failure is
+/// logged: the pause still holds B, as it did before the fence existed.
+async fn fence_b_after_switch(b: &mut Deploy) {
+    if let Err(e) = b.fence_writes().await {
+        tracing::warn!(error = %e, "switchback: B could not be fenced after the switch; only its pause holds its writes");
+    }
 }
 
 impl DrPair {
@@ -1165,8 +1177,9 @@ impl DrPair {
             .await;
         match result {
             Ok((record, won)) => {
-                // 4. Clients blocked on B never ran their writes: disconnect them, then unpause.
+                // 4. Clients blocked on B never ran their writes: disconnect them, then lift the fence, unpause.
                 b.kill_clients().await.ok();
+                b.unfence_writes().await.ok();
                 b.unpause().await.ok();
                 let pause = paused_at.elapsed();
                 tracing::info!(
@@ -1178,6 +1191,7 @@ impl DrPair {
                 }
                 self.finish_switchback(record, *switched).await
             }
+            // (A fence set after the switch on A stays: whoever finishes the switch lifts it.)
             Err(e) => {
                 b.unpause().await.ok();
                 Err(e)
@@ -1260,6 +1274,7 @@ impl DrPair {
             }
             let outcome = a.transition(&next, &[], Fill::default()).await?;
             if matches!(outcome, Transition::Applied { .. }) {
+                fence_b_after_switch(b).await;
                 tracing::info!(
                     step = "switchback_record_on_cluster_a",
                     epoch = next.epoch,
@@ -1281,6 +1296,9 @@ impl DrPair {
         };
         match outcome {
             Transition::Applied { record, .. } => {
+                if !a.is_cluster() {
+                    fence_b_after_switch(b).await;
+                }
                 tracing::info!(
                     step = "switchback_switched_on_a",
                     epoch = record.epoch,
@@ -1318,6 +1336,8 @@ impl DrPair {
                 record.writes_on_b_after_switch = Some(n);
             }
         }
+        // B's clients are gone (or this call cut them): B takes writes again, from the A -> B job.
+        b.unfence_writes().await?;
         let epoch = record.epoch;
         let seed = |at: &ReplPosition| {
             let mut p = Position::new(at.replid.clone(), at.offset, 0);
@@ -1413,9 +1433,11 @@ impl DrPair {
             "switchback: finishing a switch another call started; disconnecting B's clients"
         );
         b.kill_clients().await?;
+        b.unfence_writes().await?;
         b.unpause().await?;
-        // Nothing writes B's data now (the A -> B job waits for B's record): what B's stream holds after the
-        // drained position are writes of clients connected before the switch, run once the pause ran out.
+        // Nothing else writes B's data now (the A -> B job waits for B's record): what B's stream holds after the
+        // drained position are writes of clients connected before the switch, run once the pause ran out; none
+        // when B was fenced right after the switch (they were refused).
         let mut total = Some(0u64);
         for at in &record.b_drained {
             match b.count_writes_since(&at.position(), self.timeout()).await? {

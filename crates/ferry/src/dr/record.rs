@@ -132,7 +132,8 @@ pub struct DrState {
     pub b_drained: Vec<ShardPosition>,
     /// Writes B accepted after A took over, counted in B's stream by the call that finished a switchback another
     /// call left half done (it died after moving A's record and before disconnecting B's clients, and B's pause
-    /// ran out first): acknowledged writes that A does not have. `None`: not counted (no interrupted switch).
+    /// ran out first): acknowledged writes that A does not have. 0 when B was fenced after the switch (it
+    /// refused them); more only where the fence could not be set. `None`: not counted (no interrupted switch).
     #[serde(default)]
     pub writes_on_b_after_switch: Option<u64>,
     /// When this record was written (Unix milliseconds, the writer's clock).

@@ -670,6 +670,73 @@ impl Deploy {
         Ok(())
     }
 
+    /// Makes every master refuse writes (`NOREPLICAS`) until [`Deploy::unfence_writes`], whatever happens to the
+    /// process that asked: `min-replicas-to-write` raised by [`WRITE_FENCE`] (no master has that many replicas),
+    /// so the original value stays readable and a later call, in any process, can restore it. Returns false
+    /// when a master cannot be fenced so (`CONFIG` refused, as some managed services do, or
+    /// `min-replicas-max-lag 0`, which turns the check off): then only the `CLIENT PAUSE` holds B, until its
+    /// timeout.
+    pub(crate) async fn fence_writes(&mut self) -> Result<bool, Error> {
+        let mut all = true;
+        for i in 0..self.masters.len() {
+            let mut other;
+            let c = match i == self.record_ix {
+                true => &mut self.conn,
+                false => {
+                    other = self.conn_to(i).await?;
+                    &mut other
+                }
+            };
+            let (Some(n), Some(lag)) = (
+                config_int(c, "min-replicas-to-write").await,
+                config_int(c, "min-replicas-max-lag").await,
+            ) else {
+                all = false;
+                continue;
+            };
+            if lag == 0 {
+                all = false;
+                continue;
+            }
+            if n < WRITE_FENCE {
+                let raised = (n + WRITE_FENCE).to_string();
+                if c.call(&["CONFIG", "SET", "min-replicas-to-write", &raised])
+                    .await
+                    .is_err()
+                {
+                    all = false;
+                }
+            }
+        }
+        if !all {
+            tracing::warn!(side = %self.side, "writes cannot be refused through min-replicas-to-write on every master (CONFIG refused, or min-replicas-max-lag 0): only the pause holds them");
+        }
+        Ok(all)
+    }
+
+    /// Lifts [`Deploy::fence_writes`] on every master where it is set (`min-replicas-to-write` back to its value
+    /// from before).
+    pub(crate) async fn unfence_writes(&mut self) -> Result<(), Error> {
+        for i in 0..self.masters.len() {
+            let mut other;
+            let c = match i == self.record_ix {
+                true => &mut self.conn,
+                false => {
+                    other = self.conn_to(i).await?;
+                    &mut other
+                }
+            };
+            if let Some(n) = config_int(c, "min-replicas-to-write").await {
+                if n >= WRITE_FENCE {
+                    let before = (n - WRITE_FENCE).to_string();
+                    c.call(&["CONFIG", "SET", "min-replicas-to-write", &before])
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `CLIENT PAUSE <ms> WRITE`.
     pub(crate) async fn pause_writes(&mut self, ms: u64) -> Result<(), Error> {
         self.on_every_master(&["CLIENT", "PAUSE", ms.to_string().as_str(), "WRITE"])
@@ -700,6 +767,19 @@ pub(crate) fn held_position(value: &[u8]) -> Result<Option<(String, u64)>, Error
             .and_then(|(r, o)| Some((r.to_string(), o.parse().ok()?))),
         _ => None,
     })
+}
+
+/// What [`Deploy::fence_writes`] adds to `min-replicas-to-write`: more replicas than any master has, and with any
+/// sane setting still below the largest value Redis takes (`INT_MAX`).
+pub(crate) const WRITE_FENCE: i64 = 1_000_000_000;
+
+/// An integer setting of the server behind `c` (`CONFIG GET`), or `None` when it cannot be read.
+async fn config_int(c: &mut Connection, name: &str) -> Option<i64> {
+    let value = match c.call(&["CONFIG", "GET", name]).await.ok()? {
+        Frame::Map(pairs) => pairs.into_iter().next()?.1,
+        other => other.into_array()?.into_iter().nth(1)?,
+    };
+    text(&value).trim().parse().ok()
 }
 
 /// Keys of every database of the server behind `c`, except ferry's own.
