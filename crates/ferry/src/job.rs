@@ -426,7 +426,7 @@ impl SyncJob {
         let replicator = ferry_replicator::Replicator::new(config.to_replicator(&source)?)?;
         // Subscribed before the job runs: every event it sends reaches the monitor.
         let replicator_events = replicator.events();
-        let (events_tx, _) = broadcast::channel(256);
+        let (events_tx, first_events) = broadcast::channel(256);
         let (done_tx, done_rx) = watch::channel(None);
         let cluster = matches!(config.source, Source::Cluster { .. });
         let shared = Arc::new(Shared {
@@ -434,6 +434,7 @@ impl SyncJob {
             shards: cluster.then(|| replicator.shards()),
             cancel: CancellationToken::new(),
             events: Mutex::new(Some(events_tx)),
+            first_events: Mutex::new(Some(first_events)),
             done: done_rx,
             caught_up: Mutex::new(false),
             until_caught_up: config.until_caught_up,
@@ -470,6 +471,8 @@ struct Shared {
     cancel: CancellationToken,
     /// `None` once the job has ended: receivers then see the end after the last event.
     events: Mutex<Option<broadcast::Sender<Event>>>,
+    /// The receiver made with the channel: the first [`JobHandle::events`] gets it, with the events since the start.
+    first_events: Mutex<Option<broadcast::Receiver<Event>>>,
     /// `Some` once the job has ended: its final status or its error (kind and message).
     done: watch::Receiver<Option<Result<Status, (ErrorKind, String)>>>,
     caught_up: Mutex<bool>,
@@ -591,8 +594,18 @@ impl JobHandle {
         self.shared.status.snapshot()
     }
 
-    /// A receiver of the events from now on.
+    /// A receiver of the job's events: the first call gets every event since [`SyncJob::start`] (the latest 256
+    /// when more came before it), later calls the events from then on.
     pub fn events(&self) -> Events {
+        if let Some(rx) = self
+            .shared
+            .first_events
+            .lock()
+            .ok()
+            .and_then(|mut first| first.take())
+        {
+            return Events { rx };
+        }
         let rx = match self
             .shared
             .events

@@ -67,6 +67,74 @@ fn a_job_reports_its_phases_and_stop_drains_and_returns_the_final_status() {
 }
 
 #[test]
+fn a_full_copy_shorter_than_a_status_sample_announces_every_phase_in_order() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let mut con = source.client();
+    for i in 0..3 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .exec(&mut con)
+            .unwrap();
+    }
+    runtime().block_on(async {
+        let config = SyncConfig::new(
+            Source::standalone(source.url()),
+            Target::standalone(target.url()),
+        );
+        let job = SyncJob::new(config).unwrap().start().unwrap();
+        let mut events = job.events();
+        let mut seen = Vec::new();
+        while let Some(event) = events.recv().await {
+            let live = event == Event::Phase { phase: Phase::Incremental };
+            seen.push(event);
+            if live {
+                break;
+            }
+        }
+        let status = job.stop().await.unwrap();
+        assert_eq!(status.keys_copied, 3);
+        while let Some(event) = events.recv().await {
+            seen.push(event);
+        }
+        let phases: Vec<Phase> = seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Phase { phase } => Some(*phase),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                Phase::Handshake,
+                Phase::FullSync,
+                Phase::Incremental,
+                Phase::Stopped
+            ],
+            "{seen:?}"
+        );
+        let resync = seen
+            .iter()
+            .position(|e| matches!(e, Event::FullResync { shard: None, reason } if reason.contains("no checkpoint")))
+            .unwrap_or_else(|| panic!("a full resync with its reason: {seen:?}"));
+        let full_sync = seen
+            .iter()
+            .position(|e| *e == Event::Phase { phase: Phase::FullSync })
+            .unwrap();
+        assert_eq!(resync + 1, full_sync, "the reason comes with the copy: {seen:?}");
+        let json = serde_json::to_value(&seen[resync]).unwrap();
+        assert_eq!(json["type"], "full_resync", "{json}");
+        assert!(
+            !seen.iter().any(|e| matches!(e, Event::Error { .. })),
+            "{seen:?}"
+        );
+    });
+    common::assert_equal(&TkTarget::from(&source), &TkTarget::from(&target));
+}
+
+#[test]
 fn a_wrong_password_ends_the_job_with_an_auth_error() {
     let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     let target = Server::start(ServerOptions::new(Version::V7_0).password("right")).unwrap();
@@ -75,8 +143,23 @@ fn a_wrong_password_ends_the_job_with_an_auth_error() {
             ferry::Endpoint::new(format!("redis://{}", target.addr())).with_password("wrong");
         let config = SyncConfig::new(Source::standalone(source.url()), Target::Standalone(target));
         let job = SyncJob::new(config).unwrap().start().unwrap();
+        let mut events = job.events();
         let e = job.wait().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
+        let mut seen = Vec::new();
+        while let Some(event) = events.recv().await {
+            seen.push(event);
+        }
+        assert!(
+            matches!(seen.last(), Some(Event::Error { kind: ErrorKind::Auth, .. })),
+            "the last event is the error that ended the job, of kind auth: {seen:?}"
+        );
+        for event in &seen {
+            if let Event::Error { kind, message } = event {
+                assert_eq!(*kind, ErrorKind::Auth, "{seen:?}");
+                assert!(!message.contains("wrong"), "no password in events: {message}");
+            }
+        }
         assert!(
             !e.to_string().contains("wrong"),
             "the password is not in the message: {e}"
