@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferry::{SyncConfig, SyncJob};
+use ferry::{Event, SyncConfig, SyncJob};
 use ferry_testkit::{
     AclUser, SentinelGroup, SentinelOptions, Server, ServerOptions, Target as TkTarget, Version,
 };
@@ -66,6 +66,7 @@ fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
         .build()
         .unwrap();
     let job = rt.block_on(async { SyncJob::new(config).unwrap().start().unwrap() });
+    let mut events = job.events();
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
@@ -112,6 +113,14 @@ fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
     let status = rt.block_on(job.stop()).unwrap();
     assert_eq!(status.full_syncs, 1, "{status:?}");
     assert!(status.reconnects >= 1, "{status:?}");
+    let mut followed = Vec::new();
+    while let Some(e) = events.try_recv() {
+        if let Event::TargetFailoverFollowed { shard, new_master } = e {
+            assert_eq!(shard, None);
+            followed.push(new_master);
+        }
+    }
+    assert_eq!(followed, [new], "the target failover followed is announced");
 }
 
 #[test]
