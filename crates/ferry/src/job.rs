@@ -831,7 +831,10 @@ impl Monitor {
             match self.events.try_recv() {
                 Ok(e) => self.forward(e),
                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "the job's events came faster than they were forwarded")
+                    tracing::warn!(
+                        missed = n,
+                        "the job's events came faster than they were forwarded"
+                    )
                 }
                 Err(_) => return,
             }

@@ -151,13 +151,22 @@ fn a_wrong_password_ends_the_job_with_an_auth_error() {
             seen.push(event);
         }
         assert!(
-            matches!(seen.last(), Some(Event::Error { kind: ErrorKind::Auth, .. })),
+            matches!(
+                seen.last(),
+                Some(Event::Error {
+                    kind: ErrorKind::Auth,
+                    ..
+                })
+            ),
             "the last event is the error that ended the job, of kind auth: {seen:?}"
         );
         for event in &seen {
             if let Event::Error { kind, message } = event {
                 assert_eq!(*kind, ErrorKind::Auth, "{seen:?}");
-                assert!(!message.contains("wrong"), "no password in events: {message}");
+                assert!(
+                    !message.contains("wrong"),
+                    "no password in events: {message}"
+                );
             }
         }
         assert!(

@@ -283,8 +283,9 @@ impl Replicator {
             .unwrap_or_else(|e| e.into_inner());
         if !last.is_empty() && *last != now {
             info!(masters = ?now, "the cluster target's masters changed");
-            self.status
-                .emit(JobEventKind::TargetTopologyChanged { masters: now.clone() });
+            self.status.emit(JobEventKind::TargetTopologyChanged {
+                masters: now.clone(),
+            });
         }
         *last = now;
     }
@@ -447,7 +448,8 @@ impl Replicator {
         if let Some(m) = &source_master {
             source.connect = m.connect.clone();
             if m.followed {
-                self.status.emit(JobEventKind::SourceFailover { node: m.addr() });
+                self.status
+                    .emit(JobEventKind::SourceFailover { node: m.addr() });
             }
         }
         if let Some(m) = &target_master {

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::error::Error;
 use crate::fullsync::{self, Applier, Copied, RdbInput};
 use crate::job::Replicator;
+use crate::job::SourceKind;
 use crate::pipeline::convert::{ConflictPolicy, PolicyReport, TargetFormat};
 use crate::redo::CopyPlan;
 use crate::sink::cluster::ClusterSink;
@@ -33,7 +34,6 @@ use crate::source::aof::AofOptions;
 use crate::source::file::RdbFile;
 use crate::source::scan::{Notifications, Read, Reader, ScanOptions};
 use crate::source::{StreamEvent, StreamParser};
-use crate::job::SourceKind;
 use crate::status::{JobEventKind, Phase};
 
 impl Replicator {

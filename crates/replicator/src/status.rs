@@ -287,7 +287,11 @@ impl StatusHandle {
             s.phase = phase;
             f(&mut s);
             // Under the status lock: the events of one stream are sent in the order its phases changed.
-            let mut announced = self.events.announced.lock().unwrap_or_else(|e| e.into_inner());
+            let mut announced = self
+                .events
+                .announced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if *announced != Some(phase) {
                 *announced = Some(phase);
                 self.emit(JobEventKind::Phase(phase));
