@@ -173,3 +173,88 @@ fn until_caught_up_with_a_sentinel_source_ends_once_the_master_the_sentinels_nam
     assert!(report.equal, "{report:?}");
     assert!(report.keys_checked > 0, "{report:?}");
 }
+
+#[test]
+fn a_sentinel_source_failover_under_writes_is_announced_with_the_promoted_replica_and_ends_exact() {
+    let group = SentinelGroup::start(
+        SentinelOptions::new(Version::V7_0)
+            .master_user(AclUser::new("ferry-data", "data-secret"))
+            .sentinel_password(SENTINEL_PASS),
+    )
+    .unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let sentinels: Vec<_> = group
+        .sentinels
+        .iter()
+        .map(|s| serde_json::json!({ "url": format!("redis://:{SENTINEL_PASS}@{}", s.addr()) }))
+        .collect();
+    let config = SyncConfig::from_json_str(
+        &serde_json::json!({
+            "source": {
+                "type": "sentinel",
+                "sentinels": sentinels,
+                "master": group.master_name,
+                "master_auth": { "username": "ferry-data", "password": "data-secret" },
+            },
+            "target": { "type": "standalone", "url": target.url() },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let job = rt.block_on(async { SyncJob::new(config).unwrap().start().unwrap() });
+    let mut events = job.events();
+    let stop = AtomicBool::new(false);
+    let new = std::thread::scope(|scope| {
+        // Writes to whichever master the sentinels name (a write the failover loses is lost on the source too:
+        // the comparison is with the final master).
+        let writer = scope.spawn(|| {
+            let mut c = group.current_master().unwrap().client();
+            while !stop.load(Ordering::Relaxed) {
+                if redis::cmd("INCR").arg("live-counter").exec(&mut c).is_err() {
+                    if let Ok(m) = group.current_master() {
+                        c = m.client();
+                    }
+                }
+            }
+        });
+        ferry_testkit::wait_until(common::DEADLINE, "live writes on the target", || {
+            counter(&target) >= 300
+        })
+        .unwrap();
+        let new = group.failover().expect("SENTINEL FAILOVER");
+        let seen = counter(&target);
+        ferry_testkit::wait_until(common::DEADLINE, "live writes after the failover", || {
+            counter(&target) >= seen + 300
+        })
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        new
+    });
+    let master = group.current_master().unwrap();
+    assert_eq!(master.addr(), new);
+    let offset = master_offset(master);
+    ferry_testkit::wait_until(common::DEADLINE, "the job to catch up", || {
+        job.status()
+            .shards
+            .first()
+            .is_some_and(|s| s.applied_offset >= offset)
+    })
+    .unwrap();
+    assert_eq!(counter(&target), counter(master), "counters exact");
+    common::assert_equal(&TkTarget::from(master), &TkTarget::from(&target));
+    let status = rt.block_on(job.stop()).unwrap();
+    assert_eq!(status.full_syncs, 1, "no second full copy: {status:?}");
+    let mut followed = Vec::new();
+    while let Some(e) = events.try_recv() {
+        if let Event::FailoverFollowed { new_master } = e {
+            followed.push(new_master);
+        }
+    }
+    assert_eq!(followed, [new], "the failover followed is announced once");
+}
