@@ -426,15 +426,13 @@ impl SyncJob {
         let replicator = ferry_replicator::Replicator::new(config.to_replicator(&source)?)?;
         // Subscribed before the job runs: every event it sends reaches the monitor.
         let replicator_events = replicator.events();
-        let (events_tx, first_events) = broadcast::channel(256);
         let (done_tx, done_rx) = watch::channel(None);
         let cluster = matches!(config.source, Source::Cluster { .. });
         let shared = Arc::new(Shared {
             status: replicator.status(),
             shards: cluster.then(|| replicator.shards()),
             cancel: CancellationToken::new(),
-            events: Mutex::new(Some(events_tx)),
-            first_events: Mutex::new(Some(first_events)),
+            events: EventChannel::new(256),
             done: done_rx,
             caught_up: Mutex::new(false),
             until_caught_up: config.until_caught_up,
@@ -469,10 +467,8 @@ struct Shared {
     /// A cluster source: its shards.
     shards: Option<ferry_replicator::ShardsView>,
     cancel: CancellationToken,
-    /// `None` once the job has ended: receivers then see the end after the last event.
-    events: Mutex<Option<broadcast::Sender<Event>>>,
-    /// The receiver made with the channel: the first [`JobHandle::events`] gets it, with the events since the start.
-    first_events: Mutex<Option<broadcast::Receiver<Event>>>,
+    /// Closed once the job has ended: receivers then see the end after the last event.
+    events: EventChannel<Event>,
     /// `Some` once the job has ended: its final status or its error (kind and message).
     done: watch::Receiver<Option<Result<Status, (ErrorKind, String)>>>,
     caught_up: Mutex<bool>,
@@ -483,21 +479,67 @@ struct Shared {
     verify: Mutex<Option<VerifyReport>>,
 }
 
-impl Shared {
+/// The events of a job or of a DR run: a broadcast channel whose first receiver, made with it, has the events
+/// since the start (the latest `capacity`), handed to the first [`EventChannel::receiver`] call.
+#[derive(Debug)]
+pub(crate) struct EventChannel<T> {
+    /// `None` once closed.
+    tx: Mutex<Option<broadcast::Sender<T>>>,
+    first: Mutex<Option<broadcast::Receiver<T>>>,
+}
+
+impl<T: Clone> EventChannel<T> {
+    pub(crate) fn new(capacity: usize) -> EventChannel<T> {
+        let (tx, first) = broadcast::channel(capacity);
+        EventChannel {
+            tx: Mutex::new(Some(tx)),
+            first: Mutex::new(Some(first)),
+        }
+    }
+
     /// Sends an event to the receivers there are (none is fine).
-    fn emit(&self, event: Event) {
-        if let Ok(guard) = self.events.lock() {
+    pub(crate) fn send(&self, event: T) {
+        if let Ok(guard) = self.tx.lock() {
             if let Some(tx) = guard.as_ref() {
                 let _ = tx.send(event);
             }
         }
     }
 
-    /// Ends the event stream.
-    fn close_events(&self) {
-        if let Ok(mut guard) = self.events.lock() {
+    /// The first receiver, then new ones; after [`EventChannel::close`], one that is closed at once (past the
+    /// events still in the channel, for the first).
+    pub(crate) fn receiver(&self) -> broadcast::Receiver<T> {
+        if let Some(rx) = self.first.lock().ok().and_then(|mut f| f.take()) {
+            return rx;
+        }
+        match self
+            .tx
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|tx| tx.subscribe()))
+        {
+            Some(rx) => rx,
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// Ends the stream: receivers see the end after the last event.
+    pub(crate) fn close(&self) {
+        if let Ok(mut guard) = self.tx.lock() {
             guard.take();
         }
+    }
+}
+
+impl Shared {
+    /// Sends an event to the receivers there are (none is fine).
+    fn emit(&self, event: Event) {
+        self.events.send(event);
+    }
+
+    /// Ends the event stream.
+    fn close_events(&self) {
+        self.events.close();
     }
 
     fn snapshot(&self) -> Status {
@@ -597,26 +639,9 @@ impl JobHandle {
     /// A receiver of the job's events: the first call gets every event since [`SyncJob::start`] (the latest 256
     /// when more came before it), later calls the events from then on.
     pub fn events(&self) -> Events {
-        if let Some(rx) = self
-            .shared
-            .first_events
-            .lock()
-            .ok()
-            .and_then(|mut first| first.take())
-        {
-            return Events { rx };
+        Events {
+            rx: self.shared.events.receiver(),
         }
-        let rx = match self
-            .shared
-            .events
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|tx| tx.subscribe()))
-        {
-            Some(rx) => rx,
-            None => broadcast::channel(1).1, // ended: a receiver that is closed at once
-        };
-        Events { rx }
     }
 
     /// Whether the job has ended.

@@ -426,13 +426,7 @@ fn ends_exact_after_shard_failover(
         [(shard.to_string(), new_addr.to_string())]
     );
     // The job's phases combine its shards': every shard copied before the job was live.
-    let phases: Vec<ferry::Phase> = announced
-        .iter()
-        .filter_map(|e| match e {
-            Event::Phase { phase } => Some(*phase),
-            _ => None,
-        })
-        .collect();
+    let phases = common::phases(&announced);
     assert_eq!(
         phases[..3],
         [

@@ -4,8 +4,31 @@ mod common;
 
 use common::runtime;
 
-use ferry::{ErrorKind, Event, Phase, Source, SyncConfig, SyncJob, Target};
+use ferry::{ErrorKind, Event, Events, JobHandle, Phase, Source, SyncConfig, SyncJob, Target};
 use ferry_testkit::{fill, FillOptions, Server, ServerOptions, Target as TkTarget, Version};
+
+/// Starts a job from `source` into `target`, and returns it with its events up to its live phase and the
+/// receiver of the rest.
+async fn start_until_live(source: &Server, target: &Server) -> (JobHandle, Events, Vec<Event>) {
+    let config = SyncConfig::new(
+        Source::standalone(source.url()),
+        Target::standalone(target.url()),
+    );
+    let job = SyncJob::new(config).unwrap().start().unwrap();
+    let mut events = job.events();
+    let mut seen = Vec::new();
+    while let Some(event) = events.recv().await {
+        let live = event
+            == Event::Phase {
+                phase: Phase::Incremental,
+            };
+        seen.push(event);
+        if live {
+            break;
+        }
+    }
+    (job, events, seen)
+}
 
 #[test]
 fn a_job_reports_its_phases_and_stop_drains_and_returns_the_final_status() {
@@ -13,21 +36,8 @@ fn a_job_reports_its_phases_and_stop_drains_and_returns_the_final_status() {
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     let filled = fill(&TkTarget::from(&source), &FillOptions::seed(31)).unwrap();
     runtime().block_on(async {
-        let config = SyncConfig::new(
-            Source::standalone(source.url()),
-            Target::standalone(target.url()),
-        );
-        let job = SyncJob::new(config).unwrap().start().unwrap();
-        let mut events = job.events();
-        let mut phases = Vec::new();
-        while let Some(event) = events.recv().await {
-            if let Event::Phase { phase } = event {
-                phases.push(phase);
-                if phase == Phase::Incremental {
-                    break;
-                }
-            }
-        }
+        let (job, _, seen) = start_until_live(&source, &target).await;
+        let phases = common::phases(&seen);
         assert!(phases.contains(&Phase::FullSync), "{phases:?}");
         let mut con = source.client();
         redis::cmd("SET")
@@ -79,34 +89,14 @@ fn a_full_copy_shorter_than_a_status_sample_announces_every_phase_in_order() {
             .unwrap();
     }
     runtime().block_on(async {
-        let config = SyncConfig::new(
-            Source::standalone(source.url()),
-            Target::standalone(target.url()),
-        );
-        let job = SyncJob::new(config).unwrap().start().unwrap();
-        let mut events = job.events();
-        let mut seen = Vec::new();
-        while let Some(event) = events.recv().await {
-            let live = event == Event::Phase { phase: Phase::Incremental };
-            seen.push(event);
-            if live {
-                break;
-            }
-        }
+        let (job, mut events, mut seen) = start_until_live(&source, &target).await;
         let status = job.stop().await.unwrap();
         assert_eq!(status.keys_copied, 3);
         while let Some(event) = events.recv().await {
             seen.push(event);
         }
-        let phases: Vec<Phase> = seen
-            .iter()
-            .filter_map(|e| match e {
-                Event::Phase { phase } => Some(*phase),
-                _ => None,
-            })
-            .collect();
         assert_eq!(
-            phases,
+            common::phases(&seen),
             [
                 Phase::Handshake,
                 Phase::FullSync,

@@ -31,31 +31,41 @@ fn counter(server: &Server) -> u64 {
     v.unwrap_or(0)
 }
 
-#[test]
-fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
-    let source =
-        Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb"))
-            .unwrap();
-    let group = SentinelGroup::start(
+/// A sentinel group whose data nodes ferry reaches as the user `ferry-data`, its sentinels with a password.
+fn start_group() -> SentinelGroup {
+    SentinelGroup::start(
         SentinelOptions::new(Version::V7_0)
             .master_user(AclUser::new("ferry-data", "data-secret"))
             .sentinel_password(SENTINEL_PASS),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The group as a source or target of ferry's configuration.
+fn group_json(group: &SentinelGroup) -> serde_json::Value {
     let sentinels: Vec<_> = group
         .sentinels
         .iter()
         .map(|s| serde_json::json!({ "url": format!("redis://:{SENTINEL_PASS}@{}", s.addr()) }))
         .collect();
+    serde_json::json!({
+        "type": "sentinel",
+        "sentinels": sentinels,
+        "master": group.master_name,
+        "master_auth": { "username": "ferry-data", "password": "data-secret" },
+    })
+}
+
+#[test]
+fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
+    let source =
+        Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb"))
+            .unwrap();
+    let group = start_group();
     let config = SyncConfig::from_json_str(
         &serde_json::json!({
             "source": { "type": "standalone", "url": source.url() },
-            "target": {
-                "type": "sentinel",
-                "sentinels": sentinels,
-                "master": group.master_name,
-                "master_auth": { "username": "ferry-data", "password": "data-secret" },
-            },
+            "target": group_json(&group),
         })
         .to_string(),
     )
@@ -125,12 +135,7 @@ fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
 
 #[test]
 fn until_caught_up_with_a_sentinel_source_ends_once_the_master_the_sentinels_name_is_applied() {
-    let group = SentinelGroup::start(
-        SentinelOptions::new(Version::V7_0)
-            .master_user(AclUser::new("ferry-data", "data-secret"))
-            .sentinel_password(SENTINEL_PASS),
-    )
-    .unwrap();
+    let group = start_group();
     let master = group.current_master().unwrap();
     ferry_testkit::fill(
         &TkTarget::from(master as &Server),
@@ -138,18 +143,8 @@ fn until_caught_up_with_a_sentinel_source_ends_once_the_master_the_sentinels_nam
     )
     .unwrap();
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    let sentinels: Vec<_> = group
-        .sentinels
-        .iter()
-        .map(|s| serde_json::json!({ "url": format!("redis://:{SENTINEL_PASS}@{}", s.addr()) }))
-        .collect();
     let config_json = serde_json::json!({
-        "source": {
-            "type": "sentinel",
-            "sentinels": sentinels,
-            "master": group.master_name,
-            "master_auth": { "username": "ferry-data", "password": "data-secret" },
-        },
+        "source": group_json(&group),
         "target": { "type": "standalone", "url": target.url() },
         "until_caught_up": true,
     })
@@ -176,26 +171,11 @@ fn until_caught_up_with_a_sentinel_source_ends_once_the_master_the_sentinels_nam
 
 #[test]
 fn a_sentinel_source_failover_under_writes_is_announced_with_the_promoted_replica_and_ends_exact() {
-    let group = SentinelGroup::start(
-        SentinelOptions::new(Version::V7_0)
-            .master_user(AclUser::new("ferry-data", "data-secret"))
-            .sentinel_password(SENTINEL_PASS),
-    )
-    .unwrap();
+    let group = start_group();
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    let sentinels: Vec<_> = group
-        .sentinels
-        .iter()
-        .map(|s| serde_json::json!({ "url": format!("redis://:{SENTINEL_PASS}@{}", s.addr()) }))
-        .collect();
     let config = SyncConfig::from_json_str(
         &serde_json::json!({
-            "source": {
-                "type": "sentinel",
-                "sentinels": sentinels,
-                "master": group.master_name,
-                "master_auth": { "username": "ferry-data", "password": "data-secret" },
-            },
+            "source": group_json(&group),
             "target": { "type": "standalone", "url": target.url() },
         })
         .to_string(),

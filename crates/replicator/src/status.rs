@@ -459,6 +459,50 @@ mod tests {
     }
 
     #[test]
+    fn a_job_of_several_streams_is_live_only_when_every_running_stream_is() {
+        use Phase::*;
+        assert_eq!(Phase::combine([Incremental, FullSync, Handshake]), FullSync);
+        assert_eq!(
+            Phase::combine([Incremental, Reconnecting, Handshake]),
+            Handshake
+        );
+        assert_eq!(Phase::combine([Incremental, Reconnecting]), Reconnecting);
+        assert_eq!(
+            Phase::combine([Incremental, Stopped, Incremental]),
+            Incremental
+        );
+        assert_eq!(Phase::combine([Stopped, Stopped]), Stopped);
+        assert_eq!(Phase::combine([]), Stopped);
+    }
+
+    #[test]
+    fn a_phase_is_announced_once_when_entered_and_a_shard_labels_its_events() {
+        let job = StatusHandle::default();
+        let mut rx = job.subscribe();
+        let shard = job.for_shard("s1");
+        job.set_phase(Phase::Handshake, |_| {});
+        job.set_phase(Phase::Handshake, |s| s.keys_done = 1);
+        shard.set_phase(Phase::Handshake, |_| {});
+        job.set_phase(Phase::FullSync, |_| {});
+        let seen: Vec<(Option<String>, Phase)> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|e| match e.kind {
+                JobEventKind::Phase(p) => Some((e.shard, p)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (None, Phase::Handshake),
+                (Some("s1".to_string()), Phase::Handshake),
+                (None, Phase::FullSync)
+            ]
+        );
+        assert_eq!(job.snapshot().keys_done, 1);
+        assert_eq!(shard.snapshot().phase, Phase::Handshake);
+    }
+
+    #[test]
     fn lag_is_zero_when_caught_up() {
         let mut rates = Rates::new();
         let mut s = Status::default();
