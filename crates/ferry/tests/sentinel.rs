@@ -56,26 +56,42 @@ fn group_json(group: &SentinelGroup) -> serde_json::Value {
     })
 }
 
+/// Waits until the job has applied the replication offset `source` has now.
+fn wait_applied(job: &ferry::JobHandle, source: &Server) {
+    let offset = master_offset(source);
+    ferry_testkit::wait_until(common::DEADLINE, "the job to catch up", || {
+        job.status()
+            .shards
+            .first()
+            .is_some_and(|s| s.applied_offset >= offset)
+    })
+    .unwrap();
+}
+
+/// Starts a job of ferry's configuration from `source` into `target`, on a runtime of its own.
+fn start_job(
+    source: serde_json::Value,
+    target: serde_json::Value,
+) -> (tokio::runtime::Runtime, ferry::JobHandle) {
+    let config = SyncConfig::from_json_str(
+        &serde_json::json!({ "source": source, "target": target }).to_string(),
+    )
+    .expect("valid config");
+    let rt = common::runtime();
+    let job = rt.block_on(async { SyncJob::new(config).unwrap().start().unwrap() });
+    (rt, job)
+}
+
 #[test]
 fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
     let source =
         Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb"))
             .unwrap();
     let group = start_group();
-    let config = SyncConfig::from_json_str(
-        &serde_json::json!({
-            "source": { "type": "standalone", "url": source.url() },
-            "target": group_json(&group),
-        })
-        .to_string(),
-    )
-    .expect("valid config");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let job = rt.block_on(async { SyncJob::new(config).unwrap().start().unwrap() });
+    let (rt, job) = start_job(
+        serde_json::json!({ "type": "standalone", "url": source.url() }),
+        group_json(&group),
+    );
     let mut events = job.events();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -107,14 +123,7 @@ fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
     .unwrap();
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    let offset = master_offset(&source);
-    ferry_testkit::wait_until(common::DEADLINE, "the job to catch up", || {
-        job.status()
-            .shards
-            .first()
-            .is_some_and(|s| s.applied_offset >= offset)
-    })
-    .unwrap();
+    wait_applied(&job, &source);
     let target = group.current_master().unwrap();
     let acked = acked.load(Ordering::Relaxed);
     assert_eq!(counter(&source), acked);
@@ -173,20 +182,10 @@ fn until_caught_up_with_a_sentinel_source_ends_once_the_master_the_sentinels_nam
 fn a_sentinel_source_failover_under_writes_is_announced_with_the_promoted_replica_and_ends_exact() {
     let group = start_group();
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    let config = SyncConfig::from_json_str(
-        &serde_json::json!({
-            "source": group_json(&group),
-            "target": { "type": "standalone", "url": target.url() },
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let job = rt.block_on(async { SyncJob::new(config).unwrap().start().unwrap() });
+    let (rt, job) = start_job(
+        group_json(&group),
+        serde_json::json!({ "type": "standalone", "url": target.url() }),
+    );
     let mut events = job.events();
     let stop = AtomicBool::new(false);
     let new = std::thread::scope(|scope| {
@@ -218,14 +217,7 @@ fn a_sentinel_source_failover_under_writes_is_announced_with_the_promoted_replic
     });
     let master = group.current_master().unwrap();
     assert_eq!(master.addr(), new);
-    let offset = master_offset(master);
-    ferry_testkit::wait_until(common::DEADLINE, "the job to catch up", || {
-        job.status()
-            .shards
-            .first()
-            .is_some_and(|s| s.applied_offset >= offset)
-    })
-    .unwrap();
+    wait_applied(&job, master);
     assert_eq!(counter(&target), counter(master), "counters exact");
     common::assert_equal(&TkTarget::from(master), &TkTarget::from(&target));
     let status = rt.block_on(job.stop()).unwrap();
