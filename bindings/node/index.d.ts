@@ -223,10 +223,27 @@ export interface PolicyStatus {
   converted: PolicyKey[]
 }
 
-/** Something that happened to a job. */
+/**
+ * Something that happened to a job, sent as it happens (docs/events.md). `shard` names the shard of a cluster
+ * source (`null` for other sources). Later versions may add types: switch with a `default` branch.
+ */
 export type SyncEvent =
+  /** The job's phase (for a cluster source, combined from its shards'). */
   | { type: 'phase'; phase: Phase }
+  /** A shard of a cluster source entered a phase. */
+  | { type: 'shard_phase'; shard: string; phase: Phase }
+  /** A full copy starts, with why the job could not continue from a checkpoint. */
+  | { type: 'full_resync'; shard: string | null; reason: string }
+  /** A session ended with the `error` event just before; the job connects again after `delay_ms`. */
+  | { type: 'reconnecting'; shard: string | null; delay_ms: number }
+  /** The sentinel-managed source failed over; the job streams from its new master. */
   | { type: 'failover_followed'; new_master: string }
+  /** A shard of a cluster source failed over; its stream continues on `node`. */
+  | { type: 'shard_failover_followed'; shard: string; node: string }
+  /** The sentinel-managed target failed over; the job writes to its new master. */
+  | { type: 'target_failover_followed'; shard: string | null; new_master: string }
+  /** A cluster target's masters changed; the job writes to these. */
+  | { type: 'target_topology_changed'; shard: string | null; masters: string[] }
   | {
       type: 'error'
       kind: 'config' | 'auth' | 'connection' | 'target_refused' | 'source_refused' | 'data' | 'fenced' | 'stopped'

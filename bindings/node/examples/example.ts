@@ -52,6 +52,8 @@ async function sync(): Promise<SyncStatus> {
   await using job = new SyncJob(config)
   job.on('event', (e: SyncEvent) => {
     if (e.type === 'phase') console.log('phase', e.phase)
+    else if (e.type === 'full_resync') console.log('full copy', e.shard ?? '', e.reason)
+    else if (e.type === 'shard_failover_followed') console.log('shard', e.shard, 'continues on', e.node)
     else if (e.type === 'error') console.log('error', e.kind, e.message)
   })
   await job.start()

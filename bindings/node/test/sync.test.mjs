@@ -98,6 +98,12 @@ test('a sync with live writes ends with the target equal to the source; status a
   await iterating
   const phases = seen.filter((e) => e.type === 'phase').map((e) => e.phase)
   assert.ok(phases.includes('incremental') || phases.includes('caught_up'), JSON.stringify(seen))
+  assert.deepEqual(phases.slice(0, 3), ['handshake', 'full_sync', 'incremental'], JSON.stringify(seen))
+  // The copy's reason comes as an event of its own (a type the first versions did not have).
+  const resyncs = seen.filter((e) => e.type === 'full_resync')
+  assert.equal(resyncs.length, 1, JSON.stringify(seen))
+  assert.equal(resyncs[0].shard, null)
+  assert.match(resyncs[0].reason, /no checkpoint/)
   assert.deepEqual(iterated, seen, 'the iterator and the emitter see the same events')
 })
 

@@ -90,6 +90,11 @@ def test_sync_with_live_writes_ends_equal_with_status_and_events_while_running(p
     phases = [e.data["phase"] for e in events if e.type == "phase"]
     # A job stopped after catching up ends in caught_up (the façade's final phase), otherwise in stopped.
     assert "incremental" in phases and phases[-1] in ("stopped", "caught_up"), phases
+    assert phases[:3] == ["handshake", "full_sync", "incremental"], phases
+    # The copy's reason comes as an event of its own (a type the first versions did not have).
+    resyncs = [e.data for e in events if e.type == "full_resync"]
+    assert len(resyncs) == 1 and resyncs[0]["shard"] is None, resyncs
+    assert "no checkpoint" in resyncs[0]["reason"], resyncs
     assert not reader.is_alive(), "the events iterator ends when the job ends"
 
 

@@ -155,7 +155,7 @@ impl From<ferry_replicator::Error> for Error {
 }
 
 /// The kind of a replicator error; a job that gave up answers with the kind of its last error.
-fn replicator_kind(e: &ferry_replicator::Error) -> ErrorKind {
+pub(crate) fn replicator_kind(e: &ferry_replicator::Error) -> ErrorKind {
     use ferry_replicator::Error as R;
     match e {
         R::GaveUp { last, .. } => replicator_kind(last),

@@ -260,7 +260,15 @@ impl Status {
     }
 }
 
-/// Something that happened to a job (serde: tagged by `type`).
+/// Something that happened to a job (serde: tagged by `type`, the variant's name in snake case), sent by the
+/// code that made it happen, in the order it happened (docs/events.md lists them all).
+///
+/// A job's `phase` events are the phases of the job as a whole: for a cluster source, the phase
+/// [`ferry_replicator::Phase::combine`] gives from its shards' (`full_sync` while any shard copies, then
+/// `handshake`, `reconnecting` while any shard is in them, `incremental` once every running shard follows its live
+/// stream); each shard's own phases come as `shard_phase`. The last phase event is the job's final phase
+/// (`stopped`, or `caught_up` for a job that ended because it caught up); a job that failed then sends its
+/// `error`, the last event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -270,12 +278,60 @@ pub enum Event {
         /// The new phase.
         phase: Phase,
     },
-    /// The source failed over and the job followed its new master.
+    /// A shard of a cluster source entered a phase.
+    ShardPhase {
+        /// The shard's name ([`ShardStatus::name`]).
+        shard: String,
+        /// The new phase.
+        phase: Phase,
+    },
+    /// A full copy starts: the first one, or a redo because the source could not continue from the target's
+    /// checkpoint (the reason says which).
+    FullResync {
+        /// The shard of a cluster source that copies; `None` for other sources.
+        shard: Option<String>,
+        /// Why, for humans.
+        reason: String,
+    },
+    /// A session ended with an error the job recovers from (the `error` event just before says which): it
+    /// connects again after `delay_ms`, from the target's checkpoint.
+    Reconnecting {
+        /// The shard of a cluster source that reconnects; `None` for other sources.
+        shard: Option<String>,
+        /// The pause before the next attempt, in milliseconds.
+        delay_ms: u64,
+    },
+    /// The sentinel-managed source failed over and the job followed its new master.
     FailoverFollowed {
         /// The new master, `host:port`.
         new_master: String,
     },
-    /// An error: a broken link the job recovers from, or the one that ended it.
+    /// A shard of a cluster source failed over (`CLUSTER FAILOVER`, a master replaced by its replica) and its
+    /// stream continues on another node: the promoted replica (or, with `prefer_replica`, another replica).
+    ShardFailoverFollowed {
+        /// The shard's name ([`ShardStatus::name`]).
+        shard: String,
+        /// The node streamed from now, `host:port`.
+        node: String,
+    },
+    /// The sentinel-managed target failed over: the job writes to its new master, from the checkpoint that
+    /// master holds.
+    TargetFailoverFollowed {
+        /// The shard of a cluster source whose stream followed it; `None` for other sources.
+        shard: Option<String>,
+        /// The target's new master, `host:port`.
+        new_master: String,
+    },
+    /// A cluster target's masters changed (a failover, a master added or removed): the job writes to these.
+    TargetTopologyChanged {
+        /// The shard of a cluster source whose stream saw it; `None` for other sources.
+        shard: Option<String>,
+        /// The target's masters now, `host:port`.
+        masters: Vec<String>,
+    },
+    /// An error: a broken link the job recovers from, a write the target refused that the error policy `log`
+    /// skipped, a shard of a cluster source that stopped while the others go on, or the one that ended the job.
+    /// An error of a shard names it in its message (`source shard <name>: ...`).
     Error {
         /// Its kind.
         kind: ErrorKind,
@@ -368,14 +424,15 @@ impl SyncJob {
             _ => None,
         };
         let replicator = ferry_replicator::Replicator::new(config.to_replicator(&source)?)?;
-        let (events_tx, _) = broadcast::channel(256);
+        // Subscribed before the job runs: every event it sends reaches the monitor.
+        let replicator_events = replicator.events();
         let (done_tx, done_rx) = watch::channel(None);
         let cluster = matches!(config.source, Source::Cluster { .. });
         let shared = Arc::new(Shared {
             status: replicator.status(),
             shards: cluster.then(|| replicator.shards()),
             cancel: CancellationToken::new(),
-            events: Mutex::new(Some(events_tx)),
+            events: EventChannel::new(256),
             done: done_rx,
             caught_up: Mutex::new(false),
             until_caught_up: config.until_caught_up,
@@ -394,6 +451,9 @@ impl SyncJob {
             cluster,
             sentinel,
             copy_check: CopyCheck::of(&config),
+            events: replicator_events,
+            shard_phases: std::collections::HashMap::new(),
+            last_phase: None,
         };
         runtime.spawn(monitor.run(run, done_tx));
         Ok(JobHandle { shared })
@@ -407,8 +467,8 @@ struct Shared {
     /// A cluster source: its shards.
     shards: Option<ferry_replicator::ShardsView>,
     cancel: CancellationToken,
-    /// `None` once the job has ended: receivers then see the end after the last event.
-    events: Mutex<Option<broadcast::Sender<Event>>>,
+    /// Closed once the job has ended: receivers then see the end after the last event.
+    events: EventChannel<Event>,
     /// `Some` once the job has ended: its final status or its error (kind and message).
     done: watch::Receiver<Option<Result<Status, (ErrorKind, String)>>>,
     caught_up: Mutex<bool>,
@@ -419,21 +479,67 @@ struct Shared {
     verify: Mutex<Option<VerifyReport>>,
 }
 
-impl Shared {
+/// The events of a job or of a DR run: a broadcast channel whose first receiver, made with it, has the events
+/// since the start (the latest `capacity`), handed to the first [`EventChannel::receiver`] call.
+#[derive(Debug)]
+pub(crate) struct EventChannel<T> {
+    /// `None` once closed.
+    tx: Mutex<Option<broadcast::Sender<T>>>,
+    first: Mutex<Option<broadcast::Receiver<T>>>,
+}
+
+impl<T: Clone> EventChannel<T> {
+    pub(crate) fn new(capacity: usize) -> EventChannel<T> {
+        let (tx, first) = broadcast::channel(capacity);
+        EventChannel {
+            tx: Mutex::new(Some(tx)),
+            first: Mutex::new(Some(first)),
+        }
+    }
+
     /// Sends an event to the receivers there are (none is fine).
-    fn emit(&self, event: Event) {
-        if let Ok(guard) = self.events.lock() {
+    pub(crate) fn send(&self, event: T) {
+        if let Ok(guard) = self.tx.lock() {
             if let Some(tx) = guard.as_ref() {
                 let _ = tx.send(event);
             }
         }
     }
 
-    /// Ends the event stream.
-    fn close_events(&self) {
-        if let Ok(mut guard) = self.events.lock() {
+    /// The first receiver, then new ones; after [`EventChannel::close`], one that is closed at once (past the
+    /// events still in the channel, for the first).
+    pub(crate) fn receiver(&self) -> broadcast::Receiver<T> {
+        if let Some(rx) = self.first.lock().ok().and_then(|mut f| f.take()) {
+            return rx;
+        }
+        match self
+            .tx
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|tx| tx.subscribe()))
+        {
+            Some(rx) => rx,
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// Ends the stream: receivers see the end after the last event.
+    pub(crate) fn close(&self) {
+        if let Ok(mut guard) = self.tx.lock() {
             guard.take();
         }
+    }
+}
+
+impl Shared {
+    /// Sends an event to the receivers there are (none is fine).
+    fn emit(&self, event: Event) {
+        self.events.send(event);
+    }
+
+    /// Ends the event stream.
+    fn close_events(&self) {
+        self.events.close();
     }
 
     fn snapshot(&self) -> Status {
@@ -530,19 +636,12 @@ impl JobHandle {
         self.shared.status.snapshot()
     }
 
-    /// A receiver of the events from now on.
+    /// A receiver of the job's events: the first call gets every event since [`SyncJob::start`] (the latest 256
+    /// when more came before it), later calls the events from then on.
     pub fn events(&self) -> Events {
-        let rx = match self
-            .shared
-            .events
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|tx| tx.subscribe()))
-        {
-            Some(rx) => rx,
-            None => broadcast::channel(1).1, // ended: a receiver that is closed at once
-        };
-        Events { rx }
+        Events {
+            rx: self.shared.events.receiver(),
+        }
     }
 
     /// Whether the job has ended.
@@ -596,6 +695,12 @@ struct Monitor {
     /// The source is a sentinel-managed group: its offset is the master's the sentinels name.
     sentinel: Option<ferry_sentinel::SentinelPoolOptions>,
     copy_check: Option<CopyCheck>,
+    /// The replicator's events, forwarded as the façade's.
+    events: broadcast::Receiver<ferry_replicator::JobEvent>,
+    /// A cluster source: each shard's phase, as its events announced it.
+    shard_phases: std::collections::HashMap<String, ferry_replicator::Phase>,
+    /// The job's phase last announced.
+    last_phase: Option<Phase>,
 }
 
 /// The verify a scan source's job runs at the end of its copy: a scan is not a snapshot, so the comparison is
@@ -666,15 +771,98 @@ impl CopyCheck {
 
 impl Monitor {
     /// Records that the target caught up (and ends the job when it runs until then).
-    fn caught_up(&self) {
+    fn caught_up(&mut self) {
         if let Ok(mut c) = self.shared.caught_up.lock() {
             *c = true;
         }
-        self.shared.emit(Event::Phase {
-            phase: Phase::CaughtUp,
-        });
+        self.job_phase(Phase::CaughtUp);
         if self.until_caught_up {
             self.shared.cancel.cancel();
+        }
+    }
+
+    /// Announces the job's phase when it changed. `stopped` is left to the end of [`Monitor::run`], which
+    /// announces the final phase (`stopped` or `caught_up`) before the error of a failed job.
+    fn job_phase(&mut self, phase: Phase) {
+        if phase != Phase::Stopped && self.last_phase != Some(phase) {
+            self.last_phase = Some(phase);
+            self.shared.emit(Event::Phase { phase });
+        }
+    }
+
+    /// Announces a replicator error with the façade's kind (an error of a shard names the shard).
+    fn error(&self, shard: Option<&str>, error: &ferry_replicator::Error) {
+        let kind = crate::error::replicator_kind(error);
+        let message = match shard {
+            Some(s) if !matches!(error, ferry_replicator::Error::Shard { .. }) => {
+                format!("source shard {s}: {error}")
+            }
+            _ => error.to_string(),
+        };
+        self.shared.emit(Event::Error { kind, message });
+    }
+
+    /// Forwards one event of the replicator as the façade's.
+    fn forward(&mut self, event: ferry_replicator::JobEvent) {
+        use ferry_replicator::JobEventKind as K;
+        let shard = event.shard;
+        match event.kind {
+            K::Phase(p) => match shard {
+                Some(name) => {
+                    self.shared.emit(Event::ShardPhase {
+                        shard: name.clone(),
+                        phase: Phase::from_replicator(p),
+                    });
+                    self.shard_phases.insert(name, p);
+                    let job = ferry_replicator::Phase::combine(self.shard_phases.values().copied());
+                    self.job_phase(Phase::from_replicator(job));
+                }
+                None => self.job_phase(Phase::from_replicator(p)),
+            },
+            K::FullResync { reason } => self.shared.emit(Event::FullResync { shard, reason }),
+            K::Reconnecting { error, delay } => {
+                self.error(shard.as_deref(), &error);
+                self.shared.emit(Event::Reconnecting {
+                    shard,
+                    delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            K::SourceFailover { node } => self.shared.emit(match shard {
+                Some(shard) => Event::ShardFailoverFollowed { shard, node },
+                None => Event::FailoverFollowed { new_master: node },
+            }),
+            K::TargetFailover { master } => self.shared.emit(Event::TargetFailoverFollowed {
+                shard,
+                new_master: master,
+            }),
+            K::TargetTopologyChanged { masters } => self
+                .shared
+                .emit(Event::TargetTopologyChanged { shard, masters }),
+            K::WriteRefused { message } => self.shared.emit(Event::Error {
+                kind: ErrorKind::TargetRefused,
+                message: match shard {
+                    Some(s) => format!("source shard {s}: {message}"),
+                    None => message,
+                },
+            }),
+            K::Error(error) => self.error(shard.as_deref(), &error),
+            _ => {}
+        }
+    }
+
+    /// Forwards the replicator's events waiting now.
+    fn forward_pending(&mut self) {
+        loop {
+            match self.events.try_recv() {
+                Ok(e) => self.forward(e),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "the job's events came faster than they were forwarded"
+                    )
+                }
+                Err(_) => return,
+            }
         }
     }
 
@@ -684,9 +872,6 @@ impl Monitor {
         done: watch::Sender<Option<Result<Status, (ErrorKind, String)>>>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut last_phase: Option<Phase> = None;
-        let mut last_error: Option<String> = None;
-        let (mut seen_reconnects, mut seen_full_syncs) = (0u64, 0u64);
         let mut catch_up_target: Option<u64> = None;
         // A cluster source: per shard, the node streamed from and its offset when its live phase was seen.
         let mut shard_targets: std::collections::HashMap<String, (String, u64)> =
@@ -694,40 +879,29 @@ impl Monitor {
         let mut incremental_since_ticks = 0u32;
         let mut verifying: Option<tokio::task::JoinHandle<()>> = None;
         let result = loop {
+            // Events are forwarded as they come; the status is sampled each tick for the metrics and the
+            // caught-up detection.
             tokio::select! {
                 r = &mut run => break r,
+                e = self.events.recv() => {
+                    match e {
+                        Ok(e) => self.forward(e),
+                        Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(
+                            missed = n,
+                            "the job's events came faster than they were forwarded"
+                        ),
+                        // The replicator is gone: its end is `run`'s.
+                        Err(broadcast::error::RecvError::Closed) => break (&mut run).await,
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {}
             }
+            // What the replicator announced before this sample comes first (a `caught_up` after the
+            // `incremental` it follows).
+            self.forward_pending();
             let status = self.shared.snapshot();
             self.metrics.record(&status);
-            // The status is sampled: a phase shorter than a tick (a small full copy, a quick reconnect) shows
-            // only in its counter, and is reported from it, in order, before the current phase.
-            let missed = [
-                (status.reconnects > seen_reconnects, Phase::Reconnecting),
-                (status.full_syncs > seen_full_syncs, Phase::FullSync),
-            ];
-            for (happened, phase) in missed {
-                if happened && last_phase != Some(phase) && status.phase != phase {
-                    self.shared.emit(Event::Phase { phase });
-                    last_phase = Some(phase);
-                }
-            }
-            seen_reconnects = status.reconnects;
-            seen_full_syncs = status.full_syncs;
-            if last_phase != Some(status.phase) {
-                last_phase = Some(status.phase);
-                self.shared.emit(Event::Phase {
-                    phase: status.phase,
-                });
-            }
-            if status.last_error.is_some() && status.last_error != last_error {
-                last_error.clone_from(&status.last_error);
-                let message = status.last_error.clone().unwrap_or_default();
-                self.shared.emit(Event::Error {
-                    kind: ErrorKind::Connection,
-                    message,
-                });
-            }
             // Caught up: in the live phase, the target has applied the source's offset as it was read once the
             // live phase began.
             if status.phase == Phase::Incremental {
@@ -822,9 +996,15 @@ impl Monitor {
                 task.abort();
             }
         }
+        // Everything the replicator announced before it ended, then the final phase, then the error.
+        self.forward_pending();
         let status = self.shared.snapshot();
         self.metrics.record(&status);
         let final_phase = status.phase;
+        if self.last_phase != Some(final_phase) {
+            self.last_phase = Some(final_phase);
+            self.shared.emit(Event::Phase { phase: final_phase });
+        }
         let outcome = match result {
             Ok(Ok(())) => Ok(status),
             Ok(Err(e)) => {
@@ -841,9 +1021,6 @@ impl Monitor {
                 format!("the job's task ended abnormally: {join}"),
             )),
         };
-        if outcome.is_ok() && last_phase != Some(final_phase) {
-            self.shared.emit(Event::Phase { phase: final_phase });
-        }
         self.shared.close_events();
         let _ = done.send(Some(outcome));
     }

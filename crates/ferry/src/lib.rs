@@ -5,8 +5,10 @@
 //!
 //! - [`SyncJob`]: a sync job built from a [`SyncConfig`] ([`Source`], [`Target`], filters, conflict policy,
 //!   checkpoints, limits). [`SyncJob::start`] gives a [`JobHandle`]: [`status`](JobHandle::status) (a serde
-//!   [`Status`] snapshot), [`events`](JobHandle::events), [`stop`](JobHandle::stop) (drain and commit) and
-//!   [`wait`](JobHandle::wait).
+//!   [`Status`] snapshot), [`events`](JobHandle::events) (each [`Event`] sent as it happens: phases, per shard of a
+//!   cluster source too, full resyncs with their reason, reconnects, source and target failovers followed,
+//!   errors with their kind; docs/events.md lists them and when they fire), [`stop`](JobHandle::stop) (drain and
+//!   commit) and [`wait`](JobHandle::wait).
 //! - [`SyncConfig::from_toml_str`] / [`SyncConfig::from_path`] read ferry's TOML schema (docs/config.md) and
 //!   RedisShake's v3 `sync.toml` and v4 `shake.toml`; [`SyncConfig::from_json_str`] reads what the bindings pass.
 //! - [`verify()`]: compares two deployments key by key, in bounded memory; a [`VerifyReport`] lists the first

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use ferry::{JobHandle, SyncConfig, SyncJob};
+use ferry::{Event, JobHandle, SyncConfig, SyncJob};
 use ferry_testkit::{
     fill, wait_until, Cluster, FillOptions, SentinelGroup, SentinelOptions, Server, Target, Version,
 };
@@ -382,6 +382,25 @@ fn ends_exact_after_shard_failover(
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    // The first receiver has the events since the job's start: the failover followed is announced once, with
+    // the shard and the node it continues on, and no other shard's.
+    let mut events = job.events();
+    let mut announced = Vec::new();
+    let followed = |seen: &[Event]| -> Vec<(String, String)> {
+        seen.iter()
+            .filter_map(|e| match e {
+                Event::ShardFailoverFollowed { shard, node } => Some((shard.clone(), node.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    wait_until(common::DEADLINE, "the failover followed announced", || {
+        while let Some(e) = events.try_recv() {
+            announced.push(e);
+        }
+        !followed(&announced).is_empty()
+    })
+    .unwrap();
     let seen = get_counter(&target.target(), &counter_key(0, 0));
     wait_until(
         common::DEADLINE,
@@ -399,6 +418,29 @@ fn ends_exact_after_shard_failover(
             "target {key}: counters exact"
         );
     }
+    while let Some(e) = events.try_recv() {
+        announced.push(e);
+    }
+    assert_eq!(
+        followed(&announced),
+        [(shard.to_string(), new_addr.to_string())]
+    );
+    // The job's phases combine its shards': every shard copied before the job was live.
+    let phases = common::phases(&announced);
+    assert_eq!(
+        phases[..3],
+        [
+            ferry::Phase::Handshake,
+            ferry::Phase::FullSync,
+            ferry::Phase::Incremental
+        ],
+        "{announced:?}"
+    );
+    let copies = announced
+        .iter()
+        .filter(|e| matches!(e, Event::FullResync { shard: Some(_), .. }))
+        .count();
+    assert_eq!(copies, 3, "one full copy per shard: {announced:?}");
     let status = job.status();
     assert_eq!(status.shards.len(), 3, "{status:?}");
     for s in &status.shards {

@@ -4,8 +4,31 @@ mod common;
 
 use common::runtime;
 
-use ferry::{ErrorKind, Event, Phase, Source, SyncConfig, SyncJob, Target};
+use ferry::{ErrorKind, Event, Events, JobHandle, Phase, Source, SyncConfig, SyncJob, Target};
 use ferry_testkit::{fill, FillOptions, Server, ServerOptions, Target as TkTarget, Version};
+
+/// Starts a job from `source` into `target`, and returns it with its events up to its live phase and the
+/// receiver of the rest.
+async fn start_until_live(source: &Server, target: &Server) -> (JobHandle, Events, Vec<Event>) {
+    let config = SyncConfig::new(
+        Source::standalone(source.url()),
+        Target::standalone(target.url()),
+    );
+    let job = SyncJob::new(config).unwrap().start().unwrap();
+    let mut events = job.events();
+    let mut seen = Vec::new();
+    while let Some(event) = events.recv().await {
+        let live = event
+            == Event::Phase {
+                phase: Phase::Incremental,
+            };
+        seen.push(event);
+        if live {
+            break;
+        }
+    }
+    (job, events, seen)
+}
 
 #[test]
 fn a_job_reports_its_phases_and_stop_drains_and_returns_the_final_status() {
@@ -13,21 +36,8 @@ fn a_job_reports_its_phases_and_stop_drains_and_returns_the_final_status() {
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     let filled = fill(&TkTarget::from(&source), &FillOptions::seed(31)).unwrap();
     runtime().block_on(async {
-        let config = SyncConfig::new(
-            Source::standalone(source.url()),
-            Target::standalone(target.url()),
-        );
-        let job = SyncJob::new(config).unwrap().start().unwrap();
-        let mut events = job.events();
-        let mut phases = Vec::new();
-        while let Some(event) = events.recv().await {
-            if let Event::Phase { phase } = event {
-                phases.push(phase);
-                if phase == Phase::Incremental {
-                    break;
-                }
-            }
-        }
+        let (job, _, seen) = start_until_live(&source, &target).await;
+        let phases = common::phases(&seen);
         assert!(phases.contains(&Phase::FullSync), "{phases:?}");
         let mut con = source.client();
         redis::cmd("SET")
@@ -67,6 +77,54 @@ fn a_job_reports_its_phases_and_stop_drains_and_returns_the_final_status() {
 }
 
 #[test]
+fn a_full_copy_shorter_than_a_status_sample_announces_every_phase_in_order() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let mut con = source.client();
+    for i in 0..3 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .exec(&mut con)
+            .unwrap();
+    }
+    runtime().block_on(async {
+        let (job, mut events, mut seen) = start_until_live(&source, &target).await;
+        let status = job.stop().await.unwrap();
+        assert_eq!(status.keys_copied, 3);
+        while let Some(event) = events.recv().await {
+            seen.push(event);
+        }
+        assert_eq!(
+            common::phases(&seen),
+            [
+                Phase::Handshake,
+                Phase::FullSync,
+                Phase::Incremental,
+                Phase::Stopped
+            ],
+            "{seen:?}"
+        );
+        let resync = seen
+            .iter()
+            .position(|e| matches!(e, Event::FullResync { shard: None, reason } if reason.contains("no checkpoint")))
+            .unwrap_or_else(|| panic!("a full resync with its reason: {seen:?}"));
+        let full_sync = seen
+            .iter()
+            .position(|e| *e == Event::Phase { phase: Phase::FullSync })
+            .unwrap();
+        assert_eq!(resync + 1, full_sync, "the reason comes with the copy: {seen:?}");
+        let json = serde_json::to_value(&seen[resync]).unwrap();
+        assert_eq!(json["type"], "full_resync", "{json}");
+        assert!(
+            !seen.iter().any(|e| matches!(e, Event::Error { .. })),
+            "{seen:?}"
+        );
+    });
+    common::assert_equal(&TkTarget::from(&source), &TkTarget::from(&target));
+}
+
+#[test]
 fn a_wrong_password_ends_the_job_with_an_auth_error() {
     let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     let target = Server::start(ServerOptions::new(Version::V7_0).password("right")).unwrap();
@@ -75,8 +133,32 @@ fn a_wrong_password_ends_the_job_with_an_auth_error() {
             ferry::Endpoint::new(format!("redis://{}", target.addr())).with_password("wrong");
         let config = SyncConfig::new(Source::standalone(source.url()), Target::Standalone(target));
         let job = SyncJob::new(config).unwrap().start().unwrap();
+        let mut events = job.events();
         let e = job.wait().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
+        let mut seen = Vec::new();
+        while let Some(event) = events.recv().await {
+            seen.push(event);
+        }
+        assert!(
+            matches!(
+                seen.last(),
+                Some(Event::Error {
+                    kind: ErrorKind::Auth,
+                    ..
+                })
+            ),
+            "the last event is the error that ended the job, of kind auth: {seen:?}"
+        );
+        for event in &seen {
+            if let Event::Error { kind, message } = event {
+                assert_eq!(*kind, ErrorKind::Auth, "{seen:?}");
+                assert!(
+                    !message.contains("wrong"),
+                    "no password in events: {message}"
+                );
+            }
+        }
         assert!(
             !e.to_string().contains("wrong"),
             "the password is not in the message: {e}"

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferry::{SyncConfig, SyncJob};
+use ferry::{Event, SyncConfig, SyncJob};
 use ferry_testkit::{
     AclUser, SentinelGroup, SentinelOptions, Server, ServerOptions, Target as TkTarget, Version,
 };
@@ -31,41 +31,68 @@ fn counter(server: &Server) -> u64 {
     v.unwrap_or(0)
 }
 
-#[test]
-fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
-    let source =
-        Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb"))
-            .unwrap();
-    let group = SentinelGroup::start(
+/// A sentinel group whose data nodes ferry reaches as the user `ferry-data`, its sentinels with a password.
+fn start_group() -> SentinelGroup {
+    SentinelGroup::start(
         SentinelOptions::new(Version::V7_0)
             .master_user(AclUser::new("ferry-data", "data-secret"))
             .sentinel_password(SENTINEL_PASS),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The group as a source or target of ferry's configuration.
+fn group_json(group: &SentinelGroup) -> serde_json::Value {
     let sentinels: Vec<_> = group
         .sentinels
         .iter()
         .map(|s| serde_json::json!({ "url": format!("redis://:{SENTINEL_PASS}@{}", s.addr()) }))
         .collect();
+    serde_json::json!({
+        "type": "sentinel",
+        "sentinels": sentinels,
+        "master": group.master_name,
+        "master_auth": { "username": "ferry-data", "password": "data-secret" },
+    })
+}
+
+/// Waits until the job has applied the replication offset `source` has now.
+fn wait_applied(job: &ferry::JobHandle, source: &Server) {
+    let offset = master_offset(source);
+    ferry_testkit::wait_until(common::DEADLINE, "the job to catch up", || {
+        job.status()
+            .shards
+            .first()
+            .is_some_and(|s| s.applied_offset >= offset)
+    })
+    .unwrap();
+}
+
+/// Starts a job of ferry's configuration from `source` into `target`, on a runtime of its own.
+fn start_job(
+    source: serde_json::Value,
+    target: serde_json::Value,
+) -> (tokio::runtime::Runtime, ferry::JobHandle) {
     let config = SyncConfig::from_json_str(
-        &serde_json::json!({
-            "source": { "type": "standalone", "url": source.url() },
-            "target": {
-                "type": "sentinel",
-                "sentinels": sentinels,
-                "master": group.master_name,
-                "master_auth": { "username": "ferry-data", "password": "data-secret" },
-            },
-        })
-        .to_string(),
+        &serde_json::json!({ "source": source, "target": target }).to_string(),
     )
     .expect("valid config");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let job = rt.block_on(async { SyncJob::new(config).unwrap().start().unwrap() });
+    (rt, job)
+}
+
+#[test]
+fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
+    let source =
+        Server::start(ServerOptions::new(Version::V7_0).config("repl-backlog-size", "64mb"))
+            .unwrap();
+    let group = start_group();
+    let (rt, job) = start_job(
+        serde_json::json!({ "type": "standalone", "url": source.url() }),
+        group_json(&group),
+    );
+    let mut events = job.events();
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
@@ -96,14 +123,7 @@ fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
     .unwrap();
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    let offset = master_offset(&source);
-    ferry_testkit::wait_until(common::DEADLINE, "the job to catch up", || {
-        job.status()
-            .shards
-            .first()
-            .is_some_and(|s| s.applied_offset >= offset)
-    })
-    .unwrap();
+    wait_applied(&job, &source);
     let target = group.current_master().unwrap();
     let acked = acked.load(Ordering::Relaxed);
     assert_eq!(counter(&source), acked);
@@ -112,16 +132,19 @@ fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
     let status = rt.block_on(job.stop()).unwrap();
     assert_eq!(status.full_syncs, 1, "{status:?}");
     assert!(status.reconnects >= 1, "{status:?}");
+    let mut followed = Vec::new();
+    while let Some(e) = events.try_recv() {
+        if let Event::TargetFailoverFollowed { shard, new_master } = e {
+            assert_eq!(shard, None);
+            followed.push(new_master);
+        }
+    }
+    assert_eq!(followed, [new], "the target failover followed is announced");
 }
 
 #[test]
 fn until_caught_up_with_a_sentinel_source_ends_once_the_master_the_sentinels_name_is_applied() {
-    let group = SentinelGroup::start(
-        SentinelOptions::new(Version::V7_0)
-            .master_user(AclUser::new("ferry-data", "data-secret"))
-            .sentinel_password(SENTINEL_PASS),
-    )
-    .unwrap();
+    let group = start_group();
     let master = group.current_master().unwrap();
     ferry_testkit::fill(
         &TkTarget::from(master as &Server),
@@ -129,18 +152,8 @@ fn until_caught_up_with_a_sentinel_source_ends_once_the_master_the_sentinels_nam
     )
     .unwrap();
     let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    let sentinels: Vec<_> = group
-        .sentinels
-        .iter()
-        .map(|s| serde_json::json!({ "url": format!("redis://:{SENTINEL_PASS}@{}", s.addr()) }))
-        .collect();
     let config_json = serde_json::json!({
-        "source": {
-            "type": "sentinel",
-            "sentinels": sentinels,
-            "master": group.master_name,
-            "master_auth": { "username": "ferry-data", "password": "data-secret" },
-        },
+        "source": group_json(&group),
         "target": { "type": "standalone", "url": target.url() },
         "until_caught_up": true,
     })
@@ -163,4 +176,57 @@ fn until_caught_up_with_a_sentinel_source_ends_once_the_master_the_sentinels_nam
         .unwrap();
     assert!(report.equal, "{report:?}");
     assert!(report.keys_checked > 0, "{report:?}");
+}
+
+#[test]
+fn a_sentinel_source_failover_under_writes_is_announced_with_the_promoted_replica_and_ends_exact() {
+    let group = start_group();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let (rt, job) = start_job(
+        group_json(&group),
+        serde_json::json!({ "type": "standalone", "url": target.url() }),
+    );
+    let mut events = job.events();
+    let stop = AtomicBool::new(false);
+    let new = std::thread::scope(|scope| {
+        // Writes to whichever master the sentinels name (a write the failover loses is lost on the source too:
+        // the comparison is with the final master).
+        let writer = scope.spawn(|| {
+            let mut c = group.current_master().unwrap().client();
+            while !stop.load(Ordering::Relaxed) {
+                if redis::cmd("INCR").arg("live-counter").exec(&mut c).is_err() {
+                    if let Ok(m) = group.current_master() {
+                        c = m.client();
+                    }
+                }
+            }
+        });
+        ferry_testkit::wait_until(common::DEADLINE, "live writes on the target", || {
+            counter(&target) >= 300
+        })
+        .unwrap();
+        let new = group.failover().expect("SENTINEL FAILOVER");
+        let seen = counter(&target);
+        ferry_testkit::wait_until(common::DEADLINE, "live writes after the failover", || {
+            counter(&target) >= seen + 300
+        })
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        new
+    });
+    let master = group.current_master().unwrap();
+    assert_eq!(master.addr(), new);
+    wait_applied(&job, master);
+    assert_eq!(counter(&target), counter(master), "counters exact");
+    common::assert_equal(&TkTarget::from(master), &TkTarget::from(&target));
+    let status = rt.block_on(job.stop()).unwrap();
+    assert_eq!(status.full_syncs, 1, "no second full copy: {status:?}");
+    let mut followed = Vec::new();
+    while let Some(e) = events.try_recv() {
+        if let Event::FailoverFollowed { new_master } = e {
+            followed.push(new_master);
+        }
+    }
+    assert_eq!(followed, [new], "the failover followed is announced once");
 }

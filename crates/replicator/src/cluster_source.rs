@@ -108,7 +108,7 @@ use tracing::{info, warn};
 
 use crate::error::Error;
 use crate::pipeline::Unit;
-use crate::status::{Phase, Status, StatusHandle};
+use crate::status::{JobEventKind, Phase, Status, StatusHandle};
 
 /// How long a shard's lease lasts without renewal (see the module documentation).
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
@@ -213,6 +213,8 @@ pub(crate) struct ShardNode {
     pub id: String,
     /// The node is the shard's master and has replicas: gate the stream on what they hold (see `gate`).
     pub gate_on_replicas: bool,
+    /// Another node than the one the shard's session before streamed from (a failover followed).
+    pub followed: bool,
 }
 
 /// What a shard's sessions know of their shard: its latest view, from the job's discovery.
@@ -410,14 +412,20 @@ impl ShardFollower {
         connect.host = member.host.clone();
         connect.port = member.port;
         connect.db = 0;
-        if let Ok(mut c) = self.current.lock() {
-            *c = member.addr();
-        }
+        let followed = match self.current.lock() {
+            Ok(mut c) => {
+                let followed = !c.is_empty() && *c != member.addr();
+                *c = member.addr();
+                followed
+            }
+            Err(_) => false,
+        };
         info!(shard = %self.name, node = %member.addr(), master = member.master, "source shard node resolved");
         Ok(ShardNode {
             connect,
             id: member.id,
             gate_on_replicas: self.replica_gate && has_replicas,
+            followed,
         })
     }
 
@@ -687,21 +695,7 @@ const AGGREGATE_EVERY: Duration = Duration::from_millis(100);
 fn aggregate(status: &StatusHandle, running: &[Running]) {
     let shards: Vec<Status> = running.iter().map(|r| r.status.snapshot()).collect();
     status.update(|s| {
-        let live: Vec<&Status> = shards
-            .iter()
-            .filter(|x| x.phase != Phase::Stopped)
-            .collect();
-        s.phase = if live.is_empty() {
-            Phase::Stopped
-        } else if live.iter().any(|x| x.phase == Phase::FullSync) {
-            Phase::FullSync
-        } else if live.iter().any(|x| x.phase == Phase::Handshake) {
-            Phase::Handshake
-        } else if live.iter().any(|x| x.phase == Phase::Reconnecting) {
-            Phase::Reconnecting
-        } else {
-            Phase::Incremental
-        };
+        s.phase = Phase::combine(shards.iter().map(|x| x.phase));
         macro_rules! sum {
             ($($f:ident),*) => { $( s.$f = shards.iter().map(|x| x.$f).sum(); )* };
         }
@@ -747,6 +741,7 @@ impl crate::Replicator {
         cluster: &ClusterSource,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
+        self.status.set_phase(Phase::Handshake, |_| {});
         let tag = self.config.sink.checkpoint_tag.clone();
         let template = cluster
             .seeds
@@ -765,7 +760,7 @@ impl crate::Replicator {
                 Err(e) if e.is_auth() || matches!(e, Error::Config(_)) => return Err(e),
                 Err(e) => {
                     warn!(error = %e, "cannot read the source cluster's shards, trying again");
-                    self.status.update(|s| s.last_error = Some(e.to_string()));
+                    self.status.error(e);
                 }
             }
             tokio::select! {
@@ -779,7 +774,7 @@ impl crate::Replicator {
                 Err(e) if e.is_auth() || matches!(e, Error::Config(_)) => return Err(e),
                 Err(e) => {
                     warn!(error = %e, "cannot read the shard checkpoints in the target, trying again");
-                    self.status.update(|s| s.last_error = Some(e.to_string()));
+                    self.status.error(e);
                 }
             }
             tokio::select! {
@@ -790,7 +785,7 @@ impl crate::Replicator {
         let mut known: HashMap<String, Option<String>> = known;
         let shared = Arc::new(Shared::new(template.clone()));
         let children = shutdown.child_token();
-        let mut first_error: Option<(String, Error)> = None;
+        let mut first_error: Option<(String, Arc<Error>)> = None;
         let mut running: Vec<Running> = Vec::new();
         let mut tick = tokio::time::interval(cluster.discover_interval);
         loop {
@@ -813,6 +808,8 @@ impl crate::Replicator {
                     if let Err(e) = res {
                         if !r.retired {
                             warn!(shard = %r.name, error = %e, "a source shard's stream stopped; the others go on");
+                            let e = Arc::new(e);
+                            r.status.emit(JobEventKind::Error(e.clone()));
                             if first_error.is_none() {
                                 first_error = Some((r.name.clone(), e));
                             }
@@ -863,7 +860,7 @@ impl crate::Replicator {
                 r.result = Some(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 if let Err(e) = res {
                     if !r.retired && first_error.is_none() && !matches!(e, Error::Stopped) {
-                        first_error = Some((r.name.clone(), e));
+                        first_error = Some((r.name.clone(), Arc::new(e)));
                     }
                 }
             }
@@ -871,10 +868,7 @@ impl crate::Replicator {
         self.shards.set(&running);
         aggregate(&self.status, &running);
         match first_error {
-            Some((shard, error)) if !shutdown.is_cancelled() => Err(Error::Shard {
-                shard,
-                error: Box::new(error),
-            }),
+            Some((shard, error)) if !shutdown.is_cancelled() => Err(Error::Shard { shard, error }),
             _ => Ok(()),
         }
     }
@@ -1034,16 +1028,19 @@ impl crate::Replicator {
         let (status, task) = match crate::Replicator::new(config) {
             Ok(mut rep) => {
                 rep.source_shard = Some(follower);
+                rep.status = self.status.for_shard(&name);
                 let status = rep.status();
                 let cancel = children.child_token();
                 let task = tokio::spawn(async move { rep.run(cancel).await });
                 (status, task)
             }
             Err(e) => (
-                StatusHandle::default(),
+                self.status.for_shard(&name),
                 tokio::spawn(async move { Err::<(), Error>(e) }),
             ),
         };
+        // Announced now, with the others the same discovery starts: the job's phase counts this shard from here.
+        status.set_phase(Phase::Handshake, |_| {});
         Running {
             name,
             ids,

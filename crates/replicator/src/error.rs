@@ -81,8 +81,8 @@ pub enum Error {
     Shard {
         /// The shard's name.
         shard: String,
-        /// Its error.
-        error: Box<Error>,
+        /// Its error (shared with the [`crate::JobEventKind::Error`] event that announced it).
+        error: std::sync::Arc<Error>,
     },
 }
 

@@ -32,7 +32,7 @@ use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
 use crate::sink::{Sink, SinkOptions};
 use crate::source::{Resume, Source, SourceMonitor, SourceOptions, Start, StreamEvent};
-use crate::status::{Phase, Rates, StatusHandle};
+use crate::status::{JobEvent, JobEventKind, Phase, Rates, StatusHandle};
 
 /// Everything a sync job needs to know.
 #[derive(Debug, Clone)]
@@ -205,6 +205,8 @@ pub struct Replicator {
     pub(crate) shards: ShardsHandle,
     /// A cluster target's nodes learned by earlier sessions.
     pub(crate) target_nodes: crate::sink::cluster::KnownNodes,
+    /// A cluster target's masters (`host:port`, sorted) the last session wrote to.
+    target_masters: std::sync::Mutex<Vec<String>>,
     /// A job without checkpoints: the ownership its first copy found ([`crate::redo`]).
     pub(crate) ownership: std::sync::Mutex<Option<crate::redo::Ownership>>,
 }
@@ -243,6 +245,7 @@ impl Replicator {
         }
         Ok(Replicator {
             target_nodes: Default::default(),
+            target_masters: Default::default(),
             ownership: Default::default(),
             source_sentinel: config
                 .source_sentinel
@@ -265,6 +268,29 @@ impl Replicator {
         self.status.clone()
     }
 
+    /// A receiver of the job's events from now on: phases, full resyncs, reconnects, failovers followed,
+    /// errors (see [`JobEventKind`]), sent as they happen. Subscribe before [`Replicator::run`] to see them all.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<JobEvent> {
+        self.status.subscribe()
+    }
+
+    /// Records the masters a cluster target's session writes to, and announces a change from the last session's.
+    fn target_masters_now(&self, masters: &[String]) {
+        let mut now = masters.to_vec();
+        now.sort();
+        let mut last = self
+            .target_masters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !last.is_empty() && *last != now {
+            info!(masters = ?now, "the cluster target's masters changed");
+            self.status.emit(JobEventKind::TargetTopologyChanged {
+                masters: now.clone(),
+            });
+        }
+        *last = now;
+    }
+
     /// A cluster source: the status of each shard (empty for other sources).
     pub fn shards(&self) -> ShardsView {
         ShardsView(self.shards.clone())
@@ -285,8 +311,7 @@ impl Replicator {
         {
             f.close().await;
         }
-        self.status.update(|s| {
-            s.phase = Phase::Stopped;
+        self.status.set_phase(Phase::Stopped, |s| {
             if let Err(e) = &result {
                 s.last_error = Some(e.to_string());
             }
@@ -384,13 +409,18 @@ impl Replicator {
                 error!(error = %e, "sync job stopped");
                 return Err(e);
             }
-            self.status.update(|s| {
-                s.phase = Phase::Reconnecting;
+            let delay = backoff.next_delay();
+            let message = e.to_string();
+            self.status.emit(JobEventKind::Reconnecting {
+                error: std::sync::Arc::new(e),
+                delay,
+            });
+            self.status.set_phase(Phase::Reconnecting, |s| {
                 s.reconnects += 1;
-                s.last_error = Some(e.to_string());
+                s.last_error = Some(message);
             });
             tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = tokio::time::sleep(delay) => {}
                 () = shutdown.cancelled() => return Ok(()),
             }
         }
@@ -405,7 +435,7 @@ impl Replicator {
         fail_at: &mut Option<FailPoint>,
         report: &mut PolicyReport,
     ) -> Result<(), Error> {
-        self.status.update(|s| s.phase = Phase::Handshake);
+        self.status.set_phase(Phase::Handshake, |_| {});
         let mut source = self.config.source.clone();
         let mut target = self.config.target.clone();
         let source_master = match &self.source_sentinel {
@@ -418,9 +448,17 @@ impl Replicator {
         };
         if let Some(m) = &source_master {
             source.connect = m.connect.clone();
+            if m.followed {
+                self.status
+                    .emit(JobEventKind::SourceFailover { node: m.addr() });
+            }
         }
         if let Some(m) = &target_master {
             target = m.connect.clone();
+            if m.followed {
+                self.status
+                    .emit(JobEventKind::TargetFailover { master: m.addr() });
+            }
         }
         // A shard of a cluster source runs in one job at a time: its lease in the target.
         let mut lease = match &self.source_shard {
@@ -458,6 +496,11 @@ impl Replicator {
         };
         if let Some(n) = &shard_node {
             source.connect = n.connect.clone();
+            if n.followed {
+                self.status.emit(JobEventKind::SourceFailover {
+                    node: format!("{}:{}", n.connect.host, n.connect.port),
+                });
+            }
         }
         let shard_replaced = async {
             match (&self.source_shard, &shard_node) {
@@ -545,6 +588,9 @@ impl Replicator {
                 StandaloneSink::connect(target, cfg.sink.clone()).await?,
             )),
         };
+        if let Sink::Cluster(c) = &sink {
+            self.target_masters_now(c.masters());
+        }
         let target = sink.target_format().await?;
         if cfg.target_cluster && target.rdb_version < 10 {
             return Err(Error::Config(
@@ -584,19 +630,30 @@ impl Replicator {
         let _refresher = self.refresh_link_status(source.monitor());
         let replid = match start {
             Start::Full { replid, offset } => {
-                if let Some(old) = &resume {
-                    warn!(
-                        checkpoint_replid = %old.replid, checkpoint_offset = old.offset, new_replid = %replid,
-                        "the source cannot continue from the checkpoint (backlog overrun or another history): \
-                         falling back to a full resync"
-                    );
-                }
+                let reason = match &resume {
+                    Some(old) => {
+                        warn!(
+                            checkpoint_replid = %old.replid, checkpoint_offset = old.offset, new_replid = %replid,
+                            "the source cannot continue from the checkpoint (backlog overrun or another history): \
+                             falling back to a full resync"
+                        );
+                        format!(
+                            "the source cannot continue from the checkpoint ({}:{}; backlog overrun or another \
+                             history)",
+                            old.replid, old.offset
+                        )
+                    }
+                    None if cfg.sink.checkpoint || cfg.target_cluster => {
+                        "no checkpoint of this job in the target".to_string()
+                    }
+                    None => "checkpoints are off: every session copies in full".to_string(),
+                };
+                self.status.emit(JobEventKind::FullResync { reason });
                 let redo = checkpoints.iter().any(Option::is_some);
                 // Without checkpoints (a standalone target with them off) the ownership record tells a redo.
                 let by_checkpoint = (cfg.sink.checkpoint || cfg.target_cluster).then_some(redo);
                 let plan = self.start_copy(&mut sink, by_checkpoint).await?;
-                self.status.update(|s| {
-                    s.phase = Phase::FullSync;
+                self.status.set_phase(Phase::FullSync, |s| {
                     s.replid = replid.clone();
                     s.keys_done = 0;
                     s.keys_expected = None;
@@ -654,8 +711,7 @@ impl Replicator {
                 replid
             }
         };
-        self.status.update(|s| {
-            s.phase = Phase::Incremental;
+        self.status.set_phase(Phase::Incremental, |s| {
             s.replid = replid.clone();
         });
         *live = true;
@@ -764,6 +820,7 @@ impl Replicator {
                 let c = sink.counters();
                 let (offset, applied) = (source.offset(), sink.committed_offset());
                 let received = source.monitor().received_offset();
+                let mut refused = None;
                 self.status.update(|s| {
                     s.commands_applied = c.commands_applied;
                     s.commands_filtered = filtered;
@@ -771,12 +828,16 @@ impl Replicator {
                     s.bytes_written = c.bytes_written;
                     s.bytes_read = base_read + (offset - start_offset);
                     s.errors = c.errors;
-                    if c.last_error.is_some() {
+                    if c.last_error.is_some() && c.last_error != s.last_error {
                         s.last_error = c.last_error.clone();
+                        refused = c.last_error.clone();
                     }
                     rates.sample(s, c.commands_applied - base, received, applied);
                     s.set_policy(report);
                 });
+                if let Some(message) = refused.take() {
+                    self.status.emit(JobEventKind::WriteRefused { message });
+                }
             }
             if drained {
                 return Err(Error::Stopped);

@@ -26,7 +26,7 @@
 //!   session resolves the master through the sentinels and ends when a failover of it starts.
 //! - a Redis Cluster source ([`Config::source_cluster`], [`cluster_source`]): one stream per shard in one job,
 //!   each with its own checkpoint, following failovers of the shards.
-//! - [`checkpoint`], [`status`], [`Error`].
+//! - [`checkpoint`], [`status`] (and the job's events, [`Replicator::events`]), [`Error`].
 //!
 //! ```no_run
 //! use ferry_replicator::{Config, Replicator};
@@ -82,7 +82,7 @@ pub use source::aof::AofOptions;
 pub use source::psync::HandshakeOptions;
 pub use source::scan::ScanOptions;
 pub use source::{Resume, Source, SourceOptions, SpoolOptions, Start, StreamEvent, StreamParser};
-pub use status::{Phase, Status, StatusHandle};
+pub use status::{JobEvent, JobEventKind, Phase, Status, StatusHandle};
 
 /// What the benches in `benches/` measure inside the crate; not API.
 #[doc(hidden)]

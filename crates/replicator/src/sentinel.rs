@@ -30,6 +30,8 @@ pub(crate) struct Follower {
     side: &'static str,
     /// Made by the first session that needs it (creating it needs a runtime and the sentinels up).
     pool: Mutex<Option<SentinelPool>>,
+    /// The master the last session resolved, `host:port`.
+    last: Mutex<Option<String>>,
 }
 
 /// The master a session talks to.
@@ -38,6 +40,8 @@ pub(crate) struct Master {
     pub connect: ConnectOptions,
     /// The pool's master generation when it was resolved.
     pub generation: u64,
+    /// Another master than the one the session before resolved: the group failed over.
+    pub followed: bool,
     pool: SentinelPool,
 }
 
@@ -47,6 +51,7 @@ impl Follower {
             opts,
             side,
             pool: Mutex::new(None),
+            last: Mutex::new(None),
         }
     }
 
@@ -70,11 +75,18 @@ impl Follower {
         let mut connect = self.opts.data_connect.clone();
         connect.host = addr.host;
         connect.port = addr.port;
-        info!(side = self.side, master = %format!("{}:{}", connect.host, connect.port), generation,
-              "sentinel-managed master resolved");
+        let addr = format!("{}:{}", connect.host, connect.port);
+        info!(side = self.side, master = %addr, generation, "sentinel-managed master resolved");
+        let followed = {
+            let mut last = self.last.lock().await;
+            let followed = last.as_ref().is_some_and(|l| *l != addr);
+            *last = Some(addr);
+            followed
+        };
         Ok(Master {
             connect,
             generation,
+            followed,
             pool,
         })
     }
@@ -88,6 +100,11 @@ impl Follower {
 }
 
 impl Master {
+    /// The master's `host:port`.
+    pub(crate) fn addr(&self) -> String {
+        format!("{}:{}", self.connect.host, self.connect.port)
+    }
+
     /// Returns once the master this session uses is no longer current (a failover started, or the sentinels
     /// name another master), with the error that ends the session.
     pub(crate) async fn replaced(&self, side: &'static str) -> Error {

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::error::Error;
 use crate::fullsync::{self, Applier, Copied, RdbInput};
 use crate::job::Replicator;
+use crate::job::SourceKind;
 use crate::pipeline::convert::{ConflictPolicy, PolicyReport, TargetFormat};
 use crate::redo::CopyPlan;
 use crate::sink::cluster::ClusterSink;
@@ -33,7 +34,7 @@ use crate::source::aof::AofOptions;
 use crate::source::file::RdbFile;
 use crate::source::scan::{Notifications, Read, Reader, ScanOptions};
 use crate::source::{StreamEvent, StreamParser};
-use crate::status::Phase;
+use crate::status::{JobEventKind, Phase};
 
 impl Replicator {
     /// Restores the RDB file at `path` into `target`; returns once every key is written and acknowledged.
@@ -113,7 +114,7 @@ impl Replicator {
                 // they write): the commands go through a fresh one, which deletes its own at the end.
                 sink = self.copy_sink(target).await?.0;
                 sink.start_stream("aof", 0, &[]).await?;
-                self.status.update(|s| s.phase = Phase::Incremental);
+                self.status.set_phase(Phase::Incremental, |_| {});
                 streaming = true;
                 *live = true;
             }
@@ -295,7 +296,7 @@ impl Replicator {
             keys,
             "scan copied; following the keyspace notifications of the source"
         );
-        self.status.update(|s| s.phase = Phase::Incremental);
+        self.status.set_phase(Phase::Incremental, |_| {});
         *live = true;
         self.follow_notifications(&notes, &mut readers, &mut sink, &opts, batch, report)
             .await
@@ -397,8 +398,15 @@ impl Replicator {
         let cfg = &self.config;
         // No checkpoint says whether this is a redo: the ownership record and earlier copies of this process do.
         let plan = self.start_copy(sink, None).await?;
-        self.status.update(|s| {
-            s.phase = Phase::FullSync;
+        let reason = match &cfg.source_kind {
+            SourceKind::RdbFile(_) => "an RDB file source is copied in full",
+            SourceKind::AofFile(_) => "an append-only file is replayed from its start",
+            _ => "a scan source copies its keys by SCAN and DUMP",
+        };
+        self.status.emit(JobEventKind::FullResync {
+            reason: reason.to_string(),
+        });
+        self.status.set_phase(Phase::FullSync, |s| {
             s.keys_done = 0;
             s.keys_expected = None;
             s.full_syncs += 1;

@@ -4,6 +4,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast;
+
+use crate::error::Error;
 use crate::pipeline::convert::{PolicyKey, PolicyReport};
 
 /// What the job is doing.
@@ -193,10 +196,56 @@ impl fmt::Display for Status {
     }
 }
 
-/// A shared view of a job's status; cheap to clone.
-#[derive(Debug, Clone, Default)]
+impl Phase {
+    /// The phase of a job made of several streams (the shards of a cluster source), from theirs: `stopped`
+    /// when none runs; else `full_sync` while any copies, `handshake` while any connects, `reconnecting` while
+    /// any waits to reconnect, and `incremental` once every running stream follows its live stream.
+    pub fn combine(phases: impl IntoIterator<Item = Phase>) -> Phase {
+        let live: Vec<Phase> = phases
+            .into_iter()
+            .filter(|p| *p != Phase::Stopped)
+            .collect();
+        if live.is_empty() {
+            return Phase::Stopped;
+        }
+        [Phase::FullSync, Phase::Handshake, Phase::Reconnecting]
+            .into_iter()
+            .find(|p| live.contains(p))
+            .unwrap_or(Phase::Incremental)
+    }
+}
+
+/// A shared view of a job's status, and the sender of its events; cheap to clone.
+#[derive(Debug, Clone)]
 pub struct StatusHandle {
     inner: Arc<Mutex<Status>>,
+    events: EventSink,
+}
+
+impl Default for StatusHandle {
+    fn default() -> StatusHandle {
+        StatusHandle {
+            inner: Arc::default(),
+            events: EventSink {
+                tx: broadcast::channel(EVENT_CAPACITY).0,
+                shard: None,
+                announced: Arc::default(),
+            },
+        }
+    }
+}
+
+/// Events a receiver may fall behind by before it misses the oldest.
+const EVENT_CAPACITY: usize = 4096;
+
+/// Where a stream's events go: the job's channel, labelled with the stream's shard.
+#[derive(Debug, Clone)]
+struct EventSink {
+    tx: broadcast::Sender<JobEvent>,
+    /// The shard of a cluster source this stream is (`None`: the job itself).
+    shard: Option<String>,
+    /// The phase last announced (the first one set is announced even when it is the default).
+    announced: Arc<Mutex<Option<Phase>>>,
 }
 
 impl StatusHandle {
@@ -205,12 +254,127 @@ impl StatusHandle {
         self.inner.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// A receiver of the job's events from now on (every shard's too). A receiver that falls behind by more
+    /// than 4096 events misses the oldest; the job never waits for it.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.tx.subscribe()
+    }
+
+    /// The status of one shard of a cluster source: a status of its own, whose events go to this job's
+    /// receivers labelled with `shard`.
+    pub(crate) fn for_shard(&self, shard: &str) -> StatusHandle {
+        StatusHandle {
+            inner: Arc::default(),
+            events: EventSink {
+                tx: self.events.tx.clone(),
+                shard: Some(shard.to_string()),
+                announced: Arc::default(),
+            },
+        }
+    }
+
     /// Changes the status.
     pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
         if let Ok(mut s) = self.inner.lock() {
             f(&mut s);
         }
     }
+
+    /// Enters `phase` (and changes the rest of the status with `f` at the same time); announces the phase
+    /// when it is not the one announced last.
+    pub(crate) fn set_phase(&self, phase: Phase, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.phase = phase;
+            f(&mut s);
+            // Under the status lock: the events of one stream are sent in the order its phases changed.
+            let mut announced = self
+                .events
+                .announced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *announced != Some(phase) {
+                *announced = Some(phase);
+                self.emit(JobEventKind::Phase(phase));
+            }
+        }
+    }
+
+    /// Records `error` as the last error and announces it.
+    pub(crate) fn error(&self, error: Error) {
+        let error = Arc::new(error);
+        self.update(|s| s.last_error = Some(error.to_string()));
+        self.emit(JobEventKind::Error(error));
+    }
+
+    /// Sends an event (none listening is fine).
+    pub(crate) fn emit(&self, kind: JobEventKind) {
+        let _ = self.events.tx.send(JobEvent {
+            shard: self.events.shard.clone(),
+            kind,
+        });
+    }
+}
+
+/// Something that happened to a job, sent by the code that made it happen ([`StatusHandle::subscribe`],
+/// [`crate::Replicator::events`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct JobEvent {
+    /// The shard of a cluster source it happened to (its name, as in [`crate::ShardStatus::name`]); `None`
+    /// for the job itself and for every other kind of source.
+    pub shard: Option<String>,
+    /// What happened.
+    pub kind: JobEventKind,
+}
+
+/// What happened (see [`JobEvent`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum JobEventKind {
+    /// The stream entered a phase. A cluster-source job announces its own `handshake` when it starts and
+    /// `stopped` when it ends; its shards announce theirs ([`Phase::combine`] gives the job's from them).
+    Phase(Phase),
+    /// A full copy starts (the first one too), with why the stream could not continue from a checkpoint.
+    FullResync {
+        /// Why, for humans.
+        reason: String,
+    },
+    /// A session ended with an error the job recovers from: it connects again after `delay`, from the
+    /// target's checkpoint.
+    Reconnecting {
+        /// What ended the session.
+        error: Arc<Error>,
+        /// The pause before the next session.
+        delay: Duration,
+    },
+    /// The source failed over and the stream continues on another node: the master the sentinels name now
+    /// (a sentinel-managed source), or the node a shard of a cluster source is streamed from now (its
+    /// promoted replica; or another replica with `prefer_replica`), `host:port`.
+    SourceFailover {
+        /// The node streamed from now.
+        node: String,
+    },
+    /// The sentinel-managed target failed over: the job writes to its new master, `host:port`, from the
+    /// checkpoint that master holds.
+    TargetFailover {
+        /// The master written to now.
+        master: String,
+    },
+    /// A cluster target's masters changed between two sessions (a failover, a master added or removed): the
+    /// job writes to these now (`host:port`), each from the checkpoint it holds.
+    TargetTopologyChanged {
+        /// The target's masters now.
+        masters: Vec<String>,
+    },
+    /// The target refused a write that the error policy `log` skipped (the command and the target's reply).
+    WriteRefused {
+        /// `command: reply`.
+        message: String,
+    },
+    /// An error: one the job retries without a new session (reading the source cluster's shards), or the
+    /// error a shard's stream stopped with while the other shards go on. The error that ends the job is what
+    /// [`crate::Replicator::run`] returns, not an event.
+    Error(Arc<Error>),
 }
 
 /// Computes ops/s and lag in seconds from samples.
@@ -292,6 +456,50 @@ mod tests {
         };
         let line = s.to_string();
         assert!(line.starts_with("phase=full sync keys=5/10"), "{line}");
+    }
+
+    #[test]
+    fn a_job_of_several_streams_is_live_only_when_every_running_stream_is() {
+        use Phase::*;
+        assert_eq!(Phase::combine([Incremental, FullSync, Handshake]), FullSync);
+        assert_eq!(
+            Phase::combine([Incremental, Reconnecting, Handshake]),
+            Handshake
+        );
+        assert_eq!(Phase::combine([Incremental, Reconnecting]), Reconnecting);
+        assert_eq!(
+            Phase::combine([Incremental, Stopped, Incremental]),
+            Incremental
+        );
+        assert_eq!(Phase::combine([Stopped, Stopped]), Stopped);
+        assert_eq!(Phase::combine([]), Stopped);
+    }
+
+    #[test]
+    fn a_phase_is_announced_once_when_entered_and_a_shard_labels_its_events() {
+        let job = StatusHandle::default();
+        let mut rx = job.subscribe();
+        let shard = job.for_shard("s1");
+        job.set_phase(Phase::Handshake, |_| {});
+        job.set_phase(Phase::Handshake, |s| s.keys_done = 1);
+        shard.set_phase(Phase::Handshake, |_| {});
+        job.set_phase(Phase::FullSync, |_| {});
+        let seen: Vec<(Option<String>, Phase)> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|e| match e.kind {
+                JobEventKind::Phase(p) => Some((e.shard, p)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (None, Phase::Handshake),
+                (Some("s1".to_string()), Phase::Handshake),
+                (None, Phase::FullSync)
+            ]
+        );
+        assert_eq!(job.snapshot().keys_done, 1);
+        assert_eq!(shard.snapshot().phase, Phase::Handshake);
     }
 
     #[test]

@@ -172,6 +172,7 @@ fn cluster_failover_on_the_target_is_followed_with_exact_counters() {
     let cluster = Cluster::start(Version::V7_0).unwrap();
     fill(&Target::from(&source), &FillOptions::seed(42).dbs(vec![0])).unwrap();
     let job = start_job(&source, &cluster);
+    let mut events = job.status.subscribe();
     job.wait_caught_up(&source);
     let writer = workload_in_background(&source, 1500, "failover");
     writes_applied(&job, &cluster, "failover", 100);
@@ -211,6 +212,16 @@ fn cluster_failover_on_the_target_is_followed_with_exact_counters() {
     );
     assert_equal(&source, &cluster);
     assert_eq!(cluster_counter(&cluster, "failover"), rounds);
+    // The session after the failover announced the masters it writes to: the promoted replica, not the old one.
+    let changes: Vec<Vec<String>> = std::iter::from_fn(|| events.try_recv().ok())
+        .filter_map(|e| match e.kind {
+            ferry_replicator::JobEventKind::TargetTopologyChanged { masters } => Some(masters),
+            _ => None,
+        })
+        .collect();
+    let last = changes.last().expect("a target topology change announced");
+    assert!(last.contains(&replica.addr()), "{changes:?}");
+    assert!(!last.contains(&old.addr()), "{changes:?}");
 }
 
 #[test]

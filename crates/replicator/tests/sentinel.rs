@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ferry_replicator::Config;
+use ferry_replicator::{Config, JobEventKind};
 use ferry_resp::ConnectOptions;
 use ferry_sentinel::{Addr, SentinelPool, SentinelPoolOptions};
 use ferry_testkit::{
@@ -132,6 +132,7 @@ async fn source_sentinel_failover_mid_stream_continues_with_psync_without_a_seco
     config.reconnect_backoff = Duration::from_millis(200);
     config.source_sentinel = Some(sentinel_options(&group));
     let job = Job::start_with(config);
+    let mut events = job.status.subscribe();
     tokio::task::block_in_place(|| job.wait_incremental());
 
     // Live writes through a sentinel-aware pool, so none lands on the demoted master.
@@ -210,4 +211,16 @@ async fn source_sentinel_failover_mid_stream_continues_with_psync_without_a_seco
     assert_eq!(s.full_syncs, 1, "one full copy only: {s}");
     assert!(s.reconnects >= 1, "the failover ended a session: {s}");
     tokio::task::block_in_place(|| job.stop()).expect("job stops cleanly");
+    let mut followed = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let JobEventKind::SourceFailover { node } = &e.kind {
+            assert_eq!(e.shard, None);
+            followed.push(node.clone());
+        }
+    }
+    assert_eq!(
+        followed,
+        [new],
+        "the failover followed is announced once, naming the promoted replica"
+    );
 }

@@ -113,8 +113,21 @@ class Status:
 
 @dataclass(frozen=True)
 class Event:
-    """Something that happened to a job: ``type`` is ``phase`` (``data["phase"]``), ``failover_followed``
-    (``data["new_master"]``), ``error`` (``data["kind"]``, ``data["message"]``), or a newer kind."""
+    """Something that happened to a job, sent as it happens (docs/events.md). ``type`` is one of:
+
+    - ``phase`` (``data["phase"]``): the job's phase (for a cluster source, combined from its shards');
+    - ``shard_phase`` (``data["shard"]``, ``data["phase"]``): a shard of a cluster source entered a phase;
+    - ``full_resync`` (``data["shard"]``, ``data["reason"]``): a full copy starts, and why;
+    - ``reconnecting`` (``data["shard"]``, ``data["delay_ms"]``): a session ended with the ``error`` just before;
+    - ``failover_followed`` (``data["new_master"]``): the sentinel-managed source failed over;
+    - ``shard_failover_followed`` (``data["shard"]``, ``data["node"]``): a cluster source's shard continues on
+      ``node``;
+    - ``target_failover_followed`` (``data["shard"]``, ``data["new_master"]``): the sentinel-managed target
+      failed over;
+    - ``target_topology_changed`` (``data["shard"]``, ``data["masters"]``): a cluster target's masters changed;
+    - ``error`` (``data["kind"]``, ``data["message"]``);
+
+    or a newer kind. ``data["shard"]`` is ``None`` when the source is not a cluster."""
 
     type: str
     data: Dict[str, Any]

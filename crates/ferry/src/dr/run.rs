@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Direction, DrPair, DrPhase, Side};
 use crate::config::{CheckpointConfig, Conflict, SyncConfig};
 use crate::error::{Error, ErrorKind};
-use crate::job::{Event, JobHandle, Status, SyncJob};
+use crate::job::{Event, EventChannel, JobHandle, Status, SyncJob};
 
 /// What a running pair is doing (serde).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,20 +105,15 @@ impl DrEvents {
 struct Shared {
     status: Mutex<DrRunStatus>,
     job: Mutex<Option<JobHandle>>,
-    events: Mutex<Option<broadcast::Sender<DrEvent>>>,
-    /// The receiver made with the channel: the first [`DrHandle::events`] gets it, with every event since the start.
-    first_events: Mutex<Option<broadcast::Receiver<DrEvent>>>,
+    /// The first [`DrHandle::events`] gets every event since the start.
+    events: EventChannel<DrEvent>,
     cancel: CancellationToken,
     done: watch::Receiver<Option<Result<DrRunStatus, (ErrorKind, String)>>>,
 }
 
 impl Shared {
     fn emit(&self, e: DrEvent) {
-        if let Ok(g) = self.events.lock() {
-            if let Some(tx) = g.as_ref() {
-                let _ = tx.send(e);
-            }
-        }
+        self.events.send(e);
     }
 
     fn update(&self, f: impl FnOnce(&mut DrRunStatus)) {
@@ -153,26 +148,9 @@ impl DrHandle {
     /// at most, so the first `Primary` event is there however late it is called); a later call's, the events
     /// from then on.
     pub fn events(&self) -> DrEvents {
-        if let Some(rx) = self
-            .shared
-            .first_events
-            .lock()
-            .ok()
-            .and_then(|mut first| first.take())
-        {
-            return DrEvents { rx };
+        DrEvents {
+            rx: self.shared.events.receiver(),
         }
-        let rx = match self
-            .shared
-            .events
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|tx| tx.subscribe()))
-        {
-            Some(rx) => rx,
-            None => broadcast::channel(1).1,
-        };
-        DrEvents { rx }
     }
 
     /// Stops the running job (drain and commit) and the run; returns the last status.
@@ -229,7 +207,6 @@ pub(crate) fn job_config(pair: &DrPair, direction: Direction, epoch: u64) -> Syn
 pub(crate) fn start(pair: DrPair) -> Result<DrHandle, Error> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::config("DrPair::run needs a tokio runtime"))?;
-    let (tx, first_rx) = broadcast::channel(256);
     let (done_tx, done_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         status: Mutex::new(DrRunStatus {
@@ -241,8 +218,7 @@ pub(crate) fn start(pair: DrPair) -> Result<DrHandle, Error> {
             last_error: None,
         }),
         job: Mutex::new(None),
-        events: Mutex::new(Some(tx)),
-        first_events: Mutex::new(Some(first_rx)),
+        events: EventChannel::new(256),
         cancel: CancellationToken::new(),
         done: done_rx,
     });
@@ -250,9 +226,7 @@ pub(crate) fn start(pair: DrPair) -> Result<DrHandle, Error> {
     runtime.spawn(async move {
         follow(pair, &s).await;
         let status = s.status.lock().map(|x| x.clone()).ok();
-        if let Ok(mut g) = s.events.lock() {
-            g.take();
-        }
+        s.events.close();
         let _ = done_tx.send(Some(
             status.ok_or((ErrorKind::Stopped, "the run's status was lost".to_string())),
         ));

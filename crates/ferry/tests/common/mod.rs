@@ -10,6 +10,17 @@ use std::time::Duration;
 
 use ferry_testkit::{compare, wait_for, CompareOptions, Target};
 
+/// The job's phases among `events`, in order.
+pub fn phases(events: &[ferry::Event]) -> Vec<ferry::Phase> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ferry::Event::Phase { phase } => Some(*phase),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A runtime of two workers, as the jobs of the tests run on.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

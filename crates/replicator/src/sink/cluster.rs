@@ -169,6 +169,11 @@ impl ClusterSink {
         ClusterSink::connect_known(target, &KnownNodes::default(), opts, table).await
     }
 
+    /// The masters written to, `host:port`.
+    pub(crate) fn masters(&self) -> &[String] {
+        &self.addrs
+    }
+
     /// Like [`ClusterSink::connect`], and when `target` does not answer, reads the slot map through the nodes
     /// an earlier session learned (`known`), which this call updates with the nodes of the map it reads: a
     /// job whose configured node died follows the cluster through the others.
