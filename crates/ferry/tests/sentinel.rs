@@ -13,6 +13,9 @@ use ferry_testkit::{
 
 const SENTINEL_PASS: &str = "sentinel-secret";
 
+/// The pause between two writes of a test's writer (a failover test needs writes going on, not a flood).
+const WRITE_PACE: std::time::Duration = std::time::Duration::from_millis(1);
+
 fn master_offset(server: &Server) -> u64 {
     server
         .info("replication")
@@ -103,6 +106,8 @@ fn a_sentinel_target_config_follows_a_target_failover_and_ends_exact() {
             while !stop.load(Ordering::Relaxed) {
                 redis::cmd("INCR").arg("live-counter").exec(&mut c).unwrap();
                 acked.fetch_add(1, Ordering::Relaxed);
+                // Paced: on 2 loaded cores an unpaced writer can starve the sentinels into aborting the failover.
+                std::thread::sleep(WRITE_PACE);
             }
         }
     });
@@ -199,6 +204,7 @@ fn a_sentinel_source_failover_under_writes_is_announced_with_the_promoted_replic
                         c = m.client();
                     }
                 }
+                std::thread::sleep(WRITE_PACE);
             }
         });
         ferry_testkit::wait_until(common::DEADLINE, "live writes on the target", || {
