@@ -454,6 +454,7 @@ impl SyncJob {
             events: replicator_events,
             shard_phases: std::collections::HashMap::new(),
             last_phase: None,
+            last_error: None,
         };
         runtime.spawn(monitor.run(run, done_tx));
         Ok(JobHandle { shared })
@@ -701,6 +702,9 @@ struct Monitor {
     shard_phases: std::collections::HashMap<String, ferry_replicator::Phase>,
     /// The job's phase last announced.
     last_phase: Option<Phase>,
+    /// The message of the last error event: a cluster job's final error is the one its shard announced when it
+    /// stopped, and is not announced twice.
+    last_error: Option<String>,
 }
 
 /// The verify a scan source's job runs at the end of its copy: a scan is not a snapshot, so the comparison is
@@ -791,7 +795,7 @@ impl Monitor {
     }
 
     /// Announces a replicator error with the façade's kind (an error of a shard names the shard).
-    fn error(&self, shard: Option<&str>, error: &ferry_replicator::Error) {
+    fn error(&mut self, shard: Option<&str>, error: &ferry_replicator::Error) {
         let kind = crate::error::replicator_kind(error);
         let message = match shard {
             Some(s) if !matches!(error, ferry_replicator::Error::Shard { .. }) => {
@@ -799,6 +803,7 @@ impl Monitor {
             }
             _ => error.to_string(),
         };
+        self.last_error = Some(message.clone());
         self.shared.emit(Event::Error { kind, message });
     }
 
@@ -1008,12 +1013,17 @@ impl Monitor {
         let outcome = match result {
             Ok(Ok(())) => Ok(status),
             Ok(Err(e)) => {
+                // A cluster job ends with the error of the shard that stopped: announced by the shard already.
+                let announced = matches!(e, ferry_replicator::Error::Shard { .. })
+                    && self.last_error.as_deref() == Some(e.to_string().as_str());
                 let e = Error::from(e);
                 self.metrics.error();
-                self.shared.emit(Event::Error {
-                    kind: e.kind(),
-                    message: e.to_string(),
-                });
+                if !announced {
+                    self.shared.emit(Event::Error {
+                        kind: e.kind(),
+                        message: e.to_string(),
+                    });
+                }
                 Err((e.kind(), e.to_string()))
             }
             Err(join) => Err((
