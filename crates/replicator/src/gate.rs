@@ -32,9 +32,11 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How often they are read while a session waits for the gate.
 const WAITING_POLL: Duration = Duration::from_millis(5);
 /// Longest wait for one replica's connect or answer; a replica slower than that is read through the master only.
-const REPLICA_DEADLINE: Duration = Duration::from_millis(500);
-/// After a replica could not be reached, how long before it is tried again.
-const REPLICA_RETRY: Duration = Duration::from_secs(5);
+const REPLICA_DEADLINE: Duration = Duration::from_millis(300);
+/// After a replica could not be reached (the address its master lists may not be routable from here, in a
+/// container network for one), how long before it is tried again: each try can hold the poll for
+/// [`REPLICA_DEADLINE`].
+const REPLICA_RETRY: Duration = Duration::from_secs(30);
 
 /// Lets a shard's stream through only as far as a replica of its master holds it.
 pub(crate) struct ReplicaGate {
