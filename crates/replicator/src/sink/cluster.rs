@@ -462,17 +462,21 @@ impl ClusterSink {
     /// with `MOVED` ends the session like any refused write of the copy.
     pub async fn set_strings(&mut self, db: i64, pairs: Vec<(Bytes, Bytes)>) -> Result<(), Error> {
         check_db(db)?;
-        let mut by_slot: std::collections::BTreeMap<u16, Vec<(Bytes, Bytes)>> =
-            std::collections::BTreeMap::new();
-        for (key, value) in pairs {
-            by_slot
-                .entry(key_slot(&key))
-                .or_default()
-                .push((key, value));
-        }
+        // The pairs' indexes sorted by slot: each run of one slot becomes one group, allocated at its size.
+        let mut order: Vec<(u16, u32)> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _))| (key_slot(key), i as u32))
+            .collect();
+        order.sort_unstable();
+        let mut pairs: Vec<Option<(Bytes, Bytes)>> = pairs.into_iter().map(Some).collect();
         let mut per_node: Vec<Vec<Vec<(Bytes, Bytes)>>> = vec![Vec::new(); self.nodes.len()];
-        for (slot, group) in by_slot {
-            per_node[usize::from(self.owner[usize::from(slot)])].push(group);
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let group: Vec<(Bytes, Bytes)> = run
+                .iter()
+                .filter_map(|&(_, i)| pairs[i as usize].take())
+                .collect();
+            per_node[usize::from(self.owner[usize::from(run[0].0)])].push(group);
         }
         let mut queues: Vec<_> = per_node.into_iter().map(Vec::into_iter).collect();
         loop {

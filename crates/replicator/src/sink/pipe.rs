@@ -91,6 +91,11 @@ impl<P> Pipe<P> {
         self.pending.len() > self.window_commands || self.inflight_bytes > self.window_bytes
     }
 
+    /// True while more than half of either window is in flight.
+    pub(crate) fn above_half(&self) -> bool {
+        self.pending.len() > self.window_commands / 2 || self.inflight_bytes > self.window_bytes / 2
+    }
+
     /// Sends what is buffered when it is big enough to be worth a write.
     pub(crate) async fn flush_if_big(&mut self) -> Result<(), Error> {
         if self.unflushed_bytes >= FLUSH_BYTES {

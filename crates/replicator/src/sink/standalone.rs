@@ -794,8 +794,13 @@ impl StandaloneSink {
     /// Reads replies until the windows have room; sends big write buffers.
     async fn make_room(&mut self) -> Result<(), Error> {
         self.pipe.flush_if_big().await?;
-        while self.pipe.is_full() {
-            self.read_one().await?;
+        if self.pipe.is_full() {
+            // Down to half the windows at once: reading one reply per new command would also send each command
+            // alone (a reply is read only after what is buffered is sent), one write and one wake-up per small
+            // command. The target keeps the other half to work on meanwhile.
+            while self.pipe.above_half() {
+                self.read_one().await?;
+            }
         }
         Ok(())
     }
