@@ -91,9 +91,12 @@ impl<P> Pipe<P> {
         self.pending.len() > self.window_commands || self.inflight_bytes > self.window_bytes
     }
 
-    /// True while more than half of either window is in flight.
-    pub(crate) fn above_half(&self) -> bool {
-        self.pending.len() > self.window_commands / 2 || self.inflight_bytes > self.window_bytes / 2
+    /// True until the windows have room again: the byte window below its limit, and the command window with room
+    /// for an eighth of it (small commands fill the command window first; taking them one reply at a time would
+    /// send each alone).
+    pub(crate) fn needs_room(&self) -> bool {
+        self.pending.len() + self.window_commands / 8 > self.window_commands
+            || self.inflight_bytes > self.window_bytes
     }
 
     /// Sends what is buffered when it is big enough to be worth a write.

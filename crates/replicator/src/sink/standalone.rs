@@ -795,10 +795,11 @@ impl StandaloneSink {
     async fn make_room(&mut self) -> Result<(), Error> {
         self.pipe.flush_if_big().await?;
         if self.pipe.is_full() {
-            // Down to half the windows at once: reading one reply per new command would also send each command
-            // alone (a reply is read only after what is buffered is sent), one write and one wake-up per small
-            // command. The target keeps the other half to work on meanwhile.
-            while self.pipe.above_half() {
+            // Read until an eighth of the command window is free: with small commands, reading one reply per
+            // new command would also send each command alone (what is buffered is sent before a reply is read),
+            // one write and one wake-up per command. (Big commands fill the byte window first and go one for
+            // one, which measured faster for them.)
+            while self.pipe.needs_room() {
                 self.read_one().await?;
             }
         }
