@@ -658,14 +658,23 @@ impl Deploy {
         Ok(())
     }
 
+    /// A connection to master `i`: this one for the record's master, else a new one kept in `other`.
+    async fn master_conn<'a>(
+        &'a mut self,
+        i: usize,
+        other: &'a mut Option<Connection>,
+    ) -> Result<&'a mut Connection, Error> {
+        if i == self.record_ix {
+            return Ok(&mut self.conn);
+        }
+        Ok(other.insert(self.conn_to(i).await?))
+    }
+
     /// Runs `argv` on every master (on this connection for the record's master).
     async fn on_every_master(&mut self, argv: &[&str]) -> Result<(), Error> {
         for i in 0..self.masters.len() {
-            if i == self.record_ix {
-                self.conn.call(argv).await?;
-            } else {
-                self.conn_to(i).await?.call(argv).await?;
-            }
+            let mut other = None;
+            self.master_conn(i, &mut other).await?.call(argv).await?;
         }
         Ok(())
     }
@@ -679,14 +688,8 @@ impl Deploy {
     pub(crate) async fn fence_writes(&mut self) -> Result<bool, Error> {
         let mut all = true;
         for i in 0..self.masters.len() {
-            let mut other;
-            let c = match i == self.record_ix {
-                true => &mut self.conn,
-                false => {
-                    other = self.conn_to(i).await?;
-                    &mut other
-                }
-            };
+            let mut other = None;
+            let c = self.master_conn(i, &mut other).await?;
             let (Some(n), Some(lag)) = (
                 config_int(c, "min-replicas-to-write").await,
                 config_int(c, "min-replicas-max-lag").await,
@@ -718,14 +721,8 @@ impl Deploy {
     /// from before).
     pub(crate) async fn unfence_writes(&mut self) -> Result<(), Error> {
         for i in 0..self.masters.len() {
-            let mut other;
-            let c = match i == self.record_ix {
-                true => &mut self.conn,
-                false => {
-                    other = self.conn_to(i).await?;
-                    &mut other
-                }
-            };
+            let mut other = None;
+            let c = self.master_conn(i, &mut other).await?;
             if let Some(n) = config_int(c, "min-replicas-to-write").await {
                 if n >= WRITE_FENCE {
                     let before = (n - WRITE_FENCE).to_string();
