@@ -220,7 +220,6 @@ pub(crate) struct Applier<'a> {
     converted: u64,
     big_keys: u64,
     big: Option<BigKey>,
-    strings: StringBatch,
     copied: CopiedKeys,
     last_report: u64,
     started: std::time::Instant,
@@ -248,7 +247,6 @@ impl<'a> Applier<'a> {
             converted: 0,
             big_keys: 0,
             big: None,
-            strings: StringBatch::default(),
             copied: CopiedKeys::default(),
             last_report: 0,
             started: std::time::Instant::now(),
@@ -465,7 +463,7 @@ impl<'a> Applier<'a> {
         if opts.batch_strings && expire_at_ms.is_none() && hint.is_none() {
             // A small plain string: batched into one MSET/MSETNX.
             if let Some(value) = small_string(&raw)? {
-                self.strings.push(sink, tdb, key, value).await?;
+                sink.push_string(tdb, &key, &value).await?;
                 self.done += 1;
                 return Ok(());
             }
@@ -521,7 +519,7 @@ impl<'a> Applier<'a> {
         sink: &mut Sink,
         bytes_read: u64,
     ) -> Result<Copied, Error> {
-        std::mem::take(&mut self.strings).finish(sink).await?;
+        sink.flush_strings().await?;
         debug!(
             keys = self.done,
             reencoded = self.converted,
@@ -546,47 +544,6 @@ impl<'a> Applier<'a> {
             big_keys,
             keys: std::mem::take(&mut self.copied),
         })
-    }
-}
-
-/// Small plain strings of one database waiting for their `MSET`/`MSETNX` (as many as
-/// [`Sink::string_batch`] says).
-#[derive(Default)]
-struct StringBatch {
-    db: Option<i64>,
-    pairs: Vec<(Bytes, Bytes)>,
-    /// Bytes of the keys and values in `pairs`.
-    bytes: usize,
-}
-
-impl StringBatch {
-    /// Adds a key; first writes the batch when it is full or of another database.
-    async fn push(
-        &mut self,
-        sink: &mut Sink,
-        db: i64,
-        key: Bytes,
-        value: Bytes,
-    ) -> Result<(), Error> {
-        let (max_keys, max_bytes) = sink.string_batch();
-        if self.db != Some(db) || self.pairs.len() >= max_keys || self.bytes >= max_bytes {
-            let batch_db = self.db.unwrap_or(db);
-            self.bytes = 0;
-            sink.set_strings(batch_db, std::mem::take(&mut self.pairs))
-                .await?;
-        }
-        self.db = Some(db);
-        self.bytes += key.len() + value.len();
-        self.pairs.push((key, value));
-        Ok(())
-    }
-
-    /// Writes what is left.
-    async fn finish(self, sink: &mut Sink) -> Result<(), Error> {
-        match self.db {
-            Some(db) => sink.set_strings(db, self.pairs).await,
-            None => Ok(()),
-        }
     }
 }
 

@@ -174,3 +174,56 @@ fn small_strings_go_as_one_mset_per_slot_and_skip_keeps_what_the_cluster_had() {
     }
     job.stop().unwrap();
 }
+
+#[test]
+fn small_strings_sharing_a_slot_go_in_groups_as_they_fill_and_rewrite_replaces_what_the_cluster_had(
+) {
+    let source = source_with_backlog();
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    // 1,000 keys of one slot (a hash tag): their group goes out each time it is full, long before the gathered
+    // total of all slots would send it.
+    let mut s = source.client();
+    let mut pipe = redis::pipe();
+    for i in 0..1_000u64 {
+        pipe.cmd("SET")
+            .arg(format!("{{one}}:{i}"))
+            .arg(format!("value:{i}"))
+            .ignore();
+    }
+    pipe.exec(&mut s).unwrap();
+    let mut c = cluster.cluster_client().unwrap();
+    redis::cmd("SET")
+        .arg("{one}:7")
+        .arg("target")
+        .exec(&mut c)
+        .unwrap();
+    let mut cfg = config(&source, cluster.masters()[0]);
+    cfg.target_cluster = true;
+    cfg.sink.checkpoint_db = 0;
+    cfg.conflict = ferry_replicator::ConflictPolicy::Rewrite;
+    let job = Job::start_with(cfg);
+    job.wait_caught_up(&source);
+    let msets: u64 = cluster
+        .masters()
+        .iter()
+        .map(|m| {
+            let stats = m.info("commandstats").unwrap_or_default();
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix("cmdstat_mset:calls="))
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        msets, 4,
+        "groups of 256 keys of the slot: 256 + 256 + 256 + 232"
+    );
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(checkpoint::KEY_PREFIX);
+    let report = compare(&Target::from(&source), &Target::from(&cluster), &opts).unwrap();
+    assert!(report.is_equal(), "datasets differ:\n{report:?}");
+    job.stop().unwrap();
+}

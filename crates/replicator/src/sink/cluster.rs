@@ -39,6 +39,7 @@ use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::{ConflictPolicy, PolicyKey, ReportEntry, TargetFormat};
 use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::standalone::{NodeSlots, StandaloneSink};
+use crate::sink::strings::{StringGroup, GATHER_BYTES, GATHER_KEYS, SLOT_GROUP_KEYS};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
 /// Where a command goes.
@@ -148,6 +149,10 @@ pub struct ClusterSink {
     split_transactions: u64,
     refused: u64,
     last_error: Option<String>,
+    /// Small strings of the full copy, one group per slot (empty until the first), and how many keys and bytes
+    /// all groups hold.
+    strings: Vec<Option<StringGroup>>,
+    gathered: (usize, usize),
 }
 
 impl std::fmt::Debug for ClusterSink {
@@ -248,6 +253,8 @@ impl ClusterSink {
             split_transactions: 0,
             refused: 0,
             last_error: None,
+            strings: Vec::new(),
+            gathered: (0, 0),
         })
     }
 
@@ -456,34 +463,51 @@ impl ClusterSink {
         self.nodes[node].restore(0, key, argv).await
     }
 
-    /// Small strings of the full copy: grouped by slot (`MSET`/`MSETNX` need their keys in one slot), each
-    /// group one `MSET`/`MSETNX` on the master owning its slot, with the conflict policy of a standalone
-    /// target. The groups go to the masters in turn, so every master's window is kept busy. A group refused
+    /// Gathers a small string of the full copy into its slot's group (`MSET`/`MSETNX` need their keys in one
+    /// slot): a group goes out as one `MSET`/`MSETNX` on the master owning its slot, with the conflict policy of
+    /// a standalone target, once it holds [`SLOT_GROUP_KEYS`] keys, or with every other group once all of them
+    /// hold [`GATHER_KEYS`] keys or [`GATHER_BYTES`] bytes ([`ClusterSink::flush_strings`]). A group refused
     /// with `MOVED` ends the session like any refused write of the copy.
-    pub async fn set_strings(&mut self, db: i64, pairs: Vec<(Bytes, Bytes)>) -> Result<(), Error> {
+    pub async fn push_string(&mut self, db: i64, key: &[u8], value: &[u8]) -> Result<(), Error> {
         check_db(db)?;
-        // The pairs' indexes sorted by slot: each run of one slot becomes one group, allocated at its size.
-        let mut order: Vec<(u16, u32)> = pairs
-            .iter()
-            .enumerate()
-            .map(|(i, (key, _))| (key_slot(key), i as u32))
-            .collect();
-        order.sort_unstable();
-        let mut pairs: Vec<Option<(Bytes, Bytes)>> = pairs.into_iter().map(Some).collect();
-        let mut per_node: Vec<Vec<Vec<(Bytes, Bytes)>>> = vec![Vec::new(); self.nodes.len()];
-        for run in order.chunk_by(|a, b| a.0 == b.0) {
-            let group: Vec<(Bytes, Bytes)> = run
-                .iter()
-                .filter_map(|&(_, i)| pairs[i as usize].take())
-                .collect();
-            per_node[usize::from(self.owner[usize::from(run[0].0)])].push(group);
+        if self.strings.is_empty() {
+            self.strings.resize_with(usize::from(SLOT_COUNT), || None);
         }
+        let slot = key_slot(key);
+        let group = self.strings[usize::from(slot)].get_or_insert_with(|| StringGroup::new(0));
+        let before = group.bytes();
+        group.push(key, value);
+        self.gathered.0 += 1;
+        self.gathered.1 += group.bytes() - before;
+        if group.len() >= SLOT_GROUP_KEYS {
+            let group = self.strings[usize::from(slot)].take().expect("pushed to");
+            self.gathered.0 -= group.len();
+            self.gathered.1 -= group.bytes();
+            let node = usize::from(self.owner[usize::from(slot)]);
+            self.nodes[node].send_strings(group).await?;
+        }
+        if self.gathered.0 >= GATHER_KEYS || self.gathered.1 >= GATHER_BYTES {
+            self.flush_strings().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every group of small strings gathered, each to the master owning its slot. The groups go to the
+    /// masters in turn, so every master's window is kept busy.
+    pub async fn flush_strings(&mut self) -> Result<(), Error> {
+        let mut per_node: Vec<Vec<StringGroup>> = self.nodes.iter().map(|_| Vec::new()).collect();
+        for (slot, group) in self.strings.iter_mut().enumerate() {
+            if let Some(group) = group.take() {
+                per_node[usize::from(self.owner[slot])].push(group);
+            }
+        }
+        self.gathered = (0, 0);
         let mut queues: Vec<_> = per_node.into_iter().map(Vec::into_iter).collect();
         loop {
             let mut sent = false;
             for (node, queue) in queues.iter_mut().enumerate() {
                 if let Some(group) = queue.next() {
-                    self.nodes[node].set_strings(0, group).await?;
+                    self.nodes[node].send_strings(group).await?;
                     sent = true;
                 }
             }
@@ -540,6 +564,7 @@ impl ClusterSink {
         offset: u64,
         report: &[ReportEntry],
     ) -> Result<(), Error> {
+        self.flush_strings().await?;
         let mut per_node: Vec<Vec<ReportEntry>> = vec![Vec::new(); self.nodes.len()];
         for e in report {
             per_node[self.node_of(&e.key.key)].push(e.clone());

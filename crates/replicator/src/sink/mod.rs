@@ -13,6 +13,7 @@ pub mod cluster;
 mod pipe;
 mod restore;
 pub mod standalone;
+mod strings;
 mod unwrapped;
 
 use std::time::Duration;
@@ -188,23 +189,16 @@ impl Sink {
         each!(self, s => s.restore(db, key, argv).await)
     }
 
-    /// How many small strings the full copy gathers before [`Sink::set_strings`]: keys, and bytes of keys
-    /// and values. A standalone target takes them as one `MSET`; a cluster splits them by slot, so it gathers
-    /// more to give each slot's `MSET` several keys (bounded by the bytes).
-    pub fn string_batch(&self) -> (usize, usize) {
-        match self {
-            Sink::Standalone(_) => (128, usize::MAX),
-            Sink::Cluster(_) => (131_072, 8 * 1024 * 1024),
-        }
+    /// Gathers a small plain string of the full copy for an `MSET`/`MSETNX` (grouped by database on a
+    /// standalone target, by slot on a cluster); [`Sink::flush_strings`] or the end of the full sync writes what
+    /// is left.
+    pub async fn push_string(&mut self, db: i64, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        each!(self, s => s.push_string(db, key, value).await)
     }
 
-    /// Writes small strings as `MSET`/`MSETNX` (a cluster: one per slot, see
-    /// [`cluster::ClusterSink::set_strings`]).
-    pub async fn set_strings(&mut self, db: i64, pairs: Vec<(Bytes, Bytes)>) -> Result<(), Error> {
-        match self {
-            Sink::Standalone(s) => s.set_strings(db, pairs).await,
-            Sink::Cluster(c) => c.set_strings(db, pairs).await,
-        }
+    /// Writes the small strings gathered by [`Sink::push_string`].
+    pub async fn flush_strings(&mut self) -> Result<(), Error> {
+        each!(self, s => s.flush_strings().await)
     }
 
     /// Writes a command outside the live stream.

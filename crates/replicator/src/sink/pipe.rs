@@ -72,6 +72,17 @@ impl<P> Pipe<P> {
         self.pending.push_back((pending, size));
     }
 
+    /// Writes a command already in wire form (`head` then `body`), whose reply is accounted by `pending`.
+    pub(crate) fn write_encoded(&mut self, head: &[u8], body: &[u8], pending: P) {
+        let size = head.len() + body.len();
+        self.conn.write_raw(head);
+        self.conn.write_raw(body);
+        self.unflushed_bytes += size;
+        self.inflight_bytes += size;
+        self.bytes_written += size as u64;
+        self.pending.push_back((pending, size));
+    }
+
     /// Writes `SELECT db` if the connection will be elsewhere, with `pending` for its reply.
     pub(crate) fn select(&mut self, db: i64, pending: impl FnOnce() -> P) {
         if db != self.db {

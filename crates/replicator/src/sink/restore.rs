@@ -8,6 +8,7 @@ use tracing::warn;
 
 use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::ConflictPolicy;
+use crate::sink::strings::{self, StringGroup};
 use crate::sink::{target_error, ErrorPolicy, SinkCounters, Writer};
 
 /// What the reply to a full-sync command must be.
@@ -15,12 +16,13 @@ use crate::sink::{target_error, ErrorPolicy, SinkCounters, Writer};
 pub(crate) enum Pending {
     /// A `RESTORE` of `key`.
     Restore { key: Bytes },
-    /// `MSET` (`nx` is `None`) or `MSETNX` of `count` small strings in database `db`; for `MSETNX` the pairs
-    /// are kept to find the existing keys one by one if it is refused.
+    /// `MSET` (`nx` is `None`) or `MSETNX` of `count` small strings in database `db`; for `MSETNX` the
+    /// arguments are kept (wire form, see [`strings::pairs`]) to find the existing keys one by one if it is
+    /// refused.
     Strings {
         db: i64,
         count: u64,
-        nx: Option<Vec<(Bytes, Bytes)>>,
+        nx: Option<Bytes>,
     },
     /// `SET key value NX` after a refused `MSETNX`.
     SetNx { key: Bytes },
@@ -51,22 +53,19 @@ impl RestoreWriter {
         }
     }
 
-    /// The `MSET`/`MSETNX` for `pairs` (by the conflict policy) and what its reply must be.
-    pub(crate) fn strings(&self, db: i64, pairs: Vec<(Bytes, Bytes)>) -> (Vec<Bytes>, Pending) {
+    /// The `MSET`/`MSETNX` for `group` (by the conflict policy), in wire form (head and arguments), and what
+    /// its reply must be.
+    pub(crate) fn strings(&self, group: StringGroup) -> (Bytes, Bytes, Pending) {
         let rewrite = self.conflict == ConflictPolicy::Rewrite;
-        let mut argv = Vec::with_capacity(1 + 2 * pairs.len());
-        argv.push(Bytes::from_static(if rewrite {
-            b"MSET"
-        } else {
-            b"MSETNX"
-        }));
-        for (k, v) in &pairs {
-            argv.push(k.clone());
-            argv.push(v.clone());
-        }
-        let count = pairs.len() as u64;
-        let nx = if rewrite { None } else { Some(pairs) };
-        (argv, Pending::Strings { db, count, nx })
+        let db = group.db;
+        let (head, args, count) = group.command(!rewrite);
+        let nx = (!rewrite).then(|| args.clone());
+        let pending = Pending::Strings {
+            db,
+            count: count as u64,
+            nx,
+        };
+        (head, args, pending)
     }
 
     /// Commands the replies so far call for.
@@ -131,9 +130,9 @@ impl Writer for RestoreWriter {
                     counters.keys_restored += count;
                     Ok(())
                 }
-                (_, Some(pairs)) => {
+                (_, Some(args)) => {
                     // Some key exists: find which, one by one.
-                    for (key, value) in pairs {
+                    for (key, value) in strings::pairs(&args) {
                         let argv = vec![
                             Bytes::from_static(b"SET"),
                             key.clone(),
@@ -195,8 +194,11 @@ mod tests {
         let mut w = RestoreWriter::new(ErrorPolicy::Stop);
         w.conflict = ConflictPolicy::Skip;
         let mut c = SinkCounters::default();
-        let (argv, pending) = w.strings(3, vec![(key("a"), key("1")), (key("b"), key("2"))]);
-        assert_eq!(argv[0], "MSETNX");
+        let mut group = StringGroup::new(3);
+        group.push(b"a", b"1");
+        group.push(b"b", b"2");
+        let (head, _, pending) = w.strings(group);
+        assert!(head.ends_with(b"MSETNX\r\n"));
         w.on_reply(pending, Frame::Integer(0), &mut c).unwrap();
         let follow = w.take_followups();
         assert_eq!(follow.len(), 2);

@@ -17,6 +17,7 @@ use crate::pipeline::{command_name, Unit};
 use crate::sink::chain::{self, Alone, AloneOutcome, ChainWriter, Step};
 use crate::sink::pipe::Pipe;
 use crate::sink::restore::{self, RestoreWriter};
+use crate::sink::strings::{StringGroup, STANDALONE_GROUP_KEYS};
 use crate::sink::unwrapped::{self, UnwrappedWriter};
 use crate::sink::{target_error, ErrorPolicy, SinkCounters, SinkOptions, Writer};
 
@@ -61,6 +62,8 @@ pub struct StandaloneSink {
     node: Option<NodeSlots>,
     /// The checkpoint key's value as last read or written (the chain's start).
     stored: Option<String>,
+    /// Small strings of the full copy waiting for their `MSET`/`MSETNX`.
+    strings: Option<StringGroup>,
 }
 
 impl std::fmt::Debug for StandaloneSink {
@@ -127,6 +130,7 @@ impl StandaloneSink {
             checkpoint_key,
             node,
             stored: None,
+            strings: None,
             opts,
         })
     }
@@ -269,16 +273,40 @@ impl StandaloneSink {
         self.make_room().await
     }
 
-    /// Writes small string keys of the full sync in one `MSET` (policy rewrite) or `MSETNX` (otherwise; when the
-    /// target refuses it because a key exists, the keys are retried one by one with `SET ... NX` so the
-    /// conflict policy applies per key). Cheaper for the target than one `RESTORE` per key.
-    pub async fn set_strings(&mut self, db: i64, pairs: Vec<(Bytes, Bytes)>) -> Result<(), Error> {
-        if pairs.is_empty() {
+    /// Gathers a small string key of the full sync for an `MSET` (policy rewrite) or `MSETNX` (otherwise; when
+    /// the target refuses it because a key exists, the keys are retried one by one with `SET ... NX` so the
+    /// conflict policy applies per key) of up to [`STANDALONE_GROUP_KEYS`] keys: cheaper for the target than
+    /// one `RESTORE` per key. [`StandaloneSink::finish_full_sync`] writes what is left.
+    pub async fn push_string(&mut self, db: i64, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        if let Some(group) = self
+            .strings
+            .take_if(|g| g.db != db || g.len() >= STANDALONE_GROUP_KEYS)
+        {
+            self.send_strings(group).await?;
+        }
+        self.strings
+            .get_or_insert_with(|| StringGroup::new(db))
+            .push(key, value);
+        Ok(())
+    }
+
+    /// Writes the small strings gathered by [`StandaloneSink::push_string`].
+    pub async fn flush_strings(&mut self) -> Result<(), Error> {
+        match self.strings.take() {
+            Some(group) => self.send_strings(group).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes one group of small strings as `MSET`/`MSETNX`.
+    pub(crate) async fn send_strings(&mut self, group: StringGroup) -> Result<(), Error> {
+        if group.len() == 0 {
             return Ok(());
         }
-        self.select(db);
-        let (argv, pending) = self.restore.strings(db, pairs);
-        self.pipe.write(&argv, Pending::Restore(pending));
+        self.select(group.db);
+        let (head, args, pending) = self.restore.strings(group);
+        self.pipe
+            .write_encoded(&head, &args, Pending::Restore(pending));
         self.make_room().await
     }
 
@@ -334,6 +362,7 @@ impl StandaloneSink {
         offset: u64,
         report: &[ReportEntry],
     ) -> Result<(), Error> {
+        self.flush_strings().await?;
         self.drain().await?;
         if self.opts.checkpoint {
             // A DR pair may have fenced this job while it copied: the fence stays, the job stops.

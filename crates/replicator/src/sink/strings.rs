@@ -1,0 +1,157 @@
+//! Small plain strings of a full copy, gathered for one `MSET`/`MSETNX` each group: a group is one database of
+//! a standalone target or one slot of a cluster target.
+//!
+//! A group holds its keys and values already in wire form (`$len\r\nkey\r\n$len\r\nvalue\r\n`, one buffer):
+//! the decoder's key and value are copied once into it and freed at once, so gathering many keys (a cluster
+//! target gathers up to [`GATHER_KEYS`] to give each slot's command several of them) holds compact memory,
+//! not two allocations per key, and the command goes out as one copy of that buffer. A refused `MSETNX` gets
+//! its pairs back from the same bytes ([`pairs`]).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Keys a standalone target takes in one `MSET`/`MSETNX`.
+pub(crate) const STANDALONE_GROUP_KEYS: usize = 128;
+
+/// Keys of one slot that make its group's command go out at once on a cluster target (a dataset whose keys
+/// share few slots, by hash tags, then writes like a standalone target).
+pub(crate) const SLOT_GROUP_KEYS: usize = 256;
+
+/// Keys a cluster sink gathers over all slots before writing every group (about 8 keys a slot when they spread
+/// evenly over the 16384 slots).
+pub(crate) const GATHER_KEYS: usize = 131_072;
+
+/// Bytes (wire form) a cluster sink gathers over all slots before writing every group.
+pub(crate) const GATHER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Keys and values for one `MSET`/`MSETNX`, in wire form.
+#[derive(Debug)]
+pub(crate) struct StringGroup {
+    /// The target database.
+    pub(crate) db: i64,
+    count: usize,
+    args: BytesMut,
+}
+
+impl StringGroup {
+    /// An empty group for database `db`.
+    pub(crate) fn new(db: i64) -> StringGroup {
+        StringGroup {
+            db,
+            count: 0,
+            args: BytesMut::new(),
+        }
+    }
+
+    /// Adds a key and its value.
+    pub(crate) fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.args.reserve(key.len() + value.len() + 2 * 25);
+        put_bulk(&mut self.args, key);
+        put_bulk(&mut self.args, value);
+        self.count += 1;
+    }
+
+    /// Keys in the group.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes of the keys and values in wire form.
+    pub(crate) fn bytes(&self) -> usize {
+        self.args.len()
+    }
+
+    /// The command's head (`*n`, the command name) and its arguments, in wire form, and the number of keys.
+    pub(crate) fn command(self, nx: bool) -> (Bytes, Bytes, usize) {
+        let name: &[u8] = if nx { b"MSETNX" } else { b"MSET" };
+        let mut head = BytesMut::with_capacity(32);
+        head.put_u8(b'*');
+        put_decimal(&mut head, 1 + 2 * self.count);
+        head.put_slice(b"\r\n");
+        put_bulk(&mut head, name);
+        (head.freeze(), self.args.freeze(), self.count)
+    }
+}
+
+/// The key-value pairs of a group's arguments (as [`StringGroup::command`] gave them), sharing their bytes.
+pub(crate) fn pairs(args: &Bytes) -> Vec<(Bytes, Bytes)> {
+    let mut out = Vec::new();
+    let mut rest = args.clone();
+    while let (Some(key), Some(value)) = (next_bulk(&mut rest), next_bulk(&mut rest)) {
+        out.push((key, value));
+    }
+    out
+}
+
+/// The next `$len\r\n<bytes>\r\n` of `rest` (written by [`put_bulk`]), sliced off it.
+fn next_bulk(rest: &mut Bytes) -> Option<Bytes> {
+    let line = rest.iter().position(|&b| b == b'\r')?;
+    let len: usize = std::str::from_utf8(rest.get(1..line)?).ok()?.parse().ok()?;
+    let start = line + 2;
+    let end = start.checked_add(len)?;
+    if rest.len() < end + 2 {
+        return None;
+    }
+    let item = rest.slice(start..end);
+    *rest = rest.slice(end + 2..);
+    Some(item)
+}
+
+fn put_bulk(out: &mut BytesMut, arg: &[u8]) {
+    out.put_u8(b'$');
+    put_decimal(out, arg.len());
+    out.put_slice(b"\r\n");
+    out.put_slice(arg);
+    out.put_slice(b"\r\n");
+}
+
+fn put_decimal(out: &mut BytesMut, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_the_wire_form_of_its_command_and_gives_its_pairs_back() {
+        let mut g = StringGroup::new(2);
+        g.push(b"k1", b"");
+        g.push(b"key\r\n2", &[b'v'; 12]);
+        assert_eq!(g.len(), 2);
+        let (head, args, count) = g.command(true);
+        assert_eq!(count, 2);
+        let mut wire = head.to_vec();
+        wire.extend_from_slice(&args);
+        let mut expected = bytes::BytesMut::new();
+        ferry_resp::encode_command(
+            &[&b"MSETNX"[..], b"k1", b"", b"key\r\n2", &[b'v'; 12]],
+            &mut expected,
+        );
+        assert_eq!(wire, expected.to_vec());
+        let back = pairs(&args);
+        assert_eq!(back.len(), 2);
+        assert_eq!((&back[0].0[..], &back[0].1[..]), (&b"k1"[..], &b""[..]));
+        assert_eq!(&back[1].0[..], b"key\r\n2");
+        assert_eq!(&back[1].1[..], &[b'v'; 12]);
+    }
+
+    #[test]
+    fn an_mset_head_counts_every_argument() {
+        let mut g = StringGroup::new(0);
+        for i in 0..5 {
+            g.push(format!("k{i}").as_bytes(), b"v");
+        }
+        let (head, _, _) = g.command(false);
+        assert_eq!(&head[..], b"*11\r\n$4\r\nMSET\r\n");
+    }
+}
