@@ -184,23 +184,46 @@ async fn scan_db(
     let mut cursor = Bytes::from_static(b"0");
     loop {
         let (next, keys) = server.scan_page(db, &cursor).await?;
+        let mut stale = Vec::new();
         for key in keys.into_iter().filter(|k| domain.key(k)) {
             match visit {
                 Visit::FindAny => return Ok(1),
-                Visit::Sweep(copied) if !copied.contains(db, &key) => {
-                    server
-                        .write_plain(db, &[Bytes::from_static(b"DEL"), key])
-                        .await?;
-                    count += 1;
-                }
+                Visit::Sweep(copied) if !copied.contains(db, &key) => stale.push(key),
                 Visit::Sweep(_) => {}
             }
         }
+        count += stale.len() as u64;
+        delete_keys(server, db, stale).await?;
         if &next[..] == b"0" {
             return Ok(count);
         }
         cursor = next;
     }
+}
+
+/// Deletes `keys` of database `db`: one `DEL` for all of them on a standalone target, one per slot on a cluster
+/// master (a `DEL` of several keys must keep to one slot there).
+async fn delete_keys(
+    server: &mut StandaloneSink,
+    db: i64,
+    mut keys: Vec<Bytes>,
+) -> Result<(), Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let del = || vec![Bytes::from_static(b"DEL")];
+    if !server.is_cluster_node() {
+        let mut argv = del();
+        argv.append(&mut keys);
+        return server.write_plain(db, &argv).await;
+    }
+    keys.sort_by_cached_key(|k| ferry_topology::key_slot(k));
+    for group in keys.chunk_by(|a, b| ferry_topology::key_slot(a) == ferry_topology::key_slot(b)) {
+        let mut argv = del();
+        argv.extend_from_slice(group);
+        server.write_plain(db, &argv).await?;
+    }
+    Ok(())
 }
 
 impl Replicator {

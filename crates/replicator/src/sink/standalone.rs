@@ -135,6 +135,11 @@ impl StandaloneSink {
         })
     }
 
+    /// Whether this sink writes to one master of a cluster target.
+    pub(crate) fn is_cluster_node(&self) -> bool {
+        self.node.is_some()
+    }
+
     /// This connection's `CLIENT ID` on the target (asked once).
     pub async fn client_id(&mut self) -> Result<i64, Error> {
         if let Some(id) = self.client_id {
