@@ -334,6 +334,14 @@ fn is_master(server: &Server) -> bool {
 
 /// Two clusters and a job between them, caught up, with writers running on every shard.
 fn running_pair(seed: u64) -> (Cluster, Cluster, tokio::runtime::Runtime, JobHandle) {
+    running_pair_with(seed, false)
+}
+
+/// [`running_pair`], the job streaming each shard from a replica when `prefer_replica`.
+fn running_pair_with(
+    seed: u64,
+    prefer_replica: bool,
+) -> (Cluster, Cluster, tokio::runtime::Runtime, JobHandle) {
     let source = Cluster::start(Version::V7_0).unwrap();
     let target = Cluster::start(Version::V7_0).unwrap();
     big_backlogs(&source);
@@ -343,8 +351,10 @@ fn running_pair(seed: u64) -> (Cluster, Cluster, tokio::runtime::Runtime, JobHan
         .iter()
         .map(|n| serde_json::json!({ "url": n.url() }))
         .collect();
+    let mut source_json = cluster_source_json(&source);
+    source_json["prefer_replica"] = serde_json::Value::Bool(prefer_replica);
     let (rt, job) = start_job(serde_json::json!({
-        "source": cluster_source_json(&source),
+        "source": source_json,
         "target": { "type": "cluster", "seeds": seeds },
     }));
     wait_until(
@@ -484,6 +494,41 @@ fn a_source_shard_cluster_failover_continues_on_the_promoted_replica_without_a_f
     })
     .unwrap();
     let new_addr = source.nodes[replica].addr();
+    ends_exact_after_shard_failover(&source, &target, &job, writers, &shard, &new_addr);
+    rt.block_on(job.stop()).unwrap();
+}
+
+#[test]
+fn with_prefer_replica_a_failover_of_the_replica_streamed_from_continues_on_the_demoted_master() {
+    let (source, target, rt, job) = running_pair_with(38, true);
+    let writers = Writers::start(&source, 3);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(&target.target(), &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let (master, replica) = shard_nodes(&source, 0);
+    let shard = job
+        .status()
+        .shards
+        .iter()
+        .find(|s| s.source == source.nodes[replica].addr())
+        .map(|s| s.name.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "the shard of slot 0 streamed from its replica: {:?}",
+                job.status()
+            )
+        });
+    // The replica streamed from takes over; its old master becomes its replica, and the shard's only one.
+    redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .exec(&mut source.nodes[replica].client())
+        .unwrap();
+    wait_until(common::DEADLINE, "the replica to be promoted", || {
+        is_master(&source.nodes[replica]) && !is_master(&source.nodes[master])
+    })
+    .unwrap();
+    let new_addr = source.nodes[master].addr();
     ends_exact_after_shard_failover(&source, &target, &job, writers, &shard, &new_addr);
     rt.block_on(job.stop()).unwrap();
 }

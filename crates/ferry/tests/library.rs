@@ -166,3 +166,67 @@ fn a_wrong_password_ends_the_job_with_an_auth_error() {
         assert!(job.status().last_error.is_some());
     });
 }
+
+#[test]
+fn a_cluster_target_failover_is_announced_with_the_masters_written_to_now() {
+    use ferry_testkit::Cluster;
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    fill(
+        &TkTarget::from(&source),
+        &FillOptions::seed(33).dbs(vec![0]),
+    )
+    .unwrap();
+    runtime().block_on(async {
+        let config = SyncConfig::new(
+            Source::standalone(source.url()),
+            Target::cluster(cluster.masters()[0].url()),
+        );
+        let job = SyncJob::new(config).unwrap().start().unwrap();
+        let mut events = job.events();
+        while let Some(event) = events.recv().await {
+            if event
+                == (Event::Phase {
+                    phase: Phase::Incremental,
+                })
+            {
+                break;
+            }
+        }
+        // A replica takes over its master; the next write to that master's slots meets a replica.
+        let replica = cluster.replicas()[0];
+        redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .exec(&mut replica.client())
+            .unwrap();
+        ferry_testkit::wait_until(common::DEADLINE, "the replica to become master", || {
+            replica.info("replication").unwrap().contains("role:master")
+        })
+        .unwrap();
+        let mut con = source.client();
+        let mut pipe = redis::pipe();
+        for i in 0..2_000 {
+            pipe.cmd("INCR").arg(format!("after-failover:{i}")).ignore();
+        }
+        pipe.exec(&mut con).unwrap();
+        let announced = tokio::time::timeout(common::DEADLINE, async {
+            while let Some(event) = events.recv().await {
+                if let Event::TargetTopologyChanged { shard, masters } = event {
+                    return Some((shard, masters));
+                }
+            }
+            None
+        })
+        .await
+        .expect("a topology change announced within the deadline")
+        .expect("the job's events go on");
+        assert_eq!(announced.0, None, "a standalone source has no shard");
+        assert!(
+            announced.1.contains(&replica.addr()),
+            "the promoted replica is written to: {announced:?}"
+        );
+        common::wait_equal(&TkTarget::from(&source), &TkTarget::from(&cluster));
+        job.stop().await.unwrap();
+    });
+    common::assert_equal(&TkTarget::from(&source), &TkTarget::from(&cluster));
+}
