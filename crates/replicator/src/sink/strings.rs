@@ -16,12 +16,12 @@ pub(crate) const STANDALONE_GROUP_KEYS: usize = 128;
 /// share few slots, by hash tags, then writes like a standalone target).
 pub(crate) const SLOT_GROUP_KEYS: usize = 256;
 
-/// Keys a cluster sink gathers over all slots before writing every group (about 8 keys a slot when they spread
+/// Keys a cluster sink gathers over all slots before writing every group (about 16 keys a slot when they spread
 /// evenly over the 16384 slots).
-pub(crate) const GATHER_KEYS: usize = 524_288;
+pub(crate) const GATHER_KEYS: usize = 262_144;
 
 /// Bytes (wire form) a cluster sink gathers over all slots before writing every group.
-pub(crate) const GATHER_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const GATHER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Keys and values for one `MSET`/`MSETNX`, in wire form.
 #[derive(Debug)]
