@@ -547,15 +547,37 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// The value of a raw RDB entry that is a plain string small enough for a string batch.
-fn small_string(raw: &[u8]) -> Result<Option<Bytes>, Error> {
+/// The value of a raw RDB entry that is a plain string small enough for a string batch: a slice of `raw` when
+/// the string is stored as it is (a length, then the bytes), else decoded (an integer or LZF encoding).
+fn small_string(raw: &Bytes) -> Result<Option<Bytes>, Error> {
     if raw.first() != Some(&RDB_TYPE_STRING) || raw.len() > SMALL_STRING {
         return Ok(None);
+    }
+    if let Some(value) = stored_as_is(raw) {
+        return Ok(Some(value));
     }
     match ferry_rdb::decode_value(raw, false).map_err(rdb_error)? {
         ferry_rdb::Value::String(value) => Ok(Some(value)),
         _ => Ok(None),
     }
+}
+
+/// The bytes of a string value (`raw`: the type byte, then the string) whose RDB length encoding is a plain
+/// length (6, 14, 32 or 64 bits) followed by exactly that many bytes; `None` for the special encodings (an
+/// integer, LZF) and for anything else, which the decoder then reads (and reports if it is corrupt).
+fn stored_as_is(raw: &Bytes) -> Option<Bytes> {
+    let first = *raw.get(1)?;
+    let (len, start) = match first >> 6 {
+        0 => (u64::from(first & 0x3f), 2),
+        1 => (u64::from(first & 0x3f) << 8 | u64::from(*raw.get(2)?), 3),
+        2 if first == 0x80 => (
+            u64::from(u32::from_be_bytes(raw.get(2..6)?.try_into().ok()?)),
+            6,
+        ),
+        2 if first == 0x81 => (u64::from_be_bytes(raw.get(2..10)?.try_into().ok()?), 10),
+        _ => return None,
+    };
+    (usize::try_from(len).ok()?.checked_add(start)? == raw.len()).then(|| raw.slice(start..))
 }
 
 /// Before a key is built with element commands: returns false when it must be left alone (policy `skip` and
@@ -605,4 +627,69 @@ async fn write_value(
 
 fn rdb_error(e: ferry_rdb::Error) -> Error {
     Error::Rdb(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serialized(value: &[u8], version: u32) -> Bytes {
+        Bytes::from(
+            ferry_rdb::encode_value(
+                &ferry_rdb::Value::String(Bytes::copy_from_slice(value)),
+                version,
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_string_stored_as_is_is_sliced_and_equals_what_the_decoder_reads() {
+        // Lengths across the 6- and 14-bit encodings, integers (an encoding of their own) and compressible text.
+        let mut values: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"v".to_vec(),
+            vec![b'x'; 63],
+            vec![b'y'; 64],
+            b"12345".to_vec(),
+            b"-7".to_vec(),
+        ];
+        values.push((0..200u8).collect());
+        values.push(b"abc".repeat(100));
+        for value in values {
+            let raw = serialized(&value, 9);
+            let got = small_string(&raw).unwrap().unwrap();
+            assert_eq!(&got[..], &value[..], "{raw:?}");
+            if let Some(slice) = stored_as_is(&raw) {
+                assert_eq!(&slice[..], &value[..]);
+            }
+        }
+        // A 32-bit length, written by hand: the type byte, 0x80, the length, the bytes.
+        let mut raw = vec![RDB_TYPE_STRING, 0x80, 0, 0, 0, 3];
+        raw.extend_from_slice(b"abc");
+        assert_eq!(&stored_as_is(&Bytes::from(raw)).unwrap()[..], b"abc");
+    }
+
+    #[test]
+    fn a_string_whose_length_does_not_match_its_bytes_is_left_to_the_decoder() {
+        // Declares 5 bytes, holds 3: not sliced, and the decoder reports it.
+        let raw = Bytes::from_static(&[RDB_TYPE_STRING, 5, b'a', b'b', b'c']);
+        assert_eq!(stored_as_is(&raw), None);
+        assert!(small_string(&raw).is_err());
+        // A huge declared length does not overflow.
+        let raw = Bytes::from_static(&[
+            RDB_TYPE_STRING,
+            0x81,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+        ]);
+        assert_eq!(stored_as_is(&raw), None);
+        assert!(stored_as_is(&Bytes::from_static(&[RDB_TYPE_STRING])).is_none());
+    }
 }

@@ -474,7 +474,8 @@ impl ClusterSink {
             self.strings.resize_with(usize::from(SLOT_COUNT), || None);
         }
         let slot = key_slot(key);
-        let group = self.strings[usize::from(slot)].get_or_insert_with(|| StringGroup::new(0));
+        let group = self.strings[usize::from(slot)]
+            .get_or_insert_with(|| StringGroup::new(0, GATHER_BYTES / usize::from(SLOT_COUNT)));
         let before = group.bytes();
         group.push(key, value);
         self.gathered.0 += 1;

@@ -194,7 +194,7 @@ mod tests {
         let mut w = RestoreWriter::new(ErrorPolicy::Stop);
         w.conflict = ConflictPolicy::Skip;
         let mut c = SinkCounters::default();
-        let mut group = StringGroup::new(3);
+        let mut group = StringGroup::new(3, 0);
         group.push(b"a", b"1");
         group.push(b"b", b"2");
         let (head, _, pending) = w.strings(group);

@@ -290,7 +290,7 @@ impl StandaloneSink {
             self.send_strings(group).await?;
         }
         self.strings
-            .get_or_insert_with(|| StringGroup::new(db))
+            .get_or_insert_with(|| StringGroup::new(db, 64 * STANDALONE_GROUP_KEYS))
             .push(key, value);
         Ok(())
     }

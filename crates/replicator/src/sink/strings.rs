@@ -33,12 +33,12 @@ pub(crate) struct StringGroup {
 }
 
 impl StringGroup {
-    /// An empty group for database `db`.
-    pub(crate) fn new(db: i64) -> StringGroup {
+    /// An empty group for database `db`, with room for `capacity` bytes of keys and values in wire form.
+    pub(crate) fn new(db: i64, capacity: usize) -> StringGroup {
         StringGroup {
             db,
             count: 0,
-            args: BytesMut::new(),
+            args: BytesMut::with_capacity(capacity),
         }
     }
 
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_group_is_the_wire_form_of_its_command_and_gives_its_pairs_back() {
-        let mut g = StringGroup::new(2);
+        let mut g = StringGroup::new(2, 0);
         g.push(b"k1", b"");
         g.push(b"key\r\n2", &[b'v'; 12]);
         assert_eq!(g.len(), 2);
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn an_mset_head_counts_every_argument() {
-        let mut g = StringGroup::new(0);
+        let mut g = StringGroup::new(0, 16);
         for i in 0..5 {
             g.push(format!("k{i}").as_bytes(), b"v");
         }
