@@ -469,57 +469,34 @@ fn ends_exact_after_shard_failover(
     }
 }
 
-#[test]
-fn a_source_shard_cluster_failover_continues_on_the_promoted_replica_without_a_full_copy() {
-    let (source, target, rt, job) = running_pair(33);
+/// `CLUSTER FAILOVER` on the replica of slot 0's shard while the job streams every shard (from its master, or
+/// from a replica when `prefer_replica`); ends exact, the shard followed onto the node it must stream from now:
+/// the promoted replica, or with `prefer_replica` the demoted master (the shard's only replica now).
+fn failover_of_slot_0_shard_is_followed(seed: u64, prefer_replica: bool) {
+    let (source, target, rt, job) = running_pair_with(seed, prefer_replica);
     let writers = Writers::start(&source, 3);
     wait_until(common::DEADLINE, "live writes on the target", || {
         get_counter(&target.target(), &counter_key(0, 0)) >= 30
     })
     .unwrap();
     let (master, replica) = shard_nodes(&source, 0);
+    let (streamed, next) = if prefer_replica {
+        (replica, master)
+    } else {
+        (master, replica)
+    };
     let shard = job
         .status()
         .shards
         .iter()
-        .find(|s| s.source == source.nodes[master].addr())
-        .map(|s| s.name.clone())
-        .expect("a shard streamed from the master of slot 0");
-    redis::cmd("CLUSTER")
-        .arg("FAILOVER")
-        .exec(&mut source.nodes[replica].client())
-        .unwrap();
-    wait_until(common::DEADLINE, "the replica to be promoted", || {
-        is_master(&source.nodes[replica])
-    })
-    .unwrap();
-    let new_addr = source.nodes[replica].addr();
-    ends_exact_after_shard_failover(&source, &target, &job, writers, &shard, &new_addr);
-    rt.block_on(job.stop()).unwrap();
-}
-
-#[test]
-fn with_prefer_replica_a_failover_of_the_replica_streamed_from_continues_on_the_demoted_master() {
-    let (source, target, rt, job) = running_pair_with(38, true);
-    let writers = Writers::start(&source, 3);
-    wait_until(common::DEADLINE, "live writes on the target", || {
-        get_counter(&target.target(), &counter_key(0, 0)) >= 30
-    })
-    .unwrap();
-    let (master, replica) = shard_nodes(&source, 0);
-    let shard = job
-        .status()
-        .shards
-        .iter()
-        .find(|s| s.source == source.nodes[replica].addr())
+        .find(|s| s.source == source.nodes[streamed].addr())
         .map(|s| s.name.clone())
         .unwrap_or_else(|| {
             panic!(
-                "the shard of slot 0 streamed from its replica: {:?}",
+                "slot 0's shard streamed from node {streamed}: {:?}",
                 job.status()
             )
         });
-    // The replica streamed from takes over; its old master becomes its replica, and the shard's only one.
     redis::cmd("CLUSTER")
         .arg("FAILOVER")
         .exec(&mut source.nodes[replica].client())
@@ -528,9 +505,19 @@ fn with_prefer_replica_a_failover_of_the_replica_streamed_from_continues_on_the_
         is_master(&source.nodes[replica]) && !is_master(&source.nodes[master])
     })
     .unwrap();
-    let new_addr = source.nodes[master].addr();
+    let new_addr = source.nodes[next].addr();
     ends_exact_after_shard_failover(&source, &target, &job, writers, &shard, &new_addr);
     rt.block_on(job.stop()).unwrap();
+}
+
+#[test]
+fn a_source_shard_cluster_failover_continues_on_the_promoted_replica_without_a_full_copy() {
+    failover_of_slot_0_shard_is_followed(33, false);
+}
+
+#[test]
+fn with_prefer_replica_a_failover_of_the_replica_streamed_from_continues_on_the_demoted_master() {
+    failover_of_slot_0_shard_is_followed(38, true);
 }
 
 #[test]
