@@ -738,25 +738,40 @@ impl Parser {
                 let offset = self.base + self.pos as u64;
                 let raw = matches!(self.opts.mode, ValueMode::Raw | ValueMode::DecodedAndRaw);
                 self.pos = c.p;
-                let mut vs = values::ValueState::new(
-                    t,
-                    key,
-                    self.flavor == Flavor::Valkey,
-                    raw,
-                    self.keep,
-                    offset,
-                    meta.expire,
-                    meta.idle,
-                    meta.freq,
-                    self.db,
-                );
-                vs.big = self.opts.big_value_bytes;
+                let flavor_valkey = self.flavor == Flavor::Valkey;
                 let boxed = match self.spare.take() {
                     Some(mut b) => {
-                        *b = vs;
+                        b.reset(
+                            t,
+                            key,
+                            flavor_valkey,
+                            raw,
+                            self.keep,
+                            offset,
+                            meta.expire,
+                            meta.idle,
+                            meta.freq,
+                            self.db,
+                        );
+                        b.big = self.opts.big_value_bytes;
                         b
                     }
-                    None => Box::new(vs),
+                    None => {
+                        let mut b = Box::new(values::ValueState::new(
+                            t,
+                            key,
+                            flavor_valkey,
+                            raw,
+                            self.keep,
+                            offset,
+                            meta.expire,
+                            meta.idle,
+                            meta.freq,
+                            self.db,
+                        ));
+                        b.big = self.opts.big_value_bytes;
+                        b
+                    }
                 };
                 self.state = St::Value(boxed);
                 return Ok(None);

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use crate::cursor::{corrupt, int_bytes, share, Bad, Cur, RStr, Stop, R};
 use crate::encoding::{
-    intset_for_each, listpack_for_each, ziplist_for_each, zipmap_for_each, Elem,
+    intset_for_each, listpack_for_each, packed_count_hint, ziplist_for_each, zipmap_for_each, Elem,
 };
 use crate::parser::types::*;
 use crate::parser::{module_value, Entry};
@@ -93,11 +93,11 @@ impl ValueState {
         freq: Option<u8>,
         db: u64,
     ) -> Self {
-        ValueState {
+        let mut vs = ValueState {
             t,
-            key,
+            key: Bytes::new(),
             valkey,
-            raw: raw.then(Vec::new),
+            raw: None,
             keep,
             offset,
             expire,
@@ -119,7 +119,52 @@ impl ValueState {
             big: None,
             started: false,
             finished: false,
-        }
+        };
+        vs.reset(t, key, valkey, raw, keep, offset, expire, idle, freq, db);
+        vs
+    }
+
+    /// Makes a used state the start of a new value, field by field (the parser keeps one state for every key,
+    /// so this spares building a new one and moving it in place).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn reset(
+        &mut self,
+        t: u8,
+        key: Bytes,
+        valkey: bool,
+        raw: bool,
+        keep: bool,
+        offset: u64,
+        expire: Option<i64>,
+        idle: Option<u64>,
+        freq: Option<u8>,
+        db: u64,
+    ) {
+        self.t = t;
+        self.key = key;
+        self.valkey = valkey;
+        self.raw = raw.then(Vec::new);
+        self.keep = keep;
+        self.offset = offset;
+        self.expire = expire;
+        self.idle = idle;
+        self.freq = freq;
+        self.db = db;
+        self.phase = 0;
+        self.remaining = 0;
+        self.min_expire = 0;
+        self.acc = Acc::None;
+        self.tail = None;
+        self.groups_left = 0;
+        self.pel_left = 0;
+        self.consumers_left = 0;
+        self.consumer_pel_left = 0;
+        self.size = 1;
+        self.pending_bytes = 0;
+        self.first_live = None;
+        self.big = None;
+        self.started = false;
+        self.finished = false;
     }
 
     /// Records bytes of a completed unit.
@@ -732,7 +777,7 @@ fn packed_for_each<'a>(
 
 /// The elements of a listpack (`listpack`) or a ziplist.
 fn collect_packed(b: &[u8], listpack: bool) -> Result<Vec<Elem<'_>>, String> {
-    let mut v = Vec::new();
+    let mut v = Vec::with_capacity(packed_count_hint(b, listpack));
     packed_for_each(b, listpack, |e| {
         v.push(e);
         Ok(())
@@ -827,7 +872,7 @@ fn decode_blob(t: u8, blob: &Bytes) -> Result<Value, String> {
             Value::Hash(v)
         }
         LIST_ZIPLIST => {
-            let mut v = Vec::new();
+            let mut v = Vec::with_capacity(packed_count_hint(blob, false));
             ziplist_for_each(blob, |e| {
                 v.push(elem_bytes(blob, e));
                 Ok(())
@@ -840,7 +885,7 @@ fn decode_blob(t: u8, blob: &Bytes) -> Result<Value, String> {
             Value::Set(v)
         }
         SET_LISTPACK => {
-            let mut v = Vec::new();
+            let mut v = Vec::with_capacity(packed_count_hint(blob, true));
             listpack_for_each(blob, |e| {
                 v.push(elem_bytes(blob, e));
                 Ok(())
