@@ -184,6 +184,9 @@ pub enum Checksum {
 }
 
 /// One key with its value.
+///
+/// The key and the strings of the value are slices of the parser's input buffers (about 64 KiB each, or one
+/// big value's), not copies: holding one holds its buffer. Copy (`Bytes::copy_from_slice`) what is kept for long.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// Database number.
