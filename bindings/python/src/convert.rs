@@ -49,6 +49,64 @@ pub(crate) fn frame_to_py(py: Python<'_>, frame: &Frame) -> PyResult<Py<PyAny>> 
     })
 }
 
+/// Hash field names as shared Python `bytes`: the hashes of one kind of key repeat the same field names, so a
+/// name seen recently is handed out again (one more reference) instead of built anew, as JSON decoders such as
+/// orjson do for dict keys. A shared `bytes` also keeps its hash, which each dict insertion would compute again.
+/// Direct-mapped: a name takes the slot its hash picks, replacing whatever was there; names longer than
+/// [`FIELD_CACHE_MAX`] bytes are not cached. `bytes` are immutable, so sharing them changes nothing a caller sees
+/// (but `is`).
+pub(crate) struct FieldCache {
+    slots: Vec<Option<CachedField>>,
+}
+
+/// One cached name: its bytes (for the comparison, without asking Python) and the Python object.
+struct CachedField {
+    len: usize,
+    text: [u8; FIELD_CACHE_MAX],
+    obj: Py<PyBytes>,
+}
+
+/// Longest field name cached.
+const FIELD_CACHE_MAX: usize = 32;
+/// Slots of the cache (a power of two).
+const FIELD_CACHE_SLOTS: usize = 1024;
+
+impl FieldCache {
+    /// An empty cache.
+    pub(crate) fn new() -> Self {
+        FieldCache {
+            slots: (0..FIELD_CACHE_SLOTS).map(|_| None).collect(),
+        }
+    }
+
+    /// `name` as a Python `bytes`, the cached one when the slot holds the same bytes.
+    fn bytes<'py>(&mut self, py: Python<'py>, name: &[u8]) -> Bound<'py, PyBytes> {
+        if name.len() > FIELD_CACHE_MAX {
+            return PyBytes::new(py, name);
+        }
+        // FNV-1a: short input, no allocation, good enough spread for a direct-mapped table.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in name {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let slot = &mut self.slots[(h as usize) & (FIELD_CACHE_SLOTS - 1)];
+        if let Some(c) = slot {
+            if &c.text[..c.len] == name {
+                return c.obj.bind(py).clone();
+            }
+        }
+        let obj = PyBytes::new(py, name);
+        let mut text = [0u8; FIELD_CACHE_MAX];
+        text[..name.len()].copy_from_slice(name);
+        *slot = Some(CachedField {
+            len: name.len(),
+            text,
+            obj: obj.clone().unbind(),
+        });
+        obj
+    }
+}
+
 fn stream_id(py: Python<'_>, id: StreamId) -> Bound<'_, PyBytes> {
     PyBytes::new(py, id.to_string().as_bytes())
 }
@@ -60,8 +118,12 @@ fn bytes_list<'py>(py: Python<'py>, items: &[bytes::Bytes]) -> PyResult<Bound<'p
 /// An RDB value as Python types: `string` -> `bytes`, `list` -> `list[bytes]`, `set` -> `set[bytes]`,
 /// `zset` -> `list[tuple[bytes, float]]` (`ZRANGE` order), `hash` -> `dict[bytes, bytes]`, `stream` -> `dict` (entries
 /// as `(id, {field: value})` like XRANGE, plus metadata and groups), `module` -> `dict` (id, name, encver, raw
-/// payload).
-pub(crate) fn value_to_py(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> {
+/// payload). Hash and stream field names come from `fields` (see [`FieldCache`]).
+pub(crate) fn value_to_py(
+    py: Python<'_>,
+    value: &Value,
+    fields: &mut FieldCache,
+) -> PyResult<Py<PyAny>> {
     Ok(match value {
         Value::String(b) => PyBytes::new(py, b).into_any().unbind(),
         Value::List(items) => bytes_list(py, items)?.into_any().unbind(),
@@ -85,21 +147,21 @@ pub(crate) fn value_to_py(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> 
         )?
         .into_any()
         .unbind(),
-        Value::Hash(fields) => {
+        Value::Hash(hash) => {
             let dict = PyDict::new(py);
-            for f in fields {
-                dict.set_item(PyBytes::new(py, &f.field), PyBytes::new(py, &f.value))?;
+            for f in hash {
+                dict.set_item(fields.bytes(py, &f.field), PyBytes::new(py, &f.value))?;
             }
             dict.into_any().unbind()
         }
         Value::Stream(s) => {
             let entries = PyList::empty(py);
             for e in &s.entries {
-                let fields = PyDict::new(py);
+                let entry = PyDict::new(py);
                 for (f, v) in &e.fields {
-                    fields.set_item(PyBytes::new(py, f), PyBytes::new(py, v))?;
+                    entry.set_item(fields.bytes(py, f), PyBytes::new(py, v))?;
                 }
-                entries.append((stream_id(py, e.id), fields))?;
+                entries.append((stream_id(py, e.id), entry))?;
             }
             let groups = PyList::empty(py);
             for g in &s.groups {

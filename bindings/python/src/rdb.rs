@@ -15,7 +15,7 @@ use ferry::rdb::Entries;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::convert::value_to_py;
+use crate::convert::{value_to_py, FieldCache};
 use crate::errors::{self, ferry_error};
 use crate::runtime;
 
@@ -58,9 +58,9 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// The Python entry of a decoded one.
-    fn new(py: Python<'_>, e: &ferry::rdb::Entry) -> PyResult<Entry> {
+    fn new(py: Python<'_>, e: &ferry::rdb::Entry, fields: &mut FieldCache) -> PyResult<Entry> {
         let (value, type_name) = match &e.value {
-            Some(v) => (value_to_py(py, v)?, v.type_name()),
+            Some(v) => (value_to_py(py, v, fields)?, v.type_name()),
             None => (py.None(), ferry::rdb::type_name_of(e.rdb_type)),
         };
         Ok(Entry {
@@ -170,6 +170,8 @@ pub(crate) struct RdbReader {
     recycle: SyncSender<Vec<ferry::rdb::Entry>>,
     /// The process that started the reading thread (a forked child has no such thread).
     pid: u32,
+    /// Hash field names seen recently, shared between the keys' dicts.
+    fields: FieldCache,
 }
 
 impl RdbReader {
@@ -237,6 +239,7 @@ impl RdbReader {
             at: 0,
             recycle,
             pid: std::process::id(),
+            fields: FieldCache::new(),
         })
     }
 
@@ -248,7 +251,7 @@ impl RdbReader {
         loop {
             if let Some(e) = self.current.get(self.at) {
                 self.at += 1;
-                return Entry::new(py, e).map(Some);
+                return Entry::new(py, e, &mut self.fields).map(Some);
             }
             let used = std::mem::take(&mut self.current);
             if used.capacity() > 0 {

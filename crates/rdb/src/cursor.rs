@@ -35,7 +35,8 @@ pub(crate) fn corrupt<T>(at: usize, msg: impl Into<String>) -> R<T> {
 /// An RDB string as found in the input, not yet copied out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RStr<'a> {
-    Plain(&'a [u8]),
+    /// The bytes, and the buffer they lie in when it can hand them out as a slice.
+    Plain(&'a [u8], Option<&'a Bytes>),
     Int(i64),
     Lzf {
         data: &'a [u8],
@@ -45,11 +46,13 @@ pub(crate) enum RStr<'a> {
 }
 
 impl RStr<'_> {
-    /// Copies (or decompresses, or formats) the string into owned bytes.
+    /// The string as owned bytes: a slice of the input buffer when there is one (no copy), else copied,
+    /// decompressed or formatted.
     pub(crate) fn to_bytes(self) -> R<Bytes> {
         match self {
-            RStr::Plain(s) => Ok(Bytes::copy_from_slice(s)),
-            RStr::Int(i) => Ok(Bytes::from(i.to_string())),
+            RStr::Plain(s, Some(src)) => Ok(share(src, s)),
+            RStr::Plain(s, None) => Ok(Bytes::copy_from_slice(s)),
+            RStr::Int(i) => Ok(int_bytes(i)),
             RStr::Lzf { data, ulen, at } => match lzf::decompress(data, ulen) {
                 Ok(v) => Ok(Bytes::from(v)),
                 Err(e) => corrupt(
@@ -61,16 +64,56 @@ impl RStr<'_> {
     }
 }
 
+/// The decimal text of `i` (one allocation of its exact length).
+pub(crate) fn int_bytes(i: i64) -> Bytes {
+    use std::io::Write;
+    let mut text = [0u8; 20];
+    let mut at = &mut text[..];
+    // 20 bytes hold every i64 ("-9223372036854775808"), so the write cannot fail.
+    let _ = write!(at, "{i}");
+    let len = 20 - at.len();
+    Bytes::copy_from_slice(&text[..len])
+}
+
+/// `part` as a slice of `src` (no copy) when it lies inside `src`, else a copy of it.
+pub(crate) fn share(src: &Bytes, part: &[u8]) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(src.as_ptr() as usize);
+    if part.is_empty() {
+        Bytes::new()
+    } else if start < src.len() && part.len() <= src.len() - start {
+        src.slice(start..start + part.len())
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
 /// A cursor over the parser's buffer.
 pub(crate) struct Cur<'a> {
     pub b: &'a [u8],
     pub p: usize,
     pub max_string: usize,
+    /// The buffer `b` is, when strings may be handed out as slices of it.
+    pub src: Option<&'a Bytes>,
 }
 
 impl<'a> Cur<'a> {
     pub(crate) fn new(b: &'a [u8], p: usize, max_string: usize) -> Self {
-        Cur { b, p, max_string }
+        Cur {
+            b,
+            p,
+            max_string,
+            src: None,
+        }
+    }
+
+    /// A cursor whose strings are slices of `b` rather than copies.
+    pub(crate) fn shared(b: &'a Bytes, p: usize, max_string: usize) -> Self {
+        Cur {
+            b,
+            p,
+            max_string,
+            src: Some(b),
+        }
     }
 
     #[inline]
@@ -168,7 +211,7 @@ impl<'a> Cur<'a> {
         let (v, enc) = self.len_enc(what)?;
         if !enc {
             let n = self.check_len(v, start, what)?;
-            return Ok(RStr::Plain(self.take(n, what)?));
+            return Ok(RStr::Plain(self.take(n, what)?, self.src));
         }
         match v {
             0 => Ok(RStr::Int(self.u8(what)? as i8 as i64)),

@@ -108,6 +108,16 @@ fn check_end(b: &[u8], p: usize, count: usize, n: usize, what: &str) -> Result<(
     Ok(())
 }
 
+/// The element count a ziplist (`listpack` false) or listpack header declares, for sizing a vector: at most one
+/// element per two bytes of the blob (a damaged header cannot ask for more), 0 when the header is too short.
+pub(crate) fn packed_count_hint(b: &[u8], listpack: bool) -> usize {
+    let at = if listpack { 4 } else { 8 };
+    if b.len() < at + 2 {
+        return 0;
+    }
+    (rd_u16(b, at) as usize).min(b.len() / 2)
+}
+
 /// The 16-bit element count written in ziplist and listpack headers (0xffff when it does not fit).
 fn header_count(count: usize) -> u16 {
     count.min(0xffff) as u16

@@ -33,7 +33,9 @@ pub const MAX_EXPANSION: usize = 88;
 /// `input.len() * MAX_EXPANSION`), so a forged length never allocates beyond what the input
 /// can produce.
 pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
-    let mut out: Vec<u8> = Vec::with_capacity(out_len);
+    // Written by index into a buffer of the declared size (checked bounds, no per-byte push).
+    let mut out = vec![0u8; out_len];
+    let mut op = 0usize;
     let mut ip = 0usize;
     while ip < input.len() {
         let ctrl = input[ip] as usize;
@@ -43,10 +45,11 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
             if ip + run > input.len() {
                 return Err(LzfError::TruncatedInput);
             }
-            if out.len() + run > out_len {
+            if op + run > out_len {
                 return Err(LzfError::OutputOverflow);
             }
-            out.extend_from_slice(&input[ip..ip + run]);
+            out[op..op + run].copy_from_slice(&input[ip..ip + run]);
+            op += run;
             ip += run;
         } else {
             let mut len = ctrl >> 5;
@@ -63,24 +66,26 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
             }
             let back = ((ctrl & 0x1f) << 8) + input[ip] as usize + 1;
             ip += 1;
-            if back > out.len() {
+            if back > op {
                 return Err(LzfError::BadBackReference);
             }
-            if out.len() + len > out_len {
+            if op + len > out_len {
                 return Err(LzfError::OutputOverflow);
             }
-            let start = out.len() - back;
+            let start = op - back;
             if back >= len {
-                out.extend_from_within(start..start + len);
+                out.copy_within(start..start + len, op);
             } else {
-                for i in 0..len {
-                    let b = out[start + i];
-                    out.push(b);
+                // Overlapping: each byte may be one this reference just wrote.
+                let window = &mut out[start..op + len];
+                for i in back..back + len {
+                    window[i] = window[i - back];
                 }
             }
+            op += len;
         }
     }
-    if out.len() != out_len {
+    if op != out_len {
         return Err(LzfError::OutputShort);
     }
     Ok(out)
@@ -160,6 +165,23 @@ mod tests {
         let c = compress(&data).expect("compressible");
         assert!(c.len() < data.len());
         assert_eq!(decompress(&c, data.len()).unwrap(), data);
+    }
+
+    #[test]
+    fn overlapping_back_reference_repeats_what_it_writes() {
+        // One literal 'x', then a back reference of distance 1 and length 9 (ctrl 7 << 5, extra 0): ten 'x'.
+        assert_eq!(
+            decompress(&[0, b'x', 0xe0, 0, 0], 10).unwrap(),
+            b"x".repeat(10)
+        );
+        // Distance 2 over "ab": "abababab".
+        assert_eq!(
+            decompress(&[1, b'a', b'b', 0xc0, 0x01], 10).unwrap(),
+            b"ab".repeat(5)
+        );
+        let runs: Vec<u8> = [b"x".repeat(300), b"yz".repeat(200)].concat();
+        let c = compress(&runs).expect("compressible");
+        assert_eq!(decompress(&c, runs.len()).unwrap(), runs);
     }
 
     #[test]

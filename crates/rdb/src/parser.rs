@@ -29,13 +29,16 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::crc64::crc64;
 use crate::cursor::{corrupt, Bad, Cur, Stop, R};
 use crate::error::{Error, KeyContext};
 use crate::value::{module_name_from_id, ModuleValue, Value};
 use crate::values;
+
+/// Size of the buffers input is collected in (a unit longer than this gets a buffer of its own).
+const CHUNK: usize = 64 * 1024;
 
 /// Highest Redis RDB version this crate reads.
 pub const MAX_RDB_VERSION: u32 = 13;
@@ -181,6 +184,9 @@ pub enum Checksum {
 }
 
 /// One key with its value.
+///
+/// The key and the strings of the value are slices of the parser's input buffers (about 64 KiB each, or one
+/// big value's), not copies: holding one holds its buffer. Copy (`Bytes::copy_from_slice`) what is kept for long.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// Database number.
@@ -312,7 +318,12 @@ enum St {
 /// ```
 pub struct Parser {
     opts: ParserOptions,
-    buf: BytesMut,
+    /// The input being parsed, frozen so that keys, values and elements are handed out as slices of it (no copy
+    /// per string). A slice keeps its buffer alive; buffers are about [`CHUNK`] bytes, or one big unit.
+    buf: Bytes,
+    /// Input fed but not yet parseable (fewer than `need` bytes): collected here, frozen into `buf` once the
+    /// unit the parser waits for is complete. When it holds bytes, `buf` holds no unconsumed ones.
+    grow: BytesMut,
     /// Absolute offset of `buf[0]`.
     base: u64,
     /// Bytes of `buf` consumed.
@@ -338,7 +349,7 @@ impl std::fmt::Debug for Parser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parser")
             .field("offset", &(self.base + self.pos as u64))
-            .field("buffered", &(self.buf.len() - self.pos))
+            .field("buffered", &self.remaining().len())
             .field("version", &self.version)
             .finish()
     }
@@ -350,7 +361,8 @@ impl Parser {
         let keep = opts.mode != ValueMode::Raw || opts.big_value_bytes.is_some();
         Parser {
             opts,
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: Bytes::new(),
+            grow: BytesMut::new(),
             base: 0,
             pos: 0,
             crc: 0,
@@ -370,13 +382,46 @@ impl Parser {
 
     /// Appends input bytes.
     pub fn feed(&mut self, data: &[u8]) {
-        self.compact();
-        self.buf.extend_from_slice(data);
+        if data.is_empty() {
+            return;
+        }
+        // What `buf` still holds goes in front of the new bytes: its unconsumed part while parsing (positions
+        // move to the front), all of it after the EOF opcode (positions stay, for the checksum and remaining()).
+        let keep_from = if self.parsing() {
+            self.compact();
+            self.pos
+        } else {
+            0
+        };
+        let want = self.grow.len() + (self.buf.len() - keep_from) + data.len();
+        if self.grow.capacity() < want {
+            // A new buffer: earlier ones stay alive only while slices of them do.
+            let mut fresh = BytesMut::with_capacity(want.max(CHUNK).max(self.grow.len() * 2));
+            fresh.extend_from_slice(&self.grow);
+            self.grow = fresh;
+        }
+        self.grow.extend_from_slice(&self.buf[keep_from..]);
+        self.grow.extend_from_slice(data);
+        self.buf = Bytes::new();
+        self.pos -= keep_from;
+        let runnable = !matches!(self.state, St::Done | St::Failed);
+        if runnable && self.grow.len() >= self.need {
+            self.buf = self.grow.split().freeze();
+            if self.buf.len() > 4 * CHUNK {
+                // One big unit: small slices cut later must not keep its buffer alive.
+                self.grow = BytesMut::new();
+            }
+        }
+    }
+
+    /// True while the parser reads the header, opcodes or a value (before the EOF opcode).
+    fn parsing(&self) -> bool {
+        matches!(self.state, St::Header | St::Ops | St::Value(_))
     }
 
     /// How many more bytes the parser needs before it can make progress (0 when it can run now).
     pub fn bytes_needed(&self) -> usize {
-        self.need.saturating_sub(self.buf.len())
+        self.need.saturating_sub(self.buf.len() + self.grow.len())
     }
 
     /// Total bytes consumed so far (the absolute offset of the next unread byte).
@@ -396,7 +441,11 @@ impl Parser {
 
     /// Bytes fed but not consumed (after EOF: whatever followed the RDB, e.g. AOF commands).
     pub fn remaining(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        if self.grow.is_empty() {
+            &self.buf[self.pos..]
+        } else {
+            &self.grow[self.pos..]
+        }
     }
 
     /// Call at end of input: an error if the file ended before `Item::Eof`.
@@ -405,7 +454,7 @@ impl Parser {
             St::Done => Ok(()),
             St::Failed => Err(Error::Finished),
             _ => Err(Error::Truncated {
-                offset: self.base + self.buf.len() as u64,
+                offset: self.base + (self.buf.len() + self.grow.len()) as u64,
                 what: self.need_what,
                 key: self.key_context(),
             }),
@@ -419,15 +468,15 @@ impl Parser {
         }
     }
 
+    /// Folds the consumed bytes of `buf` into the checksum and the base offset (`buf` itself is replaced by the
+    /// caller, [`Parser::feed`]); `pos` stays, as the index the unconsumed bytes start at.
     fn compact(&mut self) {
-        if self.pos == 0 || !matches!(self.state, St::Header | St::Ops | St::Value(_)) {
+        let pos = self.pos;
+        if pos == 0 {
             return;
         }
-        let pos = self.pos;
         self.crc = crc64(self.crc, &self.buf[self.crc_at..pos]);
-        self.buf.advance(pos);
         self.base += pos as u64;
-        self.pos = 0;
         self.crc_at = 0;
         self.need = self.need.saturating_sub(pos);
     }
@@ -473,7 +522,7 @@ impl Parser {
     }
 
     fn cur(&self) -> Cur<'_> {
-        Cur::new(&self.buf, self.pos, self.opts.max_string_len)
+        Cur::shared(&self.buf, self.pos, self.opts.max_string_len)
     }
 
     fn step(&mut self) -> R<Option<Item>> {
@@ -539,7 +588,7 @@ impl Parser {
     }
 
     fn step_opcode(&mut self) -> R<Option<Item>> {
-        let mut c = Cur::new(&self.buf, self.pos, self.opts.max_string_len);
+        let mut c = Cur::shared(&self.buf, self.pos, self.opts.max_string_len);
         let op = c.u8("an opcode or value type")?;
         let item = match op {
             OP_EOF => {
@@ -692,25 +741,40 @@ impl Parser {
                 let offset = self.base + self.pos as u64;
                 let raw = matches!(self.opts.mode, ValueMode::Raw | ValueMode::DecodedAndRaw);
                 self.pos = c.p;
-                let mut vs = values::ValueState::new(
-                    t,
-                    key,
-                    self.flavor == Flavor::Valkey,
-                    raw,
-                    self.keep,
-                    offset,
-                    meta.expire,
-                    meta.idle,
-                    meta.freq,
-                    self.db,
-                );
-                vs.big = self.opts.big_value_bytes;
+                let flavor_valkey = self.flavor == Flavor::Valkey;
                 let boxed = match self.spare.take() {
                     Some(mut b) => {
-                        *b = vs;
+                        b.reset(
+                            t,
+                            key,
+                            flavor_valkey,
+                            raw,
+                            self.keep,
+                            offset,
+                            meta.expire,
+                            meta.idle,
+                            meta.freq,
+                            self.db,
+                        );
+                        b.big = self.opts.big_value_bytes;
                         b
                     }
-                    None => Box::new(vs),
+                    None => {
+                        let mut b = Box::new(values::ValueState::new(
+                            t,
+                            key,
+                            flavor_valkey,
+                            raw,
+                            self.keep,
+                            offset,
+                            meta.expire,
+                            meta.idle,
+                            meta.freq,
+                            self.db,
+                        ));
+                        b.big = self.opts.big_value_bytes;
+                        b
+                    }
                 };
                 self.state = St::Value(boxed);
                 return Ok(None);
@@ -727,7 +791,7 @@ impl Parser {
             kind: Bad::Corrupt(m),
         };
         loop {
-            let mut c = Cur::new(&self.buf, self.pos, self.opts.max_string_len);
+            let mut c = Cur::shared(&self.buf, self.pos, self.opts.max_string_len);
             let done = vs.unit(&mut c)?;
             let consumed = &self.buf[self.pos..c.p];
             vs.commit(consumed);

@@ -2,9 +2,9 @@
 
 use bytes::Bytes;
 
-use crate::cursor::{corrupt, Bad, Cur, RStr, Stop, R};
+use crate::cursor::{corrupt, int_bytes, share, Bad, Cur, RStr, Stop, R};
 use crate::encoding::{
-    intset_for_each, listpack_for_each, ziplist_for_each, zipmap_for_each, Elem,
+    intset_for_each, listpack_for_each, packed_count_hint, ziplist_for_each, zipmap_for_each, Elem,
 };
 use crate::parser::types::*;
 use crate::parser::{module_value, Entry};
@@ -93,11 +93,11 @@ impl ValueState {
         freq: Option<u8>,
         db: u64,
     ) -> Self {
-        ValueState {
+        let mut vs = ValueState {
             t,
-            key,
+            key: Bytes::new(),
             valkey,
-            raw: raw.then(Vec::new),
+            raw: None,
             keep,
             offset,
             expire,
@@ -119,7 +119,52 @@ impl ValueState {
             big: None,
             started: false,
             finished: false,
-        }
+        };
+        vs.reset(t, key, valkey, raw, keep, offset, expire, idle, freq, db);
+        vs
+    }
+
+    /// Makes a used state the start of a new value, field by field (the parser keeps one state for every key,
+    /// so this spares building a new one and moving it in place).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn reset(
+        &mut self,
+        t: u8,
+        key: Bytes,
+        valkey: bool,
+        raw: bool,
+        keep: bool,
+        offset: u64,
+        expire: Option<i64>,
+        idle: Option<u64>,
+        freq: Option<u8>,
+        db: u64,
+    ) {
+        self.t = t;
+        self.key = key;
+        self.valkey = valkey;
+        self.raw = raw.then(Vec::new);
+        self.keep = keep;
+        self.offset = offset;
+        self.expire = expire;
+        self.idle = idle;
+        self.freq = freq;
+        self.db = db;
+        self.phase = 0;
+        self.remaining = 0;
+        self.min_expire = 0;
+        self.acc = Acc::None;
+        self.tail = None;
+        self.groups_left = 0;
+        self.pel_left = 0;
+        self.consumers_left = 0;
+        self.consumer_pel_left = 0;
+        self.size = 1;
+        self.pending_bytes = 0;
+        self.first_live = None;
+        self.big = None;
+        self.started = false;
+        self.finished = false;
     }
 
     /// Records bytes of a completed unit.
@@ -251,7 +296,10 @@ impl ValueState {
                 }
                 let part = c.take(n, "a string value")?;
                 if let Acc::Elems(v) = &mut self.acc {
-                    v.push(Bytes::copy_from_slice(part));
+                    v.push(match c.src {
+                        Some(src) => share(src, part),
+                        None => Bytes::copy_from_slice(part),
+                    });
                 }
                 self.remaining -= n as u64;
                 Ok(self.remaining == 0)
@@ -450,7 +498,7 @@ impl ValueState {
                 let at = c.p;
                 let owned;
                 let key = match c.string("the master ID of a stream node")? {
-                    RStr::Plain(s) => s,
+                    RStr::Plain(s, _) => s,
                     other => {
                         owned = other.to_bytes()?;
                         &owned[..]
@@ -729,7 +777,7 @@ fn packed_for_each<'a>(
 
 /// The elements of a listpack (`listpack`) or a ziplist.
 fn collect_packed(b: &[u8], listpack: bool) -> Result<Vec<Elem<'_>>, String> {
-    let mut v = Vec::new();
+    let mut v = Vec::with_capacity(packed_count_hint(b, listpack));
     packed_for_each(b, listpack, |e| {
         v.push(e);
         Ok(())
@@ -765,7 +813,7 @@ fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>) -> Result<Value, Strin
                     out.push(blob.clone());
                 } else {
                     packed_for_each(blob, *container != 0, |e| {
-                        out.push(e.to_bytes());
+                        out.push(elem_bytes(blob, e));
                         Ok(())
                     })?;
                 }
@@ -805,40 +853,50 @@ fn build_value(t: u8, acc: Acc, tail: Option<StreamTail>) -> Result<Value, Strin
     })
 }
 
-fn decode_blob(t: u8, blob: &[u8]) -> Result<Value, String> {
+/// An element of `blob` as bytes: a slice of it for a string, the decimal text of an integer.
+fn elem_bytes(blob: &Bytes, e: Elem<'_>) -> Bytes {
+    match e {
+        Elem::Str(s) => share(blob, s),
+        Elem::Int(i) => int_bytes(i),
+    }
+}
+
+/// Decodes a single-blob value; its string elements are slices of `blob`.
+fn decode_blob(t: u8, blob: &Bytes) -> Result<Value, String> {
     Ok(match t {
         HASH_ZIPMAP => {
             let mut v = Vec::new();
             zipmap_for_each(blob, |f, val| {
-                v.push(HashField::new(
-                    Bytes::copy_from_slice(f),
-                    Bytes::copy_from_slice(val),
-                ))
+                v.push(HashField::new(share(blob, f), share(blob, val)))
             })?;
             Value::Hash(v)
         }
-        LIST_ZIPLIST => Value::List(
-            collect_packed(blob, false)?
-                .into_iter()
-                .map(Elem::to_bytes)
-                .collect(),
-        ),
+        LIST_ZIPLIST => {
+            let mut v = Vec::with_capacity(packed_count_hint(blob, false));
+            ziplist_for_each(blob, |e| {
+                v.push(elem_bytes(blob, e));
+                Ok(())
+            })?;
+            Value::List(v)
+        }
         SET_INTSET => {
             let mut v = Vec::new();
-            intset_for_each(blob, |i| v.push(Bytes::from(i.to_string())))?;
+            intset_for_each(blob, |i| v.push(int_bytes(i)))?;
             Value::Set(v)
         }
-        SET_LISTPACK => Value::Set(
-            collect_packed(blob, true)?
-                .into_iter()
-                .map(Elem::to_bytes)
-                .collect(),
-        ),
+        SET_LISTPACK => {
+            let mut v = Vec::with_capacity(packed_count_hint(blob, true));
+            listpack_for_each(blob, |e| {
+                v.push(elem_bytes(blob, e));
+                Ok(())
+            })?;
+            Value::Set(v)
+        }
         ZSET_ZIPLIST | ZSET_LISTPACK => {
             let items = collect_packed(blob, t == ZSET_LISTPACK)?;
             let mut v = Vec::with_capacity(items.len() / 2);
             for (m, s) in pairs_from(&items, "sorted set blob")? {
-                v.push((m.to_bytes(), score(s)?));
+                v.push((elem_bytes(blob, m), score(s)?));
             }
             Value::SortedSet(v)
         }
@@ -846,7 +904,7 @@ fn decode_blob(t: u8, blob: &[u8]) -> Result<Value, String> {
             let items = collect_packed(blob, t == HASH_LISTPACK)?;
             let mut v = Vec::with_capacity(items.len() / 2);
             for (f, val) in pairs_from(&items, "hash blob")? {
-                v.push(HashField::new(f.to_bytes(), val.to_bytes()));
+                v.push(HashField::new(elem_bytes(blob, f), elem_bytes(blob, val)));
             }
             Value::Hash(v)
         }
@@ -867,8 +925,8 @@ fn decode_blob(t: u8, blob: &[u8]) -> Result<Value, String> {
                     return Err(format!("hash field TTL {ttl} out of range"));
                 }
                 v.push(HashField {
-                    field: tr[0].to_bytes(),
-                    value: tr[1].to_bytes(),
+                    field: elem_bytes(blob, tr[0]),
+                    value: elem_bytes(blob, tr[1]),
                     expire_at_ms: (ttl != 0).then_some(ttl as u64),
                 });
             }

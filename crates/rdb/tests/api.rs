@@ -355,3 +355,53 @@ fn a_big_string_arrives_in_pieces_without_being_buffered_whole() {
         assert_eq!(pieces.concat(), big, "feed {feed}");
     }
 }
+
+#[test]
+fn keys_and_compact_elements_are_slices_of_one_buffer_not_copies() {
+    // Small keys, a string and an RDB 9 list (a ziplist): all fed at once, so all in one input buffer.
+    let file = Writer::write_to_vec(9, |w| {
+        w.select_db(0)?;
+        w.write_entry(b"first", &Value::String("one".into()), None)?;
+        w.write_entry(
+            b"second",
+            &Value::List(vec!["a".into(), "bb".into(), "ccc".into()]),
+            None,
+        )
+    })
+    .unwrap();
+    let mut p = ferry_rdb::Parser::new(ParserOptions::default());
+    p.feed(&file);
+    let mut entries = Vec::new();
+    while let Some(item) = p.next_item().unwrap() {
+        if let Item::Entry(e) = item {
+            entries.push(e);
+        }
+    }
+    assert_eq!(entries.len(), 2);
+    let (first, second) = (&entries[0], &entries[1]);
+    let in_file = |needle: &[u8]| {
+        file.windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
+    };
+    // The second key sits where the file has it, counted from the first key: the same buffer, no copy.
+    let distance = (second.key.as_ptr() as usize).wrapping_sub(first.key.as_ptr() as usize);
+    assert_eq!(distance, in_file(b"second") - in_file(b"first"));
+    let Some(Value::List(items)) = &second.value else {
+        panic!("not a list: {:?}", second.value);
+    };
+    assert_eq!(
+        items,
+        &vec![Bytes::from("a"), Bytes::from("bb"), Bytes::from("ccc")]
+    );
+    // The ziplist's elements are slices of the same buffer too: each where the file has it after the key.
+    let after_key = &file[in_file(b"second")..];
+    for item in items {
+        let at = (item.as_ptr() as usize).wrapping_sub(second.key.as_ptr() as usize);
+        assert!(
+            at < after_key.len(),
+            "{item:?} is a copy, not in the input buffer"
+        );
+        assert_eq!(&after_key[at..at + item.len()], &item[..]);
+    }
+}
