@@ -742,40 +742,27 @@ impl Parser {
                 let raw = matches!(self.opts.mode, ValueMode::Raw | ValueMode::DecodedAndRaw);
                 self.pos = c.p;
                 let flavor_valkey = self.flavor == Flavor::Valkey;
-                let boxed = match self.spare.take() {
+                let state = values::ValueState::new(
+                    t,
+                    key,
+                    flavor_valkey,
+                    raw,
+                    self.keep,
+                    offset,
+                    meta.expire,
+                    meta.idle,
+                    meta.freq,
+                    self.db,
+                );
+                // The box of the last key is reused: one allocation for the whole file, not one per key.
+                let mut boxed = match self.spare.take() {
                     Some(mut b) => {
-                        b.reset(
-                            t,
-                            key,
-                            flavor_valkey,
-                            raw,
-                            self.keep,
-                            offset,
-                            meta.expire,
-                            meta.idle,
-                            meta.freq,
-                            self.db,
-                        );
-                        b.big = self.opts.big_value_bytes;
+                        *b = state;
                         b
                     }
-                    None => {
-                        let mut b = Box::new(values::ValueState::new(
-                            t,
-                            key,
-                            flavor_valkey,
-                            raw,
-                            self.keep,
-                            offset,
-                            meta.expire,
-                            meta.idle,
-                            meta.freq,
-                            self.db,
-                        ));
-                        b.big = self.opts.big_value_bytes;
-                        b
-                    }
+                    None => Box::new(state),
                 };
+                boxed.big = self.opts.big_value_bytes;
                 self.state = St::Value(boxed);
                 return Ok(None);
             }

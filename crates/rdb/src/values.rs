@@ -93,11 +93,11 @@ impl ValueState {
         freq: Option<u8>,
         db: u64,
     ) -> Self {
-        let mut vs = ValueState {
+        ValueState {
             t,
-            key: Bytes::new(),
+            key,
             valkey,
-            raw: None,
+            raw: raw.then(Vec::new),
             keep,
             offset,
             expire,
@@ -119,52 +119,7 @@ impl ValueState {
             big: None,
             started: false,
             finished: false,
-        };
-        vs.reset(t, key, valkey, raw, keep, offset, expire, idle, freq, db);
-        vs
-    }
-
-    /// Makes a used state the start of a new value, field by field (the parser keeps one state for every key,
-    /// so this spares building a new one and moving it in place).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn reset(
-        &mut self,
-        t: u8,
-        key: Bytes,
-        valkey: bool,
-        raw: bool,
-        keep: bool,
-        offset: u64,
-        expire: Option<i64>,
-        idle: Option<u64>,
-        freq: Option<u8>,
-        db: u64,
-    ) {
-        self.t = t;
-        self.key = key;
-        self.valkey = valkey;
-        self.raw = raw.then(Vec::new);
-        self.keep = keep;
-        self.offset = offset;
-        self.expire = expire;
-        self.idle = idle;
-        self.freq = freq;
-        self.db = db;
-        self.phase = 0;
-        self.remaining = 0;
-        self.min_expire = 0;
-        self.acc = Acc::None;
-        self.tail = None;
-        self.groups_left = 0;
-        self.pel_left = 0;
-        self.consumers_left = 0;
-        self.consumer_pel_left = 0;
-        self.size = 1;
-        self.pending_bytes = 0;
-        self.first_live = None;
-        self.big = None;
-        self.started = false;
-        self.finished = false;
+        }
     }
 
     /// Records bytes of a completed unit.
