@@ -480,8 +480,8 @@ impl ClusterSink {
         group.push(key, value);
         self.gathered.0 += 1;
         self.gathered.1 += group.bytes() - before;
-        if group.len() >= SLOT_GROUP_KEYS {
-            let group = self.strings[usize::from(slot)].take().expect("pushed to");
+        if let Some(group) = self.strings[usize::from(slot)].take_if(|g| g.len() >= SLOT_GROUP_KEYS)
+        {
             self.gathered.0 -= group.len();
             self.gathered.1 -= group.bytes();
             let node = usize::from(self.owner[usize::from(slot)]);
