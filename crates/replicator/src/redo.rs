@@ -203,24 +203,27 @@ async fn scan_db(
 
 /// Deletes `keys` of database `db`: one `DEL` for all of them on a standalone target, one per slot on a cluster
 /// master (a `DEL` of several keys must keep to one slot there).
-async fn delete_keys(
-    server: &mut StandaloneSink,
-    db: i64,
-    mut keys: Vec<Bytes>,
-) -> Result<(), Error> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let del = || vec![Bytes::from_static(b"DEL")];
-    if !server.is_cluster_node() {
-        let mut argv = del();
-        argv.append(&mut keys);
-        return server.write_plain(db, &argv).await;
-    }
-    keys.sort_by_cached_key(|k| ferry_topology::key_slot(k));
-    for group in keys.chunk_by(|a, b| ferry_topology::key_slot(a) == ferry_topology::key_slot(b)) {
-        let mut argv = del();
-        argv.extend_from_slice(group);
+async fn delete_keys(server: &mut StandaloneSink, db: i64, keys: Vec<Bytes>) -> Result<(), Error> {
+    // On a standalone target every key is in one group.
+    let cluster = server.is_cluster_node();
+    let mut keyed: Vec<(u16, Bytes)> = keys
+        .into_iter()
+        .map(|k| {
+            (
+                if cluster {
+                    ferry_topology::key_slot(&k)
+                } else {
+                    0
+                },
+                k,
+            )
+        })
+        .collect();
+    keyed.sort_unstable_by_key(|(slot, _)| *slot);
+    for group in keyed.chunk_by(|a, b| a.0 == b.0) {
+        let mut argv = Vec::with_capacity(1 + group.len());
+        argv.push(Bytes::from_static(b"DEL"));
+        argv.extend(group.iter().map(|(_, k)| k.clone()));
         server.write_plain(db, &argv).await?;
     }
     Ok(())

@@ -17,6 +17,24 @@ fn cluster_counter(cluster: &Cluster, tag: &str) -> u64 {
     v.unwrap_or(0)
 }
 
+/// How many times the cluster's masters ran `command` (lower case), from `INFO commandstats`.
+fn calls_on_masters(cluster: &Cluster, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    cluster
+        .masters()
+        .iter()
+        .map(|m| {
+            let stats = m.info("commandstats").unwrap_or_default();
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 /// A 7.0 source whose backlog holds what a test's workload writes while the job is away: with the 1 MB default
 /// PSYNC rightly falls back to a full copy on a loaded machine (faults.rs covers that fallback on its own).
 fn source_with_backlog() -> Server {
@@ -143,20 +161,14 @@ fn small_strings_go_as_one_mset_per_slot_and_skip_keeps_what_the_cluster_had() {
     let status = job.status.snapshot();
     assert_eq!(status.keys_copied, 20_000 - kept, "{status:?}");
     assert_eq!(status.keys_skipped, kept, "{status:?}");
-    let mut msets = 0u64;
     for m in cluster.masters() {
         let stats = m.info("commandstats").unwrap_or_default();
         assert!(
             !stats.contains("cmdstat_restore:"),
             "small strings are not restored one by one: {stats}"
         );
-        msets += stats
-            .lines()
-            .find_map(|l| l.strip_prefix("cmdstat_msetnx:calls="))
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
     }
+    let msets = calls_on_masters(&cluster, "msetnx");
     assert!(
         msets > 0 && msets < 20_000,
         "MSETNX per slot group: {msets}"
@@ -203,19 +215,7 @@ fn small_strings_sharing_a_slot_go_in_groups_as_they_fill_and_rewrite_replaces_w
     cfg.conflict = ferry_replicator::ConflictPolicy::Rewrite;
     let job = Job::start_with(cfg);
     job.wait_caught_up(&source);
-    let msets: u64 = cluster
-        .masters()
-        .iter()
-        .map(|m| {
-            let stats = m.info("commandstats").unwrap_or_default();
-            stats
-                .lines()
-                .find_map(|l| l.strip_prefix("cmdstat_mset:calls="))
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum();
+    let msets = calls_on_masters(&cluster, "mset");
     assert_eq!(
         msets, 4,
         "groups of 256 keys of the slot: 256 + 256 + 256 + 232"

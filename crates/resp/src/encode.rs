@@ -75,13 +75,34 @@ pub fn encode_command<A: AsRef<[u8]>>(argv: &[A], out: &mut BytesMut) {
     // Headers are at most 1 + 20 + 2 bytes, the trailing CRLF 2 more.
     let body: usize = argv.iter().map(|a| a.as_ref().len() + 25).sum();
     out.reserve(body + 25);
-    put_header(out, b'*', argv.len());
+    encode_array_header(argv.len(), out);
     for arg in argv {
-        let arg = arg.as_ref();
-        put_header(out, b'$', arg.len());
-        out.put_slice(arg);
-        out.put_slice(b"\r\n");
+        encode_bulk(arg.as_ref(), out);
     }
+}
+
+/// Appends the header of an array of `len` elements (`*len\r\n`), for a caller that writes the elements itself
+/// (see [`encode_bulk`]).
+pub fn encode_array_header(len: usize, out: &mut BytesMut) {
+    put_header(out, b'*', len);
+}
+
+/// Appends one bulk string (`$len\r\n<bytes>\r\n`), an element of a command built piece by piece.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use ferry_resp::{encode_array_header, encode_bulk};
+///
+/// let mut out = BytesMut::new();
+/// encode_array_header(2, &mut out);
+/// encode_bulk(b"GET", &mut out);
+/// encode_bulk(b"k", &mut out);
+/// assert_eq!(&out[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+/// ```
+pub fn encode_bulk(arg: &[u8], out: &mut BytesMut) {
+    put_header(out, b'$', arg.len());
+    out.put_slice(arg);
+    out.put_slice(b"\r\n");
 }
 
 fn has_crlf(s: &[u8]) -> bool {

@@ -74,7 +74,7 @@ pub use codec::{CommandCodec, RespCodec};
 pub use command::{Args, Command};
 pub use connection::Connection;
 pub use decode::{Decoder, Limits};
-pub use encode::{encode_command, encode_frame};
+pub use encode::{encode_array_header, encode_bulk, encode_command, encode_frame};
 pub use error::Error;
 pub use frame::{Frame, ServerError};
 pub use like::ConnectionLike;

@@ -305,9 +305,6 @@ impl StandaloneSink {
 
     /// Writes one group of small strings as `MSET`/`MSETNX`.
     pub(crate) async fn send_strings(&mut self, group: StringGroup) -> Result<(), Error> {
-        if group.len() == 0 {
-            return Ok(());
-        }
         self.select(group.db);
         let (head, args, pending) = self.restore.strings(group);
         self.pipe

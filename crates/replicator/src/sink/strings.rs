@@ -7,7 +7,8 @@
 //! not two allocations per key, and the command goes out as one copy of that buffer. A refused `MSETNX` gets
 //! its pairs back from the same bytes ([`pairs`]).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use ferry_resp::{encode_array_header, encode_bulk, Decoder, Frame};
 
 /// Keys a standalone target takes in one `MSET`/`MSETNX`.
 pub(crate) const STANDALONE_GROUP_KEYS: usize = 128;
@@ -45,8 +46,8 @@ impl StringGroup {
     /// Adds a key and its value.
     pub(crate) fn push(&mut self, key: &[u8], value: &[u8]) {
         self.args.reserve(key.len() + value.len() + 2 * 25);
-        put_bulk(&mut self.args, key);
-        put_bulk(&mut self.args, value);
+        encode_bulk(key, &mut self.args);
+        encode_bulk(value, &mut self.args);
         self.count += 1;
     }
 
@@ -64,58 +65,26 @@ impl StringGroup {
     pub(crate) fn command(self, nx: bool) -> (Bytes, Bytes, usize) {
         let name: &[u8] = if nx { b"MSETNX" } else { b"MSET" };
         let mut head = BytesMut::with_capacity(32);
-        head.put_u8(b'*');
-        put_decimal(&mut head, 1 + 2 * self.count);
-        head.put_slice(b"\r\n");
-        put_bulk(&mut head, name);
+        encode_array_header(1 + 2 * self.count, &mut head);
+        encode_bulk(name, &mut head);
         (head.freeze(), self.args.freeze(), self.count)
     }
 }
 
-/// The key-value pairs of a group's arguments (as [`StringGroup::command`] gave them), sharing their bytes.
+/// The key-value pairs of a group's arguments (as [`StringGroup::command`] gave them): each is a bulk string
+/// of its own, read back with the RESP decoder.
 pub(crate) fn pairs(args: &Bytes) -> Vec<(Bytes, Bytes)> {
+    let mut buf = BytesMut::from(&args[..]);
+    let mut decoder = Decoder::new();
+    let mut next = || match decoder.decode(&mut buf) {
+        Ok(Some(Frame::Bulk(b))) => Some(b),
+        _ => None,
+    };
     let mut out = Vec::new();
-    let mut rest = args.clone();
-    while let (Some(key), Some(value)) = (next_bulk(&mut rest), next_bulk(&mut rest)) {
+    while let (Some(key), Some(value)) = (next(), next()) {
         out.push((key, value));
     }
     out
-}
-
-/// The next `$len\r\n<bytes>\r\n` of `rest` (written by [`put_bulk`]), sliced off it.
-fn next_bulk(rest: &mut Bytes) -> Option<Bytes> {
-    let line = rest.iter().position(|&b| b == b'\r')?;
-    let len: usize = std::str::from_utf8(rest.get(1..line)?).ok()?.parse().ok()?;
-    let start = line + 2;
-    let end = start.checked_add(len)?;
-    if rest.len() < end + 2 {
-        return None;
-    }
-    let item = rest.slice(start..end);
-    *rest = rest.slice(end + 2..);
-    Some(item)
-}
-
-fn put_bulk(out: &mut BytesMut, arg: &[u8]) {
-    out.put_u8(b'$');
-    put_decimal(out, arg.len());
-    out.put_slice(b"\r\n");
-    out.put_slice(arg);
-    out.put_slice(b"\r\n");
-}
-
-fn put_decimal(out: &mut BytesMut, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[i..]);
 }
 
 #[cfg(test)]
