@@ -8,13 +8,15 @@
 //!
 //! ```text
 //! cargo bench -p ferry-benches --bench ferry_cli                           # 5M keys sync, 1M keys verify
+//! FERRY_CLI_SYNC_VALUE_SIZE=256 cargo bench -p ferry-benches --bench ferry_cli   # values of 256 bytes, not 16
+//! FERRY_CLI_VERIFY_KEYS=0 cargo bench -p ferry-benches --bench ferry_cli        # the sync only
 //! FERRY_CLI_SYNC_KEYS=1000000 FERRY_CLI_VERIFY_KEYS=200000 cargo bench -p ferry-benches --bench ferry_cli
 //! ```
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_benches::{dbsize, ferry_binary, link_up, populate, run_ferry, server};
+use ferry_benches::{dbsize, ferry_binary, link_up, populate, run_ferry, server, wait_timed};
 use ferry_resp::{ConnectOptions, Connection, Frame};
 use ferry_testkit::wait_until;
 
@@ -28,13 +30,20 @@ fn main() {
             .unwrap_or(default)
     };
     let ferry = ferry_binary();
-    sync(&ferry, env("FERRY_CLI_SYNC_KEYS", 5_000_000));
-    verify(&ferry, env("FERRY_CLI_VERIFY_KEYS", 1_000_000));
+    sync(
+        &ferry,
+        env("FERRY_CLI_SYNC_KEYS", 5_000_000),
+        env("FERRY_CLI_SYNC_VALUE_SIZE", 16),
+    );
+    let verify_keys = env("FERRY_CLI_VERIFY_KEYS", 1_000_000);
+    if verify_keys > 0 {
+        verify(&ferry, verify_keys);
+    }
 }
 
-fn sync(ferry: &std::path::Path, n: u64) {
+fn sync(ferry: &std::path::Path, n: u64, value_size: u64) {
     let source = server(&[]);
-    populate(&source, n, "key", 16);
+    populate(&source, n, "key", value_size);
 
     let replica = server(&[]);
     let started = Instant::now();
@@ -43,10 +52,9 @@ fn sync(ferry: &std::path::Path, n: u64) {
         .arg(source.port())
         .exec(&mut replica.client())
         .unwrap();
-    wait_until(DEADLINE, "the native replica to load", || {
+    wait_timed("the native replica to load", || {
         link_up(&replica) && dbsize(&replica) == n
-    })
-    .unwrap();
+    });
     let native = started.elapsed();
     drop(replica);
 
@@ -66,10 +74,10 @@ fn sync(ferry: &std::path::Path, n: u64) {
     );
     assert_eq!(code, 0, "ferry sync failed");
     assert_eq!(dbsize(&target), n, "every key copied");
-    println!("| keys | native replica | ferry sync (to exit) | ferry / native | ferry peak RSS |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| keys | value bytes | native replica | ferry sync (to exit) | ferry / native | ferry peak RSS |");
+    println!("|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {n} | {:.2} s | {:.2} s | {:.2}x | {:.0} MiB |",
+        "| {n} | {value_size} | {:.2} s | {:.2} s | {:.2}x | {:.0} MiB |",
         native.as_secs_f64(),
         took.as_secs_f64(),
         took.as_secs_f64() / native.as_secs_f64(),

@@ -37,6 +37,19 @@ pub fn server(config: &[(&str, &str)]) -> Server {
     Server::start(opts).expect("start redis-server")
 }
 
+/// Polls `done` every 2 ms (no back-off, unlike testkit's `wait_until`, whose pauses grow to 100 ms and would
+/// round a timed phase up by as much) until it holds; panics after an hour. For the waits whose end is timed.
+pub fn wait_timed(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// `DBSIZE` of `server`.
 pub fn dbsize(server: &Server) -> u64 {
     redis::cmd("DBSIZE").query(&mut server.client()).unwrap()

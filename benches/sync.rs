@@ -10,7 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_benches::{data_keys, dbsize, peak_rss_mib, populate, redis_benchmark, server};
+use ferry_benches::{
+    data_keys, dbsize, link_up, peak_rss_mib, populate, redis_benchmark, server, wait_timed,
+};
 use ferry_replicator::{Config, Phase, Replicator, StatusHandle};
 use ferry_resp::ConnectOptions;
 use ferry_testkit::{wait_until, Server, Version};
@@ -140,10 +142,9 @@ fn timed_full_sync(source: &Server, target: &Server, cluster: bool, what: &str) 
     let started = Instant::now();
     let job = start_job_with(source, target, cluster);
     let status = job.status.clone();
-    wait_until(DEADLINE, what, || {
+    wait_timed(what, || {
         status.snapshot().phase == Phase::Incremental
-    })
-    .unwrap();
+    });
     let took = started.elapsed();
     let cpu = cpu_seconds() - cpu_before;
     let rss_mib = peak_rss_mib("self").unwrap_or(0.0);
@@ -168,11 +169,10 @@ fn full_sync(n: u64) {
         .arg(source.port())
         .exec(&mut r)
         .unwrap();
-    wait_until(DEADLINE, "the native replica to load", || {
+    wait_timed("the native replica to load", || {
         info_field(&replica, "replication", "master_link_status").as_deref() == Some("up")
             && dbsize(&replica) == n
-    })
-    .unwrap();
+    });
     let native = started.elapsed();
     drop(replica);
 
@@ -218,18 +218,40 @@ fn full_sync_cluster(n: u64) {
     );
 }
 
-/// The same full copy into a standalone target, a 3+0 cluster (3 masters, no replicas) and a 3+3 cluster, from
-/// one source, in the same run: `rounds` of each, the order rotated every round, each into a fresh target. The
-/// 3+0 row tells how much of the 3+3 cluster's cost is its replicas applying the same writes on the same cores.
+/// The same full copy into a standalone target, a standalone target with one replica (1+1), a 3+0 cluster (3
+/// masters, no replicas) and a 3+3 cluster, from one source, in the same run: `rounds` of each, the order rotated
+/// every round, each into a fresh target. The 3+0 row tells how much of the 3+3 cluster's cost is its replicas
+/// applying the same writes on the same cores; the 1+1 row is the standalone copy with that same replica work (one
+/// replica per master), so 3+3 against 1+1 compares like with like on this machine.
 fn standalone_vs_cluster(n: u64, rounds: u32) {
     let source = server(&[]);
     populate(&source, n, "key", 16);
-    println!("| round | keys | standalone target | 3+0 cluster target | 3+3 cluster target | 3+0 / standalone | 3+3 / standalone |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    let standalone = || {
+    println!("| round | keys | standalone | standalone + replica (1+1) | 3+0 cluster | 3+3 cluster | 3+0 / standalone | 3+3 / standalone | 3+3 / 1+1 |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let standalone = |with_replica: bool| {
         let target = server(&[]);
+        let replica = with_replica.then(|| {
+            let replica = server(&[]);
+            redis::cmd("REPLICAOF")
+                .arg(target.host())
+                .arg(target.port())
+                .exec(&mut replica.client())
+                .unwrap();
+            wait_until(DEADLINE, "the target's replica to attach", || {
+                link_up(&replica)
+            })
+            .unwrap();
+            replica
+        });
         let run = timed_full_sync(&source, &target, false, "ferry's full sync");
         assert_eq!(dbsize(&target), n, "every key copied");
+        if let Some(replica) = replica {
+            // The replica holds what its master holds (as with the 3+3 cluster's replicas below).
+            wait_until(DEADLINE, "the target's replica to catch up", || {
+                dbsize(&replica) == dbsize(&target)
+            })
+            .unwrap();
+        }
         run.took
     };
     let cluster = |replicas_per_master: usize| {
@@ -249,20 +271,22 @@ fn standalone_vs_cluster(n: u64, rounds: u32) {
         run.took
     };
     for round in 1..=rounds {
-        let mut took = [Duration::ZERO; 3];
-        for i in 0..3 {
-            let kind = (i + round as usize - 1) % 3;
+        let mut took = [Duration::ZERO; 4];
+        for i in 0..4 {
+            let kind = (i + round as usize - 1) % 4;
             took[kind] = match kind {
-                0 => standalone(),
-                1 => cluster(0),
+                0 => standalone(false),
+                1 => standalone(true),
+                2 => cluster(0),
                 _ => cluster(1),
             };
         }
-        let [s, c0, c1] = took.map(|d| d.as_secs_f64());
+        let [s, s1, c0, c1] = took.map(|d| d.as_secs_f64());
         println!(
-            "| {round} | {n} | {s:.2} s | {c0:.2} s | {c1:.2} s | {:.2}x | {:.2}x |",
+            "| {round} | {n} | {s:.2} s | {s1:.2} s | {c0:.2} s | {c1:.2} s | {:.2}x | {:.2}x | {:.2}x |",
             c0 / s,
-            c1 / s
+            c1 / s,
+            c1 / s1
         );
     }
 }
@@ -308,10 +332,9 @@ fn live_phase() {
         .unwrap()
         .parse()
         .unwrap();
-    wait_until(DEADLINE, "the job to catch up", || {
+    wait_timed("the job to catch up", || {
         status.snapshot().applied_offset >= offset
-    })
-    .unwrap();
+    });
     let caught_up = started.elapsed();
     let applied = status.snapshot().commands_applied;
     let rss = peak_rss_mib("self").unwrap_or(0.0);

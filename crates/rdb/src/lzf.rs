@@ -72,16 +72,7 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
             if op + len > out_len {
                 return Err(LzfError::OutputOverflow);
             }
-            let start = op - back;
-            if back >= len {
-                out.copy_within(start..start + len, op);
-            } else {
-                // Overlapping: each byte may be one this reference just wrote.
-                let window = &mut out[start..op + len];
-                for i in back..back + len {
-                    window[i] = window[i - back];
-                }
-            }
+            copy_back(&mut out, op, back, len);
             op += len;
         }
     }
@@ -89,6 +80,32 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
         return Err(LzfError::OutputShort);
     }
     Ok(out)
+}
+
+/// Writes `out[op..op + len]` as a back reference `back` bytes behind `op` (`1 <= back <= op`, checked by the
+/// caller, as is `op + len <= out.len()`).
+///
+/// When the reference overlaps what it writes (`back < len`), the output repeats the `back` bytes before `op`
+/// (a run: `back == 1` is the common case of compressed padding). That is copied in chunks that double, each
+/// from the start of the pattern (every byte then equals the one `back` bytes before it, as a byte-by-byte copy
+/// would make it), instead of one dependent byte at a time.
+fn copy_back(out: &mut [u8], op: usize, back: usize, len: usize) {
+    let start = op - back;
+    if back >= len {
+        out.copy_within(start..start + len, op);
+    } else if back == 1 {
+        let byte = out[start];
+        out[op..op + len].fill(byte);
+    } else {
+        let end = op + len;
+        let mut at = op;
+        while at < end {
+            // `at - start` is a whole number of periods, so the bytes from `start` continue the pattern at `at`.
+            let n = (at - start).min(end - at);
+            out.copy_within(start..start + n, at);
+            at += n;
+        }
+    }
 }
 
 /// Compresses `input` with a simple greedy LZF encoder (used by the writer for long strings).
@@ -198,5 +215,92 @@ mod tests {
             decompress(&[2, b'a', b'b', b'c'], 2),
             Err(LzfError::OutputOverflow)
         );
+    }
+
+    /// The format decoded one byte at a time, as the LZF reference decoder does: what `decompress` must agree
+    /// with on any input, valid or not.
+    fn decompress_bytewise(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
+        let mut out = Vec::new();
+        let mut ip = 0;
+        while ip < input.len() {
+            let ctrl = input[ip] as usize;
+            ip += 1;
+            if ctrl < 32 {
+                // A whole literal run is checked before it is copied: a truncated run is reported as such.
+                if ip + ctrl + 1 > input.len() {
+                    return Err(LzfError::TruncatedInput);
+                }
+                if out.len() + ctrl + 1 > out_len {
+                    return Err(LzfError::OutputOverflow);
+                }
+                for _ in 0..=ctrl {
+                    out.push(input[ip]);
+                    ip += 1;
+                }
+            } else {
+                let mut len = ctrl >> 5;
+                if len == 7 {
+                    len += *input.get(ip).ok_or(LzfError::TruncatedInput)? as usize;
+                    ip += 1;
+                }
+                len += 2;
+                let low = *input.get(ip).ok_or(LzfError::TruncatedInput)? as usize;
+                ip += 1;
+                let back = ((ctrl & 0x1f) << 8) + low + 1;
+                if back > out.len() {
+                    return Err(LzfError::BadBackReference);
+                }
+                if out.len() + len > out_len {
+                    return Err(LzfError::OutputOverflow);
+                }
+                for _ in 0..len {
+                    out.push(out[out.len() - back]);
+                }
+            }
+        }
+        if out.len() != out_len {
+            return Err(LzfError::OutputShort);
+        }
+        Ok(out)
+    }
+
+    /// Data of runs with short periods (what overlapping back references encode) and some noise.
+    fn periodic() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 1..12), 0usize..400),
+            1..8,
+        )
+        .prop_map(|parts| {
+            parts
+                .into_iter()
+                .flat_map(|(pattern, n)| {
+                    pattern
+                        .iter()
+                        .cycle()
+                        .take(pattern.len() + n)
+                        .copied()
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn periodic_data_round_trips_and_matches_the_bytewise_decoder(data in periodic()) {
+            if let Some(c) = compress(&data) {
+                proptest::prop_assert_eq!(decompress(&c, data.len()).unwrap(), data.clone());
+                proptest::prop_assert_eq!(decompress_bytewise(&c, data.len()).unwrap(), data);
+            }
+        }
+
+        #[test]
+        fn any_input_decodes_as_the_bytewise_decoder_decodes_it(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            out_len in 0usize..2000,
+        ) {
+            proptest::prop_assert_eq!(decompress(&input, out_len), decompress_bytewise(&input, out_len));
+        }
     }
 }
