@@ -10,6 +10,7 @@
 //! cargo bench -p ferry-benches --bench ferry_cli                           # 5M keys sync, 1M keys verify
 //! FERRY_CLI_SYNC_VALUE_SIZE=256 cargo bench -p ferry-benches --bench ferry_cli   # values of 256 bytes, not 16
 //! FERRY_CLI_VERIFY_KEYS=0 cargo bench -p ferry-benches --bench ferry_cli        # the sync only
+//! FERRY_CLI_SOURCE_RDB=/path/dump.rdb cargo bench -p ferry-benches --bench ferry_cli  # your own data (keys in db 0)
 //! FERRY_CLI_SYNC_KEYS=1000000 FERRY_CLI_VERIFY_KEYS=200000 cargo bench -p ferry-benches --bench ferry_cli
 //! ```
 
@@ -43,7 +44,28 @@ fn main() {
 
 fn sync(ferry: &std::path::Path, n: u64, value_size: u64) {
     let source = server(&[]);
-    populate(&source, n, "key", value_size);
+    let rdb = std::env::var("FERRY_CLI_SOURCE_RDB").ok();
+    let (n, shape) = match &rdb {
+        // Your own data: the file becomes the source's dataset (its dump file, then `DEBUG RELOAD NOSAVE`).
+        Some(path) => {
+            let (_, name): (String, String) = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("dbfilename")
+                .query(&mut source.client())
+                .unwrap();
+            std::fs::copy(path, source.dir().join(name)).expect("copy the RDB file");
+            redis::cmd("DEBUG")
+                .arg("RELOAD")
+                .arg("NOSAVE")
+                .exec(&mut source.client())
+                .unwrap();
+            (dbsize(&source), path.clone())
+        }
+        None => {
+            populate(&source, n, "key", value_size);
+            (n, format!("{value_size}-byte strings"))
+        }
+    };
 
     let replica = server(&[]);
     let started = Instant::now();
@@ -74,10 +96,12 @@ fn sync(ferry: &std::path::Path, n: u64, value_size: u64) {
     );
     assert_eq!(code, 0, "ferry sync failed");
     assert_eq!(dbsize(&target), n, "every key copied");
-    println!("| keys | value bytes | native replica | ferry sync (to exit) | ferry / native | ferry peak RSS |");
+    println!(
+        "| keys | data | native replica | ferry sync (to exit) | ferry / native | ferry peak RSS |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {n} | {value_size} | {:.2} s | {:.2} s | {:.2}x | {:.0} MiB |",
+        "| {n} | {shape} | {:.2} s | {:.2} s | {:.2}x | {:.0} MiB |",
         native.as_secs_f64(),
         took.as_secs_f64(),
         took.as_secs_f64() / native.as_secs_f64(),

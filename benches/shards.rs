@@ -40,9 +40,7 @@ use ferry_benches::{
     data_keys, dbsize, ferry_binary, link_up, peak_rss_mib, redis_benchmark, run_ferry, scan,
     server, wait_timed,
 };
-use ferry_testkit::{
-    key_slot, wait_for, Cluster, ClusterOptions, Server, Version, SLOTS,
-};
+use ferry_testkit::{key_slot, wait_for, Cluster, ClusterOptions, Server, Version, SLOTS};
 
 const DEADLINE: Duration = Duration::from_secs(3600);
 /// Keys generated per round of the fill (each master keeps those of its slots).

@@ -142,9 +142,7 @@ fn timed_full_sync(source: &Server, target: &Server, cluster: bool, what: &str) 
     let started = Instant::now();
     let job = start_job_with(source, target, cluster);
     let status = job.status.clone();
-    wait_timed(what, || {
-        status.snapshot().phase == Phase::Incremental
-    });
+    wait_timed(what, || status.snapshot().phase == Phase::Incremental);
     let took = started.elapsed();
     let cpu = cpu_seconds() - cpu_before;
     let rss_mib = peak_rss_mib("self").unwrap_or(0.0);
