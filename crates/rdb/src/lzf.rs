@@ -75,11 +75,18 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
             let start = op - back;
             if back >= len {
                 out.copy_within(start..start + len, op);
+            } else if back == 1 {
+                // A run of one byte.
+                let b = out[start];
+                out[op..op + len].fill(b);
             } else {
-                // Overlapping: each byte may be one this reference just wrote.
-                let window = &mut out[start..op + len];
-                for i in back..back + len {
-                    window[i] = window[i - back];
+                // Overlapping: the output repeats the `back` bytes from `start`. Each copy takes what is already
+                // written of that pattern (doubling each time), so source and destination never overlap.
+                let mut done = 0;
+                while done < len {
+                    let n = (back + done).min(len - done);
+                    out.copy_within(start..start + n, op + done);
+                    done += n;
                 }
             }
             op += len;
@@ -182,6 +189,35 @@ mod tests {
         let runs: Vec<u8> = [b"x".repeat(300), b"yz".repeat(200)].concat();
         let c = compress(&runs).expect("compressible");
         assert_eq!(decompress(&c, runs.len()).unwrap(), runs);
+    }
+
+    #[test]
+    fn overlapping_back_reference_of_any_distance_and_length_repeats_its_pattern() {
+        // A literal run of `back` bytes, then one back reference of distance `back` and length `len`.
+        for back in 1..=20usize {
+            for len in 3..=264usize {
+                if back >= len {
+                    continue;
+                }
+                let lit: Vec<u8> = (0..back).map(|i| b'a' + i as u8).collect();
+                let mut input = vec![(back - 1) as u8];
+                input.extend_from_slice(&lit);
+                let code = len - 2;
+                if code < 7 {
+                    input.push(((code as u8) << 5) | ((back - 1) >> 8) as u8);
+                } else {
+                    input.push((7 << 5) | ((back - 1) >> 8) as u8);
+                    input.push((code - 7) as u8);
+                }
+                input.push((back - 1) as u8);
+                let want: Vec<u8> = (0..back + len).map(|i| lit[i % back]).collect();
+                assert_eq!(
+                    decompress(&input, back + len).unwrap(),
+                    want,
+                    "back {back} len {len}"
+                );
+            }
+        }
     }
 
     #[test]
