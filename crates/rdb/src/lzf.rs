@@ -33,13 +33,14 @@ pub const MAX_EXPANSION: usize = 88;
 /// `input.len() * MAX_EXPANSION`), so a forged length never allocates beyond what the input
 /// can produce.
 pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
-    // Written by index into a buffer of the declared size (checked bounds, no per-byte push).
-    let mut out = vec![0u8; out_len];
-    let mut op = 0usize;
+    // Appended to a buffer of the declared capacity (never zeroed first, never grown: every write is checked
+    // against `out_len` before it is made).
+    let mut out = Vec::with_capacity(out_len);
     let mut ip = 0usize;
     while ip < input.len() {
         let ctrl = input[ip] as usize;
         ip += 1;
+        let op = out.len();
         if ctrl < 32 {
             let run = ctrl + 1;
             if ip + run > input.len() {
@@ -48,8 +49,7 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
             if op + run > out_len {
                 return Err(LzfError::OutputOverflow);
             }
-            out[op..op + run].copy_from_slice(&input[ip..ip + run]);
-            op += run;
+            out.extend_from_slice(&input[ip..ip + run]);
             ip += run;
         } else {
             let mut len = ctrl >> 5;
@@ -74,25 +74,24 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
             }
             let start = op - back;
             if back >= len {
-                out.copy_within(start..start + len, op);
+                out.extend_from_within(start..start + len);
             } else if back == 1 {
                 // A run of one byte.
                 let b = out[start];
-                out[op..op + len].fill(b);
+                out.resize(op + len, b);
             } else {
                 // Overlapping: the output repeats the `back` bytes from `start`. Each copy takes what is already
-                // written of that pattern (doubling each time), so source and destination never overlap.
+                // written of that pattern (doubling each time), so it only reads bytes written before it.
                 let mut done = 0;
                 while done < len {
                     let n = (back + done).min(len - done);
-                    out.copy_within(start..start + n, op + done);
+                    out.extend_from_within(start..start + n);
                     done += n;
                 }
             }
-            op += len;
         }
     }
-    if op != out_len {
+    if out.len() != out_len {
         return Err(LzfError::OutputShort);
     }
     Ok(out)
