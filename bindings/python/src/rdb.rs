@@ -23,8 +23,8 @@ use crate::convert::{value_to_py, FieldCache};
 use crate::errors::{self, ferry_error};
 use crate::runtime;
 
-/// Keys the reading thread hands over at once, at most.
-const BATCH_ENTRIES: usize = 256;
+/// Keys the reading thread hands over at once, at most (a hand-over wakes the other thread: not one per few keys).
+const BATCH_ENTRIES: usize = 1024;
 /// Bytes after which a batch is handed over before it has [`BATCH_ENTRIES`] keys.
 const BATCH_BYTES: usize = 1 << 20;
 /// Batches decoded ahead of Python, at most.
@@ -73,25 +73,27 @@ struct Batch {
 }
 
 impl Batch {
+    /// Empties the batch for reuse; a batch that held one big value does not keep its vectors for the small ones.
     fn clear(&mut self) {
         self.bytes.clear();
         self.elements.clear();
         self.keys.clear();
         self.decoded_bytes = 0;
         self.current = None;
-        // A batch that held one big value does not keep its buffer for the small ones.
-        if self.bytes.capacity() > 4 * BATCH_BYTES {
+        if self.bytes.capacity() > 2 * BATCH_BYTES {
             self.bytes = Vec::new();
         }
-        if self.elements.capacity() > BATCH_BYTES {
+        if self.elements.capacity() * std::mem::size_of::<Range<usize>>() > 2 * BATCH_BYTES {
             self.elements = Vec::new();
         }
     }
 
+    /// True when the batch is to be handed over: [`BATCH_ENTRIES`] keys or [`BATCH_BYTES`] bytes.
     fn full(&self) -> bool {
         self.keys.len() >= BATCH_ENTRIES || self.bytes.len() + self.decoded_bytes >= BATCH_BYTES
     }
 
+    /// Appends `s` to the batch's bytes; returns where it lies.
     fn copy(&mut self, s: &[u8]) -> Range<usize> {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(s);
@@ -326,6 +328,23 @@ pub(crate) struct RdbReader {
 }
 
 impl RdbReader {
+    /// True when the current batch has keys left to hand out, after taking the next batch if it had none; false at
+    /// the end of the file.
+    fn has_current(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if let Some(batch) = &self.current {
+            if self.at < batch.keys.len() {
+                return Ok(true);
+            }
+        }
+        if let Some(used) = self.current.take() {
+            // Full (the thread is gone or busy): then it is freed here.
+            let _ = self.recycle.try_send(used);
+        }
+        self.at = 0;
+        self.current = self.next_batch(py)?;
+        Ok(self.current.is_some())
+    }
+
     /// The next batch: waits for the reading thread with the GIL released, hearing Ctrl-C. `Ok(None)` at the end.
     fn next_batch(&mut self, py: Python<'_>) -> PyResult<Option<Batch>> {
         let Some(rx) = self.rx.take() else {
@@ -394,28 +413,46 @@ impl RdbReader {
         })
     }
 
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
+    /// An iterator over the entries not yet handed out: a C-level chain over lists of a batch's entries each, so
+    /// a `for` loop costs no call into this module per key (one per batch of keys).
+    fn __iter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let batches = py
+            .import(pyo3::intern!(py, "builtins"))?
+            .getattr(pyo3::intern!(py, "iter"))?
+            .call1((slf.getattr(pyo3::intern!(py, "_next_batch"))?, PyList::empty(py)))?;
+        py.import(pyo3::intern!(py, "itertools"))?
+            .getattr(pyo3::intern!(py, "chain"))?
+            .call_method1(pyo3::intern!(py, "from_iterable"), (batches,))
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Entry>> {
-        loop {
+        while self.has_current(py)? {
             if let Some(batch) = &self.current {
                 if let Some(k) = batch.keys.get(self.at) {
                     self.at += 1;
                     return Entry::new(py, batch, k, &mut self.fields).map(Some);
                 }
             }
-            if let Some(used) = self.current.take() {
-                // Full (the thread is gone or busy): then it is freed here.
-                let _ = self.recycle.try_send(used);
-            }
-            self.at = 0;
-            match self.next_batch(py)? {
-                Some(batch) => self.current = Some(batch),
-                None => return Ok(None),
-            }
         }
+        Ok(None)
+    }
+
+    /// The entries of the current batch not yet handed out (or of the next batch), as a list; empty at the end.
+    fn _next_batch<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        if !self.has_current(py)? {
+            return Ok(PyList::empty(py));
+        }
+        let Some(batch) = &self.current else {
+            return Ok(PyList::empty(py));
+        };
+        let keys = &batch.keys[self.at..];
+        let list = PyList::empty(py);
+        for k in keys {
+            list.append(Bound::new(py, Entry::new(py, batch, k, &mut self.fields)?)?)?;
+            self.at += 1;
+        }
+        Ok(list)
     }
 
     /// Stops reading and closes the file (the reading thread ends).
