@@ -27,6 +27,9 @@ use crate::runtime;
 const BATCH_ENTRIES: usize = 1024;
 /// Bytes after which a batch is handed over before it has [`BATCH_ENTRIES`] keys.
 const BATCH_BYTES: usize = 1 << 20;
+/// Entries a `for` loop is given at once (see `RdbReader::__iter__`): few enough that the Python objects just built
+/// are still in the CPU's cache when the loop reaches them.
+const LIST_ENTRIES: usize = 128;
 /// Batches decoded ahead of Python, at most.
 const BATCHES_AHEAD: usize = 2;
 /// How long one GIL-free wait for the reading thread lasts before signals are checked again.
@@ -438,7 +441,8 @@ impl RdbReader {
         Ok(None)
     }
 
-    /// The entries of the current batch not yet handed out (or of the next batch), as a list; empty at the end.
+    /// The next entries of the current batch (or of the next batch), at most [`LIST_ENTRIES`], as a list; empty at
+    /// the end.
     fn _next_batch<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         if !self.has_current(py)? {
             return Ok(PyList::empty(py));
@@ -446,7 +450,7 @@ impl RdbReader {
         let Some(batch) = &self.current else {
             return Ok(PyList::empty(py));
         };
-        let keys = &batch.keys[self.at..];
+        let keys = &batch.keys[self.at..batch.keys.len().min(self.at + LIST_ENTRIES)];
         let list = PyList::empty(py);
         for k in keys {
             list.append(Bound::new(py, Entry::new(py, batch, k, &mut self.fields)?)?)?;
