@@ -423,7 +423,10 @@ impl RdbReader {
         let batches = py
             .import(pyo3::intern!(py, "builtins"))?
             .getattr(pyo3::intern!(py, "iter"))?
-            .call1((slf.getattr(pyo3::intern!(py, "_next_batch"))?, PyList::empty(py)))?;
+            .call1((
+                slf.getattr(pyo3::intern!(py, "_next_batch"))?,
+                PyList::empty(py),
+            ))?;
         py.import(pyo3::intern!(py, "itertools"))?
             .getattr(pyo3::intern!(py, "chain"))?
             .call_method1(pyo3::intern!(py, "from_iterable"), (batches,))
