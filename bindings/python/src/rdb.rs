@@ -314,6 +314,8 @@ fn spawn_reading_thread(mut entries: Entries) -> PyResult<(Receiver<Sent>, SyncS
 }
 
 /// Iterates the keys of an RDB file (ferry's `rdb::entries`), decoded a few batches ahead by a reading thread.
+/// `iter()` (a `for` loop) gives an iterator that takes the entries a list at a time, `next()` takes one: both
+/// take from the same stream, each key once.
 #[pyclass(module = "redis_ferry._native", name = "RdbReader")]
 pub(crate) struct RdbReader {
     /// `None` once the end was reached, an error was raised, or `close()` was called. (The mutex only makes the
