@@ -80,7 +80,7 @@ impl FieldCache {
     }
 
     /// `name` as a Python `bytes`, the cached one when the slot holds the same bytes.
-    fn bytes<'py>(&mut self, py: Python<'py>, name: &[u8]) -> Bound<'py, PyBytes> {
+    pub(crate) fn bytes<'py>(&mut self, py: Python<'py>, name: &[u8]) -> Bound<'py, PyBytes> {
         if name.len() > FIELD_CACHE_MAX {
             return PyBytes::new(py, name);
         }

@@ -1,38 +1,165 @@
 //! `redis_ferry.rdb`: streaming an RDB file's keys into Python objects.
 //!
 //! A reading thread decodes the file (ferry's `rdb::entries`, no GIL needed) a few batches ahead of Python, so on
-//! a machine with a free core the decoding overlaps with building the Python objects. Memory stays bounded: at
-//! most [`BATCHES_AHEAD`] batches of [`BATCH_ENTRIES`] keys (or [`BATCH_BYTES`] bytes, whichever comes first) wait.
-//! A batch Python has converted goes back to the reading thread, which frees its keys and values and reuses the
-//! vector: memory is freed by the thread that allocated it (cheaper for the allocator than freeing across threads).
+//! a machine with a free core the decoding overlaps with building the Python objects. The reading thread does not
+//! build ferry's `Value`s: it visits each value (`Entries::next_visit`) and copies its strings and elements into
+//! one flat buffer per batch, where Python's `bytes` are made from (one copy into a batch instead of one
+//! allocation or reference count per element; values other than strings, lists, sets and plain hashes come as a
+//! `Value`). Memory stays bounded: at most [`BATCHES_AHEAD`] batches of [`BATCH_ENTRIES`] keys (or
+//! [`BATCH_BYTES`] bytes, whichever comes first) wait. A batch Python has converted goes back to the reading
+//! thread, which reuses its vectors.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ferry::rdb::Entries;
+use ferry::rdb::{Elem, Entries, Shape, Value, Visitor};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
 
 use crate::convert::{value_to_py, FieldCache};
 use crate::errors::{self, ferry_error};
 use crate::runtime;
 
-/// Keys the reading thread hands over at once, at most.
-const BATCH_ENTRIES: usize = 256;
-/// Serialized bytes after which a batch is handed over before it has [`BATCH_ENTRIES`] keys.
-const BATCH_BYTES: u64 = 1 << 20;
+/// Keys the reading thread hands over at once, at most (a hand-over wakes the other thread: not one per few keys).
+const BATCH_ENTRIES: usize = 1024;
+/// Bytes after which a batch is handed over before it has [`BATCH_ENTRIES`] keys.
+const BATCH_BYTES: usize = 1 << 20;
+/// Entries a `for` loop is given at once (see `RdbReader::__iter__`): few enough that the Python objects just built
+/// are still in the CPU's cache when the loop reaches them.
+const LIST_ENTRIES: usize = 128;
 /// Batches decoded ahead of Python, at most.
 const BATCHES_AHEAD: usize = 2;
 /// How long one GIL-free wait for the reading thread lasts before signals are checked again.
 const SIGNAL_SLICE: Duration = Duration::from_millis(20);
 
 /// What the reading thread sends: keys in file order, or the error that ended the file.
-type Batch = Result<Vec<ferry::rdb::Entry>, ferry::Error>;
+type Sent = Result<Batch, ferry::Error>;
+
+/// A key's value in a [`Batch`].
+enum BatchValue {
+    /// None (a value ferry does not decode).
+    Nothing,
+    /// A string: its bytes in the batch's buffer.
+    String(Range<usize>),
+    /// A list, set or hash: its elements in the batch's `elements` (a hash: field, value, ...).
+    Collection(Shape, Range<usize>),
+    /// Any other value, decoded.
+    Decoded(Value),
+}
+
+/// One key of a [`Batch`].
+struct BatchKey {
+    db: u64,
+    key: Range<usize>,
+    type_name: &'static str,
+    expire_at_ms: Option<i64>,
+    idle: Option<u64>,
+    freq: Option<u8>,
+    value: BatchValue,
+}
+
+/// Keys decoded by the reading thread: their bytes copied one after the other into `bytes`.
+#[derive(Default)]
+struct Batch {
+    /// Keys, strings and elements (integer elements as their decimal text).
+    bytes: Vec<u8>,
+    /// Where each element of the collections lies in `bytes`.
+    elements: Vec<Range<usize>>,
+    keys: Vec<BatchKey>,
+    /// Serialized bytes of the `Decoded` values.
+    decoded_bytes: usize,
+    /// The value of the key being visited.
+    current: Option<BatchValue>,
+}
+
+impl Batch {
+    /// Empties the batch for reuse; a batch that held one big value does not keep its vectors for the small ones.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.elements.clear();
+        self.keys.clear();
+        self.decoded_bytes = 0;
+        self.current = None;
+        if self.bytes.capacity() > 2 * BATCH_BYTES {
+            self.bytes = Vec::new();
+        }
+        if self.elements.capacity() * std::mem::size_of::<Range<usize>>() > 2 * BATCH_BYTES {
+            self.elements = Vec::new();
+        }
+    }
+
+    /// True when the batch is to be handed over: [`BATCH_ENTRIES`] keys or [`BATCH_BYTES`] bytes.
+    fn full(&self) -> bool {
+        self.keys.len() >= BATCH_ENTRIES || self.bytes.len() + self.decoded_bytes >= BATCH_BYTES
+    }
+
+    /// Appends `s` to the batch's bytes; returns where it lies.
+    fn copy(&mut self, s: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(s);
+        start..self.bytes.len()
+    }
+
+    /// Adds the key whose value was just visited (or is in `e.value`).
+    fn push(&mut self, e: ferry::rdb::Entry) {
+        let key = self.copy(&e.key);
+        let value = match e.value {
+            Some(v) => {
+                self.decoded_bytes += e.serialized_len as usize;
+                BatchValue::Decoded(v)
+            }
+            None => self.current.take().unwrap_or(BatchValue::Nothing),
+        };
+        self.keys.push(BatchKey {
+            db: e.db,
+            key,
+            type_name: ferry::rdb::type_name_of(e.rdb_type),
+            expire_at_ms: e.expire_at_ms,
+            idle: e.idle_secs,
+            freq: e.freq,
+            value,
+        });
+    }
+}
+
+impl Visitor for Batch {
+    fn string(&mut self, s: &[u8]) {
+        let r = self.copy(s);
+        self.current = Some(BatchValue::String(r));
+    }
+
+    fn begin(&mut self, shape: Shape, _len_hint: usize) {
+        let at = self.elements.len();
+        self.current = Some(BatchValue::Collection(shape, at..at));
+    }
+
+    fn element(&mut self, e: Elem<'_>) {
+        let r = match e {
+            Elem::Str(s) => self.copy(s),
+            Elem::Int(i) => {
+                use std::io::Write;
+                let start = self.bytes.len();
+                // Writing into a Vec cannot fail.
+                let _ = write!(self.bytes, "{i}");
+                start..self.bytes.len()
+            }
+        };
+        self.elements.push(r);
+        if let Some(BatchValue::Collection(_, range)) = &mut self.current {
+            range.end += 1;
+        }
+    }
+
+    fn value(&mut self, v: Value) {
+        self.current = Some(BatchValue::Decoded(v));
+    }
+}
 
 /// One key of an RDB file.
-#[pyclass(module = "redis_ferry._native", frozen, name = "Entry", freelist = 256)]
+#[pyclass(module = "redis_ferry._native", frozen, name = "Entry")]
 pub(crate) struct Entry {
     /// Database number.
     #[pyo3(get)]
@@ -57,20 +184,54 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// The Python entry of a decoded one.
-    fn new(py: Python<'_>, e: &ferry::rdb::Entry, fields: &mut FieldCache) -> PyResult<Entry> {
-        let (value, type_name) = match &e.value {
-            Some(v) => (value_to_py(py, v, fields)?, v.type_name()),
-            None => (py.None(), ferry::rdb::type_name_of(e.rdb_type)),
+    /// The Python entry of a key of `batch`.
+    fn new(
+        py: Python<'_>,
+        batch: &Batch,
+        k: &BatchKey,
+        fields: &mut FieldCache,
+    ) -> PyResult<Entry> {
+        let b = &batch.bytes;
+        let value = match &k.value {
+            BatchValue::Nothing => py.None(),
+            BatchValue::String(r) => PyBytes::new(py, &b[r.clone()]).into_any().unbind(),
+            BatchValue::Collection(shape, r) => {
+                let elements = &batch.elements[r.clone()];
+                match shape {
+                    Shape::List => {
+                        PyList::new(py, elements.iter().map(|e| PyBytes::new(py, &b[e.clone()])))?
+                            .into_any()
+                            .unbind()
+                    }
+                    Shape::Set => {
+                        let set = PySet::empty(py)?;
+                        for e in elements {
+                            set.add(PyBytes::new(py, &b[e.clone()]))?;
+                        }
+                        set.into_any().unbind()
+                    }
+                    _ => {
+                        let dict = PyDict::new(py);
+                        for pair in elements.chunks_exact(2) {
+                            dict.set_item(
+                                fields.bytes(py, &b[pair[0].clone()]),
+                                PyBytes::new(py, &b[pair[1].clone()]),
+                            )?;
+                        }
+                        dict.into_any().unbind()
+                    }
+                }
+            }
+            BatchValue::Decoded(v) => value_to_py(py, v, fields)?,
         };
         Ok(Entry {
-            db: e.db,
-            key: PyBytes::new(py, &e.key).unbind(),
-            type_name,
+            db: k.db,
+            key: PyBytes::new(py, &b[k.key.clone()]).unbind(),
+            type_name: k.type_name,
             value,
-            expire_at_ms: e.expire_at_ms,
-            idle: e.idle_secs,
-            freq: e.freq,
+            expire_at_ms: k.expire_at_ms,
+            idle: k.idle,
+            freq: k.freq,
         })
     }
 }
@@ -79,14 +240,14 @@ impl Entry {
 impl Entry {
     /// Redis type name: string, list, set, zset, hash, stream or module (one shared str per name).
     #[getter]
-    fn r#type<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyString> {
+    fn r#type<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
         match self.type_name {
             "string" => pyo3::intern!(py, "string").clone(),
             "list" => pyo3::intern!(py, "list").clone(),
             "set" => pyo3::intern!(py, "set").clone(),
             "zset" => pyo3::intern!(py, "zset").clone(),
             "hash" => pyo3::intern!(py, "hash").clone(),
-            other => pyo3::types::PyString::new(py, other),
+            other => PyString::new(py, other),
         }
     }
 
@@ -107,11 +268,9 @@ impl Entry {
 
 /// Starts the thread that decodes `entries` into batches; it ends at the end of the file, after an error, or
 /// when the receiver is dropped (the reader closed). Returns the batches' receiver and where used batches go back.
-fn spawn_reading_thread(
-    mut entries: Entries,
-) -> PyResult<(Receiver<Batch>, SyncSender<Vec<ferry::rdb::Entry>>)> {
-    let (tx, rx) = sync_channel::<Batch>(BATCHES_AHEAD);
-    let (recycle, used) = sync_channel::<Vec<ferry::rdb::Entry>>(BATCHES_AHEAD + 1);
+fn spawn_reading_thread(mut entries: Entries) -> PyResult<(Receiver<Sent>, SyncSender<Batch>)> {
+    let (tx, rx) = sync_channel::<Sent>(BATCHES_AHEAD);
+    let (recycle, used) = sync_channel::<Batch>(BATCHES_AHEAD + 1);
     std::thread::Builder::new()
         .name("ferry-rdb-reader".into())
         .spawn(move || loop {
@@ -120,17 +279,14 @@ fn spawn_reading_thread(
                     old.clear();
                     old
                 }
-                Err(_) => Vec::with_capacity(BATCH_ENTRIES),
+                Err(_) => Batch::default(),
             };
-            let mut bytes = 0u64;
             let mut failed = None;
             let mut at_end = false;
-            while batch.len() < BATCH_ENTRIES && bytes < BATCH_BYTES {
-                match entries.next() {
-                    Some(Ok(e)) => {
-                        bytes += e.serialized_len + e.key.len() as u64;
-                        batch.push(e);
-                    }
+            while !batch.full() {
+                batch.current = None;
+                match entries.next_visit(&mut batch) {
+                    Some(Ok(e)) => batch.push(e),
                     Some(Err(e)) => {
                         failed = Some(e);
                         break;
@@ -141,7 +297,7 @@ fn spawn_reading_thread(
                     }
                 }
             }
-            if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
+            if !batch.keys.is_empty() && tx.send(Ok(batch)).is_err() {
                 return;
             }
             if let Some(e) = failed {
@@ -158,16 +314,18 @@ fn spawn_reading_thread(
 }
 
 /// Iterates the keys of an RDB file (ferry's `rdb::entries`), decoded a few batches ahead by a reading thread.
+/// `iter()` (a `for` loop) gives an iterator that takes the entries a list at a time, `next()` takes one: both
+/// take from the same stream, each key once.
 #[pyclass(module = "redis_ferry._native", name = "RdbReader")]
 pub(crate) struct RdbReader {
     /// `None` once the end was reached, an error was raised, or `close()` was called. (The mutex only makes the
     /// class `Sync` as pyo3 requires: the receiver is used through `&mut self`, never locked.)
-    rx: Option<Mutex<Receiver<Batch>>>,
-    /// The batch being handed out, and the index of its next entry.
-    current: Vec<ferry::rdb::Entry>,
+    rx: Option<Mutex<Receiver<Sent>>>,
+    /// The batch being handed out, and the index of its next key.
+    current: Option<Batch>,
     at: usize,
-    /// Where a converted batch goes back to be freed by the reading thread.
-    recycle: SyncSender<Vec<ferry::rdb::Entry>>,
+    /// Where a converted batch goes back to be reused by the reading thread.
+    recycle: SyncSender<Batch>,
     /// The process that started the reading thread (a forked child has no such thread).
     pid: u32,
     /// Hash field names seen recently, shared between the keys' dicts.
@@ -175,8 +333,25 @@ pub(crate) struct RdbReader {
 }
 
 impl RdbReader {
+    /// True when the current batch has keys left to hand out, after taking the next batch if it had none; false at
+    /// the end of the file.
+    fn has_current(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if let Some(batch) = &self.current {
+            if self.at < batch.keys.len() {
+                return Ok(true);
+            }
+        }
+        if let Some(used) = self.current.take() {
+            // Full (the thread is gone or busy): then it is freed here.
+            let _ = self.recycle.try_send(used);
+        }
+        self.at = 0;
+        self.current = self.next_batch(py)?;
+        Ok(self.current.is_some())
+    }
+
     /// The next batch: waits for the reading thread with the GIL released, hearing Ctrl-C. `Ok(None)` at the end.
-    fn next_batch(&mut self, py: Python<'_>) -> PyResult<Option<Vec<ferry::rdb::Entry>>> {
+    fn next_batch(&mut self, py: Python<'_>) -> PyResult<Option<Batch>> {
         let Some(rx) = self.rx.take() else {
             return Ok(None);
         };
@@ -235,7 +410,7 @@ impl RdbReader {
         let (rx, recycle) = spawn_reading_thread(entries)?;
         Ok(RdbReader {
             rx: Some(Mutex::new(rx)),
-            current: Vec::new(),
+            current: None,
             at: 0,
             recycle,
             pid: std::process::id(),
@@ -243,33 +418,56 @@ impl RdbReader {
         })
     }
 
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
+    /// An iterator over the entries not yet handed out: a C-level chain over lists of a batch's entries each, so
+    /// a `for` loop costs no call into this module per key (one per batch of keys).
+    fn __iter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let batches = py
+            .import(pyo3::intern!(py, "builtins"))?
+            .getattr(pyo3::intern!(py, "iter"))?
+            .call1((
+                slf.getattr(pyo3::intern!(py, "_next_batch"))?,
+                PyList::empty(py),
+            ))?;
+        py.import(pyo3::intern!(py, "itertools"))?
+            .getattr(pyo3::intern!(py, "chain"))?
+            .call_method1(pyo3::intern!(py, "from_iterable"), (batches,))
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Entry>> {
-        loop {
-            if let Some(e) = self.current.get(self.at) {
-                self.at += 1;
-                return Entry::new(py, e, &mut self.fields).map(Some);
-            }
-            let used = std::mem::take(&mut self.current);
-            if used.capacity() > 0 {
-                // Full (the thread is gone or busy): then it is freed here.
-                let _ = self.recycle.try_send(used);
-            }
-            self.at = 0;
-            match self.next_batch(py)? {
-                Some(batch) => self.current = batch,
-                None => return Ok(None),
+        while self.has_current(py)? {
+            if let Some(batch) = &self.current {
+                if let Some(k) = batch.keys.get(self.at) {
+                    self.at += 1;
+                    return Entry::new(py, batch, k, &mut self.fields).map(Some);
+                }
             }
         }
+        Ok(None)
+    }
+
+    /// The next entries of the current batch (or of the next batch), at most [`LIST_ENTRIES`], as a list; empty at
+    /// the end.
+    fn _next_batch<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        if !self.has_current(py)? {
+            return Ok(PyList::empty(py));
+        }
+        let Some(batch) = &self.current else {
+            return Ok(PyList::empty(py));
+        };
+        let keys = &batch.keys[self.at..batch.keys.len().min(self.at + LIST_ENTRIES)];
+        let list = PyList::empty(py);
+        for k in keys {
+            list.append(Bound::new(py, Entry::new(py, batch, k, &mut self.fields)?)?)?;
+            self.at += 1;
+        }
+        Ok(list)
     }
 
     /// Stops reading and closes the file (the reading thread ends).
     fn close(&mut self) {
         self.rx = None;
-        self.current = Vec::new();
+        self.current = None;
         self.at = 0;
     }
 

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -16,13 +15,16 @@ pub use ferry_rdb::{
     ParserOptions, Reader, Stream, StreamEntry, StreamId, Value, ValueMode, Writer,
 };
 
+pub use ferry_rdb::encoding::Elem;
+pub use ferry_rdb::visit::{Shape, Visitor};
+
 use crate::config::{Conflict, Target};
 use crate::error::Error;
 
-fn open(path: &Path) -> Result<BufReader<File>, Error> {
-    let file = File::open(path)
-        .map_err(|e| Error::data(format!("cannot open {}: {e}", path.display())))?;
-    Ok(BufReader::with_capacity(1 << 20, file))
+/// The file at `path`, unbuffered: [`Reader`] reads it in 64 KiB chunks of its own (a `BufReader` would only add
+/// a copy of every byte).
+fn open(path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|e| Error::data(format!("cannot open {}: {e}", path.display())))
 }
 
 /// The keys of an RDB file, in file order, each with its decoded value. Memory holds one key at a time.
@@ -30,7 +32,7 @@ fn open(path: &Path) -> Result<BufReader<File>, Error> {
 /// A sorted set's members come in `ZRANGE` order (by score, then by member), whatever order the file holds them
 /// in (Redis writes a big sorted set from the highest score down).
 pub struct Entries {
-    reader: Reader<BufReader<File>>,
+    reader: Reader<File>,
     path: PathBuf,
     done: bool,
 }
@@ -41,15 +43,26 @@ impl std::fmt::Debug for Entries {
     }
 }
 
-impl Iterator for Entries {
-    type Item = Result<Entry, Error>;
+impl Entries {
+    /// The next key, its value given to `visitor` (see [`ferry_rdb::visit`]) rather than built: the entry's `value`
+    /// is `None`. Sorted sets reach [`Visitor::value`] in `ZRANGE` order, as [`Entries`] gives them.
+    pub fn next_visit(&mut self, visitor: &mut dyn Visitor) -> Option<Result<Entry, Error>> {
+        self.next_inner(Some(&mut InZrangeOrder(visitor)))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn next_inner(
+        &mut self,
+        mut visitor: Option<&mut dyn Visitor>,
+    ) -> Option<Result<Entry, Error>> {
         if self.done {
             return None;
         }
         loop {
-            match self.reader.next_item() {
+            let item = match visitor.as_mut() {
+                Some(v) => self.reader.next_item_visit(&mut **v),
+                None => self.reader.next_item(),
+            };
+            match item {
                 Ok(Some(Item::Entry(mut e))) => {
                     if let Some(Value::SortedSet(members)) = &mut e.value {
                         in_zrange_order(members);
@@ -67,6 +80,35 @@ impl Iterator for Entries {
                 }
             }
         }
+    }
+}
+
+impl Iterator for Entries {
+    type Item = Result<Entry, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_inner(None)
+    }
+}
+
+/// A visitor that puts sorted sets in `ZRANGE` order before passing everything on.
+struct InZrangeOrder<'a>(&'a mut dyn Visitor);
+
+impl Visitor for InZrangeOrder<'_> {
+    fn string(&mut self, s: &[u8]) {
+        self.0.string(s)
+    }
+    fn begin(&mut self, shape: Shape, len_hint: usize) {
+        self.0.begin(shape, len_hint)
+    }
+    fn element(&mut self, e: Elem<'_>) {
+        self.0.element(e)
+    }
+    fn value(&mut self, mut v: Value) {
+        if let Value::SortedSet(members) = &mut v {
+            in_zrange_order(members);
+        }
+        self.0.value(v)
     }
 }
 

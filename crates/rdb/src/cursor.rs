@@ -207,6 +207,16 @@ impl<'a> Cur<'a> {
     /// Reads an RDB string (raw, int-encoded or LZF).
     #[inline]
     pub(crate) fn string(&mut self, what: &'static str) -> R<RStr<'a>> {
+        // Most strings are plain and shorter than 64 bytes (a one-byte length): taken here when wholly buffered.
+        // Every other case (and every error) goes the general way below.
+        if let Some(&b0) = self.b.get(self.p) {
+            let n = b0 as usize;
+            if n < 0x40 && n < self.avail() && n <= self.max_string {
+                let s = &self.b[self.p + 1..self.p + 1 + n];
+                self.p += 1 + n;
+                return Ok(RStr::Plain(s, self.src));
+            }
+        }
         let start = self.p;
         let (v, enc) = self.len_enc(what)?;
         if !enc {

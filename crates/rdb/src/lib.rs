@@ -15,6 +15,7 @@
 //!   RDB 12+ or Valkey's type 22 for 80), and [`Writer`] for whole files. [`loads_version`] says which
 //!   payloads a target takes as they are; [`reencode_for`] converts the others.
 //! - [`json`]: one-key-per-line JSON rendering.
+//! - [`visit`]: values handed to a [`visit::Visitor`] as borrowed slices instead of built as [`Value`]s.
 //!
 //! ```
 //! use ferry_rdb::{Item, Reader, Value, Writer};
@@ -50,6 +51,7 @@ pub mod parser;
 pub mod reader;
 pub mod value;
 mod values;
+pub mod visit;
 pub mod writer;
 
 pub use dump::{

@@ -33,13 +33,14 @@ pub const MAX_EXPANSION: usize = 88;
 /// `input.len() * MAX_EXPANSION`), so a forged length never allocates beyond what the input
 /// can produce.
 pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
-    // Written by index into a buffer of the declared size (checked bounds, no per-byte push).
-    let mut out = vec![0u8; out_len];
-    let mut op = 0usize;
+    // Appended to a buffer of the declared capacity (never zeroed first, never grown: every write is checked
+    // against `out_len` before it is made).
+    let mut out = Vec::with_capacity(out_len);
     let mut ip = 0usize;
     while ip < input.len() {
         let ctrl = input[ip] as usize;
         ip += 1;
+        let op = out.len();
         if ctrl < 32 {
             let run = ctrl + 1;
             if ip + run > input.len() {
@@ -48,8 +49,7 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
             if op + run > out_len {
                 return Err(LzfError::OutputOverflow);
             }
-            out[op..op + run].copy_from_slice(&input[ip..ip + run]);
-            op += run;
+            out.extend_from_slice(&input[ip..ip + run]);
             ip += run;
         } else {
             let mut len = ctrl >> 5;
@@ -72,40 +72,29 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, LzfError> {
             if op + len > out_len {
                 return Err(LzfError::OutputOverflow);
             }
-            copy_back(&mut out, op, back, len);
-            op += len;
+            let start = op - back;
+            if back >= len {
+                out.extend_from_within(start..start + len);
+            } else if back == 1 {
+                // A run of one byte.
+                let b = out[start];
+                out.resize(op + len, b);
+            } else {
+                // Overlapping: the output repeats the `back` bytes from `start`. Each copy takes what is already
+                // written of that pattern (doubling each time), so it only reads bytes written before it.
+                let mut done = 0;
+                while done < len {
+                    let n = (back + done).min(len - done);
+                    out.extend_from_within(start..start + n);
+                    done += n;
+                }
+            }
         }
     }
-    if op != out_len {
+    if out.len() != out_len {
         return Err(LzfError::OutputShort);
     }
     Ok(out)
-}
-
-/// Writes `out[op..op + len]` as a back reference `back` bytes behind `op` (`1 <= back <= op`, checked by the
-/// caller, as is `op + len <= out.len()`).
-///
-/// When the reference overlaps what it writes (`back < len`), the output repeats the `back` bytes before `op`
-/// (a run: `back == 1` is the common case of compressed padding). That is copied in chunks that double, each
-/// from the start of the pattern (every byte then equals the one `back` bytes before it, as a byte-by-byte copy
-/// would make it), instead of one dependent byte at a time.
-fn copy_back(out: &mut [u8], op: usize, back: usize, len: usize) {
-    let start = op - back;
-    if back >= len {
-        out.copy_within(start..start + len, op);
-    } else if back == 1 {
-        let byte = out[start];
-        out[op..op + len].fill(byte);
-    } else {
-        let end = op + len;
-        let mut at = op;
-        while at < end {
-            // `at - start` is a whole number of periods, so the bytes from `start` continue the pattern at `at`.
-            let n = (at - start).min(end - at);
-            out.copy_within(start..start + n, at);
-            at += n;
-        }
-    }
 }
 
 /// Compresses `input` with a simple greedy LZF encoder (used by the writer for long strings).
@@ -199,6 +188,35 @@ mod tests {
         let runs: Vec<u8> = [b"x".repeat(300), b"yz".repeat(200)].concat();
         let c = compress(&runs).expect("compressible");
         assert_eq!(decompress(&c, runs.len()).unwrap(), runs);
+    }
+
+    #[test]
+    fn overlapping_back_reference_of_any_distance_and_length_repeats_its_pattern() {
+        // A literal run of `back` bytes, then one back reference of distance `back` and length `len`.
+        for back in 1..=20usize {
+            for len in 3..=264usize {
+                if back >= len {
+                    continue;
+                }
+                let lit: Vec<u8> = (0..back).map(|i| b'a' + i as u8).collect();
+                let mut input = vec![(back - 1) as u8];
+                input.extend_from_slice(&lit);
+                let code = len - 2;
+                if code < 7 {
+                    input.push(((code as u8) << 5) | ((back - 1) >> 8) as u8);
+                } else {
+                    input.push((7 << 5) | ((back - 1) >> 8) as u8);
+                    input.push((code - 7) as u8);
+                }
+                input.push((back - 1) as u8);
+                let want: Vec<u8> = (0..back + len).map(|i| lit[i % back]).collect();
+                assert_eq!(
+                    decompress(&input, back + len).unwrap(),
+                    want,
+                    "back {back} len {len}"
+                );
+            }
+        }
     }
 
     #[test]

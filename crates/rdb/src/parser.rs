@@ -36,6 +36,7 @@ use crate::cursor::{corrupt, Bad, Cur, Stop, R};
 use crate::error::{Error, KeyContext};
 use crate::value::{module_name_from_id, ModuleValue, Value};
 use crate::values;
+use crate::visit::Visitor;
 
 /// Size of the buffers input is collected in (a unit longer than this gets a buffer of its own).
 const CHUNK: usize = 64 * 1024;
@@ -489,6 +490,18 @@ impl Parser {
 
     /// Returns the next item, `Ok(None)` when more input is needed (or after EOF).
     pub fn next_item(&mut self) -> Result<Option<Item>, Error> {
+        self.next_inner(None)
+    }
+
+    /// [`Parser::next_item`], giving each complete key's value to `visitor` (see [`crate::visit`]) instead of
+    /// building it: the `Item::Entry` that follows has `value: None`. Values announced by `Item::EntryStart`
+    /// (see [`ParserOptions::big_value_bytes`]) still come as `Item::ValueChunk`s, and in [`ValueMode::Raw`]
+    /// nothing is decoded.
+    pub fn next_item_visit(&mut self, visitor: &mut dyn Visitor) -> Result<Option<Item>, Error> {
+        self.next_inner(Some(visitor))
+    }
+
+    fn next_inner(&mut self, mut visitor: Option<&mut dyn Visitor>) -> Result<Option<Item>, Error> {
         if let Some(it) = self.queue.pop_front() {
             return Ok(Some(it));
         }
@@ -501,7 +514,7 @@ impl Parser {
             return Ok(None);
         }
         loop {
-            match self.step() {
+            match self.step(&mut visitor) {
                 Ok(Some(item)) => return Ok(Some(item)),
                 Ok(None) => {
                     if let Some(it) = self.queue.pop_front() {
@@ -525,7 +538,7 @@ impl Parser {
         Cur::shared(&self.buf, self.pos, self.opts.max_string_len)
     }
 
-    fn step(&mut self) -> R<Option<Item>> {
+    fn step(&mut self, visitor: &mut Option<&mut dyn Visitor>) -> R<Option<Item>> {
         match std::mem::replace(&mut self.state, St::Ops) {
             St::Header => {
                 self.state = St::Header;
@@ -540,7 +553,7 @@ impl Parser {
             }
             St::Ops => self.step_opcode(),
             St::Value(mut vs) => {
-                let r = self.step_value(&mut vs);
+                let r = self.step_value(&mut vs, visitor);
                 if !vs.finished {
                     self.state = St::Value(vs);
                 } else {
@@ -771,7 +784,11 @@ impl Parser {
         Ok(Some(item))
     }
 
-    fn step_value(&mut self, vs: &mut values::ValueState) -> R<Option<Item>> {
+    fn step_value(
+        &mut self,
+        vs: &mut values::ValueState,
+        visitor: &mut Option<&mut dyn Visitor>,
+    ) -> R<Option<Item>> {
         let chunk_at = self.opts.big_value_bytes;
         let bad = |m: String, at: usize| Stop::Bad {
             at,
@@ -794,10 +811,13 @@ impl Parser {
                     self.queue.push_back(Item::EntryEnd);
                     return Ok(None);
                 }
-                let value = if self.opts.mode != ValueMode::Raw {
-                    Some(vs.build().map_err(|m| bad(m, self.pos))?)
-                } else {
-                    None
+                let value = match visitor {
+                    _ if self.opts.mode == ValueMode::Raw => None,
+                    Some(v) => {
+                        vs.visit(&mut **v).map_err(|m| bad(m, self.pos))?;
+                        None
+                    }
+                    None => Some(vs.build().map_err(|m| bad(m, self.pos))?),
                 };
                 vs.finished = true;
                 self.state = St::Ops;

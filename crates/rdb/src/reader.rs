@@ -4,6 +4,7 @@ use std::io::Read;
 
 use crate::error::Error;
 use crate::parser::{Item, Parser, ParserOptions};
+use crate::visit::Visitor;
 
 /// Reads items from a `Read` in 64 KiB chunks; never holds more than one value plus one chunk.
 ///
@@ -41,11 +42,24 @@ impl<R: Read> Reader<R> {
 
     /// Returns the next item, `Ok(None)` after `Item::Eof`.
     pub fn next_item(&mut self) -> Result<Option<Item>, Error> {
+        self.next_inner(None)
+    }
+
+    /// [`Reader::next_item`], giving each key's value to `visitor` (see [`Parser::next_item_visit`]).
+    pub fn next_item_visit(&mut self, visitor: &mut dyn Visitor) -> Result<Option<Item>, Error> {
+        self.next_inner(Some(visitor))
+    }
+
+    fn next_inner(&mut self, mut visitor: Option<&mut dyn Visitor>) -> Result<Option<Item>, Error> {
         loop {
             if self.ended {
                 return Ok(None);
             }
-            if let Some(item) = self.parser.next_item()? {
+            let item = match visitor.as_deref_mut() {
+                Some(v) => self.parser.next_item_visit(v)?,
+                None => self.parser.next_item()?,
+            };
+            if let Some(item) = item {
                 if matches!(item, Item::Eof { .. }) {
                     self.ended = true;
                 }

@@ -12,6 +12,7 @@ use crate::value::{
     Consumer, ConsumerGroup, HashField, PendingEntry, Stream, StreamEntry, StreamId, StreamIdmp,
     Value,
 };
+use crate::visit::{Shape, Visitor};
 
 /// True for every value type byte this crate decodes.
 pub(crate) fn is_value_type(t: u8) -> bool {
@@ -668,6 +669,104 @@ impl ValueState {
         let acc = std::mem::replace(&mut self.acc, Acc::None);
         build_value(self.t, acc, self.tail.take())
     }
+
+    /// Gives the whole value to `v` (see [`crate::visit`]): strings, lists, sets and plain hashes element by
+    /// element, slices of the accumulated buffers; any other value built as [`ValueState::build`] does.
+    pub(crate) fn visit(&mut self, v: &mut dyn Visitor) -> Result<(), String> {
+        let acc = std::mem::replace(&mut self.acc, Acc::None);
+        match (self.t, acc) {
+            (STRING, Acc::Str(s)) => v.string(&s),
+            (STRING, Acc::Elems(parts)) if parts.len() == 1 => v.string(&parts[0]),
+            (LIST | SET, Acc::Elems(items)) => {
+                v.begin(
+                    if self.t == LIST {
+                        Shape::List
+                    } else {
+                        Shape::Set
+                    },
+                    items.len(),
+                );
+                for b in &items {
+                    v.element(Elem::Str(b));
+                }
+            }
+            (LIST | LIST_QUICKLIST | LIST_QUICKLIST_2, Acc::None) => v.begin(Shape::List, 0),
+            (SET, Acc::None) => v.begin(Shape::Set, 0),
+            (HASH, Acc::None) => v.begin(Shape::Hash, 0),
+            (HASH, Acc::Hash(fields)) => {
+                v.begin(Shape::Hash, fields.len());
+                for f in &fields {
+                    v.element(Elem::Str(&f.field));
+                    v.element(Elem::Str(&f.value));
+                }
+            }
+            (LIST_QUICKLIST | LIST_QUICKLIST_2, Acc::Blobs(nodes)) => {
+                let hint = nodes
+                    .iter()
+                    .map(|(container, blob)| match container {
+                        1 => 1,
+                        c => packed_count_hint(blob, *c != 0),
+                    })
+                    .sum();
+                v.begin(Shape::List, hint);
+                for (container, blob) in &nodes {
+                    if *container == 1 {
+                        v.element(Elem::Str(blob));
+                    } else {
+                        packed_for_each(blob, *container != 0, |e| {
+                            v.element(e);
+                            Ok(())
+                        })?;
+                    }
+                }
+            }
+            (
+                HASH_ZIPMAP | LIST_ZIPLIST | SET_INTSET | SET_LISTPACK | HASH_ZIPLIST
+                | HASH_LISTPACK,
+                Acc::Blobs(nodes),
+            ) if nodes.len() == 1 => visit_blob(self.t, &nodes[0].1, v)?,
+            (t, acc) => v.value(build_value(t, acc, self.tail.take())?),
+        }
+        Ok(())
+    }
+}
+
+/// Gives the elements of a single-blob list, set or hash to `v`, with the checks [`decode_blob`] makes.
+fn visit_blob(t: u8, blob: &[u8], v: &mut dyn Visitor) -> Result<(), String> {
+    match t {
+        HASH_ZIPMAP => {
+            v.begin(Shape::Hash, 0);
+            zipmap_for_each(blob, |f, val| {
+                v.element(Elem::Str(f));
+                v.element(Elem::Str(val));
+            })?;
+        }
+        SET_INTSET => {
+            v.begin(Shape::Set, blob.len().saturating_sub(8) / 2);
+            intset_for_each(blob, |i| v.element(Elem::Int(i)))?;
+        }
+        LIST_ZIPLIST | SET_LISTPACK => {
+            let listpack = t == SET_LISTPACK;
+            let shape = if listpack { Shape::Set } else { Shape::List };
+            v.begin(shape, packed_count_hint(blob, listpack));
+            packed_for_each(blob, listpack, |e| {
+                v.element(e);
+                Ok(())
+            })?;
+        }
+        _ => {
+            let listpack = t == HASH_LISTPACK;
+            v.begin(Shape::Hash, packed_count_hint(blob, listpack) / 2);
+            let n = packed_for_each(blob, listpack, |e| {
+                v.element(e);
+                Ok(())
+            })?;
+            if n % 2 != 0 {
+                return Err(format!("hash blob has an odd number of elements ({n})"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn hash_acc(n: usize) -> Acc {

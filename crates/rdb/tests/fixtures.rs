@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use ferry_rdb::{Entry, Error, Item, Parser, ParserOptions, Reader, Value, ValueMode};
+use bytes::Bytes;
+use ferry_rdb::encoding::Elem;
+use ferry_rdb::visit::{Shape, Visitor};
+use ferry_rdb::{Entry, Error, HashField, Item, Parser, ParserOptions, Reader, Value, ValueMode};
 use serde_json::Value as J;
 
 fn corpus() -> PathBuf {
@@ -838,4 +841,74 @@ fn restore_payloads_never_panic_and_valid_ones_decode() {
         }
     }
     eprintln!("restore payloads: {decoded} decoded, {rejected} rejected");
+}
+
+/// A visitor that rebuilds each value as [`Value`] from what it is given, the way a binding builds its objects.
+#[derive(Default)]
+struct Rebuild {
+    value: Option<Value>,
+}
+
+impl Visitor for Rebuild {
+    fn string(&mut self, s: &[u8]) {
+        self.value = Some(Value::String(Bytes::copy_from_slice(s)));
+    }
+    fn begin(&mut self, shape: Shape, _len_hint: usize) {
+        self.value = Some(match shape {
+            Shape::List => Value::List(Vec::new()),
+            Shape::Set => Value::Set(Vec::new()),
+            _ => Value::Hash(Vec::new()),
+        });
+    }
+    fn element(&mut self, e: Elem<'_>) {
+        match self.value.as_mut() {
+            Some(Value::List(v) | Value::Set(v)) => v.push(e.to_bytes()),
+            Some(Value::Hash(fields)) => match fields.last_mut() {
+                Some(f) if f.value.is_empty() && f.expire_at_ms == Some(u64::MAX) => {
+                    f.value = e.to_bytes();
+                    f.expire_at_ms = None;
+                }
+                // A field waits for its value, marked by an expiry no hash can have.
+                _ => fields.push(HashField {
+                    field: e.to_bytes(),
+                    value: Bytes::new(),
+                    expire_at_ms: Some(u64::MAX),
+                }),
+            },
+            other => panic!("an element outside a collection: {other:?}"),
+        }
+    }
+    fn value(&mut self, v: Value) {
+        self.value = Some(v);
+    }
+}
+
+#[test]
+fn visited_values_are_the_decoded_values_of_every_fixture() {
+    let mut visited = 0;
+    for path in all_rdb_files() {
+        let r = rel(&path);
+        if expected_failure(&r).is_some() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let decoded = read_all(&bytes, ParserOptions::default()).unwrap();
+        let mut reader = Reader::new(&bytes[..], ParserOptions::default());
+        let mut v = Rebuild::default();
+        let mut rebuilt = Vec::new();
+        while let Some(item) = reader.next_item_visit(&mut v).unwrap() {
+            if let Item::Entry(mut e) = item {
+                assert!(e.value.is_none(), "{r}: a visited entry carries its value");
+                e.value = v.value.take();
+                rebuilt.push(e);
+            }
+        }
+        let want = entries(&decoded);
+        assert_eq!(rebuilt.len(), want.len(), "{r}: key count");
+        for (got, want) in rebuilt.iter().zip(want) {
+            assert_eq!(got, want, "{r}: key {:?}", want.key);
+            visited += 1;
+        }
+    }
+    assert!(visited > 500, "only {visited} keys visited");
 }
