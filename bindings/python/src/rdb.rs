@@ -456,12 +456,13 @@ impl RdbReader {
             return Ok(PyList::empty(py));
         };
         let keys = &batch.keys[self.at..batch.keys.len().min(self.at + LIST_ENTRIES)];
-        let list = PyList::empty(py);
+        let mut entries = Vec::with_capacity(keys.len());
         for k in keys {
-            list.append(Bound::new(py, Entry::new(py, batch, k, &mut self.fields)?)?)?;
+            entries.push(Bound::new(py, Entry::new(py, batch, k, &mut self.fields)?)?);
             self.at += 1;
         }
-        Ok(list)
+        // Made at its final size (no growing by appends).
+        PyList::new(py, entries)
     }
 
     /// Stops reading and closes the file (the reading thread ends).

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::crc64::crc64;
-use crate::cursor::{corrupt, Bad, Cur, Stop, R};
+use crate::cursor::{corrupt, Bad, Cur, RStr, Stop, R};
 use crate::error::{Error, KeyContext};
 use crate::value::{module_name_from_id, ModuleValue, Value};
 use crate::values;
@@ -551,7 +551,7 @@ impl Parser {
                 self.state = St::Ops;
                 Ok(Some(Item::Header { version, flavor }))
             }
-            St::Ops => self.step_opcode(),
+            St::Ops => self.step_opcode(visitor),
             St::Value(mut vs) => {
                 let r = self.step_value(&mut vs, visitor);
                 if !vs.finished {
@@ -600,7 +600,17 @@ impl Parser {
         }
     }
 
-    fn step_opcode(&mut self) -> R<Option<Item>> {
+    fn step_opcode(&mut self, visitor: &mut Option<&mut dyn Visitor>) -> R<Option<Item>> {
+        if self.buf.get(self.pos) == Some(&STRING)
+            && self.opts.mode == ValueMode::Decoded
+            && self.opts.big_value_bytes.is_none()
+        {
+            if let Some(v) = visitor.as_deref_mut() {
+                if let Some(item) = self.visit_string_key(v) {
+                    return Ok(Some(item));
+                }
+            }
+        }
         let mut c = Cur::shared(&self.buf, self.pos, self.opts.max_string_len);
         let op = c.u8("an opcode or value type")?;
         let item = match op {
@@ -782,6 +792,38 @@ impl Parser {
         };
         self.pos = c.p;
         Ok(Some(item))
+    }
+
+    /// The whole of a string key, when it is wholly buffered and well formed, its value given to `visitor`
+    /// straight from the input (the common case of a file, without the per-value state). `None` leaves everything
+    /// as it was: the general way then reads the key again (and reports what stopped this one, if anything).
+    fn visit_string_key(&mut self, visitor: &mut dyn Visitor) -> Option<Item> {
+        let (key, value_at, end) = {
+            // Just after the type byte.
+            let mut c = Cur::shared(&self.buf, self.pos + 1, self.opts.max_string_len);
+            let key = c.string("a key").ok()?.to_bytes().ok()?;
+            let value_at = c.p;
+            match c.string("a string value").ok()? {
+                RStr::Plain(s, _) => visitor.string(s),
+                other => visitor.string(&other.to_bytes().ok()?),
+            }
+            (key, value_at, c.p)
+        };
+        let meta = std::mem::take(&mut self.meta);
+        let entry = Entry {
+            db: self.db,
+            key,
+            expire_at_ms: meta.expire,
+            idle_secs: meta.idle,
+            freq: meta.freq,
+            rdb_type: STRING,
+            offset: self.base + self.pos as u64,
+            serialized_len: 1 + (end - value_at) as u64,
+            value: None,
+            raw: None,
+        };
+        self.pos = end;
+        Some(Item::Entry(entry))
     }
 
     fn step_value(

@@ -55,15 +55,18 @@ impl<R: Read> Reader<R> {
             if self.ended {
                 return Ok(None);
             }
-            let item = match visitor.as_deref_mut() {
-                Some(v) => self.parser.next_item_visit(v)?,
-                None => self.parser.next_item()?,
+            let got = match visitor.as_deref_mut() {
+                Some(v) => self.parser.next_item_visit(v),
+                None => self.parser.next_item(),
             };
-            if let Some(item) = item {
-                if matches!(item, Item::Eof { .. }) {
+            // The parser's result is handed on as it is (an item is big: it is not moved out and back in).
+            match &got {
+                Ok(None) => {}
+                Ok(Some(Item::Eof { .. })) => {
                     self.ended = true;
+                    return got;
                 }
-                return Ok(Some(item));
+                _ => return got,
             }
             if self.parser.is_done() {
                 self.ended = true;

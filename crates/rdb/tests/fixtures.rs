@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use ferry_rdb::encoding::Elem;
 use ferry_rdb::visit::{Shape, Visitor};
-use ferry_rdb::{Entry, Error, HashField, Item, Parser, ParserOptions, Reader, Value, ValueMode};
+use ferry_rdb::{
+    Entry, Error, HashField, Item, Parser, ParserOptions, Reader, Value, ValueMode, Writer,
+};
 use serde_json::Value as J;
 
 fn corpus() -> PathBuf {
@@ -911,4 +913,59 @@ fn visited_values_are_the_decoded_values_of_every_fixture() {
         }
     }
     assert!(visited > 500, "only {visited} keys visited");
+}
+
+/// Visits every item of `input` fed `piece` bytes at a time; the entries with their visited values, or the error.
+fn visit_in_pieces(input: &[u8], piece: usize) -> Result<Vec<Entry>, Error> {
+    let mut p = Parser::new(ParserOptions::default());
+    let mut v = Rebuild::default();
+    let mut out = Vec::new();
+    for chunk in input.chunks(piece) {
+        p.feed(chunk);
+        while let Some(item) = p.next_item_visit(&mut v)? {
+            if let Item::Entry(mut e) = item {
+                e.value = v.value.take();
+                out.push(e);
+            }
+        }
+    }
+    p.finish()?;
+    Ok(out)
+}
+
+#[test]
+fn visited_string_keys_split_across_feeds_or_corrupt_are_read_as_when_decoded() {
+    let file = Writer::write_to_vec(9, |w| {
+        w.select_db(0)?;
+        w.write_entry(b"short", &Value::String("v".into()), None)?;
+        w.write_entry(
+            b"int",
+            &Value::String("-12345".into()),
+            Some(1_700_000_000_000),
+        )?;
+        w.write_entry(b"long", &Value::String("x".repeat(300).into()), None)?;
+        w.write_entry(b"empty", &Value::String("".into()), Some(5))?;
+        w.write_entry(b"list", &Value::List(vec!["a".into()]), None)?;
+        w.write_entry(b"after", &Value::String("y".repeat(70).into()), None)
+    })
+    .unwrap();
+    let decoded = read_all(&file, ParserOptions::default()).unwrap();
+    let want: Vec<Entry> = entries(&decoded).into_iter().cloned().collect();
+    assert_eq!(want.len(), 6);
+    for piece in [1, 2, 3, 7, 64, file.len()] {
+        assert_eq!(
+            visit_in_pieces(&file, piece).unwrap(),
+            want,
+            "fed {piece} bytes at a time"
+        );
+    }
+
+    // An LZF string whose compressed bytes end inside a literal run: the same error either way, naming the key.
+    let mut bad = b"REDIS0009\xfe\x00".to_vec();
+    bad.extend_from_slice(&[0x00, 0x01, b'k', 0xc3, 0x02, 0x0a, 0x01, b'a', 0xff]);
+    bad.extend_from_slice(&[0; 8]);
+    let want = read_all(&bad, ParserOptions::default()).unwrap_err();
+    assert!(want.is_corrupt(), "{want}");
+    let got = visit_in_pieces(&bad, bad.len()).unwrap_err();
+    assert_eq!(got.to_string(), want.to_string());
 }
