@@ -907,27 +907,12 @@ fn visited_values_are_the_decoded_values_of_every_fixture() {
         }
         let want = entries(&decoded);
         assert_eq!(rebuilt.len(), want.len(), "{r}: key count");
-        for (got, want) in rebuilt.iter().zip(want) {
-            assert_eq!(got, want, "{r}: key {:?}", want.key);
+        for (got, want) in rebuilt.iter().zip(&want) {
+            assert_eq!(got, *want, "{r}: key {:?}", want.key);
             visited += 1;
         }
-    }
-    assert!(visited > 500, "only {visited} keys visited");
-}
-
-#[test]
-fn every_fixture_visited_in_small_pieces_gives_the_decoded_values() {
-    // Values that stop for more input part way (a collection split between two feeds) resume where they
-    // stopped: no element visited twice or missed.
-    let mut visited = 0;
-    for path in all_rdb_files() {
-        let r = rel(&path);
-        if expected_failure(&r).is_some() {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        let decoded = read_all(&bytes, ParserOptions::default()).unwrap();
-        let want: Vec<Entry> = entries(&decoded).into_iter().cloned().collect();
+        // Fed in small pieces: a value that stops for more input part way (a collection split between two
+        // feeds) resumes where it stopped, no element visited twice or missed.
         for piece in [7, 4096] {
             let got = visit_in_pieces(&bytes, piece).unwrap();
             assert_eq!(
@@ -937,13 +922,12 @@ fn every_fixture_visited_in_small_pieces_gives_the_decoded_values() {
             );
             for (got, want) in got.iter().zip(&want) {
                 assert_eq!(
-                    got, want,
+                    got, *want,
                     "{r}: key {:?}, fed {piece} bytes at a time",
                     want.key
                 );
             }
         }
-        visited += want.len();
     }
     assert!(visited > 500, "only {visited} keys visited");
 }
