@@ -100,10 +100,27 @@ pub fn encode_array_header(len: usize, out: &mut BytesMut) {
 /// assert_eq!(&out[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
 /// ```
 pub fn encode_bulk(arg: &[u8], out: &mut BytesMut) {
-    put_header(out, b'$', arg.len());
-    out.put_slice(arg);
-    out.put_slice(b"\r\n");
+    // Most arguments are short: the header, the bytes and the CRLF are put together on the stack and appended
+    // in one copy (each append of a few bytes costs a call and a capacity check).
+    let mut buf = [0u8; HEADER_MAX + SMALL_BULK + 2];
+    let n = header(&mut buf, b'$', arg.len());
+    if arg.len() <= SMALL_BULK {
+        buf[n..n + arg.len()].copy_from_slice(arg);
+        buf[n + arg.len()..n + arg.len() + 2].copy_from_slice(b"\r\n");
+        out.put_slice(&buf[..n + arg.len() + 2]);
+    } else {
+        out.reserve(n + arg.len() + 2);
+        out.put_slice(&buf[..n]);
+        out.put_slice(arg);
+        out.put_slice(b"\r\n");
+    }
 }
+
+/// Arguments up to this many bytes are encoded on the stack and appended in one copy.
+const SMALL_BULK: usize = 64;
+
+/// The longest header: a type byte, 20 digits, CRLF.
+const HEADER_MAX: usize = 23;
 
 fn has_crlf(s: &[u8]) -> bool {
     memchr::memchr2(b'\r', b'\n', s).is_some()
@@ -140,9 +157,19 @@ fn put_pairs(out: &mut BytesMut, kind: u8, pairs: &[(Frame, Frame)]) {
 
 /// Writes `<kind><len>\r\n`.
 fn put_header(out: &mut BytesMut, kind: u8, len: usize) {
-    out.put_u8(kind);
-    put_u64(out, len as u64);
-    out.put_slice(b"\r\n");
+    let mut buf = [0u8; HEADER_MAX];
+    let n = header(&mut buf, kind, len);
+    out.put_slice(&buf[..n]);
+}
+
+/// Writes `<kind><len>\r\n` at the start of `buf` (at least [`HEADER_MAX`] bytes) and returns its length.
+fn header(buf: &mut [u8], kind: u8, len: usize) -> usize {
+    let mut digits = [0u8; 20];
+    let d = u64_digits(len as u64, &mut digits);
+    buf[0] = kind;
+    buf[1..1 + d.len()].copy_from_slice(d);
+    buf[1 + d.len()..3 + d.len()].copy_from_slice(b"\r\n");
+    3 + d.len()
 }
 
 /// Writes a decimal `i64` without allocating.
@@ -153,19 +180,19 @@ pub(crate) fn put_i64(out: &mut BytesMut, v: i64) {
     put_u64(out, v.unsigned_abs());
 }
 
-/// Writes a decimal `u64` without allocating: digits are produced right to left into a stack
-/// buffer, two at a time from a lookup table.
-pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
+/// Writes a decimal `u64` without allocating.
+pub(crate) fn put_u64(out: &mut BytesMut, n: u64) {
+    let mut buf = [0u8; 20];
+    out.put_slice(u64_digits(n, &mut buf));
+}
+
+/// The decimal digits of `n`, written right to left into `buf`, two at a time from a lookup table.
+fn u64_digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
-    if n < 10 {
-        out.put_u8(b'0' + n as u8);
-        return;
-    }
-    let mut buf = [0u8; 20];
     let mut i = buf.len();
     while n >= 100 {
         let d = (n % 100) as usize * 2;
@@ -181,7 +208,7 @@ pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
         i -= 1;
         buf[i] = b'0' + n as u8;
     }
-    out.put_slice(&buf[i..]);
+    &buf[i..]
 }
 
 /// Writes a double the way RESP3 spells it: `inf`, `-inf`, `nan`, or the shortest decimal that
@@ -236,6 +263,24 @@ mod tests {
         let mut out = BytesMut::new();
         put_u64(&mut out, u64::MAX);
         assert_eq!(&out[..], u64::MAX.to_string().as_bytes());
+    }
+
+    #[test]
+    fn bulks_and_headers_of_every_size_class_read_as_std_formats_them() {
+        for len in [0usize, 1, 9, 10, 63, 64, 65, 99, 100, 1000, 100_000] {
+            let arg: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut out = BytesMut::from(&b"x"[..]);
+            encode_bulk(&arg, &mut out);
+            let mut expected = format!("x${len}\r\n").into_bytes();
+            expected.extend_from_slice(&arg);
+            expected.extend_from_slice(b"\r\n");
+            assert_eq!(&out[..], &expected[..], "{len}-byte bulk");
+        }
+        for len in [0usize, 7, 10, 4_294_967_296, usize::MAX] {
+            let mut out = BytesMut::new();
+            encode_array_header(len, &mut out);
+            assert_eq!(&out[..], format!("*{len}\r\n").as_bytes());
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::{ConflictPolicy, PolicyKey, ReportEntry, TargetFormat};
 use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::standalone::{NodeSlots, StandaloneSink};
-use crate::sink::strings::{StringGroup, GATHER_BYTES, GATHER_KEYS, SLOT_GROUP_KEYS};
+use crate::sink::strings::{SlotGather, StringGroup, GATHER_BYTES, GATHER_KEYS, SLOT_GROUP_KEYS};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
 /// Where a command goes.
@@ -149,10 +149,10 @@ pub struct ClusterSink {
     split_transactions: u64,
     refused: u64,
     last_error: Option<String>,
-    /// Small strings of the full copy, one group per slot (empty until the first), and how many keys and bytes
-    /// all groups hold.
-    strings: Vec<Option<StringGroup>>,
-    gathered: (usize, usize),
+    /// Small strings of the full copy, gathered per slot (none until the first, none again after the copy).
+    strings: Option<SlotGather>,
+    /// A slot whose group is complete and not sent yet (see [`ClusterSink::gather_string`]).
+    ready_slot: Option<usize>,
 }
 
 impl std::fmt::Debug for ClusterSink {
@@ -253,8 +253,8 @@ impl ClusterSink {
             split_transactions: 0,
             refused: 0,
             last_error: None,
-            strings: Vec::new(),
-            gathered: (0, 0),
+            strings: None,
+            ready_slot: None,
         })
     }
 
@@ -469,25 +469,50 @@ impl ClusterSink {
     /// hold [`GATHER_KEYS`] keys or [`GATHER_BYTES`] bytes ([`ClusterSink::flush_strings`]). A group refused
     /// with `MOVED` ends the session like any refused write of the copy.
     pub async fn push_string(&mut self, db: i64, key: &[u8], value: &[u8]) -> Result<(), Error> {
-        check_db(db)?;
-        if self.strings.is_empty() {
-            self.strings.resize_with(usize::from(SLOT_COUNT), || None);
+        if self.gather_string(db, key, value)? {
+            self.send_gathered().await?;
         }
-        let slot = key_slot(key);
-        let group = self.strings[usize::from(slot)]
-            .get_or_insert_with(|| StringGroup::new(0, GATHER_BYTES / usize::from(SLOT_COUNT)));
-        let before = group.bytes();
-        group.push(key, value);
-        self.gathered.0 += 1;
-        self.gathered.1 += group.bytes() - before;
-        if let Some(group) = self.strings[usize::from(slot)].take_if(|g| g.len() >= SLOT_GROUP_KEYS)
-        {
-            self.gathered.0 -= group.len();
-            self.gathered.1 -= group.bytes();
-            let node = usize::from(self.owner[usize::from(slot)]);
+        Ok(())
+    }
+
+    /// The part of [`ClusterSink::push_string`] that only gathers (no await, for the full copy's hot loop):
+    /// true when a slot's group is complete or the gather is full, and [`ClusterSink::send_gathered`] must run
+    /// before the next string.
+    pub(crate) fn gather_string(
+        &mut self,
+        db: i64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<bool, Error> {
+        check_db(db)?;
+        let strings = self
+            .strings
+            .get_or_insert_with(|| SlotGather::new(usize::from(SLOT_COUNT)));
+        let slot = usize::from(key_slot(key));
+        if strings.push(slot, key, value) >= SLOT_GROUP_KEYS {
+            self.ready_slot = Some(slot);
+        }
+        Ok(self.ready_slot.is_some()
+            || strings.keys() >= GATHER_KEYS
+            || strings.bytes() >= GATHER_BYTES)
+    }
+
+    /// Sends what [`ClusterSink::gather_string`] found due: a slot's complete group, or every group when the
+    /// gather is full.
+    pub(crate) async fn send_gathered(&mut self) -> Result<(), Error> {
+        let Some(strings) = self.strings.as_mut() else {
+            return Ok(());
+        };
+        if let Some(slot) = self.ready_slot.take() {
+            let group = strings.take(slot);
+            let node = usize::from(self.owner[slot]);
             self.nodes[node].send_strings(group).await?;
         }
-        if self.gathered.0 >= GATHER_KEYS || self.gathered.1 >= GATHER_BYTES {
+        let full = self
+            .strings
+            .as_ref()
+            .is_some_and(|s| s.keys() >= GATHER_KEYS || s.bytes() >= GATHER_BYTES);
+        if full {
             self.flush_strings().await?;
         }
         Ok(())
@@ -496,13 +521,14 @@ impl ClusterSink {
     /// Writes every group of small strings gathered, each to the master owning its slot. The groups go to the
     /// masters in turn, so every master's window is kept busy.
     pub async fn flush_strings(&mut self) -> Result<(), Error> {
+        self.ready_slot = None;
+        let Some(strings) = self.strings.as_mut() else {
+            return Ok(());
+        };
         let mut per_node: Vec<Vec<StringGroup>> = self.nodes.iter().map(|_| Vec::new()).collect();
-        for (slot, group) in self.strings.iter_mut().enumerate() {
-            if let Some(group) = group.take() {
-                per_node[usize::from(self.owner[slot])].push(group);
-            }
+        for (slot, group) in strings.drain() {
+            per_node[usize::from(self.owner[slot])].push(group);
         }
-        self.gathered = (0, 0);
         let mut queues: Vec<_> = per_node.into_iter().map(Vec::into_iter).collect();
         loop {
             let mut sent = false;
@@ -566,6 +592,7 @@ impl ClusterSink {
         report: &[ReportEntry],
     ) -> Result<(), Error> {
         self.flush_strings().await?;
+        self.strings = None;
         let mut per_node: Vec<Vec<ReportEntry>> = vec![Vec::new(); self.nodes.len()];
         for e in report {
             per_node[self.node_of(&e.key.key)].push(e.clone());

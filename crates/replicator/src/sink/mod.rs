@@ -196,6 +196,25 @@ impl Sink {
         each!(self, s => s.push_string(db, key, value).await)
     }
 
+    /// [`Sink::push_string`] without the await: gathers, and returns true when [`Sink::send_gathered`] must
+    /// run before the next string.
+    pub(crate) fn gather_string(
+        &mut self,
+        db: i64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<bool, Error> {
+        match self {
+            Sink::Standalone(s) => Ok(s.gather_string(db, key, value)),
+            Sink::Cluster(s) => s.gather_string(db, key, value),
+        }
+    }
+
+    /// Sends the groups of small strings [`Sink::gather_string`] completed.
+    pub(crate) async fn send_gathered(&mut self) -> Result<(), Error> {
+        each!(self, s => s.send_gathered().await)
+    }
+
     /// Writes the small strings gathered by [`Sink::push_string`].
     pub async fn flush_strings(&mut self) -> Result<(), Error> {
         each!(self, s => s.flush_strings().await)

@@ -64,6 +64,8 @@ pub struct StandaloneSink {
     stored: Option<String>,
     /// Small strings of the full copy waiting for their `MSET`/`MSETNX`.
     strings: Option<StringGroup>,
+    /// A group complete and not sent yet (see [`StandaloneSink::gather_string`]).
+    ready_strings: Option<StringGroup>,
 }
 
 impl std::fmt::Debug for StandaloneSink {
@@ -131,6 +133,7 @@ impl StandaloneSink {
             node,
             stored: None,
             strings: None,
+            ready_strings: None,
             opts,
         })
     }
@@ -283,20 +286,50 @@ impl StandaloneSink {
     /// conflict policy applies per key) of up to [`STANDALONE_GROUP_KEYS`] keys: cheaper for the target than
     /// one `RESTORE` per key. [`StandaloneSink::finish_full_sync`] writes what is left.
     pub async fn push_string(&mut self, db: i64, key: &[u8], value: &[u8]) -> Result<(), Error> {
-        if let Some(group) = self
+        if self.gather_string(db, key, value) {
+            self.send_gathered().await?;
+        }
+        Ok(())
+    }
+
+    /// The part of [`StandaloneSink::push_string`] that only gathers (no await, for the full copy's hot loop):
+    /// true when a group is complete and [`StandaloneSink::send_gathered`] must run before the next string.
+    pub(crate) fn gather_string(&mut self, db: i64, key: &[u8], value: &[u8]) -> bool {
+        if let Some(group) = self.strings.take_if(|g| g.db != db) {
+            self.ready_strings = Some(group);
+        }
+        let group = self
             .strings
-            .take_if(|g| g.db != db || g.len() >= STANDALONE_GROUP_KEYS)
-        {
+            .get_or_insert_with(|| StringGroup::new(db, 64 * STANDALONE_GROUP_KEYS));
+        group.push(key, value);
+        if group.len() >= STANDALONE_GROUP_KEYS {
+            // Both due at once only with groups of one key: then this one waits in `strings`, which
+            // `send_gathered` also sends when full.
+            let full = self.strings.take();
+            if self.ready_strings.is_none() {
+                self.ready_strings = full;
+            } else {
+                self.strings = full;
+                return true;
+            }
+        }
+        self.ready_strings.is_some()
+    }
+
+    /// Sends the groups [`StandaloneSink::gather_string`] completed.
+    pub(crate) async fn send_gathered(&mut self) -> Result<(), Error> {
+        if let Some(group) = self.ready_strings.take() {
             self.send_strings(group).await?;
         }
-        self.strings
-            .get_or_insert_with(|| StringGroup::new(db, 64 * STANDALONE_GROUP_KEYS))
-            .push(key, value);
+        if let Some(group) = self.strings.take_if(|g| g.len() >= STANDALONE_GROUP_KEYS) {
+            self.send_strings(group).await?;
+        }
         Ok(())
     }
 
     /// Writes the small strings gathered by [`StandaloneSink::push_string`].
     pub async fn flush_strings(&mut self) -> Result<(), Error> {
+        self.send_gathered().await?;
         match self.strings.take() {
             Some(group) => self.send_strings(group).await,
             None => Ok(()),
