@@ -39,7 +39,7 @@ use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::{ConflictPolicy, PolicyKey, ReportEntry, TargetFormat};
 use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::standalone::{NodeSlots, StandaloneSink};
-use crate::sink::strings::{SlotGather, StringGroup, GATHER_BYTES, GATHER_KEYS, SLOT_GROUP_KEYS};
+use crate::sink::strings::{SlotGather, GATHER_BYTES, GATHER_KEYS, SLOT_GROUP_KEYS};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
 /// Where a command goes.
@@ -525,23 +525,26 @@ impl ClusterSink {
         let Some(strings) = self.strings.as_mut() else {
             return Ok(());
         };
-        let mut per_node: Vec<Vec<StringGroup>> = self.nodes.iter().map(|_| Vec::new()).collect();
-        for (slot, group) in strings.drain() {
-            per_node[usize::from(self.owner[slot])].push(group);
+        let mut per_node: Vec<Vec<usize>> = self.nodes.iter().map(|_| Vec::new()).collect();
+        for slot in strings.sort() {
+            per_node[usize::from(self.owner[slot])].push(slot);
         }
         let mut queues: Vec<_> = per_node.into_iter().map(Vec::into_iter).collect();
-        loop {
-            let mut sent = false;
+        let mut sent = true;
+        while sent {
+            sent = false;
             for (node, queue) in queues.iter_mut().enumerate() {
-                if let Some(group) = queue.next() {
-                    self.nodes[node].send_strings(group).await?;
+                if let Some(slot) = queue.next() {
+                    if let Err(e) = self.nodes[node].send_strings(strings.sorted(slot)).await {
+                        strings.clear();
+                        return Err(e);
+                    }
                     sent = true;
                 }
             }
-            if !sent {
-                return Ok(());
-            }
         }
+        strings.clear();
+        Ok(())
     }
 
     /// A command outside the live stream (element commands of a big key, `FUNCTION LOAD`).
