@@ -39,7 +39,7 @@ use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::{ConflictPolicy, PolicyKey, ReportEntry, TargetFormat};
 use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::standalone::{NodeSlots, StandaloneSink};
-use crate::sink::strings::{SlotGather, GATHER_BYTES, GATHER_KEYS, SLOT_GROUP_KEYS};
+use crate::sink::strings::{SlotGather, SLOT_GROUP_KEYS};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
 /// Where a command goes.
@@ -465,9 +465,9 @@ impl ClusterSink {
 
     /// Gathers a small string of the full copy into its slot's group (`MSET`/`MSETNX` need their keys in one
     /// slot): a group goes out as one `MSET`/`MSETNX` on the master owning its slot, with the conflict policy of
-    /// a standalone target, once it holds [`SLOT_GROUP_KEYS`] keys, or with every other group once all of them
-    /// hold [`GATHER_KEYS`] keys or [`GATHER_BYTES`] bytes ([`ClusterSink::flush_strings`]). A group refused
-    /// with `MOVED` ends the session like any refused write of the copy.
+    /// a standalone target, once it holds [`SLOT_GROUP_KEYS`] keys, or with every other group once the gather
+    /// is full ([`SlotGather::is_full`], [`ClusterSink::flush_strings`]). A group refused with `MOVED` ends the
+    /// session like any refused write of the copy.
     pub async fn push_string(&mut self, db: i64, key: &[u8], value: &[u8]) -> Result<(), Error> {
         if self.gather_string(db, key, value)? {
             self.send_gathered().await?;
@@ -492,9 +492,7 @@ impl ClusterSink {
         if strings.push(slot, key, value) >= SLOT_GROUP_KEYS {
             self.ready_slot = Some(slot);
         }
-        Ok(self.ready_slot.is_some()
-            || strings.keys() >= GATHER_KEYS
-            || strings.bytes() >= GATHER_BYTES)
+        Ok(self.ready_slot.is_some() || strings.is_full())
     }
 
     /// Sends what [`ClusterSink::gather_string`] found due: a slot's complete group, or every group when the
@@ -508,11 +506,7 @@ impl ClusterSink {
             let node = usize::from(self.owner[slot]);
             self.nodes[node].send_strings(group).await?;
         }
-        let full = self
-            .strings
-            .as_ref()
-            .is_some_and(|s| s.keys() >= GATHER_KEYS || s.bytes() >= GATHER_BYTES);
-        if full {
+        if strings.is_full() {
             self.flush_strings().await?;
         }
         Ok(())

@@ -88,7 +88,7 @@ const TAKEN: u16 = u16::MAX;
 /// each other, where a chain of pairs would make each wait for the one before.
 #[derive(Debug)]
 pub(crate) struct SlotGather {
-    /// Every pair gathered, in wire form, in arrival order (pairs already sent stay until [`SlotGather::drain`]).
+    /// Every pair gathered, in wire form, in arrival order (pairs already sent stay until [`SlotGather::clear`]).
     wire: BytesMut,
     /// Per pair: where it starts in `wire` (it ends where the next one starts, the last at the end of `wire`).
     starts: Vec<usize>,
@@ -153,13 +153,15 @@ impl SlotGather {
     }
 
     /// Pairs gathered and not sent yet.
-    pub(crate) fn keys(&self) -> usize {
+    #[cfg(test)]
+    fn keys(&self) -> usize {
         self.keys
     }
 
-    /// Bytes of the buffer (pairs sent early by [`SlotGather::take`] included, until the next drain).
-    pub(crate) fn bytes(&self) -> usize {
-        self.wire.len()
+    /// True when every group must be sent: the gather holds [`GATHER_KEYS`] pairs or [`GATHER_BYTES`] bytes
+    /// (pairs sent early by [`SlotGather::take`] count until the next [`SlotGather::clear`]).
+    pub(crate) fn is_full(&self) -> bool {
+        self.keys >= GATHER_KEYS || self.wire.len() >= GATHER_BYTES
     }
 
     /// The wire form of pair `i`.
@@ -318,7 +320,7 @@ mod tests {
         encode_bulk(b"4444", &mut expected);
         let (_, last) = groups.into_iter().last().unwrap();
         assert_eq!(&last.command(false).1[..], &expected[..]);
-        assert_eq!((g.keys(), g.bytes()), (0, 0));
+        assert_eq!((g.keys(), g.wire.len()), (0, 0));
         assert!(g.drain().is_empty());
     }
 
