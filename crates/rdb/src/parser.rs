@@ -611,6 +611,11 @@ impl Parser {
                 }
             }
         }
+        if self.buf.get(self.pos) == Some(&STRING) && self.opts.mode == ValueMode::Raw {
+            if let Some(item) = self.raw_string_key() {
+                return Ok(Some(item));
+            }
+        }
         let mut c = Cur::shared(&self.buf, self.pos, self.opts.max_string_len);
         let op = c.u8("an opcode or value type")?;
         let item = match op {
@@ -792,6 +797,43 @@ impl Parser {
         };
         self.pos = c.p;
         Ok(Some(item))
+    }
+
+    /// The whole of a string key in [`ValueMode::Raw`], when it is wholly buffered, well formed and under
+    /// [`ParserOptions::big_value_bytes`]: its key and serialized value (the type byte first) copied straight from
+    /// the input, the bytes the general way would gather, without the per-value state (the common case of a
+    /// full sync). `None` leaves everything as it was, for the general way.
+    fn raw_string_key(&mut self) -> Option<Item> {
+        let (key, raw, end) = {
+            // Just after the type byte.
+            let mut c = Cur::shared(&self.buf, self.pos + 1, self.opts.max_string_len);
+            let key = c.string("a key").ok()?.to_bytes().ok()?;
+            let value_at = c.p;
+            c.string("a string value").ok()?;
+            let len = c.p - value_at;
+            if self.opts.big_value_bytes.is_some_and(|limit| len >= limit) {
+                return None;
+            }
+            let mut raw = Vec::with_capacity(1 + len);
+            raw.push(STRING);
+            raw.extend_from_slice(&self.buf[value_at..c.p]);
+            (key, raw, c.p)
+        };
+        let meta = std::mem::take(&mut self.meta);
+        let entry = Entry {
+            db: self.db,
+            key,
+            expire_at_ms: meta.expire,
+            idle_secs: meta.idle,
+            freq: meta.freq,
+            rdb_type: STRING,
+            offset: self.base + self.pos as u64,
+            serialized_len: raw.len() as u64,
+            value: None,
+            raw: Some(Bytes::from(raw)),
+        };
+        self.pos = end;
+        Some(Item::Entry(entry))
     }
 
     /// The whole of a string key, when it is wholly buffered and well formed, its value given to `visitor`

@@ -130,6 +130,37 @@ fn raw_mode_bytes_decode_to_the_same_values_as_decoded_mode() {
             let again = ferry_rdb::decode_value(raw, valkey).unwrap();
             assert_eq!(Some(&again), e.value.as_ref(), "{r}: key {:?}", e.key);
         }
+        // Raw mode alone (what a full sync reads) gives the same entries, whole (string keys read straight from
+        // the input) or fed 7 bytes at a time (every key the general way), with or without a chunking limit
+        // that no value of these files reaches.
+        let expected: Vec<Entry> = entries(&items)
+            .into_iter()
+            .map(|e| Entry {
+                value: None,
+                ..e.clone()
+            })
+            .collect();
+        for big_value_bytes in [None, Some(1 << 30)] {
+            let opts = ParserOptions {
+                mode: ValueMode::Raw,
+                big_value_bytes,
+                ..Default::default()
+            };
+            for piece in [bytes.len(), 7] {
+                let mut p = Parser::new(opts.clone());
+                let mut got = Vec::new();
+                for chunk in bytes.chunks(piece) {
+                    p.feed(chunk);
+                    while let Some(it) = p.next_item().unwrap() {
+                        if let Item::Entry(e) = it {
+                            got.push(e);
+                        }
+                    }
+                }
+                p.finish().unwrap();
+                assert_eq!(got, expected, "{r}: raw mode, fed {piece} bytes at a time");
+            }
+        }
     }
 }
 
