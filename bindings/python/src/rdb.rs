@@ -108,6 +108,25 @@ impl Meta {
     }
 }
 
+/// What a [`Batch`] keeps of a parser's entry, taken from it in place.
+struct Taken {
+    key: bytes::Bytes,
+    meta: Meta,
+    value: Option<Value>,
+    serialized_len: u64,
+}
+
+impl Taken {
+    fn from(e: &mut ferry::rdb::Entry) -> Taken {
+        Taken {
+            key: std::mem::take(&mut e.key),
+            meta: Meta::of(e),
+            value: e.value.take(),
+            serialized_len: e.serialized_len,
+        }
+    }
+}
+
 /// One key of a [`Batch`].
 struct BatchKey {
     key: Range<usize>,
@@ -161,9 +180,9 @@ impl Batch {
     }
 
     /// Adds the key whose value was just visited (or is in `e.value`).
-    fn push(&mut self, e: ferry::rdb::Entry) {
+    fn push(&mut self, e: Taken) {
         let key = self.copy(&e.key);
-        let meta = Meta::of(&e);
+        let meta = e.meta;
         let value = match e.value {
             Some(v) => {
                 self.decoded_bytes += e.serialized_len as usize;
@@ -348,8 +367,9 @@ fn spawn_reading_thread(mut entries: Entries) -> PyResult<(Receiver<Sent>, SyncS
             let mut at_end = false;
             while !batch.full() {
                 batch.current = None;
-                match entries.next_visit(&mut batch) {
-                    Some(Ok(e)) => batch.push(e),
+                // What the batch keeps is taken from the entry where the parser left it (no move of the whole).
+                match entries.next_visit_with(&mut batch, Taken::from) {
+                    Some(Ok(t)) => batch.push(t),
                     Some(Err(e)) => {
                         failed = Some(e);
                         break;
