@@ -24,7 +24,7 @@ use crate::errors::{self, ferry_error};
 use crate::runtime;
 
 /// Keys the reading thread hands over at once, at most (a hand-over wakes the other thread: not one per few keys).
-const BATCH_ENTRIES: usize = 1024;
+const BATCH_ENTRIES: usize = 4096;
 /// Bytes after which a batch is handed over before it has [`BATCH_ENTRIES`] keys.
 const BATCH_BYTES: usize = 1 << 20;
 /// Entries a `for` loop is given at once (see `RdbReader::__iter__`): few enough that the Python objects just built
