@@ -417,3 +417,86 @@ fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts what it is given (the test only needs to know a value reached it).
+    #[derive(Default)]
+    struct Count(usize);
+
+    impl Visitor for Count {
+        fn string(&mut self, _: &[u8]) {
+            self.0 += 1;
+        }
+        fn begin(&mut self, _: Shape, _: usize) {
+            self.0 += 1;
+        }
+        fn element(&mut self, _: Elem<'_>) {
+            self.0 += 1;
+        }
+        fn value(&mut self, _: Value) {
+            self.0 += 1;
+        }
+    }
+
+    /// The readable `.rdb` files of the shared fixture corpus.
+    fn fixture_files() -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).expect("fixture dir readable") {
+                let p = e.expect("fixture dir entry").path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rdb") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/rdb-fixtures"
+            )),
+            &mut files,
+        );
+        files.sort();
+        assert!(
+            files.len() >= 170,
+            "fixture corpus missing: {} files",
+            files.len()
+        );
+        files
+    }
+
+    #[test]
+    fn next_visit_with_hands_over_the_entries_next_visit_returns() {
+        let mut keys = 0;
+        for path in fixture_files() {
+            let (Ok(mut returned), Ok(mut handed)) = (entries(&path), entries(&path)) else {
+                continue;
+            };
+            loop {
+                let (mut a, mut b) = (Count::default(), Count::default());
+                let one = returned.next_visit(&mut a);
+                let other = handed.next_visit_with(&mut b, |e| e.clone());
+                match (one, other) {
+                    (None, None) => break,
+                    (Some(Ok(x)), Some(Ok(y))) => {
+                        assert_eq!(x, y, "{}", path.display());
+                        assert_eq!(a.0, b.0, "{}: visits of {:?}", path.display(), x.key);
+                        keys += 1;
+                    }
+                    (Some(Err(x)), Some(Err(y))) => {
+                        assert_eq!(x.to_string(), y.to_string());
+                        break;
+                    }
+                    (x, y) => panic!("{}: {x:?} against {y:?}", path.display()),
+                }
+            }
+        }
+        // The corpus holds 674 keys in the files read to their end or to their first error.
+        assert!(keys >= 600, "only {keys} keys compared");
+    }
+}
