@@ -69,16 +69,17 @@ impl Entries {
             return None;
         }
         loop {
-            let item = match visitor.as_mut() {
+            let mut item = match visitor.as_mut() {
                 Some(v) => self.reader.next_item_visit(&mut **v),
                 None => self.reader.next_item(),
             };
-            match item {
-                Ok(Some(Item::Entry(mut e))) => {
+            // Matched by reference: the entry stays where the reader returned it.
+            match &mut item {
+                Ok(Some(Item::Entry(e))) => {
                     if let Some(Value::SortedSet(members)) = &mut e.value {
                         in_zrange_order(members);
                     }
-                    return Some(Ok(f(&mut e)));
+                    return Some(Ok(f(e)));
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
