@@ -24,7 +24,7 @@ use crate::errors::{self, ferry_error};
 use crate::runtime;
 
 /// Keys the reading thread hands over at once, at most (a hand-over wakes the other thread: not one per few keys).
-const BATCH_ENTRIES: usize = 1024;
+const BATCH_ENTRIES: usize = 4096;
 /// Bytes after which a batch is handed over before it has [`BATCH_ENTRIES`] keys.
 const BATCH_BYTES: usize = 1 << 20;
 /// Entries a `for` loop is given at once (see `RdbReader::__iter__`): few enough that the Python objects just built
@@ -38,7 +38,8 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(20);
 /// What the reading thread sends: keys in file order, or the error that ended the file.
 type Sent = Result<Batch, ferry::Error>;
 
-/// A key's value in a [`Batch`].
+/// A key's value in a [`Batch`]. Nothing here needs dropping, so emptying a batch's keys costs nothing per key.
+#[derive(Clone)]
 enum BatchValue {
     /// None (a value ferry does not decode).
     Nothing,
@@ -46,19 +47,91 @@ enum BatchValue {
     String(Range<usize>),
     /// A list, set or hash: its elements in the batch's `elements` (a hash: field, value, ...).
     Collection(Shape, Range<usize>),
-    /// Any other value, decoded.
-    Decoded(Value),
+    /// Any other value, decoded: its index in the batch's `decoded`.
+    Decoded(usize),
+}
+
+/// A key's metadata without `Option`s (18 bytes instead of 34): keys and entries are read by the Python thread
+/// from another core's cache, and the `Entry` object is zeroed when allocated, so smaller is cheaper.
+#[derive(Clone, Copy)]
+struct Meta {
+    db: u64,
+    expire_at_ms: i64,
+    idle: u64,
+    freq: u8,
+    /// Which of `expire_at_ms`, `idle` and `freq` the file gave ([`Meta::EXPIRE`], [`Meta::IDLE`], [`Meta::FREQ`]).
+    present: u8,
+    /// The RDB type byte (the Redis type name comes from it).
+    rdb_type: u8,
+}
+
+impl Meta {
+    const EXPIRE: u8 = 1;
+    const IDLE: u8 = 2;
+    const FREQ: u8 = 4;
+
+    fn of(e: &ferry::rdb::Entry) -> Meta {
+        let mut present = 0;
+        if e.expire_at_ms.is_some() {
+            present |= Meta::EXPIRE;
+        }
+        if e.idle_secs.is_some() {
+            present |= Meta::IDLE;
+        }
+        if e.freq.is_some() {
+            present |= Meta::FREQ;
+        }
+        Meta {
+            db: e.db,
+            expire_at_ms: e.expire_at_ms.unwrap_or(0),
+            idle: e.idle_secs.unwrap_or(0),
+            freq: e.freq.unwrap_or(0),
+            present,
+            rdb_type: e.rdb_type,
+        }
+    }
+
+    fn expire_at_ms(&self) -> Option<i64> {
+        (self.present & Meta::EXPIRE != 0).then_some(self.expire_at_ms)
+    }
+
+    fn idle(&self) -> Option<u64> {
+        (self.present & Meta::IDLE != 0).then_some(self.idle)
+    }
+
+    fn freq(&self) -> Option<u8> {
+        (self.present & Meta::FREQ != 0).then_some(self.freq)
+    }
+
+    fn type_name(&self) -> &'static str {
+        ferry::rdb::type_name_of(self.rdb_type)
+    }
+}
+
+/// What a [`Batch`] keeps of a parser's entry, taken from it in place.
+struct Taken {
+    key: bytes::Bytes,
+    meta: Meta,
+    value: Option<Value>,
+    serialized_len: u64,
+}
+
+impl Taken {
+    fn from(e: &mut ferry::rdb::Entry) -> Taken {
+        Taken {
+            key: std::mem::take(&mut e.key),
+            meta: Meta::of(e),
+            value: e.value.take(),
+            serialized_len: e.serialized_len,
+        }
+    }
 }
 
 /// One key of a [`Batch`].
 struct BatchKey {
-    db: u64,
     key: Range<usize>,
-    type_name: &'static str,
-    expire_at_ms: Option<i64>,
-    idle: Option<u64>,
-    freq: Option<u8>,
     value: BatchValue,
+    meta: Meta,
 }
 
 /// Keys decoded by the reading thread: their bytes copied one after the other into `bytes`.
@@ -69,6 +142,8 @@ struct Batch {
     /// Where each element of the collections lies in `bytes`.
     elements: Vec<Range<usize>>,
     keys: Vec<BatchKey>,
+    /// The values of the keys whose value is `BatchValue::Decoded`.
+    decoded: Vec<Value>,
     /// Serialized bytes of the `Decoded` values.
     decoded_bytes: usize,
     /// The value of the key being visited.
@@ -81,6 +156,7 @@ impl Batch {
         self.bytes.clear();
         self.elements.clear();
         self.keys.clear();
+        self.decoded.clear();
         self.decoded_bytes = 0;
         self.current = None;
         if self.bytes.capacity() > 2 * BATCH_BYTES {
@@ -104,24 +180,18 @@ impl Batch {
     }
 
     /// Adds the key whose value was just visited (or is in `e.value`).
-    fn push(&mut self, e: ferry::rdb::Entry) {
+    fn push(&mut self, e: Taken) {
         let key = self.copy(&e.key);
+        let meta = e.meta;
         let value = match e.value {
             Some(v) => {
                 self.decoded_bytes += e.serialized_len as usize;
-                BatchValue::Decoded(v)
+                self.decoded.push(v);
+                BatchValue::Decoded(self.decoded.len() - 1)
             }
             None => self.current.take().unwrap_or(BatchValue::Nothing),
         };
-        self.keys.push(BatchKey {
-            db: e.db,
-            key,
-            type_name: ferry::rdb::type_name_of(e.rdb_type),
-            expire_at_ms: e.expire_at_ms,
-            idle: e.idle_secs,
-            freq: e.freq,
-            value,
-        });
+        self.keys.push(BatchKey { key, value, meta });
     }
 }
 
@@ -154,33 +224,22 @@ impl Visitor for Batch {
     }
 
     fn value(&mut self, v: Value) {
-        self.current = Some(BatchValue::Decoded(v));
+        self.decoded.push(v);
+        self.current = Some(BatchValue::Decoded(self.decoded.len() - 1));
     }
 }
 
 /// One key of an RDB file.
 #[pyclass(module = "redis_ferry._native", frozen, name = "Entry")]
 pub(crate) struct Entry {
-    /// Database number.
-    #[pyo3(get)]
-    db: u64,
     /// The key.
     #[pyo3(get)]
     key: Py<PyBytes>,
-    /// Redis type name: string, list, set, zset, hash, stream or module.
-    type_name: &'static str,
     /// The value as Python types (see the module docs).
     #[pyo3(get)]
     value: Py<PyAny>,
-    /// Absolute expiry in Unix milliseconds, or None.
-    #[pyo3(get)]
-    expire_at_ms: Option<i64>,
-    /// LRU idle seconds, when the file records them.
-    #[pyo3(get)]
-    idle: Option<u64>,
-    /// LFU frequency, when the file records it.
-    #[pyo3(get)]
-    freq: Option<u8>,
+    /// Database number, type, expiry, LRU idle seconds, LFU frequency (see the getters).
+    meta: Meta,
 }
 
 impl Entry {
@@ -222,26 +281,49 @@ impl Entry {
                     }
                 }
             }
-            BatchValue::Decoded(v) => value_to_py(py, v, fields)?,
+            BatchValue::Decoded(i) => match batch.decoded.get(*i) {
+                Some(v) => value_to_py(py, v, fields)?,
+                None => py.None(),
+            },
         };
         Ok(Entry {
-            db: k.db,
             key: PyBytes::new(py, &b[k.key.clone()]).unbind(),
-            type_name: k.type_name,
             value,
-            expire_at_ms: k.expire_at_ms,
-            idle: k.idle,
-            freq: k.freq,
+            meta: k.meta,
         })
     }
 }
 
 #[pymethods]
 impl Entry {
+    /// Database number.
+    #[getter]
+    fn db(&self) -> u64 {
+        self.meta.db
+    }
+
+    /// Absolute expiry in Unix milliseconds, or None.
+    #[getter]
+    fn expire_at_ms(&self) -> Option<i64> {
+        self.meta.expire_at_ms()
+    }
+
+    /// LRU idle seconds, when the file records them.
+    #[getter]
+    fn idle(&self) -> Option<u64> {
+        self.meta.idle()
+    }
+
+    /// LFU frequency, when the file records it.
+    #[getter]
+    fn freq(&self) -> Option<u8> {
+        self.meta.freq()
+    }
+
     /// Redis type name: string, list, set, zset, hash, stream or module (one shared str per name).
     #[getter]
     fn r#type<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
-        match self.type_name {
+        match self.meta.type_name() {
             "string" => pyo3::intern!(py, "string").clone(),
             "list" => pyo3::intern!(py, "list").clone(),
             "set" => pyo3::intern!(py, "set").clone(),
@@ -254,14 +336,14 @@ impl Entry {
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Entry(db={}, key={}, type={:?}, expire_at_ms={:?})",
-            self.db,
+            self.meta.db,
             self.key
                 .bind(py)
                 .repr()
                 .map(|r| r.to_string())
                 .unwrap_or_default(),
-            self.type_name,
-            self.expire_at_ms
+            self.meta.type_name(),
+            self.meta.expire_at_ms()
         )
     }
 }
@@ -285,8 +367,9 @@ fn spawn_reading_thread(mut entries: Entries) -> PyResult<(Receiver<Sent>, SyncS
             let mut at_end = false;
             while !batch.full() {
                 batch.current = None;
-                match entries.next_visit(&mut batch) {
-                    Some(Ok(e)) => batch.push(e),
+                // What the batch keeps is taken from the entry where the parser left it (no move of the whole).
+                match entries.next_visit_with(&mut batch, Taken::from) {
+                    Some(Ok(t)) => batch.push(t),
                     Some(Err(e)) => {
                         failed = Some(e);
                         break;

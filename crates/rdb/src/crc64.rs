@@ -1,5 +1,9 @@
 //! CRC-64/Jones as used by Redis for RDB files and DUMP payloads (reflected, polynomial
-//! `0xad93d23594c935a9`, initial value 0, no final xor), computed eight bytes at a time.
+//! `0xad93d23594c935a9`, initial value 0, no final xor; CRC-64/REDIS in the CRC catalogue).
+//!
+//! Inputs of [`FAST_FROM`] bytes or more go to `crc-fast` (carry-less multiplication, about 10 GB/s against
+//! about 1.7 GB/s here for the table below); shorter ones, where its set-up costs more than it saves (a DUMP
+//! payload of a small key), are computed eight bytes at a time from tables.
 
 const POLY_REFLECTED: u64 = 0x95ac_9329_ac4b_c9b5;
 
@@ -35,12 +39,26 @@ const fn make_tables() -> [[u64; 256]; 8] {
 
 static TABLES: [[u64; 256]; 8] = make_tables();
 
+/// Input length from which [`crc64`] uses `crc-fast` (measured: the table is faster below 64 bytes).
+const FAST_FROM: usize = 64;
+
 /// Continues a CRC-64/Jones computation over `data` (start with `crc = 0`).
 ///
 /// ```
 /// assert_eq!(ferry_rdb::crc64::crc64(0, b"123456789"), 0xe9c6d914c4b8d9ca);
 /// ```
-pub fn crc64(mut crc: u64, data: &[u8]) -> u64 {
+pub fn crc64(crc: u64, data: &[u8]) -> u64 {
+    if data.len() < FAST_FROM {
+        return crc64_table(crc, data);
+    }
+    // Init 0 and no final xor: the running state is the CRC so far, so a digest starting from `crc` continues it.
+    let mut digest = crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc64Redis, crc);
+    digest.update(data);
+    digest.finalize()
+}
+
+/// [`crc64`] from the tables, eight bytes at a time.
+fn crc64_table(mut crc: u64, data: &[u8]) -> u64 {
     let t = &TABLES;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
@@ -63,6 +81,7 @@ pub fn crc64(mut crc: u64, data: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn check_value_matches_redis_test_vector() {
@@ -75,6 +94,43 @@ mod tests {
         let one = crc64(0, &data);
         for split in [0, 1, 7, 8, 9, 500, 999, 1000] {
             assert_eq!(crc64(crc64(0, &data[..split]), &data[split..]), one);
+        }
+    }
+
+    #[test]
+    fn long_inputs_continue_short_ones() {
+        // Each length on either side of FAST_FROM, continued from a CRC of a short prefix.
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 31 + 11) as u8).collect();
+        let one = crc64_table(0, &data);
+        assert_eq!(crc64(0, &data), one);
+        for split in [0, 1, FAST_FROM - 1, FAST_FROM, FAST_FROM + 1, 200, 300] {
+            assert_eq!(crc64(crc64(0, &data[..split]), &data[split..]), one);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn equals_the_table_for_any_input_and_start(
+            data in proptest::collection::vec(any::<u8>(), 0..4096),
+            start in any::<u64>(),
+        ) {
+            prop_assert_eq!(crc64(start, &data), crc64_table(start, &data));
+        }
+
+        #[test]
+        fn pieces_equal_one_shot(
+            data in proptest::collection::vec(any::<u8>(), 0..4096),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (data.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut crc = 0;
+            let mut at = 0;
+            for c in cuts.into_iter().chain([data.len()]) {
+                crc = crc64(crc, &data[at..c]);
+                at = c;
+            }
+            prop_assert_eq!(crc, crc64_table(0, &data));
         }
     }
 }
