@@ -819,21 +819,8 @@ impl Parser {
             raw.extend_from_slice(&self.buf[value_at..c.p]);
             (key, raw, c.p)
         };
-        let meta = std::mem::take(&mut self.meta);
-        let entry = Entry {
-            db: self.db,
-            key,
-            expire_at_ms: meta.expire,
-            idle_secs: meta.idle,
-            freq: meta.freq,
-            rdb_type: STRING,
-            offset: self.base + self.pos as u64,
-            serialized_len: raw.len() as u64,
-            value: None,
-            raw: Some(Bytes::from(raw)),
-        };
-        self.pos = end;
-        Some(Item::Entry(entry))
+        let len = raw.len() - 1;
+        Some(self.string_entry(key, len, Some(Bytes::from(raw)), end))
     }
 
     /// The whole of a string key, when it is wholly buffered and well formed, its value given to `visitor`
@@ -851,6 +838,18 @@ impl Parser {
             }
             (key, value_at, c.p)
         };
+        Some(self.string_entry(key, end - value_at, None, end))
+    }
+
+    /// The entry of a string key read straight from the input (its type byte at `self.pos`, its value `value_len`
+    /// serialized bytes, the next item at `end`), with the metadata read before it; moves past it.
+    fn string_entry(
+        &mut self,
+        key: Bytes,
+        value_len: usize,
+        raw: Option<Bytes>,
+        end: usize,
+    ) -> Item {
         let meta = std::mem::take(&mut self.meta);
         let entry = Entry {
             db: self.db,
@@ -860,12 +859,12 @@ impl Parser {
             freq: meta.freq,
             rdb_type: STRING,
             offset: self.base + self.pos as u64,
-            serialized_len: 1 + (end - value_at) as u64,
+            serialized_len: 1 + value_len as u64,
             value: None,
-            raw: None,
+            raw,
         };
         self.pos = end;
-        Some(Item::Entry(entry))
+        Item::Entry(entry)
     }
 
     fn step_value(
