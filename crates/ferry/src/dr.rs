@@ -1424,7 +1424,7 @@ impl DrPair {
         let behind = b
             .read_record()
             .await?
-            .map_or(true, |r| r.epoch < record.epoch);
+            .is_none_or(|r| r.epoch < record.epoch);
         if !behind {
             return Ok(None);
         }

@@ -84,13 +84,13 @@ fn a_scan_source_copies_a_server_without_psync_then_follows_live_changes_exactly
                         .arg(format!("v{i}"))
                         .exec(&mut c)
                         .unwrap();
-                    if i % 5 == 0 {
+                    if i.is_multiple_of(5) {
                         redis::cmd("DEL")
                             .arg(format!("live:{t}:{}", (i + 20) % 40))
                             .exec(&mut c)
                             .unwrap();
                     }
-                    if i % 7 == 0 {
+                    if i.is_multiple_of(7) {
                         // Keys that expire on the source a moment later.
                         redis::cmd("SET")
                             .arg(format!("short:{t}:{i}"))
@@ -100,7 +100,7 @@ fn a_scan_source_copies_a_server_without_psync_then_follows_live_changes_exactly
                             .exec(&mut c)
                             .unwrap();
                     }
-                    if i % 11 == 0 {
+                    if i.is_multiple_of(11) {
                         redis::cmd("PEXPIRE")
                             .arg(format!("live:{t}:{slot}"))
                             .arg(600_000)

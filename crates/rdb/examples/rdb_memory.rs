@@ -54,7 +54,7 @@ fn generate(path: &str, gb: f64) -> Result<(), ferry_rdb::Error> {
     let mut i = 0u64;
     while written < target {
         // Every 10000th key is a big collection (~4-5 MB serialized), the rest 500-byte strings.
-        if i % 10_000 == 0 {
+        if i.is_multiple_of(10_000) {
             let n = 100_000;
             let v = match (i / 10_000) % 4 {
                 0 => Value::List((0..n).map(|_| rng.bytes(40)).collect()),
@@ -82,7 +82,7 @@ fn generate(path: &str, gb: f64) -> Result<(), ferry_rdb::Error> {
             w.write_entry(
                 format!("key:{i:012}").as_bytes(),
                 &v,
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     Some(4_102_444_800_000)
                 } else {
                     None

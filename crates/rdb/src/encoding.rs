@@ -56,7 +56,7 @@ fn rd_u32(b: &[u8], p: usize) -> u32 {
 }
 
 fn need(b: &[u8], p: usize, n: usize, what: &str) -> Result<(), String> {
-    if p.checked_add(n).map_or(true, |e| e > b.len()) {
+    if p.checked_add(n).is_none_or(|e| e > b.len()) {
         Err(format!(
             "{what} runs past the end of the blob (offset {p}, {n} bytes, blob {} bytes)",
             b.len()

@@ -807,7 +807,7 @@ fn read_stream_idmp(c: &mut Cur<'_>) -> R<StreamIdmp> {
 }
 
 fn pairs_from<'a>(items: &[Elem<'a>], what: &str) -> Result<Vec<(Elem<'a>, Elem<'a>)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(format!(
             "{what} has an odd number of elements ({})",
             items.len()

@@ -492,7 +492,7 @@ fn hdt3213_json_exports_match_decoded_values() {
     let mut compared = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().map_or(true, |x| x != "rdb") {
+        if p.extension().is_none_or(|x| x != "rdb") {
             continue;
         }
         let jp = p.with_extension("json");

@@ -306,10 +306,10 @@ pub fn resume_from(checkpoints: &[Option<Checkpoint>]) -> Option<ResumePoint> {
     let mut newest: Option<&Position> = None;
     for cp in checkpoints {
         let p = cp.as_ref()?.position()?;
-        if min.map_or(true, |m| p.offset < m.offset) {
+        if min.is_none_or(|m| p.offset < m.offset) {
             min = Some(p);
         }
-        if newest.map_or(true, |n| p.offset > n.offset) {
+        if newest.is_none_or(|n| p.offset > n.offset) {
             newest = Some(p);
         }
     }

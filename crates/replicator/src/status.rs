@@ -415,11 +415,7 @@ impl Rates {
         status.source_offset = source_offset;
         status.applied_offset = applied;
         status.lag_bytes = source_offset.saturating_sub(applied);
-        if self
-            .history
-            .back()
-            .map_or(true, |&(o, _)| o < source_offset)
-        {
+        if self.history.back().is_none_or(|&(o, _)| o < source_offset) {
             self.history.push_back((source_offset, now));
         }
         // Drop samples already applied, but keep the newest one at or below `applied`.

@@ -190,7 +190,7 @@ impl Inner {
     /// Whether `addr` is held back as demoted although the sentinels name it at `epoch`: a
     /// configuration newer than the one followed (a later failover chose it) ends the hold.
     fn is_held(&self, addr: &Addr, epoch: u64) -> bool {
-        self.is_demoted(addr) && lock(&self.state).epoch.map_or(true, |k| epoch <= k)
+        self.is_demoted(addr) && lock(&self.state).epoch.is_none_or(|k| epoch <= k)
     }
 
     /// Whether `addr` at config epoch `epoch` is older than the configuration the pool follows.
@@ -228,7 +228,7 @@ impl Inner {
         let (closed, event) = {
             let mut st = lock(&self.state);
             if st.master.as_ref() == Some(addr) {
-                if st.epoch.map_or(true, |k| epoch > k) {
+                if st.epoch.is_none_or(|k| epoch > k) {
                     st.epoch = Some(epoch);
                 }
                 return Some(st.generation);

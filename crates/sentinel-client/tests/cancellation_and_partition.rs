@@ -57,7 +57,7 @@ async fn borrows_cancelled_at_random_points_during_a_failover_free_every_slot_an
                     return;
                 }
                 n += 1;
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     let result = async {
                         let mut c = pool.get().await?;
                         c.call(&["INCR", "plain"]).await?;

@@ -58,7 +58,7 @@ pub fn split_by_slot<A: AsRef<[u8]>>(argv: &[A]) -> Option<Result<Split, Error>>
         _ => return None,
     };
     let args = &argv[1..];
-    if args.is_empty() || args.len() % group != 0 {
+    if args.is_empty() || !args.len().is_multiple_of(group) {
         return Some(Err(Error::WrongArity(name)));
     }
     let mut parts: Vec<SplitPart> = Vec::new();

@@ -48,7 +48,7 @@ struct Writer {
 
 fn key_for(i: u64) -> String {
     // Every other key lands in the slot that is migrated; the rest spread over all slots.
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("{{mig}}:{i}")
     } else {
         format!("w:{i}")

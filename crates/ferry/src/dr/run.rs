@@ -321,7 +321,7 @@ async fn follow(pair: DrPair, shared: &Arc<Shared>) {
                             "the job of the old epoch stopped; the record's job next"
                         );
                     }
-                    let may_start = ended.map_or(true, |(e, at)| {
+                    let may_start = ended.is_none_or(|(e, at)| {
                         want.is_some_and(|(_, w)| w != e) || tokio::time::Instant::now() >= at
                     });
                     // Every call writes the record of the side a job writes to last, after that job's checkpoints
@@ -396,7 +396,7 @@ async fn finish_interrupted_switchback(
         r.phase == DrPhase::Normal
             && (r.a_seed.is_some() || !r.a_seeds.is_empty())
             && both.b_err.is_none()
-            && both.b.as_ref().map_or(true, |b| b.epoch < r.epoch)
+            && both.b.as_ref().is_none_or(|b| b.epoch < r.epoch)
     });
     let Some(rec) = unfinished else {
         *since = None;

@@ -822,7 +822,7 @@ pub(crate) fn split_big(argv: Vec<Bytes>) -> Vec<Vec<Bytes>> {
             head += 1;
         }
     }
-    if (argv.len() - head) % group != 0 {
+    if !(argv.len() - head).is_multiple_of(group) {
         return vec![argv];
     }
     let per = ((MAX_SCRIPT_ARGS - head) / group) * group;

@@ -322,7 +322,7 @@ impl ClusterSink {
                     found_on.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
                 };
                 let u = &mut until[usize::from(slot)];
-                if covers && u.map_or(true, |p| claim.position.offset > p.offset) {
+                if covers && u.is_none_or(|p| claim.position.offset > p.offset) {
                     *u = Some(&claim.position);
                 }
             }

@@ -256,7 +256,7 @@ impl SpoolReader {
     /// True when nothing is held.
     pub(crate) fn is_empty(&self) -> bool {
         let st = self.shared.lock();
-        st.mem.is_empty() && st.file.as_ref().map_or(true, |f| f.read_pos == f.write_pos)
+        st.mem.is_empty() && st.file.as_ref().is_none_or(|f| f.read_pos == f.write_pos)
     }
 }
 
