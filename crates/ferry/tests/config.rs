@@ -320,6 +320,64 @@ fn the_redisshake_3_0_layout_with_the_mode_in_source_is_read_and_rewrites_by_def
 }
 
 #[test]
+fn the_first_redisshake_3_beta_lists_target_addresses() {
+    // RedisShake 3.0.0-beta: `[target] addresses = [...]`, and no mode anywhere (sync).
+    let text = |kind: &str, addresses: &str| {
+        format!(
+            "[source]\naddress = \"127.0.0.1:6379\"\npassword = \"\"\ntls = false\n\n\
+             [target]\ntype = \"{kind}\"\naddresses = {addresses}\npassword = \"\"\ntls = false\n\n\
+             [advanced]\ndir = \"data\"\nncpu = 3\nrdb_restore_command_behavior = \"rewrite\"\n"
+        )
+    };
+    let loaded = SyncConfig::load_toml(&text("standalone", "[\"127.0.0.1:6380\"]")).unwrap();
+    assert_eq!(loaded.format, ConfigFormat::RedisShakeV3);
+    assert_eq!(
+        loaded.config.target,
+        Target::standalone("redis://127.0.0.1:6380")
+    );
+    let loaded = SyncConfig::load_toml(&text(
+        "cluster",
+        "[\"127.0.0.1:7000\", \"127.0.0.1:7001\", \"127.0.0.1:7002\"]",
+    ))
+    .unwrap();
+    match &loaded.config.target {
+        Target::Cluster { seeds } => assert_eq!(
+            seeds.iter().map(|e| e.url.as_str()).collect::<Vec<_>>(),
+            [
+                "redis://127.0.0.1:7000",
+                "redis://127.0.0.1:7001",
+                "redis://127.0.0.1:7002"
+            ]
+        ),
+        other => panic!("{other:?}"),
+    }
+    for (kind, addresses, says) in [
+        (
+            "standalone",
+            "[\"127.0.0.1:6380\", \"127.0.0.1:6381\"]",
+            "one address",
+        ),
+        ("cluster", "[]", "non-empty list"),
+        ("cluster", "\"127.0.0.1:7000\"", "list of strings"),
+    ] {
+        let e = SyncConfig::load_toml(&text(kind, addresses)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        let e = e.to_string();
+        assert!(
+            e.contains("line 8") && e.contains("target.addresses") && e.contains(says),
+            "{e}"
+        );
+    }
+    let both = text("cluster", "[\"127.0.0.1:7000\"]")
+        .replace("[advanced]", "address = \"127.0.0.1:7000\"\n[advanced]");
+    let e = SyncConfig::load_toml(&both).unwrap_err().to_string();
+    assert!(
+        e.contains("target.addresses") && e.contains("one or the other"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_redisshake_v4_aof_reader_becomes_an_aof_source_and_panics_on_conflicts_by_default() {
     let text = "[aof_reader]\nfilepath = \"/data/appendonlydir/appendonly.aof.manifest\"\n\
                 timestamp = 1700000000\n\n[redis_writer]\naddress = \"127.0.0.1:6380\"\n";

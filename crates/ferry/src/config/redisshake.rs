@@ -112,6 +112,30 @@ impl<'a> Section<'a> {
         if address.is_empty() {
             return Err(self.wrong("address", "a non-empty \"host:port\""));
         }
+        self.endpoint_at(&address)
+    }
+
+    /// The endpoints of a v3 `[target]`: `address`, or the list `addresses` of RedisShake 3.0.0-beta (a cluster's
+    /// masters, or the one standalone server).
+    fn target_endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        if self.get("addresses").is_none() {
+            return Ok(vec![self.endpoint()?]);
+        }
+        if self.get("address").is_some() {
+            return Err(self.wrong(
+                "addresses",
+                "absent when `address` is given (one or the other)",
+            ));
+        }
+        let addresses = self.strings("addresses")?;
+        if addresses.is_empty() || addresses.iter().any(|a| a.trim().is_empty()) {
+            return Err(self.wrong("addresses", "a non-empty list of \"host:port\""));
+        }
+        addresses.iter().map(|a| self.endpoint_at(a)).collect()
+    }
+
+    /// [`Section::endpoint`] for `address`.
+    fn endpoint_at(&self, address: &str) -> Result<Endpoint, Error> {
         let tls = self.boolean("tls", false)?;
         let scheme = if tls { "rediss" } else { "redis" };
         let mut e = Endpoint::new(format!("{scheme}://{address}"));
@@ -234,12 +258,16 @@ pub(crate) fn from_v3(
         },
         _ => Source::Standalone(src.endpoint()?),
     };
-    let endpoint = tgt.endpoint()?;
+    let mut endpoints = tgt.target_endpoints()?;
     let target = match tgt.string("type")?.as_str() {
-        "" | "standalone" => Target::Standalone(endpoint),
-        "cluster" => Target::Cluster {
-            seeds: vec![endpoint],
-        },
+        "" | "standalone" if endpoints.len() == 1 => Target::Standalone(endpoints.remove(0)),
+        "" | "standalone" => {
+            return Err(tgt.wrong(
+                "addresses",
+                "one address for a standalone target (`type = \"cluster\"` takes several)",
+            ))
+        }
+        "cluster" => Target::Cluster { seeds: endpoints },
         _ => return Err(tgt.wrong("type", "\"standalone\" or \"cluster\"")),
     };
     let mut config = SyncConfig::new(source, target);

@@ -171,6 +171,8 @@ pub(crate) const SHAKE_V3: &[(&str, Node)] = &[
             ("type", Node::Leaf),
             ("version", Node::Unused(VERSION_NOTE)),
             ("address", Node::Leaf),
+            // RedisShake 3.0.0-beta: a list (a cluster's masters, or the one standalone server).
+            ("addresses", Node::Leaf),
             ("username", Node::Leaf),
             ("password", Node::Leaf),
             ("tls", Node::Leaf),
