@@ -231,7 +231,7 @@ fn value<'e>(env: &'e Env, v: &Value) -> Result<Unknown<'e>> {
                     let mut o = Object::new(env)?;
                     o.set("name", buffer(env, &g.name)?)?;
                     o.set("lastId", stream_id(env, g.last_id)?)?;
-                    o.set("entriesRead", opt_unsigned(env, g.entries_read)?)?;
+                    o.set("entriesRead", opt_unsigned(env, g.entries_read_known())?)?;
                     o.set(
                         "pending",
                         array(env, &g.pending, |p| {

@@ -168,7 +168,7 @@ pub(crate) fn value_to_py(
                 let group = PyDict::new(py);
                 group.set_item("name", PyBytes::new(py, &g.name))?;
                 group.set_item("last_delivered_id", stream_id(py, g.last_id))?;
-                group.set_item("entries_read", g.entries_read)?;
+                group.set_item("entries_read", g.entries_read_known())?;
                 let pending = PyList::empty(py);
                 for p in &g.pending {
                     pending.append((stream_id(py, p.id), p.delivery_time_ms, p.delivery_count))?;

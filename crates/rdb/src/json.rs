@@ -55,7 +55,7 @@ fn stream(s: &Stream) -> J {
             json!({
                 "name": bytes(&g.name),
                 "last_id": g.last_id.to_string(),
-                "entries_read": g.entries_read,
+                "entries_read": g.entries_read_known(),
                 "pending": g.pending.iter().map(|p| json!([p.id.to_string(), p.delivery_time_ms, p.delivery_count])).collect::<Vec<_>>(),
                 "consumers": g.consumers.iter().map(|c| json!({
                     "name": bytes(&c.name),

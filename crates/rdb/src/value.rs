@@ -197,12 +197,22 @@ pub struct ConsumerGroup {
     pub name: Bytes,
     /// Last delivered ID.
     pub last_id: StreamId,
-    /// Entries read counter (RDB 10+; `None` when the file predates it).
+    /// Entries read counter (RDB 10+; `None` when the file predates it), as the file stores it: Redis keeps it
+    /// as a signed number and writes -1 (here `u64::MAX`) when it does not know it, as for a group created
+    /// without `ENTRIESREAD` behind the stream's first entry. [`ConsumerGroup::entries_read_known`] reads it.
     pub entries_read: Option<u64>,
     /// Group pending entries list.
     pub pending: Vec<PendingEntry>,
     /// Consumers.
     pub consumers: Vec<Consumer>,
+}
+
+impl ConsumerGroup {
+    /// The entries read counter when the server knew it: `None` when the file predates the counter or holds
+    /// Redis's "unknown" (-1, or any value beyond a signed 64-bit number).
+    pub fn entries_read_known(&self) -> Option<u64> {
+        self.entries_read.filter(|&n| i64::try_from(n).is_ok())
+    }
 }
 
 /// An entry of a group's PEL.
@@ -269,4 +279,25 @@ pub fn module_name_from_id(id: u64) -> String {
         v >>= 6;
     }
     String::from_utf8_lossy(&name).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_entries_read_counter_reads_as_none() {
+        let group = |entries_read| ConsumerGroup {
+            name: Bytes::from_static(b"g"),
+            last_id: StreamId::default(),
+            entries_read,
+            pending: Vec::new(),
+            consumers: Vec::new(),
+        };
+        assert_eq!(group(Some(7)).entries_read_known(), Some(7));
+        assert_eq!(group(None).entries_read_known(), None);
+        // Redis writes its -1 ("unknown") as a 64-bit length.
+        assert_eq!(group(Some(u64::MAX)).entries_read_known(), None);
+        assert_eq!(group(Some(1 << 63)).entries_read_known(), None);
+    }
 }

@@ -218,7 +218,8 @@ fn stream_commands(
             group.name.clone(),
             num(group.last_id),
         ];
-        if let (Some(read), true) = (group.entries_read, target_rdb >= 10) {
+        // An unknown counter (Redis's -1) is left out: the target then does not know it either.
+        if let (Some(read), true) = (group.entries_read_known(), target_rdb >= 10) {
             argv.extend([b("ENTRIESREAD"), num(read)]);
         }
         emit(argv);
