@@ -33,6 +33,14 @@ fn live_writes(source: &Server, rounds: u64, tag: &str) -> u64 {
     let v = source.version();
     let mut c = source.client();
     for i in 0..rounds / 10 {
+        // Redis 8 propagates this as `HSETEX key KEEPTTL FIELDS 1 f v`, which an older target gets as the `HSET`
+        // it is, under every policy: nothing is lost, so the key is neither listed nor a reason to stop.
+        redis::cmd("HINCRBYFLOAT")
+            .arg(format!("ferry:live:hincrbyfloat:{tag}:{}", i % 3))
+            .arg("f")
+            .arg(0.5)
+            .exec(&mut c)
+            .unwrap();
         if v.field_expiry() {
             let key = format!("ferry:live:fieldttl:{tag}:{i}");
             redis::cmd("HSET")

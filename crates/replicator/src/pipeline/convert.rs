@@ -942,6 +942,10 @@ pub fn fit_command(
     if target.knows_command(&name) {
         return Ok(Some(argv.to_vec()));
     }
+    if let Some(hset) = hsetex_without_expiry(&name, argv) {
+        // Nothing to lose (Redis 8 propagates `HINCRBYFLOAT` this way): the same write, under any policy.
+        return Ok(Some(hset));
+    }
     let loss = Loss::UnknownCommand { name: name.clone() };
     let stop = || {
         crate::error::Error::Target {
@@ -992,6 +996,34 @@ fn command_name_lower(argv: &[Bytes]) -> String {
     argv.first()
         .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
         .unwrap_or_default()
+}
+
+/// `HSETEX key [KEEPTTL] FIELDS n f v ...` as `HSET key f v ...`: for a target that has no field expiries (it
+/// does not know `HSETEX`) the two write the same. `None` for any other `HSETEX` (an expiry to set, `FNX`/`FXX`
+/// conditions) and for malformed ones, which the policy then decides.
+fn hsetex_without_expiry(name: &str, argv: &[Bytes]) -> Option<Vec<Bytes>> {
+    if name != "hsetex" {
+        return None;
+    }
+    let at = argv
+        .iter()
+        .position(|a| a.eq_ignore_ascii_case(b"fields"))?;
+    if at < 2
+        || !argv[2..at]
+            .iter()
+            .all(|a| a.eq_ignore_ascii_case(b"keepttl"))
+    {
+        return None;
+    }
+    let n: usize = std::str::from_utf8(argv.get(at + 1)?).ok()?.parse().ok()?;
+    if n == 0 || argv.len() != at + 2 + 2 * n {
+        return None;
+    }
+    let mut out = Vec::with_capacity(2 + 2 * n);
+    out.push(Bytes::from_static(b"HSET"));
+    out.push(argv[1].clone());
+    out.extend(argv[at + 2..].iter().cloned());
+    Some(out)
 }
 
 /// A field expiry command without its expiry: `HSETEX key [opts] FIELDS n f v ...` becomes `HSET key f v ...`,
@@ -1238,6 +1270,8 @@ mod tests {
         let hsetex = [
             Bytes::from_static(b"HSETEX"),
             Bytes::from_static(b"d"),
+            Bytes::from_static(b"PX"),
+            Bytes::from_static(b"100"),
             Bytes::from_static(b"FIELDS"),
             Bytes::from_static(b"1"),
             Bytes::from_static(b"f"),
@@ -1248,6 +1282,58 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert!(pending[0].skipped && pending[0].key.key == "d");
         assert_eq!(report.keys_skipped, 3);
+    }
+
+    #[test]
+    fn an_hsetex_that_sets_no_expiry_is_an_hset_for_a_target_without_field_expiries_under_any_policy(
+    ) {
+        let old = TargetFormat::from_info("redis_version:7.0.15");
+        let new = TargetFormat::from_info("redis_version:8.2.3");
+        let argv = |a: &[&'static str]| {
+            a.iter()
+                .map(|s| Bytes::from_static(s.as_bytes()))
+                .collect::<Vec<_>>()
+        };
+        // What Redis 8 propagates for `HINCRBYFLOAT h c 1.5`, and a plain HSETEX without options.
+        for (sent, want) in [
+            (
+                argv(&["HSETEX", "h", "KEEPTTL", "FIELDS", "1", "c", "1.5"]),
+                argv(&["HSET", "h", "c", "1.5"]),
+            ),
+            (
+                argv(&["hsetex", "h", "fields", "2", "a", "1", "b", "2"]),
+                argv(&["HSET", "h", "a", "1", "b", "2"]),
+            ),
+        ] {
+            for policy in [
+                TargetPolicy::Stop,
+                TargetPolicy::Skip,
+                TargetPolicy::Convert,
+            ] {
+                let mut report = PolicyReport::new(10);
+                let got = fit_command(0, &sent, &old, policy, &mut report).unwrap();
+                assert_eq!(got, Some(want.clone()), "{policy:?}");
+                assert_eq!((report.keys_skipped, report.keys_converted), (0, 0));
+                assert_eq!((report.commands_skipped, report.commands_converted), (0, 0));
+            }
+            // A target that knows HSETEX gets it as it is.
+            let mut report = PolicyReport::new(10);
+            let got = fit_command(0, &sent, &new, TargetPolicy::Stop, &mut report).unwrap();
+            assert_eq!(got, Some(sent.clone()));
+        }
+        // An expiry to set, a condition, or a malformed command: the policy decides (stop stops).
+        for sent in [
+            argv(&["HSETEX", "h", "PX", "100", "FIELDS", "1", "c", "1"]),
+            argv(&["HSETEX", "h", "KEEPTTL", "FNX", "FIELDS", "1", "c", "1"]),
+            argv(&["HSETEX", "h", "FIELDS", "2", "c", "1"]),
+            argv(&["HSETEX", "h", "FIELDS", "0"]),
+            argv(&["HSETEX", "h", "FIELDS", "x", "c", "1"]),
+            argv(&["HSETEX", "FIELDS", "1", "c", "1"]),
+        ] {
+            let mut report = PolicyReport::new(10);
+            let e = fit_command(0, &sent, &old, TargetPolicy::Stop, &mut report).unwrap_err();
+            assert!(e.to_string().contains("does not know `hsetex`"), "{e}");
+        }
     }
 
     fn ttl_hash() -> ferry_rdb::Value {
