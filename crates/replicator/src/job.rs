@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::fullsync;
 use crate::gate::ReplicaGate;
 use crate::pipeline::convert::{
-    adapt_for_target, fit_command, ConflictPolicy, PolicyReport, TargetFormat, TargetPolicy,
+    adapt_for_target, fit_command_keyed, ConflictPolicy, PolicyReport, TargetFormat, TargetPolicy,
 };
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::{Decision, Filter, FilterConfig};
@@ -893,9 +893,20 @@ impl Replicator {
         // What the target cannot hold, by the source's database (the report names keys by it).
         let mut fitted = Vec::with_capacity(unit.commands.len());
         for mut cmd in unit.commands {
-            if let Some(argv) =
-                fit_command(cmd.db, &cmd.argv, target, self.config.target_policy, report)?
-            {
+            // The command's first key by the command table (none for `FUNCTION LOAD`, `SWAPDB`...); without a
+            // table, or for a command it does not know, the first argument.
+            let key = match commands.map(|table| table.keys(&cmd.argv)) {
+                Some(Ok(keys)) => keys.first().map(|k| Bytes::copy_from_slice(k)),
+                _ => cmd.argv.get(1).cloned(),
+            };
+            if let Some(argv) = fit_command_keyed(
+                cmd.db,
+                &cmd.argv,
+                key,
+                target,
+                self.config.target_policy,
+                report,
+            )? {
                 cmd.argv = argv;
                 fitted.push(cmd);
             }

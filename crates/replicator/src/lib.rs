@@ -87,6 +87,6 @@ pub use status::{JobEvent, JobEventKind, Phase, Status, StatusHandle};
 /// What the benches in `benches/` measure inside the crate; not API.
 #[doc(hidden)]
 pub mod bench {
-    pub use crate::pipeline::convert::fit_command;
+    pub use crate::pipeline::convert::{fit_command, fit_command_keyed};
     pub use crate::sink::chain::script_text;
 }

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{assert_same_data, checkpoint_value, Job, CHECKPOINT_DB};
+use common::{assert_same_data, checkpoint_value, Job, CHECKPOINT_DB, DEADLINE};
+use ferry_replicator::{Phase, TargetPolicy};
 use ferry_testkit::{Server, ServerOptions, Version};
 
 fn incr(c: &mut redis::Connection) {
@@ -147,4 +148,58 @@ fn version_1_checkpoint_of_an_older_ferry_resumes_with_psync_in_db_0() {
     assert_eq!(get_counter(&target), 10);
     assert_same_data(&source, &target, true);
     assert!(checkpoint_value(&target).unwrap().starts_with("v2 "));
+}
+
+/// A live command the target does not know (7.0's `FUNCTION LOAD` for a 6.2 target) follows the target policy
+/// before it is sent: `stop` ends the job naming the command (and no key: it has none), `skip` leaves it out and
+/// goes on. Its first argument is not a key: a key of that name is neither deleted nor listed.
+#[test]
+fn a_keyless_command_the_target_does_not_know_follows_the_policy_and_touches_no_key() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V6_2)).unwrap();
+    let mut c = source.client();
+    redis::cmd("SET")
+        .arg("LOAD")
+        .arg("keep-me")
+        .exec(&mut c)
+        .unwrap();
+    let job = Job::start(&source, &target, |c| c.target_policy = TargetPolicy::Stop);
+    job.wait_caught_up(&source);
+    let lib = "#!lua name=ferrylib\nredis.register_function('setter', \
+               function(keys, args) return redis.call('SET', keys[1], args[1]) end)";
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib)
+        .exec(&mut c)
+        .unwrap();
+    incr(&mut c);
+    ferry_testkit::wait_until(DEADLINE, "the job to stop on FUNCTION", || {
+        job.status.snapshot().phase == Phase::Stopped
+    })
+    .unwrap();
+    let err = job.stop().expect_err("policy stop").to_string();
+    assert!(err.contains("does not know `function`"), "{err}");
+    assert!(!err.contains("key"), "FUNCTION LOAD has no key: {err}");
+    // Resumed under `skip`: FUNCTION LOAD is left out; what the function writes reaches the target as the
+    // effects the source propagates.
+    let job = Job::start(&source, &target, |c| c.target_policy = TargetPolicy::Skip);
+    redis::cmd("FCALL")
+        .arg("setter")
+        .arg(1)
+        .arg("ferry:by-function")
+        .arg("v")
+        .exec(&mut c)
+        .unwrap();
+    incr(&mut c);
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(status.full_syncs, 0, "{status}");
+    assert!(status.policy_commands_skipped >= 1, "{status}");
+    assert_eq!(status.policy_keys_skipped, 0, "{status}");
+    assert_same_data(&source, &target, false);
+    assert_eq!(get_counter(&target), 2);
+    let mut t = target.client();
+    let kept: Option<String> = redis::cmd("GET").arg("LOAD").query(&mut t).unwrap();
+    assert_eq!(kept.as_deref(), Some("keep-me"));
+    job.stop().unwrap();
 }

@@ -1,6 +1,7 @@
 //! How a key of the source's RDB becomes commands for the target.
 
 use bytes::Bytes;
+use tracing::warn;
 
 /// What to do when a key of the RDB already exists on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -923,7 +924,7 @@ pub fn fit_value(
 /// in `report`), `Err` stops the job naming the command and key. `db` is the source database.
 ///
 /// A command on a key the policy skipped is not forwarded either, so a skipped key stays absent. The key of a
-/// command is its first argument (true of every command the target may not know here).
+/// command is taken to be its first argument; [`fit_command_keyed`] takes it from the caller.
 pub fn fit_command(
     db: i64,
     argv: &[Bytes],
@@ -931,8 +932,20 @@ pub fn fit_command(
     policy: TargetPolicy,
     report: &mut PolicyReport,
 ) -> Result<Option<Vec<Bytes>>, crate::error::Error> {
+    fit_command_keyed(db, argv, argv.get(1).cloned(), target, policy, report)
+}
+
+/// [`fit_command`] for a command whose first key is `key` (`None`: a command without keys, such as
+/// `FUNCTION LOAD` or `SWAPDB`, which is left out under `skip` and `convert` and lists no key).
+pub fn fit_command_keyed(
+    db: i64,
+    argv: &[Bytes],
+    key: Option<Bytes>,
+    target: &TargetFormat,
+    policy: TargetPolicy,
+    report: &mut PolicyReport,
+) -> Result<Option<Vec<Bytes>>, crate::error::Error> {
     let name = command_name_lower(argv);
-    let key = argv.get(1).cloned();
     if let Some(k) = &key {
         if report.is_skipped(db, k) && !matches!(name.as_str(), "del" | "unlink") {
             report.commands_skipped += 1;
@@ -950,13 +963,17 @@ pub fn fit_command(
     let stop = || {
         crate::error::Error::Target {
         command: name.clone(),
-        message: format!(
-            "the target does not know `{name}`{} (target policy stop; skip or convert lets the job go on and \
-             lists the key)",
-            key.as_ref()
-                .map(|k| format!(", sent for key {} (db {db})", crate::error::KeyDisplay(k.to_vec())))
-                .unwrap_or_default()
-        ),
+        message: match &key {
+            Some(k) => format!(
+                "the target does not know `{name}`, sent for key {} (db {db}) (target policy stop; skip or \
+                 convert lets the job go on and lists the key)",
+                crate::error::KeyDisplay(k.to_vec())
+            ),
+            None => format!(
+                "the target does not know `{name}` (target policy stop; skip or convert lets the job go on \
+                 without it)"
+            ),
+        },
     }
     };
     match policy {
@@ -986,7 +1003,10 @@ pub fn fit_command(
                     // The key may exist from before (fields written by HSET): it must not stay half-copied.
                     Ok(Some(vec![Bytes::from_static(b"DEL"), k]))
                 }
-                None => Ok(None),
+                None => {
+                    warn!(command = %name, db, "the target does not know this command, which has no key: left out (target policy)");
+                    Ok(None)
+                }
             }
         }
     }

@@ -143,6 +143,19 @@ impl<P> Pipe<P> {
         Ok(Some((pending, reply)))
     }
 
+    /// Commands sent together and their replies, out of the pipeline: only when nothing is in flight. Error
+    /// replies stay in place as [`Frame::Error`] (a command refused inside `MULTI`, an `EXECABORT`).
+    pub(crate) async fn call_all(&mut self, cmds: &[Vec<Bytes>]) -> Result<Vec<Frame>, Error> {
+        if !self.pending.is_empty() {
+            return Err(Error::Protocol(
+                "a direct call while replies are pending".into(),
+            ));
+        }
+        self.flush().await?;
+        self.bytes_written += cmds.iter().map(|c| wire_size(c) as u64).sum::<u64>();
+        Ok(self.conn.pipeline(cmds).await?)
+    }
+
     /// A command and its reply, out of the pipeline: only when nothing is in flight.
     pub(crate) async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, Error> {
         if !self.pending.is_empty() {

@@ -245,7 +245,13 @@ impl StandaloneSink {
             Frame::Array(entries) => entries.iter().filter_map(module_name).collect(),
             _ => Vec::new(),
         };
-        Ok(TargetFormat::from_info(&text).with_loaded_modules(modules))
+        let format = TargetFormat::from_info(&text).with_loaded_modules(modules);
+        // The commands it knows, so a live command it does not know follows the target policy before it is sent;
+        // without its table, known by version.
+        Ok(match self.command_table().await? {
+            Some(table) => format.with_commands(table.commands().map(|c| c.name.as_str())),
+            None => format,
+        })
     }
 
     /// Starts a full sync: optionally empties the target, then stores the `fullsync` marker (so a restart
@@ -532,8 +538,7 @@ impl StandaloneSink {
     /// (a module's, such as FalkorDB's `GRAPH.QUERY`, besides the built-in ones the chain knows). A target that
     /// refuses `COMMAND` leaves the built-in list.
     async fn noscript_commands(&mut self) -> Result<std::collections::HashSet<String>, Error> {
-        let reply = self.pipe.call(&["COMMAND"]).await?;
-        let Ok(table) = ferry_topology::CommandTable::from_command_reply(&reply) else {
+        let Some(table) = self.command_table().await? else {
             return Ok(Default::default());
         };
         Ok(table
@@ -541,6 +546,18 @@ impl StandaloneSink {
             .filter(|c| c.has_flag("noscript"))
             .map(|c| c.name.to_ascii_lowercase())
             .collect())
+    }
+
+    /// The target's `COMMAND` table; `None` when it refuses `COMMAND` (renamed, or an ACL without it) or
+    /// answers something that is not a command table.
+    async fn command_table(&mut self) -> Result<Option<ferry_topology::CommandTable>, Error> {
+        let reply = self
+            .pipe
+            .call_all(&[vec![Bytes::from_static(b"COMMAND")]])
+            .await?
+            .pop()
+            .unwrap_or(Frame::Null);
+        Ok(ferry_topology::CommandTable::from_command_reply(&reply).ok())
     }
 
     /// `SCRIPT LOAD` of the batch script (with flags on a cluster node); its SHA1.
@@ -660,7 +677,6 @@ impl StandaloneSink {
         }
         let name = command_name(&alone.command.argv);
         info!(command = %name, "applying a command that cannot run in a batch script on its own, with its checkpoint");
-        let mut replies = Vec::new();
         let cmd_db = alone.command.db;
         let mut commands: Vec<Vec<Bytes>> = vec![vec![Bytes::from_static(b"MULTI")]];
         if self.node.is_none() && cmd_db != cp_db {
@@ -682,10 +698,13 @@ impl StandaloneSink {
             Bytes::from(alone.after.clone()),
         ]);
         commands.push(vec![Bytes::from_static(b"EXEC")]);
-        for argv in &commands {
-            replies.push(self.pipe.call(argv).await?);
-        }
+        let mut replies = self.pipe.call_all(&commands).await?;
         let exec = replies.pop().unwrap_or(Frame::Null);
+        // A command refused when queued makes `EXEC` answer `EXECABORT`: the refusal itself says why.
+        let exec = match (&exec, replies.iter().find(|f| matches!(f, Frame::Error(_)))) {
+            (Frame::Error(_), Some(refusal)) => refusal.clone(),
+            _ => exec,
+        };
         let outcome = w.on_alone_reply(&alone, &exec, &mut self.counters);
         let reload = name == "script";
         match outcome {
