@@ -680,12 +680,49 @@ fn an_output_buffer_disconnect_is_reported_with_the_sources_limit_and_recovered(
     assert_eq!(get_u64(&target, 0, "ferry:obl:counter"), written);
 }
 
+/// A target whose `COMMAND` table ferry can read: a live command missing from it follows the target policy
+/// before it is sent (`stop`, the default: the job stops at once, naming the command and its key).
 #[test]
-fn a_command_the_target_does_not_know_stops_the_job_after_a_few_attempts() {
+fn a_command_missing_from_the_targets_command_table_stops_the_job_at_once() {
     let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     let target =
         Server::start(ServerOptions::new(Version::V7_0).config("rename-command", "HSET \"\""))
             .unwrap();
+    let job = Job::start(&source, &target, |_| {});
+    job.wait_incremental();
+    let mut s = source.client();
+    redis::cmd("HSET")
+        .arg("ferry:h")
+        .arg("f")
+        .arg("v")
+        .exec(&mut s)
+        .unwrap();
+    wait_until(DEADLINE, "the job to stop", || {
+        job.status.snapshot().phase == Phase::Stopped
+    })
+    .unwrap();
+    let reconnects = job.status.snapshot().reconnects;
+    let err = job.stop().unwrap_err();
+    assert!(matches!(err, Error::Target { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("does not know `hset`") && text.contains("\"ferry:h\""),
+        "{text}"
+    );
+    assert_eq!(reconnects, 0, "no attempt repeated");
+}
+
+/// A target that hides its `COMMAND` table too: the command is sent, refused as unknown, and the job gives up
+/// after a few attempts instead of looping.
+#[test]
+fn a_command_the_target_does_not_know_stops_the_job_after_a_few_attempts() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(
+        ServerOptions::new(Version::V7_0)
+            .config("rename-command", "HSET \"\"")
+            .config("rename-command", "COMMAND \"\""),
+    )
+    .unwrap();
     let mut config = common::config(&source, &target);
     config.reconnect_backoff = Duration::from_millis(50);
     let job = Job::start_with(config);
