@@ -378,6 +378,68 @@ fn the_first_redisshake_3_beta_lists_target_addresses() {
 }
 
 #[test]
+fn redisshake_v4_command_groups_become_command_lists() {
+    let text = |filter: &str| {
+        format!(
+            "[sync_reader]\naddress = \"127.0.0.1:6379\"\n\n[redis_writer]\naddress = \"127.0.0.1:6380\"\n\n\
+             [filter]\n{filter}\n"
+        )
+    };
+    let f = SyncConfig::load_toml(&text("allow_command_group = [\"STRING\", \"sorted-set\"]"))
+        .unwrap()
+        .config
+        .filter;
+    for c in ["set", "incr", "append", "zadd", "zincrby"] {
+        assert!(
+            f.allow_commands.iter().any(|a| a == c),
+            "{c}: {:?}",
+            f.allow_commands
+        );
+    }
+    assert!(!f.allow_commands.iter().any(|a| a == "hset" || a == "del"));
+    let f = SyncConfig::load_toml(&text(
+        "block_command = [\"FLUSHALL\"]\nblock_command_group = [\"SCRIPTING\", \"PUBSUB\"]",
+    ))
+    .unwrap()
+    .config
+    .filter;
+    for c in ["FLUSHALL", "eval", "function", "script", "publish"] {
+        assert!(
+            f.block_commands.iter().any(|b| b == c),
+            "{c}: {:?}",
+            f.block_commands
+        );
+    }
+    assert!(f.allow_commands.is_empty());
+    // Both lists: a command must be in each.
+    let f = SyncConfig::load_toml(&text(
+        "allow_command = [\"SET\", \"HSET\"]\nallow_command_group = [\"STRING\"]",
+    ))
+    .unwrap()
+    .config
+    .filter;
+    assert_eq!(f.allow_commands, ["SET"]);
+    for (filter, says) in [
+        (
+            "allow_command = [\"HSET\"]\nallow_command_group = [\"STRING\"]",
+            "no live command passes both",
+        ),
+        (
+            "block_command_group = [\"SORTEDSET\"]",
+            "did you mean \"SORTED_SET\"",
+        ),
+    ] {
+        let e = SyncConfig::load_toml(&text(filter)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        let e = e.to_string();
+        assert!(
+            e.contains("line ") && e.contains("command_group") && e.contains(says),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn a_redisshake_v4_aof_reader_becomes_an_aof_source_and_panics_on_conflicts_by_default() {
     let text = "[aof_reader]\nfilepath = \"/data/appendonlydir/appendonly.aof.manifest\"\n\
                 timestamp = 1700000000\n\n[redis_writer]\naddress = \"127.0.0.1:6380\"\n";

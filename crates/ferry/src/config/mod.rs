@@ -5,6 +5,7 @@
 //! ferry's own schema (docs/config.md) and RedisShake's v3 `sync.toml` and v4 `shake.toml` layouts, translated
 //! into the same [`SyncConfig`].
 
+mod command_groups;
 mod envsubst;
 mod file;
 mod redisshake;

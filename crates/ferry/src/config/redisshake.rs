@@ -372,11 +372,36 @@ pub(crate) fn from_v4(
         allow_commands: filter.strings("allow_command")?,
         block_commands: filter.strings("block_command")?,
     };
-    for key in ["allow_command_group", "block_command_group"] {
-        if !filter.strings(key)?.is_empty() {
-            return Err(Error::not_supported(&format!(
-                "`filter.{key}` (list the commands instead)"
-            )));
+    // Command groups become the command lists they stand for: a command passes when it is in an allowed group
+    // (and in `allow_command` if that is given too), and not in a blocked group.
+    let allowed_groups = command_group_commands(&filter, "allow_command_group")?;
+    if !allowed_groups.is_empty() {
+        let f = &mut config.filter;
+        f.allow_commands = if f.allow_commands.is_empty() {
+            allowed_groups
+        } else {
+            f.allow_commands
+                .iter()
+                .filter(|c| allowed_groups.iter().any(|g| g.eq_ignore_ascii_case(c)))
+                .cloned()
+                .collect()
+        };
+        if f.allow_commands.is_empty() {
+            // Nothing would pass both lists: no live write at all would reach the target.
+            return Err(filter.wrong(
+                "allow_command_group",
+                "a list of groups holding at least one command of `allow_command` (no live command passes both)",
+            ));
+        }
+    }
+    for c in command_group_commands(&filter, "block_command_group")? {
+        if !config
+            .filter
+            .block_commands
+            .iter()
+            .any(|b| b.eq_ignore_ascii_case(&c))
+        {
+            config.filter.block_commands.push(c);
         }
     }
     if !filter.string("function")?.is_empty() || !top.string("function")?.is_empty() {
@@ -394,4 +419,23 @@ pub(crate) fn from_v4(
     }
     advanced(&mut config, &adv, Conflict::Panic, notes)?;
     Ok(config)
+}
+
+/// The commands of the groups listed under `key` (`allow_command_group` or `block_command_group`); an unknown
+/// group is an error naming it, its line and the nearest group.
+fn command_group_commands(filter: &Section<'_>, key: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for group in filter.strings(key)? {
+        let Some(commands) = super::command_groups::commands(&group) else {
+            let nearest = super::command_groups::names()
+                .min_by_key(|n| strsim::damerau_levenshtein(&group.to_ascii_uppercase(), n))
+                .unwrap_or_default();
+            return Err(filter.wrong(
+                key,
+                &format!("a list of RedisShake command groups: {group:?} is none (did you mean {nearest:?}?)"),
+            ));
+        };
+        out.extend(commands.iter().map(|c| c.to_string()));
+    }
+    Ok(out)
 }
