@@ -680,15 +680,8 @@ fn an_output_buffer_disconnect_is_reported_with_the_sources_limit_and_recovered(
     assert_eq!(get_u64(&target, 0, "ferry:obl:counter"), written);
 }
 
-/// A target whose `COMMAND` table ferry can read: a live command missing from it follows the target policy
-/// before it is sent (`stop`, the default: the job stops at once, naming the command and its key).
-#[test]
-fn a_command_missing_from_the_targets_command_table_stops_the_job_at_once() {
-    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
-    let target =
-        Server::start(ServerOptions::new(Version::V7_0).config("rename-command", "HSET \"\""))
-            .unwrap();
-    let job = Job::start(&source, &target, |_| {});
+/// Once `job` is live, writes an `HSET` on `source` and waits for the job to stop on it.
+fn hset_until_the_job_stops(source: &Server, job: &Job) {
     job.wait_incremental();
     let mut s = source.client();
     redis::cmd("HSET")
@@ -701,6 +694,18 @@ fn a_command_missing_from_the_targets_command_table_stops_the_job_at_once() {
         job.status.snapshot().phase == Phase::Stopped
     })
     .unwrap();
+}
+
+/// A target whose `COMMAND` table ferry can read: a live command missing from it follows the target policy
+/// before it is sent (`stop`, the default: the job stops at once, naming the command and its key).
+#[test]
+fn a_command_missing_from_the_targets_command_table_stops_the_job_at_once() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target =
+        Server::start(ServerOptions::new(Version::V7_0).config("rename-command", "HSET \"\""))
+            .unwrap();
+    let job = Job::start(&source, &target, |_| {});
+    hset_until_the_job_stops(&source, &job);
     let reconnects = job.status.snapshot().reconnects;
     let err = job.stop().unwrap_err();
     assert!(matches!(err, Error::Target { .. }), "{err:?}");
@@ -726,18 +731,7 @@ fn a_command_the_target_does_not_know_stops_the_job_after_a_few_attempts() {
     let mut config = common::config(&source, &target);
     config.reconnect_backoff = Duration::from_millis(50);
     let job = Job::start_with(config);
-    job.wait_incremental();
-    let mut s = source.client();
-    redis::cmd("HSET")
-        .arg("ferry:h")
-        .arg("f")
-        .arg("v")
-        .exec(&mut s)
-        .unwrap();
-    wait_until(DEADLINE, "the job to stop", || {
-        job.status.snapshot().phase == Phase::Stopped
-    })
-    .unwrap();
+    hset_until_the_job_stops(&source, &job);
     let err = job.stop().unwrap_err();
     let Error::GaveUp { attempts, last } = &err else {
         panic!("expected the job to give up, got {err}")
