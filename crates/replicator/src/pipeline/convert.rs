@@ -1018,6 +1018,15 @@ fn command_name_lower(argv: &[Bytes]) -> String {
         .unwrap_or_default()
 }
 
+/// Where the `FIELDS` keyword of an `HSETEX` is: the first argument after the key that reads `FIELDS` (the
+/// options before it take numbers, never that word; the key itself may be named `fields`).
+fn fields_keyword(argv: &[Bytes]) -> Option<usize> {
+    argv.iter()
+        .skip(2)
+        .position(|a| a.eq_ignore_ascii_case(b"fields"))
+        .map(|i| i + 2)
+}
+
 /// `HSETEX key [KEEPTTL] FIELDS n f v ...` as `HSET key f v ...`: for a target that has no field expiries (it
 /// does not know `HSETEX`) the two write the same. `None` for any other `HSETEX` (an expiry to set, `FNX`/`FXX`
 /// conditions) and for malformed ones, which the policy then decides.
@@ -1025,13 +1034,10 @@ fn hsetex_without_expiry(name: &str, argv: &[Bytes]) -> Option<Vec<Bytes>> {
     if name != "hsetex" {
         return None;
     }
-    let at = argv
+    let at = fields_keyword(argv)?;
+    if !argv[2..at]
         .iter()
-        .position(|a| a.eq_ignore_ascii_case(b"fields"))?;
-    if at < 2
-        || !argv[2..at]
-            .iter()
-            .all(|a| a.eq_ignore_ascii_case(b"keepttl"))
+        .all(|a| a.eq_ignore_ascii_case(b"keepttl"))
     {
         return None;
     }
@@ -1053,9 +1059,7 @@ fn without_field_expiry(name: &str, argv: &[Bytes]) -> Option<Vec<Bytes>> {
     if name != "hsetex" || argv.len() < 2 {
         return None;
     }
-    let at = argv
-        .iter()
-        .position(|a| a.eq_ignore_ascii_case(b"fields"))?;
+    let at = fields_keyword(argv)?;
     let n: usize = std::str::from_utf8(argv.get(at + 1)?).ok()?.parse().ok()?;
     let pairs = argv.get(at + 2..at + 2 + 2 * n)?;
     let mut out = vec![Bytes::from_static(b"HSET"), argv[1].clone()];
@@ -1323,6 +1327,11 @@ mod tests {
             (
                 argv(&["hsetex", "h", "fields", "2", "a", "1", "b", "2"]),
                 argv(&["HSET", "h", "a", "1", "b", "2"]),
+            ),
+            // A key named like the keyword.
+            (
+                argv(&["HSETEX", "fields", "KEEPTTL", "FIELDS", "1", "fields", "x"]),
+                argv(&["HSET", "fields", "fields", "x"]),
             ),
         ] {
             for policy in [
