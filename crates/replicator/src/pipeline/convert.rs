@@ -1035,21 +1035,12 @@ fn hsetex_without_expiry(name: &str, argv: &[Bytes]) -> Option<Vec<Bytes>> {
         return None;
     }
     let at = fields_keyword(argv)?;
-    if !argv[2..at]
+    let only_keepttl = argv[2..at]
         .iter()
-        .all(|a| a.eq_ignore_ascii_case(b"keepttl"))
-    {
-        return None;
-    }
-    let n: usize = std::str::from_utf8(argv.get(at + 1)?).ok()?.parse().ok()?;
-    if n == 0 || argv.len() != at + 2 + 2 * n {
-        return None;
-    }
-    let mut out = Vec::with_capacity(2 + 2 * n);
-    out.push(Bytes::from_static(b"HSET"));
-    out.push(argv[1].clone());
-    out.extend(argv[at + 2..].iter().cloned());
-    Some(out)
+        .all(|a| a.eq_ignore_ascii_case(b"keepttl"));
+    // The `HSET` takes every argument after `FIELDS n`, and at least one pair.
+    without_field_expiry(name, argv)
+        .filter(|hset| only_keepttl && hset.len() > 2 && hset.len() == argv.len() - at)
 }
 
 /// A field expiry command without its expiry: `HSETEX key [opts] FIELDS n f v ...` becomes `HSET key f v ...`,

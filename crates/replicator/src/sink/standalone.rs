@@ -66,6 +66,8 @@ pub struct StandaloneSink {
     strings: Option<StringGroup>,
     /// A group complete and not sent yet (see [`StandaloneSink::gather_string`]).
     ready_strings: Option<StringGroup>,
+    /// The target's `COMMAND` table once read (see [`StandaloneSink::command_table`]); `Some(None)`: refused.
+    command_table: Option<Option<std::sync::Arc<ferry_topology::CommandTable>>>,
 }
 
 impl std::fmt::Debug for StandaloneSink {
@@ -134,6 +136,7 @@ impl StandaloneSink {
             stored: None,
             strings: None,
             ready_strings: None,
+            command_table: None,
             opts,
         })
     }
@@ -548,16 +551,25 @@ impl StandaloneSink {
             .collect())
     }
 
-    /// The target's `COMMAND` table; `None` when it refuses `COMMAND` (renamed, or an ACL without it) or
-    /// answers something that is not a command table.
-    async fn command_table(&mut self) -> Result<Option<ferry_topology::CommandTable>, Error> {
+    /// The target's `COMMAND` table, read once per connection; `None` when it refuses `COMMAND` (renamed, or an
+    /// ACL without it) or answers something that is not a command table.
+    async fn command_table(
+        &mut self,
+    ) -> Result<Option<std::sync::Arc<ferry_topology::CommandTable>>, Error> {
+        if let Some(table) = &self.command_table {
+            return Ok(table.clone());
+        }
         let reply = self
             .pipe
             .call_all(&[vec![Bytes::from_static(b"COMMAND")]])
             .await?
             .pop()
             .unwrap_or(Frame::Null);
-        Ok(ferry_topology::CommandTable::from_command_reply(&reply).ok())
+        let table = ferry_topology::CommandTable::from_command_reply(&reply)
+            .ok()
+            .map(std::sync::Arc::new);
+        self.command_table = Some(table.clone());
+        Ok(table)
     }
 
     /// `SCRIPT LOAD` of the batch script (with flags on a cluster node); its SHA1.
