@@ -115,6 +115,11 @@ export type TargetConfig =
 /** Keys of the full copy that already exist on the target. */
 export type Conflict = 'panic' | 'rewrite' | 'skip'
 
+/** Keys and commands the target cannot hold (hash field expiries before Redis 7.4 / Valkey 9, a module type it
+ * does not load, a command it does not know): `stop` the job naming the key (default), `skip` them, or `convert`
+ * (field expiries dropped, the fields kept); skipped and converted keys are listed in `policy`. */
+export type TargetPolicy = 'stop' | 'skip' | 'convert'
+
 /** Which databases, keys and commands are copied. */
 export interface FilterConfig {
   allow_dbs?: number[]
@@ -139,6 +144,7 @@ export interface SyncConfig {
   /** Source database to target database: `{ "1": 0 }`. */
   db_map?: Record<string, number>
   conflict?: Conflict
+  target_policy?: TargetPolicy
   on_error?: 'stop' | 'log'
   checkpoint?: { enabled?: boolean; tag?: string; db?: number }
   limits?: {
@@ -399,6 +405,7 @@ export interface RestoreOptions {
   conflict?: Conflict
   dbs?: number[]
   max_restore_bytes?: number
+  target_policy?: TargetPolicy
 }
 
 export interface RestoreReport {
@@ -408,6 +415,8 @@ export interface RestoreReport {
   keys_reencoded: number
   keys_filtered: number
   bytes_written: number
+  /** The keys target_policy skip/convert left out or wrote with a loss. */
+  policy: PolicyStatus
 }
 
 export interface EntriesOptions {

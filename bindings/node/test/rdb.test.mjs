@@ -160,6 +160,44 @@ test('rdb.restore writes the file into another server, which then equals the sou
   }
 })
 
+test('rdb.restore follows target_policy for keys the target cannot hold and reports them', async () => {
+  const source = await startServers('standalone', '--version', '8.2')
+  const target = await startServers('standalone', '--version', '7.0')
+  const s = client(source.addr)
+  const t = client(target.addr)
+  try {
+    await s.hset('h', 'plain', '1', 'expiring', '2')
+    await s.call('HPEXPIREAT', 'h', '4102444800000', 'FIELDS', '1', 'expiring')
+    await s.set('s', 'x')
+    await s.save()
+    const [, d] = await s.config('GET', 'dir')
+    const [, name] = await s.config('GET', 'dbfilename')
+    const hfe = join(dir, 'hfe.rdb')
+    await writeFile(hfe, await readFile(join(d, name)))
+    const url = `redis://${target.addr}`
+    await assert.rejects(rdb.restore(hfe, url), (err) => {
+      assert.equal(err.code, 'FERRY_TARGET_REFUSED')
+      assert.match(err.message, /"h"/)
+      return true
+    })
+    await t.flushall()
+    const skipped = await rdb.restore(hfe, url, { target_policy: 'skip' })
+    assert.equal(skipped.policy.keys_skipped, 1)
+    assert.deepEqual(skipped.policy.skipped.map((k) => [k.db, k.key]), [[0, '"h"']])
+    assert.equal(await t.exists('h'), 0)
+    assert.equal(await t.get('s'), 'x')
+    await t.flushall()
+    const converted = await rdb.restore(hfe, url, { target_policy: 'convert' })
+    assert.equal(converted.policy.keys_converted, 1)
+    assert.deepEqual(await t.hgetall('h'), { plain: '1', expiring: '2' })
+  } finally {
+    s.disconnect()
+    t.disconnect()
+    await source.stop()
+    await target.stop()
+  }
+})
+
 test('a truncated RDB file rejects the iteration with FERRY_DATA', async () => {
   const whole = await readFile(file)
   const cut = join(dir, 'cut.rdb')

@@ -146,3 +146,53 @@ def test_entry_values_are_plain_python_types(standalone: Dict[str, Any], tmp_pat
     assert by_key[b"h"] == ("hash", {b"f": b"v"}, None)
     kind, stream, _ = by_key[b"x"]
     assert kind == "stream" and stream["entries"] == [(b"1-1", {b"a": b"1"})]
+
+
+def test_restore_writes_the_file_into_another_server_blocking_and_async(standalone: Dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    from conftest import compare, topology
+
+    filled = fill(standalone["addr"], seed=31)
+    path = save_rdb(standalone["addr"], tmp_path / "dump.rdb")
+    with topology("standalone") as target:
+        report = rdb.restore(path, f"redis://{target['addr']}")
+        assert isinstance(report, rdb.RestoreReport)
+        assert report.keys_restored == filled["total_keys"]
+        assert report.policy.keys_skipped == 0 and report.policy.skipped == []
+        assert compare(standalone["addr"], target["addr"])["equal"]
+        # Again: every key exists now, and the default conflict policy refuses them.
+        with pytest.raises(redis_ferry.FerryError, match="already exists"):
+            rdb.restore(path, f"redis://{target['addr']}")
+    with topology("standalone") as target:
+        import asyncio
+
+        report = asyncio.run(rdb.restore_async(path, f"redis://{target['addr']}", conflict="rewrite"))
+        assert report.keys_restored == filled["total_keys"]
+        assert compare(standalone["addr"], target["addr"])["equal"]
+
+
+def test_restore_follows_the_target_policy_for_what_the_target_cannot_hold(tmp_path: Path) -> None:
+    from conftest import topology
+
+    with topology("standalone", "--version", "8.2") as source:
+        r = client(source["addr"])
+        r.hset("h", mapping={"plain": "1", "expiring": "2"})
+        r.execute_command("HPEXPIREAT", "h", 4_102_444_800_000, "FIELDS", 1, "expiring")
+        r.set("s", "x")
+        path = save_rdb(source["addr"], tmp_path / "hfe.rdb")
+    with topology("standalone", "--version", "7.0") as target:
+        url = f"redis://{target['addr']}"
+        with pytest.raises(redis_ferry.TargetRefused, match='"h"'):
+            rdb.restore(path, url)
+        client(target["addr"]).flushall()
+        report = rdb.restore(path, url, target_policy="skip")
+        assert report.policy.keys_skipped == 1
+        assert [(k.db, k.key) for k in report.policy.skipped] == [(0, '"h"')]
+        t = client(target["addr"])
+        assert t.exists("h") == 0 and t.get("s") == b"x"
+        t.flushall()
+        report = rdb.restore(path, url, target_policy="convert")
+        assert report.policy.keys_converted == 1
+        assert t.hgetall("h") == {b"plain": b"1", b"expiring": b"2"}
+        with pytest.raises(redis_ferry.ConfigError):
+            rdb.restore(path, url, target_policy="maybe")

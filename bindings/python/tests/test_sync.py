@@ -264,7 +264,7 @@ def test_the_status_reads_the_target_policy_report() -> None:
         '"commands_applied":0,"commands_filtered":0,"bytes_read":0,"bytes_written":0,"ops_per_sec":0.0,'
         '"lag_bytes":0,"lag_ms":0,"full_syncs":1,"reconnects":0,"errors":0,"shards":[],"last_error":null,'
         '"policy":{"keys_skipped":1,"keys_converted":0,"commands_skipped":2,"commands_converted":0,'
-        '"skipped":[{"db":0,"key":"\\"h\\"","loss":"expiry of 2 hash field(s) dropped, fields kept"}],'
+        '"skipped":[{"db":0,"key":"\\"h\\"","loss":"hash field expiries (2 field(s))"}],'
         '"converted":[]},"keys_swept":0}'
     )
     status = Status._from_json(text)

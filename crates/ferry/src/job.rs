@@ -201,7 +201,8 @@ pub struct PolicyKey {
     pub db: i64,
     /// The key as `verify` shows keys: in double quotes, bytes other than printable ASCII as `\xNN`.
     pub key: String,
-    /// What was lost, for humans (`expiry of 2 hash field(s) dropped, fields kept`).
+    /// What the target cannot hold, for humans (`hash field expiries (2 field(s))`): dropped for a converted key,
+    /// the reason for a skipped one.
     pub loss: String,
 }
 

@@ -18,7 +18,7 @@ pub use ferry_rdb::{
 pub use ferry_rdb::encoding::Elem;
 pub use ferry_rdb::visit::{Shape, Visitor};
 
-use crate::config::{Conflict, Target};
+use crate::config::{Conflict, Target, TargetPolicy};
 use crate::error::Error;
 
 /// The file at `path`, unbuffered: [`Reader`] reads it in 64 KiB chunks of its own (a `BufReader` would only add
@@ -343,6 +343,10 @@ pub struct RestoreOptions {
     pub dbs: Option<Vec<u32>>,
     /// Values bigger than this (serialized) go as element commands instead of one RESTORE.
     pub max_restore_bytes: usize,
+    /// Keys the target cannot hold (hash field expiries before Redis 7.4 / Valkey 9, a module type the target
+    /// does not load): `stop` (default) ends the restore naming the key, `skip` leaves them out, `convert`
+    /// writes what has a lesser form (fields without their expiries); both list them in the report's `policy`.
+    pub target_policy: TargetPolicy,
 }
 
 impl Default for RestoreOptions {
@@ -351,6 +355,7 @@ impl Default for RestoreOptions {
             conflict: Conflict::Panic,
             dbs: None,
             max_restore_bytes: 16 * 1024 * 1024,
+            target_policy: TargetPolicy::Stop,
         }
     }
 }
@@ -359,6 +364,12 @@ impl RestoreOptions {
     /// Sets the conflict policy.
     pub fn with_conflict(mut self, conflict: Conflict) -> RestoreOptions {
         self.conflict = conflict;
+        self
+    }
+
+    /// Sets the target policy.
+    pub fn with_target_policy(mut self, policy: TargetPolicy) -> RestoreOptions {
+        self.target_policy = policy;
         self
     }
 }
@@ -379,13 +390,16 @@ pub struct RestoreReport {
     pub keys_filtered: u64,
     /// Bytes of commands written.
     pub bytes_written: u64,
+    /// The keys the target policy (`skip`, `convert`) left out or wrote with a loss.
+    #[serde(default)]
+    pub policy: crate::PolicyStatus,
 }
 
 /// Restores the RDB file at `path` into `target` (standalone, cluster or sentinel-managed).
 ///
 /// A thin caller of [`crate::SyncJob`] with [`Source::RdbFile`](crate::Source::RdbFile): the file goes
 /// through the same full-copy code as the RDB of a sync (conversion for an older target, big values as
-/// element commands, the target policy `stop`). A truncated or corrupt file fails with an error naming the
+/// element commands, the target policy of [`RestoreOptions::target_policy`]). A truncated or corrupt file fails with an error naming the
 /// file and the byte offset.
 pub async fn restore(
     path: impl AsRef<Path>,
@@ -394,6 +408,7 @@ pub async fn restore(
 ) -> Result<RestoreReport, Error> {
     let mut config = crate::SyncConfig::new(crate::Source::rdb_file(path.as_ref()), target.clone())
         .with_conflict(options.conflict);
+    config.target_policy = options.target_policy;
     config.limits.max_restore_bytes = options.max_restore_bytes;
     if let Some(dbs) = &options.dbs {
         config.filter.allow_dbs.clone_from(dbs);
@@ -409,6 +424,7 @@ pub async fn restore(
         keys_reencoded: r.keys_reencoded,
         keys_filtered: status.keys_filtered,
         bytes_written: status.bytes_written,
+        policy: status.policy,
     })
 }
 

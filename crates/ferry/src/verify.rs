@@ -486,7 +486,8 @@ impl Acc<'_> {
         }
         match (ferry_rdb::decode_dump(a), ferry_rdb::decode_dump(b)) {
             (Ok((x, vx)), Ok((y, vy))) => {
-                let (mut x, mut y) = (normalized(x), normalized(y));
+                let now = now_ms();
+                let (mut x, mut y) = (normalized(x, now), normalized(y, now));
                 if vx != vy {
                     forget_stream_metadata(&mut x);
                     forget_stream_metadata(&mut y);
@@ -561,8 +562,11 @@ impl Acc<'_> {
 
 /// A value with what is not data put aside: the order of unordered collections, and the bookkeeping of stream
 /// consumer groups that each server keeps for itself (consumers' seen/active times, which a replica sets when it
-/// applies a read, and the `entries_read` estimate, which a replica may not know).
-fn normalized(v: ferry_rdb::Value) -> ferry_rdb::Value {
+/// applies a read, and the `entries_read` estimate, which a replica may not know), and hash fields whose expiry
+/// has passed (`now`, Unix ms). Such a field is gone for every command, but a server reclaims it lazily or in
+/// its expiry cycle: a server that loaded it from an RDB file dropped it at load, one it was restored into
+/// keeps it in its `DUMP` until then.
+fn normalized(v: ferry_rdb::Value, now: i64) -> ferry_rdb::Value {
     use ferry_rdb::Value;
     match v {
         Value::Stream(mut s) => {
@@ -580,6 +584,7 @@ fn normalized(v: ferry_rdb::Value) -> ferry_rdb::Value {
             Value::Set(m)
         }
         Value::Hash(mut h) => {
+            h.retain(|f| f.expire_at_ms.is_none_or(|t| t as i64 > now));
             h.sort_by(|a, b| a.field.cmp(&b.field));
             Value::Hash(h)
         }

@@ -289,3 +289,115 @@ fn rdb_restore_with_a_wrong_password_fails_with_an_auth_error() {
     let keys: u64 = redis::cmd("DBSIZE").query(&mut target.client()).unwrap();
     assert_eq!(keys, 0);
 }
+
+/// `HGETALL` as a sorted map.
+fn hgetall(con: &mut redis::Connection, key: &str) -> BTreeMap<String, String> {
+    redis::cmd("HGETALL").arg(key).query(con).unwrap()
+}
+
+#[test]
+fn rdb_restore_follows_the_target_policy_for_field_expiries_and_leaves_expired_fields_out() {
+    // An 8.2 file: "live" has a field that expires in 2100, "past" only one whose expiry had passed when the
+    // file was read (written with active expiry off, so the save keeps it).
+    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let mut con = source.client();
+    redis::cmd("DEBUG")
+        .arg("SET-ACTIVE-EXPIRE")
+        .arg(0)
+        .exec(&mut con)
+        .unwrap();
+    for key in ["live", "past"] {
+        redis::cmd("HSET")
+            .arg(key)
+            .arg("plain")
+            .arg("1")
+            .arg("expiring")
+            .arg("2")
+            .exec(&mut con)
+            .unwrap();
+    }
+    redis::cmd("HPEXPIREAT")
+        .arg("live")
+        .arg(4_102_444_800_000u64)
+        .arg("FIELDS")
+        .arg(1)
+        .arg("expiring")
+        .exec(&mut con)
+        .unwrap();
+    let (secs, _): (u64, u64) = redis::cmd("TIME").query(&mut con).unwrap();
+    let at = (secs + 1) * 1000;
+    redis::cmd("HPEXPIREAT")
+        .arg("past")
+        .arg(at)
+        .arg("FIELDS")
+        .arg(1)
+        .arg("expiring")
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("SAVE").exec(&mut con).unwrap();
+    let path = source.dir().join("dump.rdb");
+    // Wait on the clock only, until the field's expiry has passed.
+    ferry_testkit::wait_until(DEADLINE, "the field's expiry to pass", || {
+        let (now, _): (u64, u64) = redis::cmd("TIME").query(&mut con).unwrap();
+        now * 1000 > at
+    })
+    .unwrap();
+
+    let restore = |target: &Server, policy: Option<&str>| {
+        let mut args = vec![
+            "rdb".to_string(),
+            "restore".into(),
+            path.to_str().unwrap().into(),
+            "--target".into(),
+            target.url(),
+        ];
+        if let Some(p) = policy {
+            args.extend(["--target-policy".into(), p.into()]);
+        }
+        let mut ferry = Ferry::spawn(args);
+        let code = ferry.wait();
+        (code, ferry.stdout(), ferry.stderr())
+    };
+    let fields = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(f, v)| (f.to_string(), v.to_string()))
+            .collect()
+    };
+
+    // Stop (the default) names the key that needs field expiries; the expired one needs none.
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let (code, _, stderr) = restore(&target, None);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("\"live\"") && stderr.contains("target policy stop"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("\"past\""), "{stderr}");
+
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let (code, stdout, stderr) = restore(&target, Some("skip"));
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["policy"]["keys_skipped"], 1, "{report}");
+    assert_eq!(
+        report["policy"]["skipped"][0]["key"], "\"live\"",
+        "{report}"
+    );
+    let mut t = target.client();
+    assert_eq!(hgetall(&mut t, "live"), BTreeMap::new());
+    assert_eq!(hgetall(&mut t, "past"), fields(&[("plain", "1")]));
+
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let (code, stdout, stderr) = restore(&target, Some("convert"));
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["policy"]["keys_converted"], 1, "{report}");
+    let mut t = target.client();
+    assert_eq!(
+        hgetall(&mut t, "live"),
+        fields(&[("plain", "1"), ("expiring", "2")])
+    );
+    // The expired field does not come back as one that never expires.
+    assert_eq!(hgetall(&mut t, "past"), fields(&[("plain", "1")]));
+}

@@ -329,3 +329,89 @@ fn json_logs_are_one_json_object_a_line() {
     }
     assert!(lines >= 2, "{err}");
 }
+
+/// Milliseconds of the server's clock (`TIME`).
+fn server_ms(con: &mut redis::Connection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(con).unwrap();
+    secs * 1000 + micros / 1000
+}
+
+#[test]
+fn a_hash_field_whose_expiry_passed_is_no_difference_while_the_target_still_holds_it() {
+    // A server that loaded a file dropped such a field at load; one the key was restored into (or whose expiry
+    // cycle has not come by yet) keeps it in its DUMP, though no command sees it.
+    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let mut src = source.client();
+    let mut tgt = target.client();
+    redis::cmd("HSET")
+        .arg("h")
+        .arg("live")
+        .arg("v")
+        .exec(&mut src)
+        .unwrap();
+    redis::cmd("DEBUG")
+        .arg("SET-ACTIVE-EXPIRE")
+        .arg(0)
+        .exec(&mut tgt)
+        .unwrap();
+    redis::cmd("HSET")
+        .arg("h")
+        .arg("live")
+        .arg("v")
+        .arg("gone")
+        .arg("v")
+        .exec(&mut tgt)
+        .unwrap();
+    let at = server_ms(&mut tgt) + 200;
+    redis::cmd("HPEXPIREAT")
+        .arg("h")
+        .arg(at)
+        .arg("FIELDS")
+        .arg(1)
+        .arg("gone")
+        .exec(&mut tgt)
+        .unwrap();
+    // Wait on the clock only: reading the field would reclaim it.
+    ferry_testkit::wait_until(DEADLINE, "the field's expiry to pass", || {
+        server_ms(&mut tgt) > at
+    })
+    .unwrap();
+    let dump = |con: &mut redis::Connection| -> Vec<u8> {
+        redis::cmd("DUMP").arg("h").query(con).unwrap()
+    };
+    assert_ne!(
+        dump(&mut src),
+        dump(&mut tgt),
+        "the target still holds the expired field"
+    );
+
+    let verify = || {
+        let mut ferry = Ferry::spawn([
+            "verify",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+            "--json",
+        ]);
+        let code = ferry.wait();
+        let report: serde_json::Value = serde_json::from_str(&ferry.stdout())
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", ferry.stdout(), ferry.stderr()));
+        (code, report)
+    };
+    let (code, report) = verify();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["keys_checked"], 1, "{report}");
+
+    // A field that has not expired still counts.
+    redis::cmd("HSET")
+        .arg("h")
+        .arg("live")
+        .arg("changed")
+        .exec(&mut tgt)
+        .unwrap();
+    let (code, report) = verify();
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["value_mismatch"], 1, "{report}");
+}

@@ -60,6 +60,18 @@ impl Value {
         matches!(self, Value::Hash(fields) if fields.iter().any(|f| f.expire_at_ms.is_some()))
     }
 
+    /// Removes the hash fields whose expiry is at or before `now_ms` (Unix milliseconds): such a field is gone for
+    /// every command, though a server reclaims it only when it next touches it or in its expiry cycle, so a file
+    /// or a `DUMP` may still hold it. Returns how many were removed; other types are left as they are.
+    pub fn drop_expired_fields(&mut self, now_ms: i64) -> usize {
+        let Value::Hash(fields) = self else {
+            return 0;
+        };
+        let before = fields.len();
+        fields.retain(|f| f.expire_at_ms.is_none_or(|t| t as i64 > now_ms));
+        before - fields.len()
+    }
+
     /// Removes every hash field expiry (the fields and values stay); returns how many fields had one.
     /// Other types are left as they are.
     pub fn drop_field_expiries(&mut self) -> usize {

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Union
 from . import _native
 from ._convert import EndpointSpec, endpoint_spec, from_dict, to_json
 from ._native import Entry, RdbReader
+from .sync import PolicyStatus
 
 __all__ = [
     "BigKey",
@@ -94,7 +95,15 @@ class RestoreReport:
     keys_reencoded: int
     keys_filtered: int
     bytes_written: int
+    #: The keys ``target_policy="skip"`` or ``"convert"`` left out or wrote with a loss.
+    policy: PolicyStatus = field(default_factory=PolicyStatus)
     extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _from_json(cls, text: str) -> "RestoreReport":
+        data = json.loads(text)
+        data["policy"] = PolicyStatus._from_dict(data.get("policy") or {})
+        return from_dict(cls, data)
 
 
 def stats(path: PathLike) -> RdbStats:
@@ -118,11 +127,12 @@ def _restore_args(path: PathLike, target: EndpointSpec, options: Dict[str, Any])
 def restore(path: PathLike, target: EndpointSpec, **options: Any) -> RestoreReport:
     """Write every key of the RDB file into ``target`` (a URL or ferry's target dict), with RESTORE ... ABSTTL
     (re-encoded for an older target). Options: ``conflict`` ("panic", "rewrite", "skip"), ``dbs``,
-    ``max_restore_bytes``."""
-    return from_dict(RestoreReport, json.loads(_native.rdb_restore_json(*_restore_args(path, target, options))))
+    ``max_restore_bytes``, ``target_policy`` ("stop", "skip", "convert": keys the target cannot hold, such as
+    hash field expiries before Redis 7.4 or a module type it does not load)."""
+    return RestoreReport._from_json(_native.rdb_restore_json(*_restore_args(path, target, options)))
 
 
 async def restore_async(path: PathLike, target: EndpointSpec, **options: Any) -> RestoreReport:
     """:func:`restore` for asyncio."""
     text = await _native.rdb_restore_json_async(*_restore_args(path, target, options))
-    return from_dict(RestoreReport, json.loads(text))
+    return RestoreReport._from_json(text)

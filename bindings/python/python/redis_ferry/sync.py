@@ -74,6 +74,13 @@ class PolicyStatus:
     converted: List[PolicyKey] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> "PolicyStatus":
+        policy = dict(data)
+        for kind in ("skipped", "converted"):
+            policy[kind] = [from_dict(PolicyKey, k) for k in policy.get(kind, [])]
+        return from_dict(cls, policy)
+
 
 @dataclass(frozen=True)
 class Status:
@@ -104,10 +111,7 @@ class Status:
     def _from_json(cls, text: str) -> "Status":
         data = json.loads(text)
         data["shards"] = [from_dict(ShardStatus, s) for s in data.get("shards", [])]
-        policy = dict(data.get("policy") or {})
-        for kind in ("skipped", "converted"):
-            policy[kind] = [from_dict(PolicyKey, k) for k in policy.get(kind, [])]
-        data["policy"] = from_dict(PolicyStatus, policy)
+        data["policy"] = PolicyStatus._from_dict(data.get("policy") or {})
         return from_dict(cls, data)
 
 

@@ -590,6 +590,9 @@ pub enum RdbCommand {
         /// Only this database of the file (repeatable).
         #[arg(long = "db")]
         dbs: Vec<u32>,
+        /// Keys the target cannot hold (field expiries, module types): stop, skip or convert.
+        #[arg(long, default_value = "stop")]
+        target_policy: TargetPolicy,
     },
 }
 

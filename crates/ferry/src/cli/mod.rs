@@ -331,6 +331,7 @@ async fn rdb(cmd: RdbCommand) -> Result<i32, Error> {
             target_password_env,
             conflict,
             dbs,
+            target_policy,
         } => {
             let endpoints = args::Endpoints {
                 target: Some(target),
@@ -342,7 +343,9 @@ async fn rdb(cmd: RdbCommand) -> Result<i32, Error> {
             let target = endpoints
                 .target()?
                 .ok_or_else(|| Error::config("--target is required"))?;
-            let mut options = ferry::rdb::RestoreOptions::default().with_conflict(conflict);
+            let mut options = ferry::rdb::RestoreOptions::default()
+                .with_conflict(conflict)
+                .with_target_policy(target_policy);
             if !dbs.is_empty() {
                 options.dbs = Some(dbs);
             }

@@ -596,8 +596,11 @@ pub enum Loss {
 impl std::fmt::Display for Loss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            // What the target cannot hold; whether it was dropped (converted) or the key left out (skipped)
+            // is told by the list the key is in.
+            Loss::FieldExpiries { fields: 0 } => write!(f, "hash field expiries"),
             Loss::FieldExpiries { fields } => {
-                write!(f, "expiry of {fields} hash field(s) dropped, fields kept")
+                write!(f, "hash field expiries ({fields} field(s))")
             }
             Loss::ModuleType { name } => {
                 write!(f, "module type {name} has no module on the target")
@@ -868,6 +871,10 @@ pub fn fit_entry(
     if !fit_value(db, key, &mut value, target, policy, report)? {
         return Ok(None);
     }
+    if matches!(&value, ferry_rdb::Value::Hash(fields) if fields.is_empty()) {
+        // Every field had expired: the key is gone on the source too.
+        return Ok(None);
+    }
     if let ferry_rdb::Value::Module(_) = &value {
         if target.loads(source_version) {
             return Ok(Some(Bytes::from(ferry_rdb::build_dump(
@@ -901,7 +908,17 @@ pub fn fit_value(
             name: m.name.clone(),
         },
         ferry_rdb::Value::Hash(_) if value.has_field_expiry() && !target.field_expiry => {
-            Loss::FieldExpiries { fields: 0 }
+            // A field whose expiry has passed is gone on the source (which reclaims it lazily): it is not
+            // written, and a hash whose expiring fields have all expired fits the target as it is.
+            value.drop_expired_fields(crate::source::now_ms());
+            let fields = match &*value {
+                ferry_rdb::Value::Hash(h) => h.iter().filter(|f| f.expire_at_ms.is_some()).count(),
+                _ => 0,
+            };
+            if fields == 0 {
+                return Ok(true);
+            }
+            Loss::FieldExpiries { fields }
         }
         _ => return Ok(true),
     };
@@ -1398,6 +1415,70 @@ mod tests {
         assert_eq!(ver, 10);
         assert!(!v.has_field_expiry() && v.len() == 2);
         assert_eq!(report.converted[0].loss, Loss::FieldExpiries { fields: 1 });
+    }
+
+    #[test]
+    fn fields_whose_expiry_passed_are_not_written_and_need_no_policy() {
+        let target = TargetFormat::from_info("redis_version:7.0.15");
+        let key = Bytes::from_static(b"h");
+        let field = |name: &str, at: Option<u64>| ferry_rdb::HashField {
+            field: Bytes::copy_from_slice(name.as_bytes()),
+            value: "v".into(),
+            expire_at_ms: at,
+        };
+        // Expired in 2025: gone on the source; the rest has no expiry, so a 7.0 target holds it as it is.
+        let past = Some(1_749_313_821_176);
+        let raw = ferry_rdb::encode_value(
+            &ferry_rdb::Value::Hash(vec![field("gone", past), field("kept", None)]),
+            12,
+        )
+        .unwrap();
+        for policy in [
+            TargetPolicy::Stop,
+            TargetPolicy::Skip,
+            TargetPolicy::Convert,
+        ] {
+            let mut report = PolicyReport::default();
+            let payload = fit_entry(0, &key, &raw, 12, &target, policy, &mut report)
+                .unwrap()
+                .unwrap();
+            let (v, _) = ferry_rdb::decode_dump(&payload).unwrap();
+            assert_eq!(v, ferry_rdb::Value::Hash(vec![field("kept", None)]));
+            assert_eq!(report, PolicyReport::default(), "{policy:?}");
+        }
+        // Converted: the expired field does not come back as a field that never expires.
+        let raw = ferry_rdb::encode_value(
+            &ferry_rdb::Value::Hash(vec![
+                field("gone", past),
+                field("later", Some(4_102_444_800_000)),
+            ]),
+            12,
+        )
+        .unwrap();
+        let mut report = PolicyReport::default();
+        let payload = fit_entry(
+            0,
+            &key,
+            &raw,
+            12,
+            &target,
+            TargetPolicy::Convert,
+            &mut report,
+        )
+        .unwrap()
+        .unwrap();
+        let (v, _) = ferry_rdb::decode_dump(&payload).unwrap();
+        assert_eq!(v, ferry_rdb::Value::Hash(vec![field("later", None)]));
+        assert_eq!(report.converted[0].loss, Loss::FieldExpiries { fields: 1 });
+        // Every field expired: the key is gone, whatever the policy.
+        let raw = ferry_rdb::encode_value(&ferry_rdb::Value::Hash(vec![field("gone", past)]), 12)
+            .unwrap();
+        let mut report = PolicyReport::default();
+        assert_eq!(
+            fit_entry(0, &key, &raw, 12, &target, TargetPolicy::Stop, &mut report).unwrap(),
+            None
+        );
+        assert_eq!(report, PolicyReport::default());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::pipeline::ttl::make_expiry_absolute;
 use crate::pipeline::{Command, Unit};
+pub(crate) use link::now_ms;
 use psync::{Handshake, HandshakeOptions, RdbFramer, RdbHeader};
 pub use spool::SpoolOptions;
 use spool::{Piece, SpoolGauge, SpoolReader};

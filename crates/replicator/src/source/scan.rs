@@ -29,6 +29,7 @@ use ferry_resp::{ConnectOptions, Connection, Frame};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use super::now_ms;
 use crate::error::Error;
 
 /// How the scan source reads the source.
@@ -504,13 +505,6 @@ fn parse_channel(channel: &[u8]) -> Option<(i64, Bytes)> {
     let db = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
     let key = rest[end..].strip_prefix(b"__:")?;
     Some((db, Bytes::copy_from_slice(key)))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
