@@ -114,7 +114,12 @@ impl Writer for RestoreWriter {
         match pending {
             Pending::Restore { key } => match &reply {
                 Frame::Error(e) if e.starts_with(b"BUSYKEY") => self.key_exists(&key, counters),
-                Frame::Error(e) => self.error("restore", e, counters),
+                // The key is named: a refused payload ("Bad data format") is about one key of the source.
+                Frame::Error(e) => self.error(
+                    &format!("RESTORE {}", KeyDisplay(key.to_vec())),
+                    e,
+                    counters,
+                ),
                 _ => {
                     counters.keys_restored += 1;
                     Ok(())
