@@ -460,3 +460,104 @@ fn a_redisshake_v4_aof_reader_becomes_an_aof_source_and_panics_on_conflicts_by_d
         other => panic!("{other:?}"),
     }
 }
+
+/// The ```toml blocks of the README and docs/: (file, block).
+fn documented_toml() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = vec![root.join("README.md")];
+    for dir in ["docs", "bindings/python", "bindings/node"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "md") {
+                files.push(p);
+            }
+        }
+    }
+    let mut blocks = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("```toml\n") {
+            let body = &rest[start + 8..];
+            let end = body.find("```").expect("a closed block");
+            blocks.push((f.display().to_string(), body[..end].to_string()));
+            rest = &body[end..];
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_toml_example_in_the_docs_is_accepted() {
+    let blocks = documented_toml();
+    assert!(blocks.len() >= 4, "{blocks:?}");
+    for (file, text) in blocks {
+        if text.contains("\n[a]") {
+            // A DR pair (docs/dr.md).
+            ferry::DrConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{file}: {e}\n{text}"));
+            continue;
+        }
+        // A fragment shows one side: the other is added.
+        let mut whole = text.clone();
+        if !whole.contains("[source]") {
+            whole.push_str("\n[source]\nurl = \"redis://127.0.0.1:6379\"\n");
+        }
+        if !whole.contains("[target]") {
+            whole.push_str("\n[target]\nurl = \"redis://127.0.0.1:6380\"\n");
+        }
+        SyncConfig::load_toml(&whole).unwrap_or_else(|e| panic!("{file}: {e}\n{whole}"));
+    }
+}
+
+#[test]
+fn an_aof_source_takes_its_timestamp_from_a_ferry_file() {
+    let text =
+        "[source]\ntype = \"aof_file\"\npath = \"/data/appendonly.aof\"\ntimestamp = 1700000000\n\
+                [target]\nurl = \"redis://127.0.0.1:6380\"\n";
+    let config = SyncConfig::from_toml_str(text).unwrap();
+    assert_eq!(
+        config.source,
+        Source::AofFile {
+            path: "/data/appendonly.aof".into(),
+            timestamp: Some(1_700_000_000),
+        }
+    );
+}
+
+#[test]
+fn a_source_or_target_without_type_has_the_one_its_keys_imply_in_toml_and_json() {
+    let toml = "[source]\nurl = \"redis://127.0.0.1:6379\"\n\
+                [target]\nseeds = [\"redis://127.0.0.1:7000\"]\n";
+    let c = SyncConfig::from_toml_str(toml).unwrap();
+    assert!(matches!(&c.source, Source::Standalone(e) if e.url == "redis://127.0.0.1:6379"));
+    assert!(matches!(&c.target, Target::Cluster { seeds } if seeds.len() == 1));
+    let json = r#"{"source": {"sentinels": ["redis://127.0.0.1:26379"], "master": "mymaster"},
+                   "target": {"url": "redis://127.0.0.1:6380"}}"#;
+    let c = SyncConfig::from_json_str(json).unwrap();
+    assert!(
+        matches!(&c.source, Source::Sentinel { .. }),
+        "{:?}",
+        c.source
+    );
+    assert!(matches!(&c.target, Target::Standalone(e) if e.url == "redis://127.0.0.1:6380"));
+    // A file source must say which file it is; an error in a table whose type is implied names its line.
+    let err = SyncConfig::from_toml_str(
+        "[source]\npath = \"dump.rdb\"\n[target]\nurl = \"redis://127.0.0.1:6380\"\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("`type`"), "{err}");
+    let err = SyncConfig::from_toml_str(
+        "[source]\nurl = \"redis://127.0.0.1:6379\"\n\n[target]\nurl = 6380\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("line 4"),
+        "the [target] table: {err}"
+    );
+    // An explicit type is kept.
+    let c = SyncConfig::from_toml_str(
+        "[source]\ntype = \"scan\"\nendpoint = \"redis://127.0.0.1:6379\"\n[target]\nurl = \"redis://127.0.0.1:6380\"\n",
+    )
+    .unwrap();
+    assert!(matches!(&c.source, Source::Scan { .. }), "{:?}", c.source);
+}

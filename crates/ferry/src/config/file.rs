@@ -1,7 +1,10 @@
 //! Reading a configuration file: detect the layout, check every key, then read it into a [`SyncConfig`].
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 use super::schema::{self, line_of};
 use super::{envsubst, redisshake, SyncConfig};
@@ -84,7 +87,10 @@ fn load_text(text: &str) -> Result<LoadedConfig, Error> {
     let (config, notes) = match format {
         ConfigFormat::Ferry => {
             schema::check(text, root, schema::FERRY)?;
-            let config: SyncConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+            let mut doc = doc;
+            add_implied_types(doc.get_mut());
+            let config = SyncConfig::deserialize(toml::de::Deserializer::from(doc))
+                .map_err(|e| toml_error(text, &e))?;
             (config, Vec::new())
         }
         ConfigFormat::RedisShakeV3 => {
@@ -108,6 +114,44 @@ fn load_text(text: &str) -> Result<LoadedConfig, Error> {
         format,
         notes,
     })
+}
+
+/// The `type` a `[source]` or `[target]` written without one can only have, from its keys: `sentinels` is a
+/// sentinel-managed group, `seeds` a cluster, a `url` alone a standalone server. A file source has to say
+/// whether its `path` is an RDB or an AOF file, so it gets none.
+pub(crate) fn implied_type(has: impl Fn(&str) -> bool) -> Option<&'static str> {
+    if has("type") {
+        None
+    } else if has("sentinels") {
+        Some("sentinel")
+    } else if has("seeds") {
+        Some("cluster")
+    } else if has("url") && !has("path") {
+        Some("standalone")
+    } else {
+        None
+    }
+}
+
+/// Gives `[source]` and `[target]` their implied `type` ([`implied_type`]); the value takes the table's place in
+/// the text, so errors about it name the table's line.
+fn add_implied_types(root: &mut DeTable<'_>) {
+    for (name, value) in root.iter_mut() {
+        if !matches!(name.get_ref().as_ref(), "source" | "target") {
+            continue;
+        }
+        let span = value.span();
+        if let DeValue::Table(table) = value.get_mut() {
+            let implied =
+                implied_type(|key| table.iter().any(|(k, _)| k.get_ref().as_ref() == key));
+            if let Some(kind) = implied {
+                table.insert(
+                    Spanned::new(span.clone(), Cow::Borrowed("type")),
+                    Spanned::new(span, DeValue::String(Cow::Borrowed(kind))),
+                );
+            }
+        }
+    }
 }
 
 /// v4 has reader/writer tables; v3 has `type = "sync"|"restore"|"scan"` or a `[source]` with an `address`.

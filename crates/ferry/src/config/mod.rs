@@ -811,8 +811,17 @@ impl SyncConfig {
 
     /// Reads ferry's schema as JSON (what the bindings pass: a Python dict or a JS object as JSON).
     pub fn from_json_str(text: &str) -> Result<SyncConfig, Error> {
-        let config: SyncConfig = serde_json::from_str(text)
-            .map_err(|e| Error::config(format!("invalid configuration: {e}")))?;
+        let invalid = |e: serde_json::Error| Error::config(format!("invalid configuration: {e}"));
+        let mut value: serde_json::Value = serde_json::from_str(text).map_err(invalid)?;
+        // A source or target without `type` has the one its keys imply, as in a file.
+        for side in ["source", "target"] {
+            if let Some(serde_json::Value::Object(o)) = value.get_mut(side) {
+                if let Some(kind) = file::implied_type(|key| o.contains_key(key)) {
+                    o.insert("type".into(), kind.into());
+                }
+            }
+        }
+        let config: SyncConfig = serde_json::from_value(value).map_err(invalid)?;
         config.validate()?;
         Ok(config)
     }

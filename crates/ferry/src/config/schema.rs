@@ -64,6 +64,7 @@ const SOURCE: &[(&str, Node)] = &[
     ("notifications", Node::Leaf),
     ("cluster", Node::Leaf),
     ("path", Node::Leaf),
+    ("timestamp", Node::Leaf),
 ];
 
 const TARGET: &[(&str, Node)] = &[
