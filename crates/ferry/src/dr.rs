@@ -353,9 +353,10 @@ impl DrConfig {
         self
     }
 
-    /// Reads the TOML form.
+    /// Reads the TOML form. A side without `type` is the kind its keys imply (`url`: standalone, `sentinels`:
+    /// sentinel, `seeds`: cluster).
     pub fn from_toml_str(text: &str) -> Result<DrConfig, Error> {
-        let c: DrConfig = toml::from_str(text)
+        let c: DrConfig = crate::config::file::toml_with_implied_types(text, &["a", "b"])
             .map_err(|e| Error::config(format!("invalid DR configuration: {e}")))?;
         c.validate()?;
         Ok(c)
@@ -371,8 +372,11 @@ impl DrConfig {
 
     /// Reads the JSON form (what the bindings pass).
     pub fn from_json_str(text: &str) -> Result<DrConfig, Error> {
-        let c: DrConfig = serde_json::from_str(text)
-            .map_err(|e| Error::config(format!("invalid DR configuration: {e}")))?;
+        let invalid =
+            |e: serde_json::Error| Error::config(format!("invalid DR configuration: {e}"));
+        let mut value: serde_json::Value = serde_json::from_str(text).map_err(invalid)?;
+        crate::config::file::add_implied_json_types(&mut value, &["a", "b"]);
+        let c: DrConfig = serde_json::from_value(value).map_err(invalid)?;
         c.validate()?;
         Ok(c)
     }

@@ -561,3 +561,23 @@ fn a_source_or_target_without_type_has_the_one_its_keys_imply_in_toml_and_json()
     .unwrap();
     assert!(matches!(&c.source, Source::Scan { .. }), "{:?}", c.source);
 }
+
+#[test]
+fn a_dr_pair_side_without_type_has_the_one_its_keys_imply() {
+    let c = ferry::DrConfig::from_toml_str(
+        "name = \"orders\"\n[a]\nurl = \"redis://127.0.0.1:6379\"\n\
+         [b]\nsentinels = [\"redis://127.0.0.1:26379\"]\nmaster = \"orders\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.a, ferry::Deployment::standalone("redis://127.0.0.1:6379"));
+    assert_eq!(
+        c.b,
+        ferry::Deployment::sentinel(&["redis://127.0.0.1:26379"], "orders")
+    );
+    let json = r#"{"name": "orders", "a": {"url": "redis://127.0.0.1:6379"},
+                   "b": {"sentinels": ["redis://127.0.0.1:26379"], "master": "orders"}}"#;
+    assert_eq!(ferry::DrConfig::from_json_str(json).unwrap(), c);
+    // A syntax error keeps its line.
+    let err = ferry::DrConfig::from_toml_str("name = \"orders\"\n[a]\nurl = \n").unwrap_err();
+    assert!(err.to_string().contains("line 3"), "{err}");
+}

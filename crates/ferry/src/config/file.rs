@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
@@ -87,10 +87,7 @@ fn load_text(text: &str) -> Result<LoadedConfig, Error> {
     let (config, notes) = match format {
         ConfigFormat::Ferry => {
             schema::check(text, root, schema::FERRY)?;
-            let mut doc = doc;
-            add_implied_types(doc.get_mut());
-            let config = SyncConfig::deserialize(toml::de::Deserializer::from(doc))
-                .map_err(|e| toml_error(text, &e))?;
+            let config: SyncConfig = read_with_implied_types(text, doc, &["source", "target"])?;
             (config, Vec::new())
         }
         ConfigFormat::RedisShakeV3 => {
@@ -133,11 +130,12 @@ pub(crate) fn implied_type(has: impl Fn(&str) -> bool) -> Option<&'static str> {
     }
 }
 
-/// Gives `[source]` and `[target]` their implied `type` ([`implied_type`]); the value takes the table's place in
-/// the text, so errors about it name the table's line.
-fn add_implied_types(root: &mut DeTable<'_>) {
+/// Gives the tables `sides` of `root` (`[source]` and `[target]`, a DR pair's `[a]` and `[b]`) their implied
+/// `type` ([`implied_type`]); the value takes the table's place in the text, so errors about it name the
+/// table's line.
+fn add_implied_types(root: &mut DeTable<'_>, sides: &[&str]) {
     for (name, value) in root.iter_mut() {
-        if !matches!(name.get_ref().as_ref(), "source" | "target") {
+        if !sides.contains(&name.get_ref().as_ref()) {
             continue;
         }
         let span = value.span();
@@ -149,6 +147,36 @@ fn add_implied_types(root: &mut DeTable<'_>) {
                     Spanned::new(span.clone(), Cow::Borrowed("type")),
                     Spanned::new(span, DeValue::String(Cow::Borrowed(kind))),
                 );
+            }
+        }
+    }
+}
+
+/// Reads the parsed `doc` of `text` as a `T`, the tables `sides` given their implied `type`; errors name the line.
+fn read_with_implied_types<T: serde::de::DeserializeOwned>(
+    text: &str,
+    mut doc: Spanned<DeTable<'_>>,
+    sides: &[&str],
+) -> Result<T, Error> {
+    add_implied_types(doc.get_mut(), sides);
+    T::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| toml_error(text, &e))
+}
+
+/// [`read_with_implied_types`] of a TOML text.
+pub(crate) fn toml_with_implied_types<T: serde::de::DeserializeOwned>(
+    text: &str,
+    sides: &[&str],
+) -> Result<T, Error> {
+    let doc = DeTable::parse(text).map_err(|e| toml_error(text, &e))?;
+    read_with_implied_types(text, doc, sides)
+}
+
+/// The same for the JSON form: the objects `sides` of `value` get their implied `type`.
+pub(crate) fn add_implied_json_types(value: &mut serde_json::Value, sides: &[&str]) {
+    for side in sides {
+        if let Some(serde_json::Value::Object(o)) = value.get_mut(*side) {
+            if let Some(kind) = implied_type(|key| o.contains_key(key)) {
+                o.insert("type".into(), kind.into());
             }
         }
     }

@@ -7,7 +7,7 @@
 
 mod command_groups;
 mod envsubst;
-mod file;
+pub(crate) mod file;
 mod redisshake;
 mod schema;
 
@@ -814,13 +814,7 @@ impl SyncConfig {
         let invalid = |e: serde_json::Error| Error::config(format!("invalid configuration: {e}"));
         let mut value: serde_json::Value = serde_json::from_str(text).map_err(invalid)?;
         // A source or target without `type` has the one its keys imply, as in a file.
-        for side in ["source", "target"] {
-            if let Some(serde_json::Value::Object(o)) = value.get_mut(side) {
-                if let Some(kind) = file::implied_type(|key| o.contains_key(key)) {
-                    o.insert("type".into(), kind.into());
-                }
-            }
-        }
+        file::add_implied_json_types(&mut value, &["source", "target"]);
         let config: SyncConfig = serde_json::from_value(value).map_err(invalid)?;
         config.validate()?;
         Ok(config)
