@@ -1384,6 +1384,19 @@ mod tests {
         ])
     }
 
+    /// The value and payload version `fit_entry` writes for `raw` (an RDB 12 value) under policy convert.
+    fn converted(
+        key: &Bytes,
+        raw: &[u8],
+        target: &TargetFormat,
+        report: &mut PolicyReport,
+    ) -> (ferry_rdb::Value, u16) {
+        let payload = fit_entry(0, key, raw, 12, target, TargetPolicy::Convert, report)
+            .unwrap()
+            .unwrap();
+        ferry_rdb::decode_dump(&payload).unwrap()
+    }
+
     #[test]
     fn field_expiry_hash_for_7_0_stops_skips_or_converts_by_policy() {
         let raw = ferry_rdb::encode_value(&ttl_hash(), 12).unwrap();
@@ -1400,18 +1413,7 @@ mod tests {
         assert_eq!(report.keys_skipped, 1);
         assert_eq!(report.skipped[0].key, key);
         let mut report = PolicyReport::default();
-        let payload = fit_entry(
-            0,
-            &key,
-            &raw,
-            12,
-            &target,
-            TargetPolicy::Convert,
-            &mut report,
-        )
-        .unwrap()
-        .unwrap();
-        let (v, ver) = ferry_rdb::decode_dump(&payload).unwrap();
+        let (v, ver) = converted(&key, &raw, &target, &mut report);
         assert_eq!(ver, 10);
         assert!(!v.has_field_expiry() && v.len() == 2);
         assert_eq!(report.converted[0].loss, Loss::FieldExpiries { fields: 1 });
@@ -1456,18 +1458,7 @@ mod tests {
         )
         .unwrap();
         let mut report = PolicyReport::default();
-        let payload = fit_entry(
-            0,
-            &key,
-            &raw,
-            12,
-            &target,
-            TargetPolicy::Convert,
-            &mut report,
-        )
-        .unwrap()
-        .unwrap();
-        let (v, _) = ferry_rdb::decode_dump(&payload).unwrap();
+        let (v, _) = converted(&key, &raw, &target, &mut report);
         assert_eq!(v, ferry_rdb::Value::Hash(vec![field("later", None)]));
         assert_eq!(report.converted[0].loss, Loss::FieldExpiries { fields: 1 });
         // Every field expired: the key is gone, whatever the policy.
