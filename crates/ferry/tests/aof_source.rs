@@ -296,3 +296,70 @@ fn an_aof_replays_into_a_cluster_target() {
         assert!(left.is_empty(), "{}: {left:?}", m.addr());
     }
 }
+
+/// One command in the AOF's RESP form, arguments as bytes.
+fn resp_bytes(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A `FUNCTION DUMP` payload as Redis 7.0 RC1/RC2 wrote it: one library under opcode 246 (name, engine, a
+/// description, the body without its `#!` line).
+fn pre_ga_function_payload(name: &str, body: &str) -> Vec<u8> {
+    use ferry_rdb::encode::{put_len, put_string};
+    let mut lib = vec![246u8];
+    put_string(&mut lib, name.as_bytes());
+    put_string(&mut lib, b"LUA");
+    put_len(&mut lib, 1);
+    put_string(&mut lib, b"a library of the release candidate");
+    put_string(&mut lib, body.as_bytes());
+    ferry_rdb::build_dump(&lib, 10)
+}
+
+#[test]
+fn function_commands_of_a_redis_7_0_release_candidate_replay_into_7_0_and_8_2() {
+    // Redis 7.0 RC1/RC2 loaded libraries with `FUNCTION LOAD <engine> <name> [REPLACE] [DESCRIPTION d] <body>`
+    // and dumped them under RDB opcode 246; GA servers refuse both. Their AOFs still hold them.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("appendonly.aof");
+    let mut aof = resp_bytes(&[b"SELECT", b"0"]);
+    aof.extend(resp_bytes(&[
+        b"FUNCTION",
+        b"LOAD",
+        b"Lua",
+        b"lib1",
+        b"DESCRIPTION",
+        b"first",
+        b"redis.register_function('f1', function(keys, args) return 1 end)",
+    ]));
+    aof.extend(resp_bytes(&[
+        b"FUNCTION",
+        b"LOAD",
+        b"Lua",
+        b"lib1",
+        b"REPLACE",
+        b"redis.register_function('f1', function(keys, args) return 11 end)",
+    ]));
+    let payload = pre_ga_function_payload(
+        "lib2",
+        "redis.register_function('f2', function(keys, args) return 2 end)",
+    );
+    aof.extend(resp_bytes(&[b"FUNCTION", b"RESTORE", &payload]));
+    aof.extend(resp_bytes(&[b"SET", b"after", b"x"]));
+    std::fs::write(&file, &aof).unwrap();
+
+    for version in [Version::V7_0, Version::V8_2] {
+        let target = Server::start(ServerOptions::new(version)).unwrap();
+        replay(&file, None, &target);
+        let mut t = target.client();
+        let f1: i64 = redis::cmd("FCALL").arg("f1").arg(0).query(&mut t).unwrap();
+        let f2: i64 = redis::cmd("FCALL").arg("f2").arg(0).query(&mut t).unwrap();
+        let after: String = redis::cmd("GET").arg("after").query(&mut t).unwrap();
+        assert_eq!((f1, f2, after.as_str()), (11, 2, "x"), "{version:?}");
+    }
+}

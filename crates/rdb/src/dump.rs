@@ -113,3 +113,91 @@ pub fn payload_version_for(value: &Value, target_version: u32) -> u32 {
         target_version
     }
 }
+
+/// A `FUNCTION DUMP` payload of Redis 7.0 RC1/RC2 (libraries under the pre-GA opcode 246, which every GA server
+/// refuses: `Pre-GA function format not supported`) rewritten in the GA format (opcode 245, each library's
+/// `FUNCTION LOAD` code, see [`crate::Item::Function`]) with RDB version 10, for `FUNCTION RESTORE` on a 7.0 or
+/// later server. `Ok(None)` when the payload is not pre-GA; an error when it is corrupt. A library's
+/// description has no place in the GA format and is dropped.
+pub fn function_payload_from_pre_ga(payload: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    use crate::parser::types::{OP_EOF, OP_FUNCTION2, OP_FUNCTION_PRE_GA};
+    use crate::parser::{Item, ParserOptions};
+    if payload.first() != Some(&OP_FUNCTION_PRE_GA) {
+        return Ok(None);
+    }
+    let parts = split_dump(payload)?;
+    // The libraries are what an RDB file holds under the same opcode: read as one (a stored checksum of 0 is
+    // not checked).
+    let mut rdb = Vec::with_capacity(parts.serialized.len() + 18);
+    rdb.extend_from_slice(b"REDIS0010");
+    rdb.extend_from_slice(parts.serialized);
+    rdb.push(OP_EOF);
+    rdb.extend_from_slice(&[0; 8]);
+    let mut out = Vec::with_capacity(payload.len());
+    for item in crate::Reader::new(&rdb[..], ParserOptions::default()) {
+        match item? {
+            Item::Function { code } => {
+                out.push(OP_FUNCTION2);
+                crate::encode::put_string(&mut out, &code);
+            }
+            Item::Header { .. } | Item::Eof { .. } => {}
+            _ => {
+                return Err(Error::Corrupt {
+                    offset: 0,
+                    key: Default::default(),
+                    message:
+                        "a FUNCTION DUMP payload holds something other than function libraries"
+                            .into(),
+                })
+            }
+        }
+    }
+    Ok(Some(build_dump(&out, 10)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::{put_len, put_string};
+    use crate::parser::{Item, ParserOptions};
+
+    #[test]
+    fn a_pre_ga_function_payload_becomes_a_ga_one_with_the_same_libraries() {
+        let mut libs = Vec::new();
+        for (name, desc) in [("one", None), ("two", Some("described"))] {
+            libs.push(246u8);
+            put_string(&mut libs, name.as_bytes());
+            put_string(&mut libs, b"LUA");
+            put_len(&mut libs, u64::from(desc.is_some()));
+            if let Some(d) = desc {
+                put_string(&mut libs, d.as_bytes());
+            }
+            put_string(&mut libs, b"return 1");
+        }
+        let ga = function_payload_from_pre_ga(&build_dump(&libs, 10))
+            .unwrap()
+            .unwrap();
+        let parts = split_dump(&ga).unwrap();
+        assert_eq!(parts.rdb_version, 10);
+        let mut rdb = b"REDIS0010".to_vec();
+        rdb.extend_from_slice(parts.serialized);
+        rdb.extend_from_slice(&[255, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let codes: Vec<bytes::Bytes> = crate::Reader::new(&rdb[..], ParserOptions::default())
+            .filter_map(|i| match i.unwrap() {
+                Item::Function { code } => Some(code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            ["#!lua name=one\nreturn 1", "#!lua name=two\nreturn 1"]
+        );
+        assert_eq!(ga[0], 245, "opcode FUNCTION2");
+
+        // A GA payload is left alone; a corrupt pre-GA one is an error.
+        assert_eq!(function_payload_from_pre_ga(&ga).unwrap(), None);
+        let mut cut = libs.clone();
+        cut.truncate(5);
+        assert!(function_payload_from_pre_ga(&build_dump(&cut, 10)).is_err());
+    }
+}

@@ -55,13 +55,14 @@ pub mod visit;
 pub mod writer;
 
 pub use dump::{
-    build_dump, decode_dump, encode_dump, payload_version_for, reencode_for, split_dump, DumpParts,
+    build_dump, decode_dump, encode_dump, function_payload_from_pre_ga, payload_version_for,
+    reencode_for, split_dump, DumpParts,
 };
 pub use encode::encode_value;
 pub use error::{Error, KeyContext, Result};
 pub use parser::{
-    decode_value, is_valkey_version, loads_version, Checksum, Entry, Flavor, Item, Parser,
-    ParserOptions, ValueMode, MAX_RDB_VERSION, MAX_VALKEY_RDB_VERSION,
+    decode_value, is_valkey_version, loads_version, pre_ga_library_code, Checksum, Entry, Flavor,
+    Item, Parser, ParserOptions, ValueMode, MAX_RDB_VERSION, MAX_VALKEY_RDB_VERSION,
 };
 pub use reader::Reader;
 pub use value::{

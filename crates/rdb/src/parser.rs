@@ -1044,8 +1044,9 @@ pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
     })
 }
 
-/// The `FUNCTION LOAD` code of a Redis 7.0 RC library: `#!<engine> name=<name>` then its body.
-fn pre_ga_library_code(engine: &[u8], name: &[u8], body: &[u8]) -> Bytes {
+/// The `FUNCTION LOAD` code of a Redis 7.0 RC library: `#!<engine> name=<name>` then its body (what an RC
+/// server's `FUNCTION LOAD <engine> <name> ... <body>` and its RDB opcode 246 hold apart).
+pub fn pre_ga_library_code(engine: &[u8], name: &[u8], body: &[u8]) -> Bytes {
     let mut code = Vec::with_capacity(16 + engine.len() + name.len() + body.len());
     code.extend_from_slice(b"#!");
     code.extend(engine.iter().map(u8::to_ascii_lowercase));

@@ -970,6 +970,11 @@ pub fn fit_command_keyed(
         }
     }
     if target.knows_command(&name) {
+        if name == "function" {
+            if let Some(ga) = function_in_ga_form(argv) {
+                return Ok(Some(ga));
+            }
+        }
         return Ok(Some(argv.to_vec()));
     }
     if let Some(hset) = hsetex_without_expiry(&name, argv) {
@@ -1047,6 +1052,52 @@ fn fields_keyword(argv: &[Bytes]) -> Option<usize> {
 /// `HSETEX key [KEEPTTL] FIELDS n f v ...` as `HSET key f v ...`: for a target that has no field expiries (it
 /// does not know `HSETEX`) the two write the same. `None` for any other `HSETEX` (an expiry to set, `FNX`/`FXX`
 /// conditions) and for malformed ones, which the policy then decides.
+/// `FUNCTION LOAD` and `FUNCTION RESTORE` as Redis 7.0 RC1/RC2 wrote them (an AOF or a stream of such a
+/// server), in the form every GA server takes; `None` for anything else, which goes as it is.
+///
+/// - `FUNCTION LOAD <engine> <name> [REPLACE] [DESC|DESCRIPTION <text>] <body>` (five arguments or more; the GA
+///   form has at most four) becomes `FUNCTION LOAD [REPLACE] "#!<engine> name=<name>\n<body>"`; the description
+///   has no place in GA libraries.
+/// - `FUNCTION RESTORE <payload> ...` with a pre-GA payload (opcode 246) gets the same libraries in a GA payload.
+///   A payload that cannot be read goes as it is, for the target to refuse.
+fn function_in_ga_form(argv: &[Bytes]) -> Option<Vec<Bytes>> {
+    let sub = argv.get(1)?.to_ascii_lowercase();
+    match sub.as_slice() {
+        b"load" if argv.len() >= 5 => {
+            let last = argv.len() - 1;
+            let mut replace = false;
+            let mut i = 4;
+            while i < last {
+                match argv[i].to_ascii_lowercase().as_slice() {
+                    b"replace" => {
+                        replace = true;
+                        i += 1;
+                    }
+                    b"desc" | b"description" if i + 1 < last => i += 2,
+                    _ => return None,
+                }
+            }
+            let mut out = vec![argv[0].clone(), argv[1].clone()];
+            if replace {
+                out.push(Bytes::from_static(b"REPLACE"));
+            }
+            out.push(ferry_rdb::pre_ga_library_code(
+                &argv[2],
+                &argv[3],
+                &argv[last],
+            ));
+            Some(out)
+        }
+        b"restore" if argv.len() >= 3 => {
+            let payload = ferry_rdb::function_payload_from_pre_ga(&argv[2]).ok()??;
+            let mut out = argv.to_vec();
+            out[2] = Bytes::from(payload);
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
 fn hsetex_without_expiry(name: &str, argv: &[Bytes]) -> Option<Vec<Bytes>> {
     if name != "hsetex" {
         return None;
@@ -1382,6 +1433,50 @@ mod tests {
             },
             ferry_rdb::HashField::new("b", "2"),
         ])
+    }
+
+    #[test]
+    fn release_candidate_function_loads_take_the_ga_form_and_ga_ones_stay() {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let rc = argv(&[
+            "FUNCTION", "LOAD", "Lua", "lib", "DESC", "replace", "return 1",
+        ]);
+        assert_eq!(
+            function_in_ga_form(&rc),
+            Some(vec![
+                b("FUNCTION"),
+                b("LOAD"),
+                b("#!lua name=lib\nreturn 1")
+            ])
+        );
+        let rc = argv(&[
+            "function",
+            "load",
+            "LUA",
+            "lib",
+            "replace",
+            "description",
+            "d",
+            "x",
+        ]);
+        assert_eq!(
+            function_in_ga_form(&rc),
+            Some(vec![
+                b("function"),
+                b("load"),
+                b("REPLACE"),
+                b("#!lua name=lib\nx")
+            ])
+        );
+        for ga in [
+            argv(&["FUNCTION", "LOAD", "#!lua name=lib\nx"]),
+            argv(&["FUNCTION", "LOAD", "REPLACE", "#!lua name=lib\nx"]),
+            argv(&["FUNCTION", "LOAD", "Lua", "lib", "BOGUS", "x"]),
+            argv(&["FUNCTION", "DELETE", "lib"]),
+            argv(&["FUNCTION", "RESTORE", "not a payload"]),
+        ] {
+            assert_eq!(function_in_ga_form(&ga), None, "{ga:?}");
+        }
     }
 
     /// The value and payload version `fit_entry` writes for `raw` (an RDB 12 value) under policy convert.
