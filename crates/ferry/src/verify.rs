@@ -566,8 +566,9 @@ impl Acc<'_> {
 /// has passed (`now`, Unix ms). Such a field is gone for every command, but a server reclaims it lazily or in
 /// its expiry cycle: a server that loaded it from an RDB file dropped it at load, one it was restored into
 /// keeps it in its `DUMP` until then.
-fn normalized(v: ferry_rdb::Value, now: i64) -> ferry_rdb::Value {
+fn normalized(mut v: ferry_rdb::Value, now: i64) -> ferry_rdb::Value {
     use ferry_rdb::Value;
+    v.drop_expired_fields(now);
     match v {
         Value::Stream(mut s) => {
             for g in &mut s.groups {
@@ -584,7 +585,6 @@ fn normalized(v: ferry_rdb::Value, now: i64) -> ferry_rdb::Value {
             Value::Set(m)
         }
         Value::Hash(mut h) => {
-            h.retain(|f| f.expire_at_ms.is_none_or(|t| t as i64 > now));
             h.sort_by(|a, b| a.field.cmp(&b.field));
             Value::Hash(h)
         }

@@ -1049,9 +1049,6 @@ fn fields_keyword(argv: &[Bytes]) -> Option<usize> {
         .map(|i| i + 2)
 }
 
-/// `HSETEX key [KEEPTTL] FIELDS n f v ...` as `HSET key f v ...`: for a target that has no field expiries (it
-/// does not know `HSETEX`) the two write the same. `None` for any other `HSETEX` (an expiry to set, `FNX`/`FXX`
-/// conditions) and for malformed ones, which the policy then decides.
 /// `FUNCTION LOAD` and `FUNCTION RESTORE` as Redis 7.0 RC1/RC2 wrote them (an AOF or a stream of such a
 /// server), in the form every GA server takes; `None` for anything else, which goes as it is.
 ///
@@ -1098,6 +1095,9 @@ fn function_in_ga_form(argv: &[Bytes]) -> Option<Vec<Bytes>> {
     }
 }
 
+/// `HSETEX key [KEEPTTL] FIELDS n f v ...` as `HSET key f v ...`: for a target that has no field expiries (it
+/// does not know `HSETEX`) the two write the same. `None` for any other `HSETEX` (an expiry to set, `FNX`/`FXX`
+/// conditions) and for malformed ones, which the policy then decides.
 fn hsetex_without_expiry(name: &str, argv: &[Bytes]) -> Option<Vec<Bytes>> {
     if name != "hsetex" {
         return None;
