@@ -1,6 +1,7 @@
 //! Fuzzes DUMP payload decoding and re-encoding: arbitrary serialized values (the CRC is fixed up
 //! so the value decoder is reached, as a Redis payload and as a Valkey 9 one), and every decoded value must
-//! re-encode for v9 to v12 and Valkey's 80 and decode back to itself. Must never panic.
+//! re-encode for v9 to v12 and Valkey's 80 and decode back to itself; a module value's operands and vector-set view
+//! read without panicking. Must never panic.
 #![no_main]
 
 use ferry_rdb::{build_dump, decode_dump, decode_value, encode_value};
@@ -10,6 +11,16 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_dump(data);
     let payload = build_dump(data, 11);
     if let Ok((value, _)) = decode_dump(&payload) {
+        if let ferry_rdb::Value::Module(m) = &value {
+            // A module payload's operands, and the vector-set view verify compares by.
+            let _ = m.items();
+            if let Some(set) = m.vector_set() {
+                let mut canonical = (**m).clone();
+                canonical.payload = set.canonical_payload();
+                let again = canonical.vector_set().expect("a canonical payload reads as a vector set");
+                assert_eq!(again.canonical_payload(), canonical.payload);
+            }
+        }
         for v in [9, 10, 11, 12] {
             if let Ok(enc) = encode_value(&value, v) {
                 let back = decode_value(&enc, false).expect("our own encoding decodes");

@@ -566,6 +566,8 @@ impl Acc<'_> {
 /// has passed (`now`, Unix ms). Such a field is gone for every command, but a server reclaims it lazily or in
 /// its expiry cycle: a server that loaded it from an RDB file dropped it at load, one it was restored into
 /// keeps it in its `DUMP` until then.
+/// A vector set (Redis 8) is compared by its elements, vectors and attributes, not its graph: a server that
+/// loads or restores one rebuilds the graph's order, and a replayed `VADD` draws its own random levels.
 fn normalized(mut v: ferry_rdb::Value, now: i64) -> ferry_rdb::Value {
     use ferry_rdb::Value;
     v.drop_expired_fields(now);
@@ -591,6 +593,12 @@ fn normalized(mut v: ferry_rdb::Value, now: i64) -> ferry_rdb::Value {
         Value::SortedSet(mut z) => {
             z.sort_by(|a, b| a.0.cmp(&b.0));
             Value::SortedSet(z)
+        }
+        Value::Module(mut m) => {
+            if let Some(set) = m.vector_set() {
+                m.payload = set.canonical_payload();
+            }
+            Value::Module(m)
         }
         other => other,
     }

@@ -415,3 +415,118 @@ fn a_hash_field_whose_expiry_passed_is_no_difference_while_the_target_still_hold
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["value_mismatch"], 1, "{report}");
 }
+
+/// Vector sets (Redis 8) hold an HNSW graph that a server rebuilds when it loads or restores one, and that a
+/// replayed `VADD` builds with its own random levels: the same elements serialize differently on two servers
+/// (and on one after a `DUMP`/`RESTORE` round trip). Verify compares their elements, vectors and attributes.
+#[test]
+fn vector_sets_holding_the_same_elements_are_equal_whatever_their_graphs() {
+    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let mut src = source.client();
+    let mut tgt = target.client();
+    // (key, the options of every VADD): default q8 with attributes on some elements, fp32, binary, a random
+    // projection (REDUCE), and another M.
+    let sets: [(&str, &[&str]); 5] = [
+        ("vs:q8", &[]),
+        ("vs:fp32", &["NOQUANT"]),
+        ("vs:bin", &["BIN"]),
+        ("vs:reduce", &["REDUCE", "2"]),
+        ("vs:m", &["M", "6"]),
+    ];
+    let vadd = |con: &mut redis::Connection, key: &str, opts: &[&str], i: u32| {
+        let mut cmd = redis::cmd("VADD");
+        cmd.arg(key);
+        let reduce = opts.first() == Some(&"REDUCE");
+        if reduce {
+            cmd.arg(&opts[..2]);
+        }
+        cmd.arg("VALUES").arg(4);
+        for d in 0..4u32 {
+            cmd.arg(f64::from((i * 7 + d * 13) % 29) / 10.0 - 1.0);
+        }
+        cmd.arg(format!("e{i}"));
+        if !reduce {
+            cmd.arg(opts);
+        }
+        if i.is_multiple_of(3) {
+            cmd.arg("SETATTR").arg(format!("{{\"i\":{i}}}"));
+        }
+        cmd.exec(con).unwrap();
+    };
+    for (key, opts) in sets {
+        for i in 0..150 {
+            vadd(&mut src, key, opts, i);
+        }
+    }
+    // On the target: the random projection by DUMP/RESTORE (a replayed VADD would draw another matrix), the
+    // others by the same VADDs in the reverse order.
+    for (key, opts) in sets {
+        if key == "vs:reduce" {
+            let dump: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut src).unwrap();
+            redis::cmd("RESTORE")
+                .arg(key)
+                .arg(0)
+                .arg(dump)
+                .exec(&mut tgt)
+                .unwrap();
+        } else {
+            for i in (0..150).rev() {
+                vadd(&mut tgt, key, opts, i);
+            }
+        }
+    }
+    let dump = |con: &mut redis::Connection, key: &str| -> Vec<u8> {
+        redis::cmd("DUMP").arg(key).query(con).unwrap()
+    };
+    for (key, _) in sets {
+        assert_ne!(
+            dump(&mut src, key),
+            dump(&mut tgt, key),
+            "{key}: the graphs serialize differently"
+        );
+    }
+
+    let verify = || {
+        let mut ferry = Ferry::spawn([
+            "verify",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+            "--json",
+        ]);
+        let code = ferry.wait();
+        let report: serde_json::Value = serde_json::from_str(&ferry.stdout())
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", ferry.stdout(), ferry.stderr()));
+        (code, report)
+    };
+    let (code, report) = verify();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["keys_checked"], 5, "{report}");
+
+    // An attribute, a vector and an element each make a difference.
+    redis::cmd("VSETATTR")
+        .arg("vs:q8")
+        .arg("e3")
+        .arg("{\"i\":-3}")
+        .exec(&mut tgt)
+        .unwrap();
+    redis::cmd("VADD")
+        .arg("vs:fp32")
+        .arg("VALUES")
+        .arg(4)
+        .arg(&[0.5, 0.5, 0.5, 0.5])
+        .arg("e7")
+        .arg("NOQUANT")
+        .exec(&mut tgt)
+        .unwrap();
+    redis::cmd("VREM")
+        .arg("vs:m")
+        .arg("e8")
+        .exec(&mut tgt)
+        .unwrap();
+    let (code, report) = verify();
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["value_mismatch"], 3, "{report}");
+}

@@ -47,6 +47,7 @@ pub mod encoding;
 mod error;
 pub mod json;
 pub mod lzf;
+pub mod module;
 pub mod parser;
 pub mod reader;
 pub mod value;
@@ -60,6 +61,7 @@ pub use dump::{
 };
 pub use encode::encode_value;
 pub use error::{Error, KeyContext, Result};
+pub use module::{ModuleItem, VectorSet, VectorSetElement};
 pub use parser::{
     decode_value, is_valkey_version, loads_version, pre_ga_library_code, Checksum, Entry, Flavor,
     Item, Parser, ParserOptions, ValueMode, MAX_RDB_VERSION, MAX_VALKEY_RDB_VERSION,

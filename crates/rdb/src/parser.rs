@@ -928,7 +928,12 @@ impl Parser {
 
 /// The error for `stop`, whose buffer indexes are relative to absolute offset `base`;
 /// `checksum_where` is the [`Error::Checksum`] location.
-fn stop_error(stop: Stop, base: u64, key: KeyContext, checksum_where: &'static str) -> Error {
+pub(crate) fn stop_error(
+    stop: Stop,
+    base: u64,
+    key: KeyContext,
+    checksum_where: &'static str,
+) -> Error {
     match stop {
         Stop::More { need, what } => Error::Truncated {
             offset: base + need as u64,

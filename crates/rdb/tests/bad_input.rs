@@ -224,6 +224,49 @@ proptest! {
         let _ = ferry_rdb::decode_dump(&payload);
     }
 
+    /// A vector set's module payload with bytes changed: its operands and its vector-set view read as an
+    /// error or a value, never a panic (verify reads both from any module value a server hands it).
+    #[test]
+    fn damaged_vector_set_payloads_give_errors_not_panics(
+        elements in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..12), 0u64..40), 0..12),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        use ferry_rdb::{ModuleItem, ModuleValue};
+        let mut items = vec![
+            ModuleItem::Unsigned(4),
+            ModuleItem::Unsigned(elements.len() as u64),
+            ModuleItem::Unsigned(1 | 16 << 8),
+            ModuleItem::Unsigned(2),
+        ];
+        for (name, params) in &elements {
+            items.push(ModuleItem::String(bytes::Bytes::copy_from_slice(name)));
+            items.push(ModuleItem::String(bytes::Bytes::new()));
+            items.push(ModuleItem::String(bytes::Bytes::from_static(b"vect")));
+            items.push(ModuleItem::Unsigned(*params));
+            items.extend((0..*params).map(ModuleItem::Unsigned));
+        }
+        let mut payload = ferry_rdb::module::encode_module_items(&items).to_vec();
+        let value = |payload: &[u8]| ModuleValue {
+            module_id: 0,
+            name: "vectorset".into(),
+            encver: 0,
+            payload: bytes::Bytes::copy_from_slice(payload),
+        };
+        let whole = value(&payload).vector_set().expect("the undamaged payload is a vector set");
+        prop_assert_eq!(whole.elements.len(), elements.len());
+        let short = value(&payload[..cut.index(payload.len())]);
+        prop_assert!(short.items().is_err());
+        prop_assert!(short.vector_set().is_none());
+        for (i, b) in edits {
+            let at = i.index(payload.len());
+            payload[at] = b;
+        }
+        let damaged = value(&payload);
+        let _ = damaged.items();
+        let _ = damaged.vector_set();
+    }
+
     #[test]
     fn encoded_values_round_trip_through_every_version(
         items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 1..300),
