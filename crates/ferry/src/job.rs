@@ -879,6 +879,8 @@ impl Monitor {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut catch_up_target: Option<u64> = None;
+        // The warning that the source refuses INFO to the caught-up check, given once.
+        let mut warned_offset = false;
         // A cluster source: per shard, the node streamed from and its offset when its live phase was seen.
         let mut shard_targets: std::collections::HashMap<String, (String, u64)> =
             std::collections::HashMap::new();
@@ -930,7 +932,8 @@ impl Monitor {
                         let target = match known {
                             Some(&(_, t)) => Some(t),
                             None => {
-                                let t = node_offset(&self.source, &s.source).await;
+                                let asked = node_offset(&self.source, &s.source).await;
+                                let t = offset_to_reach(asked, s.source_offset, &mut warned_offset);
                                 if let Some(t) = t {
                                     shard_targets.insert(s.name.clone(), (s.source.clone(), t));
                                 }
@@ -962,14 +965,15 @@ impl Monitor {
                 }
             } else if !caught && status.phase == Phase::Incremental {
                 incremental_since_ticks += 1;
+                let applied = status.shards.first().map(|s| s.applied_offset).unwrap_or(0);
+                let received = status.shards.first().map(|s| s.source_offset).unwrap_or(0);
                 if catch_up_target.is_none() {
-                    catch_up_target = match &self.sentinel {
+                    let asked = match &self.sentinel {
                         Some(o) => sentinel_master_offset(o).await,
                         None => source_offset(&self.source).await,
                     };
+                    catch_up_target = offset_to_reach(asked, received, &mut warned_offset);
                 }
-                let applied = status.shards.first().map(|s| s.applied_offset).unwrap_or(0);
-                let received = status.shards.first().map(|s| s.source_offset).unwrap_or(0);
                 if let Some(target) = catch_up_target {
                     if incremental_since_ticks > 1
                         && (applied >= target || (received >= target && status.lag_bytes == 0))
@@ -1037,9 +1041,17 @@ impl Monitor {
     }
 }
 
-/// The source's `master_repl_offset` now (the offset the target must reach to be caught up).
+/// A source node's replication offset, for the caught-up check: the offset, or `Refused` when the user may
+/// not run `INFO` (a replication user given only `psync`, `replconf` and `ping`, as Redis documents for a
+/// replica's `masteruser`), or `None` when the node could not be asked now (asked again later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Offset {
+    At(u64),
+    Refused(String),
+}
+
 /// The replication offset of the cluster node at `addr` (`host:port`), reached with the seed's credentials.
-async fn node_offset(seed: &Endpoint, addr: &str) -> Option<u64> {
+async fn node_offset(seed: &Endpoint, addr: &str) -> Option<Offset> {
     let mut opts = seed.connect_options().ok()?;
     let (host, port) = addr.rsplit_once(':')?;
     opts.host = host
@@ -1051,22 +1063,51 @@ async fn node_offset(seed: &Endpoint, addr: &str) -> Option<u64> {
 }
 
 /// The replication offset of the master the sentinels name.
-async fn sentinel_master_offset(o: &ferry_sentinel::SentinelPoolOptions) -> Option<u64> {
+async fn sentinel_master_offset(o: &ferry_sentinel::SentinelPoolOptions) -> Option<Offset> {
     offset_at(&crate::config::sentinel_master(o).await.ok()?).await
 }
 
-async fn source_offset(source: &Endpoint) -> Option<u64> {
+/// The source's `master_repl_offset` now (the offset the target must reach to be caught up).
+async fn source_offset(source: &Endpoint) -> Option<Offset> {
     offset_at(&source.connect_options().ok()?).await
 }
 
-async fn offset_at(opts: &ferry_resp::ConnectOptions) -> Option<u64> {
+async fn offset_at(opts: &ferry_resp::ConnectOptions) -> Option<Offset> {
     let opts = opts.clone();
     let mut conn = ferry_resp::Connection::connect(&opts).await.ok()?;
-    let reply = conn.call(&["INFO", "replication"]).await.ok()?;
+    let reply = match conn.call(&["INFO", "replication"]).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            return e
+                .server_error()
+                .filter(|se| se.code() == "NOPERM")
+                .map(|se| Offset::Refused(se.to_string()));
+        }
+    };
     let text = reply
         .as_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned())?;
     text.lines()
         .find_map(|l| l.strip_prefix("master_repl_offset:"))
         .and_then(|v| v.trim().parse().ok())
+        .map(Offset::At)
+}
+
+/// The offset to reach for the caught-up check: the source's, or when the source refuses `INFO`, what ferry
+/// has received of the stream so far (`received`): then writes the source accepted but had not yet sent are
+/// not waited for, which a warning says once.
+fn offset_to_reach(asked: Option<Offset>, received: u64, warned: &mut bool) -> Option<u64> {
+    match asked? {
+        Offset::At(o) => Some(o),
+        Offset::Refused(e) => {
+            if !std::mem::replace(warned, true) {
+                tracing::warn!(
+                    error = %e,
+                    "the source user may not run INFO: caught up means the target applied what ferry had received \
+                     when the live phase began, not what the source had accepted (allow `info` to this user)"
+                );
+            }
+            Some(received)
+        }
+    }
 }

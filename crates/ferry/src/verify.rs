@@ -775,18 +775,10 @@ impl Side {
         let mut conn = Connection::connect(&first)
             .await
             .map_err(|e| Error::from(e).context(name))?;
-        let info = text(
-            &conn
-                .call(&["INFO", "server"])
-                .await
-                .map_err(|e| Error::from(e).context(name))?,
-        );
-        let major: u32 = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .and_then(|v| v.split('.').next())
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+        let info = ferry_resp::probe::info_server(&mut conn)
+            .await
+            .map_err(|e| Error::from(e).context(name))?;
+        let major = ferry_resp::probe::major_version(&info);
         side.has_expiretime = major >= 7;
         Ok(side)
     }
@@ -807,11 +799,10 @@ impl Side {
                 let mut conn = Connection::connect(o)
                     .await
                     .map_err(|e| Error::from(e).context(self.name))?;
-                let info = text(&conn.call(&["INFO", "keyspace"]).await?);
-                Ok(info
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
-                    .collect())
+                let dbs = ferry_resp::probe::keyspace(&mut conn, 0)
+                    .await
+                    .map_err(|e| Error::from(e).context(self.name))?;
+                Ok(dbs.into_iter().map(|(db, _)| db as u32).collect())
             }
         }
     }
@@ -1025,12 +1016,6 @@ async fn scan(
         _ => return Err(bad()),
     };
     Ok((next, keys))
-}
-
-fn text(f: &Frame) -> String {
-    f.as_bytes()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default()
 }
 
 fn now_ms() -> i64 {

@@ -773,3 +773,105 @@ fn a_second_ctrl_c_exits_at_once_while_the_first_is_draining_and_a_restart_ends_
         .unwrap();
     assert_eq!(counter, 500, "every acknowledged INCR applied once");
 }
+
+/// The users a careful operator gives ferry: on the source the replica user Redis documents for `masteruser`
+/// (`+psync +replconf +ping`: no `INFO`, no `COMMAND`), on the target an application user without
+/// `@dangerous` (no `INFO`, `CLIENT LIST`, `MODULE LIST`), given `RESTORE` back. The job copies every type in
+/// every database, knows when it has caught up, resumes from its checkpoint, and `ferry verify` runs with
+/// such users too.
+#[test]
+fn sync_and_verify_with_least_privilege_users() {
+    let source = Server::start(ServerOptions::new(Version::V7_0).acl_user(
+        ferry_testkit::AclUser::new("replica", "replica-pw").rules("+psync +replconf +ping"),
+    ))
+    .unwrap();
+    let app = "~* &* +@all -@dangerous";
+    let target =
+        Server::start(ServerOptions::new(Version::V7_0).acl_user(
+            ferry_testkit::AclUser::new("app", "app-pw").rules(format!("{app} +restore")),
+        ))
+        .unwrap();
+    let mut src = source.client();
+    fill(&Target::from(&source), &FillOptions::seed(5)).unwrap();
+    for db in [0, 2] {
+        redis::cmd("SELECT").arg(db).exec(&mut src).unwrap();
+        redis::cmd("RPUSH")
+            .arg("least:list")
+            .arg(&["a", "b", "c"])
+            .exec(&mut src)
+            .unwrap();
+        redis::cmd("SET")
+            .arg("least:ttl")
+            .arg(db)
+            .arg("PX")
+            .arg(3_600_000)
+            .exec(&mut src)
+            .unwrap();
+    }
+    let url = |user: &str, pw: &str, s: &Server| format!("redis://{user}:{pw}@{}", s.addr());
+    let sync = || {
+        let mut ferry = Ferry::spawn([
+            "sync",
+            "--source",
+            &url("replica", "replica-pw", &source),
+            "--target",
+            &url("app", "app-pw", &target),
+            "--until-caught-up",
+        ]);
+        let code = ferry.wait();
+        assert_eq!(code, 0, "stderr:\n{}", ferry.stderr());
+        ferry.stderr()
+    };
+    let log = sync();
+    assert!(log.contains("the source user may not run INFO"), "{log}");
+    assert!(
+        log.contains("the target user may not list clients"),
+        "{log}"
+    );
+    assert_equal(&Target::from(&source), &Target::from(&target));
+
+    // A second run resumes from the checkpoint (no second copy) and applies what was written in between.
+    redis::cmd("SELECT").arg(2).exec(&mut src).unwrap();
+    redis::cmd("INCRBY")
+        .arg("least:counter")
+        .arg(7)
+        .exec(&mut src)
+        .unwrap();
+    let log = sync();
+    assert!(
+        log.contains("partial resync") || log.contains("continue"),
+        "{log}"
+    );
+    assert!(!log.contains("full resync"), "{log}");
+    assert_equal(&Target::from(&source), &Target::from(&target));
+
+    // verify with application users on both sides.
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("reader")
+        .arg("on")
+        .arg(">reader-pw")
+        .arg(app.split(' ').collect::<Vec<_>>())
+        .exec(&mut src)
+        .unwrap();
+    let mut ferry = Ferry::spawn([
+        "verify",
+        "--source",
+        &url("reader", "reader-pw", &source),
+        "--target",
+        &url("app", "app-pw", &target),
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}\n{}", ferry.stdout(), ferry.stderr());
+    assert!(ferry.stdout().starts_with("equal:"), "{}", ferry.stdout());
+    // Found without INFO keyspace: db 2 holds only this test's keys.
+    let dbs = ferry
+        .stdout()
+        .split("dbs [")
+        .nth(1)
+        .map(|r| r.split(']').next().unwrap_or("").to_string());
+    assert!(
+        dbs.is_some_and(|d| d.split(", ").any(|n| n == "2")),
+        "{}",
+        ferry.stdout()
+    );
+}

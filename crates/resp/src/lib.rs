@@ -68,6 +68,7 @@ mod error;
 mod frame;
 mod like;
 mod options;
+pub mod probe;
 mod tls;
 
 pub use codec::{CommandCodec, RespCodec};

@@ -156,6 +156,18 @@ impl<P> Pipe<P> {
         Ok(self.conn.pipeline(cmds).await?)
     }
 
+    /// The connection, for a few direct calls (`ferry_resp::probe`): only when nothing is in flight. The caller
+    /// leaves it in the database [`Pipe::db`] says.
+    pub(crate) async fn direct(&mut self) -> Result<&mut Connection, Error> {
+        if !self.pending.is_empty() {
+            return Err(Error::Protocol(
+                "a direct call while replies are pending".into(),
+            ));
+        }
+        self.flush().await?;
+        Ok(&mut self.conn)
+    }
+
     /// A command and its reply, out of the pipeline: only when nothing is in flight.
     pub(crate) async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, Error> {
         if !self.pending.is_empty() {

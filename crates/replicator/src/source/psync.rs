@@ -354,9 +354,8 @@ pub async fn handshake(
     }
     // The replica version ferry reports to Valkey: the newest whose full-sync format (VALKEY080) ferry reads.
     const VALKEY_REPLICA_VERSION: &str = "9.1.0";
-    let source = match conn.call(&["INFO", "server"]).await {
-        Ok(Frame::Bulk(text)) | Ok(Frame::Verbatim { text, .. }) => {
-            let text = String::from_utf8_lossy(&text).into_owned();
+    let source = match ferry_resp::probe::info_server(conn).await {
+        Ok(text) => {
             let field = |name: &str| {
                 text.lines().find_map(|l| {
                     let (k, v) = l.split_once(':')?;
@@ -371,9 +370,9 @@ pub async fn handshake(
                 None => field("redis_version").map(|v| format!("redis {v}")),
             }
         }
-        Ok(_) => None,
         Err(e) => match e.server_error() {
-            // INFO may be refused to a replication-only ACL user: then the family stays unknown.
+            // INFO and HELLO may be refused to a replication-only ACL user (Redis documents a replica's user as
+            // `+psync +replconf +ping`): then the family stays unknown.
             Some(_) => None,
             None => return Err(e.into()),
         },

@@ -106,11 +106,8 @@ impl Reader {
     /// Connects to the source.
     pub(crate) async fn connect(opts: &ConnectOptions) -> Result<Reader, Error> {
         let mut conn = Connection::connect(opts).await?;
-        let info = conn.call(&["INFO", "server"]).await?;
-        let text = info
-            .as_bytes()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default();
+        // The Redis version: Valkey's `redis_version` (7.2.4) says what matters here (PEXPIRETIME).
+        let text = ferry_resp::probe::info_server(&mut conn).await?;
         let major = text
             .lines()
             .find_map(|l| l.strip_prefix("redis_version:"))
@@ -128,12 +125,7 @@ impl Reader {
         &mut self,
         wanted: Option<&[i64]>,
     ) -> Result<Vec<(i64, u64)>, Error> {
-        let info = self.conn.call(&["INFO", "keyspace"]).await?;
-        let text = info
-            .as_bytes()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default();
-        let listed = parse_keyspace(&text);
+        let listed = ferry_resp::probe::keyspace(&mut self.conn, self.db).await?;
         Ok(match wanted {
             Some(dbs) => dbs
                 .iter()
@@ -290,21 +282,6 @@ fn owned_bytes(frame: Frame) -> Option<Bytes> {
         Frame::Bulk(b) | Frame::Simple(b) => Some(b),
         _ => None,
     }
-}
-
-/// Databases and key counts of an `INFO keyspace` answer (`db0:keys=3,expires=0,avg_ttl=0`).
-fn parse_keyspace(text: &str) -> Vec<(i64, u64)> {
-    text.lines()
-        .filter_map(|l| {
-            let (db, rest) = l.trim().strip_prefix("db")?.split_once(':')?;
-            let keys = rest
-                .split(',')
-                .find_map(|f| f.strip_prefix("keys="))?
-                .parse()
-                .ok()?;
-            Some((db.parse().ok()?, keys))
-        })
-        .collect()
 }
 
 /// Makes sure the source sends keyspace notifications for every change (`K` plus `A`, or each of the classes
@@ -532,12 +509,5 @@ mod tests {
         assert!(!covers_every_change(""));
         assert!(!covers_every_change("A"));
         assert!(!covers_every_change("Kg$"));
-    }
-
-    #[test]
-    fn info_keyspace_lists_databases_with_their_keys() {
-        let text =
-            "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb12:keys=40,expires=0,avg_ttl=0\r\n";
-        assert_eq!(parse_keyspace(text), vec![(0, 3), (12, 40)]);
     }
 }
