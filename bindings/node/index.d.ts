@@ -298,7 +298,7 @@ export interface VerifyOptions {
   /** Check at most this many keys of each side per database. */
   sample?: number
   ttl_tolerance_ms?: number
-  compare?: 'auto' | 'dump' | 'value'
+  compare?: 'auto' | 'dump' | 'value' | 'digest'
   max_differences?: number
   recheck_after_ms?: number
   ignore_prefixes?: string[]

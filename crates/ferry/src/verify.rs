@@ -55,7 +55,9 @@ pub struct VerifyOptions {
     /// Check differing keys again after this many milliseconds; those equal then are not differences.
     pub recheck_after_ms: Option<u64>,
     /// Keys starting with one of these are skipped on both sides (default: ferry's checkpoint keys and the
-    /// target policy's stored report).
+    /// target policy's stored report). ferry's own keys (checkpoints, stored reports, a DR pair's state
+    /// records, a cluster source's shard leases: `ferry_replicator::RESERVED_KEY_PREFIXES`) are skipped
+    /// whatever this holds.
     pub ignore_prefixes: Vec<String>,
     /// Keys per `SCAN` and per pipelined batch.
     pub batch: usize,
@@ -360,11 +362,12 @@ impl Acc<'_> {
         let mut keys: Vec<Bytes> = keys
             .into_iter()
             .filter(|k| {
-                !self
-                    .options
-                    .ignore_prefixes
-                    .iter()
-                    .any(|p| k.starts_with(p.as_bytes()))
+                !ferry_replicator::is_reserved_key(k)
+                    && !self
+                        .options
+                        .ignore_prefixes
+                        .iter()
+                        .any(|p| k.starts_with(p.as_bytes()))
             })
             .collect();
         if let Some(s) = self.options.sample {

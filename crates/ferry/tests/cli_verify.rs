@@ -530,3 +530,54 @@ fn vector_sets_holding_the_same_elements_are_equal_whatever_their_graphs() {
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["value_mismatch"], 3, "{report}");
 }
+
+/// ferry's own keys are no data: a cluster source's shard leases (held in the target while the job runs), a DR
+/// pair's state record and checkpoints on one side only are no difference, whatever `ignore_prefixes` holds.
+#[test]
+fn ferrys_own_keys_on_one_side_are_no_difference() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    for s in [&source, &target] {
+        redis::cmd("SET")
+            .arg("data")
+            .arg("same")
+            .exec(&mut s.client())
+            .unwrap();
+    }
+    for key in [
+        "ferry:lease:{ferry:0123abcd}",
+        "ferry:state:{ferry}",
+        "ferry:checkpoint:{ferry}",
+    ] {
+        redis::cmd("SET")
+            .arg(key)
+            .arg("held")
+            .exec(&mut target.client())
+            .unwrap();
+    }
+    let mut ferry = Ferry::spawn([
+        "verify",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--json",
+    ]);
+    let code = ferry.wait();
+    let report: serde_json::Value = serde_json::from_str(&ferry.stdout())
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", ferry.stdout(), ferry.stderr()));
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["keys_checked"], 1, "{report}");
+
+    // Through the library with prefixes of the user's own: still skipped.
+    let mut options = ferry::VerifyOptions::default();
+    options.ignore_prefixes = vec!["tmp:".into()];
+    let report = runtime()
+        .block_on(ferry::verify(
+            &ferry::Source::standalone(source.url()),
+            &ferry::Target::standalone(target.url()),
+            options,
+        ))
+        .unwrap();
+    assert!(report.equal, "{report:?}");
+}

@@ -360,7 +360,7 @@ def verify(source: EndpointSpec, target: EndpointSpec, **options: Any) -> Verify
     """Compare ``source`` and ``target`` key by key (types, values, expiry).
 
     Options are ferry's ``VerifyOptions``: ``dbs``, ``sample``, ``ttl_tolerance_ms``, ``compare`` ("auto",
-    "dump", "value"), ``max_differences``, ``recheck_after_ms``, ``ignore_prefixes``, ``batch``; an unknown
+    "dump", "value", "digest"), ``max_differences``, ``recheck_after_ms``, ``ignore_prefixes``, ``batch``; an unknown
     option raises :class:`ConfigError`.
     """
     return VerifyReport._from_json(_native.verify_json(*_verify_args(source, target, options)))
