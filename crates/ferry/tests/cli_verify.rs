@@ -336,6 +336,22 @@ fn server_ms(con: &mut redis::Connection) -> u64 {
     secs * 1000 + micros / 1000
 }
 
+/// `ferry verify --json` of two servers: the exit code and the report.
+fn verify_json(source: &Server, target: &Server) -> (i32, serde_json::Value) {
+    let mut ferry = Ferry::spawn([
+        "verify",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--json",
+    ]);
+    let code = ferry.wait();
+    let report: serde_json::Value = serde_json::from_str(&ferry.stdout())
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", ferry.stdout(), ferry.stderr()));
+    (code, report)
+}
+
 #[test]
 fn a_hash_field_whose_expiry_passed_is_no_difference_while_the_target_still_holds_it() {
     // A server that loaded a file dropped such a field at load; one the key was restored into (or whose expiry
@@ -386,20 +402,7 @@ fn a_hash_field_whose_expiry_passed_is_no_difference_while_the_target_still_hold
         "the target still holds the expired field"
     );
 
-    let verify = || {
-        let mut ferry = Ferry::spawn([
-            "verify",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-            "--json",
-        ]);
-        let code = ferry.wait();
-        let report: serde_json::Value = serde_json::from_str(&ferry.stdout())
-            .unwrap_or_else(|e| panic!("{e}: {}\n{}", ferry.stdout(), ferry.stderr()));
-        (code, report)
-    };
+    let verify = || verify_json(&source, &target);
     let (code, report) = verify();
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["keys_checked"], 1, "{report}");
@@ -487,20 +490,7 @@ fn vector_sets_holding_the_same_elements_are_equal_whatever_their_graphs() {
         );
     }
 
-    let verify = || {
-        let mut ferry = Ferry::spawn([
-            "verify",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-            "--json",
-        ]);
-        let code = ferry.wait();
-        let report: serde_json::Value = serde_json::from_str(&ferry.stdout())
-            .unwrap_or_else(|e| panic!("{e}: {}\n{}", ferry.stdout(), ferry.stderr()));
-        (code, report)
-    };
+    let verify = || verify_json(&source, &target);
     let (code, report) = verify();
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["keys_checked"], 5, "{report}");
@@ -555,17 +545,7 @@ fn ferrys_own_keys_on_one_side_are_no_difference() {
             .exec(&mut target.client())
             .unwrap();
     }
-    let mut ferry = Ferry::spawn([
-        "verify",
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--json",
-    ]);
-    let code = ferry.wait();
-    let report: serde_json::Value = serde_json::from_str(&ferry.stdout())
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", ferry.stdout(), ferry.stderr()));
+    let (code, report) = verify_json(&source, &target);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["keys_checked"], 1, "{report}");
 

@@ -295,18 +295,19 @@ impl<'a> Cur<'a> {
     pub(crate) fn module_opcode(&mut self) -> R<u64> {
         let at = self.p;
         let op = self.len("a module value opcode")?;
+        use crate::module::{OP_DOUBLE, OP_EOF, OP_FLOAT, OP_SINT, OP_STRING, OP_UINT};
         match op {
-            0 => {}
-            1 | 2 => {
+            OP_EOF => {}
+            OP_SINT | OP_UINT => {
                 self.len("a module integer")?;
             }
-            3 => {
+            OP_FLOAT => {
                 self.take(4, "a module float")?;
             }
-            4 => {
+            OP_DOUBLE => {
                 self.take(8, "a module double")?;
             }
-            5 => self.skip_string("a module string")?,
+            OP_STRING => self.skip_string("a module string")?,
             x => return corrupt(at, format!("unknown module opcode {x}")),
         }
         Ok(op)

@@ -29,12 +29,12 @@ pub enum ModuleItem {
 }
 
 /// Opcodes of a module payload (rdb.h `RDB_MODULE_OPCODE_*`).
-const OP_EOF: u64 = 0;
-const OP_SINT: u64 = 1;
-const OP_UINT: u64 = 2;
-const OP_FLOAT: u64 = 3;
-const OP_DOUBLE: u64 = 4;
-const OP_STRING: u64 = 5;
+pub(crate) const OP_EOF: u64 = 0;
+pub(crate) const OP_SINT: u64 = 1;
+pub(crate) const OP_UINT: u64 = 2;
+pub(crate) const OP_FLOAT: u64 = 3;
+pub(crate) const OP_DOUBLE: u64 = 4;
+pub(crate) const OP_STRING: u64 = 5;
 
 /// The operands of a module payload (the opcodes after the module ID, up to its EOF opcode).
 pub fn module_items(payload: &[u8]) -> Result<Vec<ModuleItem>, Error> {
