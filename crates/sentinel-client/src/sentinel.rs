@@ -218,7 +218,9 @@ pub(crate) async fn sentinels(
     Ok(instances(reply).iter().filter_map(instance_addr).collect())
 }
 
-/// Asks a server what it is: ROLE, or `INFO replication` where ROLE is refused (renamed, ACL).
+/// Asks a server what it is: ROLE, or `INFO replication` where ROLE is refused (renamed, ACL), or the `role`
+/// field of `HELLO` where both are (both are in `@dangerous`, which an application user such as
+/// `+@all -@dangerous` is denied; `HELLO` is in `@connection`).
 pub(crate) async fn role(
     conn: &mut Connection,
     deadline: Duration,
@@ -230,7 +232,13 @@ pub(crate) async fn role(
             Ok(parse_role(&name))
         }
         Err(e) if e.server_error().is_some() && !is_not_master_code(&e) => {
-            let info = call_with_deadline(conn, &["INFO", "replication"], deadline).await?;
+            let info = match call_with_deadline(conn, &["INFO", "replication"], deadline).await {
+                Ok(info) => info,
+                Err(i) if i.server_error().is_some() && !is_not_master_code(&i) => {
+                    return role_of_hello(conn, deadline, &e, &i).await;
+                }
+                Err(i) => return Err(i),
+            };
             let body = info
                 .as_bytes()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
@@ -243,6 +251,31 @@ pub(crate) async fn role(
             Ok(parse_role(&role))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The `role` field of `HELLO` (a map in RESP3, pairs in an array in RESP2); `role_error` and `info_error`
+/// (why ROLE and INFO were refused) are reported when `HELLO` names no role.
+async fn role_of_hello(
+    conn: &mut Connection,
+    deadline: Duration,
+    role_error: &ferry_resp::Error,
+    info_error: &ferry_resp::Error,
+) -> Result<Role, ferry_resp::Error> {
+    let hello = call_with_deadline(conn, &["HELLO"], deadline).await?;
+    let items: Vec<Frame> = match hello {
+        Frame::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => other.into_array().unwrap_or_default(),
+    };
+    let role = items
+        .chunks_exact(2)
+        .find(|kv| text(&kv[0]).as_deref() == Some("role"))
+        .and_then(|kv| text(&kv[1]));
+    match role {
+        Some(role) => Ok(parse_role(&role)),
+        None => Err(ferry_resp::Error::Server(ferry_resp::ServerError::new(format!(
+            "{role_error}; INFO: {info_error}; HELLO names no role: the server's role cannot be known"
+        )))),
     }
 }
 

@@ -84,3 +84,50 @@ async fn replica_request_falls_back_to_master_only_when_allowed() {
     assert!(r.is_master());
     assert_eq!(r.addr(), &addr_of(&group.master));
 }
+
+/// An application user without `@dangerous` (no `ROLE`, no `INFO`), as many deployments give their clients:
+/// the pool learns the master's role from `HELLO`, writes, and follows a `SENTINEL FAILOVER`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_user_without_role_or_info_writes_and_follows_a_failover() {
+    let group = start_group(SentinelOptions::default());
+    for node in std::iter::once(&group.master).chain(&group.replicas) {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("app")
+            .arg("on")
+            .arg(">app-secret")
+            .arg(&["~*", "&*", "+@all", "-@dangerous"])
+            .exec(&mut node.client())
+            .unwrap();
+    }
+    let pool = SentinelPool::new(pool_options(&group).data_auth(Some("app"), "app-secret"))
+        .await
+        .expect("a pool for the application user");
+    let refused = pool
+        .call(&["ROLE"])
+        .await
+        .expect_err("ROLE is refused to app");
+    assert!(refused.to_string().contains("NOPERM"), "{refused}");
+    pool.call(&["SET", "app:before", "1"])
+        .await
+        .expect("write as the application user");
+
+    let old = group.master.addr();
+    tokio::task::block_in_place(|| group.failover()).expect("SENTINEL FAILOVER completes");
+    let new =
+        tokio::task::block_in_place(|| group.wait_master_changed(&old, Duration::from_secs(60)))
+            .expect("a new master");
+    let start = std::time::Instant::now();
+    while let Err(e) = pool.call(&["SET", "app:after", "2"]).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no write on the new master: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        pool.master_addr().map(|a| a.to_string()),
+        Some(new.clone()),
+        "the pool follows the new master"
+    );
+}
