@@ -191,3 +191,15 @@ def test_pool_errors_config_and_auth() -> None:
             assert pool.execute_command("PING") == b"PONG"
     with pytest.raises(redis_ferry.ConfigError):
         SentinelPool("127.0.0.1:26379", "m")  # a string, not a list
+
+
+def test_an_application_user_without_role_or_info(group: Dict[str, Any]) -> None:
+    """A user without @dangerous (no ROLE, no INFO), as applications are often given: the pool learns the
+    master's role from HELLO and writes."""
+    for addr in [group["master"], *group["replicas"]]:
+        client(addr).execute_command("ACL", "SETUSER", "app", "on", ">app-secret", "~*", "&*", "+@all", "-@dangerous")
+    with SentinelPool(group["sentinels"], group["master_name"], username="app", password="app-secret") as pool:
+        with pytest.raises(redis_ferry.FerryError, match="NOPERM"):
+            pool.execute_command("ROLE")
+        assert pool.execute_command("SET", "app:k", "v") == b"OK"
+        assert pool.execute_command("GET", "app:k") == b"v"
