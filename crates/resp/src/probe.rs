@@ -2,8 +2,8 @@
 //!
 //! `INFO` is in the `@dangerous` ACL category, which application users are often denied (`+@all -@dangerous`),
 //! and Redis documents a replica's user as `+psync +replconf +ping`. These helpers ask `INFO` first and, when
-//! it is refused (`NOPERM`), fall back to commands such users may run: `HELLO` (Redis 6.0+, `@connection`)
-//! for the server's name and version, `SELECT` and `DBSIZE` for the databases.
+//! it is refused (`NOPERM`), fall back to commands such users may run: `HELLO` (`@connection`; without
+//! arguments, Redis 6.2 and later) for the server's name and version, `SELECT` and `DBSIZE` for the databases.
 
 use bytes::Bytes;
 

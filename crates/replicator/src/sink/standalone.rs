@@ -248,7 +248,7 @@ impl StandaloneSink {
     /// a Valkey 9 target reports `redis_version:7.2.4` and loads RDB 80 with field expiries.
     ///
     /// An ACL user without `INFO` (it is in `@dangerous`, which application users are often denied) gets the
-    /// family and version from `HELLO` (Redis 6.0 and later, in `@connection`).
+    /// family and version from `HELLO` (without arguments: Redis 6.2 and later; in `@connection`).
     pub async fn target_format(&mut self) -> Result<TargetFormat, Error> {
         self.drain().await?;
         let text = match ferry_resp::probe::info_server(self.pipe.direct().await?).await {
