@@ -1078,10 +1078,7 @@ async fn offset_at(opts: &ferry_resp::ConnectOptions) -> Option<Offset> {
     let reply = match conn.call(&["INFO", "replication"]).await {
         Ok(reply) => reply,
         Err(e) => {
-            return e
-                .server_error()
-                .filter(|se| se.code() == "NOPERM")
-                .map(|se| Offset::Refused(se.to_string()));
+            return ferry_resp::probe::is_refused(&e).then(|| Offset::Refused(e.to_string()));
         }
     };
     let text = reply

@@ -36,20 +36,22 @@ pub async fn info_server(conn: &mut Connection) -> Result<String, Error> {
     }
 }
 
-/// `INFO server` lines made from a `HELLO` reply (a map in RESP3, pairs in an array in RESP2); empty when it
-/// names no version.
-pub fn info_of_hello(hello: &Frame) -> String {
+/// One field of a `HELLO` reply (a map in RESP3, pairs in an array in RESP2): `server`, `version`, `role`...
+pub fn hello_field(hello: &Frame, name: &str) -> Option<String> {
     let items: Vec<&Frame> = match hello {
         Frame::Array(items) => items.iter().collect(),
         Frame::Map(pairs) => pairs.iter().flat_map(|(k, v)| [k, v]).collect(),
         _ => Vec::new(),
     };
-    let field = |name: &str| {
-        items
-            .chunks_exact(2)
-            .find(|kv| text(kv[0]) == name)
-            .map(|kv| text(kv[1]))
-    };
+    items
+        .chunks_exact(2)
+        .find(|kv| text(kv[0]) == name)
+        .map(|kv| text(kv[1]))
+}
+
+/// `INFO server` lines made from a `HELLO` reply; empty when it names no version.
+pub fn info_of_hello(hello: &Frame) -> String {
+    let field = |name: &str| hello_field(hello, name);
     match (field("server").as_deref(), field("version")) {
         (_, None) => String::new(),
         (Some("valkey"), Some(v)) => {

@@ -254,7 +254,7 @@ pub(crate) async fn role(
     }
 }
 
-/// The `role` field of `HELLO` (a map in RESP3, pairs in an array in RESP2); `role_error` and `info_error`
+/// The `role` field of `HELLO`; `role_error` and `info_error`
 /// (why ROLE and INFO were refused) are reported when `HELLO` names no role.
 async fn role_of_hello(
     conn: &mut Connection,
@@ -263,15 +263,7 @@ async fn role_of_hello(
     info_error: &ferry_resp::Error,
 ) -> Result<Role, ferry_resp::Error> {
     let hello = call_with_deadline(conn, &["HELLO"], deadline).await?;
-    let items: Vec<Frame> = match hello {
-        Frame::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        other => other.into_array().unwrap_or_default(),
-    };
-    let role = items
-        .chunks_exact(2)
-        .find(|kv| text(&kv[0]).as_deref() == Some("role"))
-        .and_then(|kv| text(&kv[1]));
-    match role {
+    match ferry_resp::probe::hello_field(&hello, "role") {
         Some(role) => Ok(parse_role(&role)),
         None => Err(ferry_resp::Error::Server(ferry_resp::ServerError::new(format!(
             "{role_error}; INFO: {info_error}; HELLO names no role: the server's role cannot be known"

@@ -174,7 +174,7 @@ impl StandaloneSink {
             // checkpoint (it would not find the checkpoint it chains to), and that session's restart from
             // the checkpoint then is exact; what the fence adds is that nothing of an earlier process lands
             // at all, for a full copy's writes too.
-            Err(Error::Resp(e)) if e.server_error().is_some_and(|se| se.code() == "NOPERM") => {
+            Err(Error::Resp(e)) if ferry_resp::probe::is_refused(&e) => {
                 warn!(
                     error = %e,
                     "the target user may not list clients: connections of an earlier run of this job are not \
