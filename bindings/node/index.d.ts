@@ -303,11 +303,18 @@ export interface VerifyOptions {
   recheck_after_ms?: number
   ignore_prefixes?: string[]
   batch?: number
+  /** Only the databases and keys a sync job with this filter copies (its command rules do not apply). */
+  filter?: FilterConfig
+  /** Source database to target database, as a sync job's: each source database is compared with its target's. */
+  db_map?: Record<string, number>
 }
 
 export interface Difference {
   kind: 'missing' | 'extra' | 'type' | 'value' | 'ttl'
+  /** The source's database. */
   db: number
+  /** The target's (`db` unless a database map sends it elsewhere). */
+  target_db: number
   /** UTF-8 as is, other bytes as `\xNN`. */
   key: string
   detail: string
@@ -404,6 +411,8 @@ export interface RdbStats {
 export interface RestoreOptions {
   conflict?: Conflict
   dbs?: number[]
+  /** The file's database to the target's (`{ 0: 3 }`); unlisted databases keep their number. */
+  db_map?: Record<string, number>
   max_restore_bytes?: number
   target_policy?: TargetPolicy
 }

@@ -149,6 +149,30 @@ test('verify reports the keys that differ', async () => {
   }
 })
 
+test('verify compares a source database with the target database a map sends it to', async () => {
+  const s9 = client(source.addr, { db: 9 })
+  const t10 = client(target.addr, { db: 10 })
+  try {
+    await s9.set('mapped:1', 'a')
+    await s9.set('skipped:1', 'left out by the filter')
+    await t10.set('mapped:1', 'a')
+    const options = { db_map: { 9: 10 }, dbs: [9], filter: { allow_key_prefixes: ['mapped:'] } }
+    let r = await verify(`redis://${source.addr}`, `redis://${target.addr}`, options)
+    assert.equal(r.equal, true, JSON.stringify(r))
+    assert.equal(r.keys_checked, 1, JSON.stringify(r))
+    // The same named in the URLs, after a change: found in the mapped database.
+    await t10.set('mapped:1', 'changed')
+    r = await verify(`redis://${source.addr}/9`, `redis://${target.addr}/10`, { filter: options.filter })
+    assert.equal(r.value_mismatch, 1, JSON.stringify(r))
+    assert.deepEqual([r.differences[0].db, r.differences[0].target_db], [9, 10])
+  } finally {
+    await s9.flushdb()
+    await t10.flushdb()
+    s9.disconnect()
+    t10.disconnect()
+  }
+})
+
 test('an aborted wait rejects with the AbortError and the job goes on', async () => {
   const job = newJob(config())
   await job.start()

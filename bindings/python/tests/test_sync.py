@@ -159,6 +159,32 @@ def test_verify_finds_each_planted_difference(pair: Tuple[str, str]) -> None:
     }, kinds
 
 
+def test_verify_compares_what_a_filtered_and_mapped_job_copies(pair: Tuple[str, str]) -> None:
+    source, target = pair
+    client(source, db=0).set("app:1", "a")
+    client(source, db=0).set("tmp:1", "left out")
+    client(source, db=2).set("app:2", "b")
+    job = SyncJob(
+        source=url(source),
+        target=url(target),
+        filter={"allow_key_prefixes": ["app:"]},
+        db_map={"2": 5},
+        until_caught_up=True,
+    )
+    job.start()
+    assert job.wait(timeout=300).phase == "caught_up"
+    assert client(target, db=5).get("app:2") == b"b"
+    assert not verify(url(source), url(target)).equal
+    report = verify(url(source), url(target), filter={"allow_key_prefixes": ["app:"]}, db_map={"2": 5})
+    assert report.equal and report.keys_checked == 2, report
+
+    # Databases named in the URLs: source database 2 against target database 5.
+    client(target, db=5).set("app:2", "changed")
+    report = verify(f"{url(source)}/2", f"{url(target)}/5")
+    assert (report.equal, report.value_mismatch, report.dbs) == (False, 1, [2]), report
+    assert (report.differences[0].db, report.differences[0].target_db) == (2, 5), report
+
+
 def test_asyncio_sync_until_caught_up_with_async_events_then_verify_async() -> None:
     async def run(source: str, target: str) -> None:
         phases: List[str] = []

@@ -395,6 +395,9 @@ impl SyncJob {
         let config = self.config;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("SyncJob::start needs a tokio runtime"))?;
+        if let Some(note) = config.selection()?.note {
+            tracing::info!("{note}");
+        }
         let source = match &config.source {
             Source::Standalone(e) => e.clone(),
             // The file's path names the stream in the status; the replicator reads the file.
@@ -718,8 +721,8 @@ struct CopyCheck {
 }
 
 impl CopyCheck {
-    /// For a scan source whose keys reach the target unchanged (no key filters, no database map: with them
-    /// the two sides are not meant to be equal, and no verify runs).
+    /// For a scan source: the verify compares the keys the job's filters let through, in the databases its
+    /// database map sends them to.
     fn of(config: &SyncConfig) -> Option<CopyCheck> {
         let Source::Scan {
             endpoint,
@@ -730,20 +733,10 @@ impl CopyCheck {
         else {
             return None;
         };
-        let f = &config.filter;
-        let filtered = !(f.allow_key_prefixes.is_empty()
-            && f.block_key_prefixes.is_empty()
-            && f.allow_key_regexes.is_empty()
-            && f.block_key_regexes.is_empty()
-            && f.allow_dbs.is_empty()
-            && f.block_dbs.is_empty());
-        if filtered || config.db_pairs().iter().any(|(a, b)| a != b) {
-            tracing::info!(
-                "no verify at the end of the scan: filters or a database map make the sides differ"
-            );
-            return None;
-        }
-        let mut options = VerifyOptions::default().with_recheck_after_ms(1000);
+        // The job's filters and database map are the verify's: it compares what the job copies.
+        let mut options = VerifyOptions::default()
+            .with_recheck_after_ms(1000)
+            .with_job(config);
         options.dbs.clone_from(dbs);
         let source = match cluster {
             true => Source::Cluster {

@@ -341,6 +341,8 @@ pub struct RestoreOptions {
     pub conflict: Conflict,
     /// Only these databases of the file (default: all).
     pub dbs: Option<Vec<u32>>,
+    /// The file's database to the target's (`{"0": 3}`); unlisted databases keep their number.
+    pub db_map: std::collections::BTreeMap<String, u32>,
     /// Values bigger than this (serialized) go as element commands instead of one RESTORE.
     pub max_restore_bytes: usize,
     /// Keys the target cannot hold (hash field expiries before Redis 7.4 / Valkey 9, a module type the target
@@ -354,6 +356,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             conflict: Conflict::Panic,
             dbs: None,
+            db_map: Default::default(),
             max_restore_bytes: 16 * 1024 * 1024,
             target_policy: TargetPolicy::Stop,
         }
@@ -370,6 +373,12 @@ impl RestoreOptions {
     /// Sets the target policy.
     pub fn with_target_policy(mut self, policy: TargetPolicy) -> RestoreOptions {
         self.target_policy = policy;
+        self
+    }
+
+    /// The file's database `from` goes to the target's database `to`.
+    pub fn with_db_map(mut self, from: u32, to: u32) -> RestoreOptions {
+        self.db_map.insert(from.to_string(), to);
         self
     }
 }
@@ -413,6 +422,7 @@ pub async fn restore(
     if let Some(dbs) = &options.dbs {
         config.filter.allow_dbs.clone_from(dbs);
     }
+    config.db_map = options.db_map;
     config.checkpoint.tag = "ferry-rdb-restore".into();
     let job = crate::SyncJob::new(config)?.start()?;
     let status = job.wait().await?;

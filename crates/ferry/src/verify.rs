@@ -7,6 +7,7 @@
 //! encodings compare fine. Keys of the target that the source lacks are found by walking the target the same
 //! way. Differing keys can be checked again after a delay, so a run during a live sync gives no false alarm.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +16,7 @@ use ferry_resp::{ConnectOptions, Connection, Frame};
 use ferry_topology::{ClusterClient, ClusterOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Source, Target};
+use crate::config::{FilterConfig, Source, SyncConfig, Target};
 use crate::error::{Error, ErrorKind};
 
 /// How values are compared.
@@ -61,6 +62,12 @@ pub struct VerifyOptions {
     pub ignore_prefixes: Vec<String>,
     /// Keys per `SCAN` and per pipelined batch.
     pub batch: usize,
+    /// Only the databases and keys a sync job with this filter copies (its database and key rules; its command
+    /// rules do not apply). Keys it leaves out are not compared on either side.
+    pub filter: FilterConfig,
+    /// Source database to target database (`{"1": 0}`), as a sync job's `db_map`: each source database is
+    /// compared with the target database it goes to; unlisted databases keep their number.
+    pub db_map: BTreeMap<String, u32>,
 }
 
 impl Default for VerifyOptions {
@@ -78,6 +85,8 @@ impl Default for VerifyOptions {
                 ferry_replicator::checkpoint::CONVERTED_PREFIX.to_string(),
             ],
             batch: 512,
+            filter: FilterConfig::default(),
+            db_map: BTreeMap::new(),
         }
     }
 }
@@ -104,6 +113,25 @@ impl VerifyOptions {
     /// The compare mode.
     pub fn with_compare(mut self, compare: Compare) -> VerifyOptions {
         self.compare = compare;
+        self
+    }
+
+    /// Only the databases and keys `filter` lets through.
+    pub fn with_filter(mut self, filter: FilterConfig) -> VerifyOptions {
+        self.filter = filter;
+        self
+    }
+
+    /// Source database `from` is compared with target database `to`.
+    pub fn with_db_map(mut self, from: u32, to: u32) -> VerifyOptions {
+        self.db_map.insert(from.to_string(), to);
+        self
+    }
+
+    /// The filter and database map of a sync job: compares what the job copies, where it copies it.
+    pub fn with_job(mut self, job: &SyncConfig) -> VerifyOptions {
+        self.filter = job.filter.clone();
+        self.db_map = job.db_map.clone();
         self
     }
 }
@@ -143,8 +171,10 @@ impl DifferenceKind {
 pub struct Difference {
     /// What differs.
     pub kind: DifferenceKind,
-    /// The database.
+    /// The database (of the source; of the target too unless a database map sends it elsewhere).
     pub db: u32,
+    /// The target's database (`db` unless a database map sends it elsewhere).
+    pub target_db: u32,
     /// The key in double quotes, bytes other than printable ASCII as `\xNN` (longer keys shortened).
     pub key: String,
     /// Details for humans (the two types, lengths or expiry times).
@@ -210,11 +240,15 @@ impl fmt::Display for VerifyReport {
         }
         writeln!(f, ")")?;
         for d in &self.differences {
+            let db = if d.db == d.target_db {
+                d.db.to_string()
+            } else {
+                format!("{}->{}", d.db, d.target_db)
+            };
             writeln!(
                 f,
-                "  {:<7} db {} {}: {}",
+                "  {:<7} db {db} {}: {}",
                 d.kind.as_str(),
-                d.db,
                 d.key,
                 d.detail
             )?;
@@ -242,18 +276,33 @@ pub async fn verify(
     options: VerifyOptions,
 ) -> Result<VerifyReport, Error> {
     let started = Instant::now();
+    let (filter, map) = selection(source, target, &options)?;
     let mut src = Side::open(side_of_source(source)?.resolve("source").await?, "source").await?;
     let mut tgt = Side::open(side_of_target(target)?.resolve("target").await?, "target").await?;
-    let dbs = match &options.dbs {
+    let mut dbs = match &options.dbs {
         Some(d) => d.clone(),
         None => {
+            // The source's databases, and those whose keys land in a target database that holds keys.
             let mut d = src.dbs().await?;
-            d.extend(tgt.dbs().await?);
-            d.sort_unstable();
-            d.dedup();
+            for t in tgt.dbs().await? {
+                d.extend(
+                    map.sources_of(i64::from(t))
+                        .into_iter()
+                        .filter_map(db_number),
+                );
+            }
             d
         }
     };
+    dbs.retain(|&d| filter.db_passes(i64::from(d)));
+    dbs.sort_unstable();
+    dbs.dedup();
+    let target_of = |db: u32| db_number(map.target(i64::from(db))).unwrap_or(db);
+    // Each target database compared, with the source databases that go to it.
+    let mut sources_of: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for &db in &dbs {
+        sources_of.entry(target_of(db)).or_default().push(db);
+    }
     let tolerance = if src.has_expiretime && tgt.has_expiretime {
         options.ttl_tolerance_ms
     } else {
@@ -266,11 +315,17 @@ pub async fn verify(
         },
         pending: Vec::new(),
         options: &options,
+        filter: &filter,
+        sources_of: &sources_of,
         tolerance,
     };
     let sampled_out = |n: u64| options.sample.is_some_and(|s| n >= s);
+    // Source -> target: every key of the source, compared. The next SCAN runs while the batch is read.
     for &db in &dbs {
-        // Source -> target: every key of the source, compared. The next SCAN runs while the batch is read.
+        let at = Dbs {
+            source: db,
+            target: target_of(db),
+        };
         let mut n = 0u64;
         for node in src.scan_nodes() {
             let mut scanner = Scanner::connect(&node, db, options.batch).await?;
@@ -287,14 +342,20 @@ pub async fn verify(
                             Ok(None)
                         }
                     },
-                    src.read(db, &keys, options.compare),
-                    tgt.read(db, &keys, options.compare)
+                    src.read(at.source, &keys, options.compare),
+                    tgt.read(at.target, &keys, options.compare)
                 );
-                acc.compare(db, &keys, &a?, &b?, false);
+                acc.compare(at, &keys, &a?, &b?, false);
                 batch = next?;
             }
         }
-        // Target -> source: keys only the target has.
+    }
+    // Target -> source: keys only the target has.
+    for (&db, sources) in &sources_of {
+        let at = Dbs {
+            source: sources[0],
+            target: db,
+        };
         let mut n = 0u64;
         for node in tgt.scan_nodes() {
             let mut scanner = Scanner::connect(&node, db, options.batch).await?;
@@ -311,12 +372,12 @@ pub async fn verify(
                             Ok(None)
                         }
                     },
-                    src.exists(db, &keys)
+                    src.exists_in_any(sources, &keys)
                 );
                 acc.report.target_keys_checked += keys.len() as u64;
                 for (key, there) in keys.iter().zip(exists?) {
                     if !there {
-                        acc.found(db, key, DifferenceKind::Extra, "not on the source".into());
+                        acc.found(at, key, DifferenceKind::Extra, "not on the source".into());
                     }
                 }
                 batch = next?;
@@ -340,9 +401,45 @@ pub async fn verify(
     Ok(report)
 }
 
+/// The filter and database map of a verify: the options' with the databases the URLs name (as a sync job
+/// takes them, `config/url_db.rs`).
+fn selection(
+    source: &Source,
+    target: &Target,
+    options: &VerifyOptions,
+) -> Result<(ferry_replicator::Filter, ferry_replicator::DbMap), Error> {
+    let (mut filter, mut db_map) = (options.filter.clone(), options.db_map.clone());
+    if let Some(note) = crate::config::apply_url_dbs(source, target, &mut filter, &mut db_map)? {
+        tracing::info!("{note}");
+    }
+    for key in db_map.keys() {
+        key.parse::<u32>()
+            .map_err(|_| Error::config(format!("db_map: {key:?} is not a database number")))?;
+    }
+    filter.check_regexes()?;
+    let filter = ferry_replicator::Filter::new(filter.to_replicator())
+        .map_err(|e| Error::config(format!("filter: {e}")))?;
+    Ok((
+        filter,
+        ferry_replicator::DbMap::new(crate::config::db_pairs(&db_map)),
+    ))
+}
+
+/// A database number as verify keeps it (the map's are `i64`; negative ones name no database).
+fn db_number(db: i64) -> Option<u32> {
+    u32::try_from(db).ok()
+}
+
+/// A source database and the target database it is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Dbs {
+    source: u32,
+    target: u32,
+}
+
 /// A differing key waiting for its recheck.
 struct Pending {
-    db: u32,
+    at: Dbs,
     key: Bytes,
     kind: DifferenceKind,
     detail: String,
@@ -353,6 +450,9 @@ struct Acc<'a> {
     report: VerifyReport,
     pending: Vec<Pending>,
     options: &'a VerifyOptions,
+    filter: &'a ferry_replicator::Filter,
+    /// Each target database compared, with the source databases compared with it.
+    sources_of: &'a BTreeMap<u32, Vec<u32>>,
     tolerance: u64,
 }
 
@@ -362,7 +462,8 @@ impl Acc<'_> {
         let mut keys: Vec<Bytes> = keys
             .into_iter()
             .filter(|k| {
-                !ferry_replicator::is_reserved_key(k)
+                // The filter never lets ferry's own keys through.
+                self.filter.key_passes(k)
                     && !self
                         .options
                         .ignore_prefixes
@@ -376,20 +477,20 @@ impl Acc<'_> {
         keys
     }
 
-    fn found(&mut self, db: u32, key: &Bytes, kind: DifferenceKind, detail: String) {
+    fn found(&mut self, at: Dbs, key: &Bytes, kind: DifferenceKind, detail: String) {
         if self.options.recheck_after_ms.is_some() && self.pending.len() < MAX_RECHECK {
             self.pending.push(Pending {
-                db,
+                at,
                 key: key.clone(),
                 kind,
                 detail,
             });
         } else {
-            self.count(db, key, kind, detail);
+            self.count(at, key, kind, detail);
         }
     }
 
-    fn count(&mut self, db: u32, key: &[u8], kind: DifferenceKind, detail: String) {
+    fn count(&mut self, at: Dbs, key: &[u8], kind: DifferenceKind, detail: String) {
         let r = &mut self.report;
         match kind {
             DifferenceKind::Missing => r.missing += 1,
@@ -401,7 +502,8 @@ impl Acc<'_> {
         if r.differences.len() < self.options.max_differences {
             r.differences.push(Difference {
                 kind,
-                db,
+                db: at.source,
+                target_db: at.target,
                 key: show_key(key),
                 detail,
             });
@@ -410,12 +512,12 @@ impl Acc<'_> {
 
     fn flush_pending(&mut self) {
         for p in std::mem::take(&mut self.pending) {
-            self.count(p.db, &p.key, p.kind, p.detail);
+            self.count(p.at, &p.key, p.kind, p.detail);
         }
     }
 
     /// Compares one batch read from both sides.
-    fn compare(&mut self, db: u32, keys: &[Bytes], a: &[KeyState], b: &[KeyState], recheck: bool) {
+    fn compare(&mut self, at: Dbs, keys: &[Bytes], a: &[KeyState], b: &[KeyState], recheck: bool) {
         if !recheck {
             self.report.keys_checked +=
                 keys.iter().zip(a).filter(|(_, s)| s.kind.is_some()).count() as u64;
@@ -423,9 +525,9 @@ impl Acc<'_> {
         for ((key, a), b) in keys.iter().zip(a).zip(b) {
             if let Some((kind, detail)) = self.differs(a, b) {
                 if recheck {
-                    self.count(db, key, kind, detail);
+                    self.count(at, key, kind, detail);
                 } else {
-                    self.found(db, key, kind, detail);
+                    self.found(at, key, kind, detail);
                 }
             }
         }
@@ -524,29 +626,34 @@ impl Acc<'_> {
         self.report.rechecked = pending.len() as u64;
         let before = self.total();
         for chunk in pending.chunks(self.options.batch.max(1)) {
-            let mut by_db: std::collections::BTreeMap<u32, Vec<&Pending>> = Default::default();
+            let mut by_db: BTreeMap<Dbs, Vec<&Pending>> = BTreeMap::new();
             for p in chunk {
-                by_db.entry(p.db).or_default().push(p);
+                by_db.entry(p.at).or_default().push(p);
             }
-            for (db, items) in by_db {
+            for (at, items) in by_db {
                 let (extra, other): (Vec<&Pending>, Vec<&Pending>) = items
                     .into_iter()
                     .partition(|p| p.kind == DifferenceKind::Extra);
                 if !other.is_empty() {
                     let keys: Vec<Bytes> = other.iter().map(|p| p.key.clone()).collect();
                     let (a, b) = tokio::join!(
-                        src.read(db, &keys, self.options.compare),
-                        tgt.read(db, &keys, self.options.compare)
+                        src.read(at.source, &keys, self.options.compare),
+                        tgt.read(at.target, &keys, self.options.compare)
                     );
-                    self.compare(db, &keys, &a?, &b?, true);
+                    self.compare(at, &keys, &a?, &b?, true);
                 }
                 if !extra.is_empty() {
                     let keys: Vec<Bytes> = extra.iter().map(|p| p.key.clone()).collect();
-                    let on_target = tgt.exists(db, &keys).await?;
-                    let on_source = src.exists(db, &keys).await?;
+                    let alone = [at.source];
+                    let sources = self
+                        .sources_of
+                        .get(&at.target)
+                        .map_or(&alone[..], Vec::as_slice);
+                    let on_target = tgt.exists(at.target, &keys).await?;
+                    let on_source = src.exists_in_any(sources, &keys).await?;
                     for ((key, t), s) in keys.iter().zip(on_target).zip(on_source) {
                         if t && !s {
-                            self.count(db, key, DifferenceKind::Extra, "not on the source".into());
+                            self.count(at, key, DifferenceKind::Extra, "not on the source".into());
                         }
                     }
                 }
@@ -950,6 +1057,18 @@ impl Side {
             .iter()
             .map(|f| matches!(f, Frame::Integer(n) if *n > 0))
             .collect())
+    }
+
+    /// For each key, whether it exists in one of `dbs` (the source databases a database map sends to one
+    /// target database).
+    async fn exists_in_any(&mut self, dbs: &[u32], keys: &[Bytes]) -> Result<Vec<bool>, Error> {
+        let mut found = vec![false; keys.len()];
+        for &db in dbs {
+            for (f, there) in found.iter_mut().zip(self.exists(db, keys).await?) {
+                *f |= there;
+            }
+        }
+        Ok(found)
     }
 }
 

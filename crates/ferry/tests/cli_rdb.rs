@@ -204,6 +204,51 @@ fn rdb_restore_into_a_standalone_target_ends_equal() {
     );
 }
 
+/// One database of a file into another database of the target: `--db` and `--db-map`, or the target's URL
+/// naming the database (which, without a map, does not say which of the file's databases goes there).
+#[test]
+fn rdb_restore_maps_a_database_of_the_file_to_another_of_the_target() {
+    let (server, _filled, path) = saved(&[0, 1], 24);
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let file = path.to_str().unwrap();
+    let into_3 = format!("{}/3", target.url());
+    let mut refused = Ferry::spawn(["rdb", "restore", file, "--target", &into_3]);
+    assert_eq!(refused.wait(), 2, "{}", refused.stderr());
+    assert!(
+        refused
+            .stderr()
+            .contains("map the file's database with db_map (`--db-map N:3`"),
+        "{}",
+        refused.stderr()
+    );
+    let mut ferry = Ferry::spawn([
+        "rdb", "restore", file, "--target", &into_3, "--db", "1", "--db-map", "1:3",
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let dbsize = |s: &Server, db: u32| -> u64 {
+        let mut c = s.client();
+        redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
+        redis::cmd("DBSIZE").query(&mut c).unwrap()
+    };
+    assert!(dbsize(&server, 1) > 0);
+    assert_eq!(
+        (dbsize(&target, 0), dbsize(&target, 1), dbsize(&target, 3)),
+        (0, 0, dbsize(&server, 1))
+    );
+    // The library's verify, given the same map, finds the two equal.
+    let report = runtime()
+        .block_on(ferry::verify(
+            &ferry::Source::standalone(server.url()),
+            &ferry::Target::standalone(target.url()),
+            ferry::VerifyOptions::default()
+                .with_dbs(vec![1])
+                .with_db_map(1, 3),
+        ))
+        .unwrap();
+    assert!(report.equal, "{report}");
+    assert_eq!(report.keys_checked, dbsize(&server, 1));
+}
+
 #[test]
 fn rdb_restore_into_a_cluster_target_ends_equal_and_leaves_no_checkpoint() {
     let (server, filled, path) = saved(&[0], 24);

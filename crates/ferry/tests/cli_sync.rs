@@ -67,6 +67,112 @@ fn sync_with_flags_until_caught_up_copies_everything() {
     assert_equal(&Target::from(&source), &Target::from(&target));
 }
 
+/// `KEYS *` of database `db`, sorted, without ferry's own keys.
+fn keys_in(server: &Server, db: u32) -> Vec<String> {
+    let mut c = server.client();
+    redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    keys.retain(|k| !k.starts_with("ferry:"));
+    keys.sort();
+    keys
+}
+
+/// A cut-over with a filter and a database map: `--verify` compares what the job copies, where it copies it,
+/// so it exits 0; the same job given as databases named in the URLs.
+#[test]
+fn sync_until_caught_up_verifies_what_its_filter_and_db_map_copy() {
+    let (source, target) = (server(), server());
+    for (db, key) in [(0, "app:1"), (0, "tmp:1"), (2, "app:2"), (3, "app:3")] {
+        let mut c = source.client();
+        redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
+        redis::cmd("SET").arg(key).arg("v").exec(&mut c).unwrap();
+    }
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--allow-key-prefix",
+        "app:",
+        "--db-map",
+        "2:5",
+        "--until-caught-up",
+        "--verify",
+        "--no-progress",
+    ]);
+    let code = ferry.wait();
+    assert_eq!(
+        code,
+        0,
+        "{}
+{}",
+        ferry.stderr(),
+        ferry.stdout()
+    );
+    assert!(
+        ferry.stdout().starts_with("equal: 3 keys compared"),
+        "{}",
+        ferry.stdout()
+    );
+    assert_eq!(keys_in(&target, 0), ["app:1"]);
+    assert_eq!(keys_in(&target, 5), ["app:2"]);
+    assert_eq!(keys_in(&target, 3), ["app:3"]);
+
+    // Source database 3 only, into target database 7, named in the URLs.
+    let other = server();
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &format!("{}/3", source.url()),
+        "--target",
+        &format!("{}/7", other.url()),
+        "--until-caught-up",
+        "--verify",
+        "--no-progress",
+    ]);
+    let code = ferry.wait();
+    assert_eq!(
+        code,
+        0,
+        "{}
+{}",
+        ferry.stderr(),
+        ferry.stdout()
+    );
+    assert!(
+        ferry
+            .stderr()
+            .contains("the URLs name databases: source database 3 only, into target database 7"),
+        "{}",
+        ferry.stderr()
+    );
+    assert!(
+        ferry.stdout().starts_with("equal: 1 keys compared"),
+        "{}",
+        ferry.stdout()
+    );
+    for db in 0..16 {
+        let want: &[&str] = if db == 7 { &["app:3"] } else { &[] };
+        assert_eq!(keys_in(&other, db), want, "db {db}");
+    }
+
+    // A target database alone says nothing of which source database goes there: refused before connecting.
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &format!("{}/7", other.url()),
+    ]);
+    assert_eq!(ferry.wait(), 2, "{}", ferry.stderr());
+    assert!(
+        ferry.stderr().contains("--db-map N:7"),
+        "{}",
+        ferry.stderr()
+    );
+}
+
 #[test]
 fn sync_with_a_ferry_toml_reads_the_password_from_the_environment() {
     let source = server();

@@ -561,3 +561,115 @@ fn ferrys_own_keys_on_one_side_are_no_difference() {
         .unwrap();
     assert!(report.equal, "{report:?}");
 }
+
+/// `SET key value` in database `db`.
+fn set_in(server: &Server, db: u32, key: &str, value: &str) {
+    let mut c = server.client();
+    redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
+    redis::cmd("SET").arg(key).arg(value).exec(&mut c).unwrap();
+}
+
+/// `ferry verify --json` with these arguments: the exit code and the report.
+fn verify_args(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut ferry = Ferry::spawn(["verify", "--json"].iter().chain(args));
+    let code = ferry.wait();
+    let report = serde_json::from_str(&ferry.stdout()).unwrap_or(serde_json::Value::Null);
+    (code, report, ferry.stderr())
+}
+
+/// A job with a filter and a database map leaves keys out and renumbers databases: verify given the same
+/// filter and map (flags, the job's file, or databases named in the URLs) compares what the job copies, where
+/// it copies it.
+#[test]
+fn verify_compares_what_a_filter_selects_where_a_db_map_sends_it() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    set_in(&source, 0, "app:1", "a");
+    set_in(&source, 0, "tmp:1", "left out by the filter");
+    set_in(&source, 2, "app:2", "b");
+    set_in(&target, 0, "app:1", "a");
+    set_in(
+        &target,
+        0,
+        "other:1",
+        "the target's own, outside the filter",
+    );
+    set_in(&target, 5, "app:2", "b");
+    let (s, t) = (source.url(), target.url());
+
+    // Without the job's view the sides differ.
+    let (code, r, err) = verify_args(&["--source", &s, "--target", &t]);
+    assert_eq!(code, 1, "{r}\n{err}");
+
+    // With the filter and the map as flags: equal.
+    let flags = [
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--allow-key-prefix",
+        "app:",
+        "--db-map",
+        "2:5",
+    ];
+    let (code, r, err) = verify_args(&flags);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert_eq!(r["keys_checked"], 2, "{r}");
+    // Source database 5 is compared too: the job would copy its keys into target database 5, which holds keys.
+    assert_eq!(r["dbs"], serde_json::json!([0, 2, 5]), "{r}");
+
+    // The same from the job's file.
+    let (_dir, file) = write_file(
+        "job.toml",
+        &format!(
+            "[source]\nurl = {s:?}\n[target]\nurl = {t:?}\n[filter]\nallow_key_prefixes = [\"app:\"]\n\
+             [db_map]\n\"2\" = 5\n"
+        ),
+    );
+    let (code, r, err) = verify_args(&["-c", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert_eq!(r["keys_checked"], 2, "{r}");
+
+    // Databases named in the URLs: source database 2 against target database 5.
+    let (s2, t5) = (format!("{s}/2"), format!("{t}/5"));
+    let (code, r, err) = verify_args(&["--source", &s2, "--target", &t5]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    assert_eq!(
+        (r["keys_checked"].clone(), r["dbs"].clone()),
+        (1.into(), serde_json::json!([2])),
+        "{r}"
+    );
+    // Against target database 2 (empty) the key is missing.
+    let (code, r, _) = verify_args(&["--source", &s2, "--target", &format!("{t}/2")]);
+    assert_eq!((code, r["missing"].clone()), (1, 1.into()), "{r}");
+
+    // A changed value and an extra key in the mapped database are found there, and named by both numbers.
+    set_in(&target, 5, "app:2", "changed");
+    set_in(&target, 5, "app:3", "extra");
+    let (code, r, err) = verify_args(&["--source", &s2, "--target", &t5]);
+    assert_eq!(code, 1, "{r}\n{err}");
+    assert_eq!(
+        (r["value_mismatch"].clone(), r["extra"].clone()),
+        (1.into(), 1.into()),
+        "{r}"
+    );
+    for d in r["differences"].as_array().unwrap() {
+        assert_eq!(
+            (d["db"].clone(), d["target_db"].clone()),
+            (2.into(), 5.into()),
+            "{r}"
+        );
+    }
+    let mut text = Ferry::spawn(["verify", "--source", &s2, "--target", &t5]);
+    assert_eq!(text.wait(), 1);
+    assert!(
+        text.stdout().contains("value   db 2->5 \"app:2\""),
+        "{}",
+        text.stdout()
+    );
+
+    // A target database without the source's: which source database goes there is not said.
+    let (code, _, err) = verify_args(&["--source", &s, "--target", &t5]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--db-map N:5"), "{err}");
+}

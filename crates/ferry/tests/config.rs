@@ -32,7 +32,7 @@ fn full_config() -> SyncConfig {
         .with_ca_file("/ca.pem")
         .with_client_cert("/c.pem", "/k.pem")
         .with_insecure_skip_verify(true);
-    let source = Endpoint::new("rediss://u:url-secret@127.0.0.1:1/2")
+    let source = Endpoint::new("rediss://u:url-secret@127.0.0.1:1/1")
         .with_username("user")
         .with_password("source-secret")
         .with_password_env("SRC_PW")
@@ -133,7 +133,7 @@ fn secrets_are_masked_in_debug_and_redacted_output() {
         }
     }
     assert!(
-        redacted.contains("rediss://u:***@127.0.0.1:1/2"),
+        redacted.contains("rediss://u:***@127.0.0.1:1/1"),
         "{redacted}"
     );
     assert!(redacted.contains(r#""password":"***""#), "{redacted}");

@@ -271,6 +271,37 @@ fn a_scan_without_notifications_is_a_one_time_copy_that_ends_verified() {
     let verify = status.verify.expect("a verify report");
     assert!(verify.equal, "{verify:?}");
     assert_eq!(verify.keys_checked, filled.total_keys);
+
+    // Database 1 only, into database 4 (named in the URLs): the verify at the end compares what was copied.
+    redis::cmd("FLUSHALL").exec(&mut target.client()).unwrap();
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &format!("{}/1", source.url()),
+        "--source-type",
+        "scan",
+        "--target",
+        &format!("{}/4", target.url()),
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let dbsize = |server: &Server, db: u32| -> u64 {
+        let mut c = server.client();
+        redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
+        redis::cmd("DBSIZE").query(&mut c).unwrap()
+    };
+    let in_db1 = dbsize(&source, 1);
+    assert!(in_db1 > 0);
+    assert!(
+        ferry.stderr().contains(&format!(
+            "verify at the end of the scan: equal: {in_db1} keys compared (dbs [1]"
+        )),
+        "{}",
+        ferry.stderr()
+    );
+    assert_eq!(
+        (dbsize(&target, 4), dbsize(&target, 1), dbsize(&target, 0)),
+        (in_db1, 0, 0)
+    );
 }
 
 #[test]

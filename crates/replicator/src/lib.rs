@@ -74,7 +74,7 @@ pub use pipeline::convert::{
     ConflictPolicy, Loss, PolicyKey, PolicyReport, ServerFamily, TargetFormat, TargetPolicy,
 };
 pub use pipeline::dbmap::DbMap;
-pub use pipeline::filter::{is_reserved_key, FilterConfig, RESERVED_KEY_PREFIXES};
+pub use pipeline::filter::{is_reserved_key, Filter, FilterConfig, RESERVED_KEY_PREFIXES};
 pub use pipeline::{Command, Unit};
 pub use sink::cluster::tag_for_node;
 pub use sink::{ErrorPolicy, SinkOptions};

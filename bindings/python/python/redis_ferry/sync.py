@@ -318,6 +318,8 @@ class Difference:
     db: int
     key: str
     detail: str
+    #: The target's database (``db`` unless a database map sends it elsewhere).
+    target_db: int = -1
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -360,8 +362,10 @@ def verify(source: EndpointSpec, target: EndpointSpec, **options: Any) -> Verify
     """Compare ``source`` and ``target`` key by key (types, values, expiry).
 
     Options are ferry's ``VerifyOptions``: ``dbs``, ``sample``, ``ttl_tolerance_ms``, ``compare`` ("auto",
-    "dump", "value", "digest"), ``max_differences``, ``recheck_after_ms``, ``ignore_prefixes``, ``batch``; an unknown
-    option raises :class:`ConfigError`.
+    "dump", "value", "digest"), ``max_differences``, ``recheck_after_ms``, ``ignore_prefixes``, ``batch``, and a
+    sync job's ``filter`` (a dict) and ``db_map`` (``{"2": 5}``) to compare what such a job copies, where it copies
+    it; an unknown option raises :class:`ConfigError`. A database in a URL (``redis://host:port/2``) means what it
+    means to a sync job.
     """
     return VerifyReport._from_json(_native.verify_json(*_verify_args(source, target, options)))
 

@@ -1,12 +1,13 @@
 //! The command line: every option is a field of [`ferry::SyncConfig`], [`ferry::VerifyOptions`] or
 //! [`ferry::rdb::RestoreOptions`]; flags given with a file override the file's values.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ferry::{
-    CheckpointConfig, Compare, Conflict, Endpoint, Error, OnError, Source, SyncConfig, Target,
-    TargetPolicy, TlsConfig, VerifyOptions,
+    CheckpointConfig, Compare, Conflict, Endpoint, Error, FilterConfig, OnError, Source,
+    SyncConfig, Target, TargetPolicy, TlsConfig, VerifyOptions,
 };
 
 /// Copies a Redis dataset between deployments and keeps it in sync.
@@ -315,30 +316,12 @@ pub struct SyncArgs {
     /// Error replies of the target in the live stream: stop or log.
     #[arg(long, value_parser = parse_on_error)]
     pub on_error: Option<OnError>,
-    /// Copy only this source database (repeatable).
-    #[arg(long = "allow-db")]
-    pub allow_dbs: Vec<u32>,
-    /// Do not copy this source database (repeatable).
-    #[arg(long = "block-db")]
-    pub block_dbs: Vec<u32>,
-    /// Copy only keys with this prefix (repeatable).
-    #[arg(long = "allow-key-prefix")]
-    pub allow_key_prefixes: Vec<String>,
-    /// Do not copy keys with this prefix (repeatable).
-    #[arg(long = "block-key-prefix")]
-    pub block_key_prefixes: Vec<String>,
-    /// Copy only keys matching this regular expression (repeatable).
-    #[arg(long = "allow-key-regex")]
-    pub allow_key_regexes: Vec<String>,
-    /// Do not copy keys matching this regular expression (repeatable).
-    #[arg(long = "block-key-regex")]
-    pub block_key_regexes: Vec<String>,
+    /// Databases and keys copied, and where.
+    #[command(flatten)]
+    pub selection: Selection,
     /// Do not forward this command of the live stream (repeatable, e.g. FLUSHALL).
     #[arg(long = "block-command")]
     pub block_commands: Vec<String>,
-    /// Source database FROM goes to target database TO (`FROM:TO`, repeatable).
-    #[arg(long = "db-map", value_parser = parse_db_map)]
-    pub db_map: Vec<(u32, u32)>,
     /// Do not store checkpoints in the target (a standalone target; a restart then copies everything again).
     #[arg(long)]
     pub no_checkpoint: bool,
@@ -370,6 +353,52 @@ pub struct SyncArgs {
     /// Seconds between status lines when not on a terminal.
     #[arg(long, default_value_t = 5)]
     pub status_interval: u64,
+}
+
+/// The databases and keys a job copies (and a verify compares), and the database map: the flags shared by
+/// `sync` and `verify`.
+#[derive(Debug, Args, Default)]
+pub struct Selection {
+    /// Only this source database (repeatable).
+    #[arg(long = "allow-db")]
+    pub allow_dbs: Vec<u32>,
+    /// Not this source database (repeatable).
+    #[arg(long = "block-db")]
+    pub block_dbs: Vec<u32>,
+    /// Only keys with this prefix (repeatable).
+    #[arg(long = "allow-key-prefix")]
+    pub allow_key_prefixes: Vec<String>,
+    /// Not keys with this prefix (repeatable).
+    #[arg(long = "block-key-prefix")]
+    pub block_key_prefixes: Vec<String>,
+    /// Only keys matching this regular expression (repeatable).
+    #[arg(long = "allow-key-regex")]
+    pub allow_key_regexes: Vec<String>,
+    /// Not keys matching this regular expression (repeatable).
+    #[arg(long = "block-key-regex")]
+    pub block_key_regexes: Vec<String>,
+    /// Source database FROM goes to target database TO (`FROM:TO`, repeatable).
+    #[arg(long = "db-map", value_parser = parse_db_map)]
+    pub db_map: Vec<(u32, u32)>,
+}
+
+impl Selection {
+    /// Adds the flags to a filter and a database map (a file's, or empty ones).
+    pub fn apply(&self, f: &mut FilterConfig, db_map: &mut BTreeMap<String, u32>) {
+        f.allow_dbs.extend(&self.allow_dbs);
+        f.block_dbs.extend(&self.block_dbs);
+        f.allow_key_prefixes
+            .extend(self.allow_key_prefixes.iter().cloned());
+        f.block_key_prefixes
+            .extend(self.block_key_prefixes.iter().cloned());
+        f.allow_key_regexes
+            .extend(self.allow_key_regexes.iter().cloned());
+        f.block_key_regexes
+            .extend(self.block_key_regexes.iter().cloned());
+        for (from, to) in &self.db_map {
+            db_map.insert(from.to_string(), *to);
+        }
+    }
 }
 
 fn parse_on_error(s: &str) -> Result<OnError, String> {
@@ -428,21 +457,11 @@ impl SyncArgs {
         if let Some(o) = self.on_error {
             config.on_error = o;
         }
-        let f = &mut config.filter;
-        f.allow_dbs.extend(&self.allow_dbs);
-        f.block_dbs.extend(&self.block_dbs);
-        f.allow_key_prefixes
-            .extend(self.allow_key_prefixes.iter().cloned());
-        f.block_key_prefixes
-            .extend(self.block_key_prefixes.iter().cloned());
-        f.allow_key_regexes
-            .extend(self.allow_key_regexes.iter().cloned());
-        f.block_key_regexes
-            .extend(self.block_key_regexes.iter().cloned());
-        f.block_commands.extend(self.block_commands.iter().cloned());
-        for (from, to) in &self.db_map {
-            config.db_map.insert(from.to_string(), *to);
-        }
+        self.selection.apply(&mut config.filter, &mut config.db_map);
+        config
+            .filter
+            .block_commands
+            .extend(self.block_commands.iter().cloned());
         let mut cp: CheckpointConfig = config.checkpoint.clone();
         if self.no_checkpoint {
             cp.enabled = false;
@@ -480,6 +499,10 @@ pub struct VerifyArgs {
     /// Only this database (repeatable; default: every database with keys).
     #[arg(long = "db")]
     pub dbs: Vec<u32>,
+    /// Databases and keys compared, and which target database each source database is compared with (the
+    /// same flags as `sync`'s; with -c, added to the file's filter and db_map).
+    #[command(flatten)]
+    pub selection: Selection,
     /// Check at most N keys of each side per database.
     #[arg(long)]
     pub sample: Option<u64>,
@@ -517,11 +540,16 @@ impl VerifyArgs {
     /// Source, target and options.
     pub fn resolve(&self) -> Result<(Source, Target, VerifyOptions), Error> {
         let (mut source, mut target) = (None, None);
+        let (mut filter, mut db_map) = (FilterConfig::default(), BTreeMap::new());
         if let Some(path) = &self.config {
+            // The job's file: its filter and database map say what the job copies, and where.
             let c = SyncConfig::load_path(path)?.config;
             source = Some(c.source);
             target = Some(c.target);
+            filter = c.filter;
+            db_map = c.db_map;
         }
+        self.selection.apply(&mut filter, &mut db_map);
         if let Some(s) = self.endpoints.source()? {
             source = Some(s);
         }
@@ -548,6 +576,8 @@ impl VerifyArgs {
         }
         o.ttl_tolerance_ms = self.ttl_tolerance_ms;
         o.max_differences = self.max_differences;
+        o.filter = filter;
+        o.db_map = db_map;
         Ok((source, target, o))
     }
 }
@@ -590,6 +620,9 @@ pub enum RdbCommand {
         /// Only this database of the file (repeatable).
         #[arg(long = "db")]
         dbs: Vec<u32>,
+        /// The file's database FROM goes to the target's database TO (`FROM:TO`, repeatable).
+        #[arg(long = "db-map", value_parser = parse_db_map)]
+        db_map: Vec<(u32, u32)>,
         /// Keys the target cannot hold (field expiries, module types): stop, skip or convert.
         #[arg(long, default_value = "stop")]
         target_policy: TargetPolicy,

@@ -96,7 +96,8 @@ fn init_logs(format: LogFormat) {
 }
 
 fn config_check(path: &std::path::Path, json: bool) -> Result<i32, Error> {
-    let loaded = SyncConfig::load_path(path)?;
+    let mut loaded = SyncConfig::load_path(path)?;
+    loaded.notes.extend(loaded.config.url_db_note()?);
     let mut out = std::io::stdout().lock();
     let format = serde_json::to_value(loaded.format)
         .ok()
@@ -191,7 +192,10 @@ async fn sync(args: SyncArgs, json_logs: bool) -> Result<i32, Error> {
     tracing::info!("stopped: {}", status.line());
     report_policy(&status.policy);
     if config.until_caught_up && config.run.verify && status.phase == Phase::CaughtUp {
-        let options = ferry::VerifyOptions::default().with_recheck_after_ms(1000);
+        // What the job copied, where it copied it: its filters and database map.
+        let options = ferry::VerifyOptions::default()
+            .with_recheck_after_ms(1000)
+            .with_job(&config);
         let report = ferry::verify(&config.source, &config.target, options).await?;
         print!("{report}");
         return Ok(if report.equal {
@@ -331,6 +335,7 @@ async fn rdb(cmd: RdbCommand) -> Result<i32, Error> {
             target_password_env,
             conflict,
             dbs,
+            db_map,
             target_policy,
         } => {
             let endpoints = args::Endpoints {
@@ -348,6 +353,9 @@ async fn rdb(cmd: RdbCommand) -> Result<i32, Error> {
                 .with_target_policy(target_policy);
             if !dbs.is_empty() {
                 options.dbs = Some(dbs);
+            }
+            for (from, to) in db_map {
+                options = options.with_db_map(from, to);
             }
             let report = ferry::rdb::restore(&file, &target, options).await?;
             println!("{}", serde_json::to_string(&report).unwrap_or_default());

@@ -10,6 +10,7 @@ mod envsubst;
 pub(crate) mod file;
 mod redisshake;
 mod schema;
+mod url_db;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 pub use file::{ConfigFormat, LoadedConfig};
+pub(crate) use url_db::apply_url_dbs;
 
 /// A secret (a password). `Debug` and `Display` show `***`; serializing writes the value (a config must round
 /// trip), so use [`SyncConfig::to_redacted_json`] to show a configuration.
@@ -558,6 +560,15 @@ pub struct FilterConfig {
 }
 
 impl FilterConfig {
+    /// Refuses a key regular expression that does not compile.
+    pub(crate) fn check_regexes(&self) -> Result<(), Error> {
+        for r in self.allow_key_regexes.iter().chain(&self.block_key_regexes) {
+            regex::Regex::new(r)
+                .map_err(|e| Error::config(format!("filter: regular expression {r:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// The replicator's filter configuration (exact keys become anchored regular expressions).
     // `..Default::default()` keeps this compiling when the replicator adds options.
     #[allow(clippy::needless_update)]
@@ -868,24 +879,27 @@ impl SyncConfig {
                 return Err(Error::config("source: a cluster needs at least one seed"));
             }
         }
-        for r in self
-            .filter
-            .allow_key_regexes
-            .iter()
-            .chain(&self.filter.block_key_regexes)
-        {
-            regex::Regex::new(r)
-                .map_err(|e| Error::config(format!("filter: regular expression {r:?}: {e}")))?;
-        }
+        self.filter.check_regexes()?;
+        self.selection()?;
         Ok(())
     }
 
-    /// The database map as pairs.
-    pub(crate) fn db_pairs(&self) -> Vec<(i64, i64)> {
-        self.db_map
-            .iter()
-            .filter_map(|(k, &v)| k.parse::<i64>().ok().map(|k| (k, i64::from(v))))
-            .collect()
+    /// What the databases named in the source's and target's URLs add to the filter and the database map (a
+    /// line for humans), if they name any; an error when what they name cannot be applied (see docs/config.md).
+    pub fn url_db_note(&self) -> Result<Option<String>, Error> {
+        Ok(self.selection()?.note)
+    }
+
+    /// The filter and the database map the job applies: the configured ones with the databases the source's
+    /// and target's URLs name (`redis://host:port/N`, see `url_db.rs`).
+    pub(crate) fn selection(&self) -> Result<Selection, Error> {
+        let (mut filter, mut db_map) = (self.filter.clone(), self.db_map.clone());
+        let note = url_db::apply_url_dbs(&self.source, &self.target, &mut filter, &mut db_map)?;
+        Ok(Selection {
+            filter,
+            db_map,
+            note,
+        })
     }
 
     /// The replicator's configuration for a standalone or scan source at `source`, or an RDB file (`source`
@@ -977,8 +991,9 @@ impl SyncConfig {
             TargetPolicy::Skip => ferry_replicator::TargetPolicy::Skip,
             TargetPolicy::Convert => ferry_replicator::TargetPolicy::Convert,
         };
-        c.filter = self.filter.to_replicator();
-        c.db_map = ferry_replicator::DbMap::new(self.db_pairs());
+        let selection = self.selection()?;
+        c.filter = selection.filter.to_replicator();
+        c.db_map = ferry_replicator::DbMap::new(db_pairs(&selection.db_map));
         c.flush_target_on_resync = self.flush_target_on_resync;
         c.max_restore_bytes = self.limits.max_restore_bytes;
         c.reconnect_backoff = Duration::from_millis(self.limits.reconnect_backoff_ms);
@@ -1071,6 +1086,22 @@ pub(crate) async fn sentinel_master(
     at.host = master.host;
     at.port = master.port;
     Ok(at)
+}
+
+/// What a job copies and where: its filter and database map with what the URLs name.
+pub(crate) struct Selection {
+    pub(crate) filter: FilterConfig,
+    pub(crate) db_map: BTreeMap<String, u32>,
+    /// What the URLs added, for the log.
+    pub(crate) note: Option<String>,
+}
+
+/// A database map (`{"1": 0}`) as pairs; keys that are not numbers are left out (`validate` refuses them).
+pub(crate) fn db_pairs(db_map: &BTreeMap<String, u32>) -> Vec<(i64, i64)> {
+    db_map
+        .iter()
+        .filter_map(|(k, &v)| k.parse::<i64>().ok().map(|k| (k, i64::from(v))))
+        .collect()
 }
 
 /// `scheme://user:***@host...`: the password of a URL replaced.
