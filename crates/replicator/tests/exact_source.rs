@@ -375,6 +375,12 @@ fn a_peer_that_is_not_redis_stops_the_job_with_a_clear_error() {
         assert_eq!(*attempts, 3, "{side}: {err}");
         assert!(last.is_not_redis(), "{side}: {err}");
         assert!(err.to_string().contains("protocol error"), "{side}: {err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "127.0.0.1:{port} does not answer as a Redis server (it sent \"HTTP/1.1 400 Bad Request...\")"
+            )),
+            "{side}: {err}"
+        );
     }
 }
 

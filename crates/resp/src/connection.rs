@@ -100,6 +100,8 @@ pub struct Connection {
     peer: SocketAddr,
     pushes: VecDeque<Frame>,
     broken: Option<&'static str>,
+    /// A frame was decoded: the peer speaks RESP (a protocol error before that names the peer).
+    answered: bool,
     /// A `call`/`pipeline` is waiting for replies; still true at the next one if it was dropped.
     in_flight: bool,
 }
@@ -152,9 +154,21 @@ impl Connection {
             pushes: VecDeque::new(),
             broken: None,
             in_flight: false,
+            answered: false,
         };
         conn.handshake(opts).await?;
         Ok(conn)
+    }
+
+    /// ` (it sent "...")`: the start of what is buffered, escaped, for an error message (empty when nothing is).
+    fn first_bytes(&self) -> String {
+        const SHOWN: usize = 24;
+        if self.rbuf.is_empty() {
+            return String::new();
+        }
+        let head = &self.rbuf[..self.rbuf.len().min(SHOWN)];
+        let more = if self.rbuf.len() > SHOWN { "..." } else { "" };
+        format!(" (it sent \"{}{more}\")", head.escape_ascii())
     }
 
     /// HELLO / AUTH / SETNAME / SELECT.
@@ -458,8 +472,22 @@ impl Connection {
     /// Decodes the next frame, reading (and writing pending commands) as needed.
     async fn next_frame(&mut self) -> Result<Frame, Error> {
         loop {
-            if let Some(frame) = self.decoder.decode(&mut self.rbuf)? {
-                return Ok(frame);
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => {
+                    self.answered = true;
+                    return Ok(frame);
+                }
+                Ok(None) => {}
+                // Not RESP from the first byte: most likely another service on that port; say so, with what it
+                // sent.
+                Err(Error::Protocol(why)) if !self.answered => {
+                    return Err(Error::Protocol(format!(
+                        "{} does not answer as a Redis server{}: {why}",
+                        self.peer,
+                        self.first_bytes()
+                    )))
+                }
+                Err(e) => return Err(e),
             }
             self.fill().await?;
         }

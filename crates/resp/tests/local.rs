@@ -68,6 +68,39 @@ async fn garbage_reply_is_a_protocol_error_and_poisons_the_connection() {
     server.await.unwrap();
 }
 
+/// Another service on the port (here an HTTP server): the error names the peer and shows what it sent, so an
+/// operator sees at once that the address is wrong; a server that answered before is not suspected of that.
+#[tokio::test]
+async fn a_peer_that_does_not_speak_resp_is_named_with_what_it_sent() {
+    let (port, server) =
+        server_replying(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+    let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port))
+        .await
+        .unwrap();
+    let err = conn.call(&["PING"]).await.unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "127.0.0.1:{port} does not answer as a Redis server (it sent \"HTTP/1.1 400 Bad Request...\")"
+        )),
+        "{text}"
+    );
+    drop(conn);
+    server.await.unwrap();
+
+    // A bad frame after a good one is the server's fault, not a wrong address.
+    let (port, server) = server_replying(b"+PONG\r\n@garbage\r\n").await;
+    let mut conn = Connection::connect(&ConnectOptions::new("127.0.0.1", port))
+        .await
+        .unwrap();
+    conn.call(&["PING"]).await.unwrap();
+    let err = conn.read_frame().await.unwrap_err().to_string();
+    assert!(!err.contains("does not answer as a Redis server"), "{err}");
+    drop(conn);
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn huge_bulk_from_server_is_a_limit_error_not_an_allocation() {
     let (port, server) = server_replying(b"$999999999999\r\n").await;
