@@ -779,12 +779,17 @@ fn sync_flags_map_and_block_databases() {
 fn sync_with_a_sentinel_target_type_writes_to_the_master_the_sentinels_name() {
     let source = server();
     fill(&Target::from(&source), &FillOptions::seed(7)).unwrap();
+    // As groups run in production: the sentinels with their own password, the data servers with another (an ACL
+    // user here). The URL's credentials are the sentinels', the --target-master-* flags the master's.
     let group = ferry_testkit::SentinelGroup::start(
-        ferry_testkit::SentinelOptions::new(Version::V7_0).sentinel_password("sentinel-secret"),
+        ferry_testkit::SentinelOptions::new(Version::V7_0)
+            .sentinel_password("sentinel-secret")
+            .master_password("default-secret")
+            .master_user(ferry_testkit::AclUser::new("app", "data-secret")),
     )
     .unwrap();
     let sentinel = format!("redis://:sentinel-secret@{}", group.sentinels[1].addr());
-    let mut ferry = Ferry::spawn([
+    let args = [
         "sync",
         "--source",
         &source.url(),
@@ -795,10 +800,44 @@ fn sync_with_a_sentinel_target_type_writes_to_the_master_the_sentinels_name() {
         "--target-master",
         &group.master_name,
         "--until-caught-up",
-    ]);
+    ];
+    // Without the master's credentials: the master refuses, and the error says so (not what a fallback to
+    // INFO or HELLO would answer after that refusal).
+    let mut refused = Ferry::spawn(args);
+    assert_eq!(refused.wait(), 3, "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("NOAUTH Authentication required"),
+        "{}",
+        refused.stderr()
+    );
+    let mut ferry = Ferry::spawn_env(
+        args.iter().copied().chain([
+            "--target-master-user",
+            "app",
+            "--target-master-password-env",
+            "FERRY_TEST_MASTER_PW",
+        ]),
+        &[("FERRY_TEST_MASTER_PW", "data-secret")],
+    );
     let code = ferry.wait();
     assert_eq!(code, 0, "stderr:\n{}", ferry.stderr());
     assert_equal(&Target::from(&source), &Target::from(&group.master));
+    // The master's flags belong to a sentinel target only.
+    let mut misplaced = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &source.url(),
+        "--target-master-user",
+        "app",
+    ]);
+    assert_eq!(misplaced.wait(), 2);
+    assert!(
+        misplaced.stderr().contains("apply to a sentinel target"),
+        "{}",
+        misplaced.stderr()
+    );
 }
 
 /// Sends a signal to a process.

@@ -231,7 +231,8 @@ pub(crate) async fn role(
             let name = first.as_ref().and_then(text).unwrap_or_default();
             Ok(parse_role(&name))
         }
-        Err(e) if e.server_error().is_some() && !is_not_master_code(&e) => {
+        // NOAUTH: no credentials were given; INFO and HELLO would only hide that behind their own refusals.
+        Err(e) if e.server_error().is_some() && !is_not_master_code(&e) && !is_noauth(&e) => {
             let info = match call_with_deadline(conn, &["INFO", "replication"], deadline).await {
                 Ok(info) => info,
                 Err(i) if i.server_error().is_some() && !is_not_master_code(&i) => {
@@ -269,6 +270,10 @@ async fn role_of_hello(
             "{role_error}; INFO: {info_error}; HELLO names no role: the server's role cannot be known"
         )))),
     }
+}
+
+fn is_noauth(e: &ferry_resp::Error) -> bool {
+    e.server_error().is_some_and(|s| s.code() == "NOAUTH")
 }
 
 fn is_not_master_code(e: &ferry_resp::Error) -> bool {

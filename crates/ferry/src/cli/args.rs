@@ -122,6 +122,13 @@ pub struct Endpoints {
     /// CA file for a TLS source.
     #[arg(long)]
     pub source_tls_ca_file: Option<PathBuf>,
+    /// A sentinel source: ACL user of its master (and of the replica promoted in its place); `--source-user`
+    /// and the URL's credentials are the sentinels'.
+    #[arg(long)]
+    pub source_master_user: Option<String>,
+    /// A sentinel source: environment variable holding its master's password.
+    #[arg(long)]
+    pub source_master_password_env: Option<String>,
     /// The target URL.
     #[arg(long)]
     pub target: Option<String>,
@@ -140,6 +147,34 @@ pub struct Endpoints {
     /// CA file for a TLS target.
     #[arg(long)]
     pub target_tls_ca_file: Option<PathBuf>,
+    /// A sentinel target: ACL user of its master (and of the replica promoted in its place); `--target-user`
+    /// and the URL's credentials are the sentinels'.
+    #[arg(long)]
+    pub target_master_user: Option<String>,
+    /// A sentinel target: environment variable holding its master's password.
+    #[arg(long)]
+    pub target_master_password_env: Option<String>,
+}
+
+/// The `master_auth` of a sentinel group from the flags: the master's user and password, and TLS when the
+/// sentinels are reached with TLS (a group serves TLS on its sentinels and its data nodes alike).
+fn master_auth(
+    sentinel: &Endpoint,
+    user: &Option<String>,
+    env: &Option<String>,
+) -> serde_json::Value {
+    let mut auth = serde_json::json!({});
+    if let Some(u) = user {
+        auth["username"] = u.clone().into();
+    }
+    if let Some(v) = env {
+        auth["password_env"] = v.clone().into();
+    }
+    if sentinel.tls.is_some() || sentinel.url.starts_with("rediss://") {
+        auth["tls"] = serde_json::to_value(sentinel.tls.clone().unwrap_or_default())
+            .unwrap_or_else(|_| serde_json::json!({}));
+    }
+    auth
 }
 
 fn endpoint(
@@ -197,6 +232,14 @@ impl Endpoints {
             }
             return Ok(None);
         };
+        if self.source_type != Some(SourceType::Sentinel)
+            && (self.source_master_user.is_some() || self.source_master_password_env.is_some())
+        {
+            return Err(Error::config(
+                "--source-master-user and --source-master-password-env apply to a sentinel source \
+                 (--source-type sentinel); another source takes --source-user and --source-password-env",
+            ));
+        }
         let e = endpoint(
             url,
             &self.source_user,
@@ -242,9 +285,14 @@ impl Endpoints {
                         .source_master
                         .clone()
                         .ok_or_else(|| Error::config("a sentinel source needs --source-master"))?;
-                    Source::from_json(
-                        serde_json::json!({"type": "sentinel", "sentinels": [e], "master": master}),
-                    )?
+                    let auth = master_auth(
+                        &e,
+                        &self.source_master_user,
+                        &self.source_master_password_env,
+                    );
+                    Source::from_json(serde_json::json!({
+                        "type": "sentinel", "sentinels": [e], "master": master, "master_auth": auth,
+                    }))?
                 }
             },
         ))
@@ -260,6 +308,14 @@ impl Endpoints {
             }
             return Ok(None);
         };
+        if self.target_type != Some(TargetType::Sentinel)
+            && (self.target_master_user.is_some() || self.target_master_password_env.is_some())
+        {
+            return Err(Error::config(
+                "--target-master-user and --target-master-password-env apply to a sentinel target \
+                 (--target-type sentinel); another target takes --target-user and --target-password-env",
+            ));
+        }
         let e = endpoint(
             url,
             &self.target_user,
@@ -275,9 +331,14 @@ impl Endpoints {
                         .target_master
                         .clone()
                         .ok_or_else(|| Error::config("a sentinel target needs --target-master"))?;
-                    Target::from_json(
-                        serde_json::json!({"type": "sentinel", "sentinels": [e], "master": master}),
-                    )?
+                    let auth = master_auth(
+                        &e,
+                        &self.target_master_user,
+                        &self.target_master_password_env,
+                    );
+                    Target::from_json(serde_json::json!({
+                        "type": "sentinel", "sentinels": [e], "master": master, "master_auth": auth,
+                    }))?
                 }
             },
         ))
