@@ -90,6 +90,7 @@ pub(crate) struct PoolArgs {
     password: Option<String>,
     sentinel_username: Option<String>,
     sentinel_password: Option<String>,
+    db: u32,
     max_total: usize,
     max_idle: usize,
     min_idle: usize,
@@ -129,6 +130,7 @@ impl PoolArgs {
                 "username given without password".into(),
             ));
         }
+        o.data_connect.db = i64::from(self.db);
         if let Some(p) = &self.sentinel_password {
             o = o.sentinel_auth(self.sentinel_username.as_deref(), p);
         } else if self.sentinel_username.is_some() {

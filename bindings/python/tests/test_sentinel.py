@@ -191,6 +191,30 @@ def test_pool_errors_config_and_auth() -> None:
             assert pool.execute_command("PING") == b"PONG"
     with pytest.raises(redis_ferry.ConfigError):
         SentinelPool("127.0.0.1:26379", "m")  # a string, not a list
+    with pytest.raises(redis_ferry.ConfigError, match="db must be"):
+        SentinelPool(["127.0.0.1:26379"], "m", db=-1)
+    # A master that needs a password and was given none: the refusal itself, not a fallback's.
+    with topology("sentinel", "--password", "data-secret") as g:
+        with pytest.raises(redis_ferry.AuthError, match="NOAUTH Authentication required"):
+            SentinelPool(g["sentinels"], g["master_name"], resolve_timeout=1.0)
+
+
+def test_the_pool_uses_its_database_and_async_too(group: Dict[str, Any]) -> None:
+    with SentinelPool(group["sentinels"], group["master_name"], db=3) as pool:
+        assert pool.execute_command("SET", "in-db-3", "v") == b"OK"
+        pipe = pool.pipeline()
+        pipe.execute_command("INCR", "n3").execute_command("INCR", "n3")
+        assert pipe.execute() == [1, 2]
+    assert client(group["master"], db=3).get("in-db-3") == b"v"
+    assert client(group["master"], db=3).get("n3") == b"2"
+    assert client(group["master"], db=0).get("in-db-3") is None
+
+    async def use_async() -> None:
+        async with AsyncSentinelPool(group["sentinels"], group["master_name"], db=4) as pool:
+            assert await pool.execute_command("SET", "in-db-4", "v") == b"OK"
+
+    asyncio.run(use_async())
+    assert client(group["master"], db=4).get("in-db-4") == b"v"
 
 
 def test_an_application_user_without_role_or_info(group: Dict[str, Any]) -> None:

@@ -56,6 +56,7 @@ class _PoolArgs(TypedDict):
     password: Optional[str]
     sentinel_username: Optional[str]
     sentinel_password: Optional[str]
+    db: int
     max_total: int
     max_idle: int
     min_idle: int

@@ -69,6 +69,7 @@ def _pool_args(
     password: Optional[str],
     sentinel_username: Optional[str],
     sentinel_password: Optional[str],
+    db: int,
     max_total: int,
     max_idle: int,
     min_idle: int,
@@ -82,6 +83,8 @@ def _pool_args(
 ) -> "_native._PoolArgs":
     if isinstance(sentinels, (str, tuple)):
         raise ConfigError("sentinels must be a list of (host, port) tuples or 'host:port' strings")
+    if isinstance(db, bool) or not isinstance(db, int) or not 0 <= db < 2**32:
+        raise ConfigError(f"db must be a database number (0 or more), not {db!r}")
     return {
         "master_name": master_name,
         "sentinels": [_addr(s) for s in sentinels],
@@ -89,6 +92,7 @@ def _pool_args(
         "password": password,
         "sentinel_username": sentinel_username,
         "sentinel_password": sentinel_password,
+        "db": db,
         "max_total": max_total,
         "max_idle": max_idle,
         "min_idle": min_idle,
@@ -114,7 +118,9 @@ class SentinelPool:
 
     Creating it resolves the master (blocking; raises :class:`redis_ferry.ConnectionError` when no sentinel
     answers, :class:`redis_ferry.ConfigError` when none monitors the name, :class:`redis_ferry.AuthError` when
-    credentials are refused). The pool knobs are JedisSentinelPool's; times are in seconds.
+    credentials are refused). The pool knobs are JedisSentinelPool's; times are in seconds. ``db`` is the database
+    of every connection (as JedisSentinelPool's ``database``; a ``SELECT`` sent through :meth:`execute_command`
+    holds for that command's connection only, which the pool then closes).
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class SentinelPool:
         password: Optional[str] = None,
         sentinel_username: Optional[str] = None,
         sentinel_password: Optional[str] = None,
+        db: int = 0,
         max_total: int = 8,
         max_idle: int = 8,
         min_idle: int = 0,
@@ -144,6 +151,7 @@ class SentinelPool:
             password=password,
             sentinel_username=sentinel_username,
             sentinel_password=sentinel_password,
+            db=db,
             max_total=max_total,
             max_idle=max_idle,
             min_idle=min_idle,
@@ -251,6 +259,7 @@ class AsyncSentinelPool:
         password: Optional[str] = None,
         sentinel_username: Optional[str] = None,
         sentinel_password: Optional[str] = None,
+        db: int = 0,
         max_total: int = 8,
         max_idle: int = 8,
         min_idle: int = 0,
@@ -269,6 +278,7 @@ class AsyncSentinelPool:
             password=password,
             sentinel_username=sentinel_username,
             sentinel_password=sentinel_password,
+            db=db,
             max_total=max_total,
             max_idle=max_idle,
             min_idle=min_idle,
