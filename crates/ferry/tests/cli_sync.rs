@@ -141,9 +141,10 @@ fn sync_until_caught_up_verifies_what_its_filter_and_db_map_copy() {
         ferry.stdout()
     );
     assert!(
-        ferry
-            .stderr()
-            .contains("the URLs name databases: source database 3 only, into target database 7"),
+        ferry.stderr().contains(
+            "the URLs name databases: source database 3 only, into target database 7, ferry's \
+                 checkpoint in target database 7"
+        ),
         "{}",
         ferry.stderr()
     );
@@ -156,6 +157,14 @@ fn sync_until_caught_up_verifies_what_its_filter_and_db_map_copy() {
         let want: &[&str] = if db == 7 { &["app:3"] } else { &[] };
         assert_eq!(keys_in(&other, db), want, "db {db}");
     }
+    // ferry's own keys too: database 7 only.
+    let dbsize = |db: u32| -> u64 {
+        let mut c = other.client();
+        redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
+        redis::cmd("DBSIZE").query(&mut c).unwrap()
+    };
+    assert_eq!(dbsize(0), 0, "nothing of ferry's in database 0");
+    assert!(dbsize(7) > 1, "the checkpoint beside the data");
 
     // A target database alone says nothing of which source database goes there: refused before connecting.
     let mut ferry = Ferry::spawn([

@@ -894,7 +894,14 @@ impl SyncConfig {
     /// and target's URLs name (`redis://host:port/N`, see `url_db.rs`).
     pub(crate) fn selection(&self) -> Result<Selection, Error> {
         let (mut filter, mut db_map) = (self.filter.clone(), self.db_map.clone());
-        let note = url_db::apply_url_dbs(&self.source, &self.target, &mut filter, &mut db_map)?;
+        let mut note = url_db::apply_url_dbs(&self.source, &self.target, &mut filter, &mut db_map)?;
+        let checkpoint_db = self.checkpoint_db();
+        if checkpoint_db != self.checkpoint.db {
+            note = Some(format!(
+                "{}, ferry's checkpoint in target database {checkpoint_db}",
+                note.unwrap_or_else(|| "the URLs name databases".into())
+            ));
+        }
         Ok(Selection {
             filter,
             db_map,
@@ -1004,6 +1011,17 @@ impl SyncConfig {
         Ok(c)
     }
 
+    /// The database of the checkpoint on a standalone target: `checkpoint.db`, or when that is left at 0, the
+    /// database the target's URL names (a job told to write into database 5 keeps its own keys there too).
+    pub(crate) fn checkpoint_db(&self) -> u32 {
+        match &self.target {
+            Target::Standalone(e) if self.checkpoint.db == 0 => {
+                e.url_db().ok().flatten().unwrap_or(0)
+            }
+            _ => self.checkpoint.db,
+        }
+    }
+
     /// The replicator's sink options.
     // `..Default::default()` keeps this compiling when the replicator adds options.
     #[allow(clippy::needless_update)]
@@ -1021,7 +1039,7 @@ impl SyncConfig {
             },
             checkpoint: self.checkpoint.enabled,
             checkpoint_tag: self.checkpoint.tag.clone(),
-            checkpoint_db: i64::from(self.checkpoint.db),
+            checkpoint_db: i64::from(self.checkpoint_db()),
             epoch: self.checkpoint.epoch,
             ..Default::default()
         }
