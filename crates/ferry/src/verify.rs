@@ -42,7 +42,7 @@ pub enum Compare {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct VerifyOptions {
-    /// Only these databases (default: every database holding keys on either side; a cluster has only 0).
+    /// Only these source databases (default: every database holding keys on either side; a cluster has only 0).
     pub dbs: Option<Vec<u32>>,
     /// Check at most this many keys of each side per database (default: all).
     pub sample: Option<u64>,

@@ -557,7 +557,8 @@ pub struct VerifyArgs {
     /// Source and target.
     #[command(flatten)]
     pub endpoints: Endpoints,
-    /// Only this database (repeatable; default: every database with keys).
+    /// Only this source database (repeatable; default: every database with keys), compared with the target
+    /// database `--db-map` sends it to.
     #[arg(long = "db")]
     pub dbs: Vec<u32>,
     /// Databases and keys compared, and which target database each source database is compared with (the
