@@ -225,11 +225,6 @@ fn rdb_restore_maps_a_database_of_the_file_to_another_of_the_target() {
         "rdb", "restore", file, "--target", &into_3, "--db", "1", "--db-map", "1:3",
     ]);
     assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
-    let dbsize = |s: &Server, db: u32| -> u64 {
-        let mut c = s.client();
-        redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
-        redis::cmd("DBSIZE").query(&mut c).unwrap()
-    };
     assert!(dbsize(&server, 1) > 0);
     assert_eq!(
         (dbsize(&target, 0), dbsize(&target, 1), dbsize(&target, 3)),

@@ -158,13 +158,8 @@ fn sync_until_caught_up_verifies_what_its_filter_and_db_map_copy() {
         assert_eq!(keys_in(&other, db), want, "db {db}");
     }
     // ferry's own keys too: database 7 only.
-    let dbsize = |db: u32| -> u64 {
-        let mut c = other.client();
-        redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
-        redis::cmd("DBSIZE").query(&mut c).unwrap()
-    };
-    assert_eq!(dbsize(0), 0, "nothing of ferry's in database 0");
-    assert!(dbsize(7) > 1, "the checkpoint beside the data");
+    assert_eq!(dbsize(&other, 0), 0, "nothing of ferry's in database 0");
+    assert!(dbsize(&other, 7) > 1, "the checkpoint beside the data");
 
     // A target database alone says nothing of which source database goes there: refused before connecting.
     let mut ferry = Ferry::spawn([

@@ -284,11 +284,6 @@ fn a_scan_without_notifications_is_a_one_time_copy_that_ends_verified() {
         &format!("{}/4", target.url()),
     ]);
     assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
-    let dbsize = |server: &Server, db: u32| -> u64 {
-        let mut c = server.client();
-        redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
-        redis::cmd("DBSIZE").query(&mut c).unwrap()
-    };
     let in_db1 = dbsize(&source, 1);
     assert!(in_db1 > 0);
     assert!(

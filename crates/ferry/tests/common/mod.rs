@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferry_testkit::{compare, wait_for, CompareOptions, Target};
+use ferry_testkit::{compare, wait_for, CompareOptions, Server, Target};
 
 /// The job's phases among `events`, in order.
 pub fn phases(events: &[ferry::Event]) -> Vec<ferry::Phase> {
@@ -226,4 +226,11 @@ pub fn write_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
     (dir, path)
+}
+
+/// `DBSIZE` of database `db` of a server.
+pub fn dbsize(server: &Server, db: u32) -> u64 {
+    let mut c = server.client();
+    redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
+    redis::cmd("DBSIZE").query(&mut c).unwrap()
 }
