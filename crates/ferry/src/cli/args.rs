@@ -82,7 +82,8 @@ pub enum TargetType {
 /// Source and target endpoints, with credentials and TLS.
 #[derive(Debug, Args, Default)]
 pub struct Endpoints {
-    /// The source URL, `redis://[user[:password]@]host[:port][/db]` (`rediss://` for TLS).
+    /// The source URL, `redis://[user[:password]@]host[:port][/db]` (`rediss://` for TLS); a `/db` copies (and
+    /// compares) that database only.
     #[arg(long)]
     pub source: Option<String>,
     /// What the source is.
@@ -129,7 +130,7 @@ pub struct Endpoints {
     /// A sentinel source: environment variable holding its master's password.
     #[arg(long)]
     pub source_master_password_env: Option<String>,
-    /// The target URL.
+    /// The target URL; a `/db` receives the database the source URL names (or the one `--db-map` sends there).
     #[arg(long)]
     pub target: Option<String>,
     /// What the target is.

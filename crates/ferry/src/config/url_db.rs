@@ -159,6 +159,7 @@ pub(crate) fn apply_url_dbs(
                 Source::RdbFile { .. } | Source::AofFile { .. } => {
                     "map the file's database with db_map"
                 }
+                Source::Sentinel { .. } => "map the master's database with db_map",
                 _ => "name it in the source URL (redis://host:port/N), or map it with db_map",
             };
             return Err(Error::config(format!(
@@ -258,6 +259,13 @@ mod tests {
             Target::standalone("redis://t:1/5"),
         );
         assert!(e.contains("--db-map N:5"), "{e}");
+        let sentinel = Source::Sentinel {
+            sentinels: vec![Endpoint::new("redis://s:26379")],
+            master: "m".into(),
+            master_auth: Default::default(),
+        };
+        let e = err(sentinel, Target::standalone("redis://t:1/5"));
+        assert!(e.contains("map the master's database with db_map"), "{e}");
         let e = err(
             Source::standalone("redis://s:1"),
             Target::cluster("redis://t:1/1"),
