@@ -737,7 +737,14 @@ impl CopyCheck {
         let mut options = VerifyOptions::default()
             .with_recheck_after_ms(1000)
             .with_job(config);
-        options.dbs.clone_from(dbs);
+        // The scan's databases that the job copies (its filter and the source URL may leave some out).
+        let copied = config.selection().ok()?.filter;
+        options.dbs = dbs.as_ref().map(|d| {
+            d.iter()
+                .copied()
+                .filter(|&db| copied.db_passes(db))
+                .collect()
+        });
         let source = match cluster {
             true => Source::Cluster {
                 seeds: vec![endpoint.clone()],

@@ -279,6 +279,17 @@ pub async fn verify(
     let (filter, map) = selection(source, target, &options)?;
     let mut src = Side::open(side_of_source(source)?.resolve("source").await?, "source").await?;
     let mut tgt = Side::open(side_of_target(target)?.resolve("target").await?, "target").await?;
+    if let Some(d) = options
+        .dbs
+        .iter()
+        .flatten()
+        .find(|&&d| !filter.db_passes(i64::from(d)))
+    {
+        // Comparing nothing there would report "equal" for a selection that contradicts itself.
+        return Err(Error::config(format!(
+            "database {d} is asked for, but the filter (or the database the source URL names) leaves it out"
+        )));
+    }
     let mut dbs = match &options.dbs {
         Some(d) => d.clone(),
         None => {

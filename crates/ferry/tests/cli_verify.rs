@@ -672,4 +672,8 @@ fn verify_compares_what_a_filter_selects_where_a_db_map_sends_it() {
     let (code, _, err) = verify_args(&["--source", &s, "--target", &t5]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--db-map N:5"), "{err}");
+    // A database asked for that the selection leaves out: an error, not "equal" over nothing.
+    let (code, _, err) = verify_args(&["--source", &s2, "--target", &t5, "--db", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("database 3 is asked for"), "{err}");
 }

@@ -297,6 +297,32 @@ fn a_scan_without_notifications_is_a_one_time_copy_that_ends_verified() {
         (dbsize(&target, 4), dbsize(&target, 1), dbsize(&target, 0)),
         (in_db1, 0, 0)
     );
+
+    // Scanned databases that the filter leaves out are not compared either.
+    redis::cmd("FLUSHALL").exec(&mut target.client()).unwrap();
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--source-type",
+        "scan",
+        "--scan-db",
+        "0",
+        "--scan-db",
+        "1",
+        "--allow-db",
+        "1",
+        "--target",
+        &target.url(),
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert!(
+        ferry.stderr().contains(&format!(
+            "verify at the end of the scan: equal: {in_db1} keys compared (dbs [1]"
+        )),
+        "{}",
+        ferry.stderr()
+    );
 }
 
 #[test]

@@ -560,6 +560,12 @@ pub struct FilterConfig {
 }
 
 impl FilterConfig {
+    /// Whether source database `db` is copied (the replicator's rule: allowed, when an allow list is given, and
+    /// not blocked).
+    pub(crate) fn db_passes(&self, db: u32) -> bool {
+        (self.allow_dbs.is_empty() || self.allow_dbs.contains(&db)) && !self.block_dbs.contains(&db)
+    }
+
     /// Refuses a key regular expression that does not compile.
     pub(crate) fn check_regexes(&self) -> Result<(), Error> {
         for r in self.allow_key_regexes.iter().chain(&self.block_key_regexes) {
