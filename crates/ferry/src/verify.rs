@@ -277,8 +277,6 @@ pub async fn verify(
 ) -> Result<VerifyReport, Error> {
     let started = Instant::now();
     let (filter, map) = selection(source, target, &options)?;
-    let mut src = Side::open(side_of_source(source)?.resolve("source").await?, "source").await?;
-    let mut tgt = Side::open(side_of_target(target)?.resolve("target").await?, "target").await?;
     if let Some(d) = options
         .dbs
         .iter()
@@ -290,6 +288,8 @@ pub async fn verify(
             "database {d} is asked for, but the filter (or the database the source URL names) leaves it out"
         )));
     }
+    let mut src = Side::open(side_of_source(source)?.resolve("source").await?, "source").await?;
+    let mut tgt = Side::open(side_of_target(target)?.resolve("target").await?, "target").await?;
     let mut dbs = match &options.dbs {
         Some(d) => d.clone(),
         None => {
