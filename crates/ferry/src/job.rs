@@ -738,11 +738,12 @@ impl CopyCheck {
             .with_recheck_after_ms(1000)
             .with_job(config);
         // The scan's databases that the job copies (its filter and the source URL may leave some out).
-        let copied = config.selection().ok()?.filter;
+        let copied =
+            ferry_replicator::Filter::new(config.selection().ok()?.filter.to_replicator()).ok()?;
         options.dbs = dbs.as_ref().map(|d| {
             d.iter()
                 .copied()
-                .filter(|&db| copied.db_passes(db))
+                .filter(|&db| copied.db_passes(i64::from(db)))
                 .collect()
         });
         let source = match cluster {

@@ -423,16 +423,11 @@ fn selection(
     if let Some(note) = crate::config::apply_url_dbs(source, target, &mut filter, &mut db_map)? {
         tracing::info!("{note}");
     }
-    for key in db_map.keys() {
-        key.parse::<u32>()
-            .map_err(|_| Error::config(format!("db_map: {key:?} is not a database number")))?;
-    }
-    filter.check_regexes()?;
     let filter = ferry_replicator::Filter::new(filter.to_replicator())
         .map_err(|e| Error::config(format!("filter: {e}")))?;
     Ok((
         filter,
-        ferry_replicator::DbMap::new(crate::config::db_pairs(&db_map)),
+        ferry_replicator::DbMap::new(crate::config::db_pairs(&db_map)?),
     ))
 }
 

@@ -127,8 +127,9 @@ def _restore_args(path: PathLike, target: EndpointSpec, options: Dict[str, Any])
 def restore(path: PathLike, target: EndpointSpec, **options: Any) -> RestoreReport:
     """Write every key of the RDB file into ``target`` (a URL or ferry's target dict), with RESTORE ... ABSTTL
     (re-encoded for an older target). Options: ``conflict`` ("panic", "rewrite", "skip"), ``dbs``, ``db_map``
-    (the file's database to the target's, ``{"0": 3}``), ``max_restore_bytes``, ``target_policy`` ("stop", "skip", "convert": keys the target cannot hold, such as
-    hash field expiries before Redis 7.4 or a module type it does not load)."""
+    (the file's database to the target's, ``{"0": 3}``), ``max_restore_bytes``, ``target_policy`` ("stop",
+    "skip", "convert": keys the target cannot hold, such as hash field expiries before Redis 7.4 or a module
+    type it does not load)."""
     return RestoreReport._from_json(_native.rdb_restore_json(*_restore_args(path, target, options)))
 
 

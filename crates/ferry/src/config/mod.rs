@@ -560,21 +560,6 @@ pub struct FilterConfig {
 }
 
 impl FilterConfig {
-    /// Whether source database `db` is copied (the replicator's rule: allowed, when an allow list is given, and
-    /// not blocked).
-    pub(crate) fn db_passes(&self, db: u32) -> bool {
-        (self.allow_dbs.is_empty() || self.allow_dbs.contains(&db)) && !self.block_dbs.contains(&db)
-    }
-
-    /// Refuses a key regular expression that does not compile.
-    pub(crate) fn check_regexes(&self) -> Result<(), Error> {
-        for r in self.allow_key_regexes.iter().chain(&self.block_key_regexes) {
-            regex::Regex::new(r)
-                .map_err(|e| Error::config(format!("filter: regular expression {r:?}: {e}")))?;
-        }
-        Ok(())
-    }
-
     /// The replicator's filter configuration (exact keys become anchored regular expressions).
     // `..Default::default()` keeps this compiling when the replicator adds options.
     #[allow(clippy::needless_update)]
@@ -854,10 +839,7 @@ impl SyncConfig {
     /// Checks what can be checked without connecting: values in range, known source/target kinds, db map keys,
     /// regular expressions.
     pub fn validate(&self) -> Result<(), Error> {
-        for key in self.db_map.keys() {
-            key.parse::<u32>()
-                .map_err(|_| Error::config(format!("db_map: {key:?} is not a database number")))?;
-        }
+        db_pairs(&self.db_map)?;
         let l = &self.limits;
         if l.window_commands == 0
             || l.window_bytes == 0
@@ -885,7 +867,15 @@ impl SyncConfig {
                 return Err(Error::config("source: a cluster needs at least one seed"));
             }
         }
-        self.filter.check_regexes()?;
+        for r in self
+            .filter
+            .allow_key_regexes
+            .iter()
+            .chain(&self.filter.block_key_regexes)
+        {
+            regex::Regex::new(r)
+                .map_err(|e| Error::config(format!("filter: regular expression {r:?}: {e}")))?;
+        }
         self.selection()?;
         Ok(())
     }
@@ -1006,7 +996,7 @@ impl SyncConfig {
         };
         let selection = self.selection()?;
         c.filter = selection.filter.to_replicator();
-        c.db_map = ferry_replicator::DbMap::new(db_pairs(&selection.db_map));
+        c.db_map = ferry_replicator::DbMap::new(db_pairs(&selection.db_map)?);
         c.flush_target_on_resync = self.flush_target_on_resync;
         c.max_restore_bytes = self.limits.max_restore_bytes;
         c.reconnect_backoff = Duration::from_millis(self.limits.reconnect_backoff_ms);
@@ -1120,11 +1110,16 @@ pub(crate) struct Selection {
     pub(crate) note: Option<String>,
 }
 
-/// A database map (`{"1": 0}`) as pairs; keys that are not numbers are left out (`validate` refuses them).
-pub(crate) fn db_pairs(db_map: &BTreeMap<String, u32>) -> Vec<(i64, i64)> {
+/// A database map (`{"1": 0}`) as pairs; a key that is not a database number is an error.
+pub(crate) fn db_pairs(db_map: &BTreeMap<String, u32>) -> Result<Vec<(i64, i64)>, Error> {
     db_map
         .iter()
-        .filter_map(|(k, &v)| k.parse::<i64>().ok().map(|k| (k, i64::from(v))))
+        .map(|(k, &v)| match k.parse::<u32>() {
+            Ok(k) => Ok((i64::from(k), i64::from(v))),
+            Err(_) => Err(Error::config(format!(
+                "db_map: {k:?} is not a database number"
+            ))),
+        })
         .collect()
 }
 
