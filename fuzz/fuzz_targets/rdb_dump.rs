@@ -1,14 +1,22 @@
 //! Fuzzes DUMP payload decoding and re-encoding: arbitrary serialized values (the CRC is fixed up
 //! so the value decoder is reached, as a Redis payload and as a Valkey 9 one), and every decoded value must
 //! re-encode for v9 to v12 and Valkey's 80 and decode back to itself; a module value's operands and vector-set view
-//! read without panicking. Must never panic.
+//! read without panicking; a value `is_empty_collection` calls empty has no element. Must never panic.
 #![no_main]
 
-use ferry_rdb::{build_dump, decode_dump, decode_value, encode_value};
+use ferry_rdb::{build_dump, decode_dump, decode_value, encode_value, is_empty_collection};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_dump(data);
+    // A value called empty (a copy leaves it out) never decodes to one with an element.
+    for valkey in [false, true] {
+        if is_empty_collection(data, valkey) {
+            if let Ok(v) = decode_value(data, valkey) {
+                assert!(v.is_empty(), "called empty, decodes to {v:?}");
+            }
+        }
+    }
     let payload = build_dump(data, 11);
     if let Ok((value, _)) = decode_dump(&payload) {
         if let ferry_rdb::Value::Module(m) = &value {

@@ -461,6 +461,58 @@ fn a_redisshake_v4_aof_reader_becomes_an_aof_source_and_panics_on_conflicts_by_d
     }
 }
 
+#[test]
+fn a_relative_redisshake_file_path_is_read_from_advanced_dir_as_redisshake_reads_it() {
+    // RedisShake changes into `advanced.dir` before it opens `rdb_file_path` / `filepath`.
+    let dir = std::env::temp_dir().join(format!("ferry-shake-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("dump.rdb"), b"").unwrap();
+    let dir_toml = dir.display().to_string();
+    let v3 = format!(
+        "type = \"restore\"\n[source]\nrdb_file_path = \"dump.rdb\"\n\n\
+         [target]\ntype = \"standalone\"\naddress = \"127.0.0.1:6380\"\n\n[advanced]\ndir = \"{dir_toml}\"\n"
+    );
+    let v4 = format!(
+        "[rdb_reader]\nfilepath = \"dump.rdb\"\n\n[redis_writer]\naddress = \"127.0.0.1:6380\"\n\n\
+         [advanced]\ndir = \"{dir_toml}\"\n"
+    );
+    for text in [&v3, &v4] {
+        let loaded = SyncConfig::load_toml(text).unwrap();
+        assert_eq!(loaded.config.source, Source::rdb_file(dir.join("dump.rdb")));
+        assert!(
+            loaded.notes.iter().any(|n| n.contains("advanced.dir")),
+            "{:?}",
+            loaded.notes
+        );
+        // Not there: the path as written (relative to where ferry runs), with a note saying what RedisShake
+        // would have read.
+        let other = text.replace("dump.rdb", "other.rdb");
+        let loaded = SyncConfig::load_toml(&other).unwrap();
+        assert_eq!(loaded.config.source, Source::rdb_file("other.rdb"));
+        assert!(
+            loaded
+                .notes
+                .iter()
+                .any(|n| n.contains("RedisShake would read")),
+            "{:?}",
+            loaded.notes
+        );
+    }
+    // An absolute path is the file, and `dir` is then not used.
+    let absolute = v3.replace("\"dump.rdb\"", "\"/backups/dump.rdb\"");
+    let loaded = SyncConfig::load_toml(&absolute).unwrap();
+    assert_eq!(loaded.config.source, Source::rdb_file("/backups/dump.rdb"));
+    assert!(
+        loaded
+            .notes
+            .iter()
+            .any(|n| n.contains("`advanced.dir` (line 10) is accepted and not used")),
+        "{:?}",
+        loaded.notes
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The ```toml blocks of the README and docs/: (file, block).
 fn documented_toml() -> Vec<(String, String)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -70,6 +70,15 @@ fn assert_holds_file(server: &Server, path: &Path) {
         if e.expire_at_ms.is_some_and(|at| at <= now_ms()) {
             continue;
         }
+        // A collection without an element is no key: Redis's loader skips it, and so does the copy.
+        if e.value.as_ref().is_some_and(|v| {
+            matches!(
+                v,
+                Value::List(_) | Value::Set(_) | Value::SortedSet(_) | Value::Hash(_)
+            ) && v.is_empty()
+        }) {
+            continue;
+        }
         expected += 1;
         redis::cmd("SELECT").arg(e.db).exec(&mut con).unwrap();
         let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&e.key[..]).query(&mut con).unwrap();
@@ -127,6 +136,8 @@ fn rdb_files_of_every_version_restore_into_a_standalone_target_as_a_job() {
         "hdt3213/cases/issue27.rdb",
         "hdt3213/cases/set_listpack.rdb",
         "hdt3213/cases/expiration.rdb",
+        // Nine empty collections (left by old servers' bugs): left out, as Redis's loader leaves them out.
+        "redis/corrupt_empty_keys.rdb",
     ];
     for rel in files {
         let path = fixture(rel);

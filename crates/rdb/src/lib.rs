@@ -63,8 +63,9 @@ pub use encode::encode_value;
 pub use error::{Error, KeyContext, Result};
 pub use module::{ModuleItem, VectorSet, VectorSetElement};
 pub use parser::{
-    decode_value, is_valkey_version, loads_version, pre_ga_library_code, Checksum, Entry, Flavor,
-    Item, Parser, ParserOptions, ValueMode, MAX_RDB_VERSION, MAX_VALKEY_RDB_VERSION,
+    decode_value, is_empty_collection, is_valkey_version, loads_version, pre_ga_library_code,
+    Checksum, Entry, Flavor, Item, Parser, ParserOptions, ValueMode, MAX_RDB_VERSION,
+    MAX_VALKEY_RDB_VERSION,
 };
 pub use reader::Reader;
 pub use value::{

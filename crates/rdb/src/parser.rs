@@ -1006,6 +1006,92 @@ fn parse_magic(m: &[u8]) -> Result<(u32, Flavor), Bad> {
     }
 }
 
+/// True when a serialized value (type byte + payload, as in `Entry::raw`) is a list, set, sorted set or hash
+/// with no element: what some servers' bugs left in RDB files (Redis's own `corrupt_empty_keys.rdb` holds nine).
+/// Redis's loader skips such keys, and `RESTORE` refuses them ("Bad data format"), so a copy leaves them out
+/// too. Reads only the counts in the headers: a quicklist whose every node is an empty container is empty, a
+/// compressed container is not (LZF is only tried on strings longer than any empty container). Strings,
+/// streams (an empty stream is a valid key) and module values are never empty; a value too short to tell is
+/// not empty either (the target then judges it).
+pub fn is_empty_collection(serialized: &[u8], valkey: bool) -> bool {
+    let Some(&t) = serialized.first() else {
+        return false;
+    };
+    let mut c = Cur::new(serialized, 1, usize::MAX);
+    // The element count of an uncompressed container blob (ziplist, listpack, intset, zipmap): `None` when it
+    // cannot tell (compressed, a count too big for the header, or a container that does not read whole). A
+    // header that says 0 is checked against the elements (a zipmap's header is only a hint).
+    fn blob_count(c: &mut Cur<'_>, t: u8) -> Option<u64> {
+        use crate::encoding::{
+            intset_for_each, listpack_for_each, ziplist_for_each, zipmap_for_each,
+        };
+        let RStr::Plain(b, _) = c.string("a container").ok()? else {
+            return None;
+        };
+        let u16_at = |p: usize| {
+            b.get(p..p + 2)
+                .map(|x| u64::from(u16::from_le_bytes([x[0], x[1]])))
+        };
+        let header = match t {
+            HASH_ZIPMAP => b.first().map(|&n| u64::from(n)).filter(|&n| n < 254),
+            SET_INTSET => b
+                .get(4..8)
+                .map(|x| u64::from(u32::from_le_bytes([x[0], x[1], x[2], x[3]]))),
+            LIST_ZIPLIST | ZSET_ZIPLIST | HASH_ZIPLIST => u16_at(8).filter(|&n| n != 0xffff),
+            _ => u16_at(4).filter(|&n| n != 0xffff),
+        }?;
+        if header != 0 {
+            return Some(header);
+        }
+        let counted = match t {
+            HASH_ZIPMAP => zipmap_for_each(b, |_, _| {}),
+            SET_INTSET => intset_for_each(b, |_| {}),
+            LIST_ZIPLIST | ZSET_ZIPLIST | HASH_ZIPLIST => ziplist_for_each(b, |_| Ok(())),
+            _ => listpack_for_each(b, |_| Ok(())),
+        };
+        counted.ok().map(|n| n as u64)
+    }
+    match t {
+        LIST | SET | ZSET | ZSET_2 | HASH => matches!(c.len("a count"), Ok(0)),
+        VALKEY_HASH_2 if valkey => matches!(c.len("a count"), Ok(0)),
+        HASH_METADATA => c.u64_le("a minimum expiry").is_ok() && matches!(c.len("a count"), Ok(0)),
+        HASH_METADATA_PRE_GA => matches!(c.len("a count"), Ok(0)),
+        HASH_LISTPACK_EX => {
+            c.u64_le("a minimum expiry").is_ok() && blob_count(&mut c, HASH_LISTPACK) == Some(0)
+        }
+        HASH_ZIPMAP
+        | LIST_ZIPLIST
+        | SET_INTSET
+        | ZSET_ZIPLIST
+        | HASH_ZIPLIST
+        | HASH_LISTPACK
+        | ZSET_LISTPACK
+        | SET_LISTPACK
+        | HASH_LISTPACK_EX_PRE_GA => blob_count(&mut c, t) == Some(0),
+        LIST_QUICKLIST | LIST_QUICKLIST_2 => {
+            let Ok(nodes) = c.len("a node count") else {
+                return false;
+            };
+            for _ in 0..nodes {
+                let node_type = if t == LIST_QUICKLIST_2 {
+                    match c.len("a container type") {
+                        // A plain node holds one element.
+                        Ok(2) => LIST_QUICKLIST_2,
+                        _ => return false,
+                    }
+                } else {
+                    LIST_ZIPLIST
+                };
+                if blob_count(&mut c, node_type) != Some(0) {
+                    return false;
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Decodes one serialized value (type byte + payload, as in a DUMP payload or `Entry::raw`).
 /// `valkey` selects Valkey's meaning of type 22.
 pub fn decode_value(serialized: &[u8], valkey: bool) -> Result<Value, Error> {
@@ -1069,5 +1155,68 @@ pub(crate) fn module_value(module_id: u64, payload: Bytes) -> ModuleValue {
         name: module_name_from_id(module_id),
         encver: (module_id & 1023) as u16,
         payload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty listpack (total bytes, count 0, terminator) as a plain RDB string.
+    const EMPTY_LISTPACK: [u8; 8] = [7, 7, 0, 0, 0, 0, 0, 0xff];
+
+    fn with(t: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let mut v = vec![t];
+        for p in parts {
+            v.extend_from_slice(p);
+        }
+        v
+    }
+
+    #[test]
+    fn empty_collections_are_told_from_their_headers() {
+        let empty = [
+            with(SET_INTSET, &[&[8, 2, 0, 0, 0, 0, 0, 0, 0]]),
+            with(SET_LISTPACK, &[&EMPTY_LISTPACK]),
+            with(HASH_LISTPACK, &[&EMPTY_LISTPACK]),
+            with(ZSET_LISTPACK, &[&EMPTY_LISTPACK]),
+            with(HASH_ZIPMAP, &[&[2, 0, 0xff]]),
+            with(LIST_QUICKLIST_2, &[&[0]]),
+            with(
+                LIST_QUICKLIST_2,
+                &[&[2, 2], &EMPTY_LISTPACK, &[2], &EMPTY_LISTPACK],
+            ),
+            with(HASH_METADATA, &[&[0; 8], &[0]]),
+            with(HASH_LISTPACK_EX, &[&[0; 8], &EMPTY_LISTPACK]),
+            with(HASH_METADATA_PRE_GA, &[&[0]]),
+            with(LIST, &[&[0]]),
+        ];
+        for v in &empty {
+            assert!(is_empty_collection(v, false), "{v:?}");
+        }
+        assert!(is_empty_collection(&with(VALKEY_HASH_2, &[&[0]]), true));
+        let one = [9, 9, 0, 0, 0, 1, 0, 0x01, 0x01, 0xff];
+        let not_empty = [
+            with(STRING, &[&[0]]),
+            with(STREAM_LISTPACKS_3, &[&[0]]),
+            with(SET_LISTPACK, &[&one[..]]),
+            with(SET_INTSET, &[&[12, 2, 0, 0, 0, 1, 0, 0, 0, 7, 0]]),
+            // A plain node holds one element, whatever follows.
+            with(LIST_QUICKLIST_2, &[&[2, 1, 1, b'a'], &[2], &EMPTY_LISTPACK]),
+            with(
+                LIST_QUICKLIST_2,
+                &[&[2, 2], &EMPTY_LISTPACK, &[2], &one[..]],
+            ),
+            // A compressed container, a count too big for the header, a value cut short.
+            with(SET_LISTPACK, &[&[0xc3, 2, 7, 0]]),
+            with(HASH_ZIPMAP, &[&[2, 254, 0xff]]),
+            // A header that says 0 over elements (a zipmap's count is only a hint).
+            with(HASH_ZIPMAP, &[&[7, 0, 1, b'a', 1, 0, b'b', 0xff]]),
+            with(SET, &[]),
+            vec![],
+        ];
+        for v in &not_empty {
+            assert!(!is_empty_collection(v, false), "{v:?}");
+        }
     }
 }

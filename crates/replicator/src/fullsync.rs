@@ -223,6 +223,8 @@ pub(crate) struct Applier<'a> {
     filtered: u64,
     converted: u64,
     big_keys: u64,
+    /// Lists, sets, sorted sets and hashes without an element, left out (see [`Applier::key`]).
+    empty: u64,
     big: Option<BigKey>,
     copied: CopiedKeys,
     last_report: u64,
@@ -250,6 +252,7 @@ impl<'a> Applier<'a> {
             filtered: 0,
             converted: 0,
             big_keys: 0,
+            empty: 0,
             big: None,
             copied: CopiedKeys::default(),
             last_report: 0,
@@ -497,6 +500,19 @@ impl<'a> Applier<'a> {
             self.filtered += 1;
             return Ok(());
         }
+        let source_version = u32::from(self.source_version);
+        if raw.first() != Some(&RDB_TYPE_STRING)
+            && ferry_rdb::is_empty_collection(&raw, ferry_rdb::is_valkey_version(source_version))
+        {
+            // A collection without an element is no key to Redis: its loader skips one found in an RDB file
+            // ("empty keys skipped") and `RESTORE` refuses it. Left out the same way; nothing is lost.
+            self.empty += 1;
+            if self.empty <= 10 {
+                warn!(key = %KeyDisplay(key.to_vec()), db, "the RDB holds an empty {} under this key: left out, as \
+                      Redis's loader leaves it out", ferry_rdb::type_name_of(raw[0]));
+            }
+            return Ok(());
+        }
         let tdb = self.dbmap.target(db);
         if opts.record_keys {
             self.copied.insert(tdb, &key);
@@ -509,7 +525,6 @@ impl<'a> Applier<'a> {
                 return Ok(());
             }
         }
-        let source_version = u32::from(self.source_version);
         let Some(payload) = fit_entry(
             db,
             &key,
@@ -561,6 +576,12 @@ impl<'a> Applier<'a> {
         bytes_read: u64,
     ) -> Result<Copied, Error> {
         sink.flush_strings().await?;
+        if self.empty > 0 {
+            warn!(
+                keys = self.empty,
+                "empty keys left out: the RDB held lists, sets, sorted sets or hashes without an element"
+            );
+        }
         debug!(
             keys = self.done,
             reencoded = self.converted,

@@ -173,6 +173,17 @@ fn advanced(
     notes: &mut Vec<String>,
 ) -> Result<(), Error> {
     config.conflict = conflict(adv, default_conflict)?;
+    let file_in_dir = match &config.source {
+        Source::RdbFile { path } | Source::AofFile { path, .. } => path.is_relative(),
+        _ => false,
+    };
+    if adv.get("dir").is_some() && !file_in_dir {
+        let line = adv.checked.lines.get("advanced.dir").copied().unwrap_or(0);
+        notes.push(format!(
+            "`advanced.dir` (line {line}) is accepted and not used: ferry keeps no local state (checkpoints \
+             live in the target)"
+        ));
+    }
     if let Some(n) = adv.int("pipeline_count_limit")? {
         config.limits.window_commands = usize::try_from(n)
             .ok()
@@ -204,6 +215,43 @@ fn advanced(
         }
     }
     Ok(())
+}
+
+/// The file a RedisShake reader names (`rdb_file_path`, `filepath`). RedisShake changes into `advanced.dir`
+/// (default `data`, itself relative to where it was started) before it opens the file, so a relative path means
+/// a file in that directory: taken from there when it is there, else relative to where ferry runs (the directory
+/// RedisShake would not have read, but the one a user most likely meant), with a note either way.
+fn shake_file(
+    adv: &Section<'_>,
+    key: &str,
+    path: &str,
+    notes: &mut Vec<String>,
+) -> Result<PathBuf, Error> {
+    let given = PathBuf::from(path);
+    if path.is_empty() || given.is_absolute() {
+        return Ok(given);
+    }
+    let dir = adv.string("dir")?;
+    let dir = if dir.is_empty() {
+        "data".to_string()
+    } else {
+        dir
+    };
+    let in_dir = PathBuf::from(&dir).join(&given);
+    if in_dir.is_file() {
+        notes.push(format!(
+            "`{key}` = {path:?} is read from the RedisShake directory `advanced.dir` ({}), as RedisShake reads it",
+            in_dir.display()
+        ));
+        Ok(in_dir)
+    } else {
+        notes.push(format!(
+            "`{key}` = {path:?}: RedisShake would read {} (relative to `advanced.dir` = {dir:?}), which is not \
+             there; ferry reads it relative to its working directory",
+            in_dir.display()
+        ));
+        Ok(given)
+    }
 }
 
 /// A v3 `sync.toml` (`type = "sync"`), `restore.toml` (`"restore"`) or `scan.toml` (`"scan"`).
@@ -248,7 +296,12 @@ pub(crate) fn from_v3(
     }
     let source = match mode {
         "restore" => Source::RdbFile {
-            path: PathBuf::from(src.string("rdb_file_path")?),
+            path: shake_file(
+                &adv,
+                "source.rdb_file_path",
+                &src.string("rdb_file_path")?,
+                notes,
+            )?,
         },
         "scan" => Source::Scan {
             endpoint: src.endpoint()?,
@@ -332,13 +385,13 @@ pub(crate) fn from_v4(
             return Err(aof.wrong("filepath", "the path of an AOF file or manifest"));
         }
         Source::AofFile {
-            path: PathBuf::from(path),
+            path: shake_file(&adv, "aof_reader.filepath", &path, notes)?,
             // RedisShake: 0 (the default) replays everything.
             timestamp: aof.int("timestamp")?.filter(|&t| t != 0),
         }
     } else {
         Source::RdbFile {
-            path: PathBuf::from(rdb.string("filepath")?),
+            path: shake_file(&adv, "rdb_reader.filepath", &rdb.string("filepath")?, notes)?,
         }
     };
     if !writer.exists() {

@@ -144,7 +144,6 @@ const VERSION_NOTE: &str = "ferry asks the server for its version";
 const LOG_NOTE: &str = "ferry logs to stderr (RUST_LOG and --log-format choose what and how)";
 const NCPU_NOTE: &str = "ferry sizes its runtime itself";
 const PPROF_NOTE: &str = "ferry has no pprof endpoint";
-const DIR_NOTE: &str = "ferry keeps no local state (checkpoints live in the target)";
 const BUF_NOTE: &str = "a server setting, not one of ferry's: ferry bounds its batches itself";
 
 /// RedisShake v3 `sync.toml` (also `restore.toml` and `scan.toml`).
@@ -182,7 +181,7 @@ pub(crate) const SHAKE_V3: &[(&str, Node)] = &[
     (
         "advanced",
         Node::Table(&[
-            ("dir", Node::Unused(DIR_NOTE)),
+            ("dir", Node::Leaf),
             ("ncpu", Node::Unused(NCPU_NOTE)),
             ("pprof_port", Node::Unused(PPROF_NOTE)),
             ("metrics_port", Node::Leaf),
@@ -268,7 +267,7 @@ pub(crate) const SHAKE_V4: &[(&str, Node)] = &[
     (
         "advanced",
         Node::Table(&[
-            ("dir", Node::Unused(DIR_NOTE)),
+            ("dir", Node::Leaf),
             ("ncpu", Node::Unused(NCPU_NOTE)),
             ("pprof_port", Node::Unused(PPROF_NOTE)),
             ("status_port", Node::Leaf),
