@@ -1105,6 +1105,41 @@ pub(crate) struct Lease {
     conn: Connection,
 }
 
+/// A [`Lease`] renewed by its own task.
+pub(crate) struct KeptLease {
+    lost: tokio::sync::oneshot::Receiver<Error>,
+    finish: Option<tokio::sync::oneshot::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KeptLease {
+    /// Resolves with the error that ends the session once the lease is lost; pending while it is kept.
+    pub(crate) async fn lost(&mut self) -> Error {
+        match (&mut self.lost).await {
+            Ok(e) => e,
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Stops renewing; `release`: gives the lease up (a stopped job lets another take the shard at once),
+    /// else it expires by itself.
+    pub(crate) async fn finish(mut self, release: bool) {
+        if let Some(f) = self.finish.take() {
+            let _ = f.send(release);
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for KeptLease {
+    fn drop(&mut self) {
+        // A session dropped without `finish` (its job cancelled): stop renewing.
+        if self.finish.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
 /// Renews a lease if its value is still ours; 0 when it is not.
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
@@ -1204,31 +1239,77 @@ impl Lease {
     }
 
     /// Renews the lease every [`LEASE_TTL`] / 3; returns the error that ends the session when it is lost.
-    pub(crate) async fn keep(&mut self) -> Error {
-        let ttl = LEASE_TTL.as_millis().to_string();
+    async fn keep(&mut self) -> Error {
         loop {
             tokio::time::sleep(LEASE_TTL / 3).await;
-            let renewed = self
-                .conn
-                .call(&[
-                    "EVAL",
-                    RENEW,
-                    "1",
-                    self.key.as_str(),
-                    self.owner.as_str(),
-                    ttl.as_str(),
-                ])
-                .await;
-            match renewed {
-                Ok(Frame::Integer(1)) => {}
-                Ok(_) => {
-                    return Error::Failover(format!(
-                        "the shard lease {} was taken by another job",
-                        self.key
-                    ))
-                }
-                Err(e) => return Error::from(e),
+            if let Err(e) = self.renew().await {
+                return e;
             }
+        }
+    }
+
+    /// Renews the lease. A lease that expired (renewed too late: this process was starved of CPU for a
+    /// [`LEASE_TTL`]) and that no other job took since is taken again; one another job holds is lost. Taking an
+    /// expired lease again is safe: had another job run the shard meanwhile, its checkpoint would have moved,
+    /// and this job's next batch, chained to the checkpoint it last wrote, would be refused.
+    async fn renew(&mut self) -> Result<(), Error> {
+        let ttl = LEASE_TTL.as_millis().to_string();
+        let renewed = self
+            .conn
+            .call(&[
+                "EVAL",
+                RENEW,
+                "1",
+                self.key.as_str(),
+                self.owner.as_str(),
+                ttl.as_str(),
+            ])
+            .await?;
+        if matches!(renewed, Frame::Integer(1)) {
+            return Ok(());
+        }
+        let again = self
+            .conn
+            .call(&[
+                "SET",
+                self.key.as_str(),
+                self.owner.as_str(),
+                "NX",
+                "PX",
+                ttl.as_str(),
+            ])
+            .await?;
+        if again.is_null() {
+            return Err(Error::Failover(format!(
+                "the shard lease {} was taken by another job",
+                self.key
+            )));
+        }
+        warn!(lease = %self.key, "the shard lease had expired before it was renewed (this process was slow): taken again");
+        Ok(())
+    }
+
+    /// Keeps the lease alive from a task of its own, so a session busy decoding and writing never delays a
+    /// renewal past the lease's expiry. See [`KeptLease`].
+    pub(crate) fn keep_in_task(mut self) -> KeptLease {
+        let (lost_tx, lost) = tokio::sync::oneshot::channel();
+        let (finish, finish_rx) = tokio::sync::oneshot::channel::<bool>();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                e = self.keep() => {
+                    let _ = lost_tx.send(e);
+                }
+                release = finish_rx => {
+                    if release == Ok(true) {
+                        self.release().await;
+                    }
+                }
+            }
+        });
+        KeptLease {
+            lost,
+            finish: Some(finish),
+            task,
         }
     }
 
@@ -1286,6 +1367,65 @@ mod tests {
                 assert_eq!(v.as_bytes(), Some(&b"first"[..]), "RESP{protocol}");
                 first.release().await;
             }
+        });
+    }
+
+    #[test]
+    fn a_lease_that_expired_unrenewed_is_taken_again_unless_another_job_took_it() {
+        use ferry_testkit::{Server, ServerOptions, Version};
+        let server = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let opts = ConnectOptions::from_url(&server.url()).unwrap();
+            let key = Lease::key("job:late");
+            let mut c = Connection::connect(&opts).await.unwrap();
+            let mut lease = Lease::acquire(&opts, false, "job:late", "me", |_| {})
+                .await
+                .unwrap();
+            // Expired (a process starved of CPU renews too late): nobody took it, so it is ours again.
+            c.call(&["DEL", key.as_str()]).await.unwrap();
+            lease.renew().await.unwrap();
+            let v = c.call(&["GET", key.as_str()]).await.unwrap();
+            assert_eq!(v.as_bytes(), Some(&b"me"[..]));
+            let ttl = c.call(&["PTTL", key.as_str()]).await.unwrap();
+            assert!(matches!(ttl, Frame::Integer(t) if t > 0), "{ttl:?}");
+            // Taken by another job meanwhile: lost, and the other job keeps it.
+            c.call(&["SET", key.as_str(), "other"]).await.unwrap();
+            let e = lease.renew().await.unwrap_err();
+            assert!(
+                matches!(e, Error::Failover(ref m) if m.contains("taken by another job")),
+                "{e}"
+            );
+            let v = c.call(&["GET", key.as_str()]).await.unwrap();
+            assert_eq!(v.as_bytes(), Some(&b"other"[..]));
+            // Kept by its own task: a loss reaches the session at the next renewal, and a finished lease
+            // stops renewing (released: gone at once).
+            c.call(&["DEL", key.as_str()]).await.unwrap();
+            let lease = Lease::acquire(&opts, false, "job:late", "me", |_| {})
+                .await
+                .unwrap();
+            let mut kept = lease.keep_in_task();
+            c.call(&["SET", key.as_str(), "other"]).await.unwrap();
+            let e = tokio::time::timeout(LEASE_TTL, kept.lost())
+                .await
+                .expect("the renewal task to report the loss");
+            assert!(matches!(e, Error::Failover(_)), "{e}");
+            kept.finish(false).await;
+            c.call(&["DEL", key.as_str()]).await.unwrap();
+            let lease = Lease::acquire(&opts, false, "job:late", "me", |_| {})
+                .await
+                .unwrap();
+            let kept = lease.keep_in_task();
+            kept.finish(true).await;
+            let v = c.call(&["EXISTS", key.as_str()]).await.unwrap();
+            assert!(
+                matches!(v, Frame::Integer(0)),
+                "a released lease is gone: {v:?}"
+            );
         });
     }
 

@@ -461,7 +461,7 @@ impl Replicator {
             }
         }
         // A shard of a cluster source runs in one job at a time: its lease in the target.
-        let mut lease = match &self.source_shard {
+        let lease = match &self.source_shard {
             Some(shard) => Some(
                 crate::cluster_source::Lease::acquire(
                     &target,
@@ -512,9 +512,10 @@ impl Replicator {
             Some(n) if n.gate_on_replicas => Some(ReplicaGate::start(n.connect.clone())),
             _ => None,
         };
+        let mut lease = lease.map(crate::cluster_source::Lease::keep_in_task);
         let keep_lease = async {
             match lease.as_mut() {
-                Some(l) => l.keep().await,
+                Some(l) => l.lost().await,
                 None => std::future::pending().await,
             }
         };
@@ -527,8 +528,9 @@ impl Replicator {
         };
         // A job that stops, or is fenced (it ends for good), lets another take the shard at once (a dead one's
         // lease expires).
-        if let (Some(l), Err(Error::Stopped | Error::Fenced(_))) = (lease, &result) {
-            l.release().await;
+        if let Some(l) = lease {
+            l.finish(matches!(&result, Err(Error::Stopped | Error::Fenced(_))))
+                .await;
         }
         result
     }
