@@ -236,3 +236,61 @@ fn a_sentinel_source_failover_under_writes_is_announced_with_the_promoted_replic
     }
     assert_eq!(followed, [new], "the failover followed is announced once");
 }
+
+#[test]
+fn a_sentinel_source_master_killed_under_writes_continues_on_the_promoted_replica_without_a_full_copy(
+) {
+    // The stream is applied only as far as a replica holds it, so when the master dies with writes its replicas
+    // never got, the target is not ahead of the replica promoted in its place, and the job continues there
+    // with PSYNC2 instead of copying everything again.
+    let mut group = start_group();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let (rt, job) = start_job(
+        group_json(&group),
+        serde_json::json!({ "type": "standalone", "url": target.url() }),
+    );
+    let old = group.master.addr();
+    let mut c = group.master.client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    // Pipelined increments: the master's stream runs ahead of its replicas by whatever is in flight.
+    let writer = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut p = redis::pipe();
+                for _ in 0..50 {
+                    p.cmd("INCR").arg("live-counter");
+                }
+                match p.query::<Vec<u64>>(&mut c) {
+                    Ok(v) => acked.store(*v.last().unwrap(), Ordering::Relaxed),
+                    Err(_) => return,
+                }
+                std::thread::sleep(WRITE_PACE);
+            }
+        })
+    };
+    ferry_testkit::wait_until(common::DEADLINE, "live writes on the target", || {
+        counter(&target) >= 5000
+    })
+    .unwrap();
+    group.master.kill();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let new = group
+        .wait_master_changed(&old, common::DEADLINE)
+        .expect("the sentinels promote a replica");
+    let master = group.server_by_addr(&new).unwrap();
+    let survived = counter(master);
+    // Increments the dead master acknowledged and no replica got are lost on the source too.
+    assert!(survived <= acked.load(Ordering::Relaxed));
+    let mut c = master.client();
+    for _ in 0..300 {
+        redis::cmd("INCR").arg("live-counter").exec(&mut c).unwrap();
+    }
+    wait_applied(&job, master);
+    assert_eq!(counter(&target), survived + 300, "counters exact");
+    common::assert_equal(&TkTarget::from(master), &TkTarget::from(&target));
+    let status = rt.block_on(job.stop()).unwrap();
+    assert_eq!(status.full_syncs, 1, "no second full copy: {status:?}");
+}

@@ -508,8 +508,12 @@ impl Replicator {
                 _ => std::future::pending().await,
             }
         };
-        let gate = match &shard_node {
-            Some(n) if n.gate_on_replicas => Some(ReplicaGate::start(n.connect.clone())),
+        // A stream from a master is applied only as far as one of its replicas holds it, so a failover never
+        // leaves the target ahead of the promoted replica (which would take a full copy to undo): a cluster
+        // shard's master (unless switched off), and a sentinel-managed source's master.
+        let gate = match (&shard_node, &source_master) {
+            (Some(n), _) if n.gate_on_replicas => Some(ReplicaGate::start(n.connect.clone())),
+            (None, Some(m)) => Some(ReplicaGate::start(m.connect.clone())),
             _ => None,
         };
         let mut lease = lease.map(crate::cluster_source::Lease::keep_in_task);
