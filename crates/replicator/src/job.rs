@@ -209,7 +209,12 @@ pub struct Replicator {
     target_masters: std::sync::Mutex<Vec<String>>,
     /// A job without checkpoints: the ownership its first copy found ([`crate::redo`]).
     pub(crate) ownership: std::sync::Mutex<Option<crate::redo::Ownership>>,
+    /// Whether the source's replication backlog was looked at ([`Replicator::check_backlog`]).
+    backlog_checked: std::sync::atomic::AtomicBool,
 }
+
+/// A source backlog this small (Redis's default `repl-backlog-size`, 1 MB) is worth a word at the job's start.
+const SMALL_BACKLOG: u64 = 1024 * 1024;
 
 impl Replicator {
     /// Checks the configuration.
@@ -244,6 +249,7 @@ impl Replicator {
             ));
         }
         Ok(Replicator {
+            backlog_checked: Default::default(),
             target_nodes: Default::default(),
             target_masters: Default::default(),
             ownership: Default::default(),
@@ -502,6 +508,9 @@ impl Replicator {
                 });
             }
         }
+        if matches!(self.config.source_kind, SourceKind::Replica) {
+            self.check_backlog(&source.connect).await;
+        }
         let shard_replaced = async {
             match (&self.source_shard, &shard_node) {
                 (Some(f), Some(n)) => f.replaced(n).await,
@@ -537,6 +546,44 @@ impl Replicator {
                 .await;
         }
         result
+    }
+
+    /// Once per job (for a cluster source, per shard): reads the source's `repl_backlog_size` and warns when it
+    /// is Redis's default 1 MB or less, the most ferry can be behind and still continue after a dropped link, a
+    /// restart or a failover without a full copy. Says nothing when the source does not answer `INFO` within
+    /// 2 s.
+    async fn check_backlog(&self, source: &ConnectOptions) {
+        if self
+            .backlog_checked
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let mut opts = source.clone();
+        opts.connect_timeout = opts.connect_timeout.min(Duration::from_secs(2));
+        opts.read_timeout = Some(Duration::from_secs(2));
+        let check = async {
+            let Ok(mut c) = Connection::connect(&opts).await else {
+                return;
+            };
+            let Ok(text) = crate::cluster_source::info_text(&mut c, "replication").await else {
+                return;
+            };
+            let size = text
+                .lines()
+                .find_map(|l| l.strip_prefix("repl_backlog_size:"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(size) = size.filter(|&s| s <= SMALL_BACKLOG) {
+                warn!(
+                    source = %format!("{}:{}", opts.host, opts.port),
+                    repl_backlog_size = size,
+                    "the source keeps {size} bytes of replication backlog: a dropped link, a restart of the job or a \
+                     failover that leaves ferry further behind than that takes a full copy; a larger \
+                     `repl-backlog-size` on the source (for example 256mb) lets ferry continue where it was"
+                );
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), check).await;
     }
 
     /// One session with the given source and target: checkpoint, handshake, full sync if needed, then the
