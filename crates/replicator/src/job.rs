@@ -508,9 +508,6 @@ impl Replicator {
                 });
             }
         }
-        if matches!(self.config.source_kind, SourceKind::Replica) {
-            self.check_backlog(&source.connect).await;
-        }
         let shard_replaced = async {
             match (&self.source_shard, &shard_node) {
                 (Some(f), Some(n)) => f.replaced(n).await,
@@ -548,10 +545,10 @@ impl Replicator {
         result
     }
 
-    /// Once per job (for a cluster source, per shard): reads the source's `repl_backlog_size` and warns when it
-    /// is Redis's default 1 MB or less, the most ferry can be behind and still continue after a dropped link, a
-    /// restart or a failover without a full copy. Says nothing when the source does not answer `INFO` within
-    /// 2 s.
+    /// Once per job (for a cluster source, per shard), when the first session reaches the live stream: reads the
+    /// source's `repl_backlog_size` and warns when it is Redis's default 1 MB or less, the most ferry can be
+    /// behind and still continue after a dropped link, a restart or a failover without a full copy. Says nothing
+    /// when the source does not answer `INFO` within 2 s.
     async fn check_backlog(&self, source: &ConnectOptions) {
         if self
             .backlog_checked
@@ -599,6 +596,7 @@ impl Replicator {
     ) -> Result<(), Error> {
         let Stop { shutdown, gate } = stop;
         let cfg = &self.config;
+        let source_node = source.connect.clone();
         match &cfg.source_kind {
             SourceKind::Replica => {}
             SourceKind::RdbFile(path) => return self.file_session(path, target, report).await,
@@ -768,6 +766,8 @@ impl Replicator {
             s.replid = replid.clone();
         });
         *live = true;
+        // Once the handshake worked (a source that fails it gets no second connection from this).
+        self.check_backlog(&source_node).await;
         self.follow(
             &mut source,
             &mut sink,
