@@ -136,7 +136,7 @@ fn raw_mode_bytes_decode_to_the_same_values_as_decoded_mode() {
                 Value::String(_) | Value::Stream(_) | Value::Module(_)
             ) && again.is_empty();
             assert_eq!(
-                ferry_rdb::is_empty_collection(raw, valkey),
+                ferry_rdb::is_empty_collection(raw),
                 empty,
                 "{r}: key {:?}",
                 e.key

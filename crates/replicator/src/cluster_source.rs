@@ -1147,6 +1147,25 @@ const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// `SET key owner NX PX <LEASE_TTL>`: true when it set the key (it answers a null, RESP2 `$-1` or RESP3 `_`,
+/// when another holds it).
+async fn take_free(conn: &mut Connection, key: &str, owner: &str) -> Result<bool, Error> {
+    let ttl = LEASE_TTL.as_millis().to_string();
+    let got = conn
+        .call(&["SET", key, owner, "NX", "PX", ttl.as_str()])
+        .await?;
+    Ok(!got.is_null())
+}
+
+/// Extends the lease by [`LEASE_TTL`] if `owner` holds it; false when it does not.
+async fn renew_own(conn: &mut Connection, key: &str, owner: &str) -> Result<bool, Error> {
+    let ttl = LEASE_TTL.as_millis().to_string();
+    let renewed = conn
+        .call(&["EVAL", RENEW, "1", key, owner, ttl.as_str()])
+        .await?;
+    Ok(matches!(renewed, Frame::Integer(1)))
+}
+
 impl Lease {
     /// The lease key of the shard whose checkpoints carry `tag`.
     pub(crate) fn key(tag: &str) -> String {
@@ -1188,36 +1207,14 @@ impl Lease {
     ) -> Result<Lease, Error> {
         let key = Lease::key(tag);
         let owner = owner.to_string();
-        let ttl = LEASE_TTL.as_millis().to_string();
         let mut told = false;
         loop {
             let mut conn = Lease::connect(target, cluster, &key).await?;
-            let got = conn
-                .call(&[
-                    "SET",
-                    key.as_str(),
-                    owner.as_str(),
-                    "NX",
-                    "PX",
-                    ttl.as_str(),
-                ])
-                .await?;
-            // `SET NX` answers OK when it set the key, a null (RESP2 `$-1`, RESP3 `_`) when another holds it.
-            if !got.is_null() {
+            if take_free(&mut conn, &key, &owner).await? {
                 info!(lease = %key, "shard lease taken");
                 return Ok(Lease { key, owner, conn });
             }
-            let renewed = conn
-                .call(&[
-                    "EVAL",
-                    RENEW,
-                    "1",
-                    key.as_str(),
-                    owner.as_str(),
-                    ttl.as_str(),
-                ])
-                .await?;
-            if matches!(renewed, Frame::Integer(1)) {
+            if renew_own(&mut conn, &key, &owner).await? {
                 return Ok(Lease { key, owner, conn });
             }
             if !told {
@@ -1253,33 +1250,10 @@ impl Lease {
     /// expired lease again is safe: had another job run the shard meanwhile, its checkpoint would have moved,
     /// and this job's next batch, chained to the checkpoint it last wrote, would be refused.
     async fn renew(&mut self) -> Result<(), Error> {
-        let ttl = LEASE_TTL.as_millis().to_string();
-        let renewed = self
-            .conn
-            .call(&[
-                "EVAL",
-                RENEW,
-                "1",
-                self.key.as_str(),
-                self.owner.as_str(),
-                ttl.as_str(),
-            ])
-            .await?;
-        if matches!(renewed, Frame::Integer(1)) {
+        if renew_own(&mut self.conn, &self.key, &self.owner).await? {
             return Ok(());
         }
-        let again = self
-            .conn
-            .call(&[
-                "SET",
-                self.key.as_str(),
-                self.owner.as_str(),
-                "NX",
-                "PX",
-                ttl.as_str(),
-            ])
-            .await?;
-        if again.is_null() {
+        if !take_free(&mut self.conn, &self.key, &self.owner).await? {
             return Err(Error::Failover(format!(
                 "the shard lease {} was taken by another job",
                 self.key

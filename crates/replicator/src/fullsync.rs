@@ -500,10 +500,7 @@ impl<'a> Applier<'a> {
             self.filtered += 1;
             return Ok(());
         }
-        let source_version = u32::from(self.source_version);
-        if raw.first() != Some(&RDB_TYPE_STRING)
-            && ferry_rdb::is_empty_collection(&raw, ferry_rdb::is_valkey_version(source_version))
-        {
+        if raw.first() != Some(&RDB_TYPE_STRING) && ferry_rdb::is_empty_collection(&raw) {
             // A collection without an element is no key to Redis: its loader skips one found in an RDB file
             // ("empty keys skipped") and `RESTORE` refuses it. Left out the same way; nothing is lost.
             self.empty += 1;
@@ -525,6 +522,7 @@ impl<'a> Applier<'a> {
                 return Ok(());
             }
         }
+        let source_version = u32::from(self.source_version);
         let Some(payload) = fit_entry(
             db,
             &key,

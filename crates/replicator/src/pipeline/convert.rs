@@ -871,15 +871,9 @@ pub fn fit_entry(
     if !fit_value(db, key, &mut value, target, policy, report)? {
         return Ok(None);
     }
-    let empty = match &value {
-        // A hash also when every field had expired: the key is gone on the source too.
-        ferry_rdb::Value::Hash(fields) => fields.is_empty(),
-        ferry_rdb::Value::List(v) | ferry_rdb::Value::Set(v) => v.is_empty(),
-        ferry_rdb::Value::SortedSet(v) => v.is_empty(),
-        _ => false,
-    };
-    if empty {
-        // No key to Redis (`RESTORE` refuses an empty collection).
+    if value.is_empty() && !matches!(value, ferry_rdb::Value::Stream(_)) {
+        // A collection without an element is no key to Redis (`RESTORE` refuses it); a hash also when every
+        // field had expired: the key is gone on the source too. (An empty stream is a key.)
         return Ok(None);
     }
     if let ferry_rdb::Value::Module(_) = &value {
