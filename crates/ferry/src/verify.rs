@@ -561,11 +561,15 @@ impl Acc<'_> {
             let detail = if self.options.compare == Compare::Digest {
                 "the digests differ".to_string()
             } else {
-                format!(
+                let mut detail = format!(
                     "{} bytes serialized on the source, {} on the target",
                     a.payload.len(),
                     b.payload.len()
-                )
+                );
+                if ta == "module" {
+                    detail.push_str(&module_note(&a.payload));
+                }
+                detail
             };
             return Some((DifferenceKind::Value, detail));
         }
@@ -727,6 +731,21 @@ fn forget_stream_metadata(v: &mut ferry_rdb::Value) {
         s.first_id = Default::default();
         s.max_deleted_id = Default::default();
         s.entries_added = 0;
+    }
+}
+
+/// What a differing module value's detail adds: a module other than Redis 8's vector sets (which are compared
+/// without their graph) is compared by its serialized form only, and a module may serialize equal data in
+/// another form (a FalkorDB graph that had nodes deleted on the source serializes longer there than on a target
+/// that received it afterwards), so the reader is told to compare it with the module's own commands.
+fn module_note(payload: &[u8]) -> String {
+    match ferry_rdb::decode_dump(payload) {
+        Ok((ferry_rdb::Value::Module(m), _)) if m.name != "vectorset" => format!(
+            " (a `{}` module value, compared by its serialized form: its module may serialize equal data \
+             differently, so compare it with the module's own commands)",
+            m.name
+        ),
+        _ => String::new(),
     }
 }
 
@@ -1156,4 +1175,35 @@ fn now_ms() -> i64 {
 /// A key for humans: UTF-8 as is, other bytes escaped, long keys shortened.
 pub(crate) fn show_key(key: &[u8]) -> String {
     ferry_replicator::KeyDisplay(key.to_vec()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DUMP payload (RDB version 11) of a module value of type `name`, one unsigned operand.
+    fn module_dump(name: &str, operand: u8) -> Vec<u8> {
+        const CHARSET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let id = name.bytes().fold(0u64, |id, c| {
+            id << 6 | CHARSET.iter().position(|&x| x == c).unwrap() as u64
+        }) << 10
+            | 1;
+        let m = ferry_rdb::ModuleValue {
+            module_id: id,
+            name: name.to_string(),
+            encver: 1,
+            // OP_UINT, the operand, OP_EOF
+            payload: Bytes::from(vec![2, operand, 0]),
+        };
+        ferry_rdb::encode_dump(&ferry_rdb::Value::Module(Box::new(m)), 11).unwrap()
+    }
+
+    #[test]
+    fn a_differing_module_value_is_named_with_its_module_and_how_to_check_it() {
+        let note = module_note(&module_dump("graphdata", 1));
+        assert!(note.contains("`graphdata` module value"), "{note}");
+        assert!(note.contains("module's own commands"), "{note}");
+        assert_eq!(module_note(&module_dump("vectorset", 1)), "");
+        assert_eq!(module_note(b"not a payload"), "");
+    }
 }
