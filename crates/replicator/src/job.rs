@@ -946,16 +946,16 @@ impl Replicator {
         // What the target cannot hold, by the source's database (the report names keys by it).
         let mut fitted = Vec::with_capacity(unit.commands.len());
         for mut cmd in unit.commands {
-            // The command's first key by the command table (none for `FUNCTION LOAD`, `SWAPDB`...); without a
-            // table, or for a command it does not know, the first argument.
-            let key = match commands.map(|table| table.keys(&cmd.argv)) {
-                Some(Ok(keys)) => keys.first().map(|k| Bytes::copy_from_slice(k)),
-                _ => cmd.argv.get(1).cloned(),
+            // The command's keys by the command table (none for `FUNCTION LOAD`, `SWAPDB`...); without a table,
+            // or for a command it does not know, the first argument.
+            let keys: Vec<Bytes> = match commands.map(|table| table.keys(&cmd.argv)) {
+                Some(Ok(keys)) => keys.iter().map(|k| Bytes::copy_from_slice(k)).collect(),
+                _ => cmd.argv.get(1).cloned().into_iter().collect(),
             };
             if let Some(argv) = fit_command_keyed(
                 cmd.db,
                 &cmd.argv,
-                key,
+                &keys,
                 target,
                 self.config.target_policy,
                 report,

@@ -599,3 +599,151 @@ fn a_source_closing_the_link_after_fullresync_without_an_rdb_is_named() {
         "the handshake told Valkey what ferry reads: {commands:?}"
     );
 }
+
+/// Sends one command on `c`, returning its reply as a redis value.
+fn run(c: &mut redis::Connection, args: &[&str]) -> redis::Value {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// The keys a job's status lists as skipped.
+fn skipped_keys(job: &Job) -> Keys {
+    listed(&job.status.snapshot().policy_skipped)
+}
+
+/// Ends a cell of the options test: caught up, the target equal to the source but for exactly `skipped`
+/// (absent on the target), and the status listing exactly those.
+fn equal_but_for(job: Job, source: &Server, target: &Server, skipped: &[&str], cell: &str) {
+    job.wait_caught_up(source);
+    let expected: Keys = skipped.iter().map(|k| (0, k.as_bytes().to_vec())).collect();
+    assert_eq!(
+        skipped_keys(&job),
+        expected,
+        "{cell}: the status lists the skipped keys"
+    );
+    job.stop().unwrap_or_else(|e| panic!("{cell}: {e}"));
+    let opts = CompareOptions::default().dbs(vec![0]).max_differences(1000);
+    let report = compare(&Target::from(source), &Target::from(target), &opts).unwrap();
+    let mut differing = Keys::new();
+    for d in &report.differences {
+        assert_eq!(d.kind, DifferenceKind::OnlyInA, "{cell}: {report}");
+        differing.insert((0, d.key.clone().unwrap()));
+    }
+    assert_eq!(differing, expected, "{cell}: {report}");
+}
+
+/// Redis 8.2 and Valkey 9 each propagate options the other (and older servers) refuse as a syntax error:
+/// Redis 8.2's stream reference policies and `BITOP` operations, Valkey's `SET ... IFEQ`. The job sends the
+/// same write without an option that changes nothing on a replica, and lets the target policy decide the
+/// rest; the commands new in one family follow the policy by name (all their keys).
+#[test]
+fn options_new_in_one_server_family_reach_the_other_as_the_same_write_or_follow_the_policy() {
+    // Redis 8.2 into Valkey 9.1.
+    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
+    let mut c = source.client();
+    run(&mut c, &["SET", "a", "\u{ff}\u{0f}"]);
+    run(&mut c, &["SET", "b", "\u{f0}"]);
+    let job = start_job(&source, &target, TargetPolicy::Skip);
+    job.wait_incremental();
+    for i in 0..10 {
+        run(
+            &mut c,
+            &[
+                "XADD",
+                "st",
+                "KEEPREF",
+                "MAXLEN",
+                "5",
+                "*",
+                "f",
+                &i.to_string(),
+            ],
+        );
+    }
+    run(&mut c, &["XADD", "st", "DELREF", "*", "f", "delref"]);
+    run(&mut c, &["XGROUP", "CREATE", "st", "g", "0"]);
+    run(
+        &mut c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "st",
+            ">",
+        ],
+    );
+    run(&mut c, &["XTRIM", "st", "MAXLEN", "4", "KEEPREF"]);
+    let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("st")
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    run(
+        &mut c,
+        &["XDELEX", "st", "IDS", "1", &last.last().unwrap().0],
+    );
+    run(&mut c, &["BITOP", "DIFF", "d", "a", "b"]);
+    run(
+        &mut c,
+        &["XADD", "acked", "ACKED", "MAXLEN", "1", "*", "f", "1"],
+    );
+    run(&mut c, &["XADD", "acked", "*", "f", "2"]);
+    run(&mut c, &["SET", "after", "1"]);
+    equal_but_for(
+        job,
+        &source,
+        &target,
+        &["d", "acked"],
+        "8.2 -> 9.1 under skip",
+    );
+    // Under `stop` the same `BITOP` stops the job, naming the operation and the key.
+    let target = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
+    let job = start_job(&source, &target, TargetPolicy::Stop);
+    job.wait_incremental();
+    run(&mut c, &["BITOP", "DIFF", "d", "a", "b"]);
+    ferry_testkit::wait_until(DEADLINE, "the job to stop", || {
+        job.status.snapshot().phase == Phase::Stopped
+    })
+    .unwrap();
+    let err = job.stop().unwrap_err().to_string();
+    assert!(
+        err.contains("does not know `bitop diff`") && err.contains("\"d\""),
+        "{err}"
+    );
+
+    // Valkey 9.1 into Redis 8.2.
+    let source = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let mut c = source.client();
+    run(&mut c, &["SET", "k", "v"]);
+    let job = start_job(&source, &target, TargetPolicy::Convert);
+    job.wait_incremental();
+    run(&mut c, &["SET", "k", "v2", "IFEQ", "v", "KEEPTTL"]);
+    run(&mut c, &["SET", "k", "never", "IFEQ", "other"]);
+    run(&mut c, &["SET", "gone", "x"]);
+    run(&mut c, &["DELIFEQ", "gone", "x"]);
+    run(
+        &mut c,
+        &["MSETEX", "2", "m1", "1", "m2", "2", "PX", "900000000"],
+    );
+    run(&mut c, &["SET", "after", "1"]);
+    equal_but_for(
+        job,
+        &source,
+        &target,
+        &["m1", "m2"],
+        "9.1 -> 8.2 under convert",
+    );
+    let mut t = target.client();
+    let k: String = redis::cmd("GET").arg("k").query(&mut t).unwrap();
+    assert_eq!(k, "v2");
+}

@@ -624,11 +624,14 @@ fn positions_from_specs<A: AsRef<[u8]>>(
                     return None;
                 }
                 let first = first.wrapping_add(to_i32(*first_key));
-                // The server truncates the count to a C int.
+                let step = to_i32(*key_step);
+                // The server truncates the count to a C int. The count is of keys, not of arguments: with a
+                // step over 1 (Valkey 9's `MSETEX numkeys key value ...`, step 2) the last key is `count - 1`
+                // steps after the first, as Valkey's `COMMAND GETKEYS` finds it.
                 (
                     first,
-                    first.wrapping_add(count as i32).wrapping_sub(1),
-                    to_i32(*key_step),
+                    first.wrapping_add((count as i32).wrapping_sub(1).wrapping_mul(step)),
+                    step,
                 )
             }
             FindKeys::Unknown => return None,

@@ -256,3 +256,13 @@ fn key_extraction_equals_command_getkeys_for_every_command_on_7_0() {
 fn key_extraction_equals_command_getkeys_for_every_command_on_6_2() {
     check(Version::V6_2);
 }
+
+#[test]
+fn key_extraction_equals_command_getkeys_for_every_command_on_8_2() {
+    check(Version::V8_2);
+}
+
+#[test]
+fn key_extraction_equals_command_getkeys_for_every_command_on_valkey_9_1() {
+    check(Version::V9_1);
+}

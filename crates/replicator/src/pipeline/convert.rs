@@ -484,7 +484,28 @@ impl TargetFormat {
                 && self.rdb_version >= 12
                 && self.version >= (8, 0, 0);
         }
+        if name == "xackdel" || name == "xdelex" {
+            return self.has_stream_ref_policies();
+        }
+        if name == "delifeq" || name == "msetex" {
+            return self.family == ServerFamily::Valkey && self.version >= (9, 0, 0);
+        }
         true
+    }
+
+    /// Redis 8.2's reference policies of the stream commands (`KEEPREF`, `DELREF`, `ACKED`), its `XACKDEL` and
+    /// `XDELEX`, and its `BITOP` operations `DIFF`, `DIFF1`, `ANDOR` and `ONE` (none of them in Valkey 9.1).
+    fn has_stream_ref_policies(&self) -> bool {
+        self.family == ServerFamily::Redis && self.version >= (8, 2, 0)
+    }
+
+    /// Whether `SET` takes the compare option `option` (lower case): `ifeq` since Valkey 8.1 and Redis 8.4,
+    /// `ifne`, `ifdeq` and `ifdne` since Redis 8.4.
+    fn takes_set_condition(&self, option: &str) -> bool {
+        match self.family {
+            ServerFamily::Valkey => option == "ifeq" && self.version >= (8, 1, 0),
+            ServerFamily::Redis => self.version >= (8, 4, 0),
+        }
     }
 }
 
@@ -586,9 +607,9 @@ pub enum Loss {
         /// The module type name (`vectorset`, `ReJSON-RL`).
         name: String,
     },
-    /// A live command the target does not know.
+    /// A live command the target does not know, or an option of it that the target does not take.
     UnknownCommand {
-        /// The command name, lower case.
+        /// The command name, lower case; with the option after a space (`bitop diff`, `xtrim acked`).
         name: String,
     },
 }
@@ -606,7 +627,7 @@ impl std::fmt::Display for Loss {
                 write!(f, "module type {name} has no module on the target")
             }
             Loss::UnknownCommand { name } => {
-                write!(f, "the target does not know the command {name}")
+                write!(f, "the target does not know `{name}`")
             }
         }
     }
@@ -950,38 +971,52 @@ pub fn fit_command(
     policy: TargetPolicy,
     report: &mut PolicyReport,
 ) -> Result<Option<Vec<Bytes>>, crate::error::Error> {
-    fit_command_keyed(db, argv, argv.get(1).cloned(), target, policy, report)
+    let key: Vec<Bytes> = argv.get(1).cloned().into_iter().collect();
+    fit_command_keyed(db, argv, &key, target, policy, report)
 }
 
-/// [`fit_command`] for a command whose first key is `key` (`None`: a command without keys, such as
-/// `FUNCTION LOAD` or `SWAPDB`, which is left out under `skip` and `convert` and lists no key).
+/// [`fit_command`] for a command whose keys are `keys` (empty: a command without keys, such as
+/// `FUNCTION LOAD` or `SWAPDB`, which is left out under `skip` and `convert` and lists no key). Whether a key
+/// was skipped before is judged by the first; a command the policy leaves out skips (and deletes) the keys it
+/// writes: the first, or all of an `MSETEX`.
 pub fn fit_command_keyed(
     db: i64,
     argv: &[Bytes],
-    key: Option<Bytes>,
+    keys: &[Bytes],
     target: &TargetFormat,
     policy: TargetPolicy,
     report: &mut PolicyReport,
 ) -> Result<Option<Vec<Bytes>>, crate::error::Error> {
-    let name = command_name_lower(argv);
-    if let Some(k) = &key {
+    let mut name = command_name_lower(argv);
+    if let Some(k) = keys.first() {
         if report.is_skipped(db, k) && !matches!(name.as_str(), "del" | "unlink") {
             report.commands_skipped += 1;
             return Ok(None);
         }
     }
     if target.knows_command(&name) {
-        if name == "function" {
-            if let Some(ga) = function_in_ga_form(argv) {
-                return Ok(Some(ga));
-            }
+        match fit_options(&name, argv, target) {
+            OptionFit::AsIs => {}
+            OptionFit::Same(same) => return Ok(Some(same)),
+            OptionFit::Lost(option) => name = format!("{name} {option}"),
         }
-        return Ok(Some(argv.to_vec()));
+        if !name.contains(' ') {
+            if name == "function" {
+                if let Some(ga) = function_in_ga_form(argv) {
+                    return Ok(Some(ga));
+                }
+            }
+            return Ok(Some(argv.to_vec()));
+        }
     }
     if let Some(hset) = hsetex_without_expiry(&name, argv) {
         // Nothing to lose (Redis 8 propagates `HINCRBYFLOAT` this way): the same write, under any policy.
         return Ok(Some(hset));
     }
+    if let Some(xdel) = xdelex_as_xdel(&name, argv) {
+        return Ok(Some(xdel));
+    }
+    let key = keys.first().cloned();
     let loss = Loss::UnknownCommand { name: name.clone() };
     let stop = || {
         crate::error::Error::Target {
@@ -1021,10 +1056,17 @@ pub fn fit_command_keyed(
         TargetPolicy::Skip | TargetPolicy::Convert => {
             report.commands_skipped += 1;
             match key {
-                Some(k) => {
-                    report.skip(db, &k, loss);
-                    // The key may exist from before (fields written by HSET): it must not stay half-copied.
-                    Ok(Some(vec![Bytes::from_static(b"DEL"), k]))
+                Some(_) => {
+                    // The keys the command writes: its first (a `BITOP` or `ZRANGESTORE` destination; the keys
+                    // after it are read, and stay), or every key of `MSETEX`, which sets them all.
+                    let written = if name == "msetex" { keys } else { &keys[..1] };
+                    for k in written {
+                        report.skip(db, k, loss.clone());
+                    }
+                    // The keys may exist from before (fields written by HSET): they must not stay half-copied.
+                    let mut del = vec![Bytes::from_static(b"DEL")];
+                    del.extend(written.iter().cloned());
+                    Ok(Some(del))
                 }
                 None => {
                     warn!(command = %name, db, "the target does not know this command, which has no key: left out (target policy)");
@@ -1033,6 +1075,145 @@ pub fn fit_command_keyed(
             }
         }
     }
+}
+
+/// How a command's options fit the target. A source propagates the options new in its version as they were
+/// written, and a target without them refuses the whole command (a syntax error, whatever the policy).
+#[derive(Debug, PartialEq)]
+enum OptionFit {
+    /// Goes as it is.
+    AsIs,
+    /// The same write without an option the target does not take (the option changes nothing on a replica).
+    Same(Vec<Bytes>),
+    /// An option the target does not take and the write needs: the command follows the target policy, as an
+    /// unknown command does, under the name `<command> <option>`.
+    Lost(&'static str),
+}
+
+/// The options of Redis 8.2 and Valkey 8.1/9 that older servers and the other family do not take:
+///
+/// - `XADD`/`XTRIM` `KEEPREF` (Redis 8.2) is what every server does without it: dropped. `DELREF` and `ACKED`
+///   change which entries a trim removes and what the consumer groups keep: an `XADD` without a trim clause
+///   trims nothing, so they are dropped there; with a trim (and in `XTRIM`) they are lost.
+/// - `BITOP DIFF`, `DIFF1`, `ANDOR`, `ONE` (Redis 8.2): lost.
+/// - `SET ... IFEQ v` (Valkey 8.1, Redis 8.4; `IFNE`, `IFDEQ`, `IFDNE` Redis 8.4): a source propagates a
+///   conditional `SET` only when it wrote, and the target holds what the source held then, so without the
+///   condition it writes the same: dropped.
+fn fit_options(name: &str, argv: &[Bytes], target: &TargetFormat) -> OptionFit {
+    let is = |a: &Bytes, word: &str| a.eq_ignore_ascii_case(word.as_bytes());
+    let without = |at: usize, n: usize| {
+        let mut out = argv[..at].to_vec();
+        out.extend_from_slice(&argv[at + n..]);
+        OptionFit::Same(out)
+    };
+    let ref_policy = |a: &Bytes| {
+        ["keepref", "delref", "acked"]
+            .into_iter()
+            .find(|w| is(a, w))
+    };
+    match name {
+        "xadd" if !target.has_stream_ref_policies() => {
+            // XADD key [NOMKSTREAM] [KEEPREF|DELREF|ACKED] [MAXLEN|MINID [=|~] threshold [LIMIT count]] id ...
+            let (mut at, mut policy, mut trims) = (2, None, false);
+            while let Some(a) = argv.get(at) {
+                if is(a, "nomkstream") {
+                    at += 1;
+                } else if let Some(p) = ref_policy(a) {
+                    policy = Some((at, p));
+                    at += 1;
+                } else if is(a, "maxlen") || is(a, "minid") {
+                    trims = true;
+                    at += 1;
+                    if argv
+                        .get(at)
+                        .is_some_and(|a| &a[..] == b"=" || &a[..] == b"~")
+                    {
+                        at += 1;
+                    }
+                    at += 1;
+                } else if is(a, "limit") {
+                    at += 2;
+                } else {
+                    break;
+                }
+            }
+            match policy {
+                None => OptionFit::AsIs,
+                Some((at, "keepref")) => without(at, 1),
+                Some((at, _)) if !trims => without(at, 1),
+                Some((_, "delref")) => OptionFit::Lost("delref"),
+                Some(_) => OptionFit::Lost("acked"),
+            }
+        }
+        "xtrim" if !target.has_stream_ref_policies() => {
+            // XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT count] [KEEPREF|DELREF|ACKED]: the policy is the one
+            // word of the command that is neither a number nor a stream ID.
+            match argv
+                .iter()
+                .enumerate()
+                .skip(3)
+                .find_map(|(i, a)| ref_policy(a).map(|p| (i, p)))
+            {
+                None => OptionFit::AsIs,
+                Some((at, "keepref")) => without(at, 1),
+                Some((_, "delref")) => OptionFit::Lost("delref"),
+                Some(_) => OptionFit::Lost("acked"),
+            }
+        }
+        "bitop" if !target.has_stream_ref_policies() => {
+            match argv.get(1).and_then(|op| {
+                ["diff", "diff1", "andor", "one"]
+                    .into_iter()
+                    .find(|w| is(op, w))
+            }) {
+                Some(op) => OptionFit::Lost(op),
+                None => OptionFit::AsIs,
+            }
+        }
+        "set" => {
+            // SET key value [NX|XX|IFEQ v|...] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]
+            let mut at = 3;
+            while let Some(a) = argv.get(at) {
+                let condition = ["ifeq", "ifne", "ifdeq", "ifdne"]
+                    .into_iter()
+                    .find(|w| is(a, w));
+                match condition {
+                    Some(c) if !target.takes_set_condition(c) && argv.len() > at + 1 => {
+                        return without(at, 2);
+                    }
+                    Some(_) => at += 2,
+                    None if ["ex", "px", "exat", "pxat"].iter().any(|w| is(a, w)) => at += 2,
+                    None => at += 1,
+                }
+            }
+            OptionFit::AsIs
+        }
+        _ => OptionFit::AsIs,
+    }
+}
+
+/// `XDELEX key [KEEPREF] IDS n id ...` (Redis 8.2) for a target that does not know it: the `XDEL key id ...` it
+/// is (`KEEPREF`, the default, leaves the consumer groups as `XDEL` does). `None` with `DELREF` or `ACKED`, or
+/// malformed, which the policy then decides.
+fn xdelex_as_xdel(name: &str, argv: &[Bytes]) -> Option<Vec<Bytes>> {
+    if name != "xdelex" {
+        return None;
+    }
+    let mut at = 2;
+    if argv.get(at)?.eq_ignore_ascii_case(b"keepref") {
+        at += 1;
+    }
+    if !argv.get(at)?.eq_ignore_ascii_case(b"ids") {
+        return None;
+    }
+    let n: usize = std::str::from_utf8(argv.get(at + 1)?).ok()?.parse().ok()?;
+    let ids = argv.get(at + 2..)?;
+    if n == 0 || ids.len() != n {
+        return None;
+    }
+    let mut out = vec![Bytes::from_static(b"XDEL"), argv[1].clone()];
+    out.extend(ids.iter().cloned());
+    Some(out)
 }
 
 fn command_name_lower(argv: &[Bytes]) -> String {
@@ -1584,6 +1765,146 @@ mod tests {
             .unwrap();
         assert_eq!(ferry_rdb::decode_dump(&p).unwrap().1, 11);
         assert_eq!(report, PolicyReport::default());
+    }
+
+    /// What `fit_command` makes of `cmd` for `target` under `policy`: the command sent, or the error's text.
+    fn fitted(
+        cmd: &[&str],
+        target: &TargetFormat,
+        policy: TargetPolicy,
+    ) -> Result<Option<Vec<String>>, String> {
+        fit_command(0, &argv(cmd), target, policy, &mut PolicyReport::default())
+            .map(|out| out.map(|c| strs(&c)))
+            .map_err(|e| e.to_string())
+    }
+
+    fn words(cmd: &[&str]) -> Option<Vec<String>> {
+        Some(cmd.iter().map(|w| w.to_string()).collect())
+    }
+
+    #[test]
+    fn options_of_one_version_are_dropped_where_they_change_nothing_and_follow_the_policy_where_they_do(
+    ) {
+        let valkey = TargetFormat::from_info(
+            "server_name:valkey\nvalkey_version:9.1.0\nredis_version:7.2.4",
+        );
+        let redis70 = TargetFormat::from_info("redis_version:7.0.15");
+        let redis82 = TargetFormat::from_info("redis_version:8.2.3");
+        let stop = TargetPolicy::Stop;
+        // Redis 8.2's stream reference policies: KEEPREF is what every server does.
+        let keepref = ["XADD", "st", "KEEPREF", "MAXLEN", "5", "1-1", "f", "1"];
+        assert_eq!(fitted(&keepref, &redis82, stop), Ok(words(&keepref)));
+        for older in [&valkey, &redis70] {
+            assert_eq!(
+                fitted(&keepref, older, stop),
+                Ok(words(&["XADD", "st", "MAXLEN", "5", "1-1", "f", "1"]))
+            );
+            assert_eq!(
+                fitted(
+                    &["xadd", "st", "nomkstream", "delref", "1-1", "f", "1"],
+                    older,
+                    stop
+                ),
+                Ok(words(&["xadd", "st", "nomkstream", "1-1", "f", "1"])),
+                "no trim clause: nothing for DELREF to do"
+            );
+            assert_eq!(
+                fitted(
+                    &["XTRIM", "st", "MINID", "=", "5-0", "LIMIT", "10", "KEEPREF"],
+                    older,
+                    stop
+                ),
+                Ok(words(&["XTRIM", "st", "MINID", "=", "5-0", "LIMIT", "10"]))
+            );
+            // A field or value that reads like an option is data.
+            let data = ["XADD", "st", "1-1", "ACKED", "DELREF"];
+            assert_eq!(fitted(&data, older, stop), Ok(words(&data)));
+            for (cmd, shown) in [
+                (
+                    &["XADD", "st", "ACKED", "MAXLEN", "~", "1", "*", "f", "1"][..],
+                    "xadd acked",
+                ),
+                (
+                    &["XTRIM", "st", "MAXLEN", "0", "DELREF"][..],
+                    "xtrim delref",
+                ),
+                (&["BITOP", "DIFF", "d", "a", "b"][..], "bitop diff"),
+                (&["bitop", "one", "d", "a"][..], "bitop one"),
+                (&["XDELEX", "st", "ACKED", "IDS", "1", "1-1"][..], "xdelex"),
+            ] {
+                let err = fitted(cmd, older, stop).unwrap_err();
+                assert!(err.contains(&format!("does not know `{shown}`")), "{err}");
+                // The job takes the keys from the source's command table: BITOP's first key is its destination.
+                let key = cmd[if cmd[0].eq_ignore_ascii_case("bitop") {
+                    2
+                } else {
+                    1
+                }];
+                let mut report = PolicyReport::default();
+                let out = fit_command_keyed(
+                    0,
+                    &argv(cmd),
+                    &argv(&[key]),
+                    older,
+                    TargetPolicy::Convert,
+                    &mut report,
+                )
+                .unwrap();
+                assert_eq!(out.map(|c| strs(&c)), words(&["DEL", key]));
+                assert_eq!(
+                    report.skipped[0].loss.to_string(),
+                    format!("the target does not know `{shown}`")
+                );
+            }
+            assert_eq!(
+                fitted(&["XDELEX", "st", "IDS", "2", "1-1", "2-2"], older, stop),
+                Ok(words(&["XDEL", "st", "1-1", "2-2"]))
+            );
+            assert_eq!(
+                fitted(&["BITOP", "AND", "d", "a", "b"], older, stop),
+                Ok(words(&["BITOP", "AND", "d", "a", "b"]))
+            );
+        }
+        // Valkey's conditional SET: the source propagates it only when it wrote.
+        let ifeq = ["SET", "k", "IFEQ", "IFEQ", "old", "KEEPTTL"];
+        assert_eq!(fitted(&ifeq, &valkey, stop), Ok(words(&ifeq)));
+        for older in [&redis82, &redis70] {
+            assert_eq!(
+                fitted(&ifeq, older, stop),
+                Ok(words(&["SET", "k", "IFEQ", "KEEPTTL"]))
+            );
+            assert_eq!(
+                fitted(&["SET", "k", "v", "PX", "IFEQ", "IFEQ", "x"], older, stop),
+                Ok(words(&["SET", "k", "v", "PX", "IFEQ"]))
+            );
+        }
+        // The keys a command only reads stay.
+        let mut report = PolicyReport::default();
+        let diff = argv(&["BITOP", "DIFF", "d", "a", "b"]);
+        let out = fit_command_keyed(
+            0,
+            &diff,
+            &argv(&["d", "a", "b"]),
+            &valkey,
+            TargetPolicy::Skip,
+            &mut report,
+        );
+        assert_eq!(out.unwrap(), Some(argv(&["DEL", "d"])));
+        assert_eq!(report.keys_skipped, 1);
+        // An MSETEX, which the target does not know, leaves out every key it sets.
+        let mut report = PolicyReport::default();
+        let msetex = argv(&["MSETEX", "2", "a", "1", "b", "2", "PXAT", "9"]);
+        let keys = argv(&["a", "b"]);
+        let out = fit_command_keyed(0, &msetex, &keys, &redis82, TargetPolicy::Skip, &mut report)
+            .unwrap();
+        assert_eq!(out, Some(argv(&["DEL", "a", "b"])));
+        assert_eq!(report.keys_skipped, 2);
+        let mut report = PolicyReport::default();
+        assert!(
+            fit_command_keyed(0, &msetex, &keys, &valkey, stop, &mut report)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
