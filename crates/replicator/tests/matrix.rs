@@ -747,3 +747,25 @@ fn options_new_in_one_server_family_reach_the_other_as_the_same_write_or_follow_
     let k: String = redis::cmd("GET").arg("k").query(&mut t).unwrap();
     assert_eq!(k, "v2");
 }
+
+/// Redis 7.0 propagates an expiry set under a condition (`EXPIRE k 100 NX`) as `PEXPIREAT k <ms> NX`, which a
+/// 6.2 target refuses: it gets the same expiry without the condition.
+#[test]
+fn expiries_set_under_a_condition_reach_a_6_2_target() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V6_2)).unwrap();
+    let job = start_job(&source, &target, TargetPolicy::Stop);
+    job.wait_incremental();
+    let mut c = source.client();
+    for i in 0..20 {
+        let k = format!("k{i}");
+        run(&mut c, &["SET", &k, "v"]);
+        run(&mut c, &["EXPIRE", &k, "1000", "NX"]);
+        run(&mut c, &["EXPIRE", &k, "2000", "GT"]);
+        run(&mut c, &["PEXPIRE", &k, "1500000", "LT"]);
+        run(&mut c, &["EXPIRE", &k, "10", "XX"]);
+        run(&mut c, &["EXPIRE", &k, "5000", "NX"]); // refused by the source: not propagated
+    }
+    run(&mut c, &["SET", "after", "1"]);
+    equal_but_for(job, &source, &target, &[], "7.0 -> 6.2");
+}

@@ -262,14 +262,31 @@ pub fn expire_command(key: &Bytes, expire_at_ms: i64) -> Vec<Bytes> {
     vec![b("PEXPIREAT"), key.clone(), num(expire_at_ms)]
 }
 
-/// Adapts a live command of a newer source for an older target: the stream arguments Redis 7.0 added and
-/// propagates (`ENTRIESREAD` of `XGROUP CREATE/SETID`, `ENTRIESADDED`/`MAXDELETEDID` of `XSETID`) are removed
-/// for a target before 7.0 (RDB version below 10), which would refuse the whole command.
+/// Adapts a live command of a newer source for an older target (RDB version below 10: before 7.0), which would
+/// refuse the whole command:
+/// - the stream arguments Redis 7.0 added and propagates (`ENTRIESREAD` of `XGROUP CREATE/SETID`,
+///   `ENTRIESADDED`/`MAXDELETEDID` of `XSETID`) are removed;
+/// - the condition of an expiry (`NX`, `XX`, `GT`, `LT`, Redis 7.0), which a source propagates in its
+///   `PEXPIREAT` only when the expiry was set, is removed: the target holds what the source held then, so the
+///   expiry without it is the same write.
 pub fn adapt_for_target(argv: &mut Vec<Bytes>, target_rdb: u16) {
     if target_rdb >= 10 || argv.is_empty() {
         return;
     }
     let name = argv[0].to_ascii_lowercase();
+    if matches!(
+        name.as_slice(),
+        b"pexpireat" | b"expireat" | b"pexpire" | b"expire"
+    ) {
+        if argv.len() == 4
+            && [&b"nx"[..], b"xx", b"gt", b"lt"]
+                .iter()
+                .any(|c| argv[3].eq_ignore_ascii_case(c))
+        {
+            argv.truncate(3);
+        }
+        return;
+    }
     let (from, options): (usize, &[&[u8]]) = match name.as_slice() {
         b"xgroup" => (5, &[b"entriesread"]),
         b"xsetid" => (3, &[b"entriesadded", b"maxdeletedid"]),
@@ -1408,6 +1425,27 @@ mod tests {
         .collect();
         adapt_for_target(&mut xsetid, 9);
         assert_eq!(xsetid.len(), 3);
+    }
+
+    #[test]
+    fn expiry_conditions_of_7_0_are_removed_for_older_targets() {
+        let cmd = |parts: &[&str]| -> Vec<Bytes> {
+            parts
+                .iter()
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect()
+        };
+        for flag in ["NX", "xx", "GT", "lt"] {
+            let mut argv = cmd(&["PEXPIREAT", "k", "1795899412797", flag]);
+            adapt_for_target(&mut argv, 10);
+            assert_eq!(argv.len(), 4);
+            adapt_for_target(&mut argv, 9);
+            assert_eq!(argv, cmd(&["PEXPIREAT", "k", "1795899412797"]));
+        }
+        // A key named like a condition stays.
+        let mut argv = cmd(&["PEXPIREAT", "nx", "1"]);
+        adapt_for_target(&mut argv, 9);
+        assert_eq!(argv, cmd(&["PEXPIREAT", "nx", "1"]));
     }
 
     #[test]
