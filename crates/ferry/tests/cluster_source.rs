@@ -1064,3 +1064,129 @@ fn until_caught_up_with_a_cluster_source_ends_once_every_shard_has_applied_its_m
     }
     drop(rt);
 }
+
+/// Valkey 9's atomic slot migration (`CLUSTER MIGRATESLOTS`), run on the source's master and polled until it
+/// succeeds.
+fn migrate_slots_atomically(from: &Server, ranges: &[(u16, u16)], to: &Server) {
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("MIGRATESLOTS").arg("SLOTSRANGE");
+    for (a, b) in ranges {
+        cmd.arg(a).arg(b);
+    }
+    cmd.arg("NODE").arg(node_id(to));
+    cmd.exec(&mut from.client()).unwrap();
+    wait_until(
+        common::DEADLINE,
+        "the atomic slot migration to succeed",
+        || {
+            let v: redis::Value = redis::cmd("CLUSTER")
+                .arg("GETSLOTMIGRATIONS")
+                .query(&mut to.client())
+                .unwrap();
+            let text = format!("{v:?}");
+            assert!(
+                !text.contains("failed") && !text.contains("cancelled"),
+                "{text}"
+            );
+            // Every migration of this test has succeeded once none is in another state.
+            let states = text.matches("\"state\"").count();
+            states > 0 && text.matches("success").count() >= states
+        },
+    )
+    .unwrap();
+}
+
+/// The slot ranges `server` (a master) serves, from `CLUSTER NODES`.
+fn owned_ranges(server: &Server) -> Vec<(u16, u16)> {
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut server.client())
+        .unwrap();
+    let line = text.lines().find(|l| l.contains("myself")).unwrap();
+    line.split(' ')
+        .skip(8)
+        .filter_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn valkey_atomic_slot_migrations_on_the_source_under_live_writes_end_exact_on_the_target() {
+    let source = Cluster::start(Version::V9_1).unwrap();
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V9_1)).unwrap();
+    big_backlogs(&source);
+    // Every type, so the importer's copy of the slots (`RPUSH`, `HMSET`, `XADD`... per key) meets each.
+    fill(&source.target(), &FillOptions::seed(41).dbs(vec![0])).unwrap();
+    let (rt, job) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": { "type": "standalone", "url": target.url() },
+    }));
+    wait_until(
+        common::DEADLINE,
+        "three shards, all in the live phase",
+        || {
+            let s = job.status();
+            s.shards.len() == 3
+                && s.shards
+                    .iter()
+                    .all(|s| s.phase == ferry::Phase::Incremental)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    let slot = ferry_testkit::key_slot(b"mig");
+    let others = Writers::start(&source, 2);
+    let movers = Writers::start_with(&source, 2, "{mig}:");
+    let on_target = |key: &str| get_counter(&Target::from(&target), key);
+    wait_until(
+        common::DEADLINE,
+        "live writes to the slot on the target",
+        || on_target(&prefixed_counter("{mig}:", 0, 0)) >= 20,
+    )
+    .unwrap();
+    let (from, _) = shard_nodes(&source, slot);
+    let to = (0..source.nodes.len())
+        .find(|&i| i != from && is_master(&source.nodes[i]))
+        .unwrap();
+    let (from, to) = (&source.nodes[from], &source.nodes[to]);
+    // First the half of the exporter's slots that holds the writers' slot: it stays a master.
+    let ranges = owned_ranges(from);
+    let (a, b) = ranges
+        .iter()
+        .copied()
+        .find(|&(a, b)| a <= slot && slot <= b)
+        .unwrap();
+    let half = if slot - a > b - slot {
+        (a, slot)
+    } else {
+        (slot, b)
+    };
+    migrate_slots_atomically(from, &[half], to);
+    let seen = on_target(&prefixed_counter("{mig}:", 0, 0));
+    wait_until(
+        common::DEADLINE,
+        "writes to the moved slots on the target",
+        || on_target(&prefixed_counter("{mig}:", 0, 0)) >= seen + 20,
+    )
+    .unwrap();
+    // Then everything it has left: it gives up its last slot and turns into a replica of the importer.
+    migrate_slots_atomically(from, &owned_ranges(from), to);
+    let seen = on_target(&prefixed_counter("live:", 0, 0));
+    wait_until(common::DEADLINE, "more live writes on the target", || {
+        on_target(&prefixed_counter("live:", 0, 0)) >= seen + 20
+    })
+    .unwrap();
+    let mut acked = others.stop();
+    acked.extend(movers.stop());
+    common::wait_equal(&source.target(), &Target::from(&target));
+    for (key, n) in &acked {
+        assert_eq!(get_counter(&source.target(), key), *n, "source {key}");
+        assert_eq!(on_target(key), *n, "target {key}: counters exact");
+    }
+    let status = job.status();
+    for s in &status.shards {
+        assert_eq!(s.full_syncs, 1, "no new full copy: {status:?}");
+    }
+    rt.block_on(job.stop()).unwrap();
+}

@@ -69,6 +69,33 @@
 //! each other at the same moment wait for each other at most as long. A slot migrated while a shard was not
 //! followed at all (the job stopped, or the shard not in `shards`) is covered by each shard's checkpoint only.
 //!
+//! # A slot migrated atomically (Valkey 9's `CLUSTER MIGRATESLOTS`)
+//!
+//! Valkey 9 moves whole slots without `MIGRATE`. The importing master's stream then carries, between
+//! `CLUSTER SYNCSLOTS ESTABLISH SOURCE <node> NAME <name> SLOTSRANGE <a> <b> ...` and `CLUSTER SYNCSLOTS FINISH
+//! ... NAME <name>`, a copy of the slots (`SET`, `RPUSH`, `HMSET`... of every key) followed by the writes the
+//! exporter took on them meanwhile; once the slots are handed over, the exporter deletes its copies and
+//! propagates one `UNLINK` per key. Both streams hold every write of those slots up to the handover, so
+//! applying both would apply them twice, and the exporter's `UNLINK`s would delete the keys the importer copied.
+//! The ordering rule:
+//!
+//! - the `CLUSTER SYNCSLOTS` commands are never forwarded;
+//! - at an `ESTABLISH` the importing shard's stream waits until the migration has ended (`CLUSTER
+//!   GETSLOTMIGRATIONS` on its master gives a final state). When it succeeded, it further waits until the exporter
+//!   holds no key of the slots (its `UNLINK`s are then in its stream), reads the exporter's `master_repl_offset`,
+//!   and waits until the exporter's stream has committed that offset on the target. The target then holds none of
+//!   those keys, and the importer's copy, the writes it forwarded and the writes that follow apply in its order
+//!   on top: every write of the slots once;
+//! - when the migration failed or was cancelled, the importer's commands on keys of those slots are left out
+//!   (the exporter kept the slots, and its stream carries their writes) until another migration into the same
+//!   slots begins.
+//!
+//! Limits: the wait holds the importing shard's whole stream for the migration's length (it is spooled, the
+//! source is not slowed), at most [`SLOT_MIGRATION_WAIT`] for the migration and [`MIGRATE_WAIT`] six times over
+//! for the exporter, then the stream goes on with a warning. The exporter must be a shard of the same job. A
+//! shard whose full copy is taken while a migration into it is in progress gets the keys copied so far in its
+//! RDB; `ferry verify` shows what that leaves.
+//!
 //! # Several jobs, one cluster: shard leases
 //!
 //! Each shard's sessions hold a lease in the target, `ferry:lease:{<checkpoint tag>:<shard name>}` (the hash
@@ -115,6 +142,10 @@ pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// The longest a `RESTORE-ASKING` waits for its exporter (see the module documentation).
 pub const MIGRATE_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest an atomic slot migration's `ESTABLISH` holds the importing shard's stream while the migration
+/// runs (see the module documentation).
+pub const SLOT_MIGRATION_WAIT: Duration = Duration::from_secs(600);
 
 /// A cluster source: where to find it and which of its shards this job takes.
 #[derive(Debug, Clone)]
@@ -164,7 +195,7 @@ pub struct ShardStatus {
 }
 
 /// One node of a discovered shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Member {
     pub id: String,
     pub host: String,
@@ -230,6 +261,19 @@ pub(crate) struct ShardFollower {
     /// The value of this shard's lease while this job holds it: the same for all its sessions, so a session
     /// that follows a broken one takes the lease back at once.
     pub(crate) lease_owner: String,
+    /// Slot ranges of atomic slot migrations into this shard that failed or were cancelled: its stream's
+    /// commands on their keys are left out (see the module documentation).
+    dropped_imports: Mutex<Vec<(u16, u16)>>,
+    /// The copy of an atomic slot migration being read (from its `ESTABLISH` to its `SNAPSHOT-EOF`).
+    snapshot: Mutex<Option<SlotCopy>>,
+}
+
+/// The copy of an atomic slot migration being read: its slot ranges and the last key of those slots it wrote
+/// (a key's commands come one after another).
+#[derive(Debug)]
+struct SlotCopy {
+    ranges: Vec<(u16, u16)>,
+    last: Option<(i64, Bytes)>,
 }
 
 /// What the shards of one job know of each other: for the ordering of migrated keys.
@@ -343,13 +387,269 @@ impl Shared {
     }
 }
 
-/// Whether a unit carries a `RESTORE-ASKING` (a key migrated into this shard).
+impl Shared {
+    /// Follows an atomic slot migration into `importer` (see the module documentation): waits until it ended
+    /// and, when it succeeded, until the exporter's stream has committed its deletes of the slots' keys.
+    /// Returns whether it succeeded. Waits that run out go on with a warning.
+    async fn slot_import(&self, importer: &str, import: &SlotImport) -> Result<bool, Error> {
+        let shards: Vec<(String, ShardView, StatusHandle)> = self
+            .shards
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .map(|(n, (v, st))| (n.clone(), v.clone(), st.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let node = |m: &Member| {
+            let mut c = self.template.clone();
+            c.host = m.host.clone();
+            c.port = m.port;
+            c.db = 0;
+            c.read_timeout = Some(Duration::from_secs(5));
+            c
+        };
+        let Some(importer_master) = shards
+            .iter()
+            .find(|(n, _, _)| n == importer)
+            .and_then(|(_, v, _)| v.master().cloned())
+        else {
+            warn!(shard = %importer, migration = %import.name, "an atomic slot migration into a shard whose master is not known: its copy is applied without waiting");
+            return Ok(true);
+        };
+        info!(shard = %importer, migration = %import.name, slots = ?import.ranges,
+              "an atomic slot migration into this shard: its stream waits until the migration ends");
+        let ended = tokio::time::timeout(SLOT_MIGRATION_WAIT, async {
+            let mut conn = Connection::connect(&node(&importer_master)).await?;
+            loop {
+                let reply = conn.call(&["CLUSTER", "GETSLOTMIGRATIONS"]).await?;
+                let entry = slot_migrations(&reply)
+                    .into_iter()
+                    .find(|e| e.get("name") == Some(&import.name));
+                let Some(entry) = entry else {
+                    // Gone from the log (it keeps the latest ones, and not across restarts): the slots' owner says.
+                    let nodes = conn.call(&["CLUSTER", "NODES"]).await?;
+                    let text = nodes.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                    let first = import.ranges[0].0;
+                    let owns = text.lines().filter(|l| l.contains("myself")).any(|l| {
+                        l.split_whitespace().skip(8).any(|r| {
+                            let (a, b) = r.split_once('-').unwrap_or((r, r));
+                            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= first && first <= b)
+                        })
+                    });
+                    return Ok::<bool, Error>(owns);
+                };
+                match entry.get("state").map(|s| s.to_ascii_lowercase()).as_deref() {
+                    Some("success") => return Ok(true),
+                    Some("failed" | "cancelled" | "canceled") => return Ok(false),
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await;
+        let succeeded = match ended {
+            Ok(r) => r?,
+            Err(_) => {
+                warn!(shard = %importer, migration = %import.name,
+                      "an atomic slot migration did not end in time: its copy is applied without the ordering guarantee");
+                return Ok(true);
+            }
+        };
+        if !succeeded {
+            warn!(shard = %importer, migration = %import.name, slots = ?import.ranges,
+                  "an atomic slot migration into this shard failed or was cancelled: its copy of the slots is left out");
+            return Ok(false);
+        }
+        let Some((exporter, view, status)) = shards
+            .iter()
+            .find(|(_, v, _)| v.members.iter().any(|m| m.id == import.source))
+            .cloned()
+        else {
+            warn!(shard = %importer, migration = %import.name, source = %import.source,
+                  "an atomic slot migration from a node this job does not follow: applied without the ordering guarantee");
+            return Ok(true);
+        };
+        let source = view
+            .members
+            .iter()
+            .find(|m| m.id == import.source)
+            .cloned()
+            .unwrap_or_default();
+        let slots: Vec<u16> = import.ranges.iter().flat_map(|&(a, b)| a..=b).collect();
+        let waited = tokio::time::timeout(MIGRATE_WAIT * 6, async {
+            // The exporter's deletes of the slots' keys are in its stream once it holds none of them.
+            let mut conn = Connection::connect(&node(&source)).await.ok();
+            let master = match conn.as_mut() {
+                Some(c) => info_text(c, "replication")
+                    .await?
+                    .lines()
+                    .any(|l| l.trim() == "role:master"),
+                None => false,
+            };
+            let offset = match conn.filter(|_| master) {
+                Some(mut conn) => {
+                    loop {
+                        let mut left = 0i64;
+                        for chunk in slots.chunks(1024) {
+                            let cmds: Vec<Vec<Bytes>> = chunk
+                                .iter()
+                                .map(|s| {
+                                    vec![
+                                        Bytes::from_static(b"CLUSTER"),
+                                        Bytes::from_static(b"COUNTKEYSINSLOT"),
+                                        Bytes::from(s.to_string()),
+                                    ]
+                                })
+                                .collect();
+                            for r in conn.pipeline(&cmds).await? {
+                                if let Frame::Integer(n) = r {
+                                    left += n;
+                                }
+                            }
+                        }
+                        if left == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let info = info_text(&mut conn, "replication").await?;
+                    let master = info.lines().any(|l| l.trim() == "role:master");
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .filter(|_| master)
+                }
+                _ => None,
+            };
+            loop {
+                let s = status.snapshot();
+                // The exporter no longer a master (it gave up its last slots and follows another, without
+                // deleting anything in its own stream): what its stream sent before is all there will be; the
+                // importer's copy deletes each key before writing it.
+                let done = match offset {
+                    Some(o) => s.applied_offset >= o && s.phase == Phase::Incremental,
+                    None => s.applied_offset >= s.source_offset || s.phase != Phase::Incremental,
+                };
+                if done {
+                    return Ok::<(), Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        match waited {
+            Ok(r) => r?,
+            Err(_) => warn!(shard = %importer, exporter = %exporter, migration = %import.name,
+                            "an atomic slot migration: the exporting shard did not apply its deletes in time; applied without the ordering guarantee"),
+        }
+        info!(shard = %importer, exporter = %exporter, migration = %import.name,
+              "an atomic slot migration into this shard ended: its copy of the slots follows the exporter's writes");
+        Ok(true)
+    }
+}
+
+/// Whether a unit carries a `RESTORE-ASKING` (a key migrated into this shard) or a `CLUSTER SYNCSLOTS` (an atomic
+/// slot migration into it).
 pub(crate) fn has_import(unit: &Unit) -> bool {
     unit.commands.iter().any(|c| {
         c.argv
             .first()
             .is_some_and(|n| n.eq_ignore_ascii_case(b"restore-asking"))
+            || is_slot_sync(&c.argv)
     })
+}
+
+/// Whether `argv` is a `CLUSTER SYNCSLOTS ...` of Valkey's atomic slot migration.
+fn is_slot_sync(argv: &[Bytes]) -> bool {
+    argv.len() >= 2
+        && argv[0].eq_ignore_ascii_case(b"cluster")
+        && argv[1].eq_ignore_ascii_case(b"syncslots")
+}
+
+/// An `ESTABLISH` of an atomic slot migration: the exporter's node id, the migration's name, the slot ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotImport {
+    pub source: String,
+    pub name: String,
+    pub ranges: Vec<(u16, u16)>,
+}
+
+/// Reads `CLUSTER SYNCSLOTS ESTABLISH SOURCE <id> NAME <name> SLOTSRANGE <a> <b> [<a> <b> ...]` (its options in
+/// any order); `None` for any other command or a malformed one.
+pub(crate) fn slot_import(argv: &[Bytes]) -> Option<SlotImport> {
+    if !is_slot_sync(argv) || !argv.get(2)?.eq_ignore_ascii_case(b"establish") {
+        return None;
+    }
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let (mut source, mut name, mut ranges) = (None, None, Vec::new());
+    let mut i = 3;
+    while i < argv.len() {
+        let word = &argv[i];
+        if word.eq_ignore_ascii_case(b"source") {
+            source = Some(text(argv.get(i + 1)?));
+            i += 2;
+        } else if word.eq_ignore_ascii_case(b"name") {
+            name = Some(text(argv.get(i + 1)?));
+            i += 2;
+        } else if word.eq_ignore_ascii_case(b"slotsrange") {
+            i += 1;
+            while let (Some(a), Some(b)) = (argv.get(i), argv.get(i + 1)) {
+                let (Some(a), Some(b)) = (
+                    std::str::from_utf8(a)
+                        .ok()
+                        .and_then(|a| a.parse::<u16>().ok()),
+                    std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|b| b.parse::<u16>().ok()),
+                ) else {
+                    break;
+                };
+                ranges.push((a.min(b), a.max(b)));
+                i += 2;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Some(SlotImport {
+        source: source?,
+        name: name?,
+        ranges: (!ranges.is_empty()).then_some(ranges)?,
+    })
+}
+
+fn in_ranges(ranges: &[(u16, u16)], slot: u16) -> bool {
+    ranges.iter().any(|&(a, b)| a <= slot && slot <= b)
+}
+
+/// The entries of a `CLUSTER GETSLOTMIGRATIONS` reply (RESP2 flat arrays or RESP3 maps) as field maps.
+fn slot_migrations(reply: &Frame) -> Vec<HashMap<String, String>> {
+    let text = |f: &Frame| match f {
+        Frame::Integer(n) => Some(n.to_string()),
+        other => other
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+    };
+    let Frame::Array(entries) = reply else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|e| {
+            let pairs: Vec<(String, String)> = match e {
+                Frame::Array(items) => items
+                    .chunks(2)
+                    .filter_map(|p| Some((text(p.first()?)?, text(p.get(1)?)?)))
+                    .collect(),
+                Frame::Map(items) => items
+                    .iter()
+                    .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+                    .collect(),
+                _ => return None,
+            };
+            Some(pairs.into_iter().collect())
+        })
+        .collect()
 }
 
 /// Rewrites `RESTORE-ASKING key ttl payload [...]` to `RESTORE key ttl payload [...] REPLACE`.
@@ -365,16 +665,110 @@ pub(crate) fn import_as_restore(argv: &mut Vec<Bytes>) {
 }
 
 impl ShardFollower {
+    /// Whether this shard's stream leaves out the commands on some slots (a failed atomic slot migration into
+    /// it) or reads the copy of a migration: then every unit goes through [`ShardFollower::import`].
+    pub(crate) fn drops_imports(&self) -> bool {
+        self.dropped_imports.lock().is_ok_and(|d| !d.is_empty())
+            || self.snapshot.lock().is_ok_and(|s| s.is_some())
+    }
+
     /// Orders the migrated keys of a unit after their exporter's `DEL` and rewrites them into `RESTORE ...
-    /// REPLACE` (see the module documentation).
-    pub(crate) async fn import(&self, unit: &mut Unit) -> Result<(), Error> {
-        for cmd in &mut unit.commands {
+    /// REPLACE`, and follows atomic slot migrations into this shard (see the module documentation).
+    /// `first_key` gives a command's first key (the command table's answer).
+    pub(crate) async fn import(
+        &self,
+        unit: &mut Unit,
+        first_key: impl Fn(&[Bytes]) -> Option<Bytes>,
+    ) -> Result<(), Error> {
+        let mut kept = Vec::with_capacity(unit.commands.len());
+        for mut cmd in std::mem::take(&mut unit.commands) {
+            if is_slot_sync(&cmd.argv) {
+                if let Some(import) = slot_import(&cmd.argv) {
+                    let succeeded = self.shared.slot_import(&self.name, &import).await?;
+                    if let Ok(mut dropped) = self.dropped_imports.lock() {
+                        dropped.retain(|&(a, b)| {
+                            !import.ranges.iter().any(|&(x, y)| a <= y && x <= b)
+                        });
+                        if !succeeded {
+                            dropped.extend(import.ranges.iter().copied());
+                        }
+                    }
+                    if let Ok(mut snapshot) = self.snapshot.lock() {
+                        *snapshot = succeeded.then(|| SlotCopy {
+                            ranges: import.ranges.clone(),
+                            last: None,
+                        });
+                    }
+                } else if cmd.argv.get(2).is_some_and(|w| {
+                    w.eq_ignore_ascii_case(b"snapshot-eof") || w.eq_ignore_ascii_case(b"finish")
+                }) {
+                    if let Ok(mut snapshot) = self.snapshot.lock() {
+                        *snapshot = None;
+                    }
+                }
+                continue; // Valkey's own protocol: never forwarded
+            }
+            let dropped = self
+                .dropped_imports
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_default();
+            if !dropped.is_empty() {
+                if let Some(key) = first_key(&cmd.argv) {
+                    if in_ranges(&dropped, ferry_topology::key_slot(&key)) {
+                        continue;
+                    }
+                }
+            }
+            // The copy of migrated slots writes each key from nothing (`RPUSH` of its elements...): the key
+            // is deleted on the target before its first command, whatever the target held of it.
+            if let Ok(mut snapshot) = self.snapshot.lock() {
+                if let Some(SlotCopy { ranges, last }) = snapshot.as_mut() {
+                    if let Some(key) = first_key(&cmd.argv) {
+                        let this = (cmd.db, key);
+                        if in_ranges(ranges, ferry_topology::key_slot(&this.1))
+                            && last.as_ref() != Some(&this)
+                        {
+                            kept.push(crate::pipeline::Command {
+                                db: cmd.db,
+                                argv: vec![Bytes::from_static(b"DEL"), this.1.clone()],
+                                end_offset: cmd.end_offset,
+                            });
+                            *last = Some(this);
+                        }
+                    }
+                }
+            }
             if cmd.argv.len() >= 4 && cmd.argv[0].eq_ignore_ascii_case(b"restore-asking") {
                 self.shared.before_import(&self.name, &cmd.argv[1]).await?;
                 import_as_restore(&mut cmd.argv);
             }
+            kept.push(cmd);
         }
+        unit.commands = kept;
         Ok(())
+    }
+
+    /// Whether `member` still has the role the last discovery gave it: a master that turned replica (it failed
+    /// over, or gave up its last slots and follows the master that took them) would stream another shard's data.
+    /// A node that does not answer is taken as it is (the session reports what fails).
+    async fn still_serves(&self, member: &Member) -> bool {
+        let mut c = self.template.clone();
+        c.host = member.host.clone();
+        c.port = member.port;
+        c.db = 0;
+        c.connect_timeout = Duration::from_secs(2);
+        c.read_timeout = Some(Duration::from_secs(2));
+        let Ok(mut conn) = Connection::connect(&c).await else {
+            return true;
+        };
+        match info_text(&mut conn, "replication").await {
+            Ok(info) => {
+                let master = info.lines().any(|l| l.trim() == "role:master");
+                master == member.master
+            }
+            Err(_) => true,
+        }
     }
 
     /// The node to stream from now; waits (up to 30 s) while the shard has none (a failover in progress).
@@ -393,7 +787,11 @@ impl ShardFollower {
                     }
                 };
                 if let Some(p) = pick {
-                    return Ok(p);
+                    if self.still_serves(&p.0).await {
+                        return Ok(p);
+                    }
+                    info!(shard = %self.name, node = %p.0.addr(),
+                          "the node the last discovery named for this shard no longer serves it: waiting for the next discovery");
                 }
                 if rx.changed().await.is_err() {
                     return Err(Error::Stopped);
@@ -894,7 +1292,14 @@ impl crate::Replicator {
         let mut seen = vec![false; running.len()];
         for view in order {
             let ids: BTreeSet<String> = view.members.iter().map(|m| m.id.clone()).collect();
-            if let Some(i) = running.iter().position(|r| !r.ids.is_disjoint(&ids)) {
+            // The running shard its master belongs to; else any that shares a node. A master that gave up its
+            // last slots joins another shard as a replica: that shard stays the one of its own master.
+            let by_master = view
+                .master()
+                .and_then(|m| running.iter().position(|r| r.ids.contains(&m.id)));
+            if let Some(i) =
+                by_master.or_else(|| running.iter().position(|r| !r.ids.is_disjoint(&ids)))
+            {
                 if i < seen.len() && seen[i] {
                     continue; // a stale entry of a node already placed
                 }
@@ -1023,6 +1428,8 @@ impl crate::Replicator {
                     .map(|d| d.as_nanos())
                     .unwrap_or(0)
             ),
+            dropped_imports: Mutex::new(Vec::new()),
+            snapshot: Mutex::new(None),
         };
         info!(shard = %name, "source shard: starting its stream");
         let (status, task) = match crate::Replicator::new(config) {
@@ -1299,6 +1706,74 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn words(parts: &[&str]) -> Vec<Bytes> {
+        parts
+            .iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn an_atomic_slot_migration_is_read_from_its_establish_command() {
+        let cmd = words(&[
+            "CLUSTER",
+            "SYNCSLOTS",
+            "ESTABLISH",
+            "SOURCE",
+            "f58e",
+            "NAME",
+            "089a",
+            "SLOTSRANGE",
+            "10922",
+            "16383",
+            "0",
+            "5",
+        ]);
+        assert_eq!(
+            slot_import(&cmd),
+            Some(SlotImport {
+                source: "f58e".into(),
+                name: "089a".into(),
+                ranges: vec![(10922, 16383), (0, 5)],
+            })
+        );
+        assert!(is_slot_sync(&words(&["cluster", "syncslots", "ACK"])));
+        assert_eq!(slot_import(&words(&["CLUSTER", "SYNCSLOTS", "ACK"])), None);
+        assert_eq!(
+            slot_import(&words(&["CLUSTER", "SYNCSLOTS", "ESTABLISH", "NAME", "x"])),
+            None
+        );
+        assert!(!is_slot_sync(&words(&[
+            "CLUSTER", "SETSLOT", "1", "NODE", "x"
+        ])));
+    }
+
+    #[test]
+    fn slot_migrations_are_read_from_resp2_and_resp3_replies() {
+        let bulk = |s: &str| Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()));
+        let resp2 = Frame::Array(vec![Frame::Array(vec![
+            bulk("name"),
+            bulk("a1"),
+            bulk("state"),
+            bulk("success"),
+            bulk("create_time"),
+            Frame::Integer(7),
+        ])]);
+        let resp3 = Frame::Array(vec![Frame::Map(vec![
+            (bulk("name"), bulk("a1")),
+            (bulk("state"), bulk("success")),
+            (bulk("create_time"), Frame::Integer(7)),
+        ])]);
+        for reply in [resp2, resp3] {
+            let entries = slot_migrations(&reply);
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0]["name"], "a1");
+            assert_eq!(entries[0]["state"], "success");
+            assert_eq!(entries[0]["create_time"], "7");
+        }
+        assert!(slot_migrations(&Frame::Null).is_empty());
+    }
 
     #[test]
     fn a_lease_held_by_another_job_is_waited_for_over_resp2_and_resp3() {

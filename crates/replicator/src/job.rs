@@ -822,12 +822,23 @@ impl Replicator {
                     StreamEvent::Unit(mut unit) => {
                         let (end, end_db) = (unit.end_offset, unit.end_db);
                         if let Some(shard) = &self.source_shard {
-                            if crate::cluster_source::has_import(&unit) {
-                                // Keys migrated into this shard wait for their exporter's DEL.
-                                sink.sync().await?;
-                                source.acknowledge(sink.committed_offset());
+                            let waits = crate::cluster_source::has_import(&unit);
+                            if waits || shard.drops_imports() {
+                                // Keys migrated into this shard wait for their exporter's DEL, and slots
+                                // migrated atomically for their exporter's deletes; what is open commits first.
+                                if waits {
+                                    sink.sync().await?;
+                                    source.acknowledge(sink.committed_offset());
+                                }
+                                let first_key =
+                                    |argv: &[Bytes]| match commands.map(|t| t.keys(argv)) {
+                                        Some(Ok(keys)) => {
+                                            keys.first().map(|k| Bytes::copy_from_slice(k))
+                                        }
+                                        _ => argv.get(1).cloned(),
+                                    };
                                 tokio::select! {
-                                    r = shard.import(&mut unit) => r?,
+                                    r = shard.import(&mut unit, first_key) => r?,
                                     () = shutdown.cancelled() => return Err(Error::Stopped),
                                 }
                             }
