@@ -959,8 +959,8 @@ impl Replicator {
         for mut cmd in unit.commands {
             // The command's keys by the command table (none for `FUNCTION LOAD`, `SWAPDB`...); without a table,
             // or for a command it does not know, the first argument.
-            let keys: Vec<Bytes> = match commands.map(|table| table.keys(&cmd.argv)) {
-                Some(Ok(keys)) => keys.iter().map(|k| Bytes::copy_from_slice(k)).collect(),
+            let keys: Vec<Bytes> = match commands.map(|table| table.key_positions(&cmd.argv)) {
+                Some(Ok(at)) => at.iter().filter_map(|&i| cmd.argv.get(i).cloned()).collect(),
                 _ => cmd.argv.get(1).cloned().into_iter().collect(),
             };
             if let Some(argv) = fit_command_keyed(
