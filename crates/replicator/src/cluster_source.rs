@@ -560,7 +560,7 @@ pub(crate) fn has_import(unit: &Unit) -> bool {
 }
 
 /// Whether `argv` is a `CLUSTER SYNCSLOTS ...` of Valkey's atomic slot migration.
-fn is_slot_sync(argv: &[Bytes]) -> bool {
+pub(crate) fn is_slot_sync(argv: &[Bytes]) -> bool {
     argv.len() >= 2
         && argv[0].eq_ignore_ascii_case(b"cluster")
         && argv[1].eq_ignore_ascii_case(b"syncslots")

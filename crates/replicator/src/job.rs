@@ -920,6 +920,23 @@ impl Replicator {
         filtered: &mut u64,
         partial: &mut u64,
     ) -> Result<Option<Unit>, Error> {
+        // Valkey's atomic slot migration protocol is the cluster's own (a cluster source follows it, see
+        // `crate::cluster_source`); one cluster node followed as a standalone source cannot, and says so.
+        if unit
+            .commands
+            .iter()
+            .any(|c| crate::cluster_source::is_slot_sync(&c.argv))
+        {
+            let established = unit
+                .commands
+                .iter()
+                .any(|c| crate::cluster_source::slot_import(&c.argv).is_some());
+            unit.commands
+                .retain(|c| !crate::cluster_source::is_slot_sync(&c.argv));
+            if established {
+                warn!("the source is a cluster node taking part in an atomic slot migration: follow the cluster as a cluster source (`--source-type cluster`), which keeps the migrated keys exact; here its copy of the slots is applied as it comes");
+            }
+        }
         // ferry's own keys are never copied; the scan for their common prefix is cheap, the key extraction only
         // runs when it finds one.
         let maybe_reserved = unit
@@ -960,7 +977,10 @@ impl Replicator {
             // The command's keys by the command table (none for `FUNCTION LOAD`, `SWAPDB`...); without a table,
             // or for a command it does not know, the first argument.
             let keys: Vec<Bytes> = match commands.map(|table| table.key_positions(&cmd.argv)) {
-                Some(Ok(at)) => at.iter().filter_map(|&i| cmd.argv.get(i).cloned()).collect(),
+                Some(Ok(at)) => at
+                    .iter()
+                    .filter_map(|&i| cmd.argv.get(i).cloned())
+                    .collect(),
                 _ => cmd.argv.get(1).cloned().into_iter().collect(),
             };
             if let Some(argv) = fit_command_keyed(
