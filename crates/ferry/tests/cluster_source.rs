@@ -189,9 +189,8 @@ fn cluster_source_json(source: &Cluster) -> serde_json::Value {
     serde_json::json!({ "type": "cluster", "seeds": seeds })
 }
 
-/// The full copy, then live writes from several clients on all shards: equal at the end, exact counters, one
-/// stream and one full copy per shard.
-fn full_copy_then_live_writes(source: &Cluster, target: &Target, job: &JobHandle) {
+/// Waits until the job streams three shards, all in the live phase.
+fn wait_three_shards_live(job: &JobHandle) {
     wait_until(
         common::DEADLINE,
         "three shards, all in the live phase",
@@ -204,6 +203,12 @@ fn full_copy_then_live_writes(source: &Cluster, target: &Target, job: &JobHandle
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+}
+
+/// The full copy, then live writes from several clients on all shards: equal at the end, exact counters, one
+/// stream and one full copy per shard.
+fn full_copy_then_live_writes(source: &Cluster, target: &Target, job: &JobHandle) {
+    wait_three_shards_live(job);
     wait_until(
         common::DEADLINE,
         "the job's status to sum its shards",
@@ -357,18 +362,7 @@ fn running_pair_with(
         "source": source_json,
         "target": { "type": "cluster", "seeds": seeds },
     }));
-    wait_until(
-        common::DEADLINE,
-        "three shards, all in the live phase",
-        || {
-            let s = job.status();
-            s.shards.len() == 3
-                && s.shards
-                    .iter()
-                    .all(|s| s.phase == ferry::Phase::Incremental)
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    wait_three_shards_live(&job);
     (source, target, rt, job)
 }
 
@@ -767,12 +761,26 @@ fn a_slot_migrated_on_the_source_under_live_writes_ends_exact_on_the_target() {
         || on_target(&prefixed_counter("{mig}:", 0, 0)) >= seen + 20,
     )
     .unwrap();
-    let mut acked = others.stop();
-    acked.extend(movers.stop());
-    common::wait_equal(&source.target(), &target.target());
+    end_exact_without_new_copies(&source, &target.target(), [others, movers], rt, job);
+}
+
+/// Stops the writers; the target ends equal to the source with every counter at its acknowledged increments,
+/// and no shard copied a second time.
+fn end_exact_without_new_copies<const N: usize>(
+    source: &Cluster,
+    target: &Target,
+    writers: [Writers; N],
+    rt: tokio::runtime::Runtime,
+    job: JobHandle,
+) {
+    let mut acked = HashMap::new();
+    for w in writers {
+        acked.extend(w.stop());
+    }
+    common::wait_equal(&source.target(), target);
     for (key, n) in &acked {
         assert_eq!(get_counter(&source.target(), key), *n, "source {key}");
-        assert_eq!(on_target(key), *n, "target {key}: counters exact");
+        assert_eq!(get_counter(target, key), *n, "target {key}: counters exact");
     }
     let status = job.status();
     for s in &status.shards {
@@ -1123,18 +1131,7 @@ fn valkey_atomic_slot_migrations_on_the_source_under_live_writes_end_exact_on_th
         "source": cluster_source_json(&source),
         "target": { "type": "standalone", "url": target.url() },
     }));
-    wait_until(
-        common::DEADLINE,
-        "three shards, all in the live phase",
-        || {
-            let s = job.status();
-            s.shards.len() == 3
-                && s.shards
-                    .iter()
-                    .all(|s| s.phase == ferry::Phase::Incremental)
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
+    wait_three_shards_live(&job);
     let slot = ferry_testkit::key_slot(b"mig");
     let others = Writers::start(&source, 2);
     let movers = Writers::start_with(&source, 2, "{mig}:");
@@ -1177,16 +1174,5 @@ fn valkey_atomic_slot_migrations_on_the_source_under_live_writes_end_exact_on_th
         on_target(&prefixed_counter("live:", 0, 0)) >= seen + 20
     })
     .unwrap();
-    let mut acked = others.stop();
-    acked.extend(movers.stop());
-    common::wait_equal(&source.target(), &Target::from(&target));
-    for (key, n) in &acked {
-        assert_eq!(get_counter(&source.target(), key), *n, "source {key}");
-        assert_eq!(on_target(key), *n, "target {key}: counters exact");
-    }
-    let status = job.status();
-    for s in &status.shards {
-        assert_eq!(s.full_syncs, 1, "no new full copy: {status:?}");
-    }
-    rt.block_on(job.stop()).unwrap();
+    end_exact_without_new_copies(&source, &Target::from(&target), [others, movers], rt, job);
 }
