@@ -975,13 +975,13 @@ impl Replicator {
         let mut fitted = Vec::with_capacity(unit.commands.len());
         for mut cmd in unit.commands {
             // The command's keys by the command table (none for `FUNCTION LOAD`, `SWAPDB`...); without a table,
-            // or for a command it does not know, the first argument.
+            // or for a command it does not know, the first argument (see `keys_without_table`).
             let keys: Vec<Bytes> = match commands.map(|table| table.key_positions(&cmd.argv)) {
                 Some(Ok(at)) => at
                     .iter()
                     .filter_map(|&i| cmd.argv.get(i).cloned())
                     .collect(),
-                _ => cmd.argv.get(1).cloned().into_iter().collect(),
+                _ => crate::pipeline::convert::keys_without_table(&cmd.argv),
             };
             if let Some(argv) = fit_command_keyed(
                 cmd.db,

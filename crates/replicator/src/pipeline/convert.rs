@@ -988,8 +988,26 @@ pub fn fit_command(
     policy: TargetPolicy,
     report: &mut PolicyReport,
 ) -> Result<Option<Vec<Bytes>>, crate::error::Error> {
-    let key: Vec<Bytes> = argv.get(1).cloned().into_iter().collect();
-    fit_command_keyed(db, argv, &key, target, policy, report)
+    fit_command_keyed(db, argv, &keys_without_table(argv), target, policy, report)
+}
+
+/// A command's keys where no command table is at hand: the first argument, but the destination of `BITOP`
+/// (after its operation) and the keys of `MSETEX` (after their count, one every two arguments), which a policy
+/// must not take for their first argument.
+pub fn keys_without_table(argv: &[Bytes]) -> Vec<Bytes> {
+    let name = command_name_lower(argv);
+    match name.as_str() {
+        "bitop" => argv.get(2).cloned().into_iter().collect(),
+        "msetex" => {
+            let n: usize = argv
+                .get(1)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            argv.iter().skip(2).step_by(2).take(n).cloned().collect()
+        }
+        _ => argv.get(1).cloned().into_iter().collect(),
+    }
 }
 
 /// [`fit_command`] for a command whose keys are `keys` (empty: a command without keys, such as
@@ -1872,22 +1890,15 @@ mod tests {
             ] {
                 let err = fitted(cmd, older, stop).unwrap_err();
                 assert!(err.contains(&format!("does not know `{shown}`")), "{err}");
-                // The job takes the keys from the source's command table: BITOP's first key is its destination.
+                // BITOP's first key is its destination, by the command table or without it.
                 let key = cmd[if cmd[0].eq_ignore_ascii_case("bitop") {
                     2
                 } else {
                     1
                 }];
                 let mut report = PolicyReport::default();
-                let out = fit_command_keyed(
-                    0,
-                    &argv(cmd),
-                    &argv(&[key]),
-                    older,
-                    TargetPolicy::Convert,
-                    &mut report,
-                )
-                .unwrap();
+                let out =
+                    fit_command(0, &argv(cmd), older, TargetPolicy::Convert, &mut report).unwrap();
                 assert_eq!(out.map(|c| strs(&c)), words(&["DEL", key]));
                 assert_eq!(
                     report.skipped[0].loss.to_string(),
@@ -1933,6 +1944,7 @@ mod tests {
         let mut report = PolicyReport::default();
         let msetex = argv(&["MSETEX", "2", "a", "1", "b", "2", "PXAT", "9"]);
         let keys = argv(&["a", "b"]);
+        assert_eq!(keys_without_table(&msetex), keys);
         let out = fit_command_keyed(0, &msetex, &keys, &redis82, TargetPolicy::Skip, &mut report)
             .unwrap();
         assert_eq!(out, Some(argv(&["DEL", "a", "b"])));
