@@ -988,17 +988,29 @@ pub fn fit_command(
     policy: TargetPolicy,
     report: &mut PolicyReport,
 ) -> Result<Option<Vec<Bytes>>, crate::error::Error> {
-    fit_command_keyed(db, argv, &keys_without_table(argv), target, policy, report)
+    match argv.first() {
+        Some(n) if n.eq_ignore_ascii_case(b"bitop") || n.eq_ignore_ascii_case(b"msetex") => {
+            fit_command_keyed(db, argv, &keys_without_table(argv), target, policy, report)
+        }
+        _ => fit_command_keyed(
+            db,
+            argv,
+            argv.get(1..2).unwrap_or(&[]),
+            target,
+            policy,
+            report,
+        ),
+    }
 }
 
 /// A command's keys where no command table is at hand: the first argument, but the destination of `BITOP`
 /// (after its operation) and the keys of `MSETEX` (after their count, one every two arguments), which a policy
 /// must not take for their first argument.
 pub fn keys_without_table(argv: &[Bytes]) -> Vec<Bytes> {
-    let name = command_name_lower(argv);
-    match name.as_str() {
-        "bitop" => argv.get(2).cloned().into_iter().collect(),
-        "msetex" => {
+    let is = |name: &[u8]| argv.first().is_some_and(|n| n.eq_ignore_ascii_case(name));
+    match () {
+        () if is(b"bitop") => argv.get(2).cloned().into_iter().collect(),
+        () if is(b"msetex") => {
             let n: usize = argv
                 .get(1)
                 .and_then(|n| std::str::from_utf8(n).ok())
@@ -1006,7 +1018,7 @@ pub fn keys_without_table(argv: &[Bytes]) -> Vec<Bytes> {
                 .unwrap_or(0);
             argv.iter().skip(2).step_by(2).take(n).cloned().collect()
         }
-        _ => argv.get(1).cloned().into_iter().collect(),
+        () => argv.get(1).cloned().into_iter().collect(),
     }
 }
 
