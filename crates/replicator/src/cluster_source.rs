@@ -85,7 +85,13 @@
 //!   holds no key of the slots (its `UNLINK`s are then in its stream), reads the exporter's `master_repl_offset`,
 //!   and waits until the exporter's stream has committed that offset on the target. The target then holds none of
 //!   those keys, and the importer's copy, the writes it forwarded and the writes that follow apply in its order
-//!   on top: every write of the slots once;
+//!   on top: every write of the slots once. Each key of the copy is deleted on the target before its first
+//!   command (the copy writes a list as `RPUSH`es), so whatever the exporter's stream left of it never counts
+//!   twice;
+//! - an exporter that gave up its last slot turns into a replica of the importer and propagates no `UNLINK`s:
+//!   its stream ends, and the wait ends with what it had applied. Its shard is retired; the discovery matches a
+//!   shard to the running shard of its master, so the importer's shard, which the old exporter now belongs to,
+//!   keeps its own stream;
 //! - when the migration failed or was cancelled, the importer's commands on keys of those slots are left out
 //!   (the exporter kept the slots, and its stream carries their writes) until another migration into the same
 //!   slots begins.
