@@ -1183,11 +1183,7 @@ mod tests {
 
     /// A DUMP payload (RDB version 11) of a module value of type `name`, one unsigned operand.
     fn module_dump(name: &str, operand: u8) -> Vec<u8> {
-        const CHARSET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let id = name.bytes().fold(0u64, |id, c| {
-            id << 6 | CHARSET.iter().position(|&x| x == c).unwrap() as u64
-        }) << 10
-            | 1;
+        let id = ferry_rdb::value::module_id_from_name(name, 1).unwrap();
         let m = ferry_rdb::ModuleValue {
             module_id: id,
             name: name.to_string(),

@@ -1110,13 +1110,12 @@ fn owned_ranges(server: &Server) -> Vec<(u16, u16)> {
         .arg("NODES")
         .query(&mut server.client())
         .unwrap();
-    let line = text.lines().find(|l| l.contains("myself")).unwrap();
-    line.split(' ')
-        .skip(8)
-        .filter_map(|r| {
-            let (a, b) = r.split_once('-').unwrap_or((r, r));
-            Some((a.parse().ok()?, b.parse().ok()?))
-        })
+    ferry_topology::parse_cluster_nodes(text.as_bytes())
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.flags.myself)
+        .flat_map(|n| n.slots)
+        .map(|r| (r.start, r.end))
         .collect()
 }
 

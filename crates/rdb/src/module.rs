@@ -258,13 +258,8 @@ mod tests {
     }
 
     /// The 64-bit module type ID of a 9-character name and an encoding version.
-    fn module_id(name: &str, encver: u64) -> u64 {
-        const CHARSET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut id = 0u64;
-        for b in name.bytes() {
-            id = id << 6 | CHARSET.iter().position(|c| *c == b).unwrap() as u64;
-        }
-        id << 10 | encver
+    fn module_id(name: &str, encver: u16) -> u64 {
+        crate::value::module_id_from_name(name, encver).unwrap()
     }
 
     #[test]

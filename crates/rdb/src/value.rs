@@ -282,6 +282,20 @@ pub struct ModuleValue {
 const MODULE_CHARSET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/// The 64-bit module ID of a 9-character module type name and an encoding version (the inverse of
+/// [`module_name_from_id`]); `None` for a name that is not 9 characters of `A-Z a-z 0-9 - _`, or a version over
+/// 1023.
+pub fn module_id_from_name(name: &str, encver: u16) -> Option<u64> {
+    if name.len() != 9 || encver > 1023 {
+        return None;
+    }
+    let mut id = 0u64;
+    for b in name.bytes() {
+        id = id << 6 | MODULE_CHARSET.iter().position(|&c| c == b)? as u64;
+    }
+    Some(id << 10 | u64::from(encver))
+}
+
 /// Decodes the 9-character module type name from a 64-bit module ID.
 pub fn module_name_from_id(id: u64) -> String {
     let mut v = id >> 10;

@@ -435,17 +435,21 @@ impl Shared {
                 let Some(entry) = entry else {
                     // Gone from the log (it keeps the latest ones, and not across restarts): the slots' owner says.
                     let nodes = conn.call(&["CLUSTER", "NODES"]).await?;
-                    let text = nodes.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
                     let first = import.ranges[0].0;
-                    let owns = text.lines().filter(|l| l.contains("myself")).any(|l| {
-                        l.split_whitespace().skip(8).any(|r| {
-                            let (a, b) = r.split_once('-').unwrap_or((r, r));
-                            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= first && first <= b)
-                        })
-                    });
+                    let owns =
+                        ferry_topology::parse_cluster_nodes(nodes.as_bytes().unwrap_or_default())
+                            .unwrap_or_default()
+                            .iter()
+                            .filter(|n| n.flags.myself)
+                            .flat_map(|n| &n.slots)
+                            .any(|r| r.start <= first && first <= r.end);
                     return Ok::<bool, Error>(owns);
                 };
-                match entry.get("state").map(|s| s.to_ascii_lowercase()).as_deref() {
+                match entry
+                    .get("state")
+                    .map(|s| s.to_ascii_lowercase())
+                    .as_deref()
+                {
                     Some("success") => return Ok(true),
                     Some("failed" | "cancelled" | "canceled") => return Ok(false),
                     _ => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -714,17 +718,13 @@ impl ShardFollower {
                 }
                 continue; // Valkey's own protocol: never forwarded
             }
-            let dropped = self
-                .dropped_imports
-                .lock()
-                .map(|d| d.clone())
-                .unwrap_or_default();
-            if !dropped.is_empty() {
-                if let Some(key) = first_key(&cmd.argv) {
-                    if in_ranges(&dropped, ferry_topology::key_slot(&key)) {
-                        continue;
-                    }
-                }
+            let dropped = self.dropped_imports.lock().is_ok_and(|d| {
+                !d.is_empty()
+                    && first_key(&cmd.argv)
+                        .is_some_and(|k| in_ranges(&d, ferry_topology::key_slot(&k)))
+            });
+            if dropped {
+                continue;
             }
             // The copy of migrated slots writes each key from nothing (`RPUSH` of its elements...): the key
             // is deleted on the target before its first command, whatever the target held of it.

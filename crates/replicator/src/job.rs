@@ -213,6 +213,16 @@ pub struct Replicator {
     backlog_checked: std::sync::atomic::AtomicBool,
 }
 
+/// A command's keys, as clones of its arguments: by the source's command table (none for `FUNCTION LOAD`,
+/// `SWAPDB`...); without a table, or for a command it does not know, by
+/// [`crate::pipeline::convert::keys_without_table`].
+fn command_keys(commands: Option<&CommandTable>, argv: &[Bytes]) -> Vec<Bytes> {
+    match commands.map(|table| table.key_positions(argv)) {
+        Some(Ok(at)) => at.iter().filter_map(|&i| argv.get(i).cloned()).collect(),
+        _ => crate::pipeline::convert::keys_without_table(argv),
+    }
+}
+
 /// A source backlog this small (Redis's default `repl-backlog-size`, 1 MB) is worth a word at the job's start.
 const SMALL_BACKLOG: u64 = 1024 * 1024;
 
@@ -830,13 +840,9 @@ impl Replicator {
                                     sink.sync().await?;
                                     source.acknowledge(sink.committed_offset());
                                 }
-                                let first_key =
-                                    |argv: &[Bytes]| match commands.map(|t| t.keys(argv)) {
-                                        Some(Ok(keys)) => {
-                                            keys.first().map(|k| Bytes::copy_from_slice(k))
-                                        }
-                                        _ => argv.get(1).cloned(),
-                                    };
+                                let first_key = |argv: &[Bytes]| {
+                                    command_keys(commands, argv).into_iter().next()
+                                };
                                 tokio::select! {
                                     r = shard.import(&mut unit, first_key) => r?,
                                     () = shutdown.cancelled() => return Err(Error::Stopped),
@@ -974,15 +980,7 @@ impl Replicator {
         // What the target cannot hold, by the source's database (the report names keys by it).
         let mut fitted = Vec::with_capacity(unit.commands.len());
         for mut cmd in unit.commands {
-            // The command's keys by the command table (none for `FUNCTION LOAD`, `SWAPDB`...); without a table,
-            // or for a command it does not know, the first argument (see `keys_without_table`).
-            let keys: Vec<Bytes> = match commands.map(|table| table.key_positions(&cmd.argv)) {
-                Some(Ok(at)) => at
-                    .iter()
-                    .filter_map(|&i| cmd.argv.get(i).cloned())
-                    .collect(),
-                _ => crate::pipeline::convert::keys_without_table(&cmd.argv),
-            };
+            let keys = command_keys(commands, &cmd.argv);
             if let Some(argv) = fit_command_keyed(
                 cmd.db,
                 &cmd.argv,

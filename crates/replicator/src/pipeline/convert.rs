@@ -1043,17 +1043,15 @@ pub fn fit_command_keyed(
     }
     if target.knows_command(&name) {
         match fit_options(&name, argv, target) {
-            OptionFit::AsIs => {}
-            OptionFit::Same(same) => return Ok(Some(same)),
-            OptionFit::Lost(option) => name = format!("{name} {option}"),
-        }
-        if !name.contains(' ') {
-            if name == "function" {
-                if let Some(ga) = function_in_ga_form(argv) {
-                    return Ok(Some(ga));
-                }
+            OptionFit::AsIs if name == "function" => {
+                return Ok(Some(
+                    function_in_ga_form(argv).unwrap_or_else(|| argv.to_vec()),
+                ));
             }
-            return Ok(Some(argv.to_vec()));
+            OptionFit::AsIs => return Ok(Some(argv.to_vec())),
+            OptionFit::Same(same) => return Ok(Some(same)),
+            // From here on the command is as unknown to the target as a command it does not have.
+            OptionFit::Lost(option) => name = format!("{name} {option}"),
         }
     }
     if let Some(hset) = hsetex_without_expiry(&name, argv) {
