@@ -1175,3 +1175,187 @@ fn valkey_atomic_slot_migrations_on_the_source_under_live_writes_end_exact_on_th
     .unwrap();
     end_exact_without_new_copies(&source, &Target::from(&target), [others, movers], rt, job);
 }
+
+/// The slot of `key`, as the cluster computes it.
+fn keyslot(cluster: &Cluster, key: &str) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut cluster.nodes[0].client())
+        .unwrap()
+}
+
+/// Writes string keys `<prefix>N` (N below `n`) through a cluster connection, each value `len` bytes or more.
+fn set_cluster_keys(cluster: &Cluster, prefix: &str, n: usize, len: usize) {
+    let urls: Vec<String> = cluster.nodes.iter().map(Server::url).collect();
+    let mut c = connect(&urls);
+    for i in 0..n {
+        redis::cmd("SET")
+            .arg(format!("{prefix}{i}"))
+            .arg(format!("v{i}{}", "x".repeat(len)))
+            .exec(&mut c)
+            .unwrap();
+    }
+}
+
+/// The `ferry sync` process of a cluster source into `target` (a cluster when `cluster_target`).
+fn cluster_job(source: &Cluster, target: &[String], cluster_target: bool) -> common::Ferry {
+    let mut args = vec![
+        "sync".to_string(),
+        "--source".into(),
+        source.nodes[0].url(),
+        "--source-type".into(),
+        "cluster".into(),
+        "--target".into(),
+        target[0].clone(),
+        "--status-addr".into(),
+        "127.0.0.1:0".into(),
+    ];
+    if cluster_target {
+        args.extend(["--target-type".into(), "cluster".into()]);
+    }
+    common::Ferry::spawn(args)
+}
+
+/// Stopped while the source changes, the job finds one shard's backlog overrun (16 kB) and the others whole:
+/// that shard copies again, and its copy deletes the keys of its slots that the source deleted meanwhile; the
+/// other shards continue (their streams carry their deletes) and the sweep leaves their slots alone, while
+/// writers run on every shard. Returns the target's final status.
+fn a_shard_redone_over_an_owned_target(
+    source: &Cluster,
+    target: &Target,
+    target_urls: &[String],
+    cluster_target: bool,
+) -> serde_json::Value {
+    big_backlogs(source);
+    set_cluster_keys(source, "doomed:", 300, 0);
+    set_cluster_keys(source, "kept:", 100, 0);
+    let mut job = cluster_job(source, target_urls, cluster_target);
+    let addr = job.served_addr("status");
+    wait_all_shards_live(&addr);
+    common::wait_equal(&source.target(), target);
+    job.terminate();
+    assert_eq!(job.wait(), 0, "{}", job.stderr());
+
+    // The shard of `{hot}` gets a backlog a few writes overrun.
+    let hot_slot = keyslot(source, "{hot}");
+    let (hot, _) = shard_nodes(source, hot_slot);
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-backlog-size")
+        .arg("16kb")
+        .exec(&mut source.nodes[hot].client())
+        .unwrap();
+    let urls: Vec<String> = source.nodes.iter().map(Server::url).collect();
+    let mut c = connect(&urls);
+    let ranges = owned_ranges(&source.nodes[hot]);
+    let mut swept_there = 0u64;
+    for i in 0..300 {
+        let key = format!("doomed:{i}");
+        let slot = keyslot(source, &key);
+        if ranges.iter().any(|&(a, b)| a <= slot && slot <= b) {
+            swept_there += 1;
+        }
+        redis::cmd("DEL").arg(&key).exec(&mut c).unwrap();
+    }
+    assert!(swept_there > 0, "some deleted keys are in the hot shard");
+    set_cluster_keys(source, "fresh:", 50, 0);
+    set_cluster_keys(source, "{hot}:pad:", 100, 1024);
+
+    let writers = Writers::start(source, 3);
+    let mut job = cluster_job(source, target_urls, cluster_target);
+    let addr = job.served_addr("status");
+    let s = wait_all_shards_live(&addr);
+    let copies: Vec<u64> = s["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["full_syncs"].as_u64().unwrap())
+        .collect();
+    let mut sorted = copies.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [0, 0, 1],
+        "only the overrun shard copied again: {s}"
+    );
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(target, &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    let acked = writers.stop();
+    common::wait_equal(&source.target(), target);
+    for (key, n) in &acked {
+        assert_eq!(get_counter(target, key), *n, "target {key}: counters exact");
+    }
+    let s = process_status(&addr);
+    assert!(
+        s["keys_swept"].as_u64().unwrap() >= swept_there,
+        "the redone copy deleted the {swept_there} keys of its slots the source deleted: {s}"
+    );
+    assert_eq!(s["redo_unswept"], 0, "{s}");
+    job.terminate();
+    assert_eq!(job.wait(), 0, "{}", job.stderr());
+    s
+}
+
+#[test]
+fn a_redone_shard_copy_into_a_cluster_target_deletes_the_keys_of_its_slots_the_source_deleted() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Cluster::start(Version::V7_0).unwrap();
+    let urls: Vec<String> = target.nodes.iter().map(Server::url).collect();
+    a_shard_redone_over_an_owned_target(&source, &target.target(), &urls, true);
+}
+
+#[test]
+fn a_redone_shard_copy_into_a_standalone_target_sweeps_only_its_slots_and_never_a_key_from_before()
+{
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    let t = Target::from(&target);
+    a_shard_redone_over_an_owned_target(&source, &t, &[target.url()], false);
+
+    // The same job over a target that held a key of its domain before its first copy: nothing is deleted.
+    let other = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    redis::cmd("SET")
+        .arg("foreign")
+        .arg("there before")
+        .exec(&mut other.client())
+        .unwrap();
+    big_backlogs(&source);
+    let mut job = cluster_job(&source, &[other.url()], false);
+    let addr = job.served_addr("status");
+    wait_all_shards_live(&addr);
+    job.terminate();
+    assert_eq!(job.wait(), 0, "{}", job.stderr());
+    let hot_slot = keyslot(&source, "{hot}");
+    let (hot, _) = shard_nodes(&source, hot_slot);
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-backlog-size")
+        .arg("16kb")
+        .exec(&mut source.nodes[hot].client())
+        .unwrap();
+    set_cluster_keys(&source, "{hot}:pad:", 100, 2048);
+    redis::cmd("DEL")
+        .arg("{hot}:pad:1")
+        .exec(&mut source.nodes[hot].client())
+        .unwrap();
+    let mut job = cluster_job(&source, &[other.url()], false);
+    let addr = job.served_addr("status");
+    let s = wait_all_shards_live(&addr);
+    let mut c = other.client();
+    let foreign: Option<String> = redis::cmd("GET").arg("foreign").query(&mut c).unwrap();
+    assert_eq!(foreign.as_deref(), Some("there before"), "{s}");
+    let pad1: i64 = redis::cmd("EXISTS")
+        .arg("{hot}:pad:1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(pad1, 1, "a shared target: the redo deleted nothing: {s}");
+    ferry_testkit::wait_until(common::DEADLINE, "the unswept redo counted", || {
+        process_status(&addr)["redo_unswept"].as_u64() >= Some(1)
+    })
+    .unwrap();
+    job.terminate();
+    assert_eq!(job.wait(), 0, "{}", job.stderr());
+}

@@ -116,11 +116,11 @@
 //! # Limits
 //!
 //! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
-//!   target holds the other shards' keys. Nor does a shard's redone copy delete the keys the source no longer
-//!   has, as a standalone source's does on a target the job owns (`crate::redo`): the shards copy into the
-//!   target at the same time, and while a slot migrates its keys are on either source node, so a shard cannot
-//!   tell a stale key of its own from a key another shard holds now. It logs a warning and counts the redo in
-//!   `status.redo_unswept`; keys deleted on the source while the shard was away may stay (`ferry verify`).
+//!   target holds the other shards' keys. A shard's redone copy deletes the keys the source no longer has, as a
+//!   standalone source's does on a target the job owns (`crate::redo`), but only in the slots its master serves
+//!   when the copy is applied and is not migrating: the other shards write theirs meanwhile, and a migrating
+//!   slot's keys are on two nodes. Keys deleted on the source in a slot it gave up, or one migrating at that
+//!   moment, may stay (`ferry verify`).
 //! - A shard added while the job runs (scale-out) is picked up by the next discovery; its full copy replaces
 //!   keys the target already has (they came from the shards that exported them). Slots should migrate into it
 //!   once the job follows it (its status lists it): a key moved into it before that arrives with its full copy,
@@ -291,15 +291,30 @@ pub(crate) struct Shared {
     shards: Mutex<HashMap<String, (ShardView, StatusHandle)>>,
     /// The connection template of the source's nodes.
     template: ConnectOptions,
+    /// The job's checkpoint tag (its shards' tags are `<tag>:<shard name>`).
+    job_tag: String,
+    /// The target held no checkpoint of this job when it started: no shard of it has written there yet.
+    first_run: bool,
+    /// The job's ownership of its keys on the target, once a shard has read or decided it (`Some(None)`: no
+    /// record, and not the job's first run; see [`crate::redo`]). One shard at a time decides.
+    pub(crate) ownership: tokio::sync::Mutex<Option<Option<crate::redo::Ownership>>>,
 }
 
 impl Shared {
-    fn new(template: ConnectOptions) -> Shared {
+    fn new(template: ConnectOptions, job_tag: String, first_run: bool) -> Shared {
         Shared {
             owners: Mutex::new(vec![(None, None); usize::from(ferry_topology::SLOT_COUNT)]),
             shards: Mutex::new(HashMap::new()),
             template,
+            job_tag,
+            first_run,
+            ownership: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The job's checkpoint tag, and whether the job had no checkpoint in the target when it started.
+    pub(crate) fn job(&self) -> (&str, bool) {
+        (&self.job_tag, self.first_run)
     }
 
     /// Records a shard's view: its slots and nodes.
@@ -662,6 +677,19 @@ fn slot_migrations(reply: &Frame) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// The `slot_ranges` field of a `CLUSTER GETSLOTMIGRATIONS` entry: `a-b` ranges (or single slots) separated by
+/// spaces or commas. What does not parse is left out.
+fn parse_slot_ranges(text: &str) -> Vec<(u16, u16)> {
+    text.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .filter_map(|w| {
+            let (a, b) = w.split_once('-').unwrap_or((w, w));
+            let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+            Some((a.min(b), a.max(b)))
+        })
+        .collect()
+}
+
 /// Rewrites `RESTORE-ASKING key ttl payload [...]` to `RESTORE key ttl payload [...] REPLACE`.
 pub(crate) fn import_as_restore(argv: &mut Vec<Bytes>) {
     argv[0] = Bytes::from_static(b"RESTORE");
@@ -831,6 +859,74 @@ impl ShardFollower {
             gate_on_replicas: self.replica_gate && has_replicas,
             followed,
         })
+    }
+
+    /// What the shard's sessions share with the job's other shards.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The slots a redone copy of this shard may sweep (indexed by slot): the ones its master serves now with no
+    /// migration of them in progress (a `MIGRATE`-based one, in `CLUSTER NODES`, or an atomic one, in Valkey's
+    /// `CLUSTER GETSLOTMIGRATIONS`). Every write of such a slot since the copy's snapshot is in this shard's
+    /// stream, which is applied after the sweep; a slot it gave up, or one whose keys are still on two nodes, is
+    /// left alone. None when the master is not known or no longer one.
+    pub(crate) async fn sweepable_slots(&self) -> Result<Vec<bool>, Error> {
+        let mut slots = vec![false; usize::from(ferry_topology::SLOT_COUNT)];
+        let master = self
+            .view
+            .borrow()
+            .as_ref()
+            .and_then(|v| v.master().cloned());
+        let Some(master) = master else {
+            return Ok(slots);
+        };
+        let mut c = self.template.clone();
+        c.host = master.host.clone();
+        c.port = master.port;
+        c.db = 0;
+        c.read_timeout = Some(Duration::from_secs(5));
+        let mut conn = Connection::connect(&c).await?;
+        let nodes = conn.call(&["CLUSTER", "NODES"]).await?;
+        let parsed = ferry_topology::parse_cluster_nodes(nodes.as_bytes().unwrap_or_default())
+            .map_err(|e| Error::Protocol(format!("CLUSTER NODES of {}: {e}", master.addr())))?;
+        let Some(me) = parsed.iter().find(|n| n.flags.myself && n.flags.master) else {
+            return Ok(slots);
+        };
+        for r in &me.slots {
+            for slot in r.start..=r.end.min(ferry_topology::SLOT_COUNT - 1) {
+                slots[usize::from(slot)] = true;
+            }
+        }
+        for (slot, _) in me.migrating.iter().chain(&me.importing) {
+            if let Some(s) = slots.get_mut(usize::from(*slot)) {
+                *s = false;
+            }
+        }
+        // Valkey 9: atomic migrations that have not ended (an error reply: a server without them).
+        if let Ok(reply) = conn.call(&["CLUSTER", "GETSLOTMIGRATIONS"]).await {
+            for entry in slot_migrations(&reply) {
+                let ended = entry.get("state").is_some_and(|s| {
+                    matches!(
+                        s.to_ascii_lowercase().as_str(),
+                        "success" | "failed" | "cancelled" | "canceled"
+                    )
+                });
+                if ended {
+                    continue;
+                }
+                for (a, b) in entry
+                    .get("slot_ranges")
+                    .map(|r| parse_slot_ranges(r))
+                    .unwrap_or_default()
+                {
+                    for slot in a..=b.min(ferry_topology::SLOT_COUNT - 1) {
+                        slots[usize::from(slot)] = false;
+                    }
+                }
+            }
+        }
+        Ok(slots)
     }
 
     /// Returns once the shard should be streamed from another node than `node` (a failover, the node failed,
@@ -1123,6 +1219,8 @@ fn aggregate(status: &StatusHandle, running: &[Running]) {
             errors,
             reconnects,
             full_syncs,
+            keys_swept,
+            redo_unswept,
             policy_keys_skipped,
             policy_keys_converted,
             policy_commands_skipped,
@@ -1187,7 +1285,7 @@ impl crate::Replicator {
             }
         };
         let mut known: HashMap<String, Option<String>> = known;
-        let shared = Arc::new(Shared::new(template.clone()));
+        let shared = Arc::new(Shared::new(template.clone(), tag.clone(), known.is_empty()));
         let children = shutdown.child_token();
         let mut first_error: Option<(String, Arc<Error>)> = None;
         let mut running: Vec<Running> = Vec::new();
@@ -1958,7 +2056,7 @@ mod tests {
 
     #[test]
     fn the_exporter_of_a_slot_is_its_owner_or_previous_owner() {
-        let shared = Shared::new(ConnectOptions::new("127.0.0.1", 1));
+        let shared = Shared::new(ConnectOptions::new("127.0.0.1", 1), "job".into(), true);
         let view = |a, b| ShardView {
             ranges: vec![(a, b)],
             ..Default::default()

@@ -25,8 +25,9 @@
 //!   (`status.redo_unswept` counts them): keys deleted on the source meanwhile may remain.
 //!   [`crate::Config::flush_target_on_resync`] (`FLUSHALL` first, as a Redis replica does) is the explicit
 //!   choice for a target this job owns alone; `ferry verify` shows what differs.
-//! - A shard of a cluster source never sweeps (the shards copy into one target at once, so none can tell its
-//!   own earlier keys from another shard's): it warns like a shared target.
+//! - A shard of a cluster source sweeps only the slots its master serves and is not migrating when the copy
+//!   is applied (the other shards write theirs at the same time); the job's first copy decides the ownership
+//!   for all its shards ([`crate::redo`]).
 //!
 //! Why not flush by default: `FLUSHALL` deletes keys of every other writer of the target, and a list of
 //! written keys kept in the target would cost the live phase a write per write. On a cluster target the

@@ -21,8 +21,14 @@
 //! the copy's checkpoint commits, `SCAN`s the domain on the target (every master of a cluster) and deletes each
 //! key the copy did not read. A crash during the sweep leaves the `fullsync` marker: the next session copies
 //! and sweeps again, so the result stays exact. Over a shared target nothing is deleted (a key someone else
-//! wrote is never deleted) and one warning says so. A shard of a cluster source never sweeps: the shards copy
-//! at the same time into one target, so no shard can tell its earlier keys from another shard's current ones.
+//! wrote is never deleted) and one warning says so.
+//!
+//! A cluster source's shards share one record, under the job's tag: the first shard to copy in the job's first
+//! run decides it for the whole domain before any shard writes (the others wait for it). A shard's redone copy
+//! sweeps only the slots its master serves when the copy is applied, leaving out those being migrated: every
+//! later write of such a slot is in that shard's stream (applied after the sweep), and no other shard writes
+//! them. A slot it gave up meanwhile is not swept (a warning counts it in `status.redo_unswept` when none is
+//! left). A job whose checkpoints predate the record has none and never sweeps.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -114,12 +120,26 @@ fn hash128(key: &[u8]) -> u128 {
 pub(crate) struct Domain<'a> {
     filter: &'a Filter,
     dbmap: &'a DbMap,
+    /// Only keys of these slots (indexed by slot): a shard of a cluster source sweeps its own slots.
+    slots: Option<&'a [bool]>,
 }
 
 impl<'a> Domain<'a> {
     /// The domain of a job with these filters and database map.
     pub(crate) fn new(filter: &'a Filter, dbmap: &'a DbMap) -> Domain<'a> {
-        Domain { filter, dbmap }
+        Domain {
+            filter,
+            dbmap,
+            slots: None,
+        }
+    }
+
+    /// The part of the domain in `slots` (indexed by slot).
+    fn in_slots(self, slots: &'a [bool]) -> Domain<'a> {
+        Domain {
+            slots: Some(slots),
+            ..self
+        }
     }
 
     /// Whether the job writes target database `db`.
@@ -133,6 +153,11 @@ impl<'a> Domain<'a> {
     /// Whether the job may write `key` (ferry's own keys never pass).
     fn key(&self, key: &[u8]) -> bool {
         self.filter.key_passes(key)
+            && self.slots.is_none_or(|s| {
+                s.get(usize::from(ferry_topology::key_slot(key)))
+                    .copied()
+                    .unwrap_or(false)
+            })
     }
 }
 
@@ -244,21 +269,24 @@ impl Replicator {
             true => ConflictPolicy::Rewrite,
             false => cfg.conflict,
         };
-        if self.source_shard.is_some() {
+        if let Some(shard) = &self.source_shard {
             let redo = redo_by_checkpoint.unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
             let conflict = conflict_of(redo);
+            // Decided (or read) before this shard writes its first key.
+            let ownership = self.job_ownership(sink, shard.shared()).await?;
             // A shard never empties the target (its configuration has `flush_target_on_resync` off).
             sink.begin_full_sync(conflict, false).await?;
-            if redo {
-                warn!("a shard of a cluster source copies again over its earlier writes: keys deleted on the source \
-                       meanwhile may remain on the target (shards share the target and slots move between them, \
-                       so none deletes keys); check with `ferry verify`");
+            let sweep = redo && ownership == Some(Ownership::Owned);
+            if redo && !sweep {
+                warn!("a shard of a cluster source copies again over its earlier writes, and the target held other \
+                       keys before the job's first copy (or no record of it): keys deleted on the source meanwhile \
+                       may remain on the target; check with `ferry verify`");
                 self.status.update(|s| s.redo_unswept += 1);
             }
             return Ok(CopyPlan {
                 redo,
                 conflict,
-                sweep: false,
+                sweep,
             });
         }
         // A job with checkpoints keeps the record in the target, next to them; one without (a scan, a file)
@@ -332,7 +360,27 @@ impl Replicator {
         if !plan.sweep {
             return Ok(());
         }
-        let domain = Domain::new(&self.filter, &self.config.db_map);
+        let mut domain = Domain::new(&self.filter, &self.config.db_map);
+        // A shard of a cluster source sweeps only the slots its stream covers from the copy on: the other shards
+        // write theirs meanwhile.
+        let slots = match &self.source_shard {
+            Some(shard) => Some(shard.sweepable_slots().await?),
+            None => None,
+        };
+        if let Some(slots) = &slots {
+            let n = slots.iter().filter(|&&s| s).count();
+            if n == 0 {
+                warn!("the redone copy of this source shard sweeps nothing: its master serves no slot that is not \
+                       migrating (keys deleted on the source meanwhile may remain; check with `ferry verify`)");
+                self.status.update(|s| s.redo_unswept += 1);
+                return Ok(());
+            }
+            info!(
+                slots = n,
+                "redone copy of a source shard: sweeping the slots its master serves"
+            );
+            domain = domain.in_slots(slots);
+        }
         let deleted = scan_domain(sink, &domain, Visit::Sweep(copied)).await?;
         info!(
             deleted,
@@ -341,6 +389,52 @@ impl Replicator {
         );
         self.status.update(|s| s.keys_swept += deleted);
         Ok(())
+    }
+
+    /// The ownership of a cluster-source job, which its shards share: the record in the target under the job's
+    /// tag; decided by the first shard to copy when the job has no checkpoint in the target yet (its whole domain
+    /// scanned before any shard writes a key: the others wait on the lock). `None`: no record in a job that ran
+    /// before (its shards never sweep). Another process taking other shards of the same job may decide at the
+    /// same time: the first record written stands (`SET ... NX`).
+    async fn job_ownership(
+        &self,
+        sink: &mut Sink,
+        shared: &crate::cluster_source::Shared,
+    ) -> Result<Option<Ownership>, Error> {
+        let mut decided = shared.ownership.lock().await;
+        if let Some(o) = *decided {
+            return Ok(o);
+        }
+        let (tag, first_run) = shared.job();
+        let key = owner_key(tag);
+        let stored = match sink.state_get(&key).await? {
+            Some(v) => Some(Ownership::decode(&v)?),
+            None if first_run => {
+                let domain = Domain::new(&self.filter, &self.config.db_map);
+                let ownership = match scan_domain(sink, &domain, Visit::FindAny).await? {
+                    0 => Ownership::Owned,
+                    _ => Ownership::Shared,
+                };
+                sink.state_set_nx(&key, ownership.encode()).await?;
+                let stored = match sink.state_get(&key).await? {
+                    Some(v) => Ownership::decode(&v)?,
+                    None => ownership,
+                };
+                info!(
+                    ownership = stored.encode(),
+                    "first copy of a cluster source: the target's keys of this job's databases and filters are {}",
+                    if stored == Ownership::Owned {
+                        "none (a shard's redone copy will delete keys of its slots the source no longer has)"
+                    } else {
+                        "not empty (a shard's redone copy will delete nothing)"
+                    }
+                );
+                Some(stored)
+            }
+            None => None,
+        };
+        *decided = Some(stored);
+        Ok(stored)
     }
 
     /// Records the ownership decided for the job: in the target (`persistent`) and in this process.

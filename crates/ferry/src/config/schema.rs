@@ -275,6 +275,11 @@ pub(crate) const SHAKE_V4: &[(&str, Node)] = &[
             ("log_level", Node::Unused(LOG_NOTE)),
             ("log_interval", Node::Unused(LOG_NOTE)),
             ("log_rotation", Node::Unused(LOG_NOTE)),
+            // Later RedisShake 4 releases: the rotation's limits beside `log_rotation`.
+            ("log_max_size", Node::Unused(LOG_NOTE)),
+            ("log_max_age", Node::Unused(LOG_NOTE)),
+            ("log_max_backups", Node::Unused(LOG_NOTE)),
+            ("log_compress", Node::Unused(LOG_NOTE)),
             ("rdb_restore_command_behavior", Node::Leaf),
             ("pipeline_count_limit", Node::Leaf),
             (
@@ -435,5 +440,15 @@ mod tests {
         assert_eq!(checked.notes.len(), 2, "{:?}", checked.notes);
         assert!(checked.notes[0].contains("advanced.ncpu"));
         assert_eq!(checked.lines["advanced.pprof_port"], 4);
+    }
+
+    #[test]
+    fn the_log_rotation_keys_of_later_redisshake_4_releases_are_noted() {
+        let text = "[advanced]\nlog_rotation = true\nlog_max_size = 512\nlog_max_age = 7\n\
+                    log_max_backups = 3\nlog_compress = true\n";
+        let table = DeTable::parse(text).unwrap();
+        let checked = check(text, table.get_ref(), SHAKE_V4).unwrap();
+        assert_eq!(checked.notes.len(), 5, "{:?}", checked.notes);
+        assert_eq!(checked.lines["advanced.log_compress"], 6);
     }
 }

@@ -342,6 +342,14 @@ impl Sink {
             .map(drop)
     }
 
+    /// Sets one of ferry's own keys unless it exists.
+    pub(crate) async fn state_set_nx(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        self.server_of(key)
+            .state_call(&["SET", key, value, "NX"])
+            .await
+            .map(drop)
+    }
+
     /// What the sink did so far.
     pub fn counters(&self) -> SinkCounters {
         match self {
