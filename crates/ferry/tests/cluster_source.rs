@@ -1359,3 +1359,105 @@ fn a_redone_shard_copy_into_a_standalone_target_sweeps_only_its_slots_and_never_
     job.terminate();
     assert_eq!(job.wait(), 0, "{}", job.stderr());
 }
+
+#[test]
+fn a_master_added_and_given_a_slot_while_the_job_was_stopped_gets_its_keys_after_the_exporters_deletes(
+) {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    let t = Target::from(&target);
+    big_backlogs(&source);
+    let slot = ferry_testkit::key_slot(b"mig");
+    {
+        let mut c = source.cluster_client().unwrap();
+        for i in 0..300 {
+            redis::cmd("SET")
+                .arg(format!("{{mig}}:static:{i}"))
+                .arg(i)
+                .exec(&mut c)
+                .unwrap();
+        }
+    }
+    set_cluster_keys(&source, "kept:", 100, 0);
+    let mut job = cluster_job(&source, &[target.url()], false);
+    let addr = job.served_addr("status");
+    wait_all_shards_live(&addr);
+    common::wait_equal(&source.target(), &t);
+    job.terminate();
+    assert_eq!(job.wait(), 0, "{}", job.stderr());
+
+    // While the job is away: the exporter takes many writes (its stream will take a while to apply), then a new
+    // master joins and the slot moves to it, so the exporter's DELs of the slot's keys come last in its stream.
+    let (from, _) = shard_nodes(&source, slot);
+    let exporter = &source.nodes[from];
+    let tag = (0..)
+        .map(|i| format!("e{i}"))
+        .find(|tag| {
+            let s = ferry_testkit::key_slot(tag.as_bytes());
+            s != slot && shard_nodes(&source, s).0 == from
+        })
+        .unwrap();
+    {
+        let mut c = exporter.client();
+        let mut pipe = redis::pipe();
+        for i in 0..200_000 {
+            pipe.cmd("SET")
+                .arg(format!("{{{tag}}}:busy:{}", i % 50_000))
+                .arg(i)
+                .ignore();
+            if i % 5_000 == 4_999 {
+                pipe.exec(&mut c).unwrap();
+                pipe = redis::pipe();
+            }
+        }
+    }
+    let added = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0).cluster()).unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-backlog-size")
+        .arg("64mb")
+        .exec(&mut added.client())
+        .unwrap();
+    redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg(added.host())
+        .arg(added.port())
+        .exec(&mut source.nodes[0].client())
+        .unwrap();
+    let added_id = node_id(&added);
+    wait_until(
+        common::DEADLINE,
+        "every node to know the added master",
+        || {
+            source.nodes.iter().all(|n| {
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut n.client())
+                    .is_ok_and(|t| t.contains(&added_id))
+            }) && redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut added.client())
+                .is_ok_and(|t| t.contains("cluster_state:ok"))
+        },
+    )
+    .unwrap();
+    migrate_slot(&source.nodes, slot, exporter, &added);
+
+    let mut job = cluster_job(&source, &[target.url()], false);
+    let addr = job.served_addr("status");
+    wait_until(common::DEADLINE, "four shards live", || {
+        let s = process_status(&addr);
+        s["shards"]
+            .as_array()
+            .is_some_and(|a| a.len() == 4 && a.iter().all(|x| x["phase"] == "incremental"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}\n{}", process_status(&addr), job.stderr()));
+    let s = process_status(&addr);
+    assert!(
+        shard_names(&s).contains(&added_id),
+        "the added master is followed: {s}"
+    );
+    common::wait_equal(&source.target(), &t);
+    job.terminate();
+    assert_eq!(job.wait(), 0, "{}", job.stderr());
+}

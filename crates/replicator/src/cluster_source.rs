@@ -66,8 +66,15 @@
 //! replicas' own offsets, which cuts that wait to milliseconds (not re-measured for migrations). The source is not slowed: its stream is spooled. A `MIGRATE ... COPY` (which leaves the key on the exporter) or a `MIGRATE` that failed
 //! after the `RESTORE` make ferry wait for the key to leave the exporter for at most
 //! [`MIGRATE_WAIT`], then apply the `RESTORE` without that guarantee (with a warning); two shards importing from
-//! each other at the same moment wait for each other at most as long. A slot migrated while a shard was not
-//! followed at all (the job stopped, or the shard not in `shards`) is covered by each shard's checkpoint only.
+//! each other at the same moment wait for each other at most as long.
+//!
+//! A key that moved before a shard's full copy took its snapshot (the shard was added while the job was stopped,
+//! or before the discovery found it; its copy is redone) is in that copy, and the exporter's `DEL` of it is in
+//! the exporter's stream, maybe not yet applied. So a shard's full copy writes its first key only once every
+//! other shard that continues its stream has applied it up to the offset its master has after the snapshot
+//! (`Shared::before_copy`; shards copying at the same time do not wait for each other, and a shard whose lease
+//! another job holds is that job's). A slot migrated while its exporter's shard is run by another process is
+//! covered by each shard's checkpoint only.
 //!
 //! # A slot migrated atomically (Valkey 9's `CLUSTER MIGRATESLOTS`)
 //!
@@ -121,10 +128,9 @@
 //!   when the copy is applied and is not migrating: the other shards write theirs meanwhile, and a migrating
 //!   slot's keys are on two nodes. Keys deleted on the source in a slot it gave up, or one migrating at that
 //!   moment, may stay (`ferry verify`).
-//! - A shard added while the job runs (scale-out) is picked up by the next discovery; its full copy replaces
-//!   keys the target already has (they came from the shards that exported them). Slots should migrate into it
-//!   once the job follows it (its status lists it): a key moved into it before that arrives with its full copy,
-//!   which the ordering rule above does not cover, so the exporter's `DEL` of it may come later and remove it.
+//! - A shard added while the job runs (scale-out) is picked up by the next discovery, and one added while the
+//!   job was stopped when it starts again; its full copy replaces keys the target already has (they came from
+//!   the shards that exported them).
 //! - A shard that disappears from the cluster (all its nodes forgotten) is retired: its session stops after
 //!   committing what it received; its checkpoint keys stay in the target.
 
@@ -145,6 +151,9 @@ use crate::status::{JobEventKind, Phase, Status, StatusHandle};
 
 /// How long a shard's lease lasts without renewal (see the module documentation).
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// How a shard's status says that another job holds its lease (its `last_error` starts with this).
+pub(crate) const LEASE_WAIT: &str = "waiting for the shard's lease, held by another job";
 
 /// The longest a `RESTORE-ASKING` waits for its exporter (see the module documentation).
 pub const MIGRATE_WAIT: Duration = Duration::from_secs(10);
@@ -409,6 +418,88 @@ impl Shared {
 }
 
 impl Shared {
+    /// Before the full copy of shard `copier` writes its first key (its snapshot is taken): waits until every
+    /// other shard that continues its stream has applied it up to where its master stood then. A key that moved
+    /// into `copier` from another shard before the snapshot is in the copy, and that shard's `DEL` of it (the
+    /// `MIGRATE`) is in its stream before that point: so the copy's key lands after the `DEL`, not under it. A
+    /// shard that copies as well is not waited for (its own snapshot has no such `DEL` ahead of it); one still in
+    /// its handshake is waited for until it knows which it does. At most `MIGRATE_WAIT` six times over, then the
+    /// copy goes on with a warning.
+    pub(crate) async fn before_copy(&self, copier: &str) {
+        let others: Vec<(String, ShardView, StatusHandle)> = self
+            .shards
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|(n, _)| n.as_str() != copier)
+                    .map(|(n, (v, st))| (n.clone(), v.clone(), st.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + MIGRATE_WAIT * 6;
+        for (name, view, status) in others {
+            let waited = tokio::time::timeout_at(deadline, async {
+                // Continues or copies? (A shard whose link broke comes back one way or the other; one whose lease
+                // another job holds is that job's to order.)
+                loop {
+                    let s = status.snapshot();
+                    let undecided = matches!(s.phase, Phase::Handshake | Phase::Reconnecting);
+                    if !undecided {
+                        break;
+                    }
+                    if s.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with(LEASE_WAIT))
+                    {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if status.snapshot().phase != Phase::Incremental {
+                    return Ok(());
+                }
+                let Some(master) = view.master() else {
+                    return Ok(());
+                };
+                let mut c = self.template.clone();
+                c.host = master.host.clone();
+                c.port = master.port;
+                c.db = 0;
+                c.read_timeout = Some(Duration::from_secs(5));
+                let mut conn = Connection::connect(&c).await?;
+                let offset: u64 = info_text(&mut conn, "replication")
+                    .await?
+                    .lines()
+                    .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                loop {
+                    let s = status.snapshot();
+                    if s.phase == Phase::Stopped
+                        || (s.phase == Phase::Incremental && s.applied_offset >= offset)
+                    {
+                        return Ok::<(), Error>(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            match waited {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!(shard = %copier, other = %name, error = %e,
+                          "a full copy could not read where another shard's stream stands: copying without waiting for it");
+                }
+                Err(_) => {
+                    warn!(shard = %copier, other = %name,
+                          "a full copy did not see another shard's stream catch up in time: copying without waiting \
+                           (a key migrated between them while the job was away may be deleted by that stream)");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Follows an atomic slot migration into `importer` (see the module documentation): waits until it ended
     /// and, when it succeeded, until the exporter's stream has committed its deletes of the slots' keys.
     /// Returns whether it succeeded. Waits that run out go on with a warning.
@@ -859,6 +950,11 @@ impl ShardFollower {
             gate_on_replicas: self.replica_gate && has_replicas,
             followed,
         })
+    }
+
+    /// The shard's name (see the module documentation).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// What the shard's sessions share with the job's other shards.
@@ -1385,8 +1481,9 @@ impl crate::Replicator {
         known: &mut HashMap<String, Option<String>>,
         views: &[ShardView],
     ) {
-        // Shards found after the first discovery may hold keys migrated from others (already on the target).
-        let late = !running.is_empty();
+        // Shards found after the first discovery, or new to a job that ran before, may hold keys migrated from
+        // others (already on the target).
+        let late = !running.is_empty() || !shared.first_run;
         // Healthy masters with slots first, so a failed old master listed on its own does not take the name.
         let mut order: Vec<&ShardView> = views.iter().collect();
         order.sort_by_key(|v| {

@@ -486,9 +486,8 @@ impl Replicator {
                     &shard.lease_owner,
                     |holder| {
                         self.status.update(|s| {
-                            s.last_error = Some(format!(
-                                "waiting for the shard's lease, held by another job ({holder})"
-                            ));
+                            s.last_error =
+                                Some(format!("{} ({holder})", crate::cluster_source::LEASE_WAIT));
                         })
                     },
                 )
@@ -500,7 +499,7 @@ impl Replicator {
             self.status.update(|s| {
                 if s.last_error
                     .as_deref()
-                    .is_some_and(|e| e.contains("shard's lease"))
+                    .is_some_and(|e| e.starts_with(crate::cluster_source::LEASE_WAIT))
                 {
                     s.last_error = None;
                 }
@@ -720,6 +719,10 @@ impl Replicator {
                     s.keys_expected = None;
                     s.full_syncs += 1;
                 });
+                // Announced as copying first: shards copying at once do not wait for each other.
+                if let Some(shard) = &self.source_shard {
+                    shard.shared().before_copy(shard.name()).await;
+                }
                 // The report describes what this copy leaves out of the target (the stored one is cleared
                 // with the copy's start, `start_copy`).
                 report.clear();
