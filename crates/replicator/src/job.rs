@@ -421,6 +421,10 @@ impl Replicator {
                     warn!(error = %e, attempt = hopeless, of = cfg.max_attempts,
                           "session failed with an error a reconnect may not fix, trying again");
                 }
+            } else if matches!(e, Error::Fenced(_)) {
+                // Another job took the target over (a DR direction change): this one ends as designed.
+                warn!(error = %e, "sync job stopped: fenced");
+                return Err(e);
             } else {
                 error!(error = %e, "sync job stopped");
                 return Err(e);
