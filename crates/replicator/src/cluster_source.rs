@@ -321,6 +321,16 @@ impl Shared {
         }
     }
 
+    /// How to reach `member` of the source: the job's credentials, database 0, reads bounded to 5 s.
+    fn node(&self, member: &Member) -> ConnectOptions {
+        let mut c = self.template.clone();
+        c.host = member.host.clone();
+        c.port = member.port;
+        c.db = 0;
+        c.read_timeout = Some(Duration::from_secs(5));
+        c
+    }
+
     /// The job's checkpoint tag, and whether the job had no checkpoint in the target when it started.
     pub(crate) fn job(&self) -> (&str, bool) {
         (&self.job_tag, self.first_run)
@@ -373,11 +383,7 @@ impl Shared {
         let Some(master) = view.master().cloned() else {
             return Ok(());
         };
-        let mut c = self.template.clone();
-        c.host = master.host.clone();
-        c.port = master.port;
-        c.db = 0;
-        c.read_timeout = Some(Duration::from_secs(5));
+        let c = self.node(&master);
         let waited = tokio::time::timeout(MIGRATE_WAIT, async {
             let mut conn = Connection::connect(&c).await?;
             // Gone from the exporter: its DEL is in its stream.
@@ -389,12 +395,7 @@ impl Shared {
                     Err(e) => return Err(Error::from(e)),
                 }
             }
-            let info = info_text(&mut conn, "replication").await?;
-            let offset: u64 = info
-                .lines()
-                .find_map(|l| l.strip_prefix("master_repl_offset:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let offset = master_repl_offset(&mut conn).await?;
             loop {
                 let s = status.snapshot();
                 if s.applied_offset >= offset && s.phase == Phase::Incremental {
@@ -461,18 +462,8 @@ impl Shared {
                 let Some(master) = view.master() else {
                     return Ok(());
                 };
-                let mut c = self.template.clone();
-                c.host = master.host.clone();
-                c.port = master.port;
-                c.db = 0;
-                c.read_timeout = Some(Duration::from_secs(5));
-                let mut conn = Connection::connect(&c).await?;
-                let offset: u64 = info_text(&mut conn, "replication")
-                    .await?
-                    .lines()
-                    .find_map(|l| l.strip_prefix("master_repl_offset:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
+                let mut conn = Connection::connect(&self.node(master)).await?;
+                let offset = master_repl_offset(&mut conn).await?;
                 loop {
                     let s = status.snapshot();
                     if s.phase == Phase::Stopped
@@ -513,14 +504,6 @@ impl Shared {
                     .collect()
             })
             .unwrap_or_default();
-        let node = |m: &Member| {
-            let mut c = self.template.clone();
-            c.host = m.host.clone();
-            c.port = m.port;
-            c.db = 0;
-            c.read_timeout = Some(Duration::from_secs(5));
-            c
-        };
         let Some(importer_master) = shards
             .iter()
             .find(|(n, _, _)| n == importer)
@@ -532,7 +515,7 @@ impl Shared {
         info!(shard = %importer, migration = %import.name, slots = ?import.ranges,
               "an atomic slot migration into this shard: its stream waits until the migration ends");
         let ended = tokio::time::timeout(SLOT_MIGRATION_WAIT, async {
-            let mut conn = Connection::connect(&node(&importer_master)).await?;
+            let mut conn = Connection::connect(&self.node(&importer_master)).await?;
             loop {
                 let reply = conn.call(&["CLUSTER", "GETSLOTMIGRATIONS"]).await?;
                 let entry = slot_migrations(&reply)
@@ -594,7 +577,7 @@ impl Shared {
         let slots: Vec<u16> = import.ranges.iter().flat_map(|&(a, b)| a..=b).collect();
         let waited = tokio::time::timeout(MIGRATE_WAIT * 6, async {
             // The exporter's deletes of the slots' keys are in its stream once it holds none of them.
-            let mut conn = Connection::connect(&node(&source)).await.ok();
+            let mut conn = Connection::connect(&self.node(&source)).await.ok();
             let master = match conn.as_mut() {
                 Some(c) => info_text(c, "replication")
                     .await?
@@ -630,10 +613,7 @@ impl Shared {
                     }
                     let info = info_text(&mut conn, "replication").await?;
                     let master = info.lines().any(|l| l.trim() == "role:master");
-                    info.lines()
-                        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .filter(|_| master)
+                    repl_offset_of(&info).filter(|_| master)
                 }
                 _ => None,
             };
@@ -977,12 +957,7 @@ impl ShardFollower {
         let Some(master) = master else {
             return Ok(slots);
         };
-        let mut c = self.template.clone();
-        c.host = master.host.clone();
-        c.port = master.port;
-        c.db = 0;
-        c.read_timeout = Some(Duration::from_secs(5));
-        let mut conn = Connection::connect(&c).await?;
+        let mut conn = Connection::connect(&self.shared.node(&master)).await?;
         let nodes = conn.call(&["CLUSTER", "NODES"]).await?;
         let parsed = ferry_topology::parse_cluster_nodes(nodes.as_bytes().unwrap_or_default())
             .map_err(|e| Error::Protocol(format!("CLUSTER NODES of {}: {e}", master.addr())))?;
@@ -1049,6 +1024,18 @@ impl ShardFollower {
             }
         }
     }
+}
+
+/// A node's `master_repl_offset` (0 when `INFO` does not give it).
+async fn master_repl_offset(conn: &mut Connection) -> Result<u64, Error> {
+    Ok(repl_offset_of(&info_text(conn, "replication").await?).unwrap_or(0))
+}
+
+/// The `master_repl_offset` field of an `INFO replication` text.
+fn repl_offset_of(info: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// One section of a node's `INFO`, as text (empty when the reply is not a string).
