@@ -729,16 +729,7 @@ fn a_slot_migrated_on_the_source_under_live_writes_ends_exact_on_the_target() {
     let (source, target, rt, job) = running_pair(37);
     let slot = ferry_testkit::key_slot(b"mig");
     // Keys of the slot that only the migration moves.
-    {
-        let mut c = source.cluster_client().unwrap();
-        for i in 0..300 {
-            redis::cmd("SET")
-                .arg(format!("{{mig}}:static:{i}"))
-                .arg(i)
-                .exec(&mut c)
-                .unwrap();
-        }
-    }
+    set_cluster_keys(&source, "{mig}:static:", 300, 0);
     let others = Writers::start(&source, 2);
     let movers = Writers::start_with(&source, 2, "{mig}:");
     let on_target = |key: &str| get_counter(&target.target(), key);
@@ -840,10 +831,8 @@ fn migrate_slot(all: &[Server], slot: u16, from: &Server, to: &Server) {
     }
 }
 
-#[test]
-fn a_master_added_to_the_source_is_followed_and_a_removed_one_is_retired() {
-    let (source, target, rt, job) = running_pair(38);
-    let writers = Writers::start(&source, 2);
+/// Starts a cluster-enabled master and has the source's first node meet it; returns it and its node id.
+fn meet_new_master(source: &Cluster) -> (Server, String) {
     let added = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0).cluster()).unwrap();
     redis::cmd("CLUSTER")
         .arg("MEET")
@@ -851,7 +840,32 @@ fn a_master_added_to_the_source_is_followed_and_a_removed_one_is_retired() {
         .arg(added.port())
         .exec(&mut source.nodes[0].client())
         .unwrap();
-    let added_id = node_id(&added);
+    let id = node_id(&added);
+    (added, id)
+}
+
+/// Waits until every node of `source` lists node `id`.
+fn wait_every_node_knows(source: &Cluster, id: &str) {
+    wait_until(
+        common::DEADLINE,
+        "every node to know the added master",
+        || {
+            source.nodes.iter().all(|n| {
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut n.client())
+                    .is_ok_and(|t| t.contains(id))
+            })
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_master_added_to_the_source_is_followed_and_a_removed_one_is_retired() {
+    let (source, target, rt, job) = running_pair(38);
+    let writers = Writers::start(&source, 2);
+    let (added, added_id) = meet_new_master(&source);
     wait_until(
         common::DEADLINE,
         "the job to follow the added master",
@@ -865,19 +879,7 @@ fn a_master_added_to_the_source_is_followed_and_a_removed_one_is_retired() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {:?}", job.status()));
-    wait_until(
-        common::DEADLINE,
-        "every node to know the added master",
-        || {
-            source.nodes.iter().all(|n| {
-                redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query::<String>(&mut n.client())
-                    .is_ok_and(|t| t.contains(&added_id))
-            })
-        },
-    )
-    .unwrap();
+    wait_every_node_knows(&source, &added_id);
     // Scale in: the (empty) master is forgotten and shut down.
     for node in &source.nodes {
         redis::cmd("CLUSTER")
@@ -1176,13 +1178,16 @@ fn valkey_atomic_slot_migrations_on_the_source_under_live_writes_end_exact_on_th
     end_exact_without_new_copies(&source, &Target::from(&target), [others, movers], rt, job);
 }
 
-/// The slot of `key`, as the cluster computes it.
-fn keyslot(cluster: &Cluster, key: &str) -> u16 {
-    redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(key)
-        .query(&mut cluster.nodes[0].client())
-        .unwrap()
+/// Gives the master of `{hot}`'s slot a backlog (16 kB) that a few writes overrun; returns its node index.
+fn shrink_backlog_of_hot_shard(source: &Cluster) -> usize {
+    let (hot, _) = shard_nodes(source, ferry_testkit::key_slot(b"{hot}"));
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-backlog-size")
+        .arg("16kb")
+        .exec(&mut source.nodes[hot].client())
+        .unwrap();
+    hot
 }
 
 /// Writes string keys `<prefix>N` (N below `n`) through a cluster connection, each value `len` bytes or more.
@@ -1237,22 +1242,14 @@ fn a_shard_redone_over_an_owned_target(
     job.terminate();
     assert_eq!(job.wait(), 0, "{}", job.stderr());
 
-    // The shard of `{hot}` gets a backlog a few writes overrun.
-    let hot_slot = keyslot(source, "{hot}");
-    let (hot, _) = shard_nodes(source, hot_slot);
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("repl-backlog-size")
-        .arg("16kb")
-        .exec(&mut source.nodes[hot].client())
-        .unwrap();
+    let hot = shrink_backlog_of_hot_shard(source);
     let urls: Vec<String> = source.nodes.iter().map(Server::url).collect();
     let mut c = connect(&urls);
     let ranges = owned_ranges(&source.nodes[hot]);
     let mut swept_there = 0u64;
     for i in 0..300 {
         let key = format!("doomed:{i}");
-        let slot = keyslot(source, &key);
+        let slot = ferry_testkit::key_slot(key.as_bytes());
         if ranges.iter().any(|&(a, b)| a <= slot && slot <= b) {
             swept_there += 1;
         }
@@ -1266,16 +1263,15 @@ fn a_shard_redone_over_an_owned_target(
     let mut job = cluster_job(source, target_urls, cluster_target);
     let addr = job.served_addr("status");
     let s = wait_all_shards_live(&addr);
-    let copies: Vec<u64> = s["shards"]
+    let mut copies: Vec<u64> = s["shards"]
         .as_array()
         .unwrap()
         .iter()
         .map(|x| x["full_syncs"].as_u64().unwrap())
         .collect();
-    let mut sorted = copies.clone();
-    sorted.sort();
+    copies.sort();
     assert_eq!(
-        sorted,
+        copies,
         [0, 0, 1],
         "only the overrun shard copied again: {s}"
     );
@@ -1328,14 +1324,7 @@ fn a_redone_shard_copy_into_a_standalone_target_sweeps_only_its_slots_and_never_
     wait_all_shards_live(&addr);
     job.terminate();
     assert_eq!(job.wait(), 0, "{}", job.stderr());
-    let hot_slot = keyslot(&source, "{hot}");
-    let (hot, _) = shard_nodes(&source, hot_slot);
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("repl-backlog-size")
-        .arg("16kb")
-        .exec(&mut source.nodes[hot].client())
-        .unwrap();
+    let hot = shrink_backlog_of_hot_shard(&source);
     set_cluster_keys(&source, "{hot}:pad:", 100, 2048);
     redis::cmd("DEL")
         .arg("{hot}:pad:1")
@@ -1368,16 +1357,7 @@ fn a_master_added_and_given_a_slot_while_the_job_was_stopped_gets_its_keys_after
     let t = Target::from(&target);
     big_backlogs(&source);
     let slot = ferry_testkit::key_slot(b"mig");
-    {
-        let mut c = source.cluster_client().unwrap();
-        for i in 0..300 {
-            redis::cmd("SET")
-                .arg(format!("{{mig}}:static:{i}"))
-                .arg(i)
-                .exec(&mut c)
-                .unwrap();
-        }
-    }
+    set_cluster_keys(&source, "{mig}:static:", 300, 0);
     set_cluster_keys(&source, "kept:", 100, 0);
     let mut job = cluster_job(&source, &[target.url()], false);
     let addr = job.served_addr("status");
@@ -1411,30 +1391,19 @@ fn a_master_added_and_given_a_slot_while_the_job_was_stopped_gets_its_keys_after
             }
         }
     }
-    let added = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0).cluster()).unwrap();
+    let (added, added_id) = meet_new_master(&source);
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("repl-backlog-size")
         .arg("64mb")
         .exec(&mut added.client())
         .unwrap();
-    redis::cmd("CLUSTER")
-        .arg("MEET")
-        .arg(added.host())
-        .arg(added.port())
-        .exec(&mut source.nodes[0].client())
-        .unwrap();
-    let added_id = node_id(&added);
+    wait_every_node_knows(&source, &added_id);
     wait_until(
         common::DEADLINE,
-        "every node to know the added master",
+        "the added master to see the cluster up",
         || {
-            source.nodes.iter().all(|n| {
-                redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query::<String>(&mut n.client())
-                    .is_ok_and(|t| t.contains(&added_id))
-            }) && redis::cmd("CLUSTER")
+            redis::cmd("CLUSTER")
                 .arg("INFO")
                 .query::<String>(&mut added.client())
                 .is_ok_and(|t| t.contains("cluster_state:ok"))

@@ -331,6 +331,18 @@ impl Shared {
         c
     }
 
+    /// Every shard's name, latest view and status.
+    fn shard_list(&self) -> Vec<(String, ShardView, StatusHandle)> {
+        self.shards
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .map(|(n, (v, st))| (n.clone(), v.clone(), st.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The job's checkpoint tag, and whether the job had no checkpoint in the target when it started.
     pub(crate) fn job(&self) -> (&str, bool) {
         (&self.job_tag, self.first_run)
@@ -427,18 +439,11 @@ impl Shared {
     /// its handshake is waited for until it knows which it does. At most `MIGRATE_WAIT` six times over, then the
     /// copy goes on with a warning.
     pub(crate) async fn before_copy(&self, copier: &str) {
-        let others: Vec<(String, ShardView, StatusHandle)> = self
-            .shards
-            .lock()
-            .map(|s| {
-                s.iter()
-                    .filter(|(n, _)| n.as_str() != copier)
-                    .map(|(n, (v, st))| (n.clone(), v.clone(), st.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
         let deadline = tokio::time::Instant::now() + MIGRATE_WAIT * 6;
-        for (name, view, status) in others {
+        for (name, view, status) in self.shard_list() {
+            if name == copier {
+                continue;
+            }
             let waited = tokio::time::timeout_at(deadline, async {
                 // Continues or copies? (A shard whose link broke comes back one way or the other; one whose lease
                 // another job holds is that job's to order.)
@@ -495,15 +500,7 @@ impl Shared {
     /// and, when it succeeded, until the exporter's stream has committed its deletes of the slots' keys.
     /// Returns whether it succeeded. Waits that run out go on with a warning.
     async fn slot_import(&self, importer: &str, import: &SlotImport) -> Result<bool, Error> {
-        let shards: Vec<(String, ShardView, StatusHandle)> = self
-            .shards
-            .lock()
-            .map(|s| {
-                s.iter()
-                    .map(|(n, (v, st))| (n.clone(), v.clone(), st.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let shards = self.shard_list();
         let Some(importer_master) = shards
             .iter()
             .find(|(n, _, _)| n == importer)
@@ -534,14 +531,9 @@ impl Shared {
                             .any(|r| r.start <= first && first <= r.end);
                     return Ok::<bool, Error>(owns);
                 };
-                match entry
-                    .get("state")
-                    .map(|s| s.to_ascii_lowercase())
-                    .as_deref()
-                {
-                    Some("success") => return Ok(true),
-                    Some("failed" | "cancelled" | "canceled") => return Ok(false),
-                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                match migration_outcome(&entry) {
+                    Some(succeeded) => return Ok(succeeded),
+                    None => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
         })
@@ -748,6 +740,16 @@ fn slot_migrations(reply: &Frame) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// How a `CLUSTER GETSLOTMIGRATIONS` entry ended: `Some(true)` succeeded, `Some(false)` failed or cancelled,
+/// `None` still running.
+fn migration_outcome(entry: &HashMap<String, String>) -> Option<bool> {
+    match entry.get("state")?.to_ascii_lowercase().as_str() {
+        "success" => Some(true),
+        "failed" | "cancelled" | "canceled" => Some(false),
+        _ => None,
+    }
+}
+
 /// The `slot_ranges` field of a `CLUSTER GETSLOTMIGRATIONS` entry: `a-b` ranges (or single slots) separated by
 /// spaces or commas. What does not parse is left out.
 fn parse_slot_ranges(text: &str) -> Vec<(u16, u16)> {
@@ -946,7 +948,7 @@ impl ShardFollower {
     /// migration of them in progress (a `MIGRATE`-based one, in `CLUSTER NODES`, or an atomic one, in Valkey's
     /// `CLUSTER GETSLOTMIGRATIONS`). Every write of such a slot since the copy's snapshot is in this shard's
     /// stream, which is applied after the sweep; a slot it gave up, or one whose keys are still on two nodes, is
-    /// left alone. None when the master is not known or no longer one.
+    /// left alone. No slot when the master is not known or no longer one.
     pub(crate) async fn sweepable_slots(&self) -> Result<Vec<bool>, Error> {
         let mut slots = vec![false; usize::from(ferry_topology::SLOT_COUNT)];
         let master = self
@@ -977,13 +979,7 @@ impl ShardFollower {
         // Valkey 9: atomic migrations that have not ended (an error reply: a server without them).
         if let Ok(reply) = conn.call(&["CLUSTER", "GETSLOTMIGRATIONS"]).await {
             for entry in slot_migrations(&reply) {
-                let ended = entry.get("state").is_some_and(|s| {
-                    matches!(
-                        s.to_ascii_lowercase().as_str(),
-                        "success" | "failed" | "cancelled" | "canceled"
-                    )
-                });
-                if ended {
+                if migration_outcome(&entry).is_some() {
                     continue;
                 }
                 for (a, b) in entry

@@ -79,6 +79,14 @@ pub(crate) fn owner_key(tag: &str) -> String {
     format!("{}:owner", crate::checkpoint::key_name(tag))
 }
 
+/// The ownership record stored in the target under `key`, if any.
+async fn stored_ownership(sink: &mut Sink, key: &str) -> Result<Option<Ownership>, Error> {
+    sink.state_get(key)
+        .await?
+        .map(|v| Ownership::decode(&v))
+        .transpose()
+}
+
 /// The source keys a copy read, as 128-bit hashes per target database.
 #[derive(Debug, Default)]
 pub(crate) struct CopiedKeys {
@@ -294,10 +302,7 @@ impl Replicator {
         let persistent = redo_by_checkpoint.is_some();
         let key = owner_key(&cfg.sink.checkpoint_tag);
         let stored = match persistent {
-            true => match sink.state_get(&key).await? {
-                Some(v) => Some(Ownership::decode(&v)?),
-                None => None,
-            },
+            true => stored_ownership(sink, &key).await?,
             false => *self.ownership.lock().unwrap_or_else(|e| e.into_inner()),
         };
         let redo = redo_by_checkpoint.unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
@@ -305,22 +310,7 @@ impl Replicator {
         let conflict = conflict_of(redo);
         if !redo {
             // The first copy of this job into this target: ownership is decided before its first key.
-            let domain = Domain::new(&self.filter, &cfg.db_map);
-            let owned = scan_domain(sink, &domain, Visit::FindAny).await? == 0;
-            let ownership = if owned {
-                Ownership::Owned
-            } else {
-                Ownership::Shared
-            };
-            info!(
-                ownership = ownership.encode(),
-                "first copy: the target's keys of this job's databases and filters are {}",
-                if owned {
-                    "none (a redone copy will delete keys the source no longer has)"
-                } else {
-                    "not empty (a redone copy will delete nothing)"
-                }
-            );
+            let ownership = self.ownership_found(sink).await?;
             self.record_ownership(sink, persistent, ownership).await?;
         }
         sink.begin_full_sync(conflict, flush).await?;
@@ -407,34 +397,38 @@ impl Replicator {
         }
         let (tag, first_run) = shared.job();
         let key = owner_key(tag);
-        let stored = match sink.state_get(&key).await? {
-            Some(v) => Some(Ownership::decode(&v)?),
+        let stored = match stored_ownership(sink, &key).await? {
+            Some(o) => Some(o),
             None if first_run => {
-                let domain = Domain::new(&self.filter, &self.config.db_map);
-                let ownership = match scan_domain(sink, &domain, Visit::FindAny).await? {
-                    0 => Ownership::Owned,
-                    _ => Ownership::Shared,
-                };
+                let ownership = self.ownership_found(sink).await?;
                 sink.state_set_nx(&key, ownership.encode()).await?;
-                let stored = match sink.state_get(&key).await? {
-                    Some(v) => Ownership::decode(&v)?,
-                    None => ownership,
-                };
-                info!(
-                    ownership = stored.encode(),
-                    "first copy of a cluster source: the target's keys of this job's databases and filters are {}",
-                    if stored == Ownership::Owned {
-                        "none (a shard's redone copy will delete keys of its slots the source no longer has)"
-                    } else {
-                        "not empty (a shard's redone copy will delete nothing)"
-                    }
-                );
-                Some(stored)
+                // Another process may have written it first.
+                Some(stored_ownership(sink, &key).await?.unwrap_or(ownership))
             }
             None => None,
         };
         *decided = Some(stored);
         Ok(stored)
+    }
+
+    /// Before the job's first copy: whether the target holds any key of the job's domain (see the module
+    /// documentation).
+    async fn ownership_found(&self, sink: &mut Sink) -> Result<Ownership, Error> {
+        let domain = Domain::new(&self.filter, &self.config.db_map);
+        let ownership = match scan_domain(sink, &domain, Visit::FindAny).await? {
+            0 => Ownership::Owned,
+            _ => Ownership::Shared,
+        };
+        info!(
+            ownership = ownership.encode(),
+            "first copy: the target's keys of this job's databases and filters are {}",
+            match ownership {
+                Ownership::Owned =>
+                    "none (a redone copy will delete keys the source no longer has)",
+                Ownership::Shared => "not empty (a redone copy will delete nothing)",
+            }
+        );
+        Ok(ownership)
     }
 
     /// Records the ownership decided for the job: in the target (`persistent`) and in this process.

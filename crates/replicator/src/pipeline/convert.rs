@@ -988,11 +988,10 @@ pub fn fit_command(
     policy: TargetPolicy,
     report: &mut PolicyReport,
 ) -> Result<Option<Vec<Bytes>>, crate::error::Error> {
-    match argv.first() {
-        Some(n) if n.eq_ignore_ascii_case(b"bitop") || n.eq_ignore_ascii_case(b"msetex") => {
-            fit_command_keyed(db, argv, &keys_without_table(argv), target, policy, report)
-        }
-        _ => fit_command_keyed(
+    match keys_not_first(argv) {
+        Some(keys) => fit_command_keyed(db, argv, &keys, target, policy, report),
+        // The first argument, without a copy.
+        None => fit_command_keyed(
             db,
             argv,
             argv.get(1..2).unwrap_or(&[]),
@@ -1007,18 +1006,24 @@ pub fn fit_command(
 /// (after its operation) and the keys of `MSETEX` (after their count, one every two arguments), which a policy
 /// must not take for their first argument.
 pub fn keys_without_table(argv: &[Bytes]) -> Vec<Bytes> {
-    let is = |name: &[u8]| argv.first().is_some_and(|n| n.eq_ignore_ascii_case(name));
-    match () {
-        () if is(b"bitop") => argv.get(2).cloned().into_iter().collect(),
-        () if is(b"msetex") => {
-            let n: usize = argv
-                .get(1)
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            argv.iter().skip(2).step_by(2).take(n).cloned().collect()
-        }
-        () => argv.get(1).cloned().into_iter().collect(),
+    keys_not_first(argv).unwrap_or_else(|| argv.get(1).cloned().into_iter().collect())
+}
+
+/// The keys of the commands whose keys are not their first argument (see [`keys_without_table`]); `None` for
+/// the others.
+fn keys_not_first(argv: &[Bytes]) -> Option<Vec<Bytes>> {
+    let name = argv.first()?;
+    if name.eq_ignore_ascii_case(b"bitop") {
+        Some(argv.get(2).cloned().into_iter().collect())
+    } else if name.eq_ignore_ascii_case(b"msetex") {
+        let n: usize = argv
+            .get(1)
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        Some(argv.iter().skip(2).step_by(2).take(n).cloned().collect())
+    } else {
+        None
     }
 }
 
