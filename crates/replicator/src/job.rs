@@ -22,11 +22,12 @@ use crate::error::Error;
 use crate::fullsync;
 use crate::gate::ReplicaGate;
 use crate::pipeline::convert::{
-    adapt_for_target, fit_command_keyed, ConflictPolicy, PolicyReport, TargetFormat, TargetPolicy,
+    adapt_for_target, fit_command_keyed, several_for_target, ConflictPolicy, PolicyReport,
+    TargetFormat, TargetPolicy,
 };
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::{Decision, Filter, FilterConfig};
-use crate::pipeline::Unit;
+use crate::pipeline::{Command, Unit};
 use crate::sentinel::{self, Follower};
 use crate::sink::cluster::ClusterSink;
 use crate::sink::standalone::StandaloneSink;
@@ -988,6 +989,16 @@ impl Replicator {
         let mut fitted = Vec::with_capacity(unit.commands.len());
         for mut cmd in unit.commands {
             let keys = command_keys(commands, &cmd.argv);
+            if let Some(several) = several_for_target(cmd.db, &cmd.argv, &keys, target, report) {
+                for argv in several {
+                    fitted.push(Command {
+                        argv,
+                        db: cmd.db,
+                        end_offset: cmd.end_offset,
+                    });
+                }
+                continue;
+            }
             if let Some(argv) = fit_command_keyed(
                 cmd.db,
                 &cmd.argv,

@@ -637,8 +637,8 @@ fn equal_but_for(job: Job, source: &Server, target: &Server, skipped: &[&str], c
 
 /// Redis 8.2 and Valkey 9 each propagate options the other (and older servers) refuse as a syntax error:
 /// Redis 8.2's stream reference policies and `BITOP` operations, Valkey's `SET ... IFEQ`. The job sends the
-/// same write without an option that changes nothing on a replica, and lets the target policy decide the
-/// rest; the commands new in one family follow the policy by name (all their keys).
+/// same write without an option that changes nothing on a replica, the same result by other commands where
+/// there is one (`BITOP DIFF`, Valkey's `MSETEX`), and lets the target policy decide the rest.
 #[test]
 fn options_new_in_one_server_family_reach_the_other_as_the_same_write_or_follow_the_policy() {
     // Redis 8.2 into Valkey 9.1.
@@ -698,25 +698,23 @@ fn options_new_in_one_server_family_reach_the_other_as_the_same_write_or_follow_
     );
     run(&mut c, &["XADD", "acked", "*", "f", "2"]);
     run(&mut c, &["SET", "after", "1"]);
-    equal_but_for(
-        job,
-        &source,
-        &target,
-        &["d", "acked"],
-        "8.2 -> 9.1 under skip",
-    );
-    // Under `stop` the same `BITOP` stops the job, naming the operation and the key.
+    // The `BITOP DIFF` went as the operations Valkey knows: only the trim that needs `ACKED` is left out.
+    equal_but_for(job, &source, &target, &["acked"], "8.2 -> 9.1 under skip");
+    // Under `stop` that trim stops the job, naming the option and the key.
     let target = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
     let job = start_job(&source, &target, TargetPolicy::Stop);
     job.wait_incremental();
-    run(&mut c, &["BITOP", "DIFF", "d", "a", "b"]);
+    run(
+        &mut c,
+        &["XADD", "acked", "ACKED", "MAXLEN", "1", "*", "f", "3"],
+    );
     ferry_testkit::wait_until(DEADLINE, "the job to stop", || {
         job.status.snapshot().phase == Phase::Stopped
     })
     .unwrap();
     let err = job.stop().unwrap_err().to_string();
     assert!(
-        err.contains("does not know `bitop diff`") && err.contains("\"d\""),
+        err.contains("does not know `xadd acked`") && err.contains("\"acked\""),
         "{err}"
     );
 
@@ -736,16 +734,16 @@ fn options_new_in_one_server_family_reach_the_other_as_the_same_write_or_follow_
         &["MSETEX", "2", "m1", "1", "m2", "2", "PX", "900000000"],
     );
     run(&mut c, &["SET", "after", "1"]);
-    equal_but_for(
-        job,
-        &source,
-        &target,
-        &["m1", "m2"],
-        "9.1 -> 8.2 under convert",
-    );
+    // `MSETEX` went as one `SET` per key with its absolute expiry: nothing is left out.
+    equal_but_for(job, &source, &target, &[], "9.1 -> 8.2 under convert");
     let mut t = target.client();
     let k: String = redis::cmd("GET").arg("k").query(&mut t).unwrap();
     assert_eq!(k, "v2");
+    for key in ["m1", "m2"] {
+        let at: i64 = redis::cmd("PEXPIRETIME").arg(key).query(&mut t).unwrap();
+        let want: i64 = redis::cmd("PEXPIRETIME").arg(key).query(&mut c).unwrap();
+        assert_eq!(at, want, "{key}: the source's expiry, to the millisecond");
+    }
 }
 
 /// Redis 7.0 propagates an expiry set under a condition (`EXPIRE k 100 NX`) as `PEXPIREAT k <ms> NX`, which a
@@ -768,4 +766,105 @@ fn expiries_set_under_a_condition_reach_a_6_2_target() {
     }
     run(&mut c, &["SET", "after", "1"]);
     equal_but_for(job, &source, &target, &[], "7.0 -> 6.2");
+}
+
+/// The `BITOP` operations of Redis 8.2 (`DIFF`, `DIFF1`, `ANDOR`, `ONE`) reach a target without them (Valkey
+/// 9.1, standalone and a 3+3 cluster; Redis 7.0) as `BITOP OR`/`AND`/`XOR` through scratch keys, under the
+/// policy `stop`: the job never stops, every destination ends equal to the source's, byte for byte, and no
+/// scratch key stays. The inputs are random: missing keys, empty strings, unequal lengths, the destination
+/// among its inputs, expiries on the destination (which `BITOP` drops).
+#[test]
+fn redis_8_2_bitop_operations_reach_older_targets_as_the_same_bytes() {
+    use ferry_testkit::Cluster;
+    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let valkey = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
+    let redis70 = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let cluster = Cluster::start(Version::V9_1).unwrap();
+    let jobs = [
+        start_job(&source, &valkey, TargetPolicy::Stop),
+        start_job(&source, &redis70, TargetPolicy::Stop),
+        Job::start_with({
+            let mut cfg = common::config(&source, cluster.masters()[0]);
+            cfg.target_cluster = true;
+            cfg.sink.checkpoint_db = 0;
+            cfg.target_policy = TargetPolicy::Stop;
+            cfg
+        }),
+    ];
+    for job in &jobs {
+        job.wait_incremental();
+    }
+    let mut c = source.client();
+    // Keys of one slot, as a cluster source would need: the target cluster holds them on one master.
+    let keys: Vec<String> = (0..5).map(|i| format!("{{bits}}:{i}")).collect();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    for round in 0..400 {
+        for k in &keys {
+            match next(6) {
+                0 => run(&mut c, &["DEL", k]),
+                1 => run(&mut c, &["SET", k, ""]),
+                _ => {
+                    let len = next(7) as usize;
+                    let value: Vec<u8> = (0..len).map(|_| next(256) as u8).collect();
+                    redis::cmd("SET").arg(k).arg(value).query(&mut c).unwrap()
+                }
+            };
+        }
+        let op = ["DIFF", "DIFF1", "ANDOR", "ONE"][next(4) as usize];
+        let least = if op == "ONE" { 1 } else { 2 };
+        let n = least + next(4 - least as u64 + 1) as usize;
+        let srcs: Vec<&str> = (0..n)
+            .map(|_| keys[next(keys.len() as u64) as usize].as_str())
+            .collect();
+        let dest = if next(2) == 0 {
+            "{bits}:dest"
+        } else {
+            srcs[next(n as u64) as usize]
+        };
+        if round % 7 == 0 {
+            run(&mut c, &["SET", dest, "old", "PX", "900000"]);
+        }
+        let mut bitop = vec!["BITOP", op, dest];
+        bitop.extend(&srcs);
+        run(&mut c, &bitop);
+    }
+    run(&mut c, &["SET", "after", "1"]);
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(ferry_replicator::checkpoint::KEY_PREFIX);
+    for (job, target) in jobs.into_iter().zip([
+        Target::from(&valkey),
+        Target::from(&redis70),
+        Target::from(&cluster),
+    ]) {
+        job.wait_caught_up(&source);
+        assert!(
+            job.status.snapshot().policy_skipped.is_empty(),
+            "nothing is left out"
+        );
+        job.stop().unwrap();
+        let report = compare(&Target::from(&source), &target, &opts).unwrap();
+        assert!(report.is_equal(), "datasets differ:\n{report}");
+    }
+    // No scratch key stays (the comparison leaves ferry's own keys aside).
+    for server in [&valkey, &redis70] {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("ferry:bitop:*")
+            .query(&mut server.client())
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    for node in cluster.masters() {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("ferry:bitop:*")
+            .query(&mut node.client())
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

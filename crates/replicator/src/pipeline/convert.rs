@@ -1002,6 +1002,166 @@ pub fn fit_command(
     }
 }
 
+/// The commands a target that does not know a source command gets in its place, with the same result, under
+/// every policy: Redis 8.2's `BITOP DIFF`, `DIFF1`, `ANDOR` and `ONE` as the `BITOP OR`/`AND`/`XOR` commands of
+/// [`bitop_in_older_operations`]; Valkey 9's `MSETEX` as one `SET` per key ([`msetex_as_sets`]), less the keys
+/// the policy skipped before. `None` for every other command, which [`fit_command_keyed`] decides (as it does
+/// a `BITOP` whose destination the policy skipped before). A job keeps the commands of one source command in
+/// its unit, so a batch applies them together and a resume inside the unit continues where they stopped.
+pub fn several_for_target(
+    db: i64,
+    argv: &[Bytes],
+    keys: &[Bytes],
+    target: &TargetFormat,
+    report: &mut PolicyReport,
+) -> Option<Vec<Vec<Bytes>>> {
+    let name = argv.first()?;
+    if name.eq_ignore_ascii_case(b"bitop") {
+        if keys.first().is_some_and(|k| report.is_skipped(db, k)) {
+            return None;
+        }
+        return bitop_in_older_operations(argv, target);
+    }
+    if name.eq_ignore_ascii_case(b"msetex") {
+        let sets = msetex_as_sets(argv, target)?;
+        let before = sets.len();
+        let sets: Vec<Vec<Bytes>> = sets
+            .into_iter()
+            .filter(|set| !report.is_skipped(db, &set[1]))
+            .collect();
+        report.commands_skipped += (before - sets.len()) as u64;
+        return Some(sets);
+    }
+    None
+}
+
+/// `BITOP DIFF|DIFF1|ANDOR|ONE dest src ...` (Redis 8.2) as `BITOP OR`, `AND` and `XOR`, which every target
+/// knows, for a target that does not take the operation; `None` for any other command, for a target that takes
+/// it, and for a malformed one (the policy decides those).
+///
+/// Every `BITOP` result is as long as its longest input (shorter ones count as zero bytes) and an empty result
+/// deletes the destination, so the identity `a AND NOT b` = `a XOR (a AND b)` gives each operation without the
+/// `NOT` (whose length would be its one input's):
+/// - `DIFF x y...` (in `x`, in no `y`): `t = OR(y...)`, `t = AND(x, t)`, `dest = XOR(x, t)`;
+/// - `DIFF1 x y...` (in some `y`, not in `x`): `t = OR(y...)`, `u = AND(t, x)`, `dest = XOR(t, u)`;
+/// - `ANDOR x y...` (in `x` and in some `y`): `t = OR(y...)`, `dest = AND(x, t)`;
+/// - `ONE x...` (in exactly one input): `t` the bits seen once so far, `u` those seen more than once; for each
+///   next input `w = AND(t, x)`, `u = OR(u, w)`, `t = XOR(t, x)`; then `dest = XOR(t, AND(t, u))`.
+///
+/// The scratch keys `t`, `u`, `w` are `ferry:bitop:{<tag>}:t`... with a hash tag of the destination's slot
+/// (a cluster target's node holds them with the destination) and the last command deletes them; the
+/// destination is written last, so it may also be an input. Checked against Redis 8.2's own `BITOP` on random
+/// inputs (missing keys, empty strings, unequal lengths, the destination among the inputs) when this was
+/// written; `tests/server_matrix.rs` does the same through a job.
+pub fn bitop_in_older_operations(argv: &[Bytes], target: &TargetFormat) -> Option<Vec<Vec<Bytes>>> {
+    if !argv.first()?.eq_ignore_ascii_case(b"bitop") || target.has_stream_ref_policies() {
+        return None;
+    }
+    let op = argv.get(1)?;
+    let dest = argv.get(2)?;
+    let srcs = argv.get(3..)?;
+    let is = |w: &str| op.eq_ignore_ascii_case(w.as_bytes());
+    let needed = if is("one") { 1 } else { 2 };
+    if srcs.len() < needed {
+        return None;
+    }
+    let tag = ferry_topology::tag_for_slot(ferry_topology::key_slot(dest))?;
+    let scratch = |n: &str| Bytes::from(format!("ferry:bitop:{{{tag}}}:{n}"));
+    let (t, u, w) = (scratch("t"), scratch("u"), scratch("w"));
+    let cmd = |parts: &[&Bytes]| -> Vec<Bytes> { parts.iter().map(|b| (*b).clone()).collect() };
+    let word = |w: &'static str| Bytes::from_static(w.as_bytes());
+    let (bitop, or, and, xor, del) = (
+        word("BITOP"),
+        word("OR"),
+        word("AND"),
+        word("XOR"),
+        word("DEL"),
+    );
+    let or_of_rest = || {
+        let mut c = vec![bitop.clone(), or.clone(), t.clone()];
+        c.extend(srcs[1..].iter().cloned());
+        c
+    };
+    let x = &srcs[0];
+    let out = if is("diff") {
+        vec![
+            or_of_rest(),
+            cmd(&[&bitop, &and, &t, x, &t]),
+            cmd(&[&bitop, &xor, dest, x, &t]),
+            cmd(&[&del, &t]),
+        ]
+    } else if is("diff1") {
+        vec![
+            or_of_rest(),
+            cmd(&[&bitop, &and, &u, &t, x]),
+            cmd(&[&bitop, &xor, dest, &t, &u]),
+            cmd(&[&del, &t, &u]),
+        ]
+    } else if is("andor") {
+        vec![
+            or_of_rest(),
+            cmd(&[&bitop, &and, dest, x, &t]),
+            cmd(&[&del, &t]),
+        ]
+    } else if is("one") {
+        let mut out = vec![cmd(&[&del, &u]), cmd(&[&bitop, &or, &t, x])];
+        for next in &srcs[1..] {
+            out.push(cmd(&[&bitop, &and, &w, &t, next]));
+            out.push(cmd(&[&bitop, &or, &u, &u, &w]));
+            out.push(cmd(&[&bitop, &xor, &t, &t, next]));
+        }
+        out.push(cmd(&[&bitop, &and, &w, &t, &u]));
+        out.push(cmd(&[&bitop, &xor, dest, &t, &w]));
+        out.push(cmd(&[&del, &t, &u, &w]));
+        out
+    } else {
+        return None;
+    };
+    Some(out)
+}
+
+/// `MSETEX n key value ... [NX|XX] [PXAT t|KEEPTTL|...]` (Valkey 9) as `SET key value [PXAT t|KEEPTTL|...]` for
+/// each key, for a target that does not know it; `None` otherwise, and for a malformed one (the policy decides).
+/// Valkey propagates an `MSETEX` only when it wrote every key (its condition holds for all or none), with its
+/// expiry made absolute (`PXAT`), so the same `SET`s without the condition write the same on a target that holds
+/// what the source held (as a conditional `SET ... IFEQ` is sent without its condition).
+pub fn msetex_as_sets(argv: &[Bytes], target: &TargetFormat) -> Option<Vec<Vec<Bytes>>> {
+    if !argv.first()?.eq_ignore_ascii_case(b"msetex") || target.knows_command("msetex") {
+        return None;
+    }
+    let n: usize = std::str::from_utf8(argv.get(1)?).ok()?.parse().ok()?;
+    let pairs = argv.get(2..2 + n.checked_mul(2)?)?;
+    if n == 0 {
+        return None;
+    }
+    let mut expiry: Vec<Bytes> = Vec::new();
+    let mut at = 2 + 2 * n;
+    while let Some(a) = argv.get(at) {
+        let is = |w: &str| a.eq_ignore_ascii_case(w.as_bytes());
+        if is("nx") || is("xx") {
+            at += 1;
+        } else if is("keepttl") && expiry.is_empty() {
+            expiry.push(a.clone());
+            at += 1;
+        } else if ["ex", "px", "exat", "pxat"].iter().any(|w| is(w)) && expiry.is_empty() {
+            expiry.extend([a.clone(), argv.get(at + 1)?.clone()]);
+            at += 2;
+        } else {
+            return None;
+        }
+    }
+    Some(
+        pairs
+            .chunks_exact(2)
+            .map(|kv| {
+                let mut set = vec![Bytes::from_static(b"SET"), kv[0].clone(), kv[1].clone()];
+                set.extend(expiry.iter().cloned());
+                set
+            })
+            .collect(),
+    )
+}
+
 /// A command's keys where no command table is at hand: the first argument, but the destination of `BITOP`
 /// (after its operation) and the keys of `MSETEX` (after their count, one every two arguments), which a policy
 /// must not take for their first argument.
@@ -1145,7 +1305,8 @@ enum OptionFit {
 /// - `XADD`/`XTRIM` `KEEPREF` (Redis 8.2) is what every server does without it: dropped. `DELREF` and `ACKED`
 ///   change which entries a trim removes and what the consumer groups keep: an `XADD` without a trim clause
 ///   trims nothing, so they are dropped there; with a trim (and in `XTRIM`) they are lost.
-/// - `BITOP DIFF`, `DIFF1`, `ANDOR`, `ONE` (Redis 8.2): lost.
+/// - `BITOP DIFF`, `DIFF1`, `ANDOR`, `ONE` (Redis 8.2): lost as one command; a job sends them as the several
+///   commands of [`bitop_in_older_operations`] ([`several_for_target`]).
 /// - `SET ... IFEQ v` (Valkey 8.1, Redis 8.4; `IFNE`, `IFDEQ`, `IFDNE` Redis 8.4): a source propagates a
 ///   conditional `SET` only when it wrote, and the target holds what the source held then, so without the
 ///   condition it writes the same: dropped.
@@ -2028,5 +2189,132 @@ mod tests {
             TargetPolicy::Convert
         );
         assert!("drop".parse::<TargetPolicy>().is_err());
+    }
+
+    #[test]
+    fn bitop_operations_and_msetex_go_as_several_commands_a_target_knows() {
+        let valkey = TargetFormat::from_info(
+            "redis_version:7.2.4\nvalkey_version:9.1.0\nserver_name:valkey",
+        );
+        let redis82 = TargetFormat::from_info("redis_version:8.2.3");
+        let several = |cmd: &[&str], target: &TargetFormat| {
+            let mut report = PolicyReport::default();
+            let keys = keys_without_table(&argv(cmd));
+            let out = match several_for_target(0, &argv(cmd), &keys, target, &mut report) {
+                Some(several) => Ok(several),
+                None => fit_command_keyed(
+                    0,
+                    &argv(cmd),
+                    &keys,
+                    target,
+                    TargetPolicy::Stop,
+                    &mut report,
+                )
+                .map(|one| one.into_iter().collect()),
+            };
+            out.map(|out| out.iter().map(|c| strs(c).join(" ")).collect::<Vec<_>>())
+        };
+        // The scratch keys carry a hash tag of the destination's slot.
+        let tag = ferry_topology::tag_for_slot(ferry_topology::key_slot(b"d")).unwrap();
+        let t = format!("ferry:bitop:{{{tag}}}:t");
+        let u = format!("ferry:bitop:{{{tag}}}:u");
+        let w = format!("ferry:bitop:{{{tag}}}:w");
+        assert_eq!(
+            several(&["BITOP", "diff", "d", "x", "y", "z"], &valkey).unwrap(),
+            [
+                format!("BITOP OR {t} y z"),
+                format!("BITOP AND {t} x {t}"),
+                format!("BITOP XOR d x {t}"),
+                format!("DEL {t}"),
+            ]
+        );
+        assert_eq!(
+            several(&["BITOP", "DIFF1", "d", "x", "y"], &valkey).unwrap(),
+            [
+                format!("BITOP OR {t} y"),
+                format!("BITOP AND {u} {t} x"),
+                format!("BITOP XOR d {t} {u}"),
+                format!("DEL {t} {u}"),
+            ]
+        );
+        assert_eq!(
+            several(&["BITOP", "ANDOR", "d", "x", "y"], &valkey).unwrap(),
+            [
+                format!("BITOP OR {t} y"),
+                format!("BITOP AND d x {t}"),
+                format!("DEL {t}"),
+            ]
+        );
+        assert_eq!(
+            several(&["BITOP", "ONE", "d", "x", "y"], &valkey).unwrap(),
+            [
+                format!("DEL {u}"),
+                format!("BITOP OR {t} x"),
+                format!("BITOP AND {w} {t} y"),
+                format!("BITOP OR {u} {u} {w}"),
+                format!("BITOP XOR {t} {t} y"),
+                format!("BITOP AND {w} {t} {u}"),
+                format!("BITOP XOR d {t} {w}"),
+                format!("DEL {t} {u} {w}"),
+            ]
+        );
+        // A target that has the operations, the old operations, and malformed ones: as before.
+        assert_eq!(
+            several(&["BITOP", "DIFF", "d", "x", "y"], &redis82).unwrap(),
+            ["BITOP DIFF d x y"]
+        );
+        assert_eq!(
+            several(&["BITOP", "AND", "d", "x", "y"], &valkey).unwrap(),
+            ["BITOP AND d x y"]
+        );
+        assert!(several(&["BITOP", "DIFF", "d", "x"], &valkey).is_err());
+        // MSETEX: one SET per key, the condition dropped, the expiry kept.
+        assert_eq!(
+            several(
+                &["MSETEX", "2", "a", "1", "b", "2", "NX", "PXAT", "99"],
+                &redis82
+            )
+            .unwrap(),
+            ["SET a 1 PXAT 99", "SET b 2 PXAT 99"]
+        );
+        assert_eq!(
+            several(&["msetex", "1", "a", "1", "KEEPTTL", "XX"], &redis82).unwrap(),
+            ["SET a 1 KEEPTTL"]
+        );
+        assert_eq!(
+            several(&["MSETEX", "1", "a", "1"], &redis82).unwrap(),
+            ["SET a 1"]
+        );
+        assert_eq!(
+            several(&["MSETEX", "1", "a", "1", "PX", "5"], &valkey).unwrap(),
+            ["MSETEX 1 a 1 PX 5"],
+            "a target that knows it"
+        );
+        for bad in [
+            &["MSETEX", "2", "a", "1"][..],
+            &["MSETEX", "1", "a", "1", "PX"],
+            &["MSETEX", "1", "a", "1", "EX", "1", "PX", "2"],
+            &["MSETEX", "0"],
+            &["MSETEX", "x", "a", "1"],
+        ] {
+            assert!(
+                several(bad, &redis82).is_err(),
+                "{bad:?} follows the policy"
+            );
+        }
+        // A key the policy skipped before stays absent.
+        let mut report = PolicyReport::default();
+        report.skip(
+            0,
+            &Bytes::from_static(b"a"),
+            Loss::UnknownCommand { name: "x".into() },
+        );
+        let cmd = argv(&["MSETEX", "2", "a", "1", "b", "2"]);
+        let out =
+            several_for_target(0, &cmd, &keys_without_table(&cmd), &redis82, &mut report).unwrap();
+        assert_eq!(
+            out.iter().map(|c| strs(c).join(" ")).collect::<Vec<_>>(),
+            ["SET b 2"]
+        );
     }
 }
