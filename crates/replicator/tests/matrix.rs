@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{counter, expire_short_keys, workload, Job, DEADLINE};
+use common::{counter, expire_short_keys, master_offset, workload, Job, DEADLINE};
 use ferry_replicator::{Loss, TargetPolicy};
 use ferry_replicator::{Phase, Status};
 use ferry_replicator::{Source, SourceOptions};
@@ -783,13 +783,7 @@ fn redis_8_2_bitop_operations_reach_older_targets_as_the_same_bytes() {
     let jobs = [
         start_job(&source, &valkey, TargetPolicy::Stop),
         start_job(&source, &redis70, TargetPolicy::Stop),
-        Job::start_with({
-            let mut cfg = common::config(&source, cluster.masters()[0]);
-            cfg.target_cluster = true;
-            cfg.sink.checkpoint_db = 0;
-            cfg.target_policy = TargetPolicy::Stop;
-            cfg
-        }),
+        stop_job_into_cluster(&source, &cluster),
     ];
     for job in &jobs {
         job.wait_incremental();
@@ -797,13 +791,7 @@ fn redis_8_2_bitop_operations_reach_older_targets_as_the_same_bytes() {
     let mut c = source.client();
     // Keys of one slot, as a cluster source would need: the target cluster holds them on one master.
     let keys: Vec<String> = (0..5).map(|i| format!("{{bits}}:{i}")).collect();
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move |n: u64| {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (seed >> 33) % n
-    };
+    let mut next = random_below(0x9e37_79b9_7f4a_7c15);
     for round in 0..400 {
         for k in &keys {
             match next(6) {
@@ -835,23 +823,12 @@ fn redis_8_2_bitop_operations_reach_older_targets_as_the_same_bytes() {
         run(&mut c, &bitop);
     }
     run(&mut c, &["SET", "after", "1"]);
-    let opts = CompareOptions::default()
-        .dbs(vec![0])
-        .ignore_prefix(ferry_replicator::checkpoint::KEY_PREFIX);
-    for (job, target) in jobs.into_iter().zip([
-        Target::from(&valkey),
-        Target::from(&redis70),
-        Target::from(&cluster),
-    ]) {
-        job.wait_caught_up(&source);
-        assert!(
-            job.status.snapshot().policy_skipped.is_empty(),
-            "nothing is left out"
-        );
-        job.stop().unwrap();
-        let report = compare(&Target::from(&source), &target, &opts).unwrap();
-        assert!(report.is_equal(), "datasets differ:\n{report}");
-    }
+    let targets = [
+        (Target::from(&valkey), "Valkey 9.1"),
+        (Target::from(&redis70), "Redis 7.0"),
+        (Target::from(&cluster), "a 3+3 Valkey 9.1 cluster"),
+    ];
+    end_equal_with_nothing_left_out(jobs, &source, &Target::from(&source), targets);
     // No scratch key stays (the comparison leaves ferry's own keys aside).
     for server in [&valkey, &redis70] {
         let left: Vec<String> = redis::cmd("KEYS")
@@ -866,5 +843,216 @@ fn redis_8_2_bitop_operations_reach_older_targets_as_the_same_bytes() {
             .query(&mut node.client())
             .unwrap();
         assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+/// Redis 8.2's `XACKDEL` and `XDELEX` under each reference policy (`KEEPREF`, `DELREF`, `ACKED`) reach a target
+/// without them (Valkey 9.1 with and without checkpoints, Redis 7.0, a 3+3 Valkey 9.1 cluster) as a script that
+/// writes the same, under the policy `stop`: consumer groups read, acknowledge and claim at random, and the
+/// streams end equal (entries, groups, pending lists, deleted-entry marks), with nothing left out.
+///
+/// Equal to a native replica of the source, not to the source itself: Redis 8.2 does not propagate an
+/// `XDELEX ... DELREF` none of whose entries is in the stream any more, yet it drops those entries' dangling
+/// pending references on the master (seen with `redis-cli --replica` while writing this), so the master keeps a
+/// state that none of its replicas gets, ferry's targets included.
+#[test]
+fn redis_8_2_stream_reference_commands_reach_older_targets_as_the_same_writes() {
+    use ferry_testkit::Cluster;
+    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    let replica = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
+    run(
+        &mut replica.client(),
+        &["REPLICAOF", "127.0.0.1", &source.port().to_string()],
+    );
+    let valkey = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
+    let unchained = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
+    let redis70 = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let cluster = Cluster::start(Version::V9_1).unwrap();
+    let jobs = [
+        start_job(&source, &valkey, TargetPolicy::Stop),
+        Job::start(&source, &unchained, |c| {
+            c.target_policy = TargetPolicy::Stop;
+            c.sink.checkpoint = false;
+        }),
+        start_job(&source, &redis70, TargetPolicy::Stop),
+        stop_job_into_cluster(&source, &cluster),
+    ];
+    for job in &jobs {
+        job.wait_incremental();
+    }
+    let mut c = source.client();
+    let mut next = random_below(0x2545_f491_4f6c_dd1d);
+    let streams = ["{st}:a", "{st}:b"];
+    let groups = ["g1", "g2", "g3"];
+    for s in streams {
+        for i in 1..=30 {
+            run(&mut c, &["XADD", s, &format!("{i}-{}", next(3)), "f", "v"]);
+        }
+        for g in groups {
+            run(
+                &mut c,
+                &["XGROUP", "CREATE", s, g, &format!("{}", next(10))],
+            );
+        }
+    }
+    for round in 0..600u64 {
+        let s = streams[next(2) as usize];
+        let g = groups[next(3) as usize];
+        // Some IDs as they were added, some without a sequence, some that were never there.
+        let id = |r: u64| match r % 3 {
+            0 => format!("{}-0", 1 + r % 40),
+            1 => format!("{}", 1 + r % 40),
+            _ => format!("{}-{}", 1 + r % 40, r % 3),
+        };
+        let ids: Vec<String> = (0..1 + next(3)).map(|_| id(next(1000))).collect();
+        let policy = ["", "KEEPREF", "DELREF", "ACKED"][next(4) as usize];
+        let count = ids.len().to_string();
+        match next(6) {
+            0 => {
+                run(
+                    &mut c,
+                    &[
+                        "XREADGROUP",
+                        "GROUP",
+                        g,
+                        "c",
+                        "COUNT",
+                        "3",
+                        "STREAMS",
+                        s,
+                        ">",
+                    ],
+                );
+            }
+            1 => {
+                let mut cmd = vec!["XACK", s, g];
+                cmd.extend(ids.iter().map(String::as_str));
+                run(&mut c, &cmd);
+            }
+            2 => {
+                run(&mut c, &["XADD", s, "*", "f", &round.to_string()]);
+            }
+            // XDELEX key [policy] IDS n id... and XACKDEL key group [policy] IDS n id...
+            kind => {
+                let mut cmd = if kind == 3 {
+                    vec!["XDELEX", s]
+                } else {
+                    vec!["XACKDEL", s, g]
+                };
+                cmd.extend(
+                    [policy, "IDS", &count]
+                        .into_iter()
+                        .filter(|a| !a.is_empty()),
+                );
+                cmd.extend(ids.iter().map(String::as_str));
+                run(&mut c, &cmd);
+            }
+        }
+    }
+    run(&mut c, &["SET", "after", "1"]);
+    ferry_testkit::wait_until(DEADLINE, "the native replica to hold every write", || {
+        master_offset(&source) == replica_offset(&replica)
+    })
+    .unwrap();
+    let targets = [
+        (Target::from(&valkey), "Valkey 9.1"),
+        (Target::from(&unchained), "Valkey 9.1 without checkpoints"),
+        (Target::from(&redis70), "Redis 7.0"),
+        (Target::from(&cluster), "a 3+3 Valkey 9.1 cluster"),
+    ];
+    end_equal_with_nothing_left_out(jobs, &source, &Target::from(&replica), targets);
+    // The comparison reads entries, groups, consumers and pending lists; the marks a deletion moves are read
+    // here: the stream's deleted-entry mark, entries added and first entry, each group's entries read.
+    let marks = |conn: &mut redis::Connection, s: &str| -> Vec<String> {
+        let info: std::collections::HashMap<String, redis::Value> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(s)
+            .query(conn)
+            .unwrap();
+        let mut out: Vec<String> = [
+            "max-deleted-entry-id",
+            "entries-added",
+            "recorded-first-entry-id",
+        ]
+        .iter()
+        .map(|f| format!("{f} {:?}", info.get(*f)))
+        .collect();
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(s)
+            .query(conn)
+            .unwrap();
+        for g in groups {
+            out.push(format!(
+                "{:?} entries-read {:?}",
+                g.get("name"),
+                g.get("entries-read")
+            ));
+        }
+        out
+    };
+    for s in streams {
+        let want = marks(&mut replica.client(), s);
+        for (server, name) in [
+            (&valkey, "Valkey 9.1"),
+            (&unchained, "Valkey 9.1 without checkpoints"),
+            (&redis70, "Redis 7.0"),
+        ] {
+            assert_eq!(marks(&mut server.client(), s), want, "{s} on {name}");
+        }
+    }
+}
+
+/// The offset a replica has processed of its master's stream (`INFO replication`'s `slave_repl_offset`).
+fn replica_offset(replica: &Server) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut replica.client())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("slave_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A job from `source` into the 3+3 `cluster` under the policy `stop` (checkpoints in database 0).
+fn stop_job_into_cluster(source: &Server, cluster: &ferry_testkit::Cluster) -> Job {
+    let mut cfg = common::config(source, cluster.masters()[0]);
+    cfg.target_cluster = true;
+    cfg.sink.checkpoint_db = 0;
+    cfg.target_policy = TargetPolicy::Stop;
+    Job::start_with(cfg)
+}
+
+/// Numbers below the given bound, the same sequence for the same seed (xorshift).
+fn random_below(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
+
+/// Ends each job once caught up with `source`, with nothing left out by the target policy, and compares its
+/// target (named for the message) with `reference` in database 0, ferry's checkpoints aside.
+fn end_equal_with_nothing_left_out<const N: usize>(
+    jobs: [Job; N],
+    source: &Server,
+    reference: &Target,
+    targets: [(Target, &str); N],
+) {
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(ferry_replicator::checkpoint::KEY_PREFIX);
+    for (job, (target, name)) in jobs.into_iter().zip(targets) {
+        job.wait_caught_up(source);
+        assert!(
+            job.status.snapshot().policy_skipped.is_empty(),
+            "{name}: nothing is left out"
+        );
+        job.stop().unwrap();
+        let report = compare(reference, &target, &opts).unwrap();
+        assert!(report.is_equal(), "{name}: datasets differ:\n{report}");
     }
 }

@@ -1004,8 +1004,8 @@ pub fn fit_command(
 
 /// The commands a target that does not know a source command gets in its place, with the same result, under
 /// every policy: Redis 8.2's `BITOP DIFF`, `DIFF1`, `ANDOR` and `ONE` as the `BITOP OR`/`AND`/`XOR` commands of
-/// [`bitop_in_older_operations`]; Valkey 9's `MSETEX` as one `SET` per key ([`msetex_as_sets`]), less the keys
-/// the policy skipped before. `None` for every other command, which [`fit_command_keyed`] decides (as it does
+/// [`bitop_in_older_operations`]; its `XACKDEL` and `XDELEX` as a script ([`stream_ref_as_script`]); Valkey 9's
+/// `MSETEX` as one `SET` per key ([`msetex_as_sets`]), less the keys the policy skipped before. `None` for every other command, which [`fit_command_keyed`] decides (as it does
 /// a `BITOP` whose destination the policy skipped before). A job keeps the commands of one source command in
 /// its unit, so a batch applies them together and a resume inside the unit continues where they stopped.
 pub fn several_for_target(
@@ -1021,6 +1021,12 @@ pub fn several_for_target(
             return None;
         }
         return bitop_in_older_operations(argv, target);
+    }
+    if name.eq_ignore_ascii_case(b"xackdel") || name.eq_ignore_ascii_case(b"xdelex") {
+        if keys.first().is_some_and(|k| report.is_skipped(db, k)) {
+            return None;
+        }
+        return stream_ref_as_script(argv, target).map(|cmd| vec![cmd]);
     }
     if name.eq_ignore_ascii_case(b"msetex") {
         let sets = msetex_as_sets(argv, target)?;
@@ -1117,6 +1123,132 @@ pub fn bitop_in_older_operations(argv: &[Bytes], target: &TargetFormat) -> Optio
     } else {
         return None;
     };
+    Some(out)
+}
+
+/// The Lua function `stream_ref(key, kind, policy, group, id...)` that does what Redis 8.2's `XACKDEL key group
+/// [policy] IDS n id...` (`kind` `xackdel`) and `XDELEX key [policy] IDS n id...` (`kind` `xdelex`, `group`
+/// empty) do, with the commands every server with streams has:
+/// - `XACKDEL` acknowledges each ID in the group and goes on with only those it acknowledged (an entry the group
+///   did not have pending stays); `XDELEX` goes on with every ID;
+/// - `KEEPREF` then deletes the entry (`XDEL`, which leaves the other groups' pending lists as they are);
+///   `DELREF` also acknowledges it in every group (even when the entry itself was deleted before, as Redis
+///   does); `ACKED` deletes it only when no group still references it (pending, or not yet delivered: after
+///   the group's last delivered ID).
+///
+/// IDs are taken as `ms-seq`, with a missing sequence read as 0, as those commands read them. The batch script of
+/// the chain defines it too ([`crate::sink::chain`]); [`STREAM_REF_EVAL`] is it as one `EVAL`. Checked against
+/// Redis 8.2's own commands on random streams (1 to 3 groups at random positions, IDs pending, acknowledged,
+/// undelivered or absent) when this was written, each outcome compared by `DUMP`, and over sequences of 300
+/// commands (reads by the groups, acknowledgements, additions, these deletions) compared after each;
+/// `tests/matrix.rs` does the same through a job.
+macro_rules! stream_ref_function {
+    () => {
+        r#"
+local function stream_ref(key, kind, pol, group, ...)
+  local function norm(id)
+    local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+    if not ms then ms, seq = string.match(id, '^(%d+)$'), '0' end
+    if not ms then return nil end
+    return (string.gsub(ms, '^0+(%d)', '%1')), (string.gsub(seq, '^0+(%d)', '%1'))
+  end
+  local function after(am, as, b)
+    local bm, bs = norm(b)
+    if #am ~= #bm then return #am > #bm end
+    if am ~= bm then return am > bm end
+    if #as ~= #bs then return #as > #bs end
+    return as > bs
+  end
+  if redis.call('EXISTS', key) == 0 then return 0 end
+  local groups
+  for _, given in ipairs({...}) do
+    local ms, seq = norm(given)
+    if ms then
+      local id = ms .. '-' .. seq
+      local go = kind ~= 'xackdel' or redis.call('XACK', key, group, id) == 1
+      if go and pol ~= 'KEEPREF' and not groups then
+        groups = {}
+        for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+          local name, last
+          for k = 1, #g, 2 do
+            if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then last = g[k + 1] end
+          end
+          groups[#groups + 1] = {name, last}
+        end
+      end
+      if go and pol == 'DELREF' then
+        for _, g in ipairs(groups) do redis.call('XACK', key, g[1], id) end
+      elseif go and pol == 'ACKED' then
+        for _, g in ipairs(groups) do
+          if after(ms, seq, g[2]) or #redis.call('XPENDING', key, g[1], id, id, 1) > 0 then
+            go = false
+            break
+          end
+        end
+      end
+      if go then redis.call('XDEL', key, id) end
+    end
+  end
+  return 1
+end
+"#
+    };
+}
+
+/// [`stream_ref_function!`] as Lua source, for the batch script.
+pub(crate) const STREAM_REF_FUNCTION: &str = stream_ref_function!();
+
+/// The script of the `EVAL` that stands for an `XACKDEL` or `XDELEX` (see [`stream_ref_as_script`]).
+pub const STREAM_REF_EVAL: &str = concat!(
+    stream_ref_function!(),
+    "return stream_ref(KEYS[1], unpack(ARGV))\n"
+);
+
+/// Whether `argv` is an `EVAL` of [`STREAM_REF_EVAL`] (which the batch chain runs inline).
+pub(crate) fn is_stream_ref_eval(argv: &[Bytes]) -> bool {
+    argv.len() >= 4
+        && argv[1].len() == STREAM_REF_EVAL.len()
+        && argv[0].eq_ignore_ascii_case(b"eval")
+        && argv[1] == STREAM_REF_EVAL.as_bytes()
+}
+
+/// `XACKDEL key group [KEEPREF|DELREF|ACKED] IDS n id...` and `XDELEX key [KEEPREF|DELREF|ACKED] IDS n id...`
+/// (Redis 8.2) for a target that does not know them: `XDEL key id...` for an `XDELEX` under `KEEPREF` (the
+/// default), else `EVAL <`[`STREAM_REF_EVAL`]`> 1 key kind policy group id...`, which writes the same (see
+/// [`stream_ref_function!`]). `None` for any other command, a target that knows it, and a malformed one.
+pub fn stream_ref_as_script(argv: &[Bytes], target: &TargetFormat) -> Option<Vec<Bytes>> {
+    let name = command_name_lower(argv);
+    if (name != "xackdel" && name != "xdelex") || target.knows_command(&name) {
+        return None;
+    }
+    if let Some(xdel) = xdelex_as_xdel(&name, argv) {
+        return Some(xdel);
+    }
+    let key = argv.get(1)?;
+    let (group, mut at) = if name == "xackdel" {
+        (argv.get(2)?.clone(), 3)
+    } else {
+        (Bytes::new(), 2)
+    };
+    let mut policy = Bytes::from_static(b"KEEPREF");
+    if let Some(p) = ["keepref", "delref", "acked"].into_iter().find(|w| {
+        argv.get(at)
+            .is_some_and(|a| a.eq_ignore_ascii_case(w.as_bytes()))
+    }) {
+        policy = Bytes::from(p.to_ascii_uppercase());
+        at += 1;
+    }
+    let ids = ids_clause(argv, at)?;
+    let mut out = vec![
+        Bytes::from_static(b"EVAL"),
+        Bytes::from_static(STREAM_REF_EVAL.as_bytes()),
+        Bytes::from_static(b"1"),
+        key.clone(),
+        Bytes::from(name),
+        policy,
+        group,
+    ];
+    out.extend(ids.iter().cloned());
     Some(out)
 }
 
@@ -1414,17 +1546,21 @@ fn xdelex_as_xdel(name: &str, argv: &[Bytes]) -> Option<Vec<Bytes>> {
     if argv.get(at)?.eq_ignore_ascii_case(b"keepref") {
         at += 1;
     }
+    let ids = ids_clause(argv, at)?;
+    let mut out = vec![Bytes::from_static(b"XDEL"), argv[1].clone()];
+    out.extend(ids.iter().cloned());
+    Some(out)
+}
+
+/// The IDs of an `IDS n id...` clause that starts at `argv[at]` and ends the command; `None` when it does not
+/// (no `IDS`, a count that is not a number, zero, or not the number of IDs that follow).
+fn ids_clause(argv: &[Bytes], at: usize) -> Option<&[Bytes]> {
     if !argv.get(at)?.eq_ignore_ascii_case(b"ids") {
         return None;
     }
     let n: usize = std::str::from_utf8(argv.get(at + 1)?).ok()?.parse().ok()?;
     let ids = argv.get(at + 2..)?;
-    if n == 0 || ids.len() != n {
-        return None;
-    }
-    let mut out = vec![Bytes::from_static(b"XDEL"), argv[1].clone()];
-    out.extend(ids.iter().cloned());
-    Some(out)
+    (n > 0 && ids.len() == n).then_some(ids)
 }
 
 fn command_name_lower(argv: &[Bytes]) -> String {
@@ -2301,6 +2437,41 @@ mod tests {
                 several(bad, &redis82).is_err(),
                 "{bad:?} follows the policy"
             );
+        }
+        // XACKDEL and XDELEX: the script with its kind, policy and group, or XDEL for XDELEX under KEEPREF.
+        let script = |rest: &str| format!("EVAL {STREAM_REF_EVAL} 1 {rest}");
+        assert_eq!(
+            several(&["XACKDEL", "st", "g", "IDS", "2", "1-1", "2"], &valkey).unwrap(),
+            [script("st xackdel KEEPREF g 1-1 2")]
+        );
+        assert_eq!(
+            several(&["xackdel", "st", "g", "acked", "IDS", "1", "1-1"], &valkey).unwrap(),
+            [script("st xackdel ACKED g 1-1")]
+        );
+        assert_eq!(
+            several(&["XDELEX", "st", "DELREF", "IDS", "1", "1-1"], &valkey).unwrap(),
+            [script("st xdelex DELREF  1-1")]
+        );
+        assert_eq!(
+            several(&["XDELEX", "st", "IDS", "1", "1-1"], &valkey).unwrap(),
+            ["XDEL st 1-1"]
+        );
+        assert_eq!(
+            several(
+                &["XACKDEL", "st", "g", "DELREF", "IDS", "1", "1-1"],
+                &redis82
+            )
+            .unwrap(),
+            ["XACKDEL st g DELREF IDS 1 1-1"],
+            "a target that knows it"
+        );
+        for bad in [
+            &["XACKDEL", "st", "g", "IDS", "2", "1-1"][..],
+            &["XACKDEL", "st", "g", "NOREF", "IDS", "1", "1-1"],
+            &["XDELEX", "st", "DELREF", "IDS", "0"],
+            &["XDELEX", "st", "DELREF", "1-1"],
+        ] {
+            assert!(several(bad, &valkey).is_err(), "{bad:?} follows the policy");
         }
         // A key the policy skipped before stays absent.
         let mut report = PolicyReport::default();

@@ -52,6 +52,11 @@
 //! ([`MAX_SCRIPT_ARGS`]) is split into commands of the same meaning when it is variadic (`RPUSH`, `SADD`, `HSET`,
 //! `ZADD`, `DEL`, `MSET`...), inside the same script, so it stays atomic; any other goes alone like a
 //! `noscript` command.
+//!
+//! The one `EVAL` that stays in the batch is ferry's own stand-in for Redis 8.2's `XACKDEL` and `XDELEX` on a
+//! target without them ([`crate::pipeline::convert::stream_ref_as_script`]): the batch script defines the same
+//! Lua function and runs it for that operation, under Lua's `pcall`, so an error there stops the batch like a
+//! failed command.
 
 use std::fmt::Write as _;
 
@@ -61,7 +66,7 @@ use tracing::{debug, warn};
 
 use crate::checkpoint::{Checkpoint, Position};
 use crate::error::Error;
-use crate::pipeline::convert::ReportEntry;
+use crate::pipeline::convert::{is_stream_ref_eval, ReportEntry, STREAM_REF_FUNCTION};
 use crate::pipeline::{command_name, Command, Unit};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
 
@@ -158,7 +163,7 @@ local argv, ops, i, kept = ARGV, ARGV[10], 11, {}
 local pcall, unpack, tonumber, byte, type = redis.pcall, unpack, tonumber, string.byte, type
 for j = 1, #ops do
   local c = byte(ops, j)
-  if c <= 250 then
+  if c <= 249 then
     if c == 0 then c, i = tonumber(argv[i]), i + 1 end
     local r = pcall(unpack(argv, i, i + c - 1))
     if type(r) == 'table' and r.err then
@@ -169,6 +174,17 @@ for j = 1, #ops do
     end
     n = n + 1
     i = i + c
+  elseif c == 250 then
+    local count = tonumber(argv[i])
+    local ok, e = lua_pcall(stream_ref, unpack(argv, i + 1, i + count))
+    if not ok then
+      e = clean(tostring(type(e) == 'table' and e.err or e))
+      if not log or transient(e) then return fail(e) end
+      logged[#logged + 1] = n
+      logged[#logged + 1] = e
+    end
+    n = n + 1
+    i = i + 1 + count
   elseif c == 251 then
     local r = pcall('SELECT', argv[i])
     if type(r) == 'table' and r.err then return fail(clean(r.err)) end
@@ -219,9 +235,12 @@ struct Op;
 
 impl Op {
     /// Most arguments a command's byte can count; a longer command has byte 0 and its count as an argument.
-    const MAX_INLINE: usize = 250;
+    const MAX_INLINE: usize = 249;
     /// A command with more than [`Op::MAX_INLINE`] arguments.
     const LONG: u8 = 0;
+    /// An `XACKDEL` or `XDELEX` for a target without them: the function `stream_ref` of the script, on the
+    /// arguments after the next one (their count) (see [`crate::pipeline::convert::stream_ref_as_script`]).
+    const STREAM_REF: u8 = 250;
     /// `SELECT` the database in the next argument.
     const SELECT: u8 = 251;
     /// Delete the checkpoint key's copy `SWAPDB` moved to the database in the next argument, and move the
@@ -243,10 +262,12 @@ impl Op {
 pub fn script_text(cluster: bool) -> String {
     let codes: Vec<String> = TRANSIENT_ERRORS.iter().map(|c| format!("'{c}'")).collect();
     let table = format!("local TRANSIENT = {{{}}}", codes.join(", "));
+    // Lua's own `pcall` (the script's `pcall` is `redis.pcall`), for the function of [`Op::STREAM_REF`].
+    let function = format!("local lua_pcall = pcall\n{STREAM_REF_FUNCTION}");
     if cluster {
-        format!("#!lua flags=allow-cross-slot-keys\n{table}{BATCH_SCRIPT}")
+        format!("#!lua flags=allow-cross-slot-keys\n{table}\n{function}{BATCH_SCRIPT}")
     } else {
-        format!("{table}{BATCH_SCRIPT}")
+        format!("{table}\n{function}{BATCH_SCRIPT}")
     }
 }
 
@@ -445,7 +466,9 @@ impl ChainWriter {
         };
         for (i, cmd) in commands.into_iter().enumerate() {
             let name = command_name(&cmd.argv);
-            if needs_alone(&name, &cmd.argv) || self.noscript.contains(&name) {
+            // The `EVAL` standing for an `XACKDEL`/`XDELEX` runs inside the batch (`Op::STREAM_REF`).
+            let inline = cmd.argv.len() <= MAX_SCRIPT_ARGS && is_stream_ref_eval(&cmd.argv);
+            if !inline && (needs_alone(&name, &cmd.argv) || self.noscript.contains(&name)) {
                 steps.extend(self.close().map(Step::Batch));
                 let end = if i + 1 == count {
                     unit_end
@@ -570,14 +593,21 @@ impl ChainWriter {
         open.bytes += crate::pipeline::wire_size(&argv);
         open.names.push(command_name(&argv));
         open.unit_commands += 1;
-        match u8::try_from(argv.len()) {
-            Ok(n) if argv.len() <= Op::MAX_INLINE => open.ops.push(n),
-            _ => {
-                open.ops.push(Op::LONG);
-                open.argv.push(Bytes::from(argv.len().to_string()));
+        if is_stream_ref_eval(&argv) {
+            // `EVAL script 1 key kind policy group id...`: the function takes what follows the key count.
+            open.ops.push(Op::STREAM_REF);
+            open.argv.push(Bytes::from((argv.len() - 3).to_string()));
+            open.argv.extend(argv.into_iter().skip(3));
+        } else {
+            match u8::try_from(argv.len()) {
+                Ok(n) if argv.len() <= Op::MAX_INLINE => open.ops.push(n),
+                _ => {
+                    open.ops.push(Op::LONG);
+                    open.argv.push(Bytes::from(argv.len().to_string()));
+                }
             }
+            open.argv.extend(argv);
         }
-        open.argv.extend(argv);
         if let Some(kept) = flush {
             open.ops.push(Op::RESTORE_REPORT);
             open.argv.extend(kept);
@@ -1203,6 +1233,35 @@ mod tests {
         .unwrap();
         assert_eq!((c.commands_applied, c.errors, w.committed()), (1, 1, 110));
         assert_eq!(c.last_error.as_deref(), Some("lpush: WRONGTYPE x"));
+    }
+
+    #[test]
+    fn the_stand_in_for_a_stream_reference_command_runs_inside_the_batch() {
+        let mut w = writer(false);
+        w.set_noscript(["eval".to_string()].into_iter().collect());
+        let mut c = SinkCounters::default();
+        let script = crate::pipeline::convert::STREAM_REF_EVAL;
+        let stand_in = [
+            "EVAL", script, "1", "st", "xackdel", "DELREF", "g", "1-1", "2-2",
+        ];
+        let mut steps = w.push(unit(150, 0, &[&["INCR", "a"], &stand_in]), &mut c);
+        steps.extend(w.flush().map(Step::Batch));
+        let [Step::Batch(batch)] = steps.as_slice() else {
+            panic!("{steps:?}");
+        };
+        let a = args(batch);
+        assert_eq!(a[13], latin1(&[Op::SELECT, 2, Op::STREAM_REF]));
+        assert_eq!(
+            &a[14..],
+            ["0", "INCR", "a", "6", "st", "xackdel", "DELREF", "g", "1-1", "2-2"],
+            "the function's arguments after their count"
+        );
+        assert_eq!(a[12], "2 150 0 ", "one unit of two commands");
+        // Any other EVAL still goes alone.
+        let steps = w.push(unit(160, 0, &[&["EVAL", "return 1", "0"]]), &mut c);
+        assert!(matches!(steps.as_slice(), [Step::Alone(_)]), "{steps:?}");
+        // The batch script defines the function it calls.
+        assert!(script_text(false).contains("local function stream_ref("));
     }
 
     #[test]
