@@ -22,8 +22,8 @@ use crate::error::Error;
 use crate::fullsync;
 use crate::gate::ReplicaGate;
 use crate::pipeline::convert::{
-    adapt_for_target, fit_command_keyed, several_for_target, ConflictPolicy, PolicyReport,
-    TargetFormat, TargetPolicy,
+    adapt_for_target, exact_trim_without_limit, fit_command_keyed, several_for_target,
+    ConflictPolicy, PolicyReport, TargetFormat, TargetPolicy,
 };
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::{Decision, Filter, FilterConfig};
@@ -1022,6 +1022,7 @@ impl Replicator {
             cmd.db = self.config.db_map.target(cmd.db);
             self.config.db_map.map_arguments(&mut cmd.argv);
             adapt_for_target(&mut cmd.argv, target_rdb);
+            exact_trim_without_limit(&mut cmd.argv);
         }
         Ok(Some(unit))
     }

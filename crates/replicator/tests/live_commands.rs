@@ -203,3 +203,63 @@ fn a_keyless_command_the_target_does_not_know_follows_the_policy_and_touches_no_
     assert_eq!(kept.as_deref(), Some("keep-me"));
     job.stop().unwrap();
 }
+
+/// A source propagates an approximate trim with `LIMIT` (`XADD s MAXLEN ~ 100 LIMIT 150 ...`) as the exact trim
+/// it did, keeping the `LIMIT`, which any client but a replica's master link is refused ("LIMIT cannot be used
+/// without the special ~ option"): the job stopped at the first such write. It now sends the exact trim without
+/// the `LIMIT`, and the streams end equal.
+#[test]
+fn approximate_trims_with_a_limit_reach_the_target_as_the_exact_trims_they_were() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let job = Job::start(&source, &target, |_| {});
+    job.wait_caught_up(&source);
+    let mut c = source.client();
+    for round in 0..20 {
+        for i in 0..200 {
+            redis::cmd("XADD")
+                .arg("st")
+                .arg("*")
+                .arg("f")
+                .arg(i)
+                .exec(&mut c)
+                .unwrap();
+        }
+        redis::cmd("XADD")
+            .arg("st")
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(150 + round)
+            .arg("LIMIT")
+            .arg(150)
+            .arg("*")
+            .arg("f")
+            .arg("trimmed")
+            .exec(&mut c)
+            .unwrap();
+        let first: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("st")
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(120)
+            .query(&mut c)
+            .unwrap();
+        redis::cmd("XTRIM")
+            .arg("st")
+            .arg("MINID")
+            .arg("~")
+            .arg(&first.last().unwrap().0)
+            .arg("LIMIT")
+            .arg(50)
+            .exec(&mut c)
+            .unwrap();
+        incr(&mut c);
+    }
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(status.phase, Phase::Incremental, "{status}");
+    assert_same_data(&source, &target, false);
+    assert_eq!(get_counter(&target), 20);
+    job.stop().unwrap();
+}

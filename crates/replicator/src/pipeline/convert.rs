@@ -303,6 +303,55 @@ pub fn adapt_for_target(argv: &mut Vec<Bytes>, target_rdb: u16) {
     }
 }
 
+/// Removes `LIMIT count` from an `XADD` or `XTRIM` whose trim is exact (`=` or no operator), for every target.
+///
+/// A source turns an approximate trim (`MAXLEN ~ 1000 LIMIT 100`) into the exact one it did before propagating it
+/// (`MAXLEN = 937 LIMIT 100`: the length or first ID it left), and keeps the `LIMIT`, which its replicas ignore
+/// for an exact trim. Any other client, ferry's included, gets "LIMIT cannot be used without the special ~
+/// option" for that command, so without this a job stopped at the first such write. The exact trim alone removes
+/// what the source removed.
+pub fn exact_trim_without_limit(argv: &mut Vec<Bytes>) {
+    let is_xadd = argv
+        .first()
+        .is_some_and(|n| n.eq_ignore_ascii_case(b"xadd"));
+    if !is_xadd
+        && !argv
+            .first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"xtrim"))
+    {
+        return;
+    }
+    let is = |a: &Bytes, w: &[u8]| a.eq_ignore_ascii_case(w);
+    let mut at = 2;
+    let mut exact = true;
+    // XADD key [NOMKSTREAM] [KEEPREF|DELREF|ACKED] [MAXLEN|MINID [=|~] threshold [LIMIT count]] id ...
+    // XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT count] [KEEPREF|DELREF|ACKED]
+    while let Some(a) = argv.get(at) {
+        if is(a, b"nomkstream") || is(a, b"keepref") || is(a, b"delref") || is(a, b"acked") {
+            at += 1;
+        } else if is(a, b"maxlen") || is(a, b"minid") {
+            at += 1;
+            match argv.get(at).map(|a| &a[..]) {
+                Some(b"~") => {
+                    exact = false;
+                    at += 1;
+                }
+                Some(b"=") => at += 1,
+                _ => {}
+            }
+            at += 1;
+        } else if is(a, b"limit") {
+            if exact && at + 1 < argv.len() {
+                argv.drain(at..at + 2);
+            }
+            return;
+        } else {
+            // XADD's ID: the options end here.
+            return;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Target policy: what to do with a key or command the target cannot hold.
 // ---------------------------------------------------------------------------------------------------------
@@ -2487,5 +2536,50 @@ mod tests {
             out.iter().map(|c| strs(c).join(" ")).collect::<Vec<_>>(),
             ["SET b 2"]
         );
+    }
+
+    #[test]
+    fn an_exact_trim_goes_without_the_limit_a_source_propagates_with_it() {
+        let fixed = |cmd: &[&str]| {
+            let mut a = argv(cmd);
+            exact_trim_without_limit(&mut a);
+            strs(&a).join(" ")
+        };
+        assert_eq!(
+            fixed(&["XADD", "s", "MAXLEN", "=", "937", "LIMIT", "100", "1-1", "f", "v"]),
+            "XADD s MAXLEN = 937 1-1 f v"
+        );
+        assert_eq!(
+            fixed(&[
+                "xadd",
+                "s",
+                "NOMKSTREAM",
+                "KEEPREF",
+                "MINID",
+                "5-0",
+                "limit",
+                "10",
+                "*",
+                "f",
+                "v"
+            ]),
+            "xadd s NOMKSTREAM KEEPREF MINID 5-0 * f v"
+        );
+        assert_eq!(
+            fixed(&["XTRIM", "s", "MINID", "=", "5-0", "LIMIT", "10", "DELREF"]),
+            "XTRIM s MINID = 5-0 DELREF"
+        );
+        // An approximate trim keeps its LIMIT; fields named like options are left alone.
+        for same in [
+            &[
+                "XADD", "s", "MAXLEN", "~", "10", "LIMIT", "5", "*", "f", "v",
+            ][..],
+            &["XTRIM", "s", "MAXLEN", "~", "10", "LIMIT", "5"],
+            &["XADD", "s", "*", "LIMIT", "1"],
+            &["XADD", "s", "1-1", "maxlen", "limit"],
+            &["SET", "k", "LIMIT"],
+        ] {
+            assert_eq!(fixed(same), same.join(" "));
+        }
     }
 }
