@@ -846,8 +846,8 @@ fn redis_8_2_bitop_operations_reach_older_targets_as_the_same_bytes() {
     }
 }
 
-/// Redis 8.2's `XACKDEL` and `XDELEX` under each reference policy (`KEEPREF`, `DELREF`, `ACKED`) reach a target
-/// without them (Valkey 9.1 with and without checkpoints, Redis 7.0, a 3+3 Valkey 9.1 cluster) as a script that
+/// Redis 8.2's `XACKDEL` and `XDELEX` under each reference policy (`KEEPREF`, `DELREF`, `ACKED`), and its trims
+/// under `DELREF` (`XADD ... DELREF MAXLEN ~ n`, `XTRIM ... DELREF`), reach a target without them (Valkey 9.1 with and without checkpoints, Redis 7.0, a 3+3 Valkey 9.1 cluster) as a script that
 /// writes the same, under the policy `stop`: consumer groups read, acknowledge and claim at random, and the
 /// streams end equal (entries, groups, pending lists, deleted-entry marks), with nothing left out.
 ///
@@ -907,7 +907,7 @@ fn redis_8_2_stream_reference_commands_reach_older_targets_as_the_same_writes() 
         let ids: Vec<String> = (0..1 + next(3)).map(|_| id(next(1000))).collect();
         let policy = ["", "KEEPREF", "DELREF", "ACKED"][next(4) as usize];
         let count = ids.len().to_string();
-        match next(6) {
+        match next(8) {
             0 => {
                 run(
                     &mut c,
@@ -931,6 +931,22 @@ fn redis_8_2_stream_reference_commands_reach_older_targets_as_the_same_writes() 
             }
             2 => {
                 run(&mut c, &["XADD", s, "*", "f", &round.to_string()]);
+            }
+            // Trims under DELREF, exact or approximate (the source propagates the exact trim it did).
+            6 => {
+                let len = (20 + next(15)).to_string();
+                let mut cmd = vec!["XADD", s, "DELREF", "MAXLEN"];
+                if next(2) == 0 {
+                    cmd.extend(["~", &len, "LIMIT", "3"]);
+                } else {
+                    cmd.push(&len);
+                }
+                cmd.extend(["*", "f", "trim"]);
+                run(&mut c, &cmd);
+            }
+            7 => {
+                let min = id(next(1000));
+                run(&mut c, &["XTRIM", s, "MINID", &min, "DELREF"]);
             }
             // XDELEX key [policy] IDS n id... and XACKDEL key group [policy] IDS n id...
             kind => {

@@ -1053,7 +1053,8 @@ pub fn fit_command(
 
 /// The commands a target that does not know a source command gets in its place, with the same result, under
 /// every policy: Redis 8.2's `BITOP DIFF`, `DIFF1`, `ANDOR` and `ONE` as the `BITOP OR`/`AND`/`XOR` commands of
-/// [`bitop_in_older_operations`]; its `XACKDEL` and `XDELEX` as a script ([`stream_ref_as_script`]); Valkey 9's
+/// [`bitop_in_older_operations`]; its `XACKDEL` and `XDELEX` as a script ([`stream_ref_as_script`]), and its
+/// exact trims under `DELREF` the same way ([`delref_trim_as_script`]); Valkey 9's
 /// `MSETEX` as one `SET` per key ([`msetex_as_sets`]), less the keys the policy skipped before. `None` for every other command, which [`fit_command_keyed`] decides (as it does
 /// a `BITOP` whose destination the policy skipped before). A job keeps the commands of one source command in
 /// its unit, so a batch applies them together and a resume inside the unit continues where they stopped.
@@ -1076,6 +1077,9 @@ pub fn several_for_target(
             return None;
         }
         return stream_ref_as_script(argv, target).map(|cmd| vec![cmd]);
+    }
+    if name.eq_ignore_ascii_case(b"xadd") || name.eq_ignore_ascii_case(b"xtrim") {
+        return delref_trim_as_script(argv, target);
     }
     if name.eq_ignore_ascii_case(b"msetex") {
         let sets = msetex_as_sets(argv, target)?;
@@ -1185,6 +1189,11 @@ pub fn bitop_in_older_operations(argv: &[Bytes], target: &TargetFormat) -> Optio
 ///   does); `ACKED` deletes it only when no group still references it (pending, or not yet delivered: after
 ///   the group's last delivered ID).
 ///
+/// With `kind` `trim` (`group` the strategy, `MAXLEN` or `MINID`, then the threshold) it is an exact trim under
+/// `DELREF` (`XTRIM ... DELREF`, the trim of an `XADD ... DELREF`): the entries the trim removes are acknowledged
+/// in every group first, then trimmed. (`ACKED` trims are not done this way: they remove entries out of order
+/// without moving the stream's deleted-entry mark, which no command can do.)
+///
 /// IDs are taken as `ms-seq`, with a missing sequence read as 0, as those commands read them. The batch script of
 /// the chain defines it too ([`crate::sink::chain`]); [`STREAM_REF_EVAL`] is it as one `EVAL`. Checked against
 /// Redis 8.2's own commands on random streams (1 to 3 groups at random positions, IDs pending, acknowledged,
@@ -1209,6 +1218,28 @@ local function stream_ref(key, kind, pol, group, ...)
     return as > bs
   end
   if redis.call('EXISTS', key) == 0 then return 0 end
+  if kind == 'trim' then
+    local strategy, threshold = group, ...
+    local doomed = {}
+    if strategy == 'MAXLEN' then
+      local extra = redis.call('XLEN', key) - tonumber(threshold)
+      if extra > 0 then doomed = redis.call('XRANGE', key, '-', '+', 'COUNT', extra) end
+    else
+      local ms, seq = norm(threshold)
+      if ms and (ms ~= '0' or seq ~= '0') then doomed = redis.call('XRANGE', key, '-', '(' .. ms .. '-' .. seq) end
+    end
+    if #doomed > 0 then
+      for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+        for k = 1, #g, 2 do
+          if g[k] == 'name' then
+            for _, e in ipairs(doomed) do redis.call('XACK', key, g[k + 1], e[1]) end
+          end
+        end
+      end
+    end
+    redis.call('XTRIM', key, strategy, '=', threshold)
+    return 1
+  end
   local groups
   for _, given in ipairs({...}) do
     local ms, seq = norm(given)
@@ -1299,6 +1330,73 @@ pub fn stream_ref_as_script(argv: &[Bytes], target: &TargetFormat) -> Option<Vec
     ];
     out.extend(ids.iter().cloned());
     Some(out)
+}
+
+/// `XADD key [NOMKSTREAM] DELREF MAXLEN|MINID [=] threshold [LIMIT n] id field value...` and `XTRIM key
+/// MAXLEN|MINID [=] threshold [LIMIT n] DELREF` (Redis 8.2, an exact trim: a source propagates its approximate
+/// trims as the exact ones they were) for a target without the reference policies: the `XADD` without the trim
+/// (when it is one), then the trim under `DELREF` as a script ([`stream_ref_function!`], kind `trim`). `None` for
+/// anything else, which [`fit_command_keyed`] decides (other policies, approximate or malformed trims).
+pub fn delref_trim_as_script(argv: &[Bytes], target: &TargetFormat) -> Option<Vec<Vec<Bytes>>> {
+    if target.has_stream_ref_policies() {
+        return None;
+    }
+    let xadd = argv.first()?.eq_ignore_ascii_case(b"xadd");
+    let key = argv.get(1)?;
+    let is = |a: &Bytes, w: &[u8]| a.eq_ignore_ascii_case(w);
+    let (mut delref, mut nomkstream, mut trim) = (false, false, None);
+    let mut at = 2;
+    while let Some(a) = argv.get(at) {
+        if is(a, b"delref") {
+            delref = true;
+            at += 1;
+        } else if is(a, b"keepref") || is(a, b"acked") {
+            return None;
+        } else if is(a, b"nomkstream") {
+            nomkstream = true;
+            at += 1;
+        } else if (is(a, b"maxlen") || is(a, b"minid")) && trim.is_none() {
+            let strategy = Bytes::from(a.to_ascii_uppercase());
+            at += 1;
+            match argv.get(at).map(|a| &a[..]) {
+                Some(b"~") => return None,
+                Some(b"=") => at += 1,
+                _ => {}
+            }
+            trim = Some((strategy, argv.get(at)?.clone()));
+            at += 1;
+        } else if is(a, b"limit") && trim.is_some() {
+            at += 2;
+        } else if xadd {
+            break;
+        } else {
+            return None;
+        }
+    }
+    let (strategy, threshold) = trim?;
+    if !delref || (xadd && argv.len() < at + 3) || (!xadd && at != argv.len()) {
+        return None;
+    }
+    let script = vec![
+        Bytes::from_static(b"EVAL"),
+        Bytes::from_static(STREAM_REF_EVAL.as_bytes()),
+        Bytes::from_static(b"1"),
+        key.clone(),
+        Bytes::from_static(b"trim"),
+        Bytes::from_static(b"DELREF"),
+        strategy,
+        threshold,
+    ];
+    if xadd {
+        let mut add = vec![argv[0].clone(), key.clone()];
+        if nomkstream {
+            add.push(Bytes::from_static(b"NOMKSTREAM"));
+        }
+        add.extend(argv[at..].iter().cloned());
+        Some(vec![add, script])
+    } else {
+        Some(vec![script])
+    }
 }
 
 /// `MSETEX n key value ... [NX|XX] [PXAT t|KEEPTTL|...]` (Valkey 9) as `SET key value [PXAT t|KEEPTTL|...]` for
@@ -2522,6 +2620,54 @@ mod tests {
         ] {
             assert!(several(bad, &valkey).is_err(), "{bad:?} follows the policy");
         }
+        // Exact trims under DELREF: the XADD without its trim, then the trim as the script.
+        assert_eq!(
+            several(
+                &[
+                    "XADD",
+                    "st",
+                    "NOMKSTREAM",
+                    "DELREF",
+                    "MAXLEN",
+                    "=",
+                    "5",
+                    "LIMIT",
+                    "9",
+                    "1-1",
+                    "f",
+                    "v"
+                ],
+                &valkey
+            )
+            .unwrap(),
+            [
+                "XADD st NOMKSTREAM 1-1 f v".to_string(),
+                script("st trim DELREF MAXLEN 5")
+            ]
+        );
+        assert_eq!(
+            several(&["XTRIM", "st", "minid", "7-0", "DELREF"], &valkey).unwrap(),
+            [script("st trim DELREF MINID 7-0")]
+        );
+        for lost in [
+            &["XTRIM", "st", "MAXLEN", "~", "5", "DELREF"][..],
+            &["XTRIM", "st", "MAXLEN", "5", "ACKED"],
+            &["XADD", "st", "ACKED", "MAXLEN", "5", "*", "f", "v"],
+        ] {
+            assert!(
+                several(lost, &valkey).is_err(),
+                "{lost:?} follows the policy"
+            );
+        }
+        assert_eq!(
+            several(&["XADD", "st", "DELREF", "*", "f", "v"], &valkey).unwrap(),
+            ["XADD st * f v"],
+            "no trim: the policy changes nothing"
+        );
+        assert_eq!(
+            several(&["XADD", "st", "MAXLEN", "5", "*", "f", "v"], &valkey).unwrap(),
+            ["XADD st MAXLEN 5 * f v"]
+        );
         // A key the policy skipped before stays absent.
         let mut report = PolicyReport::default();
         report.skip(
