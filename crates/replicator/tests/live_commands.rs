@@ -263,3 +263,35 @@ fn approximate_trims_with_a_limit_reach_the_target_as_the_exact_trims_they_were(
     assert_eq!(get_counter(&target), 20);
     job.stop().unwrap();
 }
+
+/// A standalone 7.0 source propagates `SPUBLISH` (shard channels). A 6.2 target has no shard channels, so no
+/// subscriber to give it to: it is left out under every policy (under `stop` it stopped the job as an unknown
+/// command), and a key named like the channel stays.
+#[test]
+fn a_shard_channel_message_for_a_target_without_shard_channels_is_left_out_and_deletes_nothing() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V6_2)).unwrap();
+    let mut c = source.client();
+    redis::cmd("SET")
+        .arg("news")
+        .arg("kept")
+        .exec(&mut c)
+        .unwrap();
+    for policy in [TargetPolicy::Stop, TargetPolicy::Skip] {
+        let job = Job::start(&source, &target, |cfg| cfg.target_policy = policy);
+        job.wait_caught_up(&source);
+        redis::cmd("SPUBLISH")
+            .arg("news")
+            .arg("hello")
+            .exec(&mut c)
+            .unwrap();
+        incr(&mut c);
+        job.wait_caught_up(&source);
+        let status = job.status.snapshot();
+        assert_eq!(status.phase, Phase::Incremental, "{policy:?}: {status}");
+        assert!(status.policy_skipped.is_empty(), "{policy:?}: {status}");
+        job.stop().unwrap();
+    }
+    assert_same_data(&source, &target, false);
+    assert_eq!(get_counter(&target), 2);
+}

@@ -553,6 +553,9 @@ impl TargetFormat {
         if name == "xackdel" || name == "xdelex" {
             return self.has_stream_ref_policies();
         }
+        if name == "spublish" {
+            return self.version >= (7, 0, 0);
+        }
         if name == "delifeq" || name == "msetex" {
             return self.family == ServerFamily::Valkey && self.version >= (9, 0, 0);
         }
@@ -1055,7 +1058,8 @@ pub fn fit_command(
 /// every policy: Redis 8.2's `BITOP DIFF`, `DIFF1`, `ANDOR` and `ONE` as the `BITOP OR`/`AND`/`XOR` commands of
 /// [`bitop_in_older_operations`]; its `XACKDEL` and `XDELEX` as a script ([`stream_ref_as_script`]), and its
 /// exact trims under `DELREF` the same way ([`delref_trim_as_script`]); Valkey 9's
-/// `MSETEX` as one `SET` per key ([`msetex_as_sets`]), less the keys the policy skipped before. `None` for every other command, which [`fit_command_keyed`] decides (as it does
+/// `MSETEX` as one `SET` per key ([`msetex_as_sets`]), less the keys the policy skipped before; and no command for
+/// an `SPUBLISH` to a target without shard channels. `None` for every other command, which [`fit_command_keyed`] decides (as it does
 /// a `BITOP` whose destination the policy skipped before). A job keeps the commands of one source command in
 /// its unit, so a batch applies them together and a resume inside the unit continues where they stopped.
 pub fn several_for_target(
@@ -1066,6 +1070,12 @@ pub fn several_for_target(
     report: &mut PolicyReport,
 ) -> Option<Vec<Vec<Bytes>>> {
     let name = argv.first()?;
+    if name.eq_ignore_ascii_case(b"spublish") && !target.knows_command("spublish") {
+        // A standalone source propagates its shard-channel messages; a target without shard channels (before
+        // 7.0) has no subscriber to give one to, and the message writes nothing: left out under every policy
+        // (under `stop` it stopped the job as an unknown command).
+        return Some(Vec::new());
+    }
     if name.eq_ignore_ascii_case(b"bitop") {
         if keys.first().is_some_and(|k| report.is_skipped(db, k)) {
             return None;
@@ -2667,6 +2677,16 @@ mod tests {
         assert_eq!(
             several(&["XADD", "st", "MAXLEN", "5", "*", "f", "v"], &valkey).unwrap(),
             ["XADD st MAXLEN 5 * f v"]
+        );
+        // SPUBLISH: nothing for a target without shard channels (6.2), as it is for one with them.
+        let redis62 = TargetFormat::from_info("redis_version:6.2.14");
+        assert_eq!(
+            several(&["SPUBLISH", "ch", "m"], &redis62).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            several(&["SPUBLISH", "ch", "m"], &valkey).unwrap(),
+            ["SPUBLISH ch m"]
         );
         // A key the policy skipped before stays absent.
         let mut report = PolicyReport::default();
