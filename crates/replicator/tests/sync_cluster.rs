@@ -227,3 +227,34 @@ fn small_strings_sharing_a_slot_go_in_groups_as_they_fill_and_rewrite_replaces_w
     assert!(report.is_equal(), "datasets differ:\n{report:?}");
     job.stop().unwrap();
 }
+
+/// A standalone source propagates `SPUBLISH`; on a cluster target only the shard that owns the channel's slot
+/// takes it (another node's batch script fails with "non local key"). The job sends each to that master: every
+/// message is run once on the cluster and the job stays live (it reconnected forever before).
+#[test]
+fn shard_channel_messages_go_to_the_master_of_their_channel() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    let mut cfg = config(&source, cluster.masters()[0]);
+    cfg.target_cluster = true;
+    cfg.sink.checkpoint_db = 0;
+    let job = Job::start_with(cfg);
+    job.wait_incremental();
+    let mut c = source.client();
+    for i in 0..30 {
+        redis::cmd("SPUBLISH")
+            .arg(format!("channel:{i}"))
+            .arg("hello")
+            .exec(&mut c)
+            .unwrap();
+        redis::cmd("INCR")
+            .arg("ferry:counter:spub")
+            .exec(&mut c)
+            .unwrap();
+    }
+    job.wait_caught_up(&source);
+    assert_eq!(calls_on_masters(&cluster, "spublish"), 30);
+    assert_eq!(cluster_counter(&cluster, "spub"), 30);
+    assert_eq!(job.status.snapshot().reconnects, 0);
+    job.stop().unwrap();
+}

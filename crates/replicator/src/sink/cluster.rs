@@ -840,8 +840,10 @@ impl ClusterSink {
 
     fn route(&self, argv: &[Bytes]) -> Result<Route, Error> {
         let name = command_name(argv);
-        if matches!(name.as_str(), "publish") {
-            // Delivered to every node's subscribers by the cluster bus: sent once, to one master.
+        if matches!(name.as_str(), "publish" | "spublish") {
+            // PUBLISH: delivered to every node's subscribers by the cluster bus, so sent once, to one master.
+            // SPUBLISH (a standalone source propagates it): only the shard that owns the channel's slot takes it,
+            // the others refuse it (inside a batch script, "non local key"), so it goes to that master.
             let channel = argv.get(1).map_or(&b""[..], |c| c.as_ref());
             let slot = key_slot(channel);
             return Ok(Route::Node(
