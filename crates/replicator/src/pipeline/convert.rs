@@ -1055,13 +1055,17 @@ pub fn fit_command(
 }
 
 /// The commands a target that does not know a source command gets in its place, with the same result, under
-/// every policy: Redis 8.2's `BITOP DIFF`, `DIFF1`, `ANDOR` and `ONE` as the `BITOP OR`/`AND`/`XOR` commands of
-/// [`bitop_in_older_operations`]; its `XACKDEL` and `XDELEX` as a script ([`stream_ref_as_script`]), and its
-/// exact trims under `DELREF` the same way ([`delref_trim_as_script`]); Valkey 9's
-/// `MSETEX` as one `SET` per key ([`msetex_as_sets`]), less the keys the policy skipped before; and no command for
-/// an `SPUBLISH` to a target without shard channels. `None` for every other command, which [`fit_command_keyed`] decides (as it does
-/// a `BITOP` whose destination the policy skipped before). A job keeps the commands of one source command in
-/// its unit, so a batch applies them together and a resume inside the unit continues where they stopped.
+/// every policy:
+/// - Redis 8.2's `BITOP DIFF`, `DIFF1`, `ANDOR` and `ONE`: the `BITOP OR`/`AND`/`XOR` commands of
+///   [`bitop_in_older_operations`];
+/// - its `XACKDEL` and `XDELEX`: a script ([`stream_ref_as_script`]), and its exact trims under `DELREF` the same
+///   way ([`delref_trim_as_script`]);
+/// - Valkey 9's `MSETEX`: one `SET` per key ([`msetex_as_sets`]), less the keys the policy skipped before;
+/// - an `SPUBLISH` to a target without shard channels: no command.
+///
+/// `None` for every other command, which [`fit_command_keyed`] decides (as it does a `BITOP` whose destination
+/// the policy skipped before). A job keeps the commands of one source command in its unit, so a batch applies
+/// them together and a resume inside the unit continues where they stopped.
 pub fn several_for_target(
     db: i64,
     argv: &[Bytes],
@@ -1288,7 +1292,8 @@ end
 /// [`stream_ref_function!`] as Lua source, for the batch script.
 pub(crate) const STREAM_REF_FUNCTION: &str = stream_ref_function!();
 
-/// The script of the `EVAL` that stands for an `XACKDEL` or `XDELEX` (see [`stream_ref_as_script`]).
+/// The script of the `EVAL` that stands for an `XACKDEL`, an `XDELEX` or a trim under `DELREF` (see
+/// [`stream_ref_as_script`], [`delref_trim_as_script`]).
 pub const STREAM_REF_EVAL: &str = concat!(
     stream_ref_function!(),
     "return stream_ref(KEYS[1], unpack(ARGV))\n"

@@ -53,10 +53,10 @@
 //! `ZADD`, `DEL`, `MSET`...), inside the same script, so it stays atomic; any other goes alone like a
 //! `noscript` command.
 //!
-//! The one `EVAL` that stays in the batch is ferry's own stand-in for Redis 8.2's `XACKDEL` and `XDELEX` on a
-//! target without them ([`crate::pipeline::convert::stream_ref_as_script`]): the batch script defines the same
-//! Lua function and runs it for that operation, under Lua's `pcall`, so an error there stops the batch like a
-//! failed command.
+//! The one `EVAL` that stays in the batch is ferry's own stand-in for Redis 8.2's `XACKDEL`, `XDELEX` and trims
+//! under `DELREF` on a target without them ([`crate::pipeline::convert::stream_ref_as_script`],
+//! [`crate::pipeline::convert::delref_trim_as_script`]): the batch script defines the same Lua function and runs
+//! it for that operation, under Lua's `pcall`, so an error there stops the batch like a failed command.
 
 use std::fmt::Write as _;
 
@@ -238,8 +238,9 @@ impl Op {
     const MAX_INLINE: usize = 249;
     /// A command with more than [`Op::MAX_INLINE`] arguments.
     const LONG: u8 = 0;
-    /// An `XACKDEL` or `XDELEX` for a target without them: the function `stream_ref` of the script, on the
-    /// arguments after the next one (their count) (see [`crate::pipeline::convert::stream_ref_as_script`]).
+    /// An `XACKDEL`, `XDELEX` or trim under `DELREF` for a target without them: the function `stream_ref` of
+    /// the script, on the arguments after the next one (their count) (see
+    /// [`crate::pipeline::convert::stream_ref_as_script`]).
     const STREAM_REF: u8 = 250;
     /// `SELECT` the database in the next argument.
     const SELECT: u8 = 251;
@@ -466,7 +467,7 @@ impl ChainWriter {
         };
         for (i, cmd) in commands.into_iter().enumerate() {
             let name = command_name(&cmd.argv);
-            // The `EVAL` standing for an `XACKDEL`/`XDELEX` runs inside the batch (`Op::STREAM_REF`).
+            // The `EVAL` standing for a stream command of Redis 8.2 runs inside the batch (`Op::STREAM_REF`).
             let inline = cmd.argv.len() <= MAX_SCRIPT_ARGS && is_stream_ref_eval(&cmd.argv);
             if !inline && (needs_alone(&name, &cmd.argv) || self.noscript.contains(&name)) {
                 steps.extend(self.close().map(Step::Batch));
