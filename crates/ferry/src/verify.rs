@@ -688,10 +688,17 @@ impl Acc<'_> {
 /// keeps it in its `DUMP` until then.
 /// A vector set (Redis 8) is compared by its elements, vectors and attributes, not its graph: a server that
 /// loads or restores one rebuilds the graph's order, and a replayed `VADD` draws its own random levels.
+/// A HyperLogLog is compared by its registers, not the cardinality it caches in its header: `PFCOUNT` rewrites
+/// that cache without a keyspace event, so a scan source's copy can hold an older one for the same registers.
 fn normalized(mut v: ferry_rdb::Value, now: i64) -> ferry_rdb::Value {
     use ferry_rdb::Value;
     v.drop_expired_fields(now);
     match v {
+        Value::String(s) if is_hyperloglog(&s) => {
+            let mut h = s.to_vec();
+            h[HLL_CACHE].fill(0);
+            Value::String(h.into())
+        }
         Value::Stream(mut s) => {
             for g in &mut s.groups {
                 g.entries_read = None;
@@ -722,6 +729,16 @@ fn normalized(mut v: ferry_rdb::Value, now: i64) -> ferry_rdb::Value {
         }
         other => other,
     }
+}
+
+/// The header of a HyperLogLog string: `HYLL`, its encoding, 3 unused bytes, then the cached cardinality.
+const HLL_HEADER: usize = 16;
+/// Where a HyperLogLog caches its cardinality (the last byte's top bit marks the cache stale).
+const HLL_CACHE: std::ops::Range<usize> = 8..16;
+
+/// Whether a string has a HyperLogLog's header: `HYLL`, encoding 0 (dense) or 1 (sparse), three zero bytes.
+fn is_hyperloglog(s: &[u8]) -> bool {
+    s.len() >= HLL_HEADER && s.starts_with(b"HYLL") && s[4] <= 1 && s[5..8] == [0, 0, 0]
 }
 
 /// Stream metadata that RDB versions before 10 (Redis 6.2) do not store and a newer server computes when it
@@ -1201,5 +1218,22 @@ mod tests {
         assert!(note.contains("module's own commands"), "{note}");
         assert_eq!(module_note(&module_dump("vectorset", 1)), "");
         assert_eq!(module_note(b"not a payload"), "");
+    }
+
+    #[test]
+    fn a_hyperloglog_is_compared_by_its_registers_not_its_cached_cardinality() {
+        use ferry_rdb::Value;
+        let hll = |cache: u8, register: u8| {
+            let mut v = b"HYLL\x01\x00\x00\x00".to_vec();
+            v.extend([cache, 0, 0, 0, 0, 0, 0, 0x80 & cache]);
+            v.extend([register, 0x7f]);
+            normalized(Value::String(v.into()), 0)
+        };
+        assert_eq!(hll(0, 5), hll(0x81, 5), "a stale or fresh cache of the same registers");
+        assert_ne!(hll(0, 5), hll(0, 6), "other registers");
+        // Other strings are compared whole, including ones shorter than a header.
+        let s = |b: &'static [u8]| normalized(Value::String(Bytes::from_static(b)), 0);
+        assert_ne!(s(b"HYLLxxxx00000000a"), s(b"HYLLxxxx10000000a"));
+        assert_ne!(s(b"HYLL1"), s(b"HYLL2"));
     }
 }

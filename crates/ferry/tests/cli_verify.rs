@@ -563,6 +563,48 @@ fn ferrys_own_keys_on_one_side_are_no_difference() {
 }
 
 /// `SET key value` in database `db`.
+/// `PFCOUNT` rewrites the cardinality a HyperLogLog caches in its header without a keyspace event (a scan
+/// source's copy keeps the older cache): two HyperLogLogs with the same registers are equal whatever their
+/// caches, in dense and sparse form; one more element on one side is a difference.
+#[test]
+fn hyperloglogs_are_compared_by_their_registers_not_their_cached_counts() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    for s in [&source, &target] {
+        let mut c = s.client();
+        let mut sparse = redis::cmd("PFADD");
+        sparse.arg("sparse");
+        let mut dense = redis::cmd("PFADD");
+        dense.arg("dense");
+        for i in 0..20_000 {
+            dense.arg(format!("e{i}"));
+            if i < 50 {
+                sparse.arg(format!("e{i}"));
+            }
+        }
+        sparse.exec(&mut c).unwrap();
+        dense.exec(&mut c).unwrap();
+    }
+    // Only the source counts (and caches the count).
+    for key in ["sparse", "dense"] {
+        redis::cmd("PFCOUNT").arg(key).exec(&mut source.client()).unwrap();
+    }
+    let dump = |s: &Server, key: &str| -> Vec<u8> {
+        redis::cmd("DUMP").arg(key).query(&mut s.client()).unwrap()
+    };
+    assert_ne!(dump(&source, "dense"), dump(&target, "dense"), "the caches differ");
+    let (code, report) = verify_json(&source, &target);
+    assert_eq!(code, 0, "{report}");
+    redis::cmd("PFADD")
+        .arg("sparse")
+        .arg("one more")
+        .exec(&mut target.client())
+        .unwrap();
+    let (code, report) = verify_json(&source, &target);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["value_mismatch"], 1, "{report}");
+}
+
 fn set_in(server: &Server, db: u32, key: &str, value: &str) {
     let mut c = server.client();
     redis::cmd("SELECT").arg(db).exec(&mut c).unwrap();
