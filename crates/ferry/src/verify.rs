@@ -1229,7 +1229,11 @@ mod tests {
             v.extend([register, 0x7f]);
             normalized(Value::String(v.into()), 0)
         };
-        assert_eq!(hll(0, 5), hll(0x81, 5), "a stale or fresh cache of the same registers");
+        assert_eq!(
+            hll(0, 5),
+            hll(0x81, 5),
+            "a stale or fresh cache of the same registers"
+        );
         assert_ne!(hll(0, 5), hll(0, 6), "other registers");
         // Other strings are compared whole, including ones shorter than a header.
         let s = |b: &'static [u8]| normalized(Value::String(Bytes::from_static(b)), 0);

@@ -587,12 +587,19 @@ fn hyperloglogs_are_compared_by_their_registers_not_their_cached_counts() {
     }
     // Only the source counts (and caches the count).
     for key in ["sparse", "dense"] {
-        redis::cmd("PFCOUNT").arg(key).exec(&mut source.client()).unwrap();
+        redis::cmd("PFCOUNT")
+            .arg(key)
+            .exec(&mut source.client())
+            .unwrap();
     }
     let dump = |s: &Server, key: &str| -> Vec<u8> {
         redis::cmd("DUMP").arg(key).query(&mut s.client()).unwrap()
     };
-    assert_ne!(dump(&source, "dense"), dump(&target, "dense"), "the caches differ");
+    assert_ne!(
+        dump(&source, "dense"),
+        dump(&target, "dense"),
+        "the caches differ"
+    );
     let (code, report) = verify_json(&source, &target);
     assert_eq!(code, 0, "{report}");
     redis::cmd("PFADD")
