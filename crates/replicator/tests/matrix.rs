@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{counter, expire_short_keys, master_offset, workload, Job, DEADLINE};
+use common::{counter, expire_short_keys, workload, Job, DEADLINE};
 use ferry_replicator::{Loss, TargetPolicy};
 use ferry_replicator::{Phase, Status};
 use ferry_replicator::{Source, SourceOptions};
@@ -857,25 +857,21 @@ fn redis_8_2_bitop_operations_reach_older_targets_as_the_same_bytes() {
 /// state that none of its replicas gets, ferry's targets included.
 #[test]
 fn redis_8_2_stream_reference_commands_reach_older_targets_as_the_same_writes() {
-    use ferry_testkit::Cluster;
-    let source = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
-    let replica = Server::start(ServerOptions::new(Version::V8_2)).unwrap();
-    run(
-        &mut replica.client(),
-        &["REPLICAOF", "127.0.0.1", &source.port().to_string()],
-    );
+    use ferry_testkit::{Cluster, ReplicaSet};
+    let native = ReplicaSet::start(Version::V8_2, 1).unwrap();
+    let (source, replica) = (&native.master, &native.replicas[0]);
     let valkey = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
     let unchained = Server::start(ServerOptions::new(Version::V9_1)).unwrap();
     let redis70 = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
     let cluster = Cluster::start(Version::V9_1).unwrap();
     let jobs = [
-        start_job(&source, &valkey, TargetPolicy::Stop),
-        Job::start(&source, &unchained, |c| {
+        start_job(source, &valkey, TargetPolicy::Stop),
+        Job::start(source, &unchained, |c| {
             c.target_policy = TargetPolicy::Stop;
             c.sink.checkpoint = false;
         }),
-        start_job(&source, &redis70, TargetPolicy::Stop),
-        stop_job_into_cluster(&source, &cluster),
+        start_job(source, &redis70, TargetPolicy::Stop),
+        stop_job_into_cluster(source, &cluster),
     ];
     for job in &jobs {
         job.wait_incremental();
@@ -966,17 +962,14 @@ fn redis_8_2_stream_reference_commands_reach_older_targets_as_the_same_writes() 
         }
     }
     run(&mut c, &["SET", "after", "1"]);
-    ferry_testkit::wait_until(DEADLINE, "the native replica to hold every write", || {
-        master_offset(&source) == replica_offset(&replica)
-    })
-    .unwrap();
+    native.wait_synced(DEADLINE).unwrap();
     let targets = [
         (Target::from(&valkey), "Valkey 9.1"),
         (Target::from(&unchained), "Valkey 9.1 without checkpoints"),
         (Target::from(&redis70), "Redis 7.0"),
         (Target::from(&cluster), "a 3+3 Valkey 9.1 cluster"),
     ];
-    end_equal_with_nothing_left_out(jobs, &source, &Target::from(&replica), targets);
+    end_equal_with_nothing_left_out(jobs, source, &Target::from(replica), targets);
     // The comparison reads entries, groups, consumers and pending lists; the marks a deletion moves are read
     // here: the stream's deleted-entry mark, entries added and first entry, each group's entries read.
     let marks = |conn: &mut redis::Connection, s: &str| -> Vec<String> {
@@ -1017,18 +1010,6 @@ fn redis_8_2_stream_reference_commands_reach_older_targets_as_the_same_writes() 
             assert_eq!(marks(&mut server.client(), s), want, "{s} on {name}");
         }
     }
-}
-
-/// The offset a replica has processed of its master's stream (`INFO replication`'s `slave_repl_offset`).
-fn replica_offset(replica: &Server) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query(&mut replica.client())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("slave_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// A job from `source` into the 3+3 `cluster` under the policy `stop` (checkpoints in database 0).

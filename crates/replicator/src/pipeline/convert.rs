@@ -311,45 +311,94 @@ pub fn adapt_for_target(argv: &mut Vec<Bytes>, target_rdb: u16) {
 /// option" for that command, so without this a job stopped at the first such write. The exact trim alone removes
 /// what the source removed.
 pub fn exact_trim_without_limit(argv: &mut Vec<Bytes>) {
-    let is_xadd = argv
-        .first()
-        .is_some_and(|n| n.eq_ignore_ascii_case(b"xadd"));
-    if !is_xadd
-        && !argv
-            .first()
-            .is_some_and(|n| n.eq_ignore_ascii_case(b"xtrim"))
-    {
+    let Some(options) = stream_options(argv) else {
         return;
-    }
-    let is = |a: &Bytes, w: &[u8]| a.eq_ignore_ascii_case(w);
-    let mut at = 2;
-    let mut exact = true;
-    // XADD key [NOMKSTREAM] [KEEPREF|DELREF|ACKED] [MAXLEN|MINID [=|~] threshold [LIMIT count]] id ...
-    // XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT count] [KEEPREF|DELREF|ACKED]
-    while let Some(a) = argv.get(at) {
-        if is(a, b"nomkstream") || is(a, b"keepref") || is(a, b"delref") || is(a, b"acked") {
-            at += 1;
-        } else if is(a, b"maxlen") || is(a, b"minid") {
-            at += 1;
-            match argv.get(at).map(|a| &a[..]) {
-                Some(b"~") => {
-                    exact = false;
-                    at += 1;
-                }
-                Some(b"=") => at += 1,
-                _ => {}
-            }
-            at += 1;
-        } else if is(a, b"limit") {
-            if exact && at + 1 < argv.len() {
-                argv.drain(at..at + 2);
-            }
-            return;
-        } else {
-            // XADD's ID: the options end here.
-            return;
+    };
+    if let (Some(at), Some(trim)) = (options.limit, options.trim) {
+        if !trim.approximate && at + 1 < argv.len() {
+            argv.drain(at..at + 2);
         }
     }
+}
+
+/// Where the options of an `XADD` or `XTRIM` are, read once for every decision on them:
+/// `XADD key [NOMKSTREAM] [KEEPREF|DELREF|ACKED] [MAXLEN|MINID [=|~] threshold [LIMIT count]] id ...` and
+/// `XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT count] [KEEPREF|DELREF|ACKED]`.
+struct StreamOptions {
+    xadd: bool,
+    nomkstream: bool,
+    /// The reference policy (lower case) and where it is.
+    policy: Option<(usize, &'static str)>,
+    trim: Option<Trim>,
+    /// Where `LIMIT` is.
+    limit: Option<usize>,
+    /// Where the options end: an `XADD`'s ID, or the end of an `XTRIM` (its length when well formed).
+    end: usize,
+}
+
+/// The trim clause of an `XADD` or `XTRIM`.
+#[derive(Clone, Copy)]
+struct Trim {
+    /// Where `MAXLEN` or `MINID` is.
+    strategy: usize,
+    /// `~` (approximate) rather than `=` or no operator (exact).
+    approximate: bool,
+    /// Where the threshold is.
+    threshold: usize,
+}
+
+/// The options of an `XADD` or `XTRIM` (`None` for any other command and for a trim without its threshold).
+fn stream_options(argv: &[Bytes]) -> Option<StreamOptions> {
+    let name = argv.first()?;
+    let xadd = name.eq_ignore_ascii_case(b"xadd");
+    if !xadd && !name.eq_ignore_ascii_case(b"xtrim") {
+        return None;
+    }
+    let is = |a: &Bytes, w: &[u8]| a.eq_ignore_ascii_case(w);
+    let mut o = StreamOptions {
+        xadd,
+        nomkstream: false,
+        policy: None,
+        trim: None,
+        limit: None,
+        end: argv.len(),
+    };
+    let mut at = 2;
+    while let Some(a) = argv.get(at) {
+        if let Some(p) = ["keepref", "delref", "acked"]
+            .into_iter()
+            .find(|w| is(a, w.as_bytes()))
+        {
+            o.policy = Some((at, p));
+            at += 1;
+        } else if is(a, b"nomkstream") {
+            o.nomkstream = true;
+            at += 1;
+        } else if (is(a, b"maxlen") || is(a, b"minid")) && o.trim.is_none() {
+            let strategy = at;
+            at += 1;
+            let operator = argv.get(at).map(|a| &a[..]);
+            let approximate = operator == Some(b"~");
+            if approximate || operator == Some(b"=") {
+                at += 1;
+            }
+            argv.get(at)?;
+            o.trim = Some(Trim {
+                strategy,
+                approximate,
+                threshold: at,
+            });
+            at += 1;
+        } else if is(a, b"limit") && o.trim.is_some() {
+            o.limit = Some(at);
+            at += 2;
+        } else {
+            // XADD's ID (or a word an XTRIM does not take).
+            o.end = at;
+            break;
+        }
+    }
+    Some(o)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1063,8 +1112,8 @@ pub fn fit_command(
 /// - Valkey 9's `MSETEX`: one `SET` per key ([`msetex_as_sets`]), less the keys the policy skipped before;
 /// - an `SPUBLISH` to a target without shard channels: no command.
 ///
-/// `None` for every other command, which [`fit_command_keyed`] decides (as it does a `BITOP` whose destination
-/// the policy skipped before). A job keeps the commands of one source command in its unit, so a batch applies
+/// `None` for every other command, which [`fit_command_keyed`] decides (as it does one whose key the policy
+/// skipped before, but for `MSETEX`, whose keys are judged one by one). A job keeps the commands of one source command in its unit, so a batch applies
 /// them together and a resume inside the unit continues where they stopped.
 pub fn several_for_target(
     db: i64,
@@ -1080,21 +1129,6 @@ pub fn several_for_target(
         // (under `stop` it stopped the job as an unknown command).
         return Some(Vec::new());
     }
-    if name.eq_ignore_ascii_case(b"bitop") {
-        if keys.first().is_some_and(|k| report.is_skipped(db, k)) {
-            return None;
-        }
-        return bitop_in_older_operations(argv, target);
-    }
-    if name.eq_ignore_ascii_case(b"xackdel") || name.eq_ignore_ascii_case(b"xdelex") {
-        if keys.first().is_some_and(|k| report.is_skipped(db, k)) {
-            return None;
-        }
-        return stream_ref_as_script(argv, target).map(|cmd| vec![cmd]);
-    }
-    if name.eq_ignore_ascii_case(b"xadd") || name.eq_ignore_ascii_case(b"xtrim") {
-        return delref_trim_as_script(argv, target);
-    }
     if name.eq_ignore_ascii_case(b"msetex") {
         let sets = msetex_as_sets(argv, target)?;
         let before = sets.len();
@@ -1104,6 +1138,19 @@ pub fn several_for_target(
             .collect();
         report.commands_skipped += (before - sets.len()) as u64;
         return Some(sets);
+    }
+    // A key the policy skipped before stays left out, which `fit_command_keyed` decides.
+    let skipped = || keys.first().is_some_and(|k| report.is_skipped(db, k));
+    if name.eq_ignore_ascii_case(b"bitop") {
+        return bitop_in_older_operations(argv, target).filter(|_| !skipped());
+    }
+    if name.eq_ignore_ascii_case(b"xackdel") || name.eq_ignore_ascii_case(b"xdelex") {
+        return stream_ref_as_script(argv, target)
+            .filter(|_| !skipped())
+            .map(|cmd| vec![cmd]);
+    }
+    if name.eq_ignore_ascii_case(b"xadd") || name.eq_ignore_ascii_case(b"xtrim") {
+        return delref_trim_as_script(argv, target).filter(|_| !skipped());
     }
     None
 }
@@ -1356,42 +1403,17 @@ pub fn delref_trim_as_script(argv: &[Bytes], target: &TargetFormat) -> Option<Ve
     if target.has_stream_ref_policies() {
         return None;
     }
-    let xadd = argv.first()?.eq_ignore_ascii_case(b"xadd");
-    let key = argv.get(1)?;
-    let is = |a: &Bytes, w: &[u8]| a.eq_ignore_ascii_case(w);
-    let (mut delref, mut nomkstream, mut trim) = (false, false, None);
-    let mut at = 2;
-    while let Some(a) = argv.get(at) {
-        if is(a, b"delref") {
-            delref = true;
-            at += 1;
-        } else if is(a, b"keepref") || is(a, b"acked") {
-            return None;
-        } else if is(a, b"nomkstream") {
-            nomkstream = true;
-            at += 1;
-        } else if (is(a, b"maxlen") || is(a, b"minid")) && trim.is_none() {
-            let strategy = Bytes::from(a.to_ascii_uppercase());
-            at += 1;
-            match argv.get(at).map(|a| &a[..]) {
-                Some(b"~") => return None,
-                Some(b"=") => at += 1,
-                _ => {}
-            }
-            trim = Some((strategy, argv.get(at)?.clone()));
-            at += 1;
-        } else if is(a, b"limit") && trim.is_some() {
-            at += 2;
-        } else if xadd {
-            break;
-        } else {
-            return None;
-        }
-    }
-    let (strategy, threshold) = trim?;
-    if !delref || (xadd && argv.len() < at + 3) || (!xadd && at != argv.len()) {
+    let o = stream_options(argv)?;
+    let trim = o.trim.filter(|t| !t.approximate)?;
+    let well_formed = if o.xadd {
+        argv.len() >= o.end + 3
+    } else {
+        o.end == argv.len()
+    };
+    if !matches!(o.policy, Some((_, "delref"))) || !well_formed {
         return None;
     }
+    let key = &argv[1];
     let script = vec![
         Bytes::from_static(b"EVAL"),
         Bytes::from_static(STREAM_REF_EVAL.as_bytes()),
@@ -1399,19 +1421,18 @@ pub fn delref_trim_as_script(argv: &[Bytes], target: &TargetFormat) -> Option<Ve
         key.clone(),
         Bytes::from_static(b"trim"),
         Bytes::from_static(b"DELREF"),
-        strategy,
-        threshold,
+        Bytes::from(argv[trim.strategy].to_ascii_uppercase()),
+        argv[trim.threshold].clone(),
     ];
-    if xadd {
-        let mut add = vec![argv[0].clone(), key.clone()];
-        if nomkstream {
-            add.push(Bytes::from_static(b"NOMKSTREAM"));
-        }
-        add.extend(argv[at..].iter().cloned());
-        Some(vec![add, script])
-    } else {
-        Some(vec![script])
+    if !o.xadd {
+        return Some(vec![script]);
     }
+    let mut add = vec![argv[0].clone(), key.clone()];
+    if o.nomkstream {
+        add.push(Bytes::from_static(b"NOMKSTREAM"));
+    }
+    add.extend(argv[o.end..].iter().cloned());
+    Some(vec![add, script])
 }
 
 /// `MSETEX n key value ... [NX|XX] [PXAT t|KEEPTTL|...]` (Valkey 9) as `SET key value [PXAT t|KEEPTTL|...]` for
@@ -1611,58 +1632,17 @@ fn fit_options(name: &str, argv: &[Bytes], target: &TargetFormat) -> OptionFit {
         out.extend_from_slice(&argv[at + n..]);
         OptionFit::Same(out)
     };
-    let ref_policy = |a: &Bytes| {
-        ["keepref", "delref", "acked"]
-            .into_iter()
-            .find(|w| is(a, w))
-    };
     match name {
-        "xadd" if !target.has_stream_ref_policies() => {
-            // XADD key [NOMKSTREAM] [KEEPREF|DELREF|ACKED] [MAXLEN|MINID [=|~] threshold [LIMIT count]] id ...
-            let (mut at, mut policy, mut trims) = (2, None, false);
-            while let Some(a) = argv.get(at) {
-                if is(a, "nomkstream") {
-                    at += 1;
-                } else if let Some(p) = ref_policy(a) {
-                    policy = Some((at, p));
-                    at += 1;
-                } else if is(a, "maxlen") || is(a, "minid") {
-                    trims = true;
-                    at += 1;
-                    if argv
-                        .get(at)
-                        .is_some_and(|a| &a[..] == b"=" || &a[..] == b"~")
-                    {
-                        at += 1;
-                    }
-                    at += 1;
-                } else if is(a, "limit") {
-                    at += 2;
-                } else {
-                    break;
-                }
-            }
-            match policy {
+        "xadd" | "xtrim" if !target.has_stream_ref_policies() => {
+            let Some(o) = stream_options(argv) else {
+                return OptionFit::AsIs;
+            };
+            match o.policy {
                 None => OptionFit::AsIs,
                 Some((at, "keepref")) => without(at, 1),
-                Some((at, _)) if !trims => without(at, 1),
-                Some((_, "delref")) => OptionFit::Lost("delref"),
-                Some(_) => OptionFit::Lost("acked"),
-            }
-        }
-        "xtrim" if !target.has_stream_ref_policies() => {
-            // XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT count] [KEEPREF|DELREF|ACKED]: the policy is the one
-            // word of the command that is neither a number nor a stream ID.
-            match argv
-                .iter()
-                .enumerate()
-                .skip(3)
-                .find_map(|(i, a)| ref_policy(a).map(|p| (i, p)))
-            {
-                None => OptionFit::AsIs,
-                Some((at, "keepref")) => without(at, 1),
-                Some((_, "delref")) => OptionFit::Lost("delref"),
-                Some(_) => OptionFit::Lost("acked"),
+                // An XADD that trims nothing: the policy has nothing to act on.
+                Some((at, _)) if o.trim.is_none() => without(at, 1),
+                Some((_, policy)) => OptionFit::Lost(policy),
             }
         }
         "bitop" if !target.has_stream_ref_policies() => {
@@ -2707,6 +2687,15 @@ mod tests {
             out.iter().map(|c| strs(c).join(" ")).collect::<Vec<_>>(),
             ["SET b 2"]
         );
+        // Any other conversion of a command on a skipped key is left to the policy, which leaves it out.
+        let trim = argv(&["XTRIM", "a", "MAXLEN", "1", "DELREF"]);
+        let keys = keys_without_table(&trim);
+        assert_eq!(
+            several_for_target(0, &trim, &keys, &valkey, &mut report),
+            None
+        );
+        let mut fresh = PolicyReport::default();
+        assert!(several_for_target(0, &trim, &keys, &valkey, &mut fresh).is_some());
     }
 
     #[test]
