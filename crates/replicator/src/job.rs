@@ -23,7 +23,7 @@ use crate::fullsync;
 use crate::gate::ReplicaGate;
 use crate::pipeline::convert::{
     adapt_for_target, exact_trim_without_limit, fit_command_keyed, several_for_target,
-    ConflictPolicy, PolicyReport, TargetFormat, TargetPolicy,
+    xclaim_for_older_target, ConflictPolicy, PolicyReport, TargetFormat, TargetPolicy,
 };
 use crate::pipeline::dbmap::DbMap;
 use crate::pipeline::filter::{Decision, Filter, FilterConfig};
@@ -1018,11 +1018,22 @@ impl Replicator {
             return Ok(None);
         }
         let target_rdb = u16::try_from(target.rdb_version).unwrap_or(u16::MAX);
+        // A source of 7.0 or later (its command table has key specs) drops deleted entries from a group's
+        // pending list where a target before 7.0 would keep them (`xclaim_for_older_target`).
+        let pel_cleanup = target_rdb < 10
+            && commands
+                .and_then(|t| t.get(b"xclaim"))
+                .is_some_and(|c| c.key_specs.is_some());
         for cmd in &mut unit.commands {
             cmd.db = self.config.db_map.target(cmd.db);
             self.config.db_map.map_arguments(&mut cmd.argv);
             adapt_for_target(&mut cmd.argv, target_rdb);
             exact_trim_without_limit(&mut cmd.argv);
+            if pel_cleanup {
+                if let Some(script) = xclaim_for_older_target(&cmd.argv) {
+                    cmd.argv = script;
+                }
+            }
         }
         Ok(Some(unit))
     }

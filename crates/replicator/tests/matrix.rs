@@ -84,7 +84,68 @@ fn live_writes(source: &Server, rounds: u64, tag: &str) -> u64 {
                 .unwrap();
         }
     }
+    restore_copies(&mut c, &v, tag);
     n
+}
+
+/// A `DUMP` of a key of each type the source has (field-expiry hashes and vector sets included where it has
+/// them) given back to it with `RESTORE` under another name, with and without an absolute TTL: the source
+/// propagates the payload in its own RDB version, which an older target or the other family refuses as it is.
+fn restore_copies(c: &mut redis::Connection, v: &Version, tag: &str) {
+    let mut originals: Vec<String> = Vec::new();
+    let mut made = |key: String, args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&key);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.exec(c).unwrap();
+        originals.push(key);
+    };
+    let base = format!("ferry:live:dumped:{tag}");
+    made(format!("{base}:string"), &["SET", "some text"]);
+    made(format!("{base}:int"), &["SET", "12345"]);
+    made(format!("{base}:list"), &["RPUSH", "a", "b", "3"]);
+    made(format!("{base}:set"), &["SADD", "a", "b", "c"]);
+    made(format!("{base}:intset"), &["SADD", "1", "2", "3"]);
+    made(format!("{base}:zset"), &["ZADD", "1", "a", "2.5", "b"]);
+    made(format!("{base}:hash"), &["HSET", "f", "v", "g", "w"]);
+    made(format!("{base}:stream"), &["XADD", "*", "f", "v"]);
+    if v.field_expiry() {
+        originals.push(format!("ferry:live:fieldttl:{tag}:0"));
+    }
+    if v.vector_sets() {
+        originals.push(format!("ferry:live:vset:{tag}"));
+    }
+    let far = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 900_000_000)
+        .to_string();
+    for key in originals {
+        let Some(payload) = redis::cmd("DUMP")
+            .arg(&key)
+            .query::<Option<Vec<u8>>>(c)
+            .unwrap()
+        else {
+            continue;
+        };
+        redis::cmd("RESTORE")
+            .arg(format!("{key}:restored"))
+            .arg(0)
+            .arg(&payload)
+            .arg("REPLACE")
+            .exec(c)
+            .unwrap();
+        redis::cmd("RESTORE")
+            .arg(format!("{key}:restored-ttl"))
+            .arg(&far)
+            .arg(&payload)
+            .arg("ABSTTL")
+            .exec(c)
+            .unwrap();
+    }
 }
 
 /// Keys of the source whose hashes hold field expiries, and keys of module types, by database (0 to 2).
@@ -1051,5 +1112,218 @@ fn end_equal_with_nothing_left_out<const N: usize>(
         job.stop().unwrap();
         let report = compare(reference, &target, &opts).unwrap();
         assert!(report.is_equal(), "{name}: datasets differ:\n{report}");
+    }
+}
+
+/// Since 7.0 an `XCLAIM` or `XAUTOCLAIM` that meets a pending entry the stream no longer has (trimmed or deleted)
+/// drops it from the group's pending list and propagates an `XCLAIM ... FORCE JUSTID` of it, which a 6.2 server
+/// takes as a claim: it kept the entry pending, so a 6.2 target's `XPENDING` grew with every trimmed entry a
+/// group had read. With consumer groups reading, claiming and acknowledging while the streams are trimmed and
+/// entries deleted, both 6.2 targets (with checkpoints, the claim runs inside the batch script; without, as an
+/// `EVAL`) end equal to the source, pending lists and last delivered IDs included.
+#[test]
+fn a_7_0_source_s_claims_of_deleted_entries_leave_a_6_2_target_s_pending_lists_as_on_the_source() {
+    let source = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    let chained = Server::start(ServerOptions::new(Version::V6_2)).unwrap();
+    let unchained = Server::start(ServerOptions::new(Version::V6_2)).unwrap();
+    let jobs = [
+        start_job(&source, &chained, TargetPolicy::Stop),
+        Job::start(&source, &unchained, |c| {
+            c.target_policy = TargetPolicy::Stop;
+            c.sink.checkpoint = false;
+        }),
+    ];
+    for job in &jobs {
+        job.wait_incremental();
+    }
+    let mut c = source.client();
+    let mut next = random_below(0x9e37_79b9_7f4a_7c15);
+    let streams = ["s1", "s2"];
+    let groups = ["g1", "g2"];
+    for s in streams {
+        run(&mut c, &["XADD", s, "*", "f", "v"]);
+        for g in groups {
+            run(&mut c, &["XGROUP", "CREATE", s, g, "0"]);
+        }
+    }
+    let mut trimmed_pending = 0;
+    for round in 0..500u64 {
+        let s = streams[next(2) as usize];
+        let g = groups[next(2) as usize];
+        let consumer = ["c1", "c2", "c3"][next(3) as usize];
+        match next(7) {
+            0 | 1 => {
+                run(&mut c, &["XADD", s, "*", "f", &round.to_string()]);
+            }
+            2 => {
+                run(
+                    &mut c,
+                    &[
+                        "XREADGROUP",
+                        "GROUP",
+                        g,
+                        consumer,
+                        "COUNT",
+                        "3",
+                        "STREAMS",
+                        s,
+                        ">",
+                    ],
+                );
+            }
+            3 => {
+                // Exact trims, so that entries still pending leave the stream.
+                let len = (2 + next(6)).to_string();
+                run(&mut c, &["XTRIM", s, "MAXLEN", &len]);
+            }
+            4 => {
+                let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                    .arg(s)
+                    .arg(g)
+                    .arg("-")
+                    .arg("+")
+                    .arg(10)
+                    .query(&mut c)
+                    .unwrap();
+                if let Some((id, ..)) = pending.get(next(10) as usize % pending.len().max(1)) {
+                    let len: u64 = redis::cmd("XRANGE")
+                        .arg(s)
+                        .arg(id)
+                        .arg(id)
+                        .query::<Vec<redis::Value>>(&mut c)
+                        .unwrap()
+                        .len() as u64;
+                    trimmed_pending += u64::from(len == 0);
+                    run(&mut c, &["XCLAIM", s, g, consumer, "0", id]);
+                }
+            }
+            5 => {
+                run(
+                    &mut c,
+                    &["XAUTOCLAIM", s, g, consumer, "0", "0-0", "COUNT", "4"],
+                );
+            }
+            _ => {
+                let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                    .arg(s)
+                    .arg(g)
+                    .arg("-")
+                    .arg("+")
+                    .arg(1)
+                    .query(&mut c)
+                    .unwrap();
+                if let Some((id, ..)) = pending.first() {
+                    run(&mut c, &["XACK", s, g, id]);
+                }
+            }
+        }
+    }
+    assert!(
+        trimmed_pending > 0,
+        "the workload claimed entries the stream no longer had"
+    );
+    run(&mut c, &["SET", "after", "1"]);
+    let targets = [
+        (Target::from(&chained), "Redis 6.2"),
+        (Target::from(&unchained), "Redis 6.2 without checkpoints"),
+    ];
+    // The pending lists as XPENDING gives them (entry, consumer, delivery count) and each group's last delivered
+    // ID, on the source and on the targets.
+    let pending = |conn: &mut redis::Connection| -> Vec<String> {
+        let mut out = Vec::new();
+        for s in streams {
+            for g in groups {
+                let p: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                    .arg(s)
+                    .arg(g)
+                    .arg("-")
+                    .arg("+")
+                    .arg(10_000)
+                    .query(conn)
+                    .unwrap();
+                out.extend(
+                    p.into_iter()
+                        .map(|(id, who, _, n)| format!("{s} {g} {id} {who} {n}")),
+                );
+            }
+            let info: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(s)
+                .query(conn)
+                .unwrap();
+            for g in info {
+                out.push(format!(
+                    "{s} {:?} {:?}",
+                    g.get("name"),
+                    g.get("last-delivered-id")
+                ));
+            }
+        }
+        out
+    };
+    let want = pending(&mut source.client());
+    for (job, _) in jobs.iter().zip(&targets) {
+        job.wait_caught_up(&source);
+    }
+    for (server, name) in [
+        (&chained, "Redis 6.2"),
+        (&unchained, "Redis 6.2 without checkpoints"),
+    ] {
+        assert_eq!(pending(&mut server.client()), want, "{name}");
+    }
+    end_equal_with_nothing_left_out(jobs, &source, &Target::from(&source), targets);
+}
+
+/// `FUNCTION RESTORE` carries a payload with the RDB version of the server that dumped it (Redis 8.2 writes 12,
+/// Valkey 9 writes 80), which a target of another version or family refused as a whole. Restored live on the
+/// source, the libraries reach each target and run there.
+#[test]
+fn function_restore_of_a_newer_server_reaches_older_targets_and_the_other_family() {
+    for (from, targets) in [
+        (Version::V8_2, [Version::V7_0, Version::V9_1]),
+        (Version::V9_1, [Version::V8_2, Version::V7_0]),
+    ] {
+        let source = Server::start(ServerOptions::new(from)).unwrap();
+        let servers: Vec<Server> = targets
+            .iter()
+            .map(|v| Server::start(ServerOptions::new(*v)).unwrap())
+            .collect();
+        let jobs: Vec<Job> = servers
+            .iter()
+            .map(|t| start_job(&source, t, TargetPolicy::Stop))
+            .collect();
+        for job in &jobs {
+            job.wait_incremental();
+        }
+        let mut c = source.client();
+        run(
+            &mut c,
+            &[
+                "FUNCTION",
+                "LOAD",
+                "#!lua name=restored\nredis.register_function('answer', function() return 42 end)",
+            ],
+        );
+        let payload: Vec<u8> = redis::cmd("FUNCTION").arg("DUMP").query(&mut c).unwrap();
+        run(&mut c, &["FUNCTION", "FLUSH"]);
+        redis::cmd("FUNCTION")
+            .arg("RESTORE")
+            .arg(&payload)
+            .arg("REPLACE")
+            .exec(&mut c)
+            .unwrap();
+        run(&mut c, &["SET", "after", "1"]);
+        for ((job, server), version) in jobs.iter().zip(&servers).zip(targets) {
+            job.wait_caught_up(&source);
+            let answer: i64 = redis::cmd("FCALL")
+                .arg("answer")
+                .arg(0)
+                .query(&mut server.client())
+                .unwrap_or_else(|e| panic!("{from} -> {version}: {e}"));
+            assert_eq!(answer, 42, "{from} -> {version}");
+        }
+        for job in jobs {
+            job.stop().unwrap();
+        }
     }
 }

@@ -992,6 +992,20 @@ pub fn fit_entry(
     policy: TargetPolicy,
     report: &mut PolicyReport,
 ) -> Result<Option<Bytes>, crate::error::Error> {
+    fit_entry_lossy(db, key, raw, source_version, target, policy, report)
+        .map(|fitted| fitted.map(|(payload, _)| payload))
+}
+
+/// [`fit_entry`], also saying whether the payload lost something (field expiries dropped under `convert`).
+fn fit_entry_lossy(
+    db: i64,
+    key: &Bytes,
+    raw: &[u8],
+    source_version: u32,
+    target: &TargetFormat,
+    policy: TargetPolicy,
+    report: &mut PolicyReport,
+) -> Result<Option<(Bytes, bool)>, crate::error::Error> {
     let rdb_err = |e: ferry_rdb::Error| {
         crate::error::Error::Rdb(format!(
             "key {}: {e}",
@@ -1000,13 +1014,14 @@ pub fn fit_entry(
     };
     let module = raw.first().is_some_and(|&t| t == 6 || t == 7);
     if !module && target.loads(source_version) && !report.is_skipped(db, key) {
-        return Ok(Some(Bytes::from(ferry_rdb::build_dump(
-            raw,
-            source_version as u16,
-        ))));
+        return Ok(Some((
+            Bytes::from(ferry_rdb::build_dump(raw, source_version as u16)),
+            false,
+        )));
     }
     let mut value = ferry_rdb::decode_value(raw, ferry_rdb::is_valkey_version(source_version))
         .map_err(rdb_err)?;
+    let had_field_expiries = value.has_field_expiry();
     if !fit_value(db, key, &mut value, target, policy, report)? {
         return Ok(None);
     }
@@ -1017,15 +1032,16 @@ pub fn fit_entry(
     }
     if let ferry_rdb::Value::Module(_) = &value {
         if target.loads(source_version) {
-            return Ok(Some(Bytes::from(ferry_rdb::build_dump(
-                raw,
-                source_version as u16,
-            ))));
+            return Ok(Some((
+                Bytes::from(ferry_rdb::build_dump(raw, source_version as u16)),
+                false,
+            )));
         }
     }
+    let lost = had_field_expiries && !value.has_field_expiry() && policy == TargetPolicy::Convert;
     let version = ferry_rdb::payload_version_for(&value, target.rdb_version);
     ferry_rdb::encode_dump(&value, version)
-        .map(|p| Some(Bytes::from(p)))
+        .map(|p| Some((Bytes::from(p), lost)))
         .map_err(rdb_err)
 }
 
@@ -1250,6 +1266,10 @@ pub fn bitop_in_older_operations(argv: &[Bytes], target: &TargetFormat) -> Optio
 ///   does); `ACKED` deletes it only when no group still references it (pending, or not yet delivered: after
 ///   the group's last delivered ID).
 ///
+/// With `kind` `xclaim` (`pol` the consumer, then `XCLAIM`'s arguments from its min-idle-time on) it is the
+/// `XCLAIM` of a source of 7.0 or later for a target before 7.0: the same `XCLAIM`, then an `XACK` of its entry when
+/// the stream no longer has it (see [`xclaim_for_older_target`]).
+///
 /// With `kind` `trim` (`group` the strategy, `MAXLEN` or `MINID`, then the threshold) it is an exact trim under
 /// `DELREF` (`XTRIM ... DELREF`, the trim of an `XADD ... DELREF`): the entries the trim removes are acknowledged
 /// in every group first, then trimmed. (`ACKED` trims are not done this way: they remove entries out of order
@@ -1279,6 +1299,12 @@ local function stream_ref(key, kind, pol, group, ...)
     return as > bs
   end
   if redis.call('EXISTS', key) == 0 then return 0 end
+  if kind == 'xclaim' then
+    local id = select(2, ...)
+    redis.call('XCLAIM', key, group, pol, ...)
+    if #redis.call('XRANGE', key, id, id) == 0 then redis.call('XACK', key, group, id) end
+    return 1
+  end
   if kind == 'trim' then
     local strategy, threshold = group, ...
     local doomed = {}
@@ -1391,6 +1417,32 @@ pub fn stream_ref_as_script(argv: &[Bytes], target: &TargetFormat) -> Option<Vec
         group,
     ];
     out.extend(ids.iter().cloned());
+    Some(out)
+}
+
+/// An `XCLAIM key group consumer min-idle-time id [options]` of a source of 7.0 or later, for a target before 7.0:
+/// `EVAL <`[`STREAM_REF_EVAL`]`> 1 key xclaim consumer group min-idle-time id [options]`.
+///
+/// Since 7.0 an `XCLAIM` or `XAUTOCLAIM` that meets a pending entry the stream no longer has (trimmed or
+/// deleted) removes it from the group's pending list, and propagates that as `XCLAIM ... FORCE JUSTID` of the
+/// entry, which a 7.0 replica reads the same way. A 6.2 server keeps such an entry pending (it claims it), so its
+/// `XPENDING` grew with every trimmed entry a consumer group had read. The script runs the `XCLAIM` as it was (its
+/// `LASTID` moves the group's last delivered ID as on the source), then acknowledges the entry when the stream
+/// does not have it. `None` for other commands and a malformed `XCLAIM`.
+pub fn xclaim_for_older_target(argv: &[Bytes]) -> Option<Vec<Bytes>> {
+    if argv.len() < 6 || !argv[0].eq_ignore_ascii_case(b"xclaim") {
+        return None;
+    }
+    let mut out = vec![
+        Bytes::from_static(b"EVAL"),
+        Bytes::from_static(STREAM_REF_EVAL.as_bytes()),
+        Bytes::from_static(b"1"),
+        argv[1].clone(),
+        Bytes::from_static(b"xclaim"),
+        argv[3].clone(),
+        argv[2].clone(),
+    ];
+    out.extend(argv[4..].iter().cloned());
     Some(out)
 }
 
@@ -1521,12 +1573,15 @@ pub fn fit_command_keyed(
             return Ok(None);
         }
     }
+    if matches!(name.as_str(), "restore" | "restore-asking") {
+        return restore_for_target(db, argv, target, policy, report);
+    }
     if target.knows_command(&name) {
         match fit_options(&name, argv, target) {
             OptionFit::AsIs if name == "function" => {
-                return Ok(Some(
-                    function_in_ga_form(argv).unwrap_or_else(|| argv.to_vec()),
-                ));
+                let mut out = function_in_ga_form(argv).unwrap_or_else(|| argv.to_vec());
+                function_payload_for_target(&mut out, target);
+                return Ok(Some(out));
             }
             OptionFit::AsIs => return Ok(Some(argv.to_vec())),
             OptionFit::Same(same) => return Ok(Some(same)),
@@ -1764,6 +1819,99 @@ fn function_in_ga_form(argv: &[Bytes]) -> Option<Vec<Bytes>> {
         }
         _ => None,
     }
+}
+
+/// The RDB version in the footer of a DUMP payload and its type byte, read without checking the payload (`None`
+/// when it is too short to be one).
+fn payload_footer(payload: &[u8]) -> Option<(u32, u8)> {
+    let at = payload.len().checked_sub(10)?;
+    let version = u16::from_le_bytes([payload[at], payload[at + 1]]);
+    Some((u32::from(version), *payload.first()?))
+}
+
+/// A live `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]` (or `RESTORE-ASKING`) for `target`.
+///
+/// A source propagates the payload its client gave, in the RDB version of the server that made it (Redis 7.0
+/// writes 10, 8.2 writes 12, Valkey 9 writes 80), and a target that does not load that version refuses the whole
+/// command ("DUMP payload version or checksum are wrong"): a Redis 8.2 source's `RESTORE` stopped a job into
+/// Valkey 9 or Redis 7.0. Such a payload is fitted as a full sync's key is ([`fit_entry`]): re-encoded in a
+/// version the target loads, its field expiries dropped under `convert`; a key the policy leaves out is listed
+/// and deleted on the target (it may hold an older value), and `stop` stops the job naming it. A payload the
+/// target loads as it is goes unchanged, without being read.
+fn restore_for_target(
+    db: i64,
+    argv: &[Bytes],
+    target: &TargetFormat,
+    policy: TargetPolicy,
+    report: &mut PolicyReport,
+) -> Result<Option<Vec<Bytes>>, crate::error::Error> {
+    let (Some(key), Some(payload)) = (argv.get(1), argv.get(3)) else {
+        return Ok(Some(argv.to_vec()));
+    };
+    let Some((version, kind)) = payload_footer(payload) else {
+        return Ok(Some(argv.to_vec()));
+    };
+    let module = kind == 6 || kind == 7;
+    if !module && target.loads(version) {
+        return Ok(Some(argv.to_vec()));
+    }
+    let parts = ferry_rdb::split_dump(payload).map_err(|e| {
+        crate::error::Error::Rdb(format!(
+            "the payload of a RESTORE of key {} (db {db}): {e}",
+            crate::error::KeyDisplay(key.to_vec())
+        ))
+    })?;
+    let fitted = fit_entry_lossy(
+        db,
+        key,
+        parts.serialized,
+        u32::from(parts.rdb_version),
+        target,
+        policy,
+        report,
+    )?;
+    match fitted {
+        Some((p, lost)) => {
+            if lost {
+                report.commands_converted += 1;
+            }
+            let mut out = argv.to_vec();
+            out[3] = p;
+            Ok(Some(out))
+        }
+        None => {
+            // Left out by the policy (listed), or a hash whose every field had expired (gone on the source).
+            if report.is_skipped(db, key) {
+                report.commands_skipped += 1;
+            }
+            Ok(Some(vec![Bytes::from_static(b"DEL"), key.clone()]))
+        }
+    }
+}
+
+/// `FUNCTION RESTORE payload [FLUSH|APPEND|REPLACE]` with a payload whose footer the target does not load (Redis
+/// 8.2 writes RDB 12, Valkey 9 writes 80): the libraries are the same `FUNCTION LOAD` code in every version since
+/// 7.0, so only the footer is rewritten, to a version the target loads.
+fn function_payload_for_target(argv: &mut [Bytes], target: &TargetFormat) {
+    if argv.len() < 3 || !argv[1].eq_ignore_ascii_case(b"restore") {
+        return;
+    }
+    let Some((version, kind)) = payload_footer(&argv[2]) else {
+        return;
+    };
+    if kind != ferry_rdb::parser::types::OP_FUNCTION2 || target.loads(version) {
+        return;
+    }
+    let Ok(parts) = ferry_rdb::split_dump(&argv[2]) else {
+        return;
+    };
+    // Valkey 9 loads 11 and its own 80; every Redis loads its own version.
+    let to = if ferry_rdb::is_valkey_version(target.rdb_version) {
+        11
+    } else {
+        target.rdb_version
+    };
+    argv[2] = Bytes::from(ferry_rdb::build_dump(parts.serialized, to as u16));
 }
 
 /// `HSETEX key [KEEPTTL] FIELDS n f v ...` as `HSET key f v ...`: for a target that has no field expiries (it
@@ -2275,6 +2423,154 @@ mod tests {
             .unwrap();
         assert_eq!(ferry_rdb::decode_dump(&p).unwrap().1, 11);
         assert_eq!(report, PolicyReport::default());
+    }
+
+    #[test]
+    fn a_live_restore_gets_a_payload_the_target_loads_and_follows_the_policy_where_it_loses() {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let restore = |payload: Vec<u8>| {
+            vec![
+                b("RESTORE"),
+                b("h"),
+                b("0"),
+                Bytes::from(payload),
+                b("REPLACE"),
+                b("ABSTTL"),
+            ]
+        };
+        let list = ferry_rdb::Value::List(vec!["x".into(), "y".into()]);
+        let from_8_2 = ferry_rdb::encode_dump(&list, 12).unwrap();
+        let redis_7_0 = TargetFormat::from_info("redis_version:7.0.15");
+        let valkey_9 = TargetFormat::from_info("redis_version:7.2.4\r\nvalkey_version:9.1.2");
+        let redis_6_2 = TargetFormat::from_info("redis_version:6.2.14");
+        for (target, version) in [(&redis_7_0, 10), (&valkey_9, 11), (&redis_6_2, 9)] {
+            let mut report = PolicyReport::default();
+            let out = fit_command(
+                0,
+                &restore(from_8_2.clone()),
+                target,
+                TargetPolicy::Stop,
+                &mut report,
+            )
+            .unwrap()
+            .unwrap();
+            // The key, TTL and options as they were; the payload in a version the target loads, same value.
+            assert_eq!(strs(&out[..3]), ["RESTORE", "h", "0"]);
+            assert_eq!(strs(&out[4..]), ["REPLACE", "ABSTTL"]);
+            assert_eq!(
+                ferry_rdb::decode_dump(&out[3]).unwrap(),
+                (list.clone(), version)
+            );
+            assert_eq!(report, PolicyReport::default());
+        }
+        // A payload the target loads goes as it is (a Valkey 9 target loads 11, its own 80, not Redis's 12).
+        let same = restore(ferry_rdb::encode_dump(&list, 10).unwrap());
+        let mut report = PolicyReport::default();
+        for target in [&redis_7_0, &valkey_9] {
+            assert_eq!(
+                fit_command(0, &same, target, TargetPolicy::Stop, &mut report).unwrap(),
+                Some(same.clone())
+            );
+        }
+        let valkey_payload = restore(ferry_rdb::encode_dump(&ttl_hash(), 80).unwrap());
+        let redis_8_2 = TargetFormat::from_info("redis_version:8.2.1");
+        let out = fit_command(
+            0,
+            &valkey_payload,
+            &redis_8_2,
+            TargetPolicy::Stop,
+            &mut report,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ferry_rdb::decode_dump(&out[3]).unwrap(), (ttl_hash(), 12));
+        assert_eq!(report, PolicyReport::default());
+        // Field expiries for a target without them: stop names the key, convert drops them, skip deletes the key.
+        let ttl = restore(ferry_rdb::encode_dump(&ttl_hash(), 12).unwrap());
+        let e = fit_command(0, &ttl, &redis_7_0, TargetPolicy::Stop, &mut report).unwrap_err();
+        assert!(e.to_string().contains("\"h\""), "{e}");
+        let out = fit_command(0, &ttl, &redis_7_0, TargetPolicy::Convert, &mut report)
+            .unwrap()
+            .unwrap();
+        let (v, version) = ferry_rdb::decode_dump(&out[3]).unwrap();
+        assert_eq!((v.len(), v.has_field_expiry(), version), (2, false, 10));
+        assert_eq!((report.keys_converted, report.commands_converted), (1, 1));
+        let mut report = PolicyReport::default();
+        let out = fit_command(0, &ttl, &redis_7_0, TargetPolicy::Skip, &mut report).unwrap();
+        assert_eq!(out.map(|c| strs(&c)), words(&["DEL", "h"]));
+        assert_eq!((report.keys_skipped, report.commands_skipped), (1, 1));
+        // A payload that is not one goes as it is: the target answers for it as the source did.
+        let odd = restore(b"short".to_vec());
+        assert_eq!(
+            fit_command(
+                0,
+                &odd,
+                &redis_6_2,
+                TargetPolicy::Stop,
+                &mut PolicyReport::default()
+            )
+            .unwrap(),
+            Some(odd.clone())
+        );
+    }
+
+    #[test]
+    fn a_function_restore_payload_gets_a_footer_the_target_loads() {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        // What `FUNCTION DUMP` of one library gives: opcode 245, the library's code, the footer.
+        let mut body = vec![ferry_rdb::parser::types::OP_FUNCTION2];
+        let code = b"#!lua name=lib\nredis.register_function('f', function() return 1 end)";
+        body.push(code.len() as u8);
+        body.extend_from_slice(code);
+        for (made_by, target, written) in [
+            (
+                12u16,
+                TargetFormat::from_info("redis_version:7.0.15"),
+                10u16,
+            ),
+            (
+                12,
+                TargetFormat::from_info("redis_version:7.2.4\r\nvalkey_version:9.1.2"),
+                11,
+            ),
+            (80, TargetFormat::from_info("redis_version:8.2.1"), 12),
+        ] {
+            let sent = vec![
+                b("FUNCTION"),
+                b("RESTORE"),
+                Bytes::from(ferry_rdb::build_dump(&body, made_by)),
+                b("REPLACE"),
+            ];
+            let out = fit_command(
+                0,
+                &sent,
+                &target,
+                TargetPolicy::Stop,
+                &mut PolicyReport::default(),
+            )
+            .unwrap()
+            .unwrap();
+            let parts = ferry_rdb::split_dump(&out[2]).unwrap();
+            assert_eq!((parts.serialized, parts.rdb_version), (&body[..], written));
+            assert_eq!(strs(&out[3..]), ["REPLACE"]);
+            // Where the target loads the footer, the command is unchanged.
+            let loaded = vec![
+                b("FUNCTION"),
+                b("RESTORE"),
+                Bytes::from(ferry_rdb::build_dump(&body, written)),
+            ];
+            assert_eq!(
+                fit_command(
+                    0,
+                    &loaded,
+                    &target,
+                    TargetPolicy::Stop,
+                    &mut PolicyReport::default()
+                )
+                .unwrap(),
+                Some(loaded.clone())
+            );
+        }
     }
 
     /// What `fit_command` makes of `cmd` for `target` under `policy`: the command sent, or the error's text.
