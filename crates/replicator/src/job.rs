@@ -957,6 +957,25 @@ impl Replicator {
             .commands
             .iter()
             .any(|c| c.argv.iter().skip(1).any(|a| a.starts_with(b"ferry:")));
+        if !self.filter.is_pass_all() {
+            // `MOVE` and `COPY ... DB` write into another database: when the filters leave that one out, only
+            // their effect on the copied database reaches the target (a `MOVE` deletes the key there, a `COPY`
+            // changes nothing there), never a write into a database that is not copied (which a cluster target
+            // does not have).
+            unit.commands
+                .retain_mut(|cmd| match into_other_db(&cmd.argv) {
+                    Some(to) if !self.filter.db_passes(to) => {
+                        if cmd.argv[0].eq_ignore_ascii_case(b"move") {
+                            cmd.argv = vec![Bytes::from_static(b"DEL"), cmd.argv[1].clone()];
+                            true
+                        } else {
+                            *filtered += 1;
+                            false
+                        }
+                    }
+                    _ => true,
+                });
+        }
         if !self.filter.is_pass_all() || maybe_reserved {
             unit.commands.retain(|cmd| {
                 let name = cmd.name();
@@ -1071,6 +1090,20 @@ impl Replicator {
     }
 }
 
+/// The database a `MOVE key db` or a `COPY src dst ... DB db ...` writes into (`None` for other commands, a
+/// `COPY` within its database, and database numbers that do not parse).
+fn into_other_db(argv: &[Bytes]) -> Option<i64> {
+    let name = argv.first()?;
+    let at = if name.eq_ignore_ascii_case(b"move") && argv.len() == 3 {
+        2
+    } else if name.eq_ignore_ascii_case(b"copy") {
+        (3..argv.len().saturating_sub(1)).find(|&i| argv[i].eq_ignore_ascii_case(b"db"))? + 1
+    } else {
+        return None;
+    };
+    std::str::from_utf8(&argv[at]).ok()?.parse().ok()
+}
+
 /// What holds a session back or ends it: the job's shutdown, and the replica gate of a cluster shard.
 #[derive(Clone, Copy)]
 struct Stop<'a> {
@@ -1081,6 +1114,24 @@ struct Stop<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_a_move_or_copy_writes_into_is_read_from_its_arguments() {
+        let argv = |w: &[&str]| -> Vec<Bytes> {
+            w.iter()
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect()
+        };
+        assert_eq!(into_other_db(&argv(&["MOVE", "k", "3"])), Some(3));
+        assert_eq!(
+            into_other_db(&argv(&["copy", "a", "b", "REPLACE", "db", "1"])),
+            Some(1)
+        );
+        assert_eq!(into_other_db(&argv(&["COPY", "a", "b", "REPLACE"])), None);
+        assert_eq!(into_other_db(&argv(&["COPY", "a", "b", "DB"])), None);
+        assert_eq!(into_other_db(&argv(&["MOVE", "k", "x"])), None);
+        assert_eq!(into_other_db(&argv(&["SET", "k", "3"])), None);
+    }
 
     #[test]
     fn failures_at_the_same_point_or_with_the_same_text_count_up_and_others_reset() {

@@ -258,3 +258,186 @@ fn shard_channel_messages_go_to_the_master_of_their_channel() {
     assert_eq!(job.status.snapshot().reconnects, 0);
     job.stop().unwrap();
 }
+
+/// A standalone source's multi-key commands on keys of different slots (no common hash tag), which a cluster
+/// refuses as they are: sets, sorted sets, bitmaps and HyperLogLogs written from other keys, copies, renames and
+/// moves between keys, `MSETNX`, and `MOVE`/`COPY ... DB` into databases the job does not copy. Applied as
+/// single-slot commands with the same result, with the job stopped and
+/// started again in the middle and writes while it was away; the cluster ends equal to the source, with exact
+/// counters and no scratch key left.
+#[test]
+fn multi_key_commands_on_keys_of_several_slots_reach_a_cluster_as_the_same_writes() {
+    let source = source_with_backlog();
+    let cluster = Cluster::start(Version::V7_0).unwrap();
+    let make = || {
+        let mut cfg = config(&source, cluster.masters()[0]);
+        cfg.target_cluster = true;
+        cfg.sink.checkpoint_db = 0;
+        cfg.filter.allow_dbs = vec![0];
+        cfg
+    };
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut c = source.client();
+    let mut counted = 0u64;
+    let mut writes = |c: &mut redis::Connection, rounds: u64, next: &mut dyn FnMut(u64) -> u64| {
+        let k = |prefix: &str, i: u64| format!("{prefix}{i}");
+        for round in 0..rounds {
+            let (a, b, d) = (next(8), next(8), next(8));
+            let mut cmd = |args: &[&str]| {
+                let mut r = redis::cmd(args[0]);
+                for x in &args[1..] {
+                    r.arg(*x);
+                }
+                // Some of these fail on the source (a rename of a missing key): then nothing is propagated.
+                let _: redis::RedisResult<redis::Value> = r.query(c);
+            };
+            match next(16) {
+                0 => cmd(&["SADD", &k("s", a), &round.to_string(), &next(5).to_string()]),
+                1 => {
+                    let op = ["SUNIONSTORE", "SINTERSTORE", "SDIFFSTORE"][next(3) as usize];
+                    cmd(&[op, &k("s", d), &k("s", a), &k("s", b)]);
+                }
+                2 => cmd(&["SMOVE", &k("s", a), &k("s", b), &next(5).to_string()]),
+                3 => cmd(&[
+                    "ZADD",
+                    &k("z", a),
+                    &next(100).to_string(),
+                    &format!("m{}", next(12)),
+                ]),
+                4 => {
+                    let op = ["ZUNIONSTORE", "ZINTERSTORE"][next(2) as usize];
+                    cmd(&[
+                        op,
+                        &k("z", d),
+                        "2",
+                        &k("z", a),
+                        &k("z", b),
+                        "WEIGHTS",
+                        "1",
+                        "3",
+                    ]);
+                }
+                5 => cmd(&["ZDIFFSTORE", &k("z", d), "2", &k("z", a), &k("z", b)]),
+                6 => cmd(&["ZRANGESTORE", &k("z", d), &k("z", a), "0", "3"]),
+                7 => cmd(&[
+                    "RPUSH",
+                    &k("l", a),
+                    &format!("e{round}"),
+                    &format!("f{round}"),
+                ]),
+                8 => {
+                    let (from, to) = (
+                        ["LEFT", "RIGHT"][next(2) as usize],
+                        ["LEFT", "RIGHT"][next(2) as usize],
+                    );
+                    match next(3) {
+                        0 => cmd(&["LMOVE", &k("l", a), &k("l", b), from, to]),
+                        1 => cmd(&["RPOPLPUSH", &k("l", a), &k("l", b)]),
+                        _ => cmd(&["BLMOVE", &k("l", a), &k("l", b), from, to, "0.01"]),
+                    }
+                }
+                9 => cmd(&[
+                    "SETRANGE",
+                    &k("b", a),
+                    &next(6).to_string(),
+                    &format!("x{round}"),
+                ]),
+                10 => {
+                    let op = ["AND", "OR", "XOR"][next(3) as usize];
+                    if next(4) == 0 {
+                        cmd(&["BITOP", "NOT", &k("b", d), &k("b", a)]);
+                    } else {
+                        cmd(&["BITOP", op, &k("b", d), &k("b", a), &k("b", b)]);
+                    }
+                }
+                11 => {
+                    cmd(&["PFADD", &k("h", a), &format!("v{}", next(50))]);
+                    cmd(&["PFMERGE", &k("h", d), &k("h", a), &k("h", b)]);
+                }
+                12 => {
+                    // The copy and the rename carry the source key's expiry.
+                    if next(2) == 0 {
+                        cmd(&["PEXPIRE", &k("s", a), "900000000"]);
+                    }
+                    cmd(&["COPY", &k("s", a), &k("s", b), "REPLACE"]);
+                }
+                13 => {
+                    let op = ["RENAME", "RENAMENX"][next(2) as usize];
+                    cmd(&[op, &k("z", a), &k("z", b)]);
+                }
+                14 => {
+                    let (fa, fb) = (format!("fresh{round}a"), format!("fresh{round}b"));
+                    cmd(&["MSETNX", &fa, "1", &fb, "2"]);
+                    // Into a database the job does not copy (a cluster has none but 0): a move leaves database
+                    // 0, a copy into another database changes nothing in it.
+                    match next(3) {
+                        0 => cmd(&["MOVE", &fb, "1"]),
+                        1 => cmd(&["COPY", &k("s", a), &k("s", b), "DB", "2", "REPLACE"]),
+                        _ => {}
+                    }
+                }
+                _ => {
+                    cmd(&[
+                        "GEOADD",
+                        &k("g", a),
+                        "13.36",
+                        "38.11",
+                        &format!("p{}", next(9)),
+                    ]);
+                    cmd(&[
+                        "GEOSEARCHSTORE",
+                        &k("g", d),
+                        &k("g", b),
+                        "FROMLONLAT",
+                        "15",
+                        "37",
+                        "BYRADIUS",
+                        "400",
+                        "km",
+                        "ASC",
+                    ]);
+                }
+            }
+            redis::cmd("INCR")
+                .arg("ferry:counter:xslot")
+                .exec(c)
+                .unwrap();
+            counted += 1;
+        }
+    };
+    let job = Job::start_with(make());
+    job.wait_incremental();
+    writes(&mut c, 600, &mut next);
+    job.wait_caught_up(&source);
+    job.stop().unwrap();
+    writes(&mut c, 300, &mut next);
+    let job = Job::start_with(make());
+    writes(&mut c, 600, &mut next);
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(
+        status.full_syncs, 0,
+        "the restarted job continued: {status}"
+    );
+    assert_eq!(status.errors, 0, "{status}");
+    job.stop().unwrap();
+    let opts = CompareOptions::default()
+        .dbs(vec![0])
+        .ignore_prefix(checkpoint::KEY_PREFIX);
+    let report = compare(&Target::from(&source), &Target::from(&cluster), &opts).unwrap();
+    assert!(report.is_equal(), "datasets differ:\n{report:?}");
+    assert_eq!(cluster_counter(&cluster, "xslot"), counted);
+    for m in cluster.masters() {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("ferry:xslot:*")
+            .query(&mut m.client())
+            .unwrap();
+        assert!(left.is_empty(), "scratch keys left: {left:?}");
+    }
+}

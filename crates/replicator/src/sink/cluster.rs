@@ -31,13 +31,14 @@
 use bytes::Bytes;
 use ferry_resp::{ConnectOptions, Connection, Frame};
 use ferry_topology::split::split_by_slot;
-use ferry_topology::{key_slot, CommandTable, SlotMap, SLOT_COUNT};
+use ferry_topology::{key_slot, tag_for_slot, CommandTable, SlotMap, SLOT_COUNT};
 use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, Position};
 use crate::error::{Error, KeyDisplay};
 use crate::pipeline::convert::{ConflictPolicy, PolicyKey, ReportEntry, TargetFormat};
 use crate::pipeline::{command_name, Command, Unit};
+use crate::sink::cross_slot::{b, cross_slot_kind, scratch_key, CrossSlot};
 use crate::sink::standalone::{NodeSlots, StandaloneSink};
 use crate::sink::strings::{SlotGather, SLOT_GROUP_KEYS};
 use crate::sink::{ErrorPolicy, SinkCounters, SinkOptions};
@@ -50,6 +51,15 @@ enum Route {
     All,
     /// In parts, each to its node, with its slot.
     Parts(Vec<(usize, u16, Vec<Bytes>)>),
+}
+
+/// A key's expiry as read from the target.
+enum Expiry {
+    None,
+    /// Absolute, Unix milliseconds.
+    At(i64),
+    /// Milliseconds left (a target before 7.0, without `PEXPIRETIME`).
+    In(i64),
 }
 
 /// A checkpoint found on a master.
@@ -685,11 +695,17 @@ impl ClusterSink {
             }
         }
         let mut already = 0u64;
+        let single = unit.commands.len() == 1;
         for cmd in unit.commands {
             check_db(cmd.db)?;
             let route = match self.route(&cmd.argv) {
                 Ok(r) => r,
                 Err(e) => {
+                    if single {
+                        if let Some(kind) = cross_slot_kind(&cmd.argv) {
+                            return self.push_across(cmd, kind, end, stream_db, reports).await;
+                        }
+                    }
                     self.refuse(&cmd, e)?;
                     continue;
                 }
@@ -756,6 +772,240 @@ impl ClusterSink {
             .await?;
         }
         Ok(())
+    }
+
+    /// Applies a unit of one command whose keys hash to several slots, as single-slot commands with the same
+    /// result (see [`crate::sink::cross_slot`]), in up to two steps: the keys written from what is read, then
+    /// (committed after the first) the keys a move empties. A part whose slot's checkpoint covers the unit is
+    /// left out, and nothing is read for a step that is.
+    async fn push_across(
+        &mut self,
+        cmd: Command,
+        kind: CrossSlot,
+        end: u64,
+        stream_db: i64,
+        mut reports: Vec<Vec<ReportEntry>>,
+    ) -> Result<(), Error> {
+        let argv = &cmd.argv;
+        let until = |sink: &ClusterSink, slot: u16| end <= sink.until[usize::from(slot)];
+        let mut first: Vec<(u16, Vec<Bytes>)> = Vec::new();
+        let mut second: Vec<(u16, Vec<Bytes>)> = Vec::new();
+        match kind {
+            CrossSlot::Msetnx => {
+                // Propagated only when every key was set: the `MSET` it was.
+                let mut mset = argv.clone();
+                mset[0] = b("MSET");
+                let Some(Ok(split)) = split_by_slot(&mset) else {
+                    return Err(self.across_error(argv, "it does not split by slot"));
+                };
+                for p in split.parts {
+                    first.push((p.slot, p.argv.into_iter().map(Bytes::from).collect()));
+                }
+            }
+            CrossSlot::Smove => {
+                let (src, dst, member) = (&argv[1], &argv[2], &argv[3]);
+                first.push((key_slot(dst), vec![b("SADD"), dst.clone(), member.clone()]));
+                first.push((key_slot(src), vec![b("SREM"), src.clone(), member.clone()]));
+            }
+            CrossSlot::Copy | CrossSlot::Rename => {
+                let (src, dst) = (&argv[1], &argv[2]);
+                if !until(self, key_slot(dst)) {
+                    self.sync().await?;
+                    let Some(payload) = self.dump_of(src).await? else {
+                        return Err(self.missing(argv, src));
+                    };
+                    let mut restore = vec![b("RESTORE"), dst.clone()];
+                    match self.expiry_of(src).await? {
+                        Expiry::None => restore.extend([b("0"), payload, b("REPLACE")]),
+                        Expiry::At(ms) => restore.extend([
+                            Bytes::from(ms.to_string()),
+                            payload,
+                            b("REPLACE"),
+                            b("ABSTTL"),
+                        ]),
+                        Expiry::In(ms) => {
+                            restore.extend([Bytes::from(ms.to_string()), payload, b("REPLACE")])
+                        }
+                    }
+                    first.push((key_slot(dst), restore));
+                }
+                if kind == CrossSlot::Rename {
+                    second.push((key_slot(src), vec![b("DEL"), src.clone()]));
+                }
+            }
+            CrossSlot::Lmove { from_left, to_left } => {
+                let (src, dst) = (&argv[1], &argv[2]);
+                if !until(self, key_slot(dst)) {
+                    self.sync().await?;
+                    let at = if from_left { "0" } else { "-1" };
+                    let node = self.node_of(src);
+                    let element = match self.nodes[node]
+                        .call(&[&b"LINDEX"[..], src, at.as_bytes()])
+                        .await?
+                    {
+                        Frame::Bulk(e) => e,
+                        _ => return Err(self.missing(argv, src)),
+                    };
+                    let push = if to_left { b("LPUSH") } else { b("RPUSH") };
+                    first.push((key_slot(dst), vec![push, dst.clone(), element]));
+                }
+                let pop = if from_left { b("LPOP") } else { b("RPOP") };
+                second.push((key_slot(src), vec![pop, src.clone()]));
+            }
+            CrossSlot::Store { dest } => {
+                let dslot = key_slot(&argv[dest]);
+                if !until(self, dslot) {
+                    let positions = self
+                        .table
+                        .key_positions(argv)
+                        .map_err(|e| self.across_error(argv, &e.to_string()))?;
+                    self.sync().await?;
+                    let tag = tag_for_slot(dslot).unwrap_or_default();
+                    let mut scratch: Vec<(Bytes, Bytes)> = Vec::new();
+                    let mut run = argv.clone();
+                    for p in positions {
+                        let key = &argv[p];
+                        if p == dest || key_slot(key) == dslot {
+                            continue;
+                        }
+                        if let Some((_, s)) = scratch.iter().find(|(k, _)| k == key) {
+                            run[p] = s.clone();
+                            continue;
+                        }
+                        let s = scratch_key(&tag, scratch.len());
+                        // An input that does not exist stays absent (the scratch key was never written).
+                        if let Some(payload) = self.dump_of(key).await? {
+                            first.push((
+                                dslot,
+                                vec![b("RESTORE"), s.clone(), b("0"), payload, b("REPLACE")],
+                            ));
+                        }
+                        run[p] = s.clone();
+                        scratch.push((key.clone(), s));
+                    }
+                    first.push((dslot, run));
+                    if !scratch.is_empty() {
+                        let mut del = vec![b("DEL")];
+                        del.extend(scratch.into_iter().map(|(_, s)| s));
+                        first.push((dslot, del));
+                    }
+                }
+            }
+        }
+        // A master of both steps applies its parts of both at once (one batch is atomic on its master).
+        let firsts: std::collections::BTreeSet<usize> = first
+            .iter()
+            .map(|(s, _)| usize::from(self.owner[usize::from(*s)]))
+            .collect();
+        let (together, second): (Vec<_>, Vec<_>) = second
+            .into_iter()
+            .partition(|(s, _)| firsts.contains(&usize::from(self.owner[usize::from(*s)])));
+        first.extend(together);
+        let mut touched = vec![false; self.nodes.len()];
+        let mut already = 0u64;
+        let steps = [first, second];
+        let last = steps.iter().rposition(|s| !s.is_empty()).unwrap_or(0);
+        for (i, step) in steps.into_iter().enumerate() {
+            let mut per_node: Vec<Vec<Command>> = vec![Vec::new(); self.nodes.len()];
+            for (slot, argv) in step {
+                if until(self, slot) {
+                    already += 1;
+                    continue;
+                }
+                per_node[usize::from(self.owner[usize::from(slot)])].push(Command {
+                    db: 0,
+                    argv,
+                    end_offset: cmd.end_offset,
+                });
+            }
+            for (n, commands) in per_node.into_iter().enumerate() {
+                if commands.is_empty() {
+                    continue;
+                }
+                touched[n] = true;
+                let report = std::mem::take(&mut reports[n]);
+                self.nodes[n]
+                    .push(Unit {
+                        commands,
+                        transaction: true,
+                        end_offset: end,
+                        end_db: stream_db,
+                        report,
+                    })
+                    .await?;
+            }
+            if i < last {
+                // The first step is committed before the second starts.
+                self.sync().await?;
+            }
+        }
+        if let Some(node) = self.nodes.first_mut() {
+            node.count_already_applied(already);
+        }
+        for (n, report) in reports.into_iter().enumerate() {
+            if touched[n] {
+                continue;
+            }
+            if report.is_empty() {
+                self.nodes[n].advance(end, stream_db);
+            } else {
+                self.nodes[n]
+                    .push(Unit {
+                        commands: Vec::new(),
+                        transaction: false,
+                        end_offset: end,
+                        end_db: stream_db,
+                        report,
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `DUMP` of `key` on its master (`None`: no such key).
+    async fn dump_of(&mut self, key: &Bytes) -> Result<Option<Bytes>, Error> {
+        let node = self.node_of(key);
+        match self.nodes[node].call(&[&b"DUMP"[..], key]).await? {
+            Frame::Bulk(payload) => Ok(Some(payload)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The expiry of `key` on its master: absolute (`PEXPIRETIME`, 7.0+), else what is left of it (`PTTL`).
+    async fn expiry_of(&mut self, key: &Bytes) -> Result<Expiry, Error> {
+        let node = self.node_of(key);
+        let at = self.nodes[node].call(&[&b"PEXPIRETIME"[..], key]).await;
+        let (reply, absolute) = match at {
+            Ok(reply) => (reply, true),
+            Err(Error::Resp(e)) if e.server_error().is_some() => {
+                (self.nodes[node].call(&[&b"PTTL"[..], key]).await?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(match reply.as_integer() {
+            Some(ms) if ms >= 0 && absolute => Expiry::At(ms),
+            Some(ms) if ms >= 0 => Expiry::In(ms.max(1)),
+            _ => Expiry::None,
+        })
+    }
+
+    fn across_error(&self, argv: &[Bytes], why: &str) -> Error {
+        Error::Target {
+            command: command_name(argv),
+            message: format!("its keys hash to several slots of the target cluster and {why}"),
+        }
+    }
+
+    /// The error for a key the source read and the target does not have: the target differs from the source.
+    fn missing(&self, argv: &[Bytes], key: &Bytes) -> Error {
+        Error::Target {
+            command: command_name(argv),
+            message: format!(
+                "its keys hash to several slots of the target cluster, and key {} it reads is missing or empty on                  the target where the source had it: the target differs from the source (`ferry verify` lists                  how)",
+                KeyDisplay(key.to_vec())
+            ),
+        }
     }
 
     /// Writes the open batches.

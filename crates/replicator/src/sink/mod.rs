@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod cluster;
+mod cross_slot;
 mod pipe;
 mod restore;
 pub mod standalone;

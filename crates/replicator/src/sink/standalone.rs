@@ -884,7 +884,7 @@ impl StandaloneSink {
     }
 
     /// A command and its reply, once everything written before is answered.
-    pub(crate) async fn call(&mut self, argv: &[&str]) -> Result<Frame, Error> {
+    pub(crate) async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, Error> {
         self.drain().await?;
         self.pipe.call(argv).await
     }
