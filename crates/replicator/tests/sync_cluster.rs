@@ -260,7 +260,7 @@ fn shard_channel_messages_go_to_the_master_of_their_channel() {
 }
 
 /// A standalone source's multi-key commands on keys of different slots (no common hash tag), which a cluster
-/// refuses as they are: sets, sorted sets, bitmaps and HyperLogLogs written from other keys, copies, renames and
+/// refuses as they are: sets, sorted sets, bitmaps, HyperLogLogs, geo sets and sorts written from other keys, copies, renames and
 /// moves between keys, `MSETNX`, and `MOVE`/`COPY ... DB` into databases the job does not copy. Applied as
 /// single-slot commands with the same result, with the job stopped and
 /// started again in the middle and writes while it was away; the cluster ends equal to the source, with exact
@@ -325,12 +325,22 @@ fn multi_key_commands_on_keys_of_several_slots_reach_a_cluster_as_the_same_write
                 }
                 5 => cmd(&["ZDIFFSTORE", &k("z", d), "2", &k("z", a), &k("z", b)]),
                 6 => cmd(&["ZRANGESTORE", &k("z", d), &k("z", a), "0", "3"]),
-                7 => cmd(&[
-                    "RPUSH",
-                    &k("l", a),
-                    &format!("e{round}"),
-                    &format!("f{round}"),
-                ]),
+                7 => {
+                    let (e, f) = (format!("e{round}"), format!("f{round}"));
+                    cmd(&["RPUSH", &k("l", a), &e, &f]);
+                    if next(3) == 0 {
+                        cmd(&[
+                            "SORT",
+                            &k("l", b),
+                            "ALPHA",
+                            "LIMIT",
+                            "0",
+                            "6",
+                            "STORE",
+                            &k("l", d),
+                        ]);
+                    }
+                }
                 8 => {
                     let (from, to) = (
                         ["LEFT", "RIGHT"][next(2) as usize],
@@ -401,6 +411,17 @@ fn multi_key_commands_on_keys_of_several_slots_reach_a_cluster_as_the_same_write
                         "400",
                         "km",
                         "ASC",
+                    ]);
+                    let store = ["STORE", "STOREDIST"][next(2) as usize];
+                    cmd(&[
+                        "GEORADIUS",
+                        &k("g", a),
+                        "15",
+                        "37",
+                        "500",
+                        "km",
+                        store,
+                        &k("g", d),
                     ]);
                 }
             }

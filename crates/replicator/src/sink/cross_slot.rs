@@ -6,7 +6,8 @@
 //! with the same result:
 //!
 //! - written from other keys (`SUNIONSTORE`, `SINTERSTORE`, `SDIFFSTORE`, `ZUNIONSTORE`, `ZINTERSTORE`,
-//!   `ZDIFFSTORE`, `ZRANGESTORE`, `GEOSEARCHSTORE`, `PFMERGE`, `BITOP`): each input outside the destination's slot
+//!   `ZDIFFSTORE`, `ZRANGESTORE`, `GEOSEARCHSTORE`, `PFMERGE`, `BITOP`, `GEORADIUS ... STORE`, `SORT ... STORE`
+//!   whose patterns name no key): each input outside the destination's slot
 //!   is read from its master (`DUMP`) and restored into a scratch key `ferry:xslot:{<tag>}:<n>` of the
 //!   destination's slot, the command runs there on the scratch keys, and the scratch keys are deleted, all in
 //!   the one batch that applies the unit on the destination's master;
@@ -88,8 +89,44 @@ pub(crate) fn cross_slot_kind(argv: &[Bytes]) -> Option<CrossSlot> {
             to_left: side(&argv[4])?,
         }),
         "msetnx" if argv.len() >= 3 && argv.len() % 2 == 1 => Some(CrossSlot::Msetnx),
+        "sort" => sort_store(argv).map(|dest| CrossSlot::Store { dest }),
+        // GEORADIUS key lon lat radius unit [...] STORE|STOREDIST dst, GEORADIUSBYMEMBER key member radius unit ...
+        "georadius" | "georadiusbymember" => {
+            let from = if name == "georadius" { 6 } else { 5 };
+            let at = (from..argv.len().saturating_sub(1)).rev().find(|&i| {
+                argv[i].eq_ignore_ascii_case(b"store") || argv[i].eq_ignore_ascii_case(b"storedist")
+            })?;
+            Some(CrossSlot::Store { dest: at + 1 })
+        }
         _ => None,
     }
+}
+
+/// Where the destination of `SORT key [BY p] [LIMIT o c] [GET p ...] [ASC|DESC] [ALPHA] STORE dst` is, when its
+/// patterns name no other key (no `*`: `BY nosort`, `GET #`); `None` otherwise (the keys a pattern names are not
+/// on the command line) and for a `SORT` without `STORE`.
+fn sort_store(argv: &[Bytes]) -> Option<usize> {
+    let mut dest = None;
+    let mut i = 2;
+    while i < argv.len() {
+        let word = argv[i].to_ascii_lowercase();
+        match word.as_slice() {
+            b"by" | b"get" => {
+                if argv.get(i + 1)?.contains(&b'*') {
+                    return None;
+                }
+                i += 2;
+            }
+            b"limit" => i += 3,
+            b"store" => {
+                argv.get(i + 1)?;
+                dest = Some(i + 1);
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    dest
 }
 
 /// The name of scratch key `n` in the slot of hash tag `tag`.
@@ -151,6 +188,36 @@ mod tests {
         );
         assert_eq!(kind(&["MSETNX", "a", "1", "b"]), None);
         assert_eq!(kind(&["SMOVE", "a", "b", "m"]), Some(CrossSlot::Smove));
+        assert_eq!(
+            kind(&["SORT", "a", "LIMIT", "0", "5", "ALPHA", "STORE", "d"]),
+            Some(CrossSlot::Store { dest: 7 })
+        );
+        assert_eq!(
+            kind(&["sort", "a", "BY", "nosort", "GET", "#", "store", "d", "DESC"]),
+            Some(CrossSlot::Store { dest: 7 })
+        );
+        assert_eq!(kind(&["SORT", "a", "BY", "w_*", "STORE", "d"]), None);
+        assert_eq!(kind(&["SORT", "a", "GET", "o_*->f", "STORE", "d"]), None);
+        assert_eq!(kind(&["SORT", "a", "ALPHA"]), None);
+        assert_eq!(
+            kind(&[
+                "GEORADIUS",
+                "g",
+                "15",
+                "37",
+                "200",
+                "km",
+                "ASC",
+                "STORE",
+                "d"
+            ]),
+            Some(CrossSlot::Store { dest: 8 })
+        );
+        assert_eq!(
+            kind(&["georadiusbymember", "g", "m", "200", "km", "storedist", "d"]),
+            Some(CrossSlot::Store { dest: 6 })
+        );
+        assert_eq!(kind(&["GEORADIUS", "g", "15", "37", "200", "km"]), None);
         assert_eq!(kind(&["SINTERCARD", "2", "a", "b"]), None);
         assert_eq!(kind(&["EVAL", "return 1", "2", "a", "b"]), None);
         assert_eq!(&scratch_key("12", 3)[..], b"ferry:xslot:{12}:3");
