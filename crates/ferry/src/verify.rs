@@ -964,7 +964,8 @@ impl Side {
         if let Some(client) = &self.cluster {
             if db != 0 {
                 return Err(Error::config(format!(
-                    "{}: a cluster has only database 0",
+                    "{}: a cluster has only database 0, and the other side has keys in database {db}: compare \
+                     database 0 only (`--db 0`), or map that database to 0 (`--db-map {db}:0`)",
                     self.name
                 )));
             }
