@@ -756,20 +756,48 @@ impl ClusterSink {
                 "a source transaction spans several target masters: applied atomically per master"
             );
         }
-        for ((n, commands), report) in per_node.into_iter().enumerate().zip(reports) {
-            let node = &mut self.nodes[n];
-            if commands.is_empty() && report.is_empty() {
-                node.advance(end, stream_db);
+        let mut reports = reports;
+        self.push_parts(
+            per_node,
+            &mut reports,
+            unit.transaction,
+            end,
+            stream_db,
+            true,
+        )
+        .await
+    }
+
+    /// Pushes each master its commands of a unit ending at `end`, with the unit's report entries for it (taken
+    /// from `reports`). With `settle`, a master without commands gets its report entries alone, or hears that the
+    /// stream moved to `end`; without, it is left as it is (a later step of the same unit follows, and its
+    /// checkpoint must not pass `end` before that step).
+    async fn push_parts(
+        &mut self,
+        per_node: Vec<Vec<Command>>,
+        reports: &mut [Vec<ReportEntry>],
+        transaction: bool,
+        end: u64,
+        stream_db: i64,
+        settle: bool,
+    ) -> Result<(), Error> {
+        for (n, commands) in per_node.into_iter().enumerate() {
+            if commands.is_empty() && (!settle || reports[n].is_empty()) {
+                if settle {
+                    self.nodes[n].advance(end, stream_db);
+                }
                 continue;
             }
-            node.push(Unit {
-                commands,
-                transaction: unit.transaction,
-                end_offset: end,
-                end_db: stream_db,
-                report,
-            })
-            .await?;
+            let report = std::mem::take(&mut reports[n]);
+            self.nodes[n]
+                .push(Unit {
+                    commands,
+                    transaction,
+                    end_offset: end,
+                    end_db: stream_db,
+                    report,
+                })
+                .await?;
         }
         Ok(())
     }
@@ -796,7 +824,7 @@ impl ClusterSink {
                 let mut mset = argv.clone();
                 mset[0] = b("MSET");
                 let Some(Ok(split)) = split_by_slot(&mset) else {
-                    return Err(self.across_error(argv, "it does not split by slot"));
+                    return Err(across_error(argv, "it does not split by slot"));
                 };
                 for p in split.parts {
                     first.push((p.slot, p.argv.into_iter().map(Bytes::from).collect()));
@@ -812,7 +840,7 @@ impl ClusterSink {
                 if !until(self, key_slot(dst)) {
                     self.sync().await?;
                     let Some(payload) = self.dump_of(src).await? else {
-                        return Err(self.missing(argv, src));
+                        return Err(missing(argv, src));
                     };
                     let mut restore = vec![b("RESTORE"), dst.clone()];
                     match self.expiry_of(src).await? {
@@ -844,7 +872,7 @@ impl ClusterSink {
                         .await?
                     {
                         Frame::Bulk(e) => e,
-                        _ => return Err(self.missing(argv, src)),
+                        _ => return Err(missing(argv, src)),
                     };
                     let push = if to_left { b("LPUSH") } else { b("RPUSH") };
                     first.push((key_slot(dst), vec![push, dst.clone(), element]));
@@ -858,7 +886,7 @@ impl ClusterSink {
                     let positions = self
                         .table
                         .key_positions(argv)
-                        .map_err(|e| self.across_error(argv, &e.to_string()))?;
+                        .map_err(|e| across_error(argv, &e.to_string()))?;
                     self.sync().await?;
                     let tag = tag_for_slot(dslot).unwrap_or_default();
                     let mut scratch: Vec<(Bytes, Bytes)> = Vec::new();
@@ -901,12 +929,14 @@ impl ClusterSink {
             .into_iter()
             .partition(|(s, _)| firsts.contains(&usize::from(self.owner[usize::from(*s)])));
         first.extend(together);
-        let mut touched = vec![false; self.nodes.len()];
+        let steps: Vec<_> = [first, second]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        let count = steps.len();
         let mut already = 0u64;
-        let steps = [first, second];
-        let last = steps.iter().rposition(|s| !s.is_empty()).unwrap_or(0);
+        let mut per_node: Vec<Vec<Command>> = vec![Vec::new(); self.nodes.len()];
         for (i, step) in steps.into_iter().enumerate() {
-            let mut per_node: Vec<Vec<Command>> = vec![Vec::new(); self.nodes.len()];
             for (slot, argv) in step {
                 if until(self, slot) {
                     already += 1;
@@ -918,23 +948,10 @@ impl ClusterSink {
                     end_offset: cmd.end_offset,
                 });
             }
-            for (n, commands) in per_node.into_iter().enumerate() {
-                if commands.is_empty() {
-                    continue;
-                }
-                touched[n] = true;
-                let report = std::mem::take(&mut reports[n]);
-                self.nodes[n]
-                    .push(Unit {
-                        commands,
-                        transaction: true,
-                        end_offset: end,
-                        end_db: stream_db,
-                        report,
-                    })
+            if i + 1 < count {
+                let step = std::mem::replace(&mut per_node, vec![Vec::new(); self.nodes.len()]);
+                self.push_parts(step, &mut reports, true, end, stream_db, false)
                     .await?;
-            }
-            if i < last {
                 // The first step is committed before the second starts.
                 self.sync().await?;
             }
@@ -942,25 +959,8 @@ impl ClusterSink {
         if let Some(node) = self.nodes.first_mut() {
             node.count_already_applied(already);
         }
-        for (n, report) in reports.into_iter().enumerate() {
-            if touched[n] {
-                continue;
-            }
-            if report.is_empty() {
-                self.nodes[n].advance(end, stream_db);
-            } else {
-                self.nodes[n]
-                    .push(Unit {
-                        commands: Vec::new(),
-                        transaction: false,
-                        end_offset: end,
-                        end_db: stream_db,
-                        report,
-                    })
-                    .await?;
-            }
-        }
-        Ok(())
+        self.push_parts(per_node, &mut reports, true, end, stream_db, true)
+            .await
     }
 
     /// `DUMP` of `key` on its master (`None`: no such key).
@@ -988,24 +988,6 @@ impl ClusterSink {
             Some(ms) if ms >= 0 => Expiry::In(ms.max(1)),
             _ => Expiry::None,
         })
-    }
-
-    fn across_error(&self, argv: &[Bytes], why: &str) -> Error {
-        Error::Target {
-            command: command_name(argv),
-            message: format!("its keys hash to several slots of the target cluster and {why}"),
-        }
-    }
-
-    /// The error for a key the source read and the target does not have: the target differs from the source.
-    fn missing(&self, argv: &[Bytes], key: &Bytes) -> Error {
-        Error::Target {
-            command: command_name(argv),
-            message: format!(
-                "its keys hash to several slots of the target cluster, and key {} it reads is missing or empty on                  the target where the source had it: the target differs from the source (`ferry verify` lists                  how)",
-                KeyDisplay(key.to_vec())
-            ),
-        }
     }
 
     /// Writes the open batches.
@@ -1149,6 +1131,26 @@ impl ClusterSink {
                 Ok(())
             }
         }
+    }
+}
+
+/// A command whose keys hash to several slots of a cluster target that cannot be applied there (`why`).
+fn across_error(argv: &[Bytes], why: &str) -> Error {
+    Error::Target {
+        command: command_name(argv),
+        message: format!("its keys hash to several slots of the target cluster and {why}"),
+    }
+}
+
+/// The error for a key the source read and the target does not have: the target differs from the source.
+fn missing(argv: &[Bytes], key: &Bytes) -> Error {
+    Error::Target {
+        command: command_name(argv),
+        message: format!(
+            "its keys hash to several slots of the target cluster, and key {} it reads is missing or empty on the \
+             target where the source had it: the target differs from the source (`ferry verify` lists how)",
+            KeyDisplay(key.to_vec())
+        ),
     }
 }
 
