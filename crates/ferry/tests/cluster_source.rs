@@ -1430,3 +1430,212 @@ fn a_master_added_and_given_a_slot_while_the_job_was_stopped_gets_its_keys_after
     job.terminate();
     assert_eq!(job.wait(), 0, "{}", job.stderr());
 }
+
+/// The keys of a cluster's masters.
+fn source_keys(cluster: &Cluster) -> i64 {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| is_master(n))
+        .map(|n| redis::cmd("DBSIZE").query::<i64>(&mut n.client()).unwrap())
+        .sum()
+}
+
+/// A hash tag whose slot the master `server` serves.
+fn tag_on(server: &Server) -> String {
+    let ranges = owned_ranges(server);
+    (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| {
+            let slot = ferry_testkit::key_slot(t.as_bytes());
+            ranges.iter().any(|&(a, b)| a <= slot && slot <= b)
+        })
+        .unwrap()
+}
+
+/// A `FLUSHALL` in a transaction on one source master (a write before it, one after) and a `FLUSHDB` on another
+/// empty their own slots on the target and nothing else: no shard loses its checkpoint or copies again, and live
+/// writes after them stay exact.
+fn flushes_of_single_source_masters(target: &Target, target_json: serde_json::Value, seed: u64) {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    big_backlogs(&source);
+    fill(&source.target(), &FillOptions::seed(seed).dbs(vec![0])).unwrap();
+    let (rt, job) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": target_json,
+    }));
+    wait_three_shards_live(&job);
+    let writers = Writers::start(&source, 3);
+    wait_until(common::DEADLINE, "live writes on the target", || {
+        get_counter(target, &counter_key(0, 0)) >= 30
+    })
+    .unwrap();
+    writers.stop();
+    common::wait_equal(&source.target(), target);
+    let keys_before = source_keys(&source);
+
+    let masters: Vec<usize> = (0..source.nodes.len())
+        .filter(|&i| is_master(&source.nodes[i]))
+        .collect();
+    let (m1, m2) = (masters[0], masters[1]);
+    let tag = tag_on(&source.nodes[m1]);
+    redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(format!("{{{tag}}}:before"))
+        .arg("1")
+        .cmd("FLUSHALL")
+        .cmd("SET")
+        .arg(format!("{{{tag}}}:after"))
+        .arg("2")
+        .exec(&mut source.nodes[m1].client())
+        .unwrap();
+    let left = source_keys(&source);
+    assert!(
+        left > 1 && left < keys_before,
+        "the flush emptied one master ({keys_before} keys before, {left} after)"
+    );
+    // Equal to the source: the flushed master's keys are gone from the target, the others' are there.
+    common::wait_equal(&source.target(), target);
+    redis::cmd("FLUSHDB")
+        .exec(&mut source.nodes[m2].client())
+        .unwrap();
+    assert!(source_keys(&source) > 0, "the third master keeps its keys");
+    common::wait_equal(&source.target(), target);
+
+    let writers = Writers::start_with(&source, 3, "after:");
+    wait_until(common::DEADLINE, "live writes after the flushes", || {
+        get_counter(target, &prefixed_counter("after:", 0, 0)) >= 30
+    })
+    .unwrap();
+    end_exact_without_new_copies(&source, target, [writers], rt, job);
+}
+
+#[test]
+fn a_flush_of_one_source_master_empties_its_slots_of_a_cluster_target_and_no_shard_copies_again() {
+    let target = Cluster::start(Version::V7_0).unwrap();
+    let seeds: Vec<_> = target
+        .nodes
+        .iter()
+        .map(|n| serde_json::json!({ "url": n.url() }))
+        .collect();
+    flushes_of_single_source_masters(
+        &target.target(),
+        serde_json::json!({ "type": "cluster", "seeds": seeds }),
+        51,
+    );
+}
+
+#[test]
+fn a_flush_of_one_source_master_empties_its_slots_of_a_standalone_target_and_no_shard_copies_again()
+{
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    flushes_of_single_source_masters(
+        &Target::from(&target),
+        serde_json::json!({ "type": "standalone", "url": target.url() }),
+        52,
+    );
+}
+
+#[test]
+fn a_flush_of_a_master_migrating_a_slot_keeps_the_keys_it_already_moved() {
+    let source = Cluster::start(Version::V7_0).unwrap();
+    let target = Server::start(ferry_testkit::ServerOptions::new(Version::V7_0)).unwrap();
+    big_backlogs(&source);
+    let slot = ferry_testkit::key_slot(b"mig");
+    set_cluster_keys(&source, "{mig}:", 40, 0);
+    set_cluster_keys(&source, "other:", 100, 0);
+    let (rt, job) = start_job(serde_json::json!({
+        "source": cluster_source_json(&source),
+        "target": { "type": "standalone", "url": target.url() },
+    }));
+    wait_three_shards_live(&job);
+    let t = Target::from(&target);
+    common::wait_equal(&source.target(), &t);
+
+    // Half of the slot's keys moved to another master, then the exporter is flushed.
+    let (from, _) = shard_nodes(&source, slot);
+    let to = (0..source.nodes.len())
+        .find(|&i| i != from && is_master(&source.nodes[i]))
+        .unwrap();
+    let (from, to) = (&source.nodes[from], &source.nodes[to]);
+    let (from_id, to_id) = (node_id(from), node_id(to));
+    let setslot = |node: &Server, args: &[&str]| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(args)
+            .exec(&mut node.client())
+            .unwrap();
+    };
+    setslot(to, &["IMPORTING", &from_id]);
+    setslot(from, &["MIGRATING", &to_id]);
+    let moved: Vec<String> = (0..20).map(|i| format!("{{mig}}:{i}")).collect();
+    redis::cmd("MIGRATE")
+        .arg(to.host())
+        .arg(to.port())
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(&moved)
+        .exec(&mut from.client())
+        .unwrap();
+    // A write on the importer to a moved key: once the target has it, the importer's copies are there too.
+    redis::pipe()
+        .cmd("ASKING")
+        .ignore()
+        .cmd("SET")
+        .arg("{mig}:0")
+        .arg("imported")
+        .ignore()
+        .exec(&mut to.client())
+        .unwrap();
+    let mut c = target.client();
+    wait_until(
+        common::DEADLINE,
+        "the importer's write on the target",
+        || {
+            let v: Option<String> = redis::cmd("GET").arg("{mig}:0").query(&mut c).unwrap();
+            v.as_deref() == Some("imported")
+        },
+    )
+    .unwrap();
+    redis::cmd("FLUSHALL").exec(&mut from.client()).unwrap();
+
+    // The flush has reached the target once the keys left on the exporter are gone there; the moved ones stay.
+    wait_until(
+        common::DEADLINE,
+        "the exporter's flush on the target",
+        || {
+            let left: i64 = redis::cmd("EXISTS")
+                .arg((20..40).map(|i| format!("{{mig}}:{i}")).collect::<Vec<_>>())
+                .query(&mut c)
+                .unwrap();
+            left == 0
+        },
+    )
+    .unwrap();
+    let kept: i64 = redis::cmd("EXISTS").arg(&moved).query(&mut c).unwrap();
+    assert_eq!(
+        kept,
+        20,
+        "the keys moved before the flush stay: {:?}",
+        job.status()
+    );
+    let v: Option<String> = redis::cmd("GET").arg("{mig}:0").query(&mut c).unwrap();
+    assert_eq!(v.as_deref(), Some("imported"));
+
+    setslot(to, &["NODE", &to_id]);
+    setslot(from, &["NODE", &to_id]);
+    for node in source.nodes.iter().filter(|n| is_master(n)) {
+        setslot(node, &["NODE", &to_id]);
+    }
+    set_cluster_keys(&source, "later:", 50, 0);
+    common::wait_equal(&source.target(), &t);
+    let status = job.status();
+    for s in &status.shards {
+        assert_eq!(s.full_syncs, 1, "no new full copy: {status:?}");
+    }
+    rt.block_on(job.stop()).unwrap();
+}

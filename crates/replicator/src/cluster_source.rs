@@ -120,6 +120,11 @@
 //! if a lease were lost while its holder still wrote, the chained checkpoints (`crate::sink::chain`) refuse
 //! the older writer's batches: nothing is applied twice.
 //!
+//! # A flush of a source master
+//!
+//! A `FLUSHALL` or `FLUSHDB` in a shard's stream emptied that master only; it is applied as the deletion of the
+//! keys of the master's slots on the target (`crate::shard_flush` has the rules).
+//!
 //! # Limits
 //!
 //! - A shard's full copy never empties the target first (`flush_target_on_resync` is ignored for shards): the
@@ -289,6 +294,75 @@ pub(crate) struct ShardFollower {
 struct SlotCopy {
     ranges: Vec<(u16, u16)>,
     last: Option<(i64, Bytes)>,
+}
+
+/// The slots a master serves in its line of `CLUSTER NODES` (indexed by slot).
+fn served_slots(me: &ferry_topology::ClusterNodeInfo) -> Vec<bool> {
+    let mut slots = vec![false; usize::from(ferry_topology::SLOT_COUNT)];
+    for r in &me.slots {
+        for slot in r.start..=r.end.min(ferry_topology::SLOT_COUNT - 1) {
+            slots[usize::from(slot)] = true;
+        }
+    }
+    slots
+}
+
+/// What a flush of a source shard empties on the target (see [`ShardFollower::flush_scope`]).
+#[derive(Debug)]
+pub(crate) struct FlushScope {
+    /// The slots whose keys the flush deleted (indexed by slot).
+    pub slots: Vec<bool>,
+    /// Slots in a migration between the master and another node: that node. A key of such a slot is the
+    /// flushed master's only when the other node does not hold it.
+    peers: HashMap<u16, ConnectOptions>,
+}
+
+impl FlushScope {
+    /// Of `keys` (target keys of source database `db`, all in the scope's slots), the ones the flush emptied:
+    /// every key of a slot in no migration, and a key of a migrating slot that the other node of the migration
+    /// does not hold (asked with `ASKING`, which lets a node importing the slot answer for it).
+    pub(crate) async fn flushed(&self, db: i64, keys: Vec<Bytes>) -> Result<Vec<Bytes>, Error> {
+        let mut conns: HashMap<u16, Connection> = HashMap::new();
+        let mut flushed = Vec::with_capacity(keys.len());
+        for key in keys {
+            let slot = ferry_topology::key_slot(&key);
+            let Some(peer) = self.peers.get(&slot) else {
+                flushed.push(key);
+                continue;
+            };
+            let conn = match conns.entry(slot) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let mut c = Connection::connect(peer).await?;
+                    if db != 0 {
+                        c.call(&[Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())])
+                            .await?;
+                    }
+                    e.insert(c)
+                }
+            };
+            let mut replies = conn
+                .pipeline(&[
+                    vec![Bytes::from_static(b"ASKING")],
+                    vec![Bytes::from_static(b"EXISTS"), key.clone()],
+                ])
+                .await?;
+            match replies.pop().unwrap_or(Frame::Null) {
+                Frame::Integer(0) => flushed.push(key),
+                Frame::Integer(_) => {}
+                // A redirection: the node no longer takes part in the slot, and the key's owner is not this
+                // master (which gave the slot away, or never got it): it stays.
+                Frame::Error(_) => {}
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "EXISTS on {}:{} answered {other:?}",
+                        peer.host, peer.port
+                    )))
+                }
+            }
+        }
+        Ok(flushed)
+    }
 }
 
 /// What the shards of one job know of each other: for the ordering of migrated keys.
@@ -950,27 +1024,11 @@ impl ShardFollower {
     /// stream, which is applied after the sweep; a slot it gave up, or one whose keys are still on two nodes, is
     /// left alone. No slot when the master is not known or no longer one.
     pub(crate) async fn sweepable_slots(&self) -> Result<Vec<bool>, Error> {
-        let mut slots = vec![false; usize::from(ferry_topology::SLOT_COUNT)];
-        let master = self
-            .view
-            .borrow()
-            .as_ref()
-            .and_then(|v| v.master().cloned());
-        let Some(master) = master else {
-            return Ok(slots);
+        let Some((mut conn, parsed, me)) = self.master_nodes().await? else {
+            return Ok(vec![false; usize::from(ferry_topology::SLOT_COUNT)]);
         };
-        let mut conn = Connection::connect(&self.shared.node(&master)).await?;
-        let nodes = conn.call(&["CLUSTER", "NODES"]).await?;
-        let parsed = ferry_topology::parse_cluster_nodes(nodes.as_bytes().unwrap_or_default())
-            .map_err(|e| Error::Protocol(format!("CLUSTER NODES of {}: {e}", master.addr())))?;
-        let Some(me) = parsed.iter().find(|n| n.flags.myself && n.flags.master) else {
-            return Ok(slots);
-        };
-        for r in &me.slots {
-            for slot in r.start..=r.end.min(ferry_topology::SLOT_COUNT - 1) {
-                slots[usize::from(slot)] = true;
-            }
-        }
+        let me = &parsed[me];
+        let mut slots = served_slots(me);
         for (slot, _) in me.migrating.iter().chain(&me.importing) {
             if let Some(s) = slots.get_mut(usize::from(*slot)) {
                 *s = false;
@@ -994,6 +1052,70 @@ impl ShardFollower {
             }
         }
         Ok(slots)
+    }
+
+    /// A connection to the shard's master, its `CLUSTER NODES` and the index of its own line there; `None` when
+    /// the master is not known or no longer one.
+    async fn master_nodes(
+        &self,
+    ) -> Result<Option<(Connection, Vec<ferry_topology::ClusterNodeInfo>, usize)>, Error> {
+        let master = self
+            .view
+            .borrow()
+            .as_ref()
+            .and_then(|v| v.master().cloned());
+        let Some(master) = master else {
+            return Ok(None);
+        };
+        let mut conn = Connection::connect(&self.shared.node(&master)).await?;
+        let nodes = conn.call(&["CLUSTER", "NODES"]).await?;
+        let parsed = ferry_topology::parse_cluster_nodes(nodes.as_bytes().unwrap_or_default())
+            .map_err(|e| Error::Protocol(format!("CLUSTER NODES of {}: {e}", master.addr())))?;
+        let me = parsed.iter().position(|n| n.flags.myself && n.flags.master);
+        Ok(me.map(|me| (conn, parsed, me)))
+    }
+
+    /// What a `FLUSHALL` or `FLUSHDB` in this shard's stream emptied, read when it is applied: the slots its
+    /// master serves, and for each slot of them in a `MIGRATE`-based migration (out of the master or into it),
+    /// the other node of that migration. A master serves no slot when it is not known or no longer a master.
+    pub(crate) async fn flush_scope(&self) -> Result<FlushScope, Error> {
+        let Some((_, parsed, me)) = self.master_nodes().await? else {
+            return Ok(FlushScope {
+                slots: vec![false; usize::from(ferry_topology::SLOT_COUNT)],
+                peers: HashMap::new(),
+            });
+        };
+        let me = &parsed[me];
+        let mut slots = served_slots(me);
+        let mut peers = HashMap::new();
+        for (slot, peer) in me.migrating.iter().chain(&me.importing) {
+            let Some(s) = slots.get_mut(usize::from(*slot)) else {
+                continue;
+            };
+            // A slot imported into the master is still served by the exporter: its keys there are the
+            // exporter's, the ones already moved were this master's.
+            *s = true;
+            let addr = parsed
+                .iter()
+                .find(|n| &n.id == peer)
+                .and_then(|n| n.addr.clone());
+            match addr {
+                Some(addr) if !addr.host.is_empty() => {
+                    let mut c = self.template.clone();
+                    c.host = addr.host;
+                    c.port = addr.port;
+                    c.db = 0;
+                    c.read_timeout = Some(Duration::from_secs(5));
+                    peers.insert(*slot, c);
+                }
+                // The other node is not known: the keys of that slot are this master's as far as anyone can
+                // tell.
+                _ => {
+                    warn!(slot, peer = %peer, "a flushed source shard's slot is in a migration with a node of unknown address")
+                }
+            }
+        }
+        Ok(FlushScope { slots, peers })
     }
 
     /// Returns once the shard should be streamed from another node than `node` (a failover, the node failed,

@@ -876,9 +876,24 @@ impl Replicator {
                             &mut filtered,
                             &mut partial,
                         )?;
-                        match fitted {
-                            Some(unit) => sink.push(unit).await?,
-                            None => sink.advance(end, end_db),
+                        match (fitted, &self.source_shard) {
+                            // A shard's flush empties its master's slots, not the target
+                            // (`crate::shard_flush`): the target holds everything before it first.
+                            (Some(unit), Some(shard)) if crate::shard_flush::has_flush(&unit) => {
+                                sink.sync().await?;
+                                source.acknowledge(sink.committed_offset());
+                                self.delete_flushed(sink, shard, &unit).await?;
+                                let unit = crate::shard_flush::without_flushes(unit, |argv| {
+                                    command_keys(commands, argv)
+                                });
+                                if unit.commands.is_empty() && unit.report.is_empty() {
+                                    sink.advance(end, end_db);
+                                } else {
+                                    sink.push(unit).await?;
+                                }
+                            }
+                            (Some(unit), _) => sink.push(unit).await?,
+                            (None, _) => sink.advance(end, end_db),
                         }
                     }
                     StreamEvent::Skipped { end_offset, db } => sink.advance(end_offset, db),

@@ -63,6 +63,7 @@ mod pipeline;
 mod redo;
 mod sentinel;
 mod sessions;
+mod shard_flush;
 mod sink;
 mod source;
 pub mod status;

@@ -143,7 +143,7 @@ impl<'a> Domain<'a> {
     }
 
     /// The part of the domain in `slots` (indexed by slot).
-    fn in_slots(self, slots: &'a [bool]) -> Domain<'a> {
+    pub(crate) fn in_slots(self, slots: &'a [bool]) -> Domain<'a> {
         Domain {
             slots: Some(slots),
             ..self
@@ -151,7 +151,7 @@ impl<'a> Domain<'a> {
     }
 
     /// Whether the job writes target database `db`.
-    fn db(&self, db: i64) -> bool {
+    pub(crate) fn db(&self, db: i64) -> bool {
         self.dbmap
             .sources_of(db)
             .iter()
@@ -159,7 +159,7 @@ impl<'a> Domain<'a> {
     }
 
     /// Whether the job may write `key` (ferry's own keys never pass).
-    fn key(&self, key: &[u8]) -> bool {
+    pub(crate) fn key(&self, key: &[u8]) -> bool {
         self.filter.key_passes(key)
             && self.slots.is_none_or(|s| {
                 s.get(usize::from(ferry_topology::key_slot(key)))
@@ -236,7 +236,11 @@ async fn scan_db(
 
 /// Deletes `keys` of database `db`: one `DEL` for all of them on a standalone target, one per slot on a cluster
 /// master (a `DEL` of several keys must keep to one slot there).
-async fn delete_keys(server: &mut StandaloneSink, db: i64, keys: Vec<Bytes>) -> Result<(), Error> {
+pub(crate) async fn delete_keys(
+    server: &mut StandaloneSink,
+    db: i64,
+    keys: Vec<Bytes>,
+) -> Result<(), Error> {
     // On a standalone target every key is in one group.
     let cluster = server.is_cluster_node();
     let mut keyed: Vec<(u16, Bytes)> = keys
