@@ -27,7 +27,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cluster_source::ShardFollower;
 use crate::error::Error;
@@ -120,6 +120,14 @@ impl Replicator {
     ) -> Result<u64, Error> {
         let dbs = flushed_dbs(unit);
         let scope = shard.flush_scope().await?;
+        if !scope.slots.contains(&true) {
+            warn!(
+                shard = shard.name(),
+                "a FLUSHALL/FLUSHDB of a source shard whose master is not known now or serves no slot (it gave its \
+                 slots away since): nothing deleted on the target; check with `ferry verify`"
+            );
+            return Ok(0);
+        }
         let domain = Domain::new(&self.filter, &self.config.db_map).in_slots(&scope.slots);
         let mut deleted = 0u64;
         for server in sink.servers() {
