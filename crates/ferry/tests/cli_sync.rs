@@ -299,6 +299,26 @@ fn sync_with_the_redisshake_v3_fixture_rewritten_to_local_servers_fills_the_clus
         "a secret was logged"
     );
     assert_equal(&Target::from(&source), &cluster.target());
+
+    // The same cluster without its password: the refusal is named as the server gave it.
+    let url = format!("redis://{}", cluster.masters()[0].addr());
+    let mut refused = Ferry::spawn([
+        "verify",
+        "--source",
+        &url,
+        "--source-type",
+        "cluster",
+        "--target",
+        &url,
+        "--target-type",
+        "cluster",
+    ]);
+    assert_eq!(refused.wait(), 3, "{}", refused.stderr());
+    let err = refused.stderr();
+    assert!(
+        err.contains("NOAUTH") && !err.contains("malformed"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -529,10 +529,10 @@ impl ClusterClient {
             Frame::Error(_) => {
                 let reply = self.send_raw(addr, &[b"CLUSTER", b"SLOTS"]).await?;
                 if let Frame::Error(e) = &reply {
-                    return Err(Error::parse(
-                        "CLUSTER SLOTS",
-                        String::from_utf8_lossy(e).into_owned(),
-                    ));
+                    // A refusal (`NOAUTH`, `NOPERM`, cluster support disabled), not a malformed reply.
+                    let text = String::from_utf8_lossy(e);
+                    let (code, message) = text.split_once(' ').unwrap_or((&text, ""));
+                    return Err(self.server_error("CLUSTER SLOTS", None, addr, code, message));
                 }
                 SlotMap::from_cluster_slots(&reply)
             }
