@@ -783,23 +783,7 @@ fn end_exact_without_new_copies<const N: usize>(
 /// Moves `slot` from `from` to `to` the way `redis-cli --cluster reshard` does, while clients keep writing:
 /// IMPORTING, MIGRATING, `MIGRATE` of the keys a few at a time, then `SETSLOT NODE` on every master.
 fn migrate_slot(all: &[Server], slot: u16, from: &Server, to: &Server) {
-    let (from_id, to_id) = (node_id(from), node_id(to));
-    let setslot = |node: &Server, args: &[&str]| {
-        redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg(args)
-            .exec(&mut node.client())
-            .unwrap_or_else(|e| {
-                let nodes: String = redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query(&mut node.client())
-                    .unwrap_or_default();
-                panic!("SETSLOT {args:?} on {}: {e}\n{nodes}", node.addr())
-            });
-    };
-    setslot(to, &["IMPORTING", &from_id]);
-    setslot(from, &["MIGRATING", &to_id]);
+    begin_migration(slot, from, to);
     let mut moved = 0;
     loop {
         let keys: Vec<String> = redis::cmd("CLUSTER")
@@ -811,23 +795,55 @@ fn migrate_slot(all: &[Server], slot: u16, from: &Server, to: &Server) {
         if keys.is_empty() {
             break;
         }
-        redis::cmd("MIGRATE")
-            .arg(to.host())
-            .arg(to.port())
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("KEYS")
-            .arg(&keys)
-            .exec(&mut from.client())
-            .unwrap();
+        migrate_keys(from, to, &keys);
         moved += keys.len();
     }
     assert!(moved > 0, "the slot had keys to move");
-    setslot(to, &["NODE", &to_id]);
-    setslot(from, &["NODE", &to_id]);
-    for node in all.iter().filter(|n| is_master(n)) {
-        setslot(node, &["NODE", &to_id]);
+    end_migration(all, slot, to);
+}
+
+/// `CLUSTER SETSLOT <slot> <args>` on `node`.
+fn setslot(node: &Server, slot: u16, args: &[&str]) {
+    redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg(args)
+        .exec(&mut node.client())
+        .unwrap_or_else(|e| {
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query(&mut node.client())
+                .unwrap_or_default();
+            panic!("SETSLOT {args:?} on {}: {e}\n{nodes}", node.addr())
+        });
+}
+
+/// Marks `slot` importing on `to` and migrating on `from`.
+fn begin_migration(slot: u16, from: &Server, to: &Server) {
+    setslot(to, slot, &["IMPORTING", &node_id(from)]);
+    setslot(from, slot, &["MIGRATING", &node_id(to)]);
+}
+
+/// `MIGRATE`s `keys` from `from` to `to`.
+fn migrate_keys(from: &Server, to: &Server, keys: &[String]) {
+    redis::cmd("MIGRATE")
+        .arg(to.host())
+        .arg(to.port())
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(keys)
+        .exec(&mut from.client())
+        .unwrap();
+}
+
+/// Gives `slot` to `to`: on `to` first (so it never refuses the slot's commands), then on every other master.
+fn end_migration(all: &[Server], slot: u16, to: &Server) {
+    let to_id = node_id(to);
+    setslot(to, slot, &["NODE", &to_id]);
+    for node in all.iter().filter(|n| n.port() != to.port() && is_master(n)) {
+        setslot(node, slot, &["NODE", &to_id]);
     }
 }
 
@@ -1559,28 +1575,9 @@ fn a_flush_of_a_master_migrating_a_slot_keeps_the_keys_it_already_moved() {
         .find(|&i| i != from && is_master(&source.nodes[i]))
         .unwrap();
     let (from, to) = (&source.nodes[from], &source.nodes[to]);
-    let (from_id, to_id) = (node_id(from), node_id(to));
-    let setslot = |node: &Server, args: &[&str]| {
-        redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg(args)
-            .exec(&mut node.client())
-            .unwrap();
-    };
-    setslot(to, &["IMPORTING", &from_id]);
-    setslot(from, &["MIGRATING", &to_id]);
+    begin_migration(slot, from, to);
     let moved: Vec<String> = (0..20).map(|i| format!("{{mig}}:{i}")).collect();
-    redis::cmd("MIGRATE")
-        .arg(to.host())
-        .arg(to.port())
-        .arg("")
-        .arg(0)
-        .arg(5000)
-        .arg("KEYS")
-        .arg(&moved)
-        .exec(&mut from.client())
-        .unwrap();
+    migrate_keys(from, to, &moved);
     // A write on the importer to a moved key: once the target has it, the importer's copies are there too.
     redis::pipe()
         .cmd("ASKING")
@@ -1626,11 +1623,7 @@ fn a_flush_of_a_master_migrating_a_slot_keeps_the_keys_it_already_moved() {
     let v: Option<String> = redis::cmd("GET").arg("{mig}:0").query(&mut c).unwrap();
     assert_eq!(v.as_deref(), Some("imported"));
 
-    setslot(to, &["NODE", &to_id]);
-    setslot(from, &["NODE", &to_id]);
-    for node in source.nodes.iter().filter(|n| is_master(n)) {
-        setslot(node, &["NODE", &to_id]);
-    }
+    end_migration(&source.nodes, slot, to);
     set_cluster_keys(&source, "later:", 50, 0);
     common::wait_equal(&source.target(), &t);
     let status = job.status();

@@ -322,7 +322,8 @@ impl FlushScope {
     /// every key of a slot in no migration, and a key of a migrating slot that the other node of the migration
     /// does not hold (asked with `ASKING`, which lets a node importing the slot answer for it).
     pub(crate) async fn flushed(&self, db: i64, keys: Vec<Bytes>) -> Result<Vec<Bytes>, Error> {
-        let mut conns: HashMap<u16, Connection> = HashMap::new();
+        // One connection per other node, however many of its slots migrate.
+        let mut conns: HashMap<(String, u16), Connection> = HashMap::new();
         let mut flushed = Vec::with_capacity(keys.len());
         for key in keys {
             let slot = ferry_topology::key_slot(&key);
@@ -330,7 +331,7 @@ impl FlushScope {
                 flushed.push(key);
                 continue;
             };
-            let conn = match conns.entry(slot) {
+            let conn = match conns.entry((peer.host.clone(), peer.port)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let mut c = Connection::connect(peer).await?;
@@ -350,8 +351,9 @@ impl FlushScope {
             match replies.pop().unwrap_or(Frame::Null) {
                 Frame::Integer(0) => flushed.push(key),
                 Frame::Integer(_) => {}
-                // A redirection: the node no longer takes part in the slot, and the key's owner is not this
-                // master (which gave the slot away, or never got it): it stays.
+                // A redirection: the other node no longer takes part in the slot (the migration ended or was
+                // given up since the scope was read). The key stays; should the slot have gone back to the
+                // flushed master, `ferry verify` shows it.
                 Frame::Error(_) => {}
                 other => {
                     return Err(Error::Protocol(format!(
