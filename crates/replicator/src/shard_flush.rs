@@ -16,7 +16,8 @@
 //!    checkpoint like any other unit.
 //!
 //! Exactness: the deletion is not atomic with the checkpoint, and need not be. Nothing else writes the shard's
-//! slots on the target while its stream waits here, and a crash before the unit commits repeats steps 1 to 3
+//! slots on the target while its stream waits here (but the other node of a slot in migration, which step 2
+//! asks), and a crash before the unit commits repeats steps 1 to 3
 //! from the same checkpoint, which ends in the same state. A flush applied long after it ran (a lagging stream)
 //! reads the master's slots as they are when it is applied: a slot the master gave away or got in between is
 //! judged by its owner then.
