@@ -36,6 +36,7 @@ use std::hash::{Hash, Hasher};
 use bytes::Bytes;
 use tracing::{info, warn};
 
+use crate::cluster_source::FlushScope;
 use crate::error::Error;
 use crate::job::Replicator;
 use crate::pipeline::convert::ConflictPolicy;
@@ -130,6 +131,8 @@ pub(crate) struct Domain<'a> {
     dbmap: &'a DbMap,
     /// Only keys of these slots (indexed by slot): a shard of a cluster source sweeps its own slots.
     slots: Option<&'a [bool]>,
+    /// Only these target databases (a `FLUSHDB`).
+    dbs: Option<&'a [i64]>,
 }
 
 impl<'a> Domain<'a> {
@@ -139,6 +142,7 @@ impl<'a> Domain<'a> {
             filter,
             dbmap,
             slots: None,
+            dbs: None,
         }
     }
 
@@ -150,16 +154,29 @@ impl<'a> Domain<'a> {
         }
     }
 
+    /// The part of the domain in target databases `dbs`.
+    pub(crate) fn in_dbs(self, dbs: &'a [i64]) -> Domain<'a> {
+        Domain {
+            dbs: Some(dbs),
+            ..self
+        }
+    }
+
     /// Whether the job writes target database `db`.
-    pub(crate) fn db(&self, db: i64) -> bool {
+    fn db(&self, db: i64) -> bool {
+        self.dbs.is_none_or(|d| d.contains(&db)) && self.source_db(db).is_some()
+    }
+
+    /// A source database whose keys the job writes into target database `db`.
+    fn source_db(&self, db: i64) -> Option<i64> {
         self.dbmap
             .sources_of(db)
-            .iter()
-            .any(|&s| self.filter.db_passes(s))
+            .into_iter()
+            .find(|&s| self.filter.db_passes(s))
     }
 
     /// Whether the job may write `key` (ferry's own keys never pass).
-    pub(crate) fn key(&self, key: &[u8]) -> bool {
+    fn key(&self, key: &[u8]) -> bool {
         self.filter.key_passes(key)
             && self.slots.is_none_or(|s| {
                 s.get(usize::from(ferry_topology::key_slot(key)))
@@ -182,15 +199,21 @@ pub(crate) struct CopyPlan {
 }
 
 /// What the domain scan does with each domain key it finds.
-enum Visit<'a> {
+pub(crate) enum Visit<'a> {
     /// Stop at the first one.
     FindAny,
     /// Delete it unless the copy read it.
     Sweep(&'a CopiedKeys),
+    /// Delete it if a source shard's flush emptied it (`crate::shard_flush`).
+    Flush(&'a FlushScope),
 }
 
 /// Scans the domain on every server of the target; returns 1 when `FindAny` found a key, or the keys deleted.
-async fn scan_domain(sink: &mut Sink, domain: &Domain<'_>, visit: Visit<'_>) -> Result<u64, Error> {
+pub(crate) async fn scan_domain(
+    sink: &mut Sink,
+    domain: &Domain<'_>,
+    visit: Visit<'_>,
+) -> Result<u64, Error> {
     let mut count = 0u64;
     for server in sink.servers() {
         for db in server.keyspace_dbs().await? {
@@ -223,7 +246,13 @@ async fn scan_db(
                 Visit::FindAny => return Ok(1),
                 Visit::Sweep(copied) if !copied.contains(db, &key) => stale.push(key),
                 Visit::Sweep(_) => {}
+                Visit::Flush(_) => stale.push(key),
             }
+        }
+        if let Visit::Flush(scope) = visit {
+            // The other node of a migrating slot is asked in the source database whose keys land here.
+            let source_db = domain.source_db(db).unwrap_or(db);
+            stale = scope.flushed(source_db, stale).await?;
         }
         count += stale.len() as u64;
         delete_keys(server, db, stale).await?;
@@ -236,11 +265,7 @@ async fn scan_db(
 
 /// Deletes `keys` of database `db`: one `DEL` for all of them on a standalone target, one per slot on a cluster
 /// master (a `DEL` of several keys must keep to one slot there).
-pub(crate) async fn delete_keys(
-    server: &mut StandaloneSink,
-    db: i64,
-    keys: Vec<Bytes>,
-) -> Result<(), Error> {
+async fn delete_keys(server: &mut StandaloneSink, db: i64, keys: Vec<Bytes>) -> Result<(), Error> {
     // On a standalone target every key is in one group.
     let cluster = server.is_cluster_node();
     let mut keyed: Vec<(u16, Bytes)> = keys

@@ -34,7 +34,7 @@ use crate::cluster_source::ShardFollower;
 use crate::error::Error;
 use crate::job::Replicator;
 use crate::pipeline::Unit;
-use crate::redo::{delete_keys, Domain};
+use crate::redo::{scan_domain, Domain, Visit};
 use crate::sink::Sink;
 
 /// What a command flushes: every database (`FLUSHALL`), its own (`FLUSHDB`), or nothing.
@@ -129,37 +129,11 @@ impl Replicator {
             );
             return Ok(0);
         }
-        let domain = Domain::new(&self.filter, &self.config.db_map).in_slots(&scope.slots);
-        let mut deleted = 0u64;
-        for server in sink.servers() {
-            for db in server.keyspace_dbs().await? {
-                if !domain.db(db) || dbs.as_ref().is_some_and(|d| !d.contains(&db)) {
-                    continue;
-                }
-                // The source database whose keys land here (a cluster has database 0 only, Valkey 9's may have
-                // more): the other node of a migrating slot is asked in it.
-                let source_db = self
-                    .config
-                    .db_map
-                    .sources_of(db)
-                    .into_iter()
-                    .find(|&s| self.filter.db_passes(s))
-                    .unwrap_or(db);
-                let mut cursor = Bytes::from_static(b"0");
-                loop {
-                    let (next, keys) = server.scan_page(db, &cursor).await?;
-                    let keys: Vec<Bytes> = keys.into_iter().filter(|k| domain.key(k)).collect();
-                    let keys = scope.flushed(source_db, keys).await?;
-                    deleted += keys.len() as u64;
-                    delete_keys(server, db, keys).await?;
-                    if &next[..] == b"0" {
-                        break;
-                    }
-                    cursor = next;
-                }
-            }
-            server.drain().await?;
+        let mut domain = Domain::new(&self.filter, &self.config.db_map).in_slots(&scope.slots);
+        if let Some(dbs) = &dbs {
+            domain = domain.in_dbs(dbs);
         }
+        let deleted = scan_domain(sink, &domain, Visit::Flush(&scope)).await?;
         info!(
             shard = shard.name(),
             deleted,
