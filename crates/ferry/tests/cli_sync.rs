@@ -900,6 +900,36 @@ fn sync_with_a_sentinel_target_type_writes_to_the_master_the_sentinels_name() {
 }
 
 /// Sends a signal to a process.
+#[test]
+fn a_redisshake_v4_sentinel_writer_syncs_into_the_master_with_the_files_password() {
+    // RedisShake's sentinel writer uses `password` for the sentinel and for the master it names; a group whose
+    // sentinels and data servers share one password is what such a file serves.
+    let source = server();
+    fill(&Target::from(&source), &FillOptions::seed(17)).unwrap();
+    let group = ferry_testkit::SentinelGroup::start(
+        ferry_testkit::SentinelOptions::new(Version::V7_0)
+            .sentinel_password("group-secret")
+            .master_password("group-secret"),
+    )
+    .unwrap();
+    let text = format!(
+        "[sync_reader]\naddress = {}\n\n[redis_writer]\nsentinel = true\nmaster = {}\naddress = {}\n\
+         password = \"group-secret\"\n",
+        quoted(&source.addr()),
+        quoted(&group.master_name),
+        quoted(&group.sentinels[0].addr()),
+    );
+    let (_dir, path) = write_file("shake.toml", &text);
+    let mut ferry = Ferry::spawn(["sync", "-c", path.to_str().unwrap(), "--until-caught-up"]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert!(
+        !ferry.stderr().contains("group-secret"),
+        "{}",
+        ferry.stderr()
+    );
+    assert_equal(&Target::from(&source), &Target::from(&group.master));
+}
+
 fn kill(sig: &str, pid: u32) {
     let ok = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])

@@ -440,6 +440,75 @@ fn redisshake_v4_command_groups_become_command_lists() {
 }
 
 #[test]
+fn a_redisshake_v4_sentinel_writer_gives_its_credentials_to_the_sentinel_and_the_master() {
+    // RedisShake asks the sentinel for the master's address, then connects to the master with the same
+    // username, password and TLS.
+    let text = "[sync_reader]\naddress = \"127.0.0.1:6379\"\n\n[redis_writer]\nsentinel = true\n\
+                master = \"mymaster\"\naddress = \"127.0.0.1:26379\"\nusername = \"app\"\n\
+                password = \"writer-secret\"\ntls = true\n";
+    let c = SyncConfig::load_toml(text).unwrap().config;
+    let Target::Sentinel {
+        sentinels,
+        master,
+        master_auth,
+    } = &c.target
+    else {
+        panic!("{:?}", c.target)
+    };
+    assert_eq!(master, "mymaster");
+    assert_eq!(sentinels.len(), 1);
+    assert_eq!(sentinels[0].url, "rediss://127.0.0.1:26379");
+    assert_eq!(sentinels[0].username.as_deref(), Some("app"));
+    assert_eq!(master_auth.username.as_deref(), Some("app"));
+    assert_eq!(
+        master_auth.password.as_ref().map(|p| p.expose()),
+        Some("writer-secret")
+    );
+    assert!(master_auth.tls.is_some());
+    assert!(!format!("{c:?}").contains("writer-secret"));
+    // Without the name the sentinels monitor there is no master to ask for.
+    let e = SyncConfig::load_toml(&text.replace("master = \"mymaster\"\n", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`redis_writer.master`"), "{e}");
+}
+
+#[test]
+fn redisshake_v4_reader_keys_belong_to_their_reader() {
+    let writer = "\n[redis_writer]\naddress = \"127.0.0.1:6380\"\n";
+    // A scan reader's keys in the sync reader are a typo, not a silent no-op.
+    let e = SyncConfig::load_toml(&format!(
+        "[sync_reader]\naddress = \"127.0.0.1:6379\"\nksn = true\n{writer}"
+    ))
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.to_string().contains("line 3") && e.to_string().contains("ksn"),
+        "{e}"
+    );
+    // `scan = false` (notifications only, no copy) is refused by name.
+    let e = SyncConfig::load_toml(&format!(
+        "[scan_reader]\naddress = \"127.0.0.1:6379\"\nscan = false\nksn = true\n{writer}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`scan_reader.scan = false`"), "{e}");
+    // `prefer_replica` on a scan reader is accepted with a note.
+    let loaded = SyncConfig::load_toml(&format!(
+        "[scan_reader]\naddress = \"127.0.0.1:6379\"\nprefer_replica = true\ncount = 100\n{writer}"
+    ))
+    .unwrap();
+    assert!(
+        loaded
+            .notes
+            .iter()
+            .any(|n| n.contains("`scan_reader.prefer_replica`")),
+        "{:?}",
+        loaded.notes
+    );
+}
+
+#[test]
 fn a_redisshake_v4_aof_reader_becomes_an_aof_source_and_panics_on_conflicts_by_default() {
     let text = "[aof_reader]\nfilepath = \"/data/appendonlydir/appendonly.aof.manifest\"\n\
                 timestamp = 1700000000\n\n[redis_writer]\naddress = \"127.0.0.1:6380\"\n";

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use toml::{Table, Value};
 
 use super::schema::Checked;
-use super::{Conflict, Endpoint, FilterConfig, Source, SyncConfig, Target, TlsConfig};
+use super::{Conflict, Endpoint, FilterConfig, MasterAuth, Source, SyncConfig, Target, TlsConfig};
 use crate::error::Error;
 
 /// Reads values of a RedisShake table with errors that name the key and its line.
@@ -373,6 +373,18 @@ pub(crate) fn from_v4(
             Source::Standalone(endpoint)
         }
     } else if scan.exists() {
+        if !scan.boolean("scan", true)? {
+            return Err(Error::not_supported(
+                "`scan_reader.scan = false` (ferry's scan source always copies the keys before it follows changes)",
+            ));
+        }
+        if scan.boolean("prefer_replica", false)? {
+            notes.push(
+                "`scan_reader.prefer_replica` is accepted and not used: ferry scans and follows the master \
+                 (of each shard)"
+                    .into(),
+            );
+        }
         Source::Scan {
             endpoint: scan.endpoint()?,
             dbs: Some(scan.dbs("dbs")?).filter(|d| !d.is_empty()),
@@ -398,10 +410,26 @@ pub(crate) fn from_v4(
         return Err(Error::config("a RedisShake v4 file needs [redis_writer]"));
     }
     let target = if writer.boolean("sentinel", false)? {
+        // RedisShake asks the sentinel at `address` for the master and then connects to the master with the same
+        // `username`, `password` and `tls`: both get them here too.
+        let sentinel = writer.endpoint()?;
+        let master = writer.string("master")?;
+        if master.is_empty() {
+            return Err(writer.wrong(
+                "master",
+                "the name the sentinels monitor (`sentinel = true`)",
+            ));
+        }
+        let master_auth = MasterAuth {
+            username: sentinel.username.clone(),
+            password: sentinel.password.clone(),
+            password_env: None,
+            tls: sentinel.tls.clone(),
+        };
         Target::Sentinel {
-            sentinels: vec![writer.endpoint()?],
-            master: writer.string("master")?,
-            master_auth: Default::default(),
+            sentinels: vec![sentinel],
+            master,
+            master_auth,
         }
     } else if writer.boolean("cluster", false)? {
         Target::Cluster {

@@ -199,7 +199,7 @@ pub(crate) const SHAKE_V3: &[(&str, Node)] = &[
     ),
 ];
 
-const V4_READER: &[(&str, Node)] = &[
+const V4_SYNC_READER: &[(&str, Node)] = &[
     ("cluster", Node::Leaf),
     ("address", Node::Leaf),
     ("username", Node::Leaf),
@@ -212,17 +212,27 @@ const V4_READER: &[(&str, Node)] = &[
         "try_diskless",
         Node::Unused("ferry reads disk-based and diskless full syncs alike"),
     ),
+];
+
+const V4_SCAN_READER: &[(&str, Node)] = &[
+    ("cluster", Node::Leaf),
+    ("address", Node::Leaf),
+    ("username", Node::Leaf),
+    ("password", Node::Leaf),
+    ("tls", Node::Leaf),
     ("dbs", Node::Leaf),
     ("scan", Node::Leaf),
     ("ksn", Node::Leaf),
     ("count", Node::Unused("ferry chooses its SCAN batch itself")),
+    // Read by `from_v4`, which notes that it is not used.
+    ("prefer_replica", Node::Leaf),
 ];
 
 /// RedisShake v4 `shake.toml`.
 pub(crate) const SHAKE_V4: &[(&str, Node)] = &[
     ("function", Node::Leaf),
-    ("sync_reader", Node::Table(V4_READER)),
-    ("scan_reader", Node::Table(V4_READER)),
+    ("sync_reader", Node::Table(V4_SYNC_READER)),
+    ("scan_reader", Node::Table(V4_SCAN_READER)),
     ("rdb_reader", Node::Table(&[("filepath", Node::Leaf)])),
     (
         "aof_reader",
