@@ -805,6 +805,33 @@ fn sync_over_tls_with_a_ca_file_and_a_user_from_flags() {
 }
 
 #[test]
+fn a_redisshake_v4_file_with_tls_connects_as_redisshake_does() {
+    // RedisShake files have no CA key: RedisShake dials TLS without checking the certificate, and so does
+    // ferry for such a file (servers here have a certificate of testkit's own CA, which no system trusts).
+    let source = Server::start(ServerOptions::new(Version::V7_0).tls(true)).unwrap();
+    let target = Server::start(ServerOptions::new(Version::V7_0).tls(true)).unwrap();
+    fill(&Target::from(&source), &FillOptions::seed(12)).unwrap();
+    let text = format!(
+        "[sync_reader]\naddress = {}\ntls = true\n\n[redis_writer]\naddress = {}\ntls = true\n",
+        quoted(&source.tls_addr().unwrap()),
+        quoted(&target.tls_addr().unwrap()),
+    );
+    let (_dir, path) = write_file("shake.toml", &text);
+    let mut check = Ferry::spawn(["config", "check", "-c", path.to_str().unwrap()]);
+    assert_eq!(check.wait(), 0, "{}", check.stderr());
+    assert!(
+        check
+            .stdout()
+            .contains("`redis_writer.tls` (line 7): TLS without checking the server's certificate"),
+        "{}",
+        check.stdout()
+    );
+    let mut ferry = Ferry::spawn(["sync", "-c", path.to_str().unwrap(), "--until-caught-up"]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_equal(&Target::from(&source), &Target::from(&target));
+}
+
+#[test]
 fn sync_flags_map_and_block_databases() {
     let (source, target) = (server(), server());
     let filled = fill(&Target::from(&source), &FillOptions::seed(9).dbs([0, 1, 2])).unwrap();

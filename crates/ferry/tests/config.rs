@@ -464,8 +464,23 @@ fn a_redisshake_v4_sentinel_writer_gives_its_credentials_to_the_sentinel_and_the
         master_auth.password.as_ref().map(|p| p.expose()),
         Some("writer-secret")
     );
-    assert!(master_auth.tls.is_some());
+    // RedisShake dials TLS without checking certificates; so does a RedisShake file here, with a note.
+    assert!(master_auth
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.insecure_skip_verify));
+    assert!(sentinels[0]
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.insecure_skip_verify));
     assert!(!format!("{c:?}").contains("writer-secret"));
+    let notes = SyncConfig::load_toml(text).unwrap().notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("`redis_writer.tls` (line 10): TLS without checking")),
+        "{notes:?}"
+    );
     // Without the name the sentinels monitor there is no master to ask for.
     let e = SyncConfig::load_toml(&text.replace("master = \"mymaster\"\n", ""))
         .unwrap_err()

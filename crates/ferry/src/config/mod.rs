@@ -66,7 +66,8 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key of `cert_file`.
     pub key_file: Option<PathBuf>,
-    /// Accept any server certificate. For tests only.
+    /// Accept any server certificate: for tests, and what a RedisShake file's `tls = true` means (RedisShake
+    /// dials TLS this way).
     pub insecure_skip_verify: bool,
     /// The name sent as SNI and checked against the certificate (default: the host).
     pub server_name: Option<String>,

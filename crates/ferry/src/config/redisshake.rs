@@ -148,9 +148,25 @@ impl<'a> Section<'a> {
             e = e.with_password(password);
         }
         if tls {
-            e = e.with_tls(TlsConfig::new());
+            // RedisShake dials TLS without checking the server's certificate (Go's `InsecureSkipVerify`), and its
+            // files have no key for a CA: a file that works with RedisShake works here the same way.
+            // [`tls_notes`] says so in `config check`.
+            e = e.with_tls(TlsConfig::new().with_insecure_skip_verify(true));
         }
         Ok(e)
+    }
+
+    /// The note for `tls = true` in this section (see [`Section::endpoint_at`]).
+    fn tls_note(&self, notes: &mut Vec<String>) -> Result<(), Error> {
+        if self.exists() && self.boolean("tls", false)? {
+            let path = self.path("tls");
+            let line = self.checked.lines.get(&path).copied().unwrap_or(0);
+            notes.push(format!(
+                "`{path}` (line {line}): TLS without checking the server's certificate, as RedisShake connects; \
+                 to check it, write the job in ferry's own config with `tls.ca_file` (docs/config.md)"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -325,6 +341,10 @@ pub(crate) fn from_v3(
     };
     let mut config = SyncConfig::new(source, target);
     advanced(&mut config, &adv, Conflict::Rewrite, notes)?;
+    if mode != "restore" {
+        src.tls_note(notes)?;
+    }
+    tgt.tls_note(notes)?;
     Ok(config)
 }
 
@@ -499,6 +519,9 @@ pub(crate) fn from_v4(
         ));
     }
     advanced(&mut config, &adv, Conflict::Panic, notes)?;
+    for section in [&sync, &scan, &writer] {
+        section.tls_note(notes)?;
+    }
     Ok(config)
 }
 
