@@ -74,7 +74,7 @@ export interface TlsConfig {
   ca_file?: string
   cert_file?: string
   key_file?: string
-  /** Accept any certificate: tests only. */
+  /** Accept any certificate: tests, and what a RedisShake file's `tls = true` means. */
   insecure_skip_verify?: boolean
   server_name?: string
 }

@@ -96,7 +96,7 @@ impl TlsConfig {
         self
     }
 
-    /// Skips certificate checks (tests only).
+    /// Skips certificate checks (tests, and RedisShake files' `tls = true`).
     pub fn with_insecure_skip_verify(mut self, on: bool) -> TlsConfig {
         self.insecure_skip_verify = on;
         self
