@@ -374,6 +374,62 @@ fn sync_with_a_redisshake_v4_file_applies_its_filters() {
 }
 
 #[test]
+fn a_redisshake_v4_file_lets_a_key_through_that_matches_any_allow_rule_as_redisshake_does() {
+    let (source, target) = (server(), server());
+    let mut con = source.client();
+    let keys = [
+        "user:1",
+        "user:2:active",
+        "session:9:active",
+        "other:1",
+        "user",
+        "active",
+    ];
+    for k in keys {
+        redis::cmd("SET").arg(k).arg("v").exec(&mut con).unwrap();
+    }
+    let text = format!(
+        "[sync_reader]\naddress = {}\n\n[redis_writer]\naddress = {}\n\n[filter]\n\
+         allow_key_prefix = [\"user:\"]\nallow_key_suffix = [\":active\"]\nblock_key_prefix = [\"user:2\"]\n",
+        quoted(&source.addr()),
+        quoted(&target.addr()),
+    );
+    let (_dir, path) = write_file("shake.toml", &text);
+    let mut ferry = Ferry::spawn(["sync", "-c", path.to_str().unwrap()]);
+    // The live stream goes through the same rules as the copy.
+    let deadline = std::time::Duration::from_secs(30);
+    wait_until(deadline, "the full copy", || {
+        keys_in(&target, 0) == ["session:9:active", "user:1"]
+    })
+    .unwrap();
+    for k in ["user:live", "live:active", "live:other", "user:2:live"] {
+        redis::cmd("SET").arg(k).arg("v").exec(&mut con).unwrap();
+    }
+    // A marker the rules let through, written last: once it is there, every earlier write was decided.
+    redis::cmd("SET")
+        .arg("user:marker")
+        .arg("v")
+        .exec(&mut con)
+        .unwrap();
+    wait_until(deadline, "the live writes", || {
+        keys_in(&target, 0).contains(&"user:marker".to_string())
+    })
+    .unwrap();
+    ferry.terminate();
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_eq!(
+        keys_in(&target, 0),
+        [
+            "live:active",
+            "session:9:active",
+            "user:1",
+            "user:live",
+            "user:marker"
+        ]
+    );
+}
+
+#[test]
 fn a_redisshake_v4_file_takes_its_addresses_and_password_from_the_environment() {
     // RedisShake 4 substitutes `${VAR}` in its files before reading them (its shake_sync_env.toml example).
     let source = Server::start(ServerOptions::new(Version::V7_0).password("env-pw")).unwrap();

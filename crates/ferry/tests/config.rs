@@ -524,6 +524,35 @@ fn redisshake_v4_reader_keys_belong_to_their_reader() {
 }
 
 #[test]
+fn a_redisshake_v4_filter_with_several_kinds_of_allow_rules_lets_any_one_match_through() {
+    let text = |filter: &str| {
+        format!(
+            "[sync_reader]\naddress = \"127.0.0.1:6379\"\n\n[redis_writer]\naddress = \"127.0.0.1:6380\"\n\n\
+             [filter]\n{filter}\n"
+        )
+    };
+    // One kind: kept as it is.
+    let loaded = SyncConfig::load_toml(&text("allow_key_prefix = [\"user:\", \"a.b\"]")).unwrap();
+    assert_eq!(loaded.config.filter.allow_key_prefixes, ["user:", "a.b"]);
+    assert!(loaded.config.filter.allow_key_regexes.is_empty());
+    // Prefixes and suffixes: RedisShake lets a key through on either, so both become one list of regexes.
+    let loaded = SyncConfig::load_toml(&text(
+        "allow_key_prefix = [\"user:\", \"a.b\"]\nallow_key_suffix = [\":active\"]",
+    ))
+    .unwrap();
+    let f = &loaded.config.filter;
+    assert!(f.allow_key_prefixes.is_empty() && f.allow_key_suffixes.is_empty());
+    assert_eq!(f.allow_key_regexes, ["^user:", "^a\\.b", ":active$"]);
+    assert!(
+        loaded.notes.iter().any(|n| n.contains(
+            "`filter.allow_key_prefix`, `filter.allow_key_suffix`: a key passes when it matches any one"
+        )),
+        "{:?}",
+        loaded.notes
+    );
+}
+
+#[test]
 fn a_redisshake_v4_aof_reader_becomes_an_aof_source_and_panics_on_conflicts_by_default() {
     let text = "[aof_reader]\nfilepath = \"/data/appendonlydir/appendonly.aof.manifest\"\n\
                 timestamp = 1700000000\n\n[redis_writer]\naddress = \"127.0.0.1:6380\"\n";

@@ -473,6 +473,7 @@ pub(crate) fn from_v4(
         allow_commands: filter.strings("allow_command")?,
         block_commands: filter.strings("block_command")?,
     };
+    union_of_allow_rules(&mut config.filter, &filter, notes);
     // Command groups become the command lists they stand for: a command passes when it is in an allowed group
     // (and in `allow_command` if that is given too), and not in a blocked group.
     let allowed_groups = command_group_commands(&filter, "allow_command_group")?;
@@ -523,6 +524,50 @@ pub(crate) fn from_v4(
         section.tls_note(notes)?;
     }
     Ok(config)
+}
+
+/// RedisShake lets a key through when it matches any one allow rule (a prefix or a suffix); ferry's own filter
+/// asks for one match of each kind that is given. When a file gives more than one kind, they all become
+/// regular expressions (one kind, so any match lets the key through), as RedisShake reads the file.
+fn union_of_allow_rules(f: &mut FilterConfig, filter: &Section<'_>, notes: &mut Vec<String>) {
+    let kinds = [
+        (!f.allow_keys.is_empty(), "allow_keys"),
+        (!f.allow_key_prefixes.is_empty(), "allow_key_prefix"),
+        (!f.allow_key_suffixes.is_empty(), "allow_key_suffix"),
+        (!f.allow_key_regexes.is_empty(), "allow_key_regex"),
+    ];
+    let given: Vec<&str> = kinds
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, k)| *k)
+        .collect();
+    if given.len() < 2 {
+        return;
+    }
+    let mut regexes: Vec<String> = std::mem::take(&mut f.allow_keys)
+        .iter()
+        .map(|k| format!("^{}$", regex::escape(k)))
+        .collect();
+    regexes.extend(
+        std::mem::take(&mut f.allow_key_prefixes)
+            .iter()
+            .map(|p| format!("^{}", regex::escape(p))),
+    );
+    regexes.extend(
+        std::mem::take(&mut f.allow_key_suffixes)
+            .iter()
+            .map(|s| format!("{}$", regex::escape(s))),
+    );
+    regexes.append(&mut f.allow_key_regexes);
+    f.allow_key_regexes = regexes;
+    let names: Vec<String> = given
+        .iter()
+        .map(|k| format!("`{}`", filter.path(k)))
+        .collect();
+    notes.push(format!(
+        "{}: a key passes when it matches any one of them, as in RedisShake (written as `allow_key_regexes`)",
+        names.join(", ")
+    ));
 }
 
 /// The commands of the groups listed under `key` (`allow_command_group` or `block_command_group`); an unknown
