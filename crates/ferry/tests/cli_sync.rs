@@ -322,6 +322,88 @@ fn sync_with_the_redisshake_v3_fixture_rewritten_to_local_servers_fills_the_clus
 }
 
 #[test]
+fn three_redisshake_v3_processes_one_per_source_master_share_one_target_cluster() {
+    // The walk-through's layout: the same sync.toml three times, each with the address of one source master,
+    // run at once into one target cluster. Each job keeps its own checkpoint (its tag comes from its source's
+    // address), so none takes the others' checkpoints for its own.
+    let text =
+        std::fs::read_to_string(shared_dir().join("fixtures/redisshake-v3-sync.toml")).unwrap();
+    let cluster =
+        Cluster::start_with(ClusterOptions::new(Version::V7_0).password("Aa123456")).unwrap();
+    let mut sources = Vec::new();
+    let mut jobs = Vec::new();
+    let mut dirs = Vec::new();
+    for n in 0..3 {
+        let source =
+            Server::start(ServerOptions::new(Version::V7_0).password("3wPxzWffdn")).unwrap();
+        let mut c = source.client();
+        for i in 0..200 {
+            redis::cmd("SET")
+                .arg(format!("s{n}:{i}"))
+                .arg(i)
+                .exec(&mut c)
+                .unwrap();
+        }
+        let text = rewrite(&text, "source", "address", &quoted(&source.addr()));
+        let text = rewrite(&text, "source", "password", &quoted("3wPxzWffdn"));
+        let text = rewrite(
+            &text,
+            "target",
+            "address",
+            &quoted(&cluster.masters()[n].addr()),
+        );
+        let text = rewrite(&text, "target", "password", &quoted("Aa123456"));
+        let (dir, path) = write_file(&format!("sync-{n}.toml"), &text);
+        jobs.push(Ferry::spawn(["sync", "-c", path.to_str().unwrap()]));
+        dirs.push(dir);
+        sources.push(source);
+    }
+    // Live writes on every source while the three jobs run.
+    for round in 0..100 {
+        for (n, source) in sources.iter().enumerate() {
+            let mut c = source.client();
+            redis::cmd("INCR")
+                .arg(format!("s{n}:counter"))
+                .exec(&mut c)
+                .unwrap();
+            redis::cmd("SET")
+                .arg(format!("s{n}:live:{round}"))
+                .arg(round)
+                .exec(&mut c)
+                .unwrap();
+        }
+    }
+    let compare_one = |n: usize| {
+        let mut o = opts();
+        for other in (0..3).filter(|&o| o != n) {
+            o = o.ignore_prefix(format!("s{other}:"));
+        }
+        ferry_testkit::compare(&Target::from(&sources[n]), &cluster.target(), &o).unwrap()
+    };
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "the three sources on the target",
+        || (0..3).all(|n| compare_one(n).is_equal()),
+    )
+    .unwrap();
+    for job in &jobs {
+        job.terminate();
+    }
+    for (n, job) in jobs.iter_mut().enumerate() {
+        assert_eq!(job.wait(), 0, "job {n}: {}", job.stderr());
+        let err = job.stderr();
+        assert!(
+            !err.contains("falling back to a full resync"),
+            "job {n} copied once: {err}"
+        );
+    }
+    for n in 0..3 {
+        let report = compare_one(n);
+        assert!(report.is_equal(), "source {n}: {report}");
+    }
+}
+
+#[test]
 fn sync_with_a_redisshake_v4_file_applies_its_filters() {
     let text =
         std::fs::read_to_string(shared_dir().join("fixtures/redisshake-v4-shake.toml")).unwrap();

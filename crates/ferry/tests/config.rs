@@ -169,6 +169,8 @@ fn the_redisshake_v3_fixture_becomes_a_cluster_target_config() {
     assert_eq!(c.conflict, Conflict::Rewrite);
     assert_eq!(c.limits.window_commands, 1024);
     assert_eq!(c.limits.max_restore_bytes, 16 * 1024 * 1024);
+    // One RedisShake process per source master into one target: each job's checkpoints under its own tag.
+    assert_eq!(c.checkpoint.tag, "shake:10.233.109.145:6379");
     for key in [
         "advanced.ncpu",
         "advanced.pprof_port",
@@ -203,6 +205,8 @@ fn the_redisshake_v4_fixture_becomes_a_filtered_config() {
         vec!["FLUSHALL".to_string(), "FLUSHDB".to_string()]
     );
     assert_eq!(c.conflict, Conflict::Panic);
+    // A cluster reader is one job for every shard: the default tag.
+    assert_eq!(c.checkpoint.tag, "ferry");
     assert!(loaded
         .notes
         .iter()

@@ -230,6 +230,47 @@ pub(crate) async fn scan_domain(
     Ok(count)
 }
 
+/// The tag of a checkpoint in database `db` of the target that is not `own`'s, if there is one: another job
+/// writes (or wrote) into this target. `own` covers the tags of `own`'s checkpoints on the masters of a cluster
+/// target (`<own>-<n>`, see `sink::cluster::tag_for_node`).
+async fn other_job_checkpoint(
+    sink: &mut Sink,
+    own: &str,
+    db: i64,
+) -> Result<Option<String>, Error> {
+    let is_own = |tag: &str| {
+        tag == own
+            || tag
+                .strip_prefix(own)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let prefix = crate::checkpoint::KEY_PREFIX.as_bytes();
+    for server in sink.servers() {
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let (next, keys) = server.scan_page(db, &cursor).await?;
+            for key in keys {
+                let Some(braced) = key.strip_prefix(prefix) else {
+                    continue;
+                };
+                let Some(tag) = braced.strip_prefix(b"{").and_then(|t| t.strip_suffix(b"}")) else {
+                    continue;
+                };
+                let tag = String::from_utf8_lossy(tag);
+                if !is_own(&tag) {
+                    return Ok(Some(tag.into_owned()));
+                }
+            }
+            if &next[..] == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(None)
+}
+
 async fn scan_db(
     server: &mut StandaloneSink,
     db: i64,
@@ -399,6 +440,24 @@ impl Replicator {
                 "redone copy of a source shard: sweeping the slots its master serves"
             );
             domain = domain.in_slots(slots);
+        }
+        if self.source_shard.is_none() {
+            // A job's ownership says nothing of jobs that began writing into the target after its first copy
+            // (one job per source master into one target, as RedisShake deployments run). Their checkpoints
+            // in the target say they are there: their keys are not this job's to delete.
+            let tag = &self.config.sink.checkpoint_tag;
+            if let Some(other) =
+                other_job_checkpoint(sink, tag, self.config.sink.checkpoint_db).await?
+            {
+                warn!(
+                    other_tag = %other,
+                    "the redone copy deletes nothing: another job (checkpoint tag {other:?}) writes into this \
+                     target, and its keys are not this job's to delete; keys deleted on the source meanwhile \
+                     may remain on the target (check with `ferry verify`)"
+                );
+                self.status.update(|s| s.redo_unswept += 1);
+                return Ok(());
+            }
         }
         let deleted = scan_domain(sink, &domain, Visit::Sweep(copied)).await?;
         info!(

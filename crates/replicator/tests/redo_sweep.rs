@@ -322,6 +322,47 @@ fn a_key_on_the_target_before_the_first_copy_survives_a_redo_that_deletes_nothin
 }
 
 #[test]
+fn a_redo_deletes_nothing_once_another_job_writes_into_the_same_target() {
+    // One job per source master into one target, as RedisShake deployments run: the first job owns the target
+    // (it was empty), then a second job with its own tag copies another source into it. The first job's redo
+    // must not delete the second job's keys, which its source never had.
+    let (source, target) = small_backlog_servers();
+    let neighbour = Server::start(ServerOptions::new(Version::V7_0)).unwrap();
+    set_keys(&source, 0, "doomed", 20);
+    let job = Job::start(&source, &target, |_| {});
+    job.wait_caught_up(&source);
+    job.stop().unwrap();
+    assert_eq!(ownership(&target).as_deref(), Some("owned"));
+    set_keys(&neighbour, 0, "neighbour", 10);
+    let job = Job::start(&neighbour, &target, |c| {
+        c.sink.checkpoint_tag = "neighbour".into()
+    });
+    job.wait_caught_up(&neighbour);
+    job.stop().unwrap();
+
+    let (rounds, _) = change_while_away(&source, "neighbours");
+    let job = Job::start(&source, &target, |_| {});
+    expire_short_keys(&source, rounds, "neighbours");
+    job.wait_caught_up(&source);
+    let status = job.status.snapshot();
+    assert_eq!(status.full_syncs, 1, "{status}");
+    assert_eq!((status.keys_swept, status.redo_unswept), (0, 1), "{status}");
+    for i in 0..10 {
+        assert!(
+            exists(&target, 0, &format!("neighbour:{i}")),
+            "the other job's keys stay"
+        );
+    }
+    let opts = CompareOptions::default()
+        .dbs(vec![0, 1, 2])
+        .ignore_prefix("neighbour:")
+        .ignore_prefix("doomed:");
+    let report = compare(&Target::from(&source), &Target::from(&target), &opts).unwrap();
+    assert!(report.is_equal(), "{report:?}");
+    assert_eq!(counter(&target, "neighbours"), rounds);
+}
+
+#[test]
 fn a_key_the_filters_exclude_survives_the_sweep_of_an_owned_target() {
     let (source, target) = small_backlog_servers();
     // On the target before the first copy, but outside what the job may write: the target is still owned.

@@ -340,6 +340,9 @@ pub(crate) fn from_v3(
         _ => return Err(tgt.wrong("type", "\"standalone\" or \"cluster\"")),
     };
     let mut config = SyncConfig::new(source, target);
+    if mode != "restore" {
+        per_source_tag(&mut config, &src, notes)?;
+    }
     advanced(&mut config, &adv, Conflict::Rewrite, notes)?;
     if mode != "restore" {
         src.tls_note(notes)?;
@@ -459,6 +462,11 @@ pub(crate) fn from_v4(
         Target::Standalone(writer.endpoint()?)
     };
     let mut config = SyncConfig::new(source, target);
+    for reader in [&sync, &scan] {
+        if reader.exists() && !reader.boolean("cluster", false)? {
+            per_source_tag(&mut config, reader, notes)?;
+        }
+    }
     config.filter = FilterConfig {
         allow_dbs: filter.dbs("allow_db")?,
         block_dbs: filter.dbs("block_db")?,
@@ -524,6 +532,29 @@ pub(crate) fn from_v4(
         section.tls_note(notes)?;
     }
     Ok(config)
+}
+
+/// RedisShake follows one server per process, and a cluster source is synced by one process per master into
+/// the same target (its walk-throughs run three). ferry's checkpoints live in the target under the job's tag, so
+/// such jobs need distinct tags: a file that reads one server gets the tag `shake:<address>` (a cluster reader
+/// of v4 is one job for all shards and keeps the default). `--checkpoint-tag` still chooses another.
+fn per_source_tag(
+    config: &mut SyncConfig,
+    reader: &Section<'_>,
+    notes: &mut Vec<String>,
+) -> Result<(), Error> {
+    let address = reader.string("address")?;
+    if address.is_empty() {
+        return Ok(());
+    }
+    config.checkpoint.tag = format!("shake:{address}");
+    notes.push(format!(
+        "checkpoint tag {:?} (from `{}`): one job per source server can share a target, as RedisShake \
+         processes do; `--checkpoint-tag` chooses another",
+        config.checkpoint.tag,
+        reader.path("address")
+    ));
+    Ok(())
 }
 
 /// RedisShake lets a key through when it matches any one allow rule (a prefix or a suffix); ferry's own filter
