@@ -700,7 +700,8 @@ impl Replicator {
                         warn!(
                             checkpoint_replid = %old.replid, checkpoint_offset = old.offset, new_replid = %replid,
                             "the source cannot continue from the checkpoint (backlog overrun or another history): \
-                             falling back to a full resync"
+                             falling back to a full resync (if this repeats, another job may write into this \
+                             target under the same checkpoint tag: jobs that share a target need distinct tags)"
                         );
                         format!(
                             "the source cannot continue from the checkpoint ({}:{}; backlog overrun or another \
