@@ -150,7 +150,7 @@ impl<'a> Section<'a> {
         if tls {
             // RedisShake dials TLS without checking the server's certificate (Go's `InsecureSkipVerify`), and its
             // files have no key for a CA: a file that works with RedisShake works here the same way.
-            // [`tls_notes`] says so in `config check`.
+            // [`Section::tls_note`] says so in `config check`.
             e = e.with_tls(TlsConfig::new().with_insecure_skip_verify(true));
         }
         Ok(e)
