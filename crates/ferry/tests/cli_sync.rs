@@ -1064,7 +1064,6 @@ fn sync_with_a_sentinel_target_type_writes_to_the_master_the_sentinels_name() {
     );
 }
 
-/// Sends a signal to a process.
 #[test]
 fn a_redisshake_v4_sentinel_writer_syncs_into_the_master_with_the_files_password() {
     // RedisShake's sentinel writer uses `password` for the sentinel and for the master it names; a group whose
@@ -1095,6 +1094,7 @@ fn a_redisshake_v4_sentinel_writer_syncs_into_the_master_with_the_files_password
     assert_equal(&Target::from(&source), &Target::from(&group.master));
 }
 
+/// Sends a signal to a process.
 fn kill(sig: &str, pid: u32) {
     let ok = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])

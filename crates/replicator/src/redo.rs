@@ -245,27 +245,14 @@ async fn other_job_checkpoint(
                 .and_then(|rest| rest.strip_prefix('-'))
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     };
-    let prefix = crate::checkpoint::KEY_PREFIX.as_bytes();
+    let prefix = format!("{}{{", crate::checkpoint::KEY_PREFIX);
     for server in sink.servers() {
-        let mut cursor = Bytes::from_static(b"0");
-        loop {
-            let (next, keys) = server.scan_page(db, &cursor).await?;
-            for key in keys {
-                let Some(braced) = key.strip_prefix(prefix) else {
-                    continue;
-                };
-                let Some(tag) = braced.strip_prefix(b"{").and_then(|t| t.strip_suffix(b"}")) else {
-                    continue;
-                };
-                let tag = String::from_utf8_lossy(tag);
-                if !is_own(&tag) {
-                    return Ok(Some(tag.into_owned()));
-                }
+        server.select_now(db).await?;
+        for key in server.scan_keys(&format!("{prefix}*}}")).await? {
+            let tag = &key[prefix.len()..key.len() - 1];
+            if !is_own(tag) {
+                return Ok(Some(tag.to_string()));
             }
-            if &next[..] == b"0" {
-                break;
-            }
-            cursor = next;
         }
     }
     Ok(None)

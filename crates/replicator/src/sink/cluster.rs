@@ -1191,7 +1191,7 @@ pub(crate) fn glob_escape(s: &str) -> String {
 }
 
 impl StandaloneSink {
-    /// `SCAN` of database 0 for keys matching `pattern`.
+    /// `SCAN` of the selected database (0 on a cluster node) for keys matching `pattern`.
     pub(crate) async fn scan_keys(&mut self, pattern: &str) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
         let mut cursor = "0".to_string();

@@ -910,7 +910,8 @@ impl StandaloneSink {
         self.pipe.select(db, || Pending::Ok("SELECT"));
     }
 
-    async fn select_now(&mut self, db: i64) -> Result<(), Error> {
+    /// Selects `db` at once (its `SELECT` sent and answered).
+    pub(crate) async fn select_now(&mut self, db: i64) -> Result<(), Error> {
         self.select(db);
         self.drain().await
     }
