@@ -210,6 +210,8 @@ export interface SyncStatus {
   /** What target_policy skip/convert left out of the target or wrote with a loss since the full copy began. */
   policy: PolicyStatus
   last_error: string | null
+  /** Every stream live and all that was received applied (RedisShake's `consistent`). */
+  consistent: boolean
 }
 
 /** A key the target policy skipped or converted; `key` as verify shows keys (quoted, `\xNN` escapes). */

@@ -173,6 +173,12 @@ pub struct Status {
     pub policy: PolicyStatus,
     /// The last error, for humans (no secrets).
     pub last_error: Option<String>,
+    /// Every stream is live and the target has applied all that ferry received (no lag in bytes; for a scan
+    /// source, no changed key waiting to be read again): what RedisShake's status calls `consistent`, the usual
+    /// test before a cut-over. It says nothing of what the source has not sent yet; a source that keeps writing
+    /// makes it flicker.
+    #[serde(default)]
+    pub consistent: bool,
 }
 
 /// The keys and commands the target policy skipped or converted (see [`Status::policy`]).
@@ -557,7 +563,7 @@ impl Shared {
             phase = Phase::CaughtUp;
         }
         let lag_ms = (r.lag_seconds * 1000.0).round() as u64;
-        Status {
+        let mut status = Status {
             phase,
             keys_copied: r.keys_copied,
             keys_done: r.keys_done,
@@ -599,7 +605,16 @@ impl Shared {
             },
             policy: PolicyStatus::from_replicator(&r),
             last_error: r.last_error.clone(),
-        }
+            consistent: false,
+        };
+        status.consistent = status.phase == Phase::Incremental
+            && status.lag_bytes == 0
+            && status.keys_pending == 0
+            && status
+                .shards
+                .iter()
+                .all(|s| s.retired || (s.phase == Phase::Incremental && s.lag_bytes == 0));
+        status
     }
 }
 

@@ -676,9 +676,15 @@ fn metrics_and_status_endpoints_answer_with_the_jobs_figures() {
         status(&status_addr)["commands_applied"] == 50
     })
     .unwrap();
+    // RedisShake's test before a cut-over: live, and everything received applied.
+    wait_until(DEADLINE, "the status to say consistent", || {
+        status(&status_addr)["consistent"] == true
+    })
+    .unwrap();
     let s = status(&status_addr);
     assert_eq!(s["keys_copied"].as_u64(), Some(filled.total_keys), "{s}");
     assert_eq!(s["full_syncs"], 1, "{s}");
+    assert_eq!(s["lag_bytes"], 0, "{s}");
     assert_eq!(s["shards"][0]["source"], source.addr(), "{s}");
     // The metrics are recorded from the same snapshots, every 100 ms.
     wait_until(DEADLINE, "metrics to show 50 commands", || {

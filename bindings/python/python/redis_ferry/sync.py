@@ -105,6 +105,8 @@ class Status:
     shards: List[ShardStatus]
     last_error: Optional[str]
     policy: PolicyStatus = field(default_factory=PolicyStatus)
+    #: Every stream live and all that was received applied (RedisShake's ``consistent``).
+    consistent: bool = False
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
