@@ -89,6 +89,8 @@ test('a sync with live writes ends with the target equal to the source; status a
   assert.ok(['incremental', 'caught_up'].includes(status.phase), status.phase)
   assert.ok(status.keys_copied > 0, JSON.stringify(status))
   assert.equal(status.shards.length, 1)
+  // Writes stopped and applied: RedisShake's cut-over test holds.
+  await eventually('the status to say consistent', () => job.status().consistent === true)
 
   const final = await job.stop()
   // The façade reports a stopped job that had caught up as `caught_up`.

@@ -82,6 +82,8 @@ def test_sync_with_live_writes_ends_equal_with_status_and_events_while_running(p
             writer.__exit__()
             final = writer.acked
             wait_until(lambda: target_counter(target) == final, "the target to catch up")
+            # Writes stopped and applied: RedisShake's cut-over test holds.
+            assert wait_until(lambda: job.status().consistent, "the status to say consistent") is True
             stopped = job.stop()
         reader.join(timeout=60)
     assert stopped.phase in ("stopped", "caught_up")
