@@ -161,6 +161,8 @@ export interface SyncConfig {
   /** A full copy redone over this job's earlier data empties the target first (FLUSHALL). Without it, a redo
    * deletes the keys the source no longer has only on a target the job owns (docs/config.md). */
   flush_target_on_resync?: boolean
+  /** Empty the target (FLUSHALL) before every full copy, the first included; not when resuming (RedisShake's empty_db_before_sync). */
+  flush_target_before_copy?: boolean
   run?: { metrics_addr?: string; status_addr?: string; verify?: boolean }
 }
 

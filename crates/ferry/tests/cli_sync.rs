@@ -512,6 +512,111 @@ fn a_redisshake_v4_file_lets_a_key_through_that_matches_any_allow_rule_as_rediss
 }
 
 #[test]
+fn a_redisshake_v4_file_with_empty_db_before_sync_empties_the_target_before_its_copy_only() {
+    let (source, target) = (server(), server());
+    let mut src = source.client();
+    let mut tgt = target.client();
+    for k in ["a", "b"] {
+        redis::cmd("SET")
+            .arg(k)
+            .arg("from-source")
+            .exec(&mut src)
+            .unwrap();
+    }
+    // What a RedisShake user empties the target for: keys that are not the source's, in any database.
+    redis::cmd("SET")
+        .arg("stale")
+        .arg("x")
+        .exec(&mut tgt)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("a")
+        .arg("old")
+        .exec(&mut tgt)
+        .unwrap();
+    redis::cmd("SELECT").arg(3).exec(&mut tgt).unwrap();
+    redis::cmd("SET")
+        .arg("stale:3")
+        .arg("x")
+        .exec(&mut tgt)
+        .unwrap();
+    redis::cmd("SELECT").arg(0).exec(&mut tgt).unwrap();
+    let text = format!(
+        "[sync_reader]\naddress = {}\n\n[redis_writer]\naddress = {}\n\n[advanced]\nempty_db_before_sync = true\n",
+        quoted(&source.addr()),
+        quoted(&target.addr()),
+    );
+    let (_dir, path) = write_file("shake.toml", &text);
+    let file = path.to_str().unwrap();
+    let mut ferry = Ferry::spawn(["sync", "-c", file, "--until-caught-up"]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_eq!(keys_in(&target, 0), ["a", "b"]);
+    assert!(keys_in(&target, 3).is_empty());
+    let a: String = redis::cmd("GET").arg("a").query(&mut tgt).unwrap();
+    assert_eq!(a, "from-source");
+    // Started again, the job resumes from its checkpoint: no copy, so nothing is emptied.
+    redis::cmd("SET")
+        .arg("c")
+        .arg("live")
+        .exec(&mut src)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("other-writer")
+        .arg("x")
+        .exec(&mut tgt)
+        .unwrap();
+    let mut ferry = Ferry::spawn(["sync", "-c", file, "--until-caught-up"]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert!(ferry.stderr().contains("+CONTINUE"), "{}", ferry.stderr());
+    assert_eq!(keys_in(&target, 0), ["a", "b", "c", "other-writer"]);
+}
+
+#[test]
+fn flush_before_copy_empties_nothing_while_another_job_writes_into_the_target() {
+    let (first, second, target) = (server(), server(), server());
+    redis::cmd("SET")
+        .arg("first:1")
+        .arg("v")
+        .exec(&mut first.client())
+        .unwrap();
+    redis::cmd("SET")
+        .arg("second:1")
+        .arg("v")
+        .exec(&mut second.client())
+        .unwrap();
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &first.url(),
+        "--target",
+        &target.url(),
+        "--checkpoint-tag",
+        "first",
+        "--until-caught-up",
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &second.url(),
+        "--target",
+        &target.url(),
+        "--checkpoint-tag",
+        "second",
+        "--flush-target-before-copy",
+        "--until-caught-up",
+    ]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert!(
+        ferry.stderr().contains("does not empty the target first")
+            && ferry.stderr().contains("\"first\""),
+        "{}",
+        ferry.stderr()
+    );
+    assert_eq!(keys_in(&target, 0), ["first:1", "second:1"]);
+}
+
+#[test]
 fn a_redisshake_v4_file_takes_its_addresses_and_password_from_the_environment() {
     // RedisShake 4 substitutes `${VAR}` in its files before reading them (its shake_sync_env.toml example).
     let source = Server::start(ServerOptions::new(Version::V7_0).password("env-pw")).unwrap();

@@ -214,6 +214,42 @@ fn the_redisshake_v4_fixture_becomes_a_filtered_config() {
 }
 
 #[test]
+fn redisshake_empty_db_before_sync_empties_the_target_before_each_copy_except_for_a_cluster_reader()
+{
+    let text = "[sync_reader]\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[advanced]\nempty_db_before_sync = true\n";
+    let loaded = SyncConfig::load_toml(text).unwrap();
+    assert!(loaded.config.flush_target_before_copy);
+    assert!(!loaded.config.flush_target_on_resync);
+    assert!(
+        loaded
+            .notes
+            .iter()
+            .any(|n| n.contains("`advanced.empty_db_before_sync` (line 6)")),
+        "{:?}",
+        loaded.notes
+    );
+    let text = "[sync_reader]\ncluster = true\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[advanced]\nempty_db_before_sync = true\n";
+    let e = SyncConfig::from_toml_str(text).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.to_string().contains(
+            "line 7: `advanced.empty_db_before_sync` must be false with a cluster reader"
+        ),
+        "{e}"
+    );
+    // ferry's own schema: the same option, refused with a cluster source by the check every job runs.
+    let text = "flush_target_before_copy = true\n[source]\ntype = \"cluster\"\nseeds = [\"redis://127.0.0.1:1\"]\n[target]\ntype = \"standalone\"\nurl = \"redis://127.0.0.1:2\"\n";
+    let e = SyncConfig::from_toml_str(text)
+        .and_then(|c| c.validate().map(|_| c))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("flush_target_before_copy: not with a cluster source"),
+        "{e}"
+    );
+}
+
+#[test]
 fn redisshake_options_ferry_cannot_honour_yet_are_errors_not_silence() {
     let text = "[sync_reader]\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[advanced]\naws_psync = \"x\"\n";
     let e = SyncConfig::from_toml_str(text).unwrap_err();

@@ -1714,6 +1714,7 @@ impl crate::Replicator {
         let mut config = self.config.clone();
         config.source_cluster = None;
         config.flush_target_on_resync = false;
+        config.flush_target_before_copy = false;
         if late {
             // A shard added to the source while the job runs: its keys came from other shards by migration, and
             // may be on the target already.

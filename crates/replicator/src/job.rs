@@ -64,6 +64,11 @@ pub struct Config {
     /// deleted on the source in between may stay on the target (see `crate::fullsync`'s module
     /// documentation).
     pub flush_target_on_resync: bool,
+    /// Empty the target (`FLUSHALL`) before every full copy, the first one included (RedisShake's
+    /// `empty_db_before_sync`): a job resumed from its checkpoint does not copy, so does not flush. Not while
+    /// the target holds the checkpoint of another job (another tag): then it warns and flushes nothing. Ignored
+    /// by the shards of a cluster source.
+    pub flush_target_before_copy: bool,
     /// Values whose RDB encoding is bigger than this go as batches of element commands instead of one
     /// `RESTORE`.
     pub max_restore_bytes: usize,
@@ -127,6 +132,7 @@ impl Config {
             filter: FilterConfig::default(),
             db_map: DbMap::default(),
             flush_target_on_resync: false,
+            flush_target_before_copy: false,
             max_restore_bytes: 16 * 1024 * 1024,
             reconnect_backoff: Duration::from_millis(500),
             reconnect_backoff_max: Duration::from_secs(30),

@@ -339,7 +339,7 @@ impl Replicator {
             let conflict = conflict_of(redo);
             // Decided (or read) before this shard writes its first key.
             let ownership = self.job_ownership(sink, shard.shared()).await?;
-            // A shard never empties the target (its configuration has `flush_target_on_resync` off).
+            // A shard never empties the target (its configuration has both flush options off).
             sink.begin_full_sync(conflict, false).await?;
             let sweep = redo && ownership == Some(Ownership::Owned);
             if redo && !sweep {
@@ -363,7 +363,20 @@ impl Replicator {
             false => *self.ownership.lock().unwrap_or_else(|e| e.into_inner()),
         };
         let redo = redo_by_checkpoint.unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
-        let flush = redo && cfg.flush_target_on_resync;
+        let mut flush = (redo && cfg.flush_target_on_resync) || cfg.flush_target_before_copy;
+        if flush && !(redo && cfg.flush_target_on_resync) {
+            // Asked to flush before every copy (RedisShake's `empty_db_before_sync`), where several jobs, one
+            // per source server, often share the target: never over another job's keys.
+            let tag = &cfg.sink.checkpoint_tag;
+            if let Some(other) = other_job_checkpoint(sink, tag, cfg.sink.checkpoint_db).await? {
+                warn!(
+                    other_tag = %other,
+                    "the full copy does not empty the target first (flush_target_before_copy): another job \
+                     (checkpoint tag {other:?}) writes into this target, and its keys are not this job's to delete"
+                );
+                flush = false;
+            }
+        }
         let conflict = conflict_of(redo);
         if !redo {
             // The first copy of this job into this target: ownership is decided before its first key.

@@ -397,6 +397,10 @@ pub struct SyncArgs {
     /// redo deletes the keys the source no longer has only on a target the job owns).
     #[arg(long)]
     pub flush_target_on_resync: bool,
+    /// Empty the target (FLUSHALL) before every full copy, the first included (not when resuming from a
+    /// checkpoint; never over another job's checkpoint; not with a cluster source).
+    #[arg(long)]
+    pub flush_target_before_copy: bool,
     /// Exit 0 once the target has caught up with the source after the full copy.
     #[arg(long)]
     pub until_caught_up: bool,
@@ -536,6 +540,7 @@ impl SyncArgs {
         }
         config.checkpoint = cp;
         config.flush_target_on_resync |= self.flush_target_on_resync;
+        config.flush_target_before_copy |= self.flush_target_before_copy;
         config.until_caught_up |= self.until_caught_up;
         config.run.verify |= self.verify;
         if self.metrics_addr.is_some() {

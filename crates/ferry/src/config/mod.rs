@@ -714,6 +714,11 @@ pub struct SyncConfig {
     /// (without it, a redo deletes the keys the source no longer has only on a target the job owns).
     #[serde(default)]
     pub flush_target_on_resync: bool,
+    /// Empty the target (`FLUSHALL`) before every full copy, the first one included (RedisShake's
+    /// `empty_db_before_sync`); a job that resumes from its checkpoint does not. Never while the target holds
+    /// another job's checkpoint. Not for a cluster source (its shards copy at different times).
+    #[serde(default)]
+    pub flush_target_before_copy: bool,
     /// Settings of the `ferry` program (metrics and status endpoints, verify after catching up).
     #[serde(default)]
     pub run: RunConfig,
@@ -734,6 +739,7 @@ impl SyncConfig {
             limits: Limits::default(),
             until_caught_up: false,
             flush_target_on_resync: false,
+            flush_target_before_copy: false,
             run: RunConfig::default(),
         }
     }
@@ -867,6 +873,12 @@ impl SyncConfig {
             if seeds.is_empty() {
                 return Err(Error::config("source: a cluster needs at least one seed"));
             }
+            if self.flush_target_before_copy {
+                return Err(Error::config(
+                    "flush_target_before_copy: not with a cluster source (its shards copy at different \
+                     times, and a flush for one would delete what the others copied)",
+                ));
+            }
         }
         for r in self
             .filter
@@ -999,6 +1011,7 @@ impl SyncConfig {
         c.filter = selection.filter.to_replicator();
         c.db_map = ferry_replicator::DbMap::new(db_pairs(&selection.db_map)?);
         c.flush_target_on_resync = self.flush_target_on_resync;
+        c.flush_target_before_copy = self.flush_target_before_copy;
         c.max_restore_bytes = self.limits.max_restore_bytes;
         c.reconnect_backoff = Duration::from_millis(self.limits.reconnect_backoff_ms);
         c.sink = self.sink_options();

@@ -523,8 +523,25 @@ pub(crate) fn from_v4(
         ));
     }
     if adv.boolean("empty_db_before_sync", false)? {
-        return Err(Error::not_supported(
-            "`advanced.empty_db_before_sync` (empty the target before starting ferry)",
+        // RedisShake sends `FLUSHALL` to the target when it starts, and copies everything again at every start.
+        // ferry resumes from its checkpoint without a copy, so it empties the target before each full copy.
+        if matches!(config.source, Source::Cluster { .. }) {
+            return Err(adv.wrong(
+                "empty_db_before_sync",
+                "false with a cluster reader (ferry copies its shards at different times in one job; empty \
+                 the target before starting ferry)",
+            ));
+        }
+        config.flush_target_before_copy = true;
+        let line = adv
+            .checked
+            .lines
+            .get("advanced.empty_db_before_sync")
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
+        notes.push(format!(
+            "`advanced.empty_db_before_sync`{line}: the target is emptied (`FLUSHALL`) before each full copy, \
+             not when the job resumes from its checkpoint, and never while it holds another job's checkpoint"
         ));
     }
     advanced(&mut config, &adv, Conflict::Panic, notes)?;

@@ -130,6 +130,7 @@ pub(crate) const FERRY: &[(&str, Node)] = &[
     ("target_policy", Node::Leaf),
     ("until_caught_up", Node::Leaf),
     ("flush_target_on_resync", Node::Leaf),
+    ("flush_target_before_copy", Node::Leaf),
     (
         "run",
         Node::Table(&[
