@@ -163,6 +163,8 @@ export interface SyncConfig {
   flush_target_on_resync?: boolean
   /** Empty the target (FLUSHALL) before every full copy, the first included; not when resuming (RedisShake's empty_db_before_sync). */
   flush_target_before_copy?: boolean
+  /** The name PSYNC goes by on source nodes that renamed it, by `host:port` (RedisShake's aws_psync). */
+  psync_commands?: Record<string, string>
   run?: { metrics_addr?: string; status_addr?: string; verify?: boolean }
 }
 

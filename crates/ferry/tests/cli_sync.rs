@@ -616,6 +616,82 @@ fn flush_before_copy_empties_nothing_while_another_job_writes_into_the_target() 
     assert_eq!(keys_in(&target, 0), ["first:1", "second:1"]);
 }
 
+/// A source whose PSYNC goes by another name (AWS ElastiCache gives such names on request; RedisShake's
+/// `aws_psync`). A plain Redis serves a renamed PSYNC as SYNC (replication.c decides by the command's name): the
+/// RDB without `+FULLRESYNC`, then the stream, and a new copy at every reconnect.
+#[test]
+fn a_redisshake_v4_file_with_aws_psync_replicates_through_the_renamed_command() {
+    let source = Server::start(
+        ServerOptions::new(Version::V7_0).config("rename-command", "PSYNC shakesync"),
+    )
+    .unwrap();
+    let target = server();
+    fill(&Target::from(&source), &FillOptions::seed(21)).unwrap();
+    // Without the name, the source refuses PSYNC and ferry says so.
+    let mut ferry = Ferry::spawn([
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--until-caught-up",
+    ]);
+    assert_ne!(ferry.wait(), 0);
+    assert!(
+        ferry.stderr().contains("unknown command")
+            && ferry.stderr().contains("--psync-command HOST:PORT=NAME"),
+        "{}",
+        ferry.stderr()
+    );
+    let text = format!(
+        "[sync_reader]\naddress = {addr}\n\n[redis_writer]\naddress = {}\n\n[advanced]\n\
+         rdb_restore_command_behavior = \"rewrite\"\naws_psync = \"{}@shakesync\"\n",
+        quoted(&target.addr()),
+        source.addr(),
+        addr = quoted(&source.addr()),
+    );
+    let (_dir, path) = write_file("shake.toml", &text);
+    let file = path.to_str().unwrap();
+    let mut ferry = Ferry::spawn(["sync", "-c", file, "--status-addr", "127.0.0.1:0"]);
+    let status_addr = ferry.served_addr("status");
+    wait_phase(&status_addr, "incremental");
+    let mut con = source.client();
+    for _ in 0..100 {
+        redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
+    }
+    redis::cmd("DEL").arg("string:0").exec(&mut con).unwrap();
+    wait_until(DEADLINE, "the live writes on the target", || {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg("counter")
+            .query(&mut target.client())
+            .unwrap();
+        v == Some(100)
+    })
+    .unwrap();
+    ferry.terminate();
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert!(
+        ferry.stderr().contains("answered shakesync as SYNC"),
+        "{}",
+        ferry.stderr()
+    );
+    assert_equal(&Target::from(&source), &Target::from(&target));
+    // Restarted: SYNC cannot continue a stream, so the job copies again over its own writes, exactly (a key
+    // deleted meanwhile does not stay, the counter is not counted twice).
+    for _ in 0..10 {
+        redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
+    }
+    redis::cmd("DEL").arg("string:1").exec(&mut con).unwrap();
+    let mut ferry = Ferry::spawn(["sync", "-c", file, "--until-caught-up"]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_equal(&Target::from(&source), &Target::from(&target));
+    let v: u64 = redis::cmd("GET")
+        .arg("counter")
+        .query(&mut target.client())
+        .unwrap();
+    assert_eq!(v, 110);
+}
+
 #[test]
 fn a_redisshake_v4_file_takes_its_addresses_and_password_from_the_environment() {
     // RedisShake 4 substitutes `${VAR}` in its files before reading them (its shake_sync_env.toml example).

@@ -250,13 +250,42 @@ fn redisshake_empty_db_before_sync_empties_the_target_before_each_copy_except_fo
 }
 
 #[test]
+fn redisshake_aws_psync_names_psync_per_source_node() {
+    // RedisShake's own example: the first item of an address wins.
+    let text = "[sync_reader]\naddress = \"10.0.0.1:6379\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[advanced]\n\
+                aws_psync = \"10.0.0.1:6379@nmfu2sl5osync,10.0.0.1:6379@xhma21xfkssync, 10.0.0.2:6379@other\"\n";
+    let c = SyncConfig::from_toml_str(text).unwrap();
+    assert_eq!(c.psync_commands.len(), 2);
+    assert_eq!(c.psync_commands["10.0.0.1:6379"], "nmfu2sl5osync");
+    assert_eq!(c.psync_commands["10.0.0.2:6379"], "other");
+    let text = "[sync_reader]\naddress = \"10.0.0.1:6379\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[advanced]\naws_psync = \"nmfu2sl5osync\"\n";
+    let e = SyncConfig::from_toml_str(text).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "line 6: `advanced.aws_psync` must be a list of `ip:port@command` separated by commas"
+        ),
+        "{e}"
+    );
+    // ferry's own schema: a map from `host:port` to the name.
+    let text = "[source]\ntype = \"standalone\"\nurl = \"redis://127.0.0.1:1\"\n[target]\ntype = \"standalone\"\n\
+                url = \"redis://127.0.0.1:2\"\n[psync_commands]\n\"127.0.0.1:1\" = \"shakesync\"\n";
+    let c = SyncConfig::from_toml_str(text).unwrap();
+    assert_eq!(c.psync_commands["127.0.0.1:1"], "shakesync");
+    let bad = text.replace("\"127.0.0.1:1\" =", "\"127.0.0.1\" =");
+    let e = SyncConfig::from_toml_str(&bad)
+        .and_then(|c| c.validate().map(|_| c))
+        .unwrap_err();
+    assert!(e.to_string().contains("is not a source node's"), "{e}");
+}
+
+#[test]
 fn redisshake_options_ferry_cannot_honour_yet_are_errors_not_silence() {
-    let text = "[sync_reader]\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[advanced]\naws_psync = \"x\"\n";
+    let text = "[sync_reader]\naddress = \"127.0.0.1:1\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[filter]\nfunction = \"return\"\n";
     let e = SyncConfig::from_toml_str(text).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config);
     assert!(
         e.to_string()
-            .contains("not supported yet: `advanced.aws_psync`"),
+            .contains("not supported yet: Lua `function` filters"),
         "{e}"
     );
     let text = "type = \"sync\"\n[source]\naddress = \"127.0.0.1:1\"\n[target]\ntype = \"cluster\"\naddress = \"127.0.0.1:2\"\n[advanced]\npipeline_count_limit = \"many\"\n";

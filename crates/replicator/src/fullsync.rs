@@ -81,6 +81,9 @@ pub(crate) struct Copied {
     pub big_keys: u64,
     /// The source keys read, when [`Options::record_keys`].
     pub keys: CopiedKeys,
+    /// The replication id and offset the RDB says it was made at (its `repl-id` and `repl-offset` AUX fields),
+    /// when it has both.
+    pub position: Option<(String, u64)>,
 }
 
 impl Options {
@@ -230,6 +233,8 @@ pub(crate) struct Applier<'a> {
     copied: CopiedKeys,
     last_report: u64,
     started: std::time::Instant,
+    repl_id: Option<String>,
+    repl_offset: Option<u64>,
 }
 
 impl<'a> Applier<'a> {
@@ -258,6 +263,8 @@ impl<'a> Applier<'a> {
             copied: CopiedKeys::default(),
             last_report: 0,
             started: std::time::Instant::now(),
+            repl_id: None,
+            repl_offset: None,
         }
     }
 
@@ -352,6 +359,20 @@ impl<'a> Applier<'a> {
             Item::ModuleAux { name, .. } => {
                 warn!(module = %name, "module auxiliary data in the RDB is not copied");
             }
+            Item::Aux { key, value } => match &key[..] {
+                b"repl-id" => {
+                    self.repl_id = std::str::from_utf8(&value)
+                        .ok()
+                        .filter(|id| crate::checkpoint::is_replid(id))
+                        .map(str::to_string);
+                }
+                b"repl-offset" => {
+                    self.repl_offset = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|o| o.parse().ok());
+                }
+                _ => {}
+            },
             _ => {}
         }
         Ok(())
@@ -604,6 +625,7 @@ impl<'a> Applier<'a> {
         Ok(Copied {
             big_keys,
             keys: std::mem::take(&mut self.copied),
+            position: self.repl_id.take().zip(self.repl_offset),
         })
     }
 }

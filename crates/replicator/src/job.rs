@@ -762,6 +762,16 @@ impl Replicator {
                     });
                 }
                 let copied = copied?;
+                // A stream served as SYNC learns where it starts from its RDB.
+                let (replid, offset) = match &copied.position {
+                    Some((id, at)) if replid == crate::source::psync::SYNC_REPLID => {
+                        info!(replid = %id, offset = at, "the SYNC stream's position, from its RDB");
+                        source.rebase(*at);
+                        self.status.update(|s| s.replid = id.clone());
+                        (id.clone(), *at)
+                    }
+                    _ => (replid, offset),
+                };
                 let big_keys = copied.big_keys;
                 if let Some(g) = gate {
                     g.wait_for(offset).await?;

@@ -401,6 +401,10 @@ pub struct SyncArgs {
     /// checkpoint; never over another job's checkpoint; not with a cluster source).
     #[arg(long)]
     pub flush_target_before_copy: bool,
+    /// The name PSYNC goes by on a source node that renamed it (`HOST:PORT=COMMAND`, repeatable; AWS
+    /// ElastiCache's renamed PSYNC, RedisShake's `aws_psync`)
+    #[arg(long = "psync-command", value_parser = parse_psync_command)]
+    pub psync_commands: Vec<(String, String)>,
     /// Exit 0 once the target has caught up with the source after the full copy.
     #[arg(long)]
     pub until_caught_up: bool,
@@ -475,6 +479,15 @@ fn parse_on_error(s: &str) -> Result<OnError, String> {
     }
 }
 
+fn parse_psync_command(s: &str) -> Result<(String, String), String> {
+    match s.rsplit_once('=') {
+        Some((node, command)) if !node.is_empty() && !command.is_empty() => {
+            Ok((node.to_string(), command.to_string()))
+        }
+        _ => Err(format!("{s:?}: expected HOST:PORT=COMMAND")),
+    }
+}
+
 fn parse_db_map(s: &str) -> Result<(u32, u32), String> {
     let (a, b) = s.split_once(':').ok_or("expected FROM:TO, e.g. 1:0")?;
     Ok((
@@ -541,6 +554,9 @@ impl SyncArgs {
         config.checkpoint = cp;
         config.flush_target_on_resync |= self.flush_target_on_resync;
         config.flush_target_before_copy |= self.flush_target_before_copy;
+        for (node, command) in &self.psync_commands {
+            config.psync_commands.insert(node.clone(), command.clone());
+        }
         config.until_caught_up |= self.until_caught_up;
         config.run.verify |= self.verify;
         if self.metrics_addr.is_some() {

@@ -719,6 +719,11 @@ pub struct SyncConfig {
     /// another job's checkpoint. Not for a cluster source (its shards copy at different times).
     #[serde(default)]
     pub flush_target_before_copy: bool,
+    /// The name PSYNC goes by on source nodes that renamed it, by the node's `host:port` as ferry connects to
+    /// it (AWS ElastiCache gives such names on request; RedisShake's `aws_psync`). A server that serves the
+    /// renamed command as `SYNC` copies everything again at every reconnect.
+    #[serde(default)]
+    pub psync_commands: BTreeMap<String, String>,
     /// Settings of the `ferry` program (metrics and status endpoints, verify after catching up).
     #[serde(default)]
     pub run: RunConfig,
@@ -740,6 +745,7 @@ impl SyncConfig {
             until_caught_up: false,
             flush_target_on_resync: false,
             flush_target_before_copy: false,
+            psync_commands: BTreeMap::new(),
             run: RunConfig::default(),
         }
     }
@@ -868,6 +874,21 @@ impl SyncConfig {
                 ))
             }
             _ => {}
+        }
+        for (node, command) in &self.psync_commands {
+            let port_ok = node
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(Error::config(format!(
+                    "psync_commands: {node:?} is not a source node's \"host:port\""
+                )));
+            }
+            if command.is_empty() || !command.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::config(format!(
+                    "psync_commands: the command for {node:?} must be one word, not {command:?}"
+                )));
+            }
         }
         if let Source::Cluster { seeds, .. } = &self.source {
             if seeds.is_empty() {
@@ -1012,6 +1033,7 @@ impl SyncConfig {
         c.db_map = ferry_replicator::DbMap::new(db_pairs(&selection.db_map)?);
         c.flush_target_on_resync = self.flush_target_on_resync;
         c.flush_target_before_copy = self.flush_target_before_copy;
+        c.source.handshake.psync_commands = self.psync_commands.clone();
         c.max_restore_bytes = self.limits.max_restore_bytes;
         c.reconnect_backoff = Duration::from_millis(self.limits.reconnect_backoff_ms);
         c.sink = self.sink_options();

@@ -517,10 +517,28 @@ pub(crate) fn from_v4(
     if !filter.string("function")?.is_empty() || !top.string("function")?.is_empty() {
         return Err(Error::not_supported("Lua `function` filters"));
     }
-    if !adv.string("aws_psync")?.is_empty() {
-        return Err(Error::not_supported(
-            "`advanced.aws_psync` (ElastiCache's renamed PSYNC)",
-        ));
+    // `ip:port@command,ip:port@command`: the name of PSYNC on each source node (RedisShake takes the first
+    // item whose address matches).
+    for item in adv
+        .string("aws_psync")?
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+    {
+        match item.split_once('@') {
+            Some((node, command)) if !node.is_empty() && !command.is_empty() => {
+                config
+                    .psync_commands
+                    .entry(node.to_string())
+                    .or_insert_with(|| command.to_string());
+            }
+            _ => {
+                return Err(adv.wrong(
+                    "aws_psync",
+                    "a list of `ip:port@command` separated by commas",
+                ))
+            }
+        }
     }
     if adv.boolean("empty_db_before_sync", false)? {
         // RedisShake sends `FLUSHALL` to the target when it starts, and copies everything again at every start.

@@ -131,6 +131,7 @@ pub(crate) const FERRY: &[(&str, Node)] = &[
     ("until_caught_up", Node::Leaf),
     ("flush_target_on_resync", Node::Leaf),
     ("flush_target_before_copy", Node::Leaf),
+    ("psync_commands", Node::Map),
     (
         "run",
         Node::Table(&[

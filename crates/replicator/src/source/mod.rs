@@ -419,6 +419,8 @@ impl Source {
                 &mut conn,
                 resume.map(|r| (r.replid, r.offset)),
                 &opts.handshake,
+                opts.handshake
+                    .psync_command_for(&opts.connect.host, opts.connect.port),
             )
             .await?;
             match hs {
@@ -580,6 +582,18 @@ impl Source {
     /// Where a reconnect continues from: the last offset outside a source transaction.
     pub fn resume_offset(&self) -> u64 {
         self.parser.boundary().0
+    }
+
+    /// Moves every offset of a stream served as `SYNC` (which starts at 0, see [`psync::SYNC_REPLID`]) to
+    /// `offset`, the one its RDB says it was made at: the stream's offsets then count as the source's. Before
+    /// anything of the stream is decoded.
+    pub(crate) fn rebase(&mut self, offset: u64) {
+        let delta = offset.saturating_sub(self.parser.offset);
+        self.parser.offset += delta;
+        self.parser.boundary.0 += delta;
+        self.stats
+            .received_offset
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Reports that the target has committed everything up to `offset`: what `REPLCONF ACK` tells the source

@@ -12,6 +12,10 @@ use tracing::{debug, info, warn};
 use crate::checkpoint::is_replid;
 use crate::error::Error;
 
+/// The replication id ferry gives a stream served as `SYNC` (which has none): no source has it, so a
+/// checkpoint made under it never continues a stream.
+pub const SYNC_REPLID: &str = "0000000000000000000000000000000000000000";
+
 /// Length of the diskless end-of-file mark (`$EOF:<40 random bytes>`), `RDB_EOF_MARK_SIZE` in Redis.
 pub const EOF_MARK_LEN: usize = 40;
 
@@ -279,6 +283,18 @@ pub struct HandshakeOptions {
     pub retry_for: Duration,
     /// How long to wait for each line of the handshake, keepalives included.
     pub line_timeout: Duration,
+    /// The name `PSYNC` goes by on a source node, by its `host:port` as configured (AWS ElastiCache gives
+    /// renamed PSYNC commands on request; RedisShake's `aws_psync`). Nodes not named use `PSYNC`.
+    pub psync_commands: std::collections::BTreeMap<String, String>,
+}
+
+impl HandshakeOptions {
+    /// The name of PSYNC on the node at `host:port`.
+    pub fn psync_command_for(&self, host: &str, port: u16) -> &str {
+        self.psync_commands
+            .get(&format!("{host}:{port}"))
+            .map_or("PSYNC", String::as_str)
+    }
 }
 
 impl Default for HandshakeOptions {
@@ -287,6 +303,7 @@ impl Default for HandshakeOptions {
             listening_port: 0,
             retry_for: Duration::from_secs(300),
             line_timeout: Duration::from_secs(120),
+            psync_commands: Default::default(),
         }
     }
 }
@@ -335,6 +352,7 @@ pub async fn handshake(
     conn: &mut Connection,
     resume: Option<(&str, u64)>,
     opts: &HandshakeOptions,
+    psync: &str,
 ) -> Result<Option<Handshake>, Error> {
     // PING: an error that only says we may not run PING yet (auth) is fine, like redis-server's replica.
     match conn.call(&["PING"]).await {
@@ -393,12 +411,38 @@ pub async fn handshake(
         Some((replid, offset)) => (replid.to_string(), (offset + 1).to_string()),
         None => ("?".to_string(), "-1".to_string()),
     };
-    debug!(%replid, offset = %offset_arg, "sending PSYNC");
-    conn.write_command(&["PSYNC", replid.as_str(), offset_arg.as_str()]);
+    debug!(%replid, offset = %offset_arg, command = psync, "sending PSYNC");
+    conn.write_command(&[psync, replid.as_str(), offset_arg.as_str()]);
     conn.flush().await?;
     let reply = loop {
         let line = read_line(conn, opts.line_timeout).await?;
-        if let Some(reply) = parse_psync_reply(&line)? {
+        if psync != "PSYNC" && line.first() == Some(&b'$') {
+            // A server that decides between PSYNC and SYNC by the command's name (replication.c compares it
+            // with "psync") serves a renamed PSYNC as SYNC: the RDB comes at once, without `+FULLRESYNC`, and
+            // the stream follows it. Such a source can never continue a stream: every session copies all.
+            let header = parse_rdb_header(&line)?.ok_or_else(|| {
+                Error::Protocol(format!("malformed RDB header after {psync}: {line:?}"))
+            })?;
+            warn!(
+                command = psync,
+                "the source answered {psync} as SYNC (a server that renamed PSYNC itself): every reconnect \
+                 copies everything again"
+            );
+            return Ok(Some(Handshake::Full {
+                replid: SYNC_REPLID.to_string(),
+                offset: 0,
+                header,
+            }));
+        }
+        let parsed = parse_psync_reply(&line).map_err(|e| match e {
+            Error::Refused(m) if m.contains("unknown command") => Error::Refused(format!(
+                "{m} (a service that renamed or disabled {psync}: give its name for this node with \
+                 `psync_commands` / `--psync-command HOST:PORT=NAME` (RedisShake's `aws_psync`), or copy with \
+                 a scan source)"
+            )),
+            e => e,
+        })?;
+        if let Some(reply) = parsed {
             break reply;
         }
     };
