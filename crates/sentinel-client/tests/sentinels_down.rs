@@ -57,15 +57,20 @@ async fn killed_sentinels_are_retried_and_resubscribed_while_the_known_master_ke
     )
     .await;
     assert_eq!(pool.sentinels().len(), 3);
-    assert!(
+    // The events reach the collector's task after the pool's state changed: wait for them.
+    let added = || {
         events
             .lock()
             .unwrap()
             .iter()
             .filter(|e| matches!(e, Event::SentinelAdded { .. }))
             .count()
-            == 2
-    );
+    };
+    eventually(DEADLINE, "an event for each sentinel learned", || {
+        added() >= 2
+    })
+    .await;
+    assert_eq!(added(), 2);
 
     for s in group.sentinels.iter_mut() {
         s.kill();
