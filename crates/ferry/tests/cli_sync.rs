@@ -693,6 +693,21 @@ fn a_redisshake_v4_file_with_aws_psync_replicates_through_the_renamed_command() 
 }
 
 #[test]
+fn a_redisshake_v4_file_with_sync_aof_false_copies_once_and_exits() {
+    let (source, target) = (server(), server());
+    fill(&Target::from(&source), &FillOptions::seed(23)).unwrap();
+    let text = format!(
+        "[sync_reader]\naddress = {}\nsync_aof = false\n\n[redis_writer]\naddress = {}\n",
+        quoted(&source.addr()),
+        quoted(&target.addr()),
+    );
+    let (_dir, path) = write_file("shake.toml", &text);
+    let mut ferry = Ferry::spawn(["sync", "-c", path.to_str().unwrap()]);
+    assert_eq!(ferry.wait(), 0, "{}", ferry.stderr());
+    assert_equal(&Target::from(&source), &Target::from(&target));
+}
+
+#[test]
 fn a_redisshake_v4_file_takes_its_addresses_and_password_from_the_environment() {
     // RedisShake 4 substitutes `${VAR}` in its files before reading them (its shake_sync_env.toml example).
     let source = Server::start(ServerOptions::new(Version::V7_0).password("env-pw")).unwrap();

@@ -250,6 +250,23 @@ fn redisshake_empty_db_before_sync_empties_the_target_before_each_copy_except_fo
 }
 
 #[test]
+fn redisshake_sync_aof_false_is_a_one_time_copy() {
+    let text = "[sync_reader]\naddress = \"127.0.0.1:1\"\nsync_aof = false\n[redis_writer]\naddress = \"127.0.0.1:2\"\n";
+    let loaded = SyncConfig::load_toml(text).unwrap();
+    assert!(loaded.config.until_caught_up);
+    assert!(
+        loaded
+            .notes
+            .iter()
+            .any(|n| n.contains("`sync_reader.sync_aof = false` (line 3): a one-time copy")),
+        "{:?}",
+        loaded.notes
+    );
+    let live = text.replace("sync_aof = false", "sync_aof = true");
+    assert!(!SyncConfig::load_toml(&live).unwrap().config.until_caught_up);
+}
+
+#[test]
 fn redisshake_aws_psync_names_psync_per_source_node() {
     // RedisShake's own example: the first item of an address wins.
     let text = "[sync_reader]\naddress = \"10.0.0.1:6379\"\n[redis_writer]\naddress = \"127.0.0.1:2\"\n[advanced]\n\

@@ -378,9 +378,6 @@ pub(crate) fn from_v4(
         if !sync.boolean("sync_rdb", true)? {
             return Err(Error::not_supported("`sync_reader.sync_rdb = false` (ferry always starts with the full copy or a checkpoint)"));
         }
-        if !sync.boolean("sync_aof", true)? {
-            return Err(Error::not_supported("`sync_reader.sync_aof = false` (use until_caught_up / --until-caught-up for a one-time copy)"));
-        }
         let endpoint = sync.endpoint()?;
         let prefer_replica = sync.boolean("prefer_replica", false)?;
         if sync.boolean("cluster", false)? {
@@ -462,6 +459,20 @@ pub(crate) fn from_v4(
         Target::Standalone(writer.endpoint()?)
     };
     let mut config = SyncConfig::new(source, target);
+    if sync.exists() && !sync.boolean("sync_aof", true)? {
+        // RedisShake copies the RDB and ends without following the stream: a one-time copy.
+        config.until_caught_up = true;
+        let line = sync
+            .checked
+            .lines
+            .get("sync_reader.sync_aof")
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
+        notes.push(format!(
+            "`sync_reader.sync_aof = false`{line}: a one-time copy (`until_caught_up`): the job copies, applies \
+             what the source wrote during the copy, and ends"
+        ));
+    }
     for reader in [&sync, &scan] {
         if reader.exists() && !reader.boolean("cluster", false)? {
             per_source_tag(&mut config, reader, notes)?;
