@@ -363,20 +363,17 @@ impl Replicator {
             false => *self.ownership.lock().unwrap_or_else(|e| e.into_inner()),
         };
         let redo = redo_by_checkpoint.unwrap_or_else(|| self.status.snapshot().full_syncs > 0);
-        let mut flush = (redo && cfg.flush_target_on_resync) || cfg.flush_target_before_copy;
-        if flush && !(redo && cfg.flush_target_on_resync) {
-            // Asked to flush before every copy (RedisShake's `empty_db_before_sync`), where several jobs, one
-            // per source server, often share the target: never over another job's keys.
-            let tag = &cfg.sink.checkpoint_tag;
-            if let Some(other) = other_job_checkpoint(sink, tag, cfg.sink.checkpoint_db).await? {
-                warn!(
-                    other_tag = %other,
-                    "the full copy does not empty the target first (flush_target_before_copy): another job \
-                     (checkpoint tag {other:?}) writes into this target, and its keys are not this job's to delete"
-                );
-                flush = false;
-            }
-        }
+        // Asked to flush before every copy (RedisShake's `empty_db_before_sync`), where several jobs, one per
+        // source server, often share the target: never over another job's keys.
+        let flush = (redo && cfg.flush_target_on_resync)
+            || (cfg.flush_target_before_copy
+                && !self
+                    .another_job_writes(
+                        sink,
+                        "the full copy does not empty the target first (flush_target_before_copy)",
+                        "",
+                    )
+                    .await?);
         let conflict = conflict_of(redo);
         if !redo {
             // The first copy of this job into this target: ownership is decided before its first key.
@@ -445,16 +442,14 @@ impl Replicator {
             // A job's ownership says nothing of jobs that began writing into the target after its first copy
             // (one job per source master into one target, as RedisShake deployments run). Their checkpoints
             // in the target say they are there: their keys are not this job's to delete.
-            let tag = &self.config.sink.checkpoint_tag;
-            if let Some(other) =
-                other_job_checkpoint(sink, tag, self.config.sink.checkpoint_db).await?
+            if self
+                .another_job_writes(
+                    sink,
+                    "the redone copy deletes nothing",
+                    "; keys deleted on the source meanwhile may remain on the target (check with `ferry verify`)",
+                )
+                .await?
             {
-                warn!(
-                    other_tag = %other,
-                    "the redone copy deletes nothing: another job (checkpoint tag {other:?}) writes into this \
-                     target, and its keys are not this job's to delete; keys deleted on the source meanwhile \
-                     may remain on the target (check with `ferry verify`)"
-                );
                 self.status.update(|s| s.redo_unswept += 1);
                 return Ok(());
             }
@@ -467,6 +462,26 @@ impl Replicator {
         );
         self.status.update(|s| s.keys_swept += deleted);
         Ok(())
+    }
+
+    /// Whether the target holds the checkpoint of another job (another tag); if so, warns `what` (what this
+    /// job leaves undone because of it), then `then`.
+    async fn another_job_writes(
+        &self,
+        sink: &mut Sink,
+        what: &str,
+        then: &str,
+    ) -> Result<bool, Error> {
+        let cfg = &self.config.sink;
+        let other = other_job_checkpoint(sink, &cfg.checkpoint_tag, cfg.checkpoint_db).await?;
+        if let Some(other) = &other {
+            warn!(
+                other_tag = %other,
+                "{what}: another job (checkpoint tag {other:?}) writes into this target, and its keys are not \
+                 this job's to delete{then}"
+            );
+        }
+        Ok(other.is_some())
     }
 
     /// The ownership of a cluster-source job, which its shards share: the record in the target under the job's

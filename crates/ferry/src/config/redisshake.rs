@@ -48,6 +48,15 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// The line of `key` in the file (0 when it is not there).
+    fn line(&self, key: &str) -> usize {
+        self.checked
+            .lines
+            .get(&self.path(key))
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn get(&self, key: &str) -> Option<&'a Value> {
         self.table.and_then(|t| t.get(key))
     }
@@ -159,8 +168,7 @@ impl<'a> Section<'a> {
     /// The note for `tls = true` in this section (see [`Section::endpoint_at`]).
     fn tls_note(&self, notes: &mut Vec<String>) -> Result<(), Error> {
         if self.exists() && self.boolean("tls", false)? {
-            let path = self.path("tls");
-            let line = self.checked.lines.get(&path).copied().unwrap_or(0);
+            let (path, line) = (self.path("tls"), self.line("tls"));
             notes.push(format!(
                 "`{path}` (line {line}): TLS without checking the server's certificate, as RedisShake connects; \
                  to check it, write the job in ferry's own config with `tls.ca_file` (docs/config.md)"
@@ -194,7 +202,7 @@ fn advanced(
         _ => false,
     };
     if adv.get("dir").is_some() && !file_in_dir {
-        let line = adv.checked.lines.get("advanced.dir").copied().unwrap_or(0);
+        let line = adv.line("dir");
         notes.push(format!(
             "`advanced.dir` (line {line}) is accepted and not used: ferry keeps no local state (checkpoints \
              live in the target)"
@@ -462,15 +470,10 @@ pub(crate) fn from_v4(
     if sync.exists() && !sync.boolean("sync_aof", true)? {
         // RedisShake copies the RDB and ends without following the stream: a one-time copy.
         config.until_caught_up = true;
-        let line = sync
-            .checked
-            .lines
-            .get("sync_reader.sync_aof")
-            .map(|l| format!(" (line {l})"))
-            .unwrap_or_default();
         notes.push(format!(
-            "`sync_reader.sync_aof = false`{line}: a one-time copy (`until_caught_up`): the job copies, applies \
-             what the source wrote during the copy, and ends"
+            "`sync_reader.sync_aof = false` (line {}): a one-time copy (`until_caught_up`): the job copies, applies \
+             what the source wrote during the copy, and ends",
+            sync.line("sync_aof")
         ));
     }
     for reader in [&sync, &scan] {
@@ -562,15 +565,10 @@ pub(crate) fn from_v4(
             ));
         }
         config.flush_target_before_copy = true;
-        let line = adv
-            .checked
-            .lines
-            .get("advanced.empty_db_before_sync")
-            .map(|l| format!(" (line {l})"))
-            .unwrap_or_default();
         notes.push(format!(
-            "`advanced.empty_db_before_sync`{line}: the target is emptied (`FLUSHALL`) before each full copy, \
-             not when the job resumes from its checkpoint, and never while it holds another job's checkpoint"
+            "`advanced.empty_db_before_sync` (line {}): the target is emptied (`FLUSHALL`) before each full copy, \
+             not when the job resumes from its checkpoint, and never while it holds another job's checkpoint",
+            adv.line("empty_db_before_sync")
         ));
     }
     advanced(&mut config, &adv, Conflict::Panic, notes)?;
